@@ -1,0 +1,212 @@
+/* mmu core: tensors, storage, autograd tape, RNG, errors.
+ *
+ * This header is the whole contract between the C core and its users (the op
+ * families in csrc/ops, csrc/loss, ... and the CPython binding in csrc/python).
+ * No Python.h here or anywhere outside csrc/python/.
+ *
+ * Layout decision (made once): every tensor is row-major CONTIGUOUS. Views
+ * that keep contiguity (reshape/view/flatten/squeeze/unsqueeze) share storage
+ * with an offset; everything that would need strides (permute, transpose,
+ * slicing, expand) materialises a copy. Kernels therefore never deal with
+ * strides, and `.contiguous()` is free.
+ *
+ * Conventions: functions return an mmu_status (MMU_OK == 0); the message of
+ * the last error lives in thread-local storage (mmu_error_message()).
+ * Output arguments come first (llm.c style). Reference counts are atomic:
+ * the binding releases the GIL around every op, so the core may be entered
+ * from several threads at once.
+ */
+#ifndef MMU_CORE_H
+#define MMU_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MMU_MAX_DIMS 6
+#define MMU_MAX_SAVED 4
+
+/* ---------------------------------------------------------------- errors */
+typedef enum {
+    MMU_OK = 0,
+    MMU_EVALUE = 1,   /* bad shape / value          -> ValueError   */
+    MMU_ETYPE = 2,    /* bad dtype / object         -> TypeError    */
+    MMU_EINDEX = 3,   /* index or dim out of range  -> IndexError   */
+    MMU_ENOMEM = 4,   /* allocation failed          -> MemoryError  */
+    MMU_ERUNTIME = 5, /* anything else (oneDNN ...) -> RuntimeError */
+} mmu_status;
+
+/* Records the error message (printf-style) and returns `code`. */
+mmu_status mmu_fail(mmu_status code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+const char *mmu_error_message(void);
+
+/* ---------------------------------------------------------------- dtypes */
+typedef enum { MMU_FLOAT32 = 0, MMU_INT64 = 1, MMU_BOOL = 2 } mmu_dtype;
+size_t mmu_dtype_size(mmu_dtype dt);
+const char *mmu_dtype_name(mmu_dtype dt);
+
+/* ------------------------------------------------------------- allocator */
+/* 64-byte aligned buffers from a size-bucketed cache: freed buffers are kept
+ * (up to a cap) and handed back for the next request of the same bucket, so
+ * a training step does not return memory to the OS every iteration. */
+void *mmu_alloc(size_t nbytes);
+void mmu_free(void *ptr, size_t nbytes);
+void mmu_alloc_stats(size_t *in_use, size_t *cached, size_t *peak);
+void mmu_alloc_empty_cache(void);
+
+/* --------------------------------------------------------------- storage */
+typedef struct mmu_storage {
+    void *data;
+    size_t nbytes;
+    long refcount;
+} mmu_storage;
+
+/* ---------------------------------------------------------------- tensor */
+struct mmu_node;
+
+typedef struct mmu_tensor {
+    long refcount;
+    mmu_dtype dtype;
+    int ndim;
+    int64_t shape[MMU_MAX_DIMS];
+    int64_t numel;
+    mmu_storage *storage;
+    size_t offset;              /* bytes into storage (views share storage) */
+    int requires_grad;
+    struct mmu_tensor *grad;    /* accumulated gradient (leaves)            */
+    struct mmu_node *grad_fn;   /* node that produced this tensor, or NULL  */
+} mmu_tensor;
+
+static inline void *mmu_data(const mmu_tensor *t) {
+    return (char *)t->storage->data + t->offset;
+}
+static inline float *mmu_f32(const mmu_tensor *t) { return (float *)mmu_data(t); }
+static inline int64_t *mmu_i64(const mmu_tensor *t) { return (int64_t *)mmu_data(t); }
+static inline uint8_t *mmu_bool(const mmu_tensor *t) { return (uint8_t *)mmu_data(t); }
+
+/* New uninitialised / zeroed tensor (refcount 1). */
+mmu_status mmu_tensor_empty(mmu_tensor **out, mmu_dtype dt, int ndim, const int64_t *shape);
+mmu_status mmu_tensor_zeros(mmu_tensor **out, mmu_dtype dt, int ndim, const int64_t *shape);
+mmu_status mmu_tensor_full(mmu_tensor **out, mmu_dtype dt, int ndim, const int64_t *shape, double value);
+/* Same shape/dtype as t. */
+mmu_status mmu_tensor_empty_like(mmu_tensor **out, const mmu_tensor *t);
+mmu_status mmu_tensor_zeros_like(mmu_tensor **out, const mmu_tensor *t);
+/* A view: same storage, new shape (numel must match). No autograd. */
+mmu_status mmu_tensor_view(mmu_tensor **out, mmu_tensor *t, int ndim, const int64_t *shape);
+/* A copy of the data (no autograd). */
+mmu_status mmu_tensor_clone(mmu_tensor **out, const mmu_tensor *t);
+/* A tensor sharing storage but detached from the graph. */
+mmu_status mmu_tensor_detach(mmu_tensor **out, mmu_tensor *t);
+
+void mmu_tensor_incref(mmu_tensor *t);
+void mmu_tensor_decref(mmu_tensor *t); /* NULL-safe */
+#define MMU_CLEAR(t) do { mmu_tensor_decref(t); (t) = NULL; } while (0)
+
+/* True if nobody else can observe writes to t's memory. */
+int mmu_tensor_is_exclusive(const mmu_tensor *t);
+
+/* "(2, 3, 5)" into one of several rotating thread-local buffers. */
+const char *mmu_shape_str(const mmu_tensor *t);
+const char *mmu_dims_str(int ndim, const int64_t *shape);
+int mmu_same_shape(const mmu_tensor *a, const mmu_tensor *b);
+
+/* Normalise a possibly negative dim against ndim; MMU_EINDEX naming `op` on failure. */
+mmu_status mmu_wrap_dim(int *out, int64_t dim, int ndim, const char *op);
+
+/* Checks used by every op; they name the op and argument in the message. */
+mmu_status mmu_check_dtype(const mmu_tensor *t, mmu_dtype dt, const char *op, const char *arg);
+
+/* ------------------------------------------------------------- autograd */
+/* The op table: every differentiable op, its name and its backward. The
+ * X-macro keeps the set of ops visible in one place (ggml's op enum). */
+#include "op_table.h"
+
+typedef enum {
+#define MMU_OP_ENUM(name, backward) MMU_OP_##name,
+    MMU_OP_LIST(MMU_OP_ENUM)
+#undef MMU_OP_ENUM
+    MMU_OP_COUNT
+} mmu_op;
+
+/* One edge of the graph: where the gradient of one input goes. */
+typedef struct mmu_edge {
+    struct mmu_node *fn;  /* the input's grad_fn, or NULL            */
+    mmu_tensor *leaf;     /* a leaf input that requires grad, or NULL */
+    int needs_grad;       /* fn or leaf set                           */
+    mmu_dtype dtype;
+    int ndim;
+    int64_t shape[MMU_MAX_DIMS];
+} mmu_edge;
+
+typedef struct mmu_node {
+    long refcount;
+    mmu_op op;
+    int n_inputs;
+    mmu_edge *inputs;                /* n_inputs edges                   */
+    mmu_tensor *saved[MMU_MAX_SAVED];/* tensors the backward needs       */
+    struct { int64_t i[8]; double f[4]; } ctx; /* small op parameters */
+    int64_t *extra;                  /* op-specific array (e.g. cat sizes) */
+    int out_ndim;
+    int64_t out_shape[MMU_MAX_DIMS];
+    /* backward engine bookkeeping */
+    mmu_tensor *grad_acc;
+    int pending;
+    int epoch;
+    int released;
+} mmu_node;
+
+/* Backward: given the gradient of the node's output, set grad_in[i] (a new
+ * reference, shaped like input i) for every input with inputs[i].needs_grad.
+ * grad_in entries start NULL; leaving one NULL means "zero". Must not write
+ * into gout. */
+typedef mmu_status (*mmu_backward_fn)(mmu_node *n, mmu_tensor *gout, mmu_tensor **grad_in);
+
+typedef struct { const char *name; mmu_backward_fn backward; } mmu_op_info;
+extern const mmu_op_info mmu_op_table[MMU_OP_COUNT];
+
+/* Grad mode is thread-local like torch's. */
+int mmu_grad_enabled(void);
+int mmu_set_grad_enabled(int enabled); /* returns previous */
+
+/* If grad mode is on and any input requires grad, creates a node, makes it
+ * out's grad_fn and returns it in *node (else *node = NULL). Inputs may be
+ * NULL (optional args such as a missing bias). */
+mmu_status mmu_record(mmu_node **node, mmu_tensor *out, mmu_op op, int n, mmu_tensor *const *inputs);
+/* Keeps a reference to t for the backward (slot < MMU_MAX_SAVED). */
+void mmu_save(mmu_node *n, int slot, mmu_tensor *t);
+/* Saves an op's own output: a detached view of it, so that the node does not
+ * hold its output's grad_fn (a reference cycle that would never be freed). */
+mmu_status mmu_save_output(mmu_node *n, int slot, mmu_tensor *out);
+void mmu_node_incref(mmu_node *n);
+void mmu_node_decref(mmu_node *n);
+
+/* Runs the backward pass from root (gradient `grad`, or 1 for a scalar). */
+mmu_status mmu_backward(mmu_tensor *root, mmu_tensor *grad, int retain_graph);
+
+/* Adds g into *acc, in place when *acc is exclusively ours, else by a new
+ * tensor. *acc == NULL adopts g. Used by the engine; handy for ops. */
+mmu_status mmu_accumulate(mmu_tensor **acc, mmu_tensor *g);
+
+/* Sum g (broadcast result shape) down to `shape` (input shape) — the backward of
+ * broadcasting. Returns a new reference (may be g itself, incref'd). */
+mmu_status mmu_reduce_to_shape(mmu_tensor **out, mmu_tensor *g, int ndim, const int64_t *shape);
+
+/* ------------------------------------------------------------------- RNG */
+/* Counter-based Philox4x32-10: value i of a draw depends only on (seed,
+ * offset of the draw, i), so results are independent of thread scheduling. */
+void mmu_manual_seed(uint64_t seed);
+/* Reserves n 128-bit blocks of the stream; returns (key, first counter). */
+void mmu_rng_reserve(uint64_t nblocks, uint64_t *key, uint64_t *counter);
+void mmu_philox(uint64_t key, uint64_t counter, uint32_t out[4]);
+mmu_status mmu_randn(mmu_tensor **out, int ndim, const int64_t *shape);
+mmu_status mmu_rand(mmu_tensor **out, int ndim, const int64_t *shape);
+
+/* --------------------------------------------------------------- threads */
+void mmu_set_num_threads(int n);
+int mmu_get_num_threads(void);
+/* Makes the calling thread's OpenMP team size follow mmu_set_num_threads. */
+void mmu_sync_threads(void);
+/* Whether a loop of `work` elements is worth a parallel region. */
+#define MMU_PAR_GRAIN 32768
+
+#endif

@@ -1,0 +1,64 @@
+/* The op table: every differentiable op of mmu, with its backward.
+ *
+ *   X(NAME, backward_function)
+ *
+ * Each backward lives beside its forward in the op family's file (named in
+ * the comment of each group). Ops without a gradient (comparisons, argmax,
+ * casts to int/bool, ...) never record a node and are not listed here.
+ */
+#ifndef MMU_OP_TABLE_H
+#define MMU_OP_TABLE_H
+
+#define MMU_OP_LIST(X)                                                     \
+    /* csrc/ops/binary.c: broadcasting arithmetic */                       \
+    X(ADD, mmu_binary_backward)                                            \
+    X(SUB, mmu_binary_backward)                                            \
+    X(MUL, mmu_binary_backward)                                            \
+    X(DIV, mmu_binary_backward)                                            \
+    X(MAXIMUM, mmu_binary_backward)                                        \
+    X(MINIMUM, mmu_binary_backward)                                        \
+    X(WHERE, mmu_where_backward)                                           \
+    /* csrc/ops/unary.c: elementwise math (oneDNN eltwise + C) */          \
+    X(NEG, mmu_unary_backward)                                             \
+    X(EXP, mmu_unary_backward)                                             \
+    X(LOG, mmu_unary_backward)                                             \
+    X(SQRT, mmu_unary_backward)                                            \
+    X(ABS, mmu_unary_backward)                                             \
+    X(TANH, mmu_unary_backward)                                            \
+    X(SIGMOID, mmu_unary_backward)                                         \
+    X(RELU, mmu_unary_backward)                                            \
+    X(GELU, mmu_unary_backward)                                            \
+    X(GELU_TANH, mmu_unary_backward)                                       \
+    X(SILU, mmu_unary_backward)                                            \
+    X(POW, mmu_unary_backward)                                             \
+    X(CLAMP, mmu_unary_backward)                                           \
+    /* csrc/ops/reduce.c */                                                \
+    X(SUM, mmu_reduce_backward)                                            \
+    X(MEAN, mmu_reduce_backward)                                           \
+    X(AMAX, mmu_reduce_backward)                                           \
+    X(AMIN, mmu_reduce_backward)                                           \
+    /* csrc/ops/shape.c: views, copies and indexing */                     \
+    X(RESHAPE, mmu_reshape_backward)                                       \
+    X(PERMUTE, mmu_permute_backward)                                       \
+    X(SLICE, mmu_slice_backward)                                           \
+    X(CAT, mmu_cat_backward)                                               \
+    X(EXPAND, mmu_expand_backward)                                         \
+    X(GATHER, mmu_gather_backward)                                         \
+    X(INDEX_SELECT, mmu_index_select_backward)                             \
+    X(MASKED_SELECT, mmu_masked_select_backward)                           \
+    X(MASKED_FILL, mmu_masked_fill_backward)                               \
+    /* csrc/ops/matmul.c (oneDNN matmul) */                                \
+    X(MATMUL, mmu_matmul_backward)                                         \
+    X(LINEAR, mmu_linear_backward)                                         \
+    /* csrc/ops/softmax.c, csrc/ops/norm.c (oneDNN) */                     \
+    X(SOFTMAX, mmu_softmax_backward)                                       \
+    X(LOG_SOFTMAX, mmu_softmax_backward)                                   \
+    X(LAYER_NORM, mmu_layer_norm_backward)                                 \
+    /* csrc/ops/embedding.c */                                             \
+    X(EMBEDDING, mmu_embedding_backward)                                   \
+    /* csrc/loss/cross_entropy.c, csrc/loss/regression.c */                \
+    X(CROSS_ENTROPY, mmu_cross_entropy_backward)                           \
+    X(MSE_LOSS, mmu_regression_loss_backward)                              \
+    X(L1_LOSS, mmu_regression_loss_backward)
+
+#endif

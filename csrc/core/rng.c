@@ -1,0 +1,89 @@
+/* Counter-based RNG: Philox4x32-10 (Salmon et al., "Parallel random numbers:
+ * as easy as 1, 2, 3", SC'11). A draw of n values reserves ceil(n/4) counters
+ * from a global offset; value i comes from counter (base + i/4), so it does
+ * not matter which thread computes it: results are reproducible for a seed
+ * whatever the thread count. */
+#include <math.h>
+#include <pthread.h>
+
+#include "mmu.h"
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t g_seed = 0x853c49e6748fea9bULL, g_offset;
+
+void mmu_manual_seed(uint64_t seed) {
+    pthread_mutex_lock(&g_lock);
+    g_seed = seed;
+    g_offset = 0;
+    pthread_mutex_unlock(&g_lock);
+}
+
+void mmu_rng_reserve(uint64_t nblocks, uint64_t *key, uint64_t *counter) {
+    pthread_mutex_lock(&g_lock);
+    *key = g_seed;
+    *counter = g_offset;
+    g_offset += nblocks;
+    pthread_mutex_unlock(&g_lock);
+}
+
+static inline uint32_t mulhilo(uint32_t a, uint32_t b, uint32_t *hi) {
+    uint64_t p = (uint64_t)a * b;
+    *hi = (uint32_t)(p >> 32);
+    return (uint32_t)p;
+}
+
+void mmu_philox(uint64_t key, uint64_t counter, uint32_t out[4]) {
+    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+    for (int r = 0; r < 10; r++) {
+        uint32_t hi0, hi1;
+        uint32_t lo0 = mulhilo(0xD2511F53u, c0, &hi0);
+        uint32_t lo1 = mulhilo(0xCD9E8D57u, c2, &hi1);
+        uint32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
+        c0 = n0; c1 = lo1; c2 = n2; c3 = lo0;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+mmu_status mmu_randn(mmu_tensor **out, int ndim, const int64_t *shape) {
+    mmu_status st = mmu_tensor_empty(out, MMU_FLOAT32, ndim, shape);
+    if (st) return st;
+    int64_t n = (*out)->numel, nblocks = (n + 3) / 4;
+    uint64_t key, base;
+    mmu_rng_reserve((uint64_t)nblocks, &key, &base);
+    float *p = mmu_f32(*out);
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t b = 0; b < nblocks; b++) {
+        uint32_t x[4];
+        double z[4];
+        mmu_philox(key, base + (uint64_t)b, x);
+        for (int h = 0; h < 2; h++) { /* Box-Muller on two pairs */
+            double u1 = ((double)x[2 * h] + 1.0) * (1.0 / 4294967296.0); /* (0, 1] */
+            double u2 = (double)x[2 * h + 1] * (1.0 / 4294967296.0);      /* [0, 1) */
+            double r = sqrt(-2.0 * log(u1));
+            z[2 * h] = r * cos(2.0 * M_PI * u2);
+            z[2 * h + 1] = r * sin(2.0 * M_PI * u2);
+        }
+        for (int k = 0; k < 4 && 4 * b + k < n; k++) p[4 * b + k] = (float)z[k];
+    }
+    return MMU_OK;
+}
+
+mmu_status mmu_rand(mmu_tensor **out, int ndim, const int64_t *shape) {
+    mmu_status st = mmu_tensor_empty(out, MMU_FLOAT32, ndim, shape);
+    if (st) return st;
+    int64_t n = (*out)->numel, nblocks = (n + 3) / 4;
+    uint64_t key, base;
+    mmu_rng_reserve((uint64_t)nblocks, &key, &base);
+    float *p = mmu_f32(*out);
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t b = 0; b < nblocks; b++) {
+        uint32_t x[4];
+        mmu_philox(key, base + (uint64_t)b, x);
+        /* top 24 bits: exactly representable in float32, uniform on [0, 1) */
+        for (int k = 0; k < 4 && 4 * b + k < n; k++) p[4 * b + k] = (float)(x[k] >> 8) * (1.0f / 16777216.0f);
+    }
+    return MMU_OK;
+}

@@ -1,0 +1,106 @@
+/* Forward entry points of every op family (differentiable ones record a node
+ * through mmu_record; their backwards are listed in core/op_table.h).
+ * Shapes are written above each declaration. Every function validates its
+ * arguments and returns MMU_E* with a message naming the op and the shapes. */
+#ifndef MMU_OPS_H
+#define MMU_OPS_H
+
+#include "../core/mmu.h"
+
+/* Declarations of all backward functions named in the op table. */
+#define MMU_DECLARE_BACKWARD(name, backward) \
+    mmu_status backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **grad_in);
+MMU_OP_LIST(MMU_DECLARE_BACKWARD)
+#undef MMU_DECLARE_BACKWARD
+
+/* ------------------------------------------------------------ binary.c */
+typedef enum {
+    MMU_BIN_ADD, MMU_BIN_SUB, MMU_BIN_MUL, MMU_BIN_DIV, MMU_BIN_MAXIMUM, MMU_BIN_MINIMUM,
+    MMU_BIN_LT, MMU_BIN_LE, MMU_BIN_GT, MMU_BIN_GE, MMU_BIN_EQ, MMU_BIN_NE,
+    MMU_BIN_AND, MMU_BIN_OR, MMU_BIN_XOR,
+    MMU_BIN_COUNT
+} mmu_binary_op;
+/* a (...), b (...) broadcast NumPy-style -> out (broadcast shape).
+ * Arithmetic: float32. Comparisons: float32 or int64 -> bool. Logic: bool. */
+mmu_status mmu_binary(mmu_tensor **out, mmu_binary_op op, mmu_tensor *a, mmu_tensor *b);
+/* cond bool, a, b float32 (broadcast together) -> out */
+mmu_status mmu_where(mmu_tensor **out, mmu_tensor *cond, mmu_tensor *a, mmu_tensor *b);
+/* Broadcast shape of two shapes; MMU_EVALUE naming op on mismatch. */
+mmu_status mmu_broadcast_shape(int *ndim, int64_t *shape, int na, const int64_t *sa,
+                               int nb, const int64_t *sb, const char *op);
+
+/* ------------------------------------------------------------- unary.c */
+typedef enum {
+    MMU_UN_NEG, MMU_UN_EXP, MMU_UN_LOG, MMU_UN_SQRT, MMU_UN_ABS, MMU_UN_TANH,
+    MMU_UN_SIGMOID, MMU_UN_RELU, MMU_UN_GELU, MMU_UN_GELU_TANH, MMU_UN_SILU,
+    MMU_UN_COUNT
+} mmu_unary_op;
+/* x float32 (any shape) -> out (same shape) */
+mmu_status mmu_unary(mmu_tensor **out, mmu_unary_op op, mmu_tensor *x);
+/* x ** exponent (scalar) */
+mmu_status mmu_pow_scalar(mmu_tensor **out, mmu_tensor *x, double exponent);
+/* clamp(x, min, max); a bound is ignored when its has_ flag is 0 */
+mmu_status mmu_clamp(mmu_tensor **out, mmu_tensor *x, int has_min, double min, int has_max, double max);
+/* ~x for bool */
+mmu_status mmu_logical_not(mmu_tensor **out, mmu_tensor *x);
+/* dtype conversion (float32 <-> int64 <-> bool); float32 -> float32 keeps the graph */
+mmu_status mmu_cast(mmu_tensor **out, mmu_tensor *x, mmu_dtype dt);
+
+/* ------------------------------------------------------------ reduce.c */
+typedef enum { MMU_RED_SUM, MMU_RED_MEAN, MMU_RED_AMAX, MMU_RED_AMIN } mmu_reduce_op;
+/* x float32; reduce over dims where dim_mask bit d is set (ndims==0 => all) */
+mmu_status mmu_reduce(mmu_tensor **out, mmu_reduce_op op, mmu_tensor *x, unsigned dim_mask, int keepdim);
+/* argmax/argmin over one dim (has_dim=0: over the flattened tensor) -> int64; ties -> first */
+mmu_status mmu_argreduce(mmu_tensor **out, int is_max, mmu_tensor *x, int has_dim, int64_t dim, int keepdim);
+
+/* ------------------------------------------------------------- shape.c */
+/* x (...) -> out (shape), same numel; shares storage */
+mmu_status mmu_reshape(mmu_tensor **out, mmu_tensor *x, int ndim, const int64_t *shape);
+/* x (d0..dn) -> out (d_perm[0] .. d_perm[n]) (a copy) */
+mmu_status mmu_permute(mmu_tensor **out, mmu_tensor *x, const int64_t *perm);
+/* per dim: start, step (>0), length -> out (length[0], ..., length[n]) (a copy) */
+mmu_status mmu_slice(mmu_tensor **out, mmu_tensor *x, const int64_t *start, const int64_t *step,
+                     const int64_t *length);
+/* n tensors equal except along dim -> concatenation */
+mmu_status mmu_cat(mmu_tensor **out, int n, mmu_tensor *const *xs, int64_t dim);
+/* x broadcast to shape (NumPy rules, leading dims may be added) (a copy) */
+mmu_status mmu_expand(mmu_tensor **out, mmu_tensor *x, int ndim, const int64_t *shape);
+/* torch.gather: index int64 with x's ndim; out[i][j][k] = x[index[i][j][k]][j][k] (dim 0) */
+mmu_status mmu_gather(mmu_tensor **out, mmu_tensor *x, int64_t dim, mmu_tensor *index);
+/* torch.index_select: index int64 1-D */
+mmu_status mmu_index_select(mmu_tensor **out, mmu_tensor *x, int64_t dim, mmu_tensor *index);
+/* x[mask] with mask bool of x's shape -> 1-D */
+mmu_status mmu_masked_select(mmu_tensor **out, mmu_tensor *x, mmu_tensor *mask);
+/* x float32/int64, mask bool broadcastable to x -> out with value where mask */
+mmu_status mmu_masked_fill(mmu_tensor **out, mmu_tensor *x, mmu_tensor *mask, double value);
+
+/* ------------------------------------------------------------ matmul.c */
+/* torch.matmul semantics: 1-D, 2-D, batched with broadcast batch dims */
+mmu_status mmu_matmul(mmu_tensor **out, mmu_tensor *a, mmu_tensor *b);
+/* x (..., in), w (out, in), b (out) or NULL -> (..., out) */
+mmu_status mmu_linear(mmu_tensor **out, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b);
+
+/* ----------------------------------------------------------- softmax.c */
+/* softmax / log_softmax of x along dim */
+mmu_status mmu_softmax(mmu_tensor **out, mmu_tensor *x, int64_t dim, int log);
+
+/* -------------------------------------------------------------- norm.c */
+/* x (..., *normalized_shape) with norm_ndim trailing dims; weight/bias
+ * (normalized_shape) or NULL */
+mmu_status mmu_layer_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const int64_t *norm_shape,
+                          mmu_tensor *weight, mmu_tensor *bias, double eps);
+
+/* --------------------------------------------------------- embedding.c */
+/* idx int64 (...), weight (V, D) -> (..., D) */
+mmu_status mmu_embedding(mmu_tensor **out, mmu_tensor *idx, mmu_tensor *weight);
+
+/* ------------------------------------------------------ loss/ (cross_entropy.c, regression.c) */
+typedef enum { MMU_REDUCTION_NONE = 0, MMU_REDUCTION_MEAN = 1, MMU_REDUCTION_SUM = 2 } mmu_reduction;
+/* logits (N, C) or (N, C, d1..), target int64 (N) or (N, d1..) */
+mmu_status mmu_cross_entropy(mmu_tensor **out, mmu_tensor *logits, mmu_tensor *target,
+                             int64_t ignore_index, double label_smoothing, mmu_reduction red);
+/* input, target same shape (target broadcast not supported, as torch warns) */
+mmu_status mmu_mse_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red);
+mmu_status mmu_l1_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red);
+
+#endif

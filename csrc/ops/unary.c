@@ -1,0 +1,193 @@
+/* Elementwise math. Transcendental functions run on oneDNN's eltwise
+ * primitives (JIT-compiled for the CPU's ISA, vectorised polynomial
+ * approximations); trivial ones (neg, clamp, casts) are plain C loops. */
+#include <math.h>
+#include <string.h>
+
+#include "ops.h"
+#include "../dnnl/mmu_dnnl.h"
+
+static const struct {
+    const char *name;
+    mmu_op op;
+    mmu_eltwise_alg alg; /* MMU_ELT_COUNT: computed in C */
+} unary_info[MMU_UN_COUNT] = {
+    [MMU_UN_NEG] = {"neg", MMU_OP_NEG, MMU_ELT_COUNT},
+    [MMU_UN_EXP] = {"exp", MMU_OP_EXP, MMU_ELT_EXP},
+    [MMU_UN_LOG] = {"log", MMU_OP_LOG, MMU_ELT_LOG},
+    [MMU_UN_SQRT] = {"sqrt", MMU_OP_SQRT, MMU_ELT_SQRT},
+    [MMU_UN_ABS] = {"abs", MMU_OP_ABS, MMU_ELT_ABS},
+    [MMU_UN_TANH] = {"tanh", MMU_OP_TANH, MMU_ELT_TANH},
+    [MMU_UN_SIGMOID] = {"sigmoid", MMU_OP_SIGMOID, MMU_ELT_SIGMOID},
+    [MMU_UN_RELU] = {"relu", MMU_OP_RELU, MMU_ELT_RELU},
+    [MMU_UN_GELU] = {"gelu", MMU_OP_GELU, MMU_ELT_GELU_ERF},
+    [MMU_UN_GELU_TANH] = {"gelu", MMU_OP_GELU_TANH, MMU_ELT_GELU_TANH},
+    [MMU_UN_SILU] = {"silu", MMU_OP_SILU, MMU_ELT_SILU},
+};
+
+static void neg_kernel(float *o, const float *x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < n; i++) o[i] = -x[i];
+}
+
+/* Records the node; saves the output (use-dst backward) or the input. */
+static mmu_status record_eltwise(mmu_tensor **out, mmu_op op, mmu_eltwise_alg alg, mmu_tensor *x) {
+    mmu_node *n = NULL;
+    mmu_status st = mmu_record(&n, *out, op, 1, &x);
+    if (!st && n) {
+        n->ctx.i[0] = alg;
+        n->ctx.i[1] = alg != MMU_ELT_COUNT && mmu_dnnl_eltwise_has_dst_bwd(alg);
+        if (n->ctx.i[1]) st = mmu_save_output(n, 0, *out);
+        else if (alg != MMU_ELT_COUNT) mmu_save(n, 0, x);
+    }
+    if (st) MMU_CLEAR(*out);
+    return st;
+}
+
+mmu_status mmu_unary(mmu_tensor **out, mmu_unary_op op, mmu_tensor *x) {
+    if (op < 0 || op >= MMU_UN_COUNT) return mmu_fail(MMU_EVALUE, "unary: unknown op %d", (int)op);
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, unary_info[op].name, "input");
+    if (st) return st;
+    if ((st = mmu_tensor_empty_like(out, x))) return st;
+    mmu_eltwise_alg alg = unary_info[op].alg;
+    if (alg == MMU_ELT_COUNT) neg_kernel(mmu_f32(*out), mmu_f32(x), x->numel);
+    else if ((st = mmu_dnnl_eltwise_fwd(alg, 0.0f, 0.0f, mmu_f32(x), mmu_f32(*out), x->numel))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    return record_eltwise(out, unary_info[op].op, alg, x);
+}
+
+mmu_status mmu_pow_scalar(mmu_tensor **out, mmu_tensor *x, double exponent) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "pow", "input");
+    if (st) return st;
+    if ((st = mmu_tensor_empty_like(out, x))) return st;
+    const float *px = mmu_f32(x);
+    float *po = mmu_f32(*out);
+    int64_t n = x->numel;
+    if (exponent == 2.0) { /* the common case (squared errors, norms): exact and memory-bound */
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+        for (int64_t i = 0; i < n; i++) po[i] = px[i] * px[i];
+    } else if ((st = mmu_dnnl_eltwise_fwd(MMU_ELT_POW, 1.0f, (float)exponent, px, po, n))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    mmu_node *nd = NULL;
+    if ((st = mmu_record(&nd, *out, MMU_OP_POW, 1, &x))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (nd) {
+        nd->ctx.f[0] = exponent;
+        mmu_save(nd, 0, x);
+    }
+    return MMU_OK;
+}
+
+mmu_status mmu_clamp(mmu_tensor **out, mmu_tensor *x, int has_min, double min, int has_max, double max) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "clamp", "input");
+    if (st) return st;
+    if (!has_min && !has_max) return mmu_fail(MMU_EVALUE, "clamp: at least one of min and max must be given");
+    if ((st = mmu_tensor_empty_like(out, x))) return st;
+    float lo = has_min ? (float)min : -INFINITY, hi = has_max ? (float)max : INFINITY;
+    const float *px = mmu_f32(x);
+    float *po = mmu_f32(*out);
+    int64_t n = x->numel;
+    /* torch applies min then max, so min > max gives max everywhere */
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < n; i++) {
+        float v = px[i];
+        v = v < lo ? lo : v;
+        po[i] = v > hi ? hi : v;
+        if (px[i] != px[i]) po[i] = px[i]; /* NaN stays NaN */
+    }
+    mmu_node *nd = NULL;
+    if ((st = mmu_record(&nd, *out, MMU_OP_CLAMP, 1, &x))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (nd) {
+        nd->ctx.f[0] = lo;
+        nd->ctx.f[1] = hi;
+        mmu_save(nd, 0, x);
+    }
+    return MMU_OK;
+}
+
+mmu_status mmu_unary_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    if (!n->inputs[0].needs_grad) return MMU_OK;
+    mmu_status st = mmu_tensor_empty_like(&gin[0], g);
+    if (st) return st;
+    const float *pg = mmu_f32(g);
+    float *pd = mmu_f32(gin[0]);
+    int64_t len = g->numel;
+    switch (n->op) {
+    case MMU_OP_NEG:
+        neg_kernel(pd, pg, len);
+        return MMU_OK;
+    case MMU_OP_POW: {
+        double p = n->ctx.f[0];
+        const float *px = mmu_f32(n->saved[0]);
+        if (p == 2.0) {
+#pragma omp parallel for schedule(static) if (len > MMU_PAR_GRAIN)
+            for (int64_t i = 0; i < len; i++) pd[i] = 2.0f * px[i] * pg[i];
+            return MMU_OK;
+        }
+        if (p == 0.0) { /* d/dx x^0 = 0 (torch returns zeros, even at x = 0) */
+            memset(pd, 0, len * sizeof(float));
+            return MMU_OK;
+        }
+        return mmu_dnnl_eltwise_bwd(MMU_ELT_POW, 0, 1.0f, (float)p, px, pg, pd, len);
+    }
+    case MMU_OP_CLAMP: {
+        float lo = (float)n->ctx.f[0], hi = (float)n->ctx.f[1];
+        const float *px = mmu_f32(n->saved[0]);
+#pragma omp parallel for schedule(static) if (len > MMU_PAR_GRAIN)
+        for (int64_t i = 0; i < len; i++) pd[i] = (px[i] >= lo && px[i] <= hi) ? pg[i] : 0.0f;
+        return MMU_OK;
+    }
+    default:
+        return mmu_dnnl_eltwise_bwd((mmu_eltwise_alg)n->ctx.i[0], (int)n->ctx.i[1], 0.0f, 0.0f,
+                                    mmu_f32(n->saved[0]), pg, pd, len);
+    }
+}
+
+mmu_status mmu_logical_not(mmu_tensor **out, mmu_tensor *x) {
+    mmu_status st = mmu_check_dtype(x, MMU_BOOL, "logical_not", "input");
+    if (!st) st = mmu_tensor_empty_like(out, x);
+    if (st) return st;
+    const uint8_t *px = mmu_bool(x);
+    uint8_t *po = mmu_bool(*out);
+    for (int64_t i = 0; i < x->numel; i++) po[i] = !px[i];
+    return MMU_OK;
+}
+
+mmu_status mmu_cast(mmu_tensor **out, mmu_tensor *x, mmu_dtype dt) {
+    if (dt != MMU_FLOAT32 && dt != MMU_INT64 && dt != MMU_BOOL)
+        return mmu_fail(MMU_ETYPE, "to: unknown dtype code %d", (int)dt);
+    if (x->dtype == dt) { /* like torch: .float() of a float tensor is itself */
+        mmu_tensor_incref(x);
+        *out = x;
+        return MMU_OK;
+    }
+    mmu_status st = mmu_tensor_empty(out, dt, x->ndim, x->shape);
+    if (st) return st;
+    int64_t n = x->numel;
+    const void *src = mmu_data(x);
+    void *dst = mmu_data(*out);
+#define CAST_LOOP(TS, TD, EXPR)                                               \
+    do {                                                                      \
+        const TS *s = src;                                                    \
+        TD *d = dst;                                                          \
+        _Pragma("omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)")   \
+        for (int64_t i = 0; i < n; i++) d[i] = (EXPR);                        \
+    } while (0)
+    if (x->dtype == MMU_FLOAT32 && dt == MMU_INT64) CAST_LOOP(float, int64_t, (int64_t)s[i]);
+    else if (x->dtype == MMU_FLOAT32) CAST_LOOP(float, uint8_t, s[i] != 0.0f);
+    else if (x->dtype == MMU_INT64 && dt == MMU_FLOAT32) CAST_LOOP(int64_t, float, (float)s[i]);
+    else if (x->dtype == MMU_INT64) CAST_LOOP(int64_t, uint8_t, s[i] != 0);
+    else if (dt == MMU_FLOAT32) CAST_LOOP(uint8_t, float, (float)s[i]);
+    else CAST_LOOP(uint8_t, int64_t, (int64_t)s[i]);
+#undef CAST_LOOP
+    return MMU_OK;
+}

@@ -1,0 +1,549 @@
+/* mmu._C: the Tensor type, conversions to and from NumPy, and module state
+ * (grad mode, seed, threads, stats). Op entry points are in ops_bind.c. */
+#include "binding.h"
+
+#include <math.h>
+#include <structmember.h>
+
+#define PY_ARRAY_UNIQUE_SYMBOL mmu_ARRAY_API
+#include <numpy/arrayobject.h>
+
+#include "../dnnl/mmu_dnnl.h"
+
+PyTypeObject *mmu_TensorType;
+
+/* ------------------------------------------------------------ errors */
+PyObject *mmu_raise(mmu_status st) {
+    PyObject *exc = PyExc_RuntimeError;
+    switch (st) {
+    case MMU_EVALUE: exc = PyExc_ValueError; break;
+    case MMU_ETYPE: exc = PyExc_TypeError; break;
+    case MMU_EINDEX: exc = PyExc_IndexError; break;
+    case MMU_ENOMEM: exc = PyExc_MemoryError; break;
+    default: break;
+    }
+    PyErr_SetString(exc, mmu_error_message());
+    return NULL;
+}
+
+/* ------------------------------------------------------- conversions */
+static int npy_type_of(mmu_dtype dt) {
+    return dt == MMU_FLOAT32 ? NPY_FLOAT32 : dt == MMU_INT64 ? NPY_INT64 : NPY_BOOL;
+}
+
+PyObject *mmu_wrap(mmu_tensor *t) {
+    if (!t) return NULL;
+    PyTensor *self = PyObject_GC_New(PyTensor, mmu_TensorType);
+    if (!self) {
+        mmu_tensor_decref(t);
+        return NULL;
+    }
+    self->t = t;
+    self->weakreflist = NULL;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static const char *type_name(PyObject *o) { return Py_TYPE(o)->tp_name; }
+
+mmu_tensor *mmu_to_tensor(PyObject *obj, int like, const char *op, const char *arg) {
+    if (PyTensor_Check(obj)) {
+        mmu_tensor *t = ((PyTensor *)obj)->t;
+        mmu_tensor_incref(t);
+        return t;
+    }
+    /* Python scalars take the dtype of the tensor they meet (like torch) */
+    if (like >= 0 && (PyFloat_Check(obj) || PyLong_Check(obj) || PyBool_Check(obj))) {
+        mmu_dtype dt = (mmu_dtype)like;
+        if (dt == MMU_INT64 && PyFloat_Check(obj)) dt = MMU_FLOAT32;
+        if (dt == MMU_BOOL && !PyBool_Check(obj)) dt = PyFloat_Check(obj) ? MMU_FLOAT32 : MMU_INT64;
+        double v = PyFloat_AsDouble(obj);
+        if (dt == MMU_INT64) {
+            long long iv = PyLong_AsLongLong(obj);
+            if (iv == -1 && PyErr_Occurred()) return NULL;
+            v = (double)iv;
+            mmu_tensor *t = NULL;
+            mmu_status st = mmu_tensor_empty(&t, MMU_INT64, 0, NULL);
+            if (st) return (mmu_tensor *)mmu_raise(st);
+            mmu_i64(t)[0] = iv;
+            return t;
+        }
+        if (v == -1.0 && PyErr_Occurred()) return NULL;
+        mmu_tensor *t = NULL;
+        mmu_status st = mmu_tensor_full(&t, dt, 0, NULL, v);
+        if (st) return (mmu_tensor *)mmu_raise(st);
+        return t;
+    }
+    if (obj == Py_None || PyUnicode_Check(obj) || PyBytes_Check(obj) || PyDict_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a Tensor or a numeric array, got %s", op, arg,
+                     type_name(obj));
+        return NULL;
+    }
+    PyArrayObject *arr = (PyArrayObject *)PyArray_FROM_O(obj);
+    if (!arr) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a Tensor or a numeric array, got %s", op, arg,
+                     type_name(obj));
+        return NULL;
+    }
+    char kind = PyArray_DESCR(arr)->kind;
+    int target;
+    mmu_dtype dt;
+    if (kind == 'f') { target = NPY_FLOAT32; dt = MMU_FLOAT32; }
+    else if (kind == 'i' || kind == 'u') { target = NPY_INT64; dt = MMU_INT64; }
+    else if (kind == 'b') { target = NPY_BOOL; dt = MMU_BOOL; }
+    else {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be numeric (float, int or bool), got an array of dtype %s",
+                     op, arg, PyArray_DESCR(arr)->typeobj->tp_name);
+        Py_DECREF(arr);
+        return NULL;
+    }
+    int ndim = PyArray_NDIM(arr);
+    if (ndim > MMU_MAX_DIMS) {
+        PyErr_Format(PyExc_ValueError, "%s: %s has %d dims; mmu tensors have at most %d", op, arg, ndim,
+                     MMU_MAX_DIMS);
+        Py_DECREF(arr);
+        return NULL;
+    }
+    int64_t shape[MMU_MAX_DIMS];
+    for (int d = 0; d < ndim; d++) shape[d] = PyArray_DIM(arr, d);
+    mmu_tensor *t = NULL;
+    mmu_status st = mmu_tensor_empty(&t, dt, ndim, shape);
+    if (st) {
+        Py_DECREF(arr);
+        return (mmu_tensor *)mmu_raise(st);
+    }
+    /* copy (and cast) straight into the tensor's buffer through a NumPy view of it */
+    npy_intp dims[MMU_MAX_DIMS];
+    for (int d = 0; d < ndim; d++) dims[d] = (npy_intp)shape[d];
+    PyObject *dst = PyArray_New(&PyArray_Type, ndim, dims, target, NULL, mmu_data(t), 0, NPY_ARRAY_CARRAY, NULL);
+    if (!dst || PyArray_CopyInto((PyArrayObject *)dst, arr) < 0) {
+        Py_XDECREF(dst);
+        Py_DECREF(arr);
+        mmu_tensor_decref(t);
+        return NULL;
+    }
+    Py_DECREF(dst);
+    Py_DECREF(arr);
+    return t;
+}
+
+int mmu_parse_shape(PyObject *obj, int *ndim, int64_t *shape, const char *op, const char *arg) {
+    PyObject *seq = PySequence_Fast(obj, "");
+    if (!seq) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be a tuple of ints, got %s", op, arg, type_name(obj));
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > MMU_MAX_DIMS) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "%s: %s has %zd dims; mmu tensors have at most %d", op, arg, n, MMU_MAX_DIMS);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *idx = PyNumber_Index(item);
+        if (!idx) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_TypeError, "%s: %s must contain ints, got %s", op, arg, type_name(item));
+            return -1;
+        }
+        shape[i] = PyLong_AsLongLong(idx);
+        Py_DECREF(idx);
+        if (shape[i] == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    *ndim = (int)n;
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* ------------------------------------------------------ Tensor type */
+static int tensor_traverse(PyTensor *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static void tensor_dealloc(PyTensor *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist) PyObject_ClearWeakRefs((PyObject *)self);
+    mmu_tensor_decref(self->t);
+    PyObject_GC_Del(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *tensor_get_shape(PyTensor *self, void *c) {
+    PyObject *tup = PyTuple_New(self->t->ndim);
+    if (!tup) return NULL;
+    for (int d = 0; d < self->t->ndim; d++) PyTuple_SET_ITEM(tup, d, PyLong_FromLongLong(self->t->shape[d]));
+    return tup;
+}
+
+static PyObject *tensor_get_ndim(PyTensor *self, void *c) { return PyLong_FromLong(self->t->ndim); }
+
+static PyObject *tensor_get_dtype(PyTensor *self, void *c) {
+    return (PyObject *)PyArray_DescrFromType(npy_type_of(self->t->dtype));
+}
+
+static PyObject *tensor_get_requires_grad(PyTensor *self, void *c) { return PyBool_FromLong(self->t->requires_grad); }
+
+static int tensor_set_requires_grad(PyTensor *self, PyObject *v, void *c) {
+    int b = v ? PyObject_IsTrue(v) : 0;
+    if (b < 0) return -1;
+    if (self->t->grad_fn) {
+        PyErr_SetString(PyExc_RuntimeError, "requires_grad can only be changed on leaf tensors; "
+                        "use .detach() to get a leaf");
+        return -1;
+    }
+    if (b && self->t->dtype != MMU_FLOAT32) {
+        PyErr_Format(PyExc_TypeError, "only float32 tensors can require gradients, this one is %s",
+                     mmu_dtype_name(self->t->dtype));
+        return -1;
+    }
+    self->t->requires_grad = b;
+    return 0;
+}
+
+static PyObject *tensor_get_grad(PyTensor *self, void *c) {
+    if (!self->t->grad) Py_RETURN_NONE;
+    mmu_tensor_incref(self->t->grad);
+    return mmu_wrap(self->t->grad);
+}
+
+static int tensor_set_grad(PyTensor *self, PyObject *v, void *c) {
+    if (!v || v == Py_None) {
+        MMU_CLEAR(self->t->grad);
+        return 0;
+    }
+    if (!PyTensor_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "grad must be a Tensor or None, got %s", type_name(v));
+        return -1;
+    }
+    mmu_tensor *g = ((PyTensor *)v)->t;
+    if (g->dtype != MMU_FLOAT32 || !mmu_same_shape(g, self->t)) {
+        PyErr_Format(PyExc_ValueError, "grad has shape %s (%s); expected %s (float32)", mmu_shape_str(g),
+                     mmu_dtype_name(g->dtype), mmu_shape_str(self->t));
+        return -1;
+    }
+    mmu_tensor_incref(g);
+    mmu_tensor_decref(self->t->grad);
+    self->t->grad = g;
+    return 0;
+}
+
+static PyObject *tensor_get_is_leaf(PyTensor *self, void *c) { return PyBool_FromLong(self->t->grad_fn == NULL); }
+
+static PyObject *tensor_get_grad_fn(PyTensor *self, void *c) {
+    if (!self->t->grad_fn) Py_RETURN_NONE;
+    return PyUnicode_FromFormat("%sBackward", mmu_op_table[self->t->grad_fn->op].name);
+}
+
+static PyObject *tensor_numpy(PyTensor *self, PyObject *unused) {
+    mmu_tensor *t = self->t;
+    npy_intp dims[MMU_MAX_DIMS];
+    for (int d = 0; d < t->ndim; d++) dims[d] = (npy_intp)t->shape[d];
+    PyObject *arr = PyArray_New(&PyArray_Type, t->ndim, dims, npy_type_of(t->dtype), NULL, mmu_data(t), 0,
+                                NPY_ARRAY_CARRAY, NULL);
+    if (!arr) return NULL;
+    Py_INCREF(self); /* the array keeps the tensor (and so its storage) alive */
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, (PyObject *)self) < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+static PyObject *tensor_array(PyTensor *self, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"dtype", "copy", NULL};
+    PyObject *dtype = Py_None, *copy = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO", kw, &dtype, &copy)) return NULL;
+    PyObject *arr = tensor_numpy(self, NULL);
+    if (!arr) return NULL;
+    if (dtype != Py_None || copy == Py_True) {
+        PyArray_Descr *descr = NULL;
+        if (dtype != Py_None && !PyArray_DescrConverter(dtype, &descr)) {
+            Py_DECREF(arr);
+            return NULL;
+        }
+        if (!descr) descr = PyArray_DESCR((PyArrayObject *)arr), Py_INCREF(descr);
+        PyObject *res = PyArray_FromArray((PyArrayObject *)arr, descr,
+                                          copy == Py_True ? NPY_ARRAY_ENSURECOPY : 0);
+        Py_DECREF(arr);
+        return res;
+    }
+    return arr;
+}
+
+static PyObject *tensor_item(PyTensor *self, PyObject *unused) {
+    mmu_tensor *t = self->t;
+    if (t->numel != 1) {
+        PyErr_Format(PyExc_ValueError, "item: only one-element tensors can be converted to a Python scalar; "
+                     "this one has shape %s", mmu_shape_str(t));
+        return NULL;
+    }
+    switch (t->dtype) {
+    case MMU_FLOAT32: return PyFloat_FromDouble(mmu_f32(t)[0]);
+    case MMU_INT64: return PyLong_FromLongLong(mmu_i64(t)[0]);
+    default: return PyBool_FromLong(mmu_bool(t)[0]);
+    }
+}
+
+static PyObject *tensor_backward(PyTensor *self, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"grad", "retain_graph", NULL};
+    PyObject *gobj = Py_None;
+    int retain = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|Op", kw, &gobj, &retain)) return NULL;
+    mmu_tensor *g = NULL;
+    if (gobj != Py_None && !(g = mmu_to_tensor(gobj, MMU_FLOAT32, "backward", "grad"))) return NULL;
+    mmu_status st;
+    MMU_NOGIL(st, mmu_backward(self->t, g, retain));
+    mmu_tensor_decref(g);
+    if (st) return mmu_raise(st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *tensor_detach(PyTensor *self, PyObject *unused) {
+    mmu_tensor *out = NULL;
+    mmu_status st = mmu_tensor_detach(&out, self->t);
+    if (st) return mmu_raise(st);
+    return mmu_wrap(out);
+}
+
+static PyObject *tensor_numel(PyTensor *self, PyObject *unused) { return PyLong_FromLongLong(self->t->numel); }
+
+static Py_ssize_t tensor_len(PyTensor *self) {
+    if (self->t->ndim == 0) {
+        PyErr_SetString(PyExc_TypeError, "len() of a 0-d tensor");
+        return -1;
+    }
+    return (Py_ssize_t)self->t->shape[0];
+}
+
+static PyObject *tensor_data_ptr(PyTensor *self, PyObject *unused) { return PyLong_FromVoidPtr(mmu_data(self->t)); }
+
+static PyObject *tensor_storage_id(PyTensor *self, PyObject *unused) { return PyLong_FromVoidPtr(self->t->storage); }
+
+static PyGetSetDef tensor_getset[] = {
+    {"shape", (getter)tensor_get_shape, NULL, "Tuple of dimension sizes.", NULL},
+    {"ndim", (getter)tensor_get_ndim, NULL, "Number of dimensions.", NULL},
+    {"dtype", (getter)tensor_get_dtype, NULL, "NumPy dtype (float32, int64 or bool).", NULL},
+    {"requires_grad", (getter)tensor_get_requires_grad, (setter)tensor_set_requires_grad,
+     "Whether autograd records operations on this tensor.", NULL},
+    {"grad", (getter)tensor_get_grad, (setter)tensor_set_grad, "Accumulated gradient (or None).", NULL},
+    {"is_leaf", (getter)tensor_get_is_leaf, NULL, "True if no op of the graph produced this tensor.", NULL},
+    {"grad_fn", (getter)tensor_get_grad_fn, NULL, "Name of the node that produced this tensor, or None.", NULL},
+    {NULL},
+};
+
+static PyMethodDef tensor_methods[] = {
+    {"numpy", (PyCFunction)tensor_numpy, METH_NOARGS, "A NumPy view of the data (no copy; writes go through)."},
+    {"__array__", (PyCFunction)(void (*)(void))tensor_array, METH_VARARGS | METH_KEYWORDS, NULL},
+    {"item", (PyCFunction)tensor_item, METH_NOARGS, "The value of a one-element tensor as a Python scalar."},
+    {"backward", (PyCFunction)(void (*)(void))tensor_backward, METH_VARARGS | METH_KEYWORDS,
+     "backward(grad=None, retain_graph=False): accumulate d(self)/d(leaf) into every leaf's .grad."},
+    {"detach", (PyCFunction)tensor_detach, METH_NOARGS, "A tensor sharing the data, cut from the graph."},
+    {"numel", (PyCFunction)tensor_numel, METH_NOARGS, "Number of elements."},
+    {"_data_ptr", (PyCFunction)tensor_data_ptr, METH_NOARGS, NULL},
+    {"_storage_id", (PyCFunction)tensor_storage_id, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyMemberDef tensor_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(PyTensor, weakreflist), READONLY, NULL},
+    {NULL},
+};
+
+static PyType_Slot tensor_slots[] = {
+    {Py_tp_dealloc, tensor_dealloc},
+    {Py_tp_traverse, tensor_traverse},
+    {Py_tp_getset, tensor_getset},
+    {Py_tp_methods, tensor_methods},
+    {Py_tp_members, tensor_members},
+    {Py_sq_length, tensor_len},
+    {Py_tp_doc, "An n-dimensional float32 / int64 / bool array with autograd; see mmu.tensor."},
+    {0, NULL},
+};
+
+/* A heap type without Py_TPFLAGS_IMMUTABLETYPE: mmu/tensor.py attaches the
+ * documented Python-level methods (arithmetic, sum, reshape, ...) to it, so
+ * mmu.Tensor is this very type. */
+static PyType_Spec tensor_spec = {
+    "mmu.Tensor", sizeof(PyTensor), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, tensor_slots,
+};
+
+/* ------------------------------------------------------ module functions */
+static PyObject *py_set_grad_enabled(PyObject *m, PyObject *arg) {
+    int b = PyObject_IsTrue(arg);
+    if (b < 0) return NULL;
+    return PyBool_FromLong(mmu_set_grad_enabled(b));
+}
+
+static PyObject *py_is_grad_enabled(PyObject *m, PyObject *unused) { return PyBool_FromLong(mmu_grad_enabled()); }
+
+static PyObject *py_manual_seed(PyObject *m, PyObject *arg) {
+    unsigned long long s = PyLong_AsUnsignedLongLongMask(arg);
+    if (PyErr_Occurred()) return NULL;
+    mmu_manual_seed(s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_set_num_threads(PyObject *m, PyObject *arg) {
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 1) {
+        PyErr_Format(PyExc_ValueError, "set_num_threads: n must be >= 1, got %ld", n);
+        return NULL;
+    }
+    mmu_set_num_threads((int)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_num_threads(PyObject *m, PyObject *unused) { return PyLong_FromLong(mmu_get_num_threads()); }
+
+static PyObject *py_stats(PyObject *m, PyObject *unused) {
+    mmu_dnnl_counters c;
+    mmu_dnnl_stats(&c);
+    size_t in_use, cached, peak;
+    mmu_alloc_stats(&in_use, &cached, &peak);
+    return Py_BuildValue("{s:l,s:l,s:l,s:n,s:n,s:n}", "primitives_created", c.primitives_created,
+                         "primitive_cache_hits", c.cache_hits, "primitive_cache_size", c.cache_size,
+                         "bytes_in_use", (Py_ssize_t)in_use, "bytes_cached", (Py_ssize_t)cached,
+                         "peak_bytes", (Py_ssize_t)peak);
+}
+
+static PyObject *py_empty_cache(PyObject *m, PyObject *unused) {
+    mmu_alloc_empty_cache();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_dnnl_version(PyObject *m, PyObject *unused) { return PyUnicode_FromString(mmu_dnnl_version()); }
+
+static PyObject *py_tensor(PyObject *m, PyObject *args) {
+    PyObject *obj;
+    int dtype = -1, requires_grad = 0;
+    if (!PyArg_ParseTuple(args, "O|ip", &obj, &dtype, &requires_grad)) return NULL;
+    mmu_tensor *t = NULL;
+    if (PyTensor_Check(obj)) { /* mmu.tensor(t) copies, like torch.tensor */
+        mmu_status st = mmu_tensor_clone(&t, ((PyTensor *)obj)->t);
+        if (st) return mmu_raise(st);
+    } else if (!(t = mmu_to_tensor(obj, -1, "tensor", "data"))) {
+        return NULL;
+    }
+    if (dtype >= 0 && dtype != (int)t->dtype) {
+        mmu_tensor *c = NULL;
+        mmu_status st;
+        extern mmu_status mmu_cast(mmu_tensor **, mmu_tensor *, mmu_dtype);
+        MMU_NOGIL(st, mmu_cast(&c, t, (mmu_dtype)dtype));
+        mmu_tensor_decref(t);
+        if (st) return mmu_raise(st);
+        t = c;
+    }
+    if (requires_grad) {
+        if (t->dtype != MMU_FLOAT32) {
+            mmu_tensor_decref(t);
+            PyErr_SetString(PyExc_TypeError, "tensor: only float32 tensors can require gradients");
+            return NULL;
+        }
+        t->requires_grad = 1;
+    }
+    return mmu_wrap(t);
+}
+
+static PyObject *py_full(PyObject *m, PyObject *args) {
+    PyObject *shape_obj;
+    int dtype;
+    double value;
+    int ndim;
+    int64_t shape[MMU_MAX_DIMS];
+    if (!PyArg_ParseTuple(args, "Oid", &shape_obj, &dtype, &value)) return NULL;
+    if (mmu_parse_shape(shape_obj, &ndim, shape, "full", "size") < 0) return NULL;
+    mmu_tensor *t = NULL;
+    mmu_status st;
+    MMU_NOGIL(st, value == 0.0 ? mmu_tensor_zeros(&t, (mmu_dtype)dtype, ndim, shape)
+                               : mmu_tensor_full(&t, (mmu_dtype)dtype, ndim, shape, value));
+    if (st) return mmu_raise(st);
+    return mmu_wrap(t);
+}
+
+static PyObject *py_random(PyObject *m, PyObject *args) {
+    PyObject *shape_obj;
+    int normal, ndim;
+    int64_t shape[MMU_MAX_DIMS];
+    if (!PyArg_ParseTuple(args, "Op", &shape_obj, &normal)) return NULL;
+    if (mmu_parse_shape(shape_obj, &ndim, shape, normal ? "randn" : "rand", "size") < 0) return NULL;
+    mmu_tensor *t = NULL;
+    mmu_status st;
+    MMU_NOGIL(st, normal ? mmu_randn(&t, ndim, shape) : mmu_rand(&t, ndim, shape));
+    if (st) return mmu_raise(st);
+    return mmu_wrap(t);
+}
+
+static PyObject *py_arange(PyObject *m, PyObject *args) {
+    double start, end, step;
+    int dtype;
+    if (!PyArg_ParseTuple(args, "dddi", &start, &end, &step, &dtype)) return NULL;
+    if (step == 0.0) {
+        PyErr_SetString(PyExc_ValueError, "arange: step must be nonzero");
+        return NULL;
+    }
+    double count = ceil((end - start) / step);
+    if (count < 0) count = 0;
+    if (count > 1e12) {
+        PyErr_SetString(PyExc_ValueError, "arange: too many elements");
+        return NULL;
+    }
+    int64_t n = (int64_t)count;
+    mmu_tensor *t = NULL;
+    mmu_status st = mmu_tensor_empty(&t, (mmu_dtype)dtype, 1, &n);
+    if (st) return mmu_raise(st);
+    for (int64_t i = 0; i < n; i++) {
+        if (dtype == MMU_INT64) mmu_i64(t)[i] = (int64_t)(start + (double)i * step);
+        else mmu_f32(t)[i] = (float)(start + (double)i * step);
+    }
+    return mmu_wrap(t);
+}
+
+static PyObject *py_set_tensor_attr(PyObject *m, PyObject *args) {
+    /* mmu/tensor.py installs Python-level methods on the heap type */
+    PyObject *name, *value;
+    if (!PyArg_ParseTuple(args, "UO", &name, &value)) return NULL;
+    if (PyObject_SetAttr((PyObject *)mmu_TensorType, name, value) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"set_grad_enabled", py_set_grad_enabled, METH_O, "Sets grad mode for this thread; returns the previous."},
+    {"is_grad_enabled", py_is_grad_enabled, METH_NOARGS, NULL},
+    {"manual_seed", py_manual_seed, METH_O, NULL},
+    {"set_num_threads", py_set_num_threads, METH_O, NULL},
+    {"get_num_threads", py_get_num_threads, METH_NOARGS, NULL},
+    {"stats", py_stats, METH_NOARGS, "Counters: oneDNN primitives created, cache hits and size, allocator bytes."},
+    {"empty_cache", py_empty_cache, METH_NOARGS, "Return cached free buffers to the system."},
+    {"dnnl_version", py_dnnl_version, METH_NOARGS, NULL},
+    {"tensor", py_tensor, METH_VARARGS, NULL},
+    {"full", py_full, METH_VARARGS, NULL},
+    {"random", py_random, METH_VARARGS, NULL},
+    {"arange", py_arange, METH_VARARGS, NULL},
+    {"_set_tensor_attr", py_set_tensor_attr, METH_VARARGS, NULL},
+    {NULL},
+};
+
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "mmu._C", "mmu's C core.", -1, NULL};
+
+PyMODINIT_FUNC PyInit__C(void) {
+    import_array();
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m) return NULL;
+    if (PyModule_AddFunctions(m, module_methods) < 0 || PyModule_AddFunctions(m, mmu_op_methods) < 0) goto fail;
+    mmu_TensorType = (PyTypeObject *)PyType_FromSpec(&tensor_spec);
+    if (!mmu_TensorType) goto fail;
+    Py_INCREF(mmu_TensorType);
+    if (PyModule_AddObject(m, "Tensor", (PyObject *)mmu_TensorType) < 0) goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

@@ -1,0 +1,28 @@
+"""mmu: discrete visual tokenizers and unified multimodal models on a fast CPU core.
+
+NumPy in, NumPy out: `mmu.tensor(array)` makes a Tensor, `t.numpy()` gives the
+array back without a copy, and every function accepts NumPy arrays where it
+takes tensors. Names and semantics follow PyTorch (`mmu.matmul`, `t.sum(dim)`,
+`mmu.functional.cross_entropy`, ...).
+"""
+from . import _dnnl_loader
+
+_dnnl_loader.preload()
+
+from . import _C  # noqa: E402
+from ._C import Tensor  # noqa: E402
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
+from .tensor import (  # noqa: E402,F401
+    abs, amax, amin, arange, argmax, argmin, bool, cat, clamp, exp, float32, full, gather,
+    index_select, int64, log, manual_seed, masked_fill, matmul, maximum, mean, minimum, ones,
+    ones_like, permute, rand, randn, reshape, sigmoid, sqrt, stack, sum, tanh, tensor, transpose,
+    where, zeros, zeros_like, get_num_threads, set_num_threads,
+)
+from . import functional  # noqa: E402,F401
+
+__version__ = "0.1.0"
+
+
+def stats():
+    """Counters of the C core: oneDNN primitives created, cache hits, allocator bytes."""
+    return _C.stats()

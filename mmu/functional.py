@@ -1,0 +1,101 @@
+"""Neural-network functions, named and behaving like torch.nn.functional."""
+import numbers
+
+from . import _C
+from .tensor import _UN, _as_tensor
+
+_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+
+
+def _reduction(reduction, op):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+    return _REDUCTIONS[reduction]
+
+
+def linear(input, weight, bias=None):
+    """y = x Wᵀ + b. input (..., in_features), weight (out_features, in_features), bias (out_features)."""
+    return _C.linear(input, weight, bias)
+
+
+def relu(input):
+    """max(x, 0)."""
+    return _C.unary(_UN["relu"], input)
+
+
+def gelu(input, approximate="none"):
+    """GELU: x·Φ(x) ('none', exact erf) or its tanh approximation ('tanh')."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return _C.unary(_UN["gelu" if approximate == "none" else "gelu_tanh"], input)
+
+
+def silu(input):
+    """x·sigmoid(x) (a.k.a. swish)."""
+    return _C.unary(_UN["silu"], input)
+
+
+def sigmoid(input):
+    """1 / (1 + exp(-x))."""
+    return _C.unary(_UN["sigmoid"], input)
+
+
+def tanh(input):
+    """Hyperbolic tangent."""
+    return _C.unary(_UN["tanh"], input)
+
+
+def _dim(dim, op):
+    if dim is None:
+        raise TypeError(f"{op}: dim must be given (an int), as in torch")
+    if not isinstance(dim, numbers.Integral):
+        raise TypeError(f"{op}: dim must be an int, got {type(dim).__name__}")
+    return int(dim)
+
+
+def softmax(input, dim):
+    """exp(x) / sum(exp(x)) along dim (oneDNN softmax)."""
+    return _C.softmax(input, _dim(dim, "softmax"), False)
+
+
+def log_softmax(input, dim):
+    """x - logsumexp(x) along dim (oneDNN logsoftmax)."""
+    return _C.softmax(input, _dim(dim, "log_softmax"), True)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the trailing `normalized_shape` dims, then scale by weight and shift by bias."""
+    if isinstance(normalized_shape, numbers.Integral):
+        normalized_shape = (int(normalized_shape),)
+    return _C.layer_norm(input, tuple(normalized_shape), weight, bias, float(eps))
+
+
+def embedding(input, weight):
+    """Rows of weight (num_embeddings, dim) picked by the int64 indices in input -> (*input.shape, dim)."""
+    return _C.embedding(input, weight)
+
+
+def cross_entropy(input, target, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+    """Cross-entropy of logits (N, C) / (N, C, d1, ...) against int64 class targets (N) / (N, d1, ...).
+
+    Fused log-softmax + NLL in one C kernel; `ignore_index` targets contribute nothing (and
+    'mean' divides by the number of non-ignored targets); `label_smoothing` mixes the one-hot
+    target with the uniform distribution, as torch does."""
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    return _C.cross_entropy(input, target, int(ignore_index), float(label_smoothing),
+                            _reduction(reduction, "cross_entropy"))
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Mean (or sum, or elementwise) squared error; input and target have the same shape."""
+    return _C.mse_loss(input, target, _reduction(reduction, "mse_loss"))
+
+
+def l1_loss(input, target, reduction="mean"):
+    """Mean (or sum, or elementwise) absolute error; input and target have the same shape."""
+    return _C.l1_loss(input, target, _reduction(reduction, "l1_loss"))
+
+
+__all__ = ["linear", "relu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax", "layer_norm",
+           "embedding", "cross_entropy", "mse_loss", "l1_loss", "_as_tensor"]
