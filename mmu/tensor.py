@@ -31,17 +31,15 @@ _RED = dict(sum=0, mean=1, amax=2, amin=3)
 def _dtype_code(dtype, op="tensor"):
     if dtype is None:
         return -1
+    if dtype in (float, int, builtins.bool):  # Python types, as torch accepts
+        return {float: _FLOAT, int: _INT, builtins.bool: _BOOL}[dtype]
     try:
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"{op}: unknown dtype {dtype!r}; use mmu.float32, mmu.int64 or mmu.bool") from None
-    if dt.kind == "f":
-        return _FLOAT
-    if dt.kind in "iu":
-        return _INT
-    if dt.kind == "b":
-        return _BOOL
-    raise TypeError(f"{op}: unsupported dtype {dt}; mmu tensors are float32, int64 or bool")
+    if dt not in _CODES:
+        raise TypeError(f"{op}: unsupported dtype {dt}; mmu tensors are float32, int64 or bool")
+    return _CODES[dt]
 
 
 def _size(size, op):
@@ -51,6 +49,8 @@ def _size(size, op):
     for s in size:
         if not isinstance(s, numbers.Integral) or isinstance(s, builtins.bool):
             raise TypeError(f"{op}: size must be ints, got {size!r}")
+        if s < 0:
+            raise ValueError(f"{op}: negative dimension {s} in size {tuple(size)}")
     return tuple(int(s) for s in size)
 
 
@@ -82,6 +82,8 @@ def tensor(data, dtype=None, requires_grad=False):
 
 
 def _full(size, value, dtype, requires_grad, op):
+    if not isinstance(value, numbers.Number) or isinstance(value, complex):
+        raise TypeError(f"{op}: fill_value must be a real number, got {type(value).__name__}")
     code = _dtype_code(dtype, op)
     t = _C.full(size, code if code >= 0 else _FLOAT, float(value))
     if requires_grad:
@@ -226,6 +228,9 @@ sigmoid = _unary("sigmoid")
 
 def clamp(input, min=None, max=None):  # noqa: A002
     """Clamp to [min, max] (either may be None). Gradient flows where min <= x <= max."""
+    for name, v in (("min", min), ("max", max)):
+        if v is not None and (not isinstance(v, numbers.Real)):
+            raise TypeError(f"clamp: {name} must be a number or None, got {type(v).__name__}")
     return _C.clamp(input, min, max)
 
 
@@ -302,6 +307,10 @@ def index_select(input, dim, index):
 
 def masked_fill(input, mask, value):
     """Copy of input with `value` where the bool mask (broadcastable) is True."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"masked_fill: value must be a number, got {type(value).__name__}")
     return _C.masked_fill(input, mask, float(value))
 
 

@@ -383,6 +383,7 @@ static dnnl_status_t create_eltwise_bwd(dnnl_primitive_desc_t *pd, dnnl_engine_t
 mmu_status mmu_dnnl_eltwise_fwd(mmu_eltwise_alg alg, float alpha, float beta, const float *src,
                                 float *dst, int64_t n) {
     if (n == 0) return MMU_OK;
+    if (alg == MMU_ELT_SILU) alpha = 1.0f; /* oneDNN's swish is x * sigmoid(alpha * x) */
     /* the forward of a use_dst algorithm is the same function: use that
      * variant so the backward's forward hint matches */
     eltwise_ctx ctx = {eltwise_alg(alg, mmu_dnnl_eltwise_has_dst_bwd(alg)), alpha, beta, n};
@@ -400,6 +401,7 @@ mmu_status mmu_dnnl_eltwise_fwd(mmu_eltwise_alg alg, float alpha, float beta, co
 mmu_status mmu_dnnl_eltwise_bwd(mmu_eltwise_alg alg, int use_dst, float alpha, float beta,
                                 const float *data, const float *diff_dst, float *diff_src, int64_t n) {
     if (n == 0) return MMU_OK;
+    if (alg == MMU_ELT_SILU) alpha = 1.0f;
     eltwise_ctx ctx = {eltwise_alg(alg, use_dst), alpha, beta, n};
     cache_key key = {.n = 0};
     key_push(&key, 3);

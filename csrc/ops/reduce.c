@@ -220,8 +220,9 @@ mmu_status mmu_reduce_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
 
 mmu_status mmu_argreduce(mmu_tensor **out, int is_max, mmu_tensor *x, int has_dim, int64_t dim, int keepdim) {
     const char *name = is_max ? "argmax" : "argmin";
-    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, name, "input");
-    if (st) return st;
+    mmu_status st = MMU_OK;
+    if (x->dtype == MMU_BOOL)
+        return mmu_fail(MMU_ETYPE, "%s: input must be float32 or int64, got bool with shape %s", name, mmu_shape_str(x));
     if (x->numel == 0) return mmu_fail(MMU_EVALUE, "%s: cannot reduce an empty tensor of shape %s", name, mmu_shape_str(x));
     int64_t outer = 1, len = x->numel, inner = 1, shape[MMU_MAX_DIMS];
     int nd = 0;
@@ -240,8 +241,21 @@ mmu_status mmu_argreduce(mmu_tensor **out, int is_max, mmu_tensor *x, int has_di
         for (int k = 0; k < x->ndim; k++) shape[nd++] = 1;
     }
     if ((st = mmu_tensor_empty(out, MMU_INT64, nd, shape))) return st;
-    const float *px = mmu_f32(x);
     int64_t *po = mmu_i64(*out);
+    if (x->dtype == MMU_INT64) {
+        const int64_t *pi = mmu_i64(x);
+#pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
+        for (int64_t t = 0; t < outer * inner; t++) {
+            int64_t o = t / inner, i = t % inner;
+            const int64_t *p = pi + o * len * inner + i;
+            int64_t best = p[0], arg = 0;
+            for (int64_t l = 1; l < len; l++)
+                if (is_max ? p[l * inner] > best : p[l * inner] < best) best = p[l * inner], arg = l;
+            po[t] = arg;
+        }
+        return MMU_OK;
+    }
+    const float *px = mmu_f32(x);
 #pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
     for (int64_t t = 0; t < outer * inner; t++) {
         int64_t o = t / inner, i = t % inner;

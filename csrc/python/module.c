@@ -199,7 +199,7 @@ static int tensor_set_requires_grad(PyTensor *self, PyObject *v, void *c) {
         return -1;
     }
     if (b && self->t->dtype != MMU_FLOAT32) {
-        PyErr_Format(PyExc_TypeError, "only float32 tensors can require gradients, this one is %s",
+        PyErr_Format(PyExc_TypeError, "requires_grad: only float32 tensors can require gradients, this one is %s",
                      mmu_dtype_name(self->t->dtype));
         return -1;
     }

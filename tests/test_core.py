@@ -1,0 +1,219 @@
+"""The C core itself: primitive cache, allocator, RSS over long loops, RNG,
+threads, NumPy interop, the README snippet, the demo."""
+import gc
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import mmu
+import mmu.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_repeating_an_op_creates_no_primitive():
+    x = mmu.randn(64, 48, requires_grad=True)
+    w = mmu.randn(32, 48, requires_grad=True)
+
+    def step():
+        y = F.gelu(F.linear(x, w))
+        loss = F.log_softmax(y, -1).mean() + mmu.exp(y).sum()
+        loss.backward()
+        x.grad = None
+        w.grad = None
+
+    step()  # creates every primitive these shapes need
+    before = mmu.stats()["primitives_created"]
+    assert before > 0
+    for _ in range(5):
+        step()
+    assert mmu.stats()["primitives_created"] == before
+    assert mmu.stats()["primitive_cache_hits"] > 0
+
+
+def test_a_new_shape_creates_a_primitive():
+    before = mmu.stats()["primitives_created"]
+    mmu.exp(mmu.randn(3, 1234567 % 1000 + 7))
+    assert mmu.stats()["primitives_created"] == before + 1
+
+
+def test_allocator_returns_buffers_to_its_cache():
+    gc.collect()
+    base = mmu.stats()["bytes_in_use"]
+    xs = [mmu.zeros(1000, 1000) for _ in range(4)]
+    assert mmu.stats()["bytes_in_use"] >= base + 4 * 4_000_000
+    del xs
+    gc.collect()
+    assert mmu.stats()["bytes_in_use"] == base
+    assert mmu.stats()["bytes_cached"] >= 4_000_000
+    # the next allocation of that size reuses a cached buffer instead of asking the OS
+    cached = mmu.stats()["bytes_cached"]
+    y = mmu.zeros(1000, 1000)
+    assert mmu.stats()["bytes_cached"] < cached
+    del y
+
+
+def test_ten_thousand_training_steps_keep_rss_flat():
+    rng = np.random.default_rng(0)
+    x = mmu.tensor(rng.standard_normal((16, 32)).astype(np.float32))
+    w = mmu.tensor(rng.standard_normal((24, 32)).astype(np.float32) * 0.1, requires_grad=True)
+    b = mmu.tensor(np.zeros(24, np.float32), requires_grad=True)
+    target = mmu.tensor(rng.integers(0, 24, 16))
+
+    def step():
+        h = F.gelu(F.linear(x, w, b))
+        loss = F.cross_entropy(h, target) + (h ** 2).mean() * 0.01
+        loss.backward()
+        w.grad = None
+        b.grad = None
+
+    for _ in range(500):  # warm the allocator and the primitive cache
+        step()
+    gc.collect()
+    rss0, in_use0 = _rss_bytes(), mmu.stats()["bytes_in_use"]
+    for _ in range(10_000):
+        step()
+    gc.collect()
+    grown = _rss_bytes() - rss0
+    assert mmu.stats()["bytes_in_use"] == in_use0, "tensors leaked"
+    assert grown < 4 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB over 10,000 steps"
+
+
+def test_no_grad_records_nothing_and_frees_intermediates():
+    x = mmu.randn(256, 256, requires_grad=True)
+    gc.collect()
+    base = mmu.stats()["bytes_in_use"]
+    with mmu.no_grad():
+        y = mmu.exp(mmu.tanh(x) * 2.0).sum()
+    assert not y.requires_grad and y.grad_fn is None
+    # only the 0-d result is alive: the (256, 256) intermediates are gone
+    assert mmu.stats()["bytes_in_use"] - base <= 64 * 4
+    assert mmu.is_grad_enabled()
+
+    @mmu.no_grad()
+    def f(t):
+        return t * 2
+
+    assert not f(x).requires_grad
+
+
+def test_graph_is_freed_after_backward():
+    x = mmu.randn(128, 128, requires_grad=True)
+    gc.collect()
+    base = mmu.stats()["bytes_in_use"]
+    loss = (mmu.tanh(x) * mmu.sigmoid(x)).sum()
+    assert mmu.stats()["bytes_in_use"] > base + 128 * 128 * 4  # saved activations
+    loss.backward()
+    del loss
+    gc.collect()
+    # what is left: x.grad
+    assert mmu.stats()["bytes_in_use"] - base <= 128 * 128 * 4 + 256
+
+
+def test_rng_is_seeded_and_independent_of_threads():
+    n0 = mmu.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            mmu.set_num_threads(threads)
+            mmu.manual_seed(123)
+            outs.append((mmu.randn(100_003).numpy().copy(), mmu.rand(70_001).numpy().copy()))
+        assert np.array_equal(outs[0][0], outs[1][0])
+        assert np.array_equal(outs[0][1], outs[1][1])
+        a = outs[0][0]
+        assert abs(a.mean()) < 0.02 and abs(a.std() - 1) < 0.02
+        u = outs[0][1]
+        assert u.min() >= 0.0 and u.max() < 1.0 and abs(u.mean() - 0.5) < 0.01
+        mmu.manual_seed(124)
+        assert not np.array_equal(mmu.randn(100).numpy(), outs[0][0][:100])
+    finally:
+        mmu.set_num_threads(n0)
+
+
+def test_results_are_bit_identical_run_to_run():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((300, 513)).astype(np.float32)
+
+    def run():
+        x = mmu.tensor(a, requires_grad=True)
+        y = (mmu.exp(x * 0.1).sum(0) * mmu.tanh(x).mean(1, keepdim=True).sum()).sum()
+        y.backward()
+        return y.item(), x.grad.numpy().copy()
+
+    r1, r2 = run(), run()
+    assert r1[0] == r2[0] and np.array_equal(r1[1], r2[1])
+
+
+def test_set_num_threads():
+    n0 = mmu.get_num_threads()
+    mmu.set_num_threads(1)
+    assert mmu.get_num_threads() == 1
+    mmu.set_num_threads(n0)
+    assert mmu.get_num_threads() == n0
+    with pytest.raises(ValueError, match="set_num_threads"):
+        mmu.set_num_threads(0)
+
+
+def test_numpy_interop():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    t = mmu.tensor(a)
+    a[0, 0] = 100  # mmu.tensor copies
+    assert t.numpy()[0, 0] == 0
+    v = t.numpy()
+    v[1, 2] = -7  # numpy() is a view
+    assert t.numpy()[1, 2] == -7 and np.asarray(t)[1, 2] == -7
+    assert isinstance(a + t, mmu.Tensor) and isinstance(t + a, mmu.Tensor)
+    np.testing.assert_array_equal((a * t).numpy(), a * t.numpy())
+    assert mmu.tensor(np.ones(3, np.float64)).dtype == np.float32
+    assert mmu.tensor(np.ones(3, np.int32)).dtype == np.int64
+    assert mmu.tensor([True, False]).dtype == np.bool_
+    # a view keeps the tensor's memory alive after the tensor is gone
+    t2 = mmu.randn(50, 50)
+    view = t2.numpy()
+    expected = view.copy()
+    del t2
+    gc.collect()
+    _ = [mmu.randn(50, 50) for _ in range(5)]  # would reuse the buffer if it had been freed
+    np.testing.assert_array_equal(view, expected)
+
+
+def test_repr_and_scalar_conversions():
+    t = mmu.tensor([[1.5, 2.0]], requires_grad=True)
+    assert repr(t).startswith("tensor([[1.5") and "requires_grad=True" in repr(t)
+    assert "grad_fn" in repr(t * 2)
+    assert "int64" in repr(mmu.arange(3))
+    assert float(mmu.tensor(2.5)) == 2.5 and int(mmu.tensor(3)) == 3
+    assert mmu.tensor(2.0).item() == 2.0
+
+
+def _readme_python_block():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, "README has no python example"
+    return blocks[0]
+
+
+def test_readme_snippet_runs(capsys):
+    exec(compile(_readme_python_block(), "README.md", "exec"), {})
+    out = capsys.readouterr().out.split()
+    assert float(out[0]) > 0 and out[1:] == ["(8,", "64)", "float32"]
+
+
+def test_demo_loss_falls():
+    out = subprocess.run([sys.executable, "-m", "mmu", "demo", "--steps", "200"], capture_output=True,
+                         text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    losses = [float(m) for m in re.findall(r"train loss ([0-9.]+)", out.stdout)]
+    assert len(losses) >= 5
+    assert losses[-1] < 0.6 * losses[0], out.stdout
+    final = re.search(r"held-out ([0-9.]+) \(mean-image baseline ([0-9.]+)\)", out.stdout)
+    assert float(final.group(1)) < float(final.group(2)), out.stdout
