@@ -537,9 +537,12 @@ mmu_status mmu_dnnl_layer_norm_bwd(const float *src, const float *diff_dst, cons
     key_push(&key, cols);
     key_push_float(&key, eps);
     key_push(&key, ctx.flags);
-    int ids[8] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE, DNNL_ARG_SCALE,
-                  DNNL_ARG_DIFF_SRC, DNNL_ARG_DIFF_SCALE, DNNL_ARG_DIFF_SHIFT};
-    void *ptrs[8] = {(void *)src, (void *)diff_dst, (void *)mean, (void *)var, (void *)scale, diff_src,
-                     diff_scale, diff_shift};
-    return exec_cached(&key, create_lnorm_bwd, &ctx, "layer_norm backward", 8, ids, ptrs);
+    /* with use_shift, oneDNN counts SHIFT among the backward's inputs although
+     * the gradient does not depend on it (execution fails without it): hand it
+     * the diff_shift buffer, which has the same (cols) descriptor */
+    int ids[9] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE, DNNL_ARG_SCALE,
+                  DNNL_ARG_SHIFT, DNNL_ARG_DIFF_SRC, DNNL_ARG_DIFF_SCALE, DNNL_ARG_DIFF_SHIFT};
+    void *ptrs[9] = {(void *)src, (void *)diff_dst, (void *)mean, (void *)var, (void *)scale,
+                     has_shift ? diff_shift : NULL, diff_src, diff_scale, diff_shift};
+    return exec_cached(&key, create_lnorm_bwd, &ctx, "layer_norm backward", 9, ids, ptrs);
 }
