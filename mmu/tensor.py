@@ -419,13 +419,30 @@ def _normalize_index(self, idx):
 
 def _getitem(self, idx):
     if isinstance(idx, (Tensor, np.ndarray, list)):
+        if isinstance(idx, list) and not idx:
+            idx = np.zeros(0, np.int64)  # x[[]] selects no rows (torch), not a float index
         t = _as_tensor(idx, "index", "index")
         if t.dtype == bool:
-            if t.shape != self.shape:
-                raise IndexError(f"index: a bool mask must have the tensor's shape {self.shape}, got {t.shape}")
-            return _C.masked_select(self, t)
+            if t.shape == self.shape:
+                return _C.masked_select(self, t)
+            k = t.ndim
+            if k > self.ndim or t.shape != self.shape[:k]:
+                raise IndexError(f"index: a bool mask must match the leading dims of the tensor's shape "
+                                 f"{self.shape}, got {t.shape}")
+            # a mask over the leading dims picks whole sub-tensors (torch)
+            rows = _C.tensor(np.flatnonzero(t.numpy()), _INT, False)
+            return _C.index_select(_C.reshape(self, (-1,) + self.shape[k:]), 0, rows)
         if t.dtype != int64:
             raise IndexError(f"index: tensors used as indices must be int64 or bool, got {t.dtype}")
+        if self.ndim == 0:
+            raise IndexError("index: too many indices for a 0-d tensor")
+        a, n = t.numpy(), self.shape[0]
+        if (a < 0).any():  # negative indices count from the end (torch, NumPy); index_select rejects them
+            bad = a[(a < -n) | (a >= n)]
+            if bad.size:
+                raise IndexError(f"index: index {int(bad.flat[0])} is out of bounds for dim 0 with size {n} "
+                                 f"(tensor of shape {self.shape})")
+            t = _C.tensor(np.where(a < 0, a + n, a), _INT, False)
         flat = _C.index_select(self, 0, t.reshape(-1)) if t.ndim != 1 else _C.index_select(self, 0, t)
         if t.ndim != 1:
             flat = flat.reshape(tuple(t.shape) + tuple(self.shape[1:]))
