@@ -31,8 +31,9 @@ _RED = dict(sum=0, mean=1, amax=2, amin=3)
 def _dtype_code(dtype, op="tensor"):
     if dtype is None:
         return -1
-    if dtype in (float, int, builtins.bool):  # Python types, as torch accepts
-        return {float: _FLOAT, int: _INT, builtins.bool: _BOOL}[dtype]
+    for py_type, code in ((float, _FLOAT), (int, _INT), (builtins.bool, _BOOL)):  # as torch accepts
+        if dtype is py_type:
+            return code
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -368,6 +369,11 @@ def _invert(self):
     return _C.logical_not(self)
 
 
+class IndexTypeError(IndexError, TypeError):
+    """An index of the wrong type: NumPy and torch raise IndexError, Python's
+    convention is TypeError; this is both, so either `except` catches it."""
+
+
 def _normalize_index(self, idx):
     """Basic indexing -> (start, step, length) per dim, dims to drop, dims to insert."""
     if not isinstance(idx, tuple):
@@ -411,7 +417,7 @@ def _normalize_index(self, idx):
             steps.append(1)
             lengths.append(1)
         else:
-            raise IndexError(f"index: unsupported index {i!r} of type {type(i).__name__} "
+            raise IndexTypeError(f"index: unsupported index {i!r} of type {type(i).__name__} "
                              "(use ints, slices, None, ... or a single int64/bool index tensor)")
         d += 1
     return starts, steps, lengths, out_shape
@@ -433,7 +439,7 @@ def _getitem(self, idx):
             rows = _C.tensor(np.flatnonzero(t.numpy()), _INT, False)
             return _C.index_select(_C.reshape(self, (-1,) + self.shape[k:]), 0, rows)
         if t.dtype != int64:
-            raise IndexError(f"index: tensors used as indices must be int64 or bool, got {t.dtype}")
+            raise IndexTypeError(f"index: tensors used as indices must be int64 or bool, got {t.dtype}")
         if self.ndim == 0:
             raise IndexError("index: too many indices for a 0-d tensor")
         a, n = t.numpy(), self.shape[0]
@@ -467,7 +473,10 @@ def _setitem(self, idx, value):
 
 
 def _reshape_m(self, *shape):
-    return _C.reshape(self, _size(shape, "reshape") if shape and not (len(shape) == 1 and isinstance(shape[0], (tuple, list))) else tuple(shape[0]) if shape else ())
+    """t.reshape(2, 3) or t.reshape((2, 3)); one -1 is inferred. Shares memory."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return _C.reshape(self, shape)
 
 
 def _permute_m(self, *dims):
@@ -480,9 +489,11 @@ def _flatten(self, start_dim=0, end_dim=-1):
     nd = self.ndim
     if nd == 0:
         return _C.reshape(self, (1,))
+    if not (-nd <= start_dim < nd and -nd <= end_dim < nd):
+        raise IndexError(f"flatten: dims ({start_dim}, {end_dim}) out of range for a tensor of shape {self.shape}")
     s, e = start_dim % nd, end_dim % nd
-    if not (-nd <= start_dim < nd and -nd <= end_dim < nd) or s > e:
-        raise IndexError(f"flatten: bad dims ({start_dim}, {end_dim}) for a tensor of shape {self.shape}")
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} (shape {self.shape})")
     shape = self.shape[:s] + (-1,) + self.shape[e + 1:]
     if 0 in self.shape:
         n = 1

@@ -20,7 +20,7 @@ FLOAT_KINDS = ("f",)  # numpy dtype kinds we treat as differentiable inputs
 def torch_or_skip():
     """Return the torch module, or skip the current test cleanly."""
     try:
-        import torch  # noqa: WPS433 (lazy on purpose)
+        import torch  # lazy on purpose
     except ImportError:
         pytest.skip("torch is not installed; skipping comparison against torch")
     return torch
@@ -62,8 +62,8 @@ def assert_close(actual, expected, rtol=1e-5, atol=1e-5, what="value"):
     lines = [
         f"{what}: {n_bad} of {a.size} elements out of tolerance "
         f"(rtol={rtol:g}, atol={atol:g})",
-        f"  worst at index {tuple(int(i) for i in worst)}: got {a[worst]!r}, "
-        f"expected {e[worst]!r}, abs err {err[worst]:.3e}, rel err {rel[worst]:.3e}",
+        f"  worst at index {tuple(int(i) for i in worst)}: got {float(a[worst])!r}, "
+        f"expected {float(e[worst])!r}, abs err {err[worst]:.3e}, rel err {rel[worst]:.3e}",
         f"  max abs err {err.max():.3e}, max rel err {rel.max():.3e}",
     ]
     if a.size <= 64:
@@ -88,7 +88,8 @@ def numeric_grad(f64_fn, inputs, upstream, wrt=None, eps=1e-6):
     Returns a list parallel to ``inputs``: a float64 gradient array for every
     position in ``wrt`` and None elsewhere.
     """
-    xs = [np.array(x, dtype=np.float64) if is_float_array(x) else x for x in inputs]
+    xs = [np.array(x, dtype=np.float64, order="C") if is_float_array(x) else x
+          for x in inputs]
     g = np.asarray(upstream, dtype=np.float64)
     if wrt is None:
         wrt = [i for i, x in enumerate(xs) if is_float_array(x)]
@@ -105,6 +106,7 @@ def numeric_grad(f64_fn, inputs, upstream, wrt=None, eps=1e-6):
         x = xs[i]
         gi = np.zeros_like(x)
         flat, gflat = x.reshape(-1), gi.reshape(-1)  # views into x / gi
+        assert np.shares_memory(flat, x) and np.shares_memory(gflat, gi)
         for k in range(flat.size):
             orig = flat[k]
             flat[k] = orig + eps
@@ -127,7 +129,7 @@ class MmuBackend:
     name = "mmu"
 
     def __init__(self):
-        import mmu  # noqa: WPS433
+        import mmu
         self.mmu = mmu
         # ``m.F`` is how test cases spell the functional namespace; mmu itself
         # does not need to export ``F`` -- see ``MmuLib``.
@@ -154,7 +156,7 @@ class MmuLib:
     """``m`` inside a test case when running on mmu: mmu plus ``m.F``."""
 
     def __init__(self, mmu):
-        import mmu.functional as F  # noqa: N812,WPS433
+        import mmu.functional as F  # noqa: N812
         self._mmu = mmu
         self.F = F
 
@@ -166,7 +168,7 @@ class TorchLib:
     """``m`` inside a test case when running on torch: torch plus ``m.F``."""
 
     def __init__(self, torch):
-        import torch.nn.functional as F  # noqa: N812,WPS433
+        import torch.nn.functional as F  # noqa: N812
         self._torch = torch
         self.F = F
 
@@ -235,3 +237,24 @@ def run_case(backend, fn, arrays, grad_flags, raw_flags=None, upstream_fn=None):
         grads = [backend.grad_of(t) if rg else None
                  for t, rg in zip(inputs, grad_flags)]
     return out, out_np, upstream, grads, inputs
+
+
+def random_upstream(seed=0):
+    """An ``upstream_fn`` for ``run_case``: float32 N(0, 1) of the output shape."""
+    rng = np.random.default_rng(seed)
+    return lambda shape: np.asarray(rng.standard_normal(shape), dtype=np.float32)
+
+
+def check_mmu_grads(fn, ref, arrays, grad_flags=None, seed=0, rtol=1e-3, atol=1e-4):
+    """One-call gradient check: run ``fn(m, *inputs)`` on mmu with a random
+    upstream gradient g (i.e. backprop of ``(out * g).sum()``) and compare
+    every input gradient with finite differences of the float64 ``ref``."""
+    if grad_flags is None:
+        grad_flags = [is_float_array(a) for a in arrays]
+    _, _, upstream, grads, _ = run_case(MmuBackend(), fn, arrays, grad_flags,
+                                        upstream_fn=random_upstream(seed))
+    wrt = [k for k, g in enumerate(grad_flags) if g]
+    expected = numeric_grad(ref, arrays, upstream, wrt=wrt)
+    for k in wrt:
+        assert grads[k] is not None, f"input {k} got no .grad"
+        assert_close(grads[k], expected[k], rtol, atol, what=f"grad of input {k}")

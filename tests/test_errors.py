@@ -56,9 +56,9 @@ def backward_without_grad_graph():
 # operator names: method name or the symbol itself
 ADD, SUB, MUL, DIV = r"add|\+", r"sub|-", r"mul|\*", r"div|/"
 POW, NEG, MM = r"pow|\*\*", r"neg|-", r"matmul|@"
-LT, GT, EQ = r"lt|less|<", r"gt|greater|>", r"eq|equal|=="
+LT, GT, EQ = r"lt|less|<|compar", r"gt|greater|>|compar", r"eq|equal|==|compar"
 AND, OR, INV = r"and|&", r"or|\|", r"invert|not|~"
-IDX = r"index|getitem|subscript"
+IDX = r"index|getitem|subscript|slice"
 
 V, T, I, R = ValueError, TypeError, IndexError, RuntimeError
 
@@ -322,7 +322,10 @@ def test_shape_errors_name_the_shapes(fn, needles):
 
 def test_interpreter_and_grad_mode_survive_errors():
     """After a burst of failing calls (some under no_grad) mmu still works."""
-    for _, fn, exc, _ in CASES[::3]:
+    # autograd cases are left out: under no_grad they fail for another reason
+    plain = [c for c in CASES if "backward" not in c[0] and "requires_grad" not in c[0]]
+    assert len(plain) > 150
+    for _, fn, exc, _ in plain:
         with pytest.raises(exc):
             with mmu.no_grad():
                 fn()
