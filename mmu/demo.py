@@ -1,6 +1,6 @@
 """mmu's demo job: an MLP autoencoder on scikit-learn's 8x8 digits, trained with Adam.
 
-    python -m mmu demo [--steps N] [--batch-size N] [--lr LR] [--seed S] [--quiet]
+    python -m mmu demo [--steps N] [--batch-size N] [--lr LR] [--seed S] [--threads N] [--quiet]
 
 There is no mmu.nn / mmu.optim yet, so the model is a list of plain leaf tensors and the
 optimiser is a small Adam that writes into the parameters through their zero-copy NumPy views.
@@ -114,14 +114,20 @@ def batches(x, batch_size, rng):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m mmu demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
+    # The layers are tiny (at most 256 x 128), so OpenMP threads help little; on a machine busy
+    # with other work, waiting for a descheduled worker at every op can make 2 threads ~15x
+    # slower than 1.
+    ap.add_argument("--threads", type=int, help="mmu.set_num_threads(N) first (default: mmu's)")
     ap.add_argument("--quiet", action="store_true", help="print only the final result line")
     args = ap.parse_args(argv)
     say = (lambda *a: None) if args.quiet else print
 
+    if args.threads:
+        mmu.set_num_threads(args.threads)
     mmu.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)  # one stream, used in a fixed order: split, init, batches
     x_train, x_test = load_digits_data(rng)
@@ -145,7 +151,7 @@ def main(argv=None):
     train_mse, test_mse = model.evaluate(x_train), model.evaluate(x_test)
     print(f"final reconstruction MSE: train {train_mse:.4f}, held-out {test_mse:.4f} "
           f"(mean-image baseline {baseline:.4f}); {args.steps} steps in {elapsed:.1f} s "
-          f"on {mmu.get_num_threads()} threads")
+          f"on {mmu.get_num_threads()} thread(s)")
     return 0
 
 

@@ -1,19 +1,37 @@
 /* Op entry points of mmu._C: parse arguments, convert tensor-likes, release
  * the GIL around the C op, wrap the result. Argument normalisation that is
  * easier in Python (dim=int or tuple, defaults, keyword names) happens in
- * mmu/tensor.py and mmu/functional.py; these take positional arguments. */
+ * mmu/tensor.py and mmu/functional.py; these take positional arguments.
+ *
+ * Each entry point converts its tensor arguments into a tensor_args (so one
+ * call releases them all), runs the op with the GIL released, and returns
+ * through finish(), which wraps the output or raises the op's error. */
 #include "binding.h"
 
 #include "../ops/ops.h"
 
+#define MAX_TENSOR_ARGS 4
 
+typedef struct {
+    mmu_tensor *t[MAX_TENSOR_ARGS];
+    int n;
+} tensor_args;
 
-#define FINISH(st, out)         \
-    if (st) {                   \
-        mmu_raise(st);          \
-        goto fail;              \
-    }                           \
-    result = mmu_wrap(out);
+/* Converts obj (Tensor, ndarray, scalar, list) and keeps it in a; NULL with
+ * a Python error set on failure. Python scalars take dtype `like` (or -1). */
+static mmu_tensor *arg(tensor_args *a, PyObject *obj, int like, const char *op, const char *name) {
+    mmu_tensor *t = mmu_to_tensor(obj, like, op, name);
+    if (t) a->t[a->n++] = t;
+    return t;
+}
+
+/* Releases the arguments; raises on a failed status; wraps out. out == NULL
+ * with MMU_OK means a Python error is already set (a failed conversion). */
+static PyObject *finish(tensor_args *a, mmu_status st, mmu_tensor *out) {
+    for (int i = 0; i < a->n; i++) mmu_tensor_decref(a->t[i]);
+    if (st) return mmu_raise(st);
+    return out ? mmu_wrap(out) : NULL;
+}
 
 static int dtype_of(PyObject *o, int fallback) {
     return PyTensor_Check(o) ? (int)((PyTensor *)o)->t->dtype : fallback;
@@ -27,39 +45,31 @@ static const char *binary_names[MMU_BIN_COUNT] = {
 /* binary(op, a, b): a or b may be a Python scalar, which takes the other's dtype */
 static PyObject *py_binary(PyObject *m, PyObject *args) {
     int op;
-    PyObject *ao, *bo, *result = NULL;
-    mmu_tensor *a = NULL, *b = NULL, *out = NULL;
+    PyObject *ao, *bo;
+    tensor_args ta = {0};
+    mmu_tensor *a, *b, *out = NULL;
+    mmu_status st;
     if (!PyArg_ParseTuple(args, "iOO", &op, &ao, &bo)) return NULL;
     if (op < 0 || op >= MMU_BIN_COUNT) return PyErr_Format(PyExc_ValueError, "binary: bad op %d", op);
-    const char *name = binary_names[op];
     int like = dtype_of(ao, dtype_of(bo, MMU_FLOAT32));
-    if (!(a = mmu_to_tensor(ao, like, name, "input"))) goto fail;
-    if (!(b = mmu_to_tensor(bo, like, name, "other"))) goto fail;
-    mmu_status st;
+    if (!(a = arg(&ta, ao, like, binary_names[op], "input")) || !(b = arg(&ta, bo, like, binary_names[op], "other")))
+        return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_binary(&out, (mmu_binary_op)op, a, b));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(a);
-    mmu_tensor_decref(b);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_where(PyObject *m, PyObject *args) {
-    PyObject *co, *ao, *bo, *result = NULL;
-    mmu_tensor *c = NULL, *a = NULL, *b = NULL, *out = NULL;
+    PyObject *co, *ao, *bo;
+    tensor_args ta = {0};
+    mmu_tensor *c, *a, *b, *out = NULL;
+    mmu_status st;
     if (!PyArg_ParseTuple(args, "OOO", &co, &ao, &bo)) return NULL;
     int like = dtype_of(ao, dtype_of(bo, MMU_FLOAT32));
-    if (!(c = mmu_to_tensor(co, MMU_BOOL, "where", "condition"))) goto fail;
-    if (!(a = mmu_to_tensor(ao, like, "where", "input"))) goto fail;
-    if (!(b = mmu_to_tensor(bo, like, "where", "other"))) goto fail;
-    mmu_status st;
+    if (!(c = arg(&ta, co, MMU_BOOL, "where", "condition")) || !(a = arg(&ta, ao, like, "where", "input")) ||
+        !(b = arg(&ta, bo, like, "where", "other")))
+        return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_where(&out, c, a, b));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(c);
-    mmu_tensor_decref(a);
-    mmu_tensor_decref(b);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static const char *unary_names[MMU_UN_COUNT] = {
@@ -68,73 +78,62 @@ static const char *unary_names[MMU_UN_COUNT] = {
 
 static PyObject *py_unary(PyObject *m, PyObject *args) {
     int op;
-    PyObject *xo, *result = NULL;
-    mmu_tensor *x = NULL, *out = NULL;
+    PyObject *xo;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
     if (!PyArg_ParseTuple(args, "iO", &op, &xo)) return NULL;
     if (op < 0 || op >= MMU_UN_COUNT) return PyErr_Format(PyExc_ValueError, "unary: bad op %d", op);
-    if (!(x = mmu_to_tensor(xo, MMU_FLOAT32, unary_names[op], "input"))) goto fail;
-    mmu_status st;
+    if (!(x = arg(&ta, xo, MMU_FLOAT32, unary_names[op], "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_unary(&out, (mmu_unary_op)op, x));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_pow(PyObject *m, PyObject *args) {
-    PyObject *xo, *result = NULL;
+    PyObject *xo;
     double p;
-    mmu_tensor *x = NULL, *out = NULL;
-    if (!PyArg_ParseTuple(args, "Od", &xo, &p)) return NULL;
-    if (!(x = mmu_to_tensor(xo, MMU_FLOAT32, "pow", "input"))) goto fail;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
     mmu_status st;
+    if (!PyArg_ParseTuple(args, "Od", &xo, &p)) return NULL;
+    if (!(x = arg(&ta, xo, MMU_FLOAT32, "pow", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_pow_scalar(&out, x, p));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_clamp(PyObject *m, PyObject *args) {
-    PyObject *xo, *lo, *hi, *result = NULL;
-    mmu_tensor *x = NULL, *out = NULL;
+    PyObject *xo, *lo, *hi;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
     if (!PyArg_ParseTuple(args, "OOO", &xo, &lo, &hi)) return NULL;
     double vlo = 0, vhi = 0;
     if (lo != Py_None && (vlo = PyFloat_AsDouble(lo)) == -1.0 && PyErr_Occurred()) return NULL;
     if (hi != Py_None && (vhi = PyFloat_AsDouble(hi)) == -1.0 && PyErr_Occurred()) return NULL;
-    if (!(x = mmu_to_tensor(xo, MMU_FLOAT32, "clamp", "input"))) goto fail;
-    mmu_status st;
+    if (!(x = arg(&ta, xo, MMU_FLOAT32, "clamp", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_clamp(&out, x, lo != Py_None, vlo, hi != Py_None, vhi));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_logical_not(PyObject *m, PyObject *xo) {
-    PyObject *result = NULL;
-    mmu_tensor *x = NULL, *out = NULL;
-    if (!(x = mmu_to_tensor(xo, MMU_BOOL, "logical_not", "input"))) goto fail;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
     mmu_status st;
+    if (!(x = arg(&ta, xo, MMU_BOOL, "logical_not", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_logical_not(&out, x));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_cast(PyObject *m, PyObject *args) {
-    PyObject *xo, *result = NULL;
+    PyObject *xo;
     int dt;
-    mmu_tensor *x = NULL, *out = NULL;
-    if (!PyArg_ParseTuple(args, "Oi", &xo, &dt)) return NULL;
-    if (!(x = mmu_to_tensor(xo, -1, "to", "input"))) goto fail;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
     mmu_status st;
+    if (!PyArg_ParseTuple(args, "Oi", &xo, &dt)) return NULL;
+    if (!(x = arg(&ta, xo, -1, "to", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_cast(&out, x, (mmu_dtype)dt));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    return result;
+    return finish(&ta, st, out);
 }
 
 /* dims: None (all) or a tuple of ints -> bit mask over x's dims */
@@ -169,114 +168,82 @@ static const char *reduce_names[] = {"sum", "mean", "amax", "amin"};
 
 static PyObject *py_reduce(PyObject *m, PyObject *args) {
     int op, keepdim;
-    PyObject *xo, *dims, *result = NULL;
-    mmu_tensor *x = NULL, *out = NULL;
+    PyObject *xo, *dims;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
     unsigned mask;
     if (!PyArg_ParseTuple(args, "iOOp", &op, &xo, &dims, &keepdim)) return NULL;
     if (op < 0 || op > 3) return PyErr_Format(PyExc_ValueError, "reduce: bad op %d", op);
-    if (!(x = mmu_to_tensor(xo, MMU_FLOAT32, reduce_names[op], "input"))) goto fail;
-    if (dims_to_mask(dims, x->ndim, &mask, reduce_names[op]) < 0) goto fail;
-    mmu_status st;
+    if (!(x = arg(&ta, xo, MMU_FLOAT32, reduce_names[op], "input")) ||
+        dims_to_mask(dims, x->ndim, &mask, reduce_names[op]) < 0)
+        return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_reduce(&out, (mmu_reduce_op)op, x, mask, keepdim));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_argreduce(PyObject *m, PyObject *args) {
     int is_max, keepdim;
-    PyObject *xo, *dim, *result = NULL;
-    mmu_tensor *x = NULL, *out = NULL;
+    PyObject *xo, *dim;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
     if (!PyArg_ParseTuple(args, "pOOp", &is_max, &xo, &dim, &keepdim)) return NULL;
-    const char *name = is_max ? "argmax" : "argmin";
     long long d = 0;
     if (dim != Py_None && (d = PyLong_AsLongLong(dim)) == -1 && PyErr_Occurred()) return NULL;
-    if (!(x = mmu_to_tensor(xo, MMU_FLOAT32, name, "input"))) goto fail;
-    mmu_status st;
+    if (!(x = arg(&ta, xo, MMU_FLOAT32, is_max ? "argmax" : "argmin", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_argreduce(&out, is_max, x, dim != Py_None, d, keepdim));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    return result;
+    return finish(&ta, st, out);
 }
 
-static PyObject *py_reshape(PyObject *m, PyObject *args) {
-    PyObject *xo, *shape_obj, *result = NULL;
-    mmu_tensor *x = NULL, *out = NULL;
+/* reshape / expand / permute: (x, tuple of ints) */
+static PyObject *shape_op(PyObject *args, const char *name) {
+    PyObject *xo, *shape_obj;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
     int ndim;
     int64_t shape[MMU_MAX_DIMS];
     if (!PyArg_ParseTuple(args, "OO", &xo, &shape_obj)) return NULL;
-    if (mmu_parse_shape(shape_obj, &ndim, shape, "reshape", "shape") < 0) return NULL;
-    if (!(x = mmu_to_tensor(xo, -1, "reshape", "input"))) goto fail;
-    mmu_status st;
-    MMU_NOGIL(st, mmu_reshape(&out, x, ndim, shape));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    return result;
-}
-
-static PyObject *py_expand(PyObject *m, PyObject *args) {
-    PyObject *xo, *shape_obj, *result = NULL;
-    mmu_tensor *x = NULL, *out = NULL;
-    int ndim;
-    int64_t shape[MMU_MAX_DIMS];
-    if (!PyArg_ParseTuple(args, "OO", &xo, &shape_obj)) return NULL;
-    if (mmu_parse_shape(shape_obj, &ndim, shape, "expand", "size") < 0) return NULL;
-    if (!(x = mmu_to_tensor(xo, -1, "expand", "input"))) goto fail;
-    mmu_status st;
-    MMU_NOGIL(st, mmu_expand(&out, x, ndim, shape));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    return result;
-}
-
-static PyObject *py_permute(PyObject *m, PyObject *args) {
-    PyObject *xo, *perm_obj, *result = NULL;
-    mmu_tensor *x = NULL, *out = NULL;
-    int n;
-    int64_t perm[MMU_MAX_DIMS];
-    if (!PyArg_ParseTuple(args, "OO", &xo, &perm_obj)) return NULL;
-    if (mmu_parse_shape(perm_obj, &n, perm, "permute", "dims") < 0) return NULL;
-    if (!(x = mmu_to_tensor(xo, -1, "permute", "input"))) goto fail;
-    if (n != x->ndim) {
-        PyErr_Format(PyExc_ValueError, "permute: got %d dims for a tensor of shape %s", n, mmu_shape_str(x));
-        goto fail;
+    if (mmu_parse_shape(shape_obj, &ndim, shape, name, name[0] == 'p' ? "dims" : "shape") < 0) return NULL;
+    if (!(x = arg(&ta, xo, -1, name, "input"))) return finish(&ta, MMU_OK, NULL);
+    switch (name[0]) {
+    case 'r': MMU_NOGIL(st, mmu_reshape(&out, x, ndim, shape)); break;
+    case 'e': MMU_NOGIL(st, mmu_expand(&out, x, ndim, shape)); break;
+    default:
+        if (ndim != x->ndim)
+            st = mmu_fail(MMU_EVALUE, "permute: got %d dims for a tensor of shape %s", ndim, mmu_shape_str(x));
+        else
+            MMU_NOGIL(st, mmu_permute(&out, x, shape));
     }
-    mmu_status st;
-    MMU_NOGIL(st, mmu_permute(&out, x, perm));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    return result;
+    return finish(&ta, st, out);
 }
+
+static PyObject *py_reshape(PyObject *m, PyObject *args) { return shape_op(args, "reshape"); }
+static PyObject *py_expand(PyObject *m, PyObject *args) { return shape_op(args, "expand"); }
+static PyObject *py_permute(PyObject *m, PyObject *args) { return shape_op(args, "permute"); }
 
 static PyObject *py_slice(PyObject *m, PyObject *args) {
-    PyObject *xo, *so, *to, *lo, *result = NULL;
-    mmu_tensor *x = NULL, *out = NULL;
+    PyObject *xo, *so, *to, *lo;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
     int n1, n2, n3;
     int64_t start[MMU_MAX_DIMS], step[MMU_MAX_DIMS], len[MMU_MAX_DIMS];
     if (!PyArg_ParseTuple(args, "OOOO", &xo, &so, &to, &lo)) return NULL;
     if (mmu_parse_shape(so, &n1, start, "slice", "start") < 0 || mmu_parse_shape(to, &n2, step, "slice", "step") < 0 ||
         mmu_parse_shape(lo, &n3, len, "slice", "length") < 0)
         return NULL;
-    if (!(x = mmu_to_tensor(xo, -1, "slice", "input"))) goto fail;
-    if (n1 != x->ndim || n2 != x->ndim || n3 != x->ndim) {
-        PyErr_Format(PyExc_ValueError, "slice: need one (start, step, length) per dim of %s", mmu_shape_str(x));
-        goto fail;
-    }
-    mmu_status st;
-    MMU_NOGIL(st, mmu_slice(&out, x, start, step, len));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    return result;
+    if (!(x = arg(&ta, xo, -1, "slice", "input"))) return finish(&ta, MMU_OK, NULL);
+    if (n1 != x->ndim || n2 != x->ndim || n3 != x->ndim)
+        st = mmu_fail(MMU_EVALUE, "slice: need one (start, step, length) per dim of %s", mmu_shape_str(x));
+    else
+        MMU_NOGIL(st, mmu_slice(&out, x, start, step, len));
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_cat(PyObject *m, PyObject *args) {
-    PyObject *seq_obj, *seq = NULL, *result = NULL;
+    PyObject *seq_obj, *seq, *result = NULL;
     long long dim;
     mmu_tensor **xs = NULL, *out = NULL;
     Py_ssize_t n = 0;
@@ -287,193 +254,164 @@ static PyObject *py_cat(PyObject *m, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "cat: expected a non-empty sequence of tensors");
         goto fail;
     }
-    xs = calloc(n, sizeof *xs);
-    if (!xs) { PyErr_NoMemory(); goto fail; }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if (!(xs[i] = mmu_to_tensor(item, dtype_of(PySequence_Fast_GET_ITEM(seq, 0), MMU_FLOAT32), "cat", "tensors")))
-            goto fail;
+    if (!(xs = calloc(n, sizeof *xs))) {
+        PyErr_NoMemory();
+        goto fail;
     }
+    int like = dtype_of(PySequence_Fast_GET_ITEM(seq, 0), MMU_FLOAT32);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!(xs[i] = mmu_to_tensor(PySequence_Fast_GET_ITEM(seq, i), like, "cat", "tensors"))) goto fail;
     mmu_status st;
     MMU_NOGIL(st, mmu_cat(&out, (int)n, xs, dim));
-    FINISH(st, out);
+    result = st ? mmu_raise(st) : mmu_wrap(out);
 fail:
-    if (xs)
-        for (Py_ssize_t i = 0; i < n; i++) mmu_tensor_decref(xs[i]);
+    for (Py_ssize_t i = 0; xs && i < n; i++) mmu_tensor_decref(xs[i]);
     free(xs);
-    Py_XDECREF(seq);
+    Py_DECREF(seq);
     return result;
 }
 
-/* op(x, dim, index) for gather and index_select */
+/* gather(x, dim, index) and index_select(x, dim, index) */
 static PyObject *indexing(PyObject *args, int is_gather) {
-    PyObject *xo, *io, *result = NULL;
+    PyObject *xo, *io;
     long long dim;
-    mmu_tensor *x = NULL, *idx = NULL, *out = NULL;
+    tensor_args ta = {0};
+    mmu_tensor *x, *idx, *out = NULL;
+    mmu_status st;
     const char *name = is_gather ? "gather" : "index_select";
     if (!PyArg_ParseTuple(args, "OLO", &xo, &dim, &io)) return NULL;
-    if (!(x = mmu_to_tensor(xo, -1, name, "input"))) goto fail;
-    if (!(idx = mmu_to_tensor(io, MMU_INT64, name, "index"))) goto fail;
-    mmu_status st;
+    if (!(x = arg(&ta, xo, -1, name, "input")) || !(idx = arg(&ta, io, MMU_INT64, name, "index")))
+        return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, is_gather ? mmu_gather(&out, x, dim, idx) : mmu_index_select(&out, x, dim, idx));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    mmu_tensor_decref(idx);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_gather(PyObject *m, PyObject *args) { return indexing(args, 1); }
 static PyObject *py_index_select(PyObject *m, PyObject *args) { return indexing(args, 0); }
 
 static PyObject *py_masked_select(PyObject *m, PyObject *args) {
-    PyObject *xo, *mo, *result = NULL;
-    mmu_tensor *x = NULL, *mask = NULL, *out = NULL;
-    if (!PyArg_ParseTuple(args, "OO", &xo, &mo)) return NULL;
-    if (!(x = mmu_to_tensor(xo, -1, "masked_select", "input"))) goto fail;
-    if (!(mask = mmu_to_tensor(mo, MMU_BOOL, "masked_select", "mask"))) goto fail;
+    PyObject *xo, *mo;
+    tensor_args ta = {0};
+    mmu_tensor *x, *mask, *out = NULL;
     mmu_status st;
+    if (!PyArg_ParseTuple(args, "OO", &xo, &mo)) return NULL;
+    if (!(x = arg(&ta, xo, -1, "masked_select", "input")) || !(mask = arg(&ta, mo, MMU_BOOL, "masked_select", "mask")))
+        return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_masked_select(&out, x, mask));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    mmu_tensor_decref(mask);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_masked_fill(PyObject *m, PyObject *args) {
-    PyObject *xo, *mo, *result = NULL;
+    PyObject *xo, *mo;
     double value;
-    mmu_tensor *x = NULL, *mask = NULL, *out = NULL;
-    if (!PyArg_ParseTuple(args, "OOd", &xo, &mo, &value)) return NULL;
-    if (!(x = mmu_to_tensor(xo, -1, "masked_fill", "input"))) goto fail;
-    if (!(mask = mmu_to_tensor(mo, MMU_BOOL, "masked_fill", "mask"))) goto fail;
+    tensor_args ta = {0};
+    mmu_tensor *x, *mask, *out = NULL;
     mmu_status st;
+    if (!PyArg_ParseTuple(args, "OOd", &xo, &mo, &value)) return NULL;
+    if (!(x = arg(&ta, xo, -1, "masked_fill", "input")) || !(mask = arg(&ta, mo, MMU_BOOL, "masked_fill", "mask")))
+        return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_masked_fill(&out, x, mask, value));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    mmu_tensor_decref(mask);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_matmul(PyObject *m, PyObject *args) {
-    PyObject *ao, *bo, *result = NULL;
-    mmu_tensor *a = NULL, *b = NULL, *out = NULL;
-    if (!PyArg_ParseTuple(args, "OO", &ao, &bo)) return NULL;
-    if (!(a = mmu_to_tensor(ao, -1, "matmul", "input"))) goto fail;
-    if (!(b = mmu_to_tensor(bo, -1, "matmul", "other"))) goto fail;
+    PyObject *ao, *bo;
+    tensor_args ta = {0};
+    mmu_tensor *a, *b, *out = NULL;
     mmu_status st;
+    if (!PyArg_ParseTuple(args, "OO", &ao, &bo)) return NULL;
+    if (!(a = arg(&ta, ao, -1, "matmul", "input")) || !(b = arg(&ta, bo, -1, "matmul", "other")))
+        return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_matmul(&out, a, b));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(a);
-    mmu_tensor_decref(b);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_linear(PyObject *m, PyObject *args) {
-    PyObject *xo, *wo, *bo, *result = NULL;
-    mmu_tensor *x = NULL, *w = NULL, *b = NULL, *out = NULL;
-    if (!PyArg_ParseTuple(args, "OOO", &xo, &wo, &bo)) return NULL;
-    if (!(x = mmu_to_tensor(xo, -1, "linear", "input"))) goto fail;
-    if (!(w = mmu_to_tensor(wo, -1, "linear", "weight"))) goto fail;
-    if (bo != Py_None && !(b = mmu_to_tensor(bo, -1, "linear", "bias"))) goto fail;
+    PyObject *xo, *wo, *bo;
+    tensor_args ta = {0};
+    mmu_tensor *x, *w, *b = NULL, *out = NULL;
     mmu_status st;
+    if (!PyArg_ParseTuple(args, "OOO", &xo, &wo, &bo)) return NULL;
+    if (!(x = arg(&ta, xo, -1, "linear", "input")) || !(w = arg(&ta, wo, -1, "linear", "weight")) ||
+        (bo != Py_None && !(b = arg(&ta, bo, -1, "linear", "bias"))))
+        return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_linear(&out, x, w, b));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    mmu_tensor_decref(w);
-    mmu_tensor_decref(b);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_softmax(PyObject *m, PyObject *args) {
-    PyObject *xo, *result = NULL;
+    PyObject *xo;
     long long dim;
     int log;
-    mmu_tensor *x = NULL, *out = NULL;
-    if (!PyArg_ParseTuple(args, "OLp", &xo, &dim, &log)) return NULL;
-    if (!(x = mmu_to_tensor(xo, -1, log ? "log_softmax" : "softmax", "input"))) goto fail;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
     mmu_status st;
+    if (!PyArg_ParseTuple(args, "OLp", &xo, &dim, &log)) return NULL;
+    if (!(x = arg(&ta, xo, -1, log ? "log_softmax" : "softmax", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_softmax(&out, x, dim, log));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_layer_norm(PyObject *m, PyObject *args) {
-    PyObject *xo, *so, *wo, *bo, *result = NULL;
+    PyObject *xo, *so, *wo, *bo;
     double eps;
-    mmu_tensor *x = NULL, *w = NULL, *b = NULL, *out = NULL;
+    tensor_args ta = {0};
+    mmu_tensor *x, *w = NULL, *b = NULL, *out = NULL;
+    mmu_status st;
     int nd;
     int64_t shape[MMU_MAX_DIMS];
     if (!PyArg_ParseTuple(args, "OOOOd", &xo, &so, &wo, &bo, &eps)) return NULL;
     if (mmu_parse_shape(so, &nd, shape, "layer_norm", "normalized_shape") < 0) return NULL;
-    if (!(x = mmu_to_tensor(xo, -1, "layer_norm", "input"))) goto fail;
-    if (wo != Py_None && !(w = mmu_to_tensor(wo, -1, "layer_norm", "weight"))) goto fail;
-    if (bo != Py_None && !(b = mmu_to_tensor(bo, -1, "layer_norm", "bias"))) goto fail;
-    mmu_status st;
+    if (!(x = arg(&ta, xo, -1, "layer_norm", "input")) ||
+        (wo != Py_None && !(w = arg(&ta, wo, -1, "layer_norm", "weight"))) ||
+        (bo != Py_None && !(b = arg(&ta, bo, -1, "layer_norm", "bias"))))
+        return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_layer_norm(&out, x, nd, shape, w, b, eps));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(x);
-    mmu_tensor_decref(w);
-    mmu_tensor_decref(b);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_embedding(PyObject *m, PyObject *args) {
-    PyObject *io, *wo, *result = NULL;
-    mmu_tensor *idx = NULL, *w = NULL, *out = NULL;
-    if (!PyArg_ParseTuple(args, "OO", &io, &wo)) return NULL;
-    if (!(idx = mmu_to_tensor(io, MMU_INT64, "embedding", "input"))) goto fail;
-    if (!(w = mmu_to_tensor(wo, -1, "embedding", "weight"))) goto fail;
+    PyObject *io, *wo;
+    tensor_args ta = {0};
+    mmu_tensor *idx, *w, *out = NULL;
     mmu_status st;
+    if (!PyArg_ParseTuple(args, "OO", &io, &wo)) return NULL;
+    if (!(idx = arg(&ta, io, MMU_INT64, "embedding", "input")) || !(w = arg(&ta, wo, -1, "embedding", "weight")))
+        return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_embedding(&out, idx, w));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(idx);
-    mmu_tensor_decref(w);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_cross_entropy(PyObject *m, PyObject *args) {
-    PyObject *lo, *to, *result = NULL;
+    PyObject *lo, *to;
     long long ignore;
     double smoothing;
     int red;
-    mmu_tensor *logits = NULL, *target = NULL, *out = NULL;
-    if (!PyArg_ParseTuple(args, "OOLdi", &lo, &to, &ignore, &smoothing, &red)) return NULL;
-    if (!(logits = mmu_to_tensor(lo, -1, "cross_entropy", "input"))) goto fail;
-    if (!(target = mmu_to_tensor(to, MMU_INT64, "cross_entropy", "target"))) goto fail;
+    tensor_args ta = {0};
+    mmu_tensor *logits, *target, *out = NULL;
     mmu_status st;
+    if (!PyArg_ParseTuple(args, "OOLdi", &lo, &to, &ignore, &smoothing, &red)) return NULL;
+    if (!(logits = arg(&ta, lo, -1, "cross_entropy", "input")) ||
+        !(target = arg(&ta, to, MMU_INT64, "cross_entropy", "target")))
+        return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_cross_entropy(&out, logits, target, ignore, smoothing, (mmu_reduction)red));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(logits);
-    mmu_tensor_decref(target);
-    return result;
+    return finish(&ta, st, out);
 }
 
+/* mse_loss / l1_loss (input, target, reduction) */
 static PyObject *regression_loss(PyObject *args, int l1) {
-    PyObject *io, *to, *result = NULL;
+    PyObject *io, *to;
     int red;
-    mmu_tensor *in = NULL, *target = NULL, *out = NULL;
+    tensor_args ta = {0};
+    mmu_tensor *in, *target, *out = NULL;
+    mmu_status st;
     const char *name = l1 ? "l1_loss" : "mse_loss";
     if (!PyArg_ParseTuple(args, "OOi", &io, &to, &red)) return NULL;
-    if (!(in = mmu_to_tensor(io, MMU_FLOAT32, name, "input"))) goto fail;
-    if (!(target = mmu_to_tensor(to, MMU_FLOAT32, name, "target"))) goto fail;
-    mmu_status st;
+    if (!(in = arg(&ta, io, MMU_FLOAT32, name, "input")) || !(target = arg(&ta, to, MMU_FLOAT32, name, "target")))
+        return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, l1 ? mmu_l1_loss(&out, in, target, (mmu_reduction)red)
                      : mmu_mse_loss(&out, in, target, (mmu_reduction)red));
-    FINISH(st, out);
-fail:
-    mmu_tensor_decref(in);
-    mmu_tensor_decref(target);
-    return result;
+    return finish(&ta, st, out);
 }
 
 static PyObject *py_mse_loss(PyObject *m, PyObject *args) { return regression_loss(args, 0); }
@@ -481,30 +419,30 @@ static PyObject *py_l1_loss(PyObject *m, PyObject *args) { return regression_los
 
 PyMethodDef mmu_op_methods[] = {
     {"binary", py_binary, METH_VARARGS, "binary(op, a, b) with NumPy broadcasting"},
-    {"where", py_where, METH_VARARGS, NULL},
-    {"unary", py_unary, METH_VARARGS, NULL},
-    {"pow", py_pow, METH_VARARGS, NULL},
-    {"clamp", py_clamp, METH_VARARGS, NULL},
-    {"logical_not", py_logical_not, METH_O, NULL},
-    {"cast", py_cast, METH_VARARGS, NULL},
-    {"reduce", py_reduce, METH_VARARGS, NULL},
-    {"argreduce", py_argreduce, METH_VARARGS, NULL},
-    {"reshape", py_reshape, METH_VARARGS, NULL},
-    {"expand", py_expand, METH_VARARGS, NULL},
-    {"permute", py_permute, METH_VARARGS, NULL},
-    {"slice", py_slice, METH_VARARGS, NULL},
-    {"cat", py_cat, METH_VARARGS, NULL},
-    {"gather", py_gather, METH_VARARGS, NULL},
-    {"index_select", py_index_select, METH_VARARGS, NULL},
-    {"masked_select", py_masked_select, METH_VARARGS, NULL},
-    {"masked_fill", py_masked_fill, METH_VARARGS, NULL},
-    {"matmul", py_matmul, METH_VARARGS, NULL},
-    {"linear", py_linear, METH_VARARGS, NULL},
-    {"softmax", py_softmax, METH_VARARGS, NULL},
-    {"layer_norm", py_layer_norm, METH_VARARGS, NULL},
-    {"embedding", py_embedding, METH_VARARGS, NULL},
-    {"cross_entropy", py_cross_entropy, METH_VARARGS, NULL},
-    {"mse_loss", py_mse_loss, METH_VARARGS, NULL},
-    {"l1_loss", py_l1_loss, METH_VARARGS, NULL},
+    {"where", py_where, METH_VARARGS, "where(cond, a, b)"},
+    {"unary", py_unary, METH_VARARGS, "unary(op, x)"},
+    {"pow", py_pow, METH_VARARGS, "pow(x, exponent)"},
+    {"clamp", py_clamp, METH_VARARGS, "clamp(x, min or None, max or None)"},
+    {"logical_not", py_logical_not, METH_O, "logical_not(x)"},
+    {"cast", py_cast, METH_VARARGS, "cast(x, dtype_code)"},
+    {"reduce", py_reduce, METH_VARARGS, "reduce(op, x, dims or None, keepdim)"},
+    {"argreduce", py_argreduce, METH_VARARGS, "argreduce(is_max, x, dim or None, keepdim)"},
+    {"reshape", py_reshape, METH_VARARGS, "reshape(x, shape)"},
+    {"expand", py_expand, METH_VARARGS, "expand(x, shape)"},
+    {"permute", py_permute, METH_VARARGS, "permute(x, dims)"},
+    {"slice", py_slice, METH_VARARGS, "slice(x, starts, steps, lengths)"},
+    {"cat", py_cat, METH_VARARGS, "cat(tensors, dim)"},
+    {"gather", py_gather, METH_VARARGS, "gather(x, dim, index)"},
+    {"index_select", py_index_select, METH_VARARGS, "index_select(x, dim, index)"},
+    {"masked_select", py_masked_select, METH_VARARGS, "masked_select(x, mask)"},
+    {"masked_fill", py_masked_fill, METH_VARARGS, "masked_fill(x, mask, value)"},
+    {"matmul", py_matmul, METH_VARARGS, "matmul(a, b)"},
+    {"linear", py_linear, METH_VARARGS, "linear(x, weight, bias or None)"},
+    {"softmax", py_softmax, METH_VARARGS, "softmax(x, dim, log)"},
+    {"layer_norm", py_layer_norm, METH_VARARGS, "layer_norm(x, normalized_shape, weight, bias, eps)"},
+    {"embedding", py_embedding, METH_VARARGS, "embedding(indices, weight)"},
+    {"cross_entropy", py_cross_entropy, METH_VARARGS, "cross_entropy(logits, target, ignore_index, smoothing, red)"},
+    {"mse_loss", py_mse_loss, METH_VARARGS, "mse_loss(input, target, red)"},
+    {"l1_loss", py_l1_loss, METH_VARARGS, "l1_loss(input, target, red)"},
     {NULL},
 };
