@@ -3,8 +3,11 @@
  * Every product is one oneDNN call on plain row-major buffers. Transposes
  * (wᵀ in linear, Bᵀ and Aᵀ in the backwards) are written as strides in the
  * memory descriptors, never as copies; oneDNN's brgemm kernels pack their
- * operands into blocks anyway, so a transposed operand costs the same packing.
- * Broadcast batch dims are oneDNN batch dims of size 1 (no expand). */
+ * operands into blocks anyway, so a transposed operand costs the same packing
+ * (measured for linear 4096x768 -> 3072 on one thread: wᵀ by strides 99 ms vs
+ * 105 ms with a pre-transposed copy of w; gᵀ by strides for dw 94 ms vs 105 ms;
+ * ~200 GFLOP/s, all on brg:avx512_core). Broadcast batch dims are oneDNN batch
+ * dims of size 1 (no expand). */
 #include <string.h>
 
 #include "ops.h"
