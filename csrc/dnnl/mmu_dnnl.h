@@ -55,17 +55,6 @@ mmu_status mmu_dnnl_softmax_fwd(int log, const float *src, float *dst, int64_t o
 mmu_status mmu_dnnl_softmax_bwd(int log, const float *dst, const float *diff_dst, float *diff_src,
                                 int64_t outer, int64_t axis, int64_t inner);
 
-/* Layer norm over the last dim of (rows, cols). scale/shift (cols) may be NULL.
- * mean/var (rows) are written by the forward and read by the backward.
- * diff_scale/diff_shift are written (not accumulated) when non-NULL. */
-mmu_status mmu_dnnl_layer_norm_fwd(const float *src, float *dst, float *mean, float *var,
-                                   const float *scale, const float *shift, int64_t rows,
-                                   int64_t cols, float eps);
-mmu_status mmu_dnnl_layer_norm_bwd(const float *src, const float *diff_dst, const float *mean,
-                                   const float *var, const float *scale, float *diff_src,
-                                   float *diff_scale, float *diff_shift, int64_t rows, int64_t cols,
-                                   float eps, int has_shift);
-
 typedef struct {
     long primitives_created;
     long cache_hits;
