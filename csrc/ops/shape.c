@@ -561,7 +561,7 @@ static void gather_plan_init(gather_plan *p, int dim, int n, const int64_t *isha
         p->nchunks = 1;
         work = ishape[L];
     }
-    p->per_task = work >= 4096 ? 1 : 4096 / (work ? work : 1);
+    p->per_task = work >= 1024 ? 1 : 1024 / (work ? work : 1);
 }
 
 /* coordinates and offsets (index, x) of group g */
@@ -592,13 +592,15 @@ static inline void gather_next(const gather_plan *p, int64_t *c, int64_t *io, in
 
 /* FWD: 1 = out[i] = x[..], 0 = gx[..] += g[i] (float only). The plan's fields
  * are copied to locals and the data pointers are restrict so that the stores
- * do not force reloads of the plan (int64 stores could alias it). */
+ * do not force reloads of the plan (int64 stores could alias it). Random
+ * reads are latency-bound, so threads pay off from a smaller size than for
+ * streaming kernels (GRAIN / 8). */
 #define GATHER_WALK(T, FWD, dst, src, idx, p, total)                                                     \
     do {                                                                                                 \
         const int L = (p)->n - 1, dm = (p)->dim;                                                         \
         const int64_t nblk = ((p)->groups + (p)->per_task - 1) / (p)->per_task;                          \
         const int64_t ntask = nblk * (p)->nchunks;                                                       \
-        _Pragma("omp parallel for schedule(static) if ((total) > MMU_PAR_GRAIN)")                        \
+        _Pragma("omp parallel for schedule(static) if ((total) > MMU_PAR_GRAIN / 8)")                    \
         for (int64_t t = 0; t < ntask; t++) {                                                            \
             T *restrict D = (T *)(dst);                                                                  \
             const T *restrict S = (const T *)(src);                                                      \
