@@ -99,7 +99,6 @@ mmu_status mmu_expand_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
     return mmu_reduce_to_shape(&gin[0], g, n->inputs[0].ndim, n->inputs[0].shape);
 }
 
-
 /* ============================================================ strided copy
  * permute, slice (and its backward) and cat (and its backward) are all one
  * operation: copy a box of `shape` elements from src to dst, each side with
