@@ -99,7 +99,6 @@ mmu_status mmu_expand_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
     return mmu_reduce_to_shape(&gin[0], g, n->inputs[0].ndim, n->inputs[0].shape);
 }
 
-
 /* ============================================================ strided copy
  * permute, slice (and its backward) and cat (and its backward) are all one
  * operation: copy a box of `shape` elements from src to dst, each side with
@@ -522,14 +521,17 @@ static int64_t first_bad_index(const int64_t *idx, int64_t n, int64_t size) {
 
 /* ------------------------------------------------------------------ gather */
 /* The walk shared by gather and its backward. Index positions that differ in
- * a coordinate other than dim read (or write) different elements of x, so
- * tasks are "all coordinates but dim" (and chunks of the last dim when dim
- * is not the last one); each task walks its positions along dim in order.
- * That makes the backward's scatter-add race-free and bit-reproducible. */
+ * a coordinate other than dim read (or write) different elements of x. A
+ * "group" is one value of the coordinates other than dim and the last dim;
+ * a task is a run of consecutive groups (times a chunk of the last dim when
+ * dim is not the last one) and walks its positions along dim in order. That
+ * makes the backward's scatter-add race-free and bit-reproducible. Within a
+ * task the group offsets advance incrementally (no division per row). */
 typedef struct {
-    int n, dim;                 /* effective ndim (>= 1) and the gathered dim */
+    int n, dim, ng;             /* effective ndim (>= 1), gathered dim, number of group dims */
+    int gd[MMU_MAX_DIMS];       /* the group dims, outermost first */
     int64_t ishape[MMU_MAX_DIMS], ist[MMU_MAX_DIMS], xst[MMU_MAX_DIMS];
-    int64_t groups, nchunks, chunk;
+    int64_t groups, per_task, nchunks, chunk;
 } gather_plan;
 
 #define GATHER_CHUNK 512
@@ -542,59 +544,101 @@ static void gather_plan_init(gather_plan *p, int dim, int n, const int64_t *isha
     contig_strides(p->xst, n, xshape);
     int L = n - 1;
     p->groups = 1;
-    for (int d = 0; d < n; d++)
-        if (d != dim && d != L) p->groups *= ishape[d];
+    p->ng = 0;
+    for (int d = 0; d < L; d++)
+        if (d != dim) {
+            p->gd[p->ng++] = d;
+            p->groups *= ishape[d];
+        }
+    int64_t work; /* positions per group (and chunk) */
     if (dim != L) {
         p->chunk = GATHER_CHUNK;
         p->nchunks = (ishape[L] + GATHER_CHUNK - 1) / GATHER_CHUNK;
+        work = ishape[dim] * (ishape[L] < GATHER_CHUNK ? ishape[L] : GATHER_CHUNK);
     } else {
-        p->chunk = 0;
+        p->chunk = ishape[L];
         p->nchunks = 1;
+        work = ishape[L];
     }
+    p->per_task = work >= 1024 ? 1 : 1024 / (work ? work : 1);
 }
 
-/* offsets (index, x) of group g's first position */
-static inline void gather_group(const gather_plan *p, int64_t g, int64_t *io, int64_t *xo) {
+/* coordinates and offsets (index, x) of group g */
+static inline void gather_group(const gather_plan *p, int64_t g, int64_t *c, int64_t *io, int64_t *xo) {
     int64_t a = 0, b = 0;
-    for (int d = p->n - 2; d >= 0; d--) {
-        if (d == p->dim) continue;
-        int64_t i = g % p->ishape[d];
+    for (int k = p->ng - 1; k >= 0; k--) {
+        int d = p->gd[k];
+        c[k] = g % p->ishape[d];
         g /= p->ishape[d];
-        a += i * p->ist[d];
-        b += i * p->xst[d];
+        a += c[k] * p->ist[d];
+        b += c[k] * p->xst[d];
     }
     *io = a;
     *xo = b;
 }
 
-/* FWD: 1 = out[i] = x[..], 0 = gx[..] += g[i] (float only) */
-#define GATHER_WALK(T, FWD, dst, src, idx, p, total)                                                   \
-    do {                                                                                               \
-        int L = (p)->n - 1;                                                                            \
-        int64_t ntask = (p)->groups * (p)->nchunks;                                                    \
-        _Pragma("omp parallel for schedule(static) if ((total) > MMU_PAR_GRAIN)")                      \
-        for (int64_t t = 0; t < ntask; t++) {                                                          \
-            int64_t io, xo;                                                                            \
-            gather_group(p, t / (p)->nchunks, &io, &xo);                                               \
-            if ((p)->dim == L) {                                                                       \
-                const int64_t *ix = (idx) + io;                                                        \
-                for (int64_t j = 0; j < (p)->ishape[L]; j++) {                                         \
-                    if (FWD) ((T *)(dst))[io + j] = ((const T *)(src))[xo + ix[j]];                    \
-                    else ((T *)(dst))[xo + ix[j]] += ((const T *)(src))[io + j];                       \
-                }                                                                                      \
-            } else {                                                                                   \
-                int64_t j0 = (t % (p)->nchunks) * (p)->chunk;                                          \
-                int64_t j1 = j0 + (p)->chunk < (p)->ishape[L] ? j0 + (p)->chunk : (p)->ishape[L];      \
-                int64_t xsd = (p)->xst[(p)->dim];                                                      \
-                for (int64_t m = 0; m < (p)->ishape[(p)->dim]; m++) {                                  \
-                    int64_t r = io + m * (p)->ist[(p)->dim];                                           \
-                    for (int64_t j = j0; j < j1; j++) {                                                \
-                        if (FWD) ((T *)(dst))[r + j] = ((const T *)(src))[xo + (idx)[r + j] * xsd + j]; \
-                        else ((T *)(dst))[xo + (idx)[r + j] * xsd + j] += ((const T *)(src))[r + j];   \
-                    }                                                                                  \
-                }                                                                                      \
-            }                                                                                          \
-        }                                                                                              \
+static inline void gather_next(const gather_plan *p, int64_t *c, int64_t *io, int64_t *xo) {
+    for (int k = p->ng - 1; k >= 0; k--) {
+        int d = p->gd[k];
+        *io += p->ist[d];
+        *xo += p->xst[d];
+        if (++c[k] < p->ishape[d]) return;
+        c[k] = 0;
+        *io -= p->ishape[d] * p->ist[d];
+        *xo -= p->ishape[d] * p->xst[d];
+    }
+}
+
+/* FWD: 1 = out[i] = x[..], 0 = gx[..] += g[i] (float only). The plan's fields
+ * are copied to locals and the data pointers are restrict so that the stores
+ * do not force reloads of the plan (int64 stores could alias it). Random
+ * reads are latency-bound, so threads pay off from a smaller size than for
+ * streaming kernels (GRAIN / 8). */
+#define GATHER_WALK(T, FWD, dst, src, idx, p, total)                                                     \
+    do {                                                                                                 \
+        const int L = (p)->n - 1, dm = (p)->dim;                                                         \
+        const int64_t nblk = ((p)->groups + (p)->per_task - 1) / (p)->per_task;                          \
+        const int64_t ntask = nblk * (p)->nchunks;                                                       \
+        _Pragma("omp parallel for schedule(static) if ((total) > MMU_PAR_GRAIN / 8)")                    \
+        for (int64_t t = 0; t < ntask; t++) {                                                            \
+            T *restrict D = (T *)(dst);                                                                  \
+            const T *restrict S = (const T *)(src);                                                      \
+            const int64_t *restrict IX = (idx);                                                          \
+            const int64_t nchunks = (p)->nchunks, chunk = (p)->chunk, per = (p)->per_task;               \
+            const int64_t IL = (p)->ishape[L], Idm = (p)->ishape[dm], istd = (p)->ist[dm];               \
+            const int64_t xsd = (p)->xst[dm];                                                            \
+            const int ng = (p)->ng, gl = ng ? (p)->gd[ng - 1] : 0;                                       \
+            const int64_t nlast = (p)->ishape[gl], islast = (p)->ist[gl], xslast = (p)->xst[gl];         \
+            int64_t c[MMU_MAX_DIMS], io, xo;                                                             \
+            int64_t g0 = (t / nchunks) * per;                                                            \
+            int64_t g1 = g0 + per < (p)->groups ? g0 + per : (p)->groups;                                \
+            int64_t j0 = (t % nchunks) * chunk, j1 = j0 + chunk < IL ? j0 + chunk : IL;                  \
+            gather_group(p, g0, c, &io, &xo);                                                            \
+            for (int64_t gi = g0; gi < g1; gi++) {                                                       \
+                if (dm == L) {                                                                           \
+                    for (int64_t j = j0; j < j1; j++) {                                                  \
+                        if (FWD) D[io + j] = S[xo + IX[io + j]];                                         \
+                        else D[xo + IX[io + j]] += S[io + j];                                            \
+                    }                                                                                    \
+                } else {                                                                                 \
+                    for (int64_t m = 0; m < Idm; m++) {                                                  \
+                        const int64_t r = io + m * istd;                                                 \
+                        for (int64_t j = j0; j < j1; j++) {                                              \
+                            if (FWD) D[r + j] = S[xo + IX[r + j] * xsd + j];                             \
+                            else D[xo + IX[r + j] * xsd + j] += S[r + j];                                \
+                        }                                                                                \
+                    }                                                                                    \
+                }                                                                                        \
+                if (gi + 1 == g1) break;                                                                 \
+                if (ng && c[ng - 1] + 1 < nlast) { /* the common step, kept in registers */              \
+                    c[ng - 1]++;                                                                         \
+                    io += islast;                                                                        \
+                    xo += xslast;                                                                        \
+                } else {                                                                                 \
+                    gather_next(p, c, &io, &xo);                                                         \
+                }                                                                                        \
+            }                                                                                            \
+        }                                                                                                \
     } while (0)
 
 /* x (d0..dn), index int64 with x's ndim, index.size(d) <= x.size(d) for d != dim
