@@ -312,6 +312,16 @@ def masked_fill(input, mask, value):
         value = value.item()
     if not isinstance(value, numbers.Real):
         raise TypeError(f"masked_fill: value must be a number, got {type(value).__name__}")
+    input, mask = _as_tensor(input, "masked_fill"), _as_tensor(mask, "masked_fill", "mask")
+    if mask.ndim > input.ndim or builtins.any(m != 1 and m != x for m, x in
+                                               zip(reversed(mask.shape), reversed(input.shape))):
+        # a mask larger than input broadcasts the result, like torch's out-of-place masked_fill
+        try:
+            shape = np.broadcast_shapes(tuple(input.shape), tuple(mask.shape))
+        except ValueError:
+            raise ValueError(f"masked_fill: mask of shape {mask.shape} cannot be broadcast with "
+                             f"input of shape {input.shape}") from None
+        input = _C.expand(input, shape)
     return _C.masked_fill(input, mask, float(value))
 
 
