@@ -206,6 +206,9 @@ void mmu_set_num_threads(int n);
 int mmu_get_num_threads(void);
 /* Makes the calling thread's OpenMP team size follow mmu_set_num_threads. */
 void mmu_sync_threads(void);
+/* Sustained fp32 FMA GFLOP/s of this CPU on the current thread count (the
+ * benchmarks' "fraction of peak" denominator); runs for about `seconds`. */
+double mmu_measure_peak_gflops(double seconds);
 /* Whether a loop of `work` elements is worth a parallel region. */
 #define MMU_PAR_GRAIN 32768
 

@@ -419,6 +419,16 @@ static PyObject *py_empty_cache(PyObject *m, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_measure_peak_gflops(PyObject *m, PyObject *arg) {
+    double seconds = PyFloat_AsDouble(arg);
+    if (seconds == -1.0 && PyErr_Occurred()) return NULL;
+    double g;
+    Py_BEGIN_ALLOW_THREADS
+    g = mmu_measure_peak_gflops(seconds);
+    Py_END_ALLOW_THREADS
+    return PyFloat_FromDouble(g);
+}
+
 static PyObject *py_dnnl_version(PyObject *m, PyObject *unused) { return PyUnicode_FromString(mmu_dnnl_version()); }
 
 static PyObject *py_tensor(PyObject *m, PyObject *args) {
@@ -523,6 +533,8 @@ static PyMethodDef module_methods[] = {
     {"stats", py_stats, METH_NOARGS, "Counters: oneDNN primitives created, cache hits and size, allocator bytes."},
     {"empty_cache", py_empty_cache, METH_NOARGS, "Return cached free buffers to the system."},
     {"dnnl_version", py_dnnl_version, METH_NOARGS, NULL},
+    {"measure_peak_gflops", py_measure_peak_gflops, METH_O,
+     "measure_peak_gflops(seconds): sustained fp32 FMA GFLOP/s of this CPU at the current thread count."},
     {"tensor", py_tensor, METH_VARARGS, NULL},
     {"full", py_full, METH_VARARGS, NULL},
     {"random", py_random, METH_VARARGS, NULL},
