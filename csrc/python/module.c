@@ -2,6 +2,7 @@
  * (grad mode, seed, threads, stats). Op entry points are in ops_bind.c. */
 #include "binding.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <structmember.h>
 
@@ -238,7 +239,17 @@ static PyObject *tensor_get_is_leaf(PyTensor *self, void *c) { return PyBool_Fro
 
 static PyObject *tensor_get_grad_fn(PyTensor *self, void *c) {
     if (!self->t->grad_fn) Py_RETURN_NONE;
-    return PyUnicode_FromFormat("%sBackward", mmu_op_table[self->t->grad_fn->op].name);
+    /* the op table's MASKED_FILL reads MaskedFillBackward, as in torch */
+    const char *name = mmu_op_table[self->t->grad_fn->op].name;
+    char buf[64];
+    size_t k = 0;
+    for (int up = 1; *name && k < sizeof buf - 1; name++) {
+        if (*name == '_') { up = 1; continue; }
+        buf[k++] = up ? *name : (char)tolower((unsigned char)*name);
+        up = 0;
+    }
+    buf[k] = 0;
+    return PyUnicode_FromFormat("%sBackward", buf);
 }
 
 static PyObject *tensor_numpy(PyTensor *self, PyObject *unused) {
