@@ -118,7 +118,7 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
-    # The layers are tiny (at most 256 x 128), so OpenMP threads help little; on a machine busy
+    # The matrices are tiny (64 x 128 at batch 64), so OpenMP threads help little; on a machine busy
     # with other work, waiting for a descheduled worker at every op can make 2 threads ~15x
     # slower than 1.
     ap.add_argument("--threads", type=int, help="mmu.set_num_threads(N) first (default: mmu's)")
@@ -131,6 +131,10 @@ def main(argv=None):
     mmu.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)  # one stream, used in a fixed order: split, init, batches
     x_train, x_test = load_digits_data(rng)
+    if not 1 <= args.batch_size <= len(x_train):
+        ap.error(f"--batch-size must be between 1 and {len(x_train)}")
+    if args.steps < 1:
+        ap.error("--steps must be at least 1")
     model = MLPAutoencoder(lr=args.lr, rng=rng)
     # What "no learning" scores: predicting the mean training image for every input.
     baseline = float(np.mean((x_test - x_train.mean(axis=0)) ** 2))
