@@ -55,18 +55,21 @@ arch = "-march=x86-64-v3" if os.environ.get("MMU_PORTABLE") else "-march=native"
 extra_compile = ["-std=c11", "-O3", arch, "-fopenmp", "-fno-math-errno", "-Wall", "-Wextra",
                  "-Wno-unused-parameter", "-Wno-missing-field-initializers", "-Wno-cast-function-type",
                  "-D_GNU_SOURCE"]
+extra_link = ["-fopenmp", "-l:libdnnl.so.3",
+              # <venv>/lib/python3.X/site-packages/mmu/_C.so -> <venv>/lib
+              "-Wl,-rpath,$ORIGIN/../../..", "-Wl,--enable-new-dtags"]
 if os.environ.get("MMU_DEBUG"):
+    # AddressSanitizer build; run Python with LD_PRELOAD=$(gcc -print-file-name=libasan.so)
     extra_compile += ["-O0", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
+    extra_link += ["-fsanitize=address"]
 
 ext = Extension(
     "mmu._C",
     sources=sources,
     include_dirs=["csrc", numpy.get_include(), dnnl_inc],
     library_dirs=[dnnl_lib],
-    # link by soname; the wheel ships libdnnl.so.3 (and a libdnnl.so symlink)
-    extra_link_args=["-fopenmp", "-l:libdnnl.so.3",
-                     # <venv>/lib/python3.X/site-packages/mmu/_C.so -> <venv>/lib
-                     "-Wl,-rpath,$ORIGIN/../../..", "-Wl,--enable-new-dtags"],
+    # link by soname: the runtime wheel ships libdnnl.so.3
+    extra_link_args=extra_link,
     extra_compile_args=extra_compile,
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
