@@ -23,43 +23,17 @@
  * denominator (torch divides both terms by the count of kept rows; all rows
  * ignored: 0/0 = nan, with a zero gradient).
  *
- * exp: a vectorisable exp (range reduction to r in [-ln2/2, ln2/2], degree-6
- * polynomial fitted for relative error, 2^n through the exponent bits); max
- * relative error ~1e-7 on [-87, 88]; results below ~1e-38 flush to 0. glibc's
- * expf is not vectorised without -ffast-math, and it dominated the runtime.
+ * exp: mmu_exp (core/vmath.h), vectorisable; glibc's expf is not.
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "../core/vmath.h"
 #include "../ops/ops.h"
 
 #define LANES 16
 #define SBLK 64 /* positions along S per block when S > 1 */
-
-static inline float ce_exp(float x) {
-    /* NaN passes both clamps (comparisons are false) and stays NaN */
-    float xc = x < -88.0f ? -88.0f : x;
-    xc = xc > 88.5f ? 88.5f : xc;
-    /* adding 1.5 * 2^23 rounds x*log2(e) to the nearest integer n, which then
-     * sits in the low mantissa bits of t */
-    float t = fmaf(xc, 1.44269504f, 12582912.0f);
-    float n = t - 12582912.0f;
-    float r = fmaf(n, -0.693359375f, xc); /* ln2 split in two: exact n * ln2_hi */
-    r = fmaf(n, 2.12194440e-4f, r);
-    float p = 0.0013933643931522965f;
-    p = fmaf(p, r, 0.008363175205886364f);
-    p = fmaf(p, r, 0.04166646674275398f);
-    p = fmaf(p, r, 0.16666576266288757f);
-    p = fmaf(p, r, 0.5f);
-    p = fmaf(p, r, 1.0f);
-    p = fmaf(p, r, 1.0f);
-    /* bits(t) = bits(1.5 * 2^23) + n and bits(1.5 * 2^23) << 23 vanishes mod
-     * 2^32, so this is (n + 127) << 23: the float 2^n (0 for n = -127) */
-    union { float f; uint32_t u; } s = {t};
-    s.u = (s.u + 127u) << 23;
-    return p * s.f;
-}
 
 /* ------------------------------------------------ contiguous rows (S == 1) */
 
@@ -88,18 +62,18 @@ static float row_sumexp(const float *x, int64_t C, float m, float *sx) {
     if (sx) {
         for (; c + LANES <= C; c += LANES)
             for (int l = 0; l < LANES; l++) {
-                acc[l] += ce_exp(x[c + l] - m);
+                acc[l] += mmu_exp(x[c + l] - m);
                 accx[l] += x[c + l];
             }
         for (; c < C; c++) {
-            acc[c % LANES] += ce_exp(x[c] - m);
+            acc[c % LANES] += mmu_exp(x[c] - m);
             accx[c % LANES] += x[c];
         }
         *sx = lanes_sum(accx);
     } else {
         for (; c + LANES <= C; c += LANES)
-            for (int l = 0; l < LANES; l++) acc[l] += ce_exp(x[c + l] - m);
-        for (; c < C; c++) acc[c % LANES] += ce_exp(x[c] - m);
+            for (int l = 0; l < LANES; l++) acc[l] += mmu_exp(x[c + l] - m);
+        for (; c < C; c++) acc[c % LANES] += mmu_exp(x[c] - m);
     }
     return lanes_sum(acc);
 }
@@ -139,8 +113,8 @@ static void ce_bwd_rows(float *gx, const float *x, const int64_t *tgt, const flo
         }
         const float *restrict row = x + r * C;
         float m = stats[2 * r], ls = stats[2 * r + 1], s = per_row ? gscale[r] : scale0;
-        for (int64_t c = 0; c < C; c++) g[c] = (ce_exp((row[c] - m) - ls) - k) * s;
-        g[t] = ((ce_exp((row[t] - m) - ls) - on) - k) * s;
+        for (int64_t c = 0; c < C; c++) g[c] = (mmu_exp((row[c] - m) - ls) - k) * s;
+        g[t] = ((mmu_exp((row[t] - m) - ls) - on) - k) * s;
     }
 }
 
@@ -165,7 +139,7 @@ static void ce_fwd_strided(float *stats, float *loss, const float *x, const int6
         }
         for (int64_t c = 0; c < C; c++) {
             const float *row = base + c * S;
-            for (int64_t j = 0; j < len; j++) se[j] += ce_exp(row[j] - m[j]);
+            for (int64_t j = 0; j < len; j++) se[j] += mmu_exp(row[j] - m[j]);
             if (eps > 0.0f)
                 for (int64_t j = 0; j < len; j++) sx[j] += row[j];
         }
@@ -207,14 +181,14 @@ static void ce_bwd_strided(float *gx, const float *x, const int64_t *tgt, const 
             const float *restrict row = base + c * S;
             float *restrict g = gbase + c * S;
             for (int64_t j = 0; j < len; j++) {
-                float v = (ce_exp((row[j] - m[j]) - ls[j]) - k) * sc[j];
+                float v = (mmu_exp((row[j] - m[j]) - ls[j]) - k) * sc[j];
                 g[j] = keep[j] ? v : 0.0f; /* ignored rows: 0 even for nan logits */
             }
         }
         for (int64_t j = 0; j < len; j++) {
             int64_t t = tgt[n * S + s0 + j];
             if (t == ignore) continue;
-            float p = ce_exp((base[t * S + j] - m[j]) - ls[j]);
+            float p = mmu_exp((base[t * S + j] - m[j]) - ls[j]);
             gbase[t * S + j] = ((p - on) - k) * sc[j];
         }
     }

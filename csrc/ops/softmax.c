@@ -14,40 +14,11 @@
 #include <math.h>
 #include <string.h>
 
+#include "../core/vmath.h"
 #include "ops.h"
 #include "../dnnl/mmu_dnnl.h"
 
 #define LANES 16
-
-/* exp(x) for x <= 0 (all softmax arguments are): 2^n · p(r) with
- * n = round(x·log2 e), r = x - n·ln 2 in [-ln2/2, ln2/2] (ln 2 split in two
- * parts for exactness) and a degree-6 Taylor polynomial, relative error
- * < 3e-7. Below -86.5 the result is flushed to 0 (it would be < 3e-38),
- * which keeps 2^n a normal float; NaN propagates. Branch-free so that the
- * loops calling it vectorise. */
-static inline float exp_nonpos(float x) {
-    float xc = x < -86.5f ? -86.5f : x;
-    float t = xc * 1.44269504088896341f + 12582912.0f; /* + 1.5·2^23 rounds to an integer */
-    float n = t - 12582912.0f;
-    uint32_t ni; /* unsigned: wraps instead of overflowing on NaN input */
-    memcpy(&ni, &t, sizeof ni);
-    ni -= 0x4B400000u; /* the integer in t's low mantissa bits */
-    float r = xc - n * 0.693145751953125f;
-    r = r - n * 1.428606765330187045e-06f;
-    float p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    uint32_t pb;
-    memcpy(&pb, &p, sizeof pb);
-    pb += ni << 23; /* p · 2^n by adding n to the exponent field */
-    memcpy(&p, &pb, sizeof p);
-    p = x < -86.5f ? 0.0f : p;
-    return x != x ? x : p;
-}
 
 /* A float's bits as an int32 that orders like the float (negative floats
  * have their magnitude bits flipped). The map is its own inverse. */
@@ -88,16 +59,16 @@ static void softmax_row(float *restrict y, const float *restrict x, int64_t n, i
     int64_t i = 0;
     if (log) {
         for (; i + LANES <= n; i += LANES)
-            for (int l = 0; l < LANES; l++) s[l] += exp_nonpos(x[i + l] - mx);
-        for (; i < n; i++) sum += exp_nonpos(x[i] - mx);
+            for (int l = 0; l < LANES; l++) s[l] += mmu_exp(x[i + l] - mx);
+        for (; i < n; i++) sum += mmu_exp(x[i] - mx);
     } else {
         for (; i + LANES <= n; i += LANES)
             for (int l = 0; l < LANES; l++) {
-                float e = exp_nonpos(x[i + l] - mx);
+                float e = mmu_exp(x[i + l] - mx);
                 y[i + l] = e;
                 s[l] += e;
             }
-        for (; i < n; i++) sum += (y[i] = exp_nonpos(x[i] - mx));
+        for (; i < n; i++) sum += (y[i] = mmu_exp(x[i] - mx));
     }
     for (int l = 0; l < LANES; l++) sum += s[l];
     if (log) {
@@ -126,7 +97,7 @@ static void softmax_row_backward(float *restrict dx, const float *restrict y, co
     }
     for (int l = 0; l < LANES; l++) sum += s[l];
     if (log)
-        for (i = 0; i < n; i++) dx[i] = g[i] - exp_nonpos(y[i]) * sum;
+        for (i = 0; i < n; i++) dx[i] = g[i] - mmu_exp(y[i]) * sum;
     else
         for (i = 0; i < n; i++) dx[i] = y[i] * (g[i] - sum);
 }
