@@ -581,6 +581,15 @@ def _int_value(self):
     return int(self.item())
 
 
+def _rebuild(array, requires_grad):
+    return tensor(array, requires_grad=requires_grad)
+
+
+def _reduce(self):
+    # pickle / copy.deepcopy: the data and the leaf flag (like torch, a graph is not pickled)
+    return _rebuild, (self.numpy().copy(), self.requires_grad and self.is_leaf)
+
+
 def _install():
     m = {
         "__repr__": _repr, "__str__": _repr,
@@ -599,7 +608,7 @@ def _install():
         "__invert__": _invert,
         "__getitem__": _getitem, "__setitem__": _setitem, "__iter__": _iter,
         "__bool__": _bool_value, "__float__": _float_value, "__int__": _int_value,
-        "__hash__": object.__hash__,
+        "__hash__": object.__hash__, "__reduce__": _reduce,
         # NumPy must hand `ndarray (op) Tensor` back to us instead of converting the tensor
         "__array_ufunc__": None, "__array_priority__": 1000,
         "sum": sum, "mean": mean, "amax": amax, "amin": amin, "argmax": argmax, "argmin": argmin,

@@ -250,3 +250,16 @@ def test_ops_run_concurrently_from_python_threads():
         for loss, grad in results[k]:
             assert loss == expected[k][0]
             np.testing.assert_array_equal(grad, expected[k][1])
+
+
+def test_pickle_and_deepcopy_round_trip():
+    import copy
+    import pickle
+
+    t = mmu.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+    for u in (pickle.loads(pickle.dumps(t)), copy.deepcopy(t)):
+        assert isinstance(u, mmu.Tensor) and u.requires_grad and u.dtype == np.float32
+        np.testing.assert_array_equal(u.numpy(), t.numpy())
+        assert u._data_ptr() != t._data_ptr()
+    codes = pickle.loads(pickle.dumps(mmu.arange(5)))
+    assert codes.dtype == np.int64 and codes.tolist() == [0, 1, 2, 3, 4]
