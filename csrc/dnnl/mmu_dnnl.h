@@ -49,12 +49,6 @@ mmu_status mmu_dnnl_eltwise_bwd(mmu_eltwise_alg alg, int use_dst, float alpha, f
 /* Whether alg has a use-dst-for-backward variant. */
 int mmu_dnnl_eltwise_has_dst_bwd(mmu_eltwise_alg alg);
 
-/* Softmax (log_softmax if log) over the middle dim of (outer, axis, inner). */
-mmu_status mmu_dnnl_softmax_fwd(int log, const float *src, float *dst, int64_t outer, int64_t axis,
-                                int64_t inner);
-mmu_status mmu_dnnl_softmax_bwd(int log, const float *dst, const float *diff_dst, float *diff_src,
-                                int64_t outer, int64_t axis, int64_t inner);
-
 typedef struct {
     long primitives_created;
     long cache_hits;
