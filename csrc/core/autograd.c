@@ -8,6 +8,7 @@
  * every node runs exactly once, after its gradient is complete. Unless
  * retain_graph is set, each node drops its saved tensors and edges as soon
  * as it has run, so the graph's memory is returned during the backward. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -196,6 +197,35 @@ mmu_status mmu_reduce_to_shape(mmu_tensor **out, mmu_tensor *g, int ndim, const 
     return st;
 }
 
+/* Leaves (parameters) are shared by graphs that different threads may
+ * backpropagate at the same time: their .grad is read, replaced and added to
+ * only under this lock (torch's AccumulateGrad has one too). */
+static pthread_mutex_t g_leaf_lock = PTHREAD_MUTEX_INITIALIZER;
+
+mmu_tensor *mmu_get_grad(mmu_tensor *t) {
+    pthread_mutex_lock(&g_leaf_lock);
+    mmu_tensor *g = t->grad;
+    mmu_tensor_incref(g);
+    pthread_mutex_unlock(&g_leaf_lock);
+    return g;
+}
+
+void mmu_set_grad(mmu_tensor *t, mmu_tensor *g) {
+    mmu_tensor_incref(g);
+    pthread_mutex_lock(&g_leaf_lock);
+    mmu_tensor *old = t->grad;
+    t->grad = g;
+    pthread_mutex_unlock(&g_leaf_lock);
+    mmu_tensor_decref(old);
+}
+
+static mmu_status accumulate_leaf(mmu_tensor *leaf, mmu_tensor *g) {
+    pthread_mutex_lock(&g_leaf_lock);
+    mmu_status st = mmu_accumulate(&leaf->grad, g);
+    pthread_mutex_unlock(&g_leaf_lock);
+    return st;
+}
+
 static int g_epoch;
 
 mmu_status mmu_backward(mmu_tensor *root, mmu_tensor *grad, int retain_graph) {
@@ -227,7 +257,7 @@ mmu_status mmu_backward(mmu_tensor *root, mmu_tensor *grad, int retain_graph) {
         if ((st = mmu_tensor_full(&g0, MMU_FLOAT32, root->ndim, root->shape, 1.0))) goto done;
     }
     if (!root->grad_fn) { /* a leaf: its gradient is the seed */
-        st = mmu_accumulate(&root->grad, g0);
+        st = accumulate_leaf(root, g0);
         goto done;
     }
     if (root->grad_fn->released) {
@@ -301,7 +331,7 @@ mmu_status mmu_backward(mmu_tensor *root, mmu_tensor *grad, int retain_graph) {
                 else if (e->fn)
                     st = mmu_accumulate(&e->fn->grad_acc, gin[i]);
                 else if (e->leaf)
-                    st = mmu_accumulate(&e->leaf->grad, gin[i]);
+                    st = accumulate_leaf(e->leaf, gin[i]);
             }
             mmu_tensor_decref(gin[i]);
             if (e->fn && --e->fn->pending == 0) ready[n_ready++] = e->fn;

@@ -180,6 +180,12 @@ mmu_status mmu_save_output(mmu_node *n, int slot, mmu_tensor *out);
 void mmu_node_incref(mmu_node *n);
 void mmu_node_decref(mmu_node *n);
 
+/* A leaf's .grad, read or replaced under the lock the backward engine holds
+ * while accumulating into it (several threads may backpropagate at once).
+ * get returns a new reference (or NULL); set takes g (may be NULL). */
+mmu_tensor *mmu_get_grad(mmu_tensor *t);
+void mmu_set_grad(mmu_tensor *t, mmu_tensor *g);
+
 /* Runs the backward pass from root (gradient `grad`, or 1 for a scalar). */
 mmu_status mmu_backward(mmu_tensor *root, mmu_tensor *grad, int retain_graph);
 
@@ -202,6 +208,9 @@ mmu_status mmu_randn(mmu_tensor **out, int ndim, const int64_t *shape);
 mmu_status mmu_rand(mmu_tensor **out, int ndim, const int64_t *shape);
 
 /* --------------------------------------------------------------- threads */
+/* More threads than this is a mistake (oneDNN and libgomp die on absurd
+ * counts); set_num_threads refuses it. */
+#define MMU_MAX_THREADS 256
 void mmu_set_num_threads(int n);
 int mmu_get_num_threads(void);
 /* Makes the calling thread's OpenMP team size follow mmu_set_num_threads. */

@@ -31,13 +31,15 @@ enum { SAVED_X, SAVED_W, SAVED_MEAN, SAVED_RSTD };
 // x (n), w, b (n) or NULL -> y (n), *mean, *rstd
 static void lnorm_row(float *restrict y, float *mean_out, float *rstd_out, const float *restrict x,
                       const float *restrict w, const float *restrict b, int64_t n, float eps) {
-    float s[LANES] = {0}, sum = 0.0f;
+    /* the mean in double: with inputs offset far from 0 (1e4) a float sum loses
+     * the digits the two-pass variance below depends on */
+    double s[LANES] = {0}, sum = 0.0;
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) s[l] += x[i + l];
     for (; i < n; i++) sum += x[i];
     for (int l = 0; l < LANES; l++) sum += s[l];
-    float mean = sum / (float)n;
+    float mean = (float)(sum / (double)n);
     /* two-pass variance (the row is in L1): no cancellation for large means */
     float v[LANES] = {0}, var = 0.0f;
     for (i = 0; i + LANES <= n; i += LANES)

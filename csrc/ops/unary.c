@@ -1,9 +1,12 @@
 /* Elementwise math. Transcendental functions run on oneDNN's eltwise
  * primitives (JIT-compiled for the CPU's ISA, vectorised polynomial
- * approximations); trivial ones (neg, clamp, casts) are plain C loops. */
+ * approximations); trivial ones (neg, clamp, casts) are plain C loops, and so
+ * are exp and relu: oneDNN 3.2's exp returns inf and its relu 0 for a NaN
+ * input, which would hide a diverging run; torch (and these) give NaN. */
 #include <math.h>
 #include <string.h>
 
+#include "../core/vmath.h"
 #include "ops.h"
 #include "../dnnl/mmu_dnnl.h"
 
@@ -13,13 +16,13 @@ static const struct {
     mmu_eltwise_alg alg; /* MMU_ELT_COUNT: computed in C */
 } unary_info[MMU_UN_COUNT] = {
     [MMU_UN_NEG] = {"neg", MMU_OP_NEG, MMU_ELT_COUNT},
-    [MMU_UN_EXP] = {"exp", MMU_OP_EXP, MMU_ELT_EXP},
+    [MMU_UN_EXP] = {"exp", MMU_OP_EXP, MMU_ELT_COUNT},
     [MMU_UN_LOG] = {"log", MMU_OP_LOG, MMU_ELT_LOG},
     [MMU_UN_SQRT] = {"sqrt", MMU_OP_SQRT, MMU_ELT_SQRT},
     [MMU_UN_ABS] = {"abs", MMU_OP_ABS, MMU_ELT_ABS},
     [MMU_UN_TANH] = {"tanh", MMU_OP_TANH, MMU_ELT_TANH},
     [MMU_UN_SIGMOID] = {"sigmoid", MMU_OP_SIGMOID, MMU_ELT_SIGMOID},
-    [MMU_UN_RELU] = {"relu", MMU_OP_RELU, MMU_ELT_RELU},
+    [MMU_UN_RELU] = {"relu", MMU_OP_RELU, MMU_ELT_COUNT},
     [MMU_UN_GELU] = {"gelu", MMU_OP_GELU, MMU_ELT_GELU_ERF},
     [MMU_UN_GELU_TANH] = {"gelu", MMU_OP_GELU_TANH, MMU_ELT_GELU_TANH},
     [MMU_UN_SILU] = {"silu", MMU_OP_SILU, MMU_ELT_SILU},
@@ -30,13 +33,34 @@ static void neg_kernel(float *o, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) o[i] = -x[i];
 }
 
+static void exp_kernel(float *o, const float *x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < n; i++) o[i] = mmu_exp(x[i]);
+}
+
+/* x < 0 ? 0 : x keeps NaN (the comparison is false) */
+static void relu_kernel(float *o, const float *x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < n; i++) o[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+
+/* The C-computed ops: forward kernel, and whether the backward uses the output */
+static void c_forward(mmu_unary_op op, float *o, const float *x, int64_t n) {
+    switch (op) {
+    case MMU_UN_EXP: exp_kernel(o, x, n); break;
+    case MMU_UN_RELU: relu_kernel(o, x, n); break;
+    default: neg_kernel(o, x, n); break;
+    }
+}
+
 /* Records the node; saves the output (use-dst backward) or the input. */
 static mmu_status record_eltwise(mmu_tensor **out, mmu_op op, mmu_eltwise_alg alg, mmu_tensor *x) {
     mmu_node *n = NULL;
     mmu_status st = mmu_record(&n, *out, op, 1, &x);
     if (!st && n) {
         n->ctx.i[0] = alg;
-        n->ctx.i[1] = alg != MMU_ELT_COUNT && mmu_dnnl_eltwise_has_dst_bwd(alg);
+        /* exp and relu (C) and the oneDNN use-dst algorithms differentiate from the output */
+        n->ctx.i[1] = alg == MMU_ELT_COUNT ? op != MMU_OP_NEG : mmu_dnnl_eltwise_has_dst_bwd(alg);
         if (n->ctx.i[1]) st = mmu_save_output(n, 0, *out);
         else if (alg != MMU_ELT_COUNT) mmu_save(n, 0, x);
     }
@@ -50,7 +74,7 @@ mmu_status mmu_unary(mmu_tensor **out, mmu_unary_op op, mmu_tensor *x) {
     if (st) return st;
     if ((st = mmu_tensor_empty_like(out, x))) return st;
     mmu_eltwise_alg alg = unary_info[op].alg;
-    if (alg == MMU_ELT_COUNT) neg_kernel(mmu_f32(*out), mmu_f32(x), x->numel);
+    if (alg == MMU_ELT_COUNT) c_forward(op, mmu_f32(*out), mmu_f32(x), x->numel);
     else if ((st = mmu_dnnl_eltwise_fwd(alg, 0.0f, 0.0f, mmu_f32(x), mmu_f32(*out), x->numel))) {
         MMU_CLEAR(*out);
         return st;
@@ -125,6 +149,18 @@ mmu_status mmu_unary_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
     case MMU_OP_NEG:
         neg_kernel(pd, pg, len);
         return MMU_OK;
+    case MMU_OP_EXP: { /* d exp = exp */
+        const float *py = mmu_f32(n->saved[0]);
+#pragma omp parallel for schedule(static) if (len > MMU_PAR_GRAIN)
+        for (int64_t i = 0; i < len; i++) pd[i] = pg[i] * py[i];
+        return MMU_OK;
+    }
+    case MMU_OP_RELU: { /* torch's threshold_backward on the output: a NaN output passes g */
+        const float *py = mmu_f32(n->saved[0]);
+#pragma omp parallel for schedule(static) if (len > MMU_PAR_GRAIN)
+        for (int64_t i = 0; i < len; i++) pd[i] = py[i] <= 0.0f ? 0.0f : pg[i];
+        return MMU_OK;
+    }
     case MMU_OP_POW: {
         double p = n->ctx.f[0];
         const float *px = mmu_f32(n->saved[0]);

@@ -209,14 +209,14 @@ static int tensor_set_requires_grad(PyTensor *self, PyObject *v, void *c) {
 }
 
 static PyObject *tensor_get_grad(PyTensor *self, void *c) {
-    if (!self->t->grad) Py_RETURN_NONE;
-    mmu_tensor_incref(self->t->grad);
-    return mmu_wrap(self->t->grad);
+    mmu_tensor *g = mmu_get_grad(self->t);
+    if (!g) Py_RETURN_NONE;
+    return mmu_wrap(g);
 }
 
 static int tensor_set_grad(PyTensor *self, PyObject *v, void *c) {
     if (!v || v == Py_None) {
-        MMU_CLEAR(self->t->grad);
+        mmu_set_grad(self->t, NULL);
         return 0;
     }
     if (!PyTensor_Check(v)) {
@@ -229,9 +229,7 @@ static int tensor_set_grad(PyTensor *self, PyObject *v, void *c) {
                      mmu_dtype_name(g->dtype), mmu_shape_str(self->t));
         return -1;
     }
-    mmu_tensor_incref(g);
-    mmu_tensor_decref(self->t->grad);
-    self->t->grad = g;
+    mmu_set_grad(self->t, g);
     return 0;
 }
 
@@ -402,10 +400,12 @@ static PyObject *py_manual_seed(PyObject *m, PyObject *arg) {
 }
 
 static PyObject *py_set_num_threads(PyObject *m, PyObject *arg) {
-    long n = PyLong_AsLong(arg);
+    int overflow = 0;
+    long n = PyLong_AsLongAndOverflow(arg, &overflow);
     if (n == -1 && PyErr_Occurred()) return NULL;
-    if (n < 1) {
-        PyErr_Format(PyExc_ValueError, "set_num_threads: n must be >= 1, got %ld", n);
+    if (overflow) n = overflow < 0 ? -1 : MMU_MAX_THREADS + 1L;
+    if (n < 1 || n > MMU_MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "set_num_threads: n must be in [1, %d], got %ld", MMU_MAX_THREADS, n);
         return NULL;
     }
     mmu_set_num_threads((int)n);
