@@ -11,11 +11,12 @@ def is_grad_enabled():
 
 
 class set_grad_enabled:
-    """Set grad mode (usable as a function, a context manager or a decorator)."""
+    """Set grad mode: as a function call (takes effect at once), a context manager
+    (restored on exit) or a decorator (the mode applies inside each call only)."""
 
     def __init__(self, mode):
-        self.prev = _C.set_grad_enabled(bool(mode))
         self.mode = bool(mode)
+        self.prev = _C.set_grad_enabled(self.mode)
 
     def __enter__(self):
         return self
@@ -23,6 +24,21 @@ class set_grad_enabled:
     def __exit__(self, *exc):
         _C.set_grad_enabled(self.prev)
         return False
+
+    def __call__(self, fn):
+        # used as @set_grad_enabled(mode): undo the switch __init__ made at decoration time
+        _C.set_grad_enabled(self.prev)
+        mode = self.mode
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            prev = _C.set_grad_enabled(mode)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _C.set_grad_enabled(prev)
+
+        return wrapper
 
 
 class _GradMode:

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _C
 from ._C import Tensor
+from .autograd import is_grad_enabled
 
 float32 = np.dtype("float32")
 int64 = np.dtype("int64")
@@ -150,6 +151,8 @@ def arange(start, end=None, step=1, dtype=None):
         code = _INT if all_int else _FLOAT
     else:
         code = _dtype_code(dtype, "arange")
+    if (end - start) * step < 0:
+        raise ValueError(f"arange: end ({end}) must be reachable from start ({start}) by step ({step})")
     return _C.arange(float(start), float(end), float(step), code)
 
 
@@ -172,6 +175,74 @@ def get_num_threads():
     return _C.get_num_threads()
 
 
+# ---------------------------------------------------------------- promotion
+# torch's type promotion for the three dtypes: bool < int64 < float32, where a
+# Python float makes integer tensors float32 and a Python int keeps them int64.
+# Integer and bool tensors never require grad, so their arithmetic is done by
+# NumPy on zero-copy views; float work goes to the C core.
+def _kind(x):
+    if isinstance(x, Tensor):
+        return {float32: "f", int64: "i", bool: "b"}[x.dtype]
+    if isinstance(x, builtins.bool) or isinstance(x, np.bool_):
+        return "b"
+    if isinstance(x, numbers.Integral):
+        return "i"
+    return "f"
+
+
+def _float(x):
+    return _C.cast(x, _FLOAT) if isinstance(x, Tensor) and x.dtype != float32 else x
+
+
+def _np(x):
+    return x.numpy() if isinstance(x, Tensor) else x
+
+
+def _operand(x, op):
+    """Tensors and Python numbers pass; arrays and lists become tensors; anything else: None."""
+    if isinstance(x, (Tensor, numbers.Number)):
+        return x
+    if isinstance(x, (np.ndarray, list, tuple)):
+        return _as_tensor(x, op, "other")
+    return None
+
+
+_NP_BINARY = dict(add=np.add, sub=np.subtract, mul=np.multiply, maximum=np.maximum, minimum=np.minimum,
+                  logical_and=np.logical_and, logical_or=np.logical_or, logical_xor=np.logical_xor,
+                  floordiv=np.floor_divide, mod=np.remainder, pow=np.power)
+
+
+def _numpy_binary(name, a, b):
+    with np.errstate(divide="raise"):
+        try:
+            return tensor(_NP_BINARY[name](_np(a), _np(b)))
+        except FloatingPointError:
+            raise ZeroDivisionError(f"{name}: integer division by zero") from None
+
+
+def _binary(name, a, b):
+    """a (op) b with broadcasting and promotion; a or b may be a Python number."""
+    ka, kb = _kind(a), _kind(b)
+    if name in ("logical_and", "logical_or", "logical_xor"):
+        if "f" in (ka, kb):
+            raise TypeError(f"{name}: not defined for float32 tensors (use bool masks)")
+        if ka == kb == "b":
+            return _C.binary(_BIN[name], a, b)
+        return _numpy_binary(name, a, b)  # bitwise on int64, like torch
+    if name in ("lt", "le", "gt", "ge", "eq", "ne"):
+        if "f" in (ka, kb):
+            a, b = _float(a), _float(b)
+        elif ka != kb:  # bool vs int64: compare as int64
+            a = _C.cast(a, _INT) if isinstance(a, Tensor) and ka == "b" else a
+            b = _C.cast(b, _INT) if isinstance(b, Tensor) and kb == "b" else b
+        return _C.binary(_BIN[name], a, b)
+    if name == "div" or "f" in (ka, kb):  # true division always gives float, as in torch
+        return _C.binary(_BIN[name], _float(a), _float(b))
+    if name == "sub" and "b" in (ka, kb) and ka == kb:
+        raise TypeError("sub: subtraction of bool tensors is not supported (use ^ or logical_xor)")
+    return _numpy_binary(name, a, b)
+
+
 # ---------------------------------------------------------------- functions
 def matmul(input, other):
     """Matrix product with torch.matmul's rules (1-D, 2-D, batched with broadcast batch dims)."""
@@ -182,7 +253,17 @@ def cat(tensors, dim=0):
     """Concatenate tensors (same shape except along dim)."""
     if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
         raise TypeError(f"cat: tensors must be a list or tuple of tensors, got {type(tensors).__name__}")
-    return _C.cat(list(tensors), int(dim))
+    return _C.cat(_promote_all(tensors, "cat"), int(dim))
+
+
+def _promote_all(tensors, op):
+    """Tensors of mixed dtypes -> the common one (float32 > int64 > bool), like torch.cat."""
+    ts = [_as_tensor(t, op, "tensors") for t in tensors]
+    kinds = {_kind(t) for t in ts}
+    if len(kinds) > 1:
+        code = _FLOAT if "f" in kinds else _INT
+        ts = [_C.cast(t, code) for t in ts]
+    return ts
 
 
 def stack(tensors, dim=0):
@@ -191,12 +272,14 @@ def stack(tensors, dim=0):
         raise TypeError(f"stack: tensors must be a list or tuple of tensors, got {type(tensors).__name__}")
     if not tensors:
         raise ValueError("stack: expected a non-empty sequence of tensors")
-    ts = [_as_tensor(t, "stack", "tensors") for t in tensors]
+    ts = _promote_all(tensors, "stack")
     shape = ts[0].shape
     for t in ts:
         if t.shape != shape:
             raise ValueError(f"stack: all tensors must have the same shape, got {shape} and {t.shape}")
     nd = len(shape) + 1
+    if nd > 6:
+        raise ValueError(f"stack: the result would have {nd} dims; mmu tensors have at most 6")
     if not -nd <= dim < nd:
         raise IndexError(f"stack: dim {dim} is out of range for {nd}-d result")
     dim = dim % nd
@@ -205,6 +288,12 @@ def stack(tensors, dim=0):
 
 def where(condition, input, other):
     """Elementwise `input if condition else other`, broadcasting all three (scalars allowed)."""
+    if not isinstance(input, (Tensor, numbers.Number)):
+        input = _as_tensor(input, "where")
+    if not isinstance(other, (Tensor, numbers.Number)):
+        other = _as_tensor(other, "where", "other")
+    if _kind(input) != _kind(other) and "f" in (_kind(input), _kind(other)):
+        input, other = _float(input), _float(other)
     return _C.where(condition, input, other)
 
 
@@ -237,23 +326,42 @@ def clamp(input, min=None, max=None):  # noqa: A002
 
 def maximum(input, other):
     """Elementwise maximum (broadcasting); ties split the gradient."""
-    return _C.binary(_BIN["maximum"], input, other)
+    return _binary("maximum", _as_tensor(input, "maximum"), other)
 
 
 def minimum(input, other):
     """Elementwise minimum (broadcasting); ties split the gradient."""
-    return _C.binary(_BIN["minimum"], input, other)
+    return _binary("minimum", _as_tensor(input, "minimum"), other)
 
 
 def _reducer(name):
     code = _RED[name]
 
     def fn(input, dim=None, keepdim=False):
+        if isinstance(input, Tensor) and input.dtype != float32:
+            return _int_reduce(name, input, _dims(dim, name), keepdim)
         return _C.reduce(code, input, _dims(dim, name), builtins.bool(keepdim))
 
     fn.__name__ = name
     fn.__doc__ = f"{name} over `dim` (int, tuple or None for all), keeping reduced dims if keepdim."
     return fn
+
+
+def _int_reduce(name, x, dims, keepdim):
+    """sum/amax/amin of int64 or bool tensors (never differentiable): NumPy, int64 result like torch."""
+    if name == "mean":
+        raise TypeError(f"mean: input must be float32, got {x.dtype} (use .float().mean())")
+    nd = builtins.max(x.ndim, 1)
+    if dims is not None:
+        for d in dims:
+            if not -nd <= d < nd:
+                raise IndexError(f"{name}: dim {d} is out of range for a tensor of shape {x.shape}")
+    axis = None if dims is None or x.ndim == 0 else tuple(d % nd for d in dims)
+    a = x.numpy().astype(np.int64) if name == "sum" else x.numpy()
+    if name != "sum" and a.size == 0:
+        raise ValueError(f"{name}: cannot reduce an empty tensor of shape {x.shape}")
+    f = {"sum": np.sum, "amax": np.amax, "amin": np.amin}[name]
+    return tensor(np.asarray(f(a, axis=axis, keepdims=builtins.bool(keepdim))))
 
 
 sum = _reducer("sum")  # noqa: A001
@@ -308,6 +416,9 @@ def index_select(input, dim, index):
 
 def masked_fill(input, mask, value):
     """Copy of input with `value` where the bool mask (broadcastable) is True."""
+    if isinstance(value, Tensor) and value.numel() == 1 and value.ndim == 0 and value.requires_grad:
+        # the value is differentiable too: torch sends it the sum of the filled positions' grads
+        return where(mask, value, input)
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
     if not isinstance(value, numbers.Real):
@@ -345,32 +456,112 @@ def _scalar_or_tensor(x):
 
 
 def _binop(name, reverse=False):
-    code = _BIN[name]
-    if reverse:
-        def op(self, other):
-            if not isinstance(other, (Tensor, numbers.Number, np.ndarray, list, tuple)):
-                return NotImplemented
-            return _C.binary(code, other, self)
-    else:
-        def op(self, other):
-            if not isinstance(other, (Tensor, numbers.Number, np.ndarray, list, tuple)):
-                return NotImplemented
-            return _C.binary(code, self, other)
+    def op(self, other):
+        other = _operand(other, name)
+        if other is None:
+            return NotImplemented
+        return _binary(name, other, self) if reverse else _binary(name, self, other)
     return op
 
 
+def _needs_grad(*xs):
+    return builtins.any(isinstance(x, Tensor) and x.requires_grad for x in xs)
+
+
+def _int_only_op(name, reverse=False):
+    """// and %: NumPy's (Python's) semantics; not differentiable in mmu."""
+    def op(self, other):
+        other = _operand(other, name)
+        if other is None:
+            return NotImplemented
+        a, b = (other, self) if reverse else (self, other)
+        if _needs_grad(a, b) and is_grad_enabled():
+            raise TypeError(f"{name}: not differentiable in mmu; use it on detached tensors or under no_grad")
+        if "f" in (_kind(a), _kind(b)):
+            a, b = _float(a), _float(b)
+        return _numpy_binary(name, a, b)
+    return op
+
+
+def _neg(self):
+    if self.dtype == float32:
+        return _C.unary(_UN["neg"], self)
+    if self.dtype == bool:
+        raise TypeError("neg: negation of a bool tensor is not supported; use ~ (logical not)")
+    return tensor(-self.numpy())
+
+
+def _inplace(name):
+    """a += b, a.add_(b), ...: write the result into a's own memory, so every
+    reference to a sees it (the PyTorch optimizer idiom `p -= lr * p.grad` under
+    no_grad). With grad recording on, a tensor in the graph cannot be written in
+    place (its old value may be saved for the backward): a leaf that requires
+    grad raises like torch; anything else gets the out-of-place result."""
+    def op(self, other, *, alpha=None):
+        if alpha is not None:
+            other = other * alpha
+        out = _binary(name, self, other)
+        if is_grad_enabled() and (self.requires_grad or _needs_grad(other)):
+            if self.is_leaf and self.requires_grad:
+                raise RuntimeError(f"{name}_: a leaf tensor that requires grad cannot be modified in place "
+                                   "while grad is recorded; wrap the update in `with mmu.no_grad():`")
+            return out
+        if out.shape != self.shape:
+            raise ValueError(f"{name}_: the result has shape {out.shape}, which cannot be written into a "
+                             f"tensor of shape {self.shape}")
+        if out.dtype != self.dtype:
+            raise TypeError(f"{name}_: the result is {out.dtype}, which cannot be written in place into a "
+                            f"{self.dtype} tensor")
+        self.numpy()[...] = out.numpy()
+        return self
+    op.__name__ = f"{name}_"
+    return op
+
+
+def _fill_(self, value):
+    if is_grad_enabled() and self.requires_grad:
+        raise RuntimeError("fill_: a leaf tensor that requires grad cannot be modified in place while grad "
+                           "is recorded; wrap it in `with mmu.no_grad():`")
+    self.numpy()[...] = value.item() if isinstance(value, Tensor) else value
+    return self
+
+
+def _copy_(self, src):
+    if is_grad_enabled() and self.requires_grad:
+        raise RuntimeError("copy_: a leaf tensor that requires grad cannot be modified in place while grad "
+                           "is recorded; wrap it in `with mmu.no_grad():`")
+    src = _as_tensor(src, "copy_", "src")
+    try:
+        self.numpy()[...] = np.broadcast_to(src.numpy(), self.shape)
+    except ValueError:
+        raise ValueError(f"copy_: src of shape {src.shape} cannot be broadcast to {self.shape}") from None
+    return self
+
+
 def _pow(self, exponent):
-    if isinstance(exponent, Tensor) or not isinstance(exponent, numbers.Real):
-        raise TypeError("pow: the exponent must be a Python number (tensor ** tensor is not supported)")
+    if isinstance(exponent, Tensor):
+        raise TypeError("pow: tensor ** tensor is not supported; the exponent must be a Python number")
+    if not isinstance(exponent, numbers.Real):
+        raise TypeError(f"pow: the exponent must be a Python number, got {type(exponent).__name__}")
+    if self.dtype != float32:
+        if isinstance(exponent, numbers.Integral) and exponent < 0:
+            raise ValueError("pow: integers to negative integer powers are not allowed (as in torch)")
+        return _numpy_binary("pow", self.float() if isinstance(exponent, float) else self, exponent)
     return _C.pow(self, float(exponent))
 
 
 def _rpow(self, base):
     if not isinstance(base, numbers.Real):
         return NotImplemented
-    # base ** t = exp(t * log(base))
-    import math
-    return _C.unary(_UN["exp"], _C.binary(_BIN["mul"], self, math.log(base)))
+    if self.dtype != float32:
+        return _numpy_binary("pow", base, self)
+    if base > 0:  # base ** t = exp(t · log(base)), differentiable in t
+        import math
+        return _C.unary(_UN["exp"], _C.binary(_BIN["mul"], self, math.log(base)))
+    if self.requires_grad and is_grad_enabled():
+        raise ValueError(f"pow: the gradient of {base} ** t is not defined in mmu for a base <= 0")
+    with np.errstate(all="ignore"):
+        return tensor(np.power(np.float32(base), self.numpy()))
 
 
 def _invert(self):
@@ -463,6 +654,8 @@ def _getitem(self, idx):
         if t.ndim != 1:
             flat = flat.reshape(tuple(t.shape) + tuple(self.shape[1:]))
         return flat
+    if isinstance(idx, tuple) and builtins.any(isinstance(i, (Tensor, np.ndarray, list)) for i in idx):
+        return _advanced_getitem(self, idx)
     starts, steps, lengths, out_shape = _normalize_index(self, idx)
     x = self
     if builtins.any(s != 0 or st != 1 or ln != sz
@@ -473,13 +666,73 @@ def _getitem(self, idx):
     return x
 
 
+def _advanced_getitem(self, idx):
+    """x[a, b], x[:, idx], x[0, idx], x[..., idx]: NumPy/torch advanced indexing where
+    the array indices (ints count as 0-d arrays) sit on adjacent dims, the other
+    entries being slices. Done as basic slicing, then one index_select over the
+    flattened indexed dims (differentiable)."""
+    n_ell = builtins.sum(1 for i in idx if i is Ellipsis)
+    if n_ell > 1:
+        raise IndexError("index: an index can only have a single ellipsis ('...')")
+    if builtins.any(i is None for i in idx):
+        raise IndexTypeError("index: None cannot be combined with tensor indices in mmu; unsqueeze afterwards")
+    n_real = len(idx) - n_ell
+    if n_real > self.ndim:
+        raise IndexError(f"index: too many indices for a tensor of shape {self.shape}: {n_real} given")
+    entries = []
+    for i in idx:
+        entries.extend([slice(None)] * (self.ndim - n_real) if i is Ellipsis else [i])
+    entries.extend([slice(None)] * (self.ndim - len(entries)))
+    adv = [k for k, i in enumerate(entries) if not isinstance(i, slice)]
+    if adv != list(range(adv[0], adv[-1] + 1)):
+        raise IndexTypeError("index: mmu supports tensor indices on adjacent dims only (e.g. x[:, i, j]), "
+                             f"got {idx!r}")
+    arrays = []
+    for k in adv:
+        a = np.asarray(_np(entries[k]))
+        if a.dtype == np.bool_:
+            if a.ndim != 1 or a.shape[0] != self.shape[k]:
+                raise IndexError(f"index: a bool index inside a tuple must be 1-D with the size of its dim "
+                                 f"({self.shape[k]}), got shape {a.shape}")
+            a = np.flatnonzero(a)
+        elif a.dtype.kind not in "iu":
+            raise IndexTypeError(f"index: tensors used as indices must be int64 or bool, got {a.dtype}")
+        size = self.shape[k]
+        if a.size and (a.min() < -size or a.max() >= size):
+            bad = a[(a < -size) | (a >= size)].flat[0]
+            raise IndexError(f"index: index {int(bad)} is out of bounds for dim {k} with size {size} "
+                             f"(tensor of shape {self.shape})")
+        arrays.append(np.where(a < 0, a + size, a).astype(np.int64))
+    try:
+        arrays = np.broadcast_arrays(*arrays)
+    except ValueError:
+        raise IndexError("index: shape mismatch: the tensor indices cannot be broadcast together "
+                         f"({[a.shape for a in arrays]})") from None
+    # 1. basic slicing on the other dims (keeps every dim)
+    x = self[tuple(slice(None) if k in adv else e for k, e in enumerate(entries))]
+    # 2. the indexed dims, flattened into one, selected at once
+    first, last = adv[0], adv[-1] + 1
+    flat = np.ravel_multi_index(arrays, x.shape[first:last]) if arrays[0].size else np.zeros(arrays[0].shape, np.int64)
+    merged = _C.reshape(x, x.shape[:first] + (-1,) + x.shape[last:])
+    out = _C.index_select(merged, first, tensor(flat.reshape(-1).astype(np.int64)))
+    return _C.reshape(out, x.shape[:first] + arrays[0].shape + x.shape[last:])
+
+
 def _setitem(self, idx, value):
-    if self.requires_grad or self.grad_fn is not None:
-        raise RuntimeError("index assignment: in-place writes into a tensor that requires grad would "
-                           "corrupt autograd; use masked_fill / where, or write to .detach()")
+    if is_grad_enabled() and (self.requires_grad or self.grad_fn is not None):
+        raise RuntimeError("index assignment: writing in place into a tensor that requires grad while grad "
+                           "is recorded would corrupt autograd; do it under `with mmu.no_grad():`, or use "
+                           "masked_fill / where")
     if isinstance(idx, Tensor):
         idx = idx.numpy()
-    self.numpy()[idx] = np.asarray(value)
+    elif isinstance(idx, tuple):
+        idx = tuple(i.numpy() if isinstance(i, Tensor) else i for i in idx)
+    try:
+        self.numpy()[idx] = _np(value)
+    except (ValueError, TypeError) as e:
+        shape = getattr(value, "shape", None)
+        raise ValueError(f"index assignment: cannot assign a value{f' of shape {shape}' if shape else ''} "
+                         f"to {idx!r} of a tensor of shape {self.shape}: {e}") from None
 
 
 def _reshape_m(self, *shape):
@@ -515,6 +768,8 @@ def _flatten(self, start_dim=0, end_dim=-1):
 
 def _unsqueeze(self, dim):
     nd = self.ndim + 1
+    if nd > 6:
+        raise ValueError(f"unsqueeze: the result would have {nd} dims; mmu tensors have at most 6")
     if not -nd <= dim < nd:
         raise IndexError(f"unsqueeze: dim {dim} is out of range for a tensor of shape {self.shape}")
     dim %= nd
@@ -586,8 +841,26 @@ def _rebuild(array, requires_grad):
 
 
 def _reduce(self):
-    # pickle / copy.deepcopy: the data and the leaf flag (like torch, a graph is not pickled)
+    # pickle / copy.deepcopy: the data and, for a leaf, requires_grad (a graph is not pickled)
     return _rebuild, (self.numpy().copy(), self.requires_grad and self.is_leaf)
+
+
+def _t(self):
+    if self.ndim > 2:
+        raise ValueError(f"t: expects a tensor with <= 2 dims, got shape {self.shape}; use transpose")
+    return transpose(self, 0, 1) if self.ndim == 2 else self
+
+
+def _format(self, spec):
+    if self.numel() == 1 and spec:
+        return format(self.item(), spec)
+    return format(repr(self), spec)
+
+
+def _index(self):
+    if self.dtype == float32 or self.numel() != 1:
+        raise TypeError("only one-element integer tensors can be used as an index")
+    return int(self.item())
 
 
 def _install():
@@ -599,7 +872,14 @@ def _install():
         "__truediv__": _binop("div"), "__rtruediv__": _binop("div", True),
         "__matmul__": lambda a, b: _C.matmul(a, b), "__rmatmul__": lambda a, b: _C.matmul(b, a),
         "__pow__": _pow, "__rpow__": _rpow,
-        "__neg__": lambda a: _C.unary(_UN["neg"], a),
+        "__neg__": _neg,
+        "__floordiv__": _int_only_op("floordiv"), "__rfloordiv__": _int_only_op("floordiv", True),
+        "__mod__": _int_only_op("mod"), "__rmod__": _int_only_op("mod", True),
+        "__iadd__": _inplace("add"), "__isub__": _inplace("sub"), "__imul__": _inplace("mul"),
+        "__itruediv__": _inplace("div"),
+        "add_": _inplace("add"), "sub_": _inplace("sub"), "mul_": _inplace("mul"), "div_": _inplace("div"),
+        "zero_": lambda self: _fill_(self, 0), "fill_": _fill_, "copy_": _copy_,
+        "__format__": _format, "__index__": _index,
         "__pos__": lambda a: a,
         "__lt__": _binop("lt"), "__le__": _binop("le"), "__gt__": _binop("gt"), "__ge__": _binop("ge"),
         "__eq__": _binop("eq"), "__ne__": _binop("ne"),
@@ -621,7 +901,7 @@ def _install():
         "tolist": _tolist, "to": _to, "float": lambda self: _to(self, float32),
         "long": lambda self: _to(self, int64), "bool": lambda self: _to(self, bool),
         "dim": lambda self: self.ndim,
-        "t": lambda self: transpose(self, 0, 1) if self.ndim == 2 else self,
+        "t": _t,
         "T": property(lambda self: permute(self, tuple(reversed(range(self.ndim))))),
     }
     for name, fn in m.items():

@@ -263,3 +263,110 @@ def test_pickle_and_deepcopy_round_trip():
         assert u._data_ptr() != t._data_ptr()
     codes = pickle.loads(pickle.dumps(mmu.arange(5)))
     assert codes.dtype == np.int64 and codes.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_type_promotion_follows_torch():
+    """bool < int64 < float32; a Python float promotes integer tensors; integer
+    results stay int64 (NumPy does integer arithmetic, never differentiable)."""
+    idx = mmu.arange(5)
+    f = mmu.tensor([0.5, 1.5, 2.5, 3.5, 4.5])
+    mask = idx > 2
+    assert (idx + 1).dtype == np.int64 and (idx + 1).tolist() == [1, 2, 3, 4, 5]
+    assert (idx * 2 - 1).tolist() == [-1, 1, 3, 5, 7]
+    assert (idx + 0.5).dtype == np.float32 and (idx + 0.5).tolist() == [0.5, 1.5, 2.5, 3.5, 4.5]
+    assert (idx + f).dtype == np.float32 and (f * idx).tolist() == [0.0, 1.5, 5.0, 10.5, 18.0]
+    assert (idx / 2).dtype == np.float32 and (idx / 2).tolist() == [0, 0.5, 1, 1.5, 2]
+    assert (idx // 2).tolist() == [0, 0, 1, 1, 2] and (idx % 2).tolist() == [0, 1, 0, 1, 0]
+    assert (-idx).tolist() == [0, -1, -2, -3, -4] and (idx ** 2).tolist() == [0, 1, 4, 9, 16]
+    assert (2 ** idx).tolist() == [1, 2, 4, 8, 16]
+    assert (idx == 2.0).tolist() == [False, False, True, False, False]
+    assert (idx < f).tolist() == [True] * 5
+    # counting correct predictions: bool sum -> int64
+    correct = (idx == mmu.tensor([0, 1, 0, 3, 0])).sum()
+    assert correct.dtype == np.int64 and correct.item() == 3
+    assert mask.sum(0).item() == 2 and idx.amax().item() == 4
+    assert (mask * 1.0).dtype == np.float32 and (mask * 1.0).tolist() == [0, 0, 0, 1, 1]
+    c = mmu.cat([f, idx])
+    assert c.dtype == np.float32 and c.shape == (10,)
+    w = mmu.where(mask, idx, 0.5)
+    assert w.dtype == np.float32 and w.tolist() == [0.5, 0.5, 0.5, 3, 4]
+    with pytest.raises(TypeError, match="mean"):
+        idx.mean()
+
+
+def test_in_place_updates_under_no_grad_reach_every_reference():
+    p = mmu.tensor([1.0, 2.0], requires_grad=True)
+    params = [p]
+    (p * p).sum().backward()
+    with mmu.no_grad():
+        for q in params:
+            q -= 0.1 * q.grad  # the manual SGD idiom
+    assert params[0] is p and np.allclose(p.numpy(), [0.8, 1.6])
+    with mmu.no_grad():
+        p.mul_(2).add_(1, alpha=0.5)
+        assert np.allclose(p.numpy(), [2.1, 3.7])
+        p[0] = 5.0
+        p.zero_()
+    assert p.tolist() == [0.0, 0.0] and p.is_leaf and p.requires_grad
+    with pytest.raises(RuntimeError, match="in place"):
+        p += 1  # a leaf that requires grad, while grad is recorded
+    h = p * 2
+    h2 = h
+    h += 1  # a non-leaf in the graph: out of place, like torch's autograd would record it
+    assert h.tolist() == [1.0, 1.0] and h2.tolist() == [0.0, 0.0]
+
+
+def test_set_grad_enabled_as_decorator_and_context():
+    @mmu.set_grad_enabled(False)
+    def f(x):
+        return x * 2
+
+    assert mmu.is_grad_enabled()
+    x = mmu.ones(2, requires_grad=True)
+    assert not f(x).requires_grad and mmu.is_grad_enabled()
+    with mmu.set_grad_enabled(False):
+        assert not (x * 2).requires_grad
+    assert mmu.is_grad_enabled()
+
+
+def test_advanced_indexing_in_tuples_matches_numpy():
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((4, 5, 6)).astype(np.float32)
+    rows, cols = np.array([0, 3, 3]), np.array([4, 0, 4])
+    cases = [
+        (rows, cols), (slice(None), cols), (1, cols), (Ellipsis, np.array([5, 0])),
+        (slice(1, 3), cols, slice(None, None, 2)), (np.array([True, False, True, True]), 2),
+        (np.array([[0], [3]]), np.array([1, 2])),
+    ]
+    for idx in cases:
+        x = mmu.tensor(a, requires_grad=True)
+        out = x[tuple(mmu.tensor(i) if isinstance(i, np.ndarray) else i for i in idx)]
+        np.testing.assert_array_equal(out.numpy(), a[idx], err_msg=str(idx))
+        g = rng.standard_normal(out.shape).astype(np.float32)
+        out.backward(mmu.tensor(g))
+        expected = np.zeros_like(a)
+        np.add.at(expected, idx, g)  # repeated indices accumulate
+        np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-6, err_msg=str(idx))
+    logits = mmu.tensor(a[0])
+    picked = logits[mmu.arange(4), mmu.tensor([1, 0, 4, 2])]  # the logits[arange(N), y] idiom
+    np.testing.assert_array_equal(picked.numpy(), a[0][np.arange(4), [1, 0, 4, 2]])
+    with pytest.raises(IndexError, match="out of bounds"):
+        logits[mmu.arange(4), mmu.tensor([0, 0, 0, 6])]
+
+
+def test_special_values_propagate_like_torch():
+    import mmu.functional as F
+    x = mmu.tensor([np.nan, -1.0, 2.0], requires_grad=True)
+    y = F.relu(x)
+    y.sum().backward()
+    assert np.isnan(y.numpy()[0]) and x.grad.tolist()[1:] == [0.0, 1.0] and x.grad.tolist()[0] == 1.0
+    assert np.isnan(mmu.exp(x).numpy()[0])
+    with pytest.raises(ValueError, match="set_num_threads"):
+        mmu.set_num_threads(10**10)
+    with pytest.raises(ValueError, match="t: expects"):
+        mmu.ones(2, 3, 4).t()
+    v = mmu.tensor(2.0, requires_grad=True)
+    out = mmu.zeros(3).masked_fill(mmu.tensor([True, False, True]), v)
+    out.sum().backward()
+    assert out.tolist() == [2.0, 0.0, 2.0] and v.grad.item() == 2.0
+    assert f"{mmu.tensor(3.14159):.2f}" == "3.14" and list(range(mmu.tensor(3))) == [0, 1, 2]

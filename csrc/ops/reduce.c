@@ -101,10 +101,14 @@ static mmu_status reduce_raw(mmu_tensor **out, mmu_reduce_op op, mmu_tensor *x, 
     mmu_tensor_incref(cur);
     int64_t count = 1;
     mmu_status st = MMU_OK;
-    if (x->numel == 0) { /* empty: sum 0, mean nan, amax error (like torch) */
+    if (x->numel == 0) { /* empty: sum 0, mean nan; amax over an empty dim is an error (torch) */
+        int empty_reduced = 0;
         for (int d = 0; d < x->ndim; d++)
-            if (mask & (1u << d)) shape[d] = 1;
-        if ((op == MMU_RED_AMAX || op == MMU_RED_AMIN)) {
+            if (mask & (1u << d)) {
+                empty_reduced |= shape[d] == 0;
+                shape[d] = 1;
+            }
+        if ((op == MMU_RED_AMAX || op == MMU_RED_AMIN) && empty_reduced) {
             mmu_tensor_decref(cur);
             return mmu_fail(MMU_EVALUE, "%s: cannot reduce an empty tensor of shape %s", red_name[op], mmu_shape_str(x));
         }
