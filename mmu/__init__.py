@@ -13,10 +13,11 @@ from . import _C  # noqa: E402
 from ._C import Tensor  # noqa: E402
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
 from .tensor import (  # noqa: E402,F401
-    abs, amax, amin, arange, argmax, argmin, bool, cat, clamp, exp, float32, full, gather,
-    index_select, int64, log, manual_seed, masked_fill, matmul, maximum, mean, minimum, ones,
-    ones_like, permute, rand, randn, reshape, sigmoid, sqrt, stack, sum, tanh, tensor, transpose,
-    where, zeros, zeros_like, get_num_threads, set_num_threads,
+    abs, amax, amin, arange, argmax, argmin, bool, cat, chunk, clamp, exp, float32, full, gather,
+    index_select, int64, log, logsumexp, manual_seed, masked_fill, matmul, max, maximum, mean, min,
+    minimum, norm, ones, ones_like, permute, rand, randn, reshape, sigmoid, split, sqrt, stack, std,
+    sum, tanh, tensor, transpose, tril, triu, var, where, zeros, zeros_like, get_num_threads,
+    set_num_threads,
 )
 from . import functional  # noqa: E402,F401
 

@@ -380,6 +380,127 @@ def argmin(input, dim=None, keepdim=False):
     return _C.argreduce(False, input, dim, builtins.bool(keepdim))
 
 
+def _extremum(name, is_max):
+    def fn(input, dim=None, keepdim=False):
+        input = _as_tensor(input, name)
+        if dim is None:  # the whole tensor: ties share the gradient (torch's max())
+            return amax(input) if is_max else amin(input)
+        idx = _C.argreduce(is_max, input, int(dim), True)
+        values = _C.gather(input, int(dim), idx)  # the gradient goes to the chosen index, as in torch
+        if not keepdim:
+            values, idx = values.squeeze(dim), idx.squeeze(dim)
+        return MaxMin(values, idx)
+    fn.__name__ = name
+    fn.__doc__ = (f"{name}(x) -> the {'largest' if is_max else 'smallest'} value; {name}(x, dim, keepdim) -> "
+                  "(values, indices), the first index on ties, gradient to that index.")
+    return fn
+
+
+class MaxMin(tuple):
+    """(values, indices) of max/min along a dim, like torch.return_types.max."""
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    values = property(lambda self: self[0])
+    indices = property(lambda self: self[1])
+
+
+max = _extremum("max", True)  # noqa: A001
+min = _extremum("min", False)  # noqa: A001
+
+
+def var(input, dim=None, correction=1, keepdim=False):
+    """Variance over dim (all if None), dividing by N - correction (1: unbiased, torch's default)."""
+    input = _as_tensor(input, "var")
+    dims = _dims(dim, "var")
+    n = input.numel() if dims is None else int(np.prod([input.shape[d] for d in dims]))
+    centered = input - mean(input, dims, keepdim=True)
+    return sum(centered * centered, dims, keepdim=keepdim) / builtins.max(n - correction, 0)
+
+
+def std(input, dim=None, correction=1, keepdim=False):
+    """Standard deviation: sqrt(var)."""
+    return sqrt(var(input, dim, correction, keepdim))
+
+
+def logsumexp(input, dim, keepdim=False):
+    """log(sum(exp(x))) along dim, computed stably (shifted by the max)."""
+    input = _as_tensor(input, "logsumexp")
+    m = amax(input, dim, keepdim=True).detach()
+    m = where(m.abs() == float("inf"), 0.0, m)  # an all -inf row stays -inf instead of NaN
+    out = log(sum(exp(input - m), dim, keepdim=True)) + m
+    return out if keepdim else out.squeeze(dim)
+
+
+def norm(input, p=2, dim=None, keepdim=False):
+    """Vector p-norm over dim (all if None): p = 2 (default), 1, or inf."""
+    input = _as_tensor(input, "norm")
+    if p == 2:
+        return sqrt(sum(input * input, dim, keepdim))
+    if p == 1:
+        return sum(abs(input), dim, keepdim)
+    if p == float("inf"):
+        return amax(abs(input), dim, keepdim)
+    raise ValueError(f"norm: p must be 1, 2 or inf, got {p!r}")
+
+
+def split(input, split_size_or_sections, dim=0):
+    """Pieces of split_size along dim (the last may be smaller), or of the given section sizes."""
+    input = _as_tensor(input, "split")
+    nd = builtins.max(input.ndim, 1)
+    if not -nd <= dim < nd or input.ndim == 0:
+        raise IndexError(f"split: dim {dim} is out of range for a tensor of shape {input.shape}")
+    size = input.shape[dim]
+    if isinstance(split_size_or_sections, numbers.Integral):
+        step = int(split_size_or_sections)
+        if step <= 0:
+            raise ValueError(f"split: split_size must be positive, got {step}")
+        sections = [builtins.min(step, size - i) for i in range(0, size, step)] or [0]
+    else:
+        sections = [int(v) for v in split_size_or_sections]
+        if builtins.sum(sections) != size:
+            raise ValueError(f"split: sections {sections} do not add up to {size} (dim {dim} of {input.shape})")
+    pieces, start = [], 0
+    for n in sections:
+        index = [slice(None)] * input.ndim
+        index[dim] = slice(start, start + n)
+        pieces.append(input[tuple(index)])
+        start += n
+    return tuple(pieces)
+
+
+def chunk(input, chunks, dim=0):
+    """`chunks` pieces along dim, as equal as possible (torch's rule: ceil(size / chunks) each)."""
+    input = _as_tensor(input, "chunk")
+    if not isinstance(chunks, numbers.Integral) or chunks <= 0:
+        raise ValueError(f"chunk: chunks must be a positive int, got {chunks!r}")
+    nd = builtins.max(input.ndim, 1)
+    if not -nd <= dim < nd or input.ndim == 0:
+        raise IndexError(f"chunk: dim {dim} is out of range for a tensor of shape {input.shape}")
+    size = input.shape[dim]
+    return split(input, builtins.max(1, -(-size // chunks)), dim)
+
+
+def _triangle(name, upper):
+    def fn(input, diagonal=0):
+        input = _as_tensor(input, name)
+        if input.ndim < 2:
+            raise ValueError(f"{name}: input must have at least 2 dims, got shape {input.shape}")
+        r, c = input.shape[-2:]
+        rows, cols = np.arange(r)[:, None], np.arange(c)[None, :]
+        keep = cols - rows >= diagonal if upper else cols - rows <= diagonal
+        return masked_fill(input, tensor(~keep), 0)
+    fn.__name__ = name
+    fn.__doc__ = (f"Zero the elements {'below' if upper else 'above'} the given diagonal of the last two dims "
+                  "(causal masks: tril).")
+    return fn
+
+
+tril = _triangle("tril", False)
+triu = _triangle("triu", True)
+
+
 def reshape(input, shape):
     """Same data, new shape (one -1 is inferred). Shares memory: all tensors are contiguous."""
     return _C.reshape(input, tuple(shape))
@@ -892,6 +1013,8 @@ def _install():
         # NumPy must hand `ndarray (op) Tensor` back to us instead of converting the tensor
         "__array_ufunc__": None, "__array_priority__": 1000,
         "sum": sum, "mean": mean, "amax": amax, "amin": amin, "argmax": argmax, "argmin": argmin,
+        "max": max, "min": min, "var": var, "std": std, "logsumexp": logsumexp, "norm": norm,
+        "split": split, "chunk": chunk, "tril": tril, "triu": triu,
         "reshape": _reshape_m, "view": _reshape_m, "permute": _permute_m, "transpose": transpose,
         "contiguous": lambda self: self, "flatten": _flatten, "unsqueeze": _unsqueeze,
         "squeeze": _squeeze, "expand": _expand, "masked_fill": masked_fill, "gather": gather,

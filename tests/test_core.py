@@ -370,3 +370,39 @@ def test_special_values_propagate_like_torch():
     out.sum().backward()
     assert out.tolist() == [2.0, 0.0, 2.0] and v.grad.item() == 2.0
     assert f"{mmu.tensor(3.14159):.2f}" == "3.14" and list(range(mmu.tensor(3))) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["max_dim", "min_dim", "max_all", "var", "var_dim", "std", "logsumexp",
+                                  "norm2", "norm1", "split", "chunk", "tril", "triu"])
+def test_composite_functions_match_torch(name):
+    """Functions written in Python on top of the C ops: values and gradients vs torch."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((4, 6)).astype(np.float32)
+    a[1, 2] = a[1, 4]  # a tie: max(dim) sends the gradient to the first index only
+    fns = {
+        "max_dim": lambda m, x: m.max(x, 1)[0] * 1.0 + m.max(x, 0, keepdim=True).values.sum(),
+        "min_dim": lambda m, x: m.min(x, -1).values,
+        "max_all": lambda m, x: m.max(x),
+        "var": lambda m, x: m.var(x),
+        "var_dim": lambda m, x: m.var(x, 1, keepdim=True) + m.var(x, 0, correction=0).sum(),
+        "std": lambda m, x: m.std(x, 0),
+        "logsumexp": lambda m, x: m.logsumexp(x, 1),
+        "norm2": lambda m, x: m.norm(x, dim=1),
+        "norm1": lambda m, x: m.norm(x, p=1),
+        "split": lambda m, x: m.cat([p * (i + 1) for i, p in enumerate(m.split(x, 4, 1))], 1),
+        "chunk": lambda m, x: m.cat([p * (i + 1) for i, p in enumerate(m.chunk(x, 3, 0))], 0),
+        "tril": lambda m, x: m.tril(x, -1),
+        "triu": lambda m, x: m.triu(x, 2),
+    }
+    xm = mmu.tensor(a, requires_grad=True)
+    xt = torch.tensor(a, requires_grad=True)
+    ym, yt = fns[name](mmu, xm), fns[name](torch, xt)
+    np.testing.assert_allclose(ym.numpy(), yt.detach().numpy(), rtol=1e-5, atol=1e-6)
+    g = rng.standard_normal(yt.shape).astype(np.float32)
+    ym.backward(mmu.tensor(g))
+    yt.backward(torch.tensor(g))
+    np.testing.assert_allclose(xm.grad.numpy(), xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+    if name == "max_dim":
+        idx = mmu.max(xm, 1).indices
+        assert idx.dtype == np.int64 and idx.tolist() == torch.max(xt, 1).indices.tolist()
