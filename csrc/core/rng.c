@@ -47,7 +47,25 @@ void mmu_philox(uint64_t key, uint64_t counter, uint32_t out[4]) {
     out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
-mmu_status mmu_randn(mmu_tensor **out, int ndim, const int64_t *shape) {
+/* Box-Muller on two pairs of 32-bit draws: 4 standard normals per block */
+static void normal_block(const uint32_t x[4], float out[4]) {
+    for (int h = 0; h < 2; h++) {
+        double u1 = ((double)x[2 * h] + 1.0) * (1.0 / 4294967296.0); /* (0, 1] */
+        double u2 = (double)x[2 * h + 1] * (1.0 / 4294967296.0);      /* [0, 1) */
+        double r = sqrt(-2.0 * log(u1));
+        out[2 * h] = (float)(r * cos(2.0 * M_PI * u2));
+        out[2 * h + 1] = (float)(r * sin(2.0 * M_PI * u2));
+    }
+}
+
+/* the top 24 bits: exactly representable in float32, uniform on [0, 1) */
+static void uniform_block(const uint32_t x[4], float out[4]) {
+    for (int k = 0; k < 4; k++) out[k] = (float)(x[k] >> 8) * (1.0f / 16777216.0f);
+}
+
+/* A new float32 tensor filled from the stream, 4 values per Philox block. */
+static mmu_status draw(mmu_tensor **out, int ndim, const int64_t *shape,
+                       void (*block)(const uint32_t x[4], float out[4])) {
     mmu_status st = mmu_tensor_empty(out, MMU_FLOAT32, ndim, shape);
     if (st) return st;
     int64_t n = (*out)->numel, nblocks = (n + 3) / 4;
@@ -57,33 +75,18 @@ mmu_status mmu_randn(mmu_tensor **out, int ndim, const int64_t *shape) {
 #pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
     for (int64_t b = 0; b < nblocks; b++) {
         uint32_t x[4];
-        double z[4];
+        float v[4];
         mmu_philox(key, base + (uint64_t)b, x);
-        for (int h = 0; h < 2; h++) { /* Box-Muller on two pairs */
-            double u1 = ((double)x[2 * h] + 1.0) * (1.0 / 4294967296.0); /* (0, 1] */
-            double u2 = (double)x[2 * h + 1] * (1.0 / 4294967296.0);      /* [0, 1) */
-            double r = sqrt(-2.0 * log(u1));
-            z[2 * h] = r * cos(2.0 * M_PI * u2);
-            z[2 * h + 1] = r * sin(2.0 * M_PI * u2);
-        }
-        for (int k = 0; k < 4 && 4 * b + k < n; k++) p[4 * b + k] = (float)z[k];
+        block(x, v);
+        for (int k = 0; k < 4 && 4 * b + k < n; k++) p[4 * b + k] = v[k];
     }
     return MMU_OK;
 }
 
+mmu_status mmu_randn(mmu_tensor **out, int ndim, const int64_t *shape) {
+    return draw(out, ndim, shape, normal_block);
+}
+
 mmu_status mmu_rand(mmu_tensor **out, int ndim, const int64_t *shape) {
-    mmu_status st = mmu_tensor_empty(out, MMU_FLOAT32, ndim, shape);
-    if (st) return st;
-    int64_t n = (*out)->numel, nblocks = (n + 3) / 4;
-    uint64_t key, base;
-    mmu_rng_reserve((uint64_t)nblocks, &key, &base);
-    float *p = mmu_f32(*out);
-#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
-    for (int64_t b = 0; b < nblocks; b++) {
-        uint32_t x[4];
-        mmu_philox(key, base + (uint64_t)b, x);
-        /* top 24 bits: exactly representable in float32, uniform on [0, 1) */
-        for (int k = 0; k < 4 && 4 * b + k < n; k++) p[4 * b + k] = (float)(x[k] >> 8) * (1.0f / 16777216.0f);
-    }
-    return MMU_OK;
+    return draw(out, ndim, shape, uniform_block);
 }
