@@ -45,6 +45,8 @@ typedef struct entry {
     size_t scratch_bytes;
     struct entry *next;            /* bucket chain */
     struct entry *older, *newer;   /* insertion order, for eviction */
+    int users;                     /* executions in flight (they run outside the lock) */
+    int evicted;                   /* unlinked while in use: the last user destroys it */
 } entry;
 
 static pthread_mutex_t g_cache_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -93,6 +95,13 @@ static void unlink_entry(entry *e) {
     if (e->older) e->older->newer = e->newer; else g_oldest = e->newer;
     if (e->newer) e->newer->older = e->older; else g_newest = e->older;
     g_size--;
+}
+
+/* Takes e out of the cache; frees it now, or when its last execution ends. */
+static void retire(entry *e) {
+    unlink_entry(e);
+    if (e->users) e->evicted = 1;
+    else entry_destroy(e);
 }
 
 typedef dnnl_status_t (*pd_create_fn)(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
@@ -149,8 +158,7 @@ static mmu_status cache_get(entry **out, cache_key *key, pd_create_fn create, vo
     g_created++;
     while (g_size > CACHE_CAPACITY) {
         entry *victim = g_oldest;
-        unlink_entry(victim);
-        entry_destroy(victim);
+        retire(victim);
     }
     *out = e;
     return MMU_OK;
@@ -175,7 +183,7 @@ static mmu_status exec_cached(cache_key *key, pd_create_fn create, void *ctx, co
     dnnl_primitive_desc_t pd = NULL;
     size_t scratch_bytes = 0;
     if (!st) {
-        /* clone the handles so eviction by another thread can't pull them away */
+        e->users++; /* keeps prim and pd alive even if another thread evicts e meanwhile */
         prim = e->prim;
         pd = e->pd;
         scratch_bytes = e->scratch_bytes;
@@ -221,16 +229,14 @@ static mmu_status exec_cached(cache_key *key, pd_create_fn create, void *ctx, co
     if (dnnl_primitive_execute(prim, stream, n, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
         st = mmu_fail(MMU_ERUNTIME, "oneDNN %s: execution failed", what);
 done:
+    pthread_mutex_lock(&g_cache_lock);
+    if (--e->users == 0 && e->evicted) entry_destroy(e);
+    pthread_mutex_unlock(&g_cache_lock);
     for (int i = 0; i < MAX_ARGS + 1; i++)
         if (mems[i]) dnnl_memory_destroy(mems[i]);
     if (scratch) mmu_free(scratch, scratch_bytes);
     return st;
 }
-
-/* NOTE on eviction: a primitive evicted while another thread executes it
- * would be a use-after-free; with a capacity of 4096 distinct shapes and the
- * just-used entry moved to the newest end, that needs 4096 other shapes to be
- * created during one execution. */
 
 void mmu_dnnl_stats(mmu_dnnl_counters *c) {
     pthread_mutex_lock(&g_cache_lock);
@@ -244,8 +250,7 @@ void mmu_dnnl_clear_cache(void) {
     pthread_mutex_lock(&g_cache_lock);
     while (g_oldest) {
         entry *e = g_oldest;
-        unlink_entry(e);
-        entry_destroy(e);
+        retire(e);
     }
     pthread_mutex_unlock(&g_cache_lock);
 }
