@@ -54,12 +54,12 @@ def _dim(dim, op):
 
 
 def softmax(input, dim):
-    """exp(x) / sum(exp(x)) along dim (oneDNN softmax)."""
+    """exp(x) / sum(exp(x)) along dim (one fused, vectorised C pass per row; saves only the output)."""
     return _C.softmax(input, _dim(dim, "softmax"), False)
 
 
 def log_softmax(input, dim):
-    """x - logsumexp(x) along dim (oneDNN logsoftmax)."""
+    """x - logsumexp(x) along dim (stable: shifted by the row max)."""
     return _C.softmax(input, _dim(dim, "log_softmax"), True)
 
 
