@@ -572,10 +572,6 @@ def _repr(self):
     return "tensor(" + body + "".join(", " + e for e in extras) + ")"
 
 
-def _scalar_or_tensor(x):
-    return x if isinstance(x, (Tensor, numbers.Number)) else _as_tensor(x, "arithmetic", "other")
-
-
 def _binop(name, reverse=False):
     def op(self, other):
         other = _operand(other, name)

@@ -90,7 +90,6 @@ mmu_status mmu_tensor_zeros(mmu_tensor **out, mmu_dtype dt, int ndim, const int6
 mmu_status mmu_tensor_full(mmu_tensor **out, mmu_dtype dt, int ndim, const int64_t *shape, double value);
 /* Same shape/dtype as t. */
 mmu_status mmu_tensor_empty_like(mmu_tensor **out, const mmu_tensor *t);
-mmu_status mmu_tensor_zeros_like(mmu_tensor **out, const mmu_tensor *t);
 /* A view: same storage, new shape (numel must match). No autograd. */
 mmu_status mmu_tensor_view(mmu_tensor **out, mmu_tensor *t, int ndim, const int64_t *shape);
 /* A copy of the data (no autograd). */

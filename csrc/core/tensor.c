@@ -106,10 +106,6 @@ mmu_status mmu_tensor_empty_like(mmu_tensor **out, const mmu_tensor *t) {
     return mmu_tensor_empty(out, t->dtype, t->ndim, t->shape);
 }
 
-mmu_status mmu_tensor_zeros_like(mmu_tensor **out, const mmu_tensor *t) {
-    return mmu_tensor_zeros(out, t->dtype, t->ndim, t->shape);
-}
-
 mmu_status mmu_tensor_view(mmu_tensor **out, mmu_tensor *t, int ndim, const int64_t *shape) {
     int64_t numel;
     mmu_status st = check_shape(ndim, shape, &numel);

@@ -14,6 +14,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 static inline float mmu_exp(float x) {
     float xc = x < -88.0f ? -88.0f : x;
@@ -34,6 +35,39 @@ static inline float mmu_exp(float x) {
     union { float f; uint32_t u; } s = {t};
     s.u = (s.u + 127u) << 23;
     return p * s.f;
+}
+
+/* A float's bits as an int32 that orders like the float (negative floats
+ * have their magnitude bits flipped). The map is its own inverse. */
+static inline int32_t mmu_order_key(int32_t bits) { return bits ^ ((bits >> 31) & 0x7fffffff); }
+
+/* max of a row, as an integer max over order keys: GCC does not vectorise a
+ * float `a > b ? a : b` (NaN rules) but does the int32 one. A NaN has a key
+ * above +inf (or below -inf when its sign bit is set); either way it reaches
+ * the exp pass and makes the row's sum NaN, so the whole row comes out NaN,
+ * like torch. */
+static inline float mmu_row_max(const float *x, int64_t n) {
+    int32_t m[16], r = INT32_MIN;
+    for (int l = 0; l < 16; l++) m[l] = INT32_MIN;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) {
+            int32_t b;
+            memcpy(&b, &x[i + l], sizeof b);
+            b = mmu_order_key(b);
+            m[l] = b > m[l] ? b : m[l];
+        }
+    for (; i < n; i++) {
+        int32_t b;
+        memcpy(&b, &x[i], sizeof b);
+        b = mmu_order_key(b);
+        r = b > r ? b : r;
+    }
+    for (int l = 0; l < 16; l++) r = m[l] > r ? m[l] : r;
+    r = mmu_order_key(r);
+    float f;
+    memcpy(&f, &r, sizeof f);
+    return f;
 }
 
 #endif

@@ -246,15 +246,6 @@ void mmu_dnnl_stats(mmu_dnnl_counters *c) {
     pthread_mutex_unlock(&g_cache_lock);
 }
 
-void mmu_dnnl_clear_cache(void) {
-    pthread_mutex_lock(&g_cache_lock);
-    while (g_oldest) {
-        entry *e = g_oldest;
-        retire(e);
-    }
-    pthread_mutex_unlock(&g_cache_lock);
-}
-
 const char *mmu_dnnl_version(void) {
     static char buf[96];
     const dnnl_version_t *v = dnnl_version();
@@ -288,36 +279,24 @@ static void destroy_mds(dnnl_memory_desc_t *mds, int n) {
 }
 
 /* ----------------------------------------------------------------- matmul */
-typedef struct { const mmu_md *a, *b, *bias, *c; int accumulate; } matmul_ctx;
+typedef struct { const mmu_md *a, *b, *bias, *c; } matmul_ctx;
 
 static dnnl_status_t create_matmul(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
                                    const_dnnl_primitive_attr_t attr, void *vctx) {
     matmul_ctx *x = vctx;
     dnnl_memory_desc_t mds[4] = {0};
     dnnl_status_t s;
-    dnnl_primitive_attr_t my_attr = NULL;
-    dnnl_post_ops_t ops = NULL;
-    if ((s = make_md(&mds[0], x->a)) || (s = make_md(&mds[1], x->b)) || (s = make_md(&mds[3], x->c)))
+    if ((s = make_md(&mds[0], x->a)) || (s = make_md(&mds[1], x->b)) || (s = make_md(&mds[3], x->c)) ||
+        (x->bias && (s = make_md(&mds[2], x->bias))))
         goto done;
-    if (x->bias && (s = make_md(&mds[2], x->bias))) goto done;
-    if (x->accumulate) { /* c += a @ b through a sum post-op */
-        if ((s = dnnl_primitive_attr_clone(&my_attr, attr)) || (s = dnnl_post_ops_create(&ops)) ||
-            (s = dnnl_post_ops_append_sum(ops, 1.0f, 0, dnnl_data_type_undef)) ||
-            (s = dnnl_primitive_attr_set_post_ops(my_attr, ops)))
-            goto done;
-        attr = my_attr;
-    }
     s = dnnl_matmul_primitive_desc_create(pd, eng, mds[0], mds[1], mds[2], mds[3], attr);
 done:
-    if (ops) dnnl_post_ops_destroy(ops);
-    if (my_attr) dnnl_primitive_attr_destroy(my_attr);
     destroy_mds(mds, 4);
     return s;
 }
 
 mmu_status mmu_dnnl_matmul(const mmu_md *a, const float *pa, const mmu_md *b, const float *pb,
-                           const mmu_md *bias, const float *pbias, const mmu_md *c, float *pc,
-                           int accumulate) {
+                           const mmu_md *bias, const float *pbias, const mmu_md *c, float *pc) {
     cache_key key = {.n = 0};
     key_push(&key, 1);
     key_push_md(&key, a);
@@ -325,8 +304,7 @@ mmu_status mmu_dnnl_matmul(const mmu_md *a, const float *pa, const mmu_md *b, co
     key_push(&key, bias != NULL);
     if (bias) key_push_md(&key, bias);
     key_push_md(&key, c);
-    key_push(&key, accumulate);
-    matmul_ctx ctx = {a, b, bias, c, accumulate};
+    matmul_ctx ctx = {a, b, bias, c};
     int ids[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
     void *ptrs[4] = {(void *)pa, (void *)pb, bias ? (void *)pbias : NULL, pc};
     return exec_cached(&key, create_matmul, &ctx, "matmul", 4, ids, ptrs);
@@ -335,26 +313,21 @@ mmu_status mmu_dnnl_matmul(const mmu_md *a, const float *pa, const mmu_md *b, co
 /* ---------------------------------------------------------------- eltwise */
 static dnnl_alg_kind_t eltwise_alg(mmu_eltwise_alg alg, int use_dst) {
     switch (alg) {
-    case MMU_ELT_RELU: return use_dst ? dnnl_eltwise_relu_use_dst_for_bwd : dnnl_eltwise_relu;
     case MMU_ELT_GELU_ERF: return dnnl_eltwise_gelu_erf;
     case MMU_ELT_GELU_TANH: return dnnl_eltwise_gelu_tanh;
     case MMU_ELT_SILU: return dnnl_eltwise_swish;
     case MMU_ELT_TANH: return use_dst ? dnnl_eltwise_tanh_use_dst_for_bwd : dnnl_eltwise_tanh;
     case MMU_ELT_SIGMOID: return use_dst ? dnnl_eltwise_logistic_use_dst_for_bwd : dnnl_eltwise_logistic;
-    case MMU_ELT_EXP: return use_dst ? dnnl_eltwise_exp_use_dst_for_bwd : dnnl_eltwise_exp;
     case MMU_ELT_LOG: return dnnl_eltwise_log;
     case MMU_ELT_SQRT: return use_dst ? dnnl_eltwise_sqrt_use_dst_for_bwd : dnnl_eltwise_sqrt;
     case MMU_ELT_ABS: return dnnl_eltwise_abs;
     case MMU_ELT_POW: return dnnl_eltwise_pow;
-    case MMU_ELT_CLIP: return dnnl_eltwise_clip_v2;
-    case MMU_ELT_LINEAR: return dnnl_eltwise_linear;
     default: return dnnl_alg_kind_undef;
     }
 }
 
 int mmu_dnnl_eltwise_has_dst_bwd(mmu_eltwise_alg alg) {
-    return alg == MMU_ELT_RELU || alg == MMU_ELT_TANH || alg == MMU_ELT_SIGMOID || alg == MMU_ELT_EXP ||
-           alg == MMU_ELT_SQRT;
+    return alg == MMU_ELT_TANH || alg == MMU_ELT_SIGMOID || alg == MMU_ELT_SQRT;
 }
 
 typedef struct { dnnl_alg_kind_t alg; float alpha, beta; int64_t n; } eltwise_ctx;

@@ -24,17 +24,14 @@ void mmu_md_contig(mmu_md *md, int ndim, const int64_t *dims);
 
 /* c = a @ b (+ bias): a (..., M, K), b (..., K, N), c (..., M, N), all with
  * the same ndim; batch dims of a/b may be 1 (broadcast). Strides express
- * transposes without copies. bias (1.., N) or NULL. If accumulate, c += a @ b. */
+ * transposes without copies. bias (1.., N) or NULL. */
 mmu_status mmu_dnnl_matmul(const mmu_md *a, const float *pa, const mmu_md *b, const float *pb,
-                           const mmu_md *bias, const float *pbias, const mmu_md *c, float *pc,
-                           int accumulate);
+                           const mmu_md *bias, const float *pbias, const mmu_md *c, float *pc);
 
 typedef enum {
-    MMU_ELT_RELU, MMU_ELT_GELU_ERF, MMU_ELT_GELU_TANH, MMU_ELT_SILU, MMU_ELT_TANH,
-    MMU_ELT_SIGMOID, MMU_ELT_EXP, MMU_ELT_LOG, MMU_ELT_SQRT, MMU_ELT_ABS,
-    MMU_ELT_POW,  /* alpha * x^beta */
-    MMU_ELT_CLIP, /* clip_v2: min(max(x, alpha), beta) */
-    MMU_ELT_LINEAR, /* alpha * x + beta */
+    MMU_ELT_GELU_ERF, MMU_ELT_GELU_TANH, MMU_ELT_SILU, MMU_ELT_TANH, MMU_ELT_SIGMOID,
+    MMU_ELT_LOG, MMU_ELT_SQRT, MMU_ELT_ABS,
+    MMU_ELT_POW, /* alpha * x^beta */
     MMU_ELT_COUNT
 } mmu_eltwise_alg;
 
@@ -42,7 +39,7 @@ typedef enum {
 mmu_status mmu_dnnl_eltwise_fwd(mmu_eltwise_alg alg, float alpha, float beta, const float *src,
                                 float *dst, int64_t n);
 /* diff_src = f'(.) * diff_dst. `data` is the forward's dst when use_dst is
- * set (exp, tanh, sigmoid, sqrt, relu: cheaper, and src need not be kept),
+ * set (tanh, sigmoid, sqrt: cheaper, and src need not be kept),
  * else the forward's src. */
 mmu_status mmu_dnnl_eltwise_bwd(mmu_eltwise_alg alg, int use_dst, float alpha, float beta,
                                 const float *data, const float *diff_dst, float *diff_src, int64_t n);
@@ -57,7 +54,5 @@ typedef struct {
 void mmu_dnnl_stats(mmu_dnnl_counters *c);
 /* "3.2.0 (git hash ...)" */
 const char *mmu_dnnl_version(void);
-/* Clear the cache (tests; also frees memory). */
-void mmu_dnnl_clear_cache(void);
 
 #endif

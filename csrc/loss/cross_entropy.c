@@ -37,18 +37,6 @@
 
 /* ------------------------------------------------ contiguous rows (S == 1) */
 
-static float row_max(const float *x, int64_t C) {
-    float acc[LANES];
-    for (int l = 0; l < LANES; l++) acc[l] = -INFINITY;
-    int64_t c = 0;
-    for (; c + LANES <= C; c += LANES)
-        for (int l = 0; l < LANES; l++) acc[l] = x[c + l] > acc[l] ? x[c + l] : acc[l];
-    for (; c < C; c++) acc[0] = x[c] > acc[0] ? x[c] : acc[0];
-    float m = acc[0];
-    for (int l = 1; l < LANES; l++) m = acc[l] > m ? acc[l] : m;
-    return m;
-}
-
 static float lanes_sum(float *acc) {
     for (int w = LANES / 2; w > 0; w /= 2)
         for (int l = 0; l < w; l++) acc[l] += acc[l + w];
@@ -90,7 +78,7 @@ static void ce_fwd_rows(float *stats, float *loss, const float *x, const int64_t
             continue;
         }
         const float *row = x + r * C;
-        float m = row_max(row, C), sx = 0.0f;
+        float m = mmu_row_max(row, C), sx = 0.0f;
         float ls = logf(row_sumexp(row, C, m, eps > 0.0f ? &sx : NULL));
         float nll = (m - row[t]) + ls;
         stats[2 * r] = m;

@@ -104,7 +104,7 @@ mmu_status mmu_matmul(mmu_tensor **out, mmu_tensor *a, mmu_tensor *b) {
             mmu_md_contig(&ma, p.nd, p.ad);
             mmu_md_contig(&mb, p.nd, p.bd);
             mmu_md_contig(&mc, p.nd, p.cd);
-            st = mmu_dnnl_matmul(&ma, mmu_f32(a), &mb, mmu_f32(b), NULL, NULL, &mc, mmu_f32(*out), 0);
+            st = mmu_dnnl_matmul(&ma, mmu_f32(a), &mb, mmu_f32(b), NULL, NULL, &mc, mmu_f32(*out));
         }
     }
     mmu_node *n = NULL;
@@ -135,7 +135,7 @@ static mmu_status mm_grad(mmu_tensor **gin, const mmu_edge *in, int nd, const in
         } else {
             mmu_md mo;
             mmu_md_contig(&mo, nd, full_dims);
-            st = mmu_dnnl_matmul(ml, pl, mr, pr, NULL, NULL, &mo, mmu_f32(full), 0);
+            st = mmu_dnnl_matmul(ml, pl, mr, pr, NULL, NULL, &mo, mmu_f32(full));
         }
     }
     if (!st) st = mmu_reduce_to_shape(&red, full, nd, want);
@@ -208,7 +208,7 @@ mmu_status mmu_linear(mmu_tensor **out, mmu_tensor *x, mmu_tensor *w, mmu_tensor
         md_transposed(&mw, 2, (int64_t[]){OUT, IN});
         mmu_md_contig(&mb, 2, (int64_t[]){1, OUT});
         mmu_md_contig(&mo, 2, (int64_t[]){R, OUT});
-        st = mmu_dnnl_matmul(&mx, mmu_f32(x), &mw, mmu_f32(w), b ? &mb : NULL, b ? mmu_f32(b) : NULL, &mo, po, 0);
+        st = mmu_dnnl_matmul(&mx, mmu_f32(x), &mw, mmu_f32(w), b ? &mb : NULL, b ? mmu_f32(b) : NULL, &mo, po);
     }
     mmu_node *n = NULL;
     if (!st) st = mmu_record(&n, *out, MMU_OP_LINEAR, 3, (mmu_tensor *[]){x, w, b});
@@ -274,7 +274,7 @@ mmu_status mmu_linear_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
             mmu_md_contig(&mw, 2, (int64_t[]){OUT, IN});
             mmu_md_contig(&mx, 2, (int64_t[]){R, IN});
             if ((st = mmu_dnnl_matmul(&mg, mmu_f32(g), &mw, mmu_f32(n->saved[1]), NULL, NULL, &mx,
-                                      mmu_f32(gin[0]), 0)))
+                                      mmu_f32(gin[0]))))
                 return st;
         }
     }
@@ -289,7 +289,7 @@ mmu_status mmu_linear_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
             mmu_md_contig(&mx, 2, (int64_t[]){R, IN});
             mmu_md_contig(&mw, 2, (int64_t[]){OUT, IN});
             if ((st = mmu_dnnl_matmul(&mgt, mmu_f32(g), &mx, mmu_f32(n->saved[0]), NULL, NULL, &mw,
-                                      mmu_f32(gin[1]), 0)))
+                                      mmu_f32(gin[1]))))
                 return st;
         }
     }

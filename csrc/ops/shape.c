@@ -641,6 +641,21 @@ static inline void gather_next(const gather_plan *p, int64_t *c, int64_t *io, in
         }                                                                                                \
     } while (0)
 
+/* gather and index_select record the same way: the input, the index and the dim */
+static mmu_status record_indexed(mmu_tensor **out, mmu_op op, mmu_tensor *x, mmu_tensor *index, int dim) {
+    mmu_node *node = NULL;
+    mmu_status st = mmu_record(&node, *out, op, 1, &x);
+    if (st) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (node) {
+        mmu_save(node, 0, index);
+        node->ctx.i[0] = dim;
+    }
+    return MMU_OK;
+}
+
 /* x (d0..dn), index int64 with x's ndim, index.size(d) <= x.size(d) for d != dim
  * -> out (index's shape), out[i][j][k] = x[index[i][j][k]][j][k] for dim 0 */
 mmu_status mmu_gather(mmu_tensor **out, mmu_tensor *x, int64_t dim_in, mmu_tensor *index) {
@@ -677,16 +692,7 @@ mmu_status mmu_gather(mmu_tensor **out, mmu_tensor *x, int64_t dim_in, mmu_tenso
         default: GATHER_WALK(uint32_t, 1, mmu_data(*out), mmu_data(x), pi, &p, total); break;
         }
     }
-    mmu_node *node = NULL;
-    if ((st = mmu_record(&node, *out, MMU_OP_GATHER, 1, &x))) {
-        MMU_CLEAR(*out);
-        return st;
-    }
-    if (node) {
-        mmu_save(node, 0, index);
-        node->ctx.i[0] = dim;
-    }
-    return MMU_OK;
+    return record_indexed(out, MMU_OP_GATHER, x, index, dim);
 }
 
 /* scatter-add of g into zeros of x's shape */
@@ -797,16 +803,7 @@ mmu_status mmu_index_select(mmu_tensor **out, mmu_tensor *x, int64_t dim_in, mmu
         else if (rb == 8) *(uint64_t *)dst = *(const uint64_t *)src;
         else memcpy(dst, src, rb);
     }
-    mmu_node *node = NULL;
-    if ((st = mmu_record(&node, *out, MMU_OP_INDEX_SELECT, 1, &x))) {
-        MMU_CLEAR(*out);
-        return st;
-    }
-    if (node) {
-        mmu_save(node, 0, index);
-        node->ctx.i[0] = dim;
-    }
-    return MMU_OK;
+    return record_indexed(out, MMU_OP_INDEX_SELECT, x, index, dim);
 }
 
 /* index-add of g into zeros of x's shape (repeated indices sum) */

@@ -20,42 +20,9 @@
 
 #define LANES 16
 
-/* A float's bits as an int32 that orders like the float (negative floats
- * have their magnitude bits flipped). The map is its own inverse. */
-static inline int32_t order_key(int32_t bits) { return bits ^ ((bits >> 31) & 0x7fffffff); }
-
-/* max of a row, as an integer max over order keys: GCC does not vectorise a
- * float `a > b ? a : b` (NaN rules) but does the int32 one. A NaN has a key
- * above +inf (or below -inf when its sign bit is set); either way it reaches
- * the exp pass and makes the row's sum NaN, so the whole row comes out NaN,
- * like torch. */
-static float row_max(const float *x, int64_t n) {
-    int32_t m[LANES], r = INT32_MIN;
-    for (int l = 0; l < LANES; l++) m[l] = INT32_MIN;
-    int64_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++) {
-            int32_t b;
-            memcpy(&b, &x[i + l], sizeof b);
-            b = order_key(b);
-            m[l] = b > m[l] ? b : m[l];
-        }
-    for (; i < n; i++) {
-        int32_t b;
-        memcpy(&b, &x[i], sizeof b);
-        b = order_key(b);
-        r = b > r ? b : r;
-    }
-    for (int l = 0; l < LANES; l++) r = m[l] > r ? m[l] : r;
-    r = order_key(r);
-    float f;
-    memcpy(&f, &r, sizeof f);
-    return f;
-}
-
 // x (n) -> y (n): softmax, or log_softmax if log
 static void softmax_row(float *restrict y, const float *restrict x, int64_t n, int log) {
-    float mx = row_max(x, n), s[LANES] = {0}, sum = 0.0f;
+    float mx = mmu_row_max(x, n), s[LANES] = {0}, sum = 0.0f;
     int64_t i = 0;
     if (log) {
         for (; i + LANES <= n; i += LANES)

@@ -333,8 +333,6 @@ static Py_ssize_t tensor_len(PyTensor *self) {
 
 static PyObject *tensor_data_ptr(PyTensor *self, PyObject *unused) { return PyLong_FromVoidPtr(mmu_data(self->t)); }
 
-static PyObject *tensor_storage_id(PyTensor *self, PyObject *unused) { return PyLong_FromVoidPtr(self->t->storage); }
-
 static PyGetSetDef tensor_getset[] = {
     {"shape", (getter)tensor_get_shape, NULL, "Tuple of dimension sizes.", NULL},
     {"ndim", (getter)tensor_get_ndim, NULL, "Number of dimensions.", NULL},
@@ -356,7 +354,6 @@ static PyMethodDef tensor_methods[] = {
     {"detach", (PyCFunction)tensor_detach, METH_NOARGS, "A tensor sharing the data, cut from the graph."},
     {"numel", (PyCFunction)tensor_numel, METH_NOARGS, "Number of elements."},
     {"_data_ptr", (PyCFunction)tensor_data_ptr, METH_NOARGS, NULL},
-    {"_storage_id", (PyCFunction)tensor_storage_id, METH_NOARGS, NULL},
     {NULL},
 };
 
@@ -527,14 +524,6 @@ static PyObject *py_arange(PyObject *m, PyObject *args) {
     return mmu_wrap(t);
 }
 
-static PyObject *py_set_tensor_attr(PyObject *m, PyObject *args) {
-    /* mmu/tensor.py installs Python-level methods on the heap type */
-    PyObject *name, *value;
-    if (!PyArg_ParseTuple(args, "UO", &name, &value)) return NULL;
-    if (PyObject_SetAttr((PyObject *)mmu_TensorType, name, value) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef module_methods[] = {
     {"set_grad_enabled", py_set_grad_enabled, METH_O, "Sets grad mode for this thread; returns the previous."},
     {"is_grad_enabled", py_is_grad_enabled, METH_NOARGS, NULL},
@@ -550,7 +539,6 @@ static PyMethodDef module_methods[] = {
     {"full", py_full, METH_VARARGS, NULL},
     {"random", py_random, METH_VARARGS, NULL},
     {"arange", py_arange, METH_VARARGS, NULL},
-    {"_set_tensor_attr", py_set_tensor_attr, METH_VARARGS, NULL},
     {NULL},
 };
 
