@@ -9,10 +9,6 @@
 
 #include "ops.h"
 
-/* defined in shape.c */
-mmu_status mmu_index_add_rows(float *gx, const float *g, const int64_t *idx, int64_t K, int64_t V,
-                              int64_t outer, int64_t inner);
-
 /* idx int64 (...), weight (V, D) float32 -> out (..., D) */
 mmu_status mmu_embedding(mmu_tensor **out, mmu_tensor *idx, mmu_tensor *weight) {
     mmu_status st;
@@ -26,16 +22,10 @@ mmu_status mmu_embedding(mmu_tensor **out, mmu_tensor *idx, mmu_tensor *weight) 
                         "at most %d)", mmu_shape_str(idx), idx->ndim + 1, MMU_MAX_DIMS);
     int64_t V = weight->shape[0], D = weight->shape[1], K = idx->numel;
     const int64_t *pi = mmu_i64(idx);
-    /* the parallel pass only detects; the rescan names the first bad index */
-    int64_t bad = 0;
-#pragma omp parallel for schedule(static) reduction(| : bad) if (K > MMU_PAR_GRAIN)
-    for (int64_t k = 0; k < K; k++) bad |= (uint64_t)pi[k] >= (uint64_t)V;
-    if (bad)
-        for (int64_t k = 0; k < K; k++)
-            if ((uint64_t)pi[k] >= (uint64_t)V)
-                return mmu_fail(MMU_EINDEX, "embedding: index %lld is out of range for %lld embeddings "
-                                "(input %s, weight %s)", (long long)pi[k], (long long)V, mmu_shape_str(idx),
-                                mmu_shape_str(weight));
+    int64_t bad = mmu_first_bad_index(pi, K, V);
+    if (bad >= 0)
+        return mmu_fail(MMU_EINDEX, "embedding: index %lld is out of range for %lld embeddings (input %s, weight %s)",
+                        (long long)pi[bad], (long long)V, mmu_shape_str(idx), mmu_shape_str(weight));
     int64_t shape[MMU_MAX_DIMS];
     memcpy(shape, idx->shape, idx->ndim * sizeof(int64_t));
     shape[idx->ndim] = D;

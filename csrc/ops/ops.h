@@ -69,6 +69,12 @@ mmu_status mmu_expand(mmu_tensor **out, mmu_tensor *x, int ndim, const int64_t *
 mmu_status mmu_gather(mmu_tensor **out, mmu_tensor *x, int64_t dim, mmu_tensor *index);
 /* torch.index_select: index int64 1-D */
 mmu_status mmu_index_select(mmu_tensor **out, mmu_tensor *x, int64_t dim, mmu_tensor *index);
+/* Index helpers shared with embedding.c: the position of the first index
+ * outside [0, size) (or -1), and the deterministic index-add of rows of g
+ * (outer, K, inner) into gx (outer, V, inner). */
+int64_t mmu_first_bad_index(const int64_t *idx, int64_t n, int64_t size);
+mmu_status mmu_index_add_rows(float *gx, const float *g, const int64_t *idx, int64_t K, int64_t V,
+                              int64_t outer, int64_t inner);
 /* x[mask] with mask bool of x's shape -> 1-D */
 mmu_status mmu_masked_select(mmu_tensor **out, mmu_tensor *x, mmu_tensor *mask);
 /* x float32/int64, mask bool broadcastable to x -> out with value where mask */

@@ -509,7 +509,7 @@ mmu_status mmu_cat_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
 /* Position of the first index outside [0, size), or -1. The parallel pass
  * only says whether there is one; the serial rescan (on failure only) finds
  * the first, so the error message does not depend on the thread count. */
-static int64_t first_bad_index(const int64_t *idx, int64_t n, int64_t size) {
+int64_t mmu_first_bad_index(const int64_t *idx, int64_t n, int64_t size) {
     int64_t bad = 0;
 #pragma omp parallel for schedule(static) reduction(| : bad) if (n > MMU_PAR_GRAIN)
     for (int64_t i = 0; i < n; i++) bad |= (uint64_t)idx[i] >= (uint64_t)size;
@@ -676,7 +676,7 @@ mmu_status mmu_gather(mmu_tensor **out, mmu_tensor *x, int64_t dim_in, mmu_tenso
                 return mmu_fail(MMU_EVALUE, "gather: index %s is larger than input %s at dim %d "
                                 "(only dim %d may be larger)", mmu_shape_str(index), mmu_shape_str(x), d, dim);
     const int64_t *pi = mmu_i64(index);
-    int64_t bad = first_bad_index(pi, index->numel, xs[dim]);
+    int64_t bad = mmu_first_bad_index(pi, index->numel, xs[dim]);
     if (bad >= 0)
         return mmu_fail(MMU_EINDEX, "gather: index %lld is out of bounds for dim %d with size %lld "
                         "(input %s, index %s)", (long long)pi[bad], dim, (long long)xs[dim],
@@ -709,7 +709,7 @@ mmu_status mmu_gather_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
     gather_plan p;
     gather_plan_init(&p, (int)n->ctx.i[0], nd, is, xs);
     int64_t total = index->numel;
-    if (first_bad_index(mmu_i64(index), total, xs[p.dim]) >= 0) { /* changed in place since the forward */
+    if (mmu_first_bad_index(mmu_i64(index), total, xs[p.dim]) >= 0) { /* changed in place since the forward */
         MMU_CLEAR(gin[0]);
         return mmu_fail(MMU_EINDEX, "gather backward: the index tensor %s was modified after the forward",
                         mmu_shape_str(index));
@@ -785,7 +785,7 @@ mmu_status mmu_index_select(mmu_tensor **out, mmu_tensor *x, int64_t dim_in, mmu
         if (d > dim) inner *= x->shape[d];
     }
     const int64_t *pi = mmu_i64(index);
-    int64_t bad = first_bad_index(pi, K, V);
+    int64_t bad = mmu_first_bad_index(pi, K, V);
     if (bad >= 0)
         return mmu_fail(MMU_EINDEX, "index_select: index %lld is out of range for dim %d with size %lld "
                         "(input %s)", (long long)pi[bad], dim, (long long)V, mmu_shape_str(x));
