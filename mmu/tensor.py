@@ -692,10 +692,9 @@ class IndexTypeError(IndexError, TypeError):
     convention is TypeError; this is both, so either `except` catches it."""
 
 
-def _normalize_index(self, idx):
-    """Basic indexing -> (start, step, length) per dim, dims to drop, dims to insert."""
-    if not isinstance(idx, tuple):
-        idx = (idx,)
+def _expand_index(self, idx):
+    """The entries of an index tuple with '...' replaced by full slices and the
+    missing trailing dims filled in; None entries stay (each adds a dim)."""
     n_ell = builtins.sum(1 for i in idx if i is Ellipsis)
     if n_ell > 1:
         raise IndexError("index: an index can only have a single ellipsis ('...')")
@@ -710,6 +709,12 @@ def _normalize_index(self, idx):
             expanded.append(i)
     if n_ell == 0:
         expanded.extend([slice(None)] * (self.ndim - n_real))
+    return expanded
+
+
+def _normalize_index(self, idx):
+    """Basic indexing -> (start, step, length) per dim, and the output shape."""
+    expanded = _expand_index(self, idx if isinstance(idx, tuple) else (idx,))
     starts, steps, lengths, out_shape = [], [], [], []
     d = 0
     for i in expanded:
@@ -756,21 +761,9 @@ def _getitem(self, idx):
             # a mask over the leading dims picks whole sub-tensors (torch)
             rows = _C.tensor(np.flatnonzero(t.numpy()), _INT, False)
             return _C.index_select(_C.reshape(self, (-1,) + self.shape[k:]), 0, rows)
-        if t.dtype != int64:
-            raise IndexTypeError(f"index: tensors used as indices must be int64 or bool, got {t.dtype}")
         if self.ndim == 0:
             raise IndexError("index: too many indices for a 0-d tensor")
-        a, n = t.numpy(), self.shape[0]
-        if (a < 0).any():  # negative indices count from the end (torch, NumPy); index_select rejects them
-            bad = a[(a < -n) | (a >= n)]
-            if bad.size:
-                raise IndexError(f"index: index {int(bad.flat[0])} is out of bounds for dim 0 with size {n} "
-                                 f"(tensor of shape {self.shape})")
-            t = _C.tensor(np.where(a < 0, a + n, a), _INT, False)
-        flat = _C.index_select(self, 0, t.reshape(-1)) if t.ndim != 1 else _C.index_select(self, 0, t)
-        if t.ndim != 1:
-            flat = flat.reshape(tuple(t.shape) + tuple(self.shape[1:]))
-        return flat
+        return _advanced_getitem(self, (t,))
     if isinstance(idx, tuple) and builtins.any(isinstance(i, (Tensor, np.ndarray, list)) for i in idx):
         return _advanced_getitem(self, idx)
     starts, steps, lengths, out_shape = _normalize_index(self, idx)
@@ -788,18 +781,9 @@ def _advanced_getitem(self, idx):
     the array indices (ints count as 0-d arrays) sit on adjacent dims, the other
     entries being slices. Done as basic slicing, then one index_select over the
     flattened indexed dims (differentiable)."""
-    n_ell = builtins.sum(1 for i in idx if i is Ellipsis)
-    if n_ell > 1:
-        raise IndexError("index: an index can only have a single ellipsis ('...')")
     if builtins.any(i is None for i in idx):
         raise IndexTypeError("index: None cannot be combined with tensor indices in mmu; unsqueeze afterwards")
-    n_real = len(idx) - n_ell
-    if n_real > self.ndim:
-        raise IndexError(f"index: too many indices for a tensor of shape {self.shape}: {n_real} given")
-    entries = []
-    for i in idx:
-        entries.extend([slice(None)] * (self.ndim - n_real) if i is Ellipsis else [i])
-    entries.extend([slice(None)] * (self.ndim - len(entries)))
+    entries = _expand_index(self, idx)
     adv = [k for k, i in enumerate(entries) if not isinstance(i, slice)]
     if adv != list(range(adv[0], adv[-1] + 1)):
         raise IndexTypeError("index: mmu supports tensor indices on adjacent dims only (e.g. x[:, i, j]), "
