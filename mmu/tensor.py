@@ -66,6 +66,14 @@ def _dims(dim, op):
     raise TypeError(f"{op}: dim must be an int, a tuple of ints or None, got {type(dim).__name__}")
 
 
+def _wrap_dim(dim, ndim, op, shape):
+    """dim in [-n, n) -> [0, n), n = max(ndim, 1) (a 0-d tensor takes dim 0 / -1, as in torch)."""
+    n = builtins.max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"{op}: dim {dim} is out of range for a tensor of shape {shape} (expected [{-n}, {n - 1}])")
+    return dim % n
+
+
 def _as_tensor(x, op, arg="input"):
     if isinstance(x, Tensor):
         return x
@@ -280,9 +288,7 @@ def stack(tensors, dim=0):
     nd = len(shape) + 1
     if nd > 6:
         raise ValueError(f"stack: the result would have {nd} dims; mmu tensors have at most 6")
-    if not -nd <= dim < nd:
-        raise IndexError(f"stack: dim {dim} is out of range for {nd}-d result")
-    dim = dim % nd
+    dim = _wrap_dim(dim, nd, "stack", shape + (1,))
     return _C.cat([t.unsqueeze(dim) for t in ts], dim)
 
 
@@ -351,12 +357,9 @@ def _int_reduce(name, x, dims, keepdim):
     """sum/amax/amin of int64 or bool tensors (never differentiable): NumPy, int64 result like torch."""
     if name == "mean":
         raise TypeError(f"mean: input must be float32, got {x.dtype} (use .float().mean())")
-    nd = builtins.max(x.ndim, 1)
-    if dims is not None:
-        for d in dims:
-            if not -nd <= d < nd:
-                raise IndexError(f"{name}: dim {d} is out of range for a tensor of shape {x.shape}")
-    axis = None if dims is None or x.ndim == 0 else tuple(d % nd for d in dims)
+    axis = None if dims is None else tuple(_wrap_dim(d, x.ndim, name, x.shape) for d in dims)
+    if x.ndim == 0:
+        axis = None
     a = x.numpy().astype(np.int64) if name == "sum" else x.numpy()
     if name != "sum" and a.size == 0:
         raise ValueError(f"{name}: cannot reduce an empty tensor of shape {x.shape}")
@@ -448,9 +451,9 @@ def norm(input, p=2, dim=None, keepdim=False):
 def split(input, split_size_or_sections, dim=0):
     """Pieces of split_size along dim (the last may be smaller), or of the given section sizes."""
     input = _as_tensor(input, "split")
-    nd = builtins.max(input.ndim, 1)
-    if not -nd <= dim < nd or input.ndim == 0:
-        raise IndexError(f"split: dim {dim} is out of range for a tensor of shape {input.shape}")
+    if input.ndim == 0:
+        raise IndexError("split: a 0-d tensor cannot be split")
+    dim = _wrap_dim(dim, input.ndim, "split", input.shape)
     size = input.shape[dim]
     if isinstance(split_size_or_sections, numbers.Integral):
         step = int(split_size_or_sections)
@@ -475,9 +478,9 @@ def chunk(input, chunks, dim=0):
     input = _as_tensor(input, "chunk")
     if not isinstance(chunks, numbers.Integral) or chunks <= 0:
         raise ValueError(f"chunk: chunks must be a positive int, got {chunks!r}")
-    nd = builtins.max(input.ndim, 1)
-    if not -nd <= dim < nd or input.ndim == 0:
-        raise IndexError(f"chunk: dim {dim} is out of range for a tensor of shape {input.shape}")
+    if input.ndim == 0:
+        raise IndexError("chunk: a 0-d tensor cannot be chunked")
+    dim = _wrap_dim(dim, input.ndim, "chunk", input.shape)
     size = input.shape[dim]
     return split(input, builtins.max(1, -(-size // chunks)), dim)
 
@@ -514,14 +517,11 @@ def permute(input, dims):
 def transpose(input, dim0, dim1):
     """Swap two dims (a copy)."""
     input = _as_tensor(input, "transpose")
-    nd = builtins.max(input.ndim, 1)
-    for d in (dim0, dim1):
-        if not -nd <= d < nd:
-            raise IndexError(f"transpose: dim {d} is out of range for a tensor of shape {input.shape}")
+    dim0, dim1 = (_wrap_dim(d, input.ndim, "transpose", input.shape) for d in (dim0, dim1))
     if input.ndim < 2:
         return input
     perm = list(range(input.ndim))
-    perm[dim0 % nd], perm[dim1 % nd] = perm[dim1 % nd], perm[dim0 % nd]
+    perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
     return _C.permute(input, tuple(perm))
 
 
@@ -871,9 +871,7 @@ def _unsqueeze(self, dim):
     nd = self.ndim + 1
     if nd > 6:
         raise ValueError(f"unsqueeze: the result would have {nd} dims; mmu tensors have at most 6")
-    if not -nd <= dim < nd:
-        raise IndexError(f"unsqueeze: dim {dim} is out of range for a tensor of shape {self.shape}")
-    dim %= nd
+    dim = _wrap_dim(dim, nd, "unsqueeze", self.shape)
     return _C.reshape(self, self.shape[:dim] + (1,) + self.shape[dim:])
 
 
@@ -881,11 +879,7 @@ def _squeeze(self, dim=None):
     if dim is None:
         return _C.reshape(self, tuple(s for s in self.shape if s != 1))
     dims = _dims(dim, "squeeze")
-    nd = builtins.max(self.ndim, 1)
-    for d in dims:
-        if not -nd <= d < nd:
-            raise IndexError(f"squeeze: dim {d} is out of range for a tensor of shape {self.shape}")
-    dims = {d % nd for d in dims}
+    dims = {_wrap_dim(d, self.ndim, "squeeze", self.shape) for d in dims}
     return _C.reshape(self, tuple(s for i, s in enumerate(self.shape) if not (i in dims and s == 1)))
 
 
@@ -898,10 +892,7 @@ def _expand(self, *sizes):
 def _size_m(self, dim=None):
     if dim is None:
         return self.shape
-    nd = builtins.max(self.ndim, 1)
-    if not -nd <= dim < nd:
-        raise IndexError(f"size: dim {dim} is out of range for a tensor of shape {self.shape}")
-    return self.shape[dim]
+    return self.shape[_wrap_dim(dim, self.ndim, "size", self.shape)]
 
 
 def _requires_grad_(self, requires_grad=True):
