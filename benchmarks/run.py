@@ -6,7 +6,9 @@
 
 If mmu cannot be imported, the torch column is timed alone (handy while mmu does not build).
 
-Adding a case: append a Case to CASES at the bottom. A case is a name, a FLOP count (or None),
+Adding a case: append a Case to CASES at the bottom, or, for an op family, write
+benchmarks/bench_<family>.py with a function `cases(h)` returning a list of Cases (h is this
+module: h.Case, h.randn, h.fwd_bwd); every bench_*.py is collected. A case is a name, a FLOP count (or None),
 a function making its inputs as NumPy arrays from a seeded generator, and one setup function
 per framework. Both setups receive the SAME inputs; each returns a zero-argument callable that
 does the work once. Everything a setup does is untimed. Most cases can use one setup for both
@@ -453,6 +455,20 @@ CASES = [
     Case("demo_train_step", None, demo_inputs, demo_step_mmu, demo_step_torch),
 ]
 
+
+
+def _family_cases():
+    """Cases of the op families, from benchmarks/bench_*.py (each has `cases(h)`)."""
+    import importlib
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    for name in sorted(os.listdir(here)):
+        if name.startswith("bench_") and name.endswith(".py"):
+            yield from importlib.import_module(name[:-3]).cases(sys.modules[__name__])
+
+
+CASES += list(_family_cases())
 
 if __name__ == "__main__":
     sys.exit(main())

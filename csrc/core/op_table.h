@@ -54,6 +54,12 @@
     X(SOFTMAX, mmu_softmax_backward)                                       \
     X(LOG_SOFTMAX, mmu_softmax_backward)                                   \
     X(LAYER_NORM, mmu_layer_norm_backward)                                 \
+    /* csrc/ops/conv.c: convolutions (oneDNN convolution/deconvolution) */ \
+    /* -- end conv -- */                                                   \
+    /* csrc/ops/norm.c, dropout.c, spatial.c: norms, dropout, resampling */ \
+    /* -- end spatial -- */                                                \
+    /* csrc/ops/attention.c, rope.c: attention and rotary embeddings */     \
+    /* -- end attention -- */                                              \
     /* csrc/ops/embedding.c */                                             \
     X(EMBEDDING, mmu_embedding_backward)                                   \
     /* csrc/loss/cross_entropy.c, csrc/loss/regression.c */                \

@@ -109,4 +109,20 @@ mmu_status mmu_cross_entropy(mmu_tensor **out, mmu_tensor *logits, mmu_tensor *t
 mmu_status mmu_mse_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red);
 mmu_status mmu_l1_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red);
 
+/* ---- csrc/ops/conv.c: convolutions ---- */
+
+/* ---- end conv ---- */
+
+/* ---- csrc/ops/norm.c (group/rms norm, normalize), dropout.c, spatial.c ---- */
+
+/* ---- end spatial ---- */
+
+/* ---- csrc/ops/attention.c, rope.c ---- */
+
+/* ---- end attention ---- */
+
+/* ---- csrc/optim/: fused optimizer updates (no autograd) ---- */
+
+/* ---- end optim ---- */
+
 #endif

@@ -40,6 +40,37 @@ int mmu_parse_shape(PyObject *obj, int *ndim, int64_t *shape, const char *op, co
         Py_END_ALLOW_THREADS     \
     } while (0)
 
-extern PyMethodDef mmu_op_methods[];
+/* Tensor arguments of one op call, released together by finish(). Every
+ * bind_*.c file uses these: convert with arg(), run the op under MMU_NOGIL,
+ * return finish(&ta, st, out). */
+#define MAX_TENSOR_ARGS 4
+
+typedef struct {
+    mmu_tensor *t[MAX_TENSOR_ARGS];
+    int n;
+} tensor_args;
+
+/* Converts obj (Tensor, ndarray, scalar, list) and keeps it in a; NULL with
+ * a Python error set on failure. Python scalars take dtype `like` (or -1). */
+static inline mmu_tensor *arg(tensor_args *a, PyObject *obj, int like, const char *op, const char *name) {
+    mmu_tensor *t = mmu_to_tensor(obj, like, op, name);
+    if (t) a->t[a->n++] = t;
+    return t;
+}
+
+/* Releases the arguments; raises on a failed status; wraps out. out == NULL
+ * with MMU_OK means a Python error is already set (a failed conversion). */
+static inline PyObject *finish(tensor_args *a, mmu_status st, mmu_tensor *out) {
+    for (int i = 0; i < a->n; i++) mmu_tensor_decref(a->t[i]);
+    if (st) return mmu_raise(st);
+    return out ? mmu_wrap(out) : NULL;
+}
+
+/* Method tables of the op families, one per csrc/python file, all added to mmu._C. */
+extern PyMethodDef mmu_op_methods[];      /* ops_bind.c: issue-2 core ops */
+extern PyMethodDef mmu_conv_methods[];    /* bind_conv.c: convolutions */
+extern PyMethodDef mmu_spatial_methods[]; /* bind_spatial.c: norms, dropout, pad/pool/resample */
+extern PyMethodDef mmu_attention_methods[]; /* bind_attention.c: sdpa, rope */
+extern PyMethodDef mmu_optim_methods[];   /* bind_optim.c: fused optimizer updates */
 
 #endif

@@ -10,29 +10,6 @@
 
 #include "../ops/ops.h"
 
-#define MAX_TENSOR_ARGS 4
-
-typedef struct {
-    mmu_tensor *t[MAX_TENSOR_ARGS];
-    int n;
-} tensor_args;
-
-/* Converts obj (Tensor, ndarray, scalar, list) and keeps it in a; NULL with
- * a Python error set on failure. Python scalars take dtype `like` (or -1). */
-static mmu_tensor *arg(tensor_args *a, PyObject *obj, int like, const char *op, const char *name) {
-    mmu_tensor *t = mmu_to_tensor(obj, like, op, name);
-    if (t) a->t[a->n++] = t;
-    return t;
-}
-
-/* Releases the arguments; raises on a failed status; wraps out. out == NULL
- * with MMU_OK means a Python error is already set (a failed conversion). */
-static PyObject *finish(tensor_args *a, mmu_status st, mmu_tensor *out) {
-    for (int i = 0; i < a->n; i++) mmu_tensor_decref(a->t[i]);
-    if (st) return mmu_raise(st);
-    return out ? mmu_wrap(out) : NULL;
-}
-
 static int dtype_of(PyObject *o, int fallback) {
     return PyTensor_Check(o) ? (int)((PyTensor *)o)->t->dtype : fallback;
 }

@@ -1,0 +1,1 @@
+"""mmu.io: checkpoints as safetensors files (readable by the safetensors package and PyTorch)."""

@@ -1,0 +1,1 @@
+"""mmu.optim: AdamW (fused C update), Adam, SGD, gradient clipping, LR schedules, EMA weights."""
