@@ -55,6 +55,8 @@
     X(LOG_SOFTMAX, mmu_softmax_backward)                                   \
     X(LAYER_NORM, mmu_layer_norm_backward)                                 \
     /* csrc/ops/conv.c: convolutions (oneDNN convolution/deconvolution) */ \
+    X(CONV, mmu_conv_backward)                                             \
+    X(CONV_TRANSPOSE, mmu_conv_backward)                                   \
     /* -- end conv -- */                                                   \
     /* csrc/ops/norm.c, dropout.c, spatial.c: norms, dropout, resampling */ \
     /* -- end spatial -- */                                                \

@@ -110,6 +110,14 @@ mmu_status mmu_mse_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target,
 mmu_status mmu_l1_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red);
 
 /* ---- csrc/ops/conv.c: convolutions ---- */
+/* x (N, C, *in) or unbatched (C, *in), w (OC, C/groups, *k), b (OC) or NULL -> (N, OC, *out);
+ * sp = 1, 2, 3 spatial dims; per-side padding (pad_r != pad_l for 'same' with even kernels) */
+mmu_status mmu_conv(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b, const int64_t *stride,
+                    const int64_t *pad_l, const int64_t *pad_r, const int64_t *dilation, int64_t groups);
+/* x (N, IC, *in) or (IC, *in), w (IC, OC/groups, *k), b (OC) or NULL -> (N, OC, *out) */
+mmu_status mmu_conv_transpose(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b,
+                              const int64_t *stride, const int64_t *padding, const int64_t *output_padding,
+                              int64_t groups, const int64_t *dilation);
 
 /* ---- end conv ---- */
 
