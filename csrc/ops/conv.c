@@ -94,9 +94,67 @@ static mmu_status conv_check(mmu_conv_geom *g, mmu_tensor *x, mmu_tensor *w, mmu
         g->OC = w->shape[1] * groups;
     }
     if (b && (b->ndim != 1 || b->shape[0] != g->OC))
-        return mmu_fail(MMU_EVALUE, "%s: weight of shape %s expects a bias of shape (%lld), but got bias of "
+        return mmu_fail(MMU_EVALUE, "%s: weight of shape %s expects a bias of shape (%lld,), but got bias of "
                         "shape %s", op, mmu_shape_str(w), (long long)g->OC, mmu_shape_str(b));
     return MMU_OK;
+}
+
+/* -------------------------------------------- unreachable output cells */
+/* A transposed conv whose output_padding reaches past stride + padding
+ * (allowed when dilation > output_padding) has trailing output cells that no
+ * input touches: they hold the bias alone. oneDNN's deconvolution refuses
+ * that geometry (it needs padding_r > -stride), so the primitive computes the
+ * reachable box `in` (padding_r 0) and the op embeds it. Returns whether a
+ * cut was needed. */
+static int reachable_box(mmu_conv_geom *in, const mmu_conv_geom *g) {
+    *in = *g;
+    int cut = 0;
+    for (int d = 0; d < g->sp && g->transposed; d++)
+        if (g->pad_r[d] + g->stride[d] <= 0) {
+            in->out[d] += g->pad_r[d];
+            in->pad_r[d] = 0;
+            cut = 1;
+        }
+    return cut;
+}
+
+// big (R, *bd), small (R, *sd) with sd <= bd: copies the leading sd box of
+// every row from big to small (crop) or from small into big (embed).
+static void box_copy(float *big, float *small, int64_t R, int sp, const int64_t *bd, const int64_t *sd, int crop) {
+    int64_t bn = 1, sn = 1;
+    for (int d = 0; d < sp; d++) bn *= bd[d], sn *= sd[d];
+    int64_t len = sd[sp - 1], lines = sn / len;
+#pragma omp parallel for schedule(static) if (R * sn > MMU_PAR_GRAIN)
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t l = 0; l < lines; l++) {
+            /* line l of the small box -> its offset in the big one */
+            int64_t rest = l, off = 0, stride = bd[sp - 1];
+            for (int d = sp - 2; d >= 0; d--) {
+                off += (rest % sd[d]) * stride;
+                rest /= sd[d];
+                stride *= bd[d];
+            }
+            float *pb = big + r * bn + off, *ps = small + r * sn + l * len;
+            if (crop) memcpy(ps, pb, len * sizeof(float));
+            else memcpy(pb, ps, len * sizeof(float));
+        }
+}
+
+// g (N, OC, inner) -> db (OC) = sums over N and inner (double per channel, a fixed order)
+static void bias_grad(float *db, const float *g, int64_t N, int64_t OC, int64_t inner) {
+#pragma omp parallel for schedule(static) if (N * OC * inner > MMU_PAR_GRAIN)
+    for (int64_t c = 0; c < OC; c++) {
+        double s = 0;
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t j = 0; j < inner; j++) s += g[(i * OC + c) * inner + j];
+        db[c] = (float)s;
+    }
+}
+
+static int64_t box_numel(const mmu_conv_geom *g) {
+    int64_t n = 1;
+    for (int d = 0; d < g->sp; d++) n *= g->out[d];
+    return n;
 }
 
 /* Runs the forward of geometry g and records the node (op CONV or
@@ -120,7 +178,24 @@ static mmu_status conv_run(mmu_tensor **out, const mmu_conv_geom *g, mmu_tensor 
         for (int64_t i = 0; i < g->N * g->OC; i++)
             for (int64_t j = 0; j < inner; j++) po[i * inner + j] = b ? mmu_f32(b)[i % g->OC] : 0.0f;
     } else {
-        st = mmu_dnnl_conv_fwd(g, mmu_f32(x), mmu_f32(w), b ? mmu_f32(b) : NULL, po);
+        mmu_conv_geom in;
+        if (!reachable_box(&in, g)) {
+            st = mmu_dnnl_conv_fwd(g, mmu_f32(x), mmu_f32(w), b ? mmu_f32(b) : NULL, po);
+        } else {
+            int64_t R = g->N * g->OC, inner = box_numel(g), sn = box_numel(&in);
+            size_t bytes = (size_t)(R * sn) * sizeof(float);
+            float *tmp = mmu_alloc(bytes);
+            if (!tmp) {
+                st = mmu_fail(MMU_ENOMEM, "%s: out of memory", conv_name(1, sp));
+            } else {
+                st = mmu_dnnl_conv_fwd(&in, mmu_f32(x), mmu_f32(w), b ? mmu_f32(b) : NULL, tmp);
+#pragma omp parallel for schedule(static) if (R * inner > MMU_PAR_GRAIN)
+                for (int64_t i = 0; i < R; i++)
+                    for (int64_t j = 0; j < inner; j++) po[i * inner + j] = b ? mmu_f32(b)[i % g->OC] : 0.0f;
+                if (!st) box_copy(po, tmp, R, sp, g->out, in.out, 0);
+                mmu_free(tmp, bytes);
+            }
+        }
     }
     mmu_node *n = NULL;
     if (!st) st = mmu_record(&n, *out, opcode, 3, (mmu_tensor *[]){x, w, b});
@@ -214,19 +289,30 @@ mmu_status mmu_conv_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
         /* degenerate sizes: oneDNN takes no empty dims; the sums are zero, db a plain sum */
         for (int i = 0; i < 3; i++)
             if (gin[i]) memset(mmu_f32(gin[i]), 0, gin[i]->numel * sizeof(float));
-        if (db && gout->numel) {
-            int64_t inner = gout->numel / (g->N * g->OC);
-            const float *pg = mmu_f32(gout);
-            for (int64_t i = 0; i < g->N * g->OC; i++) {
-                double s = 0;
-                for (int64_t j = 0; j < inner; j++) s += pg[i * inner + j];
-                db[i % g->OC] += (float)s;
-            }
-        }
+        if (db) bias_grad(db, mmu_f32(gout), g->N, g->OC, box_numel(g));
         return MMU_OK;
     }
-    st = mmu_dnnl_conv_bwd(g, n->saved[0] ? mmu_f32(n->saved[0]) : NULL, n->saved[1] ? mmu_f32(n->saved[1]) : NULL,
-                           mmu_f32(gout), dx, dw, db);
+    const float *px = n->saved[0] ? mmu_f32(n->saved[0]) : NULL, *pw = n->saved[1] ? mmu_f32(n->saved[1]) : NULL;
+    mmu_conv_geom in;
+    if (!reachable_box(&in, g)) {
+        /* the bias gradient rides on the weight-gradient primitive; alone it is a plain sum
+         * (the input, which that primitive needs, was not saved) */
+        st = mmu_dnnl_conv_bwd(g, px, pw, mmu_f32(gout), dx, dw, dw ? db : NULL);
+        if (!st && db && !dw) bias_grad(db, mmu_f32(gout), g->N, g->OC, box_numel(g));
+    } else {
+        /* the unreachable cells only feed the bias gradient */
+        int64_t R = g->N * g->OC, sn = box_numel(&in);
+        size_t bytes = (size_t)(R * sn) * sizeof(float);
+        float *tmp = mmu_alloc(bytes);
+        if (!tmp) {
+            st = mmu_fail(MMU_ENOMEM, "%s backward: out of memory", conv_name(1, g->sp));
+            goto fail;
+        }
+        box_copy(mmu_f32(gout), tmp, R, g->sp, g->out, in.out, 1);
+        st = dx || dw ? mmu_dnnl_conv_bwd(&in, px, pw, tmp, dx, dw, NULL) : MMU_OK;
+        mmu_free(tmp, bytes);
+        if (db) bias_grad(db, mmu_f32(gout), g->N, g->OC, box_numel(g));
+    }
     if (!st) return MMU_OK;
 fail:
     for (int i = 0; i < 3; i++) MMU_CLEAR(gin[i]);
