@@ -123,6 +123,31 @@ mmu_status mmu_conv_transpose(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tenso
 
 /* ---- csrc/ops/norm.c (group/rms norm, normalize), dropout.c, spatial.c ---- */
 
+/* x (N, C, *), groups dividing C, weight/bias (C) or NULL -> out (x's shape) */
+mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_tensor *weight, mmu_tensor *bias,
+                          double eps);
+/* x (..., *normalized_shape), weight (normalized_shape) or NULL -> out (x's shape) */
+mmu_status mmu_rms_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const int64_t *norm_shape,
+                        mmu_tensor *weight, double eps);
+/* x / max(||x||_p, eps) along dim, p > 0 finite -> out (x's shape) */
+mmu_status mmu_normalize(mmu_tensor **out, mmu_tensor *x, double p, int64_t dim, double eps);
+/* dropout.c: x (any), 0 <= p <= 1 -> out, kept values scaled by 1/(1-p) (Philox stream) */
+mmu_status mmu_dropout(mmu_tensor **out, mmu_tensor *x, double p);
+/* dropout.c: x (any) -> x > 0 ? x : slope·x */
+mmu_status mmu_leaky_relu(mmu_tensor **out, mmu_tensor *x, double slope);
+/* spatial.c: x (d0..dn-1), lo/hi (ndim) pads per dim (negative crops, constant mode) -> (d + lo + hi) */
+enum { MMU_PAD_CONSTANT = 0, MMU_PAD_REFLECT = 1, MMU_PAD_REPLICATE = 2, MMU_PAD_CIRCULAR = 3 };
+mmu_status mmu_pad(mmu_tensor **out, mmu_tensor *x, const int64_t *lo, const int64_t *hi, int mode, double value);
+/* spatial.c: x (N, C, H, W) or (C, H, W); kernel, stride, padding (2); divisor 0 = none -> (.., OH, OW) */
+mmu_status mmu_avg_pool2d(mmu_tensor **out, mmu_tensor *x, const int64_t *kernel, const int64_t *stride,
+                          const int64_t *padding, int ceil_mode, int count_include_pad, int64_t divisor);
+/* spatial.c: x (N, C, *in) with nsp = 1..3 spatial dims, out_size (nsp), scales (nsp; <= 0 none) */
+mmu_status mmu_upsample_nearest(mmu_tensor **out, mmu_tensor *x, int nsp, const int64_t *out_size,
+                                const double *scales);
+/* spatial.c: x (N, C, H, W) -> (N, C, OH, OW); scales <= 0: none */
+mmu_status mmu_upsample_bilinear2d(mmu_tensor **out, mmu_tensor *x, int64_t OH, int64_t OW, int align_corners,
+                                   double scale_h, double scale_w);
+
 /* ---- end spatial ---- */
 
 /* ---- csrc/ops/attention.c, rope.c ---- */
