@@ -59,6 +59,8 @@
     /* csrc/ops/norm.c, dropout.c, spatial.c: norms, dropout, resampling */ \
     /* -- end spatial -- */                                                \
     /* csrc/ops/attention.c, rope.c: attention and rotary embeddings */     \
+    X(SDPA, mmu_sdpa_backward)                                             \
+    X(ROTARY, mmu_rotary_backward)                                         \
     /* -- end attention -- */                                              \
     /* csrc/ops/embedding.c */                                             \
     X(EMBEDDING, mmu_embedding_backward)                                   \
