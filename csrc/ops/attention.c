@@ -45,31 +45,55 @@
 #define BR 64 /* query rows per block */
 #define BC 64 /* keys per block */
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
-
-static inline v16 vload(const float *p) { return *(const v16u *)p; }
-static inline void vstore(float *p, v16 v) { *(v16u *)p = v; }
+#if defined(__AVX512F__)
+#include <immintrin.h>
+typedef __m512 vf;
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, x) _mm512_storeu_ps(p, x)
+#define VSET1(x) _mm512_set1_ps(x)
+#define VZERO() _mm512_setzero_ps()
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#else /* portable: GCC vector extensions (x86-64-v3 builds: two ymm per vector) */
+typedef float vf __attribute__((vector_size(64)));
+typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
+#define VLOAD(p) (*(const vfu *)(p))
+#define VSTORE(p, x) (*(vfu *)(p) = (x))
+#define VSET1(x) ((vf){0} + (x))
+#define VZERO() ((vf){0})
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#endif
 
 static inline int64_t up16(int64_t n) { return (n + 15) & ~(int64_t)15; }
 
-/* C (MR x 16·NV) (+)= A (MR x K) B (K x 16·NV); MR, NV compile-time after inlining */
+/* C (MR x 16·NV) (+)= A (MR x K) B (K x 16·NV), MR <= 6, NV <= 4 compile-time
+ * constants after inlining: the 24 accumulators are named variables (arrays
+ * of vectors were left on the stack by GCC), the dead ones fold away. */
+#define MK_ACC(r, v) c##r##v
+#define MK_INIT(r, v) vf MK_ACC(r, v) = (MR > r && NV > v && acc) ? VLOAD(C + r * ldc + 16 * v) : VZERO();
+#define MK_INIT_ROW(r) MK_INIT(r, 0) MK_INIT(r, 1) MK_INIT(r, 2) MK_INIT(r, 3)
+#define MK_FMA_ROW(r)                                                   \
+    if (MR > r) {                                                       \
+        vf a = VSET1(A[r * lda + k]);                                   \
+        MK_ACC(r, 0) = VFMA(a, b0, MK_ACC(r, 0));                       \
+        if (NV > 1) MK_ACC(r, 1) = VFMA(a, b1, MK_ACC(r, 1));           \
+        if (NV > 2) MK_ACC(r, 2) = VFMA(a, b2, MK_ACC(r, 2));           \
+        if (NV > 3) MK_ACC(r, 3) = VFMA(a, b3, MK_ACC(r, 3));           \
+    }
+#define MK_STORE(r, v) \
+    if (MR > r && NV > v) VSTORE(C + r * ldc + 16 * v, MK_ACC(r, v));
+#define MK_STORE_ROW(r) MK_STORE(r, 0) MK_STORE(r, 1) MK_STORE(r, 2) MK_STORE(r, 3)
+
 static inline __attribute__((always_inline)) void micro(const int MR, const int NV, int64_t K, const float *A,
                                                         int64_t lda, const float *B, int64_t ldb, float *C,
                                                         int64_t ldc, int acc) {
-    v16 c[6][4];
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) c[r][v] = acc ? vload(C + r * ldc + 16 * v) : (v16){0};
+    MK_INIT_ROW(0) MK_INIT_ROW(1) MK_INIT_ROW(2) MK_INIT_ROW(3) MK_INIT_ROW(4) MK_INIT_ROW(5)
     for (int64_t k = 0; k < K; k++) {
-        v16 b[4];
-        for (int v = 0; v < NV; v++) b[v] = vload(B + k * ldb + 16 * v);
-        for (int r = 0; r < MR; r++) {
-            v16 a = (v16){0} + A[r * lda + k];
-            for (int v = 0; v < NV; v++) c[r][v] += a * b[v];
-        }
+        const float *b = B + k * ldb;
+        vf b0 = VLOAD(b), b1 = NV > 1 ? VLOAD(b + 16) : VZERO(), b2 = NV > 2 ? VLOAD(b + 32) : VZERO(),
+           b3 = NV > 3 ? VLOAD(b + 48) : VZERO();
+        MK_FMA_ROW(0) MK_FMA_ROW(1) MK_FMA_ROW(2) MK_FMA_ROW(3) MK_FMA_ROW(4) MK_FMA_ROW(5)
     }
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) vstore(C + r * ldc + 16 * v, c[r][v]);
+    MK_STORE_ROW(0) MK_STORE_ROW(1) MK_STORE_ROW(2) MK_STORE_ROW(3) MK_STORE_ROW(4) MK_STORE_ROW(5)
 }
 
 #define MICRO_CASE(mr, nv) \
@@ -95,8 +119,12 @@ static void gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, c
     for (int64_t n0 = 0; n0 < N; n0 += 64) {
         int nv = (int)((N - n0) / 16 < 4 ? (N - n0) / 16 : 4);
         int64_t m0 = 0;
-        for (; m0 + 6 <= M; m0 += 6) micro(6, 4 == nv ? 4 : nv, K, A + m0 * lda, lda, B + n0, ldb, C + m0 * ldc + n0, ldc, acc);
-        if (m0 < M) micro_any((int)(M - m0), nv, K, A + m0 * lda, lda, B + n0, ldb, C + m0 * ldc + n0, ldc, acc);
+        if (nv == 4)
+            for (; m0 + 6 <= M; m0 += 6) micro(6, 4, K, A + m0 * lda, lda, B + n0, ldb, C + m0 * ldc + n0, ldc, acc);
+        for (; m0 < M; m0 += 6) {
+            int mr = M - m0 < 6 ? (int)(M - m0) : 6;
+            micro_any(mr, nv, K, A + m0 * lda, lda, B + n0, ldb, C + m0 * ldc + n0, ldc, acc);
+        }
     }
 }
 
