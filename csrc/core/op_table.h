@@ -70,6 +70,8 @@
     X(UPSAMPLE_BILINEAR, mmu_upsample_bilinear_backward)                   \
     /* -- end spatial -- */                                                \
     /* csrc/ops/attention.c, rope.c: attention and rotary embeddings */     \
+    X(SDPA, mmu_sdpa_backward)                                             \
+    X(ROTARY, mmu_rotary_backward)                                         \
     /* -- end attention -- */                                              \
     /* csrc/ops/embedding.c */                                             \
     X(EMBEDDING, mmu_embedding_backward)                                   \
