@@ -163,6 +163,33 @@ mmu_status mmu_apply_rotary(mmu_tensor **out, mmu_tensor *x, mmu_tensor *cos, mm
 
 /* ---- csrc/optim/: fused optimizer updates (no autograd) ---- */
 
+/* Multi-tensor updates: lists of n float32 tensors, all updated in place in
+ * one OpenMP pass (see csrc/optim/optim.c). Hyperparameters as torch.optim. */
+typedef struct {
+    double lr, beta1, beta2, eps, weight_decay;
+    int decoupled; /* AdamW: p *= 1 - lr*wd; else Adam: g += wd*p */
+    int amsgrad, maximize;
+} mmu_adam_hparams;
+
+typedef struct {
+    double lr, momentum, dampening, weight_decay;
+    int nesterov, maximize;
+} mmu_sgd_hparams;
+
+// p, g, m, v, vmax (amsgrad only, else NULL): n tensors each, shaped like p[i]; steps[i] >= 1
+mmu_status mmu_adam_step(int n, mmu_tensor *const *p, mmu_tensor *const *g, mmu_tensor *const *m,
+                         mmu_tensor *const *v, mmu_tensor *const *vmax, const int64_t *steps,
+                         const mmu_adam_hparams *h);
+// p, g, buf (momentum != 0 only): n tensors; first[i]: buf[i] is new (set to the gradient)
+mmu_status mmu_sgd_step(int n, mmu_tensor *const *p, mmu_tensor *const *g, mmu_tensor *const *buf,
+                        const uint8_t *first, const mmu_sgd_hparams *h);
+// the p-norm (p > 0 or inf) of n tensors taken together, summed in double, deterministic
+mmu_status mmu_multi_norm(double *out, int n, mmu_tensor *const *ts, double p);
+// ts[i] *= c for all n tensors
+mmu_status mmu_multi_scale_(int n, mmu_tensor *const *ts, float c);
+// shadow[i] = lerp(shadow[i], src[i], weight) for all n tensors (weight 1: exact copy)
+mmu_status mmu_multi_lerp_(int n, mmu_tensor *const *shadow, mmu_tensor *const *src, double weight);
+
 /* ---- end optim ---- */
 
 #endif
