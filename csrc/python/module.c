@@ -172,8 +172,35 @@ static void tensor_dealloc(PyTensor *self) {
     PyObject_GC_UnTrack(self);
     if (self->weakreflist) PyObject_ClearWeakRefs((PyObject *)self);
     mmu_tensor_decref(self->t);
-    PyObject_GC_Del(self);
+    tp->tp_free((PyObject *)self); /* PyObject_GC_Del, or a subclass's (which knows its managed dict) */
     Py_DECREF(tp);
+}
+
+/* Tensor(data) / Subclass(data): data a Tensor -> a new object sharing its
+ * storage, cut from the graph (like .detach(); how nn.Parameter wraps a
+ * tensor); anything else (ndarray, list, scalar) is copied as mmu.tensor does.
+ * The object is allocated by `type`, so a Python subclass of Tensor (with its
+ * own __dict__) gets a fully formed instance whose ops return plain Tensors
+ * (mmu_wrap always makes the base type). */
+static PyObject *tensor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"data", NULL};
+    PyObject *data = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:Tensor", kw, &data)) return NULL;
+    mmu_tensor *t = NULL;
+    if (PyTensor_Check(data)) {
+        mmu_status st = mmu_tensor_detach(&t, ((PyTensor *)data)->t);
+        if (st) return mmu_raise(st);
+    } else if (!(t = mmu_to_tensor(data, -1, "Tensor", "data"))) {
+        return NULL;
+    }
+    PyTensor *self = (PyTensor *)type->tp_alloc(type, 0); /* GC-tracked, holds a reference to type */
+    if (!self) {
+        mmu_tensor_decref(t);
+        return NULL;
+    }
+    self->t = t;
+    self->weakreflist = NULL;
+    return (PyObject *)self;
 }
 
 static PyObject *tensor_get_shape(PyTensor *self, void *c) {
@@ -364,6 +391,7 @@ static PyMemberDef tensor_members[] = {
 
 static PyType_Slot tensor_slots[] = {
     {Py_tp_dealloc, tensor_dealloc},
+    {Py_tp_new, tensor_new},
     {Py_tp_traverse, tensor_traverse},
     {Py_tp_getset, tensor_getset},
     {Py_tp_methods, tensor_methods},
@@ -375,9 +403,11 @@ static PyType_Slot tensor_slots[] = {
 
 /* A heap type without Py_TPFLAGS_IMMUTABLETYPE: mmu/tensor.py attaches the
  * documented Python-level methods (arithmetic, sum, reshape, ...) to it, so
- * mmu.Tensor is this very type. */
+ * mmu.Tensor is this very type. Py_TPFLAGS_BASETYPE: mmu.nn.Parameter is a
+ * Python subclass (isinstance(p, mmu.Tensor), and every op accepts it). */
 static PyType_Spec tensor_spec = {
-    "mmu.Tensor", sizeof(PyTensor), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, tensor_slots,
+    "mmu.Tensor", sizeof(PyTensor), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    tensor_slots,
 };
 
 /* ------------------------------------------------------ module functions */

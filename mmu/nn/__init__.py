@@ -1,1 +1,21 @@
-"""mmu.nn: modules and layers with PyTorch names (Module, Parameter, Linear, Conv2d, ...)."""
+"""mmu.nn: modules and layers with PyTorch's names, arguments, parameter names
+and default initialisations (Module, Parameter, Linear, Conv2d, LayerNorm,
+MultiheadAttention, ...), so a torch model reads the same in mmu and its
+state_dict loads into the mmu twin."""
+from . import functional, init, utils  # noqa: F401
+from .attention import MultiheadAttention, RotaryEmbedding  # noqa: F401
+from .containers import ModuleDict, ModuleList, Sequential  # noqa: F401
+from .layers import (  # noqa: F401
+    GELU, Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, Dropout, Embedding,
+    Flatten, GroupNorm, Identity, LayerNorm, LeakyReLU, Linear, ReLU, RMSNorm, Sigmoid, SiLU, Softmax, Tanh,
+    Unflatten, Upsample,
+)
+from .module import Module  # noqa: F401
+from .parameter import Parameter  # noqa: F401
+from .transformer import TransformerBlock  # noqa: F401
+
+__all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Conv1d",
+           "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "LayerNorm", "GroupNorm",
+           "RMSNorm", "Embedding", "Dropout", "ReLU", "GELU", "SiLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax",
+           "Flatten", "Unflatten", "Upsample", "MultiheadAttention", "RotaryEmbedding", "TransformerBlock",
+           "functional", "init", "utils"]

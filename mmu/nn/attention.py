@@ -1,0 +1,276 @@
+"""MultiheadAttention (torch.nn.MultiheadAttention's parameters, init, masks and
+returns) with two mmu extensions used by modern ViTs and unified models:
+QK-norm (a norm over head_dim on queries and keys) and rotary position
+embeddings; and RotaryEmbedding, the cos/sin helper."""
+import math
+import numbers
+
+import numpy as np
+
+from .. import functional as F
+from .._C import Tensor
+from ..tensor import _as_tensor, arange as _arange, ones as _ones, tril as _tril, where as _where
+from . import init
+from .layers import LayerNorm, Linear, RMSNorm, _int, _param
+from .module import Module
+
+__all__ = ["MultiheadAttention", "RotaryEmbedding"]
+
+
+class RotaryEmbedding(Module):
+    """cos/sin tables of rotary position embeddings for heads of size head_dim
+    (no parameters). forward(positions) takes int64/float positions (L,) for
+    1-D RoPE or (L, 2) (row, col) for 2-D image-grid RoPE, or an int L for
+    positions 0..L-1, and returns (cos, sin) for F.apply_rotary."""
+
+    def __init__(self, head_dim, base=10000.0):
+        super().__init__()
+        self.head_dim = _int(head_dim, "head_dim", "RotaryEmbedding", 2)
+        if self.head_dim % 2:
+            raise ValueError(f"RotaryEmbedding: head_dim must be even, got {head_dim}")
+        self.base = float(base)
+        self._cache = {}
+
+    def forward(self, positions):
+        if isinstance(positions, numbers.Integral):
+            key = int(positions)
+            if key not in self._cache:
+                if len(self._cache) > 8:
+                    self._cache.clear()
+                self._cache[key] = F.rotary_cos_sin(_arange(key), self.head_dim, self.base)
+            return self._cache[key]
+        return F.rotary_cos_sin(positions, self.head_dim, self.base)
+
+    def extra_repr(self):
+        return f"head_dim={self.head_dim}, base={self.base}"
+
+
+def _merge_masks(attn_mask, key_padding_mask, n, h, l, s, is_causal):
+    """torch's masks (bool True = NOT allowed, or float additive; attn_mask (L, S)
+    or (N*H, L, S), key_padding_mask (N, S)) -> one mask for scaled_dot_product_attention
+    (bool True = attend, or float additive) broadcastable to (N, H, L, S), and the
+    is_causal flag to pass on."""
+    masks = []
+    if attn_mask is not None:
+        attn_mask = _as_tensor(attn_mask, "MultiheadAttention", "attn_mask")
+        if attn_mask.ndim == 2:
+            if attn_mask.shape != (l, s):
+                raise ValueError(f"MultiheadAttention: the shape of the 2D attn_mask is {attn_mask.shape}, "
+                                 f"but should be {(l, s)}")
+        elif attn_mask.ndim == 3:
+            if attn_mask.shape != (n * h, l, s):
+                raise ValueError(f"MultiheadAttention: the shape of the 3D attn_mask is {attn_mask.shape}, "
+                                 f"but should be {(n * h, l, s)}")
+            attn_mask = attn_mask.reshape(n, h, l, s)
+        else:
+            raise ValueError(f"MultiheadAttention: attn_mask's dimension {attn_mask.ndim} is not supported "
+                             "(2-D (L, S) or 3-D (N*num_heads, L, S))")
+        masks.append(attn_mask)
+        is_causal = False  # an explicit mask wins (torch treats is_causal as a hint then)
+    elif is_causal and key_padding_mask is not None:
+        masks.append(~_tril(_ones(l, s, dtype=np.bool_)))
+        is_causal = False
+    if key_padding_mask is not None:
+        kpm = _as_tensor(key_padding_mask, "MultiheadAttention", "key_padding_mask")
+        if kpm.shape != (n, s):
+            raise ValueError(f"MultiheadAttention: expected key_padding_mask of shape {(n, s)}, got {kpm.shape}")
+        masks.append(kpm.reshape(n, 1, 1, s))
+    for m in masks:
+        if m.dtype != np.float32 and m.dtype != np.bool_:
+            raise TypeError(f"MultiheadAttention: only bool and float masks are supported, got {m.dtype}")
+    if not masks:
+        return None, is_causal
+    if all(m.dtype == np.bool_ for m in masks):
+        allowed = ~masks[0]
+        for m in masks[1:]:
+            allowed = allowed & ~m
+        return allowed, is_causal
+    additive = None
+    for m in masks:
+        m = _where(m, float("-inf"), 0.0) if m.dtype == np.bool_ else m
+        additive = m if additive is None else additive + m
+    return additive, is_causal
+
+
+def _attention_weights(q, k, v, mask, is_causal, dropout_p):
+    """The materialising path (need_weights=True): softmax(q kᵀ / sqrt(d) + mask) v, and the weights."""
+    l, s = q.shape[-2], k.shape[-2]
+    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)
+    if is_causal:
+        mask = _tril(_ones(l, s, dtype=np.bool_))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == np.bool_ else scores + mask
+    weights = F.softmax(scores, -1)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, dropout_p, True)
+    return weights @ v, weights
+
+
+def _sdpa(q, k, v, mask, is_causal, dropout_p):
+    if hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+    return _attention_weights(q, k, v, mask, is_causal, dropout_p)[0]  # TEMPORARY until the fused op lands
+
+
+class MultiheadAttention(Module):
+    """Multi-head attention with torch.nn.MultiheadAttention's parameters
+    (in_proj_weight (3E, E) xavier-uniform, in_proj_bias zeros, out_proj;
+    q/k/v_proj_weight when kdim/vdim differ from embed_dim), arguments and
+    returns. forward(query, key, value, ...) -> (output, weights or None).
+
+    Masks follow torch: attn_mask (L, S) or (N*num_heads, L, S) and
+    key_padding_mask (N, S), bool True = NOT allowed, or float (added to the
+    scores). need_weights=False runs mmu's fused scaled_dot_product_attention;
+    need_weights=True (torch's default) materialises the weights to return them.
+
+    mmu extensions: qk_norm=True adds q_norm / k_norm (RMSNorm or LayerNorm over
+    head_dim, qk_norm_type='rmsnorm' | 'layernorm') applied to queries and keys
+    per head; rope=True applies 1-D rotary embeddings over positions 0..L-1
+    (a RotaryEmbedding `rotary`), and forward(..., rope=(cos, sin)) applies the
+    given tables (e.g. 2-D grid RoPE) with or without rope=True."""
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False, add_zero_attn=False,
+                 kdim=None, vdim=None, batch_first=False, qk_norm=False, qk_norm_type="rmsnorm",
+                 qk_norm_eps=1e-6, rope=False, rope_base=10000.0):
+        super().__init__()
+        self.embed_dim = _int(embed_dim, "embed_dim", "MultiheadAttention", 1)
+        self.num_heads = _int(num_heads, "num_heads", "MultiheadAttention", 1)
+        self.kdim = self.embed_dim if kdim is None else _int(kdim, "kdim", "MultiheadAttention", 1)
+        self.vdim = self.embed_dim if vdim is None else _int(vdim, "vdim", "MultiheadAttention", 1)
+        self._qkv_same_embed_dim = self.kdim == self.embed_dim and self.vdim == self.embed_dim
+        if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"MultiheadAttention: dropout must be in [0, 1], got {dropout}")
+        self.dropout = float(dropout)
+        self.batch_first = bool(batch_first)
+        self.head_dim = self.embed_dim // self.num_heads
+        if self.head_dim * self.num_heads != self.embed_dim:
+            raise ValueError(f"MultiheadAttention: embed_dim ({embed_dim}) must be divisible by num_heads "
+                             f"({num_heads})")
+        if add_bias_kv or add_zero_attn:
+            raise NotImplementedError("MultiheadAttention: add_bias_kv and add_zero_attn are not supported in mmu")
+        self.add_zero_attn = False
+        e = self.embed_dim
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = _param(3 * e, e)
+            self.register_parameter("q_proj_weight", None)
+            self.register_parameter("k_proj_weight", None)
+            self.register_parameter("v_proj_weight", None)
+        else:
+            self.q_proj_weight = _param(e, e)
+            self.k_proj_weight = _param(e, self.kdim)
+            self.v_proj_weight = _param(e, self.vdim)
+            self.register_parameter("in_proj_weight", None)
+        if bias:
+            self.in_proj_bias = _param(3 * e)
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = Linear(e, e, bias=bias)
+        self.bias_k = self.bias_v = None
+        if qk_norm:
+            if qk_norm_type not in ("rmsnorm", "layernorm"):
+                raise ValueError(f"MultiheadAttention: qk_norm_type must be 'rmsnorm' or 'layernorm', "
+                                 f"got {qk_norm_type!r}")
+            norm = RMSNorm if qk_norm_type == "rmsnorm" else LayerNorm
+            self.q_norm = norm(self.head_dim, eps=qk_norm_eps)
+            self.k_norm = norm(self.head_dim, eps=qk_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
+        self.qk_norm = bool(qk_norm)
+        self.rotary = RotaryEmbedding(self.head_dim, rope_base) if rope else None
+        self._reset_parameters()
+
+    def _reset_parameters(self):
+        if self._qkv_same_embed_dim:
+            init.xavier_uniform_(self.in_proj_weight)
+        else:
+            init.xavier_uniform_(self.q_proj_weight)
+            init.xavier_uniform_(self.k_proj_weight)
+            init.xavier_uniform_(self.v_proj_weight)
+        if self.in_proj_bias is not None:
+            init.constant_(self.in_proj_bias, 0.0)
+            init.constant_(self.out_proj.bias, 0.0)
+
+    def _project(self, query, key, value):
+        """(N, L, E), (N, S, kdim), (N, S, vdim) -> q (N, L, E), k, v (N, S, E)."""
+        e = self.embed_dim
+        b = self.in_proj_bias
+        bq, bk, bv = (None, None, None) if b is None else (b[:e], b[e:2 * e], b[2 * e:])
+        if self._qkv_same_embed_dim:
+            w = self.in_proj_weight
+            wq, wk, wv = w[:e], w[e:2 * e], w[2 * e:]
+        else:
+            wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        return F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
+
+    def _heads(self, x, norm):
+        """(N, L, E) -> (N, H, L, head_dim), with the QK-norm over head_dim if any."""
+        n, l, _ = x.shape
+        x = x.reshape(n, l, self.num_heads, self.head_dim)
+        if norm is not None:
+            x = norm(x)
+        return x.permute(0, 2, 1, 3)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False, rope=None):
+        query = _as_tensor(query, "MultiheadAttention", "query")
+        key = _as_tensor(key, "MultiheadAttention", "key")
+        value = _as_tensor(value, "MultiheadAttention", "value")
+        batched = query.ndim == 3
+        if query.ndim not in (2, 3) or key.ndim != query.ndim or value.ndim != query.ndim:
+            raise ValueError(f"MultiheadAttention: query, key and value must all be 3-D (batched) or 2-D "
+                             f"(unbatched), got {query.shape}, {key.shape}, {value.shape}")
+        if not batched:
+            query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+            if key_padding_mask is not None:
+                key_padding_mask = _as_tensor(key_padding_mask, "MultiheadAttention", "key_padding_mask").unsqueeze(0)
+        elif not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        n, l, eq = query.shape
+        s = key.shape[1]
+        if eq != self.embed_dim:
+            raise ValueError(f"MultiheadAttention: was expecting embedding dimension of {self.embed_dim}, "
+                             f"but got {eq}")
+        if key.shape[:2] != value.shape[:2] or key.shape[0] != n:
+            raise ValueError(f"MultiheadAttention: key {key.shape} and value {value.shape} must have the same "
+                             f"batch and sequence sizes, matching query {query.shape}")
+        if key.shape[2] != self.kdim or value.shape[2] != self.vdim:
+            raise ValueError(f"MultiheadAttention: key/value feature sizes {key.shape[2]}/{value.shape[2]} do not "
+                             f"match kdim/vdim {self.kdim}/{self.vdim}")
+        mask, causal = _merge_masks(attn_mask, key_padding_mask, n, self.num_heads, l, s, is_causal)
+        q, k, v = self._project(query, key, value)
+        q, k, v = self._heads(q, self.q_norm), self._heads(k, self.k_norm), self._heads(v, None)
+        if rope is None and self.rotary is not None:
+            if l == s:
+                rope = self.rotary(l)
+            else:  # queries at the end of the keys (a block attending to a cached prefix)
+                rope = (self.rotary(_arange(s - l, s)), self.rotary(s))
+        if rope is not None:
+            if isinstance(rope, tuple) and len(rope) == 2 and isinstance(rope[0], tuple):
+                (qcos, qsin), (kcos, ksin) = rope
+            else:
+                (qcos, qsin), (kcos, ksin) = rope, rope
+            q, k = F.apply_rotary(q, qcos, qsin), F.apply_rotary(k, kcos, ksin)
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights:
+            out, weights = _attention_weights(q, k, v, mask, causal, dropout_p)
+            if average_attn_weights:
+                weights = weights.mean(1)
+            if not batched:
+                weights = weights.squeeze(0)
+        else:
+            out, weights = _sdpa(q, k, v, mask, causal, dropout_p), None
+        out = out.permute(0, 2, 1, 3).reshape(n, l, self.embed_dim)
+        out = self.out_proj(out)
+        if not batched:
+            out = out.squeeze(0)
+        elif not self.batch_first:
+            out = out.transpose(0, 1)
+        return out, weights
+
+    def extra_repr(self):
+        s = ""
+        if self.qk_norm:
+            s += "qk_norm=True"
+        if self.rotary is not None:
+            s += (", " if s else "") + "rope=True"
+        return s
