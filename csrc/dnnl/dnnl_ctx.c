@@ -405,10 +405,13 @@ mmu_status mmu_dnnl_eltwise_bwd(mmu_eltwise_alg alg, int use_dst, float alpha, f
 enum { CONV_FMT_PLAIN = 0, CONV_FMT_ANY = 1, CONV_FMT_NHWC = 2 };
 enum { CONV_FWD = 0, CONV_BWD_DATA = 1, CONV_BWD_WEIGHTS = 2 };
 
-/* Which layouts the primitive may choose (see the comment above; MMU_CONV_FMT
- * = plain / any / nhwc overrides it for measurements). */
-static int conv_fmt(const mmu_conv_geom *g) {
-    const char *e = getenv("MMU_CONV_FMT");
+/* Which layouts the primitive of direction dir may choose (see the comment
+ * above). MMU_CONV_FMT (all directions) or MMU_CONV_FMT_<FWD|BWD_DATA|BWD_WEIGHTS>
+ * = plain / any / nhwc override it, for measurements. */
+static int conv_fmt(const mmu_conv_geom *g, int dir) {
+    static const char *names[3] = {"MMU_CONV_FMT_FWD", "MMU_CONV_FMT_BWD_DATA", "MMU_CONV_FMT_BWD_WEIGHTS"};
+    const char *e = getenv(names[dir]);
+    if (!e) e = getenv("MMU_CONV_FMT");
     if (e && !strcmp(e, "plain")) return CONV_FMT_PLAIN;
     if (e && !strcmp(e, "nhwc")) return CONV_FMT_NHWC;
     return CONV_FMT_ANY;
@@ -729,7 +732,7 @@ mmu_status mmu_dnnl_conv_fwd(const mmu_conv_geom *g, const float *src, const flo
     dnnl_stream_t stream = NULL;
     if ((st = get_stream(&stream))) return st;
     mmu_sync_threads();
-    conv_ctx c = {g, conv_fmt(g), bias != NULL};
+    conv_ctx c = {g, conv_fmt(g, CONV_FWD), bias != NULL};
     cache_key key;
     conv_key(&key, g, c.fmt, CONV_FWD, c.has_bias);
     const char *what = g->transposed ? "deconvolution forward" : "convolution forward";
@@ -754,18 +757,15 @@ mmu_status mmu_dnnl_conv_bwd(const mmu_conv_geom *g, const float *src, const flo
     dnnl_stream_t stream = NULL;
     if ((st = get_stream(&stream))) return st;
     mmu_sync_threads();
-    int fmt = conv_fmt(g);
-    /* the bias flag of both pds matches the forward's, so their hint is the
-     * forward primitive that ran */
-    conv_ctx c = {g, fmt, diff_bias != NULL};
+    conv_ctx cd = {g, conv_fmt(g, CONV_BWD_DATA), 0}, cw = {g, conv_fmt(g, CONV_BWD_WEIGHTS), diff_bias != NULL};
     cache_key kd, kw;
-    conv_key(&kd, g, fmt, CONV_BWD_DATA, 0);
-    conv_key(&kw, g, fmt, CONV_BWD_WEIGHTS, c.has_bias);
+    conv_key(&kd, g, cd.fmt, CONV_BWD_DATA, 0);
+    conv_key(&kw, g, cw.fmt, CONV_BWD_WEIGHTS, cw.has_bias);
     int want_w = diff_w || diff_bias;
     pinned pd = {0}, pw = {0};
     conv_temps tmp = {0};
-    if (diff_src && (st = pin(&pd, &kd, create_conv_bwd_data, &c, "convolution backward data"))) goto done;
-    if (want_w && (st = pin(&pw, &kw, create_conv_bwd_weights, &c, "convolution backward weights"))) goto done;
+    if (diff_src && (st = pin(&pd, &kd, create_conv_bwd_data, &cd, "convolution backward data"))) goto done;
+    if (want_w && (st = pin(&pw, &kw, create_conv_bwd_weights, &cw, "convolution backward weights"))) goto done;
     void *dd_d = NULL;
     if (diff_src) {
         void *bw = NULL, *bs = NULL;
