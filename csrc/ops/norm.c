@@ -219,7 +219,7 @@ mmu_status mmu_layer_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
  *
  * Backward, with xhat = (x - mean)·rstd, dy = g·w_c, D = S·C/G:
  *   dx = rstd·(dy - mean_D(dy) - xhat·mean_D(dy·xhat))
- * is affine in g and x per channel, dx = (rstd·w_c)·g + c2·x + c3, and needs
+ * is affine in g and x per channel, dx = (rstd·w_c)·g + c2·(x - mean) + c3, and needs
  * only the per-channel sums Σg and Σg·x (one pass); dweight_c and dbias_c are
  * the same per-channel sums added over n in order. */
 
@@ -227,7 +227,8 @@ enum { GN_SAVED_X, GN_SAVED_W, GN_SAVED_MEAN, GN_SAVED_RSTD };
 
 // x (S) -> mean and sum of squared deviations of the channel
 static void channel_moments(const float *restrict x, int64_t S, double *mean, double *m2) {
-    float s[LANES] = {0}, tail = 0.0f;
+    /* the sum in double (a float sum of values near 1e2 is off by ~1e-5 of the std) */
+    double s[LANES] = {0}, tail = 0.0;
     int64_t i = 0;
     for (; i + LANES <= S; i += LANES)
         for (int l = 0; l < LANES; l++) s[l] += x[i + l];
@@ -251,7 +252,7 @@ static void channel_moments(const float *restrict x, int64_t S, double *mean, do
 
 // per-channel (mean, m2) of cpg channels of S values -> the group's mean and rstd
 static void merge_moments(const double *cmean, const double *cm2, int64_t cpg, int64_t S, double eps, float *mean,
-                          float *rstd) {
+                          float *mean_lo, float *rstd) {
     double n = 0, m = 0, q = 0;
     for (int64_t c = 0; c < cpg; c++) {
         double nb = (double)S, d = cmean[c] - m, tot = n + nb;
@@ -260,12 +261,14 @@ static void merge_moments(const double *cmean, const double *cm2, int64_t cpg, i
         n = tot;
     }
     *mean = (float)m;
+    *mean_lo = (float)(m - (double)*mean); /* what float32 drops of the mean, for the centring */
     *rstd = (float)(1.0 / sqrt(q / n + eps));
 }
 
-// x (S) -> y (S) = x·a + b
-static void scale_shift(float *restrict y, const float *restrict x, float a, float b, int64_t S) {
-    for (int64_t i = 0; i < S; i++) y[i] = x[i] * a + b;
+// x (S) -> y (S) = (x - m - m_lo)·a + b: centred first, as x·a + (b - m·a) loses digits when
+// |m| >> std, and with the mean's low part so that a float32 mean does not cost them either
+static void scale_shift(float *restrict y, const float *restrict x, float m, float m_lo, float a, float b, int64_t S) {
+    for (int64_t i = 0; i < S; i++) y[i] = ((x[i] - m) - m_lo) * a + b;
 }
 
 static mmu_status gn_check_param(mmu_tensor *p, const char *arg, mmu_tensor *x, int64_t C) {
@@ -303,12 +306,13 @@ mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_t
     if (x->numel > 0) {
         const float *px = mmu_f32(x), *pw = weight ? mmu_f32(weight) : NULL, *pb = bias ? mmu_f32(bias) : NULL;
         float *py = mmu_f32(*out), *pm = mmu_f32(mean), *pr = mmu_f32(rstd);
-        cbytes = (size_t)N * C * 2 * sizeof(double);
+        cbytes = (size_t)N * C * 2 * sizeof(double) + (size_t)NG * sizeof(float);
         if (!(cmom = mmu_alloc(cbytes))) {
             st = mmu_fail(MMU_ENOMEM, "group_norm: out of memory (input %s)", mmu_shape_str(x));
             goto done;
         }
         double *cmean = cmom, *cm2 = cmom + N * C;
+        float *mlo = (float *)(cmom + 2 * N * C);
         int fused = NG >= 2 * mmu_get_num_threads();
         if (fused) {
 #pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
@@ -316,22 +320,22 @@ mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_t
                 int64_t c0 = (ng % G) * cpg, nc0 = ng * cpg;
                 for (int64_t c = 0; c < cpg; c++)
                     channel_moments(px + (nc0 + c) * S, S, cmean + nc0 + c, cm2 + nc0 + c);
-                merge_moments(cmean + nc0, cm2 + nc0, cpg, S, eps, pm + ng, pr + ng);
+                merge_moments(cmean + nc0, cm2 + nc0, cpg, S, eps, pm + ng, mlo + ng, pr + ng);
                 for (int64_t c = 0; c < cpg; c++) {
-                    float a = pr[ng] * (pw ? pw[c0 + c] : 1.0f), b = (pb ? pb[c0 + c] : 0.0f) - pm[ng] * a;
-                    scale_shift(py + (nc0 + c) * S, px + (nc0 + c) * S, a, b, S);
+                    float a = pr[ng] * (pw ? pw[c0 + c] : 1.0f), b = pb ? pb[c0 + c] : 0.0f;
+                    scale_shift(py + (nc0 + c) * S, px + (nc0 + c) * S, pm[ng], mlo[ng], a, b, S);
                 }
             }
         } else {
 #pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
             for (int64_t nc = 0; nc < N * C; nc++) channel_moments(px + nc * S, S, cmean + nc, cm2 + nc);
             for (int64_t ng = 0; ng < NG; ng++)
-                merge_moments(cmean + ng * cpg, cm2 + ng * cpg, cpg, S, eps, pm + ng, pr + ng);
+                merge_moments(cmean + ng * cpg, cm2 + ng * cpg, cpg, S, eps, pm + ng, mlo + ng, pr + ng);
 #pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
             for (int64_t nc = 0; nc < N * C; nc++) {
                 int64_t ng = nc / cpg, c = nc % C;
-                float a = pr[ng] * (pw ? pw[c] : 1.0f), b = (pb ? pb[c] : 0.0f) - pm[ng] * a;
-                scale_shift(py + nc * S, px + nc * S, a, b, S);
+                float a = pr[ng] * (pw ? pw[c] : 1.0f), b = pb ? pb[c] : 0.0f;
+                scale_shift(py + nc * S, px + nc * S, pm[ng], mlo[ng], a, b, S);
             }
         }
     }
@@ -371,7 +375,7 @@ static void channel_grad_sums(const float *restrict g, const float *restrict x, 
     *sgx = db;
 }
 
-// one group's per-channel sums -> the coefficients c2, c3 of dx = (rstd·w_c)·g + c2·x + c3
+// one group's per-channel sums -> the coefficients c2, c3 of dx = (rstd·w_c)·g + c2·(x - mean) + c3
 static void gn_dx_coeffs(const double *sg, const double *sgx, const float *w, int64_t cpg, int64_t S, float mean,
                          float rstd, float *c2, float *c3) {
     double A = 0, Bp = 0;
@@ -382,13 +386,13 @@ static void gn_dx_coeffs(const double *sg, const double *sgx, const float *w, in
     }
     double D = (double)cpg * S, r = rstd, B = r * (Bp - (double)mean * A);
     *c2 = (float)(-r * r * B / D);
-    *c3 = (float)(-r * A / D + (double)mean * r * r * B / D);
+    *c3 = (float)(-r * A / D);
 }
 
-// g, x, dx (S): dx = a·g + b·x + c
-static void gn_dx_channel(float *restrict dx, const float *restrict g, const float *restrict x, float a, float b,
-                          float c, int64_t S) {
-    for (int64_t i = 0; i < S; i++) dx[i] = a * g[i] + b * x[i] + c;
+// g, x, dx (S): dx = a·g + b·(x - m) + c
+static void gn_dx_channel(float *restrict dx, const float *restrict g, const float *restrict x, float m, float a,
+                          float b, float c, int64_t S) {
+    for (int64_t i = 0; i < S; i++) dx[i] = a * g[i] + b * (x[i] - m) + c;
 }
 
 // g (N, C, *) -> dx (x's shape), dweight (C), dbias (C)
@@ -419,7 +423,7 @@ mmu_status mmu_group_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
             float c2, c3;
             gn_dx_coeffs(sg + nc0, sgx + nc0, pw ? pw + c0 : NULL, cpg, S, pm[ng], pr[ng], &c2, &c3);
             for (int64_t c = 0; c < cpg; c++)
-                gn_dx_channel(pdx + (nc0 + c) * S, pg + (nc0 + c) * S, px + (nc0 + c) * S,
+                gn_dx_channel(pdx + (nc0 + c) * S, pg + (nc0 + c) * S, px + (nc0 + c) * S, pm[ng],
                               pr[ng] * (pw ? pw[c0 + c] : 1.0f), c2, c3, S);
         }
     } else {
@@ -431,7 +435,8 @@ mmu_status mmu_group_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
                 int64_t ng = nc / cpg, c = nc % C, c0 = (ng % G) * cpg;
                 float c2, c3; /* recomputed per channel: O(C/G) next to O(S) */
                 gn_dx_coeffs(sg + ng * cpg, sgx + ng * cpg, pw ? pw + c0 : NULL, cpg, S, pm[ng], pr[ng], &c2, &c3);
-                gn_dx_channel(pdx + nc * S, pg + nc * S, px + nc * S, pr[ng] * (pw ? pw[c] : 1.0f), c2, c3, S);
+                gn_dx_channel(pdx + nc * S, pg + nc * S, px + nc * S, pm[ng], pr[ng] * (pw ? pw[c] : 1.0f), c2, c3,
+                              S);
             }
         }
     }
