@@ -429,6 +429,8 @@ BAD = [
     (ValueError, lambda: F.dropout(X4, -0.1)),
     (TypeError, lambda: F.dropout(X4, "0.5")),
     (TypeError, lambda: F.leaky_relu(X4, "0.1")),
+    (ValueError, lambda: F.leaky_relu(X4, 0.1, inplace=True)),
+    (ValueError, lambda: F.dropout(X4, 0.1, inplace=True)),
     (ValueError, lambda: F.pad(X4, (1, 2, 3))),  # odd length
     (ValueError, lambda: F.pad(X4, (1,) * 10)),  # more than 2 * ndim
     (ValueError, lambda: F.pad(X4, (-3, -2))),  # negative output size

@@ -220,7 +220,7 @@ mmu_status mmu_layer_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
  * Backward, with xhat = (x - mean)·rstd, dy = g·w_c, D = S·C/G:
  *   dx = rstd·(dy - mean_D(dy) - xhat·mean_D(dy·xhat))
  * is affine in g and x per channel, dx = (rstd·w_c)·g + c2·(x - mean) + c3, and needs
- * only the per-channel sums Σg and Σg·x (one pass); dweight_c and dbias_c are
+ * only the per-channel sums Σg and Σg·(x - mean) (one pass); dweight_c and dbias_c are
  * the same per-channel sums added over n in order. */
 
 enum { GN_SAVED_X, GN_SAVED_W, GN_SAVED_MEAN, GN_SAVED_RSTD };
@@ -228,25 +228,15 @@ enum { GN_SAVED_X, GN_SAVED_W, GN_SAVED_MEAN, GN_SAVED_RSTD };
 // x (S) -> mean and sum of squared deviations of the channel
 static void channel_moments(const float *restrict x, int64_t S, double *mean, double *m2) {
     /* the sum in double (a float sum of values near 1e2 is off by ~1e-5 of the std) */
-    double s[LANES] = {0}, tail = 0.0;
-    int64_t i = 0;
-    for (; i + LANES <= S; i += LANES)
-        for (int l = 0; l < LANES; l++) s[l] += x[i + l];
-    for (; i < S; i++) tail += x[i];
-    double sum = tail;
-    for (int l = 0; l < LANES; l++) sum += s[l];
-    float m = (float)(sum / (double)S);
-    float v[LANES] = {0}, vt = 0.0f;
-    for (i = 0; i + LANES <= S; i += LANES)
-        for (int l = 0; l < LANES; l++) {
-            float d = x[i + l] - m;
-            v[l] += d * d;
-        }
-    for (; i < S; i++) vt += (x[i] - m) * (x[i] - m);
-    double q = vt, dm = sum / (double)S - (double)m; /* deviations were taken from the rounded mean */
-    for (int l = 0; l < LANES; l++) q += v[l];
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < S; i++) sum += x[i];
+    float m = (float)(sum / (double)S), q = 0.0f;
+#pragma omp simd reduction(+ : q)
+    for (int64_t i = 0; i < S; i++) q += (x[i] - m) * (x[i] - m);
+    double dm = sum / (double)S - (double)m; /* the deviations were taken from the rounded mean */
     *mean = sum / (double)S;
-    *m2 = q - (double)S * dm * dm;
+    *m2 = (double)q - (double)S * dm * dm;
     if (*m2 < 0) *m2 = 0;
 }
 
@@ -359,32 +349,29 @@ done:
     return st;
 }
 
-// g, x (S) -> Σg, Σg·x
-static void channel_grad_sums(const float *restrict g, const float *restrict x, int64_t S, double *sg, double *sgx) {
-    float a[LANES] = {0}, b[LANES] = {0}, at = 0.0f, bt = 0.0f;
-    int64_t i = 0;
-    for (; i + LANES <= S; i += LANES)
-        for (int l = 0; l < LANES; l++) {
-            a[l] += g[i + l];
-            b[l] += g[i + l] * x[i + l];
-        }
-    for (; i < S; i++) at += g[i], bt += g[i] * x[i];
-    double da = at, db = bt;
-    for (int l = 0; l < LANES; l++) da += a[l], db += b[l];
-    *sg = da;
-    *sgx = db;
+// g, x (S), the group's mean -> Σg, Σg·(x - mean) (centred: no cancellation for large means)
+static void channel_grad_sums(const float *restrict g, const float *restrict x, float mean, int64_t S, double *sg,
+                              double *sgx) {
+    float a = 0.0f, b = 0.0f;
+#pragma omp simd reduction(+ : a, b)
+    for (int64_t i = 0; i < S; i++) {
+        a += g[i];
+        b += g[i] * (x[i] - mean);
+    }
+    *sg = a;
+    *sgx = b;
 }
 
 // one group's per-channel sums -> the coefficients c2, c3 of dx = (rstd·w_c)·g + c2·(x - mean) + c3
-static void gn_dx_coeffs(const double *sg, const double *sgx, const float *w, int64_t cpg, int64_t S, float mean,
-                         float rstd, float *c2, float *c3) {
+static void gn_dx_coeffs(const double *sg, const double *sgx, const float *w, int64_t cpg, int64_t S, float rstd,
+                         float *c2, float *c3) {
     double A = 0, Bp = 0;
     for (int64_t c = 0; c < cpg; c++) {
         double wc = w ? w[c] : 1.0;
         A += wc * sg[c];
         Bp += wc * sgx[c];
     }
-    double D = (double)cpg * S, r = rstd, B = r * (Bp - (double)mean * A);
+    double D = (double)cpg * S, r = rstd, B = r * Bp;
     *c2 = (float)(-r * r * B / D);
     *c3 = (float)(-r * A / D);
 }
@@ -392,6 +379,7 @@ static void gn_dx_coeffs(const double *sg, const double *sgx, const float *w, in
 // g, x, dx (S): dx = a·g + b·(x - m) + c
 static void gn_dx_channel(float *restrict dx, const float *restrict g, const float *restrict x, float m, float a,
                           float b, float c, int64_t S) {
+#pragma omp simd
     for (int64_t i = 0; i < S; i++) dx[i] = a * g[i] + b * (x[i] - m) + c;
 }
 
@@ -418,35 +406,36 @@ mmu_status mmu_group_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
         for (int64_t ng = 0; ng < NG; ng++) {
             int64_t c0 = (ng % G) * cpg, nc0 = ng * cpg;
             for (int64_t c = 0; c < cpg; c++)
-                channel_grad_sums(pg + (nc0 + c) * S, px + (nc0 + c) * S, S, sg + nc0 + c, sgx + nc0 + c);
+                channel_grad_sums(pg + (nc0 + c) * S, px + (nc0 + c) * S, pm[ng], S, sg + nc0 + c, sgx + nc0 + c);
             if (!pdx) continue;
             float c2, c3;
-            gn_dx_coeffs(sg + nc0, sgx + nc0, pw ? pw + c0 : NULL, cpg, S, pm[ng], pr[ng], &c2, &c3);
+            gn_dx_coeffs(sg + nc0, sgx + nc0, pw ? pw + c0 : NULL, cpg, S, pr[ng], &c2, &c3);
             for (int64_t c = 0; c < cpg; c++)
                 gn_dx_channel(pdx + (nc0 + c) * S, pg + (nc0 + c) * S, px + (nc0 + c) * S, pm[ng],
                               pr[ng] * (pw ? pw[c0 + c] : 1.0f), c2, c3, S);
         }
     } else {
 #pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
-        for (int64_t nc = 0; nc < N * C; nc++) channel_grad_sums(pg + nc * S, px + nc * S, S, sg + nc, sgx + nc);
+        for (int64_t nc = 0; nc < N * C; nc++)
+            channel_grad_sums(pg + nc * S, px + nc * S, pm[nc / cpg], S, sg + nc, sgx + nc);
         if (pdx) {
 #pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
             for (int64_t nc = 0; nc < N * C; nc++) {
                 int64_t ng = nc / cpg, c = nc % C, c0 = (ng % G) * cpg;
                 float c2, c3; /* recomputed per channel: O(C/G) next to O(S) */
-                gn_dx_coeffs(sg + ng * cpg, sgx + ng * cpg, pw ? pw + c0 : NULL, cpg, S, pm[ng], pr[ng], &c2, &c3);
+                gn_dx_coeffs(sg + ng * cpg, sgx + ng * cpg, pw ? pw + c0 : NULL, cpg, S, pr[ng], &c2, &c3);
                 gn_dx_channel(pdx + nc * S, pg + nc * S, px + nc * S, pm[ng], pr[ng] * (pw ? pw[c] : 1.0f), c2, c3,
                               S);
             }
         }
     }
-    /* dweight_c = Σ_n rstd·(Σg·x - mean·Σg), dbias_c = Σ_n Σg, added over n in order */
+    /* dweight_c = Σ_n rstd·Σg·(x - mean), dbias_c = Σ_n Σg, added over n in order */
     float *dw = want_w ? mmu_f32(gin[1]) : NULL, *db = want_b ? mmu_f32(gin[2]) : NULL;
     for (int64_t c = 0; c < C && (dw || db); c++) {
         double aw = 0, ab = 0;
         for (int64_t i = 0; i < N; i++) {
             int64_t nc = i * C + c, ng = i * G + c / cpg;
-            aw += (double)pr[ng] * (sgx[nc] - (double)pm[ng] * sg[nc]);
+            aw += (double)pr[ng] * sgx[nc];
             ab += sg[nc];
         }
         if (dw) dw[c] = (float)aw;
