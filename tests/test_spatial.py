@@ -336,7 +336,12 @@ def test_deterministic_across_threads():
             y2 = F.interpolate(y, scale_factor=2, mode="bilinear")
             y3 = F.avg_pool2d(F.pad(y2, (1, 1, 1, 1), mode="reflect"), 3, 1)
             (y3 * mmu.tensor(g)).sum().backward()
-            results.append((y3.numpy().copy(), xm.grad.numpy().copy(), w.grad.numpy().copy()))
+            # 3 (sample, group) pairs: one task per group on 1 thread, channels spread on 2
+            x2 = mmu.tensor(x[:1, :6], requires_grad=True)
+            z = F.group_norm(x2, 3)
+            (z * z * z).sum().backward()
+            results.append((y3.numpy().copy(), xm.grad.numpy().copy(), w.grad.numpy().copy(), z.numpy().copy(),
+                            x2.grad.numpy().copy()))
     finally:
         mmu.set_num_threads(old)
     for a, b in zip(*results):
