@@ -56,7 +56,7 @@ typedef __m512 vf;
 #else /* portable: GCC vector extensions (x86-64-v3 builds: two ymm per vector) */
 typedef float vf __attribute__((vector_size(64)));
 typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
-#define VLOAD(p) (*(const vfu *)(p))
+#define VLOAD(p) ((vf)(*(const vfu *)(p)))
 #define VSTORE(p, x) (*(vfu *)(p) = (x))
 #define VSET1(x) ((vf){0} + (x))
 #define VZERO() ((vf){0})
