@@ -436,3 +436,17 @@ def test_rotary_bad_inputs():
         F.apply_rotary(np.zeros((2, 5, 7), np.float32), c, s)
     with pytest.raises(ValueError):
         F.apply_rotary(np.zeros((2, 5, 8), np.float32), c, s[:4])
+
+
+def test_empty_and_nan():
+    rng = np.random.default_rng(19)
+    for qs, ks in [((2, 0, 8), (2, 5, 8)), ((2, 4, 8), (2, 0, 8)), ((0, 4, 8), (0, 5, 8))]:
+        q, k = rnd(rng, *qs), rnd(rng, *ks)
+        out, grads = run_mmu(q, k, k, g=np.ones(qs, np.float32))
+        assert out.shape == qs and np.all(out == 0)
+        assert grads[0].shape == qs and np.all(grads[0] == 0)
+    # a NaN in a query row makes that row NaN (as torch), the others stay finite
+    q, k = rnd(rng, 1, 4, 8), rnd(rng, 1, 5, 8)
+    q[0, 1, 2] = np.nan
+    out, _ = run_mmu(q, k, k)
+    assert np.all(np.isnan(out[0, 1])) and np.all(np.isfinite(np.delete(out, 1, axis=1)))

@@ -300,7 +300,8 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
             for (int64_t r = 0; r < nr; r++) {
                 float *s = w->sblk + r * BC;
                 bias_row(s, g, b, i0 + r, j0, jn, nc, kind);
-                float mx = mmu_row_max(s, nc), mnew = mx > w->m[r] ? mx : w->m[r];
+                /* a NaN score wins (isnan), so the row comes out NaN as in torch */
+                float mx = mmu_row_max(s, nc), mnew = (mx > w->m[r] || isnan(mx)) ? mx : w->m[r];
                 if (mnew == -INFINITY) { /* nothing visible yet in this row */
                     memset(s, 0, nc * sizeof(float));
                     continue;
@@ -365,7 +366,9 @@ static int fwd_scratch_init(fwd_scratch *w, const sdpa_geom *g) {
 
 /* How many pieces to cut each head's work into so that both cores have work. */
 static int64_t split_for(int64_t NB, int64_t nblocks) {
-    int64_t T = mmu_get_num_threads(), want = NB >= 2 * T ? 1 : (2 * T + NB - 1) / NB;
+    int64_t T = mmu_get_num_threads();
+    if (NB <= 0) return 1;
+    int64_t want = NB >= 2 * T ? 1 : (2 * T + NB - 1) / NB;
     return want < nblocks ? want : (nblocks > 0 ? nblocks : 1);
 }
 
@@ -758,7 +761,7 @@ mmu_status mmu_sdpa_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     /* keys no query block reaches (causal with S > L, masked blocks) keep 0 */
     memset(mmu_f32(dk), 0, dk->numel * sizeof(float));
     memset(mmu_f32(dv), 0, dv->numel * sizeof(float));
-    if (g.S == 0 || g.L == 0)
+    if (g.S == 0 || g.L == 0 || g.NB == 0)
         memset(mmu_f32(dq), 0, dq->numel * sizeof(float));
     else if ((st = sdpa_backward(&g, mmu_f32(o), mmu_f32(gout), mmu_f32(lse), mmu_f32(dq), mmu_f32(dk), mmu_f32(dv),
                                  dm ? mmu_f32(dm) : NULL)))
