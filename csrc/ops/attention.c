@@ -222,12 +222,11 @@ static void dropout_row(float *z, const sdpa_geom *g, int64_t b, int64_t i, int6
     }
 }
 
-/* Scores row s (n = up16(jn) entries) of query i against keys j0..: scale,
- * then the mask / causal bias; keys past jn get -inf. */
+/* Scores row s (n = up16(jn) entries, already scaled: q is packed times
+ * scale) of query i against keys j0..: the mask / causal bias; keys past jn
+ * get -inf. */
 static void bias_row(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t j0, int64_t jn, int64_t n,
                      int kind) {
-    float sc = g->scale;
-    for (int64_t c = 0; c < n; c++) s[c] *= sc;
     if (kind == 2) {
         if (g->mask) {
             if (g->mask_bool) {
@@ -248,6 +247,7 @@ static void bias_row(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t
 
 typedef struct {
     float *kt;   /* (E, Sp): kᵀ of the head, columns padded to 16 */
+    float *qs;   /* (BR, E): the query block times scale */
     float *vp;   /* (S, Evp) when Ev is not a multiple of 16 */
     float *sblk; /* (BR, BC) scores / probabilities */
     float *oacc; /* (BR, Evp) */
@@ -289,6 +289,7 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
         int64_t nr = r1 - i0 < BR ? r1 - i0 : BR;
         for (int64_t r = 0; r < nr; r++) w->m[r] = -INFINITY, w->l[r] = 0.0f;
         memset(w->oacc, 0, nr * Evp * sizeof(float));
+        for (int64_t x = 0; x < nr * E; x++) w->qs[x] = q[i0 * E + x] * g->scale;
         for (int64_t j0 = 0; j0 < S; j0 += BC) {
             int64_t jn = S - j0 < BC ? S - j0 : BC, nc = up16(jn);
             int kind = block_kind(g, b, i0, nr, j0, jn);
@@ -296,7 +297,7 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
                 if (g->causal) break; /* every later block is hidden too */
                 continue;
             }
-            gemm(0, nr, nc, E, q + i0 * E, E, w->kt + j0, Sp, w->sblk, BC, 0);
+            gemm(0, nr, nc, E, w->qs, E, w->kt + j0, Sp, w->sblk, BC, 0);
             for (int64_t r = 0; r < nr; r++) {
                 float *s = w->sblk + r * BC;
                 bias_row(s, g, b, i0 + r, j0, jn, nc, kind);
@@ -348,7 +349,7 @@ static void *scratch_carve(char **p, size_t n) {
 static int fwd_scratch_init(fwd_scratch *w, const sdpa_geom *g) {
     int64_t Sp = up16(g->S), Evp = up16(g->Ev);
     size_t sizes[] = {(size_t)(g->E * Sp), (size_t)(g->Ev != Evp ? g->S * Evp : 0), BR * BC, (size_t)(BR * Evp), BC,
-                      BR, BR};
+                      BR, BR, (size_t)(BR * g->E)};
     w->bytes = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) w->bytes += (sizes[i] * sizeof(float) + 63) & ~(size_t)63;
     w->base = mmu_alloc(w->bytes);
@@ -361,6 +362,7 @@ static int fwd_scratch_init(fwd_scratch *w, const sdpa_geom *g) {
     w->z = scratch_carve(&p, sizes[4]);
     w->m = scratch_carve(&p, sizes[5]);
     w->l = scratch_carve(&p, sizes[6]);
+    w->qs = scratch_carve(&p, sizes[7]);
     return 0;
 }
 
@@ -405,7 +407,7 @@ static mmu_status sdpa_forward(const sdpa_geom *g, float *out, float *lse) {
 
 typedef struct {
     float *kt, *vt;    /* (E, Sp), (Ev, Sp): kᵀ and vᵀ of the head */
-    float *qp, *dop;   /* (L, Ep), (L, Evp) when E / Ev are not multiples of 16 */
+    float *qs, *dop;   /* (L, Ep): q·scale, (L, Evp): dO when Ev is not a multiple of 16 */
     float *kp;         /* (S, Ep) likewise */
     float *d;          /* (L): rowsum(dO ∘ O) */
     float *p, *pd, *dp, *z; /* (BR, BC) blocks: P, dropped P, dP then dS, dropout scale */
@@ -417,7 +419,7 @@ typedef struct {
 
 static int bwd_scratch_init(bwd_scratch *w, const sdpa_geom *g) {
     int64_t L = g->L, S = g->S, E = g->E, Ev = g->Ev, Sp = up16(S), Ep = up16(E), Evp = up16(Ev);
-    size_t sizes[] = {(size_t)(E * Sp), (size_t)(Ev * Sp), (size_t)(E != Ep ? L * Ep : 0),
+    size_t sizes[] = {(size_t)(E * Sp), (size_t)(Ev * Sp), (size_t)(L * Ep),
                       (size_t)(Ev != Evp ? L * Evp : 0), (size_t)(E != Ep ? S * Ep : 0), (size_t)L,
                       BR * BC, BR * BC, BR * BC, BR * BC, (size_t)(BC * Ep), (size_t)(BC * Evp), (size_t)(L * Ep)};
     w->bytes = 0;
@@ -425,7 +427,7 @@ static int bwd_scratch_init(bwd_scratch *w, const sdpa_geom *g) {
     w->base = mmu_alloc(w->bytes);
     if (!w->base) return -1;
     char *p = w->base;
-    float **dst[] = {&w->kt, &w->vt, &w->qp, &w->dop, &w->kp, &w->d, &w->p, &w->pd, &w->dp, &w->z,
+    float **dst[] = {&w->kt, &w->vt, &w->qs, &w->dop, &w->kp, &w->d, &w->p, &w->pd, &w->dp, &w->z,
                      &w->dk, &w->dv, &w->dq};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) *dst[i] = scratch_carve(&p, sizes[i]);
     return 0;
@@ -464,11 +466,14 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
     float sc = g->scale;
     pack_t(w->kt, Sp, k, S, E);
     pack_t(w->vt, Sp, v, S, Ev);
-    const float *qb = q, *dob = dO, *kb = k;
+    const float *dob = dO, *kb = k;
+    for (int64_t i = 0; i < L; i++) {
+        for (int64_t e = 0; e < E; e++) w->qs[i * Ep + e] = q[i * E + e] * sc;
+        for (int64_t e = E; e < Ep; e++) w->qs[i * Ep + e] = 0.0f;
+    }
     if (E != Ep) {
-        pack_pad(w->qp, Ep, q, L, E);
         pack_pad(w->kp, Ep, k, S, E);
-        qb = w->qp, kb = w->kp;
+        kb = w->kp;
     }
     if (Ev != Evp) {
         pack_pad(w->dop, Evp, dO, L, Ev);
@@ -490,7 +495,7 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
             int kind = block_kind(g, b, i0, nr, j0, jn);
             if (!kind) continue;
             /* P = exp(q kᵀ·scale + bias - lse); a row with lse = -inf sees nothing: P = 0 */
-            gemm(0, nr, nc, E, q + i0 * E, E, w->kt + j0, Sp, w->p, BC, 0);
+            gemm(0, nr, nc, E, w->qs + i0 * Ep, Ep, w->kt + j0, Sp, w->p, BC, 0);
             for (int64_t r = 0; r < nr; r++) {
                 float *p = w->p + r * BC, l = ls[i0 + r];
                 bias_row(p, g, b, i0 + r, j0, jn, nc, kind);
@@ -522,14 +527,14 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
             if (dmask)
                 for (int64_t r = 0; r < nr; r++)
                     memcpy(dmask + b * L * S + (i0 + r) * S + j0, w->dp + r * BC, jn * sizeof(float));
-            /* dK += dSᵀ q (scale applied on write-out) */
-            gemm(1, jn, Ep, nr, w->dp, BC, qb + i0 * Ep, Ep, w->dk, Ep, 1);
+            /* dK += dSᵀ (q·scale) */
+            gemm(1, jn, Ep, nr, w->dp, BC, w->qs + i0 * Ep, Ep, w->dk, Ep, 1);
             /* dQ += dS k */
             gemm(0, nr, Ep, jn, w->dp, BC, kb + j0 * Ep, Ep, w->dq + i0 * Ep, Ep, 1);
         }
         for (int64_t c = 0; c < jn; c++) {
             float *dk = dk_out + b * S * E + (j0 + c) * E, *dv = dv_out + b * S * Ev + (j0 + c) * Ev;
-            for (int64_t e = 0; e < E; e++) dk[e] = w->dk[c * Ep + e] * sc;
+            memcpy(dk, w->dk + c * Ep, E * sizeof(float));
             memcpy(dv, w->dv + c * Evp, Ev * sizeof(float));
         }
     }
