@@ -239,33 +239,31 @@ mmu_status mmu_sgd_step(int n, mmu_tensor *const *p, mmu_tensor *const *g, mmu_t
 /* ---------------------------------------------------------------- gradient clipping */
 
 /* Partial of one span: sum |x|^p in double (p = 2 and 1 specialised), or the
- * max |x| (p = inf; NaN wins, as torch's norm). 8 independent accumulators in
- * a fixed order: vectorisable and still deterministic. */
+ * max |x| (p = inf; NaN wins, as torch's norm). */
 static double span_partial(const float *x, int64_t lo, int64_t hi, double p) {
     if (isinf(p)) {
-        float mx = 0.0f;
-        int nan = 0;
+        float m = 0.0f;
+        int bad = 0;
+#pragma omp simd reduction(max : m) reduction(| : bad)
         for (int64_t i = lo; i < hi; i++) {
             float a = fabsf(x[i]);
-            nan |= a != a;
-            mx = a > mx ? a : mx;
+            bad |= a != a;
+            m = a > m ? a : m;
         }
-        return nan ? NAN : mx;
+        return bad ? NAN : m;
     }
-    double acc[8] = {0};
-    int64_t i = lo;
+    /* simd reductions: the lane split is fixed by the binary, so still deterministic */
+    double acc = 0.0;
     if (p == 2.0) {
-        for (; i + 8 <= hi; i += 8)
-            for (int j = 0; j < 8; j++) acc[j] += (double)x[i + j] * (double)x[i + j];
-        for (; i < hi; i++) acc[0] += (double)x[i] * (double)x[i];
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = lo; i < hi; i++) acc += (double)x[i] * (double)x[i];
     } else if (p == 1.0) {
-        for (; i + 8 <= hi; i += 8)
-            for (int j = 0; j < 8; j++) acc[j] += fabs((double)x[i + j]);
-        for (; i < hi; i++) acc[0] += fabs((double)x[i]);
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = lo; i < hi; i++) acc += fabs((double)x[i]);
     } else {
-        for (; i < hi; i++) acc[0] += pow(fabs((double)x[i]), p);
+        for (int64_t i = lo; i < hi; i++) acc += pow(fabs((double)x[i]), p);
     }
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return acc;
 }
 
 /* The p-norm of all n tensors taken together (p > 0, or inf), in double. */
