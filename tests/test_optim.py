@@ -581,3 +581,18 @@ def test_ema_swap_copy_and_state_dict():
     np.testing.assert_array_equal(m.w.numpy(), ema.shadow["w"].numpy())
     with pytest.raises(TypeError):
         mmu.optim.EMA(object())
+
+
+def test_state_dict_layout_matches_torch():
+    torch = torch_or_skip()
+    for name, kw in (("SGD", dict(lr=0.1)), ("SGD", dict(lr=0.1, momentum=0.9)), ("AdamW", {}),
+                     ("Adam", dict(amsgrad=True))):
+        for mp, tp, mo, to in _run_both(torch, name, kw, steps=1):
+            msd, tsd = mo.state_dict(), to.state_dict()
+            assert sorted(msd["state"]) == sorted(tsd["state"])
+            for k in tsd["state"]:
+                assert set(msd["state"][k]) == set(tsd["state"][k])
+            assert [g["params"] for g in msd["param_groups"]] == [g["params"] for g in tsd["param_groups"]]
+            for mg, tg in zip(msd["param_groups"], tsd["param_groups"]):
+                for key, val in mg.items():
+                    assert tg[key] == val, key

@@ -175,7 +175,9 @@ class Optimizer:
             new_state[p] = {name: self._load_value(name, v, p) for name, v in values.items()}
         new_groups = []
         for g, s in zip(self.param_groups, saved_groups):
-            ng = {k: (tuple(v) if isinstance(v, list) else v) for k, v in s.items() if k != "params"}
+            ng = {k: v for k, v in s.items() if k != "params"}
+            if isinstance(ng.get("betas"), list):  # e.g. from a JSON round trip
+                ng["betas"] = tuple(ng["betas"])
             ng["params"] = g["params"]
             self._check_group(ng)
             new_groups.append(ng)
@@ -305,8 +307,7 @@ class SGD(Optimizer):
         bufs, firsts = [], []
         if momentum != 0:
             for p in params:
-                st = self.state.setdefault(p, {})
-                buf = st.get("momentum_buffer")
+                buf = self.state.setdefault(p, {}).get("momentum_buffer")
                 firsts.append(buf is None)
                 if buf is None:
                     buf = zeros_like(p)  # filled with the gradient by the kernel
@@ -314,9 +315,6 @@ class SGD(Optimizer):
         _C.sgd_step(params, bufs if momentum != 0 else None, firsts if momentum != 0 else None,
                     float(group["lr"]), momentum, float(group["dampening"]), float(group["weight_decay"]),
                     bool(group["nesterov"]), bool(group["maximize"]))
-        if momentum != 0:
+        if momentum != 0:  # without momentum there is no state (as torch)
             for p, b in zip(params, bufs):
                 self.state[p]["momentum_buffer"] = b
-        else:
-            for p in params:  # torch records a None buffer
-                self.state.setdefault(p, {})["momentum_buffer"] = None
