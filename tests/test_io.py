@@ -336,3 +336,15 @@ def test_optimizer_state_dict_round_trip(tmp_path):
     assert back["param_groups"][0]["betas"] == (0.9, 0.999)
     assert back["state"][0]["step"] == 1 and type(back["state"][0]["step"]) is int
     assert _bits(back["state"][0]["exp_avg"]) == _bits(sd["state"][0]["exp_avg"])
+
+
+def test_saved_file_permissions(tmp_path):
+    path = tmp_path / "p.safetensors"
+    mmu.save({"a": 1}, path)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+    os.chmod(path, 0o640)
+    mmu.save({"a": 2}, path)  # overwriting keeps the old file's permissions
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    assert mmu.load(path) == {"a": 2}
