@@ -15,6 +15,7 @@ Differences from torch, all deliberate:
     path is the only one.
 """
 import math
+from collections import defaultdict
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class Optimizer:
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
-        self.state = {}
+        self.state = defaultdict(dict)  # as torch: opt.state[p] of a fresh param is {}
         self.param_groups = []
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
@@ -146,7 +147,7 @@ class Optimizer:
                 index.setdefault(id(p), len(index))
                 g["params"].append(index[id(p)])
             groups.append(g)
-        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index}
+        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index and s}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
@@ -165,7 +166,7 @@ class Optimizer:
         for g, s in zip(self.param_groups, saved_groups):
             for p, i in zip(g["params"], s["params"]):
                 id_map[i] = p
-        new_state = {}
+        new_state = defaultdict(dict)
         for key, values in state_dict["state"].items():
             p = id_map.get(key)
             if p is None:
