@@ -596,3 +596,40 @@ def test_state_dict_layout_matches_torch():
             for mg, tg in zip(msd["param_groups"], tsd["param_groups"]):
                 for key, val in mg.items():
                     assert tg[key] == val, key
+
+
+def test_full_checkpoint_resume_through_file(tmp_path):
+    """model + AdamW + WarmupCosine + EMA saved with mmu.save mid-run: the resumed run is identical."""
+    grads = _grad_seq(20, 8, shapes=[(3, 4), (40000,)])
+
+    def make():
+        m = TinyModel(5)
+        opt = mmu.optim.AdamW([{"params": [m.w]}, {"params": [m.b], "weight_decay": 0.0}], lr=0.05)
+        sched = mmu.optim.lr_scheduler.WarmupCosine(opt, 2, 8, min_lr_ratio=0.1)
+        return m, opt, sched, mmu.optim.EMA(m, decay=0.9)
+
+    def run(m, opt, sched, ema, gs):
+        for g in gs:
+            m.w.grad, m.b.grad = mmu.tensor(g[0]), mmu.tensor(g[1])
+            mmu.optim.clip_grad_norm_([m.w, m.b], 50.0)
+            opt.step()
+            sched.step()
+            ema.update()
+
+    a = make()
+    run(*a, grads[:4])
+    mmu.save({"model": dict(a[0].named_parameters()), "optim": a[1].state_dict(), "sched": a[2].state_dict(),
+              "ema": a[3].state_dict()}, tmp_path / "ckpt.safetensors")
+    ck = mmu.load(tmp_path / "ckpt.safetensors")
+    b = make()
+    for name, p in b[0].named_parameters():
+        p.numpy()[...] = ck["model"][name].numpy()
+    b[1].load_state_dict(ck["optim"])
+    b[2].load_state_dict(ck["sched"])
+    b[3].load_state_dict(ck["ema"])
+    run(*a, grads[4:])
+    run(*b, grads[4:])
+    for (_, p), (_, q) in zip(a[0].named_parameters(), b[0].named_parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+    np.testing.assert_array_equal(a[3].shadow["b"].numpy(), b[3].shadow["b"].numpy())
+    assert a[2].get_last_lr() == b[2].get_last_lr()
