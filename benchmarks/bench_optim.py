@@ -4,6 +4,8 @@ small transformer (3 blocks of 768-wide attention + 768x3072 MLP, an embedding, 
 The AdamW update is memory-bound: per element it reads p, g, m, v and writes p, m, v (28 bytes).
 mmu does that in one fused pass over all tensors (one C call per param group); torch is timed
 in its three CPU modes: the default single-tensor loop, foreach=True, and fused=True.
+clip_grad_norm_ is timed below max_norm (the reduction alone) and above it (reduction + scaling);
+the EMA update against torch._foreach_lerp_ (what timm's ModelEmaV3 runs).
 """
 import numpy as np
 
@@ -58,6 +60,32 @@ def _clip_scale(fw, x):
     return lambda: clip(ps, 1.0)  # norm ~5 > 1: reduction + in-place scaling every call
 
 
+class _Model:
+    """Just named_parameters(): what mmu.optim.EMA needs."""
+
+    def __init__(self, ps):
+        self.ps = ps
+
+    def named_parameters(self):
+        return ((f"p{i}", p) for i, p in enumerate(self.ps))
+
+
+def _ema(fw, x):
+    ps = [p for g in _params(fw, x) for p in g["params"]]
+    if fw.name == "mmu":
+        ema = fw.mod.optim.EMA(_Model(ps), decay=0.999, warmup=False)
+        return ema.update
+    # torch: the usual fast EMA (timm's ModelEmaV3): one foreach lerp over the shadow copies
+    torch = fw.mod
+    shadow = [p.detach().clone() for p in ps]
+    live = [p.detach() for p in ps]
+
+    def update():
+        with torch.no_grad():
+            torch._foreach_lerp_(shadow, live, 1.0 - 0.999)
+    return update
+
+
 def cases(h):
     n = sum(int(np.prod(s)) for s in _shapes())
     assert 24e6 < n < 26e6, n
@@ -67,4 +95,5 @@ def cases(h):
         h.Case("adamw_step_25m_fused", None, _inputs, _adamw(), _adamw(fused=True)),
         h.Case("clip_grad_norm_25m", None, _inputs, _clip, _clip),
         h.Case("clip_grad_norm_scale_25m", None, _inputs, _clip_scale, _clip_scale),
+        h.Case("ema_update_25m", None, _inputs, _ema, _ema),
     ]

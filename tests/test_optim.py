@@ -633,3 +633,20 @@ def test_full_checkpoint_resume_through_file(tmp_path):
         np.testing.assert_array_equal(p.numpy(), q.numpy())
     np.testing.assert_array_equal(a[3].shadow["b"].numpy(), b[3].shadow["b"].numpy())
     assert a[2].get_last_lr() == b[2].get_last_lr()
+
+
+def test_ema_update_matches_torch_lerp():
+    torch = torch_or_skip()
+    m = TinyModel(7)
+    ema = mmu.optim.EMA(m, decay=0.99, warmup=False)
+    shadow = [torch.tensor(t.numpy().copy()) for _, t in m.named_parameters()]
+    rng = np.random.default_rng(8)
+    for _ in range(5):
+        with mmu.no_grad():
+            for _, t in m.named_parameters():
+                t.add_(mmu.tensor(rng.standard_normal(t.shape).astype(np.float32)))
+        ema.update()
+        for s, (_, t) in zip(shadow, m.named_parameters()):
+            s.lerp_(torch.tensor(t.numpy()), 1 - 0.99)
+    for s, name in zip(shadow, ["w", "b"]):
+        np.testing.assert_array_equal(ema.shadow[name].numpy(), s.numpy())  # same fused multiply-add
