@@ -134,7 +134,8 @@ def test_mmu_reads_safetensors_torch_files_bf16(tmp_path):
 
     path = str(tmp_path / "t.safetensors")
     x = torch.randn(4, 3)
-    tensors = {"bf16": x.bfloat16(), "f16": x.half(), "f32": x, "f64": x.double(), "i16": torch.arange(3, dtype=torch.int16)}
+    tensors = {"bf16": x.bfloat16(), "f16": x.half(), "f32": x, "f64": x.double(),
+               "i16": torch.arange(3, dtype=torch.int16)}
     torch_save(tensors, path)
     back = mmu.io.load_file(path)
     for k in ("bf16", "f16", "f32", "f64"):

@@ -85,8 +85,8 @@ def test_adam_vs_numpy_reference(name, kw):
         assert opt.step() is None
         for i, (r, g) in enumerate(zip(ref, gs)):
             wd = full["weight_decay"] if i < 2 else 0.0
-            r[:] = ref_adam(r[0], g.astype(np.float64), r[1], r[2], r[3], step, full["lr"], *full["betas"], full["eps"], wd, name == "AdamW",
-                            full["amsgrad"], full["maximize"])
+            r[:] = ref_adam(r[0], g.astype(np.float64), r[1], r[2], r[3], step, full["lr"], *full["betas"],
+                            full["eps"], wd, name == "AdamW", full["amsgrad"], full["maximize"])
         for p, r in zip(params, ref):
             st = opt.state[p]
             assert st["step"] == step

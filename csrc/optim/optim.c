@@ -328,7 +328,8 @@ mmu_status mmu_multi_lerp_(int n, mmu_tensor *const *shadow, mmu_tensor *const *
     mmu_status st;
     if ((st = check_list(op, "shadow", n, NULL, shadow)) || (st = check_list(op, "params", n, shadow, src)))
         return st;
-    if (!(weight >= 0.0 && weight <= 1.0)) return mmu_fail(MMU_EVALUE, "%s: weight must be in [0, 1], got %g", op, weight);
+    if (!(weight >= 0.0 && weight <= 1.0))
+        return mmu_fail(MMU_EVALUE, "%s: weight must be in [0, 1], got %g", op, weight);
     if (n <= 0) return MMU_OK;
     span *spans = NULL;
     int64_t ns = make_spans(&spans, n, shadow);

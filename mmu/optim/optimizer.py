@@ -203,7 +203,8 @@ class Optimizer:
         if isinstance(v, Tensor) or isinstance(v, np.ndarray):
             arr = np.asarray(v.numpy() if isinstance(v, Tensor) else v)
             if arr.shape != tuple(p.shape):
-                raise ValueError(f"load_state_dict: state {name!r} has shape {arr.shape}, its parameter {tuple(p.shape)}")
+                raise ValueError(f"load_state_dict: state {name!r} has shape {arr.shape}, "
+                                 f"its parameter {tuple(p.shape)}")
             return tensor(np.array(arr, dtype=np.float32, copy=True))
         if hasattr(v, "detach") and hasattr(v, "cpu"):  # a torch tensor from a torch state_dict
             return Optimizer._load_value(name, v.detach().cpu().numpy(), p)
