@@ -650,3 +650,13 @@ def test_ema_update_matches_torch_lerp():
             s.lerp_(torch.tensor(t.numpy()), 1 - 0.99)
     for s, name in zip(shadow, ["w", "b"]):
         np.testing.assert_array_equal(ema.shadow[name].numpy(), s.numpy())  # same fused multiply-add
+
+
+def test_torch_switches_accepted():
+    a = mmu.zeros(3, requires_grad=True)
+    mmu.optim.AdamW([a], foreach=True, fused=True)
+    mmu.optim.SGD([a], foreach=False)
+    with pytest.raises(NotImplementedError):
+        mmu.optim.Adam([a], differentiable=True)
+    with pytest.raises(ValueError):
+        mmu.optim.AdamW([a], capturable=True)

@@ -11,8 +11,8 @@ Differences from torch, all deliberate:
     corrections are the same (1 - beta ** step in double precision).
   - load_state_dict() copies the state tensors it is given (torch may alias
     them), so two optimizers loaded from one dict never share memory.
-  - there are no foreach/fused/capturable/differentiable switches: the fused C
-    path is the only one.
+  - foreach= and fused= are accepted and ignored (the fused C path is the only
+    one); capturable=True and differentiable=True raise.
 """
 import math
 from collections import defaultdict
@@ -42,6 +42,16 @@ def _check_float(name, value, low=0.0, low_ok=True, high=None):
     if math.isnan(v) or (v < low if low_ok else v <= low) or (high is not None and v >= high):
         raise ValueError(f"Invalid {name} value: {value}")
     return v
+
+
+def _torch_switches(capturable, differentiable):
+    """foreach= and fused= are accepted (torch code passes them) and mean nothing here: the fused C
+    path always runs. capturable (CUDA graphs) and differentiable (autograd through the step) are
+    not supported."""
+    if capturable:
+        raise ValueError("capturable=True is for CUDA graphs; mmu runs on the CPU")
+    if differentiable:
+        raise NotImplementedError("differentiable=True (autograd through the optimizer step) is not supported")
 
 
 class Optimizer:
@@ -232,7 +242,8 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
-                 maximize=False):
+                 maximize=False, foreach=None, fused=None, capturable=False, differentiable=False):
+        _torch_switches(capturable, differentiable)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
         self._check_group(defaults)
         super().__init__(params, defaults)
@@ -279,15 +290,17 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+                 maximize=False, foreach=None, fused=None, capturable=False, differentiable=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
 
 
 class SGD(Optimizer):
     """torch.optim.SGD: momentum (first step: buffer = gradient), dampening, weight_decay, nesterov."""
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
-                 maximize=False):
+                 maximize=False, foreach=None, fused=None, differentiable=False):
+        _torch_switches(False, differentiable)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize)
         self._check_group(defaults)
