@@ -303,6 +303,22 @@ def test_train_eval_zero_grad_apply_requires_grad():
         m.train("yes")
 
 
+def test_module_pickle_deepcopy_and_to():
+    m = Tied()
+    m.emb.weight.numpy()[0, 0] = 5.0
+    for c in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert type(c) is Tied and c.head.weight is c.emb.weight  # the tie survives
+        assert type(c.emb.weight) is nn.Parameter and c.emb.weight.requires_grad
+        assert c.emb.weight.numpy()[0, 0] == 5.0 and c.emb.weight._data_ptr() != m.emb.weight._data_ptr()
+        idx = mmu.tensor(np.array([1, 2]))
+        np.testing.assert_array_equal(c(idx).numpy(), m(idx).numpy())
+    b = copy.deepcopy(Block())
+    assert list(b.state_dict()) == list(Block().state_dict()) and "scratch" in b._buffers
+    assert m.to("cpu") is m and m.to(mmu.float32) is m and m.cpu() is m and m.float() is m
+    with pytest.raises(ValueError, match="CPU"):
+        m.to("cuda")
+
+
 def test_repr_matches_torch():
     torch = torch_or_skip()
     build = lambda n: n.Sequential(  # noqa: E731
@@ -494,6 +510,10 @@ LAYER_CASES = [
     ("Conv2d_groups", lambda n: n.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2,
                                          bias=False), [_x(2, 4, 7, 6)]),
     ("Conv2d_valid", lambda n: n.Conv2d(2, 3, 3, padding="valid"), [_x(1, 2, 5, 5)]),
+    ("Conv2d_reflect", lambda n: n.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), [_x(1, 2, 5, 6)]),
+    ("Conv2d_replicate_same", lambda n: n.Conv2d(2, 3, 4, padding="same", padding_mode="replicate"),
+     [_x(1, 2, 5, 6)]),
+    ("Conv1d_circular", lambda n: n.Conv1d(2, 3, 3, padding=2, padding_mode="circular"), [_x(2, 2, 7)]),
     ("Conv3d", lambda n: n.Conv3d(2, 3, 3, stride=(1, 2, 2), padding=1), [_x(1, 2, 4, 5, 5)]),
     ("ConvTranspose1d", lambda n: n.ConvTranspose1d(3, 2, 4, stride=2, padding=1), [_x(2, 3, 5)]),
     ("ConvTranspose2d", lambda n: n.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1),
@@ -667,6 +687,32 @@ def test_multihead_attention_qk_norm_and_rope():
     plain = nn.MultiheadAttention(16, 2, batch_first=True)
     plain.load_state_dict(m.state_dict())
     assert not np.allclose(plain(x, x, x, need_weights=False)[0].numpy(), out.numpy())
+
+
+def test_rotary_embedding_module_and_cached_prefix_positions():
+    rot = nn.RotaryEmbedding(8)
+    cos, sin = rot(5)
+    c2, s2 = F.rotary_cos_sin(mmu.arange(5), 8)
+    np.testing.assert_array_equal(cos.numpy(), c2.numpy())
+    grid = np.stack(np.meshgrid(np.arange(2), np.arange(3), indexing="ij"), -1).reshape(-1, 2)
+    gcos, gsin = rot(mmu.tensor(grid))
+    assert gcos.shape == (6, 8)
+    with pytest.raises(ValueError):
+        nn.RotaryEmbedding(7)
+    # rope=True with Lq < Lk: the queries sit at the last positions of the keys
+    mmu.manual_seed(1)
+    m = nn.MultiheadAttention(16, 2, batch_first=True, rope=True)
+    q, kv = mmu.randn(1, 2, 16), mmu.randn(1, 5, 16)
+    out = m(q, kv, kv, need_weights=False)[0]
+    qc, qs = F.rotary_cos_sin(mmu.arange(3, 5), 8)
+    kc, ks = F.rotary_cos_sin(mmu.arange(5), 8)
+    out2 = m(q, kv, kv, need_weights=False, rope=((qc, qs), (kc, ks)))[0]
+    np.testing.assert_array_equal(out.numpy(), out2.numpy())
+    # the same query as the last rows of a full causal pass
+    full = mmu.cat([kv[:, :3], q], 1)
+    ref = m(full, full, full, need_weights=False, is_causal=True)[0]
+    out3 = m(q, full, full, need_weights=False, attn_mask=_causal_bool(5, 5)[3:])[0]
+    assert_close(out3.numpy(), ref.numpy()[:, 3:], 1e-5, 1e-6)
 
 
 def _manual_mha(m, x, qk_type=None, rope=None):

@@ -444,6 +444,27 @@ class Module:
         fn(self)
         return self
 
+    def to(self, *args, **kwargs):
+        """Accepted for torch code: mmu runs on the CPU in float32, so .to('cpu') /
+        .to(mmu.float32) return self; any other device or dtype raises."""
+        for a in list(args) + list(kwargs.values()):
+            if a is None or isinstance(a, bool) or (isinstance(a, str) and a == "cpu") or \
+                    str(getattr(a, "type", "")) == "cpu":
+                continue
+            try:
+                if np.dtype(a) == np.float32:
+                    continue
+            except TypeError:
+                pass
+            raise ValueError(f"{type(self).__name__}.to: mmu modules live on the CPU in float32, got {a!r}")
+        return self
+
+    def cpu(self):
+        return self
+
+    def float(self):
+        return self
+
     # ---------------------------------------------------------------- forward
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
