@@ -554,6 +554,7 @@ LAYER_CASES = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Implicit dimension choice for softmax")
 @pytest.mark.parametrize("case", LAYER_CASES, ids=[c[0] for c in LAYER_CASES])
 def test_layer_matches_torch(case):
     torch = torch_or_skip()

@@ -5,6 +5,7 @@ activations, Identity, Flatten, Upsample.
 Each forward is one call into mmu.functional (the fused C ops)."""
 import math
 import numbers
+import warnings
 
 from .. import functional as F
 from ..tensor import where as _where, zeros as _zeros
@@ -542,6 +543,8 @@ class Softmax(Module):
     def forward(self, input):
         dim = self.dim
         if dim is None:
+            warnings.warn("Implicit dimension choice for softmax has been deprecated. Change the call to "
+                          "include dim=X as an argument.", stacklevel=2)
             dim = 0 if input.ndim in (0, 1, 3) else 1
         return F.softmax(input, dim)
 
