@@ -20,6 +20,7 @@ from .tensor import (  # noqa: E402,F401
     set_num_threads,
 )
 from . import functional, io, nn, optim  # noqa: E402,F401
+from .io import load, save  # noqa: E402,F401
 
 __version__ = "0.1.0"
 

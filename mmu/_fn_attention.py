@@ -2,6 +2,93 @@
 
 Part of mmu.functional (re-exported there).
 """
-from . import _C  # noqa: F401
+import numbers
 
-__all__ = []
+import numpy as np
+
+from . import _C
+
+__all__ = ["scaled_dot_product_attention", "rotary_cos_sin", "apply_rotary"]
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """softmax(q kᵀ·scale + bias) v, as torch.nn.functional.scaled_dot_product_attention.
+
+    query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev); the batch dims
+    broadcast. attn_mask: bool (True = takes part) or float (added to the scores),
+    broadcastable to (..., L, S); it is read in place, never expanded. is_causal: the
+    top-left causal mask tril(ones(L, S)) (not together with attn_mask). scale: default
+    1/sqrt(E). dropout_p: dropout on the attention weights from mmu's seeded RNG.
+
+    A FlashAttention-2-style C kernel: the (L, S) weights are never stored, the backward
+    recomputes them from q, k and the saved logsumexp. A query row that can attend to no key
+    gives 0 (and zero gradients), as torch 2.13 does.
+    """
+    if not isinstance(dropout_p, numbers.Real) or isinstance(dropout_p, bool):
+        raise TypeError(f"scaled_dot_product_attention: dropout_p must be a float, got {type(dropout_p).__name__}")
+    if not 0.0 <= float(dropout_p) <= 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
+    if not isinstance(is_causal, (bool, np.bool_)):
+        raise TypeError(f"scaled_dot_product_attention: is_causal must be a bool, got {type(is_causal).__name__}")
+    if scale is not None and (not isinstance(scale, numbers.Real) or isinstance(scale, bool)):
+        raise TypeError(f"scaled_dot_product_attention: scale must be a float or None, got {type(scale).__name__}")
+    if attn_mask is not None and is_causal:
+        raise ValueError("scaled_dot_product_attention: attn_mask must not be set when is_causal=True "
+                         "(combine the causal mask into attn_mask instead)")
+    return _C.sdpa(query, key, value, attn_mask, float(dropout_p), bool(is_causal),
+                   None if scale is None else float(scale))
+
+
+def _positions_array(positions):
+    if hasattr(positions, "numpy") and not isinstance(positions, np.ndarray):
+        positions = positions.numpy()
+    pos = np.asarray(positions)
+    if pos.dtype.kind not in "iuf":
+        raise TypeError(f"rotary_cos_sin: positions must be integers or floats, got dtype {pos.dtype}")
+    return pos.astype(np.float64)
+
+
+def rotary_cos_sin(positions, head_dim, base=10000.0):
+    """cos and sin tables (L, head_dim) for apply_rotary (rotate-half convention).
+
+    1-D positions (L,): pair j = (x[j], x[j + D/2]), j < D/2, rotates by positions·θ_j with
+    θ_j = base^(-2j/D) (GPT-NeoX / LLaMA as in Hugging Face), so columns j and j + D/2 of
+    cos/sin hold the same angle.
+
+    2-D positions (L, 2) = (row, col) of an image grid (D a multiple of 4): the first D/4
+    pairs (j < D/4) rotate with the row, the next D/4 (D/4 <= j < D/2) with the column,
+    each axis with the frequencies of a 1-D RoPE of dimension D/2: θ_k = base^(-2k/(D/2)),
+    k < D/4. Angles are computed in float64 and rounded once to float32.
+    """
+    import mmu
+    if not isinstance(head_dim, numbers.Integral) or isinstance(head_dim, bool):
+        raise TypeError(f"rotary_cos_sin: head_dim must be an int, got {type(head_dim).__name__}")
+    if not isinstance(base, numbers.Real) or isinstance(base, bool) or not base > 0:
+        raise ValueError(f"rotary_cos_sin: base must be a positive number, got {base!r}")
+    head_dim = int(head_dim)
+    pos = _positions_array(positions)
+    if pos.ndim == 1:
+        if head_dim <= 0 or head_dim % 2:
+            raise ValueError(f"rotary_cos_sin: head_dim must be a positive even number, got {head_dim}")
+        half = head_dim // 2
+        inv = float(base) ** (-np.arange(half, dtype=np.float64) * 2.0 / head_dim)
+        freqs = pos[:, None] * inv[None, :]
+    elif pos.ndim == 2 and pos.shape[1] == 2:
+        if head_dim <= 0 or head_dim % 4:
+            raise ValueError(f"rotary_cos_sin: 2-D positions need head_dim a positive multiple of 4, got {head_dim}")
+        quarter = head_dim // 4
+        inv = float(base) ** (-np.arange(quarter, dtype=np.float64) * 2.0 / (head_dim // 2))
+        freqs = np.concatenate([pos[:, :1] * inv[None, :], pos[:, 1:2] * inv[None, :]], axis=1)
+    else:
+        raise ValueError(f"rotary_cos_sin: positions must be (L,) or (L, 2), got shape {tuple(pos.shape)}")
+    emb = np.concatenate([freqs, freqs], axis=1)
+    return (mmu.tensor(np.cos(emb).astype(np.float32)), mmu.tensor(np.sin(emb).astype(np.float32)))
+
+
+def apply_rotary(x, cos, sin):
+    """x·cos + rotate_half(x)·sin with rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2]).
+
+    x (..., L, D); cos, sin (L, D) from rotary_cos_sin. Differentiable in x (the backward is
+    the inverse rotation of the gradient); one fused C pass.
+    """
+    return _C.apply_rotary(x, cos, sin)

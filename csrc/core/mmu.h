@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #define MMU_MAX_DIMS 6
-#define MMU_MAX_SAVED 4
+#define MMU_MAX_SAVED 6
 
 /* ---------------------------------------------------------------- errors */
 typedef enum {

@@ -55,10 +55,23 @@
     X(LOG_SOFTMAX, mmu_softmax_backward)                                   \
     X(LAYER_NORM, mmu_layer_norm_backward)                                 \
     /* csrc/ops/conv.c: convolutions (oneDNN convolution/deconvolution) */ \
+    X(CONV, mmu_conv_backward)                                             \
+    X(CONV_TRANSPOSE, mmu_conv_backward)                                   \
     /* -- end conv -- */                                                   \
     /* csrc/ops/norm.c, dropout.c, spatial.c: norms, dropout, resampling */ \
+    X(GROUP_NORM, mmu_group_norm_backward)                                 \
+    X(RMS_NORM, mmu_rms_norm_backward)                                     \
+    X(NORMALIZE, mmu_normalize_backward)                                   \
+    X(DROPOUT, mmu_dropout_backward)                                       \
+    X(LEAKY_RELU, mmu_leaky_relu_backward)                                 \
+    X(PAD, mmu_pad_backward)                                               \
+    X(AVG_POOL2D, mmu_avg_pool2d_backward)                                 \
+    X(UPSAMPLE_NEAREST, mmu_upsample_nearest_backward)                     \
+    X(UPSAMPLE_BILINEAR, mmu_upsample_bilinear_backward)                   \
     /* -- end spatial -- */                                                \
     /* csrc/ops/attention.c, rope.c: attention and rotary embeddings */     \
+    X(SDPA, mmu_sdpa_backward)                                             \
+    X(ROTARY, mmu_rotary_backward)                                         \
     /* -- end attention -- */                                              \
     /* csrc/ops/embedding.c */                                             \
     X(EMBEDDING, mmu_embedding_backward)                                   \

@@ -391,3 +391,420 @@ mmu_status mmu_dnnl_eltwise_bwd(mmu_eltwise_alg alg, int use_dst, float alpha, f
     void *ptrs[3] = {(void *)data, (void *)diff_dst, diff_src};
     return exec_cached(&key, create_eltwise_bwd, &ctx, "eltwise backward", 3, ids, ptrs);
 }
+
+/* ---- convolution / deconvolution (mmu_dnnl.h) ----
+ * mmu tensors are plain NCHW, but oneDNN's fast AVX-512 convolutions run on
+ * blocked layouts (nChw16c activations, OIhw16i16o-like weights). Each call
+ * therefore creates its primitive with format `any`, and reorders whichever
+ * argument the primitive wants in another layout into a temporary buffer
+ * (from our allocator) and back. The conv primitives and their reorders are
+ * all cached: a reorder's key is its primitive's key plus the argument, since
+ * the primitive's key fixes the layout it chose. The backward brings diff_dst
+ * into the blocked layout once for both the data and the weights gradient. */
+
+enum { CONV_FMT_PLAIN = 0, CONV_FMT_ANY = 1, CONV_FMT_NHWC = 2 };
+enum { CONV_FWD = 0, CONV_BWD_DATA = 1, CONV_BWD_WEIGHTS = 2 };
+
+/* Which layouts the primitive may choose (see the comment above; MMU_CONV_FMT
+ * = plain / any / nhwc overrides it for measurements). */
+static int conv_fmt(const mmu_conv_geom *g) {
+    const char *e = getenv("MMU_CONV_FMT");
+    if (e && !strcmp(e, "plain")) return CONV_FMT_PLAIN;
+    if (e && !strcmp(e, "nhwc")) return CONV_FMT_NHWC;
+    return CONV_FMT_ANY;
+}
+
+typedef struct { const mmu_conv_geom *g; int fmt, has_bias; } conv_ctx;
+
+enum { CONV_MD_SRC, CONV_MD_WEI, CONV_MD_DST };
+
+/* The descriptor of one argument: the user's plain layout (fmt PLAIN) or what
+ * the primitive may choose. */
+static dnnl_status_t conv_md(dnnl_memory_desc_t *out, const mmu_conv_geom *g, int which, int fmt) {
+    int sp = g->sp;
+    dnnl_dims_t dims, strides;
+    int nd;
+    if (which == CONV_MD_WEI) {
+        /* (G, OC/G, IC/G, *k); G dim only for grouped convs */
+        int gd = g->G > 1;
+        nd = 2 + sp + gd;
+        if (gd) dims[0] = g->G;
+        dims[gd] = g->OC / g->G, dims[gd + 1] = g->IC / g->G;
+        int64_t ks = 1;
+        for (int d = sp - 1; d >= 0; d--) {
+            dims[gd + 2 + d] = g->k[d];
+            strides[gd + 2 + d] = ks;
+            ks *= g->k[d];
+        }
+        if (!g->transposed) { /* torch (OC, IC/G, *k): row-major */
+            strides[gd + 1] = ks;
+            strides[gd] = ks * dims[gd + 1];
+        } else { /* torch (IC, OC/G, *k) = (G, IC/G, OC/G, *k): o and i swapped */
+            strides[gd] = ks;
+            strides[gd + 1] = ks * dims[gd];
+        }
+        if (gd) strides[0] = ks * dims[1] * dims[2];
+        if (fmt != CONV_FMT_PLAIN)
+            return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, dnnl_format_tag_any);
+        return dnnl_memory_desc_create_with_strides(out, nd, dims, dnnl_f32, strides);
+    }
+    nd = 2 + sp;
+    dims[0] = g->N;
+    dims[1] = which == CONV_MD_SRC ? g->IC : g->OC;
+    for (int d = 0; d < sp; d++) dims[2 + d] = which == CONV_MD_SRC ? g->in[d] : g->out[d];
+    if (fmt == CONV_FMT_ANY)
+        return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, dnnl_format_tag_any);
+    if (fmt == CONV_FMT_NHWC) {
+        dnnl_format_tag_t tag = sp == 1 ? dnnl_nwc : sp == 2 ? dnnl_nhwc : dnnl_ndhwc;
+        return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, tag);
+    }
+    int64_t s = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+        strides[d] = s;
+        s *= dims[d] > 0 ? dims[d] : 1;
+    }
+    return dnnl_memory_desc_create_with_strides(out, nd, dims, dnnl_f32, strides);
+}
+
+static void conv_params(const mmu_conv_geom *g, dnnl_dims_t st, dnnl_dims_t dl, dnnl_dims_t pl, dnnl_dims_t pr) {
+    for (int d = 0; d < g->sp; d++) {
+        st[d] = g->stride[d];
+        dl[d] = g->dilation[d] - 1; /* oneDNN counts the holes */
+        pl[d] = g->pad_l[d];
+        pr[d] = g->pad_r[d];
+    }
+}
+
+/* The forward pd (also the hint of the backward ones). */
+static dnnl_status_t conv_fwd_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng, const_dnnl_primitive_attr_t attr,
+                                 const conv_ctx *c, int has_bias) {
+    const mmu_conv_geom *g = c->g;
+    dnnl_memory_desc_t mds[4] = {0};
+    dnnl_dims_t st, dl, pl, pr;
+    conv_params(g, st, dl, pl, pr);
+    dnnl_status_t s;
+    if ((s = conv_md(&mds[0], g, CONV_MD_SRC, c->fmt)) || (s = conv_md(&mds[1], g, CONV_MD_WEI, c->fmt)) ||
+        (s = conv_md(&mds[3], g, CONV_MD_DST, c->fmt)) || (has_bias && (s = make_md_1d(&mds[2], g->OC))))
+        goto done;
+    if (g->transposed)
+        s = dnnl_deconvolution_forward_primitive_desc_create(pd, eng, dnnl_forward_training, dnnl_deconvolution_direct,
+                                                             mds[0], mds[1], mds[2], mds[3], st, dl, pl, pr, attr);
+    else
+        s = dnnl_convolution_forward_primitive_desc_create(pd, eng, dnnl_forward_training, dnnl_convolution_direct,
+                                                           mds[0], mds[1], mds[2], mds[3], st, dl, pl, pr, attr);
+done:
+    destroy_mds(mds, 4);
+    return s;
+}
+
+static dnnl_status_t create_conv_fwd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng, const_dnnl_primitive_attr_t attr,
+                                     void *vctx) {
+    conv_ctx *c = vctx;
+    return conv_fwd_pd(pd, eng, attr, c, c->has_bias);
+}
+
+static dnnl_status_t create_conv_bwd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng, const_dnnl_primitive_attr_t attr,
+                                     const conv_ctx *c, int dir) {
+    const mmu_conv_geom *g = c->g;
+    dnnl_memory_desc_t mds[4] = {0};
+    dnnl_primitive_desc_t hint = NULL;
+    dnnl_dims_t st, dl, pl, pr;
+    conv_params(g, st, dl, pl, pr);
+    dnnl_status_t s;
+    if ((s = conv_fwd_pd(&hint, eng, NULL, c, c->has_bias)) || (s = conv_md(&mds[0], g, CONV_MD_SRC, c->fmt)) ||
+        (s = conv_md(&mds[1], g, CONV_MD_WEI, c->fmt)) || (s = conv_md(&mds[3], g, CONV_MD_DST, c->fmt)) ||
+        (c->has_bias && (s = make_md_1d(&mds[2], g->OC))))
+        goto done;
+    if (dir == CONV_BWD_DATA)
+        s = g->transposed
+                ? dnnl_deconvolution_backward_data_primitive_desc_create(pd, eng, dnnl_deconvolution_direct, mds[0],
+                                                                         mds[1], mds[3], st, dl, pl, pr, hint, attr)
+                : dnnl_convolution_backward_data_primitive_desc_create(pd, eng, dnnl_convolution_direct, mds[0],
+                                                                       mds[1], mds[3], st, dl, pl, pr, hint, attr);
+    else
+        s = g->transposed
+                ? dnnl_deconvolution_backward_weights_primitive_desc_create(
+                      pd, eng, dnnl_deconvolution_direct, mds[0], mds[1], mds[2], mds[3], st, dl, pl, pr, hint, attr)
+                : dnnl_convolution_backward_weights_primitive_desc_create(
+                      pd, eng, dnnl_convolution_direct, mds[0], mds[1], mds[2], mds[3], st, dl, pl, pr, hint, attr);
+done:
+    if (hint) dnnl_primitive_desc_destroy(hint);
+    destroy_mds(mds, 4);
+    return s;
+}
+
+static dnnl_status_t create_conv_bwd_data(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
+                                          const_dnnl_primitive_attr_t attr, void *vctx) {
+    return create_conv_bwd(pd, eng, attr, vctx, CONV_BWD_DATA);
+}
+
+static dnnl_status_t create_conv_bwd_weights(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
+                                             const_dnnl_primitive_attr_t attr, void *vctx) {
+    return create_conv_bwd(pd, eng, attr, vctx, CONV_BWD_WEIGHTS);
+}
+
+static void conv_key(cache_key *k, const mmu_conv_geom *g, int fmt, int dir, int has_bias) {
+    /* at most 9 + 7 * 3 words: filled directly, well inside KEY_MAX */
+    int64_t *v = k->v, n = 0;
+    v[n++] = 20 + dir;
+    v[n++] = g->transposed;
+    v[n++] = g->sp;
+    v[n++] = g->N;
+    v[n++] = g->IC;
+    v[n++] = g->OC;
+    v[n++] = g->G;
+    for (int d = 0; d < g->sp && d < 3; d++) {
+        v[n++] = g->in[d];
+        v[n++] = g->k[d];
+        v[n++] = g->out[d];
+        v[n++] = g->stride[d];
+        v[n++] = g->dilation[d];
+        v[n++] = g->pad_l[d];
+        v[n++] = g->pad_r[d];
+    }
+    v[n++] = fmt;
+    v[n++] = has_bias;
+    k->n = (int)n;
+}
+
+/* A cache entry held for the length of one call (users > 0 keeps it alive
+ * even if another thread evicts it meanwhile). */
+typedef struct {
+    entry *e;
+    dnnl_primitive_t prim;
+    dnnl_primitive_desc_t pd;
+    size_t scratch_bytes;
+} pinned;
+
+static mmu_status pin(pinned *p, const cache_key *key0, pd_create_fn create, void *ctx, const char *what) {
+    cache_key key = *key0; /* cache_get appends the thread count */
+    pthread_mutex_lock(&g_cache_lock);
+    entry *e = NULL;
+    mmu_status st = cache_get(&e, &key, create, ctx, what);
+    if (!st) {
+        e->users++;
+        p->e = e;
+        p->prim = e->prim;
+        p->pd = e->pd;
+        p->scratch_bytes = e->scratch_bytes;
+        if (e != g_newest) {
+            if (e->older) e->older->newer = e->newer; else g_oldest = e->newer;
+            e->newer->older = e->older;
+            e->older = g_newest;
+            e->newer = NULL;
+            g_newest->newer = e;
+            g_newest = e;
+        }
+    }
+    pthread_mutex_unlock(&g_cache_lock);
+    return st;
+}
+
+static void unpin(pinned *p) {
+    if (!p->e) return;
+    pthread_mutex_lock(&g_cache_lock);
+    if (--p->e->users == 0 && p->e->evicted) entry_destroy(p->e);
+    pthread_mutex_unlock(&g_cache_lock);
+    p->e = NULL;
+}
+
+/* Executes a pinned primitive on (arg id, pointer) pairs (NULL pointers skipped). */
+static mmu_status run_pinned(const pinned *p, dnnl_stream_t stream, int nargs, const int *arg_ids,
+                             void *const *ptrs, const char *what) {
+    mmu_status st = MMU_OK;
+    dnnl_exec_arg_t args[MAX_ARGS + 1];
+    dnnl_memory_t mems[MAX_ARGS + 1] = {0};
+    void *scratch = NULL;
+    int n = 0;
+    for (int i = 0; i < nargs; i++) {
+        if (!ptrs[i]) continue;
+        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, arg_ids[i]);
+        if (!md || dnnl_memory_create(&mems[n], md, g_engine, ptrs[i]) != dnnl_success) {
+            st = mmu_fail(MMU_ERUNTIME, "oneDNN %s: cannot wrap argument %d", what, arg_ids[i]);
+            goto done;
+        }
+        args[n].arg = arg_ids[i];
+        args[n].memory = mems[n];
+        n++;
+    }
+    if (p->scratch_bytes) {
+        scratch = mmu_alloc(p->scratch_bytes);
+        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0);
+        if (!scratch || dnnl_memory_create(&mems[n], md, g_engine, scratch) != dnnl_success) {
+            st = mmu_fail(MMU_ENOMEM, "oneDNN %s: cannot allocate a %zu-byte scratchpad", what, p->scratch_bytes);
+            goto done;
+        }
+        args[n].arg = DNNL_ARG_SCRATCHPAD;
+        args[n].memory = mems[n];
+        n++;
+    }
+    if (dnnl_primitive_execute(p->prim, stream, n, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
+        st = mmu_fail(MMU_ERUNTIME, "oneDNN %s: execution failed", what);
+done:
+    for (int i = 0; i < MAX_ARGS + 1; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    if (scratch) mmu_free(scratch, p->scratch_bytes);
+    return st;
+}
+
+typedef struct { const_dnnl_memory_desc_t from, to; } reorder_ctx;
+
+static dnnl_status_t create_reorder(dnnl_primitive_desc_t *pd, dnnl_engine_t eng, const_dnnl_primitive_attr_t attr,
+                                    void *vctx) {
+    reorder_ctx *r = vctx;
+    return dnnl_reorder_primitive_desc_create(pd, r->from, eng, r->to, eng, attr);
+}
+
+/* Temporary buffers of one call, freed together. */
+typedef struct { void *p[8]; size_t n[8]; int count; } conv_temps;
+
+static void *temp_alloc(conv_temps *t, size_t bytes) {
+    void *p = mmu_alloc(bytes ? bytes : 1);
+    if (p) {
+        t->p[t->count] = p;
+        t->n[t->count++] = bytes ? bytes : 1;
+    }
+    return p;
+}
+
+static void temps_free(conv_temps *t) {
+    for (int i = 0; i < t->count; i++) mmu_free(t->p[i], t->n[i]);
+    t->count = 0;
+}
+
+/* The buffer holding argument `arg` of primitive p in p's layout: the user's
+ * buffer when p takes the plain layout, else a temporary (filled by a cached
+ * reorder when `fill`). tag distinguishes the reorders of one primitive. */
+static mmu_status conv_arg_buf(void **out, const pinned *p, const cache_key *pkey, int arg, int tag,
+                               const mmu_conv_geom *g, int which, void *user, int fill, conv_temps *tmp,
+                               dnnl_stream_t stream) {
+    const_dnnl_memory_desc_t want = dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, arg);
+    dnnl_memory_desc_t plain = NULL;
+    if (!want || conv_md(&plain, g, which, CONV_FMT_PLAIN) != dnnl_success)
+        return mmu_fail(MMU_ERUNTIME, "oneDNN convolution: cannot describe argument %d", arg);
+    mmu_status st = MMU_OK;
+    if (dnnl_memory_desc_equal(want, plain)) {
+        *out = user;
+    } else if (!(*out = temp_alloc(tmp, dnnl_memory_desc_get_size(want)))) {
+        st = mmu_fail(MMU_ENOMEM, "oneDNN convolution: out of memory for a %zu-byte reordered argument",
+                      dnnl_memory_desc_get_size(want));
+    } else if (fill) {
+        cache_key key = *pkey;
+        key_push(&key, 0x5e0 + tag);
+        reorder_ctx rc = {plain, want};
+        pinned r = {0};
+        if (!(st = pin(&r, &key, create_reorder, &rc, "reorder"))) {
+            st = run_pinned(&r, stream, 2, (int[]){DNNL_ARG_FROM, DNNL_ARG_TO}, (void *[]){user, *out}, "reorder");
+            unpin(&r);
+        }
+    }
+    dnnl_memory_desc_destroy(plain);
+    return st;
+}
+
+/* Copies an output argument from p's layout (buf) back to the user's buffer. */
+static mmu_status conv_arg_back(const pinned *p, const cache_key *pkey, int arg, int tag, const mmu_conv_geom *g,
+                                int which, void *buf, void *user, dnnl_stream_t stream) {
+    if (buf == user) return MMU_OK;
+    const_dnnl_memory_desc_t have = dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, arg);
+    dnnl_memory_desc_t plain = NULL;
+    if (!have || conv_md(&plain, g, which, CONV_FMT_PLAIN) != dnnl_success)
+        return mmu_fail(MMU_ERUNTIME, "oneDNN convolution: cannot describe argument %d", arg);
+    cache_key key = *pkey;
+    key_push(&key, 0x5f0 + tag);
+    reorder_ctx rc = {have, plain};
+    pinned r = {0};
+    mmu_status st = pin(&r, &key, create_reorder, &rc, "reorder");
+    if (!st) {
+        st = run_pinned(&r, stream, 2, (int[]){DNNL_ARG_FROM, DNNL_ARG_TO}, (void *[]){buf, user}, "reorder");
+        unpin(&r);
+    }
+    dnnl_memory_desc_destroy(plain);
+    return st;
+}
+
+mmu_status mmu_dnnl_conv_fwd(const mmu_conv_geom *g, const float *src, const float *w, const float *bias,
+                             float *dst) {
+    mmu_status st;
+    dnnl_stream_t stream = NULL;
+    if ((st = get_stream(&stream))) return st;
+    mmu_sync_threads();
+    conv_ctx c = {g, conv_fmt(g), bias != NULL};
+    cache_key key;
+    conv_key(&key, g, c.fmt, CONV_FWD, c.has_bias);
+    const char *what = g->transposed ? "deconvolution forward" : "convolution forward";
+    pinned p = {0};
+    if ((st = pin(&p, &key, create_conv_fwd, &c, what))) return st;
+    conv_temps tmp = {0};
+    void *bs = NULL, *bw = NULL, *bd = NULL;
+    if (!(st = conv_arg_buf(&bs, &p, &key, DNNL_ARG_SRC, 0, g, CONV_MD_SRC, (void *)src, 1, &tmp, stream)) &&
+        !(st = conv_arg_buf(&bw, &p, &key, DNNL_ARG_WEIGHTS, 1, g, CONV_MD_WEI, (void *)w, 1, &tmp, stream)) &&
+        !(st = conv_arg_buf(&bd, &p, &key, DNNL_ARG_DST, 2, g, CONV_MD_DST, dst, 0, &tmp, stream)) &&
+        !(st = run_pinned(&p, stream, 4, (int[]){DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST},
+                          (void *[]){bs, bw, (void *)bias, bd}, what)))
+        st = conv_arg_back(&p, &key, DNNL_ARG_DST, 2, g, CONV_MD_DST, bd, dst, stream);
+    temps_free(&tmp);
+    unpin(&p);
+    return st;
+}
+
+mmu_status mmu_dnnl_conv_bwd(const mmu_conv_geom *g, const float *src, const float *w, const float *diff_dst,
+                             float *diff_src, float *diff_w, float *diff_bias) {
+    mmu_status st;
+    dnnl_stream_t stream = NULL;
+    if ((st = get_stream(&stream))) return st;
+    mmu_sync_threads();
+    int fmt = conv_fmt(g);
+    /* the bias flag of both pds matches the forward's, so their hint is the
+     * forward primitive that ran */
+    conv_ctx c = {g, fmt, diff_bias != NULL};
+    cache_key kd, kw;
+    conv_key(&kd, g, fmt, CONV_BWD_DATA, 0);
+    conv_key(&kw, g, fmt, CONV_BWD_WEIGHTS, c.has_bias);
+    int want_w = diff_w || diff_bias;
+    pinned pd = {0}, pw = {0};
+    conv_temps tmp = {0};
+    if (diff_src && (st = pin(&pd, &kd, create_conv_bwd_data, &c, "convolution backward data"))) goto done;
+    if (want_w && (st = pin(&pw, &kw, create_conv_bwd_weights, &c, "convolution backward weights"))) goto done;
+    void *dd_d = NULL;
+    if (diff_src) {
+        void *bw = NULL, *bs = NULL;
+        if ((st = conv_arg_buf(&dd_d, &pd, &kd, DNNL_ARG_DIFF_DST, 0, g, CONV_MD_DST, (void *)diff_dst, 1, &tmp,
+                               stream)) ||
+            (st = conv_arg_buf(&bw, &pd, &kd, DNNL_ARG_WEIGHTS, 1, g, CONV_MD_WEI, (void *)w, 1, &tmp, stream)) ||
+            (st = conv_arg_buf(&bs, &pd, &kd, DNNL_ARG_DIFF_SRC, 2, g, CONV_MD_SRC, diff_src, 0, &tmp, stream)) ||
+            (st = run_pinned(&pd, stream, 3, (int[]){DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC},
+                             (void *[]){dd_d, bw, bs}, "convolution backward data")) ||
+            (st = conv_arg_back(&pd, &kd, DNNL_ARG_DIFF_SRC, 2, g, CONV_MD_SRC, bs, diff_src, stream)))
+            goto done;
+    }
+    if (want_w) {
+        void *dd_w = NULL, *bs = NULL, *bwt = NULL, *uw = diff_w;
+        const_dnnl_memory_desc_t mw = dnnl_primitive_desc_query_md(pw.pd, dnnl_query_exec_arg_md, DNNL_ARG_DIFF_DST);
+        if (diff_src && dd_d != diff_dst &&
+            dnnl_memory_desc_equal(mw, dnnl_primitive_desc_query_md(pd.pd, dnnl_query_exec_arg_md, DNNL_ARG_DIFF_DST)))
+            dd_w = dd_d; /* already reordered for the data gradient */
+        else if ((st = conv_arg_buf(&dd_w, &pw, &kw, DNNL_ARG_DIFF_DST, 0, g, CONV_MD_DST, (void *)diff_dst, 1,
+                                    &tmp, stream)))
+            goto done;
+        if (!uw && !(uw = temp_alloc(&tmp, (size_t)(g->OC * (g->IC / g->G)) * sizeof(float) *
+                                               (size_t)(g->k[0] * (g->sp > 1 ? g->k[1] : 1) *
+                                                        (g->sp > 2 ? g->k[2] : 1))))) {
+            st = mmu_fail(MMU_ENOMEM, "oneDNN convolution backward weights: out of memory");
+            goto done;
+        }
+        if ((st = conv_arg_buf(&bs, &pw, &kw, DNNL_ARG_SRC, 1, g, CONV_MD_SRC, (void *)src, 1, &tmp, stream)) ||
+            (st = conv_arg_buf(&bwt, &pw, &kw, DNNL_ARG_DIFF_WEIGHTS, 2, g, CONV_MD_WEI, uw, 0, &tmp, stream)) ||
+            (st = run_pinned(&pw, stream, 4,
+                             (int[]){DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS},
+                             (void *[]){bs, dd_w, bwt, diff_bias}, "convolution backward weights")))
+            goto done;
+        if (diff_w) st = conv_arg_back(&pw, &kw, DNNL_ARG_DIFF_WEIGHTS, 2, g, CONV_MD_WEI, bwt, diff_w, stream);
+    }
+done:
+    temps_free(&tmp);
+    unpin(&pd);
+    unpin(&pw);
+    return st;
+}
+/* ---- end convolution ---- */

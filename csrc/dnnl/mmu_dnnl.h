@@ -55,4 +55,31 @@ void mmu_dnnl_stats(mmu_dnnl_counters *c);
 /* "3.2.0 (git hash ...)" */
 const char *mmu_dnnl_version(void);
 
+/* ---- convolution / deconvolution (csrc/ops/conv.c) ----
+ * One geometry describes a torch conv (transposed = 0) or conv_transpose
+ * (transposed = 1) in oneDNN terms: IC/OC are the primitive's channels (for a
+ * transposed conv IC is the input's channels), in/out its spatial sizes,
+ * dilation torch-style (1 = dense), pad_l/pad_r per side (pad_r may differ
+ * from pad_l: padding='same' with an even kernel, output_padding). Buffers
+ * are torch's plain layouts: src/dst (N, C, *sp) contiguous, weights
+ * (OC, IC/G, *k) for a conv, (IC, OC/G, *k) for a transposed conv. Whether
+ * the primitive runs on them directly or on oneDNN's blocked layouts (with
+ * cached reorders in and out) is decided inside. */
+typedef struct {
+    int transposed, sp;
+    int64_t N, IC, OC, G;
+    int64_t in[3], k[3], out[3];
+    int64_t stride[3], dilation[3], pad_l[3], pad_r[3];
+} mmu_conv_geom;
+
+/* dst = conv(src, w) + bias (bias NULL: none). */
+mmu_status mmu_dnnl_conv_fwd(const mmu_conv_geom *g, const float *src, const float *w, const float *bias,
+                             float *dst);
+/* The gradients wanted (non-NULL outputs) from one diff_dst: diff_src needs w,
+ * diff_w / diff_bias need src. diff_dst is brought into the primitives'
+ * layout once for both. */
+mmu_status mmu_dnnl_conv_bwd(const mmu_conv_geom *g, const float *src, const float *w, const float *diff_dst,
+                             float *diff_src, float *diff_w, float *diff_bias);
+/* ---- end convolution ---- */
+
 #endif

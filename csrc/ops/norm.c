@@ -201,3 +201,492 @@ mmu_status mmu_layer_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
     }
     return MMU_OK;
 }
+
+/* ============================================================ group_norm
+ *
+ * x (N, C, *) is seen as (N, C, S), S the product of the spatial dims; the G
+ * groups of C/G channels are normalised on their own. The statistics are
+ * built per channel (the channel's mean, then the sum of squared deviations
+ * from it in a second pass that finds the channel in L1/L2) and merged per
+ * group in channel order (Chan et al.) in double: no cancellation for large
+ * means, and the same numbers however the work is split among threads.
+ *
+ * When there are enough groups to keep every thread busy, one task does a
+ * whole group: statistics, then the normalisation while the group is still
+ * in L2 (a VQGAN group, 4 x 64 x 64 floats, is 64 KB), so x is read from
+ * memory once. Otherwise the channels are spread over the threads in two
+ * parallel loops (statistics, normalisation).
+ *
+ * Backward, with xhat = (x - mean)·rstd, dy = g·w_c, D = S·C/G:
+ *   dx = rstd·(dy - mean_D(dy) - xhat·mean_D(dy·xhat))
+ * is affine in g and x per channel, dx = (rstd·w_c)·g + c2·x + c3, and needs
+ * only the per-channel sums Σg and Σg·x (one pass); dweight_c and dbias_c are
+ * the same per-channel sums added over n in order. */
+
+enum { GN_SAVED_X, GN_SAVED_W, GN_SAVED_MEAN, GN_SAVED_RSTD };
+
+// x (S) -> mean and sum of squared deviations of the channel
+static void channel_moments(const float *restrict x, int64_t S, double *mean, double *m2) {
+    float s[LANES] = {0}, tail = 0.0f;
+    int64_t i = 0;
+    for (; i + LANES <= S; i += LANES)
+        for (int l = 0; l < LANES; l++) s[l] += x[i + l];
+    for (; i < S; i++) tail += x[i];
+    double sum = tail;
+    for (int l = 0; l < LANES; l++) sum += s[l];
+    float m = (float)(sum / (double)S);
+    float v[LANES] = {0}, vt = 0.0f;
+    for (i = 0; i + LANES <= S; i += LANES)
+        for (int l = 0; l < LANES; l++) {
+            float d = x[i + l] - m;
+            v[l] += d * d;
+        }
+    for (; i < S; i++) vt += (x[i] - m) * (x[i] - m);
+    double q = vt, dm = sum / (double)S - (double)m; /* deviations were taken from the rounded mean */
+    for (int l = 0; l < LANES; l++) q += v[l];
+    *mean = sum / (double)S;
+    *m2 = q - (double)S * dm * dm;
+    if (*m2 < 0) *m2 = 0;
+}
+
+// per-channel (mean, m2) of cpg channels of S values -> the group's mean and rstd
+static void merge_moments(const double *cmean, const double *cm2, int64_t cpg, int64_t S, double eps, float *mean,
+                          float *rstd) {
+    double n = 0, m = 0, q = 0;
+    for (int64_t c = 0; c < cpg; c++) {
+        double nb = (double)S, d = cmean[c] - m, tot = n + nb;
+        m += d * nb / tot;
+        q += cm2[c] + d * d * n * nb / tot;
+        n = tot;
+    }
+    *mean = (float)m;
+    *rstd = (float)(1.0 / sqrt(q / n + eps));
+}
+
+// x (S) -> y (S) = x·a + b
+static void scale_shift(float *restrict y, const float *restrict x, float a, float b, int64_t S) {
+    for (int64_t i = 0; i < S; i++) y[i] = x[i] * a + b;
+}
+
+static mmu_status gn_check_param(mmu_tensor *p, const char *arg, mmu_tensor *x, int64_t C) {
+    mmu_status st = mmu_check_dtype(p, MMU_FLOAT32, "group_norm", arg);
+    if (st) return st;
+    if (p->ndim != 1 || p->shape[0] != C)
+        return mmu_fail(MMU_EVALUE, "group_norm: %s must have shape (%lld,) for an input of shape %s, got %s", arg,
+                        (long long)C, mmu_shape_str(x), mmu_shape_str(p));
+    return MMU_OK;
+}
+
+// x (N, C, *), weight (C) or NULL, bias (C) or NULL -> out (x's shape)
+mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_tensor *weight, mmu_tensor *bias,
+                          double eps) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "group_norm", "input");
+    if (st) return st;
+    if (x->ndim < 2)
+        return mmu_fail(MMU_EVALUE, "group_norm: expected an input with at least 2 dims (N, C, *), got %s",
+                        mmu_shape_str(x));
+    int64_t N = x->shape[0], C = x->shape[1], S = 1;
+    for (int d = 2; d < x->ndim; d++) S *= x->shape[d];
+    if (groups < 1 || C % groups)
+        return mmu_fail(MMU_EVALUE, "group_norm: num_groups (%lld) must be positive and divide the %lld channels "
+                        "of the input %s", (long long)groups, (long long)C, mmu_shape_str(x));
+    if (weight && (st = gn_check_param(weight, "weight", x, C))) return st;
+    if (bias && (st = gn_check_param(bias, "bias", x, C))) return st;
+    int64_t G = groups, cpg = C / G, NG = N * G;
+
+    mmu_tensor *mean = NULL, *rstd = NULL;
+    double *cmom = NULL;
+    size_t cbytes = 0;
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, x->shape)) ||
+        (st = mmu_tensor_empty(&mean, MMU_FLOAT32, 1, &NG)) || (st = mmu_tensor_empty(&rstd, MMU_FLOAT32, 1, &NG)))
+        goto done;
+    if (x->numel > 0) {
+        const float *px = mmu_f32(x), *pw = weight ? mmu_f32(weight) : NULL, *pb = bias ? mmu_f32(bias) : NULL;
+        float *py = mmu_f32(*out), *pm = mmu_f32(mean), *pr = mmu_f32(rstd);
+        cbytes = (size_t)N * C * 2 * sizeof(double);
+        if (!(cmom = mmu_alloc(cbytes))) {
+            st = mmu_fail(MMU_ENOMEM, "group_norm: out of memory (input %s)", mmu_shape_str(x));
+            goto done;
+        }
+        double *cmean = cmom, *cm2 = cmom + N * C;
+        int fused = NG >= 2 * mmu_get_num_threads();
+        if (fused) {
+#pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
+            for (int64_t ng = 0; ng < NG; ng++) {
+                int64_t c0 = (ng % G) * cpg, nc0 = ng * cpg;
+                for (int64_t c = 0; c < cpg; c++)
+                    channel_moments(px + (nc0 + c) * S, S, cmean + nc0 + c, cm2 + nc0 + c);
+                merge_moments(cmean + nc0, cm2 + nc0, cpg, S, eps, pm + ng, pr + ng);
+                for (int64_t c = 0; c < cpg; c++) {
+                    float a = pr[ng] * (pw ? pw[c0 + c] : 1.0f), b = (pb ? pb[c0 + c] : 0.0f) - pm[ng] * a;
+                    scale_shift(py + (nc0 + c) * S, px + (nc0 + c) * S, a, b, S);
+                }
+            }
+        } else {
+#pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
+            for (int64_t nc = 0; nc < N * C; nc++) channel_moments(px + nc * S, S, cmean + nc, cm2 + nc);
+            for (int64_t ng = 0; ng < NG; ng++)
+                merge_moments(cmean + ng * cpg, cm2 + ng * cpg, cpg, S, eps, pm + ng, pr + ng);
+#pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
+            for (int64_t nc = 0; nc < N * C; nc++) {
+                int64_t ng = nc / cpg, c = nc % C;
+                float a = pr[ng] * (pw ? pw[c] : 1.0f), b = (pb ? pb[c] : 0.0f) - pm[ng] * a;
+                scale_shift(py + nc * S, px + nc * S, a, b, S);
+            }
+        }
+    }
+    mmu_node *n = NULL;
+    if ((st = mmu_record(&n, *out, MMU_OP_GROUP_NORM, 3, (mmu_tensor *[]){x, weight, bias}))) goto done;
+    if (n) {
+        n->ctx.i[0] = N;
+        n->ctx.i[1] = C;
+        n->ctx.i[2] = S;
+        n->ctx.i[3] = G;
+        mmu_save(n, GN_SAVED_X, x);
+        if (weight) mmu_save(n, GN_SAVED_W, weight);
+        mmu_save(n, GN_SAVED_MEAN, mean);
+        mmu_save(n, GN_SAVED_RSTD, rstd);
+    }
+done:
+    if (cmom) mmu_free(cmom, cbytes);
+    if (st) MMU_CLEAR(*out);
+    mmu_tensor_decref(mean);
+    mmu_tensor_decref(rstd);
+    return st;
+}
+
+// g, x (S) -> Σg, Σg·x
+static void channel_grad_sums(const float *restrict g, const float *restrict x, int64_t S, double *sg, double *sgx) {
+    float a[LANES] = {0}, b[LANES] = {0}, at = 0.0f, bt = 0.0f;
+    int64_t i = 0;
+    for (; i + LANES <= S; i += LANES)
+        for (int l = 0; l < LANES; l++) {
+            a[l] += g[i + l];
+            b[l] += g[i + l] * x[i + l];
+        }
+    for (; i < S; i++) at += g[i], bt += g[i] * x[i];
+    double da = at, db = bt;
+    for (int l = 0; l < LANES; l++) da += a[l], db += b[l];
+    *sg = da;
+    *sgx = db;
+}
+
+// one group's per-channel sums -> the coefficients c2, c3 of dx = (rstd·w_c)·g + c2·x + c3
+static void gn_dx_coeffs(const double *sg, const double *sgx, const float *w, int64_t cpg, int64_t S, float mean,
+                         float rstd, float *c2, float *c3) {
+    double A = 0, Bp = 0;
+    for (int64_t c = 0; c < cpg; c++) {
+        double wc = w ? w[c] : 1.0;
+        A += wc * sg[c];
+        Bp += wc * sgx[c];
+    }
+    double D = (double)cpg * S, r = rstd, B = r * (Bp - (double)mean * A);
+    *c2 = (float)(-r * r * B / D);
+    *c3 = (float)(-r * A / D + (double)mean * r * r * B / D);
+}
+
+// g, x, dx (S): dx = a·g + b·x + c
+static void gn_dx_channel(float *restrict dx, const float *restrict g, const float *restrict x, float a, float b,
+                          float c, int64_t S) {
+    for (int64_t i = 0; i < S; i++) dx[i] = a * g[i] + b * x[i] + c;
+}
+
+// g (N, C, *) -> dx (x's shape), dweight (C), dbias (C)
+mmu_status mmu_group_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    int64_t N = n->ctx.i[0], C = n->ctx.i[1], S = n->ctx.i[2], G = n->ctx.i[3], cpg = C / G, NG = N * G;
+    int want_x = n->inputs[0].needs_grad, want_w = n->inputs[1].needs_grad, want_b = n->inputs[2].needs_grad;
+    mmu_status st = MMU_OK;
+    if (want_x) st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, n->inputs[0].ndim, n->inputs[0].shape);
+    if (!st && want_w) st = mmu_tensor_zeros(&gin[1], MMU_FLOAT32, n->inputs[1].ndim, n->inputs[1].shape);
+    if (!st && want_b) st = mmu_tensor_zeros(&gin[2], MMU_FLOAT32, n->inputs[2].ndim, n->inputs[2].shape);
+    if (st || N * C * S == 0) return st;
+    size_t sbytes = (size_t)N * C * 2 * sizeof(double);
+    double *sums = mmu_alloc(sbytes);
+    if (!sums) return mmu_fail(MMU_ENOMEM, "group_norm backward: out of memory");
+    double *sg = sums, *sgx = sums + N * C;
+    const float *px = mmu_f32(n->saved[GN_SAVED_X]), *pg = mmu_f32(g);
+    const float *pw = n->saved[GN_SAVED_W] ? mmu_f32(n->saved[GN_SAVED_W]) : NULL;
+    const float *pm = mmu_f32(n->saved[GN_SAVED_MEAN]), *pr = mmu_f32(n->saved[GN_SAVED_RSTD]);
+    float *pdx = want_x ? mmu_f32(gin[0]) : NULL;
+    int64_t work = N * C * S;
+    if (NG >= 2 * mmu_get_num_threads()) { /* a group per task, its x and g still in L2 for dx */
+#pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
+        for (int64_t ng = 0; ng < NG; ng++) {
+            int64_t c0 = (ng % G) * cpg, nc0 = ng * cpg;
+            for (int64_t c = 0; c < cpg; c++)
+                channel_grad_sums(pg + (nc0 + c) * S, px + (nc0 + c) * S, S, sg + nc0 + c, sgx + nc0 + c);
+            if (!pdx) continue;
+            float c2, c3;
+            gn_dx_coeffs(sg + nc0, sgx + nc0, pw ? pw + c0 : NULL, cpg, S, pm[ng], pr[ng], &c2, &c3);
+            for (int64_t c = 0; c < cpg; c++)
+                gn_dx_channel(pdx + (nc0 + c) * S, pg + (nc0 + c) * S, px + (nc0 + c) * S,
+                              pr[ng] * (pw ? pw[c0 + c] : 1.0f), c2, c3, S);
+        }
+    } else {
+#pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
+        for (int64_t nc = 0; nc < N * C; nc++) channel_grad_sums(pg + nc * S, px + nc * S, S, sg + nc, sgx + nc);
+        if (pdx) {
+#pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
+            for (int64_t nc = 0; nc < N * C; nc++) {
+                int64_t ng = nc / cpg, c = nc % C, c0 = (ng % G) * cpg;
+                float c2, c3; /* recomputed per channel: O(C/G) next to O(S) */
+                gn_dx_coeffs(sg + ng * cpg, sgx + ng * cpg, pw ? pw + c0 : NULL, cpg, S, pm[ng], pr[ng], &c2, &c3);
+                gn_dx_channel(pdx + nc * S, pg + nc * S, px + nc * S, pr[ng] * (pw ? pw[c] : 1.0f), c2, c3, S);
+            }
+        }
+    }
+    /* dweight_c = Σ_n rstd·(Σg·x - mean·Σg), dbias_c = Σ_n Σg, added over n in order */
+    float *dw = want_w ? mmu_f32(gin[1]) : NULL, *db = want_b ? mmu_f32(gin[2]) : NULL;
+    for (int64_t c = 0; c < C && (dw || db); c++) {
+        double aw = 0, ab = 0;
+        for (int64_t i = 0; i < N; i++) {
+            int64_t nc = i * C + c, ng = i * G + c / cpg;
+            aw += (double)pr[ng] * (sgx[nc] - (double)pm[ng] * sg[nc]);
+            ab += sg[nc];
+        }
+        if (dw) dw[c] = (float)aw;
+        if (db) db[c] = (float)ab;
+    }
+    mmu_free(sums, sbytes);
+    return MMU_OK;
+}
+
+/* ============================================================== rms_norm
+ * y = x·rstd·w, rstd = 1/sqrt(mean(x²) + eps) per row of the normalised dims.
+ * Backward, with dy = g·w: dx = rstd·dy - x·rstd³·mean(dy·x), dw = Σ_rows g·x·rstd
+ * (per fixed block of rows, the blocks added in order, as layer_norm). */
+
+enum { RMS_SAVED_X, RMS_SAVED_W, RMS_SAVED_RSTD };
+
+// x (n), w (n) or NULL -> y (n), *rstd
+static void rms_row(float *restrict y, float *rstd_out, const float *restrict x, const float *restrict w, int64_t n,
+                    float eps) {
+    float s[LANES] = {0}, t = 0.0f;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) s[l] += x[i + l] * x[i + l];
+    for (; i < n; i++) t += x[i] * x[i];
+    double q = t;
+    for (int l = 0; l < LANES; l++) q += s[l];
+    float r = (float)(1.0 / sqrt(q / (double)n + (double)eps));
+    if (w)
+        for (i = 0; i < n; i++) y[i] = x[i] * r * w[i];
+    else
+        for (i = 0; i < n; i++) y[i] = x[i] * r;
+    *rstd_out = r;
+}
+
+// x (..., *S), weight (*S) or NULL -> out (x's shape)
+mmu_status mmu_rms_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const int64_t *norm_shape,
+                        mmu_tensor *weight, double eps) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "rms_norm", "input");
+    if (st) return st;
+    int lead = x->ndim - norm_ndim;
+    if (norm_ndim < 1 || lead < 0 || memcmp(x->shape + lead, norm_shape, norm_ndim * sizeof(int64_t)))
+        return mmu_fail(MMU_EVALUE, "rms_norm: normalized_shape %s does not match the trailing dims of the "
+                        "input of shape %s", mmu_dims_str(norm_ndim, norm_shape), mmu_shape_str(x));
+    if (weight) {
+        if ((st = mmu_check_dtype(weight, MMU_FLOAT32, "rms_norm", "weight"))) return st;
+        if (weight->ndim != norm_ndim || memcmp(weight->shape, norm_shape, norm_ndim * sizeof(int64_t)))
+            return mmu_fail(MMU_EVALUE, "rms_norm: weight has shape %s but normalized_shape is %s (input %s)",
+                            mmu_shape_str(weight), mmu_dims_str(norm_ndim, norm_shape), mmu_shape_str(x));
+    }
+    int64_t cols = 1, rows = 1;
+    for (int d = 0; d < norm_ndim; d++) cols *= norm_shape[d];
+    for (int d = 0; d < lead; d++) rows *= x->shape[d];
+    mmu_tensor *rstd = NULL;
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, x->shape)) ||
+        (st = mmu_tensor_empty(&rstd, MMU_FLOAT32, 1, &rows)))
+        goto done;
+    if (cols > 0) {
+        const float *px = mmu_f32(x), *pw = weight ? mmu_f32(weight) : NULL;
+        float *py = mmu_f32(*out), *pr = mmu_f32(rstd), e = (float)eps;
+#pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
+        for (int64_t r = 0; r < rows; r++) rms_row(py + r * cols, pr + r, px + r * cols, pw, cols, e);
+    }
+    mmu_node *n = NULL;
+    if ((st = mmu_record(&n, *out, MMU_OP_RMS_NORM, 2, (mmu_tensor *[]){x, weight}))) goto done;
+    if (n) {
+        n->ctx.i[0] = rows;
+        n->ctx.i[1] = cols;
+        mmu_save(n, RMS_SAVED_X, x);
+        if (weight) mmu_save(n, RMS_SAVED_W, weight);
+        mmu_save(n, RMS_SAVED_RSTD, rstd);
+    }
+done:
+    if (st) MMU_CLEAR(*out);
+    mmu_tensor_decref(rstd);
+    return st;
+}
+
+// one row: dx (or NULL) and g·x·rstd added into pw (or NULL)
+static void rms_row_backward(float *restrict dx, float *restrict pw, const float *restrict x, const float *restrict g,
+                             const float *restrict w, float rstd, int64_t n) {
+    float s[LANES] = {0}, t = 0.0f;
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) {
+            float gi = g[i + l], dy = w ? gi * w[i + l] : gi;
+            s[l] += dy * x[i + l];
+            if (pw) pw[i + l] += gi * x[i + l] * rstd;
+        }
+    for (; i < n; i++) {
+        float dy = w ? g[i] * w[i] : g[i];
+        t += dy * x[i];
+        if (pw) pw[i] += g[i] * x[i] * rstd;
+    }
+    if (!dx) return;
+    for (int l = 0; l < LANES; l++) t += s[l];
+    float k = rstd * rstd * rstd * t / (float)n;
+    if (w)
+        for (i = 0; i < n; i++) dx[i] = rstd * g[i] * w[i] - x[i] * k;
+    else
+        for (i = 0; i < n; i++) dx[i] = rstd * g[i] - x[i] * k;
+}
+
+mmu_status mmu_rms_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    int64_t rows = n->ctx.i[0], cols = n->ctx.i[1];
+    int want_x = n->inputs[0].needs_grad, want_w = n->inputs[1].needs_grad;
+    mmu_status st = MMU_OK;
+    if (want_x) st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, n->inputs[0].ndim, n->inputs[0].shape);
+    if (!st && want_w) st = mmu_tensor_zeros(&gin[1], MMU_FLOAT32, n->inputs[1].ndim, n->inputs[1].shape);
+    if (st || rows * cols == 0) return st;
+    int64_t nblk = rows < MAX_ROW_BLOCKS ? rows : MAX_ROW_BLOCKS, per = (rows + nblk - 1) / nblk;
+    nblk = (rows + per - 1) / per;
+    size_t pbytes = want_w ? (size_t)nblk * cols * sizeof(float) : 0;
+    float *part = pbytes ? mmu_alloc(pbytes) : NULL;
+    if (pbytes && !part) return mmu_fail(MMU_ENOMEM, "rms_norm backward: out of memory");
+    if (part) memset(part, 0, pbytes);
+    const float *px = mmu_f32(n->saved[RMS_SAVED_X]), *pg = mmu_f32(g), *pr = mmu_f32(n->saved[RMS_SAVED_RSTD]);
+    const float *pw = n->saved[RMS_SAVED_W] ? mmu_f32(n->saved[RMS_SAVED_W]) : NULL;
+    float *pdx = want_x ? mmu_f32(gin[0]) : NULL;
+#pragma omp parallel for schedule(static) if (rows * cols > MMU_PAR_GRAIN)
+    for (int64_t k = 0; k < nblk; k++) {
+        int64_t r1 = (k + 1) * per < rows ? (k + 1) * per : rows;
+        for (int64_t r = k * per; r < r1; r++)
+            rms_row_backward(pdx ? pdx + r * cols : NULL, part ? part + k * cols : NULL, px + r * cols,
+                             pg + r * cols, pw, pr[r], cols);
+    }
+    if (part) {
+        float *dw = mmu_f32(gin[1]);
+#pragma omp parallel for schedule(static) if (nblk * cols > MMU_PAR_GRAIN)
+        for (int64_t c = 0; c < cols; c++) {
+            float a = 0.0f;
+            for (int64_t k = 0; k < nblk; k++) a += part[k * cols + c];
+            dw[c] = a;
+        }
+        mmu_free(part, pbytes);
+    }
+    return MMU_OK;
+}
+
+/* ============================================================= normalize
+ * y = x / max(||x||_p, eps) along one dim. x is seen as (outer, C, inner); the
+ * norms (outer, inner) are accumulated in double, vectorised over inner when
+ * the dim is not the last one. Backward, d = max(n, eps), s = Σ_c g·x:
+ *   dx = g/d - [n >= eps]·(s/d²)·∂n/∂x,  ∂n/∂x = sign(x)·|x|^(p-1)/n^(p-1)
+ * (torch's clamp_min passes the gradient where n >= eps). */
+
+enum { NZ_SAVED_X, NZ_SAVED_NORM };
+
+static inline double pnorm_term(float x, double p) {
+    double a = fabs((double)x);
+    return p == 2.0 ? a * a : p == 1.0 ? a : pow(a, p);
+}
+
+static inline double pnorm_root(double acc, double p) {
+    return p == 2.0 ? sqrt(acc) : p == 1.0 ? acc : pow(acc, 1.0 / p);
+}
+
+// x (outer, C, inner), p > 0 -> out (x's shape)
+mmu_status mmu_normalize(mmu_tensor **out, mmu_tensor *x, double p, int64_t dim, double eps) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "normalize", "input");
+    if (st) return st;
+    if (!(p > 0) || isinf(p))
+        return mmu_fail(MMU_EVALUE, "normalize: p must be a finite number > 0, got %g", p);
+    int d;
+    if (x->ndim == 0) return mmu_fail(MMU_EINDEX, "normalize: input must have at least one dim, got %s", mmu_shape_str(x));
+    if ((st = mmu_wrap_dim(&d, dim, x->ndim, "normalize"))) return st;
+    int64_t outer = 1, C = x->shape[d], inner = 1;
+    for (int k = 0; k < d; k++) outer *= x->shape[k];
+    for (int k = d + 1; k < x->ndim; k++) inner *= x->shape[k];
+    int64_t nn = outer * inner;
+    mmu_tensor *norm = NULL;
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, x->shape)) ||
+        (st = mmu_tensor_empty(&norm, MMU_FLOAT32, 1, &nn)))
+        goto done;
+    if (x->numel > 0) {
+        const float *px = mmu_f32(x);
+        float *py = mmu_f32(*out), *pn = mmu_f32(norm);
+#pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
+        for (int64_t o = 0; o < outer; o++) {
+            const float *xo = px + o * C * inner;
+            float *yo = py + o * C * inner, *no = pn + o * inner;
+            for (int64_t i0 = 0; i0 < inner; i0 += 64) { /* 64 columns of doubles at a time */
+                int64_t len = inner - i0 < 64 ? inner - i0 : 64;
+                double acc[64] = {0};
+                for (int64_t c = 0; c < C; c++)
+                    for (int64_t i = 0; i < len; i++) acc[i] += pnorm_term(xo[c * inner + i0 + i], p);
+                float inv[64];
+                for (int64_t i = 0; i < len; i++) {
+                    double nv = pnorm_root(acc[i], p);
+                    no[i0 + i] = (float)nv;
+                    inv[i] = (float)(1.0 / (nv > eps ? nv : eps));
+                }
+                for (int64_t c = 0; c < C; c++)
+                    for (int64_t i = 0; i < len; i++) yo[c * inner + i0 + i] = xo[c * inner + i0 + i] * inv[i];
+            }
+        }
+    }
+    mmu_node *n = NULL;
+    if ((st = mmu_record(&n, *out, MMU_OP_NORMALIZE, 1, (mmu_tensor *[]){x}))) goto done;
+    if (n) {
+        n->ctx.i[0] = outer;
+        n->ctx.i[1] = C;
+        n->ctx.i[2] = inner;
+        n->ctx.f[0] = p;
+        n->ctx.f[1] = eps;
+        mmu_save(n, NZ_SAVED_X, x);
+        mmu_save(n, NZ_SAVED_NORM, norm);
+    }
+done:
+    if (st) MMU_CLEAR(*out);
+    mmu_tensor_decref(norm);
+    return st;
+}
+
+mmu_status mmu_normalize_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    int64_t outer = n->ctx.i[0], C = n->ctx.i[1], inner = n->ctx.i[2];
+    double p = n->ctx.f[0], eps = n->ctx.f[1];
+    mmu_status st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, n->inputs[0].ndim, n->inputs[0].shape);
+    if (st || outer * C * inner == 0) return st;
+    const float *px = mmu_f32(n->saved[NZ_SAVED_X]), *pn = mmu_f32(n->saved[NZ_SAVED_NORM]), *pg = mmu_f32(g);
+    float *pdx = mmu_f32(gin[0]);
+#pragma omp parallel for schedule(static) if (outer * C * inner > MMU_PAR_GRAIN)
+    for (int64_t o = 0; o < outer; o++) {
+        const float *xo = px + o * C * inner, *go = pg + o * C * inner, *no = pn + o * inner;
+        float *dxo = pdx + o * C * inner;
+        for (int64_t i0 = 0; i0 < inner; i0 += 64) {
+            int64_t len = inner - i0 < 64 ? inner - i0 : 64;
+            double s[64] = {0}, k[64];
+            float inv[64];
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t i = 0; i < len; i++) s[i] += (double)go[c * inner + i0 + i] * xo[c * inner + i0 + i];
+            for (int64_t i = 0; i < len; i++) {
+                double nv = no[i0 + i], dv = nv > eps ? nv : eps;
+                inv[i] = (float)(1.0 / dv);
+                /* s/d² · 1/n^(p-1), the part of ∂n/∂x common to the column */
+                k[i] = nv >= eps && nv > 0 ? s[i] / (dv * dv) / (p == 1.0 ? 1.0 : p == 2.0 ? nv : pow(nv, p - 1.0))
+                                           : 0.0;
+            }
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t i = 0; i < len; i++) {
+                    float xv = xo[c * inner + i0 + i];
+                    double dn = p == 2.0 ? xv : p == 1.0 ? (xv > 0) - (xv < 0)
+                                : xv == 0 ? 0.0 : copysign(pow(fabs((double)xv), p - 1.0), xv);
+                    dxo[c * inner + i0 + i] = (float)(go[c * inner + i0 + i] * inv[i] - k[i] * dn);
+                }
+        }
+    }
+    return MMU_OK;
+}

@@ -110,18 +110,85 @@ mmu_status mmu_mse_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target,
 mmu_status mmu_l1_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red);
 
 /* ---- csrc/ops/conv.c: convolutions ---- */
+/* x (N, C, *in) or unbatched (C, *in), w (OC, C/groups, *k), b (OC) or NULL -> (N, OC, *out);
+ * sp = 1, 2, 3 spatial dims; per-side padding (pad_r != pad_l for 'same' with even kernels) */
+mmu_status mmu_conv(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b, const int64_t *stride,
+                    const int64_t *pad_l, const int64_t *pad_r, const int64_t *dilation, int64_t groups);
+/* x (N, IC, *in) or (IC, *in), w (IC, OC/groups, *k), b (OC) or NULL -> (N, OC, *out) */
+mmu_status mmu_conv_transpose(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b,
+                              const int64_t *stride, const int64_t *padding, const int64_t *output_padding,
+                              int64_t groups, const int64_t *dilation);
 
 /* ---- end conv ---- */
 
 /* ---- csrc/ops/norm.c (group/rms norm, normalize), dropout.c, spatial.c ---- */
 
+/* x (N, C, *), groups dividing C, weight/bias (C) or NULL -> out (x's shape) */
+mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_tensor *weight, mmu_tensor *bias,
+                          double eps);
+/* x (..., *normalized_shape), weight (normalized_shape) or NULL -> out (x's shape) */
+mmu_status mmu_rms_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const int64_t *norm_shape,
+                        mmu_tensor *weight, double eps);
+/* x / max(||x||_p, eps) along dim, p > 0 finite -> out (x's shape) */
+mmu_status mmu_normalize(mmu_tensor **out, mmu_tensor *x, double p, int64_t dim, double eps);
+/* dropout.c: x (any), 0 <= p <= 1 -> out, kept values scaled by 1/(1-p) (Philox stream) */
+mmu_status mmu_dropout(mmu_tensor **out, mmu_tensor *x, double p);
+/* dropout.c: x (any) -> x > 0 ? x : slope·x */
+mmu_status mmu_leaky_relu(mmu_tensor **out, mmu_tensor *x, double slope);
+/* spatial.c: x (d0..dn-1), lo/hi (ndim) pads per dim (negative crops, constant mode) -> (d + lo + hi) */
+enum { MMU_PAD_CONSTANT = 0, MMU_PAD_REFLECT = 1, MMU_PAD_REPLICATE = 2, MMU_PAD_CIRCULAR = 3 };
+mmu_status mmu_pad(mmu_tensor **out, mmu_tensor *x, const int64_t *lo, const int64_t *hi, int mode, double value);
+/* spatial.c: x (N, C, H, W) or (C, H, W); kernel, stride, padding (2); divisor 0 = none -> (.., OH, OW) */
+mmu_status mmu_avg_pool2d(mmu_tensor **out, mmu_tensor *x, const int64_t *kernel, const int64_t *stride,
+                          const int64_t *padding, int ceil_mode, int count_include_pad, int64_t divisor);
+/* spatial.c: x (N, C, *in) with nsp = 1..3 spatial dims, out_size (nsp), scales (nsp; <= 0 none) */
+mmu_status mmu_upsample_nearest(mmu_tensor **out, mmu_tensor *x, int nsp, const int64_t *out_size,
+                                const double *scales);
+/* spatial.c: x (N, C, H, W) -> (N, C, OH, OW); scales <= 0: none */
+mmu_status mmu_upsample_bilinear2d(mmu_tensor **out, mmu_tensor *x, int64_t OH, int64_t OW, int align_corners,
+                                   double scale_h, double scale_w);
+
 /* ---- end spatial ---- */
 
 /* ---- csrc/ops/attention.c, rope.c ---- */
+/* q (..., L, E), k (..., S, E), v (..., S, Ev) (batch dims broadcast), mask NULL
+ * or bool (True = attend) / float32 (added) broadcastable to (..., L, S)
+ * -> out (..., L, Ev). scale used when has_scale, else 1/sqrt(E). */
+mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, mmu_tensor *mask,
+                    double dropout_p, int is_causal, int has_scale, double scale);
+/* x (..., L, D), cos, sin (L, D) -> x·cos + rotate_half(x)·sin */
+mmu_status mmu_apply_rotary(mmu_tensor **out, mmu_tensor *x, mmu_tensor *cos, mmu_tensor *sin);
 
 /* ---- end attention ---- */
 
 /* ---- csrc/optim/: fused optimizer updates (no autograd) ---- */
+
+/* Multi-tensor updates: lists of n float32 tensors, all updated in place in
+ * one OpenMP pass (see csrc/optim/optim.c). Hyperparameters as torch.optim. */
+typedef struct {
+    double lr, beta1, beta2, eps, weight_decay;
+    int decoupled; /* AdamW: p *= 1 - lr*wd; else Adam: g += wd*p */
+    int amsgrad, maximize;
+} mmu_adam_hparams;
+
+typedef struct {
+    double lr, momentum, dampening, weight_decay;
+    int nesterov, maximize;
+} mmu_sgd_hparams;
+
+// p, g, m, v, vmax (amsgrad only, else NULL): n tensors each, shaped like p[i]; steps[i] >= 1
+mmu_status mmu_adam_step(int n, mmu_tensor *const *p, mmu_tensor *const *g, mmu_tensor *const *m,
+                         mmu_tensor *const *v, mmu_tensor *const *vmax, const int64_t *steps,
+                         const mmu_adam_hparams *h);
+// p, g, buf (momentum != 0 only): n tensors; first[i]: buf[i] is new (set to the gradient)
+mmu_status mmu_sgd_step(int n, mmu_tensor *const *p, mmu_tensor *const *g, mmu_tensor *const *buf,
+                        const uint8_t *first, const mmu_sgd_hparams *h);
+// the p-norm (p > 0 or inf) of n tensors taken together, summed in double, deterministic
+mmu_status mmu_multi_norm(double *out, int n, mmu_tensor *const *ts, double p);
+// ts[i] *= c for all n tensors
+mmu_status mmu_multi_scale_(int n, mmu_tensor *const *ts, float c);
+// shadow[i] = lerp(shadow[i], src[i], weight) for all n tensors (weight 1: exact copy)
+mmu_status mmu_multi_lerp_(int n, mmu_tensor *const *shadow, mmu_tensor *const *src, double weight);
 
 /* ---- end optim ---- */
 

@@ -3,6 +3,176 @@
 
 #include "../ops/ops.h"
 
+static PyObject *py_group_norm(PyObject *m, PyObject *args) {
+    PyObject *xo, *wo, *bo;
+    long long groups;
+    double eps;
+    tensor_args ta = {0};
+    mmu_tensor *x, *w = NULL, *b = NULL, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "OLOOd", &xo, &groups, &wo, &bo, &eps)) return NULL;
+    if (!(x = arg(&ta, xo, -1, "group_norm", "input")) ||
+        (wo != Py_None && !(w = arg(&ta, wo, -1, "group_norm", "weight"))) ||
+        (bo != Py_None && !(b = arg(&ta, bo, -1, "group_norm", "bias"))))
+        return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_group_norm(&out, x, groups, w, b, eps));
+    return finish(&ta, st, out);
+}
+
+static PyObject *py_rms_norm(PyObject *m, PyObject *args) {
+    PyObject *xo, *so, *wo;
+    double eps;
+    tensor_args ta = {0};
+    mmu_tensor *x, *w = NULL, *out = NULL;
+    mmu_status st;
+    int nd;
+    int64_t shape[MMU_MAX_DIMS];
+    if (!PyArg_ParseTuple(args, "OOOd", &xo, &so, &wo, &eps)) return NULL;
+    if (mmu_parse_shape(so, &nd, shape, "rms_norm", "normalized_shape") < 0) return NULL;
+    if (!(x = arg(&ta, xo, -1, "rms_norm", "input")) || (wo != Py_None && !(w = arg(&ta, wo, -1, "rms_norm", "weight"))))
+        return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_rms_norm(&out, x, nd, shape, w, eps));
+    return finish(&ta, st, out);
+}
+
+static PyObject *py_normalize(PyObject *m, PyObject *args) {
+    PyObject *xo;
+    double p, eps;
+    long long dim;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "OdLd", &xo, &p, &dim, &eps)) return NULL;
+    if (!(x = arg(&ta, xo, -1, "normalize", "input"))) return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_normalize(&out, x, p, dim, eps));
+    return finish(&ta, st, out);
+}
+
+static PyObject *py_dropout(PyObject *m, PyObject *args) {
+    PyObject *xo;
+    double p;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "Od", &xo, &p)) return NULL;
+    if (!(x = arg(&ta, xo, -1, "dropout", "input"))) return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_dropout(&out, x, p));
+    return finish(&ta, st, out);
+}
+
+static PyObject *py_leaky_relu(PyObject *m, PyObject *args) {
+    PyObject *xo;
+    double slope;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "Od", &xo, &slope)) return NULL;
+    if (!(x = arg(&ta, xo, -1, "leaky_relu", "input"))) return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_leaky_relu(&out, x, slope));
+    return finish(&ta, st, out);
+}
+
+/* a tuple of exactly n ints */
+static int int_tuple(PyObject *o, int n, int64_t *v, const char *op, const char *name) {
+    int nd;
+    int64_t tmp[MMU_MAX_DIMS];
+    if (mmu_parse_shape(o, &nd, tmp, op, name) < 0) return -1;
+    if (nd != n) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must have %d values, got %d", op, name, n, nd);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) v[i] = tmp[i];
+    return 0;
+}
+
+static PyObject *py_pad(PyObject *m, PyObject *args) {
+    PyObject *xo, *loo, *hio;
+    int mode;
+    double value;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
+    int nlo, nhi;
+    int64_t lo[MMU_MAX_DIMS], hi[MMU_MAX_DIMS];
+    if (!PyArg_ParseTuple(args, "OOOid", &xo, &loo, &hio, &mode, &value)) return NULL;
+    if (mmu_parse_shape(loo, &nlo, lo, "pad", "pad") < 0 || mmu_parse_shape(hio, &nhi, hi, "pad", "pad") < 0)
+        return NULL;
+    if (!(x = arg(&ta, xo, -1, "pad", "input"))) return finish(&ta, MMU_OK, NULL);
+    if (nlo != x->ndim || nhi != x->ndim) {
+        finish(&ta, MMU_OK, NULL);
+        return PyErr_Format(PyExc_ValueError, "pad: internal error: %d/%d pads for a %d-D input", nlo, nhi, x->ndim);
+    }
+    MMU_NOGIL(st, mmu_pad(&out, x, lo, hi, mode, value));
+    return finish(&ta, st, out);
+}
+
+static PyObject *py_avg_pool2d(PyObject *m, PyObject *args) {
+    PyObject *xo, *ko, *so, *po;
+    int ceil_mode, include_pad;
+    long long divisor;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
+    int64_t k[2], s[2], p[2];
+    if (!PyArg_ParseTuple(args, "OOOOppL", &xo, &ko, &so, &po, &ceil_mode, &include_pad, &divisor)) return NULL;
+    if (int_tuple(ko, 2, k, "avg_pool2d", "kernel_size") < 0 || int_tuple(so, 2, s, "avg_pool2d", "stride") < 0 ||
+        int_tuple(po, 2, p, "avg_pool2d", "padding") < 0)
+        return NULL;
+    if (!(x = arg(&ta, xo, -1, "avg_pool2d", "input"))) return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_avg_pool2d(&out, x, k, s, p, ceil_mode, include_pad, divisor));
+    return finish(&ta, st, out);
+}
+
+static PyObject *py_upsample_nearest(PyObject *m, PyObject *args) {
+    PyObject *xo, *so, *sco;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
+    int nd;
+    int64_t size[MMU_MAX_DIMS];
+    double scales[3] = {0, 0, 0};
+    if (!PyArg_ParseTuple(args, "OOO", &xo, &so, &sco)) return NULL;
+    if (mmu_parse_shape(so, &nd, size, "interpolate", "size") < 0) return NULL;
+    if (nd < 1 || nd > 3) return PyErr_Format(PyExc_ValueError, "interpolate: 1 to 3 spatial sizes, got %d", nd);
+    if (sco != Py_None) {
+        if (!PyTuple_Check(sco) || PyTuple_GET_SIZE(sco) != nd)
+            return PyErr_Format(PyExc_ValueError, "interpolate: internal error: scales must be a tuple of %d floats", nd);
+        for (int i = 0; i < nd; i++) {
+            PyObject *v = PyTuple_GET_ITEM(sco, i);
+            scales[i] = v == Py_None ? 0.0 : PyFloat_AsDouble(v);
+            if (PyErr_Occurred()) return NULL;
+        }
+    }
+    if (!(x = arg(&ta, xo, -1, "interpolate", "input"))) return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_upsample_nearest(&out, x, nd, size, scales));
+    return finish(&ta, st, out);
+}
+
+static PyObject *py_upsample_bilinear2d(PyObject *m, PyObject *args) {
+    PyObject *xo;
+    long long oh, ow;
+    int align;
+    double sh, sw;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "OLLpdd", &xo, &oh, &ow, &align, &sh, &sw)) return NULL;
+    if (!(x = arg(&ta, xo, -1, "interpolate", "input"))) return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_upsample_bilinear2d(&out, x, oh, ow, align, sh, sw));
+    return finish(&ta, st, out);
+}
+
 PyMethodDef mmu_spatial_methods[] = {
+    {"group_norm", py_group_norm, METH_VARARGS, "group_norm(x, num_groups, weight, bias, eps)"},
+    {"rms_norm", py_rms_norm, METH_VARARGS, "rms_norm(x, normalized_shape, weight, eps)"},
+    {"normalize", py_normalize, METH_VARARGS, "normalize(x, p, dim, eps)"},
+    {"dropout", py_dropout, METH_VARARGS, "dropout(x, p): always drops (the caller handles eval / p == 0)"},
+    {"leaky_relu", py_leaky_relu, METH_VARARGS, "leaky_relu(x, negative_slope)"},
+    {"pad", py_pad, METH_VARARGS, "pad(x, lo, hi, mode, value): lo/hi per dim, first dim first"},
+    {"avg_pool2d", py_avg_pool2d, METH_VARARGS,
+     "avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_or_0)"},
+    {"upsample_nearest", py_upsample_nearest, METH_VARARGS, "upsample_nearest(x, size, scales_or_None)"},
+    {"upsample_bilinear2d", py_upsample_bilinear2d, METH_VARARGS,
+     "upsample_bilinear2d(x, oh, ow, align_corners, scale_h_or_0, scale_w_or_0)"},
     {NULL, NULL, 0, NULL},
 };

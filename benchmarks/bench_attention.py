@@ -1,0 +1,104 @@
+"""Attention benchmarks: scaled_dot_product_attention forward + backward at B=8, H=8, D=64,
+L=256 and L=1024: no mask, causal, a random per-sample boolean mask (B, 1, L, L), and a Show-o
+style omni-attention mask (causal text rows, bidirectional image block, per-sample padding),
+plus rotary embeddings. Peak memory at L=4096 is measured in subprocesses by
+benchmarks/attention_memory.py."""
+import numpy as np
+
+B, H, D = 8, 8, 64
+
+
+def omni_mask(rng, batch, n):
+    """(B, 1, n, n) bool: text tokens causal, the image block (the middle half) attends to
+    itself bidirectionally and to the text before it, then causal text again; the last few
+    tokens of each sample are padding no one attends to."""
+    i = np.arange(n)
+    m = i[None, :] <= i[:, None]
+    lo, hi = n // 4, 3 * n // 4
+    m[lo:hi, lo:hi] = True
+    out = np.repeat(m[None, None], batch, axis=0)
+    for b in range(batch):
+        pad = int(rng.integers(0, n // 8))
+        if pad:
+            out[b, 0, :, n - pad:] = False
+            out[b, 0, n - pad:, :] = False
+            out[b, 0, n - pad:, 0] = True  # padded queries still see one key
+    return out
+
+
+def _inputs(L, mask):
+    def make(rng):
+        d = {k: rng.standard_normal((B, H, L, D), dtype=np.float32) for k in ("q", "k", "v", "g")}
+        if mask == "random":
+            d["mask"] = rng.random((B, 1, L, L)) < 0.5
+        elif mask == "omni":
+            d["mask"] = omni_mask(rng, B, L)
+        return d
+    return make
+
+
+def _sdpa(causal):
+    def setup(fw, d):
+        q, k, v = (fw.tensor(d[n], requires_grad=True) for n in ("q", "k", "v"))
+        mask = fw.tensor(d["mask"]) if "mask" in d else None
+        g = fw.tensor(d["g"])
+        return lambda: _step(fw, q, k, v, mask, causal, g)
+    return setup
+
+
+def _step(fw, q, k, v, mask, causal, g):
+    for t in (q, k, v):
+        t.grad = None
+    fw.F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal).backward(g)
+
+
+def _rope_inputs(rng):
+    return {"x": rng.standard_normal((B, H, 1024, D), dtype=np.float32),
+            "g": rng.standard_normal((B, H, 1024, D), dtype=np.float32)}
+
+
+def _rope_tables(L, Dh):
+    inv = 10000.0 ** (-np.arange(Dh // 2) * 2.0 / Dh)
+    f = np.arange(L)[:, None] * inv[None]
+    emb = np.concatenate([f, f], 1)
+    return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)
+
+
+def rope_mmu(fw, d):
+    x = fw.tensor(d["x"], requires_grad=True)
+    c, s = (fw.tensor(a) for a in _rope_tables(1024, D))
+    g = fw.tensor(d["g"])
+
+    def step():
+        x.grad = None
+        fw.F.apply_rotary(x, c, s).backward(g)
+    return step
+
+
+def rope_torch(fw, d):
+    # the usual Hugging Face formula
+    torch = fw.mod
+    x = fw.tensor(d["x"], requires_grad=True)
+    c, s = (fw.tensor(a) for a in _rope_tables(1024, D))
+    g = fw.tensor(d["g"])
+
+    def rot(x):
+        x1, x2 = x[..., : D // 2], x[..., D // 2:]
+        return torch.cat((-x2, x1), dim=-1)
+
+    def step():
+        x.grad = None
+        (x * c + rot(x) * s).backward(g)
+    return step
+
+
+def cases(h):
+    out = []
+    for L in (256, 1024):
+        full = 2 * 2 * B * H * L * L * D * 3.5  # fwd 2 GEMMs, bwd 5: 7 GEMMs of 2·L·L·D
+        for name, causal, mask, flops in (("", False, None, full), ("_causal", True, None, full / 2),
+                                          ("_mask", False, "random", full), ("_omni", False, "omni", None)):
+            out.append(h.Case(f"sdpa_L{L}{name}_fwd_bwd", flops, _inputs(L, mask), _sdpa(causal), _sdpa(causal),
+                              report_peak=True))
+    out.append(h.Case("rope_fwd_bwd", None, _rope_inputs, rope_mmu, rope_torch))
+    return out

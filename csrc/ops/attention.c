@@ -1,0 +1,792 @@
+/* Scaled dot-product attention, FlashAttention-2 style, forward and backward.
+ *
+ *   out = dropout(softmax(q kᵀ·scale + bias)) v,   bias from attn_mask / is_causal
+ *
+ * Nothing of size L x S is ever materialised. The forward walks blocks of BR
+ * query rows x BC keys, keeping for each row the running max m, the running
+ * sum l of exp(s - m) and an output accumulator that is rescaled when m
+ * grows (online softmax); it saves only out and the logsumexp m + log l
+ * (one float per query row). The backward recomputes each block's scores from
+ * q, k and the logsumexp: P = exp(s - lse), and with D = rowsum(dO ∘ O),
+ *   dV += Pᵀ dO,  dP = dO vᵀ,  dS = P ∘ (dP - D),  dK += dSᵀ q·scale,  dQ += dS k·scale.
+ * A backward task owns one (batch·head) and a range of key blocks: dK and dV
+ * of its keys are its own, and dQ goes to a buffer of its own (the whole
+ * head's dQ when one task covers all keys; per-range partial buffers summed
+ * in a fixed order otherwise), so there are no atomics and the result is the
+ * same bit for bit run to run.
+ *
+ * Masks are read in place with broadcast strides (a (L, S), (B, 1, L, S) or
+ * (B, 1, 1, S) mask is never expanded). Blocks that a causal mask or a boolean
+ * mask hides completely are skipped in both passes, and blocks that a boolean
+ * mask leaves fully visible skip the masking.
+ *
+ * Fully masked rows: torch 2.13 returns 0 for a query row that can see no key
+ * (both its math path, which uses a "safe" softmax since 2.5, and the CPU
+ * flash kernel), and its gradients are 0. mmu does the same: such a row keeps
+ * l = 0 and lse = -inf, its output is 0 and its P is 0 in the backward.
+ *
+ * Dropout (on the attention weights, after softmax, as torch) uses the
+ * counter-based Philox stream: the keep decision of weight (b, i, j) is value
+ * (b·L + i)·S + j of a draw reserved by the forward, so the backward
+ * regenerates the very same mask from (key, counter) saved in the node.
+ *
+ * The block products are small GEMMs done by a register-tiled kernel written
+ * with GCC vector extensions (16 floats = one AVX-512 register): a 6-row x
+ * 64-column tile of C lives in 24 registers while the k loop broadcasts A and
+ * loads rows of B. All products are arranged as A (row-major) x B (row-major)
+ * with B's rows contiguous: transposed operands (kᵀ, qᵀ, dOᵀ) are packed once
+ * per head. */
+#include <math.h>
+#include <string.h>
+
+#include "../core/vmath.h"
+#include "ops.h"
+
+#define BR 64 /* query rows per block */
+#define BC 64 /* keys per block */
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+typedef __m512 vf;
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, x) _mm512_storeu_ps(p, x)
+#define VSET1(x) _mm512_set1_ps(x)
+#define VZERO() _mm512_setzero_ps()
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#else /* portable: GCC vector extensions (x86-64-v3 builds: two ymm per vector) */
+typedef float vf __attribute__((vector_size(64)));
+typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
+#define VLOAD(p) (*(const vfu *)(p))
+#define VSTORE(p, x) (*(vfu *)(p) = (x))
+#define VSET1(x) ((vf){0} + (x))
+#define VZERO() ((vf){0})
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#endif
+
+static inline int64_t up16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+
+/* C (MR x 16·NV) (+)= A (MR x K) B (K x 16·NV), MR <= 6, NV <= 4 compile-time
+ * constants after inlining: the 24 accumulators are named variables (arrays
+ * of vectors were left on the stack by GCC), the dead ones fold away. */
+#define MK_ACC(r, v) c##r##v
+#define MK_INIT(r, v) vf MK_ACC(r, v) = (MR > r && NV > v && acc) ? VLOAD(C + r * ldc + 16 * v) : VZERO();
+#define MK_INIT_ROW(r) MK_INIT(r, 0) MK_INIT(r, 1) MK_INIT(r, 2) MK_INIT(r, 3)
+#define MK_FMA_ROW(r)                                                   \
+    if (MR > r) {                                                       \
+        vf a = VSET1(A[r * lda + k]);                                   \
+        MK_ACC(r, 0) = VFMA(a, b0, MK_ACC(r, 0));                       \
+        if (NV > 1) MK_ACC(r, 1) = VFMA(a, b1, MK_ACC(r, 1));           \
+        if (NV > 2) MK_ACC(r, 2) = VFMA(a, b2, MK_ACC(r, 2));           \
+        if (NV > 3) MK_ACC(r, 3) = VFMA(a, b3, MK_ACC(r, 3));           \
+    }
+#define MK_STORE(r, v) \
+    if (MR > r && NV > v) VSTORE(C + r * ldc + 16 * v, MK_ACC(r, v));
+#define MK_STORE_ROW(r) MK_STORE(r, 0) MK_STORE(r, 1) MK_STORE(r, 2) MK_STORE(r, 3)
+
+static inline __attribute__((always_inline)) void micro(const int MR, const int NV, int64_t K, const float *A,
+                                                        int64_t lda, const float *B, int64_t ldb, float *C,
+                                                        int64_t ldc, int acc) {
+    MK_INIT_ROW(0) MK_INIT_ROW(1) MK_INIT_ROW(2) MK_INIT_ROW(3) MK_INIT_ROW(4) MK_INIT_ROW(5)
+    for (int64_t k = 0; k < K; k++) {
+        const float *b = B + k * ldb;
+        vf b0 = VLOAD(b), b1 = NV > 1 ? VLOAD(b + 16) : VZERO(), b2 = NV > 2 ? VLOAD(b + 32) : VZERO(),
+           b3 = NV > 3 ? VLOAD(b + 48) : VZERO();
+        MK_FMA_ROW(0) MK_FMA_ROW(1) MK_FMA_ROW(2) MK_FMA_ROW(3) MK_FMA_ROW(4) MK_FMA_ROW(5)
+    }
+    MK_STORE_ROW(0) MK_STORE_ROW(1) MK_STORE_ROW(2) MK_STORE_ROW(3) MK_STORE_ROW(4) MK_STORE_ROW(5)
+}
+
+#define MICRO_CASE(mr, nv) \
+    case mr * 8 + nv: micro(mr, nv, K, A, lda, B, ldb, C, ldc, acc); break;
+#define MICRO_ROW(mr) MICRO_CASE(mr, 1) MICRO_CASE(mr, 2) MICRO_CASE(mr, 3) MICRO_CASE(mr, 4)
+
+static void micro_any(int mr, int nv, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
+                      int64_t ldc, int acc) {
+    switch (mr * 8 + nv) {
+        MICRO_ROW(1) MICRO_ROW(2) MICRO_ROW(3) MICRO_ROW(4) MICRO_ROW(5) MICRO_ROW(6)
+    default: break;
+    }
+}
+
+// A (M, K) lda, B (K, N) ldb, N a multiple of 16 -> C (M, N) ldc, accumulated if acc
+static void gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
+                 int64_t ldc, int acc) {
+    if (K == 0) {
+        if (!acc)
+            for (int64_t m = 0; m < M; m++) memset(C + m * ldc, 0, N * sizeof(float));
+        return;
+    }
+    for (int64_t n0 = 0; n0 < N; n0 += 64) {
+        int nv = (int)((N - n0) / 16 < 4 ? (N - n0) / 16 : 4);
+        int64_t m0 = 0;
+        if (nv == 4)
+            for (; m0 + 6 <= M; m0 += 6) micro(6, 4, K, A + m0 * lda, lda, B + n0, ldb, C + m0 * ldc + n0, ldc, acc);
+        for (; m0 < M; m0 += 6) {
+            int mr = M - m0 < 6 ? (int)(M - m0) : 6;
+            micro_any(mr, nv, K, A + m0 * lda, lda, B + n0, ldb, C + m0 * ldc + n0, ldc, acc);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ geometry */
+
+/* Everything a kernel needs to find the operands of one (batch·head). */
+typedef struct {
+    int64_t NB, L, S, E, Ev;
+    int64_t *qoff, *koff, *voff, *moff; /* element offsets per flattened output batch index */
+    const float *q, *k, *v;
+    const void *mask; /* NULL, uint8_t (bool) or float */
+    int mask_bool;
+    int64_t msr, msc; /* mask strides of a query row / a key (0 when broadcast) */
+    int causal;
+    float scale;
+    double p_drop;
+    uint64_t rkey, rctr; /* Philox key and first counter of the dropout draw */
+} sdpa_geom;
+
+/* Offsets, for each index of the broadcast batch shape (nd dims), of the
+ * matrices of a tensor whose batch shape is (tn dims) right-aligned to it;
+ * mat = elements per matrix. */
+static void batch_offsets(int64_t *off, int nd, const int64_t *bshape, int tn, const int64_t *tshape, int64_t mat) {
+    int64_t stride[MMU_MAX_DIMS] = {0}, s = mat, nb = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+        int td = d - (nd - tn);
+        if (td >= 0 && tshape[td] != 1) {
+            stride[d] = s;
+            s *= tshape[td];
+        }
+        nb *= bshape[d];
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t rem = b, o = 0;
+        for (int d = nd - 1; d >= 0; d--) {
+            o += (rem % bshape[d]) * stride[d];
+            rem /= bshape[d];
+        }
+        off[b] = o;
+    }
+}
+
+/* 0: mask hides every (i, j) of the block, 1: shows all, 2: mixed */
+static int block_kind(const sdpa_geom *g, int64_t b, int64_t i0, int64_t nr, int64_t j0, int64_t jn) {
+    int any = 0, all = 1;
+    if (g->causal) {
+        if (j0 > i0 + nr - 1) return 0;
+        if (j0 + jn - 1 > i0) all = 0;
+        any = 1;
+    }
+    if (g->mask && g->mask_bool) {
+        const uint8_t *m = (const uint8_t *)g->mask + g->moff[b] + i0 * g->msr + j0 * g->msc;
+        int many = 0, mall = 1;
+        for (int64_t r = 0; r < nr; r++) {
+            const uint8_t *mr = m + r * g->msr;
+            int rany = 0, rall = 1;
+            if (g->msc == 1)
+                for (int64_t c = 0; c < jn; c++) rany |= mr[c], rall &= mr[c];
+            else
+                rany = rall = mr[0];
+            many |= rany;
+            mall &= rall;
+            if (g->msr == 0) break;
+        }
+        if (!many) return 0;
+        if (!mall) all = 0;
+        any = 1;
+    } else if (g->mask) {
+        return 2; /* a float mask is always added */
+    }
+    (void)any;
+    return all ? 1 : 2;
+}
+
+/* Dropout keep-scale of weights (b, i, j0 .. j0+n): 1/(1-p) or 0 */
+static void dropout_row(float *z, const sdpa_geom *g, int64_t b, int64_t i, int64_t j0, int64_t n) {
+    float keep = g->p_drop < 1.0 ? (float)(1.0 / (1.0 - g->p_drop)) : 0.0f;
+    uint32_t thresh = g->p_drop >= 1.0 ? 0xffffffffu : (uint32_t)(g->p_drop * 16777216.0);
+    uint64_t idx = ((uint64_t)b * g->L + i) * g->S + j0;
+    uint32_t x[4];
+    int64_t c = 0;
+    while (c < n) {
+        mmu_philox(g->rkey, g->rctr + idx / 4, x);
+        for (int lane = (int)(idx % 4); lane < 4 && c < n; lane++, c++, idx++) {
+            /* uniform u = top 24 bits / 2^24 (as rand()); kept when u >= p */
+            uint32_t u24 = x[lane] >> 8;
+            z[c] = (g->p_drop >= 1.0 || u24 < thresh) ? 0.0f : keep;
+        }
+    }
+}
+
+/* Scores row s (n = up16(jn) entries) of query i against keys j0..: scale,
+ * then the mask / causal bias; keys past jn get -inf. */
+static void bias_row(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t j0, int64_t jn, int64_t n,
+                     int kind) {
+    float sc = g->scale;
+    for (int64_t c = 0; c < n; c++) s[c] *= sc;
+    if (kind == 2) {
+        if (g->mask) {
+            if (g->mask_bool) {
+                const uint8_t *m = (const uint8_t *)g->mask + g->moff[b] + i * g->msr + j0 * g->msc;
+                for (int64_t c = 0; c < jn; c++) s[c] = m[c * g->msc] ? s[c] : -INFINITY;
+            } else {
+                const float *m = (const float *)g->mask + g->moff[b] + i * g->msr + j0 * g->msc;
+                for (int64_t c = 0; c < jn; c++) s[c] += m[c * g->msc];
+            }
+        }
+        if (g->causal)
+            for (int64_t c = i - j0 + 1 < 0 ? 0 : i - j0 + 1; c < jn; c++) s[c] = -INFINITY;
+    }
+    for (int64_t c = jn; c < n; c++) s[c] = -INFINITY;
+}
+
+/* ------------------------------------------------------------ forward */
+
+typedef struct {
+    float *kt;   /* (E, Sp): kᵀ of the head, columns padded to 16 */
+    float *vp;   /* (S, Evp) when Ev is not a multiple of 16 */
+    float *sblk; /* (BR, BC) scores / probabilities */
+    float *oacc; /* (BR, Evp) */
+    float *z;    /* (BC) dropout row */
+    float *m, *l;
+    size_t bytes;
+    void *base;
+} fwd_scratch;
+
+// rows [i0, i1) of head b -> out (rows, Ev), lse (rows)
+static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, int64_t r1, float *out, float *lse) {
+    int64_t S = g->S, E = g->E, Ev = g->Ev, Sp = up16(S), Evp = up16(Ev);
+    const float *q = g->q + g->qoff[b], *k = g->k + g->koff[b], *v = g->v + g->voff[b];
+    /* kᵀ: pack the keys this row range can see (all but causal's unseen tail) */
+    int64_t Svis = S;
+    if (g->causal) { /* up to the end of the key block holding the last row's diagonal */
+        Svis = ((r1 - 1) / BC + 1) * BC;
+        if (Svis > S) Svis = S;
+    }
+    for (int64_t s0 = 0; s0 < Svis; s0 += 16) {
+        int64_t sn = Svis - s0 < 16 ? Svis - s0 : 16;
+        for (int64_t e = 0; e < E; e++) {
+            float *d = w->kt + e * Sp + s0;
+            for (int64_t c = 0; c < sn; c++) d[c] = k[(s0 + c) * E + e];
+            for (int64_t c = sn; c < 16; c++) d[c] = 0.0f;
+        }
+    }
+    const float *vb = v;
+    int64_t ldv = Ev;
+    if (Ev != Evp) {
+        for (int64_t s = 0; s < Svis; s++) {
+            memcpy(w->vp + s * Evp, v + s * Ev, Ev * sizeof(float));
+            memset(w->vp + s * Evp + Ev, 0, (Evp - Ev) * sizeof(float));
+        }
+        vb = w->vp;
+        ldv = Evp;
+    }
+    for (int64_t i0 = r0; i0 < r1; i0 += BR) {
+        int64_t nr = r1 - i0 < BR ? r1 - i0 : BR;
+        for (int64_t r = 0; r < nr; r++) w->m[r] = -INFINITY, w->l[r] = 0.0f;
+        memset(w->oacc, 0, nr * Evp * sizeof(float));
+        for (int64_t j0 = 0; j0 < S; j0 += BC) {
+            int64_t jn = S - j0 < BC ? S - j0 : BC, nc = up16(jn);
+            int kind = block_kind(g, b, i0, nr, j0, jn);
+            if (!kind) {
+                if (g->causal) break; /* every later block is hidden too */
+                continue;
+            }
+            gemm(nr, nc, E, q + i0 * E, E, w->kt + j0, Sp, w->sblk, BC, 0);
+            for (int64_t r = 0; r < nr; r++) {
+                float *s = w->sblk + r * BC;
+                bias_row(s, g, b, i0 + r, j0, jn, nc, kind);
+                float mx = mmu_row_max(s, nc), mnew = mx > w->m[r] ? mx : w->m[r];
+                if (mnew == -INFINITY) { /* nothing visible yet in this row */
+                    memset(s, 0, nc * sizeof(float));
+                    continue;
+                }
+                float sum = 0.0f, part[16] = {0};
+                int64_t c = 0;
+                for (; c + 16 <= nc; c += 16)
+                    for (int t = 0; t < 16; t++) {
+                        float e = mmu_exp(s[c + t] - mnew);
+                        s[c + t] = e;
+                        part[t] += e;
+                    }
+                for (int t = 0; t < 16; t++) sum += part[t];
+                float alpha = mmu_exp(w->m[r] - mnew);
+                if (alpha != 1.0f) {
+                    float *o = w->oacc + r * Evp;
+                    for (int64_t e = 0; e < Evp; e++) o[e] *= alpha;
+                }
+                w->l[r] = w->l[r] * alpha + sum;
+                w->m[r] = mnew;
+                if (g->p_drop > 0.0) {
+                    dropout_row(w->z, g, b, i0 + r, j0, jn);
+                    for (int64_t t = 0; t < jn; t++) s[t] *= w->z[t];
+                }
+            }
+            gemm(nr, Evp, jn, w->sblk, BC, vb + j0 * ldv, ldv, w->oacc, Evp, 1);
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            float l = w->l[r], inv = l > 0.0f ? 1.0f / l : 0.0f;
+            const float *o = w->oacc + r * Evp;
+            float *d = out + (i0 + r) * Ev;
+            for (int64_t e = 0; e < Ev; e++) d[e] = o[e] * inv;
+            lse[i0 + r] = l > 0.0f ? w->m[r] + logf(l) : -INFINITY;
+        }
+    }
+}
+
+static void *scratch_carve(char **p, size_t n) {
+    void *r = *p;
+    *p += (n * sizeof(float) + 63) & ~(size_t)63;
+    return r;
+}
+
+static int fwd_scratch_init(fwd_scratch *w, const sdpa_geom *g) {
+    int64_t Sp = up16(g->S), Evp = up16(g->Ev);
+    size_t sizes[] = {(size_t)(g->E * Sp), (size_t)(g->Ev != Evp ? g->S * Evp : 0), BR * BC, (size_t)(BR * Evp), BC,
+                      BR, BR};
+    w->bytes = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) w->bytes += (sizes[i] * sizeof(float) + 63) & ~(size_t)63;
+    w->base = mmu_alloc(w->bytes);
+    if (!w->base) return -1;
+    char *p = w->base;
+    w->kt = scratch_carve(&p, sizes[0]);
+    w->vp = scratch_carve(&p, sizes[1]);
+    w->sblk = scratch_carve(&p, sizes[2]);
+    w->oacc = scratch_carve(&p, sizes[3]);
+    w->z = scratch_carve(&p, sizes[4]);
+    w->m = scratch_carve(&p, sizes[5]);
+    w->l = scratch_carve(&p, sizes[6]);
+    return 0;
+}
+
+/* How many pieces to cut each head's work into so that both cores have work. */
+static int64_t split_for(int64_t NB, int64_t nblocks) {
+    int64_t T = mmu_get_num_threads(), want = NB >= 2 * T ? 1 : (2 * T + NB - 1) / NB;
+    return want < nblocks ? want : (nblocks > 0 ? nblocks : 1);
+}
+
+static mmu_status sdpa_forward(const sdpa_geom *g, float *out, float *lse) {
+    int64_t nqb = (g->L + BR - 1) / BR, pieces = split_for(g->NB, nqb), per = (nqb + pieces - 1) / pieces;
+    int64_t ntask = g->NB * pieces;
+    int failed = 0;
+    mmu_sync_threads();
+    double work = (double)g->NB * g->L * g->S * (g->E + g->Ev);
+#pragma omp parallel if (work > MMU_PAR_GRAIN)
+    {
+        fwd_scratch w = {0};
+        int ok = fwd_scratch_init(&w, g) == 0;
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        /* static, cyclic: tasks of a causal head differ in cost, dealing them
+         * out round-robin evens the load; each task writes its own rows */
+#pragma omp for schedule(static, 1)
+        for (int64_t t = 0; t < ntask; t++) {
+            if (!ok) continue;
+            int64_t b = t / pieces, pc = t % pieces, r0 = pc * per * BR, r1 = (pc + 1) * per * BR;
+            if (r1 > g->L) r1 = g->L;
+            if (r0 >= r1) continue;
+            fwd_rows(g, &w, b, r0, r1, out + b * g->L * g->Ev, lse + b * g->L);
+        }
+        if (ok) mmu_free(w.base, w.bytes);
+    }
+    return failed ? mmu_fail(MMU_ENOMEM, "scaled_dot_product_attention: out of memory for scratch") : MMU_OK;
+}
+
+/* ------------------------------------------------------------ backward */
+
+typedef struct {
+    float *qt, *dot;   /* (E, Lp), (Ev, Lp): qᵀ and dOᵀ of the head */
+    float *qp, *dop;   /* (L, Ep), (L, Evp) when E / Ev are not multiples of 16 */
+    float *kp;         /* (S, Ep) likewise */
+    float *d;          /* (L): rowsum(dO ∘ O) */
+    float *pt, *pdt, *dpt, *ds; /* (BC, BR) blocks; ds is (BR, BC) */
+    float *z;          /* (BR, BC) dropout block */
+    float *dk, *dv;    /* (BC, Ep), (BC, Evp) accumulators */
+    float *dq;         /* (L, Ep) accumulator */
+    size_t bytes;
+    void *base;
+} bwd_scratch;
+
+static int bwd_scratch_init(bwd_scratch *w, const sdpa_geom *g) {
+    int64_t L = g->L, S = g->S, E = g->E, Ev = g->Ev, Lp = up16(L), Ep = up16(E), Evp = up16(Ev);
+    size_t sizes[] = {(size_t)(E * Lp), (size_t)(Ev * Lp), (size_t)(E != Ep ? L * Ep : 0),
+                      (size_t)(Ev != Evp ? L * Evp : 0), (size_t)(E != Ep ? S * Ep : 0), (size_t)L,
+                      BC * BR, BC * BR, BC * BR, BR * BC, BR * BC, (size_t)(BC * Ep), (size_t)(BC * Evp),
+                      (size_t)(L * Ep)};
+    w->bytes = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) w->bytes += (sizes[i] * sizeof(float) + 63) & ~(size_t)63;
+    w->base = mmu_alloc(w->bytes);
+    if (!w->base) return -1;
+    char *p = w->base;
+    float **dst[] = {&w->qt, &w->dot, &w->qp, &w->dop, &w->kp, &w->d, &w->pt, &w->pdt, &w->dpt, &w->ds, &w->z,
+                     &w->dk, &w->dv, &w->dq};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) *dst[i] = scratch_carve(&p, sizes[i]);
+    return 0;
+}
+
+// src (rows, cols) -> dst (cols, ldd): transposed, columns rows..ldd zeroed
+static void pack_t(float *dst, int64_t ldd, const float *src, int64_t rows, int64_t cols) {
+    for (int64_t r0 = 0; r0 < ldd; r0 += 16) {
+        int64_t rn = rows - r0 < 16 ? (rows - r0 > 0 ? rows - r0 : 0) : 16;
+        for (int64_t c = 0; c < cols; c++) {
+            float *d = dst + c * ldd + r0;
+            for (int64_t r = 0; r < rn; r++) d[r] = src[(r0 + r) * cols + c];
+            for (int64_t r = rn; r < 16; r++) d[r] = 0.0f;
+        }
+    }
+}
+
+// src (rows, cols) -> dst (rows, ldd) with zero columns cols..ldd
+static void pack_pad(float *dst, int64_t ldd, const float *src, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++) {
+        memcpy(dst + r * ldd, src + r * cols, cols * sizeof(float));
+        memset(dst + r * ldd + cols, 0, (ldd - cols) * sizeof(float));
+    }
+}
+
+/* One task: head b, key blocks [kb0, kb1). Writes dk/dv rows of those keys
+ * (full broadcast batch layout), and the task's dQ (L, E) into dq_out. */
+static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0, int64_t kb1, const float *o,
+                     const float *go, const float *lse, float *dq_out, float *dk_out, float *dv_out, float *dmask) {
+    int64_t L = g->L, S = g->S, E = g->E, Ev = g->Ev, Lp = up16(L), Ep = up16(E), Evp = up16(Ev);
+    const float *q = g->q + g->qoff[b], *k = g->k + g->koff[b], *v = g->v + g->voff[b];
+    const float *dO = go + b * L * Ev, *O = o + b * L * Ev, *ls = lse + b * L;
+    float sc = g->scale;
+    pack_t(w->qt, Lp, q, L, E);
+    pack_t(w->dot, Lp, dO, L, Ev);
+    const float *qb = q, *dob = dO, *kb = k;
+    if (E != Ep) {
+        pack_pad(w->qp, Ep, q, L, E);
+        pack_pad(w->kp, Ep, k, S, E);
+        qb = w->qp, kb = w->kp;
+    }
+    if (Ev != Evp) {
+        pack_pad(w->dop, Evp, dO, L, Ev);
+        dob = w->dop;
+    }
+    for (int64_t i = 0; i < L; i++) {
+        float s = 0.0f;
+        for (int64_t e = 0; e < Ev; e++) s += dO[i * Ev + e] * O[i * Ev + e];
+        w->d[i] = s;
+    }
+    memset(w->dq, 0, L * Ep * sizeof(float));
+    for (int64_t jb = kb0; jb < kb1; jb++) {
+        int64_t j0 = jb * BC, jn = S - j0 < BC ? S - j0 : BC;
+        memset(w->dk, 0, BC * Ep * sizeof(float));
+        memset(w->dv, 0, BC * Evp * sizeof(float));
+        for (int64_t i0 = g->causal ? (j0 / BR) * BR : 0; i0 < L; i0 += BR) {
+            int64_t nr = L - i0 < BR ? L - i0 : BR, nc = up16(nr);
+            int kind = block_kind(g, b, i0, nr, j0, jn);
+            if (!kind) continue;
+            /* sᵀ (jn, nc) = k qᵀ */
+            gemm(jn, nc, E, k + j0 * E, E, w->qt + i0, Lp, w->pt, BR, 0);
+            if (g->p_drop > 0.0)
+                for (int64_t r = 0; r < nr; r++) dropout_row(w->z + r * BC, g, b, i0 + r, j0, jn);
+            /* Pᵀ = exp(s·scale + bias - lse), column by column of sᵀ */
+            for (int64_t c = 0; c < jn; c++) {
+                float *p = w->pt + c * BR;
+                for (int64_t r = 0; r < nr; r++) p[r] *= sc;
+                if (kind == 2) {
+                    int64_t j = j0 + c;
+                    if (g->mask && g->mask_bool) {
+                        const uint8_t *m = (const uint8_t *)g->mask + g->moff[b] + i0 * g->msr + j * g->msc;
+                        for (int64_t r = 0; r < nr; r++) p[r] = m[r * g->msr] ? p[r] : -INFINITY;
+                    } else if (g->mask) {
+                        const float *m = (const float *)g->mask + g->moff[b] + i0 * g->msr + j * g->msc;
+                        for (int64_t r = 0; r < nr; r++) p[r] += m[r * g->msr];
+                    }
+                    if (g->causal)
+                        for (int64_t r = 0; r < nr && i0 + r < j; r++) p[r] = -INFINITY;
+                }
+                /* lse = -inf (a row that sees nothing): P = 0 */
+                for (int64_t r = 0; r < nr; r++) {
+                    float l = ls[i0 + r];
+                    p[r] = l == -INFINITY ? 0.0f : mmu_exp(p[r] - l);
+                }
+                for (int64_t r = nr; r < nc; r++) p[r] = 0.0f;
+                if (g->p_drop > 0.0) {
+                    float *pd = w->pdt + c * BR;
+                    for (int64_t r = 0; r < nc; r++) pd[r] = r < nr ? p[r] * w->z[r * BC + c] : 0.0f;
+                }
+            }
+            const float *pdrop = g->p_drop > 0.0 ? w->pdt : w->pt;
+            /* dV += P̃ᵀ dO */
+            gemm(jn, Evp, nr, pdrop, BR, dob + i0 * Evp, Evp, w->dv, Evp, 1);
+            /* dPᵀ = v dOᵀ */
+            gemm(jn, nc, Ev, v + j0 * Ev, Ev, w->dot + i0, Lp, w->dpt, BR, 0);
+            /* dSᵀ = Pᵀ ∘ (dPᵀ ∘ Z - D) */
+            for (int64_t c = 0; c < jn; c++) {
+                float *dp = w->dpt + c * BR;
+                const float *p = w->pt + c * BR;
+                if (g->p_drop > 0.0)
+                    for (int64_t r = 0; r < nr; r++) dp[r] = p[r] * (dp[r] * w->z[r * BC + c] - w->d[i0 + r]);
+                else
+                    for (int64_t r = 0; r < nr; r++) dp[r] = p[r] * (dp[r] - w->d[i0 + r]);
+                for (int64_t r = nr; r < nc; r++) dp[r] = 0.0f;
+            }
+            if (dmask) {
+                float *dm = dmask + b * L * S;
+                for (int64_t r = 0; r < nr; r++)
+                    for (int64_t c = 0; c < jn; c++) dm[(i0 + r) * S + j0 + c] = w->dpt[c * BR + r];
+            }
+            /* dK += dSᵀ q (scale applied on write-out) */
+            gemm(jn, Ep, nr, w->dpt, BR, qb + i0 * Ep, Ep, w->dk, Ep, 1);
+            /* dQ += dS k */
+            for (int64_t r = 0; r < nr; r++)
+                for (int64_t c = 0; c < jn; c++) w->ds[r * BC + c] = w->dpt[c * BR + r];
+            gemm(nr, Ep, jn, w->ds, BC, kb + j0 * Ep, Ep, w->dq + i0 * Ep, Ep, 1);
+        }
+        for (int64_t c = 0; c < jn; c++) {
+            float *dk = dk_out + b * S * E + (j0 + c) * E, *dv = dv_out + b * S * Ev + (j0 + c) * Ev;
+            for (int64_t e = 0; e < E; e++) dk[e] = w->dk[c * Ep + e] * sc;
+            memcpy(dv, w->dv + c * Evp, Ev * sizeof(float));
+        }
+    }
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t e = 0; e < E; e++) dq_out[i * E + e] = w->dq[i * Ep + e] * sc;
+}
+
+/* dq (NB, L, E), dk (NB, S, E), dv (NB, S, Ev), dmask (NB, L, S) or NULL */
+static mmu_status sdpa_backward(const sdpa_geom *g, const float *o, const float *go, const float *lse, float *dq,
+                                float *dk, float *dv, float *dmask) {
+    int64_t nkb = (g->S + BC - 1) / BC, pieces = split_for(g->NB, nkb), per = (nkb + pieces - 1) / pieces;
+    int64_t ntask = g->NB * pieces, LE = g->L * g->E;
+    float *part = NULL;
+    size_t part_bytes = 0;
+    if (pieces > 1) { /* per-piece partial dQ, summed below in piece order */
+        part_bytes = (size_t)(ntask * LE) * sizeof(float);
+        if (!(part = mmu_alloc(part_bytes)))
+            return mmu_fail(MMU_ENOMEM, "scaled_dot_product_attention backward: out of memory");
+    }
+    int failed = 0;
+    mmu_sync_threads();
+    double work = (double)g->NB * g->L * g->S * (g->E + g->Ev);
+#pragma omp parallel if (work > MMU_PAR_GRAIN)
+    {
+        bwd_scratch w = {0};
+        int ok = bwd_scratch_init(&w, g) == 0;
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static, 1)
+        for (int64_t t = 0; t < ntask; t++) {
+            if (!ok) continue;
+            int64_t b = t / pieces, pc = t % pieces, kb0 = pc * per, kb1 = (pc + 1) * per;
+            if (kb1 > nkb) kb1 = nkb;
+            float *dqo = pieces > 1 ? part + t * LE : dq + b * LE;
+            if (kb0 >= kb1) {
+                memset(dqo, 0, LE * sizeof(float));
+                continue;
+            }
+            bwd_task(g, &w, b, kb0, kb1, o, go, lse, dqo, dk, dv, dmask);
+        }
+        if (ok) mmu_free(w.base, w.bytes);
+    }
+    if (pieces > 1) {
+        int64_t n = g->NB * LE;
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+        for (int64_t x = 0; x < n; x++) {
+            int64_t b = x / LE, r = x % LE;
+            float s = 0.0f;
+            for (int64_t pc = 0; pc < pieces; pc++) s += part[(b * pieces + pc) * LE + r];
+            dq[x] = s;
+        }
+        mmu_free(part, part_bytes);
+    }
+    return failed ? mmu_fail(MMU_ENOMEM, "scaled_dot_product_attention backward: out of memory for scratch")
+                  : MMU_OK;
+}
+
+/* ------------------------------------------------------------ entry points */
+
+/* Shapes: output batch shape, L, S, E, Ev, mask strides; fills g (offset
+ * arrays allocated with mmu_alloc, freed by geom_free). */
+static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64_t *qs, int qn, const int64_t *ks,
+                            int kn, const int64_t *vs, int vn, const int64_t *ms, int mn, int has_mask,
+                            int mask_bool) {
+    const char *op = "scaled_dot_product_attention";
+    memset(g, 0, sizeof *g);
+    mmu_status st;
+    int nd;
+    int64_t bs[MMU_MAX_DIMS];
+    if ((st = mmu_broadcast_shape(&nd, bs, qn - 2, qs, kn - 2, ks, op))) return st;
+    if ((st = mmu_broadcast_shape(&nd, bs, nd, bs, vn - 2, vs, op))) return st;
+    g->L = qs[qn - 2], g->E = qs[qn - 1], g->S = ks[kn - 2], g->Ev = vs[vn - 1];
+    int64_t NB = 1;
+    for (int d = 0; d < nd; d++) NB *= bs[d];
+    g->NB = NB;
+    if (has_mask) {
+        /* the mask as (..., Lm, Sm): a 1-D mask is one row */
+        int64_t m2[MMU_MAX_DIMS];
+        int m2n = mn < 2 ? 2 : mn;
+        for (int d = 0; d < m2n; d++) m2[d] = d < m2n - mn ? 1 : ms[d - (m2n - mn)];
+        int64_t Lm = m2[m2n - 2], Sm = m2[m2n - 1];
+        int ok = (Lm == 1 || Lm == g->L) && (Sm == 1 || Sm == g->S) && m2n - 2 <= nd;
+        for (int d = 0; ok && d < m2n - 2; d++) {
+            int64_t md = m2[m2n - 3 - d], od = bs[nd - 1 - d];
+            ok = md == 1 || md == od;
+        }
+        if (!ok) {
+            int64_t att[MMU_MAX_DIMS + 2];
+            memcpy(att, bs, nd * sizeof(int64_t));
+            att[nd] = g->L, att[nd + 1] = g->S;
+            return mmu_fail(MMU_EVALUE, "%s: attn_mask of shape %s is not broadcastable to the attention weights' shape %s",
+                            op, mmu_dims_str(mn, ms), mmu_dims_str(nd + 2, att));
+        }
+        g->msc = Sm == 1 ? 0 : 1;
+        g->msr = Lm == 1 ? 0 : Sm;
+        g->mask_bool = mask_bool;
+        (void)ms;
+        if (!(g->moff = mmu_alloc(NB * sizeof(int64_t)))) return mmu_fail(MMU_ENOMEM, "%s: out of memory", op);
+        batch_offsets(g->moff, nd, bs, m2n - 2, m2, Lm * Sm);
+    }
+    size_t ob = NB * sizeof(int64_t);
+    g->qoff = mmu_alloc(ob), g->koff = mmu_alloc(ob), g->voff = mmu_alloc(ob);
+    if (!g->qoff || !g->koff || !g->voff) return mmu_fail(MMU_ENOMEM, "%s: out of memory", op);
+    batch_offsets(g->qoff, nd, bs, qn - 2, qs, g->L * g->E);
+    batch_offsets(g->koff, nd, bs, kn - 2, ks, g->S * g->E);
+    batch_offsets(g->voff, nd, bs, vn - 2, vs, g->S * g->Ev);
+    *bnd = nd;
+    memcpy(bshape, bs, nd * sizeof(int64_t));
+    return MMU_OK;
+}
+
+static void geom_free(sdpa_geom *g) {
+    size_t ob = g->NB * sizeof(int64_t);
+    if (g->qoff) mmu_free(g->qoff, ob);
+    if (g->koff) mmu_free(g->koff, ob);
+    if (g->voff) mmu_free(g->voff, ob);
+    if (g->moff) mmu_free(g->moff, ob);
+}
+
+// q (..., L, E), k (..., S, E), v (..., S, Ev), mask bool/float broadcastable to (..., L, S) or NULL
+// -> out (..., L, Ev), batch dims broadcast
+mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, mmu_tensor *mask,
+                    double dropout_p, int is_causal, int has_scale, double scale) {
+    const char *op = "scaled_dot_product_attention";
+    mmu_status st;
+    if ((st = mmu_check_dtype(q, MMU_FLOAT32, op, "query")) || (st = mmu_check_dtype(k, MMU_FLOAT32, op, "key")) ||
+        (st = mmu_check_dtype(v, MMU_FLOAT32, op, "value")))
+        return st;
+    if (q->ndim < 2 || k->ndim < 2 || v->ndim < 2)
+        return mmu_fail(MMU_EVALUE, "%s: query, key and value must be at least 2-D, got %s, %s and %s", op,
+                        mmu_shape_str(q), mmu_shape_str(k), mmu_shape_str(v));
+    if (q->shape[q->ndim - 1] != k->shape[k->ndim - 1])
+        return mmu_fail(MMU_EVALUE, "%s: query %s and key %s must have the same last dim (embedding size)", op,
+                        mmu_shape_str(q), mmu_shape_str(k));
+    if (k->shape[k->ndim - 2] != v->shape[v->ndim - 2])
+        return mmu_fail(MMU_EVALUE, "%s: key %s and value %s must have the same sequence length (dim -2)", op,
+                        mmu_shape_str(k), mmu_shape_str(v));
+    if (mask && mask->dtype != MMU_BOOL && mask->dtype != MMU_FLOAT32)
+        return mmu_fail(MMU_ETYPE, "%s: attn_mask must be bool or float32, got %s", op, mmu_dtype_name(mask->dtype));
+    if (mask && is_causal)
+        return mmu_fail(MMU_EVALUE, "%s: attn_mask must not be given together with is_causal=True", op);
+    if (!(dropout_p >= 0.0 && dropout_p <= 1.0))
+        return mmu_fail(MMU_EVALUE, "%s: dropout_p must be in [0, 1], got %g", op, dropout_p);
+    sdpa_geom g;
+    int nd;
+    int64_t bs[MMU_MAX_DIMS + 2];
+    st = geom_init(&g, &nd, bs, q->shape, q->ndim, k->shape, k->ndim, v->shape, v->ndim, mask ? mask->shape : NULL,
+                   mask ? mask->ndim : 0, mask != NULL, mask && mask->dtype == MMU_BOOL);
+    if (st) {
+        geom_free(&g);
+        return st;
+    }
+    g.q = mmu_f32(q), g.k = mmu_f32(k), g.v = mmu_f32(v);
+    g.mask = mask ? mmu_data(mask) : NULL;
+    g.causal = is_causal;
+    g.scale = (float)(has_scale ? scale : 1.0 / sqrt((double)g.E));
+    g.p_drop = dropout_p;
+    if (dropout_p > 0.0) mmu_rng_reserve((uint64_t)((g.NB * g.L * g.S + 3) / 4), &g.rkey, &g.rctr);
+    bs[nd] = g.L, bs[nd + 1] = g.Ev;
+    mmu_tensor *lse = NULL;
+    int64_t lshape[2] = {g.NB, g.L};
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, nd + 2, bs)) || (st = mmu_tensor_empty(&lse, MMU_FLOAT32, 2, lshape)))
+        goto done;
+    if (g.NB * g.L * g.Ev > 0) {
+        if (g.S == 0) /* no keys: every row sees nothing */
+            memset(mmu_f32(*out), 0, (*out)->numel * sizeof(float));
+        else if ((st = sdpa_forward(&g, mmu_f32(*out), mmu_f32(lse))))
+            goto done;
+    }
+    if (g.S == 0)
+        for (int64_t i = 0; i < lse->numel; i++) mmu_f32(lse)[i] = -INFINITY;
+    mmu_node *n = NULL;
+    mmu_tensor *ins[4] = {q, k, v, mask};
+    if ((st = mmu_record(&n, *out, MMU_OP_SDPA, 4, ins))) goto done;
+    if (n) {
+        mmu_save(n, 0, q);
+        mmu_save(n, 1, k);
+        mmu_save(n, 2, v);
+        if ((st = mmu_save_output(n, 3, *out))) goto done;
+        mmu_save(n, 4, lse);
+        if (mask) mmu_save(n, 5, mask);
+        n->ctx.i[0] = is_causal;
+        n->ctx.i[1] = (int64_t)g.rkey;
+        n->ctx.i[2] = (int64_t)g.rctr;
+        n->ctx.f[0] = g.scale;
+        n->ctx.f[1] = dropout_p;
+    }
+done:
+    mmu_tensor_decref(lse);
+    geom_free(&g);
+    if (st) MMU_CLEAR(*out);
+    return st;
+}
+
+// g (..., L, Ev) -> dq, dk, dv (their inputs' shapes, broadcast batch dims summed), dmask
+mmu_status mmu_sdpa_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
+    mmu_tensor *q = n->saved[0], *k = n->saved[1], *v = n->saved[2], *o = n->saved[3], *lse = n->saved[4],
+               *mask = n->saved[5];
+    int need_q = n->inputs[0].needs_grad, need_k = n->inputs[1].needs_grad, need_v = n->inputs[2].needs_grad;
+    int need_m = n->inputs[3].needs_grad && mask && mask->dtype == MMU_FLOAT32;
+    if (!need_q && !need_k && !need_v && !need_m) return MMU_OK;
+    sdpa_geom g;
+    int nd;
+    int64_t bs[MMU_MAX_DIMS + 2];
+    mmu_tensor *dq = NULL, *dk = NULL, *dv = NULL, *dm = NULL;
+    mmu_status st = geom_init(&g, &nd, bs, q->shape, q->ndim, k->shape, k->ndim, v->shape, v->ndim,
+                              mask ? mask->shape : NULL, mask ? mask->ndim : 0, mask != NULL,
+                              mask && mask->dtype == MMU_BOOL);
+    if (st) goto done;
+    g.q = mmu_f32(q), g.k = mmu_f32(k), g.v = mmu_f32(v);
+    g.mask = mask ? mmu_data(mask) : NULL;
+    g.causal = (int)n->ctx.i[0];
+    g.rkey = (uint64_t)n->ctx.i[1], g.rctr = (uint64_t)n->ctx.i[2];
+    g.scale = (float)n->ctx.f[0];
+    g.p_drop = n->ctx.f[1];
+    int64_t sq[MMU_MAX_DIMS + 2], sk[MMU_MAX_DIMS + 2], sv[MMU_MAX_DIMS + 2], sm[MMU_MAX_DIMS + 2];
+    memcpy(sq, bs, nd * sizeof(int64_t));
+    memcpy(sk, bs, nd * sizeof(int64_t));
+    memcpy(sv, bs, nd * sizeof(int64_t));
+    memcpy(sm, bs, nd * sizeof(int64_t));
+    sq[nd] = g.L, sq[nd + 1] = g.E, sk[nd] = g.S, sk[nd + 1] = g.E, sv[nd] = g.S, sv[nd + 1] = g.Ev;
+    sm[nd] = g.L, sm[nd + 1] = g.S;
+    if ((st = mmu_tensor_empty(&dq, MMU_FLOAT32, nd + 2, sq)) || (st = mmu_tensor_empty(&dk, MMU_FLOAT32, nd + 2, sk)) ||
+        (st = mmu_tensor_empty(&dv, MMU_FLOAT32, nd + 2, sv)))
+        goto done;
+    if (need_m && (st = mmu_tensor_zeros(&dm, MMU_FLOAT32, nd + 2, sm))) goto done;
+    /* keys no query block reaches (causal with S > L, masked blocks) keep 0 */
+    memset(mmu_f32(dk), 0, dk->numel * sizeof(float));
+    memset(mmu_f32(dv), 0, dv->numel * sizeof(float));
+    if (g.S == 0 || g.L == 0)
+        memset(mmu_f32(dq), 0, dq->numel * sizeof(float));
+    else if ((st = sdpa_backward(&g, mmu_f32(o), mmu_f32(gout), mmu_f32(lse), mmu_f32(dq), mmu_f32(dk), mmu_f32(dv),
+                                 dm ? mmu_f32(dm) : NULL)))
+        goto done;
+    mmu_tensor *full[4] = {dq, dk, dv, dm};
+    mmu_tensor *ins[4] = {q, k, v, mask};
+    int need[4] = {need_q, need_k, need_v, need_m};
+    for (int i = 0; i < 4; i++) {
+        if (!need[i]) continue;
+        if ((st = mmu_reduce_to_shape(&gin[i], full[i], ins[i]->ndim, ins[i]->shape))) goto done;
+    }
+done:
+    mmu_tensor_decref(dq);
+    mmu_tensor_decref(dk);
+    mmu_tensor_decref(dv);
+    mmu_tensor_decref(dm);
+    geom_free(&g);
+    return st;
+}

@@ -1,0 +1,104 @@
+/* dropout on mmu's counter-based Philox stream, and leaky_relu.
+ *
+ * dropout draws one Philox block (4 x 32 bits) per 4 elements from the global
+ * stream; element i is kept when the top 24 bits of word i%4 of block i/4 are
+ * below (1-p)·2^24, so the mask depends on (seed, stream offset, i) only, not on
+ * the thread count. The mask is not stored: the node keeps the block's key and
+ * first counter and the backward regenerates it (a Philox block costs less than
+ * reading a stored mask from memory on large tensors). */
+#include <math.h>
+
+#include "ops.h"
+
+#define DROP_BLOCKS 256 /* Philox blocks per chunk of the parallel loop */
+
+// x (n), keep threshold, key/counter of the stream -> y (n) = keep ? x·scale : 0
+static void dropout_apply(float *restrict y, const float *restrict x, int64_t n, uint64_t key, uint64_t base,
+                          uint32_t thresh, float scale) {
+    int64_t nblocks = (n + 3) / 4, nchunks = (nblocks + DROP_BLOCKS - 1) / DROP_BLOCKS;
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t ch = 0; ch < nchunks; ch++) {
+        int64_t b0 = ch * DROP_BLOCKS, b1 = b0 + DROP_BLOCKS < nblocks ? b0 + DROP_BLOCKS : nblocks;
+        for (int64_t b = b0; b < b1; b++) {
+            uint32_t r[4];
+            mmu_philox(key, base + (uint64_t)b, r);
+            if (4 * b + 4 <= n) {
+                for (int k = 0; k < 4; k++) y[4 * b + k] = (r[k] >> 8) < thresh ? x[4 * b + k] * scale : 0.0f;
+            } else {
+                for (int k = 0; 4 * b + k < n; k++) y[4 * b + k] = (r[k] >> 8) < thresh ? x[4 * b + k] * scale : 0.0f;
+            }
+        }
+    }
+}
+
+// x (any shape), 0 <= p <= 1 -> out (x's shape); the caller returns x itself for p == 0 / eval mode
+mmu_status mmu_dropout(mmu_tensor **out, mmu_tensor *x, double p) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "dropout", "input");
+    if (st) return st;
+    if (!(p >= 0.0 && p <= 1.0))
+        return mmu_fail(MMU_EVALUE, "dropout: probability has to be between 0 and 1, but got %g", p);
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, x->shape))) return st;
+    int64_t n = x->numel;
+    uint64_t key, base;
+    mmu_rng_reserve((uint64_t)((n + 3) / 4), &key, &base);
+    /* p == 1 keeps nothing: threshold 0 and scale 0 (1/(1-p) would make 0·inf) */
+    uint32_t thresh = (uint32_t)llround((1.0 - p) * 16777216.0);
+    float scale = p < 1.0 ? (float)(1.0 / (1.0 - p)) : 0.0f;
+    dropout_apply(mmu_f32(*out), mmu_f32(x), n, key, base, thresh, scale);
+    mmu_node *node = NULL;
+    if ((st = mmu_record(&node, *out, MMU_OP_DROPOUT, 1, (mmu_tensor *[]){x}))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (node) {
+        node->ctx.i[0] = (int64_t)key;
+        node->ctx.i[1] = (int64_t)base;
+        node->ctx.i[2] = thresh;
+        node->ctx.f[0] = scale;
+    }
+    return MMU_OK;
+}
+
+// g (x's shape) -> dx = g·mask·scale, the mask regenerated from the stream
+mmu_status mmu_dropout_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    mmu_status st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, n->inputs[0].ndim, n->inputs[0].shape);
+    if (st) return st;
+    dropout_apply(mmu_f32(gin[0]), mmu_f32(g), g->numel, (uint64_t)n->ctx.i[0], (uint64_t)n->ctx.i[1],
+                  (uint32_t)n->ctx.i[2], (float)n->ctx.f[0]);
+    return MMU_OK;
+}
+
+/* ------------------------------------------------------------ leaky_relu */
+// x (any shape) -> out = x > 0 ? x : slope·x
+mmu_status mmu_leaky_relu(mmu_tensor **out, mmu_tensor *x, double slope) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "leaky_relu", "input");
+    if (st) return st;
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, x->shape))) return st;
+    const float *px = mmu_f32(x);
+    float *py = mmu_f32(*out), s = (float)slope;
+    int64_t n = x->numel;
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < n; i++) py[i] = px[i] > 0.0f ? px[i] : px[i] * s;
+    mmu_node *node = NULL;
+    if ((st = mmu_record(&node, *out, MMU_OP_LEAKY_RELU, 1, (mmu_tensor *[]){x}))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (node) {
+        node->ctx.f[0] = slope;
+        mmu_save(node, 0, x);
+    }
+    return MMU_OK;
+}
+
+// g -> dx = x > 0 ? g : slope·g (torch's rule: slope at x == 0)
+mmu_status mmu_leaky_relu_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    mmu_status st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, n->inputs[0].ndim, n->inputs[0].shape);
+    if (st) return st;
+    const float *px = mmu_f32(n->saved[0]), *pg = mmu_f32(g);
+    float *pd = mmu_f32(gin[0]), s = (float)n->ctx.f[0];
+    int64_t cnt = g->numel;
+#pragma omp parallel for schedule(static) if (cnt > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < cnt; i++) pd[i] = px[i] > 0.0f ? pg[i] : pg[i] * s;
+    return MMU_OK;
+}

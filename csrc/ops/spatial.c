@@ -1,0 +1,568 @@
+/* pad, avg_pool2d and interpolation (nearest 1-3-D, bilinear 2-D), forward and
+ * backward.
+ *
+ * Every kernel maps output positions to input positions through small index
+ * tables, one per dim, built once per call. Backwards are deterministic:
+ * either a gather (each input element sums its own, fixed-order list of
+ * outputs: constant pad, nearest) or a scatter whose target plane is owned by
+ * one thread and visited in a fixed order (reflect/replicate pad, pooling,
+ * bilinear). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+/* ==================================================================== pad */
+
+/* Per-dim source index of every output position: table[o] in [0, size) or -1
+ * (a constant-filled position). */
+static void pad_table(int64_t *t, int64_t size, int64_t lo, int64_t hi, int64_t osize, int mode) {
+    for (int64_t o = 0; o < osize; o++) {
+        int64_t j = o - lo;
+        if (j >= 0 && j < size) {
+            t[o] = j;
+            continue;
+        }
+        switch (mode) {
+        case MMU_PAD_REFLECT:
+            if (j < 0) j = -j;
+            if (j >= size) j = 2 * (size - 1) - j;
+            break;
+        case MMU_PAD_REPLICATE: j = j < 0 ? 0 : size - 1; break;
+        case MMU_PAD_CIRCULAR: { /* torch wraps around the part that negative pads leave */
+            int64_t c0 = lo < 0 ? -lo : 0, len = size - c0 - (hi < 0 ? -hi : 0);
+            j = c0 + (((j - c0) % len) + len) % len;
+            break;
+        }
+        default: j = -1;
+        }
+        t[o] = j;
+    }
+}
+
+typedef struct {
+    int ndim;
+    int64_t in[MMU_MAX_DIMS], out[MMU_MAX_DIMS], lo[MMU_MAX_DIMS];
+    int64_t *tab[MMU_MAX_DIMS];
+    int64_t *buf;
+    size_t nbytes;
+} pad_plan;
+
+static mmu_status pad_plan_make(pad_plan *pp, int ndim, const int64_t *in, const int64_t *lo, const int64_t *hi,
+                                int mode) {
+    int64_t tot = 0;
+    pp->ndim = ndim;
+    for (int d = 0; d < ndim; d++) {
+        pp->in[d] = in[d];
+        pp->lo[d] = lo[d];
+        pp->out[d] = in[d] + lo[d] + hi[d];
+        tot += pp->out[d];
+    }
+    pp->nbytes = (size_t)(tot + 1) * sizeof(int64_t);
+    if (!(pp->buf = mmu_alloc(pp->nbytes))) return mmu_fail(MMU_ENOMEM, "pad: out of memory for the index tables");
+    int64_t off = 0;
+    for (int d = 0; d < ndim; d++) {
+        pp->tab[d] = pp->buf + off;
+        pad_table(pp->tab[d], in[d], lo[d], hi[d], pp->out[d], mode);
+        off += pp->out[d];
+    }
+    return MMU_OK;
+}
+
+// x (in), plan -> y (out): rows of the last dim, the middle part copied whole
+static void pad_forward(float *y, const float *x, const pad_plan *pp, float value) {
+    int nd = pp->ndim;
+    int64_t W = pp->out[nd - 1], Win = pp->in[nd - 1], rows = 1;
+    for (int d = 0; d < nd - 1; d++) rows *= pp->out[d];
+    int64_t a = pp->lo[nd - 1] > 0 ? pp->lo[nd - 1] : 0, b = pp->lo[nd - 1] + Win < W ? pp->lo[nd - 1] + Win : W;
+    if (b < a) b = a;
+    const int64_t *tw = pp->tab[nd - 1];
+#pragma omp parallel for schedule(static) if (rows * W > MMU_PAR_GRAIN)
+    for (int64_t r = 0; r < rows; r++) {
+        float *yr = y + r * W;
+        int64_t rem = r, src = 0, stride = Win;
+        for (int d = nd - 2; d >= 0; d--) {
+            int64_t i = pp->tab[d][rem % pp->out[d]];
+            rem /= pp->out[d];
+            if (i < 0) {
+                src = -1;
+                break;
+            }
+            src += i * stride;
+            stride *= pp->in[d];
+        }
+        if (src < 0) {
+            for (int64_t j = 0; j < W; j++) yr[j] = value;
+            continue;
+        }
+        const float *xr = x + src;
+        for (int64_t j = 0; j < a; j++) yr[j] = tw[j] < 0 ? value : xr[tw[j]];
+        if (b > a) memcpy(yr + a, xr + (a - pp->lo[nd - 1]), (size_t)(b - a) * sizeof(float));
+        for (int64_t j = b; j < W; j++) yr[j] = tw[j] < 0 ? value : xr[tw[j]];
+    }
+}
+
+// x (d0, ..., dn-1), pads per dim (lo[d], hi[d]) -> out (d + lo + hi)
+mmu_status mmu_pad(mmu_tensor **out, mmu_tensor *x, const int64_t *lo, const int64_t *hi, int mode, double value) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "pad", "input");
+    if (st) return st;
+    if (x->ndim < 1) return mmu_fail(MMU_EVALUE, "pad: cannot pad a 0-d tensor");
+    if (mode < MMU_PAD_CONSTANT || mode > MMU_PAD_CIRCULAR) return mmu_fail(MMU_EVALUE, "pad: unknown mode %d", mode);
+    int64_t oshape[MMU_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) {
+        int64_t s = x->shape[d];
+        oshape[d] = s + lo[d] + hi[d];
+        if (oshape[d] < 0)
+            return mmu_fail(MMU_EVALUE, "pad: the input size %lld of dim %d, plus padding %lld and %lld, gives a "
+                            "negative output size (input %s)", (long long)s, d, (long long)lo[d], (long long)hi[d],
+                            mmu_shape_str(x));
+        if (mode == MMU_PAD_CONSTANT || (lo[d] == 0 && hi[d] == 0)) continue;
+        if (mode == MMU_PAD_REFLECT && (lo[d] >= s || hi[d] >= s))
+            return mmu_fail(MMU_EVALUE, "pad: reflect padding (%lld, %lld) of dim %d must be less than the input size "
+                            "%lld (input %s)", (long long)lo[d], (long long)hi[d], d, (long long)s, mmu_shape_str(x));
+        if (mode == MMU_PAD_CIRCULAR && (lo[d] > s || hi[d] > s || oshape[d] == 0 ||
+                                         s + (lo[d] < 0 ? lo[d] : 0) + (hi[d] < 0 ? hi[d] : 0) <= 0))
+            return mmu_fail(MMU_EVALUE, "pad: circular padding (%lld, %lld) of dim %d must be at most the input size "
+                            "%lld (input %s)", (long long)lo[d], (long long)hi[d], d, (long long)s, mmu_shape_str(x));
+        if (s == 0)
+            return mmu_fail(MMU_EVALUE, "pad: cannot pad an empty dim %d in non-constant mode (input %s)", d,
+                            mmu_shape_str(x));
+    }
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, oshape))) return st;
+    if ((*out)->numel > 0) {
+        pad_plan pp;
+        if ((st = pad_plan_make(&pp, x->ndim, x->shape, lo, hi, mode))) {
+            MMU_CLEAR(*out);
+            return st;
+        }
+        pad_forward(mmu_f32(*out), mmu_f32(x), &pp, (float)value);
+        mmu_free(pp.buf, pp.nbytes);
+    }
+    mmu_node *n = NULL;
+    if ((st = mmu_record(&n, *out, MMU_OP_PAD, 1, (mmu_tensor *[]){x}))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (n) { /* lo and hi of up to 6 dims: lo in ctx.i, hi in extra */
+        if (!(n->extra = malloc(MMU_MAX_DIMS * sizeof(int64_t)))) { /* freed with the node */
+            MMU_CLEAR(*out);
+            return mmu_fail(MMU_ENOMEM, "pad: out of memory");
+        }
+        for (int d = 0; d < MMU_MAX_DIMS; d++) {
+            n->ctx.i[d] = d < x->ndim ? lo[d] : 0;
+            n->extra[d] = d < x->ndim ? hi[d] : 0;
+        }
+        n->ctx.i[6] = mode;
+    }
+    return MMU_OK;
+}
+
+mmu_status mmu_pad_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    int nd = n->inputs[0].ndim, mode = (int)n->ctx.i[6];
+    const int64_t *in = n->inputs[0].shape;
+    int64_t lo[MMU_MAX_DIMS], hi[MMU_MAX_DIMS];
+    for (int d = 0; d < nd; d++) lo[d] = n->ctx.i[d], hi[d] = n->extra[d];
+    mmu_status st;
+    if (mode == MMU_PAD_CONSTANT) { /* each input element has one output: crop g back (a pad by -lo, -hi) */
+        int64_t nlo[MMU_MAX_DIMS], nhi[MMU_MAX_DIMS];
+        for (int d = 0; d < nd; d++) nlo[d] = -lo[d], nhi[d] = -hi[d];
+        if ((st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, nd, in))) return st;
+        if (gin[0]->numel == 0) return MMU_OK;
+        pad_plan pp;
+        if ((st = pad_plan_make(&pp, nd, g->shape, nlo, nhi, MMU_PAD_CONSTANT))) return st;
+        pad_forward(mmu_f32(gin[0]), mmu_f32(g), &pp, 0.0f);
+        mmu_free(pp.buf, pp.nbytes);
+        return MMU_OK;
+    }
+    /* reflect / replicate / circular: several outputs share an input. The
+     * unpadded leading dims make independent planes; one thread sums a plane in
+     * output order. */
+    if ((st = mmu_tensor_zeros(&gin[0], MMU_FLOAT32, nd, in))) return st;
+    if (gin[0]->numel == 0 || g->numel == 0) return MMU_OK;
+    pad_plan pp;
+    if ((st = pad_plan_make(&pp, nd, in, lo, hi, mode))) return st;
+    int lead = 0;
+    while (lead < nd - 1 && lo[lead] == 0 && hi[lead] == 0) lead++;
+    int64_t planes = 1, iplane = 1, oplane = 1, orows = 1, W = pp.out[nd - 1], Win = in[nd - 1];
+    for (int d = 0; d < lead; d++) planes *= in[d];
+    for (int d = lead; d < nd; d++) iplane *= in[d], oplane *= pp.out[d];
+    for (int d = lead; d < nd - 1; d++) orows *= pp.out[d];
+    const float *pg = mmu_f32(g);
+    float *pd = mmu_f32(gin[0]);
+    const int64_t *tw = pp.tab[nd - 1];
+#pragma omp parallel for schedule(static) if (g->numel > MMU_PAR_GRAIN)
+    for (int64_t p = 0; p < planes; p++) {
+        const float *gp = pg + p * oplane;
+        float *dp = pd + p * iplane;
+        for (int64_t r = 0; r < orows; r++) {
+            int64_t rem = r, src = 0, stride = Win;
+            for (int d = nd - 2; d >= lead; d--) {
+                src += pp.tab[d][rem % pp.out[d]] * stride;
+                rem /= pp.out[d];
+                stride *= in[d];
+            }
+            const float *gr = gp + r * W;
+            float *dr = dp + src;
+            for (int64_t j = 0; j < W; j++) dr[tw[j]] += gr[j];
+        }
+    }
+    mmu_free(pp.buf, pp.nbytes);
+    return MMU_OK;
+}
+
+/* ============================================================= avg_pool2d */
+
+/* torch's pooling output size (dilation 1) */
+static int64_t pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int ceil_mode) {
+    int64_t num = in + 2 * p - (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
+    int64_t o = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;
+    if (ceil_mode && (o - 1) * s >= in + p) o--;
+    return o;
+}
+
+/* one output position's window [h0, h1) x [w0, w1) and its divisor */
+typedef struct {
+    int64_t kh, kw, sh, sw, ph, pw, H, W, OH, OW, divisor;
+    int count_include_pad;
+} pool_geom;
+
+static inline float pool_window(const pool_geom *q, int64_t oh, int64_t ow, int64_t *h0, int64_t *h1, int64_t *w0,
+                                int64_t *w1) {
+    int64_t hs = oh * q->sh - q->ph, ws = ow * q->sw - q->pw;
+    int64_t he = hs + q->kh < q->H + q->ph ? hs + q->kh : q->H + q->ph;
+    int64_t we = ws + q->kw < q->W + q->pw ? ws + q->kw : q->W + q->pw;
+    int64_t pool = (he - hs) * (we - ws);
+    hs = hs > 0 ? hs : 0, ws = ws > 0 ? ws : 0;
+    he = he < q->H ? he : q->H, we = we < q->W ? we : q->W;
+    *h0 = hs, *h1 = he, *w0 = ws, *w1 = we;
+    if (hs >= he || ws >= we) return 0.0f;
+    int64_t div = q->divisor ? q->divisor : q->count_include_pad ? pool : (he - hs) * (we - ws);
+    return 1.0f / (float)div;
+}
+
+// x (N, C, H, W) or (C, H, W) -> out (N, C, OH, OW) or (C, OH, OW)
+mmu_status mmu_avg_pool2d(mmu_tensor **out, mmu_tensor *x, const int64_t *kernel, const int64_t *stride,
+                          const int64_t *padding, int ceil_mode, int count_include_pad, int64_t divisor) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "avg_pool2d", "input");
+    if (st) return st;
+    if (x->ndim != 3 && x->ndim != 4)
+        return mmu_fail(MMU_EVALUE, "avg_pool2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got %s",
+                        mmu_shape_str(x));
+    pool_geom q = {kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], x->shape[x->ndim - 2],
+                   x->shape[x->ndim - 1], 0, 0, divisor, count_include_pad};
+    if (q.kh <= 0 || q.kw <= 0 || q.sh <= 0 || q.sw <= 0)
+        return mmu_fail(MMU_EVALUE, "avg_pool2d: kernel_size (%lld, %lld) and stride (%lld, %lld) must be positive",
+                        (long long)q.kh, (long long)q.kw, (long long)q.sh, (long long)q.sw);
+    if (q.ph < 0 || q.pw < 0 || q.ph > q.kh / 2 || q.pw > q.kw / 2)
+        return mmu_fail(MMU_EVALUE, "avg_pool2d: padding (%lld, %lld) must be >= 0 and at most half of the kernel "
+                        "size (%lld, %lld)", (long long)q.ph, (long long)q.pw, (long long)q.kh, (long long)q.kw);
+    if (divisor < 0) return mmu_fail(MMU_EVALUE, "avg_pool2d: divisor_override must be positive, got %lld", (long long)divisor);
+    q.OH = pool_out_size(q.H, q.kh, q.sh, q.ph, ceil_mode);
+    q.OW = pool_out_size(q.W, q.kw, q.sw, q.pw, ceil_mode);
+    if (q.OH < 1 || q.OW < 1)
+        return mmu_fail(MMU_EVALUE, "avg_pool2d: the output size (%lld, %lld) is too small for input %s, kernel "
+                        "(%lld, %lld), padding (%lld, %lld)", (long long)q.OH, (long long)q.OW, mmu_shape_str(x),
+                        (long long)q.kh, (long long)q.kw, (long long)q.ph, (long long)q.pw);
+    int64_t oshape[4];
+    memcpy(oshape, x->shape, sizeof(int64_t) * x->ndim);
+    oshape[x->ndim - 2] = q.OH, oshape[x->ndim - 1] = q.OW;
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, oshape))) return st;
+    int64_t planes = x->numel / (q.H * q.W > 0 ? q.H * q.W : 1);
+    if (q.H * q.W == 0) planes = 0;
+    const float *px = mmu_f32(x);
+    float *py = mmu_f32(*out);
+#pragma omp parallel for schedule(static) if ((*out)->numel * q.kh * q.kw > MMU_PAR_GRAIN)
+    for (int64_t r = 0; r < planes * q.OH; r++) {
+        int64_t p = r / q.OH, oh = r % q.OH;
+        const float *xp = px + p * q.H * q.W;
+        for (int64_t ow = 0; ow < q.OW; ow++) {
+            int64_t h0, h1, w0, w1;
+            float inv = pool_window(&q, oh, ow, &h0, &h1, &w0, &w1), s = 0.0f;
+            for (int64_t h = h0; h < h1; h++)
+                for (int64_t w = w0; w < w1; w++) s += xp[h * q.W + w];
+            py[r * q.OW + ow] = s * inv;
+        }
+    }
+    mmu_node *n = NULL;
+    if ((st = mmu_record(&n, *out, MMU_OP_AVG_POOL2D, 1, (mmu_tensor *[]){x}))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (n) {
+        int64_t v[8] = {q.kh, q.kw, q.sh, q.sw, q.ph, q.pw, divisor, count_include_pad};
+        memcpy(n->ctx.i, v, sizeof v);
+    }
+    return MMU_OK;
+}
+
+mmu_status mmu_avg_pool2d_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    int nd = n->inputs[0].ndim;
+    const int64_t *v = n->ctx.i;
+    pool_geom q = {v[0], v[1], v[2], v[3], v[4], v[5], n->inputs[0].shape[nd - 2], n->inputs[0].shape[nd - 1],
+                   g->shape[nd - 2], g->shape[nd - 1], v[6], (int)v[7]};
+    mmu_status st = mmu_tensor_zeros(&gin[0], MMU_FLOAT32, nd, n->inputs[0].shape);
+    if (st || gin[0]->numel == 0) return st;
+    int64_t planes = gin[0]->numel / (q.H * q.W);
+    const float *pg = mmu_f32(g);
+    float *pd = mmu_f32(gin[0]);
+    /* windows overlap when stride < kernel: one thread owns a whole plane */
+#pragma omp parallel for schedule(static) if (g->numel * q.kh * q.kw > MMU_PAR_GRAIN)
+    for (int64_t p = 0; p < planes; p++) {
+        float *dp = pd + p * q.H * q.W;
+        const float *gp = pg + p * q.OH * q.OW;
+        for (int64_t oh = 0; oh < q.OH; oh++)
+            for (int64_t ow = 0; ow < q.OW; ow++) {
+                int64_t h0, h1, w0, w1;
+                float v1 = gp[oh * q.OW + ow] * pool_window(&q, oh, ow, &h0, &h1, &w0, &w1);
+                for (int64_t h = h0; h < h1; h++)
+                    for (int64_t w = w0; w < w1; w++) dp[h * q.W + w] += v1;
+            }
+    }
+    return MMU_OK;
+}
+
+/* ======================================================== interpolation */
+
+/* torch's nearest source index: shortcuts for equal size and exact x2, else
+ * floor(dst·scale) in float, scale = 1/scale_factor when one was given, else in/out */
+static int64_t nearest_src(int64_t o, int64_t in, int64_t out, double sf) {
+    if (out == in) return o;
+    if (out == 2 * in) return o >> 1;
+    float scale = sf > 0 ? (float)(1.0 / sf) : (float)in / (float)out;
+    int64_t s = (int64_t)floorf((float)o * scale);
+    return s < in - 1 ? s : in - 1;
+}
+
+/* x seen as (P, D, H, W) (missing spatial dims are 1) */
+typedef struct {
+    int64_t P, in[3], out[3];
+} grid3;
+
+static void grid_of(grid3 *gr, int ndim, const int64_t *ishape, const int64_t *oshape, int nsp) {
+    gr->P = 1;
+    for (int d = 0; d < ndim - nsp; d++) gr->P *= ishape[d];
+    for (int k = 0; k < 3; k++) {
+        int d = ndim - 3 + k;
+        int sp = k >= 3 - nsp;
+        gr->in[k] = sp ? ishape[d] : 1;
+        gr->out[k] = sp ? oshape[d] : 1;
+    }
+}
+
+// x (P, *in) with 1-3 spatial dims, out_size (nsp), scales (nsp, <= 0: none) -> out (P, *out_size)
+mmu_status mmu_upsample_nearest(mmu_tensor **out, mmu_tensor *x, int nsp, const int64_t *osize, const double *scales) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "interpolate", "input");
+    if (st) return st;
+    if (nsp < 1 || nsp > 3 || x->ndim != nsp + 2)
+        return mmu_fail(MMU_EVALUE, "interpolate: 'nearest' with %d spatial dims expects a %d-D input, got %s", nsp,
+                        nsp + 2, mmu_shape_str(x));
+    int64_t oshape[MMU_MAX_DIMS];
+    memcpy(oshape, x->shape, sizeof(int64_t) * x->ndim);
+    for (int k = 0; k < nsp; k++) {
+        if (osize[k] <= 0 || x->shape[2 + k] <= 0)
+            return mmu_fail(MMU_EVALUE, "interpolate: input and output sizes should be greater than 0, but got input "
+                            "%s and output size %s", mmu_shape_str(x), mmu_dims_str(nsp, osize));
+        oshape[2 + k] = osize[k];
+    }
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, oshape))) return st;
+    grid3 gr;
+    grid_of(&gr, x->ndim, x->shape, oshape, nsp);
+    double sf[3] = {0, 0, 0};
+    for (int k = 0; k < nsp; k++) sf[3 - nsp + k] = scales[k];
+    int64_t ttot = gr.out[0] + gr.out[1] + gr.out[2];
+    size_t tb = (size_t)ttot * sizeof(int64_t);
+    int64_t *tab = mmu_alloc(tb);
+    if (!tab) {
+        MMU_CLEAR(*out);
+        return mmu_fail(MMU_ENOMEM, "interpolate: out of memory");
+    }
+    int64_t *td = tab, *th = tab + gr.out[0], *tw = th + gr.out[1];
+    for (int64_t o = 0; o < gr.out[0]; o++) td[o] = nearest_src(o, gr.in[0], gr.out[0], sf[0]);
+    for (int64_t o = 0; o < gr.out[1]; o++) th[o] = nearest_src(o, gr.in[1], gr.out[1], sf[1]);
+    for (int64_t o = 0; o < gr.out[2]; o++) tw[o] = nearest_src(o, gr.in[2], gr.out[2], sf[2]);
+    int64_t OW = gr.out[2], W = gr.in[2], rows = gr.P * gr.out[0] * gr.out[1];
+    int twice = OW == 2 * W;
+    const float *px = mmu_f32(x);
+    float *py = mmu_f32(*out);
+#pragma omp parallel for schedule(static) if ((*out)->numel > MMU_PAR_GRAIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t oh = r % gr.out[1], od = (r / gr.out[1]) % gr.out[0], p = r / (gr.out[1] * gr.out[0]);
+        const float *xr = px + ((p * gr.in[0] + td[od]) * gr.in[1] + th[oh]) * W;
+        float *yr = py + r * OW;
+        if (twice)
+            for (int64_t j = 0; j < W; j++) yr[2 * j] = yr[2 * j + 1] = xr[j];
+        else
+            for (int64_t j = 0; j < OW; j++) yr[j] = xr[tw[j]];
+    }
+    mmu_free(tab, tb);
+    mmu_node *n = NULL;
+    if ((st = mmu_record(&n, *out, MMU_OP_UPSAMPLE_NEAREST, 1, (mmu_tensor *[]){x}))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (n) {
+        n->ctx.i[0] = nsp;
+        for (int k = 0; k < 3; k++) n->ctx.f[k] = sf[k];
+    }
+    return MMU_OK;
+}
+
+/* the output range [lo[i], hi[i]) that reads input i (the map is monotone) */
+static void nearest_ranges(int64_t *lo, int64_t *hi, int64_t in, int64_t out, double sf) {
+    for (int64_t i = 0; i < in; i++) lo[i] = hi[i] = 0;
+    for (int64_t o = 0; o < out; o++) {
+        int64_t s = nearest_src(o, in, out, sf);
+        if (hi[s] == 0) lo[s] = o;
+        hi[s] = o + 1;
+    }
+}
+
+// g (P, *out) -> dx (P, *in): each input sums its own output ranges (a gather)
+mmu_status mmu_upsample_nearest_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    int nd = n->inputs[0].ndim, nsp = (int)n->ctx.i[0];
+    mmu_status st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, nd, n->inputs[0].shape);
+    if (st || gin[0]->numel == 0) return st;
+    grid3 gr;
+    grid_of(&gr, nd, n->inputs[0].shape, g->shape, nsp);
+    int64_t itot = gr.in[0] + gr.in[1] + gr.in[2];
+    size_t tb = (size_t)itot * 2 * sizeof(int64_t);
+    int64_t *tab = mmu_alloc(tb);
+    if (!tab) return mmu_fail(MMU_ENOMEM, "interpolate backward: out of memory");
+    int64_t *ld = tab, *hd = ld + gr.in[0], *lh = hd + gr.in[0], *hh = lh + gr.in[1], *lw = hh + gr.in[1],
+            *hw = lw + gr.in[2];
+    nearest_ranges(ld, hd, gr.in[0], gr.out[0], n->ctx.f[0]);
+    nearest_ranges(lh, hh, gr.in[1], gr.out[1], n->ctx.f[1]);
+    nearest_ranges(lw, hw, gr.in[2], gr.out[2], n->ctx.f[2]);
+    int64_t W = gr.in[2], OW = gr.out[2], rows = gr.P * gr.in[0] * gr.in[1];
+    int twice = OW == 2 * W;
+    const float *pg = mmu_f32(g);
+    float *pd = mmu_f32(gin[0]);
+#pragma omp parallel for schedule(static) if (g->numel > MMU_PAR_GRAIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t ih = r % gr.in[1], id = (r / gr.in[1]) % gr.in[0], p = r / (gr.in[1] * gr.in[0]);
+        float *dr = pd + r * W;
+        for (int64_t j = 0; j < W; j++) dr[j] = 0.0f;
+        for (int64_t od = ld[id]; od < hd[id]; od++)
+            for (int64_t oh = lh[ih]; oh < hh[ih]; oh++) {
+                const float *gr_ = pg + ((p * gr.out[0] + od) * gr.out[1] + oh) * OW;
+                if (twice)
+                    for (int64_t j = 0; j < W; j++) dr[j] += gr_[2 * j] + gr_[2 * j + 1];
+                else
+                    for (int64_t j = 0; j < W; j++)
+                        for (int64_t ow = lw[j]; ow < hw[j]; ow++) dr[j] += gr_[ow];
+            }
+    }
+    mmu_free(tab, tb);
+    return MMU_OK;
+}
+
+/* torch's linear source index and weights (float arithmetic, as its CPU kernel) */
+static void linear_taps(int64_t *i0, int64_t *i1, float *l0, float *l1, int64_t in, int64_t out, int align, double sf) {
+    float scale = align ? (out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f)
+                        : (sf > 0 ? (float)(1.0 / sf) : (float)in / (float)out);
+    for (int64_t o = 0; o < out; o++) {
+        float src = align ? scale * (float)o : scale * ((float)o + 0.5f) - 0.5f;
+        if (!align && src < 0) src = 0;
+        int64_t s = (int64_t)floorf(src);
+        if (s > in - 1) s = in - 1;
+        float lam = src - (float)s;
+        lam = lam < 0 ? 0 : lam > 1 ? 1 : lam;
+        i0[o] = s;
+        i1[o] = s + (s < in - 1 ? 1 : 0);
+        l0[o] = 1.0f - lam;
+        l1[o] = lam;
+    }
+}
+
+typedef struct {
+    int64_t *h0, *h1, *w0, *w1;
+    float *lh0, *lh1, *lw0, *lw1;
+    void *buf;
+    size_t nbytes;
+} bilinear_taps;
+
+static mmu_status bilinear_make(bilinear_taps *t, int64_t H, int64_t W, int64_t OH, int64_t OW, int align,
+                                double sh, double sw) {
+    t->nbytes = (size_t)(OH + OW) * 2 * (sizeof(int64_t) + sizeof(float));
+    if (!(t->buf = mmu_alloc(t->nbytes))) return mmu_fail(MMU_ENOMEM, "interpolate: out of memory");
+    t->h0 = t->buf, t->h1 = t->h0 + OH, t->w0 = t->h1 + OH, t->w1 = t->w0 + OW;
+    t->lh0 = (float *)(t->w1 + OW), t->lh1 = t->lh0 + OH, t->lw0 = t->lh1 + OH, t->lw1 = t->lw0 + OW;
+    linear_taps(t->h0, t->h1, t->lh0, t->lh1, H, OH, align, sh);
+    linear_taps(t->w0, t->w1, t->lw0, t->lw1, W, OW, align, sw);
+    return MMU_OK;
+}
+
+// x (N, C, H, W) -> out (N, C, OH, OW)
+mmu_status mmu_upsample_bilinear2d(mmu_tensor **out, mmu_tensor *x, int64_t OH, int64_t OW, int align_corners,
+                                   double scale_h, double scale_w) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "interpolate", "input");
+    if (st) return st;
+    if (x->ndim != 4)
+        return mmu_fail(MMU_EVALUE, "interpolate: 'bilinear' expects a 4-D input, got %s", mmu_shape_str(x));
+    int64_t H = x->shape[2], W = x->shape[3];
+    if (OH <= 0 || OW <= 0 || H <= 0 || W <= 0)
+        return mmu_fail(MMU_EVALUE, "interpolate: input and output sizes should be greater than 0, but got input %s "
+                        "and output size (%lld, %lld)", mmu_shape_str(x), (long long)OH, (long long)OW);
+    int64_t oshape[4] = {x->shape[0], x->shape[1], OH, OW};
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, 4, oshape))) return st;
+    bilinear_taps t;
+    if ((st = bilinear_make(&t, H, W, OH, OW, align_corners, scale_h, scale_w))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    int64_t rows = x->shape[0] * x->shape[1] * OH;
+    const float *px = mmu_f32(x);
+    float *py = mmu_f32(*out);
+#pragma omp parallel for schedule(static) if ((*out)->numel > MMU_PAR_GRAIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t p = r / OH, oh = r % OH;
+        const float *x0 = px + (p * H + t.h0[oh]) * W, *x1 = px + (p * H + t.h1[oh]) * W;
+        float a0 = t.lh0[oh], a1 = t.lh1[oh], *yr = py + r * OW;
+        for (int64_t ow = 0; ow < OW; ow++) {
+            int64_t w0 = t.w0[ow], w1 = t.w1[ow];
+            float b0 = t.lw0[ow], b1 = t.lw1[ow];
+            yr[ow] = a0 * (b0 * x0[w0] + b1 * x0[w1]) + a1 * (b0 * x1[w0] + b1 * x1[w1]);
+        }
+    }
+    mmu_free(t.buf, t.nbytes);
+    mmu_node *n = NULL;
+    if ((st = mmu_record(&n, *out, MMU_OP_UPSAMPLE_BILINEAR, 1, (mmu_tensor *[]){x}))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (n) {
+        n->ctx.i[0] = align_corners;
+        n->ctx.f[0] = scale_h;
+        n->ctx.f[1] = scale_w;
+    }
+    return MMU_OK;
+}
+
+// g (N, C, OH, OW) -> dx (N, C, H, W): scatter of each output to its 4 taps, one plane per thread
+mmu_status mmu_upsample_bilinear_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    const int64_t *is = n->inputs[0].shape;
+    int64_t H = is[2], W = is[3], OH = g->shape[2], OW = g->shape[3], planes = is[0] * is[1];
+    mmu_status st = mmu_tensor_zeros(&gin[0], MMU_FLOAT32, 4, is);
+    if (st || gin[0]->numel == 0) return st;
+    bilinear_taps t;
+    if ((st = bilinear_make(&t, H, W, OH, OW, (int)n->ctx.i[0], n->ctx.f[0], n->ctx.f[1]))) return st;
+    const float *pg = mmu_f32(g);
+    float *pd = mmu_f32(gin[0]);
+#pragma omp parallel for schedule(static) if (g->numel > MMU_PAR_GRAIN)
+    for (int64_t p = 0; p < planes; p++)
+        for (int64_t oh = 0; oh < OH; oh++) {
+            float *d0 = pd + (p * H + t.h0[oh]) * W, *d1 = pd + (p * H + t.h1[oh]) * W;
+            const float *gr = pg + (p * OH + oh) * OW;
+            float a0 = t.lh0[oh], a1 = t.lh1[oh];
+            for (int64_t ow = 0; ow < OW; ow++) {
+                float v = gr[ow], b0 = t.lw0[ow], b1 = t.lw1[ow];
+                d0[t.w0[ow]] += a0 * b0 * v;
+                d0[t.w1[ow]] += a0 * b1 * v;
+                d1[t.w0[ow]] += a1 * b0 * v;
+                d1[t.w1[ow]] += a1 * b1 * v;
+            }
+        }
+    mmu_free(t.buf, t.nbytes);
+    return MMU_OK;
+}
