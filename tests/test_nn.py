@@ -942,13 +942,7 @@ def test_config_records_constructor_arguments():
         local().get_config()
 
 
-def _io_or_skip():
-    if not hasattr(mmu.io, "save_file"):
-        pytest.skip("mmu.io is not merged yet")
-
-
 def test_save_pretrained_round_trip_is_bit_exact(tmp_path):
-    _io_or_skip()
     mmu.manual_seed(3)
     m = Classifier(4, 3, hidden=[6, 5], dropout=0.1)
     m.count.numpy()[0] = 11
@@ -979,7 +973,6 @@ def test_save_pretrained_round_trip_is_bit_exact(tmp_path):
 
 
 def test_pretrained_errors_leave_nothing_behind(tmp_path):
-    _io_or_skip()
     with pytest.raises(ValueError, match="JSON"):
         WithArray(np.zeros(3, np.float32)).save_pretrained(tmp_path / "bad")
     assert not (tmp_path / "bad").exists() or os.listdir(tmp_path / "bad") == []

@@ -106,12 +106,6 @@ def _attention_weights(q, k, v, mask, is_causal, dropout_p):
     return weights @ v, weights
 
 
-def _sdpa(q, k, v, mask, is_causal, dropout_p):
-    if hasattr(F, "scaled_dot_product_attention"):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
-    return _attention_weights(q, k, v, mask, is_causal, dropout_p)[0]  # TEMPORARY until the fused op lands
-
-
 class MultiheadAttention(Module):
     """Multi-head attention with torch.nn.MultiheadAttention's parameters
     (in_proj_weight (3E, E) xavier-uniform, in_proj_bias zeros, out_proj;
@@ -258,7 +252,8 @@ class MultiheadAttention(Module):
             if not batched:
                 weights = weights.squeeze(0)
         else:
-            out, weights = _sdpa(q, k, v, mask, causal, dropout_p), None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
+            weights = None
         out = out.permute(0, 2, 1, 3).reshape(n, l, self.embed_dim)
         out = self.out_proj(out)
         if not batched:
