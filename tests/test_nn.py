@@ -1003,3 +1003,35 @@ def test_embedding_from_pretrained_tensor():
     e = nn.Embedding.from_pretrained(w)
     assert not e.weight.requires_grad
     np.testing.assert_array_equal(e(mmu.tensor(np.array([2]))).numpy()[0], w.numpy()[2])
+
+
+def test_utils_vectors_and_clip():
+    m = nn.Sequential(nn.Linear(3, 2), nn.LayerNorm(2))
+    v = nn.utils.parameters_to_vector(m.parameters())
+    assert v.shape == (m.num_parameters(),)
+    nn.utils.vector_to_parameters(v * 2, m.parameters())
+    np.testing.assert_array_equal(nn.utils.parameters_to_vector(m.parameters()).numpy(), 2 * v.numpy())
+    with pytest.raises(ValueError):
+        nn.utils.vector_to_parameters(v[:3], m.parameters())
+    assert nn.utils.clip_grad_norm_ is mmu.optim.clip_grad_norm_
+    m(mmu.randn(4, 3)).sum().backward()
+    total = nn.utils.clip_grad_norm_(m.parameters(), 1e-3)
+    grads = np.concatenate([p.grad.numpy().ravel() for p in m.parameters()])
+    assert total.item() > 1e-3 and np.linalg.norm(grads) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_ema_and_optimizer_groups_work_on_modules():
+    mmu.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 1))
+    decay = [p for n, p in m.named_parameters() if n.endswith("weight") and p.ndim == 2]
+    no_decay = [p for n, p in m.named_parameters() if not (n.endswith("weight") and p.ndim == 2)]
+    opt = mmu.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-2)
+    ema = mmu.optim.EMA(m, decay=0.9)
+    before = m[0].weight.numpy().copy()
+    for _ in range(3):
+        loss = m(mmu.randn(8, 4)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema.update()
+    assert not np.array_equal(before, m[0].weight.numpy())
