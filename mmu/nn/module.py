@@ -61,6 +61,8 @@ def _encode(value, where):
     layers given to Sequential) is stored as its own class path + config."""
     if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
@@ -154,7 +156,7 @@ def _build(cfg, base, cls=None):
     return target(*args, **kwargs)
 
 
-def _record_init(init, cls):
+def _record_init(init):
     """Wraps cls.__init__ so the outermost constructor call of a module records
     its bound arguments (for save_pretrained's config.json)."""
     sig = inspect.signature(init)
@@ -205,7 +207,7 @@ class Module:
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_mmu_recording", False):
-            cls.__init__ = _record_init(init, cls)
+            cls.__init__ = _record_init(init)
 
     def __init__(self):
         d = self.__dict__
