@@ -319,6 +319,25 @@ def test_module_pickle_deepcopy_and_to():
         m.to("cuda")
 
 
+def test_forward_hooks():
+    m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    feats = []
+    h = m[1].register_forward_hook(lambda mod, args, out: feats.append(out))
+    pre = m[0].register_forward_pre_hook(lambda mod, args: (args[0] * 0,))
+    x = mmu.randn(5, 3)
+    y = m(x)
+    assert len(feats) == 1 and feats[0].shape == (5, 4)
+    np.testing.assert_array_equal(feats[0].numpy(), np.maximum(m[0].bias.numpy(), 0)[None].repeat(5, 0))
+    pre.remove()
+    h.remove()
+    m(x)
+    assert len(feats) == 1
+    with m[2].register_forward_hook(lambda mod, args, out: out * 0):
+        assert np.all(m(x).numpy() == 0)
+    assert not np.all(m(x).numpy() == 0)
+    assert y.shape == (5, 2)
+
+
 def test_repr_matches_torch():
     torch = torch_or_skip()
     build = lambda n: n.Sequential(  # noqa: E731
@@ -327,7 +346,8 @@ def test_repr_matches_torch():
         n.Flatten(), n.Linear(16, 4), n.LayerNorm(4), n.GELU(approximate="tanh"), n.Dropout(0.1),
         n.LeakyReLU(0.2), n.Embedding(10, 3, padding_idx=0), n.ReLU(), n.Tanh(), n.Sigmoid(), n.Identity(),
         n.Upsample(scale_factor=2, mode="nearest"), n.Softmax(dim=-1), n.RMSNorm(4),
-        n.ModuleList([n.Linear(2, 2)]), n.ModuleDict({"x": n.Conv1d(2, 2, 1)}))
+        n.ModuleList([n.Linear(2, 2)]), n.ModuleDict({"x": n.Conv1d(2, 2, 1)}), n.AvgPool2d(2), n.PixelShuffle(2),
+        n.PixelUnshuffle(2))
     assert repr(build(nn)) == repr(build(torch.nn))
 
 
@@ -550,6 +570,10 @@ LAYER_CASES = [
     ("Upsample_bilinear", lambda n: n.Upsample(scale_factor=2, mode="bilinear"), [_x(1, 2, 3, 4)]),
     ("Upsample_bilinear_ac", lambda n: n.Upsample(size=(5, 6), mode="bilinear", align_corners=True),
      [_x(1, 2, 3, 4)]),
+    ("AvgPool2d", lambda n: n.AvgPool2d(2), [_x(1, 2, 4, 6)]),
+    ("AvgPool2d_pad", lambda n: n.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), [_x(1, 2, 5, 5)]),
+    ("PixelShuffle", lambda n: n.PixelShuffle(2), [_x(1, 8, 2, 3)]),
+    ("PixelUnshuffle", lambda n: n.PixelUnshuffle(2), [_x(1, 2, 4, 6)]),
     ("Sequential", lambda n: n.Sequential(n.Linear(4, 8), n.SiLU(), n.Linear(8, 2)), [_x(3, 4)]),
 ]
 

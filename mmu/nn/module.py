@@ -42,6 +42,26 @@ class _IncompatibleKeys(collections.namedtuple("IncompatibleKeys", ["missing_key
     __str__ = __repr__
 
 
+class _RemovableHandle:
+    """What register_forward_hook returns: remove() unregisters the hook (also as a context manager)."""
+
+    _next_id = 0
+
+    def __init__(self, hooks, hook):
+        self.hooks, self.id = hooks, _RemovableHandle._next_id
+        _RemovableHandle._next_id += 1
+        hooks[self.id] = hook
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
 # ----------------------------------------------------- constructor configs
 class _NotSerialisable:
     """Stands in for a constructor argument that JSON cannot hold; save_pretrained
@@ -472,7 +492,29 @@ class Module:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        d = self.__dict__
+        if not d.get("_forward_pre_hooks") and not d.get("_forward_hooks"):
+            return self.forward(*args, **kwargs)
+        for hook in list(d.get("_forward_pre_hooks", {}).values()):
+            res = hook(self, args)
+            if res is not None:
+                args = res if isinstance(res, tuple) else (res,)
+        out = self.forward(*args, **kwargs)
+        for hook in list(d.get("_forward_hooks", {}).values()):
+            res = hook(self, args, out)
+            if res is not None:
+                out = res
+        return out
+
+    def register_forward_pre_hook(self, hook):
+        """hook(module, args) runs before forward; returning a value replaces args
+        (a tuple, or a single input). Returns a handle whose remove() unregisters it."""
+        return _RemovableHandle(self.__dict__.setdefault("_forward_pre_hooks", {}), hook)
+
+    def register_forward_hook(self, hook):
+        """hook(module, args, output) runs after forward (e.g. to collect features);
+        returning a value replaces the output. Returns a handle with remove()."""
+        return _RemovableHandle(self.__dict__.setdefault("_forward_hooks", {}), hook)
 
     # --------------------------------------------------------------- state dict
     def state_dict(self, destination=None, prefix="", keep_vars=False):
