@@ -8,7 +8,6 @@ import numbers
 import numpy as np
 
 from .. import functional as F
-from .._C import Tensor
 from ..tensor import _as_tensor, arange as _arange, ones as _ones, tril as _tril, where as _where
 from . import init
 from .layers import LayerNorm, Linear, RMSNorm, _int, _param

@@ -24,7 +24,6 @@ import numpy as np
 
 from .._C import Tensor
 from ..autograd import no_grad
-from ..tensor import tensor as _tensor
 from .parameter import Parameter
 
 CONFIG_NAME = "config.json"
