@@ -303,6 +303,41 @@ def test_train_eval_zero_grad_apply_requires_grad():
         m.train("yes")
 
 
+def test_module_pickle_deepcopy_and_to():
+    m = Tied()
+    m.emb.weight.numpy()[0, 0] = 5.0
+    for c in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert type(c) is Tied and c.head.weight is c.emb.weight  # the tie survives
+        assert type(c.emb.weight) is nn.Parameter and c.emb.weight.requires_grad
+        assert c.emb.weight.numpy()[0, 0] == 5.0 and c.emb.weight._data_ptr() != m.emb.weight._data_ptr()
+        idx = mmu.tensor(np.array([1, 2]))
+        np.testing.assert_array_equal(c(idx).numpy(), m(idx).numpy())
+    b = copy.deepcopy(Block())
+    assert list(b.state_dict()) == list(Block().state_dict()) and "scratch" in b._buffers
+    assert m.to("cpu") is m and m.to(mmu.float32) is m and m.cpu() is m and m.float() is m
+    with pytest.raises(ValueError, match="CPU"):
+        m.to("cuda")
+
+
+def test_forward_hooks():
+    m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    feats = []
+    h = m[1].register_forward_hook(lambda mod, args, out: feats.append(out))
+    pre = m[0].register_forward_pre_hook(lambda mod, args: (args[0] * 0,))
+    x = mmu.randn(5, 3)
+    y = m(x)
+    assert len(feats) == 1 and feats[0].shape == (5, 4)
+    np.testing.assert_array_equal(feats[0].numpy(), np.maximum(m[0].bias.numpy(), 0)[None].repeat(5, 0))
+    pre.remove()
+    h.remove()
+    m(x)
+    assert len(feats) == 1
+    with m[2].register_forward_hook(lambda mod, args, out: out * 0):
+        assert np.all(m(x).numpy() == 0)
+    assert not np.all(m(x).numpy() == 0)
+    assert y.shape == (5, 2)
+
+
 def test_repr_matches_torch():
     torch = torch_or_skip()
     build = lambda n: n.Sequential(  # noqa: E731
@@ -311,7 +346,8 @@ def test_repr_matches_torch():
         n.Flatten(), n.Linear(16, 4), n.LayerNorm(4), n.GELU(approximate="tanh"), n.Dropout(0.1),
         n.LeakyReLU(0.2), n.Embedding(10, 3, padding_idx=0), n.ReLU(), n.Tanh(), n.Sigmoid(), n.Identity(),
         n.Upsample(scale_factor=2, mode="nearest"), n.Softmax(dim=-1), n.RMSNorm(4),
-        n.ModuleList([n.Linear(2, 2)]), n.ModuleDict({"x": n.Conv1d(2, 2, 1)}))
+        n.ModuleList([n.Linear(2, 2)]), n.ModuleDict({"x": n.Conv1d(2, 2, 1)}), n.AvgPool2d(2), n.PixelShuffle(2),
+        n.PixelUnshuffle(2))
     assert repr(build(nn)) == repr(build(torch.nn))
 
 
@@ -494,6 +530,10 @@ LAYER_CASES = [
     ("Conv2d_groups", lambda n: n.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2,
                                          bias=False), [_x(2, 4, 7, 6)]),
     ("Conv2d_valid", lambda n: n.Conv2d(2, 3, 3, padding="valid"), [_x(1, 2, 5, 5)]),
+    ("Conv2d_reflect", lambda n: n.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), [_x(1, 2, 5, 6)]),
+    ("Conv2d_replicate_same", lambda n: n.Conv2d(2, 3, 4, padding="same", padding_mode="replicate"),
+     [_x(1, 2, 5, 6)]),
+    ("Conv1d_circular", lambda n: n.Conv1d(2, 3, 3, padding=2, padding_mode="circular"), [_x(2, 2, 7)]),
     ("Conv3d", lambda n: n.Conv3d(2, 3, 3, stride=(1, 2, 2), padding=1), [_x(1, 2, 4, 5, 5)]),
     ("ConvTranspose1d", lambda n: n.ConvTranspose1d(3, 2, 4, stride=2, padding=1), [_x(2, 3, 5)]),
     ("ConvTranspose2d", lambda n: n.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1),
@@ -530,10 +570,15 @@ LAYER_CASES = [
     ("Upsample_bilinear", lambda n: n.Upsample(scale_factor=2, mode="bilinear"), [_x(1, 2, 3, 4)]),
     ("Upsample_bilinear_ac", lambda n: n.Upsample(size=(5, 6), mode="bilinear", align_corners=True),
      [_x(1, 2, 3, 4)]),
+    ("AvgPool2d", lambda n: n.AvgPool2d(2), [_x(1, 2, 4, 6)]),
+    ("AvgPool2d_pad", lambda n: n.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), [_x(1, 2, 5, 5)]),
+    ("PixelShuffle", lambda n: n.PixelShuffle(2), [_x(1, 8, 2, 3)]),
+    ("PixelUnshuffle", lambda n: n.PixelUnshuffle(2), [_x(1, 2, 4, 6)]),
     ("Sequential", lambda n: n.Sequential(n.Linear(4, 8), n.SiLU(), n.Linear(8, 2)), [_x(3, 4)]),
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Implicit dimension choice for softmax")
 @pytest.mark.parametrize("case", LAYER_CASES, ids=[c[0] for c in LAYER_CASES])
 def test_layer_matches_torch(case):
     torch = torch_or_skip()
@@ -667,6 +712,32 @@ def test_multihead_attention_qk_norm_and_rope():
     plain = nn.MultiheadAttention(16, 2, batch_first=True)
     plain.load_state_dict(m.state_dict())
     assert not np.allclose(plain(x, x, x, need_weights=False)[0].numpy(), out.numpy())
+
+
+def test_rotary_embedding_module_and_cached_prefix_positions():
+    rot = nn.RotaryEmbedding(8)
+    cos, sin = rot(5)
+    c2, s2 = F.rotary_cos_sin(mmu.arange(5), 8)
+    np.testing.assert_array_equal(cos.numpy(), c2.numpy())
+    grid = np.stack(np.meshgrid(np.arange(2), np.arange(3), indexing="ij"), -1).reshape(-1, 2)
+    gcos, gsin = rot(mmu.tensor(grid))
+    assert gcos.shape == (6, 8)
+    with pytest.raises(ValueError):
+        nn.RotaryEmbedding(7)
+    # rope=True with Lq < Lk: the queries sit at the last positions of the keys
+    mmu.manual_seed(1)
+    m = nn.MultiheadAttention(16, 2, batch_first=True, rope=True)
+    q, kv = mmu.randn(1, 2, 16), mmu.randn(1, 5, 16)
+    out = m(q, kv, kv, need_weights=False)[0]
+    qc, qs = F.rotary_cos_sin(mmu.arange(3, 5), 8)
+    kc, ks = F.rotary_cos_sin(mmu.arange(5), 8)
+    out2 = m(q, kv, kv, need_weights=False, rope=((qc, qs), (kc, ks)))[0]
+    np.testing.assert_array_equal(out.numpy(), out2.numpy())
+    # the same query as the last rows of a full causal pass
+    full = mmu.cat([kv[:, :3], q], 1)
+    ref = m(full, full, full, need_weights=False, is_causal=True)[0]
+    out3 = m(q, full, full, need_weights=False, attn_mask=_causal_bool(5, 5)[3:])[0]
+    assert_close(out3.numpy(), ref.numpy()[:, 3:], 1e-5, 1e-6)
 
 
 def _manual_mha(m, x, qk_type=None, rope=None):
@@ -895,13 +966,7 @@ def test_config_records_constructor_arguments():
         local().get_config()
 
 
-def _io_or_skip():
-    if not hasattr(mmu.io, "save_file"):
-        pytest.skip("mmu.io is not merged yet")
-
-
 def test_save_pretrained_round_trip_is_bit_exact(tmp_path):
-    _io_or_skip()
     mmu.manual_seed(3)
     m = Classifier(4, 3, hidden=[6, 5], dropout=0.1)
     m.count.numpy()[0] = 11
@@ -932,7 +997,6 @@ def test_save_pretrained_round_trip_is_bit_exact(tmp_path):
 
 
 def test_pretrained_errors_leave_nothing_behind(tmp_path):
-    _io_or_skip()
     with pytest.raises(ValueError, match="JSON"):
         WithArray(np.zeros(3, np.float32)).save_pretrained(tmp_path / "bad")
     assert not (tmp_path / "bad").exists() or os.listdir(tmp_path / "bad") == []
@@ -963,3 +1027,35 @@ def test_embedding_from_pretrained_tensor():
     e = nn.Embedding.from_pretrained(w)
     assert not e.weight.requires_grad
     np.testing.assert_array_equal(e(mmu.tensor(np.array([2]))).numpy()[0], w.numpy()[2])
+
+
+def test_utils_vectors_and_clip():
+    m = nn.Sequential(nn.Linear(3, 2), nn.LayerNorm(2))
+    v = nn.utils.parameters_to_vector(m.parameters())
+    assert v.shape == (m.num_parameters(),)
+    nn.utils.vector_to_parameters(v * 2, m.parameters())
+    np.testing.assert_array_equal(nn.utils.parameters_to_vector(m.parameters()).numpy(), 2 * v.numpy())
+    with pytest.raises(ValueError):
+        nn.utils.vector_to_parameters(v[:3], m.parameters())
+    assert nn.utils.clip_grad_norm_ is mmu.optim.clip_grad_norm_
+    m(mmu.randn(4, 3)).sum().backward()
+    total = nn.utils.clip_grad_norm_(m.parameters(), 1e-3)
+    grads = np.concatenate([p.grad.numpy().ravel() for p in m.parameters()])
+    assert total.item() > 1e-3 and np.linalg.norm(grads) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_ema_and_optimizer_groups_work_on_modules():
+    mmu.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 1))
+    decay = [p for n, p in m.named_parameters() if n.endswith("weight") and p.ndim == 2]
+    no_decay = [p for n, p in m.named_parameters() if not (n.endswith("weight") and p.ndim == 2)]
+    opt = mmu.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-2)
+    ema = mmu.optim.EMA(m, decay=0.9)
+    before = m[0].weight.numpy().copy()
+    for _ in range(3):
+        loss = m(mmu.randn(8, 4)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema.update()
+    assert not np.array_equal(before, m[0].weight.numpy())

@@ -6,9 +6,9 @@ from . import functional, init, utils  # noqa: F401
 from .attention import MultiheadAttention, RotaryEmbedding  # noqa: F401
 from .containers import ModuleDict, ModuleList, Sequential  # noqa: F401
 from .layers import (  # noqa: F401
-    GELU, Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, Dropout, Embedding,
+    GELU, AvgPool2d, Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, Dropout, Embedding,
     Flatten, GroupNorm, Identity, LayerNorm, LeakyReLU, Linear, ReLU, RMSNorm, Sigmoid, SiLU, Softmax, Tanh,
-    Unflatten, Upsample,
+    PixelShuffle, PixelUnshuffle, Unflatten, Upsample,
 )
 from .module import Module  # noqa: F401
 from .parameter import Parameter  # noqa: F401
@@ -17,5 +17,5 @@ from .transformer import TransformerBlock  # noqa: F401
 __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Conv1d",
            "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "LayerNorm", "GroupNorm",
            "RMSNorm", "Embedding", "Dropout", "ReLU", "GELU", "SiLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax",
-           "Flatten", "Unflatten", "Upsample", "MultiheadAttention", "RotaryEmbedding", "TransformerBlock",
+           "Flatten", "Unflatten", "Upsample", "AvgPool2d", "PixelShuffle", "PixelUnshuffle", "MultiheadAttention", "RotaryEmbedding", "TransformerBlock",
            "functional", "init", "utils"]

@@ -8,7 +8,6 @@ import numbers
 import numpy as np
 
 from .. import functional as F
-from .._C import Tensor
 from ..tensor import _as_tensor, arange as _arange, ones as _ones, tril as _tril, where as _where
 from . import init
 from .layers import LayerNorm, Linear, RMSNorm, _int, _param
@@ -104,12 +103,6 @@ def _attention_weights(q, k, v, mask, is_causal, dropout_p):
     if dropout_p > 0.0:
         weights = F.dropout(weights, dropout_p, True)
     return weights @ v, weights
-
-
-def _sdpa(q, k, v, mask, is_causal, dropout_p):
-    if hasattr(F, "scaled_dot_product_attention"):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
-    return _attention_weights(q, k, v, mask, is_causal, dropout_p)[0]  # TEMPORARY until the fused op lands
 
 
 class MultiheadAttention(Module):
@@ -258,7 +251,8 @@ class MultiheadAttention(Module):
             if not batched:
                 weights = weights.squeeze(0)
         else:
-            out, weights = _sdpa(q, k, v, mask, causal, dropout_p), None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
+            weights = None
         out = out.permute(0, 2, 1, 3).reshape(n, l, self.embed_dim)
         out = self.out_proj(out)
         if not batched:

@@ -5,6 +5,7 @@ activations, Identity, Flatten, Upsample.
 Each forward is one call into mmu.functional (the fused C ops)."""
 import math
 import numbers
+import warnings
 
 from .. import functional as F
 from ..tensor import where as _where, zeros as _zeros
@@ -14,7 +15,8 @@ from .parameter import Parameter
 
 __all__ = ["Identity", "Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d", "LayerNorm", "GroupNorm", "RMSNorm", "Embedding", "Dropout", "ReLU", "GELU",
-           "SiLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax", "Flatten", "Unflatten", "Upsample"]
+           "SiLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax", "Flatten", "Unflatten", "Upsample", "AvgPool2d", "PixelShuffle",
+           "PixelUnshuffle"]
 
 
 def _param(*shape):
@@ -542,6 +544,8 @@ class Softmax(Module):
     def forward(self, input):
         dim = self.dim
         if dim is None:
+            warnings.warn("Implicit dimension choice for softmax has been deprecated. Change the call to "
+                          "include dim=X as an argument.", stacklevel=2)
             dim = 0 if input.ndim in (0, 1, 3) else 1
         return F.softmax(input, dim)
 
@@ -603,3 +607,48 @@ class Upsample(Module):
         else:
             info = f"size={self.size!r}"
         return info + f", mode={self.mode!r}"
+
+
+class AvgPool2d(Module):
+    """2-D average pooling (torch.nn.AvgPool2d's arguments)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride if stride is not None else kernel_size, padding
+        self.ceil_mode, self.count_include_pad, self.divisor_override = ceil_mode, count_include_pad, divisor_override
+
+    def forward(self, input):
+        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class PixelShuffle(Module):
+    """(N, C·r², H, W) -> (N, C, H·r, W·r)."""
+
+    def __init__(self, upscale_factor):
+        super().__init__()
+        self.upscale_factor = _int(upscale_factor, "upscale_factor", "PixelShuffle", 1)
+
+    def forward(self, input):
+        return F.pixel_shuffle(input, self.upscale_factor)
+
+    def extra_repr(self):
+        return f"upscale_factor={self.upscale_factor}"
+
+
+class PixelUnshuffle(Module):
+    """(N, C, H·r, W·r) -> (N, C·r², H, W)."""
+
+    def __init__(self, downscale_factor):
+        super().__init__()
+        self.downscale_factor = _int(downscale_factor, "downscale_factor", "PixelUnshuffle", 1)
+
+    def forward(self, input):
+        return F.pixel_unshuffle(input, self.downscale_factor)
+
+    def extra_repr(self):
+        return f"downscale_factor={self.downscale_factor}"

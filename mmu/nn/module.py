@@ -24,7 +24,6 @@ import numpy as np
 
 from .._C import Tensor
 from ..autograd import no_grad
-from ..tensor import tensor as _tensor
 from .parameter import Parameter
 
 CONFIG_NAME = "config.json"
@@ -40,6 +39,26 @@ class _IncompatibleKeys(collections.namedtuple("IncompatibleKeys", ["missing_key
         return super().__repr__()
 
     __str__ = __repr__
+
+
+class _RemovableHandle:
+    """What register_forward_hook returns: remove() unregisters the hook (also as a context manager)."""
+
+    _next_id = 0
+
+    def __init__(self, hooks, hook):
+        self.hooks, self.id = hooks, _RemovableHandle._next_id
+        _RemovableHandle._next_id += 1
+        hooks[self.id] = hook
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
 
 
 # ----------------------------------------------------- constructor configs
@@ -61,6 +80,8 @@ def _encode(value, where):
     layers given to Sequential) is stored as its own class path + config."""
     if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
@@ -154,7 +175,7 @@ def _build(cfg, base, cls=None):
     return target(*args, **kwargs)
 
 
-def _record_init(init, cls):
+def _record_init(init):
     """Wraps cls.__init__ so the outermost constructor call of a module records
     its bound arguments (for save_pretrained's config.json)."""
     sig = inspect.signature(init)
@@ -205,7 +226,7 @@ class Module:
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is not None and not getattr(init, "_mmu_recording", False):
-            cls.__init__ = _record_init(init, cls)
+            cls.__init__ = _record_init(init)
 
     def __init__(self):
         d = self.__dict__
@@ -444,12 +465,55 @@ class Module:
         fn(self)
         return self
 
+    def to(self, *args, **kwargs):
+        """Accepted for torch code: mmu runs on the CPU in float32, so .to('cpu') /
+        .to(mmu.float32) return self; any other device or dtype raises."""
+        for a in list(args) + list(kwargs.values()):
+            if a is None or isinstance(a, bool) or (isinstance(a, str) and a == "cpu") or \
+                    str(getattr(a, "type", "")) == "cpu":
+                continue
+            try:
+                if np.dtype(a) == np.float32:
+                    continue
+            except TypeError:
+                pass
+            raise ValueError(f"{type(self).__name__}.to: mmu modules live on the CPU in float32, got {a!r}")
+        return self
+
+    def cpu(self):
+        return self
+
+    def float(self):
+        return self
+
     # ---------------------------------------------------------------- forward
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        d = self.__dict__
+        if not d.get("_forward_pre_hooks") and not d.get("_forward_hooks"):
+            return self.forward(*args, **kwargs)
+        for hook in list(d.get("_forward_pre_hooks", {}).values()):
+            res = hook(self, args)
+            if res is not None:
+                args = res if isinstance(res, tuple) else (res,)
+        out = self.forward(*args, **kwargs)
+        for hook in list(d.get("_forward_hooks", {}).values()):
+            res = hook(self, args, out)
+            if res is not None:
+                out = res
+        return out
+
+    def register_forward_pre_hook(self, hook):
+        """hook(module, args) runs before forward; returning a value replaces args
+        (a tuple, or a single input). Returns a handle whose remove() unregisters it."""
+        return _RemovableHandle(self.__dict__.setdefault("_forward_pre_hooks", {}), hook)
+
+    def register_forward_hook(self, hook):
+        """hook(module, args, output) runs after forward (e.g. to collect features);
+        returning a value replaces the output. Returns a handle with remove()."""
+        return _RemovableHandle(self.__dict__.setdefault("_forward_hooks", {}), hook)
 
     # --------------------------------------------------------------- state dict
     def state_dict(self, destination=None, prefix="", keep_vars=False):

@@ -1,16 +1,10 @@
 """mmu.nn.utils: clip_grad_norm_ (mmu.optim's), parameters_to_vector / vector_to_parameters."""
 import numpy as np
 
+from ..optim import clip_grad_norm_  # noqa: F401  (the same function: torch.nn.utils.clip_grad_norm_)
 from ..tensor import tensor as _tensor
 
 __all__ = ["clip_grad_norm_", "parameters_to_vector", "vector_to_parameters"]
-
-
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
-    """Scales the gradients of parameters so their total norm is at most max_norm; returns
-    the total norm (mmu.optim.clip_grad_norm_)."""
-    from ..optim import clip_grad_norm_ as clip
-    return clip(parameters, max_norm, norm_type=norm_type, error_if_nonfinite=error_if_nonfinite)
 
 
 def parameters_to_vector(parameters):
