@@ -670,6 +670,12 @@ static void *temp_alloc(conv_temps *t, size_t bytes) {
     return p;
 }
 
+/* Frees every temporary from index `keep` on (the ones allocated after a point). */
+static void temps_free_from(conv_temps *t, int keep) {
+    for (int i = keep; i < t->count; i++) mmu_free(t->p[i], t->n[i]);
+    if (keep < t->count) t->count = keep;
+}
+
 static void temps_free(conv_temps *t) {
     for (int i = 0; i < t->count; i++) mmu_free(t->p[i], t->n[i]);
     t->count = 0;
@@ -818,6 +824,7 @@ mmu_status mmu_dnnl_conv_bwd(const mmu_conv_geom *g, const float *src, const flo
     void *dd_d = NULL;
     if (diff_src) {
         void *bw = NULL, *bs = NULL, *uw = (void *)w;
+        int mark; /* the temporaries after diff_dst's die with the data gradient */
         if (via_fwd) {
             if (!(uw = temp_alloc(&tmp, wbytes))) {
                 st = mmu_fail(MMU_ENOMEM, "oneDNN %s: out of memory", dwhat);
@@ -825,12 +832,17 @@ mmu_status mmu_dnnl_conv_bwd(const mmu_conv_geom *g, const float *src, const flo
             }
             flip_weights(uw, w, g->G, g->OC / g->G, g->IC / g->G, K);
         }
-        if ((st = conv_arg_buf(&dd_d, &pd, &kd, a_dd, 0, gd, m_dd, (void *)diff_dst, 1, &tmp, stream)) ||
-            (st = conv_arg_buf(&bw, &pd, &kd, DNNL_ARG_WEIGHTS, 1, gd, CONV_MD_WEI, uw, 1, &tmp, stream)) ||
+        if ((st = conv_arg_buf(&dd_d, &pd, &kd, a_dd, 0, gd, m_dd, (void *)diff_dst, 1, &tmp, stream)))
+            goto done;
+        mark = tmp.count;
+        if ((st = conv_arg_buf(&bw, &pd, &kd, DNNL_ARG_WEIGHTS, 1, gd, CONV_MD_WEI, uw, 1, &tmp, stream)) ||
             (st = conv_arg_buf(&bs, &pd, &kd, a_ds, 2, gd, m_ds, diff_src, 0, &tmp, stream)) ||
             (st = run_pinned(&pd, stream, 3, (int[]){a_dd, DNNL_ARG_WEIGHTS, a_ds}, (void *[]){dd_d, bw, bs}, dwhat)) ||
             (st = conv_arg_back(&pd, &kd, a_ds, 2, gd, m_ds, bs, diff_src, stream)))
             goto done;
+        /* the blocked weights and diff_src go back to the allocator before the weight
+         * gradient asks for buffers of the same sizes */
+        temps_free_from(&tmp, mark);
     }
     if (want_w) {
         void *dd_w = NULL, *bs = NULL, *bwt = NULL, *uw = diff_w;
