@@ -225,6 +225,9 @@ CASES = [
      lambda x: pad_ref(x, (1, 2, 1, 0, 0, 1), "reflect"), [rnd(2, 3, 3, 4, seed=16)]),
     # avg_pool2d options
     ("avg_pool_k2", lambda m, x: m.F.avg_pool2d(x, 2), lambda x: avg_pool2d_ref(x, 2), [rnd(2, 3, 5, 6, seed=17)]),
+    ("avg_pool_k2_odd_ceil", lambda m, x: m.F.avg_pool2d(x, 2, ceil_mode=True),
+     lambda x: avg_pool2d_ref(x, 2, ceil_mode=True), [rnd(1, 2, 5, 7, seed=33)]),
+    ("avg_pool_k2_odd", lambda m, x: m.F.avg_pool2d(x, 2), lambda x: avg_pool2d_ref(x, 2), [rnd(1, 2, 5, 7, seed=34)]),
     ("avg_pool_k3_s2_p1", lambda m, x: m.F.avg_pool2d(x, 3, 2, 1), lambda x: avg_pool2d_ref(x, 3, 2, 1),
      [rnd(2, 3, 5, 6, seed=18)]),
     ("avg_pool_ceil", lambda m, x: m.F.avg_pool2d(x, 3, 2, 1, ceil_mode=True),

@@ -221,7 +221,9 @@ mmu_status mmu_layer_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
  *   dx = rstd·(dy - mean_D(dy) - xhat·mean_D(dy·xhat))
  * is affine in g and x per channel, dx = (rstd·w_c)·g + c2·(x - mean) + c3, and needs
  * only the per-channel sums Σg and Σg·(x - mean) (one pass); dweight_c and dbias_c are
- * the same per-channel sums added over n in order. */
+ * the same per-channel sums added over n in order. The backward splits the work
+ * as the forward: a group per task (its sums, then dx while its x and g are in
+ * L2), or two parallel loops over the channels. */
 
 enum { GN_SAVED_X, GN_SAVED_W, GN_SAVED_MEAN, GN_SAVED_RSTD };
 
@@ -229,15 +231,13 @@ enum { GN_SAVED_X, GN_SAVED_W, GN_SAVED_MEAN, GN_SAVED_RSTD };
  * make four independent add chains, so that a reduction over a channel runs at
  * load speed rather than at the latency of one chain of adds. */
 typedef float vf16 __attribute__((vector_size(64)));
+/* the same, for unaligned loads (channels start anywhere); no vector crosses a
+ * function boundary, so a build without AVX-512 keeps the ABI of its callers */
+typedef float vf16u __attribute__((vector_size(64), aligned(4)));
+#define VLOAD(p) (*(const vf16u *)(p))
 
-static inline vf16 vload(const float *p) {
-    vf16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline float vsum(vf16 a, vf16 b, vf16 c, vf16 d) {
-    vf16 t = (a + b) + (c + d);
+static inline float vsum(const vf16 *a, const vf16 *b, const vf16 *c, const vf16 *d) {
+    vf16 t = (*a + *b) + (*c + *d);
     float s = 0.0f;
     for (int l = 0; l < 16; l++) s += t[l];
     return s;
@@ -251,28 +251,28 @@ static void channel_moments(const float *restrict x, int64_t S, double *mean, do
     vf16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     int64_t i = 0;
     for (; i + 64 <= S; i += 64) {
-        a0 += vload(x + i) - k;
-        a1 += vload(x + i + 16) - k;
-        a2 += vload(x + i + 32) - k;
-        a3 += vload(x + i + 48) - k;
+        a0 += VLOAD(x + i) - k;
+        a1 += VLOAD(x + i + 16) - k;
+        a2 += VLOAD(x + i + 32) - k;
+        a3 += VLOAD(x + i + 48) - k;
     }
     float t = 0.0f;
     for (int64_t j = i; j < S; j++) t += x[j] - k;
-    double mu = (double)k + ((double)vsum(a0, a1, a2, a3) + t) / (double)S;
+    double mu = (double)k + ((double)vsum(&a0, &a1, &a2, &a3) + t) / (double)S;
     /* pass 2 (the channel is in L1/L2): squared deviations from the float mean */
     float m = (float)mu;
     vf16 q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0}, d;
     for (i = 0; i + 64 <= S; i += 64) {
-        d = vload(x + i) - m, q0 += d * d;
-        d = vload(x + i + 16) - m, q1 += d * d;
-        d = vload(x + i + 32) - m, q2 += d * d;
-        d = vload(x + i + 48) - m, q3 += d * d;
+        d = VLOAD(x + i) - m, q0 += d * d;
+        d = VLOAD(x + i + 16) - m, q1 += d * d;
+        d = VLOAD(x + i + 32) - m, q2 += d * d;
+        d = VLOAD(x + i + 48) - m, q3 += d * d;
     }
     float qt = 0.0f;
     for (int64_t j = i; j < S; j++) qt += (x[j] - m) * (x[j] - m);
     double dm = mu - (double)m; /* the deviations were taken from the rounded mean */
     *mean = mu;
-    *m2 = (double)vsum(q0, q1, q2, q3) + qt - (double)S * dm * dm;
+    *m2 = (double)vsum(&q0, &q1, &q2, &q3) + qt - (double)S * dm * dm;
     if (*m2 < 0) *m2 = 0;
 }
 
@@ -391,15 +391,15 @@ static void channel_grad_sums(const float *restrict g, const float *restrict x, 
     vf16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}, v;
     int64_t i = 0;
     for (; i + 64 <= S; i += 64) {
-        v = vload(g + i), a0 += v, b0 += v * (vload(x + i) - mean);
-        v = vload(g + i + 16), a1 += v, b1 += v * (vload(x + i + 16) - mean);
-        v = vload(g + i + 32), a2 += v, b2 += v * (vload(x + i + 32) - mean);
-        v = vload(g + i + 48), a3 += v, b3 += v * (vload(x + i + 48) - mean);
+        v = VLOAD(g + i), a0 += v, b0 += v * (VLOAD(x + i) - mean);
+        v = VLOAD(g + i + 16), a1 += v, b1 += v * (VLOAD(x + i + 16) - mean);
+        v = VLOAD(g + i + 32), a2 += v, b2 += v * (VLOAD(x + i + 32) - mean);
+        v = VLOAD(g + i + 48), a3 += v, b3 += v * (VLOAD(x + i + 48) - mean);
     }
     float at = 0.0f, bt = 0.0f;
     for (; i < S; i++) at += g[i], bt += g[i] * (x[i] - mean);
-    *sg = (double)vsum(a0, a1, a2, a3) + at;
-    *sgx = (double)vsum(b0, b1, b2, b3) + bt;
+    *sg = (double)vsum(&a0, &a1, &a2, &a3) + at;
+    *sgx = (double)vsum(&b0, &b1, &b2, &b3) + bt;
 }
 
 // one group's per-channel sums -> the coefficients c2, c3 of dx = (rstd·w_c)·g + c2·(x - mean) + c3
