@@ -252,7 +252,7 @@ typedef struct {
     float *sblk; /* (BR, BC) scores / probabilities */
     float *oacc; /* (BR, Evp) */
     float *z;    /* (BC) dropout row */
-    float *m, *l;
+    float *m, *l; /* running max (BR), running sums (BR, 16 lanes) */
     size_t bytes;
     void *base;
 } fwd_scratch;
@@ -287,9 +287,11 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
     }
     for (int64_t i0 = r0; i0 < r1; i0 += BR) {
         int64_t nr = r1 - i0 < BR ? r1 - i0 : BR;
-        for (int64_t r = 0; r < nr; r++) w->m[r] = -INFINITY, w->l[r] = 0.0f;
+        for (int64_t r = 0; r < nr; r++) w->m[r] = -INFINITY;
+        memset(w->l, 0, nr * 16 * sizeof(float));
         memset(w->oacc, 0, nr * Evp * sizeof(float));
-        for (int64_t x = 0; x < nr * E; x++) w->qs[x] = q[i0 * E + x] * g->scale;
+        const float sc = g->scale, *qi = q + i0 * E;
+        for (int64_t x = 0; x < nr * E; x++) w->qs[x] = qi[x] * sc;
         for (int64_t j0 = 0; j0 < S; j0 += BC) {
             int64_t jn = S - j0 < BC ? S - j0 : BC, nc = up16(jn);
             int kind = block_kind(g, b, i0, nr, j0, jn);
@@ -307,21 +309,20 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
                     memset(s, 0, nc * sizeof(float));
                     continue;
                 }
-                float sum = 0.0f, part[16] = {0};
-                int64_t c = 0;
-                for (; c + 16 <= nc; c += 16)
+                /* the running sum l stays 16 lanes wide until the end of the row */
+                float part[16] = {0}, *lv = w->l + r * 16;
+                for (int64_t c = 0; c + 16 <= nc; c += 16)
                     for (int t = 0; t < 16; t++) {
                         float e = mmu_exp(s[c + t] - mnew);
                         s[c + t] = e;
                         part[t] += e;
                     }
-                for (int t = 0; t < 16; t++) sum += part[t];
                 float alpha = mmu_exp(w->m[r] - mnew);
                 if (alpha != 1.0f) {
                     float *o = w->oacc + r * Evp;
                     for (int64_t e = 0; e < Evp; e++) o[e] *= alpha;
                 }
-                w->l[r] = w->l[r] * alpha + sum;
+                for (int t = 0; t < 16; t++) lv[t] = lv[t] * alpha + part[t];
                 w->m[r] = mnew;
                 if (g->p_drop > 0.0) {
                     dropout_row(w->z, g, b, i0 + r, j0, jn);
@@ -331,7 +332,9 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
             gemm(0, nr, Evp, jn, w->sblk, BC, vb + j0 * ldv, ldv, w->oacc, Evp, 1);
         }
         for (int64_t r = 0; r < nr; r++) {
-            float l = w->l[r], inv = l > 0.0f ? 1.0f / l : 0.0f;
+            float l = 0.0f;
+            for (int t = 0; t < 16; t++) l += w->l[r * 16 + t];
+            float inv = l > 0.0f ? 1.0f / l : 0.0f;
             const float *o = w->oacc + r * Evp;
             float *d = out + (i0 + r) * Ev;
             for (int64_t e = 0; e < Ev; e++) d[e] = o[e] * inv;
@@ -349,7 +352,7 @@ static void *scratch_carve(char **p, size_t n) {
 static int fwd_scratch_init(fwd_scratch *w, const sdpa_geom *g) {
     int64_t Sp = up16(g->S), Evp = up16(g->Ev);
     size_t sizes[] = {(size_t)(g->E * Sp), (size_t)(g->Ev != Evp ? g->S * Evp : 0), BR * BC, (size_t)(BR * Evp), BC,
-                      BR, BR, (size_t)(BR * g->E)};
+                      BR, BR * 16, (size_t)(BR * g->E)};
     w->bytes = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) w->bytes += (sizes[i] * sizeof(float) + 63) & ~(size_t)63;
     w->base = mmu_alloc(w->bytes);
