@@ -158,8 +158,11 @@ def _mask_cases():
     padding[1, ..., 85:] = False
     om = omni_mask(10, 64, 3)
     n_om = om.shape[0]
+    sparse = np.kron(rng.random((3, 3)) < 0.5, np.ones((64, 64), bool))[:130, :130] | np.eye(130, dtype=bool)
     return [
         ("bool_LS", (B, H), L, S, rng.random((L, S)) < 0.3),
+        ("float_block_sparse", (1, 2), 130, 130, np.where(sparse, 0.0, -np.inf).astype(np.float32)),
+        ("per_head_mask", (2, 3), 70, 70, rng.random((2, 3, 70, 70)) < 0.5),
         ("bool_per_sample", (B, H), L, S, per_sample),
         ("padding", (B, H), L, S, padding),
         ("float_additive", (B, H), L, S, rnd(rng, B, 1, L, S)),

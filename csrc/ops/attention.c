@@ -144,6 +144,10 @@ typedef struct {
     const void *mask; /* NULL, uint8_t (bool) or float */
     int mask_bool;
     int64_t msr, msc; /* mask strides of a query row / a key (0 when broadcast) */
+    int64_t mmat, nmat; /* elements per mask matrix, number of distinct mask matrices */
+    uint8_t *kinds;   /* (nmat, nqb, nkb) block_kind of every mask block */
+    int64_t nqb, nkb;
+    size_t kinds_bytes;
     int causal;
     float scale;
     double p_drop;
@@ -173,36 +177,59 @@ static void batch_offsets(int64_t *off, int nd, const int64_t *bshape, int tn, c
     }
 }
 
-/* 0: mask hides every (i, j) of the block, 1: shows all, 2: mixed */
-static int block_kind(const sdpa_geom *g, int64_t b, int64_t i0, int64_t nr, int64_t j0, int64_t jn) {
+/* What a mask does to one block of one mask matrix: 0 hides every (i, j)
+ * (a bool False / float -inf everywhere), 1 changes nothing (True / 0.0
+ * everywhere), 2 mixed. */
+static uint8_t scan_block(const sdpa_geom *g, int64_t mat, int64_t i0, int64_t nr, int64_t j0, int64_t jn) {
+    int64_t nrr = g->msr ? nr : 1, ncc = g->msc ? jn : 1;
     int any = 0, all = 1;
-    if (g->causal) {
-        if (j0 > i0 + nr - 1) return 0;
-        if (j0 + jn - 1 > i0) all = 0;
-        any = 1;
-    }
-    if (g->mask && g->mask_bool) {
-        const uint8_t *m = (const uint8_t *)g->mask + g->moff[b] + i0 * g->msr + j0 * g->msc;
-        int many = 0, mall = 1;
-        for (int64_t r = 0; r < nr; r++) {
+    if (g->mask_bool) {
+        const uint8_t *m = (const uint8_t *)g->mask + mat * g->mmat + i0 * g->msr + j0 * g->msc;
+        for (int64_t r = 0; r < nrr; r++) {
             const uint8_t *mr = m + r * g->msr;
             int rany = 0, rall = 1;
-            if (g->msc == 1)
-                for (int64_t c = 0; c < jn; c++) rany |= mr[c], rall &= mr[c];
-            else
-                rany = rall = mr[0];
-            many |= rany;
-            mall &= rall;
-            if (g->msr == 0) break;
+            for (int64_t c = 0; c < ncc; c++) rany |= mr[c] != 0, rall &= mr[c] != 0;
+            any |= rany, all &= rall;
         }
-        if (!many) return 0;
-        if (!mall) all = 0;
-        any = 1;
-    } else if (g->mask) {
-        return 2; /* a float mask is always added */
+    } else {
+        const float *m = (const float *)g->mask + mat * g->mmat + i0 * g->msr + j0 * g->msc;
+        for (int64_t r = 0; r < nrr; r++) {
+            const float *mr = m + r * g->msr;
+            int rany = 0, rall = 1;
+            for (int64_t c = 0; c < ncc; c++) rany |= mr[c] != -INFINITY, rall &= mr[c] == 0.0f;
+            any |= rany, all &= rall;
+        }
     }
-    (void)any;
-    return all ? 1 : 2;
+    return !any ? 0 : all ? 1 : 2;
+}
+
+/* The block table of every distinct mask matrix, computed once per call
+ * (not once per head sharing the mask, nor once per pass). */
+static mmu_status build_kinds(sdpa_geom *g) {
+    if (!g->mask) return MMU_OK;
+    g->nqb = (g->L + BR - 1) / BR, g->nkb = (g->S + BC - 1) / BC;
+    int64_t n = g->nmat * g->nqb * g->nkb;
+    g->kinds_bytes = n ? (size_t)n : 1;
+    if (!(g->kinds = mmu_alloc(g->kinds_bytes)))
+        return mmu_fail(MMU_ENOMEM, "scaled_dot_product_attention: out of memory");
+    int64_t work = g->nmat * g->L * g->S;
+#pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
+    for (int64_t x = 0; x < n; x++) {
+        int64_t mat = x / (g->nqb * g->nkb), ib = x / g->nkb % g->nqb, jb = x % g->nkb;
+        int64_t i0 = ib * BR, j0 = jb * BC;
+        g->kinds[x] = scan_block(g, mat, i0, g->L - i0 < BR ? g->L - i0 : BR, j0, g->S - j0 < BC ? g->S - j0 : BC);
+    }
+    return MMU_OK;
+}
+
+/* 0: the block (rows i0.., keys j0..) is hidden entirely, 1: fully visible, 2: mixed */
+static int block_kind(const sdpa_geom *g, int64_t b, int64_t i0, int64_t nr, int64_t j0, int64_t jn) {
+    if (g->causal) {
+        if (j0 > i0 + nr - 1) return 0;
+        return j0 + jn - 1 > i0 ? 2 : 1;
+    }
+    if (g->mask) return g->kinds[(g->moff[b] / g->mmat * g->nqb + i0 / BR) * g->nkb + j0 / BC];
+    return 1;
 }
 
 /* Dropout keep-scale of weights (b, i, j0 .. j0+n): 1/(1-p) or 0 */
@@ -639,6 +666,9 @@ static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64
         (void)ms;
         if (!(g->moff = mmu_alloc(NB * sizeof(int64_t)))) return mmu_fail(MMU_ENOMEM, "%s: out of memory", op);
         batch_offsets(g->moff, nd, bs, m2n - 2, m2, Lm * Sm);
+        g->mmat = Lm * Sm;
+        g->nmat = 1;
+        for (int d = 0; d < m2n - 2; d++) g->nmat *= m2[d];
     }
     size_t ob = NB * sizeof(int64_t);
     g->qoff = mmu_alloc(ob), g->koff = mmu_alloc(ob), g->voff = mmu_alloc(ob);
@@ -657,6 +687,7 @@ static void geom_free(sdpa_geom *g) {
     if (g->koff) mmu_free(g->koff, ob);
     if (g->voff) mmu_free(g->voff, ob);
     if (g->moff) mmu_free(g->moff, ob);
+    if (g->kinds) mmu_free(g->kinds, g->kinds_bytes);
 }
 
 // q (..., L, E), k (..., S, E), v (..., S, Ev), mask bool/float broadcastable to (..., L, S) or NULL
@@ -695,6 +726,10 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
     g.q = mmu_f32(q), g.k = mmu_f32(k), g.v = mmu_f32(v);
     g.mask = mask ? mmu_data(mask) : NULL;
     g.causal = is_causal;
+    if ((st = build_kinds(&g))) {
+        geom_free(&g);
+        return st;
+    }
     g.scale = (float)(has_scale ? scale : 1.0 / sqrt((double)g.E));
     g.p_drop = dropout_p;
     if (dropout_p > 0.0) mmu_rng_reserve((uint64_t)((g.NB * g.L * g.S + 3) / 4), &g.rkey, &g.rctr);
@@ -752,6 +787,7 @@ mmu_status mmu_sdpa_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     g.q = mmu_f32(q), g.k = mmu_f32(k), g.v = mmu_f32(v);
     g.mask = mask ? mmu_data(mask) : NULL;
     g.causal = (int)n->ctx.i[0];
+    if ((st = build_kinds(&g))) goto done;
     g.rkey = (uint64_t)n->ctx.i[1], g.rctr = (uint64_t)n->ctx.i[2];
     g.scale = (float)n->ctx.f[0];
     g.p_drop = n->ctx.f[1];
