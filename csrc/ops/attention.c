@@ -258,10 +258,16 @@ static void bias_row(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t
         if (g->mask) {
             if (g->mask_bool) {
                 const uint8_t *m = (const uint8_t *)g->mask + g->moff[b] + i * g->msr + j0 * g->msc;
-                for (int64_t c = 0; c < jn; c++) s[c] = m[c * g->msc] ? s[c] : -INFINITY;
+                if (g->msc) /* contiguous: a vectorised select */
+                    for (int64_t c = 0; c < jn; c++) s[c] = m[c] ? s[c] : -INFINITY;
+                else if (!m[0])
+                    for (int64_t c = 0; c < jn; c++) s[c] = -INFINITY;
             } else {
                 const float *m = (const float *)g->mask + g->moff[b] + i * g->msr + j0 * g->msc;
-                for (int64_t c = 0; c < jn; c++) s[c] += m[c * g->msc];
+                if (g->msc)
+                    for (int64_t c = 0; c < jn; c++) s[c] += m[c];
+                else
+                    for (int64_t c = 0; c < jn; c++) s[c] += m[0];
             }
         }
         if (g->causal)
@@ -696,6 +702,7 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
                     double dropout_p, int is_causal, int has_scale, double scale) {
     const char *op = "scaled_dot_product_attention";
     mmu_status st;
+    mmu_sync_threads();
     if ((st = mmu_check_dtype(q, MMU_FLOAT32, op, "query")) || (st = mmu_check_dtype(k, MMU_FLOAT32, op, "key")) ||
         (st = mmu_check_dtype(v, MMU_FLOAT32, op, "value")))
         return st;
