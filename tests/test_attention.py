@@ -158,8 +158,11 @@ def _mask_cases():
     padding[1, ..., 85:] = False
     om = omni_mask(10, 64, 3)
     n_om = om.shape[0]
+    sparse = np.kron(rng.random((3, 3)) < 0.5, np.ones((64, 64), bool))[:130, :130] | np.eye(130, dtype=bool)
     return [
         ("bool_LS", (B, H), L, S, rng.random((L, S)) < 0.3),
+        ("float_block_sparse", (1, 2), 130, 130, np.where(sparse, 0.0, -np.inf).astype(np.float32)),
+        ("per_head_mask", (2, 3), 70, 70, rng.random((2, 3, 70, 70)) < 0.5),
         ("bool_per_sample", (B, H), L, S, per_sample),
         ("padding", (B, H), L, S, padding),
         ("float_additive", (B, H), L, S, rnd(rng, B, 1, L, S)),
@@ -450,3 +453,27 @@ def test_empty_and_nan():
     q[0, 1, 2] = np.nan
     out, _ = run_mmu(q, k, k)
     assert np.all(np.isnan(out[0, 1])) and np.all(np.isfinite(np.delete(out, 1, axis=1)))
+
+
+def ref_grads(q, k, v, g, keep, scale=None):
+    """Analytic float64 gradients of (softmax(q kᵀ·scale) ∘ keep) v."""
+    q, k, v, g = (np.asarray(a, np.float64) for a in (q, k, v, g))
+    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    p = ref_weights(q, k, scale=scale)
+    dv = np.swapaxes(p * keep, -1, -2) @ g
+    dp = (g @ np.swapaxes(v, -1, -2)) * keep
+    ds = p * (dp - np.sum(dp * p, -1, keepdims=True))
+    return ds @ k * scale, np.swapaxes(ds, -1, -2) @ q * scale, dv
+
+
+def test_dropout_gradient_across_several_key_blocks_and_one_head():
+    # one (batch·head) with several key blocks: the backward splits the keys between threads
+    # and sums their partial dQ; the dropout mask must be regenerated identically in each part
+    rng = np.random.default_rng(20)
+    q, k, v, g = rnd(rng, 1, 70, 16), rnd(rng, 1, 150, 16), rnd(rng, 1, 150, 8), rnd(rng, 1, 70, 8)
+    keep = _dropout_keep(7, 0.25, (1, 70, 150))
+    mmu.manual_seed(7)
+    out, grads = run_mmu(q, k, v, g=g, dropout_p=0.25)
+    assert_close(out, ref_sdpa(q, k, v, keep=keep), 1e-4, 1e-5)
+    for name, a, b in zip("qkv", grads, ref_grads(q, k, v, g, keep)):
+        assert_close(a, b, 1e-3, 1e-4, f"d{name}")
