@@ -1059,3 +1059,16 @@ def test_ema_and_optimizer_groups_work_on_modules():
         opt.step()
         ema.update()
     assert not np.array_equal(before, m[0].weight.numpy())
+
+
+def test_state_dict_through_mmu_save_load(tmp_path):
+    mmu.manual_seed(5)
+    m = Block()
+    m.running.numpy()[...] = 3.0
+    mmu.save({"model": m.state_dict(), "step": 7}, str(tmp_path / "ckpt.safetensors"))
+    ck = mmu.load(str(tmp_path / "ckpt.safetensors"))
+    r = Block()
+    r.load_state_dict(ck["model"])
+    assert ck["step"] == 7
+    for (k, v), w in zip(m.state_dict().items(), r.state_dict().values()):
+        np.testing.assert_array_equal(v.numpy(), w.numpy(), err_msg=k)
