@@ -6,6 +6,8 @@ backward call, blocked layouts with cached reorders) happens in csrc/ops/conv.c.
 """
 import numbers
 
+import numpy as np
+
 from . import _C
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
@@ -46,7 +48,8 @@ def _conv(sp, input, weight, bias, stride, padding, dilation, groups):
             if any(s != 1 for s in stride):
                 raise ValueError(f"{op}: padding='same' is not supported for strided convolutions "
                                  f"(stride {stride})")
-            wshape = tuple(getattr(weight, "shape", ()))
+            wshape = getattr(weight, "shape", None)
+            wshape = tuple(np.shape(weight) if wshape is None else wshape)
             if len(wshape) != sp + 2:  # let the C op name the bad weight
                 pad_l = pad_r = (0,) * sp
             else:

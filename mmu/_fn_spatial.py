@@ -88,10 +88,12 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
 
 
 # ----------------------------------------------------------- elementwise
-def dropout(input, p=0.5, training=True):
+def dropout(input, p=0.5, training=True, inplace=False):
     """Zero each element with probability p and scale the rest by 1/(1-p), on mmu's seeded Philox
     stream (mmu.manual_seed): the mask depends on the seed and the stream position only, not on
     the thread count. With training=False or p=0 the input itself is returned, as torch does."""
+    if inplace:
+        raise ValueError("dropout: inplace=True is not supported (mmu ops do not modify their inputs)")
     p = _real(p, "dropout", "p")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: probability has to be between 0 and 1, but got {p}")
@@ -101,8 +103,10 @@ def dropout(input, p=0.5, training=True):
     return _C.dropout(x, p)
 
 
-def leaky_relu(input, negative_slope=0.01):
+def leaky_relu(input, negative_slope=0.01, inplace=False):
     """x if x > 0 else negative_slope·x."""
+    if inplace:
+        raise ValueError("leaky_relu: inplace=True is not supported (mmu ops do not modify their inputs)")
     return _C.leaky_relu(input, _real(negative_slope, "leaky_relu", "negative_slope"))
 
 

@@ -111,6 +111,9 @@ CASES = [
     ("c2d_unbatched", 0, 2, (3, 5, 6), (4, 3, 3, 3), True, dict(padding=1)),
     ("c2d_batch1_1x1", 0, 2, (1, 5, 4, 3), (3, 5, 1, 1), True, {}),
     ("c2d_1x1_stride", 0, 2, (2, 3, 5, 5), (4, 3, 1, 1), True, dict(stride=2)),
+    # padding beyond the kernel's reach: the data gradient cannot run as a flipped forward conv
+    ("c2d_1x1_padded", 0, 2, (1, 3, 4, 4), (2, 3, 1, 1), True, dict(padding=(1, 2))),
+    ("c2d_pad_gt_reach", 0, 2, (1, 2, 4, 4), (3, 2, 2, 3), True, dict(padding=(2, 1))),
     ("c3d_basic", 0, 3, (1, 2, 4, 5, 4), (3, 2, 3, 3, 3), True, dict(padding=1)),
     ("c3d_stride_groups", 0, 3, (2, 4, 5, 4, 5), (4, 2, 2, 3, 2), True, dict(stride=(2, 1, 2), groups=2)),
     ("c3d_same_unbatched", 0, 3, (2, 4, 3, 5), (2, 2, 2, 3, 2), False, dict(padding="same")),
@@ -245,6 +248,40 @@ def test_deterministic_and_larger_shape():
     for a, c in zip(*results):
         assert np.array_equal(a, c)
     assert_close(results[0][0], ref_conv(x, w, b, (1, 1), (1, 1), (1, 1), (1, 1), 1), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("kw", [dict(padding=1, groups=2), dict(padding=(2, 0), dilation=2),
+                                dict(stride=2, padding=1), dict(padding="same", groups=32)],
+                         ids=["groups", "dilation", "stride", "depthwise"])
+def test_blocked_layouts_vs_torch(kw):
+    # channels that fill oneDNN's 16-wide blocks, so the primitives pick blocked layouts and the
+    # op reorders into and out of them (the tiny cases above mostly run on plain layouts)
+    torch = torch_or_skip()
+    import torch.nn.functional as TF
+    rng = np.random.default_rng(7)
+    groups = kw.get("groups", 1)
+    x = rng.standard_normal((2, 32, 10, 9)).astype(np.float32)
+    w = rng.standard_normal((64, 32 // groups, 3, 3)).astype(np.float32) * 0.1
+    b = rng.standard_normal(64).astype(np.float32)
+    mx, mw, mb = (mmu.tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    y, ty = F.conv2d(mx, mw, mb, **kw), TF.conv2d(tx, tw, tb, **kw)
+    g = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    y.backward(mmu.tensor(g))
+    ty.backward(torch.tensor(g))
+    for a, e, what in ((y, ty, "out"), (mx.grad, tx.grad, "dx"), (mw.grad, tw.grad, "dw"), (mb.grad, tb.grad, "db")):
+        assert_close(a.numpy(), e.detach().numpy(), rtol=1e-4, atol=2e-4, what=what)
+    # the transposed twin (weight (IC, OC/groups, k)), k4 s2 as in an upsampler
+    wt = rng.standard_normal((32, 48 // groups, 4, 4)).astype(np.float32) * 0.1
+    mwt, twt = mmu.tensor(wt, requires_grad=True), torch.tensor(wt, requires_grad=True)
+    mx.grad, tx.grad = None, None
+    y = F.conv_transpose2d(mx, mwt, None, stride=2, padding=1, groups=groups)
+    ty = TF.conv_transpose2d(tx, twt, None, stride=2, padding=1, groups=groups)
+    g = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    y.backward(mmu.tensor(g))
+    ty.backward(torch.tensor(g))
+    for a, e, what in ((y, ty, "t out"), (mx.grad, tx.grad, "t dx"), (mwt.grad, twt.grad, "t dw")):
+        assert_close(a.numpy(), e.detach().numpy(), rtol=1e-4, atol=2e-4, what=what)
 
 
 def test_primitive_cache_does_not_grow():

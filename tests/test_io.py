@@ -134,7 +134,8 @@ def test_mmu_reads_safetensors_torch_files_bf16(tmp_path):
 
     path = str(tmp_path / "t.safetensors")
     x = torch.randn(4, 3)
-    tensors = {"bf16": x.bfloat16(), "f16": x.half(), "f32": x, "f64": x.double(), "i16": torch.arange(3, dtype=torch.int16)}
+    tensors = {"bf16": x.bfloat16(), "f16": x.half(), "f32": x, "f64": x.double(),
+               "i16": torch.arange(3, dtype=torch.int16)}
     torch_save(tensors, path)
     back = mmu.io.load_file(path)
     for k in ("bf16", "f16", "f32", "f64"):
@@ -336,3 +337,15 @@ def test_optimizer_state_dict_round_trip(tmp_path):
     assert back["param_groups"][0]["betas"] == (0.9, 0.999)
     assert back["state"][0]["step"] == 1 and type(back["state"][0]["step"]) is int
     assert _bits(back["state"][0]["exp_avg"]) == _bits(sd["state"][0]["exp_avg"])
+
+
+def test_saved_file_permissions(tmp_path):
+    path = tmp_path / "p.safetensors"
+    mmu.save({"a": 1}, path)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+    os.chmod(path, 0o640)
+    mmu.save({"a": 2}, path)  # overwriting keeps the old file's permissions
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    assert mmu.load(path) == {"a": 2}

@@ -85,8 +85,8 @@ def test_adam_vs_numpy_reference(name, kw):
         assert opt.step() is None
         for i, (r, g) in enumerate(zip(ref, gs)):
             wd = full["weight_decay"] if i < 2 else 0.0
-            r[:] = ref_adam(r[0], g.astype(np.float64), r[1], r[2], r[3], step, full["lr"], *full["betas"], full["eps"], wd, name == "AdamW",
-                            full["amsgrad"], full["maximize"])
+            r[:] = ref_adam(r[0], g.astype(np.float64), r[1], r[2], r[3], step, full["lr"], *full["betas"],
+                            full["eps"], wd, name == "AdamW", full["amsgrad"], full["maximize"])
         for p, r in zip(params, ref):
             st = opt.state[p]
             assert st["step"] == step
@@ -581,3 +581,82 @@ def test_ema_swap_copy_and_state_dict():
     np.testing.assert_array_equal(m.w.numpy(), ema.shadow["w"].numpy())
     with pytest.raises(TypeError):
         mmu.optim.EMA(object())
+
+
+def test_state_dict_layout_matches_torch():
+    torch = torch_or_skip()
+    for name, kw in (("SGD", dict(lr=0.1)), ("SGD", dict(lr=0.1, momentum=0.9)), ("AdamW", {}),
+                     ("Adam", dict(amsgrad=True))):
+        for mp, tp, mo, to in _run_both(torch, name, kw, steps=1):
+            msd, tsd = mo.state_dict(), to.state_dict()
+            assert sorted(msd["state"]) == sorted(tsd["state"])
+            for k in tsd["state"]:
+                assert set(msd["state"][k]) == set(tsd["state"][k])
+            assert [g["params"] for g in msd["param_groups"]] == [g["params"] for g in tsd["param_groups"]]
+            for mg, tg in zip(msd["param_groups"], tsd["param_groups"]):
+                for key, val in mg.items():
+                    assert tg[key] == val, key
+
+
+def test_full_checkpoint_resume_through_file(tmp_path):
+    """model + AdamW + WarmupCosine + EMA saved with mmu.save mid-run: the resumed run is identical."""
+    grads = _grad_seq(20, 8, shapes=[(3, 4), (40000,)])
+
+    def make():
+        m = TinyModel(5)
+        opt = mmu.optim.AdamW([{"params": [m.w]}, {"params": [m.b], "weight_decay": 0.0}], lr=0.05)
+        sched = mmu.optim.lr_scheduler.WarmupCosine(opt, 2, 8, min_lr_ratio=0.1)
+        return m, opt, sched, mmu.optim.EMA(m, decay=0.9)
+
+    def run(m, opt, sched, ema, gs):
+        for g in gs:
+            m.w.grad, m.b.grad = mmu.tensor(g[0]), mmu.tensor(g[1])
+            mmu.optim.clip_grad_norm_([m.w, m.b], 50.0)
+            opt.step()
+            sched.step()
+            ema.update()
+
+    a = make()
+    run(*a, grads[:4])
+    mmu.save({"model": dict(a[0].named_parameters()), "optim": a[1].state_dict(), "sched": a[2].state_dict(),
+              "ema": a[3].state_dict()}, tmp_path / "ckpt.safetensors")
+    ck = mmu.load(tmp_path / "ckpt.safetensors")
+    b = make()
+    for name, p in b[0].named_parameters():
+        p.numpy()[...] = ck["model"][name].numpy()
+    b[1].load_state_dict(ck["optim"])
+    b[2].load_state_dict(ck["sched"])
+    b[3].load_state_dict(ck["ema"])
+    run(*a, grads[4:])
+    run(*b, grads[4:])
+    for (_, p), (_, q) in zip(a[0].named_parameters(), b[0].named_parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+    np.testing.assert_array_equal(a[3].shadow["b"].numpy(), b[3].shadow["b"].numpy())
+    assert a[2].get_last_lr() == b[2].get_last_lr()
+
+
+def test_ema_update_matches_torch_lerp():
+    torch = torch_or_skip()
+    m = TinyModel(7)
+    ema = mmu.optim.EMA(m, decay=0.99, warmup=False)
+    shadow = [torch.tensor(t.numpy().copy()) for _, t in m.named_parameters()]
+    rng = np.random.default_rng(8)
+    for _ in range(5):
+        with mmu.no_grad():
+            for _, t in m.named_parameters():
+                t.add_(mmu.tensor(rng.standard_normal(t.shape).astype(np.float32)))
+        ema.update()
+        for s, (_, t) in zip(shadow, m.named_parameters()):
+            s.lerp_(torch.tensor(t.numpy()), 1 - 0.99)
+    for s, name in zip(shadow, ["w", "b"]):
+        np.testing.assert_array_equal(ema.shadow[name].numpy(), s.numpy())  # same fused multiply-add
+
+
+def test_torch_switches_accepted():
+    a = mmu.zeros(3, requires_grad=True)
+    mmu.optim.AdamW([a], foreach=True, fused=True)
+    mmu.optim.SGD([a], foreach=False)
+    with pytest.raises(NotImplementedError):
+        mmu.optim.Adam([a], differentiable=True)
+    with pytest.raises(ValueError):
+        mmu.optim.AdamW([a], capturable=True)

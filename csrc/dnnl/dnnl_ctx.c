@@ -405,10 +405,13 @@ mmu_status mmu_dnnl_eltwise_bwd(mmu_eltwise_alg alg, int use_dst, float alpha, f
 enum { CONV_FMT_PLAIN = 0, CONV_FMT_ANY = 1, CONV_FMT_NHWC = 2 };
 enum { CONV_FWD = 0, CONV_BWD_DATA = 1, CONV_BWD_WEIGHTS = 2 };
 
-/* Which layouts the primitive may choose (see the comment above; MMU_CONV_FMT
- * = plain / any / nhwc overrides it for measurements). */
-static int conv_fmt(const mmu_conv_geom *g) {
-    const char *e = getenv("MMU_CONV_FMT");
+/* Which layouts the primitive of direction dir may choose (see the comment
+ * above). MMU_CONV_FMT (all directions) or MMU_CONV_FMT_<FWD|BWD_DATA|BWD_WEIGHTS>
+ * = plain / any / nhwc override it, for measurements. */
+static int conv_fmt(const mmu_conv_geom *g, int dir) {
+    static const char *names[3] = {"MMU_CONV_FMT_FWD", "MMU_CONV_FMT_BWD_DATA", "MMU_CONV_FMT_BWD_WEIGHTS"};
+    const char *e = getenv(names[dir]);
+    if (!e) e = getenv("MMU_CONV_FMT");
     if (e && !strcmp(e, "plain")) return CONV_FMT_PLAIN;
     if (e && !strcmp(e, "nhwc")) return CONV_FMT_NHWC;
     return CONV_FMT_ANY;
@@ -729,7 +732,7 @@ mmu_status mmu_dnnl_conv_fwd(const mmu_conv_geom *g, const float *src, const flo
     dnnl_stream_t stream = NULL;
     if ((st = get_stream(&stream))) return st;
     mmu_sync_threads();
-    conv_ctx c = {g, conv_fmt(g), bias != NULL};
+    conv_ctx c = {g, conv_fmt(g, CONV_FWD), bias != NULL};
     cache_key key;
     conv_key(&key, g, c.fmt, CONV_FWD, c.has_bias);
     const char *what = g->transposed ? "deconvolution forward" : "convolution forward";
@@ -748,48 +751,97 @@ mmu_status mmu_dnnl_conv_fwd(const mmu_conv_geom *g, const float *src, const flo
     return st;
 }
 
+/* A stride-1 convolution's data gradient is itself a forward convolution:
+ * diff_dst correlated with the spatially flipped kernel, in and out channels
+ * swapped, padding d*(k-1) - pad on each side. oneDNN's forward kernels run
+ * it well under the time of its backward-data kernels (measured on the
+ * benchmark's 3x3 conv: about 40 vs 70 ms with torch's oneDNN), and its src
+ * is diff_dst in the same blocked layout the weight gradient reads, so the
+ * one reorder still serves both. Fills gt; 0 when the rule does not apply
+ * (strided, transposed, or a padding beyond the kernel's reach).
+ * MMU_CONV_BWD_DATA_VIA_FWD=0 turns it off, for measurements. */
+static int data_grad_as_fwd(mmu_conv_geom *gt, const mmu_conv_geom *g) {
+    const char *e = getenv("MMU_CONV_BWD_DATA_VIA_FWD");
+    if (g->transposed || (e && !strcmp(e, "0"))) return 0;
+    *gt = *g;
+    gt->IC = g->OC;
+    gt->OC = g->IC;
+    for (int d = 0; d < g->sp; d++) {
+        int64_t reach = g->dilation[d] * (g->k[d] - 1);
+        if (g->stride[d] != 1 || g->pad_l[d] > reach || g->pad_r[d] > reach) return 0;
+        gt->in[d] = g->out[d];
+        gt->out[d] = g->in[d];
+        gt->pad_l[d] = reach - g->pad_l[d];
+        gt->pad_r[d] = reach - g->pad_r[d];
+    }
+    return 1;
+}
+
+// w (G, OC/G, IC/G, K) -> wt (G, IC/G, OC/G, K) with the K kernel cells reversed (a flip of
+// every spatial dim at once)
+static void flip_weights(float *wt, const float *w, int64_t G, int64_t OCg, int64_t ICg, int64_t K) {
+#pragma omp parallel for schedule(static) if (G * OCg * ICg * K > MMU_PAR_GRAIN)
+    for (int64_t go = 0; go < G * OCg; go++) {
+        int64_t gi = go / OCg, o = go % OCg;
+        for (int64_t i = 0; i < ICg; i++) {
+            const float *src = w + (go * ICg + i) * K;
+            float *dst = wt + ((gi * ICg + i) * OCg + o) * K;
+            for (int64_t k = 0; k < K; k++) dst[k] = src[K - 1 - k];
+        }
+    }
+}
+
 mmu_status mmu_dnnl_conv_bwd(const mmu_conv_geom *g, const float *src, const float *w, const float *diff_dst,
                              float *diff_src, float *diff_w, float *diff_bias) {
     mmu_status st;
     dnnl_stream_t stream = NULL;
     if ((st = get_stream(&stream))) return st;
     mmu_sync_threads();
-    int fmt = conv_fmt(g);
-    /* the bias flag of both pds matches the forward's, so their hint is the
-     * forward primitive that ran */
-    conv_ctx c = {g, fmt, diff_bias != NULL};
+    mmu_conv_geom gt;
+    int via_fwd = diff_src && data_grad_as_fwd(&gt, g);
+    const mmu_conv_geom *gd = via_fwd ? &gt : g;
+    conv_ctx cd = {gd, conv_fmt(g, CONV_BWD_DATA), 0}, cw = {g, conv_fmt(g, CONV_BWD_WEIGHTS), diff_bias != NULL};
     cache_key kd, kw;
-    conv_key(&kd, g, fmt, CONV_BWD_DATA, 0);
-    conv_key(&kw, g, fmt, CONV_BWD_WEIGHTS, c.has_bias);
+    conv_key(&kd, gd, cd.fmt, via_fwd ? CONV_FWD : CONV_BWD_DATA, 0);
+    conv_key(&kw, g, cw.fmt, CONV_BWD_WEIGHTS, cw.has_bias);
     int want_w = diff_w || diff_bias;
+    int64_t K = g->k[0] * (g->sp > 1 ? g->k[1] : 1) * (g->sp > 2 ? g->k[2] : 1);
+    size_t wbytes = (size_t)(g->OC * (g->IC / g->G) * K) * sizeof(float);
     pinned pd = {0}, pw = {0};
     conv_temps tmp = {0};
-    if (diff_src && (st = pin(&pd, &kd, create_conv_bwd_data, &c, "convolution backward data"))) goto done;
-    if (want_w && (st = pin(&pw, &kw, create_conv_bwd_weights, &c, "convolution backward weights"))) goto done;
+    const char *dwhat = "convolution backward data";
+    if (diff_src && (st = pin(&pd, &kd, via_fwd ? create_conv_fwd : create_conv_bwd_data, &cd, dwhat))) goto done;
+    if (want_w && (st = pin(&pw, &kw, create_conv_bwd_weights, &cw, "convolution backward weights"))) goto done;
+    /* the data primitive's (diff_dst, weights, diff_src) arguments and their shapes in gd */
+    int a_dd = via_fwd ? DNNL_ARG_SRC : DNNL_ARG_DIFF_DST, a_ds = via_fwd ? DNNL_ARG_DST : DNNL_ARG_DIFF_SRC;
+    int m_dd = via_fwd ? CONV_MD_SRC : CONV_MD_DST, m_ds = via_fwd ? CONV_MD_DST : CONV_MD_SRC;
     void *dd_d = NULL;
     if (diff_src) {
-        void *bw = NULL, *bs = NULL;
-        if ((st = conv_arg_buf(&dd_d, &pd, &kd, DNNL_ARG_DIFF_DST, 0, g, CONV_MD_DST, (void *)diff_dst, 1, &tmp,
-                               stream)) ||
-            (st = conv_arg_buf(&bw, &pd, &kd, DNNL_ARG_WEIGHTS, 1, g, CONV_MD_WEI, (void *)w, 1, &tmp, stream)) ||
-            (st = conv_arg_buf(&bs, &pd, &kd, DNNL_ARG_DIFF_SRC, 2, g, CONV_MD_SRC, diff_src, 0, &tmp, stream)) ||
-            (st = run_pinned(&pd, stream, 3, (int[]){DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC},
-                             (void *[]){dd_d, bw, bs}, "convolution backward data")) ||
-            (st = conv_arg_back(&pd, &kd, DNNL_ARG_DIFF_SRC, 2, g, CONV_MD_SRC, bs, diff_src, stream)))
+        void *bw = NULL, *bs = NULL, *uw = (void *)w;
+        if (via_fwd) {
+            if (!(uw = temp_alloc(&tmp, wbytes))) {
+                st = mmu_fail(MMU_ENOMEM, "oneDNN %s: out of memory", dwhat);
+                goto done;
+            }
+            flip_weights(uw, w, g->G, g->OC / g->G, g->IC / g->G, K);
+        }
+        if ((st = conv_arg_buf(&dd_d, &pd, &kd, a_dd, 0, gd, m_dd, (void *)diff_dst, 1, &tmp, stream)) ||
+            (st = conv_arg_buf(&bw, &pd, &kd, DNNL_ARG_WEIGHTS, 1, gd, CONV_MD_WEI, uw, 1, &tmp, stream)) ||
+            (st = conv_arg_buf(&bs, &pd, &kd, a_ds, 2, gd, m_ds, diff_src, 0, &tmp, stream)) ||
+            (st = run_pinned(&pd, stream, 3, (int[]){a_dd, DNNL_ARG_WEIGHTS, a_ds}, (void *[]){dd_d, bw, bs}, dwhat)) ||
+            (st = conv_arg_back(&pd, &kd, a_ds, 2, gd, m_ds, bs, diff_src, stream)))
             goto done;
     }
     if (want_w) {
         void *dd_w = NULL, *bs = NULL, *bwt = NULL, *uw = diff_w;
         const_dnnl_memory_desc_t mw = dnnl_primitive_desc_query_md(pw.pd, dnnl_query_exec_arg_md, DNNL_ARG_DIFF_DST);
         if (diff_src && dd_d != diff_dst &&
-            dnnl_memory_desc_equal(mw, dnnl_primitive_desc_query_md(pd.pd, dnnl_query_exec_arg_md, DNNL_ARG_DIFF_DST)))
+            dnnl_memory_desc_equal(mw, dnnl_primitive_desc_query_md(pd.pd, dnnl_query_exec_arg_md, a_dd)))
             dd_w = dd_d; /* already reordered for the data gradient */
         else if ((st = conv_arg_buf(&dd_w, &pw, &kw, DNNL_ARG_DIFF_DST, 0, g, CONV_MD_DST, (void *)diff_dst, 1,
                                     &tmp, stream)))
             goto done;
-        if (!uw && !(uw = temp_alloc(&tmp, (size_t)(g->OC * (g->IC / g->G)) * sizeof(float) *
-                                               (size_t)(g->k[0] * (g->sp > 1 ? g->k[1] : 1) *
-                                                        (g->sp > 2 ? g->k[2] : 1))))) {
+        if (!uw && !(uw = temp_alloc(&tmp, wbytes))) {
             st = mmu_fail(MMU_ENOMEM, "oneDNN convolution backward weights: out of memory");
             goto done;
         }

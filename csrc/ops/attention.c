@@ -56,7 +56,7 @@ typedef __m512 vf;
 #else /* portable: GCC vector extensions (x86-64-v3 builds: two ymm per vector) */
 typedef float vf __attribute__((vector_size(64)));
 typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
-#define VLOAD(p) (*(const vfu *)(p))
+#define VLOAD(p) ((vf)(*(const vfu *)(p)))
 #define VSTORE(p, x) (*(vfu *)(p) = (x))
 #define VSET1(x) ((vf){0} + (x))
 #define VZERO() ((vf){0})
@@ -65,7 +65,8 @@ typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
 
 static inline int64_t up16(int64_t n) { return (n + 15) & ~(int64_t)15; }
 
-/* C (MR x 16·NV) (+)= A (MR x K) B (K x 16·NV), MR <= 6, NV <= 4 compile-time
+/* C (MR x 16·NV) (+)= A (MR x K) B (K x 16·NV), with A stored transposed (K x MR,
+ * element (m, k) at A[k·lda + m]) when TA. TA, MR <= 6, NV <= 4 are compile-time
  * constants after inlining: the 24 accumulators are named variables (arrays
  * of vectors were left on the stack by GCC), the dead ones fold away. */
 #define MK_ACC(r, v) c##r##v
@@ -73,7 +74,7 @@ static inline int64_t up16(int64_t n) { return (n + 15) & ~(int64_t)15; }
 #define MK_INIT_ROW(r) MK_INIT(r, 0) MK_INIT(r, 1) MK_INIT(r, 2) MK_INIT(r, 3)
 #define MK_FMA_ROW(r)                                                   \
     if (MR > r) {                                                       \
-        vf a = VSET1(A[r * lda + k]);                                   \
+        vf a = VSET1(TA ? A[k * lda + r] : A[r * lda + k]);             \
         MK_ACC(r, 0) = VFMA(a, b0, MK_ACC(r, 0));                       \
         if (NV > 1) MK_ACC(r, 1) = VFMA(a, b1, MK_ACC(r, 1));           \
         if (NV > 2) MK_ACC(r, 2) = VFMA(a, b2, MK_ACC(r, 2));           \
@@ -83,7 +84,7 @@ static inline int64_t up16(int64_t n) { return (n + 15) & ~(int64_t)15; }
     if (MR > r && NV > v) VSTORE(C + r * ldc + 16 * v, MK_ACC(r, v));
 #define MK_STORE_ROW(r) MK_STORE(r, 0) MK_STORE(r, 1) MK_STORE(r, 2) MK_STORE(r, 3)
 
-static inline __attribute__((always_inline)) void micro(const int MR, const int NV, int64_t K, const float *A,
+static inline __attribute__((always_inline)) void micro(const int TA, const int MR, const int NV, int64_t K, const float *A,
                                                         int64_t lda, const float *B, int64_t ldb, float *C,
                                                         int64_t ldc, int acc) {
     MK_INIT_ROW(0) MK_INIT_ROW(1) MK_INIT_ROW(2) MK_INIT_ROW(3) MK_INIT_ROW(4) MK_INIT_ROW(5)
@@ -96,34 +97,39 @@ static inline __attribute__((always_inline)) void micro(const int MR, const int 
     MK_STORE_ROW(0) MK_STORE_ROW(1) MK_STORE_ROW(2) MK_STORE_ROW(3) MK_STORE_ROW(4) MK_STORE_ROW(5)
 }
 
-#define MICRO_CASE(mr, nv) \
-    case mr * 8 + nv: micro(mr, nv, K, A, lda, B, ldb, C, ldc, acc); break;
-#define MICRO_ROW(mr) MICRO_CASE(mr, 1) MICRO_CASE(mr, 2) MICRO_CASE(mr, 3) MICRO_CASE(mr, 4)
+#define MICRO_CASE(ta, mr, nv) \
+    case ta * 64 + mr * 8 + nv: micro(ta, mr, nv, K, A, lda, B, ldb, C, ldc, acc); break;
+#define MICRO_ROW(ta, mr) MICRO_CASE(ta, mr, 1) MICRO_CASE(ta, mr, 2) MICRO_CASE(ta, mr, 3) MICRO_CASE(ta, mr, 4)
+#define MICRO_TA(ta) MICRO_ROW(ta, 1) MICRO_ROW(ta, 2) MICRO_ROW(ta, 3) MICRO_ROW(ta, 4) MICRO_ROW(ta, 5) MICRO_ROW(ta, 6)
 
-static void micro_any(int mr, int nv, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
-                      int64_t ldc, int acc) {
-    switch (mr * 8 + nv) {
-        MICRO_ROW(1) MICRO_ROW(2) MICRO_ROW(3) MICRO_ROW(4) MICRO_ROW(5) MICRO_ROW(6)
+static void micro_any(int ta, int mr, int nv, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                      float *C, int64_t ldc, int acc) {
+    switch (ta * 64 + mr * 8 + nv) {
+        MICRO_TA(0) MICRO_TA(1)
     default: break;
     }
 }
 
-// A (M, K) lda, B (K, N) ldb, N a multiple of 16 -> C (M, N) ldc, accumulated if acc
-static void gemm(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
-                 int64_t ldc, int acc) {
+/* A (M, K) lda (or, if ta, Aᵀ stored (K, M) lda), B (K, N) ldb, N a multiple of 16
+ * -> C (M, N) ldc, accumulated into C if acc */
+static void gemm(int ta, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb,
+                 float *C, int64_t ldc, int acc) {
     if (K == 0) {
         if (!acc)
             for (int64_t m = 0; m < M; m++) memset(C + m * ldc, 0, N * sizeof(float));
         return;
     }
+    int64_t am = ta ? 1 : lda; /* step of A between rows of C */
     for (int64_t n0 = 0; n0 < N; n0 += 64) {
         int nv = (int)((N - n0) / 16 < 4 ? (N - n0) / 16 : 4);
         int64_t m0 = 0;
-        if (nv == 4)
-            for (; m0 + 6 <= M; m0 += 6) micro(6, 4, K, A + m0 * lda, lda, B + n0, ldb, C + m0 * ldc + n0, ldc, acc);
+        if (nv == 4 && ta)
+            for (; m0 + 6 <= M; m0 += 6) micro(1, 6, 4, K, A + m0 * am, lda, B + n0, ldb, C + m0 * ldc + n0, ldc, acc);
+        else if (nv == 4)
+            for (; m0 + 6 <= M; m0 += 6) micro(0, 6, 4, K, A + m0 * am, lda, B + n0, ldb, C + m0 * ldc + n0, ldc, acc);
         for (; m0 < M; m0 += 6) {
             int mr = M - m0 < 6 ? (int)(M - m0) : 6;
-            micro_any(mr, nv, K, A + m0 * lda, lda, B + n0, ldb, C + m0 * ldc + n0, ldc, acc);
+            micro_any(ta, mr, nv, K, A + m0 * am, lda, B + n0, ldb, C + m0 * ldc + n0, ldc, acc);
         }
     }
 }
@@ -216,12 +222,11 @@ static void dropout_row(float *z, const sdpa_geom *g, int64_t b, int64_t i, int6
     }
 }
 
-/* Scores row s (n = up16(jn) entries) of query i against keys j0..: scale,
- * then the mask / causal bias; keys past jn get -inf. */
+/* Scores row s (n = up16(jn) entries, already scaled: q is packed times
+ * scale) of query i against keys j0..: the mask / causal bias; keys past jn
+ * get -inf. */
 static void bias_row(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t j0, int64_t jn, int64_t n,
                      int kind) {
-    float sc = g->scale;
-    for (int64_t c = 0; c < n; c++) s[c] *= sc;
     if (kind == 2) {
         if (g->mask) {
             if (g->mask_bool) {
@@ -242,6 +247,7 @@ static void bias_row(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t
 
 typedef struct {
     float *kt;   /* (E, Sp): kᵀ of the head, columns padded to 16 */
+    float *qs;   /* (BR, E): the query block times scale */
     float *vp;   /* (S, Evp) when Ev is not a multiple of 16 */
     float *sblk; /* (BR, BC) scores / probabilities */
     float *oacc; /* (BR, Evp) */
@@ -283,6 +289,7 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
         int64_t nr = r1 - i0 < BR ? r1 - i0 : BR;
         for (int64_t r = 0; r < nr; r++) w->m[r] = -INFINITY, w->l[r] = 0.0f;
         memset(w->oacc, 0, nr * Evp * sizeof(float));
+        for (int64_t x = 0; x < nr * E; x++) w->qs[x] = q[i0 * E + x] * g->scale;
         for (int64_t j0 = 0; j0 < S; j0 += BC) {
             int64_t jn = S - j0 < BC ? S - j0 : BC, nc = up16(jn);
             int kind = block_kind(g, b, i0, nr, j0, jn);
@@ -290,11 +297,12 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
                 if (g->causal) break; /* every later block is hidden too */
                 continue;
             }
-            gemm(nr, nc, E, q + i0 * E, E, w->kt + j0, Sp, w->sblk, BC, 0);
+            gemm(0, nr, nc, E, w->qs, E, w->kt + j0, Sp, w->sblk, BC, 0);
             for (int64_t r = 0; r < nr; r++) {
                 float *s = w->sblk + r * BC;
                 bias_row(s, g, b, i0 + r, j0, jn, nc, kind);
-                float mx = mmu_row_max(s, nc), mnew = mx > w->m[r] ? mx : w->m[r];
+                /* a NaN score wins (isnan), so the row comes out NaN as in torch */
+                float mx = mmu_row_max(s, nc), mnew = (mx > w->m[r] || isnan(mx)) ? mx : w->m[r];
                 if (mnew == -INFINITY) { /* nothing visible yet in this row */
                     memset(s, 0, nc * sizeof(float));
                     continue;
@@ -320,7 +328,7 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
                     for (int64_t t = 0; t < jn; t++) s[t] *= w->z[t];
                 }
             }
-            gemm(nr, Evp, jn, w->sblk, BC, vb + j0 * ldv, ldv, w->oacc, Evp, 1);
+            gemm(0, nr, Evp, jn, w->sblk, BC, vb + j0 * ldv, ldv, w->oacc, Evp, 1);
         }
         for (int64_t r = 0; r < nr; r++) {
             float l = w->l[r], inv = l > 0.0f ? 1.0f / l : 0.0f;
@@ -341,7 +349,7 @@ static void *scratch_carve(char **p, size_t n) {
 static int fwd_scratch_init(fwd_scratch *w, const sdpa_geom *g) {
     int64_t Sp = up16(g->S), Evp = up16(g->Ev);
     size_t sizes[] = {(size_t)(g->E * Sp), (size_t)(g->Ev != Evp ? g->S * Evp : 0), BR * BC, (size_t)(BR * Evp), BC,
-                      BR, BR};
+                      BR, BR, (size_t)(BR * g->E)};
     w->bytes = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) w->bytes += (sizes[i] * sizeof(float) + 63) & ~(size_t)63;
     w->base = mmu_alloc(w->bytes);
@@ -354,12 +362,15 @@ static int fwd_scratch_init(fwd_scratch *w, const sdpa_geom *g) {
     w->z = scratch_carve(&p, sizes[4]);
     w->m = scratch_carve(&p, sizes[5]);
     w->l = scratch_carve(&p, sizes[6]);
+    w->qs = scratch_carve(&p, sizes[7]);
     return 0;
 }
 
 /* How many pieces to cut each head's work into so that both cores have work. */
 static int64_t split_for(int64_t NB, int64_t nblocks) {
-    int64_t T = mmu_get_num_threads(), want = NB >= 2 * T ? 1 : (2 * T + NB - 1) / NB;
+    int64_t T = mmu_get_num_threads();
+    if (NB <= 0) return 1;
+    int64_t want = NB >= 2 * T ? 1 : (2 * T + NB - 1) / NB;
     return want < nblocks ? want : (nblocks > 0 ? nblocks : 1);
 }
 
@@ -395,12 +406,11 @@ static mmu_status sdpa_forward(const sdpa_geom *g, float *out, float *lse) {
 /* ------------------------------------------------------------ backward */
 
 typedef struct {
-    float *qt, *dot;   /* (E, Lp), (Ev, Lp): qᵀ and dOᵀ of the head */
-    float *qp, *dop;   /* (L, Ep), (L, Evp) when E / Ev are not multiples of 16 */
+    float *kt, *vt;    /* (E, Sp), (Ev, Sp): kᵀ and vᵀ of the head */
+    float *qs, *dop;   /* (L, Ep): q·scale, (L, Evp): dO when Ev is not a multiple of 16 */
     float *kp;         /* (S, Ep) likewise */
     float *d;          /* (L): rowsum(dO ∘ O) */
-    float *pt, *pdt, *dpt, *ds; /* (BC, BR) blocks; ds is (BR, BC) */
-    float *z;          /* (BR, BC) dropout block */
+    float *p, *pd, *dp, *z; /* (BR, BC) blocks: P, dropped P, dP then dS, dropout scale */
     float *dk, *dv;    /* (BC, Ep), (BC, Evp) accumulators */
     float *dq;         /* (L, Ep) accumulator */
     size_t bytes;
@@ -408,17 +418,16 @@ typedef struct {
 } bwd_scratch;
 
 static int bwd_scratch_init(bwd_scratch *w, const sdpa_geom *g) {
-    int64_t L = g->L, S = g->S, E = g->E, Ev = g->Ev, Lp = up16(L), Ep = up16(E), Evp = up16(Ev);
-    size_t sizes[] = {(size_t)(E * Lp), (size_t)(Ev * Lp), (size_t)(E != Ep ? L * Ep : 0),
+    int64_t L = g->L, S = g->S, E = g->E, Ev = g->Ev, Sp = up16(S), Ep = up16(E), Evp = up16(Ev);
+    size_t sizes[] = {(size_t)(E * Sp), (size_t)(Ev * Sp), (size_t)(L * Ep),
                       (size_t)(Ev != Evp ? L * Evp : 0), (size_t)(E != Ep ? S * Ep : 0), (size_t)L,
-                      BC * BR, BC * BR, BC * BR, BR * BC, BR * BC, (size_t)(BC * Ep), (size_t)(BC * Evp),
-                      (size_t)(L * Ep)};
+                      BR * BC, BR * BC, BR * BC, BR * BC, (size_t)(BC * Ep), (size_t)(BC * Evp), (size_t)(L * Ep)};
     w->bytes = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) w->bytes += (sizes[i] * sizeof(float) + 63) & ~(size_t)63;
     w->base = mmu_alloc(w->bytes);
     if (!w->base) return -1;
     char *p = w->base;
-    float **dst[] = {&w->qt, &w->dot, &w->qp, &w->dop, &w->kp, &w->d, &w->pt, &w->pdt, &w->dpt, &w->ds, &w->z,
+    float **dst[] = {&w->kt, &w->vt, &w->qs, &w->dop, &w->kp, &w->d, &w->p, &w->pd, &w->dp, &w->z,
                      &w->dk, &w->dv, &w->dq};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) *dst[i] = scratch_carve(&p, sizes[i]);
     return 0;
@@ -445,20 +454,26 @@ static void pack_pad(float *dst, int64_t ldd, const float *src, int64_t rows, in
 }
 
 /* One task: head b, key blocks [kb0, kb1). Writes dk/dv rows of those keys
- * (full broadcast batch layout), and the task's dQ (L, E) into dq_out. */
+ * (full broadcast batch layout), and the task's dQ (L, E) into dq_out. Blocks
+ * are handled in the forward's row layout (query rows x keys), so masks and
+ * exp run along contiguous rows; the products that need Pᵀ or dSᵀ read the
+ * block transposed inside the GEMM kernel (ta). */
 static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0, int64_t kb1, const float *o,
                      const float *go, const float *lse, float *dq_out, float *dk_out, float *dv_out, float *dmask) {
-    int64_t L = g->L, S = g->S, E = g->E, Ev = g->Ev, Lp = up16(L), Ep = up16(E), Evp = up16(Ev);
+    int64_t L = g->L, S = g->S, E = g->E, Ev = g->Ev, Sp = up16(S), Ep = up16(E), Evp = up16(Ev);
     const float *q = g->q + g->qoff[b], *k = g->k + g->koff[b], *v = g->v + g->voff[b];
     const float *dO = go + b * L * Ev, *O = o + b * L * Ev, *ls = lse + b * L;
     float sc = g->scale;
-    pack_t(w->qt, Lp, q, L, E);
-    pack_t(w->dot, Lp, dO, L, Ev);
-    const float *qb = q, *dob = dO, *kb = k;
+    pack_t(w->kt, Sp, k, S, E);
+    pack_t(w->vt, Sp, v, S, Ev);
+    const float *dob = dO, *kb = k;
+    for (int64_t i = 0; i < L; i++) {
+        for (int64_t e = 0; e < E; e++) w->qs[i * Ep + e] = q[i * E + e] * sc;
+        for (int64_t e = E; e < Ep; e++) w->qs[i * Ep + e] = 0.0f;
+    }
     if (E != Ep) {
-        pack_pad(w->qp, Ep, q, L, E);
         pack_pad(w->kp, Ep, k, S, E);
-        qb = w->qp, kb = w->kp;
+        kb = w->kp;
     }
     if (Ev != Evp) {
         pack_pad(w->dop, Evp, dO, L, Ev);
@@ -470,75 +485,56 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
         w->d[i] = s;
     }
     memset(w->dq, 0, L * Ep * sizeof(float));
+    int drop = g->p_drop > 0.0;
     for (int64_t jb = kb0; jb < kb1; jb++) {
-        int64_t j0 = jb * BC, jn = S - j0 < BC ? S - j0 : BC;
+        int64_t j0 = jb * BC, jn = S - j0 < BC ? S - j0 : BC, nc = up16(jn);
         memset(w->dk, 0, BC * Ep * sizeof(float));
         memset(w->dv, 0, BC * Evp * sizeof(float));
         for (int64_t i0 = g->causal ? (j0 / BR) * BR : 0; i0 < L; i0 += BR) {
-            int64_t nr = L - i0 < BR ? L - i0 : BR, nc = up16(nr);
+            int64_t nr = L - i0 < BR ? L - i0 : BR;
             int kind = block_kind(g, b, i0, nr, j0, jn);
             if (!kind) continue;
-            /* sᵀ (jn, nc) = k qᵀ */
-            gemm(jn, nc, E, k + j0 * E, E, w->qt + i0, Lp, w->pt, BR, 0);
-            if (g->p_drop > 0.0)
-                for (int64_t r = 0; r < nr; r++) dropout_row(w->z + r * BC, g, b, i0 + r, j0, jn);
-            /* Pᵀ = exp(s·scale + bias - lse), column by column of sᵀ */
-            for (int64_t c = 0; c < jn; c++) {
-                float *p = w->pt + c * BR;
-                for (int64_t r = 0; r < nr; r++) p[r] *= sc;
-                if (kind == 2) {
-                    int64_t j = j0 + c;
-                    if (g->mask && g->mask_bool) {
-                        const uint8_t *m = (const uint8_t *)g->mask + g->moff[b] + i0 * g->msr + j * g->msc;
-                        for (int64_t r = 0; r < nr; r++) p[r] = m[r * g->msr] ? p[r] : -INFINITY;
-                    } else if (g->mask) {
-                        const float *m = (const float *)g->mask + g->moff[b] + i0 * g->msr + j * g->msc;
-                        for (int64_t r = 0; r < nr; r++) p[r] += m[r * g->msr];
-                    }
-                    if (g->causal)
-                        for (int64_t r = 0; r < nr && i0 + r < j; r++) p[r] = -INFINITY;
-                }
-                /* lse = -inf (a row that sees nothing): P = 0 */
-                for (int64_t r = 0; r < nr; r++) {
-                    float l = ls[i0 + r];
-                    p[r] = l == -INFINITY ? 0.0f : mmu_exp(p[r] - l);
-                }
-                for (int64_t r = nr; r < nc; r++) p[r] = 0.0f;
-                if (g->p_drop > 0.0) {
-                    float *pd = w->pdt + c * BR;
-                    for (int64_t r = 0; r < nc; r++) pd[r] = r < nr ? p[r] * w->z[r * BC + c] : 0.0f;
-                }
-            }
-            const float *pdrop = g->p_drop > 0.0 ? w->pdt : w->pt;
-            /* dV += P̃ᵀ dO */
-            gemm(jn, Evp, nr, pdrop, BR, dob + i0 * Evp, Evp, w->dv, Evp, 1);
-            /* dPᵀ = v dOᵀ */
-            gemm(jn, nc, Ev, v + j0 * Ev, Ev, w->dot + i0, Lp, w->dpt, BR, 0);
-            /* dSᵀ = Pᵀ ∘ (dPᵀ ∘ Z - D) */
-            for (int64_t c = 0; c < jn; c++) {
-                float *dp = w->dpt + c * BR;
-                const float *p = w->pt + c * BR;
-                if (g->p_drop > 0.0)
-                    for (int64_t r = 0; r < nr; r++) dp[r] = p[r] * (dp[r] * w->z[r * BC + c] - w->d[i0 + r]);
+            /* P = exp(q kᵀ·scale + bias - lse); a row with lse = -inf sees nothing: P = 0 */
+            gemm(0, nr, nc, E, w->qs + i0 * Ep, Ep, w->kt + j0, Sp, w->p, BC, 0);
+            for (int64_t r = 0; r < nr; r++) {
+                float *p = w->p + r * BC, l = ls[i0 + r];
+                bias_row(p, g, b, i0 + r, j0, jn, nc, kind);
+                if (l == -INFINITY)
+                    memset(p, 0, nc * sizeof(float));
                 else
-                    for (int64_t r = 0; r < nr; r++) dp[r] = p[r] * (dp[r] - w->d[i0 + r]);
-                for (int64_t r = nr; r < nc; r++) dp[r] = 0.0f;
+                    for (int64_t c = 0; c < nc; c++) p[c] = mmu_exp(p[c] - l);
+                if (drop) {
+                    float *z = w->z + r * BC, *pd = w->pd + r * BC;
+                    dropout_row(z, g, b, i0 + r, j0, jn);
+                    for (int64_t c = 0; c < jn; c++) pd[c] = p[c] * z[c];
+                }
             }
-            if (dmask) {
-                float *dm = dmask + b * L * S;
+            /* dV += P̃ᵀ dO */
+            gemm(1, jn, Evp, nr, drop ? w->pd : w->p, BC, dob + i0 * Evp, Evp, w->dv, Evp, 1);
+            /* dP = dO vᵀ */
+            gemm(0, nr, nc, Ev, dO + i0 * Ev, Ev, w->vt + j0, Sp, w->dp, BC, 0);
+            /* dS = P ∘ (dP ∘ Z - D) */
+            for (int64_t r = 0; r < nr; r++) {
+                float *dp = w->dp + r * BC, dr = w->d[i0 + r];
+                const float *p = w->p + r * BC;
+                if (drop) {
+                    const float *z = w->z + r * BC;
+                    for (int64_t c = 0; c < jn; c++) dp[c] = p[c] * (dp[c] * z[c] - dr);
+                } else {
+                    for (int64_t c = 0; c < jn; c++) dp[c] = p[c] * (dp[c] - dr);
+                }
+            }
+            if (dmask)
                 for (int64_t r = 0; r < nr; r++)
-                    for (int64_t c = 0; c < jn; c++) dm[(i0 + r) * S + j0 + c] = w->dpt[c * BR + r];
-            }
-            /* dK += dSᵀ q (scale applied on write-out) */
-            gemm(jn, Ep, nr, w->dpt, BR, qb + i0 * Ep, Ep, w->dk, Ep, 1);
+                    memcpy(dmask + b * L * S + (i0 + r) * S + j0, w->dp + r * BC, jn * sizeof(float));
+            /* dK += dSᵀ (q·scale) */
+            gemm(1, jn, Ep, nr, w->dp, BC, w->qs + i0 * Ep, Ep, w->dk, Ep, 1);
             /* dQ += dS k */
-            for (int64_t r = 0; r < nr; r++)
-                for (int64_t c = 0; c < jn; c++) w->ds[r * BC + c] = w->dpt[c * BR + r];
-            gemm(nr, Ep, jn, w->ds, BC, kb + j0 * Ep, Ep, w->dq + i0 * Ep, Ep, 1);
+            gemm(0, nr, Ep, jn, w->dp, BC, kb + j0 * Ep, Ep, w->dq + i0 * Ep, Ep, 1);
         }
         for (int64_t c = 0; c < jn; c++) {
             float *dk = dk_out + b * S * E + (j0 + c) * E, *dv = dv_out + b * S * Ev + (j0 + c) * Ev;
-            for (int64_t e = 0; e < E; e++) dk[e] = w->dk[c * Ep + e] * sc;
+            memcpy(dk, w->dk + c * Ep, E * sizeof(float));
             memcpy(dv, w->dv + c * Evp, Ev * sizeof(float));
         }
     }
@@ -770,7 +766,7 @@ mmu_status mmu_sdpa_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     /* keys no query block reaches (causal with S > L, masked blocks) keep 0 */
     memset(mmu_f32(dk), 0, dk->numel * sizeof(float));
     memset(mmu_f32(dv), 0, dv->numel * sizeof(float));
-    if (g.S == 0 || g.L == 0)
+    if (g.S == 0 || g.L == 0 || g.NB == 0)
         memset(mmu_f32(dq), 0, dq->numel * sizeof(float));
     else if ((st = sdpa_backward(&g, mmu_f32(o), mmu_f32(gout), mmu_f32(lse), mmu_f32(dq), mmu_f32(dk), mmu_f32(dv),
                                  dm ? mmu_f32(dm) : NULL)))

@@ -219,39 +219,66 @@ mmu_status mmu_layer_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
  *
  * Backward, with xhat = (x - mean)·rstd, dy = g·w_c, D = S·C/G:
  *   dx = rstd·(dy - mean_D(dy) - xhat·mean_D(dy·xhat))
- * is affine in g and x per channel, dx = (rstd·w_c)·g + c2·x + c3, and needs
- * only the per-channel sums Σg and Σg·x (one pass); dweight_c and dbias_c are
+ * is affine in g and x per channel, dx = (rstd·w_c)·g + c2·(x - mean) + c3, and needs
+ * only the per-channel sums Σg and Σg·(x - mean) (one pass); dweight_c and dbias_c are
  * the same per-channel sums added over n in order. */
 
 enum { GN_SAVED_X, GN_SAVED_W, GN_SAVED_MEAN, GN_SAVED_RSTD };
 
+/* 16 floats in a GCC vector (one AVX-512 register; two AVX2 ones); four of them
+ * make four independent add chains, so that a reduction over a channel runs at
+ * load speed rather than at the latency of one chain of adds. */
+typedef float vf16 __attribute__((vector_size(64)));
+
+static inline vf16 vload(const float *p) {
+    vf16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline float vsum(vf16 a, vf16 b, vf16 c, vf16 d) {
+    vf16 t = (a + b) + (c + d);
+    float s = 0.0f;
+    for (int l = 0; l < 16; l++) s += t[l];
+    return s;
+}
+
 // x (S) -> mean and sum of squared deviations of the channel
 static void channel_moments(const float *restrict x, int64_t S, double *mean, double *m2) {
-    float s[LANES] = {0}, tail = 0.0f;
+    /* pass 1: Σ(x - x[0]) in float: shifted by a sample, the sum does not lose the
+     * digits a plain float sum of values far from 0 (1e2, 1e4) would */
+    float k = x[0];
+    vf16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     int64_t i = 0;
-    for (; i + LANES <= S; i += LANES)
-        for (int l = 0; l < LANES; l++) s[l] += x[i + l];
-    for (; i < S; i++) tail += x[i];
-    double sum = tail;
-    for (int l = 0; l < LANES; l++) sum += s[l];
-    float m = (float)(sum / (double)S);
-    float v[LANES] = {0}, vt = 0.0f;
-    for (i = 0; i + LANES <= S; i += LANES)
-        for (int l = 0; l < LANES; l++) {
-            float d = x[i + l] - m;
-            v[l] += d * d;
-        }
-    for (; i < S; i++) vt += (x[i] - m) * (x[i] - m);
-    double q = vt, dm = sum / (double)S - (double)m; /* deviations were taken from the rounded mean */
-    for (int l = 0; l < LANES; l++) q += v[l];
-    *mean = sum / (double)S;
-    *m2 = q - (double)S * dm * dm;
+    for (; i + 64 <= S; i += 64) {
+        a0 += vload(x + i) - k;
+        a1 += vload(x + i + 16) - k;
+        a2 += vload(x + i + 32) - k;
+        a3 += vload(x + i + 48) - k;
+    }
+    float t = 0.0f;
+    for (int64_t j = i; j < S; j++) t += x[j] - k;
+    double mu = (double)k + ((double)vsum(a0, a1, a2, a3) + t) / (double)S;
+    /* pass 2 (the channel is in L1/L2): squared deviations from the float mean */
+    float m = (float)mu;
+    vf16 q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0}, d;
+    for (i = 0; i + 64 <= S; i += 64) {
+        d = vload(x + i) - m, q0 += d * d;
+        d = vload(x + i + 16) - m, q1 += d * d;
+        d = vload(x + i + 32) - m, q2 += d * d;
+        d = vload(x + i + 48) - m, q3 += d * d;
+    }
+    float qt = 0.0f;
+    for (int64_t j = i; j < S; j++) qt += (x[j] - m) * (x[j] - m);
+    double dm = mu - (double)m; /* the deviations were taken from the rounded mean */
+    *mean = mu;
+    *m2 = (double)vsum(q0, q1, q2, q3) + qt - (double)S * dm * dm;
     if (*m2 < 0) *m2 = 0;
 }
 
 // per-channel (mean, m2) of cpg channels of S values -> the group's mean and rstd
 static void merge_moments(const double *cmean, const double *cm2, int64_t cpg, int64_t S, double eps, float *mean,
-                          float *rstd) {
+                          float *mean_lo, float *rstd) {
     double n = 0, m = 0, q = 0;
     for (int64_t c = 0; c < cpg; c++) {
         double nb = (double)S, d = cmean[c] - m, tot = n + nb;
@@ -260,12 +287,14 @@ static void merge_moments(const double *cmean, const double *cm2, int64_t cpg, i
         n = tot;
     }
     *mean = (float)m;
+    *mean_lo = (float)(m - (double)*mean); /* what float32 drops of the mean, for the centring */
     *rstd = (float)(1.0 / sqrt(q / n + eps));
 }
 
-// x (S) -> y (S) = x·a + b
-static void scale_shift(float *restrict y, const float *restrict x, float a, float b, int64_t S) {
-    for (int64_t i = 0; i < S; i++) y[i] = x[i] * a + b;
+// x (S) -> y (S) = (x - m - m_lo)·a + b: centred first, as x·a + (b - m·a) loses digits when
+// |m| >> std, and with the mean's low part so that a float32 mean does not cost them either
+static void scale_shift(float *restrict y, const float *restrict x, float m, float m_lo, float a, float b, int64_t S) {
+    for (int64_t i = 0; i < S; i++) y[i] = ((x[i] - m) - m_lo) * a + b;
 }
 
 static mmu_status gn_check_param(mmu_tensor *p, const char *arg, mmu_tensor *x, int64_t C) {
@@ -303,12 +332,13 @@ mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_t
     if (x->numel > 0) {
         const float *px = mmu_f32(x), *pw = weight ? mmu_f32(weight) : NULL, *pb = bias ? mmu_f32(bias) : NULL;
         float *py = mmu_f32(*out), *pm = mmu_f32(mean), *pr = mmu_f32(rstd);
-        cbytes = (size_t)N * C * 2 * sizeof(double);
+        cbytes = (size_t)N * C * 2 * sizeof(double) + (size_t)NG * sizeof(float);
         if (!(cmom = mmu_alloc(cbytes))) {
             st = mmu_fail(MMU_ENOMEM, "group_norm: out of memory (input %s)", mmu_shape_str(x));
             goto done;
         }
         double *cmean = cmom, *cm2 = cmom + N * C;
+        float *mlo = (float *)(cmom + 2 * N * C);
         int fused = NG >= 2 * mmu_get_num_threads();
         if (fused) {
 #pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
@@ -316,22 +346,22 @@ mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_t
                 int64_t c0 = (ng % G) * cpg, nc0 = ng * cpg;
                 for (int64_t c = 0; c < cpg; c++)
                     channel_moments(px + (nc0 + c) * S, S, cmean + nc0 + c, cm2 + nc0 + c);
-                merge_moments(cmean + nc0, cm2 + nc0, cpg, S, eps, pm + ng, pr + ng);
+                merge_moments(cmean + nc0, cm2 + nc0, cpg, S, eps, pm + ng, mlo + ng, pr + ng);
                 for (int64_t c = 0; c < cpg; c++) {
-                    float a = pr[ng] * (pw ? pw[c0 + c] : 1.0f), b = (pb ? pb[c0 + c] : 0.0f) - pm[ng] * a;
-                    scale_shift(py + (nc0 + c) * S, px + (nc0 + c) * S, a, b, S);
+                    float a = pr[ng] * (pw ? pw[c0 + c] : 1.0f), b = pb ? pb[c0 + c] : 0.0f;
+                    scale_shift(py + (nc0 + c) * S, px + (nc0 + c) * S, pm[ng], mlo[ng], a, b, S);
                 }
             }
         } else {
 #pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
             for (int64_t nc = 0; nc < N * C; nc++) channel_moments(px + nc * S, S, cmean + nc, cm2 + nc);
             for (int64_t ng = 0; ng < NG; ng++)
-                merge_moments(cmean + ng * cpg, cm2 + ng * cpg, cpg, S, eps, pm + ng, pr + ng);
+                merge_moments(cmean + ng * cpg, cm2 + ng * cpg, cpg, S, eps, pm + ng, mlo + ng, pr + ng);
 #pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
             for (int64_t nc = 0; nc < N * C; nc++) {
                 int64_t ng = nc / cpg, c = nc % C;
-                float a = pr[ng] * (pw ? pw[c] : 1.0f), b = (pb ? pb[c] : 0.0f) - pm[ng] * a;
-                scale_shift(py + nc * S, px + nc * S, a, b, S);
+                float a = pr[ng] * (pw ? pw[c] : 1.0f), b = pb ? pb[c] : 0.0f;
+                scale_shift(py + nc * S, px + nc * S, pm[ng], mlo[ng], a, b, S);
             }
         }
     }
@@ -355,40 +385,42 @@ done:
     return st;
 }
 
-// g, x (S) -> Σg, Σg·x
-static void channel_grad_sums(const float *restrict g, const float *restrict x, int64_t S, double *sg, double *sgx) {
-    float a[LANES] = {0}, b[LANES] = {0}, at = 0.0f, bt = 0.0f;
+// g, x (S), the group's mean -> Σg, Σg·(x - mean) (centred: no cancellation for large means)
+static void channel_grad_sums(const float *restrict g, const float *restrict x, float mean, int64_t S, double *sg,
+                              double *sgx) {
+    vf16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}, v;
     int64_t i = 0;
-    for (; i + LANES <= S; i += LANES)
-        for (int l = 0; l < LANES; l++) {
-            a[l] += g[i + l];
-            b[l] += g[i + l] * x[i + l];
-        }
-    for (; i < S; i++) at += g[i], bt += g[i] * x[i];
-    double da = at, db = bt;
-    for (int l = 0; l < LANES; l++) da += a[l], db += b[l];
-    *sg = da;
-    *sgx = db;
+    for (; i + 64 <= S; i += 64) {
+        v = vload(g + i), a0 += v, b0 += v * (vload(x + i) - mean);
+        v = vload(g + i + 16), a1 += v, b1 += v * (vload(x + i + 16) - mean);
+        v = vload(g + i + 32), a2 += v, b2 += v * (vload(x + i + 32) - mean);
+        v = vload(g + i + 48), a3 += v, b3 += v * (vload(x + i + 48) - mean);
+    }
+    float at = 0.0f, bt = 0.0f;
+    for (; i < S; i++) at += g[i], bt += g[i] * (x[i] - mean);
+    *sg = (double)vsum(a0, a1, a2, a3) + at;
+    *sgx = (double)vsum(b0, b1, b2, b3) + bt;
 }
 
-// one group's per-channel sums -> the coefficients c2, c3 of dx = (rstd·w_c)·g + c2·x + c3
-static void gn_dx_coeffs(const double *sg, const double *sgx, const float *w, int64_t cpg, int64_t S, float mean,
-                         float rstd, float *c2, float *c3) {
+// one group's per-channel sums -> the coefficients c2, c3 of dx = (rstd·w_c)·g + c2·(x - mean) + c3
+static void gn_dx_coeffs(const double *sg, const double *sgx, const float *w, int64_t cpg, int64_t S, float rstd,
+                         float *c2, float *c3) {
     double A = 0, Bp = 0;
     for (int64_t c = 0; c < cpg; c++) {
         double wc = w ? w[c] : 1.0;
         A += wc * sg[c];
         Bp += wc * sgx[c];
     }
-    double D = (double)cpg * S, r = rstd, B = r * (Bp - (double)mean * A);
+    double D = (double)cpg * S, r = rstd, B = r * Bp;
     *c2 = (float)(-r * r * B / D);
-    *c3 = (float)(-r * A / D + (double)mean * r * r * B / D);
+    *c3 = (float)(-r * A / D);
 }
 
-// g, x, dx (S): dx = a·g + b·x + c
-static void gn_dx_channel(float *restrict dx, const float *restrict g, const float *restrict x, float a, float b,
-                          float c, int64_t S) {
-    for (int64_t i = 0; i < S; i++) dx[i] = a * g[i] + b * x[i] + c;
+// g, x, dx (S): dx = a·g + b·(x - m) + c
+static void gn_dx_channel(float *restrict dx, const float *restrict g, const float *restrict x, float m, float a,
+                          float b, float c, int64_t S) {
+#pragma omp simd
+    for (int64_t i = 0; i < S; i++) dx[i] = a * g[i] + b * (x[i] - m) + c;
 }
 
 // g (N, C, *) -> dx (x's shape), dweight (C), dbias (C)
@@ -414,34 +446,36 @@ mmu_status mmu_group_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
         for (int64_t ng = 0; ng < NG; ng++) {
             int64_t c0 = (ng % G) * cpg, nc0 = ng * cpg;
             for (int64_t c = 0; c < cpg; c++)
-                channel_grad_sums(pg + (nc0 + c) * S, px + (nc0 + c) * S, S, sg + nc0 + c, sgx + nc0 + c);
+                channel_grad_sums(pg + (nc0 + c) * S, px + (nc0 + c) * S, pm[ng], S, sg + nc0 + c, sgx + nc0 + c);
             if (!pdx) continue;
             float c2, c3;
-            gn_dx_coeffs(sg + nc0, sgx + nc0, pw ? pw + c0 : NULL, cpg, S, pm[ng], pr[ng], &c2, &c3);
+            gn_dx_coeffs(sg + nc0, sgx + nc0, pw ? pw + c0 : NULL, cpg, S, pr[ng], &c2, &c3);
             for (int64_t c = 0; c < cpg; c++)
-                gn_dx_channel(pdx + (nc0 + c) * S, pg + (nc0 + c) * S, px + (nc0 + c) * S,
+                gn_dx_channel(pdx + (nc0 + c) * S, pg + (nc0 + c) * S, px + (nc0 + c) * S, pm[ng],
                               pr[ng] * (pw ? pw[c0 + c] : 1.0f), c2, c3, S);
         }
     } else {
 #pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
-        for (int64_t nc = 0; nc < N * C; nc++) channel_grad_sums(pg + nc * S, px + nc * S, S, sg + nc, sgx + nc);
+        for (int64_t nc = 0; nc < N * C; nc++)
+            channel_grad_sums(pg + nc * S, px + nc * S, pm[nc / cpg], S, sg + nc, sgx + nc);
         if (pdx) {
 #pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
             for (int64_t nc = 0; nc < N * C; nc++) {
                 int64_t ng = nc / cpg, c = nc % C, c0 = (ng % G) * cpg;
                 float c2, c3; /* recomputed per channel: O(C/G) next to O(S) */
-                gn_dx_coeffs(sg + ng * cpg, sgx + ng * cpg, pw ? pw + c0 : NULL, cpg, S, pm[ng], pr[ng], &c2, &c3);
-                gn_dx_channel(pdx + nc * S, pg + nc * S, px + nc * S, pr[ng] * (pw ? pw[c] : 1.0f), c2, c3, S);
+                gn_dx_coeffs(sg + ng * cpg, sgx + ng * cpg, pw ? pw + c0 : NULL, cpg, S, pr[ng], &c2, &c3);
+                gn_dx_channel(pdx + nc * S, pg + nc * S, px + nc * S, pm[ng], pr[ng] * (pw ? pw[c] : 1.0f), c2, c3,
+                              S);
             }
         }
     }
-    /* dweight_c = Σ_n rstd·(Σg·x - mean·Σg), dbias_c = Σ_n Σg, added over n in order */
+    /* dweight_c = Σ_n rstd·Σg·(x - mean), dbias_c = Σ_n Σg, added over n in order */
     float *dw = want_w ? mmu_f32(gin[1]) : NULL, *db = want_b ? mmu_f32(gin[2]) : NULL;
     for (int64_t c = 0; c < C && (dw || db); c++) {
         double aw = 0, ab = 0;
         for (int64_t i = 0; i < N; i++) {
             int64_t nc = i * C + c, ng = i * G + c / cpg;
-            aw += (double)pr[ng] * (sgx[nc] - (double)pm[ng] * sg[nc]);
+            aw += (double)pr[ng] * sgx[nc];
             ab += sg[nc];
         }
         if (dw) dw[c] = (float)aw;

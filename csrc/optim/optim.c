@@ -68,6 +68,40 @@ typedef struct {
     float bc2_sqrt;      /* sqrt(1 - beta2^step)            */
 } adam_coef;
 
+typedef struct {
+    float decay, wd, sign, w1, omw1, beta2, omb2, eps, step_size_neg, bc2_sqrt;
+} adam_k;
+
+/* One span of one tensor. wd_mode 0: none, 1: decoupled (AdamW), 2: L2 (Adam);
+ * called with literal flags so each combination compiles to its own vector loop. */
+static inline __attribute__((always_inline)) void adam_span(float *restrict pp, const float *restrict gg,
+                                                            float *restrict mm, float *restrict vv,
+                                                            float *restrict vx, int64_t n, const adam_k *kc,
+                                                            const int wd_mode, const int amsgrad, const int lerp_lo) {
+    const float decay = kc->decay, wd = kc->wd, sign = kc->sign, w1 = kc->w1, omw1 = kc->omw1;
+    const float beta2 = kc->beta2, omb2 = kc->omb2, eps = kc->eps, ssn = kc->step_size_neg, bc2s = kc->bc2_sqrt;
+    for (int64_t i = 0; i < n; i++) {
+        float gi = gg[i] * sign;
+        float pi = pp[i];
+        if (wd_mode == 1) pi = pi * decay;       /* param.mul_(1 - lr * wd)        */
+        if (wd_mode == 2) gi = fmaf(wd, pi, gi); /* grad.add(param, alpha=wd)      */
+        float mi = mm[i];                        /* exp_avg.lerp_(grad, 1 - beta1) */
+        mi = lerp_lo ? fmaf(w1, gi - mi, mi) : fmaf(-(gi - mi), omw1, gi);
+        float vi = vv[i] * beta2;                /* exp_avg_sq.mul_(beta2)          */
+        vi = fmaf(omb2 * gi, gi, vi);            /*   .addcmul_(g, g, value=1-beta2) */
+        mm[i] = mi;
+        vv[i] = vi;
+        float vd = vi;
+        if (amsgrad) {                           /* torch.maximum propagates NaN    */
+            float x = vx[i];
+            vd = (x != x || vi != vi) ? NAN : (x > vi ? x : vi);
+            vx[i] = vd;
+        }
+        float denom = sqrtf(vd) / bc2s + eps;    /* (sqrt(v) / bc2_sqrt).add_(eps) */
+        pp[i] = pi + (ssn * mi) / denom;         /* addcdiv_(m, denom, -step_size) */
+    }
+}
+
 /* p, g, m, v (and vmax when amsgrad) lists of n tensors shaped like p[i]:
  * one Adam step on each, in place. h->decoupled: AdamW's p *= 1 - lr*wd
  * (else Adam's g += wd*p). steps[i] is the step count after this update. */
@@ -103,39 +137,28 @@ mmu_status mmu_adam_step(int n, mmu_tensor *const *p, mmu_tensor *const *g, mmu_
     const float decay = (float)(1.0 - h->lr * h->weight_decay), wd = (float)h->weight_decay;
     const float w1 = (float)(1.0 - h->beta1), beta2 = (float)h->beta2, omb2 = (float)(1.0 - h->beta2);
     const float eps = (float)h->eps, omw1 = 1.0f - w1;
-    const int use_wd = h->weight_decay != 0.0, decoupled = h->decoupled, maximize = h->maximize;
-    const int amsgrad = h->amsgrad, lerp_lo = fabsf(w1) < 0.5f;
+    /* maximize: g * -1 is exactly torch's -g */
+    const float sign = h->maximize ? -1.0f : 1.0f;
+    const int wd_mode = h->weight_decay == 0.0 ? 0 : h->decoupled ? 1 : 2;
+    const int amsgrad = h->amsgrad != 0, lerp_lo = fabsf(w1) < 0.5f;
     int64_t total = 0;
     for (int i = 0; i < n; i++) total += p[i]->numel;
 
 #pragma omp parallel for schedule(static) if (total > MMU_PAR_GRAIN)
     for (int64_t k = 0; k < ns; k++) {
         const int t = spans[k].t;
-        float *restrict pp = mmu_f32(p[t]), *restrict mm = mmu_f32(m[t]), *restrict vv = mmu_f32(v[t]);
-        const float *restrict gg = mmu_f32(g[t]);
-        float *restrict vx = amsgrad ? mmu_f32(vmax[t]) : NULL;
-        const float ssn = coef[t].step_size_neg, bc2s = coef[t].bc2_sqrt;
-        for (int64_t i = spans[k].lo; i < spans[k].hi; i++) {
-            float gi = maximize ? -gg[i] : gg[i];
-            float pi = pp[i];
-            if (use_wd) {
-                if (decoupled) pi = pi * decay;  /* param.mul_(1 - lr * wd)        */
-                else gi = fmaf(wd, pi, gi);      /* grad.add(param, alpha=wd)      */
-            }
-            float mi = mm[i];                    /* exp_avg.lerp_(grad, 1 - beta1) */
-            mi = lerp_lo ? fmaf(w1, gi - mi, mi) : fmaf(-(gi - mi), omw1, gi);
-            float vi = vv[i] * beta2;            /* exp_avg_sq.mul_(beta2)          */
-            vi = fmaf(omb2 * gi, gi, vi);        /*   .addcmul_(g, g, value=1-beta2) */
-            mm[i] = mi;
-            vv[i] = vi;
-            float vd = vi;
-            if (amsgrad) {                       /* torch.maximum propagates NaN    */
-                float x = vx[i];
-                vd = (x != x || vi != vi) ? NAN : (x > vi ? x : vi);
-                vx[i] = vd;
-            }
-            float denom = sqrtf(vd) / bc2s + eps;   /* (sqrt(v) / bc2_sqrt).add_(eps) */
-            pp[i] = pi + (ssn * mi) / denom;        /* addcdiv_(m, denom, -step_size) */
+        const int64_t lo = spans[k].lo, len = spans[k].hi - lo;
+        float *pp = mmu_f32(p[t]) + lo, *mm = mmu_f32(m[t]) + lo, *vv = mmu_f32(v[t]) + lo;
+        const float *gg = mmu_f32(g[t]) + lo;
+        float *vx = amsgrad ? mmu_f32(vmax[t]) + lo : NULL;
+        adam_k kc = {decay, wd, sign, w1, omw1, beta2, omb2, eps, coef[t].step_size_neg, coef[t].bc2_sqrt};
+        /* the flags become constants of one inlined copy each: every copy vectorises */
+        switch (wd_mode * 4 + amsgrad * 2 + lerp_lo) {
+#define ADAM_CASE(W, A, L) case W * 4 + A * 2 + L: adam_span(pp, gg, mm, vv, vx, len, &kc, W, A, L); break;
+            ADAM_CASE(0, 0, 0) ADAM_CASE(0, 0, 1) ADAM_CASE(0, 1, 0) ADAM_CASE(0, 1, 1)
+            ADAM_CASE(1, 0, 0) ADAM_CASE(1, 0, 1) ADAM_CASE(1, 1, 0) ADAM_CASE(1, 1, 1)
+            ADAM_CASE(2, 0, 0) ADAM_CASE(2, 0, 1) ADAM_CASE(2, 1, 0) ADAM_CASE(2, 1, 1)
+#undef ADAM_CASE
         }
     }
     free(coef);
@@ -144,6 +167,34 @@ mmu_status mmu_adam_step(int n, mmu_tensor *const *p, mmu_tensor *const *g, mmu_
 }
 
 /* ---------------------------------------------------------------- SGD */
+
+typedef struct {
+    float sign, wd, mom, omd, neg_lr;
+} sgd_k;
+
+/* One span. mom_mode 0: no momentum, 1: first step (buf = grad), 2: buf = mom*buf + (1-damp)*grad;
+ * called with literal flags so each combination compiles to its own vector loop. */
+static inline __attribute__((always_inline)) void sgd_span(float *restrict pp, const float *restrict gg,
+                                                           float *restrict bb, int64_t n, const sgd_k *kc,
+                                                           const int mom_mode, const int use_wd, const int nesterov) {
+    const float sign = kc->sign, wd = kc->wd, mom = kc->mom, omd = kc->omd, neg_lr = kc->neg_lr;
+    for (int64_t i = 0; i < n; i++) {
+        float gi = gg[i] * sign;                /* maximize: -grad                 */
+        float pi = pp[i];
+        if (use_wd) gi = fmaf(wd, pi, gi);      /* grad.add(param, alpha=wd)       */
+        if (mom_mode) {
+            float b;
+            if (mom_mode == 1) b = gi;          /* torch.clone(grad)               */
+            else {
+                b = bb[i] * mom;                /* buf.mul_(momentum)              */
+                b = fmaf(omd, gi, b);           /*   .add_(grad, alpha=1-dampening) */
+            }
+            bb[i] = b;
+            gi = nesterov ? fmaf(mom, b, gi) : b; /* grad.add(buf, alpha=momentum) */
+        }
+        pp[i] = fmaf(neg_lr, gi, pi);           /* param.add_(grad, alpha=-lr)     */
+    }
+}
 
 /* p, g (and buf when momentum != 0) lists of n tensors; first[i] != 0 means
  * buf[i] is new: torch's first step sets it to the gradient (no dampening). */
@@ -162,32 +213,23 @@ mmu_status mmu_sgd_step(int n, mmu_tensor *const *p, mmu_tensor *const *g, mmu_t
     if (ns < 0) return mmu_fail(MMU_ENOMEM, "%s: out of memory", op);
     const float wd = (float)h->weight_decay, mom = (float)h->momentum, omd = (float)(1.0 - h->dampening);
     const float neg_lr = (float)-h->lr;
-    const int use_wd = h->weight_decay != 0.0, nesterov = h->nesterov, maximize = h->maximize;
+    const int use_wd = h->weight_decay != 0.0, nesterov = use_mom && h->nesterov;
+    const sgd_k kc = {h->maximize ? -1.0f : 1.0f, wd, mom, omd, neg_lr};
     int64_t total = 0;
     for (int i = 0; i < n; i++) total += p[i]->numel;
 
 #pragma omp parallel for schedule(static) if (total > MMU_PAR_GRAIN)
     for (int64_t k = 0; k < ns; k++) {
         const int t = spans[k].t;
-        float *restrict pp = mmu_f32(p[t]);
-        const float *restrict gg = mmu_f32(g[t]);
-        float *restrict bb = use_mom ? mmu_f32(buf[t]) : NULL;
-        const int fresh = use_mom && first[t];
-        for (int64_t i = spans[k].lo; i < spans[k].hi; i++) {
-            float gi = maximize ? -gg[i] : gg[i];
-            float pi = pp[i];
-            if (use_wd) gi = fmaf(wd, pi, gi);          /* grad.add(param, alpha=wd)       */
-            if (use_mom) {
-                float b;
-                if (fresh) b = gi;                      /* torch.clone(grad)               */
-                else {
-                    b = bb[i] * mom;                    /* buf.mul_(momentum)              */
-                    b = fmaf(omd, gi, b);               /*   .add_(grad, alpha=1-dampening) */
-                }
-                bb[i] = b;
-                gi = nesterov ? fmaf(mom, b, gi) : b;   /* grad.add(buf, alpha=momentum)   */
-            }
-            pp[i] = fmaf(neg_lr, gi, pi);               /* param.add_(grad, alpha=-lr)     */
+        const int64_t lo = spans[k].lo, len = spans[k].hi - lo;
+        float *pp = mmu_f32(p[t]) + lo, *bb = use_mom ? mmu_f32(buf[t]) + lo : NULL;
+        const float *gg = mmu_f32(g[t]) + lo;
+        const int mom_mode = !use_mom ? 0 : first[t] ? 1 : 2;
+        switch (mom_mode * 4 + use_wd * 2 + nesterov) {
+#define SGD_CASE(M, W, N) case M * 4 + W * 2 + N: sgd_span(pp, gg, bb, len, &kc, M, W, N); break;
+            SGD_CASE(0, 0, 0) SGD_CASE(0, 1, 0) SGD_CASE(1, 0, 0) SGD_CASE(1, 0, 1) SGD_CASE(1, 1, 0)
+            SGD_CASE(1, 1, 1) SGD_CASE(2, 0, 0) SGD_CASE(2, 0, 1) SGD_CASE(2, 1, 0) SGD_CASE(2, 1, 1)
+#undef SGD_CASE
         }
     }
     free(spans);
@@ -197,33 +239,31 @@ mmu_status mmu_sgd_step(int n, mmu_tensor *const *p, mmu_tensor *const *g, mmu_t
 /* ---------------------------------------------------------------- gradient clipping */
 
 /* Partial of one span: sum |x|^p in double (p = 2 and 1 specialised), or the
- * max |x| (p = inf; NaN wins, as torch's norm). 8 independent accumulators in
- * a fixed order: vectorisable and still deterministic. */
+ * max |x| (p = inf; NaN wins, as torch's norm). */
 static double span_partial(const float *x, int64_t lo, int64_t hi, double p) {
     if (isinf(p)) {
-        float mx = 0.0f;
-        int nan = 0;
+        float m = 0.0f;
+        int bad = 0;
+#pragma omp simd reduction(max : m) reduction(| : bad)
         for (int64_t i = lo; i < hi; i++) {
             float a = fabsf(x[i]);
-            nan |= a != a;
-            mx = a > mx ? a : mx;
+            bad |= a != a;
+            m = a > m ? a : m;
         }
-        return nan ? NAN : mx;
+        return bad ? NAN : m;
     }
-    double acc[8] = {0};
-    int64_t i = lo;
+    /* simd reductions: the lane split is fixed by the binary, so still deterministic */
+    double acc = 0.0;
     if (p == 2.0) {
-        for (; i + 8 <= hi; i += 8)
-            for (int j = 0; j < 8; j++) acc[j] += (double)x[i + j] * (double)x[i + j];
-        for (; i < hi; i++) acc[0] += (double)x[i] * (double)x[i];
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = lo; i < hi; i++) acc += (double)x[i] * (double)x[i];
     } else if (p == 1.0) {
-        for (; i + 8 <= hi; i += 8)
-            for (int j = 0; j < 8; j++) acc[j] += fabs((double)x[i + j]);
-        for (; i < hi; i++) acc[0] += fabs((double)x[i]);
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = lo; i < hi; i++) acc += fabs((double)x[i]);
     } else {
-        for (; i < hi; i++) acc[0] += pow(fabs((double)x[i]), p);
+        for (int64_t i = lo; i < hi; i++) acc += pow(fabs((double)x[i]), p);
     }
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return acc;
 }
 
 /* The p-norm of all n tensors taken together (p > 0, or inf), in double. */
@@ -288,7 +328,8 @@ mmu_status mmu_multi_lerp_(int n, mmu_tensor *const *shadow, mmu_tensor *const *
     mmu_status st;
     if ((st = check_list(op, "shadow", n, NULL, shadow)) || (st = check_list(op, "params", n, shadow, src)))
         return st;
-    if (!(weight >= 0.0 && weight <= 1.0)) return mmu_fail(MMU_EVALUE, "%s: weight must be in [0, 1], got %g", op, weight);
+    if (!(weight >= 0.0 && weight <= 1.0))
+        return mmu_fail(MMU_EVALUE, "%s: weight must be in [0, 1], got %g", op, weight);
     if (n <= 0) return MMU_OK;
     span *spans = NULL;
     int64_t ns = make_spans(&spans, n, shadow);

@@ -131,6 +131,8 @@ class _Decoder:
                     arr.requires_grad_(True)
             elif isinstance(arr, Tensor):
                 arr = arr.numpy()
+            elif self.dtypes[name] == "BOOL" and arr.size and arr.view(np.uint8).max() > 1:
+                self.fail(f"tensor {name!r}: BOOL bytes must be 0 or 1")
             self.objects[key] = arr
         return self.objects[key]
 

@@ -44,6 +44,8 @@ from ..tensor import zeros as _zeros
 __all__ = ["CheckpointError", "save_file", "load_file", "read_raw", "write_file"]
 
 MAX_HEADER = 100_000_000  # the safetensors library's own limit
+_UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
 
 
 class CheckpointError(ValueError):
@@ -116,8 +118,16 @@ def _atomic_write(path, write):
     """Calls write(f) on a temp file next to path, fsyncs it and moves it onto path."""
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
+    try:  # the new file gets the old one's permissions, or the usual ones (mkstemp makes 0600)
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_UMASK
     fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        try:
+            os.fchmod(fd, mode)
+        except OSError:
+            pass
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

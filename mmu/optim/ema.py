@@ -127,7 +127,8 @@ class EMA:
             for n, v in src.items():
                 arr = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
                 if n in dst and tuple(arr.shape) != tuple(dst[n].shape):
-                    raise ValueError(f"EMA.load_state_dict: {n!r} has shape {arr.shape}, expected {tuple(dst[n].shape)}")
+                    raise ValueError(f"EMA.load_state_dict: {n!r} has shape {arr.shape}, "
+                                     f"expected {tuple(dst[n].shape)}")
                 out[n] = tensor(np.array(arr, copy=True))
         self.shadow, self.buffers = new_s, new_b
         self.decay = float(state_dict.get("decay", self.decay))

@@ -11,10 +11,11 @@ Differences from torch, all deliberate:
     corrections are the same (1 - beta ** step in double precision).
   - load_state_dict() copies the state tensors it is given (torch may alias
     them), so two optimizers loaded from one dict never share memory.
-  - there are no foreach/fused/capturable/differentiable switches: the fused C
-    path is the only one.
+  - foreach= and fused= are accepted and ignored (the fused C path is the only
+    one); capturable=True and differentiable=True raise.
 """
 import math
+from collections import defaultdict
 
 import numpy as np
 
@@ -43,13 +44,23 @@ def _check_float(name, value, low=0.0, low_ok=True, high=None):
     return v
 
 
+def _torch_switches(capturable, differentiable):
+    """foreach= and fused= are accepted (torch code passes them) and mean nothing here: the fused C
+    path always runs. capturable (CUDA graphs) and differentiable (autograd through the step) are
+    not supported."""
+    if capturable:
+        raise ValueError("capturable=True is for CUDA graphs; mmu runs on the CPU")
+    if differentiable:
+        raise NotImplementedError("differentiable=True (autograd through the optimizer step) is not supported")
+
+
 class Optimizer:
     """Base class: param_groups (dicts holding 'params' and every hyperparameter), state
     (param -> dict), zero_grad, step, state_dict/load_state_dict, add_param_group."""
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
-        self.state = {}
+        self.state = defaultdict(dict)  # as torch: opt.state[p] of a fresh param is {}
         self.param_groups = []
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
@@ -146,7 +157,7 @@ class Optimizer:
                 index.setdefault(id(p), len(index))
                 g["params"].append(index[id(p)])
             groups.append(g)
-        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index}
+        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index and s}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
@@ -165,7 +176,7 @@ class Optimizer:
         for g, s in zip(self.param_groups, saved_groups):
             for p, i in zip(g["params"], s["params"]):
                 id_map[i] = p
-        new_state = {}
+        new_state = defaultdict(dict)
         for key, values in state_dict["state"].items():
             p = id_map.get(key)
             if p is None:
@@ -175,7 +186,9 @@ class Optimizer:
             new_state[p] = {name: self._load_value(name, v, p) for name, v in values.items()}
         new_groups = []
         for g, s in zip(self.param_groups, saved_groups):
-            ng = {k: (tuple(v) if isinstance(v, list) else v) for k, v in s.items() if k != "params"}
+            ng = {k: v for k, v in s.items() if k != "params"}
+            if isinstance(ng.get("betas"), list):  # e.g. from a JSON round trip
+                ng["betas"] = tuple(ng["betas"])
             ng["params"] = g["params"]
             self._check_group(ng)
             new_groups.append(ng)
@@ -200,7 +213,8 @@ class Optimizer:
         if isinstance(v, Tensor) or isinstance(v, np.ndarray):
             arr = np.asarray(v.numpy() if isinstance(v, Tensor) else v)
             if arr.shape != tuple(p.shape):
-                raise ValueError(f"load_state_dict: state {name!r} has shape {arr.shape}, its parameter {tuple(p.shape)}")
+                raise ValueError(f"load_state_dict: state {name!r} has shape {arr.shape}, "
+                                 f"its parameter {tuple(p.shape)}")
             return tensor(np.array(arr, dtype=np.float32, copy=True))
         if hasattr(v, "detach") and hasattr(v, "cpu"):  # a torch tensor from a torch state_dict
             return Optimizer._load_value(name, v.detach().cpu().numpy(), p)
@@ -228,7 +242,8 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
-                 maximize=False):
+                 maximize=False, foreach=None, fused=None, capturable=False, differentiable=False):
+        _torch_switches(capturable, differentiable)
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
         self._check_group(defaults)
         super().__init__(params, defaults)
@@ -275,15 +290,17 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *,
-                 maximize=False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+                 maximize=False, foreach=None, fused=None, capturable=False, differentiable=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable)
 
 
 class SGD(Optimizer):
     """torch.optim.SGD: momentum (first step: buffer = gradient), dampening, weight_decay, nesterov."""
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
-                 maximize=False):
+                 maximize=False, foreach=None, fused=None, differentiable=False):
+        _torch_switches(False, differentiable)
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize)
         self._check_group(defaults)
@@ -305,8 +322,7 @@ class SGD(Optimizer):
         bufs, firsts = [], []
         if momentum != 0:
             for p in params:
-                st = self.state.setdefault(p, {})
-                buf = st.get("momentum_buffer")
+                buf = self.state.setdefault(p, {}).get("momentum_buffer")
                 firsts.append(buf is None)
                 if buf is None:
                     buf = zeros_like(p)  # filled with the gradient by the kernel
@@ -314,9 +330,6 @@ class SGD(Optimizer):
         _C.sgd_step(params, bufs if momentum != 0 else None, firsts if momentum != 0 else None,
                     float(group["lr"]), momentum, float(group["dampening"]), float(group["weight_decay"]),
                     bool(group["nesterov"]), bool(group["maximize"]))
-        if momentum != 0:
+        if momentum != 0:  # without momentum there is no state (as torch)
             for p, b in zip(params, bufs):
                 self.state[p]["momentum_buffer"] = b
-        else:
-            for p in params:  # torch records a None buffer
-                self.state.setdefault(p, {})["momentum_buffer"] = None
