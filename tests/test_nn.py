@@ -468,6 +468,7 @@ def test_embedding_padding_idx_row_is_zero_and_gets_no_grad():
     out.sum().backward()
     g = e.weight.grad.numpy()
     assert np.all(g[4] == 0) and np.all(g[1] == 2)
+    np.testing.assert_array_equal(e(np.array([4, 1])).numpy(), e(mmu.tensor(np.array([4, 1]))).numpy())
     with pytest.raises(ValueError):
         nn.Embedding(5, 3, padding_idx=5)
 
