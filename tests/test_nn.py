@@ -75,6 +75,26 @@ def test_parameter_is_a_tensor_subclass_sharing_memory():
     assert nn.Parameter(mmu.arange(3), requires_grad=False).dtype == mmu.int64
 
 
+def test_tensor_constructor_and_plain_subclasses():
+    t = mmu.randn(3, requires_grad=True)
+    a = mmu.Tensor(t)  # like torch.Tensor(t): an alias of the data, cut from the graph
+    assert type(a) is mmu.Tensor and a._data_ptr() == t._data_ptr() and not a.requires_grad
+    arr = np.arange(4, dtype=np.float64)
+    c = mmu.Tensor(arr)  # anything else is copied (float64 -> float32)
+    assert c.dtype == mmu.float32 and c.numpy().tolist() == [0, 1, 2, 3]
+    arr[0] = 9
+    assert c.numpy()[0] == 0
+
+    class Tagged(mmu.Tensor):
+        __slots__ = ()
+
+    x = Tagged(t)
+    assert isinstance(x, mmu.Tensor) and type(x + 1) is mmu.Tensor
+    assert type(pickle.loads(pickle.dumps(x))) is mmu.Tensor  # Tensor's own reduce: a plain tensor
+    with pytest.raises(TypeError):
+        mmu.Tensor("abc")
+
+
 def test_parameter_from_graph_tensor_is_a_new_leaf():
     a = mmu.randn(3, requires_grad=True)
     p = nn.Parameter(a * 2)
