@@ -958,6 +958,19 @@ class Classifier(nn.Module):
         return self.head(self.drop(self.norm(x)))
 
 
+class WithLayers(nn.Module):
+    """timm-style: classes and functions as constructor arguments."""
+
+    def __init__(self, dim=4, norm_layer=nn.LayerNorm, act=F.silu):
+        super().__init__()
+        self.norm = norm_layer(dim)
+        self.fc = nn.Linear(dim, dim)
+        self.act = act
+
+    def forward(self, x):
+        return self.act(self.fc(self.norm(x)))
+
+
 class WithArray(nn.Module):
     def __init__(self, table):
         super().__init__()
@@ -975,6 +988,10 @@ def test_config_records_constructor_arguments():
     assert s.get_config()["args"]["*args"][0]["__module__"]["class"] == "mmu.nn.layers.Linear"
     with pytest.raises(ValueError, match="'table' is a ndarray"):
         WithArray(np.zeros(3, np.float32)).get_config()
+
+    assert WithLayers(norm_layer=nn.RMSNorm).get_config()["args"]["norm_layer"] == {"__import__": "mmu.nn.layers.RMSNorm"}
+    with pytest.raises(ValueError, match="not importable by name"):
+        WithLayers(act=lambda x: x).get_config()
 
     def local():
         class Local(nn.Module):
@@ -1010,6 +1027,12 @@ def test_save_pretrained_round_trip_is_bit_exact(tmp_path):
     s.save_pretrained(tmp_path / "seq")
     s2 = nn.Sequential.from_pretrained(tmp_path / "seq")
     assert repr(s2) == repr(s)
+    w = WithLayers(norm_layer=nn.RMSNorm, act=F.gelu)
+    w.save_pretrained(tmp_path / "layers")
+    w2 = WithLayers.from_pretrained(tmp_path / "layers")
+    assert isinstance(w2.norm, nn.RMSNorm) and w2.act is F.gelu
+    x = mmu.randn(2, 4)
+    np.testing.assert_array_equal(w(x).numpy(), w2(x).numpy())
     b = nn.TransformerBlock(8, 2, qk_norm=True, mlp_ratio=2.0)
     b.save_pretrained(str(tmp_path / "blk"))
     b2 = nn.Module.from_pretrained(str(tmp_path / "blk"))
