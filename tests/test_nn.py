@@ -1060,6 +1060,12 @@ def test_pretrained_errors_leave_nothing_behind(tmp_path):
     with pytest.raises(ValueError, match="not valid JSON"):
         nn.Module.from_pretrained(tmp_path / "c")
     cfg["class"] = "no_such_module.Thing"
+    (tmp_path / "d").mkdir()
+    Classifier(4, 3).save_pretrained(tmp_path / "d")
+    data = (tmp_path / "d" / "model.safetensors").read_bytes()
+    (tmp_path / "d" / "model.safetensors").write_bytes(data[:-10])  # truncated
+    with pytest.raises(mmu.io.CheckpointError):
+        Classifier.from_pretrained(tmp_path / "d")
     (tmp_path / "c" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="cannot import"):
         nn.Module.from_pretrained(tmp_path / "c")
