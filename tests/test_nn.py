@@ -75,6 +75,26 @@ def test_parameter_is_a_tensor_subclass_sharing_memory():
     assert nn.Parameter(mmu.arange(3), requires_grad=False).dtype == mmu.int64
 
 
+def test_tensor_constructor_and_plain_subclasses():
+    t = mmu.randn(3, requires_grad=True)
+    a = mmu.Tensor(t)  # like torch.Tensor(t): an alias of the data, cut from the graph
+    assert type(a) is mmu.Tensor and a._data_ptr() == t._data_ptr() and not a.requires_grad
+    arr = np.arange(4, dtype=np.float64)
+    c = mmu.Tensor(arr)  # anything else is copied (float64 -> float32)
+    assert c.dtype == mmu.float32 and c.numpy().tolist() == [0, 1, 2, 3]
+    arr[0] = 9
+    assert c.numpy()[0] == 0
+
+    class Tagged(mmu.Tensor):
+        __slots__ = ()
+
+    x = Tagged(t)
+    assert isinstance(x, mmu.Tensor) and type(x + 1) is mmu.Tensor
+    assert type(pickle.loads(pickle.dumps(x))) is mmu.Tensor  # Tensor's own reduce: a plain tensor
+    with pytest.raises(TypeError):
+        mmu.Tensor("abc")
+
+
 def test_parameter_from_graph_tensor_is_a_new_leaf():
     a = mmu.randn(3, requires_grad=True)
     p = nn.Parameter(a * 2)
@@ -468,6 +488,7 @@ def test_embedding_padding_idx_row_is_zero_and_gets_no_grad():
     out.sum().backward()
     g = e.weight.grad.numpy()
     assert np.all(g[4] == 0) and np.all(g[1] == 2)
+    np.testing.assert_array_equal(e(np.array([4, 1])).numpy(), e(mmu.tensor(np.array([4, 1]))).numpy())
     with pytest.raises(ValueError):
         nn.Embedding(5, 3, padding_idx=5)
 
@@ -937,6 +958,19 @@ class Classifier(nn.Module):
         return self.head(self.drop(self.norm(x)))
 
 
+class WithLayers(nn.Module):
+    """timm-style: classes and functions as constructor arguments."""
+
+    def __init__(self, dim=4, norm_layer=nn.LayerNorm, act=F.silu):
+        super().__init__()
+        self.norm = norm_layer(dim)
+        self.fc = nn.Linear(dim, dim)
+        self.act = act
+
+    def forward(self, x):
+        return self.act(self.fc(self.norm(x)))
+
+
 class WithArray(nn.Module):
     def __init__(self, table):
         super().__init__()
@@ -954,6 +988,10 @@ def test_config_records_constructor_arguments():
     assert s.get_config()["args"]["*args"][0]["__module__"]["class"] == "mmu.nn.layers.Linear"
     with pytest.raises(ValueError, match="'table' is a ndarray"):
         WithArray(np.zeros(3, np.float32)).get_config()
+
+    assert WithLayers(norm_layer=nn.RMSNorm).get_config()["args"]["norm_layer"] == {"__import__": "mmu.nn.layers.RMSNorm"}
+    with pytest.raises(ValueError, match="not importable by name"):
+        WithLayers(act=lambda x: x).get_config()
 
     def local():
         class Local(nn.Module):
@@ -989,6 +1027,12 @@ def test_save_pretrained_round_trip_is_bit_exact(tmp_path):
     s.save_pretrained(tmp_path / "seq")
     s2 = nn.Sequential.from_pretrained(tmp_path / "seq")
     assert repr(s2) == repr(s)
+    w = WithLayers(norm_layer=nn.RMSNorm, act=F.gelu)
+    w.save_pretrained(tmp_path / "layers")
+    w2 = WithLayers.from_pretrained(tmp_path / "layers")
+    assert isinstance(w2.norm, nn.RMSNorm) and w2.act is F.gelu
+    x = mmu.randn(2, 4)
+    np.testing.assert_array_equal(w(x).numpy(), w2(x).numpy())
     b = nn.TransformerBlock(8, 2, qk_norm=True, mlp_ratio=2.0)
     b.save_pretrained(str(tmp_path / "blk"))
     b2 = nn.Module.from_pretrained(str(tmp_path / "blk"))
@@ -1016,6 +1060,12 @@ def test_pretrained_errors_leave_nothing_behind(tmp_path):
     with pytest.raises(ValueError, match="not valid JSON"):
         nn.Module.from_pretrained(tmp_path / "c")
     cfg["class"] = "no_such_module.Thing"
+    (tmp_path / "d").mkdir()
+    Classifier(4, 3).save_pretrained(tmp_path / "d")
+    data = (tmp_path / "d" / "model.safetensors").read_bytes()
+    (tmp_path / "d" / "model.safetensors").write_bytes(data[:-10])  # truncated
+    with pytest.raises(mmu.io.CheckpointError):
+        Classifier.from_pretrained(tmp_path / "d")
     (tmp_path / "c" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="cannot import"):
         nn.Module.from_pretrained(tmp_path / "c")
@@ -1059,3 +1109,16 @@ def test_ema_and_optimizer_groups_work_on_modules():
         opt.step()
         ema.update()
     assert not np.array_equal(before, m[0].weight.numpy())
+
+
+def test_state_dict_through_mmu_save_load(tmp_path):
+    mmu.manual_seed(5)
+    m = Block()
+    m.running.numpy()[...] = 3.0
+    mmu.save({"model": m.state_dict(), "step": 7}, str(tmp_path / "ckpt.safetensors"))
+    ck = mmu.load(str(tmp_path / "ckpt.safetensors"))
+    r = Block()
+    r.load_state_dict(ck["model"])
+    assert ck["step"] == 7
+    for (k, v), w in zip(m.state_dict().items(), r.state_dict().values()):
+        np.testing.assert_array_equal(v.numpy(), w.numpy(), err_msg=k)

@@ -8,7 +8,7 @@ import numbers
 import warnings
 
 from .. import functional as F
-from ..tensor import where as _where, zeros as _zeros
+from ..tensor import _as_tensor, where as _where, zeros as _zeros
 from . import init
 from .module import Module
 from .parameter import Parameter
@@ -427,8 +427,11 @@ class Embedding(Module):
             self.weight.numpy()[self.padding_idx] = 0.0
 
     def forward(self, input):
+        if self.padding_idx is None:
+            return F.embedding(input, self.weight)
+        input = _as_tensor(input, "Embedding")
         out = F.embedding(input, self.weight)
-        if self.padding_idx is not None and self.weight.requires_grad:
+        if self.weight.requires_grad:
             # positions holding padding_idx keep their value but pass no gradient to that row
             keep = (input != self.padding_idx).unsqueeze(-1)
             out = _where(keep, out, out.detach())
@@ -562,7 +565,7 @@ class Flatten(Module):
         self.start_dim, self.end_dim = start_dim, end_dim
 
     def forward(self, input):
-        return input.flatten(self.start_dim, self.end_dim)
+        return _as_tensor(input, "Flatten").flatten(self.start_dim, self.end_dim)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -576,6 +579,7 @@ class Unflatten(Module):
         self.dim, self.unflattened_size = dim, tuple(unflattened_size)
 
     def forward(self, input):
+        input = _as_tensor(input, "Unflatten")
         dim = self.dim % input.ndim
         return input.reshape(input.shape[:dim] + self.unflattened_size + input.shape[dim + 1:])
 

@@ -77,7 +77,8 @@ def _class_path(cls):
 def _encode(value, where):
     """A constructor argument -> a JSON value, or _NotSerialisable. Tuples
     become lists (every mmu layer accepts either); a Module argument (e.g. the
-    layers given to Sequential) is stored as its own class path + config."""
+    layers given to Sequential) is stored as {"__module__": its class path + config};
+    a class or function (norm_layer=nn.LayerNorm) as {"__import__": its import path}."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, np.bool_):
@@ -110,6 +111,17 @@ def _encode(value, where):
         if isinstance(cfg, _NotSerialisable):
             return _NotSerialisable(f"{where}: {cfg.why}")
         return {"__module__": cfg}
+    if isinstance(value, type) or inspect.isfunction(value) or inspect.isbuiltin(value):
+        # a class or function given as an argument (norm_layer=nn.LayerNorm, act=F.silu): its import path
+        path = f"{getattr(value, '__module__', None)}.{value.__qualname__}"
+        try:
+            ok = "<" not in path and _import_class(path) is value
+        except (ValueError, ImportError):
+            ok = False
+        if ok:
+            return {"__import__": path}
+        return _NotSerialisable(f"{where} is {value!r}, which is not importable by name (a lambda, a local "
+                                "definition or a bound method)")
     return _NotSerialisable(f"{where} is a {type(value).__name__}, which JSON cannot hold")
 
 
@@ -138,6 +150,8 @@ def _decode(value):
     if isinstance(value, dict):
         if set(value) == {"__module__"}:
             return _build(value["__module__"], Module)
+        if set(value) == {"__import__"}:
+            return _import_class(value["__import__"])
         return {k: _decode(v) for k, v in value.items()}
     return value
 

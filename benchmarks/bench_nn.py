@@ -1,0 +1,69 @@
+"""mmu.nn benchmarks: a ViT block (mmu.nn.TransformerBlock vs torch's
+nn.TransformerEncoderLayer(norm_first=True, batch_first=True), same weights).
+
+vit_block_train_step: forward + backward of one block, dim 384, 6 heads, MLP 1536,
+batch 8 x 256 tokens, gelu, no dropout, grads of the input and of every parameter
+(set to None before each step in both frameworks, so nothing accumulates).
+vit_block_forward: the same block in eval mode under no_grad (torch takes its fused
+inference fast path there)."""
+import numpy as np
+
+DIM, HEADS, MLP, BATCH, TOKENS = 384, 6, 1536, 8, 256
+
+
+def _flops(train):
+    b, l, d, f = BATCH, TOKENS, DIM, MLP
+    fwd = 2 * b * l * d * (3 * d + d + 2 * f) + 2 * 2 * b * l * l * d
+    return 3 * fwd if train else fwd
+
+
+def _inputs(h):
+    def make(rng):
+        d, f = DIM, MLP
+        u = lambda n, *s: ((rng.random(s, dtype=np.float32) * 2 - 1) / np.sqrt(n)).astype(np.float32)  # noqa: E731
+        state = {
+            "self_attn.in_proj_weight": u(d, 3 * d, d), "self_attn.in_proj_bias": np.zeros(3 * d, np.float32),
+            "self_attn.out_proj.weight": u(d, d, d), "self_attn.out_proj.bias": np.zeros(d, np.float32),
+            "linear1.weight": u(d, f, d), "linear1.bias": u(d, f),
+            "linear2.weight": u(f, d, f), "linear2.bias": u(f, d),
+            "norm1.weight": np.ones(d, np.float32), "norm1.bias": np.zeros(d, np.float32),
+            "norm2.weight": np.ones(d, np.float32), "norm2.bias": np.zeros(d, np.float32),
+        }
+        return {"state": state, "x": h.randn(rng, BATCH, TOKENS, d), "g": h.randn(rng, BATCH, TOKENS, d)}
+    return make
+
+
+def _block(fw, d):
+    if fw.name == "mmu":
+        block = fw.mod.nn.TransformerBlock(DIM, HEADS, mlp_ratio=MLP / DIM)
+        block.load_state_dict(d["state"])
+    else:
+        block = fw.mod.nn.TransformerEncoderLayer(DIM, HEADS, dim_feedforward=MLP, dropout=0.0, activation="gelu",
+                                                  batch_first=True, norm_first=True)
+        block.load_state_dict({k: fw.mod.tensor(v) for k, v in d["state"].items()})
+    return block
+
+
+def _train_step(h):
+    def setup(fw, d):
+        block = _block(fw, d)
+        x, g = fw.tensor(d["x"], requires_grad=True), fw.tensor(d["g"])
+        return h.fwd_bwd([x] + list(block.parameters()), lambda: block(x), g)
+    return setup
+
+
+def _forward(fw, d):
+    block = _block(fw, d).eval()
+    x = fw.tensor(d["x"])
+
+    def run():
+        with fw.mod.no_grad():
+            return block(x)
+    return run
+
+
+def cases(h):
+    return [
+        h.Case("vit_block_train_step", _flops(True), _inputs(h), _train_step(h), _train_step(h)),
+        h.Case("vit_block_forward", _flops(False), _inputs(h), _forward, _forward),
+    ]
