@@ -195,17 +195,26 @@ def test_repr_and_scalar_conversions():
     assert mmu.tensor(2.0).item() == 2.0
 
 
-def _readme_python_block():
+def _readme_python_block(index=0):
     text = open(os.path.join(ROOT, "README.md")).read()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert blocks, "README has no python example"
-    return blocks[0]
+    return blocks[index]
 
 
 def test_readme_snippet_runs(capsys):
     exec(compile(_readme_python_block(), "README.md", "exec"), {})
     out = capsys.readouterr().out.split()
     assert float(out[0]) > 0 and out[1:] == ["(8,", "64)", "float32"]
+
+
+def test_readme_models_snippet_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # it saves a checkpoint folder
+    exec(compile(_readme_python_block(1), "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("reconstruction MSE") and float(out[0].split()[-1]) < 0.05
+    assert out[1] == "(2, 16, 64)"
+    assert (tmp_path / "digits_ae" / "model.safetensors").exists()
 
 
 def test_demo_loss_falls():
