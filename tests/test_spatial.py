@@ -245,6 +245,8 @@ CASES = [
      lambda x: pad_ref(x, (1, 1, 2, 0, 0, 1), "replicate"), [rnd(1, 2, 2, 3, 3, seed=15)]),
     ("pad_replicate_negative", lambda m, x: m.F.pad(x, (2, -2, -1, 1), mode="replicate"),
      lambda x: replicate_ref(x, (2, -2, -1, 1)), [X4]),
+    ("pad_reflect_negative", lambda m, x: m.F.pad(x, (-4, 3), mode="reflect"),
+     lambda x: x[..., [2, 1, 0]], [rnd(2, 3, 4, seed=38)]),
     ("pad_circular_negative", lambda m, x: m.F.pad(x, (2, -1, -1, 1), mode="circular"),
      lambda x: circular_ref(x, (2, -1, -1, 1)), [X4]),
     ("pad_circular_2d", lambda m, x: m.F.pad(x, (2, 1, 1, 3), mode="circular"),
@@ -492,6 +494,7 @@ BAD = [
     (TypeError, lambda: F.pad(X4, 1)),
     (ValueError, lambda: F.pad(X4, (4, 0), mode="reflect")),  # 1 pair on a 4-D input
     (ValueError, lambda: F.pad(X4, (4, 0, 0, 0), mode="reflect")),  # pad >= size
+    (ValueError, lambda: F.pad(X4, (-10, 8, 0, 0), mode="reflect")),  # |pad| >= size
     (ValueError, lambda: F.pad(X4, (5, 0, 0, 0), mode="circular")),  # pad > size
     (ValueError, lambda: F.pad(X4, (-3, 2, 0, 0), mode="circular")),  # wraps more than once around 1 kept
     (ValueError, lambda: F.pad(X4, (1, 1, 1, 1), mode="replicate", value=2.0)),

@@ -124,7 +124,8 @@ mmu_status mmu_pad(mmu_tensor **out, mmu_tensor *x, const int64_t *lo, const int
             return mmu_fail(MMU_EVALUE, "pad: the negative padding (%lld, %lld) of dim %d crops more than its size "
                             "%lld (input %s)", (long long)lo[d], (long long)hi[d], d, (long long)s, mmu_shape_str(x));
         if (mode == MMU_PAD_CONSTANT || (lo[d] == 0 && hi[d] == 0)) continue;
-        if (mode == MMU_PAD_REFLECT && (lo[d] >= s || hi[d] >= s))
+        /* one reflection at most: every output position lands in [-(s-1), 2(s-1)] before it */
+        if (mode == MMU_PAD_REFLECT && (lo[d] >= s || hi[d] >= s || lo[d] < -2 * (s - 1) || hi[d] < -2 * (s - 1)))
             return mmu_fail(MMU_EVALUE, "pad: reflect padding (%lld, %lld) of dim %d must be less than the input size "
                             "%lld (input %s)", (long long)lo[d], (long long)hi[d], d, (long long)s, mmu_shape_str(x));
         /* circular wraps around what the negative pads leave: at most once around it */
