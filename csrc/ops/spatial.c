@@ -75,7 +75,10 @@ static void pad_forward(float *y, const float *x, const pad_plan *pp, float valu
     int nd = pp->ndim;
     int64_t W = pp->out[nd - 1], Win = pp->in[nd - 1], rows = 1;
     for (int d = 0; d < nd - 1; d++) rows *= pp->out[d];
+    /* [a, b): the output columns read straight from the input row (within [0, W]: a pad
+     * may be wider than the output when the other side crops) */
     int64_t a = pp->lo[nd - 1] > 0 ? pp->lo[nd - 1] : 0, b = pp->lo[nd - 1] + Win < W ? pp->lo[nd - 1] + Win : W;
+    if (a > W) a = W;
     if (b < a) b = a;
     const int64_t *tw = pp->tab[nd - 1];
 #pragma omp parallel for schedule(static) if (rows * W > MMU_PAR_GRAIN)
