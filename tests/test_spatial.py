@@ -72,6 +72,27 @@ def pad_ref(x, pad, mode="constant", value=0.0):
     return np.pad(x, widths, mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode])
 
 
+def replicate_ref(x, pad):
+    """replicate padding of the last len(pad)//2 dims as torch's kernel: each output index clamped
+    into the input (negative pads included)."""
+    for i in range(len(pad) // 2):
+        axis, lo, hi = x.ndim - 1 - i, pad[2 * i], pad[2 * i + 1]
+        n = x.shape[axis]
+        x = np.take(x, np.clip(np.arange(n + lo + hi) - lo, 0, n - 1), axis=axis)
+    return x
+
+
+def circular_ref(x, pad):
+    """circular padding as torch: crop by the negative pads, then wrap around what is left."""
+    for i in range(len(pad) // 2):
+        axis, lo, hi = x.ndim - 1 - i, pad[2 * i], pad[2 * i + 1]
+        n = x.shape[axis]
+        x = np.take(x, np.arange(max(-lo, 0), n - max(-hi, 0)), axis=axis)
+        k = x.shape[axis]
+        x = np.take(x, (np.arange(k + max(lo, 0) + max(hi, 0)) - max(lo, 0)) % k, axis=axis)
+    return x
+
+
 def _pool_out(n, k, s, p, ceil_mode):
     o = (n + 2 * p - k + ((s - 1) if ceil_mode else 0)) // s + 1
     if ceil_mode and (o - 1) * s >= n + p:
@@ -99,11 +120,12 @@ def avg_pool2d_ref(x, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     return out
 
 
-def _nearest_index(n_in, n_out, sf):
-    """torch's 'nearest' rule: floor(dst * scale) in float32, scale = 1/scale_factor or in/out."""
-    if n_out == n_in:
+def _nearest_index(n_in, n_out, sf, shortcuts):
+    """torch's 'nearest' rule: floor(dst * scale) in float32, scale = 1/scale_factor or in/out;
+    torch's 2-D kernel first copies an unchanged size and halves the index of a doubled one."""
+    if shortcuts and n_out == n_in:
         return np.arange(n_out)
-    if n_out == 2 * n_in:
+    if shortcuts and n_out == 2 * n_in:
         return np.arange(n_out) // 2
     scale = np.float32(1.0 / sf) if sf else np.float32(n_in) / np.float32(n_out)
     src = np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64)
@@ -113,12 +135,14 @@ def _nearest_index(n_in, n_out, sf):
 def nearest_ref(x, size, sf=None):
     for k, o in enumerate(size):
         axis = x.ndim - len(size) + k
-        x = np.take(x, _nearest_index(x.shape[axis], o, sf[k] if sf else None), axis=axis)
+        x = np.take(x, _nearest_index(x.shape[axis], o, sf[k] if sf else None, len(size) == 2), axis=axis)
     return x
 
 
 def _linear_weights(n_in, n_out, align, sf):
-    """(n_out, n_in) interpolation matrix of torch's 'linear' rule."""
+    """(n_out, n_in) interpolation matrix of torch's 'linear' rule (an unchanged size is a copy)."""
+    if n_in == n_out:
+        return np.eye(n_in)
     if align:
         scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
         src = scale * np.arange(n_out)
@@ -211,6 +235,7 @@ CASES = [
     ("pad_crop", lambda m, x: m.F.pad(x, (-1, 2, 1, -2)), lambda x: pad_ref(x, (-1, 2, 1, -2)), [X4]),
     ("pad_all_dims", lambda m, x: m.F.pad(x, (1, 0, 0, 1, -1, 1, 1, 1)),
      lambda x: pad_ref(x, (1, 0, 0, 1, -1, 1, 1, 1)), [X4]),
+    ("pad_wider_than_output", lambda m, x: m.F.pad(x, (3, -5)), lambda x: pad_ref(x, (3, -5)), [X4]),
     ("pad_reflect_1d", lambda m, x: m.F.pad(x, (2, 3), mode="reflect"), lambda x: pad_ref(x, (2, 3), "reflect"),
      [rnd(2, 3, 5, seed=14)]),
     ("pad_reflect_2d", lambda m, x: m.F.pad(x, (1, 3, 2, 1), mode="reflect"),
@@ -219,6 +244,12 @@ CASES = [
      lambda x: pad_ref(x, (3, 1, 0, 2), "replicate"), [X4]),
     ("pad_replicate_3d", lambda m, x: m.F.pad(x, (1, 1, 2, 0, 0, 1), mode="replicate"),
      lambda x: pad_ref(x, (1, 1, 2, 0, 0, 1), "replicate"), [rnd(1, 2, 2, 3, 3, seed=15)]),
+    ("pad_replicate_negative", lambda m, x: m.F.pad(x, (2, -2, -1, 1), mode="replicate"),
+     lambda x: replicate_ref(x, (2, -2, -1, 1)), [X4]),
+    ("pad_reflect_negative", lambda m, x: m.F.pad(x, (-4, 3), mode="reflect"),
+     lambda x: x[..., [2, 1, 0]], [rnd(2, 3, 4, seed=38)]),
+    ("pad_circular_negative", lambda m, x: m.F.pad(x, (2, -1, -1, 1), mode="circular"),
+     lambda x: circular_ref(x, (2, -1, -1, 1)), [X4]),
     ("pad_circular_2d", lambda m, x: m.F.pad(x, (2, 1, 1, 3), mode="circular"),
      lambda x: pad_ref(x, (2, 1, 1, 3), "circular"), [X4]),
     ("pad_reflect_3d_unbatched", lambda m, x: m.F.pad(x, (1, 2, 1, 0, 0, 1), mode="reflect"),
@@ -247,6 +278,14 @@ CASES = [
      lambda x: nearest_ref(x, (5, 6), (1.7, 1.7)), [X4]),
     ("nearest_scale_down", lambda m, x: m.F.interpolate(x, scale_factor=(0.5, 0.4)),
      lambda x: nearest_ref(x, (2, 2), (0.5, 0.4)), [rnd(1, 2, 5, 7, seed=24)]),
+    # 10 -> floor(10 * 1.02) = 10 and 5 -> floor(5 * 2.1) = 10: the 2-D kernel copies / halves,
+    # the 1-D and 3-D ones let the scale factor pick the sources (torch's behaviour)
+    ("nearest_same_size_scale_2d", lambda m, x: m.F.interpolate(x, scale_factor=(1.02, 2.1)),
+     lambda x: nearest_ref(x, (10, 10), (1.02, 2.1)), [rnd(1, 2, 10, 5, seed=35)]),
+    ("nearest_same_size_scale_1d", lambda m, x: m.F.interpolate(x, scale_factor=1.02),
+     lambda x: nearest_ref(x, (10,), (1.02,)), [rnd(1, 2, 10, seed=36)]),
+    ("nearest_same_size_scale_3d", lambda m, x: m.F.interpolate(x, scale_factor=(1.02, 2.1, 1.0)),
+     lambda x: nearest_ref(x, (10, 10, 2), (1.02, 2.1, 1.0)), [rnd(1, 1, 10, 5, 2, seed=37)]),
     ("nearest_recompute", lambda m, x: m.F.interpolate(x, scale_factor=1.7, recompute_scale_factor=True),
      lambda x: nearest_ref(x, (5, 6)), [X4]),
     ("nearest_1d", lambda m, x: m.F.interpolate(x, scale_factor=2.5), lambda x: nearest_ref(x, (12,), (2.5,)),
@@ -264,6 +303,9 @@ CASES = [
      lambda x: bilinear_ref(x, (3, 2)), [rnd(1, 2, 7, 5, seed=27)]),
     ("bilinear_down_align", lambda m, x: m.F.interpolate(x, size=(3, 1), mode="bilinear", align_corners=True),
      lambda x: bilinear_ref(x, (3, 1), True), [rnd(1, 2, 7, 5, seed=28)]),
+    # W: 4 -> floor(4 * 1.2) = 4: torch copies an axis of unchanged size, whatever the scale factor
+    ("bilinear_same_width", lambda m, x: m.F.interpolate(x, scale_factor=(1.5, 1.2), mode="bilinear"),
+     lambda x: bilinear_ref(x, (4, 4), False, (1.5, 1.2)), [X4]),
     ("bilinear_scale_1.5", lambda m, x: m.F.interpolate(x, scale_factor=(1.5, 0.75), mode="bilinear"),
      lambda x: bilinear_ref(x, (4, 3), False, (1.5, 0.75)), [X4]),
     # pixel shuffle
@@ -300,11 +342,15 @@ def test_vs_torch(case):
     name, fn, _, arrays = case
     if name == "group_norm_offset":
         pytest.skip("torch's own float32 error at mean 100 is ~2e-5 (group_norm_offset10 compares instead)")
+    # torch's 1-D / 3-D nearest forward lets the scale factor pick the sources of an unchanged size
+    # but its backward copies (the 2-D shortcut): mmu's gradient is the one of its (torch's) forward,
+    # checked against finite differences in test_backward
+    grads_too = name not in ("nearest_same_size_scale_1d", "nearest_same_size_scale_3d")
     flags = [True] * len(arrays)
     _, out_m, _, grads_m, _ = run_case(MmuBackend(), fn, arrays, flags, upstream_fn=random_upstream(3))
     _, out_t, _, grads_t, _ = run_case(TorchBackend(torch), fn, arrays, flags, upstream_fn=random_upstream(3))
     assert_close(out_m, out_t, rtol=1e-5, atol=1e-5, what="forward vs torch")
-    for k, (gm, gt) in enumerate(zip(grads_m, grads_t)):
+    for k, (gm, gt) in enumerate(zip(grads_m, grads_t) if grads_too else ()):
         assert_close(gm, gt, rtol=1e-4, atol=1e-5, what=f"grad of input {k} vs torch")
 
 
@@ -442,11 +488,16 @@ BAD = [
     (ValueError, lambda: F.pad(X4, (1, 2, 3))),  # odd length
     (ValueError, lambda: F.pad(X4, (1,) * 10)),  # more than 2 * ndim
     (ValueError, lambda: F.pad(X4, (-3, -2))),  # negative output size
+    (ValueError, lambda: F.pad(X4, (-5, 3))),  # the crop alone is larger than the dim (torch narrows first)
+    (ValueError, lambda: F.pad(X4, (-5, 2, 0, 0), mode="circular")),  # crops more than the dim, then wraps
+    (ValueError, lambda: F.pad(X4, (-4, 1, 0, 0), mode="circular")),  # nothing left to wrap around
     (ValueError, lambda: F.pad(X4, (1, 1), mode="bogus")),
     (TypeError, lambda: F.pad(X4, 1)),
     (ValueError, lambda: F.pad(X4, (4, 0), mode="reflect")),  # 1 pair on a 4-D input
     (ValueError, lambda: F.pad(X4, (4, 0, 0, 0), mode="reflect")),  # pad >= size
+    (ValueError, lambda: F.pad(X4, (-10, 8, 0, 0), mode="reflect")),  # |pad| >= size
     (ValueError, lambda: F.pad(X4, (5, 0, 0, 0), mode="circular")),  # pad > size
+    (ValueError, lambda: F.pad(X4, (-3, 2, 0, 0), mode="circular")),  # wraps more than once around 1 kept
     (ValueError, lambda: F.pad(X4, (1, 1, 1, 1), mode="replicate", value=2.0)),
     (ValueError, lambda: F.avg_pool2d(rnd(3, 4), 2)),  # 2-D input
     (ValueError, lambda: F.avg_pool2d(X4, 2, padding=2)),  # pad > kernel / 2

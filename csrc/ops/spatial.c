@@ -75,7 +75,10 @@ static void pad_forward(float *y, const float *x, const pad_plan *pp, float valu
     int nd = pp->ndim;
     int64_t W = pp->out[nd - 1], Win = pp->in[nd - 1], rows = 1;
     for (int d = 0; d < nd - 1; d++) rows *= pp->out[d];
+    /* [a, b): the output columns read straight from the input row (within [0, W]: a pad
+     * may be wider than the output when the other side crops) */
     int64_t a = pp->lo[nd - 1] > 0 ? pp->lo[nd - 1] : 0, b = pp->lo[nd - 1] + Win < W ? pp->lo[nd - 1] + Win : W;
+    if (a > W) a = W;
     if (b < a) b = a;
     const int64_t *tw = pp->tab[nd - 1];
 #pragma omp parallel for schedule(static) if (rows * W > MMU_PAR_GRAIN)
@@ -117,14 +120,23 @@ mmu_status mmu_pad(mmu_tensor **out, mmu_tensor *x, const int64_t *lo, const int
             return mmu_fail(MMU_EVALUE, "pad: the input size %lld of dim %d, plus padding %lld and %lld, gives a "
                             "negative output size (input %s)", (long long)s, d, (long long)lo[d], (long long)hi[d],
                             mmu_shape_str(x));
+        /* constant and circular crop by the negative pads first (torch narrows, then pads);
+         * reflect and replicate map every output position straight to the input */
+        int64_t kept = s + (lo[d] < 0 ? lo[d] : 0) + (hi[d] < 0 ? hi[d] : 0);
+        if (kept < 0 && (mode == MMU_PAD_CONSTANT || mode == MMU_PAD_CIRCULAR))
+            return mmu_fail(MMU_EVALUE, "pad: the negative padding (%lld, %lld) of dim %d crops more than its size "
+                            "%lld (input %s)", (long long)lo[d], (long long)hi[d], d, (long long)s, mmu_shape_str(x));
         if (mode == MMU_PAD_CONSTANT || (lo[d] == 0 && hi[d] == 0)) continue;
-        if (mode == MMU_PAD_REFLECT && (lo[d] >= s || hi[d] >= s))
+        /* one reflection at most: every output position lands in [-(s-1), 2(s-1)] before it */
+        if (mode == MMU_PAD_REFLECT && (lo[d] >= s || hi[d] >= s || lo[d] < -2 * (s - 1) || hi[d] < -2 * (s - 1)))
             return mmu_fail(MMU_EVALUE, "pad: reflect padding (%lld, %lld) of dim %d must be less than the input size "
                             "%lld (input %s)", (long long)lo[d], (long long)hi[d], d, (long long)s, mmu_shape_str(x));
-        if (mode == MMU_PAD_CIRCULAR && (lo[d] > s || hi[d] > s || oshape[d] == 0 ||
-                                         s + (lo[d] < 0 ? lo[d] : 0) + (hi[d] < 0 ? hi[d] : 0) <= 0))
-            return mmu_fail(MMU_EVALUE, "pad: circular padding (%lld, %lld) of dim %d must be at most the input size "
-                            "%lld (input %s)", (long long)lo[d], (long long)hi[d], d, (long long)s, mmu_shape_str(x));
+        /* circular wraps around what the negative pads leave: at most once around it */
+        if (mode == MMU_PAD_CIRCULAR && (lo[d] > kept || hi[d] > kept))
+            return mmu_fail(MMU_EVALUE, "pad: circular padding (%lld, %lld) of dim %d would wrap around more than "
+                            "once: each pad must be at most the %lld elements left of the size %lld (input %s)",
+                            (long long)lo[d], (long long)hi[d], d, (long long)(kept > 0 ? kept : 0), (long long)s,
+                            mmu_shape_str(x));
         if (s == 0)
             return mmu_fail(MMU_EVALUE, "pad: cannot pad an empty dim %d in non-constant mode (input %s)", d,
                             mmu_shape_str(x));
@@ -364,11 +376,14 @@ mmu_status mmu_avg_pool2d_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
 
 /* ======================================================== interpolation */
 
-/* torch's nearest source index: shortcuts for equal size and exact x2, else
- * floor(dst·scale) in float, scale = 1/scale_factor when one was given, else in/out */
-static int64_t nearest_src(int64_t o, int64_t in, int64_t out, double sf) {
-    if (out == in) return o;
-    if (out == 2 * in) return o >> 1;
+/* torch's nearest source index: floor(dst·scale) in float, scale = 1/scale_factor
+ * when one was given (even if the size does not change), else in/out. torch's
+ * 2-D kernel (only it) first takes two shortcuts that ignore the scale factor:
+ * an unchanged size is a copy, a doubled one takes dst/2; `shortcuts` selects
+ * them so that mmu gives torch's result for 1, 2 and 3 spatial dims. */
+static int64_t nearest_src(int64_t o, int64_t in, int64_t out, double sf, int shortcuts) {
+    if (shortcuts && out == in) return o;
+    if (shortcuts && out == 2 * in) return o >> 1;
     float scale = sf > 0 ? (float)(1.0 / sf) : (float)in / (float)out;
     int64_t s = (int64_t)floorf((float)o * scale);
     return s < in - 1 ? s : in - 1;
@@ -418,9 +433,10 @@ mmu_status mmu_upsample_nearest(mmu_tensor **out, mmu_tensor *x, int nsp, const 
         return mmu_fail(MMU_ENOMEM, "interpolate: out of memory");
     }
     int64_t *td = tab, *th = tab + gr.out[0], *tw = th + gr.out[1];
-    for (int64_t o = 0; o < gr.out[0]; o++) td[o] = nearest_src(o, gr.in[0], gr.out[0], sf[0]);
-    for (int64_t o = 0; o < gr.out[1]; o++) th[o] = nearest_src(o, gr.in[1], gr.out[1], sf[1]);
-    for (int64_t o = 0; o < gr.out[2]; o++) tw[o] = nearest_src(o, gr.in[2], gr.out[2], sf[2]);
+    int sc = nsp == 2;
+    for (int64_t o = 0; o < gr.out[0]; o++) td[o] = nearest_src(o, gr.in[0], gr.out[0], sf[0], sc);
+    for (int64_t o = 0; o < gr.out[1]; o++) th[o] = nearest_src(o, gr.in[1], gr.out[1], sf[1], sc);
+    for (int64_t o = 0; o < gr.out[2]; o++) tw[o] = nearest_src(o, gr.in[2], gr.out[2], sf[2], sc);
     int64_t OW = gr.out[2], W = gr.in[2], rows = gr.P * gr.out[0] * gr.out[1];
     int twice = OW == 2 * W;
     const float *px = mmu_f32(x);
@@ -449,10 +465,10 @@ mmu_status mmu_upsample_nearest(mmu_tensor **out, mmu_tensor *x, int nsp, const 
 }
 
 /* the output range [lo[i], hi[i]) that reads input i (the map is monotone) */
-static void nearest_ranges(int64_t *lo, int64_t *hi, int64_t in, int64_t out, double sf) {
+static void nearest_ranges(int64_t *lo, int64_t *hi, int64_t in, int64_t out, double sf, int shortcuts) {
     for (int64_t i = 0; i < in; i++) lo[i] = hi[i] = 0;
     for (int64_t o = 0; o < out; o++) {
-        int64_t s = nearest_src(o, in, out, sf);
+        int64_t s = nearest_src(o, in, out, sf, shortcuts);
         if (hi[s] == 0) lo[s] = o;
         hi[s] = o + 1;
     }
@@ -471,9 +487,10 @@ mmu_status mmu_upsample_nearest_backward(mmu_node *n, mmu_tensor *g, mmu_tensor 
     if (!tab) return mmu_fail(MMU_ENOMEM, "interpolate backward: out of memory");
     int64_t *ld = tab, *hd = ld + gr.in[0], *lh = hd + gr.in[0], *hh = lh + gr.in[1], *lw = hh + gr.in[1],
             *hw = lw + gr.in[2];
-    nearest_ranges(ld, hd, gr.in[0], gr.out[0], n->ctx.f[0]);
-    nearest_ranges(lh, hh, gr.in[1], gr.out[1], n->ctx.f[1]);
-    nearest_ranges(lw, hw, gr.in[2], gr.out[2], n->ctx.f[2]);
+    int sc = nsp == 2;
+    nearest_ranges(ld, hd, gr.in[0], gr.out[0], n->ctx.f[0], sc);
+    nearest_ranges(lh, hh, gr.in[1], gr.out[1], n->ctx.f[1], sc);
+    nearest_ranges(lw, hw, gr.in[2], gr.out[2], n->ctx.f[2], sc);
     int64_t W = gr.in[2], OW = gr.out[2], rows = gr.P * gr.in[0] * gr.in[1];
     int twice = OW == 2 * W;
     const float *pg = mmu_f32(g);
@@ -497,8 +514,13 @@ mmu_status mmu_upsample_nearest_backward(mmu_node *n, mmu_tensor *g, mmu_tensor 
     return MMU_OK;
 }
 
-/* torch's linear source index and weights (float arithmetic, as its CPU kernel) */
+/* torch's linear source index and weights (float arithmetic, as its CPU kernel);
+ * an axis whose size does not change is copied whatever the scale factor, as torch does */
 static void linear_taps(int64_t *i0, int64_t *i1, float *l0, float *l1, int64_t in, int64_t out, int align, double sf) {
+    if (in == out) {
+        for (int64_t o = 0; o < out; o++) i0[o] = i1[o] = o, l0[o] = 1.0f, l1[o] = 0.0f;
+        return;
+    }
     float scale = align ? (out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f)
                         : (sf > 0 ? (float)(1.0 / sf) : (float)in / (float)out);
     for (int64_t o = 0; o < out; o++) {
