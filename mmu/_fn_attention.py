@@ -11,7 +11,8 @@ from . import _C
 __all__ = ["scaled_dot_product_attention", "rotary_cos_sin", "apply_rotary"]
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False):
     """softmax(q kᵀ·scale + bias) v, as torch.nn.functional.scaled_dot_product_attention.
 
     query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev); the batch dims
@@ -19,6 +20,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     broadcastable to (..., L, S); it is read in place, never expanded. is_causal: the
     top-left causal mask tril(ones(L, S)) (not together with attn_mask). scale: default
     1/sqrt(E). dropout_p: dropout on the attention weights from mmu's seeded RNG.
+    enable_gqa: grouped-query attention, key/value with fewer heads (dim -3) than query; query
+    head h uses key/value head h // (Hq // Hkv), as torch's repeat_interleave (without copies).
 
     A FlashAttention-2-style C kernel: the (L, S) weights are never stored, the backward
     recomputes them from q, k and the saved logsumexp. A query row that can attend to no key
@@ -32,11 +35,13 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise TypeError(f"scaled_dot_product_attention: is_causal must be a bool, got {type(is_causal).__name__}")
     if scale is not None and (not isinstance(scale, numbers.Real) or isinstance(scale, bool)):
         raise TypeError(f"scaled_dot_product_attention: scale must be a float or None, got {type(scale).__name__}")
+    if not isinstance(enable_gqa, (bool, np.bool_)):
+        raise TypeError(f"scaled_dot_product_attention: enable_gqa must be a bool, got {type(enable_gqa).__name__}")
     if attn_mask is not None and is_causal:
         raise ValueError("scaled_dot_product_attention: attn_mask must not be set when is_causal=True "
                          "(combine the causal mask into attn_mask instead)")
     return _C.sdpa(query, key, value, attn_mask, float(dropout_p), bool(is_causal),
-                   None if scale is None else float(scale))
+                   None if scale is None else float(scale), bool(enable_gqa))
 
 
 def _positions_array(positions):

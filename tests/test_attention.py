@@ -477,3 +477,29 @@ def test_dropout_gradient_across_several_key_blocks_and_one_head():
     assert_close(out, ref_sdpa(q, k, v, keep=keep), 1e-4, 1e-5)
     for name, a, b in zip("qkv", grads, ref_grads(q, k, v, g, keep)):
         assert_close(a, b, 1e-3, 1e-4, f"d{name}")
+
+
+@pytest.mark.parametrize("qs,ks,vs", [
+    ((2, 6, 5, 8), (2, 2, 7, 8), (2, 2, 7, 4)),
+    ((2, 6, 5, 8), (1, 2, 7, 8), (2, 1, 7, 4)),   # GQA together with batch broadcasting
+    ((6, 5, 8), (3, 7, 8), (6, 7, 8)),            # unbatched (H, L, E)
+    ((1, 4, 70, 16), (1, 2, 130, 16), (1, 2, 130, 16)),
+])
+def test_grouped_query_attention(qs, ks, vs):
+    rng = np.random.default_rng(21)
+    q, k, v = rnd(rng, *qs), rnd(rng, *ks), rnd(rng, *vs)
+    g = rnd(rng, *qs[:-1], vs[-1])
+    out, grads = run_mmu(q, k, v, g=g, enable_gqa=True, is_causal=True)
+    t_out, t_grads = run_torch(q, k, v, g=g, enable_gqa=True, is_causal=True)
+    assert_close(out, t_out, 1e-4, 1e-5)
+    for name, a, b in zip("qkv", grads, t_grads):
+        assert_close(a, b, 1e-3, 1e-4, f"d{name}")
+
+
+def test_grouped_query_attention_errors():
+    rng = np.random.default_rng(22)
+    q, k = rnd(rng, 2, 6, 5, 8), rnd(rng, 2, 4, 7, 8)
+    with pytest.raises(ValueError, match="divide"):
+        F.scaled_dot_product_attention(q, k, k, enable_gqa=True)
+    with pytest.raises(ValueError):  # without enable_gqa, 6 vs 4 heads do not broadcast
+        F.scaled_dot_product_attention(q, rnd(rng, 2, 2, 7, 8), rnd(rng, 2, 2, 7, 8))

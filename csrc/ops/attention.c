@@ -151,6 +151,7 @@ typedef struct {
     int mask_bool;
     int64_t msr, msc; /* mask strides of a query row / a key (0 when broadcast) */
     int64_t mmat, nmat; /* elements per mask matrix, number of distinct mask matrices */
+    int64_t kgroup, vgroup; /* query heads per key / value head (enable_gqa), else 1 */
     uint8_t *kinds;   /* (nmat, nqb, nkb) block_kind of every mask block */
     int64_t nqb, nkb;
     size_t kinds_bytes;
@@ -162,8 +163,10 @@ typedef struct {
 
 /* Offsets, for each index of the broadcast batch shape (nd dims), of the
  * matrices of a tensor whose batch shape is (tn dims) right-aligned to it;
- * mat = elements per matrix. */
-static void batch_offsets(int64_t *off, int nd, const int64_t *bshape, int tn, const int64_t *tshape, int64_t mat) {
+ * mat = elements per matrix. group > 1 (grouped-query attention): index h of
+ * the last batch dim (the heads) maps to head h / group of the tensor. */
+static void batch_offsets(int64_t *off, int nd, const int64_t *bshape, int tn, const int64_t *tshape, int64_t mat,
+                          int64_t group) {
     int64_t stride[MMU_MAX_DIMS] = {0}, s = mat, nb = 1;
     for (int d = nd - 1; d >= 0; d--) {
         int td = d - (nd - tn);
@@ -176,7 +179,7 @@ static void batch_offsets(int64_t *off, int nd, const int64_t *bshape, int tn, c
     for (int64_t b = 0; b < nb; b++) {
         int64_t rem = b, o = 0;
         for (int d = nd - 1; d >= 0; d--) {
-            o += (rem % bshape[d]) * stride[d];
+            o += (rem % bshape[d]) / (d == nd - 1 ? group : 1) * stride[d];
             rem /= bshape[d];
         }
         off[b] = o;
@@ -642,14 +645,29 @@ static mmu_status sdpa_backward(const sdpa_geom *g, const float *o, const float 
  * arrays allocated with mmu_alloc, freed by geom_free). */
 static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64_t *qs, int qn, const int64_t *ks,
                             int kn, const int64_t *vs, int vn, const int64_t *ms, int mn, int has_mask,
-                            int mask_bool) {
+                            int mask_bool, int gqa) {
     const char *op = "scaled_dot_product_attention";
     memset(g, 0, sizeof *g);
+    g->kgroup = g->vgroup = 1;
     mmu_status st;
     int nd;
-    int64_t bs[MMU_MAX_DIMS];
-    if ((st = mmu_broadcast_shape(&nd, bs, qn - 2, qs, kn - 2, ks, op))) return st;
-    if ((st = mmu_broadcast_shape(&nd, bs, nd, bs, vn - 2, vs, op))) return st;
+    int64_t bs[MMU_MAX_DIMS], ks1[MMU_MAX_DIMS], vs1[MMU_MAX_DIMS];
+    memcpy(ks1, ks, kn * sizeof(int64_t));
+    memcpy(vs1, vs, vn * sizeof(int64_t));
+    if (gqa && qn >= 3 && kn >= 3 && vn >= 3) {
+        /* torch's enable_gqa: key/value heads (dim -3) divide the query heads,
+         * query head h uses key/value head h / (Hq / Hk) (repeat_interleave) */
+        int64_t hq = qs[qn - 3], hk = ks[kn - 3], hv = vs[vn - 3];
+        if (hk == 0 || hv == 0 || hq % hk || hq % hv)
+            return mmu_fail(MMU_EVALUE, "%s: with enable_gqa the number of heads (dim -3) of key %s and value %s must "
+                            "divide that of query %s", op, mmu_dims_str(kn, ks), mmu_dims_str(vn, vs),
+                            mmu_dims_str(qn, qs));
+        g->kgroup = hq / hk, g->vgroup = hq / hv;
+        if (g->kgroup > 1) ks1[kn - 3] = 1; /* broadcast like a single head, offsets use the group */
+        if (g->vgroup > 1) vs1[vn - 3] = 1;
+    }
+    if ((st = mmu_broadcast_shape(&nd, bs, qn - 2, qs, kn - 2, ks1, op))) return st;
+    if ((st = mmu_broadcast_shape(&nd, bs, nd, bs, vn - 2, vs1, op))) return st;
     g->L = qs[qn - 2], g->E = qs[qn - 1], g->S = ks[kn - 2], g->Ev = vs[vn - 1];
     int64_t NB = 1;
     for (int d = 0; d < nd; d++) NB *= bs[d];
@@ -677,7 +695,7 @@ static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64
         g->mask_bool = mask_bool;
         (void)ms;
         if (!(g->moff = mmu_alloc(NB * sizeof(int64_t)))) return mmu_fail(MMU_ENOMEM, "%s: out of memory", op);
-        batch_offsets(g->moff, nd, bs, m2n - 2, m2, Lm * Sm);
+        batch_offsets(g->moff, nd, bs, m2n - 2, m2, Lm * Sm, 1);
         g->mmat = Lm * Sm;
         g->nmat = 1;
         for (int d = 0; d < m2n - 2; d++) g->nmat *= m2[d];
@@ -685,9 +703,9 @@ static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64
     size_t ob = NB * sizeof(int64_t);
     g->qoff = mmu_alloc(ob), g->koff = mmu_alloc(ob), g->voff = mmu_alloc(ob);
     if (!g->qoff || !g->koff || !g->voff) return mmu_fail(MMU_ENOMEM, "%s: out of memory", op);
-    batch_offsets(g->qoff, nd, bs, qn - 2, qs, g->L * g->E);
-    batch_offsets(g->koff, nd, bs, kn - 2, ks, g->S * g->E);
-    batch_offsets(g->voff, nd, bs, vn - 2, vs, g->S * g->Ev);
+    batch_offsets(g->qoff, nd, bs, qn - 2, qs, g->L * g->E, 1);
+    batch_offsets(g->koff, nd, bs, kn - 2, ks, g->S * g->E, g->kgroup);
+    batch_offsets(g->voff, nd, bs, vn - 2, vs, g->S * g->Ev, g->vgroup);
     *bnd = nd;
     memcpy(bshape, bs, nd * sizeof(int64_t));
     return MMU_OK;
@@ -705,7 +723,7 @@ static void geom_free(sdpa_geom *g) {
 // q (..., L, E), k (..., S, E), v (..., S, Ev), mask bool/float broadcastable to (..., L, S) or NULL
 // -> out (..., L, Ev), batch dims broadcast
 mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, mmu_tensor *mask,
-                    double dropout_p, int is_causal, int has_scale, double scale) {
+                    double dropout_p, int is_causal, int has_scale, double scale, int enable_gqa) {
     const char *op = "scaled_dot_product_attention";
     mmu_status st;
     mmu_sync_threads();
@@ -731,7 +749,7 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
     int nd;
     int64_t bs[MMU_MAX_DIMS + 2];
     st = geom_init(&g, &nd, bs, q->shape, q->ndim, k->shape, k->ndim, v->shape, v->ndim, mask ? mask->shape : NULL,
-                   mask ? mask->ndim : 0, mask != NULL, mask && mask->dtype == MMU_BOOL);
+                   mask ? mask->ndim : 0, mask != NULL, mask && mask->dtype == MMU_BOOL, enable_gqa);
     if (st) {
         geom_free(&g);
         return st;
@@ -772,6 +790,7 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
         n->ctx.i[0] = is_causal;
         n->ctx.i[1] = (int64_t)g.rkey;
         n->ctx.i[2] = (int64_t)g.rctr;
+        n->ctx.i[3] = enable_gqa;
         n->ctx.f[0] = g.scale;
         n->ctx.f[1] = dropout_p;
     }
@@ -780,6 +799,31 @@ done:
     geom_free(&g);
     if (st) MMU_CLEAR(*out);
     return st;
+}
+
+/* enable_gqa: the gradient of a key/value head is the sum over the group of
+ * query heads that used it. t (..., H, R, C) -> (..., H / group, R, C) in place
+ * of *t; shape (nd + 2 dims) is updated. */
+static mmu_status ungroup(mmu_tensor **t, int nd, int64_t *shape, int64_t group) {
+    if (group == 1) return MMU_OK;
+    int64_t H = shape[nd - 1], mat = shape[nd] * shape[nd + 1];
+    shape[nd - 1] = H / group;
+    mmu_tensor *r = NULL;
+    mmu_status st = mmu_tensor_empty(&r, MMU_FLOAT32, nd + 2, shape);
+    if (st) return st;
+    const float *src = mmu_f32(*t);
+    float *dst = mmu_f32(r);
+    int64_t n = r->numel;
+#pragma omp parallel for schedule(static) if (n * group > MMU_PAR_GRAIN)
+    for (int64_t x = 0; x < n; x++) {
+        int64_t p = x / (H / group * mat), h = x / mat % (H / group), e = x % mat;
+        float s = 0.0f;
+        for (int64_t t2 = 0; t2 < group; t2++) s += src[(p * H + h * group + t2) * mat + e];
+        dst[x] = s;
+    }
+    mmu_tensor_decref(*t);
+    *t = r;
+    return MMU_OK;
 }
 
 // g (..., L, Ev) -> dq, dk, dv (their inputs' shapes, broadcast batch dims summed), dmask
@@ -795,7 +839,7 @@ mmu_status mmu_sdpa_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     mmu_tensor *dq = NULL, *dk = NULL, *dv = NULL, *dm = NULL;
     mmu_status st = geom_init(&g, &nd, bs, q->shape, q->ndim, k->shape, k->ndim, v->shape, v->ndim,
                               mask ? mask->shape : NULL, mask ? mask->ndim : 0, mask != NULL,
-                              mask && mask->dtype == MMU_BOOL);
+                              mask && mask->dtype == MMU_BOOL, (int)n->ctx.i[3]);
     if (st) goto done;
     g.q = mmu_f32(q), g.k = mmu_f32(k), g.v = mmu_f32(v);
     g.mask = mask ? mmu_data(mask) : NULL;
@@ -823,6 +867,7 @@ mmu_status mmu_sdpa_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     else if ((st = sdpa_backward(&g, mmu_f32(o), mmu_f32(gout), mmu_f32(lse), mmu_f32(dq), mmu_f32(dk), mmu_f32(dv),
                                  dm ? mmu_f32(dm) : NULL)))
         goto done;
+    if ((st = ungroup(&dk, nd, sk, g.kgroup)) || (st = ungroup(&dv, nd, sv, g.vgroup))) goto done;
     mmu_tensor *full[4] = {dq, dk, dv, dm};
     mmu_tensor *ins[4] = {q, k, v, mask};
     int need[4] = {need_q, need_k, need_v, need_m};

@@ -153,9 +153,10 @@ mmu_status mmu_upsample_bilinear2d(mmu_tensor **out, mmu_tensor *x, int64_t OH, 
 /* ---- csrc/ops/attention.c, rope.c ---- */
 /* q (..., L, E), k (..., S, E), v (..., S, Ev) (batch dims broadcast), mask NULL
  * or bool (True = attend) / float32 (added) broadcastable to (..., L, S)
- * -> out (..., L, Ev). scale used when has_scale, else 1/sqrt(E). */
+ * -> out (..., L, Ev). scale used when has_scale, else 1/sqrt(E). enable_gqa:
+ * key/value heads (dim -3) may divide the query heads (torch's GQA). */
 mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, mmu_tensor *mask,
-                    double dropout_p, int is_causal, int has_scale, double scale);
+                    double dropout_p, int is_causal, int has_scale, double scale, int enable_gqa);
 /* x (..., L, D), cos, sin (L, D) -> x·cos + rotate_half(x)·sin */
 mmu_status mmu_apply_rotary(mmu_tensor **out, mmu_tensor *x, mmu_tensor *cos, mmu_tensor *sin);
 
