@@ -1,11 +1,17 @@
-/* Convolutions on oneDNN's convolution / deconvolution primitives: torch's
- * conv1d/2d/3d and conv_transpose1d/2d/3d.
+/* Convolutions: torch's conv1d/2d/3d and conv_transpose1d/2d/3d, forward and
+ * backward, on oneDNN.
  *
- * Both directions are one primitive call per pass (the layout work, blocked
- * formats and their reorders, lives in dnnl/dnnl_ctx.c): the forward fuses
- * the bias add into the convolution, and the backward computes the input,
- * weight and bias gradients from one reordered copy of the output gradient,
- * with the bias gradient fused into the weight-gradient primitive.
+ * Three ways through, picked from the geometry alone:
+ * - non-overlapping windows (stride == kernel, no padding/dilation/groups: a
+ *   ViT patch embedding, any 1x1 conv) are batched matmuls over the patches,
+ *   which NCHW holds as they are (1x1) or after one gather;
+ * - everything else is one oneDNN convolution / deconvolution per pass
+ *   (dnnl/dnnl_ctx.c does the layout work: blocked formats and cached
+ *   reorders; the bias add is fused into the forward, the bias gradient into
+ *   the weight-gradient primitive, one reordered diff_dst serves both
+ *   gradients, and a stride-1 data gradient runs as a forward conv);
+ * - a transposed conv whose output_padding reaches past stride + padding
+ *   computes its reachable box and embeds it (oneDNN refuses the geometry).
  *
  * Unbatched inputs (C, *sp) run as a batch of one: tensors are contiguous,
  * so that is the same memory, and only the shapes differ.
