@@ -114,6 +114,13 @@ CASES = [
     # padding beyond the kernel's reach: the data gradient cannot run as a flipped forward conv
     ("c2d_1x1_padded", 0, 2, (1, 3, 4, 4), (2, 3, 1, 1), True, dict(padding=(1, 2))),
     ("c2d_pad_gt_reach", 0, 2, (1, 2, 4, 4), (3, 2, 2, 3), True, dict(padding=(2, 1))),
+    # stride == kernel: non-overlapping patches (the matmul path), whole and with a remainder
+    ("c2d_patches", 0, 2, (2, 3, 8, 9), (4, 3, 4, 3), True, dict(stride=(4, 3))),
+    ("c2d_patches_rest", 0, 2, (2, 2, 9, 10), (3, 2, 4, 4), True, dict(stride=4)),
+    ("c2d_patches_unbatched", 0, 2, (2, 6, 6), (3, 2, 3, 3), False, dict(stride=3)),
+    ("c1d_patches", 0, 1, (2, 3, 10), (4, 3, 3), True, dict(stride=3)),
+    ("c3d_patches", 0, 3, (2, 2, 4, 6, 5), (3, 2, 2, 3, 2), True, dict(stride=(2, 3, 2))),
+    ("c3d_1x1", 0, 3, (2, 3, 2, 3, 4), (5, 3, 1, 1, 1), True, {}),
     ("c3d_basic", 0, 3, (1, 2, 4, 5, 4), (3, 2, 3, 3, 3), True, dict(padding=1)),
     ("c3d_stride_groups", 0, 3, (2, 4, 5, 4, 5), (4, 2, 2, 3, 2), True, dict(stride=(2, 1, 2), groups=2)),
     ("c3d_same_unbatched", 0, 3, (2, 4, 3, 5), (2, 2, 2, 3, 2), False, dict(padding="same")),
@@ -284,6 +291,26 @@ def test_blocked_layouts_vs_torch(kw):
         assert_close(a.numpy(), e.detach().numpy(), rtol=1e-4, atol=2e-4, what=what)
 
 
+@pytest.mark.parametrize("shape, k", [((2, 3, 32, 32), 8), ((2, 48, 16, 16), 1), ((3, 16, 20, 22), 4)],
+                         ids=["vit_patch_embed", "1x1", "patches_rest"])
+def test_patches_vs_torch(shape, k):
+    # the non-overlapping-patch matmul path at sizes where a batch sum and blocking matter
+    torch = torch_or_skip()
+    import torch.nn.functional as TF
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((64, shape[1], k, k)).astype(np.float32) * 0.1
+    b = rng.standard_normal(64).astype(np.float32)
+    mx, mw, mb = (mmu.tensor(a, requires_grad=True) for a in (x, w, b))
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    y, ty = F.conv2d(mx, mw, mb, stride=k), TF.conv2d(tx, tw, tb, stride=k)
+    g = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    y.backward(mmu.tensor(g))
+    ty.backward(torch.tensor(g))
+    for a, e, what in ((y, ty, "out"), (mx.grad, tx.grad, "dx"), (mw.grad, tw.grad, "dw"), (mb.grad, tb.grad, "db")):
+        assert_close(a.numpy(), e.detach().numpy(), rtol=1e-4, atol=2e-4, what=what)
+
+
 def test_primitive_cache_does_not_grow():
     rng = np.random.default_rng(6)
     x = mmu.tensor(rng.standard_normal((2, 16, 8, 8)).astype(np.float32), requires_grad=True)
@@ -295,6 +322,7 @@ def test_primitive_cache_does_not_grow():
         F.conv2d(x, w, b, padding=1).sum().backward()
         F.conv_transpose2d(x, wt, None, stride=2, padding=1).sum().backward()
         F.conv1d(x.reshape(2, 16, 64), w[:, :, 0], b, padding="same").sum().backward()
+        F.conv2d(x, w[:, :, :2, :2], b, stride=2).sum().backward()  # non-overlapping patches
 
     step()
     before = mmu.stats()["primitives_created"]

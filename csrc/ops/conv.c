@@ -1,11 +1,17 @@
-/* Convolutions on oneDNN's convolution / deconvolution primitives: torch's
- * conv1d/2d/3d and conv_transpose1d/2d/3d.
+/* Convolutions: torch's conv1d/2d/3d and conv_transpose1d/2d/3d, forward and
+ * backward, on oneDNN.
  *
- * Both directions are one primitive call per pass (the layout work, blocked
- * formats and their reorders, lives in dnnl/dnnl_ctx.c): the forward fuses
- * the bias add into the convolution, and the backward computes the input,
- * weight and bias gradients from one reordered copy of the output gradient,
- * with the bias gradient fused into the weight-gradient primitive.
+ * Three ways through, picked from the geometry alone:
+ * - non-overlapping windows (stride == kernel, no padding/dilation/groups: a
+ *   ViT patch embedding, any 1x1 conv) are batched matmuls over the patches,
+ *   which NCHW holds as they are (1x1) or after one gather;
+ * - everything else is one oneDNN convolution / deconvolution per pass
+ *   (dnnl/dnnl_ctx.c does the layout work: blocked formats and cached
+ *   reorders; the bias add is fused into the forward, the bias gradient into
+ *   the weight-gradient primitive, one reordered diff_dst serves both
+ *   gradients, and a stride-1 data gradient runs as a forward conv);
+ * - a transposed conv whose output_padding reaches past stride + padding
+ *   computes its reachable box and embeds it (oneDNN refuses the geometry).
  *
  * Unbatched inputs (C, *sp) run as a batch of one: tensors are contiguous,
  * so that is the same memory, and only the shapes differ.
@@ -157,6 +163,145 @@ static int64_t box_numel(const mmu_conv_geom *g) {
     return n;
 }
 
+/* ------------------------------------------------ non-overlapping patches */
+/* stride == kernel with no padding, dilation or groups (a ViT patch embedding,
+ * and every 1x1 conv): the windows do not overlap, so the conv is one batched
+ * matmul per direction over the patches P_n (C*kvol, out cells) of each
+ * image, gathered by a pure permutation of x (no copy at all for a stride-1
+ * 1x1 conv, where P_n is x_n itself):
+ *   y_n = W (OC, C*kvol) @ P_n + b,   dP_n = Wᵀ @ dy_n,   dW = Σ_n dy_n @ P_nᵀ.
+ * oneDNN's conv kernels are tuned for overlapping windows and needs its
+ * blocked layouts (reorders in and out); the matmul reads and writes NCHW
+ * as it is. */
+static int is_patchify(const mmu_conv_geom *g) {
+    if (g->transposed || g->G != 1) return 0;
+    for (int d = 0; d < g->sp; d++)
+        if (g->stride[d] != g->k[d] || g->pad_l[d] || g->pad_r[d] || (g->dilation[d] != 1 && g->k[d] != 1))
+            return 0;
+    return 1;
+}
+
+/* Sizes padded to 3 spatial dims (leading 1s), and whether P_n is x_n itself. */
+typedef struct { int64_t in[3], k[3], out[3], kvol, pvol, ivol; int identity; } patch_dims;
+
+static void patch_dims_of(patch_dims *p, const mmu_conv_geom *g) {
+    p->kvol = p->pvol = p->ivol = 1;
+    p->identity = 1;
+    for (int d = 0; d < 3; d++) {
+        int s = d - (3 - g->sp);
+        p->in[d] = s < 0 ? 1 : g->in[s];
+        p->k[d] = s < 0 ? 1 : g->k[s];
+        p->out[d] = s < 0 ? 1 : g->out[s];
+        p->kvol *= p->k[d], p->pvol *= p->out[d], p->ivol *= p->in[d];
+        if (p->k[d] != 1 || p->in[d] != p->out[d]) p->identity = 0;
+    }
+}
+
+// x (N*C, *in) <-> P (N*C, *k, *out): gather (to_patches) or scatter back. Each x cell is in at
+// most one patch; cells past the last whole patch are left alone (the caller zeroes them).
+static void patch_copy(float *P, float *x, int64_t NC, const patch_dims *p, int to_patches) {
+    int64_t rows = NC * p->kvol * p->out[0] * p->out[1], len = p->out[2];
+#pragma omp parallel for schedule(static) if (rows * len > MMU_PAR_GRAIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t t = r, oh = t % p->out[1];
+        t /= p->out[1];
+        int64_t od = t % p->out[0];
+        t /= p->out[0];
+        int64_t kw = t % p->k[2];
+        t /= p->k[2];
+        int64_t kh = t % p->k[1];
+        t /= p->k[1];
+        int64_t kd = t % p->k[0], nc = t / p->k[0];
+        float *xs = x + nc * p->ivol + ((od * p->k[0] + kd) * p->in[1] + oh * p->k[1] + kh) * p->in[2] + kw;
+        float *ps = P + r * len;
+        int64_t st = p->k[2];
+        if (to_patches)
+            for (int64_t i = 0; i < len; i++) ps[i] = xs[i * st];
+        else
+            for (int64_t i = 0; i < len; i++) xs[i * st] = ps[i];
+    }
+}
+
+// x (N, C, *in), w (OC, C, *k), b (OC) or NULL -> y (N, OC, *out)
+static mmu_status patch_fwd(const mmu_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
+    patch_dims p;
+    patch_dims_of(&p, g);
+    int64_t N = g->N, K = g->IC * p.kvol, P = p.pvol;
+    size_t bytes = p.identity ? 0 : (size_t)(N * K * P) * sizeof(float);
+    float *pat = p.identity ? (float *)x : mmu_alloc(bytes);
+    if (!pat) return mmu_fail(MMU_ENOMEM, "%s: out of memory for %zu bytes of patches", conv_name(0, g->sp), bytes);
+    if (!p.identity) patch_copy(pat, (float *)x, N * g->IC, &p, 1);
+    mmu_md ma, mb, mc;
+    mmu_md_contig(&ma, 3, (int64_t[]){1, g->OC, K});
+    mmu_md_contig(&mb, 3, (int64_t[]){N, K, P});
+    mmu_md_contig(&mc, 3, (int64_t[]){N, g->OC, P});
+    /* the bias is per row of y_n: oneDNN 3.2's fast matmul takes only per-column
+     * biases (a (1, OC, 1) bias runs its reference kernel, 100x slower), so it is
+     * added after, in one pass over y */
+    mmu_status st = mmu_dnnl_matmul(&ma, w, &mb, pat, NULL, NULL, &mc, y);
+    if (!st && b) {
+#pragma omp parallel for schedule(static) if (N * g->OC * P > MMU_PAR_GRAIN)
+        for (int64_t r = 0; r < N * g->OC; r++) {
+            float v = b[r % g->OC], *row = y + r * P;
+            for (int64_t i = 0; i < P; i++) row[i] += v;
+        }
+    }
+    if (!p.identity) mmu_free(pat, bytes);
+    return st;
+}
+
+// dy (N, OC, *out) -> dx (N, C, *in), dw (OC, C, *k); either may be NULL
+static mmu_status patch_bwd(const mmu_conv_geom *g, const float *x, const float *w, const float *dy, float *dx,
+                            float *dw) {
+    patch_dims p;
+    patch_dims_of(&p, g);
+    int64_t N = g->N, OC = g->OC, K = g->IC * p.kvol, P = p.pvol;
+    size_t pbytes = p.identity ? 0 : (size_t)(N * K * P) * sizeof(float);
+    size_t wbytes = N > 1 ? (size_t)(N * OC * K) * sizeof(float) : 0;
+    float *pat = NULL, *part = NULL;
+    mmu_status st = MMU_OK;
+    if ((pbytes && !(pat = mmu_alloc(pbytes))) || (dw && wbytes && !(part = mmu_alloc(wbytes)))) {
+        st = mmu_fail(MMU_ENOMEM, "%s backward: out of memory", conv_name(0, g->sp));
+        goto done;
+    }
+    mmu_md mdy;
+    mmu_md_contig(&mdy, 3, (int64_t[]){N, OC, P});
+    if (dx) { /* dP_n = Wᵀ (K, OC) @ dy_n, Wᵀ by strides */
+        mmu_md mwt = {3, {1, K, OC}, {OC * K, 1, K}}, mdp;
+        mmu_md_contig(&mdp, 3, (int64_t[]){N, K, P});
+        if ((st = mmu_dnnl_matmul(&mwt, w, &mdy, dy, NULL, NULL, &mdp, p.identity ? dx : pat))) goto done;
+        if (!p.identity) {
+            int covered = 1;
+            for (int d = 0; d < 3; d++) covered &= p.out[d] * p.k[d] == p.in[d];
+            if (!covered) memset(dx, 0, (size_t)(N * g->IC * p.ivol) * sizeof(float));
+            patch_copy(pat, dx, N * g->IC, &p, 0);
+        }
+    }
+    if (dw) { /* dW = Σ_n dy_n (OC, P) @ P_nᵀ (P, K), P_nᵀ by strides; the batch summed in order */
+        const float *src = x;
+        if (!p.identity) {
+            patch_copy(pat, (float *)x, N * g->IC, &p, 1);
+            src = pat;
+        }
+        mmu_md mpt = {3, {N, P, K}, {K * P, 1, P}}, mdw;
+        mmu_md_contig(&mdw, 3, (int64_t[]){N, OC, K});
+        if ((st = mmu_dnnl_matmul(&mdy, dy, &mpt, src, NULL, NULL, &mdw, N > 1 ? part : dw))) goto done;
+        if (N > 1) {
+            int64_t M = OC * K;
+#pragma omp parallel for schedule(static) if (N * M > MMU_PAR_GRAIN)
+            for (int64_t i = 0; i < M; i++) {
+                float s = part[i];
+                for (int64_t n = 1; n < N; n++) s += part[n * M + i];
+                dw[i] = s;
+            }
+        }
+    }
+done:
+    if (pat) mmu_free(pat, pbytes);
+    if (part) mmu_free(part, wbytes);
+    return st;
+}
+
 /* Runs the forward of geometry g and records the node (op CONV or
  * CONV_TRANSPOSE). The output (N, OC, *out), or (OC, *out) unbatched. */
 static mmu_status conv_run(mmu_tensor **out, const mmu_conv_geom *g, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b,
@@ -179,7 +324,9 @@ static mmu_status conv_run(mmu_tensor **out, const mmu_conv_geom *g, mmu_tensor 
             for (int64_t j = 0; j < inner; j++) po[i * inner + j] = b ? mmu_f32(b)[i % g->OC] : 0.0f;
     } else {
         mmu_conv_geom in;
-        if (!reachable_box(&in, g)) {
+        if (is_patchify(g)) {
+            st = patch_fwd(g, mmu_f32(x), mmu_f32(w), b ? mmu_f32(b) : NULL, po);
+        } else if (!reachable_box(&in, g)) {
             st = mmu_dnnl_conv_fwd(g, mmu_f32(x), mmu_f32(w), b ? mmu_f32(b) : NULL, po);
         } else {
             int64_t R = g->N * g->OC, inner = box_numel(g), sn = box_numel(&in);
@@ -294,7 +441,10 @@ mmu_status mmu_conv_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     }
     const float *px = n->saved[0] ? mmu_f32(n->saved[0]) : NULL, *pw = n->saved[1] ? mmu_f32(n->saved[1]) : NULL;
     mmu_conv_geom in;
-    if (!reachable_box(&in, g)) {
+    if (is_patchify(g)) {
+        st = patch_bwd(g, px, pw, mmu_f32(gout), dx, dw);
+        if (!st && db) bias_grad(db, mmu_f32(gout), g->N, g->OC, box_numel(g));
+    } else if (!reachable_box(&in, g)) {
         /* the bias gradient rides on the weight-gradient primitive; alone it is a plain sum
          * (the input, which that primitive needs, was not saved) */
         st = mmu_dnnl_conv_bwd(g, px, pw, mmu_f32(gout), dx, dw, dw ? db : NULL);
