@@ -34,10 +34,27 @@ static int size_class(size_t n, size_t *class_bytes) {
     return idx < NUM_CLASSES ? idx : -1;
 }
 
+/* Under AddressSanitizer (MMU_DEBUG=1 builds) every buffer is its own
+ * exact-size allocation and is freed at once: size-class slack and recycled
+ * blocks would hide overflows and uses after free from ASan. */
+#if defined(__SANITIZE_ADDRESS__)
+#define MMU_ALLOC_EXACT 1
+#else
+#define MMU_ALLOC_EXACT 0
+#endif
+
 void *mmu_alloc(size_t nbytes) {
     size_t bytes;
     int c = size_class(nbytes ? nbytes : 1, &bytes);
     void *p = NULL;
+    if (MMU_ALLOC_EXACT) {
+        if (posix_memalign(&p, ALIGN, nbytes ? nbytes : 1) != 0) return NULL;
+        pthread_mutex_lock(&g_lock);
+        g_in_use += bytes;
+        if (g_in_use > g_peak) g_peak = g_in_use;
+        pthread_mutex_unlock(&g_lock);
+        return p;
+    }
     pthread_mutex_lock(&g_lock);
     if (c >= 0 && g_free[c]) {
         p = g_free[c];
@@ -63,7 +80,7 @@ void mmu_free(void *ptr, size_t nbytes) {
     int c = size_class(nbytes ? nbytes : 1, &bytes);
     pthread_mutex_lock(&g_lock);
     g_in_use -= bytes;
-    if (c >= 0 && g_cached + bytes <= MMU_CACHE_CAP) {
+    if (!MMU_ALLOC_EXACT && c >= 0 && g_cached + bytes <= MMU_CACHE_CAP) {
         free_block *b = ptr;
         b->next = g_free[c];
         g_free[c] = b;

@@ -128,6 +128,8 @@ class _Decoder:
                 if not isinstance(arr, Tensor):
                     arr = _to_tensor(self.path, name, arr, self.dtypes[name])
                 if node.get("requires_grad"):
+                    if arr.dtype != np.float32:
+                        self.fail(f"tensor {name!r} is {arr.dtype} but marked requires_grad (only float32 can be)")
                     arr.requires_grad_(True)
             elif isinstance(arr, Tensor):
                 arr = arr.numpy()
@@ -189,9 +191,14 @@ def load(path):
             parsed["structure"] = json.loads(metadata[_STRUCT_KEY])
         except ValueError as e:
             raise CheckpointError(f"{path}: the mmu structure in __metadata__ is not valid JSON ({e})") from None
+        except RecursionError:
+            raise CheckpointError(f"{path}: the mmu structure in __metadata__ is nested too deeply") from None
         return _tensor_names(parsed["structure"], set())
 
     metadata, data, dtypes = read_raw(path, wanted)
     if "structure" not in parsed:
         return {name: _to_tensor(path, name, arr, dtypes[name]) for name, arr in data.items()}
-    return _Decoder(path, data, dtypes).value(parsed["structure"])
+    try:
+        return _Decoder(path, data, dtypes).value(parsed["structure"])
+    except RecursionError:
+        raise CheckpointError(f"{path}: the mmu structure in __metadata__ is nested too deeply") from None

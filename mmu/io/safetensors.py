@@ -44,6 +44,8 @@ from ..tensor import zeros as _zeros
 __all__ = ["CheckpointError", "save_file", "load_file", "read_raw", "write_file"]
 
 MAX_HEADER = 100_000_000  # the safetensors library's own limit
+MAX_DIMS = 6  # MMU_MAX_DIMS of the C core: more dims can be read as NumPy arrays, not as Tensors
+MAX_ELEMENTS = (2**63 - 1) // 64  # the C core's limit on a shape's element count (tensor.c check_shape)
 _UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
 os.umask(_UMASK)
 
@@ -200,6 +202,8 @@ def _parse_header(path, f, size):
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as e:
         fail(f"header is not valid UTF-8 JSON ({e})")
+    except RecursionError:
+        fail("header JSON is nested too deeply (corrupt file?)")
     if not isinstance(header, dict):
         fail(f"header must be a JSON object, got {type(header).__name__}")
     metadata = header.pop("__metadata__", None)
@@ -224,9 +228,12 @@ def _parse_header(path, f, size):
         if not isinstance(offs, list) or len(offs) != 2 or not all(type(o) is int and o >= 0 for o in offs):
             fail(f"tensor {name!r}: data_offsets must be two non-negative ints, got {offs!r}")
         begin, end = offs
-        numel = 1
+        numel = nonzero = 1
         for s in shape:
             numel *= s
+            nonzero *= max(s, 1)
+        if nonzero > MAX_ELEMENTS:  # NumPy and the C core refuse such shapes even when empty
+            fail(f"tensor {name!r}: shape {shape} is too large")
         if end < begin:
             fail(f"tensor {name!r}: data_offsets {offs} end before they begin")
         if end > data_len:
@@ -264,6 +271,7 @@ def read_raw(path, tensors=None):
         f.seek(start)
         for begin, end, name, dt, shape in entries:  # sorted by offset: one sequential pass
             if dt in _NATIVE and (want is None or name in want):
+                _check_dims(path, name, shape)
                 obj = _zeros(shape, dtype=_NATIVE[dt])
                 arr = obj.numpy()
             else:
@@ -277,8 +285,15 @@ def read_raw(path, tensors=None):
     return metadata, out, dtypes
 
 
+def _check_dims(path, name, shape):
+    if len(shape) > MAX_DIMS:
+        raise CheckpointError(f"{path}: tensor {name!r} has shape {list(shape)}: {len(shape)} dims, but mmu "
+                              f"tensors have at most {MAX_DIMS}")
+
+
 def _to_tensor(path, name, arr, dt):
     """A file array -> an mmu Tensor (float32 / int64 / bool) by the rules in the module docstring."""
+    _check_dims(path, name, arr.shape)
     if isinstance(arr, Tensor):
         if dt == "BOOL":
             raw = arr.numpy().view(np.uint8)

@@ -119,19 +119,39 @@ class EMA:
                 "num_updates": self.num_updates, "shadow": dict(self.shadow), "buffers": dict(self.buffers)}
 
     def load_state_dict(self, state_dict):
+        # everything is validated and converted before anything is replaced (nothing half-loaded)
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("shadow"), dict):
+            raise ValueError("EMA.load_state_dict: expected a dict with a 'shadow' dict (EMA.state_dict())")
         shadow, buffers = state_dict["shadow"], state_dict.get("buffers", {})
         if set(shadow) != set(self.shadow):
             raise ValueError("EMA.load_state_dict: the saved parameter names do not match this EMA's")
+        if "num_updates" not in state_dict:
+            raise ValueError("EMA.load_state_dict: the state dict has no 'num_updates'")
+        if not isinstance(buffers, dict):
+            raise ValueError(f"EMA.load_state_dict: 'buffers' must be a dict, got {type(buffers).__name__}")
+        try:
+            decay = float(state_dict.get("decay", self.decay))
+            warmup = bool(state_dict.get("warmup", self.warmup))
+            update_after_step = int(state_dict.get("update_after_step", self.update_after_step))
+            num_updates = int(state_dict["num_updates"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"EMA.load_state_dict: bad decay/warmup/update_after_step/num_updates ({e})") from None
+        if not 0.0 <= decay <= 1.0 or update_after_step < 0 or num_updates < 0:
+            raise ValueError(f"EMA.load_state_dict: decay {decay} must be in [0, 1], update_after_step "
+                             f"{update_after_step} and num_updates {num_updates} >= 0")
         new_s, new_b = {}, {}
         for src, dst, out in ((shadow, self.shadow, new_s), (buffers, self.buffers, new_b)):
             for n, v in src.items():
                 arr = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
+                if arr.dtype.kind not in "fiub":
+                    raise ValueError(f"EMA.load_state_dict: {n!r} must be a numeric tensor or array, got "
+                                     f"{type(v).__name__} of dtype {arr.dtype}")
                 if n in dst and tuple(arr.shape) != tuple(dst[n].shape):
                     raise ValueError(f"EMA.load_state_dict: {n!r} has shape {arr.shape}, "
                                      f"expected {tuple(dst[n].shape)}")
-                out[n] = tensor(np.array(arr, copy=True))
+                # shadows are float32 (the fused lerp needs it); a buffer keeps its own dtype
+                want = np.float32 if dst is self.shadow else dst[n].numpy().dtype if n in dst else arr.dtype
+                out[n] = tensor(np.array(arr, dtype=want, copy=True))
         self.shadow, self.buffers = new_s, new_b
-        self.decay = float(state_dict.get("decay", self.decay))
-        self.warmup = bool(state_dict.get("warmup", self.warmup))
-        self.update_after_step = int(state_dict.get("update_after_step", self.update_after_step))
-        self.num_updates = int(state_dict["num_updates"])
+        self.decay, self.warmup, self.update_after_step = decay, warmup, update_after_step
+        self.num_updates = num_updates

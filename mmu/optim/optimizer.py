@@ -166,6 +166,14 @@ class Optimizer:
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError("load_state_dict: expected a dict with 'state' and 'param_groups'")
         saved_groups = state_dict["param_groups"]
+        if not isinstance(state_dict["state"], dict) or not isinstance(saved_groups, (list, tuple)) or \
+                not all(isinstance(s, dict) and isinstance(s.get("params"), (list, tuple)) for s in saved_groups):
+            raise ValueError("load_state_dict: 'state' must be a dict and 'param_groups' a list of dicts with "
+                             "'params' lists")
+        for s in saved_groups:
+            missing = [k for k in self.defaults if k not in s]
+            if missing:
+                raise ValueError(f"load_state_dict: a saved parameter group has no {', '.join(missing)}")
         if len(saved_groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
         for g, s in zip(self.param_groups, saved_groups):
@@ -183,6 +191,8 @@ class Optimizer:
                 p = id_map.get(int(key)) if isinstance(key, str) and key.isdigit() else None
             if p is None:
                 raise ValueError(f"load_state_dict: state entry {key!r} refers to no parameter")
+            if not isinstance(values, dict):
+                raise ValueError(f"load_state_dict: state entry {key!r} must be a dict, got {type(values).__name__}")
             new_state[p] = {name: self._load_value(name, v, p) for name, v in values.items()}
         new_groups = []
         for g, s in zip(self.param_groups, saved_groups):
@@ -205,8 +215,12 @@ class Optimizer:
                 v = v.item()
             if hasattr(v, "item") and not isinstance(v, (int, float)):  # a torch tensor
                 v = v.item()
-            if float(v) != int(v):
-                raise ValueError(f"load_state_dict: step must be a whole number, got {v}")
+            try:
+                whole = float(v) == int(v)
+            except (TypeError, ValueError, OverflowError):
+                whole = False
+            if not whole or int(v) < 0:
+                raise ValueError(f"load_state_dict: step must be a whole number >= 0, got {v!r}")
             return int(v)
         if v is None:
             return None
@@ -218,6 +232,8 @@ class Optimizer:
             return tensor(np.array(arr, dtype=np.float32, copy=True))
         if hasattr(v, "detach") and hasattr(v, "cpu"):  # a torch tensor from a torch state_dict
             return Optimizer._load_value(name, v.detach().cpu().numpy(), p)
+        if name in _TENSOR_STATE:  # the kernels take these as tensors: fail now, not at the next step()
+            raise ValueError(f"load_state_dict: state {name!r} must be a tensor or an array, got {type(v).__name__}")
         return v
 
     def __repr__(self):
@@ -234,6 +250,10 @@ class Optimizer:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+
+
+# per-parameter state the built-in optimizers pass to their C kernels as tensors
+_TENSOR_STATE = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
 
 
 class Adam(Optimizer):
