@@ -244,7 +244,8 @@ def pixel_shuffle(input, upscale_factor):
         raise ValueError(f"pixel_shuffle: expects the channel dimension ({c}) to be divisible by the square of "
                          f"upscale_factor ({r}), input shape {tuple(x.shape)}")
     oc = c // (r * r)
-    y = x.reshape((-1, oc, r, r, h, w)).permute((0, 1, 4, 2, 5, 3))
+    n = math.prod(batch)  # not -1: a zero-size dim makes -1 ambiguous
+    y = x.reshape((n, oc, r, r, h, w)).permute((0, 1, 4, 2, 5, 3))
     return y.reshape((*batch, oc, h * r, w * r))
 
 
@@ -256,5 +257,6 @@ def pixel_unshuffle(input, downscale_factor):
     if h % r or w % r:
         raise ValueError(f"pixel_unshuffle: expects the height ({h}) and width ({w}) to be divisible by "
                          f"downscale_factor ({r}), input shape {tuple(x.shape)}")
-    y = x.reshape((-1, c, h // r, r, w // r, r)).permute((0, 1, 3, 5, 2, 4))
+    n = math.prod(batch)
+    y = x.reshape((n, c, h // r, r, w // r, r)).permute((0, 1, 3, 5, 2, 4))
     return y.reshape((*batch, c * r * r, h // r, w // r))

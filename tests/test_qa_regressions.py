@@ -1,9 +1,9 @@
 """Regression tests from the issue-3 QA pass (ASan + edge-case fuzzing).
 
-Tests marked xfail reproduce bugs in files their owners are still editing (conv, spatial,
-attention): the lead turns them on (drops the mark) once fixed. A crashing reproducer runs in
-a subprocess so that the bug fails the test instead of killing pytest. The unmarked tests
-cover the fixes made in mmu/io and mmu/optim during the QA pass.
+Each test reproduces a bug found then (conv, spatial, attention geometry and NaN edge cases;
+mmu/io and mmu/optim validation) and now fixed; the comment above a test says what was wrong.
+A reproducer that used to crash runs in a subprocess, so a regression fails the test instead
+of killing pytest.
 """
 import json
 import os
@@ -32,10 +32,10 @@ def run_isolated(code):
 
 
 # --------------------------------------------------------------------------- spatial (pad)
-@pytest.mark.xfail(strict=False, reason="pad_forward (csrc/ops/spatial.c) writes past the output row when the "
-                   "leading pad of the last dim exceeds the output width (heap overflow, segfault; also reached by "
-                   "mmu_pad_backward of an over-cropping constant pad); fix: clamp a = min(max(lo, 0), W) and "
-                   "b = max(min(lo + Win, W), a)")
+# regression (fixed): pad_forward (csrc/ops/spatial.c) writes past the output row when the leading pad
+# of the last dim exceeds the output width (heap overflow, segfault; also reached by mmu_pad_backward
+# of an over-cropping constant pad); fix: clamp a = min(max(lo, 0), W) and b = max(min(lo + Win, W),
+# a)
 @pytest.mark.parametrize("case,expected", [
     ("F.pad(mmu.tensor(np.arange(1, 7, dtype=np.float32).reshape(1, 6)), (10, -10))", [0.0] * 6),
     ("F.pad(mmu.tensor(np.arange(1, 7, dtype=np.float32).reshape(1, 6)), (2**40, -2**40))", [0.0] * 6),
@@ -61,9 +61,9 @@ def test_pad_leading_pad_beyond_output_does_not_crash(case, expected):
 
 
 # ----------------------------------------------------------------- spatial (interpolate etc.)
-@pytest.mark.xfail(strict=False, reason="1-D/3-D 'nearest' with a scale_factor whose output size equals the input "
-                   "size takes the out == in shortcut; torch 2.13 maps with floor(dst / scale_factor) there (its "
-                   "shortcut is 2-D only)")
+# regression (fixed): 1-D/3-D 'nearest' with a scale_factor whose output size equals the input size
+# takes the out == in shortcut; torch 2.13 maps with floor(dst / scale_factor) there (its shortcut is
+# 2-D only)
 @pytest.mark.parametrize("shape", [(1, 1, 4), (1, 1, 4, 1, 1)])
 def test_interpolate_nearest_equal_size_uses_scale_factor(shape):
     x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
@@ -72,24 +72,24 @@ def test_interpolate_nearest_equal_size_uses_scale_factor(shape):
     assert y.ravel()[:4].tolist() == [0.0, 0.0, 1.0, 2.0]
 
 
-@pytest.mark.xfail(strict=False, reason="'bilinear' with a scale_factor whose output size equals the input size "
-                   "along a dim resamples that dim; torch 2.13 copies it unchanged")
+# regression (fixed): 'bilinear' with a scale_factor whose output size equals the input size along a
+# dim resamples that dim; torch 2.13 copies it unchanged
 def test_interpolate_bilinear_equal_size_dim_is_identity():
     x = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3)
     y = F.interpolate(x, scale_factor=1.06, mode="bilinear").numpy()
     np.testing.assert_allclose(y, x)  # torch 2.13 returns x itself
 
 
-@pytest.mark.xfail(strict=False, reason="pixel_shuffle reshapes with -1 next to a 0 channel count (ValueError); "
-                   "torch returns the empty (1, 0, 4, 6)")
+# regression (fixed): pixel_shuffle reshapes with -1 next to a 0 channel count (ValueError); torch
+# returns the empty (1, 0, 4, 6)
 def test_pixel_shuffle_zero_channels():
     assert tuple(F.pixel_shuffle(mmu.zeros(1, 0, 2, 3), 2).shape) == (1, 0, 4, 6)
 
 
 # --------------------------------------------------------------------------------- attention
-@pytest.mark.xfail(strict=False, reason="a query row whose scores are all NaN (x86's default NaN has the sign bit "
-                   "set, so mmu_row_max orders it below -inf) is treated as fully masked and gives 0; torch gives "
-                   "NaN. Fix in attention.c: when mnew == -inf, check the row for NaN before zeroing it")
+# regression (fixed): a query row whose scores are all NaN (x86's default NaN has the sign bit set, so
+# mmu_row_max orders it below -inf) is treated as fully masked and gives 0; torch gives NaN. Fix in
+# attention.c: when mnew == -inf, check the row for NaN before zeroing it
 def test_sdpa_all_nan_scores_give_nan():
     inf = float("inf")
     q = np.ones((1, 2), np.float32)
@@ -99,16 +99,16 @@ def test_sdpa_all_nan_scores_give_nan():
     assert np.isnan(out).all(), out
 
 
-@pytest.mark.xfail(strict=False, reason="pool_out_size overflows (-num + s - 1) for a kernel near 2**63 and returns "
-                   "1 instead of a size < 1; fix: o = num < 0 ? 0 : num / s + 1")
+# regression (fixed): pool_out_size overflows (-num + s - 1) for a kernel near 2**63 and returns 1
+# instead of a size < 1; fix: o = num < 0 ? 0 : num / s + 1
 def test_avg_pool2d_kernel_near_int64_max_raises():
     with pytest.raises(ValueError, match="avg_pool2d"):
         F.avg_pool2d(mmu.ones(1, 1, 5, 6), 2**63 - 1)
 
 
 # -------------------------------------------------------------------------------------- conv
-@pytest.mark.xfail(strict=False, reason="a stride >= 2**31 reaches oneDNN, which has no implementation "
-                   "(RuntimeError not naming the op); torch returns the single output cell")
+# regression (fixed): a stride >= 2**31 reaches oneDNN, which has no implementation (RuntimeError not
+# naming the op); torch returns the single output cell
 def test_conv2d_huge_stride():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32)
@@ -117,15 +117,15 @@ def test_conv2d_huge_stride():
     np.testing.assert_allclose(y, F.conv2d(x, w, stride=5).numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=False, reason="dilation*(k-1) overflows int64 and the error is a core 'negative dimension' "
-                   "message that does not name conv2d")
+# regression (fixed): dilation*(k-1) overflows int64 and the error is a core 'negative dimension'
+# message that does not name conv2d
 def test_conv2d_overflowing_dilation_names_the_op():
     with pytest.raises(ValueError, match="conv2d"):
         F.conv2d(mmu.zeros(1, 2, 5, 5), mmu.zeros(3, 2, 3, 3), dilation=2**62)
 
 
-@pytest.mark.xfail(strict=False, reason="conv_transpose with an output size of exactly 0 raises; torch returns an "
-                   "empty tensor (it rejects only negative sizes)")
+# regression (fixed): conv_transpose with an output size of exactly 0 raises; torch returns an empty
+# tensor (it rejects only negative sizes)
 def test_conv_transpose_zero_output_size():
     y = F.conv_transpose1d(mmu.zeros(2, 2, 2), mmu.zeros(2, 1, 2), padding=2, dilation=2)
     assert tuple(y.shape) == (2, 1, 0)

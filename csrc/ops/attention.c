@@ -347,9 +347,14 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
                 bias_row(s, g, b, i0 + r, j0, jn, nc, kind);
                 /* a NaN score wins (isnan), so the row comes out NaN as in torch */
                 float mx = mmu_row_max(s, nc), mnew = (mx > w->m[r] || isnan(mx)) ? mx : w->m[r];
-                if (mnew == -INFINITY) { /* nothing visible yet in this row */
-                    memset(s, 0, nc * sizeof(float));
-                    continue;
+                if (mnew == -INFINITY) { /* nothing visible yet in this row ... */
+                    int has_nan = 0;     /* ... unless a NaN with the sign bit set (x86's */
+                    for (int64_t t = 0; t < jn; t++) has_nan |= isnan(s[t]); /* default) */
+                    if (!has_nan) {      /* sorted below -inf: that row must come out NaN */
+                        memset(s, 0, nc * sizeof(float));
+                        continue;
+                    }
+                    mnew = NAN;
                 }
                 /* the running sum l stays 16 lanes wide until the end of the row */
                 float part[16] = {0}, *lv = w->l + r * 16;

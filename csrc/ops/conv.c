@@ -33,6 +33,9 @@ static const char *conv_name(int transposed, int sp) {
     return names[transposed][sp - 1];
 }
 
+/* Sizes past this are refused up front (products of them must not overflow int64). */
+#define MMU_CONV_MAX_EXTENT ((__int128)1 << 48)
+
 /* "(2, 3)" for the first sp entries of v */
 static const char *tuple_str(int sp, const int64_t *v) { return mmu_dims_str(sp, v); }
 
@@ -377,15 +380,25 @@ mmu_status mmu_conv(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tensor *w, mmu_
         if (pad_r[d] < 0)
             return mmu_fail(MMU_EVALUE, "%s: negative padding %s is not supported", op, tuple_str(sp, pad_r));
         g.pad_r[d] = pad_r[d];
-        padded[d] = g.in[d] + pad_l[d] + pad_r[d];
-        ext[d] = g.dilation[d] * (g.k[d] - 1) + 1;
+        /* in 128 bits: a padding or dilation near 2**63 must be a clear error, not a wrapped size */
+        __int128 p128 = (__int128)g.in[d] + pad_l[d] + pad_r[d], e128 = (__int128)g.dilation[d] * (g.k[d] - 1) + 1;
+        if (p128 > MMU_CONV_MAX_EXTENT || e128 > MMU_CONV_MAX_EXTENT)
+            return mmu_fail(MMU_EVALUE, "%s: padding %s or dilation %s with kernel of weight %s is too large", op,
+                            tuple_str(sp, pad_l), tuple_str(sp, dilation), mmu_shape_str(w));
+        padded[d] = (int64_t)p128;
+        ext[d] = (int64_t)e128;
     }
     for (int d = 0; d < sp; d++)
         if (padded[d] < ext[d])
             return mmu_fail(MMU_EVALUE, "%s: padded input size %s is smaller than the (dilated) kernel size %s "
                             "(input %s, weight %s)", op, tuple_str(sp, padded), tuple_str(sp, ext),
                             mmu_shape_str(x), mmu_shape_str(w));
-    for (int d = 0; d < sp; d++) g.out[d] = (padded[d] - ext[d]) / g.stride[d] + 1;
+    for (int d = 0; d < sp; d++) {
+        g.out[d] = (padded[d] - ext[d]) / g.stride[d] + 1;
+        /* a stride past the last window start changes nothing but oneDNN's int32 limits:
+         * one output cell either way, so run it with the smallest equivalent stride */
+        if (g.out[d] == 1) g.stride[d] = padded[d] - ext[d] + 1;
+    }
     return conv_run(out, &g, x, w, b, MMU_OP_CONV);
 }
 
@@ -408,10 +421,17 @@ mmu_status mmu_conv_transpose(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tenso
                             "%s", op, tuple_str(sp, output_padding), tuple_str(sp, stride), tuple_str(sp, dilation));
     }
     for (int d = 0; d < sp; d++) {
-        g.out[d] = (g.in[d] - 1) * g.stride[d] - 2 * padding[d] + g.dilation[d] * (g.k[d] - 1) + output_padding[d] + 1;
+        __int128 o128 = ((__int128)g.in[d] - 1) * g.stride[d] - 2 * (__int128)padding[d] +
+                        (__int128)g.dilation[d] * (g.k[d] - 1) + output_padding[d] + 1;
+        if (o128 > MMU_CONV_MAX_EXTENT || padding[d] > MMU_CONV_MAX_EXTENT)
+            return mmu_fail(MMU_EVALUE, "%s: input of shape %s with weight %s, stride %s, padding %s, dilation %s "
+                            "gives an output too large to index", op, mmu_shape_str(x), mmu_shape_str(w),
+                            tuple_str(sp, stride), tuple_str(sp, padding), tuple_str(sp, dilation));
+        g.out[d] = (int64_t)o128;
         /* the deconvolution's right padding: the output_padding extra cells come off it */
         g.pad_r[d] = padding[d] - output_padding[d];
-        if (g.out[d] <= 0 && g.in[d] > 0)
+        /* an output of 0 cells is an empty tensor, as in torch; only a negative size is an error */
+        if (g.out[d] < 0 && g.in[d] > 0)
             return mmu_fail(MMU_EVALUE, "%s: input of shape %s with weight %s, stride %s, padding %s gives a "
                             "non-positive output size", op, mmu_shape_str(x), mmu_shape_str(w),
                             tuple_str(sp, stride), tuple_str(sp, padding));

@@ -227,8 +227,10 @@ mmu_status mmu_pad_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
 
 /* torch's pooling output size (dilation 1) */
 static int64_t pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int ceil_mode) {
-    int64_t num = in + 2 * p - (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
-    int64_t o = (num >= 0 ? num / s : -((-num + s - 1) / s)) + 1;
+    /* in 128 bits: a kernel or padding near 2**63 must give "too small", not wrap around */
+    __int128 num = (__int128)in + 2 * (__int128)p - k + (ceil_mode ? s - 1 : 0);
+    if (num < 0) return 0;
+    int64_t o = (int64_t)(num / s) + 1;
     if (ceil_mode && (o - 1) * s >= in + p) o--;
     return o;
 }
