@@ -37,6 +37,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise TypeError(f"scaled_dot_product_attention: scale must be a float or None, got {type(scale).__name__}")
     if not isinstance(enable_gqa, (bool, np.bool_)):
         raise TypeError(f"scaled_dot_product_attention: enable_gqa must be a bool, got {type(enable_gqa).__name__}")
+    if isinstance(attn_mask, np.ndarray) and attn_mask.dtype != np.bool_ and attn_mask.dtype.kind != "f":
+        # checked before conversion, which would turn any integer array into int64
+        raise TypeError(f"scaled_dot_product_attention: attn_mask must be bool or float, got {attn_mask.dtype}")
     if attn_mask is not None and is_causal:
         raise ValueError("scaled_dot_product_attention: attn_mask must not be set when is_causal=True "
                          "(combine the causal mask into attn_mask instead)")

@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import os
+import sys
 import pickle
 
 import numpy as np
@@ -1067,8 +1068,15 @@ def test_pretrained_errors_leave_nothing_behind(tmp_path):
     with pytest.raises(mmu.io.CheckpointError):
         Classifier.from_pretrained(tmp_path / "d")
     (tmp_path / "c" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="cannot import"):
+    with pytest.raises(ValueError, match="cannot find the class"):
         nn.Module.from_pretrained(tmp_path / "c")
+    # a config naming an installed but not imported module must not import it (no code runs)
+    cfg["class"] = "wave.Wave_read"
+    (tmp_path / "c" / "config.json").write_text(json.dumps(cfg))
+    sys.modules.pop("wave", None)
+    with pytest.raises(ValueError, match="cannot find the class"):
+        nn.Module.from_pretrained(tmp_path / "c")
+    assert "wave" not in sys.modules
     assert sorted(os.listdir(tmp_path / "c")) == ["config.json", "model.safetensors"]  # no temp files left
 
 

@@ -18,6 +18,7 @@ import json
 import math
 import numbers
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -125,14 +126,23 @@ def _encode(value, where):
     return _NotSerialisable(f"{where} is a {type(value).__name__}, which JSON cannot hold")
 
 
-def _import_class(path):
+def _import_class(path, import_modules=True):
+    """The object at an import path. Loading a config (import_modules=False) imports only mmu's
+    own modules and otherwise looks in modules already imported: a config.json from elsewhere
+    must not be able to import (run) arbitrary installed code."""
     module_name, _, qualname = path.rpartition(".")
-    # the qualname may be nested (Outer.Inner): import the longest importable module prefix
+    # the qualname may be nested (Outer.Inner): take the longest importable module prefix
     parts = path.split(".")
     for cut in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
+        name = ".".join(parts[:cut])
+        if import_modules or name == "mmu" or name.startswith("mmu."):
+            try:
+                obj = importlib.import_module(name)
+            except ImportError:
+                continue
+        elif name in sys.modules:
+            obj = sys.modules[name]
+        else:
             continue
         try:
             for attr in parts[cut:]:
@@ -140,8 +150,8 @@ def _import_class(path):
         except AttributeError:
             break
         return obj
-    raise ValueError(f"from_pretrained: cannot import the class {path!r} named in the config "
-                     f"(is the module that defines it importable? module {module_name!r}, name {qualname!r})")
+    raise ValueError(f"from_pretrained: cannot find the class {path!r} named in the config (module "
+                     f"{module_name!r}, name {qualname!r}); import the module that defines it first")
 
 
 def _decode(value):
@@ -151,7 +161,7 @@ def _decode(value):
         if set(value) == {"__module__"}:
             return _build(value["__module__"], Module)
         if set(value) == {"__import__"}:
-            return _import_class(value["__import__"])
+            return _import_class(value["__import__"], import_modules=False)
         return {k: _decode(v) for k, v in value.items()}
     return value
 
@@ -161,7 +171,7 @@ def _build(cfg, base, cls=None):
     if not isinstance(cfg, dict) or not isinstance(cfg.get("class"), str) or not isinstance(cfg.get("args"), dict):
         raise ValueError(f"from_pretrained: a module config must be {{'class': str, 'args': dict}}, got {cfg!r}")
     path = cfg["class"]
-    target = cls if cls is not None and _class_path(cls) == path else _import_class(path)
+    target = cls if cls is not None and _class_path(cls) == path else _import_class(path, import_modules=False)
     if not (isinstance(target, type) and issubclass(target, base)):
         raise ValueError(f"from_pretrained: the config describes {path}, which is not a subclass of "
                          f"{base.__module__}.{base.__qualname__}")
@@ -661,10 +671,14 @@ class Module:
         try:
             with open(config_path) as f:
                 config = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"from_pretrained: {config_path} is not valid JSON: {e}") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"from_pretrained: {config_path} is not valid JSON (or nested too deeply): "
+                             f"{e}") from None
         state = mmu_io.load_file(weights_path)
-        model = _build(config, cls, cls)
+        try:
+            model = _build(config, cls, cls)
+        except RecursionError:
+            raise ValueError(f"from_pretrained: {config_path} nests modules too deeply") from None
         model.load_state_dict(state, strict=strict)
         return model
 
