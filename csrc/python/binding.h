@@ -32,6 +32,20 @@ PyObject *mmu_raise(mmu_status st);
 /* Reads a tuple/list of ints into shape (ndim out). -1 on error (exception set). */
 int mmu_parse_shape(PyObject *obj, int *ndim, int64_t *shape, const char *op, const char *arg);
 
+/* Reads a tuple/list of exactly n ints (per-spatial-dim kernel/stride/padding
+ * arguments of the bind_*.c files). -1 on error (exception set). */
+static inline int mmu_parse_ints(PyObject *obj, int n, int64_t *v, const char *op, const char *arg) {
+    int nd;
+    int64_t tmp[MMU_MAX_DIMS];
+    if (mmu_parse_shape(obj, &nd, tmp, op, arg) < 0) return -1;
+    if (nd != n) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must have %d values, got %d", op, arg, n, nd);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) v[i] = tmp[i];
+    return 0;
+}
+
 /* Runs a core call with the GIL released. */
 #define MMU_NOGIL(st, expr)      \
     do {                         \
