@@ -402,28 +402,15 @@ mmu_status mmu_dnnl_eltwise_bwd(mmu_eltwise_alg alg, int use_dst, float alpha, f
  * the primitive's key fixes the layout it chose. The backward brings diff_dst
  * into the blocked layout once for both the data and the weights gradient. */
 
-enum { CONV_FMT_PLAIN = 0, CONV_FMT_ANY = 1, CONV_FMT_NHWC = 2 };
 enum { CONV_FWD = 0, CONV_BWD_DATA = 1, CONV_BWD_WEIGHTS = 2 };
 
-/* Which layouts the primitive of direction dir may choose (see the comment
- * above). MMU_CONV_FMT (all directions) or MMU_CONV_FMT_<FWD|BWD_DATA|BWD_WEIGHTS>
- * = plain / any / nhwc override it, for measurements. */
-static int conv_fmt(const mmu_conv_geom *g, int dir) {
-    static const char *names[3] = {"MMU_CONV_FMT_FWD", "MMU_CONV_FMT_BWD_DATA", "MMU_CONV_FMT_BWD_WEIGHTS"};
-    const char *e = getenv(names[dir]);
-    if (!e) e = getenv("MMU_CONV_FMT");
-    if (e && !strcmp(e, "plain")) return CONV_FMT_PLAIN;
-    if (e && !strcmp(e, "nhwc")) return CONV_FMT_NHWC;
-    return CONV_FMT_ANY;
-}
-
-typedef struct { const mmu_conv_geom *g; int fmt, has_bias; } conv_ctx;
+typedef struct { const mmu_conv_geom *g; int has_bias; } conv_ctx;
 
 enum { CONV_MD_SRC, CONV_MD_WEI, CONV_MD_DST };
 
-/* The descriptor of one argument: the user's plain layout (fmt PLAIN) or what
- * the primitive may choose. */
-static dnnl_status_t conv_md(dnnl_memory_desc_t *out, const mmu_conv_geom *g, int which, int fmt) {
+/* The descriptor of one argument: the user's plain layout, or (any) what the
+ * primitive may choose. */
+static dnnl_status_t conv_md(dnnl_memory_desc_t *out, const mmu_conv_geom *g, int which, int any) {
     int sp = g->sp;
     dnnl_dims_t dims, strides;
     int nd;
@@ -447,20 +434,14 @@ static dnnl_status_t conv_md(dnnl_memory_desc_t *out, const mmu_conv_geom *g, in
             strides[gd + 1] = ks * dims[gd];
         }
         if (gd) strides[0] = ks * dims[1] * dims[2];
-        if (fmt != CONV_FMT_PLAIN)
-            return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, dnnl_format_tag_any);
+        if (any) return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, dnnl_format_tag_any);
         return dnnl_memory_desc_create_with_strides(out, nd, dims, dnnl_f32, strides);
     }
     nd = 2 + sp;
     dims[0] = g->N;
     dims[1] = which == CONV_MD_SRC ? g->IC : g->OC;
     for (int d = 0; d < sp; d++) dims[2 + d] = which == CONV_MD_SRC ? g->in[d] : g->out[d];
-    if (fmt == CONV_FMT_ANY)
-        return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, dnnl_format_tag_any);
-    if (fmt == CONV_FMT_NHWC) {
-        dnnl_format_tag_t tag = sp == 1 ? dnnl_nwc : sp == 2 ? dnnl_nhwc : dnnl_ndhwc;
-        return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, tag);
-    }
+    if (any) return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, dnnl_format_tag_any);
     int64_t s = 1;
     for (int d = nd - 1; d >= 0; d--) {
         strides[d] = s;
@@ -486,8 +467,8 @@ static dnnl_status_t conv_fwd_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng, c
     dnnl_dims_t st, dl, pl, pr;
     conv_params(g, st, dl, pl, pr);
     dnnl_status_t s;
-    if ((s = conv_md(&mds[0], g, CONV_MD_SRC, c->fmt)) || (s = conv_md(&mds[1], g, CONV_MD_WEI, c->fmt)) ||
-        (s = conv_md(&mds[3], g, CONV_MD_DST, c->fmt)) || (has_bias && (s = make_md_1d(&mds[2], g->OC))))
+    if ((s = conv_md(&mds[0], g, CONV_MD_SRC, 1)) || (s = conv_md(&mds[1], g, CONV_MD_WEI, 1)) ||
+        (s = conv_md(&mds[3], g, CONV_MD_DST, 1)) || (has_bias && (s = make_md_1d(&mds[2], g->OC))))
         goto done;
     if (g->transposed)
         s = dnnl_deconvolution_forward_primitive_desc_create(pd, eng, dnnl_forward_training, dnnl_deconvolution_direct,
@@ -514,8 +495,8 @@ static dnnl_status_t create_conv_bwd(dnnl_primitive_desc_t *pd, dnnl_engine_t en
     dnnl_dims_t st, dl, pl, pr;
     conv_params(g, st, dl, pl, pr);
     dnnl_status_t s;
-    if ((s = conv_fwd_pd(&hint, eng, NULL, c, c->has_bias)) || (s = conv_md(&mds[0], g, CONV_MD_SRC, c->fmt)) ||
-        (s = conv_md(&mds[1], g, CONV_MD_WEI, c->fmt)) || (s = conv_md(&mds[3], g, CONV_MD_DST, c->fmt)) ||
+    if ((s = conv_fwd_pd(&hint, eng, NULL, c, c->has_bias)) || (s = conv_md(&mds[0], g, CONV_MD_SRC, 1)) ||
+        (s = conv_md(&mds[1], g, CONV_MD_WEI, 1)) || (s = conv_md(&mds[3], g, CONV_MD_DST, 1)) ||
         (c->has_bias && (s = make_md_1d(&mds[2], g->OC))))
         goto done;
     if (dir == CONV_BWD_DATA)
@@ -546,7 +527,7 @@ static dnnl_status_t create_conv_bwd_weights(dnnl_primitive_desc_t *pd, dnnl_eng
     return create_conv_bwd(pd, eng, attr, vctx, CONV_BWD_WEIGHTS);
 }
 
-static void conv_key(cache_key *k, const mmu_conv_geom *g, int fmt, int dir, int has_bias) {
+static void conv_key(cache_key *k, const mmu_conv_geom *g, int dir, int has_bias) {
     /* at most 9 + 7 * 3 words: filled directly, well inside KEY_MAX */
     int64_t *v = k->v, n = 0;
     v[n++] = 20 + dir;
@@ -565,7 +546,6 @@ static void conv_key(cache_key *k, const mmu_conv_geom *g, int fmt, int dir, int
         v[n++] = g->pad_l[d];
         v[n++] = g->pad_r[d];
     }
-    v[n++] = fmt;
     v[n++] = has_bias;
     k->n = (int)n;
 }
@@ -689,7 +669,7 @@ static mmu_status conv_arg_buf(void **out, const pinned *p, const cache_key *pke
                                dnnl_stream_t stream) {
     const_dnnl_memory_desc_t want = dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, arg);
     dnnl_memory_desc_t plain = NULL;
-    if (!want || conv_md(&plain, g, which, CONV_FMT_PLAIN) != dnnl_success)
+    if (!want || conv_md(&plain, g, which, 0) != dnnl_success)
         return mmu_fail(MMU_ERUNTIME, "oneDNN convolution: cannot describe argument %d", arg);
     mmu_status st = MMU_OK;
     if (dnnl_memory_desc_equal(want, plain)) {
@@ -717,7 +697,7 @@ static mmu_status conv_arg_back(const pinned *p, const cache_key *pkey, int arg,
     if (buf == user) return MMU_OK;
     const_dnnl_memory_desc_t have = dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, arg);
     dnnl_memory_desc_t plain = NULL;
-    if (!have || conv_md(&plain, g, which, CONV_FMT_PLAIN) != dnnl_success)
+    if (!have || conv_md(&plain, g, which, 0) != dnnl_success)
         return mmu_fail(MMU_ERUNTIME, "oneDNN convolution: cannot describe argument %d", arg);
     cache_key key = *pkey;
     key_push(&key, 0x5f0 + tag);
@@ -738,9 +718,9 @@ mmu_status mmu_dnnl_conv_fwd(const mmu_conv_geom *g, const float *src, const flo
     dnnl_stream_t stream = NULL;
     if ((st = get_stream(&stream))) return st;
     mmu_sync_threads();
-    conv_ctx c = {g, conv_fmt(g, CONV_FWD), bias != NULL};
+    conv_ctx c = {g, bias != NULL};
     cache_key key;
-    conv_key(&key, g, c.fmt, CONV_FWD, c.has_bias);
+    conv_key(&key, g, CONV_FWD, c.has_bias);
     const char *what = g->transposed ? "deconvolution forward" : "convolution forward";
     pinned p = {0};
     if ((st = pin(&p, &key, create_conv_fwd, &c, what))) return st;
@@ -764,11 +744,9 @@ mmu_status mmu_dnnl_conv_fwd(const mmu_conv_geom *g, const float *src, const flo
  * benchmark's 3x3 conv: about 40 vs 70 ms with torch's oneDNN), and its src
  * is diff_dst in the same blocked layout the weight gradient reads, so the
  * one reorder still serves both. Fills gt; 0 when the rule does not apply
- * (strided, transposed, or a padding beyond the kernel's reach).
- * MMU_CONV_BWD_DATA_VIA_FWD=0 turns it off, for measurements. */
+ * (strided, transposed, or a padding beyond the kernel's reach). */
 static int data_grad_as_fwd(mmu_conv_geom *gt, const mmu_conv_geom *g) {
-    const char *e = getenv("MMU_CONV_BWD_DATA_VIA_FWD");
-    if (g->transposed || (e && !strcmp(e, "0"))) return 0;
+    if (g->transposed) return 0;
     *gt = *g;
     gt->IC = g->OC;
     gt->OC = g->IC;
@@ -806,10 +784,10 @@ mmu_status mmu_dnnl_conv_bwd(const mmu_conv_geom *g, const float *src, const flo
     mmu_conv_geom gt;
     int via_fwd = diff_src && data_grad_as_fwd(&gt, g);
     const mmu_conv_geom *gd = via_fwd ? &gt : g;
-    conv_ctx cd = {gd, conv_fmt(g, CONV_BWD_DATA), 0}, cw = {g, conv_fmt(g, CONV_BWD_WEIGHTS), diff_bias != NULL};
+    conv_ctx cd = {gd, 0}, cw = {g, diff_bias != NULL};
     cache_key kd, kw;
-    conv_key(&kd, gd, cd.fmt, via_fwd ? CONV_FWD : CONV_BWD_DATA, 0);
-    conv_key(&kw, g, cw.fmt, CONV_BWD_WEIGHTS, cw.has_bias);
+    conv_key(&kd, gd, via_fwd ? CONV_FWD : CONV_BWD_DATA, 0);
+    conv_key(&kw, g, CONV_BWD_WEIGHTS, cw.has_bias);
     int want_w = diff_w || diff_bias;
     int64_t K = g->k[0] * (g->sp > 1 ? g->k[1] : 1) * (g->sp > 2 ? g->k[2] : 1);
     size_t wbytes = (size_t)(g->OC * (g->IC / g->G) * K) * sizeof(float);
