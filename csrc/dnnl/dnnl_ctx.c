@@ -166,28 +166,26 @@ static mmu_status cache_get(entry **out, cache_key *key, pd_create_fn create, vo
 
 #define MAX_ARGS 12
 
-/* Finds or creates the primitive for `key`, then executes it with the given
- * (arg id, pointer) pairs. Memory objects are created per call from the
- * primitive descriptor's own descriptors (cheap; keeps execution re-entrant). */
-static mmu_status exec_cached(cache_key *key, pd_create_fn create, void *ctx, const char *what, int nargs,
-                              const int *arg_ids, void *const *ptrs) {
-    mmu_status st;
-    dnnl_stream_t stream = NULL;
-    if ((st = get_stream(&stream))) return st;
-    mmu_sync_threads();
+/* A cache entry held for the length of one call (users > 0 keeps it alive
+ * even if another thread evicts it meanwhile). */
+typedef struct {
+    entry *e;
+    dnnl_primitive_t prim;
+    dnnl_primitive_desc_t pd;
+    size_t scratch_bytes;
+} pinned;
 
+static mmu_status pin(pinned *p, const cache_key *key0, pd_create_fn create, void *ctx, const char *what) {
+    cache_key key = *key0; /* cache_get appends the thread count */
     pthread_mutex_lock(&g_cache_lock);
     entry *e = NULL;
-    st = cache_get(&e, key, create, ctx, what);
-    dnnl_primitive_t prim = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    size_t scratch_bytes = 0;
+    mmu_status st = cache_get(&e, &key, create, ctx, what);
     if (!st) {
-        e->users++; /* keeps prim and pd alive even if another thread evicts e meanwhile */
-        prim = e->prim;
-        pd = e->pd;
-        scratch_bytes = e->scratch_bytes;
-        /* pin: move to the newest end so it is the last to be evicted */
+        e->users++;
+        p->e = e;
+        p->prim = e->prim;
+        p->pd = e->pd;
+        p->scratch_bytes = e->scratch_bytes;
         if (e != g_newest) {
             if (e->older) e->older->newer = e->newer; else g_oldest = e->newer;
             e->newer->older = e->older;
@@ -198,15 +196,28 @@ static mmu_status exec_cached(cache_key *key, pd_create_fn create, void *ctx, co
         }
     }
     pthread_mutex_unlock(&g_cache_lock);
-    if (st) return st;
+    return st;
+}
 
+static void unpin(pinned *p) {
+    if (!p->e) return;
+    pthread_mutex_lock(&g_cache_lock);
+    if (--p->e->users == 0 && p->e->evicted) entry_destroy(p->e);
+    pthread_mutex_unlock(&g_cache_lock);
+    p->e = NULL;
+}
+
+/* Executes a pinned primitive on (arg id, pointer) pairs (NULL pointers skipped). */
+static mmu_status run_pinned(const pinned *p, dnnl_stream_t stream, int nargs, const int *arg_ids,
+                             void *const *ptrs, const char *what) {
+    mmu_status st = MMU_OK;
     dnnl_exec_arg_t args[MAX_ARGS + 1];
     dnnl_memory_t mems[MAX_ARGS + 1] = {0};
     void *scratch = NULL;
     int n = 0;
     for (int i = 0; i < nargs; i++) {
         if (!ptrs[i]) continue;
-        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg_ids[i]);
+        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, arg_ids[i]);
         if (!md || dnnl_memory_create(&mems[n], md, g_engine, ptrs[i]) != dnnl_success) {
             st = mmu_fail(MMU_ERUNTIME, "oneDNN %s: cannot wrap argument %d", what, arg_ids[i]);
             goto done;
@@ -215,26 +226,39 @@ static mmu_status exec_cached(cache_key *key, pd_create_fn create, void *ctx, co
         args[n].memory = mems[n];
         n++;
     }
-    if (scratch_bytes) {
-        scratch = mmu_alloc(scratch_bytes);
-        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (p->scratch_bytes) {
+        scratch = mmu_alloc(p->scratch_bytes);
+        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0);
         if (!scratch || dnnl_memory_create(&mems[n], md, g_engine, scratch) != dnnl_success) {
-            st = mmu_fail(MMU_ENOMEM, "oneDNN %s: cannot allocate a %zu-byte scratchpad", what, scratch_bytes);
+            st = mmu_fail(MMU_ENOMEM, "oneDNN %s: cannot allocate a %zu-byte scratchpad", what, p->scratch_bytes);
             goto done;
         }
         args[n].arg = DNNL_ARG_SCRATCHPAD;
         args[n].memory = mems[n];
         n++;
     }
-    if (dnnl_primitive_execute(prim, stream, n, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
+    if (dnnl_primitive_execute(p->prim, stream, n, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
         st = mmu_fail(MMU_ERUNTIME, "oneDNN %s: execution failed", what);
 done:
-    pthread_mutex_lock(&g_cache_lock);
-    if (--e->users == 0 && e->evicted) entry_destroy(e);
-    pthread_mutex_unlock(&g_cache_lock);
     for (int i = 0; i < MAX_ARGS + 1; i++)
         if (mems[i]) dnnl_memory_destroy(mems[i]);
-    if (scratch) mmu_free(scratch, scratch_bytes);
+    if (scratch) mmu_free(scratch, p->scratch_bytes);
+    return st;
+}
+
+/* Finds or creates the primitive for `key`, then executes it with the given
+ * (arg id, pointer) pairs: pin, run, unpin (the conv wrappers below use the
+ * three steps apart, to run reorders around one primitive). */
+static mmu_status exec_cached(cache_key *key, pd_create_fn create, void *ctx, const char *what, int nargs,
+                              const int *arg_ids, void *const *ptrs) {
+    mmu_status st;
+    dnnl_stream_t stream = NULL;
+    if ((st = get_stream(&stream))) return st;
+    mmu_sync_threads();
+    pinned p = {0};
+    if ((st = pin(&p, key, create, ctx, what))) return st;
+    st = run_pinned(&p, stream, nargs, arg_ids, ptrs, what);
+    unpin(&p);
     return st;
 }
 
@@ -548,86 +572,6 @@ static void conv_key(cache_key *k, const mmu_conv_geom *g, int dir, int has_bias
     }
     v[n++] = has_bias;
     k->n = (int)n;
-}
-
-/* A cache entry held for the length of one call (users > 0 keeps it alive
- * even if another thread evicts it meanwhile). */
-typedef struct {
-    entry *e;
-    dnnl_primitive_t prim;
-    dnnl_primitive_desc_t pd;
-    size_t scratch_bytes;
-} pinned;
-
-static mmu_status pin(pinned *p, const cache_key *key0, pd_create_fn create, void *ctx, const char *what) {
-    cache_key key = *key0; /* cache_get appends the thread count */
-    pthread_mutex_lock(&g_cache_lock);
-    entry *e = NULL;
-    mmu_status st = cache_get(&e, &key, create, ctx, what);
-    if (!st) {
-        e->users++;
-        p->e = e;
-        p->prim = e->prim;
-        p->pd = e->pd;
-        p->scratch_bytes = e->scratch_bytes;
-        if (e != g_newest) {
-            if (e->older) e->older->newer = e->newer; else g_oldest = e->newer;
-            e->newer->older = e->older;
-            e->older = g_newest;
-            e->newer = NULL;
-            g_newest->newer = e;
-            g_newest = e;
-        }
-    }
-    pthread_mutex_unlock(&g_cache_lock);
-    return st;
-}
-
-static void unpin(pinned *p) {
-    if (!p->e) return;
-    pthread_mutex_lock(&g_cache_lock);
-    if (--p->e->users == 0 && p->e->evicted) entry_destroy(p->e);
-    pthread_mutex_unlock(&g_cache_lock);
-    p->e = NULL;
-}
-
-/* Executes a pinned primitive on (arg id, pointer) pairs (NULL pointers skipped). */
-static mmu_status run_pinned(const pinned *p, dnnl_stream_t stream, int nargs, const int *arg_ids,
-                             void *const *ptrs, const char *what) {
-    mmu_status st = MMU_OK;
-    dnnl_exec_arg_t args[MAX_ARGS + 1];
-    dnnl_memory_t mems[MAX_ARGS + 1] = {0};
-    void *scratch = NULL;
-    int n = 0;
-    for (int i = 0; i < nargs; i++) {
-        if (!ptrs[i]) continue;
-        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, arg_ids[i]);
-        if (!md || dnnl_memory_create(&mems[n], md, g_engine, ptrs[i]) != dnnl_success) {
-            st = mmu_fail(MMU_ERUNTIME, "oneDNN %s: cannot wrap argument %d", what, arg_ids[i]);
-            goto done;
-        }
-        args[n].arg = arg_ids[i];
-        args[n].memory = mems[n];
-        n++;
-    }
-    if (p->scratch_bytes) {
-        scratch = mmu_alloc(p->scratch_bytes);
-        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0);
-        if (!scratch || dnnl_memory_create(&mems[n], md, g_engine, scratch) != dnnl_success) {
-            st = mmu_fail(MMU_ENOMEM, "oneDNN %s: cannot allocate a %zu-byte scratchpad", what, p->scratch_bytes);
-            goto done;
-        }
-        args[n].arg = DNNL_ARG_SCRATCHPAD;
-        args[n].memory = mems[n];
-        n++;
-    }
-    if (dnnl_primitive_execute(p->prim, stream, n, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
-        st = mmu_fail(MMU_ERUNTIME, "oneDNN %s: execution failed", what);
-done:
-    for (int i = 0; i < MAX_ARGS + 1; i++)
-        if (mems[i]) dnnl_memory_destroy(mems[i]);
-    if (scratch) mmu_free(scratch, p->scratch_bytes);
-    return st;
 }
 
 typedef struct { const_dnnl_memory_desc_t from, to; } reorder_ctx;
