@@ -27,6 +27,31 @@
 
 enum { SAVED_X, SAVED_W, SAVED_MEAN, SAVED_RSTD };
 
+/* The weight/bias gradients of layer_norm and rms_norm are sums over rows: each
+ * block of rows adds into its own slab of partial sums, then the slabs are added
+ * in block order. The blocks depend on rows alone (at most MAX_ROW_BLOCKS of
+ * *per rows), so the sums do not depend on the thread count. rows > 0. */
+static int64_t row_blocks(int64_t rows, int64_t *per) {
+    int64_t nblk = rows < MAX_ROW_BLOCKS ? rows : MAX_ROW_BLOCKS;
+    *per = (rows + nblk - 1) / nblk;
+    return (rows + *per - 1) / *per;
+}
+
+// part (nblk slabs `ld` floats apart, cols sums each) -> dst (cols) += the slabs in block order,
+// columns shared among threads
+static void add_row_blocks(float *restrict dst, const float *restrict part, int64_t nblk, int64_t ld, int64_t cols) {
+    enum { CB = 256 };
+    int64_t ncb = (cols + CB - 1) / CB;
+#pragma omp parallel for schedule(static) if (nblk * cols > MMU_PAR_GRAIN)
+    for (int64_t c = 0; c < ncb; c++) {
+        int64_t c0 = c * CB, len = cols - c0 < CB ? cols - c0 : CB;
+        for (int64_t k = 0; k < nblk; k++) {
+            const float *src = part + k * ld + c0;
+            for (int64_t i = 0; i < len; i++) dst[c0 + i] += src[i];
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- forward */
 // x (n), w, b (n) or NULL -> y (n), *mean, *rstd
 static void lnorm_row(float *restrict y, float *mean_out, float *rstd_out, const float *restrict x,
@@ -162,8 +187,7 @@ mmu_status mmu_layer_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
     if (st || rows * cols == 0) return st;
 
     /* dw/db partial sums: one (2, cols) slab per block of rows */
-    int64_t nblk = rows < MAX_ROW_BLOCKS ? rows : MAX_ROW_BLOCKS, per = (rows + nblk - 1) / nblk;
-    nblk = (rows + per - 1) / per;
+    int64_t per, nblk = row_blocks(rows, &per);
     size_t pbytes = (want_w || want_b) ? (size_t)nblk * 2 * cols * sizeof(float) : 0;
     float *part = pbytes ? mmu_alloc(pbytes) : NULL;
     if (pbytes && !part)
@@ -182,21 +206,9 @@ mmu_status mmu_layer_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
             lnorm_row_backward(pdx ? pdx + r * cols : NULL, bw, bb, px + r * cols, pg + r * cols, pw, pm[r], pr[r],
                                cols);
     }
-    if (part) { /* add the blocks in order, columns shared among threads */
-        float *dw = want_w ? mmu_f32(gin[1]) : NULL, *db = want_b ? mmu_f32(gin[2]) : NULL;
-        enum { CB = 256 };
-        int64_t ncb = (cols + CB - 1) / CB;
-#pragma omp parallel for schedule(static) if (nblk * cols > MMU_PAR_GRAIN)
-        for (int64_t c = 0; c < ncb; c++) {
-            int64_t c0 = c * CB, len = cols - c0 < CB ? cols - c0 : CB;
-            for (int64_t k = 0; k < nblk; k++) {
-                const float *sw = part + (k * 2) * cols + c0, *sb = part + (k * 2 + 1) * cols + c0;
-                if (dw)
-                    for (int64_t i = 0; i < len; i++) dw[c0 + i] += sw[i];
-                if (db)
-                    for (int64_t i = 0; i < len; i++) db[c0 + i] += sb[i];
-            }
-        }
+    if (part) {
+        if (want_w) add_row_blocks(mmu_f32(gin[1]), part, nblk, 2 * cols, cols);
+        if (want_b) add_row_blocks(mmu_f32(gin[2]), part + cols, nblk, 2 * cols, cols);
         mmu_free(part, pbytes);
     }
     return MMU_OK;
@@ -585,8 +597,7 @@ mmu_status mmu_rms_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
     if (want_x) st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, n->inputs[0].ndim, n->inputs[0].shape);
     if (!st && want_w) st = mmu_tensor_zeros(&gin[1], MMU_FLOAT32, n->inputs[1].ndim, n->inputs[1].shape);
     if (st || rows * cols == 0) return st;
-    int64_t nblk = rows < MAX_ROW_BLOCKS ? rows : MAX_ROW_BLOCKS, per = (rows + nblk - 1) / nblk;
-    nblk = (rows + per - 1) / per;
+    int64_t per, nblk = row_blocks(rows, &per);
     size_t pbytes = want_w ? (size_t)nblk * cols * sizeof(float) : 0;
     float *part = pbytes ? mmu_alloc(pbytes) : NULL;
     if (pbytes && !part) return mmu_fail(MMU_ENOMEM, "rms_norm backward: out of memory");
@@ -602,13 +613,7 @@ mmu_status mmu_rms_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
                              pg + r * cols, pw, pr[r], cols);
     }
     if (part) {
-        float *dw = mmu_f32(gin[1]);
-#pragma omp parallel for schedule(static) if (nblk * cols > MMU_PAR_GRAIN)
-        for (int64_t c = 0; c < cols; c++) {
-            float a = 0.0f;
-            for (int64_t k = 0; k < nblk; k++) a += part[k * cols + c];
-            dw[c] = a;
-        }
+        add_row_blocks(mmu_f32(gin[1]), part, nblk, cols, cols);
         mmu_free(part, pbytes);
     }
     return MMU_OK;
