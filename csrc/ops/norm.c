@@ -87,32 +87,44 @@ static void lnorm_row(float *restrict y, float *mean_out, float *rstd_out, const
     *rstd_out = rstd;
 }
 
-static mmu_status check_param(mmu_tensor *p, const char *arg, mmu_tensor *x, int nd, const int64_t *ns) {
-    mmu_status st = mmu_check_dtype(p, MMU_FLOAT32, "layer_norm", arg);
+static mmu_status check_param(mmu_tensor *p, const char *op, const char *arg, mmu_tensor *x, int nd,
+                              const int64_t *ns) {
+    mmu_status st = mmu_check_dtype(p, MMU_FLOAT32, op, arg);
     if (st) return st;
     if (p->ndim != nd || memcmp(p->shape, ns, nd * sizeof(int64_t)))
-        return mmu_fail(MMU_EVALUE, "layer_norm: %s has shape %s but normalized_shape is %s (input %s)", arg,
+        return mmu_fail(MMU_EVALUE, "%s: %s has shape %s but normalized_shape is %s (input %s)", op, arg,
                         mmu_shape_str(p), mmu_dims_str(nd, ns), mmu_shape_str(x));
+    return MMU_OK;
+}
+
+/* The arguments of layer_norm and rms_norm (op): x (..., *S) float32, S =
+ * normalized_shape (nd >= 1 dims), weight / bias (*S) or NULL -> rows (the
+ * product of the leading dims) and cols (of S). */
+static mmu_status check_norm_args(const char *op, mmu_tensor *x, int nd, const int64_t *ns, mmu_tensor *weight,
+                                  mmu_tensor *bias, int64_t *rows, int64_t *cols) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, op, "input");
+    if (st) return st;
+    if (nd < 1)
+        return mmu_fail(MMU_EVALUE, "%s: normalized_shape must have at least one dim, got %s (input %s)", op,
+                        mmu_dims_str(nd, ns), mmu_shape_str(x));
+    int lead = x->ndim - nd;
+    if (lead < 0 || memcmp(x->shape + lead, ns, nd * sizeof(int64_t)))
+        return mmu_fail(MMU_EVALUE, "%s: normalized_shape %s does not match the trailing dims of the input of "
+                        "shape %s", op, mmu_dims_str(nd, ns), mmu_shape_str(x));
+    if (weight && (st = check_param(weight, op, "weight", x, nd, ns))) return st;
+    if (bias && (st = check_param(bias, op, "bias", x, nd, ns))) return st;
+    *cols = *rows = 1;
+    for (int d = 0; d < nd; d++) *cols *= ns[d];
+    for (int d = 0; d < lead; d++) *rows *= x->shape[d];
     return MMU_OK;
 }
 
 // x (..., *S), weight (*S) or NULL, bias (*S) or NULL -> out (x's shape)
 mmu_status mmu_layer_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const int64_t *norm_shape,
                           mmu_tensor *weight, mmu_tensor *bias, double eps) {
-    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "layer_norm", "input");
+    int64_t rows, cols;
+    mmu_status st = check_norm_args("layer_norm", x, norm_ndim, norm_shape, weight, bias, &rows, &cols);
     if (st) return st;
-    if (norm_ndim < 1)
-        return mmu_fail(MMU_EVALUE, "layer_norm: normalized_shape must have at least one dim, got %s (input %s)",
-                        mmu_dims_str(norm_ndim, norm_shape), mmu_shape_str(x));
-    int lead = x->ndim - norm_ndim;
-    if (lead < 0 || memcmp(x->shape + lead, norm_shape, norm_ndim * sizeof(int64_t)))
-        return mmu_fail(MMU_EVALUE, "layer_norm: normalized_shape %s does not match the trailing dims of the "
-                        "input of shape %s", mmu_dims_str(norm_ndim, norm_shape), mmu_shape_str(x));
-    if (weight && (st = check_param(weight, "weight", x, norm_ndim, norm_shape))) return st;
-    if (bias && (st = check_param(bias, "bias", x, norm_ndim, norm_shape))) return st;
-    int64_t cols = 1, rows = 1;
-    for (int d = 0; d < norm_ndim; d++) cols *= norm_shape[d];
-    for (int d = 0; d < lead; d++) rows *= x->shape[d];
 
     mmu_tensor *mean = NULL, *rstd = NULL;
     if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, x->shape)) ||
@@ -525,21 +537,9 @@ static void rms_row(float *restrict y, float *rstd_out, const float *restrict x,
 // x (..., *S), weight (*S) or NULL -> out (x's shape)
 mmu_status mmu_rms_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const int64_t *norm_shape,
                         mmu_tensor *weight, double eps) {
-    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "rms_norm", "input");
+    int64_t rows, cols;
+    mmu_status st = check_norm_args("rms_norm", x, norm_ndim, norm_shape, weight, NULL, &rows, &cols);
     if (st) return st;
-    int lead = x->ndim - norm_ndim;
-    if (norm_ndim < 1 || lead < 0 || memcmp(x->shape + lead, norm_shape, norm_ndim * sizeof(int64_t)))
-        return mmu_fail(MMU_EVALUE, "rms_norm: normalized_shape %s does not match the trailing dims of the "
-                        "input of shape %s", mmu_dims_str(norm_ndim, norm_shape), mmu_shape_str(x));
-    if (weight) {
-        if ((st = mmu_check_dtype(weight, MMU_FLOAT32, "rms_norm", "weight"))) return st;
-        if (weight->ndim != norm_ndim || memcmp(weight->shape, norm_shape, norm_ndim * sizeof(int64_t)))
-            return mmu_fail(MMU_EVALUE, "rms_norm: weight has shape %s but normalized_shape is %s (input %s)",
-                            mmu_shape_str(weight), mmu_dims_str(norm_ndim, norm_shape), mmu_shape_str(x));
-    }
-    int64_t cols = 1, rows = 1;
-    for (int d = 0; d < norm_ndim; d++) cols *= norm_shape[d];
-    for (int d = 0; d < lead; d++) rows *= x->shape[d];
     mmu_tensor *rstd = NULL;
     if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, x->shape)) ||
         (st = mmu_tensor_empty(&rstd, MMU_FLOAT32, 1, &rows)))
