@@ -33,9 +33,6 @@ static const char *conv_name(int transposed, int sp) {
     return names[transposed][sp - 1];
 }
 
-/* "(2, 3)" for the first sp entries of v */
-static const char *tuple_str(int sp, const int64_t *v) { return mmu_dims_str(sp, v); }
-
 /* Checks shared by both directions: dtypes, ranks, groups, channels, bias,
  * stride/dilation/padding ranges. Fills g's channel and size fields (not
  * out/pad_r, which differ by direction). */
@@ -58,12 +55,12 @@ static mmu_status conv_check(mmu_conv_geom *g, mmu_tensor *x, mmu_tensor *w, mmu
         return mmu_fail(MMU_EVALUE, "%s: groups must be positive, got %lld", op, (long long)groups);
     for (int d = 0; d < sp; d++) {
         if (stride[d] <= 0)
-            return mmu_fail(MMU_EVALUE, "%s: stride must be positive, got %s", op, tuple_str(sp, stride));
+            return mmu_fail(MMU_EVALUE, "%s: stride must be positive, got %s", op, mmu_dims_str(sp, stride));
         if (dilation[d] <= 0)
-            return mmu_fail(MMU_EVALUE, "%s: dilation must be positive, got %s", op, tuple_str(sp, dilation));
+            return mmu_fail(MMU_EVALUE, "%s: dilation must be positive, got %s", op, mmu_dims_str(sp, dilation));
         if (padding[d] < 0)
             return mmu_fail(MMU_EVALUE, "%s: negative padding %s is not supported (crop with pad() instead)", op,
-                            tuple_str(sp, padding));
+                            mmu_dims_str(sp, padding));
         if (w->shape[2 + d] <= 0)
             return mmu_fail(MMU_EVALUE, "%s: weight of shape %s has an empty kernel", op, mmu_shape_str(w));
     }
@@ -375,7 +372,7 @@ mmu_status mmu_conv(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tensor *w, mmu_
     int64_t padded[3], ext[3];
     for (int d = 0; d < sp; d++) {
         if (pad_r[d] < 0)
-            return mmu_fail(MMU_EVALUE, "%s: negative padding %s is not supported", op, tuple_str(sp, pad_r));
+            return mmu_fail(MMU_EVALUE, "%s: negative padding %s is not supported", op, mmu_dims_str(sp, pad_r));
         g.pad_r[d] = pad_r[d];
         padded[d] = g.in[d] + pad_l[d] + pad_r[d];
         ext[d] = g.dilation[d] * (g.k[d] - 1) + 1;
@@ -383,7 +380,7 @@ mmu_status mmu_conv(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tensor *w, mmu_
     for (int d = 0; d < sp; d++)
         if (padded[d] < ext[d])
             return mmu_fail(MMU_EVALUE, "%s: padded input size %s is smaller than the (dilated) kernel size %s "
-                            "(input %s, weight %s)", op, tuple_str(sp, padded), tuple_str(sp, ext),
+                            "(input %s, weight %s)", op, mmu_dims_str(sp, padded), mmu_dims_str(sp, ext),
                             mmu_shape_str(x), mmu_shape_str(w));
     for (int d = 0; d < sp; d++) g.out[d] = (padded[d] - ext[d]) / g.stride[d] + 1;
     return conv_run(out, &g, x, w, b, MMU_OP_CONV);
@@ -402,10 +399,11 @@ mmu_status mmu_conv_transpose(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tenso
     for (int d = 0; d < sp; d++) {
         if (output_padding[d] < 0)
             return mmu_fail(MMU_EVALUE, "%s: output_padding must be non-negative, got %s", op,
-                            tuple_str(sp, output_padding));
+                            mmu_dims_str(sp, output_padding));
         if (output_padding[d] >= stride[d] && output_padding[d] >= dilation[d])
             return mmu_fail(MMU_EVALUE, "%s: output_padding %s must be smaller than either stride %s or dilation "
-                            "%s", op, tuple_str(sp, output_padding), tuple_str(sp, stride), tuple_str(sp, dilation));
+                            "%s", op, mmu_dims_str(sp, output_padding), mmu_dims_str(sp, stride),
+                            mmu_dims_str(sp, dilation));
     }
     for (int d = 0; d < sp; d++) {
         g.out[d] = (g.in[d] - 1) * g.stride[d] - 2 * padding[d] + g.dilation[d] * (g.k[d] - 1) + output_padding[d] + 1;
@@ -414,7 +412,7 @@ mmu_status mmu_conv_transpose(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tenso
         if (g.out[d] <= 0 && g.in[d] > 0)
             return mmu_fail(MMU_EVALUE, "%s: input of shape %s with weight %s, stride %s, padding %s gives a "
                             "non-positive output size", op, mmu_shape_str(x), mmu_shape_str(w),
-                            tuple_str(sp, stride), tuple_str(sp, padding));
+                            mmu_dims_str(sp, stride), mmu_dims_str(sp, padding));
     }
     return conv_run(out, &g, x, w, b, MMU_OP_CONV_TRANSPOSE);
 }
