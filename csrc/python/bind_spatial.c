@@ -49,27 +49,11 @@ static PyObject *py_normalize(PyObject *m, PyObject *args) {
 }
 
 static PyObject *py_dropout(PyObject *m, PyObject *args) {
-    PyObject *xo;
-    double p;
-    tensor_args ta = {0};
-    mmu_tensor *x, *out = NULL;
-    mmu_status st;
-    if (!PyArg_ParseTuple(args, "Od", &xo, &p)) return NULL;
-    if (!(x = arg(&ta, xo, -1, "dropout", "input"))) return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_dropout(&out, x, p));
-    return finish(&ta, st, out);
+    return mmu_call_x_double(args, "dropout", -1, mmu_dropout);
 }
 
 static PyObject *py_leaky_relu(PyObject *m, PyObject *args) {
-    PyObject *xo;
-    double slope;
-    tensor_args ta = {0};
-    mmu_tensor *x, *out = NULL;
-    mmu_status st;
-    if (!PyArg_ParseTuple(args, "Od", &xo, &slope)) return NULL;
-    if (!(x = arg(&ta, xo, -1, "leaky_relu", "input"))) return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_leaky_relu(&out, x, slope));
-    return finish(&ta, st, out);
+    return mmu_call_x_double(args, "leaky_relu", -1, mmu_leaky_relu);
 }
 
 static PyObject *py_pad(PyObject *m, PyObject *args) {

@@ -80,6 +80,21 @@ static inline PyObject *finish(tensor_args *a, mmu_status st, mmu_tensor *out) {
     return out ? mmu_wrap(out) : NULL;
 }
 
+/* Entry point of an op on one tensor and one float, (x, v): pow, dropout,
+ * leaky_relu. Python scalars for x take dtype `like` (or -1). */
+static inline PyObject *mmu_call_x_double(PyObject *args, const char *op, int like,
+                                          mmu_status (*fn)(mmu_tensor **, mmu_tensor *, double)) {
+    PyObject *xo;
+    double v;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "Od", &xo, &v)) return NULL;
+    if (!(x = arg(&ta, xo, like, op, "input"))) return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, fn(&out, x, v));
+    return finish(&ta, st, out);
+}
+
 /* Method tables of the op families, one per csrc/python file, all added to mmu._C. */
 extern PyMethodDef mmu_op_methods[];      /* ops_bind.c: issue-2 core ops */
 extern PyMethodDef mmu_conv_methods[];    /* bind_conv.c: convolutions */
