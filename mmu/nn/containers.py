@@ -1,12 +1,12 @@
 """Containers: Sequential, ModuleList, ModuleDict (torch.nn's)."""
 import collections
-import numbers
 
+from .._args import is_int
 from .module import Module
 
 
 def _index(idx, n, what):
-    if not isinstance(idx, numbers.Integral) or isinstance(idx, bool):
+    if not is_int(idx):
         raise TypeError(f"{what} indices must be integers or slices, not {type(idx).__name__}")
     idx = int(idx)
     if not -n <= idx < n:
