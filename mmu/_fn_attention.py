@@ -2,11 +2,11 @@
 
 Part of mmu.functional (re-exported there).
 """
-import numbers
 
 import numpy as np
 
 from . import _C
+from ._args import is_int, is_real
 
 __all__ = ["scaled_dot_product_attention", "rotary_cos_sin", "apply_rotary"]
 
@@ -27,13 +27,13 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     recomputes them from q, k and the saved logsumexp. A query row that can attend to no key
     gives 0 (and zero gradients), as torch 2.13 does.
     """
-    if not isinstance(dropout_p, numbers.Real) or isinstance(dropout_p, bool):
+    if not is_real(dropout_p):
         raise TypeError(f"scaled_dot_product_attention: dropout_p must be a float, got {type(dropout_p).__name__}")
     if not 0.0 <= float(dropout_p) <= 1.0:
         raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1], got {dropout_p}")
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"scaled_dot_product_attention: is_causal must be a bool, got {type(is_causal).__name__}")
-    if scale is not None and (not isinstance(scale, numbers.Real) or isinstance(scale, bool)):
+    if scale is not None and not is_real(scale):
         raise TypeError(f"scaled_dot_product_attention: scale must be a float or None, got {type(scale).__name__}")
     if not isinstance(enable_gqa, (bool, np.bool_)):
         raise TypeError(f"scaled_dot_product_attention: enable_gqa must be a bool, got {type(enable_gqa).__name__}")
@@ -69,9 +69,9 @@ def rotary_cos_sin(positions, head_dim, base=10000.0):
     k < D/4. Angles are computed in float64 and rounded once to float32.
     """
     import mmu
-    if not isinstance(head_dim, numbers.Integral) or isinstance(head_dim, bool):
+    if not is_int(head_dim):
         raise TypeError(f"rotary_cos_sin: head_dim must be an int, got {type(head_dim).__name__}")
-    if not isinstance(base, numbers.Real) or isinstance(base, bool) or not base > 0:
+    if not is_real(base) or not base > 0:
         raise ValueError(f"rotary_cos_sin: base must be a positive number, got {base!r}")
     head_dim = int(head_dim)
     pos = _positions_array(positions)

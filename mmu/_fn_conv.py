@@ -4,17 +4,17 @@ Part of mmu.functional (re-exported there). Same arguments, defaults and output 
 torch.nn.functional; the work (bias fused into the forward, all three gradients from one
 backward call, blocked layouts with cached reorders) happens in csrc/ops/conv.c.
 """
-import numbers
 
 import numpy as np
 
 from . import _C
+from ._args import is_int
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
 
 def _int(v, op, name):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+    if not is_int(v):
         raise TypeError(f"{op}: {name} must be an int or a tuple of ints, got {type(v).__name__}")
     return int(v)
 
@@ -32,7 +32,7 @@ def _ntuple(v, sp, op, name):
 
 
 def _groups(groups, op):
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+    if not is_int(groups):
         raise TypeError(f"{op}: groups must be an int, got {type(groups).__name__}")
     return int(groups)
 

@@ -6,11 +6,11 @@ them (TypeError for a wrong type, ValueError for a wrong value); the C ops check
 """
 import builtins
 import math
-import numbers
 
 import numpy as np
 
 from . import _C
+from ._args import is_int as _is_int, is_real as _is_real
 from .tensor import _as_tensor
 
 __all__ = ["group_norm", "rms_norm", "normalize", "dropout", "leaky_relu", "pad", "avg_pool2d",
@@ -18,14 +18,6 @@ __all__ = ["group_norm", "rms_norm", "normalize", "dropout", "leaky_relu", "pad"
 
 _F32_EPS = float(np.finfo(np.float32).eps)
 _PAD_MODES = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}
-
-
-def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, builtins.bool)
-
-
-def _is_real(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, builtins.bool)
 
 
 def _int(v, op, name):

@@ -203,6 +203,10 @@ void mmu_manual_seed(uint64_t seed);
 /* Reserves n 128-bit blocks of the stream; returns (key, first counter). */
 void mmu_rng_reserve(uint64_t nblocks, uint64_t *key, uint64_t *counter);
 void mmu_philox(uint64_t key, uint64_t counter, uint32_t out[4]);
+/* The blocks of counters base .. base + MMU_PHILOX_LANES - 1 at once (vectorised,
+ * the same bits as mmu_philox): out[word][lane]. */
+#define MMU_PHILOX_LANES 16
+void mmu_philox_lanes(uint64_t key, uint64_t base, uint32_t out[4][MMU_PHILOX_LANES]);
 mmu_status mmu_randn(mmu_tensor **out, int ndim, const int64_t *shape);
 mmu_status mmu_rand(mmu_tensor **out, int ndim, const int64_t *shape);
 

@@ -166,28 +166,26 @@ static mmu_status cache_get(entry **out, cache_key *key, pd_create_fn create, vo
 
 #define MAX_ARGS 12
 
-/* Finds or creates the primitive for `key`, then executes it with the given
- * (arg id, pointer) pairs. Memory objects are created per call from the
- * primitive descriptor's own descriptors (cheap; keeps execution re-entrant). */
-static mmu_status exec_cached(cache_key *key, pd_create_fn create, void *ctx, const char *what, int nargs,
-                              const int *arg_ids, void *const *ptrs) {
-    mmu_status st;
-    dnnl_stream_t stream = NULL;
-    if ((st = get_stream(&stream))) return st;
-    mmu_sync_threads();
+/* A cache entry held for the length of one call (users > 0 keeps it alive
+ * even if another thread evicts it meanwhile). */
+typedef struct {
+    entry *e;
+    dnnl_primitive_t prim;
+    dnnl_primitive_desc_t pd;
+    size_t scratch_bytes;
+} pinned;
 
+static mmu_status pin(pinned *p, const cache_key *key0, pd_create_fn create, void *ctx, const char *what) {
+    cache_key key = *key0; /* cache_get appends the thread count */
     pthread_mutex_lock(&g_cache_lock);
     entry *e = NULL;
-    st = cache_get(&e, key, create, ctx, what);
-    dnnl_primitive_t prim = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    size_t scratch_bytes = 0;
+    mmu_status st = cache_get(&e, &key, create, ctx, what);
     if (!st) {
-        e->users++; /* keeps prim and pd alive even if another thread evicts e meanwhile */
-        prim = e->prim;
-        pd = e->pd;
-        scratch_bytes = e->scratch_bytes;
-        /* pin: move to the newest end so it is the last to be evicted */
+        e->users++;
+        p->e = e;
+        p->prim = e->prim;
+        p->pd = e->pd;
+        p->scratch_bytes = e->scratch_bytes;
         if (e != g_newest) {
             if (e->older) e->older->newer = e->newer; else g_oldest = e->newer;
             e->newer->older = e->older;
@@ -198,15 +196,28 @@ static mmu_status exec_cached(cache_key *key, pd_create_fn create, void *ctx, co
         }
     }
     pthread_mutex_unlock(&g_cache_lock);
-    if (st) return st;
+    return st;
+}
 
+static void unpin(pinned *p) {
+    if (!p->e) return;
+    pthread_mutex_lock(&g_cache_lock);
+    if (--p->e->users == 0 && p->e->evicted) entry_destroy(p->e);
+    pthread_mutex_unlock(&g_cache_lock);
+    p->e = NULL;
+}
+
+/* Executes a pinned primitive on (arg id, pointer) pairs (NULL pointers skipped). */
+static mmu_status run_pinned(const pinned *p, dnnl_stream_t stream, int nargs, const int *arg_ids,
+                             void *const *ptrs, const char *what) {
+    mmu_status st = MMU_OK;
     dnnl_exec_arg_t args[MAX_ARGS + 1];
     dnnl_memory_t mems[MAX_ARGS + 1] = {0};
     void *scratch = NULL;
     int n = 0;
     for (int i = 0; i < nargs; i++) {
         if (!ptrs[i]) continue;
-        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg_ids[i]);
+        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, arg_ids[i]);
         if (!md || dnnl_memory_create(&mems[n], md, g_engine, ptrs[i]) != dnnl_success) {
             st = mmu_fail(MMU_ERUNTIME, "oneDNN %s: cannot wrap argument %d", what, arg_ids[i]);
             goto done;
@@ -215,26 +226,39 @@ static mmu_status exec_cached(cache_key *key, pd_create_fn create, void *ctx, co
         args[n].memory = mems[n];
         n++;
     }
-    if (scratch_bytes) {
-        scratch = mmu_alloc(scratch_bytes);
-        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    if (p->scratch_bytes) {
+        scratch = mmu_alloc(p->scratch_bytes);
+        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0);
         if (!scratch || dnnl_memory_create(&mems[n], md, g_engine, scratch) != dnnl_success) {
-            st = mmu_fail(MMU_ENOMEM, "oneDNN %s: cannot allocate a %zu-byte scratchpad", what, scratch_bytes);
+            st = mmu_fail(MMU_ENOMEM, "oneDNN %s: cannot allocate a %zu-byte scratchpad", what, p->scratch_bytes);
             goto done;
         }
         args[n].arg = DNNL_ARG_SCRATCHPAD;
         args[n].memory = mems[n];
         n++;
     }
-    if (dnnl_primitive_execute(prim, stream, n, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
+    if (dnnl_primitive_execute(p->prim, stream, n, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
         st = mmu_fail(MMU_ERUNTIME, "oneDNN %s: execution failed", what);
 done:
-    pthread_mutex_lock(&g_cache_lock);
-    if (--e->users == 0 && e->evicted) entry_destroy(e);
-    pthread_mutex_unlock(&g_cache_lock);
     for (int i = 0; i < MAX_ARGS + 1; i++)
         if (mems[i]) dnnl_memory_destroy(mems[i]);
-    if (scratch) mmu_free(scratch, scratch_bytes);
+    if (scratch) mmu_free(scratch, p->scratch_bytes);
+    return st;
+}
+
+/* Finds or creates the primitive for `key`, then executes it with the given
+ * (arg id, pointer) pairs: pin, run, unpin (the conv wrappers below use the
+ * three steps apart, to run reorders around one primitive). */
+static mmu_status exec_cached(cache_key *key, pd_create_fn create, void *ctx, const char *what, int nargs,
+                              const int *arg_ids, void *const *ptrs) {
+    mmu_status st;
+    dnnl_stream_t stream = NULL;
+    if ((st = get_stream(&stream))) return st;
+    mmu_sync_threads();
+    pinned p = {0};
+    if ((st = pin(&p, key, create, ctx, what))) return st;
+    st = run_pinned(&p, stream, nargs, arg_ids, ptrs, what);
+    unpin(&p);
     return st;
 }
 
@@ -402,28 +426,15 @@ mmu_status mmu_dnnl_eltwise_bwd(mmu_eltwise_alg alg, int use_dst, float alpha, f
  * the primitive's key fixes the layout it chose. The backward brings diff_dst
  * into the blocked layout once for both the data and the weights gradient. */
 
-enum { CONV_FMT_PLAIN = 0, CONV_FMT_ANY = 1, CONV_FMT_NHWC = 2 };
 enum { CONV_FWD = 0, CONV_BWD_DATA = 1, CONV_BWD_WEIGHTS = 2 };
 
-/* Which layouts the primitive of direction dir may choose (see the comment
- * above). MMU_CONV_FMT (all directions) or MMU_CONV_FMT_<FWD|BWD_DATA|BWD_WEIGHTS>
- * = plain / any / nhwc override it, for measurements. */
-static int conv_fmt(const mmu_conv_geom *g, int dir) {
-    static const char *names[3] = {"MMU_CONV_FMT_FWD", "MMU_CONV_FMT_BWD_DATA", "MMU_CONV_FMT_BWD_WEIGHTS"};
-    const char *e = getenv(names[dir]);
-    if (!e) e = getenv("MMU_CONV_FMT");
-    if (e && !strcmp(e, "plain")) return CONV_FMT_PLAIN;
-    if (e && !strcmp(e, "nhwc")) return CONV_FMT_NHWC;
-    return CONV_FMT_ANY;
-}
-
-typedef struct { const mmu_conv_geom *g; int fmt, has_bias; } conv_ctx;
+typedef struct { const mmu_conv_geom *g; int has_bias; } conv_ctx;
 
 enum { CONV_MD_SRC, CONV_MD_WEI, CONV_MD_DST };
 
-/* The descriptor of one argument: the user's plain layout (fmt PLAIN) or what
- * the primitive may choose. */
-static dnnl_status_t conv_md(dnnl_memory_desc_t *out, const mmu_conv_geom *g, int which, int fmt) {
+/* The descriptor of one argument: the user's plain layout, or (any) what the
+ * primitive may choose. */
+static dnnl_status_t conv_md(dnnl_memory_desc_t *out, const mmu_conv_geom *g, int which, int any) {
     int sp = g->sp;
     dnnl_dims_t dims, strides;
     int nd;
@@ -447,20 +458,14 @@ static dnnl_status_t conv_md(dnnl_memory_desc_t *out, const mmu_conv_geom *g, in
             strides[gd + 1] = ks * dims[gd];
         }
         if (gd) strides[0] = ks * dims[1] * dims[2];
-        if (fmt != CONV_FMT_PLAIN)
-            return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, dnnl_format_tag_any);
+        if (any) return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, dnnl_format_tag_any);
         return dnnl_memory_desc_create_with_strides(out, nd, dims, dnnl_f32, strides);
     }
     nd = 2 + sp;
     dims[0] = g->N;
     dims[1] = which == CONV_MD_SRC ? g->IC : g->OC;
     for (int d = 0; d < sp; d++) dims[2 + d] = which == CONV_MD_SRC ? g->in[d] : g->out[d];
-    if (fmt == CONV_FMT_ANY)
-        return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, dnnl_format_tag_any);
-    if (fmt == CONV_FMT_NHWC) {
-        dnnl_format_tag_t tag = sp == 1 ? dnnl_nwc : sp == 2 ? dnnl_nhwc : dnnl_ndhwc;
-        return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, tag);
-    }
+    if (any) return dnnl_memory_desc_create_with_tag(out, nd, dims, dnnl_f32, dnnl_format_tag_any);
     int64_t s = 1;
     for (int d = nd - 1; d >= 0; d--) {
         strides[d] = s;
@@ -486,8 +491,8 @@ static dnnl_status_t conv_fwd_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng, c
     dnnl_dims_t st, dl, pl, pr;
     conv_params(g, st, dl, pl, pr);
     dnnl_status_t s;
-    if ((s = conv_md(&mds[0], g, CONV_MD_SRC, c->fmt)) || (s = conv_md(&mds[1], g, CONV_MD_WEI, c->fmt)) ||
-        (s = conv_md(&mds[3], g, CONV_MD_DST, c->fmt)) || (has_bias && (s = make_md_1d(&mds[2], g->OC))))
+    if ((s = conv_md(&mds[0], g, CONV_MD_SRC, 1)) || (s = conv_md(&mds[1], g, CONV_MD_WEI, 1)) ||
+        (s = conv_md(&mds[3], g, CONV_MD_DST, 1)) || (has_bias && (s = make_md_1d(&mds[2], g->OC))))
         goto done;
     if (g->transposed)
         s = dnnl_deconvolution_forward_primitive_desc_create(pd, eng, dnnl_forward_training, dnnl_deconvolution_direct,
@@ -514,8 +519,8 @@ static dnnl_status_t create_conv_bwd(dnnl_primitive_desc_t *pd, dnnl_engine_t en
     dnnl_dims_t st, dl, pl, pr;
     conv_params(g, st, dl, pl, pr);
     dnnl_status_t s;
-    if ((s = conv_fwd_pd(&hint, eng, NULL, c, c->has_bias)) || (s = conv_md(&mds[0], g, CONV_MD_SRC, c->fmt)) ||
-        (s = conv_md(&mds[1], g, CONV_MD_WEI, c->fmt)) || (s = conv_md(&mds[3], g, CONV_MD_DST, c->fmt)) ||
+    if ((s = conv_fwd_pd(&hint, eng, NULL, c, c->has_bias)) || (s = conv_md(&mds[0], g, CONV_MD_SRC, 1)) ||
+        (s = conv_md(&mds[1], g, CONV_MD_WEI, 1)) || (s = conv_md(&mds[3], g, CONV_MD_DST, 1)) ||
         (c->has_bias && (s = make_md_1d(&mds[2], g->OC))))
         goto done;
     if (dir == CONV_BWD_DATA)
@@ -546,7 +551,7 @@ static dnnl_status_t create_conv_bwd_weights(dnnl_primitive_desc_t *pd, dnnl_eng
     return create_conv_bwd(pd, eng, attr, vctx, CONV_BWD_WEIGHTS);
 }
 
-static void conv_key(cache_key *k, const mmu_conv_geom *g, int fmt, int dir, int has_bias) {
+static void conv_key(cache_key *k, const mmu_conv_geom *g, int dir, int has_bias) {
     /* at most 9 + 7 * 3 words: filled directly, well inside KEY_MAX */
     int64_t *v = k->v, n = 0;
     v[n++] = 20 + dir;
@@ -565,89 +570,8 @@ static void conv_key(cache_key *k, const mmu_conv_geom *g, int fmt, int dir, int
         v[n++] = g->pad_l[d];
         v[n++] = g->pad_r[d];
     }
-    v[n++] = fmt;
     v[n++] = has_bias;
     k->n = (int)n;
-}
-
-/* A cache entry held for the length of one call (users > 0 keeps it alive
- * even if another thread evicts it meanwhile). */
-typedef struct {
-    entry *e;
-    dnnl_primitive_t prim;
-    dnnl_primitive_desc_t pd;
-    size_t scratch_bytes;
-} pinned;
-
-static mmu_status pin(pinned *p, const cache_key *key0, pd_create_fn create, void *ctx, const char *what) {
-    cache_key key = *key0; /* cache_get appends the thread count */
-    pthread_mutex_lock(&g_cache_lock);
-    entry *e = NULL;
-    mmu_status st = cache_get(&e, &key, create, ctx, what);
-    if (!st) {
-        e->users++;
-        p->e = e;
-        p->prim = e->prim;
-        p->pd = e->pd;
-        p->scratch_bytes = e->scratch_bytes;
-        if (e != g_newest) {
-            if (e->older) e->older->newer = e->newer; else g_oldest = e->newer;
-            e->newer->older = e->older;
-            e->older = g_newest;
-            e->newer = NULL;
-            g_newest->newer = e;
-            g_newest = e;
-        }
-    }
-    pthread_mutex_unlock(&g_cache_lock);
-    return st;
-}
-
-static void unpin(pinned *p) {
-    if (!p->e) return;
-    pthread_mutex_lock(&g_cache_lock);
-    if (--p->e->users == 0 && p->e->evicted) entry_destroy(p->e);
-    pthread_mutex_unlock(&g_cache_lock);
-    p->e = NULL;
-}
-
-/* Executes a pinned primitive on (arg id, pointer) pairs (NULL pointers skipped). */
-static mmu_status run_pinned(const pinned *p, dnnl_stream_t stream, int nargs, const int *arg_ids,
-                             void *const *ptrs, const char *what) {
-    mmu_status st = MMU_OK;
-    dnnl_exec_arg_t args[MAX_ARGS + 1];
-    dnnl_memory_t mems[MAX_ARGS + 1] = {0};
-    void *scratch = NULL;
-    int n = 0;
-    for (int i = 0; i < nargs; i++) {
-        if (!ptrs[i]) continue;
-        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, arg_ids[i]);
-        if (!md || dnnl_memory_create(&mems[n], md, g_engine, ptrs[i]) != dnnl_success) {
-            st = mmu_fail(MMU_ERUNTIME, "oneDNN %s: cannot wrap argument %d", what, arg_ids[i]);
-            goto done;
-        }
-        args[n].arg = arg_ids[i];
-        args[n].memory = mems[n];
-        n++;
-    }
-    if (p->scratch_bytes) {
-        scratch = mmu_alloc(p->scratch_bytes);
-        const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0);
-        if (!scratch || dnnl_memory_create(&mems[n], md, g_engine, scratch) != dnnl_success) {
-            st = mmu_fail(MMU_ENOMEM, "oneDNN %s: cannot allocate a %zu-byte scratchpad", what, p->scratch_bytes);
-            goto done;
-        }
-        args[n].arg = DNNL_ARG_SCRATCHPAD;
-        args[n].memory = mems[n];
-        n++;
-    }
-    if (dnnl_primitive_execute(p->prim, stream, n, args) != dnnl_success || dnnl_stream_wait(stream) != dnnl_success)
-        st = mmu_fail(MMU_ERUNTIME, "oneDNN %s: execution failed", what);
-done:
-    for (int i = 0; i < MAX_ARGS + 1; i++)
-        if (mems[i]) dnnl_memory_destroy(mems[i]);
-    if (scratch) mmu_free(scratch, p->scratch_bytes);
-    return st;
 }
 
 typedef struct { const_dnnl_memory_desc_t from, to; } reorder_ctx;
@@ -689,7 +613,7 @@ static mmu_status conv_arg_buf(void **out, const pinned *p, const cache_key *pke
                                dnnl_stream_t stream) {
     const_dnnl_memory_desc_t want = dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, arg);
     dnnl_memory_desc_t plain = NULL;
-    if (!want || conv_md(&plain, g, which, CONV_FMT_PLAIN) != dnnl_success)
+    if (!want || conv_md(&plain, g, which, 0) != dnnl_success)
         return mmu_fail(MMU_ERUNTIME, "oneDNN convolution: cannot describe argument %d", arg);
     mmu_status st = MMU_OK;
     if (dnnl_memory_desc_equal(want, plain)) {
@@ -717,7 +641,7 @@ static mmu_status conv_arg_back(const pinned *p, const cache_key *pkey, int arg,
     if (buf == user) return MMU_OK;
     const_dnnl_memory_desc_t have = dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, arg);
     dnnl_memory_desc_t plain = NULL;
-    if (!have || conv_md(&plain, g, which, CONV_FMT_PLAIN) != dnnl_success)
+    if (!have || conv_md(&plain, g, which, 0) != dnnl_success)
         return mmu_fail(MMU_ERUNTIME, "oneDNN convolution: cannot describe argument %d", arg);
     cache_key key = *pkey;
     key_push(&key, 0x5f0 + tag);
@@ -738,9 +662,9 @@ mmu_status mmu_dnnl_conv_fwd(const mmu_conv_geom *g, const float *src, const flo
     dnnl_stream_t stream = NULL;
     if ((st = get_stream(&stream))) return st;
     mmu_sync_threads();
-    conv_ctx c = {g, conv_fmt(g, CONV_FWD), bias != NULL};
+    conv_ctx c = {g, bias != NULL};
     cache_key key;
-    conv_key(&key, g, c.fmt, CONV_FWD, c.has_bias);
+    conv_key(&key, g, CONV_FWD, c.has_bias);
     const char *what = g->transposed ? "deconvolution forward" : "convolution forward";
     pinned p = {0};
     if ((st = pin(&p, &key, create_conv_fwd, &c, what))) return st;
@@ -764,11 +688,9 @@ mmu_status mmu_dnnl_conv_fwd(const mmu_conv_geom *g, const float *src, const flo
  * benchmark's 3x3 conv: about 40 vs 70 ms with torch's oneDNN), and its src
  * is diff_dst in the same blocked layout the weight gradient reads, so the
  * one reorder still serves both. Fills gt; 0 when the rule does not apply
- * (strided, transposed, or a padding beyond the kernel's reach).
- * MMU_CONV_BWD_DATA_VIA_FWD=0 turns it off, for measurements. */
+ * (strided, transposed, or a padding beyond the kernel's reach). */
 static int data_grad_as_fwd(mmu_conv_geom *gt, const mmu_conv_geom *g) {
-    const char *e = getenv("MMU_CONV_BWD_DATA_VIA_FWD");
-    if (g->transposed || (e && !strcmp(e, "0"))) return 0;
+    if (g->transposed) return 0;
     *gt = *g;
     gt->IC = g->OC;
     gt->OC = g->IC;
@@ -806,10 +728,10 @@ mmu_status mmu_dnnl_conv_bwd(const mmu_conv_geom *g, const float *src, const flo
     mmu_conv_geom gt;
     int via_fwd = diff_src && data_grad_as_fwd(&gt, g);
     const mmu_conv_geom *gd = via_fwd ? &gt : g;
-    conv_ctx cd = {gd, conv_fmt(g, CONV_BWD_DATA), 0}, cw = {g, conv_fmt(g, CONV_BWD_WEIGHTS), diff_bias != NULL};
+    conv_ctx cd = {gd, 0}, cw = {g, diff_bias != NULL};
     cache_key kd, kw;
-    conv_key(&kd, gd, cd.fmt, via_fwd ? CONV_FWD : CONV_BWD_DATA, 0);
-    conv_key(&kw, g, cw.fmt, CONV_BWD_WEIGHTS, cw.has_bias);
+    conv_key(&kd, gd, via_fwd ? CONV_FWD : CONV_BWD_DATA, 0);
+    conv_key(&kw, g, CONV_BWD_WEIGHTS, cw.has_bias);
     int want_w = diff_w || diff_bias;
     int64_t K = g->k[0] * (g->sp > 1 ? g->k[1] : 1) * (g->sp > 2 ? g->k[2] : 1);
     size_t wbytes = (size_t)(g->OC * (g->IC / g->G) * K) * sizeof(float);

@@ -36,9 +36,6 @@ static const char *conv_name(int transposed, int sp) {
 /* Sizes past this are refused up front (products of them must not overflow int64). */
 #define MMU_CONV_MAX_EXTENT ((__int128)1 << 48)
 
-/* "(2, 3)" for the first sp entries of v */
-static const char *tuple_str(int sp, const int64_t *v) { return mmu_dims_str(sp, v); }
-
 /* Checks shared by both directions: dtypes, ranks, groups, channels, bias,
  * stride/dilation/padding ranges. Fills g's channel and size fields (not
  * out/pad_r, which differ by direction). */
@@ -61,12 +58,12 @@ static mmu_status conv_check(mmu_conv_geom *g, mmu_tensor *x, mmu_tensor *w, mmu
         return mmu_fail(MMU_EVALUE, "%s: groups must be positive, got %lld", op, (long long)groups);
     for (int d = 0; d < sp; d++) {
         if (stride[d] <= 0)
-            return mmu_fail(MMU_EVALUE, "%s: stride must be positive, got %s", op, tuple_str(sp, stride));
+            return mmu_fail(MMU_EVALUE, "%s: stride must be positive, got %s", op, mmu_dims_str(sp, stride));
         if (dilation[d] <= 0)
-            return mmu_fail(MMU_EVALUE, "%s: dilation must be positive, got %s", op, tuple_str(sp, dilation));
+            return mmu_fail(MMU_EVALUE, "%s: dilation must be positive, got %s", op, mmu_dims_str(sp, dilation));
         if (padding[d] < 0)
             return mmu_fail(MMU_EVALUE, "%s: negative padding %s is not supported (crop with pad() instead)", op,
-                            tuple_str(sp, padding));
+                            mmu_dims_str(sp, padding));
         if (w->shape[2 + d] <= 0)
             return mmu_fail(MMU_EVALUE, "%s: weight of shape %s has an empty kernel", op, mmu_shape_str(w));
     }
@@ -378,20 +375,20 @@ mmu_status mmu_conv(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tensor *w, mmu_
     int64_t padded[3], ext[3];
     for (int d = 0; d < sp; d++) {
         if (pad_r[d] < 0)
-            return mmu_fail(MMU_EVALUE, "%s: negative padding %s is not supported", op, tuple_str(sp, pad_r));
+            return mmu_fail(MMU_EVALUE, "%s: negative padding %s is not supported", op, mmu_dims_str(sp, pad_r));
         g.pad_r[d] = pad_r[d];
         /* in 128 bits: a padding or dilation near 2**63 must be a clear error, not a wrapped size */
         __int128 p128 = (__int128)g.in[d] + pad_l[d] + pad_r[d], e128 = (__int128)g.dilation[d] * (g.k[d] - 1) + 1;
         if (p128 > MMU_CONV_MAX_EXTENT || e128 > MMU_CONV_MAX_EXTENT)
             return mmu_fail(MMU_EVALUE, "%s: padding %s or dilation %s with kernel of weight %s is too large", op,
-                            tuple_str(sp, pad_l), tuple_str(sp, dilation), mmu_shape_str(w));
+                            mmu_dims_str(sp, pad_l), mmu_dims_str(sp, dilation), mmu_shape_str(w));
         padded[d] = (int64_t)p128;
         ext[d] = (int64_t)e128;
     }
     for (int d = 0; d < sp; d++)
         if (padded[d] < ext[d])
             return mmu_fail(MMU_EVALUE, "%s: padded input size %s is smaller than the (dilated) kernel size %s "
-                            "(input %s, weight %s)", op, tuple_str(sp, padded), tuple_str(sp, ext),
+                            "(input %s, weight %s)", op, mmu_dims_str(sp, padded), mmu_dims_str(sp, ext),
                             mmu_shape_str(x), mmu_shape_str(w));
     for (int d = 0; d < sp; d++) {
         g.out[d] = (padded[d] - ext[d]) / g.stride[d] + 1;
@@ -415,10 +412,11 @@ mmu_status mmu_conv_transpose(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tenso
     for (int d = 0; d < sp; d++) {
         if (output_padding[d] < 0)
             return mmu_fail(MMU_EVALUE, "%s: output_padding must be non-negative, got %s", op,
-                            tuple_str(sp, output_padding));
+                            mmu_dims_str(sp, output_padding));
         if (output_padding[d] >= stride[d] && output_padding[d] >= dilation[d])
             return mmu_fail(MMU_EVALUE, "%s: output_padding %s must be smaller than either stride %s or dilation "
-                            "%s", op, tuple_str(sp, output_padding), tuple_str(sp, stride), tuple_str(sp, dilation));
+                            "%s", op, mmu_dims_str(sp, output_padding), mmu_dims_str(sp, stride),
+                            mmu_dims_str(sp, dilation));
     }
     for (int d = 0; d < sp; d++) {
         __int128 o128 = ((__int128)g.in[d] - 1) * g.stride[d] - 2 * (__int128)padding[d] +
@@ -426,7 +424,7 @@ mmu_status mmu_conv_transpose(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tenso
         if (o128 > MMU_CONV_MAX_EXTENT || padding[d] > MMU_CONV_MAX_EXTENT)
             return mmu_fail(MMU_EVALUE, "%s: input of shape %s with weight %s, stride %s, padding %s, dilation %s "
                             "gives an output too large to index", op, mmu_shape_str(x), mmu_shape_str(w),
-                            tuple_str(sp, stride), tuple_str(sp, padding), tuple_str(sp, dilation));
+                            mmu_dims_str(sp, stride), mmu_dims_str(sp, padding), mmu_dims_str(sp, dilation));
         g.out[d] = (int64_t)o128;
         /* the deconvolution's right padding: the output_padding extra cells come off it */
         g.pad_r[d] = padding[d] - output_padding[d];
@@ -434,7 +432,7 @@ mmu_status mmu_conv_transpose(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tenso
         if (g.out[d] < 0 && g.in[d] > 0)
             return mmu_fail(MMU_EVALUE, "%s: input of shape %s with weight %s, stride %s, padding %s gives a "
                             "non-positive output size", op, mmu_shape_str(x), mmu_shape_str(w),
-                            tuple_str(sp, stride), tuple_str(sp, padding));
+                            mmu_dims_str(sp, stride), mmu_dims_str(sp, padding));
     }
     return conv_run(out, &g, x, w, b, MMU_OP_CONV_TRANSPOSE);
 }

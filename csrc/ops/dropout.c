@@ -4,7 +4,7 @@
  * stream; element i is kept when the top 24 bits of word i%4 of block i/4 are
  * below (1-p)·2^24, so the mask depends on (seed, stream offset, i) only, not on
  * the thread count. The mask is not stored: the node keeps the stream's key and
- * first counter and the backward regenerates it (the vectorised Philox below
+ * first counter and the backward regenerates it (the core's vectorised Philox
  * costs ~2 ns per 4 elements; a stored mask would hold memory from the forward
  * to the backward of every dropout in the model). */
 #include <math.h>
@@ -12,35 +12,6 @@
 #include "ops.h"
 
 #define DROP_BLOCKS 256 /* Philox blocks per chunk of the parallel loop */
-#define PHILOX_LANES 16
-
-/* PHILOX_LANES consecutive Philox4x32-10 blocks at once, the same bits as
- * mmu_philox(key, base + l), in GCC vector types: each 32-bit word sits in a
- * 64-bit lane so that one vector multiply gives the 32x32->64 product (a
- * scalar block costs ~25 ns, this ~2). */
-typedef uint64_t philox_vec __attribute__((vector_size(PHILOX_LANES * 8)));
-
-static void philox_lanes(uint64_t key, uint64_t base, uint32_t out[4][PHILOX_LANES]) {
-    philox_vec c0, c1, c2 = {0}, c3 = {0};
-    const uint64_t M = 0xFFFFFFFFu;
-    for (int l = 0; l < PHILOX_LANES; l++) {
-        uint64_t c = base + (uint64_t)l;
-        c0[l] = c & M, c1[l] = c >> 32;
-    }
-    uint64_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
-    for (int r = 0; r < 10; r++) {
-        philox_vec p0 = c0 * 0xD2511F53u, p1 = c2 * 0xCD9E8D57u;
-        c0 = (p1 >> 32) ^ c1 ^ k0;
-        c2 = (p0 >> 32) ^ c3 ^ k1;
-        c1 = p1 & M;
-        c3 = p0 & M;
-        k0 = (k0 + 0x9E3779B9u) & M;
-        k1 = (k1 + 0xBB67AE85u) & M;
-    }
-    for (int l = 0; l < PHILOX_LANES; l++)
-        out[0][l] = (uint32_t)c0[l], out[1][l] = (uint32_t)c1[l], out[2][l] = (uint32_t)c2[l],
-        out[3][l] = (uint32_t)c3[l];
-}
 
 // x (n), keep threshold, key/counter of the stream -> y (n) = keep ? x·scale : 0
 static void dropout_apply(float *restrict y, const float *restrict x, int64_t n, uint64_t key, uint64_t base,
@@ -49,15 +20,15 @@ static void dropout_apply(float *restrict y, const float *restrict x, int64_t n,
 #pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
     for (int64_t ch = 0; ch < nchunks; ch++) {
         int64_t b0 = ch * DROP_BLOCKS, b1 = b0 + DROP_BLOCKS < nblocks ? b0 + DROP_BLOCKS : nblocks;
-        for (int64_t b = b0; b < b1; b += PHILOX_LANES) {
-            uint32_t r[4][PHILOX_LANES];
-            philox_lanes(key, base + (uint64_t)b, r);
-            int64_t e0 = 4 * b, e1 = 4 * (b + PHILOX_LANES) < n ? 4 * (b + PHILOX_LANES) : n;
-            if (b + PHILOX_LANES > b1) e1 = 4 * b1 < n ? 4 * b1 : n; /* the chunk's last, partial batch */
+        for (int64_t b = b0; b < b1; b += MMU_PHILOX_LANES) {
+            uint32_t r[4][MMU_PHILOX_LANES];
+            mmu_philox_lanes(key, base + (uint64_t)b, r);
+            int64_t e0 = 4 * b, e1 = 4 * (b + MMU_PHILOX_LANES) < n ? 4 * (b + MMU_PHILOX_LANES) : n;
+            if (b + MMU_PHILOX_LANES > b1) e1 = 4 * b1 < n ? 4 * b1 : n; /* the chunk's last, partial batch */
             /* the factors first (no branch on a random bit), then one vector multiply,
              * x·0 as torch's x·mask (NaN stays NaN) */
-            float m[4 * PHILOX_LANES];
-            for (int l = 0; l < PHILOX_LANES; l++)
+            float m[4 * MMU_PHILOX_LANES];
+            for (int l = 0; l < MMU_PHILOX_LANES; l++)
                 for (int k = 0; k < 4; k++) m[4 * l + k] = (r[k][l] >> 8) < thresh ? scale : 0.0f;
             for (int64_t e = e0; e < e1; e++) y[e] = x[e] * m[e - e0];
         }

@@ -27,6 +27,31 @@
 
 enum { SAVED_X, SAVED_W, SAVED_MEAN, SAVED_RSTD };
 
+/* The weight/bias gradients of layer_norm and rms_norm are sums over rows: each
+ * block of rows adds into its own slab of partial sums, then the slabs are added
+ * in block order. The blocks depend on rows alone (at most MAX_ROW_BLOCKS of
+ * *per rows), so the sums do not depend on the thread count. rows > 0. */
+static int64_t row_blocks(int64_t rows, int64_t *per) {
+    int64_t nblk = rows < MAX_ROW_BLOCKS ? rows : MAX_ROW_BLOCKS;
+    *per = (rows + nblk - 1) / nblk;
+    return (rows + *per - 1) / *per;
+}
+
+// part (nblk slabs `ld` floats apart, cols sums each) -> dst (cols) += the slabs in block order,
+// columns shared among threads
+static void add_row_blocks(float *restrict dst, const float *restrict part, int64_t nblk, int64_t ld, int64_t cols) {
+    enum { CB = 256 };
+    int64_t ncb = (cols + CB - 1) / CB;
+#pragma omp parallel for schedule(static) if (nblk * cols > MMU_PAR_GRAIN)
+    for (int64_t c = 0; c < ncb; c++) {
+        int64_t c0 = c * CB, len = cols - c0 < CB ? cols - c0 : CB;
+        for (int64_t k = 0; k < nblk; k++) {
+            const float *src = part + k * ld + c0;
+            for (int64_t i = 0; i < len; i++) dst[c0 + i] += src[i];
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- forward */
 // x (n), w, b (n) or NULL -> y (n), *mean, *rstd
 static void lnorm_row(float *restrict y, float *mean_out, float *rstd_out, const float *restrict x,
@@ -62,32 +87,44 @@ static void lnorm_row(float *restrict y, float *mean_out, float *rstd_out, const
     *rstd_out = rstd;
 }
 
-static mmu_status check_param(mmu_tensor *p, const char *arg, mmu_tensor *x, int nd, const int64_t *ns) {
-    mmu_status st = mmu_check_dtype(p, MMU_FLOAT32, "layer_norm", arg);
+static mmu_status check_param(mmu_tensor *p, const char *op, const char *arg, mmu_tensor *x, int nd,
+                              const int64_t *ns) {
+    mmu_status st = mmu_check_dtype(p, MMU_FLOAT32, op, arg);
     if (st) return st;
     if (p->ndim != nd || memcmp(p->shape, ns, nd * sizeof(int64_t)))
-        return mmu_fail(MMU_EVALUE, "layer_norm: %s has shape %s but normalized_shape is %s (input %s)", arg,
+        return mmu_fail(MMU_EVALUE, "%s: %s has shape %s but normalized_shape is %s (input %s)", op, arg,
                         mmu_shape_str(p), mmu_dims_str(nd, ns), mmu_shape_str(x));
+    return MMU_OK;
+}
+
+/* The arguments of layer_norm and rms_norm (op): x (..., *S) float32, S =
+ * normalized_shape (nd >= 1 dims), weight / bias (*S) or NULL -> rows (the
+ * product of the leading dims) and cols (of S). */
+static mmu_status check_norm_args(const char *op, mmu_tensor *x, int nd, const int64_t *ns, mmu_tensor *weight,
+                                  mmu_tensor *bias, int64_t *rows, int64_t *cols) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, op, "input");
+    if (st) return st;
+    if (nd < 1)
+        return mmu_fail(MMU_EVALUE, "%s: normalized_shape must have at least one dim, got %s (input %s)", op,
+                        mmu_dims_str(nd, ns), mmu_shape_str(x));
+    int lead = x->ndim - nd;
+    if (lead < 0 || memcmp(x->shape + lead, ns, nd * sizeof(int64_t)))
+        return mmu_fail(MMU_EVALUE, "%s: normalized_shape %s does not match the trailing dims of the input of "
+                        "shape %s", op, mmu_dims_str(nd, ns), mmu_shape_str(x));
+    if (weight && (st = check_param(weight, op, "weight", x, nd, ns))) return st;
+    if (bias && (st = check_param(bias, op, "bias", x, nd, ns))) return st;
+    *cols = *rows = 1;
+    for (int d = 0; d < nd; d++) *cols *= ns[d];
+    for (int d = 0; d < lead; d++) *rows *= x->shape[d];
     return MMU_OK;
 }
 
 // x (..., *S), weight (*S) or NULL, bias (*S) or NULL -> out (x's shape)
 mmu_status mmu_layer_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const int64_t *norm_shape,
                           mmu_tensor *weight, mmu_tensor *bias, double eps) {
-    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "layer_norm", "input");
+    int64_t rows, cols;
+    mmu_status st = check_norm_args("layer_norm", x, norm_ndim, norm_shape, weight, bias, &rows, &cols);
     if (st) return st;
-    if (norm_ndim < 1)
-        return mmu_fail(MMU_EVALUE, "layer_norm: normalized_shape must have at least one dim, got %s (input %s)",
-                        mmu_dims_str(norm_ndim, norm_shape), mmu_shape_str(x));
-    int lead = x->ndim - norm_ndim;
-    if (lead < 0 || memcmp(x->shape + lead, norm_shape, norm_ndim * sizeof(int64_t)))
-        return mmu_fail(MMU_EVALUE, "layer_norm: normalized_shape %s does not match the trailing dims of the "
-                        "input of shape %s", mmu_dims_str(norm_ndim, norm_shape), mmu_shape_str(x));
-    if (weight && (st = check_param(weight, "weight", x, norm_ndim, norm_shape))) return st;
-    if (bias && (st = check_param(bias, "bias", x, norm_ndim, norm_shape))) return st;
-    int64_t cols = 1, rows = 1;
-    for (int d = 0; d < norm_ndim; d++) cols *= norm_shape[d];
-    for (int d = 0; d < lead; d++) rows *= x->shape[d];
 
     mmu_tensor *mean = NULL, *rstd = NULL;
     if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, x->shape)) ||
@@ -162,8 +199,7 @@ mmu_status mmu_layer_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
     if (st || rows * cols == 0) return st;
 
     /* dw/db partial sums: one (2, cols) slab per block of rows */
-    int64_t nblk = rows < MAX_ROW_BLOCKS ? rows : MAX_ROW_BLOCKS, per = (rows + nblk - 1) / nblk;
-    nblk = (rows + per - 1) / per;
+    int64_t per, nblk = row_blocks(rows, &per);
     size_t pbytes = (want_w || want_b) ? (size_t)nblk * 2 * cols * sizeof(float) : 0;
     float *part = pbytes ? mmu_alloc(pbytes) : NULL;
     if (pbytes && !part)
@@ -182,21 +218,9 @@ mmu_status mmu_layer_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
             lnorm_row_backward(pdx ? pdx + r * cols : NULL, bw, bb, px + r * cols, pg + r * cols, pw, pm[r], pr[r],
                                cols);
     }
-    if (part) { /* add the blocks in order, columns shared among threads */
-        float *dw = want_w ? mmu_f32(gin[1]) : NULL, *db = want_b ? mmu_f32(gin[2]) : NULL;
-        enum { CB = 256 };
-        int64_t ncb = (cols + CB - 1) / CB;
-#pragma omp parallel for schedule(static) if (nblk * cols > MMU_PAR_GRAIN)
-        for (int64_t c = 0; c < ncb; c++) {
-            int64_t c0 = c * CB, len = cols - c0 < CB ? cols - c0 : CB;
-            for (int64_t k = 0; k < nblk; k++) {
-                const float *sw = part + (k * 2) * cols + c0, *sb = part + (k * 2 + 1) * cols + c0;
-                if (dw)
-                    for (int64_t i = 0; i < len; i++) dw[c0 + i] += sw[i];
-                if (db)
-                    for (int64_t i = 0; i < len; i++) db[c0 + i] += sb[i];
-            }
-        }
+    if (part) {
+        if (want_w) add_row_blocks(mmu_f32(gin[1]), part, nblk, 2 * cols, cols);
+        if (want_b) add_row_blocks(mmu_f32(gin[2]), part + cols, nblk, 2 * cols, cols);
         mmu_free(part, pbytes);
     }
     return MMU_OK;
@@ -513,21 +537,9 @@ static void rms_row(float *restrict y, float *rstd_out, const float *restrict x,
 // x (..., *S), weight (*S) or NULL -> out (x's shape)
 mmu_status mmu_rms_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const int64_t *norm_shape,
                         mmu_tensor *weight, double eps) {
-    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "rms_norm", "input");
+    int64_t rows, cols;
+    mmu_status st = check_norm_args("rms_norm", x, norm_ndim, norm_shape, weight, NULL, &rows, &cols);
     if (st) return st;
-    int lead = x->ndim - norm_ndim;
-    if (norm_ndim < 1 || lead < 0 || memcmp(x->shape + lead, norm_shape, norm_ndim * sizeof(int64_t)))
-        return mmu_fail(MMU_EVALUE, "rms_norm: normalized_shape %s does not match the trailing dims of the "
-                        "input of shape %s", mmu_dims_str(norm_ndim, norm_shape), mmu_shape_str(x));
-    if (weight) {
-        if ((st = mmu_check_dtype(weight, MMU_FLOAT32, "rms_norm", "weight"))) return st;
-        if (weight->ndim != norm_ndim || memcmp(weight->shape, norm_shape, norm_ndim * sizeof(int64_t)))
-            return mmu_fail(MMU_EVALUE, "rms_norm: weight has shape %s but normalized_shape is %s (input %s)",
-                            mmu_shape_str(weight), mmu_dims_str(norm_ndim, norm_shape), mmu_shape_str(x));
-    }
-    int64_t cols = 1, rows = 1;
-    for (int d = 0; d < norm_ndim; d++) cols *= norm_shape[d];
-    for (int d = 0; d < lead; d++) rows *= x->shape[d];
     mmu_tensor *rstd = NULL;
     if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, x->shape)) ||
         (st = mmu_tensor_empty(&rstd, MMU_FLOAT32, 1, &rows)))
@@ -585,8 +597,7 @@ mmu_status mmu_rms_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
     if (want_x) st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, n->inputs[0].ndim, n->inputs[0].shape);
     if (!st && want_w) st = mmu_tensor_zeros(&gin[1], MMU_FLOAT32, n->inputs[1].ndim, n->inputs[1].shape);
     if (st || rows * cols == 0) return st;
-    int64_t nblk = rows < MAX_ROW_BLOCKS ? rows : MAX_ROW_BLOCKS, per = (rows + nblk - 1) / nblk;
-    nblk = (rows + per - 1) / per;
+    int64_t per, nblk = row_blocks(rows, &per);
     size_t pbytes = want_w ? (size_t)nblk * cols * sizeof(float) : 0;
     float *part = pbytes ? mmu_alloc(pbytes) : NULL;
     if (pbytes && !part) return mmu_fail(MMU_ENOMEM, "rms_norm backward: out of memory");
@@ -602,13 +613,7 @@ mmu_status mmu_rms_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
                              pg + r * cols, pw, pr[r], cols);
     }
     if (part) {
-        float *dw = mmu_f32(gin[1]);
-#pragma omp parallel for schedule(static) if (nblk * cols > MMU_PAR_GRAIN)
-        for (int64_t c = 0; c < cols; c++) {
-            float a = 0.0f;
-            for (int64_t k = 0; k < nblk; k++) a += part[k * cols + c];
-            dw[c] = a;
-        }
+        add_row_blocks(mmu_f32(gin[1]), part, nblk, cols, cols);
         mmu_free(part, pbytes);
     }
     return MMU_OK;

@@ -5,19 +5,6 @@
 
 #include "../ops/ops.h"
 
-/* Reads a tuple of exactly sp ints. -1 with an exception on error. */
-static int parse_sp(PyObject *obj, int sp, int64_t *v, const char *op, const char *arg) {
-    int n;
-    int64_t tmp[MMU_MAX_DIMS];
-    if (mmu_parse_shape(obj, &n, tmp, op, arg) < 0) return -1;
-    if (n != sp) {
-        PyErr_Format(PyExc_ValueError, "%s: %s must have %d entries, got %d", op, arg, sp, n);
-        return -1;
-    }
-    memcpy(v, tmp, sp * sizeof(int64_t));
-    return 0;
-}
-
 static const char *names[2][3] = {{"conv1d", "conv2d", "conv3d"},
                                   {"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}};
 
@@ -33,8 +20,8 @@ static PyObject *py_conv(PyObject *m, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iOOOOOOOL", &sp, &xo, &wo, &bo, &so, &plo, &pro, &dlo, &groups)) return NULL;
     if (sp < 1 || sp > 3) return PyErr_Format(PyExc_ValueError, "conv: bad spatial rank %d", sp);
     const char *op = names[0][sp - 1];
-    if (parse_sp(so, sp, stride, op, "stride") || parse_sp(plo, sp, pl, op, "padding") ||
-        parse_sp(pro, sp, pr, op, "padding") || parse_sp(dlo, sp, dil, op, "dilation"))
+    if (mmu_parse_ints(so, sp, stride, op, "stride") || mmu_parse_ints(plo, sp, pl, op, "padding") ||
+        mmu_parse_ints(pro, sp, pr, op, "padding") || mmu_parse_ints(dlo, sp, dil, op, "dilation"))
         return NULL;
     if (!(x = arg(&ta, xo, MMU_FLOAT32, op, "input")) || !(w = arg(&ta, wo, MMU_FLOAT32, op, "weight")) ||
         (bo != Py_None && !(b = arg(&ta, bo, MMU_FLOAT32, op, "bias"))))
@@ -55,8 +42,8 @@ static PyObject *py_conv_transpose(PyObject *m, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iOOOOOOLO", &sp, &xo, &wo, &bo, &so, &po, &opo, &groups, &dlo)) return NULL;
     if (sp < 1 || sp > 3) return PyErr_Format(PyExc_ValueError, "conv_transpose: bad spatial rank %d", sp);
     const char *op = names[1][sp - 1];
-    if (parse_sp(so, sp, stride, op, "stride") || parse_sp(po, sp, pad, op, "padding") ||
-        parse_sp(opo, sp, opad, op, "output_padding") || parse_sp(dlo, sp, dil, op, "dilation"))
+    if (mmu_parse_ints(so, sp, stride, op, "stride") || mmu_parse_ints(po, sp, pad, op, "padding") ||
+        mmu_parse_ints(opo, sp, opad, op, "output_padding") || mmu_parse_ints(dlo, sp, dil, op, "dilation"))
         return NULL;
     if (!(x = arg(&ta, xo, MMU_FLOAT32, op, "input")) || !(w = arg(&ta, wo, MMU_FLOAT32, op, "weight")) ||
         (bo != Py_None && !(b = arg(&ta, bo, MMU_FLOAT32, op, "bias"))))

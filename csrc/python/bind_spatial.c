@@ -49,40 +49,11 @@ static PyObject *py_normalize(PyObject *m, PyObject *args) {
 }
 
 static PyObject *py_dropout(PyObject *m, PyObject *args) {
-    PyObject *xo;
-    double p;
-    tensor_args ta = {0};
-    mmu_tensor *x, *out = NULL;
-    mmu_status st;
-    if (!PyArg_ParseTuple(args, "Od", &xo, &p)) return NULL;
-    if (!(x = arg(&ta, xo, -1, "dropout", "input"))) return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_dropout(&out, x, p));
-    return finish(&ta, st, out);
+    return mmu_call_x_double(args, "dropout", -1, mmu_dropout);
 }
 
 static PyObject *py_leaky_relu(PyObject *m, PyObject *args) {
-    PyObject *xo;
-    double slope;
-    tensor_args ta = {0};
-    mmu_tensor *x, *out = NULL;
-    mmu_status st;
-    if (!PyArg_ParseTuple(args, "Od", &xo, &slope)) return NULL;
-    if (!(x = arg(&ta, xo, -1, "leaky_relu", "input"))) return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_leaky_relu(&out, x, slope));
-    return finish(&ta, st, out);
-}
-
-/* a tuple of exactly n ints */
-static int int_tuple(PyObject *o, int n, int64_t *v, const char *op, const char *name) {
-    int nd;
-    int64_t tmp[MMU_MAX_DIMS];
-    if (mmu_parse_shape(o, &nd, tmp, op, name) < 0) return -1;
-    if (nd != n) {
-        PyErr_Format(PyExc_ValueError, "%s: %s must have %d values, got %d", op, name, n, nd);
-        return -1;
-    }
-    for (int i = 0; i < n; i++) v[i] = tmp[i];
-    return 0;
+    return mmu_call_x_double(args, "leaky_relu", -1, mmu_leaky_relu);
 }
 
 static PyObject *py_pad(PyObject *m, PyObject *args) {
@@ -115,8 +86,8 @@ static PyObject *py_avg_pool2d(PyObject *m, PyObject *args) {
     mmu_status st;
     int64_t k[2], s[2], p[2];
     if (!PyArg_ParseTuple(args, "OOOOppL", &xo, &ko, &so, &po, &ceil_mode, &include_pad, &divisor)) return NULL;
-    if (int_tuple(ko, 2, k, "avg_pool2d", "kernel_size") < 0 || int_tuple(so, 2, s, "avg_pool2d", "stride") < 0 ||
-        int_tuple(po, 2, p, "avg_pool2d", "padding") < 0)
+    if (mmu_parse_ints(ko, 2, k, "avg_pool2d", "kernel_size") < 0 ||
+        mmu_parse_ints(so, 2, s, "avg_pool2d", "stride") < 0 || mmu_parse_ints(po, 2, p, "avg_pool2d", "padding") < 0)
         return NULL;
     if (!(x = arg(&ta, xo, -1, "avg_pool2d", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_avg_pool2d(&out, x, k, s, p, ceil_mode, include_pad, divisor));

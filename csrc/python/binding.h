@@ -32,6 +32,20 @@ PyObject *mmu_raise(mmu_status st);
 /* Reads a tuple/list of ints into shape (ndim out). -1 on error (exception set). */
 int mmu_parse_shape(PyObject *obj, int *ndim, int64_t *shape, const char *op, const char *arg);
 
+/* Reads a tuple/list of exactly n ints (per-spatial-dim kernel/stride/padding
+ * arguments of the bind_*.c files). -1 on error (exception set). */
+static inline int mmu_parse_ints(PyObject *obj, int n, int64_t *v, const char *op, const char *arg) {
+    int nd;
+    int64_t tmp[MMU_MAX_DIMS];
+    if (mmu_parse_shape(obj, &nd, tmp, op, arg) < 0) return -1;
+    if (nd != n) {
+        PyErr_Format(PyExc_ValueError, "%s: %s must have %d values, got %d", op, arg, n, nd);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) v[i] = tmp[i];
+    return 0;
+}
+
 /* Runs a core call with the GIL released. */
 #define MMU_NOGIL(st, expr)      \
     do {                         \
@@ -64,6 +78,21 @@ static inline PyObject *finish(tensor_args *a, mmu_status st, mmu_tensor *out) {
     for (int i = 0; i < a->n; i++) mmu_tensor_decref(a->t[i]);
     if (st) return mmu_raise(st);
     return out ? mmu_wrap(out) : NULL;
+}
+
+/* Entry point of an op on one tensor and one float, (x, v): pow, dropout,
+ * leaky_relu. Python scalars for x take dtype `like` (or -1). */
+static inline PyObject *mmu_call_x_double(PyObject *args, const char *op, int like,
+                                          mmu_status (*fn)(mmu_tensor **, mmu_tensor *, double)) {
+    PyObject *xo;
+    double v;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "Od", &xo, &v)) return NULL;
+    if (!(x = arg(&ta, xo, like, op, "input"))) return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, fn(&out, x, v));
+    return finish(&ta, st, out);
 }
 
 /* Method tables of the op families, one per csrc/python file, all added to mmu._C. */

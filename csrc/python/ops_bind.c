@@ -67,15 +67,7 @@ static PyObject *py_unary(PyObject *m, PyObject *args) {
 }
 
 static PyObject *py_pow(PyObject *m, PyObject *args) {
-    PyObject *xo;
-    double p;
-    tensor_args ta = {0};
-    mmu_tensor *x, *out = NULL;
-    mmu_status st;
-    if (!PyArg_ParseTuple(args, "Od", &xo, &p)) return NULL;
-    if (!(x = arg(&ta, xo, MMU_FLOAT32, "pow", "input"))) return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_pow_scalar(&out, x, p));
-    return finish(&ta, st, out);
+    return mmu_call_x_double(args, "pow", MMU_FLOAT32, mmu_pow_scalar);
 }
 
 static PyObject *py_clamp(PyObject *m, PyObject *args) {

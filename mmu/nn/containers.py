@@ -1,12 +1,12 @@
 """Containers: Sequential, ModuleList, ModuleDict (torch.nn's)."""
 import collections
-import numbers
 
+from .._args import is_int
 from .module import Module
 
 
 def _index(idx, n, what):
-    if not isinstance(idx, numbers.Integral) or isinstance(idx, bool):
+    if not is_int(idx):
         raise TypeError(f"{what} indices must be integers or slices, not {type(idx).__name__}")
     idx = int(idx)
     if not -n <= idx < n:
@@ -14,41 +14,37 @@ def _index(idx, n, what):
     return idx % n
 
 
-class Sequential(Module):
-    """Runs its modules one after the other: Sequential(m1, m2, ...) or
-    Sequential(OrderedDict(name=module, ...)). Indexable, sliceable, appendable."""
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: modules under the names "0", "1", ...,
+    indexed like a list (negative indices, IndexError past the end), renumbered
+    after a removal or an insertion as torch does. _what names the class in errors."""
+    _what = "ModuleSequence"
 
-    def __init__(self, *args):
-        super().__init__()
-        if len(args) == 1 and isinstance(args[0], dict):  # an OrderedDict (or a dict, from a config)
-            for name, m in args[0].items():
-                self.add_module(name, m)
-        else:
-            for i, m in enumerate(args):
-                self.add_module(str(i), m)
-
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):
-            return type(self)(collections.OrderedDict(list(self._modules.items())[idx]))
-        keys = list(self._modules)
-        return self._modules[keys[_index(idx, len(keys), "Sequential")]]
-
-    def __setitem__(self, idx, module):
-        keys = list(self._modules)
-        setattr(self, keys[_index(idx, len(keys), "Sequential")], module)
-
-    def __delitem__(self, idx):
-        keys = list(self._modules)
-        if isinstance(idx, slice):
-            for k in keys[idx]:
-                delattr(self, k)
-        else:
-            delattr(self, keys[_index(idx, len(keys), "Sequential")])
-        # keep the numbering contiguous, as torch does
-        items = list(self._modules.values())
+    def _renumber(self, items):
         self._modules.clear()
         for i, m in enumerate(items):
             self._modules[str(i)] = m
+
+    def _key(self, idx):
+        keys = list(self._modules)
+        return keys[_index(idx, len(keys), self._what)]
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return self._slice(idx)
+        return self._modules[self._key(idx)]
+
+    def __setitem__(self, idx, module):
+        setattr(self, self._key(idx), module)
+
+    def __delitem__(self, idx):
+        if isinstance(idx, slice):
+            for k in list(self._modules)[idx]:
+                delattr(self, k)
+        else:
+            delattr(self, self._key(idx))
+        # keep the numbering contiguous, as torch does
+        self._renumber(list(self._modules.values()))
 
     def __len__(self):
         return len(self._modules)
@@ -60,6 +56,24 @@ class Sequential(Module):
         """Adds module at the end; returns self."""
         self.add_module(str(len(self)), module)
         return self
+
+
+class Sequential(_ModuleSequence):
+    """Runs its modules one after the other: Sequential(m1, m2, ...) or
+    Sequential(OrderedDict(name=module, ...)). Indexable, sliceable, appendable."""
+    _what = "Sequential"
+
+    def __init__(self, *args):
+        super().__init__()
+        if len(args) == 1 and isinstance(args[0], dict):  # an OrderedDict (or a dict, from a config)
+            for name, m in args[0].items():
+                self.add_module(name, m)
+        else:
+            for i, m in enumerate(args):
+                self.add_module(str(i), m)
+
+    def _slice(self, idx):
+        return type(self)(collections.OrderedDict(list(self._modules.items())[idx]))
 
     def extend(self, modules):
         for m in modules:
@@ -75,9 +89,7 @@ class Sequential(Module):
         items.insert(index, module)
         if not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self._modules[str(i)] = m
+        self._renumber(items)
         return self
 
     def forward(self, input):
@@ -86,48 +98,20 @@ class Sequential(Module):
         return input
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules whose parameters are registered (names "0", "1", ...)."""
+    _what = "ModuleList"
 
     def __init__(self, modules=None):
         super().__init__()
         if modules is not None:
             self.extend(modules)
 
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):
-            return type(self)(list(self._modules.values())[idx])
-        keys = list(self._modules)
-        return self._modules[keys[_index(idx, len(keys), "ModuleList")]]
-
-    def __setitem__(self, idx, module):
-        keys = list(self._modules)
-        setattr(self, keys[_index(idx, len(keys), "ModuleList")], module)
-
-    def __delitem__(self, idx):
-        keys = list(self._modules)
-        if isinstance(idx, slice):
-            for k in keys[idx]:
-                delattr(self, k)
-        else:
-            delattr(self, keys[_index(idx, len(keys), "ModuleList")])
-        items = list(self._modules.values())
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self._modules[str(i)] = m
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
+    def _slice(self, idx):
+        return type(self)(list(self._modules.values())[idx])
 
     def __iadd__(self, modules):
         return self.extend(modules)
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
 
     def extend(self, modules):
         if not hasattr(modules, "__iter__"):
@@ -141,9 +125,7 @@ class ModuleList(Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         items = list(self._modules.values())
         items.insert(index, module)
-        self._modules.clear()
-        for i, m in enumerate(items):
-            self._modules[str(i)] = m
+        self._renumber(items)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ModuleList has no forward; iterate over it")

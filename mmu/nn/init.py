@@ -4,11 +4,11 @@ mmu's seeded RNG (mmu.manual_seed), so the same seed gives the same weights.
 The distributions and their parameters (fans, gains, bounds) are torch's;
 the numbers themselves come from mmu's Philox generator, not torch's."""
 import math
-import numbers
 
 import numpy as np
 
 from .._C import Tensor
+from .._args import is_real
 from ..tensor import rand as _rand, randn as _randn
 
 __all__ = ["calculate_gain", "uniform_", "normal_", "trunc_normal_", "constant_", "zeros_", "ones_", "eye_",
@@ -37,7 +37,7 @@ def calculate_gain(nonlinearity, param=None):
     if nonlinearity == "leaky_relu":
         if param is None:
             slope = 0.01
-        elif isinstance(param, numbers.Real) and not isinstance(param, bool):
+        elif is_real(param):
             slope = param
         else:
             raise ValueError(f"calculate_gain: negative_slope {param!r} is not a valid number")

@@ -8,6 +8,7 @@ import numbers
 import warnings
 
 from .. import functional as F
+from .._args import is_int
 from ..tensor import _as_tensor, where as _where, zeros as _zeros
 from . import init
 from .module import Module
@@ -25,7 +26,7 @@ def _param(*shape):
 
 
 def _int(v, name, cls, minimum=None):
-    if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+    if not is_int(v):
         raise TypeError(f"{cls}: {name} must be an int, got {type(v).__name__}")
     if minimum is not None and v < minimum:
         raise ValueError(f"{cls}: {name} must be >= {minimum}, got {v}")
@@ -287,7 +288,7 @@ class ConvTranspose3d(_ConvTranspose):
 
 # ----------------------------------------------------------------------- norms
 def _shape_tuple(normalized_shape, cls):
-    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
+    if is_int(normalized_shape):
         normalized_shape = (normalized_shape,)
     if not isinstance(normalized_shape, (tuple, list)):
         raise TypeError(f"{cls}: normalized_shape must be an int or a tuple of ints, got "
