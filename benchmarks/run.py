@@ -404,23 +404,27 @@ def demo_inputs(rng):
         raise RuntimeError("this case needs mmu.demo (the model's initial weights and the "
                            f"digits come from it), and mmu cannot be imported: {e}") from None
     x_train, _ = demo.load_digits_data(rng)
-    return {"weights": demo.init_params(demo.LAYER_SIZES, rng), "batch": x_train[:DEMO_BATCH]}
+    model = demo.MLPAutoencoder()
+    state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    return {"state": state, "batch": x_train[:DEMO_BATCH]}
 
 
 def demo_step_mmu(fw, d):
     from mmu import demo
-    model = demo.MLPAutoencoder(lr=DEMO_LR)
-    for p, w in zip(model.parameters(), d["weights"]):
-        p.numpy()[...] = w  # start from the same weights as the twin, through the zero-copy view
+    model = demo.MLPAutoencoder()
+    model.load_state_dict(d["state"])  # the same start as the twin
+    optimizer = fw.mod.optim.Adam(model.parameters(), lr=DEMO_LR)
     batch = fw.tensor(d["batch"])
-    return lambda: model.train_step(batch)
+    return lambda: demo.train_step(model, optimizer, batch)
 
 
 def demo_step_torch(fw, d):
-    from torch_twins import TorchMLPAutoencoder  # benchmarks/ is sys.path[0] when run as a script
-    model = TorchMLPAutoencoder(d["weights"], lr=DEMO_LR)
+    from mmu import demo
+    from torch_twins import TorchMLPAutoencoder, train_step  # benchmarks/ is sys.path[0] as a script
+    model = TorchMLPAutoencoder(d["state"], demo.LAYER_SIZES)
+    optimizer = fw.mod.optim.Adam(model.parameters(), lr=DEMO_LR)
     batch = fw.tensor(d["batch"])
-    return lambda: model.train_step(batch)
+    return lambda: train_step(model, optimizer, batch)
 
 
 CASES = [

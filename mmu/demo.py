@@ -2,18 +2,18 @@
 
     python -m mmu demo [--steps N] [--batch-size N] [--lr LR] [--seed S] [--threads N] [--quiet]
 
-There is no mmu.nn / mmu.optim yet, so the model is a list of plain leaf tensors and the
-optimiser is a small Adam that writes into the parameters through their zero-copy NumPy views.
-benchmarks/run.py imports MLPAutoencoder from here for its `demo_train_step` case.
+The model is an mmu.nn.Sequential of Linear layers (torch's default init, drawn from mmu's
+seeded generator) and the optimiser mmu.optim.Adam (one fused C update per step).
+benchmarks/run.py times `train_step` against its torch twin for its `demo_train_step` case.
 """
 import argparse
-import math
 import time
 
 import numpy as np
 
 import mmu
 import mmu.functional as F
+from mmu import nn
 
 LAYER_SIZES = (64, 128, 32, 128, 64)  # 8x8 image -> 32-dim code -> 8x8 image
 N_TEST = 297  # held-out images; the other 1500 of the 1797 are for training
@@ -30,78 +30,34 @@ def load_digits_data(rng, n_test=N_TEST):
     return x[perm[n_test:]], x[perm[:n_test]]  # fancy indexing copies: both are contiguous
 
 
-def init_params(sizes, rng):
-    """Weights (out, in) and biases (out,) per layer as float32 NumPy arrays, drawn like
-    torch.nn.Linear's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both."""
-    params = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-        bound = 1.0 / math.sqrt(fan_in)
-        params.append(rng.uniform(-bound, bound, (fan_out, fan_in)).astype(np.float32))
-        params.append(rng.uniform(-bound, bound, (fan_out,)).astype(np.float32))
-    return params
-
-
-class Adam:
-    """torch.optim.Adam's default update (no weight decay, no amsgrad), done in NumPy in place
-    on each parameter's zero-copy view; afterwards every grad is set to None (like
-    optimizer.zero_grad(set_to_none=True)), so the next backward starts fresh."""
-
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        self.params = list(params)
-        self.lr, (self.beta1, self.beta2), self.eps = lr, betas, eps
-        self.m = [np.zeros(p.shape, np.float32) for p in self.params]
-        self.v = [np.zeros(p.shape, np.float32) for p in self.params]
-        self.t = 0
-
-    def step(self):
-        self.t += 1
-        b1, b2 = self.beta1, self.beta2
-        step_size = self.lr / (1 - b1 ** self.t)
-        bc2_sqrt = math.sqrt(1 - b2 ** self.t)
-        for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is not None:
-                g, w = p.grad.numpy(), p.numpy()  # w aliases the tensor's memory
-                m *= b1
-                m += (1 - b1) * g
-                v *= b2
-                v += (1 - b2) * g * g
-                w -= step_size * m / (np.sqrt(v) / bc2_sqrt + self.eps)
-            p.grad = None
-
-
-class MLPAutoencoder:
+class MLPAutoencoder(nn.Module):
     """GELU after every hidden layer, tanh on the output (pixels live in [-1, 1])."""
 
-    def __init__(self, sizes=LAYER_SIZES, lr=3e-3, rng=None):
-        rng = np.random.default_rng(0) if rng is None else rng
-        self.params = [mmu.tensor(a, requires_grad=True) for a in init_params(sizes, rng)]
-        self.optimizer = Adam(self.params, lr=lr)
-
-    def parameters(self):
-        """[w1, b1, w2, b2, ...] in layer order."""
-        return list(self.params)
+    def __init__(self, sizes=LAYER_SIZES):
+        super().__init__()
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers += [nn.Linear(fan_in, fan_out), nn.GELU() if i < len(sizes) - 2 else nn.Tanh()]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x):
-        n_layers = len(self.params) // 2
-        for i in range(n_layers):
-            x = F.linear(x, self.params[2 * i], self.params[2 * i + 1])
-            x = F.gelu(x) if i < n_layers - 1 else mmu.tanh(x)
-        return x
+        return self.net(x)
 
-    def loss(self, x):
-        return F.mse_loss(self.forward(x), x)
 
-    def train_step(self, batch):
-        """One step on `batch` (a tensor or NumPy array of shape (n, 64)); returns the loss."""
-        loss = self.loss(batch)
-        loss.backward()
-        self.optimizer.step()
-        return loss.item()
+def train_step(model, optimizer, batch):
+    """One Adam step on `batch` (a tensor or NumPy array of shape (n, 64)); returns the loss."""
+    loss = F.mse_loss(model(batch), batch)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
-    def evaluate(self, x):
-        """Reconstruction MSE on `x`, without recording a graph."""
-        with mmu.no_grad():
-            return self.loss(mmu.tensor(x)).item()
+
+def evaluate(model, x):
+    """Reconstruction MSE on `x`, without recording a graph."""
+    with mmu.no_grad():
+        x = mmu.tensor(x)
+        return F.mse_loss(model(x), x).item()
 
 
 def batches(x, batch_size, rng):
@@ -135,7 +91,8 @@ def main(argv=None):
         ap.error(f"--batch-size must be between 1 and {len(x_train)}")
     if args.steps < 1:
         ap.error("--steps must be at least 1")
-    model = MLPAutoencoder(lr=args.lr, rng=rng)
+    model = MLPAutoencoder()
+    optimizer = mmu.optim.Adam(model.parameters(), lr=args.lr)
     # What "no learning" scores: predicting the mean training image for every input.
     baseline = float(np.mean((x_test - x_train.mean(axis=0)) ** 2))
     say(f"digits autoencoder {' -> '.join(map(str, LAYER_SIZES))}: {len(x_train)} train / "
@@ -146,13 +103,13 @@ def main(argv=None):
     window = []  # losses since the last print: their mean is steadier than one batch's loss
     start = time.perf_counter()
     for step, batch in zip(range(1, args.steps + 1), batches(x_train, args.batch_size, rng)):
-        window.append(model.train_step(mmu.tensor(batch)))
+        window.append(train_step(model, optimizer, mmu.tensor(batch)))
         if step % log_every == 0 or step == args.steps:
             say(f"step {step:5d}  train loss {sum(window) / len(window):.4f}")
             window = []
     elapsed = time.perf_counter() - start
 
-    train_mse, test_mse = model.evaluate(x_train), model.evaluate(x_test)
+    train_mse, test_mse = evaluate(model, x_train), evaluate(model, x_test)
     print(f"final reconstruction MSE: train {train_mse:.4f}, held-out {test_mse:.4f} "
           f"(mean-image baseline {baseline:.4f}); {args.steps} steps in {elapsed:.1f} s "
           f"on {mmu.get_num_threads()} thread(s)")
