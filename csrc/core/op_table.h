@@ -73,6 +73,10 @@
     X(SDPA, mmu_sdpa_backward)                                             \
     X(ROTARY, mmu_rotary_backward)                                         \
     /* -- end attention -- */                                              \
+    /* csrc/quant/vq.c: vector quantization */                           \
+    /* -- end quant_vq -- */                                               \
+    /* csrc/quant/lfq.c ...: LFQ, FSQ, Gumbel */                           \
+    /* -- end quant_lfq -- */                                              \
     /* csrc/ops/embedding.c */                                             \
     X(EMBEDDING, mmu_embedding_backward)                                   \
     /* csrc/loss/cross_entropy.c, csrc/loss/regression.c */                \

@@ -193,4 +193,12 @@ mmu_status mmu_multi_lerp_(int n, mmu_tensor *const *shadow, mmu_tensor *const *
 
 /* ---- end optim ---- */
 
+/* ---- csrc/quant/vq.c: nearest-code search, EMA codebook statistics ---- */
+
+/* ---- end quant_vq ---- */
+
+/* ---- csrc/quant/lfq.c ...: LFQ entropy, FSQ, Gumbel ---- */
+
+/* ---- end quant_lfq ---- */
+
 #endif

@@ -1,0 +1,3 @@
+"""ResidualVQ: a stack of VectorQuantize levels on the running residual (RQ-VAE)."""
+
+__all__ = []

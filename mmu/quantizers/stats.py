@@ -1,0 +1,3 @@
+"""Codebook health: usage, perplexity, dead codes, loss breakdown (QuantizerStats)."""
+
+__all__ = []
