@@ -21,8 +21,8 @@
 #include "../dnnl/mmu_dnnl.h"
 #include "../ops/ops.h"
 
-#define VQ_BM 256
-#define VQ_BK 1024
+#define VQ_BM 512
+#define VQ_BK 2048
 
 static mmu_status check_2d_f32(const mmu_tensor *t, const char *op, const char *arg) {
     mmu_status st;
@@ -108,19 +108,24 @@ mmu_status mmu_nearest_code(mmu_tensor **out, mmu_tensor *x, mmu_tensor *codeboo
             if ((st = mmu_dnnl_matmul(&ma, px + i0 * D, &mb, pe + k0 * D, NULL, NULL, &mc, tile))) goto done;
 #pragma omp parallel for schedule(static) if (m * n > MMU_PAR_GRAIN)
             for (int64_t i = 0; i < m; i++) {
-                const float *t = tile + i * n, *en2 = enorm + k0;
-                float b = best[i];
-                int64_t bi = -1;
+                /* two vectorisable passes instead of one branchy scan: the block
+                 * minimum (scores written back into the tile), then its first
+                 * position. -2 t is exact, so the score is the same with or
+                 * without FMA contraction. */
+                float *t = tile + i * n;
+                const float *en2 = enorm + k0;
+                float b = INFINITY;
+#pragma omp simd reduction(min : b)
                 for (int64_t k = 0; k < n; k++) {
                     float s = en2[k] - 2.0f * t[k];
-                    if (s < b) { /* strict: the first (lowest) index wins ties; NaN never wins */
-                        b = s;
-                        bi = k;
-                    }
+                    t[k] = s;
+                    b = s < b ? s : b; /* NaN never wins */
                 }
-                if (bi >= 0) {
+                if (b < best[i]) {
+                    int64_t k = 0;
+                    while (t[k] != b) k++;
                     best[i] = b;
-                    idx[i0 + i] = k0 + bi;
+                    idx[i0 + i] = k0 + k;
                 }
             }
         }
@@ -135,34 +140,37 @@ done:
     return st;
 }
 
-// x (N, D), idx (N,) int64 in [0, K), cluster_size (K,), embed_avg (K, D),
-// embed (K, D), all updated in place (buffers, no autograd):
+// x (N, D), idx (N,) int64 in [0, K), cluster_size (C, K), embed_avg (C, K, D),
+// embed (C, K, D): codebook c of the three updated in place (buffers, no autograd):
 //   cluster_size = decay * cluster_size + (1 - decay) * count_k
 //   embed_avg    = decay * embed_avg    + (1 - decay) * sum_{i: idx_i = k} x_i
 //   embed        = embed_avg / ((cluster_size + eps) / (n + K eps) * n), n = sum cluster_size
-// (vector-quantize-pytorch's EMA with Laplace smoothing). counts_out (K,) gets
-// this batch's counts when non-NULL.
+// (vector-quantize-pytorch's EMA with Laplace smoothing).
 mmu_status mmu_vq_ema_update(mmu_tensor *x, mmu_tensor *idx, mmu_tensor *cluster_size, mmu_tensor *embed_avg,
-                             mmu_tensor *embed, double decay, double eps) {
+                             mmu_tensor *embed, int64_t c, double decay, double eps) {
     const char *op = "vq_ema_update";
     mmu_status st;
-    if ((st = check_2d_f32(x, op, "x")) || (st = check_2d_f32(embed_avg, op, "embed_avg")) ||
-        (st = check_2d_f32(embed, op, "embed")) || (st = mmu_check_dtype(idx, MMU_INT64, op, "indices")) ||
+    if ((st = check_2d_f32(x, op, "x")) || (st = mmu_check_dtype(embed_avg, MMU_FLOAT32, op, "embed_avg")) ||
+        (st = mmu_check_dtype(embed, MMU_FLOAT32, op, "embed")) || (st = mmu_check_dtype(idx, MMU_INT64, op, "indices")) ||
         (st = mmu_check_dtype(cluster_size, MMU_FLOAT32, op, "cluster_size")))
         return st;
-    int64_t N = x->shape[0], D = x->shape[1], K = embed->shape[0];
+    if (embed->ndim != 3 || cluster_size->ndim != 2)
+        return mmu_fail(MMU_EVALUE, "%s: embed must be (C, K, D) and cluster_size (C, K), got %s and %s", op,
+                        mmu_shape_str(embed), mmu_dims_str(cluster_size->ndim, cluster_size->shape));
+    int64_t N = x->shape[0], D = x->shape[1], C = embed->shape[0], K = embed->shape[1];
     if (idx->ndim != 1 || idx->shape[0] != N)
         return mmu_fail(MMU_EVALUE, "%s: indices %s must be (N,) for x %s", op, mmu_shape_str(idx),
                         mmu_dims_str(2, x->shape));
-    if (embed->shape[1] != D || !mmu_same_shape(embed, embed_avg) || cluster_size->ndim != 1 ||
-        cluster_size->shape[0] != K)
+    if (embed->shape[2] != D || !mmu_same_shape(embed, embed_avg) || cluster_size->shape[0] != C ||
+        cluster_size->shape[1] != K)
         return mmu_fail(MMU_EVALUE, "%s: embed %s, embed_avg %s, cluster_size %s do not match x %s", op,
                         mmu_shape_str(embed), mmu_dims_str(embed_avg->ndim, embed_avg->shape),
                         mmu_dims_str(cluster_size->ndim, cluster_size->shape), mmu_dims_str(2, x->shape));
+    if (c < 0 || c >= C) return mmu_fail(MMU_EINDEX, "%s: codebook %lld out of range for %lld codebooks", op, (long long)c, (long long)C);
     if (!(decay >= 0.0 && decay <= 1.0)) return mmu_fail(MMU_EVALUE, "%s: decay must be in [0, 1], got %g", op, decay);
     const float *px = mmu_f32(x);
     const int64_t *pi = mmu_i64(idx);
-    float *cs = mmu_f32(cluster_size), *avg = mmu_f32(embed_avg), *emb = mmu_f32(embed);
+    float *cs = mmu_f32(cluster_size) + c * K, *avg = mmu_f32(embed_avg) + c * K * D, *emb = mmu_f32(embed) + c * K * D;
     for (int64_t i = 0; i < N; i++)
         if (pi[i] < 0 || pi[i] >= K)
             return mmu_fail(MMU_EINDEX, "%s: index %lld at position %lld is out of range for %lld codes", op,
