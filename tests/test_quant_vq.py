@@ -328,3 +328,23 @@ def test_vq_bad_inputs():
     with pytest.raises(IndexError):
         mmu._C._vq_ema_update(np.zeros((1, 4), np.float32), np.array([9]), vq.cluster_size, vq.embed_avg,
                               vq.embed, 0, 0.8, 1e-5)
+
+
+def test_kernels_independent_of_thread_count():
+    r = _rng(12)
+    x = r.standard_normal((400, 96)).astype(np.float32)
+    e = r.standard_normal((300, 96)).astype(np.float32)
+    ind = r.integers(0, 300, 400)
+    outs = []
+    n0 = mmu.get_num_threads()
+    try:
+        for n in (1, 2):
+            mmu.set_num_threads(n)
+            cs, avg, emb = (mmu.tensor(np.ones((1, 300), np.float32)), mmu.tensor(e[None].copy()),
+                            mmu.tensor(e[None].copy()))
+            mmu._C._vq_ema_update(x, ind, cs, avg, emb, 0, 0.9, 1e-5)
+            outs.append((F.nearest_code(x, e).numpy(), emb.numpy(), avg.numpy(), cs.numpy()))
+    finally:
+        mmu.set_num_threads(n0)
+    for a, b in zip(*outs):
+        assert np.array_equal(a, b)
