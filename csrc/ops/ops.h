@@ -194,6 +194,11 @@ mmu_status mmu_multi_lerp_(int n, mmu_tensor *const *shadow, mmu_tensor *const *
 /* ---- end optim ---- */
 
 /* ---- csrc/quant/vq.c: nearest-code search, EMA codebook statistics ---- */
+// x (N, D), codebook (K, D) -> (N,) int64 nearest code (l2, or cosine when cosine != 0); not differentiable
+mmu_status mmu_nearest_code(mmu_tensor **out, mmu_tensor *x, mmu_tensor *codebook, int cosine);
+// x (N, D), idx (N,), cluster_size (C, K), embed_avg (C, K, D), embed (C, K, D): EMA update of codebook c in place
+mmu_status mmu_vq_ema_update(mmu_tensor *x, mmu_tensor *idx, mmu_tensor *cluster_size, mmu_tensor *embed_avg,
+                             mmu_tensor *embed, int64_t c, double decay, double eps);
 
 /* ---- end quant_vq ---- */
 
