@@ -49,7 +49,7 @@ def _x(*shape, scale=1.0):
 
 
 def test_residual_vq_matches_numpy_levels_and_cumulative_commitment():
-    rvq = _rvq(6, 3, 8, commitment_weight=1.0).eval()
+    rvq = _rvq(6, 3, 8, commitment_weight=1.0, freeze_codebook=True).train()  # losses, fixed codebook
     x = _x(2, 5, 6)
     q, idx, loss, all_losses = rvq(mmu.tensor(x), return_all_losses=True)
     rq, ri, rl = _ref_rvq(rvq, x)
@@ -146,7 +146,7 @@ def test_gradient_reaches_the_input_straight_through():
 
 
 def test_commitment_gradient_matches_formula():
-    rvq = _rvq(6, 2, 8, commitment_weight=1.0).eval()
+    rvq = _rvq(6, 2, 8, commitment_weight=1.0, freeze_codebook=True).train()
     xa = _x(2, 3, 6)
     x = mmu.tensor(xa, requires_grad=True)
     q, idx, loss = rvq(x)
