@@ -76,6 +76,8 @@
     /* csrc/quant/vq.c: vector quantization */                           \
     /* -- end quant_vq -- */                                               \
     /* csrc/quant/lfq.c ...: LFQ, FSQ, Gumbel */                           \
+    X(FSQ, mmu_fsq_backward)                                               \
+    X(LFQ_ENTROPY, mmu_lfq_entropy_backward)                               \
     /* -- end quant_lfq -- */                                              \
     /* csrc/ops/embedding.c */                                             \
     X(EMBEDDING, mmu_embedding_backward)                                   \

@@ -194,10 +194,22 @@ mmu_status mmu_multi_lerp_(int n, mmu_tensor *const *shadow, mmu_tensor *const *
 /* ---- end optim ---- */
 
 /* ---- csrc/quant/vq.c: nearest-code search, EMA codebook statistics ---- */
+// x (N, D), codebook (K, D) -> (N,) int64 nearest code (l2, or cosine when cosine != 0); not differentiable
+mmu_status mmu_nearest_code(mmu_tensor **out, mmu_tensor *x, mmu_tensor *codebook, int cosine);
+// x (N, D), idx (N,), cluster_size (C, K), embed_avg (C, K, D), embed (C, K, D): EMA update of codebook c in place
+mmu_status mmu_vq_ema_update(mmu_tensor *x, mmu_tensor *idx, mmu_tensor *cluster_size, mmu_tensor *embed_avg,
+                             mmu_tensor *embed, int64_t c, double decay, double eps);
 
 /* ---- end quant_vq ---- */
 
 /* ---- csrc/quant/lfq.c ...: LFQ entropy, FSQ, Gumbel ---- */
+// FSQ: z (..., d), levels (d) -> zhat (..., d) in [-1, 1]; idx (...) int64 code indices (NULL: skip)
+mmu_status mmu_fsq(mmu_tensor **out, mmu_tensor **idx, mmu_tensor *z, int nlev, const int64_t *levels);
+mmu_status mmu_fsq_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
+// LFQ entropy: x (N, K, d) -> (2): [mean per-sample entropy, mean over K of the entropy of the batch-mean
+// code distribution], softmax(2·τ·s·x·c) over all c ∈ {±1}^d, exact, never materialising N x 2^d
+mmu_status mmu_lfq_entropy(mmu_tensor **out, mmu_tensor *x, double inv_temperature, double codebook_scale);
+mmu_status mmu_lfq_entropy_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
 
 /* ---- end quant_lfq ---- */
 

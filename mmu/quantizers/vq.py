@@ -1,3 +1,379 @@
-"""VectorQuantize: nearest-code VQ with EMA or learnable codebooks, k-means init, dead-code restart, rotation trick."""
+"""VectorQuantize: nearest-code VQ with EMA or learnable codebooks, k-means init, dead-code restart, rotation trick.
 
-__all__ = []
+Semantics follow lucidrains/vector-quantize-pytorch (VectorQuantize with EuclideanCodebook /
+CosineSimCodebook); the search is mmu.functional.nearest_code (a fused blocked kernel that never forms
+the N x K distance matrix) and the EMA update one fused in-place C kernel (csrc/quant/vq.c).
+"""
+import math
+
+import numpy as np
+
+from .. import _C
+from .. import functional as F
+from ..nn import Linear, Module, Parameter
+from ..autograd import no_grad
+from ..tensor import Tensor
+from .stats import codebook_stats
+
+import mmu as _mmu
+
+__all__ = ["VectorQuantize", "rotate_to"]
+
+
+def _np(t):
+    return t.detach().numpy() if isinstance(t, Tensor) else np.asarray(t)
+
+
+def _l2norm_np(a):
+    return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+
+
+def _sample_rows(samples, num):
+    """num rows of samples (M, d) (numpy), drawn with mmu's seeded RNG: without replacement when M >= num
+    (a random permutation), with replacement otherwise (vector-quantize-pytorch's sample_vectors)."""
+    M = samples.shape[0]
+    u = _mmu.rand(max(M, num)).numpy()
+    if M >= num:
+        idx = np.argsort(u[:M], kind="stable")[:num]
+    else:
+        idx = np.minimum((u[:num] * M).astype(np.int64), M - 1)
+    return samples[idx]
+
+
+def _kmeans(samples, num_clusters, iters, cosine):
+    """Lloyd's k-means on samples (M, d) (numpy float32): seeded initial centers sampled from the batch,
+    assignment by nearest_code; clusters left empty keep their center. -> (means (K, d), counts (K,))."""
+    means = _sample_rows(samples, num_clusters).astype(np.float32)
+    bins = np.zeros(num_clusters, np.float32)
+    metric = "cosine" if cosine else "l2"
+    for _ in range(iters):
+        idx = _C._nearest_code(samples, means, cosine).numpy()
+        bins = np.bincount(idx, minlength=num_clusters).astype(np.float32)
+        sums = np.zeros_like(means, dtype=np.float64)
+        np.add.at(sums, idx, samples)
+        new = (sums / np.maximum(bins, 1)[:, None]).astype(np.float32)
+        if cosine:
+            new = _l2norm_np(new).astype(np.float32)
+        means = np.where(bins[:, None] == 0, means, new)
+    del metric
+    return means, bins
+
+
+def rotate_to(src, tgt):
+    """The rotation trick (Fifty et al. 2024, "Restructuring Vector Quantization with the Rotation
+    Trick", sec. 4.2): src (M, d) -> a tensor equal to tgt in value whose gradient w.r.t. src is the
+    fixed linear map lambda * R, where R rotates src/||src|| onto tgt/||tgt|| and lambda = ||tgt||/||src||.
+
+    With e = src, u = e/||e||, q^ = tgt/||tgt||, w = (u + q^)/||u + q^|| (all but e detached):
+        R e = e - 2 (e.w) w + 2 (e.u) q^,     out = lambda * R e.
+    R is a Householder reflection through w followed by the reflection taking u to q^, i.e. a rotation
+    of the plane (u, q^); R u = q^, so out == tgt in value.
+    """
+    e = src
+    es = src.detach().numpy().astype(np.float64)
+    qs = tgt.detach().numpy().astype(np.float64)
+    ne = np.linalg.norm(es, axis=-1, keepdims=True)
+    nq = np.linalg.norm(qs, axis=-1, keepdims=True)
+    u = es / np.maximum(ne, 1e-12)
+    qh = qs / np.maximum(nq, 1e-12)
+    w = _l2norm_np(u + qh)
+    lam = np.where(ne > 0, nq / np.maximum(ne, 1e-12), 0.0)
+    w_t = _mmu.tensor(w.astype(np.float32))
+    u_t = _mmu.tensor(u.astype(np.float32))
+    qh_t = _mmu.tensor(qh.astype(np.float32))
+    lam_t = _mmu.tensor(lam.astype(np.float32))
+    ew = (e * w_t).sum(-1, keepdim=True)
+    eu = (e * u_t).sum(-1, keepdim=True)
+    return (e - 2.0 * ew * w_t + 2.0 * eu * qh_t) * lam_t
+
+
+def _check_int(v, name, minimum):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"VectorQuantize: {name} must be an int, got {type(v).__name__}")
+    if v < minimum:
+        raise ValueError(f"VectorQuantize: {name} must be >= {minimum}, got {v}")
+    return int(v)
+
+
+class VectorQuantize(Module):
+    """Vector quantization layer (VQ-VAE), vector-quantize-pytorch's VectorQuantize.
+
+    forward(x) with x (B, N, dim) (or (B, dim, N) with channel_last=False, or (B, dim, H, W) with
+    accept_image_fmap=True) -> (quantized (same shape as x), indices (B, N) / (B, H, W), plus a last
+    axis of size heads when heads > 1, loss (0-d)).
+
+    Codebook: buffer `embed` (C, K, codebook_dim) with C = heads if separate_codebook_per_head else 1,
+    updated by EMA (cluster_size, embed_avg with `decay`, Laplace-smoothed cluster sizes
+    (n_k + eps) / (n + K eps) * n) in training mode, or a Parameter trained by the codebook loss
+    mse(q, sg(x)) * codebook_weight when learnable_codebook=True. Commitment loss mse(sg(q), x) *
+    commitment_weight. Gradients reach x by the straight-through estimator x + sg(q - x), or by the
+    rotation trick (rotate_to) when rotation_trick=True. use_cosine_sim l2-normalises the inputs and the
+    codes (the search maximises cosine similarity; outputs and losses use the normalised input).
+    kmeans_init runs kmeans_iters Lloyd iterations on the first training batch. Codes whose EMA cluster
+    size falls below threshold_ema_dead_code are replaced by random vectors of the batch (their
+    cluster_size reset to the threshold, embed_avg to vector * threshold). stochastic_sample_codes draws
+    codes from softmax(-distance / sample_codebook_temp) with the Gumbel-max trick in training.
+    Nothing in the codebook changes in eval mode. self.stats is a QuantizerStats after every forward.
+    """
+
+    def __init__(self, dim, codebook_size, codebook_dim=None, heads=1, separate_codebook_per_head=False,
+                 use_cosine_sim=False, decay=0.8, eps=1e-5, learnable_codebook=False, ema_update=True,
+                 commitment_weight=1.0, codebook_weight=1.0, kmeans_init=False, kmeans_iters=10,
+                 threshold_ema_dead_code=0, rotation_trick=False, stochastic_sample_codes=False,
+                 sample_codebook_temp=1.0, freeze_codebook=False, channel_last=True, accept_image_fmap=False):
+        super().__init__()
+        dim = _check_int(dim, "dim", 1)
+        codebook_size = _check_int(codebook_size, "codebook_size", 1)
+        heads = _check_int(heads, "heads", 1)
+        codebook_dim = dim if codebook_dim is None else _check_int(codebook_dim, "codebook_dim", 1)
+        kmeans_iters = _check_int(kmeans_iters, "kmeans_iters", 0)
+        if not 0.0 <= float(decay) <= 1.0:
+            raise ValueError(f"VectorQuantize: decay must be in [0, 1], got {decay}")
+        if float(eps) <= 0:
+            raise ValueError(f"VectorQuantize: eps must be > 0, got {eps}")
+        if float(sample_codebook_temp) <= 0:
+            raise ValueError(f"VectorQuantize: sample_codebook_temp must be > 0, got {sample_codebook_temp}")
+        if float(threshold_ema_dead_code) < 0:
+            raise ValueError(f"VectorQuantize: threshold_ema_dead_code must be >= 0, got {threshold_ema_dead_code}")
+        if learnable_codebook and ema_update:
+            # vector-quantize-pytorch asserts the same: the two would fight over the codebook
+            raise ValueError("VectorQuantize: learnable_codebook=True needs ema_update=False")
+        self.dim, self.codebook_size, self.codebook_dim, self.heads = dim, codebook_size, codebook_dim, heads
+        self.separate_codebook_per_head = bool(separate_codebook_per_head)
+        self.use_cosine_sim = bool(use_cosine_sim)
+        self.decay, self.eps = float(decay), float(eps)
+        self.learnable_codebook, self.ema_update = bool(learnable_codebook), bool(ema_update)
+        self.commitment_weight, self.codebook_weight = float(commitment_weight), float(codebook_weight)
+        self.kmeans_init, self.kmeans_iters = bool(kmeans_init), kmeans_iters
+        self.threshold_ema_dead_code = float(threshold_ema_dead_code)
+        self.rotation_trick = bool(rotation_trick)
+        self.stochastic_sample_codes = bool(stochastic_sample_codes)
+        self.sample_codebook_temp = float(sample_codebook_temp)
+        self.freeze_codebook = bool(freeze_codebook)
+        self.channel_last, self.accept_image_fmap = bool(channel_last), bool(accept_image_fmap)
+        self.num_codebooks = heads if self.separate_codebook_per_head else 1
+
+        inner = codebook_dim * heads
+        self.requires_projection = inner != dim
+        self.project_in = Linear(dim, inner) if self.requires_projection else None
+        self.project_out = Linear(inner, dim) if self.requires_projection else None
+
+        C, K, d = self.num_codebooks, codebook_size, codebook_dim
+        if self.kmeans_init:
+            embed = np.zeros((C, K, d), np.float32)
+        elif self.use_cosine_sim:
+            embed = _l2norm_np(_mmu.randn(C, K, d).numpy())
+        else:  # kaiming_uniform_ on a (C, K, d) tensor: fan_in = K * d
+            bound = math.sqrt(6.0 / (K * d))
+            embed = (_mmu.rand(C, K, d).numpy() * 2.0 - 1.0) * bound
+        embed = _mmu.tensor(np.ascontiguousarray(embed, np.float32))
+        if self.learnable_codebook:
+            self.embed = Parameter(embed)
+        else:
+            self.register_buffer("embed", embed)
+        self.register_buffer("cluster_size", _mmu.tensor(np.zeros((C, K), np.float32)))
+        self.register_buffer("embed_avg", _mmu.tensor(embed.numpy().copy()))
+        self.register_buffer("initted", _mmu.tensor(np.array([0.0 if self.kmeans_init else 1.0], np.float32)))
+        self.stats = None
+
+    # ------------------------------------------------------------------ codebook state
+    def _codebook_np(self):
+        return self.embed.detach().numpy()
+
+    def _set_buffers(self, embed=None, embed_avg=None, cluster_size=None):
+        with no_grad():
+            if embed is not None:
+                self.embed.copy_(_mmu.tensor(np.ascontiguousarray(embed, np.float32)))
+            if embed_avg is not None:
+                self.embed_avg.copy_(_mmu.tensor(np.ascontiguousarray(embed_avg, np.float32)))
+            if cluster_size is not None:
+                self.cluster_size.copy_(_mmu.tensor(np.ascontiguousarray(cluster_size, np.float32)))
+
+    def _init_kmeans(self, flats):
+        emb = self._codebook_np().copy()
+        avg = self.embed_avg.numpy().copy()
+        cs = self.cluster_size.numpy().copy()
+        for c, f in enumerate(flats):
+            means, bins = _kmeans(f, self.codebook_size, self.kmeans_iters, self.use_cosine_sim)
+            emb[c], avg[c], cs[c] = means, means, bins
+        self._set_buffers(emb, avg, cs)
+        self.initted.fill_(1.0)
+
+    def _expire_codes(self, flats):
+        if self.threshold_ema_dead_code <= 0:
+            return
+        cs = self.cluster_size.numpy().copy()
+        dead = cs < self.threshold_ema_dead_code
+        if not dead.any():
+            return
+        emb = self._codebook_np().copy()
+        avg = self.embed_avg.numpy().copy()
+        for c, f in enumerate(flats):
+            m = dead[c]
+            if not m.any():
+                continue
+            sampled = _sample_rows(f, int(m.sum())).astype(np.float32)
+            emb[c][m] = sampled
+            cs[c][m] = self.threshold_ema_dead_code
+            avg[c][m] = sampled * self.threshold_ema_dead_code
+        self._set_buffers(emb, avg, cs)
+
+    # ------------------------------------------------------------------ search
+    def _indices(self, flat, c):
+        """flat (M, d) Tensor (already normalised for cosine) -> int64 (M,) indices into codebook c."""
+        emb = self.embed.detach()[c]
+        if not (self.training and self.stochastic_sample_codes):
+            return F.nearest_code(flat.detach(), emb, "cosine" if self.use_cosine_sim else "l2")
+        # Gumbel-max sample of softmax(logits / temp): logits = -distance (l2) or cosine similarity
+        x = flat.detach().numpy().astype(np.float64)
+        e = emb.numpy().astype(np.float64)
+        if self.use_cosine_sim:
+            logits = x @ e.T
+        else:
+            d2 = (x * x).sum(1, keepdims=True) - 2.0 * x @ e.T + (e * e).sum(1)[None]
+            logits = -np.sqrt(np.maximum(d2, 0.0))
+        u = _mmu.rand(*logits.shape).numpy().astype(np.float64)
+        g = -np.log(-np.log(np.clip(u, 1e-20, 1.0 - 1e-7)))
+        return _mmu.tensor((logits / self.sample_codebook_temp + g).argmax(1).astype(np.int64))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x):
+        if not isinstance(x, Tensor):
+            x = _mmu.tensor(np.asarray(x, np.float32))
+        image = self.accept_image_fmap
+        if image:
+            if x.ndim != 4 or x.shape[1] != self.dim:
+                raise ValueError(f"VectorQuantize: with accept_image_fmap=True x must be (B, {self.dim}, H, W), "
+                                 f"got {tuple(x.shape)}")
+            B, _, H, W = x.shape
+            x = x.reshape(B, self.dim, H * W).transpose(1, 2)
+        elif not self.channel_last:
+            if x.ndim != 3 or x.shape[1] != self.dim:
+                raise ValueError(f"VectorQuantize: with channel_last=False x must be (B, {self.dim}, N), "
+                                 f"got {tuple(x.shape)}")
+            x = x.transpose(1, 2)
+        elif x.ndim < 2 or x.shape[-1] != self.dim:
+            raise ValueError(f"VectorQuantize: x must be (..., {self.dim}), got {tuple(x.shape)}")
+        lead = tuple(x.shape[:-1])
+        M = int(np.prod(lead))
+        h, d, C = self.heads, self.codebook_dim, self.num_codebooks
+        if self.project_in is not None:
+            x = self.project_in(x)
+        x = x.reshape(M, h * d)
+
+        # (C, rows, d): one flat batch per codebook
+        if C > 1:
+            xs = x.reshape(M, h, d).transpose(0, 1)
+            parts = [xs[c] for c in range(C)]
+        else:
+            parts = [x.reshape(M * h, d)]
+        if self.use_cosine_sim:
+            parts = [F.normalize(p, dim=-1) for p in parts]
+
+        update = self.training and not self.freeze_codebook
+        if update and self.kmeans_init and float(self.initted.numpy()[0]) == 0.0:
+            self._init_kmeans([p.detach().numpy() for p in parts])
+
+        qs, inds = [], []
+        for c, p in enumerate(parts):
+            ind = self._indices(p, c)
+            if self.learnable_codebook:
+                q = F.embedding(ind, self.embed[c])
+            else:
+                q = F.embedding(ind, self.embed.detach()[c])
+            inds.append(ind)
+            qs.append(q)
+
+        if update and self.ema_update and not self.learnable_codebook:
+            for c, p in enumerate(parts):
+                _C._vq_ema_update(p.detach(), inds[c], self.cluster_size, self.embed_avg, self.embed, c,
+                                  self.decay, self.eps)
+            if self.use_cosine_sim:
+                self._set_buffers(embed=_l2norm_np(self._codebook_np()))
+        if update:
+            self._expire_codes([p.detach().numpy() for p in parts])
+
+        losses = {}
+        loss = None
+        flat_x = parts[0] if C == 1 else _mmu.stack(parts, 0)
+        flat_q = qs[0] if C == 1 else _mmu.stack(qs, 0)
+        if self.training:
+            if self.commitment_weight > 0:
+                commit = F.mse_loss(flat_q.detach(), flat_x)
+                losses["commitment"] = commit
+                loss = commit * self.commitment_weight
+            if self.learnable_codebook and self.codebook_weight > 0:
+                cb = F.mse_loss(flat_q, flat_x.detach())
+                losses["codebook"] = cb
+                loss = cb * self.codebook_weight if loss is None else loss + cb * self.codebook_weight
+            if self.rotation_trick:
+                out_q = rotate_to(flat_x.reshape(-1, d), flat_q.reshape(-1, d)).reshape(*flat_q.shape)
+            else:
+                out_q = flat_x + (flat_q - flat_x).detach()
+        else:
+            out_q = flat_q
+        if loss is None:
+            loss = _mmu.zeros(())
+
+        # back to (M, h * d)
+        if C > 1:
+            q = out_q.transpose(0, 1).reshape(M, h * d)
+            idx = _mmu.stack(inds, 1)  # (M, h)
+        else:
+            q = out_q.reshape(M, h * d)
+            idx = inds[0].reshape(M, h) if h > 1 else inds[0]
+        if self.project_out is not None:
+            q = self.project_out(q)
+        q = q.reshape(*lead, self.dim)
+        idx = idx.reshape(*lead, h) if h > 1 else idx.reshape(*lead)
+        if image:
+            q = q.transpose(1, 2).reshape(B, self.dim, H, W)
+            idx = idx.reshape(B, H, W, h) if h > 1 else idx.reshape(B, H, W)
+        elif not self.channel_last:
+            q = q.transpose(1, 2)
+
+        self._set_stats(inds, losses)
+        return q, idx, loss
+
+    def _set_stats(self, inds, losses):
+        K, C = self.codebook_size, self.num_codebooks
+        flat = np.concatenate([i.numpy().reshape(-1) + c * K for c, i in enumerate(inds)])
+        tracked = self.ema_update and not self.learnable_codebook
+        self.stats = codebook_stats(flat, K * C, losses={k: v.item() for k, v in losses.items()},
+                                    ema_counts=self.cluster_size.numpy().reshape(-1) if tracked else None,
+                                    dead_threshold=self.threshold_ema_dead_code)
+        self.stats.extra["num_codebooks"] = C
+
+    # ------------------------------------------------------------------ decoding
+    def get_codes_from_indices(self, indices):
+        """indices (..., ) or (..., heads) int64 -> codes (..., heads * codebook_dim) (before project_out)."""
+        ind = indices if isinstance(indices, Tensor) else _mmu.tensor(np.asarray(indices, np.int64))
+        if ind.dtype != _mmu.int64:
+            raise TypeError(f"VectorQuantize.get_codes_from_indices: indices must be int64, got {ind.dtype}")
+        h, d, K = self.heads, self.codebook_dim, self.codebook_size
+        a = ind.numpy()
+        if h > 1 and (a.ndim == 0 or a.shape[-1] != h):
+            raise ValueError(f"VectorQuantize.get_codes_from_indices: indices need a last axis of {h} heads, "
+                             f"got {a.shape}")
+        if a.size and (a.min() < 0 or a.max() >= K):
+            raise IndexError(f"VectorQuantize.get_codes_from_indices: indices must lie in [0, {K})")
+        lead = a.shape[:-1] if h > 1 else a.shape
+        flat = ind.reshape(-1, h)
+        if self.num_codebooks > 1:
+            codes = _mmu.stack([F.embedding(flat[:, c].contiguous() if hasattr(flat[:, c], "contiguous") else flat[:, c],
+                                            self.embed[c]) for c in range(h)], 1)
+        else:
+            codes = F.embedding(flat.reshape(-1), self.embed[0])
+        return codes.reshape(*lead, h * d)
+
+    def get_output_from_indices(self, indices):
+        """indices -> quantized output in the input space (project_out applied; (B, dim, H, W) for
+        accept_image_fmap when indices are (B, H, W[, heads]))."""
+        codes = self.get_codes_from_indices(indices)
+        if self.project_out is not None:
+            codes = self.project_out(codes)
+        if self.accept_image_fmap and codes.ndim == 4:
+            codes = codes.permute(0, 3, 1, 2)
+        elif not self.channel_last and codes.ndim == 3:
+            codes = codes.transpose(1, 2)
+        return codes
