@@ -235,3 +235,15 @@ def test_codebook_dim_projection():
     assert q.shape == (2, 5, 6) and idx.shape == (2, 5, 2)
     assert rvq.get_codes_from_indices(idx).shape == (2, 2, 5, 3)
     assert_close(rvq.get_output_from_indices(idx).numpy(), q.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_unsupported_and_reserved_keywords_raise():
+    with pytest.raises(NotImplementedError, match="heads"):
+        ResidualVQ(6, 2, 8, heads=2)
+    with pytest.raises(TypeError, match="channel_last"):
+        ResidualVQ(6, 2, 8, channel_last=False)
+    rvq = _rvq(5, 2, 8, accept_image_fmap=True)
+    with pytest.raises(ValueError, match="H, W"):
+        rvq(mmu.zeros(2, 3, 5))
+    with pytest.raises(ValueError, match="H, W, q"):
+        rvq.get_output_from_indices(mmu.tensor(np.zeros((2, 3, 2), np.int64)))
