@@ -49,7 +49,7 @@ def _x(*shape, scale=1.0):
 
 
 def test_residual_vq_matches_numpy_levels_and_cumulative_commitment():
-    rvq = _rvq(6, 3, 8, commitment_weight=1.0).eval()
+    rvq = _rvq(6, 3, 8, commitment_weight=1.0, freeze_codebook=True).train()  # losses, fixed codebook
     x = _x(2, 5, 6)
     q, idx, loss, all_losses = rvq(mmu.tensor(x), return_all_losses=True)
     rq, ri, rl = _ref_rvq(rvq, x)
@@ -146,7 +146,7 @@ def test_gradient_reaches_the_input_straight_through():
 
 
 def test_commitment_gradient_matches_formula():
-    rvq = _rvq(6, 2, 8, commitment_weight=1.0).eval()
+    rvq = _rvq(6, 2, 8, commitment_weight=1.0, freeze_codebook=True).train()
     xa = _x(2, 3, 6)
     x = mmu.tensor(xa, requires_grad=True)
     q, idx, loss = rvq(x)
@@ -179,3 +179,71 @@ def test_bad_inputs_raise():
         ResidualVQ(6, 0, 8)
     with pytest.raises(TypeError):
         ResidualVQ(6, 2.0, 8)
+
+
+def _ref_ema_step(books, x, decay, eps, shared):
+    """One training step of vector-quantize-pytorch's ResidualVQ with EMA codebooks, in float64:
+    each level searches with its codebook as it stands, then updates it (cluster_size, embed_avg,
+    Laplace-smoothed normalisation); books: list of [embed, cluster_size, embed_avg] (updated in place)."""
+    rows = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    residual, out, idx, losses = rows.copy(), np.zeros_like(rows), [], []
+    for d in range(shared if shared else len(books)):
+        book = books[0 if shared else d]
+        e, cs, ea = book
+        dist = (residual ** 2).sum(1, keepdims=True) - 2 * residual @ e.T + (e ** 2).sum(1)
+        i = dist.argmin(1)
+        q = e[i]
+        losses.append(((residual - q) ** 2).mean())
+        k = e.shape[0]
+        onehot = np.eye(k)[i]
+        cs[:] = decay * cs + (1 - decay) * onehot.sum(0)
+        ea[:] = decay * ea + (1 - decay) * onehot.T @ residual
+        n = cs.sum()
+        e[:] = ea / ((cs + eps) / (n + k * eps) * n)[:, None]
+        residual = residual - q
+        out = out + q
+        idx.append(i)
+    return out.reshape(x.shape), np.stack(idx, -1).reshape(*x.shape[:-1], len(idx)), np.mean(losses)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_ema_training_steps_match_reference(shared):
+    depth = 3
+    rvq = _rvq(4, depth, 6, shared_codebook=shared, decay=0.7).train()
+    n_books = 1 if shared else depth
+    books = [[rvq.layers[b].embed.numpy()[0].astype(np.float64).copy(),
+              rvq.layers[b].cluster_size.numpy()[0].astype(np.float64).copy(),
+              rvq.layers[b].embed_avg.numpy()[0].astype(np.float64).copy()] for b in range(n_books)]
+    for step in range(2):
+        x = _x(2, 9, 4)
+        q, idx, loss = rvq(mmu.tensor(x))
+        rq, ri, rl = _ref_ema_step(books, x, 0.7, 1e-5, depth if shared else False)
+        assert np.array_equal(idx.numpy(), ri), step
+        assert_close(q.numpy(), rq, rtol=1e-4, atol=1e-5)
+        assert_close(float(loss), rl, rtol=1e-4, atol=1e-6)
+        for b in range(n_books):
+            assert_close(rvq.layers[b].embed.numpy()[0], books[b][0], rtol=1e-4, atol=1e-5)
+            assert_close(rvq.layers[b].cluster_size.numpy()[0], books[b][1], rtol=1e-4, atol=1e-5)
+    assert all(s.ema_usage is not None for s in rvq.stats)
+
+
+def test_codebook_dim_projection():
+    rvq = _rvq(6, 2, 8, codebook_dim=3).eval()
+    assert rvq.project_in is not None and rvq.level(0).dim == 3
+    x = mmu.tensor(_x(2, 5, 6))
+    q, idx, _ = rvq(x)
+    assert q.shape == (2, 5, 6) and idx.shape == (2, 5, 2)
+    assert rvq.get_codes_from_indices(idx).shape == (2, 2, 5, 3)
+    assert_close(rvq.get_output_from_indices(idx).numpy(), q.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_unsupported_and_reserved_keywords_raise():
+    with pytest.raises(NotImplementedError, match="heads"):
+        ResidualVQ(6, 2, 8, heads=2)
+    with pytest.raises(TypeError, match="channel_last"):
+        ResidualVQ(6, 2, 8, channel_last=False)
+    rvq = _rvq(5, 2, 8, accept_image_fmap=True)
+    with pytest.raises(ValueError, match="H, W"):
+        rvq(mmu.zeros(2, 3, 5))
+    with pytest.raises(ValueError, match="H, W, q"):
+        rvq.get_output_from_indices(mmu.tensor(np.zeros((2, 3, 2), np.int64)))

@@ -169,10 +169,18 @@ class GumbelQuantize(nn.Module):
         k = self.codebook_size
         # the 1x1 convolution as a linear map over rows (same weights, same math, no layout shuffles)
         logits = F.linear(rows, self.proj.weight.reshape(k, self.dim), self.proj.bias)  # (M, K)
-        if self.training:
-            one_hot = gumbel_softmax(logits, tau=tau, hard=self.straight_through, dim=1, noise=noise)
-            indices = argmax(one_hot.detach(), dim=1)
-            quantized = one_hot @ self.embed.weight  # (M, D)
+        if self.training and self.straight_through:
+            # (y_hard - sg(y_soft) + y_soft) @ E, regrouped: the value is E[argmax]; E's gradient is
+            # y_hard^T g (a scatter-add: embedding's backward), y_soft's is g E^T. The one-hot is never
+            # materialised and E^T g over all K codes is never formed (torch's einsum does both).
+            y_soft = gumbel_softmax(logits, tau=tau, hard=False, dim=1, noise=noise)
+            indices = argmax(y_soft.detach(), dim=1)
+            soft_mix = y_soft @ self.embed.weight.detach()  # (M, D)
+            quantized = F.embedding(indices, self.embed.weight) + (soft_mix - soft_mix.detach())
+        elif self.training:
+            y_soft = gumbel_softmax(logits, tau=tau, hard=False, dim=1, noise=noise)
+            indices = argmax(y_soft.detach(), dim=1)
+            quantized = y_soft @ self.embed.weight  # (M, D)
         else:
             indices = argmax(logits.detach(), dim=1)
             quantized = F.embedding(indices, self.embed.weight)
