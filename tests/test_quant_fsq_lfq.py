@@ -44,6 +44,9 @@ def test_fsq_values_indices_grad(levels):
     g = rng.standard_normal(z.shape).astype(np.float32)
     (out * mmu.tensor(g)).sum().backward()
     assert_close(zt.grad.numpy(), g * dref, rtol=1e-5, atol=1e-6, what="STE grad")
+    L = np.asarray(levels, np.float64)
+    half_l, off = (L - 1) * (1 + 1e-3) / 2, np.where(np.asarray(levels) % 2 == 0, 0.5, 0.0)
+    assert_close(q.bound(z).numpy(), np.tanh(z + np.arctanh(off / half_l)) * half_l - off, rtol=1e-5, atol=1e-5)
     # stats
     assert q.stats.codebook_size == q.codebook_size
     assert 0 < q.stats.batch_usage <= 1

@@ -35,7 +35,8 @@ static mmu_status fsq_params(fsq_lvl *p, int d, const int64_t *levels, const cha
     int64_t basis = 1;
     for (int i = 0; i < d; i++) {
         int64_t L = levels[i];
-        if (L < 2 || L > 65536) return mmu_fail(MMU_EVALUE, "%s: every level must be in [2, 65536], got %lld", op, (long long)L);
+        if (L < 2 || L > 65536)
+            return mmu_fail(MMU_EVALUE, "%s: every level must be in [2, 65536], got %lld", op, (long long)L);
         /* float32 like the reference: (L - 1) * (1 + 1e-3) / 2 */
         p[i].half_l = (float)(L - 1) * 1.001f / 2.0f;
         p[i].offset = (L % 2 == 0) ? 0.5f : 0.0f;
@@ -314,7 +315,8 @@ done:
 static mmu_status lfq_check(const mmu_tensor *x, double inv_temperature, double scale, const char *op) {
     mmu_status st;
     if ((st = mmu_check_dtype(x, MMU_FLOAT32, op, "x"))) return st;
-    if (x->ndim != 3) return mmu_fail(MMU_EVALUE, "%s: x must be (N, num_codebooks, bits), got %s", op, mmu_shape_str(x));
+    if (x->ndim != 3)
+        return mmu_fail(MMU_EVALUE, "%s: x must be (N, num_codebooks, bits), got %s", op, mmu_shape_str(x));
     if (x->shape[0] < 1 || x->shape[1] < 1)
         return mmu_fail(MMU_EVALUE, "%s: x %s must have at least one sample and one codebook", op, mmu_shape_str(x));
     if (x->shape[2] < 1 || x->shape[2] > LFQ_MAX_BITS)
