@@ -185,6 +185,26 @@ def test_lfq_entropy_brute_force(N, K, d, tau, scale):
         assert_close(xt.grad.numpy(), g, rtol=1e-3, atol=2e-6, what="grad vs FD of brute force")
 
 
+@pytest.mark.parametrize("chunk", [7, 64])
+def test_lfq_entropy_streamed_chunks(chunk):
+    # several GEMM chunks (and a ragged last one) must give the one-chunk result and the brute force
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((150, 2, 8)) * 0.3).astype(np.float32)
+    w = mmu.tensor(np.array([0.4, -1.1], np.float32))
+    grads, outs = [], []
+    for c in (0, chunk, chunk):
+        xt = mmu.tensor(x, requires_grad=True)
+        out = lfq_entropy(xt, 3.0, chunk=c)
+        (out * w).sum().backward()
+        outs.append(out.numpy().copy())
+        grads.append(xt.grad.numpy().copy())
+    assert_close(outs[1], entropy_ref(x.astype(np.float64), 3.0), rtol=2e-5, atol=2e-6)
+    assert_close(outs[1], outs[0], rtol=2e-6, atol=1e-6)
+    assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(outs[1], outs[2])  # deterministic run to run
+    np.testing.assert_array_equal(grads[1], grads[2])
+
+
 def test_lfq_entropy_grad_vs_torch_materialised():
     torch = torch_or_skip()
     rng = np.random.default_rng(5)

@@ -207,8 +207,10 @@ mmu_status mmu_vq_ema_update(mmu_tensor *x, mmu_tensor *idx, mmu_tensor *cluster
 mmu_status mmu_fsq(mmu_tensor **out, mmu_tensor **idx, mmu_tensor *z, int nlev, const int64_t *levels);
 mmu_status mmu_fsq_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
 // LFQ entropy: x (N, K, d) -> (2): [mean per-sample entropy, mean over K of the entropy of the batch-mean
-// code distribution], softmax(2·τ·s·x·c) over all c ∈ {±1}^d, exact, never materialising N x 2^d
-mmu_status mmu_lfq_entropy(mmu_tensor **out, mmu_tensor *x, double inv_temperature, double codebook_scale);
+// code distribution], softmax(2·τ·s·x·c) over all c ∈ {±1}^d, exact, never materialising N x 2^d;
+// chunk: rows per streamed GEMM block (0: automatic, ~4 MiB of Kronecker factors)
+mmu_status mmu_lfq_entropy(mmu_tensor **out, mmu_tensor *x, double inv_temperature, double codebook_scale,
+                           int64_t chunk);
 mmu_status mmu_lfq_entropy_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
 
 /* ---- end quant_lfq ---- */

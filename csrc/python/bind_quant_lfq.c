@@ -37,21 +37,22 @@ static PyObject *py_fsq(PyObject *m, PyObject *args) {
     return Py_BuildValue("(NN)", o, i);
 }
 
-/* lfq_entropy(x (N, K, d), inv_temperature, codebook_scale) -> (2,) */
+/* lfq_entropy(x (N, K, d), inv_temperature, codebook_scale, chunk=0) -> (2,) */
 static PyObject *py_lfq_entropy(PyObject *m, PyObject *args) {
     PyObject *xo;
     double t, s;
+    long long chunk = 0;
     tensor_args ta = {0};
     mmu_tensor *x, *out = NULL;
     mmu_status st;
-    if (!PyArg_ParseTuple(args, "Odd", &xo, &t, &s)) return NULL;
+    if (!PyArg_ParseTuple(args, "Odd|L", &xo, &t, &s, &chunk)) return NULL;
     if (!(x = arg(&ta, xo, MMU_FLOAT32, "lfq_entropy", "x"))) return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_lfq_entropy(&out, x, t, s));
+    MMU_NOGIL(st, mmu_lfq_entropy(&out, x, t, s, (int64_t)chunk));
     return finish(&ta, st, out);
 }
 
 PyMethodDef mmu_quant_lfq_methods[] = {
     {"fsq", py_fsq, METH_VARARGS, "fsq(z, levels, with_indices) -> (zhat, indices or None)"},
-    {"lfq_entropy", py_lfq_entropy, METH_VARARGS, "lfq_entropy(x, inv_temperature, codebook_scale) -> (2,)"},
+    {"lfq_entropy", py_lfq_entropy, METH_VARARGS, "lfq_entropy(x, inv_temperature, codebook_scale, chunk=0) -> (2,)"},
     {NULL, NULL, 0, NULL},
 };

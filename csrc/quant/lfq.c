@@ -169,7 +169,7 @@ typedef struct {
     float a;           /* 4·τ·s */
 } lfq_geom;
 
-static void lfq_geom_of(lfq_geom *g, const mmu_tensor *x, double a) {
+static void lfq_geom_of(lfq_geom *g, const mmu_tensor *x, double a, int64_t chunk) {
     g->N = x->shape[0];
     g->K = x->shape[1];
     g->d = x->shape[2];
@@ -180,6 +180,7 @@ static void lfq_geom_of(lfq_geom *g, const mmu_tensor *x, double a) {
     /* ~4 MiB of A and B per chunk */
     int64_t c = ((int64_t)1 << 20) / (g->SL + g->SH);
     if (c < 64) c = 64;
+    if (chunk > 0) c = chunk;
     g->chunk = c < g->N ? c : g->N;
     g->a = (float)a;
 }
@@ -215,6 +216,18 @@ static void lfq_build(const lfq_geom *g, const float *x, int64_t r0, int64_t S, 
     }
 }
 
+// a (r, c) -> t (c, r), in 32 x 32 blocks
+static void transpose(float *restrict t, const float *restrict a, int64_t r, int64_t c) {
+    int64_t nbr = (r + 31) / 32, nbc = (c + 31) / 32;
+#pragma omp parallel for schedule(static) if (r * c > MMU_PAR_GRAIN)
+    for (int64_t bb = 0; bb < nbr * nbc; bb++) {
+        int64_t i0 = (bb / nbc) * 32, j0 = (bb % nbc) * 32;
+        int64_t i1 = i0 + 32 < r ? i0 + 32 : r, j1 = j0 + 32 < c ? j0 + 32 : c;
+        for (int64_t j = j0; j < j1; j++)
+            for (int64_t i = i0; i < i1; i++) t[j * r + i] = a[i * c + j];
+    }
+}
+
 static void md2(mmu_md *m, int64_t r, int64_t c, int64_t sr, int64_t sc) {
     m->ndim = 2;
     m->dims[0] = r;
@@ -234,11 +247,11 @@ static inline double bit_entropy(float z) {
 static mmu_status lfq_entropy_impl(double out[2], float *w, const mmu_tensor *x, const lfq_geom *g) {
     const char *op = "lfq_entropy";
     int64_t C = g->SL * g->SH, S = g->chunk;
-    size_t abytes = (size_t)S * (g->SL + g->SH + g->d) * sizeof(float), cbytes = (size_t)C * sizeof(float);
+    size_t abytes = (size_t)S * (g->SL + 2 * g->SH + g->d) * sizeof(float), cbytes = (size_t)C * sizeof(float);
     float *buf = mmu_alloc(abytes), *acc = mmu_alloc(cbytes), *tmp = mmu_alloc(cbytes);
     mmu_status st = MMU_OK;
     if (!buf || !acc || !tmp) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", op); goto done; }
-    float *A = buf, *B = A + S * g->SH, *sig = B + S * g->SL;
+    float *A = buf, *B = A + S * g->SH, *sig = B + S * g->SL, *AT = sig + S * g->d;
     const float *xp = mmu_f32(x);
     /* per-sample entropy: sum of bit entropies, in double, fixed-order chunks */
     double hs = 0.0;
@@ -259,11 +272,13 @@ static mmu_status lfq_entropy_impl(double out[2], float *w, const mmu_tensor *x,
         for (int64_t r0 = 0; r0 < g->N; r0 += S) {
             int64_t s = g->N - r0 < S ? g->N - r0 : S;
             lfq_build(g, xp, r0, s, k, sig, A, B);
+            /* Aᵀ materialised: oneDNN's matmul with a transposed-strided A runs several times slower */
+            transpose(AT, A, s, g->SH);
             mmu_md ma, mb, mc;
-            md2(&ma, g->SH, s, 1, g->SH); /* Aᵀ through strides */
+            md2(&ma, g->SH, s, s, 1);
             md2(&mb, s, g->SL, g->SL, 1);
             md2(&mc, g->SH, g->SL, g->SL, 1);
-            if ((st = mmu_dnnl_matmul(&ma, A, &mb, B, NULL, NULL, &mc, r0 == 0 ? acc : tmp))) goto done;
+            if ((st = mmu_dnnl_matmul(&ma, AT, &mb, B, NULL, NULL, &mc, r0 == 0 ? acc : tmp))) goto done;
             if (r0) {
 #pragma omp parallel for schedule(static) if (C > MMU_PAR_GRAIN)
                 for (int64_t c = 0; c < C; c++) acc[c] += tmp[c];
@@ -313,13 +328,15 @@ static mmu_status lfq_check(const mmu_tensor *x, double inv_temperature, double 
 }
 
 // x (N, K, d) -> out (2): [per-sample entropy, codebook entropy] of softmax(2·τ·s·x·c) over c ∈ {±1}^d
-mmu_status mmu_lfq_entropy(mmu_tensor **out, mmu_tensor *x, double inv_temperature, double codebook_scale) {
+mmu_status mmu_lfq_entropy(mmu_tensor **out, mmu_tensor *x, double inv_temperature, double codebook_scale,
+                           int64_t chunk) {
     const char *op = "lfq_entropy";
     mmu_status st;
     *out = NULL;
     if ((st = lfq_check(x, inv_temperature, codebook_scale, op))) return st;
     lfq_geom g;
-    lfq_geom_of(&g, x, 4.0 * inv_temperature * codebook_scale);
+    if (chunk < 0) return mmu_fail(MMU_EVALUE, "%s: chunk must be >= 0 (0: automatic), got %lld", op, (long long)chunk);
+    lfq_geom_of(&g, x, 4.0 * inv_temperature * codebook_scale, chunk);
     int need = mmu_grad_enabled() && (x->requires_grad || x->grad_fn);
     mmu_tensor *w = NULL;
     int64_t C = g.SL * g.SH;
@@ -336,6 +353,7 @@ mmu_status mmu_lfq_entropy(mmu_tensor **out, mmu_tensor *x, double inv_temperatu
         mmu_save(node, 1, w);
         node->ctx.f[0] = inv_temperature;
         node->ctx.f[1] = codebook_scale;
+        node->ctx.i[0] = chunk;
     }
     mmu_tensor_decref(w);
     return MMU_OK;
@@ -377,7 +395,7 @@ mmu_status mmu_lfq_entropy_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **
     const char *op = "lfq_entropy_backward";
     mmu_tensor *x = n->saved[0], *w = n->saved[1];
     lfq_geom g;
-    lfq_geom_of(&g, x, 4.0 * n->ctx.f[0] * n->ctx.f[1]);
+    lfq_geom_of(&g, x, 4.0 * n->ctx.f[0] * n->ctx.f[1], n->ctx.i[0]);
     float g0 = mmu_f32(gout)[0], g1 = mmu_f32(gout)[1];
     mmu_status st;
     if ((st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, 3, x->shape))) return st;

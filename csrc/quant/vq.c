@@ -1,12 +1,12 @@
 /* Vector quantization kernels: the nearest-code search and the EMA codebook
  * update of VectorQuantize (mmu/quantizers/vq.py).
  *
- * nearest_code never forms the N x K distance matrix: rows of x go in blocks
- * of VQ_BM, codes in blocks of VQ_BK; each block's dot products come from one
- * cached oneDNN matmul into a small scratch tile (the codebook is read
- * transposed through strides, no copy), and the running argmin of
- * ||e||^2 - 2 x.e is updated from the tile while it is still in cache. ||x||^2
- * is the same for every code of a row, so it never enters the comparison.
+ * nearest_code never forms the N x K distance matrix: the codebook is packed
+ * once into panels of 64 codes (D, 64); each thread takes blocks of 96 rows
+ * and, panel by panel, computes 6 x 64 tiles of dot products in AVX-512
+ * registers, updating the running argmin of ||e||^2 - 2 x.e from the tile
+ * while it is in L1. ||x||^2 is the same for every code of a row, so it never
+ * enters the comparison.
  *
  * The EMA update sums x per code with the columns of D split across threads:
  * every output element is summed by one thread in row order, so the result is
@@ -18,11 +18,62 @@
 #endif
 
 #include "../core/mmu.h"
-#include "../dnnl/mmu_dnnl.h"
 #include "../ops/ops.h"
 
-#define VQ_BM 512
-#define VQ_BK 2048
+#define VQ_NR 64 /* codes per packed panel: 4 vectors of 16 */
+#define VQ_MR 6  /* rows per register tile: 6 x 4 accumulators + 4 code vectors + 1 broadcast */
+#define VQ_RB 96 /* rows per task: 16 register tiles share each panel while it sits in L2 */
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+typedef __m512 vqf;
+#define VQ_LOAD(p) _mm512_loadu_ps(p)
+#define VQ_STORE(p, x) _mm512_storeu_ps(p, x)
+#define VQ_SET1(x) _mm512_set1_ps(x)
+#define VQ_ZERO() _mm512_setzero_ps()
+#define VQ_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#else /* portable builds: GCC vector extensions */
+typedef float vqf __attribute__((vector_size(64)));
+typedef float vqfu __attribute__((vector_size(64), aligned(4), may_alias));
+#define VQ_LOAD(p) ((vqf)(*(const vqfu *)(p)))
+#define VQ_STORE(p, x) (*(vqfu *)(p) = (x))
+#define VQ_SET1(x) ((vqf){0} + (x))
+#define VQ_ZERO() ((vqf){0})
+#define VQ_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
+// rows r[0..5] (each D floats), panel (D, 64) -> tile (6, 64) of dot products.
+// The 24 accumulators are named so GCC keeps them in registers; every dot is
+// one FMA chain over d in order, so a row's scores do not depend on which
+// thread or which tile computed them.
+static inline void vq_tile(const float *const *r, const float *panel, int64_t D, float *tile) {
+    vqf c00 = VQ_ZERO(), c01 = VQ_ZERO(), c02 = VQ_ZERO(), c03 = VQ_ZERO();
+    vqf c10 = VQ_ZERO(), c11 = VQ_ZERO(), c12 = VQ_ZERO(), c13 = VQ_ZERO();
+    vqf c20 = VQ_ZERO(), c21 = VQ_ZERO(), c22 = VQ_ZERO(), c23 = VQ_ZERO();
+    vqf c30 = VQ_ZERO(), c31 = VQ_ZERO(), c32 = VQ_ZERO(), c33 = VQ_ZERO();
+    vqf c40 = VQ_ZERO(), c41 = VQ_ZERO(), c42 = VQ_ZERO(), c43 = VQ_ZERO();
+    vqf c50 = VQ_ZERO(), c51 = VQ_ZERO(), c52 = VQ_ZERO(), c53 = VQ_ZERO();
+    const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3], *r4 = r[4], *r5 = r[5];
+    for (int64_t d = 0; d < D; d++) {
+        const float *b = panel + d * VQ_NR;
+        vqf b0 = VQ_LOAD(b), b1 = VQ_LOAD(b + 16), b2 = VQ_LOAD(b + 32), b3 = VQ_LOAD(b + 48), a;
+#define VQ_ROW(i)                     \
+    a = VQ_SET1(r##i[d]);             \
+    c##i##0 = VQ_FMA(a, b0, c##i##0); \
+    c##i##1 = VQ_FMA(a, b1, c##i##1); \
+    c##i##2 = VQ_FMA(a, b2, c##i##2); \
+    c##i##3 = VQ_FMA(a, b3, c##i##3);
+        VQ_ROW(0) VQ_ROW(1) VQ_ROW(2) VQ_ROW(3) VQ_ROW(4) VQ_ROW(5)
+#undef VQ_ROW
+    }
+#define VQ_OUT(i)                                  \
+    VQ_STORE(tile + i * VQ_NR, c##i##0);           \
+    VQ_STORE(tile + i * VQ_NR + 16, c##i##1);      \
+    VQ_STORE(tile + i * VQ_NR + 32, c##i##2);      \
+    VQ_STORE(tile + i * VQ_NR + 48, c##i##3);
+    VQ_OUT(0) VQ_OUT(1) VQ_OUT(2) VQ_OUT(3) VQ_OUT(4) VQ_OUT(5)
+#undef VQ_OUT
+}
 
 static mmu_status check_2d_f32(const mmu_tensor *t, const char *op, const char *arg) {
     mmu_status st;
@@ -64,13 +115,12 @@ mmu_status mmu_nearest_code(mmu_tensor **out, mmu_tensor *x, mmu_tensor *codeboo
 
     const float *px = mmu_f32(x), *pe = mmu_f32(codebook);
     int64_t *idx = mmu_i64(*out);
-    int64_t bm = N < VQ_BM ? N : VQ_BM, bk = K < VQ_BK ? K : VQ_BK;
+    int64_t NP = (K + VQ_NR - 1) / VQ_NR, KP = NP * VQ_NR;
     size_t xbytes = cosine ? (size_t)(N * D) * sizeof(float) : 0, ebytes = cosine ? (size_t)(K * D) * sizeof(float) : 0;
-    size_t nbytes = (size_t)K * sizeof(float), tbytes = (size_t)(bm * bk) * sizeof(float),
-           bbytes = (size_t)bm * sizeof(float);
+    size_t nbytes = (size_t)KP * sizeof(float), pbytes = (size_t)(KP * D) * sizeof(float);
     float *xn = cosine ? mmu_alloc(xbytes) : NULL, *en = cosine ? mmu_alloc(ebytes) : NULL;
-    float *enorm = mmu_alloc(nbytes), *tile = mmu_alloc(tbytes), *best = mmu_alloc(bbytes);
-    if ((cosine && (!xn || !en)) || !enorm || !tile || !best) {
+    float *enorm = mmu_alloc(nbytes), *packed = mmu_alloc(pbytes);
+    if ((cosine && (!xn || !en)) || !enorm || !packed) {
         st = mmu_fail(MMU_ENOMEM, "%s: out of memory for the search buffers", op);
         goto done;
     }
@@ -80,52 +130,66 @@ mmu_status mmu_nearest_code(mmu_tensor **out, mmu_tensor *x, mmu_tensor *codeboo
         px = xn;
         pe = en;
     }
-    /* cosine: maximise x.e == minimise 0 - 2 x.e; l2: minimise ||e||^2 - 2 x.e */
-#pragma omp parallel for schedule(static) if (K * D > MMU_PAR_GRAIN)
-    for (int64_t k = 0; k < K; k++) {
-        float s = 0.0f;
-        if (!cosine)
-            for (int64_t d = 0; d < D; d++) s += pe[k * D + d] * pe[k * D + d];
-        enorm[k] = s;
+    /* panels (NP, D, 64): code j of panel p at [p][d][j]; padded codes are zero
+     * with an infinite norm, so they never win. cosine: maximise x.e ==
+     * minimise 0 - 2 x.e; l2: minimise ||e||^2 - 2 x.e */
+#pragma omp parallel for schedule(static) if (KP * D > MMU_PAR_GRAIN)
+    for (int64_t p = 0; p < NP; p++) {
+        float *dst = packed + p * D * VQ_NR;
+        for (int64_t j = 0; j < VQ_NR; j++) {
+            int64_t k = p * VQ_NR + j;
+            float s = 0.0f;
+            if (k < K) {
+                const float *e = pe + k * D;
+                for (int64_t d = 0; d < D; d++) {
+                    dst[d * VQ_NR + j] = e[d];
+                    s += e[d] * e[d];
+                }
+                enorm[k] = cosine ? 0.0f : s;
+            } else {
+                for (int64_t d = 0; d < D; d++) dst[d * VQ_NR + j] = 0.0f;
+                enorm[k] = INFINITY;
+            }
+        }
     }
-    for (int64_t i0 = 0; i0 < N; i0 += bm) {
-        int64_t m = N - i0 < bm ? N - i0 : bm;
+    int64_t nblocks = (N + VQ_RB - 1) / VQ_RB;
+    /* one parallel region over row blocks: no barrier inside the search, and
+     * each row's result is computed by one thread in code order */
+#pragma omp parallel for schedule(static) if (N * K * D > MMU_PAR_GRAIN)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        int64_t i0 = blk * VQ_RB, m = N - i0 < VQ_RB ? N - i0 : VQ_RB;
+        float best[VQ_RB], tile[VQ_MR * VQ_NR];
         for (int64_t i = 0; i < m; i++) {
             best[i] = INFINITY;
             idx[i0 + i] = 0;
         }
-        for (int64_t k0 = 0; k0 < K; k0 += bk) {
-            int64_t n = K - k0 < bk ? K - k0 : bk;
-            mmu_md ma, mb, mc;
-            mmu_md_contig(&ma, 2, (int64_t[]){m, D});
-            mmu_md_contig(&mc, 2, (int64_t[]){m, n});
-            /* codebook rows k0..k0+n read as a (D, n) matrix: element (d, k) at k*D + d */
-            mb.ndim = 2;
-            mb.dims[0] = D;
-            mb.dims[1] = n;
-            mb.strides[0] = 1;
-            mb.strides[1] = D;
-            if ((st = mmu_dnnl_matmul(&ma, px + i0 * D, &mb, pe + k0 * D, NULL, NULL, &mc, tile))) goto done;
-#pragma omp parallel for schedule(static) if (m * n > MMU_PAR_GRAIN)
-            for (int64_t i = 0; i < m; i++) {
-                /* two vectorisable passes instead of one branchy scan: the block
-                 * minimum (scores written back into the tile), then its first
-                 * position. -2 t is exact, so the score is the same with or
-                 * without FMA contraction. */
-                float *t = tile + i * n;
-                const float *en2 = enorm + k0;
-                float b = INFINITY;
+        for (int64_t p = 0; p < NP; p++) {
+            const float *panel = packed + p * D * VQ_NR, *en2 = enorm + p * VQ_NR;
+            for (int64_t g = 0; g < m; g += VQ_MR) {
+                int64_t mr = m - g < VQ_MR ? m - g : VQ_MR;
+                const float *rows[VQ_MR];
+                /* a short last tile repeats its last row; the copies are ignored */
+                for (int64_t r = 0; r < VQ_MR; r++) rows[r] = px + (i0 + g + (r < mr ? r : mr - 1)) * D;
+                vq_tile(rows, panel, D, tile);
+                for (int64_t r = 0; r < mr; r++) {
+                    /* block minimum first (vectorised; scores written back into
+                     * the tile), then its first position: ties go to the lowest
+                     * index, NaN never wins. -2 t is exact, so FMA contraction
+                     * cannot change a score. */
+                    float *t = tile + r * VQ_NR, b = INFINITY;
 #pragma omp simd reduction(min : b)
-                for (int64_t k = 0; k < n; k++) {
-                    float s = en2[k] - 2.0f * t[k];
-                    t[k] = s;
-                    b = s < b ? s : b; /* NaN never wins */
-                }
-                if (b < best[i]) {
-                    int64_t k = 0;
-                    while (t[k] != b) k++;
-                    best[i] = b;
-                    idx[i0 + i] = k0 + k;
+                    for (int64_t j = 0; j < VQ_NR; j++) {
+                        float s = en2[j] - 2.0f * t[j];
+                        t[j] = s;
+                        b = s < b ? s : b;
+                    }
+                    int64_t i = g + r;
+                    if (b < best[i]) {
+                        int64_t j = 0;
+                        while (t[j] != b) j++;
+                        best[i] = b;
+                        idx[i0 + i] = p * VQ_NR + j;
+                    }
                 }
             }
         }
@@ -134,8 +198,7 @@ done:
     if (xn) mmu_free(xn, xbytes);
     if (en) mmu_free(en, ebytes);
     if (enorm) mmu_free(enorm, nbytes);
-    if (tile) mmu_free(tile, tbytes);
-    if (best) mmu_free(best, bbytes);
+    if (packed) mmu_free(packed, pbytes);
     if (st) MMU_CLEAR(*out);
     return st;
 }

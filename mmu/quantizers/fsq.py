@@ -14,10 +14,7 @@ _t = importlib.import_module("mmu.tensor")  # the module (mmu.tensor the attribu
 from ..nn.layers import Linear
 from ..nn.module import Module
 
-try:  # the shared stats module (mmu/quantizers/stats.py); a minimal stand-in until it lands
-    from .stats import codebook_stats
-except ImportError:  # pragma: no cover - depends on merge order
-    from ._lfq_stats import codebook_stats
+from .stats import codebook_stats
 
 __all__ = ["FSQ"]
 

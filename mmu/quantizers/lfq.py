@@ -31,10 +31,11 @@ _t = importlib.import_module("mmu.tensor")
 __all__ = ["LFQ", "lfq_entropy"]
 
 
-def lfq_entropy(x, inv_temperature=100.0, codebook_scale=1.0, group_bits=None):
+def lfq_entropy(x, inv_temperature=100.0, codebook_scale=1.0, group_bits=None, chunk=0):
     """x (N, num_codebooks, d) -> Tensor (2,): [mean per-sample entropy, mean over codebooks of the entropy
     of the batch-mean code distribution] of softmax(2·inv_temperature·codebook_scale·x·c) over
-    c ∈ {±1}^d. Differentiable in x. group_bits: the grouped approximation (see the module doc)."""
+    c ∈ {±1}^d. Differentiable in x. group_bits: the grouped approximation (see the module doc).
+    chunk: rows per streamed block (0: automatic; results agree to float32 rounding across chunk sizes)."""
     x = _t._as_tensor(x, "lfq_entropy", "x")
     for name, v in (("inv_temperature", inv_temperature), ("codebook_scale", codebook_scale)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not (
@@ -43,14 +44,14 @@ def lfq_entropy(x, inv_temperature=100.0, codebook_scale=1.0, group_bits=None):
     if x.ndim != 3:
         raise ValueError(f"lfq_entropy: x must be (N, num_codebooks, bits), got {tuple(x.shape)}")
     if group_bits is None or group_bits == x.shape[2]:
-        return _C.lfq_entropy(x, float(inv_temperature), float(codebook_scale))
+        return _C.lfq_entropy(x, float(inv_temperature), float(codebook_scale), int(chunk))
     if isinstance(group_bits, bool) or not isinstance(group_bits, (int, np.integer)) or group_bits < 1 \
             or x.shape[2] % group_bits:
         raise ValueError(f"lfq_entropy: group_bits must be a positive divisor of bits = {x.shape[2]}, "
                          f"got {group_bits!r}")
     g = x.shape[2] // group_bits
     out = _C.lfq_entropy(x.reshape(x.shape[0], x.shape[1] * g, group_bits), float(inv_temperature),
-                         float(codebook_scale))
+                         float(codebook_scale), int(chunk))
     return out * float(g)  # means over groups -> sums over the groups of one codebook
 
 

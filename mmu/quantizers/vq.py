@@ -45,7 +45,6 @@ def _kmeans(samples, num_clusters, iters, cosine):
     assignment by nearest_code; clusters left empty keep their center. -> (means (K, d), counts (K,))."""
     means = _sample_rows(samples, num_clusters).astype(np.float32)
     bins = np.zeros(num_clusters, np.float32)
-    metric = "cosine" if cosine else "l2"
     for _ in range(iters):
         idx = _C._nearest_code(samples, means, cosine).numpy()
         bins = np.bincount(idx, minlength=num_clusters).astype(np.float32)
@@ -55,7 +54,6 @@ def _kmeans(samples, num_clusters, iters, cosine):
         if cosine:
             new = _l2norm_np(new).astype(np.float32)
         means = np.where(bins[:, None] == 0, means, new)
-    del metric
     return means, bins
 
 
@@ -360,8 +358,7 @@ class VectorQuantize(Module):
         lead = a.shape[:-1] if h > 1 else a.shape
         flat = ind.reshape(-1, h)
         if self.num_codebooks > 1:
-            codes = _mmu.stack([F.embedding(flat[:, c].contiguous() if hasattr(flat[:, c], "contiguous") else flat[:, c],
-                                            self.embed[c]) for c in range(h)], 1)
+            codes = _mmu.stack([F.embedding(flat[:, c], self.embed[c]) for c in range(h)], 1)
         else:
             codes = F.embedding(flat.reshape(-1), self.embed[0])
         return codes.reshape(*lead, h * d)
