@@ -162,7 +162,7 @@ class GumbelQuantize(nn.Module):
 
     def forward(self, x, temperature=None, *, noise=None):
         """x -> (quantized, indices, loss); `noise` (keyword only): explicit Gumbel noise (M, K) rows
-        in the (positions, codes) layout, to reproduce a sample (tests)."""
+        in the (positions, codes) layout, to reproduce a sample (tests); eval mode draws no noise and ignores it."""
         x = _as_tensor(x, "GumbelQuantize", "input")
         tau = self.temperature if temperature is None else _positive(temperature, "temperature", "GumbelQuantize")
         rows, lead, channel_first = self._flatten_input(x)

@@ -115,7 +115,8 @@ class ResidualVQ(nn.Module):
                 continue
             vq = self.level(d)
             quantized, indices, loss = vq(residual)
-            residual = residual - quantized.detach()
+            if d + 1 < used:  # the last level's residual is never read
+                residual = residual - quantized.detach()
             quantized_out = quantized if quantized_out is None else quantized_out + quantized
             all_indices.append(indices)
             all_losses.append(loss)
