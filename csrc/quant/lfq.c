@@ -366,29 +366,34 @@ fail:
 }
 
 // u (2^nb), bit probabilities p (nb) -> mdiff (nb): for each bit j, u contracted with every other
-// bit's probabilities, at bit j = +1 minus at bit j = −1. q: scratch of 2^(nb−1).
+// bit's probabilities, at bit j = +1 minus at bit j = −1. A forward-backward over the doubling tree,
+// O(2^nb) instead of O(nb·2^nb): q holds Q_j = ⊗_{i<j} p_i for every j (bottom-up, 2^nb − 1 floats),
+// t the contraction of u over the bits above j (top-down, 2^nb floats), whose two halves are then
+// the bit-j = ∓ slices to dot with Q_j.
 static void leave_one_out(float *restrict mdiff, const float *restrict u, const float *restrict p, int nb,
-                          float *restrict q) {
-    for (int j = 0; j < nb; j++) {
-        q[0] = 1.0f;
-        int64_t len = 1;
-        for (int jj = 0; jj < nb; jj++) {
-            if (jj == j) continue;
-            float pp = p[jj], pm = 1.0f - p[jj];
-            for (int64_t k = 0; k < len; k++) {
-                q[k + len] = q[k] * pp;
-                q[k] *= pm;
-            }
-            len <<= 1;
+                          float *restrict q, float *restrict t) {
+    q[0] = 1.0f; /* Q_j lives at q + 2^j − 1 */
+    for (int j = 0; j + 1 < nb; j++) {
+        int64_t len = (int64_t)1 << j;
+        const float *qj = q + len - 1;
+        float *qn = q + 2 * len - 1, pp = p[j], pm = 1.0f - p[j];
+        for (int64_t k = 0; k < len; k++) {
+            qn[k] = qj[k] * pm;
+            qn[k + len] = qj[k] * pp;
         }
-        int64_t lo = ((int64_t)1 << j) - 1, bit = (int64_t)1 << j;
-        float sp = 0.0f, sm = 0.0f;
-        for (int64_t r = 0; r < len; r++) {
-            int64_t l0 = ((r & ~lo) << 1) | (r & lo);
-            sm += u[l0] * q[r];
-            sp += u[l0 | bit] * q[r];
+    }
+    int64_t n = (int64_t)1 << nb;
+    memcpy(t, u, sizeof(float) * n);
+    for (int j = nb - 1; j >= 0; j--) {
+        int64_t len = (int64_t)1 << j;
+        const float *qj = q + len - 1, *lo = t, *hi = t + len;
+        float sp = 0.0f, sm = 0.0f, pp = p[j], pm = 1.0f - p[j];
+        for (int64_t k = 0; k < len; k++) {
+            sm += lo[k] * qj[k];
+            sp += hi[k] * qj[k];
         }
         mdiff[j] = sp - sm;
+        for (int64_t k = 0; k < len; k++) t[k] = lo[k] * pm + hi[k] * pp;
     }
 }
 
@@ -427,12 +432,12 @@ mmu_status mmu_lfq_entropy_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **
             }
 #pragma omp parallel for schedule(static) if (s * (g.SL + g.SH) > MMU_PAR_GRAIN)
             for (int64_t r = 0; r < s; r++) {
-                float md[LFQ_MAX_BITS], q[1 << (LFQ_MAX_BITS / 2)];
+                float md[LFQ_MAX_BITS], q[1 << (LFQ_MAX_BITS / 2)], t[1 << (LFQ_MAX_BITS / 2)];
                 const float *sr = sig + r * d, *xr = xp + ((r0 + r) * g.K + k) * d;
                 float *dr = dx + ((r0 + r) * g.K + k) * d;
                 if (g1 != 0.0f) {
-                    leave_one_out(md, U + r * g.SL, sr, g.nl, q);
-                    leave_one_out(md + g.nl, V + r * g.SH, sr + g.nl, g.nh, q);
+                    leave_one_out(md, U + r * g.SL, sr, g.nl, q, t);
+                    leave_one_out(md + g.nl, V + r * g.SH, sr + g.nl, g.nh, q, t);
                 } else
                     for (int64_t i = 0; i < d; i++) md[i] = 0.0f;
                 for (int64_t i = 0; i < d; i++) {
