@@ -1,6 +1,6 @@
 """VQ benchmarks: nearest_code at N=16384, D=256, K=1024/8192/16384 vs torch doing what
 vector-quantize-pytorch does (cdist or addmm, then argmin: whichever is faster on this machine), and
-VectorQuantize forward + backward (EMA codebook, commitment loss, straight-through) at K=1024/8192
+VectorQuantize forward + backward (EMA codebook, commitment loss, straight-through) at K=1024/8192/16384
 vs a torch twin of vector-quantize-pytorch's EuclideanCodebook step."""
 import time
 
@@ -105,6 +105,6 @@ def cases(h):
     out = []
     for K in (1024, 8192, 16384):
         out.append(h.Case(f"nearest_code N{N} D{D} K{K}", 2.0 * N * K * D, _inputs(K), nearest_mmu, nearest_torch))
-    for K in (1024, 8192):
+    for K in (1024, 8192, 16384):
         out.append(h.Case(f"vq_ema fwd+bwd N{N} D{D} K{K}", 2.0 * N * K * D, _vq_inputs(K), vq_mmu, vq_torch))
     return out

@@ -219,6 +219,15 @@ def test_readme_models_snippet_runs(capsys, tmp_path, monkeypatch):
     assert (tmp_path / "digits_ae" / "model.safetensors").exists()
 
 
+def test_readme_quantizers_snippet_runs(capsys):
+    exec(compile(_readme_python_block(2), "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["VectorQuantize", "ResidualVQ", "FSQ", "LFQ", "GumbelQuantize"]
+    for line in lines:
+        usage, perplexity = float(line.split("usage")[1].split()[0]), float(line.split()[-1])
+        assert 0 < usage <= 1 and perplexity >= 1
+
+
 def test_demo_loss_falls():
     out = subprocess.run([sys.executable, "-m", "mmu", "demo", "--steps", "200"], capture_output=True,
                          text=True, timeout=300, cwd=ROOT)

@@ -201,6 +201,12 @@ class GumbelQuantize(nn.Module):
         indices = _as_tensor(indices, "GumbelQuantize.get_codes_from_indices", "indices")
         return F.embedding(indices, self.embed.weight)
 
+    def indices_to_codes(self, indices):
+        """indices (B, H, W) or (B, N) -> what forward returns as `quantized` in eval mode for them:
+        (B, embedding_dim, H, W) for image indices, (B, N, embedding_dim) otherwise."""
+        codes = self.get_codes_from_indices(indices)
+        return codes.permute(0, 3, 1, 2) if codes.ndim == 4 else codes
+
     def extra_repr(self):
         return (f"dim={self.dim}, codebook_size={self.codebook_size}, embedding_dim={self.embedding_dim}, "
                 f"straight_through={self.straight_through}, kl_weight={self.kl_weight}, "

@@ -171,6 +171,10 @@ class ResidualVQ(nn.Module):
             codes.append(c.reshape(*lead, self.codebook_dim))
         return stack(codes, dim=0)
 
+    def indices_to_codes(self, indices, num_levels=None):
+        """indices (..., Q) -> what forward returned as `quantized` for them (get_output_from_indices)."""
+        return self.get_output_from_indices(indices, num_levels)
+
     def get_output_from_indices(self, indices, num_levels=None):
         """Decode indices to the quantized output (like forward's), from the first num_levels levels only
         (partial decoding; default all levels in indices): project_out(sum_{d < q} code_d)."""

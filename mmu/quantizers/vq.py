@@ -363,6 +363,10 @@ class VectorQuantize(Module):
             codes = F.embedding(flat.reshape(-1), self.embed[0])
         return codes.reshape(*lead, h * d)
 
+    def indices_to_codes(self, indices):
+        """indices -> what forward returned as `quantized` for them (the same as get_output_from_indices)."""
+        return self.get_output_from_indices(indices)
+
     def get_output_from_indices(self, indices):
         """indices -> quantized output in the input space (project_out applied; (B, dim, H, W) for
         accept_image_fmap when indices are (B, H, W[, heads]))."""
