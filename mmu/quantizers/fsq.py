@@ -54,6 +54,20 @@ def _channel_first(x, spatial):
     return x.permute((0, x.ndim - 1) + tuple(range(1, x.ndim - 1)))
 
 
+def _tokens_last(x, dim, channel_first, op):
+    """(B, N, dim), or channel-first (B, dim, *spatial) when channel_first or x has >= 4 dims ->
+    (x as (B, N, dim), spatial or None); FSQ and LFQ take their input through this."""
+    spatial = None
+    if channel_first or x.ndim >= 4:
+        if x.ndim < 3:
+            raise ValueError(f"{op}: channel-first input must be (B, dim, ...), got {tuple(x.shape)}")
+        x, spatial = _channel_last(x)
+    if x.ndim != 3 or x.shape[-1] != dim:
+        raise ValueError(f"{op}: expected input (B, N, {dim}) or channel-first (B, {dim}, ...), "
+                         f"got {tuple(x.shape)}")
+    return x, spatial
+
+
 class FSQ(Module):
     """FSQ(levels, dim=None, num_codebooks=1, keep_num_codebooks_dim=None, channel_first=False,
     projection_has_bias=True, return_indices=True).
@@ -143,15 +157,7 @@ class FSQ(Module):
     # --- forward -----------------------------------------------------------------------------------
     def forward(self, z):
         z = _t._as_tensor(z, "FSQ")
-        channel_first = z.ndim >= 4 or self.channel_first
-        spatial = None
-        if channel_first:
-            if z.ndim < 3:
-                raise ValueError(f"FSQ: channel-first input must be (B, dim, ...), got {tuple(z.shape)}")
-            z, spatial = _channel_last(z)
-        if z.ndim != 3 or z.shape[-1] != self.dim:
-            raise ValueError(f"FSQ: expected input (B, N, {self.dim}) or channel-first (B, {self.dim}, ...), "
-                             f"got {tuple(z.shape)}")
+        z, spatial = _tokens_last(z, self.dim, self.channel_first, "FSQ")
         if self.has_projections:
             z = self.project_in(z)
         b, n = z.shape[0], z.shape[1]
@@ -162,7 +168,7 @@ class FSQ(Module):
             out = self.project_out(out)
         if not self.keep_num_codebooks_dim:
             idx = idx.reshape(b, n)
-        if channel_first:
+        if spatial is not None:
             out = _channel_first(out, spatial)
             idx = idx.reshape((b,) + spatial + tuple(idx.shape[2:]))
         loss = _t.zeros(())

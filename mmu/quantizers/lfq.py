@@ -24,7 +24,7 @@ from .. import _C
 from ..functional import mse_loss
 from ..nn.layers import Linear
 from ..nn.module import Module
-from .fsq import _channel_first, _channel_last, codebook_stats
+from .fsq import _channel_first, _tokens_last, codebook_stats
 
 _t = importlib.import_module("mmu.tensor")
 
@@ -146,15 +146,7 @@ class LFQ(Module):
         tau = self.inv_temperature if inv_temperature is None else float(inv_temperature)
         if not (math.isfinite(tau) and tau > 0):
             raise ValueError(f"LFQ: inv_temperature must be positive and finite, got {inv_temperature!r}")
-        channel_first = x.ndim >= 4 or bool(self.channel_first)
-        spatial = None
-        if channel_first:
-            if x.ndim < 3:
-                raise ValueError(f"LFQ: channel-first input must be (B, dim, ...), got {tuple(x.shape)}")
-            x, spatial = _channel_last(x)
-        if x.ndim != 3 or x.shape[-1] != self.dim:
-            raise ValueError(f"LFQ: expected input (B, N, {self.dim}) or channel-first (B, {self.dim}, ...), "
-                             f"got {tuple(x.shape)}")
+        x, spatial = _tokens_last(x, self.dim, bool(self.channel_first), "LFQ")
         if self.has_projections:
             x = self.project_in(x)
         b, n = x.shape[0], x.shape[1]
@@ -186,7 +178,7 @@ class LFQ(Module):
             out = self.project_out(out)
         if not self.keep_num_codebooks_dim:
             idx = idx.reshape(b, n)
-        if channel_first:
+        if spatial is not None:
             out = _channel_first(out, spatial)
             idx = idx.reshape((b,) + spatial + tuple(idx.shape[2:]))
         self.stats = codebook_stats(idx, self.codebook_size, losses=losses)
