@@ -19,7 +19,7 @@ from .tensor import (  # noqa: E402,F401
     sum, tanh, tensor, transpose, tril, triu, var, where, zeros, zeros_like, get_num_threads,
     set_num_threads,
 )
-from . import functional, io, nn, optim, quantizers  # noqa: E402,F401
+from . import functional, io, losses, nn, optim, quantizers  # noqa: E402,F401
 from .io import load, save  # noqa: E402,F401
 
 __version__ = "0.1.0"

@@ -79,6 +79,8 @@
     X(FSQ, mmu_fsq_backward)                                               \
     X(LFQ_ENTROPY, mmu_lfq_entropy_backward)                               \
     /* -- end quant_lfq -- */                                              \
+    /* csrc/loss/contrastive.c: CLIP and SigLIP losses */               \
+    /* -- end contrastive -- */                                            \
     /* csrc/ops/embedding.c */                                             \
     X(EMBEDDING, mmu_embedding_backward)                                   \
     /* csrc/loss/cross_entropy.c, csrc/loss/regression.c */                \

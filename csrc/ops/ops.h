@@ -215,4 +215,8 @@ mmu_status mmu_lfq_entropy_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin
 
 /* ---- end quant_lfq ---- */
 
+/* ---- csrc/loss/contrastive.c: fused CLIP / SigLIP losses ---- */
+
+/* ---- end contrastive ---- */
+
 #endif

@@ -102,6 +102,7 @@ extern PyMethodDef mmu_spatial_methods[]; /* bind_spatial.c: norms, dropout, pad
 extern PyMethodDef mmu_attention_methods[]; /* bind_attention.c: sdpa, rope */
 extern PyMethodDef mmu_optim_methods[];
 extern PyMethodDef mmu_quant_vq_methods[];  /* bind_quant_vq.c: nearest-code search, EMA codebook stats */
-extern PyMethodDef mmu_quant_lfq_methods[]; /* bind_quant_lfq.c: LFQ/FSQ/Gumbel kernels */   /* bind_optim.c: fused optimizer updates */
+extern PyMethodDef mmu_quant_lfq_methods[];
+extern PyMethodDef mmu_contrastive_methods[]; /* bind_contrastive.c: fused CLIP / SigLIP losses */ /* bind_quant_lfq.c: LFQ/FSQ/Gumbel kernels */   /* bind_optim.c: fused optimizer updates */
 
 #endif

@@ -581,7 +581,8 @@ PyMODINIT_FUNC PyInit__C(void) {
     if (PyModule_AddFunctions(m, module_methods) < 0 || PyModule_AddFunctions(m, mmu_op_methods) < 0 ||
         PyModule_AddFunctions(m, mmu_conv_methods) < 0 || PyModule_AddFunctions(m, mmu_spatial_methods) < 0 ||
         PyModule_AddFunctions(m, mmu_attention_methods) < 0 || PyModule_AddFunctions(m, mmu_optim_methods) < 0 ||
-        PyModule_AddFunctions(m, mmu_quant_vq_methods) < 0 || PyModule_AddFunctions(m, mmu_quant_lfq_methods) < 0) goto fail;
+        PyModule_AddFunctions(m, mmu_quant_vq_methods) < 0 || PyModule_AddFunctions(m, mmu_quant_lfq_methods) < 0 ||
+        PyModule_AddFunctions(m, mmu_contrastive_methods) < 0) goto fail;
     mmu_TensorType = (PyTypeObject *)PyType_FromSpec(&tensor_spec);
     if (!mmu_TensorType) goto fail;
     Py_INCREF(mmu_TensorType);

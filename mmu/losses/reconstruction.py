@@ -1,0 +1,3 @@
+"""Reconstruction losses: l1, mse, smooth L1 / Huber, logit-Laplace (DALL-E dVAE)."""
+
+__all__ = []
