@@ -1,3 +1,115 @@
-"""GAN losses: hinge and non-saturating (vanilla) for D and G, LeCam regularisation, the disc_start warm-up helper."""
+"""GAN losses: hinge and non-saturating (vanilla) for D and G, LeCam regularisation, the disc_start
+warm-up helper — as in taming-transformers (Esser et al. 2021, taming/modules/losses/vqperceptual.py)
+and LeCam-GAN (Tseng et al. 2021, "Regularizing Generative Adversarial Networks under Limited Data").
+Composed from mmu's differentiable ops."""
+import math
+import numbers
 
-__all__ = []
+from ..tensor import _as_tensor, float32, sigmoid, where
+
+__all__ = ["softplus", "hinge_d_loss", "vanilla_d_loss", "hinge_g_loss", "vanilla_g_loss",
+           "adopt_weight", "lecam_reg", "LeCamEMA"]
+
+
+def _logits(x, op, arg):
+    t = _as_tensor(x, op, arg)
+    if t.dtype != float32:
+        raise TypeError(f"{op}: {arg} must be float32, got {t.dtype}")
+    if t.numel() == 0:
+        raise ValueError(f"{op}: {arg} is empty (shape {tuple(t.shape)})")
+    return t
+
+
+def softplus(input):
+    """log(1 + exp(x)), overflow-free for any x: x - log(sigmoid(x)) for x > 0 and
+    -log(sigmoid(-x)) for x <= 0 (each branch only sees its own half of the line, clamped, so the
+    unused branch never makes an inf/nan gradient). Gradient sigmoid(x), 0.5 at x = 0 as torch."""
+    x = _logits(input, "softplus", "input")
+    xa, xb = x.clamp(min=0.0), x.clamp(max=0.0)
+    return where(x > 0.0, xa - sigmoid(xa).log(), 0.0 - sigmoid(-xb).log())
+
+
+def hinge_d_loss(logits_real, logits_fake):
+    """0.5 * (mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))). The two logit maps may differ in shape."""
+    r = _logits(logits_real, "hinge_d_loss", "logits_real")
+    f = _logits(logits_fake, "hinge_d_loss", "logits_fake")
+    return ((1.0 - r).relu().mean() + (1.0 + f).relu().mean()) * 0.5
+
+
+def vanilla_d_loss(logits_real, logits_fake):
+    """0.5 * (mean(softplus(-D(real))) + mean(softplus(D(fake)))) — binary cross-entropy with real = 1, fake = 0."""
+    r = _logits(logits_real, "vanilla_d_loss", "logits_real")
+    f = _logits(logits_fake, "vanilla_d_loss", "logits_fake")
+    return (softplus(-r).mean() + softplus(f).mean()) * 0.5
+
+
+def hinge_g_loss(logits_fake):
+    """-mean(D(fake)): the generator loss taming-transformers uses with the hinge discriminator."""
+    return -_logits(logits_fake, "hinge_g_loss", "logits_fake").mean()
+
+
+def vanilla_g_loss(logits_fake):
+    """Non-saturating generator loss mean(softplus(-D(fake))) = -mean(log sigmoid(D(fake)))."""
+    return softplus(-_logits(logits_fake, "vanilla_g_loss", "logits_fake")).mean()
+
+
+def adopt_weight(weight, global_step, threshold=0, value=0.0):
+    """The disc_start warm-up: `value` while global_step < threshold, `weight` from then on."""
+    for name, v in (("global_step", global_step), ("threshold", threshold)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"adopt_weight: {name} must be an int, got {v!r}")
+    return value if global_step < threshold else weight
+
+
+def _real(v, op, name):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+        raise TypeError(f"{op}: {name} must be a finite real number, got {v!r}")
+    return float(v)
+
+
+def lecam_reg(real_pred, fake_pred, ema_real, ema_fake):
+    """LeCam regulariser (Tseng et al. 2021, eq. 3):
+    mean(relu(D(real) - ema_fake)²) + mean(relu(ema_real - D(fake))²), with ema_real / ema_fake the
+    exponential moving averages of the discriminator's mean outputs on real / fake (floats)."""
+    op = "lecam_reg"
+    r = _logits(real_pred, op, "real_pred")
+    f = _logits(fake_pred, op, "fake_pred")
+    er, ef = _real(ema_real, op, "ema_real"), _real(ema_fake, op, "ema_fake")
+    a = (r - ef).relu()
+    b = (er - f).relu()
+    return (a * a).mean() + (b * b).mean()
+
+
+class LeCamEMA:
+    """Tracks the EMAs LeCam needs: ema <- decay * ema + (1 - decay) * mean(pred), starting at 0
+    (as the LeCam-GAN reference code). Call update(real_pred, fake_pred) each D step, then
+    loss = lecam_weight * ema.reg(real_pred, fake_pred)."""
+
+    def __init__(self, decay=0.99, init=0.0):
+        decay = _real(decay, "LeCamEMA", "decay")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"LeCamEMA: decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.ema_real = _real(init, "LeCamEMA", "init")
+        self.ema_fake = self.ema_real
+
+    def update(self, real_pred, fake_pred):
+        r = _logits(real_pred, "LeCamEMA.update", "real_pred")
+        f = _logits(fake_pred, "LeCamEMA.update", "fake_pred")
+        d = self.decay
+        self.ema_real = d * self.ema_real + (1.0 - d) * float(r.detach().mean().item())
+        self.ema_fake = d * self.ema_fake + (1.0 - d) * float(f.detach().mean().item())
+        return self
+
+    def reg(self, real_pred, fake_pred):
+        return lecam_reg(real_pred, fake_pred, self.ema_real, self.ema_fake)
+
+    def state_dict(self):
+        return {"decay": self.decay, "ema_real": self.ema_real, "ema_fake": self.ema_fake}
+
+    def load_state_dict(self, state):
+        self.decay, self.ema_real, self.ema_fake = (float(state["decay"]), float(state["ema_real"]),
+                                                     float(state["ema_fake"]))
+
+    def __repr__(self):
+        return f"LeCamEMA(decay={self.decay}, ema_real={self.ema_real:.6g}, ema_fake={self.ema_fake:.6g})"

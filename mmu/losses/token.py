@@ -1,3 +1,54 @@
-"""Token objectives: next-token (shifted) and masked-token cross-entropy helpers."""
+"""Token objectives: next-token (shifted) and masked-token cross-entropy helpers, and the KL to the
+uniform prior of Gumbel quantizers (re-exported from mmu.quantizers.gumbel)."""
+from ..functional import cross_entropy
+from ..quantizers.gumbel import kl_to_uniform
+from ..tensor import _as_tensor, float32, int64, bool as _bool
 
-__all__ = []
+__all__ = ["next_token_loss", "masked_token_loss", "kl_to_uniform"]
+
+
+def _check(logits, tokens, op, tname):
+    logits = _as_tensor(logits, op, "logits")
+    tokens = _as_tensor(tokens, op, tname)
+    if logits.dtype != float32:
+        raise TypeError(f"{op}: logits must be float32, got {logits.dtype}")
+    if tokens.dtype != int64:
+        raise TypeError(f"{op}: {tname} must be int64, got {tokens.dtype}")
+    if logits.ndim != 3:
+        raise ValueError(f"{op}: logits must be (B, L, V), got shape {tuple(logits.shape)}")
+    if tuple(tokens.shape) != tuple(logits.shape[:2]):
+        raise ValueError(f"{op}: {tname} must be (B, L) = {tuple(logits.shape[:2])} to match logits "
+                         f"{tuple(logits.shape)}, got {tuple(tokens.shape)}")
+    return logits, tokens
+
+
+def next_token_loss(logits, tokens, ignore_index=-100):
+    """Autoregressive loss: cross_entropy(logits[:, :-1], tokens[:, 1:]) — position t predicts token t+1 —
+    averaged over the non-ignored targets. logits (B, L, V), tokens (B, L) int64, L >= 2."""
+    op = "next_token_loss"
+    logits, tokens = _check(logits, tokens, op, "tokens")
+    B, L, V = logits.shape
+    if L < 2:
+        raise ValueError(f"{op}: need L >= 2 to shift, got logits {tuple(logits.shape)}")
+    lg = logits[:, :-1].reshape((B * (L - 1), V))
+    tg = tokens[:, 1:].reshape((B * (L - 1),))
+    return cross_entropy(lg, tg, ignore_index=ignore_index)
+
+
+def masked_token_loss(logits, targets, mask):
+    """Masked-token (MaskGIT / BERT-style) loss: cross-entropy at the positions where mask is True
+    only (unshifted), averaged over those positions. logits (B, L, V), targets (B, L) int64, mask
+    (B, L) bool. With nothing masked it returns a 0-d zero that still backpropagates (zeros) into logits."""
+    op = "masked_token_loss"
+    logits, targets = _check(logits, targets, op, "targets")
+    mask = _as_tensor(mask, op, "mask")
+    if mask.dtype != _bool:
+        raise TypeError(f"{op}: mask must be bool, got {mask.dtype}")
+    if tuple(mask.shape) != tuple(targets.shape):
+        raise ValueError(f"{op}: mask must have targets' shape {tuple(targets.shape)}, got {tuple(mask.shape)}")
+    B, L, V = logits.shape
+    if not bool(mask.numpy().any()):
+        return logits.sum() * 0.0 + 0.0
+    # unmasked targets become ignore_index so the fused kernel skips them and the mean counts only masked
+    t = targets.masked_fill(~mask, -100)
+    return cross_entropy(logits.reshape((B * L, V)), t.reshape((B * L,)), ignore_index=-100)
