@@ -194,8 +194,8 @@ def test_d_g_losses_known_logits():
     assert abs(L.hinge_g_loss(fake).item() - (-1.0 / 3.0)) < 1e-6
     r, f = np.array([2.0, 0.5, -1.0]), np.array([-2.0, 0.0, 3.0])
     vd = 0.5 * (np_softplus(-r).mean() + np_softplus(f).mean())
-    assert abs(L.vanilla_d_loss(real, fake).item() - vd) < 1e-6
-    assert abs(L.vanilla_g_loss(fake).item() - np_softplus(-f).mean()) < 1e-6
+    assert abs(L.vanilla_d_loss(real, fake).item() - vd) < 5e-6
+    assert abs(L.vanilla_g_loss(fake).item() - np_softplus(-f).mean()) < 5e-6
     # perfect discriminator: hinge 0
     assert L.hinge_d_loss(_t([1.0, 5.0]), _t([-1.0, -7.0])).item() == 0.0
 

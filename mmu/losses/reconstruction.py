@@ -6,7 +6,7 @@ import math
 import numbers
 
 from ..functional import l1_loss, mse_loss
-from ..tensor import _as_tensor, float32, where
+from ..tensor import _as_tensor, float32
 
 __all__ = ["l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss", "logit_laplace_loss",
            "logit_laplace_map", "logit_laplace_unmap"]
@@ -61,7 +61,9 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
         return l1_loss(x, y, reduction=reduction)
     d = x - y
     a = d.abs()
-    loss = where(a < beta, d * d * (0.5 / beta), a - 0.5 * beta)
+    # m = min(|d|, beta): 0.5 m^2 / beta + (|d| - m) is both branches at once (no where: one pass less)
+    m = a.clamp(max=beta)
+    loss = m * m * (0.5 / beta) + (a - m)
     return _reduce(loss, reduction)
 
 
@@ -76,7 +78,9 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
     _same_shape(x, y, op, "input", "target")
     d = x - y
     a = d.abs()
-    loss = where(a < delta, d * d * 0.5, (a - 0.5 * delta) * delta)
+    # m = min(|d|, delta): 0.5 m^2 + delta (|d| - m) is both branches at once
+    m = a.clamp(max=delta)
+    loss = m * m * 0.5 + (a - m) * delta
     return _reduce(loss, reduction)
 
 
