@@ -147,3 +147,29 @@ def test_bad_inputs():
         siglip_loss(a, t, s, np.ones(2, np.float32))
     with pytest.raises(ValueError, match=r"\(B, D\)"):
         clip_loss(a[0], t[0], s)
+
+
+@pytest.mark.parametrize("fn,ref,extra", [
+    (clip_loss, clip_ref, [np.array(2.0, np.float32)]),
+    (siglip_loss, siglip_ref, [np.array(3.0, np.float32), np.array(-4.0, np.float32)]),
+])
+def test_upstream_scale_and_no_grad(fn, ref, extra):
+    """A non-unit upstream gradient scales every gradient; the value without a graph is the same."""
+    a, t = _emb(9, 8, 21)
+    arrays = [a, t] + extra
+    _, g1 = _run(fn, arrays)
+    ts = [mmu.tensor(x, requires_grad=True) for x in arrays]
+    (fn(*ts) * 3.0).backward()
+    for g, x in zip(g1, ts):
+        assert_close(x.grad.numpy(), 3.0 * g, 1e-5, 1e-6)
+    plain = fn(*[mmu.tensor(x) for x in arrays])
+    assert_close(plain.item(), ref(*arrays), 1e-5, 1e-5)
+
+
+def test_siglip_extreme_logits():
+    """Large |logits| (softplus/sigmoid saturation) stay finite and match the float64 formula."""
+    a, t = _emb(16, 8, 5)
+    args = [a, t, np.array(math.log(100.0), np.float32), np.array(-50.0, np.float32)]
+    val, grads = _run(siglip_loss, args)
+    assert_close(val, siglip_ref(*args), 1e-5, 1e-4)
+    assert all(np.isfinite(g).all() for g in grads)

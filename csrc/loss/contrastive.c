@@ -235,11 +235,25 @@ done:
 
 /* ---------------------------------------------------------------- SigLIP */
 
-static inline float log1p_exp(float x) { /* softplus, stable */
-    return x > 0 ? x + log1pf(mmu_exp(-x)) : log1pf(mmu_exp(x));
+/* log(1 + e) for e in [0, 1], vectorisable (glibc's log1pf is not): with u = e / (2 + e) in
+ * [0, 1/3], log(1 + e) = 2 atanh(u) = 2 (u + u^3/3 + ... + u^13/13), error < 1e-8. */
+static inline float log1p_unit(float e) {
+    float u = e / (2.0f + e), u2 = u * u;
+    float p = 1.0f / 13;
+    p = p * u2 + 1.0f / 11;
+    p = p * u2 + 1.0f / 9;
+    p = p * u2 + 1.0f / 7;
+    p = p * u2 + 1.0f / 5;
+    p = p * u2 + 1.0f / 3;
+    p = p * u2 + 1.0f;
+    return 2.0f * u * p;
 }
 
-// img (B, D), txt (B, D), t (), b () -> () = sum softplus(-label * (exp(t) S + b)) / B ; saves S
+/* Forward and backward share one pass: with e = exp(-|z|), softplus(z) = max(z, 0) + log(1 + e)
+ * and sigmoid(z) = (z >= 0 ? 1 : e) / (1 + e). When a graph is recorded the forward writes
+ * dL/dS (for an upstream gradient of 1) and the sums for d t and d b, so the backward is the two
+ * GEMMs and a scale by g; S itself is never kept. */
+// img (B, D), txt (B, D), t (), b () -> () = sum softplus(-label * (exp(t) S + b)) / B
 mmu_status mmu_siglip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, mmu_tensor *t, mmu_tensor *b) {
     mmu_status st;
     if ((st = check_pair("siglip_loss", img, txt)) || (st = check_scalar("siglip_loss", "t", t)) ||
@@ -247,21 +261,44 @@ mmu_status mmu_siglip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, m
         return st;
     int64_t B = img->shape[0];
     float scale = expf(mmu_f32(t)[0]), bias = mmu_f32(b)[0];
+    int want = mmu_grad_enabled() && (img->requires_grad || txt->requires_grad || t->requires_grad ||
+                                      b->requires_grad);
     mmu_tensor *S = NULL, *rows = NULL;
     if ((st = sim_matrix(&S, img, txt))) return st;
-    if ((st = mmu_tensor_empty(&rows, MMU_FLOAT32, 1, (int64_t[]){B}))) goto fail;
-    const float *s = mmu_f32(S);
-    float *rs = mmu_f32(rows);
+    if ((st = mmu_tensor_empty(&rows, MMU_FLOAT32, 2, (int64_t[]){B, 3}))) goto fail;
+    float *s = mmu_f32(S), *rs = mmu_f32(rows);
+    float inv = 1.0f / (float)B, cs = scale * inv;
 #pragma omp parallel for schedule(static) if (B * B > MMU_PAR_GRAIN)
     for (int64_t i = 0; i < B; i++) {
-        const float *r = s + i * B;
-        float acc = 0.0f;
-        for (int64_t j = 0; j < B; j++) acc += log1p_exp(scale * r[j] + bias); /* label -1: softplus(+z) */
-        float zd = scale * r[i] + bias;
-        rs[i] = acc - log1p_exp(zd) + log1p_exp(-zd);
+        float *r = s + i * B;
+        float zd = scale * r[i] + bias, sd = r[i];
+        float acc = 0.0f, sb = 0.0f, stt = 0.0f;
+        if (want) {
+            for (int64_t j = 0; j < B; j++) { /* label -1: loss softplus(z), dL/dz = sigmoid(z) */
+                float sj = r[j], z = scale * sj + bias;
+                float e = mmu_exp(-fabsf(z));
+                acc += fmaxf(z, 0.0f) + log1p_unit(e);
+                float sg = (z >= 0.0f ? 1.0f : e) / (1.0f + e);
+                sb += sg;
+                stt += sg * sj;
+                r[j] = cs * sg; /* S is overwritten by dL/dS */
+            }
+            /* diagonal, label +1: sigmoid(z) - 1 instead of sigmoid(z) */
+            sb -= 1.0f;
+            stt -= sd;
+            r[i] -= cs;
+        } else {
+            for (int64_t j = 0; j < B; j++) {
+                float z = scale * r[j] + bias;
+                acc += fmaxf(z, 0.0f) + log1p_unit(mmu_exp(-fabsf(z)));
+            }
+        }
+        /* diagonal: softplus(-zd) instead of softplus(zd) */
+        rs[3 * i] = acc - zd;
+        rs[3 * i + 1] = sb, rs[3 * i + 2] = stt;
     }
-    double loss = 0.0;
-    for (int64_t i = 0; i < B; i++) loss += rs[i];
+    double loss = 0.0, gb = 0.0, gt = 0.0;
+    for (int64_t i = 0; i < B; i++) loss += rs[3 * i], gb += rs[3 * i + 1], gt += rs[3 * i + 2];
     MMU_CLEAR(rows);
     if ((st = mmu_tensor_empty(out, MMU_FLOAT32, 0, NULL))) goto fail;
     mmu_f32(*out)[0] = (float)(loss / (double)B);
@@ -273,7 +310,9 @@ mmu_status mmu_siglip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, m
         mmu_save(n, 1, txt);
         mmu_save(n, 2, t);
         mmu_save(n, 3, b);
-        mmu_save(n, 4, S);
+        mmu_save(n, 4, S); /* holds dL/dS */
+        n->ctx.f[0] = (double)scale * gt / (double)B; /* dL/dt at g = 1 */
+        n->ctx.f[1] = gb / (double)B;                 /* dL/db at g = 1 */
     }
     MMU_CLEAR(S);
     return MMU_OK;
@@ -284,45 +323,19 @@ fail:
     return st;
 }
 
-// g () -> gin: img, txt, t, b ; dL/dlogits = (sigmoid(label z) - 1) label / B
+// g () -> gin: img (B, D), txt (B, D), t (), b () ; dL/dS was formed by the forward
 mmu_status mmu_siglip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
-    mmu_tensor *img = n->saved[0], *txt = n->saved[1], *tT = n->saved[2], *bT = n->saved[3], *S = n->saved[4];
-    int64_t B = img->shape[0];
-    float scale = expf(mmu_f32(tT)[0]), bias = mmu_f32(bT)[0];
-    float c = mmu_f32(g)[0] / (float)B;
-    mmu_tensor *dS = NULL, *part = NULL;
+    mmu_tensor *img = n->saved[0], *txt = n->saved[1], *dS = n->saved[4];
+    float gv = mmu_f32(g)[0];
     mmu_status st;
-    if ((st = mmu_tensor_empty(&dS, MMU_FLOAT32, 2, (int64_t[]){B, B}))) return st;
-    if ((st = mmu_tensor_empty(&part, MMU_FLOAT32, 2, (int64_t[]){B, 2}))) goto done;
-    const float *s = mmu_f32(S);
-    float *d = mmu_f32(dS), *pp = mmu_f32(part);
-    float cs = c * scale;
-#pragma omp parallel for schedule(static) if (B * B > MMU_PAR_GRAIN)
-    for (int64_t i = 0; i < B; i++) {
-        const float *r = s + i * B;
-        float *dr = d + i * B;
-        float sb = 0.0f, st_ = 0.0f;
-        for (int64_t j = 0; j < B; j++) {
-            /* label -1: (sigmoid(-z) - 1) * -1 = sigmoid(z) */
-            float z = scale * r[j] + bias;
-            float gl = 1.0f / (1.0f + mmu_exp(-z));
-            sb += gl;
-            st_ += gl * r[j];
-            dr[j] = cs * gl;
-        }
-        /* diagonal, label +1: sigmoid(z) - 1 instead of sigmoid(z) */
-        sb -= 1.0f;
-        st_ -= r[i];
-        dr[i] -= cs;
-        pp[2 * i] = sb, pp[2 * i + 1] = st_;
-    }
-    if ((st = sim_backward(gin, n, d, img, txt))) goto done;
-    double gb = 0.0, gt = 0.0;
-    for (int64_t i = 0; i < B; i++) gb += pp[2 * i], gt += pp[2 * i + 1];
-    if (n->inputs[2].needs_grad && (st = scalar_grad(&gin[2], tT, (float)((double)c * scale * gt)))) goto done;
-    if (n->inputs[3].needs_grad && (st = scalar_grad(&gin[3], bT, (float)((double)c * gb)))) goto done;
-done:
-    MMU_CLEAR(dS);
-    MMU_CLEAR(part);
-    return st;
+    if ((st = sim_backward(gin, n, mmu_f32(dS), img, txt))) return st;
+    if (gv != 1.0f)
+        for (int k = 0; k < 2; k++)
+            if (gin[k]) {
+                float *p = mmu_f32(gin[k]);
+                for (int64_t q = 0; q < gin[k]->numel; q++) p[q] *= gv;
+            }
+    if (n->inputs[2].needs_grad && (st = scalar_grad(&gin[2], n->saved[2], (float)(gv * n->ctx.f[0])))) return st;
+    if (n->inputs[3].needs_grad && (st = scalar_grad(&gin[3], n->saved[3], (float)(gv * n->ctx.f[1])))) return st;
+    return MMU_OK;
 }
