@@ -9,6 +9,7 @@
  * runs two matmuls: d_img = dS @ txt, d_txt = dS^T @ img (a transposed
  * descriptor, no copy).
  *
+ * Row loops are `omp simd` reductions (a fixed lane order: deterministic).
  * Determinism: per-row partials are reduced in index order; the column
  * log-sum-exp of CLIP uses per-thread column partials combined in thread order
  * (static schedule, so bit-identical run to run at a fixed thread count).
@@ -127,6 +128,7 @@ mmu_status mmu_clip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, mmu
         for (int64_t i = 0; i < B; i++) {
             const float *r = s + i * B;
             float m = -INFINITY;
+#pragma omp simd reduction(max : m)
             for (int64_t j = 0; j < B; j++) {
                 float v = scale * r[j];
                 m = v > m ? v : m;
@@ -151,6 +153,7 @@ mmu_status mmu_clip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, mmu
         for (int64_t i = 0; i < B; i++) {
             const float *r = s + i * B;
             float m = lr[i], acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
             for (int64_t j = 0; j < B; j++) {
                 float v = scale * r[j];
                 acc += mmu_exp(v - m);
@@ -210,6 +213,7 @@ mmu_status mmu_clip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) 
         const float *r = s + i * B;
         float *dr = d + i * B;
         float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
         for (int64_t j = 0; j < B; j++) {
             float v = scale * r[j];
             float gl = mmu_exp(v - lr[i]) + mmu_exp(v - lc[j]);
@@ -274,6 +278,7 @@ mmu_status mmu_siglip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, m
         float zd = scale * r[i] + bias, sd = r[i];
         float acc = 0.0f, sb = 0.0f, stt = 0.0f;
         if (want) {
+#pragma omp simd reduction(+ : acc, sb, stt)
             for (int64_t j = 0; j < B; j++) { /* label -1: loss softplus(z), dL/dz = sigmoid(z) */
                 float sj = r[j], z = scale * sj + bias;
                 float e = mmu_exp(-fabsf(z));
@@ -288,6 +293,7 @@ mmu_status mmu_siglip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, m
             stt -= sd;
             r[i] -= cs;
         } else {
+#pragma omp simd reduction(+ : acc)
             for (int64_t j = 0; j < B; j++) {
                 float z = scale * r[j] + bias;
                 acc += fmaxf(z, 0.0f) + log1p_unit(mmu_exp(-fabsf(z)));
