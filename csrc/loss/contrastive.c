@@ -282,7 +282,7 @@ mmu_status mmu_siglip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, m
             for (int64_t j = 0; j < B; j++) { /* label -1: loss softplus(z), dL/dz = sigmoid(z) */
                 float sj = r[j], z = scale * sj + bias;
                 float e = mmu_exp(-fabsf(z));
-                acc += fmaxf(z, 0.0f) + log1p_unit(e);
+                acc += (z > 0.0f ? z : 0.0f) + log1p_unit(e);
                 float sg = (z >= 0.0f ? 1.0f : e) / (1.0f + e);
                 sb += sg;
                 stt += sg * sj;
@@ -296,7 +296,7 @@ mmu_status mmu_siglip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, m
 #pragma omp simd reduction(+ : acc)
             for (int64_t j = 0; j < B; j++) {
                 float z = scale * r[j] + bias;
-                acc += fmaxf(z, 0.0f) + log1p_unit(mmu_exp(-fabsf(z)));
+                acc += (z > 0.0f ? z : 0.0f) + log1p_unit(mmu_exp(-fabsf(z)));
             }
         }
         /* diagonal: softplus(-zd) instead of softplus(zd) */
