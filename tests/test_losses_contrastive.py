@@ -173,3 +173,18 @@ def test_siglip_extreme_logits():
     val, grads = _run(siglip_loss, args)
     assert_close(val, siglip_ref(*args), 1e-5, 1e-4)
     assert all(np.isfinite(g).all() for g in grads)
+
+
+def test_no_primitive_per_call():
+    a, t = _emb(33, 16, 2)
+    s = np.array(1.0, np.float32)
+
+    def step():
+        ts = [mmu.tensor(x, requires_grad=True) for x in (a, t, s, s)]
+        clip_loss(*ts[:3]).backward()
+        siglip_loss(*ts).backward()
+    step()
+    before = mmu.stats()["primitives_created"]
+    for _ in range(3):
+        step()
+    assert mmu.stats()["primitives_created"] == before
