@@ -80,6 +80,8 @@
     X(LFQ_ENTROPY, mmu_lfq_entropy_backward)                               \
     /* -- end quant_lfq -- */                                              \
     /* csrc/loss/contrastive.c: CLIP and SigLIP losses */               \
+    X(CLIP_LOSS, mmu_clip_loss_backward)                                   \
+    X(SIGLIP_LOSS, mmu_siglip_loss_backward)                               \
     /* -- end contrastive -- */                                            \
     /* csrc/ops/embedding.c */                                             \
     X(EMBEDDING, mmu_embedding_backward)                                   \

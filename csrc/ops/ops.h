@@ -216,6 +216,12 @@ mmu_status mmu_lfq_entropy_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin
 /* ---- end quant_lfq ---- */
 
 /* ---- csrc/loss/contrastive.c: fused CLIP / SigLIP losses ---- */
+// image_emb (B, D), text_emb (B, D), logit_scale () -> () symmetric InfoNCE, scale = min(exp(logit_scale), 100)
+mmu_status mmu_clip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, mmu_tensor *logit_scale);
+mmu_status mmu_clip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
+// image_emb (B, D), text_emb (B, D), t (), b () -> () SigLIP sigmoid loss
+mmu_status mmu_siglip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, mmu_tensor *t, mmu_tensor *b);
+mmu_status mmu_siglip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
 
 /* ---- end contrastive ---- */
 
