@@ -26,7 +26,7 @@ def _check_grad(mmu_fn, np_fn, arrays, rtol=2e-3, atol=2e-4, wrt=None):
     ts = [_t(a, True) for a in arrays]
     out = mmu_fn(*ts)
     ref = np.asarray(np_fn(*[a.astype(np.float64) for a in arrays]))
-    assert_close(out.numpy(), ref, rtol=1e-5, atol=1e-5, what="forward")
+    assert_close(out.numpy(), ref, rtol=1e-5, atol=5e-5, what="forward")  # a few float32 logs
     up = RNG.standard_normal(ref.shape)
     (out * _t(up)).sum().backward()
     grads = numeric_grad(np_fn, arrays, up, wrt=wrt)
