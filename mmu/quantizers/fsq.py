@@ -68,6 +68,14 @@ def _tokens_last(x, dim, channel_first, op):
     return x, spatial
 
 
+def _tokens_back(out, idx, spatial):
+    """Undoes _tokens_last on a quantizer's output (B, N, C) and indices (B, N, ...): back to
+    (B, C, *spatial) and (B, *spatial, ...) when the input was channel-first."""
+    if spatial is None:
+        return out, idx
+    return _channel_first(out, spatial), idx.reshape((idx.shape[0],) + spatial + tuple(idx.shape[2:]))
+
+
 class FSQ(Module):
     """FSQ(levels, dim=None, num_codebooks=1, keep_num_codebooks_dim=None, channel_first=False,
     projection_has_bias=True, return_indices=True).
@@ -168,9 +176,7 @@ class FSQ(Module):
             out = self.project_out(out)
         if not self.keep_num_codebooks_dim:
             idx = idx.reshape(b, n)
-        if spatial is not None:
-            out = _channel_first(out, spatial)
-            idx = idx.reshape((b,) + spatial + tuple(idx.shape[2:]))
+        out, idx = _tokens_back(out, idx, spatial)
         loss = _t.zeros(())
         self.stats = codebook_stats(idx, self.codebook_size, losses={})
         return out, (idx if self.return_indices else None), loss

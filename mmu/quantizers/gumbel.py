@@ -53,6 +53,16 @@ def _check_dim(dim, ndim, op):
     return int(dim) % ndim
 
 
+def _logits_and_dim(logits, dim, op):
+    """The checks gumbel_softmax and kl_to_uniform share: float32 logits with >= 1 dim, dim wrapped."""
+    logits = _as_tensor(logits, op, "logits")
+    if logits.dtype != float32:
+        raise TypeError(f"{op}: logits must be float32, got {logits.dtype}")
+    if logits.ndim == 0:
+        raise ValueError(f"{op}: logits must have at least one dim")
+    return logits, _check_dim(dim, logits.ndim, op)
+
+
 def _one_hot_of_max(y, dim):
     # ties -> the first maximum, as torch's max(dim) does on CPU
     idx = argmax(y, dim=dim, keepdim=True)
@@ -68,12 +78,7 @@ def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1, *, noise=None
     (straight-through: y_hard - sg(y_soft) + y_soft). `eps` is accepted for torch compatibility and
     unused (as in torch). `noise` (keyword only): the Gumbel noise to use instead of drawing it from
     mmu's RNG (same shape as logits) -- to reproduce a sample exactly, e.g. against a reference."""
-    logits = _as_tensor(logits, "gumbel_softmax", "logits")
-    if logits.dtype != float32:
-        raise TypeError(f"gumbel_softmax: logits must be float32, got {logits.dtype}")
-    if logits.ndim == 0:
-        raise ValueError("gumbel_softmax: logits must have at least one dim")
-    dim = _check_dim(dim, logits.ndim, "gumbel_softmax")
+    logits, dim = _logits_and_dim(logits, dim, "gumbel_softmax")
     tau = _positive(tau, "tau", "gumbel_softmax")
     if noise is None:
         noise = gumbel_noise(*logits.shape)
@@ -91,12 +96,7 @@ def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1, *, noise=None
 def kl_to_uniform(logits, dim=1):
     """Mean over positions of KL(softmax(logits) || uniform) = sum_k q_k log(q_k K + 1e-10) along dim
     (taming-transformers' GumbelQuantize loss before its kl_weight). Returns a 0-d tensor."""
-    logits = _as_tensor(logits, "kl_to_uniform", "logits")
-    if logits.dtype != float32:
-        raise TypeError(f"kl_to_uniform: logits must be float32, got {logits.dtype}")
-    if logits.ndim == 0:
-        raise ValueError("kl_to_uniform: logits must have at least one dim")
-    dim = _check_dim(dim, logits.ndim, "kl_to_uniform")
+    logits, dim = _logits_and_dim(logits, dim, "kl_to_uniform")
     k = logits.shape[dim]
     q = F.softmax(logits, dim=dim)
     return (q * log(q * float(k) + 1e-10)).sum(dim).mean()

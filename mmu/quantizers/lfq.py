@@ -24,7 +24,7 @@ from .. import _C
 from ..functional import mse_loss
 from ..nn.layers import Linear
 from ..nn.module import Module
-from .fsq import _channel_first, _tokens_last, codebook_stats
+from .fsq import _channel_first, _tokens_back, _tokens_last, codebook_stats
 
 _t = importlib.import_module("mmu.tensor")
 
@@ -178,9 +178,7 @@ class LFQ(Module):
             out = self.project_out(out)
         if not self.keep_num_codebooks_dim:
             idx = idx.reshape(b, n)
-        if spatial is not None:
-            out = _channel_first(out, spatial)
-            idx = idx.reshape((b,) + spatial + tuple(idx.shape[2:]))
+        out, idx = _tokens_back(out, idx, spatial)
         self.stats = codebook_stats(idx, self.codebook_size, losses=losses)
         return out, idx, loss
 
