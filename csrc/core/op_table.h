@@ -83,6 +83,12 @@
     X(CLIP_LOSS, mmu_clip_loss_backward)                                   \
     X(SIGLIP_LOSS, mmu_siglip_loss_backward)                               \
     /* -- end contrastive -- */                                            \
+    /* csrc/ops/batch_norm.c: batch norm (train/eval) */                   \
+    /* -- end batch_norm -- */                                             \
+    /* csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance */  \
+    /* -- end lpips -- */                                                  \
+    /* csrc/loss/regression.c (fused reconstruction / GAN losses) */       \
+    /* -- end recon -- */                                                  \
     /* csrc/ops/embedding.c */                                             \
     X(EMBEDDING, mmu_embedding_backward)                                   \
     /* csrc/loss/cross_entropy.c, csrc/loss/regression.c */                \

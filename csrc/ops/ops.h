@@ -225,4 +225,16 @@ mmu_status mmu_siglip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin
 
 /* ---- end contrastive ---- */
 
+/* ---- csrc/ops/batch_norm.c: batch norm ---- */
+/* ---- end batch_norm ---- */
+
+/* ---- csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance ---- */
+/* ---- end lpips ---- */
+
+/* ---- csrc/loss/regression.c: fused reconstruction / GAN losses ---- */
+/* ---- end recon ---- */
+
+/* ---- csrc/core/autograd.c: gradients of chosen inputs (autograd.grad) ---- */
+/* ---- end autograd_grad ---- */
+
 #endif

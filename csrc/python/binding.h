@@ -100,9 +100,13 @@ extern PyMethodDef mmu_op_methods[];      /* ops_bind.c: issue-2 core ops */
 extern PyMethodDef mmu_conv_methods[];    /* bind_conv.c: convolutions */
 extern PyMethodDef mmu_spatial_methods[]; /* bind_spatial.c: norms, dropout, pad/pool/resample */
 extern PyMethodDef mmu_attention_methods[]; /* bind_attention.c: sdpa, rope */
-extern PyMethodDef mmu_optim_methods[];
+extern PyMethodDef mmu_optim_methods[];      /* bind_optim.c: fused optimizer updates */
 extern PyMethodDef mmu_quant_vq_methods[];  /* bind_quant_vq.c: nearest-code search, EMA codebook stats */
-extern PyMethodDef mmu_quant_lfq_methods[];
-extern PyMethodDef mmu_contrastive_methods[]; /* bind_contrastive.c: fused CLIP / SigLIP losses */ /* bind_quant_lfq.c: LFQ/FSQ/Gumbel kernels */   /* bind_optim.c: fused optimizer updates */
+extern PyMethodDef mmu_quant_lfq_methods[]; /* bind_quant_lfq.c: LFQ/FSQ/Gumbel kernels */
+extern PyMethodDef mmu_contrastive_methods[]; /* bind_contrastive.c: fused CLIP / SigLIP losses */
+extern PyMethodDef mmu_autograd_methods[];  /* bind_autograd.c: autograd.grad, graph introspection */
+extern PyMethodDef mmu_batchnorm_methods[]; /* bind_batchnorm.c: batch norm */
+extern PyMethodDef mmu_lpips_methods[];     /* bind_lpips.c: max pooling, LPIPS distance */
+extern PyMethodDef mmu_recon_methods[];     /* bind_recon.c: fused reconstruction / GAN losses */
 
 #endif

@@ -582,7 +582,9 @@ PyMODINIT_FUNC PyInit__C(void) {
         PyModule_AddFunctions(m, mmu_conv_methods) < 0 || PyModule_AddFunctions(m, mmu_spatial_methods) < 0 ||
         PyModule_AddFunctions(m, mmu_attention_methods) < 0 || PyModule_AddFunctions(m, mmu_optim_methods) < 0 ||
         PyModule_AddFunctions(m, mmu_quant_vq_methods) < 0 || PyModule_AddFunctions(m, mmu_quant_lfq_methods) < 0 ||
-        PyModule_AddFunctions(m, mmu_contrastive_methods) < 0) goto fail;
+        PyModule_AddFunctions(m, mmu_contrastive_methods) < 0 ||
+        PyModule_AddFunctions(m, mmu_autograd_methods) < 0 || PyModule_AddFunctions(m, mmu_batchnorm_methods) < 0 ||
+        PyModule_AddFunctions(m, mmu_lpips_methods) < 0 || PyModule_AddFunctions(m, mmu_recon_methods) < 0) goto fail;
     mmu_TensorType = (PyTypeObject *)PyType_FromSpec(&tensor_spec);
     if (!mmu_TensorType) goto fail;
     Py_INCREF(mmu_TensorType);

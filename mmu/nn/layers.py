@@ -657,3 +657,11 @@ class PixelUnshuffle(Module):
 
     def extra_repr(self):
         return f"downscale_factor={self.downscale_factor}"
+
+
+# ---- batch norm (issue 5: BatchNorm1d/2d, ActNorm) ----
+# ---- end batch norm ----
+
+
+# ---- pooling (issue 5: MaxPool2d) ----
+# ---- end pooling ----
