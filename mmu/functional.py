@@ -98,11 +98,14 @@ def l1_loss(input, target, reduction="mean"):
 
 
 # The op families of the layers issue live in their own modules; each has __all__.
-from . import _fn_attention, _fn_conv, _fn_quant, _fn_spatial  # noqa: E402
+from . import _fn_attention, _fn_batchnorm, _fn_conv, _fn_lpips, _fn_quant, _fn_spatial  # noqa: E402
 from ._fn_attention import *  # noqa: E402,F401,F403
+from ._fn_batchnorm import *  # noqa: E402,F401,F403
 from ._fn_conv import *  # noqa: E402,F401,F403
+from ._fn_lpips import *  # noqa: E402,F401,F403
 from ._fn_quant import *  # noqa: E402,F401,F403
 from ._fn_spatial import *  # noqa: E402,F401,F403
 
 __all__ = ["linear", "relu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax", "layer_norm",
-           "embedding", "cross_entropy", "mse_loss", "l1_loss", "_as_tensor"] + _fn_conv.__all__ + _fn_spatial.__all__ + _fn_attention.__all__ + _fn_quant.__all__
+           "embedding", "cross_entropy", "mse_loss", "l1_loss", "_as_tensor"] + _fn_conv.__all__ + _fn_spatial.__all__ + _fn_attention.__all__ + _fn_quant.__all__ + \
+    _fn_batchnorm.__all__ + _fn_lpips.__all__

@@ -1,0 +1,3 @@
+"""mmu.functional: batchnorm ops (issue 5)."""
+
+__all__ = []

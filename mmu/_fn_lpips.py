@@ -1,0 +1,3 @@
+"""mmu.functional: lpips ops (issue 5)."""
+
+__all__ = []
