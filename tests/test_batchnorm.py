@@ -8,8 +8,10 @@ import mmu.functional as F
 from gradcheck import assert_close, numeric_grad, torch_or_skip
 
 # (N, C), (N, C, L) short and long, (N, C, H, W) with few and many channels and spatial sizes below and
-# above the kernel's short-segment switch (S < 32: column sums; else per-channel segments), (N, C, D, H, W)
-SHAPES = [(6, 5), (4, 3, 7), (3, 2, 40), (2, 5, 3, 3), (3, 6, 6, 7), (2, 3, 8, 9), (2, 3, 2, 3, 4)]
+# above the kernel's short-segment switch (S < 32: column sums; else per-channel segments, S = 49 and 72
+# for the vector remainders), (N, C, D, H, W), and C·S = 2600 columns (two column tiles, two row blocks)
+SHAPES = [(6, 5), (4, 3, 7), (3, 2, 40), (2, 5, 3, 3), (3, 6, 6, 7), (2, 3, 8, 9), (3, 5, 7, 7), (2, 3, 2, 3, 4),
+          (18, 130, 20)]
 
 
 def _ref(x, rm, rv, w, b, training, momentum, eps):
@@ -142,7 +144,7 @@ def test_only_weight_grad_and_no_grad_mode():
     assert np.array_equal(y2.numpy(), y.numpy())
 
 
-@pytest.mark.parametrize("shape", [(64, 24), (4, 3, 20, 20), (4, 16, 10, 10)])
+@pytest.mark.parametrize("shape", [(64, 24), (40, 130, 20), (4, 3, 20, 20), (4, 16, 10, 10)])
 def test_deterministic_across_thread_counts(shape):
     x, rm, rv, w, b, g = _data(shape, 7, offset=2.0)
     outs = []

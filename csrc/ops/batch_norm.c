@@ -39,6 +39,7 @@ enum { BN_SAVED_X, BN_SAVED_W, BN_SAVED_MEAN, BN_SAVED_RSTD, BN_SAVED_MEAN_LO };
 
 #define SHORT_S 32
 #define MAX_ROW_BLOCKS 64
+#define COL_CHUNK 16
 
 typedef float vf16 __attribute__((vector_size(64)));
 typedef float vf16u __attribute__((vector_size(64), aligned(4)));
@@ -63,6 +64,7 @@ static void seg_moments(const float *restrict x, int64_t S, double *mean, double
         a2 += VLOAD(x + i + 32) - k;
         a3 += VLOAD(x + i + 48) - k;
     }
+    for (; i + 16 <= S; i += 16) a0 += VLOAD(x + i) - k;
     float t = 0.0f;
     for (int64_t j = i; j < S; j++) t += x[j] - k;
     double mu = (double)k + ((double)vsum4(a0, a1, a2, a3) + t) / (double)S;
@@ -74,6 +76,7 @@ static void seg_moments(const float *restrict x, int64_t S, double *mean, double
         d = VLOAD(x + i + 32) - m, q2 += d * d;
         d = VLOAD(x + i + 48) - m, q3 += d * d;
     }
+    for (; i + 16 <= S; i += 16) d = VLOAD(x + i) - m, q0 += d * d;
     float qt = 0.0f;
     for (int64_t j = i; j < S; j++) qt += (x[j] - m) * (x[j] - m);
     double dm = mu - (double)m; /* deviations were taken from the rounded mean */
@@ -120,8 +123,12 @@ static void finish_channel(bn_stats *s, int64_t c, double mean, double m2, int64
     if (rv) rv[c] = (float)((1.0 - momentum) * rv[c] + momentum * (m2 / (double)(M - 1)));
 }
 
+/* Fixed blocks of rows for the column sums: at most MAX_ROW_BLOCKS, at least COL_CHUNK rows each
+ * (fewer, fuller blocks keep the partial sums small); they depend on rows alone, not on threads. */
 static int64_t row_blocks(int64_t rows, int64_t *per) {
-    int64_t nblk = rows < MAX_ROW_BLOCKS ? rows : MAX_ROW_BLOCKS;
+    int64_t nblk = (rows + COL_CHUNK - 1) / COL_CHUNK;
+    if (nblk > MAX_ROW_BLOCKS) nblk = MAX_ROW_BLOCKS;
+    if (nblk < 1) nblk = 1;
     *per = (rows + nblk - 1) / nblk;
     return (rows + *per - 1) / *per;
 }
@@ -133,6 +140,54 @@ static void add_blocks(double *restrict dst, const double *restrict part, int64_
         double a = 0;
         for (int64_t b = 0; b < nblk; b++) a += part[b * K + k];
         dst[k] = a;
+    }
+}
+
+/* Column sums over a block of rows [r0, r1) of K columns (the short-segment layout), for:
+ *   COL_SHIFTED: a += x - ref            (ref: the first row: a shifted sum, no digits lost to |mean|)
+ *   COL_SQDEV:   a += (x - ref)²         (ref: the per-column float mean)
+ *   COL_GRAD:    a += g, b += g·(x - ref)
+ * Rows are added in float over chunks of COL_CHUNK rows (vector loops over K), each chunk then into
+ * the double sums a, b (K each): float rounding stays at a few ulps of 16 terms. fa, fb: K floats. */
+enum { COL_SHIFTED, COL_SQDEV, COL_GRAD };
+
+#define COL_TILE 2048
+
+// rows [r0, r1) (`ld` floats apart) of the K columns starting at x, g, ref, a, b, fa, fb
+static void col_block(double *restrict a, double *restrict b, float *restrict fa, float *restrict fb,
+                      const float *restrict x, const float *restrict g, const float *restrict ref, int64_t r0,
+                      int64_t r1, int64_t K, int64_t ld, int mode) {
+    memset(a, 0, K * sizeof(double));
+    if (b) memset(b, 0, K * sizeof(double));
+    for (int64_t r = r0; r < r1; r += COL_CHUNK) {
+        int64_t re = r + COL_CHUNK < r1 ? r + COL_CHUNK : r1;
+        memset(fa, 0, K * sizeof(float));
+        if (fb) memset(fb, 0, K * sizeof(float));
+        for (int64_t q = r; q < re; q++) {
+            const float *xr = x + q * ld;
+            if (mode == COL_SHIFTED) {
+#pragma omp simd
+                for (int64_t k = 0; k < K; k++) fa[k] += xr[k] - ref[k];
+            } else if (mode == COL_SQDEV) {
+#pragma omp simd
+                for (int64_t k = 0; k < K; k++) {
+                    float d = xr[k] - ref[k];
+                    fa[k] += d * d;
+                }
+            } else {
+                const float *gr = g + q * ld;
+#pragma omp simd
+                for (int64_t k = 0; k < K; k++) {
+                    fa[k] += gr[k];
+                    fb[k] += gr[k] * (xr[k] - ref[k]);
+                }
+            }
+        }
+#pragma omp simd
+        for (int64_t k = 0; k < K; k++) a[k] += fa[k];
+        if (b)
+#pragma omp simd
+            for (int64_t k = 0; k < K; k++) b[k] += fb[k];
     }
 }
 
@@ -203,7 +258,9 @@ mmu_status mmu_batch_norm(mmu_tensor **out, mmu_tensor *x, mmu_tensor *running_m
         int64_t per = 1, nblk = 1;
         int shortS = S < SHORT_S;
         if (shortS) nblk = row_blocks(N, &per);
-        dbytes = (size_t)(shortS ? (nblk + 2) * K : 2 * N * C) * sizeof(double) + 2 * (size_t)C * sizeof(double);
+        /* short: nblk + 1 rows of K doubles, nblk + 1 rows of K floats; else 2·N·C doubles */
+        dbytes = (size_t)(shortS ? (nblk + 1) * K * (sizeof(double) + sizeof(float)) : 2 * N * C * sizeof(double)) +
+                 2 * (size_t)C * sizeof(double);
         if (!(dbuf = mmu_alloc(dbytes))) {
             st = mmu_fail(MMU_ENOMEM, "batch_norm: out of memory (input %s)", mmu_shape_str(x));
             goto done;
@@ -213,38 +270,32 @@ mmu_status mmu_batch_norm(mmu_tensor **out, mmu_tensor *x, mmu_tensor *running_m
         double *work = dbuf + 2 * C;
         double rmom = momentum;
         if (shortS) {
-            /* columns k = c·S + s: Σx per block of rows, then Σ(x - mean_c)² the same way */
-            double *part = work, *col = work + nblk * K, *col2 = col + K;
+            /* columns k = c·S + s: Σ(x - x[0]) per block of rows, then Σ(x - mean_c)² the same way; the
+             * blocks added in order (the sums do not depend on the thread count) */
+            double *part = work, *col = work + nblk * K;
+            float *fs = (float *)(col + K), *cm = fs + nblk * K;
             for (int pass = 0; pass < 2; pass++) {
+                /* tasks: (block of rows, tile of columns), so that few rows still give parallel work */
+                int64_t nt = (K + COL_TILE - 1) / COL_TILE;
 #pragma omp parallel for schedule(static) if (N * K > MMU_PAR_GRAIN)
-                for (int64_t b = 0; b < nblk; b++) {
-                    double *acc = part + b * K;
-                    memset(acc, 0, K * sizeof(double));
+                for (int64_t bt = 0; bt < nblk * nt; bt++) {
+                    int64_t b = bt / nt, k0 = (bt % nt) * COL_TILE, kn = K - k0 < COL_TILE ? K - k0 : COL_TILE;
                     int64_t r1 = (b + 1) * per < N ? (b + 1) * per : N;
-                    for (int64_t r = b * per; r < r1; r++) {
-                        const float *xr = px + r * K;
-                        if (pass == 0) {
-#pragma omp simd
-                            for (int64_t k = 0; k < K; k++) acc[k] += xr[k];
-                        } else {
-#pragma omp simd
-                            for (int64_t k = 0; k < K; k++) {
-                                double d = (double)xr[k] - col2[k];
-                                acc[k] += d * d;
-                            }
-                        }
-                    }
+                    col_block(part + b * K + k0, NULL, fs + b * K + k0, NULL, px + k0, NULL, (pass == 0 ? px : cm) + k0,
+                              b * per, r1, kn, K, pass == 0 ? COL_SHIFTED : COL_SQDEV);
                 }
                 add_blocks(col, part, nblk, K);
                 for (int64_t c = 0; c < C; c++) {
                     double a = 0;
-                    for (int64_t j = 0; j < S; j++) a += col[c * S + j];
                     if (pass == 0) {
-                        a /= (double)M;
-                        for (int64_t j = 0; j < S; j++) col2[c * S + j] = a; /* the mean, per column */
-                        s.dmean[c] = a;
+                        for (int64_t j = 0; j < S; j++) a += (double)px[c * S + j] + col[c * S + j] / (double)N;
+                        s.dmean[c] = a / (double)S;
+                        for (int64_t j = 0; j < S; j++) cm[c * S + j] = (float)s.dmean[c];
                     } else {
-                        finish_channel(&s, c, s.dmean[c], a, M, eps, rm, rv, rmom);
+                        for (int64_t j = 0; j < S; j++) a += col[c * S + j];
+                        double dm = s.dmean[c] - (double)(float)s.dmean[c]; /* deviations from the float mean */
+                        a -= (double)M * dm * dm;
+                        finish_channel(&s, c, s.dmean[c], a > 0 ? a : 0, M, eps, rm, rv, rmom);
                     }
                 }
             }
@@ -343,6 +394,7 @@ static void seg_grad_sums(const float *restrict g, const float *restrict x, floa
         v = VLOAD(g + i + 32), a2 += v, b2 += v * (VLOAD(x + i + 32) - mean);
         v = VLOAD(g + i + 48), a3 += v, b3 += v * (VLOAD(x + i + 48) - mean);
     }
+    for (; i + 16 <= S; i += 16) v = VLOAD(g + i), a0 += v, b0 += v * (VLOAD(x + i) - mean);
     float at = 0.0f, bt = 0.0f;
     for (; i < S; i++) at += g[i], bt += g[i] * (x[i] - mean);
     *sg = (double)vsum4(a0, a1, a2, a3) + at;
@@ -400,7 +452,8 @@ mmu_status mmu_batch_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
     int64_t per = 1, nblk = 1;
     if (shortS) nblk = row_blocks(N, &per);
     size_t cbytes = (size_t)C * sizeof(bn_coef);
-    size_t wbytes = (size_t)(shortS ? (nblk + 1) * 2 * K : 2 * N * C) * sizeof(double);
+    size_t wbytes = shortS ? (size_t)(nblk + 1) * 2 * K * sizeof(double) + ((size_t)nblk * 2 + 1) * K * sizeof(float)
+                          : (size_t)2 * N * C * sizeof(double);
     double *work = mmu_alloc(wbytes);
     bn_coef *coef = mmu_alloc(cbytes);
     if (!work || !coef) {
@@ -414,22 +467,17 @@ mmu_status mmu_batch_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
     } else if (shortS) {
         /* columns k = c·S + s: Σg and Σg·(x - mean_c) per block of rows, added in block order */
         double *part = work, *col = work + nblk * 2 * K;
+        float *fs = (float *)(col + 2 * K), *cm = fs + nblk * 2 * K;
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t j = 0; j < S; j++) cm[c * S + j] = pm[c];
+        int64_t nt = (K + COL_TILE - 1) / COL_TILE;
 #pragma omp parallel for schedule(static) if (N * K > MMU_PAR_GRAIN)
-        for (int64_t b = 0; b < nblk; b++) {
-            double *ag = part + b * 2 * K, *agx = ag + K;
-            memset(ag, 0, 2 * K * sizeof(double));
+        for (int64_t bt = 0; bt < nblk * nt; bt++) {
+            int64_t b = bt / nt, k0 = (bt % nt) * COL_TILE, kn = K - k0 < COL_TILE ? K - k0 : COL_TILE;
             int64_t r1 = (b + 1) * per < N ? (b + 1) * per : N;
-            for (int64_t r = b * per; r < r1; r++) {
-                const float *xr = px + r * K, *gr = pg + r * K;
-                for (int64_t c = 0; c < C; c++) {
-                    float m = pm[c];
-                    for (int64_t j = 0; j < S; j++) {
-                        int64_t k = c * S + j;
-                        ag[k] += gr[k];
-                        agx[k] += (double)gr[k] * (double)(xr[k] - m);
-                    }
-                }
-            }
+            double *pa = part + b * 2 * K + k0;
+            float *fa = fs + b * 2 * K + k0;
+            col_block(pa, pa + K, fa, fa + K, px + k0, pg + k0, cm + k0, b * per, r1, kn, K, COL_GRAD);
         }
         add_blocks(col, part, nblk, 2 * K);
         for (int64_t c = 0; c < C; c++) {
@@ -471,13 +519,28 @@ mmu_status mmu_batch_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
     }
 
     if (pdx) {
-        if (shortS) {
-#pragma omp parallel for schedule(static) if (M * C > MMU_PAR_GRAIN)
-            for (int64_t r = 0; r < N; r++)
-                for (int64_t c = 0; c < C; c++) {
-                    int64_t o = r * K + c * S;
-                    seg_dx(pdx + o, pg + o, px + o, pm[c], pl[c], coef[c], S);
+        size_t eb = 5 * (size_t)K * sizeof(float);
+        float *ex = shortS ? mmu_alloc(eb) : NULL;
+        if (ex) {
+            /* per-column coefficients: the row loop vectorises over the K = C·S columns */
+            float *ea = ex, *ebb = ex + K, *ec = ex + 2 * K, *em = ex + 3 * K, *el = ex + 4 * K;
+            for (int64_t c = 0; c < C; c++)
+                for (int64_t j = 0; j < S; j++) {
+                    int64_t k = c * S + j;
+                    ea[k] = coef[c].a, ebb[k] = coef[c].b, ec[k] = coef[c].c, em[k] = pm[c], el[k] = pl[c];
                 }
+#pragma omp parallel for schedule(static) if (M * C > MMU_PAR_GRAIN)
+            for (int64_t r = 0; r < N; r++) {
+                const float *gr = pg + r * K, *xr = px + r * K;
+                float *dr = pdx + r * K;
+#pragma omp simd
+                for (int64_t k = 0; k < K; k++) dr[k] = ea[k] * gr[k] + ebb[k] * ((xr[k] - em[k]) - el[k]) + ec[k];
+            }
+            mmu_free(ex, eb);
+        } else if (shortS) {
+            mmu_free(work, wbytes);
+            mmu_free(coef, cbytes);
+            return mmu_fail(MMU_ENOMEM, "batch_norm backward: out of memory");
         } else {
 #pragma omp parallel for schedule(static) if (M * C > MMU_PAR_GRAIN)
             for (int64_t nc = 0; nc < N * C; nc++) {
