@@ -115,6 +115,10 @@ def test_natural_crops_shapes_determinism_and_split():
     other = natural_crops(16, "train", n=300, seed=1)
     assert not np.array_equal(tr.images, other.images)
     assert len(natural_crops(16, "test")) == 256
+    from mmu.data.datasets import _natural_default_n
+
+    assert [_natural_default_n(s, "train") for s in (16, 32, 64, 128, 256)] == [4096, 4096, 1024, 256, 64]
+    assert [_natural_default_n(s, "test") for s in (16, 32, 64, 128, 256)] == [256, 256, 256, 64, 16]
 
 
 def test_natural_crops_are_pixels_of_the_sources():
@@ -352,6 +356,7 @@ def test_dataset_basics_and_lazy_imports():
     assert "n=3" in repr(ds) and ds[-1].shape == (1, 4, 4)
     with pytest.raises(IndexError):
         ds[3]
+    assert ds[1:].shape == (2, 1, 4, 4) and ds[[0, 2]].shape == (2, 1, 4, 4)
     with pytest.raises(TypeError):
         ds[0.5]
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):

@@ -42,9 +42,18 @@ class ImageDataset:
         return self.images.shape[0]
 
     def __getitem__(self, i):
-        """ds[i] -> (C, H, W) float32 (a view of `.images`)."""
-        if not isinstance(i, (int, np.integer)):
-            raise TypeError(f"ImageDataset '{self.name}': index must be an int, got {type(i).__name__}")
+        """ds[i] -> (C, H, W) float32 (a view of `.images`); a slice or an integer array gives
+        (n, C, H, W)."""
+        if isinstance(i, slice):
+            return self.images[i]
+        if isinstance(i, (list, np.ndarray)):
+            idx = np.asarray(i)
+            if idx.dtype.kind not in "iu":
+                raise TypeError(f"ImageDataset '{self.name}': index arrays must hold ints, got {idx.dtype}")
+            return self.images[idx]
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"ImageDataset '{self.name}': index must be an int, a slice or an int array, "
+                            f"got {type(i).__name__}")
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"ImageDataset '{self.name}': index {i} out of range for {n} images")
@@ -178,7 +187,13 @@ NATURAL_TEST_SOURCES = (
     "skimage:chelsea",               # 300x451, a cat
     "sklearn:flower",                # 427x640, a flower close-up
 )
-_NATURAL_DEFAULT_N = {"train": 4096, "test": 256}
+
+
+def _natural_default_n(size, split):
+    # 4096 train / 256 test crops up to 32 px; above that the train set is capped at ~50 MB
+    # (64 px: 1024 crops, 128 px: 256) and the test set at a quarter of it
+    train = min(4096, max(64, 4096 * 32 * 32 // (size * size)))
+    return train if split == "train" else min(256, train // 4)
 
 
 @functools.lru_cache(maxsize=None)
@@ -232,7 +247,7 @@ def _pyramid(name, size):
     return tuple(levels)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=6)
 def _natural(size, split, n, seed):
     sources = NATURAL_TRAIN_SOURCES if split == "train" else NATURAL_TEST_SOURCES
     pyramids = [_pyramid(s, size) for s in sources]
@@ -261,7 +276,9 @@ def natural_crops(size=32, split="train", n=None, seed=0):
     Each crop picks a source image uniformly, a level of its half-octave pyramid uniformly (scale
     jitter: a crop covers between `size` and about half the short side of the source, in source
     pixels; levels made with an antialiased bilinear resize) and a uniform position.
-    n: number of crops (default 4096 for "train", 256 for "test"); seed: crops are a pure function
+    n: number of crops (default 4096 for "train" and 256 for "test" up to size 32; for larger sizes
+    the training set is capped at ~50 MB: 1024 crops of 64 px, 256 of 128 px, and the test set at
+    a quarter of that, at most 256); seed: crops are a pure function
     of (size, split, n, seed). Returns an ImageDataset of (n, 3, size, size) float32 in [-1, 1]
     with `.source_index` (n,) into `.sources` (the source names). Cached in-process (read-only).
     """
@@ -270,7 +287,7 @@ def natural_crops(size=32, split="train", n=None, seed=0):
     if size > 256:
         raise ValueError(f"{fn}: size must be <= 256 (the source photos are ~300-640 px), got {size}")
     _check_split(fn, split)
-    n = _NATURAL_DEFAULT_N[split] if n is None else _check_int(fn, "n", n, 1)
+    n = _natural_default_n(size, split) if n is None else _check_int(fn, "n", n, 1)
     seed = _check_int(fn, "seed", seed, 0)
     imgs, src = _natural(size, split, n, seed)
     sources = NATURAL_TRAIN_SOURCES if split == "train" else NATURAL_TEST_SOURCES

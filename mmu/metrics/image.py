@@ -118,17 +118,32 @@ def ssim(x, y, data_range=2.0, reduction="mean"):
     then averaged). Equals skimage.metrics.structural_similarity(x, y, gaussian_weights=True,
     sigma=1.5, use_sample_covariance=False, data_range=L, channel_axis=0) per image.
 
-    x, y: (B, C, H, W) (or (C, H, W) / (H, W)), H and W >= 11; reduction: "mean" (float), "sum",
+    Images smaller than 11 px (e.g. 8x8 digits) follow skimage's rule for a smaller `win_size`:
+    the largest odd size w that fits; the same Gaussian filter with symmetric padding, then (w-1)//2
+    border pixels dropped (= structural_similarity(..., win_size=w)).
+
+    x, y: (B, C, H, W) (or (C, H, W) / (H, W)), H and W >= 3; reduction: "mean" (float), "sum",
     "none" ((B,) float64 array).
     """
     fn = "mmu.metrics.ssim"
     r = _check_range(fn, data_range)
     a, b = _image_pair(x, y, fn)
-    if min(a.shape[-2:]) < _WIN:
-        raise ValueError(f"{fn}: images must be at least {_WIN}x{_WIN} (the Gaussian window), "
-                         f"got {a.shape[-2]}x{a.shape[-1]}")
+    side = min(a.shape[-2:])
+    if side < 3:
+        raise ValueError(f"{fn}: images must be at least 3x3, got {a.shape[-2]}x{a.shape[-1]}")
     c1, c2 = (_K1 * r) ** 2, (_K2 * r) ** 2
-    f = _filter_valid(np.stack([a, b, a * a, b * b, a * b]))   # one pass over the five maps
+    maps = np.stack([a, b, a * a, b * b, a * b])
+    if side >= _WIN:
+        f = _filter_valid(maps)     # one pass over the five maps
+    else:
+        # smaller than the window: skimage's rule with win_size = the largest odd size that fits
+        # (filter with symmetric padding, then drop (win_size-1)//2 border pixels)
+        r_ = _WIN // 2
+        crop = (side - (1 - side % 2) - 1) // 2
+        pad = [(0, 0)] * (maps.ndim - 2) + [(r_, r_), (r_, r_)]
+        f = _filter_valid(np.pad(maps, pad, mode="symmetric"))
+        if crop:
+            f = f[..., crop:-crop, crop:-crop]
     mx, my, exx, eyy, exy = f
     vx, vy, cxy = exx - mx * mx, eyy - my * my, exy - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
