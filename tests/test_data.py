@@ -172,6 +172,10 @@ def folder(tmp_path):
     _write(str(root / "a_tall.PNG"), tall)
     _write(str(root / "sub" / "c_gray.bmp"), np.full((10, 10), 51, np.uint8))
     _write(str(root / "sub" / "d_noise.jpg"), np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    big = np.zeros((200, 300, 3), np.uint8)                  # a JPEG large enough for draft decoding
+    big[:, :150] = 40
+    big[:, 150:] = 220
+    _write(str(root / "sub" / "g_big.jpeg"), big)
     rgba = np.zeros((16, 16, 4), np.uint8)
     rgba[..., 1] = 255
     rgba[..., 3] = 128
@@ -185,8 +189,9 @@ def test_image_folder_rgb(folder):
     ds = ImageFolder(folder, size=8)
     names = [os.path.relpath(f, folder) for f in ds.files]
     assert names == ["a_tall.PNG", "b_red.png", "e_rgba.png", "f_blue.webp",
-                     os.path.join("sub", "c_gray.bmp"), os.path.join("sub", "d_noise.jpg")]
-    assert ds.images.shape == (6, 3, 8, 8) and ds.images.dtype == np.float32
+                     os.path.join("sub", "c_gray.bmp"), os.path.join("sub", "d_noise.jpg"),
+                     os.path.join("sub", "g_big.jpeg")]
+    assert ds.images.shape == (7, 3, 8, 8) and ds.images.dtype == np.float32
     assert ds.images.min() >= -1 and ds.images.max() <= 1
     np.testing.assert_allclose(ds[0], 100 / 127.5 - 1, atol=1e-6)             # middle third only
     np.testing.assert_allclose(ds[1][0], 1.0, atol=1e-6)                       # red, resized 12 -> 8
@@ -194,12 +199,14 @@ def test_image_folder_rgb(folder):
     np.testing.assert_allclose(ds[2][1], 1.0, atol=1e-6)                       # RGBA -> RGB drops alpha
     assert ds[3][2].mean() > 0.9 and ds[3][:2].mean() < -0.9                   # webp (lossy) blue
     np.testing.assert_allclose(ds[4], 51 / 127.5 - 1, atol=1e-6)               # gray -> 3 equal channels
+    np.testing.assert_allclose(ds[6][:, :, :3], 40 / 127.5 - 1, atol=0.05)  # center crop of the halves
+    np.testing.assert_allclose(ds[6][:, :, 5:], 220 / 127.5 - 1, atol=0.05)
     assert ds.name == "imgs"
 
 
 def test_image_folder_gray_and_cache(folder):
     ds = ImageFolder(str(folder), size=4, channels=1)
-    assert ds.images.shape == (6, 1, 4, 4)
+    assert ds.images.shape == (7, 1, 4, 4)
     np.testing.assert_allclose(ds[4], 51 / 127.5 - 1, atol=1e-6)
     assert ImageFolder(folder, size=4, channels=1).images is ds.images         # cached
     red = np.zeros((12, 12, 3), np.uint8)
@@ -233,8 +240,8 @@ def test_load_dataset(tmp_path, folder):
     assert load_dataset("natural", 16, "test", n=10).images.shape == (10, 3, 16, 16)
     # a folder without train/test subfolders: seeded split, disjoint, at least one test image
     tr, te = load_dataset(folder, 8, "train"), load_dataset(str(folder), 8, "test")
-    assert len(tr) == 5 and len(te) == 1 and not set(tr.files) & set(te.files)
-    assert len(load_dataset(folder, 8, "all")) == 6
+    assert len(tr) == 6 and len(te) == 1 and not set(tr.files) & set(te.files)
+    assert len(load_dataset(folder, 8, "all")) == 7
     te2 = load_dataset(folder, 8, "test", seed=0)
     assert te2.files == te.files
     # a folder with train/ and test/ subfolders uses them
@@ -283,6 +290,7 @@ def test_loader_epoch_shuffle_and_drop_last():
     assert sum(map(_batch_ids, batches), []) == list(range(10))
     # a plain array and a list of (C, H, W) items work too
     assert sum(map(_batch_ids, DataLoader(ds.images, 5, shuffle=False)), []) == list(range(10))
+    assert sum(map(_batch_ids, DataLoader(mmu.tensor(ds.images), 5, shuffle=False)), []) == list(range(10))
     items = [ds.images[i] for i in range(10)]
     assert sum(map(_batch_ids, DataLoader(items, 5, shuffle=False)), []) == list(range(10))
 

@@ -173,8 +173,10 @@ def digits(size=16, split="train", test_fraction=0.2, seed=0):
 
 # The fixed split of source images: crops for training and crops for evaluation never share a
 # source photograph. All of these ship inside the wheels (scikit-image 0.26 / scikit-learn 1.9) and
-# load offline; skimage.data images that need a pooch download (eagle, lily, skin, ...) are not
-# used. Left out on purpose: cat (the same photo as chelsea), hubble_deep_field and retina (mostly
+# load offline. skimage.data images that load offline (files in skimage/data/): astronaut, brick,
+# camera, cat/chelsea, cell, clock, coffee, coins, colorwheel, grass, gravel, horse,
+# hubble_deep_field, immunohistochemistry, logo, microaneurysms, moon, page, retina, rocket, text;
+# the others (eagle, lily, skin, brain, kidney, cells3d, ...) need pooch and a download: not used. Left out on purpose: cat (the same photo as chelsea), hubble_deep_field and retina (mostly
 # black backgrounds), colorwheel and logo (synthetic), and the grayscale images.
 NATURAL_TRAIN_SOURCES = (
     "skimage:astronaut",             # 512x512, portrait + flag + space-shuttle model

@@ -32,6 +32,10 @@ def _load_image(path, size, channels):
 
     try:
         with Image.open(path) as im:
+            if im.format == "JPEG":
+                # let libjpeg decode at a reduced scale (1/2, 1/4, 1/8) while both sides stay
+                # >= 2*size: big photos load several times faster, the final resize still antialiases
+                im.draft("RGB" if channels == 3 else "L", (2 * size, 2 * size))
             im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I;16"):
                 # 16-bit grayscale: scale to 8 bits (convert("L") would clip instead)
@@ -45,7 +49,7 @@ def _load_image(path, size, channels):
             if s != size:
                 im = im.resize((size, size), Image.Resampling.BICUBIC)  # antialiased when shrinking
             a = np.asarray(im, dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
         raise ValueError(f"mmu.data.ImageFolder: cannot read image file {path!r}: {e}") from e
     if channels == 1:
         a = a[None]

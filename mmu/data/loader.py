@@ -12,8 +12,8 @@ __all__ = ["DataLoader"]
 class DataLoader:
     """Batches of float32 images (B, C, H, W) from a dataset.
 
-    dataset: an ImageDataset (anything with `.images` (N, C, H, W)), a NumPy array (N, C, H, W), or
-    any sequence whose items are (C, H, W) arrays. batch_size: images per batch. shuffle: a new
+    dataset: an ImageDataset (anything with `.images` (N, C, H, W)), a NumPy array or mmu Tensor
+    (N, C, H, W), or any sequence whose items are (C, H, W) arrays. batch_size: images per batch. shuffle: a new
     seeded permutation every epoch (else the dataset order). seed: int. hflip: flip each image
     left-right with probability 1/2 (drawn per epoch and image, seeded). drop_last: drop the last
     incomplete batch (default True, so every batch has batch_size images).
@@ -34,6 +34,8 @@ class DataLoader:
             raise ValueError(f"{fn}: seed must be a non-negative int, got {seed!r}")
         if isinstance(dataset, np.ndarray):
             arr = dataset
+        elif hasattr(dataset, "detach") and hasattr(dataset, "numpy"):     # an mmu Tensor
+            arr = dataset.detach().numpy()
         elif hasattr(dataset, "images"):
             arr = np.asarray(dataset.images)
         else:
