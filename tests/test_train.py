@@ -50,7 +50,7 @@ class TinyDisc(nn.Module):
 class TinyTok(nn.Module):
     """conv(stride 2) -> VQ -> conv-transpose; loss = mse + vq loss (+ 0.1 g_adv after disc_start)."""
 
-    def __init__(self, c=1, dim=4, k=8, disc=False, disc_start=0, ema_vq=False, dropout=0.0):
+    def __init__(self, c=1, dim=4, k=8, disc=False, disc_start=0, ema_vq=False, dropout=0.0, expose_start=True):
         super().__init__()
         self.enc = nn.Conv2d(c, dim, 3, stride=2, padding=1)
         self.drop = nn.Dropout(dropout)
@@ -58,7 +58,9 @@ class TinyTok(nn.Module):
                                     ema_update=ema_vq)
         self.dec = nn.ConvTranspose2d(dim, c, 4, stride=2, padding=1)
         self.discriminator = TinyDisc(c) if disc else None
-        self.disc_start = disc_start
+        self._start = disc_start
+        if expose_start:  # the trainer reads model.disc_start (or model.config.disc_start) when there is one
+            self.disc_start = disc_start
         self.codebook_size = k
         self.d_calls = []       # steps at which discriminator_loss ran
         self.eval_weights = []  # enc.weight seen by forward/encode in eval mode
@@ -76,7 +78,7 @@ class TinyTok(nn.Module):
         rec = F.mse_loss(recon, images)
         loss = rec + qloss
         losses = {"rec": rec.item(), "quant": qloss.item()}
-        if self.discriminator is not None and step >= self.disc_start:
+        if self.discriminator is not None and step >= self._start:
             g_adv = -self.discriminator(recon).mean()
             loss = loss + g_adv * 0.1
             losses["g_adv"] = g_adv.item()
@@ -84,7 +86,7 @@ class TinyTok(nn.Module):
 
     def discriminator_loss(self, images, recon, step):
         self.d_calls.append(step)
-        if step < self.disc_start:  # adopt_weight(..., value=0.0): a plain 0 without a graph
+        if step < self._start:  # adopt_weight(..., value=0.0): a plain 0 without a graph
             return mmu.tensor(np.float32(0.0)), {}
         recon = recon.detach()
         lr_ = F.relu(1.0 - self.discriminator(images)).mean()
@@ -235,28 +237,40 @@ def test_ema_weights_are_used_in_eval_and_restored():
     np.testing.assert_array_equal(m2.eval_weights[0], m2.enc.weight.numpy())
 
 
-def test_gan_alternation_after_disc_start():
+@pytest.mark.parametrize("expose_start", [True, False])
+def test_gan_alternation_after_disc_start(expose_start):
     mmu.manual_seed(0)
-    model = TinyTok(disc=True, disc_start=3)
+    model = TinyTok(disc=True, disc_start=3, expose_start=expose_start)
     data = images(16)
     tr = Trainer(model, ListLoader(data, 4), cfg(steps=6, disc_lr=5e-3))
     d0 = [p.numpy().copy() for p in model.discriminator.parameters()]
     g_ids = {id(p) for p in tr.gen_params}
     assert all(id(p) not in g_ids for p in model.discriminator.parameters())
     hist = tr.fit(3)
-    # before disc_start: discriminator_loss is asked each step but the D step is skipped
-    assert model.d_calls == [0, 1, 2] and tr.disc_steps == 0
+    # before disc_start no D step: with model.disc_start known discriminator_loss is not even called;
+    # without it, it is called and its plain 0 (no grad) skips the step
+    assert model.d_calls == ([] if expose_start else [0, 1, 2]) and tr.disc_steps == 0
     for a, p in zip(d0, model.discriminator.parameters()):
         np.testing.assert_array_equal(a, p.numpy())
     assert "g_adv" not in hist.last and "d_loss" not in hist.last
+    assert tr.disc_optimizer.state == {} or all(not s for s in tr.disc_optimizer.state.values())
     d_before = [p.numpy().copy() for p in model.discriminator.parameters()]
     hist = tr.fit()
-    assert model.d_calls == [0, 1, 2, 3, 4, 5] and tr.disc_steps == 3
+    assert model.d_calls == ([] if expose_start else [0, 1, 2]) + [3, 4, 5] and tr.disc_steps == 3
     assert any(not np.array_equal(a, p.numpy()) for a, p in zip(d_before, model.discriminator.parameters()))
     assert "g_adv" in hist.last and "d_loss" in hist.last and "d_logits_real" in hist.last
     assert tr.disc_optimizer.param_groups[0]["initial_lr"] == 5e-3
     # the discriminator's parameters require grad again after the generator's step
     assert all(p.requires_grad for p in model.discriminator.parameters())
+
+
+def test_disc_start_from_model_config():
+    mmu.manual_seed(0)
+    model = TinyTok(disc=True, disc_start=2, expose_start=False)
+    model.config = type("Cfg", (), {"disc_start": 2})()
+    tr = Trainer(model, ListLoader(images(8), 4), cfg(steps=3))
+    tr.fit()
+    assert model.d_calls == [2] and tr.disc_steps == 1
 
 
 def test_generator_step_does_not_move_discriminator():

@@ -6,9 +6,10 @@ global-norm clipping, an AdamW step, the warmup + cosine schedule, an EMA update
 with a discriminator, the discriminator's step on discriminator_loss(images, recon.detach(), step)
 over the same micro-batches (taming-transformers' alternation: first the autoencoder, then the
 discriminator, with the reconstructions of the generator's forward). The model decides when the
-adversarial terms start (disc_start, mmu.losses.adopt_weight): the trainer skips the discriminator
-step while discriminator_loss returns None or a loss whose value is exactly 0 and that needs no
-gradient (taming's adopt_weight(..., value=0.0) before disc_start). During the generator's backward
+adversarial terms start (disc_start, mmu.losses.adopt_weight); the trainer skips the discriminator
+step (no discriminator_loss call, no optimiser step) while step < disc_start when the model or
+model.config has an int `disc_start`, and otherwise whenever discriminator_loss returns None or a loss
+whose value is exactly 0 and that needs no gradient. During the generator's backward
 the discriminator's parameters do not require grad (their gradient would be thrown away).
 
 A checkpoint (mmu.save: one safetensors file, written atomically) holds the step, the model, the EMA,
@@ -286,8 +287,19 @@ class Trainer:
             rec["ema_usage"] = float(np.mean(ema_usage))
         return rec
 
+    def _disc_start(self):
+        """The model's disc_start (an attribute of the model or of model.config), or None."""
+        for owner in (self.model, getattr(self.model, "config", None)):
+            v = getattr(owner, "disc_start", None) if owner is not None else None
+            if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+                return int(v)
+        return None
+
     def _disc_step(self, kept, step):
         accum = len(kept)
+        start = self._disc_start()
+        if start is not None and step < start:
+            return {}  # not active yet: no discriminator forward at all
         self.model.zero_grad(set_to_none=True)
         active, logs = False, {}
         for x, recon in kept:
