@@ -567,6 +567,26 @@ def test_trainer_argument_errors():
         Trainer(BadLoss(), ListLoader(images(8), 4), cfg()).fit()
 
 
+def test_non_finite_loss_stops_before_the_update():
+    class Blows(TinyTok):
+        def forward(self, images, step=0):
+            out = super().forward(images, step)
+            if step == 2:
+                out.loss = out.loss * float("nan")
+            return out
+    mmu.manual_seed(0)
+    model = Blows()
+    tr = Trainer(model, ListLoader(images(8), 4), cfg(steps=5))
+    tr.fit(2)
+    before = params(model)
+    with pytest.raises(FloatingPointError, match="step 2"):
+        tr.fit()
+    assert tr.step == 2
+    after = params(model)
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k])
+
+
 def test_progress_bar_postfix(capsys):
     mmu.manual_seed(0)
     tr = Trainer(TinyTok(), ListLoader(images(8), 4), cfg(steps=2, progress=True))

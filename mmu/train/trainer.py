@@ -20,6 +20,7 @@ eval mode under no_grad, so evaluating never changes the training trajectory.
 """
 import contextlib
 import glob
+import math
 import numbers
 import os
 import re
@@ -247,8 +248,15 @@ class Trainer:
                 if not isinstance(loss, Tensor) or loss.numel() != 1:
                     raise TypeError(f"Trainer: model(images, step).loss must be a scalar Tensor, got "
                                     f"{type(loss).__name__}")
+                value = loss.item()
+                if not math.isfinite(value):
+                    # stop before the update: the weights stay those of the last finite step
+                    model.zero_grad(set_to_none=True)
+                    raise FloatingPointError(
+                        f"Trainer: the loss is {value} at step {step} (terms: {getattr(out, 'losses', None)}); "
+                        f"the weights are those after step {step}. Lower lr (now {lr:.3g}) or set grad_clip.")
                 (loss if accum == 1 else loss * (1.0 / accum)).backward()
-                rec["loss"] += loss.item() / accum
+                rec["loss"] += value / accum
                 for k, v in (getattr(out, "losses", None) or {}).items():
                     terms[k] = terms.get(k, 0.0) + float(v) / accum
                 if self.disc_params:
