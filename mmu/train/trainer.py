@@ -422,6 +422,14 @@ class Trainer:
             res["eval_usage"], res["eval_perplexity"] = _code_stats(np.concatenate(codes), ksize)
         return res
 
+    def apply_ema(self):
+        """Writes the EMA weights into the model (for saving or using the averaged model after training);
+        the live weights are lost, so call it when training is over. Needs config.ema_decay."""
+        if self.ema is None:
+            raise ValueError("Trainer.apply_ema: EMA is off (set TrainConfig.ema_decay)")
+        self.ema.copy_to(self._ema_view)
+        return self.model
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self):
         """Everything a resumed run needs (see the module docstring); tensors are references."""
