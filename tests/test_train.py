@@ -63,6 +63,7 @@ class TinyTok(nn.Module):
             self.disc_start = disc_start
         self.codebook_size = k
         self.d_calls = []       # steps at which discriminator_loss ran
+        self.d_values = []      # the losses it returned
         self.eval_weights = []  # enc.weight seen by forward/encode in eval mode
 
     def generator_parameters(self):
@@ -92,7 +93,8 @@ class TinyTok(nn.Module):
         lr_ = F.relu(1.0 - self.discriminator(images)).mean()
         lf = F.relu(1.0 + self.discriminator(recon)).mean()
         loss = (lr_ + lf) * 0.5
-        return loss, {"logits_real": lr_.item()}
+        self.d_values.append(loss.item())
+        return loss, {"d_loss": loss.item(), "logits_real": lr_.item()}
 
 
 class ListLoader:
@@ -263,6 +265,8 @@ def test_gan_alternation_after_disc_start(expose_start):
     assert model.d_calls == ([] if expose_start else [0, 1, 2]) + [3, 4, 5] and tr.disc_steps == 3
     assert any(not np.array_equal(a, p.numpy()) for a, p in zip(d_before, model.discriminator.parameters()))
     assert "g_adv" in hist.last and "d_loss" in hist.last and "d_logits_real" in hist.last
+    # the model's own "d_loss" entry is not added on top of the trainer's
+    assert hist.last["d_loss"] == model.d_values[-1]
     assert tr.disc_optimizer.param_groups[0]["initial_lr"] == 5e-3
     # the discriminator's parameters require grad again after the generator's step
     assert all(p.requires_grad for p in model.discriminator.parameters())

@@ -328,6 +328,8 @@ class Trainer:
             for k, v in (d_logs or {}).items():
                 if isinstance(v, (numbers.Real, np.floating)) or (isinstance(v, Tensor) and v.numel() == 1):
                     name = k if k.startswith(("d_", "disc")) else f"d_{k}"
+                    if name == "d_loss":
+                        continue  # the loss itself is logged from its value above
                     v = v.item() if isinstance(v, Tensor) else float(v)
                     logs[name] = logs.get(name, 0.0) + v / accum
         if active:
