@@ -82,10 +82,9 @@ class History:
 
         keys: a key or a list of keys (default: every numeric key but step and time). Without `ax`,
         each key gets its own panel and an eval_<key> series shares the panel of <key>; with `ax`, all
-        keys are drawn on that one Axes. matplotlib is imported here (any backend, Agg included)."""
-        import matplotlib
-        if ax is None:
-            import matplotlib.pyplot as plt  # noqa: F401  (figure creation needs pyplot)
+        keys are drawn on that one Axes. matplotlib is imported here; without `ax` the figure is a
+        matplotlib.figure.Figure made without pyplot (works with any backend; fig.savefig(path) to write it)."""
+        from matplotlib.axes import Axes
         all_keys = [k for k in self.keys() if k not in _NOT_PLOTTED
                     and any(_is_number(r.get(k)) for r in self.records)]
         if keys is None:
@@ -100,7 +99,7 @@ class History:
             if k not in self.keys():
                 raise KeyError(f"History.plot: no key {k!r} in the history (keys: {all_keys})")
         if ax is not None:
-            if not isinstance(ax, matplotlib.axes.Axes):
+            if not isinstance(ax, Axes):
                 raise TypeError(f"History.plot: ax must be a matplotlib Axes, got {type(ax).__name__}")
             for k in keys:
                 s, v = self.series(k)
@@ -116,11 +115,14 @@ class History:
                 continue
             group = [k] + ([f"eval_{k}"] if f"eval_{k}" in keys else [])
             panels.append(group)
-        import matplotlib.pyplot as plt
+        # a bare Figure, not pyplot: no global figure list to leak into, no backend needed, and a notebook
+        # shows the returned figure once
+        from matplotlib.figure import Figure
         n = max(1, len(panels))
         ncols = min(3, n)
         nrows = math.ceil(n / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.0 * nrows), squeeze=False)
+        fig = Figure(figsize=(4.0 * ncols, 3.0 * nrows))
+        axes = fig.subplots(nrows, ncols, squeeze=False)
         flat = axes.ravel()
         for a, group in zip(flat, panels):
             for k in group:
