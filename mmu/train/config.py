@@ -33,7 +33,8 @@ class TrainConfig:
     disc_lr: the discriminator's AdamW lr (None: lr).
     grad_accum: micro-batches whose gradients are averaged into one optimiser step.
     log_every / eval_every / ckpt_every: record the History / evaluate on eval_data / write a
-        checkpoint every that many steps (0: never).
+        checkpoint every that many steps (0: never; evaluation is skipped when the Trainer has no
+        eval_data).
     ckpt_dir: folder of the checkpoints (needed when ckpt_every > 0); keep_last: how many checkpoints
         are kept there (older ones are deleted).
     seed: the trainer seeds mmu's RNG (mmu.manual_seed) with it when it is created.
