@@ -229,7 +229,8 @@ mmu_status mmu_batch_norm(mmu_tensor **out, mmu_tensor *x, mmu_tensor *running_m
                         mmu_shape_str(x));
     if (!(eps >= 0))
         return mmu_fail(MMU_EVALUE, "batch_norm: eps must be >= 0, got %g (input %s)", eps, mmu_shape_str(x));
-    if (running_mean && (running_mean == running_var || running_mean->storage == running_var->storage))
+    if (running_mean && C > 0 && mmu_f32(running_mean) < mmu_f32(running_var) + C &&
+        mmu_f32(running_var) < mmu_f32(running_mean) + C)
         return mmu_fail(MMU_EVALUE, "batch_norm: running_mean and running_var must not share memory (input %s)",
                         mmu_shape_str(x));
 
