@@ -34,6 +34,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     where in training mode mean/rstd are the BATCH mean and 1/sqrt(biased var + eps) (mean_lo the
     float32 rounding remainder of the double mean, only for precision), and in eval mode mean is
     running_mean and rstd = 1/sqrt(running_var + eps) as they were at the forward (mean_lo 0).
+    In the C node: saved[0] = x, saved[1] = weight (or empty), saved[2] = mean, saved[3] = rstd,
+    saved[4] = mean_lo; ctx.i[0..3] = N, C, S (product of the spatial dims), training (0/1).
     Its backward, with g the output gradient, xhat = (x - mean)·rstd, and per channel
     sg = Σ g, sgx = Σ g·(x - mean) over N and the spatial dims:
         dbias_c   = sg
