@@ -15,8 +15,9 @@
  * channel in segment order in double (Chan et al.): no cancellation for large
  * means, and the same numbers however the work is split among threads. Short
  * segments (S < SHORT_S: (N, C) or (N, C, L) with small L) are summed by
- * columns instead (rows in fixed blocks, double partial sums per block added
- * in block order): a vector loop over C·S columns rather than over S.
+ * columns instead: a vector loop over the C·S columns of a row rather than
+ * over S; rows in fixed blocks (float sums over 16 rows, then double per
+ * block, the blocks added in order), the first row as the shift.
  *
  * With C >= 2 x threads, one task does a whole channel: its statistics and
  * then its normalisation while the channel is still in L2 (8 x 32 x 32 floats
