@@ -1,4 +1,5 @@
-"""GAN cases: batch_norm forward+backward (training mode, running stats updated) at 8 x 128 x 32 x 32,
+"""GAN cases: batch_norm forward+backward (training mode, running stats updated) at 8 x 128 x 32 x 32
+(and (N, C) = 4096 x 512),
 and one PatchGAN discriminator step at 8 x 3 x 64 x 64 — taming-transformers' D update
 (taming/modules/losses/vqperceptual.py): D forward on the real batch and on the (detached) fake
 batch, hinge loss 0.5·(mean relu(1 - D(x)) + mean relu(1 + D(x̂))), backward, Adam step
@@ -14,16 +15,21 @@ BN_SHAPE = (8, 128, 32, 32)
 GAN_SHAPE = (8, 3, 64, 64)
 
 
-def _bn_inputs(rng):
-    C = BN_SHAPE[1]
-    return {"x": rng.standard_normal(BN_SHAPE, dtype=np.float32), "w": rng.standard_normal(C, dtype=np.float32),
-            "b": rng.standard_normal(C, dtype=np.float32), "g": rng.standard_normal(BN_SHAPE, dtype=np.float32)}
+BN1D_SHAPE = (4096, 512)  # (N, C): the column-sum path of the kernel
+
+
+def _bn_inputs(shape):
+    def make(rng):
+        C = shape[1]
+        return {"x": rng.standard_normal(shape, dtype=np.float32), "w": rng.standard_normal(C, dtype=np.float32),
+                "b": rng.standard_normal(C, dtype=np.float32), "g": rng.standard_normal(shape, dtype=np.float32)}
+    return make
 
 
 def _bn(h):
     def make(fw, d):
         x, w, b = (fw.tensor(d[k], requires_grad=True) for k in ("x", "w", "b"))
-        C = BN_SHAPE[1]
+        C = d["x"].shape[1]
         rm, rv = fw.tensor(np.zeros(C, np.float32)), fw.tensor(np.ones(C, np.float32))
         return h.fwd_bwd([x, w, b], lambda: fw.F.batch_norm(x, rm, rv, w, b, True, 0.1, 1e-5), fw.tensor(d["g"]))
     return make
@@ -88,6 +94,7 @@ def _conv_flops(ndf=64, n_layers=3, size=64, batch=8):
 
 def cases(h):
     return [
-        h.Case("batch_norm_fwd_bwd_8x128x32x32", None, _bn_inputs, _bn(h), _bn(h)),
+        h.Case("batch_norm_fwd_bwd_8x128x32x32", None, _bn_inputs(BN_SHAPE), _bn(h), _bn(h)),
+        h.Case("batch_norm_fwd_bwd_4096x512", None, _bn_inputs(BN1D_SHAPE), _bn(h), _bn(h)),
         h.Case("patchgan_d_step_8x3x64x64", _conv_flops(), _gan_inputs, _gan(h), _gan(h)),
     ]
