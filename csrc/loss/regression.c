@@ -11,6 +11,7 @@
  * torch broadcasts a target of another shape (with a warning, as it is
  * almost always a bug); mmu requires equal shapes.
  */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -112,7 +113,8 @@ static mmu_status regression_loss(mmu_tensor **out, mmu_tensor *input, mmu_tenso
                         k == REG_HUBER ? "delta" : "beta", param);
     mmu_sync_threads();
     const float *x = mmu_f32(input), *y = mmu_f32(target);
-    float p = (float)param, inv_p = p > 0.0f ? 1.0f / p : 0.0f;
+    /* a delta beyond float range would round to inf, and Huber's delta·(|d| - m) be inf·0 = nan */
+    float p = param < FLT_MAX ? (float)param : FLT_MAX, inv_p = p > 0.0f ? 1.0f / p : 0.0f;
     int64_t n = input->numel;
     if (red == MMU_REDUCTION_NONE) {
         if ((st = mmu_tensor_empty_like(out, input))) return st;
@@ -164,8 +166,9 @@ mmu_status mmu_l1_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, 
 
 mmu_status mmu_smooth_l1_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red,
                               double beta) {
-    /* beta = 0 is exactly l1 (torch takes the same shortcut) */
-    if (beta == 0.0) return regression_loss(out, input, target, red, REG_L1, 0.0);
+    /* beta = 0 is exactly l1 (torch takes the same shortcut); so is a beta below FLT_MIN up to beta/2
+     * (its 1/beta would overflow to inf, and 0.5·m²·inf be nan) */
+    if (beta >= 0.0 && (float)beta < FLT_MIN) return regression_loss(out, input, target, red, REG_L1, 0.0);
     return regression_loss(out, input, target, red, REG_SMOOTH_L1, beta);
 }
 
