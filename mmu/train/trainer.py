@@ -521,7 +521,10 @@ class Trainer:
         return [p for _, p in sorted(found)]
 
     def _prune(self):
-        files = self.checkpoints(self.config.ckpt_dir)
+        # only this run's checkpoints (step <= the current step): a later-step file left in ckpt_dir by
+        # another run would otherwise count as newest and get this run's checkpoints deleted
+        files = [p for p in self.checkpoints(self.config.ckpt_dir)
+                 if int(_CKPT_RE.match(os.path.basename(p)).group(1)) <= self.step]
         for p in files[:-self.config.keep_last]:
             try:
                 os.remove(p)
