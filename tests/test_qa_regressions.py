@@ -258,3 +258,73 @@ def test_ema_load_state_dict_is_all_or_nothing(mutate):
     assert ema.num_updates == 1 and ema.decay == 0.999
     for k, v in ema.shadow.items():
         np.testing.assert_array_equal(v.numpy(), before[k])
+
+
+# =========================================================================== issue 5/6 QA pass
+# (batch norm, fused regression losses, mmu.data, mmu.metrics, mmu.train)
+
+# --------------------------------------------------------------------------- regression losses
+# regression (fixed): csrc/loss/regression.c rounded delta to float; a delta above FLT_MAX became inf
+# and huber's delta·(|d| - m) was inf·0 = nan (torch: 0.5 d²); a beta below FLT_MIN gave 1/beta = inf
+# and smooth L1 0.5·m²·inf = nan. Fix: delta clamped to FLT_MAX; such a beta takes the l1 path.
+@pytest.mark.parametrize("fn,kw", [("huber_loss", {"delta": 1e39}), ("huber_loss", {"delta": 1e300}),
+                                   ("smooth_l1_loss", {"beta": 1e-45}), ("smooth_l1_loss", {"beta": 1e-40})])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_regression_losses_extreme_param_not_nan(fn, kw, reduction):
+    import mmu.losses as L
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 5)) * 3).astype(np.float32)
+    y = rng.standard_normal((3, 5)).astype(np.float32)
+    x[0, 0] = y[0, 0]  # d = 0 too
+    xt = mmu.tensor(x, requires_grad=True)
+    out = getattr(L, fn)(xt, mmu.tensor(y), reduction=reduction, **kw)
+    out.sum().backward()
+    X = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    ref = getattr(torch.nn.functional, fn)(X, torch.tensor(y, dtype=torch.float64), reduction=reduction, **kw)
+    ref.sum().backward()
+    np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(xt.grad.numpy(), X.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_smooth_l1_negative_beta_still_rejected_in_c():
+    # the tiny-beta l1 shortcut must not let a negative beta through the C entry point
+    with pytest.raises(ValueError, match="beta"):
+        mmu._C.smooth_l1_loss(mmu.zeros(3), mmu.zeros(3), 1, -1.0)
+
+
+# --------------------------------------------------------------------------- mmu.train checkpoints
+# regression (fixed): Trainer._prune sorted every ckpt_*.safetensors of ckpt_dir by step and kept the
+# last keep_last, so a fresh run writing into a folder that held a later-step checkpoint of another run
+# deleted each checkpoint it wrote right after writing it (and a resume then picked the other run's).
+# Fix: only this run's checkpoints (step <= the trainer's step) are pruned.
+def test_trainer_prune_keeps_own_checkpoints_next_to_a_later_foreign_one(tmp_path):
+    from mmu.train import Trainer, TrainConfig
+    rng = np.random.default_rng(0)
+    data = rng.uniform(-1, 1, (8, 1, 8, 8)).astype(np.float32)
+
+    class Out:
+        def __init__(self, recon, loss):
+            self.recon, self.loss, self.losses, self.codes, self.stats = recon, loss, {}, None, None
+
+    class AE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x, step=0):
+            r = self.conv(x)
+            return Out(r, F.mse_loss(r, x))
+
+    d = tmp_path / "ck"
+    d.mkdir()
+    mmu.save({"foreign": 1}, str(d / "ckpt_00000100.safetensors"))  # another run's, at a later step
+    prev = mmu.get_num_threads()
+    mmu.set_num_threads(1)
+    try:
+        cfg = TrainConfig(steps=4, batch_size=4, ckpt_every=1, ckpt_dir=str(d), keep_last=2, progress=False)
+        Trainer(AE(), data, cfg).fit()
+    finally:
+        mmu.set_num_threads(prev)
+    assert sorted(os.listdir(d)) == ["ckpt_00000003.safetensors", "ckpt_00000004.safetensors",
+                                     "ckpt_00000100.safetensors"]
