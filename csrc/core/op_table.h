@@ -86,6 +86,8 @@
     /* csrc/ops/batch_norm.c: batch norm (train/eval) */                   \
     /* -- end batch_norm -- */                                             \
     /* csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance */  \
+    X(MAX_POOL2D, mmu_max_pool2d_backward)                                 \
+    X(LPIPS_DISTANCE, mmu_lpips_distance_backward)                         \
     /* -- end lpips -- */                                                  \
     /* csrc/loss/regression.c (fused reconstruction / GAN losses) */       \
     /* -- end recon -- */                                                  \
