@@ -47,58 +47,99 @@ static inline void win_axis(int64_t o, int64_t s, int64_t p, int64_t d, int64_t 
     *b = end < I ? end : I;
 }
 
-// one plane x (H, W) -> y (OH, OW), window-local argmax (byte or int64 plane index, either may be NULL)
-static void maxpool_plane(const maxpool_geom *q, const float *x, float *y, uint8_t *ib, int64_t *il) {
-    /* the 2x2 / stride 2 window (VGG) inside the input: four loads, no loops */
-    int fast22 = q->kh == 2 && q->kw == 2 && q->sh == 2 && q->sw == 2 && q->ph == 0 && q->pw == 0 && q->dh == 1 &&
-                 q->dw == 1 && 2 * q->OH <= q->H && 2 * q->OW <= q->W;
-    if (fast22) {
-        for (int64_t oh = 0; oh < q->OH; oh++) {
-            const float *r0 = x + 2 * oh * q->W, *r1 = r0 + q->W;
-            float *yr = y + oh * q->OW;
-            uint8_t *br = ib ? ib + oh * q->OW : NULL;
-            for (int64_t ow = 0; ow < q->OW; ow++) {
-                float a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], e = r1[2 * ow + 1];
-                /* torch starts from -inf at the first cell: taking a (even -inf or NaN) is the same */
-                float m = a;
-                int k = 0;
-                /* torch's scan: strictly greater, or NaN */
-                if (b > m || isnan(b)) m = b, k = 1;
-                if (c > m || isnan(c)) m = c, k = 2;
-                if (e > m || isnan(e)) m = e, k = 3;
-                yr[ow] = m;
-                if (br) br[ow] = (uint8_t)k;
-                if (il) il[oh * q->OW + ow] = (2 * oh + (k >> 1)) * q->W + 2 * ow + (k & 1);
+// one output (oh, ow) of a plane, any geometry: torch's scan of the window in (h, w) order
+static inline void maxpool_one(const maxpool_geom *q, const float *x, float *y, uint8_t *ib, int64_t *il, int64_t oh,
+                               int64_t ow, int64_t ha, int64_t hb) {
+    int64_t wa, wb;
+    win_axis(ow, q->sw, q->pw, q->dw, q->kw, q->W, &wa, &wb);
+    float m = -INFINITY;
+    int64_t best = ha * q->W + wa; /* torch's index for a window with no input */
+    int found = 0;
+    for (int64_t h = ha; h < hb; h += q->dh)
+        for (int64_t w = wa; w < wb; w += q->dw) {
+            float v = x[h * q->W + w];
+            found = 1;
+            if (v > m || isnan(v)) m = v, best = h * q->W + w;
+        }
+    y[oh * q->OW + ow] = m;
+    if (ib) {
+        if (!found) {
+            ib[oh * q->OW + ow] = POOL_EMPTY;
+        } else { /* back to the window's own coordinates */
+            int64_t bh = best / q->W, bw = best % q->W;
+            int64_t i = (bh - (oh * q->sh - q->ph)) / q->dh, j = (bw - (ow * q->sw - q->pw)) / q->dw;
+            ib[oh * q->OW + ow] = (uint8_t)(i * q->kw + j);
+        }
+    }
+    if (il) il[oh * q->OW + ow] = best;
+}
+
+#define POOL_SPAN 256
+/* the inner loop over outputs with a compile-time stride where it is 1 or 2 (contiguous or
+ * even/odd loads instead of gathers) */
+#define POOL_SPAN_LOOP(SW)                                   \
+    for (int64_t t = 0; t < nb; t++) {                       \
+        float v = src[t * (SW)];                             \
+        int take = v > mv[t] || v != v;                      \
+        mv[t] = take ? v : mv[t];                            \
+        kv[t] = take ? kk : kv[t];                           \
+    }
+
+// outputs [lo, hi) of row oh whose windows lie inside the input: the window cells are the outer
+// loops and the outputs the inner (vectorised) one, which keeps torch's scan order per output
+static void maxpool_span(const maxpool_geom *q, const float *x, float *y, uint8_t *ib, int64_t *il, int64_t oh,
+                         int64_t ha, int64_t lo, int64_t hi) {
+    for (int64_t s0 = lo; s0 < hi; s0 += POOL_SPAN) {
+        int64_t nb = hi - s0 < POOL_SPAN ? hi - s0 : POOL_SPAN, sw = q->sw;
+        float mv[POOL_SPAN];
+        int32_t kv[POOL_SPAN];
+        for (int64_t t = 0; t < nb; t++) mv[t] = -INFINITY, kv[t] = 0;
+        for (int64_t i = 0; i < q->kh; i++) {
+            const float *row = x + (ha + i * q->dh) * q->W + s0 * sw - q->pw;
+            for (int64_t j = 0; j < q->kw; j++) {
+                const float *src = row + j * q->dw;
+                int32_t kk = (int32_t)(i * q->kw + j);
+                if (sw == 2) {
+#pragma omp simd
+                    POOL_SPAN_LOOP(2)
+                } else if (sw == 1) {
+#pragma omp simd
+                    POOL_SPAN_LOOP(1)
+                } else {
+#pragma omp simd
+                    POOL_SPAN_LOOP(sw)
+                }
             }
         }
-        return;
+        memcpy(y + oh * q->OW + s0, mv, nb * sizeof(float));
+        if (ib)
+            for (int64_t t = 0; t < nb; t++) ib[oh * q->OW + s0 + t] = (uint8_t)kv[t];
+        if (il)
+            for (int64_t t = 0; t < nb; t++)
+                il[oh * q->OW + s0 + t] = (ha + (kv[t] / q->kw) * q->dh) * q->W + (s0 + t) * sw - q->pw +
+                                          (kv[t] % q->kw) * q->dw;
     }
+}
+
+// one plane x (H, W) -> y (OH, OW), window-local argmax (byte or int64 plane index, either may be NULL)
+static void maxpool_plane(const maxpool_geom *q, const float *x, float *y, uint8_t *ib, int64_t *il) {
+    /* outputs [lo, hi) of a row have their whole window inside the input along w */
+    int64_t lo = (q->pw + q->sw - 1) / q->sw, hi = (q->W - 1 - (q->kw - 1) * q->dw + q->pw);
+    hi = hi < 0 ? 0 : hi / q->sw + 1;
+    if (hi > q->OW) hi = q->OW;
+    if (lo > hi) lo = hi;
+    int vec = q->kh * q->kw < POOL_EMPTY;
     for (int64_t oh = 0; oh < q->OH; oh++) {
         int64_t ha, hb;
         win_axis(oh, q->sh, q->ph, q->dh, q->kh, q->H, &ha, &hb);
+        int inside = vec && ha == oh * q->sh - q->ph && hb - ha == (q->kh - 1) * q->dh + 1;
         for (int64_t ow = 0; ow < q->OW; ow++) {
-            int64_t wa, wb;
-            win_axis(ow, q->sw, q->pw, q->dw, q->kw, q->W, &wa, &wb);
-            float m = -INFINITY;
-            int64_t best = ha * q->W + wa; /* torch's index for a window with no input */
-            int found = 0;
-            for (int64_t h = ha; h < hb; h += q->dh)
-                for (int64_t w = wa; w < wb; w += q->dw) {
-                    float v = x[h * q->W + w];
-                    found = 1;
-                    if (v > m || isnan(v)) m = v, best = h * q->W + w;
-                }
-            y[oh * q->OW + ow] = m;
-            if (ib) {
-                if (!found) {
-                    ib[oh * q->OW + ow] = POOL_EMPTY;
-                } else { /* back to the window's own coordinates */
-                    int64_t bh = best / q->W, bw = best % q->W;
-                    int64_t i = (bh - (oh * q->sh - q->ph)) / q->dh, j = (bw - (ow * q->sw - q->pw)) / q->dw;
-                    ib[oh * q->OW + ow] = (uint8_t)(i * q->kw + j);
-                }
+            if (inside && ow == lo && hi > lo) {
+                maxpool_span(q, x, y, ib, il, oh, ha, lo, hi);
+                ow = hi - 1;
+                continue;
             }
-            if (il) il[oh * q->OW + ow] = best;
+            maxpool_one(q, x, y, ib, il, oh, ow, ha, hb);
         }
     }
 }
@@ -215,6 +256,10 @@ mmu_status mmu_max_pool2d_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
         }
         return MMU_OK;
     }
+    /* a window cell's offset from the window's top-left corner in the plane */
+    int64_t off[POOL_EMPTY];
+    if (byte_idx)
+        for (int64_t k = 0; k < q.kh * q.kw; k++) off[k] = (k / q.kw) * q.dh * q.W + (k % q.kw) * q.dw;
     /* overlapping or padded windows: one thread owns a plane, outputs in order */
 #pragma omp parallel for schedule(static) if (g->numel * 4 > MMU_PAR_GRAIN)
     for (int64_t p = 0; p < planes; p++) {
@@ -228,12 +273,11 @@ mmu_status mmu_max_pool2d_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
         }
         const uint8_t *bp = pb + p * po;
         for (int64_t oh = 0; oh < q.OH; oh++) {
-            int64_t h0 = oh * q.sh - q.ph;
+            int64_t base = (oh * q.sh - q.ph) * q.W - q.pw;
             for (int64_t ow = 0; ow < q.OW; ow++) {
                 int k = bp[oh * q.OW + ow];
                 if (k == POOL_EMPTY) continue;
-                int64_t h = h0 + (k / q.kw) * q.dh, w = ow * q.sw - q.pw + (k % q.kw) * q.dw;
-                dp[h * q.W + w] += gp[oh * q.OW + ow];
+                dp[base + ow * q.sw + off[k]] += gp[oh * q.OW + ow];
             }
         }
     }
