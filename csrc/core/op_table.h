@@ -84,12 +84,16 @@
     X(SIGLIP_LOSS, mmu_siglip_loss_backward)                               \
     /* -- end contrastive -- */                                            \
     /* csrc/ops/batch_norm.c: batch norm (train/eval) */                   \
+    X(BATCH_NORM, mmu_batch_norm_backward)                                 \
     /* -- end batch_norm -- */                                             \
     /* csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance */  \
     X(MAX_POOL2D, mmu_max_pool2d_backward)                                 \
     X(LPIPS_DISTANCE, mmu_lpips_distance_backward)                         \
     /* -- end lpips -- */                                                  \
     /* csrc/loss/regression.c (fused reconstruction / GAN losses) */       \
+    X(SMOOTH_L1_LOSS, mmu_regression_loss_backward)                        \
+    X(HUBER_LOSS, mmu_regression_loss_backward)                            \
+    X(LOGIT_LAPLACE_LOSS, mmu_logit_laplace_loss_backward)                 \
     /* -- end recon -- */                                                  \
     /* csrc/ops/embedding.c */                                             \
     X(EMBEDDING, mmu_embedding_backward)                                   \

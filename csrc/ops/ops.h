@@ -226,6 +226,13 @@ mmu_status mmu_siglip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin
 /* ---- end contrastive ---- */
 
 /* ---- csrc/ops/batch_norm.c: batch norm ---- */
+/* x (N, C, *) float32, running_mean/running_var (C) or NULL (updated in place when training: torch's
+ * momentum rule, unbiased running var), weight/bias (C) or NULL -> out (x's shape). training: batch
+ * statistics over N and the spatial dims; else the running ones (then both are required).
+ * momentum is the running-stat factor (momentum=None's cumulative average: the caller passes
+ * 1/num_batches_tracked). Records MMU_OP_BATCH_NORM with inputs (x, weight, bias). */
+mmu_status mmu_batch_norm(mmu_tensor **out, mmu_tensor *x, mmu_tensor *running_mean, mmu_tensor *running_var,
+                          mmu_tensor *weight, mmu_tensor *bias, int training, double momentum, double eps);
 /* ---- end batch_norm ---- */
 
 /* ---- csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance ---- */
@@ -240,6 +247,15 @@ mmu_status mmu_lpips_distance_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **
 /* ---- end lpips ---- */
 
 /* ---- csrc/loss/regression.c: fused reconstruction / GAN losses ---- */
+/* input, target same shape; beta >= 0 (0 = l1), delta > 0 (torch's smooth_l1_loss / huber_loss) */
+mmu_status mmu_smooth_l1_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red,
+                              double beta);
+mmu_status mmu_huber_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red,
+                          double delta);
+/* x (pixels in [0, 1]), mu, log_b all the same shape; 0 < eps < 0.5 (DALL-E's logit-Laplace NLL) */
+mmu_status mmu_logit_laplace_loss(mmu_tensor **out, mmu_tensor *x, mmu_tensor *mu, mmu_tensor *log_b, double eps,
+                                  mmu_reduction red);
+mmu_status mmu_logit_laplace_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
 /* ---- end recon ---- */
 
 /* ---- csrc/core/autograd.c: gradients of chosen inputs (autograd.grad) ---- */
