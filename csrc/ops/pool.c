@@ -13,6 +13,11 @@
  * (VGG's 2x2 / stride 2) every input cell is written once, zeros included,
  * and the zero fill of the gradient is skipped.
  *
+ * Forward: in each output row, the outputs whose windows lie wholly inside
+ * the input run with the window cells as the outer loops and the outputs as
+ * the inner, vectorised one (stride 1 and 2 known at compile time); only the
+ * padded / clipped edge outputs take the scalar per-window scan.
+ *
  * NaN: a NaN wins its window (the last NaN, as in torch's `val > max ||
  * isnan(val)` scan in window order); ties keep the first maximum. */
 #include <math.h>
