@@ -16,7 +16,7 @@ def _torch_lpips(torch, state, net):
         if l[0] == "conv":
             mods.append(nn.Conv2d(l[1], l[2], l[3], stride=l[4], padding=l[5]))
         elif l[0] == "relu":
-            mods.append(nn.ReLU(inplace=False))
+            mods.append(nn.ReLU(inplace=True))  # torchvision uses in-place ReLUs
         else:
             mods.append(nn.MaxPool2d(l[1], l[2]))
     features = nn.Sequential(*mods[: taps[-1] + 1])
