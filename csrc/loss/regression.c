@@ -326,7 +326,8 @@ mmu_status mmu_logit_laplace_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tenso
           *gb = gin[2] ? mmu_f32(gin[2]) : (gin[1] ? scratch : scratch + x->numel);
     float a = (float)(1.0 - 2.0 * eps), e = (float)eps;
     int64_t len = x->numel;
-    float s = red == MMU_REDUCTION_MEAN ? pg[0] / (float)len : pg[0];
+    /* g is a scalar only when reduced: for 'none' it may be empty (pg[0] would read past it) */
+    float s = red == MMU_REDUCTION_NONE ? 0.0f : red == MMU_REDUCTION_MEAN ? pg[0] / (float)len : pg[0];
     int64_t nch = (len + CHUNK - 1) / CHUNK;
 #pragma omp parallel for schedule(static) if (len > MMU_PAR_GRAIN / 8)
     for (int64_t c = 0; c < nch; c++) {
