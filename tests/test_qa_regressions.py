@@ -328,3 +328,17 @@ def test_trainer_prune_keeps_own_checkpoints_next_to_a_later_foreign_one(tmp_pat
         mmu.set_num_threads(prev)
     assert sorted(os.listdir(d)) == ["ckpt_00000003.safetensors", "ckpt_00000004.safetensors",
                                      "ckpt_00000100.safetensors"]
+
+
+# regression (fixed): mmu_logit_laplace_loss_backward read g[0] for every reduction; with reduction='none'
+# on an empty input g is empty and that read ran past its allocation (ASan heap-buffer-overflow).
+# Fix: g[0] is read only for 'mean' / 'sum'. (The OOB read is only visible under ASan; this runs the path.)
+@pytest.mark.parametrize("shape", [(0,), (0, 3), (2, 0, 4)])
+def test_logit_laplace_none_backward_on_empty_input(shape):
+    import mmu.losses as L
+    mu = mmu.tensor(np.zeros(shape, np.float32), requires_grad=True)
+    lb = mmu.tensor(np.zeros(shape, np.float32), requires_grad=True)
+    x = mmu.tensor(np.full(shape, 0.5, np.float32), requires_grad=True)
+    out = L.logit_laplace_loss(x, mu, lb, reduction="none")
+    out.sum().backward()
+    assert mu.grad.shape == shape and lb.grad.shape == shape and x.grad.shape == shape
