@@ -375,11 +375,45 @@ def _avg_pool2d(c, g):
     return [gx.reshape(sx)]
 
 
+def _estimate_eps(x, rstd, red):
+    """eps of a norm node that did not store it: 1/rstd² - biased var, recomputed in float64 (its
+    error, ~1e-7·var, matters only where eps itself is negligible against var)."""
+    xn = _np(x).astype(np.float64)
+    var = xn.var(axis=red)
+    est = np.median(1.0 / _np(rstd).astype(np.float64).reshape(var.shape) ** 2 - var)
+    return float(max(est, 0.0))
+
+
 def _batch_norm(c, g):
-    rule = getattr(_batch_norm, "impl", None)
-    if rule is None:
-        _not_implemented("BATCH_NORM")
-    return rule(c, g)
+    """BATCH_NORM (csrc/ops/batch_norm.c): inputs (x, weight, bias); saved x, weight, mean (C),
+    rstd (C), mean_lo; ctx.i = N, C, S, training. Training: the batch statistics recomputed
+    differentiably, dx = w·rstd·(g - mean(g) - xhat·mean(g·xhat)) per channel; eval: the running
+    statistics are constants, dx = w·rstd·g."""
+    N, C, S, training = c.ci[:4]
+    x, w = c.saved[0], c.saved[1]
+    sx = tuple(c.shapes[0])
+    red = (0,) + tuple(range(2, len(sx)))
+    cshape = (1, C) + (1,) * (len(sx) - 2)
+    out = [None, None, None]
+    if training:
+        eps = c.cf[0] if c.cf[0] > 0 else _estimate_eps(x, c.saved[3], red)
+        xc = x - x.mean(dim=red, keepdim=True)
+        rstd = ((xc * xc).mean(dim=red, keepdim=True) + eps) ** -0.5
+        xhat = xc * rstd
+        if c.needs[0]:
+            gxh = g * w.reshape(cshape) if w is not None else g
+            out[0] = rstd * (gxh - gxh.mean(dim=red, keepdim=True)
+                             - xhat * (gxh * xhat).mean(dim=red, keepdim=True))
+    else:
+        rstd = _const(_np(c.saved[3]).reshape(cshape))
+        xhat = (x - _const(_np(c.saved[2]).reshape(cshape))) * rstd if c.needs[1] else None
+        if c.needs[0]:
+            out[0] = g * (w.reshape(cshape) * rstd if w is not None else rstd)
+    if c.needs[1]:
+        out[1] = (g * xhat).sum(dim=red)
+    if c.needs[2]:
+        out[2] = g.sum(dim=red)
+    return out
 
 
 _RULES = {
