@@ -140,6 +140,12 @@ def _eltwise(c, g):
             _not_implemented(op, "silu saved its output")
         s = s0.sigmoid()
         return [g * (s * (1.0 + s0 * (1.0 - s)))]
+    if op == "GELU_TANH":  # 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³): composite, exact at every order
+        if from_out:
+            _not_implemented(op, "gelu saved its output")
+        k = float(np.sqrt(2.0 / np.pi))
+        t = ((s0 + s0 * s0 * s0 * 0.044715) * k).tanh()
+        return [g * ((1.0 + t) * 0.5 + s0 * (1.0 - t * t) * (1.0 + s0 * s0 * (3 * 0.044715)) * (0.5 * k))]
     _not_implemented(op)
 
 
@@ -416,16 +422,75 @@ def _batch_norm(c, g):
     return out
 
 
+def _softmax(c, g):
+    d, y = c.ci[0], c.saved[0]  # the output, attached to this node
+    if c.op == "SOFTMAX":
+        return [y * (g - (g * y).sum(dim=d, keepdim=True))]
+    return [g - y.exp() * g.sum(dim=d, keepdim=True)]
+
+
+def _layer_norm(c, g):
+    rows, cols = c.ci[:2]
+    x, w = c.saved[0], c.saved[1]
+    sx = tuple(c.shapes[0])
+    eps = c.cf[0] if c.cf[0] > 0 else _estimate_eps(x.reshape(rows, cols), c.saved[3], (1,))
+    x2, g2 = x.reshape(rows, cols), g.reshape(rows, cols)
+    xc = x2 - x2.mean(dim=1, keepdim=True)
+    rstd = ((xc * xc).mean(dim=1, keepdim=True) + eps) ** -0.5
+    xhat = xc * rstd
+    out = [None, None, None]
+    if c.needs[0]:
+        gxh = g2 * w.reshape(1, cols) if w is not None else g2
+        gx = rstd * (gxh - gxh.mean(dim=1, keepdim=True) - xhat * (gxh * xhat).mean(dim=1, keepdim=True))
+        out[0] = gx.reshape(sx)
+    if c.needs[1]:
+        out[1] = (g2 * xhat).sum(dim=0).reshape(tuple(c.shapes[1]))
+    if c.needs[2]:
+        out[2] = g2.sum(dim=0).reshape(tuple(c.shapes[2]))
+    return out
+
+
+def _regression_loss(c, g):
+    """MSE_LOSS / L1_LOSS: ctx.i[0] the reduction (0 none, 1 mean, 2 sum); saved input, target."""
+    x, t = c.saved[0], c.saved[1]
+    red = c.ci[0]
+    if c.op == "MSE_LOSS":
+        d = (x - t) * 2.0
+    else:
+        d = _const(np.sign(_np(x) - _np(t)))
+    if red == 1:
+        d = d * (1.0 / max(x.numel(), 1))
+    gx = d * g  # g is () for mean / sum: it broadcasts
+    return [gx if c.needs[0] else None, -gx if c.needs[1] else None]
+
+
+def _upsample_nearest(c, g):
+    nsp = c.ci[0]
+    sx, so = tuple(c.shapes[0]), tuple(c.out_shape)
+    ks = []
+    for k in range(nsp):
+        i, o, sf = sx[-nsp + k], so[-nsp + k], c.cf[k]
+        if i == 0 or o % i or (sf > 0 and sf != o // i):
+            _not_implemented("UPSAMPLE_NEAREST", "only integer scale factors have a rule")
+        ks.append(o // i)
+    lead = sx[:len(sx) - nsp]
+    split = lead + tuple(v for k in range(nsp) for v in (sx[-nsp + k], ks[k]))
+    dims = tuple(len(lead) + 2 * k + 1 for k in range(nsp))
+    return [g.reshape(split).sum(dim=dims).reshape(sx)]
+
+
 _RULES = {
     "ADD": _binary, "SUB": _binary, "MUL": _binary, "DIV": _binary, "MAXIMUM": _binary, "MINIMUM": _binary,
     "WHERE": _where,
     "NEG": _eltwise, "EXP": _eltwise, "LOG": _eltwise, "SQRT": _eltwise, "ABS": _eltwise, "TANH": _eltwise,
-    "SIGMOID": _eltwise, "RELU": _eltwise, "SILU": _eltwise,
+    "SIGMOID": _eltwise, "RELU": _eltwise, "SILU": _eltwise, "GELU_TANH": _eltwise,
     "POW": _pow, "CLAMP": _clamp, "LEAKY_RELU": _leaky_relu,
     "SUM": _reduce, "MEAN": _reduce, "AMAX": _reduce, "AMIN": _reduce,
     "RESHAPE": _reshape, "EXPAND": _expand, "PERMUTE": _permute, "SLICE": _slice, "CAT": _cat, "PAD": _pad,
     "MATMUL": _matmul, "LINEAR": _linear, "CONV": _conv, "CONV_TRANSPOSE": _conv,
     "GROUP_NORM": _group_norm, "AVG_POOL2D": _avg_pool2d, "BATCH_NORM": _batch_norm,
+    "SOFTMAX": _softmax, "LOG_SOFTMAX": _softmax, "LAYER_NORM": _layer_norm,
+    "MSE_LOSS": _regression_loss, "L1_LOSS": _regression_loss, "UPSAMPLE_NEAREST": _upsample_nearest,
 }
 
 
