@@ -295,10 +295,8 @@ def _linear(c, g):
 
 def _conv(c, g):
     geo = c.extra
-    if c.op == "CONV_TRANSPOSE" or geo["transposed"]:
-        _not_implemented("CONV_TRANSPOSE")
     if geo["G"] != 1:
-        _not_implemented("CONV", f"groups={geo['G']} (only groups=1 has a rule)")
+        _not_implemented(c.op, f"groups={geo['G']} (only groups=1 has a rule)")
     sp = geo["sp"]
     x, w = c.saved[0], c.saved[1]
     sx = tuple(c.shapes[0])
@@ -310,6 +308,21 @@ def _conv(c, g):
     k, s, d = geo["k"], geo["stride"], geo["dilation"]
     pl, pr, size_in, size_out = geo["pad_l"], geo["pad_r"], geo["in"], geo["out"]
     out = [None, None, None]
+    perm = (1, 0) + tuple(range(2, sp + 2))
+    crop = (slice(None), slice(None))
+    if geo["transposed"]:
+        # y = conv_transpose(x, w), w (IC, OC, k): dx = conv(g, w) (w is already a conv weight OC -> IC),
+        # dw = the weight gradient of that conv with g as its input and x as its output gradient
+        if c.needs[0]:
+            gx = _C.conv(sp, g, w, None, s, pl, pl, d, 1)
+            gx = gx[crop + tuple(slice(0, i) for i in size_in)]
+            out[0] = gx.reshape(sx) if unbatched else gx
+        if c.needs[1]:
+            r = _C.conv(sp, g.permute(*perm), x.permute(*perm), None, d, pl, pl, s, 1)
+            out[1] = r[crop + tuple(slice(0, kk) for kk in k)].permute(*perm)
+        if c.needs[2]:
+            out[2] = g.sum(dim=(0,) + tuple(range(2, sp + 2)))
+        return out
     if c.needs[0]:
         # dx = conv_transpose(g, w): the full output (out-1)*s + d*(k-1) + 1 (+ output_padding),
         # cropped by pad_l on the left; the cells past pad_l + in are dropped
@@ -327,7 +340,6 @@ def _conv(c, g):
     if c.needs[1]:
         # dw[oc, c, kk] = sum_{n, o} g[n, oc, o] x[n, c, o*s + kk*d - p]: a conv of x (as C images of
         # N channels) with g (as OC filters of N channels), stride and dilation swapped
-        perm = (1, 0) + tuple(range(2, sp + 2))
         r = _C.conv(sp, x.permute(*perm), g.permute(*perm), None, d, pl, pr, s, 1)
         r = r[(slice(None), slice(None)) + tuple(slice(0, kk) for kk in k)]
         out[1] = r.permute(*perm)

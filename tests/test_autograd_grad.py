@@ -269,6 +269,12 @@ def _cases(M, F_, lib):
                             [(1, 2, 6, 6), (3, 2, 3, 3)]),
         "conv2d_same_even": (lambda x, w: (F_.conv2d(x, w, None, padding="same") ** 3).sum(),
                              [(1, 2, 5, 5), (2, 2, 2, 2)]),
+        "conv1d_unbatched": (lambda x, w: (F_.conv1d(x, w, None, stride=2, padding=1) ** 3).sum(),
+                             [(2, 7), (3, 2, 3)]),
+        "conv_transpose2d": (lambda x, w, b: (F_.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1)
+                                             ** 3).sum(), [(2, 3, 4, 4), (3, 2, 3, 3), (2,)]),
+        "conv_transpose2d_dilation": (lambda x, w: (F_.conv_transpose2d(x, w, None, stride=1, padding=1, dilation=2)
+                                                    ** 3).sum(), [(1, 2, 4, 4), (2, 3, 2, 2)]),
         "group_norm": (lambda x, w, b: (F_.group_norm(x, 2, w, b) ** 3 * x).sum(), [(2, 4, 3, 3), (4,), (4,)]),
         "avg_pool2d": (lambda x: (F_.avg_pool2d(x, 3, stride=2, padding=1) ** 3).sum(), [(2, 2, 6, 6)]),
         "pad": (lambda x: (F_.pad(x, (1, 2, 0, 1)) ** 3 * 0.5).sum(), [(2, 3, 4)]),
