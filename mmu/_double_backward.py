@@ -463,13 +463,22 @@ def _layer_norm(c, g):
 
 
 def _regression_loss(c, g):
-    """MSE_LOSS / L1_LOSS: ctx.i[0] the reduction (0 none, 1 mean, 2 sum); saved input, target."""
+    """MSE / L1 / SMOOTH_L1 / HUBER (csrc/loss/regression.c): ctx.i[0] the reduction (0 none, 1 mean,
+    2 sum), ctx.i[1] the kind (0 mse, 1 l1, 2 smooth l1, 3 huber), ctx.f[0] beta / delta; saved
+    input, target. The elementwise derivative in d = x - t, differentiable where it is not constant."""
     x, t = c.saved[0], c.saved[1]
-    red = c.ci[0]
-    if c.op == "MSE_LOSS":
+    red, kind, p = c.ci[0], c.ci[1], c.cf[0]
+    if kind == 0:
         d = (x - t) * 2.0
     else:
-        d = _const(np.sign(_np(x) - _np(t)))
+        dn = _np(x) - _np(t)
+        sign = np.sign(dn)
+        if kind == 1:
+            d = _const(sign)
+        else:
+            inside = _const(np.abs(dn) < p)
+            d = (x - t) * inside * (1.0 / p if kind == 2 else 1.0) + _const(
+                np.where(np.abs(dn) < p, 0.0, sign * (1.0 if kind == 2 else p)))
     if red == 1:
         d = d * (1.0 / max(x.numel(), 1))
     gx = d * g  # g is () for mean / sum: it broadcasts
@@ -502,7 +511,8 @@ _RULES = {
     "MATMUL": _matmul, "LINEAR": _linear, "CONV": _conv, "CONV_TRANSPOSE": _conv,
     "GROUP_NORM": _group_norm, "AVG_POOL2D": _avg_pool2d, "BATCH_NORM": _batch_norm,
     "SOFTMAX": _softmax, "LOG_SOFTMAX": _softmax, "LAYER_NORM": _layer_norm,
-    "MSE_LOSS": _regression_loss, "L1_LOSS": _regression_loss, "UPSAMPLE_NEAREST": _upsample_nearest,
+    "MSE_LOSS": _regression_loss, "L1_LOSS": _regression_loss, "SMOOTH_L1_LOSS": _regression_loss,
+    "HUBER_LOSS": _regression_loss, "UPSAMPLE_NEAREST": _upsample_nearest,
 }
 
 

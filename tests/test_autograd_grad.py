@@ -242,9 +242,11 @@ def _cases(M, F_, lib):
     """name -> (fn(*tensors) -> scalar, input shapes). M: mmu or torch, F_: its functional."""
     if lib == "mmu":
         sp = softplus
+        from mmu.losses import huber_loss, smooth_l1_loss
     else:
         def sp(x):
             return F_.softplus(x)
+        huber_loss, smooth_l1_loss = (F_.huber_loss, F_.smooth_l1_loss) if F_ is not None else (None, None)
     return {
         "add_sub_mul_div_broadcast": (lambda x, y: ((x * y - x / (y * y + 1.0) + y - x) ** 3).sum(),
                                       [(3, 4), (4,)]),
@@ -283,6 +285,8 @@ def _cases(M, F_, lib):
         "layer_norm": (lambda x, w, b: (F_.layer_norm(x, (4,), w, b) ** 3 * x).sum(), [(2, 3, 4), (4,), (4,)]),
         "mse_l1_loss": (lambda x, y: F_.mse_loss(x * x, y) + F_.l1_loss(x * y, y, reduction="sum")
                         + (F_.mse_loss(x, y, reduction="none") * x).sum(), [(3, 4), (3, 4)]),
+        "smooth_l1_huber": (lambda x, y: smooth_l1_loss(x * x, y, beta=0.5)
+                            + (huber_loss(x, y, reduction="none", delta=0.7) * x).sum(), [(3, 4), (3, 4)]),
         "upsample_nearest": (lambda x: (F_.interpolate(x, scale_factor=2, mode="nearest") ** 3).sum(),
                              [(1, 2, 3, 3)]),
     }
