@@ -1,5 +1,6 @@
-"""Grad mode. Like torch, it is per thread: `no_grad` in one thread does not
-affect another."""
+"""Grad mode, and `grad` (torch.autograd.grad: gradients of chosen inputs, with
+create_graph for double backward). Like torch, grad mode is per thread: `no_grad`
+in one thread does not affect another."""
 import functools
 
 from . import _C
@@ -139,3 +140,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 def _nodes_run():
     """How many node backward functions the C engine has run (tests check pruning with it)."""
     return _C.autograd_nodes_run()
+
+
+def _grads_computed():
+    """How many input gradients those backward functions produced (tests check edge pruning with it)."""
+    return _C.autograd_grads_computed()

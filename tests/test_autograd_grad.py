@@ -167,16 +167,22 @@ def test_pruning_skips_the_rest_of_the_graph():
 
 
 def test_pruned_edges_compute_no_unneeded_gradient():
-    # the conv's weight gradient is not requested: its edge is switched off, and x is not saved by
-    # a conv whose weight does not require grad -- a backward that still asked for dw would fail
+    # only the conv's weight gradient is requested: the edges to x and to the bias are switched off
+    # for the run, so the conv's backward computes dw alone (and pow/sum their one input gradient)
     x = leaf(rand(1, 2, 6, 6))
-    w = leaf(rand(3, 2, 3, 3))
-    y = (F.conv2d(x, w, None, padding=1) ** 2).sum()
-    n0 = autograd._nodes_run()
+    w, b = leaf(rand(3, 2, 3, 3)), leaf(rand(3))
+    y = (F.conv2d(x, w, b, padding=1) ** 2).sum()
+    n0, g0 = autograd._nodes_run(), autograd._grads_computed()
     (gw,) = autograd.grad(y, w, retain_graph=True)
-    assert autograd._nodes_run() - n0 == 3
-    (gx,) = autograd.grad(y, x)
-    assert gw.shape == w.shape and gx.shape == x.shape
+    assert autograd._nodes_run() - n0 == 3  # sum, pow, conv
+    assert autograd._grads_computed() - g0 == 3  # d pow, d conv, dw (no dx, no db)
+    g0 = autograd._grads_computed()
+    gx, gb = autograd.grad(y, [x, b], retain_graph=True)
+    assert autograd._grads_computed() - g0 == 4  # d pow, d conv, dx, db
+    y.backward()  # the switched-off edges were restored
+    assert_close(gw.numpy(), w.grad.numpy(), rtol=0, atol=0)
+    assert_close(gx.numpy(), x.grad.numpy(), rtol=0, atol=0)
+    assert_close(gb.numpy(), b.grad.numpy(), rtol=1e-6, atol=0)  # db alone is a plain sum (not oneDNN's)
 
 
 def test_pruned_vqgan_like_last_layer():

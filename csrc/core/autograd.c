@@ -238,9 +238,10 @@ static mmu_status accumulate_leaf(mmu_tensor *leaf, mmu_tensor *g) {
 }
 
 static int g_epoch;
-static int64_t g_nodes_run;
+static int64_t g_nodes_run, g_grads_computed;
 
 int64_t mmu_autograd_nodes_run(void) { return __atomic_load_n(&g_nodes_run, __ATOMIC_RELAXED); }
+int64_t mmu_autograd_grads_computed(void) { return __atomic_load_n(&g_grads_computed, __ATOMIC_RELAXED); }
 
 /* node->want bits */
 enum { WANT_TARGET = 1, WANT_RUN = 2 };
@@ -422,6 +423,7 @@ static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, 
         mmu_tensor_decref(g);
         for (int i = 0; i < n->n_inputs; i++) {
             mmu_edge *e = &n->inputs[i];
+            if (gin[i]) __atomic_add_fetch(&g_grads_computed, 1, __ATOMIC_RELAXED);
             if (!st && gin[i] && e->needs_grad) {
                 if (gin[i]->ndim != e->ndim || memcmp(gin[i]->shape, e->shape, e->ndim * sizeof(int64_t)))
                     st = mmu_fail(MMU_ERUNTIME, "backward of %s produced a gradient of shape %s for input %d "

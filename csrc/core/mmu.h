@@ -203,9 +203,11 @@ mmu_status mmu_backward(mmu_tensor *root, mmu_tensor *grad, int retain_graph);
  * receives. retain_graph as in mmu_backward. */
 mmu_status mmu_grad(mmu_tensor **results, int n_out, mmu_tensor *const *outputs, mmu_tensor *const *grad_outputs,
                     int n_in, mmu_tensor *const *inputs, int retain_graph, int allow_unused);
-/* The number of node backward functions run by mmu_backward / mmu_grad in
- * this process (tests check that pruning skips work). */
+/* The number of node backward functions run, and of input gradients they
+ * produced, by mmu_backward / mmu_grad in this process (tests check that
+ * pruning skips work). */
 int64_t mmu_autograd_nodes_run(void);
+int64_t mmu_autograd_grads_computed(void);
 /* Drops a node's saved tensors and edges, as a backward without retain_graph
  * does after running it (the Python double-backward engine uses it). */
 void mmu_node_release(mmu_node *n);

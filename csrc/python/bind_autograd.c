@@ -313,11 +313,16 @@ static PyObject *py_graph_node(PyObject *m, PyObject *o) {
 }
 
 static PyObject *py_nodes_run(PyObject *m, PyObject *unused) { return PyLong_FromLongLong(mmu_autograd_nodes_run()); }
+static PyObject *py_grads_computed(PyObject *m, PyObject *unused) {
+    return PyLong_FromLongLong(mmu_autograd_grads_computed());
+}
 
 PyMethodDef mmu_autograd_methods[] = {
     {"grad", py_grad, METH_VARARGS,
      "grad(outputs, grad_outputs, inputs, retain_graph, allow_unused) -> tuple: gradients of chosen inputs."},
     {"graph_node", py_graph_node, METH_O, "graph_node(tensor) -> (Node or None, tensor id)."},
     {"autograd_nodes_run", py_nodes_run, METH_NOARGS, "Backward functions run so far (pruning tests)."},
+    {"autograd_grads_computed", py_grads_computed, METH_NOARGS,
+     "Input gradients the backward functions have produced so far (pruning tests)."},
     {NULL, NULL, 0, NULL},
 };
