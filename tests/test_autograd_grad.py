@@ -530,3 +530,42 @@ def test_create_graph_batch_norm_vs_torch(training, shape):
     for i in range(3):
         assert_close(gm[i], gt[i], rtol=2e-4, atol=2e-5, what=f"grad {i}")
         assert_close(hm[i], ht[i], rtol=5e-4, atol=5e-5, what=f"grad-of-grad {i}")
+
+
+def test_create_graph_allow_unused_and_duplicates():
+    x, z = leaf(rand(3)), leaf(rand(3))
+    y = (x * x * x).sum()
+    with pytest.raises(RuntimeError, match="allow_unused"):
+        autograd.grad(y, [x, z], create_graph=True)
+    gx, gz, gx2 = autograd.grad(y, [x, z, x], create_graph=True, allow_unused=True)
+    assert gz is None
+    assert_close(gx.detach().numpy(), 3 * x.numpy() ** 2, rtol=1e-5)
+    assert_close(gx2.detach().numpy(), gx.detach().numpy(), rtol=0, atol=0)
+    # the same input twice in the C path: equal, distinct tensors
+    a, b = autograd.grad(y, [x, x])
+    assert_close(a.numpy(), b.numpy(), rtol=0, atol=0)
+    a.numpy()[0] = 123.0
+    assert b.numpy()[0] != 123.0
+
+
+def test_grad_from_threads():
+    # the GIL is released during grad: graphs sharing parameter leaves run from several threads
+    import threading
+
+    w = leaf(rand(4, 4))
+    xs = [rand(3, 4) for _ in range(4)]
+    expect = [autograd.grad((mmu.tensor(x) @ w).tanh().sum(), w)[0].numpy() for x in xs]
+    got = [None] * len(xs)
+
+    def work(i):
+        for _ in range(20):
+            got[i] = autograd.grad((mmu.tensor(xs[i]) @ w).tanh().sum(), w)[0].numpy()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, e in zip(got, expect):
+        assert_close(a, e, rtol=0, atol=0)
+    assert w.grad is None
