@@ -117,7 +117,7 @@ def _eltwise(c, g):
     if op == "EXP":
         return [g * (s0 if from_out else s0.exp())]
     if op == "RELU":
-        return [g * _const(_np(s0) > 0)]
+        return [_T().where(s0.detach() > 0, g, 0.0)]
     if op == "SIGMOID":
         y = s0 if from_out else s0.sigmoid()
         return [g * y * (1.0 - y)]
@@ -161,14 +161,17 @@ def _pow(c, g):
 
 
 def _clamp(c, g):
-    x = _np(c.saved[0])
-    lo, hi = np.float32(c.cf[0]), np.float32(c.cf[1])
-    return [g * _const((x >= lo) & (x <= hi))]
+    x = c.saved[0].detach()
+    lo, hi = float(np.float32(c.cf[0])), float(np.float32(c.cf[1]))
+    inside = x >= lo if np.isfinite(lo) else None
+    if np.isfinite(hi):
+        inside = x <= hi if inside is None else inside & (x <= hi)
+    return [g if inside is None else _T().where(inside, g, 0.0)]
 
 
 def _leaky_relu(c, g):
-    x = _np(c.saved[0])
-    return [g * _const(np.where(x > 0, 1.0, c.cf[0]))]
+    # masks by C ops (no NumPy round trip): the discriminator's activations can be large
+    return [_T().where(c.saved[0].detach() > 0, g, g * c.cf[0])]
 
 
 def _kept_shape(c):
