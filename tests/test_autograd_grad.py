@@ -569,3 +569,30 @@ def test_grad_from_threads():
     for a, e in zip(got, expect):
         assert_close(a, e, rtol=0, atol=0)
     assert w.grad is None
+
+
+def test_r1_penalty_batchnorm_disc_vs_torch():
+    """taming's default PatchGAN uses BatchNorm (training mode) between its convs."""
+    _batch_norm_or_skip()
+    torch = torch_or_skip()
+    x0 = rand(4, 3, 16, 16)
+    ws = [rand(8, 3, 4, 4, scale=0.2), rand(16, 8, 4, 4, scale=0.1), rand(16) + 1, rand(16, scale=0.1),
+          rand(1, 16, 3, 3, scale=0.1)]
+
+    def disc(x, p, M, F_):
+        h = F_.leaky_relu(F_.conv2d(x, p[0], None, stride=2, padding=1), 0.2)
+        h = F_.conv2d(h, p[1], None, stride=2, padding=1)
+        h = F_.batch_norm(h, M.zeros(16), M.ones(16), p[2], p[3], training=True)
+        return F_.conv2d(F_.leaky_relu(h, 0.2), p[4], None, padding=1)
+
+    pm, xm = [leaf(w) for w in ws], leaf(x0)
+    r = r1_penalty(disc(xm, pm, mmu, F), xm)
+    r.backward()
+    pt = [torch.tensor(w, requires_grad=True) for w in ws]
+    xt = torch.tensor(x0, requires_grad=True)
+    (gt,) = torch.autograd.grad(disc(xt, pt, torch, torch.nn.functional).sum(), xt, create_graph=True)
+    rt = gt.pow(2).reshape(4, -1).sum(1).mean()
+    rt.backward()
+    assert_close(r.item(), rt.item(), rtol=1e-4, atol=0)
+    for i, (a, b) in enumerate(zip(pm, pt)):
+        assert_close(a.grad.numpy(), b.grad.numpy(), rtol=1e-3, atol=1e-4, what=f"param {i}")
