@@ -503,6 +503,31 @@ def _upsample_nearest(c, g):
     return [g.reshape(split).sum(dim=dims).reshape(sx)]
 
 
+def _rms_norm(c, g):
+    rows, cols = c.ci[:2]
+    x, w = c.saved[0], c.saved[1]
+    sx = tuple(c.shapes[0])
+    x2, g2 = x.reshape(rows, cols), g.reshape(rows, cols)
+    if c.cf[0] > 0:
+        eps = c.cf[0]
+    else:  # not stored by the op: 1/rstd² - mean(x²) (only matters where it is not negligible)
+        ms = (_np(x2).astype(np.float64) ** 2).mean(axis=1)
+        eps = float(max(np.median(1.0 / _np(c.saved[2]).astype(np.float64).reshape(-1) ** 2 - ms), 0.0))
+    rstd = ((x2 * x2).mean(dim=1, keepdim=True) + eps) ** -0.5
+    xhat = x2 * rstd
+    out = [None, None]
+    if c.needs[0]:
+        gxh = g2 * w.reshape(1, cols) if w is not None else g2
+        out[0] = (rstd * (gxh - xhat * (gxh * xhat).mean(dim=1, keepdim=True))).reshape(sx)
+    if c.needs[1]:
+        out[1] = (g2 * xhat).sum(dim=0).reshape(tuple(c.shapes[1]))
+    return out
+
+
+def _masked_fill(c, g):
+    return [_reduce_to(_T().where(c.saved[0], 0.0, g), c.shapes[0])]
+
+
 _RULES = {
     "ADD": _binary, "SUB": _binary, "MUL": _binary, "DIV": _binary, "MAXIMUM": _binary, "MINIMUM": _binary,
     "WHERE": _where,
@@ -514,6 +539,7 @@ _RULES = {
     "MATMUL": _matmul, "LINEAR": _linear, "CONV": _conv, "CONV_TRANSPOSE": _conv,
     "GROUP_NORM": _group_norm, "AVG_POOL2D": _avg_pool2d, "BATCH_NORM": _batch_norm,
     "SOFTMAX": _softmax, "LOG_SOFTMAX": _softmax, "LAYER_NORM": _layer_norm,
+    "RMS_NORM": _rms_norm, "MASKED_FILL": _masked_fill,
     "MSE_LOSS": _regression_loss, "L1_LOSS": _regression_loss, "SMOOTH_L1_LOSS": _regression_loss,
     "HUBER_LOSS": _regression_loss, "UPSAMPLE_NEAREST": _upsample_nearest,
 }

@@ -286,6 +286,8 @@ def _cases(M, F_, lib):
         "group_norm": (lambda x, w, b: (F_.group_norm(x, 2, w, b) ** 3 * x).sum(), [(2, 4, 3, 3), (4,), (4,)]),
         "avg_pool2d": (lambda x: (F_.avg_pool2d(x, 3, stride=2, padding=1) ** 3).sum(), [(2, 2, 6, 6)]),
         "pad": (lambda x: (F_.pad(x, (1, 2, 0, 1)) ** 3 * 0.5).sum(), [(2, 3, 4)]),
+        "rms_norm": (lambda x, w: (F_.rms_norm(x, (4,), w, eps=1e-3) ** 3 * x).sum(), [(2, 3, 4), (4,)]),
+        "masked_fill": (lambda x: (x.masked_fill(x > 0.3, 0.5) ** 3).sum(), [(3, 4)]),
         "softmax_log_softmax": (lambda x, y: (F_.softmax(x, dim=1) * y).sum() + (F_.log_softmax(x, dim=0) ** 2).sum(),
                                 [(3, 4), (3, 4)]),
         "layer_norm": (lambda x, w, b: (F_.layer_norm(x, (4,), w, b) ** 3 * x).sum(), [(2, 3, 4), (4,), (4,)]),
