@@ -1,6 +1,9 @@
 """mmu.autograd.grad (torch.autograd.grad): first-order gradients vs backward's .grad, pruning,
 retain_graph / allow_unused semantics, create_graph double backward vs torch and finite
 differences, and the losses built on it (adaptive_weight, r1_penalty)."""
+import os
+import zlib
+
 import numpy as np
 import pytest
 
@@ -12,6 +15,7 @@ from mmu.losses import adaptive_weight, r1_penalty, softplus
 from gradcheck import assert_close, torch_or_skip
 
 RNG = np.random.default_rng(1234)
+SEED_OFFSET = int(os.environ.get("MMU_TEST_SEED_OFFSET", "0"))  # vary to stress the tolerances
 
 
 @pytest.fixture(autouse=True)
@@ -319,7 +323,7 @@ def test_create_graph_vs_torch(name):
     torch = torch_or_skip()
     fn_m, shapes = _cases(mmu, F, "mmu")[name]
     fn_t, _ = _cases(torch, torch.nn.functional, "torch")[name]
-    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(name.encode()) + SEED_OFFSET)
     arrays = [(rng.standard_normal(s) * 0.7).astype(np.float32) for s in shapes]
     if name == "sqrt_abs_pow":
         arrays[0] = np.sign(arrays[0]) * (np.abs(arrays[0]) + 0.2)  # keep |x| away from the kink of abs
@@ -331,9 +335,13 @@ def test_create_graph_vs_torch(name):
     gt = torch.autograd.grad(fn_t(*tt), tt, create_graph=True)
     sum(((g * torch.tensor(v)).sum() for g, v in zip(gt, vs))).backward()
     for i, (a, b, t) in enumerate(zip(gm, gt, tt)):
-        assert_close(a.detach().numpy(), b.detach().numpy(), rtol=2e-4, atol=2e-5, what=f"{name} grad {i}")
+        # float32 sums in different orders: an absolute floor relative to the largest value
+        e1 = b.detach().numpy()
+        assert_close(a.detach().numpy(), e1, rtol=3e-4, atol=5e-5 * max(1.0, np.abs(e1).max()),
+                     what=f"{name} grad {i}")
         tg = t.grad.numpy() if t.grad is not None else np.zeros(t.shape, np.float32)
-        assert_close(tm[i].grad.numpy(), tg, rtol=2e-4, atol=5e-5, what=f"{name} grad-of-grad {i}")
+        assert_close(tm[i].grad.numpy(), tg, rtol=3e-4, atol=1e-4 * max(1.0, np.abs(tg).max()),
+                     what=f"{name} grad-of-grad {i}")
 
 
 @pytest.mark.parametrize("name", ["add_sub_mul_div_broadcast", "neg_exp_log", "conv2d_stride_pad", "group_norm",
@@ -341,7 +349,7 @@ def test_create_graph_vs_torch(name):
 def test_create_graph_vs_finite_differences(name):
     """d/dx <grad f(x), v> against central differences of the first gradient (float32, h = 1e-2)."""
     fn, shapes = _cases(mmu, F, "mmu")[name]
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(7 + SEED_OFFSET)
     arrays = [(rng.standard_normal(s) * 0.7).astype(np.float32) for s in shapes]
     vs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     tm = [leaf(a) for a in arrays]
