@@ -796,7 +796,8 @@ class ActNorm(Module):
         if reverse:
             return self.reverse(input)
         x, squeeze = self._as4d(input, "input")
-        if self.training and int(self.initialized.numpy()) == 0:
+        # an empty batch has no statistics: initializing from it would set loc/scale to nan for good
+        if self.training and int(self.initialized.numpy()) == 0 and x.numel() > 0:
             self.initialize(x)
             self.initialized.numpy()[...] = 1
         h = self.scale * (x + self.loc)
@@ -811,7 +812,7 @@ class ActNorm(Module):
 
     def reverse(self, output):
         y, squeeze = self._as4d(output, "output")
-        if self.training and int(self.initialized.numpy()) == 0:
+        if self.training and int(self.initialized.numpy()) == 0 and y.numel() > 0:
             if not self.allow_reverse_init:
                 raise RuntimeError("ActNorm: initializing ActNorm in reverse direction is disabled by default; "
                                    "use allow_reverse_init=True to enable it")
