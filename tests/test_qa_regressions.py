@@ -342,3 +342,18 @@ def test_logit_laplace_none_backward_on_empty_input(shape):
     out = L.logit_laplace_loss(x, mu, lb, reduction="none")
     out.sum().backward()
     assert mu.grad.shape == shape and lb.grad.shape == shape and x.grad.shape == shape
+
+
+# --------------------------------------------------------------------------- ActNorm
+# regression (fixed): ActNorm's data-dependent init ran on an empty first training batch: loc and scale
+# became nan (mean of nothing) and `initialized` was set, so the layer stayed nan for good.
+# Fix: an empty batch does not initialize; the first non-empty one does.
+def test_actnorm_empty_first_batch_does_not_initialize():
+    a = nn.ActNorm(3)
+    out = a(np.zeros((0, 3, 2, 2), np.float32))
+    assert out.shape == (0, 3, 2, 2) and int(a.initialized.numpy()) == 0
+    x = np.random.default_rng(0).standard_normal((4, 3, 5, 5)).astype(np.float32) * 3 + 2
+    h = a(x).numpy()
+    assert int(a.initialized.numpy()) == 1
+    np.testing.assert_allclose(h.mean(axis=(0, 2, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(h.std(axis=(0, 2, 3), ddof=1), 1.0, rtol=1e-4)
