@@ -450,3 +450,66 @@ def test_vqgan_perceptual_path(tmp_path):
     m.save_pretrained(str(tmp_path))
     m2 = VQGAN.from_pretrained(str(tmp_path))
     assert m2.config.lpips_random and m2.config.perceptual_weight == 1.0
+
+
+class _StandInDiscriminator(mmu.nn.Module):
+    """A two-conv PatchGAN with NLayerDiscriminator's signature: exercises VQGAN's GAN plumbing whether or not
+    the real one is in this build."""
+
+    def __init__(self, input_nc=3, ndf=64, n_layers=3, norm="batch"):
+        super().__init__()
+        self.main = mmu.nn.Sequential(mmu.nn.Conv2d(input_nc, ndf, 4, 2, 1), mmu.nn.LeakyReLU(0.2),
+                                      mmu.nn.Conv2d(ndf, 1, 4, 1, 1))
+
+    def forward(self, x):
+        return self.main(x)
+
+
+def test_vqgan_gan_plumbing_with_stand_ins(monkeypatch):
+    """Loss composition, disc_start warm-up, discriminator_loss and parameter split, with stand-ins for
+    NLayerDiscriminator and adaptive_weight (a fixed 0.5), so only the tokenizer's own logic is tested."""
+    monkeypatch.setattr(L, "NLayerDiscriminator", _StandInDiscriminator, raising=False)
+    calls = []
+
+    def fake_adaptive_weight(nll_loss, g_loss, last_layer, max_weight=1e4, eps=1e-4):
+        calls.append(last_layer)
+        return mmu.tensor(np.float32(0.5))
+    monkeypatch.setattr(L, "adaptive_weight", fake_adaptive_weight, raising=False)
+    m = vqgan("vq", use_discriminator=True, disc_layers=1, disc_ndf=4, disc_start=3, disc_weight=0.8,
+              disc_factor=2.0)
+    assert isinstance(m.discriminator, _StandInDiscriminator)
+    gen = m.generator_parameters()
+    assert len(gen) + len(list(m.discriminator.parameters())) == len(list(m.parameters()))
+    assert not {id(p) for p in gen} & {id(p) for p in m.discriminator.parameters()}
+    out = m(X[:4], step=2)  # before disc_start
+    assert "g_adv" not in out.losses and not calls
+    d, info = m.discriminator_loss(X[:4], out.recon, step=2)
+    assert d.item() == 0.0
+    out = m(X[:4], step=3)
+    assert calls and calls[-1] is m.decoder.conv_out.weight
+    g = -m.discriminator(out.recon).mean().item()
+    assert out.losses["g_adv"] == pytest.approx(g, rel=1e-5, abs=1e-6)
+    expect = out.losses["rec"] + out.losses["quant"] + 0.5 * 0.8 * 2.0 * g
+    np.testing.assert_allclose(out.loss.item(), expect, rtol=1e-5, atol=1e-6)
+    out.loss.backward()
+    d, info = m.discriminator_loss(X[:4], out.recon, step=3)
+    lr, lf = m.discriminator(mmu.tensor(X[:4])), m.discriminator(out.recon.detach())
+    ref = 2.0 * 0.5 * (np.maximum(1 - lr.numpy(), 0).mean() + np.maximum(1 + lf.numpy(), 0).mean())
+    np.testing.assert_allclose(d.item(), ref, rtol=1e-5, atol=1e-6)
+    m.zero_grad()
+    d.backward()
+    assert all(p.grad is not None for p in m.discriminator.parameters())
+    assert all(p.grad is None for p in m.generator_parameters())  # recon was detached
+    # eval mode / no_grad: no adversarial term (taming sets d_weight = 0 outside training)
+    m.eval()
+    assert "g_adv" not in m(X[:4], step=10).losses
+    m.train()
+    with mmu.no_grad():
+        assert "g_adv" not in m(X[:4], step=10).losses
+    # the alternating generator / discriminator loop trains
+    mmu.manual_seed(0)
+    m2 = vqgan("vq", use_discriminator=True, disc_layers=1, disc_ndf=4, disc_start=10, disc_weight=0.1)
+    hist = _train(m2, steps=30)
+    assert np.mean(hist[-5:]) < 0.8 * np.mean(hist[:3])
+    with pytest.raises(ValueError, match="disc_layers"):
+        vqgan("vq", use_discriminator=True, disc_layers=3)
