@@ -143,6 +143,9 @@ def test_quantizer_defaults():
     r = make_quantizer("rvq", 8, 64, kwargs={"num_quantizers": 2})
     assert r.num_quantizers == 2 and r.level(0).decay == 0.99
     assert make_quantizer("ema_vq", 8, 64, kwargs={"decay": 0.5}).decay == 0.5
+    assert make_quantizer("ema_vq", 8, 64, kwargs={"codebook_size": 16}).codebook_size == 16
+    assert make_quantizer("lfq", 8, 64, kwargs={"codebook_size": 16}).codebook_size == 16
+    assert vqvae("vq", quantizer_kwargs={"codebook_size": 8}).codebook_size == 8
     assert fsq_levels_for(2 ** 14) == [8, 8, 8, 6, 5] and fsq_levels_for(256) == [8, 6, 5]
     with pytest.raises(ValueError, match="quantizer must be one of"):
         make_quantizer("pq", 8, 64)
@@ -399,6 +402,15 @@ def test_vqgan_loss_without_gan_parts():
     np.testing.assert_allclose(out.loss.item(), out.losses["rec"] + 2.0 * out.losses["quant"], rtol=1e-5)
     assert "g_adv" not in out.losses and "perceptual" not in out.losses
     assert m.discriminator is None and m.lpips() is None
+    assert m.get_last_layer() is m.decoder.conv_out.weight
+    v = vqvae()
+    assert v.get_last_layer() is v.decoder.layers[len(v.decoder.layers) - 1].weight
+    # taming allows num_res_blocks = 0 (one block per decoder level)
+    with pytest.raises(ValueError, match="num_res_blocks=0 needs ch_mult of all 1s"):
+        vqgan("vq", num_res_blocks=0, ch_mult=[1, 2])
+    z = vqgan("vq", num_res_blocks=0, ch_mult=[1, 1, 1])
+    assert z.decode(z.encode(X[:2])).shape == (2, 1, 16, 16)
+    assert len(z.decoder.up[0].block) == 1 and len(z.encoder.down[0].block) == 0
 
 
 # ------------------------------------------------------------------------------------------ GAN path

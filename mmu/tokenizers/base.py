@@ -61,6 +61,8 @@ def make_quantizer(kind, dim, codebook_size, beta=0.25, kwargs=None):
     if kind not in QUANTIZERS:
         raise ValueError(f"quantizer must be one of {list(QUANTIZERS)}, got {kind!r}")
     kw = dict(kwargs or {})
+    # a codebook_size among the quantizer's keywords wins over the tokenizer's field
+    codebook_size = kw.pop("codebook_size", codebook_size)
     if kind in ("vq", "ema_vq", "rvq"):
         if kind == "vq":
             d = dict(learnable_codebook=True, ema_update=False, commitment_weight=beta, codebook_weight=1.0)
@@ -75,9 +77,8 @@ def make_quantizer(kind, dim, codebook_size, beta=0.25, kwargs=None):
     if kind == "fsq":
         levels = kw.pop("levels", None) or fsq_levels_for(codebook_size)
         return FSQ(levels, dim=dim, **kw)
-    d = dict(commitment_loss_weight=beta)
+    d = dict(commitment_loss_weight=beta, codebook_size=codebook_size)
     d.update(kw)
-    d.setdefault("codebook_size", codebook_size)
     return LFQ(dim=dim, **d)
 
 
@@ -163,6 +164,11 @@ class Tokenizer(Module):
     @property
     def bits_per_token(self):
         return float(math.log2(self.codebook_size))
+
+    def get_last_layer(self):
+        """The weight of the decoder's output layer (taming's get_last_layer: where the adaptive GAN weight
+        compares the gradients of the reconstruction and adversarial losses)."""
+        return self.decoder.last_layer
 
     def generator_parameters(self):
         """Every trainable parameter except the discriminator's (LPIPS is frozen and not a child)."""

@@ -51,11 +51,15 @@ class VQGAN(Tokenizer):
         c = self.config
         for name in ("in_channels", "ch", "z_channels", "embed_dim", "resolution", "codebook_size", "norm_groups"):
             _pos_int(getattr(c, name), name)
-        _pos_int(c.num_res_blocks, "num_res_blocks", 1)
+        _pos_int(c.num_res_blocks, "num_res_blocks", 0)
         if c.out_channels is not None:
             _pos_int(c.out_channels, "out_channels")
         ch_mult = _int_list(c.ch_mult, "ch_mult", False)
         attn = _int_list(c.attn_resolutions, "attn_resolutions", True)
+        if c.num_res_blocks == 0 and any(m != 1 for m in ch_mult):
+            # taming's Encoder changes the width only inside its ResnetBlocks
+            raise ValueError(f"VQGAN: num_res_blocks=0 needs ch_mult of all 1s (no block to change the width), "
+                             f"got {ch_mult}")
         f = 2 ** (len(ch_mult) - 1)
         if c.resolution % f:
             raise ValueError(f"VQGAN: resolution {c.resolution} must be a multiple of the downsample factor {f} "
@@ -110,6 +114,10 @@ class VQGAN(Tokenizer):
     def downsample_factor(self):
         return 2 ** (len(self.config.ch_mult) - 1)
 
+    def get_last_layer(self):
+        """decoder.conv_out.weight (taming's get_last_layer, the adaptive weight's reference layer)."""
+        return self.decoder.conv_out.weight
+
     def _encode_latent(self, x):
         return self.quant_conv(self.encoder(x))
 
@@ -162,7 +170,7 @@ class VQGAN(Tokenizer):
         if self.discriminator is not None and self.training and is_grad_enabled() and factor > 0:
             from ..losses import adaptive_weight
             g_loss = -self.discriminator(recon).mean()
-            d_weight = adaptive_weight(nll, g_loss, last_layer=self.decoder.conv_out.weight) * c.disc_weight
+            d_weight = adaptive_weight(nll, g_loss, last_layer=self.get_last_layer()) * c.disc_weight
             loss = loss + g_loss * d_weight * factor
             losses["g_adv"] = float(g_loss.item())
             losses["d_weight"] = float(d_weight.item())
