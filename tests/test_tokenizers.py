@@ -420,7 +420,7 @@ _HAVE_LPIPS = hasattr(L, "LPIPS")
 
 @pytest.mark.skipif(not _HAVE_GAN, reason="mmu.losses.NLayerDiscriminator / adaptive_weight not in this build yet "
                                           "(branches wt-bn, wt-agrad)")
-def test_vqgan_discriminator_path():
+def test_vqgan_discriminator_path(tmp_path):
     m = vqgan("vq", use_discriminator=True, disc_layers=1, disc_ndf=8, disc_start=2)
     assert m.discriminator is not None
     gen = {id(p) for p in m.generator_parameters()}
@@ -443,6 +443,13 @@ def test_vqgan_discriminator_path():
     d.backward()
     assert all(p.grad is not None for p in m.discriminator.parameters() if p.requires_grad)
     assert m.decoder.conv_out.weight.grad is not None
+    # the checkpoint holds the discriminator (with its batch-norm statistics) too
+    m.save_pretrained(str(tmp_path))
+    m3 = Tokenizer.from_pretrained(str(tmp_path))
+    sd, sd3 = m.state_dict(), m3.state_dict()
+    assert any(k.startswith("discriminator.") for k in sd3) and sd.keys() == sd3.keys()
+    for k in sd:
+        np.testing.assert_array_equal(sd3[k].numpy(), sd[k].numpy(), err_msg=k)
     # the whole GAN setup trains
     m2 = vqgan("vq", use_discriminator=True, disc_layers=1, disc_ndf=8, disc_start=10, disc_weight=0.1)
     hist = _train(m2, steps=30)
