@@ -98,6 +98,10 @@ def test_encode_decode_shapes_and_round_trip(kind, variant):
     np.testing.assert_array_equal(out.codes, codes)
     np.testing.assert_allclose(out.recon.numpy(), img, rtol=0, atol=1e-5)
     np.testing.assert_allclose(m.reconstruct(x), img, rtol=0, atol=1e-5)
+    # in chunks: the same codes and images
+    np.testing.assert_array_equal(m.encode(x, batch_size=3), codes)
+    np.testing.assert_allclose(m.decode(codes, batch_size=3), img, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(m.reconstruct(x, batch_size=1), img, rtol=0, atol=1e-5)
     # a non-square size divisible by the factor works too
     assert m.decode(m.encode(np.zeros((1, 1, 16, 8), np.float32))).shape == (1, 1, 16, 8)
 
@@ -278,6 +282,8 @@ def test_bad_inputs():
         m.decode(np.zeros((1, 4, 4), np.float32))
     with pytest.raises(ValueError, match="levels = 4"):
         vqvae("rvq").decode(np.zeros((1, 4, 4, 2), np.int64))
+    with pytest.raises(ValueError, match="batch_size"):
+        m.encode(X[:2], batch_size=0)
     with pytest.raises(ValueError, match="step"):
         m(X[:1], step=-1)
     with pytest.raises(ValueError, match="quantizer must be one of"):

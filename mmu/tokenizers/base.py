@@ -262,28 +262,44 @@ class Tokenizer(Module):
         finally:
             self.train(was)
 
-    def encode(self, images):
+    def _chunks(self, n, batch_size, op):
+        if batch_size is None:
+            return [(0, n)]
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"{op}: batch_size must be a positive int or None, got {batch_size!r}")
+        return [(i, min(i + int(batch_size), n)) for i in range(0, n, int(batch_size))]
+
+    def encode(self, images, batch_size=None):
         """images (B, C, H, W) float32 in [-1, 1] -> codes np.int64 (B, H/f, W/f) ((B, h, w, levels) for rvq).
-        Runs in eval mode under no_grad (the codebook is not updated)."""
-        x = self._check_images(images, f"{type(self).__name__}.encode")
+        Runs in eval mode under no_grad (the codebook is not updated); batch_size: images per pass
+        (None: all at once)."""
+        op = f"{type(self).__name__}.encode"
+        x = self._check_images(images, op)
 
         def run():
-            z = self._encode_latent(x)
-            return self._quantize(z)[1]
+            return np.concatenate([self._quantize(self._encode_latent(x[a:b]))[1]
+                                   for a, b in self._chunks(x.shape[0], batch_size, op)])
         return self._eval_call(run)
 
-    def decode(self, codes):
+    def decode(self, codes, batch_size=None):
         """codes (as encode returns) -> images np.float32 (B, C, H, W). Eval mode, no_grad."""
-        c = self._check_codes(codes, f"{type(self).__name__}.decode")
+        op = f"{type(self).__name__}.decode"
+        c = self._check_codes(codes, op)
 
         def run():
-            return self._decode_latent(self._codes_to_latent(c)).numpy().astype(np.float32, copy=True)
+            return np.concatenate([self._decode_latent(self._codes_to_latent(c[a:b])).numpy().astype(np.float32)
+                                   for a, b in self._chunks(c.shape[0], batch_size, op)])
         return self._eval_call(run)
 
-    def reconstruct(self, images):
-        """decode(encode(images)) in one pass (np.float32)."""
-        x = self._check_images(images, f"{type(self).__name__}.reconstruct")
-        return self._eval_call(lambda: self._reconstruct(x).numpy().astype(np.float32, copy=True))
+    def reconstruct(self, images, batch_size=None):
+        """decode(encode(images)) in one pass (np.float32), batch_size images at a time."""
+        op = f"{type(self).__name__}.reconstruct"
+        x = self._check_images(images, op)
+
+        def run():
+            return np.concatenate([self._reconstruct(x[a:b]).numpy().astype(np.float32)
+                                   for a, b in self._chunks(x.shape[0], batch_size, op)])
+        return self._eval_call(run)
 
     def _reconstruct(self, x):
         zq = self._quantize(self._encode_latent(x))[0]
