@@ -420,12 +420,13 @@ def test_vqgan_loss_without_gan_parts():
 
 
 # ------------------------------------------------------------------------------------------ GAN path
-_HAVE_GAN = all(hasattr(L, n) for n in ("NLayerDiscriminator", "adaptive_weight"))
+_MISSING_GAN = [n for n in ("NLayerDiscriminator", "adaptive_weight") if not hasattr(L, n)]
+_HAVE_GAN = not _MISSING_GAN
 _HAVE_LPIPS = hasattr(L, "LPIPS")
 
 
-@pytest.mark.skipif(not _HAVE_GAN, reason="mmu.losses.NLayerDiscriminator / adaptive_weight not in this build yet "
-                                          "(branches wt-bn, wt-agrad)")
+@pytest.mark.skipif(not _HAVE_GAN, reason=f"mmu.losses.{' / '.join(_MISSING_GAN)} not in this build yet "
+                                          "(branches wt-bn: NLayerDiscriminator, wt-agrad: adaptive_weight)")
 def test_vqgan_discriminator_path(tmp_path):
     m = vqgan("vq", use_discriminator=True, disc_layers=1, disc_ndf=8, disc_start=2)
     assert m.discriminator is not None
