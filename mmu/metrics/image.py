@@ -70,7 +70,8 @@ def psnr(x, y, data_range=2.0, reduction="mean"):
     a, b = _image_pair(x, y, fn)
     mse = ((a - b) ** 2).reshape(a.shape[0], -1).mean(axis=1)
     with np.errstate(divide="ignore"):
-        v = 10.0 * np.log10(r * r / mse)
+        # in logs: r * r under/overflows for a data_range below ~1e-154 or above ~1e154 (-inf / inf dB)
+        v = 20.0 * np.log10(r) - 10.0 * np.log10(mse)
     return _reduce(fn, v, reduction)
 
 
