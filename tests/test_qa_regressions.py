@@ -357,3 +357,16 @@ def test_actnorm_empty_first_batch_does_not_initialize():
     assert int(a.initialized.numpy()) == 1
     np.testing.assert_allclose(h.mean(axis=(0, 2, 3)), 0.0, atol=1e-5)
     np.testing.assert_allclose(h.std(axis=(0, 2, 3), ddof=1), 1.0, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- mmu.metrics
+# regression (fixed): psnr computed 10 log10(data_range² / mse); data_range² underflowed to 0 below ~1e-154
+# (-inf dB) and overflowed to inf above ~1e154. Fix: 20 log10(data_range) - 10 log10(mse).
+@pytest.mark.parametrize("data_range", [1e-300, 1e-200, 1e200, 1e300, 2.0])
+def test_psnr_extreme_data_range_is_finite(data_range):
+    import mmu.metrics as M
+    x = np.zeros((1, 1, 4, 4))
+    y = np.full((1, 1, 4, 4), 0.1)
+    expected = 20.0 * np.log10(data_range) - 10.0 * np.log10(0.01)
+    assert M.psnr(x, y, data_range=data_range) == pytest.approx(expected, rel=1e-12)
+    assert M.psnr(x, x, data_range=data_range) == np.inf
