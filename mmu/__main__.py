@@ -231,6 +231,8 @@ def cmd_train(args):
                                   or getattr(mmu.tokenizers, cls.__name__ + "Config", None)) or []
     if "in_channels" in config_keys:
         fields.setdefault("in_channels", channels)
+    if "resolution" in config_keys:
+        fields.setdefault("resolution", size)
     if args.steps is not None:
         tfields["steps"] = args.steps
     if "steps" not in tfields:

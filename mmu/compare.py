@@ -53,76 +53,91 @@ class Entry:
     config: dict
     train: dict = field(default_factory=dict)
     description: str = ""
+    per_step: dict = field(default_factory=dict)  # config fields set to round(fraction * steps)
 
 
 # --------------------------------------------------------------------------- registry
-# Shared architecture knobs so the entries differ only in what is being compared. Two stride-2
-# downsamples: a 16 px digit becomes 4x4 = 16 tokens, a 32 px crop 8x8 = 64 tokens.
-def _conv_fields(channels, fast):
+# Shared architecture knobs so the entries differ only in what is being compared: every encoder
+# downsamples by 4 (a 16 px digit becomes 4x4 = 16 tokens, a 32 px crop 8x8 = 64 tokens) into 32
+# latent channels, and every codebook has about 2^8 codes.
+CODEBOOK_SIZE = 256
+
+
+def _conv_fields(channels, size, fast):
+    """VQVAEConfig / DVAEConfig fields (the Sonnet VQ-VAE layout, small)."""
     if fast:
-        return dict(in_channels=channels, ch=8, ch_mult=[1, 1, 1], num_res_blocks=0, z_channels=8,
-                    embed_dim=8)
-    return dict(in_channels=channels, ch=32, ch_mult=[1, 2, 2], num_res_blocks=1, z_channels=32,
-                embed_dim=32)
+        return dict(in_channels=channels, hidden_channels=8, res_channels=4, num_res_blocks=0, downsample=4,
+                    embed_dim=8, codebook_size=CODEBOOK_SIZE, resolution=size)
+    return dict(in_channels=channels, hidden_channels=64, res_channels=32, num_res_blocks=1, downsample=4,
+                embed_dim=32, codebook_size=CODEBOOK_SIZE, resolution=size)
 
 
-def _vqvae(quantizer, quantizer_kwargs, embed_dim=None):
+def _vqvae(quantizer, quantizer_kwargs=None):
+    def fields(channels, size, fast):
+        f = _conv_fields(channels, size, fast)
+        f.update(quantizer=quantizer, quantizer_kwargs=dict(quantizer_kwargs or {}))
+        return f
+    return fields
+
+
+def _dvae_fields(channels, size, fast):
+    f = _conv_fields(channels, size, fast)
+    f.update(recon="logit_laplace", kl_weight=5e-4, temp_start=1.0, temp_end=1.0 / 16)
+    return f
+
+
+def _has_discriminator():
+    import mmu
+    return hasattr(mmu.losses, "NLayerDiscriminator") and hasattr(mmu.nn, "BatchNorm2d")
+
+
+def _vqgan_fields(channels, size, fast):
+    """VQGANConfig fields: taming's layout at a small width; L1 + PatchGAN (hinge, adaptive weight),
+    no perceptual loss unless compare() is given LPIPS weights."""
+    if fast:
+        f = dict(ch=8, ch_mult=[1, 1, 1], num_res_blocks=1, attn_resolutions=[], z_channels=8, embed_dim=8,
+                 norm_groups=8, disc_ndf=8)
+    else:
+        f = dict(ch=32, ch_mult=[1, 2, 2], num_res_blocks=1, attn_resolutions=[max(1, size // 4)], z_channels=32,
+                 embed_dim=32, norm_groups=32, disc_ndf=32)
+    f.update(in_channels=channels, resolution=size, codebook_size=CODEBOOK_SIZE, quantizer="vq",
+             perceptual_weight=0.0, use_discriminator=_has_discriminator(), disc_layers=2 if size >= 16 else 1,
+             disc_weight=0.8, disc_loss="hinge")
+    return f
+
+
+def _make(name, label, tokenizer, fields_fn, train=None, per_step=None, description=""):
     def factory(channels, size, fast):
-        fields = _conv_fields(channels, fast)
-        if embed_dim is not None:  # FSQ/LFQ quantize a few channels: the encoder outputs exactly those
-            fields["embed_dim"] = embed_dim
-        fields.update(quantizer=quantizer, quantizer_kwargs=dict(quantizer_kwargs))
-        return fields
-    return factory
-
-
-def _make(name, label, tokenizer, fields_fn, train=None, description=""):
-    def factory(channels, size, fast):
-        return Entry(name, label, tokenizer, fields_fn(channels, size, fast), dict(train or {}), description)
+        return Entry(name, label, tokenizer, fields_fn(channels, size, fast), dict(train or {}),
+                     description, dict(per_step or {}))
     factory.__doc__ = description
     return factory
 
 
-def _dvae_fields(channels, size, fast):
-    fields = _conv_fields(channels, fast)
-    fields.update(codebook_size=256)
-    return fields
-
-
-def _vqgan_fields(channels, size, fast):
-    fields = _conv_fields(channels, fast)
-    fields.update(n_embed=256, attn_resolutions=[], disc_start=0 if fast else 100, disc_weight=0.8,
-                  perceptual_weight=0.0, disc_ndf=8 if fast else 32, disc_layers=2)
-    return fields
-
-
 REGISTRY = {
-    "vqvae-vq": _make("vqvae-vq", "VQ-VAE + VQ", "VQVAE",
-                      _vqvae("vq", dict(codebook_size=256, learnable_codebook=True, ema_update=False)),
-                      description="VQ-VAE, learned codebook (codebook + commitment loss, straight-through; "
-                                  "van den Oord et al. 2017), K=256"),
+    "vqvae-vq": _make("vqvae-vq", "VQ-VAE + VQ", "VQVAE", _vqvae("vq"),
+                      description="VQ-VAE with a learned codebook (codebook + 0.25 commitment loss, "
+                                  "straight-through; van den Oord et al. 2017), 256 codes"),
     "vqvae-ema": _make("vqvae-ema", "VQ-VAE + EMA-VQ", "VQVAE",
-                       _vqvae("ema_vq", dict(codebook_size=256, decay=0.8, kmeans_init=True,
-                                             threshold_ema_dead_code=2)),
-                       description="VQ-VAE, EMA codebook with k-means init and dead-code restart "
-                                   "(vector-quantize-pytorch), K=256"),
-    "vqvae-fsq": _make("vqvae-fsq", "VQ-VAE + FSQ", "VQVAE", _vqvae("fsq", dict(levels=[8, 6, 5]), embed_dim=3),
-                       description="VQ-VAE, finite scalar quantization levels [8, 6, 5] = 240 codes "
+                       _vqvae("ema_vq", dict(decay=0.9, kmeans_init=True, threshold_ema_dead_code=1.0)),
+                       description="VQ-VAE with an EMA codebook, k-means init and dead-code restart "
+                                   "(vector-quantize-pytorch), 256 codes"),
+    "vqvae-fsq": _make("vqvae-fsq", "VQ-VAE + FSQ", "VQVAE", _vqvae("fsq"),
+                       description="VQ-VAE with finite scalar quantization, levels [8, 6, 5] = 240 codes "
                                    "(Mentzer et al. 2023)"),
-    "vqvae-lfq": _make("vqvae-lfq", "VQ-VAE + LFQ", "VQVAE", _vqvae("lfq", dict(codebook_size=256), embed_dim=8),
-                       description="VQ-VAE, lookup-free quantization 8 bits = 256 codes with the entropy "
-                                   "loss (Yu et al. 2023, MAGVIT-v2)"),
-    "dvae": _make("dvae", "dVAE (Gumbel)", "DVAE", _dvae_fields,
-                  description="discrete VAE: Gumbel-softmax over 256 codes, KL to uniform, temperature "
-                              "annealing (Ramesh et al. 2021)"),
-    "vqgan": _make("vqgan", "VQGAN", "VQGAN", _vqgan_fields,
-                   description="VQGAN (taming-transformers layout, small): L1 + PatchGAN hinge loss with "
-                               "the adaptive weight, perceptual loss only with --lpips-weights, K=256"),
+    "vqvae-lfq": _make("vqvae-lfq", "VQ-VAE + LFQ", "VQVAE", _vqvae("lfq"),
+                       description="VQ-VAE with lookup-free quantization, 8 bits = 256 codes, entropy loss "
+                                   "(Yu et al. 2023, MAGVIT-v2)"),
+    "dvae": _make("dvae", "dVAE", "DVAE", _dvae_fields, per_step={"temp_anneal_steps": 1.0},
+                  description="discrete VAE: Gumbel-softmax over 256 codes, logit-Laplace loss, KL to uniform, "
+                              "temperature 1 -> 1/16 over the budget (Ramesh et al. 2021)"),
+    "vqgan": _make("vqgan", "VQGAN", "VQGAN", _vqgan_fields, per_step={"disc_start": 0.3},
+                   description="VQGAN (taming-transformers layout, small): L1 + PatchGAN hinge loss with the "
+                               "adaptive weight from 30% of the budget on; LPIPS only with --lpips-weights; 256 codes"),
     "vqvae-rvq": _make("vqvae-rvq", "VQ-VAE + RVQ", "VQVAE",
-                       _vqvae("rvq", dict(num_quantizers=2, codebook_size=16, kmeans_init=True,
-                                          threshold_ema_dead_code=2)),
-                       description="VQ-VAE, residual VQ: 2 levels of 16 codes (SoundStream; not in the default "
-                                   "set: it spends 2 tokens per position)"),
+                       _vqvae("rvq", dict(num_quantizers=2, decay=0.9, kmeans_init=True, threshold_ema_dead_code=1.0)),
+                       description="VQ-VAE with residual VQ, 2 levels of 256 codes (SoundStream; not in the "
+                                   "default set: it spends 2 tokens per position)"),
 }
 DEFAULT_NAMES = ["vqvae-vq", "vqvae-ema", "vqvae-fsq", "vqvae-lfq", "dvae", "vqgan"]
 
@@ -215,6 +230,8 @@ def train_entry(entry, train_data, steps, batch_size, seed, progress=True, lpips
         raise ValueError(f"compare: entry {entry.name!r} names tokenizer class {entry.tokenizer!r}, "
                          "which mmu.tokenizers does not have")
     fields = dict(entry.config)
+    for key, fraction in entry.per_step.items():
+        fields.setdefault(key, max(1, int(round(float(fraction) * steps))))
     if lpips_weights is not None and entry.tokenizer == "VQGAN":
         fields.update(perceptual_weight=1.0, lpips_weights=os.fspath(lpips_weights))
     mmu.manual_seed(seed)  # every entry starts from the same RNG state: order does not matter
@@ -239,7 +256,7 @@ def evaluate(model, images, throughput_repeat=3, lpips_model=None):
     codes = _batched(model.encode, images)
     recon = _batched(model.decode, codes).astype(np.float32)
     K = int(model.codebook_size)
-    tokens = int(getattr(model, "tokens_per_image", 0) or int(np.prod(codes.shape[1:])))
+    tokens = int(np.prod(codes.shape[1:]))  # of these images (tokens_per_image is at config.resolution)
     m = {
         "codebook_size": K,
         "tokens_per_image": tokens,
@@ -318,7 +335,7 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
         model, history, seconds = train_entry(entry, train_data, steps, batch_size, seed, progress, lpips_weights)
         m, codes, recon = evaluate(model, test_images, 1 if fast else 3, lpips_model)
         row = {"name": name, "label": entry.label, "tokenizer": entry.tokenizer,
-               "quantizer": entry.config.get("quantizer", "gumbel" if entry.tokenizer == "DVAE" else "vq"),
+               "quantizer": str(getattr(getattr(model, "config", None), "quantizer", entry.config.get("quantizer", ""))),
                "params": int(model.num_parameters()), "steps": steps, "batch_size": batch_size}
         row.update(m)
         row["train_time_s"] = float(seconds)
@@ -335,7 +352,8 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
               "seed": seed, "fast": bool(fast), "train_images": len(train_data), "heldout_images": len(test_images),
               "lpips_weights": os.fspath(lpips_weights) if lpips_weights is not None else None,
               "entries": {x["entry"].name: {"tokenizer": x["entry"].tokenizer, "config": x["entry"].config,
-                                             "train": x["entry"].train, "description": x["entry"].description}
+                                             "train": x["entry"].train, "per_step": x["entry"].per_step,
+                                             "description": x["entry"].description}
                           for x in extras}}
     write_report(out_dir, rows, extras, test_images[:N_SHOW], config, time.perf_counter() - total)
     say(f"report: {os.path.join(out_dir, 'report.md')} ({time.perf_counter() - total:.0f} s in all)")

@@ -256,14 +256,14 @@ def test_cli_user_errors(trained, tmp_path, capsys):
         assert "error:" in capsys.readouterr().err
 
 
-def test_cli_example_config_is_valid(capsys):
+def test_cli_example_config_is_valid(capsys, tmp_path):
     assert cli.main(["train", "--example-config"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert set(cfg) == {"tokenizer", "config", "train", "data"}
     from mmu import tokenizers, train
     model = getattr(tokenizers, cfg["tokenizer"])(**cfg["config"])
     assert model.codebook_size == 240
-    train.TrainConfig(**cfg["train"])
+    train.TrainConfig(**dict(cfg["train"], ckpt_dir=str(tmp_path)))  # `mmu train` sets ckpt_dir to OUT/checkpoints
 
 
 def test_cli_info_and_help(capsys):
