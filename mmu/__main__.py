@@ -317,9 +317,21 @@ def _image_files(items):
 
 
 def load_image(path, size, channels):
-    """(channels, size, size) float32 in [-1, 1]: the center square of the image, resized (Pillow bicubic)."""
+    """(channels, size, size) float32 in [-1, 1]: the center square of the image, resized (Pillow bicubic),
+    as mmu.data.ImageFolder loads the training images (its loader is used when present)."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
+
+    if size is not None:
+        try:
+            from .data.folder import _load_image
+        except ImportError:
+            _load_image = None
+        if _load_image is not None:
+            try:
+                return np.asarray(_load_image(path, size, channels), np.float32)
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot read image {path!r}: {str(e).strip().splitlines()[0]}") from None
 
     try:
         im = Image.open(path)

