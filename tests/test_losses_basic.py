@@ -322,3 +322,29 @@ def test_token_bad_inputs():
         L.masked_token_loss(lg, tok, tok)
     with pytest.raises(ValueError, match="mask"):
         L.masked_token_loss(lg, tok, mmu.tensor(np.zeros((2, 3), dtype=bool)))
+
+
+@pytest.mark.parametrize("name", ["smooth_l1_loss", "huber_loss", "logit_laplace_loss"])
+def test_fused_recon_large_thread_invariant(name):
+    # more than one 16384-element chunk and a ragged tail: the float-lane / double-chunk sums
+    # match float64 NumPy and are bit-identical on 1 and 2 threads
+    n = 3 * 16384 + 77
+    x = RNG.uniform(0, 1, n).astype(np.float32)
+    y = RNG.standard_normal(n).astype(np.float32)
+    z = (0.5 * RNG.standard_normal(n)).astype(np.float32)
+    if name == "logit_laplace_loss":
+        fn, ref = (lambda: L.logit_laplace_loss(_t(x), _t(y), _t(z))), np_logit_laplace(x, y, z).mean()
+    elif name == "huber_loss":
+        fn, ref = (lambda: L.huber_loss(_t(x), _t(y), delta=0.5)), np_huber(x, y, 0.5).mean()
+    else:
+        fn, ref = (lambda: L.smooth_l1_loss(_t(x), _t(y), beta=0.5)), np_smooth_l1(x, y, 0.5).mean()
+    prev = mmu.get_num_threads()
+    try:
+        mmu.set_num_threads(1)
+        one = fn().item()
+        mmu.set_num_threads(2)
+        two = fn().item()
+    finally:
+        mmu.set_num_threads(prev)
+    assert one == two
+    assert abs(one - ref) <= 1e-6 * abs(ref)

@@ -88,6 +88,9 @@
     /* csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance */  \
     /* -- end lpips -- */                                                  \
     /* csrc/loss/regression.c (fused reconstruction / GAN losses) */       \
+    X(SMOOTH_L1_LOSS, mmu_regression_loss_backward)                        \
+    X(HUBER_LOSS, mmu_regression_loss_backward)                            \
+    X(LOGIT_LAPLACE_LOSS, mmu_logit_laplace_loss_backward)                 \
     /* -- end recon -- */                                                  \
     /* csrc/ops/embedding.c */                                             \
     X(EMBEDDING, mmu_embedding_backward)                                   \

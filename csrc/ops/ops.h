@@ -232,6 +232,15 @@ mmu_status mmu_siglip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin
 /* ---- end lpips ---- */
 
 /* ---- csrc/loss/regression.c: fused reconstruction / GAN losses ---- */
+/* input, target same shape; beta >= 0 (0 = l1), delta > 0 (torch's smooth_l1_loss / huber_loss) */
+mmu_status mmu_smooth_l1_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red,
+                              double beta);
+mmu_status mmu_huber_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red,
+                          double delta);
+/* x (pixels in [0, 1]), mu, log_b all the same shape; 0 < eps < 0.5 (DALL-E's logit-Laplace NLL) */
+mmu_status mmu_logit_laplace_loss(mmu_tensor **out, mmu_tensor *x, mmu_tensor *mu, mmu_tensor *log_b, double eps,
+                                  mmu_reduction red);
+mmu_status mmu_logit_laplace_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
 /* ---- end recon ---- */
 
 /* ---- csrc/core/autograd.c: gradients of chosen inputs (autograd.grad) ---- */
