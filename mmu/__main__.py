@@ -83,7 +83,8 @@ def build_parser():
     p.add_argument("--lpips-weights", metavar="FILE",
                    help="LPIPS weights (mmu.losses.lpips.convert_torch_weights): VQGAN gets its perceptual "
                         "loss and the table an LPIPS column")
-    p.add_argument("--threads", type=_positive, help="mmu.set_num_threads(N) first")
+    p.add_argument("--threads", type=_positive, default=1,
+                   help="mmu threads (default 1: these small models run fastest on one thread per process)")
     p.add_argument("--fast", action="store_true", help="tiny models, a few steps: a smoke test in seconds")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--list", action="store_true", help="list the available tokenizers and exit")
@@ -132,10 +133,9 @@ def cmd_compare(args):
         raise UserError(f"--dataset must be digits, natural or an existing folder, got {args.dataset!r}")
     if args.lpips_weights and not os.path.isfile(args.lpips_weights):
         raise UserError(f"--lpips-weights: no such file {args.lpips_weights!r}")
-    _threads(args)
     C.compare(names, dataset=args.dataset, size=args.size, steps=args.steps, batch_size=args.batch_size,
               seed=args.seed, out_dir=args.out, fast=args.fast, progress=not args.quiet,
-              lpips_weights=args.lpips_weights)
+              lpips_weights=args.lpips_weights, threads=args.threads)
     return 0
 
 

@@ -35,9 +35,10 @@ def one_thread():
 def fast_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     prev = mmu.get_num_threads()
-    mmu.set_num_threads(1)
+    mmu.set_num_threads(2)
     try:
-        rows = C.compare(fast=True, out_dir=str(out), progress=False)
+        rows = C.compare(fast=True, out_dir=str(out), progress=False)  # threads=1 inside
+        assert mmu.get_num_threads() == 2  # and restored after
     finally:
         mmu.set_num_threads(prev)
     return rows, out
@@ -77,7 +78,7 @@ def test_compare_fast_writes_every_file_with_sane_numbers(fast_report):
     assert md.count("\n| ") == len(rows) + 1  # header + one line per tokenizer
     for r in rows:
         assert r["label"] in md
-    assert "## Machine" in md and "mmu_threads" in md and '"steps": %d' % C.FAST_STEPS in md
+    assert "## Machine" in md and "mmu_threads: 1" in md and '"steps": %d' % C.FAST_STEPS in md
 
 
 def test_compare_saved_models_reload_and_reproduce(fast_report):
@@ -106,6 +107,9 @@ def test_compare_argument_errors(tmp_path):
         C.compare(["vqvae-fsq"], dataset=str(tmp_path / "missing"), fast=True, out_dir=str(tmp_path))
     with pytest.raises(ValueError, match="repeat"):
         C.compare(["vqvae-fsq", "vqvae-fsq"], fast=True, out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="threads"):
+        C.compare(["vqvae-fsq"], fast=True, out_dir=str(tmp_path), threads=0)
+    assert mmu.get_num_threads() == 1  # restored after the failed call
     assert not os.listdir(tmp_path)  # nothing written before the checks pass
 
 
