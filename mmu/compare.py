@@ -12,7 +12,7 @@ held-out codes, tokens and bits per image, training wall time, encode and decode
 
 The report folder (`out_dir`) gets report.md (the table, the configuration and the machine),
 report.csv (the same numbers), reconstructions.png (originals on top, one labelled row per tokenizer),
-loss_curves.png (reconstruction and total loss against the step), usage.png (how often each code is
+loss_curves.png (training-batch PSNR, codebook usage and loss against the step), usage.png (how often each code is
 used on the held-out images, codes sorted by frequency) and every trained model under
 models/<name>/ (save_pretrained; `mmu.tokenizers.Tokenizer.from_pretrained(dir)` loads it back).
 
@@ -444,27 +444,26 @@ def _image_grid(fig_rows, labels, path):
 
 
 def _loss_curves(extras, path):
+    """Training curves from the History records: batch PSNR (comparable across tokenizers, whose loss
+    terms differ in kind), batch codebook usage, and each tokenizer's own total loss."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4))
-    ax_rec, ax_tot = fig.subplots(1, 2)
-    for x in extras:
-        recs = [r for r in x["records"] if "step" in r]
-        if not recs:
-            continue
-        steps = [r["step"] for r in recs]
-        rec_key = "rec" if any("rec" in r for r in recs) else "loss"
-        ax_rec.plot(steps, [_num(r.get(rec_key)) for r in recs], label=x["entry"].label)
-        ax_tot.plot(steps, [_num(r.get("loss")) for r in recs], label=x["entry"].label)
-    ax_rec.set_title("reconstruction loss (train)")
-    ax_tot.set_title("total generator loss (train)")
-    for ax in (ax_rec, ax_tot):
+    panels = [("psnr", "reconstruction PSNR of the training batch (dB)", "linear"),
+              ("usage", "codebook usage of the training batch", "linear"),
+              ("loss", "total generator loss (each its own terms)", "linear")]
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, len(panels))
+    for ax, (key, title, scale) in zip(axes, panels):
+        for x in extras:
+            recs = [r for r in x["records"] if "step" in r and _num(r.get(key)) is not None]
+            if recs:
+                ax.plot([r["step"] for r in recs], [_num(r.get(key)) for r in recs], label=x["entry"].label)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
+        ax.set_yscale(scale)
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    ax_rec.set_yscale("log") if all(v is None or v > 0 for line in ax_rec.lines for v in line.get_ydata()) \
-        and ax_rec.lines else None
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
