@@ -12,8 +12,8 @@ held-out codes, tokens and bits per image, training wall time, encode and decode
 
 The report folder (`out_dir`) gets report.md (the table, the configuration and the machine),
 report.csv (the same numbers), reconstructions.png (originals on top, one labelled row per tokenizer),
-loss_curves.png (training-batch PSNR, codebook usage and loss against the step), usage.png (how often each code is
-used on the held-out images, codes sorted by frequency) and every trained model under
+loss_curves.png (training-batch PSNR, codebook usage and loss against the step), usage.png (how often
+each code is used on the held-out images, codes sorted by frequency) and every trained model under
 models/<name>/ (save_pretrained; `mmu.tokenizers.Tokenizer.from_pretrained(dir)` loads it back).
 
 Add your own entry with `register(name, factory)`: factory(channels, size, fast) returns an `Entry`.
