@@ -84,6 +84,7 @@
     X(SIGLIP_LOSS, mmu_siglip_loss_backward)                               \
     /* -- end contrastive -- */                                            \
     /* csrc/ops/batch_norm.c: batch norm (train/eval) */                   \
+    X(BATCH_NORM, mmu_batch_norm_backward)                                 \
     /* -- end batch_norm -- */                                             \
     /* csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance */  \
     /* -- end lpips -- */                                                  \

@@ -226,6 +226,13 @@ mmu_status mmu_siglip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin
 /* ---- end contrastive ---- */
 
 /* ---- csrc/ops/batch_norm.c: batch norm ---- */
+/* x (N, C, *) float32, running_mean/running_var (C) or NULL (updated in place when training: torch's
+ * momentum rule, unbiased running var), weight/bias (C) or NULL -> out (x's shape). training: batch
+ * statistics over N and the spatial dims; else the running ones (then both are required).
+ * momentum is the running-stat factor (momentum=None's cumulative average: the caller passes
+ * 1/num_batches_tracked). Records MMU_OP_BATCH_NORM with inputs (x, weight, bias). */
+mmu_status mmu_batch_norm(mmu_tensor **out, mmu_tensor *x, mmu_tensor *running_mean, mmu_tensor *running_var,
+                          mmu_tensor *weight, mmu_tensor *bias, int training, double momentum, double eps);
 /* ---- end batch_norm ---- */
 
 /* ---- csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance ---- */

@@ -3,6 +3,7 @@ contrastive, token objectives), fused C kernels where they are hot."""
 from . import adversarial, contrastive, reconstruction, token
 from .adversarial import *  # noqa: F401,F403
 from .contrastive import *  # noqa: F401,F403
+from .discriminator import NLayerDiscriminator, weights_init  # noqa: F401
 from .reconstruction import *  # noqa: F401,F403
 from .token import *  # noqa: F401,F403
 
