@@ -90,7 +90,7 @@ def _dvae_fields(channels, size, fast):
 
 def _has_discriminator():
     import mmu
-    return hasattr(mmu.losses, "NLayerDiscriminator") and hasattr(mmu.nn, "BatchNorm2d")
+    return all(hasattr(mmu.losses, n) for n in ("NLayerDiscriminator", "adaptive_weight")) and hasattr(mmu.nn, "BatchNorm2d")
 
 
 def _vqgan_fields(channels, size, fast):
