@@ -218,6 +218,12 @@ def _load_lpips(path):
     return mmu.losses.LPIPS(pretrained=True, weights=path)
 
 
+def _generator_params(model):
+    """Trainable parameters without the discriminator's (what encode/decode use)."""
+    params = model.generator_parameters() if hasattr(model, "generator_parameters") else model.parameters()
+    return int(sum(int(np.prod(p.shape)) for p in params))
+
+
 def _as_rgb(x):
     return np.ascontiguousarray(np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x)
 
@@ -357,7 +363,7 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
         m, codes, recon = evaluate(model, test_images, 1 if fast else 5, lpips_model)
         row = {"name": name, "label": entry.label, "tokenizer": entry.tokenizer,
                "quantizer": str(getattr(getattr(model, "config", None), "quantizer", entry.config.get("quantizer", ""))),
-               "params": int(model.num_parameters()), "steps": steps, "batch_size": batch_size}
+               "params": _generator_params(model), "steps": steps, "batch_size": batch_size}
         row.update(m)
         row["train_time_s"] = float(seconds)
         rows.append(row)
@@ -396,7 +402,7 @@ COLUMNS = [  # (key, header, format)
     ("lpips", "LPIPS", "{:.3f}"),
     ("usage", "usage", "{:.0%}"),
     ("perplexity", "perplexity", "{:.1f}"),
-    ("params", "params", "{:,d}"),
+    ("params", "params (G)", "{:,d}"),
     ("train_time_s", "train s", "{:.1f}"),
     ("encode_img_s", "encode img/s", "{:,.0f}"),
     ("decode_img_s", "decode img/s", "{:,.0f}"),
