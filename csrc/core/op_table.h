@@ -87,6 +87,8 @@
     X(BATCH_NORM, mmu_batch_norm_backward)                                 \
     /* -- end batch_norm -- */                                             \
     /* csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance */  \
+    X(MAX_POOL2D, mmu_max_pool2d_backward)                                 \
+    X(LPIPS_DISTANCE, mmu_lpips_distance_backward)                         \
     /* -- end lpips -- */                                                  \
     /* csrc/loss/regression.c (fused reconstruction / GAN losses) */       \
     X(SMOOTH_L1_LOSS, mmu_regression_loss_backward)                        \

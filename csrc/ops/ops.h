@@ -236,6 +236,14 @@ mmu_status mmu_batch_norm(mmu_tensor **out, mmu_tensor *x, mmu_tensor *running_m
 /* ---- end batch_norm ---- */
 
 /* ---- csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance ---- */
+/* torch's max_pool2d: kernel/stride/padding/dilation (h, w); indices (optional, may be NULL) gets
+ * torch's int64 return_indices tensor (flat h*W + w within each plane). */
+mmu_status mmu_max_pool2d(mmu_tensor **out, mmu_tensor **indices, mmu_tensor *x, const int64_t *kernel,
+                          const int64_t *stride, const int64_t *padding, const int64_t *dilation, int ceil_mode);
+mmu_status mmu_max_pool2d_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
+/* One LPIPS layer term: f0, f1 (B, C, H, W), w (C) (NULL: all ones) -> (B, 1, 1, 1). */
+mmu_status mmu_lpips_distance(mmu_tensor **out, mmu_tensor *f0, mmu_tensor *f1, mmu_tensor *w, double eps);
+mmu_status mmu_lpips_distance_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
 /* ---- end lpips ---- */
 
 /* ---- csrc/loss/regression.c: fused reconstruction / GAN losses ---- */

@@ -10,6 +10,7 @@ from .layers import (  # noqa: F401
     Flatten, GroupNorm, Identity, LayerNorm, LeakyReLU, Linear, ReLU, RMSNorm, Sigmoid, SiLU, Softmax, Tanh,
     PixelShuffle, PixelUnshuffle, Unflatten, Upsample,
 )
+from .layers import MaxPool2d  # noqa: F401  (issue 5: pooling)
 from .module import Module  # noqa: F401
 from .parameter import Parameter  # noqa: F401
 from .transformer import TransformerBlock  # noqa: F401
@@ -19,3 +20,4 @@ __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Ide
            "RMSNorm", "Embedding", "Dropout", "ReLU", "GELU", "SiLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax",
            "Flatten", "Unflatten", "Upsample", "AvgPool2d", "PixelShuffle", "PixelUnshuffle", "MultiheadAttention", "RotaryEmbedding", "TransformerBlock",
            "functional", "init", "utils"]
+__all__ += ["MaxPool2d"]  # issue 5: pooling
