@@ -280,3 +280,17 @@ def test_cli_info_and_help(capsys):
         cli.main(["train", "--help"])
     assert e.value.code == 0
     assert '"tokenizer": "VQVAE"' in capsys.readouterr().out
+
+
+def test_compare_with_lpips_weights(tmp_path):
+    """--lpips-weights turns on VQGAN's perceptual loss and adds an LPIPS column (a randomly
+    initialised LPIPS saved as the weights file: the numbers mean nothing, the plumbing is tested)."""
+    if not hasattr(mmu.losses, "LPIPS") or not C._has_discriminator():
+        pytest.skip("mmu.losses.LPIPS / the VQGAN discriminator are not in this build")
+    weights = tmp_path / "lpips.safetensors"
+    mmu.io.save_file(mmu.losses.LPIPS(pretrained=False).state_dict(), str(weights))
+    rows = C.compare(["vqgan"], fast=True, out_dir=str(tmp_path / "rep"), progress=False, lpips_weights=str(weights))
+    assert rows[0]["lpips"] >= 0.0 and math.isfinite(rows[0]["lpips"])
+    assert "LPIPS" in (tmp_path / "rep" / "report.md").read_text().splitlines()[4]
+    cfg = json.loads((tmp_path / "rep" / "models" / "vqgan" / "config.json").read_text())
+    assert '"perceptual_weight": 1.0' in json.dumps(cfg)
