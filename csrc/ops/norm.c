@@ -141,6 +141,7 @@ mmu_status mmu_layer_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const 
     if (n) {
         n->ctx.i[0] = rows;
         n->ctx.i[1] = cols;
+        n->ctx.f[0] = eps; /* for double backward (mmu/_double_backward.py) */
         mmu_save(n, SAVED_X, x);
         if (weight) mmu_save(n, SAVED_W, weight);
         mmu_save(n, SAVED_MEAN, mean);
@@ -396,6 +397,7 @@ mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_t
         n->ctx.i[1] = C;
         n->ctx.i[2] = S;
         n->ctx.i[3] = G;
+        n->ctx.f[0] = eps; /* for double backward (mmu/_double_backward.py) */
         mmu_save(n, GN_SAVED_X, x);
         if (weight) mmu_save(n, GN_SAVED_W, weight);
         mmu_save(n, GN_SAVED_MEAN, mean);
@@ -555,6 +557,7 @@ mmu_status mmu_rms_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const in
     if (n) {
         n->ctx.i[0] = rows;
         n->ctx.i[1] = cols;
+        n->ctx.f[0] = eps; /* for double backward (mmu/_double_backward.py) */
         mmu_save(n, RMS_SAVED_X, x);
         if (weight) mmu_save(n, RMS_SAVED_W, weight);
         mmu_save(n, RMS_SAVED_RSTD, rstd);

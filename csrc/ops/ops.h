@@ -259,6 +259,8 @@ mmu_status mmu_logit_laplace_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tenso
 /* ---- end recon ---- */
 
 /* ---- csrc/core/autograd.c: gradients of chosen inputs (autograd.grad) ---- */
+/* mmu_grad, mmu_node_release and the pruning counters are core autograd API:
+ * declared in core/mmu.h (autograd section), beside mmu_backward. */
 /* ---- end autograd_grad ---- */
 
 #endif
