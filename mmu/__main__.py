@@ -76,10 +76,10 @@ def build_parser():
     p.add_argument("--dataset", default="digits", metavar="digits|natural|DIR",
                    help="scikit-learn digits (default), natural-image crops, or a folder of your images")
     p.add_argument("--size", type=_positive, help="image side in pixels (default 16 for digits, else 32)")
-    p.add_argument("--steps", type=_positive, help="training steps per tokenizer")
-    p.add_argument("--batch-size", type=_positive, help="batch size of every tokenizer")
+    p.add_argument("--steps", type=_positive, help="training steps per tokenizer (default 1500; --fast: 3)")
+    p.add_argument("--batch-size", type=_positive, help="batch size of every tokenizer (default 32; --fast: 8)")
     p.add_argument("--out", default="mmu-report", metavar="DIR", help="report folder (default mmu-report)")
-    p.add_argument("--seed", type=_nonneg, default=0)
+    p.add_argument("--seed", type=_nonneg, default=0, help="seeds the data split, the models and the batches")
     p.add_argument("--lpips-weights", metavar="FILE",
                    help="LPIPS weights (mmu.losses.lpips.convert_torch_weights): VQGAN gets its perceptual "
                         "loss and the table an LPIPS column")
