@@ -370,3 +370,32 @@ def test_psnr_extreme_data_range_is_finite(data_range):
     expected = 20.0 * np.log10(data_range) - 10.0 * np.log10(0.01)
     assert M.psnr(x, y, data_range=data_range) == pytest.approx(expected, rel=1e-12)
     assert M.psnr(x, x, data_range=data_range) == np.inf
+
+
+# --------------------------------------------------------------------------- CLI (mmu/__main__.py: wt-cli's)
+# open bug (not fixed here, mmu/__main__.py is being edited on wt-cli): `mmu train --out PATH` where PATH is
+# an existing file (or under one) trains for all the steps and only then fails to save
+# ("[Errno 17] File exists"): the whole run is lost. --out should be checked before training starts.
+@pytest.mark.xfail(strict=True, reason="mmu train checks --out only after training (the trained model is lost)")
+def test_cli_train_checks_out_before_training(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    import mmu.train
+    from mmu import __main__ as cli
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    cfg = {"tokenizer": "VQVAE",
+           "config": {"in_channels": 3, "hidden_channels": 8, "res_channels": 4, "num_res_blocks": 1,
+                      "downsample": 2, "embed_dim": 4, "codebook_size": 8, "resolution": 8, "quantizer": "vq"},
+           "train": {"steps": 2, "batch_size": 2, "progress": False}, "data": {"size": 8, "channels": 3}}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    (tmp_path / "afile").write_text("not a folder")
+    fitted = []
+    monkeypatch.setattr(mmu.train.Trainer, "fit", lambda self, *a, **k: fitted.append(1) or self.history)
+    rc = cli.main(["train", "--config", str(tmp_path / "cfg.json"), "--data", str(imgs),
+                   "--out", str(tmp_path / "afile"), "--quiet"])
+    capsys.readouterr()
+    assert rc == 1 and not fitted
