@@ -226,6 +226,20 @@ def test_readme_losses_snippet_runs(capsys):
     assert words[6:8] == ["grad", "(16,"] and float(words[12]) > 0 and float(words[14]) > 0
 
 
+def test_readme_tokenizers_snippet_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # it saves my-tokenizer/
+    prev = mmu.get_num_threads()
+    mmu.set_num_threads(1)  # a tiny model: one thread is faster, and immune to a busy machine
+    try:
+        exec(compile(_readme_python_block(4), "README.md", "exec"), {})
+    finally:
+        mmu.set_num_threads(prev)
+    out = capsys.readouterr().out
+    assert out.startswith("(64, 4, 4) (64, 1, 16, 16) PSNR ")
+    assert float(out.split()[8]) > 20.0 and float(out.split()[-1]) > 0.3
+    assert (tmp_path / "my-tokenizer" / "config.json").exists()
+
+
 def test_readme_quantizers_snippet_runs(capsys):
     exec(compile(_readme_python_block(2), "README.md", "exec"), {})
     lines = capsys.readouterr().out.splitlines()
