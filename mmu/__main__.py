@@ -205,6 +205,17 @@ def load_train_config(path):
     return cls, sections["config"], sections["train"], sections["data"]
 
 
+def _check_out_dir(out):
+    """--out must be a folder we can create or write into; checked before any work is done."""
+    probe = os.path.abspath(out)
+    while not os.path.exists(probe):  # the nearest existing ancestor decides
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UserError(f"--out: {out!r} is not a folder ({probe!r} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--out: cannot write into {probe!r}")
+
+
 def cmd_train(args):
     if args.example_config:
         print(json.dumps(example_config(), indent=2))
@@ -221,6 +232,7 @@ def cmd_train(args):
     cls, fields, tfields, dfields = load_train_config(args.config)
     if not os.path.isdir(args.data):
         raise UserError(f"--data: no such folder {args.data!r}")
+    _check_out_dir(args.out)  # before training: a run must not be lost to an unusable --out
     size = dfields.get("size", 32)
     channels = dfields.get("channels", fields.get("in_channels", 3))
     if isinstance(size, bool) or not isinstance(size, int) or size < 4:

@@ -373,10 +373,8 @@ def test_psnr_extreme_data_range_is_finite(data_range):
 
 
 # --------------------------------------------------------------------------- CLI (mmu/__main__.py: wt-cli's)
-# open bug (not fixed here, mmu/__main__.py is being edited on wt-cli): `mmu train --out PATH` where PATH is
-# an existing file (or under one) trains for all the steps and only then fails to save
-# ("[Errno 17] File exists"): the whole run is lost. --out should be checked before training starts.
-@pytest.mark.xfail(strict=True, reason="mmu train checks --out only after training (the trained model is lost)")
+# `mmu train --out PATH` where PATH is an existing file (or under one) used to train for all the steps and
+# only then fail to save ("[Errno 17] File exists"): the whole run was lost. --out is checked first now.
 def test_cli_train_checks_out_before_training(tmp_path, monkeypatch, capsys):
     from PIL import Image
 
