@@ -18,13 +18,7 @@ RNG = np.random.default_rng(1234)
 SEED_OFFSET = int(os.environ.get("MMU_TEST_SEED_OFFSET", "0"))  # vary to stress the tolerances
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny graphs: one thread runs them fastest whatever the machine's load (as tests/test_models.py)."""
-    prev = mmu.get_num_threads()
-    mmu.set_num_threads(1)
-    yield
-    mmu.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def rand(*shape, scale=1.0):

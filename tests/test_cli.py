@@ -22,13 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPORT_FILES = ["report.md", "report.csv", "reconstructions.png", "loss_curves.png", "usage.png"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread runs them fastest and keeps the time independent of the machine's load."""
-    prev = mmu.get_num_threads()
-    mmu.set_num_threads(1)
-    yield
-    mmu.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

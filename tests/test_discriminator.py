@@ -12,13 +12,7 @@ from mmu.losses import NLayerDiscriminator, weights_init
 NORMS = ["batch", "actnorm", "group", "none"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread runs them fastest and independently of the machine's load."""
-    prev = mmu.get_num_threads()
-    mmu.set_num_threads(1)
-    yield
-    mmu.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _torch_disc(torch, input_nc, ndf, n_layers, norm):

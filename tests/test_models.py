@@ -16,14 +16,7 @@ except ImportError:
     from tests.gradcheck import assert_close, torch_or_skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny (a few thousand activations per op): one thread runs them
-    fastest, and keeps the test time independent of how busy the machine is."""
-    prev = mmu.get_num_threads()
-    mmu.set_num_threads(1)
-    yield
-    mmu.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _digits():

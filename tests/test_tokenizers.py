@@ -14,14 +14,7 @@ from mmu.tokenizers import (DVAE, VQGAN, VQVAE, DVAEConfig, Tokenizer, Tokenizer
 QUANTIZERS = ["vq", "ema_vq", "fsq", "lfq", "rvq"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread runs them fastest and keeps the test time independent of the machine's load."""
-    prev = mmu.get_num_threads()
-    mmu.set_num_threads(1)
-    mmu.manual_seed(0)
-    yield
-    mmu.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _digits(n=16):

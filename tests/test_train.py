@@ -18,13 +18,7 @@ from mmu.quantizers import VectorQuantize
 from mmu.train import History, Trainer, TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread runs them fastest and keeps the time independent of the machine's load."""
-    prev = mmu.get_num_threads()
-    mmu.set_num_threads(1)
-    yield
-    mmu.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------- stand-ins
