@@ -1,3 +1,10 @@
 """mmu.tokenizers: trainable image tokenizers (VQ-VAE, dVAE, VQGAN) with encode/decode and a loss breakdown."""
+from . import base, blocks, config, dvae, vqgan, vqvae  # noqa: F401
+from .base import Tokenizer, TokenizerOutput, fsq_levels_for, make_quantizer
+from .config import DVAEConfig, VQGANConfig, VQVAEConfig
+from .vqvae import VQVAE
+from .dvae import DVAE
+from .vqgan import VQGAN
 
-__all__ = []
+__all__ = ["Tokenizer", "TokenizerOutput", "make_quantizer", "fsq_levels_for", "VQVAEConfig", "DVAEConfig",
+           "VQGANConfig", "VQVAE", "DVAE", "VQGAN"]

@@ -1,0 +1,540 @@
+"""mmu.tokenizers: VQVAE, DVAE, VQGAN — encode/decode shapes and dtypes for every quantizer, codes round
+trip, short trainings whose loss falls, save_pretrained/from_pretrained, bad inputs, taming state_dict names."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import mmu
+from mmu import losses as L
+from mmu.tokenizers import (DVAE, VQGAN, VQVAE, DVAEConfig, Tokenizer, TokenizerOutput, VQGANConfig, VQVAEConfig,
+                            fsq_levels_for, make_quantizer)
+
+QUANTIZERS = ["vq", "ema_vq", "fsq", "lfq", "rvq"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread runs them fastest and keeps the test time independent of the machine's load."""
+    prev = mmu.get_num_threads()
+    mmu.set_num_threads(1)
+    mmu.manual_seed(0)
+    yield
+    mmu.set_num_threads(prev)
+
+
+def _digits(n=16):
+    """A fixed batch of 16x16 one-channel digit images in [-1, 1] (scikit-learn's 8x8 digits, each pixel
+    repeated 2x2), or smooth random blobs when scikit-learn is missing."""
+    try:
+        from sklearn.datasets import load_digits
+        d = load_digits().images[:n].astype(np.float32) / 16.0
+        x = np.repeat(np.repeat(d, 2, 1), 2, 2)[:, None]
+    except ImportError:
+        rng = np.random.RandomState(0)
+        yy, xx = np.mgrid[:16, :16]
+        c = rng.uniform(4, 12, (n, 2))
+        x = np.exp(-((yy - c[:, :1, None]) ** 2 + (xx - c[:, 1:, None]) ** 2) / 8.0)[:, None]
+    return np.ascontiguousarray(x * 2.0 - 1.0, dtype=np.float32)
+
+
+X = _digits()
+
+
+def _kw(q):
+    return {"codebook_size": 16 if q == "lfq" else 32, "quantizer": q}
+
+
+def vqvae(q="vq", **kw):
+    cfg = dict(in_channels=1, hidden_channels=16, res_channels=8, num_res_blocks=1, downsample=4, embed_dim=8,
+               resolution=16, **_kw(q))
+    cfg.update(kw)
+    return VQVAE(**cfg)
+
+
+def dvae(recon="logit_laplace", **kw):
+    cfg = dict(in_channels=1, hidden_channels=16, res_channels=8, num_res_blocks=1, downsample=4, embed_dim=8,
+               codebook_size=32, recon=recon, resolution=16, temp_anneal_steps=30)
+    cfg.update(kw)
+    return DVAE(**cfg)
+
+
+def vqgan(q="vq", **kw):
+    cfg = dict(in_channels=1, ch=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8], z_channels=8,
+               embed_dim=8, resolution=16, perceptual_weight=0.0, use_discriminator=False, **_kw(q))
+    cfg.update(kw)
+    return VQGAN(**cfg)
+
+
+ALL = [("vqvae", q) for q in QUANTIZERS] + [("dvae", r) for r in ("logit_laplace", "l1", "l2")] + \
+      [("vqgan", q) for q in QUANTIZERS]
+
+
+def build(kind, variant, **kw):
+    return {"vqvae": vqvae, "dvae": dvae, "vqgan": vqgan}[kind](variant, **kw)
+
+
+# ------------------------------------------------------------------------------------------ shapes
+@pytest.mark.parametrize("kind,variant", ALL)
+def test_encode_decode_shapes_and_round_trip(kind, variant):
+    m = build(kind, variant)
+    x = X[:4]
+    f = m.downsample_factor
+    codes = m.encode(x)
+    assert codes.dtype == np.int64
+    if variant == "rvq":
+        assert codes.shape == (4, 16 // f, 16 // f, 4)
+    else:
+        assert codes.shape == (4, 16 // f, 16 // f)
+    assert codes.min() >= 0 and codes.max() < m.codebook_size
+    img = m.decode(codes)
+    assert img.dtype == np.float32 and img.shape == (4, 1, 16, 16)
+    assert np.isfinite(img).all()
+    # decode(encode(x)) is forward's reconstruction in eval mode
+    m.eval()
+    out = m(x)
+    assert isinstance(out, TokenizerOutput)
+    np.testing.assert_array_equal(out.codes, codes)
+    np.testing.assert_allclose(out.recon.numpy(), img, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(m.reconstruct(x), img, rtol=0, atol=1e-5)
+    # in chunks: the same codes and images
+    np.testing.assert_array_equal(m.encode(x, batch_size=3), codes)
+    np.testing.assert_allclose(m.decode(codes, batch_size=3), img, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(m.reconstruct(x, batch_size=1), img, rtol=0, atol=1e-5)
+    # a non-square size divisible by the factor works too
+    assert m.decode(m.encode(np.zeros((1, 1, 16, 8), np.float32))).shape == (1, 1, 16, 8)
+
+
+@pytest.mark.parametrize("kind,variant", ALL)
+def test_forward_output(kind, variant):
+    m = build(kind, variant)
+    out = m(X[:4], step=0)
+    assert out.loss.shape == () and np.isfinite(out.loss.item())
+    assert tuple(out.recon.shape) == (4, 1, 16, 16)
+    assert "rec" in out.losses and all(isinstance(v, float) for v in out.losses.values())
+    assert ("kl" in out.losses) == (kind == "dvae")
+    if kind != "dvae":
+        assert "quant" in out.losses
+    assert out.stats is not None and 0 < out.stats.batch_usage <= 1
+    out.loss.backward()
+    grads = [p.grad for p in m.generator_parameters()]
+    assert sum(g is not None for g in grads) > 0.8 * len(grads)
+
+
+def test_token_counts():
+    m = vqvae("vq", codebook_size=64)
+    assert m.tokens_per_image == 16 and m.codebook_size == 64 and m.bits_per_token == 6.0
+    r = vqvae("rvq")
+    assert r.tokens_per_image == 16 * 4 and r.codebook_size == 32
+    g = vqgan("fsq", codebook_size=1024)
+    assert g.downsample_factor == 2 and g.tokens_per_image == 64
+    assert g.codebook_size == 1000 and math.isclose(g.bits_per_token, math.log2(1000))
+    lq = vqgan("lfq", codebook_size=1024)
+    assert lq.codebook_size == 1024 and lq.bits_per_token == 10.0
+    d = dvae()
+    assert d.tokens_per_image == 16 and d.codebook_size == 32
+
+
+def test_quantizer_defaults():
+    q = make_quantizer("ema_vq", 8, 64)
+    assert q.decay == 0.99 and q.kmeans_init and q.threshold_ema_dead_code > 0 and q.commitment_weight == 0.25
+    v = make_quantizer("vq", 8, 64, beta=0.3)
+    assert v.learnable_codebook and not v.ema_update and v.commitment_weight == 0.3 and v.codebook_weight == 1.0
+    assert make_quantizer("fsq", 8, 1024).levels == [8, 5, 5, 5]
+    assert make_quantizer("fsq", 8, 1024, kwargs={"levels": [4, 4]}).codebook_size == 16
+    assert make_quantizer("lfq", 8, 2 ** 12).codebook_size == 4096
+    r = make_quantizer("rvq", 8, 64, kwargs={"num_quantizers": 2})
+    assert r.num_quantizers == 2 and r.level(0).decay == 0.99
+    assert make_quantizer("ema_vq", 8, 64, kwargs={"decay": 0.5}).decay == 0.5
+    assert make_quantizer("ema_vq", 8, 64, kwargs={"codebook_size": 16}).codebook_size == 16
+    assert make_quantizer("lfq", 8, 64, kwargs={"codebook_size": 16}).codebook_size == 16
+    assert vqvae("vq", quantizer_kwargs={"codebook_size": 8}).codebook_size == 8
+    assert fsq_levels_for(2 ** 14) == [8, 8, 8, 6, 5] and fsq_levels_for(256) == [8, 6, 5]
+    with pytest.raises(ValueError, match="quantizer must be one of"):
+        make_quantizer("pq", 8, 64)
+
+
+def test_encode_is_side_effect_free():
+    m = vqvae("ema_vq")
+    m(X[:4])  # k-means init + one EMA update
+    before = {k: v.numpy().copy() for k, v in m.state_dict().items()}
+    c1 = m.encode(X[:4])
+    c2 = m.encode(X[:4])
+    np.testing.assert_array_equal(c1, c2)
+    assert m.training
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k], err_msg=k)
+
+
+def test_dvae_temperature_and_kl():
+    m = dvae(temp_anneal_steps=100)
+    assert m.temperature(0) == pytest.approx(1.0)
+    assert m.temperature(50) == pytest.approx(1.0 / 16 + (1 - 1.0 / 16) * 0.5)
+    assert m.temperature(1000) == pytest.approx(1.0 / 16)
+    out = m(X[:4], step=100)
+    assert out.losses["temperature"] == pytest.approx(1.0 / 16)
+    assert out.losses["kl"] >= 0
+    # the decoder emits mu and log b for logit-Laplace, C channels otherwise
+    assert m.decoder.layers[len(m.decoder.layers) - 1].out_channels == 2
+    assert dvae("l1").decoder.layers[len(dvae("l1").decoder.layers) - 1].out_channels == 1
+    # loss = rec + kl_weight * kl
+    np.testing.assert_allclose(out.loss.item(), out.losses["rec"] + 5e-4 * out.losses["kl"], rtol=1e-5, atol=1e-6)
+    # the logit-Laplace reconstruction lies in [-1, 1]
+    r = m.decode(m.encode(X[:4]))
+    assert r.min() >= -1.0 and r.max() <= 1.0
+
+
+# ------------------------------------------------------------------------------------------ training
+def _train(m, steps=30, lr=3e-3):
+    mmu.manual_seed(0)
+    opt = mmu.optim.AdamW(m.generator_parameters(), lr=lr, weight_decay=0.0)
+    dopt = mmu.optim.AdamW(list(m.discriminator.parameters()), lr=lr, betas=(0.5, 0.9)) \
+        if m.discriminator is not None else None
+    hist = []
+    for s in range(steps):
+        out = m(X, step=s)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        if dopt is not None:
+            dl, info = m.discriminator_loss(X, out.recon, step=s)
+            dopt.zero_grad()
+            dl.backward()
+            dopt.step()
+        hist.append(out.losses["rec"])
+    return hist
+
+
+@pytest.mark.parametrize("kind,variant", [("vqvae", q) for q in QUANTIZERS] + [("dvae", "logit_laplace"),
+                                          ("dvae", "l2"), ("vqgan", "vq"), ("vqgan", "fsq")])
+def test_tiny_training_loss_falls(kind, variant):
+    m = build(kind, variant)
+    hist = _train(m)
+    first, last = np.mean(hist[:3]), np.mean(hist[-5:])
+    assert np.isfinite(hist).all()
+    if kind == "dvae" and variant == "logit_laplace":  # an NLL: can be negative, compare the drop
+        assert last < first - 0.1, hist
+    else:
+        assert last < 0.8 * first, hist
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+@pytest.mark.parametrize("kind,variant", [("vqvae", "ema_vq"), ("vqvae", "fsq"), ("vqvae", "rvq"),
+                                          ("dvae", "logit_laplace"), ("vqgan", "vq"), ("vqgan", "lfq")])
+def test_save_pretrained_round_trip(kind, variant, tmp_path):
+    m = build(kind, variant)
+    _train(m, steps=2)
+    m.save_pretrained(str(tmp_path))
+    for loader in (Tokenizer, type(m)):
+        m2 = loader.from_pretrained(str(tmp_path))
+        assert type(m2) is type(m) and m2.config == m.config
+        assert type(m2.config) is type(m.config)
+        c = m.encode(X[:4])
+        np.testing.assert_array_equal(m2.encode(X[:4]), c)
+        np.testing.assert_array_equal(m2.decode(c), m.decode(c))
+        m.eval(), m2.eval()
+        np.testing.assert_array_equal(m2(X[:4]).recon.numpy(), m(X[:4]).recon.numpy())
+        m.train()
+
+
+def test_config_forms():
+    cfg = VQVAEConfig(in_channels=1, hidden_channels=8, res_channels=4, num_res_blocks=1, embed_dim=4,
+                      codebook_size=16, resolution=16, quantizer_kwargs={"rotation_trick": True})
+    a = VQVAE(cfg)
+    b = VQVAE(**cfg.to_dict())
+    c = VQVAE(cfg.to_dict())
+    assert a.config == b.config == c.config == cfg and a.config is not cfg
+    assert a.quantize.rotation_trick
+    with pytest.raises(TypeError, match="not both"):
+        VQVAE(cfg, embed_dim=8)
+    with pytest.raises(TypeError, match="unknown field"):
+        VQVAE(embedding_dim=8)
+    with pytest.raises(TypeError, match="config must be"):
+        VQVAE(3)
+    assert VQGANConfig(ch_mult=(1, 2)).ch_mult == [1, 2]  # tuples become lists (a config equals its JSON)
+    assert DVAEConfig().recon == "logit_laplace"
+
+
+# ------------------------------------------------------------------------------------------ bad inputs
+def test_bad_inputs():
+    m = vqvae("vq")
+    with pytest.raises(ValueError, match="1 channels"):
+        m.encode(np.zeros((2, 3, 16, 16), np.float32))
+    with pytest.raises(ValueError, match="multiples of the downsample factor 4"):
+        m.encode(np.zeros((2, 1, 18, 16), np.float32))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        m.encode(np.zeros((1, 16, 16), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        m(np.full((1, 1, 16, 16), np.nan, np.float32))
+    with pytest.raises(TypeError, match="float array"):
+        m.encode(np.array([["a"]]))
+    with pytest.warns(UserWarning, match=r"\[-1, 1\]"):
+        m.encode(np.full((1, 1, 16, 16), 255.0, np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.encode(X[:1])
+    with pytest.raises(ValueError, match=r"codes must be \(B, h, w\)"):
+        m.decode(np.zeros((2, 4), np.int64))
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 32\)"):
+        m.decode(np.full((1, 4, 4), 32, np.int64))
+    with pytest.raises(TypeError, match="integers"):
+        m.decode(np.zeros((1, 4, 4), np.float32))
+    with pytest.raises(ValueError, match="levels = 4"):
+        vqvae("rvq").decode(np.zeros((1, 4, 4, 2), np.int64))
+    with pytest.raises(ValueError, match="batch_size"):
+        m.encode(X[:2], batch_size=0)
+    with pytest.raises(ValueError, match="step"):
+        m(X[:1], step=-1)
+    with pytest.raises(ValueError, match="quantizer must be one of"):
+        vqvae("pq")
+    with pytest.raises(ValueError, match="power of 2"):
+        vqvae(downsample=3)
+    with pytest.raises(ValueError, match="resolution 16 must be a multiple"):
+        vqvae(downsample=32)
+    with pytest.raises(ValueError, match="recon must be"):
+        dvae("bce")
+    with pytest.raises(ValueError, match="'gumbel'"):
+        dvae(quantizer="vq")
+    with pytest.raises(ValueError, match="lpips_weights"):
+        vqgan(perceptual_weight=1.0)
+    with pytest.raises(ValueError, match="multiple of the downsample factor"):
+        vqgan(resolution=17)
+    with pytest.raises(ValueError, match="ch_mult"):
+        vqgan(ch_mult=[])
+    with pytest.raises(ValueError, match="disc_loss"):
+        vqgan(disc_loss="wgan")
+    with pytest.raises(RuntimeError, match="no discriminator"):
+        m.discriminator_loss(X[:1], X[:1], 0)
+
+
+# ------------------------------------------------------------------------------------------ VQGAN layout
+def _taming_keys(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, in_channels, z_channels):
+    """The encoder/decoder state_dict keys of taming-transformers' Encoder/Decoder (model.py), written out
+    from taming's constructor loops (temb_ch = 0, resamp_with_conv = True, double_z = False)."""
+    def res(p, cin, cout):
+        k = [f"{p}.{n}.{w}" for n in ("norm1", "conv1", "norm2", "conv2") for w in ("weight", "bias")]
+        return k + ([f"{p}.nin_shortcut.{w}" for w in ("weight", "bias")] if cin != cout else [])
+
+    def attn(p):
+        return [f"{p}.{n}.{w}" for n in ("norm", "q", "k", "v", "proj_out") for w in ("weight", "bias")]
+
+    def mid(p, c):
+        return res(f"{p}.block_1", c, c) + attn(f"{p}.attn_1") + res(f"{p}.block_2", c, c)
+
+    keys = ["encoder.conv_in.weight", "encoder.conv_in.bias"]
+    n, curr = len(ch_mult), resolution
+    in_mult = (1,) + tuple(ch_mult)
+    for i in range(n):
+        bin_, bout = ch * in_mult[i], ch * ch_mult[i]
+        for j in range(num_res_blocks):
+            keys += res(f"encoder.down.{i}.block.{j}", bin_, bout)
+            bin_ = bout
+        for j in range(num_res_blocks):
+            if curr in attn_resolutions:
+                keys += attn(f"encoder.down.{i}.attn.{j}")
+        if i != n - 1:
+            keys += [f"encoder.down.{i}.downsample.conv.weight", f"encoder.down.{i}.downsample.conv.bias"]
+            curr //= 2
+    keys += mid("encoder.mid", bin_) + ["encoder.norm_out.weight", "encoder.norm_out.bias",
+                                        "encoder.conv_out.weight", "encoder.conv_out.bias"]
+    bin_ = ch * ch_mult[-1]
+    curr = resolution // 2 ** (n - 1)
+    keys += ["decoder.conv_in.weight", "decoder.conv_in.bias"] + mid("decoder.mid", bin_)
+    for i in reversed(range(n)):
+        bout = ch * ch_mult[i]
+        for j in range(num_res_blocks + 1):
+            keys += res(f"decoder.up.{i}.block.{j}", bin_, bout)
+            bin_ = bout
+            if curr in attn_resolutions:
+                keys += attn(f"decoder.up.{i}.attn.{j}")
+        if i != 0:
+            keys += [f"decoder.up.{i}.upsample.conv.weight", f"decoder.up.{i}.upsample.conv.bias"]
+            curr *= 2
+    keys += ["decoder.norm_out.weight", "decoder.norm_out.bias", "decoder.conv_out.weight", "decoder.conv_out.bias"]
+    keys += ["quant_conv.weight", "quant_conv.bias", "post_quant_conv.weight", "post_quant_conv.bias"]
+    return keys
+
+
+def test_vqgan_state_dict_follows_taming():
+    cfg = dict(ch=8, ch_mult=[1, 2, 2], num_res_blocks=2, attn_resolutions=[8], resolution=16, in_channels=3,
+               z_channels=4)
+    m = VQGAN(embed_dim=4, codebook_size=16, perceptual_weight=0.0, use_discriminator=False, **cfg)
+    sd = m.state_dict()
+    expect = _taming_keys(**cfg)
+    got = [k for k in sd if not k.startswith("quantize.")]
+    assert sorted(got) == sorted(expect)
+    assert "encoder.down.0.block.0.norm1.weight" in sd and "decoder.up.2.upsample.conv.weight" in sd
+    assert "encoder.down.1.attn.1.proj_out.weight" in sd and "decoder.up.1.attn.2.q.weight" in sd
+    # shapes of a few: GroupNorm over 8 channels, the asymmetric-pad stride-2 conv, quant convs
+    assert tuple(sd["encoder.down.0.downsample.conv.weight"].shape) == (8, 8, 3, 3)
+    assert m.encoder.down[0].downsample.conv.stride == (2, 2) and m.encoder.down[0].downsample.conv.padding == (0, 0)
+    assert m.encoder.down[0].block[0].norm1.eps == 1e-6 and m.encoder.down[0].block[0].norm1.num_groups == 8
+    assert tuple(sd["quant_conv.weight"].shape) == (4, 4, 1, 1)
+    assert tuple(sd["decoder.conv_out.weight"].shape) == (3, 8, 3, 3)
+    assert m.encode(np.zeros((1, 3, 16, 16), np.float32)).shape == (1, 4, 4)
+    # 32 groups when the channels allow it (taming's Normalize)
+    big = VQGAN(ch=64, ch_mult=[1], num_res_blocks=1, attn_resolutions=[], resolution=8, z_channels=4, embed_dim=4,
+                codebook_size=16, perceptual_weight=0.0, use_discriminator=False)
+    assert big.encoder.down[0].block[0].norm1.num_groups == 32
+
+
+def test_vqgan_attention_block_matches_reference():
+    from mmu.tokenizers.blocks import AttnBlock
+    blk = AttnBlock(8, num_groups=4)
+    x = mmu.randn(2, 8, 3, 5)
+    out = blk(x).numpy().astype(np.float64)
+    # float64 reference of taming's AttnBlock.forward
+    xv = x.numpy().astype(np.float64)
+    g = xv.reshape(2, 4, -1)
+    hn = ((g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + 1e-6)).reshape(xv.shape)
+    sd = {k: v.numpy().astype(np.float64) for k, v in blk.state_dict().items()}
+    hn = hn * sd["norm.weight"][None, :, None, None] + sd["norm.bias"][None, :, None, None]
+
+    def conv1(name, t):
+        return np.einsum("oc,bchw->bohw", sd[f"{name}.weight"][:, :, 0, 0], t) + sd[f"{name}.bias"][None, :, None, None]
+    q, k, v = (conv1(n, hn).reshape(2, 8, 15) for n in ("q", "k", "v"))
+    w = np.einsum("bci,bcj->bij", q, k) / math.sqrt(8)
+    w = np.exp(w - w.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    h = np.einsum("bcj,bij->bci", v, w).reshape(2, 8, 3, 5)
+    ref = xv + conv1("proj_out", h)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_vqgan_loss_without_gan_parts():
+    m = vqgan("vq", codebook_weight=2.0)
+    out = m(X[:4])
+    np.testing.assert_allclose(out.loss.item(), out.losses["rec"] + 2.0 * out.losses["quant"], rtol=1e-5)
+    assert "g_adv" not in out.losses and "perceptual" not in out.losses
+    assert m.discriminator is None and m.lpips() is None
+    assert m.get_last_layer() is m.decoder.conv_out.weight
+    v = vqvae()
+    assert v.get_last_layer() is v.decoder.layers[len(v.decoder.layers) - 1].weight
+    # taming allows num_res_blocks = 0 (one block per decoder level)
+    with pytest.raises(ValueError, match="num_res_blocks=0 needs ch_mult of all 1s"):
+        vqgan("vq", num_res_blocks=0, ch_mult=[1, 2])
+    z = vqgan("vq", num_res_blocks=0, ch_mult=[1, 1, 1])
+    assert z.decode(z.encode(X[:2])).shape == (2, 1, 16, 16)
+    assert len(z.decoder.up[0].block) == 1 and len(z.encoder.down[0].block) == 0
+
+
+# ------------------------------------------------------------------------------------------ GAN path
+_HAVE_GAN = all(hasattr(L, n) for n in ("NLayerDiscriminator", "adaptive_weight"))
+_HAVE_LPIPS = hasattr(L, "LPIPS")
+
+
+@pytest.mark.skipif(not _HAVE_GAN, reason="mmu.losses.NLayerDiscriminator / adaptive_weight not in this build yet "
+                                          "(branches wt-bn, wt-agrad)")
+def test_vqgan_discriminator_path(tmp_path):
+    m = vqgan("vq", use_discriminator=True, disc_layers=1, disc_ndf=8, disc_start=2)
+    assert m.discriminator is not None
+    gen = {id(p) for p in m.generator_parameters()}
+    assert not gen & {id(p) for p in m.discriminator.parameters()}
+    assert len(gen) + len(list(m.discriminator.parameters())) == len(list(m.parameters()))
+    assert any(k.startswith("discriminator.main.0.") for k in m.state_dict())
+    out = m(X[:4], step=0)  # before disc_start: no adversarial term
+    assert "g_adv" not in out.losses
+    d, info = m.discriminator_loss(X[:4], out.recon, step=0)
+    assert d.item() == 0.0 and set(info) == {"d_loss", "logits_real", "logits_fake"}
+    out = m(X[:4], step=2)
+    assert "g_adv" in out.losses and out.losses["d_weight"] >= 0
+    expect = out.losses["rec"] + out.losses["quant"] + out.losses["d_weight"] * out.losses["g_adv"]
+    np.testing.assert_allclose(out.loss.item(), expect, rtol=1e-4, atol=1e-6)
+    out.loss.backward()
+    assert m.decoder.conv_out.weight.grad is not None
+    d, info = m.discriminator_loss(X[:4], out.recon, step=2)
+    assert d.item() > 0
+    m.discriminator.zero_grad()
+    d.backward()
+    assert all(p.grad is not None for p in m.discriminator.parameters() if p.requires_grad)
+    assert m.decoder.conv_out.weight.grad is not None
+    # the checkpoint holds the discriminator (with its batch-norm statistics) too
+    m.save_pretrained(str(tmp_path))
+    m3 = Tokenizer.from_pretrained(str(tmp_path))
+    sd, sd3 = m.state_dict(), m3.state_dict()
+    assert any(k.startswith("discriminator.") for k in sd3) and sd.keys() == sd3.keys()
+    for k in sd:
+        np.testing.assert_array_equal(sd3[k].numpy(), sd[k].numpy(), err_msg=k)
+    # the whole GAN setup trains
+    m2 = vqgan("vq", use_discriminator=True, disc_layers=1, disc_ndf=8, disc_start=10, disc_weight=0.1)
+    hist = _train(m2, steps=30)
+    assert np.mean(hist[-5:]) < 0.8 * np.mean(hist[:3])
+
+
+@pytest.mark.skipif(not _HAVE_LPIPS, reason="mmu.losses.LPIPS not in this build yet (branch wt-lpips)")
+def test_vqgan_perceptual_path(tmp_path):
+    m = vqgan("fsq", perceptual_weight=1.0, lpips_random=True)
+    out = m(X[:2])
+    assert out.losses["perceptual"] >= 0
+    np.testing.assert_allclose(out.loss.item(), out.losses["rec"] + out.losses["perceptual"], rtol=1e-4, atol=1e-6)
+    out.loss.backward()
+    lp = m.lpips()
+    assert not any(k.startswith("_lpips") or "lpips" in k for k in m.state_dict())
+    assert all(not p.requires_grad for p in lp.parameters())
+    m.save_pretrained(str(tmp_path))
+    m2 = VQGAN.from_pretrained(str(tmp_path))
+    assert m2.config.lpips_random and m2.config.perceptual_weight == 1.0
+
+
+class _StandInDiscriminator(mmu.nn.Module):
+    """A two-conv PatchGAN with NLayerDiscriminator's signature: exercises VQGAN's GAN plumbing whether or not
+    the real one is in this build."""
+
+    def __init__(self, input_nc=3, ndf=64, n_layers=3, norm="batch"):
+        super().__init__()
+        self.main = mmu.nn.Sequential(mmu.nn.Conv2d(input_nc, ndf, 4, 2, 1), mmu.nn.LeakyReLU(0.2),
+                                      mmu.nn.Conv2d(ndf, 1, 4, 1, 1))
+
+    def forward(self, x):
+        return self.main(x)
+
+
+def test_vqgan_gan_plumbing_with_stand_ins(monkeypatch):
+    """Loss composition, disc_start warm-up, discriminator_loss and parameter split, with stand-ins for
+    NLayerDiscriminator and adaptive_weight (a fixed 0.5), so only the tokenizer's own logic is tested."""
+    monkeypatch.setattr(L, "NLayerDiscriminator", _StandInDiscriminator, raising=False)
+    calls = []
+
+    def fake_adaptive_weight(nll_loss, g_loss, last_layer, max_weight=1e4, eps=1e-4):
+        calls.append(last_layer)
+        return mmu.tensor(np.float32(0.5))
+    monkeypatch.setattr(L, "adaptive_weight", fake_adaptive_weight, raising=False)
+    m = vqgan("vq", use_discriminator=True, disc_layers=1, disc_ndf=4, disc_start=3, disc_weight=0.8,
+              disc_factor=2.0)
+    assert isinstance(m.discriminator, _StandInDiscriminator)
+    gen = m.generator_parameters()
+    assert len(gen) + len(list(m.discriminator.parameters())) == len(list(m.parameters()))
+    assert not {id(p) for p in gen} & {id(p) for p in m.discriminator.parameters()}
+    out = m(X[:4], step=2)  # before disc_start
+    assert "g_adv" not in out.losses and not calls
+    d, info = m.discriminator_loss(X[:4], out.recon, step=2)
+    assert d.item() == 0.0
+    out = m(X[:4], step=3)
+    assert calls and calls[-1] is m.decoder.conv_out.weight
+    g = -m.discriminator(out.recon).mean().item()
+    assert out.losses["g_adv"] == pytest.approx(g, rel=1e-5, abs=1e-6)
+    expect = out.losses["rec"] + out.losses["quant"] + 0.5 * 0.8 * 2.0 * g
+    np.testing.assert_allclose(out.loss.item(), expect, rtol=1e-5, atol=1e-6)
+    out.loss.backward()
+    d, info = m.discriminator_loss(X[:4], out.recon, step=3)
+    lr, lf = m.discriminator(mmu.tensor(X[:4])), m.discriminator(out.recon.detach())
+    ref = 2.0 * 0.5 * (np.maximum(1 - lr.numpy(), 0).mean() + np.maximum(1 + lf.numpy(), 0).mean())
+    np.testing.assert_allclose(d.item(), ref, rtol=1e-5, atol=1e-6)
+    m.zero_grad()
+    d.backward()
+    assert all(p.grad is not None for p in m.discriminator.parameters())
+    assert all(p.grad is None for p in m.generator_parameters())  # recon was detached
+    # eval mode / no_grad: no adversarial term (taming sets d_weight = 0 outside training)
+    m.eval()
+    assert "g_adv" not in m(X[:4], step=10).losses
+    m.train()
+    with mmu.no_grad():
+        assert "g_adv" not in m(X[:4], step=10).losses
+    # the alternating generator / discriminator loop trains
+    mmu.manual_seed(0)
+    m2 = vqgan("vq", use_discriminator=True, disc_layers=1, disc_ndf=4, disc_start=10, disc_weight=0.1)
+    hist = _train(m2, steps=30)
+    assert np.mean(hist[-5:]) < 0.8 * np.mean(hist[:3])
+    with pytest.raises(ValueError, match="disc_layers"):
+        vqgan("vq", use_discriminator=True, disc_layers=3)
