@@ -200,6 +200,9 @@ mmu_status mmu_reduce_to_shape(mmu_tensor **out, mmu_tensor *g, int ndim, const 
 /* Counter-based Philox4x32-10: value i of a draw depends only on (seed,
  * offset of the draw, i), so results are independent of thread scheduling. */
 void mmu_manual_seed(uint64_t seed);
+/* The generator state (seed, offset in 128-bit blocks), for checkpoints. */
+void mmu_get_rng_state(uint64_t *seed, uint64_t *offset);
+void mmu_set_rng_state(uint64_t seed, uint64_t offset);
 /* Reserves n 128-bit blocks of the stream; returns (key, first counter). */
 void mmu_rng_reserve(uint64_t nblocks, uint64_t *key, uint64_t *counter);
 void mmu_philox(uint64_t key, uint64_t counter, uint32_t out[4]);

@@ -18,6 +18,22 @@ void mmu_manual_seed(uint64_t seed) {
     pthread_mutex_unlock(&g_lock);
 }
 
+/* The whole generator state is (seed, offset): a checkpoint saves it and a resumed run
+ * restores it, so the draws after the resume are the ones the uninterrupted run made. */
+void mmu_get_rng_state(uint64_t *seed, uint64_t *offset) {
+    pthread_mutex_lock(&g_lock);
+    *seed = g_seed;
+    *offset = g_offset;
+    pthread_mutex_unlock(&g_lock);
+}
+
+void mmu_set_rng_state(uint64_t seed, uint64_t offset) {
+    pthread_mutex_lock(&g_lock);
+    g_seed = seed;
+    g_offset = offset;
+    pthread_mutex_unlock(&g_lock);
+}
+
 void mmu_rng_reserve(uint64_t nblocks, uint64_t *key, uint64_t *counter) {
     pthread_mutex_lock(&g_lock);
     *key = g_seed;

@@ -426,6 +426,31 @@ static PyObject *py_manual_seed(PyObject *m, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_get_rng_state(PyObject *m, PyObject *unused) {
+    uint64_t seed, offset;
+    mmu_get_rng_state(&seed, &offset);
+    return Py_BuildValue("(KK)", (unsigned long long)seed, (unsigned long long)offset);
+}
+
+static PyObject *py_set_rng_state(PyObject *m, PyObject *args) {
+    PyObject *so, *oo;
+    if (!PyArg_ParseTuple(args, "OO:set_rng_state", &so, &oo)) return NULL;
+    if (!PyLong_Check(so) || !PyLong_Check(oo)) {
+        PyErr_SetString(PyExc_TypeError, "set_rng_state: seed and offset must be ints");
+        return NULL;
+    }
+    unsigned long long seed = PyLong_AsUnsignedLongLong(so);
+    if (PyErr_Occurred()) goto range;
+    unsigned long long offset = PyLong_AsUnsignedLongLong(oo);
+    if (PyErr_Occurred()) goto range;
+    mmu_set_rng_state(seed, offset);
+    Py_RETURN_NONE;
+range:
+    PyErr_Clear();
+    PyErr_SetString(PyExc_ValueError, "set_rng_state: seed and offset must be in [0, 2**64)");
+    return NULL;
+}
+
 static PyObject *py_set_num_threads(PyObject *m, PyObject *arg) {
     int overflow = 0;
     long n = PyLong_AsLongAndOverflow(arg, &overflow);
@@ -558,6 +583,8 @@ static PyMethodDef module_methods[] = {
     {"set_grad_enabled", py_set_grad_enabled, METH_O, "Sets grad mode for this thread; returns the previous."},
     {"is_grad_enabled", py_is_grad_enabled, METH_NOARGS, NULL},
     {"manual_seed", py_manual_seed, METH_O, NULL},
+    {"get_rng_state", py_get_rng_state, METH_NOARGS, "(seed, offset) of the Philox generator."},
+    {"set_rng_state", py_set_rng_state, METH_VARARGS, "set_rng_state(seed, offset): restores get_rng_state()."},
     {"set_num_threads", py_set_num_threads, METH_O, NULL},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, NULL},
     {"stats", py_stats, METH_NOARGS, "Counters: oneDNN primitives created, cache hits and size, allocator bytes."},

@@ -1,0 +1,551 @@
+"""Trainer: the training loop of mmu's tokenizers.
+
+One step = grad_accum micro-batches of the generator (forward(images, step) -> TokenizerOutput;
+loss / grad_accum backpropagated, so the accumulated gradient is the mean over all the images),
+global-norm clipping, an AdamW step, the warmup + cosine schedule, an EMA update; then, for a model
+with a discriminator, the discriminator's step on discriminator_loss(images, recon.detach(), step)
+over the same micro-batches (taming-transformers' alternation: first the autoencoder, then the
+discriminator, with the reconstructions of the generator's forward). The model decides when the
+adversarial terms start (disc_start, mmu.losses.adopt_weight); the trainer skips the discriminator
+step (no discriminator_loss call, no optimiser step) while step < disc_start when the model or
+model.config has an int `disc_start`, and otherwise whenever discriminator_loss returns None or a loss
+whose value is exactly 0 and that needs no gradient. During the generator's backward
+the discriminator's parameters do not require grad (their gradient would be thrown away).
+
+A checkpoint (mmu.save: one safetensors file, written atomically) holds the step, the model, the EMA,
+both optimizers and schedulers, the data loader's state, mmu's RNG state (Philox seed and offset,
+_C.get_rng_state) and NumPy's global RNG state, the history and the elapsed time; loading it into a
+fresh Trainer continues the run bit for bit. Evaluation saves and restores the RNG state and runs in
+eval mode under no_grad, so evaluating never changes the training trajectory.
+"""
+import contextlib
+import glob
+import math
+import numbers
+import os
+import re
+import time
+
+import numpy as np
+
+from .. import _C
+from .._C import Tensor
+from ..autograd import no_grad
+from ..io import load as _load
+from ..io import save as _save
+from ..optim import EMA, AdamW, clip_grad_norm_
+from ..optim.lr_scheduler import WarmupCosine
+from ..tensor import manual_seed, tensor
+from .config import TrainConfig
+from .history import History
+
+__all__ = ["Trainer", "batch_psnr"]
+
+_CKPT_RE = re.compile(r"^ckpt_(\d+)\.safetensors$")
+_FORMAT = "mmu.train.checkpoint/1"
+
+
+def batch_psnr(recon, images, data_range=2.0):
+    """Per-image PSNR (dB) of recon against images (N, ...), both in [-1, 1] (data_range 2):
+    10 log10(data_range^2 / MSE). Returns a float64 array (N,)."""
+    r = np.asarray(recon, np.float64)
+    x = np.asarray(images, np.float64)
+    mse = ((r - x) ** 2).reshape(len(x), -1).mean(axis=1)
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(data_range ** 2 / mse)
+
+
+def _code_stats(codes, codebook_size):
+    """(usage, perplexity) of an int code array: the fraction of the codebook used and exp(entropy)."""
+    c = np.asarray(codes).reshape(-1).astype(np.int64)
+    if c.size == 0 or not codebook_size:
+        return float("nan"), float("nan")
+    c = c[(c >= 0) & (c < codebook_size)]
+    counts = np.bincount(c, minlength=codebook_size).astype(np.float64)
+    p = counts / max(counts.sum(), 1.0)
+    nz = p[p > 0]
+    return float((counts > 0).mean()), float(np.exp(-(nz * np.log(nz)).sum()))
+
+
+def _as_images(batch, where):
+    """A loader's batch (ndarray / Tensor / (images, ...) tuple) -> a float32 (B, C, H, W) Tensor."""
+    if isinstance(batch, (tuple, list)) and batch and not isinstance(batch[0], numbers.Number):
+        batch = batch[0]
+    if isinstance(batch, Tensor):
+        arr = batch.detach().numpy()
+    else:
+        arr = np.asarray(batch)
+    if arr.ndim != 4:
+        raise ValueError(f"{where}: expected a batch of images (B, C, H, W), got shape {arr.shape}")
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{where}: images must be floating point in [-1, 1], got dtype {arr.dtype}")
+    return tensor(np.ascontiguousarray(arr, np.float32))
+
+
+class _GeneratorView:
+    """The generator's part of a model, for mmu.optim.EMA: its trainable generator parameters and
+    every buffer outside the discriminator, looked up by name at every call (a module that replaces
+    a buffer object is still followed)."""
+
+    def __init__(self, model, gen_params, disc):
+        ids = {id(p) for p in gen_params}
+        self.model = model
+        self.param_names = [n for n, p in model.named_parameters() if id(p) in ids]
+        dids = set()
+        if disc is not None:
+            dids = {id(t) for t in disc.parameters()} | {id(t) for t in disc.buffers()}
+        self.buffer_names = [n for n, b in model.named_buffers() if id(b) not in dids] \
+            if hasattr(model, "named_buffers") else []
+
+    def named_parameters(self):
+        live = dict(self.model.named_parameters())
+        return [(n, live[n]) for n in self.param_names]
+
+    def named_buffers(self):
+        live = dict(self.model.named_buffers())
+        return [(n, live[n]) for n in self.buffer_names if n in live]
+
+
+class Trainer:
+    """Trainer(model, train_data, config, eval_data=None): trains a tokenizer.
+
+    model: a Tokenizer (or anything with its protocol): forward(images, step) -> an output with
+        .loss (scalar Tensor), .recon, .losses (dict of floats), .codes, .stats; optionally
+        generator_parameters(), discriminator (a Module or None) and
+        discriminator_loss(images, recon, step) -> (Tensor or None, dict).
+    train_data: a loader with batches() (an endless iterator of (B, C, H, W) float32 batches) and
+        state_dict()/load_state_dict() (mmu.data.DataLoader), or a dataset / an (N, C, H, W) array,
+        which gets an mmu.data.DataLoader(batch_size=config.batch_size, shuffle=True, seed=config.seed).
+    config: a TrainConfig. eval_data: a dataset, an (N, C, H, W) array or an iterable of batches.
+
+    The trainer seeds mmu's RNG with config.seed when it is created. fit() trains and returns the
+    History; save_checkpoint / load_checkpoint / Trainer.resume continue a run exactly.
+    """
+
+    def __init__(self, model, train_data, config, eval_data=None):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"Trainer: config must be a TrainConfig, got {type(config).__name__}")
+        config.validate()
+        if not callable(model) or not hasattr(model, "parameters"):
+            raise TypeError(f"Trainer: model must be a Module (callable, with parameters()), got {type(model).__name__}")
+        self.model = model
+        self.config = config
+        manual_seed(config.seed)
+        self.train_data = self._as_loader(train_data)
+        self.eval_data = eval_data
+
+        gen = model.generator_parameters() if hasattr(model, "generator_parameters") else model.parameters()
+        self.gen_params = [p for p in gen if p.requires_grad]
+        if not self.gen_params:
+            raise ValueError("Trainer: the model has no trainable generator parameters")
+        self.disc = getattr(model, "discriminator", None)
+        self.disc_params = []
+        if self.disc is not None:
+            if not hasattr(model, "discriminator_loss"):
+                raise TypeError("Trainer: the model has a discriminator but no discriminator_loss(images, recon, step)")
+            self.disc_params = [p for p in self.disc.parameters() if p.requires_grad]
+            overlap = {id(p) for p in self.disc_params} & {id(p) for p in self.gen_params}
+            if overlap:
+                raise ValueError(f"Trainer: {len(overlap)} discriminator parameters are also in "
+                                 "generator_parameters(); the two optimizers must own disjoint parameters")
+        c = config
+        self.optimizer = AdamW(self.gen_params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)
+        self.scheduler = WarmupCosine(self.optimizer, c.warmup_steps, c.steps, min_lr_ratio=c.min_lr_ratio)
+        self.disc_optimizer = self.disc_scheduler = None
+        if self.disc_params:
+            dlr = c.lr if c.disc_lr is None else c.disc_lr
+            self.disc_optimizer = AdamW(self.disc_params, lr=dlr, betas=c.betas, weight_decay=c.weight_decay)
+            self.disc_scheduler = WarmupCosine(self.disc_optimizer, c.warmup_steps, c.steps,
+                                               min_lr_ratio=c.min_lr_ratio)
+        self._ema_view = _GeneratorView(model, self.gen_params, self.disc)
+        self.ema = EMA(self._ema_view, decay=c.ema_decay) if c.ema_decay is not None else None
+        self.step = 0
+        self.disc_steps = 0
+        self.history = History()
+        self.elapsed = 0.0
+        self._batches = None
+
+    # ------------------------------------------------------------------ data
+    def _as_loader(self, data):
+        if hasattr(data, "batches") and callable(data.batches):
+            if not (hasattr(data, "state_dict") and hasattr(data, "load_state_dict")):
+                raise TypeError("Trainer: train_data has batches() but no state_dict()/load_state_dict(); "
+                                "checkpoints need the loader's position")
+            return data
+        if isinstance(data, np.ndarray) or (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+            try:
+                from ..data import DataLoader
+            except ImportError:
+                raise TypeError("Trainer: train_data must be a loader with batches() and state_dict() "
+                                "(mmu.data.DataLoader is not available to wrap a dataset)") from None
+            return DataLoader(data, batch_size=self.config.batch_size, shuffle=True, seed=self.config.seed)
+        raise TypeError(f"Trainer: train_data must be a DataLoader (with batches()), a dataset or an (N, C, H, W) "
+                        f"array, got {type(data).__name__}")
+
+    def _next_batch(self):
+        if self._batches is None:
+            self._batches = iter(self.train_data.batches())
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            raise RuntimeError("Trainer: train_data.batches() ended; it must be an endless iterator") from None
+        return _as_images(batch, "Trainer: train_data batch")
+
+    def _eval_batches(self, data):
+        bs = self.config.batch_size
+        if isinstance(data, Tensor):
+            data = data.numpy()
+        if isinstance(data, np.ndarray):
+            for i in range(0, len(data), bs):
+                yield data[i:i + bs]
+        elif isinstance(getattr(data, "images", None), np.ndarray):
+            for i in range(0, len(data.images), bs):
+                yield data.images[i:i + bs]
+        elif hasattr(data, "__len__") and hasattr(data, "__getitem__") and not hasattr(data, "__iter__"):
+            for i in range(0, len(data), bs):
+                yield np.stack([np.asarray(data[j]) for j in range(i, min(len(data), i + bs))])
+        elif hasattr(data, "__iter__"):
+            yield from data
+        else:
+            raise TypeError(f"Trainer.evaluate: eval data must be an array, a dataset or an iterable of batches, "
+                            f"got {type(data).__name__}")
+
+    # ------------------------------------------------------------------ one step
+    @contextlib.contextmanager
+    def _frozen(self, params):
+        """The parameters do not require grad inside (restored after, even on error)."""
+        frozen = [p for p in params if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
+    def _codebook_size(self, out=None):
+        k = getattr(self.model, "codebook_size", None)
+        if k is None and out is not None and getattr(out, "stats", None) is not None:
+            k = getattr(out.stats, "codebook_size", None)
+        return k
+
+    def train_step(self):
+        """One optimiser step (grad_accum micro-batches, then the discriminator's step). Returns the
+        step's measurements (a dict; psnr / usage only on logging steps)."""
+        c, model, step = self.config, self.model, self.step
+        log_now = c.log_every > 0 and (step + 1) % c.log_every == 0
+        accum = c.grad_accum
+        lr = self.scheduler.get_last_lr()[0]
+        model.zero_grad(set_to_none=True)
+        rec = {"loss": 0.0}
+        terms, psnrs, usage, ppl, ema_usage = {}, [], [], [], []
+        kept = []
+        with self._frozen(self.disc_params):
+            for _ in range(accum):
+                x = self._next_batch()
+                out = model(x, step)
+                loss = getattr(out, "loss", None)
+                if not isinstance(loss, Tensor) or loss.numel() != 1:
+                    raise TypeError(f"Trainer: model(images, step).loss must be a scalar Tensor, got "
+                                    f"{type(loss).__name__}")
+                value = loss.item()
+                if not math.isfinite(value):
+                    # stop before the update: the weights stay those of the last finite step
+                    model.zero_grad(set_to_none=True)
+                    raise FloatingPointError(
+                        f"Trainer: the loss is {value} at step {step} (terms: {getattr(out, 'losses', None)}); "
+                        f"the weights are those after step {step}. Lower lr (now {lr:.3g}) or set grad_clip.")
+                (loss if accum == 1 else loss * (1.0 / accum)).backward()
+                rec["loss"] += value / accum
+                for k, v in (getattr(out, "losses", None) or {}).items():
+                    terms[k] = terms.get(k, 0.0) + float(v) / accum
+                if self.disc_params:
+                    kept.append((x, out.recon.detach()))
+                if log_now:
+                    psnrs.append(batch_psnr(out.recon.detach().numpy(), x.numpy()))
+                    st = getattr(out, "stats", None)
+                    if st is not None and getattr(st, "batch_usage", None) is not None:
+                        usage.append(float(st.batch_usage))
+                        ppl.append(float(st.perplexity))
+                        if getattr(st, "ema_usage", None) is not None:
+                            ema_usage.append(float(st.ema_usage))
+                    elif getattr(out, "codes", None) is not None and self._codebook_size(out):
+                        u, p = _code_stats(out.codes, self._codebook_size(out))
+                        usage.append(u)
+                        ppl.append(p)
+                del out, loss
+        if c.grad_clip:
+            rec["grad_norm"] = clip_grad_norm_(self.gen_params, c.grad_clip).item()
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self._ema_view)
+        rec.update(terms)
+        if self.disc_params:
+            rec.update(self._disc_step(kept, step))
+            self.disc_scheduler.step()
+        self.step += 1
+        rec["lr"] = lr
+        if psnrs:
+            rec["psnr"] = float(np.mean(np.concatenate(psnrs)))
+        if usage:
+            rec["usage"] = float(np.mean(usage))
+            rec["perplexity"] = float(np.mean(ppl))
+        if ema_usage:
+            rec["ema_usage"] = float(np.mean(ema_usage))
+        return rec
+
+    def _disc_start(self):
+        """The model's disc_start (an attribute of the model or of model.config), or None."""
+        for owner in (self.model, getattr(self.model, "config", None)):
+            v = getattr(owner, "disc_start", None) if owner is not None else None
+            if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+                return int(v)
+        return None
+
+    def _disc_step(self, kept, step):
+        accum = len(kept)
+        start = self._disc_start()
+        if start is not None and step < start:
+            return {}  # not active yet: no discriminator forward at all
+        self.model.zero_grad(set_to_none=True)
+        active, logs = False, {}
+        for x, recon in kept:
+            res = self.model.discriminator_loss(x, recon, step)
+            d_loss, d_logs = res if isinstance(res, tuple) else (res, {})
+            if d_loss is None:
+                continue
+            if not isinstance(d_loss, Tensor) or d_loss.numel() != 1:
+                raise TypeError(f"Trainer: discriminator_loss must return a scalar Tensor (or None), got "
+                                f"{type(d_loss).__name__}")
+            value = d_loss.item()
+            if not d_loss.requires_grad and value == 0.0:
+                continue  # the discriminator is not active yet (adopt_weight before disc_start)
+            active = True
+            if d_loss.requires_grad:
+                (d_loss if accum == 1 else d_loss * (1.0 / accum)).backward()
+            logs["d_loss"] = logs.get("d_loss", 0.0) + value / accum
+            for k, v in (d_logs or {}).items():
+                if isinstance(v, (numbers.Real, np.floating)) or (isinstance(v, Tensor) and v.numel() == 1):
+                    name = k if k.startswith(("d_", "disc")) else f"d_{k}"
+                    if name == "d_loss":
+                        continue  # the loss itself is logged from its value above
+                    v = v.item() if isinstance(v, Tensor) else float(v)
+                    logs[name] = logs.get(name, 0.0) + v / accum
+        if active:
+            if self.config.grad_clip:
+                clip_grad_norm_(self.disc_params, self.config.grad_clip)
+            self.disc_optimizer.step()
+            self.disc_steps += 1
+        return logs
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, steps=None):
+        """Trains `steps` more steps (default: until config.steps) and returns the History.
+
+        Every log_every steps a record goes into self.history (and the progress bar's postfix);
+        every eval_every steps evaluate() adds eval_psnr / eval_usage / eval_perplexity; every
+        ckpt_every steps a checkpoint is written into ckpt_dir (the last keep_last are kept)."""
+        c = self.config
+        if steps is None:
+            steps = max(0, c.steps - self.step)
+        elif isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            raise ValueError(f"Trainer.fit: steps must be an int >= 0 or None, got {steps!r}")
+        if steps == 0:
+            return self.history
+        from tqdm import tqdm
+        self.model.train()
+        bar = tqdm(total=steps, disable=not c.progress, desc="train", unit="step", dynamic_ncols=True)
+        try:
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                rec = self.train_step()
+                self.elapsed += time.perf_counter() - t0
+                s = self.step
+                if c.log_every and s % c.log_every == 0:
+                    rec["time"] = self.elapsed
+                    self.history.log({"step": s, **rec})
+                    post = {"loss": f"{rec['loss']:.4g}"}
+                    if "psnr" in rec:
+                        post["psnr"] = f"{rec['psnr']:.2f}"
+                    if "usage" in rec:
+                        post["usage"] = f"{rec['usage']:.0%}"
+                    bar.set_postfix(post, refresh=False)
+                if c.eval_every and s % c.eval_every == 0 and self.eval_data is not None:
+                    t0 = time.perf_counter()
+                    ev = self.evaluate()
+                    self.elapsed += time.perf_counter() - t0
+                    self.history.log({"step": s, **ev, "time": self.elapsed})
+                if c.ckpt_every and s % c.ckpt_every == 0:
+                    self.save_checkpoint(os.path.join(os.fspath(c.ckpt_dir), f"ckpt_{s:08d}.safetensors"))
+                    self._prune()
+                bar.update(1)
+        finally:
+            bar.close()
+        return self.history
+
+    def evaluate(self, data=None):
+        """Mean PSNR, codebook usage and perplexity of the model on `data` (default: eval_data), with
+        the EMA weights when EMA is on. Uses encode/decode when the model has them (the tokenizer's
+        real round trip), else forward(). Runs in eval mode under no_grad and leaves the RNG, the
+        weights and the train/eval mode as they were. Returns {"eval_psnr", "eval_usage", "eval_perplexity"}."""
+        data = self.eval_data if data is None else data
+        if data is None:
+            raise ValueError("Trainer.evaluate: no eval_data given (pass it to Trainer or to evaluate())")
+        model = self.model
+        rng = _C.get_rng_state()
+        was_training = getattr(model, "training", True)
+        psnrs, codes, ksize = [], [], self._codebook_size()
+        model.eval()
+        try:
+            ctx = self.ema.average_parameters(self._ema_view) if self.ema is not None else contextlib.nullcontext()
+            with ctx, no_grad():
+                for batch in self._eval_batches(data):
+                    x = _as_images(batch, "Trainer.evaluate: eval batch")
+                    if hasattr(model, "encode") and hasattr(model, "decode"):
+                        z = np.asarray(model.encode(x))
+                        r = model.decode(z)
+                    else:
+                        out = model(x, self.step)
+                        z, r = getattr(out, "codes", None), out.recon
+                        if ksize is None:
+                            ksize = self._codebook_size(out)
+                    r = r.numpy() if isinstance(r, Tensor) else np.asarray(r)
+                    psnrs.append(batch_psnr(r, x.numpy()))
+                    if z is not None:
+                        codes.append(np.asarray(z).reshape(-1))
+        finally:
+            model.train(was_training)
+            _C.set_rng_state(*rng)
+        if not psnrs:
+            raise ValueError("Trainer.evaluate: the eval data is empty")
+        res = {"eval_psnr": float(np.mean(np.concatenate(psnrs)))}
+        if codes and ksize:
+            res["eval_usage"], res["eval_perplexity"] = _code_stats(np.concatenate(codes), ksize)
+        return res
+
+    def apply_ema(self):
+        """Writes the EMA weights into the model (for saving or using the averaged model after training);
+        the live weights are lost, so call it when training is over. Needs config.ema_decay."""
+        if self.ema is None:
+            raise ValueError("Trainer.apply_ema: EMA is off (set TrainConfig.ema_decay)")
+        self.ema.copy_to(self._ema_view)
+        return self.model
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self):
+        """Everything a resumed run needs (see the module docstring); tensors are references."""
+        return {
+            "format": _FORMAT,
+            "step": self.step,
+            "disc_steps": self.disc_steps,
+            "elapsed": float(self.elapsed),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "disc_optimizer": None if self.disc_optimizer is None else self.disc_optimizer.state_dict(),
+            "disc_scheduler": None if self.disc_scheduler is None else self.disc_scheduler.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "data": self.train_data.state_dict(),
+            "rng": list(_C.get_rng_state()),
+            "numpy_rng": list(np.random.get_state(legacy=True)),
+            "history": self.history.state_dict(),
+            "config": self.config.to_dict(),
+        }
+
+    def save_checkpoint(self, path):
+        """Writes state_dict() to `path` with mmu.save (atomic: a temp file moved into place)."""
+        path = os.fspath(path)
+        d = os.path.dirname(path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        _save(self.state_dict(), path)
+        return path
+
+    def load_checkpoint(self, path):
+        """Restores a checkpoint written by save_checkpoint into this trainer (its model, optimizers,
+        schedulers, EMA, data loader, RNG, history and step). The schedule follows this trainer's
+        config (the same config continues the run exactly)."""
+        ckpt = _load(os.fspath(path))
+        if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
+            raise ValueError(f"Trainer.load_checkpoint: {path} is not a trainer checkpoint (no format {_FORMAT!r})")
+        if (ckpt["disc_optimizer"] is None) != (self.disc_optimizer is None):
+            raise ValueError("Trainer.load_checkpoint: the checkpoint and this trainer disagree on whether there is "
+                             "a discriminator")
+        if (ckpt["ema"] is None) != (self.ema is None):
+            raise ValueError(f"Trainer.load_checkpoint: the checkpoint has {'no ' if ckpt['ema'] is None else ''}EMA "
+                             f"weights but config.ema_decay is {self.config.ema_decay}")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self._apply_schedule(self.scheduler, self.config.lr)
+        if self.disc_optimizer is not None:
+            self.disc_optimizer.load_state_dict(ckpt["disc_optimizer"])
+            self.disc_scheduler.load_state_dict(ckpt["disc_scheduler"])
+            c = self.config
+            self._apply_schedule(self.disc_scheduler, c.lr if c.disc_lr is None else c.disc_lr)
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        self.train_data.load_state_dict(ckpt["data"])
+        self._batches = None
+        self.history.load_state_dict(ckpt["history"])
+        self.step = int(ckpt["step"])
+        self.disc_steps = int(ckpt["disc_steps"])
+        self.elapsed = float(ckpt["elapsed"])
+        np_state = ckpt.get("numpy_rng")
+        if np_state is not None:
+            np.random.set_state(tuple(np_state))
+        _C.set_rng_state(*[int(v) for v in ckpt["rng"]])
+        return self
+
+    def _apply_schedule(self, sched, base_lr):
+        # the config's schedule and hyperparameters win over the saved ones (identical when unchanged)
+        c = self.config
+        sched.warmup_steps, sched.total_steps = c.warmup_steps, c.steps
+        sched.min_lr, sched.min_lr_ratio = 0.0, c.min_lr_ratio
+        sched.base_lrs = [base_lr] * len(sched.optimizer.param_groups)
+        lrs = sched.get_lr()
+        for g, lr in zip(sched.optimizer.param_groups, lrs):
+            g["initial_lr"], g["lr"] = base_lr, lr
+            g["betas"], g["weight_decay"] = tuple(c.betas), c.weight_decay
+        sched._last_lr = list(lrs)
+
+    @staticmethod
+    def checkpoints(ckpt_dir):
+        """The checkpoint files of ckpt_dir, oldest step first."""
+        found = []
+        for p in glob.glob(os.path.join(glob.escape(os.fspath(ckpt_dir)), "ckpt_*.safetensors")):
+            m = _CKPT_RE.match(os.path.basename(p))
+            if m:
+                found.append((int(m.group(1)), p))
+        return [p for _, p in sorted(found)]
+
+    def _prune(self):
+        files = self.checkpoints(self.config.ckpt_dir)
+        for p in files[:-self.config.keep_last]:
+            try:
+                os.remove(p)
+            except FileNotFoundError:
+                pass
+
+    @classmethod
+    def resume(cls, ckpt_dir, model, train_data, config, eval_data=None):
+        """A Trainer continued from the latest checkpoint in ckpt_dir (or from ckpt_dir itself when it is
+        a checkpoint file); fit() then goes on to config.steps exactly as the interrupted run would have."""
+        path = os.fspath(ckpt_dir)
+        if os.path.isdir(path):
+            files = cls.checkpoints(path)
+            if not files:
+                raise FileNotFoundError(f"Trainer.resume: no checkpoint (ckpt_*.safetensors) in {path}")
+            path = files[-1]
+        elif not os.path.isfile(path):
+            raise FileNotFoundError(f"Trainer.resume: {path} is neither a checkpoint folder nor a checkpoint file")
+        trainer = cls(model, train_data, config, eval_data)
+        trainer.load_checkpoint(path)
+        return trainer
+
+    def __repr__(self):
+        return (f"Trainer(step {self.step}/{self.config.steps}, {type(self.model).__name__}, "
+                f"discriminator={'yes' if self.disc_params else 'no'}, ema={self.config.ema_decay}, "
+                f"grad_accum={self.config.grad_accum})")
+
