@@ -71,3 +71,91 @@ def mmu_train_step(model, opt, batch, step, disc_opt=None, grad_clip=CLIP):
         disc_opt.step()
         d_value = d.item()
     return loss, d_value
+
+
+# ----------------------------------------------------------------------------------- cases
+def _model(kind, fields):
+    import mmu
+    from mmu import tokenizers
+    mmu.manual_seed(0)
+    return getattr(tokenizers, kind)(**fields)
+
+
+def _inputs(kind, fields, batch, encode_batch):
+    def make(rng):
+        model = _model(kind, fields)
+        state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+        R, C = model.config.resolution, model.config.in_channels
+        x = np.tanh(1.5 * rng.standard_normal((batch, C, R, R))).astype(np.float32)
+        xe = np.tanh(1.5 * rng.standard_normal((encode_batch, C, R, R))).astype(np.float32)
+        codes = model.encode(xe)
+        return {"kind": kind, "fields": fields, "state": state, "x": x, "xe": xe, "codes": codes}
+    return make
+
+
+def _mmu_model(d):
+    model = _model(d["kind"], d["fields"])
+    model.load_state_dict(d["state"])
+    return model
+
+
+def _twin_model(d):
+    from torch_twins import tokenizer_twin  # benchmarks/ is on sys.path when run.py collects this file
+    return tokenizer_twin(_mmu_model(d))
+
+
+def _train_mmu(fw, d):
+    model = _mmu_model(d)
+    model.train()
+    opt, dopt = mmu_optimizers(model)
+    x = fw.tensor(d["x"])
+    # a fixed step >= disc_start: every call runs the full generator + discriminator step
+    return lambda: mmu_train_step(model, opt, x, 1, dopt)
+
+
+def _train_torch(fw, d):
+    from torch_twins import make_optimizers, tokenizer_train_step
+    twin = _twin_model(d)
+    twin.train()
+    opt, dopt = make_optimizers(twin, lr=LR, betas=BETAS)
+    x = fw.tensor(d["x"])
+    return lambda: tokenizer_train_step(twin, opt, x, 1, dopt, grad_clip=CLIP)
+
+
+def _encode_mmu(fw, d):
+    model = _mmu_model(d)
+    return lambda: model.encode(d["xe"])
+
+
+def _encode_torch(fw, d):
+    twin = _twin_model(d)
+    x = fw.tensor(d["xe"])
+    return lambda: twin.encode(x).numpy()
+
+
+def _decode_mmu(fw, d):
+    model = _mmu_model(d)
+    return lambda: model.decode(d["codes"])
+
+
+def _decode_torch(fw, d):
+    twin = _twin_model(d)
+    codes = fw.mod.from_numpy(d["codes"])
+    return lambda: twin.decode(codes).numpy()
+
+
+def cases(h):
+    try:
+        gan = has_discriminator()
+    except ImportError:
+        gan = False
+    vqgan = dict(VQGAN_FIELDS, use_discriminator=gan)
+    tag = "" if gan else "_nodisc"  # no PatchGAN in this build: the step is L1 + codebook loss only
+    out = []
+    for name, kind, fields, batch, enc_batch in (("vqvae", "VQVAE", VQVAE_FIELDS, VQVAE_BATCH, 64),
+                                                  ("vqgan" + tag, "VQGAN", vqgan, VQGAN_BATCH, 16)):
+        inputs = _inputs(kind, fields, batch, enc_batch)
+        out += [h.Case(f"tokenizer_{name}_train_step_b{batch}", None, inputs, _train_mmu, _train_torch),
+                h.Case(f"tokenizer_{name}_encode_b{enc_batch}", None, inputs, _encode_mmu, _encode_torch),
+                h.Case(f"tokenizer_{name}_decode_b{enc_batch}", None, inputs, _decode_mmu, _decode_torch)]
+    return out

@@ -540,10 +540,14 @@ class _TwinTokenizer(nn.Module):
             self.train(was)
 
     @torch.no_grad()
-    def decode_latent(self, zq):
+    def decode(self, codes):
+        """codes (B, h, w) int64 -> images (eval, no_grad); VQ quantizers only."""
+        if not isinstance(self.quantize, TwinVectorQuantize):
+            raise TypeError("decode: only VQ twins map codes back to latents")
         was = self.training
         self.eval()
         try:
+            zq = F.embedding(codes, self.quantize.embed[0]).permute(0, 3, 1, 2)
             return self._decode_latent(zq)
         finally:
             self.train(was)
