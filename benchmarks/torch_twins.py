@@ -514,7 +514,10 @@ class TwinNLayerDiscriminator(nn.Module):
 
 # ------------------------------------------------------------------------------------------- tokenizers
 class _TwinTokenizer(nn.Module):
-    discriminator = None
+    def __init__(self):
+        super().__init__()
+        # an instance attribute (a class attribute would shadow the registered submodule)
+        self.discriminator = None
 
     def generator_parameters(self):
         skip = set() if self.discriminator is None else {id(p) for p in self.discriminator.parameters()}
