@@ -1,7 +1,11 @@
 """PyTorch twins of mmu models: the same layers, weights and optimiser, so a benchmark times
 the same work in both frameworks."""
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 class TorchMLPAutoencoder(torch.nn.Module):
@@ -35,11 +39,7 @@ def train_step(model, optimizer, batch):
 # parameter and buffer (strict: a missing or extra key is an error); the same quantizer math (straight-
 # through VQ with commitment/codebook losses, the Laplace-smoothed EMA codebook update, FSQ, LFQ's
 # entropy terms, the Gumbel-softmax with noise passed in) and the same losses. tokenizer_twin(model)
-# builds the twin of an mmu tokenizer from its config; train_step mirrors mmu.train.Trainer's step.
-import math
-
-import numpy as np
-from torch import nn
+# builds the twin of an mmu tokenizer from its config; tokenizer_train_step mirrors mmu.train.Trainer's step.
 
 _FSQ_LEVELS = {8: [8, 6, 5], 10: [8, 5, 5, 5], 12: [7, 5, 5, 5, 5], 14: [8, 8, 8, 6, 5], 16: [8, 8, 8, 5, 5, 5]}
 
@@ -51,6 +51,14 @@ def fsq_levels_for(codebook_size):
 
 
 # ------------------------------------------------------------------------------------------- quantizers
+# VectorQuantize options the twin accepts only at these values (the rest of the options it mirrors)
+_VQ_NEUTRAL = {"heads": lambda v: v == 1, "separate_codebook_per_head": lambda v: not v, "codebook_dim": lambda v: v is None,
+               "use_cosine_sim": lambda v: not v, "rotation_trick": lambda v: not v,
+               "stochastic_sample_codes": lambda v: not v, "freeze_codebook": lambda v: not v,
+               "kmeans_iters": lambda v: True, "sample_codebook_temp": lambda v: True, "channel_last": lambda v: True,
+               "accept_image_fmap": lambda v: v in (True, None)}
+
+
 class TwinVectorQuantize(nn.Module):
     """mmu.quantizers.VectorQuantize for image maps (accept_image_fmap, one head, one codebook, no
     projection, Euclidean): buffers embed (1, K, d) (a Parameter with learnable_codebook), cluster_size,
@@ -65,7 +73,7 @@ class TwinVectorQuantize(nn.Module):
         super().__init__()
         if kmeans_init or threshold_ema_dead_code:
             raise ValueError("TwinVectorQuantize: kmeans_init and dead-code restarts are not mirrored")
-        bad = {k for k, v in unused.items() if v not in (None, False, 1, 1.0, True)} - {"accept_image_fmap"}
+        bad = sorted(k for k, v in unused.items() if k not in _VQ_NEUTRAL or not _VQ_NEUTRAL[k](v))
         if bad:
             raise ValueError(f"TwinVectorQuantize: options not mirrored: {sorted(bad)}")
         self.dim, self.codebook_size = dim, codebook_size
@@ -602,6 +610,8 @@ class TwinDVAE(_TwinTokenizer):
         super().__init__()
         c = self.cfg = cfg
         qkw = dict(c.quantizer_kwargs)
+        if not qkw.get("straight_through", True) or set(qkw) - {"kl_weight", "straight_through", "temperature"}:
+            raise ValueError(f"TwinDVAE: quantizer_kwargs {qkw} not mirrored (straight_through=True, kl_weight only)")
         self.encoder = TwinConvEncoder(c.in_channels, c.hidden_channels, c.res_channels, c.num_res_blocks,
                                        c.downsample, out_channels=None)
         self.quantize = TwinGumbelQuantize(c.hidden_channels, c.codebook_size, c.embed_dim,
