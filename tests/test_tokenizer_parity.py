@@ -79,6 +79,7 @@ def _run_parity(model, gumbel=False, lr=2e-3):
     R, C = cfg.resolution, cfg.in_channels
     batches = [np.tanh(1.5 * rng.standard_normal((BATCH, C, R, R))).astype(np.float32) for _ in range(STEPS)]
     twin = tt.tokenizer_twin(model)
+    assert (twin.discriminator is None) == (model.discriminator is None)
     tc = train.TrainConfig(steps=STEPS, batch_size=BATCH, lr=lr, warmup_steps=2, grad_clip=1.0, log_every=0,
                            progress=False, seed=0)
     trainer = train.Trainer(model, _FixedBatches(batches), tc)
@@ -107,6 +108,7 @@ def _run_parity(model, gumbel=False, lr=2e-3):
     rel = np.abs(mm - tw) / np.maximum(np.abs(tw), 1e-8)
     assert rel.max() < RTOL, f"loss trajectories differ: max rel {rel.max():.3g} at step {rel.argmax()}\n{mm}\n{tw}"
     assert np.ptp(mm) > 0  # it trained
+    assert bool(dmm) == (model.discriminator is not None), "the discriminator never stepped"
     if dmm:
         dmm, dtw = np.array(dmm), np.array(dtw)
         np.testing.assert_allclose(dmm, dtw, rtol=RTOL, atol=1e-6, err_msg="discriminator losses differ")
