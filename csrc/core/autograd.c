@@ -2,12 +2,19 @@
  *
  * Each differentiable op calls mmu_record(), which creates a node holding one
  * edge per input (the input's grad_fn, or the leaf itself) plus whatever the
- * op saves for its backward. mmu_backward() collects the nodes reachable from
- * the root, counts for each node how many consumers will send it a gradient,
+ * op saves for its backward. The engine collects the nodes reachable from
+ * the roots, counts for each node how many consumers will send it a gradient,
  * and processes nodes once all their consumers are done (Kahn's algorithm):
  * every node runs exactly once, after its gradient is complete. Unless
  * retain_graph is set, each node drops its saved tensors and edges as soon
- * as it has run, so the graph's memory is returned during the backward. */
+ * as it has run, so the graph's memory is returned during the backward.
+ *
+ * mmu_backward() sends every gradient to the leaves' .grad. mmu_grad()
+ * (torch.autograd.grad) runs the same engine in capture mode: gradients of
+ * the requested inputs are collected into new tensors, and the graph is
+ * pruned first — a node runs only if it leads to a requested input, and
+ * edges leading nowhere are switched off for the run (needs_grad cleared,
+ * restored afterwards) so backward functions skip those gradients. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +86,7 @@ void mmu_save(mmu_node *n, int slot, mmu_tensor *t) {
     mmu_tensor_incref(t);
     mmu_tensor_decref(n->saved[slot]);
     n->saved[slot] = t;
+    n->saved_output_mask &= ~(1u << slot);
 }
 
 mmu_status mmu_save_output(mmu_node *n, int slot, mmu_tensor *out) {
@@ -87,6 +95,7 @@ mmu_status mmu_save_output(mmu_node *n, int slot, mmu_tensor *out) {
     if (st) return st;
     mmu_tensor_decref(n->saved[slot]);
     n->saved[slot] = view;
+    n->saved_output_mask |= 1u << slot;
     return MMU_OK;
 }
 
@@ -110,6 +119,8 @@ static void node_release(mmu_node *n) {
     MMU_CLEAR(n->grad_acc);
     n->released = 1;
 }
+
+void mmu_node_release(mmu_node *n) { node_release(n); }
 
 void mmu_node_decref(mmu_node *n) {
     /* Iterative: a long chain of nodes (an RNN, 10k ops) must not recurse
@@ -227,12 +238,229 @@ static mmu_status accumulate_leaf(mmu_tensor *leaf, mmu_tensor *g) {
 }
 
 static int g_epoch;
+static int64_t g_nodes_run, g_grads_computed;
+
+int64_t mmu_autograd_nodes_run(void) { return __atomic_load_n(&g_nodes_run, __ATOMIC_RELAXED); }
+int64_t mmu_autograd_grads_computed(void) { return __atomic_load_n(&g_grads_computed, __ATOMIC_RELAXED); }
+
+/* node->want bits */
+enum { WANT_TARGET = 1, WANT_RUN = 2 };
+
+/* What mmu_grad asks of the engine; NULL for mmu_backward. */
+typedef struct {
+    int n_in;
+    mmu_tensor *const *inputs;
+    mmu_tensor **results; /* accumulated gradients, one per input */
+    char *reached;        /* the input is on the graph (a zero gradient if none arrived) */
+} grad_capture;
+
+static int is_target_leaf(const grad_capture *cap, const mmu_tensor *leaf) {
+    for (int k = 0; k < cap->n_in; k++)
+        if (cap->inputs[k] == leaf) return 1;
+    return 0;
+}
+
+/* out += g for every requested input equal to `leaf` (a leaf) or whose grad_fn is `fn` */
+static mmu_status capture_grad(grad_capture *cap, const mmu_tensor *leaf, const mmu_node *fn, mmu_tensor *g) {
+    for (int k = 0; k < cap->n_in; k++) {
+        mmu_tensor *in = cap->inputs[k];
+        if (leaf ? in != leaf : in->grad_fn != fn) continue;
+        cap->reached[k] = 1;
+        mmu_status st = g ? mmu_accumulate(&cap->results[k], g) : MMU_OK;
+        if (st) return st;
+    }
+    return MMU_OK;
+}
+
+typedef struct { mmu_node *n; int i; } dfs_frame;
+
+/* The engine shared by mmu_backward and mmu_grad: roots[r] receives seeds[r]
+ * (references stolen; NULL entries already consumed). `who` prefixes errors. */
+static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, int retain_graph,
+                             grad_capture *cap, const char *who) {
+    mmu_status st = MMU_OK;
+    mmu_node **nodes = NULL, **ready = NULL;
+    dfs_frame *stack = NULL;
+    mmu_edge **cleared = NULL;
+    size_t n_nodes = 0, cap_nodes = 64, n_ready = 0, top = 0, cap_stack = 64, n_cleared = 0, cap_cleared = 0;
+    int epoch = __atomic_add_fetch(&g_epoch, 1, __ATOMIC_RELAXED);
+
+    nodes = malloc(cap_nodes * sizeof *nodes);
+    stack = malloc(cap_stack * sizeof *stack);
+    if (!nodes || !stack) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
+
+    /* 1. collect the reachable nodes in post-order (every node after all the
+     * nodes it feeds from), iteratively: graphs can be 10k nodes deep */
+    for (int r = 0; r < n_roots; r++) {
+        if (roots[r]->epoch == epoch) continue;
+        roots[r]->epoch = epoch;
+        roots[r]->pending = 0;
+        roots[r]->want = 0;
+        roots[r]->target = 0;
+        stack[top++] = (dfs_frame){roots[r], 0};
+        while (top) {
+            dfs_frame *f = &stack[top - 1];
+            if (f->i < f->n->n_inputs) {
+                mmu_node *fn = f->n->inputs[f->i++].fn;
+                if (!fn || fn->epoch == epoch) continue;
+                fn->epoch = epoch;
+                fn->pending = 0;
+                fn->want = 0;
+                fn->target = 0;
+                if (top == cap_stack) {
+                    dfs_frame *bigger = realloc(stack, 2 * cap_stack * sizeof *stack);
+                    if (!bigger) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
+                    stack = bigger;
+                    cap_stack *= 2;
+                }
+                stack[top++] = (dfs_frame){fn, 0};
+                continue;
+            }
+            if (n_nodes == cap_nodes) {
+                mmu_node **bigger = realloc(nodes, 2 * cap_nodes * sizeof *nodes);
+                if (!bigger) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
+                nodes = bigger;
+                cap_nodes *= 2;
+            }
+            nodes[n_nodes++] = f->n;
+            mmu_node_incref(f->n);
+            top--;
+        }
+    }
+
+    /* 2. which nodes run: all of them for backward; for grad, those with an
+     * edge to a requested leaf or to a node that is wanted (post-order makes
+     * every producer decided before its consumers) */
+    if (!cap) {
+        for (size_t k = 0; k < n_nodes; k++) nodes[k]->want = WANT_RUN;
+    } else {
+        for (int k = 0; k < cap->n_in; k++) {
+            mmu_node *fn = cap->inputs[k]->grad_fn;
+            if (fn && fn->epoch == epoch) fn->want = WANT_TARGET, fn->target = 1;
+        }
+        for (size_t k = 0; k < n_nodes; k++) {
+            mmu_node *n = nodes[k];
+            if (n->released && !n->target) {
+                st = mmu_fail(MMU_ERUNTIME, "%s: trying to backward through the graph a second time "
+                              "(node %s was already freed; pass retain_graph=True)", who, mmu_op_table[n->op].name);
+                goto done;
+            }
+            for (int i = 0; i < n->n_inputs; i++) {
+                mmu_edge *e = &n->inputs[i];
+                if ((e->fn && e->fn->want) || (e->leaf && is_target_leaf(cap, e->leaf))) n->want |= WANT_RUN;
+            }
+        }
+        /* switch off the edges of running nodes that lead nowhere */
+        for (size_t k = 0; k < n_nodes; k++) {
+            mmu_node *n = nodes[k];
+            if (!(n->want & WANT_RUN)) continue;
+            for (int i = 0; i < n->n_inputs; i++) {
+                mmu_edge *e = &n->inputs[i];
+                if (!e->needs_grad || (e->fn && e->fn->want)) continue;
+                if (e->leaf && is_target_leaf(cap, e->leaf)) {
+                    for (int j = 0; j < cap->n_in; j++)
+                        if (cap->inputs[j] == e->leaf) cap->reached[j] = 1;
+                    continue;
+                }
+                if (n_cleared == cap_cleared) {
+                    size_t nc = cap_cleared ? 2 * cap_cleared : 64;
+                    mmu_edge **bigger = realloc(cleared, nc * sizeof *cleared);
+                    if (!bigger) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
+                    cleared = bigger;
+                    cap_cleared = nc;
+                }
+                cleared[n_cleared++] = e;
+                e->needs_grad = 0;
+            }
+        }
+    }
+    for (size_t k = 0; k < n_nodes; k++) {
+        mmu_node *n = nodes[k];
+        if (!(n->want & WANT_RUN)) continue;
+        for (int i = 0; i < n->n_inputs; i++)
+            if (n->inputs[i].fn && n->inputs[i].needs_grad) n->inputs[i].fn->pending++;
+    }
+
+    /* 3. seed the roots, then run each node once all its consumers have sent their gradient */
+    ready = malloc((n_nodes ? n_nodes : 1) * sizeof *ready);
+    if (!ready) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
+    for (int r = 0; r < n_roots; r++) {
+        if (!seeds[r]) continue;
+        st = mmu_accumulate(&roots[r]->grad_acc, seeds[r]);
+        MMU_CLEAR(seeds[r]);
+        if (st) goto done;
+    }
+    for (size_t k = n_nodes; k-- > 0;)
+        if (nodes[k]->want && nodes[k]->pending == 0) ready[n_ready++] = nodes[k];
+    while (n_ready) {
+        mmu_node *n = ready[--n_ready];
+        mmu_tensor *g = n->grad_acc;
+        n->grad_acc = NULL;
+        if (cap && n->target && (st = capture_grad(cap, NULL, n, g))) {
+            mmu_tensor_decref(g);
+            goto done;
+        }
+        if (!(n->want & WANT_RUN)) {
+            mmu_tensor_decref(g);
+            continue;
+        }
+        if (n->released) {
+            mmu_tensor_decref(g);
+            st = mmu_fail(MMU_ERUNTIME, "%s: trying to backward through the graph a second time "
+                          "(node %s was already freed; pass retain_graph=True)", who, mmu_op_table[n->op].name);
+            goto done;
+        }
+        mmu_tensor *gin_buf[8] = {0}, **gin = gin_buf;
+        if (n->n_inputs > 8 && !(gin = calloc(n->n_inputs, sizeof *gin))) {
+            mmu_tensor_decref(g);
+            st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who);
+            goto done;
+        }
+        if (g) {
+            st = mmu_op_table[n->op].backward(n, g, gin);
+            __atomic_add_fetch(&g_nodes_run, 1, __ATOMIC_RELAXED);
+        }
+        mmu_tensor_decref(g);
+        for (int i = 0; i < n->n_inputs; i++) {
+            mmu_edge *e = &n->inputs[i];
+            if (gin[i]) __atomic_add_fetch(&g_grads_computed, 1, __ATOMIC_RELAXED);
+            if (!st && gin[i] && e->needs_grad) {
+                if (gin[i]->ndim != e->ndim || memcmp(gin[i]->shape, e->shape, e->ndim * sizeof(int64_t)))
+                    st = mmu_fail(MMU_ERUNTIME, "backward of %s produced a gradient of shape %s for input %d "
+                                  "of shape %s (internal error)", mmu_op_table[n->op].name,
+                                  mmu_shape_str(gin[i]), i, mmu_dims_str(e->ndim, e->shape));
+                else if (e->fn)
+                    st = mmu_accumulate(&e->fn->grad_acc, gin[i]);
+                else if (e->leaf)
+                    st = cap ? capture_grad(cap, e->leaf, NULL, gin[i]) : accumulate_leaf(e->leaf, gin[i]);
+            }
+            mmu_tensor_decref(gin[i]);
+            if (e->fn && e->needs_grad && --e->fn->pending == 0) ready[n_ready++] = e->fn;
+        }
+        if (gin != gin_buf) free(gin);
+        if (st) goto done;
+        if (!retain_graph) node_release(n);
+    }
+
+done:
+    for (size_t k = 0; k < n_cleared; k++) cleared[k]->needs_grad = 1;
+    for (size_t k = 0; k < n_nodes; k++) {
+        MMU_CLEAR(nodes[k]->grad_acc);
+        nodes[k]->want = 0;
+        nodes[k]->target = 0;
+        mmu_node_decref(nodes[k]);
+    }
+    for (int r = 0; r < n_roots; r++) MMU_CLEAR(seeds[r]);
+    free(cleared);
+    free(stack);
+    free(nodes);
+    free(ready);
+    return st;
+}
 
 mmu_status mmu_backward(mmu_tensor *root, mmu_tensor *grad, int retain_graph) {
     mmu_status st = MMU_OK;
     mmu_tensor *g0 = NULL;
-    mmu_node **nodes = NULL, **ready = NULL;
-    size_t n_nodes = 0, cap = 0, n_ready = 0;
     int prev_mode = mmu_set_grad_enabled(0);
 
     if (!root->requires_grad) {
@@ -265,90 +493,113 @@ mmu_status mmu_backward(mmu_tensor *root, mmu_tensor *grad, int retain_graph) {
                       "its saved tensors were freed (pass retain_graph=True to the first backward)");
         goto done;
     }
-
-    /* 1. collect reachable nodes (each once) and count their consumers */
-    int epoch = __atomic_add_fetch(&g_epoch, 1, __ATOMIC_RELAXED);
-    cap = 64;
-    nodes = malloc(cap * sizeof *nodes);
-    if (!nodes) { st = mmu_fail(MMU_ENOMEM, "backward: out of memory"); goto done; }
-    nodes[n_nodes++] = root->grad_fn;
-    mmu_node_incref(root->grad_fn);
-    root->grad_fn->epoch = epoch;
-    root->grad_fn->pending = 0;
-    for (size_t k = 0; k < n_nodes; k++) {
-        mmu_node *n = nodes[k];
-        for (int i = 0; i < n->n_inputs; i++) {
-            mmu_node *fn = n->inputs[i].fn;
-            if (!fn) continue;
-            if (fn->epoch != epoch) {
-                fn->epoch = epoch;
-                fn->pending = 0;
-                if (n_nodes == cap) {
-                    mmu_node **bigger = realloc(nodes, 2 * cap * sizeof *nodes);
-                    if (!bigger) { st = mmu_fail(MMU_ENOMEM, "backward: out of memory"); goto done; }
-                    nodes = bigger;
-                    cap *= 2;
-                }
-                nodes[n_nodes++] = fn;
-                mmu_node_incref(fn);
-            }
-            fn->pending++;
-        }
-    }
-
-    /* 2. run each node once all its consumers have sent their gradient */
-    ready = malloc(n_nodes * sizeof *ready);
-    if (!ready) { st = mmu_fail(MMU_ENOMEM, "backward: out of memory"); goto done; }
-    MMU_CLEAR(root->grad_fn->grad_acc);
-    root->grad_fn->grad_acc = g0;
+    mmu_node *root_fn = root->grad_fn;
+    st = run_engine(1, &root_fn, &g0, retain_graph, NULL, "backward"); /* takes g0 */
     g0 = NULL;
-    ready[n_ready++] = root->grad_fn;
-    while (n_ready) {
-        mmu_node *n = ready[--n_ready];
-        mmu_tensor *g = n->grad_acc;
-        n->grad_acc = NULL;
-        if (n->released) {
-            mmu_tensor_decref(g);
-            st = mmu_fail(MMU_ERUNTIME, "backward: trying to backward through the graph a second time "
-                          "(node %s was already freed; pass retain_graph=True)", mmu_op_table[n->op].name);
+
+done:
+    mmu_tensor_decref(g0);
+    mmu_set_grad_enabled(prev_mode);
+    return st;
+}
+
+mmu_status mmu_grad(mmu_tensor **results, int n_out, mmu_tensor *const *outputs, mmu_tensor *const *grad_outputs,
+                    int n_in, mmu_tensor *const *inputs, int retain_graph, int allow_unused) {
+    static const char *who = "autograd.grad";
+    mmu_status st = MMU_OK;
+    mmu_node **roots = NULL;
+    mmu_tensor **seeds = NULL;
+    char *reached = NULL;
+    int n_roots = 0;
+    int prev_mode = mmu_set_grad_enabled(0);
+    for (int k = 0; k < n_in; k++) results[k] = NULL;
+
+    if (n_out < 1 || n_in < 1) {
+        st = mmu_fail(MMU_EVALUE, "%s: needs at least one output and one input (got %d outputs, %d inputs)", who,
+                      n_out, n_in);
+        goto done;
+    }
+    for (int k = 0; k < n_in; k++)
+        if (!inputs[k]->requires_grad) {
+            st = mmu_fail(MMU_ERUNTIME, "%s: input %d (shape %s) does not require grad; only tensors with "
+                          "requires_grad=True (or produced from them) can be differentiated", who, k,
+                          mmu_shape_str(inputs[k]));
             goto done;
         }
-        mmu_tensor *gin_buf[8] = {0}, **gin = gin_buf;
-        if (n->n_inputs > 8 && !(gin = calloc(n->n_inputs, sizeof *gin))) {
-            mmu_tensor_decref(g);
-            st = mmu_fail(MMU_ENOMEM, "backward: out of memory");
+    roots = calloc(n_out, sizeof *roots);
+    seeds = calloc(n_out, sizeof *seeds);
+    reached = calloc(n_in, 1);
+    if (!roots || !seeds || !reached) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
+    grad_capture cap = {n_in, inputs, results, reached};
+
+    for (int i = 0; i < n_out; i++) {
+        mmu_tensor *y = outputs[i], *go = grad_outputs ? grad_outputs[i] : NULL, *seed = NULL;
+        if (!y->requires_grad) {
+            st = mmu_fail(MMU_ERUNTIME, "%s: output %d (shape %s) does not require grad and does not have a "
+                          "grad_fn", who, i, mmu_shape_str(y));
             goto done;
         }
-        if (g) st = mmu_op_table[n->op].backward(n, g, gin);
-        mmu_tensor_decref(g);
-        for (int i = 0; i < n->n_inputs; i++) {
-            mmu_edge *e = &n->inputs[i];
-            if (!st && gin[i] && e->needs_grad) {
-                if (gin[i]->ndim != e->ndim || memcmp(gin[i]->shape, e->shape, e->ndim * sizeof(int64_t)))
-                    st = mmu_fail(MMU_ERUNTIME, "backward of %s produced a gradient of shape %s for input %d "
-                                  "of shape %s (internal error)", mmu_op_table[n->op].name,
-                                  mmu_shape_str(gin[i]), i, mmu_dims_str(e->ndim, e->shape));
-                else if (e->fn)
-                    st = mmu_accumulate(&e->fn->grad_acc, gin[i]);
-                else if (e->leaf)
-                    st = accumulate_leaf(e->leaf, gin[i]);
+        if (go) {
+            if (go->dtype != MMU_FLOAT32 || !mmu_same_shape(go, y)) {
+                st = mmu_fail(MMU_EVALUE, "%s: grad_outputs[%d] has shape %s (%s) but output %d has shape %s "
+                              "(float32)", who, i, mmu_shape_str(go), mmu_dtype_name(go->dtype), i, mmu_shape_str(y));
+                goto done;
             }
-            mmu_tensor_decref(gin[i]);
-            if (e->fn && --e->fn->pending == 0) ready[n_ready++] = e->fn;
+            seed = go;
+            mmu_tensor_incref(seed);
+        } else {
+            if (y->numel != 1) {
+                st = mmu_fail(MMU_ERUNTIME, "%s: grad can be implicitly created only for scalar outputs; output %d "
+                              "has shape %s, pass grad_outputs", who, i, mmu_shape_str(y));
+                goto done;
+            }
+            if ((st = mmu_tensor_full(&seed, MMU_FLOAT32, y->ndim, y->shape, 1.0))) goto done;
         }
-        if (gin != gin_buf) free(gin);
-        if (st) goto done;
-        if (!retain_graph) node_release(n);
+        if (!y->grad_fn) { /* a leaf output: its own gradient is the seed */
+            st = capture_grad(&cap, y, NULL, seed);
+            mmu_tensor_decref(seed);
+            if (st) goto done;
+            continue;
+        }
+        if (y->grad_fn->released) {
+            mmu_tensor_decref(seed);
+            st = mmu_fail(MMU_ERUNTIME, "%s: trying to backward through the graph a second time; its saved "
+                          "tensors were freed (pass retain_graph=True to the first backward or grad)", who);
+            goto done;
+        }
+        roots[n_roots] = y->grad_fn;
+        seeds[n_roots++] = seed;
+    }
+    if (n_roots) st = run_engine(n_roots, roots, seeds, retain_graph, &cap, who);
+    if (st) goto done;
+
+    for (int k = 0; k < n_in; k++) {
+        if (!reached[k]) {
+            if (allow_unused) continue;
+            st = mmu_fail(MMU_ERUNTIME, "%s: input %d (shape %s) appears to not have been used in the graph "
+                          "(the outputs do not depend on it); set allow_unused=True if this is the desired "
+                          "behavior", who, k, mmu_shape_str(inputs[k]));
+            goto done;
+        }
+        if (!results[k]) { /* on the graph, but every path multiplies by zero */
+            if ((st = mmu_tensor_zeros(&results[k], MMU_FLOAT32, inputs[k]->ndim, inputs[k]->shape))) goto done;
+        } else if (!mmu_tensor_is_exclusive(results[k])) {
+            /* a pass-through gradient (the seed itself, or one shared with another input): hand out a copy */
+            mmu_tensor *copy = NULL;
+            if ((st = mmu_tensor_clone(&copy, results[k]))) goto done;
+            mmu_tensor_decref(results[k]);
+            results[k] = copy;
+        }
     }
 
 done:
-    for (size_t k = 0; k < n_nodes; k++) {
-        MMU_CLEAR(nodes[k]->grad_acc);
-        mmu_node_decref(nodes[k]);
-    }
-    free(nodes);
-    free(ready);
-    mmu_tensor_decref(g0);
+    if (st)
+        for (int k = 0; k < n_in; k++) MMU_CLEAR(results[k]);
+    if (seeds)
+        for (int i = 0; i < n_out; i++) mmu_tensor_decref(seeds[i]);
+    free(roots);
+    free(seeds);
+    free(reached);
     mmu_set_grad_enabled(prev_mode);
     return st;
 }

@@ -147,11 +147,16 @@ typedef struct mmu_node {
     int64_t *extra;                  /* op-specific array (e.g. cat sizes) */
     int out_ndim;
     int64_t out_shape[MMU_MAX_DIMS];
+    unsigned saved_output_mask;      /* bit s: saved[s] is the op's own output
+                                        (mmu_save_output), so double backward
+                                        can re-attach it to this node */
     /* backward engine bookkeeping */
     mmu_tensor *grad_acc;
     int pending;
     int epoch;
     int released;
+    int want;                        /* mmu_grad: leads to a requested input */
+    int target;                      /* mmu_grad: 1 + index of the first input whose grad_fn this is */
 } mmu_node;
 
 /* Backward: given the gradient of the node's output, set grad_in[i] (a new
@@ -187,6 +192,25 @@ void mmu_set_grad(mmu_tensor *t, mmu_tensor *g);
 
 /* Runs the backward pass from root (gradient `grad`, or 1 for a scalar). */
 mmu_status mmu_backward(mmu_tensor *root, mmu_tensor *grad, int retain_graph);
+
+/* torch.autograd.grad: the gradients of the n_out outputs (seeded with
+ * grad_outputs[i], or 1 for a scalar output when grad_outputs or its entry is
+ * NULL) with respect to the n_in inputs (leaves or non-leaf tensors), as new
+ * tensors in results[0..n_in) — no .grad is touched. Only the nodes on a path
+ * to some input run, and they compute only the gradients that lead there. An
+ * input the outputs do not depend on gets NULL with allow_unused, else the
+ * call fails. A non-leaf input's gradient is the gradient its grad_fn
+ * receives. retain_graph as in mmu_backward. */
+mmu_status mmu_grad(mmu_tensor **results, int n_out, mmu_tensor *const *outputs, mmu_tensor *const *grad_outputs,
+                    int n_in, mmu_tensor *const *inputs, int retain_graph, int allow_unused);
+/* The number of node backward functions run, and of input gradients they
+ * produced, by mmu_backward / mmu_grad in this process (tests check that
+ * pruning skips work). */
+int64_t mmu_autograd_nodes_run(void);
+int64_t mmu_autograd_grads_computed(void);
+/* Drops a node's saved tensors and edges, as a backward without retain_graph
+ * does after running it (the Python double-backward engine uses it). */
+void mmu_node_release(mmu_node *n);
 
 /* Adds g into *acc, in place when *acc is exclusively ours, else by a new
  * tensor. *acc == NULL adopts g. Used by the engine; handy for ops. */

@@ -84,8 +84,11 @@
     X(SIGLIP_LOSS, mmu_siglip_loss_backward)                               \
     /* -- end contrastive -- */                                            \
     /* csrc/ops/batch_norm.c: batch norm (train/eval) */                   \
+    X(BATCH_NORM, mmu_batch_norm_backward)                                 \
     /* -- end batch_norm -- */                                             \
     /* csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance */  \
+    X(MAX_POOL2D, mmu_max_pool2d_backward)                                 \
+    X(LPIPS_DISTANCE, mmu_lpips_distance_backward)                         \
     /* -- end lpips -- */                                                  \
     /* csrc/loss/regression.c (fused reconstruction / GAN losses) */       \
     X(SMOOTH_L1_LOSS, mmu_regression_loss_backward)                        \

@@ -396,6 +396,7 @@ mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_t
         n->ctx.i[1] = C;
         n->ctx.i[2] = S;
         n->ctx.i[3] = G;
+        n->ctx.f[0] = eps; /* for double backward (mmu/_double_backward.py) */
         mmu_save(n, GN_SAVED_X, x);
         if (weight) mmu_save(n, GN_SAVED_W, weight);
         mmu_save(n, GN_SAVED_MEAN, mean);

@@ -226,9 +226,24 @@ mmu_status mmu_siglip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin
 /* ---- end contrastive ---- */
 
 /* ---- csrc/ops/batch_norm.c: batch norm ---- */
+/* x (N, C, *) float32, running_mean/running_var (C) or NULL (updated in place when training: torch's
+ * momentum rule, unbiased running var), weight/bias (C) or NULL -> out (x's shape). training: batch
+ * statistics over N and the spatial dims; else the running ones (then both are required).
+ * momentum is the running-stat factor (momentum=None's cumulative average: the caller passes
+ * 1/num_batches_tracked). Records MMU_OP_BATCH_NORM with inputs (x, weight, bias). */
+mmu_status mmu_batch_norm(mmu_tensor **out, mmu_tensor *x, mmu_tensor *running_mean, mmu_tensor *running_var,
+                          mmu_tensor *weight, mmu_tensor *bias, int training, double momentum, double eps);
 /* ---- end batch_norm ---- */
 
 /* ---- csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance ---- */
+/* torch's max_pool2d: kernel/stride/padding/dilation (h, w); indices (optional, may be NULL) gets
+ * torch's int64 return_indices tensor (flat h*W + w within each plane). */
+mmu_status mmu_max_pool2d(mmu_tensor **out, mmu_tensor **indices, mmu_tensor *x, const int64_t *kernel,
+                          const int64_t *stride, const int64_t *padding, const int64_t *dilation, int ceil_mode);
+mmu_status mmu_max_pool2d_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
+/* One LPIPS layer term: f0, f1 (B, C, H, W), w (C) (NULL: all ones) -> (B, 1, 1, 1). */
+mmu_status mmu_lpips_distance(mmu_tensor **out, mmu_tensor *f0, mmu_tensor *f1, mmu_tensor *w, double eps);
+mmu_status mmu_lpips_distance_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
 /* ---- end lpips ---- */
 
 /* ---- csrc/loss/regression.c: fused reconstruction / GAN losses ---- */
@@ -244,6 +259,8 @@ mmu_status mmu_logit_laplace_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tenso
 /* ---- end recon ---- */
 
 /* ---- csrc/core/autograd.c: gradients of chosen inputs (autograd.grad) ---- */
+/* mmu_grad, mmu_node_release and the pruning counters are core autograd API:
+ * declared in core/mmu.h (autograd section), beside mmu_backward. */
 /* ---- end autograd_grad ---- */
 
 #endif

@@ -1,8 +1,328 @@
-/* mmu._C entry points: autograd.grad (gradients of chosen inputs) and graph introspection (csrc/core/autograd.c). */
+/* mmu._C entry points: autograd.grad (gradients of chosen inputs) and graph
+ * introspection (csrc/core/autograd.c).
+ *
+ * grad(outputs, grad_outputs, inputs, retain_graph, allow_unused) runs the C
+ * engine in capture mode. The Node handle type lets mmu/_double_backward.py
+ * walk a graph (op name, input edges, saved tensors, small parameters) to
+ * build differentiable gradients for create_graph=True. */
 #include "binding.h"
 
 #include "../ops/ops.h"
+#include "../dnnl/mmu_dnnl.h"
+
+/* A sequence of Tensors (NULL entries allowed when allow_none, for Python
+ * None) -> a malloc'd array of new references; -1 with an error set. */
+static int tensor_list(PyObject *seq, int allow_none, mmu_tensor ***out, Py_ssize_t *n, const char *what) {
+    PyObject *fast = PySequence_Fast(seq, "");
+    if (!fast) {
+        PyErr_Format(PyExc_TypeError, "autograd.grad: %s must be a Tensor or a sequence of Tensors, got %s", what,
+                     Py_TYPE(seq)->tp_name);
+        return -1;
+    }
+    *n = PySequence_Fast_GET_SIZE(fast);
+    *out = calloc(*n ? *n : 1, sizeof **out);
+    if (!*out) {
+        Py_DECREF(fast);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(fast, i);
+        if (o == Py_None && allow_none) continue;
+        if (!PyTensor_Check(o)) {
+            PyErr_Format(PyExc_TypeError, "autograd.grad: %s[%zd] must be a Tensor%s, got %s", what, i,
+                         allow_none ? " or None" : "", Py_TYPE(o)->tp_name);
+            for (Py_ssize_t j = 0; j < i; j++) mmu_tensor_decref((*out)[j]);
+            free(*out);
+            Py_DECREF(fast);
+            return -1;
+        }
+        (*out)[i] = ((PyTensor *)o)->t;
+        mmu_tensor_incref((*out)[i]);
+    }
+    Py_DECREF(fast);
+    return 0;
+}
+
+static void free_list(mmu_tensor **ts, Py_ssize_t n) {
+    if (!ts) return;
+    for (Py_ssize_t i = 0; i < n; i++) mmu_tensor_decref(ts[i]);
+    free(ts);
+}
+
+/* grad(outputs, grad_outputs or None, inputs, retain_graph, allow_unused) -> tuple (None for unused) */
+static PyObject *py_grad(PyObject *m, PyObject *args) {
+    PyObject *outs_o, *gouts_o, *ins_o;
+    int retain, allow_unused;
+    if (!PyArg_ParseTuple(args, "OOOpp", &outs_o, &gouts_o, &ins_o, &retain, &allow_unused)) return NULL;
+    mmu_tensor **outs = NULL, **gouts = NULL, **ins = NULL, **res = NULL;
+    Py_ssize_t n_out = 0, n_gout = 0, n_in = 0;
+    PyObject *ret = NULL;
+    if (tensor_list(outs_o, 0, &outs, &n_out, "outputs") < 0) goto done;
+    if (gouts_o != Py_None) {
+        if (tensor_list(gouts_o, 1, &gouts, &n_gout, "grad_outputs") < 0) goto done;
+        if (n_gout != n_out) {
+            PyErr_Format(PyExc_ValueError, "autograd.grad: grad_outputs has %zd entries but there are %zd outputs",
+                         n_gout, n_out);
+            goto done;
+        }
+    }
+    if (tensor_list(ins_o, 0, &ins, &n_in, "inputs") < 0) goto done;
+    if (n_out > INT32_MAX || n_in > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "autograd.grad: too many tensors");
+        goto done;
+    }
+    if (!(res = calloc(n_in ? n_in : 1, sizeof *res))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    mmu_status st;
+    MMU_NOGIL(st, mmu_grad(res, (int)n_out, outs, gouts, (int)n_in, ins, retain, allow_unused));
+    if (st) {
+        mmu_raise(st);
+        goto done;
+    }
+    if (!(ret = PyTuple_New(n_in))) goto done;
+    for (Py_ssize_t k = 0; k < n_in; k++) {
+        PyObject *o;
+        if (res[k]) {
+            o = mmu_wrap(res[k]);
+            res[k] = NULL;
+            if (!o) {
+                Py_CLEAR(ret);
+                goto done;
+            }
+        } else {
+            o = Py_None;
+            Py_INCREF(o);
+        }
+        PyTuple_SET_ITEM(ret, k, o);
+    }
+done:
+    free_list(outs, n_out);
+    free_list(gouts, n_gout);
+    free_list(ins, n_in);
+    free_list(res, n_in);
+    return ret;
+}
+
+/* ------------------------------------------------------------ Node handle */
+typedef struct {
+    PyObject_HEAD
+    mmu_node *n;
+} PyNode;
+
+static PyTypeObject *node_type;
+
+static PyObject *wrap_node(mmu_node *n) {
+    PyNode *self = PyObject_New(PyNode, node_type);
+    if (!self) return NULL;
+    mmu_node_incref(n);
+    self->n = n;
+    return (PyObject *)self;
+}
+
+static void node_dealloc(PyNode *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    mmu_node_decref(self->n);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *dims_tuple(int ndim, const int64_t *shape) {
+    PyObject *t = PyTuple_New(ndim);
+    if (!t) return NULL;
+    for (int d = 0; d < ndim; d++) {
+        PyObject *v = PyLong_FromLongLong(shape[d]);
+        if (!v) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, d, v);
+    }
+    return t;
+}
+
+static PyObject *node_get_op(PyNode *self, void *c) { return PyUnicode_FromString(mmu_op_table[self->n->op].name); }
+static PyObject *node_get_id(PyNode *self, void *c) { return PyLong_FromVoidPtr(self->n); }
+static PyObject *node_get_released(PyNode *self, void *c) { return PyBool_FromLong(self->n->released); }
+static PyObject *node_get_out_shape(PyNode *self, void *c) { return dims_tuple(self->n->out_ndim, self->n->out_shape); }
+
+/* ((Node | leaf Tensor | None, leaf id or 0, shape), ...) per input */
+static PyObject *node_get_inputs(PyNode *self, void *c) {
+    mmu_node *n = self->n;
+    PyObject *t = PyTuple_New(n->n_inputs);
+    if (!t) return NULL;
+    for (int i = 0; i < n->n_inputs; i++) {
+        mmu_edge *e = &n->inputs[i];
+        PyObject *obj;
+        if (e->fn) obj = wrap_node(e->fn);
+        else if (e->leaf) {
+            mmu_tensor_incref(e->leaf);
+            obj = mmu_wrap(e->leaf);
+        } else {
+            obj = Py_None;
+            Py_INCREF(obj);
+        }
+        PyObject *item = obj ? Py_BuildValue("(NNN)", obj, PyLong_FromVoidPtr(e->leaf),
+                                             dims_tuple(e->ndim, e->shape)) : NULL;
+        if (!item) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, item);
+    }
+    return t;
+}
+
+/* The saved tensors; a saved output is handed back attached to this node (a
+ * tensor sharing its storage whose grad_fn is the node: torch's SavedVariable
+ * unpacking), made only now so that the node never holds its own output. */
+static PyObject *node_get_saved(PyNode *self, void *c) {
+    mmu_node *n = self->n;
+    PyObject *t = PyTuple_New(MMU_MAX_SAVED);
+    if (!t) return NULL;
+    for (int s = 0; s < MMU_MAX_SAVED; s++) {
+        mmu_tensor *v = n->saved[s];
+        PyObject *obj;
+        if (!v) {
+            obj = Py_None;
+            Py_INCREF(obj);
+        } else if (n->saved_output_mask & (1u << s)) {
+            mmu_tensor *a = NULL;
+            mmu_status st = mmu_tensor_detach(&a, v);
+            if (st) {
+                Py_DECREF(t);
+                return mmu_raise(st);
+            }
+            mmu_node_incref(n);
+            a->grad_fn = n;
+            a->requires_grad = 1;
+            obj = mmu_wrap(a);
+        } else {
+            mmu_tensor_incref(v);
+            obj = mmu_wrap(v);
+        }
+        if (!obj) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, s, obj);
+    }
+    return t;
+}
+
+static PyObject *node_get_ctx_i(PyNode *self, void *c) {
+    const int64_t *v = self->n->ctx.i;
+    return Py_BuildValue("(LLLLLLLL)", (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3],
+                         (long long)v[4], (long long)v[5], (long long)v[6], (long long)v[7]);
+}
+
+static PyObject *node_get_ctx_f(PyNode *self, void *c) {
+    const double *v = self->n->ctx.f;
+    return Py_BuildValue("(dddd)", v[0], v[1], v[2], v[3]);
+}
+
+static PyObject *geom_dict(const mmu_conv_geom *g) {
+    return Py_BuildValue("{s:i,s:i,s:L,s:L,s:L,s:L,s:N,s:N,s:N,s:N,s:N,s:N,s:N}", "transposed", g->transposed, "sp",
+                         g->sp, "N", (long long)g->N, "IC", (long long)g->IC, "OC", (long long)g->OC, "G",
+                         (long long)g->G, "in", dims_tuple(g->sp, g->in), "k", dims_tuple(g->sp, g->k), "out",
+                         dims_tuple(g->sp, g->out), "stride", dims_tuple(g->sp, g->stride), "dilation",
+                         dims_tuple(g->sp, g->dilation), "pad_l", dims_tuple(g->sp, g->pad_l), "pad_r",
+                         dims_tuple(g->sp, g->pad_r));
+}
+
+/* The op-specific array, decoded for the ops whose layout is known: SLICE
+ * (start, step per dim), CAT (sizes, -1 = skipped empty input), PAD (hi per
+ * dim, 6), CONV / CONV_TRANSPOSE (the geometry as a dict). None otherwise. */
+static PyObject *node_get_extra(PyNode *self, void *c) {
+    mmu_node *n = self->n;
+    if (!n->extra) Py_RETURN_NONE;
+    switch (n->op) {
+    case MMU_OP_SLICE: return dims_tuple(2 * n->inputs[0].ndim, n->extra);
+    case MMU_OP_CAT: return dims_tuple(n->n_inputs, n->extra);
+    case MMU_OP_PAD: return dims_tuple(MMU_MAX_DIMS, n->extra);
+    case MMU_OP_CONV:
+    case MMU_OP_CONV_TRANSPOSE: return geom_dict((const mmu_conv_geom *)n->extra);
+    default: Py_RETURN_NONE;
+    }
+}
+
+static PyObject *node_release(PyNode *self, PyObject *unused) {
+    mmu_node_release(self->n);
+    Py_RETURN_NONE;
+}
+
+static Py_hash_t node_hash(PyNode *self) { return _Py_HashPointer(self->n); }
+
+static PyObject *node_richcompare(PyObject *a, PyObject *b, int op) {
+    if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != node_type || Py_TYPE(b) != node_type) Py_RETURN_NOTIMPLEMENTED;
+    int eq = ((PyNode *)a)->n == ((PyNode *)b)->n;
+    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+}
+
+static PyObject *node_repr(PyNode *self) {
+    return PyUnicode_FromFormat("<mmu autograd Node %s at %p>", mmu_op_table[self->n->op].name, (void *)self->n);
+}
+
+static PyGetSetDef node_getset[] = {
+    {"op", (getter)node_get_op, NULL, "The op's name in the op table (e.g. 'CONV').", NULL},
+    {"id", (getter)node_get_id, NULL, "The node's address (a stable key while the node lives).", NULL},
+    {"released", (getter)node_get_released, NULL, "True once a backward freed its saved tensors.", NULL},
+    {"out_shape", (getter)node_get_out_shape, NULL, "Shape of the op's output.", NULL},
+    {"inputs", (getter)node_get_inputs, NULL, "Per input: (Node | leaf Tensor | None, leaf id, shape).", NULL},
+    {"saved", (getter)node_get_saved, NULL, "The saved tensors (outputs re-attached to this node).", NULL},
+    {"ctx_i", (getter)node_get_ctx_i, NULL, "ctx.i (8 ints).", NULL},
+    {"ctx_f", (getter)node_get_ctx_f, NULL, "ctx.f (4 floats).", NULL},
+    {"extra", (getter)node_get_extra, NULL, "The op-specific array, decoded (or None).", NULL},
+    {NULL},
+};
+
+static PyMethodDef node_methods[] = {
+    {"release", (PyCFunction)node_release, METH_NOARGS, "Free the saved tensors and edges (retain_graph=False)."},
+    {NULL},
+};
+
+static PyType_Slot node_slots[] = {
+    {Py_tp_dealloc, node_dealloc},   {Py_tp_getset, node_getset},         {Py_tp_methods, node_methods},
+    {Py_tp_hash, node_hash},         {Py_tp_richcompare, node_richcompare}, {Py_tp_repr, node_repr},
+    {Py_tp_doc, "A handle on one node of the autograd graph (read-only introspection)."},
+    {0, NULL},
+};
+
+static PyType_Spec node_spec = {"mmu._C.Node", sizeof(PyNode), 0, Py_TPFLAGS_DEFAULT, node_slots};
+
+static int node_type_ready(void) {
+    if (node_type) return 0;
+    node_type = (PyTypeObject *)PyType_FromSpec(&node_spec);
+    return node_type ? 0 : -1;
+}
+
+/* graph_node(tensor) -> (Node or None, tensor id): the tensor's grad_fn and its address (leaf identity) */
+static PyObject *py_graph_node(PyObject *m, PyObject *o) {
+    if (!node_type) {
+        if (node_type_ready() < 0) return NULL;
+        if (PyModule_Check(m) && PyModule_AddObjectRef(m, "Node", (PyObject *)node_type) < 0) return NULL;
+    }
+    if (!PyTensor_Check(o)) return PyErr_Format(PyExc_TypeError, "graph_node: expected a Tensor, got %s",
+                                                Py_TYPE(o)->tp_name);
+    mmu_tensor *t = ((PyTensor *)o)->t;
+    PyObject *node = t->grad_fn ? wrap_node(t->grad_fn) : (Py_INCREF(Py_None), Py_None);
+    if (!node) return NULL;
+    return Py_BuildValue("(NN)", node, PyLong_FromVoidPtr(t));
+}
+
+static PyObject *py_nodes_run(PyObject *m, PyObject *unused) { return PyLong_FromLongLong(mmu_autograd_nodes_run()); }
+static PyObject *py_grads_computed(PyObject *m, PyObject *unused) {
+    return PyLong_FromLongLong(mmu_autograd_grads_computed());
+}
 
 PyMethodDef mmu_autograd_methods[] = {
+    {"grad", py_grad, METH_VARARGS,
+     "grad(outputs, grad_outputs, inputs, retain_graph, allow_unused) -> tuple: gradients of chosen inputs."},
+    {"graph_node", py_graph_node, METH_O, "graph_node(tensor) -> (Node or None, tensor id)."},
+    {"autograd_nodes_run", py_nodes_run, METH_NOARGS, "Backward functions run so far (pruning tests)."},
+    {"autograd_grads_computed", py_grads_computed, METH_NOARGS,
+     "Input gradients the backward functions have produced so far (pruning tests)."},
     {NULL, NULL, 0, NULL},
 };

@@ -8,7 +8,7 @@ import numbers
 from ..tensor import _as_tensor, float32, sigmoid
 
 __all__ = ["softplus", "hinge_d_loss", "vanilla_d_loss", "hinge_g_loss", "vanilla_g_loss",
-           "adopt_weight", "lecam_reg", "LeCamEMA"]
+           "adopt_weight", "lecam_reg", "LeCamEMA", "adaptive_weight", "r1_penalty"]
 
 
 def _logits(x, op, arg):
@@ -115,3 +115,73 @@ class LeCamEMA:
 
     def __repr__(self):
         return f"LeCamEMA(decay={self.decay}, ema_real={self.ema_real:.6g}, ema_fake={self.ema_fake:.6g})"
+
+
+# ---- adaptive weight and R1 penalty (mmu.autograd.grad) ----
+def _graph_tensor(x, op, arg, scalar=False):
+    from ..tensor import Tensor
+
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: {arg} must be an mmu Tensor (part of the autograd graph), got {type(x).__name__}")
+    if x.dtype != float32:
+        raise TypeError(f"{op}: {arg} must be float32, got {x.dtype}")
+    if scalar and x.numel() != 1:
+        raise ValueError(f"{op}: {arg} must be a scalar loss, got shape {tuple(x.shape)}")
+    if not x.requires_grad:
+        raise ValueError(f"{op}: {arg} (shape {tuple(x.shape)}) does not require grad; it must be part of the "
+                         "autograd graph")
+    return x
+
+
+def adaptive_weight(nll_loss, g_loss, last_layer, max_weight=1e4, eps=1e-4):
+    """VQGAN's adaptive discriminator weight (Esser et al. 2021, eq. 7; taming-transformers'
+    VQLPIPSWithDiscriminator.calculate_adaptive_weight):
+
+        λ = ‖∇_last nll_loss‖ / (‖∇_last g_loss‖ + eps), clamped to [0, max_weight], detached
+
+    with ∇_last the gradient w.r.t. `last_layer` (the decoder's last conv weight). nll_loss and
+    g_loss are scalar losses of the same graph; both graphs are kept (retain_graph=True) so the
+    caller can still backward the total loss nll + λ·disc_weight·g_loss. Only the part of the graph
+    leading to last_layer is run (mmu.autograd.grad prunes the rest). Returns a scalar Tensor."""
+    from ..autograd import grad
+    from ..tensor import tensor
+
+    op = "adaptive_weight"
+    nll = _graph_tensor(nll_loss, op, "nll_loss", scalar=True)
+    g = _graph_tensor(g_loss, op, "g_loss", scalar=True)
+    last = _graph_tensor(last_layer, op, "last_layer")
+    max_weight, eps = _real(max_weight, op, "max_weight"), _real(eps, op, "eps")
+    if max_weight < 0 or eps < 0:
+        raise ValueError(f"{op}: max_weight and eps must be >= 0, got {max_weight} and {eps}")
+    (g_nll,) = grad(nll, last, retain_graph=True, allow_unused=True)
+    (g_adv,) = grad(g, last, retain_graph=True, allow_unused=True)
+    if g_nll is None or g_adv is None:
+        which = "nll_loss" if g_nll is None else "g_loss"
+        raise ValueError(f"{op}: {which} does not depend on last_layer (shape {tuple(last.shape)}); pass the "
+                         "decoder's last layer weight")
+    n_nll = math.sqrt(float((g_nll.numpy().astype("float64") ** 2).sum()))
+    n_adv = math.sqrt(float((g_adv.numpy().astype("float64") ** 2).sum()))
+    d = n_nll / (n_adv + eps) if n_adv + eps > 0 else (0.0 if n_nll == 0 else math.inf)
+    return tensor(min(max(d, 0.0), max_weight))
+
+
+def r1_penalty(real_logits, real_images):
+    """R1 gradient penalty (Mescheder et al. 2018, "Which Training Methods for GANs do actually
+    Converge?", eq. 9): mean over the batch of ‖∇_x D(x)‖² summed over C, H, W, for real images x.
+    The caller multiplies by gamma / 2. real_images must have requires_grad=True before the
+    discriminator's forward (so real_logits = D(real_images) depends on them). The gradient is taken
+    with create_graph=True, so the penalty is differentiable w.r.t. the discriminator's parameters
+    (its backward is a double backward). real_logits (B, ...) any shape, real_images (B, ...)."""
+    from ..autograd import grad
+
+    op = "r1_penalty"
+    logits = _graph_tensor(real_logits, op, "real_logits")
+    x = _graph_tensor(real_images, op, "real_images")
+    if x.ndim < 1 or logits.ndim < 1 or logits.shape[0] != x.shape[0]:
+        raise ValueError(f"{op}: real_logits {tuple(logits.shape)} and real_images {tuple(x.shape)} must share "
+                         "the batch dimension")
+    (gx,) = grad(logits.sum(), x, create_graph=True, allow_unused=True)
+    if gx is None:
+        raise ValueError(f"{op}: real_logits do not depend on real_images; call real_images.requires_grad_() "
+                         "before the discriminator's forward")
+    return (gx * gx).reshape(x.shape[0], -1).sum(dim=1).mean()

@@ -660,8 +660,190 @@ class PixelUnshuffle(Module):
 
 
 # ---- batch norm (issue 5: BatchNorm1d/2d, ActNorm) ----
+import numpy as _np  # noqa: E402
+
+__all__ += ["BatchNorm1d", "BatchNorm2d", "ActNorm"]
+
+
+class _BatchNorm(Module):
+    """torch.nn's _BatchNorm: weight ones, bias zeros; buffers running_mean (zeros), running_var
+    (ones), num_batches_tracked (int64 0) when track_running_stats. Training uses the batch
+    statistics and updates the running ones in place (momentum=None: cumulative average,
+    factor 1/num_batches_tracked); eval uses the running ones (the batch's when they are not
+    tracked). One fused C op forward and backward (mmu.functional.batch_norm)."""
+    _expected = ""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, *, bias=True):
+        super().__init__()
+        cls = type(self).__name__
+        self.num_features = _int(num_features, "num_features", cls, 1)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+            raise TypeError(f"{cls}: eps must be a number, got {type(eps).__name__}")
+        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)):
+            raise TypeError(f"{cls}: momentum must be a number or None, got {type(momentum).__name__}")
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        if self.affine:
+            self.weight = _param(self.num_features)
+            if bias:
+                self.bias = _param(self.num_features)
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if self.track_running_stats:
+            self.register_buffer("running_mean", _zeros(self.num_features))
+            self.register_buffer("running_var", _zeros(self.num_features))
+            self.register_buffer("num_batches_tracked", _as_tensor(_np.array(0, _np.int64), cls))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean.numpy()[...] = 0.0
+            self.running_var.numpy()[...] = 1.0
+            self.num_batches_tracked.numpy()[...] = 0
+
+    def reset_parameters(self):
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            if self.bias is not None:
+                init.zeros_(self.bias)
+
+    def _check_input_dim(self, input):
+        raise NotImplementedError
+
+    def forward(self, input):
+        x = _as_tensor(input, type(self).__name__)
+        self._check_input_dim(x)
+        factor = 0.0 if self.momentum is None else float(self.momentum)
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.numpy()[...] += 1
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked.numpy())
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        use_buffers = not self.training or self.track_running_stats
+        return F.batch_norm(x, self.running_mean if use_buffers else None,
+                            self.running_var if use_buffers else None, self.weight, self.bias, bn_training,
+                            factor, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """torch.nn.BatchNorm1d: input (N, C) or (N, C, L), statistics per channel over N (and L)."""
+
+    def _check_input_dim(self, input):
+        if input.ndim not in (2, 3):
+            raise ValueError(f"expected 2D or 3D input (got {input.ndim}D input)")
+
+
+class BatchNorm2d(_BatchNorm):
+    """torch.nn.BatchNorm2d: input (N, C, H, W), statistics per channel over N, H, W."""
+
+    def _check_input_dim(self, input):
+        if input.ndim != 4:
+            raise ValueError(f"expected 4D input (got {input.ndim}D input)")
+
+
+class ActNorm(Module):
+    """Activation normalisation of taming-transformers (taming/modules/discriminator/model.py,
+    after Glow, Kingma & Dhariwal 2018): h = scale·(x + loc) per channel, loc (1, C, 1, 1) zeros and
+    scale (1, C, 1, 1) ones as Parameters, and a data-dependent init on the first forward in training
+    mode: loc = -mean_c, scale = 1/(std_c + 1e-6) over N, H, W (std unbiased, as torch.std), after
+    which the int64 buffer `initialized` is 1 (taming keeps it as uint8; a taming state_dict loads).
+    Input (N, C, H, W) or (N, C). logdet=True also returns H·W·Σ log|scale| per sample (N,).
+    affine must be True (as taming asserts). reverse(y) = y/scale - loc."""
+
+    def __init__(self, num_features, logdet=False, affine=True, allow_reverse_init=False):
+        super().__init__()
+        if not affine:
+            raise ValueError("ActNorm: affine must be True (taming-transformers' ActNorm asserts it)")
+        self.num_features = _int(num_features, "num_features", "ActNorm", 1)
+        self.logdet = bool(logdet)
+        self.allow_reverse_init = bool(allow_reverse_init)
+        self.loc = Parameter(_zeros(1, self.num_features, 1, 1))
+        self.scale = Parameter(_zeros(1, self.num_features, 1, 1))
+        init.ones_(self.scale)
+        self.register_buffer("initialized", _as_tensor(_np.array(0, _np.int64), "ActNorm"))
+
+    def _as4d(self, input, what):
+        x = _as_tensor(input, "ActNorm")
+        if x.ndim not in (2, 4):
+            raise ValueError(f"ActNorm: expected {what} of shape (N, C, H, W) or (N, C), got {tuple(x.shape)}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"ActNorm: expected {self.num_features} channels in {what}, got shape {tuple(x.shape)}")
+        return (x.reshape(x.shape[0], x.shape[1], 1, 1), True) if x.ndim == 2 else (x, False)
+
+    def initialize(self, input):
+        """loc = -mean_c, scale = 1/(std_c + 1e-6) from input (N, C, H, W), per channel, no grad."""
+        a = input.detach().numpy().astype(_np.float64).transpose(1, 0, 2, 3).reshape(self.num_features, -1)
+        mean = a.mean(1)
+        std = a.std(1, ddof=1) if a.shape[1] > 1 else _np.full(self.num_features, _np.nan)
+        self.loc.numpy()[...] = (-mean).astype(_np.float32).reshape(1, -1, 1, 1)
+        self.scale.numpy()[...] = (1.0 / (std.astype(_np.float32) + _np.float32(1e-6))).reshape(1, -1, 1, 1)
+
+    def forward(self, input, reverse=False):
+        if reverse:
+            return self.reverse(input)
+        x, squeeze = self._as4d(input, "input")
+        if self.training and int(self.initialized.numpy()) == 0:
+            self.initialize(x)
+            self.initialized.numpy()[...] = 1
+        h = self.scale * (x + self.loc)
+        if squeeze:
+            h = h.reshape(h.shape[0], h.shape[1])
+        if self.logdet:
+            height, width = x.shape[2], x.shape[3]
+            logdet = (self.scale.abs().log().sum() * float(height * width)).reshape(1) * \
+                _as_tensor(_np.ones(x.shape[0], _np.float32), "ActNorm")
+            return h, logdet
+        return h
+
+    def reverse(self, output):
+        y, squeeze = self._as4d(output, "output")
+        if self.training and int(self.initialized.numpy()) == 0:
+            if not self.allow_reverse_init:
+                raise RuntimeError("ActNorm: initializing ActNorm in reverse direction is disabled by default; "
+                                   "use allow_reverse_init=True to enable it")
+            self.initialize(y)
+            self.initialized.numpy()[...] = 1
+        h = y / self.scale - self.loc
+        if squeeze:
+            h = h.reshape(h.shape[0], h.shape[1])
+        return h
+
+    def extra_repr(self):
+        return f"{self.num_features}" + (", logdet=True" if self.logdet else "")
 # ---- end batch norm ----
 
 
 # ---- pooling (issue 5: MaxPool2d) ----
+class MaxPool2d(Module):
+    """2-D max pooling (torch.nn.MaxPool2d's arguments and repr); see mmu.functional.max_pool2d.
+    stride defaults to kernel_size."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.dilation = padding, dilation
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+
+    def forward(self, input):
+        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode, return_indices=self.return_indices)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 # ---- end pooling ----
