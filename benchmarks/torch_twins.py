@@ -558,7 +558,9 @@ class _TwinTokenizer(nn.Module):
         was = self.training
         self.eval()
         try:
-            zq = F.embedding(codes, self.quantize.embed[0]).permute(0, 3, 1, 2)
+            # .contiguous() as taming's get_codebook_entry: NCHW like the training path (left as a permuted
+            # view, torch would run the whole decoder channels_last)
+            zq = F.embedding(codes, self.quantize.embed[0]).permute(0, 3, 1, 2).contiguous()
             return self._decode_latent(zq)
         finally:
             self.train(was)
