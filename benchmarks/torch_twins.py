@@ -264,7 +264,8 @@ def make_twin_quantizer(kind, dim, codebook_size, beta=0.25, kwargs=None):
         levels = kw.pop("levels", None) or fsq_levels_for(codebook_size)
         return TwinFSQ(levels, dim)
     if kind == "lfq":
-        d = dict(commitment_loss_weight=beta)
+        # mmu.tokenizers' LFQ defaults (entropy weight 1.0, inverse temperature 10), not the quantizer's own
+        d = dict(commitment_loss_weight=beta, entropy_loss_weight=1.0, inv_temperature=10.0)
         d.update(kw)
         return TwinLFQ(dim, codebook_size, **d)
     raise ValueError(f"make_twin_quantizer: quantizer {kind!r} has no twin")
@@ -713,6 +714,14 @@ class TwinVQGAN(_TwinTokenizer):
         return d * self._factor(step)
 
 
+_QUANTIZER_HYPER = {
+    "TwinVectorQuantize": ("decay", "eps", "commitment_weight", "codebook_weight", "learnable_codebook", "ema_update"),
+    "TwinLFQ": ("entropy_loss_weight", "commitment_loss_weight", "diversity_gamma", "inv_temperature",
+                "codebook_scale"),
+    "TwinGumbelQuantize": ("kl_weight",),
+}
+
+
 def tokenizer_twin(model):
     """The torch twin of an mmu tokenizer (VQVAE / DVAE / VQGAN), built from model.config, with the mmu
     model's parameters and buffers copied in."""
@@ -721,6 +730,11 @@ def tokenizer_twin(model):
     if cls is None:
         raise TypeError(f"tokenizer_twin: no twin for {kind}")
     twin = cls(model.config)
+    # the quantizer's scalar hyperparameters are read from the mmu quantizer itself, so a change of a
+    # tokenizer default in mmu cannot silently make the twin compute a different loss
+    for name in _QUANTIZER_HYPER.get(type(twin.quantize).__name__, ()):
+        mine = "scale" if name == "codebook_scale" else name
+        setattr(twin.quantize, mine, getattr(model.quantize, name))
     twin.load_mmu_state(model.state_dict())
     twin.train(model.training)
     return twin
