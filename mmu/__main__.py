@@ -1,19 +1,433 @@
-"""Command line: `mmu demo` (or `python -m mmu demo`), `mmu info`."""
+"""Command line (`mmu ...` or `python -m mmu ...`).
+
+    mmu compare [--tokenizers a,b,...] [--dataset digits|natural|DIR] [--size N] [--steps N]
+                [--batch-size N] [--out DIR] [--seed N] [--lpips-weights FILE] [--fast] [--list]
+    mmu train --config cfg.json --data DIR [--steps N] [--out DIR]     (mmu train --example-config)
+    mmu encode --model DIR IMAGES... --out codes.npy
+    mmu decode --model DIR codes.npy --out DIR
+    mmu demo [...]        mmu info
+
+User errors (a missing folder, a bad config key, codes out of range) end with a one-line message on
+stderr and exit status 1 (2 for bad command-line syntax); MMU_DEBUG=1 shows the traceback instead.
+"""
 import argparse
+import json
+import os
 import sys
+
+TRAIN_CONFIG_HELP = """\
+cfg.json names the tokenizer class of mmu.tokenizers and its config fields, the mmu.train.TrainConfig
+fields, and how to load the images of --data (center crop + resize to `size`, `channels` 1 or 3):
+
+  {
+    "tokenizer": "VQVAE",
+    "config": {"in_channels": 3, "quantizer": "fsq", "quantizer_kwargs": {"levels": [8, 6, 5]}, ...},
+    "train": {"steps": 2000, "batch_size": 32, "lr": 0.0002},
+    "data": {"size": 32, "channels": 3}
+  }
+
+Only "tokenizer" is required; `mmu train --example-config` prints a complete one. The trained model is
+saved with save_pretrained into --out (config.json + model.safetensors, load it back with
+mmu.tokenizers.Tokenizer.from_pretrained(DIR) or use it with `mmu encode` / `mmu decode`), with
+history.csv and loss_curves.png beside it."""
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+DATA_SIDECAR = "mmu_data.json"  # {"size": .., "channels": ..}: how the model's training images were loaded
+
+
+class UserError(Exception):
+    """A mistake in the command's input: printed as one line, exit status 1."""
+
+
+# --------------------------------------------------------------------------- parsers
+def _positive(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _nonneg(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mmu", description="mmu: discrete visual tokenizers on a fast CPU core")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("demo", help="train a small autoencoder on scikit-learn's digits and print its loss falling",
+                   add_help=False)
+    sub.add_parser("info", help="versions, threads and the oneDNN build in use")
+
+    p = sub.add_parser("compare", help="train several tokenizers on the same data and budget, write a report",
+                       description="Trains each tokenizer for the same number of steps on the same images, "
+                                   "evaluates it on held-out images and writes a report folder: report.md, "
+                                   "report.csv, reconstructions.png, loss_curves.png, usage.png, models/.")
+    p.add_argument("--tokenizers", metavar="A,B,...",
+                   help="comma-separated entries (default: the default set; --list shows all)")
+    p.add_argument("--dataset", default="digits", metavar="digits|natural|DIR",
+                   help="scikit-learn digits (default), natural-image crops, or a folder of your images")
+    p.add_argument("--size", type=_positive, help="image side in pixels (default 16 for digits, else 32)")
+    p.add_argument("--steps", type=_positive, help="training steps per tokenizer (default 1500; --fast: 3)")
+    p.add_argument("--batch-size", type=_positive, help="batch size of every tokenizer (default 32; --fast: 8)")
+    p.add_argument("--out", default="mmu-report", metavar="DIR", help="report folder (default mmu-report)")
+    p.add_argument("--seed", type=_nonneg, default=0, help="seeds the data split, the models and the batches")
+    p.add_argument("--lpips-weights", metavar="FILE",
+                   help="LPIPS weights (mmu.losses.lpips.convert_torch_weights): VQGAN gets its perceptual "
+                        "loss and the table an LPIPS column")
+    p.add_argument("--threads", type=_positive, default=1,
+                   help="mmu threads (default 1: these small models run fastest on one thread per process)")
+    p.add_argument("--fast", action="store_true", help="tiny models, a few steps: a smoke test in seconds")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--list", action="store_true", help="list the available tokenizers and exit")
+
+    p = sub.add_parser("train", help="train one tokenizer from a JSON config on a folder of images",
+                       description="Trains the tokenizer cfg.json describes on the images of --data.",
+                       epilog=TRAIN_CONFIG_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="cfg.json", help="the tokenizer + training config (format below)")
+    p.add_argument("--data", metavar="DIR", help="a folder of images")
+    p.add_argument("--steps", type=_positive, help="override the config's train.steps")
+    p.add_argument("--out", default="mmu-model", metavar="DIR", help="where the model is saved (default mmu-model)")
+    p.add_argument("--threads", type=_positive, help="mmu.set_num_threads(N) first")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--example-config", action="store_true", help="print an example cfg.json and exit")
+
+    p = sub.add_parser("encode", help="images -> codes (.npy, int64) with a trained tokenizer")
+    p.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained folder")
+    p.add_argument("images", nargs="+", metavar="IMAGES", help="image files and/or folders of images")
+    p.add_argument("--out", required=True, metavar="codes.npy", help="output .npy file (N, h, w) int64")
+    p.add_argument("--size", type=_positive, help="image side (default: the model's training size)")
+
+    p = sub.add_parser("decode", help="codes (.npy) -> PNG images with a trained tokenizer")
+    p.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained folder")
+    p.add_argument("codes", metavar="codes.npy", help="codes written by `mmu encode` (or any int array)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files")
+    return parser
+
+
+# --------------------------------------------------------------------------- compare
+def cmd_compare(args):
+    from . import compare as C
+
+    if args.list:
+        width = max(len(n) for n in C.REGISTRY)
+        for name, desc, default in C.available():
+            print(f"{name:<{width}}  {'*' if default else ' '} {desc}")
+        print("\n* in the default set")
+        return 0
+    names = None
+    if args.tokenizers:
+        names = [n.strip() for n in args.tokenizers.split(",") if n.strip()]
+        unknown = [n for n in names if n not in C.REGISTRY]
+        if unknown:
+            raise UserError(f"unknown tokenizer(s) {', '.join(unknown)} (available: {', '.join(C.REGISTRY)})")
+    if args.dataset not in ("digits", "natural") and not os.path.isdir(args.dataset):
+        raise UserError(f"--dataset must be digits, natural or an existing folder, got {args.dataset!r}")
+    if args.lpips_weights and not os.path.isfile(args.lpips_weights):
+        raise UserError(f"--lpips-weights: no such file {args.lpips_weights!r}")
+    C.compare(names, dataset=args.dataset, size=args.size, steps=args.steps, batch_size=args.batch_size,
+              seed=args.seed, out_dir=args.out, fast=args.fast, progress=not args.quiet,
+              lpips_weights=args.lpips_weights, threads=args.threads)
+    return 0
+
+
+# --------------------------------------------------------------------------- train
+def example_config():
+    """A complete cfg.json for `mmu train` (a VQ-VAE with FSQ on 32 px RGB images)."""
+    from . import compare as C
+
+    entry = C.REGISTRY["vqvae-fsq"](3, 32, False)
+    return {"tokenizer": entry.tokenizer, "config": entry.config,
+            "train": {"steps": 2000, "batch_size": 32, "lr": 2e-4, "warmup_steps": 100, "log_every": 20,
+                      "ckpt_every": 500, "seed": 0},
+            "data": {"size": 32, "channels": 3}}
+
+
+def _dataclass_keys(cls):
+    import dataclasses
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else None
+
+
+def _check_keys(given, cls, where):
+    known = _dataclass_keys(cls)
+    if known is None:
+        return
+    bad = [k for k in given if k not in known]
+    if bad:
+        raise UserError(f"unknown key(s) {', '.join(map(repr, bad))} in {where} (known: {', '.join(known)})")
+
+
+def load_train_config(path):
+    """Reads and checks cfg.json; returns (tokenizer class, config dict, train dict, data dict)."""
+    from . import tokenizers, train
+
+    if not os.path.isfile(path):
+        raise UserError(f"--config: no such file {path!r}")
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: the top level must be a JSON object")
+    bad = [k for k in cfg if k not in ("tokenizer", "config", "train", "data")]
+    if bad:
+        raise UserError(f"{path}: unknown key(s) {', '.join(map(repr, bad))} (known: tokenizer, config, train, data)")
+    name = cfg.get("tokenizer")
+    if not isinstance(name, str):
+        raise UserError(f"{path}: \"tokenizer\" must name a tokenizer class, e.g. \"VQVAE\"")
+    cls = getattr(tokenizers, name, None)
+    base = getattr(tokenizers, "Tokenizer", None)
+    if not isinstance(cls, type) or (base is not None and not issubclass(cls, base)):
+        known = [n for n in dir(tokenizers) if isinstance(getattr(tokenizers, n), type) and base is not None
+                 and issubclass(getattr(tokenizers, n), base) and getattr(tokenizers, n) is not base]
+        raise UserError(f"{path}: unknown tokenizer {name!r} (known: {', '.join(known)})")
+    sections = {}
+    for key in ("config", "train", "data"):
+        v = cfg.get(key, {})
+        if not isinstance(v, dict):
+            raise UserError(f"{path}: \"{key}\" must be a JSON object, got {type(v).__name__}")
+        sections[key] = dict(v)
+    config_cls = getattr(cls, "config_class", None) or getattr(tokenizers, name + "Config", None)
+    _check_keys(sections["config"], config_cls, f"{path} \"config\" ({name})")
+    _check_keys(sections["train"], train.TrainConfig, f"{path} \"train\" (TrainConfig)")
+    bad = [k for k in sections["data"] if k not in ("size", "channels")]
+    if bad:
+        raise UserError(f"{path}: unknown key(s) {', '.join(map(repr, bad))} in \"data\" (known: size, channels)")
+    return cls, sections["config"], sections["train"], sections["data"]
+
+
+def cmd_train(args):
+    if args.example_config:
+        print(json.dumps(example_config(), indent=2))
+        return 0
+    if not args.config or not args.data:
+        raise UserError("train needs --config cfg.json and --data DIR (or --example-config)")
+    import time
+
+    import numpy as np
+
+    import mmu
+    from . import data, metrics, train
+
+    cls, fields, tfields, dfields = load_train_config(args.config)
+    if not os.path.isdir(args.data):
+        raise UserError(f"--data: no such folder {args.data!r}")
+    size = dfields.get("size", 32)
+    channels = dfields.get("channels", fields.get("in_channels", 3))
+    if isinstance(size, bool) or not isinstance(size, int) or size < 4:
+        raise UserError(f"{args.config}: data.size must be an integer >= 4, got {size!r}")
+    if channels not in (1, 3):
+        raise UserError(f"{args.config}: data.channels must be 1 or 3, got {channels!r}")
+    config_keys = _dataclass_keys(getattr(cls, "config_class", None)
+                                  or getattr(mmu.tokenizers, cls.__name__ + "Config", None)) or []
+    if "in_channels" in config_keys:
+        fields.setdefault("in_channels", channels)
+    if "resolution" in config_keys:
+        fields.setdefault("resolution", size)
+    if args.steps is not None:
+        tfields["steps"] = args.steps
+    if "steps" not in tfields:
+        raise UserError(f"{args.config}: give train.steps (or --steps N)")
+    tfields.setdefault("progress", not args.quiet)
+    if tfields.get("ckpt_every") and not tfields.get("ckpt_dir"):
+        tfields["ckpt_dir"] = os.path.join(args.out, "checkpoints")
+    _threads(args)
+    dataset = data.ImageFolder(args.data, size=size, channels=channels)
+    if len(dataset) == 0:
+        raise UserError(f"--data: no images in {args.data!r}")
+    tfields["batch_size"] = min(int(tfields.get("batch_size", 32)), len(dataset))
+    mmu.manual_seed(int(tfields.get("seed", 0)))
+    try:
+        model = cls(**fields)
+        tcfg = train.TrainConfig(**tfields)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{args.config}: {e}") from None
+    print(f"mmu train: {cls.__name__} ({model.num_parameters():,} parameters) on {len(dataset)} images of "
+          f"{args.data} at {size} px, {tcfg.steps} steps x batch {tcfg.batch_size}")
+    start = time.perf_counter()
+    history = train.Trainer(model, dataset, tcfg).fit()
+    seconds = time.perf_counter() - start
+    model.eval()
+    model.save_pretrained(args.out)
+    with open(os.path.join(args.out, DATA_SIDECAR), "w") as f:
+        json.dump({"dataset": os.path.abspath(args.data), "size": size, "channels": channels}, f)
+    if hasattr(history, "to_csv"):
+        history.to_csv(os.path.join(args.out, "history.csv"))
+    if hasattr(history, "plot"):
+        fig = history.plot()
+        fig.savefig(os.path.join(args.out, "loss_curves.png"), dpi=100)
+    x = np.ascontiguousarray(dataset.images[:256])
+    recon = np.concatenate([model.decode(model.encode(x[i:i + 64])) for i in range(0, len(x), 64)])
+    print(f"trained in {seconds:.1f} s; reconstruction PSNR {metrics.psnr(recon, x):.2f} dB on {len(x)} training "
+          f"images; saved to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- encode / decode
+def _load_model(path):
+    from . import tokenizers
+
+    if not os.path.isdir(path):
+        raise UserError(f"--model: no such folder {path!r}")
+    for f in ("config.json", "model.safetensors"):
+        if not os.path.isfile(os.path.join(path, f)):
+            raise UserError(f"--model: {path!r} has no {f} (is it a save_pretrained folder?)")
+    base = getattr(tokenizers, "Tokenizer", None)
+    if base is None:
+        from .nn import Module as base
+    model = base.from_pretrained(path)
+    model.eval()
+    return model
+
+
+def _model_data(path, model):
+    side = {}
+    p = os.path.join(path, DATA_SIDECAR)
+    if os.path.isfile(p):
+        with open(p) as f:
+            side = json.load(f)
+    cfg = getattr(model, "config", None)
+    channels = side.get("channels") or getattr(cfg, "in_channels", None) or 3
+    size = side.get("size") or getattr(cfg, "resolution", None) or getattr(cfg, "image_size", None)
+    return size, int(channels)
+
+
+def _image_files(items):
+    files = []
+    for item in items:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTS))
+            if not found:
+                raise UserError(f"no images in folder {item!r}")
+            files += found
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            raise UserError(f"no such file or folder {item!r}")
+    return files
+
+
+def load_image(path, size, channels):
+    """(channels, size, size) float32 in [-1, 1]: the center square of the image, resized (Pillow bicubic),
+    as mmu.data.ImageFolder loads the training images (its loader is used when present)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if size is not None:
+        try:
+            from .data.folder import _load_image
+        except ImportError:
+            _load_image = None
+        if _load_image is not None:
+            try:
+                return np.asarray(_load_image(path, size, channels), np.float32)
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot read image {path!r}: {str(e).strip().splitlines()[0]}") from None
+
+    try:
+        im = Image.open(path)
+        im = im.convert("L" if channels == 1 else "RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"cannot read image {path!r}: {e}") from None
+    w, h = im.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    im = im.crop((left, top, left + s, top + s))
+    if size is not None and s != size:
+        im = im.resize((size, size), Image.BICUBIC)
+    a = np.asarray(im, np.float32) / 127.5 - 1.0
+    return a[None] if channels == 1 else a.transpose(2, 0, 1)
+
+
+def cmd_encode(args):
+    import numpy as np
+
+    files = _image_files(args.images)
+    if not args.out.endswith(".npy"):
+        raise UserError(f"--out must be a .npy file, got {args.out!r}")
+    model = _load_model(args.model)
+    size, channels = _model_data(args.model, model)
+    size = args.size or size
+    images = [load_image(f, size, channels) for f in files]
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise UserError(f"the images have different sizes {sorted(shapes)}: pass --size N")
+    x = np.ascontiguousarray(np.stack(images))
+    try:
+        codes = np.concatenate([np.asarray(model.encode(x[i:i + 64])) for i in range(0, len(x), 64)])
+    except ValueError as e:
+        raise UserError(f"cannot encode images of shape {x.shape[1:]}: {e}") from None
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    np.save(args.out, codes.astype(np.int64))
+    with open(os.path.splitext(args.out)[0] + ".files.txt", "w") as f:
+        f.write("\n".join(files) + "\n")
+    print(f"encoded {len(files)} image(s) at {x.shape[-1]} px -> {args.out} {tuple(codes.shape)} int64 "
+          f"(codebook {getattr(model, 'codebook_size', '?')})")
+    return 0
+
+
+def cmd_decode(args):
+    import numpy as np
+    from PIL import Image
+
+    if not os.path.isfile(args.codes):
+        raise UserError(f"no such file {args.codes!r}")
+    try:
+        codes = np.load(args.codes, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise UserError(f"cannot read {args.codes!r} as a .npy array: {e}") from None
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise UserError(f"{args.codes}: codes must be integers, got dtype {codes.dtype}")
+    model = _load_model(args.model)
+    K = getattr(model, "codebook_size", None)
+    if codes.ndim < 2:
+        raise UserError(f"{args.codes}: codes must have a batch axis, got shape {codes.shape}")
+    if codes.size and K is not None and (codes.min() < 0 or codes.max() >= K):
+        raise UserError(f"{args.codes}: codes must lie in [0, {K}), got [{codes.min()}, {codes.max()}]")
+    codes = np.ascontiguousarray(codes, np.int64)
+    try:
+        images = np.concatenate([np.asarray(model.decode(codes[i:i + 64])) for i in range(0, len(codes), 64)])
+    except ValueError as e:
+        raise UserError(f"cannot decode codes of shape {codes.shape}: {e}") from None
+    os.makedirs(args.out, exist_ok=True)
+    for i, im in enumerate(images):
+        a = np.clip((im + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        a = a[0] if a.shape[0] == 1 else a[:3].transpose(1, 2, 0)
+        Image.fromarray(a).save(os.path.join(args.out, f"{i:06d}.png"))
+    print(f"decoded {len(images)} image(s) {tuple(images.shape[1:])} -> {args.out}/000000.png ...")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+def _threads(args):
+    if getattr(args, "threads", None):
+        import mmu
+        mmu.set_num_threads(args.threads)
+
+
+COMMANDS = {"compare": cmd_compare, "train": cmd_train, "encode": cmd_encode, "decode": cmd_decode}
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="mmu", description="mmu: discrete visual tokenizers on a fast CPU core")
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("demo", help="train a small autoencoder on scikit-learn's digits and print its loss falling",
-                   add_help=False)
-    sub.add_parser("info", help="versions, threads and the oneDNN build in use")
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "demo":
+    if argv and argv[0] == "demo":  # the demo parses its own options
         from . import demo
-        return demo.main(rest)
+        return demo.main(argv[1:])
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest:  # let the subcommand's parser complain, so its usage line is the one shown
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        target = sub.choices.get(args.command, parser) if sub is not None and args.command else parser
+        target.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "info":
         import numpy as np
 
@@ -21,6 +435,19 @@ def main(argv=None):
         print(f"mmu {mmu.__version__}  numpy {np.__version__}  oneDNN {mmu._C.dnnl_version()}  "
               f"threads {mmu.get_num_threads()}")
         return 0
+    if args.command in COMMANDS:
+        try:
+            return COMMANDS[args.command](args)
+        except KeyboardInterrupt:
+            print(f"mmu {args.command}: interrupted", file=sys.stderr)
+            return 130
+        except (UserError, OSError, ValueError) as e:
+            # a user's mistake (or a library check on the user's input): one line, no traceback
+            if os.environ.get("MMU_DEBUG"):
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"mmu {args.command}: error: {msg}", file=sys.stderr)
+            return 1
     parser.print_help()
     return 0 if not argv else 2
 

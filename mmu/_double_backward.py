@@ -356,10 +356,6 @@ def _group_norm(c, g):
     eps = c.cf[0]
     x, w = c.saved[0], c.saved[1]
     sx = tuple(c.shapes[0])
-    if eps <= 0:  # a node recorded before group_norm stored eps: recover it from the saved rstd
-        xn = _np(x).astype(np.float64).reshape(N, G, -1)
-        var = xn.var(axis=-1)
-        eps = float(np.median(1.0 / _np(c.saved[3]).astype(np.float64).reshape(N, G) ** 2 - var))
     # the forward again, differentiably: per (n, group) statistics over cpg * S values
     xg = x.reshape(N, G, -1)
     xc = xg - xg.mean(dim=-1, keepdim=True)
@@ -396,15 +392,6 @@ def _avg_pool2d(c, g):
     return [gx.reshape(sx)]
 
 
-def _estimate_eps(x, rstd, red):
-    """eps of a norm node that did not store it: 1/rstd² - biased var, recomputed in float64 (its
-    error, ~1e-7·var, matters only where eps itself is negligible against var)."""
-    xn = _np(x).astype(np.float64)
-    var = xn.var(axis=red)
-    est = np.median(1.0 / _np(rstd).astype(np.float64).reshape(var.shape) ** 2 - var)
-    return float(max(est, 0.0))
-
-
 def _batch_norm(c, g):
     """BATCH_NORM (csrc/ops/batch_norm.c): inputs (x, weight, bias); saved x, weight, mean (C),
     rstd (C), mean_lo; ctx.i = N, C, S, training. Training: the batch statistics recomputed
@@ -417,7 +404,7 @@ def _batch_norm(c, g):
     cshape = (1, C) + (1,) * (len(sx) - 2)
     out = [None, None, None]
     if training:
-        eps = c.cf[0] if c.cf[0] > 0 else _estimate_eps(x, c.saved[3], red)
+        eps = c.cf[0]
         xc = x - x.mean(dim=red, keepdim=True)
         rstd = ((xc * xc).mean(dim=red, keepdim=True) + eps) ** -0.5
         xhat = xc * rstd
@@ -448,7 +435,7 @@ def _layer_norm(c, g):
     rows, cols = c.ci[:2]
     x, w = c.saved[0], c.saved[1]
     sx = tuple(c.shapes[0])
-    eps = c.cf[0] if c.cf[0] > 0 else _estimate_eps(x.reshape(rows, cols), c.saved[3], (1,))
+    eps = c.cf[0]
     x2, g2 = x.reshape(rows, cols), g.reshape(rows, cols)
     xc = x2 - x2.mean(dim=1, keepdim=True)
     rstd = ((xc * xc).mean(dim=1, keepdim=True) + eps) ** -0.5
@@ -508,11 +495,7 @@ def _rms_norm(c, g):
     x, w = c.saved[0], c.saved[1]
     sx = tuple(c.shapes[0])
     x2, g2 = x.reshape(rows, cols), g.reshape(rows, cols)
-    if c.cf[0] > 0:
-        eps = c.cf[0]
-    else:  # not stored by the op: 1/rstd² - mean(x²) (only matters where it is not negligible)
-        ms = (_np(x2).astype(np.float64) ** 2).mean(axis=1)
-        eps = float(max(np.median(1.0 / _np(c.saved[2]).astype(np.float64).reshape(-1) ** 2 - ms), 0.0))
+    eps = c.cf[0]
     rstd = ((x2 * x2).mean(dim=1, keepdim=True) + eps) ** -0.5
     xhat = x2 * rstd
     out = [None, None]

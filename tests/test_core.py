@@ -219,6 +219,13 @@ def test_readme_models_snippet_runs(capsys, tmp_path, monkeypatch):
     assert (tmp_path / "digits_ae" / "model.safetensors").exists()
 
 
+def test_readme_losses_snippet_runs(capsys):
+    exec(compile(_readme_python_block(3), "README.md", "exec"), {})
+    words = capsys.readouterr().out.split()
+    assert words[:2] == ["adaptive", "weight"] and 0.0 <= float(words[2]) <= 1e4
+    assert words[6:8] == ["grad", "(16,"] and float(words[12]) > 0 and float(words[14]) > 0
+
+
 def test_readme_quantizers_snippet_runs(capsys):
     exec(compile(_readme_python_block(2), "README.md", "exec"), {})
     lines = capsys.readouterr().out.splitlines()

@@ -420,12 +420,13 @@ def test_vqgan_loss_without_gan_parts():
 
 
 # ------------------------------------------------------------------------------------------ GAN path
-_HAVE_GAN = all(hasattr(L, n) for n in ("NLayerDiscriminator", "adaptive_weight"))
+_MISSING_GAN = [n for n in ("NLayerDiscriminator", "adaptive_weight") if not hasattr(L, n)]
+_HAVE_GAN = not _MISSING_GAN
 _HAVE_LPIPS = hasattr(L, "LPIPS")
 
 
-@pytest.mark.skipif(not _HAVE_GAN, reason="mmu.losses.NLayerDiscriminator / adaptive_weight not in this build yet "
-                                          "(branches wt-bn, wt-agrad)")
+@pytest.mark.skipif(not _HAVE_GAN, reason=f"mmu.losses.{' / '.join(_MISSING_GAN)} not in this build yet "
+                                          "(branches wt-bn: NLayerDiscriminator, wt-agrad: adaptive_weight)")
 def test_vqgan_discriminator_path(tmp_path):
     m = vqgan("vq", use_discriminator=True, disc_layers=1, disc_ndf=8, disc_start=2)
     assert m.discriminator is not None
@@ -538,3 +539,83 @@ def test_vqgan_gan_plumbing_with_stand_ins(monkeypatch):
     assert np.mean(hist[-5:]) < 0.8 * np.mean(hist[:3])
     with pytest.raises(ValueError, match="disc_layers"):
         vqgan("vq", use_discriminator=True, disc_layers=3)
+
+
+# ------------------------------------------------------------------------------------------ torch parity
+def _torch_mirror(module, torch):
+    """A torch function computing what an mmu encoder/decoder of this package computes, written from the
+    taming / VQ-VAE formulas with the mmu module's weights (a check of the layout, padding, norms)."""
+    TF = torch.nn.functional
+    from mmu.tokenizers import blocks as B
+
+    def w(p):
+        return torch.tensor(p.detach().numpy(), dtype=torch.float64)
+
+    def run(m, x):
+        if isinstance(m, mmu.nn.Conv2d):
+            return TF.conv2d(x, w(m.weight), w(m.bias), m.stride, m.padding)
+        if isinstance(m, mmu.nn.ConvTranspose2d):
+            return TF.conv_transpose2d(x, w(m.weight), w(m.bias), m.stride, m.padding)
+        if isinstance(m, mmu.nn.GroupNorm):
+            return TF.group_norm(x, m.num_groups, w(m.weight), w(m.bias), m.eps)
+        if isinstance(m, mmu.nn.ReLU):
+            return TF.relu(x)
+        if isinstance(m, mmu.nn.Sequential):
+            for c in m:
+                x = run(c, x)
+            return x
+        if isinstance(m, B.ResBlock):
+            return x + run(m.block, x)
+        if isinstance(m, (B.ConvEncoder, B.ConvDecoder)):
+            return run(m.layers, x)
+        if isinstance(m, B.ResnetBlock):
+            h = run(m.conv1, TF.silu(run(m.norm1, x)))
+            h = run(m.conv2, TF.silu(run(m.norm2, h)))
+            return (run(m.nin_shortcut, x) if m.nin_shortcut is not None else x) + h
+        if isinstance(m, B.AttnBlock):
+            b, c, hh, ww = x.shape
+            h = run(m.norm, x)
+            q, k, v = (run(n, h).reshape(b, c, hh * ww) for n in (m.q, m.k, m.v))
+            a = torch.softmax(torch.bmm(q.permute(0, 2, 1), k) * c ** -0.5, dim=2)
+            return x + run(m.proj_out, torch.bmm(v, a.permute(0, 2, 1)).reshape(b, c, hh, ww))
+        if isinstance(m, B.Downsample):
+            return run(m.conv, TF.pad(x, (0, 1, 0, 1)))
+        if isinstance(m, B.Upsample):
+            return run(m.conv, TF.interpolate(x, scale_factor=2.0, mode="nearest"))
+        if isinstance(m, B._Mid):
+            return run(m.block_2, run(m.attn_1, run(m.block_1, x)))
+        if isinstance(m, B.Encoder):
+            h = run(m.conv_in, x)
+            for i, lv in enumerate(m.down):
+                for j in range(m.num_res_blocks):
+                    h = run(lv.block[j], h)
+                    if len(lv.attn):
+                        h = run(lv.attn[j], h)
+                if i != m.num_resolutions - 1:
+                    h = run(lv.downsample, h)
+            return run(m.conv_out, TF.silu(run(m.norm_out, run(m.mid, h))))
+        if isinstance(m, B.Decoder):
+            h = run(m.mid, run(m.conv_in, x))
+            for i in reversed(range(m.num_resolutions)):
+                lv = m.up[i]
+                for j in range(m.num_res_blocks + 1):
+                    h = run(lv.block[j], h)
+                    if len(lv.attn):
+                        h = run(lv.attn[j], h)
+                if i != 0:
+                    h = run(lv.upsample, h)
+            return run(m.conv_out, TF.silu(run(m.norm_out, h)))
+        raise TypeError(type(m).__name__)
+    return lambda x: run(module, torch.tensor(x, dtype=torch.float64)).numpy()
+
+
+@pytest.mark.parametrize("kind", ["vqvae", "vqgan"])
+def test_encoder_decoder_match_torch_formulas(kind):
+    torch = pytest.importorskip("torch")
+    m = vqvae("vq") if kind == "vqvae" else vqgan("vq", ch_mult=[1, 2, 2], num_res_blocks=2, attn_resolutions=[8, 4])
+    x = X[:2]
+    z = m.encoder(mmu.tensor(x))
+    np.testing.assert_allclose(z.numpy(), _torch_mirror(m.encoder, torch)(x), rtol=1e-4, atol=1e-4)
+    zq = mmu.randn(*z.shape) if kind == "vqvae" else mmu.randn(2, m.config.z_channels, *z.shape[2:])
+    np.testing.assert_allclose(m.decoder(zq).numpy(), _torch_mirror(m.decoder, torch)(zq.numpy()),
+                               rtol=1e-4, atol=1e-4)

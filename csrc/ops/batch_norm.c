@@ -369,6 +369,7 @@ record:;
         n->ctx.i[1] = C;
         n->ctx.i[2] = S;
         n->ctx.i[3] = training;
+        n->ctx.f[0] = eps; /* for double backward (mmu/_double_backward.py) */
         mmu_save(n, BN_SAVED_X, x);
         if (weight) mmu_save(n, BN_SAVED_W, weight);
         mmu_save(n, BN_SAVED_MEAN, tmean);

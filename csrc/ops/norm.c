@@ -141,6 +141,7 @@ mmu_status mmu_layer_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const 
     if (n) {
         n->ctx.i[0] = rows;
         n->ctx.i[1] = cols;
+        n->ctx.f[0] = eps; /* for double backward (mmu/_double_backward.py) */
         mmu_save(n, SAVED_X, x);
         if (weight) mmu_save(n, SAVED_W, weight);
         mmu_save(n, SAVED_MEAN, mean);
@@ -556,6 +557,7 @@ mmu_status mmu_rms_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const in
     if (n) {
         n->ctx.i[0] = rows;
         n->ctx.i[1] = cols;
+        n->ctx.f[0] = eps; /* for double backward (mmu/_double_backward.py) */
         mmu_save(n, RMS_SAVED_X, x);
         if (weight) mmu_save(n, RMS_SAVED_W, weight);
         mmu_save(n, RMS_SAVED_RSTD, rstd);

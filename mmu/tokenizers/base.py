@@ -57,7 +57,10 @@ def make_quantizer(kind, dim, codebook_size, beta=0.25, kwargs=None):
     pytorch-vq-vae), k-means init and dead-code restart (threshold_ema_dead_code 1) so usage stays high;
     "rvq": ResidualVQ, 4 EMA levels with the same options (RQ-VAE: EMA 0.99, restart);
     "fsq": FSQ with levels fsq_levels_for(codebook_size) (kwargs "levels" to choose), projections dim <-> len(levels);
-    "lfq": LFQ with codebook_size (a power of 2) codes, entropy weight 0.1, commitment beta."""
+    "lfq": LFQ with codebook_size (a power of 2) codes, commitment beta, entropy weight 1.0 and inverse
+    temperature 10 — not vector-quantize-pytorch's 0.1 and 100: with those, whole bits stay constant on
+    small data (a 256-code VQ-VAE on 16 px digits, 300 steps: 6% of the codes used; with 1.0 and 10: 99%,
+    and a better PSNR, 20.0 vs 18.9 dB)."""
     if kind not in QUANTIZERS:
         raise ValueError(f"quantizer must be one of {list(QUANTIZERS)}, got {kind!r}")
     kw = dict(kwargs or {})
@@ -77,7 +80,8 @@ def make_quantizer(kind, dim, codebook_size, beta=0.25, kwargs=None):
     if kind == "fsq":
         levels = kw.pop("levels", None) or fsq_levels_for(codebook_size)
         return FSQ(levels, dim=dim, **kw)
-    d = dict(commitment_loss_weight=beta, codebook_size=codebook_size)
+    d = dict(commitment_loss_weight=beta, codebook_size=codebook_size, entropy_loss_weight=1.0,
+             inv_temperature=10.0)
     d.update(kw)
     return LFQ(dim=dim, **d)
 

@@ -1,0 +1,541 @@
+"""`mmu compare`: train several tokenizers on the same data for the same budget and compare them.
+
+    import mmu.compare
+    rows = mmu.compare.compare()                       # the default set, digits at 16 px, a few minutes
+    rows = mmu.compare.compare(["vqvae-fsq", "vqvae-lfq"], dataset="natural", steps=500)
+
+Every entry trains with the same data, the same number of steps, the same batch size and the same
+seed, and its encoder downsamples by the same factor, so all tokenizers spend a similar number of tokens
+per image (the codebook sizes are kept near 2^8 too, see `REGISTRY`). Each is then evaluated on the
+held-out split: PSNR and SSIM of decode(encode(x)) (mmu.metrics), codebook usage and perplexity of the
+held-out codes, tokens and bits per image, training wall time, encode and decode images/s.
+
+The report folder (`out_dir`) gets report.md (the table, the configuration and the machine),
+report.csv (the same numbers), reconstructions.png (originals on top, one labelled row per tokenizer),
+loss_curves.png (training-batch PSNR, codebook usage and loss against the step), usage.png (how often
+each code is used on the held-out images, codes sorted by frequency) and every trained model under
+models/<name>/ (save_pretrained; `mmu.tokenizers.Tokenizer.from_pretrained(dir)` loads it back).
+
+Add your own entry with `register(name, factory)`: factory(channels, size, fast) returns an `Entry`.
+"""
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Entry", "REGISTRY", "DEFAULT_NAMES", "register", "available", "compare", "write_report",
+           "DEFAULT_STEPS", "DEFAULT_BATCH_SIZE"]
+
+# The default budget: the six default entries on digits at 16 px in about 2-3 minutes on one core
+# (measured: ~6 ms per VQ-VAE step, ~45 ms per VQGAN step with its discriminator, 1 thread).
+DEFAULT_STEPS = 1500
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_LR = 1e-3
+FAST_STEPS = 3
+FAST_BATCH_SIZE = 8
+N_SHOW = 8          # images per row of reconstructions.png
+EVAL_BATCH = 64     # held-out images per encode/decode call (also the throughput batch)
+FAST_EVAL_IMAGES = 16
+
+
+@dataclass
+class Entry:
+    """One row of the comparison: a tokenizer class of mmu.tokenizers, its config fields and the
+    TrainConfig fields it overrides (steps, batch_size and seed are set by compare for every entry)."""
+    name: str
+    label: str
+    tokenizer: str
+    config: dict
+    train: dict = field(default_factory=dict)
+    description: str = ""
+    per_step: dict = field(default_factory=dict)  # config fields set to round(fraction * steps)
+
+
+# --------------------------------------------------------------------------- registry
+# Shared architecture knobs so the entries differ only in what is being compared: every encoder
+# downsamples by 4 (a 16 px digit becomes 4x4 = 16 tokens, a 32 px crop 8x8 = 64 tokens) into 32
+# latent channels, and every codebook has about 2^8 codes.
+CODEBOOK_SIZE = 256
+
+
+def _conv_fields(channels, size, fast):
+    """VQVAEConfig / DVAEConfig fields (the Sonnet VQ-VAE layout, small)."""
+    if fast:
+        return dict(in_channels=channels, hidden_channels=8, res_channels=4, num_res_blocks=0, downsample=4,
+                    embed_dim=8, codebook_size=CODEBOOK_SIZE, resolution=size)
+    return dict(in_channels=channels, hidden_channels=64, res_channels=32, num_res_blocks=1, downsample=4,
+                embed_dim=32, codebook_size=CODEBOOK_SIZE, resolution=size)
+
+
+def _vqvae(quantizer, quantizer_kwargs=None):
+    def fields(channels, size, fast):
+        f = _conv_fields(channels, size, fast)
+        f.update(quantizer=quantizer, quantizer_kwargs=dict(quantizer_kwargs or {}))
+        return f
+    return fields
+
+
+def _dvae_fields(channels, size, fast):
+    f = _conv_fields(channels, size, fast)
+    f.update(recon="logit_laplace", kl_weight=5e-4, temp_start=1.0, temp_end=1.0 / 16)
+    return f
+
+
+def _has_discriminator():
+    import mmu
+    return all(hasattr(mmu.losses, n) for n in ("NLayerDiscriminator", "adaptive_weight")) and hasattr(mmu.nn, "BatchNorm2d")
+
+
+def _vqgan_fields(channels, size, fast):
+    """VQGANConfig fields: taming's layout at a small width; L1 + PatchGAN (hinge, adaptive weight),
+    no perceptual loss unless compare() is given LPIPS weights."""
+    if fast:
+        f = dict(ch=8, ch_mult=[1, 1, 1], num_res_blocks=1, attn_resolutions=[], z_channels=8, embed_dim=8,
+                 norm_groups=8, disc_ndf=8)
+    else:
+        # ch 16 (16-32-32 channels): taming's blocks cost ~5x a VQ-VAE step at this width already
+        f = dict(ch=16, ch_mult=[1, 2, 2], num_res_blocks=1, attn_resolutions=[max(1, size // 4)], z_channels=32,
+                 embed_dim=32, norm_groups=16, disc_ndf=32)
+    f.update(in_channels=channels, resolution=size, codebook_size=CODEBOOK_SIZE, quantizer="vq",
+             perceptual_weight=0.0, use_discriminator=_has_discriminator(), disc_layers=2 if size >= 16 else 1,
+             disc_weight=0.8, disc_loss="hinge")
+    return f
+
+
+def _make(name, label, tokenizer, fields_fn, train=None, per_step=None, description=""):
+    def factory(channels, size, fast):
+        return Entry(name, label, tokenizer, fields_fn(channels, size, fast), dict(train or {}),
+                     description, dict(per_step or {}))
+    factory.__doc__ = description
+    return factory
+
+
+REGISTRY = {
+    "vqvae-vq": _make("vqvae-vq", "VQ-VAE + VQ", "VQVAE", _vqvae("vq"),
+                      description="VQ-VAE with a learned codebook (codebook + 0.25 commitment loss, "
+                                  "straight-through; van den Oord et al. 2017), 256 codes"),
+    "vqvae-ema": _make("vqvae-ema", "VQ-VAE + EMA-VQ", "VQVAE",
+                       _vqvae("ema_vq", dict(decay=0.9, kmeans_init=True, threshold_ema_dead_code=1.0)),
+                       description="VQ-VAE with an EMA codebook, k-means init and dead-code restart "
+                                   "(vector-quantize-pytorch), 256 codes"),
+    "vqvae-fsq": _make("vqvae-fsq", "VQ-VAE + FSQ", "VQVAE", _vqvae("fsq"),
+                       description="VQ-VAE with finite scalar quantization, levels [8, 6, 5] = 240 codes "
+                                   "(Mentzer et al. 2023)"),
+    "vqvae-lfq": _make("vqvae-lfq", "VQ-VAE + LFQ", "VQVAE", _vqvae("lfq"),
+                       description="VQ-VAE with lookup-free quantization, 8 bits = 256 codes, entropy loss "
+                                   "(Yu et al. 2023, MAGVIT-v2)"),
+    "dvae": _make("dvae", "dVAE", "DVAE", _dvae_fields, per_step={"temp_anneal_steps": 1.0},
+                  description="discrete VAE: Gumbel-softmax over 256 codes, logit-Laplace loss, KL to uniform, "
+                              "temperature 1 -> 1/16 over the budget (Ramesh et al. 2021)"),
+    "vqgan": _make("vqgan", "VQGAN", "VQGAN", _vqgan_fields, per_step={"disc_start": 0.3},
+                   description="VQGAN (taming-transformers layout, small): L1 + PatchGAN hinge loss with the "
+                               "adaptive weight from 30% of the budget on; LPIPS only with --lpips-weights; 256 codes"),
+    "vqvae-rvq": _make("vqvae-rvq", "VQ-VAE + RVQ", "VQVAE",
+                       _vqvae("rvq", dict(num_quantizers=2, decay=0.9, kmeans_init=True, threshold_ema_dead_code=1.0)),
+                       description="VQ-VAE with residual VQ, 2 levels of 256 codes (SoundStream; not in the "
+                                   "default set: it spends 2 tokens per position)"),
+}
+DEFAULT_NAMES = ["vqvae-vq", "vqvae-ema", "vqvae-fsq", "vqvae-lfq", "dvae", "vqgan"]
+
+
+def register(name, factory, default=False):
+    """Adds (or replaces) an entry: factory(channels, size, fast) -> Entry."""
+    if not isinstance(name, str) or not name or "," in name or "/" in name:
+        raise ValueError(f"register: name must be a non-empty string without ',' or '/', got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"register: factory must be callable, got {type(factory).__name__}")
+    REGISTRY[name] = factory
+    if default and name not in DEFAULT_NAMES:
+        DEFAULT_NAMES.append(name)
+
+
+def available():
+    """[(name, description, in the default set)] for every registered entry."""
+    out = []
+    for name, factory in REGISTRY.items():
+        out.append((name, (factory.__doc__ or "").strip(), name in DEFAULT_NAMES))
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_int(value, name, low=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"compare: {name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"compare: {name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info():
+    """A dict describing where the comparison ran (for the report)."""
+    import mmu
+    return {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "mmu_threads": mmu.get_num_threads(),
+            "python": platform.python_version(), "numpy": np.__version__, "mmu": mmu.__version__,
+            "platform": platform.platform()}
+
+
+def _batched(fn, x, bs=EVAL_BATCH):
+    return np.concatenate([np.asarray(fn(x[i:i + bs])) for i in range(0, len(x), bs)])
+
+
+def _num(v):
+    """Python float of anything scalar (None when missing or not a number)."""
+    if v is None:
+        return None
+    try:
+        v = float(v.item() if hasattr(v, "item") else v)
+    except (TypeError, ValueError):
+        return None
+    return v
+
+
+def _to_jsonable(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def _load_lpips(path):
+    import mmu
+    return mmu.losses.LPIPS(pretrained=True, weights=path)
+
+
+def _generator_params(model):
+    """Trainable parameters without the discriminator's (what encode/decode use)."""
+    params = model.generator_parameters() if hasattr(model, "generator_parameters") else model.parameters()
+    return int(sum(int(np.prod(p.shape)) for p in params))
+
+
+def _as_rgb(x):
+    return np.ascontiguousarray(np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x)
+
+
+# --------------------------------------------------------------------------- the run
+def train_entry(entry, train_data, steps, batch_size, seed, progress=True, lpips_weights=None):
+    """Builds entry's tokenizer, trains it with mmu.train.Trainer; returns (model, history, seconds)."""
+    import mmu
+    from mmu import tokenizers, train
+
+    cls = getattr(tokenizers, entry.tokenizer, None)
+    if cls is None:
+        raise ValueError(f"compare: entry {entry.name!r} names tokenizer class {entry.tokenizer!r}, "
+                         "which mmu.tokenizers does not have")
+    fields = dict(entry.config)
+    for key, fraction in entry.per_step.items():
+        fields.setdefault(key, max(1, int(round(float(fraction) * steps))))
+    if lpips_weights is not None and entry.tokenizer == "VQGAN":
+        fields.update(perceptual_weight=1.0, lpips_weights=os.fspath(lpips_weights))
+    mmu.manual_seed(seed)  # every entry starts from the same RNG state: order does not matter
+    model = cls(**fields)
+    # a short budget wants a larger lr than taming's 2e-4 (measured on digits: +5 dB PSNR at 300 steps)
+    tcfg = dict(lr=DEFAULT_LR, warmup_steps=steps // 20, log_every=max(1, steps // 50), progress=progress)
+    tcfg.update(entry.train)
+    tcfg.update(steps=steps, batch_size=batch_size, seed=seed)
+    trainer = train.Trainer(model, train_data, train.TrainConfig(**tcfg))
+    start = time.perf_counter()
+    history = trainer.fit()
+    seconds = time.perf_counter() - start
+    model.eval()
+    return model, history, seconds
+
+
+def evaluate(model, images, throughput_repeat=5, lpips_model=None):
+    """Held-out numbers of a trained tokenizer on images (N, C, H, W) in [-1, 1]:
+    returns (metrics dict, codes, reconstructions). Throughput: the best of `throughput_repeat`
+    mmu.metrics.throughput runs on the first EVAL_BATCH images (or their codes)."""
+    from mmu import metrics
+
+    model.eval()
+    codes = _batched(model.encode, images)
+    recon = _batched(model.decode, codes).astype(np.float32)
+    K = int(model.codebook_size)
+    tokens = int(np.prod(codes.shape[1:]))  # of these images (tokens_per_image is at config.resolution)
+    m = {
+        "codebook_size": K,
+        "tokens_per_image": tokens,
+        "bits_per_image": float(metrics.bits_per_image(tokens, K)),
+        "psnr": float(metrics.psnr(recon, images)),
+        "ssim": float(metrics.ssim(recon, images)),
+        "usage": float(metrics.codebook_usage(codes, K)),
+        "perplexity": float(metrics.perplexity(codes, K)),
+    }
+    if lpips_model is not None:
+        m["lpips"] = float(metrics.lpips_distance(_as_rgb(recon), _as_rgb(images), lpips_model))
+    batch = np.ascontiguousarray(images[:EVAL_BATCH])
+    bcodes = np.ascontiguousarray(codes[:EVAL_BATCH])
+    # best of a few short runs: on a shared machine the best run is the one least disturbed by others
+    m["encode_img_s"] = max(float(metrics.throughput(model.encode, batch, repeat=2))
+                            for _ in range(throughput_repeat))
+    m["decode_img_s"] = max(float(metrics.throughput(model.decode, bcodes, repeat=2))
+                            for _ in range(throughput_repeat))
+    return m, codes, recon
+
+
+def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None, seed=0, out_dir="mmu-report",
+            fast=False, progress=True, lpips_weights=None, threads=1):
+    """Trains each chosen entry of REGISTRY for `steps` steps on `dataset`'s training split, evaluates
+    it on the held-out split and writes the report folder `out_dir` (see the module docstring).
+
+    names: entry names (default DEFAULT_NAMES); dataset: "digits" (scikit-learn, 1 channel), "natural"
+    (crops of scikit-image/scikit-learn sample photos, 3 channels) or an image folder; size: image side
+    (default 16 for digits, 32 otherwise); steps / batch_size: the budget of every entry (default
+    DEFAULT_STEPS / DEFAULT_BATCH_SIZE; fast=True: FAST_STEPS / FAST_BATCH_SIZE, tiny models and 16
+    held-out images: the test mode, seconds); lpips_weights: an LPIPS weights file (see
+    mmu.losses.LPIPS) turns on VQGAN's perceptual loss and adds an LPIPS column; threads: mmu threads
+    while comparing (default 1: these models are small, one op's work is a few microseconds per thread,
+    and on a machine busy with other work 2 threads measured 3-10x slower per step than 1; None keeps
+    mmu.get_num_threads()). Returns one dict per entry (the rows of report.csv).
+    """
+    import mmu
+
+    if threads is not None:
+        threads = _check_int(threads, "threads")
+        prev = mmu.get_num_threads()
+        mmu.set_num_threads(threads)
+        try:
+            return compare(names, dataset, size, steps, batch_size, seed, out_dir, fast, progress, lpips_weights,
+                           threads=None)
+        finally:
+            mmu.set_num_threads(prev)
+    from mmu import data
+
+    names = list(DEFAULT_NAMES) if names is None else ([names] if isinstance(names, str) else list(names))
+    if not names:
+        raise ValueError("compare: names is empty")
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"compare: unknown tokenizer(s) {', '.join(map(repr, unknown))}; available: "
+                         f"{', '.join(REGISTRY)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"compare: names repeat an entry: {names}")
+    if not isinstance(dataset, (str, os.PathLike)):
+        raise TypeError(f"compare: dataset must be 'digits', 'natural' or a folder path, got {type(dataset).__name__}")
+    dataset = os.fspath(dataset)
+    if dataset not in ("digits", "natural") and not os.path.isdir(dataset):
+        raise FileNotFoundError(f"compare: dataset must be 'digits', 'natural' or an existing folder, got {dataset!r}")
+    size = (16 if dataset == "digits" else 32) if size is None else _check_int(size, "size", 4)
+    steps = (FAST_STEPS if fast else DEFAULT_STEPS) if steps is None else _check_int(steps, "steps")
+    batch_size = (FAST_BATCH_SIZE if fast else DEFAULT_BATCH_SIZE) if batch_size is None else \
+        _check_int(batch_size, "batch_size")
+    seed = _check_int(seed, "seed", 0)
+    if lpips_weights is not None and not os.path.isfile(lpips_weights):
+        raise FileNotFoundError(f"compare: lpips_weights file {lpips_weights!r} does not exist")
+    say = print if progress else (lambda *a, **k: None)
+
+    train_data = data.load_dataset(dataset, size, "train", seed=seed)
+    test_data = data.load_dataset(dataset, size, "test", seed=seed)
+    test_images = np.ascontiguousarray(test_data.images[:FAST_EVAL_IMAGES] if fast else test_data.images, np.float32)
+    if len(train_data) < batch_size:
+        raise ValueError(f"compare: the training split of {dataset!r} has {len(train_data)} images, fewer than "
+                         f"batch_size={batch_size}")
+    channels = int(train_data.images.shape[1])
+    lpips_model = _load_lpips(lpips_weights) if lpips_weights is not None else None
+    os.makedirs(out_dir, exist_ok=True)
+    say(f"mmu compare: {len(names)} tokenizer(s) on {dataset} at {size} px ({len(train_data)} train / "
+        f"{len(test_images)} held-out images), {steps} steps x batch {batch_size} each -> {out_dir}")
+
+    rows, extras = [], []
+    total, cpu0 = time.perf_counter(), time.process_time()
+    for i, name in enumerate(names):
+        entry = REGISTRY[name](channels, size, fast)
+        if not isinstance(entry, Entry):
+            raise TypeError(f"compare: the factory of {name!r} must return an Entry, got {type(entry).__name__}")
+        say(f"[{i + 1}/{len(names)}] {entry.label}: training {steps} steps ...", flush=True)
+        model, history, seconds = train_entry(entry, train_data, steps, batch_size, seed, progress, lpips_weights)
+        m, codes, recon = evaluate(model, test_images, 1 if fast else 5, lpips_model)
+        row = {"name": name, "label": entry.label, "tokenizer": entry.tokenizer,
+               "quantizer": str(getattr(getattr(model, "config", None), "quantizer", entry.config.get("quantizer", ""))),
+               "params": _generator_params(model), "steps": steps, "batch_size": batch_size}
+        row.update(m)
+        row["train_time_s"] = float(seconds)
+        rows.append(row)
+        records = list(getattr(history, "records", []) or [])
+        extras.append({"entry": entry, "codes": codes, "recon": recon[:N_SHOW], "records": records})
+        model.save_pretrained(os.path.join(out_dir, "models", name))
+        with open(os.path.join(out_dir, "models", name, "mmu_data.json"), "w") as f:
+            json.dump({"dataset": dataset, "size": size, "channels": channels}, f)
+        say(f"    {seconds:.1f} s: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}, usage {100 * row['usage']:.0f}%, "
+            f"perplexity {row['perplexity']:.1f}", flush=True)
+
+    config = {"dataset": dataset, "size": size, "channels": channels, "steps": steps, "batch_size": batch_size,
+              "seed": seed, "fast": bool(fast), "train_images": len(train_data), "heldout_images": len(test_images),
+              "lpips_weights": os.fspath(lpips_weights) if lpips_weights is not None else None,
+              "entries": {x["entry"].name: {"tokenizer": x["entry"].tokenizer, "config": x["entry"].config,
+                                             "train": x["entry"].train, "per_step": x["entry"].per_step,
+                                             "description": x["entry"].description}
+                          for x in extras}}
+    config["wall_time_s"] = round(time.perf_counter() - total, 1)
+    config["cpu_time_s"] = round(time.process_time() - cpu0, 1)  # all threads; > wall when they overlap
+    write_report(out_dir, rows, extras, test_images[:N_SHOW], config, time.perf_counter() - total)
+    say(f"report: {os.path.join(out_dir, 'report.md')} ({time.perf_counter() - total:.0f} s wall, "
+        f"{config['cpu_time_s']:.0f} s CPU)")
+    return rows
+
+
+# --------------------------------------------------------------------------- the report
+COLUMNS = [  # (key, header, format)
+    ("label", "tokenizer", "{}"),
+    ("quantizer", "quantizer", "{}"),
+    ("codebook_size", "codebook", "{:d}"),
+    ("tokens_per_image", "tokens/img", "{:d}"),
+    ("bits_per_image", "bits/img", "{:.0f}"),
+    ("psnr", "PSNR dB", "{:.2f}"),
+    ("ssim", "SSIM", "{:.3f}"),
+    ("lpips", "LPIPS", "{:.3f}"),
+    ("usage", "usage", "{:.0%}"),
+    ("perplexity", "perplexity", "{:.1f}"),
+    ("params", "params (G)", "{:,d}"),
+    ("train_time_s", "train s", "{:.1f}"),
+    ("encode_img_s", "encode img/s", "{:,.0f}"),
+    ("decode_img_s", "decode img/s", "{:,.0f}"),
+]
+
+
+def markdown_table(rows):
+    """The comparison as a Markdown table (the LPIPS column only when measured)."""
+    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |",
+             "|" + "|".join("---" if k in ("label", "quantizer") else "---:" for k, _, _ in cols) + "|"]
+    for r in rows:
+        cells = []
+        for k, _, fmt in cols:
+            v = r.get(k)
+            cells.append("" if v is None else (fmt.format(v) if not (isinstance(v, float) and math.isnan(v))
+                                               else "nan"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _image_grid(fig_rows, labels, path):
+    """fig_rows: list of (n, C, H, W) arrays in [-1, 1]; one labelled row each."""
+    from matplotlib.figure import Figure
+
+    n = max(len(r) for r in fig_rows)
+    fig = Figure(figsize=(1.1 * n + 1.6, 1.15 * len(fig_rows) + 0.2))
+    axes = fig.subplots(len(fig_rows), n, squeeze=False)
+    for i, (imgs, label) in enumerate(zip(fig_rows, labels)):
+        for j in range(n):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if j < len(imgs):
+                im = np.clip((np.asarray(imgs[j], np.float32) + 1.0) / 2.0, 0.0, 1.0)
+                if im.shape[0] == 1:
+                    ax.imshow(im[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                else:
+                    ax.imshow(im[:3].transpose(1, 2, 0), interpolation="nearest")
+        axes[i][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(left=0.16, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.08)
+    fig.savefig(path, dpi=100)
+
+
+def _loss_curves(extras, path):
+    """Training curves from the History records: batch PSNR (comparable across tokenizers, whose loss
+    terms differ in kind), batch codebook usage, and each tokenizer's own total loss."""
+    from matplotlib.figure import Figure
+
+    panels = [("psnr", "reconstruction PSNR of the training batch (dB)", "linear"),
+              ("usage", "codebook usage of the training batch", "linear"),
+              ("loss", "total generator loss (each its own terms)", "linear")]
+    fig = Figure(figsize=(15, 4))
+    axes = fig.subplots(1, len(panels))
+    for ax, (key, title, scale) in zip(axes, panels):
+        for x in extras:
+            recs = [r for r in x["records"] if "step" in r and _num(r.get(key)) is not None]
+            if recs:
+                ax.plot([r["step"] for r in recs], [_num(r.get(key)) for r in recs], label=x["entry"].label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_yscale(scale)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _usage_plot(rows, extras, path):
+    from matplotlib.figure import Figure
+
+    n = len(extras)
+    cols = min(3, n)
+    nrows = (n + cols - 1) // cols
+    fig = Figure(figsize=(4.2 * cols, 3.0 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for k, (row, x) in enumerate(zip(rows, extras)):
+        ax = axes[k // cols][k % cols]
+        K = int(row["codebook_size"])
+        counts = np.bincount(np.asarray(x["codes"]).reshape(-1).astype(np.int64), minlength=K)
+        freq = np.sort(counts)[::-1] / max(1, counts.sum())
+        ax.bar(np.arange(K), freq, width=1.0, color="C0")
+        ax.set_title(f"{row['label']}: {row['usage']:.0%} used, ppl {row['perplexity']:.0f}/{K}", fontsize=9)
+        ax.set_xlabel("code (sorted by frequency)", fontsize=8)
+        ax.set_ylabel("fraction of held-out tokens", fontsize=8)
+        ax.set_xlim(-0.5, K - 0.5)
+    for k in range(n, nrows * cols):
+        axes[k // cols][k % cols].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def write_report(out_dir, rows, extras, originals, config, seconds=None):
+    """Writes report.md, report.csv, reconstructions.png, loss_curves.png and usage.png into out_dir.
+    extras[i] = {"entry": Entry, "codes": held-out codes, "recon": reconstructions of `originals`,
+    "records": the training History records}."""
+    os.makedirs(out_dir, exist_ok=True)
+    keys = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(os.path.join(out_dir, "report.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(rows)
+    machine = machine_info()
+    md = [f"# mmu compare: {config['dataset']} at {config['size']} px", "",
+          f"{config['steps']} training steps x batch {config['batch_size']} per tokenizer on "
+          f"{config['train_images']} training images (seed {config['seed']}); metrics on "
+          f"{config['heldout_images']} held-out images."
+          + (" **fast mode** (tiny models, a few steps: the numbers mean nothing)." if config.get("fast") else ""),
+          "", markdown_table(rows), "",
+          "PSNR/SSIM: decode(encode(x)) against x on the held-out images (data range 2, SSIM with the 11x11 "
+          "Gaussian window of Wang et al. 2004). usage: fraction of the codebook used on the held-out "
+          "images; perplexity: exp(entropy) of the held-out code histogram (the codebook size is the "
+          "maximum). bits/img = tokens/img x log2(codebook). train s: wall time of Trainer.fit. "
+          "encode/decode img/s: the best of 5 timed runs on batches of " + str(EVAL_BATCH) + " images.", "",
+          "![reconstructions](reconstructions.png)", "", "![loss curves](loss_curves.png)", "",
+          "![code usage](usage.png)", "", "## Tokenizers", ""]
+    for name, e in config["entries"].items():
+        md.append(f"- **{name}** ({e['tokenizer']}): {e['description']}")
+    md += ["", "## Configuration", "", "```json", json.dumps(_to_jsonable(config), indent=2), "```", "",
+           "## Machine", ""]
+    md += [f"- {k}: {v}" for k, v in machine.items()]
+    if seconds is not None:
+        md.append(f"- total wall time: {seconds:.1f} s"
+                  + (f" (process CPU time {config['cpu_time_s']:.1f} s)" if "cpu_time_s" in config else ""))
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    labels = ["original"] + [x["entry"].label for x in extras]
+    _image_grid([np.asarray(originals)] + [x["recon"] for x in extras], labels,
+                os.path.join(out_dir, "reconstructions.png"))
+    _loss_curves(extras, os.path.join(out_dir, "loss_curves.png"))
+    _usage_plot(rows, extras, os.path.join(out_dir, "usage.png"))
