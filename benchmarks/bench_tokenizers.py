@@ -4,6 +4,10 @@ twin (benchmarks/torch_twins.py: the same architecture with mmu's initial weight
 batch and optimiser settings).
 
     python benchmarks/run.py --filter tokenizer --repeat 5
+    python benchmarks/run.py --filter tokenizer --repeat 5 --threads 1   (robust on a shared machine)
+
+On a machine where other processes take the cores, the 2-thread wall times swing by 10x (an OpenMP
+barrier waits for a descheduled thread); the 1-thread table measures the work itself.
 """
 import numpy as np
 
