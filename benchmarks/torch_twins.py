@@ -1,7 +1,11 @@
 """PyTorch twins of mmu models: the same layers, weights and optimiser, so a benchmark times
 the same work in both frameworks."""
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 class TorchMLPAutoencoder(torch.nn.Module):
@@ -27,3 +31,752 @@ def train_step(model, optimizer, batch):
     loss.backward()
     optimizer.step()
     return loss.item()
+
+
+# =============================================================================================== tokenizers
+# Twins of mmu.tokenizers (VQVAE, DVAE, VQGAN): the same modules under the same attribute names, so
+# `twin.load_state_dict(state)` with state = {name: array} from the mmu model's state_dict copies every
+# parameter and buffer (strict: a missing or extra key is an error); the same quantizer math (straight-
+# through VQ with commitment/codebook losses, the Laplace-smoothed EMA codebook update, FSQ, LFQ's
+# entropy terms, the Gumbel-softmax with noise passed in) and the same losses. tokenizer_twin(model)
+# builds the twin of an mmu tokenizer from its config; tokenizer_train_step mirrors mmu.train.Trainer's step.
+
+_FSQ_LEVELS = {8: [8, 6, 5], 10: [8, 5, 5, 5], 12: [7, 5, 5, 5, 5], 14: [8, 8, 8, 6, 5], 16: [8, 8, 8, 5, 5, 5]}
+
+
+def fsq_levels_for(codebook_size):
+    """mmu.tokenizers.fsq_levels_for: the FSQ paper's levels nearest (in log2) to codebook_size."""
+    bits = math.log2(max(int(codebook_size), 2))
+    return list(_FSQ_LEVELS[min(_FSQ_LEVELS, key=lambda b: (abs(b - bits), b))])
+
+
+# ------------------------------------------------------------------------------------------- quantizers
+# VectorQuantize options the twin accepts only at these values (the rest of the options it mirrors)
+_VQ_NEUTRAL = {"heads": lambda v: v == 1, "separate_codebook_per_head": lambda v: not v, "codebook_dim": lambda v: v is None,
+               "use_cosine_sim": lambda v: not v, "rotation_trick": lambda v: not v,
+               "stochastic_sample_codes": lambda v: not v, "freeze_codebook": lambda v: not v,
+               "kmeans_iters": lambda v: True, "sample_codebook_temp": lambda v: True, "channel_last": lambda v: True,
+               "accept_image_fmap": lambda v: v in (True, None)}
+
+
+class TwinVectorQuantize(nn.Module):
+    """mmu.quantizers.VectorQuantize for image maps (accept_image_fmap, one head, one codebook, no
+    projection, Euclidean): buffers embed (1, K, d) (a Parameter with learnable_codebook), cluster_size,
+    embed_avg, initted. Training: loss = commitment_weight * mse(sg(q), x) (+ codebook_weight *
+    mse(q, sg(x)) with a learnable codebook), output x + sg(q - x); the EMA update (ema_update, not
+    learnable) is vector-quantize-pytorch's with Laplace smoothing, before the losses (as mmu).
+    kmeans_init and dead-code restarts are not mirrored (they draw random vectors): turn them off."""
+
+    def __init__(self, dim, codebook_size, learnable_codebook=False, ema_update=True, decay=0.8, eps=1e-5,
+                 commitment_weight=1.0, codebook_weight=1.0, kmeans_init=False, threshold_ema_dead_code=0.0,
+                 **unused):
+        super().__init__()
+        if kmeans_init or threshold_ema_dead_code:
+            raise ValueError("TwinVectorQuantize: kmeans_init and dead-code restarts are not mirrored")
+        bad = sorted(k for k, v in unused.items() if k not in _VQ_NEUTRAL or not _VQ_NEUTRAL[k](v))
+        if bad:
+            raise ValueError(f"TwinVectorQuantize: options not mirrored: {sorted(bad)}")
+        self.dim, self.codebook_size = dim, codebook_size
+        self.learnable_codebook, self.ema_update = learnable_codebook, ema_update
+        self.decay, self.eps = decay, eps
+        self.commitment_weight, self.codebook_weight = commitment_weight, codebook_weight
+        embed = torch.zeros(1, codebook_size, dim)
+        if learnable_codebook:
+            self.embed = nn.Parameter(embed)
+        else:
+            self.register_buffer("embed", embed)
+        self.register_buffer("cluster_size", torch.zeros(1, codebook_size))
+        self.register_buffer("embed_avg", embed.clone())
+        self.register_buffer("initted", torch.ones(1))
+
+    def forward(self, z):
+        B, D, H, W = z.shape
+        x = z.reshape(B, D, H * W).transpose(1, 2).reshape(B * H * W, D)
+        emb = self.embed[0]
+        e = emb.detach()
+        # ||x||^2 is the same for every code: argmin of ||e||^2 - 2 x.e
+        ind = ((e * e).sum(1)[None] - 2.0 * (x.detach() @ e.t())).argmin(1)
+        q = F.embedding(ind, emb if self.learnable_codebook else e)
+        if self.training and self.ema_update and not self.learnable_codebook:
+            with torch.no_grad():
+                K, d = self.codebook_size, self.decay
+                cnt = torch.bincount(ind, minlength=K).to(x.dtype)
+                self.cluster_size[0].mul_(d).add_(cnt, alpha=1 - d)
+                s = torch.zeros_like(e).index_add_(0, ind, x.detach())
+                self.embed_avg[0].mul_(d).add_(s, alpha=1 - d)
+                n = self.cluster_size[0].sum()
+                smoothed = (self.cluster_size[0] + self.eps) / (n + K * self.eps) * n
+                self.embed[0].copy_(self.embed_avg[0] / smoothed[:, None])
+        loss = z.new_zeros(())
+        if self.training:
+            if self.commitment_weight > 0:
+                loss = F.mse_loss(q.detach(), x) * self.commitment_weight
+            if self.learnable_codebook and self.codebook_weight > 0:
+                loss = loss + F.mse_loss(q, x.detach()) * self.codebook_weight
+            q = x + (q - x).detach()
+        out = q.reshape(B, H * W, D).transpose(1, 2).reshape(B, D, H, W)
+        return out, ind.reshape(B, H, W), loss
+
+
+def _tokens(z):  # (B, D, H, W) -> (B, HW, D)
+    B, D, H, W = z.shape
+    return z.permute(0, 2, 3, 1).reshape(B, H * W, D)
+
+
+def _image(t, H, W):  # (B, HW, D) -> (B, D, H, W)
+    return t.reshape(t.shape[0], H, W, t.shape[-1]).permute(0, 3, 1, 2)
+
+
+class TwinFSQ(nn.Module):
+    """mmu.quantizers.FSQ (vector-quantize-pytorch's): bound tanh(z + shift) * half_l - offset,
+    straight-through round, divide by L // 2; Linear project_in / project_out when dim != len(levels)."""
+
+    def __init__(self, levels, dim):
+        super().__init__()
+        self.levels = list(levels)
+        lv = torch.tensor(levels, dtype=torch.float32)
+        self.register_buffer("_half_l", (lv - 1) * 1.001 / 2, persistent=False)
+        self.register_buffer("_offset", torch.where(torch.tensor(levels) % 2 == 0, 0.5, 0.0), persistent=False)
+        self.register_buffer("_shift", torch.atanh(self._offset / self._half_l), persistent=False)
+        self.register_buffer("_half_width", torch.tensor([l // 2 for l in levels], dtype=torch.float32),
+                             persistent=False)
+        basis = np.cumprod([1] + list(levels[:-1])).astype(np.int64)
+        self.register_buffer("_basis", torch.from_numpy(basis), persistent=False)
+        self.has_projections = dim != len(levels)
+        if self.has_projections:
+            self.project_in = nn.Linear(dim, len(levels))
+            self.project_out = nn.Linear(len(levels), dim)
+
+    def forward(self, z):
+        B, D, H, W = z.shape
+        x = _tokens(z)
+        if self.has_projections:
+            x = self.project_in(x)
+        b = torch.tanh(x + self._shift) * self._half_l - self._offset
+        r = b + (torch.round(b) - b).detach()
+        codes = r / self._half_width
+        idx = ((codes.detach() * self._half_width + self._half_width).round().long() * self._basis).sum(-1)
+        out = self.project_out(codes) if self.has_projections else codes
+        return _image(out, H, W), idx.reshape(B, H, W), z.new_zeros(())
+
+
+class TwinLFQ(nn.Module):
+    """mmu.quantizers.LFQ (one codebook): sign quantization to +-scale (straight-through), loss =
+    entropy_loss_weight * (mean per-sample entropy - diversity_gamma * entropy of the batch-mean code
+    distribution) + commitment_loss_weight * mse(x, sg(q)), p(c|x) = softmax_c(2 inv_temperature scale x.c)
+    over all 2^d codes (materialised here: fine for the small codebooks of the tests and benchmarks)."""
+
+    def __init__(self, dim, codebook_size, entropy_loss_weight=0.1, commitment_loss_weight=0.25,
+                 diversity_gamma=1.0, inv_temperature=100.0, codebook_scale=1.0):
+        super().__init__()
+        self.bits = int(codebook_size).bit_length() - 1
+        self.entropy_loss_weight, self.commitment_loss_weight = entropy_loss_weight, commitment_loss_weight
+        self.diversity_gamma, self.inv_temperature, self.scale = diversity_gamma, inv_temperature, codebook_scale
+        mask = 2 ** torch.arange(self.bits - 1, -1, -1)
+        self.register_buffer("_mask", mask, persistent=False)
+        codes = ((torch.arange(codebook_size)[:, None] & mask) != 0).float() * 2 - 1  # (2^d, d)
+        self.register_buffer("_codes", codes, persistent=False)
+        self.has_projections = dim != self.bits
+        if self.has_projections:
+            self.project_in = nn.Linear(dim, self.bits)
+            self.project_out = nn.Linear(self.bits, dim)
+
+    def forward(self, z):
+        B, D, H, W = z.shape
+        x = _tokens(z)
+        if self.has_projections:
+            x = self.project_in(x)
+        xc = x.reshape(-1, self.bits)
+        pos = xc.detach() > 0
+        qc = torch.where(pos, self.scale, -self.scale)
+        idx = (pos.long() * self._mask).sum(-1)
+        quantized = (xc - xc.detach()) + qc
+        loss = z.new_zeros(())
+        if self.training:
+            if self.entropy_loss_weight != 0.0:
+                a = 4.0 * self.inv_temperature * self.scale * xc  # per-bit logits: p(bit) = sigmoid(a)
+                per_sample = -(torch.sigmoid(a) * F.logsigmoid(a) + torch.sigmoid(-a) * F.logsigmoid(-a)).sum(-1).mean()
+                probs = torch.softmax(2.0 * self.inv_temperature * self.scale * xc @ self._codes.t(), -1)
+                avg = probs.mean(0)
+                cb = -(avg * torch.log(avg.clamp_min(1e-38))).sum()
+                loss = loss + (per_sample - self.diversity_gamma * cb) * self.entropy_loss_weight
+            if self.commitment_loss_weight != 0.0:
+                loss = loss + F.mse_loss(xc, qc) * self.commitment_loss_weight
+        out = quantized.reshape(B, H * W, self.bits)
+        if self.has_projections:
+            out = self.project_out(out)
+        return _image(out, H, W), idx.reshape(B, H, W), loss
+
+
+def gumbel_noise(shape, generator=None):
+    """Standard Gumbel noise -log(-log(u)) (u clamped away from 0 as mmu's)."""
+    u = torch.rand(shape, generator=generator).clamp_min(float(np.finfo(np.float32).tiny))
+    return -torch.log(-torch.log(u))
+
+
+class TwinGumbelQuantize(nn.Module):
+    """mmu.quantizers.GumbelQuantize (straight_through=True): logits = proj (1x1 conv) as a matmul over
+    positions (M, K), y = softmax(logits + noise) (/ tau), code = argmax y, quantized = embed[code] +
+    (y @ sg(embed) - sg(y @ sg(embed))); loss = kl_weight * mean KL(softmax(logits) || uniform). Eval: the
+    argmax of the logits. forward(x, temperature, noise): noise (M, K) in the (positions, codes) layout
+    (None: drawn from torch's RNG)."""
+
+    def __init__(self, dim, codebook_size, embedding_dim, kl_weight=5e-4):
+        super().__init__()
+        self.dim, self.codebook_size, self.kl_weight = dim, codebook_size, kl_weight
+        self.proj = nn.Conv2d(dim, codebook_size, 1)
+        self.embed = nn.Embedding(codebook_size, embedding_dim)
+
+    def forward(self, x, temperature=1.0, noise=None):
+        B, C, H, W = x.shape
+        K = self.codebook_size
+        rows = x.permute(0, 2, 3, 1).reshape(B * H * W, C)
+        logits = F.linear(rows, self.proj.weight.reshape(K, C), self.proj.bias)
+        if self.training:
+            if noise is None:
+                noise = gumbel_noise(logits.shape)
+            y = logits + noise
+            y = torch.softmax(y / temperature if temperature != 1.0 else y, 1)
+            ind = y.detach().argmax(1)
+            soft = y @ self.embed.weight.detach()
+            q = F.embedding(ind, self.embed.weight) + (soft - soft.detach())
+        else:
+            ind = logits.detach().argmax(1)
+            q = F.embedding(ind, self.embed.weight)
+        p = torch.softmax(logits, 1)
+        kl = (p * torch.log(p * float(K) + 1e-10)).sum(1).mean()
+        q = q.reshape(B, H, W, -1).permute(0, 3, 1, 2)
+        return q, ind.reshape(B, H, W), kl * self.kl_weight
+
+
+def make_twin_quantizer(kind, dim, codebook_size, beta=0.25, kwargs=None):
+    """The twin of mmu.tokenizers.make_quantizer(kind, ...) with the same defaults ("rvq" is not mirrored)."""
+    kw = dict(kwargs or {})
+    codebook_size = kw.pop("codebook_size", codebook_size)
+    if kind in ("vq", "ema_vq"):
+        if kind == "vq":
+            d = dict(learnable_codebook=True, ema_update=False, commitment_weight=beta, codebook_weight=1.0)
+        else:
+            d = dict(decay=0.99, kmeans_init=True, threshold_ema_dead_code=1.0, commitment_weight=beta)
+        d.update(kw)
+        return TwinVectorQuantize(dim, codebook_size, **d)
+    if kind == "fsq":
+        levels = kw.pop("levels", None) or fsq_levels_for(codebook_size)
+        return TwinFSQ(levels, dim)
+    if kind == "lfq":
+        # mmu.tokenizers' LFQ defaults (entropy weight 1.0, inverse temperature 10), not the quantizer's own
+        d = dict(commitment_loss_weight=beta, entropy_loss_weight=1.0, inv_temperature=10.0)
+        d.update(kw)
+        return TwinLFQ(dim, codebook_size, **d)
+    raise ValueError(f"make_twin_quantizer: quantizer {kind!r} has no twin")
+
+
+# ------------------------------------------------------------------------------------------- VQ-VAE blocks
+class TwinResBlock(nn.Module):
+    def __init__(self, channels, res_channels):
+        super().__init__()
+        self.block = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, res_channels, 3, 1, 1), nn.ReLU(),
+                                   nn.Conv2d(res_channels, channels, 1))
+
+    def forward(self, x):
+        return x + self.block(x)
+
+
+class TwinConvEncoder(nn.Module):
+    """mmu.tokenizers.blocks.ConvEncoder (strided 4x4 convs, 3x3, ResBlocks, ReLU, optional 1x1)."""
+
+    def __init__(self, in_channels, hidden_channels, res_channels, num_res_blocks, downsample, out_channels=None):
+        super().__init__()
+        n = int(math.log2(downsample))
+        layers, c = [], in_channels
+        for i in range(n):
+            c_out = hidden_channels if i == n - 1 else max(hidden_channels // 2, 1)
+            layers += [nn.Conv2d(c, c_out, 4, 2, 1), nn.ReLU()]
+            c = c_out
+        layers.append(nn.Conv2d(c, hidden_channels, 3, 1, 1))
+        layers += [TwinResBlock(hidden_channels, res_channels) for _ in range(num_res_blocks)]
+        layers.append(nn.ReLU())
+        if out_channels is not None:
+            layers.append(nn.Conv2d(hidden_channels, out_channels, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class TwinConvDecoder(nn.Module):
+    """mmu.tokenizers.blocks.ConvDecoder (3x3, ResBlocks, ReLU, transposed 4x4 stride-2 convs)."""
+
+    def __init__(self, in_channels, hidden_channels, res_channels, num_res_blocks, downsample, out_channels):
+        super().__init__()
+        n = int(math.log2(downsample))
+        layers = [nn.Conv2d(in_channels, hidden_channels, 3, 1, 1)]
+        layers += [TwinResBlock(hidden_channels, res_channels) for _ in range(num_res_blocks)]
+        layers.append(nn.ReLU())
+        c = hidden_channels
+        for i in range(n):
+            last = i == n - 1
+            c_out = out_channels if last else max(hidden_channels // 2, 1)
+            layers.append(nn.ConvTranspose2d(c, c_out, 4, 2, 1))
+            if not last:
+                layers.append(nn.ReLU())
+            c = c_out
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+# ------------------------------------------------------------------------------------------- taming blocks
+def _groups(channels, max_groups):
+    g = max(1, min(int(max_groups), int(channels)))
+    while channels % g:
+        g -= 1
+    return g
+
+
+def _normalize(c, g):
+    return nn.GroupNorm(_groups(c, g), c, eps=1e-6, affine=True)
+
+
+class TwinResnetBlock(nn.Module):
+    def __init__(self, cin, cout, dropout, g):
+        super().__init__()
+        self.norm1 = _normalize(cin, g)
+        self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1)
+        self.norm2 = _normalize(cout, g)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
+        self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        if self.nin_shortcut is not None:
+            x = self.nin_shortcut(x)
+        return x + h
+
+
+class TwinAttnBlock(nn.Module):
+    def __init__(self, c, g):
+        super().__init__()
+        self.norm = _normalize(c, g)
+        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(c, c, 1) for _ in range(4))
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        h = self.norm(x)
+
+        def tokens(t):
+            return t.reshape(B, C, H * W).transpose(1, 2)
+        a = F.scaled_dot_product_attention(tokens(self.q(h)), tokens(self.k(h)), tokens(self.v(h)))
+        return x + self.proj_out(a.transpose(1, 2).reshape(B, C, H, W))
+
+
+class TwinDownsample(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, 2, 0)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class TwinUpsample(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class _TwinLevel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = nn.ModuleList()
+        self.attn = nn.ModuleList()
+
+
+class _TwinMid(nn.Module):
+    def __init__(self, c, dropout, g):
+        super().__init__()
+        self.block_1 = TwinResnetBlock(c, c, dropout, g)
+        self.attn_1 = TwinAttnBlock(c, g)
+        self.block_2 = TwinResnetBlock(c, c, dropout, g)
+
+    def forward(self, h):
+        return self.block_2(self.attn_1(self.block_1(h)))
+
+
+class TwinEncoder(nn.Module):
+    """taming's Encoder (mmu.tokenizers.blocks.Encoder)."""
+
+    def __init__(self, ch, ch_mult, num_res_blocks, attn_resolutions, in_channels, resolution, z_channels,
+                 dropout=0.0, g=32):
+        super().__init__()
+        self.num_resolutions, self.num_res_blocks = len(ch_mult), num_res_blocks
+        self.conv_in = nn.Conv2d(in_channels, ch, 3, 1, 1)
+        curr_res, in_ch_mult = resolution, (1,) + tuple(ch_mult)
+        self.down = nn.ModuleList()
+        block_in = ch
+        for i_level in range(self.num_resolutions):
+            level = _TwinLevel()
+            block_in, block_out = ch * in_ch_mult[i_level], ch * ch_mult[i_level]
+            for _ in range(num_res_blocks):
+                level.block.append(TwinResnetBlock(block_in, block_out, dropout, g))
+                block_in = block_out
+                if curr_res in attn_resolutions:
+                    level.attn.append(TwinAttnBlock(block_in, g))
+            if i_level != self.num_resolutions - 1:
+                level.downsample = TwinDownsample(block_in)
+                curr_res //= 2
+            self.down.append(level)
+        self.mid = _TwinMid(block_in, dropout, g)
+        self.norm_out = _normalize(block_in, g)
+        self.conv_out = nn.Conv2d(block_in, z_channels, 3, 1, 1)
+
+    def forward(self, x):
+        h = self.conv_in(x)
+        for i_level, level in enumerate(self.down):
+            for i_block in range(self.num_res_blocks):
+                h = level.block[i_block](h)
+                if len(level.attn) > 0:
+                    h = level.attn[i_block](h)
+            if i_level != self.num_resolutions - 1:
+                h = level.downsample(h)
+        return self.conv_out(F.silu(self.norm_out(self.mid(h))))
+
+
+class TwinDecoder(nn.Module):
+    """taming's Decoder (mmu.tokenizers.blocks.Decoder)."""
+
+    def __init__(self, ch, ch_mult, num_res_blocks, attn_resolutions, out_ch, resolution, z_channels,
+                 dropout=0.0, g=32):
+        super().__init__()
+        self.num_resolutions, self.num_res_blocks = len(ch_mult), num_res_blocks
+        block_in = ch * ch_mult[-1]
+        curr_res = resolution // 2 ** (self.num_resolutions - 1)
+        self.conv_in = nn.Conv2d(z_channels, block_in, 3, 1, 1)
+        self.mid = _TwinMid(block_in, dropout, g)
+        levels = []
+        for i_level in reversed(range(self.num_resolutions)):
+            level = _TwinLevel()
+            block_out = ch * ch_mult[i_level]
+            for _ in range(num_res_blocks + 1):
+                level.block.append(TwinResnetBlock(block_in, block_out, dropout, g))
+                block_in = block_out
+                if curr_res in attn_resolutions:
+                    level.attn.append(TwinAttnBlock(block_in, g))
+            if i_level != 0:
+                level.upsample = TwinUpsample(block_in)
+                curr_res *= 2
+            levels.insert(0, level)
+        self.up = nn.ModuleList(levels)
+        self.norm_out = _normalize(block_in, g)
+        self.conv_out = nn.Conv2d(block_in, out_ch, 3, 1, 1)
+
+    def forward(self, z):
+        h = self.mid(self.conv_in(z))
+        for i_level in reversed(range(self.num_resolutions)):
+            level = self.up[i_level]
+            for i_block in range(self.num_res_blocks + 1):
+                h = level.block[i_block](h)
+                if len(level.attn) > 0:
+                    h = level.attn[i_block](h)
+            if i_level != 0:
+                h = level.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class TwinNLayerDiscriminator(nn.Module):
+    """taming's PatchGAN (mmu.losses.NLayerDiscriminator): convs 4x4 pad 1, LeakyReLU(0.2), norm "batch"
+    (convs before a norm without bias), "group" (gcd(32, C) groups, eps 1e-6, no bias) or "none"
+    (Identity, biased convs); state_dict keys main.{i}.*."""
+
+    def __init__(self, input_nc=3, ndf=64, n_layers=3, norm="batch"):
+        super().__init__()
+
+        def norm_layer(c):
+            if norm == "batch":
+                return nn.BatchNorm2d(c)
+            if norm == "group":
+                return nn.GroupNorm(math.gcd(32, c), c, eps=1e-6)
+            if norm == "none":
+                return nn.Identity()
+            raise ValueError(f"TwinNLayerDiscriminator: norm {norm!r} is not mirrored")
+        use_bias = norm not in ("batch", "group")
+        seq = [nn.Conv2d(input_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers):
+            prev, mult = mult, min(2 ** n, 8)
+            seq += [nn.Conv2d(ndf * prev, ndf * mult, 4, 2, 1, bias=use_bias), norm_layer(ndf * mult),
+                    nn.LeakyReLU(0.2, True)]
+        prev, mult = mult, min(2 ** n_layers, 8)
+        seq += [nn.Conv2d(ndf * prev, ndf * mult, 4, 1, 1, bias=use_bias), norm_layer(ndf * mult),
+                nn.LeakyReLU(0.2, True), nn.Conv2d(ndf * mult, 1, 4, 1, 1)]
+        self.main = nn.Sequential(*seq)
+
+    def forward(self, x):
+        return self.main(x)
+
+
+# ------------------------------------------------------------------------------------------- tokenizers
+class _TwinTokenizer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        # an instance attribute (a class attribute would shadow the registered submodule)
+        self.discriminator = None
+
+    def generator_parameters(self):
+        skip = set() if self.discriminator is None else {id(p) for p in self.discriminator.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
+
+    def load_mmu_state(self, state):
+        """Copies an mmu state_dict ({name: mmu Tensor or NumPy array}) into the twin (strict)."""
+        sd = {k: torch.from_numpy(np.array(v.numpy() if hasattr(v, "numpy") else v)) for k, v in state.items()}
+        # torch keeps num_batches_tracked as int64; mmu may store it as float
+        for k, v in self.state_dict().items():
+            if k in sd and sd[k].dtype != v.dtype:
+                sd[k] = sd[k].to(v.dtype)
+        self.load_state_dict(sd, strict=True)
+        return self
+
+    @torch.no_grad()
+    def encode(self, images):
+        was = self.training
+        self.eval()
+        try:
+            return self.quantize(self._encode_latent(images))[1]
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def decode(self, codes):
+        """codes (B, h, w) int64 -> images (eval, no_grad); VQ quantizers only."""
+        if not isinstance(self.quantize, TwinVectorQuantize):
+            raise TypeError("decode: only VQ twins map codes back to latents")
+        was = self.training
+        self.eval()
+        try:
+            # .contiguous() as taming's get_codebook_entry: NCHW like the training path (left as a permuted
+            # view, torch would run the whole decoder channels_last)
+            zq = F.embedding(codes, self.quantize.embed[0]).permute(0, 3, 1, 2).contiguous()
+            return self._decode_latent(zq)
+        finally:
+            self.train(was)
+
+
+class TwinVQVAE(_TwinTokenizer):
+    """Twin of mmu.tokenizers.VQVAE: forward(images, step) -> (recon, loss, losses) with
+    loss = mse(recon, images) + the quantizer's loss."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        c = cfg
+        self.encoder = TwinConvEncoder(c.in_channels, c.hidden_channels, c.res_channels, c.num_res_blocks,
+                                       c.downsample, out_channels=c.embed_dim)
+        self.quantize = make_twin_quantizer(c.quantizer, c.embed_dim, c.codebook_size, c.beta, c.quantizer_kwargs)
+        self.decoder = TwinConvDecoder(c.embed_dim, c.hidden_channels, c.res_channels, c.num_res_blocks,
+                                       c.downsample, c.in_channels)
+
+    def _encode_latent(self, x):
+        return self.encoder(x)
+
+    def _decode_latent(self, zq):
+        return self.decoder(zq)
+
+    def forward(self, x, step=0, noise=None):
+        zq, codes, qloss = self.quantize(self.encoder(x))
+        recon = self.decoder(zq)
+        rec = F.mse_loss(recon, x)
+        return recon, rec + qloss, {"rec": rec.item(), "quant": qloss.item()}
+
+
+def gumbel_temperature(step, total_steps, start, end):
+    t = min(step, total_steps) / total_steps
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def logit_laplace_loss(x, mu, log_b, eps=0.1):
+    """mean of log(2 b) + |logit(x') - mu| / b + log(x' (1 - x')), x' = (1 - 2 eps) x + eps."""
+    xs = (1.0 - 2.0 * eps) * x + eps
+    return (math.log(2.0) + log_b + (torch.logit(xs) - mu).abs() * torch.exp(-log_b)
+            + torch.log(xs * (1.0 - xs))).mean()
+
+
+class TwinDVAE(_TwinTokenizer):
+    """Twin of mmu.tokenizers.DVAE: forward(images, step, noise) with the Gumbel noise (M, K) passed in
+    (e.g. drawn from mmu's RNG) so both frameworks take the same sample."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        c = self.cfg = cfg
+        qkw = dict(c.quantizer_kwargs)
+        if not qkw.get("straight_through", True) or set(qkw) - {"kl_weight", "straight_through", "temperature"}:
+            raise ValueError(f"TwinDVAE: quantizer_kwargs {qkw} not mirrored (straight_through=True, kl_weight only)")
+        self.encoder = TwinConvEncoder(c.in_channels, c.hidden_channels, c.res_channels, c.num_res_blocks,
+                                       c.downsample, out_channels=None)
+        self.quantize = TwinGumbelQuantize(c.hidden_channels, c.codebook_size, c.embed_dim,
+                                           kl_weight=float(qkw.get("kl_weight", c.kl_weight)))
+        out = 2 * c.in_channels if c.recon == "logit_laplace" else c.in_channels
+        self.decoder = TwinConvDecoder(c.embed_dim, c.hidden_channels, c.res_channels, c.num_res_blocks,
+                                       c.downsample, out)
+
+    def _encode_latent(self, x):
+        return self.encoder(x)
+
+    def _unmap(self, out):
+        c = self.cfg
+        if c.recon != "logit_laplace":
+            return out
+        e = c.logit_laplace_eps
+        return ((torch.sigmoid(out[:, :c.in_channels]) - e) * (1.0 / (1.0 - 2.0 * e))).clamp(0.0, 1.0) * 2.0 - 1.0
+
+    def _decode_latent(self, zq):
+        return self._unmap(self.decoder(zq))
+
+    def forward(self, x, step=0, noise=None):
+        c = self.cfg
+        tau = gumbel_temperature(step, c.temp_anneal_steps, c.temp_start, c.temp_end)
+        zq, codes, qloss = self.quantize(self.encoder(x), temperature=tau, noise=noise)
+        out = self.decoder(zq)
+        if c.recon == "logit_laplace":
+            C = c.in_channels
+            x01 = ((x + 1.0) * 0.5).clamp(0.0, 1.0)
+            rec = logit_laplace_loss(x01, out[:, :C], out[:, C:], c.logit_laplace_eps)
+            recon = self._unmap(out)
+        elif c.recon == "l1":
+            recon, rec = out, F.l1_loss(out, x)
+        else:
+            recon, rec = out, F.mse_loss(out, x)
+        return recon, rec + qloss, {"rec": rec.item(), "quant": qloss.item()}
+
+
+class TwinVQGAN(_TwinTokenizer):
+    """Twin of mmu.tokenizers.VQGAN (perceptual_weight must be 0: LPIPS is not mirrored): L1 * pixel_weight
+    + codebook_weight * quantizer loss + disc_factor (after disc_start) * d_weight * (-mean D(recon)),
+    d_weight = clamp(|grad_last nll| / (|grad_last g| + 1e-4), 0, 1e4) * disc_weight by torch.autograd.grad;
+    discriminator_loss: hinge (or vanilla) of D(images) vs D(sg(recon))."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        c = self.cfg = cfg
+        if c.perceptual_weight > 0:
+            raise ValueError("TwinVQGAN: LPIPS is not mirrored; use perceptual_weight=0")
+        out_ch = c.in_channels if c.out_channels is None else c.out_channels
+        g = c.norm_groups
+        self.encoder = TwinEncoder(c.ch, c.ch_mult, c.num_res_blocks, c.attn_resolutions, c.in_channels,
+                                   c.resolution, c.z_channels, c.dropout, g)
+        self.decoder = TwinDecoder(c.ch, c.ch_mult, c.num_res_blocks, c.attn_resolutions, out_ch, c.resolution,
+                                   c.z_channels, c.dropout, g)
+        self.quantize = make_twin_quantizer(c.quantizer, c.embed_dim, c.codebook_size, c.beta, c.quantizer_kwargs)
+        self.quant_conv = nn.Conv2d(c.z_channels, c.embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(c.embed_dim, c.z_channels, 1)
+        if c.use_discriminator:
+            self.discriminator = TwinNLayerDiscriminator(c.in_channels, c.disc_ndf, c.disc_layers, c.disc_norm)
+
+    def _encode_latent(self, x):
+        return self.quant_conv(self.encoder(x))
+
+    def _decode_latent(self, zq):
+        return self.decoder(self.post_quant_conv(zq))
+
+    def _factor(self, step):
+        return self.cfg.disc_factor if step >= self.cfg.disc_start else 0.0
+
+    def forward(self, x, step=0, noise=None):
+        c = self.cfg
+        zq, codes, qloss = self.quantize(self._encode_latent(x))
+        recon = self._decode_latent(zq)
+        rec = F.l1_loss(recon, x)
+        nll = rec * c.pixel_weight if c.pixel_weight != 1.0 else rec
+        loss = nll + qloss * c.codebook_weight
+        losses = {"rec": rec.item(), "quant": qloss.item()}
+        factor = self._factor(step)
+        if self.discriminator is not None and self.training and torch.is_grad_enabled() and factor > 0:
+            g_loss = -self.discriminator(recon).mean()
+            last = self.decoder.conv_out.weight
+            g_nll = torch.autograd.grad(nll, last, retain_graph=True)[0]
+            g_adv = torch.autograd.grad(g_loss, last, retain_graph=True)[0]
+            d_weight = torch.clamp(g_nll.double().norm() / (g_adv.double().norm() + 1e-4), 0.0, 1e4).float()
+            d_weight = d_weight.detach() * c.disc_weight
+            loss = loss + g_loss * d_weight * factor
+            losses.update(g_adv=g_loss.item(), d_weight=d_weight.item())
+        return recon, loss, losses
+
+    def discriminator_loss(self, x, recon, step=0):
+        lr, lf = self.discriminator(x.detach()), self.discriminator(recon.detach())
+        if self.cfg.disc_loss == "hinge":
+            d = 0.5 * (F.relu(1.0 - lr).mean() + F.relu(1.0 + lf).mean())
+        else:
+            d = 0.5 * (F.softplus(-lr).mean() + F.softplus(lf).mean())
+        return d * self._factor(step)
+
+
+_QUANTIZER_HYPER = {
+    "TwinVectorQuantize": ("decay", "eps", "commitment_weight", "codebook_weight", "learnable_codebook", "ema_update"),
+    "TwinLFQ": ("entropy_loss_weight", "commitment_loss_weight", "diversity_gamma", "inv_temperature",
+                "codebook_scale"),
+    "TwinGumbelQuantize": ("kl_weight",),
+}
+
+
+def tokenizer_twin(model):
+    """The torch twin of an mmu tokenizer (VQVAE / DVAE / VQGAN), built from model.config, with the mmu
+    model's parameters and buffers copied in."""
+    kind = type(model).__name__
+    cls = {"VQVAE": TwinVQVAE, "DVAE": TwinDVAE, "VQGAN": TwinVQGAN}.get(kind)
+    if cls is None:
+        raise TypeError(f"tokenizer_twin: no twin for {kind}")
+    twin = cls(model.config)
+    # the quantizer's scalar hyperparameters are read from the mmu quantizer itself, so a change of a
+    # tokenizer default in mmu cannot silently make the twin compute a different loss
+    for name in _QUANTIZER_HYPER.get(type(twin.quantize).__name__, ()):
+        mine = "scale" if name == "codebook_scale" else name
+        setattr(twin.quantize, mine, getattr(model.quantize, name))
+    twin.load_mmu_state(model.state_dict())
+    twin.train(model.training)
+    return twin
+
+
+def make_optimizers(twin, lr=2e-4, betas=(0.5, 0.9), weight_decay=0.0, disc_lr=None):
+    """AdamW for the generator's parameters (and one for the discriminator's), as mmu.train.Trainer."""
+    opt = torch.optim.AdamW(twin.generator_parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+    dopt = None
+    if twin.discriminator is not None:
+        dopt = torch.optim.AdamW(twin.discriminator.parameters(), lr=lr if disc_lr is None else disc_lr,
+                                 betas=betas, weight_decay=weight_decay)
+    return opt, dopt
+
+
+def tokenizer_train_step(twin, opt, batch, step, disc_opt=None, grad_clip=1.0, noise=None):
+    """mmu.train.Trainer.train_step (grad_accum 1, constant lr): the generator's forward with the
+    discriminator frozen, backward, global-norm clipping, AdamW step; then, with a discriminator and
+    step >= disc_start, the discriminator's loss on (batch, sg(recon)), backward, clipping, AdamW step.
+    Returns (loss, d_loss or None) as floats."""
+    twin.zero_grad(set_to_none=True)
+    disc = twin.discriminator
+    dparams = [] if disc is None else [p for p in disc.parameters() if p.requires_grad]
+    for p in dparams:
+        p.requires_grad_(False)
+    try:
+        recon, loss, _ = twin(batch, step, noise=noise)
+        loss.backward()
+    finally:
+        for p in dparams:
+            p.requires_grad_(True)
+    gen = twin.generator_parameters()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(gen, grad_clip)
+    opt.step()
+    d_value = None
+    if disc is not None and disc_opt is not None and step >= twin.cfg.disc_start:
+        twin.zero_grad(set_to_none=True)
+        d = twin.discriminator_loss(batch, recon.detach(), step)
+        d.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(dparams, grad_clip)
+        disc_opt.step()
+        d_value = d.item()
+    return loss.item(), d_value
