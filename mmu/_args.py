@@ -12,3 +12,13 @@ def is_int(v):
 def is_real(v):
     """An int or float (numpy ones too), not a bool."""
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def pair(v, op, name):
+    """An int or a 1- or 2-tuple of ints -> a 2-tuple (torch's _pair, as the 2-D pooling ops take it);
+    TypeError naming op and argument otherwise."""
+    if is_int(v):
+        return (int(v), int(v))
+    if isinstance(v, (tuple, list)) and len(v) in (1, 2) and all(is_int(e) for e in v):
+        return (int(v[0]), int(v[-1]))
+    raise TypeError(f"{op}: {name} must be an int or a tuple of 1 or 2 ints, got {v!r}")

@@ -7,18 +7,9 @@ check the shapes.
 import builtins
 
 from . import _C
-from ._args import is_int as _is_int, is_real as _is_real
+from ._args import is_int as _is_int, is_real as _is_real, pair as _pair
 
 __all__ = ["max_pool2d", "lpips_distance"]
-
-
-def _pair(v, op, name):
-    """An int or a 1- or 2-tuple of ints -> a 2-tuple (torch's _pair)."""
-    if _is_int(v):
-        return (int(v), int(v))
-    if isinstance(v, (tuple, list)) and len(v) in (1, 2) and all(_is_int(e) for e in v):
-        return (int(v[0]), int(v[-1]))
-    raise TypeError(f"{op}: {name} must be an int or a tuple of 1 or 2 ints, got {v!r}")
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from . import _C
-from ._args import is_int as _is_int, is_real as _is_real
+from ._args import is_int as _is_int, is_real as _is_real, pair as _pair
 from .tensor import _as_tensor
 
 __all__ = ["group_norm", "rms_norm", "normalize", "dropout", "leaky_relu", "pad", "avg_pool2d",
@@ -30,15 +30,6 @@ def _real(v, op, name):
     if not _is_real(v):
         raise TypeError(f"{op}: {name} must be a number, got {type(v).__name__}")
     return float(v)
-
-
-def _pair(v, op, name):
-    """An int or a 1- or 2-tuple of ints -> a 2-tuple (torch's _pair, as avg_pool2d takes it)."""
-    if _is_int(v):
-        return (int(v), int(v))
-    if isinstance(v, (tuple, list)) and len(v) in (1, 2) and all(_is_int(e) for e in v):
-        return (int(v[0]), int(v[-1]))
-    raise TypeError(f"{op}: {name} must be an int or a tuple of 1 or 2 ints, got {v!r}")
 
 
 # ------------------------------------------------------------------ norms
