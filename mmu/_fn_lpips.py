@@ -15,7 +15,7 @@ __all__ = ["max_pool2d", "lpips_distance"]
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """2-D max pooling of input (N, C, H, W) or (C, H, W), torch.nn.functional.max_pool2d's
     arguments and semantics: stride defaults to kernel_size, padding (implicit -inf) at most half
-    of the effective kernel (dilation·(k-1)+1), output size
+    of kernel_size (torch's rule, whatever the dilation), output size
     floor((H + 2p - d·(k-1) - 1 + (ceil_mode ? s-1 : 0)) / s) + 1, and with ceil_mode the last
     window must start inside the input or the left padding. A NaN in a window is its maximum; ties
     take the first cell. With return_indices=True also returns torch's int64 indices (h·W + w

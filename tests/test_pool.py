@@ -142,6 +142,15 @@ def test_overlapping_windows_accumulate_deterministically():
     np.testing.assert_array_equal(grads[0], grads[1])
 
 
+def test_empty_batch():
+    # torch allows N = 0 (and only N): an empty output of the right shape, an empty gradient
+    x = mmu.tensor(np.zeros((0, 3, 8, 8), np.float32), requires_grad=True)
+    y = F.max_pool2d(x, 2)
+    assert y.shape == (0, 3, 4, 4)
+    y.sum().backward()
+    assert x.grad.shape == (0, 3, 8, 8)
+
+
 def test_empty_window_is_minus_inf_without_gradient():
     # window rows/cols {-1, 2} with dilation 3: nothing of the 2x2 input lies inside
     x = mmu.tensor(np.ones((1, 1, 2, 2), np.float32), requires_grad=True)
@@ -173,8 +182,10 @@ def test_module_and_repr():
 
 def test_bad_inputs():
     x = np.zeros((1, 1, 4, 4), np.float32)
-    with pytest.raises(ValueError, match="half of effective kernel"):
+    with pytest.raises(ValueError, match="half of kernel size"):
         F.max_pool2d(x, 2, padding=2)
+    with pytest.raises(ValueError, match="half of kernel size"):  # torch: the kernel, not the dilated one
+        F.max_pool2d(np.zeros((1, 1, 9, 9), np.float32), 3, padding=2, dilation=2)
     with pytest.raises(ValueError, match="too small"):
         F.max_pool2d(x, 5)
     with pytest.raises(ValueError, match="3-D .* or 4-D"):

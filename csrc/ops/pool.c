@@ -154,9 +154,12 @@ mmu_status mmu_max_pool2d(mmu_tensor **out, mmu_tensor **indices, mmu_tensor *x,
                           const int64_t *stride, const int64_t *padding, const int64_t *dilation, int ceil_mode) {
     mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "max_pool2d", "input");
     if (st) return st;
-    if ((x->ndim != 3 && x->ndim != 4) || x->numel == 0)
-        return mmu_fail(MMU_EVALUE, "max_pool2d: expected a non-empty 3-D (C, H, W) or 4-D (N, C, H, W) input, got %s",
-                        mmu_shape_str(x));
+    /* torch: only the batch dim may be 0 */
+    int64_t batch = x->ndim == 4 ? x->shape[0] : 1;
+    if ((x->ndim != 3 && x->ndim != 4) || (batch > 0 && x->numel == 0) ||
+        (batch == 0 && x->shape[1] * x->shape[2] * x->shape[3] == 0))
+        return mmu_fail(MMU_EVALUE, "max_pool2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input with only the "
+                        "batch dim possibly 0, got %s", mmu_shape_str(x));
     maxpool_geom q = {kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
                       x->shape[x->ndim - 2], x->shape[x->ndim - 1], 0, 0};
     if (q.kh <= 0 || q.kw <= 0 || q.sh <= 0 || q.sw <= 0 || q.dh <= 0 || q.dw <= 0)
@@ -166,9 +169,9 @@ mmu_status mmu_max_pool2d(mmu_tensor **out, mmu_tensor **indices, mmu_tensor *x,
     if (q.kh > (1 << 30) || q.kw > (1 << 30) || q.dh > (1 << 30) || q.dw > (1 << 30))
         return mmu_fail(MMU_EVALUE, "max_pool2d: kernel_size (%lld, %lld) or dilation (%lld, %lld) is too large",
                         (long long)q.kh, (long long)q.kw, (long long)q.dh, (long long)q.dw);
-    /* torch: the padding is at most half of the effective (dilated) kernel */
-    if (q.ph < 0 || q.pw < 0 || q.ph > ((q.kh - 1) * q.dh + 1) / 2 || q.pw > ((q.kw - 1) * q.dw + 1) / 2)
-        return mmu_fail(MMU_EVALUE, "max_pool2d: pad should be at most half of effective kernel size, but got "
+    /* torch: the padding is at most half of the kernel (whatever the dilation) */
+    if (q.ph < 0 || q.pw < 0 || q.ph > q.kh / 2 || q.pw > q.kw / 2)
+        return mmu_fail(MMU_EVALUE, "max_pool2d: pad should be at most half of kernel size, but got "
                         "padding (%lld, %lld), kernel_size (%lld, %lld) and dilation (%lld, %lld)", (long long)q.ph,
                         (long long)q.pw, (long long)q.kh, (long long)q.kw, (long long)q.dh, (long long)q.dw);
     q.OH = maxpool_out(q.H, q.kh, q.sh, q.ph, q.dh, ceil_mode);
