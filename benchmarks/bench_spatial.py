@@ -12,6 +12,14 @@ def cases(h):
         x, w, b = (fw.tensor(d[k]) for k in ("x", "w", "b"))
         return lambda: fw.F.group_norm(x, 32, w, b, eps=1e-6)
 
+    def group_norm_silu_fwd_bwd(fw, d):  # mmu's fused op
+        x, w, b = (fw.tensor(d[k], requires_grad=True) for k in ("x", "w", "b"))
+        return h.fwd_bwd([x, w, b], lambda: fw.F.group_norm_silu(x, 32, w, b, eps=1e-6), fw.tensor(d["g"]))
+
+    def group_norm_then_silu_fwd_bwd(fw, d):  # torch: the two ops taming's ResnetBlock runs
+        x, w, b = (fw.tensor(d[k], requires_grad=True) for k in ("x", "w", "b"))
+        return h.fwd_bwd([x, w, b], lambda: fw.F.silu(fw.F.group_norm(x, 32, w, b, eps=1e-6)), fw.tensor(d["g"]))
+
     def rms_norm_fwd_bwd(fw, d):
         x, w = (fw.tensor(d[k], requires_grad=True) for k in ("x", "w"))
         return h.fwd_bwd([x, w], lambda: fw.F.rms_norm(x, (d["x"].shape[-1],), w), fw.tensor(d["g"]))
@@ -36,6 +44,9 @@ def cases(h):
         # the case: VQGAN's GroupNorm(32, eps=1e-6) on an (8, 128, 64, 64) map
         h.Case("spatial_group_norm_fwd_bwd", None, gn_inputs, group_norm_fwd_bwd, group_norm_fwd_bwd),
         h.Case("spatial_group_norm_fwd", None, gn_inputs, group_norm_fwd, group_norm_fwd),
+        # the same map through silu(norm(x)), as every taming ResnetBlock runs it
+        h.Case("spatial_group_norm_silu_fwd_bwd", None, gn_inputs, group_norm_silu_fwd_bwd,
+               group_norm_then_silu_fwd_bwd),
         h.Case("spatial_rms_norm_fwd_bwd", None,
                lambda rng: {"x": h.randn(rng, 4096, 768), "w": 1 + 0.1 * h.randn(rng, 768),
                             "g": h.randn(rng, 4096, 768)},

@@ -362,6 +362,17 @@ def _group_norm(c, g):
     rstd = ((xc * xc).mean(dim=-1, keepdim=True) + eps) ** -0.5
     xhat = xc * rstd
     cshape = (1, C) + (1,) * (len(sx) - 2)
+    if c.op == "GROUP_NORM_SILU":
+        # silu(z), z = xhat·w + b: the GroupNorm rule below runs on dz = g·silu'(z), itself a
+        # differentiable function of x, w, b (saved[4] is the bias, None without one)
+        b = c.saved[4]
+        z = xhat.reshape(sx)
+        if w is not None:
+            z = z * w.reshape(cshape)
+        if b is not None:
+            z = z + b.reshape(cshape)
+        s = z.sigmoid()
+        g = g * (s * (1.0 + z * (1.0 - s)))
     out = [None, None, None]
     if c.needs[0]:
         gxh = (g * w.reshape(cshape) if w is not None else g).reshape(N, G, -1)
@@ -520,7 +531,7 @@ _RULES = {
     "SUM": _reduce, "MEAN": _reduce, "AMAX": _reduce, "AMIN": _reduce,
     "RESHAPE": _reshape, "EXPAND": _expand, "PERMUTE": _permute, "SLICE": _slice, "CAT": _cat, "PAD": _pad,
     "MATMUL": _matmul, "LINEAR": _linear, "CONV": _conv, "CONV_TRANSPOSE": _conv,
-    "GROUP_NORM": _group_norm, "AVG_POOL2D": _avg_pool2d, "BATCH_NORM": _batch_norm,
+    "GROUP_NORM": _group_norm, "GROUP_NORM_SILU": _group_norm, "AVG_POOL2D": _avg_pool2d, "BATCH_NORM": _batch_norm,
     "SOFTMAX": _softmax, "LOG_SOFTMAX": _softmax, "LAYER_NORM": _layer_norm,
     "RMS_NORM": _rms_norm, "MASKED_FILL": _masked_fill,
     "MSE_LOSS": _regression_loss, "L1_LOSS": _regression_loss, "SMOOTH_L1_LOSS": _regression_loss,

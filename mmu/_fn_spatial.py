@@ -13,7 +13,7 @@ from . import _C
 from ._args import is_int as _is_int, is_real as _is_real, pair as _pair
 from .tensor import _as_tensor
 
-__all__ = ["group_norm", "rms_norm", "normalize", "dropout", "leaky_relu", "pad", "avg_pool2d",
+__all__ = ["group_norm", "group_norm_silu", "rms_norm", "normalize", "dropout", "leaky_relu", "pad", "avg_pool2d",
            "interpolate", "pixel_shuffle", "pixel_unshuffle"]
 
 _F32_EPS = float(np.finfo(np.float32).eps)
@@ -47,6 +47,24 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         raise ValueError(f"group_norm: expected the number of channels in input ({x.shape[1]}) to be "
                          f"divisible by num_groups ({num_groups}), input shape {tuple(x.shape)}")
     return _C.group_norm(x, num_groups, weight, bias, eps)
+
+
+def group_norm_silu(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """silu(group_norm(input, num_groups, weight, bias, eps)) as one op (mmu-only; torch runs it as
+    F.silu(F.group_norm(...))): the SiLU y = z·sigmoid(z) is applied in GroupNorm's normalise + affine
+    pass, and the backward recomputes z from the saved statistics and runs the GroupNorm backward on
+    g·silu'(z) in the same passes. input (N, C, *), weight and bias (C) or None -> input's shape.
+    It is the `swish(norm(x))` of taming-transformers' ResnetBlock and Encoder/Decoder
+    (Esser et al. 2021, REFERENCES.md)."""
+    num_groups = _int(num_groups, "group_norm_silu", "num_groups")
+    eps = _real(eps, "group_norm_silu", "eps")
+    x = _as_tensor(input, "group_norm_silu")
+    if x.ndim < 2:
+        raise ValueError(f"group_norm_silu: expected at least 2 dims (N, C, *) for input, got shape {tuple(x.shape)}")
+    if num_groups <= 0 or x.shape[1] % num_groups:
+        raise ValueError(f"group_norm_silu: expected the number of channels in input ({x.shape[1]}) to be "
+                         f"divisible by num_groups ({num_groups}), input shape {tuple(x.shape)}")
+    return _C.group_norm_silu(x, num_groups, weight, bias, eps)
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):

@@ -60,6 +60,7 @@
     /* -- end conv -- */                                                   \
     /* csrc/ops/norm.c, dropout.c, spatial.c: norms, dropout, resampling */ \
     X(GROUP_NORM, mmu_group_norm_backward)                                 \
+    X(GROUP_NORM_SILU, mmu_group_norm_backward) /* ctx.i[4] = act */       \
     X(RMS_NORM, mmu_rms_norm_backward)                                     \
     X(NORMALIZE, mmu_normalize_backward)                                   \
     X(DROPOUT, mmu_dropout_backward)                                       \

@@ -20,6 +20,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "../core/vmath.h"
 #include "ops.h"
 
 #define LANES 16
@@ -248,9 +249,18 @@ mmu_status mmu_layer_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
  * only the per-channel sums Σg and Σg·(x - mean) (one pass); dweight_c and dbias_c are
  * the same per-channel sums added over n in order. The backward splits the work
  * as the forward: a group per task (its sums, then dx while its x and g are in
- * L2), or two parallel loops over the channels. */
+ * L2), or two parallel loops over the channels.
+ *
+ * group_norm_act fuses an activation into the normalise + affine pass: act 1 is
+ * SiLU, y = z·sigmoid(z) with z the affine output, as every taming ResnetBlock
+ * runs silu(norm(x)); torch runs it as two passes over memory forward and two
+ * backward. The backward recomputes z from x and the saved statistics (z is not
+ * saved), dz = g·silu'(z), silu'(z) = s·(1 + z·(1 - s)), s = sigmoid(z), and runs
+ * the GroupNorm backward above on dz. dz is written into the dx buffer while the
+ * channel's sums are taken (it is in L1 for them), and dx overwrites it in place
+ * in the second pass: no buffer beyond the output. */
 
-enum { GN_SAVED_X, GN_SAVED_W, GN_SAVED_MEAN, GN_SAVED_RSTD };
+enum { GN_SAVED_X, GN_SAVED_W, GN_SAVED_MEAN, GN_SAVED_RSTD, GN_SAVED_B, GN_SAVED_MEAN_LO };
 
 /* 16 floats in a GCC vector (one AVX-512 register; two AVX2 ones); four of them
  * make four independent add chains, so that a reduction over a channel runs at
@@ -322,48 +332,71 @@ static void scale_shift(float *restrict y, const float *restrict x, float m, flo
     for (int64_t i = 0; i < S; i++) y[i] = ((x[i] - m) - m_lo) * a + b;
 }
 
-static mmu_status gn_check_param(mmu_tensor *p, const char *arg, mmu_tensor *x, int64_t C) {
-    mmu_status st = mmu_check_dtype(p, MMU_FLOAT32, "group_norm", arg);
+// x (S) -> y (S) = silu(z), z = (x - m - m_lo)·a + b; mmu_exp keeps the loop vectorised, and
+// z / (1 + e^-z) stays finite at both ends (e^-z is clamped below float's max, flushed to 0 above)
+static void scale_shift_silu(float *restrict y, const float *restrict x, float m, float m_lo, float a, float b,
+                             int64_t S) {
+    for (int64_t i = 0; i < S; i++) {
+        float z = ((x[i] - m) - m_lo) * a + b;
+        y[i] = z / (1.0f + mmu_exp(-z));
+    }
+}
+
+// one channel of the normalise + affine (+ act) pass
+static inline void gn_apply(int act, float *y, const float *x, float m, float m_lo, float a, float b, int64_t S) {
+    if (act == MMU_GN_ACT_SILU)
+        scale_shift_silu(y, x, m, m_lo, a, b, S);
+    else
+        scale_shift(y, x, m, m_lo, a, b, S);
+}
+
+static mmu_status gn_check_param(const char *op, mmu_tensor *p, const char *arg, mmu_tensor *x, int64_t C) {
+    mmu_status st = mmu_check_dtype(p, MMU_FLOAT32, op, arg);
     if (st) return st;
     if (p->ndim != 1 || p->shape[0] != C)
-        return mmu_fail(MMU_EVALUE, "group_norm: %s must have shape (%lld,) for an input of shape %s, got %s", arg,
+        return mmu_fail(MMU_EVALUE, "%s: %s must have shape (%lld,) for an input of shape %s, got %s", op, arg,
                         (long long)C, mmu_shape_str(x), mmu_shape_str(p));
     return MMU_OK;
 }
 
-// x (N, C, *), weight (C) or NULL, bias (C) or NULL -> out (x's shape)
-mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_tensor *weight, mmu_tensor *bias,
-                          double eps) {
-    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "group_norm", "input");
+// x (N, C, *), weight (C) or NULL, bias (C) or NULL, act (MMU_GN_ACT_*) -> out (x's shape)
+mmu_status mmu_group_norm_act(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_tensor *weight,
+                              mmu_tensor *bias, double eps, int act) {
+    const char *op = act == MMU_GN_ACT_SILU ? "group_norm_silu" : "group_norm";
+    if (act != MMU_GN_ACT_NONE && act != MMU_GN_ACT_SILU)
+        return mmu_fail(MMU_EVALUE, "group_norm: unknown activation %d (0 none, 1 silu)", act);
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, op, "input");
     if (st) return st;
     if (x->ndim < 2)
-        return mmu_fail(MMU_EVALUE, "group_norm: expected an input with at least 2 dims (N, C, *), got %s",
+        return mmu_fail(MMU_EVALUE, "%s: expected an input with at least 2 dims (N, C, *), got %s", op,
                         mmu_shape_str(x));
     int64_t N = x->shape[0], C = x->shape[1], S = 1;
     for (int d = 2; d < x->ndim; d++) S *= x->shape[d];
     if (groups < 1 || C % groups)
-        return mmu_fail(MMU_EVALUE, "group_norm: num_groups (%lld) must be positive and divide the %lld channels "
-                        "of the input %s", (long long)groups, (long long)C, mmu_shape_str(x));
-    if (weight && (st = gn_check_param(weight, "weight", x, C))) return st;
-    if (bias && (st = gn_check_param(bias, "bias", x, C))) return st;
+        return mmu_fail(MMU_EVALUE, "%s: num_groups (%lld) must be positive and divide the %lld channels "
+                        "of the input %s", op, (long long)groups, (long long)C, mmu_shape_str(x));
+    if (weight && (st = gn_check_param(op, weight, "weight", x, C))) return st;
+    if (bias && (st = gn_check_param(op, bias, "bias", x, C))) return st;
     int64_t G = groups, cpg = C / G, NG = N * G;
 
-    mmu_tensor *mean = NULL, *rstd = NULL;
+    mmu_tensor *mean = NULL, *rstd = NULL, *mean_lo = NULL;
     double *cmom = NULL;
     size_t cbytes = 0;
     if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, x->shape)) ||
         (st = mmu_tensor_empty(&mean, MMU_FLOAT32, 1, &NG)) || (st = mmu_tensor_empty(&rstd, MMU_FLOAT32, 1, &NG)))
         goto done;
+    /* with an activation the backward recomputes z exactly as here: it needs the mean's low part */
+    if (act && (st = mmu_tensor_empty(&mean_lo, MMU_FLOAT32, 1, &NG))) goto done;
     if (x->numel > 0) {
         const float *px = mmu_f32(x), *pw = weight ? mmu_f32(weight) : NULL, *pb = bias ? mmu_f32(bias) : NULL;
         float *py = mmu_f32(*out), *pm = mmu_f32(mean), *pr = mmu_f32(rstd);
         cbytes = (size_t)N * C * 2 * sizeof(double) + (size_t)NG * sizeof(float);
         if (!(cmom = mmu_alloc(cbytes))) {
-            st = mmu_fail(MMU_ENOMEM, "group_norm: out of memory (input %s)", mmu_shape_str(x));
+            st = mmu_fail(MMU_ENOMEM, "%s: out of memory (input %s)", op, mmu_shape_str(x));
             goto done;
         }
         double *cmean = cmom, *cm2 = cmom + N * C;
-        float *mlo = (float *)(cmom + 2 * N * C);
+        float *mlo = mean_lo ? mmu_f32(mean_lo) : (float *)(cmom + 2 * N * C);
         int fused = NG >= 2 * mmu_get_num_threads();
         if (fused) {
 #pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
@@ -374,7 +407,7 @@ mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_t
                 merge_moments(cmean + nc0, cm2 + nc0, cpg, S, eps, pm + ng, mlo + ng, pr + ng);
                 for (int64_t c = 0; c < cpg; c++) {
                     float a = pr[ng] * (pw ? pw[c0 + c] : 1.0f), b = pb ? pb[c0 + c] : 0.0f;
-                    scale_shift(py + (nc0 + c) * S, px + (nc0 + c) * S, pm[ng], mlo[ng], a, b, S);
+                    gn_apply(act, py + (nc0 + c) * S, px + (nc0 + c) * S, pm[ng], mlo[ng], a, b, S);
                 }
             }
         } else {
@@ -386,29 +419,42 @@ mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_t
             for (int64_t nc = 0; nc < N * C; nc++) {
                 int64_t ng = nc / cpg, c = nc % C;
                 float a = pr[ng] * (pw ? pw[c] : 1.0f), b = pb ? pb[c] : 0.0f;
-                scale_shift(py + nc * S, px + nc * S, pm[ng], mlo[ng], a, b, S);
+                gn_apply(act, py + nc * S, px + nc * S, pm[ng], mlo[ng], a, b, S);
             }
         }
     }
     mmu_node *n = NULL;
-    if ((st = mmu_record(&n, *out, MMU_OP_GROUP_NORM, 3, (mmu_tensor *[]){x, weight, bias}))) goto done;
+    mmu_op opc = act == MMU_GN_ACT_SILU ? MMU_OP_GROUP_NORM_SILU : MMU_OP_GROUP_NORM;
+    if ((st = mmu_record(&n, *out, opc, 3, (mmu_tensor *[]){x, weight, bias}))) goto done;
     if (n) {
         n->ctx.i[0] = N;
         n->ctx.i[1] = C;
         n->ctx.i[2] = S;
         n->ctx.i[3] = G;
+        n->ctx.i[4] = act;
         n->ctx.f[0] = eps; /* for double backward (mmu/_double_backward.py) */
         mmu_save(n, GN_SAVED_X, x);
         if (weight) mmu_save(n, GN_SAVED_W, weight);
         mmu_save(n, GN_SAVED_MEAN, mean);
         mmu_save(n, GN_SAVED_RSTD, rstd);
+        if (act) { /* z = xhat·w + b is recomputed from these */
+            if (bias) mmu_save(n, GN_SAVED_B, bias);
+            mmu_save(n, GN_SAVED_MEAN_LO, mean_lo);
+        }
     }
 done:
     if (cmom) mmu_free(cmom, cbytes);
     if (st) MMU_CLEAR(*out);
     mmu_tensor_decref(mean);
     mmu_tensor_decref(rstd);
+    mmu_tensor_decref(mean_lo);
     return st;
+}
+
+// x (N, C, *), weight (C) or NULL, bias (C) or NULL -> out (x's shape)
+mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_tensor *weight, mmu_tensor *bias,
+                          double eps) {
+    return mmu_group_norm_act(out, x, groups, weight, bias, eps, MMU_GN_ACT_NONE);
 }
 
 // g, x (S), the group's mean -> Σg, Σg·(x - mean) (centred: no cancellation for large means)
@@ -449,52 +495,93 @@ static void gn_dx_channel(float *restrict dx, const float *restrict g, const flo
     for (int64_t i = 0; i < S; i++) dx[i] = a * g[i] + b * (x[i] - m) + c;
 }
 
+// g, x, dx (S): dx = a·dx + b·(x - m) + c, dx holding dz (the silu variant's GN input gradient)
+static void gn_dx_channel_inplace(float *restrict dx, const float *restrict x, float m, float a, float b, float c,
+                                  int64_t S) {
+#pragma omp simd
+    for (int64_t i = 0; i < S; i++) dx[i] = a * dx[i] + b * (x[i] - m) + c;
+}
+
+// g, x (S) -> dz (S) = g·silu'(z), z = (x - m - m_lo)·a + b as the forward computed it
+static void silu_grad_channel(float *restrict dz, const float *restrict g, const float *restrict x, float m,
+                              float m_lo, float a, float b, int64_t S) {
+    for (int64_t i = 0; i < S; i++) {
+        float z = ((x[i] - m) - m_lo) * a + b;
+        float sg = 1.0f / (1.0f + mmu_exp(-z));
+        dz[i] = g[i] * (sg * (1.0f + z * (1.0f - sg)));
+    }
+}
+
 // g (N, C, *) -> dx (x's shape), dweight (C), dbias (C)
 mmu_status mmu_group_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
     int64_t N = n->ctx.i[0], C = n->ctx.i[1], S = n->ctx.i[2], G = n->ctx.i[3], cpg = C / G, NG = N * G;
+    int act = (int)n->ctx.i[4];
     int want_x = n->inputs[0].needs_grad, want_w = n->inputs[1].needs_grad, want_b = n->inputs[2].needs_grad;
     mmu_status st = MMU_OK;
     if (want_x) st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, n->inputs[0].ndim, n->inputs[0].shape);
     if (!st && want_w) st = mmu_tensor_zeros(&gin[1], MMU_FLOAT32, n->inputs[1].ndim, n->inputs[1].shape);
     if (!st && want_b) st = mmu_tensor_zeros(&gin[2], MMU_FLOAT32, n->inputs[2].ndim, n->inputs[2].shape);
     if (st || N * C * S == 0) return st;
-    size_t sbytes = (size_t)N * C * 2 * sizeof(double);
+    float *pdx = want_x ? mmu_f32(gin[0]) : NULL;
+    /* with silu, dz goes where dx will be; only when dx is not wanted does it need a buffer of its own */
+    size_t sbytes = (size_t)N * C * 2 * sizeof(double), zbytes = act && !pdx ? (size_t)N * C * S * sizeof(float) : 0;
     double *sums = mmu_alloc(sbytes);
-    if (!sums) return mmu_fail(MMU_ENOMEM, "group_norm backward: out of memory");
+    float *zbuf = zbytes ? mmu_alloc(zbytes) : NULL;
+    if (!sums || (zbytes && !zbuf)) {
+        if (sums) mmu_free(sums, sbytes);
+        return mmu_fail(MMU_ENOMEM, "group_norm backward: out of memory");
+    }
+    float *pdz = act ? (pdx ? pdx : zbuf) : NULL;
     double *sg = sums, *sgx = sums + N * C;
     const float *px = mmu_f32(n->saved[GN_SAVED_X]), *pg = mmu_f32(g);
     const float *pw = n->saved[GN_SAVED_W] ? mmu_f32(n->saved[GN_SAVED_W]) : NULL;
+    const float *pb = act && n->saved[GN_SAVED_B] ? mmu_f32(n->saved[GN_SAVED_B]) : NULL;
     const float *pm = mmu_f32(n->saved[GN_SAVED_MEAN]), *pr = mmu_f32(n->saved[GN_SAVED_RSTD]);
-    float *pdx = want_x ? mmu_f32(gin[0]) : NULL;
+    const float *pmlo = act ? mmu_f32(n->saved[GN_SAVED_MEAN_LO]) : NULL;
+    /* the gradient GroupNorm sees for channel nc: g itself, or dz (written in L1 just before its sums) */
+#define GN_GRAD_IN(nc) (pdz ? pdz + (nc) * S : pg + (nc) * S)
+#define GN_CHANNEL_SUMS(nc, ng, c)                                                                               \
+    do {                                                                                                         \
+        if (pdz)                                                                                                 \
+            silu_grad_channel(pdz + (nc) * S, pg + (nc) * S, px + (nc) * S, pm[ng], pmlo[ng],                    \
+                              pr[ng] * (pw ? pw[c] : 1.0f), pb ? pb[c] : 0.0f, S);                               \
+        channel_grad_sums(GN_GRAD_IN(nc), px + (nc) * S, pm[ng], S, sg + (nc), sgx + (nc));                      \
+    } while (0)
+#define GN_CHANNEL_DX(nc, ng, c, c2, c3)                                                                         \
+    do {                                                                                                         \
+        if (pdz)                                                                                                 \
+            gn_dx_channel_inplace(pdx + (nc) * S, px + (nc) * S, pm[ng], pr[ng] * (pw ? pw[c] : 1.0f), c2, c3, S); \
+        else                                                                                                     \
+            gn_dx_channel(pdx + (nc) * S, pg + (nc) * S, px + (nc) * S, pm[ng], pr[ng] * (pw ? pw[c] : 1.0f),    \
+                          c2, c3, S);                                                                            \
+    } while (0)
     int64_t work = N * C * S;
     if (NG >= 2 * mmu_get_num_threads()) { /* a group per task, its x and g still in L2 for dx */
 #pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
         for (int64_t ng = 0; ng < NG; ng++) {
             int64_t c0 = (ng % G) * cpg, nc0 = ng * cpg;
-            for (int64_t c = 0; c < cpg; c++)
-                channel_grad_sums(pg + (nc0 + c) * S, px + (nc0 + c) * S, pm[ng], S, sg + nc0 + c, sgx + nc0 + c);
+            for (int64_t c = 0; c < cpg; c++) GN_CHANNEL_SUMS(nc0 + c, ng, c0 + c);
             if (!pdx) continue;
             float c2, c3;
             gn_dx_coeffs(sg + nc0, sgx + nc0, pw ? pw + c0 : NULL, cpg, S, pr[ng], &c2, &c3);
-            for (int64_t c = 0; c < cpg; c++)
-                gn_dx_channel(pdx + (nc0 + c) * S, pg + (nc0 + c) * S, px + (nc0 + c) * S, pm[ng],
-                              pr[ng] * (pw ? pw[c0 + c] : 1.0f), c2, c3, S);
+            for (int64_t c = 0; c < cpg; c++) GN_CHANNEL_DX(nc0 + c, ng, c0 + c, c2, c3);
         }
     } else {
 #pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
-        for (int64_t nc = 0; nc < N * C; nc++)
-            channel_grad_sums(pg + nc * S, px + nc * S, pm[nc / cpg], S, sg + nc, sgx + nc);
+        for (int64_t nc = 0; nc < N * C; nc++) GN_CHANNEL_SUMS(nc, nc / cpg, nc % C);
         if (pdx) {
 #pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
             for (int64_t nc = 0; nc < N * C; nc++) {
                 int64_t ng = nc / cpg, c = nc % C, c0 = (ng % G) * cpg;
                 float c2, c3; /* recomputed per channel: O(C/G) next to O(S) */
                 gn_dx_coeffs(sg + ng * cpg, sgx + ng * cpg, pw ? pw + c0 : NULL, cpg, S, pr[ng], &c2, &c3);
-                gn_dx_channel(pdx + nc * S, pg + nc * S, px + nc * S, pm[ng], pr[ng] * (pw ? pw[c] : 1.0f), c2, c3,
-                              S);
+                GN_CHANNEL_DX(nc, ng, c, c2, c3);
             }
         }
     }
+#undef GN_GRAD_IN
+#undef GN_CHANNEL_SUMS
+#undef GN_CHANNEL_DX
     /* dweight_c = Σ_n rstd·Σg·(x - mean), dbias_c = Σ_n Σg, added over n in order */
     float *dw = want_w ? mmu_f32(gin[1]) : NULL, *db = want_b ? mmu_f32(gin[2]) : NULL;
     for (int64_t c = 0; c < C && (dw || db); c++) {
@@ -508,6 +595,7 @@ mmu_status mmu_group_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
         if (db) db[c] = (float)ab;
     }
     mmu_free(sums, sbytes);
+    if (zbuf) mmu_free(zbuf, zbytes);
     return MMU_OK;
 }
 

@@ -126,6 +126,10 @@ mmu_status mmu_conv_transpose(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tenso
 /* x (N, C, *), groups dividing C, weight/bias (C) or NULL -> out (x's shape) */
 mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_tensor *weight, mmu_tensor *bias,
                           double eps);
+/* group_norm with an activation fused into its normalise + affine pass (and into its backward) */
+enum { MMU_GN_ACT_NONE = 0, MMU_GN_ACT_SILU = 1 };
+mmu_status mmu_group_norm_act(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_tensor *weight,
+                              mmu_tensor *bias, double eps, int act);
 /* x (..., *normalized_shape), weight (normalized_shape) or NULL -> out (x's shape) */
 mmu_status mmu_rms_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const int64_t *norm_shape,
                         mmu_tensor *weight, double eps);

@@ -19,6 +19,23 @@ static PyObject *py_group_norm(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
+/* group_norm_silu(x, num_groups, weight, bias, eps): silu(group_norm(...)) in one fused op */
+static PyObject *py_group_norm_silu(PyObject *m, PyObject *args) {
+    PyObject *xo, *wo, *bo;
+    long long groups;
+    double eps;
+    tensor_args ta = {0};
+    mmu_tensor *x, *w = NULL, *b = NULL, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "OLOOd", &xo, &groups, &wo, &bo, &eps)) return NULL;
+    if (!(x = arg(&ta, xo, -1, "group_norm_silu", "input")) ||
+        (wo != Py_None && !(w = arg(&ta, wo, -1, "group_norm_silu", "weight"))) ||
+        (bo != Py_None && !(b = arg(&ta, bo, -1, "group_norm_silu", "bias"))))
+        return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_group_norm_act(&out, x, groups, w, b, eps, MMU_GN_ACT_SILU));
+    return finish(&ta, st, out);
+}
+
 static PyObject *py_rms_norm(PyObject *m, PyObject *args) {
     PyObject *xo, *so, *wo;
     double eps;
@@ -135,6 +152,7 @@ static PyObject *py_upsample_bilinear2d(PyObject *m, PyObject *args) {
 
 PyMethodDef mmu_spatial_methods[] = {
     {"group_norm", py_group_norm, METH_VARARGS, "group_norm(x, num_groups, weight, bias, eps)"},
+    {"group_norm_silu", py_group_norm_silu, METH_VARARGS, "group_norm_silu(x, num_groups, weight, bias, eps)"},
     {"rms_norm", py_rms_norm, METH_VARARGS, "rms_norm(x, normalized_shape, weight, eps)"},
     {"normalize", py_normalize, METH_VARARGS, "normalize(x, p, dim, eps)"},
     {"dropout", py_dropout, METH_VARARGS, "dropout(x, p): always drops (the caller handles eval / p == 0)"},

@@ -103,6 +103,13 @@ def Normalize(in_channels, num_groups=32):
     return GroupNorm(_groups(in_channels, num_groups), in_channels, eps=1e-6, affine=True)
 
 
+def _norm_silu(norm, h):
+    """swish(norm(h)) with norm a GroupNorm module, as one fused op (F.group_norm_silu: one pass forward,
+    one backward, where norm then silu would run two each). The module keeps its parameters, so the
+    state_dict is taming's; its forward (and any hook on it) is not called."""
+    return F.group_norm_silu(h, norm.num_groups, norm.weight, norm.bias, norm.eps)
+
+
 class ResnetBlock(Module):
     """x -> nin_shortcut(x) + conv2(dropout(swish(norm2(conv1(swish(norm1(x))))))) (taming's ResnetBlock
     without the time embedding; nin_shortcut is a 1x1 conv when in_channels != out_channels)."""
@@ -122,8 +129,8 @@ class ResnetBlock(Module):
             self.nin_shortcut = None
 
     def forward(self, x):
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = self.conv1(_norm_silu(self.norm1, x))
+        h = self.conv2(self.dropout(_norm_silu(self.norm2, h)))
         if self.nin_shortcut is not None:
             x = self.nin_shortcut(x)
         return x + h
@@ -237,7 +244,7 @@ class Encoder(Module):
             if i_level != self.num_resolutions - 1:
                 h = level.downsample(h)
         h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(_norm_silu(self.norm_out, h))
 
 
 class Decoder(Module):
@@ -281,4 +288,4 @@ class Decoder(Module):
                     h = level.attn[i_block](h)
             if i_level != 0:
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(_norm_silu(self.norm_out, h))
