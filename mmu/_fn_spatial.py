@@ -38,15 +38,20 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     each (sample, group) normalised to zero mean and unit variance (biased), then scaled by
     weight (C) and shifted by bias (C). One pass for the statistics, one fused
     normalise + affine pass; the backward is one fused pass too."""
-    num_groups = _int(num_groups, "group_norm", "num_groups")
-    eps = _real(eps, "group_norm", "eps")
-    x = _as_tensor(input, "group_norm")
+    return _C.group_norm(*_group_norm_args(input, num_groups, eps, "group_norm"), weight, bias, eps)
+
+
+def _group_norm_args(input, num_groups, eps, op):
+    """(x, num_groups) checked for group_norm / group_norm_silu (eps is checked too)."""
+    num_groups = _int(num_groups, op, "num_groups")
+    _real(eps, op, "eps")
+    x = _as_tensor(input, op)
     if x.ndim < 2:
-        raise ValueError(f"group_norm: expected at least 2 dims (N, C, *) for input, got shape {tuple(x.shape)}")
+        raise ValueError(f"{op}: expected at least 2 dims (N, C, *) for input, got shape {tuple(x.shape)}")
     if num_groups <= 0 or x.shape[1] % num_groups:
-        raise ValueError(f"group_norm: expected the number of channels in input ({x.shape[1]}) to be "
+        raise ValueError(f"{op}: expected the number of channels in input ({x.shape[1]}) to be "
                          f"divisible by num_groups ({num_groups}), input shape {tuple(x.shape)}")
-    return _C.group_norm(x, num_groups, weight, bias, eps)
+    return x, num_groups
 
 
 def group_norm_silu(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -56,15 +61,8 @@ def group_norm_silu(input, num_groups, weight=None, bias=None, eps=1e-5):
     g·silu'(z) in the same passes. input (N, C, *), weight and bias (C) or None -> input's shape.
     It is the `swish(norm(x))` of taming-transformers' ResnetBlock and Encoder/Decoder
     (Esser et al. 2021, REFERENCES.md)."""
-    num_groups = _int(num_groups, "group_norm_silu", "num_groups")
     eps = _real(eps, "group_norm_silu", "eps")
-    x = _as_tensor(input, "group_norm_silu")
-    if x.ndim < 2:
-        raise ValueError(f"group_norm_silu: expected at least 2 dims (N, C, *) for input, got shape {tuple(x.shape)}")
-    if num_groups <= 0 or x.shape[1] % num_groups:
-        raise ValueError(f"group_norm_silu: expected the number of channels in input ({x.shape[1]}) to be "
-                         f"divisible by num_groups ({num_groups}), input shape {tuple(x.shape)}")
-    return _C.group_norm_silu(x, num_groups, weight, bias, eps)
+    return _C.group_norm_silu(*_group_norm_args(input, num_groups, eps, "group_norm_silu"), weight, bias, eps)
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):

@@ -3,7 +3,9 @@
 
 #include "../ops/ops.h"
 
-static PyObject *py_group_norm(PyObject *m, PyObject *args) {
+/* group_norm / group_norm_silu (x, num_groups, weight, bias, eps): act is MMU_GN_ACT_NONE or _SILU */
+static PyObject *group_norm_act(PyObject *args, int act) {
+    const char *name = act == MMU_GN_ACT_SILU ? "group_norm_silu" : "group_norm";
     PyObject *xo, *wo, *bo;
     long long groups;
     double eps;
@@ -11,30 +13,15 @@ static PyObject *py_group_norm(PyObject *m, PyObject *args) {
     mmu_tensor *x, *w = NULL, *b = NULL, *out = NULL;
     mmu_status st;
     if (!PyArg_ParseTuple(args, "OLOOd", &xo, &groups, &wo, &bo, &eps)) return NULL;
-    if (!(x = arg(&ta, xo, -1, "group_norm", "input")) ||
-        (wo != Py_None && !(w = arg(&ta, wo, -1, "group_norm", "weight"))) ||
-        (bo != Py_None && !(b = arg(&ta, bo, -1, "group_norm", "bias"))))
+    if (!(x = arg(&ta, xo, -1, name, "input")) || (wo != Py_None && !(w = arg(&ta, wo, -1, name, "weight"))) ||
+        (bo != Py_None && !(b = arg(&ta, bo, -1, name, "bias"))))
         return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_group_norm(&out, x, groups, w, b, eps));
+    MMU_NOGIL(st, mmu_group_norm_act(&out, x, groups, w, b, eps, act));
     return finish(&ta, st, out);
 }
 
-/* group_norm_silu(x, num_groups, weight, bias, eps): silu(group_norm(...)) in one fused op */
-static PyObject *py_group_norm_silu(PyObject *m, PyObject *args) {
-    PyObject *xo, *wo, *bo;
-    long long groups;
-    double eps;
-    tensor_args ta = {0};
-    mmu_tensor *x, *w = NULL, *b = NULL, *out = NULL;
-    mmu_status st;
-    if (!PyArg_ParseTuple(args, "OLOOd", &xo, &groups, &wo, &bo, &eps)) return NULL;
-    if (!(x = arg(&ta, xo, -1, "group_norm_silu", "input")) ||
-        (wo != Py_None && !(w = arg(&ta, wo, -1, "group_norm_silu", "weight"))) ||
-        (bo != Py_None && !(b = arg(&ta, bo, -1, "group_norm_silu", "bias"))))
-        return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_group_norm_act(&out, x, groups, w, b, eps, MMU_GN_ACT_SILU));
-    return finish(&ta, st, out);
-}
+static PyObject *py_group_norm(PyObject *m, PyObject *args) { return group_norm_act(args, MMU_GN_ACT_NONE); }
+static PyObject *py_group_norm_silu(PyObject *m, PyObject *args) { return group_norm_act(args, MMU_GN_ACT_SILU); }
 
 static PyObject *py_rms_norm(PyObject *m, PyObject *args) {
     PyObject *xo, *so, *wo;
