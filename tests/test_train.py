@@ -390,6 +390,27 @@ def test_resume_errors(tmp_path):
         Trainer(TinyTok(), data, c).load_checkpoint(str(tmp_path / "other.safetensors"))
 
 
+def test_load_checkpoint_mismatched_loader_changes_nothing(tmp_path):
+    # the loader's state is restored first: a checkpoint for another batch size raises before the
+    # model (or anything else) has been overwritten
+    from mmu.data import DataLoader
+    data = images(16)
+    mmu.manual_seed(0)
+    t = Trainer(TinyTok(), DataLoader(data, 4, seed=1), cfg(steps=2))
+    t.fit()
+    path = t.save_checkpoint(str(tmp_path / "ck.safetensors")) or str(tmp_path / "ck.safetensors")
+    mmu.manual_seed(5)
+    fresh = TinyTok()
+    before = params(fresh)
+    t2 = Trainer(fresh, DataLoader(data, 2, seed=1), cfg(steps=2, batch_size=2))
+    with pytest.raises(ValueError, match="batch_size"):
+        t2.load_checkpoint(path)
+    after = params(fresh)
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+    assert t2.step == 0
+
+
 def test_rng_state_get_set():
     mmu.manual_seed(5)
     mmu.randn(3)

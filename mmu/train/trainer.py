@@ -475,6 +475,10 @@ class Trainer:
         if (ckpt["ema"] is None) != (self.ema is None):
             raise ValueError(f"Trainer.load_checkpoint: the checkpoint has {'no ' if ckpt['ema'] is None else ''}EMA "
                              f"weights but config.ema_decay is {self.config.ema_decay}")
+        # the loader first: its state is the one most likely not to fit (another batch size or loader
+        # type), and it raises before anything of the model or the optimizers has been overwritten
+        # (model.load_state_dict itself copies nothing unless every key fits)
+        self.train_data.load_state_dict(ckpt["data"])
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -486,7 +490,6 @@ class Trainer:
             self._apply_schedule(self.disc_scheduler, c.lr if c.disc_lr is None else c.disc_lr)
         if self.ema is not None:
             self.ema.load_state_dict(ckpt["ema"])
-        self.train_data.load_state_dict(ckpt["data"])
         self._batches = None
         self.history.load_state_dict(ckpt["history"])
         self.step = int(ckpt["step"])
