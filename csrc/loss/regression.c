@@ -48,6 +48,17 @@ static inline float reg_grad(float d, reg_kind k, float p, float inv_p) {
     }
 }
 
+/* Runs LOOP(K) with K the compile-time constant of kind k: each kernel writes its inner loop once
+ * as a macro of K, and every kind gets its own vectorised copy (a runtime kind inside the loop
+ * keeps GCC from vectorising it). */
+#define REG_BY_KIND(k, LOOP)                         \
+    switch (k) {                                     \
+    case REG_MSE: LOOP(REG_MSE) break;               \
+    case REG_L1: LOOP(REG_L1) break;                 \
+    case REG_SMOOTH_L1: LOOP(REG_SMOOTH_L1) break;   \
+    default: LOOP(REG_HUBER) break;                  \
+    }
+
 // input (...), target (same shape) -> partial sums of the elementwise loss per chunk, combined serially
 static double regression_sum(const float *x, const float *y, int64_t n, reg_kind k, float p) {
     float inv_p = p > 0.0f ? 1.0f / p : 0.0f;
@@ -73,12 +84,7 @@ static double regression_sum(const float *x, const float *y, int64_t n, reg_kind
                 for (int l = 0; l < 16; l++) v[l] += reg_value(x[i + r + l] - y[i + r + l], K, p, inv_p); \
             for (int l = 0; l < 16; l++) acc[l] += v[l];                              \
         }
-        switch (k) {
-        case REG_MSE: REG_LOOP(REG_MSE) break;
-        case REG_L1: REG_LOOP(REG_L1) break;
-        case REG_SMOOTH_L1: REG_LOOP(REG_SMOOTH_L1) break;
-        default: REG_LOOP(REG_HUBER) break;
-        }
+        REG_BY_KIND(k, REG_LOOP)
 #undef REG_LOOP
         for (; i < hi; i++) acc[i % 16] += reg_value(x[i] - y[i], k, p, inv_p);
         double t = 0.0;
@@ -125,12 +131,7 @@ static mmu_status regression_loss(mmu_tensor **out, mmu_tensor *input, mmu_tenso
             int64_t lo = c * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
             /* the kind is switched per chunk so that each inner loop vectorises */
 #define REG_LOOP(K) for (int64_t i = lo; i < hi; i++) o[i] = reg_value(x[i] - y[i], K, p, inv_p);
-            switch (k) {
-            case REG_MSE: REG_LOOP(REG_MSE) break;
-            case REG_L1: REG_LOOP(REG_L1) break;
-            case REG_SMOOTH_L1: REG_LOOP(REG_SMOOTH_L1) break;
-            default: REG_LOOP(REG_HUBER) break;
-            }
+            REG_BY_KIND(k, REG_LOOP)
 #undef REG_LOOP
         }
     } else {
@@ -215,12 +216,7 @@ mmu_status mmu_regression_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor *
             for (int64_t i = lo; i < hi; i++) gx[i] = reg_grad(x[i] - y[i], K, p, inv_p) * (pg[i * gstride] * s); \
         else                                                                                   \
             for (int64_t i = lo; i < hi; i++) gy[i] = -reg_grad(x[i] - y[i], K, p, inv_p) * (pg[i * gstride] * s);
-        switch (k) {
-        case REG_MSE: REG_LOOP(REG_MSE) break;
-        case REG_L1: REG_LOOP(REG_L1) break;
-        case REG_SMOOTH_L1: REG_LOOP(REG_SMOOTH_L1) break;
-        default: REG_LOOP(REG_HUBER) break;
-        }
+        REG_BY_KIND(k, REG_LOOP)
 #undef REG_LOOP
     }
     return MMU_OK;
