@@ -39,15 +39,9 @@ class _Config:
 
 
 @dataclass
-class VQVAEConfig(_Config):
-    """VQ-VAE (van den Oord et al. 2017, "Neural Discrete Representation Learning"; the DeepMind Sonnet
-    layout): log2(downsample) strided 4x4 convs (stride 2), a 3x3 conv, num_res_blocks residual blocks
-    (ReLU-3x3(res_channels)-ReLU-1x1), a 1x1 conv to embed_dim; the decoder mirrors it with transposed
-    4x4 convs. MSE reconstruction + the quantizer's loss (commitment beta = 0.25 as in the paper).
-
-    quantizer: one of "vq" (learnable codebook, codebook + beta-commitment loss), "ema_vq" (EMA decay 0.99,
-    k-means init, dead-code restart), "fsq" (levels from codebook_size, e.g. [8, 5, 5, 5] for 1024),
-    "lfq" (codebook_size = 2^bits), "rvq" (4 EMA levels); quantizer_kwargs override the defaults."""
+class _ConvAEConfig(_Config):
+    """The fields of the VQ-VAE conv encoder/decoder layout, which DVAE reuses (mmu.tokenizers.blocks
+    ConvEncoder / ConvDecoder); each subclass adds its quantizer default and its loss fields."""
     in_channels: int = 3
     hidden_channels: int = 128
     res_channels: int = 32
@@ -57,34 +51,38 @@ class VQVAEConfig(_Config):
     codebook_size: int = 512
     quantizer: str = "vq"
     quantizer_kwargs: dict = field(default_factory=dict)
-    beta: float = 0.25
     resolution: int = 32
 
 
 @dataclass
-class DVAEConfig(_Config):
+class VQVAEConfig(_ConvAEConfig):
+    """VQ-VAE (van den Oord et al. 2017, "Neural Discrete Representation Learning"; the DeepMind Sonnet
+    layout): log2(downsample) strided 4x4 convs (stride 2), a 3x3 conv, num_res_blocks residual blocks
+    (ReLU-3x3(res_channels)-ReLU-1x1), a 1x1 conv to embed_dim; the decoder mirrors it with transposed
+    4x4 convs. MSE reconstruction + the quantizer's loss (commitment beta = 0.25 as in the paper).
+
+    quantizer: one of "vq" (learnable codebook, codebook + beta-commitment loss), "ema_vq" (EMA decay 0.99,
+    k-means init, dead-code restart), "fsq" (levels from codebook_size, e.g. [8, 5, 5, 5] for 1024),
+    "lfq" (codebook_size = 2^bits), "rvq" (4 EMA levels); quantizer_kwargs override the defaults."""
+    quantizer: str = "vq"
+    beta: float = 0.25
+
+
+@dataclass
+class DVAEConfig(_ConvAEConfig):
     """Discrete VAE (DALL-E, Ramesh et al. 2021, appendix A): a conv encoder (the VQ-VAE layout here) whose
     features give logits over codebook_size codes (GumbelQuantize: 1x1 conv), a Gumbel-softmax sample with
     temperature annealed from temp_start to temp_end (cosine, DALL-E: 1 -> 1/16 over 150k steps) by the
     training step, a KL to the uniform prior with kl_weight (taming's GumbelQuantize default 5e-4), and
     the reconstruction loss `recon`: "logit_laplace" (DALL-E: the decoder emits 2C channels, mu and log b,
     eps 0.1), "l1" or "l2". quantizer is always "gumbel" (quantizer_kwargs go to GumbelQuantize)."""
-    in_channels: int = 3
-    hidden_channels: int = 128
-    res_channels: int = 32
-    num_res_blocks: int = 2
-    downsample: int = 4
-    embed_dim: int = 64
-    codebook_size: int = 512
     quantizer: str = "gumbel"
-    quantizer_kwargs: dict = field(default_factory=dict)
     recon: str = "logit_laplace"
     logit_laplace_eps: float = 0.1
     kl_weight: float = 5e-4
     temp_start: float = 1.0
     temp_end: float = 1.0 / 16
     temp_anneal_steps: int = 150_000
-    resolution: int = 32
 
 
 @dataclass
