@@ -2,51 +2,8 @@
 
 The LPIPS case is the tokenizer-training use: LPIPS-VGG(x, y).mean() forward + backward to x
 (y constant, all weights frozen) at 8x3x64x64, against a torch re-implementation of the lpips
-package (torch.nn layers in torchvision's layout, no torchvision needed) with the same weights."""
+package (torch_twins.lpips_twin: torch.nn layers in torchvision's layout) with the same weights."""
 import numpy as np
-
-
-def _torch_lpips(torch, state, net):
-    """The lpips package's forward (v0.1, lin=True, eval) built from torch.nn with `state`'s weights."""
-    from mmu.losses.lpips import _NETS
-    nn = torch.nn
-    layers, taps, chans, _ = _NETS[net]
-    mods = []
-    for l in layers:
-        if l[0] == "conv":
-            mods.append(nn.Conv2d(l[1], l[2], l[3], stride=l[4], padding=l[5]))
-        elif l[0] == "relu":
-            mods.append(nn.ReLU(inplace=True))  # torchvision uses in-place ReLUs
-        else:
-            mods.append(nn.MaxPool2d(l[1], l[2]))
-    features = nn.Sequential(*mods[: taps[-1] + 1])
-    lins = nn.ModuleList([nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, bias=False)) for c in chans])
-    features.load_state_dict({k[len("net.features."):]: torch.tensor(v) for k, v in state.items()
-                              if k.startswith("net.")})
-    lins.load_state_dict({f"{k[3]}.1.weight": torch.tensor(v) for k, v in state.items() if k.startswith("lin")})
-    features.eval(), lins.eval()
-    features.requires_grad_(False), lins.requires_grad_(False)
-    shift = torch.tensor([-.030, -.088, -.188]).reshape(1, 3, 1, 1)
-    scale = torch.tensor([.458, .448, .450]).reshape(1, 3, 1, 1)
-
-    def feats(x):
-        outs, h = [], (x - shift) / scale
-        for i, m in enumerate(features):
-            h = m(h)
-            if i in taps:
-                outs.append(h)
-        return outs
-
-    def nt(x, eps=1e-10):
-        return x / (torch.sqrt(torch.sum(x ** 2, dim=1, keepdim=True)) + eps)
-
-    def forward(x, y):
-        val = 0
-        for k, (a, b) in enumerate(zip(feats(x), feats(y))):
-            val = val + lins[k]((nt(a) - nt(b)) ** 2).mean([2, 3], keepdim=True)
-        return val
-
-    return forward
 
 
 def cases(h):
@@ -100,7 +57,8 @@ def cases(h):
         return h.fwd_bwd([x], lambda: model(x, y).mean())
 
     def lpips_torch(fw, d):
-        forward = _torch_lpips(fw.mod, d["state"], d["net"])
+        from torch_twins import lpips_twin
+        forward, _, _ = lpips_twin(d["state"], d["net"])
         x, y = fw.tensor(d["x"], requires_grad=True), fw.tensor(d["y"])
         return h.fwd_bwd([x], lambda: forward(x, y).mean())
 

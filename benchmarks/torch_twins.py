@@ -489,6 +489,51 @@ class TwinDecoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def lpips_twin(state, net):
+    """The lpips package's forward (v0.1, lin=True, eval) built from torch.nn layers in torchvision's
+    layout (no torchvision needed) with `state`'s weights (mmu.losses.LPIPS's state_dict as NumPy
+    arrays; net "vgg" or "alex"). Returns (forward(x, y) -> (B, 1, 1, 1), features, lins); every
+    weight is frozen."""
+    from mmu.losses.lpips import _NETS
+    layers, taps, chans, _ = _NETS[net]
+    mods = []
+    for l in layers:
+        if l[0] == "conv":
+            mods.append(nn.Conv2d(l[1], l[2], l[3], stride=l[4], padding=l[5]))
+        elif l[0] == "relu":
+            mods.append(nn.ReLU(inplace=True))  # torchvision uses in-place ReLUs
+        else:
+            mods.append(nn.MaxPool2d(l[1], l[2]))
+    features = nn.Sequential(*mods[: taps[-1] + 1])
+    lins = nn.ModuleList([nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, bias=False)) for c in chans])
+    features.load_state_dict({k[len("net.features."):]: torch.tensor(v) for k, v in state.items()
+                              if k.startswith("net.")})
+    lins.load_state_dict({f"{k[3]}.1.weight": torch.tensor(v) for k, v in state.items() if k.startswith("lin")})
+    features.eval(), lins.eval()
+    features.requires_grad_(False), lins.requires_grad_(False)
+    shift = torch.tensor([-.030, -.088, -.188]).reshape(1, 3, 1, 1)
+    scale = torch.tensor([.458, .448, .450]).reshape(1, 3, 1, 1)
+
+    def feats(x):
+        outs, h = [], (x - shift) / scale
+        for i, m in enumerate(features):
+            h = m(h)
+            if i in taps:
+                outs.append(h)
+        return outs
+
+    def nt(x, eps=1e-10):
+        return x / (torch.sqrt(torch.sum(x ** 2, dim=1, keepdim=True)) + eps)
+
+    def forward(x, y):
+        val = 0
+        for k, (a, b) in enumerate(zip(feats(x), feats(y))):
+            val = val + lins[k]((nt(a) - nt(b)) ** 2).mean([2, 3], keepdim=True)
+        return val
+
+    return forward, features, lins
+
+
 class TwinNLayerDiscriminator(nn.Module):
     """taming's PatchGAN (mmu.losses.NLayerDiscriminator): convs 4x4 pad 1, LeakyReLU(0.2), norm "batch"
     (convs before a norm without bias), "group" (gcd(32, C) groups, eps 1e-6, no bias) or "none"

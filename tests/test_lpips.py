@@ -2,6 +2,9 @@
 finite differences and torch; mmu.losses.LPIPS (VGG16 and AlexNet, random weights) vs a torch
 re-implementation of the lpips package written here; the weight file round trip through
 convert_torch_weights; the errors (missing weights, wrong channels, mismatched shapes, small images)."""
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -145,47 +148,14 @@ def test_distance_bad_inputs():
 
 
 # ------------------------------------------------------------------- torch re-implementation
-def torch_lpips(torch, model):
-    """The lpips package's forward (v0.1, lin=True) with torch.nn layers and model's weights."""
-    from mmu.losses.lpips import _NETS
-    nn = torch.nn
-    layers, taps, chans, _ = _NETS[model.net_name]
-    mods = []
-    for l in layers:
-        if l[0] == "conv":
-            mods.append(nn.Conv2d(l[1], l[2], l[3], stride=l[4], padding=l[5]))
-        elif l[0] == "relu":
-            mods.append(nn.ReLU(inplace=True))  # torchvision uses in-place ReLUs
-        else:
-            mods.append(nn.MaxPool2d(l[1], l[2]))
-    features = nn.Sequential(*mods)
-    lins = nn.ModuleList([nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, bias=False)) for c in chans])
-    sd = {k: v.numpy() for k, v in model.state_dict().items()}
-    features.load_state_dict({k[len("net.features."):]: torch.tensor(v) for k, v in sd.items()
-                              if k.startswith("net.")})
-    lins.load_state_dict({f"{k[3]}.1.weight": torch.tensor(v) for k, v in sd.items() if k.startswith("lin")})
-    features.eval(), lins.eval()
-    shift = torch.tensor([-.030, -.088, -.188]).reshape(1, 3, 1, 1)
-    scale = torch.tensor([.458, .448, .450]).reshape(1, 3, 1, 1)
-
-    def feats(x):
-        outs, h = [], (x - shift) / scale
-        for i in range(taps[-1] + 1):
-            h = features[i](h)
-            if i in taps:
-                outs.append(h)
-        return outs
-
-    def nt(x, eps=1e-10):
-        return x / (torch.sqrt(torch.sum(x ** 2, dim=1, keepdim=True)) + eps)
-
-    def forward(x, y):
-        val = 0
-        for k, (a, b) in enumerate(zip(feats(x), feats(y))):
-            val = val + lins[k]((nt(a) - nt(b)) ** 2).mean([2, 3], keepdim=True)
-        return val
-
-    return forward, features, lins
+def torch_lpips(model):
+    """The lpips package's forward with torch.nn layers and model's weights: benchmarks/torch_twins.py's
+    lpips_twin (the benchmark's reference too). Import only after torch_or_skip()."""
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    from torch_twins import lpips_twin
+    return lpips_twin({k: v.numpy() for k, v in model.state_dict().items()}, model.net_name)
 
 
 @pytest.mark.parametrize("net,size", [("vgg", 32), ("alex", 64)])
@@ -193,7 +163,7 @@ def test_lpips_vs_torch(net, size):
     torch = torch_or_skip()
     torch.manual_seed(0)
     model = _model(net)
-    ref, _, _ = torch_lpips(torch, model)
+    ref, _, _ = torch_lpips(model)
     rng = np.random.default_rng(6)
     x = rng.uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
     y = np.clip(x + 0.3 * rng.standard_normal(x.shape), -1, 1).astype(np.float32)
