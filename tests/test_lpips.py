@@ -1,6 +1,7 @@
 """LPIPS: the fused layer distance (mmu.functional.lpips_distance) vs a float64 NumPy reference,
 finite differences and torch; mmu.losses.LPIPS (VGG16 and AlexNet, random weights) vs a torch
-re-implementation of the lpips package written here; the weight file round trip through
+re-implementation of the lpips package (benchmarks/torch_twins.py's lpips_twin, shared with the
+benchmark); the weight file round trip through
 convert_torch_weights; the errors (missing weights, wrong channels, mismatched shapes, small images)."""
 import os
 import sys
