@@ -40,21 +40,6 @@ def _gan_inputs(rng):
             "fake": rng.standard_normal(GAN_SHAPE, dtype=np.float32)}
 
 
-def _torch_disc(torch, ndf=64, n_layers=3):
-    """taming's NLayerDiscriminator with BatchNorm (the same layout as mmu.losses.NLayerDiscriminator)."""
-    nn = torch.nn
-    seq = [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-    mult = 1
-    for n in range(1, n_layers):
-        prev, mult = mult, min(2 ** n, 8)
-        seq += [nn.Conv2d(ndf * prev, ndf * mult, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * mult),
-                nn.LeakyReLU(0.2, True)]
-    prev, mult = mult, min(2 ** n_layers, 8)
-    seq += [nn.Conv2d(ndf * prev, ndf * mult, 4, 1, 1, bias=False), nn.BatchNorm2d(ndf * mult),
-            nn.LeakyReLU(0.2, True), nn.Conv2d(ndf * mult, 1, 4, 1, 1)]
-    return nn.Sequential(*seq)
-
-
 def _gan(h):
     def make(fw, d):
         real, fake = fw.tensor(d["real"]), fw.tensor(d["fake"])
@@ -65,8 +50,9 @@ def _gan(h):
             opt = mmu.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.9))
             relu = mmu.relu if hasattr(mmu, "relu") else (lambda t: t.relu())
         else:
+            from torch_twins import TwinNLayerDiscriminator  # taming's PatchGAN, the same layout
             torch = fw.mod
-            D = _torch_disc(torch)
+            D = TwinNLayerDiscriminator(3, 64, 3, "batch")
             opt = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.9))
             relu = torch.relu
 

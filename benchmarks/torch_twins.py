@@ -537,12 +537,13 @@ def lpips_twin(state, net):
 class TwinNLayerDiscriminator(nn.Module):
     """taming's PatchGAN (mmu.losses.NLayerDiscriminator): convs 4x4 pad 1, LeakyReLU(0.2), norm "batch"
     (convs before a norm without bias), "group" (gcd(32, C) groups, eps 1e-6, no bias) or "none"
-    (Identity, biased convs); state_dict keys main.{i}.*."""
+    (Identity, biased convs); state_dict keys main.{i}.*. norm_layer(c) overrides the norm module (e.g.
+    a torch ActNorm for norm "actnorm", biased convs as in taming)."""
 
-    def __init__(self, input_nc=3, ndf=64, n_layers=3, norm="batch"):
+    def __init__(self, input_nc=3, ndf=64, n_layers=3, norm="batch", norm_layer=None):
         super().__init__()
 
-        def norm_layer(c):
+        def default_norm(c):
             if norm == "batch":
                 return nn.BatchNorm2d(c)
             if norm == "group":
@@ -550,6 +551,7 @@ class TwinNLayerDiscriminator(nn.Module):
             if norm == "none":
                 return nn.Identity()
             raise ValueError(f"TwinNLayerDiscriminator: norm {norm!r} is not mirrored")
+        norm_layer = norm_layer or default_norm
         use_bias = norm not in ("batch", "group")
         seq = [nn.Conv2d(input_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         mult = 1

@@ -1,6 +1,8 @@
 """mmu.losses.NLayerDiscriminator (taming-transformers' PatchGAN): torch parity of logits and of the
 parameter / input gradients for every norm, state_dict keys, shapes, init statistics, bad inputs."""
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -16,29 +18,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _torch_disc(torch, input_nc, ndf, n_layers, norm):
-    """taming's NLayerDiscriminator (taming/modules/discriminator/model.py) rewritten for the test, with
-    the same norm choices as mmu's (taming's ActNorm copied from test_batchnorm)."""
+    """taming's NLayerDiscriminator (taming/modules/discriminator/model.py) in torch: the benchmarks'
+    TwinNLayerDiscriminator, with taming's ActNorm (rewritten in test_batchnorm) for norm "actnorm"."""
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
     from test_batchnorm import _taming_actnorm
-    nn = torch.nn
-
-    def norm_layer(c):
-        return {"batch": lambda: nn.BatchNorm2d(c), "actnorm": lambda: _taming_actnorm(torch)(c),
-                "group": lambda: nn.GroupNorm(math.gcd(32, c), c, eps=1e-6), "none": nn.Identity}[norm]()
-
-    use_bias = norm not in ("batch", "group")
-    seq = [nn.Conv2d(input_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-    mult = 1
-    for n in range(1, n_layers):
-        prev, mult = mult, min(2 ** n, 8)
-        seq += [nn.Conv2d(ndf * prev, ndf * mult, 4, 2, 1, bias=use_bias), norm_layer(ndf * mult),
-                nn.LeakyReLU(0.2, True)]
-    prev, mult = mult, min(2 ** n_layers, 8)
-    seq += [nn.Conv2d(ndf * prev, ndf * mult, 4, 1, 1, bias=use_bias), norm_layer(ndf * mult),
-            nn.LeakyReLU(0.2, True)]
-    seq += [nn.Conv2d(ndf * mult, 1, 4, 1, 1)]
-    m = nn.Module()
-    m.main = nn.Sequential(*seq)
-    return m
+    from torch_twins import TwinNLayerDiscriminator
+    actnorm = (lambda c: _taming_actnorm(torch)(c)) if norm == "actnorm" else None
+    return TwinNLayerDiscriminator(input_nc, ndf, n_layers, norm, norm_layer=actnorm)
 
 
 def _pair(torch, norm, n_layers=3, ndf=8, input_nc=3):
