@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "../core/vmath.h"
+#include "moments.h"
 #include "ops.h"
 
 #define LANES 16
@@ -262,74 +263,14 @@ mmu_status mmu_layer_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
 
 enum { GN_SAVED_X, GN_SAVED_W, GN_SAVED_MEAN, GN_SAVED_RSTD, GN_SAVED_B, GN_SAVED_MEAN_LO };
 
-/* 16 floats in a GCC vector (one AVX-512 register; two AVX2 ones); four of them
- * make four independent add chains, so that a reduction over a channel runs at
- * load speed rather than at the latency of one chain of adds. */
-typedef float vf16 __attribute__((vector_size(64)));
-/* the same, for unaligned loads (channels start anywhere); no vector crosses a
- * function boundary, so a build without AVX-512 keeps the ABI of its callers */
-typedef float vf16u __attribute__((vector_size(64), aligned(4)));
-#define VLOAD(p) (*(const vf16u *)(p))
-
-static inline float vsum(const vf16 *a, const vf16 *b, const vf16 *c, const vf16 *d) {
-    vf16 t = (*a + *b) + (*c + *d);
-    float s = 0.0f;
-    for (int l = 0; l < 16; l++) s += t[l];
-    return s;
-}
-
-// x (S) -> mean and sum of squared deviations of the channel
-static void channel_moments(const float *restrict x, int64_t S, double *mean, double *m2) {
-    /* pass 1: Σ(x - x[0]) in float: shifted by a sample, the sum does not lose the
-     * digits a plain float sum of values far from 0 (1e2, 1e4) would */
-    float k = x[0];
-    vf16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    int64_t i = 0;
-    for (; i + 64 <= S; i += 64) {
-        a0 += VLOAD(x + i) - k;
-        a1 += VLOAD(x + i + 16) - k;
-        a2 += VLOAD(x + i + 32) - k;
-        a3 += VLOAD(x + i + 48) - k;
-    }
-    float t = 0.0f;
-    for (int64_t j = i; j < S; j++) t += x[j] - k;
-    double mu = (double)k + ((double)vsum(&a0, &a1, &a2, &a3) + t) / (double)S;
-    /* pass 2 (the channel is in L1/L2): squared deviations from the float mean */
-    float m = (float)mu;
-    vf16 q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0}, d;
-    for (i = 0; i + 64 <= S; i += 64) {
-        d = VLOAD(x + i) - m, q0 += d * d;
-        d = VLOAD(x + i + 16) - m, q1 += d * d;
-        d = VLOAD(x + i + 32) - m, q2 += d * d;
-        d = VLOAD(x + i + 48) - m, q3 += d * d;
-    }
-    float qt = 0.0f;
-    for (int64_t j = i; j < S; j++) qt += (x[j] - m) * (x[j] - m);
-    double dm = mu - (double)m; /* the deviations were taken from the rounded mean */
-    *mean = mu;
-    *m2 = (double)vsum(&q0, &q1, &q2, &q3) + qt - (double)S * dm * dm;
-    if (*m2 < 0) *m2 = 0;
-}
-
 // per-channel (mean, m2) of cpg channels of S values -> the group's mean and rstd
 static void merge_moments(const double *cmean, const double *cm2, int64_t cpg, int64_t S, double eps, float *mean,
                           float *mean_lo, float *rstd) {
-    double n = 0, m = 0, q = 0;
-    for (int64_t c = 0; c < cpg; c++) {
-        double nb = (double)S, d = cmean[c] - m, tot = n + nb;
-        m += d * nb / tot;
-        q += cm2[c] + d * d * n * nb / tot;
-        n = tot;
-    }
+    double m, q;
+    moments_merge(cmean, cm2, cpg, 1, S, &m, &q);
     *mean = (float)m;
     *mean_lo = (float)(m - (double)*mean); /* what float32 drops of the mean, for the centring */
-    *rstd = (float)(1.0 / sqrt(q / n + eps));
-}
-
-// x (S) -> y (S) = (x - m - m_lo)·a + b: centred first, as x·a + (b - m·a) loses digits when
-// |m| >> std, and with the mean's low part so that a float32 mean does not cost them either
-static void scale_shift(float *restrict y, const float *restrict x, float m, float m_lo, float a, float b, int64_t S) {
-    for (int64_t i = 0; i < S; i++) y[i] = ((x[i] - m) - m_lo) * a + b;
+    *rstd = (float)(1.0 / sqrt(q / (double)(cpg * S) + eps));
 }
 
 // x (S) -> y (S) = silu(z), z = (x - m - m_lo)·a + b; mmu_exp keeps the loop vectorised, and
@@ -403,7 +344,7 @@ mmu_status mmu_group_norm_act(mmu_tensor **out, mmu_tensor *x, int64_t groups, m
             for (int64_t ng = 0; ng < NG; ng++) {
                 int64_t c0 = (ng % G) * cpg, nc0 = ng * cpg;
                 for (int64_t c = 0; c < cpg; c++)
-                    channel_moments(px + (nc0 + c) * S, S, cmean + nc0 + c, cm2 + nc0 + c);
+                    seg_moments(px + (nc0 + c) * S, S, cmean + nc0 + c, cm2 + nc0 + c);
                 merge_moments(cmean + nc0, cm2 + nc0, cpg, S, eps, pm + ng, mlo + ng, pr + ng);
                 for (int64_t c = 0; c < cpg; c++) {
                     float a = pr[ng] * (pw ? pw[c0 + c] : 1.0f), b = pb ? pb[c0 + c] : 0.0f;
@@ -412,7 +353,7 @@ mmu_status mmu_group_norm_act(mmu_tensor **out, mmu_tensor *x, int64_t groups, m
             }
         } else {
 #pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
-            for (int64_t nc = 0; nc < N * C; nc++) channel_moments(px + nc * S, S, cmean + nc, cm2 + nc);
+            for (int64_t nc = 0; nc < N * C; nc++) seg_moments(px + nc * S, S, cmean + nc, cm2 + nc);
             for (int64_t ng = 0; ng < NG; ng++)
                 merge_moments(cmean + ng * cpg, cm2 + ng * cpg, cpg, S, eps, pm + ng, mlo + ng, pr + ng);
 #pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
@@ -455,23 +396,6 @@ done:
 mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_tensor *weight, mmu_tensor *bias,
                           double eps) {
     return mmu_group_norm_act(out, x, groups, weight, bias, eps, MMU_GN_ACT_NONE);
-}
-
-// g, x (S), the group's mean -> Σg, Σg·(x - mean) (centred: no cancellation for large means)
-static void channel_grad_sums(const float *restrict g, const float *restrict x, float mean, int64_t S, double *sg,
-                              double *sgx) {
-    vf16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}, v;
-    int64_t i = 0;
-    for (; i + 64 <= S; i += 64) {
-        v = VLOAD(g + i), a0 += v, b0 += v * (VLOAD(x + i) - mean);
-        v = VLOAD(g + i + 16), a1 += v, b1 += v * (VLOAD(x + i + 16) - mean);
-        v = VLOAD(g + i + 32), a2 += v, b2 += v * (VLOAD(x + i + 32) - mean);
-        v = VLOAD(g + i + 48), a3 += v, b3 += v * (VLOAD(x + i + 48) - mean);
-    }
-    float at = 0.0f, bt = 0.0f;
-    for (; i < S; i++) at += g[i], bt += g[i] * (x[i] - mean);
-    *sg = (double)vsum(&a0, &a1, &a2, &a3) + at;
-    *sgx = (double)vsum(&b0, &b1, &b2, &b3) + bt;
 }
 
 // one group's per-channel sums -> the coefficients c2, c3 of dx = (rstd·w_c)·g + c2·(x - mean) + c3
@@ -545,7 +469,7 @@ mmu_status mmu_group_norm_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
         if (pdz)                                                                                                 \
             silu_grad_channel(pdz + (nc) * S, pg + (nc) * S, px + (nc) * S, pm[ng], pmlo[ng],                    \
                               pr[ng] * (pw ? pw[c] : 1.0f), pb ? pb[c] : 0.0f, S);                               \
-        channel_grad_sums(GN_GRAD_IN(nc), px + (nc) * S, pm[ng], S, sg + (nc), sgx + (nc));                      \
+        seg_grad_sums(GN_GRAD_IN(nc), px + (nc) * S, pm[ng], S, sg + (nc), sgx + (nc));                      \
     } while (0)
 #define GN_CHANNEL_DX(nc, ng, c, c2, c3)                                                                         \
     do {                                                                                                         \
