@@ -12,14 +12,6 @@ from ..tensor import _as_tensor, float32
 __all__ = ["l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss", "logit_laplace_loss",
            "logit_laplace_map", "logit_laplace_unmap"]
 
-_REDUCTIONS = ("none", "mean", "sum")
-
-
-def _check_reduction(reduction, op):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{op}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-
-
 def _float_tensor(x, op, arg):
     t = _as_tensor(x, op, arg)
     if t.dtype != float32:
@@ -46,11 +38,11 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     0.5 d² / beta where |d| < beta, |d| - 0.5 beta elsewhere; beta = 0 is exactly l1_loss.
     input and target have the same shape (no broadcasting)."""
     op = "smooth_l1_loss"
-    _check_reduction(reduction, op)
+    red = _reduction(reduction, op)
     beta = _real(beta, op, "beta", lo=0.0)
     x, y = _float_tensor(input, op, "input"), _float_tensor(target, op, "target")
     _same_shape(x, y, op, "input", "target")
-    return _C.smooth_l1_loss(x, y, _reduction(reduction, op), beta)
+    return _C.smooth_l1_loss(x, y, red, beta)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0):
@@ -58,11 +50,11 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
     0.5 d² where |d| < delta, delta (|d| - 0.5 delta) elsewhere (= delta * smooth_l1 with beta = delta).
     delta must be > 0."""
     op = "huber_loss"
-    _check_reduction(reduction, op)
+    red = _reduction(reduction, op)
     delta = _real(delta, op, "delta", lo=0.0, lo_open=True)
     x, y = _float_tensor(input, op, "input"), _float_tensor(target, op, "target")
     _same_shape(x, y, op, "input", "target")
-    return _C.huber_loss(x, y, _reduction(reduction, op), delta)
+    return _C.huber_loss(x, y, red, delta)
 
 
 def _eps(eps, op):
@@ -101,7 +93,7 @@ def logit_laplace_loss(x, mu, log_b, eps=0.1, reduction="mean"):
     x, mu, log_b all have the same shape (the decoder outputs mu and log_b as 2 x C channels);
     gradients flow to mu and log_b (and to x if it requires grad)."""
     op = "logit_laplace_loss"
-    _check_reduction(reduction, op)
+    red = _reduction(reduction, op)
     eps = _eps(eps, op)
     if eps == 0.0:
         raise ValueError(f"{op}: eps must be > 0 (logit(0) and logit(1) are infinite)")
@@ -110,4 +102,4 @@ def logit_laplace_loss(x, mu, log_b, eps=0.1, reduction="mean"):
     log_b = _float_tensor(log_b, op, "log_b")
     _same_shape(x, mu, op, "x", "mu")
     _same_shape(x, log_b, op, "x", "log_b")
-    return _C.logit_laplace_loss(x, mu, log_b, eps, _reduction(reduction, op))
+    return _C.logit_laplace_loss(x, mu, log_b, eps, red)
