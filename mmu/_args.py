@@ -22,3 +22,17 @@ def pair(v, op, name):
     if isinstance(v, (tuple, list)) and len(v) in (1, 2) and all(is_int(e) for e in v):
         return (int(v[0]), int(v[-1]))
     raise TypeError(f"{op}: {name} must be an int or a tuple of 1 or 2 ints, got {v!r}")
+
+
+def check_int(v, op, name):
+    """v as an int; TypeError naming op and argument unless it is one (numpy ints too, not a bool)."""
+    if not is_int(v):
+        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
+    return int(v)
+
+
+def check_real(v, op, name):
+    """v as a float; TypeError naming op and argument unless it is a number (not a bool)."""
+    if not is_real(v):
+        raise TypeError(f"{op}: {name} must be a number, got {type(v).__name__}")
+    return float(v)

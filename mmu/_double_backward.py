@@ -464,7 +464,7 @@ def _layer_norm(c, g):
 
 
 def _regression_loss(c, g):
-    """MSE / L1 / SMOOTH_L1 / HUBER (csrc/loss/regression.c): ctx.i[0] the reduction (0 none, 1 mean,
+    """MSE / L1 / SMOOTH_L1 / HUBER (csrc/loss/reconstruction.c): ctx.i[0] the reduction (0 none, 1 mean,
     2 sum), ctx.i[1] the kind (0 mse, 1 l1, 2 smooth l1, 3 huber), ctx.f[0] beta / delta; saved
     input, target. The elementwise derivative in d = x - t, differentiable where it is not constant."""
     x, t = c.saved[0], c.saved[1]

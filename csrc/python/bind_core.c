@@ -1,4 +1,5 @@
-/* Op entry points of mmu._C: parse arguments, convert tensor-likes, release
+/* Entry points of mmu._C for the core op families (binary, unary, reduce,
+ * shape, index, matmul, softmax, embedding, cross_entropy): parse arguments, convert tensor-likes, release
  * the GIL around the C op, wrap the result. Argument normalisation that is
  * easier in Python (dim=int or tuple, defaults, keyword names) happens in
  * mmu/tensor.py and mmu/functional.py; these take positional arguments.
@@ -82,6 +83,10 @@ static PyObject *py_clamp(PyObject *m, PyObject *args) {
     if (!(x = arg(&ta, xo, MMU_FLOAT32, "clamp", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_clamp(&out, x, lo != Py_None, vlo, hi != Py_None, vhi));
     return finish(&ta, st, out);
+}
+
+static PyObject *py_leaky_relu(PyObject *m, PyObject *args) {
+    return mmu_call_x_double(args, "leaky_relu", -1, mmu_leaky_relu);
 }
 
 static PyObject *py_logical_not(PyObject *m, PyObject *xo) {
@@ -321,24 +326,6 @@ static PyObject *py_softmax(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
-static PyObject *py_layer_norm(PyObject *m, PyObject *args) {
-    PyObject *xo, *so, *wo, *bo;
-    double eps;
-    tensor_args ta = {0};
-    mmu_tensor *x, *w = NULL, *b = NULL, *out = NULL;
-    mmu_status st;
-    int nd;
-    int64_t shape[MMU_MAX_DIMS];
-    if (!PyArg_ParseTuple(args, "OOOOd", &xo, &so, &wo, &bo, &eps)) return NULL;
-    if (mmu_parse_shape(so, &nd, shape, "layer_norm", "normalized_shape") < 0) return NULL;
-    if (!(x = arg(&ta, xo, -1, "layer_norm", "input")) ||
-        (wo != Py_None && !(w = arg(&ta, wo, -1, "layer_norm", "weight"))) ||
-        (bo != Py_None && !(b = arg(&ta, bo, -1, "layer_norm", "bias"))))
-        return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_layer_norm(&out, x, nd, shape, w, b, eps));
-    return finish(&ta, st, out);
-}
-
 static PyObject *py_embedding(PyObject *m, PyObject *args) {
     PyObject *io, *wo;
     tensor_args ta = {0};
@@ -367,31 +354,13 @@ static PyObject *py_cross_entropy(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
-/* mse_loss / l1_loss (input, target, reduction) */
-static PyObject *regression_loss(PyObject *args, int l1) {
-    PyObject *io, *to;
-    int red;
-    tensor_args ta = {0};
-    mmu_tensor *in, *target, *out = NULL;
-    mmu_status st;
-    const char *name = l1 ? "l1_loss" : "mse_loss";
-    if (!PyArg_ParseTuple(args, "OOi", &io, &to, &red)) return NULL;
-    if (!(in = arg(&ta, io, MMU_FLOAT32, name, "input")) || !(target = arg(&ta, to, MMU_FLOAT32, name, "target")))
-        return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, l1 ? mmu_l1_loss(&out, in, target, (mmu_reduction)red)
-                     : mmu_mse_loss(&out, in, target, (mmu_reduction)red));
-    return finish(&ta, st, out);
-}
-
-static PyObject *py_mse_loss(PyObject *m, PyObject *args) { return regression_loss(args, 0); }
-static PyObject *py_l1_loss(PyObject *m, PyObject *args) { return regression_loss(args, 1); }
-
-PyMethodDef mmu_op_methods[] = {
+PyMethodDef mmu_core_methods[] = {
     {"binary", py_binary, METH_VARARGS, "binary(op, a, b) with NumPy broadcasting"},
     {"where", py_where, METH_VARARGS, "where(cond, a, b)"},
     {"unary", py_unary, METH_VARARGS, "unary(op, x)"},
     {"pow", py_pow, METH_VARARGS, "pow(x, exponent)"},
     {"clamp", py_clamp, METH_VARARGS, "clamp(x, min or None, max or None)"},
+    {"leaky_relu", py_leaky_relu, METH_VARARGS, "leaky_relu(x, negative_slope)"},
     {"logical_not", py_logical_not, METH_O, "logical_not(x)"},
     {"cast", py_cast, METH_VARARGS, "cast(x, dtype_code)"},
     {"reduce", py_reduce, METH_VARARGS, "reduce(op, x, dims or None, keepdim)"},
@@ -408,10 +377,7 @@ PyMethodDef mmu_op_methods[] = {
     {"matmul", py_matmul, METH_VARARGS, "matmul(a, b)"},
     {"linear", py_linear, METH_VARARGS, "linear(x, weight, bias or None)"},
     {"softmax", py_softmax, METH_VARARGS, "softmax(x, dim, log)"},
-    {"layer_norm", py_layer_norm, METH_VARARGS, "layer_norm(x, normalized_shape, weight, bias, eps)"},
     {"embedding", py_embedding, METH_VARARGS, "embedding(indices, weight)"},
     {"cross_entropy", py_cross_entropy, METH_VARARGS, "cross_entropy(logits, target, ignore_index, smoothing, red)"},
-    {"mse_loss", py_mse_loss, METH_VARARGS, "mse_loss(input, target, red)"},
-    {"l1_loss", py_l1_loss, METH_VARARGS, "l1_loss(input, target, red)"},
     {NULL},
 };

@@ -15,7 +15,7 @@ logit sees a 70x70 patch); at 64x64 it is 6x6.
 import math
 
 from ..nn import ActNorm, BatchNorm2d, Conv2d, GroupNorm, Identity, LeakyReLU, Module, Sequential, init
-from ..nn.layers import _BatchNorm
+from ..nn.norm import _BatchNorm
 from ..tensor import _as_tensor
 
 __all__ = ["NLayerDiscriminator", "weights_init"]

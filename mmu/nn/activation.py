@@ -1,0 +1,91 @@
+"""Activation layers with torch.nn's names and arguments: ReLU, SiLU, GELU, Sigmoid, Tanh,
+LeakyReLU, Softmax."""
+import warnings
+
+from .. import functional as F
+from .module import Module
+
+__all__ = ["ReLU", "SiLU", "GELU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax"]
+
+
+class _Activation(Module):
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class ReLU(_Activation):
+    def __init__(self, inplace=False):
+        super().__init__(inplace)
+
+    def forward(self, input):
+        return F.relu(input)
+
+
+class SiLU(_Activation):
+    def __init__(self, inplace=False):
+        super().__init__(inplace)
+
+    def forward(self, input):
+        return F.silu(input)
+
+
+class GELU(Module):
+    """GELU, exact ('none') or with the tanh approximation ('tanh')."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, input):
+        return F.gelu(input, approximate=self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class Sigmoid(Module):
+    def forward(self, input):
+        return F.sigmoid(input)
+
+
+class Tanh(Module):
+    def forward(self, input):
+        return F.tanh(input)
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope=0.01, inplace=False):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+        self.inplace = inplace
+
+    def forward(self, input):
+        return F.leaky_relu(input, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
+
+
+class Softmax(Module):
+    """softmax along dim; dim=None picks torch's legacy default (0 for 0-, 1- and 3-D input, else 1)."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        dim = self.dim
+        if dim is None:
+            warnings.warn("Implicit dimension choice for softmax has been deprecated. Change the call to "
+                          "include dim=X as an argument.", stacklevel=2)
+            dim = 0 if input.ndim in (0, 1, 3) else 1
+        return F.softmax(input, dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
