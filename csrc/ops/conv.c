@@ -6,7 +6,7 @@
  *   ViT patch embedding, any 1x1 conv) are batched matmuls over the patches,
  *   which NCHW holds as they are (1x1) or after one gather;
  * - everything else is one oneDNN convolution / deconvolution per pass
- *   (dnnl/dnnl_ctx.c does the layout work: blocked formats and cached
+ *   (dnnl/dnnl_conv.c does the layout work: blocked formats and cached
  *   reorders; the bias add is fused into the forward, the bias gradient into
  *   the weight-gradient primitive, one reordered diff_dst serves both
  *   gradients, and a stride-1 data gradient runs as a forward conv);
