@@ -12,7 +12,7 @@ from .tensor import _as_tensor
 
 __all__ = ["pad", "interpolate", "pixel_shuffle", "pixel_unshuffle"]
 
-_PAD_MODES = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}
+_PAD_MODES = _C.PAD_MODES  # {"constant", "reflect", "replicate", "circular"} -> the C core's codes
 
 
 # ------------------------------------------------------------------- pad

@@ -5,7 +5,7 @@ from . import _C
 from ._args import check_real as _real
 from .tensor import _UN, _as_tensor
 
-_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+_REDUCTIONS = _C.LOSS_REDUCTIONS  # {"none", "mean", "sum"} -> the C core's mmu_reduction codes
 
 
 def _reduction(reduction, op):
@@ -20,7 +20,7 @@ def linear(input, weight, bias=None):
 
 
 def relu(input):
-    """max(x, 0)."""
+    """max(x, 0) elementwise: input float32, any shape -> the same shape."""
     return _C.unary(_UN["relu"], input)
 
 
@@ -32,22 +32,23 @@ def gelu(input, approximate="none"):
 
 
 def silu(input):
-    """x·sigmoid(x) (a.k.a. swish)."""
+    """x·sigmoid(x) (a.k.a. swish) elementwise: input float32, any shape -> the same shape."""
     return _C.unary(_UN["silu"], input)
 
 
 def sigmoid(input):
-    """1 / (1 + exp(-x))."""
+    """1 / (1 + exp(-x)) elementwise: input float32, any shape -> the same shape."""
     return _C.unary(_UN["sigmoid"], input)
 
 
 def tanh(input):
-    """Hyperbolic tangent."""
+    """Hyperbolic tangent elementwise: input float32, any shape -> the same shape."""
     return _C.unary(_UN["tanh"], input)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
-    """x if x > 0 else negative_slope·x."""
+    """x if x > 0 else negative_slope·x, elementwise: input float32, any shape -> the same shape.
+    inplace=True is refused (mmu ops do not modify their inputs)."""
     if inplace:
         raise ValueError("leaky_relu: inplace=True is not supported (mmu ops do not modify their inputs)")
     return _C.leaky_relu(input, _real(negative_slope, "leaky_relu", "negative_slope"))

@@ -19,14 +19,12 @@ float32 = np.dtype("float32")
 int64 = np.dtype("int64")
 bool = np.dtype("bool")  # noqa: A001 (torch's name)
 
-_CODES = {float32: 0, int64: 1, bool: 2}
-_FLOAT, _INT, _BOOL = 0, 1, 2
-
-# op codes shared with csrc/ops/ops.h
-_BIN = dict(add=0, sub=1, mul=2, div=3, maximum=4, minimum=5, lt=6, le=7, gt=8, ge=9, eq=10, ne=11,
-            logical_and=12, logical_or=13, logical_xor=14)
-_UN = dict(neg=0, exp=1, log=2, sqrt=3, abs=4, tanh=5, sigmoid=6, relu=7, gelu=8, gelu_tanh=9, silu=10)
-_RED = dict(sum=0, mean=1, amax=2, amin=3)
+# dtype and op codes, exported by the C core (csrc/python/bind_core.c) rather than mirrored here
+_CODES = {np.dtype(name): code for name, code in _C.DTYPES.items()}
+_FLOAT, _INT, _BOOL = _C.DTYPES["float32"], _C.DTYPES["int64"], _C.DTYPES["bool"]
+_BIN = _C.BINARY_OPS
+_UN = _C.UNARY_OPS
+_RED = _C.REDUCE_OPS
 
 
 def _dtype_code(dtype, op="tensor"):
@@ -107,7 +105,8 @@ def zeros(*size, dtype=None, requires_grad=False):
 
 
 def ones(*size, dtype=None, requires_grad=False):
-    """Tensor of ones."""
+    """A tensor of ones of shape size (ones(2, 3) or ones((2, 3))), dtype float32 unless given
+    (mmu.float32, mmu.int64 or mmu.bool); requires_grad makes it a leaf that records gradients."""
     return _full(_size(size, "ones"), 1.0, dtype, requires_grad, "ones")
 
 
@@ -423,7 +422,9 @@ def var(input, dim=None, correction=1, keepdim=False):
 
 
 def std(input, dim=None, correction=1, keepdim=False):
-    """Standard deviation: sqrt(var)."""
+    """Standard deviation sqrt(var(input, dim, correction, keepdim)) over dim (an int, a tuple, or
+    None for all): float32 input -> the reduced shape (keepdim keeps size-1 dims); correction=1 is
+    Bessel's (unbiased), 0 the population value."""
     return sqrt(var(input, dim, correction, keepdim))
 
 
@@ -515,7 +516,7 @@ def permute(input, dims):
 
 
 def transpose(input, dim0, dim1):
-    """Swap two dims (a copy)."""
+    """input with dims dim0 and dim1 swapped (a copy; negative dims allowed), differentiable."""
     input = _as_tensor(input, "transpose")
     dim0, dim1 = (_wrap_dim(d, input.ndim, "transpose", input.shape) for d in (dim0, dim1))
     if input.ndim < 2:
@@ -632,10 +633,15 @@ def _inplace(name):
         self.numpy()[...] = out.numpy()
         return self
     op.__name__ = f"{name}_"
+    op.__doc__ = (f"t.{name}_(other, *, alpha=None): t = t {name} (other · alpha), written into t's own memory "
+                  f"(other broadcast to t's shape); returns t. {_inplace.__doc__}")
     return op
 
 
 def _fill_(self, value):
+    """t.fill_(value): set every element to value (a number or a one-element tensor) in t's own memory;
+    returns t. Refused on a tensor that requires grad while grad is recorded.
+    """
     if is_grad_enabled() and self.requires_grad:
         raise RuntimeError("fill_: a leaf tensor that requires grad cannot be modified in place while grad "
                            "is recorded; wrap it in `with mmu.no_grad():`")
@@ -644,6 +650,9 @@ def _fill_(self, value):
 
 
 def _copy_(self, src):
+    """t.copy_(src): write src (a Tensor or array, broadcast to t's shape) into t's own memory; returns t.
+    Refused on a tensor that requires grad while grad is recorded.
+    """
     if is_grad_enabled() and self.requires_grad:
         raise RuntimeError("copy_: a leaf tensor that requires grad cannot be modified in place while grad "
                            "is recorded; wrap it in `with mmu.no_grad():`")
@@ -656,6 +665,9 @@ def _copy_(self, src):
 
 
 def _pow(self, exponent):
+    """t ** exponent, t.pow(exponent): elementwise power by a Python number (differentiable for float32;
+    integer tensors stay integer for integer exponents). Returns a new tensor of t's shape.
+    """
     if isinstance(exponent, Tensor):
         raise TypeError("pow: tensor ** tensor is not supported; the exponent must be a Python number")
     if not isinstance(exponent, numbers.Real):
@@ -695,12 +707,18 @@ def _reshape_m(self, *shape):
 
 
 def _permute_m(self, *dims):
+    """t.permute(*dims) or t.permute(dims): the dims reordered (a copy); dims is a permutation of
+    range(t.ndim), negative dims allowed.
+    """
     if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
         dims = tuple(dims[0])
     return _C.permute(self, dims)
 
 
 def _flatten(self, start_dim=0, end_dim=-1):
+    """t.flatten(start_dim=0, end_dim=-1): the dims start_dim..end_dim merged into one (shares memory);
+    a 0-d tensor becomes shape (1,).
+    """
     nd = self.ndim
     if nd == 0:
         return _C.reshape(self, (1,))
@@ -719,6 +737,7 @@ def _flatten(self, start_dim=0, end_dim=-1):
 
 
 def _unsqueeze(self, dim):
+    """t.unsqueeze(dim): a size-1 dim inserted at dim (-t.ndim-1 <= dim <= t.ndim; shares memory)."""
     nd = self.ndim + 1
     if nd > 6:
         raise ValueError(f"unsqueeze: the result would have {nd} dims; mmu tensors have at most 6")
@@ -727,6 +746,9 @@ def _unsqueeze(self, dim):
 
 
 def _squeeze(self, dim=None):
+    """t.squeeze(dim=None): the size-1 dims removed (all of them, or those among dim, an int or a tuple;
+    shares memory).
+    """
     if dim is None:
         return _C.reshape(self, tuple(s for s in self.shape if s != 1))
     dims = _dims(dim, "squeeze")
@@ -735,27 +757,36 @@ def _squeeze(self, dim=None):
 
 
 def _expand(self, *sizes):
+    """t.expand(*sizes) or t.expand(sizes): t broadcast to sizes by NumPy's rules, -1 keeping a dim
+    (a copy; its gradient sums over the broadcast dims).
+    """
     if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
         sizes = tuple(sizes[0])
     return _C.expand(self, sizes)
 
 
 def _size_m(self, dim=None):
+    """t.size() -> the shape tuple; t.size(dim) -> the size of one dim (negative dims allowed)."""
     if dim is None:
         return self.shape
     return self.shape[_wrap_dim(dim, self.ndim, "size", self.shape)]
 
 
 def _requires_grad_(self, requires_grad=True):
+    """t.requires_grad_(requires_grad=True): set requires_grad on a float32 leaf in place; returns t."""
     self.requires_grad = requires_grad
     return self
 
 
 def _tolist(self):
+    """t.tolist(): the values as nested Python lists (a Python number for a 0-d tensor)."""
     return self.numpy().tolist()
 
 
 def _to(self, dtype):
+    """t.to(dtype): a copy converted to dtype (mmu.float32, mmu.int64, mmu.bool or float / int / bool);
+    float32 -> float32 keeps the graph.
+    """
     return _C.cast(self, _dtype_code(dtype, "to"))
 
 
@@ -789,6 +820,7 @@ def _reduce(self):
 
 
 def _t(self):
+    """t.t(): the transpose of a 2-D tensor (a copy); 0-D and 1-D tensors are returned as they are."""
     if self.ndim > 2:
         raise ValueError(f"t: expects a tensor with <= 2 dims, got shape {self.shape}; use transpose")
     return transpose(self, 0, 1) if self.ndim == 2 else self
@@ -849,8 +881,19 @@ def _install():
         "long": lambda self: _to(self, int64), "bool": lambda self: _to(self, bool),
         "dim": lambda self: self.ndim,
         "t": _t,
-        "T": property(lambda self: permute(self, tuple(reversed(range(self.ndim))))),
+        "T": property(lambda self: permute(self, tuple(reversed(range(self.ndim)))),
+                      doc="The tensor with all its dims reversed (a copy): t.permute(t.ndim - 1, ..., 0)."),
     }
+    docs = {  # the one-line methods above
+        "zero_": "t.zero_(): set every element to 0 in t's own memory; returns t.",
+        "contiguous": "t.contiguous(): t itself (mmu tensors are always contiguous).",
+        "relu": "t.relu(): max(t, 0), elementwise (differentiable).",
+        "float": "t.float(): t converted to float32 (see to).", "long": "t.long(): t converted to int64 (see to).",
+        "bool": "t.bool(): t converted to bool (see to).", "dim": "t.dim(): the number of dims (t.ndim).",
+        "__matmul__": "a @ b: matmul(a, b).", "__rmatmul__": "b @ a: matmul(b, a).", "__pos__": "+t: t itself.",
+    }
+    for name, doc in docs.items():
+        m[name].__doc__ = doc
     for name, fn in m.items():
         if callable(fn) and not isinstance(fn, property) and fn.__doc__ is None and name in globals():
             fn.__doc__ = globals()[name].__doc__

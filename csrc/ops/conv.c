@@ -27,6 +27,10 @@
 #include "ops.h"
 #include "../dnnl/mmu_dnnl.h"
 
+/* A node keeps its geometry as an int64 array that graph introspection decodes by
+ * the names in op_table.h (MMU_CONV_GEOM_FIELDS): 6 scalars and 7 arrays of 3. */
+_Static_assert(sizeof(mmu_conv_geom) == (6 + 7 * 3) * sizeof(int64_t), "mmu_conv_geom must stay all-int64");
+
 static const char *conv_name(int transposed, int sp) {
     static const char *names[2][3] = {{"conv1d", "conv2d", "conv3d"},
                                       {"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}};

@@ -8,7 +8,7 @@
 #include "../core/mmu.h"
 
 /* Declarations of all backward functions named in the op table. */
-#define MMU_DECLARE_BACKWARD(name, backward) \
+#define MMU_DECLARE_BACKWARD(name, backward, ctx_i, ctx_f, extra) \
     mmu_status backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **grad_in);
 MMU_OP_LIST(MMU_DECLARE_BACKWARD)
 #undef MMU_DECLARE_BACKWARD
@@ -54,6 +54,9 @@ typedef enum { MMU_RED_SUM, MMU_RED_MEAN, MMU_RED_AMAX, MMU_RED_AMIN } mmu_reduc
 mmu_status mmu_reduce(mmu_tensor **out, mmu_reduce_op op, mmu_tensor *x, unsigned dim_mask, int keepdim);
 /* argmax/argmin over one dim (has_dim=0: over the flattened tensor) -> int64; ties -> first */
 mmu_status mmu_argreduce(mmu_tensor **out, int is_max, mmu_tensor *x, int has_dim, int64_t dim, int keepdim);
+/* Sum g (broadcast result shape) down to `shape` (input shape) — the backward of
+ * broadcasting. Returns a new reference (may be g itself, incref'd). */
+mmu_status mmu_reduce_to_shape(mmu_tensor **out, mmu_tensor *g, int ndim, const int64_t *shape);
 
 /* --------------------------------------------------------------- shape.c */
 /* x (...) -> out (shape), same numel; shares storage */

@@ -148,7 +148,8 @@ static PyObject *py_reduce(PyObject *m, PyObject *args) {
     mmu_status st;
     unsigned mask;
     if (!PyArg_ParseTuple(args, "iOOp", &op, &xo, &dims, &keepdim)) return NULL;
-    if (op < 0 || op > 3) return PyErr_Format(PyExc_ValueError, "reduce: bad op %d", op);
+    if (op < 0 || op >= (int)(sizeof reduce_names / sizeof *reduce_names))
+        return PyErr_Format(PyExc_ValueError, "reduce: bad op %d", op);
     if (!(x = arg(&ta, xo, MMU_FLOAT32, reduce_names[op], "input")) ||
         dims_to_mask(dims, x->ndim, &mask, reduce_names[op]) < 0)
         return finish(&ta, MMU_OK, NULL);
@@ -352,6 +353,53 @@ static PyObject *py_cross_entropy(PyObject *m, PyObject *args) {
         return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_cross_entropy(&out, logits, target, ignore, smoothing, (mmu_reduction)red));
     return finish(&ta, st, out);
+}
+
+#define CODE(name, code) {name, code}
+#define N_CODES(t) (int)(sizeof t / sizeof *t)
+
+int mmu_core_add_constants(PyObject *m) {
+    static const mmu_code dtypes[] = {CODE("float32", MMU_FLOAT32), CODE("int64", MMU_INT64), CODE("bool", MMU_BOOL)};
+    static const mmu_code binary[] = {
+        CODE("add", MMU_BIN_ADD), CODE("sub", MMU_BIN_SUB), CODE("mul", MMU_BIN_MUL), CODE("div", MMU_BIN_DIV),
+        CODE("maximum", MMU_BIN_MAXIMUM), CODE("minimum", MMU_BIN_MINIMUM), CODE("lt", MMU_BIN_LT),
+        CODE("le", MMU_BIN_LE), CODE("gt", MMU_BIN_GT), CODE("ge", MMU_BIN_GE), CODE("eq", MMU_BIN_EQ),
+        CODE("ne", MMU_BIN_NE), CODE("logical_and", MMU_BIN_AND), CODE("logical_or", MMU_BIN_OR),
+        CODE("logical_xor", MMU_BIN_XOR),
+    };
+    static const mmu_code unary[] = {
+        CODE("neg", MMU_UN_NEG), CODE("exp", MMU_UN_EXP), CODE("log", MMU_UN_LOG), CODE("sqrt", MMU_UN_SQRT),
+        CODE("abs", MMU_UN_ABS), CODE("tanh", MMU_UN_TANH), CODE("sigmoid", MMU_UN_SIGMOID),
+        CODE("relu", MMU_UN_RELU), CODE("gelu", MMU_UN_GELU), CODE("gelu_tanh", MMU_UN_GELU_TANH),
+        CODE("silu", MMU_UN_SILU),
+    };
+    static const mmu_code reduce[] = {CODE("sum", MMU_RED_SUM), CODE("mean", MMU_RED_MEAN), CODE("amax", MMU_RED_AMAX),
+                                      CODE("amin", MMU_RED_AMIN)};
+    static const mmu_code loss_reductions[] = {CODE("none", MMU_REDUCTION_NONE), CODE("mean", MMU_REDUCTION_MEAN),
+                                               CODE("sum", MMU_REDUCTION_SUM)};
+    _Static_assert(N_CODES(binary) == MMU_BIN_COUNT && N_CODES(unary) == MMU_UN_COUNT, "a code is not exported");
+    PyObject *ops = PyTuple_New(MMU_OP_COUNT); /* the op table's names, in its order (OPS) */
+    if (!ops) return -1;
+    for (int i = 0; i < MMU_OP_COUNT; i++) {
+        PyObject *name = PyUnicode_FromString(mmu_op_table[i].name);
+        if (!name) {
+            Py_DECREF(ops);
+            return -1;
+        }
+        PyTuple_SET_ITEM(ops, i, name);
+    }
+    int rc = PyModule_AddObjectRef(m, "OPS", ops);
+    Py_DECREF(ops);
+    if (rc < 0) return -1;
+    if (PyModule_AddIntConstant(m, "MAX_DIMS", MMU_MAX_DIMS) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_THREADS", MMU_MAX_THREADS) < 0 ||
+        mmu_add_codes(m, "DTYPES", dtypes, N_CODES(dtypes)) < 0 ||
+        mmu_add_codes(m, "BINARY_OPS", binary, N_CODES(binary)) < 0 ||
+        mmu_add_codes(m, "UNARY_OPS", unary, N_CODES(unary)) < 0 ||
+        mmu_add_codes(m, "REDUCE_OPS", reduce, N_CODES(reduce)) < 0 ||
+        mmu_add_codes(m, "LOSS_REDUCTIONS", loss_reductions, N_CODES(loss_reductions)) < 0)
+        return -1;
+    return 0;
 }
 
 PyMethodDef mmu_core_methods[] = {

@@ -63,6 +63,12 @@ static PyObject *py_upsample_bilinear2d(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
+int mmu_spatial_add_constants(PyObject *m) {
+    static const mmu_code pad_modes[] = {{"constant", MMU_PAD_CONSTANT}, {"reflect", MMU_PAD_REFLECT},
+                                         {"replicate", MMU_PAD_REPLICATE}, {"circular", MMU_PAD_CIRCULAR}};
+    return mmu_add_codes(m, "PAD_MODES", pad_modes, (int)(sizeof pad_modes / sizeof *pad_modes));
+}
+
 PyMethodDef mmu_spatial_methods[] = {
     {"pad", py_pad, METH_VARARGS, "pad(x, lo, hi, mode, value): lo/hi per dim, first dim first"},
     {"upsample_nearest", py_upsample_nearest, METH_VARARGS, "upsample_nearest(x, size, scales_or_None)"},

@@ -95,6 +95,13 @@ static inline PyObject *mmu_call_x_double(PyObject *args, const char *op, int li
     return finish(&ta, st, out);
 }
 
+/* Op codes and limits exported to Python as module attributes, so mmu/ never
+ * mirrors a C enum by hand: mmu_add_codes adds _C.<dict_name> = {name: code}. */
+typedef struct { const char *name; long code; } mmu_code;
+int mmu_add_codes(PyObject *m, const char *dict_name, const mmu_code *codes, int n);
+int mmu_core_add_constants(PyObject *m);    /* bind_core.c: OPS, MAX_DIMS, dtypes, binary/unary/reduce/loss codes */
+int mmu_spatial_add_constants(PyObject *m); /* bind_spatial.c: pad modes */
+
 /* Method tables of the op families, one per csrc/python/bind_<family>.c file, all added to mmu._C. */
 extern PyMethodDef mmu_core_methods[];           /* binary, unary, reduce, shape, index, matmul, softmax, ... */
 extern PyMethodDef mmu_attention_methods[];      /* sdpa, rope */

@@ -579,6 +579,23 @@ static PyObject *py_arange(PyObject *m, PyObject *args) {
     return mmu_wrap(t);
 }
 
+int mmu_add_codes(PyObject *m, const char *dict_name, const mmu_code *codes, int n) {
+    PyObject *d = PyDict_New();
+    if (!d) return -1;
+    for (int i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromLong(codes[i].code);
+        int bad = !v || PyDict_SetItemString(d, codes[i].name, v) < 0;
+        Py_XDECREF(v);
+        if (bad) {
+            Py_DECREF(d);
+            return -1;
+        }
+    }
+    int rc = PyModule_AddObjectRef(m, dict_name, d);
+    Py_DECREF(d);
+    return rc;
+}
+
 static PyMethodDef module_methods[] = {
     {"set_grad_enabled", py_set_grad_enabled, METH_O, "Sets grad mode for this thread; returns the previous."},
     {"is_grad_enabled", py_is_grad_enabled, METH_NOARGS, NULL},
@@ -613,6 +630,7 @@ PyMODINIT_FUNC PyInit__C(void) {
     };
     for (size_t f = 0; f < sizeof family_methods / sizeof *family_methods; f++)
         if (PyModule_AddFunctions(m, family_methods[f]) < 0) goto fail;
+    if (mmu_core_add_constants(m) < 0 || mmu_spatial_add_constants(m) < 0) goto fail;
     mmu_TensorType = (PyTypeObject *)PyType_FromSpec(&tensor_spec);
     if (!mmu_TensorType) goto fail;
     Py_INCREF(mmu_TensorType);
