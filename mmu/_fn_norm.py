@@ -52,7 +52,7 @@ def group_norm_silu(input, num_groups, weight=None, bias=None, eps=1e-5):
     pass, and the backward recomputes z from the saved statistics and runs the GroupNorm backward on
     g·silu'(z) in the same passes. input (N, C, *), weight and bias (C) or None -> input's shape.
     It is the `swish(norm(x))` of taming-transformers' ResnetBlock and Encoder/Decoder
-    (Esser et al. 2021, REFERENCES.md)."""
+    (Esser et al. 2021, taming/modules/diffusionmodules/model.py)."""
     eps = _real(eps, "group_norm_silu", "eps")
     return _C.group_norm_silu(*_group_norm_args(input, num_groups, eps, "group_norm_silu"), weight, bias, eps)
 

@@ -18,6 +18,9 @@ class _Activation(Module):
 
 
 class ReLU(_Activation):
+    """max(x, 0) elementwise, as torch.nn.ReLU: input of any shape -> output of the same shape.
+    inplace=True is refused (mmu ops never modify their inputs)."""
+
     def __init__(self, inplace=False):
         super().__init__(inplace)
 
@@ -26,6 +29,9 @@ class ReLU(_Activation):
 
 
 class SiLU(_Activation):
+    """x·sigmoid(x) elementwise (swish), as torch.nn.SiLU: any shape -> the same shape.
+    inplace=True is refused."""
+
     def __init__(self, inplace=False):
         super().__init__(inplace)
 
@@ -50,16 +56,23 @@ class GELU(Module):
 
 
 class Sigmoid(Module):
+    """1 / (1 + exp(-x)) elementwise, as torch.nn.Sigmoid: any shape -> the same shape."""
+
     def forward(self, input):
         return F.sigmoid(input)
 
 
 class Tanh(Module):
+    """tanh(x) elementwise, as torch.nn.Tanh: any shape -> the same shape."""
+
     def forward(self, input):
         return F.tanh(input)
 
 
 class LeakyReLU(Module):
+    """x if x > 0 else negative_slope·x elementwise, as torch.nn.LeakyReLU (negative_slope=0.01):
+    any shape -> the same shape. inplace=True is refused."""
+
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
         self.negative_slope = float(negative_slope)

@@ -63,6 +63,10 @@ class _ConvNd(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """torch's init: weight kaiming_uniform_(a=sqrt(5)), i.e. U(±1/sqrt(fan_in)), and bias
+        U(±1/sqrt(fan_in)) with fan_in from the weight (for a transposed conv, out_channels/groups·prod(k),
+        torch's convention).
+        """
         # torch: kaiming_uniform_(a=sqrt(5)) -> U(+-1/sqrt(fan_in)); for transposed weights
         # (in, out/groups, k...) the fan_in is out/groups * prod(k) (torch's quirk, kept)
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))

@@ -50,6 +50,7 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """torch's init: weight and bias U(±1/sqrt(in_features)) (weight by kaiming_uniform_(a=sqrt(5)))."""
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             fan_in = self.in_features
@@ -94,6 +95,7 @@ class Embedding(Module):
             self.weight = Parameter(_weight, requires_grad=not _freeze)
 
     def reset_parameters(self):
+        """torch's init: weight N(0, 1), the padding_idx row (if any) zeroed."""
         init.normal_(self.weight)
         if self.padding_idx is not None:
             self.weight.numpy()[self.padding_idx] = 0.0

@@ -44,6 +44,7 @@ class LayerNorm(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """weight to ones and bias to zeros (torch's init), when elementwise_affine."""
         if self.weight is not None:
             init.ones_(self.weight)
         if self.bias is not None:
@@ -81,6 +82,7 @@ class GroupNorm(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """weight to ones and bias to zeros (torch's init), when affine."""
         if self.affine:
             init.ones_(self.weight)
             if self.bias is not None:
@@ -110,6 +112,7 @@ class RMSNorm(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """weight to ones (torch's init), when elementwise_affine."""
         if self.weight is not None:
             init.ones_(self.weight)
 
@@ -160,12 +163,14 @@ class _BatchNorm(Module):
         self.reset_parameters()
 
     def reset_running_stats(self):
+        """running_mean to zeros, running_var to ones, num_batches_tracked to 0 (in place)."""
         if self.track_running_stats:
             self.running_mean.numpy()[...] = 0.0
             self.running_var.numpy()[...] = 1.0
             self.num_batches_tracked.numpy()[...] = 0
 
     def reset_parameters(self):
+        """The running statistics reset, weight to ones and bias to zeros (torch's init)."""
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
@@ -248,6 +253,10 @@ class ActNorm(Module):
         self.scale.numpy()[...] = (1.0 / (std.astype(_np.float32) + _np.float32(1e-6))).reshape(1, -1, 1, 1)
 
     def forward(self, input, reverse=False):
+        """x (N, C, H, W) or (N, C) -> scale·(x + loc), same shape (and, with logdet=True, also
+        H·W·Σ log|scale| per sample, (N,)). The first call in training mode initialises loc and scale
+        from x's per-channel statistics.
+        """
         if reverse:
             return self.reverse(input)
         x, squeeze = self._as4d(input, "input")
@@ -266,6 +275,9 @@ class ActNorm(Module):
         return h
 
     def reverse(self, output):
+        """The inverse of forward: output (N, C, H, W) or (N, C) -> output / scale - loc, same shape
+        (initialising from output first only with allow_reverse_init=True).
+        """
         y, squeeze = self._as4d(output, "output")
         if self.training and int(self.initialized.numpy()) == 0 and y.numel() > 0:
             if not self.allow_reverse_init:
