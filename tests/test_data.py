@@ -432,7 +432,7 @@ def test_split_rules_and_disjointness(tmp_path, with_test_dir):
     sp = mmu.data.folder_split(flat, 0.3, seed=4)
     assert (len(sp.train), len(sp.test), sp.rule) == (7, 3, "seeded split")
     assert not set(sp.train) & set(sp.test) and sorted(sp.train + sp.test) == mmu.data.list_images(flat)
-    assert sp.describe()[0] == f"7 images from {flat}: a seeded random split (seed 4) of its 10 images, 30% held out"
+    assert sp.describe()[0] == f"7 images from {flat}: a seeded random split (seed 4) of its 10 readable images, 30% held out"
     assert mmu.data.folder_split(flat, 0.3, seed=4).test == sp.test != mmu.data.folder_split(flat, 0.3, 5).test
     # only train/: the held-out images come out of train/ (today's main took them from the whole folder)
     only = tmp_path / "only"

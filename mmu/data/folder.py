@@ -488,7 +488,7 @@ def _same_content(train, test):
     return pairs
 
 
-def folder_split(root, test_fraction=0.1, seed=0, held_out=None):
+def folder_split(root, test_fraction=0.1, seed=0, held_out=None, check_files=True, workers=2):
     """The train / held-out split of an image folder (files found by list_images), disjoint always.
 
     - held_out given (a folder, e.g. `mmu train --val-data`): held out = its images; train = DIR's
@@ -502,6 +502,8 @@ def folder_split(root, test_fraction=0.1, seed=0, held_out=None):
       image each side).
     - neither: a seeded split of all of DIR's images (recursively).
     Seeded split: numpy.random.default_rng(seed).permutation; both sides keep the sorted order.
+    check_files: first read every file's header and leave out the unreadable ones (one UserWarning
+    listing them all, `.skipped`), so they take no place in a seeded split.
     Files reached through different paths (symlinks) count as one: a training file whose resolved
     path is also held out is dropped from train. Training and held-out files with identical bytes
     (copies) are reported with a UserWarning (they are different files, kept).
@@ -527,30 +529,48 @@ def folder_split(root, test_fraction=0.1, seed=0, held_out=None):
         has_tr, has_te = False, True
         te_dir = os.path.abspath(os.fspath(held_out))
 
+    skipped = []
+
     def need(files, where):
         if not files:
             raise FileNotFoundError(f"{fn}: no images in {where} (looked for {', '.join(IMAGE_EXTENSIONS)}, "
                                     "recursively, case-insensitive)")
         return files
 
+    def readable(*lists):
+        # one header check (and one warning) for every file of the lists; each list filtered
+        if not check_files:
+            return lists
+        ok, bad = check_images([p for lst in lists for p in lst], fn, workers)
+        skipped.extend(bad)
+        ok = set(ok)
+        out = tuple([p for p in lst if p in ok] for lst in lists)
+        for lst, kept in zip(lists, out):
+            if lst and not kept:
+                raise ValueError(f"{fn}: none of the {len(lst)} images under "
+                                 f"{os.path.commonpath(lst) if len(lst) > 1 else lst[0]} can be read")
+        return out
+
     if has_te:
         test = need(list_images(te_dir), te_dir)
         test_from = f"from {te_dir}"
         if has_tr:
             train = need(list_images(tr_dir), tr_dir)
+            train, test = readable(train, test)
             unused = len(list_images(root, exclude=(TRAIN_DIR, HELD_OUT_DIR)))
             train_from = f"from {tr_dir}" + (
                 f" ({unused} images of {root} outside train/ and test/ not used)" if unused else "")
             rule = "train/ + test/"
         else:
             train = need(list_images(root, exclude=(HELD_OUT_DIR,)), f"{root} outside test/")
+            train, test = readable(train, test)
             train_from = f"from {root} (root and subfolders except test/)"
             rule = "test/" if held_out is None else "held_out folder"
     else:
         base = tr_dir if has_tr else root
-        files = need(list_images(base), base)
+        files, = readable(need(list_images(base), base))
         train, test = _seeded_split(files, float(test_fraction), seed, fn, base)
-        train_from = (f"from {base}: a seeded random split (seed {seed}) of its {len(files)} images, "
+        train_from = (f"from {base}: a seeded random split (seed {seed}) of its {len(files)} readable images, "
                       f"{pct} held out")
         test_from = f"from {base}: the held-out side of that seeded split (no {HELD_OUT_DIR}/ subfolder)"
         rule = "train/ + seeded split" if has_tr else "seeded split"
@@ -565,7 +585,9 @@ def folder_split(root, test_fraction=0.1, seed=0, held_out=None):
     if copies:
         warnings.warn(f"{fn}: {len(copies)} training image(s) have the same bytes as a held-out image: "
                       + "; ".join(f"{a} = {b}" for a, b in copies), UserWarning, stacklevel=2)
-    return FolderSplit(train, test, train_from, test_from, rule)
+    sp = FolderSplit(train, test, train_from, test_from, rule)
+    sp.skipped = skipped
+    return sp
 
 
 def _builtin_desc(name, split, ds, seed, test_fraction=None):
@@ -594,7 +616,7 @@ def load_splits(name, size, seed=0, test_fraction=None, held_out=None, **kwargs)
     instead, see folder_split). kwargs go to the builders: n= for
     natural; channels=, random_crop=, crop_scale=, crop_ratio=, workers= for a folder (random_crop
     applies to the training side only). Unreadable files are skipped with one UserWarning for the
-    whole folder. Folders give ImageFolder datasets (streamed from disk).
+    whole folder (both datasets' `.skipped`). Folders give ImageFolder datasets (streamed from disk).
     """
     fn = "mmu.data.load_splits"
     if not isinstance(name, (str, os.PathLike)):
@@ -617,25 +639,16 @@ def load_splits(name, size, seed=0, test_fraction=None, held_out=None, **kwargs)
         raise FileNotFoundError(
             f"{fn}: {root!r} is neither a built-in dataset ('digits', 'natural') nor an existing folder")
     kwargs = _folder_kwargs(kwargs, fn)
-    sp = folder_split(root, 0.1 if test_fraction is None else test_fraction, seed, held_out)
-    workers = kwargs.get("workers", 2)
-    ok, skipped = check_images(sp.train + sp.test, fn, _check_int(fn, "workers", workers, 1))
-    ok = set(ok)
-    train_files = [p for p in sp.train if p in ok]
-    test_files = [p for p in sp.test if p in ok]
-    for files, side in ((train_files, "training"), (test_files, "held-out")):
-        if not files:
-            raise ValueError(f"{fn}: no readable {side} image in {root!r} ({sp.summary})")
+    workers = _check_int(fn, "workers", kwargs.get("workers", 2), 1)
+    sp = folder_split(root, 0.1 if test_fraction is None else test_fraction, seed, held_out, True, workers)
     eval_kwargs = {k: v for k, v in kwargs.items() if k in ("channels", "workers")}
-    train = ImageFolder(root, size, files=train_files, check_files=False, **kwargs)
-    test = ImageFolder(root, size, files=test_files, check_files=False, **eval_kwargs)
-    in_train = set(sp.train)
-    train.skipped = [s for s in skipped if s[0] in in_train]
-    test.skipped = [s for s in skipped if s[0] not in in_train]
-    tr, te = sp.describe(len(train_files), len(test_files))
-    train.split = tr + (f" ({len(train.skipped)} unreadable skipped)" if train.skipped else "")
-    test.split = te + (f" ({len(test.skipped)} unreadable skipped)" if test.skipped else "")
-    train.split_rule = test.split_rule = sp.rule
+    train = ImageFolder(root, size, files=sp.train, check_files=False, **kwargs)
+    test = ImageFolder(root, size, files=sp.test, check_files=False, **eval_kwargs)
+    for ds, line in zip((train, test), sp.describe()):
+        ds.split, ds.split_rule = line, sp.rule
+        ds.skipped = list(sp.skipped)       # the folder's unreadable files (both sides)
+    if sp.skipped:
+        train.split += f" ({len(sp.skipped)} unreadable files of the folder skipped)"
     train.name, test.name = f"{train.name}-train", f"{test.name}-test"
     return train, test
 
