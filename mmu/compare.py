@@ -517,10 +517,10 @@ def write_report(out_dir, rows, extras, originals, config, seconds=None):
           f"{config['train_images']} training images (seed {config['seed']}); metrics on "
           f"{config['heldout_images']} held-out images."
           + (" **fast mode** (tiny models, a few steps: the numbers mean nothing)." if config.get("fast") else ""),
-          ""] + ([f"Data: train: {config['train_split']}; held out: {config['heldout_split']}"
-                 + (f" (the first {config['heldout_images']})" if config.get("fast") else "") + ".", ""]
-                if config.get("train_split") else []) + [
-          markdown_table(rows), "",
+          "", markdown_table(rows), ""] + ([
+          f"Data: train: {config['train_split']}; held out: {config['heldout_split']}"
+          + (f" (the first {config['heldout_images']} of them)" if config.get("fast") else "") + ".", ""]
+          if config.get("train_split") else []) + [
           "PSNR/SSIM: decode(encode(x)) against x on the held-out images (data range 2, SSIM with the 11x11 "
           "Gaussian window of Wang et al. 2004). usage: fraction of the codebook used on the held-out "
           "images; perplexity: exp(entropy) of the held-out code histogram (the codebook size is the "
