@@ -284,7 +284,11 @@ class ImageFolder(ImageDataset):
     log-uniform in crop_ratio, default (3/4, 4/3); 10 tries, then the central crop of the clamped
     ratio), resized to size x size with Pillow's bilinear filter (antialiased), drawn from a NumPy
     Generator seeded by the loader (seed, epoch, image) so batches do not depend on the number of
-    worker threads. Horizontal flips are DataLoader(hflip=True).
+    worker threads. (The crop is cut, then resized, as torchvision does on PIL images; a JPEG large
+    enough to be decoded at a reduced scale - libjpeg's 1/2, 1/4, 1/8, keeping >= 2*size pixels
+    across the crop - is resized from the same box in the reduced image.) Horizontal flips are
+    DataLoader(hflip=True).
+    workers: threads for the header check and for `.images` (the DataLoader has its own).
     check_files: read every file's header first (in threads) and skip the unreadable ones with one
     UserWarning listing them all (`.skipped` holds (path, reason) pairs); ValueError if none is
     readable. A file whose header reads but whose data is damaged (a truncated file) is found when
