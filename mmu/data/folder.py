@@ -305,7 +305,7 @@ class ImageFolder(ImageDataset):
     def __init__(self, root, size=64, channels=3, *, files=None, exclude=(), random_crop=False,
                  crop_scale=(0.08, 1.0), crop_ratio=(3.0 / 4.0, 4.0 / 3.0), check_files=True, workers=2):
         fn = "mmu.data.ImageFolder"
-        self.size_ = _check_int(fn, "size", size, 1)
+        self._size = _check_int(fn, "size", size, 1)
         channels = _check_int(fn, "channels", channels, 1)
         if channels not in (1, 3):
             raise ValueError(f"{fn}: channels must be 1 or 3, got {channels}")
@@ -342,7 +342,7 @@ class ImageFolder(ImageDataset):
         self.crop_ratio = _check_pair(fn, "crop_ratio", crop_ratio, 0.0, None)
         self.files = files
         self.root = root
-        self.channels_ = channels
+        self._channels = channels
         self.name = (os.path.basename(root.rstrip(os.sep)) or root) if root else "images"
         self.split = None
         self._failed = {}
@@ -356,15 +356,15 @@ class ImageFolder(ImageDataset):
     @property
     def shape(self):
         """(N, C, size, size)."""
-        return (len(self.files), self.channels_, self.size_, self.size_)
+        return (len(self.files), self._channels, self._size, self._size)
 
     @property
     def channels(self):
-        return self.channels_
+        return self._channels
 
     @property
     def size(self):
-        return self.size_
+        return self._size
 
     @property
     def images(self):
@@ -376,7 +376,7 @@ class ImageFolder(ImageDataset):
             for p in self.files:
                 st = os.stat(p)
                 sig.append((p, st.st_mtime_ns, st.st_size))
-            self._images = _load_all(self.size_, self.channels_, tuple(sig), self.workers)
+            self._images = _load_all(self._size, self._channels, tuple(sig), self.workers)
         return self._images
 
     def load_item(self, i, seed=None):
@@ -393,7 +393,7 @@ class ImageFolder(ImageDataset):
                 continue
             rng = np.random.default_rng(seed) if crop is not None else None
             try:
-                return _load_image(path, self.size_, self.channels_, crop, rng)
+                return _load_image(path, self._size, self._channels, crop, rng)
             except ValueError as e:
                 with self._lock:
                     first = path not in self._failed
@@ -422,8 +422,8 @@ class ImageFolder(ImageDataset):
         return self.load_item(int(i) % n)
 
     def __repr__(self):
-        return (f"ImageFolder(name={self.name!r}, n={len(self)}, channels={self.channels_}, "
-                f"size={self.size_}x{self.size_}, random_crop={self.random_crop})")
+        return (f"ImageFolder(name={self.name!r}, n={len(self)}, channels={self._channels}, "
+                f"size={self._size}x{self._size}, random_crop={self.random_crop})")
 
 
 # ---------------------------------------------------------------------------------------------
