@@ -340,17 +340,17 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
         raise FileNotFoundError(f"compare: lpips_weights file {lpips_weights!r} does not exist")
     say = print if progress else (lambda *a, **k: None)
 
-    train_data = data.load_dataset(dataset, size, "train", seed=seed)
-    test_data = data.load_dataset(dataset, size, "test", seed=seed)
+    train_data, test_data = data.load_splits(dataset, size, seed=seed)  # disjoint; .split says how each was formed
     test_images = np.ascontiguousarray(test_data.images[:FAST_EVAL_IMAGES] if fast else test_data.images, np.float32)
     if len(train_data) < batch_size:
         raise ValueError(f"compare: the training split of {dataset!r} has {len(train_data)} images, fewer than "
                          f"batch_size={batch_size}")
-    channels = int(train_data.images.shape[1])
+    channels = int(train_data.shape[1])
     lpips_model = _load_lpips(lpips_weights) if lpips_weights is not None else None
     os.makedirs(out_dir, exist_ok=True)
     say(f"mmu compare: {len(names)} tokenizer(s) on {dataset} at {size} px ({len(train_data)} train / "
         f"{len(test_images)} held-out images), {steps} steps x batch {batch_size} each -> {out_dir}")
+    say(f"  train: {train_data.split}\n  held out: {test_data.split}")
 
     rows, extras = [], []
     total, cpu0 = time.perf_counter(), time.process_time()
@@ -377,6 +377,7 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
 
     config = {"dataset": dataset, "size": size, "channels": channels, "steps": steps, "batch_size": batch_size,
               "seed": seed, "fast": bool(fast), "train_images": len(train_data), "heldout_images": len(test_images),
+              "train_split": train_data.split, "heldout_split": test_data.split,
               "lpips_weights": os.fspath(lpips_weights) if lpips_weights is not None else None,
               "entries": {x["entry"].name: {"tokenizer": x["entry"].tokenizer, "config": x["entry"].config,
                                              "train": x["entry"].train, "per_step": x["entry"].per_step,
@@ -516,7 +517,10 @@ def write_report(out_dir, rows, extras, originals, config, seconds=None):
           f"{config['train_images']} training images (seed {config['seed']}); metrics on "
           f"{config['heldout_images']} held-out images."
           + (" **fast mode** (tiny models, a few steps: the numbers mean nothing)." if config.get("fast") else ""),
-          "", markdown_table(rows), "",
+          "", markdown_table(rows), ""] + ([
+          f"Data: train: {config['train_split']}; held out: {config['heldout_split']}"
+          + (f" (the first {config['heldout_images']} of them)" if config.get("fast") else "") + ".", ""]
+          if config.get("train_split") else []) + [
           "PSNR/SSIM: decode(encode(x)) against x on the held-out images (data range 2, SSIM with the 11x11 "
           "Gaussian window of Wang et al. 2004). usage: fraction of the codebook used on the held-out "
           "images; perplexity: exp(entropy) of the held-out code histogram (the codebook size is the "

@@ -288,3 +288,124 @@ def test_compare_with_lpips_weights(tmp_path):
     assert "LPIPS" in (tmp_path / "rep" / "report.md").read_text().splitlines()[4]
     cfg = json.loads((tmp_path / "rep" / "models" / "vqgan" / "config.json").read_text())
     assert '"perceptual_weight": 1.0' in json.dumps(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 11: held-out splits of a user folder (defect 3), one discovery rule for train and encode and
+# unreadable files (defect 8), held-out evaluation in `mmu train`
+
+
+def _user_folder(root):
+    """The README's layout: images at the root and in a subfolder, held-out images in test/."""
+    _write_images(root, n=8, size=20)
+    _write_images(root / "more", n=2, size=20)
+    from PIL import Image
+    rng = np.random.default_rng(5)
+    os.makedirs(root / "test", exist_ok=True)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / "test" / f"held{i}.png")
+    return root
+
+
+def test_compare_on_a_folder_never_trains_on_test(tmp_path):
+    root = _user_folder(tmp_path / "mine")
+    out = tmp_path / "rep"
+    C.compare(["vqvae-fsq"], dataset=str(root), size=16, fast=True, out_dir=str(out), progress=False)
+    md = (out / "report.md").read_text()
+    # 10 training images (root + more/), the 3 of test/ held out, and the report says how
+    assert "on 10 training images" in md and "metrics on 3 held-out images" in md
+    assert f"train: 10 images from {root} (root and subfolders except test/)" in md
+    assert f"held out: 3 images from {root / 'test'}" in md
+
+
+def _tiny_cfg(path, **train):
+    cfg = C.REGISTRY["vqvae-fsq"](3, 16, True)
+    with open(path, "w") as f:
+        json.dump({"tokenizer": cfg.tokenizer, "config": cfg.config,
+                   "train": {"steps": 4, "batch_size": 4, "log_every": 1, "progress": False, **train},
+                   "data": {"size": 16, "channels": 3, "random_crop": True, "hflip": True}}, f)
+    return path
+
+
+def test_cli_train_evaluates_on_the_held_out_split(tmp_path, capsys):
+    from mmu import data, metrics, tokenizers
+
+    root = _user_folder(tmp_path / "mine")
+    cfg = _tiny_cfg(tmp_path / "cfg.json", eval_every=2)
+    assert cli.main(["train", "--config", str(cfg), "--data", str(root), "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert f"train: 10 images from {root} (root and subfolders except test/)" in out
+    assert f"held out: 3 images from {root / 'test'}" in out and "training images" not in out
+    ev = json.loads((tmp_path / "m" / "eval.json").read_text())
+    assert ev["step"] == 4 and ev["heldout_images"] == 3 and ev["held_out"].startswith("3 images from")
+    # the numbers are the saved model's on the test/ images (center views), recomputed here
+    model = tokenizers.Tokenizer.from_pretrained(str(tmp_path / "m"))
+    model.eval()
+    x = data.ImageFolder(root / "test", 16).images
+    recon = np.asarray(model.decode(model.encode(x)))
+    assert ev["eval_psnr"] == pytest.approx(float(metrics.psnr(recon, x, reduction="none").mean()), abs=1e-4)
+    assert ev["eval_ssim"] == pytest.approx(metrics.ssim(recon, x), abs=1e-5)
+    with open(tmp_path / "m" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(float(r["step"])) for r in rows if r.get("eval_psnr")] == [2, 4]   # every eval_every steps
+    assert "eval_ssim" in rows[0]
+    # --val-data: an explicit held-out folder; without test/ a seeded fraction
+    val = tmp_path / "val"
+    _write_images(val, n=2, size=20)
+    assert cli.main(["train", "--config", str(cfg), "--data", str(root), "--val-data", str(val),
+                     "--out", str(tmp_path / "m2")]) == 0
+    ev = json.loads((tmp_path / "m2" / "eval.json").read_text())
+    assert ev["heldout_images"] == 2 and ev["train"].startswith("10 images")
+    flat = tmp_path / "flat"
+    _write_images(flat, n=10, size=20)
+    assert cli.main(["train", "--config", str(cfg), "--data", str(flat), "--val-fraction", "0.3",
+                     "--out", str(tmp_path / "m3")]) == 0
+    ev = json.loads((tmp_path / "m3" / "eval.json").read_text())
+    assert ev["heldout_images"] == 3 and "seeded random split (seed 0)" in ev["train"]
+    capsys.readouterr()
+    _user_error(["train", "--config", str(cfg), "--data", str(flat), "--val-fraction", "1.5"], capsys,
+                "--val-fraction")
+    _user_error(["train", "--config", str(cfg), "--data", str(flat), "--val-data", str(tmp_path / "no")], capsys,
+                "--val-data")
+
+
+def test_cli_train_and_encode_see_the_same_files_and_skip_unreadable_ones(trained, tmp_path, capsys):
+    from PIL import Image
+
+    from mmu import data
+
+    root = tmp_path / "mixed"
+    _write_images(root, n=3, size=20)
+    os.makedirs(root / "deeper")
+    a = np.full((20, 20, 3), 90, np.uint8)
+    Image.fromarray(a).save(root / "deeper" / "x.TIF")
+    Image.fromarray(a).save(root / "y.tiff")
+    Image.fromarray(a).save(root / ".hidden.png")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png")
+    (root / "deeper" / "empty.jpg").write_bytes(b"")
+    files = data.list_images(root)
+    assert len(files) == 7                                   # the rule: recursive, .tif/.tiff, no hidden
+    codes_path = tmp_path / "codes.npy"
+    assert cli.main(["encode", "--model", str(trained / "model"), str(root), "--out", str(codes_path)]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "warning" in line]
+    assert len(lines) == 1 and "skipped 2 unreadable image file(s) of 7" in lines[0]
+    assert "broken.png" in lines[0] and "empty.jpg" in lines[0]
+    encoded = (tmp_path / "codes.files.txt").read_text().split()
+    assert encoded == [f for f in files if not f.endswith(("broken.png", "empty.jpg"))]
+    assert np.load(codes_path).shape == (5, 4, 4)
+    # training on the same folder uses the same 5 readable images (+ nothing from .hidden.png)
+    cfg = _tiny_cfg(tmp_path / "cfg.json", steps=1, batch_size=2)
+    assert cli.main(["train", "--config", str(cfg), "--data", str(root), "--val-fraction", "0.2",
+                     "--out", str(tmp_path / "m")]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped 2 unreadable image file(s) of 7" in err
+    ev = json.loads((tmp_path / "m" / "eval.json").read_text())
+    n_train = int(ev["train"].split()[0])
+    assert n_train + ev["heldout_images"] == 5
+    # nothing readable at all: a clear error
+    bad = tmp_path / "bad"
+    os.makedirs(bad)
+    (bad / "a.png").write_bytes(b"")
+    _user_error(["encode", "--model", str(trained / "model"), str(bad), "--out", str(tmp_path / "c.npy")], capsys,
+                "none of the 1 image files can be read")

@@ -160,7 +160,8 @@ def test_loss_falls_and_history():
     assert tr.scheduler.get_last_lr()[0] == pytest.approx(1e-2 * 0.1)
     assert hist.records[-1]["time"] >= hist.records[0]["time"] > 0
     ev = tr.evaluate()
-    assert set(ev) == {"eval_psnr", "eval_usage", "eval_perplexity"} and np.isfinite(ev["eval_psnr"])
+    assert set(ev) == {"eval_psnr", "eval_ssim", "eval_usage", "eval_perplexity"} and np.isfinite(ev["eval_psnr"])
+    assert -1.0 <= ev["eval_ssim"] <= 1.0
     assert "History(8 records, steps 5..40" in repr(hist)
     # fit() again is a no-op once config.steps is reached; fit(n) runs n more steps
     assert tr.fit() is hist and tr.step == 40

@@ -33,6 +33,7 @@ from .._C import Tensor
 from ..autograd import no_grad
 from ..io import load as _load
 from ..io import save as _save
+from ..metrics.image import ssim as _ssim
 from ..optim import EMA, AdamW, clip_grad_norm_
 from ..optim.lr_scheduler import WarmupCosine
 from ..tensor import manual_seed, tensor
@@ -388,14 +389,15 @@ class Trainer:
         """Mean PSNR, codebook usage and perplexity of the model on `data` (default: eval_data), with
         the EMA weights when EMA is on. Uses encode/decode when the model has them (the tokenizer's
         real round trip), else forward(). Runs in eval mode under no_grad and leaves the RNG, the
-        weights and the train/eval mode as they were. Returns {"eval_psnr", "eval_usage", "eval_perplexity"}."""
+        weights and the train/eval mode as they were. Returns {"eval_psnr", "eval_ssim" (mmu.metrics.ssim; images
+        of at least 3x3), "eval_usage", "eval_perplexity"}."""
         data = self.eval_data if data is None else data
         if data is None:
             raise ValueError("Trainer.evaluate: no eval_data given (pass it to Trainer or to evaluate())")
         model = self.model
         rng = _C.get_rng_state()
         was_training = getattr(model, "training", True)
-        psnrs, codes, ksize = [], [], self._codebook_size()
+        psnrs, ssims, codes, ksize = [], [], [], self._codebook_size()
         model.eval()
         try:
             ctx = self.ema.average_parameters(self._ema_view) if self.ema is not None else contextlib.nullcontext()
@@ -412,6 +414,8 @@ class Trainer:
                             ksize = self._codebook_size(out)
                     r = r.numpy() if isinstance(r, Tensor) else np.asarray(r)
                     psnrs.append(batch_psnr(r, x.numpy()))
+                    if min(r.shape[-2:]) >= 3:
+                        ssims.append(_ssim(r, x.numpy(), reduction="none"))
                     if z is not None:
                         codes.append(np.asarray(z).reshape(-1))
         finally:
@@ -420,6 +424,8 @@ class Trainer:
         if not psnrs:
             raise ValueError("Trainer.evaluate: the eval data is empty")
         res = {"eval_psnr": float(np.mean(np.concatenate(psnrs)))}
+        if ssims:
+            res["eval_ssim"] = float(np.mean(np.concatenate(ssims)))
         if codes and ksize:
             res["eval_usage"], res["eval_perplexity"] = _code_stats(np.concatenate(codes), ksize)
         return res
