@@ -1,7 +1,8 @@
 """Command line (`mmu ...` or `python -m mmu ...`).
 
     mmu compare [--tokenizers a,b,...] [--dataset digits|natural|DIR] [--size N] [--steps N]
-                [--batch-size N] [--out DIR] [--seed N] [--lpips-weights FILE] [--fast] [--list]
+                [--batch-size N] [--codebook-size K] [--width W] [--out DIR] [--seed N]
+                [--lpips-weights FILE] [--fast] [--list]
     mmu train --config cfg.json --data DIR [--steps N] [--out DIR] [--resume | --overwrite]
               [--tensorboard] [--sample-every N]                      (mmu train --example-config)
     mmu encode --model DIR IMAGES... --out codes.npy
@@ -92,6 +93,12 @@ def build_parser():
     p.add_argument("--size", type=_positive, help="image side in pixels (default 16 for digits, else 32)")
     p.add_argument("--steps", type=_positive, help="training steps per tokenizer (default 1500; --fast: 3)")
     p.add_argument("--batch-size", type=_positive, help="batch size of every tokenizer (default 32; --fast: 8)")
+    p.add_argument("--codebook-size", type=_positive, metavar="K",
+                   help="codebook size of every entry (default: each entry's own, about 256); FSQ takes the "
+                        "paper's levels for 2^8, 2^10, ..., 2^16 codes, LFQ needs a power of 2")
+    p.add_argument("--width", type=_positive, metavar="W",
+                   help="channels of the widest encoder/decoder conv of every entry (VQ-VAE/dVAE "
+                        "hidden_channels; VQGAN ch x max(ch_mult)); default: each entry's own")
     p.add_argument("--out", default="mmu-report", metavar="DIR", help="report folder (default mmu-report)")
     p.add_argument("--seed", type=_nonneg, default=0, help="seeds the data split, the models and the batches")
     p.add_argument("--lpips-weights", metavar="FILE",
@@ -159,7 +166,8 @@ def cmd_compare(args):
         raise UserError(f"--lpips-weights: no such file {args.lpips_weights!r}")
     C.compare(names, dataset=args.dataset, size=args.size, steps=args.steps, batch_size=args.batch_size,
               seed=args.seed, out_dir=args.out, fast=args.fast, progress=not args.quiet,
-              lpips_weights=args.lpips_weights, threads=args.threads)
+              lpips_weights=args.lpips_weights, threads=args.threads, codebook_size=args.codebook_size,
+              width=args.width)
     return 0
 
 
