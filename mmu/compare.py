@@ -582,6 +582,7 @@ def _loss_curves(extras, path, batch_ceilings=None):
             ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    return fig
 
 
 def _usage_plot(rows, extras, path):
@@ -607,6 +608,7 @@ def _usage_plot(rows, extras, path):
         axes[k // cols][k % cols].set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    return fig
 
 
 def usage_ceilings(rows, batch_size, heldout_images):

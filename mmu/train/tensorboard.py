@@ -9,7 +9,7 @@ is a serialised tensorflow.Event protobuf. The fields written here (tensorflow/c
 summary.proto):
 
     Event      { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5;
-                 SessionLog session_log = 6; }
+                 SessionLog session_log = 7; }
     Summary    { repeated Value value = 1; }
     Value      { string tag = 1; float simple_value = 2; Image image = 4; }
     Image      { int32 height = 1; int32 width = 2; int32 colorspace = 3; bytes encoded_image_string = 4; }
@@ -119,7 +119,7 @@ class TensorBoardWriter:
         self._f = open(self.path, "wb")
         self._write(_f_double(1, time.time()) + _f_bytes(3, "brain.Event:2"))
         if start_step > 0:
-            self._write(_f_double(1, time.time()) + _f_varint(2, start_step) + _f_bytes(6, _f_varint(1, 1)))
+            self._write(_f_double(1, time.time()) + _f_varint(2, start_step) + _f_bytes(7, _f_varint(1, 1)))
         self.flush()
 
     def _write(self, event):
