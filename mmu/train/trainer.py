@@ -176,6 +176,10 @@ def _deferred_sigint():
         if state["requested"]:
             raise KeyboardInterrupt
         state["requested"] = True
+        try:  # os.write, not print: the handler may run in the middle of another write to stderr
+            os.write(2, b"\nmmu.train: Ctrl-C: stopping after this step (press Ctrl-C again to stop now)\n")
+        except OSError:
+            pass
 
     previous = None
     if threading.current_thread() is threading.main_thread():
@@ -557,6 +561,7 @@ class Trainer:
         from tqdm import tqdm
         self.model.train()
         self.interrupted = False
+        self._at_boundary = True
         tb = None
         if c.tensorboard_dir is not None:
             from .tensorboard import TensorBoardWriter
