@@ -1,12 +1,13 @@
 """Command line (`mmu ...` or `python -m mmu ...`).
 
     mmu compare [--tokenizers a,b,...] [--dataset digits|natural|DIR] [--size N] [--steps N]
-                [--batch-size N] [--out DIR] [--seed N] [--lpips-weights FILE] [--fast] [--list]
+                [--batch-size N] [--codebook-size K] [--width W] [--out DIR] [--seed N]
+                [--lpips-weights FILE] [--fast] [--list]
     mmu train --config cfg.json --data DIR [--val-data DIR | --val-fraction F] [--steps N] [--out DIR]
-                                                                         (mmu train --example-config)
+              [--resume | --overwrite] [--tensorboard] [--sample-every N]   (mmu train --example-config)
     mmu encode --model DIR IMAGES... --out codes.npy
     mmu decode --model DIR codes.npy --out DIR
-    mmu demo [...]        mmu info
+    mmu demo [...]        mmu info        mmu --version
 
 User errors (a missing folder, a bad config key, codes out of range) end with a one-line message on
 stderr and exit status 1 (2 for bad command-line syntax); MMU_DEBUG=1 shows the traceback instead.
@@ -38,7 +39,17 @@ every train.eval_every steps (default steps/10) and at the end (PSNR, SSIM in hi
 Only "tokenizer" is required; `mmu train --example-config` prints a complete one. The trained model is
 saved with save_pretrained into --out (config.json + model.safetensors, load it back with
 mmu.tokenizers.Tokenizer.from_pretrained(DIR) or use it with `mmu encode` / `mmu decode`), with
-history.csv and loss_curves.png beside it."""
+history.csv and loss_curves.png beside it, and checkpoints/ (the latest keep_last checkpoints; the
+last one always holds the final or interrupted step).
+
+A run owns its --out: a folder that holds a previous run (a model, history.csv, checkpoints, samples or
+TensorBoard files) is refused unless --resume continues that run from its latest checkpoint (the model
+and train config must be the same, apart from steps and the logging/checkpoint/sample settings; the
+error names the fields that differ) or --overwrite deletes the previous run's files (only those mmu
+train writes) and starts again. Ctrl-C stops after the current step, saves a checkpoint, the model,
+history.csv and loss_curves.png, and tells how to resume (a second Ctrl-C stops at once). A loss that
+becomes non-finite or exceeds train.max_loss (default 1e6) stops the run with an error; history.csv and
+the earlier checkpoints are kept, no model is saved."""
 
 DATA_SIDECAR = "mmu_data.json"  # {"size": .., "channels": ..}: how the model's training images were loaded
 
@@ -69,7 +80,10 @@ def _nonneg(text):
 
 
 def build_parser():
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="mmu", description="mmu: discrete visual tokenizers on a fast CPU core")
+    parser.add_argument("--version", action="version", version=f"mmu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("demo", help="train a small autoencoder on scikit-learn's digits and print its loss falling",
                    add_help=False)
@@ -86,6 +100,12 @@ def build_parser():
     p.add_argument("--size", type=_positive, help="image side in pixels (default 16 for digits, else 32)")
     p.add_argument("--steps", type=_positive, help="training steps per tokenizer (default 1500; --fast: 3)")
     p.add_argument("--batch-size", type=_positive, help="batch size of every tokenizer (default 32; --fast: 8)")
+    p.add_argument("--codebook-size", type=_positive, metavar="K",
+                   help="codebook size of every entry (default: each entry's own, about 256); FSQ takes the "
+                        "paper's levels for 2^8, 2^10, ..., 2^16 codes, LFQ needs a power of 2")
+    p.add_argument("--width", type=_positive, metavar="W",
+                   help="channels of the widest encoder/decoder conv of every entry (VQ-VAE/dVAE "
+                        "hidden_channels; VQGAN ch x max(ch_mult)); default: each entry's own")
     p.add_argument("--out", default="mmu-report", metavar="DIR", help="report folder (default mmu-report)")
     p.add_argument("--seed", type=_nonneg, default=0, help="seeds the data split, the models and the batches")
     p.add_argument("--lpips-weights", metavar="FILE",
@@ -107,6 +127,16 @@ def build_parser():
                    help="without --val-data or DIR/test: hold out this seeded fraction of the images (default 0.1)")
     p.add_argument("--steps", type=_positive, help="override the config's train.steps")
     p.add_argument("--out", default="mmu-model", metavar="DIR", help="where the model is saved (default mmu-model)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its latest checkpoint (same config; --steps may grow)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete the previous run's files in --out (only those mmu train writes) and start anew")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log to --out/tensorboard in TensorBoard's format (tensorboard --logdir OUT/tensorboard)")
+    p.add_argument("--sample-every", type=_nonneg, metavar="N",
+                   help="every N steps save originals vs reconstructions to --out/samples/step_N.png "
+                        "(overrides train.sample_every; 0: never)")
     p.add_argument("--threads", type=_positive, help="mmu.set_num_threads(N) first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--example-config", action="store_true", help="print an example cfg.json and exit")
@@ -146,7 +176,8 @@ def cmd_compare(args):
         raise UserError(f"--lpips-weights: no such file {args.lpips_weights!r}")
     C.compare(names, dataset=args.dataset, size=args.size, steps=args.steps, batch_size=args.batch_size,
               seed=args.seed, out_dir=args.out, fast=args.fast, progress=not args.quiet,
-              lpips_weights=args.lpips_weights, threads=args.threads)
+              lpips_weights=args.lpips_weights, threads=args.threads, codebook_size=args.codebook_size,
+              width=args.width)
     return 0
 
 
@@ -243,6 +274,9 @@ def cmd_train(args):
     from . import data, train
 
     cls, fields, tfields, dfields = load_train_config(args.config)
+    if os.path.abspath(args.config) == os.path.abspath(os.path.join(args.out, "config.json")):
+        raise UserError(f"--config {args.config!r} is where the trained model's config.json goes; keep cfg.json "
+                        "outside --out")
     if not os.path.isdir(args.data):
         raise UserError(f"--data: no such folder {args.data!r}")
     if args.val_data is not None and not os.path.isdir(args.val_data):
@@ -267,8 +301,22 @@ def cmd_train(args):
     if "steps" not in tfields:
         raise UserError(f"{args.config}: give train.steps (or --steps N)")
     tfields.setdefault("progress", not args.quiet)
-    if tfields.get("ckpt_every") and not tfields.get("ckpt_dir"):
-        tfields["ckpt_dir"] = os.path.join(args.out, "checkpoints")
+    # every run keeps checkpoints in --out (an interrupted run leaves a resumable one even with ckpt_every 0)
+    tfields.setdefault("ckpt_dir", os.path.join(args.out, "checkpoints"))
+    if args.sample_every is not None:
+        tfields["sample_every"] = args.sample_every
+    if tfields.get("sample_every"):
+        tfields.setdefault("sample_dir", os.path.join(args.out, "samples"))
+    if args.tensorboard:
+        tfields["tensorboard_dir"] = os.path.join(args.out, "tensorboard")
+    previous = _previous_run(args.out, tfields["ckpt_dir"])
+    if previous and not (args.resume or args.overwrite):
+        raise UserError(f"--out {args.out!r} already holds a run ({', '.join(previous)}); pass --resume to "
+                        "continue it, --overwrite to replace it, or choose another --out")
+    if args.resume:
+        if not train.Trainer.checkpoints(tfields["ckpt_dir"]):
+            raise UserError(f"--resume: no checkpoint in {tfields['ckpt_dir']!r} to continue from")
+        _check_same_data(args.out, size, channels)
     _threads(args)
     with _warnings_to_stderr("train"):
         dataset, heldout = data.load_splits(args.data, size, seed=int(tfields.get("seed", 0)),
@@ -282,31 +330,60 @@ def cmd_train(args):
         tcfg = train.TrainConfig(**tfields)
     except (TypeError, ValueError) as e:
         raise UserError(f"{args.config}: {e}") from None
-    print(f"mmu train: {cls.__name__} ({model.num_parameters():,} parameters) at {size} px, {tcfg.steps} steps x "
-          f"batch {tcfg.batch_size}\n  train: {dataset.split}\n  held out: {heldout.split}")
+    if args.overwrite and previous:
+        removed = _remove_run(args.out, tcfg.ckpt_dir)
+        print(f"mmu train: --overwrite: removed {removed} file(s) of the previous run in {args.out}")
     loader = data.DataLoader(dataset, tcfg.batch_size, shuffle=True, seed=tcfg.seed,
                              hflip=dfields.get("hflip", False))
     eval_loader = data.DataLoader(heldout, 64, shuffle=False, drop_last=False)
+    with _warnings_to_stderr("train"):
+        if args.resume:
+            try:
+                trainer = train.Trainer.resume(tcfg.ckpt_dir, model, loader, tcfg, eval_data=eval_loader)
+            except ValueError as e:  # another config, another dataset size: one line naming what differs
+                raise UserError(f"--resume: {str(e).replace('Trainer.load_checkpoint: ', '')}") from None
+            if trainer.step >= tcfg.steps:
+                print(f"mmu train: the run in {args.out} is at step {trainer.step} of {tcfg.steps}: nothing to "
+                      "train (pass --steps N to train further)")
+                return 0
+        else:
+            trainer = train.Trainer(model, loader, tcfg, eval_data=eval_loader)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, DATA_SIDECAR), "w") as f:
+        json.dump({"dataset": os.path.abspath(args.data), "size": size, "channels": channels,
+                   "train": dataset.split, "held_out": heldout.split}, f)
+    print(f"mmu train: {cls.__name__} ({model.num_parameters():,} parameters) at {size} px, {tcfg.steps} steps x "
+          f"batch {tcfg.batch_size}" + (f", resumed at step {trainer.step}" if args.resume else "")
+          + f"\n  train: {dataset.split}\n  held out: {heldout.split}")
     start = time.perf_counter()
     with _warnings_to_stderr("train"):
-        trainer = train.Trainer(model, loader, tcfg, eval_data=eval_loader)
-        history = trainer.fit()
-        last = [r for r in getattr(history, "records", []) if "eval_psnr" in r]
-        final = last[-1] if last and last[-1].get("step") == trainer.step else None
+        try:
+            history = trainer.fit()
+        except KeyboardInterrupt:
+            _save_outputs(args.out, model, trainer.history)
+            last = train.Trainer.checkpoints(tcfg.ckpt_dir)
+            exact = bool(last) and last[-1].endswith(f"ckpt_{trainer.step:08d}.safetensors")
+            how = (f"continue with the same command and --resume (checkpoint {last[-1]})" if exact else
+                   f"stopped mid-step: the model may hold part of step {trainer.step + 1}; --resume continues "
+                   f"from {last[-1] if last else 'nothing (no checkpoint was written)'}")
+            print(f"mmu train: interrupted at step {trainer.step} of {tcfg.steps}; saved the model, history.csv "
+                  f"and loss_curves.png to {args.out}; {how}", file=sys.stderr)
+            return 130
+        except train.TrainingDiverged as e:
+            _save_outputs(args.out, None, trainer.history)
+            last = train.Trainer.checkpoints(tcfg.ckpt_dir)
+            raise UserError(f"{str(e).replace('Trainer: ', '')} No model saved; history.csv is in {args.out}"
+                            + (f", the latest checkpoint before it is {last[-1]}" if last else "")) from None
+        records = [r for r in getattr(history, "records", []) if "eval_psnr" in r]
+        final = records[-1] if records and records[-1].get("step") == trainer.step else None
         if final is None:  # the held-out numbers of the final weights, when the last eval step was earlier
             final = {"step": trainer.step, **trainer.evaluate()}
             history.log(final)
     seconds = time.perf_counter() - start
-    model.eval()
-    model.save_pretrained(args.out)
-    with open(os.path.join(args.out, DATA_SIDECAR), "w") as f:
-        json.dump({"dataset": os.path.abspath(args.data), "size": size, "channels": channels,
-                   "train": dataset.split, "held_out": heldout.split}, f)
-    if hasattr(history, "to_csv"):
-        history.to_csv(os.path.join(args.out, "history.csv"))
-    if hasattr(history, "plot"):
-        fig = history.plot()
-        fig.savefig(os.path.join(args.out, "loss_curves.png"), dpi=100)
+    if trainer._saved_step != trainer.step:  # the final state is resumable too (--resume --steps N goes on)
+        trainer.save_checkpoint(trainer._ckpt_path(trainer.step))
+        trainer._prune()
+    _save_outputs(args.out, model, history)
     ev = {"step": int(final["step"]), "train": dataset.split, "held_out": heldout.split,
           "heldout_images": len(heldout), **{k: float(v) for k, v in final.items() if k.startswith("eval_")}}
     with open(os.path.join(args.out, "eval.json"), "w") as f:
@@ -327,6 +404,74 @@ def _warnings_to_stderr(command):
         finally:
             for w in caught:
                 print(f"mmu {command}: warning: {w.message}", file=sys.stderr)
+
+# what `mmu train` writes into --out (the sidecar alone does not make a folder a run: it is rewritten)
+RUN_FILES = ("config.json", "model.safetensors", "history.csv", "loss_curves.png")
+RUN_PATTERNS = (("samples", r"^step_\d+\.png$"), ("tensorboard", r"^events\.out\.tfevents\..+"))
+
+
+def _run_files(out, ckpt_dir):
+    """[(path, label)] of the files a previous `mmu train` run left in out (and its ckpt_dir)."""
+    import re
+
+    from .train.trainer import _CKPT_RE, _CKPT_TMP_RE
+
+    found = [(os.path.join(out, f), f) for f in RUN_FILES if os.path.isfile(os.path.join(out, f))]
+    folders = [(ckpt_dir, (_CKPT_RE, _CKPT_TMP_RE))]
+    folders += [(os.path.join(out, sub), (re.compile(pat),)) for sub, pat in RUN_PATTERNS]
+    for folder, patterns in folders:
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if any(p.match(name) for p in patterns) and os.path.isfile(os.path.join(folder, name)):
+                found.append((os.path.join(folder, name), os.path.relpath(folder, out) + "/"))
+    return found
+
+
+def _previous_run(out, ckpt_dir):
+    """The labels (file names, folder/) of a previous run's files in out, without repeats."""
+    labels = []
+    for _, label in _run_files(out, ckpt_dir):
+        if label not in labels:
+            labels.append(label)
+    return labels
+
+
+def _remove_run(out, ckpt_dir):
+    """Deletes the previous run's files (only the names mmu train writes); returns how many."""
+    files = _run_files(out, ckpt_dir)
+    for path, _ in files:
+        os.remove(path)
+    side = os.path.join(out, DATA_SIDECAR)
+    if os.path.isfile(side):
+        os.remove(side)
+    return len(files)
+
+
+def _check_same_data(out, size, channels):
+    side = os.path.join(out, DATA_SIDECAR)
+    if not os.path.isfile(side):
+        return
+    try:
+        with open(side) as f:
+            was = json.load(f)
+    except (OSError, ValueError):
+        return
+    diff = [f"data.{k}: {was.get(k)!r} in the run, {v!r} now" for k, v in (("size", size), ("channels", channels))
+            if k in was and was[k] != v]
+    if diff:
+        raise UserError(f"--resume: the run in {out!r} loaded its images differently: {'; '.join(diff)}")
+
+
+def _save_outputs(out, model, history):
+    """The model (save_pretrained), history.csv and loss_curves.png (whatever exists) into out."""
+    os.makedirs(out, exist_ok=True)
+    if model is not None:
+        model.eval()
+        model.save_pretrained(out)
+    if history is not None and len(history):
+        history.to_csv(os.path.join(out, "history.csv"))
+        history.plot().savefig(os.path.join(out, "loss_curves.png"), dpi=100)
 
 
 # --------------------------------------------------------------------------- encode / decode
