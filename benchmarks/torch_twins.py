@@ -85,7 +85,7 @@ class TwinVectorQuantize(nn.Module):
             self.embed = nn.Parameter(embed)
         else:
             self.register_buffer("embed", embed)
-        self.register_buffer("cluster_size", torch.zeros(1, codebook_size))
+        self.register_buffer("cluster_size", torch.ones(1, codebook_size))  # as mmu and vector-quantize-pytorch
         self.register_buffer("embed_avg", embed.clone())
         self.register_buffer("initted", torch.ones(1))
 

@@ -107,9 +107,16 @@ class VectorQuantize(Module):
     commitment_weight. Gradients reach x by the straight-through estimator x + sg(q - x), or by the
     rotation trick (rotate_to) when rotation_trick=True. use_cosine_sim l2-normalises the inputs and the
     codes (the search maximises cosine similarity; outputs and losses use the normalised input).
-    kmeans_init runs kmeans_iters Lloyd iterations on the first training batch. Codes whose EMA cluster
-    size falls below threshold_ema_dead_code are replaced by random vectors of the batch (their
-    cluster_size reset to the threshold, embed_avg to vector * threshold). stochastic_sample_codes draws
+    EMA state starts as vector-quantize-pytorch's: cluster_size = 1 for every code, embed_avg = embed,
+    so a code unused by a batch keeps its scale (its embed_avg and count decay together).
+    kmeans_init runs kmeans_iters (>= 1) Lloyd iterations on the first training batch and then sets
+    embed_avg = centre * count, cluster_size = count and embed = embed_avg / smoothed count, as
+    vector-quantize-pytorch's init_embed_ (a centre whose cluster came out empty gets count 0 and code 0).
+    Until then the codebook is all zeros; unlike vector-quantize-pytorch, which initialises on the first
+    forward in any mode, mmu initialises only in training mode (nothing changes in eval). Codes whose
+    EMA cluster size falls below threshold_ema_dead_code are replaced by random vectors of the batch
+    (their cluster_size reset to the threshold, embed_avg to vector * threshold); with a learnable or
+    non-EMA codebook the counts are still tracked by EMA for this (the codebook is not). stochastic_sample_codes draws
     codes from softmax(-distance / sample_codebook_temp) with the Gumbel-max trick in training.
     Nothing in the codebook changes in eval mode. self.stats is a QuantizerStats after every forward.
     """
@@ -124,7 +131,7 @@ class VectorQuantize(Module):
         codebook_size = _check_int(codebook_size, "codebook_size", 1)
         heads = _check_int(heads, "heads", 1)
         codebook_dim = dim if codebook_dim is None else _check_int(codebook_dim, "codebook_dim", 1)
-        kmeans_iters = _check_int(kmeans_iters, "kmeans_iters", 0)
+        kmeans_iters = _check_int(kmeans_iters, "kmeans_iters", 1 if kmeans_init else 0)
         if not 0.0 <= float(decay) <= 1.0:
             raise ValueError(f"VectorQuantize: decay must be in [0, 1], got {decay}")
         if float(eps) <= 0:
@@ -169,7 +176,10 @@ class VectorQuantize(Module):
             self.embed = Parameter(embed)
         else:
             self.register_buffer("embed", embed)
-        self.register_buffer("cluster_size", _mmu.tensor(np.zeros((C, K), np.float32)))
+        # vector-quantize-pytorch's start: every code counts as seen once, embed_avg = embed (zeros before
+        # k-means). Starting the counts at zero made the first update divide an unused code's decayed
+        # embed_avg by a Laplace-smoothed count of ~eps: 1e4-norm codes that were never chosen again.
+        self.register_buffer("cluster_size", _mmu.tensor(np.ones((C, K), np.float32)))
         self.register_buffer("embed_avg", _mmu.tensor(embed.numpy().copy()))
         self.register_buffer("initted", _mmu.tensor(np.array([0.0 if self.kmeans_init else 1.0], np.float32)))
         self.stats = None
@@ -187,15 +197,45 @@ class VectorQuantize(Module):
             if cluster_size is not None:
                 self.cluster_size.copy_(_mmu.tensor(np.ascontiguousarray(cluster_size, np.float32)))
 
+    def _smoothed_codebook(self, embed_avg, cluster_size):
+        """embed_avg (C, K, d) / Laplace-smoothed cluster sizes (n_k + eps) / (n + K eps) * n (numpy, per
+        codebook), l2-normalised for cosine: vector-quantize-pytorch's update_ema, the same formula as the
+        C kernel's last step."""
+        cs = cluster_size.astype(np.float64)
+        n = cs.sum(-1, keepdims=True)
+        smoothed = (cs + self.eps) / (n + self.codebook_size * self.eps) * n
+        emb = embed_avg / smoothed[..., None]
+        return _l2norm_np(emb) if self.use_cosine_sim else emb
+
     def _init_kmeans(self, flats):
-        emb = self._codebook_np().copy()
+        """vector-quantize-pytorch's init_embed_: k-means on the batch, then embed_avg = means * counts,
+        cluster_size = counts (the last iteration's bins, 0 for an empty cluster) and the codebook
+        recomputed from them as an EMA step does. The first EMA step then moves each code from its centre
+        by (1 - decay) of the batch's pull, not by a factor 1 / count; a cluster left empty gets
+        embed_avg 0 and count 0, so its code is 0 (and dead: restarted at once when
+        threshold_ema_dead_code > 0), as in vector-quantize-pytorch."""
         avg = self.embed_avg.numpy().copy()
         cs = self.cluster_size.numpy().copy()
         for c, f in enumerate(flats):
             means, bins = _kmeans(f, self.codebook_size, self.kmeans_iters, self.use_cosine_sim)
-            emb[c], avg[c], cs[c] = means, means, bins
-        self._set_buffers(emb, avg, cs)
+            avg[c], cs[c] = means * bins[:, None], bins
+        self._set_buffers(self._smoothed_codebook(avg.astype(np.float64), cs), avg, cs)
         self.initted.fill_(1.0)
+
+    def _track_counts(self, parts, inds):
+        """Without the EMA codebook update (learnable_codebook or ema_update=False) the dead-code restart
+        still needs usage: cluster_size and embed_avg follow the same EMA of the batch's counts and sums
+        (vector-quantize-pytorch's track_cluster_size_and_embed_avg), the codebook itself is left alone."""
+        cs = self.cluster_size.numpy().astype(np.float64)
+        avg = self.embed_avg.numpy().astype(np.float64)
+        K, dec = self.codebook_size, self.decay
+        for c, (p, ind) in enumerate(zip(parts, inds)):
+            i = ind.numpy()
+            sums = np.zeros((K, self.codebook_dim))
+            np.add.at(sums, i, p.detach().numpy())
+            cs[c] = dec * cs[c] + (1.0 - dec) * np.bincount(i, minlength=K)
+            avg[c] = dec * avg[c] + (1.0 - dec) * sums
+        self._set_buffers(embed_avg=avg, cluster_size=cs)
 
     def _expire_codes(self, flats):
         if self.threshold_ema_dead_code <= 0:
@@ -288,6 +328,8 @@ class VectorQuantize(Module):
                                   self.decay, self.eps)
             if self.use_cosine_sim:
                 self._set_buffers(embed=_l2norm_np(self._codebook_np()))
+        elif update and self.threshold_ema_dead_code > 0:
+            self._track_counts(parts, inds)
         if update:
             self._expire_codes([p.detach().numpy() for p in parts])
 
