@@ -15,6 +15,7 @@ from ..nn.layers import Linear
 from ..nn.module import Module
 
 from .stats import codebook_stats
+from .._limits import MAX_CODES, MAX_WIDTH, check_at_most, check_elements
 
 __all__ = ["FSQ"]
 
@@ -31,6 +32,13 @@ def _levels(levels):
         out.append(int(v))
     if not out:
         raise ValueError("FSQ: levels must not be empty")
+    # the product in Python ints (NumPy's int64 product wraps silently past 2**63)
+    size = 1
+    for v in out:
+        size *= v
+        if size > MAX_CODES:
+            raise ValueError(f"FSQ: levels {out if len(out) <= 32 else str(out[:32])[:-1] + ', ...]'} give more than "
+                             f"{MAX_CODES} codes (the product of the levels); at most {MAX_CODES} per codebook")
     return out
 
 
@@ -84,6 +92,8 @@ class FSQ(Module):
     -> (quantized same shape, indices (B, N) / (B, *spatial) (with a trailing num_codebooks dim when
     keep_num_codebooks_dim), loss = 0). With dim != len(levels) * num_codebooks, Linear projections
     map dim -> codes -> dim. Each code value is in [-1, 1]: round(tanh-bounded z) / (L // 2).
+    Limits (ValueError, see mmu._limits): prod(levels) <= 2**24 codes per codebook, dim and
+    len(levels) * num_codebooks <= 2**20, the projection <= 2**28 float32 elements.
     """
 
     def __init__(self, levels, dim=None, num_codebooks=1, keep_num_codebooks_dim=None, channel_first=False,
@@ -97,11 +107,15 @@ class FSQ(Module):
             else bool(keep_num_codebooks_dim)
         if self.num_codebooks > 1 and not self.keep_num_codebooks_dim:
             raise ValueError("FSQ: keep_num_codebooks_dim must be True when num_codebooks > 1")
-        self.dim = self.effective_codebook_dim if dim is None else _int_arg(dim, "dim")
+        check_at_most("FSQ", "len(levels) * num_codebooks", self.effective_codebook_dim, MAX_WIDTH)
+        self.dim = self.effective_codebook_dim if dim is None else check_at_most("FSQ", "dim", _int_arg(dim, "dim"),
+                                                                                 MAX_WIDTH)
         self.channel_first = bool(channel_first)
         self.return_indices = bool(return_indices)
         self.has_projections = self.dim != self.effective_codebook_dim
         if self.has_projections:
+            check_elements("FSQ", f"the projection ({self.effective_codebook_dim}, {self.dim})",
+                           self.effective_codebook_dim * self.dim)
             self.project_in = Linear(self.dim, self.effective_codebook_dim, bias=projection_has_bias)
             self.project_out = Linear(self.effective_codebook_dim, self.dim, bias=projection_has_bias)
         lv = np.array(self.levels, dtype=np.int64)

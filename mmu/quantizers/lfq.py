@@ -25,10 +25,14 @@ from ..functional import mse_loss
 from ..nn.layers import Linear
 from ..nn.module import Module
 from .fsq import _channel_first, _tokens_back, _tokens_last, codebook_stats
+from .._limits import MAX_CODES, MAX_WIDTH, check_at_most, check_elements
 
 _t = importlib.import_module("mmu.tensor")
 
 __all__ = ["LFQ", "lfq_entropy"]
+
+# bits per codebook: the codebook entropy accumulates over all 2**bits codes (mmu._limits.MAX_CODES)
+MAX_BITS = MAX_CODES.bit_length() - 1
 
 
 def lfq_entropy(x, inv_temperature=100.0, codebook_scale=1.0, group_bits=None, chunk=0):
@@ -74,7 +78,16 @@ class LFQ(Module):
         super().__init__()
         if dim is None and codebook_size is None:
             raise ValueError("LFQ: give dim or codebook_size")
+        if dim is not None:
+            if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+                raise TypeError(f"LFQ: dim must be an int, got {type(dim).__name__}")
+            if dim < 1:
+                raise ValueError(f"LFQ: dim must be >= 1, got {dim}")
+            check_at_most("LFQ", "dim", int(dim), MAX_WIDTH)
         if codebook_size is None:
+            # 2**dim codes: the bound comes before the power (2**dim with dim = 2**40 never finishes)
+            check_at_most("LFQ", "dim", int(dim), MAX_BITS, f" without codebook_size (2**dim codes, at most "
+                                                           f"{MAX_BITS} bits per codebook)")
             codebook_size = 2 ** int(dim)
         if isinstance(codebook_size, bool) or not isinstance(codebook_size, (int, np.integer)) or \
                 codebook_size < 2 or codebook_size & (codebook_size - 1):
@@ -83,13 +96,15 @@ class LFQ(Module):
             raise ValueError(f"LFQ: num_codebooks must be a positive int, got {num_codebooks!r}")
         self.codebook_size = int(codebook_size)
         self.codebook_dim = self.codebook_size.bit_length() - 1
-        if self.codebook_dim > 24:
-            raise ValueError(f"LFQ: at most 24 bits per codebook (2^24 codes), got {self.codebook_dim}")
+        if self.codebook_dim > MAX_BITS:
+            raise ValueError(f"LFQ: at most {MAX_BITS} bits per codebook (2^{MAX_BITS} codes), got {self.codebook_dim}")
         self.num_codebooks = int(num_codebooks)
         codebook_dims = self.codebook_dim * self.num_codebooks
+        check_at_most("LFQ", "bits * num_codebooks", codebook_dims, MAX_WIDTH)
         self.dim = codebook_dims if dim is None else int(dim)
         self.has_projections = (self.dim != codebook_dims) if has_projections is None else bool(has_projections)
         if self.has_projections:
+            check_elements("LFQ", f"the projection ({codebook_dims}, {self.dim})", codebook_dims * self.dim)
             self.project_in = Linear(self.dim, codebook_dims, bias=projection_has_bias)
             self.project_out = Linear(codebook_dims, self.dim, bias=projection_has_bias)
         elif self.dim != codebook_dims:

@@ -14,6 +14,7 @@ from ..nn import Linear, Module, Parameter
 from ..autograd import no_grad
 from ..tensor import Tensor
 from .stats import codebook_stats
+from .._limits import MAX_CODES, MAX_WIDTH, check_at_most, check_elements
 
 import mmu as _mmu
 
@@ -85,6 +86,10 @@ def rotate_to(src, tgt):
     return (e - 2.0 * ew * w_t + 2.0 * eu * qh_t) * lam_t
 
 
+# Lloyd iterations on the first batch: vector-quantize-pytorch's default is 10
+MAX_KMEANS_ITERS = 10_000
+
+
 def _check_int(v, name, minimum):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"VectorQuantize: {name} must be an int, got {type(v).__name__}")
@@ -119,6 +124,10 @@ class VectorQuantize(Module):
     non-EMA codebook the counts are still tracked by EMA for this (the codebook is not). stochastic_sample_codes draws
     codes from softmax(-distance / sample_codebook_temp) with the Gumbel-max trick in training.
     Nothing in the codebook changes in eval mode. self.stats is a QuantizerStats after every forward.
+
+    Limits (ValueError before anything is allocated, see mmu._limits): codebook_size <= 2**24, dim,
+    codebook_dim and heads * codebook_dim <= 2**20, the codebook (C, K, codebook_dim) and the projection
+    at most 2**28 float32 elements (1 GiB) each, kmeans_iters <= 10,000.
     """
 
     def __init__(self, dim, codebook_size, codebook_dim=None, heads=1, separate_codebook_per_head=False,
@@ -132,6 +141,17 @@ class VectorQuantize(Module):
         heads = _check_int(heads, "heads", 1)
         codebook_dim = dim if codebook_dim is None else _check_int(codebook_dim, "codebook_dim", 1)
         kmeans_iters = _check_int(kmeans_iters, "kmeans_iters", 1 if kmeans_init else 0)
+        # sizes before anything is allocated (mmu._limits: a 1 GiB tensor, 2**24 codes, 2**20 wide)
+        op = "VectorQuantize"
+        for name, v in (("dim", dim), ("codebook_dim", codebook_dim), ("heads * codebook_dim", heads * codebook_dim)):
+            check_at_most(op, name, v, MAX_WIDTH)
+        check_at_most(op, "codebook_size", codebook_size, MAX_CODES)
+        check_at_most(op, "kmeans_iters", kmeans_iters, MAX_KMEANS_ITERS)
+        n_books = heads if separate_codebook_per_head else 1
+        check_elements(op, f"the codebook ({n_books}, {codebook_size}, {codebook_dim})",
+                       n_books * codebook_size * codebook_dim)
+        if heads * codebook_dim != dim:
+            check_elements(op, f"the projection ({heads * codebook_dim}, {dim})", heads * codebook_dim * dim)
         if not 0.0 <= float(decay) <= 1.0:
             raise ValueError(f"VectorQuantize: decay must be in [0, 1], got {decay}")
         if float(eps) <= 0:
