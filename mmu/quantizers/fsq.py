@@ -129,6 +129,9 @@ class FSQ(Module):
     def bound(self, z):
         """tanh(z + shift) * half_l - offset (the float32 reference formula, for inspection/tests)."""
         z = _t._as_tensor(z, "FSQ.bound")
+        if z.ndim < 1 or z.shape[-1] != self.codebook_dim:
+            raise ValueError(f"FSQ.bound: z must be (..., {self.codebook_dim}) (one value per level), "
+                             f"got {tuple(z.shape)}")
         lv = self._lv.astype(np.float32)
         half_l = (lv - 1) * np.float32(1.001) / np.float32(2)
         offset = np.where(self._lv % 2 == 0, np.float32(0.5), np.float32(0.0)).astype(np.float32)
@@ -142,7 +145,9 @@ class FSQ(Module):
 
     def codes_to_indices(self, zhat):
         """codes (..., len(levels)) in the FSQ grid -> int64 indices (...)."""
-        z = zhat.detach().numpy() if hasattr(zhat, "detach") else np.asarray(zhat, dtype=np.float32)
+        z = zhat.detach().numpy() if hasattr(zhat, "detach") else np.asarray(zhat)
+        if z.dtype == bool or not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
+            raise TypeError(f"FSQ.codes_to_indices: codes must be numbers, got {type(zhat).__name__} of dtype {z.dtype}")
         if z.shape[-1:] != (self.codebook_dim,):
             raise ValueError(f"FSQ.codes_to_indices: codes must end in {self.codebook_dim}, got {z.shape}")
         digits = np.rint(z.astype(np.float64) * self._half_width + self._half_width).astype(np.int64)

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import nn
 from ..nn import functional as F
-from ..tensor import _as_tensor, arange, argmax, clamp, float32, log, rand
+from ..tensor import _as_tensor, arange, argmax, clamp, float32, int64, log, rand
 from .stats import codebook_stats
 from .._limits import MAX_CODES, MAX_WIDTH, check_at_most, check_elements
 
@@ -208,6 +208,9 @@ class GumbelQuantize(nn.Module):
     def get_codes_from_indices(self, indices):
         """int64 indices (...) -> codebook rows (..., embedding_dim)."""
         indices = _as_tensor(indices, "GumbelQuantize.get_codes_from_indices", "indices")
+        if indices.dtype != int64:
+            raise TypeError(f"GumbelQuantize.get_codes_from_indices: indices must be int64, got {indices.dtype} "
+                            f"with shape {tuple(indices.shape)}")
         return F.embedding(indices, self.embed.weight)
 
     def indices_to_codes(self, indices):

@@ -25,6 +25,23 @@ def _np(t):
     return t.detach().numpy() if isinstance(t, Tensor) else np.asarray(t)
 
 
+def _numeric(v, op, name, integer=False):
+    """A Tensor, or an array-like of numbers turned into one (float32; int64 when integer) -> Tensor;
+    TypeError naming op and argument for None, strings, objects, and non-integers where ints are due."""
+    if isinstance(v, Tensor):
+        return v
+    if v is None or isinstance(v, (str, bytes, dict)):
+        raise TypeError(f"{op}: {name} must be a Tensor or a numeric array, got {type(v).__name__}")
+    try:
+        a = np.asarray(v)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{op}: {name} must be a Tensor or a numeric array, got {type(v).__name__} ({e})") from None
+    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or (not integer and np.issubdtype(a.dtype, np.floating))):
+        want = "integers" if integer else "numbers"
+        raise TypeError(f"{op}: {name} must hold {want}, got {type(v).__name__} of dtype {a.dtype}")
+    return _mmu.tensor(np.array(a, np.int64 if integer else np.float32))  # (ascontiguousarray makes 0-d 1-d)
+
+
 def _l2norm_np(a):
     return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
 
@@ -67,7 +84,15 @@ def rotate_to(src, tgt):
         R e = e - 2 (e.w) w + 2 (e.u) q^,     out = lambda * R e.
     R is a Householder reflection through w followed by the reflection taking u to q^, i.e. a rotation
     of the plane (u, q^); R u = q^, so out == tgt in value.
+    src and tgt: float32 Tensors (or arrays, taken as constants) of one shape (..., d).
     """
+    src = _numeric(src, "rotate_to", "src")
+    tgt = _numeric(tgt, "rotate_to", "tgt")
+    if src.dtype != _mmu.float32 or tgt.dtype != _mmu.float32:
+        raise TypeError(f"rotate_to: src and tgt must be float32, got {src.dtype} and {tgt.dtype}")
+    if src.ndim < 1 or tuple(src.shape) != tuple(tgt.shape):
+        raise ValueError(f"rotate_to: src and tgt must have one shape (..., d), got {tuple(src.shape)} and "
+                         f"{tuple(tgt.shape)}")
     e = src
     es = src.detach().numpy().astype(np.float64)
     qs = tgt.detach().numpy().astype(np.float64)
@@ -296,8 +321,9 @@ class VectorQuantize(Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x):
-        if not isinstance(x, Tensor):
-            x = _mmu.tensor(np.asarray(x, np.float32))
+        x = _numeric(x, "VectorQuantize", "x")
+        if x.dtype != _mmu.float32:
+            raise TypeError(f"VectorQuantize: x must be float32, got {x.dtype}")
         image = self.accept_image_fmap
         if image:
             if x.ndim != 4 or x.shape[1] != self.dim:
@@ -407,7 +433,7 @@ class VectorQuantize(Module):
     # ------------------------------------------------------------------ decoding
     def get_codes_from_indices(self, indices):
         """indices (..., ) or (..., heads) int64 -> codes (..., heads * codebook_dim) (before project_out)."""
-        ind = indices if isinstance(indices, Tensor) else _mmu.tensor(np.asarray(indices, np.int64))
+        ind = _numeric(indices, "VectorQuantize.get_codes_from_indices", "indices", integer=True)
         if ind.dtype != _mmu.int64:
             raise TypeError(f"VectorQuantize.get_codes_from_indices: indices must be int64, got {ind.dtype}")
         h, d, K = self.heads, self.codebook_dim, self.codebook_size
