@@ -121,3 +121,21 @@ def test_quantizer_methods_name_themselves_on_bad_arrays():
     assert vq.eval()(np.zeros((1, 2, 4), np.float32))[0].shape == (1, 2, 4)
     assert vq.get_codes_from_indices(np.array([1, 2])).shape == (2, 4)
     assert fsq.codes_to_indices(np.zeros((3, 2))).numpy().tolist() == [10, 10, 10]
+
+
+# ---------------------------------------------------------------- documented defaults (help(LFQ), ...)
+def test_docstrings_state_the_tokenizer_defaults_that_differ():
+    from mmu.tokenizers.base import make_quantizer
+    lfq, tok = LFQ(dim=8), make_quantizer("lfq", 8, 256)
+    assert (lfq.entropy_loss_weight, lfq.inv_temperature) == (0.1, 100.0)
+    assert (tok.entropy_loss_weight, tok.inv_temperature, tok.commitment_loss_weight) == (1.0, 10.0, 0.25)
+    doc = " ".join(LFQ.__doc__.split())
+    assert "entropy_loss_weight 1.0, inv_temperature 10" in doc and "6% of the codes" in doc
+    vq, ema = VectorQuantize(8, 16), make_quantizer("ema_vq", 8, 16)
+    assert (vq.decay, vq.kmeans_init, vq.threshold_ema_dead_code) == (0.8, False, 0.0)
+    assert (ema.decay, ema.kmeans_init, ema.threshold_ema_dead_code, ema.commitment_weight) == (0.99, True, 1.0, 0.25)
+    doc = " ".join(VectorQuantize.__doc__.split())
+    assert "decay 0.99" in doc and "kmeans_init=True and threshold_ema_dead_code=1" in doc
+    rvq = make_quantizer("rvq", 8, 16)
+    assert rvq.num_quantizers == 4 and rvq.layers[0].decay == 0.99 and rvq.layers[0].kmeans_init
+    assert "4 levels with decay 0.99" in " ".join(ResidualVQ.__doc__.split())

@@ -125,6 +125,9 @@ class GumbelQuantize(nn.Module):
     hard=straight_through) over the codes, quantized = one_hot @ embed.weight; eval: no noise, the
     code of the largest logit (deterministic). Parameters: proj (Conv2d(dim, K, 1)), embed
     (Embedding(K, embedding_dim)), named as taming's so its checkpoints map one to one.
+    temperature is fixed (default 1.0) unless forward is given one; DVAE passes
+    gumbel_temperature_schedule(step) instead, annealed from temp_start 1 to temp_end 1/16 over
+    temp_anneal_steps (DALL-E). kl_weight 5e-4 is taming's default and DVAE's.
     Limits (ValueError before allocating, see mmu._limits): codebook_size <= 2**24, dim and
     embedding_dim <= 2**20, proj and embed <= 2**28 float32 elements each.
     """

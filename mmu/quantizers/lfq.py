@@ -69,6 +69,18 @@ class LFQ(Module):
     same shape, indices (B, N) / (B, *spatial) (trailing num_codebooks dim when kept), loss). In training
     loss = entropy_loss_weight·(per-sample entropy − γ·codebook entropy) + commitment_loss_weight·
     mse(x, sg(q)); in eval it is 0 (as vector-quantize-pytorch). self.stats has the breakdown.
+
+    Defaults: entropy_loss_weight 0.1 and inv_temperature 100 are vector-quantize-pytorch's. The tokenizers
+    (VQVAE(quantizer="lfq"), mmu.tokenizers.make_quantizer) use entropy_loss_weight 1.0, inv_temperature 10
+    (commitment_loss_weight = their beta, 0.25 as here) instead: at inv_temperature 100 the per-bit
+    probabilities σ(400·x_i) are within 4e-4 of 0 or 1 for |x_i| > 0.02, so the entropy terms give almost no
+    gradient and a bit that starts constant over the data stays constant. Measured on a 256-code VQ-VAE on 16 px
+    digits, 300 steps: 6% of the codes used and 18.9 dB PSNR with 0.1 / 100, 99% and 20.0 dB with 1.0 / 10.
+    Pass quantizer_kwargs=dict(entropy_loss_weight=0.1, inv_temperature=100.0) to a tokenizer for these.
+
+    Limits (ValueError before anything is built, see mmu._limits): at most 24 bits per codebook (dim <= 24
+    when codebook_size is not given; 2**dim codes), dim and bits * num_codebooks <= 2**20, the projections
+    <= 2**28 float32 elements.
     """
 
     def __init__(self, dim=None, codebook_size=None, entropy_loss_weight=0.1, commitment_loss_weight=0.25,

@@ -46,6 +46,10 @@ class ResidualVQ(nn.Module):
     gradient reaching x is the sum of the levels' straight-through gradients, as in
     vector-quantize-pytorch. self.stats: one QuantizerStats per level.
 
+    Defaults come from VectorQuantize (vector-quantize-pytorch's: decay 0.8, commitment_weight 1.0); the
+    tokenizers' "rvq" (mmu.tokenizers.make_quantizer) uses 4 levels with decay 0.99, kmeans_init=True,
+    threshold_ema_dead_code=1 and commitment_weight = beta 0.25, as RQ-VAE (EMA 0.99, restarts).
+
     Limits (ValueError before any level is built, see mmu._limits): num_quantizers <= 1024, codebook_size
     <= 2**24, dim and codebook_dim <= 2**20, all the levels' codebooks together and the projection
     <= 2**28 float32 elements each.

@@ -150,6 +150,13 @@ class VectorQuantize(Module):
     codes from softmax(-distance / sample_codebook_temp) with the Gumbel-max trick in training.
     Nothing in the codebook changes in eval mode. self.stats is a QuantizerStats after every forward.
 
+    Defaults are vector-quantize-pytorch's (decay 0.8, commitment_weight 1.0, no k-means, no restart). The
+    tokenizers differ (mmu.tokenizers.make_quantizer): "ema_vq" and "rvq" use decay 0.99 (the VQ-VAE paper's
+    appendix; at 0.8 a code follows the last few batches), kmeans_init=True and threshold_ema_dead_code=1
+    (codes start on the data and unused ones are restarted, so usage stays high) and commitment_weight =
+    beta 0.25 (VQ-VAE eq. 3); "vq" uses learnable_codebook=True, ema_update=False, codebook_weight 1.0,
+    commitment_weight 0.25 (VQ-VAE's codebook + beta-commitment loss).
+
     Limits (ValueError before anything is allocated, see mmu._limits): codebook_size <= 2**24, dim,
     codebook_dim and heads * codebook_dim <= 2**20, the codebook (C, K, codebook_dim) and the projection
     at most 2**28 float32 elements (1 GiB) each, kmeans_iters <= 10,000.
