@@ -130,7 +130,7 @@ def test_docstrings_state_the_tokenizer_defaults_that_differ():
     assert (lfq.entropy_loss_weight, lfq.inv_temperature) == (0.1, 100.0)
     assert (tok.entropy_loss_weight, tok.inv_temperature, tok.commitment_loss_weight) == (1.0, 10.0, 0.25)
     doc = " ".join(LFQ.__doc__.split())
-    assert "entropy_loss_weight 1.0, inv_temperature 10" in doc and "6% of the codes" in doc
+    assert "entropy_loss_weight 1.0, inv_temperature 10" in doc and "8 of the 256 codes" in doc
     vq, ema = VectorQuantize(8, 16), make_quantizer("ema_vq", 8, 16)
     assert (vq.decay, vq.kmeans_init, vq.threshold_ema_dead_code) == (0.8, False, 0.0)
     assert (ema.decay, ema.kmeans_init, ema.threshold_ema_dead_code, ema.commitment_weight) == (0.99, True, 1.0, 0.25)

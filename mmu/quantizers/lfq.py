@@ -73,9 +73,11 @@ class LFQ(Module):
     Defaults: entropy_loss_weight 0.1 and inv_temperature 100 are vector-quantize-pytorch's. The tokenizers
     (VQVAE(quantizer="lfq"), mmu.tokenizers.make_quantizer) use entropy_loss_weight 1.0, inv_temperature 10
     (commitment_loss_weight = their beta, 0.25 as here) instead: at inv_temperature 100 the per-bit
-    probabilities σ(400·x_i) are within 4e-4 of 0 or 1 for |x_i| > 0.02, so the entropy terms give almost no
-    gradient and a bit that starts constant over the data stays constant. Measured on a 256-code VQ-VAE on 16 px
-    digits, 300 steps: 6% of the codes used and 18.9 dB PSNR with 0.1 / 100, 99% and 20.0 dB with 1.0 / 10.
+    probabilities σ(400·x_i) are within 2e-9 of 0 or 1 once |x_i| > 0.05, where the entropy terms have
+    no gradient left, and bits that are constant over the data stay constant. Measured with `mmu compare
+    --tokenizers vqvae-lfq` (256 codes = 8 bits, 16 px digits, 1500 steps x 32, seeds 0 and 1): with
+    0.1 / 100, 8 of the 256 codes are used on held-out images (perplexity 8.0: 3 bits vary, 5 never do)
+    and PSNR is 21.9 / 21.7 dB; with 1.0 / 10, all 256 (perplexity 247) and 22.5 / 22.6 dB.
     Pass quantizer_kwargs=dict(entropy_loss_weight=0.1, inv_temperature=100.0) to a tokenizer for these.
 
     Limits (ValueError before anything is built, see mmu._limits): at most 24 bits per codebook (dim <= 24
