@@ -138,12 +138,15 @@ class VectorQuantize(Module):
     rotation trick (rotate_to) when rotation_trick=True. use_cosine_sim l2-normalises the inputs and the
     codes (the search maximises cosine similarity; outputs and losses use the normalised input).
     EMA state starts as vector-quantize-pytorch's: cluster_size = 1 for every code, embed_avg = embed,
-    so a code unused by a batch keeps its scale (its embed_avg and count decay together).
+    so a code no batch uses keeps its scale: its embed_avg and count decay together, and only once
+    decay^t nears eps (t ~ 50 updates at decay 0.8, ~1100 at 0.99) does the Laplace eps shrink it, by
+    decay^t / (decay^t + eps), as in vector-quantize-pytorch (a dead-code restart replaces it first).
     kmeans_init runs kmeans_iters (>= 1) Lloyd iterations on the first training batch and then sets
     embed_avg = centre * count, cluster_size = count and embed = embed_avg / smoothed count, as
     vector-quantize-pytorch's init_embed_ (a centre whose cluster came out empty gets count 0 and code 0).
     Until then the codebook is all zeros; unlike vector-quantize-pytorch, which initialises on the first
-    forward in any mode, mmu initialises only in training mode (nothing changes in eval). Codes whose
+    forward in any mode, mmu initialises only in training mode without freeze_codebook (nothing changes
+    in eval). Codes whose
     EMA cluster size falls below threshold_ema_dead_code are replaced by random vectors of the batch
     (their cluster_size reset to the threshold, embed_avg to vector * threshold); with a learnable or
     non-EMA codebook the counts are still tracked by EMA for this (the codebook is not). stochastic_sample_codes draws
