@@ -55,7 +55,7 @@ def fsq_levels_for(codebook_size):
 _VQ_NEUTRAL = {"heads": lambda v: v == 1, "separate_codebook_per_head": lambda v: not v, "codebook_dim": lambda v: v is None,
                "use_cosine_sim": lambda v: not v, "rotation_trick": lambda v: not v,
                "stochastic_sample_codes": lambda v: not v, "freeze_codebook": lambda v: not v,
-               "kmeans_iters": lambda v: True, "sample_codebook_temp": lambda v: True, "channel_last": lambda v: True,
+               "sample_codebook_temp": lambda v: True, "channel_last": lambda v: True,
                "accept_image_fmap": lambda v: v in (True, None)}
 
 
@@ -65,14 +65,18 @@ class TwinVectorQuantize(nn.Module):
     embed_avg, initted. Training: loss = commitment_weight * mse(sg(q), x) (+ codebook_weight *
     mse(q, sg(x)) with a learnable codebook), output x + sg(q - x); the EMA update (ema_update, not
     learnable) is vector-quantize-pytorch's with Laplace smoothing, before the losses (as mmu).
-    kmeans_init and dead-code restarts are not mirrored (they draw random vectors): turn them off."""
+    EMA state starts at cluster_size = 1, embed_avg = embed (vector-quantize-pytorch's). kmeans_init is
+    mirrored given the starting centres: set `kmeans_rows` (the rows of the first training batch mmu's
+    seeded sampler draws) before the first step; then Lloyd's k-means and vector-quantize-pytorch's
+    init_embed_ (embed_avg = centre * count, cluster_size = count, embed from them). Dead-code restarts
+    are not mirrored (they draw random vectors): turn them off."""
 
     def __init__(self, dim, codebook_size, learnable_codebook=False, ema_update=True, decay=0.8, eps=1e-5,
-                 commitment_weight=1.0, codebook_weight=1.0, kmeans_init=False, threshold_ema_dead_code=0.0,
-                 **unused):
+                 commitment_weight=1.0, codebook_weight=1.0, kmeans_init=False, kmeans_iters=10,
+                 threshold_ema_dead_code=0.0, **unused):
         super().__init__()
-        if kmeans_init or threshold_ema_dead_code:
-            raise ValueError("TwinVectorQuantize: kmeans_init and dead-code restarts are not mirrored")
+        if threshold_ema_dead_code:
+            raise ValueError("TwinVectorQuantize: dead-code restarts are not mirrored")
         bad = sorted(k for k, v in unused.items() if k not in _VQ_NEUTRAL or not _VQ_NEUTRAL[k](v))
         if bad:
             raise ValueError(f"TwinVectorQuantize: options not mirrored: {sorted(bad)}")
@@ -80,22 +84,52 @@ class TwinVectorQuantize(nn.Module):
         self.learnable_codebook, self.ema_update = learnable_codebook, ema_update
         self.decay, self.eps = decay, eps
         self.commitment_weight, self.codebook_weight = commitment_weight, codebook_weight
+        self.kmeans_init, self.kmeans_iters, self.kmeans_rows = kmeans_init, kmeans_iters, None
         embed = torch.zeros(1, codebook_size, dim)
         if learnable_codebook:
             self.embed = nn.Parameter(embed)
         else:
             self.register_buffer("embed", embed)
-        self.register_buffer("cluster_size", torch.zeros(1, codebook_size))
+        self.register_buffer("cluster_size", torch.ones(1, codebook_size))
         self.register_buffer("embed_avg", embed.clone())
-        self.register_buffer("initted", torch.ones(1))
+        self.register_buffer("initted", torch.full((1,), 0.0 if kmeans_init else 1.0))
+
+    def _nearest(self, x, e):
+        # ||x||^2 is the same for every code: argmin of ||e||^2 - 2 x.e
+        return ((e * e).sum(1)[None] - 2.0 * (x @ e.t())).argmin(1)
+
+    def _smoothed(self):
+        # vector-quantize-pytorch's update_ema: embed = embed_avg / Laplace-smoothed cluster sizes
+        K, cs = self.codebook_size, self.cluster_size[0]
+        n = cs.sum()
+        self.embed[0].copy_(self.embed_avg[0] / ((cs + self.eps) / (n + K * self.eps) * n)[:, None])
+
+    @torch.no_grad()
+    def _init_kmeans(self, x):
+        """vector-quantize-pytorch's kmeans (Lloyd, empty clusters keep their centre, the last bins) from the
+        rows self.kmeans_rows, then init_embed_."""
+        if self.kmeans_rows is None:
+            raise ValueError("TwinVectorQuantize: kmeans_init needs kmeans_rows (mmu's sampled rows) before step 0")
+        K = self.codebook_size
+        means = x[torch.as_tensor(self.kmeans_rows, dtype=torch.long)].clone()
+        for _ in range(self.kmeans_iters):
+            b = self._nearest(x, means)
+            bins = torch.bincount(b, minlength=K).to(x.dtype)
+            new = torch.zeros_like(means).index_add_(0, b, x) / bins.clamp_min(1)[:, None]
+            means = torch.where(bins[:, None] == 0, means, new)
+        self.embed_avg[0].copy_(means * bins[:, None])
+        self.cluster_size[0].copy_(bins)
+        self._smoothed()
+        self.initted.fill_(1.0)
 
     def forward(self, z):
         B, D, H, W = z.shape
         x = z.reshape(B, D, H * W).transpose(1, 2).reshape(B * H * W, D)
+        if self.training and self.kmeans_init and not bool(self.initted.item()):
+            self._init_kmeans(x.detach())
         emb = self.embed[0]
         e = emb.detach()
-        # ||x||^2 is the same for every code: argmin of ||e||^2 - 2 x.e
-        ind = ((e * e).sum(1)[None] - 2.0 * (x.detach() @ e.t())).argmin(1)
+        ind = self._nearest(x.detach(), e)
         q = F.embedding(ind, emb if self.learnable_codebook else e)
         if self.training and self.ema_update and not self.learnable_codebook:
             with torch.no_grad():
@@ -104,9 +138,7 @@ class TwinVectorQuantize(nn.Module):
                 self.cluster_size[0].mul_(d).add_(cnt, alpha=1 - d)
                 s = torch.zeros_like(e).index_add_(0, ind, x.detach())
                 self.embed_avg[0].mul_(d).add_(s, alpha=1 - d)
-                n = self.cluster_size[0].sum()
-                smoothed = (self.cluster_size[0] + self.eps) / (n + K * self.eps) * n
-                self.embed[0].copy_(self.embed_avg[0] / smoothed[:, None])
+                self._smoothed()
         loss = z.new_zeros(())
         if self.training:
             if self.commitment_weight > 0:
@@ -762,7 +794,8 @@ class TwinVQGAN(_TwinTokenizer):
 
 
 _QUANTIZER_HYPER = {
-    "TwinVectorQuantize": ("decay", "eps", "commitment_weight", "codebook_weight", "learnable_codebook", "ema_update"),
+    "TwinVectorQuantize": ("decay", "eps", "commitment_weight", "codebook_weight", "learnable_codebook", "ema_update",
+                           "kmeans_init", "kmeans_iters"),
     "TwinLFQ": ("entropy_loss_weight", "commitment_loss_weight", "diversity_gamma", "inv_temperature",
                 "codebook_scale"),
     "TwinGumbelQuantize": ("kl_weight",),
