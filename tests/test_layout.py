@@ -90,3 +90,17 @@ def test_nothing_in_the_project_points_outside_it():
             continue
         hits += [f"{rel}: {m.group(0)}" for m in patterns.finditer(text)]
     assert not hits, f"pointers to files outside the repository: {hits}"
+
+
+def test_the_layer_split_keeps_the_old_import_paths():
+    """Saved configs name classes by import path (mmu.nn.layers.Conv2d before the split into conv.py,
+    norm.py, activation.py, pooling.py): those paths still give the same classes."""
+    import mmu.nn as nn
+    from mmu.nn import layers
+    from mmu.nn.module import _decode
+    moved = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "LayerNorm",
+             "GroupNorm", "RMSNorm", "BatchNorm1d", "BatchNorm2d", "ActNorm", "ReLU", "SiLU", "GELU", "Sigmoid",
+             "Tanh", "LeakyReLU", "Softmax", "AvgPool2d", "MaxPool2d"]
+    for name in moved:
+        assert getattr(layers, name) is getattr(nn, name), name
+        assert _decode({"__import__": f"mmu.nn.layers.{name}"}) is getattr(nn, name), name
