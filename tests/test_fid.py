@@ -357,3 +357,36 @@ def test_fid_errors():
     with pytest.raises(TypeError, match="not both"):
         metrics.FID(weights="w.safetensors", model=model)
     assert fid_module.FID is metrics.FID
+
+
+# ------------------------------------------------------------------- mmu compare --fid-weights
+def test_compare_rfid_column(tmp_path, monkeypatch):
+    from mmu import compare as C
+    from mmu import __main__ as cli
+
+    path = str(tmp_path / "inception.safetensors")
+    convert_torch_weights({k: v.numpy() for k, v in _model().state_dict().items()}, path)
+    # keep the test cheap: the Inception at 75 px and 64-d features (the real run: 299 px, 2048-d, and a
+    # 2048 x 2048 sqrtm per tokenizer); the plumbing under test is the same
+    monkeypatch.setattr(inc, "_SIZE", 75)
+
+    class SmallFID(metrics.FID):
+        def __init__(self, *args, **kwargs):
+            kwargs["dims"] = 64
+            super().__init__(*args, **kwargs)
+    monkeypatch.setattr(metrics, "FID", SmallFID)
+    out = tmp_path / "report"
+    rows = C.compare(["vqvae-fsq"], fast=True, out_dir=str(out), progress=False, fid_weights=path)
+    assert "rFID" in (out / "report.md").read_text() and "rfid" in (out / "report.csv").read_text()
+    # the column is the FID of the held-out reconstructions against the originals
+    from mmu import data
+    from mmu.tokenizers import Tokenizer
+    test = np.ascontiguousarray(data.load_dataset("digits", 16, "test", seed=0).images[:C.FAST_EVAL_IMAGES],
+                                np.float32)
+    model = Tokenizer.from_pretrained(str(out / "models" / "vqvae-fsq"))
+    recon = model.decode(model.encode(test))
+    want = metrics.fid(test, recon, model=InceptionV3(weights=path), dims=64)
+    assert abs(rows[0]["rfid"] - want) < 1e-6 * max(1.0, want)
+    with pytest.raises(FileNotFoundError, match="fid_weights"):
+        C.compare(["vqvae-fsq"], fast=True, out_dir=str(out), progress=False, fid_weights=str(tmp_path / "no"))
+    assert cli.main(["compare", "--fid-weights", str(tmp_path / "no.safetensors")]) == 1
