@@ -973,3 +973,114 @@ class TwinFIDInceptionV3(nn.Module):
                   self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
             x = m(x)
         return F.adaptive_avg_pool2d(x, output_size=(1, 1))
+
+
+# ------------------------------------------------------------------------------------------- taming VQModel
+# A twin of taming-transformers' VQModel *in taming's own layout* (taming/models/vqgan.py), so its
+# state_dict keys are a real taming checkpoint's: encoder / decoder (TwinEncoder / TwinDecoder, taming's
+# names), quantize.embedding (VectorQuantizer2's nn.Embedding (K, d)), quant_conv / post_quant_conv, and
+# loss = VQLPIPSWithDiscriminator's modules: loss.perceptual_loss (taming's LPIPS: scaling_layer buffers,
+# net.slice1..5 over torchvision's VGG16 feature indices, lin{k}.model = Dropout + 1x1 conv) and
+# loss.discriminator (NLayerDiscriminator, main.{i}). encode / decode_code follow VectorQuantizer2.
+class _TwinTamingScaling(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("shift", torch.tensor([-.030, -.088, -.188])[None, :, None, None])
+        self.register_buffer("scale", torch.tensor([.458, .448, .450])[None, :, None, None])
+
+
+class _TwinTamingVGG16(nn.Module):
+    _SLICES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))
+
+    def __init__(self):
+        super().__init__()
+        from mmu.losses.lpips import _NETS
+        layers = _NETS["vgg"][0]
+        for s, (lo, hi) in enumerate(self._SLICES, 1):
+            sl = nn.Sequential()
+            for i in range(lo, hi):
+                l = layers[i]
+                sl.add_module(str(i), nn.Conv2d(l[1], l[2], l[3], l[4], l[5]) if l[0] == "conv" else
+                              nn.ReLU() if l[0] == "relu" else nn.MaxPool2d(l[1], l[2]))
+            setattr(self, f"slice{s}", sl)
+
+
+class _TwinTamingNetLin(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, bias=False))
+
+
+class TwinTamingLPIPS(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scaling_layer = _TwinTamingScaling()
+        self.net = _TwinTamingVGG16()
+        for k, c in enumerate((64, 128, 256, 512, 512)):
+            setattr(self, f"lin{k}", _TwinTamingNetLin(c))
+
+
+class TwinTamingVectorQuantizer2(nn.Module):
+    def __init__(self, n_e, e_dim):
+        super().__init__()
+        self.embedding = nn.Embedding(n_e, e_dim)
+
+    def codes(self, z):
+        zf = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        w = self.embedding.weight
+        d = (zf ** 2).sum(1, keepdim=True) + (w ** 2).sum(1) - 2 * zf @ w.t()
+        return d.argmin(1).reshape(z.shape[0], z.shape[2], z.shape[3])
+
+
+class TwinTamingVQModel(nn.Module):
+    """taming's VQModel(ddconfig, lossconfig, n_embed, embed_dim) with VQLPIPSWithDiscriminator's modules;
+    every weight drawn at random (seeded) so a conversion test compares non-trivial numbers."""
+
+    def __init__(self, ch, ch_mult, num_res_blocks, attn_resolutions, in_channels, resolution, z_channels,
+                 n_embed, embed_dim, out_ch=None, disc_ndf=8, disc_layers=2, use_actnorm=False, seed=0):
+        super().__init__()
+        self.encoder = TwinEncoder(ch, ch_mult, num_res_blocks, attn_resolutions, in_channels, resolution, z_channels)
+        self.decoder = TwinDecoder(ch, ch_mult, num_res_blocks, attn_resolutions, out_ch or in_channels, resolution,
+                                   z_channels)
+        self.quantize = TwinTamingVectorQuantizer2(n_embed, embed_dim)
+        self.quant_conv = nn.Conv2d(z_channels, embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
+        self.loss = nn.Module()
+        self.loss.perceptual_loss = TwinTamingLPIPS()
+        self.loss.discriminator = TwinNLayerDiscriminator(
+            in_channels, disc_ndf, disc_layers, norm="none" if use_actnorm else "batch",
+            norm_layer=TwinActNorm if use_actnorm else None)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, t in self.state_dict().items():
+                if t.dtype.is_floating_point and "scaling_layer" not in name:
+                    fan = t[0].numel() if t.ndim > 1 else 1
+                    t.copy_(torch.randn(t.shape, generator=g) / math.sqrt(fan) * (0.5 if t.ndim > 1 else 0.1)
+                            + (1.0 if name.endswith(("norm1.weight", "norm2.weight", "norm.weight", "norm_out.weight",
+                                                     "running_var", "scale")) else 0.0))
+                    if name.endswith("running_var"):
+                        t.abs_()
+        self.eval()
+
+    @torch.no_grad()
+    def encode_codes(self, x):
+        return self.quantize.codes(self.quant_conv(self.encoder(x)))
+
+    @torch.no_grad()
+    def decode_code(self, codes):
+        zq = self.quantize.embedding(codes).permute(0, 3, 1, 2).contiguous()   # get_codebook_entry
+        return self.decoder(self.post_quant_conv(zq))
+
+
+class TwinActNorm(nn.Module):
+    """taming's ActNorm parameters and buffer (loc, scale (1, C, 1, 1); initialized uint8), applied as
+    scale * (x + loc) (eval, initialized)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.scale = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.register_buffer("initialized", torch.tensor(1, dtype=torch.uint8))
+
+    def forward(self, x):
+        return self.scale * (x + self.loc)
