@@ -363,7 +363,7 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
     lpips_model = _load_lpips(lpips_weights) if lpips_weights is not None else None
     fid = None
     if fid_weights is not None:   # the held-out images' Inception statistics, once for every entry
-        fid = mmu.metrics.FID(weights=fid_weights, batch_size=EVAL_BATCH)
+        fid = mmu.metrics.FID(weights=fid_weights, batch_size=16)   # ~20 MB of activations an image at 299 px
         fid.update(test_images, real=True)
     os.makedirs(out_dir, exist_ok=True)
     say(f"mmu compare: {len(names)} tokenizer(s) on {dataset} at {size} px ({len(train_data)} train / "

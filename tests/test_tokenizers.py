@@ -784,3 +784,8 @@ def test_convert_taming_unmapped_keys_are_reported():
         convert_taming_state_dict([1, 2])
     with pytest.raises(ValueError, match="no loss.perceptual_loss"):
         VQGAN.from_taming_state_dict(sd, resolution=16, lpips_weights="x.safetensors")
+    # taming's LPIPS constants are checked against the ones mmu's LPIPS has built in
+    full = {k: v.numpy() for k, v in twin.state_dict().items()}
+    full["loss.perceptual_loss.scaling_layer.shift"] = full["loss.perceptual_loss.scaling_layer.shift"] + 0.01
+    with pytest.raises(ValueError, match="scaling_layer.shift.*not the LPIPS constant"):
+        convert_taming_state_dict(full, resolution=16)

@@ -49,7 +49,6 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
-from ..autograd import no_grad
 from ..tensor import _as_tensor, cat, float32
 
 __all__ = ["InceptionV3", "convert_torch_weights", "BLOCK_INDEX_BY_DIM", "FID_WEIGHTS_NAME"]
@@ -337,6 +336,7 @@ class InceptionV3(nn.Module):
         return x.mean(dim=(2, 3))   # the adaptive average pool to 1 x 1 (pytorch-fid's, for every block)
 
     def forward(self, x):
+        """(N, 2048) pool3 features of x (N, 3, H, W) in [0, 1] (pytorch-fid's default block 3)."""
         return self.features(x, 2048)
 
     def extra_repr(self):

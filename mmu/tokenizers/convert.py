@@ -11,8 +11,9 @@ A user loads the Lightning checkpoint with torch themselves (`torch.load(path, m
 | encoder.* , decoder.* | the same | identical layout and names (Encoder / Decoder of diffusionmodules/model.py) |
 | quant_conv.*, post_quant_conv.* | the same | |
 | quantize.embedding.weight (K, d) | quantize.embed (1, K, d) | also quantize.embed_avg (unused by "vq") |
-| loss.discriminator.main.{i}.* | discriminator.main.{i}.* | same indices; BatchNorm (or ActNorm, `initialized` uint8 -> int64) |
-| loss.perceptual_loss.net.slice{k}.{n}.* , .lin{k}.model.1.weight | an LPIPS weight file | mmu keeps LPIPS outside the model (`config.lpips_weights`) |
+| loss.discriminator.main.{i}.* | discriminator.main.{i}.* | same indices; BatchNorm or ActNorm (uint8 -> int64) |
+| loss.perceptual_loss.net.slice{k}.{n}.*, | an LPIPS weight file | mmu keeps LPIPS outside the model |
+|   .lin{k}.model.1.weight | (config.lpips_weights) | |
 | loss.perceptual_loss.scaling_layer.shift / .scale | — | constants mmu's LPIPS has built in; checked equal |
 
 Keys with no mmu counterpart are errors (strict=True), each with its reason: `quantize.used`
@@ -171,8 +172,8 @@ def _check_lpips_constants(sd, prefix):
         if k in sd:
             got = np.asarray(sd[k], np.float64).reshape(-1)
             if got.shape != (3,) or np.abs(got - np.asarray(want)).max() > 1e-6:
-                raise ValueError(f"convert_taming_state_dict: {k} is {got.tolist()}, not the LPIPS constant {list(want)} "
-                                 "mmu's LPIPS uses")
+                raise ValueError(f"convert_taming_state_dict: {k} is {got.tolist()}, not the LPIPS constant "
+                                 f"{list(want)} mmu's LPIPS uses")
 
 
 def convert_taming_state_dict(state_dict, resolution=256, legacy=True, strict=True):
