@@ -2,7 +2,7 @@
 
     mmu compare [--tokenizers a,b,...] [--dataset digits|natural|DIR] [--size N] [--steps N]
                 [--batch-size N] [--codebook-size K] [--width W] [--out DIR] [--seed N]
-                [--lpips-weights FILE] [--fast] [--list]
+                [--lpips-weights FILE] [--fid-weights FILE] [--fast] [--list]
     mmu train --config cfg.json --data DIR [--val-data DIR | --val-fraction F] [--steps N] [--out DIR]
               [--resume | --overwrite] [--tensorboard] [--sample-every N]   (mmu train --example-config)
     mmu encode --model DIR IMAGES... --out codes.npy
@@ -111,6 +111,9 @@ def build_parser():
     p.add_argument("--lpips-weights", metavar="FILE",
                    help="LPIPS weights (mmu.losses.lpips.convert_torch_weights): VQGAN gets its perceptual "
                         "loss and the table an LPIPS column")
+    p.add_argument("--fid-weights", metavar="FILE",
+                   help="FID Inception weights (mmu.metrics.inception.convert_torch_weights of pytorch-fid's "
+                        "pt_inception-2015-12-05): the table gets an rFID column (slow: 299 px Inception)")
     p.add_argument("--threads", type=_positive, default=1,
                    help="mmu threads (default 1: these small models run fastest on one thread per process)")
     p.add_argument("--fast", action="store_true", help="tiny models, a few steps: a smoke test in seconds")
@@ -174,10 +177,12 @@ def cmd_compare(args):
         raise UserError(f"--dataset must be digits, natural or an existing folder, got {args.dataset!r}")
     if args.lpips_weights and not os.path.isfile(args.lpips_weights):
         raise UserError(f"--lpips-weights: no such file {args.lpips_weights!r}")
+    if args.fid_weights and not os.path.isfile(args.fid_weights):
+        raise UserError(f"--fid-weights: no such file {args.fid_weights!r}")
     C.compare(names, dataset=args.dataset, size=args.size, steps=args.steps, batch_size=args.batch_size,
               seed=args.seed, out_dir=args.out, fast=args.fast, progress=not args.quiet,
               lpips_weights=args.lpips_weights, threads=args.threads, codebook_size=args.codebook_size,
-              width=args.width)
+              width=args.width, fid_weights=args.fid_weights)
     return 0
 
 
