@@ -159,6 +159,8 @@ def arange(start, end=None, step=1, dtype=None):
         code = _INT if all_int else _FLOAT
     else:
         code = _dtype_code(dtype, "arange")
+        if code == _BOOL:
+            raise TypeError("arange: dtype bool is not supported (use float32 or int64)")
     if (end - start) * step < 0:
         raise ValueError(f"arange: end ({end}) must be reachable from start ({start}) by step ({step})")
     return _C.arange(float(start), float(end), float(step), code)

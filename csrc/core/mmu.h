@@ -42,7 +42,7 @@ const char *mmu_error_message(void);
 
 /* ---------------------------------------------------------------- dtypes */
 typedef enum { MMU_FLOAT32 = 0, MMU_INT64 = 1, MMU_BOOL = 2 } mmu_dtype;
-size_t mmu_dtype_size(mmu_dtype dt);
+size_t mmu_dtype_size(mmu_dtype dt); /* 0 for a code that is no mmu_dtype */
 const char *mmu_dtype_name(mmu_dtype dt);
 
 /* ------------------------------------------------------------- allocator */
