@@ -19,6 +19,7 @@
 #ifndef MMU_CORE_H
 #define MMU_CORE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -150,13 +151,20 @@ typedef struct mmu_node {
     unsigned saved_output_mask;      /* bit s: saved[s] is the op's own output
                                         (mmu_save_output), so double backward
                                         can re-attach it to this node */
-    /* backward engine bookkeeping */
-    mmu_tensor *grad_acc;
-    int pending;
-    int epoch;
-    int released;
-    int want;                        /* mmu_grad: leads to a requested input */
-    int target;                      /* mmu_grad: 1 + index of the first input whose grad_fn this is */
+    /* Backward-run bookkeeping. Everything a run accumulates (gradients,
+     * pending counts, what to prune) lives in the run, not here, so runs from
+     * several threads over one graph do not meet; the fields below are the
+     * graph's own state, read and written under the engine's graph lock. */
+    int released;                    /* freed, or doomed by a run without retain_graph:
+                                        no new run may start through this node */
+    int holders;                     /* runs that may still execute this node; saved
+                                        tensors and edges are dropped once released
+                                        and no run holds the node */
+    int freed;                       /* saved tensors and edges dropped */
+    int epoch, run_index;            /* scratch of the run collecting the graph */
+    pthread_mutex_t exec_lock;       /* held while a run executes the backward: a
+                                        run that prunes switches edges off (needs_grad)
+                                        for the call only */
 } mmu_node;
 
 /* Backward: given the gradient of the node's output, set grad_in[i] (a new
@@ -181,6 +189,10 @@ void mmu_save(mmu_node *n, int slot, mmu_tensor *t);
 /* Saves an op's own output: a detached view of it, so that the node does not
  * hold its output's grad_fn (a reference cycle that would never be freed). */
 mmu_status mmu_save_output(mmu_node *n, int slot, mmu_tensor *out);
+/* The lock under which a node's edges, saved tensors and released flag
+ * change; hold it to read them while backward runs may be going on. */
+void mmu_graph_lock(void);
+void mmu_graph_unlock(void);
 void mmu_node_incref(mmu_node *n);
 void mmu_node_decref(mmu_node *n);
 
