@@ -260,6 +260,11 @@ void mmu_sync_threads(void);
 /* Sustained fp32 FMA GFLOP/s of this CPU on the current thread count (the
  * benchmarks' "fraction of peak" denominator); runs for about `seconds`. */
 double mmu_measure_peak_gflops(double seconds);
+/* ------------------------------------------------------------- checksum */
+/* CRC-32C of n bytes, continuing from crc (0 to start): crc32c(b, crc32c(a, 0))
+ * is the CRC of a followed by b. mmu.io stores it in the files it writes. */
+uint32_t mmu_crc32c(uint32_t crc, const void *data, size_t n);
+
 /* Whether a loop of `work` elements is worth a parallel region. */
 #define MMU_PAR_GRAIN 32768
 

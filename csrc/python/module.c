@@ -606,6 +606,25 @@ static PyObject *py_arange(PyObject *m, PyObject *args) {
     return mmu_wrap(t);
 }
 
+/* crc32c(buffer, crc=0) -> the CRC-32C of the buffer's bytes continuing from crc (mmu.io's file
+ * checksum), computed with the GIL released */
+static PyObject *py_crc32c(PyObject *m, PyObject *args) {
+    Py_buffer buf;
+    unsigned long crc = 0;
+    if (!PyArg_ParseTuple(args, "y*|k", &buf, &crc)) return NULL;
+    if (crc > 0xFFFFFFFFul) {
+        PyBuffer_Release(&buf);
+        PyErr_Format(PyExc_ValueError, "crc32c: crc must be a 32-bit value, got %lu", crc);
+        return NULL;
+    }
+    uint32_t out;
+    Py_BEGIN_ALLOW_THREADS
+    out = mmu_crc32c((uint32_t)crc, buf.buf, (size_t)buf.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    return PyLong_FromUnsignedLong(out);
+}
+
 static PyMethodDef module_methods[] = {
     {"set_grad_enabled", py_set_grad_enabled, METH_O, "Sets grad mode for this thread; returns the previous."},
     {"is_grad_enabled", py_is_grad_enabled, METH_NOARGS, NULL},
@@ -623,6 +642,7 @@ static PyMethodDef module_methods[] = {
     {"full", py_full, METH_VARARGS, NULL},
     {"random", py_random, METH_VARARGS, NULL},
     {"arange", py_arange, METH_VARARGS, NULL},
+    {"crc32c", py_crc32c, METH_VARARGS, "crc32c(buffer, crc=0) -> CRC-32C of the bytes, continuing from crc."},
     {NULL},
 };
 
