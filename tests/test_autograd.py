@@ -118,3 +118,111 @@ def test_concurrent_backward_of_two_losses_sharing_a_trunk():
         assert len(errors) <= 1
         for e in errors:
             assert isinstance(e, RuntimeError) and "second time" in str(e)
+
+
+# ------------------------------------------------------------------ version counter (issue 11)
+def _inplace_error(match_op, match_shape):
+    return pytest.raises(RuntimeError, match=rf"modified by an inplace operation: .*shape \({match_shape}\) "
+                                             rf"saved by {match_op}.* is at version \d+; expected version \d+")
+
+
+# issue 11: writing in place into a tensor the graph saved gave silently wrong gradients
+# (the backward read the new values); torch raises
+def test_inplace_write_into_a_saved_tensor_raises_at_backward():
+    y = mmu.tensor(np.float32([1, 2, 3]), requires_grad=True)
+    z = (y * y).sum()
+    with mmu.no_grad():
+        y.add_(1)
+    with _inplace_error("MUL", "3,"):
+        z.backward()
+    try:  # torch agrees
+        import torch
+    except ImportError:
+        return
+    ty = torch.tensor([1.0, 2, 3], requires_grad=True)
+    tz = (ty * ty).sum()
+    with torch.no_grad():
+        ty.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        tz.backward()
+
+
+def _bumps(t, write):
+    before = t._version
+    write()
+    return t._version - before
+
+
+def test_every_inplace_path_bumps_the_version():
+    t = mmu.tensor(np.ones((2, 3), np.float32))
+    view = t.reshape(6)  # shares the storage, so it shares the counter (as torch's views)
+    with mmu.no_grad():
+        for write in (lambda: t.add_(1), lambda: t.sub_(1), lambda: t.mul_(2), lambda: t.div_(2),
+                      lambda: t.fill_(3), lambda: t.zero_(), lambda: t.copy_(np.ones(3, np.float32)),
+                      lambda: t.__setitem__((0, 1), 5.0), lambda: t.__iadd__(1), lambda: view.mul_(1),
+                      lambda: t.detach().add_(1)):
+            assert _bumps(t, write) == 1
+            assert view._version == t._version
+    # a write through a NumPy view is not seen (documented: t.numpy() is untracked)
+    assert _bumps(t, lambda: t.numpy().__setitem__(0, 7.0)) == 0
+
+    # fused optimizer steps, gradient clipping, EMA, quantizer and batch-norm buffers (C kernels)
+    lin = mmu.nn.Linear(3, 2)
+    for opt in (mmu.optim.AdamW(lin.parameters(), lr=0.1), mmu.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9),
+                mmu.optim.Adam(lin.parameters(), lr=0.1, amsgrad=True)):
+        lin(mmu.ones(4, 3)).sum().backward()
+        assert _bumps(lin.weight, opt.step) == 1
+        assert _bumps(lin.weight.grad, lambda: mmu.optim.clip_grad_norm_(lin.parameters(), 1e-3)) == 1
+        opt.zero_grad(set_to_none=False)
+    ema = mmu.optim.EMA(lin, decay=0.5, warmup=False)
+    shadow = ema.shadow["weight"]
+    assert _bumps(shadow, lambda: ema.update(lin)) == 1
+    assert _bumps(lin.weight, lambda: lin.load_state_dict(lin.state_dict())) == 1
+    bn = mmu.nn.BatchNorm2d(2)
+    assert _bumps(bn.running_mean, lambda: bn(mmu.randn(3, 2, 2, 2))) == 1
+    vq = mmu.quantizers.VectorQuantize(dim=4, codebook_size=8, decay=0.8)
+    vq.train()
+    embed = vq.embed
+    assert _bumps(embed, lambda: vq(mmu.randn(2, 5, 4))) >= 1
+
+
+def test_no_false_positives_only_changed_saved_tensors_raise():
+    x = mmu.tensor(RNG.standard_normal((4, 3)).astype(np.float32), requires_grad=True)
+    w = mmu.tensor(RNG.standard_normal((2, 3)).astype(np.float32), requires_grad=True)
+    unsaved = mmu.tensor(np.ones(2, np.float32))
+    loss = (F.linear(x, w) + unsaved).tanh().sum()  # the add does not save `unsaved`
+    with mmu.no_grad():
+        unsaved.add_(1)
+    loss.backward()  # fine: nothing the backward reads has changed
+    g = x.grad.numpy().copy()
+    # the training idiom: backward, then the optimizer writes the parameters; the next graph saves
+    # the new versions
+    opt = mmu.optim.AdamW([x, w], lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        F.linear(x, w).tanh().sum().backward()
+        opt.step()
+    assert np.isfinite(g).all()
+    # retain_graph, then a write, then a second backward through the same graph: raises
+    loss = (x * w[0]).sum()
+    loss.backward(retain_graph=True)
+    opt.step()
+    with _inplace_error("MUL", "4, 3"):
+        loss.backward()
+
+
+def test_saved_output_written_in_place_raises_also_for_double_backward():
+    x = mmu.tensor(np.float32([0.5, 1.0, 2.0]), requires_grad=True)
+    h = x.exp()  # exp saves its own output
+    loss = h.sum()
+    with mmu.no_grad():
+        h[0] = 5.0
+    with _inplace_error("EXP", "3,"):
+        loss.backward()
+    x = mmu.tensor(np.float32([0.5, 1.0, 2.0]), requires_grad=True)
+    y = x.tanh()
+    z = (y * y).sum()
+    with mmu.no_grad():
+        y.mul_(2.0)
+    with _inplace_error("MUL", "3,"):
+        autograd.grad(z, [x], create_graph=True)

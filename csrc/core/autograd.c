@@ -103,7 +103,22 @@ void mmu_save(mmu_node *n, int slot, mmu_tensor *t) {
     mmu_tensor_incref(t);
     mmu_tensor_decref(n->saved[slot]);
     n->saved[slot] = t;
+    n->saved_version[slot] = t ? mmu_version(t) : 0;
     n->saved_output_mask &= ~(1u << slot);
+}
+
+mmu_status mmu_check_saved_versions(const mmu_node *n, const char *who) {
+    for (int s = 0; s < MMU_MAX_SAVED; s++) {
+        const mmu_tensor *t = n->saved[s];
+        if (!t || mmu_version(t) == n->saved_version[s]) continue;
+        return mmu_fail(MMU_ERUNTIME, "%s: one of the variables needed for gradient computation has been modified by "
+                        "an inplace operation: the %s tensor of shape %s saved by %s (saved tensor %d%s) is at "
+                        "version %llu; expected version %llu instead. Write into a clone, or compute it again "
+                        "after the write", who, mmu_dtype_name(t->dtype), mmu_shape_str(t),
+                        mmu_op_table[n->op].name, s, n->saved_output_mask & (1u << s) ? ", the op's output" : "",
+                        (unsigned long long)mmu_version(t), (unsigned long long)n->saved_version[s]);
+    }
+    return MMU_OK;
 }
 
 mmu_status mmu_save_output(mmu_node *n, int slot, mmu_tensor *out) {
@@ -112,6 +127,7 @@ mmu_status mmu_save_output(mmu_node *n, int slot, mmu_tensor *out) {
     if (st) return st;
     mmu_tensor_decref(n->saved[slot]);
     n->saved[slot] = view;
+    n->saved_version[slot] = mmu_version(view);
     n->saved_output_mask |= 1u << slot;
     return MMU_OK;
 }
@@ -503,6 +519,11 @@ static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, 
         }
         const unsigned char *on = edge_on + rn->first_edge, *off = edge_off + rn->first_edge;
         const int *to = edge_to + rn->first_edge;
+        if (g && (st = mmu_check_saved_versions(n, who))) {
+            mmu_tensor_decref(g);
+            if (gin != gin_buf) free(gin);
+            goto done;
+        }
         if (g) {
             pthread_mutex_lock(&n->exec_lock);
             for (int i = 0; i < n->n_inputs; i++)

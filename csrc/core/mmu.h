@@ -60,6 +60,9 @@ typedef struct mmu_storage {
     void *data;
     size_t nbytes;
     long refcount;
+    uint64_t version;  /* bumped by every in-place write through the mmu API
+                          (torch's version counter, shared by the views);
+                          writes through a NumPy view (t.numpy()) are not seen */
 } mmu_storage;
 
 /* ---------------------------------------------------------------- tensor */
@@ -84,6 +87,16 @@ static inline void *mmu_data(const mmu_tensor *t) {
 static inline float *mmu_f32(const mmu_tensor *t) { return (float *)mmu_data(t); }
 static inline int64_t *mmu_i64(const mmu_tensor *t) { return (int64_t *)mmu_data(t); }
 static inline uint8_t *mmu_bool(const mmu_tensor *t) { return (uint8_t *)mmu_data(t); }
+
+/* Every in-place write into t's memory (an optimizer step, an EMA update,
+ * x.add_(...), x[i] = v) calls this, so that a backward through a node that
+ * saved t before the write refuses to run on the new values. */
+static inline void mmu_bump_version(mmu_tensor *t) {
+    if (t) __atomic_add_fetch(&t->storage->version, 1, __ATOMIC_RELAXED);
+}
+static inline uint64_t mmu_version(const mmu_tensor *t) {
+    return __atomic_load_n(&t->storage->version, __ATOMIC_RELAXED);
+}
 
 /* New uninitialised / zeroed tensor (refcount 1). */
 mmu_status mmu_tensor_empty(mmu_tensor **out, mmu_dtype dt, int ndim, const int64_t *shape);
@@ -148,6 +161,7 @@ typedef struct mmu_node {
     int64_t *extra;                  /* op-specific array (e.g. cat sizes) */
     int out_ndim;
     int64_t out_shape[MMU_MAX_DIMS];
+    uint64_t saved_version[MMU_MAX_SAVED]; /* saved[s]'s storage version when saved */
     unsigned saved_output_mask;      /* bit s: saved[s] is the op's own output
                                         (mmu_save_output), so double backward
                                         can re-attach it to this node */
@@ -184,8 +198,12 @@ int mmu_set_grad_enabled(int enabled); /* returns previous */
  * out's grad_fn and returns it in *node (else *node = NULL). Inputs may be
  * NULL (optional args such as a missing bias). */
 mmu_status mmu_record(mmu_node **node, mmu_tensor *out, mmu_op op, int n, mmu_tensor *const *inputs);
-/* Keeps a reference to t for the backward (slot < MMU_MAX_SAVED). */
+/* Keeps a reference to t for the backward (slot < MMU_MAX_SAVED), and its
+ * version: the backward refuses to run if t was written in place since. */
 void mmu_save(mmu_node *n, int slot, mmu_tensor *t);
+/* MMU_ERUNTIME (torch's message) if a saved tensor of n was written in place
+ * after it was saved; `who` prefixes the message. */
+mmu_status mmu_check_saved_versions(const mmu_node *n, const char *who);
 /* Saves an op's own output: a detached view of it, so that the node does not
  * hold its output's grad_fn (a reference cycle that would never be freed). */
 mmu_status mmu_save_output(mmu_node *n, int slot, mmu_tensor *out);

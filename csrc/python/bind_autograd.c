@@ -207,11 +207,14 @@ static PyObject *node_get_saved(PyNode *self, void *c) {
     mmu_node *n = self->n;
     mmu_tensor *saved[MMU_MAX_SAVED];
     mmu_graph_lock(); /* a backward in another thread may be freeing them */
+    /* the double-backward engine reads them: the same version check as the C engine's */
+    mmu_status vst = mmu_check_saved_versions(n, "autograd.grad");
     for (int s = 0; s < MMU_MAX_SAVED; s++) {
-        saved[s] = n->saved[s];
+        saved[s] = vst ? NULL : n->saved[s];
         mmu_tensor_incref(saved[s]);
     }
     mmu_graph_unlock();
+    if (vst) return mmu_raise(vst);
     PyObject *t = PyTuple_New(MMU_MAX_SAVED);
     for (int s = 0; t && s < MMU_MAX_SAVED; s++) {
         mmu_tensor *v = saved[s];

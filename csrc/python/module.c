@@ -360,6 +360,15 @@ static Py_ssize_t tensor_len(PyTensor *self) {
 
 static PyObject *tensor_data_ptr(PyTensor *self, PyObject *unused) { return PyLong_FromVoidPtr(mmu_data(self->t)); }
 
+static PyObject *tensor_get_version(PyTensor *self, void *c) {
+    return PyLong_FromUnsignedLongLong(mmu_version(self->t));
+}
+
+static PyObject *tensor_bump_version(PyTensor *self, PyObject *unused) {
+    mmu_bump_version(self->t);
+    Py_RETURN_NONE;
+}
+
 static PyGetSetDef tensor_getset[] = {
     {"shape", (getter)tensor_get_shape, NULL, "Tuple of dimension sizes.", NULL},
     {"ndim", (getter)tensor_get_ndim, NULL, "Number of dimensions.", NULL},
@@ -369,6 +378,9 @@ static PyGetSetDef tensor_getset[] = {
     {"grad", (getter)tensor_get_grad, (setter)tensor_set_grad, "Accumulated gradient (or None).", NULL},
     {"is_leaf", (getter)tensor_get_is_leaf, NULL, "True if no op of the graph produced this tensor.", NULL},
     {"grad_fn", (getter)tensor_get_grad_fn, NULL, "Name of the node that produced this tensor, or None.", NULL},
+    {"_version", (getter)tensor_get_version, NULL,
+     "In-place writes into this tensor's memory so far (shared by views; torch's _version). Writes "
+     "through a NumPy view (t.numpy()) are not counted.", NULL},
     {NULL},
 };
 
@@ -381,6 +393,8 @@ static PyMethodDef tensor_methods[] = {
     {"detach", (PyCFunction)tensor_detach, METH_NOARGS, "A tensor sharing the data, cut from the graph."},
     {"numel", (PyCFunction)tensor_numel, METH_NOARGS, "Number of elements."},
     {"_data_ptr", (PyCFunction)tensor_data_ptr, METH_NOARGS, NULL},
+    {"_bump_version", (PyCFunction)tensor_bump_version, METH_NOARGS,
+     "Counts an in-place write made through a NumPy view (the Python in-place methods call it)."},
     {NULL},
 };
 
