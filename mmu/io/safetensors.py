@@ -388,7 +388,9 @@ def load_file(path):
 
 
 def load_metadata(path):
-    """The __metadata__ dict of a safetensors file (None if it has none), validated."""
+    """The __metadata__ dict of a safetensors file (None if it has none), validated. A file mmu wrote is
+    read to the end to verify its checksum (a damaged file raises CheckpointError); the checksum key
+    itself is not in the returned dict."""
     path = os.fspath(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
