@@ -180,6 +180,7 @@ def test_every_inplace_path_bumps_the_version():
     shadow = ema.shadow["weight"]
     assert _bumps(shadow, lambda: ema.update(lin)) == 1
     assert _bumps(lin.weight, lambda: lin.load_state_dict(lin.state_dict())) == 1
+    assert _bumps(lin.weight, lambda: mmu.nn.init.normal_(lin.weight)) == 1
     bn = mmu.nn.BatchNorm2d(2)
     assert _bumps(bn.running_mean, lambda: bn(mmu.randn(3, 2, 2, 2))) == 1
     vq = mmu.quantizers.VectorQuantize(dim=4, codebook_size=8, decay=0.8)
