@@ -163,3 +163,4 @@ def _setitem(self, idx, value):
         shape = getattr(value, "shape", None)
         raise ValueError(f"index assignment: cannot assign a value{f' of shape {shape}' if shape else ''} "
                          f"to {idx!r} of a tensor of shape {self.shape}: {e}") from None
+    self._bump_version()

@@ -158,6 +158,8 @@ def arange(start, end=None, step=1, dtype=None):
         code = _INT if all_int else _FLOAT
     else:
         code = _dtype_code(dtype, "arange")
+        if code == _BOOL:
+            raise TypeError("arange: dtype bool is not supported (use float32 or int64)")
     if (end - start) * step < 0:
         raise ValueError(f"arange: end ({end}) must be reachable from start ({start}) by step ({step})")
     return _C.arange(float(start), float(end), float(step), code)
@@ -631,6 +633,7 @@ def _inplace(name):
             raise TypeError(f"{name}_: the result is {out.dtype}, which cannot be written in place into a "
                             f"{self.dtype} tensor")
         self.numpy()[...] = out.numpy()
+        self._bump_version()
         return self
     op.__name__ = f"{name}_"
     op.__doc__ = (f"t.{name}_(other, *, alpha=None): t = t {name} (other · alpha), written into t's own memory "
@@ -646,6 +649,7 @@ def _fill_(self, value):
         raise RuntimeError("fill_: a leaf tensor that requires grad cannot be modified in place while grad "
                            "is recorded; wrap it in `with mmu.no_grad():`")
     self.numpy()[...] = value.item() if isinstance(value, Tensor) else value
+    self._bump_version()
     return self
 
 
@@ -661,6 +665,7 @@ def _copy_(self, src):
         self.numpy()[...] = np.broadcast_to(src.numpy(), self.shape)
     except ValueError:
         raise ValueError(f"copy_: src of shape {src.shape} cannot be broadcast to {self.shape}") from None
+    self._bump_version()
     return self
 
 

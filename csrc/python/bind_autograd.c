@@ -150,30 +150,55 @@ static PyObject *node_get_id(PyNode *self, void *c) { return PyLong_FromVoidPtr(
 static PyObject *node_get_released(PyNode *self, void *c) { return PyBool_FromLong(self->n->released); }
 static PyObject *node_get_out_shape(PyNode *self, void *c) { return dims_tuple(self->n->out_ndim, self->n->out_shape); }
 
-/* ((Node | leaf Tensor | None, leaf id or 0, shape), ...) per input */
+/* ((Node | leaf Tensor | None, leaf id or 0, shape), ...) per input. The
+ * edges are read under the graph lock (a backward in another thread may be
+ * freeing them), with references of our own, and wrapped after it: wrapping
+ * allocates, and a collection then may run anything, even a backward. */
 static PyObject *node_get_inputs(PyNode *self, void *c) {
     mmu_node *n = self->n;
-    PyObject *t = PyTuple_New(n->n_inputs);
-    if (!t) return NULL;
+    PyObject *t = NULL;
+    mmu_node **fns = calloc(n->n_inputs ? n->n_inputs : 1, sizeof *fns);
+    mmu_tensor **leaves = calloc(n->n_inputs ? n->n_inputs : 1, sizeof *leaves);
+    if (!fns || !leaves) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    mmu_graph_lock();
+    for (int i = 0; i < n->n_inputs; i++) {
+        fns[i] = n->inputs[i].fn;
+        leaves[i] = n->inputs[i].leaf;
+        mmu_node_incref(fns[i]);
+        mmu_tensor_incref(leaves[i]);
+    }
+    mmu_graph_unlock();
+    if (!(t = PyTuple_New(n->n_inputs))) goto done;
     for (int i = 0; i < n->n_inputs; i++) {
         mmu_edge *e = &n->inputs[i];
         PyObject *obj;
-        if (e->fn) obj = wrap_node(e->fn);
-        else if (e->leaf) {
-            mmu_tensor_incref(e->leaf);
-            obj = mmu_wrap(e->leaf);
+        if (fns[i]) obj = wrap_node(fns[i]);
+        else if (leaves[i]) {
+            mmu_tensor_incref(leaves[i]);
+            obj = mmu_wrap(leaves[i]);
         } else {
             obj = Py_None;
             Py_INCREF(obj);
         }
-        PyObject *item = obj ? Py_BuildValue("(NNN)", obj, PyLong_FromVoidPtr(e->leaf),
+        PyObject *item = obj ? Py_BuildValue("(NNN)", obj, PyLong_FromVoidPtr(leaves[i]),
                                              dims_tuple(e->ndim, e->shape)) : NULL;
         if (!item) {
-            Py_DECREF(t);
-            return NULL;
+            Py_CLEAR(t);
+            goto done;
         }
         PyTuple_SET_ITEM(t, i, item);
     }
+done:
+    if (fns && leaves)
+        for (int i = 0; i < n->n_inputs; i++) {
+            mmu_node_decref(fns[i]);
+            mmu_tensor_decref(leaves[i]);
+        }
+    free(fns);
+    free(leaves);
     return t;
 }
 
@@ -182,10 +207,19 @@ static PyObject *node_get_inputs(PyNode *self, void *c) {
  * unpacking), made only now so that the node never holds its own output. */
 static PyObject *node_get_saved(PyNode *self, void *c) {
     mmu_node *n = self->n;
-    PyObject *t = PyTuple_New(MMU_MAX_SAVED);
-    if (!t) return NULL;
+    mmu_tensor *saved[MMU_MAX_SAVED];
+    mmu_graph_lock(); /* a backward in another thread may be freeing them */
+    /* the double-backward engine reads them: the same version check as the C engine's */
+    mmu_status vst = mmu_check_saved_versions(n, "autograd.grad");
     for (int s = 0; s < MMU_MAX_SAVED; s++) {
-        mmu_tensor *v = n->saved[s];
+        saved[s] = vst ? NULL : n->saved[s];
+        mmu_tensor_incref(saved[s]);
+    }
+    mmu_graph_unlock();
+    if (vst) return mmu_raise(vst);
+    PyObject *t = PyTuple_New(MMU_MAX_SAVED);
+    for (int s = 0; t && s < MMU_MAX_SAVED; s++) {
+        mmu_tensor *v = saved[s];
         PyObject *obj;
         if (!v) {
             obj = Py_None;
@@ -194,8 +228,9 @@ static PyObject *node_get_saved(PyNode *self, void *c) {
             mmu_tensor *a = NULL;
             mmu_status st = mmu_tensor_detach(&a, v);
             if (st) {
-                Py_DECREF(t);
-                return mmu_raise(st);
+                Py_CLEAR(t);
+                mmu_raise(st);
+                break;
             }
             mmu_node_incref(n);
             a->grad_fn = n;
@@ -206,11 +241,12 @@ static PyObject *node_get_saved(PyNode *self, void *c) {
             obj = mmu_wrap(v);
         }
         if (!obj) {
-            Py_DECREF(t);
-            return NULL;
+            Py_CLEAR(t);
+            break;
         }
         PyTuple_SET_ITEM(t, s, obj);
     }
+    for (int s = 0; s < MMU_MAX_SAVED; s++) mmu_tensor_decref(saved[s]);
     return t;
 }
 
@@ -232,10 +268,36 @@ bad:
     return -1;
 }
 
+/* The number of slots a field list reserves ("a[L/R]" reserves R, "a[L]" L),
+ * without reading any value: a reserve must be a number, `ndim`, `n_inputs`
+ * or a field already in d. -1 with an error set. */
+static int64_t field_slots(const char *spec, mmu_node *node, PyObject *d, const char *op) {
+    int64_t slots = 0;
+    for (const char *p = spec; *p;) {
+        while (*p == ' ') p++;
+        if (!*p) break;
+        while (*p && *p != ' ' && *p != '[') p++;
+        int64_t used = 1;
+        if (*p == '[') {
+            const char *l = ++p;
+            while (*p && *p != ']' && *p != '/') p++;
+            const char *r = l, *r_end = p;
+            if (*p == '/') {
+                r = ++p;
+                while (*p && *p != ']') p++;
+                r_end = p;
+            }
+            if (*p == ']') p++;
+            if ((used = field_length(r, (size_t)(r_end - r), node, d, op)) < 0) return -1;
+        }
+        slots += used;
+    }
+    return slots;
+}
+
 /* Decodes one field list of the op table ("a b[L] c[L/R]", core/op_table.h)
- * into d: ints from iv, or doubles from fv, each field at the next slot.
- * cap: the number of slots (-1: the extra array, whose size the list itself
- * defines). -1 with an error set. */
+ * into d: ints from iv, or doubles from fv, each field at the next slot, at
+ * most cap slots. -1 with an error set. */
 static int decode_fields(PyObject *d, const char *spec, const int64_t *iv, const double *fv, int cap, mmu_node *node,
                          const char *op) {
     int slot = 0;
@@ -291,19 +353,39 @@ static int decode_fields(PyObject *d, const char *spec, const int64_t *iv, const
 }
 
 /* {field: value} for the node's ctx.i, ctx.f and extra, named by the op table
- * (the extra's fields are absent once a backward has freed it). */
+ * (the extra's fields are absent once a backward has freed it). ctx is fixed
+ * when the op records the node; the extra is copied under the graph lock (a
+ * backward in another thread may free it) and decoded after it, since making
+ * Python objects may run a collection, and that anything, even a backward. */
 static PyObject *node_get_ctx(PyNode *self, void *c) {
     mmu_node *n = self->n;
     const mmu_op_info *info = &mmu_op_table[n->op];
+    int64_t buf[64], *copy = NULL;
     PyObject *d = PyDict_New();
     if (!d) return NULL;
     if (decode_fields(d, info->ctx_i, n->ctx.i, NULL, 8, n, info->name) < 0 ||
-        decode_fields(d, info->ctx_f, NULL, n->ctx.f, 4, n, info->name) < 0 ||
-        (n->extra && decode_fields(d, info->extra, n->extra, NULL, -1, n, info->name) < 0)) {
-        Py_DECREF(d);
-        return NULL;
+        decode_fields(d, info->ctx_f, NULL, n->ctx.f, 4, n, info->name) < 0)
+        goto fail;
+    if (info->extra[0]) {
+        int64_t slots = field_slots(info->extra, n, d, info->name);
+        if (slots < 0) goto fail;
+        copy = slots <= 64 ? buf : malloc((size_t)slots * sizeof *copy);
+        if (!copy) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        mmu_graph_lock();
+        int present = n->extra != NULL;
+        if (present) memcpy(copy, n->extra, (size_t)slots * sizeof *copy);
+        mmu_graph_unlock();
+        if (present && decode_fields(d, info->extra, copy, NULL, (int)slots, n, info->name) < 0) goto fail;
+        if (copy != buf) free(copy);
     }
     return d;
+fail:
+    if (copy && copy != buf) free(copy);
+    Py_DECREF(d);
+    return NULL;
 }
 
 static PyObject *node_release(PyNode *self, PyObject *unused) {

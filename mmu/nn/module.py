@@ -506,6 +506,7 @@ class Module:
                 p.grad = None
             else:
                 g.numpy()[...] = 0.0
+                g._bump_version()
 
     def apply(self, fn):
         """Calls fn on every child (recursively) and then on self; returns self."""
@@ -638,6 +639,7 @@ class Module:
         with no_grad():
             for target, arr in staged:
                 target.numpy()[...] = arr
+                target._bump_version()  # an in-place write, as torch's param.copy_
         return _IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------- pretrained
