@@ -45,6 +45,28 @@ def tanh(input):
     return _C.unary(_UN["tanh"], input)
 
 
+def _softplus_args(beta, threshold, op="softplus"):
+    """beta and threshold checked (real; beta finite, non-zero; threshold not NaN) -> floats."""
+    from ._args import is_real
+    for name, v in (("beta", beta), ("threshold", threshold)):
+        if not is_real(v):
+            raise TypeError(f"{op}: {name} must be a real number, got {type(v).__name__}")
+    beta, threshold = float(beta), float(threshold)
+    if beta == 0 or beta != beta or abs(beta) == float("inf"):
+        raise ValueError(f"{op}: beta must be finite and non-zero, got {beta}")
+    if threshold != threshold:
+        raise ValueError(f"{op}: threshold must not be NaN")
+    return beta, threshold
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta·x)) / beta, and x itself where beta·x > threshold (torch's rule and defaults).
+
+    One C pass (csrc/core/vmath.h): max(z, 0) + log1p(exp(-|z|)) never overflows and keeps float32
+    relative precision for z << 0, where softplus(z) ≈ exp(z). Gradient sigmoid(beta·x)."""
+    return _C.softplus(input, *_softplus_args(beta, threshold))
+
+
 def _dim(dim, op):
     if dim is None:
         raise TypeError(f"{op}: dim must be given (an int), as in torch")
@@ -106,6 +128,6 @@ from ._fn_lpips import *  # noqa: E402,F401,F403
 from ._fn_quant import *  # noqa: E402,F401,F403
 from ._fn_spatial import *  # noqa: E402,F401,F403
 
-__all__ = ["linear", "relu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax", "layer_norm",
+__all__ = ["linear", "relu", "gelu", "silu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "layer_norm",
            "embedding", "cross_entropy", "mse_loss", "l1_loss", "_as_tensor"] + _fn_conv.__all__ + _fn_spatial.__all__ + _fn_attention.__all__ + _fn_quant.__all__ + \
     _fn_batchnorm.__all__ + _fn_lpips.__all__

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _C
 from ._C import Tensor
+from ._args import is_int as _is_int, is_real as _is_real
 from .autograd import is_grad_enabled
 
 float32 = np.dtype("float32")
@@ -72,6 +73,11 @@ def _wrap_dim(dim, ndim, op, shape):
     if not -n <= dim < n:
         raise IndexError(f"{op}: dim {dim} is out of range for a tensor of shape {shape} (expected [{-n}, {n - 1}])")
     return dim % n
+
+
+def _float_only(x, op, arg="input"):
+    if x.dtype != float32:
+        raise TypeError(f"{op}: {arg} must be float32, got {x.dtype} (use .float())")
 
 
 def _as_tensor(x, op, arg="input"):
@@ -416,15 +422,27 @@ min = _extremum("min", False)  # noqa: A001
 def var(input, dim=None, correction=1, keepdim=False):
     """Variance over dim (all if None), dividing by N - correction (1: unbiased, torch's default)."""
     input = _as_tensor(input, "var")
+    _float_only(input, "var")
+    if not _is_int(correction):
+        raise TypeError(f"var: correction must be an int, got {type(correction).__name__}")
     dims = _dims(dim, "var")
-    n = input.numel() if dims is None else int(np.prod([input.shape[d] for d in dims]))
+    if dims is not None:
+        dims = tuple(_wrap_dim(d, input.ndim, "var", input.shape) for d in dims)
+    n = input.numel() if dims is None else int(np.prod([input.shape[d] if input.ndim else 1 for d in dims]))
     centered = input - mean(input, dims, keepdim=True)
     return sum(centered * centered, dims, keepdim=keepdim) / builtins.max(n - correction, 0)
 
 
+def _sqrt_zero_grad(s):
+    """sqrt(s) for s >= 0 whose gradient is 0 (not inf · 0 = NaN) where s == 0: torch's
+    subgradient for std and norm at a constant row / the zero vector. The sqrt sees 1 there."""
+    zero = s == 0.0
+    return where(zero, 0.0, sqrt(where(zero, 1.0, s)))
+
+
 def std(input, dim=None, correction=1, keepdim=False):
-    """Standard deviation: sqrt(var)."""
-    return sqrt(var(input, dim, correction, keepdim))
+    """Standard deviation: sqrt(var); the gradient of a constant row is 0, as in torch."""
+    return _sqrt_zero_grad(var(input, dim, correction, keepdim))
 
 
 def logsumexp(input, dim, keepdim=False):
@@ -437,15 +455,31 @@ def logsumexp(input, dim, keepdim=False):
 
 
 def norm(input, p=2, dim=None, keepdim=False):
-    """Vector p-norm over dim (all if None): p = 2 (default), 1, or inf."""
+    """Vector p-norm over dim (all if None): (sum |x|^p)^(1/p) for p > 0 ('fro' = 2), max |x| for
+    inf, min |x| for -inf, the count of non-zeros for 0. As in torch, the gradient is 0 at x = 0
+    (elementwise, and for a zero vector), never NaN."""
     input = _as_tensor(input, "norm")
-    if p == 2:
-        return sqrt(sum(input * input, dim, keepdim))
-    if p == 1:
-        return sum(abs(input), dim, keepdim)
+    _float_only(input, "norm")
+    if p == "fro":
+        p = 2
+    if not _is_real(p) or p != p or (p < 0 and p != -float("inf")):
+        raise ValueError(f"norm: p must be a number > 0, 0, inf, -inf or 'fro', got {p!r}")
     if p == float("inf"):
         return amax(abs(input), dim, keepdim)
-    raise ValueError(f"norm: p must be 1, 2 or inf, got {p!r}")
+    if p == -float("inf"):
+        return amin(abs(input), dim, keepdim)
+    if p == 0:  # the count; differentiable with a zero gradient, like torch's
+        count = _C.cast(input.detach() != 0.0, _FLOAT)
+        return sum(where(zeros_like(input, dtype=bool), input, count), dim, keepdim)
+    if p == 1:
+        return sum(abs(input), dim, keepdim)
+    if p == 2:
+        return _sqrt_zero_grad(sum(input * input, dim, keepdim))
+    a = abs(input)
+    zero = a == 0.0
+    s = sum(where(zero, 0.0, where(zero, 1.0, a) ** float(p)), dim, keepdim)  # 0^p with a 0 gradient
+    zero = s == 0.0
+    return where(zero, 0.0, where(zero, 1.0, s) ** (1.0 / float(p)))
 
 
 def split(input, split_size_or_sections, dim=0):

@@ -84,6 +84,18 @@ static PyObject *py_clamp(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
+static PyObject *py_softplus(PyObject *m, PyObject *args) {
+    PyObject *xo;
+    double beta, threshold;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "Odd", &xo, &beta, &threshold)) return NULL;
+    if (!(x = arg(&ta, xo, MMU_FLOAT32, "softplus", "input"))) return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_softplus(&out, x, beta, threshold));
+    return finish(&ta, st, out);
+}
+
 static PyObject *py_logical_not(PyObject *m, PyObject *xo) {
     tensor_args ta = {0};
     mmu_tensor *x, *out = NULL;
@@ -391,6 +403,7 @@ PyMethodDef mmu_op_methods[] = {
     {"where", py_where, METH_VARARGS, "where(cond, a, b)"},
     {"unary", py_unary, METH_VARARGS, "unary(op, x)"},
     {"pow", py_pow, METH_VARARGS, "pow(x, exponent)"},
+    {"softplus", py_softplus, METH_VARARGS, "softplus(x, beta, threshold)"},
     {"clamp", py_clamp, METH_VARARGS, "clamp(x, min or None, max or None)"},
     {"logical_not", py_logical_not, METH_O, "logical_not(x)"},
     {"cast", py_cast, METH_VARARGS, "cast(x, dtype_code)"},

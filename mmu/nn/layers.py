@@ -16,7 +16,7 @@ from .parameter import Parameter
 
 __all__ = ["Identity", "Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d", "LayerNorm", "GroupNorm", "RMSNorm", "Embedding", "Dropout", "ReLU", "GELU",
-           "SiLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax", "Flatten", "Unflatten", "Upsample", "AvgPool2d", "PixelShuffle",
+           "SiLU", "Sigmoid", "Tanh", "Softplus", "LeakyReLU", "Softmax", "Flatten", "Unflatten", "Upsample", "AvgPool2d", "PixelShuffle",
            "PixelUnshuffle"]
 
 
@@ -523,6 +523,20 @@ class Sigmoid(Module):
 class Tanh(Module):
     def forward(self, input):
         return F.tanh(input)
+
+
+class Softplus(Module):
+    """log(1 + exp(beta·x)) / beta, linear above `threshold` (torch.nn.Softplus; see F.softplus)."""
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        self.beta, self.threshold = F._softplus_args(beta, threshold, "Softplus")
+
+    def forward(self, input):
+        return F.softplus(input, self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
 
 
 class LeakyReLU(Module):
