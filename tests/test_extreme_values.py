@@ -179,6 +179,11 @@ def test_norm_std_match_torch_at_zero():
 
 
 def test_norm_bad_p_names_norm():
-    for p in (-1, float("nan"), "nuc", None):
+    for p in (-1, float("nan"), "nuc"):
         with pytest.raises(ValueError, match="norm"):
             mmu.norm(mmu.ones(3), p)
+    with pytest.raises(TypeError, match="norm"):
+        mmu.norm(mmu.ones(3), object())
+    assert mmu.norm(mmu.tensor([3.0, 4.0]), None).item() == pytest.approx(5.0)  # torch: None is 'fro'
+    with pytest.raises(TypeError, match="norm"):
+        mmu.norm(mmu.ones(3, dtype=mmu.int64))
