@@ -3,6 +3,8 @@
 Part of mmu.functional (re-exported there).
 """
 
+import builtins
+
 import numpy as np
 
 from . import _C
@@ -75,6 +77,8 @@ def rotary_cos_sin(positions, head_dim, base=10000.0):
         raise ValueError(f"rotary_cos_sin: base must be a positive number, got {base!r}")
     head_dim = int(head_dim)
     pos = _positions_array(positions)
+    if pos.size * builtins.max(head_dim, 0) > 2 ** 40:  # (NumPy would fail to allocate, naming nothing)
+        raise ValueError(f"rotary_cos_sin: a table of {pos.size} positions x head_dim {head_dim} is too large")
     if pos.ndim == 1:
         if head_dim <= 0 or head_dim % 2:
             raise ValueError(f"rotary_cos_sin: head_dim must be a positive even number, got {head_dim}")

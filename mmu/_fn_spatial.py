@@ -48,7 +48,7 @@ def _group_norm_args(input, num_groups, eps, op):
     x = _as_tensor(input, op)
     if x.ndim < 2:
         raise ValueError(f"{op}: expected at least 2 dims (N, C, *) for input, got shape {tuple(x.shape)}")
-    if num_groups <= 0 or x.shape[1] % num_groups:
+    if num_groups <= 0 or x.shape[1] % num_groups or num_groups > builtins.max(x.shape[1], 1):
         raise ValueError(f"{op}: expected the number of channels in input ({x.shape[1]}) to be "
                          f"divisible by num_groups ({num_groups}), input shape {tuple(x.shape)}")
     return x, num_groups

@@ -742,8 +742,9 @@ def _inplace(name):
                 raise TypeError(f"{name}_: other must be a Tensor or a number")
             try:
                 other = other * alpha
-            except (ValueError, TypeError) as e:
-                raise type(e)(f"{name}_: other * alpha: {e}") from None
+            except (ValueError, TypeError, OverflowError) as e:
+                kind = TypeError if isinstance(e, TypeError) else ValueError
+                raise kind(f"{name}_: other * alpha: {e}") from None
         out = _binary(name, self, other)
         if is_grad_enabled() and (self.requires_grad or _needs_grad(other)):
             if self.is_leaf and self.requires_grad:
