@@ -194,8 +194,10 @@ def arange(start, end=None, step=1, dtype=None):
             raise TypeError(f"arange: {name} must be a number, got {type(v).__name__}")
         if not math.isfinite(v):  # (the count would be NaN or inf; torch: "unsupported range")
             raise ValueError(f"arange: {name} must be finite, got {v}")
+    all_int = builtins.all(isinstance(v, numbers.Integral) for v in (start, end, step))
+    # Python ints and floats from here (NumPy int64 scalars would overflow in (end - start) * step)
+    start, end, step = (int(v) if isinstance(v, numbers.Integral) else float(v) for v in (start, end, step))
     if dtype is None:
-        all_int = builtins.all(isinstance(v, numbers.Integral) for v in (start, end, step))
         code = _INT if all_int else _FLOAT
     else:
         code = _dtype_code(dtype, "arange")
@@ -477,6 +479,7 @@ def _var(input, dim, correction, keepdim, op):
     _float_only(input, op)
     if not _is_int(correction):
         raise TypeError(f"{op}: correction must be an int, got {type(correction).__name__}")
+    correction = int(correction)
     dims = _unique_dims(_dims(dim, op), input, op)
     keepdim = _flag(keepdim, op, "keepdim")
     n = input.numel() if dims is None else int(np.prod([input.shape[d] if input.ndim else 1 for d in dims]))
@@ -534,6 +537,11 @@ def norm(input, p=2, dim=None, keepdim=False):
         raise TypeError(f"norm: p must be a number or 'fro', got {type(p).__name__}")
     if isinstance(p, str) or p != p or (p < 0 and p != -float("inf")):
         raise ValueError(f"norm: p must be a number > 0, 0, inf, -inf or 'fro', got {p!r}")
+    if builtins.abs(p) == float("inf"):
+        reduced = input.shape if dim is None else [input.shape[d] for d in dim]
+        if 0 in reduced:  # max / min of nothing has no value (torch raises too)
+            raise ValueError(f"norm: the {p} norm of an empty reduction is not defined (input of shape "
+                             f"{input.shape}, dim {dim})")
     if p == float("inf"):
         return amax(abs(input), dim, keepdim)
     if p == -float("inf"):

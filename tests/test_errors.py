@@ -349,6 +349,26 @@ CASES = [
     ("sub__alpha_object", lambda: t(2).sub_(t(2), alpha=object()), T, "sub_: alpha"),
     ("maximum_ellipsis", lambda: mmu.maximum(Ellipsis, t(2)), T, "maximum"),
     ("zeros_like_int_requires_grad", lambda: mmu.zeros_like(ti([1]), requires_grad=True), T, "zeros_like"),
+    ("arange_numpy_step_huge_end", lambda: mmu.arange(1, 2 ** 70, np.int64(-1)), V, "arange"),
+    ("norm_inf_of_empty", lambda: mmu.norm(mmu.zeros(2, 0), float("inf")), V, "norm"),
+    ("group_norm_huge_groups_empty_channels", lambda: F.group_norm(mmu.zeros(2, 0), 2 ** 62), V, "group_norm"),
+    ("rotary_cos_sin_ragged", lambda: F.rotary_cos_sin([[1, 2], [3]], 16), V, "rotary_cos_sin"),
+    ("rotary_cos_sin_huge_head_dim", lambda: F.rotary_cos_sin(np.zeros(0), 2 ** 70), V, "rotary_cos_sin"),
+    ("imul_alpha_overflow", lambda: ti([1]).mul_(2 ** 63, alpha=np.int64(2)), V, "mul_"),
+    # ---- issue 11: nn layers given odd arguments (tensors as flags, huge sizes) named nothing
+    ("Linear_bias_tensor", lambda: mmu.nn.Linear(2, 3, bias=t(3)), T, "Linear: bias"),
+    ("LayerNorm_size_2_64", lambda: mmu.nn.LayerNorm(2 ** 64), V, "LayerNorm: normalized_shape"),
+    ("BatchNorm1d_features_2_63", lambda: mmu.nn.BatchNorm1d(2 ** 63), V, "BatchNorm1d: num_features"),
+    ("BatchNorm2d_rank", lambda: mmu.nn.BatchNorm2d(3)(t(2, 3)), V, "BatchNorm2d"),
+    ("GroupNorm_affine_tensor", lambda: mmu.nn.GroupNorm(1, 2, affine=t(2)), T, "GroupNorm: affine"),
+    ("RMSNorm_eps_list", lambda: mmu.nn.RMSNorm(3, eps=[1]), T, "RMSNorm: eps"),
+    ("LeakyReLU_slope_str", lambda: mmu.nn.LeakyReLU(""), T, "LeakyReLU: negative_slope"),
+    ("Softmax_on_str", lambda: mmu.nn.Softmax(0)("x"), T, "Softmax"),
+    ("Unflatten_size_int", lambda: mmu.nn.Unflatten(1, 2), T, "Unflatten: unflattened_size"),
+    ("Unflatten_0d", lambda: mmu.nn.Unflatten(0, (1,))(t()), I, "Unflatten: dim"),
+    ("Unflatten_mismatch", lambda: mmu.nn.Unflatten(1, (2, 2))(t(2, 3)), V, "Unflatten"),
+    ("Upsample_scale_slice", lambda: mmu.nn.Upsample(scale_factor=slice(1)), T, "Upsample: scale_factor"),
+    ("GELU_approximate_array", lambda: mmu.nn.GELU(np.ones(2)), V, "GELU: approximate"),
 ]
 
 _ids = [c[0] for c in CASES]

@@ -31,6 +31,8 @@ def _int(v, name, cls, minimum=None):
         raise TypeError(f"{cls}: {name} must be an int, got {type(v).__name__}")
     if minimum is not None and v < minimum:
         raise ValueError(f"{cls}: {name} must be >= {minimum}, got {v}")
+    if v > 2 ** 59:  # no buffer (and no int64 product of sizes) holds that many
+        raise ValueError(f"{cls}: {name} {v} is too large")
     return int(v)
 
 
@@ -69,7 +71,7 @@ class Linear(Module):
         self.in_features = _int(in_features, "in_features", "Linear", 0)
         self.out_features = _int(out_features, "out_features", "Linear", 0)
         self.weight = _param(self.out_features, self.in_features)
-        if bias:
+        if flag(bias, "Linear", "bias"):
             self.bias = _param(self.out_features)
         else:
             self.register_parameter("bias", None)
@@ -137,7 +139,7 @@ class _ConvNd(Module):
         else:
             shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = _param(*shape)
-        if bias:
+        if flag(bias, type(self).__name__, "bias"):
             self.bias = _param(self.out_channels)
         else:
             self.register_parameter("bias", None)
@@ -511,7 +513,7 @@ class GELU(Module):
 
     def __init__(self, approximate="none"):
         super().__init__()
-        if approximate not in ("none", "tanh"):
+        if not isinstance(approximate, str) or approximate not in ("none", "tanh"):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
@@ -523,11 +525,17 @@ class GELU(Module):
 
 
 class Sigmoid(Module):
+    def __init__(self):
+        super().__init__()
+
     def forward(self, input):
         return F.sigmoid(input)
 
 
 class Tanh(Module):
+    def __init__(self):
+        super().__init__()
+
     def forward(self, input):
         return F.tanh(input)
 
@@ -720,7 +728,7 @@ class _BatchNorm(Module):
         self.track_running_stats = flag(track_running_stats, cls, "track_running_stats")
         if self.affine:
             self.weight = _param(self.num_features)
-            if bias:
+            if flag(bias, cls, "bias"):
                 self.bias = _param(self.num_features)
             else:
                 self.register_parameter("bias", None)
