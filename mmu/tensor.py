@@ -201,6 +201,8 @@ def arange(start, end=None, step=1, dtype=None):
         code = _INT if all_int else _FLOAT
     else:
         code = _dtype_code(dtype, "arange")
+        if code == _BOOL:
+            raise TypeError("arange: dtype bool is not supported (use float32 or int64)")
     if (end - start) * step < 0:
         raise ValueError(f"arange: end ({end}) must be reachable from start ({start}) by step ({step})")
     return _C.arange(float(start), float(end), float(step), code)
@@ -766,6 +768,7 @@ def _inplace(name):
             raise TypeError(f"{name}_: the result is {out.dtype}, which cannot be written in place into a "
                             f"{self.dtype} tensor")
         self.numpy()[...] = out.numpy()
+        self._bump_version()
         return self
     op.__name__ = op.__qualname__ = f"{name}_"
     return op
@@ -787,6 +790,7 @@ def _fill(self, value, op):
         raise TypeError(f"{op}: value must be a number, got {type(value).__name__}")
     _full((), value, self.dtype, False, op)  # the range checks (float32 / int64 overflow)
     self.numpy()[...] = value
+    self._bump_version()
     return self
 
 
@@ -799,6 +803,7 @@ def _copy_(self, src):
         self.numpy()[...] = np.broadcast_to(src.numpy(), self.shape)
     except ValueError:
         raise ValueError(f"copy_: src of shape {src.shape} cannot be broadcast to {self.shape}") from None
+    self._bump_version()
     return self
 
 
@@ -981,6 +986,7 @@ def _setitem(self, idx, value):
         shape = getattr(value, "shape", None)
         raise (IndexError if isinstance(e, (IndexError, OverflowError)) else ValueError)(f"index assignment: cannot assign a value{f' of shape {shape}' if shape else ''} "
                          f"to {idx!r} of a tensor of shape {self.shape}: {e}") from None
+    self._bump_version()
 
 
 def _reshape_m(self, *shape):

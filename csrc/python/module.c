@@ -385,6 +385,15 @@ static Py_ssize_t tensor_len(PyTensor *self) {
 
 static PyObject *tensor_data_ptr(PyTensor *self, PyObject *unused) { return PyLong_FromVoidPtr(mmu_data(self->t)); }
 
+static PyObject *tensor_get_version(PyTensor *self, void *c) {
+    return PyLong_FromUnsignedLongLong(mmu_version(self->t));
+}
+
+static PyObject *tensor_bump_version(PyTensor *self, PyObject *unused) {
+    mmu_bump_version(self->t);
+    Py_RETURN_NONE;
+}
+
 static PyGetSetDef tensor_getset[] = {
     {"shape", (getter)tensor_get_shape, NULL, "Tuple of dimension sizes.", NULL},
     {"ndim", (getter)tensor_get_ndim, NULL, "Number of dimensions.", NULL},
@@ -394,6 +403,9 @@ static PyGetSetDef tensor_getset[] = {
     {"grad", (getter)tensor_get_grad, (setter)tensor_set_grad, "Accumulated gradient (or None).", NULL},
     {"is_leaf", (getter)tensor_get_is_leaf, NULL, "True if no op of the graph produced this tensor.", NULL},
     {"grad_fn", (getter)tensor_get_grad_fn, NULL, "Name of the node that produced this tensor, or None.", NULL},
+    {"_version", (getter)tensor_get_version, NULL,
+     "In-place writes into this tensor's memory so far (shared by views; torch's _version). Writes "
+     "through a NumPy view (t.numpy()) are not counted.", NULL},
     {NULL},
 };
 
@@ -406,6 +418,8 @@ static PyMethodDef tensor_methods[] = {
     {"detach", (PyCFunction)tensor_detach, METH_NOARGS, "A tensor sharing the data, cut from the graph."},
     {"numel", (PyCFunction)tensor_numel, METH_NOARGS, "Number of elements."},
     {"_data_ptr", (PyCFunction)tensor_data_ptr, METH_NOARGS, NULL},
+    {"_bump_version", (PyCFunction)tensor_bump_version, METH_NOARGS,
+     "Counts an in-place write made through a NumPy view (the Python in-place methods call it)."},
     {NULL},
 };
 
@@ -519,10 +533,20 @@ static PyObject *py_measure_peak_gflops(PyObject *m, PyObject *arg) {
 
 static PyObject *py_dnnl_version(PyObject *m, PyObject *unused) { return PyUnicode_FromString(mmu_dnnl_version()); }
 
+/* The private entry points take a dtype as its code (mmu/tensor.py maps
+ * mmu.float32 / int64 / bool to 0 / 1 / 2); a wrong code must not reach the
+ * core, which sizes buffers by it. */
+static int check_dtype_code(int code, const char *op) {
+    if (code == MMU_FLOAT32 || code == MMU_INT64 || code == MMU_BOOL) return 0;
+    PyErr_Format(PyExc_TypeError, "%s: unknown dtype code %d (float32 = 0, int64 = 1, bool = 2)", op, code);
+    return -1;
+}
+
 static PyObject *py_tensor(PyObject *m, PyObject *args) {
     PyObject *obj;
     int dtype = -1, requires_grad = 0;
     if (!PyArg_ParseTuple(args, "O|ip", &obj, &dtype, &requires_grad)) return NULL;
+    if (dtype != -1 && check_dtype_code(dtype, "tensor") < 0) return NULL;
     mmu_tensor *t = NULL;
     if (PyTensor_Check(obj)) { /* mmu.tensor(t) copies, like torch.tensor */
         mmu_status st = mmu_tensor_clone(&t, ((PyTensor *)obj)->t);
@@ -557,6 +581,7 @@ static PyObject *py_full(PyObject *m, PyObject *args) {
     int ndim;
     int64_t shape[MMU_MAX_DIMS];
     if (!PyArg_ParseTuple(args, "Oid", &shape_obj, &dtype, &value)) return NULL;
+    if (check_dtype_code(dtype, "full") < 0) return NULL;
     if (mmu_parse_shape(shape_obj, &ndim, shape, "full", "size") < 0) return NULL;
     mmu_tensor *t = NULL;
     mmu_status st;
@@ -579,16 +604,29 @@ static PyObject *py_random(PyObject *m, PyObject *args) {
     return mmu_wrap(t);
 }
 
+/* arange(start, end, step, dtype) -> values start + i * step < end, float32 or
+ * int64 (like torch, bool is refused: a bool range has no meaning) */
 static PyObject *py_arange(PyObject *m, PyObject *args) {
     double start, end, step;
     int dtype;
     if (!PyArg_ParseTuple(args, "dddi", &start, &end, &step, &dtype)) return NULL;
+    if (check_dtype_code(dtype, "arange") < 0) return NULL;
+    if (dtype == MMU_BOOL) {
+        PyErr_SetString(PyExc_TypeError, "arange: dtype bool is not supported (use float32 or int64)");
+        return NULL;
+    }
+    if (!isfinite(start) || !isfinite(end) || !isfinite(step)) {
+        char msg[160]; /* PyErr_Format has no %g */
+        snprintf(msg, sizeof msg, "arange: start, end and step must be finite, got %g, %g, %g", start, end, step);
+        PyErr_SetString(PyExc_ValueError, msg);
+        return NULL;
+    }
     if (step == 0.0) {
         PyErr_SetString(PyExc_ValueError, "arange: step must be nonzero");
         return NULL;
     }
     double count = ceil((end - start) / step);
-    if (count < 0) count = 0;
+    if (!(count >= 0)) count = 0;
     if (count > 1e12) {
         PyErr_SetString(PyExc_ValueError, "arange: too many elements");
         return NULL;
@@ -597,11 +635,33 @@ static PyObject *py_arange(PyObject *m, PyObject *args) {
     mmu_tensor *t = NULL;
     mmu_status st = mmu_tensor_empty(&t, (mmu_dtype)dtype, 1, &n);
     if (st) return mmu_raise(st);
-    for (int64_t i = 0; i < n; i++) {
-        if (dtype == MMU_INT64) mmu_i64(t)[i] = (int64_t)(start + (double)i * step);
-        else mmu_f32(t)[i] = (float)(start + (double)i * step);
+    if (dtype == MMU_INT64) {
+        int64_t *p = mmu_i64(t);
+        for (int64_t i = 0; i < n; i++) p[i] = (int64_t)(start + (double)i * step);
+    } else {
+        float *p = mmu_f32(t);
+        for (int64_t i = 0; i < n; i++) p[i] = (float)(start + (double)i * step);
     }
     return mmu_wrap(t);
+}
+
+/* crc32c(buffer, crc=0) -> the CRC-32C of the buffer's bytes continuing from crc (mmu.io's file
+ * checksum), computed with the GIL released */
+static PyObject *py_crc32c(PyObject *m, PyObject *args) {
+    Py_buffer buf;
+    unsigned long crc = 0;
+    if (!PyArg_ParseTuple(args, "y*|k", &buf, &crc)) return NULL;
+    if (crc > 0xFFFFFFFFul) {
+        PyBuffer_Release(&buf);
+        PyErr_Format(PyExc_ValueError, "crc32c: crc must be a 32-bit value, got %lu", crc);
+        return NULL;
+    }
+    uint32_t out;
+    Py_BEGIN_ALLOW_THREADS
+    out = mmu_crc32c((uint32_t)crc, buf.buf, (size_t)buf.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    return PyLong_FromUnsignedLong(out);
 }
 
 static PyMethodDef module_methods[] = {
@@ -621,6 +681,7 @@ static PyMethodDef module_methods[] = {
     {"full", py_full, METH_VARARGS, NULL},
     {"random", py_random, METH_VARARGS, NULL},
     {"arange", py_arange, METH_VARARGS, NULL},
+    {"crc32c", py_crc32c, METH_VARARGS, "crc32c(buffer, crc=0) -> CRC-32C of the bytes, continuing from crc."},
     {NULL},
 };
 
