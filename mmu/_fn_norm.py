@@ -4,13 +4,13 @@ normalize (csrc/ops/norm.c; batch_norm is _fn_batch_norm.py).
 Part of mmu.functional (re-exported there). Arguments are checked here the way torch checks
 them (TypeError for a wrong type, ValueError for a wrong value); the C ops check the shapes.
 """
+import builtins
 import math
-import numbers
 
 import numpy as np
 
 from . import _C
-from ._args import check_int as _int, check_real as _real, is_int as _is_int
+from ._args import check_int as _int, check_real as _real, is_int, is_int as _is_int, is_real
 from .tensor import _as_tensor
 
 __all__ = ["layer_norm", "group_norm", "group_norm_silu", "rms_norm", "normalize"]
@@ -20,8 +20,13 @@ _F32_EPS = float(np.finfo(np.float32).eps)
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the trailing `normalized_shape` dims, then scale by weight and shift by bias."""
-    if isinstance(normalized_shape, numbers.Integral):
+    if is_int(normalized_shape):
         normalized_shape = (int(normalized_shape),)
+    if not isinstance(normalized_shape, (tuple, list)):
+        raise TypeError(f"layer_norm: normalized_shape must be an int or a tuple of ints, "
+                        f"got {type(normalized_shape).__name__}")
+    if not is_real(eps):
+        raise TypeError(f"layer_norm: eps must be a number, got {type(eps).__name__}")
     return _C.layer_norm(input, tuple(normalized_shape), weight, bias, float(eps))
 
 
@@ -40,7 +45,7 @@ def _group_norm_args(input, num_groups, eps, op):
     x = _as_tensor(input, op)
     if x.ndim < 2:
         raise ValueError(f"{op}: expected at least 2 dims (N, C, *) for input, got shape {tuple(x.shape)}")
-    if num_groups <= 0 or x.shape[1] % num_groups:
+    if num_groups <= 0 or x.shape[1] % num_groups or num_groups > builtins.max(x.shape[1], 1):
         raise ValueError(f"{op}: expected the number of channels in input ({x.shape[1]}) to be "
                          f"divisible by num_groups ({num_groups}), input shape {tuple(x.shape)}")
     return x, num_groups

@@ -3,10 +3,8 @@
 Part of mmu.functional (re-exported there). Python-level arguments are checked here (TypeError
 for a wrong type, ValueError for a wrong value); the C ops check the shapes.
 """
-import builtins
-
 from . import _C
-from ._args import check_int as _int, pair as _pair
+from ._args import check_int as _int, flag as _flag, pair as _pair
 
 __all__ = ["max_pool2d", "avg_pool2d"]
 
@@ -24,7 +22,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         _pair(stride, "max_pool2d", "stride")
     p = _pair(padding, "max_pool2d", "padding")
     d = _pair(dilation, "max_pool2d", "dilation")
-    return _C.max_pool2d(input, k, s, p, d, builtins.bool(ceil_mode), builtins.bool(return_indices))
+    return _C.max_pool2d(input, k, s, p, d, _flag(ceil_mode, "max_pool2d", "ceil_mode"),
+                          _flag(return_indices, "max_pool2d", "return_indices"))
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -39,4 +38,5 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         div = _int(divisor_override, "avg_pool2d", "divisor_override")
         if div <= 0:
             raise ValueError(f"avg_pool2d: divisor_override must be positive, got {div}")
-    return _C.avg_pool2d(input, k, s, pd, builtins.bool(ceil_mode), builtins.bool(count_include_pad), div)
+    return _C.avg_pool2d(input, k, s, pd, _flag(ceil_mode, "avg_pool2d", "ceil_mode"),
+                         _flag(count_include_pad, "avg_pool2d", "count_include_pad"), div)

@@ -7,7 +7,7 @@ import builtins
 import math
 
 from . import _C
-from ._args import check_int as _int, check_real as _real, is_int as _is_int, is_real as _is_real
+from ._args import check_int as _int, check_real as _real, flag as _flag, is_int as _is_int, is_real as _is_real
 from .tensor import _as_tensor
 
 __all__ = ["pad", "interpolate", "pixel_shuffle", "pixel_unshuffle"]
@@ -21,7 +21,7 @@ def pad(input, pad, mode="constant", value=None):
     (last_lo, last_hi, second_last_lo, second_last_hi, ...). mode 'constant' fills with value
     (default 0) and works on any dims; 'reflect', 'replicate' and 'circular' pad the last 1-3 dims
     of a (N, C, *) or (C, *) input, as torch."""
-    if mode not in _PAD_MODES:
+    if not isinstance(mode, str) or mode not in _PAD_MODES:
         raise ValueError(f"pad: mode must be one of {sorted(_PAD_MODES)}, got {mode!r}")
     if not isinstance(pad, (tuple, list)) or not all(_is_int(v) for v in pad):
         raise TypeError(f"pad: pad must be a tuple of ints, got {pad!r}")
@@ -55,9 +55,13 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     'nearest' index rule, floor(dst·scale)), 'bilinear' for 4-D input (align_corners True/False).
     Exactly one of size and scale_factor. As in torch, a scale_factor is used as given for the
     source positions unless recompute_scale_factor=True."""
-    if mode not in ("nearest", "bilinear"):
+    if recompute_scale_factor is not None:
+        recompute_scale_factor = _flag(recompute_scale_factor, "interpolate", "recompute_scale_factor")
+    if not isinstance(mode, str) or mode not in ("nearest", "bilinear"):
         raise ValueError(f"interpolate: mode must be 'nearest' or 'bilinear' (the modes mmu implements), got {mode!r}")
-    if antialias:
+    if align_corners is not None:
+        align_corners = _flag(align_corners, "interpolate", "align_corners")
+    if _flag(antialias, "interpolate", "antialias"):
         raise ValueError("interpolate: antialias=True is not supported")
     if mode == "nearest" and align_corners is not None:
         raise ValueError("interpolate: align_corners option can only be set with the interpolating modes: "
@@ -104,6 +108,11 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             raise ValueError(f"interpolate: scale_factor must be positive and finite, got {scale_factor!r}")
         out = tuple(int(math.floor(float(i) * f)) for i, f in zip(in_sp, sf))
         scales = None if recompute_scale_factor else sf
+    numel = math.prod(x.shape[:2]) * math.prod(out)
+    if numel > 2 ** 59:  # (a scale_factor of 1e300 would reach the C core as a 300-digit size)
+        what = f"scale_factor {scale_factor!r}" if scale_factor is not None else f"size {size!r}"
+        raise ValueError(f"interpolate: {what} gives an output of more than 2**59 elements for input of "
+                         f"shape {tuple(x.shape)}")
     if not all(v > 0 for v in out) or not all(v > 0 for v in in_sp):
         raise ValueError(f"interpolate: input and output sizes should be greater than 0, but got input spatial "
                          f"size {list(in_sp)} and output size {list(out)}")

@@ -143,7 +143,7 @@ def _advanced_getitem(self, idx):
     # 2. the indexed dims, flattened into one, selected at once
     first, last = adv[0], adv[-1] + 1
     flat = np.ravel_multi_index(arrays, x.shape[first:last]) if arrays[0].size else np.zeros(arrays[0].shape, np.int64)
-    merged = _C.reshape(x, x.shape[:first] + (-1,) + x.shape[last:])
+    merged = _C.reshape(x, x.shape[:first] + (int(np.prod(x.shape[first:last])),) + x.shape[last:])
     out = _C.index_select(merged, first, tensor(flat.reshape(-1).astype(np.int64)))
     return _C.reshape(out, x.shape[:first] + arrays[0].shape + x.shape[last:])
 
@@ -159,8 +159,8 @@ def _setitem(self, idx, value):
         idx = tuple(i.numpy() if isinstance(i, Tensor) else i for i in idx)
     try:
         self.numpy()[idx] = _np(value)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, IndexError, OverflowError) as e:
         shape = getattr(value, "shape", None)
-        raise ValueError(f"index assignment: cannot assign a value{f' of shape {shape}' if shape else ''} "
+        raise (IndexError if isinstance(e, (IndexError, OverflowError)) else ValueError)(f"index assignment: cannot assign a value{f' of shape {shape}' if shape else ''} "
                          f"to {idx!r} of a tensor of shape {self.shape}: {e}") from None
     self._bump_version()

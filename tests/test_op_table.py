@@ -162,6 +162,8 @@ OP_CASES = [
     ("lfq_entropy", lambda m, x: lfq_entropy(x, 1.0), _lfq_entropy_ref, [rnd(4, 2, 3, seed=27)]),
     ("fsq", lambda m, z: _C.fsq(z, FSQ_LEVELS, False)[0], _fsq_ref, [FSQ_Z]),
     ("dropout", lambda m, x: _seeded_dropout(x), lambda x: x * DROPOUT_MASK, [rnd(*DROPOUT_SHAPE, seed=28)]),
+    ("softplus", lambda m, x: m.F.softplus(x, beta=2.0, threshold=1.0),
+     lambda x: np.where(2 * x > 1.0, x, np.log1p(np.exp(2 * x)) / 2), [rnd(3, 5, seed=29)]),
 ]
 OP_IDS = [c[0] for c in OP_CASES]
 

@@ -48,6 +48,7 @@
     X(SILU, mmu_unary_backward, "alg saved_output", "", "")                                                    \
     X(POW, mmu_unary_backward, "", "exponent", "")                                                             \
     X(CLAMP, mmu_unary_backward, "", "min max", "")                                                            \
+    X(SOFTPLUS, mmu_unary_backward, "", "beta threshold", "")                                                  \
     X(LEAKY_RELU, mmu_leaky_relu_backward, "", "negative_slope", "")                                           \
     /* csrc/ops/reduce.c */                                                                                    \
     X(SUM, mmu_reduce_backward, "dim_mask", "", "")                                                            \

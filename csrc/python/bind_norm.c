@@ -24,13 +24,14 @@ static PyObject *py_layer_norm(PyObject *m, PyObject *args) {
 /* group_norm / group_norm_silu (x, num_groups, weight, bias, eps): act is MMU_GN_ACT_NONE or _SILU */
 static PyObject *group_norm_act(PyObject *args, int act) {
     const char *name = act == MMU_GN_ACT_SILU ? "group_norm_silu" : "group_norm";
-    PyObject *xo, *wo, *bo;
-    long long groups;
+    PyObject *xo, *wo, *bo, *go;
+    int64_t groups;
     double eps;
     tensor_args ta = {0};
     mmu_tensor *x, *w = NULL, *b = NULL, *out = NULL;
     mmu_status st;
-    if (!PyArg_ParseTuple(args, "OLOOd", &xo, &groups, &wo, &bo, &eps)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOd", &xo, &go, &wo, &bo, &eps)) return NULL;
+    if (mmu_parse_int64(go, &groups, name, "num_groups", 0) < 0) return NULL;
     if (!(x = arg(&ta, xo, -1, name, "input")) || (wo != Py_None && !(w = arg(&ta, wo, -1, name, "weight"))) ||
         (bo != Py_None && !(b = arg(&ta, bo, -1, name, "bias"))))
         return finish(&ta, MMU_OK, NULL);
@@ -59,13 +60,14 @@ static PyObject *py_rms_norm(PyObject *m, PyObject *args) {
 }
 
 static PyObject *py_normalize(PyObject *m, PyObject *args) {
-    PyObject *xo;
+    PyObject *xo, *dim_obj;
     double p, eps;
-    long long dim;
+    int64_t dim;
     tensor_args ta = {0};
     mmu_tensor *x, *out = NULL;
     mmu_status st;
-    if (!PyArg_ParseTuple(args, "OdLd", &xo, &p, &dim, &eps)) return NULL;
+    if (!PyArg_ParseTuple(args, "OdOd", &xo, &p, &dim_obj, &eps)) return NULL;
+    if (mmu_parse_int64(dim_obj, &dim, "normalize", "dim", 1) < 0) return NULL;
     if (!(x = arg(&ta, xo, -1, "normalize", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_normalize(&out, x, p, dim, eps));
     return finish(&ta, st, out);

@@ -30,14 +30,15 @@ static PyObject *py_max_pool2d(PyObject *m, PyObject *args) {
 }
 
 static PyObject *py_avg_pool2d(PyObject *m, PyObject *args) {
-    PyObject *xo, *ko, *so, *po;
+    PyObject *xo, *ko, *so, *po, *dvo;
     int ceil_mode, include_pad;
-    long long divisor;
+    int64_t divisor;
     tensor_args ta = {0};
     mmu_tensor *x, *out = NULL;
     mmu_status st;
     int64_t k[2], s[2], p[2];
-    if (!PyArg_ParseTuple(args, "OOOOppL", &xo, &ko, &so, &po, &ceil_mode, &include_pad, &divisor)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOppO", &xo, &ko, &so, &po, &ceil_mode, &include_pad, &dvo)) return NULL;
+    if (mmu_parse_int64(dvo, &divisor, "avg_pool2d", "divisor_override", 0) < 0) return NULL;
     if (mmu_parse_ints(ko, 2, k, "avg_pool2d", "kernel_size") < 0 ||
         mmu_parse_ints(so, 2, s, "avg_pool2d", "stride") < 0 || mmu_parse_ints(po, 2, p, "avg_pool2d", "padding") < 0)
         return NULL;

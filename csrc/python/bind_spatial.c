@@ -50,14 +50,16 @@ static PyObject *py_upsample_nearest(PyObject *m, PyObject *args) {
 }
 
 static PyObject *py_upsample_bilinear2d(PyObject *m, PyObject *args) {
-    PyObject *xo;
-    long long oh, ow;
+    PyObject *xo, *oho, *owo;
+    int64_t oh, ow;
     int align;
     double sh, sw;
     tensor_args ta = {0};
     mmu_tensor *x, *out = NULL;
     mmu_status st;
-    if (!PyArg_ParseTuple(args, "OLLpdd", &xo, &oh, &ow, &align, &sh, &sw)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOpdd", &xo, &oho, &owo, &align, &sh, &sw)) return NULL;
+    if (mmu_parse_int64(oho, &oh, "interpolate", "size", 0) < 0 || mmu_parse_int64(owo, &ow, "interpolate", "size", 0) < 0)
+        return NULL;
     if (!(x = arg(&ta, xo, -1, "interpolate", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_upsample_bilinear2d(&out, x, oh, ow, align, sh, sw));
     return finish(&ta, st, out);

@@ -60,8 +60,8 @@ mmu_tensor *mmu_to_tensor(PyObject *obj, int like, const char *op, const char *a
         if (dt == MMU_BOOL && !PyBool_Check(obj)) dt = PyFloat_Check(obj) ? MMU_FLOAT32 : MMU_INT64;
         double v = PyFloat_AsDouble(obj);
         if (dt == MMU_INT64) {
-            long long iv = PyLong_AsLongLong(obj);
-            if (iv == -1 && PyErr_Occurred()) return NULL;
+            int64_t iv = obj == Py_True;
+            if (!PyBool_Check(obj) && mmu_parse_int64(obj, &iv, op, arg, 0) < 0) return NULL;
             v = (double)iv;
             mmu_tensor *t = NULL;
             mmu_status st = mmu_tensor_empty(&t, MMU_INT64, 0, NULL);
@@ -149,9 +149,11 @@ int mmu_parse_shape(PyObject *obj, int *ndim, int64_t *shape, const char *op, co
             PyErr_Format(PyExc_TypeError, "%s: %s must contain ints, got %s", op, arg, type_name(item));
             return -1;
         }
-        shape[i] = PyLong_AsLongLong(idx);
+        int overflow = 0;
+        shape[i] = PyLong_AsLongLongAndOverflow(idx, &overflow);
+        if (overflow) PyErr_Format(PyExc_ValueError, "%s: %s value %R does not fit in 64 bits", op, arg, idx);
         Py_DECREF(idx);
-        if (shape[i] == -1 && PyErr_Occurred()) {
+        if (overflow || (shape[i] == -1 && PyErr_Occurred())) {
             Py_DECREF(seq);
             return -1;
         }
@@ -159,6 +161,27 @@ int mmu_parse_shape(PyObject *obj, int *ndim, int64_t *shape, const char *op, co
     *ndim = (int)n;
     Py_DECREF(seq);
     return 0;
+}
+
+int mmu_parse_int64(PyObject *obj, int64_t *v, const char *op, const char *arg, int is_dim) {
+    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be an int, got %s", op, arg, type_name(obj));
+        return -1;
+    }
+    PyObject *idx = PyNumber_Index(obj); /* a Tensor's __index__ raises for a non-int or a non-scalar one */
+    if (!idx) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: %s must be an int, got %s", op, arg, type_name(obj));
+        return -1;
+    }
+    int overflow = 0;
+    *v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+    if (overflow) {
+        if (is_dim) PyErr_Format(PyExc_IndexError, "%s: %s %R is out of range", op, arg, idx);
+        else PyErr_Format(PyExc_ValueError, "%s: %s %R does not fit in 64 bits", op, arg, idx);
+    }
+    Py_DECREF(idx);
+    return overflow || (*v == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
 /* ------------------------------------------------------ Tensor type */
@@ -329,9 +352,11 @@ static PyObject *tensor_item(PyTensor *self, PyObject *unused) {
 
 static PyObject *tensor_backward(PyTensor *self, PyObject *args, PyObject *kwargs) {
     static char *kw[] = {"grad", "retain_graph", NULL};
-    PyObject *gobj = Py_None;
-    int retain = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|Op", kw, &gobj, &retain)) return NULL;
+    PyObject *gobj = Py_None, *robj = Py_False;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO:backward", kw, &gobj, &robj)) return NULL;
+    if (!PyBool_Check(robj) && !PyLong_Check(robj))
+        return PyErr_Format(PyExc_TypeError, "backward: retain_graph must be a bool, got %s", type_name(robj));
+    int retain = PyObject_IsTrue(robj);
     mmu_tensor *g = NULL;
     if (gobj != Py_None && !(g = mmu_to_tensor(gobj, MMU_FLOAT32, "backward", "grad"))) return NULL;
     mmu_status st;

@@ -5,7 +5,7 @@ state_dict loads into the mmu twin."""
 from . import functional, init, utils  # noqa: F401
 from .attention import MultiheadAttention, RotaryEmbedding  # noqa: F401
 from .containers import ModuleDict, ModuleList, Sequential  # noqa: F401
-from .activation import GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Tanh  # noqa: F401
+from .activation import GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh  # noqa: F401
 from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d  # noqa: F401
 from .layers import (  # noqa: F401
     Dropout, Embedding, Flatten, Identity, Linear, PixelShuffle, PixelUnshuffle, Unflatten, Upsample,
@@ -18,6 +18,6 @@ from .transformer import TransformerBlock  # noqa: F401
 
 __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Conv1d",
            "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "LayerNorm", "GroupNorm", "BatchNorm1d", "BatchNorm2d", "ActNorm",
-           "RMSNorm", "Embedding", "Dropout", "ReLU", "GELU", "SiLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax",
+           "RMSNorm", "Embedding", "Dropout", "ReLU", "GELU", "SiLU", "Sigmoid", "Tanh", "Softplus", "LeakyReLU", "Softmax",
            "Flatten", "Unflatten", "Upsample", "AvgPool2d", "MaxPool2d", "PixelShuffle", "PixelUnshuffle", "MultiheadAttention", "RotaryEmbedding", "TransformerBlock",
            "functional", "init", "utils"]

@@ -1,6 +1,6 @@
 """Argument helpers shared by the layer modules of mmu.nn (layers, conv, norm, activation,
 pooling, attention, transformer)."""
-from .._args import is_int
+from .._args import is_int, is_real
 from ..tensor import zeros as _zeros
 from .parameter import Parameter
 
@@ -15,7 +15,15 @@ def _int(v, name, cls, minimum=None):
         raise TypeError(f"{cls}: {name} must be an int, got {type(v).__name__}")
     if minimum is not None and v < minimum:
         raise ValueError(f"{cls}: {name} must be >= {minimum}, got {v}")
+    if v > 2 ** 59:  # no buffer (and no int64 product of sizes) holds that many
+        raise ValueError(f"{cls}: {name} {v} is too large")
     return int(v)
+
+
+def _real(v, name, cls):
+    if not is_real(v):
+        raise TypeError(f"{cls}: {name} must be a number, got {type(v).__name__}")
+    return float(v)
 
 
 def _ntuple(v, n, name, cls, minimum=None):

@@ -1,11 +1,14 @@
 """Activation layers with torch.nn's names and arguments: ReLU, SiLU, GELU, Sigmoid, Tanh,
-LeakyReLU, Softmax."""
+Softplus, LeakyReLU, Softmax."""
 import warnings
 
 from .. import functional as F
+from .._args import flag
+from ..tensor import _as_tensor
+from ._layer_args import _real
 from .module import Module
 
-__all__ = ["ReLU", "SiLU", "GELU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax"]
+__all__ = ["ReLU", "SiLU", "GELU", "Sigmoid", "Tanh", "Softplus", "LeakyReLU", "Softmax"]
 
 
 class _Activation(Module):
@@ -44,7 +47,7 @@ class GELU(Module):
 
     def __init__(self, approximate="none"):
         super().__init__()
-        if approximate not in ("none", "tanh"):
+        if not isinstance(approximate, str) or approximate not in ("none", "tanh"):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
@@ -58,6 +61,9 @@ class GELU(Module):
 class Sigmoid(Module):
     """1 / (1 + exp(-x)) elementwise, as torch.nn.Sigmoid: any shape -> the same shape."""
 
+    def __init__(self):
+        super().__init__()
+
     def forward(self, input):
         return F.sigmoid(input)
 
@@ -65,8 +71,25 @@ class Sigmoid(Module):
 class Tanh(Module):
     """tanh(x) elementwise, as torch.nn.Tanh: any shape -> the same shape."""
 
+    def __init__(self):
+        super().__init__()
+
     def forward(self, input):
         return F.tanh(input)
+
+
+class Softplus(Module):
+    """log(1 + exp(beta·x)) / beta, linear above `threshold` (torch.nn.Softplus; see F.softplus)."""
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        self.beta, self.threshold = F._softplus_args(beta, threshold, "Softplus")
+
+    def forward(self, input):
+        return F.softplus(input, self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
 
 
 class LeakyReLU(Module):
@@ -75,8 +98,8 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
-        self.negative_slope = float(negative_slope)
-        self.inplace = inplace
+        self.negative_slope = _real(negative_slope, "negative_slope", "LeakyReLU")
+        self.inplace = flag(inplace, "LeakyReLU", "inplace")
 
     def forward(self, input):
         return F.leaky_relu(input, self.negative_slope)
@@ -93,6 +116,7 @@ class Softmax(Module):
         self.dim = dim
 
     def forward(self, input):
+        input = _as_tensor(input, "Softmax")
         dim = self.dim
         if dim is None:
             warnings.warn("Implicit dimension choice for softmax has been deprecated. Change the call to "

@@ -3,6 +3,7 @@ initialisation: Conv1d/2d/3d and ConvTranspose1d/2d/3d (one call into mmu.functi
 import math
 
 from .. import functional as F
+from .._args import flag
 from . import init
 from ._layer_args import _int, _ntuple, _param
 from .module import Module
@@ -56,7 +57,7 @@ class _ConvNd(Module):
         else:
             shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = _param(*shape)
-        if bias:
+        if flag(bias, type(self).__name__, "bias"):
             self.bias = _param(self.out_channels)
         else:
             self.register_parameter("bias", None)

@@ -9,10 +9,11 @@ import math
 import numbers
 
 from .. import functional as F
+from .._args import flag
 from ..tensor import _as_tensor, where as _where
 from . import init
-from ._layer_args import _int, _ntuple, _param  # noqa: F401 (re-exported for older imports)
-from .activation import GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Tanh  # noqa: F401
+from ._layer_args import _int, _ntuple, _param, _real  # noqa: F401 (re-exported for older imports)
+from .activation import GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh  # noqa: F401
 from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d  # noqa: F401
 from .module import Module
 from .norm import ActNorm, BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm, _BatchNorm  # noqa: F401
@@ -43,7 +44,7 @@ class Linear(Module):
         self.in_features = _int(in_features, "in_features", "Linear", 0)
         self.out_features = _int(out_features, "out_features", "Linear", 0)
         self.weight = _param(self.out_features, self.in_features)
-        if bias:
+        if flag(bias, "Linear", "bias"):
             self.bias = _param(self.out_features)
         else:
             self.register_parameter("bias", None)
@@ -167,11 +168,22 @@ class Unflatten(Module):
 
     def __init__(self, dim, unflattened_size):
         super().__init__()
-        self.dim, self.unflattened_size = dim, tuple(unflattened_size)
+        if not isinstance(unflattened_size, (tuple, list)):
+            raise TypeError(f"Unflatten: unflattened_size must be a tuple of ints, got {type(unflattened_size).__name__}")
+        self.dim = _int(dim, "dim", "Unflatten")
+        self.unflattened_size = tuple(_int(s, "unflattened_size", "Unflatten", -1) for s in unflattened_size)
 
     def forward(self, input):
         input = _as_tensor(input, "Unflatten")
+        if not -input.ndim <= self.dim < input.ndim:
+            raise IndexError(f"Unflatten: dim {self.dim} is out of range for input of shape {input.shape}")
         dim = self.dim % input.ndim
+        n = 1
+        for s in self.unflattened_size:
+            n *= s
+        if n != input.shape[dim] and -1 not in self.unflattened_size:
+            raise ValueError(f"Unflatten: unflattened_size {self.unflattened_size} does not multiply to dim {self.dim} "
+                             f"of size {input.shape[dim]} (input of shape {input.shape})")
         return input.reshape(input.shape[:dim] + self.unflattened_size + input.shape[dim + 1:])
 
     def extra_repr(self):
@@ -187,9 +199,9 @@ class Upsample(Module):
             raise ValueError("Upsample: exactly one of size and scale_factor must be given")
         self.size = tuple(size) if isinstance(size, list) else size
         if isinstance(scale_factor, (tuple, list)):
-            self.scale_factor = tuple(float(s) for s in scale_factor)
+            self.scale_factor = tuple(_real(s, "scale_factor", "Upsample") for s in scale_factor)
         else:
-            self.scale_factor = float(scale_factor) if scale_factor is not None else None
+            self.scale_factor = _real(scale_factor, "scale_factor", "Upsample") if scale_factor is not None else None
         self.mode = mode
         self.align_corners = align_corners
 

@@ -5,10 +5,10 @@ import numbers
 import numpy as _np
 
 from .. import functional as F
-from .._args import is_int
+from .._args import flag, is_int
 from ..tensor import _as_tensor, zeros as _zeros
 from . import init
-from ._layer_args import _int, _param
+from ._layer_args import _int, _param, _real
 from .module import Module
 from .parameter import Parameter
 
@@ -30,11 +30,11 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
         super().__init__()
         self.normalized_shape = _shape_tuple(normalized_shape, "LayerNorm")
-        self.eps = float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
+        self.eps = _real(eps, "eps", "LayerNorm")
+        self.elementwise_affine = flag(elementwise_affine, "LayerNorm", "elementwise_affine")
         if self.elementwise_affine:
             self.weight = _param(*self.normalized_shape)
-            if bias:
+            if flag(bias, "LayerNorm", "bias"):
                 self.bias = _param(*self.normalized_shape)
             else:
                 self.register_parameter("bias", None)
@@ -68,11 +68,11 @@ class GroupNorm(Module):
         if self.num_channels % self.num_groups:
             raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups "
                              f"({num_groups})")
-        self.eps = float(eps)
-        self.affine = bool(affine)
+        self.eps = _real(eps, "eps", "GroupNorm")
+        self.affine = flag(affine, "GroupNorm", "affine")
         if self.affine:
             self.weight = _param(self.num_channels)
-            if bias:
+            if flag(bias, "GroupNorm", "bias"):
                 self.bias = _param(self.num_channels)
             else:
                 self.register_parameter("bias", None)
@@ -103,8 +103,8 @@ class RMSNorm(Module):
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True):
         super().__init__()
         self.normalized_shape = _shape_tuple(normalized_shape, "RMSNorm")
-        self.eps = None if eps is None else float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
+        self.eps = None if eps is None else _real(eps, "eps", "RMSNorm")
+        self.elementwise_affine = flag(elementwise_affine, "RMSNorm", "elementwise_affine")
         if self.elementwise_affine:
             self.weight = _param(*self.normalized_shape)
         else:
@@ -141,11 +141,11 @@ class _BatchNorm(Module):
             raise TypeError(f"{cls}: momentum must be a number or None, got {type(momentum).__name__}")
         self.eps = eps
         self.momentum = momentum
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+        self.affine = flag(affine, cls, "affine")
+        self.track_running_stats = flag(track_running_stats, cls, "track_running_stats")
         if self.affine:
             self.weight = _param(self.num_features)
-            if bias:
+            if flag(bias, cls, "bias"):
                 self.bias = _param(self.num_features)
             else:
                 self.register_parameter("bias", None)
@@ -204,7 +204,7 @@ class BatchNorm1d(_BatchNorm):
 
     def _check_input_dim(self, input):
         if input.ndim not in (2, 3):
-            raise ValueError(f"expected 2D or 3D input (got {input.ndim}D input)")
+            raise ValueError(f"BatchNorm1d: expected 2D or 3D input (got {input.ndim}D input)")
 
 
 class BatchNorm2d(_BatchNorm):
@@ -212,7 +212,7 @@ class BatchNorm2d(_BatchNorm):
 
     def _check_input_dim(self, input):
         if input.ndim != 4:
-            raise ValueError(f"expected 4D input (got {input.ndim}D input)")
+            raise ValueError(f"BatchNorm2d: expected 4D input (got {input.ndim}D input)")
 
 
 class ActNorm(Module):
@@ -226,11 +226,11 @@ class ActNorm(Module):
 
     def __init__(self, num_features, logdet=False, affine=True, allow_reverse_init=False):
         super().__init__()
-        if not affine:
+        if not flag(affine, "ActNorm", "affine"):
             raise ValueError("ActNorm: affine must be True (taming-transformers' ActNorm asserts it)")
         self.num_features = _int(num_features, "num_features", "ActNorm", 1)
-        self.logdet = bool(logdet)
-        self.allow_reverse_init = bool(allow_reverse_init)
+        self.logdet = flag(logdet, "ActNorm", "logdet")
+        self.allow_reverse_init = flag(allow_reverse_init, "ActNorm", "allow_reverse_init")
         self.loc = Parameter(_zeros(1, self.num_features, 1, 1))
         self.scale = Parameter(_zeros(1, self.num_features, 1, 1))
         init.ones_(self.scale)
