@@ -55,7 +55,7 @@ def fsq_levels_for(codebook_size):
 _VQ_NEUTRAL = {"heads": lambda v: v == 1, "separate_codebook_per_head": lambda v: not v, "codebook_dim": lambda v: v is None,
                "use_cosine_sim": lambda v: not v, "rotation_trick": lambda v: not v,
                "stochastic_sample_codes": lambda v: not v, "freeze_codebook": lambda v: not v,
-               "kmeans_iters": lambda v: True, "sample_codebook_temp": lambda v: True, "channel_last": lambda v: True,
+               "sample_codebook_temp": lambda v: True, "channel_last": lambda v: True,
                "accept_image_fmap": lambda v: v in (True, None)}
 
 
@@ -65,14 +65,18 @@ class TwinVectorQuantize(nn.Module):
     embed_avg, initted. Training: loss = commitment_weight * mse(sg(q), x) (+ codebook_weight *
     mse(q, sg(x)) with a learnable codebook), output x + sg(q - x); the EMA update (ema_update, not
     learnable) is vector-quantize-pytorch's with Laplace smoothing, before the losses (as mmu).
-    kmeans_init and dead-code restarts are not mirrored (they draw random vectors): turn them off."""
+    EMA state starts at cluster_size = 1, embed_avg = embed (vector-quantize-pytorch's). kmeans_init is
+    mirrored given the starting centres: set `kmeans_rows` (the rows of the first training batch mmu's
+    seeded sampler draws) before the first step; then Lloyd's k-means and vector-quantize-pytorch's
+    init_embed_ (embed_avg = centre * count, cluster_size = count, embed from them). Dead-code restarts
+    are not mirrored (they draw random vectors): turn them off."""
 
     def __init__(self, dim, codebook_size, learnable_codebook=False, ema_update=True, decay=0.8, eps=1e-5,
-                 commitment_weight=1.0, codebook_weight=1.0, kmeans_init=False, threshold_ema_dead_code=0.0,
-                 **unused):
+                 commitment_weight=1.0, codebook_weight=1.0, kmeans_init=False, kmeans_iters=10,
+                 threshold_ema_dead_code=0.0, **unused):
         super().__init__()
-        if kmeans_init or threshold_ema_dead_code:
-            raise ValueError("TwinVectorQuantize: kmeans_init and dead-code restarts are not mirrored")
+        if threshold_ema_dead_code:
+            raise ValueError("TwinVectorQuantize: dead-code restarts are not mirrored")
         bad = sorted(k for k, v in unused.items() if k not in _VQ_NEUTRAL or not _VQ_NEUTRAL[k](v))
         if bad:
             raise ValueError(f"TwinVectorQuantize: options not mirrored: {sorted(bad)}")
@@ -80,22 +84,52 @@ class TwinVectorQuantize(nn.Module):
         self.learnable_codebook, self.ema_update = learnable_codebook, ema_update
         self.decay, self.eps = decay, eps
         self.commitment_weight, self.codebook_weight = commitment_weight, codebook_weight
+        self.kmeans_init, self.kmeans_iters, self.kmeans_rows = kmeans_init, kmeans_iters, None
         embed = torch.zeros(1, codebook_size, dim)
         if learnable_codebook:
             self.embed = nn.Parameter(embed)
         else:
             self.register_buffer("embed", embed)
-        self.register_buffer("cluster_size", torch.zeros(1, codebook_size))
+        self.register_buffer("cluster_size", torch.ones(1, codebook_size))
         self.register_buffer("embed_avg", embed.clone())
-        self.register_buffer("initted", torch.ones(1))
+        self.register_buffer("initted", torch.full((1,), 0.0 if kmeans_init else 1.0))
+
+    def _nearest(self, x, e):
+        # ||x||^2 is the same for every code: argmin of ||e||^2 - 2 x.e
+        return ((e * e).sum(1)[None] - 2.0 * (x @ e.t())).argmin(1)
+
+    def _smoothed(self):
+        # vector-quantize-pytorch's update_ema: embed = embed_avg / Laplace-smoothed cluster sizes
+        K, cs = self.codebook_size, self.cluster_size[0]
+        n = cs.sum()
+        self.embed[0].copy_(self.embed_avg[0] / ((cs + self.eps) / (n + K * self.eps) * n)[:, None])
+
+    @torch.no_grad()
+    def _init_kmeans(self, x):
+        """vector-quantize-pytorch's kmeans (Lloyd, empty clusters keep their centre, the last bins) from the
+        rows self.kmeans_rows, then init_embed_."""
+        if self.kmeans_rows is None:
+            raise ValueError("TwinVectorQuantize: kmeans_init needs kmeans_rows (mmu's sampled rows) before step 0")
+        K = self.codebook_size
+        means = x[torch.as_tensor(self.kmeans_rows, dtype=torch.long)].clone()
+        for _ in range(self.kmeans_iters):
+            b = self._nearest(x, means)
+            bins = torch.bincount(b, minlength=K).to(x.dtype)
+            new = torch.zeros_like(means).index_add_(0, b, x) / bins.clamp_min(1)[:, None]
+            means = torch.where(bins[:, None] == 0, means, new)
+        self.embed_avg[0].copy_(means * bins[:, None])
+        self.cluster_size[0].copy_(bins)
+        self._smoothed()
+        self.initted.fill_(1.0)
 
     def forward(self, z):
         B, D, H, W = z.shape
         x = z.reshape(B, D, H * W).transpose(1, 2).reshape(B * H * W, D)
+        if self.training and self.kmeans_init and not bool(self.initted.item()):
+            self._init_kmeans(x.detach())
         emb = self.embed[0]
         e = emb.detach()
-        # ||x||^2 is the same for every code: argmin of ||e||^2 - 2 x.e
-        ind = ((e * e).sum(1)[None] - 2.0 * (x.detach() @ e.t())).argmin(1)
+        ind = self._nearest(x.detach(), e)
         q = F.embedding(ind, emb if self.learnable_codebook else e)
         if self.training and self.ema_update and not self.learnable_codebook:
             with torch.no_grad():
@@ -104,9 +138,7 @@ class TwinVectorQuantize(nn.Module):
                 self.cluster_size[0].mul_(d).add_(cnt, alpha=1 - d)
                 s = torch.zeros_like(e).index_add_(0, ind, x.detach())
                 self.embed_avg[0].mul_(d).add_(s, alpha=1 - d)
-                n = self.cluster_size[0].sum()
-                smoothed = (self.cluster_size[0] + self.eps) / (n + K * self.eps) * n
-                self.embed[0].copy_(self.embed_avg[0] / smoothed[:, None])
+                self._smoothed()
         loss = z.new_zeros(())
         if self.training:
             if self.commitment_weight > 0:
@@ -762,7 +794,8 @@ class TwinVQGAN(_TwinTokenizer):
 
 
 _QUANTIZER_HYPER = {
-    "TwinVectorQuantize": ("decay", "eps", "commitment_weight", "codebook_weight", "learnable_codebook", "ema_update"),
+    "TwinVectorQuantize": ("decay", "eps", "commitment_weight", "codebook_weight", "learnable_codebook", "ema_update",
+                           "kmeans_init", "kmeans_iters"),
     "TwinLFQ": ("entropy_loss_weight", "commitment_loss_weight", "diversity_gamma", "inv_temperature",
                 "codebook_scale"),
     "TwinGumbelQuantize": ("kl_weight",),
@@ -827,3 +860,260 @@ def tokenizer_train_step(twin, opt, batch, step, disc_opt=None, grad_clip=1.0, n
         disc_opt.step()
         d_value = d.item()
     return loss.item(), d_value
+
+
+# ------------------------------------------------------------------------------------------- FID Inception
+# pytorch-fid's FID Inception (fid_inception_v3() + the InceptionV3 wrapper, pool3 block) written with
+# torch.nn only (no torchvision): torchvision's Inception3 attribute names, so the state_dict keys are the
+# keys of pytorch-fid's weight file and of mmu.metrics.inception.InceptionV3; FIDInceptionA/C/E_1 pool
+# with avg_pool2d(count_include_pad=False), FIDInceptionE_2 (Mixed_7c) with max_pool2d(3, 1, 1).
+class TwinBasicConv2d(nn.Module):
+    def __init__(self, cin, cout, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+def _tf_avg_pool(x):
+    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+
+class TwinFIDInceptionA(nn.Module):
+    def __init__(self, cin, pool_features):
+        super().__init__()
+        B = TwinBasicConv2d
+        self.branch1x1 = B(cin, 64, 1)
+        self.branch5x5_1, self.branch5x5_2 = B(cin, 48, 1), B(48, 64, 5, padding=2)
+        self.branch3x3dbl_1, self.branch3x3dbl_2 = B(cin, 64, 1), B(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = B(96, 96, 3, padding=1)
+        self.branch_pool = B(cin, pool_features, 1)
+
+    def forward(self, x):
+        return torch.cat([self.branch1x1(x), self.branch5x5_2(self.branch5x5_1(x)),
+                          self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                          self.branch_pool(_tf_avg_pool(x))], 1)
+
+
+class TwinInceptionB(nn.Module):
+    def __init__(self, cin):
+        super().__init__()
+        B = TwinBasicConv2d
+        self.branch3x3 = B(cin, 384, 3, stride=2)
+        self.branch3x3dbl_1, self.branch3x3dbl_2 = B(cin, 64, 1), B(64, 96, 3, padding=1)
+        self.branch3x3dbl_3 = B(96, 96, 3, stride=2)
+
+    def forward(self, x):
+        return torch.cat([self.branch3x3(x), self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                          F.max_pool2d(x, kernel_size=3, stride=2)], 1)
+
+
+class TwinFIDInceptionC(nn.Module):
+    def __init__(self, cin, c7):
+        super().__init__()
+        B = TwinBasicConv2d
+        self.branch1x1 = B(cin, 192, 1)
+        self.branch7x7_1, self.branch7x7_2 = B(cin, c7, 1), B(c7, c7, (1, 7), padding=(0, 3))
+        self.branch7x7_3 = B(c7, 192, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_1, self.branch7x7dbl_2 = B(cin, c7, 1), B(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_3, self.branch7x7dbl_4 = B(c7, c7, (1, 7), padding=(0, 3)), B(c7, c7, (7, 1), padding=(3, 0))
+        self.branch7x7dbl_5 = B(c7, 192, (1, 7), padding=(0, 3))
+        self.branch_pool = B(cin, 192, 1)
+
+    def forward(self, x):
+        d = self.branch7x7dbl_1(x)
+        for m in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+            d = m(d)
+        return torch.cat([self.branch1x1(x), self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))), d,
+                          self.branch_pool(_tf_avg_pool(x))], 1)
+
+
+class TwinInceptionD(nn.Module):
+    def __init__(self, cin):
+        super().__init__()
+        B = TwinBasicConv2d
+        self.branch3x3_1, self.branch3x3_2 = B(cin, 192, 1), B(192, 320, 3, stride=2)
+        self.branch7x7x3_1, self.branch7x7x3_2 = B(cin, 192, 1), B(192, 192, (1, 7), padding=(0, 3))
+        self.branch7x7x3_3, self.branch7x7x3_4 = B(192, 192, (7, 1), padding=(3, 0)), B(192, 192, 3, stride=2)
+
+    def forward(self, x):
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        return torch.cat([self.branch3x3_2(self.branch3x3_1(x)), b7, F.max_pool2d(x, kernel_size=3, stride=2)], 1)
+
+
+class TwinFIDInceptionE(nn.Module):
+    """FIDInceptionE_1 (max_pool=False) / FIDInceptionE_2 (max_pool=True)."""
+
+    def __init__(self, cin, max_pool):
+        super().__init__()
+        B = TwinBasicConv2d
+        self.max_pool = max_pool
+        self.branch1x1 = B(cin, 320, 1)
+        self.branch3x3_1 = B(cin, 384, 1)
+        self.branch3x3_2a, self.branch3x3_2b = B(384, 384, (1, 3), padding=(0, 1)), B(384, 384, (3, 1), padding=(1, 0))
+        self.branch3x3dbl_1, self.branch3x3dbl_2 = B(cin, 448, 1), B(448, 384, 3, padding=1)
+        self.branch3x3dbl_3a = B(384, 384, (1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = B(384, 384, (3, 1), padding=(1, 0))
+        self.branch_pool = B(cin, 192, 1)
+
+    def forward(self, x):
+        b3 = self.branch3x3_1(x)
+        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        d = torch.cat([self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d)], 1)
+        p = F.max_pool2d(x, kernel_size=3, stride=1, padding=1) if self.max_pool else _tf_avg_pool(x)
+        return torch.cat([self.branch1x1(x), b3, d, self.branch_pool(p)], 1)
+
+
+class TwinFIDInceptionV3(nn.Module):
+    """pytorch-fid's InceptionV3(output_blocks=[3]) on fid_inception_v3(): forward(x in [0, 1]) ->
+    (N, 2048, 1, 1) pool3 features; resize to 299 bilinear (align_corners=False) then 2x - 1.
+    load_mmu_state(state) copies mmu.metrics.inception.InceptionV3's state_dict (strict)."""
+
+    def __init__(self, resize_input=True, normalize_input=True):
+        super().__init__()
+        B = TwinBasicConv2d
+        self.resize_input, self.normalize_input = resize_input, normalize_input
+        self.Conv2d_1a_3x3, self.Conv2d_2a_3x3 = B(3, 32, 3, stride=2), B(32, 32, 3)
+        self.Conv2d_2b_3x3 = B(32, 64, 3, padding=1)
+        self.Conv2d_3b_1x1, self.Conv2d_4a_3x3 = B(64, 80, 1), B(80, 192, 3)
+        self.Mixed_5b, self.Mixed_5c = TwinFIDInceptionA(192, 32), TwinFIDInceptionA(256, 64)
+        self.Mixed_5d, self.Mixed_6a = TwinFIDInceptionA(288, 64), TwinInceptionB(288)
+        self.Mixed_6b, self.Mixed_6c = TwinFIDInceptionC(768, 128), TwinFIDInceptionC(768, 160)
+        self.Mixed_6d, self.Mixed_6e = TwinFIDInceptionC(768, 160), TwinFIDInceptionC(768, 192)
+        self.Mixed_7a, self.Mixed_7b = TwinInceptionD(768), TwinFIDInceptionE(1280, max_pool=False)
+        self.Mixed_7c = TwinFIDInceptionE(2048, max_pool=True)
+        self.eval()
+
+    def load_mmu_state(self, state):
+        sd = {k: torch.from_numpy(np.array(v.numpy() if hasattr(v, "numpy") else v)) for k, v in state.items()}
+        for k, v in self.state_dict().items():
+            if k in sd and sd[k].dtype != v.dtype:
+                sd[k] = sd[k].to(v.dtype)
+        self.load_state_dict(sd, strict=True)
+        return self
+
+    def forward(self, x):
+        if self.resize_input:
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        if self.normalize_input:
+            x = 2 * x - 1
+        x = F.max_pool2d(self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x))), kernel_size=3, stride=2)
+        x = F.max_pool2d(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)), kernel_size=3, stride=2)
+        for m in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
+                  self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+            x = m(x)
+        return F.adaptive_avg_pool2d(x, output_size=(1, 1))
+
+
+# ------------------------------------------------------------------------------------------- taming VQModel
+# A twin of taming-transformers' VQModel *in taming's own layout* (taming/models/vqgan.py), so its
+# state_dict keys are a real taming checkpoint's: encoder / decoder (TwinEncoder / TwinDecoder, taming's
+# names), quantize.embedding (VectorQuantizer2's nn.Embedding (K, d)), quant_conv / post_quant_conv, and
+# loss = VQLPIPSWithDiscriminator's modules: loss.perceptual_loss (taming's LPIPS: scaling_layer buffers,
+# net.slice1..5 over torchvision's VGG16 feature indices, lin{k}.model = Dropout + 1x1 conv) and
+# loss.discriminator (NLayerDiscriminator, main.{i}). encode / decode_code follow VectorQuantizer2.
+class _TwinTamingScaling(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("shift", torch.tensor([-.030, -.088, -.188])[None, :, None, None])
+        self.register_buffer("scale", torch.tensor([.458, .448, .450])[None, :, None, None])
+
+
+class _TwinTamingVGG16(nn.Module):
+    _SLICES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))
+
+    def __init__(self):
+        super().__init__()
+        from mmu.losses.lpips import _NETS
+        layers = _NETS["vgg"][0]
+        for s, (lo, hi) in enumerate(self._SLICES, 1):
+            sl = nn.Sequential()
+            for i in range(lo, hi):
+                l = layers[i]
+                sl.add_module(str(i), nn.Conv2d(l[1], l[2], l[3], l[4], l[5]) if l[0] == "conv" else
+                              nn.ReLU() if l[0] == "relu" else nn.MaxPool2d(l[1], l[2]))
+            setattr(self, f"slice{s}", sl)
+
+
+class _TwinTamingNetLin(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, bias=False))
+
+
+class TwinTamingLPIPS(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scaling_layer = _TwinTamingScaling()
+        self.net = _TwinTamingVGG16()
+        for k, c in enumerate((64, 128, 256, 512, 512)):
+            setattr(self, f"lin{k}", _TwinTamingNetLin(c))
+
+
+class TwinTamingVectorQuantizer2(nn.Module):
+    def __init__(self, n_e, e_dim):
+        super().__init__()
+        self.embedding = nn.Embedding(n_e, e_dim)
+
+    def codes(self, z):
+        zf = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        w = self.embedding.weight
+        d = (zf ** 2).sum(1, keepdim=True) + (w ** 2).sum(1) - 2 * zf @ w.t()
+        return d.argmin(1).reshape(z.shape[0], z.shape[2], z.shape[3])
+
+
+class TwinTamingVQModel(nn.Module):
+    """taming's VQModel(ddconfig, lossconfig, n_embed, embed_dim) with VQLPIPSWithDiscriminator's modules;
+    every weight drawn at random (seeded) so a conversion test compares non-trivial numbers."""
+
+    def __init__(self, ch, ch_mult, num_res_blocks, attn_resolutions, in_channels, resolution, z_channels,
+                 n_embed, embed_dim, out_ch=None, disc_ndf=8, disc_layers=2, use_actnorm=False, seed=0):
+        super().__init__()
+        self.encoder = TwinEncoder(ch, ch_mult, num_res_blocks, attn_resolutions, in_channels, resolution, z_channels)
+        self.decoder = TwinDecoder(ch, ch_mult, num_res_blocks, attn_resolutions, out_ch or in_channels, resolution,
+                                   z_channels)
+        self.quantize = TwinTamingVectorQuantizer2(n_embed, embed_dim)
+        self.quant_conv = nn.Conv2d(z_channels, embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
+        self.loss = nn.Module()
+        self.loss.perceptual_loss = TwinTamingLPIPS()
+        self.loss.discriminator = TwinNLayerDiscriminator(
+            in_channels, disc_ndf, disc_layers, norm="none" if use_actnorm else "batch",
+            norm_layer=TwinActNorm if use_actnorm else None)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, t in self.state_dict().items():
+                if t.dtype.is_floating_point and "scaling_layer" not in name:
+                    fan = t[0].numel() if t.ndim > 1 else 1
+                    t.copy_(torch.randn(t.shape, generator=g) / math.sqrt(fan) * (0.5 if t.ndim > 1 else 0.1)
+                            + (1.0 if name.endswith(("norm1.weight", "norm2.weight", "norm.weight", "norm_out.weight",
+                                                     "running_var", "scale")) else 0.0))
+                    if name.endswith("running_var"):
+                        t.abs_()
+        self.eval()
+
+    @torch.no_grad()
+    def encode_codes(self, x):
+        return self.quantize.codes(self.quant_conv(self.encoder(x)))
+
+    @torch.no_grad()
+    def decode_code(self, codes):
+        zq = self.quantize.embedding(codes).permute(0, 3, 1, 2).contiguous()   # get_codebook_entry
+        return self.decoder(self.post_quant_conv(zq))
+
+
+class TwinActNorm(nn.Module):
+    """taming's ActNorm parameters and buffer (loc, scale (1, C, 1, 1); initialized uint8), applied as
+    scale * (x + loc) (eval, initialized)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.scale = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.register_buffer("initialized", torch.tensor(1, dtype=torch.uint8))
+
+    def forward(self, x):
+        return self.scale * (x + self.loc)

@@ -1,23 +1,28 @@
 """Command line (`mmu ...` or `python -m mmu ...`).
 
     mmu compare [--tokenizers a,b,...] [--dataset digits|natural|DIR] [--size N] [--steps N]
-                [--batch-size N] [--out DIR] [--seed N] [--lpips-weights FILE] [--fast] [--list]
-    mmu train --config cfg.json --data DIR [--steps N] [--out DIR]     (mmu train --example-config)
+                [--batch-size N] [--codebook-size K] [--width W] [--out DIR] [--seed N]
+                [--lpips-weights FILE] [--fid-weights FILE] [--fast] [--list]
+    mmu train --config cfg.json --data DIR [--val-data DIR | --val-fraction F] [--steps N] [--out DIR]
+              [--resume | --overwrite] [--tensorboard] [--sample-every N]   (mmu train --example-config)
     mmu encode --model DIR IMAGES... --out codes.npy
     mmu decode --model DIR codes.npy --out DIR
-    mmu demo [...]        mmu info
+    mmu demo [...]        mmu info        mmu --version
 
 User errors (a missing folder, a bad config key, codes out of range) end with a one-line message on
 stderr and exit status 1 (2 for bad command-line syntax); MMU_DEBUG=1 shows the traceback instead.
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
+import warnings
 
 TRAIN_CONFIG_HELP = """\
 cfg.json names the tokenizer class of mmu.tokenizers and its config fields, the mmu.train.TrainConfig
-fields, and how to load the images of --data (center crop + resize to `size`, `channels` 1 or 3):
+fields, and how to load the images of --data (center crop + resize to `size`, `channels` 1 or 3;
+"random_crop": true for torchvision-style random resized crops, "hflip": true for random flips):
 
   {
     "tokenizer": "VQVAE",
@@ -26,12 +31,26 @@ fields, and how to load the images of --data (center crop + resize to `size`, `c
     "data": {"size": 32, "channels": 3}
   }
 
+Images: every .jpg .jpeg .png .bmp .webp .tif .tiff .gif under --data (case-insensitive, recursive,
+hidden files skipped), streamed from disk. Held out (never trained on): --val-data DIR, else
+--data's test/ subfolder, else a seeded --val-fraction (default 0.1); the model is evaluated on it
+every train.eval_every steps (default steps/10) and at the end (PSNR, SSIM in history.csv and eval.json).
+
 Only "tokenizer" is required; `mmu train --example-config` prints a complete one. The trained model is
 saved with save_pretrained into --out (config.json + model.safetensors, load it back with
 mmu.tokenizers.Tokenizer.from_pretrained(DIR) or use it with `mmu encode` / `mmu decode`), with
-history.csv and loss_curves.png beside it."""
+history.csv and loss_curves.png beside it, and checkpoints/ (the latest keep_last checkpoints; the
+last one always holds the final or interrupted step).
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+A run owns its --out: a folder that holds a previous run (a model, history.csv, checkpoints, samples or
+TensorBoard files) is refused unless --resume continues that run from its latest checkpoint (the model
+and train config must be the same, apart from steps and the logging/checkpoint/sample settings; the
+error names the fields that differ) or --overwrite deletes the previous run's files (only those mmu
+train writes) and starts again. Ctrl-C stops after the current step, saves a checkpoint, the model,
+history.csv and loss_curves.png, and tells how to resume (a second Ctrl-C stops at once). A loss that
+becomes non-finite or exceeds train.max_loss (default 1e6) stops the run with an error; history.csv and
+the earlier checkpoints are kept, no model is saved."""
+
 DATA_SIDECAR = "mmu_data.json"  # {"size": .., "channels": ..}: how the model's training images were loaded
 
 
@@ -61,7 +80,10 @@ def _nonneg(text):
 
 
 def build_parser():
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="mmu", description="mmu: discrete visual tokenizers on a fast CPU core")
+    parser.add_argument("--version", action="version", version=f"mmu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("demo", help="train a small autoencoder on scikit-learn's digits and print its loss falling",
                    add_help=False)
@@ -78,11 +100,20 @@ def build_parser():
     p.add_argument("--size", type=_positive, help="image side in pixels (default 16 for digits, else 32)")
     p.add_argument("--steps", type=_positive, help="training steps per tokenizer (default 1500; --fast: 3)")
     p.add_argument("--batch-size", type=_positive, help="batch size of every tokenizer (default 32; --fast: 8)")
+    p.add_argument("--codebook-size", type=_positive, metavar="K",
+                   help="codebook size of every entry (default: each entry's own, about 256); FSQ takes the "
+                        "paper's levels for 2^8, 2^10, ..., 2^16 codes, LFQ needs a power of 2")
+    p.add_argument("--width", type=_positive, metavar="W",
+                   help="channels of the widest encoder/decoder conv of every entry (VQ-VAE/dVAE "
+                        "hidden_channels; VQGAN ch x max(ch_mult)); default: each entry's own")
     p.add_argument("--out", default="mmu-report", metavar="DIR", help="report folder (default mmu-report)")
     p.add_argument("--seed", type=_nonneg, default=0, help="seeds the data split, the models and the batches")
     p.add_argument("--lpips-weights", metavar="FILE",
                    help="LPIPS weights (mmu.losses.lpips.convert_torch_weights): VQGAN gets its perceptual "
                         "loss and the table an LPIPS column")
+    p.add_argument("--fid-weights", metavar="FILE",
+                   help="FID Inception weights (mmu.metrics.inception.convert_torch_weights of pytorch-fid's "
+                        "pt_inception-2015-12-05): the table gets an rFID column (slow: 299 px Inception)")
     p.add_argument("--threads", type=_positive, default=1,
                    help="mmu threads (default 1: these small models run fastest on one thread per process)")
     p.add_argument("--fast", action="store_true", help="tiny models, a few steps: a smoke test in seconds")
@@ -93,9 +124,22 @@ def build_parser():
                        description="Trains the tokenizer cfg.json describes on the images of --data.",
                        epilog=TRAIN_CONFIG_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="cfg.json", help="the tokenizer + training config (format below)")
-    p.add_argument("--data", metavar="DIR", help="a folder of images")
+    p.add_argument("--data", metavar="DIR", help="a folder of images (its test/ subfolder is held out)")
+    p.add_argument("--val-data", metavar="DIR", help="held-out images (default: DIR/test, else --val-fraction)")
+    p.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
+                   help="without --val-data or DIR/test: hold out this seeded fraction of the images (default 0.1)")
     p.add_argument("--steps", type=_positive, help="override the config's train.steps")
     p.add_argument("--out", default="mmu-model", metavar="DIR", help="where the model is saved (default mmu-model)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its latest checkpoint (same config; --steps may grow)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete the previous run's files in --out (only those mmu train writes) and start anew")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log to --out/tensorboard in TensorBoard's format (tensorboard --logdir OUT/tensorboard)")
+    p.add_argument("--sample-every", type=_nonneg, metavar="N",
+                   help="every N steps save originals vs reconstructions to --out/samples/step_N.png "
+                        "(overrides train.sample_every; 0: never)")
     p.add_argument("--threads", type=_positive, help="mmu.set_num_threads(N) first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--example-config", action="store_true", help="print an example cfg.json and exit")
@@ -133,9 +177,12 @@ def cmd_compare(args):
         raise UserError(f"--dataset must be digits, natural or an existing folder, got {args.dataset!r}")
     if args.lpips_weights and not os.path.isfile(args.lpips_weights):
         raise UserError(f"--lpips-weights: no such file {args.lpips_weights!r}")
+    if args.fid_weights and not os.path.isfile(args.fid_weights):
+        raise UserError(f"--fid-weights: no such file {args.fid_weights!r}")
     C.compare(names, dataset=args.dataset, size=args.size, steps=args.steps, batch_size=args.batch_size,
               seed=args.seed, out_dir=args.out, fast=args.fast, progress=not args.quiet,
-              lpips_weights=args.lpips_weights, threads=args.threads)
+              lpips_weights=args.lpips_weights, threads=args.threads, codebook_size=args.codebook_size,
+              width=args.width, fid_weights=args.fid_weights)
     return 0
 
 
@@ -199,9 +246,13 @@ def load_train_config(path):
     config_cls = getattr(cls, "config_class", None) or getattr(tokenizers, name + "Config", None)
     _check_keys(sections["config"], config_cls, f"{path} \"config\" ({name})")
     _check_keys(sections["train"], train.TrainConfig, f"{path} \"train\" (TrainConfig)")
-    bad = [k for k in sections["data"] if k not in ("size", "channels")]
+    data_keys = ("size", "channels", "random_crop", "hflip")
+    bad = [k for k in sections["data"] if k not in data_keys]
     if bad:
-        raise UserError(f"{path}: unknown key(s) {', '.join(map(repr, bad))} in \"data\" (known: size, channels)")
+        raise UserError(f"{path}: unknown key(s) {', '.join(map(repr, bad))} in \"data\" (known: {', '.join(data_keys)})")
+    for k in ("random_crop", "hflip"):
+        if not isinstance(sections["data"].get(k, False), bool):
+            raise UserError(f"{path}: data.{k} must be true or false, got {sections['data'][k]!r}")
     return cls, sections["config"], sections["train"], sections["data"]
 
 
@@ -224,14 +275,19 @@ def cmd_train(args):
         raise UserError("train needs --config cfg.json and --data DIR (or --example-config)")
     import time
 
-    import numpy as np
-
     import mmu
-    from . import data, metrics, train
+    from . import data, train
 
     cls, fields, tfields, dfields = load_train_config(args.config)
+    if os.path.abspath(args.config) == os.path.abspath(os.path.join(args.out, "config.json")):
+        raise UserError(f"--config {args.config!r} is where the trained model's config.json goes; keep cfg.json "
+                        "outside --out")
     if not os.path.isdir(args.data):
         raise UserError(f"--data: no such folder {args.data!r}")
+    if args.val_data is not None and not os.path.isdir(args.val_data):
+        raise UserError(f"--val-data: no such folder {args.val_data!r}")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     _check_out_dir(args.out)  # before training: a run must not be lost to an unusable --out
     size = dfields.get("size", 32)
     channels = dfields.get("channels", fields.get("in_channels", 3))
@@ -250,38 +306,177 @@ def cmd_train(args):
     if "steps" not in tfields:
         raise UserError(f"{args.config}: give train.steps (or --steps N)")
     tfields.setdefault("progress", not args.quiet)
-    if tfields.get("ckpt_every") and not tfields.get("ckpt_dir"):
-        tfields["ckpt_dir"] = os.path.join(args.out, "checkpoints")
+    # every run keeps checkpoints in --out (an interrupted run leaves a resumable one even with ckpt_every 0)
+    tfields.setdefault("ckpt_dir", os.path.join(args.out, "checkpoints"))
+    if args.sample_every is not None:
+        tfields["sample_every"] = args.sample_every
+    if tfields.get("sample_every"):
+        tfields.setdefault("sample_dir", os.path.join(args.out, "samples"))
+    if args.tensorboard:
+        tfields["tensorboard_dir"] = os.path.join(args.out, "tensorboard")
+    previous = _previous_run(args.out, tfields["ckpt_dir"])
+    if previous and not (args.resume or args.overwrite):
+        raise UserError(f"--out {args.out!r} already holds a run ({', '.join(previous)}); pass --resume to "
+                        "continue it, --overwrite to replace it, or choose another --out")
+    if args.resume:
+        if not train.Trainer.checkpoints(tfields["ckpt_dir"]):
+            raise UserError(f"--resume: no checkpoint in {tfields['ckpt_dir']!r} to continue from")
+        _check_same_data(args.out, size, channels)
     _threads(args)
-    dataset = data.ImageFolder(args.data, size=size, channels=channels)
-    if len(dataset) == 0:
-        raise UserError(f"--data: no images in {args.data!r}")
+    with _warnings_to_stderr("train"):
+        dataset, heldout = data.load_splits(args.data, size, seed=int(tfields.get("seed", 0)),
+                                            test_fraction=args.val_fraction, held_out=args.val_data,
+                                            channels=channels, random_crop=dfields.get("random_crop", False))
     tfields["batch_size"] = min(int(tfields.get("batch_size", 32)), len(dataset))
+    tfields.setdefault("eval_every", max(1, int(tfields["steps"]) // 10))
     mmu.manual_seed(int(tfields.get("seed", 0)))
     try:
         model = cls(**fields)
         tcfg = train.TrainConfig(**tfields)
     except (TypeError, ValueError) as e:
         raise UserError(f"{args.config}: {e}") from None
-    print(f"mmu train: {cls.__name__} ({model.num_parameters():,} parameters) on {len(dataset)} images of "
-          f"{args.data} at {size} px, {tcfg.steps} steps x batch {tcfg.batch_size}")
-    start = time.perf_counter()
-    history = train.Trainer(model, dataset, tcfg).fit()
-    seconds = time.perf_counter() - start
-    model.eval()
-    model.save_pretrained(args.out)
+    if args.overwrite and previous:
+        removed = _remove_run(args.out, tcfg.ckpt_dir)
+        print(f"mmu train: --overwrite: removed {removed} file(s) of the previous run in {args.out}")
+    loader = data.DataLoader(dataset, tcfg.batch_size, shuffle=True, seed=tcfg.seed,
+                             hflip=dfields.get("hflip", False))
+    eval_loader = data.DataLoader(heldout, 64, shuffle=False, drop_last=False)
+    with _warnings_to_stderr("train"):
+        if args.resume:
+            try:
+                trainer = train.Trainer.resume(tcfg.ckpt_dir, model, loader, tcfg, eval_data=eval_loader)
+            except ValueError as e:  # another config, another dataset size: one line naming what differs
+                raise UserError(f"--resume: {str(e).replace('Trainer.load_checkpoint: ', '')}") from None
+            if trainer.step >= tcfg.steps:
+                print(f"mmu train: the run in {args.out} is at step {trainer.step} of {tcfg.steps}: nothing to "
+                      "train (pass --steps N to train further)")
+                return 0
+        else:
+            trainer = train.Trainer(model, loader, tcfg, eval_data=eval_loader)
+    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, DATA_SIDECAR), "w") as f:
-        json.dump({"dataset": os.path.abspath(args.data), "size": size, "channels": channels}, f)
-    if hasattr(history, "to_csv"):
-        history.to_csv(os.path.join(args.out, "history.csv"))
-    if hasattr(history, "plot"):
-        fig = history.plot()
-        fig.savefig(os.path.join(args.out, "loss_curves.png"), dpi=100)
-    x = np.ascontiguousarray(dataset.images[:256])
-    recon = np.concatenate([model.decode(model.encode(x[i:i + 64])) for i in range(0, len(x), 64)])
-    print(f"trained in {seconds:.1f} s; reconstruction PSNR {metrics.psnr(recon, x):.2f} dB on {len(x)} training "
-          f"images; saved to {args.out}")
+        json.dump({"dataset": os.path.abspath(args.data), "size": size, "channels": channels,
+                   "train": dataset.split, "held_out": heldout.split}, f)
+    print(f"mmu train: {cls.__name__} ({model.num_parameters():,} parameters) at {size} px, {tcfg.steps} steps x "
+          f"batch {tcfg.batch_size}" + (f", resumed at step {trainer.step}" if args.resume else "")
+          + f"\n  train: {dataset.split}\n  held out: {heldout.split}")
+    start = time.perf_counter()
+    with _warnings_to_stderr("train"):
+        try:
+            history = trainer.fit()
+        except KeyboardInterrupt:
+            _save_outputs(args.out, model, trainer.history)
+            last = train.Trainer.checkpoints(tcfg.ckpt_dir)
+            exact = bool(last) and last[-1].endswith(f"ckpt_{trainer.step:08d}.safetensors")
+            how = (f"continue with the same command and --resume (checkpoint {last[-1]})" if exact else
+                   f"stopped mid-step: the model may hold part of step {trainer.step + 1}; --resume continues "
+                   f"from {last[-1] if last else 'nothing (no checkpoint was written)'}")
+            print(f"mmu train: interrupted at step {trainer.step} of {tcfg.steps}; saved the model, history.csv "
+                  f"and loss_curves.png to {args.out}; {how}", file=sys.stderr)
+            return 130
+        except train.TrainingDiverged as e:
+            _save_outputs(args.out, None, trainer.history)
+            last = train.Trainer.checkpoints(tcfg.ckpt_dir)
+            raise UserError(f"{str(e).replace('Trainer: ', '')} No model saved; history.csv is in {args.out}"
+                            + (f", the latest checkpoint before it is {last[-1]}" if last else "")) from None
+        records = [r for r in getattr(history, "records", []) if "eval_psnr" in r]
+        final = records[-1] if records and records[-1].get("step") == trainer.step else None
+        if final is None:  # the held-out numbers of the final weights, when the last eval step was earlier
+            final = {"step": trainer.step, **trainer.evaluate()}
+            history.log(final)
+    seconds = time.perf_counter() - start
+    if trainer._saved_step != trainer.step:  # the final state is resumable too (--resume --steps N goes on)
+        trainer.save_checkpoint(trainer._ckpt_path(trainer.step))
+        trainer._prune()
+    _save_outputs(args.out, model, history)
+    ev = {"step": int(final["step"]), "train": dataset.split, "held_out": heldout.split,
+          "heldout_images": len(heldout), **{k: float(v) for k, v in final.items() if k.startswith("eval_")}}
+    with open(os.path.join(args.out, "eval.json"), "w") as f:
+        json.dump(ev, f, indent=2)
+    ssim = f", SSIM {ev['eval_ssim']:.3f}" if "eval_ssim" in ev else ""
+    print(f"trained in {seconds:.1f} s; held out ({len(heldout)} images, never trained on): PSNR "
+          f"{ev['eval_psnr']:.2f} dB{ssim} at step {ev['step']}; saved to {args.out}")
     return 0
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr(command):
+    """Library warnings (e.g. skipped unreadable images) as one 'mmu CMD: warning: ...' line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                print(f"mmu {command}: warning: {w.message}", file=sys.stderr)
+
+# what `mmu train` writes into --out (the sidecar alone does not make a folder a run: it is rewritten)
+RUN_FILES = ("config.json", "model.safetensors", "history.csv", "loss_curves.png")
+RUN_PATTERNS = (("samples", r"^step_\d+\.png$"), ("tensorboard", r"^events\.out\.tfevents\..+"))
+
+
+def _run_files(out, ckpt_dir):
+    """[(path, label)] of the files a previous `mmu train` run left in out (and its ckpt_dir)."""
+    import re
+
+    from .train.trainer import _CKPT_RE, _CKPT_TMP_RE
+
+    found = [(os.path.join(out, f), f) for f in RUN_FILES if os.path.isfile(os.path.join(out, f))]
+    folders = [(ckpt_dir, (_CKPT_RE, _CKPT_TMP_RE))]
+    folders += [(os.path.join(out, sub), (re.compile(pat),)) for sub, pat in RUN_PATTERNS]
+    for folder, patterns in folders:
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if any(p.match(name) for p in patterns) and os.path.isfile(os.path.join(folder, name)):
+                found.append((os.path.join(folder, name), os.path.relpath(folder, out) + "/"))
+    return found
+
+
+def _previous_run(out, ckpt_dir):
+    """The labels (file names, folder/) of a previous run's files in out, without repeats."""
+    labels = []
+    for _, label in _run_files(out, ckpt_dir):
+        if label not in labels:
+            labels.append(label)
+    return labels
+
+
+def _remove_run(out, ckpt_dir):
+    """Deletes the previous run's files (only the names mmu train writes); returns how many."""
+    files = _run_files(out, ckpt_dir)
+    for path, _ in files:
+        os.remove(path)
+    side = os.path.join(out, DATA_SIDECAR)
+    if os.path.isfile(side):
+        os.remove(side)
+    return len(files)
+
+
+def _check_same_data(out, size, channels):
+    side = os.path.join(out, DATA_SIDECAR)
+    if not os.path.isfile(side):
+        return
+    try:
+        with open(side) as f:
+            was = json.load(f)
+    except (OSError, ValueError):
+        return
+    diff = [f"data.{k}: {was.get(k)!r} in the run, {v!r} now" for k, v in (("size", size), ("channels", channels))
+            if k in was and was[k] != v]
+    if diff:
+        raise UserError(f"--resume: the run in {out!r} loaded its images differently: {'; '.join(diff)}")
+
+
+def _save_outputs(out, model, history):
+    """The model (save_pretrained), history.csv and loss_curves.png (whatever exists) into out."""
+    os.makedirs(out, exist_ok=True)
+    if model is not None:
+        model.eval()
+        model.save_pretrained(out)
+    if history is not None and len(history):
+        history.to_csv(os.path.join(out, "history.csv"))
+        history.plot().savefig(os.path.join(out, "loss_curves.png"), dpi=100)
 
 
 # --------------------------------------------------------------------------- encode / decode
@@ -314,10 +509,14 @@ def _model_data(path, model):
 
 
 def _image_files(items):
+    """The files of `mmu encode`: a folder gives its images by mmu.data.list_images (the rule `mmu train`
+    uses: recursive, case-insensitive extensions, hidden files skipped, sorted); a file is taken as given."""
+    from .data import list_images
+
     files = []
     for item in items:
         if os.path.isdir(item):
-            found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTS))
+            found = list_images(item)
             if not found:
                 raise UserError(f"no images in folder {item!r}")
             files += found
@@ -328,40 +527,10 @@ def _image_files(items):
     return files
 
 
-def load_image(path, size, channels):
-    """(channels, size, size) float32 in [-1, 1]: the center square of the image, resized (Pillow bicubic),
-    as mmu.data.ImageFolder loads the training images (its loader is used when present)."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    if size is not None:
-        try:
-            from .data.folder import _load_image
-        except ImportError:
-            _load_image = None
-        if _load_image is not None:
-            try:
-                return np.asarray(_load_image(path, size, channels), np.float32)
-            except (OSError, ValueError) as e:
-                raise UserError(f"cannot read image {path!r}: {str(e).strip().splitlines()[0]}") from None
-
-    try:
-        im = Image.open(path)
-        im = im.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"cannot read image {path!r}: {e}") from None
-    w, h = im.size
-    s = min(w, h)
-    left, top = (w - s) // 2, (h - s) // 2
-    im = im.crop((left, top, left + s, top + s))
-    if size is not None and s != size:
-        im = im.resize((size, size), Image.BICUBIC)
-    a = np.asarray(im, np.float32) / 127.5 - 1.0
-    return a[None] if channels == 1 else a.transpose(2, 0, 1)
-
-
 def cmd_encode(args):
     import numpy as np
+
+    from .data import iter_image_batches
 
     files = _image_files(args.images)
     if not args.out.endswith(".npy"):
@@ -369,20 +538,24 @@ def cmd_encode(args):
     model = _load_model(args.model)
     size, channels = _model_data(args.model, model)
     size = args.size or size
-    images = [load_image(f, size, channels) for f in files]
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        raise UserError(f"the images have different sizes {sorted(shapes)}: pass --size N")
-    x = np.ascontiguousarray(np.stack(images))
-    try:
-        codes = np.concatenate([np.asarray(model.encode(x[i:i + 64])) for i in range(0, len(x), 64)])
-    except ValueError as e:
-        raise UserError(f"cannot encode images of shape {x.shape[1:]}: {e}") from None
+    if not size:
+        raise UserError(f"--model {args.model!r} does not record its image size: pass --size N")
+    codes, encoded = [], []
+    # streamed: the images are decoded in background threads, 64 at a time, and only the codes are kept
+    with _warnings_to_stderr("encode"):
+        for paths, x in iter_image_batches(files, int(size), channels, batch_size=64, where="mmu encode"):
+            try:
+                codes.append(np.asarray(model.encode(x)))
+            except ValueError as e:
+                raise UserError(f"cannot encode images of shape {x.shape[1:]}: {e}") from None
+            encoded += paths
+    codes = np.concatenate(codes)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.save(args.out, codes.astype(np.int64))
     with open(os.path.splitext(args.out)[0] + ".files.txt", "w") as f:
-        f.write("\n".join(files) + "\n")
-    print(f"encoded {len(files)} image(s) at {x.shape[-1]} px -> {args.out} {tuple(codes.shape)} int64 "
+        f.write("\n".join(encoded) + "\n")
+    skipped = f" ({len(files) - len(encoded)} unreadable skipped)" if len(encoded) < len(files) else ""
+    print(f"encoded {len(encoded)} image(s) at {size} px{skipped} -> {args.out} {tuple(codes.shape)} int64 "
           f"(codebook {getattr(model, 'codebook_size', '?')})")
     return 0
 

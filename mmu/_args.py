@@ -3,6 +3,8 @@ mmu.nn: Python and NumPy numbers count, bools do not (as torch refuses True for
 an int or float argument)."""
 import numbers
 
+import numpy as np
+
 
 def is_int(v):
     """An int (numpy integers too), not a bool."""
@@ -22,3 +24,27 @@ def pair(v, op, name):
     if isinstance(v, (tuple, list)) and len(v) in (1, 2) and all(is_int(e) for e in v):
         return (int(v[0]), int(v[-1]))
     raise TypeError(f"{op}: {name} must be an int or a tuple of 1 or 2 ints, got {v!r}")
+
+
+def flag(v, op, name):
+    """A bool argument (keepdim, requires_grad, align_corners, ...): Python or NumPy bools and the
+    ints 0 / 1 pass, as bool; anything else (a tensor, a string) is a TypeError naming op and name,
+    where bool(v) would take any object, or raise "Boolean value of a tensor ... is ambiguous"."""
+    if isinstance(v, (bool, np.bool_)) or (is_int(v) and v in (0, 1)):
+        return bool(v)
+    raise TypeError(f"{op}: {name} must be a bool, got {_what(v)}")
+
+
+def int_arg(v, op, name):
+    """An int argument (a dim, a size, a diagonal): a Python or NumPy int, or a one-element int64
+    tensor (as torch takes them); a TypeError naming op and name otherwise."""
+    if is_int(v):
+        return int(v)
+    if getattr(v, "dtype", None) == np.dtype("int64") and getattr(v, "ndim", None) == 0:
+        return int(v.item())
+    raise TypeError(f"{op}: {name} must be an int, got {_what(v)}")
+
+
+def _what(v):
+    shape = getattr(v, "shape", None)
+    return f"{type(v).__name__} of shape {tuple(shape)}" if shape is not None else f"{type(v).__name__} {v!r:.40}"

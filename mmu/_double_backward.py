@@ -174,6 +174,12 @@ def _leaky_relu(c, g):
     return [_T().where(c.saved[0].detach() > 0, g, g * c.cf[0])]
 
 
+def _softplus(c, g):
+    # d/dx softplus = sigmoid(beta·x), and 1 above the threshold
+    z = c.saved[0] * c.cf[0]
+    return [_T().where(z.detach() > c.cf[1], g, g * z.sigmoid())]
+
+
 def _kept_shape(c):
     mask, shape = c.ci[0], c.shapes[0]
     kshape = tuple(1 if mask >> d & 1 else s for d, s in enumerate(shape))
@@ -527,7 +533,7 @@ _RULES = {
     "WHERE": _where,
     "NEG": _eltwise, "EXP": _eltwise, "LOG": _eltwise, "SQRT": _eltwise, "ABS": _eltwise, "TANH": _eltwise,
     "SIGMOID": _eltwise, "RELU": _eltwise, "SILU": _eltwise, "GELU_TANH": _eltwise,
-    "POW": _pow, "CLAMP": _clamp, "LEAKY_RELU": _leaky_relu,
+    "POW": _pow, "CLAMP": _clamp, "LEAKY_RELU": _leaky_relu, "SOFTPLUS": _softplus,
     "SUM": _reduce, "MEAN": _reduce, "AMAX": _reduce, "AMIN": _reduce,
     "RESHAPE": _reshape, "EXPAND": _expand, "PERMUTE": _permute, "SLICE": _slice, "CAT": _cat, "PAD": _pad,
     "MATMUL": _matmul, "LINEAR": _linear, "CONV": _conv, "CONV_TRANSPOSE": _conv,

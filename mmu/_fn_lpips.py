@@ -7,7 +7,7 @@ check the shapes.
 import builtins
 
 from . import _C
-from ._args import is_int as _is_int, is_real as _is_real, pair as _pair
+from ._args import flag as _flag, is_int as _is_int, is_real as _is_real, pair as _pair
 
 __all__ = ["max_pool2d", "lpips_distance"]
 
@@ -25,7 +25,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         _pair(stride, "max_pool2d", "stride")
     p = _pair(padding, "max_pool2d", "padding")
     d = _pair(dilation, "max_pool2d", "dilation")
-    return _C.max_pool2d(input, k, s, p, d, builtins.bool(ceil_mode), builtins.bool(return_indices))
+    return _C.max_pool2d(input, k, s, p, d, _flag(ceil_mode, "max_pool2d", "ceil_mode"),
+                          _flag(return_indices, "max_pool2d", "return_indices"))
 
 
 def lpips_distance(f0, f1, weight=None, eps=1e-10):

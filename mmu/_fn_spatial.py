@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from . import _C
-from ._args import is_int as _is_int, is_real as _is_real, pair as _pair
+from ._args import flag as _flag, is_int as _is_int, is_real as _is_real, pair as _pair
 from .tensor import _as_tensor
 
 __all__ = ["group_norm", "group_norm_silu", "rms_norm", "normalize", "dropout", "leaky_relu", "pad", "avg_pool2d",
@@ -48,7 +48,7 @@ def _group_norm_args(input, num_groups, eps, op):
     x = _as_tensor(input, op)
     if x.ndim < 2:
         raise ValueError(f"{op}: expected at least 2 dims (N, C, *) for input, got shape {tuple(x.shape)}")
-    if num_groups <= 0 or x.shape[1] % num_groups:
+    if num_groups <= 0 or x.shape[1] % num_groups or num_groups > builtins.max(x.shape[1], 1):
         raise ValueError(f"{op}: expected the number of channels in input ({x.shape[1]}) to be "
                          f"divisible by num_groups ({num_groups}), input shape {tuple(x.shape)}")
     return x, num_groups
@@ -91,20 +91,20 @@ def dropout(input, p=0.5, training=True, inplace=False):
     """Zero each element with probability p and scale the rest by 1/(1-p), on mmu's seeded Philox
     stream (mmu.manual_seed): the mask depends on the seed and the stream position only, not on
     the thread count. With training=False or p=0 the input itself is returned, as torch does."""
-    if inplace:
+    if _flag(inplace, "dropout", "inplace"):
         raise ValueError("dropout: inplace=True is not supported (mmu ops do not modify their inputs)")
     p = _real(p, "dropout", "p")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: probability has to be between 0 and 1, but got {p}")
     x = _as_tensor(input, "dropout")
-    if not training or p == 0.0 or x.numel() == 0:
+    if not _flag(training, "dropout", "training") or p == 0.0 or x.numel() == 0:
         return x
     return _C.dropout(x, p)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """x if x > 0 else negative_slope·x."""
-    if inplace:
+    if _flag(inplace, "leaky_relu", "inplace"):
         raise ValueError("leaky_relu: inplace=True is not supported (mmu ops do not modify their inputs)")
     return _C.leaky_relu(input, _real(negative_slope, "leaky_relu", "negative_slope"))
 
@@ -115,7 +115,7 @@ def pad(input, pad, mode="constant", value=None):
     (last_lo, last_hi, second_last_lo, second_last_hi, ...). mode 'constant' fills with value
     (default 0) and works on any dims; 'reflect', 'replicate' and 'circular' pad the last 1-3 dims
     of a (N, C, *) or (C, *) input, as torch."""
-    if mode not in _PAD_MODES:
+    if not isinstance(mode, str) or mode not in _PAD_MODES:
         raise ValueError(f"pad: mode must be one of {sorted(_PAD_MODES)}, got {mode!r}")
     if not isinstance(pad, (tuple, list)) or not all(_is_int(v) for v in pad):
         raise TypeError(f"pad: pad must be a tuple of ints, got {pad!r}")
@@ -155,7 +155,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         div = _int(divisor_override, "avg_pool2d", "divisor_override")
         if div <= 0:
             raise ValueError(f"avg_pool2d: divisor_override must be positive, got {div}")
-    return _C.avg_pool2d(input, k, s, pd, builtins.bool(ceil_mode), builtins.bool(count_include_pad), div)
+    return _C.avg_pool2d(input, k, s, pd, _flag(ceil_mode, "avg_pool2d", "ceil_mode"),
+                         _flag(count_include_pad, "avg_pool2d", "count_include_pad"), div)
 
 
 # --------------------------------------------------------- interpolation
@@ -165,9 +166,13 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     'nearest' index rule, floor(dst·scale)), 'bilinear' for 4-D input (align_corners True/False).
     Exactly one of size and scale_factor. As in torch, a scale_factor is used as given for the
     source positions unless recompute_scale_factor=True."""
-    if mode not in ("nearest", "bilinear"):
+    if recompute_scale_factor is not None:
+        recompute_scale_factor = _flag(recompute_scale_factor, "interpolate", "recompute_scale_factor")
+    if not isinstance(mode, str) or mode not in ("nearest", "bilinear"):
         raise ValueError(f"interpolate: mode must be 'nearest' or 'bilinear' (the modes mmu implements), got {mode!r}")
-    if antialias:
+    if align_corners is not None:
+        align_corners = _flag(align_corners, "interpolate", "align_corners")
+    if _flag(antialias, "interpolate", "antialias"):
         raise ValueError("interpolate: antialias=True is not supported")
     if mode == "nearest" and align_corners is not None:
         raise ValueError("interpolate: align_corners option can only be set with the interpolating modes: "
@@ -214,6 +219,11 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             raise ValueError(f"interpolate: scale_factor must be positive and finite, got {scale_factor!r}")
         out = tuple(int(math.floor(float(i) * f)) for i, f in zip(in_sp, sf))
         scales = None if recompute_scale_factor else sf
+    numel = math.prod(x.shape[:2]) * math.prod(out)
+    if numel > 2 ** 59:  # (a scale_factor of 1e300 would reach the C core as a 300-digit size)
+        what = f"scale_factor {scale_factor!r}" if scale_factor is not None else f"size {size!r}"
+        raise ValueError(f"interpolate: {what} gives an output of more than 2**59 elements for input of "
+                         f"shape {tuple(x.shape)}")
     if not all(v > 0 for v in out) or not all(v > 0 for v in in_sp):
         raise ValueError(f"interpolate: input and output sizes should be greater than 0, but got input spatial "
                          f"size {list(in_sp)} and output size {list(out)}")

@@ -16,6 +16,10 @@ loss_curves.png (training-batch PSNR, codebook usage and loss against the step),
 each code is used on the held-out images, codes sorted by frequency) and every trained model under
 models/<name>/ (save_pretrained; `mmu.tokenizers.Tokenizer.from_pretrained(dir)` loads it back).
 
+`codebook_size=K` and `width=W` (`mmu compare --codebook-size K --width W`) set the same codebook size and
+encoder/decoder width in every entry (see `with_codebook_size` / `with_width`). Ctrl-C (KeyboardInterrupt)
+writes the report of the tokenizers that finished, marked as interrupted, and then re-raises.
+
 Add your own entry with `register(name, factory)`: factory(channels, size, fast) returns an `Entry`.
 """
 import csv
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["Entry", "REGISTRY", "DEFAULT_NAMES", "register", "available", "compare", "write_report",
-           "DEFAULT_STEPS", "DEFAULT_BATCH_SIZE"]
+           "with_codebook_size", "with_width", "DEFAULT_STEPS", "DEFAULT_BATCH_SIZE"]
 
 # The default budget: the six default entries on digits at 16 px in about 2-3 minutes on one core
 # (measured: ~6 ms per VQ-VAE step, ~45 ms per VQGAN step with its discriminator, 1 thread).
@@ -143,6 +147,65 @@ REGISTRY = {
                                    "default set: it spends 2 tokens per position)"),
 }
 DEFAULT_NAMES = ["vqvae-vq", "vqvae-ema", "vqvae-fsq", "vqvae-lfq", "dvae", "vqgan"]
+
+
+# --------------------------------------------------------------------------- overrides for every entry
+_CONV_TOKENIZERS = ("VQVAE", "DVAE", "VQGAN")
+
+
+def with_codebook_size(entry, codebook_size):
+    """A copy of entry with codebook_size codes: VQ / EMA-VQ / RVQ (each level) / dVAE / VQGAN take it
+    as is; LFQ needs a power of 2 (log2 K bits); FSQ takes the paper's recommended levels, which exist
+    for 2^8, 2^10, 2^12, 2^14 and 2^16 codes (fsq_levels_for; [8, 6, 5] = 240 codes for 256). Raises
+    ValueError naming the entry when the size cannot be matched."""
+    from .tokenizers.base import _FSQ_LEVELS, fsq_levels_for
+
+    k = _check_int(codebook_size, "codebook_size", 2)
+    if entry.tokenizer not in _CONV_TOKENIZERS or "codebook_size" not in entry.config:
+        raise ValueError(f"compare: cannot set the codebook size of entry {entry.name!r} ({entry.tokenizer}): "
+                         "its config has no codebook_size")
+    cfg = dict(entry.config)
+    kw = dict(cfg.get("quantizer_kwargs") or {})
+    kw.pop("codebook_size", None)
+    quantizer = cfg.get("quantizer")
+    power = k & (k - 1) == 0
+    note = f"codebook size set to {k}"
+    if quantizer == "lfq" and not power:
+        raise ValueError(f"compare: entry {entry.name!r} (LFQ) needs a power-of-2 codebook size (log2 K bits), "
+                         f"got {k}")
+    if quantizer == "fsq":
+        bits = k.bit_length() - 1
+        if not power or bits not in _FSQ_LEVELS:
+            raise ValueError(f"compare: entry {entry.name!r} (FSQ) has recommended levels only for "
+                             f"{', '.join(str(2 ** b) for b in sorted(_FSQ_LEVELS))} codes, got {k}")
+        kw["levels"] = fsq_levels_for(k)
+        note += f": FSQ levels {kw['levels']} = {int(np.prod(kw['levels']))} codes"
+    cfg["codebook_size"] = k
+    if "quantizer_kwargs" in cfg or kw:
+        cfg["quantizer_kwargs"] = kw
+    return dataclasses.replace(entry, config=cfg, description=f"{entry.description} ({note})")
+
+
+def with_width(entry, width):
+    """A copy of entry whose widest encoder/decoder conv has `width` channels: VQ-VAE and dVAE get
+    hidden_channels=width, res_channels=width/2; VQGAN gets ch=width/max(ch_mult) (width must be a
+    multiple of max(ch_mult)) and the largest of its GroupNorm group counts that divides ch. The
+    discriminator keeps its width. Raises ValueError naming the entry when it cannot be applied."""
+    w = _check_int(width, "width", 2)
+    cfg = dict(entry.config)
+    if entry.tokenizer in ("VQVAE", "DVAE"):
+        cfg.update(hidden_channels=w, res_channels=max(1, w // 2))
+    elif entry.tokenizer == "VQGAN":
+        mult = max(cfg.get("ch_mult") or [1])
+        if w % mult:
+            raise ValueError(f"compare: entry {entry.name!r} (VQGAN, ch_mult {cfg.get('ch_mult')}) needs a width "
+                             f"that is a multiple of {mult}, got {w}")
+        ch = w // mult
+        groups = cfg.get("norm_groups", 32)
+        cfg.update(ch=ch, norm_groups=max(g for g in range(1, min(groups, ch) + 1) if ch % g == 0))
+    else:
+        raise ValueError(f"compare: cannot set the width of entry {entry.name!r} ({entry.tokenizer})")
+    return dataclasses.replace(entry, config=cfg, description=f"{entry.description} (width {w})")
 
 
 def register(name, factory, default=False):
@@ -257,10 +320,12 @@ def train_entry(entry, train_data, steps, batch_size, seed, progress=True, lpips
     return model, history, seconds
 
 
-def evaluate(model, images, throughput_repeat=5, lpips_model=None):
+def evaluate(model, images, throughput_repeat=5, lpips_model=None, fid=None):
     """Held-out numbers of a trained tokenizer on images (N, C, H, W) in [-1, 1]:
     returns (metrics dict, codes, reconstructions). Throughput: the best of `throughput_repeat`
-    mmu.metrics.throughput runs on the first EVAL_BATCH images (or their codes)."""
+    mmu.metrics.throughput runs on the first EVAL_BATCH images (or their codes). fid: an
+    mmu.metrics.FID holding the held-out images as its real set: adds "rfid", the FID of the
+    reconstructions against them (its fake set is replaced)."""
     from mmu import metrics
 
     model.eval()
@@ -279,6 +344,10 @@ def evaluate(model, images, throughput_repeat=5, lpips_model=None):
     }
     if lpips_model is not None:
         m["lpips"] = float(metrics.lpips_distance(_as_rgb(recon), _as_rgb(images), lpips_model))
+    if fid is not None:
+        fid.reset(real=False)
+        fid.update(recon, real=False)
+        m["rfid"] = float(fid.compute())
     batch = np.ascontiguousarray(images[:EVAL_BATCH])
     bcodes = np.ascontiguousarray(codes[:EVAL_BATCH])
     # best of a few short runs: on a shared machine the best run is the one least disturbed by others
@@ -290,7 +359,8 @@ def evaluate(model, images, throughput_repeat=5, lpips_model=None):
 
 
 def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None, seed=0, out_dir="mmu-report",
-            fast=False, progress=True, lpips_weights=None, threads=1):
+            fast=False, progress=True, lpips_weights=None, threads=1, codebook_size=None, width=None,
+            fid_weights=None):
     """Trains each chosen entry of REGISTRY for `steps` steps on `dataset`'s training split, evaluates
     it on the held-out split and writes the report folder `out_dir` (see the module docstring).
 
@@ -302,7 +372,14 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
     mmu.losses.LPIPS) turns on VQGAN's perceptual loss and adds an LPIPS column; threads: mmu threads
     while comparing (default 1: these models are small, one op's work is a few microseconds per thread,
     and on a machine busy with other work 2 threads measured 3-10x slower per step than 1; None keeps
-    mmu.get_num_threads()). Returns one dict per entry (the rows of report.csv).
+    mmu.get_num_threads()); codebook_size / width: applied to every entry (with_codebook_size,
+    with_width; None keeps each entry's own). fid_weights: the FID Inception weights file (see
+    mmu.metrics.inception) adds an rFID column, the FID of each tokenizer's held-out reconstructions against
+    the originals (pytorch-fid's computation at 299 px: ~0.2-1 s per image on one core, and a 2048 x 2048
+    matrix square root per tokenizer; with fewer than 2048 held-out images the covariances are
+    rank-deficient, so compare rFIDs only at equal sample sizes). Returns one dict per entry (the rows of report.csv).
+    A KeyboardInterrupt writes the report of the entries that finished (marked as interrupted) and
+    propagates.
     """
     import mmu
 
@@ -312,7 +389,7 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
         mmu.set_num_threads(threads)
         try:
             return compare(names, dataset, size, steps, batch_size, seed, out_dir, fast, progress, lpips_weights,
-                           threads=None)
+                           threads=None, codebook_size=codebook_size, width=width, fid_weights=fid_weights)
         finally:
             mmu.set_num_threads(prev)
     from mmu import data
@@ -336,57 +413,92 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
     batch_size = (FAST_BATCH_SIZE if fast else DEFAULT_BATCH_SIZE) if batch_size is None else \
         _check_int(batch_size, "batch_size")
     seed = _check_int(seed, "seed", 0)
+    if codebook_size is not None:
+        codebook_size = _check_int(codebook_size, "codebook_size", 2)
+    if width is not None:
+        width = _check_int(width, "width", 2)
     if lpips_weights is not None and not os.path.isfile(lpips_weights):
         raise FileNotFoundError(f"compare: lpips_weights file {lpips_weights!r} does not exist")
+    if fid_weights is not None and not os.path.isfile(fid_weights):
+        raise FileNotFoundError(f"compare: fid_weights file {fid_weights!r} does not exist (make it with "
+                                "mmu.metrics.inception.convert_torch_weights from pytorch-fid's weights)")
     say = print if progress else (lambda *a, **k: None)
 
-    train_data = data.load_dataset(dataset, size, "train", seed=seed)
-    test_data = data.load_dataset(dataset, size, "test", seed=seed)
+    train_data, test_data = data.load_splits(dataset, size, seed=seed)  # disjoint; .split says how each was formed
     test_images = np.ascontiguousarray(test_data.images[:FAST_EVAL_IMAGES] if fast else test_data.images, np.float32)
     if len(train_data) < batch_size:
         raise ValueError(f"compare: the training split of {dataset!r} has {len(train_data)} images, fewer than "
                          f"batch_size={batch_size}")
-    channels = int(train_data.images.shape[1])
-    lpips_model = _load_lpips(lpips_weights) if lpips_weights is not None else None
-    os.makedirs(out_dir, exist_ok=True)
-    say(f"mmu compare: {len(names)} tokenizer(s) on {dataset} at {size} px ({len(train_data)} train / "
-        f"{len(test_images)} held-out images), {steps} steps x batch {batch_size} each -> {out_dir}")
-
-    rows, extras = [], []
-    total, cpu0 = time.perf_counter(), time.process_time()
-    for i, name in enumerate(names):
+    channels = int(train_data.shape[1])
+    entries = []  # built (and overridden) before any training: an unmatched size fails at once
+    for name in names:
         entry = REGISTRY[name](channels, size, fast)
         if not isinstance(entry, Entry):
             raise TypeError(f"compare: the factory of {name!r} must return an Entry, got {type(entry).__name__}")
-        say(f"[{i + 1}/{len(names)}] {entry.label}: training {steps} steps ...", flush=True)
-        model, history, seconds = train_entry(entry, train_data, steps, batch_size, seed, progress, lpips_weights)
-        m, codes, recon = evaluate(model, test_images, 1 if fast else 5, lpips_model)
-        row = {"name": name, "label": entry.label, "tokenizer": entry.tokenizer,
-               "quantizer": str(getattr(getattr(model, "config", None), "quantizer", entry.config.get("quantizer", ""))),
-               "params": _generator_params(model), "steps": steps, "batch_size": batch_size}
-        row.update(m)
-        row["train_time_s"] = float(seconds)
-        rows.append(row)
-        records = list(getattr(history, "records", []) or [])
-        extras.append({"entry": entry, "codes": codes, "recon": recon[:N_SHOW], "records": records})
-        model.save_pretrained(os.path.join(out_dir, "models", name))
-        with open(os.path.join(out_dir, "models", name, "mmu_data.json"), "w") as f:
-            json.dump({"dataset": dataset, "size": size, "channels": channels}, f)
-        say(f"    {seconds:.1f} s: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}, usage {100 * row['usage']:.0f}%, "
-            f"perplexity {row['perplexity']:.1f}", flush=True)
+        if codebook_size is not None:
+            entry = with_codebook_size(entry, codebook_size)
+        if width is not None:
+            entry = with_width(entry, width)
+        entries.append(entry)
+    lpips_model = _load_lpips(lpips_weights) if lpips_weights is not None else None
+    fid = None
+    if fid_weights is not None:   # the held-out images' Inception statistics, once for every entry
+        fid = mmu.metrics.FID(weights=fid_weights, batch_size=16)   # ~20 MB of activations an image at 299 px
+        fid.update(test_images, real=True)
+    os.makedirs(out_dir, exist_ok=True)
+    say(f"mmu compare: {len(names)} tokenizer(s) on {dataset} at {size} px ({len(train_data)} train / "
+        f"{len(test_images)} held-out images), {steps} steps x batch {batch_size} each -> {out_dir}")
+    say(f"  train: {train_data.split}\n  held out: {test_data.split}")
+
+    rows, extras = [], []
+    total, cpu0 = time.perf_counter(), time.process_time()
+    interrupted = None
+    try:
+        for i, (name, entry) in enumerate(zip(names, entries)):
+            say(f"[{i + 1}/{len(names)}] {entry.label}: training {steps} steps ...", flush=True)
+            model, history, seconds = train_entry(entry, train_data, steps, batch_size, seed, progress,
+                                                  lpips_weights)
+            m, codes, recon = evaluate(model, test_images, 1 if fast else 5, lpips_model, fid)
+            row = {"name": name, "label": entry.label, "tokenizer": entry.tokenizer,
+                   "quantizer": str(getattr(getattr(model, "config", None), "quantizer",
+                                            entry.config.get("quantizer", ""))),
+                   "params": _generator_params(model), "steps": steps, "batch_size": batch_size}
+            row.update(m)
+            row["train_time_s"] = float(seconds)
+            records = list(getattr(history, "records", []) or [])
+            model.save_pretrained(os.path.join(out_dir, "models", name))
+            with open(os.path.join(out_dir, "models", name, "mmu_data.json"), "w") as f:
+                json.dump({"dataset": dataset, "size": size, "channels": channels}, f)
+            rows.append(row)  # an entry counts once its model is saved
+            extras.append({"entry": entry, "codes": codes, "recon": recon[:N_SHOW], "records": records})
+            say(f"    {seconds:.1f} s: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}, "
+                f"usage {100 * row['usage']:.0f}%, perplexity {row['perplexity']:.1f}", flush=True)
+    except KeyboardInterrupt:
+        if not rows:
+            raise  # nothing finished: no report to write
+        interrupted = {"finished": [r["name"] for r in rows], "not_finished": names[len(rows):]}
+        say(f"mmu compare: interrupted during {names[len(rows)]}; writing the report of the {len(rows)} "
+            "finished tokenizer(s)", flush=True)
 
     config = {"dataset": dataset, "size": size, "channels": channels, "steps": steps, "batch_size": batch_size,
               "seed": seed, "fast": bool(fast), "train_images": len(train_data), "heldout_images": len(test_images),
+              "train_split": train_data.split, "heldout_split": test_data.split,
               "lpips_weights": os.fspath(lpips_weights) if lpips_weights is not None else None,
+              "codebook_size": codebook_size, "width": width,
+              "fid_weights": os.fspath(fid_weights) if fid_weights is not None else None,
               "entries": {x["entry"].name: {"tokenizer": x["entry"].tokenizer, "config": x["entry"].config,
                                              "train": x["entry"].train, "per_step": x["entry"].per_step,
                                              "description": x["entry"].description}
                           for x in extras}}
     config["wall_time_s"] = round(time.perf_counter() - total, 1)
     config["cpu_time_s"] = round(time.process_time() - cpu0, 1)  # all threads; > wall when they overlap
+    if interrupted is not None:
+        config["interrupted"] = interrupted
     write_report(out_dir, rows, extras, test_images[:N_SHOW], config, time.perf_counter() - total)
     say(f"report: {os.path.join(out_dir, 'report.md')} ({time.perf_counter() - total:.0f} s wall, "
         f"{config['cpu_time_s']:.0f} s CPU)")
+    if interrupted is not None:
+        raise KeyboardInterrupt
     return rows
 
 
@@ -400,9 +512,10 @@ COLUMNS = [  # (key, header, format)
     ("psnr", "PSNR dB", "{:.2f}"),
     ("ssim", "SSIM", "{:.3f}"),
     ("lpips", "LPIPS", "{:.3f}"),
+    ("rfid", "rFID", "{:.2f}"),
     ("usage", "usage", "{:.0%}"),
     ("perplexity", "perplexity", "{:.1f}"),
-    ("params", "params (G)", "{:,d}"),
+    ("params", "gen. params", "{:,d}"),
     ("train_time_s", "train s", "{:.1f}"),
     ("encode_img_s", "encode img/s", "{:,.0f}"),
     ("decode_img_s", "decode img/s", "{:,.0f}"),
@@ -449,21 +562,39 @@ def _image_grid(fig_rows, labels, path):
     fig.savefig(path, dpi=100)
 
 
-def _loss_curves(extras, path):
+def _scaled_to_unit(values):
+    """(v - min) / (max - min): one tokenizer's loss on [0, 1], whatever its terms and their scale
+    (VQGAN's adversarial terms put its loss orders of magnitude above a VQ-VAE's; some losses go negative)."""
+    v = np.asarray(values, np.float64)
+    finite = v[np.isfinite(v)]
+    if finite.size == 0:
+        return v
+    lo, hi = finite.min(), finite.max()
+    return (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
+
+
+def _loss_curves(extras, path, batch_ceilings=None):
     """Training curves from the History records: batch PSNR (comparable across tokenizers, whose loss
-    terms differ in kind), batch codebook usage, and each tokenizer's own total loss."""
+    terms differ in kind), batch codebook usage (with a dashed line at the ceiling a batch imposes,
+    batch_ceilings[label] < 1), and each tokenizer's own total loss scaled to [0, 1] per tokenizer."""
     from matplotlib.figure import Figure
 
     panels = [("psnr", "reconstruction PSNR of the training batch (dB)", "linear"),
               ("usage", "codebook usage of the training batch", "linear"),
-              ("loss", "total generator loss (each its own terms)", "linear")]
+              ("loss", "generator loss, each scaled to [0, 1]: (loss - min) / (max - min)", "linear")]
     fig = Figure(figsize=(15, 4))
     axes = fig.subplots(1, len(panels))
     for ax, (key, title, scale) in zip(axes, panels):
         for x in extras:
             recs = [r for r in x["records"] if "step" in r and _num(r.get(key)) is not None]
             if recs:
-                ax.plot([r["step"] for r in recs], [_num(r.get(key)) for r in recs], label=x["entry"].label)
+                values = [_num(r.get(key)) for r in recs]
+                if key == "loss":
+                    values = _scaled_to_unit(values)
+                line, = ax.plot([r["step"] for r in recs], values, label=x["entry"].label)
+                ceiling = (batch_ceilings or {}).get(x["entry"].label)
+                if key == "usage" and ceiling is not None and ceiling < 1:
+                    ax.axhline(ceiling, color=line.get_color(), linestyle="--", linewidth=0.8)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.set_yscale(scale)
@@ -472,6 +603,7 @@ def _loss_curves(extras, path):
             ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    return fig
 
 
 def _usage_plot(rows, extras, path):
@@ -481,21 +613,47 @@ def _usage_plot(rows, extras, path):
     cols = min(3, n)
     nrows = (n + cols - 1) // cols
     fig = Figure(figsize=(4.2 * cols, 3.0 * nrows))
-    axes = fig.subplots(nrows, cols, squeeze=False)
+    axes = fig.subplots(nrows, cols, squeeze=False, sharey=True)  # one y scale: the panels compare
     for k, (row, x) in enumerate(zip(rows, extras)):
         ax = axes[k // cols][k % cols]
         K = int(row["codebook_size"])
         counts = np.bincount(np.asarray(x["codes"]).reshape(-1).astype(np.int64), minlength=K)
         freq = np.sort(counts)[::-1] / max(1, counts.sum())
-        ax.bar(np.arange(K), freq, width=1.0, color="C0")
+        # one filled step polygon, not K bar patches (K = 2^14 bars take matplotlib seconds per panel)
+        ax.fill_between(np.arange(K), freq, step="mid", color="C0", linewidth=0)
         ax.set_title(f"{row['label']}: {row['usage']:.0%} used, ppl {row['perplexity']:.0f}/{K}", fontsize=9)
         ax.set_xlabel("code (sorted by frequency)", fontsize=8)
-        ax.set_ylabel("fraction of held-out tokens", fontsize=8)
+        if k % cols == 0:
+            ax.set_ylabel("fraction of held-out tokens", fontsize=8)
         ax.set_xlim(-0.5, K - 0.5)
     for k in range(n, nrows * cols):
         axes[k // cols][k % cols].set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    return fig
+
+
+def usage_ceilings(rows, batch_size, heldout_images):
+    """Usage counts the distinct codes in a sample, so n tokens can use at most n of K codes.
+    Returns ({label: batch ceiling}, [report lines]) for the rows where a training batch
+    (batch_size x tokens/img) or the held-out set (heldout_images x tokens/img) holds fewer tokens
+    than the codebook has codes."""
+    batch, lines = {}, []
+    for r in rows:
+        k, t = r.get("codebook_size"), r.get("tokens_per_image")
+        if not k or not t:
+            continue
+        batch[r["label"]] = min(1.0, batch_size * t / k)
+        parts = []
+        if batch_size * t < k:
+            parts.append(f"a training batch holds {batch_size} x {t} = {batch_size * t} tokens, so the batch "
+                         f"usage in loss_curves.png is at most {batch_size * t / k:.0%} (dashed line)")
+        if heldout_images * t < k:
+            parts.append(f"the {heldout_images} held-out images hold {heldout_images * t} tokens, so the usage "
+                         f"column is at most {heldout_images * t / k:.0%}")
+        if parts:
+            lines.append(f"- {r['label']} ({k} codes): " + "; ".join(parts) + ".")
+    return batch, lines
 
 
 def write_report(out_dir, rows, extras, originals, config, seconds=None):
@@ -511,19 +669,33 @@ def write_report(out_dir, rows, extras, originals, config, seconds=None):
         w.writeheader()
         w.writerows(rows)
     machine = machine_info()
-    md = [f"# mmu compare: {config['dataset']} at {config['size']} px", "",
-          f"{config['steps']} training steps x batch {config['batch_size']} per tokenizer on "
-          f"{config['train_images']} training images (seed {config['seed']}); metrics on "
-          f"{config['heldout_images']} held-out images."
-          + (" **fast mode** (tiny models, a few steps: the numbers mean nothing)." if config.get("fast") else ""),
-          "", markdown_table(rows), "",
-          "PSNR/SSIM: decode(encode(x)) against x on the held-out images (data range 2, SSIM with the 11x11 "
-          "Gaussian window of Wang et al. 2004). usage: fraction of the codebook used on the held-out "
-          "images; perplexity: exp(entropy) of the held-out code histogram (the codebook size is the "
-          "maximum). bits/img = tokens/img x log2(codebook). train s: wall time of Trainer.fit. "
-          "encode/decode img/s: the best of 5 timed runs on batches of " + str(EVAL_BATCH) + " images.", "",
-          "![reconstructions](reconstructions.png)", "", "![loss curves](loss_curves.png)", "",
-          "![code usage](usage.png)", "", "## Tokenizers", ""]
+    batch_ceilings, ceiling_lines = usage_ceilings(rows, config["batch_size"], config["heldout_images"])
+    stop = config.get("interrupted")
+    md = [f"# mmu compare: {config['dataset']} at {config['size']} px", ""]
+    if stop:
+        md += [f"**Interrupted** (Ctrl-C) during {stop['not_finished'][0]}: this report covers the "
+               f"{len(stop['finished'])} tokenizer(s) that finished ({', '.join(stop['finished'])}); not finished: "
+               f"{', '.join(stop['not_finished'])}.", ""]
+    md += [f"{config['steps']} training steps x batch {config['batch_size']} per tokenizer on "
+           f"{config['train_images']} training images (seed {config['seed']}); metrics on "
+           f"{config['heldout_images']} held-out images."
+           + (" **fast mode** (tiny models, a few steps: the numbers mean nothing)." if config.get("fast") else ""),
+           "", markdown_table(rows), ""] + ([
+           f"Data: train: {config['train_split']}; held out: {config['heldout_split']}"
+           + (f" (the first {config['heldout_images']} of them)" if config.get("fast") else "") + ".", ""]
+           if config.get("train_split") else []) + [
+           "PSNR/SSIM: decode(encode(x)) against x on the held-out images (data range 2, SSIM with the 11x11 "
+           "Gaussian window of Wang et al. 2004). usage: fraction of the codebook used on the held-out "
+           "images; perplexity: exp(entropy) of the held-out code histogram (the codebook size is the "
+           "maximum). bits/img = tokens/img x log2(codebook). gen. params: trainable parameters of the encoder, "
+           "quantizer and decoder (what encode/decode use; a discriminator is not counted). train s: wall time "
+           "of Trainer.fit. encode/decode img/s: the best of 5 timed runs on batches of " + str(EVAL_BATCH)
+           + " images. The loss curves are scaled per tokenizer (their terms differ in kind and scale).", ""]
+    if ceiling_lines:
+        md += ["Usage ceilings: usage counts the distinct codes in a sample, and n tokens can use at most n of "
+               "the K codes:", ""] + ceiling_lines + [""]
+    md += ["![reconstructions](reconstructions.png)", "", "![loss curves](loss_curves.png)", "",
+           "![code usage](usage.png)", "", "## Tokenizers", ""]
     for name, e in config["entries"].items():
         md.append(f"- **{name}** ({e['tokenizer']}): {e['description']}")
     md += ["", "## Configuration", "", "```json", json.dumps(_to_jsonable(config), indent=2), "```", "",
@@ -537,5 +709,5 @@ def write_report(out_dir, rows, extras, originals, config, seconds=None):
     labels = ["original"] + [x["entry"].label for x in extras]
     _image_grid([np.asarray(originals)] + [x["recon"] for x in extras], labels,
                 os.path.join(out_dir, "reconstructions.png"))
-    _loss_curves(extras, os.path.join(out_dir, "loss_curves.png"))
+    _loss_curves(extras, os.path.join(out_dir, "loss_curves.png"), batch_ceilings)
     _usage_plot(rows, extras, os.path.join(out_dir, "usage.png"))

@@ -7,12 +7,14 @@ a tuple, keyword defaults, Python scalars) and call one C entry point each;
 the C side validates shapes and dtypes and raises with the op's name.
 """
 import builtins
+import math
 import numbers
 
 import numpy as np
 
 from . import _C
 from ._C import Tensor
+from ._args import flag as _flag, int_arg as _int_arg, is_int as _is_int, is_real as _is_real
 from .autograd import is_grad_enabled
 
 float32 = np.dtype("float32")
@@ -20,6 +22,7 @@ int64 = np.dtype("int64")
 bool = np.dtype("bool")  # noqa: A001 (torch's name)
 
 _CODES = {float32: 0, int64: 1, bool: 2}
+_FLT_MAX = float(np.finfo(np.float32).max)
 _FLOAT, _INT, _BOOL = 0, 1, 2
 
 # op codes shared with csrc/ops/ops.h
@@ -45,33 +48,52 @@ def _dtype_code(dtype, op="tensor"):
 
 
 def _size(size, op):
-    """zeros(2, 3) and zeros((2, 3)) both mean shape (2, 3)."""
+    """zeros(2, 3) and zeros((2, 3)) both mean shape (2, 3). Sizes that are not ints, negative, or
+    too large for any buffer (2**62 bytes) raise naming op, before the C core sees them."""
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = tuple(size[0])
+    out, numel = [], 1
     for s in size:
+        if isinstance(s, Tensor) and s.ndim == 0 and s.dtype == int64:
+            s = int(s.item())
         if not isinstance(s, numbers.Integral) or isinstance(s, builtins.bool):
-            raise TypeError(f"{op}: size must be ints, got {size!r}")
+            raise TypeError(f"{op}: size must be ints, got {size!r:.80}")
         if s < 0:
             raise ValueError(f"{op}: negative dimension {s} in size {tuple(size)}")
-    return tuple(int(s) for s in size)
+        out.append(int(s))
+        numel *= int(s)
+    if len(out) > 6:
+        raise ValueError(f"{op}: size {tuple(out)} has {len(out)} dims; mmu tensors have at most 6")
+    if numel > 2 ** 59:
+        raise ValueError(f"{op}: size {tuple(out)} is too large ({numel} elements)")
+    return tuple(out)
 
 
 def _dims(dim, op):
     if dim is None:
         return None
     if isinstance(dim, numbers.Integral) and not isinstance(dim, builtins.bool):
-        return (int(dim),)
-    if isinstance(dim, (tuple, list)):
-        return tuple(dim)
-    raise TypeError(f"{op}: dim must be an int, a tuple of ints or None, got {type(dim).__name__}")
+        dim = (dim,)
+    if not isinstance(dim, (tuple, list)) or not builtins.all(_is_int(d) for d in dim):
+        raise TypeError(f"{op}: dim must be an int, a tuple of ints or None, got {dim!r:.60}")
+    for d in dim:
+        if not -2 ** 63 <= d < 2 ** 63:  # (as any dim past 6 is: the C side says so with the shape)
+            raise IndexError(f"{op}: dim {d} is out of range")
+    return tuple(int(d) for d in dim)
 
 
 def _wrap_dim(dim, ndim, op, shape):
     """dim in [-n, n) -> [0, n), n = max(ndim, 1) (a 0-d tensor takes dim 0 / -1, as in torch)."""
+    dim = _int_arg(dim, op, "dim")
     n = builtins.max(ndim, 1)
     if not -n <= dim < n:
         raise IndexError(f"{op}: dim {dim} is out of range for a tensor of shape {shape} (expected [{-n}, {n - 1}])")
     return dim % n
+
+
+def _float_only(x, op, arg="input"):
+    if x.dtype != float32:
+        raise TypeError(f"{op}: {arg} must be float32, got {x.dtype} (use .float())")
 
 
 def _as_tensor(x, op, arg="input"):
@@ -79,7 +101,11 @@ def _as_tensor(x, op, arg="input"):
         return x
     if x is None or isinstance(x, (str, bytes, dict)):
         raise TypeError(f"{op}: {arg} must be a Tensor or a numeric array, got {type(x).__name__}")
-    return _C.tensor(x, -1, False)
+    try:
+        return _C.tensor(x, -1, False)
+    except (TypeError, ValueError) as e:  # the converter names itself ("tensor: data ..."); name op
+        msg = str(e).removeprefix("tensor: data ").removeprefix("tensor: ")
+        raise type(e)(f"{op}: {arg} {msg}") from None
 
 
 # ----------------------------------------------------------------- creation
@@ -88,13 +114,20 @@ def tensor(data, dtype=None, requires_grad=False):
 
     float arrays become float32, integer arrays int64, bool stays bool;
     `dtype` forces one of mmu.float32 / mmu.int64 / mmu.bool."""
-    return _C.tensor(data, _dtype_code(dtype), builtins.bool(requires_grad))
+    return _C.tensor(data, _dtype_code(dtype), _flag(requires_grad, "tensor", "requires_grad"))
 
 
 def _full(size, value, dtype, requires_grad, op):
     if not isinstance(value, numbers.Number) or isinstance(value, complex):
         raise TypeError(f"{op}: fill_value must be a real number, got {type(value).__name__}")
     code = _dtype_code(dtype, op)
+    if _flag(requires_grad, op, "requires_grad") and code not in (-1, _FLOAT):
+        raise TypeError(f"{op}: only float32 tensors can require gradients, dtype is {dtype}")
+    v = float(value)
+    if code in (-1, _FLOAT) and not math.isinf(v) and builtins.abs(v) > _FLT_MAX:
+        raise ValueError(f"{op}: fill_value {value} overflows float32 (torch raises too)")
+    if code == _INT and not (math.isfinite(v) and -2 ** 63 <= value < 2 ** 63):
+        raise ValueError(f"{op}: fill_value {value} does not fit in int64")
     t = _C.full(size, code if code >= 0 else _FLOAT, float(value))
     if requires_grad:
         t.requires_grad = True
@@ -115,26 +148,31 @@ def full(size, fill_value, dtype=None, requires_grad=False):
     """Tensor filled with `fill_value` (dtype inferred from it when not given)."""
     if dtype is None:
         dtype = bool if isinstance(fill_value, builtins.bool) else int64 if isinstance(fill_value, numbers.Integral) else float32
-    size = (size,) if isinstance(size, numbers.Integral) else tuple(size)
+    if isinstance(size, numbers.Integral):
+        size = (size,)
+    elif isinstance(size, (tuple, list)):
+        size = tuple(size)
+    else:
+        raise TypeError(f"full: size must be an int or a tuple of ints, got {type(size).__name__}")
     return _full(_size(size, "full"), fill_value, dtype, requires_grad, "full")
 
 
 def zeros_like(t, dtype=None, requires_grad=False):
     """Zeros with t's shape (and dtype unless given)."""
     t = _as_tensor(t, "zeros_like")
-    return _full(t.shape, 0.0, dtype or t.dtype, requires_grad, "zeros_like")
+    return _full(t.shape, 0.0, t.dtype if dtype is None else dtype, requires_grad, "zeros_like")
 
 
 def ones_like(t, dtype=None, requires_grad=False):
     """Ones with t's shape (and dtype unless given)."""
     t = _as_tensor(t, "ones_like")
-    return _full(t.shape, 1.0, dtype or t.dtype, requires_grad, "ones_like")
+    return _full(t.shape, 1.0, t.dtype if dtype is None else dtype, requires_grad, "ones_like")
 
 
 def randn(*size, requires_grad=False):
     """Standard normal float32 samples from mmu's seeded counter-based RNG."""
     t = _C.random(_size(size, "randn"), True)
-    if requires_grad:
+    if _flag(requires_grad, "randn", "requires_grad"):
         t.requires_grad = True
     return t
 
@@ -142,7 +180,7 @@ def randn(*size, requires_grad=False):
 def rand(*size, requires_grad=False):
     """Uniform [0, 1) float32 samples from mmu's seeded counter-based RNG."""
     t = _C.random(_size(size, "rand"), False)
-    if requires_grad:
+    if _flag(requires_grad, "rand", "requires_grad"):
         t.requires_grad = True
     return t
 
@@ -154,11 +192,17 @@ def arange(start, end=None, step=1, dtype=None):
     for name, v in (("start", start), ("end", end), ("step", step)):
         if not isinstance(v, numbers.Real):
             raise TypeError(f"arange: {name} must be a number, got {type(v).__name__}")
+        if not math.isfinite(v):  # (the count would be NaN or inf; torch: "unsupported range")
+            raise ValueError(f"arange: {name} must be finite, got {v}")
+    all_int = builtins.all(isinstance(v, numbers.Integral) for v in (start, end, step))
+    # Python ints and floats from here (NumPy int64 scalars would overflow in (end - start) * step)
+    start, end, step = (int(v) if isinstance(v, numbers.Integral) else float(v) for v in (start, end, step))
     if dtype is None:
-        all_int = builtins.all(isinstance(v, numbers.Integral) for v in (start, end, step))
         code = _INT if all_int else _FLOAT
     else:
         code = _dtype_code(dtype, "arange")
+        if code == _BOOL:
+            raise TypeError("arange: dtype bool is not supported (use float32 or int64)")
     if (end - start) * step < 0:
         raise ValueError(f"arange: end ({end}) must be reachable from start ({start}) by step ({step})")
     return _C.arange(float(start), float(end), float(step), code)
@@ -220,12 +264,24 @@ _NP_BINARY = dict(add=np.add, sub=np.subtract, mul=np.multiply, maximum=np.maxim
                   floordiv=np.floor_divide, mod=np.remainder, pow=np.power)
 
 
+class IntegerDivisionByZero(ZeroDivisionError, RuntimeError):
+    """// or % of integer tensors by zero: a ZeroDivisionError (Python's name) that is also the
+    RuntimeError torch raises, so either `except` catches it."""
+
+
 def _numpy_binary(name, a, b):
     with np.errstate(divide="raise"):
         try:
             return tensor(_NP_BINARY[name](_np(a), _np(b)))
         except FloatingPointError:
-            raise ZeroDivisionError(f"{name}: integer division by zero") from None
+            raise IntegerDivisionByZero(f"{name}: integer division by zero") from None
+        except ValueError as e:  # NumPy's broadcast error names no op
+            raise ValueError(f"{name}: shapes {np.shape(_np(a))} and {np.shape(_np(b))} cannot be broadcast "
+                             f"together ({e})") from None
+        except OverflowError:  # a Python int past int64 meets an integer tensor
+            raise ValueError(f"{name}: a Python int operand does not fit in int64") from None
+        except TypeError as e:  # e.g. a complex operand
+            raise TypeError(f"{name}: unsupported operands ({e})") from None
 
 
 def _binary(name, a, b):
@@ -261,7 +317,7 @@ def cat(tensors, dim=0):
     """Concatenate tensors (same shape except along dim)."""
     if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
         raise TypeError(f"cat: tensors must be a list or tuple of tensors, got {type(tensors).__name__}")
-    return _C.cat(_promote_all(tensors, "cat"), int(dim))
+    return _C.cat(_promote_all(tensors, "cat"), _int_arg(dim, "cat", "dim"))
 
 
 def _promote_all(tensors, op):
@@ -309,7 +365,7 @@ def _unary(name):
     def fn(input):
         return _C.unary(code, input)
 
-    fn.__name__ = name
+    fn.__name__ = fn.__qualname__ = name  # Python's own argument errors then name the op
     fn.__doc__ = f"Elementwise {name} (float32), differentiable."
     return fn
 
@@ -345,10 +401,10 @@ def _reducer(name):
 
     def fn(input, dim=None, keepdim=False):
         if isinstance(input, Tensor) and input.dtype != float32:
-            return _int_reduce(name, input, _dims(dim, name), keepdim)
-        return _C.reduce(code, input, _dims(dim, name), builtins.bool(keepdim))
+            return _int_reduce(name, input, _dims(dim, name), _flag(keepdim, name, "keepdim"))
+        return _C.reduce(code, input, _dims(dim, name), _flag(keepdim, name, "keepdim"))
 
-    fn.__name__ = name
+    fn.__name__ = fn.__qualname__ = name  # Python's own argument errors then name the op
     fn.__doc__ = f"{name} over `dim` (int, tuple or None for all), keeping reduced dims if keepdim."
     return fn
 
@@ -375,25 +431,27 @@ amin = _reducer("amin")
 
 def argmax(input, dim=None, keepdim=False):
     """Index of the maximum (int64); over the flattened tensor if dim is None. Ties: first index."""
-    return _C.argreduce(True, input, dim, builtins.bool(keepdim))
+    return _C.argreduce(True, input, dim, _flag(keepdim, "argmax", "keepdim"))
 
 
 def argmin(input, dim=None, keepdim=False):
     """Index of the minimum (int64); over the flattened tensor if dim is None. Ties: first index."""
-    return _C.argreduce(False, input, dim, builtins.bool(keepdim))
+    return _C.argreduce(False, input, dim, _flag(keepdim, "argmin", "keepdim"))
 
 
 def _extremum(name, is_max):
     def fn(input, dim=None, keepdim=False):
         input = _as_tensor(input, name)
+        keepdim = _flag(keepdim, name, "keepdim")
         if dim is None:  # the whole tensor: ties share the gradient (torch's max())
             return amax(input) if is_max else amin(input)
-        idx = _C.argreduce(is_max, input, int(dim), True)
+        dim = _wrap_dim(dim, input.ndim, name, input.shape)
+        idx = _C.argreduce(is_max, input, dim, True)
         values = _C.gather(input, int(dim), idx)  # the gradient goes to the chosen index, as in torch
         if not keepdim:
             values, idx = values.squeeze(dim), idx.squeeze(dim)
         return MaxMin(values, idx)
-    fn.__name__ = name
+    fn.__name__ = fn.__qualname__ = name  # Python's own argument errors then name the op
     fn.__doc__ = (f"{name}(x) -> the {'largest' if is_max else 'smallest'} value; {name}(x, dim, keepdim) -> "
                   "(values, indices), the first index on ties, gradient to that index.")
     return fn
@@ -415,21 +473,52 @@ min = _extremum("min", False)  # noqa: A001
 
 def var(input, dim=None, correction=1, keepdim=False):
     """Variance over dim (all if None), dividing by N - correction (1: unbiased, torch's default)."""
-    input = _as_tensor(input, "var")
-    dims = _dims(dim, "var")
-    n = input.numel() if dims is None else int(np.prod([input.shape[d] for d in dims]))
+    return _var(input, dim, correction, keepdim, "var")
+
+
+def _var(input, dim, correction, keepdim, op):
+    input = _as_tensor(input, op)
+    _float_only(input, op)
+    if not _is_int(correction):
+        raise TypeError(f"{op}: correction must be an int, got {type(correction).__name__}")
+    correction = int(correction)
+    dims = _unique_dims(_dims(dim, op), input, op)
+    keepdim = _flag(keepdim, op, "keepdim")
+    n = input.numel() if dims is None else int(np.prod([input.shape[d] if input.ndim else 1 for d in dims]))
     centered = input - mean(input, dims, keepdim=True)
     return sum(centered * centered, dims, keepdim=keepdim) / builtins.max(n - correction, 0)
 
 
+def _unique_dims(dims, x, op):
+    """dims (a tuple; None or () = all, as torch) wrapped into [0, ndim), each at most once."""
+    if not dims:
+        return tuple(range(x.ndim))
+    dims = tuple(_wrap_dim(d, x.ndim, op, x.shape) for d in dims)
+    if len(set(dims)) != len(dims):
+        raise ValueError(f"{op}: dim {dims} names a dim more than once (tensor of shape {x.shape})")
+    return dims
+
+
+def _sqrt_zero_grad(s):
+    """sqrt(s) for s >= 0 whose gradient is 0 (not inf · 0 = NaN) where s == 0: torch's
+    subgradient for std and norm at a constant row / the zero vector. The sqrt sees 1 there."""
+    zero = s == 0.0
+    return where(zero, 0.0, sqrt(where(zero, 1.0, s)))
+
+
 def std(input, dim=None, correction=1, keepdim=False):
-    """Standard deviation: sqrt(var)."""
-    return sqrt(var(input, dim, correction, keepdim))
+    """Standard deviation: sqrt(var); the gradient of a constant row is 0, as in torch."""
+    return _sqrt_zero_grad(_var(input, dim, correction, keepdim, "std"))
 
 
 def logsumexp(input, dim, keepdim=False):
     """log(sum(exp(x))) along dim, computed stably (shifted by the max)."""
     input = _as_tensor(input, "logsumexp")
+    _float_only(input, "logsumexp")
+    keepdim = _flag(keepdim, "logsumexp", "keepdim")
+    dim = _unique_dims(_dims(dim, "logsumexp"), input, "logsumexp")
+    if input.ndim and builtins.any(input.shape[d] == 0 for d in dim):  # log(0) = -inf, as torch
+        return sum(input, dim, keepdim) - float("inf")
     m = amax(input, dim, keepdim=True).detach()
     m = where(m.abs() == float("inf"), 0.0, m)  # an all -inf row stays -inf instead of NaN
     out = log(sum(exp(input - m), dim, keepdim=True)) + m
@@ -437,15 +526,40 @@ def logsumexp(input, dim, keepdim=False):
 
 
 def norm(input, p=2, dim=None, keepdim=False):
-    """Vector p-norm over dim (all if None): p = 2 (default), 1, or inf."""
+    """Vector p-norm over dim (all if None): (sum |x|^p)^(1/p) for p > 0 ('fro' = 2), max |x| for
+    inf, min |x| for -inf, the count of non-zeros for 0. As in torch, the gradient is 0 at x = 0
+    (elementwise, and for a zero vector), never NaN."""
     input = _as_tensor(input, "norm")
-    if p == 2:
-        return sqrt(sum(input * input, dim, keepdim))
-    if p == 1:
-        return sum(abs(input), dim, keepdim)
+    _float_only(input, "norm")
+    keepdim = _flag(keepdim, "norm", "keepdim")
+    dim = None if dim is None else _unique_dims(_dims(dim, "norm"), input, "norm")
+    if p is None or (isinstance(p, str) and p == "fro"):  # torch: None and 'fro' are the 2-norm
+        p = 2
+    if not isinstance(p, str) and not _is_real(p):
+        raise TypeError(f"norm: p must be a number or 'fro', got {type(p).__name__}")
+    if isinstance(p, str) or p != p or (p < 0 and p != -float("inf")):
+        raise ValueError(f"norm: p must be a number > 0, 0, inf, -inf or 'fro', got {p!r}")
+    if builtins.abs(p) == float("inf"):
+        reduced = input.shape if dim is None else [input.shape[d] for d in dim]
+        if 0 in reduced:  # max / min of nothing has no value (torch raises too)
+            raise ValueError(f"norm: the {p} norm of an empty reduction is not defined (input of shape "
+                             f"{input.shape}, dim {dim})")
     if p == float("inf"):
         return amax(abs(input), dim, keepdim)
-    raise ValueError(f"norm: p must be 1, 2 or inf, got {p!r}")
+    if p == -float("inf"):
+        return amin(abs(input), dim, keepdim)
+    if p == 0:  # the count; differentiable with a zero gradient, like torch's
+        count = _C.cast(input.detach() != 0.0, _FLOAT)
+        return sum(where(zeros_like(input, dtype=bool), input, count), dim, keepdim)
+    if p == 1:
+        return sum(abs(input), dim, keepdim)
+    if p == 2:
+        return _sqrt_zero_grad(sum(input * input, dim, keepdim))
+    a = abs(input)
+    zero = a == 0.0
+    s = sum(where(zero, 0.0, where(zero, 1.0, a) ** float(p)), dim, keepdim)  # 0^p with a 0 gradient
+    zero = s == 0.0
+    return where(zero, 0.0, where(zero, 1.0, s) ** (1.0 / float(p)))
 
 
 def split(input, split_size_or_sections, dim=0):
@@ -461,6 +575,10 @@ def split(input, split_size_or_sections, dim=0):
             raise ValueError(f"split: split_size must be positive, got {step}")
         sections = [builtins.min(step, size - i) for i in range(0, size, step)] or [0]
     else:
+        if not isinstance(split_size_or_sections, (tuple, list)) or \
+                not builtins.all(_is_int(v) and v >= 0 for v in split_size_or_sections):
+            raise TypeError(f"split: split_size_or_sections must be an int or a list of non-negative ints, "
+                            f"got {split_size_or_sections!r:.60}")
         sections = [int(v) for v in split_size_or_sections]
         if builtins.sum(sections) != size:
             raise ValueError(f"split: sections {sections} do not add up to {size} (dim {dim} of {input.shape})")
@@ -488,13 +606,14 @@ def chunk(input, chunks, dim=0):
 def _triangle(name, upper):
     def fn(input, diagonal=0):
         input = _as_tensor(input, name)
+        diagonal = _int_arg(diagonal, name, "diagonal")
         if input.ndim < 2:
             raise ValueError(f"{name}: input must have at least 2 dims, got shape {input.shape}")
         r, c = input.shape[-2:]
         rows, cols = np.arange(r)[:, None], np.arange(c)[None, :]
         keep = cols - rows >= diagonal if upper else cols - rows <= diagonal
         return masked_fill(input, tensor(~keep), 0)
-    fn.__name__ = name
+    fn.__name__ = fn.__qualname__ = name  # Python's own argument errors then name the op
     fn.__doc__ = (f"Zero the elements {'below' if upper else 'above'} the given diagonal of the last two dims "
                   "(causal masks: tril).")
     return fn
@@ -504,14 +623,22 @@ tril = _triangle("tril", False)
 triu = _triangle("triu", True)
 
 
+def _int_tuple(v, op, name):
+    if _is_int(v):
+        return (int(v),)
+    if not isinstance(v, (tuple, list)):
+        raise TypeError(f"{op}: {name} must be a tuple of ints, got {type(v).__name__}")
+    return tuple(v)
+
+
 def reshape(input, shape):
     """Same data, new shape (one -1 is inferred). Shares memory: all tensors are contiguous."""
-    return _C.reshape(input, tuple(shape))
+    return _C.reshape(input, _int_tuple(shape, "reshape", "shape"))
 
 
 def permute(input, dims):
     """Reorder dims (a copy: mmu tensors are always contiguous)."""
-    return _C.permute(input, tuple(dims))
+    return _C.permute(input, _int_tuple(dims, "permute", "dims"))
 
 
 def transpose(input, dim0, dim1):
@@ -527,12 +654,12 @@ def transpose(input, dim0, dim1):
 
 def gather(input, dim, index):
     """torch.gather: out[i][j] = input[index[i][j]][j] for dim 0 (index int64, input's ndim)."""
-    return _C.gather(input, int(dim), index)
+    return _C.gather(input, _int_arg(dim, "gather", "dim"), index)
 
 
 def index_select(input, dim, index):
     """Select entries along dim by a 1-D int64 index."""
-    return _C.index_select(input, int(dim), index)
+    return _C.index_select(input, _int_arg(dim, "index_select", "dim"), index)
 
 
 def masked_fill(input, mask, value):
@@ -578,6 +705,7 @@ def _binop(name, reverse=False):
         if other is None:
             return NotImplemented
         return _binary(name, other, self) if reverse else _binary(name, self, other)
+    op.__name__ = op.__qualname__ = name
     return op
 
 
@@ -597,6 +725,7 @@ def _int_only_op(name, reverse=False):
         if "f" in (_kind(a), _kind(b)):
             a, b = _float(a), _float(b)
         return _numpy_binary(name, a, b)
+    op.__name__ = op.__qualname__ = name
     return op
 
 
@@ -616,7 +745,16 @@ def _inplace(name):
     grad raises like torch; anything else gets the out-of-place result."""
     def op(self, other, *, alpha=None):
         if alpha is not None:
-            other = other * alpha
+            if not _is_real(alpha):
+                raise TypeError(f"{name}_: alpha must be a number, got {type(alpha).__name__}")
+            other = _operand(other, name)
+            if other is None:
+                raise TypeError(f"{name}_: other must be a Tensor or a number")
+            try:
+                other = other * alpha
+            except (ValueError, TypeError, OverflowError) as e:
+                kind = TypeError if isinstance(e, TypeError) else ValueError
+                raise kind(f"{name}_: other * alpha: {e}") from None
         out = _binary(name, self, other)
         if is_grad_enabled() and (self.requires_grad or _needs_grad(other)):
             if self.is_leaf and self.requires_grad:
@@ -630,16 +768,29 @@ def _inplace(name):
             raise TypeError(f"{name}_: the result is {out.dtype}, which cannot be written in place into a "
                             f"{self.dtype} tensor")
         self.numpy()[...] = out.numpy()
+        self._bump_version()
         return self
-    op.__name__ = f"{name}_"
+    op.__name__ = op.__qualname__ = f"{name}_"
     return op
 
 
 def _fill_(self, value):
+    return _fill(self, value, "fill_")
+
+
+def _fill(self, value, op):
     if is_grad_enabled() and self.requires_grad:
-        raise RuntimeError("fill_: a leaf tensor that requires grad cannot be modified in place while grad "
+        raise RuntimeError(f"{op}: a leaf tensor that requires grad cannot be modified in place while grad "
                            "is recorded; wrap it in `with mmu.no_grad():`")
-    self.numpy()[...] = value.item() if isinstance(value, Tensor) else value
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{op}: value must be a number or a one-element tensor, got shape {value.shape}")
+        value = value.item()
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: value must be a number, got {type(value).__name__}")
+    _full((), value, self.dtype, False, op)  # the range checks (float32 / int64 overflow)
+    self.numpy()[...] = value
+    self._bump_version()
     return self
 
 
@@ -652,6 +803,7 @@ def _copy_(self, src):
         self.numpy()[...] = np.broadcast_to(src.numpy(), self.shape)
     except ValueError:
         raise ValueError(f"copy_: src of shape {src.shape} cannot be broadcast to {self.shape}") from None
+    self._bump_version()
     return self
 
 
@@ -814,7 +966,7 @@ def _advanced_getitem(self, idx):
     # 2. the indexed dims, flattened into one, selected at once
     first, last = adv[0], adv[-1] + 1
     flat = np.ravel_multi_index(arrays, x.shape[first:last]) if arrays[0].size else np.zeros(arrays[0].shape, np.int64)
-    merged = _C.reshape(x, x.shape[:first] + (-1,) + x.shape[last:])
+    merged = _C.reshape(x, x.shape[:first] + (int(np.prod(x.shape[first:last])),) + x.shape[last:])
     out = _C.index_select(merged, first, tensor(flat.reshape(-1).astype(np.int64)))
     return _C.reshape(out, x.shape[:first] + arrays[0].shape + x.shape[last:])
 
@@ -830,10 +982,11 @@ def _setitem(self, idx, value):
         idx = tuple(i.numpy() if isinstance(i, Tensor) else i for i in idx)
     try:
         self.numpy()[idx] = _np(value)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, IndexError, OverflowError) as e:
         shape = getattr(value, "shape", None)
-        raise ValueError(f"index assignment: cannot assign a value{f' of shape {shape}' if shape else ''} "
+        raise (IndexError if isinstance(e, (IndexError, OverflowError)) else ValueError)(f"index assignment: cannot assign a value{f' of shape {shape}' if shape else ''} "
                          f"to {idx!r} of a tensor of shape {self.shape}: {e}") from None
+    self._bump_version()
 
 
 def _reshape_m(self, *shape):
@@ -851,11 +1004,9 @@ def _permute_m(self, *dims):
 
 def _flatten(self, start_dim=0, end_dim=-1):
     nd = self.ndim
+    s, e = (_wrap_dim(d, nd, "flatten", self.shape) for d in (start_dim, end_dim))
     if nd == 0:
         return _C.reshape(self, (1,))
-    if not (-nd <= start_dim < nd and -nd <= end_dim < nd):
-        raise IndexError(f"flatten: dims ({start_dim}, {end_dim}) out of range for a tensor of shape {self.shape}")
-    s, e = start_dim % nd, end_dim % nd
     if s > e:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} (shape {self.shape})")
     shape = self.shape[:s] + (-1,) + self.shape[e + 1:]
@@ -892,11 +1043,13 @@ def _expand(self, *sizes):
 def _size_m(self, dim=None):
     if dim is None:
         return self.shape
+    if self.ndim == 0:
+        raise IndexError(f"size: a 0-d tensor has no dims (dim {dim!r:.40} was asked)")
     return self.shape[_wrap_dim(dim, self.ndim, "size", self.shape)]
 
 
 def _requires_grad_(self, requires_grad=True):
-    self.requires_grad = requires_grad
+    self.requires_grad = _flag(requires_grad, "requires_grad_", "requires_grad")
     return self
 
 
@@ -944,6 +1097,8 @@ def _t(self):
 
 
 def _format(self, spec):
+    if not isinstance(spec, str):
+        raise TypeError(f"format: the format spec must be a str, got {type(spec).__name__}")
     if self.numel() == 1 and spec:
         return format(self.item(), spec)
     return format(repr(self), spec)
@@ -970,7 +1125,7 @@ def _install():
         "__iadd__": _inplace("add"), "__isub__": _inplace("sub"), "__imul__": _inplace("mul"),
         "__itruediv__": _inplace("div"),
         "add_": _inplace("add"), "sub_": _inplace("sub"), "mul_": _inplace("mul"), "div_": _inplace("div"),
-        "zero_": lambda self: _fill_(self, 0), "fill_": _fill_, "copy_": _copy_,
+        "zero_": lambda self: _fill(self, 0, "zero_"), "fill_": _fill_, "copy_": _copy_,
         "__format__": _format, "__index__": _index,
         "__pos__": lambda a: a,
         "__lt__": _binop("lt"), "__le__": _binop("le"), "__gt__": _binop("gt"), "__ge__": _binop("ge"),
@@ -1001,6 +1156,10 @@ def _install():
     for name, fn in m.items():
         if callable(fn) and not isinstance(fn, property) and fn.__doc__ is None and name in globals():
             fn.__doc__ = globals()[name].__doc__
+        if getattr(fn, "__name__", None) in ("<lambda>", "_getitem", "_setitem", "_iter", "_t", "_to", "_flatten",
+                                              "_unsqueeze", "_squeeze", "_expand", "_size_m", "_reshape_m",
+                                              "_permute_m", "_fill_", "_copy_", "_pow", "_rpow", "_neg", "_invert"):
+            fn.__name__ = fn.__qualname__ = name  # Python's own argument errors then name the method
         setattr(Tensor, name, fn)
 
 

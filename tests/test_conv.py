@@ -378,3 +378,44 @@ def test_errors(call, exc, words):
     msg = str(info.value)
     for word in words:
         assert word in msg, f"{word!r} not in {msg!r}"
+
+
+# issue 11: conv_transpose with a zero-size dim returned an empty or all-zero tensor where torch
+# raises. torch 2.13's outcome for each layout, checked case by case: a non-empty batch with an
+# empty spatial dim, a weight with 0 output channels, a weight with fewer rows than groups.
+ZERO_SIZE_TRANSPOSED = [
+    # (sp, input shape, weight shape, groups, expected output shape or None for an error)
+    (3, (2, 4, 0, 3, 3), (4, 2, 2, 2, 2), 1, None),
+    (3, (2, 4, 3, 3, 0), (4, 2, 2, 2, 2), 2, None),
+    (3, (4, 3, 0, 3), (4, 2, 2, 2, 2), 1, None),      # unbatched: a batch of one
+    (3, (2, 4, 3, 3, 3), (4, 0, 2, 2, 2), 1, None),   # 0 output channels
+    (3, (2, 0, 3, 3, 3), (0, 2, 2, 2, 2), 1, None),   # weight rows < groups
+    (2, (2, 4, 0, 3), (4, 2, 2, 2), 1, None),
+    (2, (4, 3, 0), (4, 2, 2, 2), 1, None),
+    (1, (2, 4, 0), (4, 2, 2), 1, None),
+    (1, (4, 3), (4, 0, 2), 2, None),
+    (3, (0, 4, 3, 3, 3), (4, 2, 2, 2, 2), 1, (0, 2, 4, 4, 4)),  # an empty batch is fine
+    (3, (0, 4, 0, 3, 3), (4, 2, 2, 2, 2), 2, (0, 4, 1, 4, 4)),  # ... even with an empty spatial dim
+    (2, (0, 4, 3, 0), (4, 1, 2, 2), 1, (0, 1, 4, 1)),
+]
+
+
+@pytest.mark.parametrize("sp,xs,ws,groups,expected", ZERO_SIZE_TRANSPOSED)
+def test_conv_transpose_zero_size_dims_follow_torch(sp, xs, ws, groups, expected):
+    fn = getattr(F, f"conv_transpose{sp}d")
+    x, w = np.zeros(xs, np.float32), np.ones(ws, np.float32)
+    if expected is None:
+        with pytest.raises(ValueError, match=f"conv_transpose{sp}d"):
+            fn(x, w, groups=groups)
+    else:
+        assert tuple(fn(x, w, groups=groups).shape) == expected
+    try:
+        import torch
+    except ImportError:
+        return
+    tfn = getattr(torch.nn.functional, f"conv_transpose{sp}d")
+    if expected is None:
+        with pytest.raises(RuntimeError):
+            tfn(torch.tensor(x), torch.tensor(w), groups=groups)
+    else:
+        assert tuple(tfn(torch.tensor(x), torch.tensor(w), groups=groups).shape) == expected

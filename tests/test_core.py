@@ -447,3 +447,32 @@ def test_composite_functions_match_torch(name):
     if name == "max_dim":
         idx = mmu.max(xm, 1).indices
         assert idx.dtype == np.int64 and idx.tolist() == torch.max(xt, 1).indices.tolist()
+
+
+# issue 11: arange(dtype=bool) filled a 1-byte-per-element buffer with float32s (a segfault
+# at 1 << 22, silent corruption of the neighbouring memory below); torch refuses a bool
+# range. The private entry points sized buffers by an unchecked dtype code.
+def test_arange_bool_is_refused_and_dtype_codes_are_checked():
+    for call in (lambda: mmu.arange(0, 1 << 22, dtype=mmu.bool), lambda: mmu.arange(3, dtype=bool),
+                 lambda: mmu._C.arange(0.0, 1 << 22, 1.0, 2)):
+        with pytest.raises(TypeError, match="arange: dtype bool is not supported"):
+            call()
+    for code in (-7, -1, 3, 99, 2**31 - 1):
+        with pytest.raises(TypeError, match=f"arange: unknown dtype code {code}"):
+            mmu._C.arange(0.0, 1 << 22, 1.0, code)
+        with pytest.raises(TypeError, match=f"full: unknown dtype code {code}"):
+            mmu._C.full((1 << 20,), code, 1.0)
+        with pytest.raises(TypeError, match=f"full: unknown dtype code {code}"):
+            mmu._C.full((4,), code, 0.0)
+        with pytest.raises(TypeError, match="unknown dtype code"):
+            mmu._C.cast(mmu.ones(3), code)
+        if code != -1:  # -1 means "infer" for tensor()
+            with pytest.raises(TypeError, match=f"tensor: unknown dtype code {code}"):
+                mmu._C.tensor([1, 2], code, False)
+    with pytest.raises(ValueError, match="arange: start, end and step must be finite"):
+        mmu._C.arange(0.0, float("nan"), 1.0, 0)
+    # the valid codes still work, each writing its own element size
+    assert mmu._C.arange(0.0, 5.0, 1.0, 1).numpy().tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(mmu.arange(0, 1, 0.25).numpy(), np.float32([0, 0.25, 0.5, 0.75]))
+    np.testing.assert_array_equal(mmu._C.full((3,), 2, 5.0).numpy(), [True, True, True])
+    np.testing.assert_array_equal(mmu.full((2,), 7).numpy(), np.int64([7, 7]))

@@ -90,6 +90,9 @@ def test_natural_sources_load_offline_and_disjoint():
     from mmu.data.datasets import _load_source
 
     assert not set(NATURAL_TRAIN_SOURCES) & set(NATURAL_TEST_SOURCES)
+    # more than the 5 training photos of the first version; every one ships in the wheels
+    assert len(NATURAL_TRAIN_SOURCES) == 7 and len(NATURAL_TEST_SOURCES) == 3
+    assert "skimage:motorcycle_left" in NATURAL_TEST_SOURCES       # one view of the stereo pair, never both
     for name in NATURAL_TRAIN_SOURCES + NATURAL_TEST_SOURCES:
         img = _load_source(name)
         assert img.ndim == 3 and img.shape[0] == 3 and min(img.shape[1:]) >= 300, name
@@ -115,6 +118,9 @@ def test_natural_crops_shapes_determinism_and_split():
     other = natural_crops(16, "train", n=300, seed=1)
     assert not np.array_equal(tr.images, other.images)
     assert len(natural_crops(16, "test")) == 256
+    # flat crops (retina's black corners, a uniform sky) are drawn again
+    stds = tr.images.reshape(len(tr), -1).std(axis=1)
+    assert stds.min() >= 0.02
     from mmu.data.datasets import _natural_default_n
 
     assert [_natural_default_n(s, "train") for s in (16, 32, 64, 128, 256)] == [4096, 4096, 1024, 256, 64]
@@ -230,9 +236,11 @@ def test_image_folder_errors(tmp_path, folder):
         ImageFolder(folder, channels=2)
     with pytest.raises(TypeError, match="root must be a path"):
         ImageFolder(3)
-    (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
-    with pytest.raises(ValueError, match="zz_broken.png"):
-        ImageFolder(folder, size=8)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    (tmp_path / "bad" / "y.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="none of the 2 image files can be read"):
+        ImageFolder(tmp_path / "bad", size=8)
 
 
 def test_load_dataset(tmp_path, folder):
@@ -247,7 +255,7 @@ def test_load_dataset(tmp_path, folder):
     # a folder with train/ and test/ subfolders uses them
     for split, n in (("train", 3), ("test", 2)):
         for i in range(n):
-            _write(str(tmp_path / "ds" / split / f"{i}.png"), np.full((6, 6, 3), 10 * i, np.uint8))
+            _write(str(tmp_path / "ds" / split / f"{i}.png"), np.full((6, 6, 3), 10 * i + n, np.uint8))
     assert len(load_dataset(tmp_path / "ds", 4, "train")) == 3
     assert load_dataset(tmp_path / "ds", 4, "test", channels=1).images.shape == (2, 1, 4, 4)
     with pytest.raises(FileNotFoundError, match="neither a built-in dataset"):
@@ -378,3 +386,295 @@ def test_dataset_basics_and_lazy_imports():
                          cwd=os.path.dirname(os.path.dirname(mmu.__file__)))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# discovery, splits, unreadable files (issue 11: defects 3 and 8)
+
+
+def _png(path, seed, shape=(10, 14, 3)):
+    _write(str(path), np.random.default_rng(seed).integers(0, 255, shape, dtype=np.uint8))
+
+
+@pytest.fixture
+def with_test_dir(tmp_path):
+    """The README's layout: images at the root and in a subfolder, held-out images in test/."""
+    pytest.importorskip("PIL")
+    root = tmp_path / "mine"
+    for i in range(5):
+        _png(root / f"r{i}.png", i)
+    _png(root / "more" / "m0.png", 10)
+    for i in range(3):
+        _png(root / "test" / f"t{i}.png", 20 + i)
+    return root
+
+
+def test_test_subfolder_is_never_trained_on(with_test_dir):
+    root = with_test_dir
+    train, test = mmu.data.load_splits(root, 8)
+    test_files = sorted(str(p) for p in (root / "test").iterdir())
+    assert sorted(test.files) == test_files
+    assert len(train) == 6 and not set(train.files) & set(test.files)
+    assert all(os.sep + "test" + os.sep not in f for f in train.files)
+    assert train.split == f"6 images from {root} (root and subfolders except test/)"
+    assert test.split == f"3 images from {root / 'test'}"
+    # load_dataset's "train" side is the same (today's main collected it recursively, test/ included)
+    tr = load_dataset(root, 8, "train")
+    assert tr.files == train.files and len(load_dataset(root, 8, "test")) == 3
+    np.testing.assert_array_equal(tr.images, train.images)
+
+
+def test_split_rules_and_disjointness(tmp_path, with_test_dir):
+    # no test/: a seeded split, described as such
+    flat = tmp_path / "flat"
+    for i in range(10):
+        _png(flat / f"{i}.png", i)
+    sp = mmu.data.folder_split(flat, 0.3, seed=4)
+    assert (len(sp.train), len(sp.test), sp.rule) == (7, 3, "seeded split")
+    assert not set(sp.train) & set(sp.test) and sorted(sp.train + sp.test) == mmu.data.list_images(flat)
+    assert sp.describe()[0] == f"7 images from {flat}: a seeded random split (seed 4) of its 10 readable images, 30% held out"
+    assert mmu.data.folder_split(flat, 0.3, seed=4).test == sp.test != mmu.data.folder_split(flat, 0.3, 5).test
+    # only train/: the held-out images come out of train/ (today's main took them from the whole folder)
+    only = tmp_path / "only"
+    for i in range(4):
+        _png(only / "train" / f"{i}.png", i)
+    _png(only / "extra.png", 9)
+    sp = mmu.data.folder_split(only, 0.25)
+    assert sp.rule == "train/ + seeded split" and len(sp.train) == 3 and len(sp.test) == 1
+    assert all(os.sep + "train" + os.sep in f for f in sp.train + sp.test)
+    # train/ + test/: images elsewhere are not used, and the description says so
+    _png(only / "test" / "t.png", 30)
+    sp = mmu.data.folder_split(only)
+    assert sp.rule == "train/ + test/" and len(sp.train) == 4 and len(sp.test) == 1
+    assert "1 images of" in sp.train_from and "not used" in sp.train_from
+    # a held-out file reached through a symlink from the root is one file: it leaves the training side
+    root = with_test_dir
+    os.symlink(root / "test" / "t0.png", root / "alias.png")
+    sp = mmu.data.folder_split(root)
+    assert len(sp.train) == 6 and str(root / "alias.png") not in sp.train
+    assert "1 left out because they are also held-out files" in sp.train_from
+    # an identical copy is reported (different files, both kept)
+    import shutil
+
+    shutil.copy(root / "test" / "t1.png", root / "copy.png")
+    with pytest.warns(UserWarning, match=r"1 training image\(s\) have the same bytes.*copy.png"):
+        sp = mmu.data.folder_split(root)
+    assert str(root / "copy.png") in sp.train
+    # an explicit held-out folder inside the data folder (mmu train --val-data)
+    val = tmp_path / "v"
+    for i in range(3):
+        _png(val / "val" / f"{i}.png", 40 + i)
+        _png(val / f"{i}.png", 50 + i)
+    sp = mmu.data.folder_split(val, held_out=val / "val")
+    assert len(sp.test) == 3 and len(sp.train) == 3 and not set(sp.train) & set(sp.test)
+    with pytest.raises(ValueError, match="at least 2"):
+        mmu.data.folder_split(flat / "0.png" if False else _one(tmp_path))
+    with pytest.raises(ValueError, match="test_fraction"):
+        mmu.data.folder_split(flat, 1.0)
+
+
+def _one(tmp_path):
+    _png(tmp_path / "one" / "a.png", 0)
+    return tmp_path / "one"
+
+
+def test_list_images_one_rule(tmp_path):
+    pytest.importorskip("PIL")
+    root = tmp_path / "r"
+    names = ["b.PNG", "a.jpeg", "c.TIF", "d.tiff", "e.webp", "f.bmp", "g.JPG", "h.gif",
+             os.path.join("z", "y", "deep.png"), os.path.join("k", "x.png")]
+    for n in names:
+        ext = os.path.splitext(n)[1].lower().lstrip(".")
+        fmt = {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF"}.get(ext, ext.upper())
+        _write(str(root / n), np.full((6, 6, 3), 100, np.uint8), fmt=fmt)
+    _png(root / ".hidden.png", 0)
+    _png(root / ".cache" / "x.png", 0)
+    (root / "notes.txt").write_text("x")
+    (root / "raw.npy").write_bytes(b"x")
+    got = [os.path.relpath(p, root) for p in mmu.data.list_images(root)]
+    assert got == ["a.jpeg", "b.PNG", "c.TIF", "d.tiff", "e.webp", "f.bmp", "g.JPG", "h.gif",
+                   os.path.join("k", "x.png"), os.path.join("z", "y", "deep.png")]
+    assert [os.path.relpath(p, root) for p in mmu.data.list_images(root, exclude=("z",))] == got[:-1]
+    ds = ImageFolder(root, 4)
+    assert ds.files == mmu.data.list_images(root) and ds.images.shape == (10, 3, 4, 4)
+    np.testing.assert_allclose(ds.images[[1, 3, 4, 5, 7]], 100 / 127.5 - 1, atol=1e-6)   # lossless formats
+    with pytest.raises(FileNotFoundError):
+        mmu.data.list_images(tmp_path / "missing")
+
+
+def _truncated_png(path):
+    _png(path, 7, (40, 40, 3))
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])       # the header reads, the pixel data ends early
+
+
+def test_unreadable_files_are_skipped_and_all_reported(tmp_path):
+    pytest.importorskip("PIL")
+    root = tmp_path / "c"
+    for i in range(4):
+        _png(root / f"ok{i}.png", i)
+    (root / "garbage.jpg").write_bytes(b"not a jpeg at all")
+    (root / "empty.png").write_bytes(b"")
+    with pytest.warns(UserWarning) as rec:
+        ds = ImageFolder(root, 8)
+    msgs = [str(w.message) for w in rec]
+    assert len(msgs) == 1 and "skipped 2 unreadable image file(s) of 6" in msgs[0]
+    assert "garbage.jpg" in msgs[0] and "empty.png" in msgs[0]
+    assert len(ds) == 4 and sorted(os.path.basename(p) for p, _ in ds.skipped) == ["empty.png", "garbage.jpg"]
+    # a truncated file passes the header check; decoding it warns once and uses the next image
+    _truncated_png(root / "ok1.png")
+    ds = ImageFolder(root, 8, check_files=False, files=mmu.data.list_images(root)[2:])   # ok0..ok3
+    with pytest.warns(UserWarning, match="ok1.png.*next image"):
+        x = ds.load_item(1)
+    np.testing.assert_array_equal(x, ds.load_item(2))
+    # streamed batches (mmu encode): every unreadable file left out, one warning naming all of them
+    files = mmu.data.list_images(root)
+    with pytest.warns(UserWarning) as rec:
+        out = list(mmu.data.iter_image_batches(files, 8, batch_size=2, workers=2))
+    paths = [p for ps, _ in out for p in ps]
+    assert [os.path.basename(p) for p in paths] == ["ok0.png", "ok2.png", "ok3.png"]
+    assert sum(len(x) for _, x in out) == 3
+    msgs = [str(w.message) for w in rec]
+    assert len(msgs) == 1 and "skipped 3 unreadable image file(s) of 6" in msgs[0]
+    assert all(n in msgs[0] for n in ("empty.png", "garbage.jpg", "ok1.png"))
+    with pytest.raises(ValueError, match="none of the 2 image files"):
+        list(mmu.data.iter_image_batches([root / "empty.png", root / "garbage.jpg"], 8))
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming: random resized crops, worker threads, bounded memory
+
+
+@pytest.fixture
+def photos(tmp_path):
+    pytest.importorskip("PIL")
+    root = tmp_path / "photos"
+    for i in range(11):
+        _png(root / f"{i:02d}.png", i, (24 + i, 30, 3))
+    _write(str(root / "big.jpg"), np.random.default_rng(3).integers(0, 255, (300, 200, 3), dtype=np.uint8))
+    return root
+
+
+def test_random_resized_crop_follows_torchvision():
+    from mmu.data.folder import _random_resized_crop
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        h, w = int(rng.integers(5, 400)), int(rng.integers(5, 400))
+        top, left, ch, cw = _random_resized_crop(h, w, (0.08, 1.0), (3 / 4, 4 / 3), rng)
+        assert 0 <= top and top + ch <= h and 0 <= left and left + cw <= w and ch > 0 and cw > 0
+    # accepted draws: area in scale * area, aspect in ratio (up to rounding to whole pixels)
+    fr, ar = [], []
+    for _ in range(2000):
+        top, left, ch, cw = _random_resized_crop(300, 300, (0.25, 0.5), (0.5, 2.0), rng)
+        fr.append(ch * cw / 90000)
+        ar.append(cw / ch)
+    assert 0.24 < min(fr) and max(fr) < 0.51 and 0.48 < min(ar) and max(ar) < 2.05
+    assert np.mean(np.log(ar)) == pytest.approx(0.0, abs=0.05)    # log-uniform aspect ratio
+    # a 1-pixel-high strip can never fit a crop of ratio 1 and 8% area: the fallback is the centre
+    # crop of the clamped ratio, as in torchvision
+    assert _random_resized_crop(1, 100, (0.5, 1.0), (1.0, 1.0), rng) == (0, 49, 1, 1)
+    assert _random_resized_crop(100, 10, (1.0, 1.0), (0.5, 2.0), rng) == (40, 0, 20, 10)
+
+
+def test_random_crop_is_the_drawn_box_resized(photos):
+    from PIL import Image
+
+    from mmu.data.folder import _random_resized_crop
+
+    ds = ImageFolder(photos, 8, random_crop=True, crop_scale=(0.2, 0.6))
+    path = ds.files[3]
+    got = ds.load_item(3, seed=123)
+    with Image.open(path) as im:
+        w, h = im.size
+        top, left, ch, cw = _random_resized_crop(h, w, (0.2, 0.6), (3 / 4, 4 / 3), np.random.default_rng(123))
+        ref = np.asarray(im.convert("RGB").crop((left, top, left + cw, top + ch)).resize(
+            (8, 8), Image.Resampling.BILINEAR), np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    np.testing.assert_array_equal(ds.load_item(3), ds[3])            # no seed: the centre view
+    assert not np.array_equal(ds.load_item(3, seed=1), ds.load_item(3, seed=2))
+    big = ds.load_item(ds.files.index(str(photos / "big.jpg")), seed=5)   # JPEG: reduced-scale decode
+    assert big.shape == (3, 8, 8) and np.isfinite(big).all()
+    with pytest.raises(ValueError, match="crop_scale"):
+        ImageFolder(photos, 8, crop_scale=(0.5, 0.2))
+    with pytest.raises(TypeError, match="crop_ratio"):
+        ImageFolder(photos, 8, crop_ratio=3)
+
+
+def test_streamed_batches_do_not_depend_on_workers_and_resume(photos):
+    ds = ImageFolder(photos, 8, random_crop=True)
+    runs = {}
+    for nw in (0, 1, 3):
+        ld = DataLoader(ds, 5, seed=7, hflip=True, num_workers=nw, prefetch=1)
+        it = ld.batches()
+        runs[nw] = [next(it) for _ in range(7)]                     # 2 batches an epoch: crosses epochs
+    for nw in (1, 3):
+        for a, b in zip(runs[0], runs[nw]):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(runs[0][0], runs[0][2][:5])          # a new crop / order every epoch
+    # resume from a state_dict taken mid-epoch: the same batches
+    ld = DataLoader(ds, 5, seed=7, hflip=True, num_workers=2)
+    it = ld.batches()
+    [next(it) for _ in range(3)]
+    ld2 = DataLoader(ds, 5, seed=7, hflip=True, num_workers=2)
+    ld2.load_state_dict(json.loads(json.dumps(ld.state_dict())))
+    it2 = ld2.batches()
+    for ref in runs[0][3:]:
+        np.testing.assert_array_equal(next(it2), ref)
+    # without random_crop, the streamed batches equal an in-memory loader over .images (order, flips)
+    plain = ImageFolder(photos, 8)
+    a = list(DataLoader(plain, 4, seed=3, hflip=True, num_workers=2))
+    b = list(DataLoader(plain.images, 4, seed=3, hflip=True))
+    assert len(a) == 3
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+class _CountingFolder:
+    """A streamed dataset counting decoded images that the consumer has not received yet."""
+
+    def __init__(self, inner):
+        import threading
+
+        self.inner, self.loaded, self.consumed, self.max_ahead = inner, 0, 0, 0
+        self.lock = threading.Lock()
+
+    def __len__(self):
+        return len(self.inner)
+
+    def load_item(self, i, seed=None):
+        x = self.inner.load_item(i, seed)
+        with self.lock:
+            self.loaded += 1
+            self.max_ahead = max(self.max_ahead, self.loaded - self.consumed)
+        return x
+
+
+def test_streaming_memory_is_bounded(photos):
+    ds = _CountingFolder(ImageFolder(photos, 8))
+    for nw, prefetch, bs in ((3, 1, 2), (2, 2, 3), (0, 1, 4)):
+        ds.loaded = ds.consumed = ds.max_ahead = 0
+        ld = DataLoader(ds, bs, seed=1, num_workers=nw, prefetch=prefetch, drop_last=False)
+        for x in ld:
+            with ds.lock:
+                ds.consumed += len(x)
+        assert ds.loaded == ds.consumed == 12
+        bound = bs if nw == 0 else (prefetch + 1) * bs
+        assert 0 < ds.max_ahead <= bound, (nw, prefetch, bs, ds.max_ahead)
+    # a broken-off epoch leaves no decoding behind that could grow: the next epoch starts clean
+    ld = DataLoader(ds, 2, num_workers=2, prefetch=1)
+    for x in ld:
+        break
+    assert ld.position == 1 and len(list(ld)) == 5
+    with pytest.raises(ValueError, match="num_workers"):
+        DataLoader(ds, 2, num_workers=-1)
+    with pytest.raises(ValueError, match="prefetch"):
+        DataLoader(ds, 2, prefetch=0)
+
+
+def test_streaming_never_touches_images(photos, monkeypatch):
+    ds = ImageFolder(photos, 8)
+    monkeypatch.setattr(mmu.data.folder, "_load_all", lambda *a: pytest.fail("decoded the whole folder"))
+    ld = DataLoader(ds, 4)
+    assert ld.streamed and ds.shape == (12, 3, 8, 8) and ds.channels == 3 and ds.size == 8
+    assert next(iter(ld)).shape == (4, 3, 8, 8)

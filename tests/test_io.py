@@ -349,3 +349,89 @@ def test_saved_file_permissions(tmp_path):
     mmu.save({"a": 2}, path)  # overwriting keeps the old file's permissions
     assert os.stat(path).st_mode & 0o777 == 0o640
     assert mmu.load(path) == {"a": 2}
+
+
+# ------------------------------------------------------------ checksum (issue 11)
+def _crc32c_reference(data, crc=0):
+    """Bitwise CRC-32C (reflected polynomial 0x82F63B78), straight from the definition."""
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def test_crc32c_matches_the_definition():
+    assert mmu._C.crc32c(b"123456789") == 0xE3069283  # the standard check value
+    data = np.random.default_rng(3).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    for lo, hi in ((0, 0), (0, 1), (3, 11), (1, 1000), (7, 300)):
+        assert mmu._C.crc32c(data[lo:hi]) == _crc32c_reference(data[lo:hi])
+    assert mmu._C.crc32c(data[500:], mmu._C.crc32c(data[:500])) == mmu._C.crc32c(data)
+    with pytest.raises(ValueError, match="crc32c"):
+        mmu._C.crc32c(b"", 2**32)
+
+
+def _checksummed_files(tmp_path):
+    """A small mmu.save checkpoint (structure JSON, tensors, array, numbers) and a save_file file."""
+    rng = np.random.default_rng(4)
+    p1, p2 = tmp_path / "ckpt.safetensors", tmp_path / "flat.safetensors"
+    mmu.save({"model": {"w": mmu.tensor(rng.standard_normal((3, 2)).astype(np.float32)),
+                        "codes": mmu.tensor(np.arange(3))},
+              "opt": {"lr": 0.001, "betas": (0.9, 0.99), "step": 7, "name": "adamw"},
+              "arr": np.float16([1.5, -2.0])}, p1)
+    mmu.io.save_file({"a": mmu.tensor(rng.standard_normal(4).astype(np.float32)),
+                      "m": mmu.tensor(np.array([True, False]))}, p2, metadata={"k": "v"})
+    return p1, p2
+
+
+# issue 11: damaged tensor data loaded silently (every bit flip in the data section, every
+# zero-fill), a flip inside the JSON structure renamed keys or changed numbers (0.001 -> 0.201),
+# and a damaged structure key made load() return a flat dict. Every byte of the file, every
+# class of position (length, checksum field, metadata, structure JSON, tensor entries, padding,
+# data), flipped or zeroed, must raise CheckpointError.
+def test_every_damaged_byte_raises(tmp_path):
+    for path in _checksummed_files(tmp_path):
+        good = path.read_bytes()
+        (n,) = struct.unpack("<Q", good[:8])
+        header = good[8:8 + n].decode()
+        assert header.startswith('{"__metadata__":{"mmu.checksum":"crc32c:')
+        assert len(good) > 8 + n  # there is a data section to damage
+        bad = tmp_path / "bad.safetensors"
+        loads = (mmu.load, mmu.io.load_file, mmu.io.load_metadata)
+        for pos in range(len(good)):
+            # one flip a byte, the bit and the reader rotating (every combination at every byte is slow)
+            b = good[pos] ^ (0x01, 0x80, 0x24)[pos % 3]
+            bad.write_bytes(good[:pos] + bytes([b]) + good[pos + 1:])
+            with pytest.raises(CheckpointError):
+                loads[(pos // 3) % 3](bad)
+        for start in range(0, len(good), 8):  # zeroed 8-byte blocks
+            block = good[start:start + 8]
+            if block == bytes(len(block)):
+                continue
+            bad.write_bytes(good[:start] + bytes(len(block)) + good[start + 8:])
+            with pytest.raises(CheckpointError):
+                mmu.load(bad)
+
+
+def test_checksummed_files_load_and_foreign_files_still_load(tmp_path):
+    p1, p2 = _checksummed_files(tmp_path)
+    back = mmu.load(p1)
+    assert back["opt"] == {"lr": 0.001, "betas": (0.9, 0.99), "step": 7, "name": "adamw"}
+    assert mmu.io.load_metadata(p2) == {"k": "v"}  # the checksum key is the file's, not the user's
+    assert set(mmu.io.load_file(p2)) == {"a", "m"}
+    with pytest.raises(ValueError, match="mmu.checksum"):
+        mmu.io.save_file({}, p2, metadata={"mmu.checksum": "x"})
+    # a file without a checksum (the safetensors package, torch, an older mmu) loads unchecked
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    p3 = tmp_path / "foreign.safetensors"
+    safetensors_numpy.save_file({"x": np.float32([1, 2, 3])}, str(p3), metadata={"format": "np"})
+    np.testing.assert_array_equal(mmu.io.load_file(p3)["x"].numpy(), [1, 2, 3])
+    assert mmu.io.load_metadata(p3) == {"format": "np"}
+    old = tmp_path / "old.safetensors"  # mmu.save's layout before the checksum
+    structure = json.dumps({"dict": [["x", {"tensor": "x"}]]})
+    safetensors_numpy.save_file({"x": np.float32([4, 5])}, str(old),
+                                metadata={"mmu.version": "1", "mmu.structure": structure})
+    np.testing.assert_array_equal(mmu.load(old)["x"].numpy(), [4, 5])
+    # and the safetensors package reads mmu's checksummed files (the checksum is plain metadata)
+    assert safetensors_numpy.load_file(str(p2))["a"].shape == (4,)

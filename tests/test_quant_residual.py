@@ -247,3 +247,27 @@ def test_unsupported_and_reserved_keywords_raise():
         rvq(mmu.zeros(2, 3, 5))
     with pytest.raises(ValueError, match="H, W, q"):
         rvq.get_output_from_indices(mmu.tensor(np.zeros((2, 3, 2), np.int64)))
+
+
+@pytest.mark.parametrize("kind", ["ema_vq", "rvq"])
+def test_tokenizer_kmeans_quantizers_keep_codes_at_the_data_scale(kind):
+    # issue 11: the tokenizers' ema_vq and rvq start from k-means (decay 0.99). With embed_avg = centres the
+    # first EMA step divided each code by ~its count: level 0's median code norm 1.35 for latents of median norm
+    # 5.31 (and half of that at every further level). With vector-quantize-pytorch's init (embed_avg = centre *
+    # count) every used code stays at its centre: each level's codes are at the scale of the residual it sees.
+    from mmu.tokenizers.base import make_quantizer
+    mmu.manual_seed(0)
+    q = make_quantizer(kind, 8, 64).train()
+    x = (np.random.default_rng(21).standard_normal((4, 8, 8, 8)) * 2).astype(np.float32)
+    q(mmu.tensor(x))
+    residual = x.transpose(0, 2, 3, 1).reshape(-1, 8).astype(np.float64)
+    for level in (q.layers if kind == "rvq" else [q]):
+        codes = level.embed.numpy()[0].astype(np.float64)
+        ratio = np.median(np.linalg.norm(codes, axis=1)) / np.median(np.linalg.norm(residual, axis=1))
+        assert 0.8 < ratio < 1.2, ratio
+        # EMA invariant of vector-quantize-pytorch's update: embed = embed_avg / Laplace-smoothed count
+        cs = level.cluster_size.numpy()[0].astype(np.float64)
+        n = cs.sum()
+        assert_close(codes, level.embed_avg.numpy()[0] / ((cs + 1e-5) / (n + 64e-5) * n)[:, None], rtol=1e-3,
+                     atol=1e-5)
+        residual = residual - codes[((residual[:, None] - codes[None]) ** 2).sum(-1).argmin(1)]

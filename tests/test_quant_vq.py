@@ -348,3 +348,152 @@ def test_kernels_independent_of_thread_count():
         mmu.set_num_threads(n0)
     for a, b in zip(*outs):
         assert np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------- issue 11: the EMA start and the k-means init
+def test_ema_unused_codes_keep_their_scale():
+    # vector-quantize-pytorch starts cluster_size at ones: a code no batch uses decays its count and its
+    # embed_avg together, so it stays where it was (until the Laplace eps matters, d^t ~ eps). mmu started the
+    # counts at zero: after one update every unused code was 0.8 * embed / ~eps, norms ~1e4, never chosen again.
+    mmu.manual_seed(13)
+    K, d, decay, eps = 64, 8, 0.8, 1e-5
+    vq = VectorQuantize(d, K, decay=decay, eps=eps)
+    np.testing.assert_array_equal(vq.cluster_size.numpy(), np.ones((1, K), np.float32))
+    np.testing.assert_array_equal(vq.embed_avg.numpy(), vq.embed.numpy())
+    e0 = vq.embed.numpy()[0].astype(np.float64).copy()
+    cs, avg, emb = np.ones(K), e0.copy(), e0.copy()
+    used = np.zeros(K, bool)
+    r = _rng(13)
+    # every batch sits next to the same 3 codes: the other 61 are never chosen
+    near = e0[:3]
+    for step in range(40):
+        x = (near[r.integers(0, 3, 24)] + 1e-3 * r.standard_normal((24, d))).astype(np.float32)
+        _, ind, _ = vq(mmu.tensor(x[None]))
+        used[ind.numpy().reshape(-1)] = True
+        _, ind_r, _, cs, avg, emb = _ref_forward(x, emb, cs, avg, decay, eps)
+        assert np.array_equal(ind.numpy().reshape(-1), ind_r)
+        np.testing.assert_allclose(vq.embed.numpy()[0], emb, rtol=1e-4, atol=1e-7)
+        ratio = np.linalg.norm(vq.embed.numpy()[0][~used], axis=1) / np.linalg.norm(e0[~used], axis=1)
+        # d^t / (d^t + eps) of the scale after t updates: >= 0.92 up to t = 40 at decay 0.8
+        assert ratio.max() <= 1.0 + 1e-4 and ratio.min() >= 0.9, (step, ratio.min(), ratio.max())
+    assert used.sum() <= 3
+
+
+def _numpy_kmeans_init_step(x, init_rows, K, iters, decay, eps, cosine):
+    """vector-quantize-pytorch's kmeans + init_embed_ + one EMA training step, float64.
+    x (M, d) the batch (already l2-normalised for cosine); init_rows: the rows of x the sampler drew as
+    the starting centres. -> (means, bins, embed after init, indices, cluster_size, embed_avg, embed)."""
+    x = x.astype(np.float64)
+
+    def l2(a):
+        return a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+
+    def nearest(e):
+        return (x @ e.T).argmax(1) if cosine else ((x[:, None] - e[None]) ** 2).sum(-1).argmin(1)
+
+    def smooth(cs, avg):
+        n = cs.sum()
+        e = avg / ((cs + eps) / (n + K * eps) * n)[:, None]
+        return l2(e) if cosine else e
+
+    means = x[init_rows].copy()
+    for _ in range(iters):
+        b = nearest(means)
+        bins = np.bincount(b, minlength=K).astype(np.float64)
+        new = np.zeros_like(means)
+        np.add.at(new, b, x)
+        new = new / np.maximum(bins, 1)[:, None]
+        if cosine:
+            new = l2(new)
+        means = np.where(bins[:, None] == 0, means, new)
+    cs, avg = bins.copy(), means * bins[:, None]
+    emb0 = smooth(cs, avg)
+    ind = nearest(emb0)
+    cs = decay * cs + (1 - decay) * np.bincount(ind, minlength=K)
+    sums = np.zeros_like(avg)
+    np.add.at(sums, ind, x)
+    avg = decay * avg + (1 - decay) * sums
+    return means, bins, emb0, ind, cs, avg, smooth(cs, avg)
+
+
+@pytest.mark.parametrize("M,K,cosine", [(96, 8, False), (96, 8, True), (5, 8, False)])
+def test_kmeans_init_then_one_ema_step_matches_numpy(monkeypatch, M, K, cosine):
+    # after k-means, embed_avg must be centre * count and cluster_size the counts (mmu had embed_avg = centre:
+    # the first EMA step divided every code by ~its count, median norm 0.03 against 1.83 for the centres).
+    # M < K: the sampler draws rows with replacement, duplicated centres leave clusters empty -> count 0, code 0.
+    import mmu.quantizers.vq as vqmod
+    r = _rng(14)
+    d, decay, eps, iters = 6, 0.99, 1e-5, 4
+    centres = r.standard_normal((K, d)) * 3
+    x = (centres[r.integers(0, K, M)] + 0.3 * r.standard_normal((M, d))).astype(np.float32)
+    xs = x / np.linalg.norm(x, axis=1, keepdims=True) if cosine else x
+    rows = r.permutation(M)[:K] if M >= K else r.integers(0, M, K)
+    drawn = []
+
+    def fixed_rows(samples, num):
+        drawn.append(num)
+        return samples[rows[:num]]
+
+    monkeypatch.setattr(vqmod, "_sample_rows", fixed_rows)
+    vq = VectorQuantize(d, K, decay=decay, eps=eps, kmeans_init=True, kmeans_iters=iters, use_cosine_sim=cosine)
+    assert vq.initted.numpy()[0] == 0.0 and not vq.embed.numpy().any()
+    _, ind, _ = vq(mmu.tensor(x[None]))
+    assert drawn == [K] and vq.initted.numpy()[0] == 1.0
+    means, bins, emb0, ind_r, cs_r, avg_r, emb_r = _numpy_kmeans_init_step(xs, rows, K, iters, decay, eps, cosine)
+    assert np.array_equal(ind.numpy().reshape(-1), ind_r)
+    np.testing.assert_allclose(vq.cluster_size.numpy()[0], cs_r, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vq.embed_avg.numpy()[0], avg_r, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(vq.embed.numpy()[0], emb_r, rtol=1e-4, atol=1e-5)
+    full = bins > 0
+    if M < K:
+        assert (~full).any()  # the case exists
+        assert not vq.embed.numpy()[0][~full].any()  # empty clusters: code 0 (vector-quantize-pytorch's)
+    # the first step does not shrink the codes: each used code stays next to its centre
+    shift = np.linalg.norm(vq.embed.numpy()[0][full] - means[full], axis=1)
+    assert shift.max() < 0.05 * np.median(np.linalg.norm(means[full], axis=1)), shift.max()
+
+
+def test_kmeans_iters_must_be_positive_with_kmeans_init():
+    # vector-quantize-pytorch's kmeans has no counts without an iteration; mmu would start from all-zero codes
+    with pytest.raises(ValueError, match="VectorQuantize: kmeans_iters"):
+        VectorQuantize(4, 8, kmeans_init=True, kmeans_iters=0)
+    VectorQuantize(4, 8, kmeans_iters=0)  # unused without kmeans_init
+
+
+def test_dead_code_restart_state_is_vector_quantize_pytorchs(monkeypatch):
+    # a restarted code: embed = a batch vector v, cluster_size = threshold, embed_avg = v * threshold
+    import mmu.quantizers.vq as vqmod
+    mmu.manual_seed(15)
+    thr, decay = 0.9, 0.5
+    vq = VectorQuantize(4, 6, decay=decay, threshold_ema_dead_code=thr)
+    e0 = vq.embed.numpy()[0].copy()
+    x = (np.repeat(e0[:1], 10, 0) + 1e-3 * _rng(15).standard_normal((10, 4))).astype(np.float32)
+    picked = []
+
+    def first_rows(samples, num):
+        picked.append(samples[:num].copy())
+        return samples[:num]
+
+    monkeypatch.setattr(vqmod, "_sample_rows", first_rows)
+    vq(mmu.tensor(x[None]))
+    # counts from ones: code 0 -> 0.5 + 0.5 * 10 = 5.5, the others 0.5 < 0.9 -> restarted
+    dead = np.arange(1, 6)
+    np.testing.assert_allclose(vq.cluster_size.numpy()[0], [5.5] + [thr] * 5, rtol=1e-6)
+    np.testing.assert_array_equal(vq.embed.numpy()[0][dead], picked[0])
+    np.testing.assert_allclose(vq.embed_avg.numpy()[0][dead], picked[0] * thr, rtol=1e-6)
+
+
+def test_dead_code_restart_with_learnable_codebook_tracks_usage():
+    # without the EMA update the counts are still tracked (vector-quantize-pytorch); mmu kept them at their start
+    # value, so with any threshold every code was restarted at every step (a learnable codebook rewritten each step)
+    mmu.manual_seed(16)
+    vq = VectorQuantize(4, 6, learnable_codebook=True, ema_update=False, decay=0.5, threshold_ema_dead_code=0.8)
+    e0 = vq.embed.detach().numpy()[0].copy()
+    x = mmu.tensor((e0[[0, 0, 0, 1, 1, 2]] + 1e-3 * _rng(16).standard_normal((6, 4))).astype(np.float32)[None])
+    _, ind, _ = vq(x)
+    counts = np.bincount(ind.numpy().reshape(-1), minlength=6)
+    cs = 0.5 + 0.5 * counts
+    live = cs >= 0.8
+    np.testing.assert_allclose(vq.cluster_size.numpy()[0], np.where(live, cs, 0.8), rtol=1e-6)
+    np.testing.assert_array_equal(vq.embed.detach().numpy()[0][live], e0[live])  # used codes untouched
+    assert live.any() and (~live).any()

@@ -6,8 +6,8 @@ twin starts from a copy of mmu's initial weights, both are trained for 20 steps 
 mmu by mmu.train.Trainer (AdamW, warmup + cosine, clipping, generator then discriminator), the twin by
 torch_twins.tokenizer_train_step with the lr the Trainer used — and the losses must agree within 1e-3
 relative at every step, the parameters loosely at the end. Things that legitimately differ are off:
-no k-means init and no dead-code restarts (they draw random vectors); the dVAE's Gumbel noise is drawn
-from mmu's RNG and handed to the twin."""
+no dead-code restarts (they draw random vectors); the dVAE's Gumbel noise and the rows k-means starts
+from are drawn from mmu's RNG and handed to the twin."""
 import os
 import sys
 
@@ -87,6 +87,14 @@ def _run_parity(model, gumbel=False, lr=2e-3):
     mm, tw, dmm, dtw = [], [], [], []
     for s in range(STEPS):
         noise = None
+        vq = model.quantize
+        if getattr(vq, "kmeans_init", False) and vq.initted.numpy()[0] == 0.0:
+            # the rows mmu's seeded sampler will draw as k-means' starting centres (row numbers come back when
+            # the samples are the row numbers), given to the twin too
+            state = mmu._C.get_rng_state()
+            rows = BATCH * (R // cfg.downsample) ** 2
+            twin.quantize.kmeans_rows = mmu.quantizers.vq._sample_rows(np.arange(rows)[:, None], vq.codebook_size)[:, 0]
+            mmu._C.set_rng_state(*state)
         if gumbel:  # the noise mmu's GumbelQuantize will draw at this step, given to the twin too
             state = mmu._C.get_rng_state()
             f = cfg.downsample
@@ -122,7 +130,7 @@ def _run_parity(model, gumbel=False, lr=2e-3):
 
 
 @pytest.mark.parametrize("quantizer,kwargs", [("vq", {}), ("ema_vq", dict(kmeans_init=False, threshold_ema_dead_code=0)),
-                                             ("fsq", {}), ("lfq", {})])
+                                             ("ema_vq", dict(threshold_ema_dead_code=0)), ("fsq", {}), ("lfq", {})])
 def test_vqvae_parity(quantizer, kwargs):
     mmu.manual_seed(0)
     model = VQVAE(**TINY_CONV, quantizer=quantizer, quantizer_kwargs=kwargs)

@@ -612,3 +612,180 @@ def test_encoder_decoder_match_torch_formulas(kind):
     zq = mmu.randn(*z.shape) if kind == "vqvae" else mmu.randn(2, m.config.z_channels, *z.shape[2:])
     np.testing.assert_allclose(m.decoder(zq).numpy(), _torch_mirror(m.decoder, torch)(zq.numpy()),
                                rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ taming checkpoints
+def _taming_vqmodel_keys(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, in_channels, z_channels,
+                         disc_layers, actnorm=False):
+    """Every state_dict key of taming's VQModel with VQLPIPSWithDiscriminator, written out from taming's source
+    (vqgan.py, quantize.py VectorQuantizer2 without remap, lpips.py, discriminator/model.py)."""
+    keys = _taming_keys(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, in_channels, z_channels)
+    keys += ["quantize.embedding.weight"]
+    p = "loss.perceptual_loss."
+    keys += [p + "scaling_layer.shift", p + "scaling_layer.scale"]
+    for s, idx in enumerate(((0, 2), (5, 7), (10, 12, 14), (17, 19, 21), (24, 26, 28)), 1):
+        keys += [f"{p}net.slice{s}.{i}.{w}" for i in idx for w in ("weight", "bias")]
+    keys += [f"{p}lin{k}.model.1.weight" for k in range(5)]
+    d = "loss.discriminator.main."
+    keys += [d + "0.weight", d + "0.bias"]
+    norm = ["loc", "scale", "initialized"] if actnorm else ["weight", "bias", "running_mean", "running_var",
+                                                            "num_batches_tracked"]
+    for n in range(disc_layers):          # conv at 3n + 2, norm at 3n + 3 (LeakyReLUs have no weights)
+        keys += [f"{d}{3 * n + 2}.weight"] + ([f"{d}{3 * n + 2}.bias"] if actnorm else [])
+        keys += [f"{d}{3 * n + 3}.{w}" for w in norm]
+    last = 3 * disc_layers + 2
+    keys += [f"{d}{last}.weight", f"{d}{last}.bias"]
+    return keys
+
+
+_TAMING = dict(ch=32, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[8], in_channels=3, resolution=16,
+               z_channels=8)
+
+
+def _taming_twin(**kw):
+    torch = pytest.importorskip("torch")
+    import os
+    import sys
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import torch_twins as tt
+    torch.set_num_threads(1)
+    args = dict(_TAMING, n_embed=16, embed_dim=4, disc_ndf=8, disc_layers=2)
+    args.update(kw)
+    return torch, tt.TwinTamingVQModel(**args)
+
+
+def test_convert_taming_state_dict_maps_every_key_and_decodes_the_same(tmp_path):
+    from mmu.tokenizers import convert_taming_state_dict
+    torch, twin = _taming_twin()
+    sd = twin.state_dict()
+    # the twin's keys are exactly taming's (written out from taming's constructors)
+    assert sorted(sd) == sorted(_taming_vqmodel_keys(**_TAMING, disc_layers=2))
+    conv = convert_taming_state_dict(sd, resolution=16)
+    assert conv.unmapped == {}
+    c = conv.config
+    assert (c["ch"], c["ch_mult"], c["num_res_blocks"], c["attn_resolutions"], c["z_channels"], c["embed_dim"],
+            c["codebook_size"], c["in_channels"], c["out_channels"]) == (32, [1, 2], 1, [8], 8, 4, 16, 3, None)
+    assert (c["disc_ndf"], c["disc_layers"], c["disc_norm"], c["use_discriminator"]) == (8, 2, "batch", True)
+    assert c["quantizer_kwargs"] == {"commitment_weight": 1.0, "codebook_weight": 0.25}   # taming's legacy loss
+    np.testing.assert_array_equal(conv.state_dict["quantize.embed"][0], sd["quantize.embedding.weight"].numpy())
+    np.testing.assert_array_equal(conv.state_dict["discriminator.main.3.running_var"],
+                                  sd["loss.discriminator.main.3.running_var"].numpy())
+    assert sorted(conv.lpips_state_dict) == sorted(k[len("loss.perceptual_loss."):] for k in sd
+                                                   if k.startswith("loss.perceptual_loss.net")
+                                                   or k.startswith("loss.perceptual_loss.lin"))
+
+    lp = str(tmp_path / "lpips_vgg.safetensors")
+    model = VQGAN.from_taming_state_dict(sd, resolution=16, lpips_weights=lp)
+    assert model.config.lpips_weights == lp and model.config.perceptual_weight == 1.0
+    # every mmu tensor came from the checkpoint (the quantizer's usage buffers aside)
+    msd = model.state_dict()
+    for k, v in sd.items():
+        if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")):
+            np.testing.assert_array_equal(msd[k].numpy(), v.numpy(), err_msg=k)
+        elif k.startswith("loss.discriminator."):
+            np.testing.assert_array_equal(msd["discriminator." + k[19:]].numpy(), v.numpy(), err_msg=k)
+    # the LPIPS file holds taming's VGG and lin weights under mmu's LPIPS names
+    lpips = model.lpips()
+    np.testing.assert_array_equal(lpips.net.features[28].weight.numpy(),
+                                  sd["loss.perceptual_loss.net.slice5.28.weight"].numpy())
+    np.testing.assert_array_equal(lpips.lin2.weight.numpy(), sd["loss.perceptual_loss.lin2.model.1.weight"].numpy())
+
+    # the same codes and the same decoded images as taming's forward
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+    model.eval()
+    codes = model.encode(x)
+    np.testing.assert_array_equal(codes, twin.encode_codes(torch.from_numpy(x)).numpy())
+    rng = np.random.default_rng(1)
+    some = rng.integers(0, 16, (2, 8, 8))
+    want = twin.decode_code(torch.from_numpy(some)).numpy()
+    got = model.decode(some)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    # the discriminator too
+    with torch.no_grad():
+        d_want = twin.loss.discriminator(torch.from_numpy(x)).numpy()
+    model.discriminator.eval()
+    with mmu.no_grad():
+        d_got = model.discriminator(x).numpy()
+    np.testing.assert_allclose(d_got, d_want, rtol=1e-4, atol=1e-5 * np.abs(d_want).max())
+
+
+def test_convert_taming_actnorm_legacy_and_lpips_choices():
+    from mmu.tokenizers import convert_taming_state_dict
+    torch, twin = _taming_twin(use_actnorm=True, disc_layers=1)
+    sd = {k: v.numpy() for k, v in twin.state_dict().items()}     # NumPy arrays work as well as tensors
+    assert sorted(sd) == sorted(_taming_vqmodel_keys(**_TAMING, disc_layers=1, actnorm=True))
+    assert sd["loss.discriminator.main.3.initialized"].dtype == np.uint8
+    conv = convert_taming_state_dict(sd, resolution=16, legacy=False)
+    assert conv.config["disc_norm"] == "actnorm" and conv.config["disc_layers"] == 1
+    assert conv.config["quantizer_kwargs"] == {}
+    assert conv.state_dict["discriminator.main.3.initialized"].dtype == np.int64
+    # without lpips_weights: no perceptual term, and a warning that says so
+    with pytest.warns(UserWarning, match="perceptual_weight is 0"):
+        m = VQGAN.from_taming_state_dict(sd, resolution=16, disc_start=1000)
+    assert m.config.perceptual_weight == 0.0 and m.config.disc_start == 1000
+    assert m.discriminator.norm == "actnorm" and int(m.discriminator.main[3].initialized.numpy()) == 1
+    q = m.quantize
+    assert (q.commitment_weight, q.codebook_weight) == (1.0, 0.25)
+    # a checkpoint without the loss modules (e.g. an inference export): no discriminator, no warning
+    bare = {k: v for k, v in sd.items() if not k.startswith("loss.")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m2 = VQGAN.from_taming_state_dict(bare, resolution=16)
+    assert m2.discriminator is None
+    # the resolution decides attn_resolutions (taming's configs: 256 -> attention at 128 px here)
+    assert convert_taming_state_dict(bare).config["attn_resolutions"] == [128]
+
+
+def test_convert_taming_unmapped_keys_are_reported():
+    from mmu.tokenizers import convert_taming_state_dict
+    torch, twin = _taming_twin()
+    sd = {k: v.numpy() for k, v in twin.state_dict().items() if not k.startswith("loss.perceptual")}
+    extra = dict(sd)
+    extra["quantize.used"] = np.arange(16)
+    extra["colorize"] = np.zeros((3, 5, 1, 1), np.float32)
+    extra["loss.logvar"] = np.zeros((), np.float32)
+    extra["encoder.bogus.weight"] = np.zeros(2, np.float32)   # looks like a module, is not one
+    with pytest.raises(ValueError) as e:
+        convert_taming_state_dict(extra, resolution=16)
+    msg = str(e.value)
+    assert "4 key(s)" in msg and "quantize.used: VectorQuantizer2(remap" in msg and "colorize" in msg
+    assert "loss.logvar" in msg and "strict=False" in msg and "encoder.bogus.weight: no such tensor" in msg
+    conv = convert_taming_state_dict(extra, resolution=16, strict=False)
+    assert sorted(conv.unmapped) == ["colorize", "encoder.bogus.weight", "loss.logvar", "quantize.used"]
+    assert "encoder.bogus.weight" not in conv.state_dict
+    m = VQGAN.from_taming_state_dict(extra, resolution=16, strict=False)   # the rest loads
+    np.testing.assert_array_equal(m.quantize.embed.numpy()[0], sd["quantize.embedding.weight"])
+    with pytest.raises(ValueError, match=r"lacks 1 tensor.*decoder.conv_out.bias"):
+        convert_taming_state_dict({k: v for k, v in sd.items() if k != "decoder.conv_out.bias"}, resolution=16)
+    wrong = dict(sd)
+    wrong["decoder.mid.attn_1.q.weight"] = np.zeros((64, 64, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"decoder.mid.attn_1.q.weight has shape \(64, 64, 3, 3\)"):
+        convert_taming_state_dict(wrong, resolution=16)
+    # a GumbelVQ checkpoint: the quantizer cannot map, and the message says why
+    gumbel = {k: v for k, v in sd.items() if k != "quantize.embedding.weight"}
+    gumbel["quantize.proj.weight"] = np.zeros((16, 8, 1, 1), np.float32)
+    gumbel["quantize.embed.weight"] = np.zeros((16, 4), np.float32)
+    with pytest.raises(ValueError, match="GumbelQuantize"):
+        convert_taming_state_dict(gumbel, resolution=16, strict=False)
+    # double_z (a KL autoencoder), missing pieces, bad arguments
+    kl = dict(sd)
+    kl["encoder.conv_out.weight"] = np.zeros((16, 64, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="double_z"):
+        convert_taming_state_dict(kl, resolution=16)
+    with pytest.raises(ValueError, match=r"missing \['quant_conv.weight'\]"):
+        convert_taming_state_dict({k: v for k, v in sd.items() if k != "quant_conv.weight"}, resolution=16)
+    with pytest.raises(ValueError, match="resolution"):
+        convert_taming_state_dict(sd, resolution=0)
+    with pytest.raises(ValueError, match="multiple of the downsample"):
+        convert_taming_state_dict(sd, resolution=17)
+    with pytest.raises(TypeError, match="dict"):
+        convert_taming_state_dict([1, 2])
+    with pytest.raises(ValueError, match="no loss.perceptual_loss"):
+        VQGAN.from_taming_state_dict(sd, resolution=16, lpips_weights="x.safetensors")
+    # taming's LPIPS constants are checked against the ones mmu's LPIPS has built in
+    full = {k: v.numpy() for k, v in twin.state_dict().items()}
+    full["loss.perceptual_loss.scaling_layer.shift"] = full["loss.perceptual_loss.scaling_layer.shift"] + 0.01
+    with pytest.raises(ValueError, match="scaling_layer.shift.*not the LPIPS constant"):
+        convert_taming_state_dict(full, resolution=16)

@@ -160,7 +160,8 @@ def test_loss_falls_and_history():
     assert tr.scheduler.get_last_lr()[0] == pytest.approx(1e-2 * 0.1)
     assert hist.records[-1]["time"] >= hist.records[0]["time"] > 0
     ev = tr.evaluate()
-    assert set(ev) == {"eval_psnr", "eval_usage", "eval_perplexity"} and np.isfinite(ev["eval_psnr"])
+    assert set(ev) == {"eval_psnr", "eval_ssim", "eval_usage", "eval_perplexity"} and np.isfinite(ev["eval_psnr"])
+    assert -1.0 <= ev["eval_ssim"] <= 1.0
     assert "History(8 records, steps 5..40" in repr(hist)
     # fit() again is a no-op once config.steps is reached; fit(n) runs n more steps
     assert tr.fit() is hist and tr.step == 40
@@ -687,3 +688,396 @@ def test_real_vqgan_alternates_after_disc_start(tmp_path):
     s1, s3 = m1.state_dict(), m3.state_dict()
     for name in s1:
         np.testing.assert_array_equal(s1[name].numpy(), s3[name].numpy(), err_msg=name)
+
+
+# ---------------------------------------------------------------------- divergence guard
+class Explodes(TinyTok):
+    """Its loss jumps to `value` from step `at` on (an exploded run: finite but absurd)."""
+
+    def __init__(self, at=3, value=3e23, **kw):
+        super().__init__(**kw)
+        self.at, self.value = at, value
+
+    def forward(self, images, step=0):
+        out = super().forward(images, step)
+        if step >= self.at:
+            out.loss = out.loss * (self.value / max(out.loss.item(), 1e-12))
+        return out
+
+
+def test_divergence_guard_stops_an_exploded_run_before_its_update(tmp_path):
+    from mmu.train import TrainingDiverged
+    mmu.manual_seed(0)
+    model = Explodes(at=3)
+    c = cfg(steps=8, ckpt_every=2, ckpt_dir=str(tmp_path))
+    tr = Trainer(model, ListLoader(images(8), 4), c)
+    tr.fit(3)
+    before = params(model)
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 3: the loss is 3e\+23, above max_loss=1e\+06") as e:
+        tr.fit()
+    assert e.value.step == 3 and e.value.value == pytest.approx(3e23, rel=1e-6)
+    assert isinstance(e.value, FloatingPointError)       # what a non-finite loss always raised
+    assert tr.step == 3 and [r["step"] for r in tr.history] == [1, 2, 3]
+    after = params(model)
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k], err_msg=k)
+    assert [os.path.basename(p) for p in Trainer.checkpoints(str(tmp_path))] == ["ckpt_00000002.safetensors"]
+    # the threshold is configurable and can be turned off (the old behaviour: the run goes on)
+    mmu.manual_seed(0)
+    tr = Trainer(Explodes(at=3, value=50.0), ListLoader(images(8), 4), cfg(steps=5, max_loss=10.0))
+    with pytest.raises(TrainingDiverged, match="above max_loss=10"):
+        tr.fit()
+    mmu.manual_seed(0)
+    tr = Trainer(Explodes(at=3, value=50.0), ListLoader(images(8), 4), cfg(steps=5, max_loss=None))
+    tr.fit()
+    assert tr.step == 5 and tr.history["loss"][-1] == pytest.approx(50.0, rel=1e-5)
+
+
+def test_divergence_guard_non_finite_gradient_norm():
+    from mmu.train import TrainingDiverged
+
+    class NanGrad(TinyTok):
+        def forward(self, images, step=0):
+            out = super().forward(images, step)
+            if step == 1:  # d/dw sqrt(0 * w) = inf * 0 = NaN, while the loss itself stays finite
+                out.loss = out.loss + (self.enc.weight * 0.0).sum().sqrt()
+            return out
+    mmu.manual_seed(0)
+    model = NanGrad()
+    tr = Trainer(model, ListLoader(images(8), 4), cfg(steps=4))
+    tr.fit(1)
+    before = params(model)
+    with pytest.raises(TrainingDiverged, match="step 1: the gradient norm is nan"):
+        tr.fit()
+    for k, v in params(model).items():
+        np.testing.assert_array_equal(before[k], v, err_msg=k)
+    assert tr.optimizer.state_dict() is not None and tr.step == 1
+
+
+def test_divergence_guard_discriminator_loss():
+    from mmu.train import TrainingDiverged
+
+    class DiscExplodes(TinyTok):
+        def discriminator_loss(self, images, recon, step):
+            loss, logs = super().discriminator_loss(images, recon, step)
+            return (loss * 1e9 if step == 2 else loss), logs
+    mmu.manual_seed(0)
+    tr = Trainer(DiscExplodes(disc=True, disc_start=0), ListLoader(images(8), 4), cfg(steps=4))
+    with pytest.raises(TrainingDiverged, match="step 2: the discriminator loss is .*above max_loss"):
+        tr.fit()
+    assert tr.step == 2 and tr.disc_steps == 2
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(max_loss=0), ValueError, "max_loss"),
+    (dict(max_loss="big"), TypeError, "max_loss"),
+    (dict(sample_every=2), ValueError, "sample_dir"),
+    (dict(num_samples=0), ValueError, "num_samples"),
+    (dict(tensorboard_dir=3), TypeError, "tensorboard_dir"),
+])
+def test_bad_config_new_fields(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        TrainConfig(steps=2, **kw)
+
+
+# ---------------------------------------------------------------------- interrupts
+def test_keyboard_interrupt_at_a_step_boundary_checkpoints_and_resumes_exactly(tmp_path):
+    data = images(12)
+
+    def model():
+        mmu.manual_seed(0)
+        return TinyTok(ema_vq=True, dropout=0.25)
+    c = cfg(steps=6, ema_decay=0.8, ckpt_dir=str(tmp_path / "ck"))   # no periodic checkpoints at all
+    m1 = model()
+    Trainer(m1, ListLoader(data, 4, seed=3), c).fit()
+
+    def stop_at_3(trainer, record):
+        if trainer.step == 3:
+            raise KeyboardInterrupt
+    m2 = model()
+    t2 = Trainer(m2, ListLoader(data, 4, seed=3), c, callbacks=stop_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        t2.fit()
+    assert t2.interrupted and t2.step == 3
+    assert [os.path.basename(p) for p in Trainer.checkpoints(c.ckpt_dir)] == ["ckpt_00000003.safetensors"]
+    t3 = Trainer.resume(c.ckpt_dir, model(), ListLoader(data, 4, seed=3), c)
+    assert t3.step == 3 and len(t3.history) == 3
+    t3.fit()
+    for k, v in params(m1).items():
+        np.testing.assert_array_equal(v, params(t3.model)[k], err_msg=k)
+
+
+def test_ctrl_c_finishes_the_step_then_checkpoints(tmp_path):
+    import signal
+
+    class CtrlC(TinyTok):
+        presses = {}
+
+        def forward(self, images, step=0):
+            for _ in range(self.presses.get(step, 0)):
+                signal.raise_signal(signal.SIGINT)   # as a terminal's Ctrl-C would, in the middle of the step
+            return super().forward(images, step)
+    c = cfg(steps=6, ckpt_dir=str(tmp_path / "a"))
+    mmu.manual_seed(0)
+    m = CtrlC()
+    m.presses = {2: 1}
+    tr = Trainer(m, ListLoader(images(8), 4), c)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    # step 2 (the third) ran to its end, was logged and checkpointed; Python's handler is back
+    assert tr.step == 3 and tr.interrupted and len(tr.history) == 3
+    assert [os.path.basename(p) for p in Trainer.checkpoints(c.ckpt_dir)] == ["ckpt_00000003.safetensors"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # a second Ctrl-C stops at once, mid-step: no checkpoint of a half-done step
+    c = cfg(steps=6, ckpt_dir=str(tmp_path / "b"))
+    mmu.manual_seed(0)
+    m = CtrlC()
+    m.presses = {2: 2}
+    tr = Trainer(m, ListLoader(images(8), 4), c)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    assert tr.step == 2 and tr.interrupted and Trainer.checkpoints(c.ckpt_dir) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ---------------------------------------------------------------------- config recorded, compared at resume
+def test_resume_refuses_another_config_and_names_the_fields(tmp_path):
+    data = images(8)
+    c = cfg(steps=4, ckpt_every=2, ckpt_dir=str(tmp_path))
+    mmu.manual_seed(0)
+    Trainer(TinyTok(k=8), ListLoader(data, 4), c).fit(2)
+    ck = mmu.load(str(tmp_path / "ckpt_00000002.safetensors"))
+    assert ck["model_config"]["args"]["k"] == 8 and ck["config"]["lr"] == pytest.approx(1e-2)
+    fresh = TinyTok(k=8)
+    before = params(fresh)
+    with pytest.raises(ValueError, match=r"2 field\(s\) differ\): train\.lr: 0\.01 in the checkpoint, 0\.005 now; "
+                                         r"train\.warmup_steps: 0 in the checkpoint, 1 now"):
+        Trainer.resume(str(tmp_path), fresh, ListLoader(data, 4), dataclasses.replace(c, lr=5e-3, warmup_steps=1))
+    for k, v in params(fresh).items():   # nothing was loaded
+        np.testing.assert_array_equal(before[k], v)
+    with pytest.raises(ValueError, match=r"model\.k: 8 in the checkpoint, 16 now"):
+        Trainer.resume(str(tmp_path), TinyTok(k=16), ListLoader(data, 4), c)
+    # steps and the bookkeeping fields may change (a longer run, other logging)
+    t = Trainer.resume(str(tmp_path), TinyTok(k=8), ListLoader(data, 4),
+                       dataclasses.replace(c, steps=6, log_every=2, keep_last=1, progress=False))
+    assert t.step == 2
+    # check_config=False loads it anyway (the caller's decision)
+    t = Trainer.resume(str(tmp_path), TinyTok(k=8), ListLoader(data, 4), dataclasses.replace(c, lr=5e-3),
+                       check_config=False)
+    assert t.step == 2 and t.optimizer.param_groups[0]["initial_lr"] == pytest.approx(5e-3)
+
+
+# ---------------------------------------------------------------------- stale temp files of killed saves
+def test_prune_removes_stale_checkpoint_temp_files_only(tmp_path, monkeypatch):
+    from mmu.train.trainer import _CKPT_TMP_RE
+    d = tmp_path / "ck"
+    d.mkdir()
+    stale = [".ckpt_00000001.safetensors.k2x_9q0a.tmp", ".ckpt_00000007.safetensors.abcdefgh.tmp"]
+    mine = [".notes.tmp", "ckpt_00000001.safetensors.tmp", ".ckpt_1.safetensors.abc.tmp.bak",
+            ".ckpt_x.safetensors.abcdefgh.tmp", "scratch.tmp", ".model.safetensors.abcdefgh.tmp"]
+    for name in stale + mine:
+        (d / name).write_bytes(b"partial")
+    mmu.manual_seed(0)
+    tr = Trainer(TinyTok(), ListLoader(images(8), 4), cfg(steps=4, ckpt_every=2, ckpt_dir=str(d)))
+    # while a checkpoint is being written, a prune (from another thread, say) must not touch its temp file
+    import mmu.io.safetensors as st
+    real_fsync, seen = st.os.fsync, []
+
+    def fsync_then_prune(fd):
+        names = [n for n in os.listdir(d) if _CKPT_TMP_RE.match(n) and n not in stale]
+        if names:  # the temp file of the save in progress, named by mmu.save itself
+            tr._prune()
+            seen.append((names, [n for n in os.listdir(d) if n in names]))
+        return real_fsync(fd)
+    monkeypatch.setattr(st.os, "fsync", fsync_then_prune)
+    tr.fit()
+    monkeypatch.undo()
+    assert len(seen) == 2 and all(before == after and len(before) == 1 for before, after in seen)
+    assert sorted(os.listdir(d)) == sorted(mine + ["ckpt_00000002.safetensors", "ckpt_00000004.safetensors"])
+
+
+# ---------------------------------------------------------------------- samples and TensorBoard
+def _crc32c_bitwise(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def _read_records(path):
+    """TFRecord framing, checked independently of the writer: [data bytes]."""
+    import struct
+    raw = open(path, "rb").read()
+    out, pos = [], 0
+
+    def masked(b):
+        c = _crc32c_bitwise(b)
+        return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+    while pos < len(raw):
+        head = raw[pos:pos + 8]
+        (n,) = struct.unpack("<Q", head)
+        (crc_len,) = struct.unpack("<I", raw[pos + 8:pos + 12])
+        assert crc_len == masked(head)
+        data = raw[pos + 12:pos + 12 + n]
+        assert len(data) == n
+        (crc_data,) = struct.unpack("<I", raw[pos + 12 + n:pos + 16 + n])
+        assert crc_data == masked(data)
+        out.append(data)
+        pos += 16 + n
+    assert pos == len(raw)
+    return out
+
+
+def _proto(b):
+    """{field: [values]} of a protobuf message: varints as int, fixed64 as double, fixed32 as float,
+    length-delimited as bytes."""
+    import struct
+    fields, pos = {}, 0
+
+    def varint():
+        nonlocal pos
+        shift = value = 0
+        while True:
+            byte = b[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+    while pos < len(b):
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            v = varint()
+        elif wire == 1:
+            v = struct.unpack("<d", b[pos:pos + 8])[0]
+            pos += 8
+        elif wire == 5:
+            v = struct.unpack("<f", b[pos:pos + 4])[0]
+            pos += 4
+        elif wire == 2:
+            n = varint()
+            v = b[pos:pos + n]
+            pos += n
+        else:
+            raise AssertionError(f"unexpected wire type {wire}")
+        fields.setdefault(field, []).append(v)
+    return fields
+
+
+def _events(folder):
+    files = sorted(f for f in os.listdir(folder) if f.startswith("events.out.tfevents."))
+    return [[_proto(r) for r in _read_records(os.path.join(folder, f))] for f in files]
+
+
+def test_crc32c_known_answers():
+    from mmu.train.tensorboard import crc32c, masked_crc32c
+    assert crc32c(b"123456789") == 0xE3069283          # the CRC-32C check value (RFC 3720)
+    assert crc32c(b"") == 0 and crc32c(bytes(32)) == 0x8A9136AA
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 100):
+        b = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert crc32c(b) == _crc32c_bitwise(b)
+    c = crc32c(b"abc")
+    assert masked_crc32c(b"abc") == ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def test_samples_and_tensorboard_event_files(tmp_path):
+    from PIL import Image
+
+    from mmu.train.trainer import _to_uint8
+    data = images(12, c=1, s=8)
+    evald = images(5, c=1, s=8, seed=1)
+    sd, tb = tmp_path / "samples", tmp_path / "tb"
+    mmu.manual_seed(0)
+    plain = Trainer(TinyTok(dropout=0.25), ListLoader(data, 4), cfg(steps=4, log_every=1, eval_every=2), evald)
+    plain.fit()
+    mmu.manual_seed(0)
+    c = cfg(steps=4, log_every=1, eval_every=2, sample_every=2, sample_dir=str(sd), num_samples=3,
+            tensorboard_dir=str(tb))
+    tr = Trainer(TinyTok(dropout=0.25), ListLoader(data, 4), c, evald)
+    tr.fit()
+    # samples and TensorBoard change nothing of the run (eval mode, no_grad, RNG restored)
+    for k, v in params(plain.model).items():
+        np.testing.assert_array_equal(v, params(tr.model)[k], err_msg=k)
+    assert [r["loss"] for r in plain.history] == [r["loss"] for r in tr.history]
+    assert sorted(os.listdir(sd)) == ["step_00000002.png", "step_00000004.png"]
+    grid = np.asarray(Image.open(sd / "step_00000004.png"))
+    f, pad = 8, 2                         # 8 px tiles are enlarged 8x to 64 px, 2 px apart
+    assert grid.shape == (2 * 64 + 3 * pad, 3 * 64 + 4 * pad)
+    top, bottom = _to_uint8(evald[:3]), _to_uint8(tr.reconstruct(evald[:3]))
+    for i in range(3):
+        x0 = pad + i * (64 + pad)
+        np.testing.assert_array_equal(grid[pad:pad + 64, x0:x0 + 64], top[i, ..., 0].repeat(f, 0).repeat(f, 1))
+        np.testing.assert_array_equal(grid[2 * pad + 64:2 * pad + 128, x0:x0 + 64],
+                                      bottom[i, ..., 0].repeat(f, 0).repeat(f, 1))
+    # the event file: framing and CRCs (checked above), then the protobuf fields and values
+    (events,) = _events(tb)
+    assert events[0][3] == [b"brain.Event:2"] and 2 not in events[0]
+    scalars, imgs = {}, {}
+    for ev in events[1:]:
+        step = ev[2][0]
+        assert abs(ev[1][0] - __import__("time").time()) < 3600
+        for value in (_proto(v) for v in _proto(ev[5][0])[1]):
+            tag = value[1][0].decode()
+            if 2 in value:
+                scalars[(tag, step)] = value[2][0]
+            else:
+                imgs[(tag, step)] = _proto(value[4][0])
+    for r in tr.history:
+        np.testing.assert_array_equal(np.float32(scalars[("train/loss", r["step"])]), np.float32(r["loss"]))
+        if "eval_psnr" in r:
+            assert scalars[("eval/psnr", r["step"])] == np.float32(r["eval_psnr"])
+    assert {s for t, s in scalars if t == "train/lr"} == {1, 2, 3, 4}
+    assert sorted(imgs) == [("samples", 2), ("samples", 4)]
+    im = imgs[("samples", 4)]
+    assert (im[1][0], im[2][0], im[3][0]) == (grid.shape[0], grid.shape[1], 1)
+    assert im[4][0] == (sd / "step_00000004.png").read_bytes()
+
+
+def test_tensorboard_resume_marks_the_restart(tmp_path):
+    c = cfg(steps=4, ckpt_every=2, ckpt_dir=str(tmp_path / "ck"), tensorboard_dir=str(tmp_path / "tb"))
+    mmu.manual_seed(0)
+    Trainer(TinyTok(), ListLoader(images(8), 4), c).fit(3)
+    Trainer.resume(c.ckpt_dir, TinyTok(), ListLoader(images(8), 4), c).fit()
+    first, second = _events(tmp_path / "tb")
+    assert [e[2][0] for e in first[1:]] == [1, 2, 3]
+    # SessionLog START (Event field 7, status 1) at the first step the resumed writer logs: TensorBoard drops
+    # the interrupted writer's step 3 instead of drawing it twice
+    assert second[1][2] == [3] and _proto(second[1][7][0]) == {1: [1]}
+    assert [e[2][0] for e in second[2:]] == [3, 4]
+
+
+def test_tensorboard_reads_our_event_files(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    mmu.manual_seed(0)
+    c = cfg(steps=3, tensorboard_dir=str(tmp_path), sample_every=3, sample_dir=str(tmp_path / "s"))
+    tr = Trainer(TinyTok(), ListLoader(images(8), 4), c)
+    tr.fit()
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    got = [(e.step, e.value) for e in acc.Scalars("train/loss")]
+    assert got == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in tr.history]
+    assert [i.step for i in acc.Images("samples")] == [3]
+
+
+def test_save_pretrained_files_get_the_usual_permissions(tmp_path):
+    model = nn.Linear(3, 2)
+    old = os.umask(0o027)
+    try:
+        model.save_pretrained(str(tmp_path / "a"))
+        os.umask(0o002)
+        model.save_pretrained(str(tmp_path / "b"))
+    finally:
+        os.umask(old)
+    for f in ("config.json", "model.safetensors"):
+        assert os.stat(tmp_path / "a" / f).st_mode & 0o777 == 0o640, f
+        assert os.stat(tmp_path / "b" / f).st_mode & 0o777 == 0o664, f
+    # a replaced file keeps its own mode (as mmu.io's writer does)
+    os.chmod(tmp_path / "a" / "model.safetensors", 0o604)
+    model.save_pretrained(str(tmp_path / "a"))
+    assert os.stat(tmp_path / "a" / "model.safetensors").st_mode & 0o777 == 0o604
+    assert nn.Module.from_pretrained(str(tmp_path / "a")).weight.shape == (2, 3)

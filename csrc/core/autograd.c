@@ -14,7 +14,19 @@
  * the requested inputs are collected into new tensors, and the graph is
  * pruned first — a node runs only if it leads to a requested input, and
  * edges leading nowhere are switched off for the run (needs_grad cleared,
- * restored afterwards) so backward functions skip those gradients. */
+ * restored afterwards) so backward functions skip those gradients.
+ *
+ * Threads: several threads may backpropagate through one graph at once (two
+ * losses sharing a trunk, the same graph with retain_graph=True). What a run
+ * accumulates — gradients, pending counts, what it prunes — lives in the run
+ * (run_node), never in the shared nodes. The graph's own state (edges, saved
+ * tensors, released/holders) changes only under g_graph_lock, held to collect
+ * a graph and to hand a node back, never around a kernel. A run without
+ * retain_graph dooms the nodes it will run when it collects them (no later run
+ * may start through them: one of two such runs succeeds, the other raises the
+ * usual "second time" error), and a node's saved tensors go only once no run
+ * holds it. A node's exec_lock is held around its backward call, because a
+ * pruning run switches the node's edges off for that call. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +65,11 @@ mmu_status mmu_record(mmu_node **node, mmu_tensor *out, mmu_op op, int n, mmu_te
         free(edges);
         return mmu_fail(MMU_ENOMEM, "%s: out of memory recording the autograd graph", mmu_op_table[op].name);
     }
+    if (pthread_mutex_init(&nd->exec_lock, NULL)) {
+        free(nd);
+        free(edges);
+        return mmu_fail(MMU_ERUNTIME, "%s: cannot create a lock for the autograd graph", mmu_op_table[op].name);
+    }
     nd->refcount = 1;
     nd->op = op;
     nd->n_inputs = n;
@@ -86,7 +103,22 @@ void mmu_save(mmu_node *n, int slot, mmu_tensor *t) {
     mmu_tensor_incref(t);
     mmu_tensor_decref(n->saved[slot]);
     n->saved[slot] = t;
+    n->saved_version[slot] = t ? mmu_version(t) : 0;
     n->saved_output_mask &= ~(1u << slot);
+}
+
+mmu_status mmu_check_saved_versions(const mmu_node *n, const char *who) {
+    for (int s = 0; s < MMU_MAX_SAVED; s++) {
+        const mmu_tensor *t = n->saved[s];
+        if (!t || mmu_version(t) == n->saved_version[s]) continue;
+        return mmu_fail(MMU_ERUNTIME, "%s: one of the variables needed for gradient computation has been modified by "
+                        "an inplace operation: the %s tensor of shape %s saved by %s (saved tensor %d%s) is at "
+                        "version %llu; expected version %llu instead. Write into a clone, or compute it again "
+                        "after the write", who, mmu_dtype_name(t->dtype), mmu_shape_str(t),
+                        mmu_op_table[n->op].name, s, n->saved_output_mask & (1u << s) ? ", the op's output" : "",
+                        (unsigned long long)mmu_version(t), (unsigned long long)n->saved_version[s]);
+    }
+    return MMU_OK;
 }
 
 mmu_status mmu_save_output(mmu_node *n, int slot, mmu_tensor *out) {
@@ -95,6 +127,7 @@ mmu_status mmu_save_output(mmu_node *n, int slot, mmu_tensor *out) {
     if (st) return st;
     mmu_tensor_decref(n->saved[slot]);
     n->saved[slot] = view;
+    n->saved_version[slot] = mmu_version(view);
     n->saved_output_mask |= 1u << slot;
     return MMU_OK;
 }
@@ -103,8 +136,18 @@ void mmu_node_incref(mmu_node *n) {
     if (n) __atomic_add_fetch(&n->refcount, 1, __ATOMIC_RELAXED);
 }
 
-/* Drops what the backward needed and the edges to the rest of the graph. */
-static void node_release(mmu_node *n) {
+/* Guards the graph structure every run walks: edges, saved tensors, released,
+ * holders, freed and the collection scratch (epoch, run_index). Held to
+ * collect a graph and to hand nodes back, never around a backward kernel. */
+static pthread_mutex_t g_graph_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void mmu_graph_lock(void) { pthread_mutex_lock(&g_graph_lock); }
+void mmu_graph_unlock(void) { pthread_mutex_unlock(&g_graph_lock); }
+
+/* With the graph lock held: once n is released and no run holds it, drops what
+ * the backward needed and the edges to the rest of the graph. */
+static void node_maybe_free(mmu_node *n) {
+    if (!n->released || n->holders || n->freed) return;
     for (int s = 0; s < MMU_MAX_SAVED; s++) MMU_CLEAR(n->saved[s]);
     for (int i = 0; i < n->n_inputs; i++) {
         mmu_node *fn = n->inputs[i].fn;
@@ -116,11 +159,15 @@ static void node_release(mmu_node *n) {
     }
     free(n->extra);
     n->extra = NULL;
-    MMU_CLEAR(n->grad_acc);
-    n->released = 1;
+    n->freed = 1;
 }
 
-void mmu_node_release(mmu_node *n) { node_release(n); }
+void mmu_node_release(mmu_node *n) {
+    pthread_mutex_lock(&g_graph_lock);
+    n->released = 1;
+    node_maybe_free(n);
+    pthread_mutex_unlock(&g_graph_lock);
+}
 
 void mmu_node_decref(mmu_node *n) {
     /* Iterative: a long chain of nodes (an RNN, 10k ops) must not recurse
@@ -146,9 +193,9 @@ void mmu_node_decref(mmu_node *n) {
             }
             stack[top++] = cur->inputs[i].fn;
         }
-        mmu_tensor_decref(cur->grad_acc);
         free(cur->extra);
         free(cur->inputs);
+        pthread_mutex_destroy(&cur->exec_lock);
         free(cur);
     }
     if (stack != stack_buf) free(stack);
@@ -237,7 +284,7 @@ static mmu_status accumulate_leaf(mmu_tensor *leaf, mmu_tensor *g) {
     return st;
 }
 
-static int g_epoch;
+static int g_epoch; /* under g_graph_lock */
 static int64_t g_nodes_run, g_grads_computed;
 
 int64_t mmu_autograd_nodes_run(void) { return __atomic_load_n(&g_nodes_run, __ATOMIC_RELAXED); }
@@ -274,39 +321,66 @@ static mmu_status capture_grad(grad_capture *cap, const mmu_tensor *leaf, const 
 
 typedef struct { mmu_node *n; int i; } dfs_frame;
 
+/* One node as one run sees it. */
+typedef struct {
+    mmu_node *n;          /* a reference of the run's own                      */
+    mmu_tensor *grad;     /* the gradient of n's output accumulated so far     */
+    int pending;          /* consumers that have yet to send their gradient    */
+    size_t first_edge;    /* n's edges are edge_to/edge_on/edge_off[first_edge..] */
+    unsigned char want;   /* WANT_* bits                                       */
+    unsigned char target; /* n is a requested input's grad_fn (capture)        */
+    unsigned char held;   /* still counted in n->holders                       */
+} run_node;
+
+/* With the graph lock held: the run is done with node k. */
+static void run_drop(run_node *rn) {
+    if (!rn->held) return;
+    rn->held = 0;
+    rn->n->holders--;
+    node_maybe_free(rn->n);
+}
+
 /* The engine shared by mmu_backward and mmu_grad: roots[r] receives seeds[r]
  * (references stolen; NULL entries already consumed). `who` prefixes errors. */
 static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, int retain_graph,
                              grad_capture *cap, const char *who) {
     mmu_status st = MMU_OK;
-    mmu_node **nodes = NULL, **ready = NULL;
+    run_node *nodes = NULL;
+    size_t *ready = NULL, *root_k = NULL;
+    int *edge_to = NULL;                    /* run index of the edge's node, or -1 */
+    unsigned char *edge_on = NULL;          /* the edge carries a gradient in this run */
+    unsigned char *edge_off = NULL;         /* ... and is switched off for the call (pruned) */
     dfs_frame *stack = NULL;
-    mmu_edge **cleared = NULL;
-    size_t n_nodes = 0, cap_nodes = 64, n_ready = 0, top = 0, cap_stack = 64, n_cleared = 0, cap_cleared = 0;
-    int epoch = __atomic_add_fetch(&g_epoch, 1, __ATOMIC_RELAXED);
+    size_t n_nodes = 0, cap_nodes = 64, n_ready = 0, top = 0, cap_stack = 64, n_edges = 0;
+    int locked = 0;
 
-    nodes = malloc(cap_nodes * sizeof *nodes);
+    nodes = calloc(cap_nodes, sizeof *nodes);
     stack = malloc(cap_stack * sizeof *stack);
-    if (!nodes || !stack) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
+    root_k = malloc((n_roots ? n_roots : 1) * sizeof *root_k);
+    if (!nodes || !stack || !root_k) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
+
+    pthread_mutex_lock(&g_graph_lock);
+    locked = 1;
+    int epoch = ++g_epoch;
 
     /* 1. collect the reachable nodes in post-order (every node after all the
-     * nodes it feeds from), iteratively: graphs can be 10k nodes deep */
+     * nodes it feeds from), iteratively: graphs can be 10k nodes deep. A
+     * released node is not walked through: its edges are gone or going. */
     for (int r = 0; r < n_roots; r++) {
+        if (roots[r]->released) {
+            st = mmu_fail(MMU_ERUNTIME, "%s: trying to backward through the graph a second time; its saved tensors "
+                          "were freed (pass retain_graph=True to the first backward%s)", who, cap ? " or grad" : "");
+            goto done;
+        }
         if (roots[r]->epoch == epoch) continue;
         roots[r]->epoch = epoch;
-        roots[r]->pending = 0;
-        roots[r]->want = 0;
-        roots[r]->target = 0;
         stack[top++] = (dfs_frame){roots[r], 0};
         while (top) {
             dfs_frame *f = &stack[top - 1];
-            if (f->i < f->n->n_inputs) {
+            if (!f->n->released && f->i < f->n->n_inputs) {
                 mmu_node *fn = f->n->inputs[f->i++].fn;
                 if (!fn || fn->epoch == epoch) continue;
                 fn->epoch = epoch;
-                fn->pending = 0;
-                fn->want = 0;
-                fn->target = 0;
                 if (top == cap_stack) {
                     dfs_frame *bigger = realloc(stack, 2 * cap_stack * sizeof *stack);
                     if (!bigger) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
@@ -317,14 +391,34 @@ static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, 
                 continue;
             }
             if (n_nodes == cap_nodes) {
-                mmu_node **bigger = realloc(nodes, 2 * cap_nodes * sizeof *nodes);
+                run_node *bigger = realloc(nodes, 2 * cap_nodes * sizeof *nodes);
                 if (!bigger) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
                 nodes = bigger;
                 cap_nodes *= 2;
             }
-            nodes[n_nodes++] = f->n;
+            nodes[n_nodes] = (run_node){.n = f->n, .first_edge = n_edges};
+            f->n->run_index = (int)n_nodes++;
+            n_edges += f->n->n_inputs;
             mmu_node_incref(f->n);
             top--;
+        }
+    }
+    for (int r = 0; r < n_roots; r++) root_k[r] = roots[r]->run_index;
+
+    /* the edges as this run sees them: a live node's edge carries a gradient
+     * when it has somewhere to go (its needs_grad at record time) */
+    edge_to = malloc((n_edges ? n_edges : 1) * sizeof *edge_to);
+    edge_on = calloc(n_edges ? n_edges : 1, 1);
+    edge_off = calloc(n_edges ? n_edges : 1, 1);
+    ready = malloc((n_nodes ? n_nodes : 1) * sizeof *ready);
+    if (!edge_to || !edge_on || !edge_off || !ready) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
+    for (size_t k = 0; k < n_nodes; k++) {
+        mmu_node *n = nodes[k].n;
+        for (int i = 0; i < n->n_inputs; i++) {
+            mmu_edge *e = &n->inputs[i];
+            size_t ei = nodes[k].first_edge + i;
+            edge_to[ei] = !n->released && e->fn ? e->fn->run_index : -1;
+            edge_on[ei] = !n->released && (e->fn || e->leaf);
         }
     }
 
@@ -332,83 +426,90 @@ static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, 
      * edge to a requested leaf or to a node that is wanted (post-order makes
      * every producer decided before its consumers) */
     if (!cap) {
-        for (size_t k = 0; k < n_nodes; k++) nodes[k]->want = WANT_RUN;
+        for (size_t k = 0; k < n_nodes; k++) {
+            if (nodes[k].n->released) {
+                st = mmu_fail(MMU_ERUNTIME, "%s: trying to backward through the graph a second time "
+                              "(node %s was already freed; pass retain_graph=True)", who,
+                              mmu_op_table[nodes[k].n->op].name);
+                goto done;
+            }
+            nodes[k].want = WANT_RUN;
+        }
     } else {
         for (int k = 0; k < cap->n_in; k++) {
             mmu_node *fn = cap->inputs[k]->grad_fn;
-            if (fn && fn->epoch == epoch) fn->want = WANT_TARGET, fn->target = 1;
+            if (fn && fn->epoch == epoch) nodes[fn->run_index].want = WANT_TARGET, nodes[fn->run_index].target = 1;
         }
         for (size_t k = 0; k < n_nodes; k++) {
-            mmu_node *n = nodes[k];
-            if (n->released && !n->target) {
+            run_node *rn = &nodes[k];
+            if (rn->n->released && !rn->target) {
                 st = mmu_fail(MMU_ERUNTIME, "%s: trying to backward through the graph a second time "
-                              "(node %s was already freed; pass retain_graph=True)", who, mmu_op_table[n->op].name);
+                              "(node %s was already freed; pass retain_graph=True)", who, mmu_op_table[rn->n->op].name);
                 goto done;
             }
-            for (int i = 0; i < n->n_inputs; i++) {
-                mmu_edge *e = &n->inputs[i];
-                if ((e->fn && e->fn->want) || (e->leaf && is_target_leaf(cap, e->leaf))) n->want |= WANT_RUN;
+            for (int i = 0; i < rn->n->n_inputs; i++) {
+                size_t ei = rn->first_edge + i;
+                mmu_tensor *leaf = rn->n->inputs[i].leaf;
+                if ((edge_to[ei] >= 0 && nodes[edge_to[ei]].want) ||
+                    (edge_on[ei] && leaf && is_target_leaf(cap, leaf))) rn->want |= WANT_RUN;
             }
         }
         /* switch off the edges of running nodes that lead nowhere */
         for (size_t k = 0; k < n_nodes; k++) {
-            mmu_node *n = nodes[k];
-            if (!(n->want & WANT_RUN)) continue;
-            for (int i = 0; i < n->n_inputs; i++) {
-                mmu_edge *e = &n->inputs[i];
-                if (!e->needs_grad || (e->fn && e->fn->want)) continue;
-                if (e->leaf && is_target_leaf(cap, e->leaf)) {
+            run_node *rn = &nodes[k];
+            if (!(rn->want & WANT_RUN)) continue;
+            for (int i = 0; i < rn->n->n_inputs; i++) {
+                size_t ei = rn->first_edge + i;
+                mmu_tensor *leaf = rn->n->inputs[i].leaf;
+                if (!edge_on[ei] || (edge_to[ei] >= 0 && nodes[edge_to[ei]].want)) continue;
+                if (leaf && is_target_leaf(cap, leaf)) {
                     for (int j = 0; j < cap->n_in; j++)
-                        if (cap->inputs[j] == e->leaf) cap->reached[j] = 1;
+                        if (cap->inputs[j] == leaf) cap->reached[j] = 1;
                     continue;
                 }
-                if (n_cleared == cap_cleared) {
-                    size_t nc = cap_cleared ? 2 * cap_cleared : 64;
-                    mmu_edge **bigger = realloc(cleared, nc * sizeof *cleared);
-                    if (!bigger) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
-                    cleared = bigger;
-                    cap_cleared = nc;
-                }
-                cleared[n_cleared++] = e;
-                e->needs_grad = 0;
+                edge_on[ei] = 0;
+                edge_off[ei] = 1;
             }
         }
     }
     for (size_t k = 0; k < n_nodes; k++) {
-        mmu_node *n = nodes[k];
-        if (!(n->want & WANT_RUN)) continue;
-        for (int i = 0; i < n->n_inputs; i++)
-            if (n->inputs[i].fn && n->inputs[i].needs_grad) n->inputs[i].fn->pending++;
+        if (!(nodes[k].want & WANT_RUN)) continue;
+        for (int i = 0; i < nodes[k].n->n_inputs; i++) {
+            size_t ei = nodes[k].first_edge + i;
+            if (edge_on[ei] && edge_to[ei] >= 0) nodes[edge_to[ei]].pending++;
+        }
     }
+    /* the run holds every node it collected; without retain_graph it dooms
+     * those it runs, so no run starts through them from now on */
+    for (size_t k = 0; k < n_nodes; k++) {
+        nodes[k].held = 1;
+        nodes[k].n->holders++;
+        if (!retain_graph && (nodes[k].want & WANT_RUN)) nodes[k].n->released = 1;
+    }
+    pthread_mutex_unlock(&g_graph_lock);
+    locked = 0;
 
     /* 3. seed the roots, then run each node once all its consumers have sent their gradient */
-    ready = malloc((n_nodes ? n_nodes : 1) * sizeof *ready);
-    if (!ready) { st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who); goto done; }
     for (int r = 0; r < n_roots; r++) {
         if (!seeds[r]) continue;
-        st = mmu_accumulate(&roots[r]->grad_acc, seeds[r]);
+        st = mmu_accumulate(&nodes[root_k[r]].grad, seeds[r]);
         MMU_CLEAR(seeds[r]);
         if (st) goto done;
     }
     for (size_t k = n_nodes; k-- > 0;)
-        if (nodes[k]->want && nodes[k]->pending == 0) ready[n_ready++] = nodes[k];
+        if (nodes[k].want && nodes[k].pending == 0) ready[n_ready++] = k;
     while (n_ready) {
-        mmu_node *n = ready[--n_ready];
-        mmu_tensor *g = n->grad_acc;
-        n->grad_acc = NULL;
-        if (cap && n->target && (st = capture_grad(cap, NULL, n, g))) {
+        run_node *rn = &nodes[ready[--n_ready]];
+        mmu_node *n = rn->n;
+        mmu_tensor *g = rn->grad;
+        rn->grad = NULL;
+        if (cap && rn->target && (st = capture_grad(cap, NULL, n, g))) {
             mmu_tensor_decref(g);
             goto done;
         }
-        if (!(n->want & WANT_RUN)) {
+        if (!(rn->want & WANT_RUN)) {
             mmu_tensor_decref(g);
             continue;
-        }
-        if (n->released) {
-            mmu_tensor_decref(g);
-            st = mmu_fail(MMU_ERUNTIME, "%s: trying to backward through the graph a second time "
-                          "(node %s was already freed; pass retain_graph=True)", who, mmu_op_table[n->op].name);
-            goto done;
         }
         mmu_tensor *gin_buf[8] = {0}, **gin = gin_buf;
         if (n->n_inputs > 8 && !(gin = calloc(n->n_inputs, sizeof *gin))) {
@@ -416,42 +517,61 @@ static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, 
             st = mmu_fail(MMU_ENOMEM, "%s: out of memory", who);
             goto done;
         }
+        const unsigned char *on = edge_on + rn->first_edge, *off = edge_off + rn->first_edge;
+        const int *to = edge_to + rn->first_edge;
+        if (g && (st = mmu_check_saved_versions(n, who))) {
+            mmu_tensor_decref(g);
+            if (gin != gin_buf) free(gin);
+            goto done;
+        }
         if (g) {
+            pthread_mutex_lock(&n->exec_lock);
+            for (int i = 0; i < n->n_inputs; i++)
+                if (off[i]) n->inputs[i].needs_grad = 0;
             st = mmu_op_table[n->op].backward(n, g, gin);
+            for (int i = 0; i < n->n_inputs; i++)
+                if (off[i]) n->inputs[i].needs_grad = 1;
+            pthread_mutex_unlock(&n->exec_lock);
             __atomic_add_fetch(&g_nodes_run, 1, __ATOMIC_RELAXED);
         }
         mmu_tensor_decref(g);
         for (int i = 0; i < n->n_inputs; i++) {
             mmu_edge *e = &n->inputs[i];
             if (gin[i]) __atomic_add_fetch(&g_grads_computed, 1, __ATOMIC_RELAXED);
-            if (!st && gin[i] && e->needs_grad) {
+            if (!st && gin[i] && on[i]) {
                 if (gin[i]->ndim != e->ndim || memcmp(gin[i]->shape, e->shape, e->ndim * sizeof(int64_t)))
                     st = mmu_fail(MMU_ERUNTIME, "backward of %s produced a gradient of shape %s for input %d "
                                   "of shape %s (internal error)", mmu_op_table[n->op].name,
                                   mmu_shape_str(gin[i]), i, mmu_dims_str(e->ndim, e->shape));
-                else if (e->fn)
-                    st = mmu_accumulate(&e->fn->grad_acc, gin[i]);
+                else if (to[i] >= 0)
+                    st = mmu_accumulate(&nodes[to[i]].grad, gin[i]);
                 else if (e->leaf)
                     st = cap ? capture_grad(cap, e->leaf, NULL, gin[i]) : accumulate_leaf(e->leaf, gin[i]);
             }
             mmu_tensor_decref(gin[i]);
-            if (e->fn && e->needs_grad && --e->fn->pending == 0) ready[n_ready++] = e->fn;
+            if (to[i] >= 0 && on[i] && --nodes[to[i]].pending == 0) ready[n_ready++] = to[i];
         }
         if (gin != gin_buf) free(gin);
         if (st) goto done;
-        if (!retain_graph) node_release(n);
+        /* hand the node back: without retain_graph its memory returns now */
+        pthread_mutex_lock(&g_graph_lock);
+        run_drop(rn);
+        pthread_mutex_unlock(&g_graph_lock);
     }
 
 done:
-    for (size_t k = 0; k < n_cleared; k++) cleared[k]->needs_grad = 1;
+    if (!locked) pthread_mutex_lock(&g_graph_lock);
+    for (size_t k = 0; k < n_nodes; k++) run_drop(&nodes[k]);
+    pthread_mutex_unlock(&g_graph_lock);
     for (size_t k = 0; k < n_nodes; k++) {
-        MMU_CLEAR(nodes[k]->grad_acc);
-        nodes[k]->want = 0;
-        nodes[k]->target = 0;
-        mmu_node_decref(nodes[k]);
+        mmu_tensor_decref(nodes[k].grad);
+        mmu_node_decref(nodes[k].n);
     }
     for (int r = 0; r < n_roots; r++) MMU_CLEAR(seeds[r]);
-    free(cleared);
+    free(edge_to);
+    free(edge_on);
+    free(edge_off);
+    free(root_k);
     free(stack);
     free(nodes);
     free(ready);
@@ -488,11 +608,7 @@ mmu_status mmu_backward(mmu_tensor *root, mmu_tensor *grad, int retain_graph) {
         st = accumulate_leaf(root, g0);
         goto done;
     }
-    if (root->grad_fn->released) {
-        st = mmu_fail(MMU_ERUNTIME, "backward: trying to backward through the graph a second time; "
-                      "its saved tensors were freed (pass retain_graph=True to the first backward)");
-        goto done;
-    }
+    /* a freed graph is refused by the engine, under its lock */
     mmu_node *root_fn = root->grad_fn;
     st = run_engine(1, &root_fn, &g0, retain_graph, NULL, "backward"); /* takes g0 */
     g0 = NULL;
@@ -560,12 +676,6 @@ mmu_status mmu_grad(mmu_tensor **results, int n_out, mmu_tensor *const *outputs,
             mmu_tensor_decref(seed);
             if (st) goto done;
             continue;
-        }
-        if (y->grad_fn->released) {
-            mmu_tensor_decref(seed);
-            st = mmu_fail(MMU_ERUNTIME, "%s: trying to backward through the graph a second time; its saved "
-                          "tensors were freed (pass retain_graph=True to the first backward or grad)", who);
-            goto done;
         }
         roots[n_roots] = y->grad_fn;
         seeds[n_roots++] = seed;

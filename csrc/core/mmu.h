@@ -19,6 +19,7 @@
 #ifndef MMU_CORE_H
 #define MMU_CORE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,7 +43,7 @@ const char *mmu_error_message(void);
 
 /* ---------------------------------------------------------------- dtypes */
 typedef enum { MMU_FLOAT32 = 0, MMU_INT64 = 1, MMU_BOOL = 2 } mmu_dtype;
-size_t mmu_dtype_size(mmu_dtype dt);
+size_t mmu_dtype_size(mmu_dtype dt); /* 0 for a code that is no mmu_dtype */
 const char *mmu_dtype_name(mmu_dtype dt);
 
 /* ------------------------------------------------------------- allocator */
@@ -59,6 +60,9 @@ typedef struct mmu_storage {
     void *data;
     size_t nbytes;
     long refcount;
+    uint64_t version;  /* bumped by every in-place write through the mmu API
+                          (torch's version counter, shared by the views);
+                          writes through a NumPy view (t.numpy()) are not seen */
 } mmu_storage;
 
 /* ---------------------------------------------------------------- tensor */
@@ -83,6 +87,16 @@ static inline void *mmu_data(const mmu_tensor *t) {
 static inline float *mmu_f32(const mmu_tensor *t) { return (float *)mmu_data(t); }
 static inline int64_t *mmu_i64(const mmu_tensor *t) { return (int64_t *)mmu_data(t); }
 static inline uint8_t *mmu_bool(const mmu_tensor *t) { return (uint8_t *)mmu_data(t); }
+
+/* Every in-place write into t's memory (an optimizer step, an EMA update,
+ * x.add_(...), x[i] = v) calls this, so that a backward through a node that
+ * saved t before the write refuses to run on the new values. */
+static inline void mmu_bump_version(mmu_tensor *t) {
+    if (t) __atomic_add_fetch(&t->storage->version, 1, __ATOMIC_RELAXED);
+}
+static inline uint64_t mmu_version(const mmu_tensor *t) {
+    return __atomic_load_n(&t->storage->version, __ATOMIC_RELAXED);
+}
 
 /* New uninitialised / zeroed tensor (refcount 1). */
 mmu_status mmu_tensor_empty(mmu_tensor **out, mmu_dtype dt, int ndim, const int64_t *shape);
@@ -147,16 +161,24 @@ typedef struct mmu_node {
     int64_t *extra;                  /* op-specific array (e.g. cat sizes) */
     int out_ndim;
     int64_t out_shape[MMU_MAX_DIMS];
+    uint64_t saved_version[MMU_MAX_SAVED]; /* saved[s]'s storage version when saved */
     unsigned saved_output_mask;      /* bit s: saved[s] is the op's own output
                                         (mmu_save_output), so double backward
                                         can re-attach it to this node */
-    /* backward engine bookkeeping */
-    mmu_tensor *grad_acc;
-    int pending;
-    int epoch;
-    int released;
-    int want;                        /* mmu_grad: leads to a requested input */
-    int target;                      /* mmu_grad: 1 + index of the first input whose grad_fn this is */
+    /* Backward-run bookkeeping. Everything a run accumulates (gradients,
+     * pending counts, what to prune) lives in the run, not here, so runs from
+     * several threads over one graph do not meet; the fields below are the
+     * graph's own state, read and written under the engine's graph lock. */
+    int released;                    /* freed, or doomed by a run without retain_graph:
+                                        no new run may start through this node */
+    int holders;                     /* runs that may still execute this node; saved
+                                        tensors and edges are dropped once released
+                                        and no run holds the node */
+    int freed;                       /* saved tensors and edges dropped */
+    int epoch, run_index;            /* scratch of the run collecting the graph */
+    pthread_mutex_t exec_lock;       /* held while a run executes the backward: a
+                                        run that prunes switches edges off (needs_grad)
+                                        for the call only */
 } mmu_node;
 
 /* Backward: given the gradient of the node's output, set grad_in[i] (a new
@@ -176,11 +198,19 @@ int mmu_set_grad_enabled(int enabled); /* returns previous */
  * out's grad_fn and returns it in *node (else *node = NULL). Inputs may be
  * NULL (optional args such as a missing bias). */
 mmu_status mmu_record(mmu_node **node, mmu_tensor *out, mmu_op op, int n, mmu_tensor *const *inputs);
-/* Keeps a reference to t for the backward (slot < MMU_MAX_SAVED). */
+/* Keeps a reference to t for the backward (slot < MMU_MAX_SAVED), and its
+ * version: the backward refuses to run if t was written in place since. */
 void mmu_save(mmu_node *n, int slot, mmu_tensor *t);
+/* MMU_ERUNTIME (torch's message) if a saved tensor of n was written in place
+ * after it was saved; `who` prefixes the message. */
+mmu_status mmu_check_saved_versions(const mmu_node *n, const char *who);
 /* Saves an op's own output: a detached view of it, so that the node does not
  * hold its output's grad_fn (a reference cycle that would never be freed). */
 mmu_status mmu_save_output(mmu_node *n, int slot, mmu_tensor *out);
+/* The lock under which a node's edges, saved tensors and released flag
+ * change; hold it to read them while backward runs may be going on. */
+void mmu_graph_lock(void);
+void mmu_graph_unlock(void);
 void mmu_node_incref(mmu_node *n);
 void mmu_node_decref(mmu_node *n);
 
@@ -248,6 +278,11 @@ void mmu_sync_threads(void);
 /* Sustained fp32 FMA GFLOP/s of this CPU on the current thread count (the
  * benchmarks' "fraction of peak" denominator); runs for about `seconds`. */
 double mmu_measure_peak_gflops(double seconds);
+/* ------------------------------------------------------------- checksum */
+/* CRC-32C of n bytes, continuing from crc (0 to start): crc32c(b, crc32c(a, 0))
+ * is the CRC of a followed by b. mmu.io stores it in the files it writes. */
+uint32_t mmu_crc32c(uint32_t crc, const void *data, size_t n);
+
 /* Whether a loop of `work` elements is worth a parallel region. */
 #define MMU_PAR_GRAIN 32768
 

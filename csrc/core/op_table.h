@@ -32,6 +32,7 @@
     X(SILU, mmu_unary_backward)                                            \
     X(POW, mmu_unary_backward)                                             \
     X(CLAMP, mmu_unary_backward)                                           \
+    X(SOFTPLUS, mmu_unary_backward)                                        \
     /* csrc/ops/reduce.c */                                                \
     X(SUM, mmu_reduce_backward)                                            \
     X(MEAN, mmu_reduce_backward)                                           \

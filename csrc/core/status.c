@@ -39,7 +39,7 @@ const char *mmu_dims_str(int ndim, const int64_t *shape) {
 const char *mmu_shape_str(const mmu_tensor *t) { return mmu_dims_str(t->ndim, t->shape); }
 
 size_t mmu_dtype_size(mmu_dtype dt) {
-    switch (dt) {
+    switch ((int)dt) {
     case MMU_FLOAT32: return 4;
     case MMU_INT64: return 8;
     case MMU_BOOL: return 1;

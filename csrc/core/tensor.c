@@ -50,6 +50,9 @@ static mmu_tensor *tensor_header(mmu_dtype dt, int ndim, const int64_t *shape, i
 
 mmu_status mmu_tensor_empty(mmu_tensor **out, mmu_dtype dt, int ndim, const int64_t *shape) {
     int64_t numel;
+    /* the element size sizes the buffer: an unknown code would make one the
+     * kernels then overrun (or a 0-byte one) */
+    if (!mmu_dtype_size(dt)) return mmu_fail(MMU_ETYPE, "unknown dtype code %d (float32 = 0, int64 = 1, bool = 2)", (int)dt);
     mmu_status st = check_shape(ndim, shape, &numel);
     if (st) return st;
     size_t nbytes = (size_t)numel * mmu_dtype_size(dt);

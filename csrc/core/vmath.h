@@ -75,6 +75,35 @@ static inline float mmu_log(float x) {
     return ((x < 0.0f) | (x != x)) ? NAN : r; /* | not ||: no branch, so it vectorises */
 }
 
+/* log(1 + e) for e in [0, 1] (or NaN), vectorisable (glibc's log1pf is not): with
+ * u = e / (2 + e) in [0, 1/3], log(1 + e) = 2 atanh(u) = 2 (u + u^3/3 + ... + u^13/13),
+ * relative error < 2e-8 (the first dropped term), and exact to float precision as e -> 0
+ * where log(1 + e) computed as written would round 1 + e to 1. */
+static inline float mmu_log1p_unit(float e) {
+    float u = e / (2.0f + e), u2 = u * u;
+    float p = 1.0f / 13;
+    p = p * u2 + 1.0f / 11;
+    p = p * u2 + 1.0f / 9;
+    p = p * u2 + 1.0f / 7;
+    p = p * u2 + 1.0f / 5;
+    p = p * u2 + 1.0f / 3;
+    p = p * u2 + 1.0f;
+    return 2.0f * u * p;
+}
+
+/* softplus(z) = log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)): exp never overflows and
+ * the small term keeps full relative precision for z << 0 (where softplus(z) ≈ exp(z));
+ * NaN stays NaN (the exp and log of a NaN are NaN). */
+static inline float mmu_softplusf(float z) {
+    return (z > 0.0f ? z : 0.0f) + mmu_log1p_unit(mmu_exp(-fabsf(z)));
+}
+
+/* sigmoid(z) = 1 / (1 + exp(-z)) from exp(-|z|), so no exp overflows for any z */
+static inline float mmu_sigmoidf(float z) {
+    float e = mmu_exp(-fabsf(z));
+    return (z >= 0.0f ? 1.0f : e) / (1.0f + e);
+}
+
 /* A float's bits as an int32 that orders like the float (negative floats
  * have their magnitude bits flipped). The map is its own inverse. */
 static inline int32_t mmu_order_key(int32_t bits) { return bits ^ ((bits >> 31) & 0x7fffffff); }

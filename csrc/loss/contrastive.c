@@ -239,20 +239,6 @@ done:
 
 /* ---------------------------------------------------------------- SigLIP */
 
-/* log(1 + e) for e in [0, 1], vectorisable (glibc's log1pf is not): with u = e / (2 + e) in
- * [0, 1/3], log(1 + e) = 2 atanh(u) = 2 (u + u^3/3 + ... + u^13/13), error < 1e-8. */
-static inline float log1p_unit(float e) {
-    float u = e / (2.0f + e), u2 = u * u;
-    float p = 1.0f / 13;
-    p = p * u2 + 1.0f / 11;
-    p = p * u2 + 1.0f / 9;
-    p = p * u2 + 1.0f / 7;
-    p = p * u2 + 1.0f / 5;
-    p = p * u2 + 1.0f / 3;
-    p = p * u2 + 1.0f;
-    return 2.0f * u * p;
-}
-
 /* Forward and backward share one pass: with e = exp(-|z|), softplus(z) = max(z, 0) + log(1 + e)
  * and sigmoid(z) = (z >= 0 ? 1 : e) / (1 + e). When a graph is recorded the forward writes
  * dL/dS (for an upstream gradient of 1) and the sums for d t and d b, so the backward is the two
@@ -282,7 +268,7 @@ mmu_status mmu_siglip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, m
             for (int64_t j = 0; j < B; j++) { /* label -1: loss softplus(z), dL/dz = sigmoid(z) */
                 float sj = r[j], z = scale * sj + bias;
                 float e = mmu_exp(-fabsf(z));
-                acc += (z > 0.0f ? z : 0.0f) + log1p_unit(e);
+                acc += (z > 0.0f ? z : 0.0f) + mmu_log1p_unit(e);
                 float sg = (z >= 0.0f ? 1.0f : e) / (1.0f + e);
                 sb += sg;
                 stt += sg * sj;
@@ -296,7 +282,7 @@ mmu_status mmu_siglip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, m
 #pragma omp simd reduction(+ : acc)
             for (int64_t j = 0; j < B; j++) {
                 float z = scale * r[j] + bias;
-                acc += (z > 0.0f ? z : 0.0f) + log1p_unit(mmu_exp(-fabsf(z)));
+                acc += (z > 0.0f ? z : 0.0f) + mmu_log1p_unit(mmu_exp(-fabsf(z)));
             }
         }
         /* diagonal: softplus(-zd) instead of softplus(zd) */

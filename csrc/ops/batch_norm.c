@@ -299,6 +299,10 @@ mmu_status mmu_batch_norm(mmu_tensor **out, mmu_tensor *x, mmu_tensor *running_m
     }
 
 record:;
+    if (training && running_mean && x->numel) { /* the running statistics were written in place */
+        mmu_bump_version(running_mean);
+        mmu_bump_version(running_var);
+    }
     mmu_node *n = NULL;
     if ((st = mmu_record(&n, *out, MMU_OP_BATCH_NORM, 3, (mmu_tensor *[]){x, weight, bias}))) goto done;
     if (n) {

@@ -56,6 +56,11 @@ static mmu_status conv_check(mmu_conv_geom *g, mmu_tensor *x, mmu_tensor *w, mmu
                         transposed ? "out_channels" : "in_channels", mmu_shape_str(w));
     if (groups <= 0)
         return mmu_fail(MMU_EVALUE, "%s: groups must be positive, got %lld", op, (long long)groups);
+    /* torch's check_shape_forward: each group owns at least one row of the weight
+     * (a weight with 0 rows would otherwise give an empty output silently) */
+    if (w->shape[0] < groups)
+        return mmu_fail(MMU_EVALUE, "%s: groups=%lld expects weight to be at least %lld at dimension 0, but got "
+                        "weight of shape %s", op, (long long)groups, (long long)groups, mmu_shape_str(w));
     for (int d = 0; d < sp; d++) {
         if (stride[d] <= 0)
             return mmu_fail(MMU_EVALUE, "%s: stride must be positive, got %s", op, mmu_dims_str(sp, stride));
@@ -98,6 +103,15 @@ static mmu_status conv_check(mmu_conv_geom *g, mmu_tensor *x, mmu_tensor *w, mmu
                             "of shape %s (%lld channels)", op, mmu_shape_str(w), (long long)w->shape[0],
                             mmu_shape_str(x), (long long)g->IC);
         g->OC = w->shape[1] * groups;
+        /* torch refuses these rather than returning zeros: a deconvolution with no
+         * output channels, and a non-empty batch with an empty spatial dim (only
+         * zero batch or zero channel inputs are supported) */
+        if (w->shape[1] == 0)
+            return mmu_fail(MMU_EVALUE, "%s: weight of shape %s has 0 output channels", op, mmu_shape_str(w));
+        for (int d = 0; d < sp; d++)
+            if (g->N > 0 && g->in[d] == 0)
+                return mmu_fail(MMU_EVALUE, "%s: only zero batch or zero channel inputs are supported, but got "
+                                "input of shape %s", op, mmu_shape_str(x));
     }
     if (b && (b->ndim != 1 || b->shape[0] != g->OC))
         return mmu_fail(MMU_EVALUE, "%s: weight of shape %s expects a bias of shape (%lld,), but got bias of "

@@ -41,6 +41,8 @@ mmu_status mmu_unary(mmu_tensor **out, mmu_unary_op op, mmu_tensor *x);
 mmu_status mmu_pow_scalar(mmu_tensor **out, mmu_tensor *x, double exponent);
 /* clamp(x, min, max); a bound is ignored when its has_ flag is 0 */
 mmu_status mmu_clamp(mmu_tensor **out, mmu_tensor *x, int has_min, double min, int has_max, double max);
+/* torch's softplus: log(1 + exp(beta·x)) / beta, or x where beta·x > threshold */
+mmu_status mmu_softplus(mmu_tensor **out, mmu_tensor *x, double beta, double threshold);
 /* ~x for bool */
 mmu_status mmu_logical_not(mmu_tensor **out, mmu_tensor *x);
 /* dtype conversion (float32 <-> int64 <-> bool); float32 -> float32 keeps the graph */

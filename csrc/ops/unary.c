@@ -44,6 +44,24 @@ static void relu_kernel(float *o, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) o[i] = x[i] < 0.0f ? 0.0f : x[i];
 }
 
+/* oneDNN 3.2's gelu_erf gives NaN at x = +inf (x·Φ(x) is inf·1 only in the limit); torch's
+ * float64 and scalar paths give +inf, so +inf is put back. -inf stays NaN, as in torch. */
+static void gelu_fix_inf(float *o, const float *x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < n; i++) o[i] = x[i] == INFINITY ? INFINITY : o[i];
+}
+
+/* oneDNN's gelu_tanh backward overflows x³ for |x| > 7e12 and gives NaN; for |x| > 10 the
+ * derivative is 1 (x > 0) or 0 to float precision (its tail is below 1e-35), as torch gives.
+ * ±inf keeps oneDNN's NaN, as torch's. */
+static void gelu_tanh_bwd_fix_large(float *d, const float *x, const float *g, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        d[i] = (a > 10.0f && a < INFINITY) ? (x[i] > 0.0f ? g[i] : 0.0f * g[i]) : d[i];
+    }
+}
+
 /* The C-computed ops: forward kernel, and whether the backward uses the output */
 static void c_forward(mmu_unary_op op, float *o, const float *x, int64_t n) {
     switch (op) {
@@ -79,6 +97,7 @@ mmu_status mmu_unary(mmu_tensor **out, mmu_unary_op op, mmu_tensor *x) {
         MMU_CLEAR(*out);
         return st;
     }
+    if (op == MMU_UN_GELU || op == MMU_UN_GELU_TANH) gelu_fix_inf(mmu_f32(*out), mmu_f32(x), x->numel);
     return record_eltwise(out, unary_info[op].op, alg, x);
 }
 
@@ -138,6 +157,36 @@ mmu_status mmu_clamp(mmu_tensor **out, mmu_tensor *x, int has_min, double min, i
     return MMU_OK;
 }
 
+/* softplus as torch computes it: z = beta·x in float32; z > threshold -> x, else
+ * log(1 + exp(z)) / beta by vmath.h's overflow-free, log1p-accurate mmu_softplus (a
+ * relative error near 1e-7 for every z, where log(1 + exp(z)) in float32 loses all
+ * precision once exp(z) < 6e-8, i.e. z < -16.6). */
+// x (any shape), beta, threshold -> out (x's shape)
+mmu_status mmu_softplus(mmu_tensor **out, mmu_tensor *x, double beta, double threshold) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "softplus", "input");
+    if (st) return st;
+    if ((st = mmu_tensor_empty_like(out, x))) return st;
+    const float *px = mmu_f32(x);
+    float *po = mmu_f32(*out), b = (float)beta, thr = (float)threshold;
+    int64_t n = x->numel;
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < n; i++) {
+        float z = px[i] * b;
+        po[i] = z > thr ? px[i] : mmu_softplusf(z) / b;
+    }
+    mmu_node *nd = NULL;
+    if ((st = mmu_record(&nd, *out, MMU_OP_SOFTPLUS, 1, &x))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (nd) {
+        nd->ctx.f[0] = beta;
+        nd->ctx.f[1] = threshold;
+        mmu_save(nd, 0, x);
+    }
+    return MMU_OK;
+}
+
 mmu_status mmu_unary_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
     if (!n->inputs[0].needs_grad) return MMU_OK;
     mmu_status st = mmu_tensor_empty_like(&gin[0], g);
@@ -182,9 +231,21 @@ mmu_status mmu_unary_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
         for (int64_t i = 0; i < len; i++) pd[i] = (px[i] >= lo && px[i] <= hi) ? pg[i] : 0.0f;
         return MMU_OK;
     }
+    case MMU_OP_SOFTPLUS: { /* d/dx = sigmoid(beta·x), 1 above the threshold (torch) */
+        float b = (float)n->ctx.f[0], thr = (float)n->ctx.f[1];
+        const float *px = mmu_f32(n->saved[0]);
+#pragma omp parallel for schedule(static) if (len > MMU_PAR_GRAIN)
+        for (int64_t i = 0; i < len; i++) {
+            float z = px[i] * b;
+            pd[i] = z > thr ? pg[i] : pg[i] * mmu_sigmoidf(z);
+        }
+        return MMU_OK;
+    }
     default:
-        return mmu_dnnl_eltwise_bwd((mmu_eltwise_alg)n->ctx.i[0], (int)n->ctx.i[1], 0.0f, 0.0f,
-                                    mmu_f32(n->saved[0]), pg, pd, len);
+        st = mmu_dnnl_eltwise_bwd((mmu_eltwise_alg)n->ctx.i[0], (int)n->ctx.i[1], 0.0f, 0.0f,
+                                  mmu_f32(n->saved[0]), pg, pd, len);
+        if (!st && n->op == MMU_OP_GELU_TANH) gelu_tanh_bwd_fix_large(pd, mmu_f32(n->saved[0]), pg, len);
+        return st;
     }
 }
 

@@ -102,6 +102,13 @@ static inline __attribute__((always_inline)) void adam_span(float *restrict pp, 
     }
 }
 
+/* The tensors every update writes count one in-place write each (the version
+ * counter: a graph that saved a parameter refuses to backpropagate through
+ * its updated value, as torch's optimizers bump the version too). */
+static void bump_versions(int n, mmu_tensor *const *ts) {
+    for (int i = 0; ts && i < n; i++) mmu_bump_version(ts[i]);
+}
+
 /* p, g, m, v (and vmax when amsgrad) lists of n tensors shaped like p[i]:
  * one Adam step on each, in place. h->decoupled: AdamW's p *= 1 - lr*wd
  * (else Adam's g += wd*p). steps[i] is the step count after this update. */
@@ -163,6 +170,10 @@ mmu_status mmu_adam_step(int n, mmu_tensor *const *p, mmu_tensor *const *g, mmu_
     }
     free(coef);
     free(spans);
+    bump_versions(n, p);
+    bump_versions(n, m);
+    bump_versions(n, v);
+    if (amsgrad) bump_versions(n, vmax);
     return MMU_OK;
 }
 
@@ -233,6 +244,8 @@ mmu_status mmu_sgd_step(int n, mmu_tensor *const *p, mmu_tensor *const *g, mmu_t
         }
     }
     free(spans);
+    bump_versions(n, p);
+    if (use_mom) bump_versions(n, buf);
     return MMU_OK;
 }
 
@@ -316,6 +329,7 @@ mmu_status mmu_multi_scale_(int n, mmu_tensor *const *ts, float c) {
         for (int64_t i = spans[k].lo; i < spans[k].hi; i++) x[i] *= c;
     }
     free(spans);
+    bump_versions(n, ts);
     return MMU_OK;
 }
 
@@ -350,5 +364,6 @@ mmu_status mmu_multi_lerp_(int n, mmu_tensor *const *shadow, mmu_tensor *const *
             for (int64_t i = lo; i < hi; i++) s[i] = fmaf(-(x[i] - s[i]), omw, x[i]);
     }
     free(spans);
+    bump_versions(n, shadow);
     return MMU_OK;
 }

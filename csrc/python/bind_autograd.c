@@ -148,30 +148,55 @@ static PyObject *node_get_id(PyNode *self, void *c) { return PyLong_FromVoidPtr(
 static PyObject *node_get_released(PyNode *self, void *c) { return PyBool_FromLong(self->n->released); }
 static PyObject *node_get_out_shape(PyNode *self, void *c) { return dims_tuple(self->n->out_ndim, self->n->out_shape); }
 
-/* ((Node | leaf Tensor | None, leaf id or 0, shape), ...) per input */
+/* ((Node | leaf Tensor | None, leaf id or 0, shape), ...) per input. The
+ * edges are read under the graph lock (a backward in another thread may be
+ * freeing them), with references of our own, and wrapped after it: wrapping
+ * allocates, and a collection then may run anything, even a backward. */
 static PyObject *node_get_inputs(PyNode *self, void *c) {
     mmu_node *n = self->n;
-    PyObject *t = PyTuple_New(n->n_inputs);
-    if (!t) return NULL;
+    PyObject *t = NULL;
+    mmu_node **fns = calloc(n->n_inputs ? n->n_inputs : 1, sizeof *fns);
+    mmu_tensor **leaves = calloc(n->n_inputs ? n->n_inputs : 1, sizeof *leaves);
+    if (!fns || !leaves) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    mmu_graph_lock();
+    for (int i = 0; i < n->n_inputs; i++) {
+        fns[i] = n->inputs[i].fn;
+        leaves[i] = n->inputs[i].leaf;
+        mmu_node_incref(fns[i]);
+        mmu_tensor_incref(leaves[i]);
+    }
+    mmu_graph_unlock();
+    if (!(t = PyTuple_New(n->n_inputs))) goto done;
     for (int i = 0; i < n->n_inputs; i++) {
         mmu_edge *e = &n->inputs[i];
         PyObject *obj;
-        if (e->fn) obj = wrap_node(e->fn);
-        else if (e->leaf) {
-            mmu_tensor_incref(e->leaf);
-            obj = mmu_wrap(e->leaf);
+        if (fns[i]) obj = wrap_node(fns[i]);
+        else if (leaves[i]) {
+            mmu_tensor_incref(leaves[i]);
+            obj = mmu_wrap(leaves[i]);
         } else {
             obj = Py_None;
             Py_INCREF(obj);
         }
-        PyObject *item = obj ? Py_BuildValue("(NNN)", obj, PyLong_FromVoidPtr(e->leaf),
+        PyObject *item = obj ? Py_BuildValue("(NNN)", obj, PyLong_FromVoidPtr(leaves[i]),
                                              dims_tuple(e->ndim, e->shape)) : NULL;
         if (!item) {
-            Py_DECREF(t);
-            return NULL;
+            Py_CLEAR(t);
+            goto done;
         }
         PyTuple_SET_ITEM(t, i, item);
     }
+done:
+    if (fns && leaves)
+        for (int i = 0; i < n->n_inputs; i++) {
+            mmu_node_decref(fns[i]);
+            mmu_tensor_decref(leaves[i]);
+        }
+    free(fns);
+    free(leaves);
     return t;
 }
 
@@ -180,10 +205,19 @@ static PyObject *node_get_inputs(PyNode *self, void *c) {
  * unpacking), made only now so that the node never holds its own output. */
 static PyObject *node_get_saved(PyNode *self, void *c) {
     mmu_node *n = self->n;
-    PyObject *t = PyTuple_New(MMU_MAX_SAVED);
-    if (!t) return NULL;
+    mmu_tensor *saved[MMU_MAX_SAVED];
+    mmu_graph_lock(); /* a backward in another thread may be freeing them */
+    /* the double-backward engine reads them: the same version check as the C engine's */
+    mmu_status vst = mmu_check_saved_versions(n, "autograd.grad");
     for (int s = 0; s < MMU_MAX_SAVED; s++) {
-        mmu_tensor *v = n->saved[s];
+        saved[s] = vst ? NULL : n->saved[s];
+        mmu_tensor_incref(saved[s]);
+    }
+    mmu_graph_unlock();
+    if (vst) return mmu_raise(vst);
+    PyObject *t = PyTuple_New(MMU_MAX_SAVED);
+    for (int s = 0; t && s < MMU_MAX_SAVED; s++) {
+        mmu_tensor *v = saved[s];
         PyObject *obj;
         if (!v) {
             obj = Py_None;
@@ -192,8 +226,9 @@ static PyObject *node_get_saved(PyNode *self, void *c) {
             mmu_tensor *a = NULL;
             mmu_status st = mmu_tensor_detach(&a, v);
             if (st) {
-                Py_DECREF(t);
-                return mmu_raise(st);
+                Py_CLEAR(t);
+                mmu_raise(st);
+                break;
             }
             mmu_node_incref(n);
             a->grad_fn = n;
@@ -204,11 +239,12 @@ static PyObject *node_get_saved(PyNode *self, void *c) {
             obj = mmu_wrap(v);
         }
         if (!obj) {
-            Py_DECREF(t);
-            return NULL;
+            Py_CLEAR(t);
+            break;
         }
         PyTuple_SET_ITEM(t, s, obj);
     }
+    for (int s = 0; s < MMU_MAX_SAVED; s++) mmu_tensor_decref(saved[s]);
     return t;
 }
 
@@ -237,15 +273,31 @@ static PyObject *geom_dict(const mmu_conv_geom *g) {
  * dim, 6), CONV / CONV_TRANSPOSE (the geometry as a dict). None otherwise. */
 static PyObject *node_get_extra(PyNode *self, void *c) {
     mmu_node *n = self->n;
-    if (!n->extra) Py_RETURN_NONE;
+    /* a copy taken under the graph lock: a backward in another thread may free it */
+    union { int64_t i[2 * MMU_MAX_DIMS + 64]; mmu_conv_geom geom; } buf;
+    size_t nbytes = 0;
     switch (n->op) {
-    case MMU_OP_SLICE: return dims_tuple(2 * n->inputs[0].ndim, n->extra);
-    case MMU_OP_CAT: return dims_tuple(n->n_inputs, n->extra);
-    case MMU_OP_PAD: return dims_tuple(MMU_MAX_DIMS, n->extra);
+    case MMU_OP_SLICE: nbytes = 2 * n->inputs[0].ndim * sizeof(int64_t); break;
+    case MMU_OP_CAT: nbytes = n->n_inputs * sizeof(int64_t); break;
+    case MMU_OP_PAD: nbytes = MMU_MAX_DIMS * sizeof(int64_t); break;
     case MMU_OP_CONV:
-    case MMU_OP_CONV_TRANSPOSE: return geom_dict((const mmu_conv_geom *)n->extra);
+    case MMU_OP_CONV_TRANSPOSE: nbytes = sizeof(mmu_conv_geom); break;
     default: Py_RETURN_NONE;
     }
+    int64_t *copy = nbytes <= sizeof buf ? buf.i : malloc(nbytes);
+    if (!copy) return PyErr_NoMemory();
+    mmu_graph_lock();
+    int present = n->extra != NULL;
+    if (present) memcpy(copy, n->extra, nbytes);
+    mmu_graph_unlock();
+    PyObject *r = NULL;
+    if (!present) r = (Py_INCREF(Py_None), Py_None);
+    else if (n->op == MMU_OP_SLICE) r = dims_tuple(2 * n->inputs[0].ndim, copy);
+    else if (n->op == MMU_OP_CAT) r = dims_tuple(n->n_inputs, copy);
+    else if (n->op == MMU_OP_PAD) r = dims_tuple(MMU_MAX_DIMS, copy);
+    else r = geom_dict((const mmu_conv_geom *)copy);
+    if (copy != buf.i) free(copy);
+    return r;
 }
 
 static PyObject *node_release(PyNode *self, PyObject *unused) {

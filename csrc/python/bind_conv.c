@@ -11,15 +11,16 @@ static const char *names[2][3] = {{"conv1d", "conv2d", "conv3d"},
 /* conv(sp, input, weight, bias|None, stride, pad_l, pad_r, dilation, groups) */
 static PyObject *py_conv(PyObject *m, PyObject *args) {
     int sp;
-    long long groups;
-    PyObject *xo, *wo, *bo, *so, *plo, *pro, *dlo;
+    int64_t groups;
+    PyObject *xo, *wo, *bo, *so, *plo, *pro, *dlo, *go;
     tensor_args ta = {0};
     mmu_tensor *x, *w, *b = NULL, *out = NULL;
     int64_t stride[3], pl[3], pr[3], dil[3];
     mmu_status st;
-    if (!PyArg_ParseTuple(args, "iOOOOOOOL", &sp, &xo, &wo, &bo, &so, &plo, &pro, &dlo, &groups)) return NULL;
+    if (!PyArg_ParseTuple(args, "iOOOOOOOO", &sp, &xo, &wo, &bo, &so, &plo, &pro, &dlo, &go)) return NULL;
     if (sp < 1 || sp > 3) return PyErr_Format(PyExc_ValueError, "conv: bad spatial rank %d", sp);
     const char *op = names[0][sp - 1];
+    if (mmu_parse_int64(go, &groups, op, "groups", 0) < 0) return NULL;
     if (mmu_parse_ints(so, sp, stride, op, "stride") || mmu_parse_ints(plo, sp, pl, op, "padding") ||
         mmu_parse_ints(pro, sp, pr, op, "padding") || mmu_parse_ints(dlo, sp, dil, op, "dilation"))
         return NULL;
@@ -33,15 +34,16 @@ static PyObject *py_conv(PyObject *m, PyObject *args) {
 /* conv_transpose(sp, input, weight, bias|None, stride, padding, output_padding, groups, dilation) */
 static PyObject *py_conv_transpose(PyObject *m, PyObject *args) {
     int sp;
-    long long groups;
-    PyObject *xo, *wo, *bo, *so, *po, *opo, *dlo;
+    int64_t groups;
+    PyObject *xo, *wo, *bo, *so, *po, *opo, *dlo, *go;
     tensor_args ta = {0};
     mmu_tensor *x, *w, *b = NULL, *out = NULL;
     int64_t stride[3], pad[3], opad[3], dil[3];
     mmu_status st;
-    if (!PyArg_ParseTuple(args, "iOOOOOOLO", &sp, &xo, &wo, &bo, &so, &po, &opo, &groups, &dlo)) return NULL;
+    if (!PyArg_ParseTuple(args, "iOOOOOOOO", &sp, &xo, &wo, &bo, &so, &po, &opo, &go, &dlo)) return NULL;
     if (sp < 1 || sp > 3) return PyErr_Format(PyExc_ValueError, "conv_transpose: bad spatial rank %d", sp);
     const char *op = names[1][sp - 1];
+    if (mmu_parse_int64(go, &groups, op, "groups", 0) < 0) return NULL;
     if (mmu_parse_ints(so, sp, stride, op, "stride") || mmu_parse_ints(po, sp, pad, op, "padding") ||
         mmu_parse_ints(opo, sp, opad, op, "output_padding") || mmu_parse_ints(dlo, sp, dil, op, "dilation"))
         return NULL;

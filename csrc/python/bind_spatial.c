@@ -6,13 +6,14 @@
 /* group_norm / group_norm_silu (x, num_groups, weight, bias, eps): act is MMU_GN_ACT_NONE or _SILU */
 static PyObject *group_norm_act(PyObject *args, int act) {
     const char *name = act == MMU_GN_ACT_SILU ? "group_norm_silu" : "group_norm";
-    PyObject *xo, *wo, *bo;
-    long long groups;
+    PyObject *xo, *wo, *bo, *go;
+    int64_t groups;
     double eps;
     tensor_args ta = {0};
     mmu_tensor *x, *w = NULL, *b = NULL, *out = NULL;
     mmu_status st;
-    if (!PyArg_ParseTuple(args, "OLOOd", &xo, &groups, &wo, &bo, &eps)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOd", &xo, &go, &wo, &bo, &eps)) return NULL;
+    if (mmu_parse_int64(go, &groups, name, "num_groups", 0) < 0) return NULL;
     if (!(x = arg(&ta, xo, -1, name, "input")) || (wo != Py_None && !(w = arg(&ta, wo, -1, name, "weight"))) ||
         (bo != Py_None && !(b = arg(&ta, bo, -1, name, "bias"))))
         return finish(&ta, MMU_OK, NULL);
@@ -40,13 +41,14 @@ static PyObject *py_rms_norm(PyObject *m, PyObject *args) {
 }
 
 static PyObject *py_normalize(PyObject *m, PyObject *args) {
-    PyObject *xo;
+    PyObject *xo, *dim_obj;
     double p, eps;
-    long long dim;
+    int64_t dim;
     tensor_args ta = {0};
     mmu_tensor *x, *out = NULL;
     mmu_status st;
-    if (!PyArg_ParseTuple(args, "OdLd", &xo, &p, &dim, &eps)) return NULL;
+    if (!PyArg_ParseTuple(args, "OdOd", &xo, &p, &dim_obj, &eps)) return NULL;
+    if (mmu_parse_int64(dim_obj, &dim, "normalize", "dim", 1) < 0) return NULL;
     if (!(x = arg(&ta, xo, -1, "normalize", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_normalize(&out, x, p, dim, eps));
     return finish(&ta, st, out);
@@ -82,14 +84,15 @@ static PyObject *py_pad(PyObject *m, PyObject *args) {
 }
 
 static PyObject *py_avg_pool2d(PyObject *m, PyObject *args) {
-    PyObject *xo, *ko, *so, *po;
+    PyObject *xo, *ko, *so, *po, *dvo;
     int ceil_mode, include_pad;
-    long long divisor;
+    int64_t divisor;
     tensor_args ta = {0};
     mmu_tensor *x, *out = NULL;
     mmu_status st;
     int64_t k[2], s[2], p[2];
-    if (!PyArg_ParseTuple(args, "OOOOppL", &xo, &ko, &so, &po, &ceil_mode, &include_pad, &divisor)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOppO", &xo, &ko, &so, &po, &ceil_mode, &include_pad, &dvo)) return NULL;
+    if (mmu_parse_int64(dvo, &divisor, "avg_pool2d", "divisor_override", 0) < 0) return NULL;
     if (mmu_parse_ints(ko, 2, k, "avg_pool2d", "kernel_size") < 0 ||
         mmu_parse_ints(so, 2, s, "avg_pool2d", "stride") < 0 || mmu_parse_ints(po, 2, p, "avg_pool2d", "padding") < 0)
         return NULL;
@@ -124,14 +127,16 @@ static PyObject *py_upsample_nearest(PyObject *m, PyObject *args) {
 }
 
 static PyObject *py_upsample_bilinear2d(PyObject *m, PyObject *args) {
-    PyObject *xo;
-    long long oh, ow;
+    PyObject *xo, *oho, *owo;
+    int64_t oh, ow;
     int align;
     double sh, sw;
     tensor_args ta = {0};
     mmu_tensor *x, *out = NULL;
     mmu_status st;
-    if (!PyArg_ParseTuple(args, "OLLpdd", &xo, &oh, &ow, &align, &sh, &sw)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOpdd", &xo, &oho, &owo, &align, &sh, &sw)) return NULL;
+    if (mmu_parse_int64(oho, &oh, "interpolate", "size", 0) < 0 || mmu_parse_int64(owo, &ow, "interpolate", "size", 0) < 0)
+        return NULL;
     if (!(x = arg(&ta, xo, -1, "interpolate", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_upsample_bilinear2d(&out, x, oh, ow, align, sh, sw));
     return finish(&ta, st, out);

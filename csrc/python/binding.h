@@ -32,6 +32,11 @@ PyObject *mmu_raise(mmu_status st);
 /* Reads a tuple/list of ints into shape (ndim out). -1 on error (exception set). */
 int mmu_parse_shape(PyObject *obj, int *ndim, int64_t *shape, const char *op, const char *arg);
 
+/* Reads one int argument. TypeError for a non-int, ValueError naming op and arg for one that
+ * does not fit in int64 (CPython's own converters raise an OverflowError naming neither);
+ * is_dim: an IndexError instead, as any dim that large is out of range. -1 on error. */
+int mmu_parse_int64(PyObject *obj, int64_t *v, const char *op, const char *arg, int is_dim);
+
 /* Reads a tuple/list of exactly n ints (per-spatial-dim kernel/stride/padding
  * arguments of the bind_*.c files). -1 on error (exception set). */
 static inline int mmu_parse_ints(PyObject *obj, int n, int64_t *v, const char *op, const char *arg) {

@@ -60,8 +60,8 @@ mmu_tensor *mmu_to_tensor(PyObject *obj, int like, const char *op, const char *a
         if (dt == MMU_BOOL && !PyBool_Check(obj)) dt = PyFloat_Check(obj) ? MMU_FLOAT32 : MMU_INT64;
         double v = PyFloat_AsDouble(obj);
         if (dt == MMU_INT64) {
-            long long iv = PyLong_AsLongLong(obj);
-            if (iv == -1 && PyErr_Occurred()) return NULL;
+            int64_t iv = obj == Py_True;
+            if (!PyBool_Check(obj) && mmu_parse_int64(obj, &iv, op, arg, 0) < 0) return NULL;
             v = (double)iv;
             mmu_tensor *t = NULL;
             mmu_status st = mmu_tensor_empty(&t, MMU_INT64, 0, NULL);
@@ -149,9 +149,11 @@ int mmu_parse_shape(PyObject *obj, int *ndim, int64_t *shape, const char *op, co
             PyErr_Format(PyExc_TypeError, "%s: %s must contain ints, got %s", op, arg, type_name(item));
             return -1;
         }
-        shape[i] = PyLong_AsLongLong(idx);
+        int overflow = 0;
+        shape[i] = PyLong_AsLongLongAndOverflow(idx, &overflow);
+        if (overflow) PyErr_Format(PyExc_ValueError, "%s: %s value %R does not fit in 64 bits", op, arg, idx);
         Py_DECREF(idx);
-        if (shape[i] == -1 && PyErr_Occurred()) {
+        if (overflow || (shape[i] == -1 && PyErr_Occurred())) {
             Py_DECREF(seq);
             return -1;
         }
@@ -159,6 +161,27 @@ int mmu_parse_shape(PyObject *obj, int *ndim, int64_t *shape, const char *op, co
     *ndim = (int)n;
     Py_DECREF(seq);
     return 0;
+}
+
+int mmu_parse_int64(PyObject *obj, int64_t *v, const char *op, const char *arg, int is_dim) {
+    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s: %s must be an int, got %s", op, arg, type_name(obj));
+        return -1;
+    }
+    PyObject *idx = PyNumber_Index(obj); /* a Tensor's __index__ raises for a non-int or a non-scalar one */
+    if (!idx) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: %s must be an int, got %s", op, arg, type_name(obj));
+        return -1;
+    }
+    int overflow = 0;
+    *v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+    if (overflow) {
+        if (is_dim) PyErr_Format(PyExc_IndexError, "%s: %s %R is out of range", op, arg, idx);
+        else PyErr_Format(PyExc_ValueError, "%s: %s %R does not fit in 64 bits", op, arg, idx);
+    }
+    Py_DECREF(idx);
+    return overflow || (*v == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
 /* ------------------------------------------------------ Tensor type */
@@ -329,9 +352,11 @@ static PyObject *tensor_item(PyTensor *self, PyObject *unused) {
 
 static PyObject *tensor_backward(PyTensor *self, PyObject *args, PyObject *kwargs) {
     static char *kw[] = {"grad", "retain_graph", NULL};
-    PyObject *gobj = Py_None;
-    int retain = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|Op", kw, &gobj, &retain)) return NULL;
+    PyObject *gobj = Py_None, *robj = Py_False;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO:backward", kw, &gobj, &robj)) return NULL;
+    if (!PyBool_Check(robj) && !PyLong_Check(robj))
+        return PyErr_Format(PyExc_TypeError, "backward: retain_graph must be a bool, got %s", type_name(robj));
+    int retain = PyObject_IsTrue(robj);
     mmu_tensor *g = NULL;
     if (gobj != Py_None && !(g = mmu_to_tensor(gobj, MMU_FLOAT32, "backward", "grad"))) return NULL;
     mmu_status st;
@@ -360,6 +385,15 @@ static Py_ssize_t tensor_len(PyTensor *self) {
 
 static PyObject *tensor_data_ptr(PyTensor *self, PyObject *unused) { return PyLong_FromVoidPtr(mmu_data(self->t)); }
 
+static PyObject *tensor_get_version(PyTensor *self, void *c) {
+    return PyLong_FromUnsignedLongLong(mmu_version(self->t));
+}
+
+static PyObject *tensor_bump_version(PyTensor *self, PyObject *unused) {
+    mmu_bump_version(self->t);
+    Py_RETURN_NONE;
+}
+
 static PyGetSetDef tensor_getset[] = {
     {"shape", (getter)tensor_get_shape, NULL, "Tuple of dimension sizes.", NULL},
     {"ndim", (getter)tensor_get_ndim, NULL, "Number of dimensions.", NULL},
@@ -369,6 +403,9 @@ static PyGetSetDef tensor_getset[] = {
     {"grad", (getter)tensor_get_grad, (setter)tensor_set_grad, "Accumulated gradient (or None).", NULL},
     {"is_leaf", (getter)tensor_get_is_leaf, NULL, "True if no op of the graph produced this tensor.", NULL},
     {"grad_fn", (getter)tensor_get_grad_fn, NULL, "Name of the node that produced this tensor, or None.", NULL},
+    {"_version", (getter)tensor_get_version, NULL,
+     "In-place writes into this tensor's memory so far (shared by views; torch's _version). Writes "
+     "through a NumPy view (t.numpy()) are not counted.", NULL},
     {NULL},
 };
 
@@ -381,6 +418,8 @@ static PyMethodDef tensor_methods[] = {
     {"detach", (PyCFunction)tensor_detach, METH_NOARGS, "A tensor sharing the data, cut from the graph."},
     {"numel", (PyCFunction)tensor_numel, METH_NOARGS, "Number of elements."},
     {"_data_ptr", (PyCFunction)tensor_data_ptr, METH_NOARGS, NULL},
+    {"_bump_version", (PyCFunction)tensor_bump_version, METH_NOARGS,
+     "Counts an in-place write made through a NumPy view (the Python in-place methods call it)."},
     {NULL},
 };
 
@@ -494,10 +533,20 @@ static PyObject *py_measure_peak_gflops(PyObject *m, PyObject *arg) {
 
 static PyObject *py_dnnl_version(PyObject *m, PyObject *unused) { return PyUnicode_FromString(mmu_dnnl_version()); }
 
+/* The private entry points take a dtype as its code (mmu/tensor.py maps
+ * mmu.float32 / int64 / bool to 0 / 1 / 2); a wrong code must not reach the
+ * core, which sizes buffers by it. */
+static int check_dtype_code(int code, const char *op) {
+    if (code == MMU_FLOAT32 || code == MMU_INT64 || code == MMU_BOOL) return 0;
+    PyErr_Format(PyExc_TypeError, "%s: unknown dtype code %d (float32 = 0, int64 = 1, bool = 2)", op, code);
+    return -1;
+}
+
 static PyObject *py_tensor(PyObject *m, PyObject *args) {
     PyObject *obj;
     int dtype = -1, requires_grad = 0;
     if (!PyArg_ParseTuple(args, "O|ip", &obj, &dtype, &requires_grad)) return NULL;
+    if (dtype != -1 && check_dtype_code(dtype, "tensor") < 0) return NULL;
     mmu_tensor *t = NULL;
     if (PyTensor_Check(obj)) { /* mmu.tensor(t) copies, like torch.tensor */
         mmu_status st = mmu_tensor_clone(&t, ((PyTensor *)obj)->t);
@@ -532,6 +581,7 @@ static PyObject *py_full(PyObject *m, PyObject *args) {
     int ndim;
     int64_t shape[MMU_MAX_DIMS];
     if (!PyArg_ParseTuple(args, "Oid", &shape_obj, &dtype, &value)) return NULL;
+    if (check_dtype_code(dtype, "full") < 0) return NULL;
     if (mmu_parse_shape(shape_obj, &ndim, shape, "full", "size") < 0) return NULL;
     mmu_tensor *t = NULL;
     mmu_status st;
@@ -554,16 +604,29 @@ static PyObject *py_random(PyObject *m, PyObject *args) {
     return mmu_wrap(t);
 }
 
+/* arange(start, end, step, dtype) -> values start + i * step < end, float32 or
+ * int64 (like torch, bool is refused: a bool range has no meaning) */
 static PyObject *py_arange(PyObject *m, PyObject *args) {
     double start, end, step;
     int dtype;
     if (!PyArg_ParseTuple(args, "dddi", &start, &end, &step, &dtype)) return NULL;
+    if (check_dtype_code(dtype, "arange") < 0) return NULL;
+    if (dtype == MMU_BOOL) {
+        PyErr_SetString(PyExc_TypeError, "arange: dtype bool is not supported (use float32 or int64)");
+        return NULL;
+    }
+    if (!isfinite(start) || !isfinite(end) || !isfinite(step)) {
+        char msg[160]; /* PyErr_Format has no %g */
+        snprintf(msg, sizeof msg, "arange: start, end and step must be finite, got %g, %g, %g", start, end, step);
+        PyErr_SetString(PyExc_ValueError, msg);
+        return NULL;
+    }
     if (step == 0.0) {
         PyErr_SetString(PyExc_ValueError, "arange: step must be nonzero");
         return NULL;
     }
     double count = ceil((end - start) / step);
-    if (count < 0) count = 0;
+    if (!(count >= 0)) count = 0;
     if (count > 1e12) {
         PyErr_SetString(PyExc_ValueError, "arange: too many elements");
         return NULL;
@@ -572,11 +635,33 @@ static PyObject *py_arange(PyObject *m, PyObject *args) {
     mmu_tensor *t = NULL;
     mmu_status st = mmu_tensor_empty(&t, (mmu_dtype)dtype, 1, &n);
     if (st) return mmu_raise(st);
-    for (int64_t i = 0; i < n; i++) {
-        if (dtype == MMU_INT64) mmu_i64(t)[i] = (int64_t)(start + (double)i * step);
-        else mmu_f32(t)[i] = (float)(start + (double)i * step);
+    if (dtype == MMU_INT64) {
+        int64_t *p = mmu_i64(t);
+        for (int64_t i = 0; i < n; i++) p[i] = (int64_t)(start + (double)i * step);
+    } else {
+        float *p = mmu_f32(t);
+        for (int64_t i = 0; i < n; i++) p[i] = (float)(start + (double)i * step);
     }
     return mmu_wrap(t);
+}
+
+/* crc32c(buffer, crc=0) -> the CRC-32C of the buffer's bytes continuing from crc (mmu.io's file
+ * checksum), computed with the GIL released */
+static PyObject *py_crc32c(PyObject *m, PyObject *args) {
+    Py_buffer buf;
+    unsigned long crc = 0;
+    if (!PyArg_ParseTuple(args, "y*|k", &buf, &crc)) return NULL;
+    if (crc > 0xFFFFFFFFul) {
+        PyBuffer_Release(&buf);
+        PyErr_Format(PyExc_ValueError, "crc32c: crc must be a 32-bit value, got %lu", crc);
+        return NULL;
+    }
+    uint32_t out;
+    Py_BEGIN_ALLOW_THREADS
+    out = mmu_crc32c((uint32_t)crc, buf.buf, (size_t)buf.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    return PyLong_FromUnsignedLong(out);
 }
 
 static PyMethodDef module_methods[] = {
@@ -596,6 +681,7 @@ static PyMethodDef module_methods[] = {
     {"full", py_full, METH_VARARGS, NULL},
     {"random", py_random, METH_VARARGS, NULL},
     {"arange", py_arange, METH_VARARGS, NULL},
+    {"crc32c", py_crc32c, METH_VARARGS, "crc32c(buffer, crc=0) -> CRC-32C of the bytes, continuing from crc."},
     {NULL},
 };
 

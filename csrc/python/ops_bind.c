@@ -84,6 +84,18 @@ static PyObject *py_clamp(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
+static PyObject *py_softplus(PyObject *m, PyObject *args) {
+    PyObject *xo;
+    double beta, threshold;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "Odd", &xo, &beta, &threshold)) return NULL;
+    if (!(x = arg(&ta, xo, MMU_FLOAT32, "softplus", "input"))) return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_softplus(&out, x, beta, threshold));
+    return finish(&ta, st, out);
+}
+
 static PyObject *py_logical_not(PyObject *m, PyObject *xo) {
     tensor_args ta = {0};
     mmu_tensor *x, *out = NULL;
@@ -158,8 +170,8 @@ static PyObject *py_argreduce(PyObject *m, PyObject *args) {
     mmu_tensor *x, *out = NULL;
     mmu_status st;
     if (!PyArg_ParseTuple(args, "pOOp", &is_max, &xo, &dim, &keepdim)) return NULL;
-    long long d = 0;
-    if (dim != Py_None && (d = PyLong_AsLongLong(dim)) == -1 && PyErr_Occurred()) return NULL;
+    int64_t d = 0;
+    if (dim != Py_None && mmu_parse_int64(dim, &d, is_max ? "argmax" : "argmin", "dim", 1) < 0) return NULL;
     if (!(x = arg(&ta, xo, MMU_FLOAT32, is_max ? "argmax" : "argmin", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_argreduce(&out, is_max, x, dim != Py_None, d, keepdim));
     return finish(&ta, st, out);
@@ -213,10 +225,12 @@ static PyObject *py_slice(PyObject *m, PyObject *args) {
 
 static PyObject *py_cat(PyObject *m, PyObject *args) {
     PyObject *seq_obj, *seq, *result = NULL;
-    long long dim;
+    PyObject *dim_obj;
+    int64_t dim;
     mmu_tensor **xs = NULL, *out = NULL;
     Py_ssize_t n = 0;
-    if (!PyArg_ParseTuple(args, "OL", &seq_obj, &dim)) return NULL;
+    if (!PyArg_ParseTuple(args, "OO", &seq_obj, &dim_obj)) return NULL;
+    if (mmu_parse_int64(dim_obj, &dim, "cat", "dim", 1) < 0) return NULL;
     if (!(seq = PySequence_Fast(seq_obj, "cat: tensors must be a sequence of tensors"))) return NULL;
     n = PySequence_Fast_GET_SIZE(seq);
     if (n == 0) {
@@ -242,13 +256,14 @@ fail:
 
 /* gather(x, dim, index) and index_select(x, dim, index) */
 static PyObject *indexing(PyObject *args, int is_gather) {
-    PyObject *xo, *io;
-    long long dim;
+    PyObject *xo, *io, *dim_obj;
+    int64_t dim;
     tensor_args ta = {0};
     mmu_tensor *x, *idx, *out = NULL;
     mmu_status st;
     const char *name = is_gather ? "gather" : "index_select";
-    if (!PyArg_ParseTuple(args, "OLO", &xo, &dim, &io)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOO", &xo, &dim_obj, &io)) return NULL;
+    if (mmu_parse_int64(dim_obj, &dim, name, "dim", 1) < 0) return NULL;
     if (!(x = arg(&ta, xo, -1, name, "input")) || !(idx = arg(&ta, io, MMU_INT64, name, "index")))
         return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, is_gather ? mmu_gather(&out, x, dim, idx) : mmu_index_select(&out, x, dim, idx));
@@ -309,13 +324,14 @@ static PyObject *py_linear(PyObject *m, PyObject *args) {
 }
 
 static PyObject *py_softmax(PyObject *m, PyObject *args) {
-    PyObject *xo;
-    long long dim;
+    PyObject *xo, *dim_obj;
+    int64_t dim;
     int log;
     tensor_args ta = {0};
     mmu_tensor *x, *out = NULL;
     mmu_status st;
-    if (!PyArg_ParseTuple(args, "OLp", &xo, &dim, &log)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOp", &xo, &dim_obj, &log)) return NULL;
+    if (mmu_parse_int64(dim_obj, &dim, log ? "log_softmax" : "softmax", "dim", 1) < 0) return NULL;
     if (!(x = arg(&ta, xo, -1, log ? "log_softmax" : "softmax", "input"))) return finish(&ta, MMU_OK, NULL);
     MMU_NOGIL(st, mmu_softmax(&out, x, dim, log));
     return finish(&ta, st, out);
@@ -352,14 +368,15 @@ static PyObject *py_embedding(PyObject *m, PyObject *args) {
 }
 
 static PyObject *py_cross_entropy(PyObject *m, PyObject *args) {
-    PyObject *lo, *to;
-    long long ignore;
+    PyObject *lo, *to, *ignore_obj;
+    int64_t ignore;
     double smoothing;
     int red;
     tensor_args ta = {0};
     mmu_tensor *logits, *target, *out = NULL;
     mmu_status st;
-    if (!PyArg_ParseTuple(args, "OOLdi", &lo, &to, &ignore, &smoothing, &red)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOdi", &lo, &to, &ignore_obj, &smoothing, &red)) return NULL;
+    if (mmu_parse_int64(ignore_obj, &ignore, "cross_entropy", "ignore_index", 0) < 0) return NULL;
     if (!(logits = arg(&ta, lo, -1, "cross_entropy", "input")) ||
         !(target = arg(&ta, to, MMU_INT64, "cross_entropy", "target")))
         return finish(&ta, MMU_OK, NULL);
@@ -391,6 +408,7 @@ PyMethodDef mmu_op_methods[] = {
     {"where", py_where, METH_VARARGS, "where(cond, a, b)"},
     {"unary", py_unary, METH_VARARGS, "unary(op, x)"},
     {"pow", py_pow, METH_VARARGS, "pow(x, exponent)"},
+    {"softplus", py_softplus, METH_VARARGS, "softplus(x, beta, threshold)"},
     {"clamp", py_clamp, METH_VARARGS, "clamp(x, min or None, max or None)"},
     {"logical_not", py_logical_not, METH_O, "logical_not(x)"},
     {"cast", py_cast, METH_VARARGS, "cast(x, dtype_code)"},

@@ -281,5 +281,9 @@ mmu_status mmu_vq_ema_update(mmu_tensor *x, mmu_tensor *idx, mmu_tensor *cluster
         for (int64_t d = 0; d < D; d++) emb[k * D + d] = avg[k * D + d] * inv;
     }
     mmu_free(cnt, cbytes);
+    /* in-place writes (the version counter): a graph that saved the codebook sees it changed */
+    mmu_bump_version(cluster_size);
+    mmu_bump_version(embed_avg);
+    mmu_bump_version(embed);
     return MMU_OK;
 }

@@ -172,23 +172,34 @@ def digits(size=16, split="train", test_fraction=0.2, seed=0):
 # natural crops
 
 # The fixed split of source images: crops for training and crops for evaluation never share a
-# source photograph. All of these ship inside the wheels (scikit-image 0.26 / scikit-learn 1.9) and
-# load offline. skimage.data images that load offline (files in skimage/data/): astronaut, brick,
-# camera, cat/chelsea, cell, clock, coffee, coins, colorwheel, grass, gravel, horse,
-# hubble_deep_field, immunohistochemistry, logo, microaneurysms, moon, page, retina, rocket, text;
-# the others (eagle, lily, skin, brain, kidney, cells3d, ...) need pooch and a download: not used. Left out on purpose: cat (the same photo as chelsea), hubble_deep_field and retina (mostly
-# black backgrounds), colorwheel and logo (synthetic), and the grayscale images.
+# source photograph (nor a scene: both views of skimage's stereo motorcycle pair would be the same
+# scene, so only the left one is used, for evaluation). All of these ship inside the wheels
+# (scikit-image 0.26 / scikit-learn 1.9) and load offline. skimage.data images that load offline
+# (files in skimage/data/): astronaut, brick, camera, cat/chelsea, cell, clock, coffee, coins,
+# colorwheel, grass, gravel, horse, hubble_deep_field, immunohistochemistry, logo, microaneurysms,
+# moon, page, retina, rocket, stereo_motorcycle, text; the others (eagle, lily, skin, brain, kidney,
+# cells3d, ...) need pooch and a download: never used. Left out on purpose: cat (the same photo as
+# chelsea), colorwheel and logo (synthetic), and the grayscale images (camera, coins, moon, the
+# textures: the set is RGB, and gray crops would make the colour statistics unlike the held-out
+# photos). retina's black corners are skipped by the flat-crop rule of _natural.
 NATURAL_TRAIN_SOURCES = (
     "skimage:astronaut",             # 512x512, portrait + flag + space-shuttle model
     "skimage:coffee",                # 400x600, cup on a table
     "skimage:rocket",                # 427x640, launch pad, sky, trees
     "skimage:immunohistochemistry",  # 512x512, stained tissue (texture)
+    "skimage:retina",                # 1411x1411, fundus photograph (vessels on orange)
+    "skimage:hubble_deep_field",     # 872x1000, galaxies on dark sky
     "sklearn:china",                 # 427x640, temple, foliage, sky
 )
 NATURAL_TEST_SOURCES = (
     "skimage:chelsea",               # 300x451, a cat
+    "skimage:motorcycle_left",       # 500x741, a motorcycle in a workshop (stereo_motorcycle, left view)
     "sklearn:flower",                # 427x640, a flower close-up
 )
+# a crop whose pixels have a standard deviation below this (in [-1, 1] units, ~2.5 grey levels of
+# 255) is flat - a black corner, an overexposed sky - and is drawn again (at most _FLAT_TRIES times)
+_FLAT_STD = 0.02
+_FLAT_TRIES = 10
 
 
 def _natural_default_n(size, split):
@@ -209,7 +220,7 @@ def _load_source(name):
             raise ImportError("mmu.data.natural_crops: the natural-image set reads photos that scikit-image "
                               "ships; install it with: pip install 'mmu[natural]' (or scikit-image)") from e
 
-        img = getattr(skimage.data, key)()
+        img = skimage.data.stereo_motorcycle()[0] if key == "motorcycle_left" else getattr(skimage.data, key)()
     else:
         # sklearn.datasets.load_sample_image decodes the shipped JPEG with Pillow; do the same
         # without importing sklearn (slow import)
@@ -263,25 +274,31 @@ def _natural(size, split, n, seed):
     out = np.empty((n, 3, size, size), np.float32)
     for i in range(n):
         levels = pyramids[src[i]]
-        lvl = levels[int(u[i, 0] * len(levels))]
-        h, w = lvl.shape[1:]
-        top = int(u[i, 1] * (h - size + 1))
-        left = int(u[i, 2] * (w - size + 1))
-        out[i] = lvl[:, top:top + size, left:left + size]
+        for t in range(_FLAT_TRIES):
+            # a flat crop is redrawn from a generator of its own, so the other crops do not move
+            ui = u[i] if t == 0 else np.random.default_rng([seed, 2, i, t]).random(3)
+            lvl = levels[int(ui[0] * len(levels))]
+            h, w = lvl.shape[1:]
+            top = int(ui[1] * (h - size + 1))
+            left = int(ui[2] * (w - size + 1))
+            out[i] = lvl[:, top:top + size, left:left + size]
+            if out[i].std() >= _FLAT_STD:
+                break
     return _readonly(out), _readonly(src.astype(np.int64))
 
 
 def natural_crops(size=32, split="train", n=None, seed=0):
     """Random square crops of natural photographs shipped with scikit-image and scikit-learn.
 
-    Training crops come from NATURAL_TRAIN_SOURCES (skimage astronaut, coffee, rocket,
-    immunohistochemistry; sklearn china), evaluation crops (split="test") from
-    NATURAL_TEST_SOURCES (skimage chelsea; sklearn flower): different photographs, so test
-    numbers measure generalisation. Nothing is downloaded (skimage.data files that need pooch are
-    not used).
+    Training crops come from the 7 photos of NATURAL_TRAIN_SOURCES (skimage astronaut, coffee,
+    rocket, immunohistochemistry, retina, hubble_deep_field; sklearn china), evaluation crops
+    (split="test") from the 3 of NATURAL_TEST_SOURCES (skimage chelsea, the left view of
+    stereo_motorcycle; sklearn flower): different photographs and scenes, so test numbers measure
+    generalisation. Nothing is downloaded (skimage.data files that need pooch are never used).
     Each crop picks a source image uniformly, a level of its half-octave pyramid uniformly (scale
     jitter: a crop covers between `size` and about half the short side of the source, in source
-    pixels; levels made with an antialiased bilinear resize) and a uniform position.
+    pixels; levels made with an antialiased bilinear resize) and a uniform position; a flat crop
+    (pixel standard deviation < 0.02, e.g. retina's black corners) is drawn again, up to 10 times.
     n: number of crops (default 4096 for "train" and 256 for "test" up to size 32; for larger sizes
     the training set is capped at ~50 MB: 1024 crops of 64 px, 256 of 128 px, and the test set at
     a quarter of that, at most 256); seed: crops are a pure function

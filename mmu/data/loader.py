@@ -1,9 +1,15 @@
-"""DataLoader: seeded shuffling, batching and horizontal flips over an in-memory image dataset.
+"""DataLoader: seeded shuffling, batching and horizontal flips over an image dataset held in memory
+or streamed from disk (mmu.data.ImageFolder, decoded in background threads).
 
-The order and the flips of epoch e are a pure function of (seed, e), so the loader's whole state is
-two integers (epoch, batch position): `state_dict()` / `load_state_dict()` resume the exact batch
-sequence, which the trainer needs for a resumed run to equal an uninterrupted one.
+The order, the flips and the per-image crop seeds of epoch e are a pure function of (seed, e), so
+the loader's whole state is two integers (epoch, batch position): `state_dict()` /
+`load_state_dict()` resume the exact batch sequence, which the trainer needs for a resumed run to
+equal an uninterrupted one. A streamed image depends only on its file and its crop seed, and
+batches are assembled in order, so they are bit-identical whatever the number of worker threads.
 """
+import collections
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 __all__ = ["DataLoader"]
@@ -13,10 +19,16 @@ class DataLoader:
     """Batches of float32 images (B, C, H, W) from a dataset.
 
     dataset: an ImageDataset (anything with `.images` (N, C, H, W)), a NumPy array or mmu Tensor
-    (N, C, H, W), or any sequence whose items are (C, H, W) arrays. batch_size: images per batch. shuffle: a new
+    (N, C, H, W), any sequence whose items are (C, H, W) arrays, or a streamed dataset with
+    `load_item(i, seed)` (mmu.data.ImageFolder). batch_size: images per batch. shuffle: a new
     seeded permutation every epoch (else the dataset order). seed: int. hflip: flip each image
     left-right with probability 1/2 (drawn per epoch and image, seeded). drop_last: drop the last
     incomplete batch (default True, so every batch has batch_size images).
+    num_workers, prefetch (streamed datasets only): images are decoded by num_workers background
+    threads (0: in the calling thread, one batch at a time) at most `prefetch` batches ahead, so at
+    most (prefetch + 1) * batch_size decoded images are alive at once (the batch being handed out
+    and the ones being decoded). Each image gets its own crop seed per epoch (drawn from (seed,
+    epoch)), used by a dataset with random crops.
 
     `for batch in loader` runs the rest of the current epoch (a whole epoch for a fresh loader) and
     then moves to the next epoch, like torch's DataLoader reshuffling on every `iter()`;
@@ -24,7 +36,8 @@ class DataLoader:
     `len(loader)` is the number of batches per epoch. Batches are fresh arrays (safe to modify).
     """
 
-    def __init__(self, dataset, batch_size, shuffle=True, seed=0, hflip=False, drop_last=True):
+    def __init__(self, dataset, batch_size, shuffle=True, seed=0, hflip=False, drop_last=True, num_workers=2,
+                 prefetch=2):
         fn = "mmu.data.DataLoader"
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
             raise TypeError(f"{fn}: batch_size must be an int, got {type(batch_size).__name__}")
@@ -32,7 +45,14 @@ class DataLoader:
             raise ValueError(f"{fn}: batch_size must be >= 1, got {batch_size}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"{fn}: seed must be a non-negative int, got {seed!r}")
-        if isinstance(dataset, np.ndarray):
+        for name, v, lo in (("num_workers", num_workers, 0), ("prefetch", prefetch, 1)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"{fn}: {name} must be an int >= {lo}, got {v!r}")
+        self.num_workers, self.prefetch = int(num_workers), int(prefetch)
+        self.streamed = callable(getattr(dataset, "load_item", None))
+        if self.streamed:
+            arr = None      # decoded on demand: never touch .images (it would decode everything)
+        elif isinstance(dataset, np.ndarray):
             arr = dataset
         elif hasattr(dataset, "detach") and hasattr(dataset, "numpy"):     # an mmu Tensor
             arr = dataset.detach().numpy()
@@ -64,11 +84,13 @@ class DataLoader:
         return -(-self.n // self.batch_size)
 
     def _plan(self, epoch):
-        # (order (N,), flips (N,) bool or None) of an epoch: a pure function of (seed, epoch).
+        # (order (N,), flips (N,) bool or None, crop seeds (N,) or None) of an epoch: a pure function
+        # of (seed, epoch). The crop seeds are drawn last, so order and flips match an in-memory run.
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         flips = rng.random(self.n) < 0.5 if self.hflip else None
-        return order, flips
+        seeds = rng.integers(0, 2 ** 63 - 1, size=self.n, dtype=np.int64) if self.streamed else None
+        return order, flips, seeds
 
     def _gather(self, idx):
         if self._array is not None:
@@ -77,22 +99,65 @@ class DataLoader:
             x = np.stack([np.asarray(self.dataset[int(i)]) for i in idx])
         return np.ascontiguousarray(x, dtype=np.float32)
 
+    def _streamed_batches(self, order, seeds, start, nb):
+        # Batches start..nb-1 of an epoch, decoded by a thread pool at most `prefetch` batches ahead.
+        # Results are taken in submission order, so the batches do not depend on thread timing.
+        ds, bs = self.dataset, self.batch_size
+        last = min(nb * bs, self.n)
+        nxt = start * bs                       # next position in `order` to submit
+
+        def load(j):
+            return np.asarray(ds.load_item(int(order[j]), int(seeds[order[j]])), np.float32)
+
+        if self.num_workers == 0:
+            for b in range(start, nb):
+                sel = range(b * bs, min((b + 1) * bs, last))
+                yield np.stack([load(j) for j in sel])
+            return
+        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="mmu-data")
+        pending = collections.deque()
+        limit = self.prefetch * bs             # images submitted and not yet taken into a batch
+        try:
+            for b in range(start, nb):
+                while nxt < last and len(pending) < limit:
+                    pending.append(pool.submit(load, nxt))
+                    nxt += 1
+                take = min(bs, last - b * bs)
+                items = [pending.popleft().result() for _ in range(take)]
+                while nxt < last and len(pending) < limit:   # keep the workers busy during the step
+                    pending.append(pool.submit(load, nxt))
+                    nxt += 1
+                x = np.stack(items)
+                del items
+                yield x
+        finally:
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+
     def __iter__(self):
         nb = len(self)
         if self.position >= nb:
             self.epoch += 1
             self.position = 0
         epoch = self.epoch
-        order, flips = self._plan(epoch)
-        while self.epoch == epoch and self.position < nb:
-            b = self.position
-            sel = slice(b * self.batch_size, min((b + 1) * self.batch_size, self.n))
-            x = self._gather(order[sel])
-            if flips is not None:
-                f = flips[sel]
-                x[f] = x[f, ..., ::-1]
-            self.position = b + 1     # advanced before the yield: a state_dict taken now resumes after it
-            yield x
+        order, flips, seeds = self._plan(epoch)
+        if self.streamed:
+            source = self._streamed_batches(order, seeds, self.position, nb)
+        else:
+            source = (self._gather(order[b * self.batch_size:min((b + 1) * self.batch_size, self.n)])
+                      for b in range(self.position, nb))
+        try:
+            while self.epoch == epoch and self.position < nb:
+                b = self.position
+                x = next(source)
+                if flips is not None:
+                    f = flips[b * self.batch_size:min((b + 1) * self.batch_size, self.n)]
+                    x[f] = x[f, ..., ::-1]
+                self.position = b + 1     # advanced before the yield: a state_dict taken now resumes after it
+                yield x
+        finally:
+            source.close()
         if self.epoch == epoch and self.position >= nb:
             self.epoch += 1
             self.position = 0
@@ -128,4 +193,5 @@ class DataLoader:
     def __repr__(self):
         return (f"DataLoader(n={self.n}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"seed={self.seed}, hflip={self.hflip}, drop_last={self.drop_last}, "
+                f"streamed={self.streamed}, num_workers={self.num_workers}, "
                 f"epoch={self.epoch}, position={self.position})")

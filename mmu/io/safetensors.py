@@ -21,6 +21,17 @@ dtypes on load:  F32, I64, BOOL       -> float32 / int64 / bool, bit-exact
                  I8, I16, I32, U8, U16, U32 -> int64, exact
                  U64                  -> int64 when every value fits, else CheckpointError
                  anything else (F8_*, C64, ...) -> CheckpointError naming the dtype
+Checksum: every file mmu writes carries a CRC-32C (Castagnoli) of the whole file in its
+__metadata__, as the first key: "mmu.checksum": "crc32c:XXXXXXXX" (8 hex digits), computed over
+the 8 length bytes, the header with those 8 digits as "00000000", and the data section. Reading a
+file that has one (load_file, load, load_metadata) verifies it, so a flipped bit or a zeroed block
+anywhere — data, tensor entries, the mmu structure, the checksum itself — raises CheckpointError
+instead of loading wrong numbers, renamed keys or a different structure. A damaged checksum key
+is caught too: every mmu file's header starts with the same 40 bytes, and a header that differs
+from them in only a few bytes is refused. Files without a checksum (the safetensors package,
+torch, mmu before it) load as before, unchecked. The CRC runs in C with the SSE4.2 instruction
+(mmu._C.crc32c, ~3 GB/s here: ~35 ms for a 100 MB file, against ~300 ms for this Python's
+zlib.crc32). load_metadata and read_raw hide the key; save_file refuses it in user metadata.
 Writing (save_file) stores mmu Tensors as F32/I64/BOOL and NumPy arrays in their own dtype when
 safetensors has one (float16/32/64, int8-64, uint8-64, bool); the file is written to a temp
 file in the same directory, flushed, fsync'ed and moved into place with os.replace, so a
@@ -35,6 +46,7 @@ import tempfile
 import numpy as np
 
 from .._C import Tensor
+from .._C import crc32c as _crc32c
 from ..tensor import bool as _bool
 from ..tensor import float32 as _float32
 from ..tensor import int64 as _int64
@@ -48,6 +60,13 @@ MAX_DIMS = 6  # MMU_MAX_DIMS of the C core: more dims can be read as NumPy array
 MAX_ELEMENTS = (2**63 - 1) // 64  # the C core's limit on a shape's element count (tensor.c check_shape)
 _UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
 os.umask(_UMASK)
+
+
+CHECKSUM_KEY = "mmu.checksum"
+_CRC_PLACEHOLDER = "crc32c:00000000"
+# every checksummed header starts with these bytes (the key is written first)
+_CRC_PREFIX = ('{"__metadata__":{"' + CHECKSUM_KEY + '":"crc32c:').encode()
+_CRC_DIGITS = slice(len(_CRC_PREFIX), len(_CRC_PREFIX) + 8)  # where the hex digits sit in the header
 
 
 class CheckpointError(ValueError):
@@ -87,8 +106,7 @@ def _as_array(name, value):
 
 def _header(arrays, metadata):
     header, offset = {}, 0
-    if metadata is not None:
-        header["__metadata__"] = metadata
+    header["__metadata__"] = {CHECKSUM_KEY: _CRC_PLACEHOLDER, **(metadata or {})}
     for name, arr in arrays.items():
         n = arr.nbytes
         header[name] = {"dtype": _FROM_NP[arr.dtype.newbyteorder("=")], "shape": list(arr.shape),
@@ -107,6 +125,8 @@ def _check_args(tensors, metadata):
             raise TypeError(f"save_file: tensor names must be str, got {type(k).__name__} {k!r}")
         if k == "__metadata__":
             raise ValueError("save_file: '__metadata__' is reserved and cannot name a tensor")
+    if metadata is not None and CHECKSUM_KEY in metadata:
+        raise ValueError(f"save_file: metadata key {CHECKSUM_KEY!r} is reserved (mmu writes the file's checksum there)")
     if metadata is not None:
         if not isinstance(metadata, dict):
             raise TypeError(f"save_file: metadata must be a dict of str -> str, got {type(metadata).__name__}")
@@ -154,13 +174,19 @@ def _atomic_write(path, write):
 def write_file(arrays, path, metadata=None):
     """Writes {name: ndarray} (already validated little-endian contiguous arrays) atomically."""
     raw = _header(arrays, metadata)
+    assert raw.startswith(_CRC_PREFIX)
 
     def write(f):
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
+        head = struct.pack("<Q", len(raw)) + raw
+        f.write(head)
+        crc = _crc32c(head)
         for arr in arrays.values():
             if arr.nbytes:
-                f.write(memoryview(arr.reshape(-1)).cast("B"))
+                data = memoryview(arr.reshape(-1)).cast("B")
+                crc = _crc32c(data, crc)
+                f.write(data)
+        f.seek(8 + _CRC_DIGITS.start)  # the digits go in place of the placeholder's
+        f.write(b"%08x" % crc)
 
     _atomic_write(path, write)
 
@@ -198,6 +224,10 @@ def _parse_header(path, f, size):
     raw = f.read(n)
     if len(raw) != n:
         fail("file shrank while being read")
+    head = raw[:len(_CRC_PREFIX)]
+    if head != _CRC_PREFIX and len(head) == len(_CRC_PREFIX) and \
+            sum(a != b for a, b in zip(head, _CRC_PREFIX)) <= 6:
+        fail("the checksum field at the start of the header is damaged (corrupt file)")
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as e:
@@ -211,6 +241,15 @@ def _parse_header(path, f, size):
         if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                      for k, v in metadata.items()):
             fail("__metadata__ must be an object mapping strings to strings")
+    checksum = None
+    if metadata is not None and CHECKSUM_KEY in metadata:
+        value = metadata.pop(CHECKSUM_KEY)
+        digits = raw[_CRC_DIGITS]
+        if not raw.startswith(_CRC_PREFIX) or value != "crc32c:" + digits.decode("ascii", "replace") or \
+                len(digits) != 8 or not all(c in b"0123456789abcdef" for c in digits):
+            fail(f"malformed checksum field {value!r} (corrupt file)")
+        checksum = (int(digits, 16), _crc32c(raw[_CRC_DIGITS.stop:], _crc32c(
+            struct.pack("<Q", n) + raw[:_CRC_DIGITS.start] + b"00000000")))
     data_len = size - 8 - n
     entries = []
     for name, info in header.items():
@@ -253,7 +292,14 @@ def _parse_header(path, f, size):
     if pos != data_len:
         fail(f"the tensors cover {pos} bytes but the data section has {data_len}: "
              f"{'trailing garbage' if pos < data_len else 'truncated file'}")
-    return metadata, entries, 8 + n
+    return metadata, entries, 8 + n, checksum
+
+
+def _verify(path, checksum, crc):
+    """checksum: (stored, crc of the header) from _parse_header or None; crc: of the whole file."""
+    if checksum is not None and crc != checksum[0]:
+        raise CheckpointError(f"{path}: checksum mismatch (stored crc32c {checksum[0]:08x}, the file's bytes give "
+                              f"{crc:08x}): the file is corrupt")
 
 
 def read_raw(path, tensors=None):
@@ -265,7 +311,8 @@ def read_raw(path, tensors=None):
     path = os.fspath(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        metadata, entries, start = _parse_header(path, f, size)
+        metadata, entries, start, checksum = _parse_header(path, f, size)
+        crc = None if checksum is None else checksum[1]
         want = None if tensors is None else tensors(metadata)
         out, dtypes = {}, {}
         f.seek(start)
@@ -277,12 +324,31 @@ def read_raw(path, tensors=None):
             else:
                 obj = arr = np.empty(shape, dtype=_NP[dt])
             if end > begin:
-                got = f.readinto(memoryview(arr.reshape(-1)).cast("B"))
+                data = memoryview(arr.reshape(-1)).cast("B")
+                got = f.readinto(data)
                 if got != end - begin:
                     raise CheckpointError(f"{path}: file shrank while being read (tensor {name!r})")
+                if crc is not None:  # the entries tile the data section in this order
+                    crc = _crc32c(data, crc)
             out[name] = obj
             dtypes[name] = dt
+        _verify(path, checksum, crc)  # before anything is returned or decoded
     return metadata, out, dtypes
+
+
+def _data_crc(f, start, size, crc, chunk=1 << 23):
+    """Continues crc over the file's bytes from start to size (read in chunks into one buffer)."""
+    f.seek(start)
+    buf = bytearray(min(chunk, max(size - start, 1)))
+    view = memoryview(buf)
+    left = size - start
+    while left > 0:
+        got = f.readinto(view[:min(left, len(buf))])
+        if not got:
+            raise CheckpointError(f"{f.name}: file shrank while being read")
+        crc = _crc32c(view[:got], crc)
+        left -= got
+    return crc
 
 
 def _check_dims(path, name, shape):
@@ -322,8 +388,13 @@ def load_file(path):
 
 
 def load_metadata(path):
-    """The __metadata__ dict of a safetensors file (None if it has none), validated."""
+    """The __metadata__ dict of a safetensors file (None if it has none), validated. A file mmu wrote is
+    read to the end to verify its checksum (a damaged file raises CheckpointError); the checksum key
+    itself is not in the returned dict."""
     path = os.fspath(path)
     with open(path, "rb") as f:
-        metadata, _, _ = _parse_header(path, f, os.fstat(f.fileno()).st_size)
+        size = os.fstat(f.fileno()).st_size
+        metadata, _, start, checksum = _parse_header(path, f, size)
+        if checksum is not None:
+            _verify(path, checksum, _data_crc(f, start, size, checksum[1]))
     return metadata

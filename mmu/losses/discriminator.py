@@ -17,8 +17,12 @@ import math
 from ..nn import ActNorm, BatchNorm2d, Conv2d, GroupNorm, Identity, LeakyReLU, Module, Sequential, init
 from ..nn.layers import _BatchNorm
 from ..tensor import _as_tensor
+from .._limits import MAX_WIDTH, check_at_most, check_elements
 
 __all__ = ["NLayerDiscriminator", "weights_init"]
+
+# stride-2 layers: 16 already needs inputs of 3 * 2**16 = 196,608 px a side (taming uses 3)
+MAX_LAYERS = 16
 
 _NORMS = ("batch", "actnorm", "group", "none")
 
@@ -58,7 +62,9 @@ class NLayerDiscriminator(Module):
     Conv biases follow taming's rule `use_bias = norm_layer != BatchNorm2d`: the convs before a
     norm have no bias with "batch" (and "group", whose shift makes it redundant too) and have one
     with "actnorm" and "none"; the first and last convs always have a bias.
-    weights_init is applied at construction (mmu's seeded RNG)."""
+    weights_init is applied at construction (mmu's seeded RNG).
+    Limits (ValueError before any layer is built): n_layers <= 16, input_nc and ndf <= 2**20, every
+    conv weight <= 2**28 float32 elements (1 GiB: ndf <= 724 at n_layers = 3, 512 from 4 on)."""
 
     def __init__(self, input_nc=3, ndf=64, n_layers=3, norm="batch"):
         super().__init__()
@@ -69,6 +75,16 @@ class NLayerDiscriminator(Module):
                 raise ValueError(f"NLayerDiscriminator: {name} must be >= {lo}, got {v}")
         if not isinstance(norm, str) or norm not in _NORMS:
             raise ValueError(f"NLayerDiscriminator: norm must be one of {_NORMS}, got {norm!r}")
+        # sizes before any layer is built (mmu._limits): every stride-2 layer halves the input, so n_layers
+        # beyond MAX_LAYERS needs inputs of millions of pixels per side; the widest conv is
+        # (ndf * min(2^n_layers, 8), ndf * min(2^(n_layers-1), 8), 4, 4)
+        op = "NLayerDiscriminator"
+        check_at_most(op, "n_layers", n_layers, MAX_LAYERS, f" (inputs must be >= 3 * 2**n_layers px a side)")
+        check_at_most(op, "input_nc", input_nc, MAX_WIDTH)
+        check_at_most(op, "ndf", ndf, MAX_WIDTH)
+        widths = [input_nc] + [ndf * min(2 ** n, 8) for n in range(n_layers + 1)]
+        for cin, cout in zip(widths, widths[1:]):
+            check_elements(op, f"a conv weight ({cout}, {cin}, 4, 4)", cout * cin * 16)
         self.input_nc, self.ndf, self.n_layers, self.norm = input_nc, ndf, n_layers, norm
         use_bias = norm not in ("batch", "group")
         kw, padw = 4, 1

@@ -20,6 +20,7 @@ def _target(tensor, fn):
         raise TypeError(f"{fn}: expected an mmu.Tensor, got {type(tensor).__name__}")
     if tensor.dtype != np.float32:
         raise TypeError(f"{fn}: expected a float32 tensor, got {tensor.dtype}")
+    tensor._bump_version()  # the fill that follows is an in-place write (torch's fills bump it too)
     return tensor.numpy()  # a writable view: writes bypass autograd, like torch's no_grad fills
 
 

@@ -3,12 +3,13 @@ initialisation: Linear, Conv*d, ConvTranspose*d, norms, Embedding, Dropout,
 activations, Identity, Flatten, Upsample.
 
 Each forward is one call into mmu.functional (the fused C ops)."""
+import builtins
 import math
 import numbers
 import warnings
 
 from .. import functional as F
-from .._args import is_int
+from .._args import flag, is_int, is_real
 from ..tensor import _as_tensor, where as _where, zeros as _zeros
 from . import init
 from .module import Module
@@ -16,7 +17,7 @@ from .parameter import Parameter
 
 __all__ = ["Identity", "Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
            "ConvTranspose3d", "LayerNorm", "GroupNorm", "RMSNorm", "Embedding", "Dropout", "ReLU", "GELU",
-           "SiLU", "Sigmoid", "Tanh", "LeakyReLU", "Softmax", "Flatten", "Unflatten", "Upsample", "AvgPool2d", "PixelShuffle",
+           "SiLU", "Sigmoid", "Tanh", "Softplus", "LeakyReLU", "Softmax", "Flatten", "Unflatten", "Upsample", "AvgPool2d", "PixelShuffle",
            "PixelUnshuffle"]
 
 
@@ -30,7 +31,15 @@ def _int(v, name, cls, minimum=None):
         raise TypeError(f"{cls}: {name} must be an int, got {type(v).__name__}")
     if minimum is not None and v < minimum:
         raise ValueError(f"{cls}: {name} must be >= {minimum}, got {v}")
+    if v > 2 ** 59:  # no buffer (and no int64 product of sizes) holds that many
+        raise ValueError(f"{cls}: {name} {v} is too large")
     return int(v)
+
+
+def _real(v, name, cls):
+    if not is_real(v):
+        raise TypeError(f"{cls}: {name} must be a number, got {type(v).__name__}")
+    return float(v)
 
 
 def _ntuple(v, n, name, cls, minimum=None):
@@ -62,7 +71,7 @@ class Linear(Module):
         self.in_features = _int(in_features, "in_features", "Linear", 0)
         self.out_features = _int(out_features, "out_features", "Linear", 0)
         self.weight = _param(self.out_features, self.in_features)
-        if bias:
+        if flag(bias, "Linear", "bias"):
             self.bias = _param(self.out_features)
         else:
             self.register_parameter("bias", None)
@@ -130,7 +139,7 @@ class _ConvNd(Module):
         else:
             shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
         self.weight = _param(*shape)
-        if bias:
+        if flag(bias, type(self).__name__, "bias"):
             self.bias = _param(self.out_channels)
         else:
             self.register_parameter("bias", None)
@@ -302,11 +311,11 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
         super().__init__()
         self.normalized_shape = _shape_tuple(normalized_shape, "LayerNorm")
-        self.eps = float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
+        self.eps = _real(eps, "eps", "LayerNorm")
+        self.elementwise_affine = flag(elementwise_affine, "LayerNorm", "elementwise_affine")
         if self.elementwise_affine:
             self.weight = _param(*self.normalized_shape)
-            if bias:
+            if flag(bias, "LayerNorm", "bias"):
                 self.bias = _param(*self.normalized_shape)
             else:
                 self.register_parameter("bias", None)
@@ -339,11 +348,11 @@ class GroupNorm(Module):
         if self.num_channels % self.num_groups:
             raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups "
                              f"({num_groups})")
-        self.eps = float(eps)
-        self.affine = bool(affine)
+        self.eps = _real(eps, "eps", "GroupNorm")
+        self.affine = flag(affine, "GroupNorm", "affine")
         if self.affine:
             self.weight = _param(self.num_channels)
-            if bias:
+            if flag(bias, "GroupNorm", "bias"):
                 self.bias = _param(self.num_channels)
             else:
                 self.register_parameter("bias", None)
@@ -373,8 +382,8 @@ class RMSNorm(Module):
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True):
         super().__init__()
         self.normalized_shape = _shape_tuple(normalized_shape, "RMSNorm")
-        self.eps = None if eps is None else float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
+        self.eps = None if eps is None else _real(eps, "eps", "RMSNorm")
+        self.elementwise_affine = flag(elementwise_affine, "RMSNorm", "elementwise_affine")
         if self.elementwise_affine:
             self.weight = _param(*self.normalized_shape)
         else:
@@ -504,7 +513,7 @@ class GELU(Module):
 
     def __init__(self, approximate="none"):
         super().__init__()
-        if approximate not in ("none", "tanh"):
+        if not isinstance(approximate, str) or approximate not in ("none", "tanh"):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
@@ -516,20 +525,40 @@ class GELU(Module):
 
 
 class Sigmoid(Module):
+    def __init__(self):
+        super().__init__()
+
     def forward(self, input):
         return F.sigmoid(input)
 
 
 class Tanh(Module):
+    def __init__(self):
+        super().__init__()
+
     def forward(self, input):
         return F.tanh(input)
+
+
+class Softplus(Module):
+    """log(1 + exp(beta·x)) / beta, linear above `threshold` (torch.nn.Softplus; see F.softplus)."""
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        self.beta, self.threshold = F._softplus_args(beta, threshold, "Softplus")
+
+    def forward(self, input):
+        return F.softplus(input, self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
 
 
 class LeakyReLU(Module):
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
-        self.negative_slope = float(negative_slope)
-        self.inplace = inplace
+        self.negative_slope = _real(negative_slope, "negative_slope", "LeakyReLU")
+        self.inplace = flag(inplace, "LeakyReLU", "inplace")
 
     def forward(self, input):
         return F.leaky_relu(input, self.negative_slope)
@@ -546,6 +575,7 @@ class Softmax(Module):
         self.dim = dim
 
     def forward(self, input):
+        input = _as_tensor(input, "Softmax")
         dim = self.dim
         if dim is None:
             warnings.warn("Implicit dimension choice for softmax has been deprecated. Change the call to "
@@ -577,11 +607,22 @@ class Unflatten(Module):
 
     def __init__(self, dim, unflattened_size):
         super().__init__()
-        self.dim, self.unflattened_size = dim, tuple(unflattened_size)
+        if not isinstance(unflattened_size, (tuple, list)):
+            raise TypeError(f"Unflatten: unflattened_size must be a tuple of ints, got {type(unflattened_size).__name__}")
+        self.dim = _int(dim, "dim", "Unflatten")
+        self.unflattened_size = tuple(_int(s, "unflattened_size", "Unflatten", -1) for s in unflattened_size)
 
     def forward(self, input):
         input = _as_tensor(input, "Unflatten")
+        if not -input.ndim <= self.dim < input.ndim:
+            raise IndexError(f"Unflatten: dim {self.dim} is out of range for input of shape {input.shape}")
         dim = self.dim % input.ndim
+        n = 1
+        for s in self.unflattened_size:
+            n *= s
+        if n != input.shape[dim] and -1 not in self.unflattened_size:
+            raise ValueError(f"Unflatten: unflattened_size {self.unflattened_size} does not multiply to dim {self.dim} "
+                             f"of size {input.shape[dim]} (input of shape {input.shape})")
         return input.reshape(input.shape[:dim] + self.unflattened_size + input.shape[dim + 1:])
 
     def extra_repr(self):
@@ -597,9 +638,9 @@ class Upsample(Module):
             raise ValueError("Upsample: exactly one of size and scale_factor must be given")
         self.size = tuple(size) if isinstance(size, list) else size
         if isinstance(scale_factor, (tuple, list)):
-            self.scale_factor = tuple(float(s) for s in scale_factor)
+            self.scale_factor = tuple(_real(s, "scale_factor", "Upsample") for s in scale_factor)
         else:
-            self.scale_factor = float(scale_factor) if scale_factor is not None else None
+            self.scale_factor = _real(scale_factor, "scale_factor", "Upsample") if scale_factor is not None else None
         self.mode = mode
         self.align_corners = align_corners
 
@@ -683,11 +724,11 @@ class _BatchNorm(Module):
             raise TypeError(f"{cls}: momentum must be a number or None, got {type(momentum).__name__}")
         self.eps = eps
         self.momentum = momentum
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+        self.affine = flag(affine, cls, "affine")
+        self.track_running_stats = flag(track_running_stats, cls, "track_running_stats")
         if self.affine:
             self.weight = _param(self.num_features)
-            if bias:
+            if flag(bias, cls, "bias"):
                 self.bias = _param(self.num_features)
             else:
                 self.register_parameter("bias", None)
@@ -744,7 +785,7 @@ class BatchNorm1d(_BatchNorm):
 
     def _check_input_dim(self, input):
         if input.ndim not in (2, 3):
-            raise ValueError(f"expected 2D or 3D input (got {input.ndim}D input)")
+            raise ValueError(f"BatchNorm1d: expected 2D or 3D input (got {input.ndim}D input)")
 
 
 class BatchNorm2d(_BatchNorm):
@@ -752,7 +793,7 @@ class BatchNorm2d(_BatchNorm):
 
     def _check_input_dim(self, input):
         if input.ndim != 4:
-            raise ValueError(f"expected 4D input (got {input.ndim}D input)")
+            raise ValueError(f"BatchNorm2d: expected 4D input (got {input.ndim}D input)")
 
 
 class ActNorm(Module):
@@ -766,11 +807,11 @@ class ActNorm(Module):
 
     def __init__(self, num_features, logdet=False, affine=True, allow_reverse_init=False):
         super().__init__()
-        if not affine:
+        if not flag(affine, "ActNorm", "affine"):
             raise ValueError("ActNorm: affine must be True (taming-transformers' ActNorm asserts it)")
         self.num_features = _int(num_features, "num_features", "ActNorm", 1)
-        self.logdet = bool(logdet)
-        self.allow_reverse_init = bool(allow_reverse_init)
+        self.logdet = flag(logdet, "ActNorm", "logdet")
+        self.allow_reverse_init = flag(allow_reverse_init, "ActNorm", "allow_reverse_init")
         self.loc = Parameter(_zeros(1, self.num_features, 1, 1))
         self.scale = Parameter(_zeros(1, self.num_features, 1, 1))
         init.ones_(self.scale)

@@ -238,6 +238,28 @@ def _record_init(init):
 
 
 # -------------------------------------------------------------------- Module
+
+def _current_umask():
+    """The process umask, read without changing it (/proc/self/status on Linux; elsewhere the value
+    mmu.io read at import, since os.umask can only be read by setting it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    from ..io.safetensors import _UMASK
+    return _UMASK
+
+
+def _new_file_mode(path):
+    """The permission bits a file written to `path` gets: the existing file's, else 0666 & ~umask."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_current_umask()
+
 class Module:
     """Base class of layers and models (torch.nn.Module).
 
@@ -481,6 +503,7 @@ class Module:
                 p.grad = None
             else:
                 g.numpy()[...] = 0.0
+                g._bump_version()
 
     def apply(self, fn):
         """Calls fn on every child (recursively) and then on self; returns self."""
@@ -607,6 +630,7 @@ class Module:
         with no_grad():
             for target, arr in staged:
                 target.numpy()[...] = arr
+                target._bump_version()  # an in-place write, as torch's param.copy_
         return _IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------- pretrained
@@ -628,7 +652,8 @@ class Module:
     def save_pretrained(self, save_directory):
         """Writes save_directory/model.safetensors (the state_dict) and config.json
         (class path + constructor arguments); `Class.from_pretrained(dir)` rebuilds it.
-        Both files are written to temporary names and renamed into place."""
+        Both files are written to temporary names and renamed into place; a new file gets the
+        permissions open() would give it (0666 minus the umask), a replaced file keeps its own."""
         from .. import io as mmu_io
         from .. import __version__
 
@@ -648,6 +673,10 @@ class Module:
                 f.flush()
                 os.fsync(f.fileno())
             mmu_io.save_file(state, tmp_weights, metadata={"format": "mmu"})
+            # mkstemp made both 0600: give them the mode a plain open() would (or the replaced file's),
+            # as mmu.io's writer does, so colleagues can load a shared model
+            os.chmod(tmp_weights, _new_file_mode(weights_path))
+            os.chmod(tmp_config, _new_file_mode(config_path))
             os.replace(tmp_weights, weights_path)
             os.replace(tmp_config, config_path)
         finally:

@@ -21,6 +21,7 @@ def vector_to_parameters(vec, parameters):
         if i + n > v.size:
             raise ValueError(f"vector_to_parameters: vec has {v.size} elements, fewer than the parameters need")
         p.numpy()[...] = v[i:i + n].reshape(p.shape)
+        p._bump_version()
         i += n
     if i != v.size:
         raise ValueError(f"vector_to_parameters: vec has {v.size} elements, the parameters {i}")

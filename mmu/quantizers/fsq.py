@@ -15,6 +15,7 @@ from ..nn.layers import Linear
 from ..nn.module import Module
 
 from .stats import codebook_stats
+from .._limits import MAX_CODES, MAX_WIDTH, check_at_most, check_elements
 
 __all__ = ["FSQ"]
 
@@ -31,6 +32,13 @@ def _levels(levels):
         out.append(int(v))
     if not out:
         raise ValueError("FSQ: levels must not be empty")
+    # the product in Python ints (NumPy's int64 product wraps silently past 2**63)
+    size = 1
+    for v in out:
+        size *= v
+        if size > MAX_CODES:
+            raise ValueError(f"FSQ: levels {out if len(out) <= 32 else str(out[:32])[:-1] + ', ...]'} give more than "
+                             f"{MAX_CODES} codes (the product of the levels); at most {MAX_CODES} per codebook")
     return out
 
 
@@ -84,6 +92,8 @@ class FSQ(Module):
     -> (quantized same shape, indices (B, N) / (B, *spatial) (with a trailing num_codebooks dim when
     keep_num_codebooks_dim), loss = 0). With dim != len(levels) * num_codebooks, Linear projections
     map dim -> codes -> dim. Each code value is in [-1, 1]: round(tanh-bounded z) / (L // 2).
+    Limits (ValueError, see mmu._limits): prod(levels) <= 2**24 codes per codebook, dim and
+    len(levels) * num_codebooks <= 2**20, the projection <= 2**28 float32 elements.
     """
 
     def __init__(self, levels, dim=None, num_codebooks=1, keep_num_codebooks_dim=None, channel_first=False,
@@ -97,11 +107,15 @@ class FSQ(Module):
             else bool(keep_num_codebooks_dim)
         if self.num_codebooks > 1 and not self.keep_num_codebooks_dim:
             raise ValueError("FSQ: keep_num_codebooks_dim must be True when num_codebooks > 1")
-        self.dim = self.effective_codebook_dim if dim is None else _int_arg(dim, "dim")
+        check_at_most("FSQ", "len(levels) * num_codebooks", self.effective_codebook_dim, MAX_WIDTH)
+        self.dim = self.effective_codebook_dim if dim is None else check_at_most("FSQ", "dim", _int_arg(dim, "dim"),
+                                                                                 MAX_WIDTH)
         self.channel_first = bool(channel_first)
         self.return_indices = bool(return_indices)
         self.has_projections = self.dim != self.effective_codebook_dim
         if self.has_projections:
+            check_elements("FSQ", f"the projection ({self.effective_codebook_dim}, {self.dim})",
+                           self.effective_codebook_dim * self.dim)
             self.project_in = Linear(self.dim, self.effective_codebook_dim, bias=projection_has_bias)
             self.project_out = Linear(self.effective_codebook_dim, self.dim, bias=projection_has_bias)
         lv = np.array(self.levels, dtype=np.int64)
@@ -115,6 +129,9 @@ class FSQ(Module):
     def bound(self, z):
         """tanh(z + shift) * half_l - offset (the float32 reference formula, for inspection/tests)."""
         z = _t._as_tensor(z, "FSQ.bound")
+        if z.ndim < 1 or z.shape[-1] != self.codebook_dim:
+            raise ValueError(f"FSQ.bound: z must be (..., {self.codebook_dim}) (one value per level), "
+                             f"got {tuple(z.shape)}")
         lv = self._lv.astype(np.float32)
         half_l = (lv - 1) * np.float32(1.001) / np.float32(2)
         offset = np.where(self._lv % 2 == 0, np.float32(0.5), np.float32(0.0)).astype(np.float32)
@@ -128,7 +145,9 @@ class FSQ(Module):
 
     def codes_to_indices(self, zhat):
         """codes (..., len(levels)) in the FSQ grid -> int64 indices (...)."""
-        z = zhat.detach().numpy() if hasattr(zhat, "detach") else np.asarray(zhat, dtype=np.float32)
+        z = zhat.detach().numpy() if hasattr(zhat, "detach") else np.asarray(zhat)
+        if z.dtype == bool or not (np.issubdtype(z.dtype, np.floating) or np.issubdtype(z.dtype, np.integer)):
+            raise TypeError(f"FSQ.codes_to_indices: codes must be numbers, got {type(zhat).__name__} of dtype {z.dtype}")
         if z.shape[-1:] != (self.codebook_dim,):
             raise ValueError(f"FSQ.codes_to_indices: codes must end in {self.codebook_dim}, got {z.shape}")
         digits = np.rint(z.astype(np.float64) * self._half_width + self._half_width).astype(np.int64)

@@ -13,8 +13,9 @@ import numpy as np
 
 from .. import nn
 from ..nn import functional as F
-from ..tensor import _as_tensor, arange, argmax, clamp, float32, log, rand
+from ..tensor import _as_tensor, arange, argmax, clamp, float32, int64, log, rand
 from .stats import codebook_stats
+from .._limits import MAX_CODES, MAX_WIDTH, check_at_most, check_elements
 
 __all__ = ["GumbelQuantize", "gumbel_softmax", "gumbel_noise", "kl_to_uniform", "gumbel_temperature_schedule"]
 
@@ -124,6 +125,11 @@ class GumbelQuantize(nn.Module):
     hard=straight_through) over the codes, quantized = one_hot @ embed.weight; eval: no noise, the
     code of the largest logit (deterministic). Parameters: proj (Conv2d(dim, K, 1)), embed
     (Embedding(K, embedding_dim)), named as taming's so its checkpoints map one to one.
+    temperature is fixed (default 1.0) unless forward is given one; DVAE passes
+    gumbel_temperature_schedule(step) instead, annealed from temp_start 1 to temp_end 1/16 over
+    temp_anneal_steps (DALL-E). kl_weight 5e-4 is taming's default and DVAE's.
+    Limits (ValueError before allocating, see mmu._limits): codebook_size <= 2**24, dim and
+    embedding_dim <= 2**20, proj and embed <= 2**28 float32 elements each.
     """
 
     def __init__(self, dim, codebook_size, embedding_dim=None, straight_through=True, kl_weight=5e-4,
@@ -133,6 +139,12 @@ class GumbelQuantize(nn.Module):
         self.codebook_size = _int(codebook_size, "codebook_size", "GumbelQuantize", 1)
         self.embedding_dim = self.dim if embedding_dim is None else _int(embedding_dim, "embedding_dim",
                                                                          "GumbelQuantize", 1)
+        op = "GumbelQuantize"
+        check_at_most(op, "codebook_size", self.codebook_size, MAX_CODES)
+        check_at_most(op, "dim", self.dim, MAX_WIDTH)
+        check_at_most(op, "embedding_dim", self.embedding_dim, MAX_WIDTH)
+        check_elements(op, f"proj ({self.codebook_size}, {self.dim}, 1, 1)", self.codebook_size * self.dim)
+        check_elements(op, f"embed ({self.codebook_size}, {self.embedding_dim})", self.codebook_size * self.embedding_dim)
         self.straight_through = bool(straight_through)
         if isinstance(kl_weight, bool) or not isinstance(kl_weight, numbers.Real) or kl_weight < 0:
             raise ValueError(f"GumbelQuantize: kl_weight must be a number >= 0, got {kl_weight!r}")
@@ -199,6 +211,9 @@ class GumbelQuantize(nn.Module):
     def get_codes_from_indices(self, indices):
         """int64 indices (...) -> codebook rows (..., embedding_dim)."""
         indices = _as_tensor(indices, "GumbelQuantize.get_codes_from_indices", "indices")
+        if indices.dtype != int64:
+            raise TypeError(f"GumbelQuantize.get_codes_from_indices: indices must be int64, got {indices.dtype} "
+                            f"with shape {tuple(indices.shape)}")
         return F.embedding(indices, self.embed.weight)
 
     def indices_to_codes(self, indices):

@@ -25,10 +25,14 @@ from ..functional import mse_loss
 from ..nn.layers import Linear
 from ..nn.module import Module
 from .fsq import _channel_first, _tokens_back, _tokens_last, codebook_stats
+from .._limits import MAX_CODES, MAX_WIDTH, check_at_most, check_elements
 
 _t = importlib.import_module("mmu.tensor")
 
 __all__ = ["LFQ", "lfq_entropy"]
+
+# bits per codebook: the codebook entropy accumulates over all 2**bits codes (mmu._limits.MAX_CODES)
+MAX_BITS = MAX_CODES.bit_length() - 1
 
 
 def lfq_entropy(x, inv_temperature=100.0, codebook_scale=1.0, group_bits=None, chunk=0):
@@ -65,6 +69,20 @@ class LFQ(Module):
     same shape, indices (B, N) / (B, *spatial) (trailing num_codebooks dim when kept), loss). In training
     loss = entropy_loss_weight·(per-sample entropy − γ·codebook entropy) + commitment_loss_weight·
     mse(x, sg(q)); in eval it is 0 (as vector-quantize-pytorch). self.stats has the breakdown.
+
+    Defaults: entropy_loss_weight 0.1 and inv_temperature 100 are vector-quantize-pytorch's. The tokenizers
+    (VQVAE(quantizer="lfq"), mmu.tokenizers.make_quantizer) use entropy_loss_weight 1.0, inv_temperature 10
+    (commitment_loss_weight = their beta, 0.25 as here) instead: at inv_temperature 100 the per-bit
+    probabilities σ(400·x_i) are within 2e-9 of 0 or 1 once |x_i| > 0.05, where the entropy terms have
+    no gradient left, and bits that are constant over the data stay constant. Measured with `mmu compare
+    --tokenizers vqvae-lfq` (256 codes = 8 bits, 16 px digits, 1500 steps x 32, seeds 0 and 1): with
+    0.1 / 100, 8 of the 256 codes are used on held-out images (perplexity 8.0: 3 bits vary, 5 never do)
+    and PSNR is 21.9 / 21.7 dB; with 1.0 / 10, all 256 (perplexity 247) and 22.5 / 22.6 dB.
+    Pass quantizer_kwargs=dict(entropy_loss_weight=0.1, inv_temperature=100.0) to a tokenizer for these.
+
+    Limits (ValueError before anything is built, see mmu._limits): at most 24 bits per codebook (dim <= 24
+    when codebook_size is not given; 2**dim codes), dim and bits * num_codebooks <= 2**20, the projections
+    <= 2**28 float32 elements.
     """
 
     def __init__(self, dim=None, codebook_size=None, entropy_loss_weight=0.1, commitment_loss_weight=0.25,
@@ -74,7 +92,16 @@ class LFQ(Module):
         super().__init__()
         if dim is None and codebook_size is None:
             raise ValueError("LFQ: give dim or codebook_size")
+        if dim is not None:
+            if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+                raise TypeError(f"LFQ: dim must be an int, got {type(dim).__name__}")
+            if dim < 1:
+                raise ValueError(f"LFQ: dim must be >= 1, got {dim}")
+            check_at_most("LFQ", "dim", int(dim), MAX_WIDTH)
         if codebook_size is None:
+            # 2**dim codes: the bound comes before the power (2**dim with dim = 2**40 never finishes)
+            check_at_most("LFQ", "dim", int(dim), MAX_BITS, f" without codebook_size (2**dim codes, at most "
+                                                           f"{MAX_BITS} bits per codebook)")
             codebook_size = 2 ** int(dim)
         if isinstance(codebook_size, bool) or not isinstance(codebook_size, (int, np.integer)) or \
                 codebook_size < 2 or codebook_size & (codebook_size - 1):
@@ -83,13 +110,15 @@ class LFQ(Module):
             raise ValueError(f"LFQ: num_codebooks must be a positive int, got {num_codebooks!r}")
         self.codebook_size = int(codebook_size)
         self.codebook_dim = self.codebook_size.bit_length() - 1
-        if self.codebook_dim > 24:
-            raise ValueError(f"LFQ: at most 24 bits per codebook (2^24 codes), got {self.codebook_dim}")
+        if self.codebook_dim > MAX_BITS:
+            raise ValueError(f"LFQ: at most {MAX_BITS} bits per codebook (2^{MAX_BITS} codes), got {self.codebook_dim}")
         self.num_codebooks = int(num_codebooks)
         codebook_dims = self.codebook_dim * self.num_codebooks
+        check_at_most("LFQ", "bits * num_codebooks", codebook_dims, MAX_WIDTH)
         self.dim = codebook_dims if dim is None else int(dim)
         self.has_projections = (self.dim != codebook_dims) if has_projections is None else bool(has_projections)
         if self.has_projections:
+            check_elements("LFQ", f"the projection ({codebook_dims}, {self.dim})", codebook_dims * self.dim)
             self.project_in = Linear(self.dim, codebook_dims, bias=projection_has_bias)
             self.project_out = Linear(codebook_dims, self.dim, bias=projection_has_bias)
         elif self.dim != codebook_dims:

@@ -12,8 +12,12 @@ import numpy as np
 from .. import nn
 from ..tensor import _as_tensor, float32, full, int64, rand, stack, tensor, zeros
 from .stats import codebook_stats
+from .._limits import MAX_CODES, MAX_WIDTH, check_at_most, check_elements
 
 __all__ = ["ResidualVQ"]
+
+# levels of one ResidualVQ: RQ-VAE uses 4-16, neural audio codecs up to 32
+MAX_LEVELS = 1024
 
 
 def _int(v, name, lo):
@@ -41,6 +45,14 @@ class ResidualVQ(nn.Module):
     is commitment_weight * RQ-VAE's cumulative commitment mean_d ||x - sg(sum_{i<=d} q_i)||^2. The
     gradient reaching x is the sum of the levels' straight-through gradients, as in
     vector-quantize-pytorch. self.stats: one QuantizerStats per level.
+
+    Defaults come from VectorQuantize (vector-quantize-pytorch's: decay 0.8, commitment_weight 1.0); the
+    tokenizers' "rvq" (mmu.tokenizers.make_quantizer) uses 4 levels with decay 0.99, kmeans_init=True,
+    threshold_ema_dead_code=1 and commitment_weight = beta 0.25, as RQ-VAE (EMA 0.99, restarts).
+
+    Limits (ValueError before any level is built, see mmu._limits): num_quantizers <= 1024, codebook_size
+    <= 2**24, dim and codebook_dim <= 2**20, all the levels' codebooks together and the projection
+    <= 2**28 float32 elements each.
     """
 
     def __init__(self, dim, num_quantizers, codebook_size, shared_codebook=False, quantize_dropout=False,
@@ -58,6 +70,18 @@ class ResidualVQ(nn.Module):
             raise ValueError(f"ResidualVQ: quantize_dropout_cutoff_index ({quantize_dropout_cutoff_index}) must be "
                              f"< num_quantizers ({num_quantizers})")
         self.accept_image_fmap = bool(accept_image_fmap)
+        # sizes before the levels are built (mmu._limits); each VectorQuantize checks its own codebook, this
+        # bounds the loop and the levels' total
+        op = "ResidualVQ"
+        check_at_most(op, "num_quantizers", self.num_quantizers, MAX_LEVELS)
+        check_at_most(op, "codebook_size", self.codebook_size, MAX_CODES)
+        check_at_most(op, "dim", self.dim, MAX_WIDTH)
+        check_at_most(op, "codebook_dim", self.codebook_dim, MAX_WIDTH)
+        n_books = 1 if self.shared_codebook else self.num_quantizers
+        check_elements(op, f"{n_books} codebooks of ({self.codebook_size}, {self.codebook_dim})",
+                       n_books * self.codebook_size * self.codebook_dim)
+        if self.codebook_dim != self.dim:
+            check_elements(op, f"the projection ({self.codebook_dim}, {self.dim})", self.codebook_dim * self.dim)
         for bad in ("heads", "separate_codebook_per_head"):
             if vq_kwargs.get(bad, None) not in (None, 1, False):
                 raise NotImplementedError(f"ResidualVQ: {bad} is not supported (one head per level)")

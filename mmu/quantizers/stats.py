@@ -1,4 +1,6 @@
 """Codebook health: usage, perplexity, dead codes, loss breakdown (QuantizerStats)."""
+import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +46,13 @@ def codebook_stats(indices, codebook_size, losses=None, ema_counts=None, dead_th
     if not isinstance(codebook_size, (int, np.integer)) or isinstance(codebook_size, bool) or codebook_size < 1:
         raise ValueError(f"codebook_stats: codebook_size must be a positive int, got {codebook_size!r}")
     codebook_size = int(codebook_size)
+    if indices is None or isinstance(indices, (str, bytes, dict)):
+        raise TypeError(f"codebook_stats: indices must be an integer array or Tensor, got {type(indices).__name__}")
+    if losses is not None and not isinstance(losses, dict):
+        raise TypeError(f"codebook_stats: losses must be a dict of name -> number, got {type(losses).__name__}")
+    if isinstance(dead_threshold, bool) or not isinstance(dead_threshold, numbers.Real) or \
+            not (math.isfinite(dead_threshold) and dead_threshold >= 0):
+        raise ValueError(f"codebook_stats: dead_threshold must be a finite number >= 0, got {dead_threshold!r}")
     idx = _to_numpy(indices).reshape(-1)
     if idx.size and not np.issubdtype(idx.dtype, np.integer):
         raise TypeError(f"codebook_stats: indices must be integers, got dtype {idx.dtype}")
@@ -61,7 +70,10 @@ def codebook_stats(indices, codebook_size, losses=None, ema_counts=None, dead_th
         perplexity = 0.0
     ema_usage = None
     if ema_counts is not None:
-        c = _to_numpy(ema_counts).reshape(-1).astype(np.float64)
+        c = _to_numpy(ema_counts).reshape(-1)
+        if c.dtype == bool or not (np.issubdtype(c.dtype, np.integer) or np.issubdtype(c.dtype, np.floating)):
+            raise TypeError(f"codebook_stats: ema_counts must be numbers, got dtype {c.dtype}")
+        c = c.astype(np.float64)
         if c.size != codebook_size:
             raise ValueError(f"codebook_stats: ema_counts has {c.size} entries, expected {codebook_size}")
         ema_usage = float((c > dead_threshold).mean())

@@ -14,6 +14,7 @@ from ..nn import Linear, Module, Parameter
 from ..autograd import no_grad
 from ..tensor import Tensor
 from .stats import codebook_stats
+from .._limits import MAX_CODES, MAX_WIDTH, check_at_most, check_elements
 
 import mmu as _mmu
 
@@ -22,6 +23,23 @@ __all__ = ["VectorQuantize", "rotate_to"]
 
 def _np(t):
     return t.detach().numpy() if isinstance(t, Tensor) else np.asarray(t)
+
+
+def _numeric(v, op, name, integer=False):
+    """A Tensor, or an array-like of numbers turned into one (float32; int64 when integer) -> Tensor;
+    TypeError naming op and argument for None, strings, objects, and non-integers where ints are due."""
+    if isinstance(v, Tensor):
+        return v
+    if v is None or isinstance(v, (str, bytes, dict)):
+        raise TypeError(f"{op}: {name} must be a Tensor or a numeric array, got {type(v).__name__}")
+    try:
+        a = np.asarray(v)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{op}: {name} must be a Tensor or a numeric array, got {type(v).__name__} ({e})") from None
+    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or (not integer and np.issubdtype(a.dtype, np.floating))):
+        want = "integers" if integer else "numbers"
+        raise TypeError(f"{op}: {name} must hold {want}, got {type(v).__name__} of dtype {a.dtype}")
+    return _mmu.tensor(np.array(a, np.int64 if integer else np.float32))  # (ascontiguousarray makes 0-d 1-d)
 
 
 def _l2norm_np(a):
@@ -66,7 +84,15 @@ def rotate_to(src, tgt):
         R e = e - 2 (e.w) w + 2 (e.u) q^,     out = lambda * R e.
     R is a Householder reflection through w followed by the reflection taking u to q^, i.e. a rotation
     of the plane (u, q^); R u = q^, so out == tgt in value.
+    src and tgt: float32 Tensors (or arrays, taken as constants) of one shape (..., d).
     """
+    src = _numeric(src, "rotate_to", "src")
+    tgt = _numeric(tgt, "rotate_to", "tgt")
+    if src.dtype != _mmu.float32 or tgt.dtype != _mmu.float32:
+        raise TypeError(f"rotate_to: src and tgt must be float32, got {src.dtype} and {tgt.dtype}")
+    if src.ndim < 1 or tuple(src.shape) != tuple(tgt.shape):
+        raise ValueError(f"rotate_to: src and tgt must have one shape (..., d), got {tuple(src.shape)} and "
+                         f"{tuple(tgt.shape)}")
     e = src
     es = src.detach().numpy().astype(np.float64)
     qs = tgt.detach().numpy().astype(np.float64)
@@ -83,6 +109,10 @@ def rotate_to(src, tgt):
     ew = (e * w_t).sum(-1, keepdim=True)
     eu = (e * u_t).sum(-1, keepdim=True)
     return (e - 2.0 * ew * w_t + 2.0 * eu * qh_t) * lam_t
+
+
+# Lloyd iterations on the first batch: vector-quantize-pytorch's default is 10
+MAX_KMEANS_ITERS = 10_000
 
 
 def _check_int(v, name, minimum):
@@ -107,11 +137,32 @@ class VectorQuantize(Module):
     commitment_weight. Gradients reach x by the straight-through estimator x + sg(q - x), or by the
     rotation trick (rotate_to) when rotation_trick=True. use_cosine_sim l2-normalises the inputs and the
     codes (the search maximises cosine similarity; outputs and losses use the normalised input).
-    kmeans_init runs kmeans_iters Lloyd iterations on the first training batch. Codes whose EMA cluster
-    size falls below threshold_ema_dead_code are replaced by random vectors of the batch (their
-    cluster_size reset to the threshold, embed_avg to vector * threshold). stochastic_sample_codes draws
+    EMA state starts as vector-quantize-pytorch's: cluster_size = 1 for every code, embed_avg = embed,
+    so a code no batch uses keeps its scale: its embed_avg and count decay together, and only once
+    decay^t nears eps (t ~ 50 updates at decay 0.8, ~1100 at 0.99) does the Laplace eps shrink it, by
+    decay^t / (decay^t + eps), as in vector-quantize-pytorch (a dead-code restart replaces it first).
+    kmeans_init runs kmeans_iters (>= 1) Lloyd iterations on the first training batch and then sets
+    embed_avg = centre * count, cluster_size = count and embed = embed_avg / smoothed count, as
+    vector-quantize-pytorch's init_embed_ (a centre whose cluster came out empty gets count 0 and code 0).
+    Until then the codebook is all zeros; unlike vector-quantize-pytorch, which initialises on the first
+    forward in any mode, mmu initialises only in training mode without freeze_codebook (nothing changes
+    in eval). Codes whose
+    EMA cluster size falls below threshold_ema_dead_code are replaced by random vectors of the batch
+    (their cluster_size reset to the threshold, embed_avg to vector * threshold); with a learnable or
+    non-EMA codebook the counts are still tracked by EMA for this (the codebook is not). stochastic_sample_codes draws
     codes from softmax(-distance / sample_codebook_temp) with the Gumbel-max trick in training.
     Nothing in the codebook changes in eval mode. self.stats is a QuantizerStats after every forward.
+
+    Defaults are vector-quantize-pytorch's (decay 0.8, commitment_weight 1.0, no k-means, no restart). The
+    tokenizers differ (mmu.tokenizers.make_quantizer): "ema_vq" and "rvq" use decay 0.99 (the VQ-VAE paper's
+    appendix; at 0.8 a code follows the last few batches), kmeans_init=True and threshold_ema_dead_code=1
+    (codes start on the data and unused ones are restarted, so usage stays high) and commitment_weight =
+    beta 0.25 (VQ-VAE eq. 3); "vq" uses learnable_codebook=True, ema_update=False, codebook_weight 1.0,
+    commitment_weight 0.25 (VQ-VAE's codebook + beta-commitment loss).
+
+    Limits (ValueError before anything is allocated, see mmu._limits): codebook_size <= 2**24, dim,
+    codebook_dim and heads * codebook_dim <= 2**20, the codebook (C, K, codebook_dim) and the projection
+    at most 2**28 float32 elements (1 GiB) each, kmeans_iters <= 10,000.
     """
 
     def __init__(self, dim, codebook_size, codebook_dim=None, heads=1, separate_codebook_per_head=False,
@@ -124,7 +175,18 @@ class VectorQuantize(Module):
         codebook_size = _check_int(codebook_size, "codebook_size", 1)
         heads = _check_int(heads, "heads", 1)
         codebook_dim = dim if codebook_dim is None else _check_int(codebook_dim, "codebook_dim", 1)
-        kmeans_iters = _check_int(kmeans_iters, "kmeans_iters", 0)
+        kmeans_iters = _check_int(kmeans_iters, "kmeans_iters", 1 if kmeans_init else 0)
+        # sizes before anything is allocated (mmu._limits: a 1 GiB tensor, 2**24 codes, 2**20 wide)
+        op = "VectorQuantize"
+        for name, v in (("dim", dim), ("codebook_dim", codebook_dim), ("heads * codebook_dim", heads * codebook_dim)):
+            check_at_most(op, name, v, MAX_WIDTH)
+        check_at_most(op, "codebook_size", codebook_size, MAX_CODES)
+        check_at_most(op, "kmeans_iters", kmeans_iters, MAX_KMEANS_ITERS)
+        n_books = heads if separate_codebook_per_head else 1
+        check_elements(op, f"the codebook ({n_books}, {codebook_size}, {codebook_dim})",
+                       n_books * codebook_size * codebook_dim)
+        if heads * codebook_dim != dim:
+            check_elements(op, f"the projection ({heads * codebook_dim}, {dim})", heads * codebook_dim * dim)
         if not 0.0 <= float(decay) <= 1.0:
             raise ValueError(f"VectorQuantize: decay must be in [0, 1], got {decay}")
         if float(eps) <= 0:
@@ -169,7 +231,10 @@ class VectorQuantize(Module):
             self.embed = Parameter(embed)
         else:
             self.register_buffer("embed", embed)
-        self.register_buffer("cluster_size", _mmu.tensor(np.zeros((C, K), np.float32)))
+        # vector-quantize-pytorch's start: every code counts as seen once, embed_avg = embed (zeros before
+        # k-means). Starting the counts at zero made the first update divide an unused code's decayed
+        # embed_avg by a Laplace-smoothed count of ~eps: 1e4-norm codes that were never chosen again.
+        self.register_buffer("cluster_size", _mmu.tensor(np.ones((C, K), np.float32)))
         self.register_buffer("embed_avg", _mmu.tensor(embed.numpy().copy()))
         self.register_buffer("initted", _mmu.tensor(np.array([0.0 if self.kmeans_init else 1.0], np.float32)))
         self.stats = None
@@ -187,15 +252,45 @@ class VectorQuantize(Module):
             if cluster_size is not None:
                 self.cluster_size.copy_(_mmu.tensor(np.ascontiguousarray(cluster_size, np.float32)))
 
+    def _smoothed_codebook(self, embed_avg, cluster_size):
+        """embed_avg (C, K, d) / Laplace-smoothed cluster sizes (n_k + eps) / (n + K eps) * n (numpy, per
+        codebook), l2-normalised for cosine: vector-quantize-pytorch's update_ema, the same formula as the
+        C kernel's last step."""
+        cs = cluster_size.astype(np.float64)
+        n = cs.sum(-1, keepdims=True)
+        smoothed = (cs + self.eps) / (n + self.codebook_size * self.eps) * n
+        emb = embed_avg / smoothed[..., None]
+        return _l2norm_np(emb) if self.use_cosine_sim else emb
+
     def _init_kmeans(self, flats):
-        emb = self._codebook_np().copy()
+        """vector-quantize-pytorch's init_embed_: k-means on the batch, then embed_avg = means * counts,
+        cluster_size = counts (the last iteration's bins, 0 for an empty cluster) and the codebook
+        recomputed from them as an EMA step does. The first EMA step then moves each code from its centre
+        by (1 - decay) of the batch's pull, not by a factor 1 / count; a cluster left empty gets
+        embed_avg 0 and count 0, so its code is 0 (and dead: restarted at once when
+        threshold_ema_dead_code > 0), as in vector-quantize-pytorch."""
         avg = self.embed_avg.numpy().copy()
         cs = self.cluster_size.numpy().copy()
         for c, f in enumerate(flats):
             means, bins = _kmeans(f, self.codebook_size, self.kmeans_iters, self.use_cosine_sim)
-            emb[c], avg[c], cs[c] = means, means, bins
-        self._set_buffers(emb, avg, cs)
+            avg[c], cs[c] = means * bins[:, None], bins
+        self._set_buffers(self._smoothed_codebook(avg.astype(np.float64), cs), avg, cs)
         self.initted.fill_(1.0)
+
+    def _track_counts(self, parts, inds):
+        """Without the EMA codebook update (learnable_codebook or ema_update=False) the dead-code restart
+        still needs usage: cluster_size and embed_avg follow the same EMA of the batch's counts and sums
+        (vector-quantize-pytorch's track_cluster_size_and_embed_avg), the codebook itself is left alone."""
+        cs = self.cluster_size.numpy().astype(np.float64)
+        avg = self.embed_avg.numpy().astype(np.float64)
+        K, dec = self.codebook_size, self.decay
+        for c, (p, ind) in enumerate(zip(parts, inds)):
+            i = ind.numpy()
+            sums = np.zeros((K, self.codebook_dim))
+            np.add.at(sums, i, p.detach().numpy())
+            cs[c] = dec * cs[c] + (1.0 - dec) * np.bincount(i, minlength=K)
+            avg[c] = dec * avg[c] + (1.0 - dec) * sums
+        self._set_buffers(embed_avg=avg, cluster_size=cs)
 
     def _expire_codes(self, flats):
         if self.threshold_ema_dead_code <= 0:
@@ -236,8 +331,9 @@ class VectorQuantize(Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x):
-        if not isinstance(x, Tensor):
-            x = _mmu.tensor(np.asarray(x, np.float32))
+        x = _numeric(x, "VectorQuantize", "x")
+        if x.dtype != _mmu.float32:
+            raise TypeError(f"VectorQuantize: x must be float32, got {x.dtype}")
         image = self.accept_image_fmap
         if image:
             if x.ndim != 4 or x.shape[1] != self.dim:
@@ -288,6 +384,8 @@ class VectorQuantize(Module):
                                   self.decay, self.eps)
             if self.use_cosine_sim:
                 self._set_buffers(embed=_l2norm_np(self._codebook_np()))
+        elif update and self.threshold_ema_dead_code > 0:
+            self._track_counts(parts, inds)
         if update:
             self._expire_codes([p.detach().numpy() for p in parts])
 
@@ -345,7 +443,7 @@ class VectorQuantize(Module):
     # ------------------------------------------------------------------ decoding
     def get_codes_from_indices(self, indices):
         """indices (..., ) or (..., heads) int64 -> codes (..., heads * codebook_dim) (before project_out)."""
-        ind = indices if isinstance(indices, Tensor) else _mmu.tensor(np.asarray(indices, np.int64))
+        ind = _numeric(indices, "VectorQuantize.get_codes_from_indices", "indices", integer=True)
         if ind.dtype != _mmu.int64:
             raise TypeError(f"VectorQuantize.get_codes_from_indices: indices must be int64, got {ind.dtype}")
         h, d, K = self.heads, self.codebook_dim, self.codebook_size

@@ -59,8 +59,8 @@ def make_quantizer(kind, dim, codebook_size, beta=0.25, kwargs=None):
     "fsq": FSQ with levels fsq_levels_for(codebook_size) (kwargs "levels" to choose), projections dim <-> len(levels);
     "lfq": LFQ with codebook_size (a power of 2) codes, commitment beta, entropy weight 1.0 and inverse
     temperature 10 — not vector-quantize-pytorch's 0.1 and 100: with those, whole bits stay constant on
-    small data (a 256-code VQ-VAE on 16 px digits, 300 steps: 6% of the codes used; with 1.0 and 10: 99%,
-    and a better PSNR, 20.0 vs 18.9 dB)."""
+    small data (mmu compare's vqvae-lfq, 8 bits, 1500 steps, seeds 0 and 1: 8 of 256 codes used and
+    21.9 / 21.7 dB; with 1.0 and 10: 256 and 22.5 / 22.6 dB; see help(LFQ))."""
     if kind not in QUANTIZERS:
         raise ValueError(f"quantizer must be one of {list(QUANTIZERS)}, got {kind!r}")
     kw = dict(kwargs or {})

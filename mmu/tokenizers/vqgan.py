@@ -31,7 +31,8 @@ def _int_list(v, name, allow_empty):
 class VQGAN(Tokenizer):
     """VQGAN with taming-transformers' layout and loss (see VQGANConfig).
 
-    Modules (state_dict keys as taming's VQModel): encoder (Encoder: conv_in, down.{i}.block.{j} /
+    Modules (encoder, decoder, quant_conv, post_quant_conv under taming's VQModel keys; quantize and
+    discriminator under mmu's own, see from_taming_state_dict for loading a taming checkpoint): encoder (Encoder: conv_in, down.{i}.block.{j} /
     .attn.{j} / .downsample, mid.block_1 / attn_1 / block_2, norm_out, conv_out), quant_conv
     (z_channels -> embed_dim, 1x1), quantize, post_quant_conv (embed_dim -> z_channels, 1x1), decoder
     (Decoder: conv_in, mid, up.{i}..., norm_out, conv_out), discriminator (taming's NLayerDiscriminator,
@@ -109,6 +110,22 @@ class VQGAN(Tokenizer):
             raise ImportError("VQGAN: use_discriminator=True needs mmu.losses.NLayerDiscriminator, which this build "
                               "does not have; set use_discriminator=False") from None
         return NLayerDiscriminator(input_nc=c.in_channels, ndf=c.disc_ndf, n_layers=c.disc_layers, norm=c.disc_norm)
+
+    @classmethod
+    def from_taming_state_dict(cls, state_dict, resolution=256, lpips_weights=None, legacy=True, strict=True,
+                               **config):
+        """A VQGAN holding a taming-transformers VQModel checkpoint's weights (mmu.tokenizers.convert has the
+        key table). state_dict: torch.load(ckpt, map_location="cpu")["state_dict"] (tensors or arrays);
+        resolution: the training image size (256 in taming's configs; only attn_resolutions depends on it);
+        lpips_weights: a path where the checkpoint's LPIPS weights (loss.perceptual_loss.*) are written
+        (safetensors, or .npz) so the model trains with taming's perceptual loss — without it
+        perceptual_weight is 0 (a UserWarning says so when the checkpoint had LPIPS weights); legacy:
+        taming's VectorQuantizer2 loss weighting (commitment 1, codebook beta; default) or mmu's; strict:
+        ValueError on keys with no mmu counterpart; **config: VQGANConfig fields to set (e.g. disc_start,
+        which taming keeps in its yaml). The config's other fields are read off the weights' shapes."""
+        from .convert import vqgan_from_taming_state_dict
+        return vqgan_from_taming_state_dict(cls, state_dict, resolution=resolution, lpips_weights=lpips_weights,
+                                            legacy=legacy, strict=strict, **config)
 
     @property
     def downsample_factor(self):

@@ -5,7 +5,12 @@ import numbers
 import os
 from dataclasses import dataclass
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "RESUMABLE_FIELDS"]
+
+# fields a resumed run may change: they decide what is logged, evaluated, saved and shown, and how long
+# the run is, not the trajectory of its steps (Trainer.load_checkpoint compares all the others)
+RESUMABLE_FIELDS = ("steps", "log_every", "eval_every", "ckpt_every", "ckpt_dir", "keep_last", "progress",
+                    "max_loss", "sample_every", "sample_dir", "num_samples", "tensorboard_dir")
 
 
 def _is_int(v):
@@ -39,6 +44,22 @@ class TrainConfig:
         are kept there (older ones are deleted).
     seed: the trainer seeds mmu's RNG (mmu.manual_seed) with it when it is created.
     progress: show a tqdm progress bar with live loss / PSNR / codebook usage.
+    max_loss: the divergence guard: a generator or discriminator loss above it (or any non-finite loss
+        or gradient norm, always) stops the run with mmu.train.TrainingDiverged before that step's update.
+        1e6 is far above what any mmu model's loss reaches while training normally (reconstruction
+        terms are O(1) on [-1, 1] images, an adaptive GAN weight is clamped at 1e4); None turns the
+        threshold off (non-finite values still stop the run).
+    sample_every / sample_dir / num_samples: every sample_every steps (0: never) a PNG grid of
+        num_samples fixed images (top row) and their reconstructions (bottom row) is written to
+        sample_dir/step_<step>.png (also into TensorBoard when tensorboard_dir is set). The images are
+        the first num_samples of eval_data, else of the training dataset, else of the first batch.
+    tensorboard_dir: when set, every logged record (and evaluation) is also written there as TensorBoard
+        scalars (tags train/<key> and eval/<key>), in TensorBoard's own event-file format (no extra
+        dependency; `tensorboard --logdir DIR` reads it).
+
+    When a run resumes from a checkpoint (Trainer.load_checkpoint), steps and the bookkeeping fields
+    (RESUMABLE_FIELDS: logging, evaluation, checkpoint, sample and TensorBoard settings, progress,
+    max_loss) may differ from the checkpoint's config; every other field must be the same.
     """
 
     steps: int
@@ -59,6 +80,11 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     keep_last: int = 3
+    max_loss: "float | None" = 1e6
+    sample_every: int = 0
+    sample_dir: "str | None" = None
+    num_samples: int = 8
+    tensorboard_dir: "str | None" = None
 
     def __post_init__(self):
         self.validate()
@@ -116,6 +142,15 @@ class TrainConfig:
             bad("ckpt_dir", "a path (str) or None", TypeError)
         if self.ckpt_every > 0 and self.ckpt_dir is None:
             raise ValueError(f"TrainConfig: ckpt_every={self.ckpt_every} needs a ckpt_dir to write the checkpoints to")
+        num_field("max_loss", 0.0, False, optional=True)
+        int_field("sample_every", 0)
+        int_field("num_samples", 1)
+        for name in ("sample_dir", "tensorboard_dir"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), (str, os.PathLike)):
+                bad(name, "a path (str) or None", TypeError)
+        if self.sample_every > 0 and self.sample_dir is None:
+            raise ValueError(f"TrainConfig: sample_every={self.sample_every} needs a sample_dir to write the "
+                             "sample grids to")
         if not _is_int(self.seed):
             bad("seed", "an int", TypeError)
         if not isinstance(self.progress, bool):
@@ -123,11 +158,12 @@ class TrainConfig:
         return self
 
     def to_dict(self):
-        """The fields as a JSON-friendly dict (betas as a list, ckpt_dir as a str)."""
+        """The fields as a JSON-friendly dict (betas as a list, paths as str)."""
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
-        if d["ckpt_dir"] is not None:
-            d["ckpt_dir"] = os.fspath(d["ckpt_dir"])
+        for name in ("ckpt_dir", "sample_dir", "tensorboard_dir"):
+            if d[name] is not None:
+                d[name] = os.fspath(d[name])
         return d
 
     @classmethod

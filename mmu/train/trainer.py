@@ -16,7 +16,17 @@ A checkpoint (mmu.save: one safetensors file, written atomically) holds the step
 both optimizers and schedulers, the data loader's state, mmu's RNG state (Philox seed and offset,
 _C.get_rng_state) and NumPy's global RNG state, the history and the elapsed time; loading it into a
 fresh Trainer continues the run bit for bit. Evaluation saves and restores the RNG state and runs in
-eval mode under no_grad, so evaluating never changes the training trajectory.
+eval mode under no_grad, so evaluating never changes the training trajectory. A checkpoint also records
+the model's config (get_config) and the TrainConfig; load_checkpoint refuses one written under another
+config and names the fields that differ (only steps and the bookkeeping fields may change on resume).
+
+Interrupts: inside fit() (on the main thread) a first Ctrl-C lets the current step finish, writes a
+checkpoint of that step into ckpt_dir (when there is one) and then raises KeyboardInterrupt; a second
+Ctrl-C stops at once. A KeyboardInterrupt raised at a step boundary (by a callback, say) also gets the
+checkpoint; one raised in the middle of a step does not (the step's state is half written).
+
+Divergence: a non-finite loss or gradient norm, or a loss above config.max_loss, raises TrainingDiverged
+before that step's update; the history and the checkpoints written so far stay as they were.
 """
 import contextlib
 import glob
@@ -24,6 +34,8 @@ import math
 import numbers
 import os
 import re
+import signal
+import threading
 import time
 
 import numpy as np
@@ -33,16 +45,87 @@ from .._C import Tensor
 from ..autograd import no_grad
 from ..io import load as _load
 from ..io import save as _save
+from ..metrics.image import ssim as _ssim
 from ..optim import EMA, AdamW, clip_grad_norm_
 from ..optim.lr_scheduler import WarmupCosine
 from ..tensor import manual_seed, tensor
 from .config import TrainConfig
+from .config import RESUMABLE_FIELDS
 from .history import History
 
-__all__ = ["Trainer", "batch_psnr"]
+__all__ = ["Trainer", "TrainingDiverged", "batch_psnr"]
 
 _CKPT_RE = re.compile(r"^ckpt_(\d+)\.safetensors$")
+# the temp file mmu.save writes next to ckpt_N.safetensors before renaming it into place
+# (mmu.io's _atomic_write: "." + basename + "." + mkstemp's random part + ".tmp")
+_CKPT_TMP_RE = re.compile(r"^\.(ckpt_\d+\.safetensors)\.[A-Za-z0-9_]+\.tmp$")
 _FORMAT = "mmu.train.checkpoint/1"
+
+# checkpoint paths this process is writing now: _prune never removes their temp files
+_SAVING = set()
+_SAVING_LOCK = threading.Lock()
+
+
+class TrainingDiverged(FloatingPointError):
+    """The run diverged: a non-finite loss or gradient norm, or a loss above TrainConfig.max_loss.
+    .step is the step that was stopped (its update was not applied), .value the offending number."""
+
+    def __init__(self, message, step=None, value=None):
+        super().__init__(message)
+        self.step = step
+        self.value = value
+
+
+def _model_config(model):
+    """model.get_config() without the version stamp, or None when the model cannot describe itself."""
+    try:
+        cfg = model.get_config()
+    except (AttributeError, ValueError, TypeError):
+        return None
+    if isinstance(cfg, dict):
+        cfg.pop("mmu_version", None)
+    return cfg
+
+
+def _flat(obj, prefix=""):
+    """{dotted path: leaf} of nested dicts (lists and scalars are leaves, JSON-normalised)."""
+    if isinstance(obj, dict) and obj:
+        out = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    if isinstance(obj, tuple):
+        obj = list(obj)
+    return {prefix[:-1]: obj}
+
+
+def _config_name(path):
+    # a tokenizer records its fields as args["**fields_"]: name them as the user writes them
+    parts = [p for p in path.split(".") if p not in ("args", "**fields_")]
+    return ".".join(parts) or path
+
+
+def _config_diff(saved, now, prefix):
+    """["prefix.field: A in the checkpoint, B now", ...] for the leaves that differ."""
+    a, b = _flat(saved), _flat(now)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, "(absent)"), b.get(key, "(absent)")
+        if _same(va, vb):
+            continue
+        out.append(f"{prefix}{_config_name(key)}: {va!r} in the checkpoint, {vb!r} now")
+    return out
+
+
+def _same(a, b):
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return float(a) == float(b)
+    return type(a) is type(b) and a == b
 
 
 def batch_psnr(recon, images, data_range=2.0):
@@ -82,6 +165,64 @@ def _as_images(batch, where):
     return tensor(np.ascontiguousarray(arr, np.float32))
 
 
+@contextlib.contextmanager
+def _deferred_sigint():
+    """Inside: a first SIGINT (Ctrl-C) only sets a flag (the yielded function returns True from then
+    on), so the loop can stop between steps with a consistent state; a second raises KeyboardInterrupt
+    at once. Installed only on the main thread and only over Python's default handler (a program with
+    its own SIGINT handler keeps it)."""
+    state = {"requested": False}
+
+    def handler(signum, frame):
+        if state["requested"]:
+            raise KeyboardInterrupt
+        state["requested"] = True
+        try:  # os.write, not print: the handler may run in the middle of another write to stderr
+            os.write(2, b"\nmmu.train: Ctrl-C: stopping after this step (press Ctrl-C again to stop now)\n")
+        except OSError:
+            pass
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        try:
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                previous = signal.signal(signal.SIGINT, handler)
+        except (ValueError, OSError):
+            previous = None
+    try:
+        yield lambda: state["requested"]
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _to_uint8(images):
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8 (the first 3 channels; 1 stays grey)."""
+    a = np.asarray(images, np.float32)
+    a = a[:, :3] if a.shape[1] >= 3 else a[:, :1]
+    a = np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=-1.0)
+    return np.clip((a + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def _sample_grid(originals, recons, pad=2):
+    """A (H', W', C) uint8 grid: originals on the top row, reconstructions below, tiles enlarged by an
+    integer factor (nearest) to at least 64 px and separated by `pad` white pixels."""
+    top, bottom = _to_uint8(originals), _to_uint8(recons)
+    if top.shape[1:3] != bottom.shape[1:3] or top.shape[-1] != bottom.shape[-1]:
+        raise ValueError(f"Trainer.save_samples: reconstructions {recons.shape} do not match the images "
+                         f"{originals.shape}")
+    n, h, w, ch = top.shape
+    f = max(1, -(-64 // max(1, min(h, w))))
+    th, tw = h * f, w * f
+    grid = np.full((2 * th + 3 * pad, n * tw + (n + 1) * pad, ch), 255, np.uint8)
+    for row, imgs in enumerate((top, bottom)):
+        for i in range(n):
+            tile = imgs[i].repeat(f, axis=0).repeat(f, axis=1)
+            y, x = pad + row * (th + pad), pad + i * (tw + pad)
+            grid[y:y + th, x:x + tw] = tile
+    return grid
+
+
 class _GeneratorView:
     """The generator's part of a model, for mmu.optim.EMA: its trainable generator parameters and
     every buffer outside the discriminator, looked up by name at every call (a module that replaces
@@ -107,7 +248,7 @@ class _GeneratorView:
 
 
 class Trainer:
-    """Trainer(model, train_data, config, eval_data=None): trains a tokenizer.
+    """Trainer(model, train_data, config, eval_data=None, callbacks=None): trains a tokenizer.
 
     model: a Tokenizer (or anything with its protocol): forward(images, step) -> an output with
         .loss (scalar Tensor), .recon, .losses (dict of floats), .codes, .stats; optionally
@@ -117,22 +258,42 @@ class Trainer:
         state_dict()/load_state_dict() (mmu.data.DataLoader), or a dataset / an (N, C, H, W) array,
         which gets an mmu.data.DataLoader(batch_size=config.batch_size, shuffle=True, seed=config.seed).
     config: a TrainConfig. eval_data: a dataset, an (N, C, H, W) array or an iterable of batches.
+    callbacks: callables cb(trainer, record) run after every step (after its logging, evaluation,
+        checkpoint and samples), record being the step's measurements; raising KeyboardInterrupt
+        there stops the run like Ctrl-C (with a checkpoint of that step).
+    Sample grids (config.sample_every) use model.reconstruct(images) when the model has it, else
+        decode(encode(images)), else forward(images, step).recon.
 
     The trainer seeds mmu's RNG with config.seed when it is created. fit() trains and returns the
     History; save_checkpoint / load_checkpoint / Trainer.resume continue a run exactly.
     """
 
-    def __init__(self, model, train_data, config, eval_data=None):
+    def __init__(self, model, train_data, config, eval_data=None, callbacks=None):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"Trainer: config must be a TrainConfig, got {type(config).__name__}")
         config.validate()
         if not callable(model) or not hasattr(model, "parameters"):
             raise TypeError(f"Trainer: model must be a Module (callable, with parameters()), got {type(model).__name__}")
+        if callbacks is None:
+            callbacks = []
+        elif callable(callbacks):
+            callbacks = [callbacks]
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not callable(cb):
+                raise TypeError(f"Trainer: callbacks must be callables cb(trainer, record), got {type(cb).__name__}")
         self.model = model
         self.config = config
+        self.callbacks = callbacks
         manual_seed(config.seed)
         self.train_data = self._as_loader(train_data)
         self.eval_data = eval_data
+        self._sample_images = None
+        if config.sample_every:
+            for source in (eval_data, train_data, getattr(self.train_data, "dataset", None)):
+                self._sample_images = self._first_images(source, config.num_samples)
+                if self._sample_images is not None:
+                    break  # else the first training batch gives them (train_step)
 
         gen = model.generator_parameters() if hasattr(model, "generator_parameters") else model.parameters()
         self.gen_params = [p for p in gen if p.requires_grad]
@@ -164,6 +325,9 @@ class Trainer:
         self.history = History()
         self.elapsed = 0.0
         self._batches = None
+        self._at_boundary = True    # False while a step is half done (no checkpoint can be taken then)
+        self._saved_step = None     # the step of the last checkpoint this trainer wrote
+        self.interrupted = False    # fit() ended by KeyboardInterrupt
 
     # ------------------------------------------------------------------ data
     def _as_loader(self, data):
@@ -190,6 +354,23 @@ class Trainer:
         except StopIteration:
             raise RuntimeError("Trainer: train_data.batches() ended; it must be an endless iterator") from None
         return _as_images(batch, "Trainer: train_data batch")
+
+    def _first_images(self, data, n):
+        """The first n images of eval/train data as float32 (n, C, H, W), or None for data that
+        cannot be read twice (a one-shot iterator or a loader that moves when iterated)."""
+        if data is None or hasattr(data, "__next__") or hasattr(data, "batches"):
+            return None
+        got, have = [], 0
+        try:
+            for batch in self._eval_batches(data):
+                arr = _as_images(batch, "Trainer: sample images").numpy()
+                got.append(arr[:n - have].copy())
+                have += len(got[-1])
+                if have >= n:
+                    break
+        except TypeError:
+            return None
+        return np.concatenate(got) if got else None
 
     def _eval_batches(self, data):
         bs = self.config.batch_size
@@ -249,12 +430,9 @@ class Trainer:
                     raise TypeError(f"Trainer: model(images, step).loss must be a scalar Tensor, got "
                                     f"{type(loss).__name__}")
                 value = loss.item()
-                if not math.isfinite(value):
-                    # stop before the update: the weights stay those of the last finite step
-                    model.zero_grad(set_to_none=True)
-                    raise FloatingPointError(
-                        f"Trainer: the loss is {value} at step {step} (terms: {getattr(out, 'losses', None)}); "
-                        f"the weights are those after step {step}. Lower lr (now {lr:.3g}) or set grad_clip.")
+                self._check_loss(value, "loss", step, lr, getattr(out, "losses", None))
+                if c.sample_every and self._sample_images is None:
+                    self._sample_images = x.numpy()[:c.num_samples].copy()
                 (loss if accum == 1 else loss * (1.0 / accum)).backward()
                 rec["loss"] += value / accum
                 for k, v in (getattr(out, "losses", None) or {}).items():
@@ -276,6 +454,12 @@ class Trainer:
                 del out, loss
         if c.grad_clip:
             rec["grad_norm"] = clip_grad_norm_(self.gen_params, c.grad_clip).item()
+            if not math.isfinite(rec["grad_norm"]):
+                model.zero_grad(set_to_none=True)
+                raise TrainingDiverged(
+                    f"Trainer: the run diverged at step {step}: the gradient norm is {rec['grad_norm']} (loss "
+                    f"{rec['loss']:.4g}); stopped before the update, the weights are those after step {step}. "
+                    f"Lower lr (now {lr:.3g}).", step=step, value=rec["grad_norm"])
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
@@ -294,6 +478,24 @@ class Trainer:
         if ema_usage:
             rec["ema_usage"] = float(np.mean(ema_usage))
         return rec
+
+    def _check_loss(self, value, what, step, lr, terms=None):
+        """The divergence guard: raises TrainingDiverged (gradients dropped, nothing updated) when the
+        loss is not finite or above config.max_loss."""
+        limit = self.config.max_loss
+        if math.isfinite(value) and (limit is None or value <= limit):
+            return
+        self.model.zero_grad(set_to_none=True)
+        why = f"the {what} is {value:.4g}" + ("" if not math.isfinite(value) else
+                                             f", above max_loss={limit:g} (TrainConfig.max_loss)")
+        shown = ", ".join(f"{k} {float(v):.4g}" for k, v in (terms or {}).items()
+                          if isinstance(v, (numbers.Real, np.floating)))
+        where = ("the weights are those after step " + str(step)) if what == "loss" else \
+            f"the generator has taken step {step}'s update, the discriminator has not"
+        raise TrainingDiverged(
+            f"Trainer: the run diverged at step {step}: {why}" + (f" (terms: {shown})" if shown else "")
+            + f"; stopped before the update, {where}. Lower lr (now {lr:.3g}) or set grad_clip.",
+            step=step, value=value)
 
     def _disc_start(self):
         """The model's disc_start (an attribute of the model or of model.config), or None."""
@@ -319,6 +521,7 @@ class Trainer:
                 raise TypeError(f"Trainer: discriminator_loss must return a scalar Tensor (or None), got "
                                 f"{type(d_loss).__name__}")
             value = d_loss.item()
+            self._check_loss(value, "discriminator loss", step, self.disc_scheduler.get_last_lr()[0])
             if not d_loss.requires_grad and value == 0.0:
                 continue  # the discriminator is not active yet (adopt_weight before disc_start)
             active = True
@@ -343,9 +546,12 @@ class Trainer:
     def fit(self, steps=None):
         """Trains `steps` more steps (default: until config.steps) and returns the History.
 
-        Every log_every steps a record goes into self.history (and the progress bar's postfix);
-        every eval_every steps evaluate() adds eval_psnr / eval_usage / eval_perplexity; every
-        ckpt_every steps a checkpoint is written into ckpt_dir (the last keep_last are kept)."""
+        Every log_every steps a record goes into self.history (and the progress bar's postfix, and
+        TensorBoard when config.tensorboard_dir is set); every eval_every steps evaluate() adds
+        eval_psnr / eval_usage / eval_perplexity; every ckpt_every steps a checkpoint is written into
+        ckpt_dir (the last keep_last are kept); every sample_every steps a sample grid goes into
+        sample_dir; then the callbacks run. Ctrl-C / KeyboardInterrupt: see the module docstring
+        (self.interrupted is set, the exception propagates)."""
         c = self.config
         if steps is None:
             steps = max(0, c.steps - self.step)
@@ -355,74 +561,164 @@ class Trainer:
             return self.history
         from tqdm import tqdm
         self.model.train()
+        self.interrupted = False
+        self._at_boundary = True
+        tb = None
+        if c.tensorboard_dir is not None:
+            from .tensorboard import TensorBoardWriter
+            tb = TensorBoardWriter(c.tensorboard_dir, start_step=self.step + 1 if self.step else 0)
         bar = tqdm(total=steps, disable=not c.progress, desc="train", unit="step", dynamic_ncols=True)
         try:
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                rec = self.train_step()
-                self.elapsed += time.perf_counter() - t0
-                s = self.step
-                if c.log_every and s % c.log_every == 0:
-                    rec["time"] = self.elapsed
-                    self.history.log({"step": s, **rec})
-                    post = {"loss": f"{rec['loss']:.4g}"}
-                    if "psnr" in rec:
-                        post["psnr"] = f"{rec['psnr']:.2f}"
-                    if "usage" in rec:
-                        post["usage"] = f"{rec['usage']:.0%}"
-                    bar.set_postfix(post, refresh=False)
-                if c.eval_every and s % c.eval_every == 0 and self.eval_data is not None:
+            with _deferred_sigint() as stop_requested:
+                for _ in range(steps):
+                    if stop_requested():
+                        raise KeyboardInterrupt  # Ctrl-C came during the last step, which has finished
+                    self._at_boundary = False
                     t0 = time.perf_counter()
-                    ev = self.evaluate()
+                    rec = self.train_step()
                     self.elapsed += time.perf_counter() - t0
-                    self.history.log({"step": s, **ev, "time": self.elapsed})
-                if c.ckpt_every and s % c.ckpt_every == 0:
-                    self.save_checkpoint(os.path.join(os.fspath(c.ckpt_dir), f"ckpt_{s:08d}.safetensors"))
-                    self._prune()
-                bar.update(1)
+                    s = self.step
+                    if c.log_every and s % c.log_every == 0:
+                        rec["time"] = self.elapsed
+                        self.history.log({"step": s, **rec})
+                        if tb is not None:
+                            tb.add_scalars({f"train/{k}": v for k, v in rec.items()}, s)
+                        post = {"loss": f"{rec['loss']:.4g}"}
+                        if "psnr" in rec:
+                            post["psnr"] = f"{rec['psnr']:.2f}"
+                        if "usage" in rec:
+                            post["usage"] = f"{rec['usage']:.0%}"
+                        bar.set_postfix(post, refresh=False)
+                    self._at_boundary = True
+                    if c.eval_every and s % c.eval_every == 0 and self.eval_data is not None:
+                        t0 = time.perf_counter()
+                        ev = self.evaluate()
+                        self.elapsed += time.perf_counter() - t0
+                        self.history.log({"step": s, **ev, "time": self.elapsed})
+                        if tb is not None:
+                            tb.add_scalars({f"eval/{k[5:] if k.startswith('eval_') else k}": v
+                                            for k, v in ev.items()}, s)
+                    if c.ckpt_every and s % c.ckpt_every == 0:
+                        self.save_checkpoint(self._ckpt_path(s))
+                        self._prune()
+                    if c.sample_every and s % c.sample_every == 0:
+                        self.save_samples(os.path.join(os.fspath(c.sample_dir), f"step_{s:08d}.png"), tb)
+                    if tb is not None:
+                        tb.flush()
+                    for cb in self.callbacks:
+                        cb(self, rec)
+                    bar.update(1)
+                if stop_requested():
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self.interrupted = True
+            if self._at_boundary and c.ckpt_dir is not None and self._saved_step != self.step:
+                self.save_checkpoint(self._ckpt_path(self.step))
+                self._prune()
+            raise
         finally:
             bar.close()
+            if tb is not None:
+                tb.close()
         return self.history
+
+    def _ckpt_path(self, step):
+        return os.path.join(os.fspath(self.config.ckpt_dir), f"ckpt_{step:08d}.safetensors")
+
+    @contextlib.contextmanager
+    def _eval_mode(self):
+        """Eval mode, no_grad and the EMA weights (when EMA is on) inside; the RNG state, the weights
+        and the train/eval mode are restored after."""
+        model = self.model
+        rng = _C.get_rng_state()
+        was_training = getattr(model, "training", True)
+        model.eval()
+        try:
+            ctx = self.ema.average_parameters(self._ema_view) if self.ema is not None else contextlib.nullcontext()
+            with ctx, no_grad():
+                yield
+        finally:
+            model.train(was_training)
+            _C.set_rng_state(*rng)
 
     def evaluate(self, data=None):
         """Mean PSNR, codebook usage and perplexity of the model on `data` (default: eval_data), with
         the EMA weights when EMA is on. Uses encode/decode when the model has them (the tokenizer's
         real round trip), else forward(). Runs in eval mode under no_grad and leaves the RNG, the
-        weights and the train/eval mode as they were. Returns {"eval_psnr", "eval_usage", "eval_perplexity"}."""
+        weights and the train/eval mode as they were. Returns {"eval_psnr", "eval_ssim" (mmu.metrics.ssim; images
+        of at least 3x3), "eval_usage", "eval_perplexity"}."""
         data = self.eval_data if data is None else data
         if data is None:
             raise ValueError("Trainer.evaluate: no eval_data given (pass it to Trainer or to evaluate())")
         model = self.model
-        rng = _C.get_rng_state()
-        was_training = getattr(model, "training", True)
-        psnrs, codes, ksize = [], [], self._codebook_size()
-        model.eval()
-        try:
-            ctx = self.ema.average_parameters(self._ema_view) if self.ema is not None else contextlib.nullcontext()
-            with ctx, no_grad():
-                for batch in self._eval_batches(data):
-                    x = _as_images(batch, "Trainer.evaluate: eval batch")
-                    if hasattr(model, "encode") and hasattr(model, "decode"):
-                        z = np.asarray(model.encode(x))
-                        r = model.decode(z)
-                    else:
-                        out = model(x, self.step)
-                        z, r = getattr(out, "codes", None), out.recon
-                        if ksize is None:
-                            ksize = self._codebook_size(out)
-                    r = r.numpy() if isinstance(r, Tensor) else np.asarray(r)
-                    psnrs.append(batch_psnr(r, x.numpy()))
-                    if z is not None:
-                        codes.append(np.asarray(z).reshape(-1))
-        finally:
-            model.train(was_training)
-            _C.set_rng_state(*rng)
+        psnrs, ssims, codes, ksize = [], [], [], self._codebook_size()
+        with self._eval_mode():
+            for batch in self._eval_batches(data):
+                x = _as_images(batch, "Trainer.evaluate: eval batch")
+                if hasattr(model, "encode") and hasattr(model, "decode"):
+                    z = np.asarray(model.encode(x))
+                    r = model.decode(z)
+                else:
+                    out = model(x, self.step)
+                    z, r = getattr(out, "codes", None), out.recon
+                    if ksize is None:
+                        ksize = self._codebook_size(out)
+                r = r.numpy() if isinstance(r, Tensor) else np.asarray(r)
+                psnrs.append(batch_psnr(r, x.numpy()))
+                if min(r.shape[-2:]) >= 3:
+                    ssims.append(_ssim(r, x.numpy(), reduction="none"))
+                if z is not None:
+                    codes.append(np.asarray(z).reshape(-1))
         if not psnrs:
             raise ValueError("Trainer.evaluate: the eval data is empty")
         res = {"eval_psnr": float(np.mean(np.concatenate(psnrs)))}
+        if ssims:
+            res["eval_ssim"] = float(np.mean(np.concatenate(ssims)))
         if codes and ksize:
             res["eval_usage"], res["eval_perplexity"] = _code_stats(np.concatenate(codes), ksize)
         return res
+
+    def reconstruct(self, images):
+        """The model's reconstructions of images (N, C, H, W) as float32 NumPy, as evaluate() sees them
+        (eval mode, no_grad, EMA weights; RNG and mode restored): model.reconstruct when it exists,
+        else decode(encode(images)), else forward(images, step).recon."""
+        x = _as_images(images, "Trainer.reconstruct: images")
+        model = self.model
+        with self._eval_mode():
+            if hasattr(model, "reconstruct"):
+                r = model.reconstruct(x)
+            elif hasattr(model, "encode") and hasattr(model, "decode"):
+                r = model.decode(np.asarray(model.encode(x)))
+            else:
+                r = model(x, self.step).recon
+        r = r.numpy() if isinstance(r, Tensor) else np.asarray(r)
+        return np.asarray(r, np.float32)
+
+    def save_samples(self, path, tensorboard=None):
+        """Writes a PNG grid to `path`: the fixed sample images (top row) over their reconstructions
+        (bottom row), each tile enlarged to at least 64 px; with a TensorBoardWriter, also as the image
+        "samples" at the current step. Returns the path (None when no sample images are known yet)."""
+        x = self._sample_images
+        if x is None:
+            return None
+        grid = _sample_grid(x, self.reconstruct(x))
+        import io
+
+        from PIL import Image
+        buf = io.BytesIO()
+        Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(buf, format="PNG")
+        png = buf.getvalue()
+        path = os.fspath(path)
+        d = os.path.dirname(path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(png)
+        os.replace(tmp, path)
+        if tensorboard is not None:
+            tensorboard.add_image("samples", png, grid.shape[0], grid.shape[1], grid.shape[2], self.step)
+        return path
 
     def apply_ema(self):
         """Writes the EMA weights into the model (for saving or using the averaged model after training);
@@ -451,6 +747,7 @@ class Trainer:
             "numpy_rng": list(np.random.get_state(legacy=True)),
             "history": self.history.state_dict(),
             "config": self.config.to_dict(),
+            "model_config": _model_config(self.model),
         }
 
     def save_checkpoint(self, path):
@@ -459,13 +756,25 @@ class Trainer:
         d = os.path.dirname(path)
         if d:
             os.makedirs(d, exist_ok=True)
-        _save(self.state_dict(), path)
+        key = os.path.abspath(path)
+        with _SAVING_LOCK:
+            _SAVING.add(key)
+        try:
+            _save(self.state_dict(), path)
+        finally:
+            with _SAVING_LOCK:
+                _SAVING.discard(key)
+        self._saved_step = self.step
         return path
 
-    def load_checkpoint(self, path):
+    def load_checkpoint(self, path, check_config=True):
         """Restores a checkpoint written by save_checkpoint into this trainer (its model, optimizers,
         schedulers, EMA, data loader, RNG, history and step). The schedule follows this trainer's
-        config (the same config continues the run exactly)."""
+        config (the same config continues the run exactly).
+
+        check_config: the checkpoint's recorded model config and TrainConfig must equal this trainer's,
+        except for RESUMABLE_FIELDS (steps and the bookkeeping fields); otherwise ValueError names every
+        field that differs, before anything is loaded. False skips the comparison."""
         ckpt = _load(os.fspath(path))
         if not isinstance(ckpt, dict) or ckpt.get("format") != _FORMAT:
             raise ValueError(f"Trainer.load_checkpoint: {path} is not a trainer checkpoint (no format {_FORMAT!r})")
@@ -475,6 +784,8 @@ class Trainer:
         if (ckpt["ema"] is None) != (self.ema is None):
             raise ValueError(f"Trainer.load_checkpoint: the checkpoint has {'no ' if ckpt['ema'] is None else ''}EMA "
                              f"weights but config.ema_decay is {self.config.ema_decay}")
+        if check_config:
+            self._check_config(ckpt, path)
         # the loader first: its state is the one most likely not to fit (another batch size or loader
         # type), and it raises before anything of the model or the optimizers has been overwritten
         # (model.load_state_dict itself copies nothing unless every key fits)
@@ -501,6 +812,22 @@ class Trainer:
         _C.set_rng_state(*[int(v) for v in ckpt["rng"]])
         return self
 
+    def _check_config(self, ckpt, path):
+        diffs = []
+        saved = ckpt.get("config")
+        if isinstance(saved, dict):
+            now = self.config.to_dict()
+            keep = [k for k in set(saved) | set(now) if k not in RESUMABLE_FIELDS]
+            diffs += _config_diff({k: saved[k] for k in keep if k in saved},
+                                  {k: now[k] for k in keep if k in now}, "train.")
+        saved_model, now_model = ckpt.get("model_config"), _model_config(self.model)
+        if saved_model is not None and now_model is not None:
+            diffs += _config_diff(saved_model, now_model, "model.")
+        if diffs:
+            raise ValueError(f"Trainer.load_checkpoint: {path} belongs to a run with another config "
+                             f"({len(diffs)} field(s) differ): " + "; ".join(diffs)
+                             + ". Resume with that run's config, or start a new run elsewhere")
+
     def _apply_schedule(self, sched, base_lr):
         # the config's schedule and hyperparameters win over the saved ones (identical when unchanged)
         c = self.config
@@ -526,18 +853,33 @@ class Trainer:
     def _prune(self):
         # only this run's checkpoints (step <= the current step): a later-step file left in ckpt_dir by
         # another run would otherwise count as newest and get this run's checkpoints deleted
-        files = [p for p in self.checkpoints(self.config.ckpt_dir)
+        ckpt_dir = os.fspath(self.config.ckpt_dir)
+        files = [p for p in self.checkpoints(ckpt_dir)
                  if int(_CKPT_RE.match(os.path.basename(p)).group(1)) <= self.step]
-        for p in files[:-self.config.keep_last]:
+        stale = []
+        # temp files of checkpoint saves that never finished (a process killed inside mmu.save): only
+        # mmu.save's own temp names of ckpt_N.safetensors, never one whose save is running in this process
+        try:
+            names = os.listdir(ckpt_dir)
+        except OSError:
+            names = []
+        with _SAVING_LOCK:
+            saving = set(_SAVING)
+        for name in names:
+            m = _CKPT_TMP_RE.match(name)
+            if m and os.path.abspath(os.path.join(ckpt_dir, m.group(1))) not in saving:
+                stale.append(os.path.join(ckpt_dir, name))
+        for p in files[:-self.config.keep_last] + stale:
             try:
                 os.remove(p)
             except FileNotFoundError:
                 pass
 
     @classmethod
-    def resume(cls, ckpt_dir, model, train_data, config, eval_data=None):
+    def resume(cls, ckpt_dir, model, train_data, config, eval_data=None, callbacks=None, check_config=True):
         """A Trainer continued from the latest checkpoint in ckpt_dir (or from ckpt_dir itself when it is
-        a checkpoint file); fit() then goes on to config.steps exactly as the interrupted run would have."""
+        a checkpoint file); fit() then goes on to config.steps exactly as the interrupted run would have.
+        check_config: see load_checkpoint."""
         path = os.fspath(ckpt_dir)
         if os.path.isdir(path):
             files = cls.checkpoints(path)
@@ -546,8 +888,8 @@ class Trainer:
             path = files[-1]
         elif not os.path.isfile(path):
             raise FileNotFoundError(f"Trainer.resume: {path} is neither a checkpoint folder nor a checkpoint file")
-        trainer = cls(model, train_data, config, eval_data)
-        trainer.load_checkpoint(path)
+        trainer = cls(model, train_data, config, eval_data, callbacks)
+        trainer.load_checkpoint(path, check_config=check_config)
         return trainer
 
     def __repr__(self):
