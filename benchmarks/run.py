@@ -95,23 +95,28 @@ def cpu_info():
 def estimate_peak_gflops(cpu, threads):
     """fp32 peak = cores used x clock x FLOP per cycle per core; returns (GFLOP/s or None, how).
 
-    FLOP/cycle: only Zen 5 (AMD family 0x1A = 26) is known here. Its FPU has two FMA pipes that
-    are a full 512 bits wide, each finishing one 16-lane fp32 FMA (16 x 2 = 32 FLOP) per cycle,
-    so 2 x 32 = 64 FLOP/cycle/core with AVX-512.
+    FLOP/cycle, for the AMD CPUs with AVX-512 known here (CPUID family; family 25 without AVX-512
+    is Zen 3): Zen 5 (family 0x1A = 26) has two FMA pipes a full 512 bits wide, each finishing one
+    16-lane fp32 FMA (32 FLOP) per cycle: 64 FLOP/cycle/core. Zen 4 (family 0x19 = 25 with
+    AVX-512) runs a 512-bit op as two 256-bit halves on its two 256-bit FMA pipes: 32 FLOP/cycle,
+    the same as with AVX2.
     Clock: 'cpu MHz' from /proc/cpuinfo. Under a hypervisor that is the nominal TSC rate, not
-    the boost clock the cores really run at, so the fraction of peak comes out too high. On the
-    project's KVM machine (2-core EPYC, 'cpu MHz' 2596) a C loop of dependent integer adds ran
-    at ~3.5-3.6 GHz and a loop of independent AVX-512 FMAs reached ~230 GFLOP/s per core, i.e.
-    64 FLOP/cycle at ~3.6 GHz: a real 2-core peak of ~460 GFLOP/s against the 332 estimated
-    here. Use --peak-gflops X for a number you trust.
+    the boost clock the cores really run at, so the fraction of peak comes out too high. The
+    project's 2-core KVM machine ('cpu MHz' 2596) has run on both: on a Zen 5 host independent
+    AVX-512 FMAs reached ~230 GFLOP/s per core (64 FLOP/cycle at ~3.6 GHz), on a Zen 4 host
+    (family 25, model 17) ~113 GFLOP/s per core (32 FLOP/cycle; 512-bit and 256-bit FMAs measured
+    the same FLOP rate). Use --peak-gflops X for a number you trust, or the measured default.
     """
-    if cpu["vendor"] == "AuthenticAMD" and cpu["family"] == 26 and "avx512f" in cpu["flags"] \
-            and cpu["mhz"]:
+    flop_per_cycle = {26: (64, "Zen 5: 2 FMA pipes x 16 fp32 lanes x 2"),
+                      25: (32, "Zen 4: 2 FMA pipes x 8 fp32 lanes x 2; AVX-512 as two 256-bit halves")}
+    known = flop_per_cycle.get(cpu["family"]) if cpu["vendor"] == "AuthenticAMD" else None
+    if known and "avx512f" in cpu["flags"] and cpu["mhz"]:
+        flop, how = known
         cores, ghz = min(threads, cpu["cores"]), cpu["mhz"] / 1000
         caveat = ("; a VM reports its nominal clock, the real one may be higher"
                   if "hypervisor" in cpu["flags"] else "")
-        return cores * ghz * 64, (f"{cores} cores x {ghz:.2f} GHz (/proc/cpuinfo) x 64 FLOP/cycle "
-                                  f"(Zen 5: 2 FMA pipes x 16 fp32 lanes x 2){caveat}")
+        return cores * ghz * flop, (f"{cores} cores x {ghz:.2f} GHz (/proc/cpuinfo) x {flop} FLOP/cycle "
+                                    f"({how}){caveat}")
     return None, "unknown for this CPU; pass --peak-gflops"
 
 

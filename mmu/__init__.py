@@ -5,7 +5,19 @@ array back without a copy, and every function accepts NumPy arrays where it
 takes tensors. Names and semantics follow PyTorch (`mmu.matmul`, `t.sum(dim)`,
 `mmu.functional.cross_entropy`, ...).
 """
-from . import _dnnl_loader
+import os as _os
+
+# GNU OpenMP reads its settings once, when libgomp is loaded, which the next lines do (libdnnl.so.3
+# and _C.so link it). By default its idle threads spin 300,000 times before sleeping; when another
+# process holds a core, a spinning mmu thread then takes the time slice the thread with work needs,
+# and every barrier costs milliseconds (a README snippet: 65 s on 2 threads against 3.5 s on one).
+# A short spin keeps the quiet-machine speed and does not collapse under load: see the README's
+# "Threads" section and benchmarks/bench_threads.py. A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT
+# wins. (torch ships its own libgomp; it reads the same variables if it is imported after mmu.)
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    _os.environ["GOMP_SPINCOUNT"] = "1000"
+
+from . import _dnnl_loader  # noqa: E402
 
 _dnnl_loader.preload()
 

@@ -408,7 +408,10 @@ def _warnings_to_stderr(command):
             yield
         finally:
             for w in caught:
-                print(f"mmu {command}: warning: {w.message}", file=sys.stderr)
+                # deprecations are for developers and Python hides them by default; some are also
+                # UserWarnings (pyparsing's, raised inside older matplotlib's mathtext on every plot)
+                if not issubclass(w.category, DeprecationWarning):
+                    print(f"mmu {command}: warning: {w.message}", file=sys.stderr)
 
 # what `mmu train` writes into --out (the sidecar alone does not make a folder a run: it is rewritten)
 RUN_FILES = ("config.json", "model.safetensors", "history.csv", "loss_curves.png")

@@ -268,7 +268,20 @@ class IntegerDivisionByZero(ZeroDivisionError, RuntimeError):
     RuntimeError torch raises, so either `except` catches it."""
 
 
+def _int64_overflow(a, b):
+    """A Python int outside int64 meeting an integer operand: NumPy 2 raises OverflowError there,
+    NumPy 1.x makes an object array; both become the same ValueError."""
+    for v, other in ((a, b), (b, a)):
+        if isinstance(v, int) and not isinstance(v, builtins.bool) and not -2 ** 63 <= v < 2 ** 63:
+            if isinstance(other, (int, np.integer)) or np.issubdtype(np.asarray(_np(other)).dtype, np.integer) \
+                    or np.asarray(_np(other)).dtype == np.bool_:
+                return True
+    return False
+
+
 def _numpy_binary(name, a, b):
+    if _int64_overflow(a, b):
+        raise ValueError(f"{name}: a Python int operand does not fit in int64")
     with np.errstate(divide="raise"):
         try:
             return tensor(_NP_BINARY[name](_np(a), _np(b)))
@@ -751,6 +764,8 @@ def _inplace(name):
             other = _operand(other, name)
             if other is None:
                 raise TypeError(f"{name}_: other must be a Tensor or a number")
+            if _int64_overflow(other, alpha):  # NumPy 1.x would give a float instead of raising
+                raise ValueError(f"{name}_: other * alpha: a Python int operand does not fit in int64")
             try:
                 other = other * alpha
             except (ValueError, TypeError, OverflowError) as e:

@@ -300,8 +300,9 @@ mmu_status mmu_index_select(mmu_tensor **out, mmu_tensor *x, int64_t dim_in, mmu
         int64_t o = r / (K ? K : 1), k = r % (K ? K : 1);
         const char *src = px + (o * V + pi[k]) * rb;
         char *dst = po + r * rb;
-        if (rb == 4) *(uint32_t *)dst = *(const uint32_t *)src;
-        else if (rb == 8) *(uint64_t *)dst = *(const uint64_t *)src;
+        /* constant sizes become single (unaligned) moves; a row of 2 floats is only 4-aligned */
+        if (rb == 4) memcpy(dst, src, 4);
+        else if (rb == 8) memcpy(dst, src, 8);
         else memcpy(dst, src, rb);
     }
     return record_indexed(out, MMU_OP_INDEX_SELECT, x, index, dim);

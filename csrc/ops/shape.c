@@ -157,9 +157,12 @@ static int plan_copy(copy_plan *p, int ndim, const int64_t *shape, const int64_t
     return 1;
 }
 
-/* cnt elements of es bytes, dst stride dl, src stride sl (bytes) */
+/* cnt elements of es bytes, dst stride dl, src stride sl (bytes). An element of 8 or 16 bytes
+ * may be 2 or 4 merged floats (or 2 merged bools for es 2) aligned only to the dtype, so it is
+ * moved by a memcpy of constant size, which GCC emits as one unaligned move: dereferencing a
+ * uint64_t * there is undefined (UBSan: misaligned store) and lets the compiler assume alignment. */
 static inline void copy_run(char *dst, const char *src, int64_t cnt, int64_t dl, int64_t sl, size_t es) {
-#define RUN(T) for (int64_t k = 0; k < cnt; k++) *(T *)(dst + k * dl) = *(const T *)(src + k * sl)
+#define RUN(T) for (int64_t k = 0; k < cnt; k++) memcpy(dst + k * dl, src + k * sl, sizeof(T))
     switch (es) {
     case 1: RUN(uint8_t); break;
     case 2: RUN(uint16_t); break;
@@ -205,13 +208,15 @@ static void copy_range(const copy_plan *p, char *dst, const char *src, int64_t l
 }
 
 /* One tile of a transpose: w is the dim contiguous in dst, r the one
- * contiguous in src; the inner loop writes contiguously. */
+ * contiguous in src; the inner loop writes contiguously. Elements move by
+ * constant-size memcpy: merged elements are aligned only to the dtype (copy_run). */
 #define TILE_KERNEL(NAME, T)                                                                       \
     static void NAME(char *dst, const char *src, int64_t nw, int64_t nr, int64_t dsr, int64_t ssw) { \
         for (int64_t ir = 0; ir < nr; ir++) {                                                      \
-            T *d = (T *)(dst + ir * dsr);                                                          \
+            char *d = dst + ir * dsr;                                                              \
             const char *s = src + ir * (int64_t)sizeof(T);                                         \
-            for (int64_t iw = 0; iw < nw; iw++) d[iw] = *(const T *)(s + iw * ssw);                \
+            for (int64_t iw = 0; iw < nw; iw++)                                                    \
+                memcpy(d + iw * (int64_t)sizeof(T), s + iw * ssw, sizeof(T));                      \
         }                                                                                          \
     }
 TILE_KERNEL(tile_1, uint8_t)

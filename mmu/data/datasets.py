@@ -215,7 +215,11 @@ def _load_source(name):
     # -> (3, H, W) float32 in [-1, 1]
     lib, key = name.split(":")
     if lib == "skimage":
-        import skimage.data  # heavy import kept out of `import mmu`
+        try:
+            import skimage.data  # heavy import kept out of `import mmu`
+        except ImportError as e:  # an optional dependency: the digits need only scikit-learn
+            raise ImportError("mmu.data.natural_crops: the natural-image set reads photos that scikit-image "
+                              "ships; install it with: pip install 'mmu[natural]' (or scikit-image)") from e
 
         img = skimage.data.stereo_motorcycle()[0] if key == "motorcycle_left" else getattr(skimage.data, key)()
     else:
