@@ -26,6 +26,20 @@ def pair(v, op, name):
     raise TypeError(f"{op}: {name} must be an int or a tuple of 1 or 2 ints, got {v!r}")
 
 
+def check_int(v, op, name):
+    """v as an int; TypeError naming op and argument unless it is one (numpy ints too, not a bool)."""
+    if not is_int(v):
+        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
+    return int(v)
+
+
+def check_real(v, op, name):
+    """v as a float; TypeError naming op and argument unless it is a number (not a bool)."""
+    if not is_real(v):
+        raise TypeError(f"{op}: {name} must be a number, got {type(v).__name__}")
+    return float(v)
+
+
 def flag(v, op, name):
     """A bool argument (keepdim, requires_grad, align_corners, ...): Python or NumPy bools and the
     ints 0 / 1 pass, as bool; anything else (a tensor, a string) is a TypeError naming op and name,

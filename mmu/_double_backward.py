@@ -3,7 +3,8 @@
 The C engine runs each node's C backward with grad mode off, so its gradients have no graph. For
 double backward (an R1 gradient penalty, a gradient-norm regulariser) this module walks the same
 graph from Python through the introspection handles of mmu._C (`graph_node`, `Node`: op name, input
-edges, saved tensors, ctx ints/floats, decoded extra) and applies one rule per op, written with
+edges, saved tensors, and `ctx`, the op's small parameters decoded by name in C from the op table's
+field lists, csrc/core/op_table.h) and applies one rule per op, written with
 mmu's differentiable ops under grad mode ON — so the gradients it returns record their own graph.
 
 The schedule is the C engine's: collect the nodes reachable from the outputs, keep only those on a
@@ -54,15 +55,10 @@ class _Ctx:
         self.node = node
         self.op = node.op
         self.saved = node.saved
-        self.ci = node.ctx_i
-        self.cf = node.ctx_f
+        self.ctx = node.ctx  # {field name: value}, names from csrc/core/op_table.h
         self.shapes = [e[2] for e in edges]
         self.out_shape = node.out_shape
         self.needs = needs
-
-    @property
-    def extra(self):
-        return self.node.extra
 
 
 def _not_implemented(op, why=""):
@@ -110,8 +106,8 @@ def _where(c, g):
 
 
 def _eltwise(c, g):
-    """The unary ops of csrc/ops/unary.c: ctx.i[1] says whether saved[0] is the output (use-dst backward)."""
-    op, s0, from_out = c.op, c.saved[0], bool(c.ci[1])
+    """The unary ops of csrc/ops/unary.c: ctx saved_output says whether saved[0] is the output (use-dst backward)."""
+    op, s0, from_out = c.op, c.saved[0], bool(c.ctx["saved_output"])
     if op == "NEG":
         return [-g]
     if op == "EXP":
@@ -150,7 +146,7 @@ def _eltwise(c, g):
 
 
 def _pow(c, g):
-    p, x = c.cf[0], c.saved[0]
+    p, x = c.ctx["exponent"], c.saved[0]
     if p == 0.0:
         return [g * 0.0]
     if p == 1.0:
@@ -162,7 +158,7 @@ def _pow(c, g):
 
 def _clamp(c, g):
     x = c.saved[0].detach()
-    lo, hi = float(np.float32(c.cf[0])), float(np.float32(c.cf[1]))
+    lo, hi = float(np.float32(c.ctx["min"])), float(np.float32(c.ctx["max"]))
     inside = x >= lo if np.isfinite(lo) else None
     if np.isfinite(hi):
         inside = x <= hi if inside is None else inside & (x <= hi)
@@ -171,17 +167,17 @@ def _clamp(c, g):
 
 def _leaky_relu(c, g):
     # masks by C ops (no NumPy round trip): the discriminator's activations can be large
-    return [_T().where(c.saved[0].detach() > 0, g, g * c.cf[0])]
+    return [_T().where(c.saved[0].detach() > 0, g, g * c.ctx["negative_slope"])]
 
 
 def _softplus(c, g):
     # d/dx softplus = sigmoid(beta·x), and 1 above the threshold
-    z = c.saved[0] * c.cf[0]
-    return [_T().where(z.detach() > c.cf[1], g, g * z.sigmoid())]
+    z = c.saved[0] * c.ctx["beta"]
+    return [_T().where(z.detach() > c.ctx["threshold"], g, g * z.sigmoid())]
 
 
 def _kept_shape(c):
-    mask, shape = c.ci[0], c.shapes[0]
+    mask, shape = c.ctx["dim_mask"], c.shapes[0]
     kshape = tuple(1 if mask >> d & 1 else s for d, s in enumerate(shape))
     count = 1
     for d, s in enumerate(shape):
@@ -199,7 +195,7 @@ def _reduce(c, g):
     elif c.op in ("AMAX", "AMIN"):  # ties share the gradient equally (torch's amax backward)
         x, y = _np(c.saved[0]), _np(c.saved[1]).reshape(kshape)
         hit = (x == y).astype(np.float32)
-        mask_dims = tuple(d for d in range(len(shape)) if c.ci[0] >> d & 1)
+        mask_dims = tuple(d for d in range(len(shape)) if c.ctx["dim_mask"] >> d & 1)
         hit = hit / hit.sum(axis=mask_dims, keepdims=True)
         return [gx.expand(*shape) * _const(hit)] if shape else [gx * _const(hit)]
     return [gx.expand(*shape) if shape else gx]
@@ -214,8 +210,8 @@ def _expand(c, g):
 
 
 def _permute(c, g):
-    nd = len(c.shapes[0])
-    perm = c.ci[:nd]
+    perm = c.ctx["perm"]
+    nd = len(perm)
     inv = [0] * nd
     for d, p in enumerate(perm):
         inv[p] = d
@@ -231,8 +227,7 @@ def _zero_pad(g, lo, hi):
 def _slice(c, g):
     shape = tuple(c.shapes[0])
     nd = len(shape)
-    ex = c.extra
-    start, step = ex[:nd], ex[nd:]
+    start, step = c.ctx["start"], c.ctx["step"]
     for d in range(nd):
         n, a, s, L = shape[d], start[d], step[d], g.shape[d]
         if s > 1 and L > 0:  # put s - 1 zeros after each kept element: (.., L, ..) -> (.., L*s, ..)
@@ -249,15 +244,14 @@ def _slice(c, g):
 
 
 def _pad(c, g):
-    if c.ci[6] != 0:
+    if c.ctx["mode"] != 0:
         _not_implemented("PAD", "only constant padding has a double-backward rule")
-    nd = len(c.shapes[0])
-    lo, hi = c.ci[:nd], c.extra[:nd]
+    lo, hi = c.ctx["lo"], c.ctx["hi"]
     return [_zero_pad(g, [-v for v in lo], [-v for v in hi])]
 
 
 def _cat(c, g):
-    dim, sizes = c.ci[0], c.extra
+    dim, sizes = c.ctx["dim"], c.ctx["sizes"]
     out, off = [], 0
     for i, size in enumerate(sizes):
         if size < 0:
@@ -303,7 +297,7 @@ def _linear(c, g):
 
 
 def _conv(c, g):
-    geo = c.extra
+    geo = c.ctx  # the conv geometry (MMU_CONV_GEOM_FIELDS)
     if geo["G"] != 1:
         _not_implemented(c.op, f"groups={geo['G']} (only groups=1 has a rule)")
     sp = geo["sp"]
@@ -358,8 +352,8 @@ def _conv(c, g):
 
 
 def _group_norm(c, g):
-    N, C, S, G = c.ci[:4]
-    eps = c.cf[0]
+    ctx = c.ctx
+    N, C, S, G, eps = ctx["N"], ctx["C"], ctx["S"], ctx["G"], ctx["eps"]
     x, w = c.saved[0], c.saved[1]
     sx = tuple(c.shapes[0])
     # the forward again, differentiably: per (n, group) statistics over cpg * S values
@@ -393,7 +387,8 @@ def _group_norm(c, g):
 
 
 def _avg_pool2d(c, g):
-    kh, kw, sh, sw, ph, pw, divisor, include_pad = c.ci[:8]
+    (kh, kw), (sh, sw), (ph, pw) = c.ctx["kernel"], c.ctx["stride"], c.ctx["padding"]
+    divisor, include_pad = c.ctx["divisor"], c.ctx["count_include_pad"]
     sx = tuple(c.shapes[0])
     H, W = sx[-2], sx[-1]
     OH, OW = c.out_shape[-2], c.out_shape[-1]
@@ -411,17 +406,17 @@ def _avg_pool2d(c, g):
 
 def _batch_norm(c, g):
     """BATCH_NORM (csrc/ops/batch_norm.c): inputs (x, weight, bias); saved x, weight, mean (C),
-    rstd (C), mean_lo; ctx.i = N, C, S, training. Training: the batch statistics recomputed
+    rstd (C), mean_lo; ctx N, C, S, training, eps. Training: the batch statistics recomputed
     differentiably, dx = w·rstd·(g - mean(g) - xhat·mean(g·xhat)) per channel; eval: the running
     statistics are constants, dx = w·rstd·g."""
-    N, C, S, training = c.ci[:4]
+    C, training = c.ctx["C"], c.ctx["training"]
     x, w = c.saved[0], c.saved[1]
     sx = tuple(c.shapes[0])
     red = (0,) + tuple(range(2, len(sx)))
     cshape = (1, C) + (1,) * (len(sx) - 2)
     out = [None, None, None]
     if training:
-        eps = c.cf[0]
+        eps = c.ctx["eps"]
         xc = x - x.mean(dim=red, keepdim=True)
         rstd = ((xc * xc).mean(dim=red, keepdim=True) + eps) ** -0.5
         xhat = xc * rstd
@@ -442,17 +437,16 @@ def _batch_norm(c, g):
 
 
 def _softmax(c, g):
-    d, y = c.ci[0], c.saved[0]  # the output, attached to this node
+    d, y = c.ctx["dim"], c.saved[0]  # the output, attached to this node
     if c.op == "SOFTMAX":
         return [y * (g - (g * y).sum(dim=d, keepdim=True))]
     return [g - y.exp() * g.sum(dim=d, keepdim=True)]
 
 
 def _layer_norm(c, g):
-    rows, cols = c.ci[:2]
+    rows, cols, eps = c.ctx["rows"], c.ctx["cols"], c.ctx["eps"]
     x, w = c.saved[0], c.saved[1]
     sx = tuple(c.shapes[0])
-    eps = c.cf[0]
     x2, g2 = x.reshape(rows, cols), g.reshape(rows, cols)
     xc = x2 - x2.mean(dim=1, keepdim=True)
     rstd = ((xc * xc).mean(dim=1, keepdim=True) + eps) ** -0.5
@@ -470,11 +464,11 @@ def _layer_norm(c, g):
 
 
 def _regression_loss(c, g):
-    """MSE / L1 / SMOOTH_L1 / HUBER (csrc/loss/regression.c): ctx.i[0] the reduction (0 none, 1 mean,
-    2 sum), ctx.i[1] the kind (0 mse, 1 l1, 2 smooth l1, 3 huber), ctx.f[0] beta / delta; saved
+    """MSE / L1 / SMOOTH_L1 / HUBER (csrc/loss/reconstruction.c): ctx reduction (0 none, 1 mean,
+    2 sum), kind (0 mse, 1 l1, 2 smooth l1, 3 huber), param (beta / delta); saved
     input, target. The elementwise derivative in d = x - t, differentiable where it is not constant."""
     x, t = c.saved[0], c.saved[1]
-    red, kind, p = c.ci[0], c.ci[1], c.cf[0]
+    red, kind, p = c.ctx["reduction"], c.ctx["kind"], c.ctx["param"]
     if kind == 0:
         d = (x - t) * 2.0
     else:
@@ -493,11 +487,11 @@ def _regression_loss(c, g):
 
 
 def _upsample_nearest(c, g):
-    nsp = c.ci[0]
+    nsp, scales = c.ctx["nsp"], c.ctx["scale"]
     sx, so = tuple(c.shapes[0]), tuple(c.out_shape)
     ks = []
     for k in range(nsp):
-        i, o, sf = sx[-nsp + k], so[-nsp + k], c.cf[k]
+        i, o, sf = sx[-nsp + k], so[-nsp + k], scales[k]
         if i == 0 or o % i or (sf > 0 and sf != o // i):
             _not_implemented("UPSAMPLE_NEAREST", "only integer scale factors have a rule")
         ks.append(o // i)
@@ -508,11 +502,10 @@ def _upsample_nearest(c, g):
 
 
 def _rms_norm(c, g):
-    rows, cols = c.ci[:2]
+    rows, cols, eps = c.ctx["rows"], c.ctx["cols"], c.ctx["eps"]
     x, w = c.saved[0], c.saved[1]
     sx = tuple(c.shapes[0])
     x2, g2 = x.reshape(rows, cols), g.reshape(rows, cols)
-    eps = c.cf[0]
     rstd = ((x2 * x2).mean(dim=1, keepdim=True) + eps) ** -0.5
     xhat = x2 * rstd
     out = [None, None]
@@ -542,6 +535,27 @@ _RULES = {
     "RMS_NORM": _rms_norm, "MASKED_FILL": _masked_fill,
     "MSE_LOSS": _regression_loss, "L1_LOSS": _regression_loss, "SMOOTH_L1_LOSS": _regression_loss,
     "HUBER_LOSS": _regression_loss, "UPSAMPLE_NEAREST": _upsample_nearest,
+}
+
+
+# The ops of the op table with no rule, and why: grad(create_graph=True) through one of them raises
+# NotImplementedError naming the op and this reason (tests/test_op_table.py checks that every op has a
+# rule above or an entry here).
+_NO_RULE_FUSED = ("a fused C kernel forward and backward; no differentiable rule is written (compose the "
+                  "loss from mmu ops to differentiate its gradient)")
+_NO_RULE_SCATTER = "its backward is a scatter-add, and mmu has no differentiable scatter op to write the rule with"
+NO_DOUBLE_BACKWARD = {
+    "GELU": "exact (erf) GELU has no rule yet; approximate='tanh' (GELU_TANH) has one",
+    "GATHER": _NO_RULE_SCATTER, "INDEX_SELECT": _NO_RULE_SCATTER, "EMBEDDING": _NO_RULE_SCATTER,
+    "MASKED_SELECT": _NO_RULE_SCATTER, "MAX_POOL2D": _NO_RULE_SCATTER,
+    "NORMALIZE": "no rule written yet; x / x.norm(p, dim, keepdim=True).clamp(min=eps) composes it",
+    "UPSAMPLE_BILINEAR": "its backward (a transposed bilinear resampling) has no differentiable mmu op yet",
+    "DROPOUT": "the mask is regenerated from the Philox stream inside the C backward; no rule reuses it yet",
+    "SDPA": "fused attention; softmax(q @ k.transpose(-1, -2) * scale) @ v composes it differentiably",
+    "ROTARY": "no rule written yet; x * cos + rotate_half(x) * sin composes it",
+    "FSQ": "straight-through rounding; no rule written",
+    "LFQ_ENTROPY": _NO_RULE_FUSED, "CROSS_ENTROPY": _NO_RULE_FUSED, "LOGIT_LAPLACE_LOSS": _NO_RULE_FUSED,
+    "CLIP_LOSS": _NO_RULE_FUSED, "SIGLIP_LOSS": _NO_RULE_FUSED, "LPIPS_DISTANCE": _NO_RULE_FUSED,
 }
 
 
@@ -635,7 +649,7 @@ def grad_create_graph(outs, gouts, ins, retain_graph, allow_unused):
             raise RuntimeError(f"autograd.grad: trying to backward through the graph a second time (node {n.op} "
                                "was already freed; pass retain_graph=True)")
         if run[n] and n.op not in _RULES:
-            _not_implemented(n.op)
+            _not_implemented(n.op, NO_DOUBLE_BACKWARD.get(n.op, ""))
         for (fn, tid, _), kp in zip(edges[n], kept):
             if kp and not isinstance(fn, _C.Node):
                 for k in leaf_targets[tid]:

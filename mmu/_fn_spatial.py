@@ -1,5 +1,4 @@
-"""Norms (group_norm, rms_norm, normalize), dropout, leaky_relu, pad, avg_pool2d, interpolate,
-pixel_shuffle / pixel_unshuffle.
+"""pad, interpolate, pixel_shuffle / pixel_unshuffle (csrc/ops/spatial.c).
 
 Part of mmu.functional (re-exported there). Arguments are checked here the way torch checks
 them (TypeError for a wrong type, ValueError for a wrong value); the C ops check the shapes.
@@ -7,106 +6,13 @@ them (TypeError for a wrong type, ValueError for a wrong value); the C ops check
 import builtins
 import math
 
-import numpy as np
-
 from . import _C
-from ._args import flag as _flag, is_int as _is_int, is_real as _is_real, pair as _pair
+from ._args import check_int as _int, check_real as _real, flag as _flag, is_int as _is_int, is_real as _is_real
 from .tensor import _as_tensor
 
-__all__ = ["group_norm", "group_norm_silu", "rms_norm", "normalize", "dropout", "leaky_relu", "pad", "avg_pool2d",
-           "interpolate", "pixel_shuffle", "pixel_unshuffle"]
+__all__ = ["pad", "interpolate", "pixel_shuffle", "pixel_unshuffle"]
 
-_F32_EPS = float(np.finfo(np.float32).eps)
-_PAD_MODES = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}
-
-
-def _int(v, op, name):
-    if not _is_int(v):
-        raise TypeError(f"{op}: {name} must be an int, got {type(v).__name__}")
-    return int(v)
-
-
-def _real(v, op, name):
-    if not _is_real(v):
-        raise TypeError(f"{op}: {name} must be a number, got {type(v).__name__}")
-    return float(v)
-
-
-# ------------------------------------------------------------------ norms
-def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
-    """Group normalisation of input (N, C, *): the C channels are split into num_groups groups,
-    each (sample, group) normalised to zero mean and unit variance (biased), then scaled by
-    weight (C) and shifted by bias (C). One pass for the statistics, one fused
-    normalise + affine pass; the backward is one fused pass too."""
-    return _C.group_norm(*_group_norm_args(input, num_groups, eps, "group_norm"), weight, bias, eps)
-
-
-def _group_norm_args(input, num_groups, eps, op):
-    """(x, num_groups) checked for group_norm / group_norm_silu (eps is checked too)."""
-    num_groups = _int(num_groups, op, "num_groups")
-    _real(eps, op, "eps")
-    x = _as_tensor(input, op)
-    if x.ndim < 2:
-        raise ValueError(f"{op}: expected at least 2 dims (N, C, *) for input, got shape {tuple(x.shape)}")
-    if num_groups <= 0 or x.shape[1] % num_groups or num_groups > builtins.max(x.shape[1], 1):
-        raise ValueError(f"{op}: expected the number of channels in input ({x.shape[1]}) to be "
-                         f"divisible by num_groups ({num_groups}), input shape {tuple(x.shape)}")
-    return x, num_groups
-
-
-def group_norm_silu(input, num_groups, weight=None, bias=None, eps=1e-5):
-    """silu(group_norm(input, num_groups, weight, bias, eps)) as one op (mmu-only; torch runs it as
-    F.silu(F.group_norm(...))): the SiLU y = z·sigmoid(z) is applied in GroupNorm's normalise + affine
-    pass, and the backward recomputes z from the saved statistics and runs the GroupNorm backward on
-    g·silu'(z) in the same passes. input (N, C, *), weight and bias (C) or None -> input's shape.
-    It is the `swish(norm(x))` of taming-transformers' ResnetBlock and Encoder/Decoder
-    (Esser et al. 2021, REFERENCES.md)."""
-    eps = _real(eps, "group_norm_silu", "eps")
-    return _C.group_norm_silu(*_group_norm_args(input, num_groups, eps, "group_norm_silu"), weight, bias, eps)
-
-
-def rms_norm(input, normalized_shape, weight=None, eps=None):
-    """x / sqrt(mean(x², over the trailing normalized_shape dims) + eps) · weight.
-    eps=None uses float32's machine epsilon, as torch does."""
-    if _is_int(normalized_shape):
-        normalized_shape = (int(normalized_shape),)
-    if not isinstance(normalized_shape, (tuple, list)) or not all(_is_int(s) for s in normalized_shape):
-        raise TypeError(f"rms_norm: normalized_shape must be an int or a tuple of ints, got {normalized_shape!r}")
-    eps = _F32_EPS if eps is None else _real(eps, "rms_norm", "eps")
-    return _C.rms_norm(input, tuple(int(s) for s in normalized_shape), weight, eps)
-
-
-def normalize(input, p=2.0, dim=1, eps=1e-12):
-    """x / max(||x||_p, eps) along dim (p > 0; p = 1 and 2 take fast paths)."""
-    p = _real(p, "normalize", "p")
-    dim = _int(dim, "normalize", "dim")
-    eps = _real(eps, "normalize", "eps")
-    if not 0 < p < math.inf:
-        raise ValueError(f"normalize: p must be a finite number > 0, got {p}")
-    return _C.normalize(input, p, dim, eps)
-
-
-# ----------------------------------------------------------- elementwise
-def dropout(input, p=0.5, training=True, inplace=False):
-    """Zero each element with probability p and scale the rest by 1/(1-p), on mmu's seeded Philox
-    stream (mmu.manual_seed): the mask depends on the seed and the stream position only, not on
-    the thread count. With training=False or p=0 the input itself is returned, as torch does."""
-    if _flag(inplace, "dropout", "inplace"):
-        raise ValueError("dropout: inplace=True is not supported (mmu ops do not modify their inputs)")
-    p = _real(p, "dropout", "p")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: probability has to be between 0 and 1, but got {p}")
-    x = _as_tensor(input, "dropout")
-    if not _flag(training, "dropout", "training") or p == 0.0 or x.numel() == 0:
-        return x
-    return _C.dropout(x, p)
-
-
-def leaky_relu(input, negative_slope=0.01, inplace=False):
-    """x if x > 0 else negative_slope·x."""
-    if _flag(inplace, "leaky_relu", "inplace"):
-        raise ValueError("leaky_relu: inplace=True is not supported (mmu ops do not modify their inputs)")
-    return _C.leaky_relu(input, _real(negative_slope, "leaky_relu", "negative_slope"))
+_PAD_MODES = _C.PAD_MODES  # {"constant", "reflect", "replicate", "circular"} -> the C core's codes
 
 
 # ------------------------------------------------------------------- pad
@@ -140,23 +46,6 @@ def pad(input, pad, mode="constant", value=None):
     if nd == 0:  # nothing to pad: an empty pad tuple on a 0-d tensor
         return x * 1.0
     return _C.pad(x, tuple(lo), tuple(hi), _PAD_MODES[mode], value)
-
-
-# --------------------------------------------------------------- pooling
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
-    """2-D average pooling of (N, C, H, W) or (C, H, W) input, torch's output size and divisor rules."""
-    k = _pair(kernel_size, "avg_pool2d", "kernel_size")
-    s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else \
-        _pair(stride, "avg_pool2d", "stride")
-    pd = _pair(padding, "avg_pool2d", "padding")
-    div = 0
-    if divisor_override is not None:
-        div = _int(divisor_override, "avg_pool2d", "divisor_override")
-        if div <= 0:
-            raise ValueError(f"avg_pool2d: divisor_override must be positive, got {div}")
-    return _C.avg_pool2d(input, k, s, pd, _flag(ceil_mode, "avg_pool2d", "ceil_mode"),
-                         _flag(count_include_pad, "avg_pool2d", "count_include_pad"), div)
 
 
 # --------------------------------------------------------- interpolation

@@ -2,10 +2,10 @@
 import numbers
 
 from . import _C
-from ._args import is_int, is_real
+from ._args import check_real as _real, flag as _flag, is_int, is_real
 from .tensor import _UN, _as_tensor
 
-_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+_REDUCTIONS = _C.LOSS_REDUCTIONS  # {"none", "mean", "sum"} -> the C core's mmu_reduction codes
 
 
 def _reduction(reduction, op):
@@ -20,7 +20,7 @@ def linear(input, weight, bias=None):
 
 
 def relu(input):
-    """max(x, 0)."""
+    """max(x, 0) elementwise: input float32, any shape -> the same shape."""
     return _C.unary(_UN["relu"], input)
 
 
@@ -32,17 +32,17 @@ def gelu(input, approximate="none"):
 
 
 def silu(input):
-    """x·sigmoid(x) (a.k.a. swish)."""
+    """x·sigmoid(x) (a.k.a. swish) elementwise: input float32, any shape -> the same shape."""
     return _C.unary(_UN["silu"], input)
 
 
 def sigmoid(input):
-    """1 / (1 + exp(-x))."""
+    """1 / (1 + exp(-x)) elementwise: input float32, any shape -> the same shape."""
     return _C.unary(_UN["sigmoid"], input)
 
 
 def tanh(input):
-    """Hyperbolic tangent."""
+    """Hyperbolic tangent elementwise: input float32, any shape -> the same shape."""
     return _C.unary(_UN["tanh"], input)
 
 
@@ -67,6 +67,14 @@ def softplus(input, beta=1.0, threshold=20.0):
     return _C.softplus(input, *_softplus_args(beta, threshold))
 
 
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """x if x > 0 else negative_slope·x, elementwise: input float32, any shape -> the same shape.
+    inplace=True is refused (mmu ops do not modify their inputs)."""
+    if _flag(inplace, "leaky_relu", "inplace"):
+        raise ValueError("leaky_relu: inplace=True is not supported (mmu ops do not modify their inputs)")
+    return _C.leaky_relu(input, _real(negative_slope, "leaky_relu", "negative_slope"))
+
+
 def _dim(dim, op):
     if dim is None:
         raise TypeError(f"{op}: dim must be given (an int), as in torch")
@@ -83,18 +91,6 @@ def softmax(input, dim):
 def log_softmax(input, dim):
     """x - logsumexp(x) along dim (stable: shifted by the row max)."""
     return _C.softmax(input, _dim(dim, "log_softmax"), True)
-
-
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """Normalise over the trailing `normalized_shape` dims, then scale by weight and shift by bias."""
-    if is_int(normalized_shape):
-        normalized_shape = (int(normalized_shape),)
-    if not isinstance(normalized_shape, (tuple, list)):
-        raise TypeError(f"layer_norm: normalized_shape must be an int or a tuple of ints, "
-                        f"got {type(normalized_shape).__name__}")
-    if not is_real(eps):
-        raise TypeError(f"layer_norm: eps must be a number, got {type(eps).__name__}")
-    return _C.layer_norm(input, tuple(normalized_shape), weight, bias, float(eps))
 
 
 def embedding(input, weight):
@@ -128,15 +124,22 @@ def l1_loss(input, target, reduction="mean"):
     return _C.l1_loss(input, target, _reduction(reduction, "l1_loss"))
 
 
-# The op families of the layers issue live in their own modules; each has __all__.
-from . import _fn_attention, _fn_batchnorm, _fn_conv, _fn_lpips, _fn_quant, _fn_spatial  # noqa: E402
+# The op families live in their own modules (mmu/_fn_<family>.py); each has __all__.
+from . import (_fn_attention, _fn_batch_norm, _fn_conv, _fn_dropout, _fn_lpips, _fn_norm, _fn_pool,  # noqa: E402
+               _fn_quant_vq, _fn_spatial)
 from ._fn_attention import *  # noqa: E402,F401,F403
-from ._fn_batchnorm import *  # noqa: E402,F401,F403
+from ._fn_batch_norm import *  # noqa: E402,F401,F403
 from ._fn_conv import *  # noqa: E402,F401,F403
+from ._fn_dropout import *  # noqa: E402,F401,F403
 from ._fn_lpips import *  # noqa: E402,F401,F403
-from ._fn_quant import *  # noqa: E402,F401,F403
+from ._fn_norm import *  # noqa: E402,F401,F403
+from ._fn_pool import *  # noqa: E402,F401,F403
+from ._fn_quant_vq import *  # noqa: E402,F401,F403
 from ._fn_spatial import *  # noqa: E402,F401,F403
 
-__all__ = ["linear", "relu", "gelu", "silu", "sigmoid", "tanh", "softplus", "softmax", "log_softmax", "layer_norm",
-           "embedding", "cross_entropy", "mse_loss", "l1_loss", "_as_tensor"] + _fn_conv.__all__ + _fn_spatial.__all__ + _fn_attention.__all__ + _fn_quant.__all__ + \
-    _fn_batchnorm.__all__ + _fn_lpips.__all__
+__all__ = ["linear", "relu", "gelu", "silu", "sigmoid", "tanh", "softplus", "leaky_relu", "softmax", "log_softmax", "embedding",
+           "cross_entropy", "mse_loss", "l1_loss", "_as_tensor"]
+for _family in (_fn_attention, _fn_batch_norm, _fn_conv, _fn_dropout, _fn_lpips, _fn_norm, _fn_pool, _fn_quant_vq,
+                _fn_spatial):
+    __all__ += _family.__all__
+del _family

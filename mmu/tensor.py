@@ -21,15 +21,13 @@ float32 = np.dtype("float32")
 int64 = np.dtype("int64")
 bool = np.dtype("bool")  # noqa: A001 (torch's name)
 
-_CODES = {float32: 0, int64: 1, bool: 2}
+# dtype and op codes, exported by the C core (csrc/python/bind_core.c) rather than mirrored here
+_CODES = {np.dtype(name): code for name, code in _C.DTYPES.items()}
+_FLOAT, _INT, _BOOL = _C.DTYPES["float32"], _C.DTYPES["int64"], _C.DTYPES["bool"]
+_BIN = _C.BINARY_OPS
+_UN = _C.UNARY_OPS
+_RED = _C.REDUCE_OPS
 _FLT_MAX = float(np.finfo(np.float32).max)
-_FLOAT, _INT, _BOOL = 0, 1, 2
-
-# op codes shared with csrc/ops/ops.h
-_BIN = dict(add=0, sub=1, mul=2, div=3, maximum=4, minimum=5, lt=6, le=7, gt=8, ge=9, eq=10, ne=11,
-            logical_and=12, logical_or=13, logical_xor=14)
-_UN = dict(neg=0, exp=1, log=2, sqrt=3, abs=4, tanh=5, sigmoid=6, relu=7, gelu=8, gelu_tanh=9, silu=10)
-_RED = dict(sum=0, mean=1, amax=2, amin=3)
 
 
 def _dtype_code(dtype, op="tensor"):
@@ -140,7 +138,8 @@ def zeros(*size, dtype=None, requires_grad=False):
 
 
 def ones(*size, dtype=None, requires_grad=False):
-    """Tensor of ones."""
+    """A tensor of ones of shape size (ones(2, 3) or ones((2, 3))), dtype float32 unless given
+    (mmu.float32, mmu.int64 or mmu.bool); requires_grad makes it a leaf that records gradients."""
     return _full(_size(size, "ones"), 1.0, dtype, requires_grad, "ones")
 
 
@@ -520,7 +519,9 @@ def _sqrt_zero_grad(s):
 
 
 def std(input, dim=None, correction=1, keepdim=False):
-    """Standard deviation: sqrt(var); the gradient of a constant row is 0, as in torch."""
+    """Standard deviation sqrt(var(input, dim, correction, keepdim)) over dim (an int, a tuple, or
+    None for all): float32 input -> the reduced shape (keepdim keeps size-1 dims); correction=1 is
+    Bessel's (unbiased), 0 the population value. The gradient of a constant row is 0, as in torch."""
     return _sqrt_zero_grad(_var(input, dim, correction, keepdim, "std"))
 
 
@@ -655,7 +656,7 @@ def permute(input, dims):
 
 
 def transpose(input, dim0, dim1):
-    """Swap two dims (a copy)."""
+    """input with dims dim0 and dim1 swapped (a copy; negative dims allowed), differentiable."""
     input = _as_tensor(input, "transpose")
     dim0, dim1 = (_wrap_dim(d, input.ndim, "transpose", input.shape) for d in (dim0, dim1))
     if input.ndim < 2:
@@ -786,10 +787,14 @@ def _inplace(name):
         self._bump_version()
         return self
     op.__name__ = op.__qualname__ = f"{name}_"
+    op.__doc__ = (f"t.{name}_(other, *, alpha=None): t = t {name} (other · alpha), written into t's own memory "
+                  f"(other broadcast to t's shape); returns t. {_inplace.__doc__}")
     return op
 
 
 def _fill_(self, value):
+    """t.fill_(value): set every element to value (a number or a one-element tensor) in t's own memory;
+    returns t. Refused on a tensor that requires grad while grad is recorded."""
     return _fill(self, value, "fill_")
 
 
@@ -810,6 +815,9 @@ def _fill(self, value, op):
 
 
 def _copy_(self, src):
+    """t.copy_(src): write src (a Tensor or array, broadcast to t's shape) into t's own memory; returns t.
+    Refused on a tensor that requires grad while grad is recorded.
+    """
     if is_grad_enabled() and self.requires_grad:
         raise RuntimeError("copy_: a leaf tensor that requires grad cannot be modified in place while grad "
                            "is recorded; wrap it in `with mmu.no_grad():`")
@@ -823,6 +831,9 @@ def _copy_(self, src):
 
 
 def _pow(self, exponent):
+    """t ** exponent, t.pow(exponent): elementwise power by a Python number (differentiable for float32;
+    integer tensors stay integer for integer exponents). Returns a new tensor of t's shape.
+    """
     if isinstance(exponent, Tensor):
         raise TypeError("pow: tensor ** tensor is not supported; the exponent must be a Python number")
     if not isinstance(exponent, numbers.Real):
@@ -854,156 +865,6 @@ def _invert(self):
     return _C.logical_not(self)
 
 
-class IndexTypeError(IndexError, TypeError):
-    """An index of the wrong type: NumPy and torch raise IndexError, Python's
-    convention is TypeError; this is both, so either `except` catches it."""
-
-
-def _expand_index(self, idx):
-    """The entries of an index tuple with '...' replaced by full slices and the
-    missing trailing dims filled in; None entries stay (each adds a dim)."""
-    n_ell = builtins.sum(1 for i in idx if i is Ellipsis)
-    if n_ell > 1:
-        raise IndexError("index: an index can only have a single ellipsis ('...')")
-    n_real = builtins.sum(1 for i in idx if i is not None and i is not Ellipsis)
-    if n_real > self.ndim:
-        raise IndexError(f"index: too many indices for a tensor of shape {self.shape}: {n_real} given")
-    expanded = []
-    for i in idx:
-        if i is Ellipsis:
-            expanded.extend([slice(None)] * (self.ndim - n_real))
-        else:
-            expanded.append(i)
-    if n_ell == 0:
-        expanded.extend([slice(None)] * (self.ndim - n_real))
-    return expanded
-
-
-def _normalize_index(self, idx):
-    """Basic indexing -> (start, step, length) per dim, and the output shape."""
-    expanded = _expand_index(self, idx if isinstance(idx, tuple) else (idx,))
-    starts, steps, lengths, out_shape = [], [], [], []
-    d = 0
-    for i in expanded:
-        if i is None:
-            out_shape.append(1)
-            continue
-        size = self.shape[d]
-        if isinstance(i, slice):
-            start, stop, step = i.indices(size)
-            if step <= 0:
-                raise ValueError("index: slice steps must be positive")
-            length = builtins.max(0, (stop - start + step - 1) // step)
-            starts.append(start if length else 0)
-            steps.append(step)
-            lengths.append(length)
-            out_shape.append(length)
-        elif isinstance(i, numbers.Integral) and not isinstance(i, builtins.bool):
-            i = int(i)
-            if not -size <= i < size:
-                raise IndexError(f"index: index {i} is out of bounds for dim {d} with size {size} "
-                                 f"(tensor of shape {self.shape})")
-            starts.append(i % size)
-            steps.append(1)
-            lengths.append(1)
-        else:
-            raise IndexTypeError(f"index: unsupported index {i!r} of type {type(i).__name__} "
-                             "(use ints, slices, None, ... or a single int64/bool index tensor)")
-        d += 1
-    return starts, steps, lengths, out_shape
-
-
-def _getitem(self, idx):
-    if isinstance(idx, (Tensor, np.ndarray, list)):
-        if isinstance(idx, list) and not idx:
-            idx = np.zeros(0, np.int64)  # x[[]] selects no rows (torch), not a float index
-        t = _as_tensor(idx, "index", "index")
-        if t.dtype == bool:
-            if t.shape == self.shape:
-                return _C.masked_select(self, t)
-            k = t.ndim
-            if k > self.ndim or t.shape != self.shape[:k]:
-                raise IndexError(f"index: a bool mask must match the leading dims of the tensor's shape "
-                                 f"{self.shape}, got {t.shape}")
-            # a mask over the leading dims picks whole sub-tensors (torch)
-            rows = _C.tensor(np.flatnonzero(t.numpy()), _INT, False)
-            return _C.index_select(_C.reshape(self, (-1,) + self.shape[k:]), 0, rows)
-        if self.ndim == 0:
-            raise IndexError("index: too many indices for a 0-d tensor")
-        return _advanced_getitem(self, (t,))
-    if isinstance(idx, tuple) and builtins.any(isinstance(i, (Tensor, np.ndarray, list)) for i in idx):
-        return _advanced_getitem(self, idx)
-    starts, steps, lengths, out_shape = _normalize_index(self, idx)
-    x = self
-    if builtins.any(s != 0 or st != 1 or ln != sz
-                    for s, st, ln, sz in zip(starts, steps, lengths, self.shape)):
-        x = _C.slice(self, tuple(starts), tuple(steps), tuple(lengths))
-    if tuple(out_shape) != x.shape:
-        x = _C.reshape(x, tuple(out_shape))
-    return x
-
-
-def _advanced_getitem(self, idx):
-    """x[a, b], x[:, idx], x[0, idx], x[..., idx]: NumPy/torch advanced indexing where
-    the array indices (ints count as 0-d arrays) sit on adjacent dims, the other
-    entries being slices. Done as basic slicing, then one index_select over the
-    flattened indexed dims (differentiable)."""
-    if builtins.any(i is None for i in idx):
-        raise IndexTypeError("index: None cannot be combined with tensor indices in mmu; unsqueeze afterwards")
-    entries = _expand_index(self, idx)
-    adv = [k for k, i in enumerate(entries) if not isinstance(i, slice)]
-    if adv != list(range(adv[0], adv[-1] + 1)):
-        raise IndexTypeError("index: mmu supports tensor indices on adjacent dims only (e.g. x[:, i, j]), "
-                             f"got {idx!r}")
-    arrays = []
-    for k in adv:
-        a = np.asarray(_np(entries[k]))
-        if a.dtype == np.bool_:
-            if a.ndim != 1 or a.shape[0] != self.shape[k]:
-                raise IndexError(f"index: a bool index inside a tuple must be 1-D with the size of its dim "
-                                 f"({self.shape[k]}), got shape {a.shape}")
-            a = np.flatnonzero(a)
-        elif a.dtype.kind not in "iu":
-            raise IndexTypeError(f"index: tensors used as indices must be int64 or bool, got {a.dtype}")
-        size = self.shape[k]
-        if a.size and (a.min() < -size or a.max() >= size):
-            bad = a[(a < -size) | (a >= size)].flat[0]
-            raise IndexError(f"index: index {int(bad)} is out of bounds for dim {k} with size {size} "
-                             f"(tensor of shape {self.shape})")
-        arrays.append(np.where(a < 0, a + size, a).astype(np.int64))
-    try:
-        arrays = np.broadcast_arrays(*arrays)
-    except ValueError:
-        raise IndexError("index: shape mismatch: the tensor indices cannot be broadcast together "
-                         f"({[a.shape for a in arrays]})") from None
-    # 1. basic slicing on the other dims (keeps every dim)
-    x = self[tuple(slice(None) if k in adv else e for k, e in enumerate(entries))]
-    # 2. the indexed dims, flattened into one, selected at once
-    first, last = adv[0], adv[-1] + 1
-    flat = np.ravel_multi_index(arrays, x.shape[first:last]) if arrays[0].size else np.zeros(arrays[0].shape, np.int64)
-    merged = _C.reshape(x, x.shape[:first] + (int(np.prod(x.shape[first:last])),) + x.shape[last:])
-    out = _C.index_select(merged, first, tensor(flat.reshape(-1).astype(np.int64)))
-    return _C.reshape(out, x.shape[:first] + arrays[0].shape + x.shape[last:])
-
-
-def _setitem(self, idx, value):
-    if is_grad_enabled() and (self.requires_grad or self.grad_fn is not None):
-        raise RuntimeError("index assignment: writing in place into a tensor that requires grad while grad "
-                           "is recorded would corrupt autograd; do it under `with mmu.no_grad():`, or use "
-                           "masked_fill / where")
-    if isinstance(idx, Tensor):
-        idx = idx.numpy()
-    elif isinstance(idx, tuple):
-        idx = tuple(i.numpy() if isinstance(i, Tensor) else i for i in idx)
-    try:
-        self.numpy()[idx] = _np(value)
-    except (ValueError, TypeError, IndexError, OverflowError) as e:
-        shape = getattr(value, "shape", None)
-        raise (IndexError if isinstance(e, (IndexError, OverflowError)) else ValueError)(f"index assignment: cannot assign a value{f' of shape {shape}' if shape else ''} "
-                         f"to {idx!r} of a tensor of shape {self.shape}: {e}") from None
-    self._bump_version()
-
-
 def _reshape_m(self, *shape):
     """t.reshape(2, 3) or t.reshape((2, 3)); one -1 is inferred. Shares memory."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -1012,12 +873,18 @@ def _reshape_m(self, *shape):
 
 
 def _permute_m(self, *dims):
+    """t.permute(*dims) or t.permute(dims): the dims reordered (a copy); dims is a permutation of
+    range(t.ndim), negative dims allowed.
+    """
     if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
         dims = tuple(dims[0])
     return _C.permute(self, dims)
 
 
 def _flatten(self, start_dim=0, end_dim=-1):
+    """t.flatten(start_dim=0, end_dim=-1): the dims start_dim..end_dim merged into one (shares memory);
+    a 0-d tensor becomes shape (1,).
+    """
     nd = self.ndim
     s, e = (_wrap_dim(d, nd, "flatten", self.shape) for d in (start_dim, end_dim))
     if nd == 0:
@@ -1034,6 +901,7 @@ def _flatten(self, start_dim=0, end_dim=-1):
 
 
 def _unsqueeze(self, dim):
+    """t.unsqueeze(dim): a size-1 dim inserted at dim (-t.ndim-1 <= dim <= t.ndim; shares memory)."""
     nd = self.ndim + 1
     if nd > 6:
         raise ValueError(f"unsqueeze: the result would have {nd} dims; mmu tensors have at most 6")
@@ -1042,6 +910,9 @@ def _unsqueeze(self, dim):
 
 
 def _squeeze(self, dim=None):
+    """t.squeeze(dim=None): the size-1 dims removed (all of them, or those among dim, an int or a tuple;
+    shares memory).
+    """
     if dim is None:
         return _C.reshape(self, tuple(s for s in self.shape if s != 1))
     dims = _dims(dim, "squeeze")
@@ -1050,12 +921,16 @@ def _squeeze(self, dim=None):
 
 
 def _expand(self, *sizes):
+    """t.expand(*sizes) or t.expand(sizes): t broadcast to sizes by NumPy's rules, -1 keeping a dim
+    (a copy; its gradient sums over the broadcast dims).
+    """
     if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
         sizes = tuple(sizes[0])
     return _C.expand(self, sizes)
 
 
 def _size_m(self, dim=None):
+    """t.size() -> the shape tuple; t.size(dim) -> the size of one dim (negative dims allowed)."""
     if dim is None:
         return self.shape
     if self.ndim == 0:
@@ -1064,15 +939,20 @@ def _size_m(self, dim=None):
 
 
 def _requires_grad_(self, requires_grad=True):
+    """t.requires_grad_(requires_grad=True): set requires_grad on a float32 leaf in place; returns t."""
     self.requires_grad = _flag(requires_grad, "requires_grad_", "requires_grad")
     return self
 
 
 def _tolist(self):
+    """t.tolist(): the values as nested Python lists (a Python number for a 0-d tensor)."""
     return self.numpy().tolist()
 
 
 def _to(self, dtype):
+    """t.to(dtype): a copy converted to dtype (mmu.float32, mmu.int64, mmu.bool or float / int / bool);
+    float32 -> float32 keeps the graph.
+    """
     return _C.cast(self, _dtype_code(dtype, "to"))
 
 
@@ -1106,6 +986,7 @@ def _reduce(self):
 
 
 def _t(self):
+    """t.t(): the transpose of a 2-D tensor (a copy); 0-D and 1-D tensors are returned as they are."""
     if self.ndim > 2:
         raise ValueError(f"t: expects a tensor with <= 2 dims, got shape {self.shape}; use transpose")
     return transpose(self, 0, 1) if self.ndim == 2 else self
@@ -1126,6 +1007,8 @@ def _index(self):
 
 
 def _install():
+    from ._index import _getitem, _setitem  # indexing lives in mmu/_index.py (it imports this module)
+
     m = {
         "__repr__": _repr, "__str__": _repr,
         "__add__": _binop("add"), "__radd__": _binop("add", True),
@@ -1166,8 +1049,19 @@ def _install():
         "long": lambda self: _to(self, int64), "bool": lambda self: _to(self, bool),
         "dim": lambda self: self.ndim,
         "t": _t,
-        "T": property(lambda self: permute(self, tuple(reversed(range(self.ndim))))),
+        "T": property(lambda self: permute(self, tuple(reversed(range(self.ndim)))),
+                      doc="The tensor with all its dims reversed (a copy): t.permute(t.ndim - 1, ..., 0)."),
     }
+    docs = {  # the one-line methods above
+        "zero_": "t.zero_(): set every element to 0 in t's own memory; returns t.",
+        "contiguous": "t.contiguous(): t itself (mmu tensors are always contiguous).",
+        "relu": "t.relu(): max(t, 0), elementwise (differentiable).",
+        "float": "t.float(): t converted to float32 (see to).", "long": "t.long(): t converted to int64 (see to).",
+        "bool": "t.bool(): t converted to bool (see to).", "dim": "t.dim(): the number of dims (t.ndim).",
+        "__matmul__": "a @ b: matmul(a, b).", "__rmatmul__": "b @ a: matmul(b, a).", "__pos__": "+t: t itself.",
+    }
+    for name, doc in docs.items():
+        m[name].__doc__ = doc
     for name, fn in m.items():
         if callable(fn) and not isinstance(fn, property) and fn.__doc__ is None and name in globals():
             fn.__doc__ = globals()[name].__doc__

@@ -19,11 +19,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def _torch_disc(torch, input_nc, ndf, n_layers, norm):
     """taming's NLayerDiscriminator (taming/modules/discriminator/model.py) in torch: the benchmarks'
-    TwinNLayerDiscriminator, with taming's ActNorm (rewritten in test_batchnorm) for norm "actnorm"."""
+    TwinNLayerDiscriminator, with taming's ActNorm (rewritten in test_batch_norm) for norm "actnorm"."""
     bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
     if bench not in sys.path:
         sys.path.insert(0, bench)
-    from test_batchnorm import _taming_actnorm
+    from test_batch_norm import _taming_actnorm
     from torch_twins import TwinNLayerDiscriminator
     actnorm = (lambda c: _taming_actnorm(torch)(c)) if norm == "actnorm" else None
     return TwinNLayerDiscriminator(input_nc, ndf, n_layers, norm, norm_layer=actnorm)

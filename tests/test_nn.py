@@ -990,7 +990,7 @@ def test_config_records_constructor_arguments():
     with pytest.raises(ValueError, match="'table' is a ndarray"):
         WithArray(np.zeros(3, np.float32)).get_config()
 
-    assert WithLayers(norm_layer=nn.RMSNorm).get_config()["args"]["norm_layer"] == {"__import__": "mmu.nn.layers.RMSNorm"}
+    assert WithLayers(norm_layer=nn.RMSNorm).get_config()["args"]["norm_layer"] == {"__import__": "mmu.nn.norm.RMSNorm"}
     with pytest.raises(ValueError, match="not importable by name"):
         WithLayers(act=lambda x: x).get_config()
 

@@ -264,7 +264,7 @@ def test_ema_load_state_dict_is_all_or_nothing(mutate):
 # (batch norm, fused regression losses, mmu.data, mmu.metrics, mmu.train)
 
 # --------------------------------------------------------------------------- regression losses
-# regression (fixed): csrc/loss/regression.c rounded delta to float; a delta above FLT_MAX became inf
+# regression (fixed): csrc/loss/reconstruction.c rounded delta to float; a delta above FLT_MAX became inf
 # and huber's delta·(|d| - m) was inf·0 = nan (torch: 0.5 d²); a beta below FLT_MIN gave 1/beta = inf
 # and smooth L1 0.5·m²·inf = nan. Fix: delta clamped to FLT_MAX; such a beta takes the l1 path.
 @pytest.mark.parametrize("fn,kw", [("huber_loss", {"delta": 1e39}), ("huber_loss", {"delta": 1e300}),

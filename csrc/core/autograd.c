@@ -32,13 +32,6 @@
 #include <string.h>
 
 #include "mmu.h"
-#include "../ops/ops.h"
-
-const mmu_op_info mmu_op_table[MMU_OP_COUNT] = {
-#define MMU_OP_INFO(name, backward) [MMU_OP_##name] = {#name, backward},
-    MMU_OP_LIST(MMU_OP_INFO)
-#undef MMU_OP_INFO
-};
 
 static _Thread_local int g_grad_disabled;
 
@@ -227,32 +220,6 @@ mmu_status mmu_accumulate(mmu_tensor **acc, mmu_tensor *g) {
     }
     add_inplace(mmu_f32(*acc), mmu_f32(g), g->numel);
     return MMU_OK;
-}
-
-mmu_status mmu_reduce_to_shape(mmu_tensor **out, mmu_tensor *g, int ndim, const int64_t *shape) {
-    if (g->ndim == ndim && !memcmp(g->shape, shape, ndim * sizeof *shape)) {
-        mmu_tensor_incref(g);
-        *out = g;
-        return MMU_OK;
-    }
-    /* g's shape is the broadcast of `shape` with others: sum the leading extra
-     * dims and the dims where `shape` has 1, then view as `shape`. */
-    int lead = g->ndim - ndim;
-    unsigned mask = 0;
-    for (int d = 0; d < g->ndim; d++)
-        if (d < lead || (shape[d - lead] == 1 && g->shape[d] != 1)) mask |= 1u << d;
-    mmu_tensor *summed = NULL;
-    mmu_status st;
-    if (mask) {
-        st = mmu_reduce(&summed, MMU_RED_SUM, g, mask, 1);
-        if (st) return st;
-    } else {
-        summed = g;
-        mmu_tensor_incref(g);
-    }
-    st = mmu_tensor_view(out, summed, ndim, shape);
-    mmu_tensor_decref(summed);
-    return st;
 }
 
 /* Leaves (parameters) are shared by graphs that different threads may

@@ -135,7 +135,7 @@ mmu_status mmu_check_dtype(const mmu_tensor *t, mmu_dtype dt, const char *op, co
 #include "op_table.h"
 
 typedef enum {
-#define MMU_OP_ENUM(name, backward) MMU_OP_##name,
+#define MMU_OP_ENUM(name, backward, ctx_i, ctx_f, extra) MMU_OP_##name,
     MMU_OP_LIST(MMU_OP_ENUM)
 #undef MMU_OP_ENUM
     MMU_OP_COUNT
@@ -187,7 +187,15 @@ typedef struct mmu_node {
  * into gout. */
 typedef mmu_status (*mmu_backward_fn)(mmu_node *n, mmu_tensor *gout, mmu_tensor **grad_in);
 
-typedef struct { const char *name; mmu_backward_fn backward; } mmu_op_info;
+/* One row of the op table: the op's name, its backward, and the names of the
+ * fields its node keeps in ctx.i, ctx.f and extra (see op_table.h). The table
+ * itself is defined with the ops (csrc/ops/op_table.c): the engine only
+ * dispatches through it. */
+typedef struct {
+    const char *name;
+    mmu_backward_fn backward;
+    const char *ctx_i, *ctx_f, *extra;
+} mmu_op_info;
 extern const mmu_op_info mmu_op_table[MMU_OP_COUNT];
 
 /* Grad mode is thread-local like torch's. */
@@ -245,10 +253,6 @@ void mmu_node_release(mmu_node *n);
 /* Adds g into *acc, in place when *acc is exclusively ours, else by a new
  * tensor. *acc == NULL adopts g. Used by the engine; handy for ops. */
 mmu_status mmu_accumulate(mmu_tensor **acc, mmu_tensor *g);
-
-/* Sum g (broadcast result shape) down to `shape` (input shape) — the backward of
- * broadcasting. Returns a new reference (may be g itself, incref'd). */
-mmu_status mmu_reduce_to_shape(mmu_tensor **out, mmu_tensor *g, int ndim, const int64_t *shape);
 
 /* ------------------------------------------------------------------- RNG */
 /* Counter-based Philox4x32-10: value i of a draw depends only on (seed,

@@ -55,7 +55,7 @@ void mmu_dnnl_stats(mmu_dnnl_counters *c);
 /* "3.2.0 (git hash ...)" */
 const char *mmu_dnnl_version(void);
 
-/* ---- convolution / deconvolution (csrc/ops/conv.c) ----
+/* ---------------------------------------- convolution / deconvolution (dnnl_conv.c, used by ops/conv.c)
  * One geometry describes a torch conv (transposed = 0) or conv_transpose
  * (transposed = 1) in oneDNN terms: IC/OC are the primitive's channels (for a
  * transposed conv IC is the input's channels), in/out its spatial sizes,
@@ -65,8 +65,8 @@ const char *mmu_dnnl_version(void);
  * (OC, IC/G, *k) for a conv, (IC, OC/G, *k) for a transposed conv. Whether
  * the primitive runs on them directly or on oneDNN's blocked layouts (with
  * cached reorders in and out) is decided inside. */
-typedef struct {
-    int transposed, sp;
+typedef struct { /* all int64: a node keeps it as its extra array (op_table.h's MMU_CONV_GEOM_FIELDS) */
+    int64_t transposed, sp;
     int64_t N, IC, OC, G;
     int64_t in[3], k[3], out[3];
     int64_t stride[3], dilation[3], pad_l[3], pad_r[3];
@@ -80,6 +80,5 @@ mmu_status mmu_dnnl_conv_fwd(const mmu_conv_geom *g, const float *src, const flo
  * layout once for both. */
 mmu_status mmu_dnnl_conv_bwd(const mmu_conv_geom *g, const float *src, const float *w, const float *diff_dst,
                              float *diff_src, float *diff_w, float *diff_bias);
-/* ---- end convolution ---- */
 
 #endif

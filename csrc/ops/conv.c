@@ -6,7 +6,7 @@
  *   ViT patch embedding, any 1x1 conv) are batched matmuls over the patches,
  *   which NCHW holds as they are (1x1) or after one gather;
  * - everything else is one oneDNN convolution / deconvolution per pass
- *   (dnnl/dnnl_ctx.c does the layout work: blocked formats and cached
+ *   (dnnl/dnnl_conv.c does the layout work: blocked formats and cached
  *   reorders; the bias add is fused into the forward, the bias gradient into
  *   the weight-gradient primitive, one reordered diff_dst serves both
  *   gradients, and a stride-1 data gradient runs as a forward conv);
@@ -26,6 +26,10 @@
 
 #include "ops.h"
 #include "../dnnl/mmu_dnnl.h"
+
+/* A node keeps its geometry as an int64 array that graph introspection decodes by
+ * the names in op_table.h (MMU_CONV_GEOM_FIELDS): 6 scalars and 7 arrays of 3. */
+_Static_assert(sizeof(mmu_conv_geom) == (6 + 7 * 3) * sizeof(int64_t), "mmu_conv_geom must stay all-int64");
 
 static const char *conv_name(int transposed, int sp) {
     static const char *names[2][3] = {{"conv1d", "conv2d", "conv3d"},

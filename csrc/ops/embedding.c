@@ -1,7 +1,7 @@
 /* Embedding lookup: rows of a (V, D) table picked by int64 indices.
  *
  * The forward is a row copy per index. The backward is an index-add of the
- * output gradient into a dense (V, D) gradient; mmu_index_add_rows (shape.c,
+ * output gradient into a dense (V, D) gradient; mmu_index_add_rows (index.c,
  * shared with index_select) buckets the positions of each row first, so every
  * gradient row is summed by one thread in a fixed order: deterministic with
  * repeated indices and free of atomics. */

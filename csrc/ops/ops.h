@@ -8,12 +8,12 @@
 #include "../core/mmu.h"
 
 /* Declarations of all backward functions named in the op table. */
-#define MMU_DECLARE_BACKWARD(name, backward) \
+#define MMU_DECLARE_BACKWARD(name, backward, ctx_i, ctx_f, extra) \
     mmu_status backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **grad_in);
 MMU_OP_LIST(MMU_DECLARE_BACKWARD)
 #undef MMU_DECLARE_BACKWARD
 
-/* ------------------------------------------------------------ binary.c */
+/* -------------------------------------------------------------- binary.c */
 typedef enum {
     MMU_BIN_ADD, MMU_BIN_SUB, MMU_BIN_MUL, MMU_BIN_DIV, MMU_BIN_MAXIMUM, MMU_BIN_MINIMUM,
     MMU_BIN_LT, MMU_BIN_LE, MMU_BIN_GT, MMU_BIN_GE, MMU_BIN_EQ, MMU_BIN_NE,
@@ -29,7 +29,7 @@ mmu_status mmu_where(mmu_tensor **out, mmu_tensor *cond, mmu_tensor *a, mmu_tens
 mmu_status mmu_broadcast_shape(int *ndim, int64_t *shape, int na, const int64_t *sa,
                                int nb, const int64_t *sb, const char *op);
 
-/* ------------------------------------------------------------- unary.c */
+/* --------------------------------------------------------------- unary.c */
 typedef enum {
     MMU_UN_NEG, MMU_UN_EXP, MMU_UN_LOG, MMU_UN_SQRT, MMU_UN_ABS, MMU_UN_TANH,
     MMU_UN_SIGMOID, MMU_UN_RELU, MMU_UN_GELU, MMU_UN_GELU_TANH, MMU_UN_SILU,
@@ -47,15 +47,20 @@ mmu_status mmu_softplus(mmu_tensor **out, mmu_tensor *x, double beta, double thr
 mmu_status mmu_logical_not(mmu_tensor **out, mmu_tensor *x);
 /* dtype conversion (float32 <-> int64 <-> bool); float32 -> float32 keeps the graph */
 mmu_status mmu_cast(mmu_tensor **out, mmu_tensor *x, mmu_dtype dt);
+/* x (any) -> x > 0 ? x : slope·x */
+mmu_status mmu_leaky_relu(mmu_tensor **out, mmu_tensor *x, double slope);
 
-/* ------------------------------------------------------------ reduce.c */
+/* -------------------------------------------------------------- reduce.c */
 typedef enum { MMU_RED_SUM, MMU_RED_MEAN, MMU_RED_AMAX, MMU_RED_AMIN } mmu_reduce_op;
 /* x float32; reduce over dims where dim_mask bit d is set (ndims==0 => all) */
 mmu_status mmu_reduce(mmu_tensor **out, mmu_reduce_op op, mmu_tensor *x, unsigned dim_mask, int keepdim);
 /* argmax/argmin over one dim (has_dim=0: over the flattened tensor) -> int64; ties -> first */
 mmu_status mmu_argreduce(mmu_tensor **out, int is_max, mmu_tensor *x, int has_dim, int64_t dim, int keepdim);
+/* Sum g (broadcast result shape) down to `shape` (input shape) — the backward of
+ * broadcasting. Returns a new reference (may be g itself, incref'd). */
+mmu_status mmu_reduce_to_shape(mmu_tensor **out, mmu_tensor *g, int ndim, const int64_t *shape);
 
-/* ------------------------------------------------------------- shape.c */
+/* --------------------------------------------------------------- shape.c */
 /* x (...) -> out (shape), same numel; shares storage */
 mmu_status mmu_reshape(mmu_tensor **out, mmu_tensor *x, int ndim, const int64_t *shape);
 /* x (d0..dn) -> out (d_perm[0] .. d_perm[n]) (a copy) */
@@ -67,6 +72,10 @@ mmu_status mmu_slice(mmu_tensor **out, mmu_tensor *x, const int64_t *start, cons
 mmu_status mmu_cat(mmu_tensor **out, int n, mmu_tensor *const *xs, int64_t dim);
 /* x broadcast to shape (NumPy rules, leading dims may be added) (a copy) */
 mmu_status mmu_expand(mmu_tensor **out, mmu_tensor *x, int ndim, const int64_t *shape);
+/* Row-major (contiguous) element strides of shape, shared with index.c. */
+void mmu_contig_strides(int64_t *st, int ndim, const int64_t *shape);
+
+/* --------------------------------------------------------------- index.c */
 /* torch.gather: index int64 with x's ndim; out[i][j][k] = x[index[i][j][k]][j][k] (dim 0) */
 mmu_status mmu_gather(mmu_tensor **out, mmu_tensor *x, int64_t dim, mmu_tensor *index);
 /* torch.index_select: index int64 1-D */
@@ -82,49 +91,21 @@ mmu_status mmu_masked_select(mmu_tensor **out, mmu_tensor *x, mmu_tensor *mask);
 /* x float32/int64, mask bool broadcastable to x -> out with value where mask */
 mmu_status mmu_masked_fill(mmu_tensor **out, mmu_tensor *x, mmu_tensor *mask, double value);
 
-/* ------------------------------------------------------------ matmul.c */
+/* -------------------------------------------------------------- matmul.c */
 /* torch.matmul semantics: 1-D, 2-D, batched with broadcast batch dims */
 mmu_status mmu_matmul(mmu_tensor **out, mmu_tensor *a, mmu_tensor *b);
 /* x (..., in), w (out, in), b (out) or NULL -> (..., out) */
 mmu_status mmu_linear(mmu_tensor **out, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b);
 
-/* ----------------------------------------------------------- softmax.c */
+/* ------------------------------------------------------------- softmax.c */
 /* softmax / log_softmax of x along dim */
 mmu_status mmu_softmax(mmu_tensor **out, mmu_tensor *x, int64_t dim, int log);
 
-/* -------------------------------------------------------------- norm.c */
+/* ---------------------------------------------------------------- norm.c */
 /* x (..., *normalized_shape) with norm_ndim trailing dims; weight/bias
  * (normalized_shape) or NULL */
 mmu_status mmu_layer_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const int64_t *norm_shape,
                           mmu_tensor *weight, mmu_tensor *bias, double eps);
-
-/* --------------------------------------------------------- embedding.c */
-/* idx int64 (...), weight (V, D) -> (..., D) */
-mmu_status mmu_embedding(mmu_tensor **out, mmu_tensor *idx, mmu_tensor *weight);
-
-/* ------------------------------------------------------ loss/ (cross_entropy.c, regression.c) */
-typedef enum { MMU_REDUCTION_NONE = 0, MMU_REDUCTION_MEAN = 1, MMU_REDUCTION_SUM = 2 } mmu_reduction;
-/* logits (N, C) or (N, C, d1..), target int64 (N) or (N, d1..) */
-mmu_status mmu_cross_entropy(mmu_tensor **out, mmu_tensor *logits, mmu_tensor *target,
-                             int64_t ignore_index, double label_smoothing, mmu_reduction red);
-/* input, target same shape (target broadcast not supported, as torch warns) */
-mmu_status mmu_mse_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red);
-mmu_status mmu_l1_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red);
-
-/* ---- csrc/ops/conv.c: convolutions ---- */
-/* x (N, C, *in) or unbatched (C, *in), w (OC, C/groups, *k), b (OC) or NULL -> (N, OC, *out);
- * sp = 1, 2, 3 spatial dims; per-side padding (pad_r != pad_l for 'same' with even kernels) */
-mmu_status mmu_conv(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b, const int64_t *stride,
-                    const int64_t *pad_l, const int64_t *pad_r, const int64_t *dilation, int64_t groups);
-/* x (N, IC, *in) or (IC, *in), w (IC, OC/groups, *k), b (OC) or NULL -> (N, OC, *out) */
-mmu_status mmu_conv_transpose(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b,
-                              const int64_t *stride, const int64_t *padding, const int64_t *output_padding,
-                              int64_t groups, const int64_t *dilation);
-
-/* ---- end conv ---- */
-
-/* ---- csrc/ops/norm.c (group/rms norm, normalize), dropout.c, spatial.c ---- */
-
 /* x (N, C, *), groups dividing C, weight/bias (C) or NULL -> out (x's shape) */
 mmu_status mmu_group_norm(mmu_tensor **out, mmu_tensor *x, int64_t groups, mmu_tensor *weight, mmu_tensor *bias,
                           double eps);
@@ -137,26 +118,56 @@ mmu_status mmu_rms_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const in
                         mmu_tensor *weight, double eps);
 /* x / max(||x||_p, eps) along dim, p > 0 finite -> out (x's shape) */
 mmu_status mmu_normalize(mmu_tensor **out, mmu_tensor *x, double p, int64_t dim, double eps);
-/* dropout.c: x (any), 0 <= p <= 1 -> out, kept values scaled by 1/(1-p) (Philox stream) */
-mmu_status mmu_dropout(mmu_tensor **out, mmu_tensor *x, double p);
-/* dropout.c: x (any) -> x > 0 ? x : slope·x */
-mmu_status mmu_leaky_relu(mmu_tensor **out, mmu_tensor *x, double slope);
-/* spatial.c: x (d0..dn-1), lo/hi (ndim) pads per dim (negative crops, constant mode) -> (d + lo + hi) */
-enum { MMU_PAD_CONSTANT = 0, MMU_PAD_REFLECT = 1, MMU_PAD_REPLICATE = 2, MMU_PAD_CIRCULAR = 3 };
-mmu_status mmu_pad(mmu_tensor **out, mmu_tensor *x, const int64_t *lo, const int64_t *hi, int mode, double value);
-/* spatial.c: x (N, C, H, W) or (C, H, W); kernel, stride, padding (2); divisor 0 = none -> (.., OH, OW) */
+
+/* ---------------------------------------------------------- batch_norm.c */
+/* x (N, C, *) float32, running_mean/running_var (C) or NULL (updated in place when training: torch's
+ * momentum rule, unbiased running var), weight/bias (C) or NULL -> out (x's shape). training: batch
+ * statistics over N and the spatial dims; else the running ones (then both are required).
+ * momentum is the running-stat factor (momentum=None's cumulative average: the caller passes
+ * 1/num_batches_tracked). Records MMU_OP_BATCH_NORM with inputs (x, weight, bias). */
+mmu_status mmu_batch_norm(mmu_tensor **out, mmu_tensor *x, mmu_tensor *running_mean, mmu_tensor *running_var,
+                          mmu_tensor *weight, mmu_tensor *bias, int training, double momentum, double eps);
+
+/* ----------------------------------------------------------- embedding.c */
+/* idx int64 (...), weight (V, D) -> (..., D) */
+mmu_status mmu_embedding(mmu_tensor **out, mmu_tensor *idx, mmu_tensor *weight);
+
+/* ---------------------------------------------------------------- conv.c */
+/* x (N, C, *in) or unbatched (C, *in), w (OC, C/groups, *k), b (OC) or NULL -> (N, OC, *out);
+ * sp = 1, 2, 3 spatial dims; per-side padding (pad_r != pad_l for 'same' with even kernels) */
+mmu_status mmu_conv(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b, const int64_t *stride,
+                    const int64_t *pad_l, const int64_t *pad_r, const int64_t *dilation, int64_t groups);
+/* x (N, IC, *in) or (IC, *in), w (IC, OC/groups, *k), b (OC) or NULL -> (N, OC, *out) */
+mmu_status mmu_conv_transpose(mmu_tensor **out, int sp, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b,
+                              const int64_t *stride, const int64_t *padding, const int64_t *output_padding,
+                              int64_t groups, const int64_t *dilation);
+
+/* ---------------------------------------------------------------- pool.c */
+/* torch's max_pool2d: kernel/stride/padding/dilation (h, w); indices (optional, may be NULL) gets
+ * torch's int64 return_indices tensor (flat h*W + w within each plane). */
+mmu_status mmu_max_pool2d(mmu_tensor **out, mmu_tensor **indices, mmu_tensor *x, const int64_t *kernel,
+                          const int64_t *stride, const int64_t *padding, const int64_t *dilation, int ceil_mode);
+mmu_status mmu_max_pool2d_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
+/* x (N, C, H, W) or (C, H, W); kernel, stride, padding (2); divisor 0 = none -> (.., OH, OW) */
 mmu_status mmu_avg_pool2d(mmu_tensor **out, mmu_tensor *x, const int64_t *kernel, const int64_t *stride,
                           const int64_t *padding, int ceil_mode, int count_include_pad, int64_t divisor);
-/* spatial.c: x (N, C, *in) with nsp = 1..3 spatial dims, out_size (nsp), scales (nsp; <= 0 none) */
+
+/* ------------------------------------------------------------- spatial.c */
+/* x (d0..dn-1), lo/hi (ndim) pads per dim (negative crops, constant mode) -> (d + lo + hi) */
+enum { MMU_PAD_CONSTANT = 0, MMU_PAD_REFLECT = 1, MMU_PAD_REPLICATE = 2, MMU_PAD_CIRCULAR = 3 };
+mmu_status mmu_pad(mmu_tensor **out, mmu_tensor *x, const int64_t *lo, const int64_t *hi, int mode, double value);
+/* x (N, C, *in) with nsp = 1..3 spatial dims, out_size (nsp), scales (nsp; <= 0 none) */
 mmu_status mmu_upsample_nearest(mmu_tensor **out, mmu_tensor *x, int nsp, const int64_t *out_size,
                                 const double *scales);
-/* spatial.c: x (N, C, H, W) -> (N, C, OH, OW); scales <= 0: none */
+/* x (N, C, H, W) -> (N, C, OH, OW); scales <= 0: none */
 mmu_status mmu_upsample_bilinear2d(mmu_tensor **out, mmu_tensor *x, int64_t OH, int64_t OW, int align_corners,
                                    double scale_h, double scale_w);
 
-/* ---- end spatial ---- */
+/* ------------------------------------------------------------- dropout.c */
+/* x (any), 0 <= p <= 1 -> out, kept values scaled by 1/(1-p) (Philox stream) */
+mmu_status mmu_dropout(mmu_tensor **out, mmu_tensor *x, double p);
 
-/* ---- csrc/ops/attention.c, rope.c ---- */
+/* --------------------------------------------------- attention.c, rope.c */
 /* q (..., L, E), k (..., S, E), v (..., S, Ev) (batch dims broadcast), mask NULL
  * or bool (True = attend) / float32 (added) broadcastable to (..., L, S)
  * -> out (..., L, Ev). scale used when has_scale, else 1/sqrt(E). enable_gqa:
@@ -166,10 +177,58 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
 /* x (..., L, D), cos, sin (L, D) -> x·cos + rotate_half(x)·sin */
 mmu_status mmu_apply_rotary(mmu_tensor **out, mmu_tensor *x, mmu_tensor *cos, mmu_tensor *sin);
 
-/* ---- end attention ---- */
+/* ------------------------------------------------------------ quant/vq.c */
+// x (N, D), codebook (K, D) -> (N,) int64 nearest code (l2, or cosine when cosine != 0); not differentiable
+mmu_status mmu_nearest_code(mmu_tensor **out, mmu_tensor *x, mmu_tensor *codebook, int cosine);
+// x (N, D), idx (N,), cluster_size (C, K), embed_avg (C, K, D), embed (C, K, D): EMA update of codebook c in place
+mmu_status mmu_vq_ema_update(mmu_tensor *x, mmu_tensor *idx, mmu_tensor *cluster_size, mmu_tensor *embed_avg,
+                             mmu_tensor *embed, int64_t c, double decay, double eps);
 
-/* ---- csrc/optim/: fused optimizer updates (no autograd) ---- */
+/* ----------------------------------------------------------- quant/lfq.c */
+// FSQ: z (..., d), levels (d) -> zhat (..., d) in [-1, 1]; idx (...) int64 code indices (NULL: skip)
+mmu_status mmu_fsq(mmu_tensor **out, mmu_tensor **idx, mmu_tensor *z, int nlev, const int64_t *levels);
+mmu_status mmu_fsq_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
+// LFQ entropy: x (N, K, d) -> (2): [mean per-sample entropy, mean over K of the entropy of the batch-mean
+// code distribution], softmax(2·τ·s·x·c) over all c ∈ {±1}^d, exact, never materialising N x 2^d;
+// chunk: rows per streamed GEMM block (0: automatic, ~4 MiB of Kronecker factors)
+mmu_status mmu_lfq_entropy(mmu_tensor **out, mmu_tensor *x, double inv_temperature, double codebook_scale,
+                           int64_t chunk);
+mmu_status mmu_lfq_entropy_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
 
+/* -------------------------------------------------- loss/cross_entropy.c */
+typedef enum { MMU_REDUCTION_NONE = 0, MMU_REDUCTION_MEAN = 1, MMU_REDUCTION_SUM = 2 } mmu_reduction;
+/* logits (N, C) or (N, C, d1..), target int64 (N) or (N, d1..) */
+mmu_status mmu_cross_entropy(mmu_tensor **out, mmu_tensor *logits, mmu_tensor *target,
+                             int64_t ignore_index, double label_smoothing, mmu_reduction red);
+
+/* ------------------------------------------------- loss/reconstruction.c */
+/* input, target same shape (target broadcast not supported, as torch warns) */
+mmu_status mmu_mse_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red);
+mmu_status mmu_l1_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red);
+/* input, target same shape; beta >= 0 (0 = l1), delta > 0 (torch's smooth_l1_loss / huber_loss) */
+mmu_status mmu_smooth_l1_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red,
+                              double beta);
+mmu_status mmu_huber_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red,
+                          double delta);
+/* x (pixels in [0, 1]), mu, log_b all the same shape; 0 < eps < 0.5 (DALL-E's logit-Laplace NLL) */
+mmu_status mmu_logit_laplace_loss(mmu_tensor **out, mmu_tensor *x, mmu_tensor *mu, mmu_tensor *log_b, double eps,
+                                  mmu_reduction red);
+mmu_status mmu_logit_laplace_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
+
+/* ---------------------------------------------------- loss/contrastive.c */
+// image_emb (B, D), text_emb (B, D), logit_scale () -> () symmetric InfoNCE, scale = min(exp(logit_scale), 100)
+mmu_status mmu_clip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, mmu_tensor *logit_scale);
+mmu_status mmu_clip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
+// image_emb (B, D), text_emb (B, D), t (), b () -> () SigLIP sigmoid loss
+mmu_status mmu_siglip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, mmu_tensor *t, mmu_tensor *b);
+mmu_status mmu_siglip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
+
+/* ---------------------------------------------------------- loss/lpips.c */
+/* One LPIPS layer term: f0, f1 (B, C, H, W), w (C) (NULL: all ones) -> (B, 1, 1, 1). */
+mmu_status mmu_lpips_distance(mmu_tensor **out, mmu_tensor *f0, mmu_tensor *f1, mmu_tensor *w, double eps);
+mmu_status mmu_lpips_distance_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
+
+/* --------------------------------------------------------- optim/optim.c */
 /* Multi-tensor updates: lists of n float32 tensors, all updated in place in
  * one OpenMP pass (see csrc/optim/optim.c). Hyperparameters as torch.optim. */
 typedef struct {
@@ -196,77 +255,5 @@ mmu_status mmu_multi_norm(double *out, int n, mmu_tensor *const *ts, double p);
 mmu_status mmu_multi_scale_(int n, mmu_tensor *const *ts, float c);
 // shadow[i] = lerp(shadow[i], src[i], weight) for all n tensors (weight 1: exact copy)
 mmu_status mmu_multi_lerp_(int n, mmu_tensor *const *shadow, mmu_tensor *const *src, double weight);
-
-/* ---- end optim ---- */
-
-/* ---- csrc/quant/vq.c: nearest-code search, EMA codebook statistics ---- */
-// x (N, D), codebook (K, D) -> (N,) int64 nearest code (l2, or cosine when cosine != 0); not differentiable
-mmu_status mmu_nearest_code(mmu_tensor **out, mmu_tensor *x, mmu_tensor *codebook, int cosine);
-// x (N, D), idx (N,), cluster_size (C, K), embed_avg (C, K, D), embed (C, K, D): EMA update of codebook c in place
-mmu_status mmu_vq_ema_update(mmu_tensor *x, mmu_tensor *idx, mmu_tensor *cluster_size, mmu_tensor *embed_avg,
-                             mmu_tensor *embed, int64_t c, double decay, double eps);
-
-/* ---- end quant_vq ---- */
-
-/* ---- csrc/quant/lfq.c ...: LFQ entropy, FSQ, Gumbel ---- */
-// FSQ: z (..., d), levels (d) -> zhat (..., d) in [-1, 1]; idx (...) int64 code indices (NULL: skip)
-mmu_status mmu_fsq(mmu_tensor **out, mmu_tensor **idx, mmu_tensor *z, int nlev, const int64_t *levels);
-mmu_status mmu_fsq_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
-// LFQ entropy: x (N, K, d) -> (2): [mean per-sample entropy, mean over K of the entropy of the batch-mean
-// code distribution], softmax(2·τ·s·x·c) over all c ∈ {±1}^d, exact, never materialising N x 2^d;
-// chunk: rows per streamed GEMM block (0: automatic, ~4 MiB of Kronecker factors)
-mmu_status mmu_lfq_entropy(mmu_tensor **out, mmu_tensor *x, double inv_temperature, double codebook_scale,
-                           int64_t chunk);
-mmu_status mmu_lfq_entropy_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
-
-/* ---- end quant_lfq ---- */
-
-/* ---- csrc/loss/contrastive.c: fused CLIP / SigLIP losses ---- */
-// image_emb (B, D), text_emb (B, D), logit_scale () -> () symmetric InfoNCE, scale = min(exp(logit_scale), 100)
-mmu_status mmu_clip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, mmu_tensor *logit_scale);
-mmu_status mmu_clip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
-// image_emb (B, D), text_emb (B, D), t (), b () -> () SigLIP sigmoid loss
-mmu_status mmu_siglip_loss(mmu_tensor **out, mmu_tensor *img, mmu_tensor *txt, mmu_tensor *t, mmu_tensor *b);
-mmu_status mmu_siglip_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
-
-/* ---- end contrastive ---- */
-
-/* ---- csrc/ops/batch_norm.c: batch norm ---- */
-/* x (N, C, *) float32, running_mean/running_var (C) or NULL (updated in place when training: torch's
- * momentum rule, unbiased running var), weight/bias (C) or NULL -> out (x's shape). training: batch
- * statistics over N and the spatial dims; else the running ones (then both are required).
- * momentum is the running-stat factor (momentum=None's cumulative average: the caller passes
- * 1/num_batches_tracked). Records MMU_OP_BATCH_NORM with inputs (x, weight, bias). */
-mmu_status mmu_batch_norm(mmu_tensor **out, mmu_tensor *x, mmu_tensor *running_mean, mmu_tensor *running_var,
-                          mmu_tensor *weight, mmu_tensor *bias, int training, double momentum, double eps);
-/* ---- end batch_norm ---- */
-
-/* ---- csrc/ops/pool.c, csrc/loss/lpips.c: max pooling, LPIPS distance ---- */
-/* torch's max_pool2d: kernel/stride/padding/dilation (h, w); indices (optional, may be NULL) gets
- * torch's int64 return_indices tensor (flat h*W + w within each plane). */
-mmu_status mmu_max_pool2d(mmu_tensor **out, mmu_tensor **indices, mmu_tensor *x, const int64_t *kernel,
-                          const int64_t *stride, const int64_t *padding, const int64_t *dilation, int ceil_mode);
-mmu_status mmu_max_pool2d_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
-/* One LPIPS layer term: f0, f1 (B, C, H, W), w (C) (NULL: all ones) -> (B, 1, 1, 1). */
-mmu_status mmu_lpips_distance(mmu_tensor **out, mmu_tensor *f0, mmu_tensor *f1, mmu_tensor *w, double eps);
-mmu_status mmu_lpips_distance_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
-/* ---- end lpips ---- */
-
-/* ---- csrc/loss/regression.c: fused reconstruction / GAN losses ---- */
-/* input, target same shape; beta >= 0 (0 = l1), delta > 0 (torch's smooth_l1_loss / huber_loss) */
-mmu_status mmu_smooth_l1_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red,
-                              double beta);
-mmu_status mmu_huber_loss(mmu_tensor **out, mmu_tensor *input, mmu_tensor *target, mmu_reduction red,
-                          double delta);
-/* x (pixels in [0, 1]), mu, log_b all the same shape; 0 < eps < 0.5 (DALL-E's logit-Laplace NLL) */
-mmu_status mmu_logit_laplace_loss(mmu_tensor **out, mmu_tensor *x, mmu_tensor *mu, mmu_tensor *log_b, double eps,
-                                  mmu_reduction red);
-mmu_status mmu_logit_laplace_loss_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin);
-/* ---- end recon ---- */
-
-/* ---- csrc/core/autograd.c: gradients of chosen inputs (autograd.grad) ---- */
-/* mmu_grad, mmu_node_release and the pruning counters are core autograd API:
- * declared in core/mmu.h (autograd section), beside mmu_backward. */
-/* ---- end autograd_grad ---- */
 
 #endif

@@ -1,5 +1,5 @@
-/* max_pool2d: torch's max pooling (kernel, stride, padding, dilation,
- * ceil_mode), forward and backward.
+/* 2-D pooling, forward and backward: max_pool2d (torch's max pooling: kernel,
+ * stride, padding, dilation, ceil_mode) and avg_pool2d (below, after max).
  *
  * The forward keeps, per output, the position of its maximum inside its
  * window as one byte (kh*kw < 255: every practical kernel; 255 marks a window
@@ -21,6 +21,7 @@
  * NaN: a NaN wins its window (the last NaN, as in torch's `val > max ||
  * isnan(val)` scan in window order); ties keep the first maximum. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ops.h"
@@ -291,3 +292,159 @@ mmu_status mmu_max_pool2d_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
     }
     return MMU_OK;
 }
+
+/* ============================================================= avg_pool2d */
+/* Separable windows through small index tables; the backward is a scatter whose
+ * target plane is owned by one thread and visited in a fixed order. */
+
+/* torch's pooling output size (dilation 1) */
+static int64_t pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int ceil_mode) {
+    /* in 128 bits: a kernel or padding near 2**63 must give "too small", not wrap around */
+    __int128 num = (__int128)in + 2 * (__int128)p - k + (ceil_mode ? s - 1 : 0);
+    if (num < 0) return 0;
+    int64_t o = (int64_t)(num / s) + 1;
+    if (ceil_mode && (o - 1) * s >= in + p) o--;
+    return o;
+}
+
+/* Windows are separable: per output row and per output column, the clamped
+ * input range [s, e) and the extent counted with the padding (torch's
+ * pool_size), built once per call. */
+typedef struct {
+    int64_t kh, kw, sh, sw, ph, pw, H, W, OH, OW, divisor;
+    int count_include_pad;
+    int64_t *hs, *he, *hx, *ws, *we, *wx; /* OH or OW entries each */
+    int64_t *buf;
+    size_t nbytes;
+} pool_geom;
+
+static void pool_axis(int64_t *s, int64_t *e, int64_t *ext, int64_t O, int64_t I, int64_t k, int64_t st, int64_t p) {
+    for (int64_t o = 0; o < O; o++) {
+        int64_t a = o * st - p, b = a + k < I + p ? a + k : I + p;
+        ext[o] = b - a;
+        s[o] = a > 0 ? a : 0;
+        e[o] = b < I ? b : I;
+    }
+}
+
+static mmu_status pool_tables(pool_geom *q) {
+    q->nbytes = (size_t)3 * (q->OH + q->OW) * sizeof(int64_t);
+    if (!(q->buf = mmu_alloc(q->nbytes))) return mmu_fail(MMU_ENOMEM, "avg_pool2d: out of memory");
+    q->hs = q->buf, q->he = q->hs + q->OH, q->hx = q->he + q->OH;
+    q->ws = q->hx + q->OH, q->we = q->ws + q->OW, q->wx = q->we + q->OW;
+    pool_axis(q->hs, q->he, q->hx, q->OH, q->H, q->kh, q->sh, q->ph);
+    pool_axis(q->ws, q->we, q->wx, q->OW, q->W, q->kw, q->sw, q->pw);
+    return MMU_OK;
+}
+
+/* torch's divide_factor of output (oh, ow); 0 for a window with no input in it */
+static inline int64_t pool_div(const pool_geom *q, int64_t oh, int64_t ow) {
+    int64_t ch = q->he[oh] - q->hs[oh], cw = q->we[ow] - q->ws[ow];
+    if (ch <= 0 || cw <= 0) return 0;
+    return q->divisor ? q->divisor : q->count_include_pad ? q->hx[oh] * q->wx[ow] : ch * cw;
+}
+
+// x (N, C, H, W) or (C, H, W) -> out (N, C, OH, OW) or (C, OH, OW)
+mmu_status mmu_avg_pool2d(mmu_tensor **out, mmu_tensor *x, const int64_t *kernel, const int64_t *stride,
+                          const int64_t *padding, int ceil_mode, int count_include_pad, int64_t divisor) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "avg_pool2d", "input");
+    if (st) return st;
+    if (x->ndim != 3 && x->ndim != 4)
+        return mmu_fail(MMU_EVALUE, "avg_pool2d: expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got %s",
+                        mmu_shape_str(x));
+    pool_geom q = {kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], x->shape[x->ndim - 2],
+                   x->shape[x->ndim - 1], 0, 0, divisor, count_include_pad};
+    if (q.kh <= 0 || q.kw <= 0 || q.sh <= 0 || q.sw <= 0)
+        return mmu_fail(MMU_EVALUE, "avg_pool2d: kernel_size (%lld, %lld) and stride (%lld, %lld) must be positive",
+                        (long long)q.kh, (long long)q.kw, (long long)q.sh, (long long)q.sw);
+    if (q.ph < 0 || q.pw < 0 || q.ph > q.kh / 2 || q.pw > q.kw / 2)
+        return mmu_fail(MMU_EVALUE, "avg_pool2d: padding (%lld, %lld) must be >= 0 and at most half of the kernel "
+                        "size (%lld, %lld)", (long long)q.ph, (long long)q.pw, (long long)q.kh, (long long)q.kw);
+    if (divisor < 0)
+        return mmu_fail(MMU_EVALUE, "avg_pool2d: divisor_override must be positive, got %lld", (long long)divisor);
+    q.OH = pool_out_size(q.H, q.kh, q.sh, q.ph, ceil_mode);
+    q.OW = pool_out_size(q.W, q.kw, q.sw, q.pw, ceil_mode);
+    if (q.OH < 1 || q.OW < 1)
+        return mmu_fail(MMU_EVALUE, "avg_pool2d: the output size (%lld, %lld) is too small for input %s, kernel "
+                        "(%lld, %lld), padding (%lld, %lld)", (long long)q.OH, (long long)q.OW, mmu_shape_str(x),
+                        (long long)q.kh, (long long)q.kw, (long long)q.ph, (long long)q.pw);
+    int64_t oshape[4];
+    memcpy(oshape, x->shape, sizeof(int64_t) * x->ndim);
+    oshape[x->ndim - 2] = q.OH, oshape[x->ndim - 1] = q.OW;
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, oshape))) return st;
+    if ((st = pool_tables(&q))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    int64_t planes = q.H * q.W > 0 ? x->numel / (q.H * q.W) : 0;
+    int pair_w = q.kw == 2 && q.sw == 2 && q.pw == 0 && 2 * q.OW <= q.W;
+    const float *px = mmu_f32(x);
+    float *py = mmu_f32(*out);
+#pragma omp parallel for schedule(static) if ((*out)->numel * q.kh * q.kw > MMU_PAR_GRAIN)
+    for (int64_t r = 0; r < planes * q.OH; r++) {
+        int64_t p = r / q.OH, oh = r % q.OH;
+        const float *xp = px + p * q.H * q.W;
+        float *yr = py + r * q.OW;
+        for (int64_t ow = 0; ow < q.OW; ow++) yr[ow] = 0.0f;
+        for (int64_t h = q.hs[oh]; h < q.he[oh]; h++) { /* h outer, w inner: torch's order of the sum */
+            const float *xr = xp + h * q.W;
+            if (pair_w) /* the 2x2 / stride-2 downsampling: vectorisable */
+                for (int64_t ow = 0; ow < q.OW; ow++) yr[ow] += xr[2 * ow] + xr[2 * ow + 1];
+            else
+                for (int64_t ow = 0; ow < q.OW; ow++)
+                    for (int64_t w = q.ws[ow]; w < q.we[ow]; w++) yr[ow] += xr[w];
+        }
+        for (int64_t ow = 0; ow < q.OW; ow++) {
+            int64_t d = pool_div(&q, oh, ow);
+            yr[ow] = d ? yr[ow] / (float)d : 0.0f;
+        }
+    }
+    mmu_free(q.buf, q.nbytes);
+    mmu_node *n = NULL;
+    if ((st = mmu_record(&n, *out, MMU_OP_AVG_POOL2D, 1, (mmu_tensor *[]){x}))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (n) {
+        int64_t v[8] = {q.kh, q.kw, q.sh, q.sw, q.ph, q.pw, divisor, count_include_pad};
+        memcpy(n->ctx.i, v, sizeof v);
+    }
+    return MMU_OK;
+}
+
+mmu_status mmu_avg_pool2d_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    int nd = n->inputs[0].ndim;
+    const int64_t *v = n->ctx.i;
+    pool_geom q = {v[0], v[1], v[2], v[3], v[4], v[5], n->inputs[0].shape[nd - 2], n->inputs[0].shape[nd - 1],
+                   g->shape[nd - 2], g->shape[nd - 1], v[6], (int)v[7]};
+    mmu_status st = mmu_tensor_zeros(&gin[0], MMU_FLOAT32, nd, n->inputs[0].shape);
+    if (st || gin[0]->numel == 0) return st;
+    if ((st = pool_tables(&q))) return st;
+    int64_t planes = gin[0]->numel / (q.H * q.W);
+    int pair_w = q.kw == 2 && q.sw == 2 && q.pw == 0 && 2 * q.OW <= q.W;
+    const float *pg = mmu_f32(g);
+    float *pd = mmu_f32(gin[0]);
+    /* windows overlap when stride < kernel: one thread owns a whole plane */
+#pragma omp parallel for schedule(static) if (g->numel * q.kh * q.kw > MMU_PAR_GRAIN)
+    for (int64_t p = 0; p < planes; p++) {
+        float *dp = pd + p * q.H * q.W;
+        const float *gp = pg + p * q.OH * q.OW;
+        for (int64_t oh = 0; oh < q.OH; oh++)
+            for (int64_t h = q.hs[oh]; h < q.he[oh]; h++) {
+                float *dr = dp + h * q.W;
+                for (int64_t ow = 0; ow < q.OW; ow++) {
+                    int64_t d = pool_div(&q, oh, ow);
+                    float gv = d ? gp[oh * q.OW + ow] / (float)d : 0.0f;
+                    if (pair_w) {
+                        dr[2 * ow] += gv;
+                        dr[2 * ow + 1] += gv;
+                    } else {
+                        for (int64_t w = q.ws[ow]; w < q.we[ow]; w++) dr[w] += gv;
+                    }
+                }
+            }
+    }
+    mmu_free(q.buf, q.nbytes);
+    return MMU_OK;
+}
+

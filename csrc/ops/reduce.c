@@ -277,3 +277,29 @@ mmu_status mmu_argreduce(mmu_tensor **out, int is_max, mmu_tensor *x, int has_di
     }
     return MMU_OK;
 }
+
+mmu_status mmu_reduce_to_shape(mmu_tensor **out, mmu_tensor *g, int ndim, const int64_t *shape) {
+    if (g->ndim == ndim && !memcmp(g->shape, shape, ndim * sizeof *shape)) {
+        mmu_tensor_incref(g);
+        *out = g;
+        return MMU_OK;
+    }
+    /* g's shape is the broadcast of `shape` with others: sum the leading extra
+     * dims and the dims where `shape` has 1, then view as `shape`. */
+    int lead = g->ndim - ndim;
+    unsigned mask = 0;
+    for (int d = 0; d < g->ndim; d++)
+        if (d < lead || (shape[d - lead] == 1 && g->shape[d] != 1)) mask |= 1u << d;
+    mmu_tensor *summed = NULL;
+    mmu_status st;
+    if (mask) {
+        st = mmu_reduce(&summed, MMU_RED_SUM, g, mask, 1);
+        if (st) return st;
+    } else {
+        summed = g;
+        mmu_tensor_incref(g);
+    }
+    st = mmu_tensor_view(out, summed, ndim, shape);
+    mmu_tensor_decref(summed);
+    return st;
+}

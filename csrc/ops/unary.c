@@ -288,3 +288,38 @@ mmu_status mmu_cast(mmu_tensor **out, mmu_tensor *x, mmu_dtype dt) {
 #undef CAST_LOOP
     return MMU_OK;
 }
+
+/* ------------------------------------------------------------ leaky_relu */
+// x (any shape) -> out = x > 0 ? x : slope·x
+mmu_status mmu_leaky_relu(mmu_tensor **out, mmu_tensor *x, double slope) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "leaky_relu", "input");
+    if (st) return st;
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, x->shape))) return st;
+    const float *px = mmu_f32(x);
+    float *py = mmu_f32(*out), s = (float)slope;
+    int64_t n = x->numel;
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < n; i++) py[i] = px[i] > 0.0f ? px[i] : px[i] * s;
+    mmu_node *node = NULL;
+    if ((st = mmu_record(&node, *out, MMU_OP_LEAKY_RELU, 1, (mmu_tensor *[]){x}))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (node) {
+        node->ctx.f[0] = slope;
+        mmu_save(node, 0, x);
+    }
+    return MMU_OK;
+}
+
+// g -> dx = x > 0 ? g : slope·g (torch's rule: slope at x == 0)
+mmu_status mmu_leaky_relu_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    mmu_status st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, n->inputs[0].ndim, n->inputs[0].shape);
+    if (st) return st;
+    const float *px = mmu_f32(n->saved[0]), *pg = mmu_f32(g);
+    float *pd = mmu_f32(gin[0]), s = (float)n->ctx.f[0];
+    int64_t cnt = g->numel;
+#pragma omp parallel for schedule(static) if (cnt > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < cnt; i++) pd[i] = px[i] > 0.0f ? pg[i] : pg[i] * s;
+    return MMU_OK;
+}

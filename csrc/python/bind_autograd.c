@@ -4,11 +4,13 @@
  * grad(outputs, grad_outputs, inputs, retain_graph, allow_unused) runs the C
  * engine in capture mode. The Node handle type lets mmu/_double_backward.py
  * walk a graph (op name, input edges, saved tensors, small parameters) to
- * build differentiable gradients for create_graph=True. */
-#include "binding.h"
+ * build differentiable gradients for create_graph=True. The small parameters
+ * are decoded by name from the op table's field lists (core/op_table.h): this
+ * file knows no op's layout. */
+#include <ctype.h>
+#include <string.h>
 
-#include "../ops/ops.h"
-#include "../dnnl/mmu_dnnl.h"
+#include "binding.h"
 
 /* A sequence of Tensors (NULL entries allowed when allow_none, for Python
  * None) -> a malloc'd array of new references; -1 with an error set. */
@@ -248,56 +250,142 @@ static PyObject *node_get_saved(PyNode *self, void *c) {
     return t;
 }
 
-static PyObject *node_get_ctx_i(PyNode *self, void *c) {
-    const int64_t *v = self->n->ctx.i;
-    return Py_BuildValue("(LLLLLLLL)", (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3],
-                         (long long)v[4], (long long)v[5], (long long)v[6], (long long)v[7]);
+/* The length of an array field: a number, `ndim` (input 0's dims), `n_inputs`,
+ * or an int field decoded before (a key of d). -1 with an error set. */
+static int64_t field_length(const char *len, size_t n, mmu_node *node, PyObject *d, const char *op) {
+    char word[32];
+    if (n == 0 || n >= sizeof word) goto bad;
+    memcpy(word, len, n);
+    word[n] = 0;
+    if (isdigit((unsigned char)word[0])) return strtoll(word, NULL, 10);
+    if (!strcmp(word, "ndim")) return node->n_inputs > 0 ? node->inputs[0].ndim : 0;
+    if (!strcmp(word, "n_inputs")) return node->n_inputs;
+    PyObject *v = PyDict_GetItemString(d, word);
+    if (v && PyLong_Check(v)) return PyLong_AsLongLong(v);
+bad:
+    PyErr_Format(PyExc_RuntimeError, "graph introspection: op %s: bad array length '%.*s' in its op-table fields", op,
+                 (int)n, len);
+    return -1;
 }
 
-static PyObject *node_get_ctx_f(PyNode *self, void *c) {
-    const double *v = self->n->ctx.f;
-    return Py_BuildValue("(dddd)", v[0], v[1], v[2], v[3]);
-}
-
-static PyObject *geom_dict(const mmu_conv_geom *g) {
-    return Py_BuildValue("{s:i,s:i,s:L,s:L,s:L,s:L,s:N,s:N,s:N,s:N,s:N,s:N,s:N}", "transposed", g->transposed, "sp",
-                         g->sp, "N", (long long)g->N, "IC", (long long)g->IC, "OC", (long long)g->OC, "G",
-                         (long long)g->G, "in", dims_tuple(g->sp, g->in), "k", dims_tuple(g->sp, g->k), "out",
-                         dims_tuple(g->sp, g->out), "stride", dims_tuple(g->sp, g->stride), "dilation",
-                         dims_tuple(g->sp, g->dilation), "pad_l", dims_tuple(g->sp, g->pad_l), "pad_r",
-                         dims_tuple(g->sp, g->pad_r));
-}
-
-/* The op-specific array, decoded for the ops whose layout is known: SLICE
- * (start, step per dim), CAT (sizes, -1 = skipped empty input), PAD (hi per
- * dim, 6), CONV / CONV_TRANSPOSE (the geometry as a dict). None otherwise. */
-static PyObject *node_get_extra(PyNode *self, void *c) {
-    mmu_node *n = self->n;
-    /* a copy taken under the graph lock: a backward in another thread may free it */
-    union { int64_t i[2 * MMU_MAX_DIMS + 64]; mmu_conv_geom geom; } buf;
-    size_t nbytes = 0;
-    switch (n->op) {
-    case MMU_OP_SLICE: nbytes = 2 * n->inputs[0].ndim * sizeof(int64_t); break;
-    case MMU_OP_CAT: nbytes = n->n_inputs * sizeof(int64_t); break;
-    case MMU_OP_PAD: nbytes = MMU_MAX_DIMS * sizeof(int64_t); break;
-    case MMU_OP_CONV:
-    case MMU_OP_CONV_TRANSPOSE: nbytes = sizeof(mmu_conv_geom); break;
-    default: Py_RETURN_NONE;
+/* The number of slots a field list reserves ("a[L/R]" reserves R, "a[L]" L),
+ * without reading any value: a reserve must be a number, `ndim`, `n_inputs`
+ * or a field already in d. -1 with an error set. */
+static int64_t field_slots(const char *spec, mmu_node *node, PyObject *d, const char *op) {
+    int64_t slots = 0;
+    for (const char *p = spec; *p;) {
+        while (*p == ' ') p++;
+        if (!*p) break;
+        while (*p && *p != ' ' && *p != '[') p++;
+        int64_t used = 1;
+        if (*p == '[') {
+            const char *l = ++p;
+            while (*p && *p != ']' && *p != '/') p++;
+            const char *r = l, *r_end = p;
+            if (*p == '/') {
+                r = ++p;
+                while (*p && *p != ']') p++;
+                r_end = p;
+            }
+            if (*p == ']') p++;
+            if ((used = field_length(r, (size_t)(r_end - r), node, d, op)) < 0) return -1;
+        }
+        slots += used;
     }
-    int64_t *copy = nbytes <= sizeof buf ? buf.i : malloc(nbytes);
-    if (!copy) return PyErr_NoMemory();
-    mmu_graph_lock();
-    int present = n->extra != NULL;
-    if (present) memcpy(copy, n->extra, nbytes);
-    mmu_graph_unlock();
-    PyObject *r = NULL;
-    if (!present) r = (Py_INCREF(Py_None), Py_None);
-    else if (n->op == MMU_OP_SLICE) r = dims_tuple(2 * n->inputs[0].ndim, copy);
-    else if (n->op == MMU_OP_CAT) r = dims_tuple(n->n_inputs, copy);
-    else if (n->op == MMU_OP_PAD) r = dims_tuple(MMU_MAX_DIMS, copy);
-    else r = geom_dict((const mmu_conv_geom *)copy);
-    if (copy != buf.i) free(copy);
-    return r;
+    return slots;
+}
+
+/* Decodes one field list of the op table ("a b[L] c[L/R]", core/op_table.h)
+ * into d: ints from iv, or doubles from fv, each field at the next slot, at
+ * most cap slots. -1 with an error set. */
+static int decode_fields(PyObject *d, const char *spec, const int64_t *iv, const double *fv, int cap, mmu_node *node,
+                         const char *op) {
+    int slot = 0;
+    for (const char *p = spec; *p;) {
+        while (*p == ' ') p++;
+        if (!*p) break;
+        const char *name = p;
+        while (*p && *p != ' ' && *p != '[') p++;
+        size_t name_n = (size_t)(p - name);
+        int64_t len = -1, reserve = -1; /* -1: a scalar */
+        if (*p == '[') {
+            const char *l = ++p;
+            while (*p && *p != ']' && *p != '/') p++;
+            if ((len = field_length(l, (size_t)(p - l), node, d, op)) < 0) return -1;
+            reserve = len;
+            if (*p == '/') {
+                const char *r = ++p;
+                while (*p && *p != ']') p++;
+                if ((reserve = field_length(r, (size_t)(p - r), node, d, op)) < 0) return -1;
+            }
+            if (*p++ != ']' || len > reserve) {
+                PyErr_Format(PyExc_RuntimeError, "graph introspection: op %s: bad field list '%s'", op, spec);
+                return -1;
+            }
+        }
+        int64_t used = reserve < 0 ? 1 : reserve;
+        if (cap >= 0 && slot + used > cap) {
+            PyErr_Format(PyExc_RuntimeError, "graph introspection: op %s: its fields '%s' need more than %d slots", op,
+                         spec, cap);
+            return -1;
+        }
+        PyObject *v;
+        if (len < 0) {
+            v = iv ? PyLong_FromLongLong(iv[slot]) : PyFloat_FromDouble(fv[slot]);
+        } else if ((v = PyTuple_New(len))) {
+            for (int64_t k = 0; k < len; k++) {
+                PyObject *e = iv ? PyLong_FromLongLong(iv[slot + k]) : PyFloat_FromDouble(fv[slot + k]);
+                if (!e) {
+                    Py_CLEAR(v);
+                    break;
+                }
+                PyTuple_SET_ITEM(v, k, e);
+            }
+        }
+        PyObject *key = v ? PyUnicode_FromStringAndSize(name, (Py_ssize_t)name_n) : NULL;
+        int bad = !key || PyDict_SetItem(d, key, v) < 0;
+        Py_XDECREF(key);
+        Py_XDECREF(v);
+        if (bad) return -1;
+        slot += (int)used;
+    }
+    return 0;
+}
+
+/* {field: value} for the node's ctx.i, ctx.f and extra, named by the op table
+ * (the extra's fields are absent once a backward has freed it). ctx is fixed
+ * when the op records the node; the extra is copied under the graph lock (a
+ * backward in another thread may free it) and decoded after it, since making
+ * Python objects may run a collection, and that anything, even a backward. */
+static PyObject *node_get_ctx(PyNode *self, void *c) {
+    mmu_node *n = self->n;
+    const mmu_op_info *info = &mmu_op_table[n->op];
+    int64_t buf[64], *copy = NULL;
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    if (decode_fields(d, info->ctx_i, n->ctx.i, NULL, 8, n, info->name) < 0 ||
+        decode_fields(d, info->ctx_f, NULL, n->ctx.f, 4, n, info->name) < 0)
+        goto fail;
+    if (info->extra[0]) {
+        int64_t slots = field_slots(info->extra, n, d, info->name);
+        if (slots < 0) goto fail;
+        copy = slots <= 64 ? buf : malloc((size_t)slots * sizeof *copy);
+        if (!copy) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+        mmu_graph_lock();
+        int present = n->extra != NULL;
+        if (present) memcpy(copy, n->extra, (size_t)slots * sizeof *copy);
+        mmu_graph_unlock();
+        if (present && decode_fields(d, info->extra, copy, NULL, (int)slots, n, info->name) < 0) goto fail;
+        if (copy != buf) free(copy);
+    }
+    return d;
+fail:
+    if (copy && copy != buf) free(copy);
+    Py_DECREF(d);
+    return NULL;
 }
 
 static PyObject *node_release(PyNode *self, PyObject *unused) {
@@ -324,9 +412,8 @@ static PyGetSetDef node_getset[] = {
     {"out_shape", (getter)node_get_out_shape, NULL, "Shape of the op's output.", NULL},
     {"inputs", (getter)node_get_inputs, NULL, "Per input: (Node | leaf Tensor | None, leaf id, shape).", NULL},
     {"saved", (getter)node_get_saved, NULL, "The saved tensors (outputs re-attached to this node).", NULL},
-    {"ctx_i", (getter)node_get_ctx_i, NULL, "ctx.i (8 ints).", NULL},
-    {"ctx_f", (getter)node_get_ctx_f, NULL, "ctx.f (4 floats).", NULL},
-    {"extra", (getter)node_get_extra, NULL, "The op-specific array, decoded (or None).", NULL},
+    {"ctx", (getter)node_get_ctx, NULL,
+     "The op's small parameters as {name: value} (ctx.i, ctx.f and extra, named by core/op_table.h).", NULL},
     {NULL},
 };
 

@@ -1,66 +1,7 @@
-/* mmu._C entry points: group/rms norm, normalize, dropout, pad, pooling, interpolation, pixel shuffle. */
+/* mmu._C entry points: pad and interpolation (csrc/ops/spatial.c). */
 #include "binding.h"
 
 #include "../ops/ops.h"
-
-/* group_norm / group_norm_silu (x, num_groups, weight, bias, eps): act is MMU_GN_ACT_NONE or _SILU */
-static PyObject *group_norm_act(PyObject *args, int act) {
-    const char *name = act == MMU_GN_ACT_SILU ? "group_norm_silu" : "group_norm";
-    PyObject *xo, *wo, *bo, *go;
-    int64_t groups;
-    double eps;
-    tensor_args ta = {0};
-    mmu_tensor *x, *w = NULL, *b = NULL, *out = NULL;
-    mmu_status st;
-    if (!PyArg_ParseTuple(args, "OOOOd", &xo, &go, &wo, &bo, &eps)) return NULL;
-    if (mmu_parse_int64(go, &groups, name, "num_groups", 0) < 0) return NULL;
-    if (!(x = arg(&ta, xo, -1, name, "input")) || (wo != Py_None && !(w = arg(&ta, wo, -1, name, "weight"))) ||
-        (bo != Py_None && !(b = arg(&ta, bo, -1, name, "bias"))))
-        return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_group_norm_act(&out, x, groups, w, b, eps, act));
-    return finish(&ta, st, out);
-}
-
-static PyObject *py_group_norm(PyObject *m, PyObject *args) { return group_norm_act(args, MMU_GN_ACT_NONE); }
-static PyObject *py_group_norm_silu(PyObject *m, PyObject *args) { return group_norm_act(args, MMU_GN_ACT_SILU); }
-
-static PyObject *py_rms_norm(PyObject *m, PyObject *args) {
-    PyObject *xo, *so, *wo;
-    double eps;
-    tensor_args ta = {0};
-    mmu_tensor *x, *w = NULL, *out = NULL;
-    mmu_status st;
-    int nd;
-    int64_t shape[MMU_MAX_DIMS];
-    if (!PyArg_ParseTuple(args, "OOOd", &xo, &so, &wo, &eps)) return NULL;
-    if (mmu_parse_shape(so, &nd, shape, "rms_norm", "normalized_shape") < 0) return NULL;
-    if (!(x = arg(&ta, xo, -1, "rms_norm", "input")) || (wo != Py_None && !(w = arg(&ta, wo, -1, "rms_norm", "weight"))))
-        return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_rms_norm(&out, x, nd, shape, w, eps));
-    return finish(&ta, st, out);
-}
-
-static PyObject *py_normalize(PyObject *m, PyObject *args) {
-    PyObject *xo, *dim_obj;
-    double p, eps;
-    int64_t dim;
-    tensor_args ta = {0};
-    mmu_tensor *x, *out = NULL;
-    mmu_status st;
-    if (!PyArg_ParseTuple(args, "OdOd", &xo, &p, &dim_obj, &eps)) return NULL;
-    if (mmu_parse_int64(dim_obj, &dim, "normalize", "dim", 1) < 0) return NULL;
-    if (!(x = arg(&ta, xo, -1, "normalize", "input"))) return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_normalize(&out, x, p, dim, eps));
-    return finish(&ta, st, out);
-}
-
-static PyObject *py_dropout(PyObject *m, PyObject *args) {
-    return mmu_call_x_double(args, "dropout", -1, mmu_dropout);
-}
-
-static PyObject *py_leaky_relu(PyObject *m, PyObject *args) {
-    return mmu_call_x_double(args, "leaky_relu", -1, mmu_leaky_relu);
-}
 
 static PyObject *py_pad(PyObject *m, PyObject *args) {
     PyObject *xo, *loo, *hio;
@@ -80,24 +21,6 @@ static PyObject *py_pad(PyObject *m, PyObject *args) {
         return PyErr_Format(PyExc_ValueError, "pad: internal error: %d/%d pads for a %d-D input", nlo, nhi, x->ndim);
     }
     MMU_NOGIL(st, mmu_pad(&out, x, lo, hi, mode, value));
-    return finish(&ta, st, out);
-}
-
-static PyObject *py_avg_pool2d(PyObject *m, PyObject *args) {
-    PyObject *xo, *ko, *so, *po, *dvo;
-    int ceil_mode, include_pad;
-    int64_t divisor;
-    tensor_args ta = {0};
-    mmu_tensor *x, *out = NULL;
-    mmu_status st;
-    int64_t k[2], s[2], p[2];
-    if (!PyArg_ParseTuple(args, "OOOOppO", &xo, &ko, &so, &po, &ceil_mode, &include_pad, &dvo)) return NULL;
-    if (mmu_parse_int64(dvo, &divisor, "avg_pool2d", "divisor_override", 0) < 0) return NULL;
-    if (mmu_parse_ints(ko, 2, k, "avg_pool2d", "kernel_size") < 0 ||
-        mmu_parse_ints(so, 2, s, "avg_pool2d", "stride") < 0 || mmu_parse_ints(po, 2, p, "avg_pool2d", "padding") < 0)
-        return NULL;
-    if (!(x = arg(&ta, xo, -1, "avg_pool2d", "input"))) return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_avg_pool2d(&out, x, k, s, p, ceil_mode, include_pad, divisor));
     return finish(&ta, st, out);
 }
 
@@ -142,16 +65,14 @@ static PyObject *py_upsample_bilinear2d(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
+int mmu_spatial_add_constants(PyObject *m) {
+    static const mmu_code pad_modes[] = {{"constant", MMU_PAD_CONSTANT}, {"reflect", MMU_PAD_REFLECT},
+                                         {"replicate", MMU_PAD_REPLICATE}, {"circular", MMU_PAD_CIRCULAR}};
+    return mmu_add_codes(m, "PAD_MODES", pad_modes, (int)(sizeof pad_modes / sizeof *pad_modes));
+}
+
 PyMethodDef mmu_spatial_methods[] = {
-    {"group_norm", py_group_norm, METH_VARARGS, "group_norm(x, num_groups, weight, bias, eps)"},
-    {"group_norm_silu", py_group_norm_silu, METH_VARARGS, "group_norm_silu(x, num_groups, weight, bias, eps)"},
-    {"rms_norm", py_rms_norm, METH_VARARGS, "rms_norm(x, normalized_shape, weight, eps)"},
-    {"normalize", py_normalize, METH_VARARGS, "normalize(x, p, dim, eps)"},
-    {"dropout", py_dropout, METH_VARARGS, "dropout(x, p): always drops (the caller handles eval / p == 0)"},
-    {"leaky_relu", py_leaky_relu, METH_VARARGS, "leaky_relu(x, negative_slope)"},
     {"pad", py_pad, METH_VARARGS, "pad(x, lo, hi, mode, value): lo/hi per dim, first dim first"},
-    {"avg_pool2d", py_avg_pool2d, METH_VARARGS,
-     "avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_or_0)"},
     {"upsample_nearest", py_upsample_nearest, METH_VARARGS, "upsample_nearest(x, size, scales_or_None)"},
     {"upsample_bilinear2d", py_upsample_bilinear2d, METH_VARARGS,
      "upsample_bilinear2d(x, oh, ow, align_corners, scale_h_or_0, scale_w_or_0)"},

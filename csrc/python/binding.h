@@ -100,18 +100,28 @@ static inline PyObject *mmu_call_x_double(PyObject *args, const char *op, int li
     return finish(&ta, st, out);
 }
 
-/* Method tables of the op families, one per csrc/python file, all added to mmu._C. */
-extern PyMethodDef mmu_op_methods[];      /* ops_bind.c: issue-2 core ops */
-extern PyMethodDef mmu_conv_methods[];    /* bind_conv.c: convolutions */
-extern PyMethodDef mmu_spatial_methods[]; /* bind_spatial.c: norms, dropout, pad/pool/resample */
-extern PyMethodDef mmu_attention_methods[]; /* bind_attention.c: sdpa, rope */
-extern PyMethodDef mmu_optim_methods[];      /* bind_optim.c: fused optimizer updates */
-extern PyMethodDef mmu_quant_vq_methods[];  /* bind_quant_vq.c: nearest-code search, EMA codebook stats */
-extern PyMethodDef mmu_quant_lfq_methods[]; /* bind_quant_lfq.c: LFQ/FSQ/Gumbel kernels */
-extern PyMethodDef mmu_contrastive_methods[]; /* bind_contrastive.c: fused CLIP / SigLIP losses */
-extern PyMethodDef mmu_autograd_methods[];  /* bind_autograd.c: autograd.grad, graph introspection */
-extern PyMethodDef mmu_batchnorm_methods[]; /* bind_batchnorm.c: batch norm */
-extern PyMethodDef mmu_lpips_methods[];     /* bind_lpips.c: max pooling, LPIPS distance */
-extern PyMethodDef mmu_recon_methods[];     /* bind_recon.c: fused reconstruction / GAN losses */
+/* Op codes and limits exported to Python as module attributes, so mmu/ never
+ * mirrors a C enum by hand: mmu_add_codes adds _C.<dict_name> = {name: code}. */
+typedef struct { const char *name; long code; } mmu_code;
+int mmu_add_codes(PyObject *m, const char *dict_name, const mmu_code *codes, int n);
+int mmu_core_add_constants(PyObject *m);    /* bind_core.c: OPS, MAX_DIMS, dtypes, binary/unary/reduce/loss codes */
+int mmu_spatial_add_constants(PyObject *m); /* bind_spatial.c: pad modes */
+
+/* Method tables of the op families, one per csrc/python/bind_<family>.c file, all added to mmu._C. */
+extern PyMethodDef mmu_core_methods[];           /* binary, unary, reduce, shape, index, matmul, softmax, ... */
+extern PyMethodDef mmu_attention_methods[];      /* sdpa, rope */
+extern PyMethodDef mmu_autograd_methods[];       /* autograd.grad, graph introspection */
+extern PyMethodDef mmu_batch_norm_methods[];     /* batch norm */
+extern PyMethodDef mmu_contrastive_methods[];    /* fused CLIP / SigLIP losses */
+extern PyMethodDef mmu_conv_methods[];           /* convolutions */
+extern PyMethodDef mmu_dropout_methods[];        /* dropout */
+extern PyMethodDef mmu_lpips_methods[];          /* LPIPS distance */
+extern PyMethodDef mmu_norm_methods[];           /* layer / group / RMS norm, normalize */
+extern PyMethodDef mmu_optim_methods[];          /* fused optimizer updates */
+extern PyMethodDef mmu_pool_methods[];           /* max / average pooling */
+extern PyMethodDef mmu_quant_lfq_methods[];      /* LFQ entropy, FSQ */
+extern PyMethodDef mmu_quant_vq_methods[];       /* nearest-code search, EMA codebook stats */
+extern PyMethodDef mmu_reconstruction_methods[]; /* fused reconstruction losses */
+extern PyMethodDef mmu_spatial_methods[];        /* pad, interpolation */
 
 #endif

@@ -1,5 +1,5 @@
 /* mmu._C: the Tensor type, conversions to and from NumPy, and module state
- * (grad mode, seed, threads, stats). Op entry points are in ops_bind.c. */
+ * (grad mode, seed, threads, stats). Op entry points are in bind_<family>.c. */
 #include "binding.h"
 
 #include <ctype.h>
@@ -645,6 +645,23 @@ static PyObject *py_arange(PyObject *m, PyObject *args) {
     return mmu_wrap(t);
 }
 
+int mmu_add_codes(PyObject *m, const char *dict_name, const mmu_code *codes, int n) {
+    PyObject *d = PyDict_New();
+    if (!d) return -1;
+    for (int i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromLong(codes[i].code);
+        int bad = !v || PyDict_SetItemString(d, codes[i].name, v) < 0;
+        Py_XDECREF(v);
+        if (bad) {
+            Py_DECREF(d);
+            return -1;
+        }
+    }
+    int rc = PyModule_AddObjectRef(m, dict_name, d);
+    Py_DECREF(d);
+    return rc;
+}
+
 /* crc32c(buffer, crc=0) -> the CRC-32C of the buffer's bytes continuing from crc (mmu.io's file
  * checksum), computed with the GIL released */
 static PyObject *py_crc32c(PyObject *m, PyObject *args) {
@@ -691,13 +708,15 @@ PyMODINIT_FUNC PyInit__C(void) {
     import_array();
     PyObject *m = PyModule_Create(&module_def);
     if (!m) return NULL;
-    if (PyModule_AddFunctions(m, module_methods) < 0 || PyModule_AddFunctions(m, mmu_op_methods) < 0 ||
-        PyModule_AddFunctions(m, mmu_conv_methods) < 0 || PyModule_AddFunctions(m, mmu_spatial_methods) < 0 ||
-        PyModule_AddFunctions(m, mmu_attention_methods) < 0 || PyModule_AddFunctions(m, mmu_optim_methods) < 0 ||
-        PyModule_AddFunctions(m, mmu_quant_vq_methods) < 0 || PyModule_AddFunctions(m, mmu_quant_lfq_methods) < 0 ||
-        PyModule_AddFunctions(m, mmu_contrastive_methods) < 0 ||
-        PyModule_AddFunctions(m, mmu_autograd_methods) < 0 || PyModule_AddFunctions(m, mmu_batchnorm_methods) < 0 ||
-        PyModule_AddFunctions(m, mmu_lpips_methods) < 0 || PyModule_AddFunctions(m, mmu_recon_methods) < 0) goto fail;
+    PyMethodDef *family_methods[] = {
+        module_methods,         mmu_core_methods,         mmu_attention_methods, mmu_autograd_methods,
+        mmu_batch_norm_methods, mmu_contrastive_methods,  mmu_conv_methods,      mmu_dropout_methods,
+        mmu_lpips_methods,      mmu_norm_methods,         mmu_optim_methods,     mmu_pool_methods,
+        mmu_quant_lfq_methods,  mmu_quant_vq_methods,     mmu_reconstruction_methods, mmu_spatial_methods,
+    };
+    for (size_t f = 0; f < sizeof family_methods / sizeof *family_methods; f++)
+        if (PyModule_AddFunctions(m, family_methods[f]) < 0) goto fail;
+    if (mmu_core_add_constants(m) < 0 || mmu_spatial_add_constants(m) < 0) goto fail;
     mmu_TensorType = (PyTypeObject *)PyType_FromSpec(&tensor_spec);
     if (!mmu_TensorType) goto fail;
     Py_INCREF(mmu_TensorType);

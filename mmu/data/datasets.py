@@ -66,6 +66,7 @@ class ImageDataset:
 
     @property
     def channels(self):
+        """Image channels (C of the (N, C, H, W) images)."""
         return self.images.shape[1]
 
     @property

@@ -449,6 +449,7 @@ class FolderSplit:
 
     @property
     def summary(self):
+        """One line: "train: <count> images <from>; held out: <count> images <from>"."""
         tr, te = self.describe()
         return f"train: {tr}; held out: {te}"
 

@@ -45,7 +45,7 @@ import tempfile
 
 import numpy as np
 
-from .._C import Tensor
+from .._C import MAX_DIMS as _C_MAX_DIMS, Tensor
 from .._C import crc32c as _crc32c
 from ..tensor import bool as _bool
 from ..tensor import float32 as _float32
@@ -56,7 +56,7 @@ from ..tensor import zeros as _zeros
 __all__ = ["CheckpointError", "save_file", "load_file", "read_raw", "write_file"]
 
 MAX_HEADER = 100_000_000  # the safetensors library's own limit
-MAX_DIMS = 6  # MMU_MAX_DIMS of the C core: more dims can be read as NumPy arrays, not as Tensors
+MAX_DIMS = _C_MAX_DIMS  # the C core's limit: more dims can be read as NumPy arrays, not as Tensors
 MAX_ELEMENTS = (2**63 - 1) // 64  # the C core's limit on a shape's element count (tensor.c check_shape)
 _UMASK = os.umask(0o022)  # read once at import (os.umask can only be read by setting it)
 os.umask(_UMASK)

@@ -92,6 +92,9 @@ class LeCamEMA:
         self.ema_fake = self.ema_real
 
     def update(self, real_pred, fake_pred):
+        """Folds this discriminator step's mean predictions into the EMAs: real_pred and fake_pred are
+        D's logits (any shape); returns self.
+        """
         r = _logits(real_pred, "LeCamEMA.update", "real_pred")
         f = _logits(fake_pred, "LeCamEMA.update", "fake_pred")
         d = self.decay
@@ -100,12 +103,17 @@ class LeCamEMA:
         return self
 
     def reg(self, real_pred, fake_pred):
+        """lecam_reg(real_pred, fake_pred, ema_real, ema_fake) with the tracked EMAs: a 0-d Tensor,
+        differentiable in the predictions.
+        """
         return lecam_reg(real_pred, fake_pred, self.ema_real, self.ema_fake)
 
     def state_dict(self):
+        """{'decay', 'ema_real', 'ema_fake'} as floats, for a checkpoint."""
         return {"decay": self.decay, "ema_real": self.ema_real, "ema_fake": self.ema_fake}
 
     def load_state_dict(self, state):
+        """Restores a state_dict()."""
         self.decay, self.ema_real, self.ema_fake = (float(state["decay"]), float(state["ema_real"]),
                                                      float(state["ema_fake"]))
 

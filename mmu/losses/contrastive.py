@@ -41,6 +41,7 @@ class ClipLoss(Module):
         self.logit_scale = _scalar_param(init_logit_scale)
 
     def forward(self, image_emb, text_emb):
+        """image_emb (B, D), text_emb (B, D) -> 0-d loss: clip_loss with this module's logit_scale."""
         return clip_loss(image_emb, text_emb, self.logit_scale)
 
 
@@ -53,4 +54,5 @@ class SigLipLoss(Module):
         self.b = _scalar_param(init_b)
 
     def forward(self, image_emb, text_emb):
+        """image_emb (B, D), text_emb (B, D) -> 0-d loss: siglip_loss with this module's t and b."""
         return siglip_loss(image_emb, text_emb, self.t, self.b)

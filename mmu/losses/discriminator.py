@@ -2,8 +2,8 @@
 High-Resolution Image Synthesis", taming/modules/discriminator/model.py — itself pix2pix's
 NLayerDiscriminator, Isola et al. 2017) and its `weights_init`.
 
-Layout (REFERENCES.md, "PatchGAN: conv4x4 s2 (64) LReLU .2, then ndf*min(2^n,8)+BN+LReLU, conv4x4 s1,
-conv to 1 channel"), all convs 4x4 with padding 1:
+Layout (conv4x4 stride 2 with 64 channels and LeakyReLU 0.2, then ndf·min(2^n, 8) channels with a norm
+and LeakyReLU, a stride-1 conv4x4, and a conv to 1 channel), all convs 4x4 with padding 1:
     conv(input_nc -> ndf, stride 2) + LeakyReLU(0.2)
     for n in 1 .. n_layers-1: conv(ndf·min(2^(n-1), 8) -> ndf·min(2^n, 8), stride 2) + norm + LeakyReLU(0.2)
     conv(ndf·min(2^(n_layers-1), 8) -> ndf·min(2^n_layers, 8), stride 1) + norm + LeakyReLU(0.2)
@@ -15,7 +15,7 @@ logit sees a 70x70 patch); at 64x64 it is 6x6.
 import math
 
 from ..nn import ActNorm, BatchNorm2d, Conv2d, GroupNorm, Identity, LeakyReLU, Module, Sequential, init
-from ..nn.layers import _BatchNorm
+from ..nn.norm import _BatchNorm
 from ..tensor import _as_tensor
 from .._limits import MAX_WIDTH, check_at_most, check_elements
 
@@ -102,6 +102,9 @@ class NLayerDiscriminator(Module):
         self.apply(weights_init)
 
     def forward(self, input):
+        """input (B, input_nc, H, W) -> (B, 1, h, w) logits, one per overlapping patch (30x30 at 256x256
+        with the defaults).
+        """
         x = _as_tensor(input, "NLayerDiscriminator")
         if x.ndim != 4 or x.shape[1] != self.input_nc:
             raise ValueError(f"NLayerDiscriminator: expected input of shape (B, {self.input_nc}, H, W), got "

@@ -1,6 +1,6 @@
 """Reconstruction losses: l1, mse, smooth L1 / Huber, logit-Laplace (DALL-E dVAE).
 
-Each loss is one fused C kernel (csrc/loss/regression.c) with its backward: a composition of
+Each loss is one fused C kernel (csrc/loss/reconstruction.c) with its backward: a composition of
 mmu ops would be 5 to 9 passes over the image. l1/mse are mmu.functional's, re-exported."""
 import math
 import numbers

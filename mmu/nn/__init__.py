@@ -5,19 +5,19 @@ state_dict loads into the mmu twin."""
 from . import functional, init, utils  # noqa: F401
 from .attention import MultiheadAttention, RotaryEmbedding  # noqa: F401
 from .containers import ModuleDict, ModuleList, Sequential  # noqa: F401
+from .activation import GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh  # noqa: F401
+from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d  # noqa: F401
 from .layers import (  # noqa: F401
-    GELU, ActNorm, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d, Dropout, Embedding,
-    Flatten, GroupNorm, Identity, LayerNorm, LeakyReLU, Linear, ReLU, RMSNorm, Sigmoid, SiLU, Softmax, Softplus, Tanh,
-    PixelShuffle, PixelUnshuffle, Unflatten, Upsample,
+    Dropout, Embedding, Flatten, Identity, Linear, PixelShuffle, PixelUnshuffle, Unflatten, Upsample,
 )
-from .layers import MaxPool2d  # noqa: F401  (issue 5: pooling)
 from .module import Module  # noqa: F401
+from .norm import ActNorm, BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm  # noqa: F401
 from .parameter import Parameter  # noqa: F401
+from .pooling import AvgPool2d, MaxPool2d  # noqa: F401
 from .transformer import TransformerBlock  # noqa: F401
 
 __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Identity", "Linear", "Conv1d",
            "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "LayerNorm", "GroupNorm", "BatchNorm1d", "BatchNorm2d", "ActNorm",
            "RMSNorm", "Embedding", "Dropout", "ReLU", "GELU", "SiLU", "Sigmoid", "Tanh", "Softplus", "LeakyReLU", "Softmax",
-           "Flatten", "Unflatten", "Upsample", "AvgPool2d", "PixelShuffle", "PixelUnshuffle", "MultiheadAttention", "RotaryEmbedding", "TransformerBlock",
+           "Flatten", "Unflatten", "Upsample", "AvgPool2d", "MaxPool2d", "PixelShuffle", "PixelUnshuffle", "MultiheadAttention", "RotaryEmbedding", "TransformerBlock",
            "functional", "init", "utils"]
-__all__ += ["MaxPool2d"]  # issue 5: pooling

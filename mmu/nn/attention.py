@@ -10,7 +10,9 @@ import numpy as np
 from .. import functional as F
 from ..tensor import _as_tensor, arange as _arange, ones as _ones, tril as _tril, where as _where
 from . import init
-from .layers import LayerNorm, Linear, RMSNorm, _int, _param
+from ._layer_args import _int, _param
+from .layers import Linear
+from .norm import LayerNorm, RMSNorm
 from .module import Module
 
 __all__ = ["MultiheadAttention", "RotaryEmbedding"]

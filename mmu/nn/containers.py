@@ -76,11 +76,13 @@ class Sequential(_ModuleSequence):
         return type(self)(collections.OrderedDict(list(self._modules.items())[idx]))
 
     def extend(self, modules):
+        """Appends every module of an iterable, in order; returns self."""
         for m in modules:
             self.append(m)
         return self
 
     def insert(self, index, module):
+        """Inserts module before position index (negative counts from the end; len appends)."""
         n = len(self._modules)
         if not -n <= index <= n:
             raise IndexError(f"index {index} is out of range for a Sequential of length {n}")
@@ -93,6 +95,7 @@ class Sequential(_ModuleSequence):
         return self
 
     def forward(self, input):
+        """Runs the modules in order, each on the previous one's output; returns the last output."""
         for m in self._modules.values():
             input = m(input)
         return input
@@ -114,6 +117,7 @@ class ModuleList(_ModuleSequence):
         return self.extend(modules)
 
     def extend(self, modules):
+        """Appends every module of an iterable, in order; returns self."""
         if not hasattr(modules, "__iter__"):
             raise TypeError(f"ModuleList.extend should be called with an iterable, got {type(modules).__name__}")
         for m in modules:
@@ -121,6 +125,7 @@ class ModuleList(_ModuleSequence):
         return self
 
     def insert(self, index, module):
+        """Inserts module before position index (negative counts from the end)."""
         if not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         items = list(self._modules.values())
@@ -128,6 +133,7 @@ class ModuleList(_ModuleSequence):
         self._renumber(items)
 
     def forward(self, *args, **kwargs):
+        """Raises NotImplementedError: a ModuleList holds modules, iterate over it to call them."""
         raise NotImplementedError("ModuleList has no forward; iterate over it")
 
 
@@ -158,23 +164,31 @@ class ModuleDict(Module):
         return key in self._modules
 
     def keys(self):
+        """The names, in insertion order."""
         return self._modules.keys()
 
     def values(self):
+        """The modules, in insertion order."""
         return self._modules.values()
 
     def items(self):
+        """(name, module) pairs, in insertion order."""
         return self._modules.items()
 
     def pop(self, key):
+        """Removes the module named key and returns it (KeyError if absent)."""
         m = self._modules[key]
         del self._modules[key]
         return m
 
     def clear(self):
+        """Removes every module."""
         self._modules.clear()
 
     def update(self, modules):
+        """Adds or replaces modules from a mapping (or a ModuleDict) or an iterable of (name, module)
+        pairs.
+        """
         items = modules.items() if isinstance(modules, (collections.abc.Mapping, ModuleDict)) else modules
         for item in items:
             if not isinstance(item, (tuple, list)) or len(item) != 2:
@@ -182,4 +196,5 @@ class ModuleDict(Module):
             self[item[0]] = item[1]
 
     def forward(self, *args, **kwargs):
+        """Raises NotImplementedError: a ModuleDict holds modules, index it to call them."""
         raise NotImplementedError("ModuleDict has no forward; index it")

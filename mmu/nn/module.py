@@ -425,6 +425,7 @@ class Module:
         return self._named_members(lambda m: m._buffers.items(), prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse=True):
+        """Iterator over the module's buffers (and its submodules' with recurse=True)."""
         for _, b in self.named_buffers(recurse=recurse):
             yield b
 
@@ -437,6 +438,7 @@ class Module:
                 yield name, m
 
     def children(self):
+        """Iterator over the immediate submodules."""
         for _, m in self.named_children():
             yield m
 
@@ -455,6 +457,7 @@ class Module:
             yield from m.named_modules(memo, prefix + "." + name if prefix else name, remove_duplicate)
 
     def modules(self):
+        """Iterator over this module and every submodule, depth first (each once)."""
         for _, m in self.named_modules():
             yield m
 
@@ -528,13 +531,19 @@ class Module:
         return self
 
     def cpu(self):
+        """Returns self: mmu modules always live in CPU memory (torch's name, for ported code)."""
         return self
 
     def float(self):
+        """Returns self: parameters are always float32 (torch's name, for ported code)."""
         return self
 
     # ---------------------------------------------------------------- forward
     def forward(self, *args, **kwargs):
+        """The computation of the module, called by module(*args, **kwargs); every subclass defines it
+        (this base raises NotImplementedError). Arguments, shapes and returns are documented on each
+        subclass.
+        """
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):

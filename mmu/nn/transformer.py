@@ -3,7 +3,9 @@ import numbers
 
 from .. import functional as F
 from .attention import MultiheadAttention
-from .layers import Dropout, LayerNorm, Linear, RMSNorm, _int
+from ._layer_args import _int
+from .layers import Dropout, Linear
+from .norm import LayerNorm, RMSNorm
 from .module import Module
 
 __all__ = ["TransformerBlock"]

@@ -115,10 +115,16 @@ class EMA:
                 bufs[n].numpy()[...] = b.numpy()
 
     def state_dict(self):
+        """A dict of the EMA state (decay, warmup, update_after_step, num_updates, and the shadow
+        parameters and buffers by name) for a checkpoint; load_state_dict restores it.
+        """
         return {"decay": self.decay, "warmup": self.warmup, "update_after_step": self.update_after_step,
                 "num_updates": self.num_updates, "shadow": dict(self.shadow), "buffers": dict(self.buffers)}
 
     def load_state_dict(self, state_dict):
+        """Restores a state_dict(); everything is validated before anything is replaced, so a bad dict
+        raises ValueError and leaves the EMA as it was.
+        """
         # everything is validated and converted before anything is replaced (nothing half-loaded)
         if not isinstance(state_dict, dict) or not isinstance(state_dict.get("shadow"), dict):
             raise ValueError("EMA.load_state_dict: expected a dict with a 'shadow' dict (EMA.state_dict())")

@@ -183,6 +183,10 @@ class FSQ(Module):
 
     # --- forward -----------------------------------------------------------------------------------
     def forward(self, z):
+        """z (B, N, dim) or channel-first (B, dim, *spatial) -> (quantized, same shape; indices, int64
+        (B, N) / (B, *spatial), with a trailing num_codebooks dim when keep_num_codebooks_dim; loss, 0 —
+        FSQ has no auxiliary loss). The rounding passes gradients straight through.
+        """
         z = _t._as_tensor(z, "FSQ")
         z, spatial = _tokens_last(z, self.dim, self.channel_first, "FSQ")
         if self.has_projections:

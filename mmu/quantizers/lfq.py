@@ -146,6 +146,9 @@ class LFQ(Module):
         self.stats = None
 
     def indices_to_bits(self, indices):
+        """indices (..., [num_codebooks]) int, each in [0, codebook_size) -> bool array (..., codebook_dim):
+        bit b of each index (True = +1), the code's sign pattern.
+        """
         idx = indices.numpy() if hasattr(indices, "numpy") else np.asarray(indices)
         if idx.size and not np.issubdtype(idx.dtype, np.integer):
             raise TypeError(f"LFQ.indices_to_codes: indices must be integers, got dtype {idx.dtype}")
@@ -171,6 +174,11 @@ class LFQ(Module):
         return codes
 
     def forward(self, x, inv_temperature=None):
+        """x (B, N, dim) or channel-first (B, dim, *spatial) -> (quantized, same shape, each bit
+        ±codebook_scale; indices, int64 (B, N) / (B, *spatial), with a trailing num_codebooks dim when
+        kept; loss, 0-d: entropy and commitment terms in training, 0 in eval). inv_temperature overrides
+        the module's for this call.
+        """
         x = _t._as_tensor(x, "LFQ")
         tau = self.inv_temperature if inv_temperature is None else float(inv_temperature)
         if not (math.isfinite(tau) and tau > 0):

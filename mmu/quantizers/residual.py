@@ -122,6 +122,10 @@ class ResidualVQ(nn.Module):
         return self.quantize_dropout_cutoff_index + 1 + min(int(u * span), span - 1)
 
     def forward(self, x, return_all_losses=False):
+        """x (B, N, dim) (or (B, dim, H, W) with accept_image_fmap=True) -> (quantized, like x; indices,
+        int64 (B, N, Q) / (B, H, W, Q), -1 for levels dropped by quantize_dropout; loss, 0-d, the mean
+        over the used levels) and, with return_all_losses=True, also the per-level losses (Q,).
+        """
         x = _as_tensor(x, "ResidualVQ", "input")
         rows, image = self._rows(x)
         b, n = rows.shape[0], rows.shape[1]

@@ -331,6 +331,11 @@ class VectorQuantize(Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x):
+        """x (B, N, dim) (or (B, dim, N) with channel_last=False, or (B, dim, H, W) with
+        accept_image_fmap=True) -> (quantized, same shape as x; indices, int64 (B, N) / (B, H, W) with a
+        trailing heads axis when heads > 1; loss, 0-d). In training mode the EMA codebook is updated
+        and dead codes restarted; self.stats holds the usage statistics of the call.
+        """
         x = _numeric(x, "VectorQuantize", "x")
         if x.dtype != _mmu.float32:
             raise TypeError(f"VectorQuantize: x must be float32, got {x.dtype}")

@@ -139,10 +139,12 @@ class Tokenizer(Module):
     # ------------------------------------------------------------------ what subclasses describe
     @property
     def downsample_factor(self):
+        """Image pixels per code along each side (H / h); each tokenizer defines it."""
         raise NotImplementedError
 
     @property
     def in_channels(self):
+        """Channels of the images (config.in_channels)."""
         return self.config.in_channels
 
     @property
@@ -153,6 +155,7 @@ class Tokenizer(Module):
 
     @property
     def num_levels(self):
+        """Codes per latent position: the residual levels for rvq, else 1."""
         return self.quantize.num_quantizers if self.config.quantizer == "rvq" else 1
 
     @property
@@ -163,10 +166,12 @@ class Tokenizer(Module):
 
     @property
     def codebook_size(self):
+        """The number of codes of the quantizer (per level)."""
         return int(self.quantize.codebook_size)
 
     @property
     def bits_per_token(self):
+        """log2(codebook_size): the information one code carries."""
         return float(math.log2(self.codebook_size))
 
     def get_last_layer(self):
@@ -182,6 +187,9 @@ class Tokenizer(Module):
         return [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
 
     def discriminator_loss(self, images, recon, step=0):
+        """The discriminator's loss on real images and (detached) reconstructions, (d_loss, logs);
+        tokenizers without a discriminator raise RuntimeError (VQGAN overrides it).
+        """
         raise RuntimeError(f"{type(self).__name__} has no discriminator (check `model.discriminator is None`)")
 
     # ------------------------------------------------------------------ validation
@@ -310,6 +318,10 @@ class Tokenizer(Module):
         return self._decode_latent(zq)
 
     def forward(self, images, step=0):
+        """images (B, C, H, W) float32 in [-1, 1] -> TokenizerOutput (recon (B, C, H, W), loss 0-d,
+        losses dict of floats, codes int64, stats) for training; step is the optimisation step (loss
+        schedules such as the discriminator start use it). Each tokenizer documents its loss.
+        """
         raise NotImplementedError
 
     def _step(self, step):

@@ -1,7 +1,7 @@
 """Config dataclasses of the tokenizers: JSON-serialisable fields only (ints, floats, strings, lists, dicts),
 so `save_pretrained` writes them into config.json and `from_pretrained` rebuilds the same model.
 
-Defaults follow the papers / reference code cited on each class (see /work/shared/REFERENCES.md).
+Defaults follow the papers / reference code cited on each class's docstring.
 """
 from dataclasses import asdict, dataclass, field, fields
 
@@ -27,10 +27,12 @@ class _Config:
             object.__setattr__(self, f.name, _listify(getattr(self, f.name)))
 
     def to_dict(self):
+        """The config as a plain JSON-serialisable dict (dataclasses.asdict)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d):
+        """The config from a dict such as to_dict() wrote; unknown keys raise ValueError naming them."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -156,9 +156,11 @@ class History:
 
     # ------------------------------------------------------------------ state
     def state_dict(self):
+        """{'records': [dict, ...]}: the logged records, for a checkpoint."""
         return {"records": [dict(r) for r in self.records]}
 
     def load_state_dict(self, state_dict):
+        """Replaces the records by those of a state_dict() (ValueError on anything else)."""
         if not isinstance(state_dict, dict) or not isinstance(state_dict.get("records"), (list, tuple)):
             raise ValueError("History.load_state_dict: expected {'records': [dict, ...]} (History.state_dict())")
         new = History(state_dict["records"])

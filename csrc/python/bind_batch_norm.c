@@ -31,7 +31,7 @@ static PyObject *py_batch_norm(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
-PyMethodDef mmu_batchnorm_methods[] = {
+PyMethodDef mmu_batch_norm_methods[] = {
     {"batch_norm", py_batch_norm, METH_VARARGS,
      "batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)"},
     {NULL, NULL, 0, NULL},

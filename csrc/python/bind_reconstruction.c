@@ -1,4 +1,5 @@
-/* mmu._C entry points: fused reconstruction losses (csrc/loss/regression.c). */
+/* mmu._C entry points: fused reconstruction losses (csrc/loss/reconstruction.c): MSE, L1, smooth L1,
+ * Huber, logit-Laplace. */
 #include "binding.h"
 
 #include "../ops/ops.h"
@@ -40,9 +41,29 @@ static PyObject *py_logit_laplace_loss(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
-PyMethodDef mmu_recon_methods[] = {
+/* mse_loss / l1_loss (input, target, reduction) */
+static PyObject *regression_loss(PyObject *args, int l1) {
+    PyObject *io, *to;
+    int red;
+    tensor_args ta = {0};
+    mmu_tensor *in, *target, *out = NULL;
+    mmu_status st;
+    const char *name = l1 ? "l1_loss" : "mse_loss";
+    if (!PyArg_ParseTuple(args, "OOi", &io, &to, &red)) return NULL;
+    if (!(in = arg(&ta, io, MMU_FLOAT32, name, "input")) || !(target = arg(&ta, to, MMU_FLOAT32, name, "target")))
+        return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, l1 ? mmu_l1_loss(&out, in, target, (mmu_reduction)red)
+                     : mmu_mse_loss(&out, in, target, (mmu_reduction)red));
+    return finish(&ta, st, out);
+}
+static PyObject *py_mse_loss(PyObject *m, PyObject *args) { return regression_loss(args, 0); }
+static PyObject *py_l1_loss(PyObject *m, PyObject *args) { return regression_loss(args, 1); }
+
+PyMethodDef mmu_reconstruction_methods[] = {
     {"smooth_l1_loss", py_smooth_l1_loss, METH_VARARGS, "smooth_l1_loss(input, target, red, beta)"},
     {"huber_loss", py_huber_loss, METH_VARARGS, "huber_loss(input, target, red, delta)"},
     {"logit_laplace_loss", py_logit_laplace_loss, METH_VARARGS, "logit_laplace_loss(x, mu, log_b, eps, red)"},
+    {"mse_loss", py_mse_loss, METH_VARARGS, "mse_loss(input, target, red)"},
+    {"l1_loss", py_l1_loss, METH_VARARGS, "l1_loss(input, target, red)"},
     {NULL, NULL, 0, NULL},
 };

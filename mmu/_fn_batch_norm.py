@@ -1,4 +1,4 @@
-"""mmu.functional: batch normalisation (issue 5).
+"""mmu.functional: batch normalisation (csrc/ops/batch_norm.c).
 
 Part of mmu.functional (re-exported there). Arguments are checked here the way torch checks them
 (TypeError for a wrong type, ValueError for a wrong value); the C op checks the shapes.

@@ -1,4 +1,5 @@
-/* Op entry points of mmu._C: parse arguments, convert tensor-likes, release
+/* Entry points of mmu._C for the core op families (binary, unary, reduce,
+ * shape, index, matmul, softmax, embedding, cross_entropy): parse arguments, convert tensor-likes, release
  * the GIL around the C op, wrap the result. Argument normalisation that is
  * easier in Python (dim=int or tuple, defaults, keyword names) happens in
  * mmu/tensor.py and mmu/functional.py; these take positional arguments.
@@ -96,6 +97,10 @@ static PyObject *py_softplus(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
+static PyObject *py_leaky_relu(PyObject *m, PyObject *args) {
+    return mmu_call_x_double(args, "leaky_relu", -1, mmu_leaky_relu);
+}
+
 static PyObject *py_logical_not(PyObject *m, PyObject *xo) {
     tensor_args ta = {0};
     mmu_tensor *x, *out = NULL;
@@ -155,7 +160,8 @@ static PyObject *py_reduce(PyObject *m, PyObject *args) {
     mmu_status st;
     unsigned mask;
     if (!PyArg_ParseTuple(args, "iOOp", &op, &xo, &dims, &keepdim)) return NULL;
-    if (op < 0 || op > 3) return PyErr_Format(PyExc_ValueError, "reduce: bad op %d", op);
+    if (op < 0 || op >= (int)(sizeof reduce_names / sizeof *reduce_names))
+        return PyErr_Format(PyExc_ValueError, "reduce: bad op %d", op);
     if (!(x = arg(&ta, xo, MMU_FLOAT32, reduce_names[op], "input")) ||
         dims_to_mask(dims, x->ndim, &mask, reduce_names[op]) < 0)
         return finish(&ta, MMU_OK, NULL);
@@ -337,24 +343,6 @@ static PyObject *py_softmax(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
-static PyObject *py_layer_norm(PyObject *m, PyObject *args) {
-    PyObject *xo, *so, *wo, *bo;
-    double eps;
-    tensor_args ta = {0};
-    mmu_tensor *x, *w = NULL, *b = NULL, *out = NULL;
-    mmu_status st;
-    int nd;
-    int64_t shape[MMU_MAX_DIMS];
-    if (!PyArg_ParseTuple(args, "OOOOd", &xo, &so, &wo, &bo, &eps)) return NULL;
-    if (mmu_parse_shape(so, &nd, shape, "layer_norm", "normalized_shape") < 0) return NULL;
-    if (!(x = arg(&ta, xo, -1, "layer_norm", "input")) ||
-        (wo != Py_None && !(w = arg(&ta, wo, -1, "layer_norm", "weight"))) ||
-        (bo != Py_None && !(b = arg(&ta, bo, -1, "layer_norm", "bias"))))
-        return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_layer_norm(&out, x, nd, shape, w, b, eps));
-    return finish(&ta, st, out);
-}
-
 static PyObject *py_embedding(PyObject *m, PyObject *args) {
     PyObject *io, *wo;
     tensor_args ta = {0};
@@ -384,32 +372,61 @@ static PyObject *py_cross_entropy(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
-/* mse_loss / l1_loss (input, target, reduction) */
-static PyObject *regression_loss(PyObject *args, int l1) {
-    PyObject *io, *to;
-    int red;
-    tensor_args ta = {0};
-    mmu_tensor *in, *target, *out = NULL;
-    mmu_status st;
-    const char *name = l1 ? "l1_loss" : "mse_loss";
-    if (!PyArg_ParseTuple(args, "OOi", &io, &to, &red)) return NULL;
-    if (!(in = arg(&ta, io, MMU_FLOAT32, name, "input")) || !(target = arg(&ta, to, MMU_FLOAT32, name, "target")))
-        return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, l1 ? mmu_l1_loss(&out, in, target, (mmu_reduction)red)
-                     : mmu_mse_loss(&out, in, target, (mmu_reduction)red));
-    return finish(&ta, st, out);
+#define CODE(name, code) {name, code}
+#define N_CODES(t) (int)(sizeof t / sizeof *t)
+
+int mmu_core_add_constants(PyObject *m) {
+    static const mmu_code dtypes[] = {CODE("float32", MMU_FLOAT32), CODE("int64", MMU_INT64), CODE("bool", MMU_BOOL)};
+    static const mmu_code binary[] = {
+        CODE("add", MMU_BIN_ADD), CODE("sub", MMU_BIN_SUB), CODE("mul", MMU_BIN_MUL), CODE("div", MMU_BIN_DIV),
+        CODE("maximum", MMU_BIN_MAXIMUM), CODE("minimum", MMU_BIN_MINIMUM), CODE("lt", MMU_BIN_LT),
+        CODE("le", MMU_BIN_LE), CODE("gt", MMU_BIN_GT), CODE("ge", MMU_BIN_GE), CODE("eq", MMU_BIN_EQ),
+        CODE("ne", MMU_BIN_NE), CODE("logical_and", MMU_BIN_AND), CODE("logical_or", MMU_BIN_OR),
+        CODE("logical_xor", MMU_BIN_XOR),
+    };
+    static const mmu_code unary[] = {
+        CODE("neg", MMU_UN_NEG), CODE("exp", MMU_UN_EXP), CODE("log", MMU_UN_LOG), CODE("sqrt", MMU_UN_SQRT),
+        CODE("abs", MMU_UN_ABS), CODE("tanh", MMU_UN_TANH), CODE("sigmoid", MMU_UN_SIGMOID),
+        CODE("relu", MMU_UN_RELU), CODE("gelu", MMU_UN_GELU), CODE("gelu_tanh", MMU_UN_GELU_TANH),
+        CODE("silu", MMU_UN_SILU),
+    };
+    static const mmu_code reduce[] = {CODE("sum", MMU_RED_SUM), CODE("mean", MMU_RED_MEAN), CODE("amax", MMU_RED_AMAX),
+                                      CODE("amin", MMU_RED_AMIN)};
+    static const mmu_code loss_reductions[] = {CODE("none", MMU_REDUCTION_NONE), CODE("mean", MMU_REDUCTION_MEAN),
+                                               CODE("sum", MMU_REDUCTION_SUM)};
+    _Static_assert(N_CODES(binary) == MMU_BIN_COUNT && N_CODES(unary) == MMU_UN_COUNT, "a code is not exported");
+    PyObject *ops = PyTuple_New(MMU_OP_COUNT); /* the op table's names, in its order (OPS) */
+    if (!ops) return -1;
+    for (int i = 0; i < MMU_OP_COUNT; i++) {
+        PyObject *name = PyUnicode_FromString(mmu_op_table[i].name);
+        if (!name) {
+            Py_DECREF(ops);
+            return -1;
+        }
+        PyTuple_SET_ITEM(ops, i, name);
+    }
+    int rc = PyModule_AddObjectRef(m, "OPS", ops);
+    Py_DECREF(ops);
+    if (rc < 0) return -1;
+    if (PyModule_AddIntConstant(m, "MAX_DIMS", MMU_MAX_DIMS) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_THREADS", MMU_MAX_THREADS) < 0 ||
+        mmu_add_codes(m, "DTYPES", dtypes, N_CODES(dtypes)) < 0 ||
+        mmu_add_codes(m, "BINARY_OPS", binary, N_CODES(binary)) < 0 ||
+        mmu_add_codes(m, "UNARY_OPS", unary, N_CODES(unary)) < 0 ||
+        mmu_add_codes(m, "REDUCE_OPS", reduce, N_CODES(reduce)) < 0 ||
+        mmu_add_codes(m, "LOSS_REDUCTIONS", loss_reductions, N_CODES(loss_reductions)) < 0)
+        return -1;
+    return 0;
 }
 
-static PyObject *py_mse_loss(PyObject *m, PyObject *args) { return regression_loss(args, 0); }
-static PyObject *py_l1_loss(PyObject *m, PyObject *args) { return regression_loss(args, 1); }
-
-PyMethodDef mmu_op_methods[] = {
+PyMethodDef mmu_core_methods[] = {
     {"binary", py_binary, METH_VARARGS, "binary(op, a, b) with NumPy broadcasting"},
     {"where", py_where, METH_VARARGS, "where(cond, a, b)"},
     {"unary", py_unary, METH_VARARGS, "unary(op, x)"},
     {"pow", py_pow, METH_VARARGS, "pow(x, exponent)"},
     {"softplus", py_softplus, METH_VARARGS, "softplus(x, beta, threshold)"},
     {"clamp", py_clamp, METH_VARARGS, "clamp(x, min or None, max or None)"},
+    {"leaky_relu", py_leaky_relu, METH_VARARGS, "leaky_relu(x, negative_slope)"},
     {"logical_not", py_logical_not, METH_O, "logical_not(x)"},
     {"cast", py_cast, METH_VARARGS, "cast(x, dtype_code)"},
     {"reduce", py_reduce, METH_VARARGS, "reduce(op, x, dims or None, keepdim)"},
@@ -426,10 +443,7 @@ PyMethodDef mmu_op_methods[] = {
     {"matmul", py_matmul, METH_VARARGS, "matmul(a, b)"},
     {"linear", py_linear, METH_VARARGS, "linear(x, weight, bias or None)"},
     {"softmax", py_softmax, METH_VARARGS, "softmax(x, dim, log)"},
-    {"layer_norm", py_layer_norm, METH_VARARGS, "layer_norm(x, normalized_shape, weight, bias, eps)"},
     {"embedding", py_embedding, METH_VARARGS, "embedding(indices, weight)"},
     {"cross_entropy", py_cross_entropy, METH_VARARGS, "cross_entropy(logits, target, ignore_index, smoothing, red)"},
-    {"mse_loss", py_mse_loss, METH_VARARGS, "mse_loss(input, target, red)"},
-    {"l1_loss", py_l1_loss, METH_VARARGS, "l1_loss(input, target, red)"},
     {NULL},
 };

@@ -1,7 +1,7 @@
 """Reconstruction loss cases, forward+backward on decoder-output-sized maps (8×3×64×64 and
 32×3×256×256): smooth L1, Huber and DALL-E's logit-Laplace NLL.
 
-mmu runs one fused C kernel each (csrc/loss/regression.c); torch runs its own fused
+mmu runs one fused C kernel each (csrc/loss/reconstruction.c); torch runs its own fused
 smooth_l1_loss / huber_loss, and for logit-Laplace (which torch lacks) the formula as a
 composition of ops, the way a torch dVAE computes it."""
 import math
