@@ -494,11 +494,31 @@ def _var(input, dim, correction, keepdim, op):
     if not _is_int(correction):
         raise TypeError(f"{op}: correction must be an int, got {type(correction).__name__}")
     correction = int(correction)
+    whole = dim is None or input.ndim == 0  # torch's var_backward has a separate rule for these
     dims = _unique_dims(_dims(dim, op), input, op)
     keepdim = _flag(keepdim, op, "keepdim")
     n = input.numel() if dims is None else int(np.prod([input.shape[d] if input.ndim else 1 for d in dims]))
-    centered = input - mean(input, dims, keepdim=True)
-    return sum(centered * centered, dims, keepdim=keepdim) / builtins.max(n - correction, 0)
+    dof = n - correction
+    if dof > 0:
+        centered = input - mean(input, dims, keepdim=True)
+        return sum(centered * centered, dims, keepdim=keepdim) / dof
+    # No degrees of freedom: the value is sum((x - mean)^2) / 0 (inf, NaN for a constant row) and the
+    # gradient is torch's var_backward, which drops the mean's term (it sums to zero when dof > 0):
+    #   whole reduction: grad · (inf where x != mean, NaN where x == mean), whatever the sign of x - mean;
+    #   explicit dims:   grad · 2/dof · (x - mean), so ±inf (NaN at x == mean) for dof == 0 and finite
+    #                    for dof < 0.
+    # Composed autograd with the mean's term gives inf - inf = NaN everywhere instead.
+    centered = input - mean(input, dims, keepdim=True).detach()
+    squares = centered * centered
+    if whole:
+        # d/dx = 1 where x != mean, 0 where x == mean; the division by 0 turns these into inf and NaN
+        moving = _C.cast(centered.detach() != 0.0, _FLOAT)
+        return sum((input - input.detach()) * moving + squares.detach(), dims, keepdim=keepdim) / 0.0
+    value = sum(squares, dims, keepdim=keepdim) / 0.0
+    if dof == 0:
+        return value
+    slope = sum(squares, dims, keepdim=keepdim) / float(dof)  # finite: carries the gradient only
+    return value.detach() + (slope - slope.detach())
 
 
 def _unique_dims(dims, x, op):

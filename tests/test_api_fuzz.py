@@ -1,6 +1,6 @@
-"""Seeded fuzz of the public API: mmu.*, mmu.functional.* and the Tensor methods (operators too)
-called with odd arguments — wrong types, None, NaN, ±inf, 1e300, ints past int64, negative sizes,
-out-of-range dims, empty and 0-d tensors, int64/bool tensors, mismatched shapes.
+"""Seeded fuzz of the public API: mmu.*, mmu.functional.*, the Tensor methods (operators too), nn layers
+and mmu.losses' functions, called with odd arguments — wrong types, None, NaN, ±inf, 1e300, ints past
+int64, negative sizes, out-of-range dims, empty and 0-d tensors, int64/bool tensors, mismatched shapes.
 
 Every call must either return or raise one of ALLOWED with a message that names the function or
 op (the spec of tests/test_errors.py, here over thousands of random calls instead of a table).
@@ -78,6 +78,17 @@ def targets():
         cls = getattr(mmu.nn, name)
         if isinstance(cls, type) and issubclass(cls, mmu.nn.Module) and name not in _SKIP_NN:
             out.append((f"nn.{name}", _layer(cls), _layer_pattern(name)))
+    return out
+
+
+def loss_targets():
+    """The public functions of mmu.losses (the classes are left out), each naming itself."""
+    out = []
+    for name in sorted(dir(mmu.losses)):
+        obj = getattr(mmu.losses, name)
+        if name.startswith("_") or isinstance(obj, type) or not inspect.isfunction(obj):
+            continue
+        out.append((f"losses.{name}", _plain(obj), name))
     return out
 
 
@@ -181,6 +192,10 @@ class Values:
             return [like, like]
         if n in ("index", "indices", "target", "input_ids") and self.rng.random() < 0.6:
             return mmu.tensor(r(0, 2, size=like.shape if isinstance(like, mmu.Tensor) else (2,)))
+        if n == "logits" and self.rng.random() < 0.6:  # the token losses' (B, L, V)
+            return self.ftensor(2, 3, 4)
+        if n in ("tokens", "targets") and self.rng.random() < 0.6:  # (B, L), a few out of [0, V)
+            return mmu.tensor(r(-1, 5, size=(2, 3)))
         if n in ("mask", "condition", "attn_mask"):
             return mmu.tensor(self.rng.random(like.shape if isinstance(like, mmu.Tensor) else (2, 3)) > 0.5)
         if n == "dtype":
@@ -265,11 +280,12 @@ def check_exception(exc, pattern):
     return None
 
 
-def fuzz(seed=0, calls=2000, verbose=False):
-    """Runs `calls` random calls; returns {(label, exception type, message shape): example} of failures."""
+def fuzz(seed=0, calls=2000, verbose=False, tgts=None):
+    """Runs `calls` random calls (over targets(), or tgts); returns {(label, exception type, message
+    shape): example} of failures."""
     rng = np.random.default_rng(seed)
     values = Values(rng)
-    tgts = targets()
+    tgts = targets() if tgts is None else tgts
     failures = {}
     grad_mode = mmu.is_grad_enabled()
     threads = mmu.get_num_threads()
@@ -329,6 +345,12 @@ def test_api_fuzz():
     """15,000 seeded calls (about 2 s); every exception allowed and naming its op."""
     failures = fuzz(seed=0, calls=10000)
     failures.update(fuzz(seed=1, calls=5000))
+    assert not failures, f"{len(failures)} distinct failures:\n" + "\n".join(failures.values())
+
+
+def test_losses_fuzz():
+    """3,000 seeded calls of mmu.losses' functions; every exception allowed and naming its loss."""
+    failures = fuzz(seed=0, calls=3000, tgts=loss_targets())
     assert not failures, f"{len(failures)} distinct failures:\n" + "\n".join(failures.values())
 
 

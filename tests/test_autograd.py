@@ -183,6 +183,23 @@ def test_every_inplace_path_bumps_the_version():
     assert _bumps(lin.weight, lambda: mmu.nn.init.normal_(lin.weight)) == 1
     bn = mmu.nn.BatchNorm2d(2)
     assert _bumps(bn.running_mean, lambda: bn(mmu.randn(3, 2, 2, 2))) == 1
+    assert _bumps(bn.num_batches_tracked, lambda: bn(mmu.randn(3, 2, 2, 2))) == 1
+    for buf in (bn.running_mean, bn.running_var, bn.num_batches_tracked):
+        assert _bumps(buf, bn.reset_running_stats) == 1
+    # ActNorm's data-dependent init writes loc/scale (and its flag) through NumPy
+    act = mmu.nn.ActNorm(2)
+    for buf in (act.loc, act.scale, act.initialized):
+        act.initialized.zero_()  # forces the init again on the next training forward
+        assert _bumps(buf, lambda: act(mmu.randn(3, 2, 2, 2))) == 1
+    # EMA's buffer copies (int64 num_batches_tracked and float buffers with include_buffers)
+    net = mmu.nn.Sequential(mmu.nn.Linear(2, 2), mmu.nn.BatchNorm1d(2))
+    ema_b = mmu.optim.EMA(net, decay=0.5, warmup=False, include_buffers=True)
+    assert _bumps(ema_b.buffers["1.num_batches_tracked"], lambda: ema_b.update(net)) == 1
+    assert _bumps(net[1].num_batches_tracked, lambda: ema_b.copy_to(net)) == 1
+    assert _bumps(net[1].running_mean, lambda: ema_b.copy_to(net)) == 1
+    with ema_b.average_parameters(net):
+        before = net[1].num_batches_tracked._version
+    assert net[1].num_batches_tracked._version - before == 1  # the restore
     vq = mmu.quantizers.VectorQuantize(dim=4, codebook_size=8, decay=0.8)
     vq.train()
     embed = vq.embed

@@ -145,6 +145,58 @@ def test_std_var_of_constant_rows_have_zero_gradient(fn, correction, dim, keepdi
     assert np.all(constant == 0), f"{fn} gradient of a constant row: {g}"
 
 
+def _same(got, want, what):
+    """Equal up to float32 rounding, with inf and NaN in the same places (signs of inf included)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape and np.allclose(got, want, rtol=1e-5, atol=1e-6, equal_nan=True), \
+        f"{what}: got {got.ravel()}, want {want.ravel()}"
+
+
+def test_var_without_degrees_of_freedom_has_torchs_gradient():
+    """N - correction <= 0: the composed gradient was NaN everywhere (inf - inf through the mean's
+    term); torch's var_backward gives grad·(inf or NaN at x == mean) over the whole tensor, and
+    grad·2/(N - correction)·(x - mean) with explicit dims (±inf at 0, finite below 0)."""
+    inf, nan = np.inf, np.nan
+    a = np.float32([1.0, 2.0, 3.0])
+    for correction in (3, 4):  # whole tensor: +inf·grad whatever the sign of x - mean, NaN at x == mean
+        y, g = _fwd_bwd(lambda t: mmu.var(t, correction=correction), a)
+        _same(y, inf, "var value")
+        _same(g, [inf, nan, inf], f"var grad, correction={correction}")
+    y, g = _fwd_bwd(lambda t: mmu.var(t, 0, correction=3), a)  # dim given, N - c == 0: ±inf
+    _same(g, [-inf, nan, inf], "var grad, dim=0, correction=3")
+    y, g = _fwd_bwd(lambda t: mmu.var(t, 0, correction=5), a)  # N - c = -2: finite, 2/(-2)·(x - mean)
+    _same(y, inf, "var value")
+    _same(g, [1.0, 0.0, -1.0], "var grad, dim=0, correction=5")
+    y, g = _fwd_bwd(lambda t: mmu.std(t, 0, correction=5), a)  # std: grad_var = grad / (2·inf) = 0
+    _same(g, [0.0, 0.0, 0.0], "std grad, dim=0, correction=5")
+    y, g = _fwd_bwd(lambda t: mmu.var(t, correction=1), np.float32([3.0]))  # one element: NaN as torch
+    _same(y, nan, "var of one element")
+    _same(g, [nan], "var grad of one element")
+
+
+def test_var_std_without_degrees_of_freedom_match_torch():
+    torch = torch_or_skip()
+    import itertools
+    import warnings
+    arrays = [np.float32([1, 2, 4]), np.float32([[1, 2, 3], [5, 5, 5]]), np.float32(2.5), np.float32([[1], [1]])]
+    for fn, a in itertools.product(("var", "std"), arrays):
+        # (dim=() is left out: torch's backward divides by 1 - correction there, not by N - correction)
+        dims = [None] + list(range(-a.ndim, a.ndim)) + ([tuple(range(a.ndim))] if a.ndim else [])
+        for dim, correction, keepdim in itertools.product(dims, range(0, 6), (False, True)):
+            t = torch.tensor(a, requires_grad=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "degrees of freedom is <= 0"
+                ty = getattr(torch, fn)(t, dim=dim, correction=correction, keepdim=keepdim)
+            weight = -torch.arange(1.0, ty.numel() + 1).reshape(ty.shape)  # a grad of either sign
+            (ty * weight).sum().backward()
+            x = mmu.tensor(a, requires_grad=True)
+            y = getattr(mmu, fn)(x, dim, correction=correction, keepdim=keepdim)
+            (y * mmu.tensor(weight.numpy())).sum().backward()
+            what = f"{fn}({a.tolist()}, dim={dim}, correction={correction}, keepdim={keepdim})"
+            _same(y.detach().numpy(), ty.detach().numpy(), what)
+            _same(x.grad.numpy(), t.grad.numpy(), what + " grad")
+
+
 @pytest.mark.parametrize("p", [2, 1, 3, 1.5, 0.5, np.inf, -np.inf, 0, "fro"])
 def test_norm_values_and_zero_subgradient(p):
     """norm at the zero vector (and at zero entries) has gradient 0 for every p, as torch; values

@@ -325,6 +325,25 @@ def test_token_bad_inputs():
         L.masked_token_loss(lg, tok, mmu.tensor(np.zeros((2, 3), dtype=bool)))
 
 
+def test_token_losses_name_themselves_not_cross_entropy():
+    """Argument errors said "cross_entropy: ..." (the op inside) before."""
+    lg = _t(np.zeros((2, 4, 3)))
+    tok = mmu.tensor(np.zeros((2, 4), dtype=np.int64))
+    for bad in (1.5, True, None):
+        with pytest.raises(TypeError, match=r"^next_token_loss: ignore_index must be an int"):
+            L.next_token_loss(lg, tok, ignore_index=bad)
+    with pytest.raises(IndexError, match=r"^next_token_loss: tokens\[:, 1:\] value 3 is out of bounds for 3 classes"):
+        L.next_token_loss(lg, mmu.tensor(np.int64([[0, 0, 3, 0], [0, 0, 0, 0]])))
+    # the first token is never a target; an ignored one may be anything
+    assert np.isfinite(L.next_token_loss(lg, mmu.tensor(np.int64([[7, 0, 0, 0], [0, -100, 0, 0]]))).item())
+    with pytest.raises(IndexError, match=r"^masked_token_loss: targets value -1 is out of bounds for 3 classes"):
+        L.masked_token_loss(lg, mmu.tensor(np.int64([[0, -1, 0, 0], [0, 0, 0, 0]])),
+                            mmu.tensor(np.ones((2, 4), dtype=bool)))
+    # an out-of-range target at an unmasked position is skipped, as before
+    mask = mmu.tensor(np.array([[True, False, True, True], [True] * 4]))
+    assert np.isfinite(L.masked_token_loss(lg, mmu.tensor(np.int64([[0, 9, 0, 0], [0, 0, 0, 0]])), mask).item())
+
+
 @pytest.mark.parametrize("name", ["smooth_l1_loss", "huber_loss", "logit_laplace_loss"])
 def test_fused_recon_large_thread_invariant(name):
     # more than one 16384-element chunk and a ragged tail: the float-lane / double-chunk sums

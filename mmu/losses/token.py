@@ -1,5 +1,6 @@
 """Token objectives: next-token (shifted) and masked-token cross-entropy helpers, and the KL to the
 uniform prior of Gumbel quantizers (re-exported from mmu.quantizers.gumbel)."""
+from .._args import check_int
 from ..functional import cross_entropy
 from ..quantizers.gumbel import kl_to_uniform
 from ..tensor import _as_tensor, float32, int64, bool as _bool
@@ -22,14 +23,28 @@ def _check(logits, tokens, op, tname):
     return logits, tokens
 
 
+def _check_range(targets, logits, ignore_index, op, tname):
+    """Every target that is not ignore_index is a class of logits' V, checked here so that the error
+    names this loss (and the caller's shapes) rather than the cross_entropy it calls."""
+    V = logits.shape[2]
+    t = targets.numpy()
+    bad = t[(t != ignore_index) & ((t < 0) | (t >= V))]
+    if bad.size:
+        skipped = f"ignore_index {ignore_index}" if op == "next_token_loss" else "unmasked positions skipped"
+        raise IndexError(f"{op}: {tname} value {int(bad[0])} is out of bounds for {V} classes (logits "
+                         f"{tuple(logits.shape)}, {tname} {tuple(targets.shape)}, {skipped})")
+
+
 def next_token_loss(logits, tokens, ignore_index=-100):
     """Autoregressive loss: cross_entropy(logits[:, :-1], tokens[:, 1:]) — position t predicts token t+1 —
     averaged over the non-ignored targets. logits (B, L, V), tokens (B, L) int64, L >= 2."""
     op = "next_token_loss"
     logits, tokens = _check(logits, tokens, op, "tokens")
+    ignore_index = check_int(ignore_index, op, "ignore_index")
     B, L, V = logits.shape
     if L < 2:
         raise ValueError(f"{op}: need L >= 2 to shift, got logits {tuple(logits.shape)}")
+    _check_range(tokens[:, 1:], logits, ignore_index, op, "tokens[:, 1:]")
     lg = logits[:, :-1].reshape((B * (L - 1), V))
     tg = tokens[:, 1:].reshape((B * (L - 1),))
     return cross_entropy(lg, tg, ignore_index=ignore_index)
@@ -51,4 +66,5 @@ def masked_token_loss(logits, targets, mask):
         return logits.sum() * 0.0 + 0.0
     # unmasked targets become ignore_index so the fused kernel skips them and the mean counts only masked
     t = targets.masked_fill(~mask, -100)
+    _check_range(t, logits, -100, op, "targets")
     return cross_entropy(logits.reshape((B * L, V)), t.reshape((B * L,)), ignore_index=-100)

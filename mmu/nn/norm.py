@@ -165,9 +165,9 @@ class _BatchNorm(Module):
     def reset_running_stats(self):
         """running_mean to zeros, running_var to ones, num_batches_tracked to 0 (in place)."""
         if self.track_running_stats:
-            self.running_mean.numpy()[...] = 0.0
-            self.running_var.numpy()[...] = 1.0
-            self.num_batches_tracked.numpy()[...] = 0
+            for buf, value in ((self.running_mean, 0.0), (self.running_var, 1.0), (self.num_batches_tracked, 0)):
+                buf.numpy()[...] = value
+                buf._bump_version()  # an in-place write through NumPy: tell saved-tensor checks (torch's zero_/fill_)
 
     def reset_parameters(self):
         """The running statistics reset, weight to ones and bias to zeros (torch's init)."""
@@ -186,6 +186,7 @@ class _BatchNorm(Module):
         factor = 0.0 if self.momentum is None else float(self.momentum)
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.numpy()[...] += 1
+            self.num_batches_tracked._bump_version()  # torch's add_(1)
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked.numpy())
         bn_training = self.training or (self.running_mean is None and self.running_var is None)
@@ -251,6 +252,9 @@ class ActNorm(Module):
         std = a.std(1, ddof=1) if a.shape[1] > 1 else _np.full(self.num_features, _np.nan)
         self.loc.numpy()[...] = (-mean).astype(_np.float32).reshape(1, -1, 1, 1)
         self.scale.numpy()[...] = (1.0 / (std.astype(_np.float32) + _np.float32(1e-6))).reshape(1, -1, 1, 1)
+        # in-place writes through NumPy: bump the counters so a graph that saved loc/scale raises
+        self.loc._bump_version()
+        self.scale._bump_version()
 
     def forward(self, input, reverse=False):
         """x (N, C, H, W) or (N, C) -> scale·(x + loc), same shape (and, with logdet=True, also
@@ -264,6 +268,7 @@ class ActNorm(Module):
         if self.training and int(self.initialized.numpy()) == 0 and x.numel() > 0:
             self.initialize(x)
             self.initialized.numpy()[...] = 1
+            self.initialized._bump_version()
         h = self.scale * (x + self.loc)
         if squeeze:
             h = h.reshape(h.shape[0], h.shape[1])
@@ -285,6 +290,7 @@ class ActNorm(Module):
                                    "use allow_reverse_init=True to enable it")
             self.initialize(y)
             self.initialized.numpy()[...] = 1
+            self.initialized._bump_version()
         h = y / self.scale - self.loc
         if squeeze:
             h = h.reshape(h.shape[0], h.shape[1])

@@ -92,6 +92,7 @@ class EMA:
         for n in bnames:
             if self.buffers[n].dtype != float32:
                 self.buffers[n].numpy()[...] = bufs[n].numpy()
+                self.buffers[n]._bump_version()  # a write through NumPy: tell saved-tensor checks
 
     def copy_to(self, model=None):
         """Writes the EMA weights into the model's parameters (and buffers), in place."""
@@ -99,6 +100,7 @@ class EMA:
         _C.multi_lerp_([live[n] for n in names], [self.shadow[n] for n in names], 1.0)
         for n in bnames:
             bufs[n].numpy()[...] = self.buffers[n].numpy()
+            bufs[n]._bump_version()  # a write through NumPy: tell saved-tensor checks
 
     @contextlib.contextmanager
     def average_parameters(self, model=None):
@@ -113,6 +115,7 @@ class EMA:
             _C.multi_lerp_([live[n] for n in names], saved, 1.0)
             for n, b in zip(bnames, saved_b):
                 bufs[n].numpy()[...] = b.numpy()
+                bufs[n]._bump_version()
 
     def state_dict(self):
         """A dict of the EMA state (decay, warmup, update_after_step, num_updates, and the shadow
