@@ -505,7 +505,7 @@ class Module:
             if set_to_none:
                 p.grad = None
             else:
-                g.numpy()[...] = 0.0
+                g.numpy()[...] = 0.0  # not zero_(): a create_graph grad may itself require grad
                 g._bump_version()
 
     def apply(self, fn):

@@ -6,6 +6,7 @@ import numpy as _np
 
 from .. import functional as F
 from .._args import flag, is_int
+from ..autograd import no_grad
 from ..tensor import _as_tensor, zeros as _zeros
 from . import init
 from ._layer_args import _int, _param, _real
@@ -166,8 +167,7 @@ class _BatchNorm(Module):
         """running_mean to zeros, running_var to ones, num_batches_tracked to 0 (in place)."""
         if self.track_running_stats:
             for buf, value in ((self.running_mean, 0.0), (self.running_var, 1.0), (self.num_batches_tracked, 0)):
-                buf.numpy()[...] = value
-                buf._bump_version()  # an in-place write through NumPy: tell saved-tensor checks (torch's zero_/fill_)
+                buf.fill_(value)
 
     def reset_parameters(self):
         """The running statistics reset, weight to ones and bias to zeros (torch's init)."""
@@ -185,8 +185,7 @@ class _BatchNorm(Module):
         self._check_input_dim(x)
         factor = 0.0 if self.momentum is None else float(self.momentum)
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.numpy()[...] += 1
-            self.num_batches_tracked._bump_version()  # torch's add_(1)
+            self.num_batches_tracked.add_(1)
             if self.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked.numpy())
         bn_training = self.training or (self.running_mean is None and self.running_var is None)
@@ -250,11 +249,9 @@ class ActNorm(Module):
         a = input.detach().numpy().astype(_np.float64).transpose(1, 0, 2, 3).reshape(self.num_features, -1)
         mean = a.mean(1)
         std = a.std(1, ddof=1) if a.shape[1] > 1 else _np.full(self.num_features, _np.nan)
-        self.loc.numpy()[...] = (-mean).astype(_np.float32).reshape(1, -1, 1, 1)
-        self.scale.numpy()[...] = (1.0 / (std.astype(_np.float32) + _np.float32(1e-6))).reshape(1, -1, 1, 1)
-        # in-place writes through NumPy: bump the counters so a graph that saved loc/scale raises
-        self.loc._bump_version()
-        self.scale._bump_version()
+        with no_grad():  # copy_ bumps the version counters, so a graph that saved loc/scale raises
+            self.loc.copy_((-mean).astype(_np.float32).reshape(1, -1, 1, 1))
+            self.scale.copy_((1.0 / (std.astype(_np.float32) + _np.float32(1e-6))).reshape(1, -1, 1, 1))
 
     def forward(self, input, reverse=False):
         """x (N, C, H, W) or (N, C) -> scale·(x + loc), same shape (and, with logdet=True, also
@@ -267,8 +264,7 @@ class ActNorm(Module):
         # an empty batch has no statistics: initializing from it would set loc/scale to nan for good
         if self.training and int(self.initialized.numpy()) == 0 and x.numel() > 0:
             self.initialize(x)
-            self.initialized.numpy()[...] = 1
-            self.initialized._bump_version()
+            self.initialized.fill_(1)
         h = self.scale * (x + self.loc)
         if squeeze:
             h = h.reshape(h.shape[0], h.shape[1])
@@ -289,8 +285,7 @@ class ActNorm(Module):
                 raise RuntimeError("ActNorm: initializing ActNorm in reverse direction is disabled by default; "
                                    "use allow_reverse_init=True to enable it")
             self.initialize(y)
-            self.initialized.numpy()[...] = 1
-            self.initialized._bump_version()
+            self.initialized.fill_(1)
         h = y / self.scale - self.loc
         if squeeze:
             h = h.reshape(h.shape[0], h.shape[1])

@@ -91,16 +91,14 @@ class EMA:
         _C.multi_lerp_(shadows, srcs, 1.0 - d)
         for n in bnames:
             if self.buffers[n].dtype != float32:
-                self.buffers[n].numpy()[...] = bufs[n].numpy()
-                self.buffers[n]._bump_version()  # a write through NumPy: tell saved-tensor checks
+                self.buffers[n].copy_(bufs[n])
 
     def copy_to(self, model=None):
         """Writes the EMA weights into the model's parameters (and buffers), in place."""
         names, live, bnames, bufs = self._pairs(model)
         _C.multi_lerp_([live[n] for n in names], [self.shadow[n] for n in names], 1.0)
         for n in bnames:
-            bufs[n].numpy()[...] = self.buffers[n].numpy()
-            bufs[n]._bump_version()  # a write through NumPy: tell saved-tensor checks
+            bufs[n].copy_(self.buffers[n])
 
     @contextlib.contextmanager
     def average_parameters(self, model=None):
@@ -114,8 +112,7 @@ class EMA:
         finally:
             _C.multi_lerp_([live[n] for n in names], saved, 1.0)
             for n, b in zip(bnames, saved_b):
-                bufs[n].numpy()[...] = b.numpy()
-                bufs[n]._bump_version()
+                bufs[n].copy_(b)
 
     def state_dict(self):
         """A dict of the EMA state (decay, warmup, update_after_step, num_updates, and the shadow
