@@ -62,3 +62,21 @@ def int_arg(v, op, name):
 def _what(v):
     shape = getattr(v, "shape", None)
     return f"{type(v).__name__} of shape {tuple(shape)}" if shape is not None else f"{type(v).__name__} {v!r:.40}"
+
+
+def foreign_array(v, op, name, kinds="fiu"):
+    """v (a torch tensor, an mmu Tensor or anything array-like) as a NumPy array, for the weight
+    converters: no torch import needed (detach, cpu, bfloat16 up to float32, numpy by duck typing).
+    TypeError naming op and the key `name` unless its dtype kind is one of `kinds`."""
+    if hasattr(v, "detach"):
+        v = v.detach()
+        if hasattr(v, "cpu"):
+            v = v.cpu()
+        if hasattr(v, "float") and str(getattr(v, "dtype", "")) == "torch.bfloat16":
+            v = v.float()   # NumPy has no bfloat16: torch's .numpy() refuses it
+    if hasattr(v, "numpy") and not isinstance(v, np.ndarray):
+        v = v.numpy()
+    arr = np.asarray(v)
+    if arr.dtype.kind not in kinds:
+        raise TypeError(f"{op}: {name!r} is not a numeric tensor (dtype {arr.dtype})")
+    return arr

@@ -44,6 +44,7 @@ import os
 import numpy as np
 
 from .. import functional as F
+from .._args import foreign_array
 from .. import nn
 from ..tensor import _as_tensor, float32
 
@@ -103,18 +104,6 @@ def _missing_weights_message(net, weights):
             "(see the mmu.losses.lpips docstring). LPIPS(pretrained=False) gives random weights.")
 
 
-def _to_numpy(name, v):
-    if hasattr(v, "detach"):  # a torch tensor (or an mmu Tensor): no torch import needed
-        v = v.detach()
-        if hasattr(v, "cpu"):
-            v = v.cpu()
-    if hasattr(v, "numpy") and not isinstance(v, np.ndarray):
-        v = v.numpy()
-    arr = np.asarray(v)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"convert_torch_weights: {name!r} is not a numeric tensor (dtype {arr.dtype})")
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
 
 def _map_net_key(k):
     """torchvision `features.N.x`, lpips `net.sliceK.N.x` or mmu `net.features.N.x` -> mmu key, else None."""
@@ -161,7 +150,7 @@ def convert_torch_weights(torchvision_state_dict, lpips_lin_state_dict, out_path
         for k, v in src.items():
             key = mapper(str(k))
             if key is not None:
-                arrays[key] = _to_numpy(k, v)
+                arrays[key] = np.ascontiguousarray(foreign_array(v, "convert_torch_weights", k), dtype=np.float32)
     first = arrays.get("net.features.0.weight")
     if first is None:
         raise ValueError("convert_torch_weights: no first conv ('features.0.weight') in torchvision_state_dict; "

@@ -48,6 +48,7 @@ import os
 import numpy as np
 
 from .. import functional as F
+from .._args import foreign_array
 from .. import nn
 from ..tensor import _as_tensor, cat, float32
 
@@ -343,19 +344,6 @@ class InceptionV3(nn.Module):
         return f"resize_input={self.resize_input}, normalize_input={self.normalize_input}"
 
 
-def _to_numpy(name, v):
-    if hasattr(v, "detach"):  # a torch tensor (or an mmu Tensor): no torch import needed
-        v = v.detach()
-        if hasattr(v, "cpu"):
-            v = v.cpu()
-    if hasattr(v, "numpy") and not isinstance(v, np.ndarray):
-        v = v.numpy()
-    arr = np.asarray(v)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"convert_torch_weights: {name!r} is not a numeric tensor (dtype {arr.dtype})")
-    return arr
-
-
 # pytorch-fid's InceptionV3 wrapper: blocks.B.I -> the Inception3 module (the pools have no weights)
 _WRAPPER_BLOCKS = {("0", "0"): "Conv2d_1a_3x3", ("0", "1"): "Conv2d_2a_3x3", ("0", "2"): "Conv2d_2b_3x3",
                    ("1", "0"): "Conv2d_3b_1x1", ("1", "1"): "Conv2d_4a_3x3",
@@ -400,7 +388,7 @@ def convert_torch_weights(state_dict, out_path):
         if key not in spec:
             extra.append(str(k))
             continue
-        arrays[key] = np.ascontiguousarray(_to_numpy(k, v), dtype=np.float32)
+        arrays[key] = np.ascontiguousarray(foreign_array(v, "convert_torch_weights", k), dtype=np.float32)
     missing = [k for k in spec if k not in arrays]
     wrong = [f"{k}: {arrays[k].shape} (expected {spec[k]})" for k in spec if k in arrays and arrays[k].shape != spec[k]]
     if missing or wrong or extra:

@@ -40,6 +40,8 @@ import re
 
 import numpy as np
 
+from .._args import foreign_array
+
 __all__ = ["convert_taming_state_dict", "TamingConversion", "TAMING_BETA"]
 
 TAMING_BETA = 0.25          # VQModel builds VectorQuantizer2(n_embed, embed_dim, beta=0.25)
@@ -56,21 +58,6 @@ int64); config: the VQGANConfig fields read off the shapes (a dict); lpips_state
 weights as {lpips-package key: ndarray} (net.slice{k}.{n}.weight/bias, lin{k}.model.1.weight; write them
 with mmu.losses.lpips.convert_torch_weights(d, d, path)), or None when the checkpoint has none;
 unmapped: {taming key: why it has no mmu counterpart} (empty unless strict=False)."""
-
-
-def _array(key, v):
-    if hasattr(v, "detach"):    # a torch tensor (or an mmu Tensor): no torch import needed
-        v = v.detach()
-        if hasattr(v, "cpu"):
-            v = v.cpu()
-        if hasattr(v, "float") and str(getattr(v, "dtype", "")) == "torch.bfloat16":
-            v = v.float()
-    if hasattr(v, "numpy") and not isinstance(v, np.ndarray):
-        v = v.numpy()
-    a = np.asarray(v)
-    if a.dtype.kind not in "fiub":
-        raise TypeError(f"convert_taming_state_dict: {key!r} is not a numeric tensor (dtype {a.dtype})")
-    return a
 
 
 def _why_unmapped(key):
@@ -193,7 +180,7 @@ def convert_taming_state_dict(state_dict, resolution=256, legacy=True, strict=Tr
     for k, v in state_dict.items():
         k = str(k)
         k = k[len("module."):] if k.startswith("module.") else k     # saved from DataParallel
-        sd[k] = _array(k, v)
+        sd[k] = foreign_array(v, "convert_taming_state_dict", k, kinds="fiub")
 
     out, lpips, unmapped = {}, {}, {}
     for k, a in sd.items():
