@@ -37,6 +37,16 @@ def _is_image_name(name):
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _existing_folder(root, fn):
+    """root as an absolute path; FileNotFoundError / NotADirectoryError naming fn unless it is a folder."""
+    root = os.path.abspath(os.fspath(root))
+    if not os.path.exists(root):
+        raise FileNotFoundError(f"{fn}: folder {root!r} does not exist")
+    if not os.path.isdir(root):
+        raise NotADirectoryError(f"{fn}: {root!r} is not a folder")
+    return root
+
+
 def list_images(root, exclude=()):
     """The image files under `root`: the one discovery rule of mmu (see the module docstring).
 
@@ -47,11 +57,7 @@ def list_images(root, exclude=()):
     fn = "mmu.data.list_images"
     if not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"{fn}: root must be a path, got {type(root).__name__}")
-    root = os.path.abspath(os.fspath(root))
-    if not os.path.exists(root):
-        raise FileNotFoundError(f"{fn}: folder {root!r} does not exist")
-    if not os.path.isdir(root):
-        raise NotADirectoryError(f"{fn}: {root!r} is not a folder")
+    root = _existing_folder(root, fn)
     excluded = {os.fspath(e) for e in exclude}
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -315,11 +321,7 @@ class ImageFolder(ImageDataset):
         if files is None:
             if root is None:
                 raise TypeError(f"{fn}: give root (a folder) or files (a list of paths)")
-            root = os.path.abspath(os.fspath(root))
-            if not os.path.exists(root):
-                raise FileNotFoundError(f"{fn}: folder {root!r} does not exist")
-            if not os.path.isdir(root):
-                raise NotADirectoryError(f"{fn}: {root!r} is not a folder")
+            root = _existing_folder(root, fn)
             files = list_images(root, exclude)
             if not files:
                 raise FileNotFoundError(f"{fn}: no images in {root!r} (looked for "
