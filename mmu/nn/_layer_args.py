@@ -1,6 +1,6 @@
 """Argument helpers shared by the layer modules of mmu.nn (layers, conv, norm, activation,
 pooling, attention, transformer)."""
-from .._args import is_int, is_real
+from .._args import check_real, is_int
 from ..tensor import zeros as _zeros
 from .parameter import Parameter
 
@@ -21,9 +21,7 @@ def _int(v, name, cls, minimum=None):
 
 
 def _real(v, name, cls):
-    if not is_real(v):
-        raise TypeError(f"{cls}: {name} must be a number, got {type(v).__name__}")
-    return float(v)
+    return check_real(v, cls, name)
 
 
 def _ntuple(v, n, name, cls, minimum=None):
