@@ -22,6 +22,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------- tokenizers of the other layouts
+def _mse_forward(tok, images, step):
+    """The test tokenizers' loss: mse(recon, images) + the quantizer's loss."""
+    tok._step(step)
+    x = tok._check_images(images, f"{type(tok).__name__}.forward")
+    zq, codes, qloss, stats = tok._quantize(tok._encode_latent(x))
+    recon = tok._decode_latent(zq)
+    rec = F.mse_loss(recon, x)
+    return TokenizerOutput(recon=recon, loss=rec + qloss, losses={"rec": rec.item(), "quant": qloss.item()},
+                           codes=codes, stats=stats)
+
+
 @dataclasses.dataclass
 class SeqConfig(_Config):
     """A 1-D tokenizer: conv (stride 2) -> flatten -> linear to K tokens of embed_dim channels."""
@@ -70,14 +81,7 @@ class SeqTokenizer(Tokenizer):
         return self.decoder(h.reshape(zq.shape[0], c.hidden, s, s))
 
     def forward(self, images, step=0):
-        self._step(step)
-        x = self._check_images(images, "SeqTokenizer.forward")
-        zq, codes, qloss, stats = self._quantize(self._encode_latent(x))
-        recon = self._decode_latent(zq)
-        rec = F.mse_loss(recon, x)
-        loss = rec + qloss
-        return TokenizerOutput(recon=recon, loss=loss, losses={"rec": rec.item(), "quant": qloss.item()},
-                               codes=codes, stats=stats)
+        return _mse_forward(self, images, step)
 
 
 @dataclasses.dataclass
@@ -118,13 +122,7 @@ class ClipTokenizer(Tokenizer):
         return self.decoder(zq)
 
     def forward(self, images, step=0):
-        self._step(step)
-        x = self._check_images(images, "ClipTokenizer.forward")
-        zq, codes, qloss, stats = self._quantize(self._encode_latent(x))
-        recon = self._decode_latent(zq)
-        rec = F.mse_loss(recon, x)
-        return TokenizerOutput(recon=recon, loss=rec + qloss, losses={"rec": rec.item(), "quant": qloss.item()},
-                               codes=codes, stats=stats)
+        return _mse_forward(self, images, step)
 
 
 def _images(n=12, s=8, seed=0):
