@@ -62,10 +62,6 @@ class SeqTokenizer(Tokenizer):
         self.decoder = nn.ConvTranspose2d(c.hidden, c.in_channels, 4, stride=2, padding=1)
 
     @property
-    def downsample_factor(self):
-        return 2
-
-    @property
     def num_latent_tokens(self):
         return self.config.num_latent_tokens
 
@@ -158,6 +154,7 @@ def test_every_layout_encodes_and_decodes(layout, make, data, shape, quantizer, 
     x = data(6)
     levels = (2,) if quantizer == "rvq" else ()
     assert tok.latent_layout == layout and tok.latent_shape == shape
+    assert {"2d": "downsample=2", "1d": "tokens=5", "3d": "temporal_downsample=2"}[layout] in repr(tok)
     assert tok.tokens_per_image == int(np.prod(shape)) * (levels[0] if levels else 1)
     codes = tok.encode(x)
     assert codes.dtype == np.int64 and codes.shape == (6,) + shape + levels

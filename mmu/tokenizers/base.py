@@ -238,7 +238,8 @@ class Tokenizer(Module):
                                  f"downsample factor {ft}, got {T} (shape {tuple(x.shape)})")
         elif x.ndim != 4:
             raise ValueError(f"{op}: images must be (B, C, H, W), got shape {tuple(x.shape)}")
-        f = self.downsample_factor
+        # a 1-D tokenizer takes one image size (its K tokens come from a fixed-size flattening or patch grid)
+        f = 1 if layout == "1d" else self.downsample_factor
         B, C, H, W = (x.shape[0], x.shape[1]) + tuple(x.shape[-2:])
         if layout == "1d" and (H, W) != (self.config.resolution,) * 2:
             raise ValueError(f"{op}: a 1-D tokenizer takes {self.config.resolution}x{self.config.resolution} images "
@@ -440,5 +441,8 @@ class Tokenizer(Module):
         return int(step)
 
     def extra_repr(self):
-        return f"quantizer={self.config.quantizer!r}, codebook_size={self.codebook_size}, " \
-               f"downsample={self.downsample_factor}"
+        layout = f"tokens={self.latent_shape[0]}" if self.latent_layout == "1d" else \
+            f"downsample={self.downsample_factor}"
+        if self.latent_layout == "3d":
+            layout += f", temporal_downsample={self.temporal_downsample_factor}"
+        return f"quantizer={self.config.quantizer!r}, codebook_size={self.codebook_size}, {layout}"

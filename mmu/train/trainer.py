@@ -16,11 +16,11 @@ an (N, C, H, W) image array (wrapped in an mmu.data.DataLoader), an array of any
 (token ids (N, L) int64, clips (N, C, T, H, W): random row batches), a dict of equal-length arrays
 (batches are dicts), or an iterable of ready batches (mmu.train.batches).
 
-For a tokenizer, one step = grad_accum micro-batches of the generator (forward(images, step) -> TokenizerOutput;
-loss / grad_accum backpropagated, so the accumulated gradient is the mean over all the images),
+One step = grad_accum micro-batches of the generator (training_step, for a tokenizer forward(images, step) ->
+TokenizerOutput; loss / grad_accum backpropagated, so the accumulated gradient is the mean over all the images),
 global-norm clipping, an AdamW step, the warmup + cosine schedule, an EMA update; then, for a model
-with a discriminator, the discriminator's step on discriminator_loss(images, recon.detach(), step)
-over the same micro-batches (taming-transformers' alternation: first the autoencoder, then the
+with a discriminator, the discriminator's step (discriminator_step; for a tokenizer discriminator_loss(images,
+recon.detach(), step)) over the same micro-batches (taming-transformers' alternation: first the autoencoder, then the
 discriminator, with the reconstructions of the generator's forward). The model decides when the
 adversarial terms start (disc_start, mmu.losses.adopt_weight); the trainer skips the discriminator
 step (no discriminator_loss call, no optimiser step) while step < disc_start when the model or
