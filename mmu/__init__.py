@@ -34,6 +34,8 @@ from .tensor import (  # noqa: E402,F401
 from . import functional, io, losses, nn, optim, quantizers  # noqa: E402,F401
 from . import data, metrics, tokenizers, train  # noqa: E402,F401  (keep imports light: no matplotlib/PIL at import)
 from .io import load, save  # noqa: E402,F401
+from . import config, models  # noqa: E402,F401
+from .config import from_config, get_config  # noqa: E402,F401
 
 __version__ = "0.1.0"
 
