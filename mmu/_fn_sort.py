@@ -49,23 +49,25 @@ def sort(input, dim=-1, descending=False, stable=False):
     Ascending unless descending=True; NaN counts as larger than every number; equal values keep
     their index order (always stable, whatever `stable` says). float32 input is differentiable:
     the gradient of values goes back to the positions in indices."""
-    op = "sort"
-    x = _as_tensor(input, op)
-    descending, _ = _flag(descending, op, "descending"), _flag(stable, op, "stable")
-    dim = _int_arg(dim, op, "dim")
-    if _other_dtype(x, op, allow_bool=True):
-        if x.ndim == 0:
-            _wrap_dim(dim, 0, op, ())
-            return _sort_result(_tensor(x.numpy().copy()), _tensor(np.zeros((), np.int64)))
-        a, order, d = _numpy_order(x, dim, descending, op)
-        return _sort_result(_tensor(np.take_along_axis(a, order, d)), _tensor(order))
-    return _sort_result(*_C.sort(x, dim, descending))
+    return _sort(input, dim, descending, stable, "sort")
 
 
 def argsort(input, dim=-1, descending=False, stable=False):
     """The indices that sort input along dim (torch.argsort): sort(input, dim, descending,
     stable).indices, int64 of input's shape, ties in index order (stable)."""
-    return sort(input, dim, descending, stable).indices
+    return _sort(input, dim, descending, stable, "argsort").indices
+
+
+def _sort(input, dim, descending, stable, op):
+    x = _as_tensor(input, op)
+    descending, _ = _flag(descending, op, "descending"), _flag(stable, op, "stable")
+    dim = _wrap_dim(dim, x.ndim, op, tuple(x.shape))
+    if _other_dtype(x, op, allow_bool=True):
+        if x.ndim == 0:
+            return _sort_result(_tensor(x.numpy().copy()), _tensor(np.zeros((), np.int64)))
+        a, order, d = _numpy_order(x, dim, descending, op)
+        return _sort_result(_tensor(np.take_along_axis(a, order, d)), _tensor(order))
+    return _sort_result(*_C.sort(x, dim, descending))
 
 
 def topk(input, k, dim=-1, largest=True, sorted=True):
