@@ -786,6 +786,33 @@ def test_argmax_argmin_ties_pick_first_index():
     assert x.argmax().dtype == np.int64
 
 
+@pytest.mark.parametrize("shape,dim", [((1, 100_000), 1), ((3, 3000, 5), 1), ((2000, 2), 0)])
+def test_cumsum_accumulates_in_double(shape, dim):
+    """Each running sum is the float64 sequential sum rounded once (torch's CPU kernel accumulates in
+    double too); a float32 accumulator drifts by many ulps over long rows of 0.1-sized values."""
+    x = (np.random.default_rng(3).random(shape) * 0.2).astype(np.float32)
+    want = np.cumsum(x.astype(np.float64), axis=dim).astype(np.float32)
+    np.testing.assert_array_equal(mmu.cumsum(x, dim).numpy(), want)
+    np.testing.assert_array_equal(mmu.tensor(x).cumsum(dim - len(shape)).numpy(), want)
+
+
+def test_cumsum_int_bool_empty_and_errors():
+    a = np.array([[3, -1, 2 ** 40], [0, 5, -7]], np.int64)
+    out = mmu.cumsum(a, 1)
+    assert out.dtype == mmu.int64 and out.tolist() == np.cumsum(a, 1).tolist()
+    assert mmu.cumsum(np.array([True, False, True]), 0).tolist() == [1, 1, 2]
+    assert mmu.cumsum(mmu.zeros(2, 0), 1).shape == (2, 0)
+    assert mmu.cumsum(mmu.tensor(np.float32(2.5)), -1).item() == 2.5
+    with pytest.raises(IndexError, match="cumsum: dim 2 is out of range"):
+        mmu.cumsum(mmu.zeros(2, 3), 2)
+    with pytest.raises(IndexError, match="cumsum: dim -3 is out of range"):
+        mmu.cumsum(a, -3)
+    with pytest.raises(TypeError, match="cumsum: dim must be an int"):
+        mmu.cumsum(mmu.zeros(2, 3), None)
+    with pytest.raises(TypeError, match="cumsum: input must be a Tensor"):
+        mmu.cumsum("abc", 0)
+
+
 # ==========================================================================
 # autograd semantics
 # ==========================================================================
