@@ -290,7 +290,7 @@ def _sdpa(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, enable_gqa=Fa
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                               is_causal=is_causal, enable_gqa=enable_gqa)
     L = q.shape[-2]
-    causal = _as_tensor(np.arange(kv_len)[None, :] <= query_offset + np.arange(L)[:, None])
+    causal = _as_tensor(np.arange(kv_len)[None, :] <= query_offset + np.arange(L)[:, None], "Attention")
     if attn_mask is None:
         mask = causal
     elif attn_mask.dtype == np.bool_:
