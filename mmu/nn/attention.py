@@ -9,9 +9,10 @@ import numbers
 import numpy as np
 
 from .. import functional as F
+from .._args import flag
 from ..tensor import _as_tensor, arange as _arange, ones as _ones, tril as _tril, where as _where
 from . import init
-from ._layer_args import _int, _param
+from ._layer_args import _int, _named_errors, _param
 from .layers import Linear
 from .norm import LayerNorm, RMSNorm
 from .module import Module
@@ -331,6 +332,7 @@ class Attention(Module):
     start .. start+L-1 (start = cache.length, or 0).
     """
 
+    @_named_errors("Attention")
     def __init__(self, dim, num_heads, num_kv_heads=None, head_dim=None, bias=True, qk_norm=None,
                  qk_norm_eps=1e-5, rotary_fraction=0.0, rope_base=10000.0, cross_attention=False, kv_dim=None,
                  dropout=0.0, out_bias=None):
@@ -361,15 +363,15 @@ class Attention(Module):
         if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
             raise ValueError(f"Attention: dropout must be in [0, 1], got {dropout!r}")
         self.dropout = float(dropout)
-        self.cross_attention = bool(cross_attention)
+        self.cross_attention = flag(cross_attention, cls, "cross_attention")
         if kv_dim is not None and not self.cross_attention:
             raise ValueError("Attention: kv_dim is for cross_attention=True")
         self.kv_dim = self.dim if kv_dim is None else _int(kv_dim, "kv_dim", cls, 1)
         if self.cross_attention and self.rotary_dim:
             raise ValueError("Attention: rotary embeddings are not supported with cross_attention (queries and "
                              "context have unrelated positions)")
-        bias = bool(bias)
-        out_bias = bias if out_bias is None else bool(out_bias)
+        bias = flag(bias, cls, "bias")
+        out_bias = bias if out_bias is None else flag(out_bias, cls, "out_bias")
         hq, hkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         if self.cross_attention:
             self.q_proj = Linear(self.dim, hq, bias=bias)
@@ -379,7 +381,7 @@ class Attention(Module):
             self.qkv_proj = Linear(self.dim, hq + 2 * hkv, bias=bias)
             self.q_proj = self.kv_proj = None
         self.out_proj = Linear(hq, self.dim, bias=out_bias)
-        if qk_norm is not None and qk_norm not in _QK_NORMS:
+        if qk_norm is not None and (not isinstance(qk_norm, str) or qk_norm not in _QK_NORMS):
             raise ValueError(f"Attention: qk_norm must be 'layernorm', 'rmsnorm' or None, got {qk_norm!r}")
         self.qk_norm = qk_norm
         if qk_norm is not None:
@@ -409,6 +411,7 @@ class Attention(Module):
             q, k = self.q_norm(q), self.k_norm(k)
         return q, k, v
 
+    @_named_errors("Attention")
     def forward(self, x, context=None, attn_mask=None, is_causal=False, rope=None, cache=None, layer_idx=None):
         """x (B, L, dim) -> (B, L, dim).
 
@@ -457,7 +460,7 @@ class Attention(Module):
             if attn_mask.dtype != np.bool_ and attn_mask.dtype != np.float32:
                 raise TypeError(f"Attention: attn_mask must be bool or float32, got {attn_mask.dtype}")
         dropout_p = self.dropout if self.training else 0.0
-        out = _sdpa(q, k, v, attn_mask=attn_mask, is_causal=bool(is_causal), dropout_p=dropout_p,
+        out = _sdpa(q, k, v, attn_mask=attn_mask, is_causal=flag(is_causal, "Attention", "is_causal"), dropout_p=dropout_p,
                     enable_gqa=self.num_kv_heads != self.num_heads, query_offset=start, kv_len=kv_len)
         if l == 1:
             out = out.reshape(b, 1, self.num_heads * self.head_dim)
