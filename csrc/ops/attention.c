@@ -24,6 +24,17 @@
  * mask that requires grad gets dS, which is (..., L, S) by nature: only then
  * does the backward write an L x S buffer (then summed to the mask's shape).
  *
+ * Cached attention (a KV cache of capacity Sb holding S = kv_len keys): only
+ * the first S rows of each key/value matrix are read, in place (the matrices
+ * keep their stride Sb, nothing is sliced or copied), and their gradients past
+ * S are 0. Query row i sits at key position qpos + i (query_offset), so the
+ * causal mask keeps j <= qpos + i: qpos = S - L aligns a chunk of L new
+ * queries bottom-right against the whole cached prefix, qpos = 0 is torch's
+ * top-left tril(ones(L, S)). attn_mask may come with is_causal (torch refuses
+ * that): a block is hidden if either hides it, visible only if both leave it
+ * whole. The mask's last dim is S or Sb (its row stride; columns past S are
+ * never read), so a cache's (B, 1, 1, Sb) padding mask is used as it stands.
+ *
  * Fully masked rows: torch 2.13 returns 0 for a query row that can see no key
  * (both its math path, which uses a "safe" softmax since 2.5, and the CPU
  * flash kernel), and its gradients are 0. mmu does the same: such a row keeps
@@ -145,6 +156,9 @@ static void gemm(int ta, int64_t M, int64_t N, int64_t K, const float *A, int64_
 /* Everything a kernel needs to find the operands of one (batch·head). */
 typedef struct {
     int64_t NB, L, S, E, Ev;
+    int64_t Sb;   /* key/value rows per matrix in memory (the buffer); S <= Sb are read */
+    int64_t qpos; /* query_offset: query row i sits at key position qpos + i */
+    int64_t dms;  /* row length of the mask gradient buffer: Sb for a mask over the buffer, else S */
     int64_t *qoff, *koff, *voff, *moff; /* element offsets per flattened output batch index */
     const float *q, *k, *v;
     const void *mask; /* NULL, uint8_t (bool) or float */
@@ -231,14 +245,26 @@ static mmu_status build_kinds(sdpa_geom *g) {
     return MMU_OK;
 }
 
-/* 0: the block (rows i0.., keys j0..) is hidden entirely, 1: fully visible, 2: mixed */
+/* Causal: the block (rows i0 .. i0+nr, keys j0 ..) lies wholly above the
+ * diagonal shifted by qpos, and so does every later key block. */
+static int causal_hidden(const sdpa_geom *g, int64_t i0, int64_t nr, int64_t j0) {
+    return g->causal && j0 > g->qpos + i0 + nr - 1;
+}
+
+/* 0: the block (rows i0.., keys j0..) is hidden entirely, 1: fully visible,
+ * 2: mixed. The causal mask and attn_mask combine: hidden if either hides it,
+ * visible only if both leave it whole. */
 static int block_kind(const sdpa_geom *g, int64_t b, int64_t i0, int64_t nr, int64_t j0, int64_t jn) {
-    if (g->causal) {
-        if (j0 > i0 + nr - 1) return 0;
-        return j0 + jn - 1 > i0 ? 2 : 1;
+    int kind = 1;
+    if (g->causal) { /* row i sees keys j <= qpos + i */
+        if (causal_hidden(g, i0, nr, j0)) return 0;
+        if (j0 + jn - 1 > g->qpos + i0) kind = 2;
     }
-    if (g->mask) return g->kinds[(g->moff[b] / g->mmat * g->nqb + i0 / BR) * g->nkb + j0 / BC];
-    return 1;
+    if (g->mask) {
+        int mk = g->kinds[(g->moff[b] / g->mmat * g->nqb + i0 / BR) * g->nkb + j0 / BC];
+        if (mk != 1) kind = mk;
+    }
+    return kind;
 }
 
 /* Dropout keep-scale of weights (b, i, j0 .. j0+n): 1/(1-p) or 0 */
@@ -280,7 +306,7 @@ static void bias_row(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t
             }
         }
         if (g->causal)
-            for (int64_t c = i - j0 + 1 < 0 ? 0 : i - j0 + 1; c < jn; c++) s[c] = -INFINITY;
+            for (int64_t c = g->qpos + i - j0 + 1 < 0 ? 0 : g->qpos + i - j0 + 1; c < jn; c++) s[c] = -INFINITY;
     }
     for (int64_t c = jn; c < n; c++) s[c] = -INFINITY;
 }
@@ -306,7 +332,7 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
     /* kᵀ: pack the keys this row range can see (all but causal's unseen tail) */
     int64_t Svis = S;
     if (g->causal) { /* up to the end of the key block holding the last row's diagonal */
-        Svis = ((r1 - 1) / BC + 1) * BC;
+        Svis = ((g->qpos + r1 - 1) / BC + 1) * BC;
         if (Svis > S) Svis = S;
     }
     for (int64_t s0 = 0; s0 < Svis; s0 += 16) {
@@ -336,11 +362,9 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
         for (int64_t x = 0; x < nr * E; x++) w->qs[x] = qi[x] * sc;
         for (int64_t j0 = 0; j0 < S; j0 += BC) {
             int64_t jn = S - j0 < BC ? S - j0 : BC, nc = up16(jn);
+            if (causal_hidden(g, i0, nr, j0)) break; /* every later block is hidden too */
             int kind = block_kind(g, b, i0, nr, j0, jn);
-            if (!kind) {
-                if (g->causal) break; /* every later block is hidden too */
-                continue;
-            }
+            if (!kind) continue;
             gemm(0, nr, nc, E, w->qs, E, w->kt + j0, Sp, w->sblk, BC, 0);
             for (int64_t r = 0; r < nr; r++) {
                 float *s = w->sblk + r * BC;
@@ -540,7 +564,9 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
         int64_t j0 = jb * BC, jn = S - j0 < BC ? S - j0 : BC, nc = up16(jn);
         memset(w->dk, 0, BC * Ep * sizeof(float));
         memset(w->dv, 0, BC * Evp * sizeof(float));
-        for (int64_t i0 = g->causal ? (j0 / BR) * BR : 0; i0 < L; i0 += BR) {
+        /* causal: the first row that sees key j0 is j0 - qpos */
+        int64_t ifirst = g->causal && j0 - g->qpos > 0 ? j0 - g->qpos : 0;
+        for (int64_t i0 = ifirst / BR * BR; i0 < L; i0 += BR) {
             int64_t nr = L - i0 < BR ? L - i0 : BR;
             int kind = block_kind(g, b, i0, nr, j0, jn);
             if (!kind) continue;
@@ -576,14 +602,14 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
             }
             if (dmask)
                 for (int64_t r = 0; r < nr; r++)
-                    memcpy(dmask + b * L * S + (i0 + r) * S + j0, w->dp + r * BC, jn * sizeof(float));
+                    memcpy(dmask + (b * L + i0 + r) * g->dms + j0, w->dp + r * BC, jn * sizeof(float));
             /* dK += dSᵀ (q·scale) */
             gemm(1, jn, Ep, nr, w->dp, BC, w->qs + i0 * Ep, Ep, w->dk, Ep, 1);
             /* dQ += dS k */
             gemm(0, nr, Ep, jn, w->dp, BC, kb + j0 * Ep, Ep, w->dq + i0 * Ep, Ep, 1);
         }
         for (int64_t c = 0; c < jn; c++) {
-            float *dk = dk_out + b * S * E + (j0 + c) * E, *dv = dv_out + b * S * Ev + (j0 + c) * Ev;
+            float *dk = dk_out + (b * g->Sb + j0 + c) * E, *dv = dv_out + (b * g->Sb + j0 + c) * Ev;
             memcpy(dk, w->dk + c * Ep, E * sizeof(float));
             memcpy(dv, w->dv + c * Evp, Ev * sizeof(float));
         }
@@ -592,7 +618,7 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
         for (int64_t e = 0; e < E; e++) dq_out[i * E + e] = w->dq[i * Ep + e] * sc;
 }
 
-/* dq (NB, L, E), dk (NB, S, E), dv (NB, S, Ev), dmask (NB, L, S) or NULL */
+/* dq (NB, L, E), dk (NB, Sb, E), dv (NB, Sb, Ev) (rows S.. untouched), dmask (NB, L, dms) or NULL */
 static mmu_status sdpa_backward(const sdpa_geom *g, const float *o, const float *go, const float *lse, float *dq,
                                 float *dk, float *dv, float *dmask) {
     int64_t nkb = (g->S + BC - 1) / BC, pieces = split_for(g->NB, nkb), per = (nkb + pieces - 1) / pieces;
@@ -650,7 +676,7 @@ static mmu_status sdpa_backward(const sdpa_geom *g, const float *o, const float 
  * arrays allocated with mmu_alloc, freed by geom_free). */
 static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64_t *qs, int qn, const int64_t *ks,
                             int kn, const int64_t *vs, int vn, const int64_t *ms, int mn, int has_mask,
-                            int mask_bool, int gqa) {
+                            int mask_bool, int gqa, int64_t query_offset, int64_t kv_len) {
     const char *op = "scaled_dot_product_attention";
     memset(g, 0, sizeof *g);
     g->kgroup = g->vgroup = 1;
@@ -673,7 +699,14 @@ static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64
     }
     if ((st = mmu_broadcast_shape(&nd, bs, qn - 2, qs, kn - 2, ks1, op))) return st;
     if ((st = mmu_broadcast_shape(&nd, bs, nd, bs, vn - 2, vs1, op))) return st;
-    g->L = qs[qn - 2], g->E = qs[qn - 1], g->S = ks[kn - 2], g->Ev = vs[vn - 1];
+    g->L = qs[qn - 2], g->E = qs[qn - 1], g->Sb = ks[kn - 2], g->Ev = vs[vn - 1];
+    if (query_offset < 0)
+        return mmu_fail(MMU_EVALUE, "%s: query_offset must be >= 0, got %lld", op, (long long)query_offset);
+    if (kv_len < -1 || kv_len > g->Sb)
+        return mmu_fail(MMU_EVALUE, "%s: kv_len must be in [0, %lld] (the key/value length of key %s), got %lld", op,
+                        (long long)g->Sb, mmu_dims_str(kn, ks), (long long)kv_len);
+    g->S = kv_len < 0 ? g->Sb : kv_len;
+    g->qpos = query_offset;
     int64_t NB = 1;
     for (int d = 0; d < nd; d++) NB *= bs[d];
     g->NB = NB;
@@ -683,7 +716,8 @@ static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64
         int m2n = mn < 2 ? 2 : mn;
         for (int d = 0; d < m2n; d++) m2[d] = d < m2n - mn ? 1 : ms[d - (m2n - mn)];
         int64_t Lm = m2[m2n - 2], Sm = m2[m2n - 1];
-        int ok = (Lm == 1 || Lm == g->L) && (Sm == 1 || Sm == g->S) && m2n - 2 <= nd;
+        /* last dim: the keys read (S) or the whole buffer (Sb, only its first S columns are read) */
+        int ok = (Lm == 1 || Lm == g->L) && (Sm == 1 || Sm == g->S || Sm == g->Sb) && m2n - 2 <= nd;
         for (int d = 0; ok && d < m2n - 2; d++) {
             int64_t md = m2[m2n - 3 - d], od = bs[nd - 1 - d];
             ok = md == 1 || md == od;
@@ -692,11 +726,16 @@ static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64
             int64_t att[MMU_MAX_DIMS + 2];
             memcpy(att, bs, nd * sizeof(int64_t));
             att[nd] = g->L, att[nd + 1] = g->S;
+            if (g->S != g->Sb)
+                return mmu_fail(MMU_EVALUE, "%s: attn_mask of shape %s is not broadcastable to the attention weights' "
+                                "shape %s (its last dim may also be the key buffer's length %lld)", op,
+                                mmu_dims_str(mn, ms), mmu_dims_str(nd + 2, att), (long long)g->Sb);
             return mmu_fail(MMU_EVALUE, "%s: attn_mask of shape %s is not broadcastable to the attention weights' shape %s",
                             op, mmu_dims_str(mn, ms), mmu_dims_str(nd + 2, att));
         }
         g->msc = Sm == 1 ? 0 : 1;
         g->msr = Lm == 1 ? 0 : Sm;
+        g->dms = Sm == g->Sb ? g->Sb : g->S;
         g->mask_bool = mask_bool;
         (void)ms;
         if (!(g->moff = mmu_alloc(NB * sizeof(int64_t)))) return mmu_fail(MMU_ENOMEM, "%s: out of memory", op);
@@ -709,8 +748,8 @@ static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64
     g->qoff = mmu_alloc(ob), g->koff = mmu_alloc(ob), g->voff = mmu_alloc(ob);
     if (!g->qoff || !g->koff || !g->voff) return mmu_fail(MMU_ENOMEM, "%s: out of memory", op);
     batch_offsets(g->qoff, nd, bs, qn - 2, qs, g->L * g->E, 1);
-    batch_offsets(g->koff, nd, bs, kn - 2, ks, g->S * g->E, g->kgroup);
-    batch_offsets(g->voff, nd, bs, vn - 2, vs, g->S * g->Ev, g->vgroup);
+    batch_offsets(g->koff, nd, bs, kn - 2, ks, g->Sb * g->E, g->kgroup);
+    batch_offsets(g->voff, nd, bs, vn - 2, vs, g->Sb * g->Ev, g->vgroup);
     *bnd = nd;
     memcpy(bshape, bs, nd * sizeof(int64_t));
     return MMU_OK;
@@ -725,10 +764,11 @@ static void geom_free(sdpa_geom *g) {
     if (g->kinds) mmu_free(g->kinds, g->kinds_bytes);
 }
 
-// q (..., L, E), k (..., S, E), v (..., S, Ev), mask bool/float broadcastable to (..., L, S) or NULL
-// -> out (..., L, Ev), batch dims broadcast
+// q (..., L, E), k (..., Sb, E), v (..., Sb, Ev) of which the first S = kv_len (Sb when -1) keys are
+// read, mask bool/float broadcastable to (..., L, S) or (..., L, Sb) or NULL -> out (..., L, Ev)
 mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, mmu_tensor *mask,
-                    double dropout_p, int is_causal, int has_scale, double scale, int enable_gqa) {
+                    double dropout_p, int is_causal, int has_scale, double scale, int enable_gqa,
+                    int64_t query_offset, int64_t kv_len) {
     const char *op = "scaled_dot_product_attention";
     mmu_status st;
     mmu_sync_threads();
@@ -746,15 +786,14 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
                         mmu_shape_str(k), mmu_shape_str(v));
     if (mask && mask->dtype != MMU_BOOL && mask->dtype != MMU_FLOAT32)
         return mmu_fail(MMU_ETYPE, "%s: attn_mask must be bool or float32, got %s", op, mmu_dtype_name(mask->dtype));
-    if (mask && is_causal)
-        return mmu_fail(MMU_EVALUE, "%s: attn_mask must not be given together with is_causal=True", op);
     if (!(dropout_p >= 0.0 && dropout_p <= 1.0))
         return mmu_fail(MMU_EVALUE, "%s: dropout_p must be in [0, 1], got %g", op, dropout_p);
     sdpa_geom g;
     int nd;
     int64_t bs[MMU_MAX_DIMS + 2];
     st = geom_init(&g, &nd, bs, q->shape, q->ndim, k->shape, k->ndim, v->shape, v->ndim, mask ? mask->shape : NULL,
-                   mask ? mask->ndim : 0, mask != NULL, mask && mask->dtype == MMU_BOOL, enable_gqa);
+                   mask ? mask->ndim : 0, mask != NULL, mask && mask->dtype == MMU_BOOL, enable_gqa, query_offset,
+                   kv_len);
     if (st) {
         geom_free(&g);
         return st;
@@ -796,6 +835,8 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
         n->ctx.i[1] = (int64_t)g.rkey;
         n->ctx.i[2] = (int64_t)g.rctr;
         n->ctx.i[3] = enable_gqa;
+        n->ctx.i[4] = query_offset;
+        n->ctx.i[5] = kv_len;
         n->ctx.f[0] = g.scale;
         n->ctx.f[1] = dropout_p;
     }
@@ -844,7 +885,7 @@ mmu_status mmu_sdpa_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     mmu_tensor *dq = NULL, *dk = NULL, *dv = NULL, *dm = NULL;
     mmu_status st = geom_init(&g, &nd, bs, q->shape, q->ndim, k->shape, k->ndim, v->shape, v->ndim,
                               mask ? mask->shape : NULL, mask ? mask->ndim : 0, mask != NULL,
-                              mask && mask->dtype == MMU_BOOL, (int)n->ctx.i[3]);
+                              mask && mask->dtype == MMU_BOOL, (int)n->ctx.i[3], n->ctx.i[4], n->ctx.i[5]);
     if (st) goto done;
     g.q = mmu_f32(q), g.k = mmu_f32(k), g.v = mmu_f32(v);
     g.mask = mask ? mmu_data(mask) : NULL;
@@ -858,13 +899,13 @@ mmu_status mmu_sdpa_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     memcpy(sk, bs, nd * sizeof(int64_t));
     memcpy(sv, bs, nd * sizeof(int64_t));
     memcpy(sm, bs, nd * sizeof(int64_t));
-    sq[nd] = g.L, sq[nd + 1] = g.E, sk[nd] = g.S, sk[nd + 1] = g.E, sv[nd] = g.S, sv[nd + 1] = g.Ev;
-    sm[nd] = g.L, sm[nd + 1] = g.S;
+    sq[nd] = g.L, sq[nd + 1] = g.E, sk[nd] = g.Sb, sk[nd + 1] = g.E, sv[nd] = g.Sb, sv[nd + 1] = g.Ev;
+    sm[nd] = g.L, sm[nd + 1] = g.dms;
     if ((st = mmu_tensor_empty(&dq, MMU_FLOAT32, nd + 2, sq)) || (st = mmu_tensor_empty(&dk, MMU_FLOAT32, nd + 2, sk)) ||
         (st = mmu_tensor_empty(&dv, MMU_FLOAT32, nd + 2, sv)))
         goto done;
     if (need_m && (st = mmu_tensor_zeros(&dm, MMU_FLOAT32, nd + 2, sm))) goto done;
-    /* keys no query block reaches (causal with S > L, masked blocks) keep 0 */
+    /* keys no query block reaches (causal with S > L, masked blocks, rows past kv_len) keep 0 */
     memset(mmu_f32(dk), 0, dk->numel * sizeof(float));
     memset(mmu_f32(dv), 0, dv->numel * sizeof(float));
     if (g.S == 0 || g.L == 0 || g.NB == 0)
