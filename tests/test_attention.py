@@ -694,3 +694,41 @@ def test_cached_zero_keys_and_bad_inputs():
         sdpa(q, kb, kb, attn_mask=np.ones((2, 2, 6), bool), kv_len=4)
     with pytest.raises(TypeError):  # keyword-only
         sdpa(q, kb, kb, None, 0.0, False, None, False, 0)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_decode_path_pieces_masks_and_groups(threads):
+    # few query rows (L·group <= 8, Ev a multiple of 16) take the decode path; with few heads its
+    # keys are cut into pieces (threads = 3: 6 pieces for one head) merged after: compare both
+    # ways against float64, with a padding mask over the buffer, causal offsets, GQA groups
+    # whose rows form one block (8 query heads over 2: 4 x L = 2 rows), and a row that sees nothing
+    rng = np.random.default_rng(36)
+    old = mmu.get_num_threads()
+    mmu.set_num_threads(threads)
+    try:
+        for B, Hq, Hk, L, S_buf, kv_len, E in [(1, 1, 1, 1, 700, 650, 32), (2, 8, 2, 2, 300, 290, 24),
+                                               (1, 3, 3, 8, 260, 259, 16)]:
+            q, kb, vb = rnd(rng, B, Hq, L, E), rnd(rng, B, Hk, S_buf, E), rnd(rng, B, Hk, S_buf, 16)
+            g = rnd(rng, B, Hq, L, 16)
+            pad = rng.random((B, 1, 1, S_buf)) < 0.8
+            qo = kv_len - L
+            rep = lambda a: np.repeat(a, Hq // Hk, axis=1)  # noqa: E731
+            for kw in (dict(is_causal=True, query_offset=qo), dict(attn_mask=pad, is_causal=True, query_offset=qo),
+                       dict(attn_mask=pad)):
+                mask = kw.pop("attn_mask", None)
+                out, grads = run_mmu(q, kb, vb, mask, g, kv_len=kv_len, enable_gqa=Hk != Hq, **kw)
+                ref = ref_cached(q, rep(kb), rep(vb), kv_len, mask, kw.get("is_causal", False),
+                                 kw.get("query_offset", 0))
+                assert_close(out, ref, 1e-4, 1e-5, f"{B, Hq, Hk, L} {list(kw)}")
+                assert np.all(grads[1][..., kv_len:, :] == 0)
+        # a row that sees no key gives 0; a NaN query gives a NaN row (as the block path)
+        q, kb = rnd(rng, 1, 2, 1, 16), rnd(rng, 1, 2, 300, 16)
+        q[0, 1, 0, 3] = np.nan
+        none = np.zeros((1, 1, 1, 300), bool)
+        none[..., 290:] = True  # visible keys only past kv_len: the row sees nothing
+        out, _ = run_mmu(q, kb, kb, none, kv_len=280)
+        assert np.all(out[0, 0] == 0)
+        out, _ = run_mmu(q, kb, kb, kv_len=280)
+        assert np.all(np.isnan(out[0, 1])) and np.all(np.isfinite(out[0, 0]))
+    finally:
+        mmu.set_num_threads(old)

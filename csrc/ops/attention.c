@@ -70,6 +70,7 @@ typedef __m512 vf;
 #define VSET1(x) _mm512_set1_ps(x)
 #define VZERO() _mm512_setzero_ps()
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VHSUM(x) _mm512_reduce_add_ps(x)
 #else /* portable: GCC vector extensions (x86-64-v3 builds: two ymm per vector) */
 typedef float vf __attribute__((vector_size(64)));
 typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
@@ -78,6 +79,12 @@ typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
 #define VSET1(x) ((vf){0} + (x))
 #define VZERO() ((vf){0})
 #define VFMA(a, b, c) ((a) * (b) + (c))
+static inline float vhsum(vf x) {
+    float t = 0.0f;
+    for (int l = 0; l < 16; l++) t += x[l];
+    return t;
+}
+#define VHSUM(x) vhsum(x)
 #endif
 
 static inline int64_t up16(int64_t n) { return (n + 15) & ~(int64_t)15; }
@@ -477,6 +484,189 @@ static mmu_status sdpa_forward(const sdpa_geom *g, float *out, float *lse) {
     return failed ? mmu_fail(MMU_ENOMEM, "scaled_dot_product_attention: out of memory for scratch") : MMU_OK;
 }
 
+/* ------------------------------------------------------------ decode: a few query rows */
+
+/* Generation asks for L = 1 (or a few) query rows per head against a cache of
+ * S keys: matrix-vector work, bound by reading k and v once. The block path
+ * would pack kᵀ (all S keys, once more per head) for one row of products;
+ * here the scores are dot products along the key rows as they lie in the
+ * buffer (contiguous in E), and out = P v is the GEMM kernel reading v in
+ * place (Ev a multiple of 16). The R = L·group query rows of a grouped-query
+ * group (the query heads sharing one key/value head) form one block, so each
+ * key is read once per group, not once per query head. The softmax takes two
+ * passes over a row's scores (at most S floats, in scratch) instead of the
+ * online rescaling. No mask block table: a mask row is applied as it is read,
+ * so a (B, 1, 1, S) padding mask costs its B·S elements and nothing else.
+ *
+ * When the groups are too few to occupy the threads, each group's keys are cut
+ * into pieces; a piece keeps its per-row max m_p, sum l_p and unnormalised
+ * output o_p, and the pieces are merged in piece order
+ *   M = max m_p,  l = Σ l_p e^(m_p - M),  out = Σ o_p e^(m_p - M) / l,
+ * the same bits run to run (for a given thread count, as the backward). */
+#define DEC_ROWS 8  /* at most this many query rows (L·group) take the decode path */
+#define DEC_CHUNK 128 /* keys per piece at least */
+
+/* s[r·lds + c] = qs_r · k_c for R rows of qs (R, E) and n keys k (n, E):
+ * four keys at a time, whose rows stay in L1 while every query row uses them */
+static void dec_scores(const float *qs, int64_t R, int64_t E, const float *k, int64_t n, float *s, int64_t lds) {
+    int64_t E16 = E & ~(int64_t)15, c = 0;
+    for (; c + 4 <= n; c += 4) {
+        const float *k0 = k + c * E, *k1 = k0 + E, *k2 = k1 + E, *k3 = k2 + E;
+        for (int64_t r = 0; r < R; r++) {
+            const float *qr = qs + r * E;
+            vf a0 = VZERO(), a1 = VZERO(), a2 = VZERO(), a3 = VZERO();
+            for (int64_t e = 0; e < E16; e += 16) {
+                vf x = VLOAD(qr + e);
+                a0 = VFMA(x, VLOAD(k0 + e), a0);
+                a1 = VFMA(x, VLOAD(k1 + e), a1);
+                a2 = VFMA(x, VLOAD(k2 + e), a2);
+                a3 = VFMA(x, VLOAD(k3 + e), a3);
+            }
+            float t0 = VHSUM(a0), t1 = VHSUM(a1), t2 = VHSUM(a2), t3 = VHSUM(a3);
+            for (int64_t e = E16; e < E; e++) t0 += qr[e] * k0[e], t1 += qr[e] * k1[e], t2 += qr[e] * k2[e], t3 += qr[e] * k3[e];
+            float *sr = s + r * lds + c;
+            sr[0] = t0, sr[1] = t1, sr[2] = t2, sr[3] = t3;
+        }
+    }
+    for (; c < n; c++) {
+        const float *kc = k + c * E;
+        for (int64_t r = 0; r < R; r++) {
+            const float *qr = qs + r * E;
+            vf a = VZERO();
+            for (int64_t e = 0; e < E16; e += 16) a = VFMA(VLOAD(qr + e), VLOAD(kc + e), a);
+            float t = VHSUM(a);
+            for (int64_t e = E16; e < E; e++) t += qr[e] * kc[e];
+            s[r * lds + c] = t;
+        }
+    }
+}
+
+/* One piece: rows of group gi against keys [ja, jb) -> o (R, Ev) unnormalised,
+ * m (R) maxima and l (R) sums (m = -inf, l = 0, o = 0 for a row that sees none) */
+static void dec_piece(const sdpa_geom *g, int64_t grp, float *qs, float *sc, int64_t gi, int64_t ja, int64_t jb,
+                      float *o, float *m, float *l) {
+    int64_t L = g->L, E = g->E, Ev = g->Ev, R = L * grp, b0 = gi * grp;
+    if (g->causal && jb > g->qpos + L) jb = g->qpos + L; /* no row sees past its position */
+    int64_t n = jb > ja ? jb - ja : 0, lds = up16(n);
+    for (int64_t r = 0; r < R; r++) {
+        const float *qr = g->q + g->qoff[b0 + r / L] + (r % L) * E;
+        for (int64_t e = 0; e < E; e++) qs[r * E + e] = qr[e] * g->scale;
+    }
+    /* rows of one group share their keys and values (koff/voff of b0) */
+    const float *k = g->k + g->koff[b0] + ja * E, *v = g->v + g->voff[b0] + ja * Ev;
+    dec_scores(qs, R, E, k, n, sc, lds);
+    for (int64_t r = 0; r < R; r++) {
+        float *s = sc + r * lds;
+        bias_row(s, g, b0 + r / L, r % L, ja, n, n, 2);
+        float mx = n ? mmu_row_max(s, n) : -INFINITY;
+        if (mx == -INFINITY) { /* as fwd_rows: nothing visible, unless a NaN sorted below -inf */
+            int has_nan = 0;
+            for (int64_t c = 0; c < n; c++) has_nan |= isnan(s[c]);
+            if (!has_nan) {
+                memset(s, 0, n * sizeof(float));
+                m[r] = -INFINITY, l[r] = 0.0f;
+                continue;
+            }
+            mx = NAN;
+        }
+        float part[16] = {0}, tot = 0.0f;
+        int64_t c = 0;
+        for (; c + 16 <= n; c += 16)
+            for (int t = 0; t < 16; t++) {
+                float e = mmu_exp(s[c + t] - mx);
+                s[c + t] = e;
+                part[t] += e;
+            }
+        for (; c < n; c++) {
+            float e = mmu_exp(s[c] - mx);
+            s[c] = e;
+            tot += e;
+        }
+        for (int t = 0; t < 16; t++) tot += part[t];
+        m[r] = mx, l[r] = tot;
+    }
+    gemm(0, R, Ev, n, sc, lds, v, Ev, o, Ev, 0);
+}
+
+static int decode_ok(const sdpa_geom *g) { return g->p_drop == 0.0 && g->Ev % 16 == 0 && g->L <= DEC_ROWS; }
+
+static mmu_status sdpa_decode(const sdpa_geom *g, float *out, float *lse) {
+    int64_t L = g->L, E = g->E, Ev = g->Ev, S = g->S;
+    int64_t grp = g->kgroup == g->vgroup && L * g->kgroup <= DEC_ROWS ? g->kgroup : 1, R = L * grp,
+            ngrp = g->NB / grp;
+    int64_t nch = (S + DEC_CHUNK - 1) / DEC_CHUNK, pieces = split_for(ngrp, nch);
+    int64_t per = (nch + pieces - 1) / pieces * DEC_CHUNK, ntask = ngrp * pieces;
+    float *part = NULL; /* pieces > 1: (ntask, R, Ev + 2): o_p, m_p, l_p */
+    size_t part_bytes = 0;
+    if (pieces > 1) {
+        part_bytes = (size_t)(ntask * R * (Ev + 2)) * sizeof(float);
+        if (!(part = mmu_alloc(part_bytes))) return mmu_fail(MMU_ENOMEM, "scaled_dot_product_attention: out of memory");
+    }
+    int failed = 0;
+    mmu_sync_threads();
+    double work = (double)g->NB * L * S * (E + Ev);
+#pragma omp parallel if (work > MMU_PAR_GRAIN)
+    {
+        size_t bytes = (size_t)(R * E + R * up16(S) + 2 * R + 16) * sizeof(float);
+        float *w = mmu_alloc(bytes);
+        if (!w) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < ntask; t++) {
+            if (!w) continue;
+            int64_t gi = t / pieces, pc = t % pieces, ja = pc * per, jb = ja + per < S ? ja + per : S;
+            float *qs = w, *sc = w + R * E, *ml = sc + R * up16(S);
+            if (pieces > 1) {
+                float *po = part + t * R * (Ev + 2);
+                dec_piece(g, grp, qs, sc, gi, ja, jb, po, po + R * Ev, po + R * Ev + R);
+                continue;
+            }
+            /* one piece: the rows of group gi are out rows gi·R .. (contiguous) */
+            float *o = out + gi * R * Ev, *m = ml, *l = ml + R;
+            dec_piece(g, grp, qs, sc, gi, ja, jb, o, m, l);
+            for (int64_t r = 0; r < R; r++) {
+                float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+                for (int64_t e = 0; e < Ev; e++) o[r * Ev + e] *= inv;
+                lse[gi * R + r] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
+            }
+        }
+        if (w) mmu_free(w, bytes);
+    }
+    if (pieces > 1) {
+        if (!failed) {
+            int64_t nrow = ngrp * R;
+#pragma omp parallel for schedule(static) if (nrow * pieces * Ev > MMU_PAR_GRAIN)
+            for (int64_t x = 0; x < nrow; x++) {
+                int64_t gi = x / R, r = x % R;
+                const float *p0 = part + gi * pieces * R * (Ev + 2);
+                float M = -INFINITY;
+                for (int64_t pc = 0; pc < pieces; pc++) {
+                    float mp = p0[pc * R * (Ev + 2) + R * Ev + r];
+                    M = (mp > M || isnan(mp)) ? mp : M;
+                }
+                float *o = out + x * Ev, tot = 0.0f;
+                memset(o, 0, Ev * sizeof(float));
+                if (M != -INFINITY)
+                    for (int64_t pc = 0; pc < pieces; pc++) {
+                        const float *po = p0 + pc * R * (Ev + 2);
+                        float mp = po[R * Ev + r], lp = po[R * Ev + R + r];
+                        if (mp == -INFINITY) continue; /* the piece saw nothing */
+                        float a = mmu_exp(mp - M);
+                        tot += lp * a;
+                        for (int64_t e = 0; e < Ev; e++) o[e] += po[r * Ev + e] * a;
+                    }
+                float inv = tot > 0.0f ? 1.0f / tot : 0.0f;
+                for (int64_t e = 0; e < Ev; e++) o[e] *= inv;
+                lse[x] = tot > 0.0f ? M + logf(tot) : -INFINITY;
+            }
+        }
+        mmu_free(part, part_bytes);
+    }
+    return failed ? mmu_fail(MMU_ENOMEM, "scaled_dot_product_attention: out of memory for scratch") : MMU_OK;
+}
+
 /* ------------------------------------------------------------ backward */
 
 typedef struct {
@@ -801,12 +991,13 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
     g.q = mmu_f32(q), g.k = mmu_f32(k), g.v = mmu_f32(v);
     g.mask = mask ? mmu_data(mask) : NULL;
     g.causal = is_causal;
-    if ((st = build_kinds(&g))) {
+    g.scale = (float)(has_scale ? scale : 1.0 / sqrt((double)g.E));
+    g.p_drop = dropout_p;
+    int decode = decode_ok(&g);
+    if (!decode && (st = build_kinds(&g))) { /* the decode path reads mask rows as they come */
         geom_free(&g);
         return st;
     }
-    g.scale = (float)(has_scale ? scale : 1.0 / sqrt((double)g.E));
-    g.p_drop = dropout_p;
     if (dropout_p > 0.0) mmu_rng_reserve((uint64_t)((g.NB * g.L * g.S + 3) / 4), &g.rkey, &g.rctr);
     bs[nd] = g.L, bs[nd + 1] = g.Ev;
     mmu_tensor *lse = NULL;
@@ -816,7 +1007,7 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
     if (g.NB * g.L * g.Ev > 0) {
         if (g.S == 0) /* no keys: every row sees nothing */
             memset(mmu_f32(*out), 0, (*out)->numel * sizeof(float));
-        else if ((st = sdpa_forward(&g, mmu_f32(*out), mmu_f32(lse))))
+        else if ((st = decode ? sdpa_decode(&g, mmu_f32(*out), mmu_f32(lse)) : sdpa_forward(&g, mmu_f32(*out), mmu_f32(lse))))
             goto done;
     }
     if (g.S == 0)
