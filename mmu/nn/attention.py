@@ -275,30 +275,13 @@ class MultiheadAttention(Module):
 
 
 def _sdpa(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, enable_gqa=False, query_offset=0, kv_len=None):
-    """The one place attention is called with cache arguments: scaled_dot_product_attention of
-    q (B, H, L, E) against the first kv_len positions of k, v (B, H_kv, S_buf, E), query row i
-    sitting at key position query_offset + i (causal: key j visible iff j <= query_offset + i),
-    attn_mask (bool True = attend, or additive, broadcastable to (B, H, L, kv_len)) applying
-    together with is_causal.
-
-    FALLBACK until sdpa takes query_offset/kv_len itself: the prefix is sliced (a copy) and the
-    causal part folded into an explicit mask. Swap this body for one sdpa call then."""
-    S = k.shape[-2]
-    kv_len = S if kv_len is None else kv_len
-    if kv_len < S:
-        k, v = k[:, :, :kv_len], v[:, :, :kv_len]
-    if not is_causal or (query_offset == 0 and attn_mask is None):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                              is_causal=is_causal, enable_gqa=enable_gqa)
-    L = q.shape[-2]
-    causal = _as_tensor(np.arange(kv_len)[None, :] <= query_offset + np.arange(L)[:, None], "Attention")
-    if attn_mask is None:
-        mask = causal
-    elif attn_mask.dtype == np.bool_:
-        mask = attn_mask & causal
-    else:
-        mask = _where(causal, attn_mask, float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=enable_gqa)
+    """Attention's one call into scaled_dot_product_attention: q (B, H, L, E) against the first
+    kv_len positions of k, v (B, H_kv, S_buf, E), read in place from a cache's buffers; query
+    row i sits at key position query_offset + i (causal: key j visible iff j <= query_offset + i);
+    attn_mask (bool True = attend, or additive, broadcastable to (B, H, L, kv_len)) applies
+    together with is_causal."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                                          enable_gqa=enable_gqa, query_offset=query_offset, kv_len=kv_len)
 
 
 _QK_NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
