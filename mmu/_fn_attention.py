@@ -101,9 +101,14 @@ def rotary_cos_sin(positions, head_dim, base=10000.0):
 
 
 def apply_rotary(x, cos, sin):
-    """x·cos + rotate_half(x)·sin with rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2]).
+    """x·cos + rotate_half(x)·sin with rotate_half(x) = cat(-x[..., R/2:R], x[..., :R/2]).
 
-    x (..., L, D); cos, sin (L, D) from rotary_cos_sin. Differentiable in x (the backward is
-    the inverse rotation of the gradient); one fused C pass.
+    x (..., L, D); cos, sin (..., L, R) from rotary_cos_sin, R even and <= D. With R < D
+    (partial rotary, Phi-1.5's rotary fraction 0.5) only the first R dims of x rotate and
+    the other D - R pass through unchanged. The dims of cos/sin before (L, R) broadcast
+    against x's (each 1 or equal, right-aligned): (L, R) serves every batch row and head,
+    (B, 1, L, R) gives each batch row its own positions (left-padded batches) for x
+    (B, H, L, D). Nothing is expanded or copied: one fused C pass. Differentiable in x
+    (the backward is the inverse rotation of the gradient); cos/sin are constants.
     """
     return _C.apply_rotary(x, cos, sin)
