@@ -9,7 +9,7 @@ import numpy as np
 
 from .._args import foreign_array
 
-__all__ = ["read_config", "checkpoint_arrays", "KeyMap"]
+__all__ = ["read_config", "config_int", "config_float", "checkpoint_arrays", "KeyMap", "cat_rows"]
 
 
 def read_config(config, fn):
@@ -66,61 +66,52 @@ def checkpoint_arrays(state_dict, fn):
 
 
 class KeyMap:
-    """Fills an mmu module's state_dict from published keys.
+    """Reads published keys out of a checkpoint for one layout and config.
 
-    targets: {mmu key: shape} (the module's state_dict); source: {published key: ndarray}.
-    put(mmu_key, key) takes source[key] (optionally through `transform`) for mmu_key; problems are
-    collected, and finish() raises one ValueError naming every missing published key, every mmu
-    tensor left unfilled, every shape that does not fit (published key, its shape, the shape the
-    config needs) and every published key not used (unless `ignore(key)` is true for it)."""
+    source: {published key: ndarray}. get(key, shape) returns source[key] as a float32 array when
+    it has the shape the config needs, and otherwise records the key as missing or mis-shaped and
+    returns None; finish() then raises one ValueError naming every missing key, every shape that
+    does not fit (the key, its shape, the shape the config needs) and every key left unread
+    (unless ignore(key) is true for it), so nothing is loaded from a checkpoint that does not fit."""
 
-    def __init__(self, targets, source, fn, describe=""):
-        self.targets, self.source, self.fn, self.describe = targets, source, fn, describe
-        self.out, self.used, self.missing, self.misshaped = {}, set(), [], []
+    def __init__(self, source, fn, describe):
+        self.source, self.fn, self.describe = source, fn, describe
+        self.used, self.missing, self.misshaped = set(), [], []
 
     def has(self, key):
         return key in self.source
 
-    def get(self, key):
-        """source[key] as float32, marked used; None (and recorded missing) when absent."""
+    def get(self, key, shape):
         if key not in self.source:
             self.missing.append(key)
             return None
         self.used.add(key)
-        return np.ascontiguousarray(self.source[key], dtype=np.float32)
+        a = self.source[key]
+        if tuple(a.shape) != tuple(shape):
+            self.misshaped.append(f"{key} has shape {tuple(a.shape)}, {self.describe} needs {tuple(shape)}")
+            return None
+        return np.ascontiguousarray(a, dtype=np.float32)
 
-    def put(self, mmu_key, key, transform=None):
-        a = self.get(key)
-        if a is None:
-            return
-        if transform is not None:
-            a = transform(a)
-        self.set(mmu_key, a, key)
-
-    def set(self, mmu_key, a, what):
-        """Assigns the array a (made from the published tensor(s) `what`) to mmu_key, shape-checked."""
-        want = self.targets.get(mmu_key)
-        if want is None:
-            raise AssertionError(f"{self.fn}: the mmu model has no tensor {mmu_key!r}")   # a converter bug
-        if tuple(a.shape) != tuple(want):
-            self.misshaped.append(f"{what} has shape {tuple(a.shape)}, the model{self.describe} needs "
-                                  f"{tuple(want)} (for {mmu_key})")
-            return
-        self.out[mmu_key] = a
+    def skip(self, key):
+        """Marks key as read without using it (a tensor the mmu model has no use for)."""
+        self.used.add(key)
 
     def finish(self, ignore=lambda key: False):
-        """The filled {mmu key: float32 array}; ValueError listing every problem."""
+        """Raises ValueError listing every problem, if any."""
         problems = []
         if self.missing:
             problems.append(f"missing key(s): {self.missing}")
         problems += self.misshaped
         unexpected = [k for k in self.source if k not in self.used and not ignore(k)]
         if unexpected:
-            problems.append(f"unexpected key(s) (not part of this layout and config): {unexpected}")
-        unfilled = [k for k in self.targets if k not in self.out]
-        if unfilled and not problems:
-            problems.append(f"the mmu model's {unfilled} were not filled")
+            problems.append(f"unexpected key(s): {unexpected}")
         if problems:
-            raise ValueError(f"{self.fn}: the state dict does not fit the model{self.describe}:\n  "
-                             + "\n  ".join(problems))
-        return self.out
+            raise ValueError(f"{self.fn}: the state dict does not fit {self.describe}:\n  " + "\n  ".join(problems))
+
+
+def cat_rows(parts):
+    """[W_q, W_k, W_v] (or biases) -> one array stacked along dim 0 (mmu's fused qkv_proj); None if any
+    part is None (already reported missing or mis-shaped)."""
+    if any(p is None for p in parts):
+        return None
+    return np.concatenate(parts, axis=0)
