@@ -4,7 +4,7 @@ import numpy as np
 
 from ...nn import LayerNorm, MLP, Module, MultiheadAttention, Parameter, ViTEncoder
 from ...nn import init
-from ...tensor import tensor as _tensor
+from ...tensor import _as_tensor, tensor as _tensor
 
 __all__ = ["VisionTower", "AttentionPoolingHead"]
 
@@ -27,7 +27,11 @@ class AttentionPoolingHead(Module):
 
     def forward(self, x):
         """x (B, N, dim) -> (B, dim)."""
-        b, _, d = x.shape
+        x = _as_tensor(x, "AttentionPoolingHead", "x")
+        d = self.probe.shape[2]
+        if x.ndim != 3 or x.shape[2] != d:
+            raise ValueError(f"AttentionPoolingHead: x must be (B, N, dim={d}), got {x.shape}")
+        b = x.shape[0]
         probe = self.probe.expand(b, 1, d)
         h = self.attention(probe, x, x, need_weights=False)[0]   # (B, 1, dim)
         h = h + self.mlp(self.layernorm(h))
