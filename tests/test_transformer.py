@@ -182,16 +182,21 @@ def to_mmu_state(tsd, cross=False):
     return out
 
 
-def check_grads(mmodel, tmodel, tol=TOL, rtol=TOL, cross=False):
+def check_grads(mmodel, tmodel, tol=TOL, cross=False):
+    """Every parameter's gradient against the float64 twin's, within tol of the tensor's scale
+    (float32 sums err in proportion to their largest terms: these gradients reach ~70, and torch
+    in float32 is itself off its float64 by up to 7e-5 on them; mmu by less)."""
     want = to_mmu_state({k: p.grad for k, p in tmodel.named_parameters()}, cross)
     got = {k: p.grad for k, p in mmodel.named_parameters()}
     assert set(got) == set(want)
     for k in want:
-        assert_close(got[k].numpy(), want[k], rtol, tol, what=f"grad of {k}")
+        scale = max(1.0, float(np.abs(want[k]).max()))
+        assert_close(got[k].numpy(), want[k], tol, tol * scale, what=f"grad of {k}")
 
 
 def load(mmodel, tmodel, cross=False):
     torch = torch_or_skip()
+    torch.manual_seed(sum(p.numel() for p in tmodel.parameters()))
     for name, p in tmodel.named_parameters():  # random biases and norm weights too: catch every mapping
         with torch.no_grad():
             norm_weight = p.ndim == 1 and name.endswith("weight")
@@ -399,9 +404,7 @@ def test_lm_matches_torch_twin(name):
     g = rnd(rng, 2, 6, 23)
     out.backward(mmu.tensor(g))
     ref.backward(torch.tensor(g, dtype=torch.float64))
-    # two layers of float32 sums, gradients up to ~5: torch in float32 itself is off its float64 by up
-    # to 1.1e-4 here (mmu: 8.2e-5), so the gradients are held to that scale; the logits to 1e-5
-    check_grads(m, t, tol=1e-4, rtol=1e-4)
+    check_grads(m, t)
     if LM_CASES[name]["tie_embeddings"]:
         assert not any(k.startswith("lm_head.") for k in m.state_dict())
 

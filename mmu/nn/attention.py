@@ -9,9 +9,10 @@ import numbers
 import numpy as np
 
 from .. import functional as F
+from .._args import flag
 from ..tensor import _as_tensor, arange as _arange, ones as _ones, tril as _tril, where as _where
 from . import init
-from ._layer_args import _int, _param
+from ._layer_args import _int, _named_errors, _param
 from .layers import Linear
 from .norm import LayerNorm, RMSNorm
 from .module import Module
@@ -274,30 +275,13 @@ class MultiheadAttention(Module):
 
 
 def _sdpa(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, enable_gqa=False, query_offset=0, kv_len=None):
-    """The one place attention is called with cache arguments: scaled_dot_product_attention of
-    q (B, H, L, E) against the first kv_len positions of k, v (B, H_kv, S_buf, E), query row i
-    sitting at key position query_offset + i (causal: key j visible iff j <= query_offset + i),
-    attn_mask (bool True = attend, or additive, broadcastable to (B, H, L, kv_len)) applying
-    together with is_causal.
-
-    FALLBACK until sdpa takes query_offset/kv_len itself: the prefix is sliced (a copy) and the
-    causal part folded into an explicit mask. Swap this body for one sdpa call then."""
-    S = k.shape[-2]
-    kv_len = S if kv_len is None else kv_len
-    if kv_len < S:
-        k, v = k[:, :, :kv_len], v[:, :, :kv_len]
-    if not is_causal or (query_offset == 0 and attn_mask is None):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                              is_causal=is_causal, enable_gqa=enable_gqa)
-    L = q.shape[-2]
-    causal = _as_tensor(np.arange(kv_len)[None, :] <= query_offset + np.arange(L)[:, None], "Attention")
-    if attn_mask is None:
-        mask = causal
-    elif attn_mask.dtype == np.bool_:
-        mask = attn_mask & causal
-    else:
-        mask = _where(causal, attn_mask, float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=enable_gqa)
+    """Attention's one call into scaled_dot_product_attention: q (B, H, L, E) against the first
+    kv_len positions of k, v (B, H_kv, S_buf, E), read in place from a cache's buffers; query
+    row i sits at key position query_offset + i (causal: key j visible iff j <= query_offset + i);
+    attn_mask (bool True = attend, or additive, broadcastable to (B, H, L, kv_len)) applies
+    together with is_causal."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                                          enable_gqa=enable_gqa, query_offset=query_offset, kv_len=kv_len)
 
 
 _QK_NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
@@ -331,6 +315,7 @@ class Attention(Module):
     start .. start+L-1 (start = cache.length, or 0).
     """
 
+    @_named_errors("Attention")
     def __init__(self, dim, num_heads, num_kv_heads=None, head_dim=None, bias=True, qk_norm=None,
                  qk_norm_eps=1e-5, rotary_fraction=0.0, rope_base=10000.0, cross_attention=False, kv_dim=None,
                  dropout=0.0, out_bias=None):
@@ -361,15 +346,15 @@ class Attention(Module):
         if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
             raise ValueError(f"Attention: dropout must be in [0, 1], got {dropout!r}")
         self.dropout = float(dropout)
-        self.cross_attention = bool(cross_attention)
+        self.cross_attention = flag(cross_attention, cls, "cross_attention")
         if kv_dim is not None and not self.cross_attention:
             raise ValueError("Attention: kv_dim is for cross_attention=True")
         self.kv_dim = self.dim if kv_dim is None else _int(kv_dim, "kv_dim", cls, 1)
         if self.cross_attention and self.rotary_dim:
             raise ValueError("Attention: rotary embeddings are not supported with cross_attention (queries and "
                              "context have unrelated positions)")
-        bias = bool(bias)
-        out_bias = bias if out_bias is None else bool(out_bias)
+        bias = flag(bias, cls, "bias")
+        out_bias = bias if out_bias is None else flag(out_bias, cls, "out_bias")
         hq, hkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         if self.cross_attention:
             self.q_proj = Linear(self.dim, hq, bias=bias)
@@ -379,7 +364,7 @@ class Attention(Module):
             self.qkv_proj = Linear(self.dim, hq + 2 * hkv, bias=bias)
             self.q_proj = self.kv_proj = None
         self.out_proj = Linear(hq, self.dim, bias=out_bias)
-        if qk_norm is not None and qk_norm not in _QK_NORMS:
+        if qk_norm is not None and (not isinstance(qk_norm, str) or qk_norm not in _QK_NORMS):
             raise ValueError(f"Attention: qk_norm must be 'layernorm', 'rmsnorm' or None, got {qk_norm!r}")
         self.qk_norm = qk_norm
         if qk_norm is not None:
@@ -409,6 +394,7 @@ class Attention(Module):
             q, k = self.q_norm(q), self.k_norm(k)
         return q, k, v
 
+    @_named_errors("Attention")
     def forward(self, x, context=None, attn_mask=None, is_causal=False, rope=None, cache=None, layer_idx=None):
         """x (B, L, dim) -> (B, L, dim).
 
@@ -457,7 +443,7 @@ class Attention(Module):
             if attn_mask.dtype != np.bool_ and attn_mask.dtype != np.float32:
                 raise TypeError(f"Attention: attn_mask must be bool or float32, got {attn_mask.dtype}")
         dropout_p = self.dropout if self.training else 0.0
-        out = _sdpa(q, k, v, attn_mask=attn_mask, is_causal=bool(is_causal), dropout_p=dropout_p,
+        out = _sdpa(q, k, v, attn_mask=attn_mask, is_causal=flag(is_causal, "Attention", "is_causal"), dropout_p=dropout_p,
                     enable_gqa=self.num_kv_heads != self.num_heads, query_offset=start, kv_len=kv_len)
         if l == 1:
             out = out.reshape(b, 1, self.num_heads * self.head_dim)

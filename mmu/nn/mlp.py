@@ -1,7 +1,7 @@
 """MLP: the feed-forward part of a transformer layer (GELU, tanh-GELU, ReLU, SiLU, quick-GELU or SwiGLU)."""
 from .. import functional as F
 from .._args import flag
-from ._layer_args import _int
+from ._layer_args import _int, _named_errors
 from .layers import Linear
 from .module import Module
 
@@ -26,11 +26,12 @@ class MLP(Module):
     'silu', 'quick_gelu' (x sigmoid(1.702 x), CLIP's) or 'swiglu'. Input (..., dim) -> (..., dim).
     """
 
+    @_named_errors("MLP")
     def __init__(self, dim, hidden_dim, activation="gelu", bias=True):
         super().__init__()
         self.dim = _int(dim, "dim", "MLP", 1)
         self.hidden_dim = _int(hidden_dim, "hidden_dim", "MLP", 1)
-        if activation != "swiglu" and activation not in _ACTIVATIONS:
+        if not isinstance(activation, str) or (activation != "swiglu" and activation not in _ACTIVATIONS):
             raise ValueError(f"MLP: activation must be one of {sorted(_ACTIVATIONS) + ['swiglu']}, "
                              f"got {activation!r}")
         bias = flag(bias, "MLP", "bias")
@@ -39,6 +40,7 @@ class MLP(Module):
         self.fc_gate = Linear(self.dim, self.hidden_dim, bias=bias) if activation == "swiglu" else None
         self.fc2 = Linear(self.hidden_dim, self.dim, bias=bias)
 
+    @_named_errors("MLP")
     def forward(self, x):
         """x (..., dim) -> (..., dim)."""
         if self.fc_gate is not None:

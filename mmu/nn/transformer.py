@@ -9,10 +9,11 @@ import numbers
 import numpy as np
 
 from .. import functional as F
+from .._args import check_real, flag
 from ..tensor import _as_tensor, cat as _cat, tensor as _tensor, where as _where
 from . import init
 from .attention import Attention, MultiheadAttention
-from ._layer_args import _int, _ntuple
+from ._layer_args import _int, _named_errors, _ntuple
 from .containers import ModuleList
 from .conv import Conv2d
 from .kv_cache import KVCache
@@ -90,6 +91,8 @@ class TransformerBlock(Module):
 
 
 def _norm(kind, dim, eps, cls):
+    if not isinstance(kind, str):
+        raise TypeError(f"{cls}: norm must be 'layernorm' or 'rmsnorm', got {type(kind).__name__}")
     if kind == "layernorm":
         return LayerNorm(dim, eps=eps)
     if kind == "rmsnorm":
@@ -114,6 +117,7 @@ class TransformerLayer(Module):
     rope_base, attn_dropout = dropout on the attention weights) go to Attention.
     """
 
+    @_named_errors("TransformerLayer")
     def __init__(self, dim, num_heads, num_kv_heads=None, head_dim=None, hidden_dim=None, activation="gelu",
                  bias=True, norm="layernorm", norm_eps=1e-5, residual="sequential", qk_norm=None, qk_norm_eps=1e-5,
                  rotary_fraction=0.0, rope_base=10000.0, dropout=0.0, attn_dropout=0.0, cross_attention=False,
@@ -122,8 +126,9 @@ class TransformerLayer(Module):
         cls = "TransformerLayer"
         self.dim = _int(dim, "dim", cls, 1)
         hidden_dim = 4 * self.dim if hidden_dim is None else _int(hidden_dim, "hidden_dim", cls, 1)
-        if residual not in ("sequential", "parallel"):
+        if not isinstance(residual, str) or residual not in ("sequential", "parallel"):
             raise ValueError(f"TransformerLayer: residual must be 'sequential' or 'parallel', got {residual!r}")
+        cross_attention = flag(cross_attention, cls, "cross_attention")
         if cross_attention and residual == "parallel":
             raise ValueError("TransformerLayer: cross_attention needs residual='sequential'")
         self.residual = residual
@@ -143,6 +148,7 @@ class TransformerLayer(Module):
         self.mlp = MLP(self.dim, hidden_dim, activation=activation, bias=bias)
         self.dropout = Dropout(dropout)
 
+    @_named_errors("TransformerLayer")
     def forward(self, x, attn_mask=None, is_causal=False, rope=None, cache=None, context=None, context_mask=None):
         """x (B, L, dim) -> (B, L, dim). attn_mask / is_causal / rope / cache: see Attention.forward;
         context (B, S, context_dim) and context_mask (bool/additive over S) for cross-attention."""
@@ -186,6 +192,7 @@ class TransformerLM(Module):
     Weights start as GPT-2: N(0, init_std) for Linear and Embedding weights, zero biases.
     """
 
+    @_named_errors("TransformerLM")
     def __init__(self, vocab_size, dim, num_layers, num_heads, num_kv_heads=None, head_dim=None, hidden_dim=None,
                  activation="gelu", bias=True, norm="layernorm", norm_eps=1e-5, residual="sequential",
                  qk_norm=None, qk_norm_eps=1e-5, pos="rope", rotary_fraction=1.0, rope_base=10000.0,
@@ -197,10 +204,12 @@ class TransformerLM(Module):
         self.dim = _int(dim, "dim", cls, 1)
         self.num_layers = _int(num_layers, "num_layers", cls, 1)
         self.max_seq_len = _int(max_seq_len, "max_seq_len", cls, 1)
-        if pos not in ("rope", "learned"):
+        if not isinstance(pos, str) or pos not in ("rope", "learned"):
             raise ValueError(f"TransformerLM: pos must be 'rope' or 'learned', got {pos!r}")
         self.pos = pos
-        self.tie_embeddings = bool(tie_embeddings)
+        self.tie_embeddings = flag(tie_embeddings, cls, "tie_embeddings")
+        head_bias = flag(head_bias, cls, "head_bias")
+        init_std = check_real(init_std, cls, "init_std")
         self.embed_tokens = Embedding(self.vocab_size, self.dim)
         self.pos_embedding = Embedding(self.max_seq_len, self.dim) if pos == "learned" else None
         self.dropout = Dropout(dropout)
@@ -243,6 +252,7 @@ class TransformerLM(Module):
             return self.lm_head(h)
         return F.linear(h, self.embed_tokens.weight, self.lm_head_bias)
 
+    @_named_errors("TransformerLM")
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, logits_at="all",
                 inputs_embeds=None, attn_mask=None):
         """Logits (or final hidden states) of a chunk of L tokens, after cache.length cached ones.
@@ -382,6 +392,7 @@ class ViTEncoder(Module):
     TransformerLayer without causal mask; norm: the final norm (final_norm=True).
     """
 
+    @_named_errors("ViTEncoder")
     def __init__(self, image_size, patch_size, in_channels=3, dim=768, depth=12, num_heads=12, num_kv_heads=None,
                  hidden_dim=None, activation="gelu", bias=True, norm="layernorm", norm_eps=1e-6, qk_norm=None,
                  pos="learned", rope_base=10000.0, num_extra_tokens=0, final_norm=True, pre_norm=False,
@@ -396,10 +407,11 @@ class ViTEncoder(Module):
         self.dim = _int(dim, "dim", cls, 1)
         self.in_channels = _int(in_channels, "in_channels", cls, 1)
         self.num_extra_tokens = _int(num_extra_tokens, "num_extra_tokens", cls, 0)
-        if pos not in ("learned", "rope2d"):
+        if not isinstance(pos, str) or pos not in ("learned", "rope2d"):
             raise ValueError(f"ViTEncoder: pos must be 'learned' or 'rope2d', got {pos!r}")
         self.pos = pos
-        self.rope_base = float(rope_base)
+        self.rope_base = check_real(rope_base, cls, "rope_base")
+        pre_norm, final_norm = flag(pre_norm, cls, "pre_norm"), flag(final_norm, cls, "final_norm")
         self.patch_embed = Conv2d(self.in_channels, self.dim, self.patch_size, stride=self.patch_size, bias=bias)
         if self.num_extra_tokens:
             self.extra_tokens = Parameter(_tensor(np.zeros((1, self.num_extra_tokens, self.dim), np.float32)))
@@ -434,6 +446,7 @@ class ViTEncoder(Module):
         s = np.concatenate([np.zeros((e, self.head_dim), np.float32), sin.numpy()])
         return _tensor(c), _tensor(s)
 
+    @_named_errors("ViTEncoder")
     def forward(self, images):
         """images (B, in_channels, H, W) -> (B, num_extra_tokens + (H/p)(W/p), dim)."""
         images = _as_tensor(images, "ViTEncoder", "images")
