@@ -341,3 +341,19 @@ def test_vit_misshaped_position_embedding():
     assert "vision_model.embeddings.position_embedding.weight has shape (16, 32)" in str(e.value)
     assert "needs (17, 32)" in str(e.value)                 # CLIP: the class position too
     assert "vision_model.embeddings.class_embedding" in str(e.value)
+
+
+def test_converted_models_save_and_reload_as_mmu_checkpoints(tmp_path):
+    # convert once, then the model is an ordinary mmu checkpoint (config.json + model.safetensors)
+    lm = load_phi(_phi_sd(1), PHI)
+    lm.save_pretrained(tmp_path / "phi")
+    again = mmu.nn.TransformerLM.from_pretrained(tmp_path / "phi")
+    ids = _ids((1, 4), 61, 2)
+    np.testing.assert_array_equal(again(ids).numpy(), lm(ids).numpy())
+    from mmu.models.vit import VisionTower
+    tower = VisionTower(**vit_config_from_hf(CLIP))
+    mmu.nn.init.normal_(tower.post_norm.bias, 0.0, 1.0)
+    tower.save_pretrained(tmp_path / "clip")
+    back = mmu.nn.Module.from_pretrained(tmp_path / "clip")
+    assert isinstance(back, VisionTower) and back.pooling == "cls"
+    np.testing.assert_array_equal(back(_images())[1].numpy(), tower(_images())[1].numpy())

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._args import foreign_array
 
-__all__ = ["read_config", "config_int", "config_float", "checkpoint_arrays", "KeyMap", "cat_rows"]
+__all__ = ["read_config", "config_int", "config_float", "checkpoint_arrays", "KeyMap", "cat_rows", "check_tied"]
 
 
 def read_config(config, fn):
@@ -115,3 +115,14 @@ def cat_rows(parts):
     if any(p is None for p in parts):
         return None
     return np.concatenate(parts, axis=0)
+
+
+def check_tied(km, head_key, embed_key, fn):
+    """A tied checkpoint may still store the head: read it, and it must be the embedding."""
+    if not km.has(head_key):
+        return
+    km.skip(head_key)
+    head, embed = km.source[head_key], km.source.get(embed_key)
+    if embed is not None and (head.shape != embed.shape or not np.array_equal(head, embed)):
+        raise ValueError(f"{fn}: tie_word_embeddings is true but {head_key} {tuple(head.shape)} differs from "
+                         f"{embed_key} {tuple(embed.shape)}; set tie_word_embeddings false to keep a separate head")

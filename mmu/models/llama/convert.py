@@ -21,8 +21,7 @@ Sharded checkpoints: merge the shards' dicts ({**load_file(a), **load_file(b)}) 
 import numpy as np
 
 from ...nn import TransformerLM
-from .._hf import KeyMap, cat_rows, checkpoint_arrays, read_config
-from ..phi.convert import _check_tied
+from .._hf import KeyMap, cat_rows, check_tied, checkpoint_arrays, read_config
 from .config import llama_config_from_hf
 
 __all__ = ["convert_llama_state_dict", "load_llama"]
@@ -70,7 +69,7 @@ def convert_llama_state_dict(state_dict, config):
             km.skip(hf + "self_attn.rotary_emb.inv_freq")   # a table, recomputed from rope_theta
     out["norm.weight"] = km.get("model.norm.weight", (d,))
     if cfg["tie_embeddings"]:
-        _check_tied(km, "lm_head.weight", "model.embed_tokens.weight", fn)
+        check_tied(km, "lm_head.weight", "model.embed_tokens.weight", fn)
     else:
         out["lm_head.weight"] = km.get("lm_head.weight", (V, d))
     km.finish()

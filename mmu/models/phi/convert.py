@@ -19,10 +19,8 @@ int(head_dim x partial_rotary_factor) dims of every head in the rotate-half conv
 LayerNorm(head_dim) runs on every head's queries and keys before RoPE (as Show-o's phi.py does;
 transformers' modeling_phi applies it before splitting the heads, which only runs with one head).
 """
-import numpy as np
-
 from ...nn import TransformerLM
-from .._hf import KeyMap, cat_rows, checkpoint_arrays, read_config
+from .._hf import KeyMap, cat_rows, check_tied, checkpoint_arrays, read_config
 from .config import phi_config_from_hf
 
 __all__ = ["convert_phi_state_dict", "load_phi"]
@@ -59,23 +57,12 @@ def convert_phi_state_dict(state_dict, config):
         out["norm." + p] = km.get("model.final_layernorm." + p, (d,))
     if cfg["tie_embeddings"]:
         out["lm_head_bias"] = km.get("lm_head.bias", (V,))
-        _check_tied(km, "lm_head.weight", "model.embed_tokens.weight", fn)
+        check_tied(km, "lm_head.weight", "model.embed_tokens.weight", fn)
     else:
         out["lm_head.weight"] = km.get("lm_head.weight", (V, d))
         out["lm_head.bias"] = km.get("lm_head.bias", (V,))
     km.finish()
     return out
-
-
-def _check_tied(km, head_key, embed_key, fn):
-    """A tied checkpoint may still store the head: read it, and it must be the embedding."""
-    if not km.has(head_key):
-        return
-    km.skip(head_key)
-    head, embed = km.source[head_key], km.source.get(embed_key)
-    if embed is not None and (head.shape != embed.shape or not np.array_equal(head, embed)):
-        raise ValueError(f"{fn}: tie_word_embeddings is true but {head_key} {tuple(head.shape)} differs from "
-                         f"{embed_key} {tuple(embed.shape)}; set tie_word_embeddings false to keep a separate head")
 
 
 def load_phi(state_dict, config):
