@@ -357,3 +357,16 @@ def test_converted_models_save_and_reload_as_mmu_checkpoints(tmp_path):
     back = mmu.nn.Module.from_pretrained(tmp_path / "clip")
     assert isinstance(back, VisionTower) and back.pooling == "cls"
     np.testing.assert_array_equal(back(_images())[1].numpy(), tower(_images())[1].numpy())
+
+
+def test_prefix_reads_a_model_stored_inside_another():
+    # e.g. Show-o keeps its Phi under 'showo.' beside other parts: only those keys are read
+    sd = {"showo." + k: v for k, v in _phi_sd(2).items()}
+    sd["vq_model.quantize.embedding.weight"] = np.zeros((8, 4), np.float32)
+    want = convert_phi_state_dict(_phi_sd(2), PHI)
+    got = convert_phi_state_dict(sd, PHI, prefix="showo.")
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    with pytest.raises(ValueError, match=r"unexpected key\(s\): \['vq_model.quantize.embedding.weight'"):
+        convert_phi_state_dict(dict(_phi_sd(2), **{"vq_model.quantize.embedding.weight": np.zeros(3)}), PHI)
+    with pytest.raises(ValueError, match="no key of the state dict starts with prefix 'llm.'"):
+        load_llama(sd, LLAMA, prefix="llm.")

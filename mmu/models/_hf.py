@@ -52,16 +52,23 @@ def config_float(config, key, fn, default):
     return float(v)
 
 
-def checkpoint_arrays(state_dict, fn):
+def checkpoint_arrays(state_dict, fn, prefix=""):
     """{key: ndarray} from a dict of NumPy arrays, torch tensors (bfloat16 upcast to float32) or mmu
-    Tensors, as read from the checkpoint's safetensors file(s)."""
+    Tensors, as read from the checkpoint's safetensors file(s). prefix: only the keys starting with
+    it are taken, with the prefix removed (a model stored inside another, e.g. Show-o's 'showo.');
+    the others are left alone (not converted)."""
     if not hasattr(state_dict, "items"):
         raise TypeError(f"{fn}: state_dict must be a dict of arrays, got {type(state_dict).__name__}")
+    if not isinstance(prefix, str):
+        raise TypeError(f"{fn}: prefix must be a str, got {type(prefix).__name__}")
     out = {}
     for k, v in state_dict.items():
         if not isinstance(k, str):
             raise TypeError(f"{fn}: state_dict keys must be str, got {type(k).__name__} {k!r}")
-        out[k] = foreign_array(v, fn, k)
+        if k.startswith(prefix):
+            out[k[len(prefix):]] = foreign_array(v, fn, k)
+    if prefix and not out:
+        raise ValueError(f"{fn}: no key of the state dict starts with prefix {prefix!r}")
     return out
 
 

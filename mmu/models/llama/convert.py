@@ -27,17 +27,19 @@ from .config import llama_config_from_hf
 __all__ = ["convert_llama_state_dict", "load_llama"]
 
 
-def convert_llama_state_dict(state_dict, config):
+def convert_llama_state_dict(state_dict, config, prefix=""):
     """A LlamaForCausalLM state dict (keys above; NumPy arrays, torch tensors of any float dtype,
     bfloat16 included, or mmu Tensors) and its config.json (dict or path) -> {mmu TransformerLM key:
     float32 ndarray} for TransformerLM(**llama_config_from_hf(config)). ValueError naming every
     missing key, every key whose shape does not fit the config (with both shapes) and every
-    unexpected key. Rotary tables stored by old checkpoints (self_attn.rotary_emb.inv_freq) are
+    unexpected key.
+    prefix: read only the keys that start with it, without it (a model stored inside another, e.g.
+    'showo.' for Show-o's Phi); the other keys are left alone. Rotary tables stored by old checkpoints (self_attn.rotary_emb.inv_freq) are
     skipped; with tie_word_embeddings a stored lm_head.weight must equal the embedding."""
     fn = "convert_llama_state_dict"
     c = read_config(config, fn)
     cfg = llama_config_from_hf(c)
-    src = checkpoint_arrays(state_dict, fn)
+    src = checkpoint_arrays(state_dict, fn, prefix)
     d, V, H, KV = cfg["dim"], cfg["vocab_size"], cfg["num_heads"], cfg["num_kv_heads"]
     hd, F = cfg["head_dim"], cfg["hidden_dim"]
     attn_bias, mlp_bias = bool(c.get("attention_bias", False)), bool(c.get("mlp_bias", False))
@@ -76,11 +78,11 @@ def convert_llama_state_dict(state_dict, config):
     return out
 
 
-def load_llama(state_dict, config):
+def load_llama(state_dict, config, prefix=""):
     """A LlamaForCausalLM checkpoint (state dict + config.json, see convert_llama_state_dict) -> an
     mmu.nn.TransformerLM with its weights: model(input_ids) gives the same logits as transformers'
     LlamaForCausalLM (float32)."""
     config = read_config(config, "load_llama")
     model = TransformerLM(**llama_config_from_hf(config))
-    model.load_state_dict(convert_llama_state_dict(state_dict, config))
+    model.load_state_dict(convert_llama_state_dict(state_dict, config, prefix))
     return model

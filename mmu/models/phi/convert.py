@@ -26,15 +26,17 @@ from .config import phi_config_from_hf
 __all__ = ["convert_phi_state_dict", "load_phi"]
 
 
-def convert_phi_state_dict(state_dict, config):
+def convert_phi_state_dict(state_dict, config, prefix=""):
     """A PhiForCausalLM state dict (keys above; NumPy arrays, torch tensors of any float dtype,
     bfloat16 included, or mmu Tensors) and its config.json (dict or path) -> {mmu TransformerLM key:
     float32 ndarray} for TransformerLM(**phi_config_from_hf(config)). ValueError naming every missing
     key, every key whose shape does not fit the config (with both shapes) and every unexpected key.
+    prefix: read only the keys that start with it, without it (a model stored inside another, e.g.
+    'showo.' for Show-o's Phi); the other keys are left alone.
     With tie_word_embeddings, a stored lm_head.weight must equal model.embed_tokens.weight."""
     fn = "convert_phi_state_dict"
     cfg = phi_config_from_hf(config)
-    src = checkpoint_arrays(state_dict, fn)
+    src = checkpoint_arrays(state_dict, fn, prefix)
     d, V, H, KV = cfg["dim"], cfg["vocab_size"], cfg["num_heads"], cfg["num_kv_heads"]
     hd, F = d // H, cfg["hidden_dim"]
     km = KeyMap(src, fn, f"the Phi config (hidden_size {d}, {cfg['num_layers']} layers, {H} heads, "
@@ -65,11 +67,11 @@ def convert_phi_state_dict(state_dict, config):
     return out
 
 
-def load_phi(state_dict, config):
+def load_phi(state_dict, config, prefix=""):
     """A PhiForCausalLM checkpoint (state dict + config.json, see convert_phi_state_dict) -> an
     mmu.nn.TransformerLM with its weights: model(input_ids) gives the same logits as transformers'
     PhiForCausalLM (float32)."""
     config = read_config(config, "load_phi")
     model = TransformerLM(**phi_config_from_hf(config))
-    model.load_state_dict(convert_phi_state_dict(state_dict, config))
+    model.load_state_dict(convert_phi_state_dict(state_dict, config, prefix))
     return model

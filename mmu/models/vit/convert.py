@@ -34,19 +34,21 @@ __all__ = ["convert_vit_state_dict", "load_vit"]
 _OTHER_TOWER = ("text_model.", "logit_scale", "logit_bias", "text_projection.", "visual_projection.")
 
 
-def convert_vit_state_dict(state_dict, config, layout=None, num_layers=None):
+def convert_vit_state_dict(state_dict, config, layout=None, num_layers=None, prefix=""):
     """A SigLIP / CLIP vision state dict (keys above, with or without the vision_model. prefix;
     NumPy arrays, torch tensors of any float dtype, bfloat16 included, or mmu Tensors) and its
     config.json (dict or path) -> {mmu VisionTower key: float32 ndarray} for
     VisionTower(**vit_config_from_hf(config, layout, num_layers)). ValueError naming every missing
-    key, every key whose shape does not fit the config (with both shapes) and every unexpected key."""
+    key, every key whose shape does not fit the config (with both shapes) and every unexpected key.
+    prefix: read only the keys that start with it, without it (a tower stored inside another model);
+    the other keys are left alone."""
     fn = "convert_vit_state_dict"
     cfg = vit_config_from_hf(read_config(config, fn), layout, num_layers)
-    src = checkpoint_arrays(state_dict, fn)
+    src = checkpoint_arrays(state_dict, fn, prefix)
     if any(k.startswith("visual.") or ".resblocks." in k for k in src):
         raise ValueError(f"{fn}: these are open_clip / OpenAI CLIP keys (visual.transformer.resblocks.*), not "
                          "Hugging Face's CLIPVisionModel / SiglipVisionModel layout (vision_model.*)")
-    prefix = "vision_model." if any(k.startswith("vision_model.") for k in src) else ""
+    vm = "vision_model." if any(k.startswith("vision_model.") for k in src) else ""
     clip = cfg["layout"] == "clip"
     d, C, p, F, depth = cfg["dim"], cfg["in_channels"], cfg["patch_size"], cfg["hidden_dim"], cfg["depth"]
     n_tok = (cfg["image_size"] // p) ** 2 + (1 if clip else 0)
@@ -54,7 +56,7 @@ def convert_vit_state_dict(state_dict, config, layout=None, num_layers=None):
                          f"patch_size {p}, image_size {cfg['image_size']}, {C} channels)")
 
     def get(key, shape):
-        return km.get(prefix + key, shape)
+        return km.get(vm + key, shape)
 
     out = {}
     emb = "embeddings."
@@ -97,9 +99,9 @@ def convert_vit_state_dict(state_dict, config, layout=None, num_layers=None):
     cut = num_layers is not None
 
     def ignore(key):
-        if prefix and not key.startswith(prefix):
+        if vm and not key.startswith(vm):
             return key.startswith(_OTHER_TOWER)
-        rest = key[len(prefix):]
+        rest = key[len(vm):]
         if rest == "embeddings.position_ids":
             return True                         # a buffer of arange(T) older CLIP checkpoints store
         if cut:                                 # the parts after layer k
@@ -114,11 +116,11 @@ def convert_vit_state_dict(state_dict, config, layout=None, num_layers=None):
     return out
 
 
-def load_vit(state_dict, config, layout=None, num_layers=None):
+def load_vit(state_dict, config, layout=None, num_layers=None, prefix=""):
     """A SigLIP / CLIP vision tower checkpoint (state dict + config.json, see convert_vit_state_dict)
     -> an mmu VisionTower with its weights: tower(images) gives transformers' (last_hidden_state,
     pooler_output) in float32, or with num_layers=k its hidden_states[k] and None."""
     config = read_config(config, "load_vit")
     model = VisionTower(**vit_config_from_hf(config, layout, num_layers))
-    model.load_state_dict(convert_vit_state_dict(state_dict, config, layout, num_layers))
+    model.load_state_dict(convert_vit_state_dict(state_dict, config, layout, num_layers, prefix))
     return model
