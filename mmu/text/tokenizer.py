@@ -300,7 +300,8 @@ class TextTokenizer:
                 [n.Replace(tokenizers.Regex(r"\s+"), " "), n.Strip()]
         tok.normalizer = n.Sequence(steps)
         tok.pre_tokenizer = p.Sequence([p.Metaspace(), p.Punctuation("isolated")])
-        tok.decoder = d.Metaspace()
+        # an unknown word was a word: it gets the space mark back when decoded ("a <unk> circle")
+        tok.decoder = d.Sequence([d.Replace(roles["unk"], "\u2581" + roles["unk"]), d.Metaspace()])
         trainer = tokenizers.trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                                        special_tokens=specials, show_progress=False)
         tok.train_from_iterator(corpus, trainer)
