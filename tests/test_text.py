@@ -310,7 +310,8 @@ def test_save_and_from_pretrained_keep_ids_and_roles(tmp_path, bpe):
                                                          "unk": None}
     assert back.vocab_size == tok.vocab_size and back.get_vocab() == tok.get_vocab()
     for text in TEXTS + ["<soi><image><eoi>"]:
-        assert np.array_equal(back.encode(text, add_bos=True, add_eos=True), tok.encode(text, add_bos=True, add_eos=True))
+        assert np.array_equal(back.encode(text, add_bos=True, add_eos=True),
+                              tok.encode(text, add_bos=True, add_eos=True))
     a, b = back.encode_batch(TEXTS, padding_side="left"), tok.encode_batch(TEXTS, padding_side="left")
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     # saving again over it works (atomic replace); a word-level tokenizer round-trips too
