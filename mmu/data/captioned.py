@@ -19,7 +19,7 @@ import itertools
 
 import numpy as np
 
-from .datasets import ImageDataset, _check_int, _readonly, digits
+from .datasets import ImageDataset, _check_int, _digits_all, _readonly, digits
 
 __all__ = ["CaptionedImages", "captioned_digits", "captioned_shapes", "caption_corpus", "DIGIT_WORDS",
            "DIGIT_CAPTION_TEMPLATES", "SHAPE_COLOURS", "SHAPE_KINDS", "SHAPE_SIZES", "SHAPE_POSITIONS",
@@ -139,7 +139,7 @@ def captioned_digits(size=16, split="train", seed=0, test_fraction=0.2):
     images = np.concatenate([p.images for p in parts])[order]
     labels = np.concatenate([p.labels for p in parts])[order]
     index = index[order]
-    caption_choice, qa_choice, other = _digit_choices(seed)
+    caption_choice, qa_choice, other = _digit_choices(seed, len(_digits_all()[1]))
     caption_choice, qa_choice, other = caption_choice[index], qa_choice[index], other[index]
     texts = [_digit_texts(int(y), int((y + 1 + o) % 10)) for y, o in zip(labels, other)]
     return CaptionedImages(_readonly(images), f"captioned-digits{parts[0].size}-{split}",
@@ -148,7 +148,7 @@ def captioned_digits(size=16, split="train", seed=0, test_fraction=0.2):
 
 
 @functools.lru_cache(maxsize=8)
-def _digit_choices(seed, rows=1797):
+def _digit_choices(seed, rows):
     # per file row: caption template, question, and the offset 0..8 of the "no" digit
     rng = np.random.default_rng([seed, 0x7E47])
     return (_readonly(rng.integers(0, len(DIGIT_CAPTION_TEMPLATES), rows)), _readonly(rng.integers(0, 7, rows)),
