@@ -241,3 +241,63 @@ def test_captioned_errors():
     with pytest.raises(TypeError, match="all_qa: index must be an int"):
         ds.all_qa("0")
     assert ds.all_captions(-1) == ds.all_captions(3) and "CaptionedImages(" in repr(ds)
+
+
+def test_judge_shapes_passes_the_sets_images_and_catches_each_wrong_attribute():
+    import copy
+
+    ds = mmu.data.captioned_shapes(160, 32, "test", seed=8, pair_fraction=0.5)
+    ok = mmu.data.judge_shapes(ds.images, ds.scenes)
+    assert set(ok) == {"colour", "shape", "size", "position", "relation", "all"}
+    assert ok["all"].all() and ok["all"].dtype == bool and ok["all"].shape == (160,)
+    # noise of ~13 grey levels does not change the verdicts much
+    noisy = ds.images + np.random.default_rng(0).normal(0, 0.1, ds.images.shape).astype(np.float32)
+    assert mmu.data.judge_shapes(np.clip(noisy, -1, 1), ds.scenes)["all"].mean() > 0.9
+    single = [i for i, s in enumerate(ds.scenes) if s["relation"] is None][:12]
+    pair = [i for i, s in enumerate(ds.scenes) if s["relation"] is not None][:12]
+    colours, kinds = list(C.SHAPE_COLOURS), list(C.SHAPE_KINDS)
+
+    def judged(indices, change):
+        scenes = [copy.deepcopy(ds.scenes[i]) for i in indices]
+        for s in scenes:
+            change(s)
+        return mmu.data.judge_shapes(ds.images[indices], scenes)
+
+    def recolour(s):   # a colour not in the scene
+        used = {o["colour"] for o in s["objects"]}
+        s["objects"][0]["colour"] = next(c for c in colours if c not in used)
+
+    def reshape(s):
+        o = s["objects"][0]
+        o["shape"] = {"circle": "square", "square": "triangle", "triangle": "circle", "diamond": "circle"}[o["shape"]]
+
+    def resize(s):
+        o = s["objects"][0]
+        o["size"] = "small" if o["size"] == "large" else "large"
+
+    def move(s):       # the cell diagonally across the grid
+        (r, c), _ = C.SHAPE_POSITIONS[s["objects"][0]["position"]]
+        s["objects"][0]["position"] = next(k for k, ((rr, cc), _) in C.SHAPE_POSITIONS.items()
+                                           if (rr, cc) == (2 - r, 2 - c) and (rr, cc) != (1, 1)) \
+            if (r, c) != (1, 1) else "top left"
+
+    def flip(s):
+        s["relation"] = C.SHAPE_RELATIONS[s["relation"]]
+
+    for indices, change, key in ((single + pair, recolour, "colour"), (single + pair, resize, "size"),
+                                 (single, move, "position"), (pair, flip, "relation")):
+        r = judged(indices, change)
+        assert not r[key].any() and not r["all"].any(), key
+    r = judged(single + pair, reshape)
+    assert r["shape"].mean() < 0.1 and r["colour"].all() and r["position"].all()
+    blank = mmu.data.judge_shapes(-np.ones((2, 3, 32, 32), np.float32), ds.scenes[:2])
+    assert not blank["all"].any() and not blank["colour"].any()
+    with pytest.raises(ValueError, match=r"judge_shapes: images must be \(N, 3, S, S\)"):
+        mmu.data.judge_shapes(ds.images[:, 0], ds.scenes)
+    with pytest.raises(ValueError, match="scenes must be a list of 160 scene dicts"):
+        mmu.data.judge_shapes(ds.images, ds.scenes[:3])
+    with pytest.raises(ValueError, match=r"scenes\[0\] is not a scene dict"):
+        mmu.data.judge_shapes(ds.images[:1], [{"objects": []}])
+    with pytest.raises(ValueError, match=r"scenes\[0\] has an unknown attribute"):
+        mmu.data.judge_shapes(ds.images[:1], [{"objects": [dict(ds.scenes[0]["objects"][0], colour="pink")],
+                                               "relation": None}])

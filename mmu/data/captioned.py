@@ -9,6 +9,8 @@
   never drawn in training, though red things and triangles are), so a model must compose the words.
 - `caption_corpus`: every caption, question and answer text both sets can produce (a tokenizer's
   training corpus).
+- `judge_shapes`: checks images (generated from shapes captions) against the scenes' attributes:
+  colour, shape, size, position and relation, per image.
 
 Each set is a `CaptionedImages` (an ImageDataset): float32 (N, C, H, W) images in [-1, 1], `.captions`
 (one seeded choice per image), `.questions` / `.answers` (one seeded pair per image), and
@@ -21,7 +23,7 @@ import numpy as np
 
 from .datasets import ImageDataset, _check_int, _digits_all, _readonly, digits
 
-__all__ = ["CaptionedImages", "captioned_digits", "captioned_shapes", "caption_corpus", "DIGIT_WORDS",
+__all__ = ["CaptionedImages", "captioned_digits", "captioned_shapes", "caption_corpus", "judge_shapes", "DIGIT_WORDS",
            "DIGIT_CAPTION_TEMPLATES", "SHAPE_COLOURS", "SHAPE_KINDS", "SHAPE_SIZES", "SHAPE_POSITIONS",
            "SHAPE_RELATIONS", "SHAPES_HELD_OUT"]
 
@@ -387,6 +389,105 @@ def captioned_shapes(n=None, size=32, split="train", seed=0, pair_fraction=0.25,
         qa_choice.append(qk % len(qa))
     return CaptionedImages(images, f"captioned-shapes{size}-{split}", caption_options, qa_options, caption_choice,
                            qa_choice, scenes=scenes, held_out=held_out)
+
+
+def _classify_shape(alpha, cx, cy):
+    """Shape name of one object's coverage map `alpha` (S, S) with centroid (cx, cy): the shape of
+    SHAPE_KINDS whose rendering of the same area at the same centroid overlaps it most (soft IoU)."""
+    area, size = float(alpha.sum()), alpha.shape[0]
+    best, best_iou = None, -1.0
+    for shape, unit in (("circle", np.pi), ("square", 4.0), ("triangle", 2.0), ("diamond", 2.0)):
+        h = np.sqrt(area / unit)
+        cov = _coverage(shape, cx, cy - (h / 3.0 if shape == "triangle" else 0.0), h, size)
+        iou = np.minimum(alpha, cov).sum() / max(np.maximum(alpha, cov).sum(), 1e-9)
+        if iou > best_iou:
+            best, best_iou = shape, iou
+    return best
+
+
+def judge_shapes(images, scenes, max_distance=80.0):
+    """Check images (e.g. generated from captions) against shape scenes -> dict of (N,) bool arrays.
+
+    images: (N, 3, S, S) in [-1, 1] (NumPy or anything array-like); scenes: N scene dicts as in
+    `captioned_shapes(...).scenes`. A pixel belongs to a colour when that colour of SHAPE_COLOURS (or
+    black) is the nearest to it and within `max_distance` (RGB, 0..255); its coverage there (and on
+    the black pixels next to it: antialiased edges) is its projection on that colour. For each scene:
+    "colour": every object's colour covers at least half the area of the smallest object (a small
+    triangle; whatever shape and size the scene states); "shape": of the four
+    shapes drawn with the same area at the same centroid, the stated one overlaps the coverage most;
+    "size": the area is nearer (log scale) to the stated size's than to the other size's; "position"
+    (one-object scenes, whose captions state it; True for two): the centre is in the stated cell of
+    the 3 x 3 grid; "relation" (two-object scenes; True for one): the centroids satisfy it; "all":
+    every check. The dataset's own images pass every check at size >= 32; at 16 px a small shape is
+    ~4 px wide and its shape is often not decidable.
+    """
+    fn = "mmu.data.judge_shapes"
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
+        raise ValueError(f"{fn}: images must be (N, 3, S, S), got shape {x.shape}")
+    if not isinstance(scenes, (list, tuple)) or len(scenes) != x.shape[0]:
+        raise ValueError(f"{fn}: scenes must be a list of {x.shape[0]} scene dicts (one per image), got "
+                         f"{type(scenes).__name__} of {len(scenes) if hasattr(scenes, '__len__') else '?'}")
+    size = x.shape[2]
+    palette = np.array([(0, 0, 0)] + list(SHAPE_COLOURS.values()), np.float64)
+    names = ["black"] + list(SHAPE_COLOURS)
+    areas = {"circle": np.pi, "square": 4.0, "triangle": 2.0, "diamond": 2.0}
+    out = {k: np.zeros(x.shape[0], bool) for k in ("colour", "shape", "size", "position", "relation")}
+    # a colour is there when it covers half the smallest object (a small triangle), whatever was asked
+    smallest = 0.5 * min(areas.values()) * (min(SHAPE_SIZES.values()) * size) ** 2
+    for i, scene in enumerate(scenes):
+        try:
+            objs, relation = scene["objects"], scene["relation"]
+            keys = [(o["colour"], o["shape"], o["size"], o["position"]) for o in objs]
+        except (TypeError, KeyError) as e:
+            raise ValueError(f"{fn}: scenes[{i}] is not a scene dict of captioned_shapes ({e!r})") from None
+        rgb = (x[i].transpose(1, 2, 0) + 1.0) * 127.5
+        d = np.linalg.norm(rgb[:, :, None, :] - palette[None, None], axis=-1)
+        label = np.where(d.min(-1) <= max_distance, d.argmin(-1), -1)
+        ok = dict.fromkeys(("colour", "shape", "size", "position"), True)
+        centres = []
+        for colour, shape, size_name, pos in keys:
+            if colour not in SHAPE_COLOURS or shape not in areas or size_name not in SHAPE_SIZES \
+                    or pos not in SHAPE_POSITIONS:
+                raise ValueError(f"{fn}: scenes[{i}] has an unknown attribute in {(colour, shape, size_name, pos)}")
+            idx = names.index(colour)
+            m = label == idx
+            if m.sum() < smallest:
+                ok = dict.fromkeys(ok, False)
+                centres.append(None)
+                continue
+            # coverage of the colour (edges blend it with black): on its pixels and their black
+            # neighbours, not on another colour's pixels
+            near = m.copy()
+            near[1:] |= m[:-1]
+            near[:-1] |= m[1:]
+            near[:, 1:] |= near[:, :-1].copy()
+            near[:, :-1] |= near[:, 1:].copy()
+            c = palette[idx]
+            alpha = np.clip(rgb @ c / (c @ c), 0.0, 1.0) * (near & ((label == idx) | (label == 0) | (label == -1)))
+            area = alpha.sum()
+            ys, xs = np.mgrid[0:size, 0:size] + 0.5
+            cx, cy = (alpha * xs).sum() / area, (alpha * ys).sum() / area
+            centres.append((cx, cy))
+            found = _classify_shape(alpha, cx, cy)
+            ok["shape"] &= found == shape
+            # size: nearer (in log area) to the stated size's area than to the other size's
+            err = {z: abs(np.log(area / (areas[shape] * (SHAPE_SIZES[z] * size) ** 2))) for z in SHAPE_SIZES}
+            ok["size"] &= min(err, key=err.get) == size_name
+            if relation is None:   # only a one-object caption states a position; a triangle's centre
+                gy = cy - (np.sqrt(area / 2.0) / 3.0 if found == "triangle" else 0.0)  # is above its centroid
+                ok["position"] &= (min(int(gy * 3 // size), 2), min(int(cx * 3 // size), 2)) == \
+                    SHAPE_POSITIONS[pos][0]
+        for k, v in ok.items():
+            out[k][i] = v
+        if relation is None:
+            out["relation"][i] = True
+        elif len(centres) == 2 and None not in centres:
+            (ax, ay), (bx, by) = centres
+            out["relation"][i] = {"left of": ax < bx, "right of": ax > bx, "above": ay < by,
+                                  "below": ay > by}[relation]
+    out["all"] = out["colour"] & out["shape"] & out["size"] & out["position"] & out["relation"]
+    return out
 
 
 def caption_corpus(sets=("digits", "shapes")):
