@@ -631,7 +631,7 @@ static mmu_status sdpa_decode(const sdpa_geom *g, float *out, float *lse) {
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < ntask; t++) {
             if (!w) continue;
-            int64_t gi = t / pieces, pc = t % pieces, ja = pc * per, jb = ja + per < S ? ja + per : S;
+            int64_t gi = t / pieces, pc = t % pieces, ja = pc * per < S ? pc * per : S, jb = ja + per < S ? ja + per : S;
             float *qs = w, *sc = w + R * E, *ml = sc + R * up16(S);
             if (pieces > 1) {
                 float *po = part + t * R * (Ev + 2);
