@@ -52,7 +52,10 @@
  * for the backward) are packed once per head; A may be read transposed, which
  * gives Pᵀ dO and dSᵀ q without transposing a block. q is packed times scale.
  * Measured single-threaded on Zen 5 (B=8, H=8, L=1024, D=64): ~140 GFLOP/s
- * forward, ~165 backward, against ~75 for torch 2.13's CPU flash kernel. */
+ * forward, ~165 backward, against ~75 for torch 2.13's CPU flash kernel.
+ *
+ * A forward with at most 16 query rows per key/value head (decoding against a
+ * cache) takes a matrix-vector path instead: see sdpa_decode below. */
 #include <math.h>
 #include <string.h>
 
