@@ -52,7 +52,10 @@
  * for the backward) are packed once per head; A may be read transposed, which
  * gives Pᵀ dO and dSᵀ q without transposing a block. q is packed times scale.
  * Measured single-threaded on Zen 5 (B=8, H=8, L=1024, D=64): ~140 GFLOP/s
- * forward, ~165 backward, against ~75 for torch 2.13's CPU flash kernel. */
+ * forward, ~165 backward, against ~75 for torch 2.13's CPU flash kernel.
+ *
+ * A forward with at most 16 query rows per key/value head (decoding against a
+ * cache) takes a matrix-vector path instead: see sdpa_decode below. */
 #include <math.h>
 #include <string.h>
 
@@ -71,6 +74,18 @@ typedef __m512 vf;
 #define VZERO() _mm512_setzero_ps()
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VHSUM(x) _mm512_reduce_add_ps(x)
+/* the four horizontal sums of a0..a3 into t[0..3]: fold 512 -> 128 bits
+ * pairwise with block shuffles, then 4 -> 1 lane inside each 128-bit block */
+static inline void vhsum4(vf a0, vf a1, vf a2, vf a3, float *t) {
+    vf x0 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
+    vf x1 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xEE));
+    vf y = _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, 0x88), _mm512_shuffle_f32x4(x0, x1, 0xDD));
+    y = _mm512_add_ps(y, _mm512_permute_ps(y, 0x4E));
+    y = _mm512_add_ps(y, _mm512_permute_ps(y, 0xB1));
+    float u[16];
+    _mm512_storeu_ps(u, y);
+    t[0] = u[0], t[1] = u[4], t[2] = u[8], t[3] = u[12];
+}
 #else /* portable: GCC vector extensions (x86-64-v3 builds: two ymm per vector) */
 typedef float vf __attribute__((vector_size(64)));
 typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
@@ -85,6 +100,9 @@ static inline float vhsum(vf x) {
     return t;
 }
 #define VHSUM(x) vhsum(x)
+static inline void vhsum4(vf a0, vf a1, vf a2, vf a3, float *t) {
+    t[0] = vhsum(a0), t[1] = vhsum(a1), t[2] = vhsum(a2), t[3] = vhsum(a3);
+}
 #endif
 
 static inline int64_t up16(int64_t n) { return (n + 15) & ~(int64_t)15; }
@@ -234,15 +252,17 @@ static uint8_t scan_block(const sdpa_geom *g, int64_t mat, int64_t i0, int64_t n
 }
 
 /* The block table of every distinct mask matrix, computed once per call
- * (not once per head sharing the mask, nor once per pass). */
+ * (not once per head sharing the mask, nor once per pass). A mask broadcast
+ * over the query rows (a (B, 1, 1, S) padding mask) has one row of blocks:
+ * its scan reads each mask element once, not once per query block. */
 static mmu_status build_kinds(sdpa_geom *g) {
     if (!g->mask) return MMU_OK;
-    g->nqb = (g->L + BR - 1) / BR, g->nkb = (g->S + BC - 1) / BC;
+    g->nqb = g->msr ? (g->L + BR - 1) / BR : 1, g->nkb = (g->S + BC - 1) / BC;
     int64_t n = g->nmat * g->nqb * g->nkb;
     g->kinds_bytes = n ? (size_t)n : 1;
     if (!(g->kinds = mmu_alloc(g->kinds_bytes)))
         return mmu_fail(MMU_ENOMEM, "scaled_dot_product_attention: out of memory");
-    int64_t work = g->nmat * g->L * g->S;
+    int64_t work = g->nmat * (g->msr ? g->L : 1) * g->S;
 #pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
     for (int64_t x = 0; x < n; x++) {
         int64_t mat = x / (g->nqb * g->nkb), ib = x / g->nkb % g->nqb, jb = x % g->nkb;
@@ -268,7 +288,7 @@ static int block_kind(const sdpa_geom *g, int64_t b, int64_t i0, int64_t nr, int
         if (j0 + jn - 1 > g->qpos + i0) kind = 2;
     }
     if (g->mask) {
-        int mk = g->kinds[(g->moff[b] / g->mmat * g->nqb + i0 / BR) * g->nkb + j0 / BC];
+        int mk = g->kinds[(g->moff[b] / g->mmat * g->nqb + (g->msr ? i0 / BR : 0)) * g->nkb + j0 / BC];
         if (mk != 1) kind = mk;
     }
     return kind;
@@ -503,7 +523,7 @@ static mmu_status sdpa_forward(const sdpa_geom *g, float *out, float *lse) {
  * output o_p, and the pieces are merged in piece order
  *   M = max m_p,  l = Σ l_p e^(m_p - M),  out = Σ o_p e^(m_p - M) / l,
  * the same bits run to run (for a given thread count, as the backward). */
-#define DEC_ROWS 8  /* at most this many query rows (L·group) take the decode path */
+#define DEC_ROWS 16  /* at most this many query rows (L·group) take the decode path */
 #define DEC_CHUNK 128 /* keys per piece at least */
 
 /* s[r·lds + c] = qs_r · k_c for R rows of qs (R, E) and n keys k (n, E):
@@ -522,10 +542,10 @@ static void dec_scores(const float *qs, int64_t R, int64_t E, const float *k, in
                 a2 = VFMA(x, VLOAD(k2 + e), a2);
                 a3 = VFMA(x, VLOAD(k3 + e), a3);
             }
-            float t0 = VHSUM(a0), t1 = VHSUM(a1), t2 = VHSUM(a2), t3 = VHSUM(a3);
-            for (int64_t e = E16; e < E; e++) t0 += qr[e] * k0[e], t1 += qr[e] * k1[e], t2 += qr[e] * k2[e], t3 += qr[e] * k3[e];
             float *sr = s + r * lds + c;
-            sr[0] = t0, sr[1] = t1, sr[2] = t2, sr[3] = t3;
+            vhsum4(a0, a1, a2, a3, sr);
+            for (int64_t e = E16; e < E; e++)
+                sr[0] += qr[e] * k0[e], sr[1] += qr[e] * k1[e], sr[2] += qr[e] * k2[e], sr[3] += qr[e] * k3[e];
         }
     }
     for (; c < n; c++) {
@@ -616,7 +636,7 @@ static mmu_status sdpa_decode(const sdpa_geom *g, float *out, float *lse) {
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < ntask; t++) {
             if (!w) continue;
-            int64_t gi = t / pieces, pc = t % pieces, ja = pc * per, jb = ja + per < S ? ja + per : S;
+            int64_t gi = t / pieces, pc = t % pieces, ja = pc * per < S ? pc * per : S, jb = ja + per < S ? ja + per : S;
             float *qs = w, *sc = w + R * E, *ml = sc + R * up16(S);
             if (pieces > 1) {
                 float *po = part + t * R * (Ev + 2);
