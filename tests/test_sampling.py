@@ -268,3 +268,23 @@ def test_sample_logits_errors(kwargs, exc, pattern):
     with pytest.raises(exc, match="sample_logits: .*" + pattern):
         sample_logits(**kwargs)
     assert g.get_state() == (0, 0)
+
+
+def test_top_k_large_k_ties_and_draws_across_blocks():
+    rng = np.random.default_rng(7)
+    V = 3000
+    g = mmu.Generator(12)
+    # k > 1024 (the quickselect path), with ties at the threshold: every logit >= the k-th stays
+    logits = rng.integers(0, 10, V).astype(np.float32)
+    kth = np.sort(logits)[::-1][1499]
+    ids = sample_logits(np.tile(logits, (4000, 1)), top_k=1500, generator=g)[0].numpy()
+    assert (logits[ids] >= kth).all() and (logits[ids] == kth).any()
+    # the same with k <= 1024 (the heap path)
+    kth = np.sort(logits)[::-1][999]
+    ids = sample_logits(np.tile(logits, (4000, 1)), top_k=1000, generator=g)[0].numpy()
+    assert (logits[ids] >= kth).all() and (logits[ids] == kth).any()
+    # weights in far-apart blocks of the draw's running sum
+    sparse = np.full(V, -np.inf, np.float32)
+    sparse[[3, 700, 1500, 2999]] = [0.0, 1.0, -0.5, 0.7]
+    ids = sample_logits(np.tile(sparse, (20_000, 1)), generator=g)[0].numpy()
+    assert chi_square_p(np.bincount(ids, minlength=V), hf_filtered_probs(sparse)) > P_MIN

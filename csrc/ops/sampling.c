@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/vmath.h"
 #include "ops.h"
 
 /* a double in [0, 1) from two 32-bit words, 53 random bits */
@@ -186,8 +187,31 @@ mmu_status mmu_multinomial(mmu_tensor **out, mmu_tensor *probs, int64_t num_samp
 
 /* -------------------------------------------------------- sample_logits */
 
-/* The k-th largest of x[0..n) (1 <= k <= n), by quickselect on a scratch copy. */
+/* The k-th largest of x[0..n) (1 <= k <= n). A small k (a sampler's top-k is tens): a min-heap
+ * of the k largest so far in scratch, where most elements cost one compare with its root; a large
+ * k: quickselect on a scratch copy. */
 static float kth_largest(float *scratch, const float *x, int64_t n, int64_t k) {
+    if (k <= 1024) {
+        float *heap = scratch;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t j;
+            if (i < k) { /* sift up */
+                for (j = i; j > 0 && heap[(j - 1) / 2] > x[i]; j = (j - 1) / 2) heap[j] = heap[(j - 1) / 2];
+                heap[j] = x[i];
+            } else if (x[i] > heap[0]) { /* replace the root, sift down */
+                for (j = 0;;) {
+                    int64_t c = 2 * j + 1;
+                    if (c >= k) break;
+                    if (c + 1 < k && heap[c + 1] < heap[c]) c++;
+                    if (heap[c] >= x[i]) break;
+                    heap[j] = heap[c];
+                    j = c;
+                }
+                heap[j] = x[i];
+            }
+        }
+        return heap[0];
+    }
     memcpy(scratch, x, (size_t)n * sizeof *x);
     int64_t lo = 0, hi = n - 1, want = k - 1; /* index in descending order */
     while (lo < hi) {
@@ -209,6 +233,21 @@ static float kth_largest(float *scratch, const float *x, int64_t n, int64_t k) {
     return scratch[want];
 }
 
+/* Σ e[0..n) in double, in 8 interleaved partial sums (a fixed order, so the same bits every
+ * call; GCC vectorises it, where one running sum is a chain of dependent adds). */
+static double sum_f64(const float *e, int64_t n) {
+    double acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += e[i + l];
+    double s = 0.0;
+    for (; i < n; i++) s += e[i];
+    for (int l = 0; l < 8; l++) s += acc[l];
+    return s;
+}
+
+#define DRAW_BLOCK 256 /* the draw skips whole blocks of weights whose sum stays below the target */
+
 typedef struct {
     double inv_temperature, top_p;
     int64_t top_k;
@@ -216,87 +255,105 @@ typedef struct {
     uint64_t key, base;
 } sample_args;
 
-/* One row: the kept set is {i : x_i >= kthr} ∩ {x_i > cut_x or (x_i == cut_x and i <= cut_i)},
- * then the draw over it. Returns 0, or -1 when a work buffer cannot be allocated. */
-static int sample_row(int64_t *id_out, float *logprob_out, const float *x, int64_t V, int64_t row,
-                      const sample_args *a) {
+#define TOP_P_BUCKETS 48 /* weights below 2^-47 share the last bucket */
+
+/* The bucket of a kept logit: floor of log2 of 1 / its weight exp(x·T - m), clamped. */
+static inline int top_p_bucket(float x, float T, float m) {
+    float j = (m - x * T) * 1.44269504f; /* >= 0: x·T <= m */
+    return j < (float)(TOP_P_BUCKETS - 1) ? (int)j : TOP_P_BUCKETS - 1;
+}
+
+/* One row. e (V floats of scratch) ends up holding exp(x_i/T - max/T) for the kept tokens and 0
+ * for the others; the kept set is {i : x_i >= kthr, x_i > -inf} cut by top-p to
+ * {x_i > cut_x or (x_i == cut_x and i <= cut_i)} (h: V pairs of scratch for top-p). */
+static void sample_row(int64_t *id_out, float *logprob_out, const float *x, float *e, keyed *h, int64_t V,
+                       int64_t row, const sample_args *a) {
     float xmax = -INFINITY;
+    for (int64_t i = 0; i < V; i++) xmax = x[i] > xmax ? x[i] : xmax; /* no NaN here: checked */
     int64_t argmax = 0;
-    for (int64_t i = 0; i < V; i++)
-        if (x[i] > xmax) xmax = x[i], argmax = i;
+    while (x[argmax] != xmax) argmax++; /* the first maximum, as torch.argmax */
     /* top-k: Hugging Face keeps every logit >= the k-th largest (ties at the threshold stay) */
     float kthr = -INFINITY;
-    if (a->top_k > 0 && a->top_k < V) {
-        float *scratch = malloc((size_t)V * sizeof *scratch);
-        if (!scratch) return -1;
-        kthr = kth_largest(scratch, x, V, a->top_k);
-        free(scratch);
+    if (a->top_k > 0 && a->top_k < V) kthr = kth_largest(e, x, V, a->top_k);
+    const float T = (float)a->inv_temperature, m = xmax * T;
+    /* one exp per token (vmath's, vectorised); -inf and the tokens top-k drops weigh 0 */
+    for (int64_t i = 0; i < V; i++) {
+        float w = mmu_exp(x[i] * T - m);
+        e[i] = x[i] >= kthr && x[i] > -INFINITY ? w : 0.0f;
     }
-    const double T = a->inv_temperature, m = (double)xmax * T;
-#define KEPT_K(i) (x[i] >= kthr && x[i] > -INFINITY)
-    double z_k = 0.0;
+    double z = sum_f64(e, V);
     int64_t n_k = 0;
-    for (int64_t i = 0; i < V; i++)
-        if (KEPT_K(i)) z_k += exp((double)x[i] * T - m), n_k++;
+    for (int64_t i = 0; i < V; i++) n_k += x[i] >= kthr && x[i] > -INFINITY;
     /* top-p: walk the kept tokens in decreasing probability; token r stays while the mass
-     * before it is < top_p (the first always stays). The top c are found with a bounded heap,
-     * c growing 4x until the walk ends inside them. */
-    float cut_x = -INFINITY;
-    int64_t cut_i = V;
+     * before it is < top_p (the first always stays). Only the head of the order is sorted: the
+     * kept tokens fall into buckets by their weight's power of two (from x, so monotone in x:
+     * bucket j holds weights in about (2^-(j+1), 2^-j]), and the buckets down to the one where
+     * the mass reaches top_p hold every token the walk can reach. Rounding can leave the walk
+     * short of top_p at their end; then one more bucket is taken. */
     if (a->top_p < 1.0 && n_k > 1) {
-        int64_t c = n_k < 64 ? n_k : 64;
-        keyed *h = NULL;
+        double mass[TOP_P_BUCKETS] = {0};
+        for (int64_t i = 0; i < V; i++)
+            if (x[i] >= kthr && x[i] > -INFINITY) mass[top_p_bucket(x[i], T, m)] += e[i];
+        const double target = a->top_p * z;
+        double reach = 0.0;
+        int cut = 0;
+        while (cut < TOP_P_BUCKETS - 1 && (reach += mass[cut]) < target) cut++;
         for (;;) {
-            keyed *nh = realloc(h, (size_t)n_k * sizeof *h);
-            if (!nh) {
-                free(h);
-                return -1;
-            }
-            h = nh;
             int64_t n = 0;
             for (int64_t i = 0; i < V; i++)
-                if (KEPT_K(i)) h[n++] = (keyed){-(double)x[i], i}; /* keyed order = decreasing x, lower index first */
-            first_n_sorted(h, n, c);
-            double before = 0.0, target = a->top_p * z_k;
+                if (x[i] >= kthr && x[i] > -INFINITY && top_p_bucket(x[i], T, m) <= cut)
+                    h[n++] = (keyed){-(double)x[i], i}; /* keyed order: decreasing x, lower index first */
+            qsort(h, (size_t)n, sizeof *h, keyed_cmp);
+            double before = 0.0;
             int64_t r = 0;
-            for (; r < c; r++) {
+            for (; r < n; r++) {
                 if (r > 0 && before >= target) break;
-                before += exp((double)x[h[r].idx] * T - m);
+                before += e[h[r].idx];
             }
-            /* the walk ended inside the top c, or right after them (their mass reaches top_p),
-             * or they are all the kept tokens */
-            if (r < c || before >= target || c == n_k) {
-                cut_x = (float)-h[r - 1].key;
-                cut_i = h[r - 1].idx;
+            /* the walk ended inside the candidates, or right after them (their mass reaches
+             * top_p), or they are all the kept tokens */
+            if (r < n || before >= target || n == n_k || cut == TOP_P_BUCKETS - 1) {
+                float cut_x = (float)-h[r - 1].key;
+                int64_t cut_i = h[r - 1].idx;
+                for (int64_t i = 0; i < V; i++)
+                    if (!(x[i] > cut_x || (x[i] == cut_x && i <= cut_i))) e[i] = 0.0f;
                 break;
             }
-            c = c * 4 < n_k ? c * 4 : n_k;
+            cut++;
         }
-        free(h);
+        z = sum_f64(e, V);
     }
-#define KEPT(i) (KEPT_K(i) && (x[i] > cut_x || (x[i] == cut_x && (i) <= cut_i)))
-    double z = 0.0;
-    for (int64_t i = 0; i < V; i++)
-        if (KEPT(i)) z += exp((double)x[i] * T - m);
-    int64_t id = argmax; /* greedy, and the fallback of u·z rounded up to z */
+    int64_t id = argmax; /* greedy */
     if (!a->greedy) {
         uint32_t w[4];
         mmu_philox(a->key, a->base + (uint64_t)row, w);
         double t = uniform53(w[0], w[1]) * z, acc = 0.0;
-        for (int64_t i = 0; i < V; i++)
-            if (KEPT(i)) {
-                acc += exp((double)x[i] * T - m);
-                if (acc > t) {
-                    id = i;
-                    break;
-                }
+        /* found: the first i whose running sum passes t; last: the last positive weight seen, the
+         * id when rounding leaves the running sum <= t at the end (the argmax weighs 1, so one is) */
+        int64_t found = -1, last = argmax;
+        for (int64_t b0 = 0; b0 < V && found < 0; b0 += DRAW_BLOCK) {
+            int64_t n = V - b0 < DRAW_BLOCK ? V - b0 : DRAW_BLOCK;
+            double block = sum_f64(e + b0, n);
+            if (acc + block <= t) { /* the target lies beyond this block */
+                acc += block;
+                for (int64_t i = b0 + n - 1; i >= b0; i--)
+                    if (e[i] > 0.0f) {
+                        last = i > last ? i : last;
+                        break;
+                    }
+                continue;
             }
+            for (int64_t i = b0; i < b0 + n && found < 0; i++)
+                if (e[i] > 0.0f) {
+                    acc += e[i];
+                    last = i > last ? i : last;
+                    if (acc > t) found = i;
+                }
+        }
+        id = found >= 0 ? found : last;
     }
-#undef KEPT
-#undef KEPT_K
     *id_out = id;
-    *logprob_out = (float)((double)x[id] * T - m - log(z));
-    return 0;
+    *logprob_out = (float)(log((double)e[id]) - log(z));
 }
 
 // logits (B, V) float32 -> ids (B) int64, logprobs (B) float32
@@ -336,12 +393,22 @@ mmu_status mmu_sample_logits(mmu_tensor **ids, mmu_tensor **logprobs, mmu_tensor
     int64_t *id = mmu_i64(*ids);
     float *lp = mmu_f32(*logprobs);
     int oom = 0;
-#pragma omp parallel for schedule(dynamic, 1) if (B > 1 && B * V > MMU_PAR_GRAIN)
-    for (int64_t r = 0; r < B; r++)
-        if (sample_row(&id[r], &lp[r], x + r * V, V, r, &a) < 0) {
+#pragma omp parallel if (B > 1 && B * V > MMU_PAR_GRAIN)
+    {
+        /* one row's weights and top-p candidates, per thread */
+        float *e = malloc((size_t)V * sizeof *e);
+        keyed *h = top_p < 1.0 ? malloc((size_t)V * sizeof *h) : NULL;
+        int ok = e && (h || top_p >= 1.0);
+        if (!ok) {
 #pragma omp atomic write
             oom = 1;
         }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t r = 0; r < B; r++)
+            if (ok) sample_row(&id[r], &lp[r], x + r * V, e, h, V, r, &a);
+        free(e);
+        free(h);
+    }
     if (oom) {
         MMU_CLEAR(*ids);
         MMU_CLEAR(*logprobs);
