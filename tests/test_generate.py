@@ -288,6 +288,12 @@ def test_maskgit_gumbel_noise_changes_the_choice_and_is_seeded():
     assert not np.array_equal(a, c)
 
 
+def test_maskgit_progress_bar(capsys):
+    out = G.maskgit_decode(TableLogits(1, 4), num_tokens=4, mask_id=MASK, steps=2, progress=True)
+    assert out.shape == (1, 4)
+    assert "maskgit" in capsys.readouterr().err
+
+
 def test_maskgit_inpainting_keeps_the_given_tokens():
     init = np.full((2, 10), MASK)
     init[0, [1, 4, 5]] = [3, 2, 9]        # 9: given tokens need not be in the sampled vocabulary

@@ -18,8 +18,11 @@
  *
  * Determinism: row r of a call reads the blocks (base + r·blocks_per_row ...)
  * of the stream reserved for the whole call, so which thread computes a row
- * does not matter: any thread count gives the same bits. A uniform takes two
- * 32-bit words (53 bits, a double in [0, 1)), two per Philox block. */
+ * does not matter: any thread count gives the same bits. A draw's uniform takes
+ * two 32-bit words (53 bits, a double in [0, 1)): one Philox block per row for
+ * sample_logits, half a block per sample for multinomial with replacement;
+ * the race of multinomial without replacement uses one 24-bit uniform per
+ * category (4 a block), float32 as torch's exponential_ is. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
