@@ -547,6 +547,8 @@ def cmd_encode(args):
     # streamed: the images are decoded in background threads, 64 at a time, and only the codes are kept
     with _warnings_to_stderr("encode"):
         for paths, x in iter_image_batches(files, int(size), channels, batch_size=64, where="mmu encode"):
+            from .compare import as_clips
+            x = as_clips(model, x)  # a 3-D (video) tokenizer encodes each image as a still clip
             try:
                 codes.append(np.asarray(model.encode(x)))
             except ValueError as e:
@@ -587,11 +589,20 @@ def cmd_decode(args):
     except ValueError as e:
         raise UserError(f"cannot decode codes of shape {codes.shape}: {e}") from None
     os.makedirs(args.out, exist_ok=True)
-    for i, im in enumerate(images):
+
+    def save(im, name):
         a = np.clip((im + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
         a = a[0] if a.shape[0] == 1 else a[:3].transpose(1, 2, 0)
-        Image.fromarray(a).save(os.path.join(args.out, f"{i:06d}.png"))
-    print(f"decoded {len(images)} image(s) {tuple(images.shape[1:])} -> {args.out}/000000.png ...")
+        Image.fromarray(a).save(os.path.join(args.out, name))
+    for i, im in enumerate(images):
+        if im.ndim == 4:  # a clip (C, T, H, W) of a 3-D tokenizer: one file per frame
+            for t in range(im.shape[1]):
+                save(im[:, t], f"{i:06d}_{t:03d}.png")
+        else:
+            save(im, f"{i:06d}.png")
+    first = "000000_000.png" if images.ndim == 5 else "000000.png"
+    kind = "clip(s)" if images.ndim == 5 else "image(s)"
+    print(f"decoded {len(images)} {kind} {tuple(images.shape[1:])} -> {args.out}/{first} ...")
     return 0
 
 

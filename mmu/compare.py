@@ -51,8 +51,11 @@ FAST_EVAL_IMAGES = 16
 
 @dataclass
 class Entry:
-    """One row of the comparison: a tokenizer class of mmu.tokenizers, its config fields and the
-    TrainConfig fields it overrides (steps, batch_size and seed are set by compare for every entry)."""
+    """One row of the comparison: a tokenizer (the name of a class of mmu.tokenizers, a name registered in
+    mmu.models, or a Tokenizer subclass itself: any latent layout), its config fields and the TrainConfig
+    fields it overrides (steps, batch_size and seed are set by compare for every entry). A tokenizer
+    with a 3-D layout gets each image as a still clip of config.num_frames frames (and the report counts
+    tokens per clip)."""
     name: str
     label: str
     tokenizer: str
@@ -292,12 +295,38 @@ def _as_rgb(x):
 
 
 # --------------------------------------------------------------------------- the run
+def _tokenizer_class(tokenizer):
+    """An Entry's tokenizer -> its class (None when nothing has that name)."""
+    from mmu import models, tokenizers
+    if isinstance(tokenizer, type):
+        return tokenizer
+    cls = getattr(tokenizers, tokenizer, None)
+    if cls is None:
+        try:
+            cls = models.get(tokenizer)
+        except (KeyError, TypeError):
+            return None
+    return cls
+
+
+def as_clips(model, images):
+    """images (N, C, H, W) -> still clips (N, C, T, H, W) of the model's config.num_frames frames for a
+    tokenizer with a 3-D latent layout; anything else unchanged."""
+    if getattr(model, "latent_layout", "2d") != "3d" or np.ndim(images) != 4:
+        return images
+    return np.ascontiguousarray(np.repeat(np.asarray(images)[:, :, None], int(model.config.num_frames), axis=2))
+
+
+def _tokenizer_name(tokenizer):
+    return tokenizer.__name__ if isinstance(tokenizer, type) else tokenizer
+
+
 def train_entry(entry, train_data, steps, batch_size, seed, progress=True, lpips_weights=None):
     """Builds entry's tokenizer, trains it with mmu.train.Trainer; returns (model, history, seconds)."""
     import mmu
     from mmu import tokenizers, train
 
-    cls = getattr(tokenizers, entry.tokenizer, None)
+    cls = _tokenizer_class(entry.tokenizer)
     if cls is None:
         raise ValueError(f"compare: entry {entry.name!r} names tokenizer class {entry.tokenizer!r}, "
                          "which mmu.tokenizers does not have")
@@ -312,6 +341,9 @@ def train_entry(entry, train_data, steps, batch_size, seed, progress=True, lpips
     tcfg = dict(lr=DEFAULT_LR, warmup_steps=steps // 20, log_every=max(1, steps // 50), progress=progress)
     tcfg.update(entry.train)
     tcfg.update(steps=steps, batch_size=batch_size, seed=seed)
+    if getattr(model, "latent_layout", "2d") == "3d":
+        images = train_data.images if hasattr(train_data, "images") else train_data
+        train_data = as_clips(model, np.asarray(images, np.float32))
     trainer = train.Trainer(model, train_data, train.TrainConfig(**tcfg))
     start = time.perf_counter()
     history = trainer.fit()
@@ -329,10 +361,13 @@ def evaluate(model, images, throughput_repeat=5, lpips_model=None, fid=None):
     from mmu import metrics
 
     model.eval()
+    images = as_clips(model, images)  # still clips for a 3-D tokenizer
     codes = _batched(model.encode, images)
     recon = _batched(model.decode, codes).astype(np.float32)
     K = int(model.codebook_size)
-    tokens = int(np.prod(codes.shape[1:]))  # of these images (tokens_per_image is at config.resolution)
+    # of these images (clips for a 3-D layout; tokens_per_image is at config.resolution): h * w, K or t * h * w,
+    # times the rvq levels
+    tokens = int(np.prod(codes.shape[1:]))
     m = {
         "codebook_size": K,
         "tokens_per_image": tokens,
@@ -343,7 +378,11 @@ def evaluate(model, images, throughput_repeat=5, lpips_model=None, fid=None):
         "perplexity": float(metrics.perplexity(codes, K)),
     }
     if lpips_model is not None:
-        m["lpips"] = float(metrics.lpips_distance(_as_rgb(recon), _as_rgb(images), lpips_model))
+        frames = (lambda a: a) if recon.ndim == 4 else \
+            (lambda a: np.ascontiguousarray(np.moveaxis(a, 2, 1).reshape(-1, a.shape[1], *a.shape[3:])))
+        m["lpips"] = float(metrics.lpips_distance(_as_rgb(frames(recon)), _as_rgb(frames(images)), lpips_model))
+    if fid is not None and recon.ndim == 5:
+        fid = None  # FID is over images; a 3-D tokenizer's still clips are not scored
     if fid is not None:
         fid.reset(real=False)
         fid.update(recon, real=False)
@@ -459,7 +498,7 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
             model, history, seconds = train_entry(entry, train_data, steps, batch_size, seed, progress,
                                                   lpips_weights)
             m, codes, recon = evaluate(model, test_images, 1 if fast else 5, lpips_model, fid)
-            row = {"name": name, "label": entry.label, "tokenizer": entry.tokenizer,
+            row = {"name": name, "label": entry.label, "tokenizer": _tokenizer_name(entry.tokenizer),
                    "quantizer": str(getattr(getattr(model, "config", None), "quantizer",
                                             entry.config.get("quantizer", ""))),
                    "params": _generator_params(model), "steps": steps, "batch_size": batch_size}
@@ -553,6 +592,8 @@ def _image_grid(fig_rows, labels, path):
                 s.set_visible(False)
             if j < len(imgs):
                 im = np.clip((np.asarray(imgs[j], np.float32) + 1.0) / 2.0, 0.0, 1.0)
+                if im.ndim == 4:  # a clip (C, T, H, W): its first frame
+                    im = im[:, 0]
                 if im.shape[0] == 1:
                     ax.imshow(im[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
                 else:

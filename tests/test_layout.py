@@ -106,3 +106,36 @@ def test_the_layer_split_keeps_the_old_import_paths():
     for name in moved:
         assert getattr(layers, name) is getattr(nn, name), name
         assert _decode({"__import__": f"mmu.nn.layers.{name}"}) is getattr(nn, name), name
+
+
+# the Python packages that may import mmu.models (the layer above everything but the tools on top)
+MAY_IMPORT_MODELS = {"models", "compare.py", "__main__.py", "__init__.py", "demo.py"}
+
+
+def test_nothing_below_the_models_layer_imports_it():
+    """mmu/models/ sits above nn, quantizers, losses, tokenizers, train, data and metrics: none of
+    those imports it (a lower layer reaching up would make a cycle), and it imports no tool on top."""
+    pkg = ROOT / "mmu"
+    up = re.compile(r"^\s*(?:from\s+(?:mmu|\.+)\s*(?:\.\s*models\b|\s+import\s+[^#\n]*\bmodels\b)"
+                    r"|from\s+\.+models\b|import\s+mmu\.models\b)", re.M)
+    bad = []
+    for path in sorted(pkg.rglob("*.py")):
+        rel = path.relative_to(pkg)
+        if rel.parts[0] in MAY_IMPORT_MODELS:
+            continue
+        if up.search(path.read_text()):
+            bad.append(rel.as_posix())
+    assert not bad, f"below mmu/models/ but importing it: {bad}"
+    down = re.compile(r"^\s*(?:from\s+(?:mmu|\.\.)\s*\.?\s*(?:compare|__main__)\b|import\s+mmu\.(?:compare|__main__))",
+                      re.M)
+    for path in sorted((pkg / "models").rglob("*.py")):
+        assert not down.search(path.read_text()), f"{path.relative_to(ROOT)} imports a tool above it"
+
+
+def test_every_model_folder_has_config_model_convert():
+    """mmu/models/<name>/ = config.py, model.py, convert.py (mmu/models/__init__.py documents it)."""
+    pkg = ROOT / "mmu" / "models"
+    assert (pkg / "__init__.py").is_file()
+    for d in sorted(p for p in pkg.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+        missing = [f for f in ("__init__.py", "config.py", "model.py", "convert.py") if not (d / f).is_file()]
+        assert not missing, f"mmu/models/{d.name}/ lacks {missing}"

@@ -80,7 +80,7 @@ def test_image_metric_errors():
         with pytest.raises(ValueError, match="same shape"):
             f(x, y[:1])
         with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
-            f(x[None], y[None])
+            f(x[None, None], y[None, None])  # 5-D is a batch of clips (B, C, T, H, W); 6-D is nothing
         with pytest.raises(ValueError, match="finite"):
             bad = y.copy()
             bad[0, 0, 0, 0] = np.nan

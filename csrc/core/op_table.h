@@ -55,6 +55,10 @@
     X(MEAN, mmu_reduce_backward, "dim_mask", "", "")                                                           \
     X(AMAX, mmu_reduce_backward, "dim_mask", "", "")                                                           \
     X(AMIN, mmu_reduce_backward, "dim_mask", "", "")                                                           \
+    X(CUMSUM, mmu_cumsum_backward, "dim reverse", "", "")                                                      \
+    /* csrc/ops/sort.c */                                                                                      \
+    X(SORT, mmu_sort_backward, "dim", "", "")                                                                  \
+    X(TOPK, mmu_sort_backward, "dim", "", "")                                                                  \
     /* csrc/ops/shape.c: views and copies */                                                                   \
     X(RESHAPE, mmu_reshape_backward, "", "", "")                                                               \
     X(PERMUTE, mmu_permute_backward, "perm[ndim]", "", "")                                                     \
@@ -95,7 +99,7 @@
     /* csrc/ops/dropout.c */                                                                                   \
     X(DROPOUT, mmu_dropout_backward, "rng_key rng_counter threshold", "scale", "")                             \
     /* csrc/ops/attention.c, csrc/ops/rope.c */                                                                \
-    X(SDPA, mmu_sdpa_backward, "is_causal rng_key rng_counter enable_gqa", "scale dropout_p", "")              \
+    X(SDPA, mmu_sdpa_backward, "is_causal rng_key rng_counter enable_gqa query_offset kv_len", "scale dropout_p", "")              \
     X(ROTARY, mmu_rotary_backward, "", "", "")                                                                 \
     /* csrc/quant/lfq.c: FSQ, LFQ entropy */                                                                   \
     X(FSQ, mmu_fsq_backward, "nlev", "", "levels[nlev]")                                                       \

@@ -59,6 +59,16 @@ mmu_status mmu_argreduce(mmu_tensor **out, int is_max, mmu_tensor *x, int has_di
 /* Sum g (broadcast result shape) down to `shape` (input shape) — the backward of
  * broadcasting. Returns a new reference (may be g itself, incref'd). */
 mmu_status mmu_reduce_to_shape(mmu_tensor **out, mmu_tensor *g, int ndim, const int64_t *shape);
+/* x float32 (..., n, ...) -> out (x's shape): running sums along dim, in double; reverse sums from the end */
+mmu_status mmu_cumsum(mmu_tensor **out, mmu_tensor *x, int64_t dim, int reverse);
+
+/* ---------------------------------------------------------------- sort.c */
+/* torch's order: NaN above every number, -0 == +0, equal values in index order (stable).
+ * x float32 (..., n, ...) -> values (x's shape), indices int64 (x's shape), sorted along dim */
+mmu_status mmu_sort(mmu_tensor **values, mmu_tensor **indices, mmu_tensor *x, int64_t dim, int descending);
+/* x float32 (..., n, ...), 0 <= k <= n -> values, indices int64 (..., k, ...): the k largest (or smallest)
+ * along dim, best first; equal values: the lower index first */
+mmu_status mmu_topk(mmu_tensor **values, mmu_tensor **indices, mmu_tensor *x, int64_t k, int64_t dim, int largest);
 
 /* --------------------------------------------------------------- shape.c */
 /* x (...) -> out (shape), same numel; shares storage */
@@ -179,12 +189,16 @@ mmu_status mmu_sample_logits(mmu_tensor **ids, mmu_tensor **logprobs, mmu_tensor
                              int64_t top_k, double top_p, int greedy, mmu_generator *g);
 
 /* --------------------------------------------------- attention.c, rope.c */
-/* q (..., L, E), k (..., S, E), v (..., S, Ev) (batch dims broadcast), mask NULL
- * or bool (True = attend) / float32 (added) broadcastable to (..., L, S)
- * -> out (..., L, Ev). scale used when has_scale, else 1/sqrt(E). enable_gqa:
- * key/value heads (dim -3) may divide the query heads (torch's GQA). */
+/* q (..., L, E), k (..., Sb, E), v (..., Sb, Ev) (batch dims broadcast) of which
+ * the first S = kv_len keys are read in place (kv_len -1: S = Sb), mask NULL or
+ * bool (True = attend) / float32 (added) broadcastable to (..., L, S) or
+ * (..., L, Sb) -> out (..., L, Ev). scale used when has_scale, else 1/sqrt(E).
+ * enable_gqa: key/value heads (dim -3) may divide the query heads (torch's
+ * GQA). is_causal: query row i sees keys j <= query_offset + i; it combines
+ * with mask. */
 mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, mmu_tensor *mask,
-                    double dropout_p, int is_causal, int has_scale, double scale, int enable_gqa);
+                    double dropout_p, int is_causal, int has_scale, double scale, int enable_gqa,
+                    int64_t query_offset, int64_t kv_len);
 /* x (..., L, D), cos, sin (L, D) -> x·cos + rotate_half(x)·sin */
 mmu_status mmu_apply_rotary(mmu_tensor **out, mmu_tensor *x, mmu_tensor *cos, mmu_tensor *sin);
 

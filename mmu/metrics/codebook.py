@@ -39,19 +39,28 @@ def _counts(fn, codes, codebook_size):
     return np.bincount(c, minlength=k)
 
 
+def _usage_perplexity(counts):
+    """(usage, perplexity) of a code histogram counts (K,): the fraction of the K codes used and
+    exp(entropy) of the empirical distribution (0.0 for an empty histogram). The one formula of mmu
+    (codebook_usage, perplexity, the quantizers' QuantizerStats, the Trainer's logs)."""
+    n = np.asarray(counts)
+    total = n.sum()
+    if total <= 0:
+        return 0.0, 0.0
+    p = n[n > 0] / total
+    return float(np.count_nonzero(n)) / n.size, float(np.exp(-(p * np.log(p)).sum()))
+
+
 def codebook_usage(codes, codebook_size):
     """Fraction of the codebook's entries that occur at least once in `codes` (0..1]."""
-    n = _counts("mmu.metrics.codebook_usage", codes, codebook_size)
-    return float(np.count_nonzero(n)) / n.size
+    return _usage_perplexity(_counts("mmu.metrics.codebook_usage", codes, codebook_size))[0]
 
 
 def perplexity(codes, codebook_size):
     """exp(H) of the empirical code distribution, H = -sum p log p (natural log): the effective
     number of codes used, from 1 (one code) to codebook_size (uniform use). VQ-VAE / taming report
     it per batch; here it is over all of `codes`."""
-    n = _counts("mmu.metrics.perplexity", codes, codebook_size)
-    p = n[n > 0] / n.sum()
-    return float(np.exp(-(p * np.log(p)).sum()))
+    return _usage_perplexity(_counts("mmu.metrics.perplexity", codes, codebook_size))[1]
 
 
 def bits_per_image(tokens_per_image, codebook_size):

@@ -28,8 +28,9 @@ def _image_pair(x, y, fn):
     a, b = _as_array(x, fn, "x"), _as_array(y, fn, "y")
     if a.shape != b.shape:
         raise ValueError(f"{fn}: x and y must have the same shape, got {a.shape} and {b.shape}")
-    if a.ndim not in (2, 3, 4):
-        raise ValueError(f"{fn}: images must be (B, C, H, W), (C, H, W) or (H, W), got shape {a.shape}")
+    if a.ndim not in (2, 3, 4, 5):
+        raise ValueError(f"{fn}: images must be (B, C, H, W), (C, H, W) or (H, W) (or clips (B, C, T, H, W)), "
+                         f"got shape {a.shape}")
     if a.size == 0:
         raise ValueError(f"{fn}: images are empty, shape {a.shape}")
     a = a.astype(np.float64).reshape((1,) * (4 - a.ndim) + a.shape)
@@ -61,18 +62,25 @@ def psnr(x, y, data_range=2.0, reduction="mean"):
     """Peak signal-to-noise ratio in dB, per image: 10 log10(data_range^2 / MSE), the MSE taken over
     (C, H, W); inf for identical images.
 
-    x, y: (B, C, H, W) (or one image (C, H, W) / (H, W)), same shape; data_range: max - min of the
+    x, y: (B, C, H, W) (or one image (C, H, W) / (H, W), or clips (B, C, T, H, W): one PSNR per clip,
+    the MSE over (C, T, H, W)), same shape; data_range: max - min of the
     pixel scale (2.0 for [-1, 1]). reduction: "mean" (float, the mean of the per-image PSNRs, as
     taming-transformers / most tokenizer papers report), "sum", or "none" ((B,) float64 array).
     """
     fn = "mmu.metrics.psnr"
     r = _check_range(fn, data_range)
     a, b = _image_pair(x, y, fn)
+    return _reduce(fn, _psnr_values(a, b, r), reduction)
+
+
+def _psnr_values(a, b, data_range):
+    """Per-item PSNR (float64 (N,)) of a against b, arrays (N, ...) (images or clips), unchecked: the
+    one PSNR formula of mmu (psnr, the Trainer's logs and evaluation, mmu compare)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     mse = ((a - b) ** 2).reshape(a.shape[0], -1).mean(axis=1)
     with np.errstate(divide="ignore"):
         # in logs: r * r under/overflows for a data_range below ~1e-154 or above ~1e154 (-inf / inf dB)
-        v = 20.0 * np.log10(r) - 10.0 * np.log10(mse)
-    return _reduce(fn, v, reduction)
+        return 20.0 * np.log10(float(data_range)) - 10.0 * np.log10(mse)
 
 
 _WIN = 11          # Gaussian window of Wang et al. 2004: 11 taps, sigma 1.5
@@ -123,8 +131,8 @@ def ssim(x, y, data_range=2.0, reduction="mean"):
     the largest odd size w that fits; the same Gaussian filter with symmetric padding, then (w-1)//2
     border pixels dropped (= structural_similarity(..., win_size=w)).
 
-    x, y: (B, C, H, W) (or (C, H, W) / (H, W)), H and W >= 3; reduction: "mean" (float), "sum",
-    "none" ((B,) float64 array).
+    x, y: (B, C, H, W) (or (C, H, W) / (H, W), or clips (B, C, T, H, W): the map averaged over the
+    frames too), H and W >= 3; reduction: "mean" (float), "sum", "none" ((B,) float64 array).
     """
     fn = "mmu.metrics.ssim"
     r = _check_range(fn, data_range)

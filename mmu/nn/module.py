@@ -11,6 +11,7 @@ config.json next to the weights and `from_pretrained(dir)` can rebuild the
 module without the user repeating its hyper-parameters.
 """
 import collections
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -104,6 +105,17 @@ def _encode(value, where):
             if isinstance(out[k], _NotSerialisable):
                 return out[k]
         return out
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # a config dataclass (possibly holding others): {"__config__": {"class": path, "fields": {...}}}
+        cls = type(value)
+        if "<locals>" in cls.__qualname__:
+            return _NotSerialisable(f"{where} is a {cls.__qualname__}, defined inside a function (not importable)")
+        out = {}
+        for f in dataclasses.fields(value):
+            out[f.name] = _encode(getattr(value, f.name), f"{where}.{f.name}")
+            if isinstance(out[f.name], _NotSerialisable):
+                return out[f.name]
+        return {"__config__": {"class": _class_path(cls), "fields": out}}
     if isinstance(value, Module):
         cfg = value.__dict__.get("_config")
         if cfg is None:
@@ -162,8 +174,24 @@ def _decode(value):
             return _build(value["__module__"], Module)
         if set(value) == {"__import__"}:
             return _import_class(value["__import__"], import_modules=False)
+        if set(value) == {"__config__"}:
+            return _build_dataclass(value["__config__"])
         return {k: _decode(v) for k, v in value.items()}
     return value
+
+
+def _build_dataclass(cfg):
+    """The config dataclass that cfg = {"class": path, "fields": {...}} describes (nested ones too)."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("class"), str) or not isinstance(cfg.get("fields"), dict):
+        raise ValueError(f"from_config: a dataclass config must be {{'class': str, 'fields': dict}}, got {cfg!r}")
+    target = _import_class(cfg["class"], import_modules=False)
+    if not (isinstance(target, type) and dataclasses.is_dataclass(target)):
+        raise ValueError(f"from_config: the config names {cfg['class']}, which is not a dataclass")
+    names = {f.name for f in dataclasses.fields(target) if f.init}
+    unknown = sorted(set(cfg["fields"]) - names)
+    if unknown:
+        raise ValueError(f"from_config: {cfg['class']} has no field(s) {unknown}; its fields are {sorted(names)}")
+    return target(**{k: _decode(v) for k, v in cfg["fields"].items()})
 
 
 def _build(cfg, base, cls=None):

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..metrics.codebook import _usage_perplexity
+
 __all__ = ["QuantizerStats", "codebook_stats"]
 
 
@@ -61,13 +63,8 @@ def codebook_stats(indices, codebook_size, losses=None, ema_counts=None, dead_th
         raise ValueError(f"codebook_stats: indices must lie in [0, {codebook_size}), got range "
                          f"[{idx.min()}, {idx.max()}]")
     hist = np.bincount(idx, minlength=codebook_size).astype(np.float64)
-    n = hist.sum()
     used = int((hist > 0).sum())
-    if n > 0:
-        p = hist[hist > 0] / n
-        perplexity = float(np.exp(-(p * np.log(p)).sum()))
-    else:
-        perplexity = 0.0
+    perplexity = _usage_perplexity(hist)[1]
     ema_usage = None
     if ema_counts is not None:
         c = _to_numpy(ema_counts).reshape(-1)

@@ -1,12 +1,15 @@
 """Tokenizer: the base of VQVAE, DVAE and VQGAN (encode / decode / forward / save_pretrained), the
 TokenizerOutput record, and the quantizer factory every tokenizer shares.
 
-Images are float32 NCHW in [-1, 1]; codes are np.int64 (B, h, w) ((B, h, w, levels) for "rvq").
+Images are float32 NCHW in [-1, 1] (clips NCTHW for a 3-D layout); codes are np.int64 with the
+tokenizer's latent layout: (B, h, w) for "2d", (B, K) for "1d", (B, t, h, w) for "3d", plus a last
+axis of levels for "rvq".
 """
+import copy
 import math
 import numbers
 import warnings
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -25,9 +28,10 @@ __all__ = ["Tokenizer", "TokenizerOutput", "make_quantizer", "fsq_levels_for"]
 class TokenizerOutput:
     """What Tokenizer.forward returns.
 
-    recon: Tensor (B, C, H, W), the reconstruction (differentiable); loss: 0-d Tensor, the generator's
-    total loss; losses: the breakdown as floats ("rec", "quant", "perceptual", "g_adv", "kl", ...: only
-    the terms that apply); codes: np.int64 (B, h, w) ((B, h, w, levels) for rvq); stats: the quantizer's
+    recon: Tensor (B, C, H, W) ((B, C, T, H, W) for a 3-D layout), the reconstruction (differentiable);
+    loss: 0-d Tensor, the generator's total loss; losses: the breakdown as floats ("rec", "quant",
+    "perceptual", "g_adv", "kl", ...: only the terms that apply); codes: np.int64 in the latent layout
+    ((B, h, w), (B, K) or (B, t, h, w), plus levels for rvq); stats: the quantizer's
     QuantizerStats (usage, perplexity, dead codes) or None."""
     recon: Tensor
     loss: Tensor
@@ -92,7 +96,9 @@ def _resolve_config(cls, config, fields_, owner):
     if config is None:
         return cls.from_dict(fields_)
     if isinstance(config, cls):
-        return cls.from_dict(asdict(config))  # a private copy: later edits of the caller's object do nothing
+        # a private copy (later edits of the caller's object do nothing); field by field, not asdict, so a
+        # nested config dataclass stays one
+        return cls.from_dict({f.name: copy.deepcopy(getattr(config, f.name)) for f in fields(config)})
     if isinstance(config, dict):
         return cls.from_dict(config)
     raise TypeError(f"{owner}: config must be a {cls.__name__} or a dict, got {type(config).__name__}")
@@ -109,23 +115,37 @@ def _as_images(images, op):
     return _mmu.tensor(np.ascontiguousarray(arr, dtype=np.float32))
 
 
-class Tokenizer(Module):
-    """Base of the image tokenizers: built from its config dataclass (`Cls(config)`, `Cls(**fields)` or
-    `Cls(dict)`), available as `.config`.
+_LAYOUTS = {"2d": "(h, w)", "1d": "(K,)", "3d": "(t, h, w)"}
 
-    Subclasses build `encoder`, `quantize`, `decoder` and implement `_encode_latent(x) -> z (B, D, h, w)`,
-    `_decode_latent(zq) -> images`, `_loss(...)`; the base provides encode / decode / forward plumbing,
-    input validation, tokens_per_image, codebook_size, bits_per_token, generator_parameters and
-    save_pretrained / from_pretrained (which round-trip the config)."""
+
+class Tokenizer(Module):
+    """Base of the image (and video) tokenizers: built from its config dataclass (`Cls(config)`,
+    `Cls(**fields)` or `Cls(dict)`), available as `.config`.
+
+    Latent layout (the class attribute `latent_layout`): "2d", a grid of codes (h, w) per image (the
+    conv tokenizers; h, w follow the image size); "1d", a sequence of K codes per image (TiTok-like: the
+    images must be config.resolution, the subclass defines `num_latent_tokens`); "3d", a grid (t, h, w)
+    per clip (B, C, T, H, W) (the subclass defines `temporal_downsample_factor`, default 1, and
+    config.num_frames). rvq adds a last axis of levels to the codes.
+
+    Subclasses build `encoder`, `quantize`, `decoder` and implement `_encode_latent(x) -> z` ((B, D, h, w),
+    (B, D, K) or (B, D, t, h, w)), `_decode_latent(zq) -> images` and forward(images, step) ->
+    TokenizerOutput; the base provides encode / decode / reconstruct, the quantizer plumbing for every
+    layout (`_quantize`), input validation, the Trainer protocol (training_step, discriminator_step),
+    tokens_per_image, codebook_size, bits_per_token, generator_parameters and save_pretrained /
+    from_pretrained (which round-trip the config)."""
 
     config_class = None
+    latent_layout = "2d"
 
     def __init__(self, config=None, **fields_):
         super().__init__()
         name = type(self).__name__
         cfg = _resolve_config(self.config_class, config, fields_, name)
         object.__setattr__(self, "config", cfg)
-        enc = _encode(asdict(cfg), f"the {name} config")
+        enc = _encode(cfg, f"the {name} config")  # mmu.config's codec: nested configs keep their class
+        if not isinstance(enc, _NotSerialisable):
+            enc = enc["__config__"]["fields"]
         # recorded as keyword fields: from_pretrained calls Cls(**fields), which rebuilds the same config
         self.__dict__["_config"] = enc if isinstance(enc, _NotSerialisable) else \
             {"class": _class_path(type(self)), "args": {"config": None, "**fields_": enc}}
@@ -148,9 +168,20 @@ class Tokenizer(Module):
         return self.config.in_channels
 
     @property
+    def temporal_downsample_factor(self):
+        """Frames per code along time (T / t) of a 3-D layout (1 unless the tokenizer says otherwise)."""
+        return 1
+
+    @property
     def latent_shape(self):
-        """(h, w) of the code grid for config.resolution images."""
+        """The code layout of one config.resolution image (clip of config.num_frames frames for "3d"):
+        (h, w) for "2d", (K,) for "1d", (t, h, w) for "3d" (without the rvq levels)."""
+        layout = self.latent_layout
+        if layout == "1d":
+            return (int(self.num_latent_tokens),)
         r = self.config.resolution // self.downsample_factor
+        if layout == "3d":
+            return (int(self.config.num_frames) // self.temporal_downsample_factor, r, r)
         return (r, r)
 
     @property
@@ -160,9 +191,9 @@ class Tokenizer(Module):
 
     @property
     def tokens_per_image(self):
-        """Codes per config.resolution image: h * w (times the number of levels for rvq)."""
-        h, w = self.latent_shape
-        return int(h * w * self.num_levels)
+        """Codes per config.resolution image (per clip for a 3-D layout): the product of latent_shape
+        (h * w, K or t * h * w), times the number of levels for rvq."""
+        return int(np.prod(self.latent_shape)) * int(self.num_levels)
 
     @property
     def codebook_size(self):
@@ -195,10 +226,24 @@ class Tokenizer(Module):
     # ------------------------------------------------------------------ validation
     def _check_images(self, images, op):
         x = _as_images(images, op)
-        f = self.downsample_factor
-        if x.ndim != 4:
+        layout = self.latent_layout
+        if layout not in _LAYOUTS:
+            raise ValueError(f"{op}: latent_layout must be one of {list(_LAYOUTS)}, got {layout!r}")
+        if layout == "3d":
+            if x.ndim != 5:
+                raise ValueError(f"{op}: clips must be (B, C, T, H, W), got shape {tuple(x.shape)}")
+            T, ft = x.shape[2], self.temporal_downsample_factor
+            if T == 0 or T % ft:
+                raise ValueError(f"{op}: the number of frames must be a positive multiple of the temporal "
+                                 f"downsample factor {ft}, got {T} (shape {tuple(x.shape)})")
+        elif x.ndim != 4:
             raise ValueError(f"{op}: images must be (B, C, H, W), got shape {tuple(x.shape)}")
-        B, C, H, W = x.shape
+        # a 1-D tokenizer takes one image size (its K tokens come from a fixed-size flattening or patch grid)
+        f = 1 if layout == "1d" else self.downsample_factor
+        B, C, H, W = (x.shape[0], x.shape[1]) + tuple(x.shape[-2:])
+        if layout == "1d" and (H, W) != (self.config.resolution,) * 2:
+            raise ValueError(f"{op}: a 1-D tokenizer takes {self.config.resolution}x{self.config.resolution} images "
+                             f"(config.resolution), got shape {tuple(x.shape)}")
         if C != self.in_channels:
             raise ValueError(f"{op}: expected {self.in_channels} channels, got images of shape {tuple(x.shape)}")
         if B == 0:
@@ -221,10 +266,16 @@ class Tokenizer(Module):
         a = np.asarray(codes)
         if a.dtype.kind not in "iu":
             raise TypeError(f"{op}: codes must be integers (np.int64), got dtype {a.dtype}")
-        want = 4 if self.config.quantizer == "rvq" else 3
-        if a.ndim != want or (want == 4 and a.shape[-1] != self.num_levels) or a.shape[0] == 0:
-            shape = "(B, h, w, levels)" if want == 4 else "(B, h, w)"
-            raise ValueError(f"{op}: codes must be {shape}" + (f" with levels = {self.num_levels}" if want == 4 else "")
+        rvq = self.config.quantizer == "rvq"
+        layout = self.latent_layout
+        dims = {"2d": "h, w", "1d": "K", "3d": "t, h, w"}[layout]
+        want = 1 + len(dims.split(",")) + int(rvq)
+        bad = a.ndim != want or (rvq and a.shape[-1] != self.num_levels) or a.shape[0] == 0 or \
+            (layout == "1d" and a.shape[1] != self.latent_shape[0])
+        if bad:
+            shape = f"(B, {dims}, levels)" if rvq else f"(B, {dims})"
+            raise ValueError(f"{op}: codes must be {shape}" + (f" with levels = {self.num_levels}" if rvq else "")
+                             + (f" with K = {self.latent_shape[0]}" if layout == "1d" else "")
                              + f", got shape {a.shape}")
         if a.size and (a.min() < 0 or a.max() >= self.codebook_size):
             raise ValueError(f"{op}: codes must lie in [0, {self.codebook_size}), got range [{a.min()}, {a.max()}]")
@@ -232,9 +283,19 @@ class Tokenizer(Module):
 
     # ------------------------------------------------------------------ quantizer plumbing
     def _quantize(self, z, **kw):
-        """z (B, D, h, w) -> (zq (B, D, h, w), codes np.int64, loss 0-d Tensor, QuantizerStats)."""
+        """z (B, D, h, w) / (B, D, K) / (B, D, t, h, w) -> (zq of z's shape, codes np.int64 in the latent
+        layout, loss 0-d Tensor, QuantizerStats). The quantizers work on image feature maps and per
+        position, so a 1-D latent is quantized as a (1, K) map and a 3-D one as (t, h * w) (views)."""
+        shape = tuple(z.shape)
+        if len(shape) == 3:
+            z = z.reshape(shape[0], shape[1], 1, shape[2])
+        elif len(shape) == 5:
+            z = z.reshape(shape[0], shape[1], shape[2], shape[3] * shape[4])
         zq, idx, loss = self.quantize(z, **kw)
         codes = idx.numpy().astype(np.int64, copy=True)
+        if len(shape) != 4:
+            zq = zq.reshape(*shape)
+            codes = codes.reshape(shape[:1] + shape[2:] + codes.shape[3:])
         st = self.quantize.stats
         if isinstance(st, list):  # ResidualVQ: one per level -> one over all levels' codebooks
             K, Q = self.codebook_size, codes.shape[-1]
@@ -257,12 +318,21 @@ class Tokenizer(Module):
         return zq, codes, loss, st
 
     def _codes_to_latent(self, codes):
-        """codes Tensor int64 -> the quantized latent (B, D, h, w) that forward (eval) would give."""
+        """codes Tensor int64 in the latent layout -> the quantized latent ((B, D, h, w), (B, D, K) or
+        (B, D, t, h, w)) that forward (eval) would give."""
         kind = self.config.quantizer
         q = self.quantize
-        if kind in ("vq", "ema_vq", "rvq"):
-            return q.get_output_from_indices(codes)
-        return q.indices_to_codes(codes)
+        spatial = tuple(codes.shape[1:codes.ndim - int(kind == "rvq")])
+        levels = tuple(codes.shape[codes.ndim - int(kind == "rvq"):])
+        B = codes.shape[0]
+        if len(spatial) == 1:
+            codes = codes.reshape(B, 1, spatial[0], *levels)
+        elif len(spatial) == 3:
+            codes = codes.reshape(B, spatial[0], spatial[1] * spatial[2], *levels)
+        z = q.get_output_from_indices(codes) if kind in ("vq", "ema_vq", "rvq") else q.indices_to_codes(codes)
+        if len(spatial) != 2:
+            z = z.reshape(B, z.shape[1], *spatial)
+        return z
 
     # ------------------------------------------------------------------ public API
     def _eval_call(self, fn):
@@ -282,7 +352,8 @@ class Tokenizer(Module):
         return [(i, min(i + int(batch_size), n)) for i in range(0, n, int(batch_size))]
 
     def encode(self, images, batch_size=None):
-        """images (B, C, H, W) float32 in [-1, 1] -> codes np.int64 (B, H/f, W/f) ((B, h, w, levels) for rvq).
+        """images (B, C, H, W) float32 in [-1, 1] (clips (B, C, T, H, W) for "3d") -> codes np.int64 in the
+        latent layout: (B, H/f, W/f) for "2d", (B, K) for "1d", (B, T/ft, H/f, W/f) for "3d" (plus levels for rvq).
         Runs in eval mode under no_grad (the codebook is not updated); batch_size: images per pass
         (None: all at once)."""
         op = f"{type(self).__name__}.encode"
@@ -294,7 +365,8 @@ class Tokenizer(Module):
         return self._eval_call(run)
 
     def decode(self, codes, batch_size=None):
-        """codes (as encode returns) -> images np.float32 (B, C, H, W). Eval mode, no_grad."""
+        """codes (as encode returns) -> images np.float32 (B, C, H, W) ((B, C, T, H, W) for "3d"). Eval mode,
+        no_grad."""
         op = f"{type(self).__name__}.decode"
         c = self._check_codes(codes, op)
 
@@ -324,11 +396,53 @@ class Tokenizer(Module):
         """
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ the Trainer's protocol
+    def training_step(self, batch, step):
+        """The Trainer's generator step: forward(images, step) on the batch (images, or an (images, ...)
+        tuple) -> (loss 0-d Tensor, the loss terms as floats). Keeps `last_output` (the TokenizerOutput with
+        recon and loss detached: the Trainer's psnr / usage logs) and, with a discriminator, the
+        reconstruction for discriminator_step (taming's alternation: the discriminator sees the
+        reconstructions of the generator's forward)."""
+        if isinstance(batch, (tuple, list)) and batch and not isinstance(batch[0], numbers.Number):
+            batch = batch[0]
+        out = self(batch, step)
+        d = self.__dict__
+        if d.get("_pending_step") != step:
+            d["_pending"], d["_pending_step"] = [], step
+        if self.discriminator is not None:
+            d["_pending"].append((batch, out.recon.detach()))
+        d["last_output"] = TokenizerOutput(recon=out.recon.detach(), loss=out.loss.detach(), losses=dict(out.losses),
+                                           codes=out.codes, stats=out.stats)
+        return out.loss, dict(out.losses)
+
+    def discriminator_step(self, batch, step):
+        """The Trainer's discriminator step on a batch training_step saw at this step: discriminator_loss(images,
+        that step's reconstruction, step) -> (d_loss, logs); None without a discriminator. A batch
+        training_step did not see is reconstructed now (eval-free, under no_grad)."""
+        if self.discriminator is None:
+            return None
+        if isinstance(batch, (tuple, list)) and batch and not isinstance(batch[0], numbers.Number):
+            batch = batch[0]
+        d = self.__dict__
+        pending = d.get("_pending", []) if d.get("_pending_step") == step else []
+        for i, (x, recon) in enumerate(pending):
+            if x is batch:
+                del pending[i]
+                break
+        else:
+            x = self._check_images(batch, f"{type(self).__name__}.discriminator_step")
+            with no_grad():
+                recon = self._reconstruct(x)
+        return self.discriminator_loss(x, recon, step)
+
     def _step(self, step):
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ValueError(f"{type(self).__name__}.forward: step must be an int >= 0, got {step!r}")
         return int(step)
 
     def extra_repr(self):
-        return f"quantizer={self.config.quantizer!r}, codebook_size={self.codebook_size}, " \
-               f"downsample={self.downsample_factor}"
+        layout = f"tokens={self.latent_shape[0]}" if self.latent_layout == "1d" else \
+            f"downsample={self.downsample_factor}"
+        if self.latent_layout == "3d":
+            layout += f", temporal_downsample={self.temporal_downsample_factor}"
+        return f"quantizer={self.config.quantizer!r}, codebook_size={self.codebook_size}, {layout}"

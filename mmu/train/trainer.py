@@ -1,10 +1,26 @@
-"""Trainer: the training loop of mmu's tokenizers.
+"""Trainer: one training loop for tokenizers, language models and unified models.
 
-One step = grad_accum micro-batches of the generator (forward(images, step) -> TokenizerOutput;
-loss / grad_accum backpropagated, so the accumulated gradient is the mean over all the images),
+The protocol: `model.training_step(batch, step) -> (loss, logs)` (loss a 0-d Tensor, logs a dict of
+floats or 0-d Tensors: the logged terms), optionally `model.discriminator_step(batch, step) ->
+(d_loss, logs)` or None, run after the generator's step over the same micro-batches (then
+`model.discriminator`, a Module, holds the discriminator's parameters, trained by their own
+optimizer), and optionally `model.evaluate_step(batch) -> dict of floats` for evaluation.
+Tokenizers (mmu.tokenizers.Tokenizer: anything with a `latent_layout`) implement training_step and
+discriminator_step on top of forward(images, step); the Trainer then adds the reconstruction logs
+(psnr, usage, perplexity) and evaluates by encode/decode. A model without training_step is trained
+through its forward(images, step) -> output with .loss, .recon, .losses, .codes, .stats and
+discriminator_loss(images, recon, step), the protocol before training_step (kept for such models).
+
+Data: a loader with batches() and state_dict()/load_state_dict() (mmu.data.DataLoader), a dataset or
+an (N, C, H, W) image array (wrapped in an mmu.data.DataLoader), an array of any dtype and shape
+(token ids (N, L) int64, clips (N, C, T, H, W): random row batches), a dict of equal-length arrays
+(batches are dicts), or an iterable of ready batches (mmu.train.batches).
+
+One step = grad_accum micro-batches of the generator (training_step, for a tokenizer forward(images, step) ->
+TokenizerOutput; loss / grad_accum backpropagated, so the accumulated gradient is the mean over all the images),
 global-norm clipping, an AdamW step, the warmup + cosine schedule, an EMA update; then, for a model
-with a discriminator, the discriminator's step on discriminator_loss(images, recon.detach(), step)
-over the same micro-batches (taming-transformers' alternation: first the autoencoder, then the
+with a discriminator, the discriminator's step (discriminator_step; for a tokenizer discriminator_loss(images,
+recon.detach(), step)) over the same micro-batches (taming-transformers' alternation: first the autoencoder, then the
 discriminator, with the reconstructions of the generator's forward). The model decides when the
 adversarial terms start (disc_start, mmu.losses.adopt_weight); the trainer skips the discriminator
 step (no discriminator_loss call, no optimiser step) while step < disc_start when the model or
@@ -51,7 +67,11 @@ from ..optim.lr_scheduler import WarmupCosine
 from ..tensor import manual_seed, tensor
 from .config import TrainConfig
 from .config import RESUMABLE_FIELDS
+from .batches import ArrayLoader, IterableLoader
+from .batches import _as_columns as _columns
 from .history import History
+from ..metrics.codebook import _usage_perplexity
+from ..metrics.image import _psnr_values
 
 __all__ = ["Trainer", "TrainingDiverged", "batch_psnr"]
 
@@ -77,9 +97,10 @@ class TrainingDiverged(FloatingPointError):
 
 
 def _model_config(model):
-    """model.get_config() without the version stamp, or None when the model cannot describe itself."""
+    """mmu.get_config(model) without the version stamp, or None when the model cannot describe itself."""
+    from ..config import get_config
     try:
-        cfg = model.get_config()
+        cfg = get_config(model) if not hasattr(model, "get_config") else model.get_config()
     except (AttributeError, ValueError, TypeError):
         return None
     if isinstance(cfg, dict):
@@ -103,7 +124,7 @@ def _flat(obj, prefix=""):
 
 def _config_name(path):
     # a tokenizer records its fields as args["**fields_"]: name them as the user writes them
-    parts = [p for p in path.split(".") if p not in ("args", "**fields_")]
+    parts = [p for p in path.split(".") if p not in ("args", "**fields_", "__config__", "fields")]
     return ".".join(parts) or path
 
 
@@ -130,36 +151,43 @@ def _same(a, b):
 
 def batch_psnr(recon, images, data_range=2.0):
     """Per-image PSNR (dB) of recon against images (N, ...), both in [-1, 1] (data_range 2):
-    10 log10(data_range^2 / MSE). Returns a float64 array (N,)."""
-    r = np.asarray(recon, np.float64)
-    x = np.asarray(images, np.float64)
-    mse = ((r - x) ** 2).reshape(len(x), -1).mean(axis=1)
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(data_range ** 2 / mse)
+    mmu.metrics.psnr's formula (no input checks). Returns a float64 array (N,)."""
+    return _psnr_values(recon, images, data_range)
 
 
 def _code_stats(codes, codebook_size):
-    """(usage, perplexity) of an int code array: the fraction of the codebook used and exp(entropy)."""
+    """(usage, perplexity) of an int code array (mmu.metrics.codebook_usage / perplexity; codes
+    outside [0, codebook_size) are not counted)."""
     c = np.asarray(codes).reshape(-1).astype(np.int64)
     if c.size == 0 or not codebook_size:
         return float("nan"), float("nan")
     c = c[(c >= 0) & (c < codebook_size)]
-    counts = np.bincount(c, minlength=codebook_size).astype(np.float64)
-    p = counts / max(counts.sum(), 1.0)
-    nz = p[p > 0]
-    return float((counts > 0).mean()), float(np.exp(-(nz * np.log(nz)).sum()))
+    return _usage_perplexity(np.bincount(c, minlength=codebook_size))
 
 
-def _as_images(batch, where):
-    """A loader's batch (ndarray / Tensor / (images, ...) tuple) -> a float32 (B, C, H, W) Tensor."""
+def _scalar(v, where):
+    """A logged value (number or one-element Tensor) -> float."""
+    if isinstance(v, Tensor):
+        if v.numel() != 1:
+            raise TypeError(f"{where} must be a number or a 0-d Tensor, got a Tensor of shape {tuple(v.shape)}")
+        return float(v.item())
+    if isinstance(v, (numbers.Real, np.floating, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        return float(v)
+    raise TypeError(f"{where} must be a number or a 0-d Tensor, got {type(v).__name__}")
+
+
+def _as_images(batch, where, ndims=(4,)):
+    """A loader's batch (ndarray / Tensor / (images, ...) tuple) -> a float32 (B, C, H, W) Tensor
+    ((B, C, T, H, W) clips when 5 is in ndims)."""
     if isinstance(batch, (tuple, list)) and batch and not isinstance(batch[0], numbers.Number):
         batch = batch[0]
     if isinstance(batch, Tensor):
         arr = batch.detach().numpy()
     else:
         arr = np.asarray(batch)
-    if arr.ndim != 4:
-        raise ValueError(f"{where}: expected a batch of images (B, C, H, W), got shape {arr.shape}")
+    if arr.ndim not in ndims:
+        what = "images (B, C, H, W)" + (" or clips (B, C, T, H, W)" if 5 in ndims else "")
+        raise ValueError(f"{where}: expected a batch of {what}, got shape {arr.shape}")
     if arr.dtype.kind != "f":
         raise TypeError(f"{where}: images must be floating point in [-1, 1], got dtype {arr.dtype}")
     return tensor(np.ascontiguousarray(arr, np.float32))
@@ -207,6 +235,8 @@ def _to_uint8(images):
 def _sample_grid(originals, recons, pad=2):
     """A (H', W', C) uint8 grid: originals on the top row, reconstructions below, tiles enlarged by an
     integer factor (nearest) to at least 64 px and separated by `pad` white pixels."""
+    if np.ndim(originals) == 5:  # clips (N, C, T, H, W): their first frames
+        originals, recons = np.asarray(originals)[:, :, 0], np.asarray(recons)[:, :, 0]
     top, bottom = _to_uint8(originals), _to_uint8(recons)
     if top.shape[1:3] != bottom.shape[1:3] or top.shape[-1] != bottom.shape[-1]:
         raise ValueError(f"Trainer.save_samples: reconstructions {recons.shape} do not match the images "
@@ -248,16 +278,25 @@ class _GeneratorView:
 
 
 class Trainer:
-    """Trainer(model, train_data, config, eval_data=None, callbacks=None): trains a tokenizer.
+    """Trainer(model, train_data, config, eval_data=None, callbacks=None): trains any model with the
+    training_step protocol (a tokenizer, a language model, a unified model).
 
-    model: a Tokenizer (or anything with its protocol): forward(images, step) -> an output with
-        .loss (scalar Tensor), .recon, .losses (dict of floats), .codes, .stats; optionally
-        generator_parameters(), discriminator (a Module or None) and
-        discriminator_loss(images, recon, step) -> (Tensor or None, dict).
-    train_data: a loader with batches() (an endless iterator of (B, C, H, W) float32 batches) and
-        state_dict()/load_state_dict() (mmu.data.DataLoader), or a dataset / an (N, C, H, W) array,
-        which gets an mmu.data.DataLoader(batch_size=config.batch_size, shuffle=True, seed=config.seed).
-    config: a TrainConfig. eval_data: a dataset, an (N, C, H, W) array or an iterable of batches.
+    model: a Module with training_step(batch, step) -> (loss 0-d Tensor, logs dict of floats / 0-d
+        Tensors); optionally discriminator_step(batch, step) -> (d_loss, logs) or None together with
+        `discriminator` (the Module whose parameters get the second optimizer), generator_parameters()
+        (default: every trainable parameter outside the discriminator) and evaluate_step(batch) -> dict
+        of floats. A tokenizer (a model with `latent_layout`, encode and decode, e.g. mmu.tokenizers)
+        gets image batches as float32 Tensors, reconstruction logs (psnr, usage, perplexity from its
+        `last_output`) and encode/decode evaluation. A model without training_step uses the older
+        protocol: forward(images, step) -> an output with .loss (scalar Tensor), .recon, .losses (dict of
+        floats), .codes, .stats, and discriminator_loss(images, recon, step) -> (Tensor or None, dict).
+    train_data: a loader with batches() (an endless iterator of batches) and state_dict()/
+        load_state_dict() (mmu.data.DataLoader); for an image model a dataset / an (N, C, H, W) array,
+        which gets an mmu.data.DataLoader(batch_size=config.batch_size, shuffle=True, seed=config.seed);
+        an array of any dtype and shape or a dict of equal-length arrays (mmu.train.batches.ArrayLoader:
+        seeded random rows, batches of the same type); or, for a non-image model, an iterable of batches
+        (IterableLoader; a list or other re-iterable resumes exactly, a generator cannot be resumed).
+    config: a TrainConfig. eval_data: a dataset, an array (or dict of arrays) or an iterable of batches.
     callbacks: callables cb(trainer, record) run after every step (after its logging, evaluation,
         checkpoint and samples), record being the step's measurements; raising KeyboardInterrupt
         there stops the run like Ctrl-C (with a checkpoint of that step).
@@ -285,11 +324,16 @@ class Trainer:
         self.model = model
         self.config = config
         self.callbacks = callbacks
+        # which protocol: training_step (new) or forward(images, step) -> output (the older one)
+        self._stepwise = callable(getattr(model, "training_step", None))
+        # an image model: batches are images, logs and evaluation are about reconstructions
+        self._images = not self._stepwise or getattr(model, "latent_layout", None) is not None
+        self._image_ndims = (4, 5) if self._images and getattr(model, "latent_layout", None) == "3d" else (4,)
         manual_seed(config.seed)
         self.train_data = self._as_loader(train_data)
         self.eval_data = eval_data
         self._sample_images = None
-        if config.sample_every:
+        if config.sample_every and self._images:
             for source in (eval_data, train_data, getattr(self.train_data, "dataset", None)):
                 self._sample_images = self._first_images(source, config.num_samples)
                 if self._sample_images is not None:
@@ -302,7 +346,9 @@ class Trainer:
         self.disc = getattr(model, "discriminator", None)
         self.disc_params = []
         if self.disc is not None:
-            if not hasattr(model, "discriminator_loss"):
+            if self._stepwise and not callable(getattr(model, "discriminator_step", None)):
+                raise TypeError("Trainer: the model has a discriminator but no discriminator_step(batch, step)")
+            if not self._stepwise and not hasattr(model, "discriminator_loss"):
                 raise TypeError("Trainer: the model has a discriminator but no discriminator_loss(images, recon, step)")
             self.disc_params = [p for p in self.disc.parameters() if p.requires_grad]
             overlap = {id(p) for p in self.disc_params} & {id(p) for p in self.gen_params}
@@ -336,6 +382,13 @@ class Trainer:
                 raise TypeError("Trainer: train_data has batches() but no state_dict()/load_state_dict(); "
                                 "checkpoints need the loader's position")
             return data
+        c = self.config
+        if isinstance(data, Tensor):
+            data = data.detach().numpy()
+        if isinstance(data, dict) or (isinstance(data, np.ndarray) and not (self._images and data.ndim == 4)):
+            return ArrayLoader(data, c.batch_size, shuffle=True, seed=c.seed)
+        if not self._images and hasattr(data, "__iter__") and not isinstance(data, (str, bytes)):
+            return IterableLoader(data)
         if isinstance(data, np.ndarray) or (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
             try:
                 from ..data import DataLoader
@@ -343,8 +396,8 @@ class Trainer:
                 raise TypeError("Trainer: train_data must be a loader with batches() and state_dict() "
                                 "(mmu.data.DataLoader is not available to wrap a dataset)") from None
             return DataLoader(data, batch_size=self.config.batch_size, shuffle=True, seed=self.config.seed)
-        raise TypeError(f"Trainer: train_data must be a DataLoader (with batches()), a dataset or an (N, C, H, W) "
-                        f"array, got {type(data).__name__}")
+        raise TypeError(f"Trainer: train_data must be a DataLoader (with batches()), a dataset, an array, a dict of "
+                        f"arrays or (for a non-image model) an iterable of batches, got {type(data).__name__}")
 
     def _next_batch(self):
         if self._batches is None:
@@ -353,7 +406,9 @@ class Trainer:
             batch = next(self._batches)
         except StopIteration:
             raise RuntimeError("Trainer: train_data.batches() ended; it must be an endless iterator") from None
-        return _as_images(batch, "Trainer: train_data batch")
+        if not self._images:
+            return batch
+        return _as_images(batch, "Trainer: train_data batch", self._image_ndims)
 
     def _first_images(self, data, n):
         """The first n images of eval/train data as float32 (n, C, H, W), or None for data that
@@ -363,7 +418,7 @@ class Trainer:
         got, have = [], 0
         try:
             for batch in self._eval_batches(data):
-                arr = _as_images(batch, "Trainer: sample images").numpy()
+                arr = _as_images(batch, "Trainer: sample images", self._image_ndims).numpy()
                 got.append(arr[:n - have].copy())
                 have += len(got[-1])
                 if have >= n:
@@ -379,6 +434,11 @@ class Trainer:
         if isinstance(data, np.ndarray):
             for i in range(0, len(data), bs):
                 yield data[i:i + bs]
+        elif isinstance(data, dict):
+            cols, _ = _columns(data, "Trainer.evaluate")
+            n = len(next(iter(cols.values())))
+            for i in range(0, n, bs):
+                yield {k: v[i:i + bs] for k, v in cols.items()}
         elif isinstance(getattr(data, "images", None), np.ndarray):
             for i in range(0, len(data.images), bs):
                 yield data.images[i:i + bs]
@@ -424,22 +484,35 @@ class Trainer:
         with self._frozen(self.disc_params):
             for _ in range(accum):
                 x = self._next_batch()
-                out = model(x, step)
-                loss = getattr(out, "loss", None)
-                if not isinstance(loss, Tensor) or loss.numel() != 1:
-                    raise TypeError(f"Trainer: model(images, step).loss must be a scalar Tensor, got "
-                                    f"{type(loss).__name__}")
+                if self._stepwise:
+                    res = model.training_step(x, step)
+                    if not (isinstance(res, tuple) and len(res) == 2 and isinstance(res[1], dict)):
+                        raise TypeError(f"Trainer: model.training_step(batch, step) must return (loss, logs dict), "
+                                        f"got {type(res).__name__}")
+                    loss, logs = res
+                    if not isinstance(loss, Tensor) or loss.numel() != 1:
+                        raise TypeError(f"Trainer: the loss of model.training_step must be a scalar Tensor, got "
+                                        f"{type(loss).__name__}")
+                    # a tokenizer keeps its last (detached) output for the reconstruction logs
+                    out = getattr(model, "last_output", None) if self._images and log_now else None
+                else:
+                    out = model(x, step)
+                    loss = getattr(out, "loss", None)
+                    if not isinstance(loss, Tensor) or loss.numel() != 1:
+                        raise TypeError(f"Trainer: model(images, step).loss must be a scalar Tensor, got "
+                                        f"{type(loss).__name__}")
+                    logs = getattr(out, "losses", None) or {}
                 value = loss.item()
-                self._check_loss(value, "loss", step, lr, getattr(out, "losses", None))
-                if c.sample_every and self._sample_images is None:
+                self._check_loss(value, "loss", step, lr, logs)
+                if c.sample_every and self._images and self._sample_images is None:
                     self._sample_images = x.numpy()[:c.num_samples].copy()
                 (loss if accum == 1 else loss * (1.0 / accum)).backward()
                 rec["loss"] += value / accum
-                for k, v in (getattr(out, "losses", None) or {}).items():
-                    terms[k] = terms.get(k, 0.0) + float(v) / accum
+                for k, v in logs.items():
+                    terms[k] = terms.get(k, 0.0) + _scalar(v, f"Trainer: the logged term {k!r}") / accum
                 if self.disc_params:
-                    kept.append((x, out.recon.detach()))
-                if log_now:
+                    kept.append(x if self._stepwise else (x, out.recon.detach()))
+                if log_now and out is not None and getattr(out, "recon", None) is not None:
                     psnrs.append(batch_psnr(out.recon.detach().numpy(), x.numpy()))
                     st = getattr(out, "stats", None)
                     if st is not None and getattr(st, "batch_usage", None) is not None:
@@ -512,13 +585,17 @@ class Trainer:
             return {}  # not active yet: no discriminator forward at all
         self.model.zero_grad(set_to_none=True)
         active, logs = False, {}
-        for x, recon in kept:
-            res = self.model.discriminator_loss(x, recon, step)
+        for item in kept:
+            if self._stepwise:
+                res = self.model.discriminator_step(item, step)
+            else:
+                res = self.model.discriminator_loss(item[0], item[1], step)
             d_loss, d_logs = res if isinstance(res, tuple) else (res, {})
             if d_loss is None:
                 continue
             if not isinstance(d_loss, Tensor) or d_loss.numel() != 1:
-                raise TypeError(f"Trainer: discriminator_loss must return a scalar Tensor (or None), got "
+                raise TypeError(f"Trainer: discriminator_{'step' if self._stepwise else 'loss'} must return a scalar "
+                                f"Tensor (or None), got "
                                 f"{type(d_loss).__name__}")
             value = d_loss.item()
             self._check_loss(value, "discriminator loss", step, self.disc_scheduler.get_last_lr()[0])
@@ -646,15 +723,21 @@ class Trainer:
         the EMA weights when EMA is on. Uses encode/decode when the model has them (the tokenizer's
         real round trip), else forward(). Runs in eval mode under no_grad and leaves the RNG, the
         weights and the train/eval mode as they were. Returns {"eval_psnr", "eval_ssim" (mmu.metrics.ssim; images
-        of at least 3x3), "eval_usage", "eval_perplexity"}."""
+        of at least 3x3), "eval_usage", "eval_perplexity"}.
+
+        A model that is not an image model is evaluated by model.evaluate_step(batch) -> dict of floats
+        when it has one (each key gets an "eval_" prefix), else by its training_step's loss and logs
+        under no_grad ({"eval_loss", "eval_<term>"}); the values are averaged over the batches."""
         data = self.eval_data if data is None else data
         if data is None:
             raise ValueError("Trainer.evaluate: no eval_data given (pass it to Trainer or to evaluate())")
+        if not self._images:
+            return self._evaluate_steps(data)
         model = self.model
         psnrs, ssims, codes, ksize = [], [], [], self._codebook_size()
         with self._eval_mode():
             for batch in self._eval_batches(data):
-                x = _as_images(batch, "Trainer.evaluate: eval batch")
+                x = _as_images(batch, "Trainer.evaluate: eval batch", self._image_ndims)
                 if hasattr(model, "encode") and hasattr(model, "decode"):
                     z = np.asarray(model.encode(x))
                     r = model.decode(z)
@@ -665,7 +748,7 @@ class Trainer:
                         ksize = self._codebook_size(out)
                 r = r.numpy() if isinstance(r, Tensor) else np.asarray(r)
                 psnrs.append(batch_psnr(r, x.numpy()))
-                if min(r.shape[-2:]) >= 3:
+                if min(r.shape[-2:]) >= 3 and r.ndim in (4, 5):
                     ssims.append(_ssim(r, x.numpy(), reduction="none"))
                 if z is not None:
                     codes.append(np.asarray(z).reshape(-1))
@@ -678,11 +761,37 @@ class Trainer:
             res["eval_usage"], res["eval_perplexity"] = _code_stats(np.concatenate(codes), ksize)
         return res
 
+    def _evaluate_steps(self, data):
+        """evaluate() of a non-image model: the mean over the batches of evaluate_step's dict (or of the
+        training_step loss and logs)."""
+        model = self.model
+        sums, n = {}, 0
+        step_fn = getattr(model, "evaluate_step", None)
+        with self._eval_mode():
+            for batch in self._eval_batches(data):
+                if callable(step_fn):
+                    res = step_fn(batch)
+                    if not isinstance(res, dict):
+                        raise TypeError(f"Trainer.evaluate: model.evaluate_step must return a dict of floats, "
+                                        f"got {type(res).__name__}")
+                else:
+                    loss, logs = model.training_step(batch, self.step)
+                    res = {"loss": loss, **logs}
+                for k, v in res.items():
+                    name = k if k.startswith("eval_") else f"eval_{k}"
+                    sums[name] = sums.get(name, 0.0) + _scalar(v, f"Trainer.evaluate: {k!r}")
+                n += 1
+        if not n:
+            raise ValueError("Trainer.evaluate: the eval data is empty")
+        return {k: v / n for k, v in sums.items()}
+
     def reconstruct(self, images):
         """The model's reconstructions of images (N, C, H, W) as float32 NumPy, as evaluate() sees them
         (eval mode, no_grad, EMA weights; RNG and mode restored): model.reconstruct when it exists,
         else decode(encode(images)), else forward(images, step).recon."""
-        x = _as_images(images, "Trainer.reconstruct: images")
+        if not self._images:
+            raise TypeError(f"Trainer.reconstruct: {type(self.model).__name__} is not an image model")
+        x = _as_images(images, "Trainer.reconstruct: images", self._image_ndims)
         model = self.model
         with self._eval_mode():
             if hasattr(model, "reconstruct"):
