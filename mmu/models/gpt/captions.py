@@ -167,6 +167,9 @@ def train_captions(sets=("digits",), texts=None, steps=300, batch_size=32, lr=3e
                    eval_every=max(1, steps // 5) if heldout is not None else 0)
     if out is not None:
         tfields.update(ckpt_dir=os.path.join(os.fspath(out), "checkpoints"), ckpt_every=max(1, steps // 5))
+    if resume and "warmup_steps" not in (train or {}):
+        # the warmup the run started with (steps//10 of its first steps; a resumed run may have more steps)
+        tfields["warmup_steps"] = _checkpoint_warmup(fn, tfields["ckpt_dir"], tfields["warmup_steps"])
     tfields.update(train or {})
     tcfg = TrainConfig(**tfields)
     manual_seed(seed)
@@ -204,6 +207,16 @@ def train_captions(sets=("digits",), texts=None, steps=300, batch_size=32, lr=3e
         for s in samples:
             print(f"  {s}")
     return run
+
+
+def _checkpoint_warmup(fn, ckpt_dir, default):
+    from ...io import load
+    from ...train import Trainer
+    files = Trainer.checkpoints(ckpt_dir)
+    if not files:
+        raise FileNotFoundError(f"{fn}: resume=True but {ckpt_dir!r} holds no checkpoint")
+    saved = load(files[-1]).get("config")
+    return int(saved.get("warmup_steps", default)) if isinstance(saved, dict) else default
 
 
 def _write_run(run, out, meta):

@@ -55,6 +55,22 @@ def _bool_mask(v, shape, fn):
     return m
 
 
+class _TokenizerVocab:
+    """The model for mmu.generate with the logits of ids >= vocab_size (ids no tokenizer word has) at
+    -inf, so they are never drawn: the model protocol of mmu.generate (new_cache, __call__)."""
+
+    def __init__(self, model, vocab_size):
+        self.model, self.vocab_size = model, vocab_size
+
+    def new_cache(self, batch_size, max_len):
+        return self.model.new_cache(batch_size, max_len)
+
+    def __call__(self, *args, **kwargs):
+        logits = np.array(self.model(*args, **kwargs).numpy(), np.float32)
+        logits[..., self.vocab_size:] = -np.inf
+        return logits
+
+
 class GPT(Module):
     """A GPT-style language model: `GPT(GPTConfig(...))`, `GPT(**fields)` or `GPT(dict)`; `.config` is
     the (validated) GPTConfig and `.lm` the mmu.nn.TransformerLM it builds (state_dict keys "lm.*").
@@ -67,8 +83,8 @@ class GPT(Module):
     Trainer protocol: training_step(batch, step) -> (next-token loss, {"perplexity"}), evaluate_step(batch)
     -> {"loss", "perplexity"}. A batch is token ids (B, L) (every position a real token), a dict
     {"input_ids": (B, L), "attention_mask": (B, L) bool} or a pair (input_ids, attention_mask); the
-    loss is the mean cross-entropy of predicting token t+1 from tokens <= t over the targets the mask
-    marks real. Right padding (text first) needs no attention mask inside the model (causal attention
+    loss is the mean cross-entropy of predicting token t+1 from tokens <= t, over the pairs (t, t+1)
+    the mask marks both real. Right padding (text first) needs no attention mask inside the model (causal attention
     never looks right); left-padded rows are run with it.
     """
 
@@ -183,8 +199,12 @@ class GPT(Module):
             targets, count = ids, ids.shape[0] * (ids.shape[1] - 1)
             logits = self.lm(_tensor(ids), logits_at="all")
         else:
-            targets = np.where(mask, ids, _IGNORE)
-            count = int(mask[:, 1:].sum())
+            # token t+1 is a target when it and the token t predicting it are real (a left-padded row's
+            # first token follows a pad: not a target)
+            valid = mask[:, 1:] & mask[:, :-1]
+            targets = np.full(ids.shape, _IGNORE, np.int64)
+            targets[:, 1:] = np.where(valid, ids[:, 1:], _IGNORE)
+            count = int(valid.sum())
             if count == 0:
                 raise ValueError(f"{fn}: the batch has no target (every row has at most one real token)")
             # a row that is a prefix of real tokens (right padding) is exact without the mask: causal
@@ -261,6 +281,12 @@ class GPT(Module):
         the tokenizer's eos (None without a tokenizer); pad_token_id None is the tokenizer's pad.
         seed: an int makes a fresh mmu.Generator(seed) (or pass generator=, not both). Runs in eval mode
         (no dropout) and restores the mode."""
+        return self._generate(self, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
+                              eos_token_id, pad_token_id, generator, seed, progress)
+
+    def _generate(self, target, input_ids, attention_mask, max_new_tokens, do_sample, temperature, top_k, top_p,
+                  eos_token_id, pad_token_id, generator, seed, progress):
+        # target: the model mmu.generate runs (self, or _TokenizerVocab around it)
         fn = "GPT.generate"
         tok = self.tokenizer
         if isinstance(eos_token_id, str):
@@ -275,7 +301,7 @@ class GPT(Module):
         was_training = self.training
         self.eval()
         try:
-            return generate(self, input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+            return generate(target, input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                             do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                             eos_token_id=eos_token_id, pad_token_id=pad_token_id, generator=generator,
                             progress=progress)
@@ -299,7 +325,8 @@ class GPT(Module):
         prompts: None (every sample starts from bos alone) or a list of str (each encoded as bos + text,
         left padded into one batch); num_samples: samples per prompt (rows of one prompt are adjacent).
         max_new_tokens: default config.max_seq_len minus the longest prompt. Generation of a row stops at
-        the tokenizer's eos. do_sample / temperature / top_k / top_p / generator / seed: see generate."""
+        the tokenizer's eos. Ids past the tokenizer's vocabulary (a model vocab_size larger than the
+        tokenizer's) are never sampled. do_sample / temperature / top_k / top_p / generator / seed: see generate."""
         fn = "GPT.generate_text"
         tok = self._need_tokenizer(fn)
         if tok.bos_id is None:
@@ -321,9 +348,10 @@ class GPT(Module):
                              f"{self.config.max_seq_len}")
         if max_new_tokens is None:
             max_new_tokens = room
-        out = self.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                            temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, seed=seed,
-                            progress=progress)
+        # a model whose vocabulary is larger than its tokenizer's never writes an id the tokenizer lacks
+        target = self if tok.vocab_size == self.config.vocab_size else _TokenizerVocab(self, tok.vocab_size)
+        out = self._generate(target, ids, mask, max_new_tokens, do_sample, temperature, top_k, top_p, "tokenizer",
+                             None, generator, seed, progress)
         out = out.numpy()
         full = np.concatenate([mask, np.ones((len(out), out.shape[1] - ids.shape[1]), bool)], axis=1)
         if tok.eos_id is not None:  # drop whatever follows a row's first eos (generate pads it)
