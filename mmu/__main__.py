@@ -480,9 +480,9 @@ def cmd_train_lm(args):
     if args.model not in LM_MODELS:
         raise UserError(f"--model: unknown language model {args.model!r} (available: {', '.join(LM_MODELS)}; "
                         "tokenizers train from --config without --model)")
-    bad = [flag for flag, v in (("--val-data", args.val_data), ("--tensorboard", args.tensorboard or None),
-                                ("--sample-every", args.sample_every), ("--example-config", args.example_config or None))
-           if v is not None]
+    tokenizer_flags = (("--val-data", args.val_data), ("--tensorboard", args.tensorboard or None),
+                       ("--sample-every", args.sample_every), ("--example-config", args.example_config or None))
+    bad = [flag for flag, v in tokenizer_flags if v is not None]
     if bad:
         raise UserError(f"{', '.join(bad)} are for tokenizers, not --model {args.model}")
     from . import train

@@ -242,9 +242,11 @@ def _gpt2_weights(rng, vocab=40, dim=16, layers=2, positions=12, hidden=64):
         sd.update({p + "ln_1.weight": 1 + rng.normal(0, 0.1, dim), p + "ln_1.bias": rng.normal(0, 0.1, dim),
                    p + "attn.c_attn.weight": rng.normal(0, 0.3, (dim, 3 * dim)),
                    p + "attn.c_attn.bias": rng.normal(0, 0.1, 3 * dim),
-                   p + "attn.c_proj.weight": rng.normal(0, 0.3, (dim, dim)), p + "attn.c_proj.bias": rng.normal(0, 0.1, dim),
+                   p + "attn.c_proj.weight": rng.normal(0, 0.3, (dim, dim)),
+                   p + "attn.c_proj.bias": rng.normal(0, 0.1, dim),
                    p + "ln_2.weight": 1 + rng.normal(0, 0.1, dim), p + "ln_2.bias": rng.normal(0, 0.1, dim),
-                   p + "mlp.c_fc.weight": rng.normal(0, 0.3, (dim, hidden)), p + "mlp.c_fc.bias": rng.normal(0, 0.1, hidden),
+                   p + "mlp.c_fc.weight": rng.normal(0, 0.3, (dim, hidden)),
+                   p + "mlp.c_fc.bias": rng.normal(0, 0.1, hidden),
                    p + "mlp.c_proj.weight": rng.normal(0, 0.3, (hidden, dim)),
                    p + "mlp.c_proj.bias": rng.normal(0, 0.1, dim),
                    p + "attn.bias": np.tril(np.ones((1, 1, positions, positions)))})  # an old transformers buffer
@@ -357,7 +359,8 @@ def test_cli_trains_a_gpt_and_generates(tmp_path, capsys):
     # the CLI's samples are the library's: same seed, same texts
     assert model.generate_text(num_samples=4, seed=1) == samples
 
-    assert cli.main(["generate", "--model", str(out), "--num-samples", "3", "--seed", "2", "--prompt", "the digit"]) == 0
+    assert cli.main(["generate", "--model", str(out), "--num-samples", "3", "--seed", "2",
+                     "--prompt", "the digit"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == model.generate_text(prompts=["the digit"], num_samples=3, seed=2)
     assert cli.main(["generate", "--model", str(out), "--num-samples", "2", "--greedy", "--top-k", "2"]) == 0

@@ -84,8 +84,8 @@ class GPT(Module):
     -> {"loss", "perplexity"}. A batch is token ids (B, L) (every position a real token), a dict
     {"input_ids": (B, L), "attention_mask": (B, L) bool} or a pair (input_ids, attention_mask); the
     loss is the mean cross-entropy of predicting token t+1 from tokens <= t, over the pairs (t, t+1)
-    the mask marks both real. Right padding (text first) needs no attention mask inside the model (causal attention
-    never looks right); left-padded rows are run with it.
+    the mask marks both real. Right padding (text first) needs no attention mask inside the model
+    (causal attention never looks right); left-padded rows are run with it.
     """
 
     config_class = GPTConfig
