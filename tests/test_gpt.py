@@ -12,6 +12,7 @@ import pytest
 
 import mmu
 from mmu import __main__ as cli
+from mmu.data import captioned
 from mmu.models.gpt import GPT, GPTConfig, caption_texts, convert_gpt2_state_dict, train_captions
 from mmu.train import Trainer, TrainConfig
 
@@ -332,6 +333,34 @@ def test_train_captions_lowers_the_loss_and_writes_real_captions(capsys):
         train_captions(sets=("letters",))
     with pytest.raises(ValueError, match="resume"):
         train_captions(resume=True)
+
+
+def test_caption_texts_of_both_sets():
+    digits = caption_texts("digits", "train")
+    both = caption_texts("digits,shapes", "train", shapes_n=12)
+    assert both[:len(digits)] == digits and 12 * 3 <= len(both) - len(digits) <= 12 * 5
+    shapes = both[len(digits):]
+    # the train split never names a held-out colour-shape pair
+    for colour, shape in captioned.SHAPES_HELD_OUT:
+        assert not any(f"{colour} {shape}" in t for t in shapes)
+    assert len(caption_texts("digits", "test")) == 8 * (1797 - 1438)
+    with pytest.raises(ValueError, match="split"):
+        caption_texts("digits", "val")
+    with pytest.raises(ValueError, match="each once"):
+        caption_texts(("digits", "digits"))
+
+
+def test_perplexity_of_texts_uses_the_tokenizer(tok):
+    model = _model(tok, seed=4)
+    texts = ["the digit 7", "a handwritten seven", "seven"]
+    ids, mask = tok.encode_batch(texts, add_bos=True, add_eos=True)
+    want = model.perplexity({"input_ids": ids, "attention_mask": mask})
+    assert model.perplexity(texts) == pytest.approx(want, rel=1e-6)
+    assert model.perplexity(ids, attention_mask=mask, batch_size=1) == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ValueError, match="not with texts"):
+        model.perplexity(texts, attention_mask=mask)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.perplexity(ids, batch_size=0)
 
 
 def test_train_captions_on_texts_of_ones_own():
