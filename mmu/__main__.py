@@ -132,7 +132,8 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--list", action="store_true", help="list the available tokenizers and exit")
 
-    p = sub.add_parser("train", help="train one tokenizer from a JSON config on a folder of images",
+    p = sub.add_parser("train", help="train a tokenizer from a JSON config on a folder of images, or a language "
+                                     "model on texts (--model gpt)",
                        description="Trains the tokenizer cfg.json describes on the images of --data.",
                        epilog=TRAIN_CONFIG_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="cfg.json", help="the tokenizer + training config (format below)")

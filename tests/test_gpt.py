@@ -333,6 +333,8 @@ def test_train_captions_lowers_the_loss_and_writes_real_captions(capsys):
         train_captions(sets=("letters",))
     with pytest.raises(ValueError, match="resume"):
         train_captions(resume=True)
+    with pytest.raises(ValueError, match="top_p"):  # before any training
+        train_captions(top_p=1.5, steps=10 ** 6)
 
 
 def test_caption_texts_of_both_sets():

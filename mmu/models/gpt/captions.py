@@ -119,6 +119,8 @@ def train_captions(sets=("digits",), texts=None, steps=300, batch_size=32, lr=3e
         raise ValueError(f"{fn}: steps and batch_size must be >= 1, num_samples and seed >= 0; got steps={steps}, "
                          f"batch_size={batch_size}, num_samples={num_samples}, seed={seed}")
     lr = check_real(lr, fn, "lr")
+    from ...generate import _sampling_args
+    _sampling_args(fn, temperature, top_k, top_p)  # checked before training, not after it
     resume, progress, verbose = flag(resume, fn, "resume"), flag(progress, fn, "progress"), flag(verbose, fn, "verbose")
     for name, v in (("config", config), ("train", train)):
         if v is not None and not isinstance(v, dict):
