@@ -211,3 +211,32 @@ class MAGVITv2(nn.Module):
 
     def decode_code(self, codebook_indices, shape=None):
         return self.decoder(self.quantize.get_codebook_entry(codebook_indices, shape=shape))["output"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Show-o's transformer: models/modeling_showo.py Showo keeps models/phi.py's PhiForCausalLM under
+# `showo` (qk_layernorm forced true, embedding and head resized to the unified vocabulary) and calls
+# it with input_ids and a 4-D additive attention_mask (the omni-attention mask) or None (causal).
+
+class Showo(nn.Module):
+    """c: the Phi config.json fields of the transformer (vocab_size = the unified vocabulary)."""
+
+    def __init__(self, c):
+        super().__init__()
+        from tests.hf_layouts import PhiForCausalLM
+        self.showo = PhiForCausalLM(dict(c, qk_layernorm=True))
+
+    def forward(self, input_ids, attention_mask=None):
+        from tests.hf_layouts import apply_partial_rope, rope_cos_sin  # noqa: F401 (the layers use them)
+        from tests.hf_layouts import rope_cos_sin as _cos_sin
+        lm = self.showo
+        B, L = input_ids.shape
+        position_ids = torch.arange(L)[None].expand(B, L)          # pads included, as Show-o's PhiModel
+        cos, sin = _cos_sin(position_ids, lm.model.layers[0].self_attn.rot, lm.c.get("rope_theta", 10000.0))
+        if attention_mask is None:                                  # SDPA with is_causal
+            allowed = torch.ones(L, L, dtype=torch.bool).tril()[None, None]
+            attention_mask = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+        x = lm.model.embed_tokens(input_ids)
+        for layer in lm.model.layers:
+            x = layer(x, cos, sin, attention_mask)
+        return lm.lm_head(lm.model.final_layernorm(x))
