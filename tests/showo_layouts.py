@@ -240,3 +240,57 @@ class Showo(nn.Module):
         for layer in lm.model.layers:
             x = layer(x, cos, sin, attention_mask)
         return lm.lm_head(lm.model.final_layernorm(x))
+
+
+def create_attention_mask_predict_next(sequence, pad_id, soi_id, eoi_id, rm_pad_in_image=False):
+    """Show-o's T2I mask (training/prompting_utils.py) -> (N, 1, L, L) additive float mask: text causal,
+    [SOI] image [EOI] bidirectional and seeing the text; with rm_pad_in_image (inference_t2i.py) the rows
+    after the last pad and the image rows do not see the pads. The masked value is int64's min, as
+    Show-o's (sequence is int64)."""
+    N, L = sequence.shape
+    is_padding = sequence == pad_id
+    is_soi, is_eoi = sequence == soi_id, sequence == eoi_id
+    in_image = (torch.cumsum(is_soi, 1) > torch.cumsum(is_eoi, 1)) | is_soi | is_eoi
+    is_text = ~in_image
+    causal = torch.tril(torch.ones((L, L), dtype=torch.bool))
+    mask_text = is_text[:, :, None] * causal[None]
+    is_text_image = is_text | in_image
+    bi = is_text_image[:, :, None] * is_text_image[:, None, :]
+    if rm_pad_in_image:
+        sid_img = torch.where(is_soi)[1]
+        for i in range(N):
+            pads = torch.where(sequence[i] == pad_id)[0]
+            if len(pads) != 0:
+                mask_text[i][pads[-1] + 1:, :pads[-1] + 1] = 0
+            bi[i][sid_img[i]:, torch.where(is_padding[i])[0]] = 0
+    mask_text[in_image] = bi[in_image]
+    inverted = 1.0 - mask_text.type(sequence.dtype)
+    return inverted.masked_fill(inverted.to(torch.bool), torch.iinfo(sequence.dtype).min).unsqueeze(1)
+
+
+def create_attention_mask_for_mmu(sequence, eoi_id):
+    """Show-o's MMU mask: causal, and every row sees the columns up to the first [EOI] (additive)."""
+    N, L = sequence.shape
+    causal = torch.tril(torch.ones((N, 1, L, L), dtype=torch.bool))
+    eoi = torch.where(sequence == eoi_id)[1]
+    causal[:, :, :, :eoi[0] + 1] = 1
+    inverted = 1.0 - causal.type(sequence.dtype)
+    return inverted.masked_fill(inverted.to(torch.bool), torch.iinfo(sequence.dtype).min)
+
+
+def mmu_generate_greedy(model, idx, attention_mask, max_new_tokens, eot_token):
+    """Show-o's Showo.mmu_generate with top_k=1 (the argmax): the whole sequence recomputed every step,
+    the mask grown by a row that sees everything and a masked column."""
+    result = []
+    for _ in range(max_new_tokens):
+        logits = model(idx, attention_mask)
+        L = attention_mask.shape[-1]
+        m = attention_mask.squeeze()
+        a = torch.hstack([m, torch.zeros((L, 1)) + torch.finfo(logits.dtype).min])
+        attention_mask = torch.vstack([a, torch.hstack([m[-1, :], torch.tensor([0.0])]).unsqueeze(0)])[None, None]
+        idx_next = logits[:, -1, :].argmax(-1, keepdim=True)
+        result.append(int(idx_next[0, 0]))
+        idx = torch.cat((idx, idx_next), dim=1)
+        if idx_next.item() == eot_token:
+            break
+    return result, logits

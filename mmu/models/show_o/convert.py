@@ -1,5 +1,6 @@
 """Show-o's published checkpoint (showlab/Show-o models/modeling_showo.py Showo, released as
-showlab/show-o) -> mmu's Show-o transformer. The user reads the weights file(s) they have (safetensors:
+showlab/show-o) -> mmu.models.show_o.ShowO: its transformer's keys ("lm.*"; the image tokenizer's
+"image_tokenizer.*" come from the tokenizer's own converter, e.g. mmu.models.magvit2.load_magvit2). The user reads the weights file(s) they have (safetensors:
 mmu.io.load_file; a .bin: torch.load(path, map_location="cpu")) and passes the dict; nothing is
 downloaded and torch is never imported.
 
@@ -33,15 +34,14 @@ eot_token_id = 50256: an [EOT] that ends a caption has the same id as the [SOT] 
 """
 import re
 
-from ...nn import TransformerLM
 from .._hf import checkpoint_arrays
 from ..phi import convert_phi_state_dict
 
-__all__ = ["convert_show_o_state_dict", "show_o_phi_config", "show_o_config_from_state_dict", "show_o_transformer",
-           "SHOW_O_RELEASE", "LM_PREFIX"]
+__all__ = ["convert_show_o_state_dict", "load_show_o", "show_o_phi_config", "show_o_config_from_state_dict",
+           "show_o_release_config", "SHOW_O_RELEASE", "LM_PREFIX"]
 
 # where mmu's Show-o model keeps its TransformerLM (the converted keys are prefixed with it)
-LM_PREFIX = ""
+LM_PREFIX = "lm."
 
 # the released model's vocabulary (configs/showo_demo.yaml model.showo; Phi-1.5's <|endoftext|> is both
 # the tokenizer's bos and eos, so [SOT] and [EOT] are one id)
@@ -145,7 +145,40 @@ def convert_show_o_state_dict(state_dict, config, prefix="showo."):
     return {LM_PREFIX + k: v for k, v in out.items()}
 
 
-def show_o_transformer(config):
-    """A bare mmu.nn.TransformerLM with Show-o's transformer layout for config (no weights loaded)."""
-    from ..phi import phi_config_from_hf
-    return TransformerLM(**phi_config_from_hf(show_o_phi_config(config)))
+def show_o_release_config(**fields):
+    """The ShowOConfig of the released Show-o (configs/showo_demo.yaml with microsoft/phi-1_5): the
+    SHOW_O_RELEASE vocabulary and transformer sizes, max_text_len 128 (dataset.preprocessing.
+    max_seq_length) and Show-o's MAGVIT-v2 (mmu.models.magvit2.MAGVIT2, MAGVIT2Config's defaults) as the
+    image tokenizer; **fields override any field."""
+    from ..magvit2 import MAGVIT2Config
+    from .config import ShowOConfig
+    d = dict(SHOW_O_RELEASE, max_text_len=128,
+             image_tokenizer={"class": "mmu.models.magvit2.model.MAGVIT2",
+                              "args": {"config": None, "**fields_": MAGVIT2Config().to_dict()}})
+    d.update(fields)
+    return ShowOConfig.from_dict(d)
+
+
+def load_show_o(state_dict, config, image_tokenizer, text_tokenizer=None, prefix="showo."):
+    """Show-o's checkpoint and its image tokenizer -> an mmu.models.show_o.ShowO in eval mode whose
+    transformer holds the converted weights (convert_show_o_state_dict): model(input_ids, attn_mask)
+    gives Show-o's logits. config: ShowOConfig or a dict of its fields (show_o_release_config() for the
+    release); image_tokenizer: the loaded mmu tokenizer (for the release: mmu.models.magvit2.load_magvit2 of
+    Show-o's MAGVIT-v2 file), whose codebook_size and tokens per image must be the config's;
+    text_tokenizer: an mmu.text.TextTokenizer or None (for the release: Phi-1.5's tokenizer.json with
+    Show-o's 10 new tokens added, whose bos = eos = 50256)."""
+    from .config import ShowOConfig
+    from .model import ShowO
+    if isinstance(config, dict):
+        config = ShowOConfig.from_dict(config)
+    if not isinstance(config, ShowOConfig):
+        raise TypeError(f"load_show_o: config must be a ShowOConfig or a dict of its fields, got "
+                        f"{type(config).__name__}")
+    if image_tokenizer is None:
+        raise TypeError("load_show_o: image_tokenizer must be the loaded mmu tokenizer (e.g. "
+                        "mmu.models.magvit2.load_magvit2(magvit2_state_dict)), got None")
+    sd = convert_show_o_state_dict(state_dict, config, prefix=prefix)
+    model = ShowO(config, text_tokenizer=text_tokenizer, image_tokenizer=image_tokenizer)
+    model.lm.load_state_dict({k[len(LM_PREFIX):]: v for k, v in sd.items()})
+    model.eval()
+    return model
