@@ -277,3 +277,16 @@ def _sd_phi_only():
         sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"] = np.zeros((F, d), np.float32), np.zeros(F, np.float32)
         sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"] = np.zeros((d, F), np.float32), np.zeros(d, np.float32)
     return sd
+
+
+def test_converted_model_saves_and_loads_with_its_magvit2(ref, ref_tok, tmp_path):
+    """A converted Show-o with its MAGVIT-v2 saves in mmu's format and comes back whole (the tokenizer is
+    rebuilt from the nested config, its weights from the file)."""
+    model = load_show_o(_sd(ref), CFG, load_magvit2(_sd(ref_tok), resolution=8, norm_groups=4))
+    model.save_pretrained(str(tmp_path))
+    back = ShowO.from_pretrained(str(tmp_path))
+    assert isinstance(back.image_tokenizer, MAGVIT2) and back.image_tokenizer.config == model.image_tokenizer.config
+    ids = _t2i_sequence(np.random.default_rng(4))
+    np.testing.assert_array_equal(back(ids).numpy(), model(ids).numpy())
+    codes = np.random.default_rng(5).integers(0, CODES, (2, 16))
+    np.testing.assert_array_equal(back.image_tokenizer.decode_code(codes), model.image_tokenizer.decode_code(codes))
