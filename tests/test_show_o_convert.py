@@ -273,7 +273,8 @@ def _sd_phi_only():
             for n in ("q", "k"):
                 sd[f"{p}self_attn.{n}_layernorm.{b}"] = np.zeros(hd, np.float32)
         for n in ("q_proj", "k_proj", "v_proj", "dense"):
-            sd[f"{p}self_attn.{n}.weight"], sd[f"{p}self_attn.{n}.bias"] = np.zeros((d, d), np.float32), np.zeros(d, np.float32)
+            sd[f"{p}self_attn.{n}.weight"] = np.zeros((d, d), np.float32)
+            sd[f"{p}self_attn.{n}.bias"] = np.zeros(d, np.float32)
         sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"] = np.zeros((F, d), np.float32), np.zeros(F, np.float32)
         sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"] = np.zeros((d, F), np.float32), np.zeros(d, np.float32)
     return sd

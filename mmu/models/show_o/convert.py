@@ -1,7 +1,8 @@
 """Show-o's published checkpoint (showlab/Show-o models/modeling_showo.py Showo, released as
 showlab/show-o) -> mmu.models.show_o.ShowO: its transformer's keys ("lm.*"; the image tokenizer's
-"image_tokenizer.*" come from the tokenizer's own converter, e.g. mmu.models.magvit2.load_magvit2). The user reads the weights file(s) they have (safetensors:
-mmu.io.load_file; a .bin: torch.load(path, map_location="cpu")) and passes the dict; nothing is
+"image_tokenizer.*" come from the tokenizer's own converter, e.g. mmu.models.magvit2.load_magvit2).
+The user reads the weights file(s) they have (safetensors: mmu.io.load_file; a .bin:
+torch.load(path, map_location="cpu")) and passes the dict; nothing is
 downloaded and torch is never imported.
 
 Show-o's transformer is the Phi-1.5 of its models/phi.py (PhiForCausalLM, which forces
