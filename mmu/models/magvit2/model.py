@@ -100,6 +100,7 @@ class MAGVIT2Decoder(Module):
 
     @property
     def last_layer(self):
+        """conv_out.weight, the output layer (the adaptive GAN weight's reference)."""
         return self.conv_out.weight
 
     def forward(self, z):
