@@ -7,7 +7,8 @@ Layout: `mmu/models/<name>/` holds
               `training_step(batch, step) -> (loss, logs)` (optionally `discriminator_step`,
               `evaluate_step`),
   convert.py  published checkpoint layouts (a dict of arrays the user has) -> the model's state_dict.
-The folders the later issues add: show_o, vila_u, titok, omnitokenizer, gpt. The conv tokenizers
+The folders the later issues add: show_o, magvit2 (Show-o's image tokenizer), vila_u, titok, omnitokenizer,
+gpt. The conv tokenizers
 (VQVAE, DVAE, VQGAN) stay in mmu.tokenizers and are registered here under their lower-case names.
 
 Layering: mmu.models builds on nn, quantizers, losses, tokenizers, generate and text; nothing below it

@@ -23,3 +23,8 @@ register("show_o", ShowO)
 __all__ = ["ShowO", "ShowOConfig", "SPECIAL_TOKENS", "IGNORE_INDEX", "default_image_tokenizer", "cosine_mask_ratio",
            "t2i_prompt", "mmu_prompt", "lm_prompt", "inpainting_prompt", "extrapolation_prompt", "mixed_prompt",
            "image_token_ids", "omni_attention_mask", "mmu_attention_mask"]
+
+# the published checkpoint (convert.py): Show-o's showo.* keys -> ShowO, with its MAGVIT-v2 (mmu.models.magvit2)
+from .convert import SHOW_O_RELEASE, convert_show_o_state_dict, load_show_o, show_o_release_config  # noqa: E402
+
+__all__ += ["SHOW_O_RELEASE", "convert_show_o_state_dict", "load_show_o", "show_o_release_config"]
