@@ -165,6 +165,9 @@ def test_text_arguments_that_are_arrays_are_named():
         tok.encode_batch(["a red circle"], padding_side=np.zeros(0))
     with pytest.raises(ValueError, match="TextTokenizer.encode_batch: padding"):
         tok.encode_batch(["a red circle"], padding=np.zeros((2, 3)))
+    for n in (2 ** 40, 10 ** 30):  # padding to it allocated (B, n) ids: MemoryError / NumPy's own message
+        with pytest.raises(ValueError, match="TextTokenizer.encode_batch: max_length"):
+            tok.encode_batch(["a red circle"], padding="max_length", max_length=n)
     with pytest.raises(ValueError, match="TextTokenizer.decode_batch: 'attention_mask'"):
         tok.decode_batch(np.zeros((2, 2), np.int64), [[1, 2], [3]])
 

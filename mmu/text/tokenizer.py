@@ -457,6 +457,8 @@ class TextTokenizer:
         n_special = int(add_bos) + int(add_eos)
         if max_length is not None:
             max_length = _check_count(max_length, fn, "max_length", max(n_special, 1))
+            if max_length > 2 ** 31 - 1:  # padding='max_length' would allocate (B, max_length) ids
+                raise ValueError(f"{fn}: max_length {max_length} is too large (at most 2**31 - 1)")
         elif padding == "max_length":
             raise ValueError(f"{fn}: padding='max_length' needs max_length")
         elif truncation:
