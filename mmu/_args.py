@@ -76,7 +76,10 @@ def foreign_array(v, op, name, kinds="fiu"):
             v = v.float()   # NumPy has no bfloat16: torch's .numpy() refuses it
     if hasattr(v, "numpy") and not isinstance(v, np.ndarray):
         v = v.numpy()
-    arr = np.asarray(v)
+    try:
+        arr = np.asarray(v)
+    except ValueError as e:  # a ragged nested list
+        raise ValueError(f"{op}: {name!r} is not a rectangular array ({e})") from None
     if arr.dtype.kind not in kinds:
         raise TypeError(f"{op}: {name!r} is not a numeric tensor (dtype {arr.dtype})")
     return arr

@@ -64,8 +64,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             raise TypeError(f"scaled_dot_product_attention: kv_len must be an int or None, got {type(kv_len).__name__}")
         if kv_len < 0:
             raise ValueError(f"scaled_dot_product_attention: kv_len must be >= 0, got {kv_len}")
+        if kv_len > 2 ** 62:  # no key buffer is that long (the C core names the buffer's length)
+            raise ValueError(f"scaled_dot_product_attention: kv_len {kv_len} is longer than any key buffer")
+    # an offset at or past every key position sees every key (causal) or changes nothing: offsets
+    # past int64 mean the same as 2**62 (the C core clamps it to the key buffer's length)
     return _C.sdpa(query, key, value, attn_mask, float(dropout_p), bool(is_causal),
-                   None if scale is None else float(scale), bool(enable_gqa), int(query_offset),
+                   None if scale is None else float(scale), bool(enable_gqa), int(min(query_offset, 2 ** 62)),
                    -1 if kv_len is None else int(kv_len))
 
 

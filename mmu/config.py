@@ -48,9 +48,17 @@ def from_config(config):
         raise TypeError(f"mmu.from_config: config must be a dict (as get_config returns), got "
                         f"{type(config).__name__}")
     d = {k: v for k, v in config.items() if k != "mmu_version"}
-    if "fields" in d:
-        return _decode({"__config__": d})
-    if "args" in d:
-        return _build(d, Module)
-    raise ValueError(f"mmu.from_config: config must have 'class' and 'fields' (a dataclass) or 'args' (a module), "
-                     f"got keys {sorted(config)}")
+    if "fields" not in d and "args" not in d:
+        raise ValueError(f"mmu.from_config: config must have 'class' and 'fields' (a dataclass) or 'args' (a module), "
+                         f"got keys {sorted(config, key=str)}")
+    try:
+        return _decode({"__config__": d}) if "fields" in d else _build(d, Module)
+    except RecursionError:
+        raise ValueError("mmu.from_config: the config nests modules or configs too deeply") from None
+    except (TypeError, ValueError) as e:
+        # the shared loader says from_pretrained, a constructor names its class: name this function too
+        msg = str(e)
+        for prefix in ("from_pretrained: ", "from_config: "):
+            if msg.startswith(prefix):
+                msg = msg[len(prefix):]
+        raise (TypeError if isinstance(e, TypeError) else ValueError)(f"mmu.from_config: {msg}") from None

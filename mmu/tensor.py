@@ -58,6 +58,8 @@ def _size(size, op):
             raise TypeError(f"{op}: size must be ints, got {size!r:.80}")
         if s < 0:
             raise ValueError(f"{op}: negative dimension {s} in size {tuple(size)}")
+        if s > 2 ** 62:  # checked per dim too: a 0 elsewhere makes the product small, not the dim
+            raise ValueError(f"{op}: size {tuple(size)!r:.80} is too large (dimension {s})")
         out.append(int(s))
         numel *= int(s)
     if len(out) > 6:

@@ -13,6 +13,7 @@ allocate much memory.
 prints every distinct failure and exits 1 if there is one; the test runs a small budget.
 """
 import argparse
+import functools
 import inspect
 import math
 import random
@@ -266,9 +267,11 @@ def _short(v):
     return r if len(r) < 40 else r[:37] + "..."
 
 
-def check_exception(exc, pattern):
+def check_exception(exc, pattern, allowed=()):
     """None if exc is an allowed exception naming the op, else why not."""
-    if not isinstance(exc, ALLOWED):
+    if isinstance(exc, _Broken):
+        return str(exc)
+    if not isinstance(exc, ALLOWED + tuple(allowed)):
         return f"{type(exc).__name__} is not one of {[e.__name__ for e in ALLOWED]}"
     msg = str(exc)
     if pattern in _ALIASES:
@@ -293,19 +296,28 @@ def fuzz(seed=0, calls=2000, verbose=False, tgts=None):
         warnings.simplefilter("ignore")
         for i in range(calls):
             label, call, pattern = tgts[rng.integers(len(tgts))]
-            self_t, args, kwargs = make_call(values, call)
-            desc = f"{label}(" + ", ".join([_short(a) for a in args] +
-                                           [f"{k}={_short(v)}" for k, v in kwargs.items()]) + ")"
-            if getattr(call, "is_method", False):
-                desc = f"[self={_short(self_t)}] " + desc
+            invariant = None
+            if getattr(call, "scenario", False):
+                desc, thunk, invariant = call(values)
+            else:
+                self_t, args, kwargs = make_call(values, call)
+                desc = f"{label}(" + ", ".join([_short(a) for a in args] +
+                                               [f"{k}={_short(v)}" for k, v in kwargs.items()]) + ")"
+                if getattr(call, "is_method", False):
+                    desc = f"[self={_short(self_t)}] " + desc
+                thunk = functools.partial(call, self_t, args, kwargs)
             if verbose:
                 print(i, desc, flush=True)
             try:
-                out = call(self_t, args, kwargs)
+                out = thunk()
                 if isinstance(out, mmu.Tensor) and label.endswith(("backward",)) is False:
                     out.shape  # noqa: B018 (touch it)
             except Exception as e:  # noqa: BLE001 (judged below)
-                why = check_exception(e, pattern)
+                why = check_exception(e, pattern, getattr(call, "allowed", ()))
+                if why is None and invariant is not None:
+                    changed = invariant()
+                    if changed:
+                        why, e = f"a failing call changed state: {changed}", _Broken(f"{type(e).__name__}: {e}")
                 if why:
                     key = (label, type(e).__name__, re.sub(r"\d+", "N", str(e))[:80])
                     failures.setdefault(key, f"{desc} -> {type(e).__name__}: {e}  [{why}]")
@@ -315,6 +327,548 @@ def fuzz(seed=0, calls=2000, verbose=False, tgts=None):
                 if mmu.get_num_threads() != threads:
                     mmu.set_num_threads(threads)
     return failures
+
+
+# ------------------------------------------------------------------ scenarios (issue 12's API)
+# The transformer parts, the KV cache, the text tokenizer, the captioned data, the model registry,
+# the config codec and the checkpoint converters need a valid object (a model, a cache, a trained
+# tokenizer, a state dict) before a wrong argument can reach their checks. A scenario builds one,
+# breaks zero to two of the call's arguments with odd values, makes the call, and checks that a
+# failing call changed nothing: the cache's length and buffers, the tokenizer's vocabulary, the
+# registry. A scenario call(values) returns (description, thunk, invariant): invariant() (after a
+# raising thunk) returns None or what changed.
+
+class _Broken(AssertionError):
+    """A failing call left its object changed (raised by a scenario's invariant)."""
+
+
+def _maybe(values, v, p=0.25):
+    """v, or (probability p) an odd value in its place."""
+    return values.odd() if values.rng.random() < p else v
+
+
+def _snapshot_cache(cache):
+    return cache.length, [b.numpy().copy() for b in cache.keys + cache.values]
+
+
+def _cache_changed(cache, snap):
+    length, bufs = snap
+    if cache.length != length:
+        return f"the cache length moved from {length} to {cache.length}"
+    for b, old in zip(cache.keys + cache.values, bufs):
+        if not np.array_equal(b.numpy()[:, :, :length], old[:, :, :length], equal_nan=True):
+            return "the cache's filled positions changed"
+    return None
+
+
+_TINY = {}
+
+
+def _tiny_lm(pos, kv_heads, rot):
+    key = ("lm", pos, kv_heads, rot)
+    if key not in _TINY:
+        _TINY[key] = mmu.nn.TransformerLM(11, 8, 2, 2, num_kv_heads=kv_heads, pos=pos, rotary_fraction=rot,
+                                         max_seq_len=8, hidden_dim=12)
+    return _TINY[key]
+
+
+def _scenario_lm_forward(values):
+    rng = values.rng
+    pos = str(rng.choice(["rope", "learned"]))
+    model = _tiny_lm(pos, int(rng.choice([1, 2])), float(rng.choice([0.5, 1.0])))
+    b, l = int(rng.integers(1, 3)), int(rng.integers(1, 4))
+    cache = None
+    if rng.random() < 0.7:
+        cache = model.new_cache(b, int(rng.integers(2, 9)))
+        cache.length = int(rng.integers(0, cache.max_len))
+        for buf in cache.keys + cache.values:
+            buf.numpy()[...] = rng.standard_normal(buf.shape)
+    s_total = (cache.length if cache is not None else 0) + l
+    kw = {"input_ids": mmu.tensor(rng.integers(0, 11, size=(b, l)))}
+    if rng.random() < 0.1:
+        kw["input_ids"] = mmu.tensor(rng.integers(-2, 14, size=(b, l)))  # ids out of range
+    if rng.random() < 0.3:
+        kw["attention_mask"] = mmu.tensor(rng.random((b, s_total)) > 0.3)
+    if rng.random() < 0.2:
+        kw["position_ids"] = mmu.tensor(rng.integers(0, 8, size=(b, l)))
+    if rng.random() < 0.3:
+        kw["logits_at"] = rng.choice(["all", "last", None, "first"]) if rng.random() < 0.6 else \
+            mmu.tensor(rng.integers(-1, l + 1, size=(b, int(rng.integers(0, 3)))))
+    if rng.random() < 0.2:
+        kw["attn_mask"] = mmu.tensor(rng.random((1, 1, l, s_total)) > 0.2)
+    if rng.random() < 0.1:
+        del kw["input_ids"]
+        kw["inputs_embeds"] = values.ftensor(b, l, 8)
+    for name in list(kw) + ["attention_mask", "position_ids", "logits_at", "attn_mask"]:
+        if rng.random() < 0.12:
+            kw[name] = values.odd()
+    if cache is not None and rng.random() < 0.1:
+        cache = _maybe(values, model.new_cache(b + 1, 4), 0.5)
+    snap = _snapshot_cache(cache) if isinstance(cache, mmu.nn.KVCache) else None
+    params = {k: v.numpy().copy() for k, v in model.state_dict().items()} if rng.random() < 0.05 else None
+
+    def run():
+        with mmu.no_grad():
+            return model(cache=cache, **kw)
+
+    def invariant():
+        if snap is not None:
+            why = _cache_changed(cache, snap)
+            if why:
+                return why
+        if params is not None:
+            for k, v in model.state_dict().items():
+                if not np.array_equal(v.numpy(), params[k]):
+                    return f"parameter {k} changed"
+        return None
+    return f"TransformerLM(pos={pos}).forward(cache={cache!r}, " + \
+        ", ".join(f"{k}={_short(v)}" for k, v in kw.items()) + ")", run, invariant
+
+
+def _scenario_attention(values):
+    rng = values.rng
+    kv = int(rng.choice([1, 2]))
+    rot = float(rng.choice([0.0, 0.5, 1.0]))
+    qk = rng.choice([None, "layernorm", "rmsnorm"])
+    args = dict(dim=8, num_heads=2, num_kv_heads=kv, rotary_fraction=rot, qk_norm=qk)
+    for name in list(args):
+        if rng.random() < 0.05:
+            args[name] = values.odd()
+    b, l = int(rng.integers(1, 3)), int(rng.integers(1, 4))
+    cache = mmu.nn.KVCache(1, b, kv, int(rng.integers(2, 7)), 4) if rng.random() < 0.5 else None
+    if cache is not None:
+        cache.length = int(rng.integers(0, cache.max_len))
+    s = (cache.length if cache is not None else 0) + l
+    kw = {"x": values.ftensor(b, l, 8)}
+    if rng.random() < 0.3:
+        kw["attn_mask"] = mmu.tensor(rng.random((b, 1, l, s)) > 0.3)
+    if rng.random() < 0.3:
+        kw["is_causal"] = bool(rng.integers(0, 2))
+    if rng.random() < 0.2 and rot:
+        r = int(4 * rot)
+        cos, sin = F.rotary_cos_sin(np.arange(l), r)
+        kw["rope"] = (cos, sin) if rng.random() < 0.5 else (values.ftensor(b, 1, l, r), values.ftensor(b, 1, l, r))
+    if rng.random() < 0.1:
+        kw["layer_idx"] = values.odd()
+    for name in list(kw):
+        if rng.random() < 0.15:
+            kw[name] = values.odd()
+    snap = _snapshot_cache(cache) if cache is not None else None
+
+    def run():
+        layer = mmu.nn.Attention(**args)
+        with mmu.no_grad():
+            return layer(cache=cache, **kw)
+
+    def invariant():
+        return None if snap is None or cache.length == snap[0] else "the cache length moved"
+    return f"Attention({args}).forward({', '.join(f'{k}={_short(v)}' for k, v in kw.items())})", run, invariant
+
+
+def _scenario_parts(values):
+    """MLP / TransformerLayer / ViTEncoder: construction and forward with wrong shapes and dtypes."""
+    rng = values.rng
+    which = int(rng.integers(0, 3))
+    if which == 0:
+        cls = mmu.nn.MLP
+        args = dict(dim=8, hidden_dim=int(rng.integers(1, 12)),
+                    activation=str(rng.choice(["gelu", "gelu_tanh", "swiglu", "relu", "silu"])))
+        x = values.ftensor(2, 3, 8)
+    elif which == 1:
+        cls = mmu.nn.TransformerLayer
+        args = dict(dim=8, num_heads=2, residual=str(rng.choice(["sequential", "parallel"])),
+                    norm=str(rng.choice(["layernorm", "rmsnorm"])), rotary_fraction=float(rng.choice([0.0, 0.5])))
+        x = values.ftensor(2, 3, 8)
+    else:
+        cls = mmu.nn.ViTEncoder
+        args = dict(image_size=8, patch_size=4, in_channels=int(rng.integers(1, 4)), dim=8, depth=1, num_heads=2,
+                    pos=str(rng.choice(["learned", "rope2d"])), num_extra_tokens=int(rng.integers(0, 3)))
+        x = values.ftensor(int(rng.integers(1, 3)), args["in_channels"], 8, 8)
+    for name in list(args):
+        if rng.random() < 0.08:
+            args[name] = values.odd()
+    if rng.random() < 0.4:
+        x = values.odd() if rng.random() < 0.5 else values.tensor()
+
+    def run():
+        return cls(**args)(x)
+    return f"{cls.__name__}({args})({_short(x)})", run, lambda: None
+
+
+def _scenario_kv_cache(values):
+    rng = values.rng
+    sizes = dict(num_layers=2, batch_size=int(rng.integers(1, 3)), num_kv_heads=int(rng.integers(1, 3)),
+                 max_len=int(rng.integers(1, 6)), head_dim=2)
+    if rng.random() < 0.1:
+        name = str(rng.choice(list(sizes)))
+        sizes[name] = values.odd()
+        return f"KVCache({sizes})", lambda: mmu.nn.KVCache(**sizes), lambda: None
+    cache = mmu.nn.KVCache(**sizes)
+    cache.length = int(rng.integers(0, sizes["max_len"] + 1))
+    for buf in cache.keys + cache.values:
+        buf.numpy()[...] = rng.standard_normal(buf.shape)
+    method = str(rng.choice(["update", "append", "advance", "crop", "expand", "copy", "reset"]))
+    b, h = sizes["batch_size"], sizes["num_kv_heads"]
+    if method in ("update", "append"):
+        n = int(rng.integers(0, 3))
+        args = [int(rng.integers(-1, 3)), values.ftensor(b, h, n, 2), values.ftensor(b, h, n, 2)]
+    else:
+        args = [int(rng.integers(-1, 4))] if method in ("advance", "crop", "expand") else []
+    args = [_maybe(values, a, 0.2) for a in args]
+    snap = _snapshot_cache(cache)
+
+    def invariant():
+        why = _cache_changed(cache, snap)
+        if why is None:  # a failed update must not write into the free positions either
+            for buf, old in zip(cache.keys + cache.values, snap[1]):
+                if not np.array_equal(buf.numpy(), old, equal_nan=True):
+                    return "the cache's buffers changed"
+        return why
+    return f"KVCache.{method}({', '.join(_short(a) for a in args)})", \
+        lambda: getattr(cache, method)(*args), invariant
+
+
+def _word_tokenizer():
+    if "tok" not in _TINY:
+        _TINY["tok"] = mmu.text.TextTokenizer.train_word_level(
+            ["a small red circle", "the digit seven", "what digit is this?"], special_tokens=["<image>"])
+    return _TINY["tok"]
+
+
+def _scenario_text(values):
+    rng = values.rng
+    base = _word_tokenizer()
+    tok = mmu.text.TextTokenizer(_copy_backend(base), **{f"{r}_token": t for r, t in base.special_tokens.items()})
+    v = tok.vocab_size
+    calls = {
+        "encode": lambda: ["a red circle", bool(rng.integers(0, 2)), bool(rng.integers(0, 2))],
+        "encode_batch": lambda: [["a circle", "the digit seven is red"], str(rng.choice(["longest", "max_length"])),
+                                 int(rng.integers(1, 6)), bool(rng.integers(0, 2)), str(rng.choice(["left", "right"]))],
+        "decode": lambda: [rng.integers(0, v, size=int(rng.integers(0, 5)))],
+        "decode_batch": lambda: [rng.integers(0, v, size=(2, 3)), rng.random((2, 3)) > 0.5],
+        "add_special_tokens": lambda: [[str(rng.choice(["<a>", "<b>", "<image>", "red", ""]))
+                                        for _ in range(int(rng.integers(1, 3)))]],
+        "token_to_id": lambda: [str(rng.choice(["red", "<pad>", "nope"]))],
+        "id_to_token": lambda: [int(rng.integers(-1, v + 2))],
+        "save": None,
+    }
+    method = str(rng.choice([m for m in calls if calls[m] is not None] + ["set_role"]))
+    if method == "set_role":
+        role, value = str(rng.choice(["pad", "bos", "eos", "unk"])), _maybe(values, "red", 0.5)
+        args = [role, value]
+
+        def run():
+            setattr(tok, f"{role}_token", value)
+    else:
+        args = [_maybe(values, a, 0.25) for a in calls[method]()]
+
+        def run():
+            return getattr(tok, method)(*args)
+    before = (tok.vocab_size, tok.get_vocab(), tok.special_tokens)
+
+    def invariant():
+        after = (tok.vocab_size, tok.get_vocab(), tok.special_tokens)
+        return None if after == before else f"the tokenizer changed: {before[0]} -> {after[0]} ids, roles {after[2]}"
+    return f"TextTokenizer.{method}({', '.join(_short(a) for a in args)})", run, invariant
+
+
+def _copy_backend(tok):
+    import tokenizers
+    return tokenizers.Tokenizer.from_str(tok.backend.to_str())
+
+
+def _scenario_data(values):
+    rng = values.rng
+    if rng.random() < 0.5:
+        fn, name = mmu.data.captioned_digits, "captioned_digits"
+        kw = dict(size=int(rng.choice([8, 16])), split=str(rng.choice(["train", "test", "all"])),
+                  seed=int(rng.integers(0, 3)), test_fraction=0.2)
+    else:
+        fn, name = mmu.data.captioned_shapes, "captioned_shapes"
+        kw = dict(n=int(rng.integers(1, 4)), size=16, split=str(rng.choice(["train", "test"])),
+                  seed=int(rng.integers(0, 3)), pair_fraction=float(rng.choice([0.0, 0.5, 1.0])),
+                  held_out=None if rng.random() < 0.7 else [("red", "circle")])
+    name_odd = str(rng.choice(list(kw)))
+    kw[name_odd] = values.odd()
+    if name_odd == "n" and isinstance(kw["n"], int) and kw["n"] > 4:
+        kw["n"] = 4  # a valid large n only costs time
+
+    def run():
+        try:
+            return fn(**kw)
+        except TypeError as e:  # captioned_shapes is lru_cached: an unhashable argument
+            if "unhashable" in str(e):
+                raise _Broken(f"{name}: an unhashable argument raised Python's own {e!r}") from None
+            raise
+    return f"{name}({', '.join(f'{k}={_short(v)}' for k, v in kw.items())})", run, lambda: None
+
+
+class _Dummy(mmu.nn.Module):
+    pass
+
+
+def _scenario_registry(values):
+    rng = values.rng
+    import mmu.models as models
+    before = dict(models._REGISTRY)
+    if rng.random() < 0.5:
+        name = _maybe(values, str(rng.choice(["phi", "llama", "vit", "vqvae", "nope", "Phi", "a-b"])), 0.4)
+        return f"mmu.models.get({_short(name)})", lambda: models.get(name), lambda: None
+    name = _maybe(values, str(rng.choice(["phi", "fuzz_model", "9x"])), 0.3)
+    cls = _maybe(values, _Dummy, 0.3)
+    overwrite = _maybe(values, False, 0.2)
+
+    def run():
+        try:
+            return models.register(name, cls, overwrite=overwrite)
+        finally:
+            models._REGISTRY.clear()
+            models._REGISTRY.update(before)
+    return f"mmu.models.register({_short(name)}, {_short(cls)}, overwrite={_short(overwrite)})", run, lambda: None
+
+
+def _mutate(values, obj, depth=0):
+    """obj (a JSON-like dict/list) with one value, key or level replaced by an odd one."""
+    rng = values.rng
+    if isinstance(obj, dict) and obj and depth < 4 and rng.random() < 0.7:
+        obj = dict(obj)
+        k = list(obj)[int(rng.integers(len(obj)))]
+        r = rng.random()
+        if r < 0.15:
+            del obj[k]
+        elif r < 0.25:
+            obj[[None, 3, (1, 2), "extra"][int(rng.integers(4))]] = values.odd()
+        else:
+            obj[k] = _mutate(values, obj[k], depth + 1)
+        return obj
+    if isinstance(obj, list) and obj and depth < 4 and rng.random() < 0.7:
+        obj = list(obj)
+        i = int(rng.integers(len(obj)))
+        obj[i] = _mutate(values, obj[i], depth + 1)
+        return obj
+    pool = [None, -1, 0, 2 ** 70, 1.5, float("nan"), "", "abc", "mmu.nn.Linear", "os.system", [], {}, [1, 2],
+            {"class": "mmu.nn.Linear"}, {"__config__": {}}, {"__module__": 3}, {"__import__": "os.system"}, True]
+    return pool[int(rng.integers(len(pool)))]
+
+
+def _config_examples():
+    if "configs" not in _TINY:
+        from mmu.tokenizers import VQVAEConfig
+        _TINY["configs"] = [mmu.get_config(mmu.nn.Linear(3, 2)), mmu.get_config(mmu.nn.MLP(4, 6, "swiglu")),
+                            mmu.get_config(mmu.nn.Sequential(mmu.nn.Linear(2, 2), mmu.nn.ReLU())),
+                            mmu.get_config(VQVAEConfig())]
+    return _TINY["configs"]
+
+
+def _scenario_config(values):
+    rng = values.rng
+    if rng.random() < 0.15:
+        obj = values.odd()
+        return f"mmu.get_config({_short(obj)})", lambda: mmu.get_config(obj), lambda: None
+    cfgs = _config_examples()
+    cfg = _mutate(values, cfgs[int(rng.integers(len(cfgs)))])
+    return f"mmu.from_config({_short(cfg)} {str(cfg)[:120]})", lambda: mmu.from_config(cfg), lambda: None
+
+
+_CONVERTERS = {
+    "phi": ("convert_phi_state_dict", dict(model_type="phi", vocab_size=5, hidden_size=4, intermediate_size=6,
+                                           num_hidden_layers=1, num_attention_heads=2, partial_rotary_factor=0.5,
+                                           qk_layernorm=True, max_position_embeddings=8)),
+    "llama": ("convert_llama_state_dict", dict(model_type="llama", vocab_size=5, hidden_size=4, intermediate_size=6,
+                                               num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                               max_position_embeddings=8)),
+    "vit": ("convert_vit_state_dict", dict(model_type="siglip_vision_model", hidden_size=4, intermediate_size=6,
+                                           num_hidden_layers=1, num_attention_heads=2, image_size=4, patch_size=2,
+                                           num_channels=1)),
+}
+
+
+def _published_keys(name):
+    """{published key: shape} the converter wants for its tiny config, read from its own error
+    message (missing keys, then the needed shapes of keys given the wrong one)."""
+    if ("keys", name) in _TINY:
+        return _TINY[("keys", name)]
+    import importlib
+    fn_name, config = _CONVERTERS[name]
+    fn = getattr(importlib.import_module(f"mmu.models.{name}"), fn_name)
+    try:
+        fn({}, config)
+    except ValueError as e:
+        missing = eval(re.search(r"missing key\(s\): (\[.*?\])", str(e)).group(1))  # noqa: S307 (our own text)
+    try:
+        fn({k: np.zeros(1, np.float32) for k in missing}, config)
+    except ValueError as e:
+        shapes = {m.group(1): eval(m.group(2)) for m in  # noqa: S307
+                  re.finditer(r"(\S+) has shape \(1,\), .*? needs (\([0-9, ]*\))", str(e))}
+    assert set(shapes) == set(missing), (name, set(missing) - set(shapes))
+    _TINY[("keys", name)] = shapes
+    return shapes
+
+
+def _scenario_converter(values):
+    rng = values.rng
+    import importlib
+    name = str(rng.choice(sorted(_CONVERTERS)))
+    fn_name, config = _CONVERTERS[name]
+    fn = getattr(importlib.import_module(f"mmu.models.{name}"), fn_name)
+    shapes = _published_keys(name)
+    sd = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    config = dict(config)
+    for _ in range(int(rng.integers(1, 3))):
+        r = rng.random()
+        k = list(sd)[int(rng.integers(len(sd)))]
+        if r < 0.15:
+            del sd[k]
+        elif r < 0.3:
+            a = sd[k]
+            sd[k] = a.reshape(-1)[:-1] if isinstance(a, np.ndarray) and a.size > 1 else np.zeros((2, 2), np.float32)
+        elif r < 0.45:
+            a = np.asarray(sd[k], np.float32) if isinstance(sd[k], np.ndarray) else np.zeros(3, np.float32)
+            bad = [a.astype(np.int64), a > 0, np.array(["x"] * a.size), None, "abc", mmu.tensor(a),
+                   a.astype(np.float16), np.full(a.shape, np.nan)]
+            sd[k] = bad[int(rng.integers(len(bad)))]
+        elif r < 0.55:
+            odd_keys = [None, 3, (1, 2), b"x", 1.5, "extra.weight", "model.layers.9.mlp.fc1.weight"]
+            sd[odd_keys[int(rng.integers(len(odd_keys)))]] = np.zeros(2, np.float32)
+        else:
+            config = _mutate(values, config)
+    args = [sd, config]
+    if rng.random() < 0.1:
+        args[int(rng.integers(0, 2))] = values.odd()
+    kw = {"prefix": values.odd()} if rng.random() < 0.05 else {}
+    return f"{fn_name}({len(sd) if isinstance(sd, dict) else ''} keys, {str(args[1])[:200]}, {kw})", \
+        lambda: fn(*args, **kw), lambda: None
+
+
+def _scenario_cached_ops(values):
+    """F.scaled_dot_product_attention with query_offset / kv_len / masks together with is_causal,
+    F.apply_rotary with partial and per-batch tables, topk/sort/argsort/cumsum on odd k and dims."""
+    rng = values.rng
+    which = int(rng.integers(0, 3))
+    if which == 0:
+        b, h, hk, l, sb, e = 1, 2, int(rng.choice([1, 2])), int(rng.integers(0, 4)), int(rng.integers(0, 5)), 4
+        q, k, v = values.ftensor(b, h, l, e), values.ftensor(b, hk, sb, e), values.ftensor(b, hk, sb, e)
+        kw = dict(is_causal=bool(rng.integers(0, 2)), enable_gqa=hk != h,
+                  query_offset=int(rng.integers(0, 6)), kv_len=int(rng.integers(0, sb + 2)) if rng.random() < 0.7
+                  else None)
+        if rng.random() < 0.4:
+            s = kw["kv_len"] if kw["kv_len"] is not None and rng.random() < 0.5 else sb
+            kw["attn_mask"] = mmu.tensor(rng.random((1, 1, l, s)) > 0.4) if rng.random() < 0.5 else \
+                values.ftensor(b, 1, 1, s)
+        for name in ("query_offset", "kv_len", "attn_mask"):
+            if rng.random() < 0.12:
+                kw[name] = values.odd()
+        args = [q, k, v]
+        if rng.random() < 0.1:
+            args[int(rng.integers(0, 3))] = values.odd()
+        return f"F.scaled_dot_product_attention({', '.join(_short(a) for a in args)}, " + \
+            ", ".join(f"{k2}={_short(v2)}" for k2, v2 in kw.items()) + ")", \
+            lambda: F.scaled_dot_product_attention(*args, **kw), lambda: None
+    if which == 1:
+        bb, l, d = int(rng.integers(1, 3)), int(rng.integers(0, 4)), int(rng.choice([2, 4, 6]))
+        r = int(rng.choice([x for x in (2, 4, 6) if x <= d]))
+        x = values.ftensor(bb, 2, l, d)
+        shape = [(l, r), (bb, 1, l, r), (1, 1, l, r), (bb, 2, l, r)][int(rng.integers(0, 4))]
+        cos, sin = values.ftensor(*shape), values.ftensor(*shape)
+        args = [_maybe(values, a, 0.15) for a in (x, cos, sin)]
+        return f"F.apply_rotary({', '.join(_short(a) for a in args)})", lambda: F.apply_rotary(*args), lambda: None
+    fn_name = str(rng.choice(["topk", "sort", "argsort", "cumsum"]))
+    x = values.tensor()
+    kw = {}
+    if fn_name == "topk":
+        args = [x, int(rng.integers(0, 4))]
+        kw = dict(dim=int(rng.integers(-3, 3)), largest=bool(rng.integers(0, 2)), sorted=bool(rng.integers(0, 2)))
+    elif fn_name in ("sort", "argsort"):
+        args = [x]
+        kw = dict(dim=int(rng.integers(-3, 3)), descending=bool(rng.integers(0, 2)), stable=bool(rng.integers(0, 2)))
+    else:
+        args = [x, int(rng.integers(-3, 3))]
+    args = [_maybe(values, a, 0.2) for a in args]
+    kw = {k2: _maybe(values, v2, 0.15) for k2, v2 in kw.items()}
+    fn = getattr(mmu, fn_name)
+
+    def run():
+        out = fn(*args, **kw)
+        if isinstance(x, mmu.Tensor) and x.requires_grad and args[0] is x:
+            o = out[0] if isinstance(out, tuple) else out
+            if o.dtype == mmu.float32 and o.numel():
+                o.sum().backward()
+        return out
+    return f"mmu.{fn_name}({', '.join(_short(a) for a in args)}, " + \
+        ", ".join(f"{k2}={_short(v2)}" for k2, v2 in kw.items()) + ")", run, lambda: None
+
+
+def _scenario_trainer(values):
+    """A Trainer whose model's training_step returns a bad value leaves the weights, the optimizer's
+    state and the step count as they were."""
+    rng = values.rng
+    from mmu.train import Trainer, TrainConfig
+
+    class Tiny(mmu.nn.Module):
+        def __init__(self, bad):
+            super().__init__()
+            self.lin = mmu.nn.Linear(2, 1)
+            self.bad = bad
+
+        def training_step(self, batch, step):
+            loss = self.lin(mmu.tensor(batch.astype(np.float32))).pow(2).mean()
+            kind = self.bad
+            if kind == "loss":
+                return values.odd(), {}
+            if kind == "logs":
+                return loss, {"term": values.odd()}
+            if kind == "shape":
+                return loss.reshape(1, 1) * mmu.ones(1, 2), {}
+            if kind == "tuple":
+                return (loss,)
+            if kind == "nan":
+                return loss * float("nan"), {}
+            if kind == "int":
+                return mmu.tensor(3), {}
+            return loss, {"term": 1.0}
+
+    model = Tiny("ok")
+    trainer = Trainer(model, rng.standard_normal((8, 2)), TrainConfig(steps=1, batch_size=2, lr=0.1, log_every=0))
+    trainer.train_step()  # one good step first, so the optimizer has state
+    weights = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    step = trainer.step
+    opt = repr(trainer.optimizer.state_dict())
+    model.bad = str(rng.choice(["loss", "logs", "shape", "tuple", "nan", "int", "ok"]))
+
+    def invariant():
+        if trainer.step != step:
+            return "the step count moved"
+        for k, v in model.state_dict().items():
+            if not np.array_equal(v.numpy(), weights[k]):
+                return f"the weight {k} changed"
+        if repr(trainer.optimizer.state_dict()) != opt:
+            return "the optimizer's state changed"
+        return None
+    return f"Trainer.train_step(training_step returns {model.bad})", trainer.train_step, invariant
+
+
+def _scenario(fn, pattern, allowed=()):
+    fn.scenario = True
+    fn.allowed = allowed
+    return (f"scenario.{fn.__name__[10:]}", fn, pattern)
+
+
+def scenario_targets():
+    """Issue 12's API through scenarios: (label, scenario, pattern the message must match)."""
+    return [
+        _scenario(_scenario_lm_forward, "TransformerLM"),
+        _scenario(_scenario_attention, "Attention"),
+        _scenario(_scenario_parts, "MLP|TransformerLayer|ViTEncoder"),
+        _scenario(_scenario_kv_cache, "KVCache"),
+        _scenario(_scenario_text, "TextTokenizer"),
+        _scenario(_scenario_data, "captioned_digits|captioned_shapes|digits"),
+        _scenario(_scenario_registry, "mmu.models", (KeyError,)),
+        _scenario(_scenario_config, "get_config|from_config"),
+        _scenario(_scenario_converter, "convert_phi_state_dict|convert_llama_state_dict|convert_vit_state_dict|"
+                                       "phi_config_from_hf|llama_config_from_hf|vit_config_from_hf", (FileNotFoundError,)),
+        _scenario(_scenario_cached_ops, "scaled_dot_product_attention|apply_rotary|topk|sort|argsort|cumsum"),
+        _scenario(_scenario_trainer, "Trainer", (FloatingPointError,)),
+    ]
 
 
 def test_fuzz_findings_that_return_values():
@@ -348,6 +902,14 @@ def test_api_fuzz():
     assert not failures, f"{len(failures)} distinct failures:\n" + "\n".join(failures.values())
 
 
+def test_scenario_fuzz():
+    """1,500 seeded scenario calls of issue 12's API (transformer parts, KV cache, text tokenizer,
+    captioned data, registry, config codec, converters, cached attention, RoPE, sort ops, Trainer);
+    every exception allowed and naming what was called, and no failing call changes state."""
+    failures = fuzz(seed=0, calls=1500, tgts=scenario_targets())
+    assert not failures, f"{len(failures)} distinct failures:\n" + "\n".join(failures.values())
+
+
 def test_losses_fuzz():
     """3,000 seeded calls of mmu.losses' functions; every exception allowed and naming its loss."""
     failures = fuzz(seed=0, calls=3000, tgts=loss_targets())
@@ -361,9 +923,11 @@ def main(argv=None):
     ap.add_argument("--verbose", action="store_true", help="print each call before making it")
     a = ap.parse_args(argv)
     failures = fuzz(a.seed, a.calls, a.verbose)
+    # issue 12's scenarios (each builds a model, a cache or a tokenizer first): a tenth of the calls
+    failures.update(fuzz(a.seed, max(a.calls // 10, 1), a.verbose, tgts=scenario_targets()))
     for v in failures.values():
         print(v)
-    print(f"{a.calls} calls, seed {a.seed}: {len(failures)} distinct failures")
+    print(f"{a.calls} calls (+ {max(a.calls // 10, 1)} scenarios), seed {a.seed}: {len(failures)} distinct failures")
     return 1 if failures else 0
 
 

@@ -916,7 +916,8 @@ static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64
         return mmu_fail(MMU_EVALUE, "%s: kv_len must be in [0, %lld] (the key/value length of key %s), got %lld", op,
                         (long long)g->Sb, mmu_dims_str(kn, ks), (long long)kv_len);
     g->S = kv_len < 0 ? g->Sb : kv_len;
-    g->qpos = query_offset;
+    /* an offset >= Sb lets every row see every key, as Sb does; clamped so qpos + i cannot overflow */
+    g->qpos = query_offset < g->Sb ? query_offset : g->Sb;
     int64_t NB = 1;
     for (int d = 0; d < nd; d++) NB *= bs[d];
     g->NB = NB;

@@ -132,7 +132,7 @@ def captioned_digits(size=16, split="train", seed=0, test_fraction=0.2):
     `.caption_choice` (N,) int64 (the DIGIT_CAPTION_TEMPLATES index of `.captions`).
     """
     fn = "mmu.data.captioned_digits"
-    if split not in ("train", "test", "all"):
+    if not isinstance(split, str) or split not in ("train", "test", "all"):
         raise ValueError(f"{fn}: split must be 'train', 'test' or 'all', got {split!r}")
     seed = _check_int(fn, "seed", seed, 0)
     parts = [digits(size, s, test_fraction, seed) for s in (("train", "test") if split == "all" else (split,))]
@@ -365,7 +365,7 @@ def captioned_shapes(n=None, size=32, split="train", seed=0, pair_fraction=0.25,
     ("A <relation> B" for objects [A, B])} - what a judge checks a generated image against.
     """
     fn = "mmu.data.captioned_shapes"
-    if split not in ("train", "test"):
+    if not isinstance(split, str) or split not in ("train", "test"):
         raise ValueError(f"{fn}: split must be 'train' or 'test', got {split!r}")
     n = (2048 if split == "train" else 512) if n is None else _check_int(fn, "n", n, 1)
     size = _check_int(fn, "size", size, 16)

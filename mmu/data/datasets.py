@@ -86,7 +86,7 @@ def _readonly(a):
 
 
 def _check_split(fn, split):
-    if split not in ("train", "test"):
+    if not isinstance(split, str) or split not in ("train", "test"):
         raise ValueError(f"{fn}: split must be 'train' or 'test', got {split!r}")
 
 

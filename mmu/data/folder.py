@@ -683,7 +683,7 @@ def load_dataset(name, size, split="train", seed=0, **kwargs):
     if not os.path.exists(root):
         raise FileNotFoundError(
             f"{fn}: {root!r} is neither a built-in dataset ('digits', 'natural') nor an existing folder")
-    if split not in ("train", "test", "all"):
+    if not isinstance(split, str) or split not in ("train", "test", "all"):
         raise ValueError(f"{fn}: split must be 'train', 'test' or 'all', got {split!r}")
     test_fraction = kwargs.pop("test_fraction", None)
     if split == "all":

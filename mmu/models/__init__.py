@@ -18,6 +18,8 @@ its class; `available()` lists the names.
 import importlib
 import re
 
+import numpy as np
+
 __all__ = ["register", "get", "available", "ShowO"]
 
 # model classes exported here, imported on first access (mmu.models.ShowO): name -> (folder, class name)
@@ -29,6 +31,7 @@ def __getattr__(name):
         folder, attr = _LAZY[name]
         return getattr(importlib.import_module(f"{__name__}.{folder}"), attr)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _REGISTRY = {}
@@ -46,6 +49,8 @@ def register(name, cls, overwrite=False):
                          f"letter), got {name!r}")
     if not isinstance(cls, type):
         raise TypeError(f"mmu.models.register: cls must be a class, got {type(cls).__name__}")
+    if not isinstance(overwrite, (bool, np.bool_)):
+        raise TypeError(f"mmu.models.register: overwrite must be a bool, got {type(overwrite).__name__}")
     have = _REGISTRY.get(name)
     if have is not None and have is not cls and not overwrite:
         raise ValueError(f"mmu.models.register: {name!r} is already {have.__module__}.{have.__qualname__}; "

@@ -4,12 +4,13 @@ module's state_dict with every missing, unexpected or mis-shaped key reported to
 shape, before anything is loaded."""
 import json
 import os
+import re
 
 import numpy as np
 
 from .._args import foreign_array
 
-__all__ = ["read_config", "config_int", "config_float", "checkpoint_arrays", "KeyMap", "cat_rows", "check_tied"]
+__all__ = ["read_config", "config_int", "config_float", "config_fraction", "checkpoint_arrays", "KeyMap", "cat_rows", "check_tied"]
 
 
 def read_config(config, fn):
@@ -52,6 +53,16 @@ def config_float(config, key, fn, default):
     return float(v)
 
 
+def config_fraction(config, key, fn):
+    """config[key] as a float in [0, 1] (a dropout probability; 0.0 when absent or null)."""
+    v = config.get(key)
+    if v is None:
+        return 0.0
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= v <= 1:
+        raise ValueError(f"{fn}: config[{key!r}] must be a number in [0, 1], got {v!r}")
+    return float(v)
+
+
 def checkpoint_arrays(state_dict, fn, prefix=""):
     """{key: ndarray} from a dict of NumPy arrays, torch tensors (bfloat16 upcast to float32) or mmu
     Tensors, as read from the checkpoint's safetensors file(s). prefix: only the keys starting with
@@ -83,7 +94,20 @@ class KeyMap:
 
     def __init__(self, source, fn, describe):
         self.source, self.fn, self.describe = source, fn, describe
-        self.used, self.missing, self.misshaped = set(), [], []
+        self.used, self.missing, self.misshaped, self.other = set(), [], [], []
+
+    def layers(self, n, head):
+        """The layer indices 0..n-1 the config has, to read keys head + "<i>." of; when n is
+        more than one past the layers the checkpoint holds, only up to that one (its keys are
+        then reported missing) with the count named, so a config claiming 10**9 layers fails at
+        once instead of listing 10**10 missing keys."""
+        pattern = re.compile(re.escape(head) + r"(\d+)\.")
+        held = {int(m.group(1)) for m in map(pattern.match, self.source) if m}
+        have = max(held) + 1 if held else 0
+        if n > have + 1:
+            self.other.append(f"the config has {n} layers but the state dict's {head}<i>.* keys hold {have}")
+            return range(have + 1)
+        return range(n)
 
     def has(self, key):
         return key in self.source
@@ -105,7 +129,7 @@ class KeyMap:
 
     def finish(self, ignore=lambda key: False):
         """Raises ValueError listing every problem, if any."""
-        problems = []
+        problems = list(self.other)
         if self.missing:
             problems.append(f"missing key(s): {self.missing}")
         problems += self.misshaped

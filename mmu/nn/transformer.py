@@ -287,6 +287,8 @@ class TransformerLM(Module):
         b, l = x.shape[0], x.shape[1]
         if l == 0:
             raise ValueError("TransformerLM: the chunk is empty (L = 0)")
+        # checked before any layer writes into the cache: a bad logits_at must not advance it
+        logits_at = self._logits_index(logits_at, b, l)
         start = 0
         if cache is not None:
             if not isinstance(cache, KVCache):
@@ -354,16 +356,14 @@ class TransformerLM(Module):
             cache.advance(l)
         return self._logits(x, logits_at)
 
-    def _logits(self, h, logits_at):
-        b, l, d = h.shape
+    @staticmethod
+    def _logits_index(logits_at, b, l):
+        """logits_at checked: None, 'all', 'last' or an int64 (B, n) array of positions in [0, L)."""
         if logits_at is None:
-            return self.norm(h)
+            return None
         if isinstance(logits_at, str):
-            if logits_at == "all":
-                return self.head(self.norm(h))
-            if logits_at == "last":
-                last = h.reshape(b, d) if l == 1 else h[:, l - 1]
-                return self.head(self.norm(last))
+            if logits_at in ("all", "last"):
+                return logits_at
             raise ValueError(f"TransformerLM: logits_at must be 'all', 'last', None or an index array (B, n), "
                              f"got {logits_at!r}")
         idx = _int_array(logits_at, "TransformerLM", "logits_at")
@@ -371,6 +371,18 @@ class TransformerLM(Module):
             raise ValueError(f"TransformerLM: logits_at must be an index array (B={b}, n), got shape {idx.shape}")
         if idx.size and (idx.min() < 0 or idx.max() >= l):
             raise ValueError(f"TransformerLM: logits_at positions must be in [0, L={l})")
+        return idx
+
+    def _logits(self, h, logits_at):
+        b, l, d = h.shape
+        if logits_at is None:
+            return self.norm(h)
+        if isinstance(logits_at, str):
+            if logits_at == "all":
+                return self.head(self.norm(h))
+            last = h.reshape(b, d) if l == 1 else h[:, l - 1]
+            return self.head(self.norm(last))
+        idx = self._logits_index(logits_at, b, l)
         flat = (idx + np.arange(b)[:, None] * l).reshape(-1)
         picked = h.reshape(b * l, d).index_select(0, _tensor(flat)).reshape(b, idx.shape[1], d)
         return self.head(self.norm(picked))

@@ -395,6 +395,12 @@ class TextTokenizer:
                 raise ValueError(f"{fn}: {t!r} is already in the vocabulary at id {old}")
             seen.add(t)
         start = self._vocab_size
+        n_tokens = len(self._tok.get_vocab(with_added_tokens=True))
+        if n_tokens != start:
+            # the tokenizers library gives a new token the next id after the model's *count* of
+            # tokens, which falls in a hole of these ids, not at vocab_size: refuse before adding
+            raise ValueError(f"{fn}: the vocabulary has {n_tokens} tokens for ids 0..{start - 1} (unused ids in "
+                             f"between), so new tokens could not get ids {start}.. at its end; nothing was added")
         tokenizers = _hf(fn)
         self._tok.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False) for t in tokens])
         self._refresh()
@@ -442,15 +448,17 @@ class TextTokenizer:
         texts = _check_texts(texts, fn)
         if not texts:
             raise ValueError(f"{fn}: texts is empty")
-        if padding not in ("longest", "max_length"):
+        if not isinstance(padding, str) or padding not in ("longest", "max_length"):
             raise ValueError(f"{fn}: padding must be 'longest' or 'max_length', got {padding!r}")
-        if padding_side not in ("left", "right"):
+        if not isinstance(padding_side, str) or padding_side not in ("left", "right"):
             raise ValueError(f"{fn}: padding_side must be 'left' or 'right', got {padding_side!r}")
         truncation = flag(truncation, fn, "truncation")
         add_bos, add_eos = flag(add_bos, fn, "add_bos"), flag(add_eos, fn, "add_eos")
         n_special = int(add_bos) + int(add_eos)
         if max_length is not None:
             max_length = _check_count(max_length, fn, "max_length", max(n_special, 1))
+            if max_length > 2 ** 31 - 1:  # padding='max_length' would allocate (B, max_length) ids
+                raise ValueError(f"{fn}: max_length {max_length} is too large (at most 2**31 - 1)")
         elif padding == "max_length":
             raise ValueError(f"{fn}: padding='max_length' needs max_length")
         elif truncation:

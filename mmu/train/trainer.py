@@ -493,6 +493,10 @@ class Trainer:
                     if not isinstance(loss, Tensor) or loss.numel() != 1:
                         raise TypeError(f"Trainer: the loss of model.training_step must be a scalar Tensor, got "
                                         f"{type(loss).__name__}")
+                    if not loss.requires_grad:  # backward would fail naming only itself
+                        raise RuntimeError(f"Trainer: the loss of model.training_step does not require grad (a "
+                                           f"{loss.dtype} Tensor computed under no_grad, detached, or from no "
+                                           f"trainable parameter)")
                     # a tokenizer keeps its last (detached) output for the reconstruction logs
                     out = getattr(model, "last_output", None) if self._images and log_now else None
                 else:

@@ -1,6 +1,6 @@
 """LLaMA (Hugging Face LlamaConfig, e.g. a LLaMA-2 config.json such as VILA-U's language model) ->
 mmu.nn.TransformerLM's constructor arguments."""
-from .._hf import config_float, config_int, read_config
+from .._hf import config_float, config_fraction, config_int, read_config
 
 __all__ = ["llama_config_from_hf"]
 
@@ -24,7 +24,7 @@ def llama_config_from_hf(config):
         raise NotImplementedError(f"{fn}: rope_scaling {c['rope_scaling']!r} is not supported (only null: "
                                   "mmu's RoPE has no scaled frequencies)")
     act = c.get("hidden_act", "silu")
-    if act not in ("silu", "swish"):
+    if not isinstance(act, str) or act not in ("silu", "swish"):
         raise ValueError(f"{fn}: hidden_act {act!r} is not supported (LLaMA's SwiGLU gate is 'silu')")
     dim = config_int(c, "hidden_size", fn, 4096)
     heads = config_int(c, "num_attention_heads", fn, 32)
@@ -43,5 +43,5 @@ def llama_config_from_hf(config):
                 norm_eps=config_float(c, "rms_norm_eps", fn, 1e-6), residual="sequential", qk_norm=None,
                 pos="rope", rotary_fraction=1.0, rope_base=config_float(c, "rope_theta", fn, 10000.0),
                 max_seq_len=config_int(c, "max_position_embeddings", fn, 2048), dropout=0.0,
-                attn_dropout=float(c.get("attention_dropout") or 0.0),
+                attn_dropout=config_fraction(c, "attention_dropout", fn),
                 tie_embeddings=bool(c.get("tie_word_embeddings", False)), head_bias=False)

@@ -52,7 +52,7 @@ def convert_llama_state_dict(state_dict, config, prefix=""):
             out[mm + ".bias"] = km.get(hf + ".bias", (rows,)) if has_bias else np.zeros(rows, np.float32)
 
     out = {"embed_tokens.weight": km.get("model.embed_tokens.weight", (V, d))}
-    for i in range(cfg["num_layers"]):
+    for i in km.layers(cfg["num_layers"], "model.layers."):
         hf, mm = f"model.layers.{i}.", f"layers.{i}."
         out[mm + "norm1.weight"] = km.get(hf + "input_layernorm.weight", (d,))
         out[mm + "norm2.weight"] = km.get(hf + "post_attention_layernorm.weight", (d,))
@@ -83,6 +83,7 @@ def load_llama(state_dict, config, prefix=""):
     same logits as transformers' LlamaForCausalLM (float32)."""
     config = read_config(config, "load_llama")
     from .model import Llama
+    weights = convert_llama_state_dict(state_dict, config, prefix)  # checked before anything is allocated
     model = Llama(**llama_config_from_hf(config))
-    model.load_state_dict(convert_llama_state_dict(state_dict, config, prefix))
+    model.load_state_dict(weights)
     return model

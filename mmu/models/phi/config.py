@@ -1,6 +1,6 @@
 """Phi (Hugging Face PhiConfig, e.g. microsoft/phi-1_5's config.json) -> mmu.nn.TransformerLM's
 constructor arguments."""
-from .._hf import config_float, config_int, read_config
+from .._hf import config_float, config_fraction, config_int, read_config
 
 __all__ = ["phi_config_from_hf", "HF_ACTIVATIONS"]
 
@@ -27,7 +27,7 @@ def phi_config_from_hf(config):
     if c.get("rope_scaling") is not None:
         raise NotImplementedError(f"{fn}: rope_scaling {c['rope_scaling']!r} is not supported (only null)")
     act = c.get("hidden_act", "gelu_new")
-    if act not in HF_ACTIVATIONS:
+    if not isinstance(act, str) or act not in HF_ACTIVATIONS:
         raise ValueError(f"{fn}: hidden_act {act!r} is not one of {sorted(HF_ACTIVATIONS)}")
     dim = config_int(c, "hidden_size", fn, 2048)
     heads = config_int(c, "num_attention_heads", fn, 32)
@@ -45,5 +45,5 @@ def phi_config_from_hf(config):
                 qk_norm="layernorm" if c.get("qk_layernorm", False) else None, qk_norm_eps=eps,
                 pos="rope", rotary_fraction=float(fraction), rope_base=config_float(c, "rope_theta", fn, 10000.0),
                 max_seq_len=config_int(c, "max_position_embeddings", fn, 2048),
-                dropout=float(c.get("resid_pdrop") or 0.0), attn_dropout=float(c.get("attention_dropout") or 0.0),
+                dropout=config_fraction(c, "resid_pdrop", fn), attn_dropout=config_fraction(c, "attention_dropout", fn),
                 tie_embeddings=bool(c.get("tie_word_embeddings", False)), head_bias=True)

@@ -41,7 +41,7 @@ def convert_phi_state_dict(state_dict, config, prefix=""):
     km = KeyMap(src, fn, f"the Phi config (hidden_size {d}, {cfg['num_layers']} layers, {H} heads, "
                          f"{KV} kv heads, intermediate_size {F}, vocab_size {V})")
     out = {"embed_tokens.weight": km.get("model.embed_tokens.weight", (V, d))}
-    for i in range(cfg["num_layers"]):
+    for i in km.layers(cfg["num_layers"], "model.layers."):
         hf, mm = f"model.layers.{i}.", f"layers.{i}."
         for p in ("weight", "bias"):
             out[mm + "norm1." + p] = km.get(hf + "input_layernorm." + p, (d,))
@@ -72,6 +72,7 @@ def load_phi(state_dict, config, prefix=""):
     logits as transformers' PhiForCausalLM (float32)."""
     config = read_config(config, "load_phi")
     from .model import Phi
+    weights = convert_phi_state_dict(state_dict, config, prefix)  # checked before anything is allocated
     model = Phi(**phi_config_from_hf(config))
-    model.load_state_dict(convert_phi_state_dict(state_dict, config, prefix))
+    model.load_state_dict(weights)
     return model

@@ -26,7 +26,7 @@ def vit_config_from_hf(config, layout=None, num_layers=None):
     fn = "vit_config_from_hf"
     c = read_config(config, fn)
     mt = c.get("model_type")
-    if mt is not None and mt not in _MODEL_TYPES:
+    if mt is not None and (not isinstance(mt, str) or mt not in _MODEL_TYPES):
         raise ValueError(f"{fn}: model_type {mt!r} is not a SigLIP or CLIP config ({sorted(_MODEL_TYPES)})")
     if mt in ("siglip", "clip") and "vision_config" in c:
         c = c["vision_config"] or {}
@@ -36,13 +36,13 @@ def vit_config_from_hf(config, layout=None, num_layers=None):
         if mt is None:
             raise ValueError(f"{fn}: the config has no model_type; pass layout='siglip' or 'clip'")
         layout = _MODEL_TYPES[mt]
-    elif layout not in ("siglip", "clip"):
+    elif not isinstance(layout, str) or layout not in ("siglip", "clip"):
         raise ValueError(f"{fn}: layout must be 'siglip' or 'clip', got {layout!r}")
     elif mt is not None and _MODEL_TYPES[mt] != layout:
         raise ValueError(f"{fn}: layout {layout!r} contradicts the config's model_type {mt!r}")
     dflt = _DEFAULTS[layout]
     act = c.get("hidden_act", dflt["hidden_act"])
-    if act not in HF_ACTIVATIONS:
+    if not isinstance(act, str) or act not in HF_ACTIVATIONS:
         raise ValueError(f"{fn}: hidden_act {act!r} is not one of {sorted(HF_ACTIVATIONS)}")
     dim = config_int(c, "hidden_size", fn, 768)
     heads = config_int(c, "num_attention_heads", fn, 12)

@@ -69,7 +69,7 @@ def convert_vit_state_dict(state_dict, config, layout=None, num_layers=None, pre
         out["encoder.extra_tokens"] = None if cls is None else cls.reshape(1, 1, d)
         for w in ("weight", "bias"):
             out["encoder.pre_norm." + w] = get("pre_layrnorm." + w, (d,))
-    for i in range(depth):
+    for i in km.layers(depth, vm + "encoder.layers."):
         hf, mm = f"encoder.layers.{i}.", f"encoder.layers.{i}."
         for w in ("weight", "bias"):
             vec = w == "bias"
@@ -121,6 +121,7 @@ def load_vit(state_dict, config, layout=None, num_layers=None, prefix=""):
     -> an mmu VisionTower with its weights: tower(images) gives transformers' (last_hidden_state,
     pooler_output) in float32, or with num_layers=k its hidden_states[k] and None."""
     config = read_config(config, "load_vit")
+    weights = convert_vit_state_dict(state_dict, config, layout, num_layers, prefix)  # checked first
     model = VisionTower(**vit_config_from_hf(config, layout, num_layers))
-    model.load_state_dict(convert_vit_state_dict(state_dict, config, layout, num_layers, prefix))
+    model.load_state_dict(weights)
     return model
