@@ -616,3 +616,16 @@ def test_every_model_folder_registers_its_model():
     assert issubclass(mmu.models.get("phi"), mmu.nn.TransformerLM)
     assert issubclass(mmu.models.get("llama"), mmu.nn.TransformerLM)
     assert mmu.models.get("vit").__name__ == "VisionTower"
+
+
+def test_a_loaded_config_names_only_mmus_own_callables():
+    """{"__import__": path} in a config file resolves only to mmu's classes and functions: a
+    config.json from elsewhere cannot hand os.system or builtins.eval to a constructor."""
+    from mmu.nn.module import _decode
+    assert _decode({"__import__": "mmu.nn.norm.RMSNorm"}) is mmu.nn.RMSNorm
+    for path in ("os.system", "builtins.eval", "subprocess.Popen", "numpy.load"):
+        with pytest.raises(ValueError, match="only name mmu's own"):
+            _decode({"__import__": path})
+        with pytest.raises(ValueError, match="only name mmu's own"):
+            mmu.from_config({"class": "mmu.nn.TransformerLayer", "args": {"dim": 4, "num_heads": 2,
+                                                                          "norm": {"__import__": path}}})

@@ -173,7 +173,15 @@ def _decode(value):
         if set(value) == {"__module__"}:
             return _build(value["__module__"], Module)
         if set(value) == {"__import__"}:
-            return _import_class(value["__import__"], import_modules=False)
+            obj = _import_class(value["__import__"], import_modules=False)
+            # a config names classes and functions as constructor arguments (norm_layer=nn.LayerNorm);
+            # only mmu's own may be called from a loaded file (not e.g. "os.system" or "builtins.eval")
+            owner = getattr(obj, "__module__", None) or ""
+            if owner != "mmu" and not owner.startswith("mmu."):
+                raise ValueError(f"from_pretrained: the config names {value['__import__']!r} (defined in "
+                                 f"{owner or 'no module'}); a loaded config may only name mmu's own classes "
+                                 "and functions")
+            return obj
         if set(value) == {"__config__"}:
             return _build_dataclass(value["__config__"])
         return {k: _decode(v) for k, v in value.items()}
