@@ -2,7 +2,15 @@
 L=256 and L=1024: no mask, causal, a random per-sample boolean mask (B, 1, L, L), and a Show-o
 style omni-attention mask (causal text rows, bidirectional image block, per-sample padding),
 plus rotary embeddings. Peak memory at L=4096 is measured in subprocesses by
-benchmarks/attention_memory.py."""
+benchmarks/attention_memory.py.
+
+Cached attention (forward only, as in generation): a GPT-2-small-like head layout (12 heads,
+D=64) against a KV cache of capacity 512 holding 400 keys. Decode steps (L=1) at B=1 and 8,
+with a per-sample padding mask (B, 1, 1, 512) and with grouped-query heads (12 over 4), and a
+chunk of 16 new queries after the cached prefix (bottom-right causal). mmu reads the buffer
+in place through kv_len / query_offset; torch gets the equivalent sliced views of the buffer
+(k_buf[:, :, :kv_len]) and, for the chunk, the explicit bottom-right causal mask (its
+is_causal is top-left)."""
 import numpy as np
 
 B, H, D = 8, 8, 64
@@ -92,6 +100,57 @@ def rope_torch(fw, d):
     return step
 
 
+CACHE_H, CACHE_BUF, CACHE_LEN = 12, 512, 400
+
+
+def _cached_inputs(B, L, kv_heads, mask):
+    def make(rng):
+        d = {"q": rng.standard_normal((B, CACHE_H, L, D), dtype=np.float32),
+             "k": rng.standard_normal((B, kv_heads, CACHE_BUF, D), dtype=np.float32),
+             "v": rng.standard_normal((B, kv_heads, CACHE_BUF, D), dtype=np.float32)}
+        if mask:  # left padding: sample b starts at key b (the first keys of the buffer are pads)
+            m = np.ones((B, 1, 1, CACHE_BUF), bool)
+            for b in range(B):
+                m[b, ..., :b] = False
+            d["mask"] = m
+        return d
+    return make
+
+
+def _cached_mmu(L, gqa):
+    def setup(fw, d):
+        q, k, v = (fw.tensor(d[n]) for n in ("q", "k", "v"))
+        mask = fw.tensor(d["mask"]) if "mask" in d else None
+        kw = dict(attn_mask=mask, is_causal=L > 1, enable_gqa=gqa, query_offset=CACHE_LEN - L, kv_len=CACHE_LEN)
+        return lambda: fw.F.scaled_dot_product_attention(q, k, v, **kw)
+    return setup
+
+
+def _cached_torch(L, gqa):
+    def setup(fw, d):
+        q = fw.tensor(d["q"])
+        k, v = (fw.tensor(d[n])[:, :, :CACHE_LEN] for n in ("k", "v"))  # views into the buffer
+        mask = fw.tensor(d["mask"][..., :CACHE_LEN]) if "mask" in d else None
+        if L > 1:  # bottom-right causal, as an explicit mask
+            causal = fw.tensor(np.arange(CACHE_LEN)[None, :] <= (CACHE_LEN - L + np.arange(L))[:, None])
+            mask = causal if mask is None else mask & causal
+        return lambda: fw.F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    return setup
+
+
+def cached_cases(h):
+    out = []
+    for name, B, L, kv_heads, mask in (("decode_B1", 1, 1, CACHE_H, False), ("decode_B8", 8, 1, CACHE_H, False),
+                                       ("decode_B1_pad", 1, 1, CACHE_H, True), ("decode_B8_pad", 8, 1, CACHE_H, True),
+                                       ("decode_B1_gqa", 1, 1, 4, False), ("decode_B8_gqa", 8, 1, 4, False),
+                                       ("chunk16_B1", 1, 16, CACHE_H, False), ("chunk16_B8_pad", 8, 16, CACHE_H, True)):
+        gqa = kv_heads != CACHE_H
+        flops = 4 * B * CACHE_H * L * CACHE_LEN * D
+        out.append(h.Case(f"sdpa_cached_{name}", flops, _cached_inputs(B, L, kv_heads, mask), _cached_mmu(L, gqa),
+                          _cached_torch(L, gqa)))
+    return out
+
+
 def cases(h):
     out = []
     for L in (256, 1024):
@@ -101,4 +160,4 @@ def cases(h):
             out.append(h.Case(f"sdpa_L{L}{name}_fwd_bwd", flops, _inputs(L, mask), _sdpa(causal), _sdpa(causal),
                               report_peak=True))
     out.append(h.Case("rope_fwd_bwd", None, _rope_inputs, rope_mmu, rope_torch))
-    return out
+    return out + cached_cases(h)

@@ -14,16 +14,26 @@ __all__ = ["scaled_dot_product_attention", "rotary_cos_sin", "apply_rotary"]
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                                 enable_gqa=False):
+                                 enable_gqa=False, *, query_offset=0, kv_len=None):
     """softmax(q kᵀ·scale + bias) v, as torch.nn.functional.scaled_dot_product_attention.
 
     query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev); the batch dims
     broadcast. attn_mask: bool (True = takes part) or float (added to the scores),
     broadcastable to (..., L, S); it is read in place, never expanded. is_causal: the
-    top-left causal mask tril(ones(L, S)) (not together with attn_mask). scale: default
-    1/sqrt(E). dropout_p: dropout on the attention weights from mmu's seeded RNG.
-    enable_gqa: grouped-query attention, key/value with fewer heads (dim -3) than query; query
-    head h uses key/value head h // (Hq // Hkv), as torch's repeat_interleave (without copies).
+    top-left causal mask tril(ones(L, S)). scale: default 1/sqrt(E). dropout_p: dropout on
+    the attention weights from mmu's seeded RNG. enable_gqa: grouped-query attention,
+    key/value with fewer heads (dim -3) than query; query head h uses key/value head
+    h // (Hq // Hkv), as torch's repeat_interleave (without copies).
+
+    Cached attention (mmu's extensions; torch semantics when they are left out):
+    kv_len: only the first kv_len keys/values, key[..., :kv_len, :], take part; they are read
+    in place from the larger buffer (a KV cache of capacity S), nothing is copied, and the
+    gradients of the rows past kv_len are 0. query_offset: query row i sits at key position
+    query_offset + i, so with is_causal it sees keys j <= query_offset + i (a chunk of L new
+    queries after a cached prefix: query_offset = kv_len - L, the bottom-right alignment).
+    attn_mask may be given together with is_causal (torch refuses): both apply (a bool mask
+    ANDed / a float mask added, and the causal mask). The mask's last dim may be kv_len or
+    the buffer's length S (then only its first kv_len columns are read).
 
     A FlashAttention-2-style C kernel: the (L, S) weights are never stored, the backward
     recomputes them from q, k and the saved logsumexp. A query row that can attend to no key
@@ -42,11 +52,19 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if isinstance(attn_mask, np.ndarray) and attn_mask.dtype != np.bool_ and attn_mask.dtype.kind != "f":
         # checked before conversion, which would turn any integer array into int64
         raise TypeError(f"scaled_dot_product_attention: attn_mask must be bool or float, got {attn_mask.dtype}")
-    if attn_mask is not None and is_causal:
-        raise ValueError("scaled_dot_product_attention: attn_mask must not be set when is_causal=True "
-                         "(combine the causal mask into attn_mask instead)")
+    if not is_int(query_offset):
+        raise TypeError("scaled_dot_product_attention: query_offset must be an int, "
+                        f"got {type(query_offset).__name__}")
+    if query_offset < 0:
+        raise ValueError(f"scaled_dot_product_attention: query_offset must be >= 0, got {query_offset}")
+    if kv_len is not None:
+        if not is_int(kv_len):
+            raise TypeError(f"scaled_dot_product_attention: kv_len must be an int or None, got {type(kv_len).__name__}")
+        if kv_len < 0:
+            raise ValueError(f"scaled_dot_product_attention: kv_len must be >= 0, got {kv_len}")
     return _C.sdpa(query, key, value, attn_mask, float(dropout_p), bool(is_causal),
-                   None if scale is None else float(scale), bool(enable_gqa))
+                   None if scale is None else float(scale), bool(enable_gqa), int(query_offset),
+                   -1 if kv_len is None else int(kv_len))
 
 
 def _positions_array(positions):
@@ -101,9 +119,14 @@ def rotary_cos_sin(positions, head_dim, base=10000.0):
 
 
 def apply_rotary(x, cos, sin):
-    """x·cos + rotate_half(x)·sin with rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2]).
+    """x·cos + rotate_half(x)·sin with rotate_half(x) = cat(-x[..., R/2:R], x[..., :R/2]).
 
-    x (..., L, D); cos, sin (L, D) from rotary_cos_sin. Differentiable in x (the backward is
-    the inverse rotation of the gradient); one fused C pass.
+    x (..., L, D); cos, sin (..., L, R) from rotary_cos_sin, R even and <= D. With R < D
+    (partial rotary, Phi-1.5's rotary fraction 0.5) only the first R dims of x rotate and
+    the other D - R pass through unchanged. The dims of cos/sin before (L, R) broadcast
+    against x's (each 1 or equal, right-aligned): (L, R) serves every batch row and head,
+    (B, 1, L, R) gives each batch row its own positions (left-padded batches) for x
+    (B, H, L, D). Nothing is expanded or copied: one fused C pass. Differentiable in x
+    (the backward is the inverse rotation of the gradient); cos/sin are constants.
     """
     return _C.apply_rotary(x, cos, sin)

@@ -318,8 +318,6 @@ def test_bad_inputs():
         sdpa(q, k, v, attn_mask=np.ones((4, 2, 1, 4, 5), bool))  # more batch than the output
     with pytest.raises(TypeError, match="attn_mask"):
         sdpa(q, k, v, attn_mask=np.ones((4, 5), np.int64))
-    with pytest.raises(ValueError, match="is_causal"):
-        sdpa(q, k, v, attn_mask=np.ones((4, 5), bool), is_causal=True)
     with pytest.raises(ValueError, match="dropout_p"):
         sdpa(q, k, v, dropout_p=1.5)
     with pytest.raises(TypeError):
@@ -503,3 +501,234 @@ def test_grouped_query_attention_errors():
         F.scaled_dot_product_attention(q, k, k, enable_gqa=True)
     with pytest.raises(ValueError):  # without enable_gqa, 6 vs 4 heads do not broadcast
         F.scaled_dot_product_attention(q, rnd(rng, 2, 2, 7, 8), rnd(rng, 2, 2, 7, 8))
+
+
+# ---------------------------------------------------------------- cached attention: kv_len, query_offset
+
+def ref_cached(q, kbuf, vbuf, kv_len, mask=None, is_causal=False, query_offset=0, scale=None):
+    """float64 reference of attention over the first kv_len rows of a key/value buffer, query
+    row i at key position query_offset + i; the mask (last dim kv_len or the buffer's) and
+    the causal mask both apply."""
+    k, v = kbuf[..., :kv_len, :], vbuf[..., :kv_len, :]
+    L = q.shape[-2]
+    causal = np.arange(kv_len)[None, :] <= (query_offset + np.arange(L))[:, None]
+    if mask is not None:
+        mask = mask[..., :kv_len] if mask.shape[-1] == kbuf.shape[-2] else mask
+    if not is_causal:
+        return ref_sdpa(q, k, v, mask, scale=scale)
+    if mask is None:
+        return ref_sdpa(q, k, v, causal, scale=scale)
+    if mask.dtype == bool:
+        return ref_sdpa(q, k, v, mask & causal, scale=scale)
+    return ref_sdpa(q, k, v, np.asarray(mask, np.float64) + np.where(causal, 0.0, -np.inf), scale=scale)
+
+
+def torch_cached(q, kbuf, vbuf, kv_len, mask=None, is_causal=False, query_offset=0, g=None, **kw):
+    """torch on the equivalent inputs: the buffer sliced to kv_len, the causal part turned into
+    an explicit mask (torch refuses is_causal with a mask, and aligns it top-left)."""
+    torch = torch_or_skip()
+    L = q.shape[-2]
+    tq, tk, tv = (torch.tensor(np.ascontiguousarray(a), requires_grad=True)
+                  for a in (q, kbuf[..., :kv_len, :], vbuf[..., :kv_len, :]))
+    tm = full = None
+    if mask is not None:
+        tm = torch.tensor(mask[..., :kv_len] if mask.shape[-1] == kbuf.shape[-2] else mask)
+        if mask.dtype == np.float32:
+            tm.requires_grad_(True)
+        full = tm
+    if is_causal:
+        causal = torch.tensor(np.arange(kv_len)[None, :] <= (query_offset + np.arange(L))[:, None])
+        if full is None:
+            full = causal
+        elif mask.dtype == bool:
+            full = full & causal
+        else:
+            full = full + torch.where(causal, 0.0, float("-inf"))
+    out = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=full, **kw)
+    out.backward(torch.tensor(g))
+    grads = [t.grad.numpy() for t in (tq, tk, tv)]
+    if tm is not None and tm.requires_grad:
+        grads.append(tm.grad.numpy())
+    return out.detach().numpy(), grads
+
+
+def _pad_grad(gr, S_buf):
+    """A gradient of the first kv_len rows (dim -2) placed into zeros of the buffer's length."""
+    out = np.zeros((*gr.shape[:-2], S_buf, gr.shape[-1]), gr.dtype)
+    out[..., :gr.shape[-2], :] = gr
+    return out
+
+
+CACHED = [
+    # (batch dims, L, S_buf, kv_len, E, Ev, query_offset)
+    ((2, 3), 1, 12, 7, 8, 8, 6),                          # one decode step
+    ((2, 2), 3, 12, 9, 8, 4, 6),                          # a chunk bottom-right aligned
+    ((2, 2), 5, BLOCK + 9, BLOCK + 3, 16, 16, BLOCK - 2),  # the diagonal across a key block boundary
+    ((1, 2), BLOCK + 2, 2 * BLOCK + 8, 2 * BLOCK + 1, 24, 40, BLOCK - 1),  # several query / key blocks
+    ((3,), 4, 10, 10, 16, 16, 0),                         # kv_len = the buffer, top-left
+    ((2,), 3, 9, 2, 8, 8, 9),                             # offset past kv_len: every key visible
+]
+
+
+@pytest.mark.parametrize("mask_kind", [None, "bool_kv", "bool_buf", "float_kv", "float_buf"])
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("shape", CACHED, ids=str)
+def test_cached_prefix_vs_reference_and_torch(shape, is_causal, mask_kind):
+    bd, L, S_buf, kv_len, E, Ev, qo = shape
+    rng = np.random.default_rng(30)
+    q, kb, vb, g = rnd(rng, *bd, L, E), rnd(rng, *bd, S_buf, E), rnd(rng, *bd, S_buf, Ev), rnd(rng, *bd, L, Ev)
+    mask = None
+    if mask_kind is not None:
+        Sm = kv_len if mask_kind.endswith("kv") else S_buf
+        shape_m = (bd[0], *([1] * (len(bd) - 1)), L, Sm)  # per sample, broadcast over heads
+        if mask_kind.startswith("bool"):
+            mask = rng.random(shape_m) < 0.7
+            mask[..., 0] = True
+        else:
+            mask = rnd(rng, *shape_m)
+    if mask is not None and S_buf > kv_len and mask.shape[-1] == S_buf:
+        # the columns past kv_len are never read: garbage there changes nothing
+        mask[..., kv_len:] = False if mask.dtype == bool else np.float32(np.nan)
+    kw = dict(is_causal=is_causal, query_offset=qo, kv_len=kv_len)
+    out, grads = run_mmu(q, kb, vb, mask, g, **kw)
+    assert_close(out, ref_cached(q, kb, vb, kv_len, mask, is_causal, qo), 1e-4, 1e-5, "out vs float64")
+    t_out, t_grads = torch_cached(q, kb, vb, kv_len, mask, is_causal, qo, g)
+    assert_close(out, t_out, 1e-4, 1e-5, "out vs torch")
+    assert_close(grads[0], t_grads[0], 1e-3, 1e-4, "dq vs torch")
+    # gradients of the buffer rows past kv_len are exactly zero
+    assert_close(grads[1], _pad_grad(t_grads[1], S_buf), 1e-3, 1e-4, "dk vs torch")
+    assert_close(grads[2], _pad_grad(t_grads[2], S_buf), 1e-3, 1e-4, "dv vs torch")
+    assert np.all(grads[1][..., kv_len:, :] == 0) and np.all(grads[2][..., kv_len:, :] == 0)
+    if mask is not None and mask.dtype == np.float32:
+        dm = grads[3]
+        assert dm.shape == mask.shape
+        exp = np.zeros(mask.shape, np.float32)
+        exp[..., :kv_len] = t_grads[3]
+        assert_close(dm, exp, 1e-3, 1e-4, "dmask vs torch")
+
+
+def test_cached_gradients_finite_differences():
+    rng = np.random.default_rng(31)
+    q, kb, vb = rnd(rng, 2, 2, 4), rnd(rng, 2, 6, 4), rnd(rng, 2, 6, 3)
+    mask = rng.random((2, 1, 6)) < 0.7
+    mask[..., 0] = True
+    fm = rnd(rng, 2, 2, 6)
+    sdpa = lambda m, *a, **kw: m.F.scaled_dot_product_attention(*a, **kw)  # noqa: E731
+    check_mmu_grads(lambda m, q, k, v: sdpa(m, q, k, v, kv_len=4, query_offset=2, is_causal=True),
+                    lambda q, k, v: ref_cached(q, k, v, 4, None, True, 2), [q, kb, vb])
+    check_mmu_grads(lambda m, q, k, v: sdpa(m, q, k, v, attn_mask=mask, kv_len=5, query_offset=3, is_causal=True),
+                    lambda q, k, v: ref_cached(q, k, v, 5, mask, True, 3), [q, kb, vb])
+    check_mmu_grads(lambda m, q, k, v, fm: sdpa(m, q, k, v, attn_mask=fm, kv_len=5, query_offset=1, is_causal=True),
+                    lambda q, k, v, fm: ref_cached(q, k, v, 5, fm, True, 1), [q, kb, vb, fm])
+
+
+@pytest.mark.parametrize("L", [1, 3])
+def test_cached_grouped_query_attention(L):
+    # GQA with a cache: Hq = 6 query heads over 2 key/value heads, a left-padding mask (B, 1, 1, S_buf)
+    rng = np.random.default_rng(32)
+    B, Hq, Hk, S_buf, kv_len, E = 2, 6, 2, 20, 13, 16
+    q, kb, vb, g = rnd(rng, B, Hq, L, E), rnd(rng, B, Hk, S_buf, E), rnd(rng, B, Hk, S_buf, E), rnd(rng, B, Hq, L, E)
+    pad = np.ones((B, 1, 1, S_buf), bool)
+    pad[1, ..., :4] = False
+    kw = dict(is_causal=True, query_offset=kv_len - L, kv_len=kv_len, enable_gqa=True)
+    out, grads = run_mmu(q, kb, vb, pad, g, **kw)
+    rep = lambda a: np.repeat(a, Hq // Hk, axis=1)  # noqa: E731
+    assert_close(out, ref_cached(q, rep(kb), rep(vb), kv_len, pad, True, kv_len - L), 1e-4, 1e-5, "out vs float64")
+    t_out, t_grads = torch_cached(q, kb, vb, kv_len, pad, True, kv_len - L, g, enable_gqa=True)
+    assert_close(out, t_out, 1e-4, 1e-5, "out vs torch")
+    assert_close(grads[0], t_grads[0], 1e-3, 1e-4, "dq vs torch")
+    assert_close(grads[1], _pad_grad(t_grads[1], S_buf), 1e-3, 1e-4, "dk vs torch")
+    assert_close(grads[2], _pad_grad(t_grads[2], S_buf), 1e-3, 1e-4, "dv vs torch")
+
+
+def test_chunked_prefill_and_decode_equal_full_causal_attention():
+    # a cache filled chunk by chunk: each chunk attends to everything cached so far
+    # (bottom-right causal through query_offset); the rows equal one full causal pass
+    rng = np.random.default_rng(33)
+    B, H, T, S_buf, E = 2, 3, 90, 128, 16
+    q, k, v = rnd(rng, B, H, T, E), rnd(rng, B, H, T, E), rnd(rng, B, H, T, E)
+    full = F.scaled_dot_product_attention(q, k, v, is_causal=True).numpy()
+    kbuf, vbuf = np.zeros((B, H, S_buf, E), np.float32), np.zeros((B, H, S_buf, E), np.float32)
+    kt, vt = mmu.tensor(kbuf), mmu.tensor(vbuf)  # one buffer, written in place between calls
+    pos = 0
+    for n in (70, 5, 1, 1, 13):
+        kt.numpy()[:, :, pos:pos + n] = k[:, :, pos:pos + n]
+        vt.numpy()[:, :, pos:pos + n] = v[:, :, pos:pos + n]
+        out = F.scaled_dot_product_attention(mmu.tensor(q[:, :, pos:pos + n]), kt, vt, is_causal=True,
+                                             query_offset=pos, kv_len=pos + n)
+        assert_close(out.numpy(), full[:, :, pos:pos + n], 1e-5, 1e-6, f"chunk at {pos}")
+        pos += n
+
+
+def test_cached_with_dropout_matches_sliced():
+    # the dropout stream is indexed over (b, i, j < kv_len): the same draw as on the sliced keys
+    rng = np.random.default_rng(34)
+    q, kb, vb = rnd(rng, 2, 3, 8), rnd(rng, 2, 11, 8), rnd(rng, 2, 11, 8)
+    mmu.manual_seed(5)
+    a = F.scaled_dot_product_attention(q, kb, vb, dropout_p=0.3, kv_len=7).numpy()
+    mmu.manual_seed(5)
+    b = F.scaled_dot_product_attention(q, np.ascontiguousarray(kb[:, :7]), np.ascontiguousarray(vb[:, :7]),
+                                       dropout_p=0.3).numpy()
+    assert_close(a, b, 1e-6, 1e-7)
+
+
+def test_cached_zero_keys_and_bad_inputs():
+    rng = np.random.default_rng(35)
+    q, kb = rnd(rng, 2, 3, 8), rnd(rng, 2, 6, 8)
+    out, grads = run_mmu(q, kb, kb, g=np.ones((2, 3, 8), np.float32), kv_len=0)
+    assert np.all(out == 0) and np.all(grads[0] == 0) and np.all(grads[1] == 0)
+    sdpa = F.scaled_dot_product_attention
+    with pytest.raises(ValueError, match="query_offset"):
+        sdpa(q, kb, kb, query_offset=-1)
+    with pytest.raises(ValueError, match="kv_len"):
+        sdpa(q, kb, kb, kv_len=-2)
+    with pytest.raises(ValueError, match=r"kv_len must be in \[0, 6\]"):
+        sdpa(q, kb, kb, kv_len=7)
+    with pytest.raises(TypeError, match="kv_len"):
+        sdpa(q, kb, kb, kv_len=2.0)
+    with pytest.raises(TypeError, match="query_offset"):
+        sdpa(q, kb, kb, query_offset=True)
+    with pytest.raises(ValueError, match="attn_mask.*buffer's length 6"):  # neither kv_len nor the buffer
+        sdpa(q, kb, kb, attn_mask=np.ones((3, 5), bool), kv_len=4)
+    with pytest.raises(ValueError, match="attn_mask"):
+        sdpa(q, kb, kb, attn_mask=np.ones((2, 2, 6), bool), kv_len=4)
+    with pytest.raises(TypeError):  # keyword-only
+        sdpa(q, kb, kb, None, 0.0, False, None, False, 0)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_decode_path_pieces_masks_and_groups(threads):
+    # few query rows (L·group <= 8, Ev a multiple of 16) take the decode path; with few heads its
+    # keys are cut into pieces (threads = 3: 6 pieces for one head) merged after: compare both
+    # ways against float64, with a padding mask over the buffer, causal offsets, GQA groups
+    # whose rows form one block (8 query heads over 2: 4 x L = 2 rows), and a row that sees nothing
+    rng = np.random.default_rng(36)
+    old = mmu.get_num_threads()
+    mmu.set_num_threads(threads)
+    try:
+        for B, Hq, Hk, L, S_buf, kv_len, E in [(1, 1, 1, 1, 700, 650, 32), (2, 8, 2, 2, 300, 290, 24),
+                                               (1, 3, 3, 8, 260, 259, 16)]:
+            q, kb, vb = rnd(rng, B, Hq, L, E), rnd(rng, B, Hk, S_buf, E), rnd(rng, B, Hk, S_buf, 16)
+            g = rnd(rng, B, Hq, L, 16)
+            pad = rng.random((B, 1, 1, S_buf)) < 0.8
+            qo = kv_len - L
+            rep = lambda a: np.repeat(a, Hq // Hk, axis=1)  # noqa: E731
+            for kw in (dict(is_causal=True, query_offset=qo), dict(attn_mask=pad, is_causal=True, query_offset=qo),
+                       dict(attn_mask=pad)):
+                mask = kw.pop("attn_mask", None)
+                out, grads = run_mmu(q, kb, vb, mask, g, kv_len=kv_len, enable_gqa=Hk != Hq, **kw)
+                ref = ref_cached(q, rep(kb), rep(vb), kv_len, mask, kw.get("is_causal", False),
+                                 kw.get("query_offset", 0))
+                assert_close(out, ref, 1e-4, 1e-5, f"{B, Hq, Hk, L} {list(kw)}")
+                assert np.all(grads[1][..., kv_len:, :] == 0)
+        # a row that sees no key gives 0; a NaN query gives a NaN row (as the block path)
+        q, kb = rnd(rng, 1, 2, 1, 16), rnd(rng, 1, 2, 300, 16)
+        q[0, 1, 0, 3] = np.nan
+        none = np.zeros((1, 1, 1, 300), bool)
+        none[..., 290:] = True  # visible keys only past kv_len: the row sees nothing
+        out, _ = run_mmu(q, kb, kb, none, kv_len=280)
+        assert np.all(out[0, 0] == 0)
+        out, _ = run_mmu(q, kb, kb, kv_len=280)
+        assert np.all(np.isnan(out[0, 1])) and np.all(np.isfinite(out[0, 0]))
+    finally:
+        mmu.set_num_threads(old)

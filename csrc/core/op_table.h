@@ -95,7 +95,7 @@
     /* csrc/ops/dropout.c */                                                                                   \
     X(DROPOUT, mmu_dropout_backward, "rng_key rng_counter threshold", "scale", "")                             \
     /* csrc/ops/attention.c, csrc/ops/rope.c */                                                                \
-    X(SDPA, mmu_sdpa_backward, "is_causal rng_key rng_counter enable_gqa", "scale dropout_p", "")              \
+    X(SDPA, mmu_sdpa_backward, "is_causal rng_key rng_counter enable_gqa query_offset kv_len", "scale dropout_p", "")              \
     X(ROTARY, mmu_rotary_backward, "", "", "")                                                                 \
     /* csrc/quant/lfq.c: FSQ, LFQ entropy */                                                                   \
     X(FSQ, mmu_fsq_backward, "nlev", "", "levels[nlev]")                                                       \

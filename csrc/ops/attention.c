@@ -24,6 +24,17 @@
  * mask that requires grad gets dS, which is (..., L, S) by nature: only then
  * does the backward write an L x S buffer (then summed to the mask's shape).
  *
+ * Cached attention (a KV cache of capacity Sb holding S = kv_len keys): only
+ * the first S rows of each key/value matrix are read, in place (the matrices
+ * keep their stride Sb, nothing is sliced or copied), and their gradients past
+ * S are 0. Query row i sits at key position qpos + i (query_offset), so the
+ * causal mask keeps j <= qpos + i: qpos = S - L aligns a chunk of L new
+ * queries bottom-right against the whole cached prefix, qpos = 0 is torch's
+ * top-left tril(ones(L, S)). attn_mask may come with is_causal (torch refuses
+ * that): a block is hidden if either hides it, visible only if both leave it
+ * whole. The mask's last dim is S or Sb (its row stride; columns past S are
+ * never read), so a cache's (B, 1, 1, Sb) padding mask is used as it stands.
+ *
  * Fully masked rows: torch 2.13 returns 0 for a query row that can see no key
  * (both its math path, which uses a "safe" softmax since 2.5, and the CPU
  * flash kernel), and its gradients are 0. mmu does the same: such a row keeps
@@ -59,6 +70,7 @@ typedef __m512 vf;
 #define VSET1(x) _mm512_set1_ps(x)
 #define VZERO() _mm512_setzero_ps()
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VHSUM(x) _mm512_reduce_add_ps(x)
 #else /* portable: GCC vector extensions (x86-64-v3 builds: two ymm per vector) */
 typedef float vf __attribute__((vector_size(64)));
 typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
@@ -67,6 +79,12 @@ typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
 #define VSET1(x) ((vf){0} + (x))
 #define VZERO() ((vf){0})
 #define VFMA(a, b, c) ((a) * (b) + (c))
+static inline float vhsum(vf x) {
+    float t = 0.0f;
+    for (int l = 0; l < 16; l++) t += x[l];
+    return t;
+}
+#define VHSUM(x) vhsum(x)
 #endif
 
 static inline int64_t up16(int64_t n) { return (n + 15) & ~(int64_t)15; }
@@ -145,6 +163,9 @@ static void gemm(int ta, int64_t M, int64_t N, int64_t K, const float *A, int64_
 /* Everything a kernel needs to find the operands of one (batch·head). */
 typedef struct {
     int64_t NB, L, S, E, Ev;
+    int64_t Sb;   /* key/value rows per matrix in memory (the buffer); S <= Sb are read */
+    int64_t qpos; /* query_offset: query row i sits at key position qpos + i */
+    int64_t dms;  /* row length of the mask gradient buffer: Sb for a mask over the buffer, else S */
     int64_t *qoff, *koff, *voff, *moff; /* element offsets per flattened output batch index */
     const float *q, *k, *v;
     const void *mask; /* NULL, uint8_t (bool) or float */
@@ -231,14 +252,26 @@ static mmu_status build_kinds(sdpa_geom *g) {
     return MMU_OK;
 }
 
-/* 0: the block (rows i0.., keys j0..) is hidden entirely, 1: fully visible, 2: mixed */
+/* Causal: the block (rows i0 .. i0+nr, keys j0 ..) lies wholly above the
+ * diagonal shifted by qpos, and so does every later key block. */
+static int causal_hidden(const sdpa_geom *g, int64_t i0, int64_t nr, int64_t j0) {
+    return g->causal && j0 > g->qpos + i0 + nr - 1;
+}
+
+/* 0: the block (rows i0.., keys j0..) is hidden entirely, 1: fully visible,
+ * 2: mixed. The causal mask and attn_mask combine: hidden if either hides it,
+ * visible only if both leave it whole. */
 static int block_kind(const sdpa_geom *g, int64_t b, int64_t i0, int64_t nr, int64_t j0, int64_t jn) {
-    if (g->causal) {
-        if (j0 > i0 + nr - 1) return 0;
-        return j0 + jn - 1 > i0 ? 2 : 1;
+    int kind = 1;
+    if (g->causal) { /* row i sees keys j <= qpos + i */
+        if (causal_hidden(g, i0, nr, j0)) return 0;
+        if (j0 + jn - 1 > g->qpos + i0) kind = 2;
     }
-    if (g->mask) return g->kinds[(g->moff[b] / g->mmat * g->nqb + i0 / BR) * g->nkb + j0 / BC];
-    return 1;
+    if (g->mask) {
+        int mk = g->kinds[(g->moff[b] / g->mmat * g->nqb + i0 / BR) * g->nkb + j0 / BC];
+        if (mk != 1) kind = mk;
+    }
+    return kind;
 }
 
 /* Dropout keep-scale of weights (b, i, j0 .. j0+n): 1/(1-p) or 0 */
@@ -280,7 +313,7 @@ static void bias_row(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t
             }
         }
         if (g->causal)
-            for (int64_t c = i - j0 + 1 < 0 ? 0 : i - j0 + 1; c < jn; c++) s[c] = -INFINITY;
+            for (int64_t c = g->qpos + i - j0 + 1 < 0 ? 0 : g->qpos + i - j0 + 1; c < jn; c++) s[c] = -INFINITY;
     }
     for (int64_t c = jn; c < n; c++) s[c] = -INFINITY;
 }
@@ -306,7 +339,7 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
     /* kᵀ: pack the keys this row range can see (all but causal's unseen tail) */
     int64_t Svis = S;
     if (g->causal) { /* up to the end of the key block holding the last row's diagonal */
-        Svis = ((r1 - 1) / BC + 1) * BC;
+        Svis = ((g->qpos + r1 - 1) / BC + 1) * BC;
         if (Svis > S) Svis = S;
     }
     for (int64_t s0 = 0; s0 < Svis; s0 += 16) {
@@ -336,11 +369,9 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
         for (int64_t x = 0; x < nr * E; x++) w->qs[x] = qi[x] * sc;
         for (int64_t j0 = 0; j0 < S; j0 += BC) {
             int64_t jn = S - j0 < BC ? S - j0 : BC, nc = up16(jn);
+            if (causal_hidden(g, i0, nr, j0)) break; /* every later block is hidden too */
             int kind = block_kind(g, b, i0, nr, j0, jn);
-            if (!kind) {
-                if (g->causal) break; /* every later block is hidden too */
-                continue;
-            }
+            if (!kind) continue;
             gemm(0, nr, nc, E, w->qs, E, w->kt + j0, Sp, w->sblk, BC, 0);
             for (int64_t r = 0; r < nr; r++) {
                 float *s = w->sblk + r * BC;
@@ -453,6 +484,189 @@ static mmu_status sdpa_forward(const sdpa_geom *g, float *out, float *lse) {
     return failed ? mmu_fail(MMU_ENOMEM, "scaled_dot_product_attention: out of memory for scratch") : MMU_OK;
 }
 
+/* ------------------------------------------------------------ decode: a few query rows */
+
+/* Generation asks for L = 1 (or a few) query rows per head against a cache of
+ * S keys: matrix-vector work, bound by reading k and v once. The block path
+ * would pack kᵀ (all S keys, once more per head) for one row of products;
+ * here the scores are dot products along the key rows as they lie in the
+ * buffer (contiguous in E), and out = P v is the GEMM kernel reading v in
+ * place (Ev a multiple of 16). The R = L·group query rows of a grouped-query
+ * group (the query heads sharing one key/value head) form one block, so each
+ * key is read once per group, not once per query head. The softmax takes two
+ * passes over a row's scores (at most S floats, in scratch) instead of the
+ * online rescaling. No mask block table: a mask row is applied as it is read,
+ * so a (B, 1, 1, S) padding mask costs its B·S elements and nothing else.
+ *
+ * When the groups are too few to occupy the threads, each group's keys are cut
+ * into pieces; a piece keeps its per-row max m_p, sum l_p and unnormalised
+ * output o_p, and the pieces are merged in piece order
+ *   M = max m_p,  l = Σ l_p e^(m_p - M),  out = Σ o_p e^(m_p - M) / l,
+ * the same bits run to run (for a given thread count, as the backward). */
+#define DEC_ROWS 8  /* at most this many query rows (L·group) take the decode path */
+#define DEC_CHUNK 128 /* keys per piece at least */
+
+/* s[r·lds + c] = qs_r · k_c for R rows of qs (R, E) and n keys k (n, E):
+ * four keys at a time, whose rows stay in L1 while every query row uses them */
+static void dec_scores(const float *qs, int64_t R, int64_t E, const float *k, int64_t n, float *s, int64_t lds) {
+    int64_t E16 = E & ~(int64_t)15, c = 0;
+    for (; c + 4 <= n; c += 4) {
+        const float *k0 = k + c * E, *k1 = k0 + E, *k2 = k1 + E, *k3 = k2 + E;
+        for (int64_t r = 0; r < R; r++) {
+            const float *qr = qs + r * E;
+            vf a0 = VZERO(), a1 = VZERO(), a2 = VZERO(), a3 = VZERO();
+            for (int64_t e = 0; e < E16; e += 16) {
+                vf x = VLOAD(qr + e);
+                a0 = VFMA(x, VLOAD(k0 + e), a0);
+                a1 = VFMA(x, VLOAD(k1 + e), a1);
+                a2 = VFMA(x, VLOAD(k2 + e), a2);
+                a3 = VFMA(x, VLOAD(k3 + e), a3);
+            }
+            float t0 = VHSUM(a0), t1 = VHSUM(a1), t2 = VHSUM(a2), t3 = VHSUM(a3);
+            for (int64_t e = E16; e < E; e++) t0 += qr[e] * k0[e], t1 += qr[e] * k1[e], t2 += qr[e] * k2[e], t3 += qr[e] * k3[e];
+            float *sr = s + r * lds + c;
+            sr[0] = t0, sr[1] = t1, sr[2] = t2, sr[3] = t3;
+        }
+    }
+    for (; c < n; c++) {
+        const float *kc = k + c * E;
+        for (int64_t r = 0; r < R; r++) {
+            const float *qr = qs + r * E;
+            vf a = VZERO();
+            for (int64_t e = 0; e < E16; e += 16) a = VFMA(VLOAD(qr + e), VLOAD(kc + e), a);
+            float t = VHSUM(a);
+            for (int64_t e = E16; e < E; e++) t += qr[e] * kc[e];
+            s[r * lds + c] = t;
+        }
+    }
+}
+
+/* One piece: rows of group gi against keys [ja, jb) -> o (R, Ev) unnormalised,
+ * m (R) maxima and l (R) sums (m = -inf, l = 0, o = 0 for a row that sees none) */
+static void dec_piece(const sdpa_geom *g, int64_t grp, float *qs, float *sc, int64_t gi, int64_t ja, int64_t jb,
+                      float *o, float *m, float *l) {
+    int64_t L = g->L, E = g->E, Ev = g->Ev, R = L * grp, b0 = gi * grp;
+    if (g->causal && jb > g->qpos + L) jb = g->qpos + L; /* no row sees past its position */
+    int64_t n = jb > ja ? jb - ja : 0, lds = up16(n);
+    for (int64_t r = 0; r < R; r++) {
+        const float *qr = g->q + g->qoff[b0 + r / L] + (r % L) * E;
+        for (int64_t e = 0; e < E; e++) qs[r * E + e] = qr[e] * g->scale;
+    }
+    /* rows of one group share their keys and values (koff/voff of b0) */
+    const float *k = g->k + g->koff[b0] + ja * E, *v = g->v + g->voff[b0] + ja * Ev;
+    dec_scores(qs, R, E, k, n, sc, lds);
+    for (int64_t r = 0; r < R; r++) {
+        float *s = sc + r * lds;
+        bias_row(s, g, b0 + r / L, r % L, ja, n, n, 2);
+        float mx = n ? mmu_row_max(s, n) : -INFINITY;
+        if (mx == -INFINITY) { /* as fwd_rows: nothing visible, unless a NaN sorted below -inf */
+            int has_nan = 0;
+            for (int64_t c = 0; c < n; c++) has_nan |= isnan(s[c]);
+            if (!has_nan) {
+                memset(s, 0, n * sizeof(float));
+                m[r] = -INFINITY, l[r] = 0.0f;
+                continue;
+            }
+            mx = NAN;
+        }
+        float part[16] = {0}, tot = 0.0f;
+        int64_t c = 0;
+        for (; c + 16 <= n; c += 16)
+            for (int t = 0; t < 16; t++) {
+                float e = mmu_exp(s[c + t] - mx);
+                s[c + t] = e;
+                part[t] += e;
+            }
+        for (; c < n; c++) {
+            float e = mmu_exp(s[c] - mx);
+            s[c] = e;
+            tot += e;
+        }
+        for (int t = 0; t < 16; t++) tot += part[t];
+        m[r] = mx, l[r] = tot;
+    }
+    gemm(0, R, Ev, n, sc, lds, v, Ev, o, Ev, 0);
+}
+
+static int decode_ok(const sdpa_geom *g) { return g->p_drop == 0.0 && g->Ev % 16 == 0 && g->L <= DEC_ROWS; }
+
+static mmu_status sdpa_decode(const sdpa_geom *g, float *out, float *lse) {
+    int64_t L = g->L, E = g->E, Ev = g->Ev, S = g->S;
+    int64_t grp = g->kgroup == g->vgroup && L * g->kgroup <= DEC_ROWS ? g->kgroup : 1, R = L * grp,
+            ngrp = g->NB / grp;
+    int64_t nch = (S + DEC_CHUNK - 1) / DEC_CHUNK, pieces = split_for(ngrp, nch);
+    int64_t per = (nch + pieces - 1) / pieces * DEC_CHUNK, ntask = ngrp * pieces;
+    float *part = NULL; /* pieces > 1: (ntask, R, Ev + 2): o_p, m_p, l_p */
+    size_t part_bytes = 0;
+    if (pieces > 1) {
+        part_bytes = (size_t)(ntask * R * (Ev + 2)) * sizeof(float);
+        if (!(part = mmu_alloc(part_bytes))) return mmu_fail(MMU_ENOMEM, "scaled_dot_product_attention: out of memory");
+    }
+    int failed = 0;
+    mmu_sync_threads();
+    double work = (double)g->NB * L * S * (E + Ev);
+#pragma omp parallel if (work > MMU_PAR_GRAIN)
+    {
+        size_t bytes = (size_t)(R * E + R * up16(S) + 2 * R + 16) * sizeof(float);
+        float *w = mmu_alloc(bytes);
+        if (!w) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < ntask; t++) {
+            if (!w) continue;
+            int64_t gi = t / pieces, pc = t % pieces, ja = pc * per, jb = ja + per < S ? ja + per : S;
+            float *qs = w, *sc = w + R * E, *ml = sc + R * up16(S);
+            if (pieces > 1) {
+                float *po = part + t * R * (Ev + 2);
+                dec_piece(g, grp, qs, sc, gi, ja, jb, po, po + R * Ev, po + R * Ev + R);
+                continue;
+            }
+            /* one piece: the rows of group gi are out rows gi·R .. (contiguous) */
+            float *o = out + gi * R * Ev, *m = ml, *l = ml + R;
+            dec_piece(g, grp, qs, sc, gi, ja, jb, o, m, l);
+            for (int64_t r = 0; r < R; r++) {
+                float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+                for (int64_t e = 0; e < Ev; e++) o[r * Ev + e] *= inv;
+                lse[gi * R + r] = l[r] > 0.0f ? m[r] + logf(l[r]) : -INFINITY;
+            }
+        }
+        if (w) mmu_free(w, bytes);
+    }
+    if (pieces > 1) {
+        if (!failed) {
+            int64_t nrow = ngrp * R;
+#pragma omp parallel for schedule(static) if (nrow * pieces * Ev > MMU_PAR_GRAIN)
+            for (int64_t x = 0; x < nrow; x++) {
+                int64_t gi = x / R, r = x % R;
+                const float *p0 = part + gi * pieces * R * (Ev + 2);
+                float M = -INFINITY;
+                for (int64_t pc = 0; pc < pieces; pc++) {
+                    float mp = p0[pc * R * (Ev + 2) + R * Ev + r];
+                    M = (mp > M || isnan(mp)) ? mp : M;
+                }
+                float *o = out + x * Ev, tot = 0.0f;
+                memset(o, 0, Ev * sizeof(float));
+                if (M != -INFINITY)
+                    for (int64_t pc = 0; pc < pieces; pc++) {
+                        const float *po = p0 + pc * R * (Ev + 2);
+                        float mp = po[R * Ev + r], lp = po[R * Ev + R + r];
+                        if (mp == -INFINITY) continue; /* the piece saw nothing */
+                        float a = mmu_exp(mp - M);
+                        tot += lp * a;
+                        for (int64_t e = 0; e < Ev; e++) o[e] += po[r * Ev + e] * a;
+                    }
+                float inv = tot > 0.0f ? 1.0f / tot : 0.0f;
+                for (int64_t e = 0; e < Ev; e++) o[e] *= inv;
+                lse[x] = tot > 0.0f ? M + logf(tot) : -INFINITY;
+            }
+        }
+        mmu_free(part, part_bytes);
+    }
+    return failed ? mmu_fail(MMU_ENOMEM, "scaled_dot_product_attention: out of memory for scratch") : MMU_OK;
+}
+
 /* ------------------------------------------------------------ backward */
 
 typedef struct {
@@ -540,7 +754,9 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
         int64_t j0 = jb * BC, jn = S - j0 < BC ? S - j0 : BC, nc = up16(jn);
         memset(w->dk, 0, BC * Ep * sizeof(float));
         memset(w->dv, 0, BC * Evp * sizeof(float));
-        for (int64_t i0 = g->causal ? (j0 / BR) * BR : 0; i0 < L; i0 += BR) {
+        /* causal: the first row that sees key j0 is j0 - qpos */
+        int64_t ifirst = g->causal && j0 - g->qpos > 0 ? j0 - g->qpos : 0;
+        for (int64_t i0 = ifirst / BR * BR; i0 < L; i0 += BR) {
             int64_t nr = L - i0 < BR ? L - i0 : BR;
             int kind = block_kind(g, b, i0, nr, j0, jn);
             if (!kind) continue;
@@ -576,14 +792,14 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
             }
             if (dmask)
                 for (int64_t r = 0; r < nr; r++)
-                    memcpy(dmask + b * L * S + (i0 + r) * S + j0, w->dp + r * BC, jn * sizeof(float));
+                    memcpy(dmask + (b * L + i0 + r) * g->dms + j0, w->dp + r * BC, jn * sizeof(float));
             /* dK += dSᵀ (q·scale) */
             gemm(1, jn, Ep, nr, w->dp, BC, w->qs + i0 * Ep, Ep, w->dk, Ep, 1);
             /* dQ += dS k */
             gemm(0, nr, Ep, jn, w->dp, BC, kb + j0 * Ep, Ep, w->dq + i0 * Ep, Ep, 1);
         }
         for (int64_t c = 0; c < jn; c++) {
-            float *dk = dk_out + b * S * E + (j0 + c) * E, *dv = dv_out + b * S * Ev + (j0 + c) * Ev;
+            float *dk = dk_out + (b * g->Sb + j0 + c) * E, *dv = dv_out + (b * g->Sb + j0 + c) * Ev;
             memcpy(dk, w->dk + c * Ep, E * sizeof(float));
             memcpy(dv, w->dv + c * Evp, Ev * sizeof(float));
         }
@@ -592,7 +808,7 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
         for (int64_t e = 0; e < E; e++) dq_out[i * E + e] = w->dq[i * Ep + e] * sc;
 }
 
-/* dq (NB, L, E), dk (NB, S, E), dv (NB, S, Ev), dmask (NB, L, S) or NULL */
+/* dq (NB, L, E), dk (NB, Sb, E), dv (NB, Sb, Ev) (rows S.. untouched), dmask (NB, L, dms) or NULL */
 static mmu_status sdpa_backward(const sdpa_geom *g, const float *o, const float *go, const float *lse, float *dq,
                                 float *dk, float *dv, float *dmask) {
     int64_t nkb = (g->S + BC - 1) / BC, pieces = split_for(g->NB, nkb), per = (nkb + pieces - 1) / pieces;
@@ -650,7 +866,7 @@ static mmu_status sdpa_backward(const sdpa_geom *g, const float *o, const float 
  * arrays allocated with mmu_alloc, freed by geom_free). */
 static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64_t *qs, int qn, const int64_t *ks,
                             int kn, const int64_t *vs, int vn, const int64_t *ms, int mn, int has_mask,
-                            int mask_bool, int gqa) {
+                            int mask_bool, int gqa, int64_t query_offset, int64_t kv_len) {
     const char *op = "scaled_dot_product_attention";
     memset(g, 0, sizeof *g);
     g->kgroup = g->vgroup = 1;
@@ -673,7 +889,14 @@ static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64
     }
     if ((st = mmu_broadcast_shape(&nd, bs, qn - 2, qs, kn - 2, ks1, op))) return st;
     if ((st = mmu_broadcast_shape(&nd, bs, nd, bs, vn - 2, vs1, op))) return st;
-    g->L = qs[qn - 2], g->E = qs[qn - 1], g->S = ks[kn - 2], g->Ev = vs[vn - 1];
+    g->L = qs[qn - 2], g->E = qs[qn - 1], g->Sb = ks[kn - 2], g->Ev = vs[vn - 1];
+    if (query_offset < 0)
+        return mmu_fail(MMU_EVALUE, "%s: query_offset must be >= 0, got %lld", op, (long long)query_offset);
+    if (kv_len < -1 || kv_len > g->Sb)
+        return mmu_fail(MMU_EVALUE, "%s: kv_len must be in [0, %lld] (the key/value length of key %s), got %lld", op,
+                        (long long)g->Sb, mmu_dims_str(kn, ks), (long long)kv_len);
+    g->S = kv_len < 0 ? g->Sb : kv_len;
+    g->qpos = query_offset;
     int64_t NB = 1;
     for (int d = 0; d < nd; d++) NB *= bs[d];
     g->NB = NB;
@@ -683,7 +906,8 @@ static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64
         int m2n = mn < 2 ? 2 : mn;
         for (int d = 0; d < m2n; d++) m2[d] = d < m2n - mn ? 1 : ms[d - (m2n - mn)];
         int64_t Lm = m2[m2n - 2], Sm = m2[m2n - 1];
-        int ok = (Lm == 1 || Lm == g->L) && (Sm == 1 || Sm == g->S) && m2n - 2 <= nd;
+        /* last dim: the keys read (S) or the whole buffer (Sb, only its first S columns are read) */
+        int ok = (Lm == 1 || Lm == g->L) && (Sm == 1 || Sm == g->S || Sm == g->Sb) && m2n - 2 <= nd;
         for (int d = 0; ok && d < m2n - 2; d++) {
             int64_t md = m2[m2n - 3 - d], od = bs[nd - 1 - d];
             ok = md == 1 || md == od;
@@ -692,11 +916,16 @@ static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64
             int64_t att[MMU_MAX_DIMS + 2];
             memcpy(att, bs, nd * sizeof(int64_t));
             att[nd] = g->L, att[nd + 1] = g->S;
+            if (g->S != g->Sb)
+                return mmu_fail(MMU_EVALUE, "%s: attn_mask of shape %s is not broadcastable to the attention weights' "
+                                "shape %s (its last dim may also be the key buffer's length %lld)", op,
+                                mmu_dims_str(mn, ms), mmu_dims_str(nd + 2, att), (long long)g->Sb);
             return mmu_fail(MMU_EVALUE, "%s: attn_mask of shape %s is not broadcastable to the attention weights' shape %s",
                             op, mmu_dims_str(mn, ms), mmu_dims_str(nd + 2, att));
         }
         g->msc = Sm == 1 ? 0 : 1;
         g->msr = Lm == 1 ? 0 : Sm;
+        g->dms = Sm == g->Sb ? g->Sb : g->S;
         g->mask_bool = mask_bool;
         (void)ms;
         if (!(g->moff = mmu_alloc(NB * sizeof(int64_t)))) return mmu_fail(MMU_ENOMEM, "%s: out of memory", op);
@@ -709,8 +938,8 @@ static mmu_status geom_init(sdpa_geom *g, int *bnd, int64_t *bshape, const int64
     g->qoff = mmu_alloc(ob), g->koff = mmu_alloc(ob), g->voff = mmu_alloc(ob);
     if (!g->qoff || !g->koff || !g->voff) return mmu_fail(MMU_ENOMEM, "%s: out of memory", op);
     batch_offsets(g->qoff, nd, bs, qn - 2, qs, g->L * g->E, 1);
-    batch_offsets(g->koff, nd, bs, kn - 2, ks, g->S * g->E, g->kgroup);
-    batch_offsets(g->voff, nd, bs, vn - 2, vs, g->S * g->Ev, g->vgroup);
+    batch_offsets(g->koff, nd, bs, kn - 2, ks, g->Sb * g->E, g->kgroup);
+    batch_offsets(g->voff, nd, bs, vn - 2, vs, g->Sb * g->Ev, g->vgroup);
     *bnd = nd;
     memcpy(bshape, bs, nd * sizeof(int64_t));
     return MMU_OK;
@@ -725,10 +954,11 @@ static void geom_free(sdpa_geom *g) {
     if (g->kinds) mmu_free(g->kinds, g->kinds_bytes);
 }
 
-// q (..., L, E), k (..., S, E), v (..., S, Ev), mask bool/float broadcastable to (..., L, S) or NULL
-// -> out (..., L, Ev), batch dims broadcast
+// q (..., L, E), k (..., Sb, E), v (..., Sb, Ev) of which the first S = kv_len (Sb when -1) keys are
+// read, mask bool/float broadcastable to (..., L, S) or (..., L, Sb) or NULL -> out (..., L, Ev)
 mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, mmu_tensor *mask,
-                    double dropout_p, int is_causal, int has_scale, double scale, int enable_gqa) {
+                    double dropout_p, int is_causal, int has_scale, double scale, int enable_gqa,
+                    int64_t query_offset, int64_t kv_len) {
     const char *op = "scaled_dot_product_attention";
     mmu_status st;
     mmu_sync_threads();
@@ -746,15 +976,14 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
                         mmu_shape_str(k), mmu_shape_str(v));
     if (mask && mask->dtype != MMU_BOOL && mask->dtype != MMU_FLOAT32)
         return mmu_fail(MMU_ETYPE, "%s: attn_mask must be bool or float32, got %s", op, mmu_dtype_name(mask->dtype));
-    if (mask && is_causal)
-        return mmu_fail(MMU_EVALUE, "%s: attn_mask must not be given together with is_causal=True", op);
     if (!(dropout_p >= 0.0 && dropout_p <= 1.0))
         return mmu_fail(MMU_EVALUE, "%s: dropout_p must be in [0, 1], got %g", op, dropout_p);
     sdpa_geom g;
     int nd;
     int64_t bs[MMU_MAX_DIMS + 2];
     st = geom_init(&g, &nd, bs, q->shape, q->ndim, k->shape, k->ndim, v->shape, v->ndim, mask ? mask->shape : NULL,
-                   mask ? mask->ndim : 0, mask != NULL, mask && mask->dtype == MMU_BOOL, enable_gqa);
+                   mask ? mask->ndim : 0, mask != NULL, mask && mask->dtype == MMU_BOOL, enable_gqa, query_offset,
+                   kv_len);
     if (st) {
         geom_free(&g);
         return st;
@@ -762,12 +991,13 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
     g.q = mmu_f32(q), g.k = mmu_f32(k), g.v = mmu_f32(v);
     g.mask = mask ? mmu_data(mask) : NULL;
     g.causal = is_causal;
-    if ((st = build_kinds(&g))) {
+    g.scale = (float)(has_scale ? scale : 1.0 / sqrt((double)g.E));
+    g.p_drop = dropout_p;
+    int decode = decode_ok(&g);
+    if (!decode && (st = build_kinds(&g))) { /* the decode path reads mask rows as they come */
         geom_free(&g);
         return st;
     }
-    g.scale = (float)(has_scale ? scale : 1.0 / sqrt((double)g.E));
-    g.p_drop = dropout_p;
     if (dropout_p > 0.0) mmu_rng_reserve((uint64_t)((g.NB * g.L * g.S + 3) / 4), &g.rkey, &g.rctr);
     bs[nd] = g.L, bs[nd + 1] = g.Ev;
     mmu_tensor *lse = NULL;
@@ -777,7 +1007,7 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
     if (g.NB * g.L * g.Ev > 0) {
         if (g.S == 0) /* no keys: every row sees nothing */
             memset(mmu_f32(*out), 0, (*out)->numel * sizeof(float));
-        else if ((st = sdpa_forward(&g, mmu_f32(*out), mmu_f32(lse))))
+        else if ((st = decode ? sdpa_decode(&g, mmu_f32(*out), mmu_f32(lse)) : sdpa_forward(&g, mmu_f32(*out), mmu_f32(lse))))
             goto done;
     }
     if (g.S == 0)
@@ -796,6 +1026,8 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
         n->ctx.i[1] = (int64_t)g.rkey;
         n->ctx.i[2] = (int64_t)g.rctr;
         n->ctx.i[3] = enable_gqa;
+        n->ctx.i[4] = query_offset;
+        n->ctx.i[5] = kv_len;
         n->ctx.f[0] = g.scale;
         n->ctx.f[1] = dropout_p;
     }
@@ -844,7 +1076,7 @@ mmu_status mmu_sdpa_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     mmu_tensor *dq = NULL, *dk = NULL, *dv = NULL, *dm = NULL;
     mmu_status st = geom_init(&g, &nd, bs, q->shape, q->ndim, k->shape, k->ndim, v->shape, v->ndim,
                               mask ? mask->shape : NULL, mask ? mask->ndim : 0, mask != NULL,
-                              mask && mask->dtype == MMU_BOOL, (int)n->ctx.i[3]);
+                              mask && mask->dtype == MMU_BOOL, (int)n->ctx.i[3], n->ctx.i[4], n->ctx.i[5]);
     if (st) goto done;
     g.q = mmu_f32(q), g.k = mmu_f32(k), g.v = mmu_f32(v);
     g.mask = mask ? mmu_data(mask) : NULL;
@@ -858,13 +1090,13 @@ mmu_status mmu_sdpa_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     memcpy(sk, bs, nd * sizeof(int64_t));
     memcpy(sv, bs, nd * sizeof(int64_t));
     memcpy(sm, bs, nd * sizeof(int64_t));
-    sq[nd] = g.L, sq[nd + 1] = g.E, sk[nd] = g.S, sk[nd + 1] = g.E, sv[nd] = g.S, sv[nd + 1] = g.Ev;
-    sm[nd] = g.L, sm[nd + 1] = g.S;
+    sq[nd] = g.L, sq[nd + 1] = g.E, sk[nd] = g.Sb, sk[nd + 1] = g.E, sv[nd] = g.Sb, sv[nd + 1] = g.Ev;
+    sm[nd] = g.L, sm[nd + 1] = g.dms;
     if ((st = mmu_tensor_empty(&dq, MMU_FLOAT32, nd + 2, sq)) || (st = mmu_tensor_empty(&dk, MMU_FLOAT32, nd + 2, sk)) ||
         (st = mmu_tensor_empty(&dv, MMU_FLOAT32, nd + 2, sv)))
         goto done;
     if (need_m && (st = mmu_tensor_zeros(&dm, MMU_FLOAT32, nd + 2, sm))) goto done;
-    /* keys no query block reaches (causal with S > L, masked blocks) keep 0 */
+    /* keys no query block reaches (causal with S > L, masked blocks, rows past kv_len) keep 0 */
     memset(mmu_f32(dk), 0, dk->numel * sizeof(float));
     memset(mmu_f32(dv), 0, dv->numel * sizeof(float));
     if (g.S == 0 || g.L == 0 || g.NB == 0)

@@ -168,12 +168,16 @@ mmu_status mmu_upsample_bilinear2d(mmu_tensor **out, mmu_tensor *x, int64_t OH, 
 mmu_status mmu_dropout(mmu_tensor **out, mmu_tensor *x, double p);
 
 /* --------------------------------------------------- attention.c, rope.c */
-/* q (..., L, E), k (..., S, E), v (..., S, Ev) (batch dims broadcast), mask NULL
- * or bool (True = attend) / float32 (added) broadcastable to (..., L, S)
- * -> out (..., L, Ev). scale used when has_scale, else 1/sqrt(E). enable_gqa:
- * key/value heads (dim -3) may divide the query heads (torch's GQA). */
+/* q (..., L, E), k (..., Sb, E), v (..., Sb, Ev) (batch dims broadcast) of which
+ * the first S = kv_len keys are read in place (kv_len -1: S = Sb), mask NULL or
+ * bool (True = attend) / float32 (added) broadcastable to (..., L, S) or
+ * (..., L, Sb) -> out (..., L, Ev). scale used when has_scale, else 1/sqrt(E).
+ * enable_gqa: key/value heads (dim -3) may divide the query heads (torch's
+ * GQA). is_causal: query row i sees keys j <= query_offset + i; it combines
+ * with mask. */
 mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, mmu_tensor *mask,
-                    double dropout_p, int is_causal, int has_scale, double scale, int enable_gqa);
+                    double dropout_p, int is_causal, int has_scale, double scale, int enable_gqa,
+                    int64_t query_offset, int64_t kv_len);
 /* x (..., L, D), cos, sin (L, D) -> x·cos + rotate_half(x)·sin */
 mmu_status mmu_apply_rotary(mmu_tensor **out, mmu_tensor *x, mmu_tensor *cos, mmu_tensor *sin);
 

@@ -31,3 +31,23 @@ def _ntuple(v, n, name, cls, minimum=None):
             raise ValueError(f"{cls}: {name} must be an int or {n} ints, got {tuple(v)}")
         return tuple(_int(x, name, cls, minimum) for x in v)
     return (_int(v, name, cls, minimum),) * n
+
+
+def _named_errors(cls):
+    """Decorate __init__/forward of a layer built from other layers: an error raised inside a part
+    (Attention, LayerNorm, matmul, ...) is re-raised with the layer's own name in front, so the
+    message names what the user called."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (TypeError, ValueError, IndexError, RuntimeError) as e:
+                msg = str(e)
+                if msg.startswith(cls) or type(e) not in (TypeError, ValueError, IndexError, RuntimeError):
+                    raise
+                raise type(e)(f"{cls}: {msg}") from None
+        return inner
+    return wrap

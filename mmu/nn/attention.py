@@ -1,21 +1,23 @@
 """MultiheadAttention (torch.nn.MultiheadAttention's parameters, init, masks and
 returns) with two mmu extensions used by modern ViTs and unified models:
 QK-norm (a norm over head_dim on queries and keys) and rotary position
-embeddings; and RotaryEmbedding, the cos/sin helper."""
+embeddings; RotaryEmbedding, the cos/sin helper; and Attention, mmu's own layer for
+transformer models (grouped-query heads, partial RoPE, QK-norm, cross-attention, KV cache)."""
 import math
 import numbers
 
 import numpy as np
 
 from .. import functional as F
+from .._args import flag
 from ..tensor import _as_tensor, arange as _arange, ones as _ones, tril as _tril, where as _where
 from . import init
-from ._layer_args import _int, _param
+from ._layer_args import _int, _named_errors, _param
 from .layers import Linear
 from .norm import LayerNorm, RMSNorm
 from .module import Module
 
-__all__ = ["MultiheadAttention", "RotaryEmbedding"]
+__all__ = ["Attention", "MultiheadAttention", "RotaryEmbedding"]
 
 
 class RotaryEmbedding(Module):
@@ -269,4 +271,192 @@ class MultiheadAttention(Module):
             s += "qk_norm=True"
         if self.rotary is not None:
             s += (", " if s else "") + "rope=True"
+        return s
+
+
+def _sdpa(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, enable_gqa=False, query_offset=0, kv_len=None):
+    """Attention's one call into scaled_dot_product_attention: q (B, H, L, E) against the first
+    kv_len positions of k, v (B, H_kv, S_buf, E), read in place from a cache's buffers; query
+    row i sits at key position query_offset + i (causal: key j visible iff j <= query_offset + i);
+    attn_mask (bool True = attend, or additive, broadcastable to (B, H, L, kv_len)) applies
+    together with is_causal."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                                          enable_gqa=enable_gqa, query_offset=query_offset, kv_len=kv_len)
+
+
+_QK_NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
+
+
+class Attention(Module):
+    """mmu's attention layer for transformer models: grouped-query heads, full or partial RoPE
+    (1-D or 2-D positions via precomputed tables), QK-norm, optional biases, cross-attention,
+    and a KV cache. Batch-first: x (B, L, dim) -> (B, L, dim).
+
+    Heads: num_heads query heads, num_kv_heads key/value heads (default num_heads; a divisor of
+    it: GQA, query head h uses key/value head h // (num_heads // num_kv_heads), without copies),
+    each of head_dim (default dim // num_heads).
+
+    Parameters (names for weight converters):
+      self-attention: qkv_proj, one fused Linear(dim, (num_heads + 2 num_kv_heads) head_dim):
+        its output rows are [q (num_heads head_dim); k (num_kv_heads head_dim); v (...)], each
+        head-major (row h head_dim + d), i.e. cat([W_q, W_k, W_v], 0) of the published separate
+        q/k/v projections (LLaMA's q_proj/k_proj/v_proj, Phi's q_proj/k_proj/v_proj);
+      cross-attention: q_proj Linear(dim, num_heads head_dim) and kv_proj Linear(kv_dim,
+        2 num_kv_heads head_dim) with rows [k; v];
+      out_proj Linear(num_heads head_dim, dim) (Phi's dense, LLaMA's o_proj), bias out_bias
+        (default: bias);
+      q_norm, k_norm: LayerNorm or RMSNorm over head_dim (qk_norm='layernorm'|'rmsnorm', eps
+        qk_norm_eps), applied per head to queries and keys before RoPE.
+
+    RoPE: rotary_fraction of head_dim rotates (0 none, 1 all, 0.5 Phi-1.5's partial: the first
+    R = int(rotary_fraction head_dim) dims of every head, rotate-half pairs (j, j + R/2)); base
+    rope_base. forward(..., rope=(cos, sin)) takes tables (L, R) or per batch (B, 1, L, R) (e.g.
+    2-D grid positions, or left-padded batches); without them the layer uses positions
+    start .. start+L-1 (start = cache.length, or 0).
+    """
+
+    @_named_errors("Attention")
+    def __init__(self, dim, num_heads, num_kv_heads=None, head_dim=None, bias=True, qk_norm=None,
+                 qk_norm_eps=1e-5, rotary_fraction=0.0, rope_base=10000.0, cross_attention=False, kv_dim=None,
+                 dropout=0.0, out_bias=None):
+        super().__init__()
+        cls = "Attention"
+        self.dim = _int(dim, "dim", cls, 1)
+        self.num_heads = _int(num_heads, "num_heads", cls, 1)
+        self.num_kv_heads = self.num_heads if num_kv_heads is None else _int(num_kv_heads, "num_kv_heads", cls, 1)
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"Attention: num_heads ({num_heads}) must be a multiple of num_kv_heads "
+                             f"({num_kv_heads})")
+        if head_dim is None:
+            if self.dim % self.num_heads:
+                raise ValueError(f"Attention: dim ({dim}) must be divisible by num_heads ({num_heads}) unless "
+                                 "head_dim is given")
+            head_dim = self.dim // self.num_heads
+        self.head_dim = _int(head_dim, "head_dim", cls, 1)
+        if not isinstance(rotary_fraction, numbers.Real) or not 0.0 <= rotary_fraction <= 1.0:
+            raise ValueError(f"Attention: rotary_fraction must be in [0, 1], got {rotary_fraction!r}")
+        self.rotary_fraction = float(rotary_fraction)
+        self.rotary_dim = int(self.head_dim * self.rotary_fraction)
+        if self.rotary_dim % 2:
+            raise ValueError(f"Attention: the rotary width int(head_dim {self.head_dim} x rotary_fraction "
+                             f"{rotary_fraction}) = {self.rotary_dim} must be even")
+        if not isinstance(rope_base, numbers.Real) or not rope_base > 0:
+            raise ValueError(f"Attention: rope_base must be a positive number, got {rope_base!r}")
+        self.rope_base = float(rope_base)
+        if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"Attention: dropout must be in [0, 1], got {dropout!r}")
+        self.dropout = float(dropout)
+        self.cross_attention = flag(cross_attention, cls, "cross_attention")
+        if kv_dim is not None and not self.cross_attention:
+            raise ValueError("Attention: kv_dim is for cross_attention=True")
+        self.kv_dim = self.dim if kv_dim is None else _int(kv_dim, "kv_dim", cls, 1)
+        if self.cross_attention and self.rotary_dim:
+            raise ValueError("Attention: rotary embeddings are not supported with cross_attention (queries and "
+                             "context have unrelated positions)")
+        bias = flag(bias, cls, "bias")
+        out_bias = bias if out_bias is None else flag(out_bias, cls, "out_bias")
+        hq, hkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        if self.cross_attention:
+            self.q_proj = Linear(self.dim, hq, bias=bias)
+            self.kv_proj = Linear(self.kv_dim, 2 * hkv, bias=bias)
+            self.qkv_proj = None
+        else:
+            self.qkv_proj = Linear(self.dim, hq + 2 * hkv, bias=bias)
+            self.q_proj = self.kv_proj = None
+        self.out_proj = Linear(hq, self.dim, bias=out_bias)
+        if qk_norm is not None and (not isinstance(qk_norm, str) or qk_norm not in _QK_NORMS):
+            raise ValueError(f"Attention: qk_norm must be 'layernorm', 'rmsnorm' or None, got {qk_norm!r}")
+        self.qk_norm = qk_norm
+        if qk_norm is not None:
+            self.q_norm = _QK_NORMS[qk_norm](self.head_dim, eps=qk_norm_eps)
+            self.k_norm = _QK_NORMS[qk_norm](self.head_dim, eps=qk_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
+        self.layer_idx = 0  # the cache slot; TransformerLM numbers its layers
+
+    def _split_heads(self, y, n_heads):
+        """(B, L, n_heads head_dim) -> (B, n_heads, L, head_dim)."""
+        b, l, _ = y.shape
+        if l == 1:  # the same memory order: no copy
+            return y.reshape(b, n_heads, 1, self.head_dim)
+        return y.reshape(b, l, n_heads, self.head_dim).permute(0, 2, 1, 3)
+
+    def _project(self, x, context):
+        """-> q (B, H, L, hd), k, v (B, H_kv, S, hd)."""
+        h, hkv = self.num_heads, self.num_kv_heads
+        if self.qkv_proj is not None:
+            qkv = self._split_heads(self.qkv_proj(x), h + 2 * hkv)  # (B, H + 2 H_kv, L, hd)
+            q, k, v = qkv.split([h, hkv, hkv], dim=1)
+        else:
+            q = self._split_heads(self.q_proj(x), h)
+            k, v = self._split_heads(self.kv_proj(context), 2 * hkv).split([hkv, hkv], dim=1)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        return q, k, v
+
+    @_named_errors("Attention")
+    def forward(self, x, context=None, attn_mask=None, is_causal=False, rope=None, cache=None, layer_idx=None):
+        """x (B, L, dim) -> (B, L, dim).
+
+        context (B, S, kv_dim): the keys/values' sequence (cross_attention=True only).
+        attn_mask: bool (True = attend) or float (added to the scores), broadcastable to
+        (B, num_heads, L, S) with S the key length (cache.length + L with a cache); it applies
+        together with is_causal. is_causal: query i sees keys j <= start + i (bottom-right
+        aligned after a cached prefix). rope: (cos, sin) tables (L, R) or (B, 1, L, R); default
+        positions start .. start+L-1 when rotary_fraction > 0. cache: a KVCache; this layer
+        writes its keys/values at cache.length into slot layer_idx (default self.layer_idx) and
+        attends to everything cached; the caller advances the cache after the last layer.
+        """
+        x = _as_tensor(x, "Attention", "x")
+        if x.ndim != 3 or x.shape[2] != self.dim:
+            raise ValueError(f"Attention: x must be (B, L, dim={self.dim}), got {x.shape}")
+        if self.cross_attention:
+            if context is None:
+                raise ValueError("Attention: cross_attention=True needs a context (B, S, kv_dim)")
+            context = _as_tensor(context, "Attention", "context")
+            if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[2] != self.kv_dim:
+                raise ValueError(f"Attention: context must be (B={x.shape[0]}, S, kv_dim={self.kv_dim}), "
+                                 f"got {context.shape}")
+            if cache is not None:
+                raise ValueError("Attention: a KV cache is for self-attention; cross-attention recomputes its "
+                                 "keys from context")
+        elif context is not None:
+            raise ValueError("Attention: context is only for cross_attention=True")
+        b, l, _ = x.shape
+        start = 0 if cache is None else cache.length
+        q, k, v = self._project(x, context)
+        if rope is None and self.rotary_dim:
+            rope = F.rotary_cos_sin(np.arange(start, start + l), self.rotary_dim, self.rope_base)
+        if rope is not None:
+            if not (isinstance(rope, (tuple, list)) and len(rope) == 2):
+                raise TypeError("Attention: rope must be a (cos, sin) pair of tables")
+            cos, sin = rope
+            q, k = F.apply_rotary(q, cos, sin), F.apply_rotary(k, cos, sin)
+        kv_len = None
+        if cache is not None:
+            idx = self.layer_idx if layer_idx is None else layer_idx
+            if b != cache.batch_size:
+                raise ValueError(f"Attention: x has batch {b} but the cache holds {cache.batch_size} rows")
+            k, v, kv_len = cache.update(idx, k, v)
+        if attn_mask is not None:
+            attn_mask = _as_tensor(attn_mask, "Attention", "attn_mask")
+            if attn_mask.dtype != np.bool_ and attn_mask.dtype != np.float32:
+                raise TypeError(f"Attention: attn_mask must be bool or float32, got {attn_mask.dtype}")
+        dropout_p = self.dropout if self.training else 0.0
+        out = _sdpa(q, k, v, attn_mask=attn_mask, is_causal=flag(is_causal, "Attention", "is_causal"), dropout_p=dropout_p,
+                    enable_gqa=self.num_kv_heads != self.num_heads, query_offset=start, kv_len=kv_len)
+        if l == 1:
+            out = out.reshape(b, 1, self.num_heads * self.head_dim)
+        else:
+            out = out.permute(0, 2, 1, 3).reshape(b, l, self.num_heads * self.head_dim)
+        return self.out_proj(out)
+
+    def extra_repr(self):
+        s = f"dim={self.dim}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, head_dim={self.head_dim}"
+        if self.rotary_dim:
+            s += f", rotary_dim={self.rotary_dim}"
+        if self.qk_norm:
+            s += f", qk_norm={self.qk_norm!r}"
+        if self.cross_attention:
+            s += f", cross_attention=True, kv_dim={self.kv_dim}"
         return s
