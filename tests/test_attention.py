@@ -586,8 +586,10 @@ def test_cached_prefix_vs_reference_and_torch(shape, is_causal, mask_kind):
             mask[..., 0] = True
         else:
             mask = rnd(rng, *shape_m)
+    # the buffer rows and mask columns past kv_len are never read: NaN there changes nothing
+    kb[..., kv_len:, :] = np.nan
+    vb[..., kv_len:, :] = np.nan
     if mask is not None and S_buf > kv_len and mask.shape[-1] == S_buf:
-        # the columns past kv_len are never read: garbage there changes nothing
         mask[..., kv_len:] = False if mask.dtype == bool else np.float32(np.nan)
     kw = dict(is_causal=is_causal, query_offset=qo, kv_len=kv_len)
     out, grads = run_mmu(q, kb, vb, mask, g, **kw)
@@ -698,17 +700,20 @@ def test_cached_zero_keys_and_bad_inputs():
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_decode_path_pieces_masks_and_groups(threads):
-    # few query rows (L·group <= 8, Ev a multiple of 16) take the decode path; with few heads its
+    # few query rows (L·group <= 16, Ev a multiple of 16) take the decode path; with few heads its
     # keys are cut into pieces (threads = 3: 6 pieces for one head) merged after: compare both
     # ways against float64, with a padding mask over the buffer, causal offsets, GQA groups
-    # whose rows form one block (8 query heads over 2: 4 x L = 2 rows), and a row that sees nothing
+    # whose rows form one block (8 query heads over 2: 4 x L = 2 rows; 4 x 5 rows are too many: one
+    # block per query head), and a row that sees nothing
     rng = np.random.default_rng(36)
     old = mmu.get_num_threads()
     mmu.set_num_threads(threads)
     try:
         for B, Hq, Hk, L, S_buf, kv_len, E in [(1, 1, 1, 1, 700, 650, 32), (2, 8, 2, 2, 300, 290, 24),
-                                               (1, 3, 3, 8, 260, 259, 16)]:
+                                               (1, 3, 3, 16, 260, 259, 16), (1, 8, 2, 5, 140, 100, 16)]:
             q, kb, vb = rnd(rng, B, Hq, L, E), rnd(rng, B, Hk, S_buf, E), rnd(rng, B, Hk, S_buf, 16)
+            kb[..., kv_len:, :] = np.nan  # never read
+            vb[..., kv_len:, :] = np.nan
             g = rnd(rng, B, Hq, L, 16)
             pad = rng.random((B, 1, 1, S_buf)) < 0.8
             qo = kv_len - L

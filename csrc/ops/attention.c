@@ -71,6 +71,18 @@ typedef __m512 vf;
 #define VZERO() _mm512_setzero_ps()
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VHSUM(x) _mm512_reduce_add_ps(x)
+/* the four horizontal sums of a0..a3 into t[0..3]: fold 512 -> 128 bits
+ * pairwise with block shuffles, then 4 -> 1 lane inside each 128-bit block */
+static inline void vhsum4(vf a0, vf a1, vf a2, vf a3, float *t) {
+    vf x0 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
+    vf x1 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xEE));
+    vf y = _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, 0x88), _mm512_shuffle_f32x4(x0, x1, 0xDD));
+    y = _mm512_add_ps(y, _mm512_permute_ps(y, 0x4E));
+    y = _mm512_add_ps(y, _mm512_permute_ps(y, 0xB1));
+    float u[16];
+    _mm512_storeu_ps(u, y);
+    t[0] = u[0], t[1] = u[4], t[2] = u[8], t[3] = u[12];
+}
 #else /* portable: GCC vector extensions (x86-64-v3 builds: two ymm per vector) */
 typedef float vf __attribute__((vector_size(64)));
 typedef float vfu __attribute__((vector_size(64), aligned(4), may_alias));
@@ -85,6 +97,9 @@ static inline float vhsum(vf x) {
     return t;
 }
 #define VHSUM(x) vhsum(x)
+static inline void vhsum4(vf a0, vf a1, vf a2, vf a3, float *t) {
+    t[0] = vhsum(a0), t[1] = vhsum(a1), t[2] = vhsum(a2), t[3] = vhsum(a3);
+}
 #endif
 
 static inline int64_t up16(int64_t n) { return (n + 15) & ~(int64_t)15; }
@@ -503,7 +518,7 @@ static mmu_status sdpa_forward(const sdpa_geom *g, float *out, float *lse) {
  * output o_p, and the pieces are merged in piece order
  *   M = max m_p,  l = Σ l_p e^(m_p - M),  out = Σ o_p e^(m_p - M) / l,
  * the same bits run to run (for a given thread count, as the backward). */
-#define DEC_ROWS 8  /* at most this many query rows (L·group) take the decode path */
+#define DEC_ROWS 16  /* at most this many query rows (L·group) take the decode path */
 #define DEC_CHUNK 128 /* keys per piece at least */
 
 /* s[r·lds + c] = qs_r · k_c for R rows of qs (R, E) and n keys k (n, E):
@@ -522,10 +537,10 @@ static void dec_scores(const float *qs, int64_t R, int64_t E, const float *k, in
                 a2 = VFMA(x, VLOAD(k2 + e), a2);
                 a3 = VFMA(x, VLOAD(k3 + e), a3);
             }
-            float t0 = VHSUM(a0), t1 = VHSUM(a1), t2 = VHSUM(a2), t3 = VHSUM(a3);
-            for (int64_t e = E16; e < E; e++) t0 += qr[e] * k0[e], t1 += qr[e] * k1[e], t2 += qr[e] * k2[e], t3 += qr[e] * k3[e];
             float *sr = s + r * lds + c;
-            sr[0] = t0, sr[1] = t1, sr[2] = t2, sr[3] = t3;
+            vhsum4(a0, a1, a2, a3, sr);
+            for (int64_t e = E16; e < E; e++)
+                sr[0] += qr[e] * k0[e], sr[1] += qr[e] * k1[e], sr[2] += qr[e] * k2[e], sr[3] += qr[e] * k3[e];
         }
     }
     for (; c < n; c++) {
