@@ -22,7 +22,7 @@ from . import _dnnl_loader  # noqa: E402
 _dnnl_loader.preload()
 
 from . import _C  # noqa: E402
-from ._C import Tensor  # noqa: E402
+from ._C import Generator, Tensor  # noqa: E402,F401
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
 from .tensor import (  # noqa: E402,F401
     abs, amax, amin, arange, argmax, argmin, bool, cat, chunk, clamp, exp, float32, full, gather,
@@ -36,6 +36,8 @@ from . import data, metrics, tokenizers, train  # noqa: E402,F401  (keep imports
 from .io import load, save  # noqa: E402,F401
 from . import config, models  # noqa: E402,F401
 from .config import from_config, get_config  # noqa: E402,F401
+from ._fn_sampling import multinomial  # noqa: E402,F401
+from . import generate  # noqa: E402,F401  (AR sampling, MaskGIT and RVQ depth decoding)
 
 __version__ = "0.1.0"
 

@@ -168,17 +168,17 @@ def ones_like(t, dtype=None, requires_grad=False):
     return _full(t.shape, 1.0, t.dtype if dtype is None else dtype, requires_grad, "ones_like")
 
 
-def randn(*size, requires_grad=False):
-    """Standard normal float32 samples from mmu's seeded counter-based RNG."""
-    t = _C.random(_size(size, "randn"), True)
+def randn(*size, generator=None, requires_grad=False):
+    """Standard normal float32 samples from mmu's seeded counter-based RNG (or from `generator`, an mmu.Generator)."""
+    t = _C.random(_size(size, "randn"), True, generator)
     if _flag(requires_grad, "randn", "requires_grad"):
         t.requires_grad = True
     return t
 
 
-def rand(*size, requires_grad=False):
-    """Uniform [0, 1) float32 samples from mmu's seeded counter-based RNG."""
-    t = _C.random(_size(size, "rand"), False)
+def rand(*size, generator=None, requires_grad=False):
+    """Uniform [0, 1) float32 samples from mmu's seeded counter-based RNG (or from `generator`, an mmu.Generator)."""
+    t = _C.random(_size(size, "rand"), False, generator)
     if _flag(requires_grad, "rand", "requires_grad"):
         t.requires_grad = True
     return t

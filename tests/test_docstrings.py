@@ -8,7 +8,7 @@ import types
 import pytest
 
 MODULES = ["mmu", "mmu.functional", "mmu.nn", "mmu.optim", "mmu.quantizers", "mmu.losses", "mmu.metrics",
-           "mmu.tokenizers", "mmu.data", "mmu.io", "mmu.train"]
+           "mmu.tokenizers", "mmu.data", "mmu.io", "mmu.train", "mmu.generate"]
 
 
 def _public(module):

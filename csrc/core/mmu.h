@@ -258,6 +258,20 @@ mmu_status mmu_accumulate(mmu_tensor **acc, mmu_tensor *g);
 /* Counter-based Philox4x32-10: value i of a draw depends only on (seed,
  * offset of the draw, i), so results are independent of thread scheduling. */
 void mmu_manual_seed(uint64_t seed);
+/* A generator of its own (mmu.Generator): the same Philox stream as the global
+ * one, with its own key and counter. Every function taking an mmu_generator *
+ * reads the global generator when given NULL. */
+typedef struct {
+    pthread_mutex_t lock;
+    uint64_t seed, offset;
+} mmu_generator;
+void mmu_generator_init(mmu_generator *g, uint64_t seed);
+void mmu_generator_destroy(mmu_generator *g);
+uint64_t mmu_generator_default_seed(void); /* the global generator's seed before any manual_seed */
+void mmu_generator_get_state(mmu_generator *g, uint64_t *seed, uint64_t *offset);
+void mmu_generator_set_state(mmu_generator *g, uint64_t seed, uint64_t offset);
+/* Reserves nblocks 128-bit blocks of g's stream; returns (key, first counter). */
+void mmu_generator_reserve(mmu_generator *g, uint64_t nblocks, uint64_t *key, uint64_t *counter);
 /* The generator state (seed, offset in 128-bit blocks), for checkpoints. */
 void mmu_get_rng_state(uint64_t *seed, uint64_t *offset);
 void mmu_set_rng_state(uint64_t seed, uint64_t offset);
@@ -268,8 +282,9 @@ void mmu_philox(uint64_t key, uint64_t counter, uint32_t out[4]);
  * the same bits as mmu_philox): out[word][lane]. */
 #define MMU_PHILOX_LANES 16
 void mmu_philox_lanes(uint64_t key, uint64_t base, uint32_t out[4][MMU_PHILOX_LANES]);
-mmu_status mmu_randn(mmu_tensor **out, int ndim, const int64_t *shape);
-mmu_status mmu_rand(mmu_tensor **out, int ndim, const int64_t *shape);
+/* float32 normal / uniform [0, 1) samples of g's stream (NULL: the global one) */
+mmu_status mmu_randn(mmu_tensor **out, int ndim, const int64_t *shape, mmu_generator *g);
+mmu_status mmu_rand(mmu_tensor **out, int ndim, const int64_t *shape, mmu_generator *g);
 
 /* --------------------------------------------------------------- threads */
 /* More threads than this is a mistake (oneDNN and libgomp die on absurd

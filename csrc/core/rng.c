@@ -8,38 +8,59 @@
 
 #include "mmu.h"
 
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t g_seed = 0x853c49e6748fea9bULL, g_offset;
+/* The global generator (mmu.manual_seed) and every mmu.Generator are the same
+ * thing: a key (the seed) and a counter (the offset, in 128-bit blocks),
+ * guarded by a lock so two threads drawing from one generator never get
+ * the same blocks. g == NULL below means the global one. */
+static mmu_generator g_global = {PTHREAD_MUTEX_INITIALIZER, 0x853c49e6748fea9bULL, 0};
 
-void mmu_manual_seed(uint64_t seed) {
-    pthread_mutex_lock(&g_lock);
-    g_seed = seed;
-    g_offset = 0;
-    pthread_mutex_unlock(&g_lock);
+static mmu_generator *resolve(mmu_generator *g) { return g ? g : &g_global; }
+
+void mmu_generator_init(mmu_generator *g, uint64_t seed) {
+    pthread_mutex_init(&g->lock, NULL);
+    g->seed = seed;
+    g->offset = 0;
 }
+
+void mmu_generator_destroy(mmu_generator *g) { pthread_mutex_destroy(&g->lock); }
+
+uint64_t mmu_generator_default_seed(void) { return 0x853c49e6748fea9bULL; }
+
+void mmu_generator_get_state(mmu_generator *g, uint64_t *seed, uint64_t *offset) {
+    g = resolve(g);
+    pthread_mutex_lock(&g->lock);
+    *seed = g->seed;
+    *offset = g->offset;
+    pthread_mutex_unlock(&g->lock);
+}
+
+void mmu_generator_set_state(mmu_generator *g, uint64_t seed, uint64_t offset) {
+    g = resolve(g);
+    pthread_mutex_lock(&g->lock);
+    g->seed = seed;
+    g->offset = offset;
+    pthread_mutex_unlock(&g->lock);
+}
+
+void mmu_generator_reserve(mmu_generator *g, uint64_t nblocks, uint64_t *key, uint64_t *counter) {
+    g = resolve(g);
+    pthread_mutex_lock(&g->lock);
+    *key = g->seed;
+    *counter = g->offset;
+    g->offset += nblocks;
+    pthread_mutex_unlock(&g->lock);
+}
+
+void mmu_manual_seed(uint64_t seed) { mmu_generator_set_state(NULL, seed, 0); }
 
 /* The whole generator state is (seed, offset): a checkpoint saves it and a resumed run
  * restores it, so the draws after the resume are the ones the uninterrupted run made. */
-void mmu_get_rng_state(uint64_t *seed, uint64_t *offset) {
-    pthread_mutex_lock(&g_lock);
-    *seed = g_seed;
-    *offset = g_offset;
-    pthread_mutex_unlock(&g_lock);
-}
+void mmu_get_rng_state(uint64_t *seed, uint64_t *offset) { mmu_generator_get_state(NULL, seed, offset); }
 
-void mmu_set_rng_state(uint64_t seed, uint64_t offset) {
-    pthread_mutex_lock(&g_lock);
-    g_seed = seed;
-    g_offset = offset;
-    pthread_mutex_unlock(&g_lock);
-}
+void mmu_set_rng_state(uint64_t seed, uint64_t offset) { mmu_generator_set_state(NULL, seed, offset); }
 
 void mmu_rng_reserve(uint64_t nblocks, uint64_t *key, uint64_t *counter) {
-    pthread_mutex_lock(&g_lock);
-    *key = g_seed;
-    *counter = g_offset;
-    g_offset += nblocks;
-    pthread_mutex_unlock(&g_lock);
+    mmu_generator_reserve(NULL, nblocks, key, counter);
 }
 
 static inline uint32_t mulhilo(uint32_t a, uint32_t b, uint32_t *hi) {
@@ -110,13 +131,13 @@ static void uniform_block(const uint32_t x[4], float out[4]) {
 
 /* A new float32 tensor filled from the stream, 4 values per Philox block,
  * MMU_PHILOX_LANES blocks per step. */
-static mmu_status draw(mmu_tensor **out, int ndim, const int64_t *shape,
+static mmu_status draw(mmu_tensor **out, int ndim, const int64_t *shape, mmu_generator *g,
                        void (*block)(const uint32_t x[4], float out[4])) {
     mmu_status st = mmu_tensor_empty(out, MMU_FLOAT32, ndim, shape);
     if (st) return st;
     int64_t n = (*out)->numel, nblocks = (n + 3) / 4, nsteps = (nblocks + MMU_PHILOX_LANES - 1) / MMU_PHILOX_LANES;
     uint64_t key, base;
-    mmu_rng_reserve((uint64_t)nblocks, &key, &base);
+    mmu_generator_reserve(g, (uint64_t)nblocks, &key, &base);
     float *p = mmu_f32(*out);
 #pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
     for (int64_t s = 0; s < nsteps; s++) {
@@ -134,10 +155,10 @@ static mmu_status draw(mmu_tensor **out, int ndim, const int64_t *shape,
     return MMU_OK;
 }
 
-mmu_status mmu_randn(mmu_tensor **out, int ndim, const int64_t *shape) {
-    return draw(out, ndim, shape, normal_block);
+mmu_status mmu_randn(mmu_tensor **out, int ndim, const int64_t *shape, mmu_generator *g) {
+    return draw(out, ndim, shape, g, normal_block);
 }
 
-mmu_status mmu_rand(mmu_tensor **out, int ndim, const int64_t *shape) {
-    return draw(out, ndim, shape, uniform_block);
+mmu_status mmu_rand(mmu_tensor **out, int ndim, const int64_t *shape, mmu_generator *g) {
+    return draw(out, ndim, shape, g, uniform_block);
 }

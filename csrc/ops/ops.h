@@ -167,6 +167,17 @@ mmu_status mmu_upsample_bilinear2d(mmu_tensor **out, mmu_tensor *x, int64_t OH, 
 /* x (any), 0 <= p <= 1 -> out, kept values scaled by 1/(1-p) (Philox stream) */
 mmu_status mmu_dropout(mmu_tensor **out, mmu_tensor *x, double p);
 
+/* ------------------------------------------------------------ sampling.c */
+/* probs (V) or (R, V) float32, non-negative, rows not necessarily normalised
+ * -> out (n) or (R, n) int64 category ids (torch.multinomial); g NULL: global stream */
+mmu_status mmu_multinomial(mmu_tensor **out, mmu_tensor *probs, int64_t num_samples, int replacement,
+                           mmu_generator *g);
+/* logits (B, V) float32 -> ids (B) int64, logprobs (B) float32: temperature, top-k
+ * (0 = off), top-p (1 = off), then one draw per row (greedy: the argmax);
+ * logprob of the id under the filtered distribution */
+mmu_status mmu_sample_logits(mmu_tensor **ids, mmu_tensor **logprobs, mmu_tensor *logits, double temperature,
+                             int64_t top_k, double top_p, int greedy, mmu_generator *g);
+
 /* --------------------------------------------------- attention.c, rope.c */
 /* q (..., L, E), k (..., Sb, E), v (..., Sb, Ev) (batch dims broadcast) of which
  * the first S = kv_len keys are read in place (kv_len -1: S = Sb), mask NULL or

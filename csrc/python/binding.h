@@ -123,5 +123,13 @@ extern PyMethodDef mmu_quant_lfq_methods[];      /* LFQ entropy, FSQ */
 extern PyMethodDef mmu_quant_vq_methods[];       /* nearest-code search, EMA codebook stats */
 extern PyMethodDef mmu_reconstruction_methods[]; /* fused reconstruction losses */
 extern PyMethodDef mmu_spatial_methods[];        /* pad, interpolation */
+extern PyMethodDef mmu_sampling_methods[];       /* multinomial, sample_logits */
+
+/* bind_sampling.c: the mmu.Generator type, added to the module as _C.Generator. */
+int mmu_sampling_add_types(PyObject *m);
+/* None -> *g = NULL (the global stream); an mmu.Generator -> its state; anything else is a
+ * TypeError naming op. -1 on error. The object must outlive the use of *g (the caller's
+ * argument tuple holds it). */
+int mmu_parse_generator(PyObject *obj, mmu_generator **g, const char *op);
 
 #endif

@@ -592,14 +592,16 @@ static PyObject *py_full(PyObject *m, PyObject *args) {
 }
 
 static PyObject *py_random(PyObject *m, PyObject *args) {
-    PyObject *shape_obj;
+    PyObject *shape_obj, *gen_obj = Py_None;
     int normal, ndim;
     int64_t shape[MMU_MAX_DIMS];
-    if (!PyArg_ParseTuple(args, "Op", &shape_obj, &normal)) return NULL;
+    mmu_generator *g = NULL;
+    if (!PyArg_ParseTuple(args, "Op|O", &shape_obj, &normal, &gen_obj)) return NULL;
     if (mmu_parse_shape(shape_obj, &ndim, shape, normal ? "randn" : "rand", "size") < 0) return NULL;
+    if (mmu_parse_generator(gen_obj, &g, normal ? "randn" : "rand") < 0) return NULL;
     mmu_tensor *t = NULL;
     mmu_status st;
-    MMU_NOGIL(st, normal ? mmu_randn(&t, ndim, shape) : mmu_rand(&t, ndim, shape));
+    MMU_NOGIL(st, normal ? mmu_randn(&t, ndim, shape, g) : mmu_rand(&t, ndim, shape, g));
     if (st) return mmu_raise(st);
     return mmu_wrap(t);
 }
@@ -696,7 +698,7 @@ static PyMethodDef module_methods[] = {
      "measure_peak_gflops(seconds): sustained fp32 FMA GFLOP/s of this CPU at the current thread count."},
     {"tensor", py_tensor, METH_VARARGS, NULL},
     {"full", py_full, METH_VARARGS, NULL},
-    {"random", py_random, METH_VARARGS, NULL},
+    {"random", py_random, METH_VARARGS, "random(shape, normal, generator=None)"},
     {"arange", py_arange, METH_VARARGS, NULL},
     {"crc32c", py_crc32c, METH_VARARGS, "crc32c(buffer, crc=0) -> CRC-32C of the bytes, continuing from crc."},
     {NULL},
@@ -713,10 +715,12 @@ PyMODINIT_FUNC PyInit__C(void) {
         mmu_batch_norm_methods, mmu_contrastive_methods,  mmu_conv_methods,      mmu_dropout_methods,
         mmu_lpips_methods,      mmu_norm_methods,         mmu_optim_methods,     mmu_pool_methods,
         mmu_quant_lfq_methods,  mmu_quant_vq_methods,     mmu_reconstruction_methods, mmu_spatial_methods,
+        mmu_sampling_methods,
     };
     for (size_t f = 0; f < sizeof family_methods / sizeof *family_methods; f++)
         if (PyModule_AddFunctions(m, family_methods[f]) < 0) goto fail;
-    if (mmu_core_add_constants(m) < 0 || mmu_spatial_add_constants(m) < 0) goto fail;
+    if (mmu_core_add_constants(m) < 0 || mmu_spatial_add_constants(m) < 0 || mmu_sampling_add_types(m) < 0)
+        goto fail;
     mmu_TensorType = (PyTypeObject *)PyType_FromSpec(&tensor_spec);
     if (!mmu_TensorType) goto fail;
     Py_INCREF(mmu_TensorType);
