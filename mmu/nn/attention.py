@@ -422,6 +422,11 @@ class Attention(Module):
                                  "keys from context")
         elif context is not None:
             raise ValueError("Attention: context is only for cross_attention=True")
+        is_causal = flag(is_causal, "Attention", "is_causal")
+        if attn_mask is not None:  # checked before anything is written into the cache
+            attn_mask = _as_tensor(attn_mask, "Attention", "attn_mask")
+            if attn_mask.dtype != np.bool_ and attn_mask.dtype != np.float32:
+                raise TypeError(f"Attention: attn_mask must be bool or float32, got {attn_mask.dtype}")
         b, l, _ = x.shape
         start = 0 if cache is None else cache.length
         q, k, v = self._project(x, context)
@@ -438,12 +443,8 @@ class Attention(Module):
             if b != cache.batch_size:
                 raise ValueError(f"Attention: x has batch {b} but the cache holds {cache.batch_size} rows")
             k, v, kv_len = cache.update(idx, k, v)
-        if attn_mask is not None:
-            attn_mask = _as_tensor(attn_mask, "Attention", "attn_mask")
-            if attn_mask.dtype != np.bool_ and attn_mask.dtype != np.float32:
-                raise TypeError(f"Attention: attn_mask must be bool or float32, got {attn_mask.dtype}")
         dropout_p = self.dropout if self.training else 0.0
-        out = _sdpa(q, k, v, attn_mask=attn_mask, is_causal=flag(is_causal, "Attention", "is_causal"), dropout_p=dropout_p,
+        out = _sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p,
                     enable_gqa=self.num_kv_heads != self.num_heads, query_offset=start, kv_len=kv_len)
         if l == 1:
             out = out.reshape(b, 1, self.num_heads * self.head_dim)
