@@ -37,7 +37,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
     A FlashAttention-2-style C kernel: the (L, S) weights are never stored, the backward
     recomputes them from q, k and the saved logsumexp. A query row that can attend to no key
-    gives 0 (and zero gradients), as torch 2.13 does.
+    gives 0 (and zero gradients), as torch 2.13 does. Up to 16 query rows per key/value head
+    (decoding: L = 1, or a short chunk; the query heads of a GQA group count together) take a
+    matrix-vector path that reads the cached keys and values in place, once per group.
     """
     if not is_real(dropout_p):
         raise TypeError(f"scaled_dot_product_attention: dropout_p must be a float, got {type(dropout_p).__name__}")

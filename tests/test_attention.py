@@ -698,7 +698,7 @@ def test_cached_zero_keys_and_bad_inputs():
         sdpa(q, kb, kb, None, 0.0, False, None, False, 0)
 
 
-@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("threads", [1, 2, 3])  # 2: one head cut in 4 pieces, the last empty
 def test_decode_path_pieces_masks_and_groups(threads):
     # few query rows (L·group <= 16, Ev a multiple of 16) take the decode path; with few heads its
     # keys are cut into pieces (threads = 3: 6 pieces for one head) merged after: compare both

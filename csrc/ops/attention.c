@@ -52,7 +52,10 @@
  * for the backward) are packed once per head; A may be read transposed, which
  * gives Pᵀ dO and dSᵀ q without transposing a block. q is packed times scale.
  * Measured single-threaded on Zen 5 (B=8, H=8, L=1024, D=64): ~140 GFLOP/s
- * forward, ~165 backward, against ~75 for torch 2.13's CPU flash kernel. */
+ * forward, ~165 backward, against ~75 for torch 2.13's CPU flash kernel.
+ *
+ * A forward with at most 16 query rows per key/value head (decoding against a
+ * cache) takes a matrix-vector path instead: see sdpa_decode below. */
 #include <math.h>
 #include <string.h>
 
@@ -249,15 +252,17 @@ static uint8_t scan_block(const sdpa_geom *g, int64_t mat, int64_t i0, int64_t n
 }
 
 /* The block table of every distinct mask matrix, computed once per call
- * (not once per head sharing the mask, nor once per pass). */
+ * (not once per head sharing the mask, nor once per pass). A mask broadcast
+ * over the query rows (a (B, 1, 1, S) padding mask) has one row of blocks:
+ * its scan reads each mask element once, not once per query block. */
 static mmu_status build_kinds(sdpa_geom *g) {
     if (!g->mask) return MMU_OK;
-    g->nqb = (g->L + BR - 1) / BR, g->nkb = (g->S + BC - 1) / BC;
+    g->nqb = g->msr ? (g->L + BR - 1) / BR : 1, g->nkb = (g->S + BC - 1) / BC;
     int64_t n = g->nmat * g->nqb * g->nkb;
     g->kinds_bytes = n ? (size_t)n : 1;
     if (!(g->kinds = mmu_alloc(g->kinds_bytes)))
         return mmu_fail(MMU_ENOMEM, "scaled_dot_product_attention: out of memory");
-    int64_t work = g->nmat * g->L * g->S;
+    int64_t work = g->nmat * (g->msr ? g->L : 1) * g->S;
 #pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
     for (int64_t x = 0; x < n; x++) {
         int64_t mat = x / (g->nqb * g->nkb), ib = x / g->nkb % g->nqb, jb = x % g->nkb;
@@ -283,7 +288,7 @@ static int block_kind(const sdpa_geom *g, int64_t b, int64_t i0, int64_t nr, int
         if (j0 + jn - 1 > g->qpos + i0) kind = 2;
     }
     if (g->mask) {
-        int mk = g->kinds[(g->moff[b] / g->mmat * g->nqb + i0 / BR) * g->nkb + j0 / BC];
+        int mk = g->kinds[(g->moff[b] / g->mmat * g->nqb + (g->msr ? i0 / BR : 0)) * g->nkb + j0 / BC];
         if (mk != 1) kind = mk;
     }
     return kind;
@@ -631,7 +636,7 @@ static mmu_status sdpa_decode(const sdpa_geom *g, float *out, float *lse) {
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < ntask; t++) {
             if (!w) continue;
-            int64_t gi = t / pieces, pc = t % pieces, ja = pc * per, jb = ja + per < S ? ja + per : S;
+            int64_t gi = t / pieces, pc = t % pieces, ja = pc * per < S ? pc * per : S, jb = ja + per < S ? ja + per : S;
             float *qs = w, *sc = w + R * E, *ml = sc + R * up16(S);
             if (pieces > 1) {
                 float *po = part + t * R * (Ev + 2);
