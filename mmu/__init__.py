@@ -25,12 +25,13 @@ from . import _C  # noqa: E402
 from ._C import Generator, Tensor  # noqa: E402,F401
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
 from .tensor import (  # noqa: E402,F401
-    abs, amax, amin, arange, argmax, argmin, bool, cat, chunk, clamp, exp, float32, full, gather,
+    abs, amax, amin, arange, argmax, argmin, bool, cat, chunk, clamp, cumsum, exp, float32, full, gather,
     index_select, int64, log, logsumexp, manual_seed, masked_fill, matmul, max, maximum, mean, min,
     minimum, norm, ones, ones_like, permute, rand, randn, reshape, sigmoid, split, sqrt, stack, std,
     sum, tanh, tensor, transpose, tril, triu, var, where, zeros, zeros_like, get_num_threads,
     set_num_threads,
 )
+from ._fn_sort import argsort, sort, topk  # noqa: E402  (also Tensor.sort / .argsort / .topk)
 from . import functional, io, losses, nn, optim, quantizers  # noqa: E402,F401
 from . import data, metrics, tokenizers, train  # noqa: E402,F401  (keep imports light: no matplotlib/PIL at import)
 from .io import load, save  # noqa: E402,F401

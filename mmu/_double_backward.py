@@ -517,6 +517,28 @@ def _rms_norm(c, g):
     return out
 
 
+def _sort(c, g):
+    """SORT, TOPK: the backward puts g[j] at indices[j] along dim (distinct positions, zeros elsewhere).
+    Written as a gather, which is differentiable: each input position reads its slot of g, or a zero
+    appended after the k slots when topk did not select it."""
+    shape = tuple(c.shapes[0])
+    if not shape:
+        return [g]
+    dim, idx = c.ctx["dim"], _np(c.saved[0])
+    k = idx.shape[dim]
+    slot = np.full(shape, k, np.int64)
+    ranks = np.arange(k, dtype=np.int64).reshape([k if d == dim else 1 for d in range(len(shape))])
+    np.put_along_axis(slot, idx, np.broadcast_to(ranks, idx.shape), axis=dim)
+    T = _T()
+    zero = T.zeros(*[1 if d == dim else s for d, s in enumerate(shape)])
+    return [T.gather(T.cat([g, zero], dim), dim, T.tensor(slot))]
+
+
+def _cumsum(c, g):
+    """CUMSUM: the backward is the running sum taken the other way (linear in g)."""
+    return [_C.cumsum(g, c.ctx["dim"], not c.ctx["reverse"])]
+
+
 def _masked_fill(c, g):
     return [_reduce_to(_T().where(c.saved[0], 0.0, g), c.shapes[0])]
 
@@ -527,7 +549,8 @@ _RULES = {
     "NEG": _eltwise, "EXP": _eltwise, "LOG": _eltwise, "SQRT": _eltwise, "ABS": _eltwise, "TANH": _eltwise,
     "SIGMOID": _eltwise, "RELU": _eltwise, "SILU": _eltwise, "GELU_TANH": _eltwise,
     "POW": _pow, "CLAMP": _clamp, "LEAKY_RELU": _leaky_relu, "SOFTPLUS": _softplus,
-    "SUM": _reduce, "MEAN": _reduce, "AMAX": _reduce, "AMIN": _reduce,
+    "SUM": _reduce, "MEAN": _reduce, "AMAX": _reduce, "AMIN": _reduce, "CUMSUM": _cumsum,
+    "SORT": _sort, "TOPK": _sort,
     "RESHAPE": _reshape, "EXPAND": _expand, "PERMUTE": _permute, "SLICE": _slice, "CAT": _cat, "PAD": _pad,
     "MATMUL": _matmul, "LINEAR": _linear, "CONV": _conv, "CONV_TRANSPOSE": _conv,
     "GROUP_NORM": _group_norm, "GROUP_NORM_SILU": _group_norm, "AVG_POOL2D": _avg_pool2d, "BATCH_NORM": _batch_norm,

@@ -103,7 +103,12 @@ def cross_entropy(input, target, ignore_index=-100, label_smoothing=0.0, reducti
 
     Fused log-softmax + NLL in one C kernel; `ignore_index` targets contribute nothing (and
     'mean' divides by the number of non-ignored targets); `label_smoothing` mixes the one-hot
-    target with the uniform distribution, as torch does."""
+    target with the uniform distribution, as torch does.
+
+    Sequence logits (B, L, V), as a language model gives them: pass `input.reshape(-1, V)` and
+    `target.reshape(-1)` (views, no copy), not torch's (B, V, L) layout (a permute is a copy in mmu).
+    For next-token prediction use `mmu.losses.next_token_loss(logits, tokens)`: it shifts the targets
+    instead of slicing `logits[:, :-1]`, which would copy B·(L-1)·V floats."""
     if not is_real(label_smoothing):
         raise TypeError(f"cross_entropy: label_smoothing must be a number, got {type(label_smoothing).__name__}")
     if not 0.0 <= label_smoothing <= 1.0:

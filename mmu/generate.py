@@ -307,7 +307,10 @@ def maskgit_decode(logits_fn, num_tokens=None, mask_id=None, steps=12, schedule=
     to stay masked is floor(N0 · schedule(r)) (N0 = masked at the start, schedule of mask_schedule),
     at least 1 and at most (masked now − 1); confidence = log p(sampled) + choice_temperature·(1 − r)
     · Gumbel noise (the given tokens: +inf), and the lowest-confidence positions are masked again.
-    The last step keeps every sample. guidance_scale s: logits u + s·(c − u).
+    The last step keeps every sample. guidance_scale s: logits u + s·(c − u) (Show-o's
+    (1 + w)·c − w·u is s = 1 + w). With temperature 1 and no top-k/top-p, log p(sampled) is the
+    log-softmax of the (guided) logits, as in the reference; otherwise it is taken under the
+    filtered distribution the token was drawn from.
     """
     op = "maskgit_decode"
     if not callable(logits_fn):

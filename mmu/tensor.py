@@ -559,6 +559,20 @@ def logsumexp(input, dim, keepdim=False):
     return out if keepdim else out.squeeze(dim)
 
 
+def cumsum(input, dim):
+    """Running sums along dim (torch.cumsum): out[..., i, ...] = input[..., 0, ...] + ... +
+    input[..., i, ...], input's shape. float32 sums in double and is differentiable (the gradient is
+    the running sum of the output's gradient taken from the end); int64 and bool input give int64
+    (no gradient), as torch."""
+    input = _as_tensor(input, "cumsum")
+    dim = _int_arg(dim, "cumsum", "dim")
+    if input.dtype != float32:
+        d = _wrap_dim(dim, input.ndim, "cumsum", input.shape)
+        a = input.numpy().astype(np.int64)
+        return tensor(a.copy() if input.ndim == 0 else np.cumsum(a, axis=d))
+    return _C.cumsum(input, dim, False)
+
+
 def norm(input, p=2, dim=None, keepdim=False):
     """Vector p-norm over dim (all if None): (sum |x|^p)^(1/p) for p > 0 ('fro' = 2), max |x| for
     inf, min |x| for -inf, the count of non-zeros for 0. As in torch, the gradient is 0 at x = 0
@@ -1058,6 +1072,7 @@ def _install():
         "__array_ufunc__": None, "__array_priority__": 1000,
         "sum": sum, "mean": mean, "amax": amax, "amin": amin, "argmax": argmax, "argmin": argmin,
         "max": max, "min": min, "var": var, "std": std, "logsumexp": logsumexp, "norm": norm,
+        "cumsum": cumsum,
         "split": split, "chunk": chunk, "tril": tril, "triu": triu,
         "reshape": _reshape_m, "view": _reshape_m, "permute": _permute_m, "transpose": transpose,
         "contiguous": lambda self: self, "flatten": _flatten, "unsqueeze": _unsqueeze,

@@ -295,6 +295,8 @@ def _cases(M, F_, lib):
                             + (huber_loss(x, y, reduction="none", delta=0.7) * x).sum(), [(3, 4), (3, 4)]),
         "upsample_nearest": (lambda x: (F_.interpolate(x, scale_factor=2, mode="nearest") ** 3).sum(),
                              [(1, 2, 3, 3)]),
+        "topk_sort_cumsum": (lambda x, y: (M.topk(x, 2).values ** 3).sum() + (M.sort(x, dim=0).values ** 3 * y).sum()
+                             + (M.cumsum(x * y, 1) ** 3).sum(), [(3, 5), (3, 5)]),
     }
 
 
@@ -339,7 +341,7 @@ def test_create_graph_vs_torch(name):
 
 
 @pytest.mark.parametrize("name", ["add_sub_mul_div_broadcast", "neg_exp_log", "conv2d_stride_pad", "group_norm",
-                                  "matmul", "slice_cat"])
+                                  "matmul", "slice_cat", "topk_sort_cumsum"])
 def test_create_graph_vs_finite_differences(name):
     """d/dx <grad f(x), v> against central differences of the first gradient (float32, h = 1e-2)."""
     fn, shapes = _cases(mmu, F, "mmu")[name]

@@ -367,6 +367,7 @@ CASES = [
     ("Unflatten_size_int", lambda: mmu.nn.Unflatten(1, 2), T, "Unflatten: unflattened_size"),
     ("Unflatten_0d", lambda: mmu.nn.Unflatten(0, (1,))(t()), I, "Unflatten: dim"),
     ("Unflatten_mismatch", lambda: mmu.nn.Unflatten(1, (2, 2))(t(2, 3)), V, "Unflatten"),
+    ("Unflatten_ambiguous_empty", lambda: mmu.nn.Unflatten(0, (2, -1))(t(2, 0)), V, "Unflatten: unflattened_size"),
     ("Upsample_scale_slice", lambda: mmu.nn.Upsample(scale_factor=slice(1)), T, "Upsample: scale_factor"),
     ("GELU_approximate_array", lambda: mmu.nn.GELU(np.ones(2)), V, "GELU: approximate"),
 ]

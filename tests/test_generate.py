@@ -183,6 +183,30 @@ def test_classifier_free_guidance_combines_u_plus_s_times_c_minus_u():
                                                         do_sample=False).numpy()[:, 1:])
 
 
+def test_generate_on_transformer_lm_equals_recomputation():
+    """The real mmu.nn.TransformerLM and KVCache (GQA, partial RoPE, parallel residual): a
+    left-padded batch decoded on the cache gives each prompt's greedy continuation recomputed
+    without a cache, and guidance runs its 2B rows through one cache."""
+    mmu.manual_seed(0)
+    lm = mmu.nn.TransformerLM(vocab_size=37, dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                              rotary_fraction=0.5, residual="parallel", max_seq_len=64)
+    lm.eval()
+    prompts = [[3, 5, 7], [1, 2, 3, 4, 5, 6]]
+    ids = np.array([[0, 0, 0] + prompts[0], prompts[1]])
+    mask = ids > 0
+    out = G.generate(lm, ids, attention_mask=mask, max_new_tokens=6, do_sample=False).numpy()
+    for b, p in enumerate(prompts):
+        seq = list(p)
+        with mmu.no_grad():
+            for _ in range(6):
+                seq.append(int(lm(mmu.tensor(np.array([seq])), logits_at="last").numpy().argmax()))
+        np.testing.assert_array_equal(out[b, 6:], seq[len(p):])
+    kw = dict(max_new_tokens=4, top_k=10, top_p=0.9, guidance_scale=2.0, uncond_input_ids=np.array([[1], [1]]))
+    a = G.generate(lm, ids, attention_mask=mask, generator=mmu.Generator(1), **kw).numpy()
+    np.testing.assert_array_equal(a, G.generate(lm, ids, attention_mask=mask, generator=mmu.Generator(1), **kw).numpy())
+    assert a.shape == (2, 10) and (a[:, 6:] < 37).all()
+
+
 def test_generate_progress_bar(capsys):
     out = G.generate(CountingLM(), PROMPTS, max_new_tokens=3, do_sample=False, progress=True)
     assert out.shape == (2, 7)
@@ -286,6 +310,12 @@ def test_maskgit_gumbel_noise_changes_the_choice_and_is_seeded():
     np.testing.assert_array_equal(G.maskgit_decode(fn, **kw).numpy(), a)
     c = G.maskgit_decode(fn, generator=mmu.Generator(4), **kw).numpy()
     assert not np.array_equal(a, c)
+
+
+def test_maskgit_progress_bar(capsys):
+    out = G.maskgit_decode(TableLogits(1, 4), num_tokens=4, mask_id=MASK, steps=2, progress=True)
+    assert out.shape == (1, 4)
+    assert "maskgit" in capsys.readouterr().err
 
 
 def test_maskgit_inpainting_keeps_the_given_tokens():

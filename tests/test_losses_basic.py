@@ -287,6 +287,64 @@ def test_next_token_loss():
     assert abs(L.next_token_loss(_t(lg), mt).item() - ref.item()) < 1e-5
 
 
+def _extra_peak_bytes(fn):
+    """Allocator bytes fn adds at its peak over what was in use when it started (mmu.stats())."""
+    mmu._C.empty_cache()
+    base = mmu.stats()["bytes_in_use"]
+    mmu._C.reset_peak_bytes()
+    fn()
+    return mmu.stats()["peak_bytes"] - base
+
+
+def test_next_token_loss_reads_the_logits_in_place():
+    """No copy of logits[:, :-1]: the forward adds (almost) nothing, the backward only the gradient
+    of the logits itself. Slicing the logits made both a copy of B·(L-1)·V floats (15/16 of them
+    here). A power-of-two size keeps the allocator's size classes exact."""
+    B, Ln, V = 2, 16, 2048
+    rng = np.random.default_rng(5)
+    lg = mmu.tensor(rng.standard_normal((B, Ln, V)).astype(np.float32), requires_grad=True)
+    tok = mmu.tensor(rng.integers(0, V, (B, Ln)))
+    nbytes = B * Ln * V * 4
+    out = []
+    assert _extra_peak_bytes(lambda: out.append(L.next_token_loss(lg, tok))) < 0.25 * nbytes
+    assert _extra_peak_bytes(lambda: out[0].backward()) < 1.25 * nbytes  # the gradient: 1.0
+    assert lg.grad.shape == (B, Ln, V) and not lg.grad.numpy()[:, -1].any()  # the last position predicts nothing
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("ignore_index", [-100, 3])
+def test_next_token_loss_vs_torch_sliced(ignore_index, label_smoothing):
+    """Value and gradient equal torch's cross_entropy over the sliced, reshaped logits, with ignored
+    targets (ignore_index may be a real class) and label smoothing."""
+    torch = torch_or_skip()
+    B, Ln, V = 3, 7, 11
+    rng = np.random.default_rng(6)
+    lg = rng.standard_normal((B, Ln, V)).astype(np.float32)
+    tok = rng.integers(0, V, (B, Ln))
+    tok[0, 2] = tok[2, 6] = ignore_index
+    tok[1, 0] = -100  # the first token is never a target
+    x = _t(lg, True)
+    loss = L.next_token_loss(x, mmu.tensor(tok), ignore_index=ignore_index, label_smoothing=label_smoothing)
+    loss.backward()
+    xt = torch.tensor(lg, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(xt[:, :-1].reshape(-1, V), torch.tensor(tok)[:, 1:].reshape(-1),
+                                            ignore_index=ignore_index, label_smoothing=label_smoothing)
+    ref.backward()
+    assert_close(loss.item(), ref.item(), rtol=1e-6, atol=1e-6, what="loss")
+    assert_close(x.grad.numpy(), xt.grad.numpy(), rtol=1e-5, atol=1e-7, what="grad")
+
+
+def test_masked_token_loss_reads_the_logits_in_place():
+    B, Ln, V = 2, 16, 2048
+    rng = np.random.default_rng(7)
+    lg = mmu.tensor(rng.standard_normal((B, Ln, V)).astype(np.float32), requires_grad=True)
+    tgt, mask = mmu.tensor(rng.integers(0, V, (B, Ln))), mmu.tensor(rng.random((B, Ln)) < 0.5)
+    nbytes = B * Ln * V * 4
+    out = []
+    assert _extra_peak_bytes(lambda: out.append(L.masked_token_loss(lg, tgt, mask))) < 0.25 * nbytes
+    assert _extra_peak_bytes(lambda: out[0].backward()) < 1.25 * nbytes
+
+
 def test_masked_token_loss():
     B, Ln, V = 2, 6, 5
     lg = RNG.standard_normal((B, Ln, V)).astype(np.float32)

@@ -606,3 +606,13 @@ def test_models_registry():
             mmu.models.register("tiny_lm_test", Regressor)
     finally:
         mmu.models._REGISTRY.pop("tiny_lm_test")
+
+
+def test_every_model_folder_registers_its_model():
+    """available() lists every mmu/models/<name>/ folder, and get() returns a class for each."""
+    for name in mmu.models.available():
+        cls = mmu.models.get(name)
+        assert isinstance(cls, type) and issubclass(cls, mmu.nn.Module), name
+    assert issubclass(mmu.models.get("phi"), mmu.nn.TransformerLM)
+    assert issubclass(mmu.models.get("llama"), mmu.nn.TransformerLM)
+    assert mmu.models.get("vit").__name__ == "VisionTower"

@@ -1,7 +1,7 @@
 """The op table (csrc/core/op_table.h) against the tests and the double-backward rules.
 
 Every op the C core can record must (1) be recorded by at least one case of the op test tables
-(test_ops.CASES, test_spatial.CASES, test_conv.CASES, and OP_CASES below for the fused ops those
+(test_ops.CASES, test_spatial.CASES, test_conv.CASES, test_sort.CASES, and OP_CASES below for the fused ops those
 tables do not reach), so it is checked against a float64 reference, finite differences and torch;
 and (2) have a double-backward rule in mmu/_double_backward.py or an explicit entry in its
 NO_DOUBLE_BACKWARD (op -> why). A new op without either fails here. Walking the recorded graphs
@@ -24,9 +24,10 @@ try:
     import gradcheck
     import test_conv
     import test_ops
+    import test_sort
     import test_spatial
 except ImportError:
-    from tests import gradcheck, test_conv, test_ops, test_spatial
+    from tests import gradcheck, test_conv, test_ops, test_sort, test_spatial
 
 
 def rnd(*shape, seed=0):
@@ -203,7 +204,7 @@ def _recorded_by_tables():
     mmu_backend = gradcheck.MmuBackend()
     for c in test_ops.DIFF_CASES:
         walk(c.id, gradcheck.run_case(mmu_backend, c.fn, c.make_inputs(), c.grad_flags, c.raw_flags)[0])
-    for cid, fn, _, arrays in list(test_spatial.CASES) + OP_CASES:
+    for cid, fn, _, arrays in list(test_spatial.CASES) + list(test_sort.CASES) + OP_CASES:
         walk(cid, gradcheck.run_case(mmu_backend, fn, arrays, [True] * len(arrays))[0])
     for case in test_conv.CASES:
         walk(case[0], test_conv.run(F, test_conv.mmu_tensor, case, test_conv.make_inputs(case))[0])
@@ -214,7 +215,7 @@ def test_every_op_has_a_test_case():
     recorded = _recorded_by_tables()
     missing = [op for op in _C.OPS if op not in recorded]
     assert not missing, (f"ops of csrc/core/op_table.h that no case of the op test tables records: {missing}; "
-                         "add a case (test_ops.CASES, test_spatial.CASES, test_conv.CASES or OP_CASES here)")
+                         "add a case (test_ops.CASES, test_spatial.CASES, test_conv.CASES, test_sort.CASES or OP_CASES here)")
 
 
 def test_every_op_has_a_double_backward_rule_or_an_explicit_none():
@@ -239,7 +240,7 @@ def test_an_op_without_a_rule_says_why_under_create_graph(op):
         c = cases[case_id]
         out, _, _, _, inputs = gradcheck.run_case(mmu_backend, c.fn, c.make_inputs(), c.grad_flags, c.raw_flags)
     else:
-        fn, arrays = {cid: (fn, arrays) for cid, fn, _, arrays in list(test_spatial.CASES) + OP_CASES}[case_id]
+        fn, arrays = {cid: (fn, arrays) for cid, fn, _, arrays in list(test_spatial.CASES) + list(test_sort.CASES) + OP_CASES}[case_id]
         out, _, _, _, inputs = gradcheck.run_case(mmu_backend, fn, arrays, [True] * len(arrays))
     xs = [t for t in inputs if isinstance(t, mmu.Tensor) and t.requires_grad]
     out = out.sum()

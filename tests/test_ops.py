@@ -392,6 +392,10 @@ CASES = [
     C("amin_dims_neg", lambda m, a: a.amin(dim=(-1, -2)), lambda a: r_amin(a, (-1, -2)),
       f(2, 3, 5)),
     C("amin_fn", lambda m, a: m.amin(a, dim=-1), lambda a: r_amin(a, -1), f(4, 3)),
+    C("cumsum_dim1", lambda m, a: m.cumsum(a, 1), lambda a: np.cumsum(a, 1), f(2, 3, 5)),
+    C("cumsum_method_dim0", lambda m, a: a.cumsum(0), lambda a: np.cumsum(a, 0), f(4, 3)),
+    C("cumsum_dim_neg1", lambda m, a: m.cumsum(a, dim=-1), lambda a: np.cumsum(a, -1), f(3, 6)),
+    C("cumsum_0d", lambda m, a: m.cumsum(a, 0), lambda a: a, f()),
     C("argmax_all", lambda m, a: a.argmax(), r_argmax, f(2, 3, 5), out_dtype=I64),
     C("argmax_dim1", lambda m, a: a.argmax(1), lambda a: r_argmax(a, 1), f(2, 3, 5),
       out_dtype=I64),
@@ -780,6 +784,33 @@ def test_argmax_argmin_ties_pick_first_index():
     assert x.argmin().item() == 0
     assert mmu.argmax(x, dim=0).tolist() == [1, 1, 1, 1]
     assert x.argmax().dtype == np.int64
+
+
+@pytest.mark.parametrize("shape,dim", [((1, 100_000), 1), ((3, 3000, 5), 1), ((2000, 2), 0)])
+def test_cumsum_accumulates_in_double(shape, dim):
+    """Each running sum is the float64 sequential sum rounded once (torch's CPU kernel accumulates in
+    double too); a float32 accumulator drifts by many ulps over long rows of 0.1-sized values."""
+    x = (np.random.default_rng(3).random(shape) * 0.2).astype(np.float32)
+    want = np.cumsum(x.astype(np.float64), axis=dim).astype(np.float32)
+    np.testing.assert_array_equal(mmu.cumsum(x, dim).numpy(), want)
+    np.testing.assert_array_equal(mmu.tensor(x).cumsum(dim - len(shape)).numpy(), want)
+
+
+def test_cumsum_int_bool_empty_and_errors():
+    a = np.array([[3, -1, 2 ** 40], [0, 5, -7]], np.int64)
+    out = mmu.cumsum(a, 1)
+    assert out.dtype == mmu.int64 and out.tolist() == np.cumsum(a, 1).tolist()
+    assert mmu.cumsum(np.array([True, False, True]), 0).tolist() == [1, 1, 2]
+    assert mmu.cumsum(mmu.zeros(2, 0), 1).shape == (2, 0)
+    assert mmu.cumsum(mmu.tensor(np.float32(2.5)), -1).item() == 2.5
+    with pytest.raises(IndexError, match="cumsum: dim 2 is out of range"):
+        mmu.cumsum(mmu.zeros(2, 3), 2)
+    with pytest.raises(IndexError, match="cumsum: dim -3 is out of range"):
+        mmu.cumsum(a, -3)
+    with pytest.raises(TypeError, match="cumsum: dim must be an int"):
+        mmu.cumsum(mmu.zeros(2, 3), None)
+    with pytest.raises(TypeError, match="cumsum: input must be a Tensor"):
+        mmu.cumsum("abc", 0)
 
 
 # ==========================================================================

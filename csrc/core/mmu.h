@@ -54,6 +54,7 @@ void *mmu_alloc(size_t nbytes);
 void mmu_free(void *ptr, size_t nbytes);
 void mmu_alloc_stats(size_t *in_use, size_t *cached, size_t *peak);
 void mmu_alloc_empty_cache(void);
+void mmu_alloc_reset_peak(void); /* peak_bytes := bytes in use now */
 
 /* --------------------------------------------------------------- storage */
 typedef struct mmu_storage {

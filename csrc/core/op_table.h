@@ -55,6 +55,10 @@
     X(MEAN, mmu_reduce_backward, "dim_mask", "", "")                                                           \
     X(AMAX, mmu_reduce_backward, "dim_mask", "", "")                                                           \
     X(AMIN, mmu_reduce_backward, "dim_mask", "", "")                                                           \
+    X(CUMSUM, mmu_cumsum_backward, "dim reverse", "", "")                                                      \
+    /* csrc/ops/sort.c */                                                                                      \
+    X(SORT, mmu_sort_backward, "dim", "", "")                                                                  \
+    X(TOPK, mmu_sort_backward, "dim", "", "")                                                                  \
     /* csrc/ops/shape.c: views and copies */                                                                   \
     X(RESHAPE, mmu_reshape_backward, "", "", "")                                                               \
     X(PERMUTE, mmu_permute_backward, "perm[ndim]", "", "")                                                     \

@@ -59,6 +59,16 @@ mmu_status mmu_argreduce(mmu_tensor **out, int is_max, mmu_tensor *x, int has_di
 /* Sum g (broadcast result shape) down to `shape` (input shape) — the backward of
  * broadcasting. Returns a new reference (may be g itself, incref'd). */
 mmu_status mmu_reduce_to_shape(mmu_tensor **out, mmu_tensor *g, int ndim, const int64_t *shape);
+/* x float32 (..., n, ...) -> out (x's shape): running sums along dim, in double; reverse sums from the end */
+mmu_status mmu_cumsum(mmu_tensor **out, mmu_tensor *x, int64_t dim, int reverse);
+
+/* ---------------------------------------------------------------- sort.c */
+/* torch's order: NaN above every number, -0 == +0, equal values in index order (stable).
+ * x float32 (..., n, ...) -> values (x's shape), indices int64 (x's shape), sorted along dim */
+mmu_status mmu_sort(mmu_tensor **values, mmu_tensor **indices, mmu_tensor *x, int64_t dim, int descending);
+/* x float32 (..., n, ...), 0 <= k <= n -> values, indices int64 (..., k, ...): the k largest (or smallest)
+ * along dim, best first; equal values: the lower index first */
+mmu_status mmu_topk(mmu_tensor **values, mmu_tensor **indices, mmu_tensor *x, int64_t k, int64_t dim, int largest);
 
 /* --------------------------------------------------------------- shape.c */
 /* x (...) -> out (shape), same numel; shares storage */

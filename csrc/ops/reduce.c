@@ -1,4 +1,5 @@
-/* Reductions: sum, mean, amax, amin over any set of dims; argmax/argmin.
+/* Reductions: sum, mean, amax, amin over any set of dims; argmax/argmin;
+ * cumsum (a running sum along one dim, at the end of the file).
  *
  * A reduction over several dims is done as successive single-dim reductions,
  * each seen as (outer, len, inner) on the contiguous layout: with inner == 1
@@ -302,4 +303,86 @@ mmu_status mmu_reduce_to_shape(mmu_tensor **out, mmu_tensor *g, int ndim, const 
     st = mmu_tensor_view(out, summed, ndim, shape);
     mmu_tensor_decref(summed);
     return st;
+}
+
+/* ------------------------------------------------------------------ cumsum */
+/* Running sums along one dim, accumulated in double (as torch's CPU kernel
+ * does), so a long row of float32 does not drift. reverse: sums from the end
+ * (out[i] = x[i] + ... + x[n-1]), which is cumsum's backward. */
+
+/* x (outer, len, inner) -> out (outer, len, inner) */
+static void cumsum_raw(float *out, const float *x, int64_t outer, int64_t len, int64_t inner, int reverse) {
+    int64_t total = outer * len * inner;
+    int64_t step = reverse ? -inner : inner, first = reverse ? (len - 1) * inner : 0;
+    if (inner == 1) {
+#pragma omp parallel for schedule(static) if (total > MMU_PAR_GRAIN && outer > 1)
+        for (int64_t o = 0; o < outer; o++) {
+            const float *src = x + o * len + first;
+            float *dst = out + o * len + first;
+            double acc = 0.0;
+            for (int64_t l = 0; l < len; l++) {
+                acc += src[l * step];
+                dst[l * step] = (float)acc;
+            }
+        }
+        return;
+    }
+    /* inner > 1: a task is one block of positions along inner, summed down len together */
+    enum { BLOCK = 256 };
+    int64_t nblk = (inner + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) if (total > MMU_PAR_GRAIN)
+    for (int64_t t = 0; t < outer * nblk; t++) {
+        int64_t o = t / nblk, lo = (t % nblk) * BLOCK, n = inner - lo < BLOCK ? inner - lo : BLOCK;
+        double acc[BLOCK];
+        for (int64_t i = 0; i < n; i++) acc[i] = 0.0;
+        const float *src = x + o * len * inner + first + lo;
+        float *dst = out + o * len * inner + first + lo;
+        for (int64_t l = 0; l < len; l++, src += step, dst += step)
+            for (int64_t i = 0; i < n; i++) {
+                acc[i] += src[i];
+                dst[i] = (float)acc[i];
+            }
+    }
+}
+
+static void cumsum_dims(const mmu_tensor *t, int dim, int64_t *outer, int64_t *len, int64_t *inner) {
+    *outer = *inner = 1;
+    *len = t->ndim ? t->shape[dim] : 1;
+    for (int d = 0; d < dim && d < t->ndim; d++) *outer *= t->shape[d];
+    for (int d = dim + 1; d < t->ndim; d++) *inner *= t->shape[d];
+}
+
+// x float32 (..., n, ...), dim -> out (x's shape), out[i] = x[0] + ... + x[i] along dim (reverse: x[i] + ... + x[n-1])
+mmu_status mmu_cumsum(mmu_tensor **out, mmu_tensor *x, int64_t dim_in, int reverse) {
+    mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "cumsum", "input");
+    if (st) return st;
+    int dim;
+    if ((st = mmu_wrap_dim(&dim, dim_in, x->ndim, "cumsum"))) return st;
+    if ((st = mmu_tensor_empty_like(out, x))) return st;
+    int64_t outer, len, inner;
+    cumsum_dims(x, dim, &outer, &len, &inner);
+    mmu_sync_threads();
+    if (x->numel) cumsum_raw(mmu_f32(*out), mmu_f32(x), outer, len, inner, reverse);
+    mmu_node *n = NULL;
+    if ((st = mmu_record(&n, *out, MMU_OP_CUMSUM, 1, &x))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (n) {
+        n->ctx.i[0] = dim;
+        n->ctx.i[1] = reverse != 0;
+    }
+    return MMU_OK;
+}
+
+// g (x's shape) -> gin[0]: the running sums of g taken the other way
+mmu_status mmu_cumsum_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    if (!n->inputs[0].needs_grad) return MMU_OK;
+    mmu_status st = mmu_tensor_empty_like(&gin[0], g);
+    if (st) return st;
+    int64_t outer, len, inner;
+    cumsum_dims(g, (int)n->ctx.i[0], &outer, &len, &inner);
+    mmu_sync_threads();
+    if (g->numel) cumsum_raw(mmu_f32(gin[0]), mmu_f32(g), outer, len, inner, !n->ctx.i[1]);
+    return MMU_OK;
 }

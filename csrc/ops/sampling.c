@@ -18,8 +18,11 @@
  *
  * Determinism: row r of a call reads the blocks (base + r·blocks_per_row ...)
  * of the stream reserved for the whole call, so which thread computes a row
- * does not matter: any thread count gives the same bits. A uniform takes two
- * 32-bit words (53 bits, a double in [0, 1)), two per Philox block. */
+ * does not matter: any thread count gives the same bits. A draw's uniform takes
+ * two 32-bit words (53 bits, a double in [0, 1)): one Philox block per row for
+ * sample_logits, half a block per sample for multinomial with replacement;
+ * the race of multinomial without replacement uses one 24-bit uniform per
+ * category (4 a block), float32 as torch's exponential_ is. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +40,20 @@ static inline double row_uniform(uint64_t key, uint64_t first, int64_t j) {
     uint32_t x[4];
     mmu_philox(key, first + (uint64_t)(j / 2), x);
     return j % 2 ? uniform53(x[2], x[3]) : uniform53(x[0], x[1]);
+}
+
+/* n float uniforms in (0, 1) from the blocks first, first + 1, ... (4 per block, 24 bits each,
+ * the middle of their cell so that log never sees 0), MMU_PHILOX_LANES blocks at a time */
+static void row_uniforms_f32(float *u, int64_t n, uint64_t key, uint64_t first) {
+    for (int64_t b0 = 0; 4 * b0 < n; b0 += MMU_PHILOX_LANES) {
+        uint32_t r[4][MMU_PHILOX_LANES];
+        mmu_philox_lanes(key, first + (uint64_t)b0, r);
+        for (int l = 0; l < MMU_PHILOX_LANES; l++)
+            for (int w = 0; w < 4; w++) {
+                int64_t i = 4 * (b0 + l) + w;
+                if (i < n) u[i] = ((float)(r[w][l] >> 8) + 0.5f) * (1.0f / 16777216.0f);
+            }
+    }
 }
 
 /* (key, index) pairs ordered by key, ties by the lower index first */
@@ -77,6 +94,22 @@ static void first_n_sorted(keyed *a, int64_t m, int64_t n) {
     qsort(a, (size_t)n, sizeof *a, keyed_cmp);
 }
 
+/* Σ e[0..n) in double, in 8 interleaved partial sums (a fixed order, so the same bits every
+ * call; GCC vectorises it, where one running sum is a chain of dependent adds). */
+static double sum_f64(const float *e, int64_t n) {
+    double acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += e[i + l];
+    double s = 0.0;
+    for (; i < n; i++) s += e[i];
+    for (int l = 0; l < 8; l++) s += acc[l];
+    return s;
+}
+
+#define DRAW_BLOCK 256 /* the draw skips whole blocks of weights whose sum stays below the target */
+#define CDF_BLOCK 32   /* multinomial: cumulated sums of blocks this long, bisected, then a walk inside one */
+
 /* ---------------------------------------------------------- multinomial */
 
 // probs (V) or (R, V) float32, finite, >= 0, rows summing to > 0 -> out (n) or (R, n) int64
@@ -100,17 +133,18 @@ mmu_status mmu_multinomial(mmu_tensor **out, mmu_tensor *probs, int64_t num_samp
     const float *p = mmu_f32(probs);
     /* every check before the stream is touched: a refused call leaves the generator as it was */
     for (int64_t r = 0; r < R; r++) {
-        double sum = 0.0;
+        const float *pr = p + r * V;
+        int bad = 0;
         int64_t nonzero = 0;
-        for (int64_t i = 0; i < V; i++) {
-            float v = p[r * V + i];
-            if (!(v >= 0.0f) || isinf(v))
-                return mmu_fail(MMU_EVALUE, "%s: probability tensor contains either inf, nan or element < 0 "
-                                            "(row %lld, category %lld)", op, (long long)r, (long long)i);
-            sum += v;
-            nonzero += v > 0.0f;
+        for (int64_t i = 0; i < V; i++) /* branch-free: vectorised */
+            bad |= !(pr[i] >= 0.0f && pr[i] < INFINITY), nonzero += pr[i] > 0.0f;
+        if (bad) {
+            int64_t i = 0;
+            while (pr[i] >= 0.0f && pr[i] < INFINITY) i++;
+            return mmu_fail(MMU_EVALUE, "%s: probability tensor contains either inf, nan or element < 0 "
+                                        "(row %lld, category %lld)", op, (long long)r, (long long)i);
         }
-        if (!(sum > 0.0))
+        if (!(sum_f64(pr, V) > 0.0))
             return mmu_fail(MMU_EVALUE, "%s: invalid multinomial distribution (sum of probabilities <= 0) in row %lld",
                             op, (long long)r);
         if (!replacement && nonzero < num_samples)
@@ -124,8 +158,9 @@ mmu_status mmu_multinomial(mmu_tensor **out, mmu_tensor *probs, int64_t num_samp
                                : mmu_tensor_empty(out, MMU_INT64, 1, &num_samples)))
         return st;
     int64_t *ids = mmu_i64(*out);
-    /* uniforms per row: one per sample with replacement, one per category without */
-    int64_t per_row = replacement ? num_samples : V, blocks_per_row = (per_row + 1) / 2;
+    /* blocks per row: a 53-bit uniform per sample with replacement (2 a block), a 24-bit one per
+     * category without (4 a block, float32 like torch's exponential_) */
+    int64_t blocks_per_row = replacement ? (num_samples + 1) / 2 : (V + 3) / 4;
     uint64_t key, base;
     mmu_generator_reserve(g, (uint64_t)(R * blocks_per_row), &key, &base);
     int oom = 0;
@@ -135,47 +170,64 @@ mmu_status mmu_multinomial(mmu_tensor **out, mmu_tensor *probs, int64_t num_samp
         int64_t *o = ids + r * num_samples;
         uint64_t first = base + (uint64_t)(r * blocks_per_row);
         if (replacement) {
-            double *cdf = malloc((size_t)V * sizeof *cdf);
-            if (!cdf) {
+            /* sums of blocks of CDF_BLOCK weights, cumulated: a draw finds its block by bisection,
+             * then walks inside it */
+            int64_t nb = (V + CDF_BLOCK - 1) / CDF_BLOCK;
+            double *cum = malloc((size_t)nb * sizeof *cum);
+            if (!cum) {
 #pragma omp atomic write
                 oom = 1;
                 continue;
             }
             double acc = 0.0;
-            int64_t last_nonzero = 0;
-            for (int64_t i = 0; i < V; i++) {
-                acc += pr[i];
-                cdf[i] = acc;
-                if (pr[i] > 0.0f) last_nonzero = i;
+            for (int64_t b = 0; b < nb; b++) {
+                int64_t b0 = b * CDF_BLOCK;
+                acc += sum_f64(pr + b0, V - b0 < CDF_BLOCK ? V - b0 : CDF_BLOCK);
+                cum[b] = acc;
             }
+            int64_t last_nonzero = V - 1;
+            while (!(pr[last_nonzero] > 0.0f)) last_nonzero--;
             for (int64_t s = 0; s < num_samples; s++) {
                 double t = row_uniform(key, first, s) * acc;
-                /* the first i with cdf[i] > t: a zero-probability category never is (its cdf
-                 * equals its predecessor's) */
-                int64_t lo = 0, hi = V;
+                int64_t lo = 0, hi = nb - 1; /* the first block whose cumulated sum passes t */
                 while (lo < hi) {
                     int64_t mid = lo + (hi - lo) / 2;
-                    if (cdf[mid] > t) hi = mid;
+                    if (cum[mid] > t) hi = mid;
                     else lo = mid + 1;
                 }
-                o[s] = lo < V ? lo : last_nonzero; /* u·sum rounded up to sum */
+                /* the first category whose running sum passes t (a zero weight never does); rounding
+                 * may carry the walk past its block, or leave it short at the end: the last non-zero */
+                double run = lo ? cum[lo - 1] : 0.0;
+                int64_t id = last_nonzero;
+                for (int64_t i = lo * CDF_BLOCK; i < V; i++)
+                    if (pr[i] > 0.0f && (run += pr[i]) > t) {
+                        id = i;
+                        break;
+                    }
+                o[s] = id;
             }
-            free(cdf);
+            free(cum);
         } else {
             keyed *k = malloc((size_t)V * sizeof *k);
-            if (!k) {
+            float *race = malloc((size_t)V * sizeof *race);
+            if (!k || !race) {
+                free(k);
+                free(race);
 #pragma omp atomic write
                 oom = 1;
                 continue;
             }
+            /* a uniform for every category (row r's use of the stream is fixed), then the finish
+             * times E_i / p_i = -log(u_i) / p_i, vectorised */
+            row_uniforms_f32(race, V, key, first);
+            for (int64_t i = 0; i < V; i++) race[i] = -mmu_log(race[i]) / pr[i];
             int64_t m = 0;
-            for (int64_t i = 0; i < V; i++) {
-                double u = row_uniform(key, first, i); /* drawn for every category: row r's stream use is fixed */
-                if (pr[i] > 0.0f) k[m++] = (keyed){-log1p(-u) / (double)pr[i], i};
-            }
+            for (int64_t i = 0; i < V; i++)
+                if (pr[i] > 0.0f) k[m++] = (keyed){race[i], i};
             first_n_sorted(k, m, num_samples);
             for (int64_t s = 0; s < num_samples; s++) o[s] = k[s].idx;
             free(k);
+            free(race);
         }
     }
     if (oom) {
@@ -233,20 +285,6 @@ static float kth_largest(float *scratch, const float *x, int64_t n, int64_t k) {
     return scratch[want];
 }
 
-/* Σ e[0..n) in double, in 8 interleaved partial sums (a fixed order, so the same bits every
- * call; GCC vectorises it, where one running sum is a chain of dependent adds). */
-static double sum_f64(const float *e, int64_t n) {
-    double acc[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += e[i + l];
-    double s = 0.0;
-    for (; i < n; i++) s += e[i];
-    for (int l = 0; l < 8; l++) s += acc[l];
-    return s;
-}
-
-#define DRAW_BLOCK 256 /* the draw skips whole blocks of weights whose sum stays below the target */
 
 typedef struct {
     double inv_temperature, top_p;

@@ -183,6 +183,21 @@ static PyObject *py_argreduce(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
+/* cumsum(x, dim, reverse) */
+static PyObject *py_cumsum(PyObject *m, PyObject *args) {
+    PyObject *xo, *dimo;
+    int reverse;
+    int64_t dim;
+    tensor_args ta = {0};
+    mmu_tensor *x, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "OOp", &xo, &dimo, &reverse)) return NULL;
+    if (mmu_parse_int64(dimo, &dim, "cumsum", "dim", 1) < 0) return NULL;
+    if (!(x = arg(&ta, xo, MMU_FLOAT32, "cumsum", "input"))) return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_cumsum(&out, x, dim, reverse));
+    return finish(&ta, st, out);
+}
+
 /* reshape / expand / permute: (x, tuple of ints) */
 static PyObject *shape_op(PyObject *args, const char *name) {
     PyObject *xo, *shape_obj;
@@ -431,6 +446,7 @@ PyMethodDef mmu_core_methods[] = {
     {"cast", py_cast, METH_VARARGS, "cast(x, dtype_code)"},
     {"reduce", py_reduce, METH_VARARGS, "reduce(op, x, dims or None, keepdim)"},
     {"argreduce", py_argreduce, METH_VARARGS, "argreduce(is_max, x, dim or None, keepdim)"},
+    {"cumsum", py_cumsum, METH_VARARGS, "cumsum(x, dim, reverse)"},
     {"reshape", py_reshape, METH_VARARGS, "reshape(x, shape)"},
     {"expand", py_expand, METH_VARARGS, "expand(x, shape)"},
     {"permute", py_permute, METH_VARARGS, "permute(x, dims)"},

@@ -122,6 +122,7 @@ extern PyMethodDef mmu_pool_methods[];           /* max / average pooling */
 extern PyMethodDef mmu_quant_lfq_methods[];      /* LFQ entropy, FSQ */
 extern PyMethodDef mmu_quant_vq_methods[];       /* nearest-code search, EMA codebook stats */
 extern PyMethodDef mmu_reconstruction_methods[]; /* fused reconstruction losses */
+extern PyMethodDef mmu_sort_methods[];           /* sort, topk */
 extern PyMethodDef mmu_spatial_methods[];        /* pad, interpolation */
 extern PyMethodDef mmu_sampling_methods[];       /* multinomial, sample_logits */
 

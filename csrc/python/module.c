@@ -516,6 +516,11 @@ static PyObject *py_stats(PyObject *m, PyObject *unused) {
                          "peak_bytes", (Py_ssize_t)peak);
 }
 
+static PyObject *py_reset_peak_bytes(PyObject *m, PyObject *unused) {
+    mmu_alloc_reset_peak();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_empty_cache(PyObject *m, PyObject *unused) {
     mmu_alloc_empty_cache();
     Py_RETURN_NONE;
@@ -693,6 +698,7 @@ static PyMethodDef module_methods[] = {
     {"get_num_threads", py_get_num_threads, METH_NOARGS, NULL},
     {"stats", py_stats, METH_NOARGS, "Counters: oneDNN primitives created, cache hits and size, allocator bytes."},
     {"empty_cache", py_empty_cache, METH_NOARGS, "Return cached free buffers to the system."},
+    {"reset_peak_bytes", py_reset_peak_bytes, METH_NOARGS, "Set stats()['peak_bytes'] to the bytes in use now."},
     {"dnnl_version", py_dnnl_version, METH_NOARGS, NULL},
     {"measure_peak_gflops", py_measure_peak_gflops, METH_O,
      "measure_peak_gflops(seconds): sustained fp32 FMA GFLOP/s of this CPU at the current thread count."},
@@ -715,6 +721,7 @@ PyMODINIT_FUNC PyInit__C(void) {
         mmu_batch_norm_methods, mmu_contrastive_methods,  mmu_conv_methods,      mmu_dropout_methods,
         mmu_lpips_methods,      mmu_norm_methods,         mmu_optim_methods,     mmu_pool_methods,
         mmu_quant_lfq_methods,  mmu_quant_vq_methods,     mmu_reconstruction_methods, mmu_spatial_methods,
+        mmu_sort_methods,
         mmu_sampling_methods,
     };
     for (size_t f = 0; f < sizeof family_methods / sizeof *family_methods; f++)

@@ -1,5 +1,7 @@
 """Token objectives: next-token (shifted) and masked-token cross-entropy helpers, and the KL to the
 uniform prior of Gumbel quantizers (re-exported from mmu.quantizers.gumbel)."""
+import numpy as np
+
 from .._args import check_int
 from ..functional import cross_entropy
 from ..quantizers.gumbel import kl_to_uniform
@@ -27,7 +29,7 @@ def _check_range(targets, logits, ignore_index, op, tname):
     """Every target that is not ignore_index is a class of logits' V, checked here so that the error
     names this loss (and the caller's shapes) rather than the cross_entropy it calls."""
     V = logits.shape[2]
-    t = targets.numpy()
+    t = np.asarray(targets)
     bad = t[(t != ignore_index) & ((t < 0) | (t >= V))]
     if bad.size:
         skipped = f"ignore_index {ignore_index}" if op == "next_token_loss" else "unmasked positions skipped"
@@ -35,19 +37,30 @@ def _check_range(targets, logits, ignore_index, op, tname):
                          f"{tuple(logits.shape)}, {tname} {tuple(targets.shape)}, {skipped})")
 
 
-def next_token_loss(logits, tokens, ignore_index=-100):
+def next_token_loss(logits, tokens, ignore_index=-100, label_smoothing=0.0):
     """Autoregressive loss: cross_entropy(logits[:, :-1], tokens[:, 1:]) — position t predicts token t+1 —
-    averaged over the non-ignored targets. logits (B, L, V), tokens (B, L) int64, L >= 2."""
+    averaged over the non-ignored targets. logits (B, L, V) float32, tokens (B, L) int64, L >= 2;
+    label_smoothing as in mmu.functional.cross_entropy.
+
+    The logits are read in place, never sliced (a slice is a copy in mmu: B·(L-1)·V floats, gigabytes
+    at a 58k vocabulary): the targets are shifted instead, into a (B, L) array whose last column is
+    ignore_index, and the fused kernel runs over the (B·L, V) view of the logits. The ignored last
+    position adds nothing to the loss, its gradient row is zero, and the mean counts real targets
+    only, so value and gradient are those of the sliced form."""
     op = "next_token_loss"
     logits, tokens = _check(logits, tokens, op, "tokens")
     ignore_index = check_int(ignore_index, op, "ignore_index")
     B, L, V = logits.shape
     if L < 2:
         raise ValueError(f"{op}: need L >= 2 to shift, got logits {tuple(logits.shape)}")
-    _check_range(tokens[:, 1:], logits, ignore_index, op, "tokens[:, 1:]")
-    lg = logits[:, :-1].reshape((B * (L - 1), V))
-    tg = tokens[:, 1:].reshape((B * (L - 1),))
-    return cross_entropy(lg, tg, ignore_index=ignore_index)
+    t = tokens.numpy()
+    targets = np.empty((B * L,), np.int64)
+    shifted = targets.reshape(B, L)
+    shifted[:, :-1] = t[:, 1:]
+    shifted[:, -1] = ignore_index
+    _check_range(shifted, logits, ignore_index, op, "tokens[:, 1:]")
+    return cross_entropy(logits.reshape((B * L, V)), targets, ignore_index=ignore_index,
+                         label_smoothing=label_smoothing)
 
 
 def masked_token_loss(logits, targets, mask):

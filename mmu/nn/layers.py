@@ -184,7 +184,11 @@ class Unflatten(Module):
         if n != input.shape[dim] and -1 not in self.unflattened_size:
             raise ValueError(f"Unflatten: unflattened_size {self.unflattened_size} does not multiply to dim {self.dim} "
                              f"of size {input.shape[dim]} (input of shape {input.shape})")
-        return input.reshape(input.shape[:dim] + self.unflattened_size + input.shape[dim + 1:])
+        try:
+            return input.reshape(input.shape[:dim] + self.unflattened_size + input.shape[dim + 1:])
+        except ValueError as e:  # e.g. a -1 that an empty input leaves ambiguous
+            raise ValueError(f"Unflatten: unflattened_size {self.unflattened_size} cannot expand dim {self.dim} of "
+                             f"input {input.shape}: {e}") from None
 
     def extra_repr(self):
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

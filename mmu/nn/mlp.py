@@ -1,4 +1,4 @@
-"""MLP: the feed-forward part of a transformer layer (GELU, tanh-GELU, ReLU, SiLU or SwiGLU)."""
+"""MLP: the feed-forward part of a transformer layer (GELU, tanh-GELU, ReLU, SiLU, quick-GELU or SwiGLU)."""
 from .. import functional as F
 from .._args import flag
 from ._layer_args import _int, _named_errors
@@ -12,6 +12,7 @@ _ACTIVATIONS = {
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2 / Phi's gelu_new
     "relu": F.relu,
     "silu": F.silu,
+    "quick_gelu": lambda x: x * F.sigmoid(1.702 * x),  # CLIP's (OpenAI) sigmoid approximation of GELU
 }
 
 
@@ -22,7 +23,7 @@ class MLP(Module):
     (hidden_dim, dim); each with a bias if bias=True. Published names map as
     fc1 = GPT/Phi's fc1 = LLaMA's up_proj, fc_gate = LLaMA's gate_proj, fc2 = fc2 / down_proj.
     activation: 'gelu' (exact erf), 'gelu_tanh' (tanh approximation, Phi's gelu_new), 'relu',
-    'silu' or 'swiglu'. Input (..., dim) -> (..., dim).
+    'silu', 'quick_gelu' (x sigmoid(1.702 x), CLIP's) or 'swiglu'. Input (..., dim) -> (..., dim).
     """
 
     @_named_errors("MLP")
