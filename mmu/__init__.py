@@ -34,6 +34,7 @@ from .tensor import (  # noqa: E402,F401
 from ._fn_sort import argsort, sort, topk  # noqa: E402  (also Tensor.sort / .argsort / .topk)
 from . import functional, io, losses, nn, optim, quantizers  # noqa: E402,F401
 from . import data, metrics, tokenizers, train  # noqa: E402,F401  (keep imports light: no matplotlib/PIL at import)
+from . import text  # noqa: E402,F401  (mmu.text imports Hugging Face tokenizers only when a tokenizer is made)
 from .io import load, save  # noqa: E402,F401
 from . import config, models  # noqa: E402,F401
 from .config import from_config, get_config  # noqa: E402,F401

@@ -5,6 +5,10 @@
                 [--lpips-weights FILE] [--fid-weights FILE] [--fast] [--list]
     mmu train --config cfg.json --data DIR [--val-data DIR | --val-fraction F] [--steps N] [--out DIR]
               [--resume | --overwrite] [--tensorboard] [--sample-every N]   (mmu train --example-config)
+    mmu train --model gpt [--data digits|shapes|digits,shapes|TEXTS.txt] [--steps N] [--out DIR] [--dim D]
+              [--layers N] [--heads H] [--batch-size B] [--lr LR] [--samples N] [--config cfg.json] ...
+    mmu generate --model DIR [--prompt TEXT ...] [--num-samples N] [--temperature T] [--top-k K] [--top-p P]
+                 [--greedy] [--seed S] [--max-new-tokens N]
     mmu encode --model DIR IMAGES... --out codes.npy
     mmu decode --model DIR codes.npy --out DIR
     mmu demo [...]        mmu info        mmu --version
@@ -50,6 +54,14 @@ train writes) and starts again. Ctrl-C stops after the current step, saves a che
 history.csv and loss_curves.png, and tells how to resume (a second Ctrl-C stops at once). A loss that
 becomes non-finite or exceeds train.max_loss (default 1e6) stops the run with an error; history.csv and
 the earlier checkpoints are kept, no model is saved."""
+
+LM_TRAIN_HELP = """\
+With --model gpt, mmu train trains a small GPT (mmu.models.gpt) on texts: --data names built-in caption
+sets (digits, shapes or digits,shapes: every caption of their training images; held out: their test
+images') or a UTF-8 file with one text a line (a seeded tenth held out). A word-level tokenizer is
+trained on the texts; --out gets the model with its tokenizer (mmu generate --model OUT writes texts),
+history.csv, loss_curves.png, samples.txt (the captions it wrote, seeded) and checkpoints/.
+--config cfg.json may hold {"config": {GPTConfig fields}, "train": {TrainConfig fields}}."""
 
 DATA_SIDECAR = "mmu_data.json"  # {"size": .., "channels": ..}: how the model's training images were loaded
 
@@ -120,7 +132,8 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--list", action="store_true", help="list the available tokenizers and exit")
 
-    p = sub.add_parser("train", help="train one tokenizer from a JSON config on a folder of images",
+    p = sub.add_parser("train", help="train a tokenizer from a JSON config on a folder of images, or a language "
+                                     "model on texts (--model gpt)",
                        description="Trains the tokenizer cfg.json describes on the images of --data.",
                        epilog=TRAIN_CONFIG_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="cfg.json", help="the tokenizer + training config (format below)")
@@ -143,6 +156,34 @@ def build_parser():
     p.add_argument("--threads", type=_positive, help="mmu.set_num_threads(N) first")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--example-config", action="store_true", help="print an example cfg.json and exit")
+    lm = p.add_argument_group("language model (--model gpt)", LM_TRAIN_HELP)
+    lm.add_argument("--model", metavar="NAME", help="train a language model instead of a tokenizer: gpt")
+    lm.add_argument("--dim", type=_positive, help="width (default 64)")
+    lm.add_argument("--layers", type=_positive, help="transformer layers (default 2)")
+    lm.add_argument("--heads", type=_positive, help="attention heads (default 4)")
+    lm.add_argument("--batch-size", type=_positive, help="texts per step (default 32)")
+    lm.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
+    lm.add_argument("--seed", type=_nonneg, help="seeds the model, the batches and the samples (default 0)")
+    lm.add_argument("--samples", type=_nonneg, help="captions written after training (default 16)")
+    lm.add_argument("--temperature", type=float, help="sampling temperature of those captions (default 1)")
+    lm.add_argument("--top-k", type=_positive, help="keep the k most likely tokens when sampling")
+    lm.add_argument("--top-p", type=float, help="nucleus sampling: keep the most likely tokens up to this mass")
+
+    p = sub.add_parser("generate", help="texts written by a language model trained with mmu train --model gpt",
+                       description="Loads a GPT folder (save_pretrained, with its tokenizer) and prints the texts "
+                                   "it writes, one a line.")
+    p.add_argument("--model", required=True, metavar="DIR", help="a folder written by mmu train --model gpt")
+    p.add_argument("--prompt", action="append", metavar="TEXT",
+                   help="start the texts with TEXT (repeat for several prompts; default: from nothing)")
+    p.add_argument("--num-samples", type=_positive, default=8, metavar="N", help="texts per prompt (default 8)")
+    p.add_argument("--max-new-tokens", type=_positive, metavar="N",
+                   help="at most N new tokens a text (default: up to the model's max_seq_len)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--top-k", type=_positive, help="keep the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="keep the most likely tokens up to this probability mass")
+    p.add_argument("--greedy", action="store_true", help="always the most likely token (no sampling)")
+    p.add_argument("--seed", type=_nonneg, default=0, help="the sampling seed (default 0): a seed reproduces the texts")
+    p.add_argument("--threads", type=_positive, help="mmu.set_num_threads(N) first")
 
     p = sub.add_parser("encode", help="images -> codes (.npy, int64) with a trained tokenizer")
     p.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained folder")
@@ -267,7 +308,16 @@ def _check_out_dir(out):
         raise UserError(f"--out: cannot write into {probe!r}")
 
 
+LM_ONLY_FLAGS = ("dim", "layers", "heads", "batch_size", "lr", "seed", "samples", "temperature", "top_k", "top_p")
+LM_MODELS = ("gpt",)
+
+
 def cmd_train(args):
+    if args.model is not None:
+        return cmd_train_lm(args)
+    given = [f"--{f.replace('_', '-')}" for f in LM_ONLY_FLAGS if getattr(args, f, None) is not None]
+    if given:
+        raise UserError(f"{', '.join(given)} go with --model gpt (a tokenizer takes them from --config)")
     if args.example_config:
         print(json.dumps(example_config(), indent=2))
         return 0
@@ -396,6 +446,133 @@ def cmd_train(args):
     ssim = f", SSIM {ev['eval_ssim']:.3f}" if "eval_ssim" in ev else ""
     print(f"trained in {seconds:.1f} s; held out ({len(heldout)} images, never trained on): PSNR "
           f"{ev['eval_psnr']:.2f} dB{ssim} at step {ev['step']}; saved to {args.out}")
+    return 0
+
+
+def _lm_config_file(path):
+    """--config of a language model: {"config": {GPTConfig fields}, "train": {TrainConfig fields}}."""
+    from . import train
+    from .models.gpt import GPTConfig
+
+    if not os.path.isfile(path):
+        raise UserError(f"--config: no such file {path!r}")
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: the top level must be a JSON object")
+    bad = [k for k in cfg if k not in ("config", "train")]
+    if bad:
+        raise UserError(f"{path}: unknown key(s) {', '.join(map(repr, bad))} for --model gpt (known: config, train)")
+    out = {}
+    for key, cls in (("config", GPTConfig), ("train", train.TrainConfig)):
+        v = cfg.get(key, {})
+        if not isinstance(v, dict):
+            raise UserError(f"{path}: \"{key}\" must be a JSON object, got {type(v).__name__}")
+        _check_keys(v, cls, f"{path} \"{key}\" ({cls.__name__})")
+        out[key] = dict(v)
+    return out["config"], out["train"]
+
+
+def cmd_train_lm(args):
+    """mmu train --model gpt: mmu.models.gpt.train_captions on built-in caption sets or a text file."""
+    if args.model not in LM_MODELS:
+        raise UserError(f"--model: unknown language model {args.model!r} (available: {', '.join(LM_MODELS)}; "
+                        "tokenizers train from --config without --model)")
+    tokenizer_flags = (("--val-data", args.val_data), ("--tensorboard", args.tensorboard or None),
+                       ("--sample-every", args.sample_every), ("--example-config", args.example_config or None))
+    bad = [flag for flag, v in tokenizer_flags if v is not None]
+    if bad:
+        raise UserError(f"{', '.join(bad)} are for tokenizers, not --model {args.model}")
+    from . import train
+    from .models.gpt import captions
+
+    fields, tfields = _lm_config_file(args.config) if args.config else ({}, {})
+    data = args.data or "digits"
+    texts, sets = None, None
+    if os.path.isfile(data):
+        try:
+            with open(data, encoding="utf-8") as f:
+                texts = [line.strip() for line in f if line.strip()]
+        except UnicodeDecodeError as e:
+            raise UserError(f"--data {data!r} is not UTF-8 text: {e}") from None
+        if not texts:
+            raise UserError(f"--data {data!r} holds no text (one text a line)")
+    else:
+        sets = tuple(s.strip() for s in data.split(",") if s.strip())
+        if not sets or any(s not in captions.CAPTION_SETS for s in sets):
+            raise UserError(f"--data must name caption sets ({', '.join(captions.CAPTION_SETS)}, comma-separated) "
+                            f"or a text file, got {data!r}")
+    _check_out_dir(args.out)
+    ckpt_dir = tfields.setdefault("ckpt_dir", os.path.join(args.out, "checkpoints"))
+    previous = _previous_run(args.out, ckpt_dir)
+    if previous and not (args.resume or args.overwrite):
+        raise UserError(f"--out {args.out!r} already holds a run ({', '.join(previous)}); pass --resume to "
+                        "continue it, --overwrite to replace it, or choose another --out")
+    if args.resume and not train.Trainer.checkpoints(ckpt_dir):
+        raise UserError(f"--resume: no checkpoint in {ckpt_dir!r} to continue from")
+    if args.overwrite and previous:
+        removed = _remove_run(args.out, ckpt_dir)
+        print(f"mmu train: --overwrite: removed {removed} file(s) of the previous run in {args.out}")
+    def take(flag_value, section, key, default):
+        # a flag wins over cfg.json, which wins over the default; the key leaves the section either way
+        v = section.pop(key, default)
+        return v if flag_value is None else flag_value
+
+    steps, batch_size = take(args.steps, tfields, "steps", 300), take(args.batch_size, tfields, "batch_size", 32)
+    lr, seed = take(args.lr, tfields, "lr", 3e-3), take(args.seed, tfields, "seed", 0)
+    dim, layers = take(args.dim, fields, "dim", 64), take(args.layers, fields, "num_layers", 2)
+    heads = take(args.heads, fields, "num_heads", 4)
+    _threads(args)
+    with _warnings_to_stderr("train"):
+        try:
+            captions.train_captions(
+                sets=sets or ("digits",), texts=texts, steps=steps, batch_size=batch_size, lr=lr, dim=dim,
+                num_layers=layers, num_heads=heads, seed=seed, config=fields, train=tfields,
+                num_samples=16 if args.samples is None else args.samples,
+                temperature=1.0 if args.temperature is None else args.temperature, top_k=args.top_k,
+                top_p=args.top_p, out=args.out, resume=args.resume, progress=not args.quiet, verbose=True)
+        except KeyboardInterrupt:
+            last = train.Trainer.checkpoints(ckpt_dir)
+            print(f"mmu train: interrupted; " + (f"continue with the same command and --resume (checkpoint {last[-1]})"
+                                                 if last else "no checkpoint was written"), file=sys.stderr)
+            return 130
+        except train.TrainingDiverged as e:
+            raise UserError(f"{str(e).replace('Trainer: ', '')} No model saved") from None
+        except TypeError as e:  # a config field of the wrong type
+            raise UserError(str(e)) from None
+    print(f"saved to {args.out} (model, tokenizer, history.csv, samples.txt); mmu generate --model {args.out} "
+          "writes more")
+    return 0
+
+
+def cmd_generate(args):
+    """mmu generate: the texts a saved GPT writes, one a line."""
+    from .models.gpt import GPT
+
+    path = args.model
+    if not os.path.isdir(path):
+        raise UserError(f"--model: no such folder {path!r}")
+    for f in ("config.json", "model.safetensors", "tokenizer.json"):
+        if not os.path.isfile(os.path.join(path, f)):
+            raise UserError(f"--model: {path!r} has no {f} (a folder written by mmu train --model gpt, or "
+                            "GPT.save_pretrained with a tokenizer)")
+    try:
+        model = GPT.from_pretrained(path)
+    except ValueError as e:
+        raise UserError(f"--model {path!r}: {e}") from None
+    _threads(args)
+    model.eval()
+    try:
+        texts = model.generate_text(prompts=args.prompt, num_samples=args.num_samples,
+                                    max_new_tokens=args.max_new_tokens, do_sample=not args.greedy,
+                                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    except TypeError as e:
+        raise UserError(str(e)) from None
+    for t in texts:
+        print(t)
     return 0
 
 
@@ -613,7 +790,8 @@ def _threads(args):
         mmu.set_num_threads(args.threads)
 
 
-COMMANDS = {"compare": cmd_compare, "train": cmd_train, "encode": cmd_encode, "decode": cmd_decode}
+COMMANDS = {"compare": cmd_compare, "train": cmd_train, "generate": cmd_generate, "encode": cmd_encode,
+            "decode": cmd_decode}
 
 
 def main(argv=None):

@@ -249,6 +249,26 @@ def test_readme_quantizers_snippet_runs(capsys):
         assert 0 < usage <= 1 and perplexity >= 1
 
 
+def test_readme_language_model_snippet_runs(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("tokenizers")
+    monkeypatch.chdir(tmp_path)  # it saves caption-gpt/
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text[text.index("## Language models and generation"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # the section's first python block
+    prev = mmu.get_num_threads()
+    mmu.set_num_threads(1)
+    try:
+        exec(compile(block, "README.md", "exec"), {})
+    finally:
+        mmu.set_num_threads(prev)
+    first, second = capsys.readouterr().out.splitlines()
+    words = first.split()
+    assert words[0] == "loss" and float(words[3].rstrip(",")) < 0.5 * float(words[1])  # from the step-10 record
+    assert int(words[4].split("/")[0]) >= 4  # most of the 8 samples are real captions (8/8 measured)
+    assert second.startswith("['") and len(eval(second)) == 8
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(os.listdir(tmp_path / "caption-gpt"))
+
+
 def test_demo_loss_falls():
     out = subprocess.run([sys.executable, "-m", "mmu", "demo", "--steps", "200"], capture_output=True,
                          text=True, timeout=300, cwd=ROOT)

@@ -8,8 +8,8 @@ import types
 import pytest
 
 MODULES = ["mmu", "mmu.functional", "mmu.nn", "mmu.optim", "mmu.quantizers", "mmu.losses", "mmu.metrics",
-           "mmu.tokenizers", "mmu.data", "mmu.io", "mmu.train", "mmu.models.phi", "mmu.models.llama", "mmu.models.vit",
-           "mmu.generate"]
+           "mmu.tokenizers", "mmu.data", "mmu.io", "mmu.train", "mmu.text", "mmu.models.phi", "mmu.models.llama",
+           "mmu.models.vit", "mmu.models.gpt", "mmu.generate"]
 
 
 def _public(module):
