@@ -5,7 +5,8 @@ decoding (a) on a KV cache written as a careful torch user would (preallocated b
 views of the filled prefix into F.scaled_dot_product_attention, logits at the last position only,
 inference_mode) and (b) without one, recomputing the whole sequence and its logits at every position for
 every new token, as Show-o's public generation loop does. And the tiny captions LM's training step
-(dim 128, 4 layers, 4 heads, vocab 200, RoPE, 24 tokens, batch 32: forward, backward, AdamW) against its twin.
+(mmu.models.gpt.GPTConfig's defaults: dim 128, 4 layers, 4 heads, RoPE, exact GELU, tied head; vocab 200,
+24 tokens, batch 32: forward, backward, AdamW) against its twin.
 
 As a family of run.py (cases(h)): the prefill of the 128-token prompt; one decode step at the middle of the
 generation (255 cached positions; 128 + 256 / 2) on each side's cache; the same mmu step against torch
@@ -38,10 +39,10 @@ TINY_BATCH, TINY_LEN, TINY_LR = 32, 24, 3e-4
 _MODELS = {}
 
 
-def build_pair(config, pos="learned", seed=0, fresh=False):
+def build_pair(config, pos="learned", activation="gelu_tanh", seed=0, fresh=False):
     """(mmu TransformerLM, torch TwinTransformerLM) with the same weights (GPT-2's init drawn by mmu,
     copied into the twin), both in eval mode. Memoised (run.py's cases share one pair) unless fresh."""
-    key = (tuple(sorted(config.items())), pos, seed)
+    key = (tuple(sorted(config.items())), pos, activation, seed)
     if fresh or key not in _MODELS:
         import mmu
         import torch
@@ -50,9 +51,9 @@ def build_pair(config, pos="learned", seed=0, fresh=False):
             sys.path.insert(0, here)
         from torch_twins import TwinTransformerLM
         mmu.manual_seed(seed)
-        model = mmu.nn.TransformerLM(**config, activation="gelu_tanh", pos=pos, tie_embeddings=True)
+        model = mmu.nn.TransformerLM(**config, activation=activation, pos=pos, tie_embeddings=True)
         model.eval()
-        twin = TwinTransformerLM(**config, activation="gelu_tanh", pos=pos, tie_embeddings=True)
+        twin = TwinTransformerLM(**config, activation=activation, pos=pos, tie_embeddings=True)
         twin.load_state_dict({k: torch.tensor(v.numpy()) for k, v in model.state_dict().items()})
         twin.eval()
         if fresh:
@@ -162,7 +163,7 @@ def _tiny_inputs(rng):
 def _tiny_train_step(fw, d):
     """Forward on tokens 0..L-1, cross-entropy against tokens 1..L, backward, AdamW: the captions LM's step.
     Each framework trains its own copy from the same initial weights."""
-    pair = build_pair(TINY, pos="rope", seed=1, fresh=True)
+    pair = build_pair(TINY, pos="rope", activation="gelu", seed=1, fresh=True)
     model = pair[0] if fw.name == "mmu" else pair[1]
     model.train()
     opt = fw.mod.optim.AdamW(model.parameters(), lr=TINY_LR, weight_decay=0.01)
