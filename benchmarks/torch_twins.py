@@ -1117,3 +1117,159 @@ class TwinActNorm(nn.Module):
 
     def forward(self, x):
         return self.scale * (x + self.loc)
+
+
+# =============================================================================================== language model
+# Twin of mmu.nn.TransformerLM in its GPT-2 layout (sequential pre-norm layers, LayerNorm, one fused qkv
+# projection, an MLP of fc1/fc2) with learned or rotary positions and a tied or separate head. The modules
+# carry mmu's names (embed_tokens, pos_embedding, layers.{i}.norm1 / attn.qkv_proj / attn.out_proj / norm2 /
+# mlp.fc1 / mlp.fc2, norm, lm_head), so `twin.load_state_dict({k: torch.tensor(v) ...})` with the mmu model's
+# state_dict copies every parameter (strict). Decoding the way a careful torch user writes it: one
+# preallocated key/value buffer per layer written in place by slicing (no torch.cat per token), attention on
+# views of the filled prefix through F.scaled_dot_product_attention, logits at the last position only, all
+# under torch.inference_mode().
+
+class TwinKVCache:
+    """keys/values[i] (B, H, max_len, head_dim) allocated once; `length` positions are filled."""
+
+    def __init__(self, num_layers, batch_size, num_heads, max_len, head_dim):
+        shape = (batch_size, num_heads, max_len, head_dim)
+        self.keys = [torch.zeros(shape) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape) for _ in range(num_layers)]
+        self.length = 0
+        self.max_len = max_len
+
+
+def _rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class TwinAttention(nn.Module):
+    def __init__(self, dim, num_heads, bias=True):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.qkv_proj = nn.Linear(dim, 3 * dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+
+    def forward(self, x, layer_idx, cache=None, rope=None):
+        b, l, d = x.shape
+        # (B, L, 3H, hd) -> (B, 3H, L, hd): rows [q heads; k heads; v heads], as mmu's fused qkv_proj
+        q, k, v = self.qkv_proj(x).view(b, l, 3 * self.num_heads, self.head_dim).transpose(1, 2).split(
+            self.num_heads, dim=1)
+        if rope is not None:
+            cos, sin = rope
+            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        start = 0
+        if cache is not None:
+            start, end = cache.length, cache.length + l
+            kb, vb = cache.keys[layer_idx], cache.values[layer_idx]
+            kb[:, :, start:end] = k  # in place: the buffer is never reallocated
+            vb[:, :, start:end] = v
+            k, v = kb[:, :, :end], vb[:, :, :end]  # views of the filled prefix
+        if l == 1:
+            out = F.scaled_dot_product_attention(q, k, v)  # one query sees every cached key
+        elif start == 0:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # a chunk after a cached prefix: bottom-right causal (torch's is_causal is top-left)
+            s = start + l
+            mask = torch.arange(s)[None, :] <= (start + torch.arange(l))[:, None]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out_proj(out.transpose(1, 2).reshape(b, l, d))
+
+
+class TwinMLP(nn.Module):
+    def __init__(self, dim, hidden_dim, activation, bias=True):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
+        self.approximate = {"gelu": "none", "gelu_tanh": "tanh"}[activation]
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))
+
+
+class TwinTransformerLayer(nn.Module):
+    def __init__(self, dim, num_heads, hidden_dim, activation, norm_eps, bias=True):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = TwinAttention(dim, num_heads, bias)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = TwinMLP(dim, hidden_dim, activation, bias)
+
+    def forward(self, x, layer_idx, cache=None, rope=None):
+        x = x + self.attn(self.norm1(x), layer_idx, cache, rope)
+        return x + self.mlp(self.norm2(x))
+
+
+class TwinTransformerLM(nn.Module):
+    """mmu.nn.TransformerLM(vocab_size, dim, num_layers, num_heads, activation, pos, max_seq_len,
+    tie_embeddings, norm_eps, rope_base) with residual='sequential', norm='layernorm', bias=True,
+    full-width RoPE (rotary_fraction 1) when pos='rope', and no head bias.
+
+    forward(ids (B, L), cache=None, logits_at='all' | 'last') -> logits (B, L, V) or (B, V); with a
+    cache the chunk sits at positions cache.length .. cache.length+L-1 and the cache advances by L."""
+
+    def __init__(self, vocab_size, dim, num_layers, num_heads, hidden_dim=None, activation="gelu_tanh",
+                 pos="learned", max_seq_len=1024, tie_embeddings=True, norm_eps=1e-5, rope_base=10000.0):
+        super().__init__()
+        self.num_heads, self.head_dim, self.pos = num_heads, dim // num_heads, pos
+        self.embed_tokens = nn.Embedding(vocab_size, dim)
+        if pos == "learned":
+            self.pos_embedding = nn.Embedding(max_seq_len, dim)
+        else:  # cos/sin tables for every position, computed once (float64 angles, as mmu's rotary_cos_sin)
+            inv = rope_base ** (-torch.arange(self.head_dim // 2, dtype=torch.float64) * 2.0 / self.head_dim)
+            ang = torch.arange(max_seq_len, dtype=torch.float64)[:, None] * inv[None, :]
+            ang = torch.cat((ang, ang), dim=-1)
+            self.register_buffer("rope_cos", ang.cos().float(), persistent=False)
+            self.register_buffer("rope_sin", ang.sin().float(), persistent=False)
+        self.layers = nn.ModuleList(TwinTransformerLayer(dim, num_heads, hidden_dim or 4 * dim, activation, norm_eps)
+                                    for _ in range(num_layers))
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.lm_head = None if tie_embeddings else nn.Linear(dim, vocab_size, bias=False)
+
+    def new_cache(self, batch_size, max_len):
+        return TwinKVCache(len(self.layers), batch_size, self.num_heads, max_len, self.head_dim)
+
+    def forward(self, ids, cache=None, logits_at="all"):
+        l = ids.shape[1]
+        start = 0 if cache is None else cache.length
+        x = self.embed_tokens(ids)
+        rope = None
+        if self.pos == "learned":
+            x = x + self.pos_embedding.weight[start:start + l]
+        else:
+            rope = (self.rope_cos[start:start + l], self.rope_sin[start:start + l])
+        for i, layer in enumerate(self.layers):
+            x = layer(x, i, cache, rope)
+        if cache is not None:
+            cache.length += l
+        if logits_at == "last":
+            x = x[:, -1]
+        x = self.norm(x)
+        return self.lm_head(x) if self.lm_head is not None else F.linear(x, self.embed_tokens.weight)
+
+
+@torch.inference_mode()
+def lm_greedy_cached(model, prompt, max_new_tokens):
+    """Greedy decoding on the twin's KV cache: prefill the prompt (B, P) once, then one token per step.
+    -> (B, P + max_new_tokens) ids."""
+    b, p = prompt.shape
+    cache = model.new_cache(b, p + max_new_tokens)
+    tok = model(prompt, cache=cache, logits_at="last").argmax(-1)
+    out = [tok]
+    for _ in range(max_new_tokens - 1):
+        tok = model(tok[:, None], cache=cache, logits_at="last").argmax(-1)
+        out.append(tok)
+    return torch.cat([prompt, torch.stack(out, 1)], 1)
+
+
+@torch.inference_mode()
+def lm_greedy_recompute(model, prompt, max_new_tokens):
+    """Greedy decoding without a cache, as Show-o's public generation loop does: every step runs the
+    whole sequence through the model, computes the logits at every position and keeps the last row."""
+    ids = prompt
+    for _ in range(max_new_tokens):
+        tok = model(ids)[:, -1].argmax(-1)
+        ids = torch.cat([ids, tok[:, None]], 1)
+    return ids

@@ -7,8 +7,10 @@
  * (MMU_CACHE_CAP bytes); beyond it buffers go back to the system. Small
  * requests are still 64-byte aligned (oneDNN and AVX-512 like that). */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "mmu.h"
 
@@ -43,6 +45,23 @@ static int size_class(size_t n, size_t *class_bytes) {
 #define MMU_ALLOC_EXACT 0
 #endif
 
+/* A new buffer of 4 MB or more asks for transparent huge pages over its page-aligned
+ * part (as NumPy does for its arrays), where the kernel's THP mode is 'madvise'. A
+ * stream over hundreds of MB of weights (a decoding step reads every weight once)
+ * otherwise takes a TLB miss every 4 kB: the 49 linears of a GPT-2-small step on
+ * one thread measured ~70 ms on 4 kB pages vs ~55 ms on NumPy's huge-paged arrays.
+ * Advice only: a refusal changes nothing. */
+static void advise_huge_pages(void *p, size_t bytes) {
+#if defined(MADV_HUGEPAGE)
+    if (bytes < ((size_t)4 << 20)) return;
+    uintptr_t lo = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, hi = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
 void *mmu_alloc(size_t nbytes) {
     size_t bytes;
     int c = size_class(nbytes ? nbytes : 1, &bytes);
@@ -67,6 +86,7 @@ void *mmu_alloc(size_t nbytes) {
         mmu_alloc_empty_cache();
         if (posix_memalign(&p, ALIGN, bytes) != 0) return NULL;
     }
+    advise_huge_pages(p, bytes);
     pthread_mutex_lock(&g_lock);
     g_in_use += bytes;
     if (g_in_use > g_peak) g_peak = g_in_use;
