@@ -20,7 +20,8 @@ import numpy as np
 
 from .._args import flag, foreign_array, is_int
 
-__all__ = ["TextTokenizer", "DEFAULT_SPECIAL_TOKENS", "SPECIAL_ROLES", "TOKENIZER_FILE", "META_FILE"]
+__all__ = ["TextTokenizer", "DEFAULT_SPECIAL_TOKENS", "SPECIAL_ROLES", "TOKENIZER_FILE", "META_FILE",
+           "save_beside_model", "load_beside_model"]
 
 SPECIAL_ROLES = ("pad", "bos", "eos", "unk")
 # the role tokens of a trained tokenizer, at ids 0, 1, 2, 3 in this order
@@ -594,3 +595,23 @@ def _guess_roles(tok):
         if roles[role] is None:
             roles[role] = next((n for n in names if tok.token_to_id(n) is not None), None)
     return roles
+
+
+def save_beside_model(tokenizer, directory):
+    """A model's save_pretrained helper: writes the tokenizer's files into the model's folder, or, for a
+    model without one (tokenizer None), removes the pair an earlier save left there, so loading the
+    folder gives back what was saved."""
+    if tokenizer is not None:
+        tokenizer.save(directory)
+        return
+    paths = [os.path.join(directory, f) for f in (TOKENIZER_FILE, META_FILE)]
+    if all(os.path.isfile(p) for p in paths):  # only a pair that TextTokenizer.save wrote
+        for p in paths:
+            os.remove(p)
+
+
+def load_beside_model(directory):
+    """The TextTokenizer that save_beside_model wrote into a model's folder, or None when it holds none."""
+    if os.path.isfile(os.path.join(directory, TOKENIZER_FILE)):
+        return TextTokenizer.from_pretrained(directory)
+    return None

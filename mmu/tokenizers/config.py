@@ -32,7 +32,9 @@ class _Config:
 
     @classmethod
     def from_dict(cls, d):
-        """The config from a dict such as to_dict() wrote; unknown keys raise ValueError naming them."""
+        """The config from a dict such as to_dict() wrote; unknown keys raise TypeError naming them."""
+        if not isinstance(d, dict):
+            raise TypeError(f"{cls.__name__}.from_dict: expected a dict, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -1,11 +1,11 @@
 """GPTConfig: the fields of a decoder-only language model (mmu.models.gpt.GPT), JSON-serialisable so
 save_pretrained writes them into config.json, the Trainer's checkpoints record them and
 mmu.get_config / mmu.from_config round-trip them."""
-import dataclasses
 import math
 from dataclasses import dataclass
 
 from ..._args import is_int, is_real
+from ...tokenizers.config import _Config
 
 __all__ = ["GPTConfig"]
 
@@ -13,7 +13,7 @@ _ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu", "swiglu")
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(_Config):
     """Hyperparameters of mmu.models.gpt.GPT (a mmu.nn.TransformerLM underneath).
 
     vocab_size: token ids are in [0, vocab_size) (a text tokenizer's vocab_size).
@@ -55,6 +55,7 @@ class GPTConfig:
     init_std: float = 0.02
 
     def __post_init__(self):
+        super().__post_init__()  # tuples -> lists, so a config equals its JSON round trip
         self.validate()
 
     def validate(self):
@@ -111,17 +112,3 @@ class GPTConfig:
         """The MLP's hidden width, int(mlp_ratio * dim)."""
         return int(self.mlp_ratio * self.dim)
 
-    def to_dict(self):
-        """The fields as a plain JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        """GPTConfig(**d); unknown keys raise TypeError naming them and the known fields."""
-        if not isinstance(d, dict):
-            raise TypeError(f"GPTConfig.from_dict: expected a dict, got {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise TypeError(f"GPTConfig: unknown field(s) {unknown}; the fields are {names}")
-        return cls(**d)

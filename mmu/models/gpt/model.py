@@ -365,24 +365,16 @@ class GPT(Module):
         """config.json + model.safetensors (Module.save_pretrained) and, when the model has a tokenizer,
         its tokenizer.json + mmu_text_tokenizer.json beside them (TextTokenizer.save). Without a tokenizer,
         tokenizer files an earlier save left in the folder are removed, so loading gives what was saved."""
-        from ...text.tokenizer import META_FILE, TOKENIZER_FILE
+        from ...text.tokenizer import save_beside_model
         super().save_pretrained(save_directory)
-        if self.tokenizer is not None:
-            self.tokenizer.save(save_directory)
-            return
-        paths = [os.path.join(save_directory, f) for f in (TOKENIZER_FILE, META_FILE)]
-        if all(os.path.isfile(p) for p in paths):  # only a pair that TextTokenizer.save wrote
-            for p in paths:
-                os.remove(p)
+        save_beside_model(self.tokenizer, save_directory)
 
     @classmethod
     def from_pretrained(cls, save_directory, strict=True):
         """The model save_pretrained wrote, with its tokenizer when the folder holds one."""
-        from ...text import TextTokenizer
-        from ...text.tokenizer import TOKENIZER_FILE
+        from ...text.tokenizer import load_beside_model
         model = super().from_pretrained(save_directory, strict=strict)
-        if os.path.isfile(os.path.join(save_directory, TOKENIZER_FILE)):
-            model.tokenizer = TextTokenizer.from_pretrained(save_directory)
+        model.tokenizer = load_beside_model(save_directory)
         return model
 
     def extra_repr(self):

@@ -16,11 +16,11 @@ The unified vocabulary (Show-o's, configs/showo_demo.yaml with Phi-1.5: 50295 + 
     llm_vocab_size + 10 + c, c < codebook_size  image code c (MAGVIT-v2's 8192 LFQ codes in Show-o)
     vocab_size - 1                            [MASK] (Showo.__init__: mask_token_id = vocab_size - 1)
 """
-import dataclasses
 import math
 from dataclasses import dataclass
 
 from ..._args import is_int, is_real
+from ...tokenizers.config import _Config
 
 __all__ = ["ShowOConfig", "SPECIAL_TOKENS", "default_image_tokenizer"]
 
@@ -44,7 +44,7 @@ def default_image_tokenizer(codebook_size=256, in_channels=1, resolution=16, dow
 
 
 @dataclass
-class ShowOConfig:
+class ShowOConfig(_Config):
     """Hyperparameters of mmu.models.show_o.ShowO: a Phi-style transformer with QK LayerNorm over the
     unified vocabulary (module docstring), its prompt lengths, its training terms and its frozen image
     tokenizer.
@@ -95,6 +95,7 @@ class ShowOConfig:
     image_tokenizer: "dict | None" = None
 
     def __post_init__(self):
+        super().__post_init__()  # tuples -> lists, so a config equals its JSON round trip
         self.validate()
 
     def validate(self):
@@ -211,17 +212,3 @@ class ShowOConfig:
         kw["init_std"] = self.init_std
         return kw
 
-    def to_dict(self):
-        """The fields as a plain JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        """ShowOConfig(**d); unknown keys raise TypeError naming them and the known fields."""
-        if not isinstance(d, dict):
-            raise TypeError(f"ShowOConfig.from_dict: expected a dict, got {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise TypeError(f"ShowOConfig: unknown field(s) {unknown}; the fields are {names}")
-        return cls(**d)

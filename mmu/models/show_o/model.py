@@ -2,7 +2,6 @@
 mmu.nn.TransformerLM with QK LayerNorm over the unified vocabulary, its omni-attention masks, the
 three training losses driven by mmu.train.Trainer, and its frozen image tokenizer."""
 import math
-import os
 
 import numpy as np
 
@@ -386,24 +385,16 @@ class ShowO(Module):
     def save_pretrained(self, save_directory):
         """config.json (the config, the image tokenizer's nested) + model.safetensors (the transformer and
         the image tokenizer) and, with a text tokenizer, its files beside them (TextTokenizer.save)."""
-        from ...text.tokenizer import META_FILE, TOKENIZER_FILE
+        from ...text.tokenizer import save_beside_model
         super().save_pretrained(save_directory)
-        if self.text_tokenizer is not None:
-            self.text_tokenizer.save(save_directory)
-            return
-        paths = [os.path.join(save_directory, f) for f in (TOKENIZER_FILE, META_FILE)]
-        if all(os.path.isfile(p) for p in paths):  # only a pair that TextTokenizer.save wrote
-            for p in paths:
-                os.remove(p)
+        save_beside_model(self.text_tokenizer, save_directory)
 
     @classmethod
     def from_pretrained(cls, save_directory, strict=True):
         """The model save_pretrained wrote, with its text tokenizer when the folder holds one."""
-        from ...text import TextTokenizer
-        from ...text.tokenizer import TOKENIZER_FILE
+        from ...text.tokenizer import load_beside_model
         model = super().from_pretrained(save_directory, strict=strict)
-        if os.path.isfile(os.path.join(save_directory, TOKENIZER_FILE)):
-            model.text_tokenizer = TextTokenizer.from_pretrained(save_directory)
+        model.text_tokenizer = load_beside_model(save_directory)
         return model
 
     def extra_repr(self):
