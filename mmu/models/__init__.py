@@ -17,7 +17,17 @@ its class; `available()` lists the names.
 import importlib
 import re
 
-__all__ = ["register", "get", "available"]
+__all__ = ["register", "get", "available", "ShowO"]
+
+# model classes exported here, imported on first access (mmu.models.ShowO): name -> (folder, class name)
+_LAZY = {"ShowO": ("show_o", "ShowO")}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        folder, attr = _LAZY[name]
+        return getattr(importlib.import_module(f"{__name__}.{folder}"), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _REGISTRY = {}

@@ -1,0 +1,394 @@
+"""ShowO: one transformer over text and image tokens (Show-o, Xie et al., ICLR 2025): a Phi-style
+mmu.nn.TransformerLM with QK LayerNorm over the unified vocabulary, its omni-attention masks, the
+three training losses driven by mmu.train.Trainer, and its frozen image tokenizer."""
+import math
+import os
+
+import numpy as np
+
+from ...autograd import no_grad
+from ...losses import masked_token_loss, next_token_loss
+from ...nn import Module, TransformerLM
+from ...nn.module import _class_path, _encode, _NotSerialisable
+from ...tensor import rand as _rand
+from ...tensor import tensor as _tensor
+from ..._args import check_int
+from .config import ShowOConfig
+from .prompting import (IGNORE_INDEX, image_token_ids, lm_prompt, mmu_attention_mask, mmu_prompt,
+                        omni_attention_mask, t2i_prompt, text_rows)
+
+__all__ = ["ShowO", "cosine_mask_ratio"]
+
+TASKS = ("t2i", "lm", "mmu")
+# the keys of each part of a training batch (model.training_step)
+_PART_KEYS = {"t2i": ("text_ids", "codes", "images"), "lm": ("text_ids",),
+              "mmu": ("codes", "images", "text_ids", "question_ids", "answer_ids")}
+
+
+def cosine_mask_ratio(t):
+    """MaskGIT's / Show-o's cosine schedule: the fraction of image tokens masked at time t in [0, 1],
+    cos(pi t / 2) (models/sampling.py, cosine_schedule)."""
+    return np.cos(np.asarray(t, np.float64) * math.pi * 0.5)
+
+
+def _resolve_config(config, fields_):
+    if config is not None and fields_:
+        raise TypeError("ShowO: give a config or keyword fields, not both")
+    if config is None:
+        return ShowOConfig.from_dict(fields_)
+    if isinstance(config, ShowOConfig):
+        return ShowOConfig.from_dict(config.to_dict())  # a private, re-validated copy
+    if isinstance(config, dict):
+        return ShowOConfig.from_dict(config)
+    raise TypeError(f"ShowO: config must be a ShowOConfig or a dict, got {type(config).__name__}")
+
+
+class ShowO(Module):
+    """Show-o: `ShowO(ShowOConfig(...))`, `ShowO(**fields)` or `ShowO(dict)`; `.config` is the validated
+    ShowOConfig, `.lm` the mmu.nn.TransformerLM (Phi-1.5's layout with QK LayerNorm: parallel residual,
+    partial RoPE, tanh GELU, lm_head with a bias; state_dict keys "lm.*") over config.vocab_size ids,
+    and `.image_tokenizer` the frozen image tokenizer (keys "image_tokenizer.*"; built from
+    config.image_tokenizer, or the module passed as image_tokenizer=, whose config is then recorded).
+
+    text_tokenizer: an mmu.text.TextTokenizer (or None) for the text ids; its bos / eos must be
+    config.sot_token_id / eot_token_id and its vocabulary fit llm_vocab_size. save_pretrained writes it
+    beside the weights, from_pretrained reads it back.
+
+    Every sequence runs with positions 0..L-1 (pads included, as Show-o's PhiModel with a 4-D mask) and
+    an explicit (B, 1, L, L) bool mask: omni_attention_mask for T2I (and mixed) sequences,
+    mmu_attention_mask for MMU ones, plain causal for LM text.
+
+    Trainer protocol: training_step(batch, step) -> (t2i_coeff L_t2i + lm_coeff L_lm + mmu_coeff L_mmu,
+    {"loss_t2i", "loss_lm", "loss_mmu", "mask_ratio"}); evaluate_step(batch) -> the same logs and
+    "loss" (no graph). See training_step for the batch.
+    """
+
+    config_class = ShowOConfig
+
+    def __init__(self, config=None, text_tokenizer=None, image_tokenizer=None, **fields_):
+        super().__init__()
+        cfg = _resolve_config(config, fields_)
+        from ...config import from_config, get_config
+        if image_tokenizer is not None:
+            if not isinstance(image_tokenizer, Module) or not hasattr(image_tokenizer, "latent_layout"):
+                raise TypeError(f"ShowO: image_tokenizer must be an mmu tokenizer (mmu.tokenizers.Tokenizer), got "
+                                f"{type(image_tokenizer).__name__}")
+            cfg.image_tokenizer = get_config(image_tokenizer)
+        object.__setattr__(self, "config", cfg)
+        enc = _encode(cfg, "the ShowO config")
+        # recorded as keyword fields: from_pretrained calls ShowO(**fields), which rebuilds the same config and
+        # the image tokenizer from its nested config (its weights are in the state_dict); the text tokenizer
+        # is saved as its own files
+        self.__dict__["_config"] = enc if isinstance(enc, _NotSerialisable) else \
+            {"class": _class_path(type(self)), "args": {"config": None, "text_tokenizer": None,
+                                                         "image_tokenizer": None,
+                                                         "**fields_": enc["__config__"]["fields"]}}
+        self.lm = TransformerLM(**cfg.lm_kwargs())
+        tok = image_tokenizer if image_tokenizer is not None else from_config(cfg.image_tokenizer)
+        if not isinstance(tok, Module) or not hasattr(tok, "latent_layout"):
+            raise TypeError(f"ShowO: config.image_tokenizer builds a {type(tok).__name__}, not an mmu tokenizer")
+        if tok.codebook_size != cfg.codebook_size:
+            raise ValueError(f"ShowO: the image tokenizer has {tok.codebook_size} codes, config.codebook_size is "
+                             f"{cfg.codebook_size}")
+        if tok.tokens_per_image != cfg.num_vq_tokens:
+            raise ValueError(f"ShowO: the image tokenizer gives {tok.tokens_per_image} tokens per image, "
+                             f"config.num_vq_tokens is {cfg.num_vq_tokens}")
+        tok.requires_grad_(False)
+        self.image_tokenizer = tok
+        self.image_tokenizer.eval()
+        self.text_tokenizer = text_tokenizer
+
+    # ------------------------------------------------------------------ tokenizers
+    @property
+    def text_tokenizer(self):
+        """The mmu.text.TextTokenizer of the text ids, or None."""
+        return self.__dict__.get("_text_tokenizer")
+
+    @text_tokenizer.setter
+    def text_tokenizer(self, tok):
+        if tok is not None:
+            from ...text import TextTokenizer
+            if not isinstance(tok, TextTokenizer):
+                raise TypeError(f"ShowO: text_tokenizer must be an mmu.text.TextTokenizer or None, got "
+                                f"{type(tok).__name__}")
+            c = self.config
+            if tok.vocab_size > c.llm_vocab_size:
+                raise ValueError(f"ShowO: the text tokenizer's vocab_size {tok.vocab_size} exceeds config."
+                                 f"llm_vocab_size {c.llm_vocab_size}")
+            if tok.bos_id != c.sot_token_id or tok.eos_id != c.eot_token_id:
+                raise ValueError(f"ShowO: the text tokenizer's bos / eos ids ({tok.bos_id}, {tok.eos_id}) must be "
+                                 f"config.sot_token_id / eot_token_id ({c.sot_token_id}, {c.eot_token_id})")
+        self.__dict__["_text_tokenizer"] = tok
+
+    def train(self, mode=True):
+        """Training mode for the transformer; the frozen image tokenizer stays in eval mode."""
+        super().train(mode)
+        tok = (self.__dict__.get("_modules") or {}).get("image_tokenizer")
+        if tok is not None:
+            tok.eval()
+        return self
+
+    def tokenize_images(self, images, batch_size=64):
+        """Images (N, C, H, W) float32 in [-1, 1] -> image codes (N, num_vq_tokens) int64 in
+        [0, codebook_size), row-major over the tokenizer's latent grid: the frozen image tokenizer's
+        encode, batch_size images per pass (eval mode, no graph). Encode a dataset once and train on the
+        codes (captioned_token_data)."""
+        batch_size = check_int(batch_size, "ShowO.tokenize_images", "batch_size")
+        codes = self.image_tokenizer.encode(images, batch_size=batch_size)
+        return np.ascontiguousarray(codes.reshape(len(codes), -1), np.int64)
+
+    def image_token_ids(self, codes, known=None):
+        """Codes -> vocabulary ids (B, N) (+ image_token_offset; [MASK] where known is False)."""
+        return image_token_ids(self.config, codes, known)
+
+    def omni_attention_mask(self, input_ids):
+        """omni_attention_mask(self.config, input_ids): (B, 1, L, L) bool."""
+        return omni_attention_mask(self.config, input_ids)
+
+    def mmu_attention_mask(self, input_ids):
+        """mmu_attention_mask(self.config, input_ids): (B, 1, L, L) bool."""
+        return mmu_attention_mask(self.config, input_ids)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, input_ids=None, attn_mask=None, attention_mask=None, position_ids=None, cache=None,
+                logits_at="all", inputs_embeds=None):
+        """Logits of a chunk of tokens: mmu.nn.TransformerLM.forward (attn_mask: an explicit (B|1, 1, L,
+        S_total) bool mask such as omni_attention_mask; None is causal). Positions default to
+        cache.length .. cache.length + L - 1, pads included (Show-o's). A chunk may not reach past
+        config.max_seq_len."""
+        chunk = input_ids if input_ids is not None else inputs_embeds
+        shape = np.shape(chunk.numpy() if hasattr(chunk, "numpy") and not isinstance(chunk, np.ndarray) else chunk)
+        start = getattr(cache, "length", 0) if cache is not None else 0
+        length = shape[1] if len(shape) >= 2 else 0
+        if start + length > self.config.max_seq_len:
+            raise ValueError(f"ShowO: positions up to {start + length} exceed config.max_seq_len "
+                             f"{self.config.max_seq_len}")
+        if attn_mask is not None and isinstance(attn_mask, np.ndarray):
+            attn_mask = _tensor(np.ascontiguousarray(attn_mask))
+        return self.lm(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                       logits_at=logits_at, inputs_embeds=inputs_embeds, attn_mask=attn_mask)
+
+    def new_cache(self, batch_size, max_len):
+        """An empty mmu.nn.KVCache for batch_size rows of up to max_len <= config.max_seq_len positions."""
+        max_len = check_int(max_len, "ShowO.new_cache", "max_len")
+        if max_len > self.config.max_seq_len:
+            raise ValueError(f"ShowO.new_cache: max_len {max_len} exceeds config.max_seq_len "
+                             f"{self.config.max_seq_len}")
+        return self.lm.new_cache(batch_size, max_len)
+
+    # ------------------------------------------------------------------ training
+    def mask_image_tokens(self, image_ids, generator=None):
+        """Show-o's mask_or_random_replace_tokens (noise_type 'mask'): per row t ~ U(0, 1) from mmu's RNG
+        (or generator), ratio = max(cos(pi t / 2), min_masking_rate), n = max(1, round(N ratio)) tokens
+        masked at the positions of a random permutation's n smallest values -> (input image ids with
+        [MASK], labels (true ids where masked, -100 elsewhere), ratio (B,) float64)."""
+        fn = "ShowO.mask_image_tokens"
+        a = np.asarray(image_ids.numpy() if hasattr(image_ids, "numpy") and not isinstance(image_ids, np.ndarray)
+                       else image_ids)
+        if a.ndim != 2 or a.dtype.kind not in "iu" or a.shape[0] == 0 or a.shape[1] == 0:
+            raise ValueError(f"{fn}: image_ids must be (B, N) integer ids with B, N >= 1, got {a.dtype} {a.shape}")
+        b, n = a.shape
+        t = _rand(b, generator=generator).numpy().astype(np.float64)
+        ratio = np.maximum(cosine_mask_ratio(t), self.config.min_masking_rate)
+        count = np.maximum(np.round(n * ratio), 1)
+        rank = np.argsort(_rand(b, n, generator=generator).numpy(), axis=-1, kind="stable")
+        mask = rank < count[:, None]
+        ids = np.where(mask, self.config.mask_token_id, a).astype(np.int64)
+        labels = np.where(mask, a, IGNORE_INDEX).astype(np.int64)
+        return ids, labels, ratio
+
+    def _codes(self, part, fn, name):
+        c = self.config
+        if "codes" in part:
+            codes = part["codes"]
+            codes = np.asarray(codes.numpy() if hasattr(codes, "numpy") and not isinstance(codes, np.ndarray)
+                               else codes)
+            if codes.dtype.kind not in "iu" or codes.ndim < 2 or int(np.prod(codes.shape[1:])) != c.num_vq_tokens:
+                raise ValueError(f"{fn}: {name}['codes'] must be integer (B, num_vq_tokens={c.num_vq_tokens}) (or the "
+                                 f"tokenizer's grid), got {codes.dtype} {codes.shape}")
+            codes = codes.reshape(len(codes), -1)
+        elif "images" in part:
+            codes = self.tokenize_images(part["images"])
+        else:
+            raise KeyError(f"{fn}: {name} needs 'codes' (cached image codes) or 'images'")
+        return image_token_ids(c, codes)
+
+    def _parts(self, batch, fn):
+        """A batch -> {task: part dict}, from {"t2i": {...}, ...} or flat {"t2i.codes": ..., ...}."""
+        if not isinstance(batch, dict):
+            raise TypeError(f"{fn}: a batch is a dict with parts 't2i', 'lm', 'mmu' (or flat keys like 't2i.codes'), "
+                            f"got {type(batch).__name__}")
+        parts = {}
+        for key, value in batch.items():
+            if isinstance(key, str) and key in TASKS:
+                if not isinstance(value, dict):
+                    raise TypeError(f"{fn}: batch[{key!r}] must be a dict, got {type(value).__name__}")
+                parts.setdefault(key, {}).update(value)
+            elif isinstance(key, str) and "." in key and key.split(".", 1)[0] in TASKS:
+                task, name = key.split(".", 1)
+                parts.setdefault(task, {})[name] = value
+            else:
+                raise KeyError(f"{fn}: unknown batch key {key!r}; the parts are {TASKS} (nested dicts or "
+                               f"'task.name' keys)")
+        if not parts:
+            raise ValueError(f"{fn}: the batch has no part")
+        for task, part in parts.items():
+            unknown = sorted(set(part) - set(_PART_KEYS[task]))
+            if unknown:
+                raise KeyError(f"{fn}: unknown key(s) {unknown} in the {task!r} part (known: {_PART_KEYS[task]})")
+        return parts
+
+    def _t2i_loss(self, part, fn):
+        c = self.config
+        if "text_ids" not in part:
+            raise KeyError(f"{fn}: the 't2i' part needs 'text_ids'")
+        image_ids = self._codes(part, fn, "the 't2i' part")
+        b = len(image_ids)
+        texts = text_rows(part["text_ids"], fn, "t2i text_ids", batch=b)
+        masked, labels, ratio = self.mask_image_tokens(image_ids)
+        drop = _rand(b).numpy() < c.cond_dropout_prob  # after the masking draws, as Show-o's t2i_prompt
+        ids, labels = t2i_prompt(c, texts, masked, labels, drop_condition=drop)
+        start = c.max_text_len + 2  # the first image token, after [T2I] + text room and [SOI]
+        where = np.broadcast_to(np.arange(start, start + c.num_vq_tokens), (b, c.num_vq_tokens))
+        logits = self(_tensor(ids), attn_mask=self.omni_attention_mask(ids), logits_at=np.ascontiguousarray(where))
+        target = labels[:, start:start + c.num_vq_tokens]
+        hidden = target != IGNORE_INDEX
+        loss = masked_token_loss(logits, _tensor(np.where(hidden, target, 0)), _tensor(hidden))
+        return loss, {"mask_ratio": float(ratio.mean()), "cond_dropped": float(drop.mean())}
+
+    def _lm_loss(self, part, fn):
+        if "text_ids" not in part:
+            raise KeyError(f"{fn}: the 'lm' part needs 'text_ids'")
+        ids, labels = lm_prompt(self.config, text_rows(part["text_ids"], fn, "lm text_ids"))
+        if (labels[:, 1:] == IGNORE_INDEX).all():
+            raise ValueError(f"{fn}: the 'lm' part has no target")
+        # right padding: causal attention never reads the pads after a real token
+        logits = self(_tensor(ids))
+        return next_token_loss(logits, _tensor(labels), ignore_index=IGNORE_INDEX)
+
+    def _mmu_loss(self, part, fn):
+        c = self.config
+        image_ids = self._codes(part, fn, "the 'mmu' part")
+        b = len(image_ids)
+        if "question_ids" in part or "answer_ids" in part:
+            if "text_ids" in part or "question_ids" not in part or "answer_ids" not in part:
+                raise KeyError(f"{fn}: the 'mmu' part has 'text_ids' (captioning) or 'question_ids' and "
+                               "'answer_ids' (answer tokens are the targets)")
+            ids, labels = mmu_prompt(c, image_ids, text_rows(part["question_ids"], fn, "question_ids", batch=b),
+                                     text_rows(part["answer_ids"], fn, "answer_ids", batch=b))
+        elif "text_ids" in part:
+            ids, labels = mmu_prompt(c, image_ids, text_rows(part["text_ids"], fn, "mmu text_ids", batch=b))
+        else:
+            raise KeyError(f"{fn}: the 'mmu' part needs 'text_ids' or 'question_ids' + 'answer_ids'")
+        # logits only where a next text token is predicted: from [EOI] on
+        start = 2 + c.num_vq_tokens
+        where = np.broadcast_to(np.arange(start, ids.shape[1]), (b, ids.shape[1] - start))
+        logits = self(_tensor(ids), attn_mask=self.mmu_attention_mask(ids), logits_at=np.ascontiguousarray(where))
+        return next_token_loss(logits, _tensor(np.ascontiguousarray(labels[:, start:])), ignore_index=IGNORE_INDEX)
+
+    def losses(self, batch, fn="ShowO.losses"):
+        """The loss terms of a batch -> ({"t2i", "lm", "mmu"}: 0-d Tensors of the parts present, logs)."""
+        parts = self._parts(batch, fn)
+        terms, logs = {}, {}
+        if "t2i" in parts:
+            terms["t2i"], more = self._t2i_loss(parts["t2i"], fn)
+            logs.update(more)
+        if "lm" in parts:
+            terms["lm"] = self._lm_loss(parts["lm"], fn)
+        if "mmu" in parts:
+            terms["mmu"] = self._mmu_loss(parts["mmu"], fn)
+        return terms, logs
+
+    def training_step(self, batch, step):
+        """The Trainer's step -> (loss, logs). batch: a dict with any of the parts
+            "t2i": {"text_ids": captions (text ids), "codes": (B, num_vq_tokens) cached codes | "images"}
+            "lm":  {"text_ids": texts}
+            "mmu": {"codes" | "images", "text_ids": captions (every text token a target) or
+                    "question_ids" + "answer_ids" (only the answer and [EOT] are targets)}
+        as nested dicts or flat keys "t2i.codes", "mmu.answer_ids", ... (what captioned_token_data
+        gives the Trainer); text ids are lists of id sequences or 2-D arrays padded with -1.
+        T2I: Show-o's masking (mask_image_tokens), condition dropout (the caption -> the empty prompt with
+        probability cond_dropout_prob), omni-attention, cross-entropy on the masked image tokens only,
+        unshifted (mmu.losses.masked_token_loss; Show-o's slice also counts its [SOI] / [EOI] positions,
+        each labelled with itself). LM and MMU: next-token cross-entropy over the targets.
+        loss = t2i_coeff L_t2i + lm_coeff L_lm + mmu_coeff L_mmu over the parts present.
+        logs: loss_t2i / loss_lm / loss_mmu (of the parts present), mask_ratio and cond_dropped (T2I)."""
+        terms, logs = self.losses(batch, "ShowO.training_step")
+        c = self.config
+        weights = {"t2i": c.t2i_coeff, "lm": c.lm_coeff, "mmu": c.mmu_coeff}
+        loss = None
+        for task, term in terms.items():
+            loss = term * weights[task] if loss is None else loss + term * weights[task]
+            logs[f"loss_{task}"] = term.item()
+        return loss, logs
+
+    def evaluate_step(self, batch):
+        """{"loss", "loss_t2i", ...} of a batch without a graph (the Trainer averages them)."""
+        with no_grad():
+            loss, logs = self.training_step(batch, 0)
+        logs["loss"] = loss.item()
+        return logs
+
+    # ------------------------------------------------------------------ data
+    def captioned_token_data(self, dataset, tasks=TASKS, batch_size=64):
+        """A captioned dataset (mmu.data.captioned_digits / captioned_shapes: .images, .captions,
+        .questions, .answers) -> a dict of equal-length arrays for the Trainer, the images tokenised once
+        by the frozen image tokenizer: "t2i.text_ids" + "t2i.codes" (captions), "lm.text_ids" (captions),
+        "mmu.codes" + "mmu.question_ids" + "mmu.answer_ids" (question -> answer), for the tasks asked.
+        Text ids come from self.text_tokenizer, padded with -1 (the prompts add [SOT] / [EOT])."""
+        fn = "ShowO.captioned_token_data"
+        tok = self.text_tokenizer
+        if tok is None:
+            raise ValueError(f"{fn}: the model has no text_tokenizer (pass text_tokenizer= to ShowO)")
+        if isinstance(tasks, str) or not tasks or any(t not in TASKS for t in tasks):
+            raise ValueError(f"{fn}: tasks must be a non-empty list of {TASKS}, got {tasks!r}")
+        for attr in ("images", "captions", "questions", "answers"):
+            if not hasattr(dataset, attr):
+                raise TypeError(f"{fn}: dataset must be a captioned dataset (with .{attr}), got {type(dataset).__name__}")
+
+        def ids(texts):
+            rows = [tok.encode(t) for t in texts]
+            out = np.full((len(rows), max(1, max(len(r) for r in rows))), -1, np.int64)
+            for i, r in enumerate(rows):
+                out[i, :len(r)] = r
+            return out
+
+        out = {}
+        codes = self.tokenize_images(dataset.images, batch_size) if {"t2i", "mmu"} & set(tasks) else None
+        if "t2i" in tasks:
+            out["t2i.text_ids"], out["t2i.codes"] = ids(dataset.captions), codes
+        if "lm" in tasks:
+            out["lm.text_ids"] = ids(dataset.captions)
+        if "mmu" in tasks:
+            out["mmu.codes"] = codes
+            out["mmu.question_ids"], out["mmu.answer_ids"] = ids(dataset.questions), ids(dataset.answers)
+        return out
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(self, save_directory):
+        """config.json (the config, the image tokenizer's nested) + model.safetensors (the transformer and
+        the image tokenizer) and, with a text tokenizer, its files beside them (TextTokenizer.save)."""
+        from ...text.tokenizer import META_FILE, TOKENIZER_FILE
+        super().save_pretrained(save_directory)
+        if self.text_tokenizer is not None:
+            self.text_tokenizer.save(save_directory)
+            return
+        paths = [os.path.join(save_directory, f) for f in (TOKENIZER_FILE, META_FILE)]
+        if all(os.path.isfile(p) for p in paths):  # only a pair that TextTokenizer.save wrote
+            for p in paths:
+                os.remove(p)
+
+    @classmethod
+    def from_pretrained(cls, save_directory, strict=True):
+        """The model save_pretrained wrote, with its text tokenizer when the folder holds one."""
+        from ...text import TextTokenizer
+        from ...text.tokenizer import TOKENIZER_FILE
+        model = super().from_pretrained(save_directory, strict=strict)
+        if os.path.isfile(os.path.join(save_directory, TOKENIZER_FILE)):
+            model.text_tokenizer = TextTokenizer.from_pretrained(save_directory)
+        return model
+
+    def extra_repr(self):
+        c = self.config
+        return (f"vocab_size={c.vocab_size}, llm_vocab_size={c.llm_vocab_size}, codebook_size={c.codebook_size}, "
+                f"num_vq_tokens={c.num_vq_tokens}, dim={c.dim}, num_layers={c.num_layers}")
