@@ -13,37 +13,23 @@ import pytest
 
 import mmu
 import mmu.generate as G
-from mmu.nn import TransformerLM
+from mmu.models.show_o import ShowO, ShowOConfig, t2i_prompt
 from mmu.models.show_o import inference as I
 
-TEXT = 30  # text ids 0..29 (1 = [SOT], 2 = [EOT], as Phi's bos/eos)
-SOI, EOI, SOV, EOV, T2I, MMU, T2V, V2V, LVG, PAD = range(TEXT, TEXT + 10)
-SOT, EOT = 1, 2
-OFFSET, K = TEXT + 10, 16
-MASK = OFFSET + K
-VOCAB = MASK + 1
-N = 9  # image tokens (3 x 3)
-IDS = dict(soi_id=SOI, eoi_id=EOI, mask_id=MASK, code_offset=OFFSET, codebook_size=K)
+CFG = ShowOConfig(llm_vocab_size=30, codebook_size=16, num_vq_tokens=16, max_text_len=8, dim=32, num_layers=2,
+                  num_heads=4, init_std=0.3)
+PAD, SOI, EOI = CFG.pad_token_id, CFG.special_token_id("<|soi|>"), CFG.special_token_id("<|eoi|>")
+T2I, MMU = CFG.special_token_id("<|t2i|>"), CFG.special_token_id("<|mmu|>")
+SOT, EOT = CFG.sot_token_id, CFG.eot_token_id
+OFFSET, K, MASK, N = CFG.image_token_offset, CFG.codebook_size, CFG.mask_token_id, CFG.num_vq_tokens
 
 
 @pytest.fixture(scope="module")
-def lm():
+def model():
     mmu.manual_seed(0)
-    m = TransformerLM(VOCAB, 32, 2, 4, residual="parallel", qk_norm="layernorm", rotary_fraction=0.5,
-                      activation="gelu_tanh", init_std=0.3)
+    m = ShowO(CFG)
     m.eval()
     return m
-
-
-def t2i_prompts(texts):
-    """[T2I][SOT] text [EOT] per row, left padded with [PAD] -> (ids, mask)."""
-    rows = [[T2I, SOT] + list(t) + [EOT] for t in texts]
-    width = max(map(len, rows))
-    ids = np.full((len(rows), width), PAD, np.int64)
-    mask = np.zeros((len(rows), width), bool)
-    for r, row in enumerate(rows):
-        ids[r, width - len(row):], mask[r, width - len(row):] = row, True
-    return ids, mask
 
 
 def showo_published_mask(seq, pad_id=PAD, soi_id=SOI, eoi_id=EOI):
@@ -64,17 +50,14 @@ def showo_published_mask(seq, pad_id=PAD, soi_id=SOI, eoi_id=EOI):
     return out[:, None]
 
 
-def full_recompute_logits(lm, prefix_ids, codes):
-    """Show-o's public path: the whole sequence [prefix][SOI] image [EOI] with its published mask and
-    positions 0..S-1, logits of every position over the whole vocabulary, then the image positions'
-    codebook columns (its logits[:, -(N + 1):-1, offset:-1])."""
-    b = prefix_ids.shape[0]
+def full_recompute_logits(model, texts, codes):
+    """Show-o's public path: the whole T2I sequence (t2i_prompt) with its published mask and positions
+    0..S-1 through ShowO.forward, logits of every position over the whole vocabulary, then the image
+    positions' codebook columns (Showo.t2i_generate's logits[:, -(N + 1):-1, offset:-1])."""
     image = np.where(codes == MASK, MASK, codes + OFFSET)
-    seq = np.concatenate([prefix_ids, np.full((b, 1), SOI), image, np.full((b, 1), EOI)], 1).astype(np.int64)
-    pos = np.tile(np.arange(seq.shape[1]), (b, 1))
+    seq = t2i_prompt(CFG, texts, image)[0]
     with mmu.no_grad():
-        logits = lm(mmu.tensor(seq), position_ids=mmu.tensor(pos),
-                    attn_mask=mmu.tensor(showo_published_mask(seq))).numpy()
+        logits = model(mmu.tensor(seq), attn_mask=showo_published_mask(seq)).numpy()
     return logits[:, -(N + 1):-1, OFFSET:-1]
 
 
@@ -95,74 +78,71 @@ def record(monkeypatch):
     return calls
 
 
-def test_prefix_cache_logits_equal_full_recomputation_every_step(lm, record):
-    ids, mask = t2i_prompts([[5, 6, 7, 8, 9, 10], [11, 12]])
-    uids, umask = t2i_prompts([[]] * 2)
+def test_prefix_cache_logits_equal_full_recomputation_every_step(model, record):
+    texts = [[5, 6, 7, 8, 9, 10], [11, 12]]
     w = 1.5
-    I.t2i_generate(lm, ids, mask, num_image_tokens=N, steps=6, guidance_scale=w, uncond_ids=uids, uncond_mask=umask,
-                   temperature=2.0, generator=mmu.Generator(3), **IDS)
+    model.t2i_generate(texts, steps=6, guidance_scale=w, temperature=2.0, generator=mmu.Generator(3))
     assert len(record) == 6
     masked = [int((c == MASK).sum()) for _, c, _ in record]
     assert masked[0] == 2 * N and masked == sorted(masked, reverse=True) and masked[-1] > 0
     stepper = record[0][0]
-    assert stepper.use_cache and stepper.cache.length == stepper.prefix_len
-    # the unconditional prompts padded to the prompts' width, as Show-o pads both to max_text_len
-    upad = np.concatenate([np.full((2, ids.shape[1] - uids.shape[1]), PAD), uids], 1)
-    recompute = I.ImageLogits(lm, ids, mask, num_image_tokens=N, guidance_scale=w, uncond_ids=uids,
-                              uncond_mask=umask, use_cache=False, **IDS)
+    assert stepper.use_cache and stepper.rows == 4 and stepper.prefix_len == CFG.max_text_len + 1
+    recompute = I.ImageLogits(model, I._prefix(CFG, texts, "t"), guidance_scale=w, use_cache=False)
     worst = 0.0
     for _, codes, guided in record:
-        cond_uncond = stepper.cond_uncond(codes)  # the cached path again, unguided
-        c = full_recompute_logits(lm, ids, codes)
-        u = full_recompute_logits(lm, upad, codes)
-        np.testing.assert_allclose(cond_uncond.numpy(), np.concatenate([c, u]), rtol=0, atol=1e-5)
+        cond_uncond = stepper.cond_uncond(codes).numpy()  # the cached path again, unguided
+        c = full_recompute_logits(model, texts, codes)
+        u = full_recompute_logits(model, [[]] * 2, codes)
+        np.testing.assert_allclose(cond_uncond, np.concatenate([c, u]), rtol=0, atol=1e-5)
         np.testing.assert_allclose(guided, (1 + w) * c - w * u, rtol=0, atol=1e-4)
         np.testing.assert_allclose(recompute(codes).numpy(), guided, rtol=0, atol=1e-5)
-        worst = max(worst, float(np.abs(cond_uncond.numpy() - np.concatenate([c, u])).max()))
+        worst = max(worst, float(np.abs(cond_uncond - np.concatenate([c, u])).max()))
     assert stepper.cache.length == stepper.prefix_len  # cropped back after every step
     print(f"max |cached - recomputed| over 6 steps: {worst:.2e}")
 
 
-def test_cfg_combination_is_showo_formula(lm):
-    ids, mask = t2i_prompts([[5, 6, 7], [8]])
-    uids, umask = t2i_prompts([[]] * 2)
+def test_cfg_combination_is_showo_formula(model):
+    texts = [[5, 6, 7], [8]]
     rng = np.random.default_rng(1)
     codes = rng.integers(0, K, (2, N))
     codes[:, ::3] = MASK
-    c = I.ImageLogits(lm, ids, mask, num_image_tokens=N, **IDS)(codes).numpy()
-    u = I.ImageLogits(lm, uids, umask, num_image_tokens=N, **IDS)(codes).numpy()
+    prefix = I._prefix(CFG, texts, "t")
+    c = I.ImageLogits(model, prefix)(codes).numpy()
+    u = I.ImageLogits(model, I._prefix(CFG, [[]] * 2, "t"))(codes).numpy()
     for w in (0.5, 5.0):
-        guided = I.ImageLogits(lm, ids, mask, num_image_tokens=N, guidance_scale=w, uncond_ids=uids,
-                               uncond_mask=umask, **IDS)(codes).numpy()
+        guided = I.ImageLogits(model, prefix, guidance_scale=w)(codes).numpy()
         np.testing.assert_allclose(guided, (1 + w) * c - w * u, rtol=1e-5, atol=1e-5)
         assert np.abs(guided - c).max() > 0.1  # the guidance changes the logits
     assert c.shape == (2, N, K)
+    # an explicit unconditional prompt replaces the empty one
+    other = I.ImageLogits(model, prefix, guidance_scale=2.0, uncond_ids=I._prefix(CFG, [[9], [9]], "t"))(codes)
+    u9 = I.ImageLogits(model, I._prefix(CFG, [[9], [9]], "t"))(codes).numpy()
+    np.testing.assert_allclose(other.numpy(), 3 * c - 2 * u9, rtol=1e-5, atol=1e-5)
 
 
-def test_seeded_determinism(lm):
-    ids, mask = t2i_prompts([[5, 6, 7], [9, 10]])
-    uids, umask = t2i_prompts([[]] * 2)
+def test_seeded_determinism(model):
+    texts = [[5, 6, 7], [9, 10]]
 
     def run(seed):
-        return I.t2i_generate(lm, ids, mask, num_image_tokens=N, steps=5, guidance_scale=2.0, uncond_ids=uids,
-                              uncond_mask=umask, generator=mmu.Generator(seed), **IDS).numpy()
+        return model.t2i_generate(texts, steps=5, guidance_scale=2.0, generator=mmu.Generator(seed)).numpy()
 
     a, b, c = run(7), run(7), run(8)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     assert a.dtype == np.int64 and a.shape == (2, N) and a.min() >= 0 and a.max() < K
     mmu.manual_seed(11)
-    g1 = I.t2i_generate(lm, ids, mask, num_image_tokens=N, steps=5, **IDS).numpy()
+    g1 = model.t2i_generate(texts, steps=5).numpy()
     mmu.manual_seed(11)
-    g2 = I.t2i_generate(lm, ids, mask, num_image_tokens=N, steps=5, **IDS).numpy()
+    g2 = model.t2i_generate(texts, steps=5).numpy()
     np.testing.assert_array_equal(g1, g2)
+    # the recomputing path draws the same samples from the same logits
+    np.testing.assert_array_equal(model.t2i_generate(texts, steps=5, guidance_scale=2.0, use_cache=False,
+                                                     generator=mmu.Generator(7)).numpy(), a)
 
 
 @pytest.mark.parametrize("schedule, steps", [("cosine", 6), ("linear", 4), ("cosine", 9)])
-def test_masked_counts_follow_the_schedule(lm, record, schedule, steps):
-    ids, mask = t2i_prompts([[5, 6], [7, 8, 9, 10, 11]])
-    I.t2i_generate(lm, ids, mask, num_image_tokens=N, steps=steps, schedule=schedule,
-                   generator=mmu.Generator(0), **IDS)
+def test_masked_counts_follow_the_schedule(model, record, schedule, steps):
+    model.t2i_generate([[5, 6], [7, 8, 9, 10, 11]], steps=steps, schedule=schedule, generator=mmu.Generator(0))
     counts = np.array([(c == MASK).sum(1) for _, c, _ in record])  # (steps, B)
     expect = [N]
     for k in range(1, steps):
@@ -224,90 +204,85 @@ def test_temperature_conventions_match_numpy_reference(decay):
     assert any(not np.array_equal(a, b) for a, b in zip(history, other_history))
 
 
-def test_inpainting_keeps_given_tokens(lm, record):
-    ids, mask = t2i_prompts([[5, 6, 7], [8, 9]])
+def test_inpainting_keeps_given_tokens(model, record):
     rng = np.random.default_rng(3)
-    codes = rng.integers(0, K, (2, 3, 3))
-    keep = rng.random((2, 3, 3)) < 0.5
-    keep[0, 0, 0], keep[1, 2, 2] = False, False
-    out = I.inpaint(lm, ids, mask, codes=codes, keep=keep, steps=4, generator=mmu.Generator(1), **IDS).numpy()
-    assert out.shape == (2, 3, 3) and out.min() >= 0 and out.max() < K
-    np.testing.assert_array_equal(out[keep], codes[keep])
-    first = record[0][1].reshape(2, 3, 3)
-    np.testing.assert_array_equal(first == MASK, ~keep)  # the first step sees the given codes, the rest masked
+    codes = rng.integers(0, K, (2, 4, 4))
+    known = rng.random((2, 4, 4)) < 0.5
+    known[0, 0, 0], known[1, 3, 3] = False, False
+    out = model.inpaint([[5, 6, 7], [8, 9]], codes, known, steps=4, generator=mmu.Generator(1)).numpy()
+    assert out.shape == (2, 4, 4) and out.min() >= 0 and out.max() < K
+    np.testing.assert_array_equal(out[known], codes[known])
+    first = record[0][1].reshape(2, 4, 4)
+    np.testing.assert_array_equal(first == MASK, ~known)  # the first step sees the given codes, the rest masked
+    np.testing.assert_array_equal(first[known], codes[known])
     # the masked count starts from the unknown positions (MaskGIT's N0), not from all N tokens
-    unknown = (~keep).reshape(2, -1).sum(1)
+    unknown = (~known).reshape(2, -1).sum(1)
     np.testing.assert_array_equal((record[1][1] == MASK).sum(1),
                                   np.maximum(1, np.minimum(unknown - 1, np.floor(unknown * math.cos(math.pi / 8)))))
     # everything given: returned unchanged, no step run
     n_steps = len(record)
-    same = I.inpaint(lm, ids, mask, codes=codes, keep=np.ones_like(keep), **IDS).numpy()
-    np.testing.assert_array_equal(same, codes)
+    np.testing.assert_array_equal(model.inpaint([[5], [6]], codes, np.ones_like(known)).numpy(), codes)
     assert len(record) == n_steps
 
 
 @pytest.mark.parametrize("direction", ["left", "right", "up", "down"])
-def test_extrapolation_extends_the_canvas(lm, record, direction):
-    ids, mask = t2i_prompts([[5, 6, 7]])
-    codes = np.arange(9).reshape(1, 3, 3) % K
-    out = I.extrapolate(lm, ids, mask, codes=codes, direction=direction, amount=2, steps=3,
-                        generator=mmu.Generator(2), **IDS).numpy()
-    window = record[0][1].reshape(1, 3, 3)
+def test_extrapolation_extends_the_canvas(model, record, direction):
+    codes = (np.arange(16).reshape(1, 4, 4) * 3) % K
+    out = model.extrapolate([[5, 6, 7]], codes, direction, 3, steps=3, generator=mmu.Generator(2)).numpy()
+    window = record[0][1].reshape(1, 4, 4)
     if direction == "left":
-        assert out.shape == (1, 3, 5)
-        np.testing.assert_array_equal(out[:, :, 2:], codes)
-        assert (window[:, :, :2] == MASK).all()
-        np.testing.assert_array_equal(window[:, :, 2:], codes[:, :, :1])
+        assert out.shape == (1, 4, 7)
+        np.testing.assert_array_equal(out[:, :, 3:], codes)
+        assert (window[:, :, :3] == MASK).all()
+        np.testing.assert_array_equal(window[:, :, 3:], codes[:, :, :1])
+        np.testing.assert_array_equal(out[:, :, 3:4], codes[:, :, :1])
     elif direction == "right":
-        assert out.shape == (1, 3, 5)
-        np.testing.assert_array_equal(out[:, :, :3], codes)
+        assert out.shape == (1, 4, 7)
+        np.testing.assert_array_equal(out[:, :, :4], codes)
         assert (window[:, :, 1:] == MASK).all()
-        np.testing.assert_array_equal(window[:, :, :1], codes[:, :, 2:])
+        np.testing.assert_array_equal(window[:, :, :1], codes[:, :, 3:])
     elif direction == "up":
-        assert out.shape == (1, 5, 3)
-        np.testing.assert_array_equal(out[:, 2:], codes)
-        assert (window[:, :2] == MASK).all()
-        np.testing.assert_array_equal(window[:, 2:], codes[:, :1])
+        assert out.shape == (1, 7, 4)
+        np.testing.assert_array_equal(out[:, 3:], codes)
+        assert (window[:, :3] == MASK).all()
+        np.testing.assert_array_equal(window[:, 3:], codes[:, :1])
     else:
-        assert out.shape == (1, 5, 3)
-        np.testing.assert_array_equal(out[:, :3], codes)
+        assert out.shape == (1, 7, 4)
+        np.testing.assert_array_equal(out[:, :4], codes)
         assert (window[:, 1:] == MASK).all()
-        np.testing.assert_array_equal(window[:, :1], codes[:, 2:])
+        np.testing.assert_array_equal(window[:, :1], codes[:, 3:])
     assert out.min() >= 0 and out.max() < K
 
 
-def test_t2i_batch_of_different_prompt_lengths_equals_one_at_a_time(lm):
+def test_t2i_batch_of_different_prompt_lengths_equals_one_at_a_time(model):
     texts = [[5, 6, 7, 8, 9, 10, 11], [12], [13, 14, 15]]
-    ids, mask = t2i_prompts(texts)
-    uids, umask = t2i_prompts([[]] * 3)
     rng = np.random.default_rng(5)
     codes = rng.integers(0, K, (3, N))
     codes[:, 1::2] = MASK
-    batch = I.ImageLogits(lm, ids, mask, num_image_tokens=N, guidance_scale=3.0, uncond_ids=uids,
-                          uncond_mask=umask, **IDS)(codes).numpy()
-    kw = dict(num_image_tokens=N, steps=5, temperature=0.0, top_k=1, **IDS)
-    together = I.t2i_generate(lm, ids, mask, **kw).numpy()
+    batch = I.ImageLogits(model, I._prefix(CFG, texts, "t"), guidance_scale=3.0)(codes).numpy()
+    kw = dict(steps=5, temperature=0.0, top_k=1, guidance_scale=3.0)
+    together = model.t2i_generate(texts, **kw).numpy()
     for r, t in enumerate(texts):
-        i1, m1 = t2i_prompts([t])
-        u1, um1 = t2i_prompts([[]])
-        alone = I.ImageLogits(lm, i1, m1, num_image_tokens=N, guidance_scale=3.0, uncond_ids=u1, uncond_mask=um1,
-                              **IDS)(codes[r:r + 1]).numpy()
+        alone = I.ImageLogits(model, I._prefix(CFG, [t], "t"), guidance_scale=3.0)(codes[r:r + 1]).numpy()
         np.testing.assert_allclose(batch[r:r + 1], alone, rtol=0, atol=1e-5)
-        np.testing.assert_array_equal(together[r:r + 1], I.t2i_generate(lm, i1, m1, **kw).numpy())
+        np.testing.assert_array_equal(together[r:r + 1], model.t2i_generate([t], **kw).numpy())
 
 
-def _mmu_reference(lm, codes, question, max_new_tokens, eos):
-    """Greedy answer recomputing the whole sequence every step, one row alone, with Show-o's layout and
-    an omni-attention mask built here: the image block [SOI]..[EOI] bidirectional, text causal."""
+def _mmu_reference(model, codes, question, max_new_tokens, eos, attention):
+    """Greedy answer recomputing the whole sequence every step, one row alone, Show-o's MMU layout and
+    mask built here: 'mmu' = create_attention_mask_for_mmu (causal, every row sees up to [EOI]);
+    'omni' = the image block [SOI]..[EOI] bidirectional, text causal."""
     seq = [MMU, SOI] + [c + OFFSET for c in codes] + [EOI, SOT] + list(question)
-    soi = 1
     out = []
     for _ in range(max_new_tokens):
         s = len(seq)
         allowed = np.tril(np.ones((s, s), bool))
-        allowed[soi:soi + N + 2, soi:soi + N + 2] = True
+        if attention == "mmu":
+            allowed[:, :N + 3] = True
+        else:
+            allowed[1:N + 3, 1:N + 3] = True
         with mmu.no_grad():
-            logits = lm(mmu.tensor(np.array([seq], np.int64)), attn_mask=mmu.tensor(allowed[None, None])).numpy()
+            logits = model.lm(mmu.tensor(np.array([seq], np.int64)), attn_mask=mmu.tensor(allowed[None, None])).numpy()
         tok = int(np.argmax(logits[0, -1]))
         out.append(tok)
         if tok == eos:
@@ -316,108 +291,104 @@ def _mmu_reference(lm, codes, question, max_new_tokens, eos):
     return out
 
 
-def test_mmu_generate_equals_recomputation_greedy_and_batches(lm):
+@pytest.mark.parametrize("attention", ["mmu", "omni"])
+def test_mmu_generate_equals_recomputation_greedy_and_batches(model, attention):
     rng = np.random.default_rng(6)
     codes = rng.integers(0, K, (3, N))
     questions = [[5, 6, 7, 8], [9], [10, 11, 3]]
-    width = max(map(len, questions))
-    q = np.zeros((3, width), np.int64)
-    qmask = np.zeros((3, width), bool)
-    for r, t in enumerate(questions):
-        q[r, width - len(t):], qmask[r, width - len(t):] = t, True
     n = 8
-    kw = dict(mmu_id=MMU, soi_id=SOI, eoi_id=EOI, sot_id=SOT, code_offset=OFFSET, codebook_size=K, pad_id=PAD)
-    answers = I.mmu_generate(lm, codes, q, qmask, max_new_tokens=n, **kw).numpy()
+    answers = model.mmu_generate(questions, codes=codes, max_new_tokens=n, attention=attention,
+                                 eos_token_id=[]).numpy()
     assert answers.shape == (3, n)
     for r in range(3):
-        ref = _mmu_reference(lm, codes[r], questions[r], n, eos=None)
+        ref = _mmu_reference(model, codes[r], questions[r], n, None, attention)
         np.testing.assert_array_equal(answers[r], ref)
-        alone = I.mmu_generate(lm, codes[r:r + 1].reshape(1, 3, 3), [questions[r]], max_new_tokens=n, **kw).numpy()
+        alone = model.mmu_generate([questions[r]], codes=codes[r:r + 1].reshape(1, 4, 4), max_new_tokens=n,
+                                   attention=attention, eos_token_id=[]).numpy()
         np.testing.assert_array_equal(alone[0], ref)
     # a stop token: the row ends there, later positions are [PAD]
     eos = int(answers[0, 2])
-    stopped = I.mmu_generate(lm, codes, q, qmask, max_new_tokens=n, eos_token_id=eos, **kw).numpy()
-    ref0 = _mmu_reference(lm, codes[0], questions[0], n, eos=eos)
+    stopped = model.mmu_generate(questions, codes=codes, max_new_tokens=n, attention=attention,
+                                 eos_token_id=eos).numpy()
+    ref0 = _mmu_reference(model, codes[0], questions[0], n, eos, attention)
     np.testing.assert_array_equal(stopped[0, :len(ref0)], ref0)
     assert (stopped[0, len(ref0):] == PAD).all()
 
 
-def test_logits_only_where_needed(lm, monkeypatch):
+def test_mmu_generate_from_images(model):
+    rng = np.random.default_rng(7)
+    images = rng.uniform(-1, 1, (2, 1, 16, 16)).astype(np.float32)
+    codes = model.tokenize_images(images)
+    a = model.mmu_generate([[5], [6, 7]], images=images, max_new_tokens=3).numpy()
+    b = model.mmu_generate([[5], [6, 7]], codes=codes, max_new_tokens=3).numpy()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_logits_only_where_needed(model, monkeypatch):
     """T2I steps never run the model's head (only the codebook rows at the N image positions);
     answering computes the head at one position per row per step."""
     shapes = []
-    head = lm.lm_head.forward
+    head = model.lm.lm_head.forward
 
     def spy(x):
         shapes.append(tuple(x.shape))
         return head(x)
 
-    monkeypatch.setattr(lm.lm_head, "forward", spy)
-    ids, mask = t2i_prompts([[5, 6], [7]])
-    I.t2i_generate(lm, ids, mask, num_image_tokens=N, steps=3, generator=mmu.Generator(0), **IDS)
+    monkeypatch.setattr(model.lm.lm_head, "forward", spy)
+    model.t2i_generate([[5, 6], [7]], steps=3, guidance_scale=1.0, generator=mmu.Generator(0))
     assert shapes == []
-    kw = dict(mmu_id=MMU, soi_id=SOI, eoi_id=EOI, sot_id=SOT, code_offset=OFFSET, codebook_size=K, pad_id=PAD)
-    I.mmu_generate(lm, np.zeros((2, N), np.int64), [[5, 6], [7, 8]], max_new_tokens=4, **kw)
-    assert shapes and all(s == (2, 32) for s in shapes)
+    model.mmu_generate([[5, 6], [7, 8]], codes=np.zeros((2, N), np.int64), max_new_tokens=4, eos_token_id=[])
+    assert len(shapes) == 4 and all(s == (2, CFG.dim) for s in shapes)
 
 
-def test_omni_attention_mask_rule():
-    seq = np.array([[PAD, PAD, T2I, SOT, 5, EOT, SOI, 41, 42, EOI, 7, 8]])
-    real = seq != PAD
-    m = I.omni_attention_mask(seq, real, SOI, EOI)[0, 0]
-    published = showo_published_mask(seq[:, :10])[0, 0]
-    np.testing.assert_array_equal(m[2:10, :10], published[2:10])  # every non-pad row as Show-o's
-    assert not m[:, :2].any()  # nobody attends to a pad
-    assert m[6, 9] and m[9, 6] and m[7, 2] and not m[5, 6]  # image block both ways, sees the text; text not it
-    np.testing.assert_array_equal(m[10, :11], real[0, :11])  # text after the image: causal over real tokens
-    assert not m[6, 10]  # the image does not see the text after it
-
-
-def test_errors(lm):
-    ids, mask = t2i_prompts([[5, 6]])
-    with pytest.raises(TypeError, match="ImageLogits: lm must be"):
-        I.ImageLogits(object(), ids, mask, num_image_tokens=N, **IDS)
-    with pytest.raises(ValueError, match="guidance_scale > 0 needs uncond_ids"):
-        I.t2i_generate(lm, ids, mask, num_image_tokens=N, guidance_scale=2.0, **IDS)
+def test_errors(model):
+    with pytest.raises(TypeError, match="ImageLogits: model must be"):
+        I.ImageLogits(object(), np.array([[T2I, SOT, EOT]]))
     with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
-        I.ImageLogits(lm, ids, mask, num_image_tokens=N, guidance_scale=-1.0, uncond_ids=ids, **IDS)
+        model.t2i_generate([[5]], guidance_scale=-1.0)
     with pytest.raises(ValueError, match="used only with guidance_scale"):
-        I.ImageLogits(lm, ids, mask, num_image_tokens=N, uncond_ids=ids, **IDS)
-    with pytest.raises(ValueError, match=r"must not hold \[SOI\]"):
-        I.ImageLogits(lm, np.array([[T2I, SOI, EOT]]), None, num_image_tokens=N, **IDS)
-    two, two_mask = t2i_prompts([[5, 6, 7], [5]])
+        I.ImageLogits(model, np.array([[T2I, SOT, EOT]]), uncond_ids=np.array([[T2I, SOT, EOT]]))
+    with pytest.raises(ValueError, match=r"must not hold <\|soi\|>"):
+        I.ImageLogits(model, np.array([[T2I, SOI, EOT]]))
     with pytest.raises(ValueError, match="left padded"):
-        I.ImageLogits(lm, two, two_mask[:, ::-1].copy(), num_image_tokens=N, **IDS)
-    with pytest.raises(ValueError, match="lies among the codebook ids"):
-        I.ImageLogits(lm, ids, mask, num_image_tokens=N, **{**IDS, "soi_id": OFFSET + 1})
-    with pytest.raises(ValueError, match="must lie in the vocabulary"):
-        I.ImageLogits(lm, ids, mask, num_image_tokens=N, **{**IDS, "codebook_size": K + 5})
-    with pytest.raises(ValueError, match="codes must be in"):
-        I.t2i_generate(lm, ids, mask, num_image_tokens=N, codes=np.full((1, N), K), **IDS)
-    with pytest.raises(ValueError, match=r"codes must be \(B, N\)"):
-        I.t2i_generate(lm, ids, mask, num_image_tokens=N, codes=np.full((1, N + 1), MASK), **IDS)
+        I.ImageLogits(model, np.array([[T2I, SOT, EOT, PAD]]))
+    with pytest.raises(ValueError, match="known codes must be in"):
+        model.inpaint([[5]], np.full((1, N), K), np.ones((1, N), bool))
+    with pytest.raises(ValueError, match="codes and known must have one shape"):
+        model.inpaint([[5]], np.zeros((1, N + 1), np.int64), np.zeros((1, N + 1), bool))
+    with pytest.raises(TypeError, match="known must be a bool"):
+        model.inpaint([[5]], np.zeros((1, N), np.int64), np.zeros((1, N)))
     with pytest.raises(ValueError, match="temperature_decay must be"):
-        I.t2i_generate(lm, ids, mask, num_image_tokens=N, temperature_decay="cosine", **IDS)
+        model.t2i_generate([[5]], temperature_decay="cosine")
     with pytest.raises(ValueError, match="steps must be >= 1"):
-        I.t2i_generate(lm, ids, mask, num_image_tokens=N, steps=0, **IDS)
-    with pytest.raises(TypeError, match="keep must be a bool"):
-        I.inpaint(lm, ids, mask, codes=np.zeros((1, N), np.int64), keep=np.zeros((1, N)), **IDS)
+        model.t2i_generate([[5]], steps=0)
+    with pytest.raises(TypeError, match="must be a list of texts"):
+        model.t2i_generate("a prompt")
+    with pytest.raises(ValueError, match="no text_tokenizer"):
+        model.t2i_generate(["a prompt"])
+    with pytest.raises(ValueError, match="outside the text ids"):
+        model.t2i_generate([[CFG.llm_vocab_size]])
     with pytest.raises(ValueError, match="direction must be one of"):
-        I.extrapolate(lm, ids, mask, codes=np.zeros((1, 3, 3), np.int64), direction="diagonal", amount=1, **IDS)
-    with pytest.raises(ValueError, match=r"amount must be in \[1, 3\)"):
-        I.extrapolate(lm, ids, mask, codes=np.zeros((1, 3, 3), np.int64), direction="left", amount=3, **IDS)
-    kw = dict(mmu_id=MMU, soi_id=SOI, eoi_id=EOI, sot_id=SOT, code_offset=OFFSET, codebook_size=K, pad_id=PAD)
+        model.extrapolate([[5]], np.zeros((1, 4, 4), np.int64), "diagonal", 1)
+    with pytest.raises(ValueError, match=r"amount must be in \[1, 4\)"):
+        model.extrapolate([[5]], np.zeros((1, 4, 4), np.int64), "left", 4)
+    with pytest.raises(ValueError, match="h·w = num_vq_tokens"):
+        model.extrapolate([[5]], np.zeros((1, 3, 3), np.int64), "left", 1)
     with pytest.raises(ValueError, match="mmu_generate: codes must be in"):
-        I.mmu_generate(lm, np.full((1, N), K), [[5]], **kw)
-    with pytest.raises(ValueError, match="one row per image"):
-        I.mmu_generate(lm, np.zeros((2, N), np.int64), [[5]], **kw)
+        model.mmu_generate([[5]], codes=np.full((1, N), K))
+    with pytest.raises(ValueError, match="one question per image"):
+        model.mmu_generate([[5]], codes=np.zeros((2, N), np.int64))
     with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
-        I.mmu_generate(lm, np.zeros((1, N), np.int64), [[5]], max_new_tokens=0, **kw)
+        model.mmu_generate([[5]], codes=np.zeros((1, N), np.int64), max_new_tokens=0)
+    with pytest.raises(ValueError, match="attention must be"):
+        model.mmu_generate([[5]], codes=np.zeros((1, N), np.int64), attention="causal")
+    with pytest.raises(ValueError, match="give images or codes"):
+        model.mmu_generate([[5]])
     with pytest.raises(ValueError, match="choice_temperature_decay must be"):
         G.maskgit_decode(lambda t: np.zeros((1, 4, 3), np.float32), num_tokens=4, mask_id=9,
                          choice_temperature_decay="fast")
     with pytest.raises(ValueError, match="prefill_attn_mask must be bool"):
-        G.generate(lm, np.array([[5, 6]]), max_new_tokens=1, prefill_attn_mask=np.ones((1, 1, 2, 3), bool))
+        G.generate(model.lm, np.array([[5, 6]]), max_new_tokens=1, prefill_attn_mask=np.ones((1, 1, 2, 3), bool))
     with pytest.raises(ValueError, match="cannot be combined with guidance_scale"):
-        G.generate(lm, np.array([[5, 6]]), max_new_tokens=1, guidance_scale=2.0, uncond_input_ids=np.array([[5, 6]]),
-                   prefill_attn_mask=np.ones((1, 1, 2, 2), bool))
+        G.generate(model.lm, np.array([[5, 6]]), max_new_tokens=1, guidance_scale=2.0,
+                   uncond_input_ids=np.array([[5, 6]]), prefill_attn_mask=np.ones((1, 1, 2, 2), bool))
