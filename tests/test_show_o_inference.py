@@ -392,3 +392,22 @@ def test_errors(model):
     with pytest.raises(ValueError, match="cannot be combined with guidance_scale"):
         G.generate(model.lm, np.array([[5, 6]]), max_new_tokens=1, guidance_scale=2.0,
                    uncond_input_ids=np.array([[5, 6]]), prefill_attn_mask=np.ones((1, 1, 2, 2), bool))
+
+
+def test_prompts_as_text_use_the_models_text_tokenizer(model):
+    pytest.importorskip("tokenizers")
+    tok = mmu.text.TextTokenizer.train_word_level(["a red circle", "what digit is this ?"])
+    model.text_tokenizer = tok
+    try:
+        ids = [tok.encode("a red circle").tolist(), tok.encode("what digit").tolist()]
+        a = model.t2i_generate(["a red circle", "what digit"], steps=3, guidance_scale=1.0,
+                               generator=mmu.Generator(5)).numpy()
+        b = model.t2i_generate(ids, steps=3, guidance_scale=1.0, generator=mmu.Generator(5)).numpy()
+        np.testing.assert_array_equal(a, b)
+        codes = np.zeros((1, N), np.int64)
+        question = "what digit is this ?"
+        np.testing.assert_array_equal(model.mmu_generate([question], codes=codes, max_new_tokens=3).numpy(),
+                                      model.mmu_generate([tok.encode(question).tolist()], codes=codes,
+                                                         max_new_tokens=3).numpy())
+    finally:
+        model.text_tokenizer = None

@@ -146,7 +146,8 @@ class ImageLogits:
         n, p = cfg.num_vq_tokens, self.prefix_len
         self.num_image_tokens, total = n, p + n + 2
         self.soi_id, self.eoi_id = cfg.special_token_id("<|soi|>"), cfg.special_token_id("<|eoi|>")
-        self.mask_id, self.codebook_size, self.code_offset = cfg.mask_token_id, cfg.codebook_size, cfg.image_token_offset
+        self.mask_id, self.codebook_size = cfg.mask_token_id, cfg.codebook_size
+        self.code_offset = cfg.image_token_offset
         self._head = _codebook_head(lm, self.code_offset, self.code_offset + self.codebook_size)
         real = np.concatenate([real, np.ones((self.rows, n + 2), bool)], 1)
         positions = np.maximum(np.cumsum(real, axis=1) - 1, 0).astype(np.int64)
