@@ -48,7 +48,8 @@ class ShowO(Module):
     ShowOConfig, `.lm` the mmu.nn.TransformerLM (Phi-1.5's layout with QK LayerNorm: parallel residual,
     partial RoPE, tanh GELU, lm_head with a bias; state_dict keys "lm.*") over config.vocab_size ids,
     and `.image_tokenizer` the frozen image tokenizer (keys "image_tokenizer.*"; built from
-    config.image_tokenizer, or the module passed as image_tokenizer=, whose config is then recorded).
+    config.image_tokenizer, or the module passed as image_tokenizer=, whose config is then recorded; a dict
+    given as image_tokenizer= is the config field).
 
     text_tokenizer: an mmu.text.TextTokenizer (or None) for the text ids; its bos / eos must be
     config.sot_token_id / eot_token_id and its vocabulary fit llm_vocab_size. save_pretrained writes it
@@ -67,6 +68,8 @@ class ShowO(Module):
 
     def __init__(self, config=None, text_tokenizer=None, image_tokenizer=None, **fields_):
         super().__init__()
+        if isinstance(image_tokenizer, dict):  # the config field (a tokenizer's get_config), not a module
+            fields_["image_tokenizer"], image_tokenizer = image_tokenizer, None
         cfg = _resolve_config(config, fields_)
         from ...config import from_config, get_config
         if image_tokenizer is not None:
@@ -225,6 +228,24 @@ class ShowO(Module):
         labels = np.where(mask, a, IGNORE_INDEX).astype(np.int64)
         return ids, labels, ratio
 
+    def t2i_training_inputs(self, text_ids, image_ids, generator=None):
+        """One T2I training batch as Show-o's prepare_inputs_and_labels builds it: mask_image_tokens, then
+        per row u ~ U(0, 1) and the caption replaced by the empty prompt where u < cond_dropout_prob, then
+        t2i_prompt -> (input_ids (B, L), labels (B, L), mask ratio (B,), dropped (B,) bool).
+        text_ids: B captions (text ids); image_ids (B, num_vq_tokens): the true image vocabulary ids."""
+        fn = "ShowO.t2i_training_inputs"
+        image_ids = np.asarray(image_ids.numpy() if hasattr(image_ids, "numpy") and
+                               not isinstance(image_ids, np.ndarray) else image_ids)
+        if image_ids.ndim != 2 or image_ids.shape[1] != self.config.num_vq_tokens:
+            raise ValueError(f"{fn}: image_ids must be (B, num_vq_tokens={self.config.num_vq_tokens}), got "
+                             f"shape {image_ids.shape}")
+        texts = text_rows(text_ids, fn, "text_ids", batch=len(image_ids))
+        masked, labels, ratio = self.mask_image_tokens(image_ids, generator)
+        # drawn after the masking, as Show-o's t2i_prompt draws its probs after mask_or_random_replace_tokens
+        drop = _rand(len(image_ids), generator=generator).numpy() < self.config.cond_dropout_prob
+        ids, labels = t2i_prompt(self.config, texts, masked, labels, drop_condition=drop)
+        return ids, labels, ratio, drop
+
     def _codes(self, part, fn, name):
         c = self.config
         if "codes" in part:
@@ -272,10 +293,7 @@ class ShowO(Module):
             raise KeyError(f"{fn}: the 't2i' part needs 'text_ids'")
         image_ids = self._codes(part, fn, "the 't2i' part")
         b = len(image_ids)
-        texts = text_rows(part["text_ids"], fn, "t2i text_ids", batch=b)
-        masked, labels, ratio = self.mask_image_tokens(image_ids)
-        drop = _rand(b).numpy() < c.cond_dropout_prob  # after the masking draws, as Show-o's t2i_prompt
-        ids, labels = t2i_prompt(c, texts, masked, labels, drop_condition=drop)
+        ids, labels, ratio, drop = self.t2i_training_inputs(part["text_ids"], image_ids)
         start = c.max_text_len + 2  # the first image token, after [T2I] + text room and [SOI]
         where = np.broadcast_to(np.arange(start, start + c.num_vq_tokens), (b, c.num_vq_tokens))
         logits = self(_tensor(ids), attn_mask=self.omni_attention_mask(ids), logits_at=np.ascontiguousarray(where))

@@ -362,6 +362,7 @@ def _seq(config, input_ids, fn):
 def _finish(allowed, pad):
     # no row sees a pad; a pad row sees only itself (a row with nothing to attend to would be 0/0)
     allowed &= ~pad[:, None, :]
+    allowed &= ~pad[:, :, None]
     b, l = pad.shape
     bi, li = np.nonzero(pad)
     allowed[bi, li, li] = True
