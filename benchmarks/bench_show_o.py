@@ -107,7 +107,7 @@ def timed(fn, repeat):
 
 def run(name, repeat):
     import mmu
-    from mmu.models.show_o.inference import ImageLogits, _prefix
+    from mmu.models.show_o.inference import ImageLogits, t2i_prefix
     from mmu.generate import maskgit_decode
     model = build(name)
     cfg = model.config
@@ -120,7 +120,7 @@ def run(name, repeat):
                                                    generator=mmu.Generator(1)).numpy(), repeat)
 
     def recompute():
-        fn = ImageLogits(model, _prefix(cfg, prompt, "bench"), guidance_scale=w, use_cache=False)
+        fn = ImageLogits(model, t2i_prefix(cfg, prompt), guidance_scale=w, use_cache=False)
         return maskgit_decode(fn, mask_id=cfg.mask_token_id, steps=STEPS, choice_temperature=1.0,
                               choice_temperature_decay="compounding",
                               initial_tokens=np.full((1, IMAGE), cfg.mask_token_id, np.int64),

@@ -87,7 +87,7 @@ def test_prefix_cache_logits_equal_full_recomputation_every_step(model, record):
     assert masked[0] == 2 * N and masked == sorted(masked, reverse=True) and masked[-1] > 0
     stepper = record[0][0]
     assert stepper.use_cache and stepper.rows == 4 and stepper.prefix_len == CFG.max_text_len + 1
-    recompute = I.ImageLogits(model, I._prefix(CFG, texts, "t"), guidance_scale=w, use_cache=False)
+    recompute = I.ImageLogits(model, I.t2i_prefix(CFG, texts), guidance_scale=w, use_cache=False)
     worst = 0.0
     for _, codes, guided in record:
         cond_uncond = stepper.cond_uncond(codes).numpy()  # the cached path again, unguided
@@ -106,17 +106,17 @@ def test_cfg_combination_is_showo_formula(model):
     rng = np.random.default_rng(1)
     codes = rng.integers(0, K, (2, N))
     codes[:, ::3] = MASK
-    prefix = I._prefix(CFG, texts, "t")
+    prefix = I.t2i_prefix(CFG, texts)
     c = I.ImageLogits(model, prefix)(codes).numpy()
-    u = I.ImageLogits(model, I._prefix(CFG, [[]] * 2, "t"))(codes).numpy()
+    u = I.ImageLogits(model, I.t2i_prefix(CFG, [[]] * 2))(codes).numpy()
     for w in (0.5, 5.0):
         guided = I.ImageLogits(model, prefix, guidance_scale=w)(codes).numpy()
         np.testing.assert_allclose(guided, (1 + w) * c - w * u, rtol=1e-5, atol=1e-5)
         assert np.abs(guided - c).max() > 0.1  # the guidance changes the logits
     assert c.shape == (2, N, K)
     # an explicit unconditional prompt replaces the empty one
-    other = I.ImageLogits(model, prefix, guidance_scale=2.0, uncond_ids=I._prefix(CFG, [[9], [9]], "t"))(codes)
-    u9 = I.ImageLogits(model, I._prefix(CFG, [[9], [9]], "t"))(codes).numpy()
+    other = I.ImageLogits(model, prefix, guidance_scale=2.0, uncond_ids=I.t2i_prefix(CFG, [[9], [9]]))(codes)
+    u9 = I.ImageLogits(model, I.t2i_prefix(CFG, [[9], [9]]))(codes).numpy()
     np.testing.assert_allclose(other.numpy(), 3 * c - 2 * u9, rtol=1e-5, atol=1e-5)
 
 
@@ -259,11 +259,11 @@ def test_t2i_batch_of_different_prompt_lengths_equals_one_at_a_time(model):
     rng = np.random.default_rng(5)
     codes = rng.integers(0, K, (3, N))
     codes[:, 1::2] = MASK
-    batch = I.ImageLogits(model, I._prefix(CFG, texts, "t"), guidance_scale=3.0)(codes).numpy()
+    batch = I.ImageLogits(model, I.t2i_prefix(CFG, texts), guidance_scale=3.0)(codes).numpy()
     kw = dict(steps=5, temperature=0.0, top_k=1, guidance_scale=3.0)
     together = model.t2i_generate(texts, **kw).numpy()
     for r, t in enumerate(texts):
-        alone = I.ImageLogits(model, I._prefix(CFG, [t], "t"), guidance_scale=3.0)(codes[r:r + 1]).numpy()
+        alone = I.ImageLogits(model, I.t2i_prefix(CFG, [t]), guidance_scale=3.0)(codes[r:r + 1]).numpy()
         np.testing.assert_allclose(batch[r:r + 1], alone, rtol=0, atol=1e-5)
         np.testing.assert_array_equal(together[r:r + 1], model.t2i_generate([t], **kw).numpy())
 

@@ -34,7 +34,7 @@ from ...generate import generate as _generate, maskgit_decode
 from ...tensor import Tensor, tensor as _tensor
 from .prompting import _with_sot, mmu_attention_mask, omni_attention_mask, t2i_prompt, text_rows
 
-__all__ = ["ImageLogits", "t2i_generate", "inpaint", "extrapolate", "mmu_generate", "DEFAULT_TEMPERATURE_DECAY"]
+__all__ = ["ImageLogits", "t2i_prefix", "t2i_generate", "inpaint", "extrapolate", "mmu_generate", "DEFAULT_TEMPERATURE_DECAY"]
 
 # Show-o's public sampler compounds the Gumbel temperature (t <- t·(1 − r) every step), and the
 # settings it publishes (guidance, steps, temperature 1.0) were chosen with that rule, so a model
@@ -68,8 +68,10 @@ def _text_ids(model, texts, fn, name):
     return rows
 
 
-def _prefix(config, rows, fn):
-    """T2I prefixes [PAD]... [T2I][SOT] text [EOT] (B, max_text_len + 1), Show-o's t2i_gen_prompt."""
+def t2i_prefix(config, texts):
+    """T2I prefixes (B, max_text_len + 1) for ImageLogits: [PAD]... [T2I][SOT] text [EOT] of B texts
+    (text ids), the part of Show-o's t2i_gen_prompt before [SOI]."""
+    rows = text_rows(texts, "t2i_prefix", "texts")
     blank = np.full((len(rows), config.num_vq_tokens), config.mask_token_id, np.int64)
     return t2i_prompt(config, rows, blank)[0][:, :config.max_text_len + 1]
 
@@ -131,7 +133,7 @@ class ImageLogits:
         self.batch_size = b = ids.shape[0]
         if self.guidance_scale > 0:
             if uncond_ids is None:
-                uids = _prefix(cfg, [[]] * b, fn)
+                uids = t2i_prefix(cfg, [[]] * b)
             else:
                 uids = _prefix_ids(uncond_ids, cfg, fn, "uncond_ids")[0]
                 if uids.shape[0] != b:
@@ -269,7 +271,7 @@ def t2i_generate(model, prompts, steps=18, guidance_scale=0.0, temperature=1.0,
         urows = _text_ids(model, uncond_prompts, fn, "uncond_prompts")
         if len(urows) != b:
             raise ValueError(f"{fn}: uncond_prompts must have one text per prompt ({b}), got {len(urows)}")
-        uncond = _prefix(cfg, urows, fn)
+        uncond = t2i_prefix(cfg, urows)
     if codes is None:
         if known is not None:
             raise ValueError(f"{fn}: known needs codes")
@@ -280,7 +282,7 @@ def t2i_generate(model, prompts, steps=18, guidance_scale=0.0, temperature=1.0,
         start = _start_codes(cfg, codes, known, b, fn)
         if (start != cfg.mask_token_id).all():
             return _tensor(start)
-    logits_fn = ImageLogits(model, _prefix(cfg, rows, fn), guidance_scale=guidance_scale,
+    logits_fn = ImageLogits(model, t2i_prefix(cfg, rows), guidance_scale=guidance_scale,
                             uncond_ids=uncond if guidance_scale else None, use_cache=use_cache)
     return maskgit_decode(logits_fn, mask_id=cfg.mask_token_id, steps=steps, schedule=schedule,
                           choice_temperature=temperature, choice_temperature_decay=temperature_decay,
