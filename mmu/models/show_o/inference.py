@@ -34,7 +34,8 @@ from ...generate import generate as _generate, maskgit_decode
 from ...tensor import Tensor, tensor as _tensor
 from .prompting import _with_sot, mmu_attention_mask, omni_attention_mask, t2i_prompt, text_rows
 
-__all__ = ["ImageLogits", "t2i_prefix", "t2i_generate", "inpaint", "extrapolate", "mmu_generate", "DEFAULT_TEMPERATURE_DECAY"]
+__all__ = ["ImageLogits", "t2i_prefix", "t2i_generate", "inpaint", "extrapolate", "mmu_generate",
+           "DEFAULT_TEMPERATURE_DECAY"]
 
 # Show-o's public sampler compounds the Gumbel temperature (t <- t·(1 − r) every step), and the
 # settings it publishes (guidance, steps, temperature 1.0) were chosen with that rule, so a model
