@@ -96,13 +96,17 @@ def showo_public_mmu(model, codes, question, max_new_tokens):
     return np.array(out)
 
 
-def timed(fn, repeat):
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+def timed(fns, repeat):
+    """Median seconds of each callable and its last result; the callables take turns (A B C, C B A,
+    ...) so that load from other processes that comes and goes hits them alike."""
+    times, outs = [[] for _ in fns], [None] * len(fns)
+    for r in range(repeat):
+        order = list(range(len(fns)))[::-1 if r % 2 else 1]
+        for i in order:
+            t0 = time.perf_counter()
+            outs[i] = fns[i]()
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times], outs
 
 
 def run(name, repeat):
@@ -116,8 +120,9 @@ def run(name, repeat):
     prompt = [rng.integers(3, cfg.llm_vocab_size, PROMPT - 3).tolist()]  # [T2I][SOT] 61 ids [EOT] = 64
     w = 5.0
     rows = []
-    cached_s, a = timed(lambda: model.t2i_generate(prompt, steps=STEPS, guidance_scale=w,
-                                                   generator=mmu.Generator(1)).numpy(), repeat)
+
+    def cached():
+        return model.t2i_generate(prompt, steps=STEPS, guidance_scale=w, generator=mmu.Generator(1)).numpy()
 
     def recompute():
         fn = ImageLogits(model, t2i_prefix(cfg, prompt), guidance_scale=w, use_cache=False)
@@ -125,16 +130,19 @@ def run(name, repeat):
                               choice_temperature_decay="compounding",
                               initial_tokens=np.full((1, IMAGE), cfg.mask_token_id, np.int64),
                               generator=mmu.Generator(1)).numpy()
-    recompute_s, b = timed(recompute, repeat)
-    public_s, c = timed(lambda: showo_public_t2i(model, prompt, w, mmu.Generator(1)).numpy(), repeat)
+
+    def public():
+        return showo_public_t2i(model, prompt, w, mmu.Generator(1)).numpy()
+
+    (cached_s, recompute_s, public_s), (a, b, c) = timed([cached, recompute, public], repeat)
     same = "same codes" if np.array_equal(a, b) and np.array_equal(a, c) else "codes differ"
     rows.append((f"{name} t2i {STEPS} steps cfg", cached_s, recompute_s, public_s, same))
 
     codes = rng.integers(0, cfg.codebook_size, (1, IMAGE))
     question = rng.integers(3, cfg.llm_vocab_size, QUESTION - 1).tolist()  # [SOT] + 31 = 32
-    cached_s, a = timed(lambda: model.mmu_generate([question], codes=codes, max_new_tokens=ANSWER,
-                                                   eos_token_id=[]).numpy()[0], repeat)
-    public_s, c = timed(lambda: showo_public_mmu(model, codes, question, ANSWER), repeat)
+    (cached_s, public_s), (a, c) = timed(
+        [lambda: model.mmu_generate([question], codes=codes, max_new_tokens=ANSWER, eos_token_id=[]).numpy()[0],
+         lambda: showo_public_mmu(model, codes, question, ANSWER)], repeat)
     same = "same answer" if np.array_equal(a, c) else "answers differ"
     rows.append((f"{name} mmu answer {ANSWER} tokens", cached_s, None, public_s, same))
     return params, rows
@@ -143,7 +151,7 @@ def run(name, repeat):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="tiny,100m", help=f"comma-separated, of {sorted(CONFIGS)}")
-    ap.add_argument("--repeat", type=int, default=1, help="timed runs of each (median)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs of each, in turns (median)")
     ap.add_argument("--threads", type=int, default=None, help="mmu.set_num_threads (default: mmu's)")
     args = ap.parse_args(argv)
     import mmu
@@ -151,6 +159,7 @@ def main(argv=None):
         mmu.set_num_threads(args.threads)
     print(f"mmu {mmu.__version__}, threads {mmu.get_num_threads()}, median of {args.repeat}; seconds per call")
     print(f"{'case':<32} | {'cached':>8} | {'recompute':>9} | {'Show-o path':>11} | {'speedup':>7} | check")
+    print("(speedup = Show-o path / cached)")
     for name in [s for s in args.configs.split(",") if s]:
         params, rows = run(name, args.repeat)
         print(f"-- {name}: {params / 1e6:.1f}M transformer parameters")
