@@ -407,7 +407,7 @@ def _digits_setup(n=96):
     return model, tok, sub
 
 
-def test_loss_goes_down_through_the_trainer_on_captioned_digits():
+def test_loss_goes_down_through_the_trainer_on_captioned_digits(tmp_path):
     model, tok, ds = _digits_setup()
     data = model.captioned_token_data(ds)
     assert set(data) == {"t2i.text_ids", "t2i.codes", "lm.text_ids", "mmu.codes", "mmu.question_ids",
@@ -420,6 +420,19 @@ def test_loss_goes_down_through_the_trainer_on_captioned_digits():
     assert loss[-5:].mean() < 0.8 * loss[:5].mean()
     for key in ("loss_t2i", "loss_lm", "loss_mmu"):
         assert np.asarray(hist[key])[-5:].mean() < np.asarray(hist[key])[:5].mean(), key
+    # a checkpoint resumes bit for bit (the masking / dropout draws come from mmu's RNG in the checkpoint)
+    cfg = dict(steps=6, batch_size=16, lr=3e-3, log_every=1, progress=False, ckpt_every=3, ckpt_dir=str(tmp_path))
+    full, _, _ = _digits_setup()
+    want = Trainer(full, data, TrainConfig(**{**cfg, "ckpt_every": 0, "ckpt_dir": None})).fit()
+    first, _, _ = _digits_setup()
+    Trainer(first, data, TrainConfig(**cfg)).fit(3)
+    second, _, _ = _digits_setup()
+    second.lm.lm_head.bias.numpy()[:] = 1.0  # other weights: the checkpoint brings them back
+    t2 = Trainer.resume(str(tmp_path), second, data, TrainConfig(**cfg))
+    t2.fit()
+    np.testing.assert_array_equal(t2.history["loss"], want["loss"])
+    for (k, a), b in zip(full.state_dict().items(), second.state_dict().values()):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=k)
 
 
 def test_save_load_round_trip_with_nested_tokenizer_config(tmp_path):
@@ -465,3 +478,15 @@ def test_config_and_constructor_errors():
     m = _model()
     with pytest.raises(ValueError, match="max_seq_len"):
         m(np.zeros((1, m.config.max_seq_len + 1), np.int64))
+
+
+def test_readme_show_o_snippet_runs(capsys):
+    import os
+    import re
+    text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    start = text.index("`mmu.models.show_o.ShowO` is Show-o")
+    block = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
+    exec(compile(block, "README.md", "exec"), {})
+    words = capsys.readouterr().out.split()
+    assert words[0] == "t2i" and float(words[3].rstrip(",")) < float(words[1])
+    assert words[4] == "mmu" and float(words[7]) < float(words[5])
