@@ -147,12 +147,13 @@ def _left_pad(ids, mask, length, pad):
             np.concatenate([np.zeros((B, extra), bool), mask], 1))
 
 
-def _model_step(model, cache, ids, mask, positions):
+def _model_step(model, cache, ids, mask, positions, attn_mask=None):
     """One forward on the cache; the cache holds ids.shape[1] more tokens afterwards (a model that
     does not advance its cache itself gets it advanced here)."""
     before = cache.length
+    extra = {} if attn_mask is None else {"attn_mask": attn_mask}
     out = model(_tensor(ids), attention_mask=_tensor(mask), position_ids=_tensor(positions), cache=cache,
-                logits_at="last")
+                logits_at="last", **extra)
     if cache.length == before:
         cache.advance(ids.shape[1])
     return out
@@ -162,7 +163,7 @@ def _model_step(model, cache, ids, mask, positions):
 
 def generate(model, input_ids, attention_mask=None, max_new_tokens=20, do_sample=True, temperature=1.0,
              top_k=None, top_p=None, eos_token_id=None, pad_token_id=None, guidance_scale=None,
-             uncond_input_ids=None, uncond_attention_mask=None, generator=None, progress=False):
+             uncond_input_ids=None, uncond_attention_mask=None, generator=None, progress=False, prefill_attn_mask=None):
     """Autoregressive sampling on the model's KV cache -> int64 Tensor (B, L + n), the prompts
     followed by n <= max_new_tokens new tokens.
 
@@ -178,6 +179,10 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=20, do_sample
     guidance_scale s: classifier-free guidance, logits u + s·(c − u), c from the prompt and u from
     uncond_input_ids (B, Lu) (+ uncond_attention_mask), run alongside as one batch of 2B rows.
     generator: an mmu.Generator or None (the global stream). progress: a tqdm bar over the steps.
+    prefill_attn_mask: an explicit (B|1, 1, L, L) bool mask (True = attend) for the prompt's prefill,
+    passed to the model as attn_mask= in place of the causal mask (Show-o's omni-attention, where an
+    image block inside the prompt is bidirectional); attention_mask's padding still applies and the
+    new tokens attend causally to every real position. Not with guidance_scale.
     """
     op = "generate"
     if not callable(model) or not callable(getattr(model, "new_cache", None)):
@@ -203,6 +208,15 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=20, do_sample
             raise ValueError(f"{op}: pad_token_id must be >= 0, got {pad}")
     _check_generator(generator, op)
     progress = _flag(progress, op, "progress")
+    if prefill_attn_mask is not None:
+        if guidance_scale is not None:
+            raise ValueError(f"{op}: prefill_attn_mask cannot be combined with guidance_scale")
+        pam = _as_array(prefill_attn_mask)
+        if pam.dtype != np.bool_ or pam.ndim != 4 or pam.shape[0] not in (1, B) or pam.shape[1] != 1 or \
+                pam.shape[2:] != (L, L):
+            raise ValueError(f"{op}: prefill_attn_mask must be bool (B|1, 1, L, L) = ({B}|1, 1, {L}, {L}), got "
+                             f"{pam.shape} {pam.dtype}")
+        prefill_attn_mask = _tensor(np.ascontiguousarray(pam))
 
     rows = B
     if guidance_scale is not None:
@@ -242,7 +256,7 @@ def generate(model, input_ids, attention_mask=None, max_new_tokens=20, do_sample
     bar = _progress(max_new_tokens, progress, "generate")
     try:
         with no_grad():
-            out = _model_step(model, cache, batch_ids, full_mask[:, :width], positions)
+            out = _model_step(model, cache, batch_ids, full_mask[:, :width], positions, prefill_attn_mask)
             for step in range(max_new_tokens):
                 logits = _logits_rows(out, rows, op, "model").reshape(rows, -1)
                 if guidance_scale is not None:
@@ -294,7 +308,7 @@ def _gumbel(shape, generator):
 
 def maskgit_decode(logits_fn, num_tokens=None, mask_id=None, steps=12, schedule="cosine", choice_temperature=4.5,
                    temperature=1.0, top_k=None, top_p=None, batch_size=1, initial_tokens=None, guidance_scale=None,
-                   generator=None, progress=False):
+                   generator=None, progress=False, choice_temperature_decay="linear"):
     """MaskGIT iterative decoding -> int64 Tensor (B, *shape) of tokens, none equal to mask_id.
 
     logits_fn(tokens) gets the current tokens as an int64 array (B, *shape) (with guidance:
@@ -305,8 +319,13 @@ def maskgit_decode(logits_fn, num_tokens=None, mask_id=None, steps=12, schedule=
     Each of `steps` steps, as google-research/maskgit's parallel_decode.decode: sample every masked
     position (sample_logits: temperature, top_k, top_p); ratio r = (step + 1) / steps; the number
     to stay masked is floor(N0 · schedule(r)) (N0 = masked at the start, schedule of mask_schedule),
-    at least 1 and at most (masked now − 1); confidence = log p(sampled) + choice_temperature·(1 − r)
-    · Gumbel noise (the given tokens: +inf), and the lowest-confidence positions are masked again.
+    at least 1 and at most (masked now − 1); confidence = log p(sampled) + t_step · Gumbel noise (the
+    given tokens: +inf), and the lowest-confidence positions are masked again. The noise temperature
+    t_step follows choice_temperature_decay: 'linear' (the reference) t_step = choice_temperature·(1 − r);
+    'compounding' (Show-o's sampler, models/sampling.py + Showo.t2i_generate: `temperature =
+    temperature * (1 - ratio)` each step) t_step = choice_temperature·∏_{j <= step} (1 − r_j), which
+    falls much faster (at 16 steps: 0.5·t0 at the 4th step where linear has 0.75·t0, under 1% of t0
+    from the 10th step on).
     The last step keeps every sample. guidance_scale s: logits u + s·(c − u) (Show-o's
     (1 + w)·c − w·u is s = 1 + w). With temperature 1 and no top-k/top-p, log p(sampled) is the
     log-softmax of the (guided) logits, as in the reference; otherwise it is taken under the
@@ -325,6 +344,9 @@ def maskgit_decode(logits_fn, num_tokens=None, mask_id=None, steps=12, schedule=
     choice_temperature = _real(choice_temperature, op, "choice_temperature")
     if not (choice_temperature >= 0.0 and math.isfinite(choice_temperature)):
         raise ValueError(f"{op}: choice_temperature must be >= 0 and finite, got {choice_temperature}")
+    if not isinstance(choice_temperature_decay, str) or choice_temperature_decay not in ("linear", "compounding"):
+        raise ValueError(f"{op}: choice_temperature_decay must be 'linear' or 'compounding', "
+                         f"got {choice_temperature_decay!r}")
     temperature, k, p = _sampling_args(op, temperature, top_k, top_p)
     _check_generator(generator, op)
     progress = _flag(progress, op, "progress")
@@ -350,6 +372,7 @@ def maskgit_decode(logits_fn, num_tokens=None, mask_id=None, steps=12, schedule=
     B, N = shape[0], int(np.prod(shape[1:]))
     tokens = tokens.reshape(B, N).copy()
     unknown_at_start = (tokens == mask_id).sum(axis=1)
+    noise_temperature = choice_temperature  # the compounding rule's running value
     bar = _progress(steps, progress, "maskgit")
     try:
         with no_grad():
@@ -380,9 +403,13 @@ def maskgit_decode(logits_fn, num_tokens=None, mask_id=None, steps=12, schedule=
                 mask_len = np.floor(unknown_at_start * mask_ratio).astype(np.int64)
                 mask_len = np.maximum(1, np.minimum(n_unknown - 1, mask_len))
                 mask_len = np.minimum(mask_len, n_unknown)  # nothing to decode: nothing to mask
+                if choice_temperature_decay == "linear":
+                    noise_temperature = choice_temperature * (1.0 - ratio)
+                else:
+                    noise_temperature = noise_temperature * (1.0 - ratio)
                 noise = _gumbel((B, N), generator)
                 confidence = np.where(unknown, logprobs.numpy().reshape(B, N).astype(np.float64)
-                                      + choice_temperature * (1.0 - ratio) * noise, np.inf)
+                                      + noise_temperature * noise, np.inf)
                 order = np.argsort(confidence, axis=1, kind="stable")
                 for b in range(B):
                     sampled[b, order[b, :mask_len[b]]] = mask_id

@@ -178,6 +178,34 @@ class ShowO(Module):
                              f"{self.config.max_seq_len}")
         return self.lm.new_cache(batch_size, max_len)
 
+    # ------------------------------------------------------------------ inference (inference.py)
+    def t2i_generate(self, prompts, steps=18, guidance_scale=0.0, temperature=1.0, **kwargs):
+        """Text-to-image codes (B, num_vq_tokens) by MaskGIT with classifier-free guidance over a cached
+        text prefix: inference.t2i_generate(self, prompts, ...) (its docstring has every argument)."""
+        from .inference import t2i_generate
+        return t2i_generate(self, prompts, steps=steps, guidance_scale=guidance_scale, temperature=temperature,
+                            **kwargs)
+
+    def inpaint(self, prompts, codes, known, **kwargs):
+        """The codes where known is False decoded from the prompts: inference.inpaint."""
+        from .inference import inpaint
+        return inpaint(self, prompts, codes, known, **kwargs)
+
+    def extrapolate(self, prompts, codes, direction, amount, **kwargs):
+        """The grid (B, h, w) extended by `amount` new columns / rows: inference.extrapolate."""
+        from .inference import extrapolate
+        return extrapolate(self, prompts, codes, direction, amount, **kwargs)
+
+    def mmu_generate(self, questions, images=None, codes=None, max_new_tokens=100, **kwargs):
+        """Answers (B, n) text ids to questions about images (B, C, H, W) in [-1, 1] (tokenised by the
+        image tokenizer) or their codes (B, num_vq_tokens): inference.mmu_generate, on the KV cache."""
+        from .inference import mmu_generate
+        if (images is None) == (codes is None):
+            raise ValueError("ShowO.mmu_generate: give images or codes (one of them)")
+        if images is not None:
+            codes = self.tokenize_images(images)
+        return mmu_generate(self, codes, questions, max_new_tokens=max_new_tokens, **kwargs)
+
     # ------------------------------------------------------------------ training
     def mask_image_tokens(self, image_ids, generator=None):
         """Show-o's mask_or_random_replace_tokens (noise_type 'mask'): per row t ~ U(0, 1) from mmu's RNG
