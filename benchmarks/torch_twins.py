@@ -1231,7 +1231,7 @@ class TwinShowO(nn.Module):
             x = layer(x, cos, sin, mask)
         x = self.lm.norm(x)
         if logits_at is not None:
-            at = torch.as_tensor(np.asarray(logits_at), dtype=torch.long)
+            at = torch.tensor(np.asarray(logits_at), dtype=torch.long)
             x = torch.gather(x, 1, at[:, :, None].expand(-1, -1, x.shape[-1]))
         return self.lm.lm_head(x)
 
