@@ -1273,3 +1273,212 @@ def lm_greedy_recompute(model, prompt, max_new_tokens):
         tok = model(ids)[:, -1].argmax(-1)
         ids = torch.cat([ids, tok[:, None]], 1)
     return ids
+
+
+# =============================================================================================== Show-o
+# Twin of mmu.models.show_o.ShowO's transformer and training step: the same modules under the same names
+# (lm.embed_tokens, lm.layers.{i}.norm1 / attn.qkv_proj / attn.out_proj / attn.q_norm / attn.k_norm /
+# mlp.fc1 / mlp.fc2, lm.norm, lm.lm_head), so `twin.load_mmu_state(model.state_dict())` copies every
+# transformer weight (the frozen image tokenizer is not part of the step: the batches carry its codes).
+# Phi-1.5 with QK LayerNorm: parallel residual, fused qkv rows [q; k; v], LayerNorm per head on q and k
+# before a partial rotate-half RoPE (the first rotary_fraction of each head), tanh GELU, an untied head
+# with a bias. The masks and the masked image tokens come in as NumPy arrays built by mmu's prompt
+# builders (showo_step_inputs), so both frameworks see identical sequences.
+
+class _TwinShowOAttention(nn.Module):
+    def __init__(self, dim, num_heads, eps):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.qkv_proj = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.q_norm = nn.LayerNorm(self.head_dim, eps=eps)
+        self.k_norm = nn.LayerNorm(self.head_dim, eps=eps)
+
+    def forward(self, x, cos, sin, mask):
+        b, l, d = x.shape
+        q, k, v = self.qkv_proj(x).view(b, l, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = _partial_rope(self.q_norm(q), cos, sin), _partial_rope(self.k_norm(k), cos, sin)
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out_proj(out.transpose(1, 2).reshape(b, l, d))
+
+
+def _partial_rope(x, cos, sin):
+    """Rotate-half RoPE on the first R = cos.shape[-1] dims of each head (x (B, H, L, D)); the rest pass."""
+    r = cos.shape[-1]
+    xr, rest = x[..., :r], x[..., r:]
+    rotated = torch.cat([-xr[..., r // 2:], xr[..., :r // 2]], -1)
+    return torch.cat([xr * cos + rotated * sin, rest], -1)
+
+
+class _TwinShowOMLP(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class _TwinShowOLayer(nn.Module):
+    def __init__(self, dim, num_heads, hidden, eps):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = _TwinShowOAttention(dim, num_heads, eps)
+        self.mlp = _TwinShowOMLP(dim, hidden)
+
+    def forward(self, x, cos, sin, mask):
+        h = self.norm1(x)  # Phi's parallel residual: one norm feeds attention and MLP
+        return x + self.attn(h, cos, sin, mask) + self.mlp(h)
+
+
+class _TwinShowOLM(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        hidden = c["hidden_dim"] if c.get("hidden_dim") else 4 * c["dim"]
+        self.embed_tokens = nn.Embedding(c["vocab_size"], c["dim"])
+        self.layers = nn.ModuleList(_TwinShowOLayer(c["dim"], c["num_heads"], hidden, c["norm_eps"])
+                                    for _ in range(c["num_layers"]))
+        self.norm = nn.LayerNorm(c["dim"], eps=c["norm_eps"])
+        self.lm_head = nn.Linear(c["dim"], c["vocab_size"])
+
+
+class TwinShowO(nn.Module):
+    """Twin of mmu.models.show_o.ShowO's transformer. c: the ShowOConfig as a dict (config.to_dict()).
+    forward(ids (B, L) int64, mask (B, 1, L, L) bool or None (causal), logits_at (B, n) positions or None
+    (all)) -> logits. Positions 0..L-1 for every row (pads included, as ShowO and Show-o's PhiModel).
+    losses(inputs) -> ({task: loss}, {task: logits}) for showo_step_inputs' arrays, the same terms as
+    ShowO.training_step: T2I the mean cross-entropy over the masked image tokens (unshifted), LM and MMU
+    next-token cross-entropy over the non-ignored targets; loss(inputs) weighs them with t2i_coeff,
+    lm_coeff, mmu_coeff."""
+
+    def __init__(self, c):
+        super().__init__()
+        if c.get("dropout") or c.get("attn_dropout"):
+            raise ValueError("TwinShowO: dropout is not mirrored (mmu and torch draw different masks)")
+        self.c = dict(c)
+        self.lm = _TwinShowOLM(c)
+        head_dim = c["dim"] // c["num_heads"]
+        self.rotary_dim = int(c["rotary_fraction"] * head_dim)
+
+    def load_mmu_state(self, state):
+        """Copies the "lm.*" entries of an mmu ShowO state_dict (name -> array or mmu Tensor); strict."""
+        lm = {k: torch.tensor(np.array(v.numpy() if hasattr(v, "numpy") and not isinstance(v, np.ndarray) else v))
+              for k, v in state.items() if k.startswith("lm.")}
+        self.load_state_dict(lm, strict=True)
+        return self
+
+    def _rope(self, length):
+        r = self.rotary_dim
+        inv = self.c["rope_base"] ** (-np.arange(0, r, 2, dtype=np.float64) / r)
+        ang = np.arange(length, dtype=np.float64)[:, None] * inv[None]
+        ang = np.concatenate([ang, ang], -1)  # rotate-half: columns j and j + R/2 share an angle
+        return torch.tensor(np.cos(ang), dtype=torch.float32), torch.tensor(np.sin(ang), dtype=torch.float32)
+
+    def forward(self, ids, mask=None, logits_at=None):
+        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+        if mask is not None:
+            mask = torch.as_tensor(np.asarray(mask, dtype=bool))
+        cos, sin = self._rope(ids.shape[1])
+        x = self.lm.embed_tokens(ids)
+        for layer in self.lm.layers:
+            x = layer(x, cos, sin, mask)
+        x = self.lm.norm(x)
+        if logits_at is not None:
+            at = torch.tensor(np.asarray(logits_at), dtype=torch.long)
+            x = torch.gather(x, 1, at[:, :, None].expand(-1, -1, x.shape[-1]))
+        return self.lm.lm_head(x)
+
+    def losses(self, inputs):
+        """inputs: showo_step_inputs' dict -> ({task: 0-d loss}, {task: logits})."""
+        terms, logits = {}, {}
+        if "t2i" in inputs:
+            p = inputs["t2i"]
+            out = self(p["ids"], p["mask"], p["logits_at"])
+            target = torch.as_tensor(p["targets"])
+            terms["t2i"] = F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1), ignore_index=-100)
+            logits["t2i"] = out
+        for task in ("lm", "mmu"):
+            if task in inputs:
+                p = inputs[task]
+                out = self(p["ids"], p["mask"], p["logits_at"])
+                target = torch.as_tensor(p["targets"])[:, 1:]
+                terms[task] = F.cross_entropy(out[:, :-1].reshape(-1, out.shape[-1]), target.reshape(-1),
+                                              ignore_index=-100)
+                logits[task] = out
+        return terms, logits
+
+    def loss(self, terms):
+        """The weighted sum of the terms (t2i_coeff, lm_coeff, mmu_coeff), in ShowO.training_step's order."""
+        total = None
+        for task in ("t2i", "lm", "mmu"):
+            if task in terms:
+                t = terms[task] * self.c[f"{task}_coeff"]
+                total = t if total is None else total + t
+        return total
+
+
+def showo_step_inputs(model, batch, t2i_inputs=None):
+    """The NumPy arrays of one ShowO training step, built by mmu's own prompt builders so the twin sees
+    mmu's sequences: {task: {"ids", "mask" (bool (B, 1, L, L) or None: causal), "logits_at" (B, n) or None,
+    "targets" (labels at logits_at, -100 ignored)}}. batch: {"t2i": {"text_ids", "codes"}, "lm": {...},
+    "mmu": {"codes", "question_ids", "answer_ids"}} (nested, as ShowO.training_step takes); t2i_inputs: the
+    (ids, labels, ratio, dropped) that mmu's ShowO.t2i_training_inputs drew for this batch (its masking
+    and condition dropout are random; record them from the mmu side)."""
+    from mmu.models.show_o.prompting import (IGNORE_INDEX, image_token_ids, lm_prompt, mmu_attention_mask,
+                                             mmu_prompt, omni_attention_mask, text_rows)
+    c = model.config
+    out = {}
+    if "t2i" in batch:
+        ids, labels = t2i_inputs[0], t2i_inputs[1]
+        b, start = len(ids), c.max_text_len + 2
+        at = np.ascontiguousarray(np.broadcast_to(np.arange(start, start + c.num_vq_tokens), (b, c.num_vq_tokens)))
+        out["t2i"] = {"ids": ids, "mask": omni_attention_mask(c, ids), "logits_at": at,
+                      "targets": np.ascontiguousarray(labels[:, start:start + c.num_vq_tokens])}
+    if "lm" in batch:
+        ids, labels = lm_prompt(c, text_rows(batch["lm"]["text_ids"], "showo_step_inputs", "text_ids"))
+        out["lm"] = {"ids": ids, "mask": None, "logits_at": None, "targets": labels}
+    if "mmu" in batch:
+        p = batch["mmu"]
+        codes = np.asarray(p["codes"]).reshape(len(p["codes"]), -1)
+        b = len(codes)
+        ids, labels = mmu_prompt(c, image_token_ids(c, codes), text_rows(p["question_ids"], "", "q", batch=b),
+                                 text_rows(p["answer_ids"], "", "a", batch=b))
+        start = 2 + c.num_vq_tokens
+        at = np.ascontiguousarray(np.broadcast_to(np.arange(start, ids.shape[1]), (b, ids.shape[1] - start)))
+        out["mmu"] = {"ids": ids, "mask": mmu_attention_mask(c, ids), "logits_at": at,
+                      "targets": np.ascontiguousarray(labels[:, start:])}
+    assert IGNORE_INDEX == -100
+    return out
+
+
+def showo_optimizer(twin, steps, lr=2e-4, betas=(0.5, 0.9), weight_decay=0.0, warmup_steps=0, min_lr_ratio=0.1):
+    """torch AdamW + the schedule of mmu.train.Trainer (TrainConfig's defaults): one group over every
+    parameter (no decay exemptions), eps 1e-8, decoupled decay; lr = base * t / warmup_steps during the
+    warmup, then cosine to min_lr_ratio * base at `steps` (mmu.optim.lr_scheduler.WarmupCosine)."""
+    opt = torch.optim.AdamW(twin.parameters(), lr=lr, betas=tuple(betas), eps=1e-8, weight_decay=weight_decay)
+
+    def factor(t):
+        if t < warmup_steps:
+            return t / warmup_steps
+        span = steps - warmup_steps
+        progress = 1.0 if span == 0 else min(1.0, (t - warmup_steps) / span)
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def showo_train_step(twin, opt, sched, inputs, grad_clip=1.0):
+    """mmu.train.Trainer's step for ShowO: loss, backward, global-norm clipping, AdamW, the schedule.
+    Returns (total loss, {task: loss float}, {task: logits})."""
+    opt.zero_grad(set_to_none=True)
+    terms, logits = twin.losses(inputs)
+    loss = twin.loss(terms)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(twin.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    return loss.item(), {k: v.item() for k, v in terms.items()}, {k: v.detach() for k, v in logits.items()}
