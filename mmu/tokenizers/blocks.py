@@ -202,17 +202,29 @@ class _Mid(Module):
         return self.block_2(self.attn_1(self.block_1(h)))
 
 
+def _level_blocks(num_res_blocks, levels, extra, owner):
+    """ResnetBlocks per level: an int n gives every level n + extra (taming), a list gives each level's
+    count as it is (Show-o's MAGVIT-v2: [4, 3, 4, 3, 4])."""
+    if isinstance(num_res_blocks, (list, tuple)):
+        if len(num_res_blocks) != levels:
+            raise ValueError(f"{owner}: num_res_blocks has {len(num_res_blocks)} entries for {levels} levels "
+                             f"(len(ch_mult))")
+        return [int(n) for n in num_res_blocks]
+    return [int(num_res_blocks) + extra] * levels
+
+
 class Encoder(Module):
     """taming's Encoder: conv_in, per level num_res_blocks ResnetBlocks (+ AttnBlock after each when the
     current resolution is in attn_resolutions) and a Downsample except at the last level, mid (block_1,
     attn_1, block_2), norm_out, swish, conv_out to z_channels. (B, in_channels, R, R) ->
-    (B, z_channels, R / 2^(len(ch_mult)-1), ...)."""
+    (B, z_channels, R / 2^(len(ch_mult)-1), ...). num_res_blocks may also be a list, one count per level."""
 
     def __init__(self, ch, ch_mult, num_res_blocks, attn_resolutions, in_channels, resolution, z_channels,
                  dropout=0.0, num_groups=32):
         super().__init__()
         self.num_resolutions = len(ch_mult)
         self.num_res_blocks = num_res_blocks
+        self.level_blocks = _level_blocks(num_res_blocks, self.num_resolutions, 0, "Encoder")
         self.conv_in = Conv2d(in_channels, ch, 3, 1, 1)
         curr_res = resolution
         in_ch_mult = (1,) + tuple(ch_mult)
@@ -221,7 +233,7 @@ class Encoder(Module):
         for i_level in range(self.num_resolutions):
             level = _Level()
             block_in, block_out = ch * in_ch_mult[i_level], ch * ch_mult[i_level]
-            for _ in range(num_res_blocks):
+            for _ in range(self.level_blocks[i_level]):
                 level.block.append(ResnetBlock(block_in, block_out, dropout, num_groups))
                 block_in = block_out
                 if curr_res in attn_resolutions:
@@ -237,7 +249,7 @@ class Encoder(Module):
     def forward(self, x):
         h = self.conv_in(x)
         for i_level, level in enumerate(self.down):
-            for i_block in range(self.num_res_blocks):
+            for i_block in range(self.level_blocks[i_level]):
                 h = level.block[i_block](h)
                 if len(level.attn) > 0:
                     h = level.attn[i_block](h)
@@ -250,13 +262,15 @@ class Encoder(Module):
 class Decoder(Module):
     """taming's Decoder: conv_in from z_channels, mid, then from the lowest resolution up num_res_blocks + 1
     ResnetBlocks per level (+ AttnBlocks at attn_resolutions) and an Upsample except at level 0, norm_out,
-    swish, conv_out to out_ch. `up` is indexed by level (up[0] is the full resolution), as taming's."""
+    swish, conv_out to out_ch. `up` is indexed by level (up[0] is the full resolution), as taming's.
+    num_res_blocks may also be a list: level i then has exactly num_res_blocks[i] blocks (no + 1)."""
 
     def __init__(self, ch, ch_mult, num_res_blocks, attn_resolutions, out_ch, resolution, z_channels,
                  dropout=0.0, num_groups=32):
         super().__init__()
         self.num_resolutions = len(ch_mult)
         self.num_res_blocks = num_res_blocks
+        self.level_blocks = _level_blocks(num_res_blocks, self.num_resolutions, 1, "Decoder")
         block_in = ch * ch_mult[-1]
         curr_res = resolution // 2 ** (self.num_resolutions - 1)
         self.conv_in = Conv2d(z_channels, block_in, 3, 1, 1)
@@ -265,7 +279,7 @@ class Decoder(Module):
         for i_level in reversed(range(self.num_resolutions)):
             level = _Level()
             block_out = ch * ch_mult[i_level]
-            for _ in range(num_res_blocks + 1):
+            for _ in range(self.level_blocks[i_level]):
                 level.block.append(ResnetBlock(block_in, block_out, dropout, num_groups))
                 block_in = block_out
                 if curr_res in attn_resolutions:
@@ -282,7 +296,7 @@ class Decoder(Module):
         h = self.mid(self.conv_in(z))
         for i_level in reversed(range(self.num_resolutions)):
             level = self.up[i_level]
-            for i_block in range(self.num_res_blocks + 1):
+            for i_block in range(self.level_blocks[i_level]):
                 h = level.block[i_block](h)
                 if len(level.attn) > 0:
                     h = level.attn[i_block](h)

@@ -10,8 +10,8 @@ norm_out, conv_out}. The quantizer has no weights (Show-o's quantize.embedding /
 are the code table, which the converter checks and drops)."""
 import numpy as np
 
-from ...nn import Conv2d, Module, ModuleList
-from ...tokenizers.blocks import AttnBlock, Downsample, Normalize, ResnetBlock, Upsample, _Level, _Mid, _norm_silu
+from ...nn import Conv2d
+from ...tokenizers.blocks import Decoder, Encoder
 from ...tokenizers.base import make_quantizer
 from ...tokenizers.vqgan import VQGAN
 from .config import MAGVIT2Config
@@ -19,84 +19,33 @@ from .config import MAGVIT2Config
 __all__ = ["MAGVIT2", "MAGVIT2Encoder", "MAGVIT2Decoder"]
 
 
-class MAGVIT2Encoder(Module):
-    """Show-o's VQGANEncoder: conv_in, per level i num_res_blocks[i] ResnetBlocks to ch * ch_mult[i] (an
-    AttnBlock after each when the level's resolution is in attn_resolutions) and a Downsample except at
-    the last level, mid, GroupNorm + swish, conv_out to z_channels, then quant_conv (1x1, z -> z).
-    (B, in_channels, R, R) -> (B, z_channels, R / 2^(len(ch_mult) - 1), ...)."""
+class MAGVIT2Encoder(Encoder):
+    """Show-o's VQGANEncoder: taming's Encoder (mmu.tokenizers.blocks) with per-level residual-block
+    counts (num_res_blocks a list: level i has num_res_blocks[i] ResnetBlocks to ch * ch_mult[i]), then
+    quant_conv (1x1, z -> z) inside the encoder. (B, in_channels, R, R) -> (B, z_channels,
+    R / 2^(len(ch_mult) - 1), ...)."""
 
     def __init__(self, ch, ch_mult, num_res_blocks, attn_resolutions, in_channels, resolution, z_channels,
                  dropout=0.0, num_groups=32):
-        super().__init__()
-        self.num_resolutions = len(ch_mult)
-        self.num_res_blocks = list(num_res_blocks)
-        self.conv_in = Conv2d(in_channels, ch, 3, 1, 1)
-        curr_res = resolution
-        in_ch_mult = (1,) + tuple(ch_mult)
-        self.down = ModuleList()
-        block_in = ch
-        for i_level in range(self.num_resolutions):
-            level = _Level()
-            block_in, block_out = ch * in_ch_mult[i_level], ch * ch_mult[i_level]
-            for _ in range(self.num_res_blocks[i_level]):
-                level.block.append(ResnetBlock(block_in, block_out, dropout, num_groups))
-                block_in = block_out
-                if curr_res in attn_resolutions:
-                    level.attn.append(AttnBlock(block_in, num_groups))
-            if i_level != self.num_resolutions - 1:
-                level.downsample = Downsample(block_in)
-                curr_res //= 2
-            self.down.append(level)
-        self.mid = _Mid(block_in, dropout, num_groups)
-        self.norm_out = Normalize(block_in, num_groups)
-        self.conv_out = Conv2d(block_in, z_channels, 3, 1, 1)
+        super().__init__(ch, ch_mult, list(num_res_blocks), attn_resolutions, in_channels, resolution,
+                         z_channels, dropout, num_groups)
         self.quant_conv = Conv2d(z_channels, z_channels, 1)
 
     def forward(self, x):
-        h = self.conv_in(x)
-        for i_level, level in enumerate(self.down):
-            for i_block in range(self.num_res_blocks[i_level]):
-                h = level.block[i_block](h)
-                if len(level.attn) > 0:
-                    h = level.attn[i_block](h)
-            if i_level != self.num_resolutions - 1:
-                h = level.downsample(h)
-        h = self.mid(h)
-        return self.quant_conv(self.conv_out(_norm_silu(self.norm_out, h)))
+        return self.quant_conv(super().forward(x))
 
 
-class MAGVIT2Decoder(Module):
-    """Show-o's VQGANDecoder: post_quant_conv (1x1, z -> z), conv_in to ch * ch_mult[-1], mid, then from the
-    lowest resolution up, per level i num_res_blocks[i] ResnetBlocks to ch * ch_mult[i] (+ AttnBlocks at
-    attn_resolutions) and an Upsample except at level 0, GroupNorm + swish, conv_out to out_ch. `up` is
-    indexed by level (up[0] is the full resolution)."""
+class MAGVIT2Decoder(Decoder):
+    """Show-o's VQGANDecoder: post_quant_conv (1x1, z -> z) inside the decoder, then taming's Decoder
+    (mmu.tokenizers.blocks) with exactly num_res_blocks[i] ResnetBlocks at level i (taming's has one more
+    per level than the encoder; Show-o's release lists its own counts, [4, 4, 3, 4, 3]). `up` is indexed
+    by level (up[0] is the full resolution)."""
 
     def __init__(self, ch, ch_mult, num_res_blocks, attn_resolutions, out_ch, resolution, z_channels,
                  dropout=0.0, num_groups=32):
-        super().__init__()
-        self.num_resolutions = len(ch_mult)
-        self.num_res_blocks = list(num_res_blocks)
-        block_in = ch * ch_mult[-1]
-        curr_res = resolution // 2 ** (self.num_resolutions - 1)
+        super().__init__(ch, ch_mult, list(num_res_blocks), attn_resolutions, out_ch, resolution, z_channels,
+                         dropout, num_groups)
         self.post_quant_conv = Conv2d(z_channels, z_channels, 1)
-        self.conv_in = Conv2d(z_channels, block_in, 3, 1, 1)
-        self.mid = _Mid(block_in, dropout, num_groups)
-        levels = []
-        for i_level in reversed(range(self.num_resolutions)):
-            level = _Level()
-            block_out = ch * ch_mult[i_level]
-            for _ in range(self.num_res_blocks[i_level]):
-                level.block.append(ResnetBlock(block_in, block_out, dropout, num_groups))
-                block_in = block_out
-                if curr_res in attn_resolutions:
-                    level.attn.append(AttnBlock(block_in, num_groups))
-            if i_level != 0:
-                level.upsample = Upsample(block_in)
-                curr_res *= 2
-            levels.insert(0, level)
-        self.up = ModuleList(levels)
-        self.norm_out = Normalize(block_in, num_groups)
-        self.conv_out = Conv2d(block_in, out_ch, 3, 1, 1)
 
     @property
     def last_layer(self):
@@ -104,16 +53,7 @@ class MAGVIT2Decoder(Module):
         return self.conv_out.weight
 
     def forward(self, z):
-        h = self.mid(self.conv_in(self.post_quant_conv(z)))
-        for i_level in reversed(range(self.num_resolutions)):
-            level = self.up[i_level]
-            for i_block in range(self.num_res_blocks[i_level]):
-                h = level.block[i_block](h)
-                if len(level.attn) > 0:
-                    h = level.attn[i_block](h)
-            if i_level != 0:
-                h = level.upsample(h)
-        return self.conv_out(_norm_silu(self.norm_out, h))
+        return super().forward(self.post_quant_conv(z))
 
 
 def _pos_int(v, name, lo=1):
