@@ -253,10 +253,8 @@ def _check_keys(given, cls, where):
         raise UserError(f"unknown key(s) {', '.join(map(repr, bad))} in {where} (known: {', '.join(known)})")
 
 
-def load_train_config(path):
-    """Reads and checks cfg.json; returns (tokenizer class, config dict, train dict, data dict)."""
-    from . import tokenizers, train
-
+def _read_json_object(path):
+    """The JSON object in the --config file at path; UserError when it is missing, not JSON or not an object."""
     if not os.path.isfile(path):
         raise UserError(f"--config: no such file {path!r}")
     try:
@@ -266,6 +264,14 @@ def load_train_config(path):
         raise UserError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(cfg, dict):
         raise UserError(f"{path}: the top level must be a JSON object")
+    return cfg
+
+
+def load_train_config(path):
+    """Reads and checks cfg.json; returns (tokenizer class, config dict, train dict, data dict)."""
+    from . import tokenizers, train
+
+    cfg = _read_json_object(path)
     bad = [k for k in cfg if k not in ("tokenizer", "config", "train", "data")]
     if bad:
         raise UserError(f"{path}: unknown key(s) {', '.join(map(repr, bad))} (known: tokenizer, config, train, data)")
@@ -454,15 +460,7 @@ def _lm_config_file(path):
     from . import train
     from .models.gpt import GPTConfig
 
-    if not os.path.isfile(path):
-        raise UserError(f"--config: no such file {path!r}")
-    try:
-        with open(path) as f:
-            cfg = json.load(f)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{path}: the top level must be a JSON object")
+    cfg = _read_json_object(path)
     bad = [k for k in cfg if k not in ("config", "train")]
     if bad:
         raise UserError(f"{path}: unknown key(s) {', '.join(map(repr, bad))} for --model gpt (known: config, train)")

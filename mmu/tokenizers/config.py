@@ -30,6 +30,35 @@ class _Config:
         """The config as a plain JSON-serialisable dict (dataclasses.asdict)."""
         return asdict(self)
 
+    # ---- field checks shared by the model configs' validate() (errors name the class, field and value)
+    def _field_error(self, name, want, exc=ValueError):
+        raise exc(f"{type(self).__name__}: {name} must be {want}, got {getattr(self, name)!r}")
+
+    def _check_ints(self, specs):
+        """specs: (field, lowest allowed value) pairs; each field must be an int >= its lowest value."""
+        import numbers
+        for name, low in specs:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                self._field_error(name, f"an int >= {low}", TypeError)
+            if v < low:
+                self._field_error(name, f"an int >= {low}")
+            object.__setattr__(self, name, int(v))
+
+    def _check_reals(self, specs):
+        """specs: (field, low, high or None, low allowed) tuples; each field must be a finite number in
+        the range, and is stored as a float."""
+        import math
+        import numbers
+        for name, low, high, low_ok in specs:
+            v = getattr(self, name)
+            want = f"a number {'>=' if low_ok else '>'} {low}" + (f" and <= {high}" if high is not None else "")
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                self._field_error(name, want, TypeError)
+            if not math.isfinite(v) or (v < low if low_ok else v <= low) or (high is not None and v > high):
+                self._field_error(name, want)
+            object.__setattr__(self, name, float(v))
+
     @classmethod
     def from_dict(cls, d):
         """The config from a dict such as to_dict() wrote; unknown keys raise TypeError naming them."""

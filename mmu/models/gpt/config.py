@@ -1,10 +1,9 @@
 """GPTConfig: the fields of a decoder-only language model (mmu.models.gpt.GPT), JSON-serialisable so
 save_pretrained writes them into config.json, the Trainer's checkpoints record them and
 mmu.get_config / mmu.from_config round-trip them."""
-import math
 from dataclasses import dataclass
 
-from ..._args import is_int, is_real
+from ..._args import is_int
 from ...tokenizers.config import _Config
 
 __all__ = ["GPTConfig"]
@@ -60,15 +59,8 @@ class GPTConfig(_Config):
 
     def validate(self):
         """Checks every field; TypeError / ValueError naming the field and its value. Returns self."""
-        def bad(name, want, exc=ValueError):
-            raise exc(f"GPTConfig: {name} must be {want}, got {getattr(self, name)!r}")
-
-        for name, low in (("vocab_size", 1), ("dim", 1), ("num_layers", 1), ("num_heads", 1), ("max_seq_len", 2)):
-            v = getattr(self, name)
-            if not is_int(v):
-                bad(name, f"an int >= {low}", TypeError)
-            if v < low:
-                bad(name, f"an int >= {low}")
+        bad = self._field_error
+        self._check_ints((("vocab_size", 1), ("dim", 1), ("num_layers", 1), ("num_heads", 1), ("max_seq_len", 2)))
         for name in ("num_kv_heads", "head_dim"):
             v = getattr(self, name)
             if v is not None and (not is_int(v) or v < 1):
@@ -79,17 +71,10 @@ class GPTConfig(_Config):
         if self.head_dim is None and self.dim % self.num_heads:
             raise ValueError(f"GPTConfig: dim ({self.dim}) must be a multiple of num_heads ({self.num_heads}) "
                              "unless head_dim is given")
-        for name, low, high, low_ok in (("mlp_ratio", 0.0, None, False), ("norm_eps", 0.0, None, False),
-                                        ("rotary_fraction", 0.0, 1.0, True), ("rope_base", 1.0, None, False),
-                                        ("dropout", 0.0, 1.0, True), ("attn_dropout", 0.0, 1.0, True),
-                                        ("init_std", 0.0, None, True)):
-            v = getattr(self, name)
-            want = f"a number {'>=' if low_ok else '>'} {low}" + (f" and <= {high}" if high is not None else "")
-            if not is_real(v):
-                bad(name, want, TypeError)
-            if not math.isfinite(v) or (v < low if low_ok else v <= low) or (high is not None and v > high):
-                bad(name, want)
-            setattr(self, name, float(v))
+        self._check_reals((("mlp_ratio", 0.0, None, False), ("norm_eps", 0.0, None, False),
+                          ("rotary_fraction", 0.0, 1.0, True), ("rope_base", 1.0, None, False),
+                          ("dropout", 0.0, 1.0, True), ("attn_dropout", 0.0, 1.0, True),
+                          ("init_std", 0.0, None, True)))
         if self.dropout >= 1.0 or self.attn_dropout >= 1.0:
             raise ValueError(f"GPTConfig: dropout and attn_dropout must be < 1, got {self.dropout}, "
                              f"{self.attn_dropout}")

@@ -19,7 +19,7 @@ The unified vocabulary (Show-o's, configs/showo_demo.yaml with Phi-1.5: 50295 + 
 import math
 from dataclasses import dataclass
 
-from ..._args import is_int, is_real
+from ..._args import is_int
 from ...tokenizers.config import _Config
 
 __all__ = ["ShowOConfig", "SPECIAL_TOKENS", "default_image_tokenizer"]
@@ -101,18 +101,10 @@ class ShowOConfig(_Config):
     def validate(self):
         """Checks every field (TypeError / ValueError naming it and its value), fills vocab_size,
         max_seq_len and image_tokenizer when None. Returns self."""
-        def bad(name, want, exc=ValueError):
-            raise exc(f"ShowOConfig: {name} must be {want}, got {getattr(self, name)!r}")
-
-        for name, low in (("llm_vocab_size", 1), ("codebook_size", 2), ("num_vq_tokens", 1),
-                          ("num_new_special_tokens", len(SPECIAL_TOKENS)), ("max_text_len", 2), ("dim", 1),
-                          ("num_layers", 1), ("num_heads", 1)):
-            v = getattr(self, name)
-            if not is_int(v):
-                bad(name, f"an int >= {low}", TypeError)
-            if v < low:
-                bad(name, f"an int >= {low}")
-            setattr(self, name, int(v))
+        bad = self._field_error
+        self._check_ints((("llm_vocab_size", 1), ("codebook_size", 2), ("num_vq_tokens", 1),
+                         ("num_new_special_tokens", len(SPECIAL_TOKENS)), ("max_text_len", 2), ("dim", 1),
+                         ("num_layers", 1), ("num_heads", 1)))
         total = self.llm_vocab_size + self.num_new_special_tokens + self.codebook_size + 1
         if self.vocab_size is None:
             self.vocab_size = total
@@ -140,19 +132,12 @@ class ShowOConfig(_Config):
         elif self.max_seq_len < longest:
             raise ValueError(f"ShowOConfig: max_seq_len {self.max_seq_len} is shorter than a T2I / MMU prompt "
                              f"({longest} = max_text_len + 1 + num_vq_tokens + 2)")
-        for name, low, high, low_ok in (("norm_eps", 0.0, None, False), ("rotary_fraction", 0.0, 1.0, True),
-                                        ("rope_base", 1.0, None, False), ("dropout", 0.0, 1.0, True),
-                                        ("attn_dropout", 0.0, 1.0, True), ("init_std", 0.0, None, True),
-                                        ("t2i_coeff", 0.0, None, True), ("lm_coeff", 0.0, None, True),
-                                        ("mmu_coeff", 0.0, None, True), ("cond_dropout_prob", 0.0, 1.0, True),
-                                        ("min_masking_rate", 0.0, 1.0, True)):
-            v = getattr(self, name)
-            want = f"a number {'>=' if low_ok else '>'} {low}" + (f" and <= {high}" if high is not None else "")
-            if not is_real(v):
-                bad(name, want, TypeError)
-            if not math.isfinite(v) or (v < low if low_ok else v <= low) or (high is not None and v > high):
-                bad(name, want)
-            setattr(self, name, float(v))
+        self._check_reals((("norm_eps", 0.0, None, False), ("rotary_fraction", 0.0, 1.0, True),
+                          ("rope_base", 1.0, None, False), ("dropout", 0.0, 1.0, True),
+                          ("attn_dropout", 0.0, 1.0, True), ("init_std", 0.0, None, True),
+                          ("t2i_coeff", 0.0, None, True), ("lm_coeff", 0.0, None, True),
+                          ("mmu_coeff", 0.0, None, True), ("cond_dropout_prob", 0.0, 1.0, True),
+                          ("min_masking_rate", 0.0, 1.0, True)))
         if self.dropout >= 1.0 or self.attn_dropout >= 1.0:
             raise ValueError(f"ShowOConfig: dropout and attn_dropout must be < 1, got {self.dropout}, "
                              f"{self.attn_dropout}")
