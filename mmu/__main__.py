@@ -851,7 +851,7 @@ def cmd_showo(args):
         prompts = [p for p in args.prompt for _ in range(args.num_samples)]
         codes = model.t2i_generate(prompts, steps=args.steps, guidance_scale=args.guidance_scale,
                                    generator=mmu.Generator(args.seed))
-        images = tiny._decode(model, codes)
+        images = tiny.decode_images(model, codes)
         os.makedirs(args.out, exist_ok=True)
         for i, im in enumerate(images):
             a = np.clip((im + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)

@@ -13,7 +13,7 @@ import numpy as np
 from ..._args import check_int, check_real, flag
 from ...tensor import manual_seed
 
-__all__ = ["train_show_o_tiny", "evaluate_show_o_tiny", "show_o_tiny_images", "ShowOTinyRun", "TINY_SETS",
+__all__ = ["train_show_o_tiny", "evaluate_show_o_tiny", "show_o_tiny_images", "decode_images", "ShowOTinyRun", "TINY_SETS",
            "DIGIT_QUESTION"]
 
 TINY_SETS = ("digits", "shapes")
@@ -229,8 +229,9 @@ def _load_tokenizer(path, fn):
     return VQVAE.from_pretrained(path)
 
 
-def _decode(model, codes):
-    """Image codes (B, 16) -> images (B, C, 16, 16) in [-1, 1] by the frozen image tokenizer."""
+def decode_images(model, codes):
+    """Image codes (B, 16) (Tensor or array) -> images np.float32 (B, C, 16, 16) in [-1, 1]: the model's
+    frozen image tokenizer's decode of the 4 x 4 grid."""
     codes = np.asarray(codes.numpy() if hasattr(codes, "numpy") else codes, np.int64)
     out = model.image_tokenizer.decode(codes.reshape(len(codes), 4, 4))
     return np.clip(out, -1.0, 1.0)
@@ -272,7 +273,7 @@ def evaluate_show_o_tiny(model, sets=("digits",), samples_per_prompt=10, steps=8
         prompts = [f"a handwritten {w}" for w in DIGIT_WORDS for _ in range(samples_per_prompt)]
         want = np.repeat(np.arange(10), samples_per_prompt)
         codes = model.t2i_generate(prompts, generator=Generator(seed), **gen_kwargs)
-        images = show_o_tiny_images(_decode(model, codes), 1)
+        images = show_o_tiny_images(decode_images(model, codes), 1)
         pred = judge.predict(images.reshape(len(images), -1))
         out["digits_t2i"] = float((pred == want).mean())
         out["digits_t2i_per_digit"] = [float((pred[want == d] == d).mean()) for d in range(10)]
@@ -286,7 +287,7 @@ def evaluate_show_o_tiny(model, sets=("digits",), samples_per_prompt=10, steps=8
         test = mdata.captioned_shapes(size=SIZE, split="test", seed=seed)
         n = len(test) if num_shapes is None else min(int(num_shapes), len(test))
         codes = model.t2i_generate(list(test.captions[:n]), generator=Generator(seed + 1), **gen_kwargs)
-        images = show_o_tiny_images(_decode(model, codes), 3)
+        images = show_o_tiny_images(decode_images(model, codes), 3)
         verdict = mdata.judge_shapes(images, test.scenes[:n])
         both = verdict["colour"] & verdict["shape"]
         out["shapes_colour"], out["shapes_shape"] = float(verdict["colour"].mean()), float(verdict["shape"].mean())
