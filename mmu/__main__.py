@@ -195,6 +195,7 @@ def build_parser():
     q.add_argument("--batch-size", type=_positive, default=32, help="rows a step (default 32)")
     q.add_argument("--dim", type=_positive, default=128, help="model width (default 128)")
     q.add_argument("--layers", type=_positive, default=3, help="transformer layers (default 3)")
+    q.add_argument("--downsample", type=_positive, default=4, help="image tokenizer downsampling: 4 -> 4x4 tokens, 2 -> 8x8")
     q.add_argument("--seed", type=_nonneg, default=0, help="seeds everything (default 0)")
     q.add_argument("--out", required=True, metavar="DIR", help="folder for the checkpoints and the model")
     q.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -839,6 +840,7 @@ def cmd_showo(args):
         with _warnings_to_stderr("showo train"):
             run = tiny.train_show_o_tiny(sets, steps=args.steps, tokenizer_steps=args.tokenizer_steps,
                                          batch_size=args.batch_size, dim=args.dim, num_layers=args.layers,
+                                         downsample=args.downsample,
                                          seed=args.seed, out=args.out, resume=args.resume, evaluate=not args.no_eval,
                                          progress=not args.quiet, verbose=True)
         print(f"saved to {args.out}; mmu showo generate --model {args.out} --prompt '...' --out DIR writes images")

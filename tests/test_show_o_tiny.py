@@ -29,12 +29,13 @@ def test_trains_above_chance_on_digits():
 
 
 def test_same_seed_same_run_and_shapes_evaluation():
-    a = train_show_o_tiny("shapes", steps=4, evaluate=False, tokenizer_steps=3, dim=32, num_layers=1, num_heads=2)
-    b = train_show_o_tiny("shapes", steps=4, evaluate=False, tokenizer_steps=3, dim=32, num_layers=1, num_heads=2)
+    small = dict(steps=4, evaluate=False, tokenizer_steps=3, dim=32, num_layers=1, num_heads=2, downsample=2)
+    a, b = train_show_o_tiny("shapes", **small), train_show_o_tiny("shapes", **small)
     np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
     for (k, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=k)
     assert a.model.config.image_tokenizer["args"]["**fields_"]["in_channels"] == 3
+    assert a.model.config.num_vq_tokens == 64  # downsample 2: an 8 x 8 grid
     m1 = evaluate_show_o_tiny(a.model, "shapes", num_shapes=24, steps=2, seed=3)
     m2 = evaluate_show_o_tiny(b.model, "shapes", num_shapes=24, steps=2, seed=3)
     assert m1 == m2
@@ -53,6 +54,8 @@ def test_images_channels_and_argument_errors():
         train_show_o_tiny("digits", steps=0)
     with pytest.raises(ValueError, match="power of 2"):
         train_show_o_tiny("digits", steps=1, codebook_size=48, tokenizer_steps=0, evaluate=False)
+    with pytest.raises(ValueError, match="downsample"):
+        train_show_o_tiny("digits", steps=1, downsample=3)
     with pytest.raises(ValueError, match="resume"):
         train_show_o_tiny("digits", steps=1, resume=True)
 

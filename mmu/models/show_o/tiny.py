@@ -95,14 +95,14 @@ class ShowOTinyRun:
 
 
 def train_show_o_tiny(sets=("digits",), steps=1500, batch_size=32, lr=2e-3, dim=128, num_layers=3, num_heads=4,
-                      codebook_size=64, tokenizer_steps=400, seed=0, out=None, resume=False, evaluate=True,
+                      codebook_size=64, downsample=4, tokenizer_steps=400, seed=0, out=None, resume=False, evaluate=True,
                       eval_kwargs=None, progress=False, verbose=False):
     """Trains Show-o-tiny on built-in captioned images -> ShowOTinyRun.
 
     sets: ("digits",), ("shapes",) or both (then the grey digits are repeated on 3 channels). Images:
     16 px, the train splits (the shapes train split never draws SHAPES_HELD_OUT's colour-shape pairs).
     1. image tokenizer: mmu.tokenizers.VQVAE with LFQ (MAGVIT-v2's quantizer kind), codebook_size codes,
-       downsample 4 (16 tokens an image), trained tokenizer_steps steps by the Trainer (lr 2e-3), frozen.
+       downsample 4 (16 tokens an image; 2: 8 x 8 = 64 tokens, finer but 4x the sequence), trained tokenizer_steps steps by the Trainer (lr 2e-3), frozen.
     2. text tokenizer: word level on mmu.data.caption_corpus(sets).
     3. ShowO(dim, num_layers, num_heads, max_text_len = the longest caption / question + [SOT]/[EOT]),
        trained `steps` steps of `batch_size` rows, each row one image with a caption (T2I and LM) and a
@@ -121,11 +121,13 @@ def train_show_o_tiny(sets=("digits",), steps=1500, batch_size=32, lr=2e-3, dim=
 
     sets = _sets(sets, fn)
     for name, v in (("steps", steps), ("batch_size", batch_size), ("dim", dim), ("num_layers", num_layers),
-                    ("num_heads", num_heads), ("codebook_size", codebook_size)):
+                    ("num_heads", num_heads), ("codebook_size", codebook_size), ("downsample", downsample)):
         if check_int(v, fn, name) < 1:
             raise ValueError(f"{fn}: {name} must be >= 1, got {v}")
     if check_int(tokenizer_steps, fn, "tokenizer_steps") < 0 or check_int(seed, fn, "seed") < 0:
         raise ValueError(f"{fn}: tokenizer_steps and seed must be >= 0, got {tokenizer_steps}, {seed}")
+    if SIZE % downsample:
+        raise ValueError(f"{fn}: downsample must divide the image side {SIZE}, got {downsample}")
     lr = check_real(lr, fn, "lr")
     resume, evaluate = flag(resume, fn, "resume"), flag(evaluate, fn, "evaluate")
     progress, verbose = flag(progress, fn, "progress"), flag(verbose, fn, "verbose")
@@ -163,7 +165,7 @@ def train_show_o_tiny(sets=("digits",), steps=1500, batch_size=32, lr=2e-3, dim=
         bits = int(round(np.log2(codebook_size)))
         if 2 ** bits != codebook_size:
             raise ValueError(f"{fn}: codebook_size must be a power of 2 (LFQ), got {codebook_size}")
-        image_tokenizer = VQVAE(in_channels=ch, hidden_channels=32, res_channels=16, num_res_blocks=1, downsample=4,
+        image_tokenizer = VQVAE(in_channels=ch, hidden_channels=32, res_channels=16, num_res_blocks=1, downsample=downsample,
                                 embed_dim=bits, codebook_size=codebook_size, quantizer="lfq", resolution=SIZE)
         if tokenizer_steps:
             start = time.perf_counter()
@@ -178,7 +180,8 @@ def train_show_o_tiny(sets=("digits",), steps=1500, batch_size=32, lr=2e-3, dim=
 
     # ---- Show-o-tiny
     manual_seed(seed)
-    model = ShowO(llm_vocab_size=tok.vocab_size, codebook_size=codebook_size, num_vq_tokens=16,
+    model = ShowO(llm_vocab_size=tok.vocab_size, codebook_size=codebook_size,
+                  num_vq_tokens=image_tokenizer.tokens_per_image,
                   max_text_len=text_len, dim=dim, num_layers=num_layers, num_heads=num_heads,
                   sot_token_id=tok.bos_id, eot_token_id=tok.eos_id, image_tokenizer=image_tokenizer,
                   text_tokenizer=tok)
@@ -211,7 +214,7 @@ def train_show_o_tiny(sets=("digits",), steps=1500, batch_size=32, lr=2e-3, dim=
             history.to_csv(os.path.join(out, "history.csv"))
         with open(os.path.join(out, RUN_FILE), "w") as f:
             json.dump({"sets": list(sets), "steps": trainer.step, "batch_size": tcfg.batch_size, "lr": lr, "dim": dim,
-                       "num_layers": num_layers, "num_heads": num_heads, "codebook_size": codebook_size,
+                       "num_layers": num_layers, "num_heads": num_heads, "codebook_size": codebook_size, "downsample": downsample,
                        "tokenizer_steps": tokenizer_steps, "seed": seed, "seconds": seconds, "metrics": metrics},
                       f, indent=2)
     if verbose:
@@ -230,10 +233,11 @@ def _load_tokenizer(path, fn):
 
 
 def decode_images(model, codes):
-    """Image codes (B, 16) (Tensor or array) -> images np.float32 (B, C, 16, 16) in [-1, 1]: the model's
-    frozen image tokenizer's decode of the 4 x 4 grid."""
+    """Image codes (B, num_vq_tokens) (Tensor or array) -> images np.float32 (B, C, 16, 16) in [-1, 1]: the model's
+    frozen image tokenizer's decode of its square grid."""
     codes = np.asarray(codes.numpy() if hasattr(codes, "numpy") else codes, np.int64)
-    out = model.image_tokenizer.decode(codes.reshape(len(codes), 4, 4))
+    side = int(round(np.sqrt(model.config.num_vq_tokens)))  # the tokenizer's square latent grid
+    out = model.image_tokenizer.decode(codes.reshape(len(codes), side, side))
     return np.clip(out, -1.0, 1.0)
 
 
