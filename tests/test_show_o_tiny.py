@@ -11,7 +11,7 @@ from mmu.__main__ import main
 from mmu.models.show_o import ShowO
 from mmu.models.show_o.tiny import evaluate_show_o_tiny, show_o_tiny_images, train_show_o_tiny
 
-TINY = dict(tokenizer_steps=100, dim=64, num_layers=2, num_heads=4)
+TINY = dict(tokenizer_steps=100, codebook_size=64, dim=64, num_layers=2, num_heads=4)
 
 
 def test_trains_above_chance_on_digits():

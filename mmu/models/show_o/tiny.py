@@ -94,8 +94,8 @@ class ShowOTinyRun:
     metrics: "dict | None"
 
 
-def train_show_o_tiny(sets=("digits",), steps=1500, batch_size=32, lr=2e-3, dim=128, num_layers=3, num_heads=4,
-                      codebook_size=64, downsample=4, tokenizer_steps=400, seed=0, out=None, resume=False, evaluate=True,
+def train_show_o_tiny(sets=("digits",), steps=1000, batch_size=32, lr=2e-3, dim=128, num_layers=2, num_heads=4,
+                      codebook_size=1024, downsample=4, tokenizer_steps=800, seed=0, out=None, resume=False, evaluate=True,
                       eval_kwargs=None, progress=False, verbose=False):
     """Trains Show-o-tiny on built-in captioned images -> ShowOTinyRun.
 
