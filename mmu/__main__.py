@@ -185,6 +185,36 @@ def build_parser():
     p.add_argument("--seed", type=_nonneg, default=0, help="the sampling seed (default 0): a seed reproduces the texts")
     p.add_argument("--threads", type=_positive, help="mmu.set_num_threads(N) first")
 
+    p = sub.add_parser("showo", help="Show-o-tiny on the built-in captioned sets: train, generate images, answer",
+                       description="mmu showo train | generate | answer (mmu.models.show_o.tiny).")
+    showo = p.add_subparsers(dest="showo_command", metavar="ACTION")
+    q = showo.add_parser("train", help="train Show-o-tiny (an LFQ image tokenizer first) and measure it")
+    q.add_argument("--data", default="digits", metavar="digits|shapes|digits,shapes", help="the captioned sets")
+    q.add_argument("--steps", type=_positive, default=1000, help="Show-o training steps (default 1000)")
+    q.add_argument("--tokenizer-steps", type=_nonneg, default=800, help="image tokenizer steps (default 800)")
+    q.add_argument("--batch-size", type=_positive, default=32, help="rows a step (default 32)")
+    q.add_argument("--dim", type=_positive, default=128, help="model width (default 128)")
+    q.add_argument("--layers", type=_positive, default=2, help="transformer layers (default 2)")
+    q.add_argument("--downsample", type=_positive, default=4, help="image tokenizer downsampling: 4 -> 4x4 tokens, 2 -> 8x8")
+    q.add_argument("--seed", type=_nonneg, default=0, help="seeds everything (default 0)")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder for the checkpoints and the model")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    q.add_argument("--no-eval", action="store_true", help="skip the measurement after training")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.add_argument("--threads", type=_positive, help="mmu.set_num_threads(N) first")
+    q = showo.add_parser("generate", help="PNG images from a prompt with a trained Show-o-tiny")
+    q.add_argument("--model", required=True, metavar="DIR", help="a folder written by mmu showo train")
+    q.add_argument("--prompt", required=True, action="append", metavar="TEXT", help="the caption (repeatable)")
+    q.add_argument("--num-samples", type=_positive, default=4, metavar="N", help="images per prompt (default 4)")
+    q.add_argument("--steps", type=_positive, default=8, help="MaskGIT steps (default 8)")
+    q.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance w (default 2)")
+    q.add_argument("--seed", type=_nonneg, default=0, help="sampling seed (default 0)")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files")
+    q = showo.add_parser("answer", help="answer a question about an image with a trained Show-o-tiny")
+    q.add_argument("--model", required=True, metavar="DIR", help="a folder written by mmu showo train")
+    q.add_argument("--image", required=True, metavar="PNG", help="an image file (resized to 16 px)")
+    q.add_argument("--question", default="what digit is this?", help="the question (default 'what digit is this?')")
+
     p = sub.add_parser("encode", help="images -> codes (.npy, int64) with a trained tokenizer")
     p.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained folder")
     p.add_argument("images", nargs="+", metavar="IMAGES", help="image files and/or folders of images")
@@ -781,6 +811,69 @@ def cmd_decode(args):
     return 0
 
 
+def _showo_model(path):
+    from .models.show_o import ShowO
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise UserError(f"--model: {path!r} holds no config.json (a folder written by mmu showo train)")
+    model = ShowO.from_pretrained(path)
+    if model.text_tokenizer is None:
+        raise UserError(f"--model: {path!r} holds no text tokenizer")
+    return model.eval()
+
+
+def cmd_showo(args):
+    """mmu showo train | generate | answer: mmu.models.show_o.tiny from the command line."""
+    import numpy as np
+
+    from .models.show_o import tiny
+    if args.showo_command == "train":
+        try:
+            sets = tiny._sets(args.data, "--data")
+        except (TypeError, ValueError) as e:
+            raise UserError(str(e)) from None
+        _check_out_dir(args.out)
+        if args.resume and not os.path.isdir(os.path.join(args.out, "checkpoints")):
+            raise UserError(f"--resume: no checkpoint in {args.out!r} to continue from")
+        _threads(args)
+        with _warnings_to_stderr("showo train"):
+            run = tiny.train_show_o_tiny(sets, steps=args.steps, tokenizer_steps=args.tokenizer_steps,
+                                         batch_size=args.batch_size, dim=args.dim, num_layers=args.layers,
+                                         downsample=args.downsample,
+                                         seed=args.seed, out=args.out, resume=args.resume, evaluate=not args.no_eval,
+                                         progress=not args.quiet, verbose=True)
+        print(f"saved to {args.out}; mmu showo generate --model {args.out} --prompt '...' --out DIR writes images")
+        return 0 if run is not None else 1
+    if args.showo_command == "generate":
+        from PIL import Image
+
+        import mmu
+        model = _showo_model(args.model)
+        prompts = [p for p in args.prompt for _ in range(args.num_samples)]
+        codes = model.t2i_generate(prompts, steps=args.steps, guidance_scale=args.guidance_scale,
+                                   generator=mmu.Generator(args.seed))
+        images = tiny.decode_images(model, codes)
+        os.makedirs(args.out, exist_ok=True)
+        for i, im in enumerate(images):
+            a = np.clip((im + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+            a = a[0] if a.shape[0] == 1 else a[:3].transpose(1, 2, 0)
+            Image.fromarray(a).save(os.path.join(args.out, f"{i // args.num_samples:03d}_{i % args.num_samples:03d}.png"))
+        print(f"wrote {len(images)} image(s) -> {args.out}/000_000.png ...")
+        return 0
+    if args.showo_command == "answer":
+        from .data import iter_image_batches
+        model = _showo_model(args.model)
+        if not os.path.isfile(args.image):
+            raise UserError(f"--image: no such file {args.image!r}")
+        ch = model.config.image_tokenizer["args"]["**fields_"]["in_channels"]
+        batches = list(iter_image_batches([args.image], tiny.SIZE, ch, batch_size=1, where="mmu showo answer"))
+        if not batches:
+            raise UserError(f"--image: cannot read {args.image!r} as an image")
+        ids = model.mmu_generate([args.question], images=batches[0][1], max_new_tokens=8).numpy()[0]
+        print(model.text_tokenizer.decode([int(t) for t in ids if 0 <= t < model.config.llm_vocab_size]))
+        return 0
+    raise UserError("mmu showo: give an action: train, generate or answer")
+
+
 # --------------------------------------------------------------------------- main
 def _threads(args):
     if getattr(args, "threads", None):
@@ -789,7 +882,7 @@ def _threads(args):
 
 
 COMMANDS = {"compare": cmd_compare, "train": cmd_train, "generate": cmd_generate, "encode": cmd_encode,
-            "decode": cmd_decode}
+            "decode": cmd_decode, "showo": cmd_showo}
 
 
 def main(argv=None):

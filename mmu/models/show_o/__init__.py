@@ -7,6 +7,7 @@ images (causal text) and generates them (MaskGIT image tokens), after showlab/Sh
   weights (t2i_coeff 1.0, lm_coeff 0.1, mmu_coeff 1.0), condition dropout, the nested image tokenizer.
 - prompting.py: Show-o's sequences (t2i_prompt, mmu_prompt, lm_prompt, inpainting_prompt,
   extrapolation_prompt, mixed_prompt) and masks (omni_attention_mask, mmu_attention_mask).
+- tiny.py: train_show_o_tiny / evaluate_show_o_tiny, Show-o-tiny on the built-in captioned sets.
 - `ShowO` (model.py): a Phi-style mmu.nn.TransformerLM with QK LayerNorm under `.lm`, a frozen image
   tokenizer under `.image_tokenizer`, training_step for mmu.train.Trainer (mask-token prediction on
   image tokens with the cosine schedule, next-token prediction on LM and MMU text), tokenize_images
@@ -28,3 +29,8 @@ __all__ = ["ShowO", "ShowOConfig", "SPECIAL_TOKENS", "IGNORE_INDEX", "default_im
 from .convert import SHOW_O_RELEASE, convert_show_o_state_dict, load_show_o, show_o_release_config  # noqa: E402
 
 __all__ += ["SHOW_O_RELEASE", "convert_show_o_state_dict", "load_show_o", "show_o_release_config"]
+
+# Show-o-tiny on the built-in captioned sets (tiny.py): mmu showo train / generate / answer
+from .tiny import ShowOTinyRun, evaluate_show_o_tiny, train_show_o_tiny  # noqa: E402
+
+__all__ += ["ShowOTinyRun", "evaluate_show_o_tiny", "train_show_o_tiny"]
