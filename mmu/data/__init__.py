@@ -10,13 +10,13 @@ Images are float32 NCHW in [-1, 1]. scikit-learn, scikit-image and Pillow are im
     for x in loader: ...                              # one epoch of (32, 3, 32, 32) float32
 """
 from .datasets import NATURAL_TEST_SOURCES, NATURAL_TRAIN_SOURCES, ImageDataset, digits, natural_crops
-from .captioned import CaptionedImages, caption_corpus, captioned_digits, captioned_shapes, judge_shapes
+from .captioned import CaptionedImages, caption_corpus, caption_sets, captioned_digits, captioned_shapes, judge_shapes
 from .folder import (IMAGE_EXTENSIONS, FolderSplit, ImageFolder, check_images, folder_split, iter_image_batches,
                      list_images, load_dataset, load_splits)
 from .loader import DataLoader
 from ._resize import resize
 
 __all__ = ["ImageDataset", "digits", "natural_crops", "CaptionedImages", "captioned_digits", "captioned_shapes",
-           "caption_corpus", "judge_shapes", "ImageFolder", "load_dataset", "load_splits", "folder_split",
-           "FolderSplit", "list_images", "check_images", "iter_image_batches", "DataLoader",
+           "caption_corpus", "caption_sets", "judge_shapes", "ImageFolder", "load_dataset", "load_splits",
+           "folder_split", "FolderSplit", "list_images", "check_images", "iter_image_batches", "DataLoader",
            "resize", "NATURAL_TRAIN_SOURCES", "NATURAL_TEST_SOURCES", "IMAGE_EXTENSIONS"]

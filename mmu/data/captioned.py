@@ -23,8 +23,8 @@ import numpy as np
 
 from .datasets import ImageDataset, _check_int, _digits_all, _readonly, digits
 
-__all__ = ["CaptionedImages", "captioned_digits", "captioned_shapes", "caption_corpus", "judge_shapes", "DIGIT_WORDS",
-           "DIGIT_CAPTION_TEMPLATES", "SHAPE_COLOURS", "SHAPE_KINDS", "SHAPE_SIZES", "SHAPE_POSITIONS",
+__all__ = ["CaptionedImages", "captioned_digits", "captioned_shapes", "caption_corpus", "caption_sets", "judge_shapes",
+           "DIGIT_WORDS", "DIGIT_CAPTION_TEMPLATES", "SHAPE_COLOURS", "SHAPE_KINDS", "SHAPE_SIZES", "SHAPE_POSITIONS",
            "SHAPE_RELATIONS", "SHAPES_HELD_OUT"]
 
 
@@ -488,6 +488,24 @@ def judge_shapes(images, scenes, max_distance=80.0):
                                   "below": ay > by}[relation]
     out["all"] = out["colour"] & out["shape"] & out["size"] & out["position"] & out["relation"]
     return out
+
+
+CAPTION_SETS = ("digits", "shapes")
+
+
+def caption_sets(sets, fn="caption_sets"):
+    """The built-in captioned sets a job names: "digits", "shapes", "digits,shapes" or a sequence of those
+    names -> a tuple in the order given; TypeError / ValueError (naming fn) for anything else, an empty
+    choice or a set named twice."""
+    if isinstance(sets, str):
+        sets = tuple(s.strip() for s in sets.split(",") if s.strip())
+    try:
+        sets = tuple(sets)
+    except TypeError:
+        raise TypeError(f"{fn}: sets must name caption sets among {CAPTION_SETS}, got {sets!r}") from None
+    if not sets or any(s not in CAPTION_SETS for s in sets) or len(set(sets)) != len(sets):
+        raise ValueError(f"{fn}: sets must name caption sets among {CAPTION_SETS} (each once), got {sets!r}")
+    return sets
 
 
 def caption_corpus(sets=("digits", "shapes")):

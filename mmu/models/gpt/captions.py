@@ -8,13 +8,13 @@ import os
 import numpy as np
 
 from ..._args import check_int, check_real, flag
+from ...data.captioned import CAPTION_SETS, caption_sets
 from ...tensor import manual_seed
 from .config import GPTConfig
 from .model import GPT
 
 __all__ = ["train_captions", "caption_texts", "CaptionRun", "CAPTION_SETS"]
 
-CAPTION_SETS = ("digits", "shapes")
 SAMPLES_FILE = "samples.txt"
 RUN_FILE = "caption_run.json"   # how the run was made: sets (or a texts file), seed, the sample settings
 
@@ -25,7 +25,7 @@ def caption_texts(sets=("digits",), split="train", seed=0, shapes_n=None):
     or "test" (the shapes test split holds out colour-shape combinations); shapes_n: scenes of the
     shapes set (default its own 2048 / 512). Images are not kept (shapes are drawn at 16 px)."""
     fn = "mmu.models.gpt.caption_texts"
-    sets = _sets(sets, fn)
+    sets = caption_sets(sets, fn)
     if split not in ("train", "test"):
         raise ValueError(f"{fn}: split must be 'train' or 'test', got {split!r}")
     from ... import data
@@ -39,17 +39,6 @@ def caption_texts(sets=("digits",), split="train", seed=0, shapes_n=None):
             out.extend(ds.all_captions(i))
     return out
 
-
-def _sets(sets, fn):
-    if isinstance(sets, str):
-        sets = tuple(s.strip() for s in sets.split(",") if s.strip())
-    try:
-        sets = tuple(sets)
-    except TypeError:
-        raise TypeError(f"{fn}: sets must name caption sets among {CAPTION_SETS}, got {sets!r}") from None
-    if not sets or any(s not in CAPTION_SETS for s in sets) or len(set(sets)) != len(sets):
-        raise ValueError(f"{fn}: sets must name caption sets among {CAPTION_SETS} (each once), got {sets!r}")
-    return sets
 
 
 @dataclasses.dataclass
@@ -143,7 +132,7 @@ def train_captions(sets=("digits",), texts=None, steps=300, batch_size=32, lr=3e
         tok = TextTokenizer.train_word_level(train_texts)
         source = {"texts": len(texts)}
     else:
-        sets = _sets(sets, fn)
+        sets = caption_sets(sets, fn)
         train_texts = caption_texts(sets, "train", seed)
         heldout_texts = caption_texts(sets, "test", seed)
         tok = TextTokenizer.train_word_level(mdata.caption_corpus(sets))

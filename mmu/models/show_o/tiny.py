@@ -11,26 +11,21 @@ import time
 import numpy as np
 
 from ..._args import check_int, check_real, flag
+from ...data.captioned import CAPTION_SETS, caption_sets
 from ...tensor import manual_seed
 
 __all__ = ["train_show_o_tiny", "evaluate_show_o_tiny", "show_o_tiny_images", "decode_images", "ShowOTinyRun", "TINY_SETS",
            "DIGIT_QUESTION"]
 
-TINY_SETS = ("digits", "shapes")
+TINY_SETS = CAPTION_SETS
 DIGIT_QUESTION = "what digit is this?"
 RUN_FILE = "show_o_tiny_run.json"
 SIZE = 16  # image side: 16 px -> a 4 x 4 token grid
 
 
 def _sets(sets, fn):
-    if isinstance(sets, str):
-        sets = tuple(s.strip() for s in sets.split(",") if s.strip())
-    try:
-        sets = tuple(sets)
-    except TypeError:
-        raise TypeError(f"{fn}: sets must name sets among {TINY_SETS}, got {sets!r}") from None
-    if not sets or any(s not in TINY_SETS for s in sets) or len(set(sets)) != len(sets):
-        raise ValueError(f"{fn}: sets must name sets among {TINY_SETS} (each once), got {sets!r}")
+    """caption_sets, in TINY_SETS' order (the order the images are stacked in)."""
+    sets = caption_sets(sets, fn)
     return tuple(s for s in TINY_SETS if s in sets)
 
 
