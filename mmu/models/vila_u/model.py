@@ -134,7 +134,7 @@ class VILAU(Module):
     no biases) over config.vocab_size ids (text + [SOI], [EOI], [SOV], [EOV]); `.mm_projector` (MMProjector:
     codebook_dim -> dim); `.depth` (DepthTransformer: hidden state -> the D codes); `.tower`: the frozen
     vision tower (an mmu module becomes a submodule, its weights in the state_dict under "tower.*", kept in
-    eval mode without gradients; None until set). The tower provides code_embeddings(codes (..., D)) ->
+    eval mode without gradients; None until set; a dict given as tower= is the config field). The tower provides code_embeddings(codes (..., D)) ->
     (..., D, C), encode(images) -> (B, h, w, D), decode(codes) -> images, latent_shape and config (its
     codebook_size, rvq_depth, codebook_dim must match config.tower's; giving a tower records its config).
 
@@ -154,6 +154,8 @@ class VILAU(Module):
 
     def __init__(self, config=None, tower=None, **fields_):
         super().__init__()
+        if isinstance(tower, dict):  # the config field (the tower's config fields), not a module
+            fields_["tower"], tower = tower, None
         cfg = _resolve_config(config, fields_)
         if tower is not None:
             have = _tower_dict(tower)
