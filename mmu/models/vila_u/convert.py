@@ -1,1 +1,1 @@
-"""Converters of published VILA-U checkpoints onto mmu.models.vila_u (placeholder: the vilaconv slice writes this file)."""
+"""Placeholder until the VILA-U converters land (vilaconv owns this file)."""
