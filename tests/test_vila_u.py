@@ -11,7 +11,7 @@ import pytest
 
 import mmu
 import mmu.models
-from mmu.models.vila_u import VILAU, DepthTransformer, VILAUConfig, tower_geometry
+from mmu.models.vila_u import VILAU, DepthTransformer, UnifiedVisionTower, VILAUConfig, tower_geometry
 from mmu.train import TrainConfig, Trainer
 
 # tiny vocabulary: text 0..11 (sot 1, eot 2), [SOI] 12, [EOI] 13, [SOV] 14, [EOV] 15
@@ -589,15 +589,15 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="exceed config.max_seq_len"):
         m(np.ones((1, 97), np.int64))
     # the tower: missing, wrong geometry, wrong type
-    bare = VILAU(m.config)
+    bare = VILAU(m.config, build_tower=False)
     with pytest.raises(RuntimeError, match="no vision tower"):
         bare.generate_images([[3]])
     with pytest.raises(ValueError, match="differ from config.tower"):
         bare.tower = StandInTower(codebook_size=32)
     with pytest.raises(TypeError, match="code_embeddings"):
         bare.tower = object()
-    with pytest.raises(ValueError, match="tower is None"):
-        VILAU(llm_vocab_size=12)
+    with pytest.raises(ValueError, match="codebook_dim"):  # the stand-in's fields are no real tower's
+        VILAU(m.config)
     with pytest.raises(ValueError, match=r"tower\['rvq_depth'\]"):
         VILAUConfig(tower={"codebook_size": 8, "codebook_dim": 4, "image_size": 8, "patch_size": 4})
     with pytest.raises(ValueError, match="mm_projector"):
@@ -611,3 +611,97 @@ def test_bad_input_raises_clear_errors():
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(np.asarray(v), before[k], err_msg=k)
     assert m.generate_images([[3]], generator=mmu.Generator(0)).shape == (1, HW, HW, D)
+
+
+# ------------------------------------------------------------------------------------------ with the real tower
+
+TOWER = dict(image_size=16, patch_size=4, in_channels=1, dim=16, depth=2, num_heads=2, codebook_size=32, rvq_depth=2,
+             decoder_ch=8, decoder_ch_mult=[1, 1, 2], decoder_z_channels=8, decoder_norm_groups=8, text_vocab_size=16,
+             text_max_len=4, text_dim=16, text_depth=1, text_heads=2)
+
+
+def _digits(n=48):
+    tok = mmu.text.TextTokenizer.train_word_level(mmu.data.caption_corpus("digits"))
+    ds = mmu.data.captioned_digits(16, "train")
+    return tok, ds.images[:n], ds.captions[:n], ds.questions[:n], ds.answers[:n]
+
+
+def _real(tok, seed=0, **kw):
+    mmu.manual_seed(seed)
+    fields = dict(llm_vocab_size=tok.vocab_size, sot_token_id=tok.bos_id, eot_token_id=tok.eos_id, dim=32,
+                  num_layers=2, num_heads=2, depth_dim=16, depth_layers=1, depth_heads=2, max_seq_len=64,
+                  tower=dict(TOWER))
+    fields.update(kw)
+    return VILAU(**fields)
+
+
+def _ids(tok, texts):
+    rows = [tok.encode(t) for t in texts]
+    out = np.full((len(rows), max(len(r) for r in rows)), -1, np.int64)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+def test_default_model_builds_the_unified_vision_tower():
+    mmu.manual_seed(0)
+    m = VILAU()
+    assert isinstance(m.tower, UnifiedVisionTower) and not m.tower.training
+    assert all(not p.requires_grad for p in m.tower.parameters())
+    k, d, c, hw = m.config.tower_geometry()
+    assert (k, d, c, hw) == (m.tower.config.codebook_size, m.tower.config.rvq_depth, m.tower.config.codebook_dim,
+                             m.tower.latent_shape)
+    assert any(key.startswith("tower.quantizer") for key in m.state_dict())
+    m.train()
+    assert m.lm.training and not m.tower.training
+
+
+def test_end_to_end_with_the_real_tower(tmp_path):
+    """Captioned digits through the real UnifiedVisionTower: images -> codes once, the Trainer on
+    image -> caption, question -> answer and caption -> image rows (loss falls, resume is bit-identical),
+    then generation decodes to images and answers come from images; save / load keeps the tower's weights."""
+    tok, images, captions, questions, answers = _digits()
+    m = _real(tok)
+    codes = m.encode_images(images)
+    assert codes.shape == (48, 4, 4, 2) and codes.dtype == np.int64 and codes.max() < 32
+    np.testing.assert_array_equal(codes, m.tower.encode(images))
+    # images in a batch are encoded by the tower: the same loss as their codes
+    small = {"t2i.text_ids": _ids(tok, captions[:4]), "i2t.text_ids": _ids(tok, captions[:4])}
+    mmu.manual_seed(1)
+    a = m.training_step({**small, "t2i.images": images[:4], "i2t.images": images[:4]}, 0)[1]
+    mmu.manual_seed(1)
+    b = m.training_step({**small, "t2i.codes": codes[:4], "i2t.codes": codes[:4]}, 0)[1]
+    assert a == b
+    data = {"i2t.codes": codes, "i2t.question_ids": _ids(tok, questions), "i2t.text_ids": _ids(tok, answers),
+            "t2i.text_ids": _ids(tok, captions), "t2i.codes": codes}
+    hist = Trainer(m, data, TrainConfig(steps=20, batch_size=8, lr=1e-2, warmup_steps=2, log_every=1,
+                                        progress=False)).fit()
+    for key in ("loss_text", "loss_image"):
+        assert np.mean(hist[key][-4:]) < 0.8 * np.mean(hist[key][:4]), key
+    cfg = dict(steps=4, batch_size=8, lr=1e-2, log_every=1, progress=False, ckpt_every=2, ckpt_dir=str(tmp_path / "ck"))
+    full = _real(tok)
+    want = Trainer(full, data, TrainConfig(**{**cfg, "ckpt_every": 0, "ckpt_dir": None})).fit()
+    first = _real(tok)
+    Trainer(first, data, TrainConfig(**cfg)).fit(2)
+    second = _real(tok, seed=5)
+    t2 = Trainer.resume(str(tmp_path / "ck"), second, data, TrainConfig(**cfg))
+    t2.fit()
+    np.testing.assert_array_equal(t2.history["loss"], want["loss"])
+    for (k, x), y in zip(full.state_dict().items(), second.state_dict().values()):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=k)
+    # generation: codes in range, decoded by the tower
+    prompts = [tok.encode(t) for t in captions[:2]]
+    gen = m.generate_images(prompts, generator=mmu.Generator(0))
+    assert gen.shape == (2, 4, 4, 2) and gen.dtype == np.int64 and 0 <= gen.min() and gen.max() < 32
+    assert m.decode(gen).shape == (2, 1, 16, 16)
+    video = m.generate_video(prompts, 2, generator=mmu.Generator(0))
+    assert video.shape == (2, 2, 4, 4, 2) and m.decode(video).shape == (2, 2, 1, 16, 16)
+    out = m.answer(images=images[:3], question_ids=[tok.encode(q) for q in questions[:3]], max_new_tokens=4)
+    assert out.shape[0] == 3 and out.shape[1] <= 4 and out.max() < m.config.vocab_size
+    # save / load: the tower is rebuilt from config.tower and its weights come back
+    m.save_pretrained(str(tmp_path / "model"))
+    back = VILAU.from_pretrained(str(tmp_path / "model"))
+    assert isinstance(back.tower, UnifiedVisionTower) and back.config == m.config
+    for (k, x), y in zip(m.state_dict().items(), back.state_dict().values()):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=k)
+    np.testing.assert_array_equal(back.generate_images(prompts, generator=mmu.Generator(0)), gen)

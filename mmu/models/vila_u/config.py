@@ -43,8 +43,9 @@ class VILAUConfig(_Config):
     the empty prompt ([SOT] [EOT]), so that the model learns the unconditional rows of classifier-free guidance.
     Generation defaults (RQTransformer.generate): cfg_scale 3.0 (u + s (c - u)), top_k 900 (capped at the
     codebook size), top_p 0.96, temperature 1.0.
-    tower: the vision tower's config as a dict of UnifiedVisionTowerConfig fields; VILAU reads codebook_size,
-    rvq_depth (D), codebook_dim (None: the tower's dim), image_size and patch_size from it.
+    tower: the vision tower's config as a dict of UnifiedVisionTowerConfig fields (None: the default
+    UnifiedVisionTowerConfig(), a tiny tower of 16-px images); VILAU reads codebook_size, rvq_depth (D),
+    codebook_dim (None: the tower's dim), image_size and patch_size from it, and builds the tower from it.
     """
 
     llm_vocab_size: int = 64
@@ -110,10 +111,12 @@ class VILAUConfig(_Config):
                            ("top_p", 0.0, 1.0, False), ("temperature", 0.0, None, False)))
         if self.depth_dropout >= 1.0:
             bad("depth_dropout", "a number in [0, 1)")
-        if self.tower is not None and not isinstance(self.tower, dict):
+        if self.tower is None:
+            from .tower import UnifiedVisionTowerConfig
+            self.tower = UnifiedVisionTowerConfig().to_dict()
+        elif not isinstance(self.tower, dict):
             bad("tower", "None or a dict of the vision tower's config fields", TypeError)
-        if self.tower is not None:
-            self.tower_geometry()  # names a missing or bad field now, not at the first forward
+        self.tower_geometry()  # names a missing or bad field now, not at the first forward
         return self
 
     # ------------------------------------------------------------------ vocabulary

@@ -17,6 +17,7 @@ them itself. Sequences are minimal (no chat template): see training_step.
 """
 import numpy as np
 
+from ..._args import flag
 from ...autograd import no_grad
 from ...functional import cross_entropy
 from ...nn import GELU, Linear, Module, Sequential, TransformerLM
@@ -134,9 +135,12 @@ class VILAU(Module):
     no biases) over config.vocab_size ids (text + [SOI], [EOI], [SOV], [EOV]); `.mm_projector` (MMProjector:
     codebook_dim -> dim); `.depth` (DepthTransformer: hidden state -> the D codes); `.tower`: the frozen
     vision tower (an mmu module becomes a submodule, its weights in the state_dict under "tower.*", kept in
-    eval mode without gradients; None until set; a dict given as tower= is the config field). The tower provides code_embeddings(codes (..., D)) ->
-    (..., D, C), encode(images) -> (B, h, w, D), decode(codes) -> images, latent_shape and config (its
-    codebook_size, rvq_depth, codebook_dim must match config.tower's; giving a tower records its config).
+    eval mode without gradients; without tower= it is built from config.tower (build_tower=False: None until
+    set); a dict given as tower= is the config field). The tower provides code_embeddings(codes (..., D)) ->
+    (..., D, C), encode(images) -> (B, h, w, D), decode(codes) -> images, latent_shape and config (with
+    to_dict()). A tower given to the constructor replaces config.tower by its config (the modules are sized
+    by it); one assigned later (model.tower = ...) must have config.tower's codebook_size, rvq_depth,
+    codebook_dim and latent_shape, and its config is recorded as config.tower.
 
     Sequences (one position per text token or visual position; image i's codes are at its h w positions in
     row-major order, a video's frames follow each other):
@@ -152,33 +156,24 @@ class VILAU(Module):
 
     config_class = VILAUConfig
 
-    def __init__(self, config=None, tower=None, **fields_):
+    def __init__(self, config=None, tower=None, build_tower=True, **fields_):
         super().__init__()
         if isinstance(tower, dict):  # the config field (the tower's config fields), not a module
             fields_["tower"], tower = tower, None
         cfg = _resolve_config(config, fields_)
-        if tower is not None:
-            have = _tower_dict(tower)
-            if cfg.tower is not None and tower_geometry(have) != cfg.tower_geometry():
-                raise ValueError(f"VILAU: the tower's (codebook_size, rvq_depth, codebook_dim, latent_shape) "
-                                 f"{tower_geometry(have)} differ from config.tower's {cfg.tower_geometry()}")
-            cfg.tower = have
+        if tower is not None:  # the given tower's config is the config's tower (the modules are sized by it)
+            cfg.tower = _tower_dict(tower)
             cfg.validate()
-        if cfg.tower is None:
-            raise ValueError("VILAU: config.tower is None and no tower is given: the model needs the tower's "
-                             "codebook_size, rvq_depth and codebook_dim")
         object.__setattr__(self, "config", cfg)
-        enc = _encode(cfg, "the VILAU config")
-        # recorded as keyword fields: from_pretrained calls VILAU(**fields), which rebuilds the same config
-        self.__dict__["_config"] = enc if isinstance(enc, _NotSerialisable) else \
-            {"class": _class_path(type(self)), "args": {"config": None, "tower": None,
-                                                         "**fields_": enc["__config__"]["fields"]}}
         k, d, c, _ = cfg.tower_geometry()
         self.lm = TransformerLM(**cfg.lm_kwargs())
         self.mm_projector = MMProjector(cfg.mm_projector, c, cfg.dim)
         self.depth = DepthTransformer(c, cfg.dim, cfg.depth_dim, cfg.depth_layers, cfg.depth_heads, d, k,
                                       dropout=cfg.depth_dropout, init_std=cfg.init_std)
-        self.tower = tower
+        if tower is None and flag(build_tower, "VILAU", "build_tower"):
+            from .tower import UnifiedVisionTower, UnifiedVisionTowerConfig
+            tower = UnifiedVisionTower(UnifiedVisionTowerConfig.from_dict(cfg.tower))
+        self.tower = tower  # records the config (_record_config)
 
     # ------------------------------------------------------------------ the tower
     @property
@@ -208,12 +203,23 @@ class VILAU(Module):
                                  f"image_size / patch_size of its config, {have[3]}")
         d["_modules"].pop("tower", None)
         d.pop("_tower_object", None)
+        if tower is not None:
+            self.config.tower = _tower_dict(tower)
+        self._record_config(isinstance(tower, Module))
         if isinstance(tower, Module):
             tower.requires_grad_(False)
             tower.eval()
             d["_modules"]["tower"] = tower
         elif tower is not None:
             d["_tower_object"] = tower
+
+    def _record_config(self, build_tower):
+        """What save_pretrained writes: the config's fields (the tower's nested), and whether from_pretrained
+        builds the tower (an mmu module, whose weights are in the state_dict) or leaves it to be set."""
+        enc = _encode(self.config, "the VILAU config")
+        self.__dict__["_config"] = enc if isinstance(enc, _NotSerialisable) else \
+            {"class": _class_path(type(self)), "args": {"config": None, "tower": None, "build_tower": build_tower,
+                                                         "**fields_": enc["__config__"]["fields"]}}
 
     def _need_tower(self, fn):
         if self.tower is None:
