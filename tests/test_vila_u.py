@@ -214,6 +214,22 @@ def test_depth_transformer_forward_equals_numpy_reference():
         step = depth(mmu.tensor(flat_h), mmu.tensor(flat_e[:, :d]) if d else None, last_only=True).numpy()
         np.testing.assert_allclose(step, _np_rq_step(depth, flat_h, flat_e[:, :d], heads=4), rtol=1e-4, atol=2e-5)
         np.testing.assert_allclose(step, want.reshape(6, 4, K)[:, d], rtol=1e-4, atol=2e-5)
+    # the cached steps of generation (one input per depth) give the same logits
+    cache = depth.new_cache(6)
+    sums = np.cumsum(flat_e, 1)
+    with mmu.no_grad():
+        for d in range(4):
+            step = depth.step(cache, hidden=flat_h) if d == 0 else depth.step(cache, code_sum=sums[:, d - 1])
+            np.testing.assert_allclose(step.numpy(), want.reshape(6, 4, K)[:, d], rtol=1e-4, atol=2e-5)
+        with pytest.raises(ValueError, match="all D=4 depths"):
+            depth.step(cache, code_sum=sums[:, 0])
+        cache.reset()
+        with pytest.raises(ValueError, match="depth 0 needs hidden"):
+            depth.step(cache, code_sum=sums[:, 0])
+        with pytest.raises(ValueError, match=r"hidden must be \(rows=6, 12\)"):
+            depth.step(cache, hidden=flat_h[:3])
+        with pytest.raises(TypeError, match="new_cache"):
+            depth.step(mmu.nn.KVCache(2, 6, 4, 9, 4), hidden=flat_h)
     # gradients reach every parameter
     loss = depth(mmu.tensor(hidden), mmu.tensor(emb)).sum()
     loss.backward()
@@ -293,6 +309,10 @@ def test_training_loss_terms_equal_numpy_references():
     np.testing.assert_allclose(logs["loss_video"], sv / nv, rtol=1e-5)
     # VILA-U's sum of the text mean and the (pooled) code mean
     np.testing.assert_allclose(loss.item(), want_text + (si + sv) / (ni + nv), rtol=1e-5)
+    assert m.evaluate_step(batch)["loss"] == loss.item()
+    # a video's codes may come as frames (B, T, h, w, D): the same rows
+    grid = {**batch, "t2v.codes": t2v_codes.reshape(2, 2, HW, HW, D)}
+    assert m.training_step(grid, 0)[1] == logs
     # left padding changes nothing: the padded row's code loss equals the row alone
     alone = _model(cond_dropout_prob=0.0).training_step({"t2i.text_ids": [[6]], "t2i.codes": t2i_codes[1:]}, 0)[1]
     pair = _model(cond_dropout_prob=0.0).training_step({"t2i.text_ids": [[6], [6]], "t2i.codes": t2i_codes[[1, 1]]}, 0)[1]
