@@ -47,8 +47,8 @@ class DepthTransformer(Module):
     (head.n_layer / head.block.n_head); depth: D (block_size[2]); codebook_size: K (vocab_size).
     Modules: in_mlp_1 Linear(C, dim), in_mlp_2 Linear(body_dim, dim), pos_emb_d (1, D, dim),
     head_transformer (num_layers TransformerLayers, the module docstring has the layout and names),
-    classifier_mlp (layer_norm, linear -> K). Linear weights start N(0, init_std) with zero biases and
-    pos_emb_d N(0, 0.02), as VILA-U.
+    classifier_mlp (layer_norm, linear -> K). Linear weights start N(0, init_std) with zero biases (a GPT-style
+    start; VILA-U's class keeps PyTorch's defaults and loads trained weights), pos_emb_d N(0, 0.02) as VILA-U.
     """
 
     def __init__(self, code_dim, body_dim, dim, num_layers, num_heads, depth, codebook_size, dropout=0.1,
