@@ -423,9 +423,9 @@ def _full_rows(m, prompts, codes, start, guided):
     return ids, full, mask, width
 
 
-@pytest.mark.parametrize("video", [False, True])
-def test_cached_generation_equals_recomputation_step_by_step(video):
-    m = _model()
+@pytest.mark.parametrize("video,kv_heads", [(False, None), (True, None), (False, 1)])
+def test_cached_generation_equals_recomputation_step_by_step(video, kv_heads):
+    m = _model(num_kv_heads=kv_heads)
     prompts = [[3, 4, 5], [6]]
     trace = []
     if video:
