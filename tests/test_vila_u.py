@@ -165,7 +165,8 @@ def test_vocabulary_config_and_layout():
     assert all(mod.bias is None for mod in lm.modules() if isinstance(mod, mmu.nn.Linear))
     assert lm.embed_tokens.weight.shape == (16, 16) and lm.lm_head.weight.shape == (16, 16)
     keys = set(m.state_dict())
-    for key in ("depth.in_mlp_1.weight", "depth.in_mlp_2.weight", "depth.pos_emb_d", "depth.classifier_mlp.layer_norm.weight",
+    for key in ("depth.in_mlp_1.weight", "depth.in_mlp_2.weight", "depth.pos_emb_d",
+                "depth.classifier_mlp.layer_norm.weight",
                 "depth.classifier_mlp.linear.weight", "depth.head_transformer.1.attn.qkv_proj.bias",
                 "mm_projector.layers.0.weight", "mm_projector.layers.2.weight"):
         assert key in keys, key
@@ -315,7 +316,8 @@ def test_training_loss_terms_equal_numpy_references():
     assert m.training_step(grid, 0)[1] == logs
     # left padding changes nothing: the padded row's code loss equals the row alone
     alone = _model(cond_dropout_prob=0.0).training_step({"t2i.text_ids": [[6]], "t2i.codes": t2i_codes[1:]}, 0)[1]
-    pair = _model(cond_dropout_prob=0.0).training_step({"t2i.text_ids": [[6], [6]], "t2i.codes": t2i_codes[[1, 1]]}, 0)[1]
+    pair = _model(cond_dropout_prob=0.0).training_step({"t2i.text_ids": [[6], [6]],
+                                                         "t2i.codes": t2i_codes[[1, 1]]}, 0)[1]
     np.testing.assert_allclose(alone["loss_image"], pair["loss_image"], rtol=1e-5)
     two = _model(cond_dropout_prob=0.0).training_step({"t2i.text_ids": [[3, 4, 5], [6]], "t2i.codes": t2i_codes}, 0)[1]
     first = _model(cond_dropout_prob=0.0).training_step({"t2i.text_ids": [[3, 4, 5]], "t2i.codes": t2i_codes[:1]}, 0)[1]

@@ -151,7 +151,8 @@ class DepthTransformer(Module):
             raise TypeError(f"{fn}: cache must come from this model's new_cache(rows), got {cache!r}")
         d = cache.length
         if d >= self.depth:
-            raise ValueError(f"{fn}: the cache already holds all D={self.depth} depths; reset() it for the next position")
+            raise ValueError(f"{fn}: the cache already holds all D={self.depth} depths; reset() it for the next "
+                             "position")
         if (d == 0) != (hidden is not None) or (d > 0) != (code_sum is not None):
             raise ValueError(f"{fn}: depth {d} needs " + ("hidden (rows, body_dim)" if d == 0 else
                                                           "code_sum (rows, C), not hidden"))
