@@ -1,6 +1,14 @@
-"""SigLIP and CLIP vision towers in Hugging Face's layout (transformers' SiglipVisionModel /
-CLIPVisionModel, or the vision half of SiglipModel / CLIPModel) -> mmu.models.vit.VisionTower. The
-user reads the safetensors file they have and passes the dict; nothing is downloaded.
+"""SigLIP and CLIP towers in published layouts -> mmu modules. The user reads the safetensors / .pt
+file they have and passes the dict; nothing is downloaded.
+
+- Hugging Face vision towers (transformers' SiglipVisionModel / CLIPVisionModel, or the vision half
+  of SiglipModel / CLIPModel) -> mmu.models.vit.VisionTower: convert_vit_state_dict, load_vit (the
+  table below);
+- open_clip's (and OpenAI CLIP's) ViT vision tower -> VisionTower: convert_open_clip_vit_state_dict,
+  load_open_clip_vit; its text tower -> mmu.models.vila_u.TextEncoder:
+  convert_open_clip_text_state_dict (mmu.models.vila_u.load_open_clip_text builds the module);
+- Hugging Face text towers (SiglipTextModel / CLIPTextModel and the text half of the two-tower
+  models) -> TextEncoder: convert_text_state_dict (mmu.models.vila_u.load_text_encoder).
 
 | Hugging Face key (under vision_model., i = layer)          | mmu VisionTower key                        |
 |-------------------------------------------------------------|--------------------------------------------|
@@ -21,15 +29,16 @@ Keys not part of the vision tower in a two-tower checkpoint (text_model.*, logit
 text_projection.weight, visual_projection.weight) and the position_ids buffer older CLIP files
 store are skipped; a tower cut after layer k (num_layers) skips the later layers, post_layernorm
 and the head. open_clip's / OpenAI's own layout (visual.transformer.resblocks.*) is not this one
-and is refused with that reason.
+and is refused with that reason (it has its own converter below).
 """
 import numpy as np
 
 from .._hf import KeyMap, cat_rows, checkpoint_arrays, read_config
-from .config import vit_config_from_hf
+from .config import open_clip_text_config, open_clip_vit_config, text_config_from_hf, vit_config_from_hf
 from .model import VisionTower
 
-__all__ = ["convert_vit_state_dict", "load_vit"]
+__all__ = ["convert_vit_state_dict", "load_vit", "convert_open_clip_vit_state_dict", "load_open_clip_vit",
+           "convert_open_clip_text_state_dict", "convert_text_state_dict"]
 
 _OTHER_TOWER = ("text_model.", "logit_scale", "logit_bias", "text_projection.", "visual_projection.")
 
@@ -125,3 +134,193 @@ def load_vit(state_dict, config, layout=None, num_layers=None, prefix=""):
     model = VisionTower(**vit_config_from_hf(config, layout, num_layers))
     model.load_state_dict(weights)
     return model
+
+
+# --------------------------------------------------------------------------------------------------
+# open_clip's layout (OpenAI CLIP's too): one block type for both towers
+#
+# | open_clip key (i = layer)                                 | mmu key (VisionTower encoder. / TextEncoder) |
+# |-----------------------------------------------------------|-----------------------------------------------|
+# | transformer.resblocks.i.ln_1 / ln_2                       | layers.i.norm1 / norm2                        |
+# | transformer.resblocks.i.attn.in_proj_weight / _bias       | layers.i.attn.qkv_proj.weight / bias ([q;k;v])|
+# | transformer.resblocks.i.attn.out_proj.*                   | layers.i.attn.out_proj.*                      |
+# | transformer.resblocks.i.mlp.c_fc / c_proj                 | layers.i.mlp.fc1 / fc2                        |
+# | visual.conv1.weight (no bias)                             | encoder.patch_embed.weight (bias zeros)       |
+# | visual.class_embedding (d,)                               | encoder.extra_tokens (1, 1, d)                |
+# | visual.positional_embedding (1 + N, d)                    | encoder.pos_embedding (1, 1 + N, d)           |
+# | visual.ln_pre / visual.ln_post                            | encoder.pre_norm / post_norm                  |
+# | visual.proj (d, E), used as x @ proj                      | proj.weight (E, d) = proj transposed          |
+# | token_embedding.weight (V, d)                             | token_embedding.weight                        |
+# | positional_embedding (L, d)                               | pos_embedding (1, L, d)                       |
+# | ln_final                                                  | final_norm                                    |
+# | text_projection (d, E) parameter (CLIP)                   | head.weight (E, d) = transposed               |
+# | text_projection.weight / .bias, a Linear (proj_bias)      | head.weight / head.bias                       |
+# The text keys sit at the top of a CLIP model and under text. in a CustomTextCLIP (open_clip's SigLIP).
+
+_OPEN_CLIP_TEXT = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection",
+                   "attn_mask", "text.")
+_OPEN_CLIP_SHARED = ("logit_scale", "logit_bias", "input_resolution", "context_length", "vocab_size")
+
+
+def _open_clip_blocks(km, head, depth, d, hidden, out, mm):
+    """open_clip's ResidualAttentionBlocks head + 'transformer.resblocks.<i>.' -> mm + 'layers.<i>.'."""
+    for i in km.layers(depth, head + "transformer.resblocks."):
+        oc, m = f"{head}transformer.resblocks.{i}.", f"{mm}layers.{i}."
+        out[m + "attn.qkv_proj.weight"] = km.get(oc + "attn.in_proj_weight", (3 * d, d))
+        out[m + "attn.qkv_proj.bias"] = km.get(oc + "attn.in_proj_bias", (3 * d,))
+        for w in ("weight", "bias"):
+            vec = w == "bias"
+            out[m + "norm1." + w] = km.get(oc + "ln_1." + w, (d,))
+            out[m + "norm2." + w] = km.get(oc + "ln_2." + w, (d,))
+            out[m + "attn.out_proj." + w] = km.get(oc + "attn.out_proj." + w, (d,) if vec else (d, d))
+            out[m + "mlp.fc1." + w] = km.get(oc + "mlp.c_fc." + w, (hidden,) if vec else (hidden, d))
+            out[m + "mlp.fc2." + w] = km.get(oc + "mlp.c_proj." + w, (d,) if vec else (d, hidden))
+
+
+def _transposed(a):
+    return None if a is None else np.ascontiguousarray(a.T)
+
+
+def convert_open_clip_vit_state_dict(state_dict, config, prefix=""):
+    """An open_clip / OpenAI CLIP state dict (the visual.* keys of the table above; a whole CLIP
+    model's file may be given: its text tower, logit_scale / logit_bias and OpenAI's
+    input_resolution / context_length / vocab_size entries are skipped) and its open_clip model
+    config (dict or path, see open_clip_vit_config) -> {mmu VisionTower key: float32 ndarray}. One
+    ValueError names every missing key, every shape that does not fit (both shapes) and every
+    unexpected key. timm towers (visual.trunk.*) are refused with the reason."""
+    fn = "convert_open_clip_vit_state_dict"
+    config = read_config(config, fn)
+    src = checkpoint_arrays(state_dict, fn, prefix)
+    if any(k.startswith("visual.trunk.") for k in src):
+        raise ValueError(f"{fn}: visual.trunk.* is a timm vision tower (open_clip's TimmModel, e.g. its SigLIP "
+                         "configs), not open_clip's VisionTransformer; use load_open_clip_vit(..., num_heads=...) "
+                         "with the timm SigLIP layout")
+    if any(k.startswith("vision_model.") for k in src):
+        raise ValueError(f"{fn}: these are Hugging Face keys (vision_model.*); use convert_vit_state_dict")
+    cfg = open_clip_vit_config(config)
+    d, p, F, depth, E = cfg["dim"], cfg["patch_size"], cfg["hidden_dim"], cfg["depth"], cfg["projection_dim"]
+    n_tok = (cfg["image_size"] // p) ** 2 + 1
+    km = KeyMap(src, fn, f"the open_clip vision config (width {d}, mlp width {F}, patch_size {p}, "
+                         f"image_size {cfg['image_size']}, embed_dim {E})")
+    v = "visual."
+    out = {"encoder.patch_embed.weight": km.get(v + "conv1.weight", (d, 3, p, p)),
+           "encoder.patch_embed.bias": np.zeros(d, np.float32)}
+    cls = km.get(v + "class_embedding", (d,))
+    out["encoder.extra_tokens"] = None if cls is None else cls.reshape(1, 1, d)
+    pos = km.get(v + "positional_embedding", (n_tok, d))
+    out["encoder.pos_embedding"] = None if pos is None else pos.reshape(1, n_tok, d)
+    for w in ("weight", "bias"):
+        out["encoder.pre_norm." + w] = km.get(v + "ln_pre." + w, (d,))
+        out["post_norm." + w] = km.get(v + "ln_post." + w, (d,))
+    _open_clip_blocks(km, v, depth, d, F, out, "encoder.")
+    out["proj.weight"] = _transposed(km.get(v + "proj", (d, E)))
+    km.finish(lambda k: k.startswith(_OPEN_CLIP_TEXT + _OPEN_CLIP_SHARED))
+    return out
+
+
+def load_open_clip_vit(state_dict, config, prefix=""):
+    """An open_clip / OpenAI CLIP checkpoint (state dict + open_clip model config, see
+    convert_open_clip_vit_state_dict) -> an mmu VisionTower: tower(images) gives (features, pooled)
+    with pooled = open_clip's encode_image (ln_post of the class token times visual.proj) and
+    features the transformer's output before ln_post (B, 1 + N, width)."""
+    config = read_config(config, "load_open_clip_vit")
+    weights = convert_open_clip_vit_state_dict(state_dict, config, prefix)  # checked first
+    model = VisionTower(**open_clip_vit_config(config))
+    model.load_state_dict(weights)
+    return model
+
+
+def convert_open_clip_text_state_dict(state_dict, config, prefix=""):
+    """An open_clip / OpenAI CLIP state dict's text tower (the text keys of the table above, at the
+    top or under text.; the visual.* keys, logit_scale / logit_bias and OpenAI's extra entries are
+    skipped) and its open_clip model config (see open_clip_text_config) -> {TextEncoder key:
+    float32 ndarray}. One ValueError names every missing, mis-shaped and unexpected key."""
+    fn = "convert_open_clip_text_state_dict"
+    config = read_config(config, fn)
+    src = checkpoint_arrays(state_dict, fn, prefix)
+    cfg = open_clip_text_config(config)
+    t = "text." if any(k.startswith("text.") for k in src) else ""
+    d, F, L, V, E = cfg["dim"], cfg["hidden_dim"], cfg["max_len"], cfg["vocab_size"], cfg["embed_dim"]
+    km = KeyMap(src, fn, f"the open_clip text config (width {d}, mlp width {F}, context_length {L}, vocab_size {V}, "
+                         f"embed_dim {E})")
+    out = {"token_embedding.weight": km.get(t + "token_embedding.weight", (V, d))}
+    pos = km.get(t + "positional_embedding", (L, d))
+    out["pos_embedding"] = None if pos is None else pos.reshape(1, L, d)
+    _open_clip_blocks(km, t, cfg["depth"], d, F, out, "")
+    for w in ("weight", "bias"):
+        out["final_norm." + w] = km.get(t + "ln_final." + w, (d,))
+    if E is not None and cfg["layout"] == "siglip":             # proj_bias: an nn.Linear
+        out["head.weight"] = km.get(t + "text_projection.weight", (E, d))
+        out["head.bias"] = km.get(t + "text_projection.bias", (E,))
+    elif E is not None:                                         # a (width, embed_dim) parameter: x @ proj
+        out["head.weight"] = _transposed(km.get(t + "text_projection", (d, E)))
+    km.finish(lambda k: k.startswith(("visual.", t + "attn_mask") + _OPEN_CLIP_SHARED))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face text towers -> TextEncoder
+#
+# | Hugging Face key (under text_model., i = layer)            | mmu TextEncoder key                 |
+# |-------------------------------------------------------------|-------------------------------------|
+# | embeddings.token_embedding.weight (V, d)                    | token_embedding.weight              |
+# | embeddings.position_embedding.weight (L, d)                 | pos_embedding (1, L, d)             |
+# | encoder.layers.i.layer_norm1 / layer_norm2                  | layers.i.norm1 / norm2              |
+# | encoder.layers.i.self_attn.{q,k,v}_proj.*                   | layers.i.attn.qkv_proj.* ([q;k;v])  |
+# | encoder.layers.i.self_attn.out_proj.*                       | layers.i.attn.out_proj.*            |
+# | encoder.layers.i.mlp.fc1 / fc2                              | layers.i.mlp.fc1 / fc2              |
+# | final_layer_norm.*                                          | final_norm.*                        |
+# | head.weight / head.bias                   (SigLIP)          | head.weight / head.bias             |
+# | text_projection.weight (E, d), top level  (CLIP, no bias)   | head.weight                         |
+
+_OTHER_TEXT = ("vision_model.", "visual_projection.", "logit_scale", "logit_bias")
+
+
+def convert_text_state_dict(state_dict, config, layout=None, projection=None, prefix=""):
+    """A SigLIP / CLIP text tower in Hugging Face's layout (SiglipTextModel, CLIPTextModel,
+    CLIPTextModelWithProjection, or the text half of SiglipModel / CLIPModel: the table above) and
+    its config.json (dict or path) -> {TextEncoder key: float32 ndarray} for
+    TextEncoder(**text_config_from_hf(config, layout, projection)). projection (CLIP): read
+    text_projection.weight into the head; None = when the state dict holds it. The vision tower's
+    keys, logit_scale / logit_bias and the position_ids buffer are skipped. One ValueError names every
+    missing key, every shape that does not fit (both shapes) and every unexpected key."""
+    fn = "convert_text_state_dict"
+    config = read_config(config, fn)
+    src = checkpoint_arrays(state_dict, fn, prefix)
+    if any(k.startswith(("token_embedding.", "text.token_embedding.")) or ".resblocks." in k for k in src):
+        raise ValueError(f"{fn}: these are open_clip / OpenAI CLIP keys (token_embedding, transformer.resblocks.*), "
+                         "not Hugging Face's (text_model.*); use convert_open_clip_text_state_dict")
+    if projection is None:
+        projection = "text_projection.weight" in src
+    cfg = text_config_from_hf(config, layout, projection)
+    tm = "text_model." if any(k.startswith("text_model.") for k in src) else ""
+    d, F, L, V, E = cfg["dim"], cfg["hidden_dim"], cfg["max_len"], cfg["vocab_size"], cfg["embed_dim"]
+    km = KeyMap(src, fn, f"the {cfg['layout']} text config (hidden_size {d}, intermediate_size {F}, "
+                         f"max_position_embeddings {L}, vocab_size {V}, projection {E})")
+
+    def get(key, shape):
+        return km.get(tm + key, shape)
+
+    out = {"token_embedding.weight": get("embeddings.token_embedding.weight", (V, d))}
+    pos = get("embeddings.position_embedding.weight", (L, d))
+    out["pos_embedding"] = None if pos is None else pos.reshape(1, L, d)
+    for i in km.layers(cfg["depth"], tm + "encoder.layers."):
+        hf, mm = f"encoder.layers.{i}.", f"layers.{i}."
+        for w in ("weight", "bias"):
+            vec = w == "bias"
+            out[mm + "norm1." + w] = get(hf + "layer_norm1." + w, (d,))
+            out[mm + "norm2." + w] = get(hf + "layer_norm2." + w, (d,))
+            out[mm + "attn.qkv_proj." + w] = cat_rows([get(f"{hf}self_attn.{n}_proj.{w}", (d,) if vec else (d, d))
+                                                       for n in "qkv"])
+            out[mm + "attn.out_proj." + w] = get(hf + "self_attn.out_proj." + w, (d,) if vec else (d, d))
+            out[mm + "mlp.fc1." + w] = get(hf + "mlp.fc1." + w, (F,) if vec else (F, d))
+            out[mm + "mlp.fc2." + w] = get(hf + "mlp.fc2." + w, (d,) if vec else (d, F))
+    for w in ("weight", "bias"):
+        out["final_norm." + w] = get("final_layer_norm." + w, (d,))
+    if cfg["layout"] == "siglip":
+        out["head.weight"] = get("head.weight", (E, d))
+        out["head.bias"] = get("head.bias", (E,))
+    elif E is not None:
+        out["head.weight"] = km.get("text_projection.weight", (E, d))   # CLIPModel's: beside text_model
+    km.finish(lambda k: k.startswith(_OTHER_TEXT) or k == tm + "embeddings.position_ids")
+    return out

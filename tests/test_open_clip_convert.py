@@ -1,0 +1,136 @@
+"""open_clip / OpenAI CLIP checkpoints (mmu/models/vit/convert.py, issue 14 item 2): a state dict in
+open_clip's key layout with random values (every parameter, norms and biases included) loads into
+mmu.models.vit.VisionTower and gives the outputs of a torch model of that layout written here
+(tests/clip_layouts.py) within 1e-5 in float32; configs and key sets mmu does not build are refused
+with the reason, and every malformed checkpoint names its keys and shapes."""
+import numpy as np
+import pytest
+
+from mmu.models.vit import (VisionTower, convert_open_clip_text_state_dict, convert_open_clip_vit_state_dict,
+                            load_open_clip_vit, open_clip_text_config, open_clip_vit_config)
+
+ATOL = 1e-5
+
+# a tiny ViT-B-32-like config (open_clip's model_configs/ViT-B-32.json fields at small sizes)
+OC = {"embed_dim": 24, "vision_cfg": {"image_size": 16, "layers": 2, "width": 32, "head_width": 8, "patch_size": 4},
+      "text_cfg": {"context_length": 7, "vocab_size": 50, "width": 32, "heads": 4, "layers": 2}}
+# open_clip's SigLIP text side (ViT-B-16-SigLIP.json's text_cfg, tiny)
+OC_SIGLIP_TEXT = dict(OC, text_cfg=dict(OC["text_cfg"], no_causal_mask=True, proj_bias=True, pool_type="last",
+                                        norm_kwargs={"eps": 1e-6}))
+
+
+@pytest.fixture(scope="module")
+def C():
+    pytest.importorskip("torch")
+    from tests import clip_layouts, hf_layouts
+    clip_layouts.randomize_ = hf_layouts.randomize_
+    return clip_layouts
+
+
+def _sd(model):
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def _images(seed=0):
+    return np.random.default_rng(seed).standard_normal((2, 3, 16, 16)).astype(np.float32)
+
+
+def _close(a, b):
+    a = a.numpy() if not isinstance(a, np.ndarray) else a
+    b = b.detach().numpy() if hasattr(b, "detach") else np.asarray(b)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("quick_gelu", [False, True], ids=["gelu", "quick_gelu-openai"])
+def test_open_clip_vit_matches_torch(C, quick_gelu):
+    import torch
+    cfg = dict(OC, quick_gelu=quick_gelu)
+    ref = C.randomize_(C.OpenClipCLIP(cfg), 11)
+    sd = _sd(ref)                                           # the whole CLIP file: text keys and logit_scale too
+    sd.update({"input_resolution": np.array(16), "context_length": np.array(7), "vocab_size": np.array(50)})  # OpenAI's
+    x = _images()
+    pooled, feats = ref.visual(torch.from_numpy(x))
+    tower = load_open_clip_vit(sd, cfg)
+    assert isinstance(tower, VisionTower) and tower.proj is not None
+    assert tower.encoder.layers[0].mlp.activation == ("quick_gelu" if quick_gelu else "gelu")
+    got_feats, got_pooled = tower(x)
+    _close(got_feats, feats)                                # (B, 1 + N, width), before ln_post
+    _close(got_pooled, pooled)                              # encode_image: ln_post(class token) @ visual.proj
+
+
+def test_open_clip_vit_config_reads_open_clip_defaults():
+    c = open_clip_vit_config({"embed_dim": 512, "vision_cfg": {"image_size": 224, "layers": 12, "width": 768,
+                                                               "patch_size": 32}})     # ViT-B-32.json
+    assert (c["dim"], c["depth"], c["num_heads"], c["hidden_dim"], c["patch_size"], c["projection_dim"]) == \
+        (768, 12, 12, 3072, 32, 512)
+    assert (c["activation"], c["norm_eps"], c["pooling"], c["layout"]) == ("gelu", 1e-5, "cls", "clip")
+    assert open_clip_vit_config({"quick_gelu": True, "vision_cfg": {"final_ln_after_pool": True}})["activation"] == \
+        "quick_gelu"
+
+
+@pytest.mark.parametrize("vision_cfg, reason", [
+    ({"layers": [3, 4, 6, 3]}, "ModifiedResNet"),
+    ({"timm_model_name": "vit_base_patch16_siglip_224"}, "timm tower"),
+    ({"ls_init_value": 1e-5}, "layer scale"),
+    ({"attentional_pool": True}, "attention pooler"),
+    ({"no_ln_pre": True}, "ln_pre"),
+    ({"pool_type": "avg"}, "class token"),
+    ({"qk_norm": True}, "CustomResidualAttentionBlock"),
+    ({"act_kwargs": {"approximate": "tanh"}}, "act_kwargs"),
+    ({"norm_kwargs": {"eps": 1e-6, "elementwise_affine": False}}, "norm_kwargs"),
+])
+def test_open_clip_vit_config_refuses_what_mmu_does_not_build(vision_cfg, reason):
+    with pytest.raises(ValueError, match=reason):
+        open_clip_vit_config({"vision_cfg": vision_cfg})
+
+
+def test_open_clip_keys_errors_name_keys_and_shapes(C):
+    sd = _sd(C.randomize_(C.OpenClipCLIP(OC), 12))
+    del sd["visual.transformer.resblocks.1.mlp.c_fc.bias"]
+    sd["visual.proj"] = np.zeros((32, 16), np.float32)
+    sd["visual.transformer.resblocks.0.ls_1.gamma"] = np.ones(32, np.float32)   # layer scale: not this config
+    with pytest.raises(ValueError) as e:
+        convert_open_clip_vit_state_dict(sd, OC)
+    msg = str(e.value)
+    assert "missing key(s): ['visual.transformer.resblocks.1.mlp.c_fc.bias']" in msg
+    assert "visual.proj has shape (32, 16), the open_clip vision config" in msg and "needs (32, 24)" in msg
+    assert "unexpected key(s): ['visual.transformer.resblocks.0.ls_1.gamma']" in msg
+    with pytest.raises(ValueError, match="timm vision tower"):
+        convert_open_clip_vit_state_dict({"visual.trunk.pos_embed": np.zeros((1, 16, 32), np.float32)}, OC)
+    with pytest.raises(ValueError, match="Hugging Face keys"):
+        convert_open_clip_vit_state_dict({"vision_model.post_layernorm.weight": np.ones(32, np.float32)}, OC)
+
+
+def test_open_clip_text_keys_map_onto_text_encoder_names(C):
+    # the key table, checked without TextEncoder: the CLIP file's top-level text keys and CustomTextCLIP's text.*
+    ref = C.randomize_(C.OpenClipCLIP(OC), 13)
+    sd = _sd(ref)
+    out = convert_open_clip_text_state_dict(sd, OC)
+    np.testing.assert_array_equal(out["head.weight"], sd["text_projection"].T)
+    np.testing.assert_array_equal(out["layers.1.attn.qkv_proj.weight"],
+                                  sd["transformer.resblocks.1.attn.in_proj_weight"])
+    np.testing.assert_array_equal(out["pos_embedding"][0], sd["positional_embedding"])
+    assert "head.bias" not in out and not any(k.startswith("encoder.") for k in out)
+    sig = _sd(C.randomize_(C.OpenClipCustomTextCLIP(OC_SIGLIP_TEXT), 14))
+    out = convert_open_clip_text_state_dict(sig, OC_SIGLIP_TEXT)
+    np.testing.assert_array_equal(out["head.bias"], sig["text.text_projection.bias"])
+    np.testing.assert_array_equal(out["final_norm.weight"], sig["text.ln_final.weight"])
+    assert open_clip_text_config(OC_SIGLIP_TEXT)["layout"] == "siglip"
+    c = open_clip_text_config(OC)
+    assert (c["layout"], c["eot_token_id"], c["activation"], c["norm_eps"], c["embed_dim"]) == \
+        ("clip", None, "gelu", 1e-5, 24)
+
+
+@pytest.mark.parametrize("text_cfg, reason", [
+    ({"hf_model_name": "xlm-roberta-base"}, "Hugging Face text tower"),
+    ({"text_arch": "modern"}, "ModernTextTransformer"),
+    ({"embed_cls": True}, "class token"),
+    ({"pool_type": "first"}, "not one of TextEncoder's layouts"),
+    ({"no_causal_mask": True}, "not one of TextEncoder's layouts"),          # bidirectional + argmax
+    ({"proj_bias": True}, "bias exactly in the SigLIP layout"),
+    ({"pool_type": "eos"}, "eos_id"),                                          # eos pooling needs the id
+])
+def test_open_clip_text_config_refuses_other_layouts(text_cfg, reason):
+    with pytest.raises(ValueError, match=reason):
+        open_clip_text_config({"text_cfg": text_cfg})
