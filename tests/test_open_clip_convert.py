@@ -134,3 +134,42 @@ def test_open_clip_text_keys_map_onto_text_encoder_names(C):
 def test_open_clip_text_config_refuses_other_layouts(text_cfg, reason):
     with pytest.raises(ValueError, match=reason):
         open_clip_text_config({"text_cfg": text_cfg})
+
+
+# ------------------------------------------------------------------ Hugging Face text towers' key table
+
+SIGLIP_TEXT = dict(model_type="siglip_text_model", vocab_size=50, hidden_size=32, intermediate_size=48,
+                   num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=7)
+CLIP_TEXT = dict(model_type="clip_text_model", vocab_size=50, hidden_size=32, intermediate_size=48,
+                 num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=7, eos_token_id=49, projection_dim=24)
+
+
+def test_hf_text_keys_map_onto_text_encoder_names(C):
+    from mmu.models.vit import convert_text_state_dict, text_config_from_hf
+    sd = _sd(C.randomize_(C.SiglipTextModel(SIGLIP_TEXT), 15))
+    out = convert_text_state_dict(sd, SIGLIP_TEXT)
+    q, k, v = (sd[f"text_model.encoder.layers.1.self_attn.{n}_proj.weight"] for n in "qkv")
+    np.testing.assert_array_equal(out["layers.1.attn.qkv_proj.weight"], np.concatenate([q, k, v]))
+    np.testing.assert_array_equal(out["head.bias"], sd["text_model.head.bias"])
+    np.testing.assert_array_equal(out["pos_embedding"][0], sd["text_model.embeddings.position_embedding.weight"])
+    cfg = text_config_from_hf(SIGLIP_TEXT)
+    assert (cfg["layout"], cfg["embed_dim"], cfg["activation"], cfg["norm_eps"]) == ("siglip", 32, "gelu_tanh", 1e-6)
+    # CLIP: text_projection (no bias) sits beside text_model in CLIPModel / CLIPTextModelWithProjection
+    sd = _sd(C.randomize_(C.CLIPTextModel(CLIP_TEXT, projection_dim=24), 16))
+    sd["text_model.embeddings.position_ids"] = np.arange(7)[None]          # older files store the buffer
+    out = convert_text_state_dict(sd, CLIP_TEXT)
+    np.testing.assert_array_equal(out["head.weight"], sd["text_projection.weight"])
+    assert "head.bias" not in out
+    cfg = text_config_from_hf(CLIP_TEXT, projection=True)
+    assert (cfg["layout"], cfg["eot_token_id"], cfg["activation"], cfg["embed_dim"]) == ("clip", 49, "quick_gelu", 24)
+    assert text_config_from_hf(dict(CLIP_TEXT, eos_token_id=2), projection=False)["eot_token_id"] is None  # argmax
+    without = convert_text_state_dict({k: a for k, a in sd.items() if k != "text_projection.weight"}, CLIP_TEXT)
+    assert "head.weight" not in without
+    with pytest.raises(ValueError, match="open_clip / OpenAI CLIP keys"):
+        convert_text_state_dict({"token_embedding.weight": np.zeros((50, 32), np.float32)}, CLIP_TEXT)
+    del sd["text_model.encoder.layers.0.self_attn.v_proj.bias"]
+    sd["text_model.final_layer_norm.weight"] = np.ones(30, np.float32)
+    with pytest.raises(ValueError) as e:
+        convert_text_state_dict(sd, CLIP_TEXT)
+    assert "missing key(s): ['text_model.encoder.layers.0.self_attn.v_proj.bias']" in str(e.value)
+    assert "text_model.final_layer_norm.weight has shape (30,)" in str(e.value) and "needs (32,)" in str(e.value)
