@@ -173,3 +173,67 @@ def test_hf_text_keys_map_onto_text_encoder_names(C):
         convert_text_state_dict(sd, CLIP_TEXT)
     assert "missing key(s): ['text_model.encoder.layers.0.self_attn.v_proj.bias']" in str(e.value)
     assert "text_model.final_layer_norm.weight has shape (30,)" in str(e.value) and "needs (32,)" in str(e.value)
+
+
+# ------------------------------------------------------------------ text towers -> TextEncoder, parity
+
+def _ids(vocab, L, eot=None, seed=0):
+    """(2, L) ids below vocab; with eot the rows hold it once (row 0 at L - 3, row 1 at the end)."""
+    ids = np.random.default_rng(seed).integers(0, vocab - 1 if eot is None else vocab, (2, L)).astype(np.int64)
+    if eot is not None:
+        ids[ids == eot] = 0
+        ids[0, L - 3], ids[1, L - 1] = eot, eot
+    return ids
+
+
+@pytest.mark.parametrize("extra", [{}, {"projection_size": 24}], ids=["siglip", "siglip-projection_size"])
+def test_hf_siglip_text_matches_torch(C, extra):
+    import torch
+    from mmu.models.vila_u.convert import load_text_encoder
+    cfg = dict(SIGLIP_TEXT, **extra)
+    ref = C.randomize_(C.SiglipTextModel(cfg), 17)
+    enc = load_text_encoder(_sd(ref), cfg)
+    ids = _ids(50, 7)
+    last, pooled = ref(torch.from_numpy(ids))
+    feats, got = enc(ids)
+    _close(feats, last)
+    _close(got, pooled)                                      # head(final_layer_norm(x)[:, -1])
+
+
+@pytest.mark.parametrize("eos, projection", [(49, True), (2, True), (49, False)],
+                         ids=["eos-id", "argmax-legacy", "no-projection"])
+def test_hf_clip_text_matches_torch(C, eos, projection):
+    import torch
+    from mmu.models.vila_u.convert import load_text_encoder
+    cfg = dict(CLIP_TEXT, eos_token_id=eos)
+    ref = C.randomize_(C.CLIPTextModel(cfg, projection_dim=24 if projection else None), 18)
+    sd = _sd(ref)
+    # a full CLIPModel file: the vision half and logit_scale are skipped
+    sd.update({"vision_model.post_layernorm.weight": np.ones(32, np.float32), "logit_scale": np.array(2.6),
+               "visual_projection.weight": np.zeros((24, 32), np.float32)})
+    full = {"model_type": "clip", "projection_dim": 24,
+            "text_config": {k: v for k, v in cfg.items() if k not in ("model_type", "projection_dim")}}
+    enc = load_text_encoder(sd, full)
+    # eos 49 is the highest id too: the legacy argmax and the eos lookup pick the same position
+    ids = _ids(50, 7, eot=49, seed=1)
+    last, pooled = ref(torch.from_numpy(ids))
+    feats, got = enc(ids)
+    _close(feats, last)                                     # causal mask
+    _close(got, pooled)                                     # at the eot token, then text_projection (or none)
+    assert enc.eot_token_id == (None if eos == 2 else 49)
+
+
+@pytest.mark.parametrize("cfg", [OC, dict(OC, quick_gelu=True), OC_SIGLIP_TEXT,
+                                 dict(OC, text_cfg=dict(OC["text_cfg"], pool_type="eos", eos_id=49))],
+                         ids=["clip-argmax", "openai-quick_gelu", "siglip-custom_text", "clip-eos"])
+def test_open_clip_text_matches_torch(C, cfg):
+    import torch
+    from mmu.models.vila_u.convert import load_open_clip_text
+    custom = cfg["text_cfg"].get("no_causal_mask", False)
+    ref = C.randomize_((C.OpenClipCustomTextCLIP if custom else C.OpenClipCLIP)(cfg), 19)
+    enc = load_open_clip_text(_sd(ref), cfg)
+    ids = _ids(50, 7, eot=None if custom else 49, seed=2)
+    feats, pooled = ref.encode_text(torch.from_numpy(ids))
+    got_feats, got = enc(ids)
+    _close(got_feats, feats)
+    _close(got, pooled)                                     # encode_text before normalisation
