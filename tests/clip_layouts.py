@@ -285,3 +285,100 @@ class CLIPTextModel(nn.Module):
         idx = ids.argmax(dim=-1) if self.eos == 2 else (ids == self.eos).int().argmax(dim=-1)
         pooled = x[rows, idx]
         return x, self.text_projection(pooled) if hasattr(self, "text_projection") else pooled
+
+
+# ---------------------------------------------------------------------------------------------
+# open_clip's timm SigLIP tower (TimmModel with timm_pool 'map', timm_proj 'none'): visual.trunk = timm's
+# VisionTransformer (class_token False, global_pool 'map', num_classes 0), from timm's vision_transformer.py
+# (Block: norm1, attn.qkv fused [q;k;v], attn.proj, norm2, mlp.fc1/fc2; LayerNorm eps 1e-6, nn.GELU) and
+# layers/attention_pool.py (AttentionPoolLatent: latent, q, kv, proj, norm, mlp; x + mlp(norm(x)))
+
+class _TimmAttention(nn.Module):
+    def __init__(self, d, heads):
+        super().__init__()
+        self.H = heads
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x):
+        B, N, d = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.H, d // self.H).permute(2, 0, 3, 1, 4).unbind(0)
+        return self.proj(_eager_attention(q, k, v, None).transpose(1, 2).reshape(B, N, d))
+
+
+class _TimmMlp(nn.Module):
+    def __init__(self, d, hidden):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class _TimmBlock(nn.Module):
+    def __init__(self, d, heads, hidden):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(d, eps=1e-6), _TimmAttention(d, heads)
+        self.norm2, self.mlp = nn.LayerNorm(d, eps=1e-6), _TimmMlp(d, hidden)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class _TimmPatchEmbed(nn.Module):
+    def __init__(self, d, p):
+        super().__init__()
+        self.proj = nn.Conv2d(3, d, p, stride=p)
+
+
+class _AttentionPoolLatent(nn.Module):
+    def __init__(self, d, heads, hidden):
+        super().__init__()
+        self.H = heads
+        self.latent = nn.Parameter(torch.zeros(1, 1, d))
+        self.q, self.kv, self.proj = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
+        self.norm, self.mlp = nn.LayerNorm(d, eps=1e-6), _TimmMlp(d, hidden)
+
+    def forward(self, x):
+        B, N, d = x.shape
+        q = self.q(self.latent.expand(B, -1, -1)).reshape(B, 1, self.H, d // self.H).transpose(1, 2)
+        k, v = self.kv(x).reshape(B, N, 2, self.H, d // self.H).permute(2, 0, 3, 1, 4).unbind(0)
+        x = self.proj(_eager_attention(q, k, v, None).transpose(1, 2).reshape(B, 1, d))
+        return (x + self.mlp(self.norm(x)))[:, 0]
+
+
+class TimmSiglipTrunk(nn.Module):
+    """forward(images) -> (forward_features = norm(blocks(patches + pos_embed)), attn_pool of them)."""
+
+    def __init__(self, d, depth, heads, hidden, image_size, p):
+        super().__init__()
+        self.patch_embed = _TimmPatchEmbed(d, p)
+        self.pos_embed = nn.Parameter(torch.randn(1, (image_size // p) ** 2, d))
+        self.blocks = nn.ModuleList([_TimmBlock(d, heads, hidden) for _ in range(depth)])
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+        self.attn_pool = _AttentionPoolLatent(d, heads, hidden)
+
+    def forward(self, images):
+        x = self.patch_embed.proj(images).flatten(2).transpose(1, 2) + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x)
+        return x, self.attn_pool(x)
+
+
+class OpenClipTimmVisual(nn.Module):
+    def __init__(self, d, depth, heads, hidden, image_size, p):
+        super().__init__()
+        self.trunk = TimmSiglipTrunk(d, depth, heads, hidden, image_size, p)
+        self.head = nn.Sequential()
+
+
+class OpenClipSiglip(nn.Module):
+    """open_clip's CustomTextCLIP of a SigLIP config: visual.trunk.*, text.*, logit_scale, logit_bias."""
+
+    def __init__(self, cfg, d, depth, heads, hidden, p):
+        super().__init__()
+        self.visual = OpenClipTimmVisual(d, depth, heads, hidden, cfg["vision_cfg"]["image_size"], p)
+        self.text = OpenClipTextTransformer(cfg)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.logit_bias = nn.Parameter(torch.tensor(-10.0))

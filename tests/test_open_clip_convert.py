@@ -96,7 +96,7 @@ def test_open_clip_keys_errors_name_keys_and_shapes(C):
     assert "missing key(s): ['visual.transformer.resblocks.1.mlp.c_fc.bias']" in msg
     assert "visual.proj has shape (32, 16), the open_clip vision config" in msg and "needs (32, 24)" in msg
     assert "unexpected key(s): ['visual.transformer.resblocks.0.ls_1.gamma']" in msg
-    with pytest.raises(ValueError, match="timm vision tower"):
+    with pytest.raises(ValueError, match="timm vision tower .* names no vision_cfg.timm_model_name"):
         convert_open_clip_vit_state_dict({"visual.trunk.pos_embed": np.zeros((1, 16, 32), np.float32)}, OC)
     with pytest.raises(ValueError, match="Hugging Face keys"):
         convert_open_clip_vit_state_dict({"vision_model.post_layernorm.weight": np.ones(32, np.float32)}, OC)
@@ -237,3 +237,38 @@ def test_open_clip_text_matches_torch(C, cfg):
     got_feats, got = enc(ids)
     _close(got_feats, feats)
     _close(got, pooled)                                     # encode_text before normalisation
+
+
+# ------------------------------------------------------------------ open_clip's timm SigLIP towers
+
+OC_TIMM = dict(OC_SIGLIP_TEXT, vision_cfg={"image_size": 16, "timm_model_name": "vit_base_patch16_siglip_224",
+                                           "timm_model_pretrained": False, "timm_pool": "map", "timm_proj": "none"})
+
+
+def test_open_clip_timm_siglip_matches_torch(C):
+    import torch
+    ref = C.randomize_(C.OpenClipSiglip(OC_TIMM, 32, 2, 4, 48, 4), 23)
+    sd = _sd(ref)
+    tower = load_open_clip_vit(sd, OC_TIMM, num_heads=4)
+    assert tower.layout == "siglip" and tower.head is not None and len(tower.encoder.layers) == 2
+    x = _images(3)
+    feats, pooled = ref.visual.trunk(torch.from_numpy(x))
+    got_feats, got_pooled = tower(x)
+    _close(got_feats, feats)                                 # forward_features: after the trunk's final norm
+    _close(got_pooled, pooled)                               # the MAP head = encode_image with timm_proj 'none'
+    with pytest.raises(ValueError, match="num_heads must be given"):
+        load_open_clip_vit(sd, OC_TIMM)
+    for change, reason in (({"timm_pool": "avg"}, "timm_pool 'avg'"), ({"timm_proj": "linear"}, "projection head"),
+                           ({"timm_model_name": "convnext_base"}, "not one of timm's SigLIP ViTs")):
+        cfg = dict(OC_TIMM, vision_cfg=dict(OC_TIMM["vision_cfg"], **change))
+        with pytest.raises(ValueError, match=reason):
+            convert_open_clip_vit_state_dict(sd, cfg, num_heads=4)
+    sd["visual.trunk.cls_token"] = np.zeros((1, 1, 32), np.float32)
+    with pytest.raises(ValueError, match="class / register token"):
+        convert_open_clip_vit_state_dict(sd, OC_TIMM, num_heads=4)
+    del sd["visual.trunk.cls_token"], sd["visual.trunk.attn_pool.kv.bias"]
+    sd["visual.trunk.attn_pool.q_norm.weight"] = np.ones(8, np.float32)
+    with pytest.raises(ValueError) as e:
+        convert_open_clip_vit_state_dict(sd, OC_TIMM, num_heads=4)
+    assert "missing key(s): ['visual.trunk.attn_pool.kv.bias']" in str(e.value)
+    assert "unexpected key(s): ['visual.trunk.attn_pool.q_norm.weight']" in str(e.value)

@@ -6,7 +6,8 @@ mmu.models.vila_u.TextEncoder."""
 from .._hf import config_float, config_int, read_config
 from ..phi.config import HF_ACTIVATIONS
 
-__all__ = ["vit_config_from_hf", "open_clip_vit_config", "open_clip_text_config", "text_config_from_hf"]
+__all__ = ["vit_config_from_hf", "open_clip_vit_config", "open_clip_timm_siglip_config", "open_clip_text_config",
+           "text_config_from_hf"]
 
 _MODEL_TYPES = {"siglip_vision_model": "siglip", "siglip": "siglip", "clip_vision_model": "clip", "clip": "clip"}
 # transformers' defaults per layout: SiglipVisionConfig / CLIPVisionConfig
@@ -125,7 +126,7 @@ def open_clip_vit_config(config):
     quick_gelu is true, else exact GELU.
 
     Refused with the reason: a ResNet tower (layers a list), timm towers (timm_model_name: see
-    open_clip_timm_config), layer scale (ls_init_value), attentional pooling, no_ln_pre, pool_type
+    open_clip_timm_siglip_config), layer scale (ls_init_value), attentional pooling, no_ln_pre, pool_type
     'avg' / 'none', act_kwargs, norm_kwargs beyond eps, the custom attention blocks (qk_norm,
     scaled_cosine_attn, scale_heads, scale_attn_inner, scale_attn, scale_fc). final_ln_after_pool is
     accepted: with the class token pooled, LayerNorm before or after pooling is the same number."""
@@ -133,7 +134,7 @@ def open_clip_vit_config(config):
     c, v, _ = _open_clip_parts(config, fn)
     if v.get("timm_model_name"):
         raise ValueError(f"{fn}: vision_cfg.timm_model_name {v['timm_model_name']!r} is a timm tower "
-                         "(visual.trunk.* keys); use open_clip_timm_config / load_open_clip_vit(..., num_heads=...)")
+                         "(visual.trunk.* keys); see open_clip_timm_siglip_config / load_open_clip_vit(..., num_heads=...)")
     layers = v.get("layers", 12)
     if isinstance(layers, (list, tuple)):
         raise ValueError(f"{fn}: vision_cfg.layers {layers!r} is open_clip's ModifiedResNet (a ResNet tower), "
@@ -158,6 +159,62 @@ def open_clip_vit_config(config):
                 hidden_dim=int(width * mlp_ratio), activation=_open_clip_activation(c, v, fn, "vision_cfg"),
                 norm_eps=_open_clip_eps(v, fn, "vision_cfg"), final_norm=False, pooling="cls",
                 projection_dim=config_int(c, "embed_dim", fn, 512))
+
+
+def open_clip_timm_siglip_config(config, shapes, num_heads, activation="gelu"):
+    """An open_clip model config whose vision tower is a timm SigLIP ViT (vision_cfg.timm_model_name
+    'vit_*_siglip_*', timm_pool 'map', timm_proj 'none': open_clip's SigLIP configs; keys
+    visual.trunk.*) -> the keyword arguments of VisionTower (layout 'siglip', final norm, attention
+    pooling head = timm's AttentionPoolLatent). A timm model name fixes the sizes in timm's code, not
+    in the config: width, depth, patch size and MLP width are read from the file's shapes (shapes:
+    {key under visual.trunk.: shape}), the image size from vision_cfg.image_size; the head count is
+    in neither, so num_heads must be given (timm's SigLIP definitions: 12 base, 16 large / so400m).
+    activation: timm's VisionTransformer default, exact GELU, unless the caller knows otherwise;
+    LayerNorm eps 1e-6 (timm's default norm_layer).
+
+    Refused with the reason: other timm models, pooling other than 'map' (e.g. 'avg'), a projection
+    head (timm_proj 'linear' / 'mlp': visual.head.*), timm_model_kwargs, a class token or register
+    tokens (trunk.cls_token / reg_token)."""
+    fn = "open_clip_timm_siglip_config"
+    c, v, _ = _open_clip_parts(config, fn)
+    name = v.get("timm_model_name")
+    if not isinstance(name, str) or not name.startswith("vit_") or "_siglip" not in name:
+        raise ValueError(f"{fn}: vision_cfg.timm_model_name {name!r} is not one of timm's SigLIP ViTs (vit_*_siglip_*); "
+                         "other timm towers are not supported")
+    bad = []
+    if v.get("timm_pool", "avg") != "map":
+        bad.append(f"timm_pool {v.get('timm_pool', 'avg')!r} (only 'map', SigLIP's attention pooling)")
+    if v.get("timm_proj", "linear") not in ("none", None, ""):
+        bad.append(f"timm_proj {v.get('timm_proj', 'linear')!r} (a projection head after the trunk)")
+    if v.get("timm_model_kwargs"):
+        bad.append(f"timm_model_kwargs {v['timm_model_kwargs']!r}")
+    if any(k in shapes for k in ("cls_token", "reg_token")):
+        bad.append("a class / register token (trunk.cls_token / reg_token)")
+    if bad:
+        raise ValueError(f"{fn}: this timm tower is not what VisionTower builds: " + "; ".join(bad))
+    if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
+        raise ValueError(f"{fn}: num_heads must be given as an int >= 1 (a timm model's head count is neither in "
+                         f"open_clip's config nor in the weights), got {num_heads!r}")
+    need = ("pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight")
+    missing = [k for k in need if k not in shapes]
+    if missing:
+        raise ValueError(f"{fn}: the state dict lacks {['visual.trunk.' + k for k in missing]}, needed for the sizes")
+    width, (hidden, _), patch = shapes["pos_embed"][-1], shapes["blocks.0.mlp.fc1.weight"], \
+        shapes["patch_embed.proj.weight"][-1]
+    depth = 1 + max(int(k.split(".")[1]) for k in shapes if k.startswith("blocks.") and k.split(".")[1].isdigit())
+    if width % num_heads:
+        raise ValueError(f"{fn}: the width {width} is not a multiple of num_heads {num_heads}")
+    image_size = v.get("image_size", 224)
+    if isinstance(image_size, (list, tuple)) and len(image_size) == 2 and image_size[0] == image_size[1]:
+        image_size = image_size[0]
+    image_size = config_int({"image_size": image_size}, "image_size", fn)
+    if activation not in ("gelu", "gelu_tanh", "quick_gelu"):
+        raise ValueError(f"{fn}: activation must be 'gelu' (timm's default), 'gelu_tanh' or 'quick_gelu', "
+                         f"got {activation!r}")
+    return dict(layout="siglip", image_size=image_size, patch_size=int(patch),
+                in_channels=int(shapes["patch_embed.proj.weight"][1]), dim=int(width), depth=depth,
+                num_heads=num_heads, hidden_dim=int(hidden), activation=activation, norm_eps=1e-6, final_norm=True,
+                pooling="attention")
 
 
 def open_clip_text_config(config):

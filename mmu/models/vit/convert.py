@@ -4,8 +4,8 @@ file they have and passes the dict; nothing is downloaded.
 - Hugging Face vision towers (transformers' SiglipVisionModel / CLIPVisionModel, or the vision half
   of SiglipModel / CLIPModel) -> mmu.models.vit.VisionTower: convert_vit_state_dict, load_vit (the
   table below);
-- open_clip's (and OpenAI CLIP's) ViT vision tower -> VisionTower: convert_open_clip_vit_state_dict,
-  load_open_clip_vit; its text tower -> mmu.models.vila_u.TextEncoder:
+- open_clip's (and OpenAI CLIP's) ViT vision tower, and open_clip's timm SigLIP trunks
+  (visual.trunk.*), -> VisionTower: convert_open_clip_vit_state_dict, load_open_clip_vit; its text tower -> mmu.models.vila_u.TextEncoder:
   convert_open_clip_text_state_dict (mmu.models.vila_u.load_open_clip_text builds the module);
 - Hugging Face text towers (SiglipTextModel / CLIPTextModel and the text half of the two-tower
   models) -> TextEncoder: convert_text_state_dict (mmu.models.vila_u.load_text_encoder).
@@ -34,7 +34,8 @@ and is refused with that reason (it has its own converter below).
 import numpy as np
 
 from .._hf import KeyMap, cat_rows, checkpoint_arrays, read_config
-from .config import open_clip_text_config, open_clip_vit_config, text_config_from_hf, vit_config_from_hf
+from .config import (open_clip_text_config, open_clip_timm_siglip_config, open_clip_vit_config, text_config_from_hf,
+                     vit_config_from_hf)
 from .model import VisionTower
 
 __all__ = ["convert_vit_state_dict", "load_vit", "convert_open_clip_vit_state_dict", "load_open_clip_vit",
@@ -181,22 +182,33 @@ def _transposed(a):
     return None if a is None else np.ascontiguousarray(a.T)
 
 
-def convert_open_clip_vit_state_dict(state_dict, config, prefix=""):
+def convert_open_clip_vit_state_dict(state_dict, config, prefix="", num_heads=None, activation="gelu"):
     """An open_clip / OpenAI CLIP state dict (the visual.* keys of the table above; a whole CLIP
     model's file may be given: its text tower, logit_scale / logit_bias and OpenAI's
     input_resolution / context_length / vocab_size entries are skipped) and its open_clip model
     config (dict or path, see open_clip_vit_config) -> {mmu VisionTower key: float32 ndarray}. One
     ValueError names every missing key, every shape that does not fit (both shapes) and every
-    unexpected key. timm towers (visual.trunk.*) are refused with the reason."""
+    unexpected key.
+
+    A timm SigLIP tower (vision_cfg.timm_model_name, keys visual.trunk.*: open_clip's SigLIP
+    configs) maps onto VisionTower's SigLIP layout (see open_clip_timm_siglip_config; num_heads and
+    activation are for it):
+    trunk.patch_embed.proj -> encoder.patch_embed, trunk.pos_embed -> encoder.pos_embedding,
+    trunk.blocks.i.{norm1, attn.qkv ([q;k;v]), attn.proj, norm2, mlp.fc1, mlp.fc2} ->
+    encoder.layers.i.{norm1, attn.qkv_proj, attn.out_proj, norm2, mlp.fc1, mlp.fc2}, trunk.norm ->
+    encoder.norm, trunk.attn_pool.{latent, q + kv (rows [q; k; v]), proj, norm, mlp.fc1, mlp.fc2} ->
+    head.{probe, attention.in_proj_*, attention.out_proj, layernorm, mlp.fc1, mlp.fc2}."""
     fn = "convert_open_clip_vit_state_dict"
     config = read_config(config, fn)
     src = checkpoint_arrays(state_dict, fn, prefix)
-    if any(k.startswith("visual.trunk.") for k in src):
-        raise ValueError(f"{fn}: visual.trunk.* is a timm vision tower (open_clip's TimmModel, e.g. its SigLIP "
-                         "configs), not open_clip's VisionTransformer; use load_open_clip_vit(..., num_heads=...) "
-                         "with the timm SigLIP layout")
     if any(k.startswith("vision_model.") for k in src):
         raise ValueError(f"{fn}: these are Hugging Face keys (vision_model.*); use convert_vit_state_dict")
+    vcfg = config.get("vision_cfg") if isinstance(config.get("vision_cfg"), dict) else {}
+    if vcfg.get("timm_model_name") or any(k.startswith("visual.trunk.") for k in src):
+        if not vcfg.get("timm_model_name"):
+            raise ValueError(f"{fn}: visual.trunk.* is a timm vision tower (open_clip's TimmModel) but the config "
+                             "names no vision_cfg.timm_model_name")
+        return _convert_timm_siglip(src, config, num_heads, activation, fn)
     cfg = open_clip_vit_config(config)
     d, p, F, depth, E = cfg["dim"], cfg["patch_size"], cfg["hidden_dim"], cfg["depth"], cfg["projection_dim"]
     n_tok = (cfg["image_size"] // p) ** 2 + 1
@@ -218,14 +230,63 @@ def convert_open_clip_vit_state_dict(state_dict, config, prefix=""):
     return out
 
 
-def load_open_clip_vit(state_dict, config, prefix=""):
+def _open_clip_vit_kwargs(src, config, num_heads, activation):
+    """VisionTower's arguments for an open_clip checkpoint: its own ViT, or a timm SigLIP trunk."""
+    vcfg = config.get("vision_cfg") if isinstance(config.get("vision_cfg"), dict) else {}
+    if vcfg.get("timm_model_name"):
+        t = "visual.trunk."
+        shapes = {k[len(t):]: tuple(a.shape) for k, a in src.items() if k.startswith(t)}
+        return open_clip_timm_siglip_config(config, shapes, num_heads, activation)
+    return open_clip_vit_config(config)
+
+
+def _convert_timm_siglip(src, config, num_heads, activation, fn):
+    cfg = _open_clip_vit_kwargs(src, config, num_heads, activation)
+    d, p, F, C = cfg["dim"], cfg["patch_size"], cfg["hidden_dim"], cfg["in_channels"]
+    n_tok = (cfg["image_size"] // p) ** 2
+    km = KeyMap(src, fn, f"the timm SigLIP tower (width {d}, mlp width {F}, patch_size {p}, "
+                         f"image_size {cfg['image_size']})")
+    t = "visual.trunk."
+    out = {"encoder.patch_embed.weight": km.get(t + "patch_embed.proj.weight", (d, C, p, p)),
+           "encoder.patch_embed.bias": km.get(t + "patch_embed.proj.bias", (d,)),
+           "encoder.pos_embedding": km.get(t + "pos_embed", (1, n_tok, d))}
+    for i in km.layers(cfg["depth"], t + "blocks."):
+        b, m = f"{t}blocks.{i}.", f"encoder.layers.{i}."
+        for w in ("weight", "bias"):
+            vec = w == "bias"
+            out[m + "norm1." + w] = km.get(b + "norm1." + w, (d,))
+            out[m + "norm2." + w] = km.get(b + "norm2." + w, (d,))
+            out[m + "attn.qkv_proj." + w] = km.get(b + "attn.qkv." + w, (3 * d,) if vec else (3 * d, d))
+            out[m + "attn.out_proj." + w] = km.get(b + "attn.proj." + w, (d,) if vec else (d, d))
+            out[m + "mlp.fc1." + w] = km.get(b + "mlp.fc1." + w, (F,) if vec else (F, d))
+            out[m + "mlp.fc2." + w] = km.get(b + "mlp.fc2." + w, (d,) if vec else (d, F))
+    a = t + "attn_pool."
+    out["head.probe"] = km.get(a + "latent", (1, 1, d))
+    for w in ("weight", "bias"):
+        vec = w == "bias"
+        out["encoder.norm." + w] = km.get(t + "norm." + w, (d,))
+        out["head.attention.in_proj_" + w] = cat_rows([km.get(a + "q." + w, (d,) if vec else (d, d)),
+                                                       km.get(a + "kv." + w, (2 * d,) if vec else (2 * d, d))])
+        out["head.attention.out_proj." + w] = km.get(a + "proj." + w, (d,) if vec else (d, d))
+        out["head.layernorm." + w] = km.get(a + "norm." + w, (d,))
+        out["head.mlp.fc1." + w] = km.get(a + "mlp.fc1." + w, (F,) if vec else (F, d))
+        out["head.mlp.fc2." + w] = km.get(a + "mlp.fc2." + w, (d,) if vec else (d, F))
+    km.finish(lambda k: k.startswith(_OPEN_CLIP_TEXT + _OPEN_CLIP_SHARED))
+    return out
+
+
+def load_open_clip_vit(state_dict, config, prefix="", num_heads=None, activation="gelu"):
     """An open_clip / OpenAI CLIP checkpoint (state dict + open_clip model config, see
     convert_open_clip_vit_state_dict) -> an mmu VisionTower: tower(images) gives (features, pooled)
     with pooled = open_clip's encode_image (ln_post of the class token times visual.proj) and
-    features the transformer's output before ln_post (B, 1 + N, width)."""
-    config = read_config(config, "load_open_clip_vit")
-    weights = convert_open_clip_vit_state_dict(state_dict, config, prefix)  # checked first
-    model = VisionTower(**open_clip_vit_config(config))
+    features the transformer's output before ln_post (B, 1 + N, width). For a timm SigLIP tower
+    (num_heads required): features = the trunk's forward_features (after its final norm), pooled =
+    its attention pool (open_clip's encode_image with timm_proj 'none')."""
+    fn = "load_open_clip_vit"
+    config = read_config(config, fn)
+    weights = convert_open_clip_vit_state_dict(state_dict, config, prefix, num_heads, activation)  # checked first
+    model = VisionTower(**_open_clip_vit_kwargs(checkpoint_arrays(state_dict, fn, prefix), config, num_heads,
+                                                activation))
     model.load_state_dict(weights)
     return model
 
