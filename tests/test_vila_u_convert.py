@@ -175,3 +175,107 @@ def test_vila_u_projector_keys(L, kind):
         np.testing.assert_array_equal(out["2.weight"], sd["layers.2.weight"])
     with pytest.raises(ValueError, match="mm_projector_type 'identity' is not supported"):
         convert_vila_u_projector_state_dict(sd, {"mm_projector_type": "identity"}, 32, 48)
+
+
+# ------------------------------------------------------------------ the depth transformer and the whole release
+
+LLAMA = dict(model_type="llama", vocab_size=68, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+             num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=500.0, hidden_act="silu",
+             tie_word_embeddings=False, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
+PROJ = {"mm_projector_type": "mlp2x_gelu"}
+
+
+def test_vila_u_depth_transformer_matches_torch(L):
+    import torch
+    from mmu.models.vila_u.convert import convert_vila_u_depth_state_dict
+    from mmu.models.vila_u.depth import DepthTransformer
+    ref = _randomized(L, 24)
+    depth = DepthTransformer(code_dim=32, body_dim=48, dim=32, num_layers=2, num_heads=4, depth=3, codebook_size=64)
+    depth.load_state_dict(convert_vila_u_depth_state_dict(_sd(ref), VT))
+    depth.eval()
+    rng = np.random.default_rng(5)
+    hidden = rng.standard_normal((2, 5, 48)).astype(np.float32)
+    codes = rng.integers(0, 64, (2, 5, 3))
+    with torch.no_grad():
+        emb = ref.rqvaesiglip.get_code_emb_with_depth(torch.from_numpy(codes))
+        want = ref.rqtransformer(torch.from_numpy(hidden), torch.from_numpy(codes), ref.rqvaesiglip)
+    _close(depth(hidden, emb.numpy()), want)                 # (B, S, D, K): cumsum of codes, causal over depth
+
+
+def _llama_hidden(ref, x):
+    """tests/hf_layouts.LlamaForCausalLM's final-normed hidden states of inputs_embeds x (B, L, d)."""
+    import torch
+    from tests.hf_layouts import _causal_additive_mask, rope_cos_sin
+    B, n = x.shape[:2]
+    cos, sin = rope_cos_sin(torch.arange(n)[None].expand(B, n), ref.model.layers[0].self_attn.D, LLAMA["rope_theta"])
+    mask = _causal_additive_mask(None, n)
+    for layer in ref.model.layers:
+        x = layer(x, cos, sin, mask)
+    return ref.model.norm(x)
+
+
+def _release(L, seed):
+    from tests.hf_layouts import LlamaForCausalLM, randomize_
+    tower = _randomized(L, seed)
+    llm = randomize_(LlamaForCausalLM(LLAMA), seed + 2)
+    proj = randomize_(L.MultimodalProjector("mlp2x_gelu", 32, 48), seed + 3)
+    return tower, llm, proj
+
+
+def test_load_vila_u_matches_torch(L):
+    import torch
+    from mmu.models.vila_u import VILAU
+    from mmu.models.vila_u.convert import load_vila_u, vila_u_config
+    tower_ref, llm_ref, proj_ref = _release(L, 25)
+    model = load_vila_u(_sd(llm_ref), LLAMA, _sd(tower_ref), VT, SC, _sd(proj_ref), PROJ)
+    assert isinstance(model, VILAU)
+    f = vila_u_config(LLAMA, VT, SC, PROJ)
+    assert (f["llm_vocab_size"], model.config.vocab_size, f["sot_token_id"], f["eot_token_id"]) == (64, 68, 1, 2)
+    assert model.config.token_id("[SOI]") == 64 and model.config.token_id("[EOV]") == 67
+    model.eval()
+    x = _images(4)
+    with torch.no_grad():
+        codes, _ = tower_ref.rqvaesiglip.encode_image(torch.from_numpy(x))
+    got = model.tower.encode(x)
+    np.testing.assert_array_equal(got, codes.numpy())
+    # [SOT] text [EOT] [SOI] v_1 .. v_16 [EOI]: text ids embedded, visual positions mm_projector(sum_d e_d(code_d))
+    rng = np.random.default_rng(6)
+    n_img = 16
+    ids = np.concatenate([[1], rng.integers(3, 64, 4), [2, 64], np.full(n_img, -1), [65]])[None].astype(np.int64)
+    cds = np.full((1, ids.shape[1], 3), -1, np.int64)
+    cds[0, 7:7 + n_img] = got[0].reshape(n_img, 3)
+    with torch.no_grad():
+        vis = proj_ref(tower_ref.rqvaesiglip.get_code_emb_with_depth(codes[:1].reshape(1, n_img, 3)).sum(-2))
+        emb = llm_ref.model.embed_tokens(torch.from_numpy(np.where(ids < 0, 0, ids)))
+        emb[0, 7:7 + n_img] = vis[0]
+        hidden = _llama_hidden(llm_ref, emb)
+        logits = hidden @ llm_ref.lm_head.weight.T
+        # the depth transformer predicts image position i's codes from the hidden state before it
+        depth_logits = tower_ref.rqtransformer(hidden[:, 6:6 + n_img], codes[:1].reshape(1, n_img, 3),
+                                               tower_ref.rqvaesiglip)
+    got_hidden = model(ids, cds)
+    _close(got_hidden, hidden)
+    _close(model.lm.head(got_hidden), logits)
+    got_depth = model.depth(got_hidden[:, 6:6 + n_img], model.tower.code_embeddings(got[:1].reshape(1, n_img, 3)))
+    _close(got_depth, depth_logits)
+
+
+def test_load_vila_u_names_every_key_of_every_part(L):
+    from mmu.models.vila_u.convert import load_vila_u
+    tower_ref, llm_ref, proj_ref = _release(L, 26)
+    llm, tower, proj = _sd(llm_ref), _sd(tower_ref), _sd(proj_ref)
+    del llm["model.layers.1.mlp.up_proj.weight"]
+    del tower["rqtransformer.head_transformer.blocks.1.attn.value.bias"]
+    tower["rqtransformer.pos_emb_d"] = np.zeros((1, 4, 32), np.float32)
+    proj["layers.1.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(ValueError) as e:
+        load_vila_u(llm, LLAMA, tower, VT, SC, proj, PROJ)
+    msg = str(e.value)
+    assert "missing key(s): ['model.layers.1.mlp.up_proj.weight']" in msg
+    assert "rqtransformer.head_transformer.blocks.1.attn.value.bias" in msg
+    assert "rqtransformer.pos_emb_d has shape (1, 4, 32)" in msg and "needs (1, 3, 32)" in msg
+    assert "unexpected key(s): ['layers.1.weight']" in msg
+    with pytest.raises(ValueError, match="rqtransformer disagrees .*body_dim: \\(48, 32\\)"):
+        load_vila_u(llm, dict(LLAMA, hidden_size=32), tower, VT, SC, proj, PROJ)
+    with pytest.raises(ValueError, match="head_dim 16"):
+        load_vila_u(llm, dict(LLAMA, head_dim=16), tower, VT, SC, proj, PROJ)

@@ -48,7 +48,7 @@ from ..vit.convert import (convert_open_clip_text_state_dict, convert_text_state
 
 __all__ = ["load_text_encoder", "load_open_clip_text", "vila_u_tower_config", "convert_vila_u_tower_state_dict",
            "load_vila_u_tower", "convert_vila_u_depth_state_dict", "convert_vila_u_projector_state_dict",
-           "load_vila_u"]
+           "vila_u_config", "load_vila_u"]
 
 _TOWER = "rqvaesiglip."
 _SIGLIP = "rqvaesiglip.siglip_model."
@@ -371,3 +371,84 @@ def convert_vila_u_projector_state_dict(state_dict, mm_projector_config, mm_hidd
                "2.weight": km.get("layers.2.weight", (H, H)), "2.bias": km.get("layers.2.bias", (H,))}
     km.finish()
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the whole release
+
+def vila_u_config(llm_config, vision_tower_config, siglip_config, mm_projector_config):
+    """VILA-U's configs (llm/config.json: a LlamaConfig; vision_tower/config.json; the SigLIP config.json
+    its rqvaesiglip.pretrained_model names; mm_projector/config.json) -> the fields of VILAUConfig:
+    llm_vocab_size = the LLM's vocab_size - 4 (VILA-U's tokenizer ends with <im_start>, <im_end>,
+    <vi_start>, <vi_end>: VILAU's [SOI], [EOI], [SOV], [EOV]), sot / eot = the LLaMA config's
+    bos_token_id / eos_token_id (1 / 2 by default), the LLaMA sizes (max_seq_len =
+    max_position_embeddings), mm_projector = mm_projector_type, the depth transformer's sizes from
+    rqtransformer, the tower's fields (vila_u_tower_config). Refused with the reason: a LLaMA layout
+    TransformerLM(**VILAUConfig.lm_kwargs()) does not build (head_dim other than hidden / heads,
+    attention or MLP biases), and an rqtransformer whose input widths, depth or vocabulary disagree
+    with the tower and the LLM."""
+    from ..llama.config import llama_config_from_hf
+    fn = "vila_u_config"
+    lc = read_config(llm_config, fn)
+    lm = llama_config_from_hf(lc)
+    tower = vila_u_tower_config(vision_tower_config, siglip_config)
+    dep = _rqtransformer_config(vision_tower_config, fn)
+    kind = read_config(mm_projector_config, fn).get("mm_projector_type")
+    problems = []
+    if lm["head_dim"] * lm["num_heads"] != lm["dim"] or lm["bias"] or lm["head_bias"] or lm["qk_norm"]:
+        problems.append(f"the LLaMA config (head_dim {lm['head_dim']}, attention_bias / mlp_bias {lm['bias']}) is not "
+                        "the layout VILAU's LLM builds (head_dim = hidden_size / heads, no biases)")
+    if lm["vocab_size"] < 6:
+        problems.append(f"the LLM's vocab_size {lm['vocab_size']} cannot end with VILA-U's four visual tokens")
+    want = dict(code_dim=tower["codebook_dim"], body_dim=lm["dim"], depth=tower["rvq_depth"],
+                codebook_size=tower["codebook_size"])
+    bad = {k: (dep[k], v) for k, v in want.items() if dep[k] != v}
+    if bad:
+        problems.append("rqtransformer disagrees with the tower / LLM (field: (rqtransformer, expected)): "
+                        + ", ".join(f"{k}: {v}" for k, v in bad.items()))
+    if kind not in ("linear", "mlp2x_gelu"):
+        problems.append(f"mm_projector_type {kind!r} is not supported ('linear' or 'mlp2x_gelu')")
+    if problems:
+        raise ValueError(f"{fn}: " + "; ".join(problems))
+    return dict(llm_vocab_size=lm["vocab_size"] - 4, sot_token_id=config_int(lc, "bos_token_id", fn, 1, minimum=0),
+                eot_token_id=config_int(lc, "eos_token_id", fn, 2, minimum=0), dim=lm["dim"],
+                num_layers=lm["num_layers"], num_heads=lm["num_heads"], num_kv_heads=lm["num_kv_heads"],
+                hidden_dim=lm["hidden_dim"], norm_eps=lm["norm_eps"], rope_base=lm["rope_base"],
+                max_seq_len=lm["max_seq_len"], tie_embeddings=lm["tie_embeddings"], mm_projector=kind,
+                depth_dim=dep["dim"], depth_layers=dep["num_layers"], depth_heads=dep["num_heads"], tower=tower)
+
+
+def load_vila_u(llm_state_dict, llm_config, vision_tower_state_dict, vision_tower_config, siglip_config,
+                mm_projector_state_dict, mm_projector_config):
+    """VILA-U's release (module docstring: llm/, vision_tower/ and mm_projector/, each a dict of arrays
+    read from that folder's safetensors files, merged when sharded, and its config.json; plus the SigLIP
+    config.json that vision_tower/config.json's rqvaesiglip.pretrained_model names) -> mmu.models.vila_u.VILAU
+    with its tower: the LLM through mmu.models.llama's converter, the tower (load_vila_u_tower), the depth
+    transformer (rqtransformer.*) and the projector. Every part is checked before anything is built; one
+    ValueError lists every missing, mis-shaped and unexpected key of every part."""
+    from ..llama.convert import convert_llama_state_dict
+    from .model import VILAU
+    fn = "load_vila_u"
+    fields = vila_u_config(llm_config, vision_tower_config, siglip_config, mm_projector_config)
+    parts, problems = {}, []
+    for name, convert in (
+            ("lm", lambda: convert_llama_state_dict(llm_state_dict, read_config(llm_config, fn))),
+            ("tower", lambda: convert_vila_u_tower_state_dict(vision_tower_state_dict, vision_tower_config,
+                                                              siglip_config)),
+            ("depth", lambda: convert_vila_u_depth_state_dict(vision_tower_state_dict, vision_tower_config)),
+            ("mm_projector", lambda: convert_vila_u_projector_state_dict(
+                mm_projector_state_dict, mm_projector_config, fields["tower"]["codebook_dim"], fields["dim"]))):
+        try:
+            parts[name] = convert()
+        except ValueError as e:
+            problems.append(str(e))
+    if problems:
+        raise ValueError(f"{fn}: the VILA-U checkpoint does not fit:\n" + "\n".join(problems))
+    from .tower import UnifiedVisionTower
+    tower = UnifiedVisionTower(**fields["tower"])
+    tower.load_state_dict(parts["tower"])
+    model = VILAU(tower=tower, **{k: v for k, v in fields.items() if k != "tower"})
+    model.lm.load_state_dict(parts["lm"])
+    model.depth.load_state_dict(parts["depth"])
+    model.mm_projector.layers.load_state_dict(parts["mm_projector"])
+    return model
