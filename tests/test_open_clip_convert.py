@@ -272,3 +272,44 @@ def test_open_clip_timm_siglip_matches_torch(C):
         convert_open_clip_vit_state_dict(sd, OC_TIMM, num_heads=4)
     assert "missing key(s): ['visual.trunk.attn_pool.kv.bias']" in str(e.value)
     assert "unexpected key(s): ['visual.trunk.attn_pool.q_norm.weight']" in str(e.value)
+
+
+def test_hf_clip_vision_projection_gives_image_embeds(C):
+    # CLIPModel's visual_projection (no bias) on the pooled class token: transformers' image_embeds
+    import torch
+    from mmu.models.vit import convert_vit_state_dict, load_vit
+    from tests.hf_layouts import CLIPVisionModel
+    vcfg = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                num_attention_heads=4, image_size=16, patch_size=4)
+    ref = C.randomize_(CLIPVisionModel(vcfg), 27)
+    sd = _sd(ref)
+    w = np.random.default_rng(7).standard_normal((24, 32)).astype(np.float32)
+    sd["visual_projection.weight"] = w
+    full = {"model_type": "clip", "projection_dim": 24,
+            "vision_config": {k: v for k, v in vcfg.items() if k != "model_type"}}
+    x = _images(5)
+    _, pooled, _ = ref(torch.from_numpy(x))
+    tower = load_vit(sd, full, projection=True)
+    _close(tower(x)[1], pooled.detach().numpy() @ w.T)
+    assert load_vit(sd, full).proj is None                   # by default the projection is skipped, as before
+    with pytest.raises(ValueError, match=r"visual_projection.weight has shape \(24, 32\)"):
+        convert_vit_state_dict(sd, dict(full, projection_dim=16), projection=True)
+    with pytest.raises(ValueError, match="projection is CLIP's visual_projection"):
+        convert_vit_state_dict(sd, full, projection=True, num_layers=1)
+
+
+def test_open_clip_text_without_projection_pools_through_an_identity_head(C):
+    import torch
+    from mmu.models.vila_u.convert import load_open_clip_text
+    cfg = dict(OC, text_cfg=dict(OC["text_cfg"], proj_type="none"))
+    ref = C.randomize_(C.OpenClipCLIP(OC), 28)
+    sd = {k: v for k, v in _sd(ref).items() if k != "text_projection"}
+    enc = load_open_clip_text(sd, cfg)
+    assert open_clip_text_config(cfg)["embed_dim"] is None and enc.embed_dim == 32
+    ids = _ids(50, 7, eot=49, seed=3)
+    feats, _ = ref.encode_text(torch.from_numpy(ids))
+    got_feats, got = enc(ids)
+    _close(got_feats, feats)
+    _close(got, feats[torch.arange(2), torch.from_numpy(ids).argmax(-1)])     # ln_final at the eot, unprojected
+    with pytest.raises(ValueError, match=r"unexpected key\(s\): \['text_projection'\]"):
+        load_open_clip_text(_sd(ref), cfg)

@@ -15,7 +15,7 @@ _DEFAULTS = {"siglip": dict(image_size=224, patch_size=16, hidden_act="gelu_pyto
              "clip": dict(image_size=224, patch_size=32, hidden_act="quick_gelu", layer_norm_eps=1e-5)}
 
 
-def vit_config_from_hf(config, layout=None, num_layers=None):
+def vit_config_from_hf(config, layout=None, num_layers=None, projection=False):
     """A vision tower's config.json (dict or path; a full SigLIP/CLIP config's vision_config is used)
     -> the keyword arguments of VisionTower. layout: 'siglip' or 'clip', read from model_type
     (siglip_vision_model / siglip / clip_vision_model / clip) when None. Fields (transformers'
@@ -25,9 +25,14 @@ def vit_config_from_hf(config, layout=None, num_layers=None):
 
     num_layers: None for the whole tower (features = last_hidden_state, pooled = pooler_output); an
     int k in 1..N, or -N-1 < k < 0 counted from the end as transformers' hidden_states[k] (VILA-U
-    reads hidden_states[-2]), for a tower cut after that layer, without final norm or pooling."""
+    reads hidden_states[-2]), for a tower cut after that layer, without final norm or pooling.
+
+    projection (CLIP, whole tower): pooled goes through CLIPModel's / CLIPVisionModelWithProjection's
+    visual_projection (no bias) to projection_dim (512 by default; a CLIPConfig keeps it at the top,
+    a CLIPVisionConfig has its own), i.e. transformers' image_embeds."""
     fn = "vit_config_from_hf"
     c = read_config(config, fn)
+    top = c
     mt = c.get("model_type")
     if mt is not None and (not isinstance(mt, str) or mt not in _MODEL_TYPES):
         raise ValueError(f"{fn}: model_type {mt!r} is not a SigLIP or CLIP config ({sorted(_MODEL_TYPES)})")
@@ -66,11 +71,15 @@ def vit_config_from_hf(config, layout=None, num_layers=None):
                              f"indices of a {depth}-layer tower, 0 = the embeddings excluded), got {num_layers!r}")
         depth = num_layers if num_layers > 0 else depth + 1 + num_layers
         final_norm, pooling = False, None
+    if projection and (layout != "clip" or pooling != "cls"):
+        raise ValueError(f"{fn}: projection is CLIP's visual_projection of the pooled class token (layout 'clip', "
+                         "the whole tower)")
+    proj = config_int(top if top is not c else c, "projection_dim", fn, 512) if projection else None
     return dict(layout=layout, image_size=image_size, patch_size=patch_size,
                 in_channels=config_int(c, "num_channels", fn, 3), dim=dim, depth=depth, num_heads=heads,
                 hidden_dim=config_int(c, "intermediate_size", fn, 3072), activation=HF_ACTIVATIONS[act],
                 norm_eps=config_float(c, "layer_norm_eps", fn, dflt["layer_norm_eps"]), final_norm=final_norm,
-                pooling=pooling)
+                pooling=pooling, projection_dim=proj)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ file they have and passes the dict; nothing is downloaded.
 | post_layernorm.*                    (CLIP: the class token) | post_norm.*                                |
 | head.probe, head.attention.{in_proj_*, out_proj.*},         | head.* (the same names)                    |
 |   head.layernorm.*, head.mlp.fc1/fc2.*        (SigLIP)      |                                            |
+| visual_projection.weight, beside vision_model. (CLIP, with  | proj.weight                                |
+|   projection=True)                                          |                                            |
 
 Keys not part of the vision tower in a two-tower checkpoint (text_model.*, logit_scale, logit_bias,
 text_projection.weight, visual_projection.weight) and the position_ids buffer older CLIP files
@@ -44,16 +46,17 @@ __all__ = ["convert_vit_state_dict", "load_vit", "convert_open_clip_vit_state_di
 _OTHER_TOWER = ("text_model.", "logit_scale", "logit_bias", "text_projection.", "visual_projection.")
 
 
-def convert_vit_state_dict(state_dict, config, layout=None, num_layers=None, prefix=""):
+def convert_vit_state_dict(state_dict, config, layout=None, num_layers=None, prefix="", projection=False):
     """A SigLIP / CLIP vision state dict (keys above, with or without the vision_model. prefix;
     NumPy arrays, torch tensors of any float dtype, bfloat16 included, or mmu Tensors) and its
     config.json (dict or path) -> {mmu VisionTower key: float32 ndarray} for
-    VisionTower(**vit_config_from_hf(config, layout, num_layers)). ValueError naming every missing
+    VisionTower(**vit_config_from_hf(config, layout, num_layers, projection)) (projection: read CLIP's
+    visual_projection.weight into the tower's proj; otherwise it is skipped). ValueError naming every missing
     key, every key whose shape does not fit the config (with both shapes) and every unexpected key.
     prefix: read only the keys that start with it, without it (a tower stored inside another model);
     the other keys are left alone."""
     fn = "convert_vit_state_dict"
-    cfg = vit_config_from_hf(read_config(config, fn), layout, num_layers)
+    cfg = vit_config_from_hf(read_config(config, fn), layout, num_layers, projection)
     src = checkpoint_arrays(state_dict, fn, prefix)
     if any(k.startswith("visual.") or ".resblocks." in k for k in src):
         raise ValueError(f"{fn}: these are open_clip / OpenAI CLIP keys (visual.transformer.resblocks.*), not "
@@ -106,6 +109,8 @@ def convert_vit_state_dict(state_dict, config, layout=None, num_layers=None, pre
             out[h + "layernorm." + w] = get(h + "layernorm." + w, (d,))
             out[h + "mlp.fc1." + w] = get(h + "mlp.fc1." + w, (F,) if vec else (F, d))
             out[h + "mlp.fc2." + w] = get(h + "mlp.fc2." + w, (d,) if vec else (d, F))
+    if cfg["projection_dim"] is not None:                      # CLIPModel's: beside vision_model
+        out["proj.weight"] = km.get("visual_projection.weight", (cfg["projection_dim"], d))
     cut = num_layers is not None
 
     def ignore(key):
@@ -126,13 +131,14 @@ def convert_vit_state_dict(state_dict, config, layout=None, num_layers=None, pre
     return out
 
 
-def load_vit(state_dict, config, layout=None, num_layers=None, prefix=""):
+def load_vit(state_dict, config, layout=None, num_layers=None, prefix="", projection=False):
     """A SigLIP / CLIP vision tower checkpoint (state dict + config.json, see convert_vit_state_dict)
     -> an mmu VisionTower with its weights: tower(images) gives transformers' (last_hidden_state,
-    pooler_output) in float32, or with num_layers=k its hidden_states[k] and None."""
+    pooler_output) in float32 (with projection: CLIP's image_embeds, visual_projection of the pooler
+    output), or with num_layers=k its hidden_states[k] and None."""
     config = read_config(config, "load_vit")
-    weights = convert_vit_state_dict(state_dict, config, layout, num_layers, prefix)  # checked first
-    model = VisionTower(**vit_config_from_hf(config, layout, num_layers))
+    weights = convert_vit_state_dict(state_dict, config, layout, num_layers, prefix, projection)  # checked first
+    model = VisionTower(**vit_config_from_hf(config, layout, num_layers, projection))
     model.load_state_dict(weights)
     return model
 
