@@ -279,3 +279,20 @@ def test_load_vila_u_names_every_key_of_every_part(L):
         load_vila_u(llm, dict(LLAMA, hidden_size=32), tower, VT, SC, proj, PROJ)
     with pytest.raises(ValueError, match="head_dim 16"):
         load_vila_u(llm, dict(LLAMA, head_dim=16), tower, VT, SC, proj, PROJ)
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"ddconfig": dict(VT["rqvaesiglip"]["ddconfig"], attn_resolutions=4)}, "attn_resolutions must be a list"),
+    ({"ddconfig": dict(VT["rqvaesiglip"]["ddconfig"], ch_mult=[1, "2"])}, "ch_mult must be a list"),
+    ({"decoder_latent_shape": 4}, "decoder_latent_shape must be a list"),
+    ({"decay": "0.99"}, "decay must be a number"),
+    ({"code_shape": [4, 4]}, "code_shape must be a list of 3 ints"),
+    ({"ddconfig": None}, "ddconfig must be a dict"),
+])
+def test_vila_u_tower_config_names_malformed_fields(change, reason):
+    with pytest.raises(ValueError, match=reason):
+        vila_u_tower_config(dict(VT, rqvaesiglip=dict(VT["rqvaesiglip"], **change)), SC)
+    with pytest.raises(ValueError, match="no 'rqvaesiglip' dict"):
+        vila_u_tower_config({}, SC)
+    with pytest.raises(TypeError, match="state_dict must be a dict"):
+        load_vila_u_tower([1, 2], VT, SC)

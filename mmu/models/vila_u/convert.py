@@ -104,6 +104,19 @@ def _pair(v, fn, name):
     return [int(x) for x in v]
 
 
+def _int_list(v, fn, name, low):
+    if not isinstance(v, (list, tuple)) or any(isinstance(x, bool) or not isinstance(x, int) or x < low for x in v):
+        raise ValueError(f"{fn}: {name} must be a list of ints >= {low}, got {v!r}")
+    return [int(x) for x in v]
+
+
+def _real(d, key, fn, default):
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+        raise ValueError(f"{fn}: rqvaesiglip.{key} must be a number >= 0, got {v!r}")
+    return float(v)
+
+
 def vila_u_tower_config(vision_tower_config, siglip_config):
     """VILA-U's vision_tower/config.json (dict or path: {rqvaesiglip: {embed_dim, n_embed, latent_shape,
     code_shape, shared_codebook, ddconfig, decay, latent_loss_weight, decoder_latent_shape,
@@ -142,13 +155,16 @@ def vila_u_tower_config(vision_tower_config, siglip_config):
         problems.append(f"latent_shape {latent} / embed_dim {C} do not match the SigLIP tower ({grid} x {grid} "
                         f"patches of width {vis['dim']})")
     dls = rq.get("decoder_latent_shape")
-    if dls is not None and list(dls) != latent[:2]:
+    if dls is not None and _int_list(dls, fn, "rqvaesiglip.decoder_latent_shape", 1) != latent[:2]:
         problems.append(f"decoder_latent_shape {dls} resizes the {latent[:2]} grid before decoding (bilinear); "
                         "UnifiedVisionTower decodes the grid as it is")
     dd = rq.get("ddconfig")
     if not isinstance(dd, dict):
         raise ValueError(f"{fn}: rqvaesiglip.ddconfig must be a dict (the decoder's sizes), got {dd!r}")
-    mult = list(dd.get("ch_mult", (1, 2, 4, 8)))
+    mult = _int_list(dd.get("ch_mult", [1, 2, 4, 8]), fn, "ddconfig.ch_mult", 1)
+    attn = _int_list(dd.get("attn_resolutions", []), fn, "ddconfig.attn_resolutions", 1)
+    if not mult:
+        raise ValueError(f"{fn}: ddconfig.ch_mult must not be empty")
     if 2 ** (len(mult) - 1) != vis["patch_size"]:
         problems.append(f"ddconfig.ch_mult {mult} upsamples by {2 ** (len(mult) - 1)}, not the patch_size "
                         f"{vis['patch_size']}")
@@ -165,11 +181,11 @@ def vila_u_tower_config(vision_tower_config, siglip_config):
                 dim=vis["dim"], depth=vis["depth"], num_heads=vis["num_heads"], hidden_dim=vis["hidden_dim"],
                 activation=vis["activation"], norm_eps=vis["norm_eps"], quantize_after=vis["depth"] - 1,
                 codebook_size=config_int(rq, "n_embed", fn, minimum=2), rvq_depth=code[2], codebook_dim=C,
-                shared_codebook=bool(rq.get("shared_codebook", False)), ema_decay=float(rq.get("decay", 0.99)),
-                commitment_weight=float(rq.get("latent_loss_weight", 0.25)), kmeans_init=False,
-                decoder_ch=config_int(dd, "ch", fn), decoder_ch_mult=[int(m) for m in mult],
+                shared_codebook=bool(rq.get("shared_codebook", False)), ema_decay=_real(rq, "decay", fn, 0.99),
+                commitment_weight=_real(rq, "latent_loss_weight", fn, 0.25), kmeans_init=False,
+                decoder_ch=config_int(dd, "ch", fn), decoder_ch_mult=mult,
                 decoder_num_res_blocks=config_int(dd, "num_res_blocks", fn),
-                decoder_attn_resolutions=[int(r) for r in dd.get("attn_resolutions", [])],
+                decoder_attn_resolutions=attn,
                 decoder_z_channels=config_int(dd, "z_channels", fn), decoder_norm_groups=32, contrastive="sigmoid",
                 embed_dim=vis["dim"], text_vocab_size=txt["vocab_size"], text_max_len=txt["max_len"],
                 text_dim=txt["dim"], text_depth=txt["depth"], text_heads=txt["num_heads"],

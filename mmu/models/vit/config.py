@@ -208,6 +208,10 @@ def open_clip_timm_siglip_config(config, shapes, num_heads, activation="gelu"):
     missing = [k for k in need if k not in shapes]
     if missing:
         raise ValueError(f"{fn}: the state dict lacks {['visual.trunk.' + k for k in missing]}, needed for the sizes")
+    ndims = {"pos_embed": 3, "patch_embed.proj.weight": 4, "blocks.0.mlp.fc1.weight": 2}
+    wrong = [f"visual.trunk.{k} {tuple(shapes[k])} (needs {n} dims)" for k, n in ndims.items() if len(shapes[k]) != n]
+    if wrong:
+        raise ValueError(f"{fn}: the sizes cannot be read from " + ", ".join(wrong))
     width, (hidden, _), patch = shapes["pos_embed"][-1], shapes["blocks.0.mlp.fc1.weight"], \
         shapes["patch_embed.proj.weight"][-1]
     depth = 1 + max(int(k.split(".")[1]) for k in shapes if k.startswith("blocks.") and k.split(".")[1].isdigit())
