@@ -296,3 +296,22 @@ def test_vila_u_tower_config_names_malformed_fields(change, reason):
         vila_u_tower_config({}, SC)
     with pytest.raises(TypeError, match="state_dict must be a dict"):
         load_vila_u_tower([1, 2], VT, SC)
+
+
+def test_vila_u_tower_from_a_safetensors_file_with_shared_tensors_removed(L, tmp_path):
+    # safetensors.torch.save_model (what save_pretrained does with tensors sharing memory) keeps one name of
+    # the shared codebook; the bfloat16 file (VILA-U's model_dtype) is read by mmu.io and upcast
+    import torch
+    st = pytest.importorskip("safetensors.torch")
+    import mmu
+    ref = _randomized(L, 29).to(torch.bfloat16)
+    st.save_model(ref, str(tmp_path / "model.safetensors"))
+    loaded = mmu.io.load_file(tmp_path / "model.safetensors")
+    held = [k for k in loaded if k.startswith("rqvaesiglip.quantizer.codebooks.") and k.endswith(".weight")]
+    assert len(held) == 1                                    # one name of the shared module survives
+    tower = load_vila_u_tower(loaded, VT, SC)
+    ref = ref.float()
+    x = _images(6)
+    with torch.no_grad():
+        codes, _ = ref.rqvaesiglip.encode_image(torch.from_numpy(x))
+    np.testing.assert_array_equal(tower.encode(x), codes.numpy())
