@@ -15,6 +15,9 @@ and video codes built on a text-aligned residual-VQ vision tower.
   `.mm_projector`, `.depth` (`DepthTransformer`, depth.py: VILA-U's RQTransformer head) and the frozen tower
   under `.tower`; training_step for mmu.train.Trainer; generate_images / generate_video / answer
   (generation.py) on the LLM's KV cache.
+- convert.py: published checkpoints -> these modules: `load_vila_u` (VILA-U's release: llm/, vision_tower/,
+  mm_projector/), `load_vila_u_tower`, and the SigLIP / CLIP text towers of Hugging Face and open_clip onto
+  `TextEncoder` (`load_text_encoder`, `load_open_clip_text`).
 """
 from .. import register
 from .text_encoder import TEXT_LAYOUTS, TextEncoder
@@ -32,5 +35,12 @@ from .model import VILAU, MMProjector  # noqa: E402
 
 register("vila_u", VILAU)
 
+from .convert import (convert_vila_u_depth_state_dict, convert_vila_u_projector_state_dict,  # noqa: E402
+                      convert_vila_u_tower_state_dict, load_open_clip_text, load_text_encoder, load_vila_u,
+                      load_vila_u_tower, vila_u_config, vila_u_tower_config)
+
 __all__ += ["VILAU", "VILAUConfig", "DepthTransformer", "MMProjector", "VISUAL_TOKENS", "MM_PROJECTORS",
             "tower_geometry", "generate_images", "generate_video", "answer"]
+__all__ += ["load_text_encoder", "load_open_clip_text", "vila_u_tower_config", "convert_vila_u_tower_state_dict",
+            "load_vila_u_tower", "convert_vila_u_depth_state_dict", "convert_vila_u_projector_state_dict",
+            "vila_u_config", "load_vila_u"]
