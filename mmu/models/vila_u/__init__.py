@@ -25,8 +25,8 @@ from .recipe import (RECIPES, digit_prompts, tower_data, tower_metrics, train_re
 register("vila_u_tower", UnifiedVisionTower)
 
 __all__ = ["UnifiedVisionTower", "UnifiedVisionTowerConfig", "TextEncoder", "TEXT_LAYOUTS", "STAGES",
-           "CONTRASTIVE_LOSSES", "RECIPES", "digit_prompts", "tower_data", "tower_metrics", "train_recipe", "train_tower",
-           "zero_shot_accuracy"]
+           "CONTRASTIVE_LOSSES", "RECIPES", "digit_prompts", "tower_data", "tower_metrics", "train_recipe",
+           "train_tower", "zero_shot_accuracy"]
 
 from .config import MM_PROJECTORS, VISUAL_TOKENS, VILAUConfig, tower_geometry  # noqa: E402
 from .depth import DepthTransformer  # noqa: E402

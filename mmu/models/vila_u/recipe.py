@@ -50,7 +50,8 @@ def digit_prompts(template="a handwritten {word}"):
     try:
         return [template.format(word=w, digit=k) for k, w in enumerate(DIGIT_WORDS)]
     except (KeyError, IndexError) as e:
-        raise ValueError(f"digit_prompts: template may use {{word}} and {{digit}} only, got {template!r} ({e})") from None
+        raise ValueError(f"digit_prompts: template may use {{word}} and {{digit}} only, got {template!r} "
+                         f"({e})") from None
 
 
 def tower_data(dataset, tower, tokenizer=None, all_captions=True):
@@ -112,7 +113,8 @@ def train_recipe(tower, data, recipe, steps, align_steps=None, **kw):
     a = steps // 2 if align_steps is None else _check_count(align_steps, fn, "align_steps")
     if a >= steps:
         raise ValueError(f"{fn}: align_steps ({a}) must be < steps ({steps}) to leave steps for stage 'tower'")
-    return {"align": train_tower(tower, data, "align", a, **kw), "tower": train_tower(tower, data, "tower", steps - a, **kw)}
+    return {"align": train_tower(tower, data, "align", a, **kw),
+            "tower": train_tower(tower, data, "tower", steps - a, **kw)}
 
 
 def _images(images, tower, fn):
