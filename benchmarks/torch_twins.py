@@ -1482,3 +1482,344 @@ def showo_train_step(twin, opt, sched, inputs, grad_clip=1.0):
     opt.step()
     sched.step()
     return loss.item(), {k: v.item() for k, v in terms.items()}, {k: v.detach() for k, v in logits.items()}
+
+
+# =============================================================================================== VILA-U
+# Twins of mmu.models.vila_u (issue 14): the unified vision tower (UnifiedVisionTower: ViT -> shared-codebook
+# residual VQ -> decoder, a text encoder, contrastive + reconstruction losses) and the AR model (VILAU: a
+# LLaMA-style TransformerLM over text and visual positions, the mm_projector, the depth transformer). Every
+# module carries mmu's names, so `twin.load_mmu_state(model.state_dict())` copies every parameter and buffer
+# (strict). The transformer layers are one class: mmu.nn.TransformerLayer's sequential pre-norm layout
+# (norm1, attn.qkv_proj [q; k; v] rows with num_kv_heads key/value heads, attn.out_proj, norm2, mlp.fc1 /
+# mlp.fc_gate (SwiGLU) / mlp.fc2) with LayerNorm or RMSNorm, any of mmu's MLP activations, optional RoPE.
+
+def _to_torch_state(state, prefix=""):
+    """{name: mmu Tensor or array} -> {name without prefix: torch tensor} for the keys under prefix."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith(prefix):
+            a = v.numpy() if hasattr(v, "numpy") and not isinstance(v, np.ndarray) else v
+            out[k[len(prefix):]] = torch.from_numpy(np.array(a))
+    return out
+
+
+_TWIN_ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+}
+
+
+def _twin_norm(kind, dim, eps):
+    if kind == "rmsnorm":
+        return nn.RMSNorm(dim, eps=eps)
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=eps)
+    raise ValueError(f"_twin_norm: norm {kind!r} is not mirrored")
+
+
+class TwinRopeCache:
+    """mmu.nn.KVCache in torch: keys/values[i] (B, H_kv, max_len, head_dim) allocated once and written in
+    place; `length` positions are filled (the careful torch user's static cache: no torch.cat per token)."""
+
+    def __init__(self, num_layers, batch_size, num_kv_heads, max_len, head_dim):
+        shape = (batch_size, num_kv_heads, max_len, head_dim)
+        self.keys = [torch.zeros(shape) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape) for _ in range(num_layers)]
+        self.length, self.max_len = 0, max_len
+
+    def expand_rows(self, index):
+        """A new cache whose row r holds row index[r]'s cached prefix."""
+        out = TwinRopeCache.__new__(TwinRopeCache)
+        out.keys = [k[index].clone() for k in self.keys]
+        out.values = [v[index].clone() for v in self.values]
+        out.length, out.max_len = self.length, self.max_len
+        return out
+
+
+def twin_rope_tables(positions, rotary_dim, base):
+    """mmu.functional.rotary_cos_sin for 1-D positions: float64 angles rounded once -> (cos, sin) (L, R)."""
+    inv = float(base) ** (-np.arange(rotary_dim // 2, dtype=np.float64) * 2.0 / rotary_dim)
+    ang = np.asarray(positions, np.float64)[:, None] * inv[None, :]
+    ang = np.concatenate([ang, ang], -1)
+    return torch.from_numpy(np.cos(ang).astype(np.float32)), torch.from_numpy(np.sin(ang).astype(np.float32))
+
+
+class TwinLayerAttention(nn.Module):
+    """mmu.nn.Attention (self-attention): fused qkv_proj rows [q (H hd); k (H_kv hd); v (H_kv hd)], GQA
+    without copies (F.scaled_dot_product_attention(enable_gqa=True)), RoPE on the first rotary_dim dims of
+    each head (rotate-half), a static cache written in place."""
+
+    def __init__(self, dim, num_heads, num_kv_heads=None, head_dim=None, bias=True, rotary_fraction=0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads or num_heads
+        self.head_dim = head_dim or dim // num_heads
+        self.rotary_dim = int(self.head_dim * rotary_fraction)
+        h, hkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.qkv_proj = nn.Linear(dim, h + 2 * hkv, bias=bias)
+        self.out_proj = nn.Linear(h, dim, bias=bias)
+
+    def forward(self, x, layer_idx=0, cache=None, rope=None, is_causal=False, attn_mask=None):
+        b, l, _ = x.shape
+        H, Hkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = self.qkv_proj(x).view(b, l, H + 2 * Hkv, hd).transpose(1, 2)
+        q, k, v = qkv.split([H, Hkv, Hkv], dim=1)
+        if rope is not None:
+            cos, sin = rope
+            q, k = _partial_rope(q, cos, sin), _partial_rope(k, cos, sin)
+        start = 0
+        if cache is not None:
+            start, end = cache.length, cache.length + l
+            kb, vb = cache.keys[layer_idx], cache.values[layer_idx]
+            kb[:, :, start:end] = k
+            vb[:, :, start:end] = v
+            k, v = kb[:, :, :end], vb[:, :, :end]
+        gqa = Hkv != H
+        if attn_mask is not None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
+        elif not is_causal or l == 1:
+            out = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+        elif start == 0:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:  # a chunk after a cached prefix: bottom-right causal
+            mask = torch.arange(start + l)[None, :] <= (start + torch.arange(l))[:, None]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return self.out_proj(out.transpose(1, 2).reshape(b, l, H * hd))
+
+
+class TwinLayerMLP(nn.Module):
+    """mmu.nn.MLP: fc2(act(fc1(x))) or, SwiGLU, fc2(silu(fc_gate(x)) * fc1(x))."""
+
+    def __init__(self, dim, hidden_dim, activation="gelu", bias=True):
+        super().__init__()
+        self.activation = activation
+        self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
+        if activation == "swiglu":
+            self.fc_gate = nn.Linear(dim, hidden_dim, bias=bias)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
+
+    def forward(self, x):
+        if self.activation == "swiglu":
+            return self.fc2(F.silu(self.fc_gate(x)) * self.fc1(x))
+        return self.fc2(_TWIN_ACTIVATIONS[self.activation](self.fc1(x)))
+
+
+class TwinLayer(nn.Module):
+    """mmu.nn.TransformerLayer, residual='sequential': x + attn(norm1(x)), then + mlp(norm2(x))."""
+
+    def __init__(self, dim, num_heads, num_kv_heads=None, head_dim=None, hidden_dim=None, activation="gelu",
+                 bias=True, norm="layernorm", norm_eps=1e-5, rotary_fraction=0.0):
+        super().__init__()
+        self.norm1 = _twin_norm(norm, dim, norm_eps)
+        self.attn = TwinLayerAttention(dim, num_heads, num_kv_heads, head_dim, bias, rotary_fraction)
+        self.norm2 = _twin_norm(norm, dim, norm_eps)
+        self.mlp = TwinLayerMLP(dim, hidden_dim or 4 * dim, activation, bias)
+
+    def forward(self, x, layer_idx=0, cache=None, rope=None, is_causal=False, attn_mask=None):
+        x = x + self.attn(self.norm1(x), layer_idx, cache, rope, is_causal, attn_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class TwinLlamaLM(nn.Module):
+    """mmu.nn.TransformerLM as VILAU's `lm` builds it (pos='rope', residual 'sequential', any norm /
+    activation / bias / GQA): embed_tokens, layers.{i} (TwinLayer), norm, lm_head (or the tied embedding).
+
+    forward(ids=None, inputs_embeds=None, cache=None, logits_at='all' | 'last' | None) -> logits (B, L, V),
+    (B, V) at the last position, or (None) the final hidden states after the final norm (B, L, dim).
+    Positions start .. start+L-1 (start = cache.length); causal."""
+
+    def __init__(self, vocab_size, dim, num_layers, num_heads, num_kv_heads=None, head_dim=None, hidden_dim=None,
+                 activation="swiglu", bias=False, norm="rmsnorm", norm_eps=1e-5, rotary_fraction=1.0,
+                 rope_base=10000.0, max_seq_len=2048, tie_embeddings=False, head_bias=False):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab_size, dim)
+        self.layers = nn.ModuleList(TwinLayer(dim, num_heads, num_kv_heads, head_dim, hidden_dim, activation, bias,
+                                              norm, norm_eps, rotary_fraction) for _ in range(num_layers))
+        att = self.layers[0].attn
+        self.num_kv_heads, self.head_dim, self.rotary_dim = att.num_kv_heads, att.head_dim, att.rotary_dim
+        self.norm = _twin_norm(norm, dim, norm_eps)
+        self.tie_embeddings = tie_embeddings
+        if tie_embeddings:
+            if head_bias:
+                self.lm_head_bias = nn.Parameter(torch.zeros(vocab_size))
+        else:
+            self.lm_head = nn.Linear(dim, vocab_size, bias=head_bias)
+        self.rope_base = rope_base
+        if self.rotary_dim:
+            cos, sin = twin_rope_tables(np.arange(max_seq_len), self.rotary_dim, rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+
+    def new_cache(self, batch_size, max_len):
+        return TwinRopeCache(len(self.layers), batch_size, self.num_kv_heads, max_len, self.head_dim)
+
+    def head(self, h):
+        if not self.tie_embeddings:
+            return self.lm_head(h)
+        return F.linear(h, self.embed_tokens.weight, getattr(self, "lm_head_bias", None))
+
+    def forward(self, ids=None, inputs_embeds=None, cache=None, logits_at="all"):
+        x = self.embed_tokens(ids) if inputs_embeds is None else inputs_embeds
+        l = x.shape[1]
+        start = 0 if cache is None else cache.length
+        rope = None
+        if self.rotary_dim:
+            rope = (self.rope_cos[start:start + l], self.rope_sin[start:start + l])
+        for i, layer in enumerate(self.layers):
+            x = layer(x, i, cache, rope, is_causal=True)
+        if cache is not None:
+            cache.length += l
+        if logits_at is None:
+            return self.norm(x)
+        if logits_at == "last":
+            x = x[:, -1]
+        return self.head(self.norm(x))
+
+
+class TwinViTEncoder(nn.Module):
+    """mmu.nn.ViTEncoder with learned positions: patch_embed (Conv2d, stride = patch), [extra_tokens],
+    pos_embedding (1, E + N, dim), [pre_norm], layers.{i} (TwinLayer, no mask), [norm].
+    forward(images, upto=None): the tokens after the first `upto` layers (all by default; the final norm
+    only after the last layer); run_layers(x, lo, hi) continues from layer lo."""
+
+    def __init__(self, image_size, patch_size, in_channels=3, dim=768, depth=12, num_heads=12, hidden_dim=None,
+                 activation="gelu", bias=True, norm="layernorm", norm_eps=1e-6, num_extra_tokens=0,
+                 final_norm=True, pre_norm=False):
+        super().__init__()
+        ih, iw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+        self.patch_embed = nn.Conv2d(in_channels, dim, (ph, pw), stride=(ph, pw), bias=bias)
+        self.num_extra_tokens = num_extra_tokens
+        if num_extra_tokens:
+            self.extra_tokens = nn.Parameter(torch.zeros(1, num_extra_tokens, dim))
+        self.pos_embedding = nn.Parameter(torch.zeros(1, num_extra_tokens + (ih // ph) * (iw // pw), dim))
+        if pre_norm:
+            self.pre_norm = _twin_norm(norm, dim, norm_eps)
+        self.layers = nn.ModuleList(TwinLayer(dim, num_heads, hidden_dim=hidden_dim, activation=activation, bias=bias,
+                                              norm=norm, norm_eps=norm_eps) for _ in range(depth))
+        self.norm = _twin_norm(norm, dim, norm_eps) if final_norm else None
+
+    def embed(self, images):
+        x = self.patch_embed(images)
+        b, d = x.shape[:2]
+        x = x.reshape(b, d, -1).transpose(1, 2)
+        if self.num_extra_tokens:
+            x = torch.cat([self.extra_tokens.expand(b, -1, -1), x], 1)
+        x = x + self.pos_embedding
+        if hasattr(self, "pre_norm"):
+            x = self.pre_norm(x)
+        return x
+
+    def run_layers(self, x, lo=0, hi=None):
+        hi = len(self.layers) if hi is None else hi
+        for layer in self.layers[lo:hi]:
+            x = layer(x)
+        if hi == len(self.layers) and self.norm is not None:
+            x = self.norm(x)
+        return x
+
+    def forward(self, images, upto=None):
+        return self.run_layers(self.embed(images), 0, upto)
+
+
+class TwinAttentionPoolingHead(nn.Module):
+    """mmu.models.vit.AttentionPoolingHead (SigLIP's): probe (1, 1, dim) attends over the tokens through a
+    torch-named MultiheadAttention (in_proj_weight / in_proj_bias / out_proj), then h + mlp(layernorm(h))."""
+
+    def __init__(self, dim, num_heads, hidden_dim, activation="gelu_tanh", norm_eps=1e-6):
+        super().__init__()
+        self.probe = nn.Parameter(torch.zeros(1, 1, dim))
+        self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.layernorm = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = TwinLayerMLP(dim, hidden_dim, activation)
+
+    def forward(self, x):
+        b, _, d = x.shape
+        h = self.attention(self.probe.expand(b, 1, d), x, x, need_weights=False)[0]
+        h = h + self.mlp(self.layernorm(h))
+        return h.reshape(b, d)
+
+
+class TwinResidualVQ(nn.Module):
+    """mmu.quantizers.ResidualVQ over rows (B, N, dim), Euclidean, no projection, one VectorQuantize per level
+    or one shared by all (shared_codebook, VILA-U's): buffers layers.{j}.embed (1, K, d), cluster_size (1, K),
+    embed_avg (1, K, d), initted (1,) (a Parameter embed with learnable_codebook). At level d the residual
+    r_d = x - sum_{i<d} sg(q_i) is quantized to its nearest code q_d; in training each level first updates
+    its codebook (the Laplace-smoothed EMA, vector-quantize-pytorch's, as the C kernel) from (r_d, code) and
+    returns r_d + sg(q_d - r_d) (straight-through) with loss commitment_weight * mse(sg(q_d), r_d) (RQ-VAE's
+    cumulative commitment); output = the sum over levels, loss = the mean over levels. Not mirrored (they
+    draw from mmu's RNG): kmeans_init, dead-code restarts, quantize_dropout."""
+
+    def __init__(self, dim, num_quantizers, codebook_size, shared_codebook=False, decay=0.8, eps=1e-5,
+                 commitment_weight=1.0, codebook_weight=1.0, learnable_codebook=False, ema_update=True):
+        super().__init__()
+        self.dim, self.num_quantizers, self.codebook_size = dim, num_quantizers, codebook_size
+        self.shared_codebook = shared_codebook
+        self.decay, self.eps = decay, eps
+        self.commitment_weight, self.codebook_weight = commitment_weight, codebook_weight
+        self.learnable_codebook, self.ema_update = learnable_codebook, ema_update
+        self.layers = nn.ModuleList()
+        for _ in range(1 if shared_codebook else num_quantizers):
+            m = nn.Module()
+            embed = torch.zeros(1, codebook_size, dim)
+            if learnable_codebook:
+                m.embed = nn.Parameter(embed)
+            else:
+                m.register_buffer("embed", embed)
+            m.register_buffer("cluster_size", torch.ones(1, codebook_size))
+            m.register_buffer("embed_avg", embed.clone())
+            m.register_buffer("initted", torch.ones(1))
+            self.layers.append(m)
+
+    def level(self, d):
+        return self.layers[0 if self.shared_codebook else d]
+
+    @staticmethod
+    def _nearest(x, e):
+        # ||x||^2 is the same for every code: argmin of ||e||^2 - 2 x.e (the C kernel's order)
+        return ((e * e).sum(1)[None] - 2.0 * (x @ e.t())).argmin(1)
+
+    @torch.no_grad()
+    def _ema(self, m, x, ind):
+        K, dec = self.codebook_size, self.decay
+        cnt = torch.bincount(ind, minlength=K).to(x.dtype)
+        m.cluster_size[0].mul_(dec).add_(cnt, alpha=1 - dec)
+        sums = torch.zeros_like(m.embed_avg[0]).index_add_(0, ind, x)
+        m.embed_avg[0].mul_(dec).add_(sums, alpha=1 - dec)
+        cs = m.cluster_size[0].double()
+        n = cs.sum()
+        smoothed = ((cs + self.eps) / (n + K * self.eps) * n).float()
+        m.embed[0].copy_(m.embed_avg[0] / smoothed[:, None])
+
+    def code_vectors(self, indices):
+        """indices (..., q) -> (..., q, dim): each level's code vector (no gradient into the codebook)."""
+        return torch.stack([F.embedding(indices[..., d], self.level(d).embed[0].detach())
+                            for d in range(indices.shape[-1])], -2)
+
+    def forward(self, x):
+        b, n, dim = x.shape
+        rows = x.reshape(b * n, dim)
+        residual, out, losses, codes = rows, None, [], []
+        for d in range(self.num_quantizers):
+            m = self.level(d)
+            ind = self._nearest(residual.detach(), m.embed[0].detach())
+            q = F.embedding(ind, m.embed[0] if self.learnable_codebook else m.embed[0].detach())
+            if self.training and self.ema_update and not self.learnable_codebook:
+                self._ema(m, residual.detach(), ind)
+            loss = x.new_zeros(())
+            if self.training:
+                if self.commitment_weight > 0:
+                    loss = F.mse_loss(q.detach(), residual) * self.commitment_weight
+                if self.learnable_codebook and self.codebook_weight > 0:
+                    loss = loss + F.mse_loss(q, residual.detach()) * self.codebook_weight
+                q = residual + (q - residual).detach()
+            if d + 1 < self.num_quantizers:
+                residual = residual - q.detach()
+            out = q if out is None else out + q
+            losses.append(loss)
+            codes.append(ind)
+        total = torch.stack(losses).sum() / self.num_quantizers if self.num_quantizers > 1 else losses[0]
+        return out.reshape(b, n, dim), torch.stack(codes, -1).reshape(b, n, self.num_quantizers), total
