@@ -1,0 +1,1 @@
+"""Placeholder until the VILA-U AR model lands (vilaar owns this file): see tower.py for the tower config."""

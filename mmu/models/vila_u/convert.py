@@ -1,0 +1,1 @@
+"""Placeholder until the VILA-U converters land (vilaconv owns this file)."""
