@@ -1747,20 +1747,40 @@ class TwinResidualVQ(nn.Module):
     """mmu.quantizers.ResidualVQ over rows (B, N, dim), Euclidean, no projection, one VectorQuantize per level
     or one shared by all (shared_codebook, VILA-U's): buffers layers.{j}.embed (1, K, d), cluster_size (1, K),
     embed_avg (1, K, d), initted (1,) (a Parameter embed with learnable_codebook). At level d the residual
-    r_d = x - sum_{i<d} sg(q_i) is quantized to its nearest code q_d; in training each level first updates
-    its codebook (the Laplace-smoothed EMA, vector-quantize-pytorch's, as the C kernel) from (r_d, code) and
-    returns r_d + sg(q_d - r_d) (straight-through) with loss commitment_weight * mse(sg(q_d), r_d) (RQ-VAE's
-    cumulative commitment); output = the sum over levels, loss = the mean over levels. Not mirrored (they
-    draw from mmu's RNG): kmeans_init, dead-code restarts, quantize_dropout."""
+    r_d = x - sum_{i<d} sg(q_i) is quantized to its nearest code q_d; in training the level then updates its
+    codebook from (r_d, code) (the Laplace-smoothed EMA of vector-quantize-pytorch, in the C kernel's float32
+    order), restarts its dead codes, and returns r_d + sg(q_d - r_d) (straight-through) with loss
+    commitment_weight * mse(sg(q_d), r_d) (RQ-VAE's cumulative commitment); output = the sum over levels,
+    loss = the mean over levels.
+
+    The random parts are mirrored with mmu's draws passed in: kmeans_init (Lloyd's k-means on the first
+    training batch's rows, vector-quantize-pytorch's init_embed_, mmu's float64 means) and the dead-code
+    restart (codes whose EMA count < threshold_ema_dead_code get a row of the level's input, count =
+    threshold, embed_avg = row * threshold) each take rows of the input chosen by mmu's seeded
+    _sample_rows; `draws` is a list of those row-index arrays, consumed in call order (record them from the
+    mmu side). With `draws` None the twin draws its own indices from torch's RNG (the same work, other rows:
+    for benchmarks). quantize_dropout is not mirrored.
+
+    Nearest-code ties: a row whose two nearest codes are within float32 rounding of each other can go either
+    way in two frameworks, and one flipped code sends the EMA codebooks (and then the whole run) apart. For
+    parity runs `forced_codes` (a list of mmu's (B, N, Q) index arrays, one per forward, consumed in order)
+    makes the twin take mmu's code wherever its own search differs; every such row is recorded in
+    `disagreements` as (level, the squared distance to the twin's choice, to mmu's, the row's squared norm),
+    so a test can check they are ties and not a different search."""
 
     def __init__(self, dim, num_quantizers, codebook_size, shared_codebook=False, decay=0.8, eps=1e-5,
-                 commitment_weight=1.0, codebook_weight=1.0, learnable_codebook=False, ema_update=True):
+                 commitment_weight=1.0, codebook_weight=1.0, learnable_codebook=False, ema_update=True,
+                 kmeans_init=False, kmeans_iters=10, threshold_ema_dead_code=0.0):
         super().__init__()
         self.dim, self.num_quantizers, self.codebook_size = dim, num_quantizers, codebook_size
         self.shared_codebook = shared_codebook
         self.decay, self.eps = decay, eps
         self.commitment_weight, self.codebook_weight = commitment_weight, codebook_weight
         self.learnable_codebook, self.ema_update = learnable_codebook, ema_update
+        self.kmeans_init, self.kmeans_iters = kmeans_init, kmeans_iters
+        self.threshold_ema_dead_code = float(threshold_ema_dead_code)
+        self.draws = None
+        self.forced_codes, self.disagreements = None, []
         self.layers = nn.ModuleList()
         for _ in range(1 if shared_codebook else num_quantizers):
             m = nn.Module()
@@ -1771,7 +1791,7 @@ class TwinResidualVQ(nn.Module):
                 m.register_buffer("embed", embed)
             m.register_buffer("cluster_size", torch.ones(1, codebook_size))
             m.register_buffer("embed_avg", embed.clone())
-            m.register_buffer("initted", torch.ones(1))
+            m.register_buffer("initted", torch.full((1,), 0.0 if kmeans_init else 1.0))
             self.layers.append(m)
 
     def level(self, d):
@@ -1782,17 +1802,65 @@ class TwinResidualVQ(nn.Module):
         # ||x||^2 is the same for every code: argmin of ||e||^2 - 2 x.e (the C kernel's order)
         return ((e * e).sum(1)[None] - 2.0 * (x @ e.t())).argmin(1)
 
+    def _rows(self, m, num):
+        """Row indices of mmu's _sample_rows(samples (m rows), num): the next recorded draw, or torch's."""
+        if self.draws is not None:
+            if not self.draws:
+                raise RuntimeError("TwinResidualVQ: no recorded draw left (record mmu's _sample_rows calls)")
+            idx = torch.as_tensor(np.asarray(self.draws.pop(0)), dtype=torch.long)
+            if idx.numel() != num:
+                raise RuntimeError(f"TwinResidualVQ: a recorded draw of {idx.numel()} rows where {num} are due")
+            return idx
+        if m >= num:
+            return torch.randperm(m)[:num]
+        return torch.randint(0, m, (num,))
+
+    @torch.no_grad()
+    def _kmeans(self, m, x):
+        K = self.codebook_size
+        xd = x.double()
+        means = x[self._rows(x.shape[0], K)].clone()
+        bins = torch.zeros(K)
+        for _ in range(self.kmeans_iters):
+            ind = self._nearest(x, means)
+            bins = torch.bincount(ind, minlength=K).float()
+            sums = torch.zeros(K, x.shape[1], dtype=torch.float64).index_add_(0, ind, xd)
+            new = (sums / bins.double().clamp_min(1)[:, None]).float()
+            means = torch.where(bins[:, None] == 0, means, new)
+        avg = means * bins[:, None]
+        cs = bins.double()
+        n = cs.sum()
+        m.embed[0].copy_((avg.double() / ((cs + self.eps) / (n + K * self.eps) * n)[:, None]).float())
+        m.embed_avg[0].copy_(avg)
+        m.cluster_size[0].copy_(bins)
+        m.initted.fill_(1.0)
+
     @torch.no_grad()
     def _ema(self, m, x, ind):
-        K, dec = self.codebook_size, self.decay
-        cnt = torch.bincount(ind, minlength=K).to(x.dtype)
-        m.cluster_size[0].mul_(dec).add_(cnt, alpha=1 - dec)
+        K = self.codebook_size
+        dec = torch.tensor(self.decay, dtype=torch.float32)
+        one_m = torch.tensor(1.0 - self.decay, dtype=torch.float32)
+        cnt = torch.bincount(ind, minlength=K).float()
+        cs = m.cluster_size[0]
+        cs.copy_(dec * cs + one_m * cnt)
         sums = torch.zeros_like(m.embed_avg[0]).index_add_(0, ind, x)
-        m.embed_avg[0].mul_(dec).add_(sums, alpha=1 - dec)
-        cs = m.cluster_size[0].double()
-        n = cs.sum()
-        smoothed = ((cs + self.eps) / (n + K * self.eps) * n).float()
-        m.embed[0].copy_(m.embed_avg[0] / smoothed[:, None])
+        m.embed_avg[0].mul_(dec).add_(one_m * sums)
+        total = cs.double().sum()
+        n, denom = total.float(), (total + K * self.eps).float()
+        m.embed[0].copy_(m.embed_avg[0] * (1.0 / ((cs + self.eps) / denom * n))[:, None])
+
+    @torch.no_grad()
+    def _expire(self, m, x):
+        if self.threshold_ema_dead_code <= 0:
+            return
+        dead = m.cluster_size[0] < self.threshold_ema_dead_code
+        n = int(dead.sum())
+        if not n:
+            return
+        rows = x[self._rows(x.shape[0], n)]
+        m.embed[0][dead] = rows
+        m.cluster_size[0][dead] = self.threshold_ema_dead_code
+        m.embed_avg[0][dead] = rows * self.threshold_ema_dead_code
 
     def code_vectors(self, indices):
         """indices (..., q) -> (..., q, dim): each level's code vector (no gradient into the codebook)."""
@@ -1803,12 +1871,27 @@ class TwinResidualVQ(nn.Module):
         b, n, dim = x.shape
         rows = x.reshape(b * n, dim)
         residual, out, losses, codes = rows, None, [], []
+        forced = None
+        if self.forced_codes is not None:
+            forced = torch.as_tensor(np.asarray(self.forced_codes.pop(0)), dtype=torch.long).reshape(b * n, -1)
         for d in range(self.num_quantizers):
             m = self.level(d)
+            if self.training and self.kmeans_init and float(m.initted[0]) == 0.0:
+                self._kmeans(m, residual.detach())
             ind = self._nearest(residual.detach(), m.embed[0].detach())
+            if forced is not None and not torch.equal(ind, forced[:, d]):
+                with torch.no_grad():
+                    r, e = residual.detach().double(), m.embed[0].double()
+                    for i in torch.nonzero(ind != forced[:, d]).flatten().tolist():
+                        dist = ((r[i][None] - e) ** 2).sum(1)
+                        self.disagreements.append((d, float(dist[ind[i]]), float(dist[forced[i, d]]),
+                                                   float((r[i] ** 2).sum())))
+                ind = forced[:, d].clone()
             q = F.embedding(ind, m.embed[0] if self.learnable_codebook else m.embed[0].detach())
-            if self.training and self.ema_update and not self.learnable_codebook:
-                self._ema(m, residual.detach(), ind)
+            if self.training:
+                if self.ema_update and not self.learnable_codebook:
+                    self._ema(m, residual.detach(), ind)
+                self._expire(m, residual.detach())
             loss = x.new_zeros(())
             if self.training:
                 if self.commitment_weight > 0:
@@ -1821,5 +1904,191 @@ class TwinResidualVQ(nn.Module):
             out = q if out is None else out + q
             losses.append(loss)
             codes.append(ind)
-        total = torch.stack(losses).sum() / self.num_quantizers if self.num_quantizers > 1 else losses[0]
+        total = losses[0]
+        for loss in losses[1:]:
+            total = total + loss
+        if self.num_quantizers > 1:
+            total = total / float(self.num_quantizers)
         return out.reshape(b, n, dim), torch.stack(codes, -1).reshape(b, n, self.num_quantizers), total
+
+
+class TwinTextEncoder(nn.Module):
+    """mmu.models.vila_u.TextEncoder: token_embedding + pos_embedding[:, :L], pre-norm layers (TwinLayer; causal
+    for layout 'clip'), final_norm, pooled = the last position ('siglip') or the end-of-text position ('clip':
+    the first occurrence of eot_token_id, or the row's highest id), head. forward(ids (B, L) long) ->
+    (features (B, L, dim), pooled (B, embed_dim))."""
+
+    def __init__(self, vocab_size, max_len, dim, depth, num_heads, hidden_dim=None, embed_dim=None, layout="siglip",
+                 activation=None, norm_eps=None, eot_token_id=None):
+        super().__init__()
+        self.layout, self.eot_token_id = layout, eot_token_id
+        activation = activation or {"siglip": "gelu_tanh", "clip": "quick_gelu"}[layout]
+        norm_eps = norm_eps or {"siglip": 1e-6, "clip": 1e-5}[layout]
+        self.token_embedding = nn.Embedding(vocab_size, dim)
+        self.pos_embedding = nn.Parameter(torch.zeros(1, max_len, dim))
+        self.layers = nn.ModuleList(TwinLayer(dim, num_heads, hidden_dim=hidden_dim or 4 * dim, activation=activation,
+                                              bias=True, norm="layernorm", norm_eps=norm_eps) for _ in range(depth))
+        self.final_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.head = nn.Linear(dim, embed_dim or dim, bias=layout == "siglip")
+
+    def forward(self, ids):
+        b, l = ids.shape
+        if self.layout == "siglip":
+            pos = torch.full((b,), l - 1, dtype=torch.long)
+        elif self.eot_token_id is None:
+            pos = ids.argmax(-1)
+        else:
+            pos = (ids == self.eot_token_id).long().argmax(-1)
+        x = self.token_embedding(ids) + self.pos_embedding[:, :l]
+        for layer in self.layers:
+            x = layer(x, is_causal=self.layout == "clip")
+        x = self.final_norm(x)
+        return x, self.head(x[torch.arange(b), pos])
+
+
+def twin_text_input(c, text_ids):
+    """mmu's UnifiedVisionTower.text_input for a twin (NumPy): -1 -> text_pad_id, cut after the longest row's
+    last token, and for the 'siglip' layout padded to text_max_len. c: the tower config as a dict."""
+    a = np.asarray(text_ids, np.int64)
+    real = a >= 0
+    length = int((real.shape[1] - np.argmax(real[:, ::-1], 1)).max())
+    a = np.where(real, a, c["text_pad_id"])[:, :max(length, 1)]
+    if c["text_layout"] == "siglip" and a.shape[1] < c["text_max_len"]:
+        a = np.concatenate([a, np.full((a.shape[0], c["text_max_len"] - a.shape[1]), c["text_pad_id"], np.int64)], 1)
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def twin_siglip_loss(img, txt, t, b):
+    """mmu.losses.siglip_loss: -sum(log_sigmoid(labels * (exp(t) img @ txt.T + b))) / B, labels +1 on the diagonal."""
+    logits = img @ txt.t() * t.exp() + b
+    labels = 2.0 * torch.eye(img.shape[0]) - 1.0
+    return -F.logsigmoid(labels * logits).sum() / img.shape[0]
+
+
+def twin_clip_loss(img, txt, logit_scale):
+    """mmu.losses.clip_loss: logits = min(exp(logit_scale), 100) img @ txt.T, symmetric cross-entropy / 2."""
+    logits = logit_scale.exp().clamp(max=100.0) * (img @ txt.t())
+    target = torch.arange(img.shape[0])
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+class TwinUnifiedVisionTower(nn.Module):
+    """Twin of mmu.models.vila_u.UnifiedVisionTower (c: its config as a dict, config.to_dict()): vision.encoder
+    (TwinViTEncoder, SigLIP layout) + vision.head (the attention-pooling head), quantizer (TwinResidualVQ:
+    shared codebook, EMA, k-means init and dead-code restarts with mmu's draws passed in), post_quant_conv +
+    decoder (taming's, TwinDecoder), [image_proj], text (TwinTextEncoder), logit_scale [/ logit_bias].
+
+    losses(images, text_ids, stage) -> (loss, {"contra", "recon", "commit"} 0-d tensors, recon or None), the
+    terms of UnifiedVisionTower.losses: 'align' contrastive on the pooled CONTINUOUS tokens; 'tower' / 'joint'
+    z = h + sg(sum_d q_d - h) (VILA-U's straight-through on the depth sum), recon = decoder(post_quant_conv(z)),
+    loss = recon_weight * (L1 | L2) + commitment + contra_weight * contrastive(pooled z, text); in 'tower' the
+    text encoder runs without a graph (set_stage freezes it). LPIPS and the PatchGAN are not mirrored."""
+
+    def __init__(self, c):
+        super().__init__()
+        if c.get("lpips_weight") or c.get("gan_weight"):
+            raise ValueError("TwinUnifiedVisionTower: LPIPS and the PatchGAN are not mirrored (lpips_weight = "
+                             "gan_weight = 0)")
+        self.c = dict(c)
+        hidden = c["hidden_dim"] or 4 * c["dim"]
+        self.vision = nn.Module()
+        self.vision.encoder = TwinViTEncoder(c["image_size"], c["patch_size"], c["in_channels"], c["dim"], c["depth"],
+                                             c["num_heads"], hidden, c["activation"], True, "layernorm", c["norm_eps"])
+        self.vision.head = TwinAttentionPoolingHead(c["dim"], c["num_heads"], hidden, c["activation"], c["norm_eps"])
+        self.quantizer = TwinResidualVQ(c["dim"], c["rvq_depth"], c["codebook_size"], c["shared_codebook"],
+                                        decay=c["ema_decay"], commitment_weight=c["commitment_weight"],
+                                        kmeans_init=c["kmeans_init"], threshold_ema_dead_code=c["dead_code_threshold"])
+        self.post_quant_conv = nn.Conv2d(c["codebook_dim"], c["decoder_z_channels"], 1)
+        self.decoder = TwinDecoder(c["decoder_ch"], c["decoder_ch_mult"], c["decoder_num_res_blocks"],
+                                   c["decoder_attn_resolutions"], c["in_channels"], c["image_size"],
+                                   c["decoder_z_channels"], 0.0, c["decoder_norm_groups"])
+        if c["embed_dim"] != c["dim"]:
+            self.image_proj = nn.Linear(c["dim"], c["embed_dim"])
+        self.text = TwinTextEncoder(c["text_vocab_size"], c["text_max_len"], c["text_dim"], c["text_depth"],
+                                    c["text_heads"], c["text_hidden_dim"], c["embed_dim"], c["text_layout"],
+                                    eot_token_id=c["text_eot_id"])
+        if c["contrastive"] == "sigmoid":
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+            self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+        else:
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / 0.07)))
+        self.stage = "joint"
+
+    def load_mmu_state(self, state):
+        """Copies an mmu UnifiedVisionTower state_dict ({name: Tensor or array}) into the twin (strict)."""
+        self.load_state_dict(_to_torch_state(state), strict=True)
+        return self
+
+    def set_stage(self, stage):
+        """UnifiedVisionTower.set_stage: 'tower' freezes the text encoder."""
+        self.text.requires_grad_(stage != "tower")
+        self.stage = stage
+        return self
+
+    def tokens_before_quant(self, images):
+        return self.vision.encoder.run_layers(self.vision.encoder.embed(images), 0, self.c["quantize_after"])
+
+    def pooled(self, h):
+        enc = self.vision.encoder
+        h = enc.run_layers(h, self.c["quantize_after"], len(enc.layers))  # the final norm after the last layer
+        p = self.vision.head(h)
+        return self.image_proj(p) if hasattr(self, "image_proj") else p
+
+    def decode_tokens(self, z):
+        b, n, ch = z.shape
+        g = self.c["image_size"] // self.c["patch_size"]
+        return self.decoder(self.post_quant_conv(z.transpose(1, 2).reshape(b, ch, g, g)))
+
+    def contrastive(self, img, txt):
+        if self.c["contrastive"] == "sigmoid":
+            return twin_siglip_loss(img, txt, self.logit_scale, self.logit_bias)
+        return twin_clip_loss(img, txt, self.logit_scale)
+
+    def losses(self, images, text_ids=None, stage=None):
+        c, stage = self.c, stage or self.stage
+        terms = {}
+        txt = None
+        if stage == "align" or c["contra_weight"] > 0:
+            ids = twin_text_input(c, text_ids)
+            if stage == "tower":
+                with torch.no_grad():
+                    txt = F.normalize(self.text(ids)[1], dim=-1)
+            else:
+                txt = F.normalize(self.text(ids)[1], dim=-1)
+        h = self.tokens_before_quant(images)
+        if stage == "align":
+            terms["contra"] = self.contrastive(F.normalize(self.pooled(h), dim=-1), txt)
+            return terms["contra"] * c["contra_weight"], terms, None
+        q, codes, commit = self.quantizer(h)
+        z = h + (q - h).detach()
+        recon = self.decode_tokens(z)
+        terms["recon"] = F.l1_loss(recon, images) if c["recon_loss"] == "l1" else F.mse_loss(recon, images)
+        terms["commit"] = commit
+        loss = terms["recon"] * c["recon_weight"] + commit
+        if txt is not None:
+            terms["contra"] = self.contrastive(F.normalize(self.pooled(z), dim=-1), txt)
+            loss = loss + terms["contra"] * c["contra_weight"]
+        self.last_codes = codes
+        return loss, terms, recon
+
+
+def twin_optimizer(twin, steps, lr=2e-4, betas=(0.5, 0.9), weight_decay=0.0, warmup_steps=0, min_lr_ratio=0.1):
+    """showo_optimizer over the twin's parameters that require grad (mmu.train.Trainer's generator
+    parameters): torch AdamW (eps 1e-8, decoupled decay, no exemptions) + the warmup-cosine schedule."""
+    params = [p for p in twin.parameters() if p.requires_grad]
+    holder = nn.Module()
+    holder.params = nn.ParameterList(params)
+    return showo_optimizer(holder, steps, lr, betas, weight_decay, warmup_steps, min_lr_ratio)
+
+
+def tower_train_step(twin, opt, sched, images, text_ids=None, grad_clip=1.0):
+    """mmu.train.Trainer's step for UnifiedVisionTower: loss, backward, global-norm clipping of the trainable
+    parameters, AdamW, the schedule. Returns (loss float, {term: float})."""
+    opt.zero_grad(set_to_none=True)
+    loss, terms, _ = twin.losses(images, text_ids)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in twin.parameters() if p.requires_grad], grad_clip)
+    opt.step()
+    sched.step()
+    return loss.item(), {k: v.item() for k, v in terms.items()}

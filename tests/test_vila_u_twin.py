@@ -1,0 +1,164 @@
+"""Issue 14 item 7: torch twins of VILA-U's unified vision tower and AR model (benchmarks/torch_twins.py,
+TwinUnifiedVisionTower and TwinVILAU) trained side by side with mmu's through mmu.train.Trainer for 20
+optimiser steps on identical batches: every loss term each step and the final weights (the EMA codebook's
+buffers included) agree. torch only (skipped without it)."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+import mmu  # noqa: E402
+import mmu.quantizers.vq as _vq  # noqa: E402
+from mmu.models.vila_u import UnifiedVisionTower  # noqa: E402
+from mmu.train import TrainConfig, Trainer  # noqa: E402
+from torch_twins import TwinUnifiedVisionTower, tower_train_step, twin_optimizer  # noqa: E402
+
+STEPS = 20
+
+
+def _batch(batch):
+    return {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in batch.items()}
+
+
+def _record_draws(monkeypatch):
+    """mmu's quantizer picks rows of its input with the seeded _sample_rows (k-means' first centres, the
+    rows that restart dead codes): record the row indices of every call, in order, for the twin."""
+    draws = []
+    sample_rows = _vq._sample_rows
+
+    def recording(samples, num):
+        # the same call on a column of row numbers draws the same uniforms and returns the chosen indices
+        idx = sample_rows(np.arange(samples.shape[0])[:, None], num)[:, 0]
+        draws.append(idx)
+        return samples[idx]
+    monkeypatch.setattr(_vq, "_sample_rows", recording)
+    return draws
+
+
+def _key_bias_rows(name, c):
+    """The entries of a parameter that only shift every attention score of a query by the same amount
+    (the key projection's bias): softmax ignores them, their gradient is zero up to rounding, and Adam
+    turns that rounding into steps of up to lr. -> a slice into the flattened tensor, or None."""
+    if name.endswith("attn.qkv_proj.bias"):
+        dim = c["text_dim"] if name.startswith("text.") else c["dim"]
+        return slice(dim, 2 * dim)
+    if name.endswith("attention.in_proj_bias"):
+        return slice(c["dim"], 2 * c["dim"])
+    if name.endswith("attn_1.k.bias"):
+        return slice(None)
+    return None
+
+
+def _weights_close(twin, model, steps, lr, tol, key_bias=None):
+    """Every entry of the twin's state_dict against mmu's: max |diff| / max(max |mmu|, steps * lr) < tol
+    (relative to the tensor's size, floored at how far Adam moves a weight in the run: biases start at 0).
+    key_bias(name) -> the entries of a key bias (see _key_bias_rows): their gradient must be ~0 and they
+    are held to |diff| < steps * lr only. Returns the worst relative difference of the rest."""
+    state = model.state_dict()
+    params = dict(twin.named_parameters())
+    worst = 0.0
+    for name, p in twin.state_dict().items():
+        want, got = state[name].numpy().reshape(-1).copy(), p.numpy().reshape(-1).copy()
+        rows = key_bias(name) if key_bias else None
+        if rows is not None:
+            grad = params[name].grad
+            if grad is not None:
+                g = grad.reshape(-1)[rows].abs().max().item()
+                assert g < 1e-6 * max(params[name].grad.abs().max().item(), 1e-3), (name, g)
+            assert np.abs(got[rows] - want[rows]).max() < steps * lr, name
+            keep = np.ones(want.size, bool)
+            keep[rows] = False
+            want, got = want[keep], got[keep]
+            if not want.size:
+                continue
+        err = np.abs(got - want).max() / max(np.abs(want).max(), steps * lr)
+        assert err < tol, (name, err)
+        worst = max(worst, err)
+    return worst
+
+
+# measured here (worst over the 20 steps of either parametrisation): each loss term 8.5e-7 relative, weights
+# 4.1e-5 relative per tensor ('tower': the decoder's convs; 'joint' 1.5e-5) once the key biases are set apart;
+# no nearest-code disagreement. The bounds leave a margin for other BLAS orders and thread counts.
+TOWER_LOSS_TOL, TOWER_WEIGHT_TOL = 1e-5, 2e-4
+
+
+def _ties_only(disagreements):
+    """Where the twin's nearest code differed from mmu's (the twin then took mmu's), the two codes must be at
+    the same distance up to float32 rounding of |r|^2 + |e|^2 - 2 r.e, and such rows must be rare."""
+    for level, mine, theirs, norm in disagreements:
+        assert abs(mine - theirs) <= 1e-5 * max(norm, mine, theirs), (level, mine, theirs, norm)
+    return len(disagreements)
+
+
+@pytest.mark.parametrize("stage,contrastive,text_layout", [("tower", "sigmoid", "siglip"),
+                                                           ("joint", "softmax", "clip")])
+def test_tower_twin_matches_over_20_training_steps(monkeypatch, stage, contrastive, text_layout):
+    fields = dict(image_size=16, patch_size=4, dim=32, depth=2, num_heads=2, codebook_size=32, rvq_depth=4,
+                  decoder_ch=16, decoder_ch_mult=[1, 1, 2], decoder_z_channels=16, decoder_norm_groups=4, text_vocab_size=40,
+                  text_max_len=8, text_dim=32, text_depth=1, text_heads=2, contrastive=contrastive,
+                  text_layout=text_layout, recon_loss="l1" if stage == "tower" else "l2")
+    mmu.manual_seed(0)
+    model = UnifiedVisionTower(**fields)
+    model.set_stage(stage)
+    twin = TwinUnifiedVisionTower(model.config.to_dict()).load_mmu_state(model.state_dict()).set_stage(stage)
+    rng = np.random.default_rng(0)
+    n = 64
+    images = np.tanh(rng.standard_normal((n, 3, 16, 16))).astype(np.float32)
+    text = np.full((n, 8), -1, np.int64)
+    for i in range(n):
+        k = rng.integers(2, 8)
+        text[i, :k] = rng.integers(0, 39, k)
+    train = dict(steps=STEPS, batch_size=8, lr=3e-3, betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=3,
+                 grad_clip=0.5)
+    opt, sched = twin_optimizer(twin, **{k: v for k, v in train.items() if k not in ("batch_size", "grad_clip")})
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sum(p.numel() for p in twin.parameters() if p.requires_grad) == sum(p.numel() for p in trainable)
+    draws = _record_draws(monkeypatch)
+    twin.quantizer.draws = draws
+    twin.quantizer.forced_codes = forced = []
+    quantizer_forward = model.quantizer.forward
+
+    def recording_quantizer(x, *a, **k):
+        out = quantizer_forward(x, *a, **k)
+        forced.append(out[1].numpy().copy())
+        return out
+    model.quantizer.forward = recording_quantizer
+    seen = []
+    training_step = model.training_step
+
+    def recording_step(batch, step):
+        loss, logs = training_step(batch, step)
+        seen.append((_batch(batch), logs))
+        return loss, logs
+
+    model.training_step = recording_step
+    records = []
+    trainer = Trainer(model, {"images": images, "text_ids": text}, TrainConfig(**train, log_every=1, progress=False),
+                      callbacks=[lambda tr, rec: records.append(dict(rec))])
+    twin.train()
+    worst = {}
+    for step in range(STEPS):
+        trainer.fit(1)
+        batch, logs = seen[-1]
+        total, terms = tower_train_step(twin, opt, sched, torch.from_numpy(batch["images"]), batch["text_ids"],
+                                        grad_clip=train["grad_clip"])
+        assert not draws  # the twin used every row mmu drew, in order
+        for name, value in terms.items():
+            want = logs[f"loss_{name}"]
+            rel = abs(value - want) / abs(want)
+            worst[name] = max(worst.get(name, 0.0), rel)
+            assert rel < TOWER_LOSS_TOL, (step, name, value, want)
+        assert abs(total - records[-1]["loss"]) <= TOWER_LOSS_TOL * abs(total)
+    assert len(seen) == STEPS and set(worst) == {"contra", "recon", "commit"}
+    # weights relative to each tensor's size, floored at STEPS * lr (how far Adam moves a weight in the run);
+    # the codebook buffers (EMA counts up to the batch's 128 rows) against their own size
+    worst["weights"] = _weights_close(twin, model, STEPS, train["lr"], TOWER_WEIGHT_TOL,
+                                      lambda name: _key_bias_rows(name, twin.c))
+    assert records[-1]["loss"] < records[0]["loss"]
+    worst["code_ties"] = _ties_only(twin.quantizer.disagreements)
+    print(stage, "worst relative differences:", worst)
