@@ -8,6 +8,13 @@ and video codes built on a text-aligned residual-VQ vision tower.
 - `TextEncoder` (text_encoder.py): a SigLIP- or CLIP-layout text transformer.
 - recipe.py: the training stages ('align' -> 'tower', or 'joint' from scratch) and the tower metrics
   (zero_shot_accuracy, tower_metrics).
+- `VILAUConfig` (config.py): the LLM's vocabulary (text ids, then [SOI], [EOI], [SOV], [EOV]) and sizes, the
+  depth transformer's sizes, the projector type, condition dropout, the sampling defaults (cfg 3.0, top-k
+  900, top-p 0.96), the tower's config nested as a dict.
+- `VILAU` (model.py, registered as "vila_u"): the LLaMA-style mmu.nn.TransformerLM under `.lm`,
+  `.mm_projector`, `.depth` (`DepthTransformer`, depth.py: VILA-U's RQTransformer head) and the frozen tower
+  under `.tower`; training_step for mmu.train.Trainer; generate_images / generate_video / answer
+  (generation.py) on the LLM's KV cache.
 """
 from .. import register
 from .text_encoder import TEXT_LAYOUTS, TextEncoder
@@ -17,3 +24,13 @@ register("vila_u_tower", UnifiedVisionTower)
 
 __all__ = ["UnifiedVisionTower", "UnifiedVisionTowerConfig", "TextEncoder", "TEXT_LAYOUTS", "STAGES",
            "CONTRASTIVE_LOSSES"]
+
+from .config import MM_PROJECTORS, VISUAL_TOKENS, VILAUConfig, tower_geometry  # noqa: E402
+from .depth import DepthTransformer  # noqa: E402
+from .generation import answer, generate_images, generate_video  # noqa: E402
+from .model import VILAU, MMProjector  # noqa: E402
+
+register("vila_u", VILAU)
+
+__all__ += ["VILAU", "VILAUConfig", "DepthTransformer", "MMProjector", "VISUAL_TOKENS", "MM_PROJECTORS",
+            "tower_geometry", "generate_images", "generate_video", "answer"]
