@@ -1,5 +1,6 @@
 """PyTorch twins of mmu models: the same layers, weights and optimiser, so a benchmark times
 the same work in both frameworks."""
+import collections
 import math
 
 import numpy as np
@@ -1661,21 +1662,48 @@ class TwinLlamaLM(nn.Module):
             return self.lm_head(h)
         return F.linear(h, self.embed_tokens.weight, getattr(self, "lm_head_bias", None))
 
-    def forward(self, ids=None, inputs_embeds=None, cache=None, logits_at="all"):
+    def forward(self, ids=None, inputs_embeds=None, cache=None, logits_at="all", attention_mask=None,
+                position_ids=None):
+        """attention_mask (B, cache.length + L) bool (True = a real token: left-padded rows) and position_ids
+        (B, L) as mmu.nn.TransformerLM: positions default to cumsum(attention_mask) - 1 (1 at pads) or
+        start .. start+L-1; padded keys are hidden from every query (a query that sees no key gives 0, as
+        torch 2.13's and mmu's attention)."""
         x = self.embed_tokens(ids) if inputs_embeds is None else inputs_embeds
-        l = x.shape[1]
+        b, l = x.shape[:2]
         start = 0 if cache is None else cache.length
+        am = None
+        if attention_mask is not None:
+            am = torch.as_tensor(np.asarray(attention_mask, bool))
+            if bool(am.all()):
+                am = None
+        if position_ids is not None:
+            pos = torch.as_tensor(np.asarray(position_ids), dtype=torch.long)
+        elif am is not None:
+            pos = torch.where(am, am.long().cumsum(-1) - 1, torch.ones_like(am, dtype=torch.long))[:, start:]
+        else:
+            pos = None
         rope = None
         if self.rotary_dim:
-            rope = (self.rope_cos[start:start + l], self.rope_sin[start:start + l])
+            if pos is None:
+                rope = (self.rope_cos[start:start + l], self.rope_sin[start:start + l])
+            else:
+                pos = pos.expand(b, l) if pos.ndim == 2 else pos[None].expand(b, l)
+                rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])  # (B, 1, L, R)
+        mask = None
+        if am is not None:
+            causal = torch.arange(start + l)[None, :] <= (start + torch.arange(l))[:, None]
+            mask = causal[None, None] & am[:, None, None, :start + l]
         for i, layer in enumerate(self.layers):
-            x = layer(x, i, cache, rope, is_causal=True)
+            x = layer(x, i, cache, rope, is_causal=True, attn_mask=mask)
         if cache is not None:
             cache.length += l
         if logits_at is None:
             return self.norm(x)
-        if logits_at == "last":
+        if isinstance(logits_at, str) and logits_at == "last":
             x = x[:, -1]
+        elif not isinstance(logits_at, str):
+            at = torch.as_tensor(np.asarray(logits_at), dtype=torch.long)
+            x = torch.gather(x, 1, at[:, :, None].expand(-1, -1, x.shape[-1]))
         return self.head(self.norm(x))
 
 
@@ -2086,6 +2114,257 @@ def tower_train_step(twin, opt, sched, images, text_ids=None, grad_clip=1.0):
     parameters, AdamW, the schedule. Returns (loss float, {term: float})."""
     opt.zero_grad(set_to_none=True)
     loss, terms, _ = twin.losses(images, text_ids)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in twin.parameters() if p.requires_grad], grad_clip)
+    opt.step()
+    sched.step()
+    return loss.item(), {k: v.item() for k, v in terms.items()}
+
+
+class TwinDepthTransformer(nn.Module):
+    """mmu.models.vila_u.DepthTransformer (VILA-U's RQTransformer head): in_mlp_1 (C -> dim) on the partial sums
+    of the code embeddings, in_mlp_2 (body_dim -> dim) on the LLM's hidden state, pos_emb_d (1, D, dim),
+    head_transformer.{i} (TwinLayer: LayerNorm eps 1e-5, exact GELU MLP of 4 dim, biases; causal over depth),
+    classifier_mlp.layer_norm / .linear (-> K). Dropout is not mirrored (depth_dropout 0).
+    forward(hidden (..., body_dim), code_embeddings (..., d, C) or None, last_only) as mmu's."""
+
+    def __init__(self, code_dim, body_dim, dim, num_layers, num_heads, depth, codebook_size):
+        super().__init__()
+        self.dim, self.depth, self.codebook_size = dim, depth, codebook_size
+        self.in_mlp_1 = nn.Linear(code_dim, dim)
+        self.in_mlp_2 = nn.Linear(body_dim, dim)
+        self.pos_emb_d = nn.Parameter(torch.zeros(1, depth, dim))
+        self.head_transformer = nn.ModuleList(TwinLayer(dim, num_heads, hidden_dim=4 * dim, activation="gelu",
+                                                        bias=True, norm="layernorm", norm_eps=1e-5)
+                                              for _ in range(num_layers))
+        self.classifier_mlp = nn.Sequential(collections.OrderedDict([
+            ("layer_norm", nn.LayerNorm(dim, eps=1e-5)), ("linear", nn.Linear(dim, codebook_size))]))
+
+    def forward(self, hidden, code_embeddings=None, last_only=False):
+        lead = hidden.shape[:-1]
+        rows = int(np.prod(lead))
+        d = 0 if code_embeddings is None else code_embeddings.shape[-2]
+        length = min(d + 1, self.depth)
+        x = self.in_mlp_2(hidden.reshape(rows, -1)).reshape(rows, 1, self.dim)
+        if length > 1:
+            e = code_embeddings.reshape(rows, d, -1)[:, :length - 1]
+            x = torch.cat([x, self.in_mlp_1(torch.cumsum(e, 1))], 1)  # the partial sums above each depth
+        x = x + self.pos_emb_d[:, :length]
+        for block in self.head_transformer:
+            x = block(x, is_causal=True)
+        if last_only:
+            return self.classifier_mlp(x[:, length - 1]).reshape(*lead, self.codebook_size)
+        return self.classifier_mlp(x).reshape(*lead, length, self.codebook_size)
+
+
+class TwinMMProjector(nn.Module):
+    """mmu.models.vila_u.MMProjector: `layers` = Linear ('linear') or Sequential(Linear, GELU (exact), Linear)
+    ('mlp2x_gelu'), VILA-U's keys."""
+
+    def __init__(self, kind, in_dim, out_dim):
+        super().__init__()
+        self.layers = nn.Linear(in_dim, out_dim) if kind == "linear" else \
+            nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def twin_top_k_top_p(logits, top_k, top_p, temperature=1.0):
+    """VILA-U's sample_from_logits filter (RQTransformer's): logits / temperature, keep the top_k, softmax,
+    nucleus: drop the tokens after the cumulative probability reaches top_p (the first always kept),
+    renormalise -> probabilities (rows, V)."""
+    logits = logits / temperature if temperature != 1.0 else logits
+    if top_k is not None and top_k < logits.shape[-1]:
+        v = torch.topk(logits, top_k).values[:, -1:]
+        logits = logits.masked_fill(logits < v, float("-inf"))
+    probs = torch.softmax(logits, -1)
+    if top_p is not None and top_p < 1.0:
+        sorted_p, order = torch.sort(probs, -1, descending=True)
+        remove = sorted_p.cumsum(-1) >= top_p
+        remove[:, 1:] = remove[:, :-1].clone()
+        remove[:, 0] = False
+        probs = probs.masked_fill(remove.scatter(-1, order, remove), 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+class TwinVILAU(nn.Module):
+    """Twin of mmu.models.vila_u.VILAU (c: its config as a dict, config.to_dict(); the tower's config nested):
+    lm (TwinLlamaLM: RMSNorm, SwiGLU, RoPE, no biases, GQA), mm_projector (TwinMMProjector), depth
+    (TwinDepthTransformer), tower (TwinUnifiedVisionTower, frozen: only its codebook is read, as VILA-U's
+    get_code_emb_with_depth), so load_mmu_state(model.state_dict()) copies every weight (strict).
+
+    The sequences come from mmu's builders (VILAU.i2t_sequences / t2v_sequences: NumPy ids, codes with -1 at
+    text positions, labels / attention masks; the t2i condition dropout is drawn by mmu, record it there):
+      text_loss(ids, codes, labels): the LLM's logits at every position whose next label is a target,
+        mean cross-entropy (VILAU._text_loss);
+      visual_loss(ids, codes, mask, s): the final-normed hidden states of columns s .. s+P-1 through the depth
+        transformer with the code embeddings of the P positions -> (sum of the code cross-entropies, count).
+    generate_images(prompts, ...): the LLM on a static KV cache (TwinRopeCache), the depth transformer re-run
+    at each of the D depths, CFG u + s (c - u), VILA-U's top-k / top-p sampler (or argmax), as
+    mmu.models.vila_u.generation.generate_images."""
+
+    def __init__(self, c):
+        super().__init__()
+        if c.get("depth_dropout"):
+            raise ValueError("TwinVILAU: dropout is not mirrored (mmu and torch draw different masks): "
+                             "depth_dropout=0")
+        self.c = dict(c)
+        t = c["tower"]
+        self.K, self.D = t["codebook_size"], t["rvq_depth"]
+        self.C = t["codebook_dim"] or t["dim"]
+        g = t["image_size"] // t["patch_size"]
+        self.latent = (g, g)
+        self.vocab_size = c["llm_vocab_size"] + 4
+        self.lm = TwinLlamaLM(self.vocab_size, c["dim"], c["num_layers"], c["num_heads"], c["num_kv_heads"],
+                              hidden_dim=c["hidden_dim"] or 4 * c["dim"], norm_eps=c["norm_eps"],
+                              rope_base=c["rope_base"], max_seq_len=c["max_seq_len"],
+                              tie_embeddings=c["tie_embeddings"])
+        self.mm_projector = TwinMMProjector(c["mm_projector"], self.C, c["dim"])
+        self.depth = TwinDepthTransformer(self.C, c["dim"], c["depth_dim"], c["depth_layers"], c["depth_heads"],
+                                          self.D, self.K)
+        self.tower = TwinUnifiedVisionTower(t)
+        self.tower.requires_grad_(False)
+
+    def load_mmu_state(self, state):
+        """Copies an mmu VILAU state_dict (tower included) into the twin (strict)."""
+        self.load_state_dict(_to_torch_state(state), strict=True)
+        return self
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.tower.eval()  # frozen, as mmu's
+        return self
+
+    def code_embeddings(self, codes):
+        """codes (..., d) long -> (..., d, C): the shared codebook's vectors (no gradient)."""
+        return F.embedding(codes, self.tower.quantizer.level(0).embed[0].detach())
+
+    def visual_embeddings(self, codes):
+        """codes (M, D) -> (M, dim) = mm_projector(sum_d e_d(code_d)) (VILA-U's cumsum, the last)."""
+        return self.mm_projector(torch.cumsum(self.code_embeddings(codes), -2)[..., -1, :])
+
+    def embed(self, ids, codes):
+        """ids (B, L), codes (B, L, D) with -1 at text positions (NumPy) -> (B, L, dim)."""
+        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+        codes = torch.as_tensor(np.asarray(codes), dtype=torch.long)
+        visual = codes[..., 0] >= 0
+        x = self.lm.embed_tokens(torch.where(visual, 0, ids))
+        if bool(visual.any()):
+            x = x.clone()
+            x[visual] = self.visual_embeddings(codes[visual])
+        return x
+
+    def text_loss(self, ids, codes, labels):
+        labels = np.asarray(labels)
+        b = len(ids)
+        targets = [np.flatnonzero(labels[i, 1:] != -100) for i in range(b)]
+        n = max(len(t) for t in targets)
+        where = np.zeros((b, n), np.int64)
+        want = np.full((b, n), -100, np.int64)
+        for i, t in enumerate(targets):
+            where[i, :len(t)] = t
+            want[i, :len(t)] = labels[i, t + 1]
+        logits = self.lm(inputs_embeds=self.embed(ids, codes), logits_at=where)
+        return F.cross_entropy(logits.reshape(b * n, -1), torch.from_numpy(want.reshape(-1)), ignore_index=-100)
+
+    def visual_loss(self, ids, codes, mask, s):
+        codes = np.asarray(codes)
+        b, length = ids.shape
+        hidden = self.lm(inputs_embeds=self.embed(ids, codes), attention_mask=mask, logits_at=None)
+        vis = codes[:, s + 1:]
+        p = int((vis[0, :, 0] >= 0).sum())
+        target = torch.from_numpy(np.ascontiguousarray(vis[:, :p]))
+        logits = self.depth(hidden[:, s:s + p], self.code_embeddings(target))  # (B, P, D, K)
+        total = F.cross_entropy(logits.reshape(-1, self.K), target.reshape(-1), reduction="sum")
+        return total, b * p * self.D
+
+    def losses(self, inputs):
+        """inputs: {"i2t": (ids, codes, labels), "t2i": (ids, codes, mask, s), "t2v": (...)} (mmu's sequences)
+        -> {"text", "visual"} 0-d losses (VILAU.losses' terms: visual = the summed code cross-entropies of the
+        t2i and t2v parts over their total count)."""
+        terms = {}
+        if "i2t" in inputs:
+            terms["text"] = self.text_loss(*inputs["i2t"])
+        total, count = None, 0
+        for task in ("t2i", "t2v"):
+            if task in inputs:
+                part, n = self.visual_loss(*inputs[task])
+                total = part if total is None else total + part
+                count += n
+        if total is not None:
+            terms["visual"] = total * (1.0 / count)
+        return terms
+
+    @torch.inference_mode()
+    def generate_images(self, prompts, cfg_scale=3.0, top_k=900, top_p=0.96, temperature=1.0, do_sample=True,
+                        num_positions=None, start_id=None, trace=None):
+        """prompts: B lists of text ids (no [SOT] / [EOT]) -> codes (B, h, w, D) long. num_positions / start_id:
+        a video's T h w positions after [SOV] (default: one image after [SOI]). trace: a list receiving each
+        position's unguided depth logits (D arrays (rows, K))."""
+        c = self.c
+        h, w = self.latent
+        n = num_positions or h * w
+        start_id = c["llm_vocab_size"] if start_id is None else start_id
+        b = len(prompts)
+        guided = cfg_scale != 1.0
+        texts = list(prompts) + [[] for _ in range(b)] if guided else list(prompts)
+        seqs = [[c["sot_token_id"]] + list(t) + [c["eot_token_id"], start_id] for t in texts]
+        width = max(len(q) for q in seqs)
+        rows = len(seqs)
+        ids = np.full((rows, width), c["eot_token_id"], np.int64)
+        mask = np.zeros((rows, width + n - 1), bool)
+        for i, q in enumerate(seqs):
+            ids[i, width - len(q):] = q
+            mask[i, width - len(q):] = True
+        mask[:, width:] = True
+        positions = np.maximum(np.cumsum(mask[:, :width], 1) - 1, 0)
+        next_pos = torch.from_numpy(positions[:, -1:] + 1)
+        mask_t = torch.from_numpy(mask)
+        top_k = min(top_k, self.K) if top_k else None
+        out = torch.zeros(b, n, self.D, dtype=torch.long)
+        cache = self.lm.new_cache(rows, width + n - 1)
+        hid = self.lm(torch.from_numpy(ids), cache=cache, logits_at=None, attention_mask=mask_t[:, :width],
+                      position_ids=positions)[:, -1]
+        for j in range(n):
+            codes = torch.zeros(b, 0, dtype=torch.long)
+            record = [] if trace is not None else None
+            for d in range(self.D):
+                given = torch.cat([codes, codes]) if guided else codes
+                e = self.code_embeddings(given) if d else None
+                logits = self.depth(hid, e, last_only=True)
+                if record is not None:
+                    record.append(logits.numpy().copy())
+                if guided:
+                    logits = logits[b:] + cfg_scale * (logits[:b] - logits[b:])
+                if do_sample:
+                    nxt = torch.multinomial(twin_top_k_top_p(logits, top_k, top_p, temperature), 1)
+                else:
+                    nxt = logits.argmax(-1, keepdim=True)
+                codes = torch.cat([codes, nxt], 1)
+            out[:, j] = codes
+            if record is not None:
+                trace.append(record)
+            if j == n - 1:
+                break
+            feed = torch.cat([codes, codes]) if guided else codes
+            x = self.visual_embeddings(feed)[:, None]
+            hid = self.lm(inputs_embeds=x, cache=cache, logits_at=None, attention_mask=mask_t[:, :width + j + 1],
+                          position_ids=next_pos)[:, 0]
+            next_pos = next_pos + 1
+        return out.reshape(b, h, w, self.D) if num_positions is None else out
+
+
+def vila_u_train_step(twin, opt, sched, inputs, grad_clip=1.0):
+    """mmu.train.Trainer's step for VILAU: loss = text + visual, backward, global-norm clipping of the trainable
+    parameters, AdamW, the schedule. Returns (loss float, {term: float})."""
+    opt.zero_grad(set_to_none=True)
+    terms = twin.losses(inputs)
+    loss = None
+    for t in terms.values():
+        loss = t if loss is None else loss + t
     loss.backward()
     if grad_clip:
         torch.nn.utils.clip_grad_norm_([p for p in twin.parameters() if p.requires_grad], grad_clip)

@@ -162,3 +162,101 @@ def test_tower_twin_matches_over_20_training_steps(monkeypatch, stage, contrasti
     assert records[-1]["loss"] < records[0]["loss"]
     worst["code_ties"] = _ties_only(twin.quantizer.disagreements)
     print(stage, "worst relative differences:", worst)
+
+
+# ---------------------------------------------------------------------------------------------- the AR model
+TOWER = dict(image_size=16, patch_size=4, dim=32, depth=2, num_heads=2, codebook_size=32, rvq_depth=4, decoder_ch=16,
+             decoder_ch_mult=[1, 1, 2], decoder_z_channels=16, decoder_norm_groups=4, text_vocab_size=40,
+             text_max_len=8, text_dim=32, text_depth=1, text_heads=2)
+AR = dict(llm_vocab_size=24, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, depth_dim=32, depth_layers=2,
+          depth_heads=2, depth_dropout=0.0, max_seq_len=64, tower=TOWER)
+# measured here (worst over the 20 steps): the text term 1.5e-7 relative, the visual term 1.4e-7, weights 3.4e-5
+# relative per tensor (no key bias anywhere in the LLM or the depth head: nothing to set apart); the bounds leave
+# a margin for other BLAS orders and thread counts
+AR_LOSS_TOL, AR_WEIGHT_TOL = 1e-5, 1e-4
+
+
+def _texts(rng, n, longest, vocab):
+    out = np.full((n, longest), -1, np.int64)
+    for i in range(n):
+        k = rng.integers(1, longest + 1)
+        out[i, :k] = rng.integers(3, vocab, k)  # ids >= 3: not [SOT] / [EOT] (1, 2), which the sequences add
+    return out
+
+
+def test_ar_twin_matches_over_20_training_steps():
+    mmu.manual_seed(0)
+    from mmu.models.vila_u import VILAU
+    from torch_twins import TwinVILAU, vila_u_train_step
+    model = VILAU(cond_dropout_prob=0.3, **AR)
+    twin = TwinVILAU(model.config.to_dict()).load_mmu_state(model.state_dict())
+    rng = np.random.default_rng(0)
+    n, N, D, K = 48, 16, 4, 32
+    data = {"i2t.codes": rng.integers(0, K, (n, N, D)), "i2t.text_ids": _texts(rng, n, 5, 24),
+            "t2i.text_ids": _texts(rng, n, 4, 24), "t2i.codes": rng.integers(0, K, (n, N, D)),
+            "t2v.text_ids": _texts(rng, n, 3, 24), "t2v.codes": rng.integers(0, K, (n, 2 * N, D))}
+    train = dict(steps=STEPS, batch_size=4, lr=3e-3, betas=(0.9, 0.95), weight_decay=0.05, warmup_steps=3,
+                 grad_clip=0.5)
+    opt, sched = twin_optimizer(twin, **{k: v for k, v in train.items() if k not in ("batch_size", "grad_clip")})
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sum(p.numel() for p in twin.parameters() if p.requires_grad) == sum(p.numel() for p in trainable)
+    # record the sequences mmu's step built (its condition dropout is drawn from mmu's RNG)
+    built = {}
+    for name in ("i2t_sequences", "t2v_sequences"):
+        def recording(*a, _f=getattr(model, name), **k):
+            out = _f(*a, **k)
+            video = k.get("video", a[2] if len(a) > 2 else False)
+            built["i2t" if _f.__name__ == "i2t_sequences" else ("t2v" if video else "t2i")] = out
+            return out
+        setattr(model, name, recording)
+    seen = []
+    training_step = model.training_step
+
+    def recording_step(batch, step):
+        built.clear()
+        loss, logs = training_step(batch, step)
+        seen.append((dict(built), logs))
+        return loss, logs
+    model.training_step = recording_step
+    records = []
+    trainer = Trainer(model, data, TrainConfig(**train, log_every=1, progress=False),
+                      callbacks=[lambda tr, rec: records.append(dict(rec))])
+    twin.train()
+    worst, dropped = {}, 0.0
+    for step in range(STEPS):
+        trainer.fit(1)
+        inputs, logs = seen[-1]
+        assert set(inputs) == {"i2t", "t2i", "t2v"}
+        dropped += logs["cond_dropped"]
+        total, terms = vila_u_train_step(twin, opt, sched, inputs, grad_clip=train["grad_clip"])
+        for name, key in (("text", "loss_text"), ("visual", None)):
+            want = logs[key] if key else records[-1]["loss"] - logs["loss_text"]
+            rel = abs(terms[name] - want) / abs(want)
+            worst[name] = max(worst.get(name, 0.0), rel)
+            assert rel < AR_LOSS_TOL, (step, name, terms[name], want)
+        assert abs(total - records[-1]["loss"]) <= AR_LOSS_TOL * abs(total)
+    assert dropped > 0  # condition dropout happened, on the same rows on both sides
+    worst["weights"] = _weights_close(twin, model, STEPS, train["lr"], AR_WEIGHT_TOL)
+    assert records[-1]["loss"] < records[0]["loss"]
+    print("AR worst relative differences:", worst)
+
+
+def test_ar_twin_generation_matches_greedy_with_cfg():
+    """generate_images with CFG (s = 3) and argmax sampling: the twin on its torch KV cache produces the same
+    codes as mmu's, and every depth's unguided logits agree."""
+    mmu.manual_seed(1)
+    from mmu.models.vila_u import VILAU
+    from torch_twins import TwinVILAU
+    model = VILAU(**AR)
+    twin = TwinVILAU(model.config.to_dict()).load_mmu_state(model.state_dict()).eval()
+    prompts = [[5, 6, 7], [9], [3, 4]]
+    trace, twin_trace = [], []
+    codes = model.generate_images(prompts, cfg_scale=3.0, do_sample=False, trace=trace)
+    got = twin.generate_images(prompts, cfg_scale=3.0, do_sample=False, trace=twin_trace).numpy()
+    np.testing.assert_array_equal(got, codes)
+    worst = max(np.abs(a - b).max() / np.abs(a).max() for r, t in zip(trace, twin_trace)
+                for a, b in zip(r["logits"], t))
+    print("generation: worst depth logits", worst)
+    assert len(trace) == len(twin_trace) == 16 and worst < 1e-5, worst
+    # a guidance scale of 0 (the unconditional rows alone) picks other codes: the comparison sees the CFG rows
+    assert (twin.generate_images(prompts, cfg_scale=0.0, do_sample=False).numpy() != codes).any()
