@@ -170,10 +170,10 @@ TOWER = dict(image_size=16, patch_size=4, dim=32, depth=2, num_heads=2, codebook
              text_max_len=8, text_dim=32, text_depth=1, text_heads=2)
 AR = dict(llm_vocab_size=24, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, depth_dim=32, depth_layers=2,
           depth_heads=2, depth_dropout=0.0, max_seq_len=64, tower=TOWER)
-# measured here (worst over the 20 steps): the text term 1.5e-7 relative, the visual term 1.4e-7, weights 3.4e-5
-# relative per tensor (no key bias anywhere in the LLM or the depth head: nothing to set apart); the bounds leave
-# a margin for other BLAS orders and thread counts
-AR_LOSS_TOL, AR_WEIGHT_TOL = 1e-5, 1e-4
+# measured here (worst over the 20 steps): the text term 1.5e-7 relative, the visual term 1.4e-7, weights 1.5e-6
+# relative per tensor once the depth head's key biases are set apart (the LLM has no biases); the bounds leave a
+# margin for other BLAS orders and thread counts
+AR_LOSS_TOL, AR_WEIGHT_TOL = 1e-5, 2e-5
 
 
 def _texts(rng, n, longest, vocab):
@@ -236,7 +236,9 @@ def test_ar_twin_matches_over_20_training_steps():
             assert rel < AR_LOSS_TOL, (step, name, terms[name], want)
         assert abs(total - records[-1]["loss"]) <= AR_LOSS_TOL * abs(total)
     assert dropped > 0  # condition dropout happened, on the same rows on both sides
-    worst["weights"] = _weights_close(twin, model, STEPS, train["lr"], AR_WEIGHT_TOL)
+    depth_keys = lambda name: slice(AR["depth_dim"], 2 * AR["depth_dim"]) \
+        if name.startswith("depth.") and name.endswith("attn.qkv_proj.bias") else None
+    worst["weights"] = _weights_close(twin, model, STEPS, train["lr"], AR_WEIGHT_TOL, depth_keys)
     assert records[-1]["loss"] < records[0]["loss"]
     print("AR worst relative differences:", worst)
 
