@@ -165,7 +165,8 @@ def test_vocabulary_config_and_layout():
     assert all(mod.bias is None for mod in lm.modules() if isinstance(mod, mmu.nn.Linear))
     assert lm.embed_tokens.weight.shape == (16, 16) and lm.lm_head.weight.shape == (16, 16)
     keys = set(m.state_dict())
-    for key in ("depth.in_mlp_1.weight", "depth.in_mlp_2.weight", "depth.pos_emb_d", "depth.classifier_mlp.layer_norm.weight",
+    for key in ("depth.in_mlp_1.weight", "depth.in_mlp_2.weight", "depth.pos_emb_d",
+                "depth.classifier_mlp.layer_norm.weight",
                 "depth.classifier_mlp.linear.weight", "depth.head_transformer.1.attn.qkv_proj.bias",
                 "mm_projector.layers.0.weight", "mm_projector.layers.2.weight"):
         assert key in keys, key
@@ -214,6 +215,22 @@ def test_depth_transformer_forward_equals_numpy_reference():
         step = depth(mmu.tensor(flat_h), mmu.tensor(flat_e[:, :d]) if d else None, last_only=True).numpy()
         np.testing.assert_allclose(step, _np_rq_step(depth, flat_h, flat_e[:, :d], heads=4), rtol=1e-4, atol=2e-5)
         np.testing.assert_allclose(step, want.reshape(6, 4, K)[:, d], rtol=1e-4, atol=2e-5)
+    # the cached steps of generation (one input per depth) give the same logits
+    cache = depth.new_cache(6)
+    sums = np.cumsum(flat_e, 1)
+    with mmu.no_grad():
+        for d in range(4):
+            step = depth.step(cache, hidden=flat_h) if d == 0 else depth.step(cache, code_sum=sums[:, d - 1])
+            np.testing.assert_allclose(step.numpy(), want.reshape(6, 4, K)[:, d], rtol=1e-4, atol=2e-5)
+        with pytest.raises(ValueError, match="all D=4 depths"):
+            depth.step(cache, code_sum=sums[:, 0])
+        cache.reset()
+        with pytest.raises(ValueError, match="depth 0 needs hidden"):
+            depth.step(cache, code_sum=sums[:, 0])
+        with pytest.raises(ValueError, match=r"hidden must be \(rows=6, 12\)"):
+            depth.step(cache, hidden=flat_h[:3])
+        with pytest.raises(TypeError, match="new_cache"):
+            depth.step(mmu.nn.KVCache(2, 6, 4, 9, 4), hidden=flat_h)
     # gradients reach every parameter
     loss = depth(mmu.tensor(hidden), mmu.tensor(emb)).sum()
     loss.backward()
@@ -293,9 +310,14 @@ def test_training_loss_terms_equal_numpy_references():
     np.testing.assert_allclose(logs["loss_video"], sv / nv, rtol=1e-5)
     # VILA-U's sum of the text mean and the (pooled) code mean
     np.testing.assert_allclose(loss.item(), want_text + (si + sv) / (ni + nv), rtol=1e-5)
+    assert m.evaluate_step(batch)["loss"] == loss.item()
+    # a video's codes may come as frames (B, T, h, w, D): the same rows
+    grid = {**batch, "t2v.codes": t2v_codes.reshape(2, 2, HW, HW, D)}
+    assert m.training_step(grid, 0)[1] == logs
     # left padding changes nothing: the padded row's code loss equals the row alone
     alone = _model(cond_dropout_prob=0.0).training_step({"t2i.text_ids": [[6]], "t2i.codes": t2i_codes[1:]}, 0)[1]
-    pair = _model(cond_dropout_prob=0.0).training_step({"t2i.text_ids": [[6], [6]], "t2i.codes": t2i_codes[[1, 1]]}, 0)[1]
+    pair = _model(cond_dropout_prob=0.0).training_step({"t2i.text_ids": [[6], [6]],
+                                                         "t2i.codes": t2i_codes[[1, 1]]}, 0)[1]
     np.testing.assert_allclose(alone["loss_image"], pair["loss_image"], rtol=1e-5)
     two = _model(cond_dropout_prob=0.0).training_step({"t2i.text_ids": [[3, 4, 5], [6]], "t2i.codes": t2i_codes}, 0)[1]
     first = _model(cond_dropout_prob=0.0).training_step({"t2i.text_ids": [[3, 4, 5]], "t2i.codes": t2i_codes[:1]}, 0)[1]
@@ -403,9 +425,9 @@ def _full_rows(m, prompts, codes, start, guided):
     return ids, full, mask, width
 
 
-@pytest.mark.parametrize("video", [False, True])
-def test_cached_generation_equals_recomputation_step_by_step(video):
-    m = _model()
+@pytest.mark.parametrize("video,kv_heads", [(False, None), (True, None), (False, 1)])
+def test_cached_generation_equals_recomputation_step_by_step(video, kv_heads):
+    m = _model(num_kv_heads=kv_heads)
     prompts = [[3, 4, 5], [6]]
     trace = []
     if video:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import mmu
-from mmu.models.vila_u import TextEncoder, UnifiedVisionTower, UnifiedVisionTowerConfig
+from mmu.models.vila_u import (TextEncoder, UnifiedVisionTower, UnifiedVisionTowerConfig, digit_prompts, tower_data,
+                                tower_metrics, train_recipe, train_tower, zero_shot_accuracy)
 from mmu.optim import AdamW
 
 TINY = dict(image_size=16, patch_size=4, in_channels=1, dim=32, depth=2, num_heads=4, codebook_size=32, rvq_depth=3,
@@ -449,3 +450,85 @@ def test_public_callables_are_documented():
                 if attr.startswith("_") or not (callable(member) or isinstance(member, property)):
                     continue
                 assert inspect.getdoc(getattr(obj, attr)), f"{name}.{attr}"
+
+
+# ----------------------------------------------------------------------------------------- recipe and metrics
+def _word_tokenizer():
+    from mmu.text import TextTokenizer
+    return TextTokenizer.train_word_level(mmu.data.caption_corpus("digits"))
+
+
+def test_tower_metrics_match_numpy():
+    t = _tower()
+    b = _batch(6)
+    t.training_step(b, 0)
+    m = tower_metrics(t, b["images"], batch_size=4)
+    codes = t.encode(b["images"])
+    recon = t.decode(codes).astype(np.float64)
+    x = b["images"].astype(np.float64)
+    mse = ((recon - x) ** 2).reshape(6, -1).mean(1)
+    np.testing.assert_allclose(m["psnr"], np.mean(10 * np.log10(4.0 / mse)), rtol=1e-5)
+    assert m["ssim"] == pytest.approx(mmu.metrics.ssim(recon.astype(np.float32), b["images"]), rel=1e-6)
+    flat = codes.reshape(-1, 3)
+    assert m["code_usage_per_depth"] == [np.unique(flat[:, d]).size / 32 for d in range(3)]
+    assert m["code_usage"] == np.unique(flat).size / 32
+    for d in range(3):
+        p = np.bincount(flat[:, d], minlength=32) / len(flat)
+        p = p[p > 0]
+        assert m["perplexity_per_depth"][d] == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-9)
+
+
+def test_zero_shot_accuracy_matches_numpy_and_checks_input():
+    tok = _word_tokenizer()
+    t = _tower(text_vocab_size=tok.vocab_size)
+    t.text_tokenizer = tok
+    b = _batch(6)
+    t.training_step({"images": b["images"], "text_ids": t.tokenize(["seven"] * 6)}, 0)
+    prompts = digit_prompts()
+    assert prompts[7] == "a handwritten seven" and len(prompts) == 10
+    labels = np.array([0, 1, 2, 3, 4, 5])
+    acc = zero_shot_accuracy(t, b["images"], labels, prompts, batch_size=4)
+    t.eval()
+    with mmu.no_grad():
+        img = t.image_embeddings(b["images"]).numpy()
+        txt = t.text_embeddings(t.tokenize(prompts)).numpy()
+    pred = (img @ txt.T).argmax(1)
+    assert acc == pytest.approx(float((pred == labels).mean()))
+    # the labels of the predictions score 1; a prompt ensemble of one prompt each is the same
+    assert zero_shot_accuracy(t, b["images"], pred, prompts) == 1.0
+    assert zero_shot_accuracy(t, b["images"], pred, [[p] for p in prompts]) == 1.0
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
+        zero_shot_accuracy(t, b["images"], labels + 5, prompts)
+    with pytest.raises(ValueError, match="labels must be ints of shape"):
+        zero_shot_accuracy(t, b["images"], labels[:3], prompts)
+    with pytest.raises(TypeError, match="class_texts"):
+        zero_shot_accuracy(t, b["images"], labels, "a handwritten seven")
+    with pytest.raises(ValueError, match=r"images must be \(N, 1, 16, 16\)"):
+        zero_shot_accuracy(t, b["images"][:, :, :8], labels, prompts)
+    with pytest.raises(TypeError, match="tower must be a UnifiedVisionTower"):
+        tower_metrics(object(), b["images"])
+
+
+def test_tower_data_and_train_recipe_on_digits():
+    tok = _word_tokenizer()
+    ds = mmu.data.captioned_digits(16, "test")
+    t = _tower(text_vocab_size=tok.vocab_size, text_tokenizer=tok)
+    data = tower_data(ds, t)
+    assert data["images"].shape == (8 * len(ds), 1, 16, 16) and data["text_ids"].shape[0] == 8 * len(ds)
+    np.testing.assert_array_equal(data["images"][8], ds.images[1])
+    assert data["text_ids"][8 * 7].tolist()[:3] == t.tokenize([ds.all_captions(7)[0]])[0].tolist()[:3]
+    one = tower_data(ds, t, all_captions=False)
+    assert one["images"].shape[0] == len(ds)
+    small = {k: v[:48] for k, v in data.items()}
+    hist = train_recipe(t, small, "align_tower", 4, batch_size=16)
+    assert set(hist) == {"align", "tower"} and t.stage == "tower" and not t.training
+    assert all(not p.requires_grad for p in t.text.parameters())
+    assert set(train_recipe(_tower(text_vocab_size=tok.vocab_size), small, "joint", 2, batch_size=16)) == {"joint"}
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        train_recipe(t, small, "tower_first", 4)
+    with pytest.raises(ValueError, match="align_steps"):
+        train_recipe(t, small, "align_tower", 4, align_steps=4)
+    with pytest.raises(ValueError, match="stage must be one of"):
+        train_tower(t, small, "pretrain", 2)
+    with pytest.raises(TypeError, match="captioned dataset"):
+        tower_data(ds.images, t)

@@ -19,11 +19,14 @@ and video codes built on a text-aligned residual-VQ vision tower.
 from .. import register
 from .text_encoder import TEXT_LAYOUTS, TextEncoder
 from .tower import CONTRASTIVE_LOSSES, STAGES, UnifiedVisionTower, UnifiedVisionTowerConfig
+from .recipe import (RECIPES, digit_prompts, tower_data, tower_metrics, train_recipe, train_tower,
+                     zero_shot_accuracy)
 
 register("vila_u_tower", UnifiedVisionTower)
 
 __all__ = ["UnifiedVisionTower", "UnifiedVisionTowerConfig", "TextEncoder", "TEXT_LAYOUTS", "STAGES",
-           "CONTRASTIVE_LOSSES"]
+           "CONTRASTIVE_LOSSES", "RECIPES", "digit_prompts", "tower_data", "tower_metrics", "train_recipe",
+           "train_tower", "zero_shot_accuracy"]
 
 from .config import MM_PROJECTORS, VISUAL_TOKENS, VILAUConfig, tower_geometry  # noqa: E402
 from .depth import DepthTransformer  # noqa: E402

@@ -28,7 +28,7 @@ import collections
 
 import numpy as np
 
-from ...nn import LayerNorm, Linear, Module, ModuleList, Sequential, TransformerLayer, init
+from ...nn import KVCache, LayerNorm, Linear, Module, ModuleList, Sequential, TransformerLayer, init
 from ...nn.parameter import Parameter
 from ...tensor import _as_tensor, cat as _cat, cumsum as _cumsum
 from ...tensor import tensor as _tensor
@@ -47,8 +47,8 @@ class DepthTransformer(Module):
     (head.n_layer / head.block.n_head); depth: D (block_size[2]); codebook_size: K (vocab_size).
     Modules: in_mlp_1 Linear(C, dim), in_mlp_2 Linear(body_dim, dim), pos_emb_d (1, D, dim),
     head_transformer (num_layers TransformerLayers, the module docstring has the layout and names),
-    classifier_mlp (layer_norm, linear -> K). Linear weights start N(0, init_std) with zero biases and
-    pos_emb_d N(0, 0.02), as VILA-U.
+    classifier_mlp (layer_norm, linear -> K). Linear weights start N(0, init_std) with zero biases (a GPT-style
+    start; VILA-U's class keeps PyTorch's defaults and loads trained weights), pos_emb_d N(0, 0.02) as VILA-U.
     """
 
     def __init__(self, code_dim, body_dim, dim, num_layers, num_heads, depth, codebook_size, dropout=0.1,
@@ -76,6 +76,9 @@ class DepthTransformer(Module):
                              norm="layernorm", norm_eps=1e-5, residual="sequential", rotary_fraction=0.0,
                              dropout=dropout)
             for _ in range(num_layers)])
+        for i, block in enumerate(self.head_transformer):
+            block.attn.layer_idx = i  # its slot in a generation cache (new_cache)
+        self.num_heads = num_heads
         self.classifier_mlp = Sequential(collections.OrderedDict([
             ("layer_norm", LayerNorm(self.dim, eps=1e-5)), ("linear", Linear(self.dim, self.codebook_size))]))
         for m in self.modules():
@@ -127,6 +130,42 @@ class DepthTransformer(Module):
             x = x.reshape(rows, self.dim) if length == 1 else x[:, length - 1]
             return self.classifier_mlp(x).reshape(lead + (self.codebook_size,))
         return self.classifier_mlp(x).reshape(lead + (length, self.codebook_size))
+
+    def new_cache(self, rows):
+        """An empty mmu.nn.KVCache for `rows` positions decoded together, one slot per depth (max_len D):
+        step() writes one depth's keys and values at a time."""
+        return KVCache(len(self.head_transformer), rows, self.num_heads, self.depth, self.dim // self.num_heads)
+
+    def step(self, cache, hidden=None, code_sum=None):
+        """Generation's short step on a cache: the logits (rows, K) of depth d = cache.length.
+
+        d = 0: hidden (rows, body_dim), the LLM's state (input in_mlp_2(hidden)); d >= 1: code_sum (rows, C) =
+        e_0 + ... + e_{d-1}, the partial sum of the codes chosen so far (input in_mlp_1(code_sum)). The depth's
+        input + pos_emb_d[d] runs through head_transformer against the cached depths 0 .. d-1, then the cache
+        advances by one. The logits equal forward(...)[..., d, :] on the same inputs (causal attention: a depth
+        never sees the ones after it), with one input per step instead of VILA-U's d + 1 (it recomputes the
+        prefix each depth). Run under mmu.no_grad()."""
+        fn = "DepthTransformer.step"
+        if not isinstance(cache, KVCache) or cache.num_layers != len(self.head_transformer) or \
+                cache.max_len != self.depth or cache.head_dim != self.dim // self.num_heads:
+            raise TypeError(f"{fn}: cache must come from this model's new_cache(rows), got {cache!r}")
+        d = cache.length
+        if d >= self.depth:
+            raise ValueError(f"{fn}: the cache already holds all D={self.depth} depths; reset() it for the next "
+                             "position")
+        if (d == 0) != (hidden is not None) or (d > 0) != (code_sum is not None):
+            raise ValueError(f"{fn}: depth {d} needs " + ("hidden (rows, body_dim)" if d == 0 else
+                                                          "code_sum (rows, C), not hidden"))
+        x, layer, width = (hidden, self.in_mlp_2, self.body_dim) if d == 0 else (code_sum, self.in_mlp_1, self.code_dim)
+        x = _as_tensor(x, fn, "hidden" if d == 0 else "code_sum")
+        if x.shape != (cache.batch_size, width):
+            raise ValueError(f"{fn}: {'hidden' if d == 0 else 'code_sum'} must be (rows={cache.batch_size}, {width}), "
+                             f"got {x.shape}")
+        x = (layer(x) + self.pos_emb_d[0, d]).reshape(cache.batch_size, 1, self.dim)
+        for block in self.head_transformer:
+            x = block(x, is_causal=True, cache=cache)
+        cache.advance(1)
+        return self.classifier_mlp(x.reshape(cache.batch_size, self.dim))
 
     def extra_repr(self):
         return f"depth={self.depth}, codebook_size={self.codebook_size}"

@@ -9,7 +9,8 @@ patched LlamaForCausalLM.forward and RQTransformer.generate, read):
   transformer, which samples the D codes of the first visual position one depth at a time, each depth's
   logits guided as u + s (c - u) (conditional rows first, VILA-U's `logits[B//2:] + cfg * (logits[:B//2] -
   logits[B//2:])`) and sampled with temperature, top-k (900, capped at the codebook size) and top-p (0.96);
-  the same codes go to both halves;
+  the same codes go to both halves. VILA-U reruns the depth transformer on the whole prefix of depths at each
+  depth; mmu keeps the depths' keys and values in a small cache (DepthTransformer.step), the same logits;
 - the next LLM input is mm_projector(sum_d e_d(code_d)) (the cumsum of the code embeddings over depth, the
   last), one position per step on the cache, until the h w positions of an image (T h w of a video, the
   frames' tokens concatenated) are sampled.
@@ -19,6 +20,7 @@ import numpy as np
 
 from ...autograd import no_grad
 from ...generate import rvq_depth_decode, sample_logits
+from ...tensor import cumsum as _cumsum
 from ...tensor import tensor as _tensor
 from ..._args import check_int, check_real, flag
 from .model import text_rows
@@ -81,12 +83,19 @@ def _visual(model, fn, prompts, num_positions, start_id, cfg_scale, top_k, top_p
             cache = model.new_cache(rows, width + num_positions - 1)
             hidden = model(ids, attention_mask=mask[:, :width], position_ids=positions, cache=cache)
             h = hidden[:, width - 1]  # (rows, dim): the state at [SOI] / [SOV]
+            depth_cache = model.depth.new_cache(rows)
             for j in range(num_positions):
                 record = {"hidden": h.numpy().copy(), "logits": []} if trace is not None else None
+                depth_cache.reset()
 
                 def depth_fn(hid, given, record=record):
-                    e = model.code_embeddings(given) if given.shape[-1] else None
-                    logits = model.depth(hid, e, last_only=True)
+                    # D short steps on the depth transformer's cache: depth d feeds only its own input
+                    d = given.shape[-1]
+                    if d == 0:
+                        logits = model.depth.step(depth_cache, hidden=hid)
+                    else:
+                        sums = _cumsum(model.code_embeddings(given), 1)[:, d - 1]
+                        logits = model.depth.step(depth_cache, code_sum=sums)
                     if record is not None:
                         record["logits"].append(logits.numpy().copy())
                     return logits

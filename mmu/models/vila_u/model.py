@@ -17,7 +17,7 @@ them itself. Sequences are minimal (no chat template): see training_step.
 """
 import numpy as np
 
-from ..._args import flag
+from ..._args import flag, is_int
 from ...autograd import no_grad
 from ...functional import cross_entropy
 from ...nn import GELU, Linear, Module, Sequential, TransformerLM
@@ -348,7 +348,7 @@ class VILAU(Module):
     def new_cache(self, batch_size, max_len):
         """An empty mmu.nn.KVCache of the LLM for batch_size rows of up to max_len <= config.max_seq_len
         positions."""
-        if isinstance(max_len, (int, np.integer)) and not isinstance(max_len, bool) and max_len > self.config.max_seq_len:
+        if is_int(max_len) and max_len > self.config.max_seq_len:
             raise ValueError(f"VILAU.new_cache: max_len {max_len} exceeds config.max_seq_len {self.config.max_seq_len}")
         return self.lm.new_cache(batch_size, max_len)
 
