@@ -2127,11 +2127,13 @@ class TwinDepthTransformer(nn.Module):
     of the code embeddings, in_mlp_2 (body_dim -> dim) on the LLM's hidden state, pos_emb_d (1, D, dim),
     head_transformer.{i} (TwinLayer: LayerNorm eps 1e-5, exact GELU MLP of 4 dim, biases; causal over depth),
     classifier_mlp.layer_norm / .linear (-> K). Dropout is not mirrored (depth_dropout 0).
-    forward(hidden (..., body_dim), code_embeddings (..., d, C) or None, last_only) as mmu's."""
+    forward(hidden (..., body_dim), code_embeddings (..., d, C) or None, last_only) as mmu's; new_cache(rows) and
+    step(cache, hidden=None, code_sum=None): generation's one input per depth on a static cache of D slots
+    (mmu's DepthTransformer.step; VILA-U recomputes the prefix at every depth)."""
 
     def __init__(self, code_dim, body_dim, dim, num_layers, num_heads, depth, codebook_size):
         super().__init__()
-        self.dim, self.depth, self.codebook_size = dim, depth, codebook_size
+        self.dim, self.depth, self.codebook_size, self.num_heads = dim, depth, codebook_size, num_heads
         self.in_mlp_1 = nn.Linear(code_dim, dim)
         self.in_mlp_2 = nn.Linear(body_dim, dim)
         self.pos_emb_d = nn.Parameter(torch.zeros(1, depth, dim))
@@ -2156,6 +2158,20 @@ class TwinDepthTransformer(nn.Module):
         if last_only:
             return self.classifier_mlp(x[:, length - 1]).reshape(*lead, self.codebook_size)
         return self.classifier_mlp(x).reshape(*lead, length, self.codebook_size)
+
+    def new_cache(self, rows):
+        return TwinRopeCache(len(self.head_transformer), rows, self.num_heads, self.depth, self.dim // self.num_heads)
+
+    def step(self, cache, hidden=None, code_sum=None):
+        """The logits (rows, K) of depth d = cache.length: input in_mlp_2(hidden) at d = 0, in_mlp_1(code_sum)
+        (e_0 + ... + e_{d-1}) after, + pos_emb_d[d], against the cached depths; the cache advances by one."""
+        d = cache.length
+        x = self.in_mlp_2(hidden) if d == 0 else self.in_mlp_1(code_sum)
+        x = (x + self.pos_emb_d[0, d])[:, None]
+        for i, block in enumerate(self.head_transformer):
+            x = block(x, i, cache, is_causal=True)
+        cache.length += 1
+        return self.classifier_mlp(x[:, 0])
 
 
 class TwinMMProjector(nn.Module):
@@ -2202,9 +2218,9 @@ class TwinVILAU(nn.Module):
         mean cross-entropy (VILAU._text_loss);
       visual_loss(ids, codes, mask, s): the final-normed hidden states of columns s .. s+P-1 through the depth
         transformer with the code embeddings of the P positions -> (sum of the code cross-entropies, count).
-    generate_images(prompts, ...): the LLM on a static KV cache (TwinRopeCache), the depth transformer re-run
-    at each of the D depths, CFG u + s (c - u), VILA-U's top-k / top-p sampler (or argmax), as
-    mmu.models.vila_u.generation.generate_images."""
+    generate_images(prompts, ...): the LLM on a static KV cache (TwinRopeCache), the depth transformer one input
+    per depth on its own static cache of D slots, CFG u + s (c - u), VILA-U's top-k / top-p sampler (or argmax),
+    as mmu.models.vila_u.generation.generate_images."""
 
     def __init__(self, c):
         super().__init__()
@@ -2328,13 +2344,17 @@ class TwinVILAU(nn.Module):
         cache = self.lm.new_cache(rows, width + n - 1)
         hid = self.lm(torch.from_numpy(ids), cache=cache, logits_at=None, attention_mask=mask_t[:, :width],
                       position_ids=positions)[:, -1]
+        depth_cache = self.depth.new_cache(rows)
         for j in range(n):
             codes = torch.zeros(b, 0, dtype=torch.long)
             record = [] if trace is not None else None
+            depth_cache.length = 0
             for d in range(self.D):
-                given = torch.cat([codes, codes]) if guided else codes
-                e = self.code_embeddings(given) if d else None
-                logits = self.depth(hid, e, last_only=True)
+                if d == 0:
+                    logits = self.depth.step(depth_cache, hidden=hid)
+                else:  # the partial sum of the codes so far, on both halves
+                    given = torch.cat([codes, codes]) if guided else codes
+                    logits = self.depth.step(depth_cache, code_sum=self.code_embeddings(given).cumsum(1)[:, d - 1])
                 if record is not None:
                     record.append(logits.numpy().copy())
                 if guided:

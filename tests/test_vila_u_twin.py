@@ -81,9 +81,10 @@ def _weights_close(twin, model, steps, lr, tol, key_bias=None):
     return worst
 
 
-# measured here (worst over the 20 steps of either parametrisation): each loss term 8.5e-7 relative, weights
-# 4.1e-5 relative per tensor ('tower': the decoder's convs; 'joint' 1.5e-5) once the key biases are set apart;
-# no nearest-code disagreement. The bounds leave a margin for other BLAS orders and thread counts.
+# measured here (worst over the 20 steps of any parametrisation): each loss term 5.3e-7 relative, weights
+# 2.4e-5 relative per tensor ('tower': the decoder's convs; 'joint' 9e-6, 'align' 3.3e-6) once the key biases are
+# set apart; no nearest-code disagreement. (Stage 'align' with the sigmoid loss and a 'clip' text tower drifted
+# further, 6e-6 on the loss from step 9 and 1.9e-4 on the text embedding: rounding, not a different function.) The bounds leave a margin for other BLAS orders and thread counts.
 TOWER_LOSS_TOL, TOWER_WEIGHT_TOL = 1e-5, 2e-4
 
 
@@ -96,7 +97,8 @@ def _ties_only(disagreements):
 
 
 @pytest.mark.parametrize("stage,contrastive,text_layout", [("tower", "sigmoid", "siglip"),
-                                                           ("joint", "softmax", "clip")])
+                                                           ("joint", "softmax", "clip"),
+                                                           ("align", "softmax", "siglip")])
 def test_tower_twin_matches_over_20_training_steps(monkeypatch, stage, contrastive, text_layout):
     fields = dict(image_size=16, patch_size=4, dim=32, depth=2, num_heads=2, codebook_size=32, rvq_depth=4,
                   decoder_ch=16, decoder_ch_mult=[1, 1, 2], decoder_z_channels=16, decoder_norm_groups=4, text_vocab_size=40,
@@ -147,14 +149,14 @@ def test_tower_twin_matches_over_20_training_steps(monkeypatch, stage, contrasti
         batch, logs = seen[-1]
         total, terms = tower_train_step(twin, opt, sched, torch.from_numpy(batch["images"]), batch["text_ids"],
                                         grad_clip=train["grad_clip"])
-        assert not draws  # the twin used every row mmu drew, in order
+        assert not draws and not forced  # the twin used every row and code mmu drew, in order
         for name, value in terms.items():
             want = logs[f"loss_{name}"]
             rel = abs(value - want) / abs(want)
             worst[name] = max(worst.get(name, 0.0), rel)
             assert rel < TOWER_LOSS_TOL, (step, name, value, want)
         assert abs(total - records[-1]["loss"]) <= TOWER_LOSS_TOL * abs(total)
-    assert len(seen) == STEPS and set(worst) == {"contra", "recon", "commit"}
+    assert len(seen) == STEPS and set(worst) == ({"contra"} if stage == "align" else {"contra", "recon", "commit"})
     # weights relative to each tensor's size, floored at STEPS * lr (how far Adam moves a weight in the run);
     # the codebook buffers (EMA counts up to the batch's 128 rows) against their own size
     worst["weights"] = _weights_close(twin, model, STEPS, train["lr"], TOWER_WEIGHT_TOL,
