@@ -23,18 +23,19 @@ Cases (each a Case of run.py, collected from cases(h)):
                             cache (preallocated buffers written in place, inference_mode), the same LLM and depth
                             transformer.
 
-Measured on the shared 2-core VM (other processes kept 1.6-1.7 CPUs busy throughout: noisy), ms, median of 3,
-`python benchmarks/bench_vila_u.py --threads 1,2 --repeat 3`:
-    threads  case                       mmu     torch   torch/mmu
-    1        vila_u_tower_train_step    1920     2784    1.45
-    1        vila_u_ar_train_step       6411     7748    1.21
-    1        vila_u_generate_16x16x4    7590    17600    2.32
-    2        vila_u_tower_train_step    2889     3552    1.23
-    2        vila_u_ar_train_step       7824    10201    1.30
-    2        vila_u_generate_16x16x4   12477    24862    1.99
-CPU seconds per phase at 1 thread (forward / backward / clipping + AdamW), a measure less sensitive to the load:
-    AR step     mmu 0.86 / 1.65 / 0.017   torch 1.03 / 1.97 / 0.042   1.19x / 1.20x / 2.5x
-    tower step  mmu 0.30 / 0.48 / 0.006   torch 0.39 / 0.60 / 0.021   1.30x / 1.26x / 3.4x
+Measured on the shared 2-core VM (other processes kept 1.6-1.8 CPUs busy throughout: noisy), ms, median of 3,
+`python benchmarks/bench_vila_u.py --threads 1,2 --repeat 3`, two runs (the second after the depth transformer's
+generation cache landed on both sides):
+    threads  case                       mmu     torch   torch/mmu     second run
+    1        vila_u_tower_train_step    1920     2784    1.45          2455 / 3531   1.44
+    1        vila_u_ar_train_step       6411     7748    1.21         10112 / 10561  1.04
+    1        vila_u_generate_16x16x4    7590    17600    2.32          6167 / 13845  2.24
+    2        vila_u_tower_train_step    2889     3552    1.23          3880 / 6153   1.59
+    2        vila_u_ar_train_step       7824    10201    1.30          8916 / 12302  1.38
+    2        vila_u_generate_16x16x4   12477    24862    1.99         11369 / 26288  2.31
+CPU seconds per phase at 1 thread (forward / backward / clipping + AdamW), less sensitive to the load (two runs agree):
+    AR step     mmu 0.85 / 1.63 / 0.016   torch 1.04 / 1.94 / 0.041   1.22x / 1.19x / 2.6x
+    tower step  mmu 0.31 / 0.50 / 0.007   torch 0.45 / 0.61 / 0.023   1.43x / 1.23x / 3.2x
 Where the AR step's time goes in mmu (perf, 6 steps, 1 thread): 76% inside oneDNN's JIT GEMM kernels (the
 linears' forward and both backward products), 11% mmu's own C (attention forward/backward, RMSNorm, SwiGLU,
 AdamW), 7% the kernel (first touches of fresh pages), 2% Python. The forward's ~71 GFLOP in 0.86 s is ~72% of
