@@ -1,5 +1,6 @@
 """PyTorch twins of mmu models: the same layers, weights and optimiser, so a benchmark times
 the same work in both frameworks."""
+import collections
 import math
 
 import numpy as np
@@ -1482,3 +1483,911 @@ def showo_train_step(twin, opt, sched, inputs, grad_clip=1.0):
     opt.step()
     sched.step()
     return loss.item(), {k: v.item() for k, v in terms.items()}, {k: v.detach() for k, v in logits.items()}
+
+
+# =============================================================================================== VILA-U
+# Twins of mmu.models.vila_u (issue 14): the unified vision tower (UnifiedVisionTower: ViT -> shared-codebook
+# residual VQ -> decoder, a text encoder, contrastive + reconstruction losses) and the AR model (VILAU: a
+# LLaMA-style TransformerLM over text and visual positions, the mm_projector, the depth transformer). Every
+# module carries mmu's names, so `twin.load_mmu_state(model.state_dict())` copies every parameter and buffer
+# (strict). The transformer layers are one class: mmu.nn.TransformerLayer's sequential pre-norm layout
+# (norm1, attn.qkv_proj [q; k; v] rows with num_kv_heads key/value heads, attn.out_proj, norm2, mlp.fc1 /
+# mlp.fc_gate (SwiGLU) / mlp.fc2) with LayerNorm or RMSNorm, any of mmu's MLP activations, optional RoPE.
+
+def _to_torch_state(state, prefix=""):
+    """{name: mmu Tensor or array} -> {name without prefix: torch tensor} for the keys under prefix."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith(prefix):
+            a = v.numpy() if hasattr(v, "numpy") and not isinstance(v, np.ndarray) else v
+            out[k[len(prefix):]] = torch.from_numpy(np.array(a))
+    return out
+
+
+_TWIN_ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+}
+
+
+def _twin_norm(kind, dim, eps):
+    if kind == "rmsnorm":
+        return nn.RMSNorm(dim, eps=eps)
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=eps)
+    raise ValueError(f"_twin_norm: norm {kind!r} is not mirrored")
+
+
+class TwinRopeCache:
+    """mmu.nn.KVCache in torch: keys/values[i] (B, H_kv, max_len, head_dim) allocated once and written in
+    place; `length` positions are filled (the careful torch user's static cache: no torch.cat per token)."""
+
+    def __init__(self, num_layers, batch_size, num_kv_heads, max_len, head_dim):
+        shape = (batch_size, num_kv_heads, max_len, head_dim)
+        self.keys = [torch.zeros(shape) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape) for _ in range(num_layers)]
+        self.length, self.max_len = 0, max_len
+
+    def expand_rows(self, index):
+        """A new cache whose row r holds row index[r]'s cached prefix."""
+        out = TwinRopeCache.__new__(TwinRopeCache)
+        out.keys = [k[index].clone() for k in self.keys]
+        out.values = [v[index].clone() for v in self.values]
+        out.length, out.max_len = self.length, self.max_len
+        return out
+
+
+def twin_rope_tables(positions, rotary_dim, base):
+    """mmu.functional.rotary_cos_sin for 1-D positions: float64 angles rounded once -> (cos, sin) (L, R)."""
+    inv = float(base) ** (-np.arange(rotary_dim // 2, dtype=np.float64) * 2.0 / rotary_dim)
+    ang = np.asarray(positions, np.float64)[:, None] * inv[None, :]
+    ang = np.concatenate([ang, ang], -1)
+    return torch.from_numpy(np.cos(ang).astype(np.float32)), torch.from_numpy(np.sin(ang).astype(np.float32))
+
+
+class TwinLayerAttention(nn.Module):
+    """mmu.nn.Attention (self-attention): fused qkv_proj rows [q (H hd); k (H_kv hd); v (H_kv hd)], GQA
+    without copies (F.scaled_dot_product_attention(enable_gqa=True)), RoPE on the first rotary_dim dims of
+    each head (rotate-half), a static cache written in place."""
+
+    def __init__(self, dim, num_heads, num_kv_heads=None, head_dim=None, bias=True, rotary_fraction=0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads or num_heads
+        self.head_dim = head_dim or dim // num_heads
+        self.rotary_dim = int(self.head_dim * rotary_fraction)
+        h, hkv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.qkv_proj = nn.Linear(dim, h + 2 * hkv, bias=bias)
+        self.out_proj = nn.Linear(h, dim, bias=bias)
+
+    def forward(self, x, layer_idx=0, cache=None, rope=None, is_causal=False, attn_mask=None):
+        b, l, _ = x.shape
+        H, Hkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = self.qkv_proj(x).view(b, l, H + 2 * Hkv, hd).transpose(1, 2)
+        q, k, v = qkv.split([H, Hkv, Hkv], dim=1)
+        if rope is not None:
+            cos, sin = rope
+            q, k = _partial_rope(q, cos, sin), _partial_rope(k, cos, sin)
+        start = 0
+        if cache is not None:
+            start, end = cache.length, cache.length + l
+            kb, vb = cache.keys[layer_idx], cache.values[layer_idx]
+            kb[:, :, start:end] = k
+            vb[:, :, start:end] = v
+            k, v = kb[:, :, :end], vb[:, :, :end]
+        gqa = Hkv != H
+        if attn_mask is not None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
+        elif not is_causal or l == 1:
+            out = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+        elif start == 0:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:  # a chunk after a cached prefix: bottom-right causal
+            mask = torch.arange(start + l)[None, :] <= (start + torch.arange(l))[:, None]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return self.out_proj(out.transpose(1, 2).reshape(b, l, H * hd))
+
+
+class TwinLayerMLP(nn.Module):
+    """mmu.nn.MLP: fc2(act(fc1(x))) or, SwiGLU, fc2(silu(fc_gate(x)) * fc1(x))."""
+
+    def __init__(self, dim, hidden_dim, activation="gelu", bias=True):
+        super().__init__()
+        self.activation = activation
+        self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
+        if activation == "swiglu":
+            self.fc_gate = nn.Linear(dim, hidden_dim, bias=bias)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
+
+    def forward(self, x):
+        if self.activation == "swiglu":
+            return self.fc2(F.silu(self.fc_gate(x)) * self.fc1(x))
+        return self.fc2(_TWIN_ACTIVATIONS[self.activation](self.fc1(x)))
+
+
+class TwinLayer(nn.Module):
+    """mmu.nn.TransformerLayer, residual='sequential': x + attn(norm1(x)), then + mlp(norm2(x))."""
+
+    def __init__(self, dim, num_heads, num_kv_heads=None, head_dim=None, hidden_dim=None, activation="gelu",
+                 bias=True, norm="layernorm", norm_eps=1e-5, rotary_fraction=0.0):
+        super().__init__()
+        self.norm1 = _twin_norm(norm, dim, norm_eps)
+        self.attn = TwinLayerAttention(dim, num_heads, num_kv_heads, head_dim, bias, rotary_fraction)
+        self.norm2 = _twin_norm(norm, dim, norm_eps)
+        self.mlp = TwinLayerMLP(dim, hidden_dim or 4 * dim, activation, bias)
+
+    def forward(self, x, layer_idx=0, cache=None, rope=None, is_causal=False, attn_mask=None):
+        x = x + self.attn(self.norm1(x), layer_idx, cache, rope, is_causal, attn_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class TwinLlamaLM(nn.Module):
+    """mmu.nn.TransformerLM as VILAU's `lm` builds it (pos='rope', residual 'sequential', any norm /
+    activation / bias / GQA): embed_tokens, layers.{i} (TwinLayer), norm, lm_head (or the tied embedding).
+
+    forward(ids=None, inputs_embeds=None, cache=None, logits_at='all' | 'last' | None) -> logits (B, L, V),
+    (B, V) at the last position, or (None) the final hidden states after the final norm (B, L, dim).
+    Positions start .. start+L-1 (start = cache.length); causal."""
+
+    def __init__(self, vocab_size, dim, num_layers, num_heads, num_kv_heads=None, head_dim=None, hidden_dim=None,
+                 activation="swiglu", bias=False, norm="rmsnorm", norm_eps=1e-5, rotary_fraction=1.0,
+                 rope_base=10000.0, max_seq_len=2048, tie_embeddings=False, head_bias=False):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab_size, dim)
+        self.layers = nn.ModuleList(TwinLayer(dim, num_heads, num_kv_heads, head_dim, hidden_dim, activation, bias,
+                                              norm, norm_eps, rotary_fraction) for _ in range(num_layers))
+        att = self.layers[0].attn
+        self.num_kv_heads, self.head_dim, self.rotary_dim = att.num_kv_heads, att.head_dim, att.rotary_dim
+        self.norm = _twin_norm(norm, dim, norm_eps)
+        self.tie_embeddings = tie_embeddings
+        if tie_embeddings:
+            if head_bias:
+                self.lm_head_bias = nn.Parameter(torch.zeros(vocab_size))
+        else:
+            self.lm_head = nn.Linear(dim, vocab_size, bias=head_bias)
+        self.rope_base = rope_base
+        if self.rotary_dim:
+            cos, sin = twin_rope_tables(np.arange(max_seq_len), self.rotary_dim, rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+
+    def new_cache(self, batch_size, max_len):
+        return TwinRopeCache(len(self.layers), batch_size, self.num_kv_heads, max_len, self.head_dim)
+
+    def head(self, h):
+        if not self.tie_embeddings:
+            return self.lm_head(h)
+        return F.linear(h, self.embed_tokens.weight, getattr(self, "lm_head_bias", None))
+
+    def forward(self, ids=None, inputs_embeds=None, cache=None, logits_at="all", attention_mask=None,
+                position_ids=None):
+        """attention_mask (B, cache.length + L) bool (True = a real token: left-padded rows) and position_ids
+        (B, L) as mmu.nn.TransformerLM: positions default to cumsum(attention_mask) - 1 (1 at pads) or
+        start .. start+L-1; padded keys are hidden from every query (a query that sees no key gives 0, as
+        torch 2.13's and mmu's attention)."""
+        x = self.embed_tokens(ids) if inputs_embeds is None else inputs_embeds
+        b, l = x.shape[:2]
+        start = 0 if cache is None else cache.length
+        am = None
+        if attention_mask is not None:
+            am = torch.as_tensor(np.asarray(attention_mask, bool))
+            if bool(am.all()):
+                am = None
+        if position_ids is not None:
+            pos = torch.as_tensor(np.asarray(position_ids), dtype=torch.long)
+        elif am is not None:
+            pos = torch.where(am, am.long().cumsum(-1) - 1, torch.ones_like(am, dtype=torch.long))[:, start:]
+        else:
+            pos = None
+        rope = None
+        if self.rotary_dim:
+            if pos is None:
+                rope = (self.rope_cos[start:start + l], self.rope_sin[start:start + l])
+            else:
+                pos = pos.expand(b, l) if pos.ndim == 2 else pos[None].expand(b, l)
+                rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None])  # (B, 1, L, R)
+        mask = None
+        if am is not None:
+            causal = torch.arange(start + l)[None, :] <= (start + torch.arange(l))[:, None]
+            mask = causal[None, None] & am[:, None, None, :start + l]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, i, cache, rope, is_causal=True, attn_mask=mask)
+        if cache is not None:
+            cache.length += l
+        if logits_at is None:
+            return self.norm(x)
+        if isinstance(logits_at, str) and logits_at == "last":
+            x = x[:, -1]
+        elif not isinstance(logits_at, str):
+            at = torch.as_tensor(np.asarray(logits_at), dtype=torch.long)
+            x = torch.gather(x, 1, at[:, :, None].expand(-1, -1, x.shape[-1]))
+        return self.head(self.norm(x))
+
+
+class TwinViTEncoder(nn.Module):
+    """mmu.nn.ViTEncoder with learned positions: patch_embed (Conv2d, stride = patch), [extra_tokens],
+    pos_embedding (1, E + N, dim), [pre_norm], layers.{i} (TwinLayer, no mask), [norm].
+    forward(images, upto=None): the tokens after the first `upto` layers (all by default; the final norm
+    only after the last layer); run_layers(x, lo, hi) continues from layer lo."""
+
+    def __init__(self, image_size, patch_size, in_channels=3, dim=768, depth=12, num_heads=12, hidden_dim=None,
+                 activation="gelu", bias=True, norm="layernorm", norm_eps=1e-6, num_extra_tokens=0,
+                 final_norm=True, pre_norm=False):
+        super().__init__()
+        ih, iw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+        self.patch_embed = nn.Conv2d(in_channels, dim, (ph, pw), stride=(ph, pw), bias=bias)
+        self.num_extra_tokens = num_extra_tokens
+        if num_extra_tokens:
+            self.extra_tokens = nn.Parameter(torch.zeros(1, num_extra_tokens, dim))
+        self.pos_embedding = nn.Parameter(torch.zeros(1, num_extra_tokens + (ih // ph) * (iw // pw), dim))
+        if pre_norm:
+            self.pre_norm = _twin_norm(norm, dim, norm_eps)
+        self.layers = nn.ModuleList(TwinLayer(dim, num_heads, hidden_dim=hidden_dim, activation=activation, bias=bias,
+                                              norm=norm, norm_eps=norm_eps) for _ in range(depth))
+        self.norm = _twin_norm(norm, dim, norm_eps) if final_norm else None
+
+    def embed(self, images):
+        x = self.patch_embed(images)
+        b, d = x.shape[:2]
+        x = x.reshape(b, d, -1).transpose(1, 2)
+        if self.num_extra_tokens:
+            x = torch.cat([self.extra_tokens.expand(b, -1, -1), x], 1)
+        x = x + self.pos_embedding
+        if hasattr(self, "pre_norm"):
+            x = self.pre_norm(x)
+        return x
+
+    def run_layers(self, x, lo=0, hi=None):
+        hi = len(self.layers) if hi is None else hi
+        for layer in self.layers[lo:hi]:
+            x = layer(x)
+        if hi == len(self.layers) and self.norm is not None:
+            x = self.norm(x)
+        return x
+
+    def forward(self, images, upto=None):
+        return self.run_layers(self.embed(images), 0, upto)
+
+
+class TwinAttentionPoolingHead(nn.Module):
+    """mmu.models.vit.AttentionPoolingHead (SigLIP's): probe (1, 1, dim) attends over the tokens through a
+    torch-named MultiheadAttention (in_proj_weight / in_proj_bias / out_proj), then h + mlp(layernorm(h))."""
+
+    def __init__(self, dim, num_heads, hidden_dim, activation="gelu_tanh", norm_eps=1e-6):
+        super().__init__()
+        self.probe = nn.Parameter(torch.zeros(1, 1, dim))
+        self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.layernorm = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = TwinLayerMLP(dim, hidden_dim, activation)
+
+    def forward(self, x):
+        b, _, d = x.shape
+        h = self.attention(self.probe.expand(b, 1, d), x, x, need_weights=False)[0]
+        h = h + self.mlp(self.layernorm(h))
+        return h.reshape(b, d)
+
+
+class TwinResidualVQ(nn.Module):
+    """mmu.quantizers.ResidualVQ over rows (B, N, dim), Euclidean, no projection, one VectorQuantize per level
+    or one shared by all (shared_codebook, VILA-U's): buffers layers.{j}.embed (1, K, d), cluster_size (1, K),
+    embed_avg (1, K, d), initted (1,) (a Parameter embed with learnable_codebook). At level d the residual
+    r_d = x - sum_{i<d} sg(q_i) is quantized to its nearest code q_d; in training the level then updates its
+    codebook from (r_d, code) (the Laplace-smoothed EMA of vector-quantize-pytorch, in the C kernel's float32
+    order), restarts its dead codes, and returns r_d + sg(q_d - r_d) (straight-through) with loss
+    commitment_weight * mse(sg(q_d), r_d) (RQ-VAE's cumulative commitment); output = the sum over levels,
+    loss = the mean over levels.
+
+    The random parts are mirrored with mmu's draws passed in: kmeans_init (Lloyd's k-means on the first
+    training batch's rows, vector-quantize-pytorch's init_embed_, mmu's float64 means) and the dead-code
+    restart (codes whose EMA count < threshold_ema_dead_code get a row of the level's input, count =
+    threshold, embed_avg = row * threshold) each take rows of the input chosen by mmu's seeded
+    _sample_rows; `draws` is a list of those row-index arrays, consumed in call order (record them from the
+    mmu side). With `draws` None the twin draws its own indices from torch's RNG (the same work, other rows:
+    for benchmarks). quantize_dropout is not mirrored.
+
+    Nearest-code ties: a row whose two nearest codes are within float32 rounding of each other can go either
+    way in two frameworks, and one flipped code sends the EMA codebooks (and then the whole run) apart. For
+    parity runs `forced_codes` (a list of mmu's (B, N, Q) index arrays, one per forward, consumed in order)
+    makes the twin take mmu's code wherever its own search differs; every such row is recorded in
+    `disagreements` as (level, the squared distance to the twin's choice, to mmu's, the row's squared norm),
+    so a test can check they are ties and not a different search."""
+
+    def __init__(self, dim, num_quantizers, codebook_size, shared_codebook=False, decay=0.8, eps=1e-5,
+                 commitment_weight=1.0, codebook_weight=1.0, learnable_codebook=False, ema_update=True,
+                 kmeans_init=False, kmeans_iters=10, threshold_ema_dead_code=0.0):
+        super().__init__()
+        self.dim, self.num_quantizers, self.codebook_size = dim, num_quantizers, codebook_size
+        self.shared_codebook = shared_codebook
+        self.decay, self.eps = decay, eps
+        self.commitment_weight, self.codebook_weight = commitment_weight, codebook_weight
+        self.learnable_codebook, self.ema_update = learnable_codebook, ema_update
+        self.kmeans_init, self.kmeans_iters = kmeans_init, kmeans_iters
+        self.threshold_ema_dead_code = float(threshold_ema_dead_code)
+        self.draws = None
+        self.forced_codes, self.disagreements = None, []
+        self.layers = nn.ModuleList()
+        for _ in range(1 if shared_codebook else num_quantizers):
+            m = nn.Module()
+            embed = torch.zeros(1, codebook_size, dim)
+            if learnable_codebook:
+                m.embed = nn.Parameter(embed)
+            else:
+                m.register_buffer("embed", embed)
+            m.register_buffer("cluster_size", torch.ones(1, codebook_size))
+            m.register_buffer("embed_avg", embed.clone())
+            m.register_buffer("initted", torch.full((1,), 0.0 if kmeans_init else 1.0))
+            self.layers.append(m)
+
+    def level(self, d):
+        return self.layers[0 if self.shared_codebook else d]
+
+    @staticmethod
+    def _nearest(x, e):
+        # ||x||^2 is the same for every code: argmin of ||e||^2 - 2 x.e (the C kernel's order)
+        return ((e * e).sum(1)[None] - 2.0 * (x @ e.t())).argmin(1)
+
+    def _rows(self, m, num):
+        """Row indices of mmu's _sample_rows(samples (m rows), num): the next recorded draw, or torch's."""
+        if self.draws is not None:
+            if not self.draws:
+                raise RuntimeError("TwinResidualVQ: no recorded draw left (record mmu's _sample_rows calls)")
+            idx = torch.as_tensor(np.asarray(self.draws.pop(0)), dtype=torch.long)
+            if idx.numel() != num:
+                raise RuntimeError(f"TwinResidualVQ: a recorded draw of {idx.numel()} rows where {num} are due")
+            return idx
+        if m >= num:
+            return torch.randperm(m)[:num]
+        return torch.randint(0, m, (num,))
+
+    @torch.no_grad()
+    def _kmeans(self, m, x):
+        K = self.codebook_size
+        xd = x.double()
+        means = x[self._rows(x.shape[0], K)].clone()
+        bins = torch.zeros(K)
+        for _ in range(self.kmeans_iters):
+            ind = self._nearest(x, means)
+            bins = torch.bincount(ind, minlength=K).float()
+            sums = torch.zeros(K, x.shape[1], dtype=torch.float64).index_add_(0, ind, xd)
+            new = (sums / bins.double().clamp_min(1)[:, None]).float()
+            means = torch.where(bins[:, None] == 0, means, new)
+        avg = means * bins[:, None]
+        cs = bins.double()
+        n = cs.sum()
+        m.embed[0].copy_((avg.double() / ((cs + self.eps) / (n + K * self.eps) * n)[:, None]).float())
+        m.embed_avg[0].copy_(avg)
+        m.cluster_size[0].copy_(bins)
+        m.initted.fill_(1.0)
+
+    @torch.no_grad()
+    def _ema(self, m, x, ind):
+        K = self.codebook_size
+        dec = torch.tensor(self.decay, dtype=torch.float32)
+        one_m = torch.tensor(1.0 - self.decay, dtype=torch.float32)
+        cnt = torch.bincount(ind, minlength=K).float()
+        cs = m.cluster_size[0]
+        cs.copy_(dec * cs + one_m * cnt)
+        sums = torch.zeros_like(m.embed_avg[0]).index_add_(0, ind, x)
+        m.embed_avg[0].mul_(dec).add_(one_m * sums)
+        total = cs.double().sum()
+        n, denom = total.float(), (total + K * self.eps).float()
+        m.embed[0].copy_(m.embed_avg[0] * (1.0 / ((cs + self.eps) / denom * n))[:, None])
+
+    @torch.no_grad()
+    def _expire(self, m, x):
+        if self.threshold_ema_dead_code <= 0:
+            return
+        dead = m.cluster_size[0] < self.threshold_ema_dead_code
+        n = int(dead.sum())
+        if not n:
+            return
+        rows = x[self._rows(x.shape[0], n)]
+        m.embed[0][dead] = rows
+        m.cluster_size[0][dead] = self.threshold_ema_dead_code
+        m.embed_avg[0][dead] = rows * self.threshold_ema_dead_code
+
+    def code_vectors(self, indices):
+        """indices (..., q) -> (..., q, dim): each level's code vector (no gradient into the codebook)."""
+        return torch.stack([F.embedding(indices[..., d], self.level(d).embed[0].detach())
+                            for d in range(indices.shape[-1])], -2)
+
+    def forward(self, x):
+        b, n, dim = x.shape
+        rows = x.reshape(b * n, dim)
+        residual, out, losses, codes = rows, None, [], []
+        forced = None
+        if self.forced_codes is not None:
+            forced = torch.as_tensor(np.asarray(self.forced_codes.pop(0)), dtype=torch.long).reshape(b * n, -1)
+        for d in range(self.num_quantizers):
+            m = self.level(d)
+            if self.training and self.kmeans_init and float(m.initted[0]) == 0.0:
+                self._kmeans(m, residual.detach())
+            ind = self._nearest(residual.detach(), m.embed[0].detach())
+            if forced is not None and not torch.equal(ind, forced[:, d]):
+                with torch.no_grad():
+                    r, e = residual.detach().double(), m.embed[0].double()
+                    for i in torch.nonzero(ind != forced[:, d]).flatten().tolist():
+                        dist = ((r[i][None] - e) ** 2).sum(1)
+                        self.disagreements.append((d, float(dist[ind[i]]), float(dist[forced[i, d]]),
+                                                   float((r[i] ** 2).sum())))
+                ind = forced[:, d].clone()
+            q = F.embedding(ind, m.embed[0] if self.learnable_codebook else m.embed[0].detach())
+            if self.training:
+                if self.ema_update and not self.learnable_codebook:
+                    self._ema(m, residual.detach(), ind)
+                self._expire(m, residual.detach())
+            loss = x.new_zeros(())
+            if self.training:
+                if self.commitment_weight > 0:
+                    loss = F.mse_loss(q.detach(), residual) * self.commitment_weight
+                if self.learnable_codebook and self.codebook_weight > 0:
+                    loss = loss + F.mse_loss(q, residual.detach()) * self.codebook_weight
+                q = residual + (q - residual).detach()
+            if d + 1 < self.num_quantizers:
+                residual = residual - q.detach()
+            out = q if out is None else out + q
+            losses.append(loss)
+            codes.append(ind)
+        total = losses[0]
+        for loss in losses[1:]:
+            total = total + loss
+        if self.num_quantizers > 1:
+            total = total / float(self.num_quantizers)
+        return out.reshape(b, n, dim), torch.stack(codes, -1).reshape(b, n, self.num_quantizers), total
+
+
+class TwinTextEncoder(nn.Module):
+    """mmu.models.vila_u.TextEncoder: token_embedding + pos_embedding[:, :L], pre-norm layers (TwinLayer; causal
+    for layout 'clip'), final_norm, pooled = the last position ('siglip') or the end-of-text position ('clip':
+    the first occurrence of eot_token_id, or the row's highest id), head. forward(ids (B, L) long) ->
+    (features (B, L, dim), pooled (B, embed_dim))."""
+
+    def __init__(self, vocab_size, max_len, dim, depth, num_heads, hidden_dim=None, embed_dim=None, layout="siglip",
+                 activation=None, norm_eps=None, eot_token_id=None):
+        super().__init__()
+        self.layout, self.eot_token_id = layout, eot_token_id
+        activation = activation or {"siglip": "gelu_tanh", "clip": "quick_gelu"}[layout]
+        norm_eps = norm_eps or {"siglip": 1e-6, "clip": 1e-5}[layout]
+        self.token_embedding = nn.Embedding(vocab_size, dim)
+        self.pos_embedding = nn.Parameter(torch.zeros(1, max_len, dim))
+        self.layers = nn.ModuleList(TwinLayer(dim, num_heads, hidden_dim=hidden_dim or 4 * dim, activation=activation,
+                                              bias=True, norm="layernorm", norm_eps=norm_eps) for _ in range(depth))
+        self.final_norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.head = nn.Linear(dim, embed_dim or dim, bias=layout == "siglip")
+
+    def forward(self, ids):
+        b, l = ids.shape
+        if self.layout == "siglip":
+            pos = torch.full((b,), l - 1, dtype=torch.long)
+        elif self.eot_token_id is None:
+            pos = ids.argmax(-1)
+        else:
+            pos = (ids == self.eot_token_id).long().argmax(-1)
+        x = self.token_embedding(ids) + self.pos_embedding[:, :l]
+        for layer in self.layers:
+            x = layer(x, is_causal=self.layout == "clip")
+        x = self.final_norm(x)
+        return x, self.head(x[torch.arange(b), pos])
+
+
+def twin_text_input(c, text_ids):
+    """mmu's UnifiedVisionTower.text_input for a twin (NumPy): -1 -> text_pad_id, cut after the longest row's
+    last token, and for the 'siglip' layout padded to text_max_len. c: the tower config as a dict."""
+    a = np.asarray(text_ids, np.int64)
+    real = a >= 0
+    length = int((real.shape[1] - np.argmax(real[:, ::-1], 1)).max())
+    a = np.where(real, a, c["text_pad_id"])[:, :max(length, 1)]
+    if c["text_layout"] == "siglip" and a.shape[1] < c["text_max_len"]:
+        a = np.concatenate([a, np.full((a.shape[0], c["text_max_len"] - a.shape[1]), c["text_pad_id"], np.int64)], 1)
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def twin_siglip_loss(img, txt, t, b):
+    """mmu.losses.siglip_loss: -sum(log_sigmoid(labels * (exp(t) img @ txt.T + b))) / B, labels +1 on the diagonal."""
+    logits = img @ txt.t() * t.exp() + b
+    labels = 2.0 * torch.eye(img.shape[0]) - 1.0
+    return -F.logsigmoid(labels * logits).sum() / img.shape[0]
+
+
+def twin_clip_loss(img, txt, logit_scale):
+    """mmu.losses.clip_loss: logits = min(exp(logit_scale), 100) img @ txt.T, symmetric cross-entropy / 2."""
+    logits = logit_scale.exp().clamp(max=100.0) * (img @ txt.t())
+    target = torch.arange(img.shape[0])
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+class TwinUnifiedVisionTower(nn.Module):
+    """Twin of mmu.models.vila_u.UnifiedVisionTower (c: its config as a dict, config.to_dict()): vision.encoder
+    (TwinViTEncoder, SigLIP layout) + vision.head (the attention-pooling head), quantizer (TwinResidualVQ:
+    shared codebook, EMA, k-means init and dead-code restarts with mmu's draws passed in), post_quant_conv +
+    decoder (taming's, TwinDecoder), [image_proj], text (TwinTextEncoder), logit_scale [/ logit_bias].
+
+    losses(images, text_ids, stage) -> (loss, {"contra", "recon", "commit"} 0-d tensors, recon or None), the
+    terms of UnifiedVisionTower.losses: 'align' contrastive on the pooled CONTINUOUS tokens; 'tower' / 'joint'
+    z = h + sg(sum_d q_d - h) (VILA-U's straight-through on the depth sum), recon = decoder(post_quant_conv(z)),
+    loss = recon_weight * (L1 | L2) + commitment + contra_weight * contrastive(pooled z, text); in 'tower' the
+    text encoder runs without a graph (set_stage freezes it). LPIPS and the PatchGAN are not mirrored."""
+
+    def __init__(self, c):
+        super().__init__()
+        if c.get("lpips_weight") or c.get("gan_weight"):
+            raise ValueError("TwinUnifiedVisionTower: LPIPS and the PatchGAN are not mirrored (lpips_weight = "
+                             "gan_weight = 0)")
+        self.c = dict(c)
+        hidden = c["hidden_dim"] or 4 * c["dim"]
+        self.vision = nn.Module()
+        self.vision.encoder = TwinViTEncoder(c["image_size"], c["patch_size"], c["in_channels"], c["dim"], c["depth"],
+                                             c["num_heads"], hidden, c["activation"], True, "layernorm", c["norm_eps"])
+        self.vision.head = TwinAttentionPoolingHead(c["dim"], c["num_heads"], hidden, c["activation"], c["norm_eps"])
+        self.quantizer = TwinResidualVQ(c["dim"], c["rvq_depth"], c["codebook_size"], c["shared_codebook"],
+                                        decay=c["ema_decay"], commitment_weight=c["commitment_weight"],
+                                        kmeans_init=c["kmeans_init"], threshold_ema_dead_code=c["dead_code_threshold"])
+        self.post_quant_conv = nn.Conv2d(c["codebook_dim"], c["decoder_z_channels"], 1)
+        self.decoder = TwinDecoder(c["decoder_ch"], c["decoder_ch_mult"], c["decoder_num_res_blocks"],
+                                   c["decoder_attn_resolutions"], c["in_channels"], c["image_size"],
+                                   c["decoder_z_channels"], 0.0, c["decoder_norm_groups"])
+        if c["embed_dim"] != c["dim"]:
+            self.image_proj = nn.Linear(c["dim"], c["embed_dim"])
+        self.text = TwinTextEncoder(c["text_vocab_size"], c["text_max_len"], c["text_dim"], c["text_depth"],
+                                    c["text_heads"], c["text_hidden_dim"], c["embed_dim"], c["text_layout"],
+                                    eot_token_id=c["text_eot_id"])
+        if c["contrastive"] == "sigmoid":
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+            self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+        else:
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / 0.07)))
+        self.stage = "joint"
+
+    def load_mmu_state(self, state):
+        """Copies an mmu UnifiedVisionTower state_dict ({name: Tensor or array}) into the twin (strict)."""
+        self.load_state_dict(_to_torch_state(state), strict=True)
+        return self
+
+    def set_stage(self, stage):
+        """UnifiedVisionTower.set_stage: 'tower' freezes the text encoder."""
+        self.text.requires_grad_(stage != "tower")
+        self.stage = stage
+        return self
+
+    def tokens_before_quant(self, images):
+        return self.vision.encoder.run_layers(self.vision.encoder.embed(images), 0, self.c["quantize_after"])
+
+    def pooled(self, h):
+        enc = self.vision.encoder
+        h = enc.run_layers(h, self.c["quantize_after"], len(enc.layers))  # the final norm after the last layer
+        p = self.vision.head(h)
+        return self.image_proj(p) if hasattr(self, "image_proj") else p
+
+    def decode_tokens(self, z):
+        b, n, ch = z.shape
+        g = self.c["image_size"] // self.c["patch_size"]
+        return self.decoder(self.post_quant_conv(z.transpose(1, 2).reshape(b, ch, g, g)))
+
+    def contrastive(self, img, txt):
+        if self.c["contrastive"] == "sigmoid":
+            return twin_siglip_loss(img, txt, self.logit_scale, self.logit_bias)
+        return twin_clip_loss(img, txt, self.logit_scale)
+
+    def losses(self, images, text_ids=None, stage=None):
+        c, stage = self.c, stage or self.stage
+        terms = {}
+        txt = None
+        if stage == "align" or c["contra_weight"] > 0:
+            ids = twin_text_input(c, text_ids)
+            if stage == "tower":
+                with torch.no_grad():
+                    txt = F.normalize(self.text(ids)[1], dim=-1)
+            else:
+                txt = F.normalize(self.text(ids)[1], dim=-1)
+        h = self.tokens_before_quant(images)
+        if stage == "align":
+            terms["contra"] = self.contrastive(F.normalize(self.pooled(h), dim=-1), txt)
+            return terms["contra"] * c["contra_weight"], terms, None
+        q, codes, commit = self.quantizer(h)
+        z = h + (q - h).detach()
+        recon = self.decode_tokens(z)
+        terms["recon"] = F.l1_loss(recon, images) if c["recon_loss"] == "l1" else F.mse_loss(recon, images)
+        terms["commit"] = commit
+        loss = terms["recon"] * c["recon_weight"] + commit
+        if txt is not None:
+            terms["contra"] = self.contrastive(F.normalize(self.pooled(z), dim=-1), txt)
+            loss = loss + terms["contra"] * c["contra_weight"]
+        self.last_codes = codes
+        return loss, terms, recon
+
+
+def twin_optimizer(twin, steps, lr=2e-4, betas=(0.5, 0.9), weight_decay=0.0, warmup_steps=0, min_lr_ratio=0.1):
+    """showo_optimizer over the twin's parameters that require grad (mmu.train.Trainer's generator
+    parameters): torch AdamW (eps 1e-8, decoupled decay, no exemptions) + the warmup-cosine schedule."""
+    params = [p for p in twin.parameters() if p.requires_grad]
+    holder = nn.Module()
+    holder.params = nn.ParameterList(params)
+    return showo_optimizer(holder, steps, lr, betas, weight_decay, warmup_steps, min_lr_ratio)
+
+
+def tower_train_step(twin, opt, sched, images, text_ids=None, grad_clip=1.0):
+    """mmu.train.Trainer's step for UnifiedVisionTower: loss, backward, global-norm clipping of the trainable
+    parameters, AdamW, the schedule. Returns (loss float, {term: float})."""
+    opt.zero_grad(set_to_none=True)
+    loss, terms, _ = twin.losses(images, text_ids)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in twin.parameters() if p.requires_grad], grad_clip)
+    opt.step()
+    sched.step()
+    return loss.item(), {k: v.item() for k, v in terms.items()}
+
+
+class TwinDepthTransformer(nn.Module):
+    """mmu.models.vila_u.DepthTransformer (VILA-U's RQTransformer head): in_mlp_1 (C -> dim) on the partial sums
+    of the code embeddings, in_mlp_2 (body_dim -> dim) on the LLM's hidden state, pos_emb_d (1, D, dim),
+    head_transformer.{i} (TwinLayer: LayerNorm eps 1e-5, exact GELU MLP of 4 dim, biases; causal over depth),
+    classifier_mlp.layer_norm / .linear (-> K). Dropout is not mirrored (depth_dropout 0).
+    forward(hidden (..., body_dim), code_embeddings (..., d, C) or None, last_only) as mmu's; new_cache(rows) and
+    step(cache, hidden=None, code_sum=None): generation's one input per depth on a static cache of D slots
+    (mmu's DepthTransformer.step; VILA-U recomputes the prefix at every depth)."""
+
+    def __init__(self, code_dim, body_dim, dim, num_layers, num_heads, depth, codebook_size):
+        super().__init__()
+        self.dim, self.depth, self.codebook_size, self.num_heads = dim, depth, codebook_size, num_heads
+        self.in_mlp_1 = nn.Linear(code_dim, dim)
+        self.in_mlp_2 = nn.Linear(body_dim, dim)
+        self.pos_emb_d = nn.Parameter(torch.zeros(1, depth, dim))
+        self.head_transformer = nn.ModuleList(TwinLayer(dim, num_heads, hidden_dim=4 * dim, activation="gelu",
+                                                        bias=True, norm="layernorm", norm_eps=1e-5)
+                                              for _ in range(num_layers))
+        self.classifier_mlp = nn.Sequential(collections.OrderedDict([
+            ("layer_norm", nn.LayerNorm(dim, eps=1e-5)), ("linear", nn.Linear(dim, codebook_size))]))
+
+    def forward(self, hidden, code_embeddings=None, last_only=False):
+        lead = hidden.shape[:-1]
+        rows = int(np.prod(lead))
+        d = 0 if code_embeddings is None else code_embeddings.shape[-2]
+        length = min(d + 1, self.depth)
+        x = self.in_mlp_2(hidden.reshape(rows, -1)).reshape(rows, 1, self.dim)
+        if length > 1:
+            e = code_embeddings.reshape(rows, d, -1)[:, :length - 1]
+            x = torch.cat([x, self.in_mlp_1(torch.cumsum(e, 1))], 1)  # the partial sums above each depth
+        x = x + self.pos_emb_d[:, :length]
+        for block in self.head_transformer:
+            x = block(x, is_causal=True)
+        if last_only:
+            return self.classifier_mlp(x[:, length - 1]).reshape(*lead, self.codebook_size)
+        return self.classifier_mlp(x).reshape(*lead, length, self.codebook_size)
+
+    def new_cache(self, rows):
+        return TwinRopeCache(len(self.head_transformer), rows, self.num_heads, self.depth, self.dim // self.num_heads)
+
+    def step(self, cache, hidden=None, code_sum=None):
+        """The logits (rows, K) of depth d = cache.length: input in_mlp_2(hidden) at d = 0, in_mlp_1(code_sum)
+        (e_0 + ... + e_{d-1}) after, + pos_emb_d[d], against the cached depths; the cache advances by one."""
+        d = cache.length
+        x = self.in_mlp_2(hidden) if d == 0 else self.in_mlp_1(code_sum)
+        x = (x + self.pos_emb_d[0, d])[:, None]
+        for i, block in enumerate(self.head_transformer):
+            x = block(x, i, cache, is_causal=True)
+        cache.length += 1
+        return self.classifier_mlp(x[:, 0])
+
+
+class TwinMMProjector(nn.Module):
+    """mmu.models.vila_u.MMProjector: `layers` = Linear ('linear') or Sequential(Linear, GELU (exact), Linear)
+    ('mlp2x_gelu'), VILA-U's keys."""
+
+    def __init__(self, kind, in_dim, out_dim):
+        super().__init__()
+        self.layers = nn.Linear(in_dim, out_dim) if kind == "linear" else \
+            nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def twin_top_k_top_p(logits, top_k, top_p, temperature=1.0):
+    """VILA-U's sample_from_logits filter (RQTransformer's): logits / temperature, keep the top_k, softmax,
+    nucleus: drop the tokens after the cumulative probability reaches top_p (the first always kept),
+    renormalise -> probabilities (rows, V)."""
+    logits = logits / temperature if temperature != 1.0 else logits
+    if top_k is not None and top_k < logits.shape[-1]:
+        v = torch.topk(logits, top_k).values[:, -1:]
+        logits = logits.masked_fill(logits < v, float("-inf"))
+    probs = torch.softmax(logits, -1)
+    if top_p is not None and top_p < 1.0:
+        sorted_p, order = torch.sort(probs, -1, descending=True)
+        remove = sorted_p.cumsum(-1) >= top_p
+        remove[:, 1:] = remove[:, :-1].clone()
+        remove[:, 0] = False
+        probs = probs.masked_fill(remove.scatter(-1, order, remove), 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+class TwinVILAU(nn.Module):
+    """Twin of mmu.models.vila_u.VILAU (c: its config as a dict, config.to_dict(); the tower's config nested):
+    lm (TwinLlamaLM: RMSNorm, SwiGLU, RoPE, no biases, GQA), mm_projector (TwinMMProjector), depth
+    (TwinDepthTransformer), tower (TwinUnifiedVisionTower, frozen: only its codebook is read, as VILA-U's
+    get_code_emb_with_depth), so load_mmu_state(model.state_dict()) copies every weight (strict).
+
+    The sequences come from mmu's builders (VILAU.i2t_sequences / t2v_sequences: NumPy ids, codes with -1 at
+    text positions, labels / attention masks; the t2i condition dropout is drawn by mmu, record it there):
+      text_loss(ids, codes, labels): the LLM's logits at every position whose next label is a target,
+        mean cross-entropy (VILAU._text_loss);
+      visual_loss(ids, codes, mask, s): the final-normed hidden states of columns s .. s+P-1 through the depth
+        transformer with the code embeddings of the P positions -> (sum of the code cross-entropies, count).
+    generate_images(prompts, ...): the LLM on a static KV cache (TwinRopeCache), the depth transformer one input
+    per depth on its own static cache of D slots, CFG u + s (c - u), VILA-U's top-k / top-p sampler (or argmax),
+    as mmu.models.vila_u.generation.generate_images."""
+
+    def __init__(self, c):
+        super().__init__()
+        if c.get("depth_dropout"):
+            raise ValueError("TwinVILAU: dropout is not mirrored (mmu and torch draw different masks): "
+                             "depth_dropout=0")
+        self.c = dict(c)
+        t = c["tower"]
+        self.K, self.D = t["codebook_size"], t["rvq_depth"]
+        self.C = t["codebook_dim"] or t["dim"]
+        g = t["image_size"] // t["patch_size"]
+        self.latent = (g, g)
+        self.vocab_size = c["llm_vocab_size"] + 4
+        self.lm = TwinLlamaLM(self.vocab_size, c["dim"], c["num_layers"], c["num_heads"], c["num_kv_heads"],
+                              hidden_dim=c["hidden_dim"] or 4 * c["dim"], norm_eps=c["norm_eps"],
+                              rope_base=c["rope_base"], max_seq_len=c["max_seq_len"],
+                              tie_embeddings=c["tie_embeddings"])
+        self.mm_projector = TwinMMProjector(c["mm_projector"], self.C, c["dim"])
+        self.depth = TwinDepthTransformer(self.C, c["dim"], c["depth_dim"], c["depth_layers"], c["depth_heads"],
+                                          self.D, self.K)
+        self.tower = TwinUnifiedVisionTower(t)
+        self.tower.requires_grad_(False)
+
+    def load_mmu_state(self, state):
+        """Copies an mmu VILAU state_dict (tower included) into the twin (strict)."""
+        self.load_state_dict(_to_torch_state(state), strict=True)
+        return self
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.tower.eval()  # frozen, as mmu's
+        return self
+
+    def code_embeddings(self, codes):
+        """codes (..., d) long -> (..., d, C): the shared codebook's vectors (no gradient)."""
+        return F.embedding(codes, self.tower.quantizer.level(0).embed[0].detach())
+
+    def visual_embeddings(self, codes):
+        """codes (M, D) -> (M, dim) = mm_projector(sum_d e_d(code_d)) (VILA-U's cumsum, the last)."""
+        return self.mm_projector(torch.cumsum(self.code_embeddings(codes), -2)[..., -1, :])
+
+    def embed(self, ids, codes):
+        """ids (B, L), codes (B, L, D) with -1 at text positions (NumPy) -> (B, L, dim)."""
+        ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+        codes = torch.as_tensor(np.asarray(codes), dtype=torch.long)
+        visual = codes[..., 0] >= 0
+        x = self.lm.embed_tokens(torch.where(visual, 0, ids))
+        if bool(visual.any()):
+            x = x.clone()
+            x[visual] = self.visual_embeddings(codes[visual])
+        return x
+
+    def text_loss(self, ids, codes, labels):
+        labels = np.asarray(labels)
+        b = len(ids)
+        targets = [np.flatnonzero(labels[i, 1:] != -100) for i in range(b)]
+        n = max(len(t) for t in targets)
+        where = np.zeros((b, n), np.int64)
+        want = np.full((b, n), -100, np.int64)
+        for i, t in enumerate(targets):
+            where[i, :len(t)] = t
+            want[i, :len(t)] = labels[i, t + 1]
+        logits = self.lm(inputs_embeds=self.embed(ids, codes), logits_at=where)
+        return F.cross_entropy(logits.reshape(b * n, -1), torch.from_numpy(want.reshape(-1)), ignore_index=-100)
+
+    def visual_loss(self, ids, codes, mask, s):
+        codes = np.asarray(codes)
+        b, length = ids.shape
+        hidden = self.lm(inputs_embeds=self.embed(ids, codes), attention_mask=mask, logits_at=None)
+        vis = codes[:, s + 1:]
+        p = int((vis[0, :, 0] >= 0).sum())
+        target = torch.from_numpy(np.ascontiguousarray(vis[:, :p]))
+        logits = self.depth(hidden[:, s:s + p], self.code_embeddings(target))  # (B, P, D, K)
+        total = F.cross_entropy(logits.reshape(-1, self.K), target.reshape(-1), reduction="sum")
+        return total, b * p * self.D
+
+    def losses(self, inputs):
+        """inputs: {"i2t": (ids, codes, labels), "t2i": (ids, codes, mask, s), "t2v": (...)} (mmu's sequences)
+        -> {"text", "visual"} 0-d losses (VILAU.losses' terms: visual = the summed code cross-entropies of the
+        t2i and t2v parts over their total count)."""
+        terms = {}
+        if "i2t" in inputs:
+            terms["text"] = self.text_loss(*inputs["i2t"])
+        total, count = None, 0
+        for task in ("t2i", "t2v"):
+            if task in inputs:
+                part, n = self.visual_loss(*inputs[task])
+                total = part if total is None else total + part
+                count += n
+        if total is not None:
+            terms["visual"] = total * (1.0 / count)
+        return terms
+
+    @torch.inference_mode()
+    def generate_images(self, prompts, cfg_scale=3.0, top_k=900, top_p=0.96, temperature=1.0, do_sample=True,
+                        num_positions=None, start_id=None, trace=None):
+        """prompts: B lists of text ids (no [SOT] / [EOT]) -> codes (B, h, w, D) long. num_positions / start_id:
+        a video's T h w positions after [SOV] (default: one image after [SOI]). trace: a list receiving each
+        position's unguided depth logits (D arrays (rows, K))."""
+        c = self.c
+        h, w = self.latent
+        n = num_positions or h * w
+        start_id = c["llm_vocab_size"] if start_id is None else start_id
+        b = len(prompts)
+        guided = cfg_scale != 1.0
+        texts = list(prompts) + [[] for _ in range(b)] if guided else list(prompts)
+        seqs = [[c["sot_token_id"]] + list(t) + [c["eot_token_id"], start_id] for t in texts]
+        width = max(len(q) for q in seqs)
+        rows = len(seqs)
+        ids = np.full((rows, width), c["eot_token_id"], np.int64)
+        mask = np.zeros((rows, width + n - 1), bool)
+        for i, q in enumerate(seqs):
+            ids[i, width - len(q):] = q
+            mask[i, width - len(q):] = True
+        mask[:, width:] = True
+        positions = np.maximum(np.cumsum(mask[:, :width], 1) - 1, 0)
+        next_pos = torch.from_numpy(positions[:, -1:] + 1)
+        mask_t = torch.from_numpy(mask)
+        top_k = min(top_k, self.K) if top_k else None
+        out = torch.zeros(b, n, self.D, dtype=torch.long)
+        cache = self.lm.new_cache(rows, width + n - 1)
+        hid = self.lm(torch.from_numpy(ids), cache=cache, logits_at=None, attention_mask=mask_t[:, :width],
+                      position_ids=positions)[:, -1]
+        depth_cache = self.depth.new_cache(rows)
+        for j in range(n):
+            codes = torch.zeros(b, 0, dtype=torch.long)
+            record = [] if trace is not None else None
+            depth_cache.length = 0
+            for d in range(self.D):
+                if d == 0:
+                    logits = self.depth.step(depth_cache, hidden=hid)
+                else:  # the partial sum of the codes so far, on both halves
+                    given = torch.cat([codes, codes]) if guided else codes
+                    logits = self.depth.step(depth_cache, code_sum=self.code_embeddings(given).cumsum(1)[:, d - 1])
+                if record is not None:
+                    record.append(logits.numpy().copy())
+                if guided:
+                    logits = logits[b:] + cfg_scale * (logits[:b] - logits[b:])
+                if do_sample:
+                    nxt = torch.multinomial(twin_top_k_top_p(logits, top_k, top_p, temperature), 1)
+                else:
+                    nxt = logits.argmax(-1, keepdim=True)
+                codes = torch.cat([codes, nxt], 1)
+            out[:, j] = codes
+            if record is not None:
+                trace.append(record)
+            if j == n - 1:
+                break
+            feed = torch.cat([codes, codes]) if guided else codes
+            x = self.visual_embeddings(feed)[:, None]
+            hid = self.lm(inputs_embeds=x, cache=cache, logits_at=None, attention_mask=mask_t[:, :width + j + 1],
+                          position_ids=next_pos)[:, 0]
+            next_pos = next_pos + 1
+        return out.reshape(b, h, w, self.D) if num_positions is None else out
+
+
+def vila_u_train_step(twin, opt, sched, inputs, grad_clip=1.0):
+    """mmu.train.Trainer's step for VILAU: loss = text + visual, backward, global-norm clipping of the trainable
+    parameters, AdamW, the schedule. Returns (loss float, {term: float})."""
+    opt.zero_grad(set_to_none=True)
+    terms = twin.losses(inputs)
+    loss = None
+    for t in terms.values():
+        loss = t if loss is None else loss + t
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in twin.parameters() if p.requires_grad], grad_clip)
+    opt.step()
+    sched.step()
+    return loss.item(), {k: v.item() for k, v in terms.items()}

@@ -184,24 +184,66 @@ mmu_status mmu_matmul_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
  * at M = 1 costs more than the product: the 49 linears of a GPT-2-small decode
  * step (0.49 GB of weights, DRAM-resident) took 44-46 ms here against 68-98 ms
  * through oneDNN and 73 ms in torch (one thread, shared 2-core machine). Every
- * output is one thread's sum in a fixed order: the same for any thread count. */
-static void linear_one_row(float *y, const float *x, const float *w, const float *b, int64_t IN, int64_t OUT) {
+ * output is one thread's sum in a fixed order: the same for any thread count.
+ *
+ * A FEW input rows (R <= LINEAR_FEW_ROWS: the conditional and unconditional rows
+ * of a guided decoding step, a small batch, VILA-U's depth transformer on a few
+ * depths) take the same kernel on up to 4 rows at once: each weight row is read
+ * once for the group and multiplied into every row's accumulators. oneDNN repacks
+ * wᵀ for these as for one row. Each output keeps the one-row order of summation
+ * (two chains of 16-float blocks, the masked tail into the second, one horizontal
+ * sum, then the bias), so a row's outputs are the same bits whichever rows share
+ * its call. */
+enum { LINEAR_FEW_ROWS = 8 };
+
+/* output o of NR rows: y[r OUT] = w_o · x_r + bias. NR is a constant at every call
+ * (inlined), so the accumulators live in registers. */
+static inline __attribute__((always_inline)) void rows_dot(float *y, const float *x, const float *wr, float bias,
+                                                           const int NR, int64_t IN, int64_t OUT) {
     __mmask16 tail = (__mmask16)((1u << (IN % 16)) - 1);
     int64_t body = IN - IN % 16;
-#pragma omp parallel for schedule(static) if (IN * OUT > MMU_PAR_GRAIN)
-    for (int64_t o = 0; o < OUT; o++) {
-        const float *wr = w + o * IN;
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        int64_t k = 0;
-        for (; k + 32 <= body; k += 32) {  /* two chains: the FMA latency is not the limit */
-            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k), _mm512_loadu_ps(x + k), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k + 16), _mm512_loadu_ps(x + k + 16), acc1);
+    __m512 acc0[4], acc1[4];
+    for (int r = 0; r < NR; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= body; k += 32) {  /* two chains: the FMA latency is not the limit */
+        __m512 w0 = _mm512_loadu_ps(wr + k), w1 = _mm512_loadu_ps(wr + k + 16);
+        for (int r = 0; r < NR; r++) {
+            acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + r * IN + k), acc0[r]);
+            acc1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + r * IN + k + 16), acc1[r]);
         }
-        if (k < body) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + k), _mm512_loadu_ps(x + k), acc0);
-        if (tail)
-            acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, wr + body), _mm512_maskz_loadu_ps(tail, x + body),
-                                   acc1);
-        y[o] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + (b ? b[o] : 0.0f);
+    }
+    if (k < body) {
+        __m512 w0 = _mm512_loadu_ps(wr + k);
+        for (int r = 0; r < NR; r++) acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + r * IN + k), acc0[r]);
+    }
+    if (tail) {
+        __m512 wt = _mm512_maskz_loadu_ps(tail, wr + body);
+        for (int r = 0; r < NR; r++)
+            acc1[r] = _mm512_fmadd_ps(wt, _mm512_maskz_loadu_ps(tail, x + r * IN + body), acc1[r]);
+    }
+    for (int r = 0; r < NR; r++) y[r * OUT] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r])) + bias;
+}
+
+/* one parallel loop per group size: the outlined OpenMP body sees NR as a literal */
+#define LINEAR_ROWS_LOOP(NR)                                                                        \
+    do {                                                                                            \
+        int par = (NR) * IN * OUT > MMU_PAR_GRAIN;                                                  \
+        _Pragma("omp parallel for schedule(static) if (par)")                                       \
+        for (int64_t o = 0; o < OUT; o++) rows_dot(yg + o, xg, w + o * IN, b ? b[o] : 0.0f, NR, IN, OUT); \
+    } while (0)
+
+// x (R, IN), w (OUT, IN), b (OUT) or NULL -> y (R, OUT), 1 <= R <= LINEAR_FEW_ROWS, groups of up to 4 rows
+static void linear_few_rows(float *y, const float *x, const float *w, const float *b, int64_t R, int64_t IN,
+                            int64_t OUT) {
+    for (int64_t r0 = 0; r0 < R; r0 += 4) {
+        float *yg = y + r0 * OUT;
+        const float *xg = x + r0 * IN;
+        switch (R - r0 < 4 ? R - r0 : 4) {
+        case 1: LINEAR_ROWS_LOOP(1); break;
+        case 2: LINEAR_ROWS_LOOP(2); break;
+        case 3: LINEAR_ROWS_LOOP(3); break;
+        default: LINEAR_ROWS_LOOP(4); break;
+        }
     }
 }
 #endif
@@ -233,8 +275,8 @@ mmu_status mmu_linear(mmu_tensor **out, mmu_tensor *x, mmu_tensor *w, mmu_tensor
         for (int64_t r = 0; r < R; r++)
             for (int64_t o = 0; o < OUT; o++) po[r * OUT + o] = b ? mmu_f32(b)[o] : 0.0f;
 #if defined(__AVX512F__)
-    } else if (R == 1) {
-        linear_one_row(po, mmu_f32(x), mmu_f32(w), b ? mmu_f32(b) : NULL, IN, OUT);
+    } else if (R <= LINEAR_FEW_ROWS) {
+        linear_few_rows(po, mmu_f32(x), mmu_f32(w), b ? mmu_f32(b) : NULL, R, IN, OUT);
 #endif
     } else {
         /* wᵀ as an (IN, OUT) weights descriptor over w's own memory */
