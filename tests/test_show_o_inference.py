@@ -16,8 +16,9 @@ import mmu.generate as G
 from mmu.models.show_o import ShowO, ShowOConfig, t2i_prompt
 from mmu.models.show_o import inference as I
 
+# max_seq_len 40: room for the answers below (the longest prompt alone is 27 = max_text_len + 3 + 16)
 CFG = ShowOConfig(llm_vocab_size=30, codebook_size=16, num_vq_tokens=16, max_text_len=8, dim=32, num_layers=2,
-                  num_heads=4, init_std=0.3)
+                  num_heads=4, init_std=0.3, max_seq_len=40)
 PAD, SOI, EOI = CFG.pad_token_id, CFG.special_token_id("<|soi|>"), CFG.special_token_id("<|eoi|>")
 T2I, MMU = CFG.special_token_id("<|t2i|>"), CFG.special_token_id("<|mmu|>")
 SOT, EOT = CFG.sot_token_id, CFG.eot_token_id
@@ -322,6 +323,20 @@ def test_mmu_generate_from_images(model):
     a = model.mmu_generate([[5], [6, 7]], images=images, max_new_tokens=3).numpy()
     b = model.mmu_generate([[5], [6, 7]], codes=codes, max_new_tokens=3).numpy()
     np.testing.assert_array_equal(a, b)
+
+
+def test_mmu_generate_refuses_an_answer_past_max_seq_len(model):
+    """The answer runs on model.lm (not ShowO.forward, which refuses positions past config.max_seq_len):
+    the prompt and max_new_tokens must fit, checked before anything runs; exactly fitting is allowed."""
+    codes = np.zeros((2, N), np.int64)
+    width = 2 + N + 1 + 1 + 4  # [MMU][SOI] image [EOI] [SOT] + the longest question (4 ids)
+    ok = model.mmu_generate([[5, 6, 7, 8], [9]], codes=codes, max_new_tokens=CFG.max_seq_len - width,
+                            eos_token_id=[]).numpy()
+    assert ok.shape == (2, CFG.max_seq_len - width)
+    with pytest.raises(ValueError, match=rf"mmu_generate: the longest prompt \({width} tokens.*max_new_tokens "
+                                         rf"{CFG.max_seq_len - width + 1} need {CFG.max_seq_len + 1} positions, more "
+                                         rf"than config.max_seq_len {CFG.max_seq_len}"):
+        model.mmu_generate([[5, 6, 7, 8], [9]], codes=codes, max_new_tokens=CFG.max_seq_len - width + 1)
 
 
 def test_logits_only_where_needed(model, monkeypatch):

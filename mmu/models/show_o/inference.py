@@ -388,6 +388,15 @@ def mmu_generate(model, codes, questions, max_new_tokens=100, attention="mmu", e
     seqs = [head + (c[i] + cfg.image_token_offset).tolist() + [cfg.special_token_id("<|eoi|>")] +
             _with_sot(r, cfg) for i, r in enumerate(rows)]
     width = max(map(len, seqs))
+    max_new_tokens = check_int(max_new_tokens, fn, "max_new_tokens")
+    if max_new_tokens < 1:
+        raise ValueError(f"{fn}: max_new_tokens must be >= 1, got {max_new_tokens}")
+    # the answer runs on lm directly (not ShowO.forward, which refuses positions past max_seq_len)
+    if width + max_new_tokens > cfg.max_seq_len:
+        raise ValueError(f"{fn}: the longest prompt ({width} tokens: [MMU][SOI], {cfg.num_vq_tokens} image tokens, "
+                         f"[EOI], [SOT] and {width - cfg.num_vq_tokens - 4} question ids) and max_new_tokens "
+                         f"{max_new_tokens} need {width + max_new_tokens} positions, more than config.max_seq_len "
+                         f"{cfg.max_seq_len}")
     ids = np.full((len(seqs), width), cfg.pad_token_id, np.int64)
     for i, s in enumerate(seqs):
         ids[i, width - len(s):] = s
