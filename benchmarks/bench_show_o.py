@@ -1,34 +1,37 @@
-"""Show-o inference: the text prefix kept in a KV cache against recomputing the whole sequence, in mmu.
+"""Show-o inference: mmu's cached paths against the torch twin on Show-o's public (recomputing) path.
 
-    python benchmarks/bench_show_o.py                      # tiny and ~100M configs, T2I and MMU
-    python benchmarks/bench_show_o.py --configs tiny --repeat 3 --threads 2
+    python benchmarks/bench_show_o.py                         # tiny and 100m, 1 and 2 threads
+    python benchmarks/bench_show_o.py --configs 100m-showo-vocab --repeat 1 --threads 1
+    python benchmarks/bench_show_o.py --configs tiny --mmu-paths   # + mmu running Show-o's path
 
-T2I: MaskGIT sampling of 16 steps with classifier-free guidance (2 rows: the prompt and the empty
-prompt) for 256 image tokens after a 64-token prompt ([T2I] + max_text_len 63). Three ways, same
-model, same seed, same samples:
-  cached      ShowO.t2i_generate: the prefixes run once into the KV cache, each step runs the
-              image block [SOI] image [EOI] against it, codebook logits at the image positions only;
-  recompute   ImageLogits(use_cache=False): the whole sequence each step with the omni-attention
-              mask, codebook logits at the image positions only;
-  Show-o      Show-o's public path (Showo.t2i_generate): the whole sequence each step, the logits of
-              every position over the whole vocabulary, then the image positions' codebook columns.
+T2I: MaskGIT sampling of 16 steps with classifier-free guidance w = 5 (2 rows: the prompt and the empty
+prompt) for 256 image tokens after a 64-token prompt ([T2I] + max_text_len 63).
+  mmu cached         ShowO.t2i_generate: the prefixes run once into the KV cache; each step runs the
+                     image block [SOI] image [EOI] against it (the first layer once per distinct token,
+                     the last layer's out_proj/MLP and the codebook head only at positions still [MASK]);
+  torch Show-o path  benchmarks/torch_twins.py::TwinShowO (the same weights, eval, inference_mode, the
+                     same thread count) running Showo.t2i_generate step for step: the whole 2-row
+                     sequence each step with the omni-attention mask, the logits of every position over
+                     the whole vocabulary, the image positions' codebook columns, its MaskGIT update
+                     (torch.multinomial, Gumbel noise, sort) in torch;
+  mmu Show-o path    (--mmu-paths) the same public path run by mmu.
 MMU: an answer of 32 tokens (greedy, no stop token) to a 32-token question about a 256-token image:
-  cached      ShowO.mmu_generate: one prefill under Show-o's MMU mask, then one token a step on the
-              cache, the head at the last position only;
-  Show-o      Show-o's mmu_generate: the whole sequence (prompt + answer so far) each step with its
-              mask, logits of every position.
-A torch twin (the issue's baseline) is not part of this file; these are mmu against mmu. No cases
-for benchmarks/run.py (which times mmu against torch): run this file.
+  mmu cached         ShowO.mmu_generate: one prefill under Show-o's MMU mask, then one token a step on
+                     the cache, the head at the last position only;
+  torch Show-o path  Showo.mmu_generate as inference_mmu.py calls it (top_k=1) on the twin: the whole
+                     sequence (prompt + answer so far) each step, the mask grown by a row and a column,
+                     logits of every position over the whole vocabulary.
+Checks printed: the step-1 guided codebook logits of both (relative max difference, argmax agreement;
+the samples themselves come from two different random streams, mmu's Philox and torch's generator, so
+the codes are not compared), and the greedy answers token for token.
+Configs: tiny = 4 layers of 128 (Show-o-tiny's shape) over 256 codes; 100m = Phi-1.5's layer layout
+(parallel residual, QK LayerNorm, partial RoPE 0.5, tanh GELU) at 12 layers of 768, 12 heads of 64,
+over 8192 codes and 1024 text ids (vocab 9227: 85.0M in the layers, 99.2M in all); 100m-showo-vocab =
+the same layers over Show-o's own vocabulary (50295 Phi text ids + 10 + 8192 codes + [MASK] = 58498:
+175M in all), where Show-o's path pays its head over 58498 ids at every position of every step.
+The callables take turns (A B, B A, ...) after one short warm-up call each; median of --repeat.
 
-Measured on the 2-core shared VM (load ~1.5 from other processes), --repeat 3, seconds:
-    100m t2i 16 steps cfg      cached 12.53   recompute 12.94   Show-o path 16.15   1.29x
-    100m mmu answer 32 tokens  cached  1.85                     Show-o path 16.95   9.15x
-    tiny t2i 16 steps cfg      cached  0.41   recompute  0.44   Show-o path  0.46   1.13x
-    tiny mmu answer 32 tokens  cached  0.135                    Show-o path  0.616  4.56x
-The prefix is 64 of the 322 positions, so caching it saves at most ~20% of a T2I step's work (one
-100m step's matmuls: 1.36 s cached against 1.77 s recomputed); Show-o's path also pays the logits
-of every position over the whole vocabulary. The answer gains most: one token a step instead of the
-whole ~320-token sequence.
+MEASURED
 """
 import argparse
 import os
