@@ -31,7 +31,30 @@ the same layers over Show-o's own vocabulary (50295 Phi text ids + 10 + 8192 cod
 175M in all), where Show-o's path pays its head over 58498 ids at every position of every step.
 The callables take turns (A B, B A, ...) after one short warm-up call each; median of --repeat.
 
-MEASURED
+Measured on the 2-core shared VM under load 6-10 from other processes (so every time is 2-3x a quiet
+run's; the ratios are what the turns make comparable): `--configs tiny,100m --repeat 3 --threads 1,2`
+and `--configs 100m-showo-vocab --repeat 1 --threads 1,2`, seconds:
+    config            thr  case                   mmu cached  torch Show-o path  speedup  check
+    tiny               1   t2i 16 steps cfg            0.962        2.104          2.19x   logits 2.9e-6, argmax 100%
+    tiny               1   mmu answer 32 tokens        0.093        1.542         16.63x   same answer
+    tiny               2   t2i 16 steps cfg            1.145        2.135          1.86x
+    tiny               2   mmu answer 32 tokens        0.286        3.059         10.69x   same answer
+    100m               1   t2i 16 steps cfg           41.367       71.045          1.72x   logits 5.5e-6, argmax 100%
+    100m               1   mmu answer 32 tokens        2.408       58.104         24.13x   same answer
+    100m               2   t2i 16 steps cfg           52.593       83.031          1.58x
+    100m               2   mmu answer 32 tokens        4.202       83.034         19.76x   same answer
+    100m-showo-vocab   1   t2i 16 steps cfg           36.096       98.117          2.72x   logits 5.9e-6, argmax 100%
+    100m-showo-vocab   1   mmu answer 32 tokens        2.631       75.735         28.78x   same answer
+    100m-showo-vocab   2   t2i 16 steps cfg           41.178       80.352          1.95x
+    100m-showo-vocab   2   mmu answer 32 tokens        2.781      110.839         39.86x   same answer
+What bounds the T2I ratio: a cached step still runs the 258-position image block through every layer
+for both CFG rows (516 rows; the prefix is 64 of 322 positions), and matmuls are ~89% of it (oneDNN
+brg:avx512_core, each primitive created once: a second generation creates none). Show-o's path runs
+644 rows and, over its own vocabulary, the head over 58498 ids at all of them: about 1.8x the matmul
+FLOPs of the cached step there, 1.26x over the 9227-id vocabulary, which is why the two configs differ.
+mmu's own walk through the block's layers (the first layer once per distinct token, the last layer and
+the head only where still [MASK]) made a whole 16-step generation 1.13x faster at 100m (70.3 -> 62.4 s,
+1 thread, same codes) and 1.06x at tiny, measured before/after in one process.
 """
 import argparse
 import os

@@ -116,7 +116,11 @@ class ImageLogits:
     as 2B rows and combined as Show-o does: (1 + w)·c − w·u.
     use_cache=True: the prefixes run once into a KVCache and each call runs only the image block
     against them (see the module docstring); use_cache=False: each call runs the whole sequence with
-    omni_attention_mask (Show-o's public path).
+    omni_attention_mask (Show-o's public path). With the cache (eval mode) the block walks the layers
+    in _block_hidden, which runs the first layer's per-token work once per distinct token.
+    masked_only=True: only the positions still [MASK] in some row get logits (the last layer's
+    out_proj/MLP, the final norm and the head run there only); the others are 0. MaskGIT never reads
+    them (t2i_generate uses this).
 
     __call__(codes (B, N) int64: codes in [0, codebook_size), or config.mask_token_id) -> logits
     (B, N, codebook_size) float32 Tensor, guided when w > 0. cond_uncond(codes): the unguided logits
