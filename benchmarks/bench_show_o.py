@@ -1,34 +1,60 @@
-"""Show-o inference: the text prefix kept in a KV cache against recomputing the whole sequence, in mmu.
+"""Show-o inference: mmu's cached paths against the torch twin on Show-o's public (recomputing) path.
 
-    python benchmarks/bench_show_o.py                      # tiny and ~100M configs, T2I and MMU
-    python benchmarks/bench_show_o.py --configs tiny --repeat 3 --threads 2
+    python benchmarks/bench_show_o.py                         # tiny and 100m, 1 and 2 threads
+    python benchmarks/bench_show_o.py --configs 100m-showo-vocab --repeat 1 --threads 1
+    python benchmarks/bench_show_o.py --configs tiny --mmu-paths   # + mmu running Show-o's path
 
-T2I: MaskGIT sampling of 16 steps with classifier-free guidance (2 rows: the prompt and the empty
-prompt) for 256 image tokens after a 64-token prompt ([T2I] + max_text_len 63). Three ways, same
-model, same seed, same samples:
-  cached      ShowO.t2i_generate: the prefixes run once into the KV cache, each step runs the
-              image block [SOI] image [EOI] against it, codebook logits at the image positions only;
-  recompute   ImageLogits(use_cache=False): the whole sequence each step with the omni-attention
-              mask, codebook logits at the image positions only;
-  Show-o      Show-o's public path (Showo.t2i_generate): the whole sequence each step, the logits of
-              every position over the whole vocabulary, then the image positions' codebook columns.
+T2I: MaskGIT sampling of 16 steps with classifier-free guidance w = 5 (2 rows: the prompt and the empty
+prompt) for 256 image tokens after a 64-token prompt ([T2I] + max_text_len 63).
+  mmu cached         ShowO.t2i_generate: the prefixes run once into the KV cache; each step runs the
+                     image block [SOI] image [EOI] against it (the first layer once per distinct token,
+                     the last layer's out_proj/MLP and the codebook head only at positions still [MASK]);
+  torch Show-o path  benchmarks/torch_twins.py::TwinShowO (the same weights, eval, inference_mode, the
+                     same thread count) running Showo.t2i_generate step for step: the whole 2-row
+                     sequence each step with the omni-attention mask, the logits of every position over
+                     the whole vocabulary, the image positions' codebook columns, its MaskGIT update
+                     (torch.multinomial, Gumbel noise, sort) in torch;
+  mmu Show-o path    (--mmu-paths) the same public path run by mmu.
 MMU: an answer of 32 tokens (greedy, no stop token) to a 32-token question about a 256-token image:
-  cached      ShowO.mmu_generate: one prefill under Show-o's MMU mask, then one token a step on the
-              cache, the head at the last position only;
-  Show-o      Show-o's mmu_generate: the whole sequence (prompt + answer so far) each step with its
-              mask, logits of every position.
-A torch twin (the issue's baseline) is not part of this file; these are mmu against mmu. No cases
-for benchmarks/run.py (which times mmu against torch): run this file.
+  mmu cached         ShowO.mmu_generate: one prefill under Show-o's MMU mask, then one token a step on
+                     the cache, the head at the last position only;
+  torch Show-o path  Showo.mmu_generate as inference_mmu.py calls it (top_k=1) on the twin: the whole
+                     sequence (prompt + answer so far) each step, the mask grown by a row and a column,
+                     logits of every position over the whole vocabulary.
+Checks printed: the step-1 guided codebook logits of both (relative max difference, argmax agreement;
+the samples themselves come from two different random streams, mmu's Philox and torch's generator, so
+the codes are not compared), and the greedy answers token for token.
+Configs: tiny = 4 layers of 128 (Show-o-tiny's shape) over 256 codes; 100m = Phi-1.5's layer layout
+(parallel residual, QK LayerNorm, partial RoPE 0.5, tanh GELU) at 12 layers of 768, 12 heads of 64,
+over 8192 codes and 1024 text ids (vocab 9227: 85.0M in the layers, 99.2M in all); 100m-showo-vocab =
+the same layers over Show-o's own vocabulary (50295 Phi text ids + 10 + 8192 codes + [MASK] = 58498:
+175M in all), where Show-o's path pays its head over 58498 ids at every position of every step.
+The callables take turns (A B, B A, ...) after one short warm-up call each; median of --repeat.
 
-Measured on the 2-core shared VM (load ~1.5 from other processes), --repeat 3, seconds:
-    100m t2i 16 steps cfg      cached 12.53   recompute 12.94   Show-o path 16.15   1.29x
-    100m mmu answer 32 tokens  cached  1.85                     Show-o path 16.95   9.15x
-    tiny t2i 16 steps cfg      cached  0.41   recompute  0.44   Show-o path  0.46   1.13x
-    tiny mmu answer 32 tokens  cached  0.135                    Show-o path  0.616  4.56x
-The prefix is 64 of the 322 positions, so caching it saves at most ~20% of a T2I step's work (one
-100m step's matmuls: 1.36 s cached against 1.77 s recomputed); Show-o's path also pays the logits
-of every position over the whole vocabulary. The answer gains most: one token a step instead of the
-whole ~320-token sequence.
+Measured on the 2-core shared VM under load 6-10 from other processes (so every time is 2-3x a quiet
+run's; the ratios are what the turns make comparable): `--configs tiny,100m --repeat 3 --threads 1,2`
+and `--configs 100m-showo-vocab --repeat 1 --threads 1,2`, seconds:
+    config            thr  case                   mmu cached  torch Show-o path  speedup  check
+    tiny               1   t2i 16 steps cfg            0.962        2.104          2.19x   logits 2.9e-6, argmax 100%
+    tiny               1   mmu answer 32 tokens        0.093        1.542         16.63x   same answer
+    tiny               2   t2i 16 steps cfg            1.145        2.135          1.86x
+    tiny               2   mmu answer 32 tokens        0.286        3.059         10.69x   same answer
+    100m               1   t2i 16 steps cfg           41.367       71.045          1.72x   logits 5.5e-6, argmax 100%
+    100m               1   mmu answer 32 tokens        2.408       58.104         24.13x   same answer
+    100m               2   t2i 16 steps cfg           52.593       83.031          1.58x
+    100m               2   mmu answer 32 tokens        4.202       83.034         19.76x   same answer
+    100m-showo-vocab   1   t2i 16 steps cfg           36.096       98.117          2.72x   logits 5.9e-6, argmax 100%
+    100m-showo-vocab   1   mmu answer 32 tokens        2.631       75.735         28.78x   same answer
+    100m-showo-vocab   2   t2i 16 steps cfg           41.178       80.352          1.95x
+    100m-showo-vocab   2   mmu answer 32 tokens        2.781      110.839         39.86x   same answer
+What bounds the T2I ratio: a cached step still runs the 258-position image block through every layer
+for both CFG rows (516 rows; the prefix is 64 of 322 positions), and matmuls are ~89% of it (oneDNN
+brg:avx512_core, each primitive created once: a second generation creates none). Show-o's path runs
+644 rows and, over its own vocabulary, the head over 58498 ids at all of them: about 1.8x the matmul
+FLOPs of the cached step there, 1.26x over the 9227-id vocabulary, which is why the two configs differ.
+mmu's own walk through the block's layers (the first layer once per distinct token, the last layer and
+the head only where still [MASK]) made a whole 16-step generation 1.13x faster at 100m (70.3 -> 62.4 s,
+1 thread, same codes) and 1.06x at tiny, measured before/after in one process.
 """
 import argparse
 import os
@@ -40,13 +66,20 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# Show-o's vocabulary (configs/showo_demo.yaml with Phi-1.5): 50295 text ids + 10 new tokens + 8192 codes + [MASK]
+SHOWO_TEXT_VOCAB = 50295
 CONFIGS = {
     # Show-o-tiny-like: 4 layers of 128 (the ShowOConfig defaults) over a 256-code image tokenizer
     "tiny": dict(llm_vocab_size=512, codebook_size=256, dim=128, num_layers=4, num_heads=4),
-    # ~100M parameters: 12 layers of 768 over Show-o's 8192 codes
+    # ~100M parameters: 12 layers of 768 (12 heads of 64, Phi's head size) over Show-o's 8192 codes and a
+    # 1024-id text vocabulary: 85.0M in the layers + 14.2M embedding and head = 99.2M
     "100m": dict(llm_vocab_size=1024, codebook_size=8192, dim=768, num_layers=12, num_heads=12),
+    # the same layers over Show-o's own vocabulary layout (58498 ids): 85.0M in the layers + 89.9M embedding
+    # and head; Show-o's public path pays the head over all 58498 ids at every position of every step
+    "100m-showo-vocab": dict(llm_vocab_size=SHOWO_TEXT_VOCAB, codebook_size=8192, dim=768, num_layers=12,
+                             num_heads=12),
 }
-PROMPT, IMAGE, STEPS, QUESTION, ANSWER = 64, 256, 16, 32, 32
+PROMPT, IMAGE, STEPS, QUESTION, ANSWER, GUIDANCE = 64, 256, 16, 32, 32, 5.0
 
 
 def build(name):
@@ -54,27 +87,40 @@ def build(name):
     from mmu.models.show_o import ShowO, ShowOConfig, default_image_tokenizer
     fields = dict(CONFIGS[name])
     fields["image_tokenizer"] = default_image_tokenizer(fields["codebook_size"], resolution=64)  # 16 x 16 tokens
-    cfg = ShowOConfig(num_vq_tokens=IMAGE, max_text_len=PROMPT - 1, init_std=0.02, **fields)
+    # max_seq_len: room for the 291-token MMU prompt and its 32-token answer (Phi-1.5 has 2048 positions)
+    cfg = ShowOConfig(num_vq_tokens=IMAGE, max_text_len=PROMPT - 1, init_std=0.02, max_seq_len=2048, **fields)
     mmu.manual_seed(0)
     model = ShowO(cfg)
     model.eval()
     return model
 
 
-def showo_public_t2i(model, prompts, guidance_scale, generator):
-    """Show-o's Showo.t2i_generate path in mmu: every step the whole sequence, all logits."""
-    import mmu
-    from mmu.generate import maskgit_decode
+def t2i_sequences(model, prompts):
+    """Show-o's t2i_gen prompts of B texts with every image token [MASK] (B, L), the same for the empty
+    prompt (the unconditional rows), and the omni-attention mask (2B, 1, L, L) of both, as
+    inference_t2i.py builds them (mmu's omni_attention_mask: Show-o's create_attention_mask_predict_next
+    on every non-pad row; a pad row sees only itself)."""
     from mmu.models.show_o import t2i_prompt
     cfg = model.config
     b = len(prompts)
     blank = np.full((b, cfg.num_vq_tokens), cfg.mask_token_id, np.int64)
-    prefix = np.concatenate([t2i_prompt(cfg, prompts, blank)[0], t2i_prompt(cfg, [[]] * b, blank)[0]])
-    prefix = prefix[:, :cfg.max_text_len + 1]
+    cond = t2i_prompt(cfg, prompts, blank)[0]
+    uncond = t2i_prompt(cfg, [[]] * b, blank)[0]
+    return cond, uncond, model.omni_attention_mask(np.concatenate([cond, uncond]))
+
+
+def showo_public_t2i(model, prompts, guidance_scale, generator, steps=STEPS):
+    """Show-o's Showo.t2i_generate path in mmu: every step the whole sequence, all logits."""
+    import mmu
+    from mmu.generate import maskgit_decode
+    cfg = model.config
+    b = len(prompts)
+    cond, uncond, mask = t2i_sequences(model, prompts)
+    prefix = np.concatenate([cond, uncond])[:, :cfg.max_text_len + 1]
     lo, n, w = cfg.image_token_offset, cfg.num_vq_tokens, guidance_scale
     soi = np.full((2 * b, 1), cfg.special_token_id("<|soi|>"))
     eoi = np.full((2 * b, 1), cfg.special_token_id("<|eoi|>"))
-    mask = mmu.tensor(model.omni_attention_mask(np.concatenate([prefix, soi, np.concatenate([blank, blank]), eoi], 1)))
+    mask = mmu.tensor(mask)
 
     def logits_fn(codes):
         image = np.where(codes == cfg.mask_token_id, codes, codes + lo)
@@ -85,7 +131,7 @@ def showo_public_t2i(model, prompts, guidance_scale, generator):
         return (1 + w) * logits[:b] - w * logits[b:]
 
     start = np.full((b, n), cfg.mask_token_id, np.int64)
-    return maskgit_decode(logits_fn, mask_id=cfg.mask_token_id, steps=STEPS, choice_temperature=1.0,
+    return maskgit_decode(logits_fn, mask_id=cfg.mask_token_id, steps=steps, choice_temperature=1.0,
                           choice_temperature_decay="compounding", initial_tokens=start, generator=generator)
 
 
@@ -93,8 +139,7 @@ def showo_public_mmu(model, codes, question, max_new_tokens):
     """Show-o's mmu_generate path in mmu: the whole sequence every step, all logits, greedy."""
     import mmu
     cfg = model.config
-    seq = [cfg.special_token_id("<|mmu|>"), cfg.special_token_id("<|soi|>")] + \
-        (codes[0] + cfg.image_token_offset).tolist() + [cfg.special_token_id("<|eoi|>"), cfg.sot_token_id] + question
+    seq = mmu_prompt_ids(model, codes, question)
     out = []
     with mmu.no_grad():
         for _ in range(max_new_tokens):
@@ -106,80 +151,194 @@ def showo_public_mmu(model, codes, question, max_new_tokens):
     return np.array(out)
 
 
+def mmu_prompt_ids(model, codes, question):
+    """[MMU][SOI] image [EOI][SOT] question, as a list of ids (one row)."""
+    cfg = model.config
+    return [cfg.special_token_id("<|mmu|>"), cfg.special_token_id("<|soi|>")] + \
+        (codes[0] + cfg.image_token_offset).tolist() + [cfg.special_token_id("<|eoi|>"), cfg.sot_token_id] + question
+
+
+# ------------------------------------------------------------------------------------------ torch twin
+def torch_twin(model):
+    """benchmarks/torch_twins.py::TwinShowO holding the mmu model's transformer weights, in eval mode."""
+    from torch_twins import TwinShowO
+    twin = TwinShowO(model.config.to_dict()).load_mmu_state(model.state_dict())
+    return twin.eval()
+
+
+def torch_showo_t2i(twin, cfg, cond, uncond, mask, guidance_scale, steps, generator, first_logits=None):
+    """Show-o's Showo.t2i_generate (models/modeling_showo.py) on the torch twin, step for step: each step
+    the whole 2-row CFG batch (the prompt, and the empty prompt's prefix + the current image tokens) with
+    the omni-attention mask, the logits of every position over the whole vocabulary, (1 + w)·c − w·u,
+    the image positions' codebook columns, then its MaskGIT update (softmax, torch.multinomial,
+    cosine schedule, confidence log p + t·Gumbel with the compounding temperature, sort, cut-off:
+    models/sampling.py's mask_by_random_topk). Returns the codes (B, N); first_logits (a list) gets the
+    step-1 guided codebook logits."""
+    import math
+    import torch
+    n, lo, w, mask_id = cfg.num_vq_tokens, cfg.image_token_offset, guidance_scale, cfg.mask_token_id
+    input_ids = torch.from_numpy(cond.copy())
+    uncond_prefix = torch.from_numpy(uncond)[:, :cfg.max_text_len + 1]
+    attention_mask = torch.from_numpy(mask)
+    known = input_ids[:, -(n + 1):-1].clone()
+    known = torch.where(known == mask_id, mask_id, known - lo)
+    temperature = 1.0
+    for step in range(steps):
+        uncond_input_ids = torch.cat([uncond_prefix, input_ids[:, cfg.max_text_len + 1:]], dim=1)
+        cond_logits, uncond_logits = twin(torch.cat([input_ids, uncond_input_ids]), attention_mask).chunk(2)
+        logits = (1 + w) * cond_logits - w * uncond_logits
+        logits = logits[:, -(n + 1):-1, lo:-1]
+        if step == 0 and first_logits is not None:
+            first_logits.append(logits.numpy().copy())
+        probs = logits.softmax(dim=-1)
+        sampled_ids = torch.multinomial(probs.reshape(-1, logits.size(-1)), 1, generator=generator)[:, 0]
+        sampled_ids = sampled_ids.view(*logits.shape[:-1])
+        unknown_map = known == mask_id
+        sampled_ids = torch.where(unknown_map, sampled_ids, known)
+        ratio = 1.0 * (step + 1) / steps
+        mask_ratio = torch.cos(torch.tensor(ratio) * math.pi * 0.5)
+        selected_probs = torch.gather(probs, -1, sampled_ids.long()[..., None]).squeeze(-1)
+        selected_probs = torch.where(unknown_map, selected_probs, torch.finfo(selected_probs.dtype).max)
+        mask_len = (n * mask_ratio).floor().unsqueeze(0)
+        mask_len = torch.max(torch.tensor([1]), torch.min(unknown_map.sum(dim=-1, keepdim=True) - 1, mask_len))
+        temperature = temperature * (1.0 - ratio)
+        noise = torch.zeros_like(selected_probs).uniform_(0, 1, generator=generator)
+        gumbel = -torch.log((-torch.log(noise.clamp(min=1e-20))).clamp(min=1e-20))
+        confidence = torch.log(selected_probs.clamp(min=1e-20)) + temperature * gumbel
+        cut_off = torch.gather(torch.sort(confidence, dim=-1).values, 1, mask_len.long())
+        masking = confidence < cut_off
+        input_ids[:, -(n + 1):-1] = torch.where(masking, mask_id, sampled_ids + lo)
+        known = torch.where(masking, mask_id, sampled_ids)
+    return sampled_ids.numpy()
+
+
+def torch_showo_mmu(twin, cfg, seq, mask, max_new_tokens, generator):
+    """Show-o's Showo.mmu_generate as its inference_mmu.py calls it (top_k=1) on the torch twin: each
+    step the whole sequence under the MMU mask grown by one row and column (the new token sees what the
+    last one saw and itself), the logits of every position over the whole vocabulary, the last one's
+    top-1 kept, torch.multinomial."""
+    import torch
+    idx = torch.tensor([seq], dtype=torch.long)
+    attention_mask = torch.from_numpy(mask[0, 0])
+    result = []
+    for _ in range(max_new_tokens):
+        logits = twin(idx, attention_mask[None, None])
+        length = attention_mask.shape[-1]
+        grown = torch.zeros((length + 1, length + 1), dtype=torch.bool)
+        grown[:length, :length] = attention_mask
+        grown[length, :length] = attention_mask[-1]
+        grown[length, length] = True
+        attention_mask = grown
+        logits = logits[:, -1, :]
+        v, _ = torch.topk(logits, 1)
+        logits[logits < v[:, [-1]]] = -float("inf")
+        idx_next = torch.multinomial(torch.softmax(logits, dim=-1), num_samples=1, generator=generator)
+        result.append(int(idx_next[0][0]))
+        idx = torch.cat((idx, idx_next), dim=1)
+    return np.array(result)
+
+
 def timed(fns, repeat):
     """Median seconds of each callable and its last result; the callables take turns (A B C, C B A,
-    ...) so that load from other processes that comes and goes hits them alike."""
+    ...) so that load from other processes that comes and goes hits them alike. Each is first called
+    once with warmup=True (a short run of the same shapes: oneDNN / torch pick and build their kernels)."""
+    for f in fns:
+        f(warmup=True)
     times, outs = [[] for _ in fns], [None] * len(fns)
     for r in range(repeat):
         order = list(range(len(fns)))[::-1 if r % 2 else 1]
         for i in order:
             t0 = time.perf_counter()
-            outs[i] = fns[i]()
+            outs[i] = fns[i](warmup=False)
             times[i].append(time.perf_counter() - t0)
     return [statistics.median(t) for t in times], outs
 
 
-def run(name, repeat):
+def run(model, twin, repeat, mmu_paths):
+    """One config at the current thread count -> rows (case, {column: seconds}, check)."""
     import mmu
+    import torch
     from mmu.models.show_o.inference import ImageLogits, t2i_prefix
-    from mmu.generate import maskgit_decode
-    model = build(name)
     cfg = model.config
-    params = sum(p.numel() for p in model.lm.parameters())
     rng = np.random.default_rng(0)
     prompt = [rng.integers(3, cfg.llm_vocab_size, PROMPT - 3).tolist()]  # [T2I][SOT] 61 ids [EOT] = 64
-    w = 5.0
+    w = GUIDANCE
+    cond, uncond, mask = t2i_sequences(model, prompt)
     rows = []
+    first = []
 
-    def cached():
-        return model.t2i_generate(prompt, steps=STEPS, guidance_scale=w, generator=mmu.Generator(1)).numpy()
-
-    def recompute():
-        fn = ImageLogits(model, t2i_prefix(cfg, prompt), guidance_scale=w, use_cache=False)
-        return maskgit_decode(fn, mask_id=cfg.mask_token_id, steps=STEPS, choice_temperature=1.0,
-                              choice_temperature_decay="compounding",
-                              initial_tokens=np.full((1, IMAGE), cfg.mask_token_id, np.int64),
-                              generator=mmu.Generator(1)).numpy()
-
-    def public():
-        return showo_public_t2i(model, prompt, w, mmu.Generator(1)).numpy()
-
-    (cached_s, recompute_s, public_s), (a, b, c) = timed([cached, recompute, public], repeat)
-    same = "same codes" if np.array_equal(a, b) and np.array_equal(a, c) else "codes differ"
-    rows.append((f"{name} t2i {STEPS} steps cfg", cached_s, recompute_s, public_s, same))
+    steps = lambda warmup: 1 if warmup else STEPS
+    fns = {"mmu cached": lambda warmup: model.t2i_generate(prompt, steps=steps(warmup), guidance_scale=w,
+                                                           generator=mmu.Generator(1)).numpy(),
+           "torch Show-o path": lambda warmup: torch_showo_t2i(twin, cfg, cond, uncond, mask, w, steps(warmup),
+                                                               torch.Generator().manual_seed(1), first)}
+    if mmu_paths:
+        fns["mmu Show-o path"] = lambda warmup: showo_public_t2i(model, prompt, w, mmu.Generator(1),
+                                                                 steps(warmup)).numpy()
+    with torch.inference_mode():
+        secs, outs = timed(list(fns.values()), repeat)
+    with mmu.no_grad():
+        blank = np.full((1, IMAGE), cfg.mask_token_id, np.int64)
+        ours = ImageLogits(model, t2i_prefix(cfg, prompt), guidance_scale=w)(blank).numpy()
+    diff = float(np.abs(ours - first[-1]).max() / np.abs(first[-1]).max())
+    agree = float((ours.argmax(-1) == first[-1].argmax(-1)).mean())
+    check = f"step-1 logits rel diff {diff:.1e}, argmax agree {agree:.0%}"
+    if mmu_paths:
+        check += ", mmu paths " + ("same codes" if np.array_equal(outs[0], outs[2]) else "codes differ")
+    rows.append((f"t2i {STEPS} steps cfg", dict(zip(fns, secs)), check))
 
     codes = rng.integers(0, cfg.codebook_size, (1, IMAGE))
     question = rng.integers(3, cfg.llm_vocab_size, QUESTION - 1).tolist()  # [SOT] + 31 = 32
-    (cached_s, public_s), (a, c) = timed(
-        [lambda: model.mmu_generate([question], codes=codes, max_new_tokens=ANSWER, eos_token_id=[]).numpy()[0],
-         lambda: showo_public_mmu(model, codes, question, ANSWER)], repeat)
-    same = "same answer" if np.array_equal(a, c) else "answers differ"
-    rows.append((f"{name} mmu answer {ANSWER} tokens", cached_s, None, public_s, same))
-    return params, rows
+    seq = mmu_prompt_ids(model, codes, question)
+    mmu_mask = model.mmu_attention_mask(np.array([seq], np.int64))
+    tokens = lambda warmup: 2 if warmup else ANSWER
+    fns = {"mmu cached": lambda warmup: model.mmu_generate([question], codes=codes, max_new_tokens=tokens(warmup),
+                                                           eos_token_id=[]).numpy()[0],
+           "torch Show-o path": lambda warmup: torch_showo_mmu(twin, cfg, seq, mmu_mask, tokens(warmup),
+                                                               torch.Generator().manual_seed(1))}
+    if mmu_paths:
+        fns["mmu Show-o path"] = lambda warmup: showo_public_mmu(model, codes, question, tokens(warmup))
+    with torch.inference_mode():
+        secs, outs = timed(list(fns.values()), repeat)
+    same = sum(int(a == b) for a, b in zip(outs[0], outs[1]))
+    check = "same answer" if same == ANSWER else f"answers differ ({same}/{ANSWER} tokens equal)"
+    rows.append((f"mmu answer {ANSWER} tokens", dict(zip(fns, secs)), check))
+    return rows
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="tiny,100m", help=f"comma-separated, of {sorted(CONFIGS)}")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each, in turns (median)")
-    ap.add_argument("--threads", type=int, default=None, help="mmu.set_num_threads (default: mmu's)")
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (mmu and torch alike)")
+    ap.add_argument("--mmu-paths", action="store_true", help="also time Show-o's public path run by mmu")
     args = ap.parse_args(argv)
     import mmu
-    if args.threads:
-        mmu.set_num_threads(args.threads)
-    print(f"mmu {mmu.__version__}, threads {mmu.get_num_threads()}, median of {args.repeat}; seconds per call")
-    print(f"{'case':<32} | {'cached':>8} | {'recompute':>9} | {'Show-o path':>11} | {'speedup':>7} | check")
-    print("(speedup = Show-o path / cached)")
+    import torch
+    threads = [int(t) for t in args.threads.split(",") if t]
+    print(f"mmu {mmu.__version__}, torch {torch.__version__}, median of {args.repeat}; seconds per call; "
+          f"{os.cpu_count()} cpus")
+    print("speedup = torch Show-o path / mmu cached")
     for name in [s for s in args.configs.split(",") if s]:
-        params, rows = run(name, args.repeat)
-        print(f"-- {name}: {params / 1e6:.1f}M transformer parameters")
-        for case, cached_s, recompute_s, public_s, check in rows:
-            rec = f"{recompute_s:9.3f}" if recompute_s is not None else f"{'-':>9}"
-            print(f"{case:<32} | {cached_s:8.3f} | {rec} | {public_s:11.3f} | {public_s / cached_s:6.2f}x | {check}")
+        model = build(name)
+        twin = torch_twin(model)
+        params = sum(p.numel() for p in model.lm.parameters())
+        body = sum(p.numel() for n, p in model.lm.named_parameters() if n.startswith("layers."))
+        print(f"-- {name}: {params / 1e6:.1f}M transformer parameters ({body / 1e6:.1f}M in the layers), vocab "
+              f"{model.config.vocab_size}")
+        for t in threads:
+            mmu.set_num_threads(t)
+            torch.set_num_threads(t)
+            load = os.getloadavg()[0]
+            for case, secs, check in run(model, twin, args.repeat, args.mmu_paths):
+                cols = "  ".join(f"{k} {v:7.3f}" for k, v in secs.items())
+                ratio = secs["torch Show-o path"] / secs["mmu cached"]
+                print(f"{name:<16} thr {t} | {case:<22} | {cols} | {ratio:5.2f}x | {check} | load {load:.1f}")
+            sys.stdout.flush()
 
 
 def cases(h):
-    """No cases for benchmarks/run.py (mmu against torch); this file times mmu against mmu."""
+    """No cases for benchmarks/run.py: this file's cases take seconds each; run it directly."""
     return []
 
 

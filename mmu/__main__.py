@@ -868,7 +868,12 @@ def cmd_showo(args):
         batches = list(iter_image_batches([args.image], tiny.SIZE, ch, batch_size=1, where="mmu showo answer"))
         if not batches:
             raise UserError(f"--image: cannot read {args.image!r} as an image")
-        ids = model.mmu_generate([args.question], images=batches[0][1], max_new_tokens=8).numpy()[0]
+        # up to 8 tokens, within the positions the model has ([MMU][SOI] image [EOI][SOT] question answer)
+        cfg = model.config
+        room = cfg.max_seq_len - cfg.num_vq_tokens - 4 - len(model.text_tokenizer.encode(args.question))
+        if room < 1:
+            raise UserError(f"--question: too long for the model's {cfg.max_seq_len} positions")
+        ids = model.mmu_generate([args.question], images=batches[0][1], max_new_tokens=min(8, room)).numpy()[0]
         print(model.text_tokenizer.decode([int(t) for t in ids if 0 <= t < model.config.llm_vocab_size]))
         return 0
     raise UserError("mmu showo: give an action: train, generate or answer")

@@ -16,8 +16,9 @@ import mmu.generate as G
 from mmu.models.show_o import ShowO, ShowOConfig, t2i_prompt
 from mmu.models.show_o import inference as I
 
+# max_seq_len 40: room for the answers below (the longest prompt alone is 27 = max_text_len + 3 + 16)
 CFG = ShowOConfig(llm_vocab_size=30, codebook_size=16, num_vq_tokens=16, max_text_len=8, dim=32, num_layers=2,
-                  num_heads=4, init_std=0.3)
+                  num_heads=4, init_std=0.3, max_seq_len=40)
 PAD, SOI, EOI = CFG.pad_token_id, CFG.special_token_id("<|soi|>"), CFG.special_token_id("<|eoi|>")
 T2I, MMU = CFG.special_token_id("<|t2i|>"), CFG.special_token_id("<|mmu|>")
 SOT, EOT = CFG.sot_token_id, CFG.eot_token_id
@@ -87,17 +88,25 @@ def test_prefix_cache_logits_equal_full_recomputation_every_step(model, record):
     assert masked[0] == 2 * N and masked == sorted(masked, reverse=True) and masked[-1] > 0
     stepper = record[0][0]
     assert stepper.use_cache and stepper.rows == 4 and stepper.prefix_len == CFG.max_text_len + 1
+    assert stepper.masked_only  # t2i_generate computes the logits of the positions still [MASK] only
+    every = I.ImageLogits(model, I.t2i_prefix(CFG, texts), guidance_scale=w)  # cached, every position
     recompute = I.ImageLogits(model, I.t2i_prefix(CFG, texts), guidance_scale=w, use_cache=False)
-    worst = 0.0
+    worst, skipped = 0.0, 0
     for _, codes, guided in record:
-        cond_uncond = stepper.cond_uncond(codes).numpy()  # the cached path again, unguided
+        cond_uncond = every.cond_uncond(codes).numpy()  # the cached path, unguided
         c = full_recompute_logits(model, texts, codes)
         u = full_recompute_logits(model, [[]] * 2, codes)
         np.testing.assert_allclose(cond_uncond, np.concatenate([c, u]), rtol=0, atol=1e-5)
-        np.testing.assert_allclose(guided, (1 + w) * c - w * u, rtol=0, atol=1e-4)
-        np.testing.assert_allclose(recompute(codes).numpy(), guided, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(every(codes).numpy(), (1 + w) * c - w * u, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(recompute(codes).numpy(), every(codes).numpy(), rtol=0, atol=1e-5)
+        # what MaskGIT got: the same numbers where some row is still [MASK], zeros where every row knows
+        wanted = (codes == MASK).any(0)
+        skipped += int((~wanted).sum())
+        np.testing.assert_allclose(guided[:, wanted], (1 + w) * c[:, wanted] - w * u[:, wanted], rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(guided[:, ~wanted], 0.0)
         worst = max(worst, float(np.abs(cond_uncond - np.concatenate([c, u])).max()))
-    assert stepper.cache.length == stepper.prefix_len  # cropped back after every step
+    assert skipped > 0  # some steps had positions known in both rows
+    assert stepper.cache.length == stepper.prefix_len and every.cache.length == every.prefix_len  # cropped back
     print(f"max |cached - recomputed| over 6 steps: {worst:.2e}")
 
 
@@ -118,6 +127,43 @@ def test_cfg_combination_is_showo_formula(model):
     other = I.ImageLogits(model, prefix, guidance_scale=2.0, uncond_ids=I.t2i_prefix(CFG, [[9], [9]]))(codes)
     u9 = I.ImageLogits(model, I.t2i_prefix(CFG, [[9], [9]]))(codes).numpy()
     np.testing.assert_allclose(other.numpy(), 3 * c - 2 * u9, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_image_block_own_layers_equal_the_lm_forward(num_layers):
+    """ImageLogits' own walk through the layers (the first layer once per distinct token, the last
+    layer's out_proj/MLP only where logits are wanted) gives lm(block, cache=...)'s numbers; with
+    masked_only the positions known in every row get zeros, and t2i_generate samples the same codes
+    as the whole-sequence recomputation."""
+    cfg = ShowOConfig(llm_vocab_size=30, codebook_size=16, num_vq_tokens=16, max_text_len=8, dim=32,
+                      num_layers=num_layers, num_heads=4, init_std=0.3)
+    mmu.manual_seed(1)
+    m = ShowO(cfg)
+    m.eval()
+    rng = np.random.default_rng(5)
+    prefix = I.t2i_prefix(cfg, [[5, 6, 7], [8]])
+    codes = np.full((2, N), MASK, np.int64)
+    codes[:, :6] = rng.integers(0, K, (2, 6))  # known in both rows
+    codes[0, 6:9] = [1, 2, 1]  # known in one row only: still wanted
+    codes[1, 9] = 3
+    reference = I.ImageLogits(m, prefix, guidance_scale=2.0)
+    reference._own_layers = False  # lm(block, cache=...) and the head over every position
+    ref = reference(codes).numpy()
+    for masked_only in (False, True):
+        ours = I.ImageLogits(m, prefix, guidance_scale=2.0, masked_only=masked_only)
+        assert ours._own_layers
+        got = ours(codes).numpy()
+        wanted = np.arange(N) >= 6
+        np.testing.assert_allclose(got[:, wanted], ref[:, wanted], rtol=0, atol=1e-5)
+        if masked_only:
+            np.testing.assert_array_equal(got[:, ~wanted], 0.0)
+        else:
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+        assert ours.cache.length == ours.prefix_len
+    a = m.t2i_generate([[5, 6, 7], [8]], steps=4, guidance_scale=2.0, generator=mmu.Generator(2)).numpy()
+    b = m.t2i_generate([[5, 6, 7], [8]], steps=4, guidance_scale=2.0, generator=mmu.Generator(2),
+                       use_cache=False).numpy()
+    np.testing.assert_array_equal(a, b)
 
 
 def test_seeded_determinism(model):
@@ -322,6 +368,20 @@ def test_mmu_generate_from_images(model):
     a = model.mmu_generate([[5], [6, 7]], images=images, max_new_tokens=3).numpy()
     b = model.mmu_generate([[5], [6, 7]], codes=codes, max_new_tokens=3).numpy()
     np.testing.assert_array_equal(a, b)
+
+
+def test_mmu_generate_refuses_an_answer_past_max_seq_len(model):
+    """The answer runs on model.lm (not ShowO.forward, which refuses positions past config.max_seq_len):
+    the prompt and max_new_tokens must fit, checked before anything runs; exactly fitting is allowed."""
+    codes = np.zeros((2, N), np.int64)
+    width = 2 + N + 1 + 1 + 4  # [MMU][SOI] image [EOI] [SOT] + the longest question (4 ids)
+    ok = model.mmu_generate([[5, 6, 7, 8], [9]], codes=codes, max_new_tokens=CFG.max_seq_len - width,
+                            eos_token_id=[]).numpy()
+    assert ok.shape == (2, CFG.max_seq_len - width)
+    with pytest.raises(ValueError, match=rf"mmu_generate: the longest prompt \({width} tokens.*max_new_tokens "
+                                         rf"{CFG.max_seq_len - width + 1} need {CFG.max_seq_len + 1} positions, more "
+                                         rf"than config.max_seq_len {CFG.max_seq_len}"):
+        model.mmu_generate([[5, 6, 7, 8], [9]], codes=codes, max_new_tokens=CFG.max_seq_len - width + 1)
 
 
 def test_logits_only_where_needed(model, monkeypatch):

@@ -116,17 +116,22 @@ class ImageLogits:
     as 2B rows and combined as Show-o does: (1 + w)·c − w·u.
     use_cache=True: the prefixes run once into a KVCache and each call runs only the image block
     against them (see the module docstring); use_cache=False: each call runs the whole sequence with
-    omni_attention_mask (Show-o's public path).
+    omni_attention_mask (Show-o's public path). With the cache (eval mode) the block walks the layers
+    in _block_hidden, which runs the first layer's per-token work once per distinct token.
+    masked_only=True: only the positions still [MASK] in some row get logits (the last layer's
+    out_proj/MLP, the final norm and the head run there only); the others are 0. MaskGIT never reads
+    them (t2i_generate uses this).
 
     __call__(codes (B, N) int64: codes in [0, codebook_size), or config.mask_token_id) -> logits
     (B, N, codebook_size) float32 Tensor, guided when w > 0. cond_uncond(codes): the unguided logits
     (rows, N, codebook_size), rows = 2B with guidance (conditional rows first).
     """
 
-    def __init__(self, model, prompt_ids, guidance_scale=0.0, uncond_ids=None, use_cache=True):
+    def __init__(self, model, prompt_ids, guidance_scale=0.0, uncond_ids=None, use_cache=True, masked_only=False):
         fn = "ImageLogits"
         self.lm, self.config = lm, cfg = _model(model, fn)
         self.use_cache = flag(use_cache, fn, "use_cache")
+        self.masked_only = flag(masked_only, fn, "masked_only")
         self.guidance_scale = check_real(guidance_scale, fn, "guidance_scale")
         if not (self.guidance_scale >= 0.0 and np.isfinite(self.guidance_scale)):
             raise ValueError(f"{fn}: guidance_scale must be >= 0 and finite (0: no guidance), got {guidance_scale}")
@@ -164,8 +169,18 @@ class ImageLogits:
             self._block_mask = _tensor(np.ascontiguousarray(np.broadcast_to(real[:, None, None, :],
                                                                             (self.rows, 1, n + 2, total))))
             self._block_positions = _tensor(np.ascontiguousarray(positions[:, p:]))
+            # _block_hidden's first-layer saving needs a layer input that is the token's embedding alone
+            # (RoPE, no learned positions) and Phi's parallel residual (ShowO's transformer)
+            self._own_layers = lm.pos == "rope" and all(l.residual == "parallel" for l in lm.layers)
+            # the block's positions are the same every step: its RoPE tables are made once
+            r = lm.rotary_dim
+            if r:
+                cos, sin = F.rotary_cos_sin(positions[:, p:].reshape(-1), r, lm.rope_base)
+                self._block_rope = (cos.reshape(self.rows, 1, n + 2, r), sin.reshape(self.rows, 1, n + 2, r))
+            else:
+                self._block_rope = None
         else:
-            self.cache = None
+            self.cache, self._own_layers = None, False
             # the mask depends only on where the pads, [SOI] and [EOI] are, never on the codes
             seq = np.concatenate([ids, np.full((self.rows, n + 2), self.code_offset, np.int64)], 1)
             seq[:, p], seq[:, p + n + 1] = self.soi_id, self.eoi_id
@@ -188,13 +203,24 @@ class ImageLogits:
         return np.concatenate([v, v]) if self.rows != self.batch_size else v
 
     def cond_uncond(self, codes):
-        """Unguided codebook logits (rows, N, codebook_size) at the image positions for these codes."""
+        """Unguided codebook logits (rows, N, codebook_size) at the image positions for these codes
+        (masked_only=True: zeros at the positions whose code is known, in every row)."""
         image = self._vocab_ids(codes)
         n, p = self.num_image_tokens, self.prefix_len
         block = np.concatenate([np.full((self.rows, 1), self.soi_id, np.int64), image,
                                 np.full((self.rows, 1), self.eoi_id, np.int64)], 1)
+        # the image positions whose logits are wanted (masked_only: those still [MASK] in some row)
+        wanted = np.nonzero((image == self.mask_id).any(0))[0] if self.masked_only else np.arange(n)
+        if len(wanted) == 0:
+            wanted = np.arange(n)
+        own = self.use_cache and self._own_layers and not self.lm.training
         with no_grad():
-            if self.use_cache:
+            if own:
+                try:
+                    h = self._block_hidden(block, wanted + 1)
+                finally:
+                    self.cache.crop(p)
+            elif self.use_cache:
                 try:
                     h = self.lm(_tensor(block), position_ids=self._block_positions, cache=self.cache,
                                 attn_mask=self._block_mask, logits_at=None)
@@ -205,7 +231,71 @@ class ImageLogits:
                 seq = _tensor(np.concatenate([self._prefix_ids, block], 1))
                 h = self.lm(seq, position_ids=self._full_positions, attn_mask=self._full_mask, logits_at=None)
                 h = h[:, p + 1:p + n + 1]
-            return F.linear(h, self._head[0], self._head[1])
+            if len(wanted) == n:
+                return F.linear(h, self._head[0], self._head[1])
+            if own:
+                part = F.linear(h, self._head[0], self._head[1]).numpy()
+            else:
+                part = F.linear(h.numpy()[:, wanted], self._head[0], self._head[1]).numpy()
+            out = np.zeros((self.rows, n, self.codebook_size), np.float32)
+            out[:, wanted] = part
+            return _tensor(out)
+
+    def _block_hidden(self, block, wanted):
+        """The image block [SOI] image [EOI] (rows, N + 2) through the layers against the cached prefix
+        -> final-normed hidden states (rows, len(wanted), dim) at block positions `wanted` (eval mode).
+
+        The same numbers as lm(block, cache=...) at those positions, with two savings that are exact:
+        - the first layer's norm, qkv projection, QK-norm and MLP see one row per DISTINCT token of the
+          block (its input is the token's embedding alone: a [MASK] at 200 positions is one row; RoPE,
+          which depends on the position, is applied after), then the rows are gathered;
+        - the last layer's out_proj, MLP and the final norm run only at the wanted positions (every
+          position's keys and values are still computed: the wanted ones attend to all of them).
+        The cache is written from its length on; the caller crops it back."""
+        lm, cache, mask, rope = self.lm, self.cache, self._block_mask, self._block_rope
+        rows, width = block.shape
+        start = cache.length
+        layers = list(lm.layers)
+        uniq, inverse = np.unique(block, return_inverse=True)
+        inverse = inverse.reshape(rows, width)
+        x = None
+        for i, layer in enumerate(layers):
+            attn = layer.attn
+            h_q, h_kv, hd = attn.num_heads, attn.num_kv_heads, attn.head_dim
+            last = i == len(layers) - 1
+            if i == 0:
+                xu = lm.embed_tokens(_tensor(uniq))  # (U, dim)
+                hu = layer.norm1(xu)
+                qkv = attn.qkv_proj(hu).reshape(len(uniq), h_q + 2 * h_kv, hd)
+                q, k, v = qkv.split([h_q, h_kv, h_kv], dim=1)
+                if attn.q_norm is not None:
+                    q, k = attn.q_norm(q), attn.k_norm(k)
+                gather = lambda t: _tensor(np.ascontiguousarray(t.numpy()[inverse].transpose(0, 2, 1, 3)))
+                q, k, v = gather(q), gather(k), gather(v)  # (rows, heads, N + 2, hd)
+                mlp_out = _tensor(layer.mlp(hu).numpy()[inverse])
+                x = _tensor(xu.numpy()[inverse])
+            elif not last:
+                x = layer(x, attn_mask=mask, is_causal=False, rope=rope, cache=cache)
+                continue
+            else:
+                h = layer.norm1(x)
+                q, k, v = attn._project(h, None)
+            if rope is not None:
+                q, k = F.apply_rotary(q, rope[0], rope[1]), F.apply_rotary(k, rope[0], rope[1])
+            k, v, kv_len = cache.update(attn.layer_idx, k, v)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False, enable_gqa=h_kv != h_q,
+                                               query_offset=start, kv_len=kv_len)
+            a = a.permute(0, 2, 1, 3)  # (rows, N + 2, heads, hd)
+            if i == 0:
+                x = x + attn.out_proj(a.reshape(rows, width, h_q * hd)) + mlp_out
+                continue
+            a = _tensor(np.ascontiguousarray(a.numpy()[:, wanted].reshape(rows, len(wanted), h_q * hd)))
+            x_w = _tensor(np.ascontiguousarray(x.numpy()[:, wanted]))
+            h_w = _tensor(np.ascontiguousarray(h.numpy()[:, wanted]))
+            x = x_w + attn.out_proj(a) + layer.mlp(h_w)
+        if len(layers) == 1:
+            x = _tensor(np.ascontiguousarray(x.numpy()[:, wanted]))
+        return lm.norm(x)
 
     def __call__(self, codes):
         logits = self.cond_uncond(codes)
@@ -283,8 +373,10 @@ def t2i_generate(model, prompts, steps=18, guidance_scale=0.0, temperature=1.0,
         start = _start_codes(cfg, codes, known, b, fn)
         if (start != cfg.mask_token_id).all():
             return _tensor(start)
+    # masked_only: MaskGIT reads the logits of the positions still [MASK] only (a known code is kept,
+    # its confidence is +inf, and sample_logits draws each row from its own counter)
     logits_fn = ImageLogits(model, t2i_prefix(cfg, rows), guidance_scale=guidance_scale,
-                            uncond_ids=uncond if guidance_scale else None, use_cache=use_cache)
+                            uncond_ids=uncond if guidance_scale else None, use_cache=use_cache, masked_only=True)
     return maskgit_decode(logits_fn, mask_id=cfg.mask_token_id, steps=steps, schedule=schedule,
                           choice_temperature=temperature, choice_temperature_decay=temperature_decay,
                           temperature=sample_temperature, top_k=top_k, top_p=top_p, initial_tokens=start,
@@ -388,6 +480,15 @@ def mmu_generate(model, codes, questions, max_new_tokens=100, attention="mmu", e
     seqs = [head + (c[i] + cfg.image_token_offset).tolist() + [cfg.special_token_id("<|eoi|>")] +
             _with_sot(r, cfg) for i, r in enumerate(rows)]
     width = max(map(len, seqs))
+    max_new_tokens = check_int(max_new_tokens, fn, "max_new_tokens")
+    if max_new_tokens < 1:
+        raise ValueError(f"{fn}: max_new_tokens must be >= 1, got {max_new_tokens}")
+    # the answer runs on lm directly (not ShowO.forward, which refuses positions past max_seq_len)
+    if width + max_new_tokens > cfg.max_seq_len:
+        raise ValueError(f"{fn}: the longest prompt ({width} tokens: [MMU][SOI], {cfg.num_vq_tokens} image tokens, "
+                         f"[EOI], [SOT] and {width - cfg.num_vq_tokens - 4} question ids) and max_new_tokens "
+                         f"{max_new_tokens} need {width + max_new_tokens} positions, more than config.max_seq_len "
+                         f"{cfg.max_seq_len}")
     ids = np.full((len(seqs), width), cfg.pad_token_id, np.int64)
     for i, s in enumerate(seqs):
         ids[i, width - len(s):] = s
