@@ -286,19 +286,37 @@ class ShowO(Module):
                 raise KeyError(f"{fn}: unknown key(s) {unknown} in the {task!r} part (known: {_PART_KEYS[task]})")
         return parts
 
+    def t2i_loss_positions(self, labels):
+        """The positions whose logits the T2I loss reads: labels (B, L) of t2i_training_inputs ->
+        (positions (B, n) int64 into the sequence, counted (B, n) bool). Row b lists its masked image
+        tokens (image labels != -100) in order, n the most any row has; a row with fewer repeats its
+        first masked position, not counted. Only these rows of the logits are computed: the
+        cross-entropy is over the masked tokens only, the logits of the others would be thrown away."""
+        c = self.config
+        labels = np.asarray(labels)
+        start = c.max_text_len + 2  # the first image token, after [T2I] + text room and [SOI]
+        if labels.ndim != 2 or labels.shape[1] != start + c.num_vq_tokens + 1 or labels.shape[0] == 0:
+            raise ValueError(f"ShowO.t2i_loss_positions: labels must be (B >= 1, {start + c.num_vq_tokens + 1}), "
+                             f"got {labels.shape}")
+        hidden = labels[:, start:start + c.num_vq_tokens] != IGNORE_INDEX
+        count = hidden.sum(1)
+        n = max(1, int(count.max()))
+        order = np.argsort(~hidden, axis=1, kind="stable")[:, :n]  # each row's masked tokens first, in order
+        counted = np.arange(n)[None, :] < count[:, None]
+        positions = start + np.where(counted, order, order[:, :1])
+        return np.ascontiguousarray(positions, np.int64), counted
+
     def _t2i_loss(self, part, fn):
         c = self.config
         if "text_ids" not in part:
             raise KeyError(f"{fn}: the 't2i' part needs 'text_ids'")
         image_ids = self._codes(part, fn, "the 't2i' part")
-        b = len(image_ids)
         ids, labels, ratio, drop = self.t2i_training_inputs(part["text_ids"], image_ids)
-        start = c.max_text_len + 2  # the first image token, after [T2I] + text room and [SOI]
-        where = np.broadcast_to(np.arange(start, start + c.num_vq_tokens), (b, c.num_vq_tokens))
-        logits = self(_tensor(ids), attn_mask=self.omni_attention_mask(ids), logits_at=np.ascontiguousarray(where))
-        target = labels[:, start:start + c.num_vq_tokens]
-        hidden = target != IGNORE_INDEX
-        loss = masked_token_loss(logits, _tensor(np.where(hidden, target, 0)), _tensor(hidden))
+        # logits at the masked image tokens only (labels are -100 everywhere else)
+        where, counted = self.t2i_loss_positions(labels)
+        logits = self(_tensor(ids), attn_mask=self.omni_attention_mask(ids), logits_at=where)
+        target = np.take_along_axis(labels, where, 1)
+        loss = masked_token_loss(logits, _tensor(np.where(counted, target, 0)), _tensor(counted))
         return loss, {"mask_ratio": float(ratio.mean()), "cond_dropped": float(drop.mean())}
 
     def _lm_loss(self, part, fn):
