@@ -187,7 +187,7 @@ def test_show_o_t2i_loss_reads_the_masked_tokens_only():
     labels[2, start + np.arange(16)] = 102
     labels[:, 3] = 7  # a text label before the image: not an image token, never read
     where, counted = model.t2i_loss_positions(labels)
-    assert where.shape == counted.shape == (3, 16)
+    assert where.shape == counted.shape == (3, 16)  # 16 masked in row 2; 32 would pass num_vq_tokens
     np.testing.assert_array_equal(where[0, :3], start + np.array([1, 4, 15]))
     np.testing.assert_array_equal(where[0, 3:], start + 1)
     np.testing.assert_array_equal(where[1], start)
@@ -195,6 +195,18 @@ def test_show_o_t2i_loss_reads_the_masked_tokens_only():
     np.testing.assert_array_equal(counted.sum(1), [3, 1, 16])
     with pytest.raises(ValueError, match="ShowO.t2i_loss_positions: labels must be"):
         model.t2i_loss_positions(labels[:, :-1])
+    # 64 image tokens: n rounds the most masked (3) up to 32, the rows repeat their first masked token
+    from mmu.models.show_o import default_image_tokenizer
+    big = ShowO(llm_vocab_size=24, codebook_size=64, num_vq_tokens=64, max_text_len=8, dim=16, num_layers=1,
+                num_heads=2, image_tokenizer=default_image_tokenizer(64, resolution=32))
+    labels = np.full((2, start + 65), IGNORE_INDEX, np.int64)
+    labels[0, start + np.array([2, 9, 40])] = 100
+    labels[1, start + 63] = 101
+    where, counted = big.t2i_loss_positions(labels)
+    assert where.shape == (2, 32)
+    np.testing.assert_array_equal(where[0], start + np.array([2, 9, 40] + [2] * 29))
+    np.testing.assert_array_equal(where[1], start + 63)
+    np.testing.assert_array_equal(counted.sum(1), [3, 1])
 
     # the training step's T2I term equals masked_token_loss over every image logit, value and gradients
     codes = np.random.default_rng(2).integers(0, 64, (3, 16))

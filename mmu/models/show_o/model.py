@@ -289,9 +289,11 @@ class ShowO(Module):
     def t2i_loss_positions(self, labels):
         """The positions whose logits the T2I loss reads: labels (B, L) of t2i_training_inputs ->
         (positions (B, n) int64 into the sequence, counted (B, n) bool). Row b lists its masked image
-        tokens (image labels != -100) in order, n the most any row has; a row with fewer repeats its
-        first masked position, not counted. Only these rows of the logits are computed: the
-        cross-entropy is over the masked tokens only, the logits of the others would be thrown away."""
+        tokens (image labels != -100) in order, then repeats its first masked position (not counted) up
+        to n: the most any row has, rounded up to a multiple of 32 (at most num_vq_tokens), so that a
+        training run meets a handful of shapes (oneDNN makes a primitive once per shape; a new one
+        costs milliseconds). Only these rows of the logits are computed: the cross-entropy is over
+        the masked tokens only, the logits of the others would be thrown away."""
         c = self.config
         labels = np.asarray(labels)
         start = c.max_text_len + 2  # the first image token, after [T2I] + text room and [SOI]
@@ -300,7 +302,7 @@ class ShowO(Module):
                              f"got {labels.shape}")
         hidden = labels[:, start:start + c.num_vq_tokens] != IGNORE_INDEX
         count = hidden.sum(1)
-        n = max(1, int(count.max()))
+        n = min(c.num_vq_tokens, -(-max(1, int(count.max())) // 32) * 32)
         order = np.argsort(~hidden, axis=1, kind="stable")[:, :n]  # each row's masked tokens first, in order
         counted = np.arange(n)[None, :] < count[:, None]
         positions = start + np.where(counted, order, order[:, :1])
