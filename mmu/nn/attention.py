@@ -504,6 +504,10 @@ class Attention(Module):
             if attn_mask is not None and attn_mask.requires_grad:
                 raise ValueError("Attention: rows needs an attn_mask that does not require grad")
             rows = _check_rows(rows, b, l, "Attention")
+        dropout_p = self.dropout if self.training else 0.0
+        if cache is None and rows is None and self.qkv_proj is not None and dropout_p == 0.0 and \
+                (attn_mask is None or not attn_mask.requires_grad):
+            return self._fused_self_attention(x, attn_mask, is_causal, rope, l)
         q, k, v = self._project(x, context, rows)
         if rope is None and self.rotary_dim:
             rope = F.rotary_cos_sin(np.arange(start, start + l), self.rotary_dim, self.rope_base)
@@ -525,13 +529,33 @@ class Attention(Module):
             if b != cache.batch_size:
                 raise ValueError(f"Attention: x has batch {b} but the cache holds {cache.batch_size} rows")
             k, v, kv_len = cache.update(idx, k, v)
-        dropout_p = self.dropout if self.training else 0.0
         out = _sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p,
                     enable_gqa=self.num_kv_heads != self.num_heads, query_offset=start, kv_len=kv_len)
         if l == 1:
             out = out.reshape(b, 1, self.num_heads * self.head_dim)
         else:
             out = out.permute(0, 2, 1, 3).reshape(b, l, self.num_heads * self.head_dim)
+        return self.out_proj(out)
+
+    def _fused_self_attention(self, x, attn_mask, is_causal, rope, l):
+        """Self-attention without a cache or dropout (a training or full-sequence forward): the projection's
+        heads, QK-norm and RoPE in one pass (F.qkv_heads) and attention reading q, k, v in place from
+        them (F.attention_of_heads): the same numbers as the general path without its copies."""
+        b = x.shape[0]
+        if rope is None and self.rotary_dim:
+            rope = F.rotary_cos_sin(np.arange(l), self.rotary_dim, self.rope_base)
+        if rope is not None and not (isinstance(rope, (tuple, list)) and len(rope) == 2):
+            raise TypeError("Attention: rope must be a (cos, sin) pair of tables")
+        cos, sin = rope if rope is not None else (None, None)
+        qn, kn = self.q_norm, self.k_norm
+        if qn is None:
+            z = F.qkv_heads(self.qkv_proj(x), self.num_heads, self.num_kv_heads, cos=cos, sin=sin)
+        else:
+            eps = qn.eps if qn.eps is not None else float(np.finfo(np.float32).eps)
+            z = F.qkv_heads(self.qkv_proj(x), self.num_heads, self.num_kv_heads, self.qk_norm, qn.weight,
+                            getattr(qn, "bias", None), kn.weight, getattr(kn, "bias", None), eps, cos, sin)
+        out = F.attention_of_heads(z, self.num_heads, self.num_kv_heads, attn_mask=attn_mask, is_causal=is_causal)
+        out = out.permute(0, 2, 1, 3).reshape(b, l, self.num_heads * self.head_dim)
         return self.out_proj(out)
 
     def extra_repr(self):
