@@ -157,6 +157,8 @@ def qkv_heads(qkv, num_heads, num_kv_heads=None, norm=None, q_weight=None, q_bia
         num_kv_heads = num_heads
     if not is_int(num_heads) or not is_int(num_kv_heads):
         raise TypeError("qkv_heads: num_heads and num_kv_heads must be ints")
+    if not (1 <= num_heads < 2 ** 31 and 1 <= num_kv_heads < 2 ** 31):
+        raise ValueError(f"qkv_heads: num_heads and num_kv_heads must be >= 1, got {num_heads} and {num_kv_heads}")
     if norm not in _QKV_NORMS:
         raise ValueError(f"qkv_heads: norm must be 'layernorm', 'rmsnorm' or None, got {norm!r}")
     if not is_real(eps):
@@ -178,6 +180,9 @@ def attention_of_heads(heads, num_heads, num_kv_heads=None, attn_mask=None, is_c
         num_kv_heads = num_heads
     if not is_int(num_heads) or not is_int(num_kv_heads):
         raise TypeError("attention_of_heads: num_heads and num_kv_heads must be ints")
+    if not (1 <= num_heads < 2 ** 31 and 1 <= num_kv_heads < 2 ** 31):
+        raise ValueError(f"attention_of_heads: num_heads and num_kv_heads must be >= 1, got {num_heads} and "
+                         f"{num_kv_heads}")
     if not isinstance(is_causal, (bool, np.bool_)):
         raise TypeError(f"attention_of_heads: is_causal must be a bool, got {type(is_causal).__name__}")
     if scale is not None and not is_real(scale):

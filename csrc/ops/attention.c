@@ -1155,7 +1155,7 @@ done:
 // the sdpa geometry of z's q, k, v; mask as mmu_sdpa's
 static mmu_status packed_geom(sdpa_geom *g, int *nd, int64_t *bs, const mmu_tensor *z, int64_t hq, int64_t hkv,
                               const mmu_tensor *mask) {
-    const char *op = "sdpa_packed";
+    const char *op = "attention_of_heads";
     memset(g, 0, sizeof *g);
     if (hq < 1 || hkv < 1 || hq % hkv)
         return mmu_fail(MMU_EVALUE, "%s: num_kv_heads (%lld) must divide num_heads (%lld), both >= 1", op,
@@ -1165,7 +1165,17 @@ static mmu_status packed_geom(sdpa_geom *g, int *nd, int64_t *bs, const mmu_tens
         return mmu_fail(MMU_EVALUE, "%s: the heads must be (B, num_heads + 2 num_kv_heads = %lld, L, E), got %s", op,
                         (long long)H, mmu_shape_str(z));
     int64_t B = z->shape[0], L = z->shape[2], E = z->shape[3];
-    int64_t qs[4] = {B, hq, L, E}, ks[4] = {B, hkv, L, E};
+    int64_t qs[4] = {B, hq, L, E}, ks[4] = {B, hkv, L, E}, att[4] = {B, hq, L, L};
+    if (mask) { /* checked here, so that the error names this op */
+        int ok = mask->ndim <= 4;
+        for (int d = 0; ok && d < mask->ndim; d++) {
+            int64_t md = mask->shape[mask->ndim - 1 - d];
+            ok = md == 1 || md == att[3 - d];
+        }
+        if (!ok)
+            return mmu_fail(MMU_EVALUE, "%s: attn_mask of shape %s is not broadcastable to the attention weights' "
+                            "shape %s", op, mmu_shape_str(mask), mmu_dims_str(4, att));
+    }
     mmu_status st = geom_init(g, nd, bs, qs, 4, ks, 4, ks, 4, mask ? mask->shape : NULL, mask ? mask->ndim : 0,
                               mask != NULL, mask && mask->dtype == MMU_BOOL, hkv != hq, 0, -1);
     if (st) return st;
@@ -1184,7 +1194,7 @@ static mmu_status packed_geom(sdpa_geom *g, int *nd, int64_t *bs, const mmu_tens
 // z (B, hq + 2 hkv, L, E), mask NULL / bool / float32 (no grad) broadcastable to (B, hq, L, L) -> out (B, hq, L, E)
 mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t hkv, mmu_tensor *mask, int is_causal,
                            int has_scale, double scale) {
-    const char *op = "sdpa_packed";
+    const char *op = "attention_of_heads";
     mmu_status st;
     mmu_sync_threads();
     if ((st = mmu_check_dtype(z, MMU_FLOAT32, op, "heads"))) return st;
@@ -1246,7 +1256,7 @@ mmu_status mmu_sdpa_packed_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **
     qbytes = (size_t)(NB * LE) * sizeof(float), kvbytes = 2 * qbytes;
     if ((st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, 4, z->shape))) goto done;
     if (!(dq = mmu_alloc(qbytes)) || !(dkv = mmu_alloc(kvbytes))) {
-        st = mmu_fail(MMU_ENOMEM, "sdpa_packed backward: out of memory");
+        st = mmu_fail(MMU_ENOMEM, "attention_of_heads backward: out of memory");
         goto done;
     }
     float *dk = dkv, *dv = dkv + NB * LE, *dz = mmu_f32(gin[0]);

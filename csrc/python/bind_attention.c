@@ -63,7 +63,7 @@ static PyObject *py_qkv_heads(PyObject *m, PyObject *args) {
 
 /* sdpa_packed(z, num_heads, num_kv_heads, mask or None, is_causal, scale or None) */
 static PyObject *py_sdpa_packed(PyObject *m, PyObject *args) {
-    const char *op = "sdpa_packed";
+    const char *op = "attention_of_heads";
     PyObject *zo, *mo, *so;
     long long hq, hkv;
     int causal;
