@@ -3,7 +3,8 @@ the rows= argument of Attention / TransformerLayer behind it): outputs and every
 those of the full computation gathered afterwards, with causal, explicit (bool / additive) and
 padding masks, per-row RoPE tables, GQA, one head and repeated rows; the path is really taken;
 bad rows are named errors. Show-o's T2I loss reads the masked image tokens only
-(ShowO.t2i_loss_positions) and equals the loss over every image logit."""
+(ShowO.t2i_loss_positions) and equals the loss over every image logit; its MMU loss reads the
+answers' predecessors only (ShowO.mmu_loss_positions) and equals next_token_loss from [EOI] on."""
 import numpy as np
 import pytest
 
@@ -225,6 +226,42 @@ def test_show_o_t2i_loss_reads_the_masked_tokens_only():
     target = labels[:, start:start + 16]
     hidden = target != IGNORE_INDEX
     want = masked_token_loss(logits, mmu.tensor(np.where(hidden, target, 0)), mmu.tensor(hidden)) * c.t2i_coeff
+    want.backward()
+    assert abs(got - want.item()) < 1e-6 * abs(want.item())
+    for n, g in _grads(model).items():
+        _close(got_grads[n], g, n)
+
+
+def test_show_o_mmu_loss_reads_the_answers_predecessors_only():
+    from mmu.losses import next_token_loss
+    from mmu.models.show_o import ShowO
+    from mmu.models.show_o.prompting import IGNORE_INDEX, mmu_prompt
+    mmu.manual_seed(6)
+    model = ShowO(llm_vocab_size=24, codebook_size=64, num_vq_tokens=16, max_text_len=8, dim=32, num_layers=2,
+                  num_heads=2)
+    c = model.config
+    codes = np.random.default_rng(3).integers(0, 64, (2, 16))
+    questions, answers = [[5, 6, 7], [8]], [[9], [10, 11, 12]]
+    ids, labels = mmu_prompt(c, model.image_token_ids(codes), questions, answers)
+    start = 2 + c.num_vq_tokens
+    where, counted = model.mmu_loss_positions(labels)
+    for b in range(2):  # exactly the positions whose next label is a target, in order
+        want = [t for t in range(start, ids.shape[1] - 1) if labels[b, t + 1] != IGNORE_INDEX]
+        np.testing.assert_array_equal(where[b, :len(want)], want)
+        assert counted[b].sum() == len(want) and (where[b, len(want):] == want[0]).all()
+    with pytest.raises(ValueError, match="ShowO.mmu_loss_positions: labels must be"):
+        model.mmu_loss_positions(labels[:, :start])
+
+    # the training step's MMU term equals next_token_loss over every logit from [EOI] on, value and gradients
+    model.train()
+    batch = {"mmu": {"codes": codes, "question_ids": questions, "answer_ids": answers}}
+    loss, _ = model.training_step(batch, 0)
+    loss.backward()
+    got, got_grads = loss.item(), _grads(model)
+    _zero(model)
+    at = np.ascontiguousarray(np.broadcast_to(np.arange(start, ids.shape[1]), (2, ids.shape[1] - start)))
+    logits = take_rows(model.lm(mmu.tensor(ids), attn_mask=model.mmu_attention_mask(ids), logits_at="all"), at)
+    want = next_token_loss(logits, mmu.tensor(np.ascontiguousarray(labels[:, start:]))) * c.mmu_coeff
     want.backward()
     assert abs(got - want.item()) < 1e-6 * abs(want.item())
     for n, g in _grads(model).items():
