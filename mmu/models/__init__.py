@@ -35,9 +35,10 @@ def __getattr__(name):
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _REGISTRY = {}
-# the models of mmu.tokenizers, imported on first lookup: name -> (module, class name)
+# the models of mmu.tokenizers (and models registered under a name other than their folder), imported on
+# first lookup: name -> (module, class name)
 _BUILTIN = {"vqvae": ("mmu.tokenizers", "VQVAE"), "dvae": ("mmu.tokenizers", "DVAE"),
-            "vqgan": ("mmu.tokenizers", "VQGAN")}
+            "vqgan": ("mmu.tokenizers", "VQGAN"), "vila_u_tower": ("mmu.models.vila_u", "UnifiedVisionTower")}
 
 
 def register(name, cls, overwrite=False):

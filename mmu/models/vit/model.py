@@ -2,7 +2,7 @@
 from mmu.nn.ViTEncoder, with SigLIP's attention-pooling head or CLIP's class-token pooling."""
 import numpy as np
 
-from ...nn import LayerNorm, MLP, Module, MultiheadAttention, Parameter, ViTEncoder
+from ...nn import LayerNorm, Linear, MLP, Module, MultiheadAttention, Parameter, ViTEncoder
 from ...nn import init
 from ...tensor import _as_tensor, tensor as _tensor
 
@@ -51,11 +51,15 @@ class VisionTower(Module):
     With depth below the checkpoint's layer count (a tower cut after layer k, as VILA-U reads
     SigLIP's second-to-last layer), build with final_norm=False, pooling=None: features are then
     transformers' hidden_states[k] (the output of layer k, before any final norm).
+    projection_dim (CLIP's image projection: open_clip's visual.proj, transformers' visual_projection):
+    pooled = proj(post_norm(features[:, 0])) (B, projection_dim) through a Linear without bias; needs
+    pooling='cls'. None: no projection.
     The other arguments go to mmu.nn.ViTEncoder (norm_eps: every LayerNorm's eps).
     """
 
     def __init__(self, layout, image_size, patch_size, in_channels=3, dim=768, depth=12, num_heads=12,
-                 hidden_dim=3072, activation="gelu_tanh", norm_eps=1e-6, final_norm=True, pooling=None):
+                 hidden_dim=3072, activation="gelu_tanh", norm_eps=1e-6, final_norm=True, pooling=None,
+                 projection_dim=None):
         super().__init__()
         if layout not in _LAYOUTS:
             raise ValueError(f"VisionTower: layout must be one of {_LAYOUTS}, got {layout!r}")
@@ -66,6 +70,10 @@ class VisionTower(Module):
                              "(layout='siglip', final_norm=True)")
         if pooling == "cls" and layout != "clip":
             raise ValueError("VisionTower: pooling='cls' reads CLIP's class token (layout='clip')")
+        if projection_dim is not None and (isinstance(projection_dim, bool) or not isinstance(projection_dim, int)
+                                           or projection_dim < 1 or pooling != "cls"):
+            raise ValueError(f"VisionTower: projection_dim must be None or an int >= 1 with pooling='cls' (CLIP's "
+                             f"image projection of the class token), got {projection_dim!r} with pooling={pooling!r}")
         self.layout, self.pooling = layout, pooling
         clip = layout == "clip"
         self.encoder = ViTEncoder(image_size, patch_size, in_channels=in_channels, dim=dim, depth=depth,
@@ -75,14 +83,16 @@ class VisionTower(Module):
         self.head = AttentionPoolingHead(dim, num_heads, hidden_dim, activation, norm_eps) \
             if pooling == "attention" else None
         self.post_norm = LayerNorm(dim, eps=norm_eps) if pooling == "cls" else None
+        self.proj = Linear(dim, projection_dim, bias=False) if projection_dim is not None else None
 
     def forward(self, images):
-        """images (B, C, H, W) -> (features (B, T, dim), pooled (B, dim) or None)."""
+        """images (B, C, H, W) -> (features (B, T, dim), pooled (B, dim or projection_dim) or None)."""
         x = self.encoder(images)
         if self.head is not None:
             return x, self.head(x)
         if self.post_norm is not None:
-            return x, self.post_norm(x[:, 0])
+            pooled = self.post_norm(x[:, 0])
+            return x, pooled if self.proj is None else self.proj(pooled)
         return x, None
 
     def extra_repr(self):
