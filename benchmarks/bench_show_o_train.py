@@ -5,6 +5,14 @@ with mmu's initial weights on the same sequences (torch_twins.showo_step_inputs 
 prompt builders; mmu's side also draws its masking and builds its prompts and masks inside the timed
 step, the twin's are made once).
 
+The same losses, exactly, by less work on mmu's side: mmu computes logits only where its losses read
+them (the masked image tokens of T2I, ShowO.t2i_loss_positions; the answers' predecessors of MMU,
+ShowO.mmu_loss_positions), and its last layer only at those rows (TransformerLM with an index
+logits_at: no other output depends on them), while the twin, as Show-o's public code, computes every
+image position's and every text position's logits after the full last layer; attention runs on the
+fused heads (F.qkv_heads: QK LayerNorm + partial RoPE in one pass; F.attention_of_heads). The T2I
+and MMU twin parity (tests/test_show_o_twin.py) compares the logits at mmu's rows.
+
     python benchmarks/run.py --filter show_o_train --repeat 3 --warmup 1 --threads 1
     python benchmarks/run.py --filter show_o_train --repeat 3 --warmup 1 --threads 2
 

@@ -576,6 +576,10 @@ NO_DOUBLE_BACKWARD = {
     "DROPOUT": "the mask is regenerated from the Philox stream inside the C backward; no rule reuses it yet",
     "SDPA": "fused attention; softmax(q @ k.transpose(-1, -2) * scale) @ v composes it differentiably",
     "ROTARY": "no rule written yet; x * cos + rotate_half(x) * sin composes it",
+    "QKV_HEADS": "fused heads + QK-norm + RoPE; reshape, permute, split, layer_norm / rms_norm and apply_rotary "
+                 "compose it",
+    "SDPA_PACKED": "fused attention over packed heads; slicing q, k, v and softmax(q @ k.transpose(-1, -2) * scale) "
+                   "@ v compose it",
     "FSQ": "straight-through rounding; no rule written",
     "LFQ_ENTROPY": _NO_RULE_FUSED, "CROSS_ENTROPY": _NO_RULE_FUSED, "LOGIT_LAPLACE_LOSS": _NO_RULE_FUSED,
     "CLIP_LOSS": _NO_RULE_FUSED, "SIGLIP_LOSS": _NO_RULE_FUSED, "LPIPS_DISTANCE": _NO_RULE_FUSED,

@@ -10,7 +10,7 @@ import numpy as np
 from . import _C
 from ._args import is_int, is_real
 
-__all__ = ["scaled_dot_product_attention", "rotary_cos_sin", "apply_rotary"]
+__all__ = ["scaled_dot_product_attention", "rotary_cos_sin", "apply_rotary", "qkv_heads", "attention_of_heads"]
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -136,3 +136,58 @@ def apply_rotary(x, cos, sin):
     (the backward is the inverse rotation of the gradient); cos/sin are constants.
     """
     return _C.apply_rotary(x, cos, sin)
+
+
+_QKV_NORMS = {None: 0, "layernorm": 1, "rmsnorm": 2}
+
+
+def qkv_heads(qkv, num_heads, num_kv_heads=None, norm=None, q_weight=None, q_bias=None, k_weight=None, k_bias=None,
+              eps=1e-5, cos=None, sin=None):
+    """The heads of a fused q/k/v projection, with QK-norm and rotary embeddings, in one pass.
+
+    qkv (B, L, (H + 2 Hkv)·D): a self-attention layer's projection, rows [q heads; k heads; v heads]
+    of D each (Hkv = num_kv_heads, default num_heads) -> heads (B, H + 2 Hkv, L, D), head-major:
+    for q and k heads norm(x)·weight + bias over D (norm 'layernorm', 'rmsnorm' (no bias) or None;
+    q_weight/q_bias for the queries, k_weight/k_bias for the keys, each (D,) or None), then
+    apply_rotary with cos/sin (L, R) or (B|1, 1, L, R) (R <= D even; None: no rotation); v heads
+    copied. The same numbers as reshape + permute + split + layer_norm / rms_norm + apply_rotary,
+    without the intermediate copies; differentiable in qkv and the four norm parameters.
+    attention_of_heads takes the result as it is."""
+    if num_kv_heads is None:
+        num_kv_heads = num_heads
+    if not is_int(num_heads) or not is_int(num_kv_heads):
+        raise TypeError("qkv_heads: num_heads and num_kv_heads must be ints")
+    if not (1 <= num_heads < 2 ** 31 and 1 <= num_kv_heads < 2 ** 31):
+        raise ValueError(f"qkv_heads: num_heads and num_kv_heads must be >= 1, got {num_heads} and {num_kv_heads}")
+    if norm not in _QKV_NORMS:
+        raise ValueError(f"qkv_heads: norm must be 'layernorm', 'rmsnorm' or None, got {norm!r}")
+    if not is_real(eps):
+        raise TypeError(f"qkv_heads: eps must be a number, got {type(eps).__name__}")
+    return _C.qkv_heads(qkv, int(num_heads), int(num_kv_heads), _QKV_NORMS[norm], q_weight, q_bias, k_weight, k_bias,
+                        float(eps), cos, sin)
+
+
+def attention_of_heads(heads, num_heads, num_kv_heads=None, attn_mask=None, is_causal=False, scale=None):
+    """scaled_dot_product_attention over the heads of one tensor, as qkv_heads lays them out.
+
+    heads (B, H + 2 Hkv, L, E) = [q heads; k heads; v heads] -> (B, H, L, E), the same as
+    scaled_dot_product_attention(heads[:, :H], heads[:, H:H + Hkv], heads[:, H + Hkv:],
+    attn_mask, is_causal=is_causal, scale=scale, enable_gqa=Hkv < H), but q, k and v are read in
+    place (no slices are copied) and the gradient comes back as one tensor of heads' shape.
+    attn_mask: bool (True = attend) or float (added), broadcastable to (B, H, L, L), not
+    requiring grad. Self-attention without dropout or a cache (a training step's layer)."""
+    if num_kv_heads is None:
+        num_kv_heads = num_heads
+    if not is_int(num_heads) or not is_int(num_kv_heads):
+        raise TypeError("attention_of_heads: num_heads and num_kv_heads must be ints")
+    if not (1 <= num_heads < 2 ** 31 and 1 <= num_kv_heads < 2 ** 31):
+        raise ValueError(f"attention_of_heads: num_heads and num_kv_heads must be >= 1, got {num_heads} and "
+                         f"{num_kv_heads}")
+    if not isinstance(is_causal, (bool, np.bool_)):
+        raise TypeError(f"attention_of_heads: is_causal must be a bool, got {type(is_causal).__name__}")
+    if scale is not None and not is_real(scale):
+        raise TypeError(f"attention_of_heads: scale must be a float or None, got {type(scale).__name__}")
+    if isinstance(attn_mask, np.ndarray) and attn_mask.dtype != np.bool_ and attn_mask.dtype.kind != "f":
+        raise TypeError(f"attention_of_heads: attn_mask must be bool or float, got {attn_mask.dtype}")
+    return _C.sdpa_packed(heads, int(num_heads), int(num_kv_heads), attn_mask, bool(is_causal),
+                          None if scale is None else float(scale))

@@ -137,11 +137,42 @@ def _dropout_mask():
 DROPOUT_MASK = _dropout_mask()
 
 ROT = np.random.default_rng(7).uniform(-1, 1, (2, 3, 4)).astype(np.float32)
+# qkv_heads: B 2, L 3, 2 query heads + 1 key/value head of D 4, LayerNorm on q and k, RoPE on the first 2 dims
+QKV_ROT = np.random.default_rng(30).uniform(-1, 1, (3, 2)).astype(np.float32)
+PACKED_MASK = np.random.default_rng(31).random((2, 1, 3, 3)) < 0.6
+PACKED_MASK[..., np.arange(3), np.arange(3)] = True
+
+
+def _qkv_heads_ref(y, qw, qb, kw, kb):
+    z = y.reshape(2, 3, 4, 4).transpose(0, 2, 1, 3)
+    out = []
+    for j in range(4):
+        h = z[:, j]
+        if j < 3:
+            w, b = (qw, qb) if j < 2 else (kw, kb)
+            h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5) * w + b
+            h = np.concatenate([_rotary_ref(h[..., :2], np.cos(QKV_ROT), np.sin(QKV_ROT)), h[..., 2:]], -1)
+        out.append(h)
+    return np.stack(out, 1)
+
+
+def _packed_ref(z):
+    q, k, v = z[:, :2], np.repeat(z[:, 2:3], 2, 1), np.repeat(z[:, 3:4], 2, 1)
+    s = np.where(PACKED_MASK, q @ np.swapaxes(k, -1, -2) / 2.0, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return (p / p.sum(-1, keepdims=True)) @ v
+
+
 OP_CASES = [
     ("sdpa", lambda m, q, k, v: m.F.scaled_dot_product_attention(q, k, v), _sdpa_ref,
      [rnd(2, 3, 4, seed=1), rnd(2, 5, 4, seed=2), rnd(2, 5, 3, seed=3)]),
     ("apply_rotary", lambda m, x: m.F.apply_rotary(x, m.tensor(np.cos(ROT[0])), m.tensor(np.sin(ROT[0]))),
      lambda x: _rotary_ref(x, np.cos(ROT[0]), np.sin(ROT[0])), [rnd(2, 3, 4, seed=4)]),
+    ("qkv_heads", lambda m, y, qw, qb, kw, kb: m.F.qkv_heads(y, 2, 1, "layernorm", qw, qb, kw, kb, 1e-5,
+                                                           m.tensor(np.cos(QKV_ROT)), m.tensor(np.sin(QKV_ROT))),
+     _qkv_heads_ref, [rnd(2, 3, 16, seed=32), rnd(4, seed=33), rnd(4, seed=34), rnd(4, seed=35), rnd(4, seed=36)]),
+    ("attention_of_heads", lambda m, z: m.F.attention_of_heads(z, 2, 1, attn_mask=m.tensor(PACKED_MASK)), _packed_ref,
+     [rnd(2, 4, 3, 4, seed=37)]),
     ("clip_loss", lambda m, i, t, s: contrastive.clip_loss(i, t, s), _clip_ref,
      [rnd(3, 4, seed=5) * 0.5, rnd(3, 4, seed=6) * 0.5, np.float32(0.3).reshape(())]),
     ("siglip_loss", lambda m, i, t, a, b: contrastive.siglip_loss(i, t, a, b), _siglip_ref,

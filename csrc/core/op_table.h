@@ -82,6 +82,7 @@
     X(GROUP_NORM_SILU, mmu_group_norm_backward, "N C S G act", "eps", "")                                      \
     X(RMS_NORM, mmu_rms_norm_backward, "rows cols", "eps", "")                                                 \
     X(NORMALIZE, mmu_normalize_backward, "outer C inner", "p eps", "")                                         \
+    X(QKV_HEADS, mmu_qkv_heads_backward, "num_heads num_kv_heads norm rotary_dim table_per_batch", "eps", "")  \
     /* csrc/ops/batch_norm.c */                                                                                \
     X(BATCH_NORM, mmu_batch_norm_backward, "N C S training", "eps", "")                                        \
     /* csrc/ops/embedding.c */                                                                                 \
@@ -100,6 +101,7 @@
     X(DROPOUT, mmu_dropout_backward, "rng_key rng_counter threshold", "scale", "")                             \
     /* csrc/ops/attention.c, csrc/ops/rope.c */                                                                \
     X(SDPA, mmu_sdpa_backward, "is_causal rng_key rng_counter enable_gqa query_offset kv_len", "scale dropout_p", "")              \
+    X(SDPA_PACKED, mmu_sdpa_packed_backward, "is_causal num_heads num_kv_heads", "scale", "")              \
     X(ROTARY, mmu_rotary_backward, "", "", "")                                                                 \
     /* csrc/quant/lfq.c: FSQ, LFQ entropy */                                                                   \
     X(FSQ, mmu_fsq_backward, "nlev", "", "levels[nlev]")                                                       \

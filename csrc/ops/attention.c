@@ -1141,3 +1141,150 @@ done:
     geom_free(&g);
     return st;
 }
+
+/* ------------------------------------------------------------ packed heads */
+/* Attention over the heads of one tensor, as qkv_heads (norm.c) lays them out:
+ * z (B, hq + 2 hkv, L, E) = [q heads; k heads; v heads]. The kernels read q, k
+ * and v in place through the geometry's per-head offsets, so the three slices
+ * an attention layer would cut from z (three copies forward, and backward three
+ * zero-filled z-sized gradients added together) are never made; the backward
+ * writes dq, dk and dv into one dz of z's shape. Self-attention without a cache
+ * or dropout (a training step's layer); GQA when hkv < hq, key/value head
+ * h / (hq / hkv) for query head h. */
+
+// the sdpa geometry of z's q, k, v; mask as mmu_sdpa's
+static mmu_status packed_geom(sdpa_geom *g, int *nd, int64_t *bs, const mmu_tensor *z, int64_t hq, int64_t hkv,
+                              const mmu_tensor *mask) {
+    const char *op = "attention_of_heads";
+    memset(g, 0, sizeof *g);
+    if (hq < 1 || hkv < 1 || hq % hkv)
+        return mmu_fail(MMU_EVALUE, "%s: num_kv_heads (%lld) must divide num_heads (%lld), both >= 1", op,
+                        (long long)hkv, (long long)hq);
+    int64_t H = hq + 2 * hkv;
+    if (z->ndim != 4 || z->shape[1] != H)
+        return mmu_fail(MMU_EVALUE, "%s: the heads must be (B, num_heads + 2 num_kv_heads = %lld, L, E), got %s", op,
+                        (long long)H, mmu_shape_str(z));
+    int64_t B = z->shape[0], L = z->shape[2], E = z->shape[3];
+    int64_t qs[4] = {B, hq, L, E}, ks[4] = {B, hkv, L, E}, att[4] = {B, hq, L, L};
+    if (mask) { /* checked here, so that the error names this op */
+        int ok = mask->ndim <= 4;
+        for (int d = 0; ok && d < mask->ndim; d++) {
+            int64_t md = mask->shape[mask->ndim - 1 - d];
+            ok = md == 1 || md == att[3 - d];
+        }
+        if (!ok)
+            return mmu_fail(MMU_EVALUE, "%s: attn_mask of shape %s is not broadcastable to the attention weights' "
+                            "shape %s", op, mmu_shape_str(mask), mmu_dims_str(4, att));
+    }
+    mmu_status st = geom_init(g, nd, bs, qs, 4, ks, 4, ks, 4, mask ? mask->shape : NULL, mask ? mask->ndim : 0,
+                              mask != NULL, mask && mask->dtype == MMU_BOOL, hkv != hq, 0, -1);
+    if (st) return st;
+    /* geom_init's offsets are those of separate contiguous q (B, hq, L, E) and k, v (B, hkv, L, E):
+     * shift each batch row's heads to where they sit in z */
+    for (int64_t i = 0; i < g->NB; i++) {
+        int64_t b = i / hq;
+        g->qoff[i] += b * (H - hq) * L * E;
+        g->koff[i] += (b * (H - hkv) + hq) * L * E;
+        g->voff[i] += (b * (H - hkv) + hq + hkv) * L * E;
+    }
+    g->q = g->k = g->v = mmu_f32(z);
+    return MMU_OK;
+}
+
+// z (B, hq + 2 hkv, L, E), mask NULL / bool / float32 (no grad) broadcastable to (B, hq, L, L) -> out (B, hq, L, E)
+mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t hkv, mmu_tensor *mask, int is_causal,
+                           int has_scale, double scale) {
+    const char *op = "attention_of_heads";
+    mmu_status st;
+    mmu_sync_threads();
+    if ((st = mmu_check_dtype(z, MMU_FLOAT32, op, "heads"))) return st;
+    if (mask && mask->dtype != MMU_BOOL && mask->dtype != MMU_FLOAT32)
+        return mmu_fail(MMU_ETYPE, "%s: attn_mask must be bool or float32, got %s", op, mmu_dtype_name(mask->dtype));
+    if (mask && mask->requires_grad)
+        return mmu_fail(MMU_EVALUE, "%s: attn_mask must not require grad (use scaled_dot_product_attention)", op);
+    sdpa_geom g;
+    int nd;
+    int64_t bs[MMU_MAX_DIMS + 2];
+    mmu_tensor *lse = NULL;
+    if ((st = packed_geom(&g, &nd, bs, z, hq, hkv, mask))) goto done;
+    g.mask = mask ? mmu_data(mask) : NULL;
+    g.causal = is_causal;
+    g.scale = (float)(has_scale ? scale : 1.0 / sqrt((double)g.E));
+    if ((st = build_kinds(&g))) goto done;
+    bs[nd] = g.L, bs[nd + 1] = g.Ev;
+    int64_t lshape[2] = {g.NB, g.L};
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, nd + 2, bs)) || (st = mmu_tensor_empty(&lse, MMU_FLOAT32, 2, lshape)))
+        goto done;
+    if (g.NB * g.L * g.Ev > 0 && (st = sdpa_forward(&g, mmu_f32(*out), mmu_f32(lse)))) goto done;
+    mmu_node *n = NULL;
+    if ((st = mmu_record(&n, *out, MMU_OP_SDPA_PACKED, 2, (mmu_tensor *[]){z, mask}))) goto done;
+    if (n) {
+        mmu_save(n, 0, z);
+        if ((st = mmu_save_output(n, 1, *out))) goto done;
+        mmu_save(n, 2, lse);
+        if (mask) mmu_save(n, 3, mask);
+        n->ctx.i[0] = is_causal;
+        n->ctx.i[1] = hq;
+        n->ctx.i[2] = hkv;
+        n->ctx.f[0] = g.scale;
+    }
+done:
+    mmu_tensor_decref(lse);
+    geom_free(&g);
+    if (st) MMU_CLEAR(*out);
+    return st;
+}
+
+// g (B, hq, L, E) -> dz (B, hq + 2 hkv, L, E): dq, dk, dv in their heads' places
+mmu_status mmu_sdpa_packed_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
+    mmu_tensor *z = n->saved[0], *o = n->saved[1], *lse = n->saved[2], *mask = n->saved[3];
+    if (!n->inputs[0].needs_grad) return MMU_OK;
+    int64_t hq = n->ctx.i[1], hkv = n->ctx.i[2];
+    sdpa_geom g;
+    int nd;
+    int64_t bs[MMU_MAX_DIMS + 2];
+    float *dq = NULL, *dkv = NULL;
+    size_t qbytes = 0, kvbytes = 0;
+    mmu_status st = packed_geom(&g, &nd, bs, z, hq, hkv, mask);
+    if (st) goto done;
+    g.mask = mask ? mmu_data(mask) : NULL;
+    g.causal = (int)n->ctx.i[0];
+    g.scale = (float)n->ctx.f[0];
+    if ((st = build_kinds(&g))) goto done;
+    int64_t B = z->shape[0], H = z->shape[1], LE = g.L * g.E, NB = g.NB;
+    /* dk, dv per query head (NB, L, E) each, summed over a GQA group when written into dz */
+    qbytes = (size_t)(NB * LE) * sizeof(float), kvbytes = 2 * qbytes;
+    if ((st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, 4, z->shape))) goto done;
+    if (!(dq = mmu_alloc(qbytes)) || !(dkv = mmu_alloc(kvbytes))) {
+        st = mmu_fail(MMU_ENOMEM, "attention_of_heads backward: out of memory");
+        goto done;
+    }
+    float *dk = dkv, *dv = dkv + NB * LE, *dz = mmu_f32(gin[0]);
+    /* keys no query block reaches (masked blocks) keep 0 */
+    memset(dkv, 0, kvbytes);
+    if (LE > 0 && NB > 0 &&
+        (st = sdpa_backward(&g, mmu_f32(o), mmu_f32(gout), mmu_f32(lse), dq, dk, dv, NULL)))
+        goto done;
+    int64_t group = hq / hkv, total = B * H * LE;
+#pragma omp parallel for schedule(static) if (total > MMU_PAR_GRAIN)
+    for (int64_t x = 0; x < B * H; x++) {
+        int64_t b = x / H, j = x % H;
+        float *d = dz + x * LE;
+        if (j < hq) {
+            memcpy(d, dq + (b * hq + j) * LE, LE * sizeof(float));
+            continue;
+        }
+        const float *src = j < hq + hkv ? dk : dv;
+        int64_t h0 = (b * hq + (j < hq + hkv ? j - hq : j - hq - hkv) * group) * LE;
+        memcpy(d, src + h0, LE * sizeof(float));
+        for (int64_t t = 1; t < group; t++) {
+            const float *s2 = src + h0 + t * LE;
+            for (int64_t e = 0; e < LE; e++) d[e] += s2[e];
+        }
+    }
+done:
+    if (dq) mmu_free(dq, qbytes);
+    if (dkv) mmu_free(dkv, kvbytes);
+    geom_free(&g);
+    return st;
+}

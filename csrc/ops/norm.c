@@ -744,3 +744,216 @@ mmu_status mmu_normalize_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) 
     }
     return MMU_OK;
 }
+
+/* ============================================================= qkv_heads
+ * The fused projection output of an attention layer -> its heads, with the
+ * QK-norm and the (partial) rotary embedding of queries and keys in the same
+ * pass (Show-o / Phi with qk_layernorm, OLMo, Qwen3-style layers):
+ *
+ *   y (B, L, (Hq + 2 Hkv)·D), rows [q heads; k heads; v heads] of D each
+ *   -> z (B, Hq + 2 Hkv, L, D),  z[b, j, l] = rope_l(norm_j(y[b, l, j])) for the
+ *      q heads (norm = q_norm) and the k heads (k_norm), y[b, l, j] for v,
+ *
+ * norm: 0 none, 1 LayerNorm (weight, bias over D or NULL), 2 RMSNorm (weight);
+ * rope: rotate-half on the first R dims with cos/sin (L, R) or (B, 1, L, R) as
+ * apply_rotary (R = 0: none). Unfused, this is a permute copy, a norm pass and
+ * a rotation pass each for q and k, and the same three backwards; here one
+ * pass each way, the row of each head in L1 throughout. The backward applies
+ * the inverse rotation, then the norm's row backward (norm.c's row kernels),
+ * the weight/bias sums in fixed row blocks as layer_norm's (the same numbers
+ * for any thread count). */
+
+enum { QH_SAVED_Y, QH_SAVED_QW, QH_SAVED_KW, QH_SAVED_STATS, QH_SAVED_COS, QH_SAVED_SIN };
+
+/* x (D) -> o (D): out[:R] = x·cos + rotate_half(x)·sin, out[R:] = x (inverse: the transposed map) */
+static void qh_rotate(float *restrict o, const float *restrict x, const float *restrict c, const float *restrict s,
+                      int64_t D, int64_t R, int inverse) {
+    int64_t h = R / 2;
+    if (!inverse) {
+        for (int64_t j = 0; j < h; j++) o[j] = x[j] * c[j] - x[j + h] * s[j];
+        for (int64_t j = h; j < R; j++) o[j] = x[j] * c[j] + x[j - h] * s[j];
+    } else {
+        for (int64_t j = 0; j < h; j++) o[j] = x[j] * c[j] + x[j + h] * s[j + h];
+        for (int64_t j = h; j < R; j++) o[j] = x[j] * c[j] - x[j - h] * s[j - h];
+    }
+    for (int64_t j = R; j < D; j++) o[j] = x[j];
+}
+
+static mmu_status qh_check_vec(mmu_tensor *p, const char *arg, int64_t D, mmu_tensor *y) {
+    if (!p) return MMU_OK;
+    mmu_status st = mmu_check_dtype(p, MMU_FLOAT32, "qkv_heads", arg);
+    if (st) return st;
+    if (p->ndim != 1 || p->shape[0] != D)
+        return mmu_fail(MMU_EVALUE, "qkv_heads: %s must be (head_dim=%lld,), got %s (qkv %s)", arg, (long long)D,
+                        mmu_shape_str(p), mmu_shape_str(y));
+    return MMU_OK;
+}
+
+// y (B, L, (hq + 2 hkv) D), q/k norm weight and bias (D) or NULL, cos/sin (L, R) or (B, 1, L, R) or NULL
+// -> out (B, hq + 2 hkv, L, D)
+mmu_status mmu_qkv_heads(mmu_tensor **out, mmu_tensor *y, int64_t hq, int64_t hkv, int norm, mmu_tensor *qw,
+                         mmu_tensor *qb, mmu_tensor *kw, mmu_tensor *kb, double eps, mmu_tensor *cos_t,
+                         mmu_tensor *sin_t) {
+    const char *op = "qkv_heads";
+    mmu_status st = mmu_check_dtype(y, MMU_FLOAT32, op, "qkv");
+    if (st) return st;
+    if (hq < 1 || hkv < 1)
+        return mmu_fail(MMU_EVALUE, "%s: num_heads and num_kv_heads must be >= 1, got %lld and %lld", op,
+                        (long long)hq, (long long)hkv);
+    if (norm < 0 || norm > 2) return mmu_fail(MMU_EVALUE, "%s: norm must be 0 (none), 1 (layernorm) or 2 (rmsnorm)", op);
+    int64_t H = hq + 2 * hkv;
+    if (y->ndim != 3 || y->shape[2] % H || y->shape[2] == 0)
+        return mmu_fail(MMU_EVALUE, "%s: qkv must be (B, L, (num_heads + 2 num_kv_heads)·head_dim) = (B, L, %lld·D), "
+                        "got %s", op, (long long)H, mmu_shape_str(y));
+    int64_t B = y->shape[0], L = y->shape[1], D = y->shape[2] / H, R = 0, cb = 0;
+    if (norm == 0 && (qw || qb || kw || kb))
+        return mmu_fail(MMU_EVALUE, "%s: norm weights are given without a norm", op);
+    if (norm == 2 && (qb || kb)) return mmu_fail(MMU_EVALUE, "%s: rmsnorm takes no bias", op);
+    if ((st = qh_check_vec(qw, "q_weight", D, y)) || (st = qh_check_vec(qb, "q_bias", D, y)) ||
+        (st = qh_check_vec(kw, "k_weight", D, y)) || (st = qh_check_vec(kb, "k_bias", D, y)))
+        return st;
+    if (!cos_t != !sin_t) return mmu_fail(MMU_EVALUE, "%s: give both cos and sin, or neither", op);
+    if (cos_t) {
+        if ((st = mmu_check_dtype(cos_t, MMU_FLOAT32, op, "cos")) || (st = mmu_check_dtype(sin_t, MMU_FLOAT32, op, "sin")))
+            return st;
+        if (!mmu_same_shape(cos_t, sin_t))
+            return mmu_fail(MMU_EVALUE, "%s: cos %s and sin %s must have the same shape", op, mmu_shape_str(cos_t),
+                            mmu_shape_str(sin_t));
+        R = cos_t->shape[cos_t->ndim - 1];
+        int ok = cos_t->ndim == 2 ? cos_t->shape[0] == L
+                 : cos_t->ndim == 4 && (cos_t->shape[0] == B || cos_t->shape[0] == 1) && cos_t->shape[1] == 1 &&
+                   cos_t->shape[2] == L;
+        if (!ok || R % 2 || R > D || R == 0)
+            return mmu_fail(MMU_EVALUE, "%s: cos/sin must be (L=%lld, R) or (B|1, 1, L, R) with R even in [2, head_dim="
+                            "%lld], got %s", op, (long long)L, (long long)D, mmu_shape_str(cos_t));
+        cb = cos_t->ndim == 4 && cos_t->shape[0] == B && B > 1; /* a table per batch row */
+    }
+    int64_t NQK = hq + hkv, rows = B * L;
+    mmu_tensor *stats = NULL; /* (2, rows·NQK): the mean (layernorm) and rstd of every q / k head row */
+    int64_t sshape[2] = {2, rows * NQK};
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, 4, (int64_t[]){B, H, L, D})) ||
+        (norm && (st = mmu_tensor_empty(&stats, MMU_FLOAT32, 2, sshape))))
+        goto done;
+    {
+        const float *py = mmu_f32(y), *pqw = qw ? mmu_f32(qw) : NULL, *pqb = qb ? mmu_f32(qb) : NULL;
+        const float *pkw = kw ? mmu_f32(kw) : NULL, *pkb = kb ? mmu_f32(kb) : NULL;
+        const float *pc = cos_t ? mmu_f32(cos_t) : NULL, *ps = sin_t ? mmu_f32(sin_t) : NULL;
+        float *pz = mmu_f32(*out), *pm = stats ? mmu_f32(stats) : NULL, *pr = stats ? pm + rows * NQK : NULL;
+        float e = (float)eps;
+#pragma omp parallel for schedule(static) if (y->numel > MMU_PAR_GRAIN)
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t b = r / L, l = r % L;
+            const float *c = pc ? pc + ((cb ? b : 0) * L + l) * R : NULL, *s = ps ? ps + ((cb ? b : 0) * L + l) * R : NULL;
+            float tmp[D > 0 ? D : 1];
+            for (int64_t j = 0; j < H; j++) {
+                const float *x = py + r * H * D + j * D;
+                float *o = pz + ((b * H + j) * L + l) * D;
+                if (j >= NQK) {
+                    memcpy(o, x, D * sizeof(float));
+                    continue;
+                }
+                const float *w = j < hq ? pqw : pkw, *bb = j < hq ? pqb : pkb;
+                const float *src = x;
+                if (norm == 1) {
+                    lnorm_row(tmp, pm + r * NQK + j, pr + r * NQK + j, x, w, bb, D, e);
+                    src = tmp;
+                } else if (norm == 2) {
+                    rms_row(tmp, pr + r * NQK + j, x, w, D, e);
+                    src = tmp;
+                }
+                if (c) qh_rotate(o, src, c, s, D, R, 0);
+                else if (src != o) memcpy(o, src, D * sizeof(float));
+            }
+        }
+    }
+    mmu_node *n = NULL;
+    if ((st = mmu_record(&n, *out, MMU_OP_QKV_HEADS, 5, (mmu_tensor *[]){y, qw, qb, kw, kb}))) goto done;
+    if (n) {
+        n->ctx.i[0] = hq;
+        n->ctx.i[1] = hkv;
+        n->ctx.i[2] = norm;
+        n->ctx.i[3] = R;
+        n->ctx.i[4] = cb;
+        n->ctx.f[0] = eps;
+        if (norm) mmu_save(n, QH_SAVED_Y, y); /* without a norm the backward is linear: y is not needed */
+        if (qw) mmu_save(n, QH_SAVED_QW, qw);
+        if (kw) mmu_save(n, QH_SAVED_KW, kw);
+        if (stats) mmu_save(n, QH_SAVED_STATS, stats);
+        if (cos_t) {
+            mmu_save(n, QH_SAVED_COS, cos_t);
+            mmu_save(n, QH_SAVED_SIN, sin_t);
+        }
+    }
+done:
+    if (st) MMU_CLEAR(*out);
+    mmu_tensor_decref(stats);
+    return st;
+}
+
+// g (B, H, L, D) -> dy (B, L, H·D), and the four norm parameters' gradients
+mmu_status mmu_qkv_heads_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    int64_t hq = n->ctx.i[0], hkv = n->ctx.i[1], R = n->ctx.i[3], cb = n->ctx.i[4];
+    int norm = (int)n->ctx.i[2];
+    int64_t B = g->shape[0], H = g->shape[1], L = g->shape[2], D = g->shape[3], NQK = hq + hkv, rows = B * L;
+    mmu_status st = MMU_OK;
+    int want[5];
+    for (int i = 0; i < 5; i++) {
+        want[i] = n->n_inputs > i && n->inputs[i].needs_grad;
+        if (!want[i] || st) continue;
+        st = i == 0 ? mmu_tensor_empty(&gin[0], MMU_FLOAT32, n->inputs[0].ndim, n->inputs[0].shape)
+                    : mmu_tensor_zeros(&gin[i], MMU_FLOAT32, n->inputs[i].ndim, n->inputs[i].shape);
+    }
+    if (st || rows * D == 0) return st;
+    int params = want[1] || want[2] || want[3] || want[4];
+    int64_t per, nblk = row_blocks(rows, &per);
+    size_t pbytes = params ? (size_t)nblk * 4 * D * sizeof(float) : 0; /* slabs [qw, qb, kw, kb] per block */
+    float *part = pbytes ? mmu_alloc(pbytes) : NULL;
+    if (pbytes && !part) return mmu_fail(MMU_ENOMEM, "qkv_heads backward: out of memory");
+    if (part) memset(part, 0, pbytes);
+    const float *py = n->saved[QH_SAVED_Y] ? mmu_f32(n->saved[QH_SAVED_Y]) : NULL, *pg = mmu_f32(g);
+    const float *pqw = n->saved[QH_SAVED_QW] ? mmu_f32(n->saved[QH_SAVED_QW]) : NULL;
+    const float *pkw = n->saved[QH_SAVED_KW] ? mmu_f32(n->saved[QH_SAVED_KW]) : NULL;
+    const float *pm = n->saved[QH_SAVED_STATS] ? mmu_f32(n->saved[QH_SAVED_STATS]) : NULL;
+    const float *pr = pm ? pm + rows * NQK : NULL;
+    const float *pc = n->saved[QH_SAVED_COS] ? mmu_f32(n->saved[QH_SAVED_COS]) : NULL;
+    const float *ps = n->saved[QH_SAVED_SIN] ? mmu_f32(n->saved[QH_SAVED_SIN]) : NULL;
+    float *pdy = want[0] ? mmu_f32(gin[0]) : NULL;
+#pragma omp parallel for schedule(static) if (rows * H * D > MMU_PAR_GRAIN)
+    for (int64_t k = 0; k < nblk; k++) {
+        float *slab = part ? part + k * 4 * D : NULL, tmp[D > 0 ? D : 1];
+        int64_t r1 = (k + 1) * per < rows ? (k + 1) * per : rows;
+        for (int64_t r = k * per; r < r1; r++) {
+            int64_t b = r / L, l = r % L;
+            const float *c = pc ? pc + ((cb ? b : 0) * L + l) * R : NULL, *s = ps ? ps + ((cb ? b : 0) * L + l) * R : NULL;
+            for (int64_t j = 0; j < H; j++) {
+                const float *gz = pg + ((b * H + j) * L + l) * D;
+                float *dy = pdy ? pdy + r * H * D + j * D : NULL;
+                if (j >= NQK) {
+                    if (dy) memcpy(dy, gz, D * sizeof(float));
+                    continue;
+                }
+                const float *gn = gz;
+                if (c) {
+                    qh_rotate(tmp, gz, c, s, D, R, 1);
+                    gn = tmp;
+                }
+                int isq = j < hq;
+                float *sw = slab ? slab + (isq ? 0 : 2) * D : NULL, *sb = slab ? slab + (isq ? 1 : 3) * D : NULL;
+                if (norm == 1)
+                    lnorm_row_backward(dy, want[isq ? 1 : 3] ? sw : NULL, want[isq ? 2 : 4] ? sb : NULL,
+                                       py + r * H * D + j * D, gn, isq ? pqw : pkw, pm[r * NQK + j], pr[r * NQK + j], D);
+                else if (norm == 2)
+                    rms_row_backward(dy, want[isq ? 1 : 3] ? sw : NULL, py + r * H * D + j * D, gn, isq ? pqw : pkw,
+                                     pr[r * NQK + j], D);
+                else if (dy)
+                    memcpy(dy, gn, D * sizeof(float));
+            }
+        }
+    }
+    if (part) {
+        for (int i = 1; i < 5; i++)
+            if (want[i]) add_row_blocks(mmu_f32(gin[i]), part + (i - 1) * D, nblk, 4 * D, D);
+        mmu_free(part, pbytes);
+    }
+    return MMU_OK;
+}

@@ -126,6 +126,11 @@ mmu_status mmu_group_norm_act(mmu_tensor **out, mmu_tensor *x, int64_t groups, m
 /* x (..., *normalized_shape), weight (normalized_shape) or NULL -> out (x's shape) */
 mmu_status mmu_rms_norm(mmu_tensor **out, mmu_tensor *x, int norm_ndim, const int64_t *norm_shape,
                         mmu_tensor *weight, double eps);
+/* qkv (B, L, (hq + 2 hkv) D) -> heads (B, hq + 2 hkv, L, D), QK-norm (norm 0 none, 1 layernorm, 2 rmsnorm;
+ * weights / biases (D) or NULL) and rotary cos/sin (L, R) or (B|1, 1, L, R) or NULL on the q and k heads */
+mmu_status mmu_qkv_heads(mmu_tensor **out, mmu_tensor *y, int64_t hq, int64_t hkv, int norm, mmu_tensor *qw,
+                         mmu_tensor *qb, mmu_tensor *kw, mmu_tensor *kb, double eps, mmu_tensor *cos_t,
+                         mmu_tensor *sin_t);
 /* x / max(||x||_p, eps) along dim, p > 0 finite -> out (x's shape) */
 mmu_status mmu_normalize(mmu_tensor **out, mmu_tensor *x, double p, int64_t dim, double eps);
 
@@ -199,6 +204,10 @@ mmu_status mmu_sample_logits(mmu_tensor **ids, mmu_tensor **logprobs, mmu_tensor
 mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, mmu_tensor *mask,
                     double dropout_p, int is_causal, int has_scale, double scale, int enable_gqa,
                     int64_t query_offset, int64_t kv_len);
+/* z (B, hq + 2 hkv, L, E) heads [q; k; v] (qkv_heads' layout), mask NULL / bool / float32 without grad
+ * broadcastable to (B, hq, L, L) -> out (B, hq, L, E): mmu_sdpa over them, read in place */
+mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t hkv, mmu_tensor *mask, int is_causal,
+                           int has_scale, double scale);
 /* x (..., L, D), cos, sin (L, D) -> x·cos + rotate_half(x)·sin */
 mmu_status mmu_apply_rotary(mmu_tensor **out, mmu_tensor *x, mmu_tensor *cos, mmu_tensor *sin);
 

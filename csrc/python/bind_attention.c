@@ -38,7 +38,51 @@ static PyObject *py_apply_rotary(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
+/* qkv_heads(y, num_heads, num_kv_heads, norm (0/1/2), q_weight, q_bias, k_weight, k_bias (or None), eps, cos, sin) */
+static PyObject *py_qkv_heads(PyObject *m, PyObject *args) {
+    const char *op = "qkv_heads";
+    PyObject *yo, *qwo, *qbo, *kwo, *kbo, *co, *so;
+    long long hq, hkv;
+    int norm;
+    double eps;
+    tensor_args ta = {0};
+    mmu_tensor *y, *qw = NULL, *qb = NULL, *kw = NULL, *kb = NULL, *c = NULL, *s = NULL, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "OLLiOOOOdOO", &yo, &hq, &hkv, &norm, &qwo, &qbo, &kwo, &kbo, &eps, &co, &so))
+        return NULL;
+    if (!(y = arg(&ta, yo, MMU_FLOAT32, op, "qkv")) || (qwo != Py_None && !(qw = arg(&ta, qwo, MMU_FLOAT32, op, "q_weight"))) ||
+        (qbo != Py_None && !(qb = arg(&ta, qbo, MMU_FLOAT32, op, "q_bias"))) ||
+        (kwo != Py_None && !(kw = arg(&ta, kwo, MMU_FLOAT32, op, "k_weight"))) ||
+        (kbo != Py_None && !(kb = arg(&ta, kbo, MMU_FLOAT32, op, "k_bias"))) ||
+        (co != Py_None && !(c = arg(&ta, co, MMU_FLOAT32, op, "cos"))) ||
+        (so != Py_None && !(s = arg(&ta, so, MMU_FLOAT32, op, "sin"))))
+        return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_qkv_heads(&out, y, hq, hkv, norm, qw, qb, kw, kb, eps, c, s));
+    return finish(&ta, st, out);
+}
+
+/* sdpa_packed(z, num_heads, num_kv_heads, mask or None, is_causal, scale or None) */
+static PyObject *py_sdpa_packed(PyObject *m, PyObject *args) {
+    const char *op = "attention_of_heads";
+    PyObject *zo, *mo, *so;
+    long long hq, hkv;
+    int causal;
+    tensor_args ta = {0};
+    mmu_tensor *z, *mask = NULL, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "OLLOpO", &zo, &hq, &hkv, &mo, &causal, &so)) return NULL;
+    double scale = 0.0;
+    if (so != Py_None && (scale = PyFloat_AsDouble(so)) == -1.0 && PyErr_Occurred()) return NULL;
+    if (!(z = arg(&ta, zo, MMU_FLOAT32, op, "heads")) || (mo != Py_None && !(mask = arg(&ta, mo, -1, op, "attn_mask"))))
+        return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_sdpa_packed(&out, z, hq, hkv, mask, causal, so != Py_None, scale));
+    return finish(&ta, st, out);
+}
+
 PyMethodDef mmu_attention_methods[] = {
+    {"qkv_heads", py_qkv_heads, METH_VARARGS,
+     "qkv_heads(qkv, num_heads, num_kv_heads, norm, q_weight, q_bias, k_weight, k_bias, eps, cos, sin)"},
+    {"sdpa_packed", py_sdpa_packed, METH_VARARGS, "sdpa_packed(heads, num_heads, num_kv_heads, mask, is_causal, scale)"},
     {"sdpa", py_sdpa, METH_VARARGS, "sdpa(q, k, v, mask, dropout_p, is_causal, scale, enable_gqa, query_offset, kv_len)"},
     {"apply_rotary", py_apply_rotary, METH_VARARGS, "apply_rotary(x, cos, sin)"},
     {NULL, NULL, 0, NULL},

@@ -287,6 +287,68 @@ def _sdpa(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0, enable_gqa=Fa
 _QK_NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
 
 
+def _check_rows(rows, b, l, cls):
+    """rows: an int (B, n) array of positions in [0, L) (n >= 1) -> int64 NumPy array."""
+    if hasattr(rows, "numpy") and not isinstance(rows, np.ndarray):
+        rows = rows.numpy()
+    r = np.asarray(rows)
+    if r.dtype.kind not in "iu" or r.ndim != 2 or r.shape[0] != b or r.shape[1] == 0:
+        raise ValueError(f"{cls}: rows must be an integer (B={b}, n >= 1) array of positions, got {r.dtype} {r.shape}")
+    if r.min() < 0 or r.max() >= l:
+        raise ValueError(f"{cls}: rows must be positions in [0, L={l}), got values in [{r.min()}, {r.max()}]")
+    return r.astype(np.int64, copy=False)
+
+
+def take_rows(t, rows, dim=1):
+    """t (B, L, ...) -> (B, n, ...): row rows[b, i] of batch b, rows (B, n) int64 positions
+    (differentiable: one index_select). dim=2: t (B, G, L, ...) (heads before positions) and every
+    group of a batch takes that batch's rows -> (B, G, n, ...)."""
+    b, n = rows.shape
+    groups = t.shape[1] if dim == 2 else 1
+    l = t.shape[dim]
+    flat = (rows[:, None, :] + (np.arange(b * groups) * l).reshape(b, groups, 1)).reshape(-1)
+    rest = t.shape[dim + 1:]
+    out = t.reshape((b * groups * l,) + rest).index_select(0, _as_tensor(flat, "take_rows", "rows"))
+    return out.reshape((b,) + ((groups,) if dim == 2 else ()) + (n,) + rest)
+
+
+def _table_rows(table, rows):
+    """A RoPE table (L, R) or (B|1, 1, L, R) -> (B, 1, n, R) at the rows of each batch."""
+    t = table.numpy() if hasattr(table, "numpy") and not isinstance(table, np.ndarray) else np.asarray(table)
+    b, n = rows.shape
+    if t.ndim == 2:
+        return _as_tensor(np.ascontiguousarray(t[rows][:, None]), "Attention", "rope")
+    t = np.broadcast_to(t, (b,) + t.shape[1:])
+    return _as_tensor(np.ascontiguousarray(np.take_along_axis(t, rows[:, None, :, None], axis=2)), "Attention",
+                      "rope")
+
+
+def _mask_rows(mask, rows, is_causal, s):
+    """The attention mask of the query rows rows (B, n) against s keys: attn_mask (broadcastable to
+    (B, H, L, s), bool or additive; None) restricted to those rows, and the causal mask of their
+    positions (key j <= rows[b, i]) when is_causal -> (B, 1|H, n, s) (or a mask without a row dim as
+    it was)."""
+    b, n = rows.shape
+    out = None
+    if mask is not None:
+        m = mask.numpy()
+        m = m.reshape((1,) * (4 - m.ndim) + m.shape)
+        if m.shape[2] == 1:
+            out = m  # broadcast over the query rows: the same for any row
+        else:
+            m = np.broadcast_to(m, (b,) + m.shape[1:])
+            out = np.take_along_axis(m, rows[:, None, :, None], axis=2)
+    if is_causal:
+        allowed = np.arange(s)[None, None, None, :] <= rows[:, None, :, None]
+        if out is None:
+            out = allowed
+        elif out.dtype == np.bool_:
+            out = out & allowed
+        else:
+            out = out + np.where(allowed, np.float32(0.0), np.float32(-np.inf))
+    return None if out is None else _as_tensor(np.ascontiguousarray(out), "Attention", "attn_mask")
+
+
 class Attention(Module):
     """mmu's attention layer for transformer models: grouped-query heads, full or partial RoPE
     (1-D or 2-D positions via precomputed tables), QK-norm, optional biases, cross-attention,
@@ -381,8 +443,8 @@ class Attention(Module):
             return y.reshape(b, n_heads, 1, self.head_dim)
         return y.reshape(b, l, n_heads, self.head_dim).permute(0, 2, 1, 3)
 
-    def _project(self, x, context):
-        """-> q (B, H, L, hd), k, v (B, H_kv, S, hd)."""
+    def _project(self, x, context, rows=None):
+        """-> q (B, H, L, hd) (or (B, H, n, hd) at rows (B, n)), k, v (B, H_kv, S, hd)."""
         h, hkv = self.num_heads, self.num_kv_heads
         if self.qkv_proj is not None:
             qkv = self._split_heads(self.qkv_proj(x), h + 2 * hkv)  # (B, H + 2 H_kv, L, hd)
@@ -390,12 +452,15 @@ class Attention(Module):
         else:
             q = self._split_heads(self.q_proj(x), h)
             k, v = self._split_heads(self.kv_proj(context), 2 * hkv).split([hkv, hkv], dim=1)
+        if rows is not None:
+            q = take_rows(q, rows, dim=2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         return q, k, v
 
     @_named_errors("Attention")
-    def forward(self, x, context=None, attn_mask=None, is_causal=False, rope=None, cache=None, layer_idx=None):
+    def forward(self, x, context=None, attn_mask=None, is_causal=False, rope=None, cache=None, layer_idx=None,
+                rows=None):
         """x (B, L, dim) -> (B, L, dim).
 
         context (B, S, kv_dim): the keys/values' sequence (cross_attention=True only).
@@ -406,6 +471,10 @@ class Attention(Module):
         positions start .. start+L-1 when rotary_fraction > 0. cache: a KVCache; this layer
         writes its keys/values at cache.length into slot layer_idx (default self.layer_idx) and
         attends to everything cached; the caller advances the cache after the last layer.
+        rows: an int (B, n) array of positions (self-attention without a cache): only those query
+        rows are computed -> (B, n, dim), row i of batch b the output at position rows[b, i] (keys
+        and values still come from every position; attn_mask / is_causal / rope are taken at those
+        rows). A last layer whose other rows nobody reads (TransformerLM with logits_at) skips them.
         """
         x = _as_tensor(x, "Attention", "x")
         if x.ndim != 3 or x.shape[2] != self.dim:
@@ -429,27 +498,64 @@ class Attention(Module):
                 raise TypeError(f"Attention: attn_mask must be bool or float32, got {attn_mask.dtype}")
         b, l, _ = x.shape
         start = 0 if cache is None else cache.length
-        q, k, v = self._project(x, context)
+        if rows is not None:
+            if cache is not None or self.cross_attention:
+                raise ValueError("Attention: rows is for self-attention without a cache")
+            if attn_mask is not None and attn_mask.requires_grad:
+                raise ValueError("Attention: rows needs an attn_mask that does not require grad")
+            rows = _check_rows(rows, b, l, "Attention")
+        dropout_p = self.dropout if self.training else 0.0
+        if cache is None and rows is None and self.qkv_proj is not None and dropout_p == 0.0 and \
+                (attn_mask is None or not attn_mask.requires_grad):
+            return self._fused_self_attention(x, attn_mask, is_causal, rope, l)
+        q, k, v = self._project(x, context, rows)
         if rope is None and self.rotary_dim:
             rope = F.rotary_cos_sin(np.arange(start, start + l), self.rotary_dim, self.rope_base)
         if rope is not None:
             if not (isinstance(rope, (tuple, list)) and len(rope) == 2):
                 raise TypeError("Attention: rope must be a (cos, sin) pair of tables")
             cos, sin = rope
-            q, k = F.apply_rotary(q, cos, sin), F.apply_rotary(k, cos, sin)
+            if rows is not None:
+                q = F.apply_rotary(q, _table_rows(cos, rows), _table_rows(sin, rows))
+            else:
+                q = F.apply_rotary(q, cos, sin)
+            k = F.apply_rotary(k, cos, sin)
+        if rows is not None:
+            attn_mask, is_causal = _mask_rows(attn_mask, rows, is_causal, l), False
+            l = rows.shape[1]
         kv_len = None
         if cache is not None:
             idx = self.layer_idx if layer_idx is None else layer_idx
             if b != cache.batch_size:
                 raise ValueError(f"Attention: x has batch {b} but the cache holds {cache.batch_size} rows")
             k, v, kv_len = cache.update(idx, k, v)
-        dropout_p = self.dropout if self.training else 0.0
         out = _sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p,
                     enable_gqa=self.num_kv_heads != self.num_heads, query_offset=start, kv_len=kv_len)
         if l == 1:
             out = out.reshape(b, 1, self.num_heads * self.head_dim)
         else:
             out = out.permute(0, 2, 1, 3).reshape(b, l, self.num_heads * self.head_dim)
+        return self.out_proj(out)
+
+    def _fused_self_attention(self, x, attn_mask, is_causal, rope, l):
+        """Self-attention without a cache or dropout (a training or full-sequence forward): the projection's
+        heads, QK-norm and RoPE in one pass (F.qkv_heads) and attention reading q, k, v in place from
+        them (F.attention_of_heads): the same numbers as the general path without its copies."""
+        b = x.shape[0]
+        if rope is None and self.rotary_dim:
+            rope = F.rotary_cos_sin(np.arange(l), self.rotary_dim, self.rope_base)
+        if rope is not None and not (isinstance(rope, (tuple, list)) and len(rope) == 2):
+            raise TypeError("Attention: rope must be a (cos, sin) pair of tables")
+        cos, sin = rope if rope is not None else (None, None)
+        qn, kn = self.q_norm, self.k_norm
+        if qn is None:
+            z = F.qkv_heads(self.qkv_proj(x), self.num_heads, self.num_kv_heads, cos=cos, sin=sin)
+        else:
+            eps = qn.eps if qn.eps is not None else float(np.finfo(np.float32).eps)
+            z = F.qkv_heads(self.qkv_proj(x), self.num_heads, self.num_kv_heads, self.qk_norm, qn.weight,
+                            getattr(qn, "bias", None), kn.weight, getattr(kn, "bias", None), eps, cos, sin)
+        out = F.attention_of_heads(z, self.num_heads, self.num_kv_heads, attn_mask=attn_mask, is_causal=is_causal)
+        out = out.permute(0, 2, 1, 3).reshape(b, l, self.num_heads * self.head_dim)
         return self.out_proj(out)
 
     def extra_repr(self):

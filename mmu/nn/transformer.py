@@ -12,7 +12,7 @@ from .. import functional as F
 from .._args import check_real, flag
 from ..tensor import _as_tensor, cat as _cat, tensor as _tensor, where as _where
 from . import init
-from .attention import Attention, MultiheadAttention
+from .attention import Attention, MultiheadAttention, _check_rows, take_rows
 from ._layer_args import _int, _named_errors, _ntuple
 from .containers import ModuleList
 from .conv import Conv2d
@@ -149,10 +149,24 @@ class TransformerLayer(Module):
         self.dropout = Dropout(dropout)
 
     @_named_errors("TransformerLayer")
-    def forward(self, x, attn_mask=None, is_causal=False, rope=None, cache=None, context=None, context_mask=None):
+    def forward(self, x, attn_mask=None, is_causal=False, rope=None, cache=None, context=None, context_mask=None,
+                rows=None):
         """x (B, L, dim) -> (B, L, dim). attn_mask / is_causal / rope / cache: see Attention.forward;
-        context (B, S, context_dim) and context_mask (bool/additive over S) for cross-attention."""
+        context (B, S, context_dim) and context_mask (bool/additive over S) for cross-attention.
+        rows: an int (B, n) array of positions -> (B, n, dim), the layer's output at those positions
+        only (every position still gives keys and values; the other rows' queries, MLP and residual
+        are not computed): a last layer read at a few positions. Not with cache or cross-attention."""
         h = self.norm1(x)
+        if rows is not None:
+            if self.cross_attn is not None:
+                raise ValueError("TransformerLayer: rows is not supported with cross-attention")
+            rows = _check_rows(rows, x.shape[0], x.shape[1], "TransformerLayer")
+            a = self.attn(h, attn_mask=attn_mask, is_causal=is_causal, rope=rope, cache=cache, rows=rows)
+            x = take_rows(x, rows)
+            if self.residual == "parallel":
+                return x + self.dropout(a) + self.dropout(self.mlp(take_rows(h, rows)))
+            x = x + self.dropout(a)
+            return x + self.dropout(self.mlp(self.norm2(x)))
         a = self.attn(h, attn_mask=attn_mask, is_causal=is_causal, rope=rope, cache=cache)
         if self.residual == "parallel":
             return x + self.dropout(a) + self.dropout(self.mlp(h))
@@ -350,11 +364,30 @@ class TransformerLM(Module):
             else:
                 mask = attn_mask + _where(mask, 0.0, float("-inf"))
         x = self.dropout(x)
-        for layer in self.layers:
-            x = layer(x, attn_mask=mask, is_causal=is_causal, rope=rope, cache=cache)
+        rows = self._last_layer_rows(logits_at, l, cache, mask)
+        for i, layer in enumerate(self.layers):
+            last = rows is not None and i == len(self.layers) - 1
+            x = layer(x, attn_mask=mask, is_causal=is_causal, rope=rope, cache=cache, rows=rows if last else None)
         if cache is not None:
             cache.advance(l)
+        if rows is not None:  # x is already (B, n, dim) at the positions asked for
+            return self.head(self.norm(x))
         return self._logits(x, logits_at)
+
+    def _last_layer_rows(self, logits_at, l, cache, mask):
+        """The positions the last layer must compute when logits are asked at an index array: only
+        those rows reach the logits, so the last layer skips the others' queries, MLP and residual
+        (exact: no other output depends on them). None (every row) with a cache (the cache path keeps
+        its own layout), when the index covers L rows or more, with a mask that requires grad, or
+        with dropout in training (its draws would be shaped differently)."""
+        if cache is not None or logits_at is None or isinstance(logits_at, str) or logits_at.shape[1] >= l:
+            return None
+        if mask is not None and mask.requires_grad:
+            return None
+        last = self.layers[-1]
+        if self.training and (last.dropout.p > 0.0 or last.attn.dropout > 0.0):
+            return None
+        return logits_at
 
     @staticmethod
     def _logits_index(logits_at, b, l):

@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from ...autograd import no_grad
+from ...functional import cross_entropy
 from ...losses import masked_token_loss, next_token_loss
 from ...nn import Module, TransformerLM
 from ...nn.module import _class_path, _encode, _NotSerialisable
@@ -28,6 +29,20 @@ def cosine_mask_ratio(t):
     """MaskGIT's / Show-o's cosine schedule: the fraction of image tokens masked at time t in [0, 1],
     cos(pi t / 2) (models/sampling.py, cosine_schedule)."""
     return np.cos(np.asarray(t, np.float64) * math.pi * 0.5)
+
+
+def _loss_positions(want, offset):
+    """want (B, N) bool: the columns a loss reads -> (offset + positions (B, n) int64, counted (B, n) bool).
+    Row b lists its wanted columns in order, then repeats its first one (or column 0 if it has none),
+    not counted, up to n: the most any row has, rounded up to a multiple of 32 (at most N), so that a
+    training run meets a handful of shapes (oneDNN makes a primitive once per shape; a new one costs
+    milliseconds)."""
+    count = want.sum(1)
+    n = min(want.shape[1], -(-max(1, int(count.max())) // 32) * 32)
+    order = np.argsort(~want, axis=1, kind="stable")[:, :n]  # each row's wanted columns first, in order
+    counted = np.arange(n)[None, :] < count[:, None]
+    positions = offset + np.where(counted, order, order[:, :1])
+    return np.ascontiguousarray(positions, np.int64), counted
 
 
 def _resolve_config(config, fields_):
@@ -286,19 +301,45 @@ class ShowO(Module):
                 raise KeyError(f"{fn}: unknown key(s) {unknown} in the {task!r} part (known: {_PART_KEYS[task]})")
         return parts
 
+    def t2i_loss_positions(self, labels):
+        """The positions whose logits the T2I loss reads: labels (B, L) of t2i_training_inputs ->
+        (positions (B, n) int64 into the sequence, counted (B, n) bool). Row b lists its masked image
+        tokens (image labels != -100) in order, then repeats its first masked position (not counted) up
+        to n: the most any row has, rounded up to a multiple of 32 (at most num_vq_tokens), so that a
+        training run meets a handful of shapes (oneDNN makes a primitive once per shape; a new one
+        costs milliseconds). Only these rows of the logits are computed: the cross-entropy is over
+        the masked tokens only, the logits of the others would be thrown away."""
+        c = self.config
+        labels = np.asarray(labels)
+        start = c.max_text_len + 2  # the first image token, after [T2I] + text room and [SOI]
+        if labels.ndim != 2 or labels.shape[1] != start + c.num_vq_tokens + 1 or labels.shape[0] == 0:
+            raise ValueError(f"ShowO.t2i_loss_positions: labels must be (B >= 1, {start + c.num_vq_tokens + 1}), "
+                             f"got {labels.shape}")
+        return _loss_positions(labels[:, start:start + c.num_vq_tokens] != IGNORE_INDEX, start)
+
+    def mmu_loss_positions(self, labels):
+        """The positions whose logits the MMU loss reads: labels (B, L) of mmu_prompt -> (positions (B, n)
+        int64, counted (B, n) bool): the positions t from [EOI] on whose next token labels[t + 1] is a
+        target (the answer and its [EOT]; the question's positions predict nothing), in order, padded
+        and rounded as t2i_loss_positions. The targets are labels[b, positions + 1] where counted."""
+        c = self.config
+        labels = np.asarray(labels)
+        start = 2 + c.num_vq_tokens  # [EOI]: predicts the first text token
+        if labels.ndim != 2 or labels.shape[1] <= start + 1 or labels.shape[0] == 0:
+            raise ValueError(f"ShowO.mmu_loss_positions: labels must be (B >= 1, L > {start + 1}), got {labels.shape}")
+        return _loss_positions(labels[:, start + 1:] != IGNORE_INDEX, start)
+
     def _t2i_loss(self, part, fn):
         c = self.config
         if "text_ids" not in part:
             raise KeyError(f"{fn}: the 't2i' part needs 'text_ids'")
         image_ids = self._codes(part, fn, "the 't2i' part")
-        b = len(image_ids)
         ids, labels, ratio, drop = self.t2i_training_inputs(part["text_ids"], image_ids)
-        start = c.max_text_len + 2  # the first image token, after [T2I] + text room and [SOI]
-        where = np.broadcast_to(np.arange(start, start + c.num_vq_tokens), (b, c.num_vq_tokens))
-        logits = self(_tensor(ids), attn_mask=self.omni_attention_mask(ids), logits_at=np.ascontiguousarray(where))
-        target = labels[:, start:start + c.num_vq_tokens]
-        hidden = target != IGNORE_INDEX
-        loss = masked_token_loss(logits, _tensor(np.where(hidden, target, 0)), _tensor(hidden))
+        # logits at the masked image tokens only (labels are -100 everywhere else)
+        where, counted = self.t2i_loss_positions(labels)
+        logits = self(_tensor(ids), attn_mask=self.omni_attention_mask(ids), logits_at=where)
+        target = np.take_along_axis(labels, where, 1)
+        loss = masked_token_loss(logits, _tensor(np.where(counted, target, 0)), _tensor(counted))
         return loss, {"mask_ratio": float(ratio.mean()), "cond_dropped": float(drop.mean())}
 
     def _lm_loss(self, part, fn):
@@ -325,11 +366,13 @@ class ShowO(Module):
             ids, labels = mmu_prompt(c, image_ids, text_rows(part["text_ids"], fn, "mmu text_ids", batch=b))
         else:
             raise KeyError(f"{fn}: the 'mmu' part needs 'text_ids' or 'question_ids' + 'answer_ids'")
-        # logits only where a next text token is predicted: from [EOI] on
-        start = 2 + c.num_vq_tokens
-        where = np.broadcast_to(np.arange(start, ids.shape[1]), (b, ids.shape[1] - start))
-        logits = self(_tensor(ids), attn_mask=self.mmu_attention_mask(ids), logits_at=np.ascontiguousarray(where))
-        return next_token_loss(logits, _tensor(np.ascontiguousarray(labels[:, start:])), ignore_index=IGNORE_INDEX)
+        # logits only where a next text token is a target (from [EOI] on: the answer's and [EOT]'s predecessors)
+        where, counted = self.mmu_loss_positions(labels)
+        logits = self(_tensor(ids), attn_mask=self.mmu_attention_mask(ids), logits_at=where)
+        target = np.where(counted, np.take_along_axis(labels, where + 1, 1), IGNORE_INDEX)
+        n = where.shape[1]
+        return cross_entropy(logits.reshape((b * n, logits.shape[2])), _tensor(target.reshape(-1)),
+                             ignore_index=IGNORE_INDEX)
 
     def losses(self, batch, fn="ShowO.losses"):
         """The loss terms of a batch -> ({"t2i", "lm", "mmu"}: 0-d Tensors of the parts present, logs)."""
