@@ -112,7 +112,8 @@ def accuracy_rows(metrics, set_name, seconds=None):
                      f"{metrics['digits_t2i']:.1%}", f"{metrics['digits_t2i_images']} images", secs))
         rows.append(('"what digit is this?" on held-out digits', f">= {AIMS['digits_mmu']:.0%}",
                      f"{metrics['digits_mmu']:.1%}", f"{metrics['digits_mmu_questions']} digits", secs))
-        rows.append(("(the judge on real held-out digits)", "", f"{metrics['digits_judge_heldout']:.1%}", "359 digits", ""))
+        rows.append(("(the judge on real held-out digits)", "", f"{metrics['digits_judge_heldout']:.1%}",
+                     "359 digits", ""))
     else:
         k = "heldout_combo_" if "heldout_combo_colour" in metrics else "shapes_"
         n = metrics.get("heldout_combo_scenes", metrics["shapes_scenes"])

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from eval_show_o_tiny import accuracy_rows, evaluate_show_o_tiny  # noqa: E402
 
 TINY = dict(tokenizer_steps=100, codebook_size=64, dim=64, num_layers=2, num_heads=4, size=16, downsample=4,
-            tokenizer_channels=32, mmu_coeff=1.0)
+            tokenizer_channels=32, tokenizer_entropy=1.0, mmu_coeff=1.0)
 
 
 def test_trains_above_chance_on_digits():
