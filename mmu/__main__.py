@@ -188,18 +188,21 @@ def build_parser():
     p = sub.add_parser("showo", help="Show-o-tiny on the built-in captioned sets: train, generate images, answer",
                        description="mmu showo train | generate | answer (mmu.models.show_o.tiny).")
     showo = p.add_subparsers(dest="showo_command", metavar="ACTION")
-    q = showo.add_parser("train", help="train Show-o-tiny (an LFQ image tokenizer first) and measure it")
+    q = showo.add_parser("train", help="train Show-o-tiny (an LFQ image tokenizer first); "
+                         "benchmarks/eval_show_o_tiny.py judges it")
     q.add_argument("--data", default="digits", metavar="digits|shapes|digits,shapes", help="the captioned sets")
-    q.add_argument("--steps", type=_positive, default=1000, help="Show-o training steps (default 1000)")
-    q.add_argument("--tokenizer-steps", type=_nonneg, default=800, help="image tokenizer steps (default 800)")
-    q.add_argument("--batch-size", type=_positive, default=32, help="rows a step (default 32)")
-    q.add_argument("--dim", type=_positive, default=128, help="model width (default 128)")
-    q.add_argument("--layers", type=_positive, default=2, help="transformer layers (default 2)")
-    q.add_argument("--downsample", type=_positive, default=4, help="image tokenizer downsampling: 4 -> 4x4 tokens, 2 -> 8x8")
+    d = " (default: the set's preset, mmu.models.show_o.tiny.PRESETS)"
+    q.add_argument("--steps", type=_positive, help="Show-o training steps" + d)
+    q.add_argument("--tokenizer-steps", type=_nonneg, help="image tokenizer steps" + d)
+    q.add_argument("--batch-size", type=_positive, help="rows a step" + d)
+    q.add_argument("--dim", type=_positive, help="model width" + d)
+    q.add_argument("--layers", type=_positive, help="transformer layers" + d)
+    q.add_argument("--size", type=_positive, help="image side in px" + d)
+    q.add_argument("--downsample", type=_positive, help="image tokenizer downsampling: a (size/N)^2 token grid" + d)
+    q.add_argument("--codebook-size", type=_positive, help="LFQ codes, a power of 2" + d)
     q.add_argument("--seed", type=_nonneg, default=0, help="seeds everything (default 0)")
     q.add_argument("--out", required=True, metavar="DIR", help="folder for the checkpoints and the model")
     q.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    q.add_argument("--no-eval", action="store_true", help="skip the measurement after training")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.add_argument("--threads", type=_positive, help="mmu.set_num_threads(N) first")
     q = showo.add_parser("generate", help="PNG images from a prompt with a trained Show-o-tiny")
@@ -212,7 +215,7 @@ def build_parser():
     q.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files")
     q = showo.add_parser("answer", help="answer a question about an image with a trained Show-o-tiny")
     q.add_argument("--model", required=True, metavar="DIR", help="a folder written by mmu showo train")
-    q.add_argument("--image", required=True, metavar="PNG", help="an image file (resized to 16 px)")
+    q.add_argument("--image", required=True, metavar="PNG", help="an image file (resized to the model's image size)")
     q.add_argument("--question", default="what digit is this?", help="the question (default 'what digit is this?')")
 
     p = sub.add_parser("encode", help="images -> codes (.npy, int64) with a trained tokenizer")
@@ -838,10 +841,11 @@ def cmd_showo(args):
         with _warnings_to_stderr("showo train"):
             run = tiny.train_show_o_tiny(sets, steps=args.steps, tokenizer_steps=args.tokenizer_steps,
                                          batch_size=args.batch_size, dim=args.dim, num_layers=args.layers,
-                                         downsample=args.downsample,
-                                         seed=args.seed, out=args.out, resume=args.resume, evaluate=not args.no_eval,
+                                         size=args.size, downsample=args.downsample, codebook_size=args.codebook_size,
+                                         seed=args.seed, out=args.out, resume=args.resume,
                                          progress=not args.quiet, verbose=True)
-        print(f"saved to {args.out}; mmu showo generate --model {args.out} --prompt '...' --out DIR writes images")
+        print(f"saved to {args.out}; mmu showo generate --model {args.out} --prompt '...' --out DIR writes images; "
+              f"python benchmarks/eval_show_o_tiny.py --sets {','.join(sets)} --model {args.out} judges it")
         return 0 if run is not None else 1
     if args.showo_command == "generate":
         from PIL import Image
@@ -864,8 +868,9 @@ def cmd_showo(args):
         model = _showo_model(args.model)
         if not os.path.isfile(args.image):
             raise UserError(f"--image: no such file {args.image!r}")
-        ch = model.config.image_tokenizer["args"]["**fields_"]["in_channels"]
-        batches = list(iter_image_batches([args.image], tiny.SIZE, ch, batch_size=1, where="mmu showo answer"))
+        ch = int(model.image_tokenizer.config.in_channels)
+        batches = list(iter_image_batches([args.image], tiny.image_size(model), ch, batch_size=1,
+                                          where="mmu showo answer"))
         if not batches:
             raise UserError(f"--image: cannot read {args.image!r} as an image")
         # up to 8 tokens, within the positions the model has ([MMU][SOI] image [EOI][SOT] question answer)

@@ -7,7 +7,8 @@ images (causal text) and generates them (MaskGIT image tokens), after showlab/Sh
   weights (t2i_coeff 1.0, lm_coeff 0.1, mmu_coeff 1.0), condition dropout, the nested image tokenizer.
 - prompting.py: Show-o's sequences (t2i_prompt, mmu_prompt, lm_prompt, inpainting_prompt,
   extrapolation_prompt, mixed_prompt) and masks (omni_attention_mask, mmu_attention_mask).
-- tiny.py: train_show_o_tiny / evaluate_show_o_tiny, Show-o-tiny on the built-in captioned sets.
+- tiny.py: train_show_o_tiny, Show-o-tiny on the built-in captioned sets with a preset per set (the judges
+  that measure it live in benchmarks/eval_show_o_tiny.py, outside the library).
 - `ShowO` (model.py): a Phi-style mmu.nn.TransformerLM with QK LayerNorm under `.lm`, a frozen image
   tokenizer under `.image_tokenizer`, training_step for mmu.train.Trainer (mask-token prediction on
   image tokens with the cosine schedule, next-token prediction on LM and MMU text), tokenize_images
@@ -31,6 +32,6 @@ from .convert import SHOW_O_RELEASE, convert_show_o_state_dict, load_show_o, sho
 __all__ += ["SHOW_O_RELEASE", "convert_show_o_state_dict", "load_show_o", "show_o_release_config"]
 
 # Show-o-tiny on the built-in captioned sets (tiny.py): mmu showo train / generate / answer
-from .tiny import ShowOTinyRun, evaluate_show_o_tiny, train_show_o_tiny  # noqa: E402
+from .tiny import ShowOTinyRun, show_o_tiny_preset, train_show_o_tiny  # noqa: E402
 
-__all__ += ["ShowOTinyRun", "evaluate_show_o_tiny", "train_show_o_tiny"]
+__all__ += ["ShowOTinyRun", "show_o_tiny_preset", "train_show_o_tiny"]
