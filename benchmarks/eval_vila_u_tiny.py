@@ -62,11 +62,13 @@ def judge_digits_t2i(run, judge, samples_per_prompt=10, cfg_scale=None, seed=0):
 
 
 def evaluate_vila_u_tiny(run, samples_per_prompt=10, cfg_scale=None, num_questions=None, num_shapes=None, seed=0):
-    """Judges a VILA-U-tiny run (module docstring) -> dict of floats in [0, 1] and the counts they are over."""
-    out = {}
+    """Judges a VILA-U-tiny run (module docstring) -> dict of floats in [0, 1] and the counts they are over.
+    The test splits are those of the run's seed (run.seed drew its train / test splits); `seed` seeds the
+    sampling only."""
+    data_seed, out = run.seed, {}
     if "digits" in run.sets:
-        judge, out["digits_judge_heldout"] = digit_judge(seed)
-        test = mdata.captioned_digits(16, "test", seed)
+        judge, out["digits_judge_heldout"] = digit_judge(data_seed)
+        test = mdata.captioned_digits(16, "test", data_seed)
         out["digits_t2i"], out["digits_t2i_per_digit"], out["digits_t2i_images"] = judge_digits_t2i(
             run, judge, samples_per_prompt, cfg_scale, seed)
         n = len(test) if num_questions is None else min(int(num_questions), len(test))
@@ -80,7 +82,7 @@ def evaluate_vila_u_tiny(run, samples_per_prompt=10, cfg_scale=None, num_questio
         m = tower_metrics(tower, x)
         out["digits_tower_psnr"], out["digits_tower_ssim"] = m["psnr"], m["ssim"]
     if "shapes" in run.sets:
-        test = mdata.captioned_shapes(size=16, split="test", seed=seed)
+        test = mdata.captioned_shapes(size=16, split="test", seed=data_seed)
         n = len(test) if num_shapes is None else min(int(num_shapes), len(test))
         images = tiny.generate_images(run, list(test.captions[:n]), cfg_scale=cfg_scale, seed=seed + 1)
         verdict = mdata.judge_shapes(tiny.tiny_images(images, 3), test.scenes[:n])
@@ -127,7 +129,8 @@ def main(argv=None):
     p.add_argument("--cfg-scales", default=None, help="comma-separated CFG scales to judge the digits at")
     p.add_argument("--recipe", action="store_true", help="also the recipe comparison (trains a 'joint' tower)")
     p.add_argument("--recipe-only", action="store_true", help="only the recipe comparison")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the training seed (it draws the splits too)")
+    p.add_argument("--sample-seed", type=int, default=0, help="the sampling seed of the judged generations")
     p.add_argument("--json", metavar="FILE", help="write the results there too")
     args = p.parse_args(argv)
     results = {"load": os.getloadavg()[0]}
@@ -140,12 +143,12 @@ def main(argv=None):
             run = tiny.train_vila_u_tiny(args.sets.split(","), seed=args.seed, verbose=True, **kw)
         results["seconds"] = run.seconds
         start = time.perf_counter()
-        results["metrics"] = evaluate_vila_u_tiny(run, args.samples_per_prompt, seed=args.seed)
+        results["metrics"] = evaluate_vila_u_tiny(run, args.samples_per_prompt, seed=args.sample_seed)
         results["eval_seconds"] = time.perf_counter() - start
         if args.cfg_scales and "digits" in run.sets:
-            judge, _ = digit_judge(args.seed)
-            results["cfg_sweep"] = {s: judge_digits_t2i(run, judge, args.samples_per_prompt, float(s), args.seed)[0]
-                                    for s in args.cfg_scales.split(",")}
+            judge, _ = digit_judge(run.seed)
+            results["cfg_sweep"] = {s: judge_digits_t2i(run, judge, args.samples_per_prompt, float(s),
+                                                        args.sample_seed)[0] for s in args.cfg_scales.split(",")}
     if args.recipe or args.recipe_only:
         tower = run.model.tower if run is not None and run.tower_history is not None and "digits" in run.sets \
             and run.channels == 1 else None

@@ -940,7 +940,8 @@ def cmd_vila_u(args):
         for i, im in enumerate(images):
             a = np.clip((im + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
             a = a[0] if a.shape[0] == 1 else a[:3].transpose(1, 2, 0)
-            Image.fromarray(a).save(os.path.join(args.out, f"{i // args.num_samples:03d}_{i % args.num_samples:03d}.png"))
+            name = f"{i // args.num_samples:03d}_{i % args.num_samples:03d}.png"
+            Image.fromarray(a).save(os.path.join(args.out, name))
         print(f"wrote {len(images)} image(s) -> {args.out}/000_000.png ...")
         return 0
     if args.vila_command == "answer":

@@ -118,7 +118,9 @@ class VILAUTinyRun:
     """What train_vila_u_tiny returns: the trained `model` (a VILAU holding its frozen tower), `tokenizer`
     (the word-level mmu.text.TextTokenizer of its texts; the tower's text tokenizer too), `history` (the
     VILAU Trainer's), `tower_history` ({"align": History, "tower": History}; None when the tower came from
-    `out` on resume), `seconds` {"tower", "vila_u"} of training, `sets`, `channels` (1: digits only, 3)."""
+    `out` on resume), `seconds` {"tower", "vila_u"} of training, `sets`, `channels` (1: digits only, 3),
+    `seed` (the run's: it also drew the sets' train / test splits, so evaluations read this seed's test
+    split)."""
     model: object
     tokenizer: object
     history: object
@@ -126,6 +128,7 @@ class VILAUTinyRun:
     seconds: dict
     sets: tuple
     channels: int
+    seed: int = 0
 
 
 def tiny_tower(sets=("digits",), dim=64, codebook_size=256, rvq_depth=4, tokenizer=None):
@@ -256,7 +259,7 @@ def train_vila_u_tiny(sets=("digits",), steps=1200, batch_size=32, lr=2e-3, dim=
         trainer.save_checkpoint(trainer._ckpt_path(trainer.step))
         trainer._prune()
     model.eval()
-    run = VILAUTinyRun(model, tok, history, tower_history, seconds, sets, ch)
+    run = VILAUTinyRun(model, tok, history, tower_history, seconds, sets, ch, seed)
     if out is not None:
         out = os.fspath(out)
         model.save_pretrained(out)
@@ -293,7 +296,8 @@ def load_vila_u_tiny(path):
     tok = TextTokenizer.from_pretrained(path)
     model.tower.text_tokenizer = tok
     sets = tuple(info["sets"])
-    return VILAUTinyRun(model, tok, None, None, info.get("seconds", {}), sets, 3 if "shapes" in sets else 1)
+    return VILAUTinyRun(model, tok, None, None, info.get("seconds", {}), sets, 3 if "shapes" in sets else 1,
+                        int(info.get("seed", 0)))
 
 
 def _check_run(run, fn):
