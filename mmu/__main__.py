@@ -218,6 +218,35 @@ def build_parser():
     q.add_argument("--image", required=True, metavar="PNG", help="an image file (resized to the model's image size)")
     q.add_argument("--question", default="what digit is this?", help="the question (default 'what digit is this?')")
 
+    p = sub.add_parser("vila-u", help="VILA-U-tiny on the built-in captioned sets: train, generate images, answer",
+                       description="mmu vila-u train | generate | answer (mmu.models.vila_u.tiny).")
+    vila = p.add_subparsers(dest="vila_command", metavar="ACTION")
+    q = vila.add_parser("train", help="train VILA-U-tiny (the vision tower first: align, then tower)")
+    q.add_argument("--data", default="digits", metavar="digits|shapes|digits,shapes", help="the captioned sets")
+    q.add_argument("--steps", type=_positive, default=1200, help="VILA-U training steps (default 1200)")
+    q.add_argument("--tower-steps", type=_positive, default=1200,
+                   help="vision tower steps, half 'align' and half 'tower' (default 1200)")
+    q.add_argument("--batch-size", type=_positive, default=32, help="rows a step (default 32)")
+    q.add_argument("--dim", type=_positive, default=128, help="model width (default 128)")
+    q.add_argument("--layers", type=_positive, default=2, help="transformer layers (default 2)")
+    q.add_argument("--seed", type=_nonneg, default=0, help="seeds everything (default 0)")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder for the tower, the checkpoints and the model")
+    q.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.add_argument("--threads", type=_positive, help="mmu.set_num_threads(N) first")
+    q = vila.add_parser("generate", help="PNG images from a prompt with a trained VILA-U-tiny")
+    q.add_argument("--model", required=True, metavar="DIR", help="a folder written by mmu vila-u train")
+    q.add_argument("--prompt", required=True, action="append", metavar="TEXT", help="the caption (repeatable)")
+    q.add_argument("--num-samples", type=_positive, default=4, metavar="N", help="images per prompt (default 4)")
+    q.add_argument("--cfg-scale", type=float, help="classifier-free guidance s (default: the model's)")
+    q.add_argument("--seed", type=_nonneg, default=0, help="sampling seed (default 0)")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files")
+    q = vila.add_parser("answer", help="answer a question about an image with a trained VILA-U-tiny")
+    q.add_argument("--model", required=True, metavar="DIR", help="a folder written by mmu vila-u train")
+    q.add_argument("--image", required=True, metavar="PNG", help="an image file (resized to 16 px)")
+    q.add_argument("--question", default="what digit is this?",
+                   help="the question (default 'what digit is this?'; '' captions the image)")
+
     p = sub.add_parser("encode", help="images -> codes (.npy, int64) with a trained tokenizer")
     p.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained folder")
     p.add_argument("images", nargs="+", metavar="IMAGES", help="image files and/or folders of images")
@@ -884,6 +913,61 @@ def cmd_showo(args):
     raise UserError("mmu showo: give an action: train, generate or answer")
 
 
+def _vila_u_run(path):
+    from .models.vila_u import tiny
+    if not os.path.isfile(os.path.join(path, tiny.RUN_FILE)):
+        raise UserError(f"--model: {path!r} holds no {tiny.RUN_FILE} (a folder written by mmu vila-u train)")
+    return tiny.load_vila_u_tiny(path)
+
+
+def cmd_vila_u(args):
+    """mmu vila-u train | generate | answer: mmu.models.vila_u.tiny from the command line."""
+    import numpy as np
+
+    from .models.vila_u import tiny
+    if args.vila_command == "train":
+        try:
+            sets = tiny._sets(args.data, "--data")
+        except (TypeError, ValueError) as e:
+            raise UserError(str(e)) from None
+        _check_out_dir(args.out)
+        if args.resume and not os.path.isdir(os.path.join(args.out, "checkpoints")):
+            raise UserError(f"--resume: no checkpoint in {args.out!r} to continue from")
+        if args.tower_steps < 2:
+            raise UserError("--tower-steps: at least 2 (stage 'align' then stage 'tower')")
+        _threads(args)
+        with _warnings_to_stderr("vila-u train"):
+            tiny.train_vila_u_tiny(sets, steps=args.steps, tower_steps=args.tower_steps, batch_size=args.batch_size,
+                                   dim=args.dim, num_layers=args.layers, seed=args.seed, out=args.out,
+                                   resume=args.resume, progress=not args.quiet, verbose=True)
+        print(f"saved to {args.out}; mmu vila-u generate --model {args.out} --prompt '...' --out DIR writes images")
+        return 0
+    if args.vila_command == "generate":
+        from PIL import Image
+        run = _vila_u_run(args.model)
+        images = tiny.generate_images(run, args.prompt, args.num_samples, cfg_scale=args.cfg_scale, seed=args.seed)
+        os.makedirs(args.out, exist_ok=True)
+        for i, im in enumerate(images):
+            a = np.clip((im + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+            a = a[0] if a.shape[0] == 1 else a[:3].transpose(1, 2, 0)
+            name = f"{i // args.num_samples:03d}_{i % args.num_samples:03d}.png"
+            Image.fromarray(a).save(os.path.join(args.out, name))
+        print(f"wrote {len(images)} image(s) -> {args.out}/000_000.png ...")
+        return 0
+    if args.vila_command == "answer":
+        from .data import iter_image_batches
+        run = _vila_u_run(args.model)
+        if not os.path.isfile(args.image):
+            raise UserError(f"--image: no such file {args.image!r}")
+        batches = list(iter_image_batches([args.image], tiny.SIZE, run.channels, batch_size=1,
+                                          where="mmu vila-u answer"))
+        if not batches:
+            raise UserError(f"--image: cannot read {args.image!r} as an image")
+        print(tiny.answer_images(run, batches[0][1], args.question)[0])
+        return 0
+    raise UserError("mmu vila-u: give an action: train, generate or answer")
+
+
 # --------------------------------------------------------------------------- main
 def _threads(args):
     if getattr(args, "threads", None):
@@ -892,7 +976,8 @@ def _threads(args):
 
 
 COMMANDS = {"compare": cmd_compare, "train": cmd_train, "generate": cmd_generate, "encode": cmd_encode,
-            "decode": cmd_decode, "showo": cmd_showo}
+            "decode": cmd_decode, "showo": cmd_showo,
+            "vila-u": cmd_vila_u}
 
 
 def main(argv=None):

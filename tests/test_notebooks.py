@@ -16,7 +16,8 @@ if not hasattr(mmu.tokenizers, "VQVAE") or not hasattr(mmu.train, "Trainer"):
     pytest.skip("mmu.tokenizers / mmu.train are not in this build", allow_module_level=True)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOKS = ["01_quickstart.ipynb", "02_tokenizer_comparison.ipynb", "03_language_model.ipynb", "04_show_o.ipynb"]
+NOTEBOOKS = ["01_quickstart.ipynb", "02_tokenizer_comparison.ipynb", "03_language_model.ipynb", "04_show_o.ipynb",
+             "05_vila_u.ipynb"]
 KERNEL = "mmu-test-python"
 
 

@@ -15,6 +15,8 @@ and video codes built on a text-aligned residual-VQ vision tower.
   `.mm_projector`, `.depth` (`DepthTransformer`, depth.py: VILA-U's RQTransformer head) and the frozen tower
   under `.tower`; training_step for mmu.train.Trainer; generate_images / generate_video / answer
   (generation.py) on the LLM's KV cache.
+- tiny.py: VILA-U-tiny on the built-in captioned sets (`train_vila_u_tiny`, `load_vila_u_tiny`, `tiny_tower`;
+  `mmu vila-u train | generate | answer`).
 - convert.py: published checkpoints -> these modules: `load_vila_u` (VILA-U's release: llm/, vision_tower/,
   mm_projector/), `load_vila_u_tower`, and the SigLIP / CLIP text towers of Hugging Face and open_clip onto
   `TextEncoder` (`load_text_encoder`, `load_open_clip_text`).
@@ -47,3 +49,8 @@ __all__ += ["VILAU", "VILAUConfig", "DepthTransformer", "MMProjector", "VISUAL_T
 __all__ += ["load_text_encoder", "load_open_clip_text", "vila_u_tower_config", "convert_vila_u_tower_state_dict",
             "load_vila_u_tower", "convert_vila_u_depth_state_dict", "convert_vila_u_projector_state_dict",
             "vila_u_config", "load_vila_u"]
+
+# VILA-U-tiny on the built-in captioned sets (tiny.py): mmu vila-u train / generate / answer
+from .tiny import VILAUTinyRun, load_vila_u_tiny, tiny_tower, train_vila_u_tiny  # noqa: E402
+
+__all__ += ["VILAUTinyRun", "load_vila_u_tiny", "tiny_tower", "train_vila_u_tiny"]
