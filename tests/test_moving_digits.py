@@ -87,12 +87,15 @@ def test_splits_use_disjoint_digit_images_as_captioned_digits():
     assert set(other.source_index.ravel()) != set(test.source_index.ravel())
 
 
-def _phrase(vel):
+def _phrase(pos, vel):
+    # what the frames show: every step one way along the velocity's axis -> moving, else bouncing
     axis = 0 if vel[0, 0] != 0 else 1
-    if len(set(vel[:, axis].tolist())) > 1:
-        return "bouncing left and right" if axis == 0 else "bouncing up and down"
-    unit = tuple(int(v) for v in np.sign(vel[0]))
-    return "moving " + {v: k for k, v in MOVING_DIRECTIONS.items()}[unit]
+    steps = np.diff(pos[:, axis])
+    if len(set(np.sign(steps).tolist())) == 1 and steps[0] != 0:
+        unit = [0, 0]
+        unit[axis] = int(np.sign(steps[0]))
+        return "moving " + {v: k for k, v in MOVING_DIRECTIONS.items()}[tuple(unit)]
+    return "bouncing left and right" if axis == 0 else "bouncing up and down"
 
 
 @pytest.mark.parametrize("num_digits", [1, 2])
@@ -101,8 +104,20 @@ def test_captions_and_answers_follow_the_metadata(num_digits):
     corpus = set(mmu.data.moving_digits_corpus(num_digits))
     kinds = set()
     for i in range(len(ds)):
-        motions = [_phrase(ds.velocities[i, :, k]) for k in range(num_digits)]
+        motions = [_phrase(ds.positions[i, :, k], ds.velocities[i, :, k]) for k in range(num_digits)]
         assert tuple(motions) == tuple(ds.motions[i])
+        for k, m in enumerate(motions):
+            flips = (np.diff(ds.velocities[i, :, k], axis=0) != 0).any(-1)
+            if m.startswith("moving"):   # a steady motion: no flip after frame 0 (one at frame 0 is not seen)
+                assert not flips[1:].any()
+                step = np.diff(ds.positions[i, :, k], axis=0)
+                np.testing.assert_array_equal(step, np.repeat(step[:1], len(step), 0))
+                assert tuple(np.sign(step[0])) == MOVING_DIRECTIONS[m[7:]]
+            else:                        # a bounce: a flip, and the steps reverse or stall
+                assert flips.any()
+                axis = 0 if ds.velocity[i, k, 0] != 0 else 1
+                step = np.diff(ds.positions[i, :, k, axis])
+                assert (step == 0).any() or len(set(np.sign(step).tolist()) - {0}) == 2
         kinds.update(motions)
         words = [DIGIT_WORDS[y] for y in ds.labels[i]]
         want = [" and ".join(t.format(word=w, digit=y, motion=m) for w, y, m in zip(words, ds.labels[i], motions))

@@ -9,8 +9,9 @@ Physics (integer pixels): a digit's top-left corner p (x right, y down) lives in
 digit_size; each frame p <- p + v, and a step that would leave [0, L] is reflected at the wall
 (p <- -p below 0, p <- 2 L - p above L) and the velocity along that axis flips. Velocities are along one
 axis (right, left, down or up) with a speed of speed[0] .. speed[1] pixels a frame (speed[1] <= L, so a
-step reflects at most once). A digit whose velocity flips during the clip is "bouncing left and right" /
-"bouncing up and down", one that never flips is "moving right" / "left" / "down" / "up".
+step reflects at most once). Captions say what the frames show: a digit whose every step goes the same way
+is "moving right" / "left" / "down" / "up" (also one that starts at a wall and reflects off it before frame
+1), one whose steps reverse or stall (a reflection) is "bouncing left and right" / "bouncing up and down".
 
 Splits: the digit images of "train" and "test" are mmu.data.digits' train / test split for
 (split_seed, test_fraction) - the same images as mmu.data.captioned_digits' split - so held-out clips show
@@ -34,14 +35,18 @@ MOVING_CAPTION_TEMPLATES = ("a {word} {motion}", "the digit {digit} {motion}", "
 _COUNT_WORDS = {1: "one", 2: "two"}
 
 
-def _motion_phrase(velocities):
-    """velocities (T, 2) of one digit (the velocity leaving each frame) -> its motion phrase."""
-    axis = 0 if velocities[0, 0] != 0 else 1
-    if np.any(velocities[:, axis] != velocities[0, axis]):
-        return _BOUNCING[axis]
-    sign = int(np.sign(velocities[0, axis]))
-    return "moving " + {(1, 0): "right", (-1, 0): "left", (0, 1): "down", (0, -1): "up"}[
-        (sign, 0) if axis == 0 else (0, sign)]
+def _motion_phrase(positions, velocity):
+    """positions (T, 2) of one digit, velocity (2,) its initial one -> its motion phrase, from what the frames
+    show: "moving <direction>" when every step goes the same way along the velocity's axis, else "bouncing
+    ..." (a step reversed or stalled at a wall; a digit that starts at a wall and reflects before frame 1
+    is seen moving away from it, not bouncing)."""
+    axis = 0 if velocity[0] != 0 else 1
+    steps = np.diff(positions[:, axis])
+    if (steps > 0).all():
+        return "moving " + ("right" if axis == 0 else "down")
+    if (steps < 0).all():
+        return "moving " + ("left" if axis == 0 else "up")
+    return _BOUNCING[axis]
 
 
 def _texts(labels, motions, other):
@@ -183,7 +188,7 @@ def _moving(n, frames, size, digit_size, split, seed, num_digits, speed, test_fr
                 window = clips[i, 0, t, y:y + digit_size, x:x + digit_size]
                 np.maximum(window, img, out=window)   # overlapping digits: the brighter pixel (both on black)
     labels = pool_labels[pick]
-    motions = tuple(tuple(_motion_phrase(velocities[i, :, k]) for k in range(num_digits)) for i in range(n))
+    motions = tuple(tuple(_motion_phrase(positions[i, :, k], velocity[i, k]) for k in range(num_digits)) for i in range(n))
     caption_options, qa_options, qa_choice = [], [], []
     for i in range(n):
         shown = set(int(y) for y in labels[i])
