@@ -107,8 +107,8 @@ def judge(clips, labels, motions, digit_size, clf):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=400, help="VILAU steps")
-    p.add_argument("--tower-steps", type=int, default=400, help="tower steps (align half, tower half)")
+    p.add_argument("--steps", type=int, default=800, help="VILAU steps")
+    p.add_argument("--tower-steps", type=int, default=800, help="tower steps (1/8 align, then tower)")
     p.add_argument("--train-clips", type=int, default=1024)
     p.add_argument("--clips", type=int, default=60, help="held-out captions to generate")
     p.add_argument("--cfg", type=float, default=3.0)

@@ -188,7 +188,8 @@ def _moving(n, frames, size, digit_size, split, seed, num_digits, speed, test_fr
                 window = clips[i, 0, t, y:y + digit_size, x:x + digit_size]
                 np.maximum(window, img, out=window)   # overlapping digits: the brighter pixel (both on black)
     labels = pool_labels[pick]
-    motions = tuple(tuple(_motion_phrase(positions[i, :, k], velocity[i, k]) for k in range(num_digits)) for i in range(n))
+    motions = tuple(tuple(_motion_phrase(positions[i, :, k], velocity[i, k]) for k in range(num_digits))
+                    for i in range(n))
     caption_options, qa_options, qa_choice = [], [], []
     for i in range(n):
         shown = set(int(y) for y in labels[i])
