@@ -13,6 +13,7 @@ from ...nn.module import _class_path, _encode, _NotSerialisable
 from ...tensor import rand as _rand
 from ...tensor import tensor as _tensor
 from ..._args import check_int
+from .._batch import task_parts
 from .config import ShowOConfig
 from .prompting import (IGNORE_INDEX, image_token_ids, lm_prompt, mmu_attention_mask, mmu_prompt,
                         omni_attention_mask, t2i_prompt, text_rows)
@@ -278,28 +279,7 @@ class ShowO(Module):
 
     def _parts(self, batch, fn):
         """A batch -> {task: part dict}, from {"t2i": {...}, ...} or flat {"t2i.codes": ..., ...}."""
-        if not isinstance(batch, dict):
-            raise TypeError(f"{fn}: a batch is a dict with parts 't2i', 'lm', 'mmu' (or flat keys like 't2i.codes'), "
-                            f"got {type(batch).__name__}")
-        parts = {}
-        for key, value in batch.items():
-            if isinstance(key, str) and key in TASKS:
-                if not isinstance(value, dict):
-                    raise TypeError(f"{fn}: batch[{key!r}] must be a dict, got {type(value).__name__}")
-                parts.setdefault(key, {}).update(value)
-            elif isinstance(key, str) and "." in key and key.split(".", 1)[0] in TASKS:
-                task, name = key.split(".", 1)
-                parts.setdefault(task, {})[name] = value
-            else:
-                raise KeyError(f"{fn}: unknown batch key {key!r}; the parts are {TASKS} (nested dicts or "
-                               f"'task.name' keys)")
-        if not parts:
-            raise ValueError(f"{fn}: the batch has no part")
-        for task, part in parts.items():
-            unknown = sorted(set(part) - set(_PART_KEYS[task]))
-            if unknown:
-                raise KeyError(f"{fn}: unknown key(s) {unknown} in the {task!r} part (known: {_PART_KEYS[task]})")
-        return parts
+        return task_parts(batch, _PART_KEYS, fn)
 
     def t2i_loss_positions(self, labels):
         """The positions whose logits the T2I loss reads: labels (B, L) of t2i_training_inputs ->

@@ -18,6 +18,7 @@ them itself. Sequences are minimal (no chat template): see training_step.
 import numpy as np
 
 from ..._args import flag, is_int
+from .._batch import task_parts
 from ...autograd import no_grad
 from ...functional import cross_entropy
 from ...nn import GELU, Linear, Module, Sequential, TransformerLM
@@ -427,27 +428,8 @@ class VILAU(Module):
     # ------------------------------------------------------------------ losses
     def _parts(self, batch, fn):
         """A batch -> {task: part dict}, from {"t2i": {...}, ...} or flat {"t2i.codes": ..., ...}."""
-        if not isinstance(batch, dict):
-            raise TypeError(f"{fn}: a batch is a dict with parts 'i2t', 't2i', 't2v' (or flat keys like "
-                            f"'t2i.codes'), got {type(batch).__name__}")
-        parts = {}
-        for key, value in batch.items():
-            if isinstance(key, str) and key in TASKS:
-                if not isinstance(value, dict):
-                    raise TypeError(f"{fn}: batch[{key!r}] must be a dict, got {type(value).__name__}")
-                parts.setdefault(key, {}).update(value)
-            elif isinstance(key, str) and "." in key and key.split(".", 1)[0] in TASKS:
-                task, name = key.split(".", 1)
-                parts.setdefault(task, {})[name] = value
-            else:
-                raise KeyError(f"{fn}: unknown batch key {key!r}; the parts are {TASKS} (nested dicts or "
-                               f"'task.name' keys)")
-        if not parts:
-            raise ValueError(f"{fn}: the batch has no part")
+        parts = task_parts(batch, _PART_KEYS, fn)
         for task, part in parts.items():
-            unknown = sorted(set(part) - set(_PART_KEYS[task]))
-            if unknown:
-                raise KeyError(f"{fn}: unknown key(s) {unknown} in the {task!r} part (known: {_PART_KEYS[task]})")
             if "text_ids" not in part:
                 raise KeyError(f"{fn}: the {task!r} part needs 'text_ids'")
             if "codes" not in part and "images" not in part:
