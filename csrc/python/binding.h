@@ -62,7 +62,7 @@ static inline int mmu_parse_ints(PyObject *obj, int n, int64_t *v, const char *o
 /* Tensor arguments of one op call, released together by finish(). Every
  * bind_*.c file uses these: convert with arg(), run the op under MMU_NOGIL,
  * return finish(&ta, st, out). */
-#define MAX_TENSOR_ARGS 4
+#define MAX_TENSOR_ARGS 8  /* the most tensors one op binding converts: qkv_heads' 7 */
 
 typedef struct {
     mmu_tensor *t[MAX_TENSOR_ARGS];
@@ -72,6 +72,10 @@ typedef struct {
 /* Converts obj (Tensor, ndarray, scalar, list) and keeps it in a; NULL with
  * a Python error set on failure. Python scalars take dtype `like` (or -1). */
 static inline mmu_tensor *arg(tensor_args *a, PyObject *obj, int like, const char *op, const char *name) {
+    if (a->n >= MAX_TENSOR_ARGS) {  /* a binding that converts more tensors than it can release */
+        PyErr_Format(PyExc_SystemError, "%s: more than %d tensor arguments (at %s)", op, MAX_TENSOR_ARGS, name);
+        return NULL;
+    }
     mmu_tensor *t = mmu_to_tensor(obj, like, op, name);
     if (t) a->t[a->n++] = t;
     return t;
