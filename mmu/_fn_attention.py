@@ -159,7 +159,7 @@ def qkv_heads(qkv, num_heads, num_kv_heads=None, norm=None, q_weight=None, q_bia
         raise TypeError("qkv_heads: num_heads and num_kv_heads must be ints")
     if not (1 <= num_heads < 2 ** 31 and 1 <= num_kv_heads < 2 ** 31):
         raise ValueError(f"qkv_heads: num_heads and num_kv_heads must be >= 1, got {num_heads} and {num_kv_heads}")
-    if norm not in _QKV_NORMS:
+    if not (norm is None or isinstance(norm, str)) or norm not in _QKV_NORMS:
         raise ValueError(f"qkv_heads: norm must be 'layernorm', 'rmsnorm' or None, got {norm!r}")
     if not is_real(eps):
         raise TypeError(f"qkv_heads: eps must be a number, got {type(eps).__name__}")

@@ -590,7 +590,7 @@ def norm(input, p=2, dim=None, keepdim=False):
     if isinstance(p, str) or p != p or (p < 0 and p != -float("inf")):
         raise ValueError(f"norm: p must be a number > 0, 0, inf, -inf or 'fro', got {p!r}")
     if builtins.abs(p) == float("inf"):
-        reduced = input.shape if dim is None else [input.shape[d] for d in dim]
+        reduced = input.shape if dim is None or input.ndim == 0 else [input.shape[d] for d in dim]  # 0-d: dim 0/-1
         if 0 in reduced:  # max / min of nothing has no value (torch raises too)
             raise ValueError(f"norm: the {p} norm of an empty reduction is not defined (input of shape "
                              f"{input.shape}, dim {dim})")

@@ -130,3 +130,10 @@ def test_arguments_are_checked():
     ]:
         with pytest.raises(err, match=msg):
             call()
+
+
+def test_norm_that_is_not_a_name_is_a_clear_error():
+    # the API fuzz passed an array as norm: an unhashable TypeError that did not name qkv_heads
+    qkv = mmu.tensor(np.zeros((2, 3, 12), np.float32))
+    with pytest.raises(ValueError, match="qkv_heads: norm must be"):
+        F.qkv_heads(qkv, 2, norm=np.zeros((2, 3)))

@@ -239,3 +239,12 @@ def test_norm_bad_p_names_norm():
     assert mmu.norm(mmu.tensor([3.0, 4.0]), None).item() == pytest.approx(5.0)  # torch: None is 'fro'
     with pytest.raises(TypeError, match="norm"):
         mmu.norm(mmu.ones(3, dtype=mmu.int64))
+
+
+def test_inf_norm_of_a_0d_tensor_over_its_dim():
+    # torch: the +-inf norm of a 0-d tensor over dim 0 / -1 is |x| (the API fuzz found an IndexError)
+    t = mmu.tensor(-3.0)
+    for p in (float("inf"), -float("inf")):
+        for dim in (0, -1):
+            assert float(t.norm(p, dim=dim).numpy()) == 3.0
+            assert t.norm(p, dim=dim, keepdim=True).shape == ()
