@@ -29,6 +29,7 @@ place and skips the blocks that are fully hidden):
 import numpy as np
 
 from ..._args import is_int
+from .._batch import id_rows
 from .config import ShowOConfig
 
 __all__ = ["IGNORE_INDEX", "t2i_prompt", "mmu_prompt", "lm_prompt", "inpainting_prompt", "extrapolation_prompt",
@@ -46,28 +47,7 @@ def _cfg(config, fn):
 def text_rows(text_ids, fn, name="text_ids", batch=None):
     """Texts -> a list of lists of int: a list of sequences (lists / 1-D arrays) or a 2-D int array
     whose negative entries are padding (dropped)."""
-    if hasattr(text_ids, "numpy") and not isinstance(text_ids, np.ndarray):
-        text_ids = text_ids.numpy()
-    if isinstance(text_ids, np.ndarray):
-        if text_ids.ndim != 2 or text_ids.dtype.kind not in "iu":
-            raise ValueError(f"{fn}: {name} as an array must be 2-D integer ids (negative = padding), got "
-                             f"{text_ids.dtype} {text_ids.shape}")
-        rows = [[int(v) for v in r if v >= 0] for r in text_ids]
-    elif isinstance(text_ids, (list, tuple)):
-        rows = []
-        for i, r in enumerate(text_ids):
-            if isinstance(r, str):
-                raise TypeError(f"{fn}: {name}[{i}] is a str; encode texts with the text tokenizer first")
-            a = np.asarray(r.numpy() if hasattr(r, "numpy") and not isinstance(r, np.ndarray) else r)
-            if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
-                raise ValueError(f"{fn}: {name}[{i}] must be a 1-D sequence of int ids, got {a.dtype} {a.shape}")
-            rows.append([int(v) for v in a])
-    else:
-        raise TypeError(f"{fn}: {name} must be a list of id sequences or a 2-D int array, got "
-                        f"{type(text_ids).__name__}")
-    if batch is not None and len(rows) != batch:
-        raise ValueError(f"{fn}: {name} has {len(rows)} rows, the batch has {batch}")
-    return rows
+    return id_rows(text_ids, fn, name, batch)
 
 
 def _check_text(rows, config, fn, name):

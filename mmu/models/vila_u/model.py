@@ -18,7 +18,7 @@ them itself. Sequences are minimal (no chat template): see training_step.
 import numpy as np
 
 from ..._args import flag, is_int
-from .._batch import task_parts
+from .._batch import id_rows, task_parts
 from ...autograd import no_grad
 from ...functional import cross_entropy
 from ...nn import GELU, Linear, Module, Sequential, TransformerLM
@@ -93,25 +93,7 @@ def text_rows(text_ids, fn, name, config, batch=None):
     """Texts -> a list of lists of text ids: a list of id sequences or a 2-D int array padded with negative
     values; a leading [SOT] and a trailing [EOT] are dropped (the sequences add them). Every id must be a
     text id in [0, llm_vocab_size)."""
-    if hasattr(text_ids, "numpy") and not isinstance(text_ids, np.ndarray):
-        text_ids = text_ids.numpy()
-    if isinstance(text_ids, np.ndarray):
-        if text_ids.ndim != 2 or text_ids.dtype.kind not in "iu":
-            raise ValueError(f"{fn}: {name} as an array must be 2-D integer ids (negative = padding), got "
-                             f"{text_ids.dtype} {text_ids.shape}")
-        rows = [[int(v) for v in r if v >= 0] for r in text_ids]
-    elif isinstance(text_ids, (list, tuple)):
-        rows = []
-        for i, r in enumerate(text_ids):
-            if isinstance(r, str):
-                raise TypeError(f"{fn}: {name}[{i}] is a str; encode texts with the text tokenizer first")
-            a = np.asarray(r.numpy() if hasattr(r, "numpy") and not isinstance(r, np.ndarray) else r)
-            if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
-                raise ValueError(f"{fn}: {name}[{i}] must be a 1-D sequence of int ids, got {a.dtype} {a.shape}")
-            rows.append([int(v) for v in a])
-    else:
-        raise TypeError(f"{fn}: {name} must be a list of id sequences or a 2-D int array, got "
-                        f"{type(text_ids).__name__}")
+    rows = id_rows(text_ids, fn, name)
     if not rows:
         raise ValueError(f"{fn}: {name} is empty")
     if batch is not None and len(rows) != batch:
