@@ -142,18 +142,19 @@ def _step(fwd, leaves, g, backward, no_grad):
 # ---------------------------------------------------------------- timing
 
 def _sample(fn, min_s=0.05):
-    t0, calls = time.perf_counter(), 0
+    """(wall seconds, CPU seconds of this process) per call, over calls lasting >= min_s"""
+    t0, c0, calls = time.perf_counter(), time.process_time(), 0
     while True:
         fn()
         calls += 1
         el = time.perf_counter() - t0
         if el >= min_s:
-            return el / calls
+            return el / calls, (time.process_time() - c0) / calls
 
 
 def compare(fns, repeat):
-    """{name: median seconds}: every variant warmed up, then `repeat` rounds, each timing one sample of
-    every variant in turn (so a burst of load hits all of them alike)."""
+    """{name: (median wall seconds, median CPU seconds)}: every variant warmed up, then `repeat` rounds,
+    each timing one sample of every variant in turn (so a burst of load hits all of them alike)."""
     for fn in fns.values():
         for _ in range(2):
             fn()
@@ -161,7 +162,7 @@ def compare(fns, repeat):
     for _ in range(repeat):
         for name, fn in fns.items():
             times[name].append(_sample(fn))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t)) for name, t in times.items()}
 
 
 def load():
@@ -183,8 +184,10 @@ def main(argv=None):
     for threads in (int(t) for t in args.threads.split(",")):
         mmu.set_num_threads(threads)
         torch.set_num_threads(threads)
-        print(f"\nthreads {threads}   (ms: median of {args.repeat}; ratio = torch / mmu)")
-        print(f"{'case':<26}{'pass':<9}{'mmu':>9}{'t-mask':>9}{'t-part':>9}{'x mask':>8}{'x part':>8}   load 1/5/15")
+        print(f"\nthreads {threads}   (ms per call: median of {args.repeat}; x = torch / mmu)")
+        cpu_note = "cpu: CPU time of the process, the work itself whatever the load" if threads == 1 else ""
+        print(f"{'case':<26}{'pass':<9}{'mmu':>8}{'t-mask':>9}{'t-part':>8}{'x mask':>8}{'x part':>8}"
+              + (f"{'cpu mmu':>9}{'x mask':>8}{'x part':>8}" if threads == 1 else "") + f"   load 1/5/15  {cpu_note}")
         for kind, sizes in (("window", wsizes), ("temporal", tsizes)):
             for size in sizes:
                 for backward in (False, True):
@@ -198,10 +201,12 @@ def main(argv=None):
                         fns = {fw: make_temporal(fw, torch, mmu, B, H, T, L, d, causal, backward, rng)
                                for fw in variants}
                     t = compare(fns, args.repeat)
-                    print(f"{name:<26}{'fwd+bwd' if backward else 'fwd':<9}{t['mmu'] * 1e3:>9.2f}"
-                          f"{t['torch-mask'] * 1e3:>9.2f}{t['torch-part'] * 1e3:>9.2f}"
-                          f"{t['torch-mask'] / t['mmu']:>8.1f}{t['torch-part'] / t['mmu']:>8.2f}   {load()}",
-                          flush=True)
+                    (m, mc), (tm, tmc), (tp, tpc) = t["mmu"], t["torch-mask"], t["torch-part"]
+                    row = (f"{name:<26}{'fwd+bwd' if backward else 'fwd':<9}{m * 1e3:>8.2f}{tm * 1e3:>9.2f}"
+                           f"{tp * 1e3:>8.2f}{tm / m:>8.1f}{tp / m:>8.2f}")
+                    if threads == 1:
+                        row += f"{mc * 1e3:>9.2f}{tmc / mc:>8.1f}{tpc / mc:>8.2f}"
+                    print(row + f"   {load()}", flush=True)
     return 0
 
 

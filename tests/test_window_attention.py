@@ -189,7 +189,9 @@ def test_window_attention_errors():
 
 TEMPORAL_CASES = [
     # (B, H, T, L, d, dv)
-    (2, 3, 5, 4, 8, 8),
+    (2, 3, 5, 4, 8, 8),       # short sequences share a group: 2 locations of 5 frames (3 do not divide L = 4)
+    (1, 2, 5, 6, 8, 8),       # 3 locations of 5 frames a group
+    (1, 1, 4, 12, 6, 6),      # 4 locations of 4 frames a group
     (1, 2, 1, 6, 16, 16),     # T = 1: out = v
     (2, 1, 17, 3, 5, 7),      # T = 17, d and dv odd and different
     (1, 2, 9, 64, 32, 32),    # OmniTokenizer-like

@@ -1298,7 +1298,10 @@ done:
  *            position bias) is added to every window's scores.
  *   temporal (OmniTokenizer's causal temporal blocks): N = T·L tokens frame-major, a group is
  *            one location l, row t is token t·L + l (stride L·d in memory); causal: row t sees
- *            rows t' <= t.
+ *            rows t' <= t. Short sequences share a group: G = 16 / T locations (as L allows)
+ *            make one group of G·T rows whose scores outside a location's T x T block are
+ *            -inf, since the GEMM pads the key columns to 16 anyway (T = 5: one group of 15
+ *            rows for 3 locations instead of three groups of 5).
  *
  * Token (group gi, row r) = base(gi) + rel(r): rel is a table of n offsets made once per
  * call. A group is a small dense attention whose rows are gathered by this index
@@ -1318,7 +1321,7 @@ typedef struct {
     int64_t NB, H, N, E, Ev; /* NB = B·H */
     int64_t ngroup, n;       /* groups per head, rows per group */
     int64_t gw, wh, ww, nw;  /* window: grid width, window, windows per grid row */
-    int64_t L;               /* temporal: tokens per frame */
+    int64_t L, T, G;         /* temporal: tokens per frame, frames, locations per group */
     int temporal, causal;
     float scale;
     int64_t *rel; /* (n) token offset of row r from its group's first token */
@@ -1326,7 +1329,7 @@ typedef struct {
 } grp_geom;
 
 static inline int64_t grp_base(const grp_geom *g, int64_t gi) {
-    return g->temporal ? gi : (gi / g->nw) * g->wh * g->gw + (gi % g->nw) * g->ww;
+    return g->temporal ? gi * g->G : (gi / g->nw) * g->wh * g->gw + (gi % g->nw) * g->ww;
 }
 
 // window: gh·gw grid of wh x ww windows; temporal (frames > 0): T = frames; q (B, H, N, E), v (..., Ev)
@@ -1343,7 +1346,11 @@ static mmu_status grp_geom_init(grp_geom *g, const char *op, const mmu_tensor *q
         if (N % frames)
             return mmu_fail(MMU_EVALUE, "%s: frames (%lld) must divide the token count N = %lld of query %s", op,
                             (long long)frames, (long long)N, mmu_shape_str(q));
-        g->temporal = 1, g->L = N / frames, g->n = frames, g->ngroup = g->L;
+        /* G locations a group, as many as fit in the key columns the GEMM pads to 16 anyway
+         * (T = 5: 3 locations, 15 rows): fewer, fuller blocks for short sequences */
+        int64_t L = N / frames, G = up16(frames) / frames;
+        while (G > 1 && L % G) G--;
+        g->temporal = 1, g->L = L, g->T = frames, g->G = G, g->n = G * frames, g->ngroup = L / G;
     } else {
         if (gh < 1 || gw < 1 || wh < 1 || ww < 1 || gh > N || gw > N || gh * gw != N)
             return mmu_fail(MMU_EVALUE, "%s: grid (%lld, %lld) must be positive with gh*gw = N = %lld of query %s",
@@ -1362,7 +1369,7 @@ static mmu_status grp_geom_init(grp_geom *g, const char *op, const mmu_tensor *q
     }
     g->NB = B * H, g->H = H, g->N = N, g->E = q->shape[3], g->Ev = v->shape[3];
     if (!(g->rel = mmu_alloc((size_t)g->n * sizeof(int64_t)))) return mmu_fail(MMU_ENOMEM, "%s: out of memory", op);
-    for (int64_t r = 0; r < g->n; r++) g->rel[r] = g->temporal ? r * g->L : (r / g->ww) * g->gw + r % g->ww;
+    for (int64_t r = 0; r < g->n; r++) g->rel[r] = g->temporal ? (r % g->T) * g->L + r / g->T : (r / g->ww) * g->gw + r % g->ww;
     g->q = mmu_f32(q), g->k = mmu_f32(k), g->v = mmu_f32(v), g->bias = bias ? mmu_f32(bias) : NULL;
     return MMU_OK;
 }
@@ -1372,13 +1379,19 @@ static void grp_geom_free(grp_geom *g) {
     g->rel = NULL;
 }
 
-/* Scores row s (np = up16(n) entries, q already times scale) of group row i: + bias row,
- * causal, padding keys -> -inf */
+/* Scores row s (np = up16(n) entries, q already times scale) of group row i: + bias row;
+ * -inf for the keys row i does not see: other locations of a temporal group, later frames
+ * when causal, the padding keys n.. */
 static void grp_bias_row(float *s, const grp_geom *g, const float *bias_h, int64_t i) {
-    int64_t n = g->n, np = up16(n);
+    int64_t n = g->n, np = up16(n), lo = 0, hi = g->causal ? i + 1 : n;
     if (bias_h)
         for (int64_t c = 0; c < n; c++) s[c] += bias_h[i * n + c];
-    for (int64_t c = g->causal ? i + 1 : n; c < np; c++) s[c] = -INFINITY;
+    if (g->temporal && g->G > 1) { /* row i = frame i % T of location i / T: keys lo.. of its location */
+        lo = i / g->T * g->T;
+        if (!g->causal) hi = lo + g->T;
+    }
+    for (int64_t c = 0; c < lo; c++) s[c] = -INFINITY;
+    for (int64_t c = hi; c < np; c++) s[c] = -INFINITY;
 }
 
 // rows (n, cols) of src at tokens base + rel[r] (row stride cols), times mul -> dst (n, ldd), columns cols.. zeroed
