@@ -183,6 +183,14 @@ def test_window_attention_errors():
         wa(q, q, q, (0, 6), (2, 2))
     with pytest.raises(TypeError, match=r"window_attention: scale must be a float or None"):
         wa(q, q, q, (4, 6), (2, 2), scale="x")
+    with pytest.raises(TypeError, match=r"window_attention: scale must be a float or None, got bool"):
+        wa(q, q, q, (4, 6), (2, 2), scale=True)
+    with pytest.raises(TypeError, match=r"window_attention: bias must be float32, got int64 with shape \(2, 4, 4\)"):
+        wa(q, q, q, (4, 6), (2, 2), bias=np.zeros((2, 4, 4), np.int64))
+    with pytest.raises(TypeError, match=r"window_attention: query must be float32, got int64"):
+        wa(q.astype(np.int64), q, q, (4, 6), (2, 2))
+    with pytest.raises(TypeError, match=r"window_attention: bias must be a Tensor or a numeric array, got str"):
+        wa(q, q, q, (4, 6), (2, 2), bias="x")
 
 
 # ---------------------------------------------------------------- temporal attention

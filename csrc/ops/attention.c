@@ -1466,6 +1466,7 @@ static void grp_fwd_task(const grp_geom *g, grp_scratch *w, int64_t bh, int64_t 
         int64_t nr = n - i0 < BR ? n - i0 : BR;
         /* causal: no row of the block sees past its last row */
         int64_t nk = g->causal ? i0 + nr : n;
+        float inv[BR]; /* 1 / the row's sum: applied to its Ev outputs, not its n weights */
         for (int64_t r = 0; r < nr; r++) {
             const float *qr = q + (base + g->rel[i0 + r]) * E;
             for (int64_t e = 0; e < E; e++) w->qs[r * E + e] = qr[e] * g->scale;
@@ -1481,6 +1482,7 @@ static void grp_fwd_task(const grp_geom *g, grp_scratch *w, int64_t bh, int64_t 
                 if (!has_nan) {
                     memset(s, 0, np * sizeof(float));
                     lb[base + g->rel[i0 + r]] = -INFINITY;
+                    inv[r] = 0.0f;
                     continue;
                 }
                 mx = NAN;
@@ -1494,12 +1496,15 @@ static void grp_fwd_task(const grp_geom *g, grp_scratch *w, int64_t bh, int64_t 
                 }
             float l = 0.0f;
             for (int t = 0; t < 16; t++) l += part[t];
-            float inv = 1.0f / l;
-            for (int64_t c = 0; c < np; c++) s[c] *= inv; /* normalised here: out needs no pass */
+            inv[r] = 1.0f / l;
             lb[base + g->rel[i0 + r]] = mx + logf(l);
         }
         gemm(0, nr, Evp, nk, w->s, np, w->vp, Evp, w->o, Evp, 0);
-        for (int64_t r = 0; r < nr; r++) memcpy(ob + (base + g->rel[i0 + r]) * Ev, w->o + r * Evp, Ev * sizeof(float));
+        for (int64_t r = 0; r < nr; r++) {
+            float *d = ob + (base + g->rel[i0 + r]) * Ev;
+            const float *o = w->o + r * Evp;
+            for (int64_t e = 0; e < Ev; e++) d[e] = o[e] * inv[r];
+        }
     }
 }
 
