@@ -329,3 +329,28 @@ def test_window_row_hidden_by_minus_inf_bias_gives_zero():
     ref = ref_window(q, k, v, (2, 4), (2, 2), np.where(np.isinf(bias), 0, bias))
     assert_close(out[0, 0, seen], ref[0, 0, seen], 1e-4, 1e-5)
     assert np.all(np.isfinite(dk)) and np.all(np.isfinite(dv)) and np.all(db[0, 1] == 0)
+
+
+@pytest.mark.parametrize("qshape, vshape", [((0, 2, 8, 4), (0, 2, 8, 4)), ((1, 0, 8, 4), (1, 0, 8, 4)),
+                                            ((1, 2, 8, 0), (1, 2, 8, 3)), ((1, 2, 8, 3), (1, 2, 8, 0))], ids=str)
+def test_empty_dims(qshape, vshape):
+    """zero batch, heads, d or dv: the shapes come out right, d = 0 gives the mean of v, gradients are 0"""
+    rng = np.random.default_rng(11)
+    v_np = rnd(rng, *vshape)
+    for run in (lambda q, v, b: F.window_attention(q, q, v, (2, 4), (2, 2), bias=b),
+                lambda q, v, b: F.temporal_attention(q, q, v, 4, causal=False)):
+        q = mmu.tensor(rnd(rng, *qshape), requires_grad=True)
+        v = mmu.tensor(v_np, requires_grad=True)
+        b = mmu.tensor(rnd(rng, qshape[1], 4, 4), requires_grad=True)
+        out = run(q, v, b)
+        assert out.shape == vshape[:3] + vshape[3:]
+        out.backward(mmu.tensor(np.ones(vshape, np.float32)))
+        assert q.grad.shape == qshape and np.all(q.grad.numpy() == 0)
+        assert np.all(np.isfinite(v.grad.numpy()))
+        if b.grad is not None:
+            assert np.all(np.isfinite(b.grad.numpy()))
+    if qshape[3] == 0:  # no features: every score 0, each token the mean of its group's values
+        out = F.temporal_attention(np.zeros(qshape, np.float32), np.zeros(qshape, np.float32), v_np, 4,
+                                   causal=False).numpy()
+        mean = v_np.reshape(1, 2, 4, 2, 3).mean(2, keepdims=True)
+        assert_close(out, np.broadcast_to(mean, (1, 2, 4, 2, 3)).reshape(vshape), 1e-6, 1e-6)

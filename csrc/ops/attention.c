@@ -1701,7 +1701,7 @@ static mmu_status grp_attention_backward(mmu_node *n, mmu_tensor *gout, mmu_tens
         (st = mmu_tensor_empty(&dv, MMU_FLOAT32, 4, v->shape)) ||
         (need_b && (st = mmu_tensor_empty(&db, MMU_FLOAT32, 3, bias->shape))))
         goto done;
-    if (g.NB * g.N == 0 || (g.E == 0 && g.Ev == 0)) { /* nothing to differentiate: zero gradients */
+    if (g.NB * g.N == 0 || g.Ev == 0) { /* an empty output (and no lse was computed): zero gradients */
         memset(mmu_f32(dq), 0, dq->numel * sizeof(float));
         memset(mmu_f32(dk), 0, dk->numel * sizeof(float));
         memset(mmu_f32(dv), 0, dv->numel * sizeof(float));
