@@ -274,3 +274,12 @@ def test_joint_image_and_video_training_lowers_the_loss():
         if step >= 38:
             last = (last or 0.0) + logs["rec"]
     assert last < 0.7 * first, (first, last)
+
+
+def test_compare_entry_trains_and_reports_on_digits(tmp_path):
+    import mmu.compare
+    rows = mmu.compare.compare(["omnitokenizer"], fast=True, steps=2, out_dir=str(tmp_path), progress=False)
+    row = rows[0] if isinstance(rows, list) else rows
+    text = (tmp_path / "report.md").read_text()
+    assert "OmniTokenizer" in text and "| 16 |" in text   # 16 px digits, patch 4: 4 x 4 tokens per one-frame clip
+    assert row is not None
