@@ -74,11 +74,13 @@ def test_encode_decode_match_the_published_code_after_conversion(variant):
     np.testing.assert_array_equal(model.encode(x[:, :, :1]), img_ref)
 
 
-def test_training_forward_loss_and_gradients_match_torch():
+@pytest.mark.parametrize("variant", ["script", "rope"])
+def test_training_forward_loss_and_gradients_match_torch(variant):
     torch = pytest.importorskip("torch")
     from mmu.models.omnitokenizer import omnitokenizer_state_dict_names
-    twin = _twin(TINY, std=0.2).train()
-    model = OmniTokenizer(**TINY)
+    cfg = dict(TINY, **VARIANTS[variant])
+    twin = _twin(cfg, std=0.2).train()
+    model = OmniTokenizer(**cfg)
     model.load_state_dict(convert_omnitokenizer_state_dict({k: v.clone() for k, v in twin.state_dict().items()},
                                                            model.config))
     x = _clips(seed=1)
