@@ -285,3 +285,19 @@ def test_compare_entry_trains_and_reports_on_digits(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "OmniTokenizer" in text and "| 16 |" in text   # 16 px digits, patch 4: 4 x 4 tokens per one-frame clip
     assert row is not None
+
+
+def test_l2norm_matches_torch_normalize_with_gradients_at_zero_rows():
+    torch = pytest.importorskip("torch")
+    from mmu.models.omnitokenizer.model import _l2norm_last
+    a = np.random.RandomState(0).standard_normal((3, 5, 8)).astype(np.float32)
+    a[1, 2] = 0.0
+    g = np.random.RandomState(1).standard_normal(a.shape).astype(np.float32)
+    x = mmu.tensor(a, requires_grad=True)
+    y = _l2norm_last(x)
+    (y * mmu.tensor(g)).sum().backward()
+    xt = torch.tensor(a, requires_grad=True)
+    yt = torch.nn.functional.normalize(xt, dim=-1)
+    (yt * torch.from_numpy(g)).sum().backward()
+    np.testing.assert_allclose(y.detach().numpy(), yt.detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-5, atol=1e-5)
