@@ -301,3 +301,39 @@ def test_l2norm_matches_torch_normalize_with_gradients_at_zero_rows():
     (yt * torch.from_numpy(g)).sum().backward()
     np.testing.assert_allclose(y.detach().numpy(), yt.detach().numpy(), atol=1e-6)
     np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_save_and_load_pretrained_round_trip(tmp_path):
+    mmu.manual_seed(0)
+    model = OmniTokenizer(**TINY)
+    model.train()
+    model(_clips())                                    # initialises the codebook from the batch
+    model.save_pretrained(str(tmp_path / "omni"))
+    same = mmu.tokenizers.Tokenizer.from_pretrained(str(tmp_path / "omni"))
+    assert isinstance(same, OmniTokenizer) and same.config == model.config
+    assert same.codebook_initted.numpy()[0] == 1
+    x = _clips(seed=3)
+    np.testing.assert_array_equal(same.encode(x), model.encode(x))
+
+
+@pytest.mark.parametrize("allframes", [False, True])
+def test_perceptual_term_on_one_random_frame_per_clip_or_all_frames(allframes):
+    mmu.manual_seed(0)
+    model = OmniTokenizer(**dict(TINY, perceptual_weight=4.0, lpips_random=True, apply_allframes=allframes))
+    x = _clips(b=2, t=5, s=16)
+    out = model(x)
+    lp = model.lpips()
+    recon = out.recon.detach().numpy()
+    frames = lambda a: np.repeat(np.moveaxis(a, 2, 1).reshape(-1, 1, 16, 16), 3, axis=1)  # noqa: E731
+    fx, fr = frames(x), frames(recon)
+    if allframes:
+        want = float(lp(mmu.tensor(fx), mmu.tensor(fr)).mean().item())
+        assert abs(want - out.losses["perceptual"]) < 1e-5 * max(1.0, want)
+    else:
+        # VQGAN.forward's frames: one random frame of each clip; the term is the mean over the two
+        per = [float(lp(mmu.tensor(fx[i:i + 1]), mmu.tensor(fr[i:i + 1])).mean().item()) for i in range(10)]
+        pairs = [(per[i] + per[5 + j]) / 2 for i in range(5) for j in range(5)]
+        assert min(abs(p - out.losses["perceptual"]) for p in pairs) < 1e-5 * max(1.0, out.losses["perceptual"])
+        assert abs(np.mean(per) - out.losses["perceptual"]) > 1e-7   # not every frame
+    total = 4.0 * out.losses["rec"] + out.losses["quant"] + 4.0 * out.losses["perceptual"]
+    assert abs(out.loss.item() - total) < 1e-5 * total
