@@ -137,7 +137,8 @@ if __name__ == "__main__":
     import argparse
     sys.path.insert(0, HERE)
     import run
-    ap = argparse.ArgumentParser(description="OmniTokenizer against its torch twin at each thread count, in one process")
+    ap = argparse.ArgumentParser(description="OmniTokenizer against its torch twin at each thread count, "
+                                             "in one process")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     ap.add_argument("--repeat", default="5")
     ap.add_argument("--warmup", default="1")

@@ -2626,7 +2626,8 @@ class OmniDecoderTwin(nn.Module):
         self.dec_spatial_transformer = _omni_tf(c, len(c["dec_block"]), c["dec_block"], False)
         self.dec_temporal_transformer = _omni_tf(c, c["temporal_depth"], "t" * c["temporal_depth"],
                                                  c["causal_in_temporal_transformer"])
-        self.to_pixels_first_frame = nn.Sequential(nn.Linear(dim, C * p * p), _OmniFn(lambda y: _omni_pixels(y, C, 1, p)))
+        self.to_pixels_first_frame = nn.Sequential(nn.Linear(dim, C * p * p),
+                                                   _OmniFn(lambda y: _omni_pixels(y, C, 1, p)))
         self.to_pixels = nn.Sequential(nn.Linear(dim, C * pt * p * p), _OmniFn(lambda y: _omni_pixels(y, C, pt, p)))
 
     def forward(self, z):  # z (b, d, t, h, w)
@@ -2654,7 +2655,8 @@ class OmniCodebookTwin(nn.Module):
 
     def forward(self, z):
         flat = z.permute(0, 2, 3, 4, 1).reshape(-1, z.shape[1])
-        d = (flat ** 2).sum(1, keepdim=True) - 2 * flat @ self.embeddings.t() + (self.embeddings.t() ** 2).sum(0, keepdim=True)
+        e = self.embeddings
+        d = (flat ** 2).sum(1, keepdim=True) - 2 * flat @ e.t() + (e.t() ** 2).sum(0, keepdim=True)
         idx = torch.argmin(d, dim=1)
         onehot = F.one_hot(idx, self.n_codes).type_as(flat)
         idx = idx.view(z.shape[0], *z.shape[2:])

@@ -131,7 +131,8 @@ def _fd_check(model, x, name, idx, eps=1e-2):
     return g, (vals[0] - vals[1]) / (2 * eps)
 
 
-@pytest.mark.parametrize("name", ["decoder.spatial.layers.0.attn.to_kv.weight", "decoder.temporal.layers.1.peg.dsconv.weight",
+@pytest.mark.parametrize("name", ["decoder.spatial.layers.0.attn.to_kv.weight",
+                                  "decoder.temporal.layers.1.peg.dsconv.weight",
                                   "decoder.to_pixels.weight", "post_quant.weight"])
 def test_decoder_gradients_match_finite_differences(name):
     mmu.manual_seed(3)

@@ -5,16 +5,18 @@ dict; nothing is downloaded and torch is never imported.
 
 | OmniTokenizer key | mmu key |
 |---|---|
-| encoder.to_patch_emb_first_frame.{1,2,3}.* (LayerNorm, Linear, LayerNorm) | encoder.first_frame_embed.{norm_in,proj,norm_out}.* |
+| encoder.to_patch_emb_first_frame.{1,2,3}.* (LayerNorm, Linear, LayerNorm) | encoder.first_frame_embed.* |
+| (the three: norm_in, proj, norm_out) | |
 | encoder.to_patch_emb.{1,2,3}.* | encoder.tube_embed.{norm_in,proj,norm_out}.* |
 | {encoder.enc,decoder.dec}_{spatial,temporal}_transformer | {encoder,decoder}.{spatial,temporal} |
 | ...layers.{i}.0.dsconv.* (PEG) | ...layers.{i}.peg.dsconv.* |
-| ...layers.{i}.1.{norm.gamma,norm.beta,to_q,to_kv,q_scale,k_scale,to_out} (Attention) | ...layers.{i}.attn.* (same names) |
-| ...layers.{i}.1.{norm.*,relative_position_bias_table,qkv.weight,proj.*} (WindowAttention) | ...layers.{i}.attn.* (same) |
+| ...layers.{i}.1.{norm.gamma,norm.beta,to_q,to_kv,q_scale,k_scale,to_out} (Attention) | ...layers.{i}.attn.* |
+| ...layers.{i}.1.{norm.*,relative_position_bias_table,qkv.weight,proj.*} (WindowAttention) | ...layers.{i}.attn.* |
 | ...layers.{i}.3.{0,1,4}.* (FeedForward: LayerNorm, Linear, Linear) | ...layers.{i}.ff.{norm,proj_in,proj_out}.* |
 | ...norm_out.{gamma,beta} | the same |
 | pre_vq_conv.1.*, post_vq_conv.1.* | pre_quant.*, post_quant.* |
-| codebook.embeddings (K, d), codebook.z_avg, codebook.N (K,) | quantize.embed (1, K, d), quantize.embed_avg, quantize.cluster_size (1, K) |
+| codebook.embeddings (K, d), codebook.z_avg, codebook.N (K,) | quantize.embed (1, K, d), quantize.embed_avg, |
+| | quantize.cluster_size (1, K) |
 | decoder.to_pixels_first_frame.0.*, decoder.to_pixels.0.* | decoder.to_pixels_first_frame.*, decoder.to_pixels.* |
 
 Dropped: the attention blocks' spatial_rel_pos_bias.* (ContinuousPositionBias: the code computes it but its
@@ -35,15 +37,18 @@ __all__ = ["convert_omnitokenizer_state_dict", "load_omnitokenizer", "omnitokeni
 
 _DROP = re.compile(r"(^|\.)(spatial_rel_pos_bias|context_norm)\.|^codebook\.codebook_usage$|"
                    r"^(image_discriminator|video_discriminator|perceptual_model)\.")
-_TRANSFORMERS = {"encoder.enc_spatial_transformer": "encoder.spatial", "encoder.enc_temporal_transformer": "encoder.temporal",
-                 "decoder.dec_spatial_transformer": "decoder.spatial", "decoder.dec_temporal_transformer": "decoder.temporal"}
+_TRANSFORMERS = {"encoder.enc_spatial_transformer": "encoder.spatial",
+                 "encoder.enc_temporal_transformer": "encoder.temporal",
+                 "decoder.dec_spatial_transformer": "decoder.spatial",
+                 "decoder.dec_temporal_transformer": "decoder.temporal"}
 _EMBED = {"1": "norm_in", "2": "proj", "3": "norm_out"}
 _FF = {"0": "norm", "1": "proj_in", "4": "proj_out"}
 _FIXED = {"pre_vq_conv.1.weight": "pre_quant.weight", "pre_vq_conv.1.bias": "pre_quant.bias",
           "post_vq_conv.1.weight": "post_quant.weight", "post_vq_conv.1.bias": "post_quant.bias",
           "decoder.to_pixels_first_frame.0.weight": "decoder.to_pixels_first_frame.weight",
           "decoder.to_pixels_first_frame.0.bias": "decoder.to_pixels_first_frame.bias",
-          "decoder.to_pixels.0.weight": "decoder.to_pixels.weight", "decoder.to_pixels.0.bias": "decoder.to_pixels.bias"}
+          "decoder.to_pixels.0.weight": "decoder.to_pixels.weight",
+          "decoder.to_pixels.0.bias": "decoder.to_pixels.bias"}
 
 
 def _mmu_key(key):

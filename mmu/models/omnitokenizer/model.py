@@ -8,13 +8,12 @@ The spatial blocks attend within each frame ((B * t) sequences of L tokens; 'w' 
 window_size x window_size window, F.window_attention), the temporal blocks across the frames of each
 location (F.temporal_attention on the frame-major tokens: no permute to (B * L, t, D) for attention).
 """
-import math
+import warnings
 
 import numpy as np
 
 import mmu as _mmu
 from ... import functional as F
-from ...autograd import no_grad
 from ...nn import Conv3d, LayerNorm, Linear, Module, ModuleList, Parameter, init
 from ...tensor import Tensor
 from ...tokenizers.base import Tokenizer, TokenizerOutput, _as_images
@@ -141,7 +140,8 @@ class FullAttention(Module):
         cache = self.__dict__["_rope_cache"]
         if n not in cache:
             cos, sin = _rope_2d_tables(n, self.dim_head)
-            cache[n] = (_mmu.tensor(cos[:, None]), _mmu.tensor(sin[:, None]), _mmu.tensor(_pair_rotation(self.dim_head)))
+            cache[n] = (_mmu.tensor(cos[:, None]), _mmu.tensor(sin[:, None]),
+                        _mmu.tensor(_pair_rotation(self.dim_head)))
         cos, sin, rot = cache[n]
         return t * cos + (t @ rot) * sin          # t (S, n, H, dh); cos / sin (n, 1, dh)
 
@@ -434,7 +434,8 @@ class OmniTokenizer(Tokenizer):
         if allow_images and x.ndim == 4:
             x = x.reshape(x.shape[0], x.shape[1], 1, x.shape[2], x.shape[3])
         if x.ndim != 5:
-            raise ValueError(f"{op}: clips must be (B, C, T, H, W)" + (" or images (B, C, H, W)" if allow_images else "")
+            raise ValueError(f"{op}: clips must be (B, C, T, H, W)"
+                             + (" or images (B, C, H, W)" if allow_images else "")
                              + f", got shape {tuple(x.shape)}")
         B, C, T, H, W = x.shape
         pt, p = c.temporal_patch_size, c.patch_size
@@ -455,6 +456,9 @@ class OmniTokenizer(Tokenizer):
         v = x.detach().numpy()
         if not np.isfinite(v).all():
             raise ValueError(f"{op}: clips contain NaN or inf")
+        if v.min() < -1.05 or v.max() > 1.05:
+            warnings.warn(f"{op}: clips should lie in [-1, 1], got values in [{v.min():.3g}, {v.max():.3g}] "
+                          "(scale uint8 frames by x / 127.5 - 1)", stacklevel=3)
         return x
 
     def _check_codes(self, codes, op):
