@@ -48,25 +48,38 @@ class FeedForward(Module):
         self.proj_out = Linear(inner, dim, bias=False)
 
     def forward(self, x):
-        h, gate = self.proj_in(self.norm(x)).chunk(2, -1)
-        return self.proj_out(h * F.gelu(gate))
+        # the two halves of proj_in as two products (GEGLU's x, gate): no copies of a chunked activation
+        x = self.norm(x)
+        w, n = self.proj_in.weight, self.proj_in.weight.shape[0] // 2
+        return self.proj_out(F.linear(x, w[:n]) * F.gelu(F.linear(x, w[n:])))
+
+
+def _shift_frames(c, s):
+    """c (B, T, N) -> frames moved later by s (s > 0) or earlier (s < 0) along T, zeros where nothing arrives."""
+    B, T, N = c.shape
+    if abs(s) >= T:
+        return None
+    z = _mmu.zeros((B, abs(s), N))
+    return _mmu.cat([z, c[:, :T - s]], 1) if s > 0 else _mmu.cat([c[:, -s:], z], 1)
 
 
 def _depthwise_conv3d(x, weight, bias, grid, causal):
-    """x (B, t, L, D) channel-last -> the depthwise 3x3x3 conv of the (B, D, t, h, w) volume, zero padding 1 in
-    space and (2, 0) in time when causal (else (1, 1)), back as (B, t, L, D). Computed as three depthwise 2-D
-    convs over the frames t + a of the padded volume, one per temporal tap a, summed (the same sums; mmu's
-    depthwise conv2d is several times faster than its conv3d at these shapes, forward and backward)."""
+    """x (B, t, L, D) channel-last -> the depthwise 3x3x3 conv of the (B, D, t, h, w) volume with zero padding 1
+    in space and (2, 0) in time when causal (else (1, 1)), back as (B, t, L, D). Computed as one depthwise 2-D conv
+    (padding 1) of every frame per temporal tap a, the tap's output moved along time to the frame it feeds
+    (causal: out_t = c2_t + c1_(t-1) + c0_(t-2)) and summed: the same sums, but mmu's depthwise conv2d is several
+    times faster than its conv3d at these shapes (forward and backward) and no padded copy of the volume is made."""
     B, T, L, D = x.shape
     gh, gw = grid
-    y = x.permute(0, 1, 3, 2).reshape(B, T, D, gh, gw)
-    y = F.pad(y, (1, 1, 1, 1, 0, 0) + ((2, 0) if causal else (1, 1)))     # (B, t + 2, D, h + 2, w + 2)
+    y = x.permute(0, 1, 3, 2).reshape(B * T, D, gh, gw)
     out = None
     for a in range(3):
-        frames = y[:, a:a + T].reshape(B * T, D, gh + 2, gw + 2)
-        c = F.conv2d(frames, weight[:, :, a], bias if a == 0 else None, groups=D)
-        out = c if out is None else out + c
-    return out.reshape(B, T, D, L).permute(0, 1, 3, 2)
+        c = F.conv2d(y, weight[:, :, a], None, padding=1, groups=D).reshape(B, T, D * L)
+        c = _shift_frames(c, (2 - a) if causal else (1 - a)) if a != (2 if causal else 1) else c
+        if c is not None:
+            out = c if out is None else out + c
+    out = out.reshape(B, T, D, L) + bias.reshape(D, 1)
+    return out.permute(0, 1, 3, 2)
 
 
 class PEG(Module):
@@ -150,7 +163,8 @@ class FullAttention(Module):
         B, T, L, D = x.shape
         H, dh = self.heads, self.dim_head
         q = self.to_q(self.norm(x))
-        k, v = self.to_kv(x).chunk(2, -1)
+        w, n = self.to_kv.weight, self.to_kv.weight.shape[0] // 2
+        k, v = F.linear(x, w[:n]), F.linear(x, w[n:])            # to_kv(x).chunk(2, -1) without the copies
         if spatial:
             q, k, v = (u.reshape(B * T, L, H, dh) for u in (q, k, v))
             if self.rope:
