@@ -14,7 +14,20 @@ windows, decoder tttt, 2 causal temporal blocks each side, an l2-normalised EMA 
   omnitokenizer_encode       encode a batch of 8 clips -> (8, 3, 8, 8) codes (eval, no grad);
   omnitokenizer_decode       decode those codes -> clips.
 
-Measured: see the bottom of this docstring (filled in from a run; the load beside each figure).
+Measured on the shared 2-core VM while ~8 other helpers ran (load average 14-17, other processes kept 1.8-1.9
+CPUs busy: noisy), ms, median of 3, `python benchmarks/bench_omnitokenizer.py --threads ... --repeat 3`, three runs:
+    threads  case                        mmu    torch  torch/mmu    other runs (torch/mmu)
+    1        omnitokenizer_train_step   1115    1849   1.66         1.61
+    1        omnitokenizer_encode        405     664   1.64         1.25   (8 clips: ~20 clips/s, 470 frames/s)
+    1        omnitokenizer_decode        351     469   1.34         1.17
+    2        omnitokenizer_train_step   1678    2612   1.56
+    2        omnitokenizer_encode        489     887   1.81
+    2        omnitokenizer_decode        416     690   1.66
+Where the step went before the last two changes: the PEG's depthwise Conv3d (a third of mmu's step: mmu's
+depthwise conv3d is ~8x slower than its conv2d; now three conv2d taps with frame shifts), mmu's normalize kernel
+on rows of 32 (4x slower than the composed l2 norm now used), chunk copies of GEGLU / to_kv halves (now two
+products). What is left is mostly GEMM (the linears) on both sides. The window attention is windowattn's first
+(composed) version; its C kernel will change the encoder's two 'w' blocks only.
 """
 import os
 import sys
