@@ -580,6 +580,10 @@ NO_DOUBLE_BACKWARD = {
                  "compose it",
     "SDPA_PACKED": "fused attention over packed heads; slicing q, k, v and softmax(q @ k.transpose(-1, -2) * scale) "
                    "@ v compose it",
+    "WINDOW_ATTENTION": "fused window attention; reshape/permute into windows and softmax(q @ k.transpose(-1, -2) * "
+                        "scale + bias) @ v compose it",
+    "TEMPORAL_ATTENTION": "fused per-location attention; permuting to (B, H, L, T, d) and scaled_dot_product_attention "
+                          "compose it",
     "FSQ": "straight-through rounding; no rule written",
     "LFQ_ENTROPY": _NO_RULE_FUSED, "CROSS_ENTROPY": _NO_RULE_FUSED, "LOGIT_LAPLACE_LOSS": _NO_RULE_FUSED,
     "CLIP_LOSS": _NO_RULE_FUSED, "SIGLIP_LOSS": _NO_RULE_FUSED, "LPIPS_DISTANCE": _NO_RULE_FUSED,

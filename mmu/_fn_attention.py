@@ -129,22 +129,7 @@ def window_attention(query, key, value, grid, window, bias=None, scale=None):
         bias = _as_tensor(bias, op, "bias")
         if tuple(bias.shape) != (H, n, n):
             raise ValueError(f"{op}: bias must be (H, wh*ww, wh*ww) = {(H, n, n)}, got {tuple(bias.shape)}")
-    scale = _scale_arg(op, scale)
-    return _window_attention_composed(q, k, v, gh, gw, wh, ww, bias, scale)
-
-
-def _window_attention_composed(q, k, v, gh, gw, wh, ww, bias, scale):
-    B, H, N, _ = q.shape
-    nh, nw, n = gh // wh, gw // ww, wh * ww
-
-    def part(x):  # (B, H, N, D) -> (B, H, nW, n, D): Swin's window_partition
-        D = x.shape[-1]
-        return x.reshape(B * H, nh, wh, nw, ww, D).permute(0, 1, 3, 2, 4, 5).reshape(B, H, nh * nw, n, D)
-
-    mask = None if bias is None else bias.reshape(H, 1, n, n)
-    o = scaled_dot_product_attention(part(q), part(k), part(v), attn_mask=mask, scale=scale)
-    dv = o.shape[-1]
-    return o.reshape(B * H, nh, nw, wh, ww, dv).permute(0, 1, 3, 2, 4, 5).reshape(B, H, N, dv)
+    return _C.window_attention(q, k, v, bias, gh, gw, wh, ww, _scale_arg(op, scale))
 
 
 def temporal_attention(query, key, value, frames, causal=True, scale=None):
@@ -167,21 +152,7 @@ def temporal_attention(query, key, value, frames, causal=True, scale=None):
     if frames < 1 or N % frames:
         raise ValueError(f"{op}: frames ({frames}) must be >= 1 and divide the token count N = {N} of query "
                          f"{tuple(q.shape)}")
-    scale = _scale_arg(op, scale)
-    return _temporal_attention_composed(q, k, v, int(frames), bool(causal), scale)
-
-
-def _temporal_attention_composed(q, k, v, T, causal, scale):
-    B, H, N, _ = q.shape
-    L = N // T
-
-    def seq(x):  # (B, H, T·L, D) -> (B, H, L, T, D)
-        D = x.shape[-1]
-        return x.reshape(B * H, T, L, D).permute(0, 2, 1, 3).reshape(B, H, L, T, D)
-
-    o = scaled_dot_product_attention(seq(q), seq(k), seq(v), is_causal=causal, scale=scale)
-    dv = o.shape[-1]
-    return o.reshape(B * H, L, T, dv).permute(0, 2, 1, 3).reshape(B, H, N, dv)
+    return _C.temporal_attention(q, k, v, int(frames), bool(causal), _scale_arg(op, scale))
 
 def _positions_array(positions):
     if hasattr(positions, "numpy") and not isinstance(positions, np.ndarray):

@@ -163,7 +163,32 @@ def _packed_ref(z):
     return (p / p.sum(-1, keepdims=True)) @ v
 
 
+def _window_ref(q, k, v, b):
+    """window_attention on a (2, 4) grid of (2, 2) windows: each window's tokens cut out and attended"""
+    out = np.zeros(q.shape[:-1] + v.shape[-1:])
+    for idx in ([0, 1, 4, 5], [2, 3, 6, 7]):
+        s = q[..., idx, :] @ np.swapaxes(k[..., idx, :], -1, -2) / np.sqrt(q.shape[-1]) + b
+        p = np.exp(s - s.max(-1, keepdims=True))
+        out[..., idx, :] = (p / p.sum(-1, keepdims=True)) @ v[..., idx, :]
+    return out
+
+
+def _temporal_ref(q, k, v):
+    """temporal_attention over 3 frames of 2 locations, causal: location l is tokens l, l + 2, l + 4"""
+    out = np.zeros(q.shape[:-1] + v.shape[-1:])
+    for idx in ([0, 2, 4], [1, 3, 5]):
+        s = q[..., idx, :] @ np.swapaxes(k[..., idx, :], -1, -2) / np.sqrt(q.shape[-1])
+        s = np.where(np.tril(np.ones((3, 3), bool)), s, -np.inf)
+        p = np.exp(s - s.max(-1, keepdims=True))
+        out[..., idx, :] = (p / p.sum(-1, keepdims=True)) @ v[..., idx, :]
+    return out
+
+
 OP_CASES = [
+    ("window_attention", lambda m, q, k, v, b: m.F.window_attention(q, k, v, (2, 4), (2, 2), bias=b), _window_ref,
+     [rnd(1, 2, 8, 3, seed=38), rnd(1, 2, 8, 3, seed=39), rnd(1, 2, 8, 2, seed=40), rnd(2, 4, 4, seed=41)]),
+    ("temporal_attention", lambda m, q, k, v: m.F.temporal_attention(q, k, v, 3), _temporal_ref,
+     [rnd(1, 2, 6, 3, seed=42), rnd(1, 2, 6, 3, seed=43), rnd(1, 2, 6, 2, seed=44)]),
     ("sdpa", lambda m, q, k, v: m.F.scaled_dot_product_attention(q, k, v), _sdpa_ref,
      [rnd(2, 3, 4, seed=1), rnd(2, 5, 4, seed=2), rnd(2, 5, 3, seed=3)]),
     ("apply_rotary", lambda m, x: m.F.apply_rotary(x, m.tensor(np.cos(ROT[0])), m.tensor(np.sin(ROT[0]))),

@@ -85,6 +85,7 @@ WINDOW_CASES = [
     (1, 2, (16, 16), (8, 8), 32, 32),  # OmniTokenizer-like: 64-token windows, 4 of them
     (1, 1, (9, 20), (3, 10), 20, 12),  # more columns of windows than rows
     (2, 1, (3, 3), (1, 1), 4, 4),      # a window of one token: out = v
+    (1, 1, (8, 18), (8, 9), 4, 20),    # 72 rows a window: crosses the kernel's 64-row block
 ]
 
 
@@ -182,16 +183,27 @@ def test_window_attention_errors():
         wa(q, q, q, (0, 6), (2, 2))
     with pytest.raises(TypeError, match=r"window_attention: scale must be a float or None"):
         wa(q, q, q, (4, 6), (2, 2), scale="x")
+    with pytest.raises(TypeError, match=r"window_attention: scale must be a float or None, got bool"):
+        wa(q, q, q, (4, 6), (2, 2), scale=True)
+    with pytest.raises(TypeError, match=r"window_attention: bias must be float32, got int64 with shape \(2, 4, 4\)"):
+        wa(q, q, q, (4, 6), (2, 2), bias=np.zeros((2, 4, 4), np.int64))
+    with pytest.raises(TypeError, match=r"window_attention: query must be float32, got int64"):
+        wa(q.astype(np.int64), q, q, (4, 6), (2, 2))
+    with pytest.raises(TypeError, match=r"window_attention: bias must be a Tensor or a numeric array, got str"):
+        wa(q, q, q, (4, 6), (2, 2), bias="x")
 
 
 # ---------------------------------------------------------------- temporal attention
 
 TEMPORAL_CASES = [
     # (B, H, T, L, d, dv)
-    (2, 3, 5, 4, 8, 8),
+    (2, 3, 5, 4, 8, 8),       # short sequences share a group: 2 locations of 5 frames (3 do not divide L = 4)
+    (1, 2, 5, 6, 8, 8),       # 3 locations of 5 frames a group
+    (1, 1, 4, 12, 6, 6),      # 4 locations of 4 frames a group
     (1, 2, 1, 6, 16, 16),     # T = 1: out = v
     (2, 1, 17, 3, 5, 7),      # T = 17, d and dv odd and different
     (1, 2, 9, 64, 32, 32),    # OmniTokenizer-like
+    (1, 1, 70, 2, 4, 4),      # 70 frames: crosses the kernel's 64-row block
 ]
 
 
@@ -257,3 +269,63 @@ def test_temporal_attention_errors():
         ta(q[0], q[0], q[0], 3)
     with pytest.raises(ValueError, match=r"temporal_attention: key \(1, 2, 6, 4\) must have query's shape"):
         ta(q, q[:, :, :6], q, 3)
+
+
+# ---------------------------------------------------------------- both: the C core's own checks, threads, -inf
+
+def test_c_entry_points_check_shapes():
+    """the C core repeats the checks (mmu._C is callable without the Python wrapper) and names the op"""
+    q = np.zeros((1, 2, 12, 4), np.float32)
+    with pytest.raises(ValueError, match=r"window_attention: grid \(3, 5\) must be positive with gh\*gw = N = 12"):
+        mmu._C.window_attention(q, q, q, None, 3, 5, 1, 1, None)
+    with pytest.raises(ValueError, match=r"window_attention: window \(2, 2\) must divide grid \(3, 4\)"):
+        mmu._C.window_attention(q, q, q, None, 3, 4, 2, 2, None)
+    with pytest.raises(ValueError, match=r"window_attention: bias must be float32 \(H, wh\*ww, wh\*ww\) = "
+                                         r"\(2, 4, 4\), got float32 \(1, 4, 4\)"):
+        mmu._C.window_attention(q, q, q, np.zeros((1, 4, 4), np.float32), 2, 6, 2, 2, None)
+    with pytest.raises(ValueError, match=r"window_attention: query and key must be \(B, H, N, d\) of one shape"):
+        mmu._C.window_attention(q, q[..., :3], q, None, 3, 4, 1, 1, None)
+    with pytest.raises(ValueError, match=r"temporal_attention: frames \(5\) must divide the token count N = 12"):
+        mmu._C.temporal_attention(q, q, q, 5, True, None)
+    with pytest.raises(ValueError, match=r"temporal_attention: frames must be >= 1, got 0"):
+        mmu._C.temporal_attention(q, q, q, 0, True, None)
+
+
+def _window_grads(seed=9):
+    rng = np.random.default_rng(seed)
+    q, k, v, g, b = (rnd(rng, 2, 2, 64, 16), rnd(rng, 2, 2, 64, 16), rnd(rng, 2, 2, 64, 16), rnd(rng, 2, 2, 64, 16),
+                     rnd(rng, 2, 16, 16))
+    return _run_window(q, k, v, g, (8, 8), (4, 4), b)
+
+
+def test_threads_agree_and_runs_repeat_bit_for_bit():
+    before = mmu.get_num_threads()
+    try:
+        mmu.set_num_threads(2)
+        out2, grads2 = _window_grads()
+        again_out, again_grads = _window_grads()
+        np.testing.assert_array_equal(out2, again_out)
+        for a, b in zip(grads2, again_grads):
+            np.testing.assert_array_equal(a, b)  # dbias: chunk buffers summed in a fixed order
+        mmu.set_num_threads(1)
+        out1, grads1 = _window_grads()
+        assert_close(out1, out2, 1e-6, 1e-6, "1 vs 2 threads")
+        for a, b in zip(grads1, grads2):
+            assert_close(a, b, 1e-5, 1e-6, "grads, 1 vs 2 threads")
+    finally:
+        mmu.set_num_threads(before)
+
+
+def test_window_row_hidden_by_minus_inf_bias_gives_zero():
+    """a bias row of -inf everywhere hides every key of that row: 0 out and 0 gradients, as sdpa (torch 2.13)"""
+    rng = np.random.default_rng(10)
+    q, k, v, g = rnd(rng, 1, 1, 8, 4), rnd(rng, 1, 1, 8, 4), rnd(rng, 1, 1, 8, 4), rnd(rng, 1, 1, 8, 4)
+    bias = rnd(rng, 1, 4, 4)
+    bias[0, 1] = -np.inf
+    out, (dq, dk, dv, db) = _run_window(q, k, v, g, (2, 4), (2, 2), bias)
+    hidden = [1, 3]  # row 1 of each window: grid cells (0, 1) and (0, 3)
+    assert np.all(out[0, 0, hidden] == 0) and np.all(dq[0, 0, hidden] == 0)
+    seen = [i for i in range(8) if i not in hidden]
+    ref = ref_window(q, k, v, (2, 4), (2, 2), np.where(np.isinf(bias), 0, bias))
+    assert_close(out[0, 0, seen], ref[0, 0, seen], 1e-4, 1e-5)
+    assert np.all(np.isfinite(dk)) and np.all(np.isfinite(dv)) and np.all(db[0, 1] == 0)

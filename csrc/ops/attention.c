@@ -1288,3 +1288,449 @@ done:
     geom_free(&g);
     return st;
 }
+
+/* ------------------------------------------------------------ window and temporal attention */
+/* Attention inside fixed groups of tokens of one (B, H, N, d) sequence:
+ *
+ *   window   (Swin's W-MSA, no shift): N = gh·gw tokens of a row-major grid, a group is one
+ *            wh x ww window; row r = (ry, rx) of window (wy, wx) is token
+ *            (wy·wh + ry)·gw + wx·ww + rx, and bias (H, n, n) (n = wh·ww, Swin's relative
+ *            position bias) is added to every window's scores.
+ *   temporal (OmniTokenizer's causal temporal blocks): N = T·L tokens frame-major, a group is
+ *            one location l, row t is token t·L + l (stride L·d in memory); causal: row t sees
+ *            rows t' <= t. Short sequences share a group: G = 16 / T locations (as L allows)
+ *            make one group of G·T rows whose scores outside a location's T x T block are
+ *            -inf, since the GEMM pads the key columns to 16 anyway (T = 5: one group of 15
+ *            rows for 3 locations instead of three groups of 5).
+ *
+ * Token (group gi, row r) = base(gi) + rel(r): rel is a table of n offsets made once per
+ * call. A group is a small dense attention whose rows are gathered by this index
+ * arithmetic straight into the per-thread scratch the GEMM kernel reads anyway (q·scale,
+ * kᵀ, v), so neither Swin's window_partition copy nor a (B·L, H, T, d) permuted copy nor an
+ * N x N mask exists: the work is B·H·N·n·(d + dv) multiply-adds against N·N for the masked
+ * full attention. All n keys of a group fit in one block, so the softmax is two-pass over
+ * whole rows of n scores (as sdpa_decode) instead of online, in blocks of BR query rows.
+ * The forward saves out and the logsumexp of each row (one float per token); the backward
+ * recomputes P = exp(s - lse) per block as the flash backward does and, a group holding
+ * all its keys, finishes dQ of a row block at once. Tasks are (batch·head, group): each
+ * writes its own tokens of dq, dk, dv. dbias is summed over batch and groups: each of a
+ * fixed number of task chunks (the thread count) accumulates its own (H, n, n) buffer, and
+ * the buffers are added in chunk order, so the result is the same bits run to run. */
+
+typedef struct {
+    int64_t NB, H, N, E, Ev; /* NB = B·H */
+    int64_t ngroup, n;       /* groups per head, rows per group */
+    int64_t gw, wh, ww, nw;  /* window: grid width, window, windows per grid row */
+    int64_t L, T, G;         /* temporal: tokens per frame, frames, locations per group */
+    int temporal, causal;
+    float scale;
+    int64_t *rel; /* (n) token offset of row r from its group's first token */
+    const float *q, *k, *v, *bias;
+} grp_geom;
+
+static inline int64_t grp_base(const grp_geom *g, int64_t gi) {
+    return g->temporal ? gi * g->G : (gi / g->nw) * g->wh * g->gw + (gi % g->nw) * g->ww;
+}
+
+// window: gh·gw grid of wh x ww windows; temporal (frames > 0): T = frames; q (B, H, N, E), v (..., Ev)
+static mmu_status grp_geom_init(grp_geom *g, const char *op, const mmu_tensor *q, const mmu_tensor *k,
+                                const mmu_tensor *v, const mmu_tensor *bias, int64_t gh, int64_t gw, int64_t wh,
+                                int64_t ww, int64_t frames) {
+    memset(g, 0, sizeof *g);
+    if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4 || !mmu_same_shape(q, k) || v->shape[0] != q->shape[0] ||
+        v->shape[1] != q->shape[1] || v->shape[2] != q->shape[2])
+        return mmu_fail(MMU_EVALUE, "%s: query and key must be (B, H, N, d) of one shape and value (B, H, N, dv), "
+                        "got %s, %s and %s", op, mmu_shape_str(q), mmu_shape_str(k), mmu_shape_str(v));
+    int64_t B = q->shape[0], H = q->shape[1], N = q->shape[2];
+    if (frames > 0) {
+        if (N % frames)
+            return mmu_fail(MMU_EVALUE, "%s: frames (%lld) must divide the token count N = %lld of query %s", op,
+                            (long long)frames, (long long)N, mmu_shape_str(q));
+        /* G locations a group, as many as fit in the key columns the GEMM pads to 16 anyway
+         * (T = 5: 3 locations, 15 rows): fewer, fuller blocks for short sequences */
+        int64_t L = N / frames, G = up16(frames) / frames;
+        while (G > 1 && L % G) G--;
+        g->temporal = 1, g->L = L, g->T = frames, g->G = G, g->n = G * frames, g->ngroup = L / G;
+    } else {
+        if (gh < 1 || gw < 1 || wh < 1 || ww < 1 || gh > N || gw > N || gh * gw != N)
+            return mmu_fail(MMU_EVALUE, "%s: grid (%lld, %lld) must be positive with gh*gw = N = %lld of query %s",
+                            op, (long long)gh, (long long)gw, (long long)N, mmu_shape_str(q));
+        if (gh % wh || gw % ww)
+            return mmu_fail(MMU_EVALUE, "%s: window (%lld, %lld) must divide grid (%lld, %lld)", op, (long long)wh,
+                            (long long)ww, (long long)gh, (long long)gw);
+        g->gw = gw, g->wh = wh, g->ww = ww, g->nw = gw / ww, g->n = wh * ww, g->ngroup = (gh / wh) * (gw / ww);
+    }
+    if (bias) {
+        if (bias->dtype != MMU_FLOAT32 || bias->ndim != 3 || bias->shape[0] != H || bias->shape[1] != g->n ||
+            bias->shape[2] != g->n)
+            return mmu_fail(MMU_EVALUE, "%s: bias must be float32 (H, wh*ww, wh*ww) = (%lld, %lld, %lld), got %s %s",
+                            op, (long long)H, (long long)g->n, (long long)g->n, mmu_dtype_name(bias->dtype),
+                            mmu_shape_str(bias));
+    }
+    g->NB = B * H, g->H = H, g->N = N, g->E = q->shape[3], g->Ev = v->shape[3];
+    if (!(g->rel = mmu_alloc((size_t)g->n * sizeof(int64_t)))) return mmu_fail(MMU_ENOMEM, "%s: out of memory", op);
+    for (int64_t r = 0; r < g->n; r++) g->rel[r] = g->temporal ? (r % g->T) * g->L + r / g->T : (r / g->ww) * g->gw + r % g->ww;
+    g->q = mmu_f32(q), g->k = mmu_f32(k), g->v = mmu_f32(v), g->bias = bias ? mmu_f32(bias) : NULL;
+    return MMU_OK;
+}
+
+static void grp_geom_free(grp_geom *g) {
+    if (g->rel) mmu_free(g->rel, (size_t)g->n * sizeof(int64_t));
+    g->rel = NULL;
+}
+
+/* Scores row s (np = up16(n) entries, q already times scale) of group row i: + bias row;
+ * -inf for the keys row i does not see: other locations of a temporal group, later frames
+ * when causal, the padding keys n.. */
+static void grp_bias_row(float *s, const grp_geom *g, const float *bias_h, int64_t i) {
+    int64_t n = g->n, np = up16(n), lo = 0, hi = g->causal ? i + 1 : n;
+    if (bias_h)
+        for (int64_t c = 0; c < n; c++) s[c] += bias_h[i * n + c];
+    if (g->temporal && g->G > 1) { /* row i = frame i % T of location i / T: keys lo.. of its location */
+        lo = i / g->T * g->T;
+        if (!g->causal) hi = lo + g->T;
+    }
+    for (int64_t c = 0; c < lo; c++) s[c] = -INFINITY;
+    for (int64_t c = hi; c < np; c++) s[c] = -INFINITY;
+}
+
+// rows (n, cols) of src at tokens base + rel[r] (row stride cols), times mul -> dst (n, ldd), columns cols.. zeroed
+static void grp_gather(float *dst, int64_t ldd, const float *src, int64_t cols, const grp_geom *g, int64_t base,
+                       float mul) {
+    for (int64_t r = 0; r < g->n; r++) {
+        const float *s = src + (base + g->rel[r]) * cols;
+        float *d = dst + r * ldd;
+        if (mul == 1.0f)
+            memcpy(d, s, cols * sizeof(float));
+        else
+            for (int64_t e = 0; e < cols; e++) d[e] = s[e] * mul;
+        for (int64_t e = cols; e < ldd; e++) d[e] = 0.0f;
+    }
+}
+
+// the group's rows of src (tokens, cols) transposed -> dst (cols, np), columns n..np zeroed
+static void grp_gather_t(float *dst, const float *src, int64_t cols, const grp_geom *g, int64_t base) {
+    int64_t n = g->n, np = up16(n);
+    for (int64_t r0 = 0; r0 < np; r0 += 16) {
+        int64_t rn = n - r0 < 16 ? n - r0 : 16;
+        const float *rows[16];
+        for (int64_t r = 0; r < rn; r++) rows[r] = src + (base + g->rel[r0 + r]) * cols;
+        for (int64_t e = 0; e < cols; e++) {
+            float *d = dst + e * np + r0;
+            for (int64_t r = 0; r < rn; r++) d[r] = rows[r][e];
+            for (int64_t r = rn; r < 16; r++) d[r] = 0.0f;
+        }
+    }
+}
+
+typedef struct {
+    float *qs, *kt, *vp, *s, *o; /* (BR, E), (E, np), (n, Evp), (BR, np), (BR, Evp) */
+    float *dop, *kp, *vt, *d;    /* backward: (n, Evp), (n, Ep), (Ev, np), (n) */
+    float *dp, *dk, *dv, *dq;    /* (BR, np), (n, Ep), (n, Evp), (BR, Ep) */
+    float *dbias;                /* (H, n, n) of this chunk, or NULL */
+    size_t bytes;
+    void *base;
+} grp_scratch;
+
+static int grp_scratch_init(grp_scratch *w, const grp_geom *g, int backward) {
+    int64_t n = g->n, np = up16(n), Ep = up16(g->E), Evp = up16(g->Ev), br = n < BR ? n : BR;
+    size_t sizes[] = {(size_t)(backward ? n * Ep : br * g->E), (size_t)(g->E * np), (size_t)(backward ? 0 : n * Evp),
+                      (size_t)(br * np), (size_t)(backward ? 0 : br * Evp),
+                      (size_t)(backward ? n * Evp : 0), (size_t)(backward ? n * Ep : 0),
+                      (size_t)(backward ? g->Ev * np : 0), (size_t)(backward ? n : 0),
+                      (size_t)(backward ? br * np : 0), (size_t)(backward ? n * Ep : 0),
+                      (size_t)(backward ? n * Evp : 0), (size_t)(backward ? br * Ep : 0)};
+    w->bytes = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) w->bytes += (sizes[i] * sizeof(float) + 63) & ~(size_t)63;
+    if (!(w->base = mmu_alloc(w->bytes ? w->bytes : 64))) return -1;
+    char *p = w->base;
+    float **dst[] = {&w->qs, &w->kt, &w->vp, &w->s, &w->o, &w->dop, &w->kp, &w->vt, &w->d, &w->dp, &w->dk, &w->dv, &w->dq};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) *dst[i] = scratch_carve(&p, sizes[i]);
+    return 0;
+}
+
+static void grp_scratch_free(grp_scratch *w) {
+    if (w->base) mmu_free(w->base, w->bytes ? w->bytes : 64);
+    w->base = NULL;
+}
+
+// one group: rows of head bh -> their tokens of out (NB, N, Ev) and lse (NB, N)
+static void grp_fwd_task(const grp_geom *g, grp_scratch *w, int64_t bh, int64_t gi, float *out, float *lse) {
+    int64_t n = g->n, np = up16(n), E = g->E, Ev = g->Ev, Evp = up16(Ev), N = g->N, base = grp_base(g, gi);
+    const float *q = g->q + bh * N * E, *k = g->k + bh * N * E, *v = g->v + bh * N * Ev;
+    const float *bias_h = g->bias ? g->bias + (bh % g->H) * n * n : NULL;
+    float *ob = out + bh * N * Ev, *lb = lse + bh * N;
+    grp_gather_t(w->kt, k, E, g, base);
+    grp_gather(w->vp, Evp, v, Ev, g, base, 1.0f);
+    for (int64_t i0 = 0; i0 < n; i0 += BR) {
+        int64_t nr = n - i0 < BR ? n - i0 : BR;
+        /* causal: no row of the block sees past its last row */
+        int64_t nk = g->causal ? i0 + nr : n;
+        float inv[BR]; /* 1 / the row's sum: applied to its Ev outputs, not its n weights */
+        for (int64_t r = 0; r < nr; r++) {
+            const float *qr = q + (base + g->rel[i0 + r]) * E;
+            for (int64_t e = 0; e < E; e++) w->qs[r * E + e] = qr[e] * g->scale;
+        }
+        gemm(0, nr, np, E, w->qs, E, w->kt, np, w->s, np, 0);
+        for (int64_t r = 0; r < nr; r++) {
+            float *s = w->s + r * np;
+            grp_bias_row(s, g, bias_h, i0 + r);
+            float mx = mmu_row_max(s, np);
+            if (mx == -INFINITY) { /* a -inf bias hid the whole row: 0 out, as sdpa */
+                int has_nan = 0;
+                for (int64_t c = 0; c < n; c++) has_nan |= isnan(s[c]);
+                if (!has_nan) {
+                    memset(s, 0, np * sizeof(float));
+                    lb[base + g->rel[i0 + r]] = -INFINITY;
+                    inv[r] = 0.0f;
+                    continue;
+                }
+                mx = NAN;
+            }
+            float part[16] = {0};
+            for (int64_t c = 0; c < np; c += 16)
+                for (int t = 0; t < 16; t++) {
+                    float e = mmu_exp(s[c + t] - mx);
+                    s[c + t] = e;
+                    part[t] += e;
+                }
+            float l = 0.0f;
+            for (int t = 0; t < 16; t++) l += part[t];
+            inv[r] = 1.0f / l;
+            lb[base + g->rel[i0 + r]] = mx + logf(l);
+        }
+        gemm(0, nr, Evp, nk, w->s, np, w->vp, Evp, w->o, Evp, 0);
+        for (int64_t r = 0; r < nr; r++) {
+            float *d = ob + (base + g->rel[i0 + r]) * Ev;
+            const float *o = w->o + r * Evp;
+            for (int64_t e = 0; e < Ev; e++) d[e] = o[e] * inv[r];
+        }
+    }
+}
+
+// g (NB, N, Ev), out, lse of the forward -> dq, dk (NB, N, E), dv (NB, N, Ev) of this group's tokens, dbias (H, n, n) +=
+static void grp_bwd_task(const grp_geom *g, grp_scratch *w, int64_t bh, int64_t gi, const float *out, const float *go,
+                         const float *lse, float *dq, float *dk, float *dv) {
+    int64_t n = g->n, np = up16(n), E = g->E, Ev = g->Ev, Ep = up16(E), Evp = up16(Ev), N = g->N,
+            base = grp_base(g, gi);
+    const float *q = g->q + bh * N * E, *k = g->k + bh * N * E, *v = g->v + bh * N * Ev;
+    const float *O = out + bh * N * Ev, *dO = go + bh * N * Ev, *lb = lse + bh * N;
+    const float *bias_h = g->bias ? g->bias + (bh % g->H) * n * n : NULL;
+    float *dbias_h = w->dbias ? w->dbias + (bh % g->H) * n * n : NULL, sc = g->scale;
+    grp_gather(w->qs, Ep, q, E, g, base, sc);
+    grp_gather(w->kp, Ep, k, E, g, base, 1.0f);
+    grp_gather_t(w->kt, k, E, g, base);
+    grp_gather_t(w->vt, v, Ev, g, base);
+    grp_gather(w->dop, Evp, dO, Ev, g, base, 1.0f);
+    for (int64_t r = 0; r < n; r++) { /* D = rowsum(dO ∘ O) */
+        const float *o = O + (base + g->rel[r]) * Ev, *d = w->dop + r * Evp;
+        float s = 0.0f;
+        for (int64_t e = 0; e < Ev; e++) s += d[e] * o[e];
+        w->d[r] = s;
+    }
+    memset(w->dk, 0, n * Ep * sizeof(float));
+    memset(w->dv, 0, n * Evp * sizeof(float));
+    for (int64_t i0 = 0; i0 < n; i0 += BR) {
+        int64_t nr = n - i0 < BR ? n - i0 : BR, nk = g->causal ? i0 + nr : n;
+        /* P = exp(q kᵀ·scale + bias - lse) */
+        gemm(0, nr, np, E, w->qs + i0 * Ep, Ep, w->kt, np, w->s, np, 0);
+        for (int64_t r = 0; r < nr; r++) {
+            float *p = w->s + r * np, l = lb[base + g->rel[i0 + r]];
+            grp_bias_row(p, g, bias_h, i0 + r);
+            if (l == -INFINITY)
+                memset(p, 0, np * sizeof(float));
+            else
+                for (int64_t c = 0; c < np; c++) p[c] = mmu_exp(p[c] - l);
+        }
+        /* dV += Pᵀ dO (keys nk.. get nothing from this block) */
+        gemm(1, nk, Evp, nr, w->s, np, w->dop + i0 * Evp, Evp, w->dv, Evp, 1);
+        /* dP = dO vᵀ, dS = P ∘ (dP - D) */
+        gemm(0, nr, np, Ev, w->dop + i0 * Evp, Evp, w->vt, np, w->dp, np, 0);
+        for (int64_t r = 0; r < nr; r++) {
+            float *dp = w->dp + r * np, dr = w->d[i0 + r];
+            const float *p = w->s + r * np;
+            for (int64_t c = 0; c < n; c++) dp[c] = p[c] * (dp[c] - dr);
+            if (dbias_h) {
+                float *db = dbias_h + (i0 + r) * n;
+                for (int64_t c = 0; c < n; c++) db[c] += dp[c];
+            }
+        }
+        /* dK += dSᵀ (q·scale), dQ = dS k·scale (a group's keys are all here: the block's dQ is whole) */
+        gemm(1, nk, Ep, nr, w->dp, np, w->qs + i0 * Ep, Ep, w->dk, Ep, 1);
+        gemm(0, nr, Ep, nk, w->dp, np, w->kp, Ep, w->dq, Ep, 0);
+        for (int64_t r = 0; r < nr; r++) {
+            float *d = dq + (bh * N + base + g->rel[i0 + r]) * E;
+            const float *s = w->dq + r * Ep;
+            for (int64_t e = 0; e < E; e++) d[e] = s[e] * sc;
+        }
+    }
+    for (int64_t r = 0; r < n; r++) {
+        int64_t t = bh * N + base + g->rel[r];
+        memcpy(dk + t * E, w->dk + r * Ep, E * sizeof(float));
+        memcpy(dv + t * Ev, w->dv + r * Evp, Ev * sizeof(float));
+    }
+}
+
+/* Tasks (batch·head, group) cut into nchunk contiguous ranges, one per thread: the ranges
+ * (not OpenMP's schedule) fix which tasks share a dbias buffer. */
+static mmu_status grp_run(const grp_geom *g, int backward, const float *out, const float *go, const float *lse,
+                          float *o_or_dq, float *lse_or_dk, float *dv, float *dbias) {
+    int64_t ntask = g->NB * g->ngroup, nchunk = mmu_get_num_threads();
+    if (nchunk > ntask) nchunk = ntask > 0 ? ntask : 1;
+    int64_t per = (ntask + nchunk - 1) / nchunk, hnn = g->H * g->n * g->n;
+    float *dbuf = NULL;
+    size_t dbytes = 0;
+    if (dbias) {
+        dbytes = (size_t)(nchunk * hnn) * sizeof(float);
+        if (!(dbuf = mmu_alloc(dbytes ? dbytes : 64))) return mmu_fail(MMU_ENOMEM, "window_attention: out of memory");
+        memset(dbuf, 0, dbytes);
+    }
+    int failed = 0;
+    mmu_sync_threads();
+    double work = (double)g->NB * g->N * g->n * (g->E + g->Ev);
+#pragma omp parallel if (work > MMU_PAR_GRAIN && nchunk > 1)
+    {
+        grp_scratch w = {0};
+        int ok = grp_scratch_init(&w, g, backward) == 0;
+        if (!ok) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static, 1)
+        for (int64_t c = 0; c < nchunk; c++) {
+            if (!ok) continue;
+            w.dbias = dbuf ? dbuf + c * hnn : NULL;
+            int64_t t1 = (c + 1) * per < ntask ? (c + 1) * per : ntask;
+            for (int64_t t = c * per; t < t1; t++) {
+                if (backward)
+                    grp_bwd_task(g, &w, t / g->ngroup, t % g->ngroup, out, go, lse, o_or_dq, lse_or_dk, dv);
+                else
+                    grp_fwd_task(g, &w, t / g->ngroup, t % g->ngroup, o_or_dq, lse_or_dk);
+            }
+        }
+        if (ok) grp_scratch_free(&w);
+    }
+    if (dbuf) {
+        if (!failed)
+            for (int64_t x = 0; x < hnn; x++) {
+                float s = 0.0f;
+                for (int64_t c = 0; c < nchunk; c++) s += dbuf[c * hnn + x];
+                dbias[x] = s;
+            }
+        mmu_free(dbuf, dbytes ? dbytes : 64);
+    }
+    return failed ? mmu_fail(MMU_ENOMEM, "window/temporal attention: out of memory for scratch") : MMU_OK;
+}
+
+static mmu_status grp_attention(mmu_tensor **out, const char *op, mmu_op opid, mmu_tensor *q, mmu_tensor *k,
+                                mmu_tensor *v, mmu_tensor *bias, int64_t gh, int64_t gw, int64_t wh, int64_t ww,
+                                int64_t frames, int causal, int has_scale, double scale) {
+    mmu_status st;
+    mmu_tensor *lse = NULL;
+    grp_geom g;
+    memset(&g, 0, sizeof g);
+    if ((st = mmu_check_dtype(q, MMU_FLOAT32, op, "query")) || (st = mmu_check_dtype(k, MMU_FLOAT32, op, "key")) ||
+        (st = mmu_check_dtype(v, MMU_FLOAT32, op, "value")) || (bias && (st = mmu_check_dtype(bias, MMU_FLOAT32, op, "bias"))))
+        return st;
+    if ((st = grp_geom_init(&g, op, q, k, v, bias, gh, gw, wh, ww, frames))) goto done;
+    g.causal = causal;
+    g.scale = (float)(has_scale ? scale : 1.0 / sqrt((double)g.E));
+    int64_t oshape[4] = {q->shape[0], q->shape[1], g.N, g.Ev}, lshape[3] = {q->shape[0], q->shape[1], g.N};
+    if ((st = mmu_tensor_empty(out, MMU_FLOAT32, 4, oshape)) || (st = mmu_tensor_empty(&lse, MMU_FLOAT32, 3, lshape)))
+        goto done;
+    if ((*out)->numel > 0 && (st = grp_run(&g, 0, NULL, NULL, NULL, mmu_f32(*out), mmu_f32(lse), NULL, NULL)))
+        goto done;
+    mmu_node *n = NULL;
+    mmu_tensor *ins[4] = {q, k, v, bias};
+    if ((st = mmu_record(&n, *out, opid, 4, ins))) goto done;
+    if (n) {
+        mmu_save(n, 0, q);
+        mmu_save(n, 1, k);
+        mmu_save(n, 2, v);
+        if ((st = mmu_save_output(n, 3, *out))) goto done;
+        mmu_save(n, 4, lse);
+        if (bias) mmu_save(n, 5, bias);
+        if (frames > 0) {
+            n->ctx.i[0] = frames;
+            n->ctx.i[1] = causal;
+        } else {
+            n->ctx.i[0] = gh, n->ctx.i[1] = gw, n->ctx.i[2] = wh, n->ctx.i[3] = ww;
+        }
+        n->ctx.f[0] = g.scale;
+    }
+done:
+    mmu_tensor_decref(lse);
+    grp_geom_free(&g);
+    if (st) MMU_CLEAR(*out);
+    return st;
+}
+
+// q, k (B, H, N, E), v (B, H, N, Ev), bias (H, wh·ww, wh·ww) or NULL, N = gh·gw -> out (B, H, N, Ev)
+mmu_status mmu_window_attention(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, mmu_tensor *bias,
+                                int64_t gh, int64_t gw, int64_t wh, int64_t ww, int has_scale, double scale) {
+    mmu_sync_threads();
+    return grp_attention(out, "window_attention", MMU_OP_WINDOW_ATTENTION, q, k, v, bias, gh, gw, wh, ww, 0, 0,
+                         has_scale, scale);
+}
+
+// q, k (B, H, T·L, E), v (B, H, T·L, Ev), T = frames -> out (B, H, T·L, Ev)
+mmu_status mmu_temporal_attention(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, int64_t frames,
+                                  int causal, int has_scale, double scale) {
+    mmu_sync_threads();
+    if (frames < 1)
+        return mmu_fail(MMU_EVALUE, "temporal_attention: frames must be >= 1, got %lld", (long long)frames);
+    return grp_attention(out, "temporal_attention", MMU_OP_TEMPORAL_ATTENTION, q, k, v, NULL, 0, 0, 0, 0, frames,
+                         causal, has_scale, scale);
+}
+
+static mmu_status grp_attention_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin, int temporal) {
+    mmu_tensor *q = n->saved[0], *k = n->saved[1], *v = n->saved[2], *o = n->saved[3], *lse = n->saved[4],
+               *bias = n->saved[5];
+    int need_b = bias && n->inputs[3].needs_grad;
+    if (!n->inputs[0].needs_grad && !n->inputs[1].needs_grad && !n->inputs[2].needs_grad && !need_b) return MMU_OK;
+    const char *op = temporal ? "temporal_attention backward" : "window_attention backward";
+    mmu_tensor *dq = NULL, *dk = NULL, *dv = NULL, *db = NULL;
+    grp_geom g;
+    mmu_status st = temporal ? grp_geom_init(&g, op, q, k, v, NULL, 0, 0, 0, 0, n->ctx.i[0])
+                             : grp_geom_init(&g, op, q, k, v, bias, n->ctx.i[0], n->ctx.i[1], n->ctx.i[2],
+                                             n->ctx.i[3], 0);
+    if (st) goto done;
+    g.causal = temporal ? (int)n->ctx.i[1] : 0;
+    g.scale = (float)n->ctx.f[0];
+    if ((st = mmu_tensor_empty(&dq, MMU_FLOAT32, 4, q->shape)) || (st = mmu_tensor_empty(&dk, MMU_FLOAT32, 4, k->shape)) ||
+        (st = mmu_tensor_empty(&dv, MMU_FLOAT32, 4, v->shape)) ||
+        (need_b && (st = mmu_tensor_empty(&db, MMU_FLOAT32, 3, bias->shape))))
+        goto done;
+    if (g.NB * g.N == 0 || (g.E == 0 && g.Ev == 0)) { /* nothing to differentiate: zero gradients */
+        memset(mmu_f32(dq), 0, dq->numel * sizeof(float));
+        memset(mmu_f32(dk), 0, dk->numel * sizeof(float));
+        memset(mmu_f32(dv), 0, dv->numel * sizeof(float));
+        if (db) memset(mmu_f32(db), 0, db->numel * sizeof(float));
+    } else if ((st = grp_run(&g, 1, mmu_f32(o), mmu_f32(gout), mmu_f32(lse), mmu_f32(dq), mmu_f32(dk), mmu_f32(dv),
+                             db ? mmu_f32(db) : NULL)))
+        goto done;
+    mmu_tensor *full[4] = {dq, dk, dv, db};
+    for (int i = 0; i < 4; i++)
+        if (n->inputs[i].needs_grad && full[i]) {
+            gin[i] = full[i];
+            full[i] = NULL;
+        }
+    dq = full[0], dk = full[1], dv = full[2], db = full[3];
+done:
+    mmu_tensor_decref(dq);
+    mmu_tensor_decref(dk);
+    mmu_tensor_decref(dv);
+    mmu_tensor_decref(db);
+    grp_geom_free(&g);
+    return st;
+}
+
+// g (B, H, N, Ev) -> dq, dk, dv, dbias
+mmu_status mmu_window_attention_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
+    return grp_attention_backward(n, gout, gin, 0);
+}
+
+// g (B, H, T·L, Ev) -> dq, dk, dv
+mmu_status mmu_temporal_attention_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
+    return grp_attention_backward(n, gout, gin, 1);
+}

@@ -208,6 +208,15 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
  * broadcastable to (B, hq, L, L) -> out (B, hq, L, E): mmu_sdpa over them, read in place */
 mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t hkv, mmu_tensor *mask, int is_causal,
                            int has_scale, double scale);
+/* Swin's non-overlapping window attention: q, k (B, H, N, E), v (B, H, N, Ev), N = gh·gw tokens of a
+ * row-major grid, windows wh x ww dividing it, bias (H, wh·ww, wh·ww) or NULL added to every window's
+ * scores -> out (B, H, N, Ev); the windows are read in place (no partition copy, no N x N mask) */
+mmu_status mmu_window_attention(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, mmu_tensor *bias,
+                                int64_t gh, int64_t gw, int64_t wh, int64_t ww, int has_scale, double scale);
+/* attention along time per location: q, k (B, H, T·L, E), v (B, H, T·L, Ev) frame-major (token t·L + l),
+ * T = frames; token (t, l) sees (t', l) for t' <= t (every t' when !causal) -> out (B, H, T·L, Ev) */
+mmu_status mmu_temporal_attention(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *v, int64_t frames,
+                                  int causal, int has_scale, double scale);
 /* x (..., L, D), cos, sin (L, D) -> x·cos + rotate_half(x)·sin */
 mmu_status mmu_apply_rotary(mmu_tensor **out, mmu_tensor *x, mmu_tensor *cos, mmu_tensor *sin);
 

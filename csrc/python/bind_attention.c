@@ -79,7 +79,46 @@ static PyObject *py_sdpa_packed(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
+/* window_attention(q, k, v, bias or None, gh, gw, wh, ww, scale or None) */
+static PyObject *py_window_attention(PyObject *m, PyObject *args) {
+    const char *op = "window_attention";
+    PyObject *qo, *ko, *vo, *bo, *so;
+    long long gh, gw, wh, ww;
+    tensor_args ta = {0};
+    mmu_tensor *q, *k, *v, *bias = NULL, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "OOOOLLLLO", &qo, &ko, &vo, &bo, &gh, &gw, &wh, &ww, &so)) return NULL;
+    double scale = 0.0;
+    if (so != Py_None && (scale = PyFloat_AsDouble(so)) == -1.0 && PyErr_Occurred()) return NULL;
+    if (!(q = arg(&ta, qo, MMU_FLOAT32, op, "query")) || !(k = arg(&ta, ko, MMU_FLOAT32, op, "key")) ||
+        !(v = arg(&ta, vo, MMU_FLOAT32, op, "value")) || (bo != Py_None && !(bias = arg(&ta, bo, MMU_FLOAT32, op, "bias"))))
+        return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_window_attention(&out, q, k, v, bias, gh, gw, wh, ww, so != Py_None, scale));
+    return finish(&ta, st, out);
+}
+
+/* temporal_attention(q, k, v, frames, causal, scale or None) */
+static PyObject *py_temporal_attention(PyObject *m, PyObject *args) {
+    const char *op = "temporal_attention";
+    PyObject *qo, *ko, *vo, *so;
+    long long frames;
+    int causal;
+    tensor_args ta = {0};
+    mmu_tensor *q, *k, *v, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "OOOLpO", &qo, &ko, &vo, &frames, &causal, &so)) return NULL;
+    double scale = 0.0;
+    if (so != Py_None && (scale = PyFloat_AsDouble(so)) == -1.0 && PyErr_Occurred()) return NULL;
+    if (!(q = arg(&ta, qo, MMU_FLOAT32, op, "query")) || !(k = arg(&ta, ko, MMU_FLOAT32, op, "key")) ||
+        !(v = arg(&ta, vo, MMU_FLOAT32, op, "value")))
+        return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_temporal_attention(&out, q, k, v, frames, causal, so != Py_None, scale));
+    return finish(&ta, st, out);
+}
+
 PyMethodDef mmu_attention_methods[] = {
+    {"window_attention", py_window_attention, METH_VARARGS, "window_attention(q, k, v, bias, gh, gw, wh, ww, scale)"},
+    {"temporal_attention", py_temporal_attention, METH_VARARGS, "temporal_attention(q, k, v, frames, causal, scale)"},
     {"qkv_heads", py_qkv_heads, METH_VARARGS,
      "qkv_heads(qkv, num_heads, num_kv_heads, norm, q_weight, q_bias, k_weight, k_bias, eps, cos, sin)"},
     {"sdpa_packed", py_sdpa_packed, METH_VARARGS, "sdpa_packed(heads, num_heads, num_kv_heads, mask, is_causal, scale)"},
