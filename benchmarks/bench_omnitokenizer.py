@@ -23,6 +23,9 @@ CPUs busy: noisy), ms, median of 3, `python benchmarks/bench_omnitokenizer.py --
     2        omnitokenizer_train_step   1678    2612   1.56
     2        omnitokenizer_encode        489     887   1.81
     2        omnitokenizer_decode        416     690   1.66
+After merging windowattn's C kernels (same machine, load 12-13, other processes 1.8 CPUs): 1 thread train step
+659 / 1068 ms 1.62, encode 323 / 290 0.90, decode 225 / 319 1.42; 2 threads 1472 / 1707 1.16, encode 1.68, decode
+1.37. Run-to-run swings of +-0.4 in a ratio at this load: take the figures as a range, not a point.
 Where the step went before the last two changes: the PEG's depthwise Conv3d (a third of mmu's step: mmu's
 depthwise conv3d is ~8x slower than its conv2d; now three conv2d taps with frame shifts), mmu's normalize kernel
 on rows of 32 (4x slower than the composed l2 norm now used), chunk copies of GEGLU / to_kv halves (now two
