@@ -2454,13 +2454,17 @@ class TwinTiTokDecoder(nn.Module):
 class TwinTiTokQuantizer(nn.Module):
     """1d-tokenizer's VectorQuantizer (use_l2_norm): forward(z (B, D, H, W)) -> (zq, indices (B, H, W), loss)."""
 
-    def __init__(self, codebook_size, token_size, commitment_cost=0.25, use_l2_norm=True):
+    def __init__(self, codebook_size, token_size, commitment_cost=0.25, use_l2_norm=True, clustering_vq=False):
         super().__init__()
         self.embedding = nn.Embedding(codebook_size, token_size)
-        self.commitment_cost, self.use_l2_norm = commitment_cost, use_l2_norm
+        self.commitment_cost, self.use_l2_norm, self.clustering_vq = commitment_cost, use_l2_norm, clustering_vq
+        if clustering_vq:
+            self.register_buffer("embed_prob", torch.zeros(codebook_size))
 
     def codebook(self):
         w = self.embedding.weight
+        if self.clustering_vq and self.training:
+            w = w.clone()  # as mmu: the backward differentiates at the codes the forward used
         return F.normalize(w, dim=-1) if self.use_l2_norm else w
 
     def forward(self, z):
@@ -2474,6 +2478,14 @@ class TwinTiTokQuantizer(nn.Module):
             idx = dist.argmin(1)
         q = F.embedding(idx, book)
         loss = self.commitment_cost * F.mse_loss(q.detach(), x) + F.mse_loss(q, x.detach())
+        if self.clustering_vq and self.training:  # 1d-tokenizer's codebook re-seeding (mmu's TiTokQuantizer._cluster)
+            with torch.no_grad():
+                k = self.embed_prob.shape[0]
+                freq = torch.bincount(idx, minlength=k).float() / idx.numel()
+                self.embed_prob.mul_(0.99).add_(freq * (1 - 0.99))
+                feat = z.reshape(b, d, h * w).transpose(1, 2).reshape(-1, d)[dist.argmin(0)]
+                decay = torch.exp(-(self.embed_prob * k * 10) / (1 - 0.99) - 1e-3).unsqueeze(1)
+                self.embedding.weight.copy_(self.embedding.weight.data * (1 - decay) + feat * decay)
         out = x + (q - x).detach()
         return out.reshape(b, h * w, d).transpose(1, 2).reshape(b, d, h, w), idx.reshape(b, h, w), loss
 
@@ -2488,7 +2500,8 @@ class TwinTiTok(_TwinTokenizer):
         if c.perceptual_weight > 0:
             raise ValueError("TwinTiTok: LPIPS is not mirrored; use perceptual_weight=0")
         self.encoder = TwinTiTokEncoder(c)
-        self.quantize = TwinTiTokQuantizer(c.codebook_size, c.token_size, c.commitment_cost, c.use_l2_norm)
+        self.quantize = TwinTiTokQuantizer(c.codebook_size, c.token_size, c.commitment_cost, c.use_l2_norm,
+                                           c.clustering_vq)
         self.decoder = TwinTiTokDecoder(c)
         if c.use_discriminator:
             self.discriminator = TwinNLayerDiscriminator(c.in_channels, c.disc_ndf, c.disc_layers, c.disc_norm)

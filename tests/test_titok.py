@@ -108,6 +108,34 @@ def test_quantizer_without_l2_norm_and_init():
     np.testing.assert_allclose(out.numpy().transpose(0, 2, 3, 1).reshape(-1, 4), w[want], rtol=1e-5, atol=1e-7)  # x + sg(q - x) rounds
 
 
+def test_clustering_vq_follows_1d_tokenizer():
+    m = _tiny(clustering_vq=True, codebook_size=16)
+    q = m.quantize
+    q.train()
+    prob = np.zeros(16)
+    for seed in (5, 6):
+        z = np.random.default_rng(seed).standard_normal((2, 4, 1, 8)).astype(np.float32)
+        w = q.embedding.weight.numpy().astype(np.float64).copy()
+        _, idx, _ = q(mmu.tensor(z))
+        # 1d-tokenizer's VectorQuantizer(clustering_vq=True) update, in float64
+        raw = z.transpose(0, 2, 3, 1).reshape(-1, 4).astype(np.float64)
+        x = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+        e = w / np.linalg.norm(w, axis=1, keepdims=True)
+        d = (x ** 2).sum(1, keepdims=True) + (e ** 2).sum(1) - 2 * x @ e.T
+        np.testing.assert_array_equal(idx.numpy().reshape(-1), d.argmin(1))
+        prob = 0.99 * prob + 0.01 * np.bincount(d.argmin(1), minlength=16) / 16
+        decay = np.exp(-(prob * 16 * 10) / (1 - 0.99) - 1e-3)[:, None]
+        want = w * (1 - decay) + raw[d.argmin(0)] * decay
+        np.testing.assert_allclose(q.embed_prob.numpy(), prob, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(q.embedding.weight.numpy(), want, rtol=1e-4, atol=1e-6)
+        assert 0 < decay.min() < 0.5 < decay.max()  # used codes stay, unused ones move onto the data
+    q.eval()
+    before = q.embedding.weight.numpy().copy()
+    q(mmu.tensor(z))
+    np.testing.assert_array_equal(q.embedding.weight.numpy(), before)  # eval: nothing moves
+    assert "quantize.embed_prob" in m.state_dict()
+
+
 # ---------------------------------------------------------------------------------------------- losses
 def test_forward_loss_is_the_single_stage_formula():
     m = _tiny(reconstruction_weight=2.0, quantizer_weight=0.5)
@@ -353,6 +381,13 @@ def test_converter_refuses_other_layouts():
         convert_titok_state_dict({k: v for k, v in sd.items() if k != "latent_tokens"}, cfg)
     with pytest.raises(ValueError, match="shape"):
         convert_titok_state_dict(sd, TiTokConfig(**{**TINY, "num_latent_tokens": 9}))
+    # a clustering_vq checkpoint (TA-TiTok's) keeps its usage EMA
+    prob = np.random.default_rng(2).random(32).astype(np.float32)
+    with pytest.raises(ValueError, match="clustering_vq"):
+        convert_titok_state_dict({**sd, "quantize.embed_prob": prob}, cfg)
+    m = load_titok({**sd, "quantize.embed_prob": prob}, encoder_heads=2, decoder_heads=2)
+    assert m.config.clustering_vq
+    np.testing.assert_array_equal(m.quantize.embed_prob.numpy(), prob)
 
 
 # ---------------------------------------------------------------------------------------------- gradients

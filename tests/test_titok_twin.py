@@ -60,11 +60,11 @@ def _key_bias(name, model):
     return None
 
 
-@pytest.mark.parametrize("gan", [False, True])
-def test_titok_twin_matches_over_20_training_steps(gan):
+@pytest.mark.parametrize("gan,clustering", [(False, False), (True, False), (False, True)])
+def test_titok_twin_matches_over_20_training_steps(gan, clustering):
     fields = dict(resolution=16, patch_size=4, in_channels=1, encoder_width=32, encoder_depth=2, encoder_heads=2,
                   decoder_width=32, decoder_depth=2, decoder_heads=2, num_latent_tokens=12, token_size=6,
-                  codebook_size=64)
+                  codebook_size=64, clustering_vq=clustering)
     if gan:
         fields.update(use_discriminator=True, disc_layers=1, disc_ndf=8, disc_start=5, disc_weight=0.1,
                       lecam_weight=0.01, lecam_decay=0.9, disc_norm="none")
@@ -115,4 +115,4 @@ def test_titok_twin_matches_over_20_training_steps(gan):
             a, b = a[keep], b[keep]
         err = np.abs(a - b).max() / max(np.abs(b).max(), STEPS * lr)
         assert err < 1e-3, (k, err)
-    print(f"gan={gan}: max relative loss difference {rel.max():.2e}")
+    print(f"gan={gan} clustering={clustering}: max relative loss difference {rel.max():.2e}")

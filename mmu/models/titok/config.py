@@ -25,7 +25,9 @@ class TiTokConfig(_Config):
     token_size channels: (B, token_size, K) (1d-tokenizer's is_legacy=False layout).
     Quantizer: 1d-tokenizer's VectorQuantizer with use_l2_norm: codebook_size codes of token_size,
     the latents and the codes l2-normalised, nearest code by squared distance, loss =
-    commitment_cost * mse(sg(q), z) + mse(q, sg(z)) on the normalised z, straight-through z + sg(q - z).
+    commitment_cost * mse(sg(q), z) + mse(q, sg(z)) on the normalised z, straight-through z + sg(q - z);
+    clustering_vq: its codebook re-seeding (TA-TiTok's single-stage configs): codes the batches stop using
+    move onto the batch row nearest to them (TiTokQuantizer._cluster).
     Decoder: decoder_embed (Linear token_size -> width) of the quantized tokens plus their positions,
     after a class token and one mask token per decoder patch (each with its position); ln_pre, the
     decoder layers, ln_post on the patch tokens, a 1x1 layer to patch_size^2 * in_channels values per
@@ -57,6 +59,7 @@ class TiTokConfig(_Config):
     quantizer: str = "vq"
     commitment_cost: float = 0.25
     use_l2_norm: bool = True
+    clustering_vq: bool = False
     reconstruction_loss: str = "l2"
     reconstruction_weight: float = 1.0
     quantizer_weight: float = 1.0
@@ -101,7 +104,7 @@ class TiTokConfig(_Config):
             self._field_error("reconstruction_loss", "'l1' or 'l2'")
         if self.disc_norm not in ("batch", "actnorm", "group", "none"):
             self._field_error("disc_norm", "'batch', 'actnorm', 'group' or 'none' (mmu.losses.NLayerDiscriminator)")
-        for name in ("use_l2_norm", "use_discriminator", "lpips_random"):
+        for name in ("use_l2_norm", "clustering_vq", "use_discriminator", "lpips_random"):
             if not isinstance(getattr(self, name), bool):
                 self._field_error(name, "a bool", TypeError)
         return self

@@ -21,6 +21,7 @@ dict; nothing is downloaded and torch is never imported.
 | decoder.ffn.0 (p² · 3, W, 1, 1) | decoder.to_pixels.weight (p² · 3, W) |
 | decoder.conv_out.* | decoder.conv_out.* |
 | quantize.embedding.weight | quantize.embedding.weight |
+| quantize.embed_prob (clustering_vq) | quantize.embed_prob |
 
 The encoder's tokens and positions are summed per token in TiTok's forward, so the sums are what the
 model keeps (class + pos[0], latent token k + its position); mmu's ViTEncoder orders the tokens
@@ -54,7 +55,8 @@ _RENAMED = {"encoder.patch_embed.weight": "encoder.patch_embed.weight", "encoder
             "decoder.ln_pre.weight": "decoder.pre_norm.weight", "decoder.ln_pre.bias": "decoder.pre_norm.bias",
             "decoder.ln_post.weight": "decoder.norm.weight", "decoder.ln_post.bias": "decoder.norm.bias",
             "decoder.ffn.0.bias": "decoder.to_pixels.bias", "decoder.conv_out.weight": "decoder.conv_out.weight",
-            "decoder.conv_out.bias": "decoder.conv_out.bias", "quantize.embedding.weight": "quantize.embedding.weight"}
+            "decoder.conv_out.bias": "decoder.conv_out.bias", "quantize.embedding.weight": "quantize.embedding.weight",
+            "quantize.embed_prob": "quantize.embed_prob"}
 # keys combined or reshaped below
 _SPECIAL = ("latent_tokens", "encoder.class_embedding", "encoder.positional_embedding",
             "encoder.latent_token_positional_embedding", "encoder.conv_out.weight", "decoder.class_embedding",
@@ -85,7 +87,8 @@ def titok_config_from_state_dict(state_dict, encoder_heads=None, decoder_heads=N
     """The TiTokConfig of a 1d-tokenizer TiTok state_dict, read off its shapes: widths (class_embedding),
     depths (transformer.{i}), patch sizes (patch_embed; decoder.ffn.0 has p^2 * 3 rows), resolution
     (sqrt(N) * patch), num_latent_tokens (latent_tokens), token_size and codebook_size
-    (quantize.embedding), in_channels (patch_embed). encoder_heads / decoder_heads: None -> width // 64;
+    (quantize.embedding), in_channels (patch_embed), clustering_vq (quantize.embed_prob present).
+    encoder_heads / decoder_heads: None -> width // 64;
     use_l2_norm is not in the weights (TiTok's VQ configs set it; titok_bl*_vq8k do not); **fields: any
     other TiTokConfig field (losses)."""
     fn = "titok_config_from_state_dict"
@@ -111,7 +114,8 @@ def titok_config_from_state_dict(state_dict, encoder_heads=None, decoder_heads=N
                decoder_heads=int(decoder_heads or max(1, dw // 64)),
                mlp_ratio=sd["encoder.transformer.0.mlp.c_fc.weight"].shape[0] / ew,
                num_latent_tokens=int(sd["latent_tokens"].shape[0]), token_size=int(book.shape[1]),
-               codebook_size=int(book.shape[0]), use_l2_norm=bool(use_l2_norm))
+               codebook_size=int(book.shape[0]), use_l2_norm=bool(use_l2_norm),
+               clustering_vq="quantize.embed_prob" in sd)
     cfg.update(fields)
     return TiTokConfig(**cfg).validate()
 
@@ -148,6 +152,9 @@ def convert_titok_state_dict(state_dict, config):
     out = {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
     cfg = config if isinstance(config, TiTokConfig) else TiTokConfig(**dict(config))
     want = _shapes(cfg)
+    if "quantize.embed_prob" in out and "quantize.embed_prob" not in want:
+        raise ValueError(f"{_FN}: the state_dict has quantize.embed_prob (1d-tokenizer's clustering_vq); set "
+                         "clustering_vq=True in the config")
     for k, shape in want.items():
         if k not in out:
             raise ValueError(f"{_FN}: the state_dict has no weights for {k!r} (shape {shape}) of the config")
@@ -184,6 +191,8 @@ def _shapes(cfg):
     out["encoder.post_norm.weight"] = out["encoder.post_norm.bias"] = (ew,)
     out["encoder.proj.weight"], out["encoder.proj.bias"] = (ts, ew), (ts,)
     out["quantize.embedding.weight"] = (c.codebook_size, ts)
+    if c.clustering_vq:
+        out["quantize.embed_prob"] = (c.codebook_size,)
     out["decoder.embed.weight"], out["decoder.embed.bias"] = (dw, ts), (dw,)
     out["decoder.class_token"] = out["decoder.mask_token"] = (1, 1, dw)
     out["decoder.pos_embedding"], out["decoder.latent_pos_embedding"] = (1, 1 + dn, dw), (1, k, dw)

@@ -124,22 +124,49 @@ class TiTokQuantizer(Module):
 
     mmu's VectorQuantize(use_cosine_sim=True, learnable_codebook=True) differs: it returns the raw
     (unnormalised) rows of a learnable codebook, so TiTok's quantizer is this one. 1d-tokenizer's
-    clustering_vq option (TA-TiTok's codebook re-seeding) is not built. self.stats holds the usage."""
+    clustering_vq option (its pixel-decoding TA-TiTok configs' codebook re-seeding, see _cluster) is on with
+    clustering_vq=True (buffer embed_prob). self.stats holds the usage."""
 
-    def __init__(self, codebook_size, token_size, commitment_cost=0.25, use_l2_norm=True):
+    def __init__(self, codebook_size, token_size, commitment_cost=0.25, use_l2_norm=True, clustering_vq=False):
         super().__init__()
         self.codebook_size, self.token_size = int(codebook_size), int(token_size)
         self.commitment_cost, self.use_l2_norm = float(commitment_cost), bool(use_l2_norm)
+        self.clustering_vq = bool(clustering_vq)
         self.embedding = Embedding(self.codebook_size, self.token_size)
         k = self.codebook_size
         with no_grad():
             self.embedding.weight.copy_(_tensor(((_mmu.rand(k, self.token_size).numpy() * 2.0 - 1.0) / k)
                                                 .astype(np.float32)))
+        if self.clustering_vq:
+            self.register_buffer("embed_prob", _tensor(np.zeros(k, np.float32)))
         self.stats = None
+
+    def _cluster(self, raw, x, idx, book):
+        """1d-tokenizer's clustering_vq step (training only; from CVQ-VAE): embed_prob <- 0.99 embed_prob +
+        0.01 (the batch's code frequencies); every code k moves to the batch row nearest to it (by the search's
+        distance), raw[argmin_m d(m, k)] (the row before normalisation), by decay_k = exp(-embed_prob_k K 10 /
+        (1 - 0.99) - 1e-3): a code the batches use (embed_prob well above 1/(1000 K)) stays, an unused one
+        jumps onto the data. raw, x (M, D), idx (M,), book (K, D): NumPy float32 / int64."""
+        k, dec = self.codebook_size, np.float32(0.99)
+        freq = np.bincount(idx, minlength=k).astype(np.float32) / np.float32(idx.size)
+        prob = self.embed_prob.numpy() * dec + freq * (np.float32(1.0) - dec)
+        d = (x * x).sum(1, keepdims=True) + (book * book).sum(1) - 2.0 * (x @ book.T)  # (M, K), float32
+        nearest_row = d.argmin(0)
+        decay = np.exp(-(prob * k * 10.0) / (1.0 - dec) - 1e-3).astype(np.float32)[:, None]
+        w = self.embedding.weight.numpy()
+        new = w * (np.float32(1.0) - decay) + raw[nearest_row] * decay
+        with no_grad():
+            self.embed_prob.copy_(_tensor(prob.astype(np.float32)))
+            self.embedding.weight.copy_(_tensor(new.astype(np.float32)))
 
     def codebook(self):
         """The codes as forward uses them: (codebook_size, token_size), l2-normalised with use_l2_norm."""
         w = self.embedding.weight
+        if self.clustering_vq and self.training:
+            # a copy in the graph: _cluster then moves the codes in place, and the backward differentiates at
+            # the codes this forward used (1d-tokenizer assigns embedding.weight.data between its forward and
+            # backward, so torch's backward of its normalisation mixes the old and the moved codes)
+            w = w + 0.0
         return F.normalize(w, dim=-1) if self.use_l2_norm else w
 
     def forward(self, z):
@@ -147,7 +174,7 @@ class TiTokQuantizer(Module):
         if z.ndim != 4 or z.shape[1] != self.token_size:
             raise ValueError(f"TiTokQuantizer: z must be (B, {self.token_size}, H, W), got {tuple(z.shape)}")
         b, d, h, w = z.shape
-        x = z.reshape(b, d, h * w).transpose(1, 2).reshape(b * h * w, d)
+        x = raw = z.reshape(b, d, h * w).transpose(1, 2).reshape(b * h * w, d)
         if self.use_l2_norm:
             x = F.normalize(x, dim=-1)
         book = self.codebook()
@@ -156,6 +183,9 @@ class TiTokQuantizer(Module):
         commitment = F.mse_loss(q.detach(), x)
         codebook = F.mse_loss(q, x.detach())
         loss = commitment * self.commitment_cost + codebook
+        if self.clustering_vq and self.training:
+            # after the losses, as 1d-tokenizer (the optimiser then steps the moved codes)
+            self._cluster(raw.detach().numpy(), x.detach().numpy(), idx.numpy(), book.detach().numpy())
         out = x + (q - x).detach()
         out = out.reshape(b, h * w, d).transpose(1, 2).reshape(b, d, h, w)
         self.stats = codebook_stats(idx.numpy(), self.codebook_size,
@@ -204,7 +234,8 @@ class TiTok(Tokenizer):
                                  "mmu.losses.lpips.convert_torch_weights), or lpips_random=True (tests only)")
         self.encoder = TiTokEncoder(c.resolution, c.patch_size, c.in_channels, c.encoder_width, c.encoder_depth,
                                     c.encoder_heads, c.mlp_ratio, c.num_latent_tokens, c.token_size)
-        self.quantize = TiTokQuantizer(c.codebook_size, c.token_size, c.commitment_cost, c.use_l2_norm)
+        self.quantize = TiTokQuantizer(c.codebook_size, c.token_size, c.commitment_cost, c.use_l2_norm,
+                                       c.clustering_vq)
         self.decoder = TiTokDecoder(c.resolution, c.decoder_patch_size or c.patch_size, c.in_channels,
                                     c.decoder_width, c.decoder_depth, c.decoder_heads, c.mlp_ratio,
                                     c.num_latent_tokens, c.token_size)
