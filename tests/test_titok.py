@@ -417,6 +417,7 @@ def test_compare_entries_count_k_tokens(tmp_path):
     assert {"titok-32", "titok-64"} <= set(compare.REGISTRY)
     e = compare.REGISTRY["titok-64"](1, 16, False)
     assert e.tokenizer == "titok" and e.config["num_latent_tokens"] == 64 and e.config["encoder_width"] == 64
+    assert e.config["clustering_vq"] and e.config["patch_size"] == 4
     rows = compare.compare(["titok-32"], fast=True, progress=False, out_dir=str(tmp_path / "r"))
     assert rows[0]["tokens_per_image"] == 32 and rows[0]["codebook_size"] == 256
     assert np.isfinite(rows[0]["psnr"])
