@@ -152,6 +152,19 @@ def test_forward_loss_is_the_single_stage_formula():
     np.testing.assert_allclose(o1.losses["rec"], np.abs(o1.recon.numpy() - x).mean(), rtol=1e-5)
 
 
+def test_perceptual_term_is_lpips_of_the_reconstruction():
+    m = _tiny(in_channels=1, perceptual_weight=1.1, lpips_random=True)
+    m.train()
+    x = _images(2, c=1)
+    out = m(x)
+    rgb = lambda a: np.repeat(np.asarray(a), 3, axis=1)  # noqa: E731  (LPIPS takes 3 channels)
+    with mmu.no_grad():
+        p = m.lpips()(mmu.tensor(rgb(x)), mmu.tensor(rgb(out.recon.numpy()))).mean().item()
+    np.testing.assert_allclose(out.losses["perceptual"], p, rtol=1e-4)
+    np.testing.assert_allclose(out.loss.item(), out.losses["rec"] + 1.1 * p + out.losses["quant"], rtol=1e-5)
+    assert not any(k.startswith("_lpips") or "lpips" in k for k in m.state_dict())  # frozen, outside the tree
+
+
 def test_gan_term_and_lecam_follow_1d_tokenizer():
     m = _tiny(use_discriminator=True, disc_layers=1, disc_ndf=8, disc_start=2, disc_weight=0.1, lecam_weight=0.5,
               lecam_decay=0.9)
