@@ -12,6 +12,18 @@ patches), K = 64 tokens of 12 over 4096 codes, encoder and decoder of 4 layers o
                      clipping, AdamW) -- against TwinTiTok + torch_twins.tokenizer_train_step;
   titok_encode       encode of 64 images -> (64, 64) codes (eval, no_grad) -- against TwinTiTok.encode;
   titok_decode       decode of (64, 64) codes -> 64 images -- against TwinTiTok.decode.
+
+Measured on the shared 2-core VM (other processes kept 1.7-1.9 CPUs busy throughout, load average 16-17: noisy),
+ms, median of 5, `python benchmarks/bench_titok.py --threads 1,2 --repeat 5`:
+    threads  case               mmu     torch   torch/mmu
+    1        titok_train_step   1241     1765    1.42      (an earlier run, --threads 1: 4197 / 5538, 1.32)
+    1        titok_encode       1189     1841    1.55      (2418 / 4089, 1.69)
+    1        titok_decode        873      978    1.12      (1510 / 1678, 1.11)
+    2        titok_train_step   1477     1954    1.32
+    2        titok_encode        805     1463    1.82
+    2        titok_decode        914     1288    1.41
+The twin's encode pays for 1d-tokenizer's distance matrix (N x 4096, |z|^2 + |e|^2 - 2 z.e materialised), mmu's
+nearest-code search never forms it; decode is the decoder's transformer on both sides.
 """
 import os
 import sys
