@@ -105,7 +105,8 @@ def test_quantizer_without_l2_norm_and_init():
     x = z.transpose(0, 2, 3, 1).reshape(-1, 4)
     want = ((x[:, None] - w[None]) ** 2).sum(-1).argmin(1)
     np.testing.assert_array_equal(idx.numpy().reshape(-1), want)
-    np.testing.assert_allclose(out.numpy().transpose(0, 2, 3, 1).reshape(-1, 4), w[want], rtol=1e-5, atol=1e-7)  # x + sg(q - x) rounds
+    # x + sg(q - x) rounds
+    np.testing.assert_allclose(out.numpy().transpose(0, 2, 3, 1).reshape(-1, 4), w[want], rtol=1e-5, atol=1e-7)
 
 
 def test_clustering_vq_follows_1d_tokenizer():

@@ -7,7 +7,8 @@ dict; nothing is downloaded and torch is never imported.
 |---|---|
 | encoder.patch_embed.{weight,bias} | encoder.patch_embed.* |
 | encoder.class_embedding (1, W), latent_tokens (K, W) | encoder.extra_tokens (1, 1 + K, W) = [class; latents] |
-| encoder.positional_embedding (1 + N, W), encoder.latent_token_positional_embedding (K, W) | encoder.pos_embedding (1, 1 + K + N, W) = [pos[0]; latent pos; pos[1:]] |
+| encoder.positional_embedding (1 + N, W), | encoder.pos_embedding (1, 1 + K + N, W) |
+| encoder.latent_token_positional_embedding (K, W) | = [pos[0]; latent pos; pos[1:]] |
 | encoder.ln_pre / ln_post | encoder.pre_norm / post_norm |
 | {encoder,decoder}.transformer.{i}.ln_1 / ln_2 | ….layers.{i}.norm1 / norm2 |
 | ….transformer.{i}.attn.in_proj_weight / in_proj_bias ([q; k; v] rows) | ….layers.{i}.attn.qkv_proj.weight / bias |
@@ -16,7 +17,8 @@ dict; nothing is downloaded and torch is never imported.
 | encoder.conv_out (token_size, W, 1, 1) | encoder.proj.weight (token_size, W) |
 | decoder.decoder_embed.* | decoder.embed.* |
 | decoder.class_embedding (1, W), decoder.mask_token (1, 1, W) | decoder.class_token, decoder.mask_token (1, 1, W) |
-| decoder.positional_embedding (1 + N, W), decoder.latent_token_positional_embedding (K, W) | decoder.pos_embedding, decoder.latent_pos_embedding (1, ·, W) |
+| decoder.positional_embedding (1 + N, W) | decoder.pos_embedding (1, 1 + N, W) |
+| decoder.latent_token_positional_embedding (K, W) | decoder.latent_pos_embedding (1, K, W) |
 | decoder.ln_pre / ln_post | decoder.pre_norm / norm |
 | decoder.ffn.0 (p² · 3, W, 1, 1) | decoder.to_pixels.weight (p² · 3, W) |
 | decoder.conv_out.* | decoder.conv_out.* |
@@ -46,8 +48,10 @@ _LAYER_KEYS = {"ln_1.weight": "norm1.weight", "ln_1.bias": "norm1.bias", "ln_2.w
                "ln_2.bias": "norm2.bias", "attn.in_proj_weight": "attn.qkv_proj.weight",
                "attn.in_proj_bias": "attn.qkv_proj.bias", "attn.out_proj.weight": "attn.out_proj.weight",
                "attn.out_proj.bias": "attn.out_proj.bias", "mlp.c_fc.weight": "mlp.fc1.weight",
-               "mlp.c_fc.bias": "mlp.fc1.bias", "mlp.c_proj.weight": "mlp.fc2.weight", "mlp.c_proj.bias": "mlp.fc2.bias"}
-_RENAMED = {"encoder.patch_embed.weight": "encoder.patch_embed.weight", "encoder.patch_embed.bias": "encoder.patch_embed.bias",
+               "mlp.c_fc.bias": "mlp.fc1.bias", "mlp.c_proj.weight": "mlp.fc2.weight",
+               "mlp.c_proj.bias": "mlp.fc2.bias"}
+_RENAMED = {"encoder.patch_embed.weight": "encoder.patch_embed.weight",
+            "encoder.patch_embed.bias": "encoder.patch_embed.bias",
             "encoder.ln_pre.weight": "encoder.pre_norm.weight", "encoder.ln_pre.bias": "encoder.pre_norm.bias",
             "encoder.ln_post.weight": "encoder.post_norm.weight", "encoder.ln_post.bias": "encoder.post_norm.bias",
             "encoder.conv_out.bias": "encoder.proj.bias",
