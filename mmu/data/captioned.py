@@ -28,7 +28,49 @@ __all__ = ["CaptionedImages", "captioned_digits", "captioned_shapes", "caption_c
            "SHAPE_RELATIONS", "SHAPES_HELD_OUT"]
 
 
-class CaptionedImages(ImageDataset):
+class _ItemTexts:
+    """The texts of a captioned set's items (images or clips, `_items` names them): captions, one
+    question/answer pair each, every option per item, and the whole set's texts."""
+    _items = "images"
+
+    def _set_texts(self, caption_options, qa_options, caption_choice, qa_choice):
+        # caption_options / qa_options: per item a tuple of captions / (question, answer) pairs;
+        # caption_choice / qa_choice: per item the index of the one in .captions / .questions
+        self._caption_options = caption_options
+        self._qa_options = qa_options
+        self.captions = [c[k] for c, k in zip(caption_options, caption_choice)]
+        self.questions = [q[k][0] for q, k in zip(qa_options, qa_choice)]
+        self.answers = [q[k][1] for q, k in zip(qa_options, qa_choice)]
+        self.caption_choice = _readonly(np.asarray(caption_choice, np.int64))
+
+    def _index(self, i, fn):
+        name = type(self).__name__
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"{name}.{fn}: index must be an int, got {type(i).__name__}")
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"{name}.{fn}: index {i} out of range for {n} {self._items}")
+        return int(i) % n
+
+    def all_captions(self, i):
+        """Every caption of item i (list of str; `.captions[i]` is one of them)."""
+        return list(self._caption_options[self._index(i, "all_captions")])
+
+    def all_qa(self, i):
+        """Every (question, answer) pair of item i (list of 2-tuples of str)."""
+        return list(self._qa_options[self._index(i, "all_qa")])
+
+    def texts(self):
+        """Every caption, question and answer of the whole set (list of str, in item order)."""
+        out = []
+        for caps, qas in zip(self._caption_options, self._qa_options):
+            out.extend(caps)
+            for q, a in qas:
+                out.extend((q, a))
+        return out
+
+
+class CaptionedImages(_ItemTexts, ImageDataset):
     """An ImageDataset whose images have texts.
 
     `.captions` (list of N str): one caption per image, a seeded choice among its captions;
@@ -46,41 +88,11 @@ class CaptionedImages(ImageDataset):
         if not (len(caption_options) == len(qa_options) == len(caption_choice) == len(qa_choice) == n):
             raise ValueError(f"CaptionedImages: {n} images but {len(caption_options)} caption lists, "
                              f"{len(qa_options)} question lists")
-        self._caption_options = caption_options
-        self._qa_options = qa_options
-        self.captions = [c[k] for c, k in zip(caption_options, caption_choice)]
-        self.questions = [q[k][0] for q, k in zip(qa_options, qa_choice)]
-        self.answers = [q[k][1] for q, k in zip(qa_options, qa_choice)]
-        self.caption_choice = _readonly(np.asarray(caption_choice, np.int64))
+        self._set_texts(caption_options, qa_options, caption_choice, qa_choice)
 
     def __repr__(self):
         n, c, h, w = self.images.shape
         return f"CaptionedImages(name={self.name!r}, n={n}, channels={c}, size={h}x{w})"
-
-    def _index(self, i, fn):
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"CaptionedImages.{fn}: index must be an int, got {type(i).__name__}")
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"CaptionedImages.{fn}: index {i} out of range for {n} images")
-        return int(i) % n
-
-    def all_captions(self, i):
-        """Every caption of image i (list of str; `.captions[i]` is one of them)."""
-        return list(self._caption_options[self._index(i, "all_captions")])
-
-    def all_qa(self, i):
-        """Every (question, answer) pair of image i (list of 2-tuples of str)."""
-        return list(self._qa_options[self._index(i, "all_qa")])
-
-    def texts(self):
-        """Every caption, question and answer of the whole set (list of str, in image order)."""
-        out = []
-        for caps, qas in zip(self._caption_options, self._qa_options):
-            out.extend(caps)
-            for q, a in qas:
-                out.extend((q, a))
-        return out
 
 
 def _yes(b):

@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 
-from .captioned import DIGIT_WORDS
+from .captioned import DIGIT_WORDS, _ItemTexts
 from .datasets import _check_int, _readonly, digits
 
 __all__ = ["MovingDigits", "moving_digits", "moving_digits_corpus", "MOVING_DIRECTIONS", "MOVING_CAPTION_TEMPLATES"]
@@ -70,7 +70,7 @@ def _texts(labels, motions, other):
     return caps, tuple(qa)
 
 
-class MovingDigits:
+class MovingDigits(_ItemTexts):
     """Clips of moving digits with their metadata and texts (built by mmu.data.moving_digits).
 
     `.clips` (N, 1, T, H, W) float32 in [-1, 1] (read-only); `len()`; `ds[i]` -> (1, T, H, W);
@@ -84,15 +84,12 @@ class MovingDigits:
     (one seeded pair per clip), `all_captions(i)`, `all_qa(i)`. `.digit_size`, `.name`.
     """
 
+    _items = "clips"
+
     def __init__(self, clips, name, caption_options, qa_options, caption_choice, qa_choice, **attrs):
         self.clips = clips
         self.name = str(name)
-        self._caption_options = caption_options
-        self._qa_options = qa_options
-        self.captions = [c[k] for c, k in zip(caption_options, caption_choice)]
-        self.questions = [q[k][0] for q, k in zip(qa_options, qa_choice)]
-        self.answers = [q[k][1] for q, k in zip(qa_options, qa_choice)]
-        self.caption_choice = caption_choice
+        self._set_texts(caption_options, qa_options, caption_choice, qa_choice)
         for k, v in attrs.items():
             setattr(self, k, v)
 
@@ -118,31 +115,6 @@ class MovingDigits:
         """Every frame as an image: (N T, C, H, W) float32, clip i's frames at rows i T .. i T + T - 1."""
         n, c, t, h, w = self.clips.shape
         return np.ascontiguousarray(self.clips.transpose(0, 2, 1, 3, 4).reshape(n * t, c, h, w))
-
-    def _index(self, i, fn):
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"MovingDigits.{fn}: index must be an int, got {type(i).__name__}")
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"MovingDigits.{fn}: index {i} out of range for {n} clips")
-        return int(i) % n
-
-    def all_captions(self, i):
-        """Every caption of clip i (list of str; `.captions[i]` is one of them)."""
-        return list(self._caption_options[self._index(i, "all_captions")])
-
-    def all_qa(self, i):
-        """Every (question, answer) pair of clip i (list of 2-tuples of str)."""
-        return list(self._qa_options[self._index(i, "all_qa")])
-
-    def texts(self):
-        """Every caption, question and answer of the whole set (list of str, in clip order)."""
-        out = []
-        for caps, qas in zip(self._caption_options, self._qa_options):
-            out.extend(caps)
-            for q, a in qas:
-                out.extend((q, a))
-        return out
 
 
 def _trajectory(start, velocity, frames, limit):

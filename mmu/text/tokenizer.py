@@ -615,3 +615,24 @@ def load_beside_model(directory):
     if os.path.isfile(os.path.join(directory, TOKENIZER_FILE)):
         return TextTokenizer.from_pretrained(directory)
     return None
+
+
+class SavesTextTokenizer:
+    """Mixin for a Module (listed before Module in its bases) that owns a text tokenizer in the attribute
+    named by `text_tokenizer_attr`: save_pretrained also writes the tokenizer's files beside the weights,
+    and from_pretrained gives the loaded model the tokenizer the folder holds (or None)."""
+    text_tokenizer_attr = "text_tokenizer"
+
+    def save_pretrained(self, save_directory):
+        """config.json + model.safetensors (Module.save_pretrained) and the text tokenizer's files beside
+        them (TextTokenizer.save); without a tokenizer, tokenizer files an earlier save left are removed,
+        so loading the folder gives back what was saved."""
+        super().save_pretrained(save_directory)
+        save_beside_model(getattr(self, self.text_tokenizer_attr), save_directory)
+
+    @classmethod
+    def from_pretrained(cls, save_directory, strict=True):
+        """The model save_pretrained wrote, with its text tokenizer when the folder holds one."""
+        model = super().from_pretrained(save_directory, strict=strict)
+        setattr(model, cls.text_tokenizer_attr, load_beside_model(save_directory))
+        return model

@@ -119,7 +119,31 @@ class DVAEConfig(_ConvAEConfig):
 
 
 @dataclass
-class VQGANConfig(_Config):
+class _VQGANLossConfig(_Config):
+    """The quantizer and loss fields of the taming-style tokenizers (VQGANConfig, MAGVIT2Config), with
+    VQGAN's defaults: the quantizer (codebook_size, quantizer, quantizer_kwargs, beta), the loss weights
+    (pixel L1, LPIPS perceptual, codebook) and the PatchGAN discriminator (see VQGANConfig)."""
+    codebook_size: int = 1024
+    quantizer: str = "vq"
+    quantizer_kwargs: dict = field(default_factory=dict)
+    beta: float = 0.25
+    codebook_weight: float = 1.0
+    pixel_weight: float = 1.0
+    perceptual_weight: float = 1.0
+    lpips_weights: str = None
+    lpips_random: bool = False
+    use_discriminator: bool = True
+    disc_start: int = 0
+    disc_weight: float = 0.8
+    disc_factor: float = 1.0
+    disc_ndf: int = 64
+    disc_layers: int = 3
+    disc_norm: str = "batch"
+    disc_loss: str = "hinge"
+
+
+@dataclass
+class VQGANConfig(_VQGANLossConfig):
     """VQGAN (Esser et al. 2021, taming-transformers): Encoder/Decoder with GroupNorm(32, eps 1e-6) + swish
     ResnetBlocks, single-head AttnBlocks at attn_resolutions, pad(0,1,0,1) + stride-2 conv downsampling,
     nearest + conv upsampling; quant_conv / post_quant_conv 1x1 between z_channels and embed_dim.
@@ -142,20 +166,3 @@ class VQGANConfig(_Config):
     embed_dim: int = 256
     resolution: int = 256
     norm_groups: int = 32
-    codebook_size: int = 1024
-    quantizer: str = "vq"
-    quantizer_kwargs: dict = field(default_factory=dict)
-    beta: float = 0.25
-    codebook_weight: float = 1.0
-    pixel_weight: float = 1.0
-    perceptual_weight: float = 1.0
-    lpips_weights: str = None
-    lpips_random: bool = False
-    use_discriminator: bool = True
-    disc_start: int = 0
-    disc_weight: float = 0.8
-    disc_factor: float = 1.0
-    disc_ndf: int = 64
-    disc_layers: int = 3
-    disc_norm: str = "batch"
-    disc_loss: str = "hinge"

@@ -8,6 +8,7 @@ import numpy as np
 from ..._args import check_int
 from ...autograd import no_grad
 from ...losses import next_token_loss
+from ...text.tokenizer import SavesTextTokenizer
 from ...nn import Module, TransformerLM
 from ...nn.module import _class_path, _encode, _NotSerialisable
 from ...tensor import tensor as _tensor
@@ -71,7 +72,7 @@ class _TokenizerVocab:
         return logits
 
 
-class GPT(Module):
+class GPT(SavesTextTokenizer, Module):
     """A GPT-style language model: `GPT(GPTConfig(...))`, `GPT(**fields)` or `GPT(dict)`; `.config` is
     the (validated) GPTConfig and `.lm` the mmu.nn.TransformerLM it builds (state_dict keys "lm.*").
 
@@ -89,6 +90,7 @@ class GPT(Module):
     """
 
     config_class = GPTConfig
+    text_tokenizer_attr = "tokenizer"
 
     def __init__(self, config=None, tokenizer=None, **fields_):
         super().__init__()
@@ -359,23 +361,6 @@ class GPT(Module):
             after = np.cumsum(new == tok.eos_id, axis=1) > 0
             full[:, ids.shape[1]:] &= ~after
         return tok.decode_batch(out, attention_mask=full)
-
-    # ------------------------------------------------------------------ files
-    def save_pretrained(self, save_directory):
-        """config.json + model.safetensors (Module.save_pretrained) and, when the model has a tokenizer,
-        its tokenizer.json + mmu_text_tokenizer.json beside them (TextTokenizer.save). Without a tokenizer,
-        tokenizer files an earlier save left in the folder are removed, so loading gives what was saved."""
-        from ...text.tokenizer import save_beside_model
-        super().save_pretrained(save_directory)
-        save_beside_model(self.tokenizer, save_directory)
-
-    @classmethod
-    def from_pretrained(cls, save_directory, strict=True):
-        """The model save_pretrained wrote, with its tokenizer when the folder holds one."""
-        from ...text.tokenizer import load_beside_model
-        model = super().from_pretrained(save_directory, strict=strict)
-        model.tokenizer = load_beside_model(save_directory)
-        return model
 
     def extra_repr(self):
         c = self.config

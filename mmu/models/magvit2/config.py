@@ -2,13 +2,13 @@
 models/modeling_magvitv2.py: VQGANEncoder, VQGANDecoder, LFQuantizer; released as showlab/magvitv2)."""
 from dataclasses import dataclass, field
 
-from ...tokenizers.config import _Config
+from ...tokenizers.config import _VQGANLossConfig
 
 __all__ = ["MAGVIT2Config"]
 
 
 @dataclass
-class MAGVIT2Config(_Config):
+class MAGVIT2Config(_VQGANLossConfig):
     """MAGVIT-v2 as Show-o releases it: a taming-style encoder/decoder whose levels have their own
     residual-block counts, and a lookup-free quantizer of z_channels bits.
 
@@ -49,20 +49,8 @@ class MAGVIT2Config(_Config):
     z_channels: int = 13
     resolution: int = 256
     norm_groups: int = 32
+    # the loss fields are VQGAN's (_VQGANLossConfig), with the release's quantizer and no perceptual/GAN terms
     codebook_size: int = 8192
     quantizer: str = "lfq"
-    quantizer_kwargs: dict = field(default_factory=dict)
-    beta: float = 0.25
-    codebook_weight: float = 1.0
-    pixel_weight: float = 1.0
     perceptual_weight: float = 0.0
-    lpips_weights: str = None
-    lpips_random: bool = False
     use_discriminator: bool = False
-    disc_start: int = 0
-    disc_weight: float = 0.8
-    disc_factor: float = 1.0
-    disc_ndf: int = 64
-    disc_layers: int = 3
-    disc_norm: str = "batch"
-    disc_loss: str = "hinge"

@@ -8,6 +8,7 @@ import numpy as np
 from ...autograd import no_grad
 from ...functional import cross_entropy
 from ...losses import masked_token_loss, next_token_loss
+from ...text.tokenizer import SavesTextTokenizer
 from ...nn import Module, TransformerLM
 from ...nn.module import _class_path, _encode, _NotSerialisable
 from ...tensor import rand as _rand
@@ -58,7 +59,7 @@ def _resolve_config(config, fields_):
     raise TypeError(f"ShowO: config must be a ShowOConfig or a dict, got {type(config).__name__}")
 
 
-class ShowO(Module):
+class ShowO(SavesTextTokenizer, Module):
     """Show-o: `ShowO(ShowOConfig(...))`, `ShowO(**fields)` or `ShowO(dict)`; `.config` is the validated
     ShowOConfig, `.lm` the mmu.nn.TransformerLM (Phi-1.5's layout with QK LayerNorm: parallel residual,
     partial RoPE, tanh GELU, lm_head with a bias; state_dict keys "lm.*") over config.vocab_size ids,
@@ -431,22 +432,6 @@ class ShowO(Module):
             out["mmu.codes"] = codes
             out["mmu.question_ids"], out["mmu.answer_ids"] = ids(dataset.questions), ids(dataset.answers)
         return out
-
-    # ------------------------------------------------------------------ files
-    def save_pretrained(self, save_directory):
-        """config.json (the config, the image tokenizer's nested) + model.safetensors (the transformer and
-        the image tokenizer) and, with a text tokenizer, its files beside them (TextTokenizer.save)."""
-        from ...text.tokenizer import save_beside_model
-        super().save_pretrained(save_directory)
-        save_beside_model(self.text_tokenizer, save_directory)
-
-    @classmethod
-    def from_pretrained(cls, save_directory, strict=True):
-        """The model save_pretrained wrote, with its text tokenizer when the folder holds one."""
-        from ...text.tokenizer import load_beside_model
-        model = super().from_pretrained(save_directory, strict=strict)
-        model.text_tokenizer = load_beside_model(save_directory)
-        return model
 
     def extra_repr(self):
         c = self.config

@@ -36,6 +36,7 @@ import numpy as np
 from ... import functional as F
 from ...autograd import is_grad_enabled, no_grad
 from ...losses import clip_loss, hinge_d_loss, siglip_loss, vanilla_d_loss
+from ...text.tokenizer import SavesTextTokenizer
 from ...nn import Conv2d, Linear, Module, Parameter
 from ...nn.module import _class_path
 from ...quantizers import ResidualVQ
@@ -256,7 +257,7 @@ def _check_stage(stage, fn):
     return stage
 
 
-class UnifiedVisionTower(Module):
+class UnifiedVisionTower(SavesTextTokenizer, Module):
     """VILA-U's vision tower (module docstring): `UnifiedVisionTower(UnifiedVisionTowerConfig(...))`,
     `UnifiedVisionTower(**fields)` or `UnifiedVisionTower(dict)`; `.config` is the validated config.
 
@@ -737,22 +738,6 @@ class UnifiedVisionTower(Module):
         d = (hinge_d_loss if self.config.disc_loss == "hinge" else vanilla_d_loss)(lr, lf)
         return d, {"d_loss": d.item(), "logits_real": float(lr.detach().numpy().mean()),
                    "logits_fake": float(lf.detach().numpy().mean())}
-
-    # ------------------------------------------------------------------ files
-    def save_pretrained(self, save_directory):
-        """config.json + model.safetensors (every module; the stage is not saved) and, with a text tokenizer,
-        its files beside them."""
-        from ...text.tokenizer import save_beside_model
-        super().save_pretrained(save_directory)
-        save_beside_model(self.text_tokenizer, save_directory)
-
-    @classmethod
-    def from_pretrained(cls, save_directory, strict=True):
-        """The tower save_pretrained wrote (stage 'joint'), with its text tokenizer when the folder holds one."""
-        from ...text.tokenizer import load_beside_model
-        model = super().from_pretrained(save_directory, strict=strict)
-        model.text_tokenizer = load_beside_model(save_directory)
-        return model
 
     def extra_repr(self):
         c = self.config
