@@ -21,9 +21,10 @@ Measured on the 2-core shared VM, 60 held-out captions, cfg 3, seed 0, OMP_NUM_T
         tower PSNR 22.4 dB, reconstructions digit 0.804, motion 1.000; VILAU 203 s, loss 4.66 -> 2.63 (held-out
         2.60: under-fitting); sampled t=1: digit 0.100, motion 0.367; greedy: 0.146 / 0.333; both 0.
     Now (the defaults: 4096 clips, 6000 steps at lr 3e-3, a 2-depth tower; load 14-24):
-        tower 185 s, PSNR 21.3 dB, reconstructions digit 0.771, motion 1.000; VILAU 939 s, loss 2.93 -> 1.28
-        (held-out 1.34); sampled t=1: digit 115/240 = 0.479, motion 40/60 = 0.667, both 2/60; t=0.7: 0.558 /
-        0.717, both 6/60; greedy: 0.592 / 0.717, both 8/60.
+        tower 177-185 s, PSNR 21.3 dB, reconstructions digit 0.771, motion 1.000; VILAU 939-1527 s (two runs,
+        the same numbers), loss 2.93 -> 1.28 (held-out 1.34); sampled t=1: digit 115/240 = 0.479, motion 40/60
+        = 0.667, both 2/60; t=0.7: 0.558 / 0.717, both 6/60; t=0.5 top-k 16: 0.571 / 0.567, both 6/60; greedy:
+        0.592 / 0.717, both 8/60.
     (chance: digit 0.1; motion ~0.2: the axis is right half the time and a straight motion's direction
     half of that.) The budget was the limit: dim 128 (4096 clips, 1500 steps) stayed at digit 0.10, motion
     0.30; the 2-depth tower at 1500 steps at 0.15 / 0.45.
