@@ -588,8 +588,16 @@ def test_parts_validate_their_arguments():
         m(ids, attn_mask=np.ones((2, 1, 3, 4), bool))
     with pytest.raises(ValueError, match="beyond the learned positions"):
         nn.TransformerLM(10, 16, 1, 2, pos="learned", max_seq_len=2)(ids)
-    with pytest.raises(ValueError, match="ViTEncoder: patch_size"):
-        nn.ViTEncoder(10, 4, dim=8, depth=1, num_heads=2)
+    with pytest.raises(ValueError, match=r"ViTEncoder: image_size \(3, 3\) is smaller than one patch"):
+        nn.ViTEncoder(3, 4, dim=8, depth=1, num_heads=2)
+    # a size the patch does not divide: floor(10 / 4) = 2 patches a side, the last 2 rows / columns unread (the
+    # stride-patch convolution of SigLIP / CLIP: so400m-patch14-384 sees 27 x 27 patches of 384 px)
+    mmu.manual_seed(0)
+    odd = nn.ViTEncoder(10, 4, dim=8, depth=1, num_heads=2)
+    even = nn.ViTEncoder(8, 4, dim=8, depth=1, num_heads=2)
+    even.load_state_dict(odd.state_dict())
+    x = mmu.randn(1, 3, 10, 10)
+    np.testing.assert_array_equal(odd(x).numpy(), even(x.numpy()[:, :, :8, :8].copy()).numpy())
     v = nn.ViTEncoder(8, 4, dim=8, depth=1, num_heads=2)
     with pytest.raises(ValueError, match="learned positions need images"):
         v(mmu.randn(1, 3, 12, 12))

@@ -117,7 +117,7 @@ def test_vila_u_tower_config_fields():
 
 
 @pytest.mark.parametrize("change, reason", [
-    ({"decoder_latent_shape": [3, 3]}, "resizes"),
+    ({"decoder_latent_shape": [3, 3]}, "upsamples by 4 the 3 x 3 decoder grid .* not the image size 16"),
     ({"code_shape": [2, 2, 3]}, "groups latent_shape"),
     ({"latent_shape": [4, 4, 16], "embed_dim": 16}, "do not match the SigLIP tower"),
     ({"ddconfig": dict(VT["rqvaesiglip"]["ddconfig"], ch_mult=[1, 2])}, "upsamples by 2"),
@@ -128,6 +128,72 @@ def test_vila_u_tower_config_refusals(change, reason):
         vila_u_tower_config(vt, SC)
     with pytest.raises(ValueError, match="SiglipConfig"):
         vila_u_tower_config(VT, SC["vision_config"])
+
+
+# the 384-px release's layout at a tiny size: SigLIP so400m-patch14-384 leaves 384 mod 14 = 6 pixels outside its
+# 27 x 27 patches, the codes are 16 deep, and decode resizes the 27 x 27 grid to decoder_latent_shape [24, 24]
+# (bilinear) so that the 16x decoder gives 384 px. Here: 16 px in patches of 3 (5 x 5, one pixel row and column
+# unread), D = 16, the 5 x 5 grid resized to 4 x 4 for a 4x decoder.
+SC384 = dict(SC, vision_config=dict(SC["vision_config"], patch_size=3))
+VT384 = dict(VT, rqvaesiglip=dict(VT["rqvaesiglip"], latent_shape=[5, 5, 32], code_shape=[5, 5, 16],
+                                  decoder_latent_shape=[4, 4]),
+             rqtransformer=dict(VT["rqtransformer"], block_size=[5, 5, 16]))
+
+
+def test_vila_u_384_layout_matches_torch(L):
+    # decoder_latent_shape: the grid is resized as VILA-U's decode does it (F.interpolate bilinear,
+    # align_corners False, before post_quant_conv), forward and backward (the tower's reconstruction loss)
+    import torch
+    import mmu
+    from tests.hf_layouts import randomize_
+    ref = randomize_(L.RQVAESIGLIPTransformer(VT384, SC384), 30).eval()
+    g = torch.Generator().manual_seed(31)
+    with torch.no_grad():
+        book = ref.rqvaesiglip.quantizer.codebooks[0]
+        book.weight.copy_(torch.randn(book.weight.shape, generator=g))
+    tower = load_vila_u_tower(_sd(ref), VT384, SC384)
+    f = vila_u_tower_config(VT384, SC384)
+    assert (f["rvq_depth"], f["decoder_latent_shape"], tower.latent_shape, tower.tokens_per_image) == \
+        (16, [4, 4], (5, 5), 25)
+    x = _images(7)
+    with torch.no_grad():
+        codes, z_q = ref.rqvaesiglip.encode_image(torch.from_numpy(x))
+        emb = ref.rqvaesiglip.get_code_emb_with_depth(codes)
+        images = ref.rqvaesiglip.decode(emb.sum(-2))
+    got = tower.encode(x)
+    assert got.shape == (2, 5, 5, 16)
+    np.testing.assert_array_equal(got, codes.numpy())
+    _close(tower.decode(got), images, atol=1e-4)
+    _close(tower.reconstruct(x), images, atol=1e-4)
+    # gradients of a reconstruction loss through the resize reach the quantized grid as torch's do
+    z = np.random.default_rng(8).standard_normal((2, 5, 5, 32)).astype(np.float32)
+    weight = np.random.default_rng(9).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    zt = torch.from_numpy(z).requires_grad_(True)
+    (ref.rqvaesiglip.decode(zt) * torch.from_numpy(weight)).sum().backward()
+    zm = mmu.tensor(z.reshape(2, 25, 32), requires_grad=True)
+    (tower._decode_tokens(zm) * mmu.tensor(weight)).sum().backward()
+    _close(zm.grad.reshape(2, 5, 5, 32), zt.grad, atol=1e-4)
+
+
+def test_load_vila_u_384_layout(L):
+    # the whole release at the 384 layout: 25 positions of 16 codes an image, the depth transformer 16 deep
+    import torch
+    from tests.hf_layouts import LlamaForCausalLM, randomize_
+    from mmu.models.vila_u.convert import load_vila_u
+    tower_ref = randomize_(L.RQVAESIGLIPTransformer(VT384, SC384), 32).eval()
+    llm_ref = randomize_(LlamaForCausalLM(LLAMA), 33)
+    proj_ref = randomize_(L.MultimodalProjector("mlp2x_gelu", 32, 48), 34)
+    model = load_vila_u(_sd(llm_ref), LLAMA, _sd(tower_ref), VT384, SC384, _sd(proj_ref), PROJ).eval()
+    assert model.config.tokens_per_image == 25 and model.config.tower["decoder_latent_shape"] == [4, 4]
+    rng = np.random.default_rng(10)
+    hidden = rng.standard_normal((1, 25, 48)).astype(np.float32)
+    codes = rng.integers(0, 64, (1, 25, 16))
+    with torch.no_grad():
+        want = tower_ref.rqtransformer(torch.from_numpy(hidden), torch.from_numpy(codes), tower_ref.rqvaesiglip)
+        images = tower_ref.rqvaesiglip.decode(tower_ref.rqvaesiglip.get_code_emb_with_depth(
+            torch.from_numpy(codes)).sum(-2).reshape(1, 5, 5, 32))
+    _close(model.depth(hidden, model.tower.code_embeddings(codes)), want)          # (1, 25, 16, 64)
+    _close(model.decode(codes.reshape(1, 5, 5, 16)), images, atol=1e-4)
 
 
 def test_vila_u_shared_codebook_may_be_stored_once(L):

@@ -361,6 +361,29 @@ def test_config_round_trip_and_save_load(tmp_path):
                                   t.text_embeddings(b["text_ids"]).numpy())
 
 
+def test_decoder_latent_shape_resizes_the_grid_and_round_trips(tmp_path):
+    # VILA-U's 384-px layout at 16 px: patches of 3 leave a 5 x 5 grid (the last pixel row / column unread),
+    # resized bilinearly (align_corners False) to the 4 x 4 the 4x decoder needs
+    mmu.manual_seed(0)
+    t = _tower(patch_size=3, decoder_latent_shape=[4, 4])
+    b = _batch(2)
+    codes = t.encode(b["images"])
+    assert codes.shape == (2, 5, 5, 3) and t.tokens_per_image == 25
+    z = t.code_embeddings(codes).sum(-2).numpy()                        # (2, 5, 5, C)
+    grid = mmu.functional.interpolate(mmu.tensor(np.ascontiguousarray(z.transpose(0, 3, 1, 2))), size=(4, 4),
+                                      mode="bilinear", align_corners=False)
+    with mmu.no_grad():
+        want = t.decoder(t.post_quant_conv(grid)).numpy()
+    np.testing.assert_allclose(t.decode(codes), want, rtol=0, atol=1e-6)
+    loss, _ = t.training_step(b, 0, stage="tower")                     # the reconstruction loss through the resize
+    loss.backward()
+    assert np.abs(t.vision.encoder.patch_embed.weight.grad.numpy()).sum() > 0
+    t.save_pretrained(tmp_path / "tower")
+    u = UnifiedVisionTower.from_pretrained(tmp_path / "tower")
+    assert u.config.decoder_latent_shape == [4, 4]
+    np.testing.assert_array_equal(u.decode(codes), t.decode(codes))
+
+
 def test_text_tokenizer_saved_beside_and_tokenize(tmp_path):
     from mmu.text import TextTokenizer
     tok = TextTokenizer.train_word_level(["a handwritten seven", "the digit 7", "a handwritten one"])
@@ -417,8 +440,14 @@ def test_bad_input_raises_clear_errors():
     r = _tower(contra_weight=0.0)
     loss, logs = r.training_step({"images": b["images"]}, 0)
     assert "loss_contra" not in logs and np.isfinite(loss.item())
-    with pytest.raises(ValueError, match="patch_size 4"):
+    with pytest.raises(ValueError, match="upsamples its 4 x 4 input .* = 2 to 8 x 8, not the image_size 16"):
         UnifiedVisionTowerConfig(**{**TINY, "decoder_ch_mult": [1, 2]})
+    with pytest.raises(ValueError, match="upsamples its 3 x 3 input .* to 12 x 12, not the image_size 16"):
+        UnifiedVisionTowerConfig(**{**TINY, "decoder_latent_shape": [3, 3]})
+    with pytest.raises(ValueError, match="decoder_latent_shape must be None or a list of 2 ints"):
+        UnifiedVisionTowerConfig(**{**TINY, "decoder_latent_shape": [4]})
+    with pytest.raises(ValueError, match="smaller than one patch"):
+        UnifiedVisionTowerConfig(**{**TINY, "image_size": 3, "decoder_ch_mult": [1]})
     with pytest.raises(ValueError, match="codebook_dim"):
         UnifiedVisionTowerConfig(**{**TINY, "codebook_dim": 16})
     with pytest.raises(ValueError, match="quantize_after"):

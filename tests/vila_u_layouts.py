@@ -175,6 +175,7 @@ class RQVAESiglipModel(nn.Module):
         self.post_quant_conv = nn.Conv2d(rq["embed_dim"], dd["z_channels"], 1)
         self.decoder = Decoder(dd["ch"], dd["out_ch"], dd["ch_mult"], dd["num_res_blocks"], dd["attn_resolutions"],
                                dd["resolution"], dd["z_channels"])
+        self.decoder_latent_shape = rq.get("decoder_latent_shape")
 
     def encode_image(self, image):
         """VILA-U's encode_image: the output of layer len - 2 (from 0), (B, h, w, C), quantized ->
@@ -189,7 +190,13 @@ class RQVAESiglipModel(nn.Module):
                 return code, z_q
 
     def decode(self, z_q):
-        return self.decoder(self.post_quant_conv(z_q.permute(0, 3, 1, 2).contiguous()))
+        """VILA-U's decode: (B, h, w, C) -> channels first, resized to decoder_latent_shape when the config has
+        one (F.interpolate, bilinear, align_corners left at its default; the release casts to float32 for it
+        and back to bfloat16), post_quant_conv, the decoder."""
+        z_q = z_q.permute(0, 3, 1, 2).contiguous()
+        if self.decoder_latent_shape is not None:
+            z_q = F.interpolate(z_q.to(torch.float32), size=tuple(self.decoder_latent_shape), mode="bilinear")
+        return self.decoder(self.post_quant_conv(z_q))
 
     def get_code_emb_with_depth(self, code):
         return self.quantizer.embed_code_with_depth(code)

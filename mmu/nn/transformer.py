@@ -426,14 +426,16 @@ class TransformerLM(Module):
 
 class ViTEncoder(Module):
     """A Vision Transformer encoder: images (B, C, H, W) -> tokens (B, num_extra_tokens + N, dim),
-    N = (H / patch) (W / patch) patches in row-major order.
+    N = floor(H / patch) floor(W / patch) patches in row-major order.
 
     patch_embed: Conv2d(in_channels, dim, patch_size, stride=patch_size); extra_tokens
     (1, num_extra_tokens, dim): learned tokens prepended (a CLS token, or TiTok's latent tokens);
     pos='learned': pos_embedding (1, num_extra_tokens + N, dim) added to every token (CLIP's
     layout: the class position first); pos='rope2d': 2-D rotary embeddings over each head (row in
-    the first head_dim/4 pairs, column in the next), the extra tokens unrotated (any image size
-    that the patch divides). pre_norm (CLIP's pre_layrnorm) optional; layers.{i}: pre-norm
+    the first head_dim/4 pairs, column in the next), the extra tokens unrotated (any image size of at
+    least one patch). As the stride-patch convolution of SigLIP / CLIP, the last H mod patch rows and
+    W mod patch columns fill no patch and are not read (SigLIP so400m-patch14-384: 27 x 27 patches
+    of a 384-px image). pre_norm (CLIP's pre_layrnorm) optional; layers.{i}: pre-norm
     TransformerLayer without causal mask; norm: the final norm (final_norm=True).
     """
 
@@ -446,8 +448,8 @@ class ViTEncoder(Module):
         cls = "ViTEncoder"
         self.image_size = _ntuple(image_size, 2, "image_size", cls, 1)
         self.patch_size = _ntuple(patch_size, 2, "patch_size", cls, 1)
-        if self.image_size[0] % self.patch_size[0] or self.image_size[1] % self.patch_size[1]:
-            raise ValueError(f"ViTEncoder: patch_size {self.patch_size} must divide image_size {self.image_size}")
+        if self.image_size[0] < self.patch_size[0] or self.image_size[1] < self.patch_size[1]:
+            raise ValueError(f"ViTEncoder: image_size {self.image_size} is smaller than one patch {self.patch_size}")
         self.grid = (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
         self.dim = _int(dim, "dim", cls, 1)
         self.in_channels = _int(in_channels, "in_channels", cls, 1)
@@ -493,13 +495,13 @@ class ViTEncoder(Module):
 
     @_named_errors("ViTEncoder")
     def forward(self, images):
-        """images (B, in_channels, H, W) -> (B, num_extra_tokens + (H/p)(W/p), dim)."""
+        """images (B, in_channels, H, W) -> (B, num_extra_tokens + floor(H/p) floor(W/p), dim)."""
         images = _as_tensor(images, "ViTEncoder", "images")
         if images.ndim != 4 or images.shape[1] != self.in_channels:
             raise ValueError(f"ViTEncoder: images must be (B, {self.in_channels}, H, W), got {images.shape}")
         hgt, wid = images.shape[2:]
-        if hgt % self.patch_size[0] or wid % self.patch_size[1]:
-            raise ValueError(f"ViTEncoder: patch_size {self.patch_size} must divide the image size {(hgt, wid)}")
+        if hgt < self.patch_size[0] or wid < self.patch_size[1]:
+            raise ValueError(f"ViTEncoder: the image size {(hgt, wid)} is smaller than one patch {self.patch_size}")
         if self.pos == "learned" and (hgt, wid) != self.image_size:
             raise ValueError(f"ViTEncoder: learned positions need images of {self.image_size}, got {(hgt, wid)}")
         b = images.shape[0]

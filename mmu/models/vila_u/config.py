@@ -183,7 +183,8 @@ class VILAUConfig(_Config):
 
 def tower_geometry(t):
     """(codebook_size K, rvq_depth D, codebook_dim C, latent_shape (h, w)) read from a vision tower's config
-    dict: codebook_size, rvq_depth, codebook_dim (None: dim), image_size and patch_size (ints or (h, w))."""
+    dict: codebook_size, rvq_depth, codebook_dim (None: dim), image_size and patch_size (ints or (h, w));
+    the grid is floor(image_size / patch_size) each way, as the tower's stride-patch convolution gives."""
     if not isinstance(t, dict):
         raise TypeError(f"VILAUConfig: the tower config must be a dict of its fields, got {type(t).__name__}")
 
@@ -205,6 +206,6 @@ def tower_geometry(t):
     d = int_field("rvq_depth")
     c = int_field("codebook_dim") if t.get("codebook_dim") is not None else int_field("dim")
     (ih, iw), (ph, pw) = pair("image_size"), pair("patch_size")
-    if ih % ph or iw % pw:
-        raise ValueError(f"VILAUConfig: tower image_size {(ih, iw)} must be a multiple of patch_size {(ph, pw)}")
+    if ih < ph or iw < pw:
+        raise ValueError(f"VILAUConfig: tower image_size {(ih, iw)} is smaller than one patch {(ph, pw)}")
     return k, d, c, (ih // ph, iw // pw)

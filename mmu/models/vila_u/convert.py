@@ -126,12 +126,14 @@ def vila_u_tower_config(vision_tower_config, siglip_config):
     released encode_image quantizes the output of layer len - 2, counted from 0), codebook_size n_embed,
     rvq_depth code_shape[2], the decoder's ddconfig (ch, ch_mult, num_res_blocks, attn_resolutions,
     z_channels), the EMA decay and the commitment weight (latent_loss_weight), kmeans_init False (the
-    codebook comes from the file). Refused with the reason: code_shape's grid differing from
-    latent_shape's (VILA-U's RQBottleneck would then quantize blocks of positions, not what
-    UnifiedVisionTower builds), a decoder_latent_shape other than the latent grid (the 384-px release
-    resizes the grid bilinearly before decoding), a decoder whose upsampling is not patch_size, a
-    latent grid or embed_dim that does not match the SigLIP config, SigLIP text settings other than
-    TextEncoder's SigLIP defaults (gelu_pytorch_tanh, eps 1e-6: the tower config has no field for them)."""
+    codebook comes from the file), decoder_latent_shape (set in the 384-px release: its decode resizes the
+    27 x 27 grid of so400m-patch14-384 to it bilinearly, align_corners False, before post_quant_conv; the
+    tower does the same). Refused with the reason: code_shape's grid differing from latent_shape's (VILA-U's
+    RQBottleneck would then quantize blocks of positions, not what UnifiedVisionTower builds), a decoder
+    whose upsampling of the decoder grid (decoder_latent_shape, else the latent grid) is not the image
+    size, a latent grid or embed_dim that does not match the SigLIP config, SigLIP text settings other
+    than TextEncoder's SigLIP defaults (gelu_pytorch_tanh, eps 1e-6: the tower config has no field for
+    them)."""
     fn = "vila_u_tower_config"
     vt = read_config(vision_tower_config, fn)
     sc = read_config(siglip_config, fn)
@@ -155,9 +157,11 @@ def vila_u_tower_config(vision_tower_config, siglip_config):
         problems.append(f"latent_shape {latent} / embed_dim {C} do not match the SigLIP tower ({grid} x {grid} "
                         f"patches of width {vis['dim']})")
     dls = rq.get("decoder_latent_shape")
-    if dls is not None and _int_list(dls, fn, "rqvaesiglip.decoder_latent_shape", 1) != latent[:2]:
-        problems.append(f"decoder_latent_shape {dls} resizes the {latent[:2]} grid before decoding (bilinear); "
-                        "UnifiedVisionTower decodes the grid as it is")
+    if dls is not None:
+        dls = _int_list(dls, fn, "rqvaesiglip.decoder_latent_shape", 1)
+        if len(dls) != 2:
+            raise ValueError(f"{fn}: rqvaesiglip.decoder_latent_shape must be None or [h, w], got {dls!r}")
+    dec_grid = dls if dls is not None else [grid, grid]
     dd = rq.get("ddconfig")
     if not isinstance(dd, dict):
         raise ValueError(f"{fn}: rqvaesiglip.ddconfig must be a dict (the decoder's sizes), got {dd!r}")
@@ -165,9 +169,11 @@ def vila_u_tower_config(vision_tower_config, siglip_config):
     attn = _int_list(dd.get("attn_resolutions", []), fn, "ddconfig.attn_resolutions", 1)
     if not mult:
         raise ValueError(f"{fn}: ddconfig.ch_mult must not be empty")
-    if 2 ** (len(mult) - 1) != vis["patch_size"]:
-        problems.append(f"ddconfig.ch_mult {mult} upsamples by {2 ** (len(mult) - 1)}, not the patch_size "
-                        f"{vis['patch_size']}")
+    up = 2 ** (len(mult) - 1)
+    if [v * up for v in dec_grid] != [vis["image_size"]] * 2:
+        problems.append(f"ddconfig.ch_mult {mult} upsamples by {up} the {dec_grid[0]} x {dec_grid[1]} decoder grid "
+                        f"(decoder_latent_shape, else the latent grid) to {dec_grid[0] * up} x {dec_grid[1] * up}, "
+                        f"not the image size {vis['image_size']}")
     if dd.get("out_ch", 3) != 3 or dd.get("resolution", vis["image_size"]) != vis["image_size"]:
         problems.append(f"ddconfig out_ch {dd.get('out_ch')} / resolution {dd.get('resolution')}: the tower "
                         f"decodes 3-channel {vis['image_size']}-px images")
@@ -183,7 +189,7 @@ def vila_u_tower_config(vision_tower_config, siglip_config):
                 codebook_size=config_int(rq, "n_embed", fn, minimum=2), rvq_depth=code[2], codebook_dim=C,
                 shared_codebook=bool(rq.get("shared_codebook", False)), ema_decay=_real(rq, "decay", fn, 0.99),
                 commitment_weight=_real(rq, "latent_loss_weight", fn, 0.25), kmeans_init=False,
-                decoder_ch=config_int(dd, "ch", fn), decoder_ch_mult=mult,
+                decoder_latent_shape=dls, decoder_ch=config_int(dd, "ch", fn), decoder_ch_mult=mult,
                 decoder_num_res_blocks=config_int(dd, "num_res_blocks", fn),
                 decoder_attn_resolutions=attn,
                 decoder_z_channels=config_int(dd, "z_channels", fn), decoder_norm_groups=32, contrastive="sigmoid",

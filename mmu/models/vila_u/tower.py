@@ -13,8 +13,10 @@ What follows the released code (modeling_rqvaesiglip.py, quantizations.py):
 - commitment = mean over depths d of mse(z, sg(sum_{i<=d} e(k_i))) (compute_commitment_loss), weighted
   by commitment_weight (VILA-U's latent_loss_weight 0.25); EMA codebook (decay 0.99) with restart of the
   codes whose EMA count falls below 1 (restart_unused_codes), as mmu's EMA VectorQuantize does it;
-- decode: z_q (B, C, h, w) -> post_quant_conv (1x1, C -> z_channels) -> Decoder (taming's: conv_in, mid,
-  up levels, norm_out, swish, conv_out);
+- decode: z_q (B, C, h, w) -> [with decoder_latent_shape (h', w'): torch.nn.functional.interpolate to
+  (h', w'), mode 'bilinear', align_corners False, in float32 -- the 384-px release resizes its 27 x 27 grid
+  (729 tokens) to the size its decoder's 2^k upsampling turns into 384 px] -> post_quant_conv (1x1, C ->
+  z_channels) -> Decoder (taming's: conv_in, mid, up levels, norm_out, swish, conv_out);
 - code_embeddings (get_code_emb_with_depth / embed_code_with_depth): the codebook vector of every depth's
   code, (..., D, C), without gradient into the codebook; their sum over D is what the decoder sees.
 
@@ -70,8 +72,12 @@ class UnifiedVisionTowerConfig(_Config):
     latent_loss_weight), dead_code_threshold (1.0: codes whose EMA count drops below it are restarted,
     VILA-U's restart_unused_codes), kmeans_init (mmu: the codebook starts as k-means centres of the
     first batch; VILA-U's starts random).
-    Decoder (taming's, VILA-U's ddconfig): decoder_ch, decoder_ch_mult (2^(len - 1) must equal
-    patch_size: the decoder undoes the patch grid), decoder_num_res_blocks, decoder_attn_resolutions,
+    The latent grid is floor(image_size / patch_size) each way (SigLIP's stride-patch convolution:
+    so400m-patch14-384 gives 27 x 27 of a 384-px image).
+    Decoder (taming's, VILA-U's ddconfig): decoder_latent_shape (None: the latent grid; [h', w']: the grid
+    is resized bilinearly to h' x w' before post_quant_conv, VILA-U's decoder_latent_shape, set in the
+    384-px release), decoder_ch, decoder_ch_mult (the decoder upsamples the (resized) grid by
+    2^(len - 1), which must give image_size), decoder_num_res_blocks, decoder_attn_resolutions,
     decoder_z_channels (post_quant_conv's output), decoder_norm_groups.
     Losses: contrastive 'sigmoid' (SigLIP: logit_scale init log 10, logit_bias -10) or 'softmax' (CLIP:
     logit_scale log(1/0.07)); contra_weight 1.0; recon_weight 1.0; recon_loss 'l1' | 'l2'; lpips_weight
@@ -102,6 +108,7 @@ class UnifiedVisionTowerConfig(_Config):
     commitment_weight: float = 0.25
     dead_code_threshold: float = 1.0
     kmeans_init: bool = True
+    decoder_latent_shape: "list | None" = None
     decoder_ch: int = 32
     decoder_ch_mult: list = field(default_factory=lambda: [1, 1, 2])
     decoder_num_res_blocks: int = 1
@@ -181,8 +188,8 @@ class UnifiedVisionTowerConfig(_Config):
         self._check_choice("recon_loss", ("l1", "l2"))
         self._check_choice("disc_loss", ("hinge", "vanilla"))
         self._check_choice("text_layout", TEXT_LAYOUTS)
-        if self.image_size % self.patch_size:
-            raise ValueError(f"{name}: patch_size {self.patch_size} must divide image_size {self.image_size}")
+        if self.image_size < self.patch_size:
+            raise ValueError(f"{name}: image_size {self.image_size} is smaller than one patch ({self.patch_size})")
         if self.dim % self.num_heads:
             raise ValueError(f"{name}: dim ({self.dim}) must be a multiple of num_heads ({self.num_heads})")
         if self.text_dim % self.text_heads:
@@ -206,10 +213,18 @@ class UnifiedVisionTowerConfig(_Config):
         attn = self.decoder_attn_resolutions
         if not isinstance(attn, list) or any(not is_int(r) or r < 1 for r in attn):
             self._field_error("decoder_attn_resolutions", "a list of ints >= 1")
-        if 2 ** (len(mult) - 1) != self.patch_size:
-            raise ValueError(f"{name}: the decoder upsamples by 2^(len(decoder_ch_mult) - 1) = {2 ** (len(mult) - 1)}, "
-                             f"which must equal patch_size {self.patch_size} (the latent grid is image_size / "
-                             "patch_size)")
+        dls = self.decoder_latent_shape
+        if dls is not None:
+            if not isinstance(dls, (list, tuple)) or len(dls) != 2 or any(not is_int(v) or v < 1 for v in dls):
+                self._field_error("decoder_latent_shape", "None or a list of 2 ints >= 1 (h, w)")
+            dls = [int(v) for v in dls]
+            object.__setattr__(self, "decoder_latent_shape", dls)
+        up = 2 ** (len(mult) - 1)
+        dh, dw = self.decoder_grid
+        if (dh * up, dw * up) != (self.image_size, self.image_size):
+            raise ValueError(f"{name}: the decoder upsamples its {dh} x {dw} input (the latent grid image_size // "
+                             f"patch_size, or decoder_latent_shape) by 2^(len(decoder_ch_mult) - 1) = {up} to "
+                             f"{dh * up} x {dw * up}, not the image_size {self.image_size}")
         if self.text_pad_id >= self.text_vocab_size:
             self._field_error("text_pad_id", f"an id < text_vocab_size ({self.text_vocab_size})")
         if self.text_eot_id is not None:
@@ -233,9 +248,14 @@ class UnifiedVisionTowerConfig(_Config):
 
     @property
     def grid(self):
-        """The latent grid (h, w) = image_size / patch_size."""
+        """The latent grid (h, w) = floor(image_size / patch_size) each."""
         g = self.image_size // self.patch_size
         return g, g
+
+    @property
+    def decoder_grid(self):
+        """(h, w) of the decoder's input: decoder_latent_shape, or the latent grid when it is None."""
+        return tuple(self.decoder_latent_shape) if self.decoder_latent_shape is not None else self.grid
 
 
 def _resolve_config(config, fields_):
@@ -321,7 +341,7 @@ class UnifiedVisionTower(SavesTextTokenizer, Module):
     # ------------------------------------------------------------------ properties
     @property
     def latent_shape(self):
-        """(h, w): the grid of code positions of an image (image_size / patch_size each)."""
+        """(h, w): the grid of code positions of an image (floor(image_size / patch_size) each)."""
         return self.config.grid
 
     @property
@@ -517,10 +537,14 @@ class UnifiedVisionTower(SavesTextTokenizer, Module):
         return q, codes, commit
 
     def _decode_tokens(self, z):
-        """quantized tokens (B, N, C) -> images (B, in_channels, H, W)."""
+        """quantized tokens (B, N, C) -> images (B, in_channels, H, W); with decoder_latent_shape the grid is
+        first resized as VILA-U's decode does (F.interpolate, bilinear, align_corners False)."""
         b = z.shape[0]
-        gh, gw = self.config.grid
-        z = z.transpose(1, 2).reshape(b, self.config.codebook_dim, gh, gw)
+        c = self.config
+        gh, gw = c.grid
+        z = z.transpose(1, 2).reshape(b, c.codebook_dim, gh, gw)
+        if c.decoder_grid != (gh, gw):
+            z = F.interpolate(z, size=c.decoder_grid, mode="bilinear", align_corners=False)
         return self.decoder(self.post_quant_conv(z))
 
     def _eval_call(self, fn):

@@ -59,8 +59,8 @@ def vit_config_from_hf(config, layout=None, num_layers=None, projection=False):
     depth = config_int(c, "num_hidden_layers", fn, 12)
     image_size = config_int(c, "image_size", fn, dflt["image_size"])
     patch_size = config_int(c, "patch_size", fn, dflt["patch_size"])
-    if image_size % patch_size:
-        raise ValueError(f"{fn}: patch_size {patch_size} does not divide image_size {image_size}")
+    if image_size < patch_size:
+        raise ValueError(f"{fn}: image_size {image_size} is smaller than one patch ({patch_size})")
     if num_layers is None:
         final_norm = layout == "siglip"
         pooling = ("attention" if c.get("vision_use_head", True) else None) if layout == "siglip" else "cls"
@@ -160,8 +160,8 @@ def open_clip_vit_config(config):
     if isinstance(image_size, (list, tuple)) and len(image_size) == 2 and image_size[0] == image_size[1]:
         image_size = image_size[0]
     image_size = config_int({"image_size": image_size}, "image_size", fn)
-    if image_size % patch_size:
-        raise ValueError(f"{fn}: patch_size {patch_size} does not divide image_size {image_size}")
+    if image_size < patch_size:
+        raise ValueError(f"{fn}: image_size {image_size} is smaller than one patch ({patch_size})")
     mlp_ratio = config_float(v, "mlp_ratio", fn, 4.0)
     return dict(layout="clip", image_size=image_size, patch_size=patch_size, in_channels=3, dim=width,
                 depth=config_int({"layers": layers}, "layers", fn), num_heads=width // head_width,
