@@ -57,7 +57,9 @@ def evaluate_show_o_tiny(model, sets=("digits",), samples_per_prompt=10, steps=8
     "digits_mmu_questions": num_questions held-out digits, None: all 359).
     shapes: "shapes_colour", "shapes_shape", "shapes_colour_shape" (both) over "shapes_scenes" held-out
     scenes (num_shapes of them, None: all 512), and the same over the scenes' held-out combinations
-    only: "heldout_combo_*" (every test scene holds one, so equal unless held_out is changed).
+    only: "heldout_combo_*" (every test scene holds one, so equal unless held_out is changed); the
+    judge's colour-and-shape verdict on the real scenes ("shapes_judge_real") and on the image
+    tokenizer's reconstructions of them ("shapes_judge_reconstructed": the most the model can reach).
     Generation draws from mmu.Generator(seed) (digits) and mmu.Generator(seed + 1) (shapes): the same
     model and arguments give the same dict."""
     from mmu.data.captioned import caption_sets
@@ -93,6 +95,13 @@ def evaluate_show_o_tiny(model, sets=("digits",), samples_per_prompt=10, steps=8
         both = verdict["colour"] & verdict["shape"]
         out["shapes_colour"], out["shapes_shape"] = float(verdict["colour"].mean()), float(verdict["shape"].mean())
         out["shapes_colour_shape"], out["shapes_scenes"] = float(both.mean()), n
+        # the bounds: the judge on the real held-out images, and on the image tokenizer's reconstructions
+        # of them (what the model would draw if it chose every code right)
+        real = mdata.judge_shapes(test.images[:n], test.scenes[:n])
+        out["shapes_judge_real"] = float((real["colour"] & real["shape"]).mean())
+        recon = decode_images(model, model.tokenize_images(np.asarray(test.images[:n])))
+        rec = mdata.judge_shapes(recon, test.scenes[:n])
+        out["shapes_judge_reconstructed"] = float((rec["colour"] & rec["shape"]).mean())
         held = set(SHAPES_HELD_OUT)
         combo = np.array([any((o["colour"], o["shape"]) in held for o in s["objects"]) for s in test.scenes[:n]])
         if combo.any():
@@ -121,6 +130,11 @@ def accuracy_rows(metrics, set_name, seconds=None):
                      f"{metrics[k + 'colour_shape']:.1%}", f"{n} scenes", secs))
         rows.append(("  colour right", "", f"{metrics[k + 'colour']:.1%}", f"{n} scenes", ""))
         rows.append(("  shape right", "", f"{metrics[k + 'shape']:.1%}", f"{n} scenes", ""))
+        m = metrics["shapes_scenes"]
+        rows.append(("(the judge on the real held-out scenes)", "", f"{metrics['shapes_judge_real']:.1%}",
+                     f"{m} scenes", ""))
+        rows.append(("(the judge on the image tokenizer's reconstructions of them)", "",
+                     f"{metrics['shapes_judge_reconstructed']:.1%}", f"{m} scenes", ""))
     return rows
 
 
