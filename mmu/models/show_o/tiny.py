@@ -139,10 +139,10 @@ def train_show_o_tiny(sets=("digits",), steps=None, batch_size=None, lr=None, di
     accuracies the README reports). Images: `size` px (digits: 16 or 32), the train splits (the shapes
     train split never draws SHAPES_HELD_OUT's colour-shape pairs; the held-out splits are never seen).
     1. image tokenizer: mmu.tokenizers.VQVAE with `tokenizer_quantizer` "lfq" (MAGVIT-v2's quantizer kind:
-       codebook_size a power of 2, LFQ entropy loss weight `tokenizer_entropy`) or "ema_vq" (an EMA codebook
-       of codebook_size codes (a power of 2 too) of TOKENIZER_VQ_DIM dims, k-means init, dead-code restart: make_quantizer's
-       defaults), `tokenizer_channels` wide, `downsample`
-       (a power of 2 dividing size: a (size / downsample)^2 token grid), trained tokenizer_steps steps by
+       LFQ entropy loss weight `tokenizer_entropy`) or "ema_vq" (an EMA codebook of TOKENIZER_VQ_DIM-dim
+       codes, k-means init, dead-code restart: make_quantizer's defaults), codebook_size codes (a power of 2),
+       `tokenizer_channels` wide, `downsample` (a power of 2 dividing size: a (size / downsample)^2 token
+       grid), trained tokenizer_steps steps by
        the Trainer (lr 2e-3, batch 64), frozen.
     2. text tokenizer: word level on mmu.data.caption_corpus(sets).
     3. ShowO(dim, num_layers, num_heads, max_text_len = the longest caption / question + [SOT]/[EOT],
