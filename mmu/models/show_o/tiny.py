@@ -142,8 +142,7 @@ def train_show_o_tiny(sets=("digits",), steps=None, batch_size=None, lr=None, di
        LFQ entropy loss weight `tokenizer_entropy`) or "ema_vq" (an EMA codebook of TOKENIZER_VQ_DIM-dim
        codes, k-means init, dead-code restart: make_quantizer's defaults), codebook_size codes (a power of 2),
        `tokenizer_channels` wide, `downsample` (a power of 2 dividing size: a (size / downsample)^2 token
-       grid), trained tokenizer_steps steps by
-       the Trainer (lr 2e-3, batch 64), frozen.
+       grid), trained tokenizer_steps steps by the Trainer (lr 2e-3, batch 64), frozen.
     2. text tokenizer: word level on mmu.data.caption_corpus(sets).
     3. ShowO(dim, num_layers, num_heads, max_text_len = the longest caption / question + [SOT]/[EOT],
        mmu_coeff: the weight of the answer loss; t2i 1.0 and lm 0.1 as Show-o), trained `steps` steps of
