@@ -188,7 +188,7 @@ def build_parser():
     p = sub.add_parser("showo", help="Show-o-tiny on the built-in captioned sets: train, generate images, answer",
                        description="mmu showo train | generate | answer (mmu.models.show_o.tiny).")
     showo = p.add_subparsers(dest="showo_command", metavar="ACTION")
-    q = showo.add_parser("train", help="train Show-o-tiny (an LFQ image tokenizer first); "
+    q = showo.add_parser("train", help="train Show-o-tiny (a VQ-VAE image tokenizer first); "
                          "benchmarks/eval_show_o_tiny.py judges it")
     q.add_argument("--data", default="digits", metavar="digits|shapes|digits,shapes", help="the captioned sets")
     d = " (default: the set's preset, mmu.models.show_o.tiny.PRESETS)"
@@ -199,7 +199,8 @@ def build_parser():
     q.add_argument("--layers", type=_positive, help="transformer layers" + d)
     q.add_argument("--size", type=_positive, help="image side in px" + d)
     q.add_argument("--downsample", type=_positive, help="image tokenizer downsampling: a (size/N)^2 token grid" + d)
-    q.add_argument("--codebook-size", type=_positive, help="LFQ codes, a power of 2" + d)
+    q.add_argument("--tokenizer-quantizer", choices=("lfq", "ema_vq"), help="the image tokenizer's quantizer" + d)
+    q.add_argument("--codebook-size", type=_positive, help="image codes (a power of 2 for lfq)" + d)
     q.add_argument("--seed", type=_nonneg, default=0, help="seeds everything (default 0)")
     q.add_argument("--out", required=True, metavar="DIR", help="folder for the checkpoints and the model")
     q.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -871,6 +872,7 @@ def cmd_showo(args):
             run = tiny.train_show_o_tiny(sets, steps=args.steps, tokenizer_steps=args.tokenizer_steps,
                                          batch_size=args.batch_size, dim=args.dim, num_layers=args.layers,
                                          size=args.size, downsample=args.downsample, codebook_size=args.codebook_size,
+                                         tokenizer_quantizer=args.tokenizer_quantizer,
                                          seed=args.seed, out=args.out, resume=args.resume,
                                          progress=not args.quiet, verbose=True)
         print(f"saved to {args.out}; mmu showo generate --model {args.out} --prompt '...' --out DIR writes images; "
