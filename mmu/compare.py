@@ -482,7 +482,7 @@ def _check_clip_fits(model, clips, fn):
         raise ValueError(f"{fn}: {name} is an image tokenizer with a 1-D layout that runs on each frame and takes "
                          f"{model.config.resolution}x{model.config.resolution} images only, got {h}x{w} frames "
                          f"(clips of shape {clips.shape})")
-    if layout != "3d":
+    if layout == "2d":
         f = model.downsample_factor
         if h % f or w % f:
             raise ValueError(f"{fn}: {name} runs on each frame and needs frames whose sides are multiples of its "
