@@ -46,7 +46,7 @@ import numpy as np
 __all__ = ["Entry", "REGISTRY", "DEFAULT_NAMES", "register", "available", "compare", "write_report",
            "with_codebook_size", "with_width", "DEFAULT_STEPS", "DEFAULT_BATCH_SIZE", "evaluate_clips", "encode_clips",
            "decode_clips", "per_frame_psnr", "per_frame_ssim", "temporal_error", "clip_frames", "frames_to_clips",
-           "token_count_groups", "token_count_section", "VIDEO_DATASETS"]
+           "token_count_groups", "token_count_section", "entry_layout", "VIDEO_DATASETS"]
 
 # The default budget: the six default entries on digits at 16 px in about 2-3 minutes on one core
 # (measured: ~6 ms per VQ-VAE step, ~45 ms per VQGAN step with its discriminator, 1 thread).
@@ -834,6 +834,13 @@ def _moving_splits(size, frames, seed, fast):
 def _entry_layout(entry):
     cls = _tokenizer_class(entry.tokenizer)
     return getattr(cls, "latent_layout", "2d")
+
+
+def entry_layout(name):
+    """The latent layout ("1d", "2d" or "3d") of the tokenizer of the registered entry `name`."""
+    if name not in REGISTRY:
+        raise ValueError(f"compare.entry_layout: unknown entry {name!r}; available: {', '.join(REGISTRY)}")
+    return _entry_layout(REGISTRY[name](1, FAST_VIDEO_SIZE, True))
 
 
 def _video_names():
