@@ -77,7 +77,8 @@ class Entry:
     mmu.models, or a Tokenizer subclass itself: any latent layout), its config fields and the TrainConfig
     fields it overrides (steps, batch_size and seed are set by compare for every entry). A tokenizer
     with a 3-D layout gets each image as a still clip of config.num_frames frames (and the report counts
-    tokens per clip)."""
+    tokens per clip). In the moving-digits mode a 3-D tokenizer's config gets num_frames = the clips' frames
+    and then `video_config` (config fields for clips, e.g. a temporal patch size that a still image cannot use)."""
     name: str
     label: str
     tokenizer: str
@@ -85,6 +86,7 @@ class Entry:
     train: dict = field(default_factory=dict)
     description: str = ""
     per_step: dict = field(default_factory=dict)  # config fields set to round(fraction * steps)
+    video_config: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- registry
@@ -859,14 +861,15 @@ def _video_names():
 
 
 def _with_frames(entry, frames):
-    """A video entry with config num_frames = frames (when its config has that field); others unchanged."""
+    """A video entry with config num_frames = frames (when its config has that field), then its video_config;
+    image entries unchanged."""
     if _entry_layout(entry) != "3d":
         return entry
     cls = _tokenizer_class(entry.tokenizer)
     fields_ = {f.name for f in dataclasses.fields(cls.config_class)} if getattr(cls, "config_class", None) else ()
-    if "num_frames" not in fields_:
-        return entry
-    return dataclasses.replace(entry, config=dict(entry.config, num_frames=frames))
+    cfg = dict(entry.config, num_frames=frames) if "num_frames" in fields_ else dict(entry.config)
+    cfg.update(entry.video_config)
+    return dataclasses.replace(entry, config=cfg)
 
 
 def _check_entry_takes_clips(entry, clip, seed):

@@ -149,7 +149,8 @@ def _entries(monkeypatch):
     monkeypatch.setitem(C.REGISTRY, "seq", lambda ch, size, fast: C.Entry(
         "seq", "1-D tokens", SeqTokenizer, dict(in_channels=ch, resolution=size, num_latent_tokens=16)))
     monkeypatch.setitem(C.REGISTRY, "clip", lambda ch, size, fast: C.Entry(
-        "clip", "3-D clips", ClipTokenizer, dict(in_channels=ch, resolution=size)))
+        "clip", "3-D clips", ClipTokenizer, dict(in_channels=ch, resolution=size, num_frames=2),
+        video_config=dict(codebook_size=8)))
 
 
 def test_compare_moving_digits_fast_end_to_end(tmp_path, monkeypatch):
@@ -178,6 +179,8 @@ def test_compare_moving_digits_fast_end_to_end(tmp_path, monkeypatch):
         assert os.path.getsize(out / f) > 0, f
     rep = json.loads((out / "report.json").read_text())
     assert rep["config"]["frames"] == 4 and rep["config"]["heldout_clips"] == C.FAST_EVAL_CLIPS
+    # the video entry got the clips' frame count and its video_config
+    assert rep["config"]["entries"]["clip"]["config"]["num_frames"] == 4 and by["clip"]["codebook_size"] == 8
     assert rep["rows"][0]["psnr_per_frame"] == pytest.approx(rows[0]["psnr_per_frame"])
     with open(out / "report.csv") as f:
         table = list(csv.DictReader(f))
