@@ -2391,3 +2391,341 @@ def vila_u_train_step(twin, opt, sched, inputs, grad_clip=1.0):
     opt.step()
     sched.step()
     return loss.item(), {k: v.item() for k, v in terms.items()}
+
+
+# =============================================================================================== OmniTokenizer
+# A literal torch re-implementation of FoundationVision/OmniTokenizer's tokenizer (OmniTokenizer/omnitokenizer.py
+# OmniTokenizer_Encoder / OmniTokenizer_Decoder / VQGAN.forward's generator loss without GAN terms,
+# modules/attention.py, modules/codebook.py) with the module names of the published code, so its state_dict is
+# the published checkpoint layout (mmu.models.omnitokenizer.convert_omnitokenizer_state_dict reads it). einops'
+# Rearrange modules are parameter-free _OmniFn modules here (same indices in the Sequentials). torch >= 2.1's
+# SDPA path of Attention (the continuous position bias is computed there but not added, so it is not run here).
+
+
+class _OmniFn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class OmniLayerNorm(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(dim))
+        self.register_buffer("beta", torch.zeros(dim))
+
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:], self.gamma, self.beta)
+
+
+class _OmniGEGLU(nn.Module):
+    def forward(self, x):
+        x, gate = x.chunk(2, dim=-1)
+        return F.gelu(gate) * x
+
+
+def omni_feed_forward(dim, mult=4.0):
+    inner = int(mult * (2 / 3) * dim)
+    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, inner * 2, bias=False), _OmniGEGLU(), nn.Dropout(0.0),
+                         nn.Linear(inner, dim, bias=False))
+
+
+class OmniPEG(nn.Module):
+    def __init__(self, dim, causal=False):
+        super().__init__()
+        self.causal = causal
+        self.dsconv = nn.Conv3d(dim, dim, 3, groups=dim)
+
+    def forward(self, x, shape):
+        orig = x.shape
+        x = x.reshape(*shape, -1)                      # the published reshape (also of (b h w) t d tokens)
+        x = x.permute(0, 4, 1, 2, 3)
+        x = F.pad(x, (1, 1, 1, 1, *((2, 0) if self.causal else (1, 1))), value=0.0)
+        x = self.dsconv(x).permute(0, 2, 3, 4, 1)
+        return x.reshape(orig)
+
+
+def omni_freqs_cis_2d(dim, end, theta=10000.0):
+    H = int(end ** 0.5)
+    pos = torch.arange(end)
+    x_pos, y_pos = pos % H, pos // H
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 4)[: (dim // 4)].float() / dim))
+    x_cis = torch.polar(torch.ones(end, dim // 4), torch.outer(x_pos, freqs).float())
+    y_cis = torch.polar(torch.ones(end, dim // 4), torch.outer(y_pos, freqs).float())
+    return torch.cat([x_cis.unsqueeze(-1), y_cis.unsqueeze(-1)], dim=-1).reshape(end, -1)
+
+
+def omni_apply_rotary(xq, xk, freqs_cis):
+    xq_ = torch.view_as_complex(xq.float().reshape(*xq.shape[:-1], -1, 2))
+    xk_ = torch.view_as_complex(xk.float().reshape(*xk.shape[:-1], -1, 2))
+    f = freqs_cis.view(1, xq_.shape[1], 1, xq_.shape[-1])
+    return torch.view_as_real(xq_ * f).flatten(3).type_as(xq), torch.view_as_real(xk_ * f).flatten(3).type_as(xk)
+
+
+class OmniContinuousPositionBias(nn.Module):
+    """Parameters only (net.*): in the checkpoint, never added on the SDPA path."""
+
+    def __init__(self, dim, heads, layers=2):
+        super().__init__()
+        self.net = nn.ModuleList([nn.Sequential(nn.Linear(2, dim), nn.LeakyReLU(0.1))])
+        for _ in range(layers - 1):
+            self.net.append(nn.Sequential(nn.Linear(dim, dim), nn.LeakyReLU(0.1)))
+        self.net.append(nn.Linear(dim, heads))
+
+
+class OmniAttention(nn.Module):
+    def __init__(self, dim, dim_head=64, heads=8, causal=False, spatial_pos="rel"):
+        super().__init__()
+        self.heads, self.causal, self.scale, self.spatial_pos = heads, causal, 8, spatial_pos
+        inner = dim_head * heads
+        if spatial_pos == "rel":
+            self.spatial_rel_pos_bias = OmniContinuousPositionBias(dim, heads)
+        self.norm = OmniLayerNorm(dim)
+        self.context_norm = OmniLayerNorm(dim)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(dim, inner * 2, bias=False)
+        self.dim = inner
+        self.q_scale = nn.Parameter(torch.ones(dim_head))
+        self.k_scale = nn.Parameter(torch.ones(dim_head))
+        self.to_out = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, x, is_spatial=True):
+        kv_input = x
+        x = self.norm(x)
+        B, N, _ = x.shape
+        q, k, v = self.to_q(x), *self.to_kv(kv_input).chunk(2, dim=-1)
+        q, k, v = (t.reshape(B, N, self.heads, -1) for t in (q, k, v))
+        if self.spatial_pos == "rope" and is_spatial:
+            q, k = omni_apply_rotary(q, k, omni_freqs_cis_2d(self.dim // self.heads, N))
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        q, k = F.normalize(q, dim=-1) * self.q_scale, F.normalize(k, dim=-1) * self.k_scale
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=self.scale)
+        return self.to_out(out.transpose(1, 2).reshape(B, N, -1))
+
+
+def omni_window_partition(x, w):
+    B, H, W, C = x.shape
+    x = x.view(B, H // w, w, W // w, w, C)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, w, w, C)
+
+
+def omni_window_reverse(windows, w, H, W):
+    B = int(windows.shape[0] / (H * W / w / w))
+    x = windows.view(B, H // w, W // w, w, w, -1)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
+
+
+class OmniWindowAttention(nn.Module):
+    def __init__(self, dim, window_size, num_heads):
+        super().__init__()
+        self.dim, self.window_size, self.num_heads = dim, (window_size, window_size), num_heads
+        self.norm = OmniLayerNorm(dim)
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        coords = torch.stack(torch.meshgrid([torch.arange(window_size), torch.arange(window_size)], indexing="ij"))
+        flat = torch.flatten(coords, 1)
+        rel = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0).contiguous()
+        rel[:, :, 0] += window_size - 1
+        rel[:, :, 1] += window_size - 1
+        rel[:, :, 0] *= 2 * window_size - 1
+        self.register_buffer("relative_position_index", rel.sum(-1))
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x):
+        B_, N, C = x.shape
+        H = W = int(math.sqrt(N))
+        w = self.window_size[0]
+        x = self.norm(x).view(B_, H, W, -1)
+        xw = omni_window_partition(x, w).view(-1, w * w, C)
+        BW, NW = xw.shape[:2]
+        qkv = self.qkv(xw).reshape(BW, NW, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(NW, NW, -1)
+        attn = (attn + bias.permute(2, 0, 1).unsqueeze(0)).softmax(-1)
+        xw = self.proj((attn @ v).transpose(1, 2).reshape(BW, NW, C))
+        return omni_window_reverse(xw, w, H, W).view(B_, H * W, C)
+
+
+class OmniTransformerTwin(nn.Module):
+    def __init__(self, dim, depth, block, causal=False, dim_head=64, heads=8, ff_mult=4.0, peg_causal=False,
+                 window_size=4, spatial_pos="rel"):
+        super().__init__()
+        self.layers = nn.ModuleList([])
+        for b in block:
+            if b == "t":
+                self.layers.append(nn.ModuleList([OmniPEG(dim, peg_causal), OmniAttention(dim, dim_head, heads, causal,
+                                                                                            spatial_pos), None,
+                                                  omni_feed_forward(dim, ff_mult)]))
+            else:
+                self.layers.append(nn.ModuleList([None, OmniWindowAttention(dim, window_size, heads), None,
+                                                  omni_feed_forward(dim, ff_mult)]))
+        self.norm_out = OmniLayerNorm(dim)
+
+    def forward(self, x, video_shape, is_spatial=True):
+        for peg, attn, _, ff in self.layers:
+            if peg is not None:
+                x = peg(x, video_shape) + x
+            x = (attn(x, is_spatial=is_spatial) if isinstance(attn, OmniAttention) else attn(x)) + x
+            x = ff(x) + x
+        return self.norm_out(x)
+
+
+def _omni_tf(c, depth, block, causal):
+    return OmniTransformerTwin(c["dim"], depth, block, causal=causal, dim_head=c["dim_head"], heads=c["heads"],
+                               ff_mult=c["ff_mult"], peg_causal=c["causal_in_peg"], window_size=c["window_size"],
+                               spatial_pos=c["spatial_pos"])
+
+
+def _omni_patches(x, pt, p):  # 'b c (t pt) (h p1) (w p2) -> b t h w (c pt p1 p2)'
+    B, C, T, H, W = x.shape
+    x = x.reshape(B, C, T // pt, pt, H // p, p, W // p, p)
+    return x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(B, T // pt, H // p, W // p, C * pt * p * p)
+
+
+def _omni_pixels(y, C, pt, p):  # 'b t h w (c pt p1 p2) -> b c (t pt) (h p1) (w p2)'
+    B, t, h, w, _ = y.shape
+    y = y.reshape(B, t, h, w, C, pt, p, p)
+    return y.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(B, C, t * pt, h * p, w * p)
+
+
+class OmniEncoderTwin(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C, p, pt, dim = c["in_channels"], c["patch_size"], c["temporal_patch_size"], c["dim"]
+        self.p, self.pt = p, pt
+        self.to_patch_emb_first_frame = nn.Sequential(_OmniFn(lambda x: _omni_patches(x, 1, p)),
+                                                      nn.LayerNorm(C * p * p), nn.Linear(C * p * p, dim),
+                                                      nn.LayerNorm(dim))
+        self.to_patch_emb = nn.Sequential(_OmniFn(lambda x: _omni_patches(x, pt, p)), nn.LayerNorm(C * pt * p * p),
+                                          nn.Linear(C * pt * p * p, dim), nn.LayerNorm(dim))
+        self.enc_spatial_transformer = _omni_tf(c, len(c["enc_block"]), c["enc_block"], False)
+        self.enc_temporal_transformer = _omni_tf(c, c["temporal_depth"], "t" * c["temporal_depth"],
+                                                 c["causal_in_temporal_transformer"])
+
+    def forward(self, video):
+        tokens = self.to_patch_emb_first_frame(video[:, :, :1])
+        if video.shape[2] > 1:
+            tokens = torch.cat((tokens, self.to_patch_emb(video[:, :, 1:])), dim=1)
+        b, t, h, w, d = tokens.shape
+        x = self.enc_spatial_transformer(tokens.reshape(b * t, h * w, d), (b, t, h, w), True)
+        x = x.reshape(b, t, h, w, d).permute(0, 2, 3, 1, 4).reshape(b * h * w, t, d)
+        x = self.enc_temporal_transformer(x, (b, t, h, w), False)
+        return x.reshape(b, h, w, t, d).permute(0, 4, 3, 1, 2)  # b d t h w
+
+
+class OmniDecoderTwin(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        C, p, pt, dim = c["in_channels"], c["patch_size"], c["temporal_patch_size"], c["dim"]
+        self.dec_spatial_transformer = _omni_tf(c, len(c["dec_block"]), c["dec_block"], False)
+        self.dec_temporal_transformer = _omni_tf(c, c["temporal_depth"], "t" * c["temporal_depth"],
+                                                 c["causal_in_temporal_transformer"])
+        self.to_pixels_first_frame = nn.Sequential(nn.Linear(dim, C * p * p), _OmniFn(lambda y: _omni_pixels(y, C, 1, p)))
+        self.to_pixels = nn.Sequential(nn.Linear(dim, C * pt * p * p), _OmniFn(lambda y: _omni_pixels(y, C, pt, p)))
+
+    def forward(self, z):  # z (b, d, t, h, w)
+        tokens = z.permute(0, 2, 3, 4, 1).contiguous()
+        b, t, h, w, d = tokens.shape
+        x = self.dec_temporal_transformer(tokens.permute(0, 2, 3, 1, 4).reshape(b * h * w, t, d), (b, t, h, w), False)
+        x = x.reshape(b, h, w, t, d).permute(0, 3, 1, 2, 4).reshape(b * t, h * w, d)
+        x = self.dec_spatial_transformer(x, (b, t, h, w), True).reshape(b, t, h, w, d)
+        out = self.to_pixels_first_frame(x[:, :1])
+        if t > 1:
+            out = torch.cat((out, self.to_pixels(x[:, 1:])), dim=2)
+        return out
+
+
+class OmniCodebookTwin(nn.Module):
+    """modules/codebook.py Codebook (initialised: _need_init False; no random restart, the script's)."""
+
+    def __init__(self, n_codes, dim, decay=0.99, eps=1e-7, commitment=0.25):
+        super().__init__()
+        self.register_buffer("embeddings", torch.randn(n_codes, dim))
+        self.register_buffer("N", torch.ones(n_codes))
+        self.register_buffer("z_avg", self.embeddings.clone())
+        self.register_buffer("codebook_usage", torch.zeros(n_codes))
+        self.n_codes, self.decay, self.eps, self.commitment = n_codes, decay, eps, commitment
+
+    def forward(self, z):
+        flat = z.permute(0, 2, 3, 4, 1).reshape(-1, z.shape[1])
+        d = (flat ** 2).sum(1, keepdim=True) - 2 * flat @ self.embeddings.t() + (self.embeddings.t() ** 2).sum(0, keepdim=True)
+        idx = torch.argmin(d, dim=1)
+        onehot = F.one_hot(idx, self.n_codes).type_as(flat)
+        idx = idx.view(z.shape[0], *z.shape[2:])
+        emb = F.embedding(idx, self.embeddings).permute(0, 4, 1, 2, 3)
+        commitment = self.commitment * F.mse_loss(z, emb.detach())
+        if self.training:
+            with torch.no_grad():
+                self.N.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+                self.z_avg.mul_(self.decay).add_((flat.t() @ onehot).t(), alpha=1 - self.decay)
+                n = self.N.sum()
+                weights = (self.N + self.eps) / (n + self.n_codes * self.eps) * n
+                self.embeddings.copy_(self.z_avg / weights.unsqueeze(1))
+        return dict(embeddings=(emb - z).detach() + z, encodings=idx, commitment_loss=commitment)
+
+
+class TwinOmniTokenizer(nn.Module):
+    """OmniTokenizer's VQGAN (tokenizer part) in the published layout; c: OmniTokenizerConfig.to_dict()."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        self.encoder = OmniEncoderTwin(c)
+        self.decoder = OmniDecoderTwin(c)
+        self.codebook = OmniCodebookTwin(c["codebook_size"], c["codebook_dim"], c["decay"], c["eps"],
+                                         c["commitment_weight"])
+        cl = lambda x: x.permute(0, 2, 3, 4, 1)  # noqa: E731  b c t h w -> b t h w c
+        cf = lambda x: x.permute(0, 4, 1, 2, 3)  # noqa: E731
+        self.pre_vq_conv = nn.Sequential(_OmniFn(cl), nn.Linear(c["dim"], c["codebook_dim"]), _OmniFn(cf))
+        self.post_vq_conv = nn.Sequential(_OmniFn(cl), nn.Linear(c["codebook_dim"], c["dim"]), _OmniFn(cf))
+
+    def load_mmu_state(self, state):
+        """Weights from an mmu OmniTokenizer state_dict (through the converter's name map)."""
+        from mmu.models.omnitokenizer import omnitokenizer_state_dict_names
+        names = omnitokenizer_state_dict_names(self.c)
+        sd = self.state_dict()
+        new = {}
+        for k in sd:
+            if k in names:
+                v = np.asarray(state[names[k]].numpy() if hasattr(state[names[k]], "numpy") else state[names[k]])
+                new[k] = torch.from_numpy(np.array(v[0] if k.startswith("codebook.") else v, np.float32))
+            else:
+                new[k] = sd[k]
+        self.load_state_dict(new)
+        return self
+
+    def _z(self, x):
+        z = self.pre_vq_conv(self.encoder(x))
+        return F.normalize(z, p=2, dim=1) if self.c["l2_code"] else z
+
+    def encode(self, x):
+        return self.codebook(self._z(x))["encodings"]
+
+    def decode(self, codes):
+        z = F.embedding(codes, self.codebook.embeddings).permute(0, 4, 1, 2, 3)
+        return self.decoder(self.post_vq_conv(z))
+
+    def losses(self, x):
+        """VQGAN.forward's generator terms without perceptual / GAN: (loss, {rec, quant}, recon)."""
+        vq = self.codebook(self._z(x))
+        recon = self.decoder(self.post_vq_conv(vq["embeddings"]))
+        rec = F.l1_loss(recon, x)
+        return rec * self.c["l1_weight"] + vq["commitment_loss"], {"rec": rec, "quant": vq["commitment_loss"]}, recon
+
+
+def omnitokenizer_train_step(twin, opt, sched, clips, grad_clip=1.0):
+    """mmu.train.Trainer's step for OmniTokenizer: loss, backward, clipping, AdamW, the schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss, terms, _ = twin.losses(clips)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in twin.parameters() if p.requires_grad], grad_clip)
+    opt.step()
+    sched.step()
+    return loss.item(), {k: v.item() for k, v in terms.items()}

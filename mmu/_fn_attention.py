@@ -1,4 +1,4 @@
-"""scaled_dot_product_attention and rotary position embeddings.
+"""scaled_dot_product_attention, window / temporal attention and rotary position embeddings.
 
 Part of mmu.functional (re-exported there).
 """
@@ -10,7 +10,8 @@ import numpy as np
 from . import _C
 from ._args import is_int, is_real
 
-__all__ = ["scaled_dot_product_attention", "rotary_cos_sin", "apply_rotary", "qkv_heads", "attention_of_heads"]
+__all__ = ["scaled_dot_product_attention", "window_attention", "temporal_attention", "rotary_cos_sin", "apply_rotary",
+           "qkv_heads", "attention_of_heads"]
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -72,6 +73,115 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                    None if scale is None else float(scale), bool(enable_gqa), int(min(query_offset, 2 ** 62)),
                    -1 if kv_len is None else int(kv_len))
 
+
+
+def _heads_qkv(op, query, key, value):
+    """query, key, value as float32 tensors (B, H, N, d), (B, H, N, d), (B, H, N, dv); errors name op."""
+    from .tensor import _as_tensor
+    q, k, v = _as_tensor(query, op, "query"), _as_tensor(key, op, "key"), _as_tensor(value, op, "value")
+    for name, t in (("query", q), ("key", k), ("value", v)):
+        if t.ndim != 4:
+            raise ValueError(f"{op}: {name} must be (B, H, N, d), got shape {tuple(t.shape)}")
+    if tuple(k.shape) != tuple(q.shape) or tuple(v.shape[:3]) != tuple(q.shape[:3]):
+        raise ValueError(f"{op}: key {tuple(k.shape)} must have query's shape {tuple(q.shape)} and value "
+                         f"{tuple(v.shape)} its (B, H, N)")
+    return q, k, v
+
+
+def _scale_arg(op, scale):
+    if scale is not None and not is_real(scale):
+        raise TypeError(f"{op}: scale must be a float or None, got {type(scale).__name__}")
+    return None if scale is None else float(scale)
+
+
+def _int_pair(op, name, v):
+    if not (isinstance(v, (tuple, list)) and len(v) == 2 and all(is_int(e) for e in v)):
+        raise TypeError(f"{op}: {name} must be a pair of ints (h, w), got {v!r}")
+    if not (v[0] >= 1 and v[1] >= 1):
+        raise ValueError(f"{op}: {name} must be positive, got {tuple(v)}")
+    return int(v[0]), int(v[1])
+
+
+def window_attention(query, key, value, grid, window, bias=None, scale=None):
+    """Attention inside the non-overlapping windows of a token grid (Swin's W-MSA, no shift).
+
+    query, key (B, H, N, d) and value (B, H, N, dv), N = gh·gw tokens of a gh x gw grid in
+    row-major order; grid = (gh, gw); window = (wh, ww), wh dividing gh and ww dividing gw.
+    Every token attends only to the wh·ww tokens of its own window (Swin's window_partition):
+    out = softmax(q kᵀ·scale + bias) v within each window, scale default 1/sqrt(d). bias: None
+    or (H, wh·ww, wh·ww), added to the scores of every window (Swin's relative position bias,
+    gathered from its table by the caller; rows and columns in the window's row-major token
+    order); differentiable. Returns (B, H, N, dv) in the grid's token order. No N x N mask and
+    no partitioned copy of q, k, v are made.
+    """
+    op = "window_attention"
+    q, k, v = _heads_qkv(op, query, key, value)
+    gh, gw = _int_pair(op, "grid", grid)
+    wh, ww = _int_pair(op, "window", window)
+    B, H, N, d = q.shape
+    if gh * gw != N:
+        raise ValueError(f"{op}: grid {(gh, gw)} has {gh * gw} tokens but query {tuple(q.shape)} has N = {N}")
+    if gh % wh or gw % ww:
+        raise ValueError(f"{op}: window {(wh, ww)} must divide grid {(gh, gw)}")
+    n = wh * ww
+    if bias is not None:
+        from .tensor import _as_tensor
+        bias = _as_tensor(bias, op, "bias")
+        if tuple(bias.shape) != (H, n, n):
+            raise ValueError(f"{op}: bias must be (H, wh*ww, wh*ww) = {(H, n, n)}, got {tuple(bias.shape)}")
+    scale = _scale_arg(op, scale)
+    return _window_attention_composed(q, k, v, gh, gw, wh, ww, bias, scale)
+
+
+def _window_attention_composed(q, k, v, gh, gw, wh, ww, bias, scale):
+    B, H, N, _ = q.shape
+    nh, nw, n = gh // wh, gw // ww, wh * ww
+
+    def part(x):  # (B, H, N, D) -> (B, H, nW, n, D): Swin's window_partition
+        D = x.shape[-1]
+        return x.reshape(B * H, nh, wh, nw, ww, D).permute(0, 1, 3, 2, 4, 5).reshape(B, H, nh * nw, n, D)
+
+    mask = None if bias is None else bias.reshape(H, 1, n, n)
+    o = scaled_dot_product_attention(part(q), part(k), part(v), attn_mask=mask, scale=scale)
+    dv = o.shape[-1]
+    return o.reshape(B * H, nh, nw, wh, ww, dv).permute(0, 1, 3, 2, 4, 5).reshape(B, H, N, dv)
+
+
+def temporal_attention(query, key, value, frames, causal=True, scale=None):
+    """Attention along time at every location of a frame-major token sequence.
+
+    query, key (B, H, T·L, d) and value (B, H, T·L, dv) with token t·L + l at frame t and
+    location l (T = frames). Each token attends to the tokens at its own location l in frames
+    t' <= t (causal) or in every frame (causal=False): out = softmax(q kᵀ·scale) v over the
+    T tokens of location l, scale default 1/sqrt(d). Returns (B, H, T·L, dv) in the same
+    order. The per-location sequences are read with stride L in place: no permuted copy to
+    (B·L, H, T, d) is made.
+    """
+    op = "temporal_attention"
+    q, k, v = _heads_qkv(op, query, key, value)
+    if not is_int(frames):
+        raise TypeError(f"{op}: frames must be an int, got {type(frames).__name__}")
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"{op}: causal must be a bool, got {type(causal).__name__}")
+    B, H, N, d = q.shape
+    if frames < 1 or N % frames:
+        raise ValueError(f"{op}: frames ({frames}) must be >= 1 and divide the token count N = {N} of query "
+                         f"{tuple(q.shape)}")
+    scale = _scale_arg(op, scale)
+    return _temporal_attention_composed(q, k, v, int(frames), bool(causal), scale)
+
+
+def _temporal_attention_composed(q, k, v, T, causal, scale):
+    B, H, N, _ = q.shape
+    L = N // T
+
+    def seq(x):  # (B, H, T·L, D) -> (B, H, L, T, D)
+        D = x.shape[-1]
+        return x.reshape(B * H, T, L, D).permute(0, 2, 1, 3).reshape(B, H, L, T, D)
+
+    o = scaled_dot_product_attention(seq(q), seq(k), seq(v), is_causal=causal, scale=scale)
+    dv = o.shape[-1]
+    return o.reshape(B * H, L, T, dv).permute(0, 2, 1, 3).reshape(B, H, N, dv)
 
 def _positions_array(positions):
     if hasattr(positions, "numpy") and not isinstance(positions, np.ndarray):

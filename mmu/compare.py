@@ -191,6 +191,25 @@ REGISTRY = {
 DEFAULT_NAMES = ["vqvae-vq", "vqvae-ema", "vqvae-fsq", "vqvae-lfq", "dvae", "vqgan"]
 
 
+def _omnitokenizer_fields(channels, size, fast):
+    """OmniTokenizerConfig fields: images as one-frame clips (num_frames 1), patch 4 (the shared downsample by 4),
+    full-full-window-window encoder and full decoder blocks as the published script, an l2-normalised EMA
+    codebook of 8 channels with 256 codes (CODEBOOK_SIZE)."""
+    f = dict(in_channels=channels, resolution=size, num_frames=1, patch_size=4, temporal_patch_size=1,
+             enc_block="ttww", dec_block="tttt", window_size=2, codebook_size=CODEBOOK_SIZE, codebook_dim=8)
+    if fast:
+        f.update(dim=16, dim_head=8, heads=2, enc_block="tw", dec_block="tt", temporal_depth=1)
+    else:
+        f.update(dim=64, dim_head=16, heads=4, temporal_depth=1)
+    return f
+
+
+REGISTRY["omnitokenizer"] = _make(
+    "omnitokenizer", "OmniTokenizer", "omnitokenizer", _omnitokenizer_fields,
+    description="OmniTokenizer (Wang et al. 2024): patch transformer with full + window spatial blocks and causal "
+                "temporal blocks, l2-normalised EMA VQ of 8 dims, 256 codes; images as one-frame clips")
+
+
 # --------------------------------------------------------------------------- overrides for every entry
 _CONV_TOKENIZERS = ("VQVAE", "DVAE", "VQGAN")
 
