@@ -149,10 +149,10 @@ def _downsampled(fields_fn, factor):
     return fields
 
 
-def _make(name, label, tokenizer, fields_fn, train=None, per_step=None, description=""):
+def _make(name, label, tokenizer, fields_fn, train=None, per_step=None, description="", video_config=None):
     def factory(channels, size, fast):
         return Entry(name, label, tokenizer, fields_fn(channels, size, fast), dict(train or {}),
-                     description, dict(per_step or {}))
+                     description, dict(per_step or {}), dict(video_config or {}))
     factory.__doc__ = description
     return factory
 
@@ -207,7 +207,11 @@ def _omnitokenizer_fields(channels, size, fast):
 REGISTRY["omnitokenizer"] = _make(
     "omnitokenizer", "OmniTokenizer", "omnitokenizer", _omnitokenizer_fields,
     description="OmniTokenizer (Wang et al. 2024): patch transformer with full + window spatial blocks and causal "
-                "temporal blocks, l2-normalised EMA VQ of 8 dims, 256 codes; images as one-frame clips")
+                "temporal blocks, l2-normalised EMA VQ of 8 dims, 256 codes; images as one-frame clips; "
+                "moving-digits clips: the first frame alone, then tubes of 4 frames (the published "
+                "temporal_patch_size)",
+    # on clips (the moving-digits mode) the published tubes of 4 frames: 1 + 4 k frames -> 1 + k latent frames
+    video_config=dict(temporal_patch_size=4))
 
 
 # --------------------------------------------------------------------------- overrides for every entry

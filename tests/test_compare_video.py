@@ -195,7 +195,9 @@ def test_compare_moving_digits_fast_end_to_end(tmp_path, monkeypatch):
 
 def test_compare_moving_digits_default_names_add_the_video_entries(monkeypatch):
     _entries(monkeypatch)
-    assert C._video_names() == ["clip"]
+    names = C._video_names()
+    assert "clip" in names and "seq" not in names and "vqvae-ema" not in names
+    assert all(C.entry_layout(n) == "3d" for n in names)
 
 
 def test_compare_moving_digits_argument_errors(tmp_path, monkeypatch):
