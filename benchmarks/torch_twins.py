@@ -2729,3 +2729,161 @@ def omnitokenizer_train_step(twin, opt, sched, clips, grad_clip=1.0):
     opt.step()
     sched.step()
     return loss.item(), {k: v.item() for k, v in terms.items()}
+
+
+# =============================================================================================== TiTok
+# Twin of mmu.models.titok.TiTok (issue 15): the encoder is TwinViTEncoder with [class; K latents] as extra
+# tokens, pre_norm, no final norm, then post_norm + proj on the latents; the l2-normalised VQ of 1d-tokenizer;
+# the pixel decoder over [class; mask tokens; latents]; 1d-tokenizer's single-stage loss (mse + quantizer loss +
+# fixed-weight PatchGAN term, hinge + LeCam on the mean logits for the discriminator). mmu's names throughout, so
+# `load_mmu_state(model.state_dict())` copies everything (strict); tokenizer_train_step / make_optimizers drive it.
+
+class TwinTiTokEncoder(TwinViTEncoder):
+    """mmu.models.titok.TiTokEncoder: images (B, C, R, R) -> (B, token_size, K)."""
+
+    def __init__(self, c):
+        w = c.encoder_width
+        super().__init__(c.resolution, c.patch_size, c.in_channels, w, c.encoder_depth, c.encoder_heads,
+                         hidden_dim=int(w * c.mlp_ratio), activation="gelu", bias=True, norm="layernorm",
+                         norm_eps=1e-5, num_extra_tokens=1 + c.num_latent_tokens, final_norm=False, pre_norm=True)
+        self.k = c.num_latent_tokens
+        self.post_norm = nn.LayerNorm(w, eps=1e-5)
+        self.proj = nn.Linear(w, c.token_size)
+
+    def forward(self, images):
+        x = super().forward(images)
+        return self.proj(self.post_norm(x[:, 1:1 + self.k])).transpose(1, 2)
+
+
+class TwinTiTokDecoder(nn.Module):
+    """mmu.models.titok.TiTokDecoder: zq (B, token_size, K) -> images (B, C, R, R)."""
+
+    def __init__(self, c):
+        super().__init__()
+        w, self.c_out = c.decoder_width, c.in_channels
+        self.p = c.decoder_patch_size or c.patch_size
+        self.g = c.resolution // self.p
+        n = self.g * self.g
+        self.embed = nn.Linear(c.token_size, w)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, w))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, w))
+        self.pos_embedding = nn.Parameter(torch.zeros(1, 1 + n, w))
+        self.latent_pos_embedding = nn.Parameter(torch.zeros(1, c.num_latent_tokens, w))
+        self.pre_norm = nn.LayerNorm(w, eps=1e-5)
+        self.layers = nn.ModuleList(TwinLayer(w, c.decoder_heads, hidden_dim=int(w * c.mlp_ratio), activation="gelu",
+                                              norm_eps=1e-5) for _ in range(c.decoder_depth))
+        self.norm = nn.LayerNorm(w, eps=1e-5)
+        self.to_pixels = nn.Linear(w, self.p * self.p * self.c_out)
+        self.conv_out = nn.Conv2d(self.c_out, self.c_out, 3, padding=1)
+
+    def forward(self, zq):
+        b, n, w = zq.shape[0], self.g * self.g, self.embed.out_features
+        latents = self.embed(zq.transpose(1, 2)) + self.latent_pos_embedding
+        prefix = torch.cat([self.class_token, self.mask_token.expand(1, n, w)], 1) + self.pos_embedding
+        x = self.pre_norm(torch.cat([prefix.expand(b, -1, -1), latents], 1))
+        for layer in self.layers:
+            x = layer(x)
+        x = self.to_pixels(self.norm(x[:, 1:1 + n]))
+        g, p, c = self.g, self.p, self.c_out
+        x = x.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, g * p, g * p)
+        return self.conv_out(x)
+
+
+class TwinTiTokQuantizer(nn.Module):
+    """1d-tokenizer's VectorQuantizer (use_l2_norm): forward(z (B, D, H, W)) -> (zq, indices (B, H, W), loss)."""
+
+    def __init__(self, codebook_size, token_size, commitment_cost=0.25, use_l2_norm=True):
+        super().__init__()
+        self.embedding = nn.Embedding(codebook_size, token_size)
+        self.commitment_cost, self.use_l2_norm = commitment_cost, use_l2_norm
+
+    def codebook(self):
+        w = self.embedding.weight
+        return F.normalize(w, dim=-1) if self.use_l2_norm else w
+
+    def forward(self, z):
+        b, d, h, w = z.shape
+        x = z.reshape(b, d, h * w).transpose(1, 2).reshape(-1, d)
+        if self.use_l2_norm:
+            x = F.normalize(x, dim=-1)
+        book = self.codebook()
+        with torch.no_grad():
+            dist = (x * x).sum(1, keepdim=True) + (book * book).sum(1) - 2.0 * x @ book.t()
+            idx = dist.argmin(1)
+        q = F.embedding(idx, book)
+        loss = self.commitment_cost * F.mse_loss(q.detach(), x) + F.mse_loss(q, x.detach())
+        out = x + (q - x).detach()
+        return out.reshape(b, h * w, d).transpose(1, 2).reshape(b, d, h, w), idx.reshape(b, h, w), loss
+
+
+class TwinTiTok(_TwinTokenizer):
+    """Twin of mmu.models.titok.TiTok (perceptual_weight must be 0: LPIPS is not mirrored). forward(x, step) ->
+    (recon, loss, losses); discriminator_loss(x, recon, step) with the LeCam EMAs in the buffer lecam_ema."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        c = self.cfg = cfg
+        if c.perceptual_weight > 0:
+            raise ValueError("TwinTiTok: LPIPS is not mirrored; use perceptual_weight=0")
+        self.encoder = TwinTiTokEncoder(c)
+        self.quantize = TwinTiTokQuantizer(c.codebook_size, c.token_size, c.commitment_cost, c.use_l2_norm)
+        self.decoder = TwinTiTokDecoder(c)
+        if c.use_discriminator:
+            self.discriminator = TwinNLayerDiscriminator(c.in_channels, c.disc_ndf, c.disc_layers, c.disc_norm)
+            if c.lecam_weight > 0:
+                self.register_buffer("lecam_ema", torch.zeros(2))
+
+    def _encode_latent(self, x):
+        return self.encoder(x).unsqueeze(2)  # (B, D, 1, K): the quantizer's map
+
+    def _decode_latent(self, zq):
+        return self.decoder(zq.flatten(2))
+
+    @torch.no_grad()
+    def decode(self, codes):
+        """codes (B, K) int64 -> images (eval, no_grad)."""
+        was = self.training
+        self.eval()
+        try:
+            return self.decoder(F.embedding(codes, self.quantize.codebook()).transpose(1, 2).contiguous())
+        finally:
+            self.train(was)
+
+    def _factor(self, step):
+        return self.cfg.disc_factor if step >= self.cfg.disc_start else 0.0
+
+    def forward(self, x, step=0, noise=None):
+        c = self.cfg
+        zq, codes, qloss = self.quantize(self._encode_latent(x))
+        recon = self._decode_latent(zq)
+        rec = F.mse_loss(recon, x) if c.reconstruction_loss == "l2" else F.l1_loss(recon, x)
+        loss = rec * c.reconstruction_weight + qloss * c.quantizer_weight
+        losses = {"rec": rec.item(), "quant": qloss.item()}
+        factor = self._factor(step)
+        if self.discriminator is not None and self.training and torch.is_grad_enabled() and factor > 0 \
+                and c.disc_weight > 0:
+            g_loss = -self.discriminator(recon).mean()
+            loss = loss + g_loss * (c.disc_weight * factor)
+            losses["g_adv"] = g_loss.item()
+        return recon, loss, losses
+
+    def discriminator_loss(self, x, recon, step=0):
+        c = self.cfg
+        lr, lf = self.discriminator(x.detach()), self.discriminator(recon.detach())
+        d = 0.5 * (F.relu(1.0 - lr).mean() + F.relu(1.0 + lf).mean()) * self._factor(step)
+        if c.lecam_weight > 0:
+            mr, mf = lr.mean(), lf.mean()
+            ema = self.lecam_ema
+            d = d + c.lecam_weight * (F.relu(mr - ema[1]).pow(2) + F.relu(ema[0] - mf).pow(2))
+            if self.training:
+                with torch.no_grad():
+                    self.lecam_ema.copy_(ema * c.lecam_decay + torch.stack([mr, mf]).detach() * (1 - c.lecam_decay))
+        return d
+
+
+def titok_twin(model):
+    """TwinTiTok of an mmu TiTok with its parameters and buffers copied in, in the same train/eval mode."""
+    twin = TwinTiTok(model.config)
+    twin.load_mmu_state(model.state_dict())
+    twin.train(model.training)
+    return twin

@@ -214,6 +214,27 @@ REGISTRY["omnitokenizer"] = _make(
     video_config=dict(temporal_patch_size=4))
 
 
+# TiTok (mmu.models.titok): K learned 1-D tokens per image instead of a grid; the S preset (published width 512 /
+# 8 layers scaled to 64 / 2), patches of size / 4 (4 x 4 patches at 16 px, like the grid entries' 16 codes),
+# tokens of 12 channels (TiTok's token_size), the l2-normalised VQ over 256 codes, mse + quantizer loss
+def _titok_fields(num_tokens):
+    def fields(channels, size, fast):
+        from .models.titok import PRESETS
+        w, d, h = (16, 1, 2) if fast else PRESETS["S"]
+        return dict(in_channels=channels, resolution=size, patch_size=max(1, size // 4), encoder_width=w,
+                    encoder_depth=d, encoder_heads=h, decoder_width=w, decoder_depth=d, decoder_heads=h,
+                    num_latent_tokens=num_tokens, token_size=8 if fast else 12, codebook_size=CODEBOOK_SIZE)
+    return fields
+
+
+for _k in (32, 64):
+    REGISTRY[f"titok-{_k}"] = _make(f"titok-{_k}", f"TiTok-S-{_k}", "titok", _titok_fields(_k),
+                                    description=f"TiTok (Yu et al. 2024): a ViT encoder reads the patches into {_k} "
+                                                "learned 1-D tokens, l2-normalised VQ over 256 codes, a ViT decoder "
+                                                "from mask tokens back to pixels (S preset scaled down)")
+del _k
+
+
 # --------------------------------------------------------------------------- overrides for every entry
 _CONV_TOKENIZERS = ("VQVAE", "DVAE", "VQGAN")
 
