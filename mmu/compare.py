@@ -965,7 +965,7 @@ VIDEO_COLUMNS = [  # the moving-digits mode (rows with tokens_per_clip)
     ("quantizer", "quantizer", "{}"),
     ("codebook_size", "codebook", "{:d}"),
     ("tokens_per_clip", "tokens/clip", "{:d}"),
-    ("tokens_per_frame", "tokens/frame", "{:g}"),
+    ("tokens_per_frame", "tokens/frame", "{:.4g}"),
     ("bits_per_clip", "bits/clip", "{:.0f}"),
     ("psnr", "PSNR dB", "{:.2f}"),
     ("ssim", "SSIM", "{:.3f}"),
