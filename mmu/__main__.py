@@ -1,6 +1,6 @@
 """Command line (`mmu ...` or `python -m mmu ...`).
 
-    mmu compare [--tokenizers a,b,...] [--dataset digits|natural|DIR] [--size N] [--steps N]
+    mmu compare [--tokenizers a,b,...] [--dataset digits|natural|moving-digits|DIR] [--frames T] [--size N] [--steps N]
                 [--batch-size N] [--codebook-size K] [--width W] [--out DIR] [--seed N]
                 [--lpips-weights FILE] [--fid-weights FILE] [--fast] [--list]
     mmu train --config cfg.json --data DIR [--val-data DIR | --val-fraction F] [--steps N] [--out DIR]
@@ -107,11 +107,19 @@ def build_parser():
                                    "report.csv, reconstructions.png, loss_curves.png, usage.png, models/.")
     p.add_argument("--tokenizers", metavar="A,B,...",
                    help="comma-separated entries (default: the default set; --list shows all)")
-    p.add_argument("--dataset", default="digits", metavar="digits|natural|DIR",
-                   help="scikit-learn digits (default), natural-image crops, or a folder of your images")
-    p.add_argument("--size", type=_positive, help="image side in pixels (default 16 for digits, else 32)")
-    p.add_argument("--steps", type=_positive, help="training steps per tokenizer (default 1500; --fast: 3)")
-    p.add_argument("--batch-size", type=_positive, help="batch size of every tokenizer (default 32; --fast: 8)")
+    p.add_argument("--dataset", default="digits", metavar="digits|natural|moving-digits|DIR",
+                   help="scikit-learn digits (default), natural-image crops, a folder of your images, or "
+                        "moving-digits: clips of moving digits (video tokenizers on clips, image tokenizers per "
+                        "frame; per-frame PSNR/SSIM and temporal error)")
+    p.add_argument("--frames", type=_positive, metavar="T",
+                   help="frames a clip with --dataset moving-digits (default 9; --fast: 5)")
+    p.add_argument("--size", type=_positive,
+                   help="image side in pixels (default 16 for digits, 32 for natural, folders and moving-digits)")
+    p.add_argument("--steps", type=_positive,
+                   help="training steps per tokenizer (default 1500, moving-digits 1000; --fast: 3)")
+    p.add_argument("--batch-size", type=_positive,
+                   help="batch size of every tokenizer (default 32; moving-digits: 4 clips, an image tokenizer "
+                        "gets their frames; --fast: 8, 4 clips)")
     p.add_argument("--codebook-size", type=_positive, metavar="K",
                    help="codebook size of every entry (default: each entry's own, about 256); FSQ takes the "
                         "paper's levels for 2^8, 2^10, ..., 2^16 codes, LFQ needs a power of 2")
@@ -277,8 +285,13 @@ def cmd_compare(args):
         unknown = [n for n in names if n not in C.REGISTRY]
         if unknown:
             raise UserError(f"unknown tokenizer(s) {', '.join(unknown)} (available: {', '.join(C.REGISTRY)})")
-    if args.dataset not in ("digits", "natural") and not os.path.isdir(args.dataset):
-        raise UserError(f"--dataset must be digits, natural or an existing folder, got {args.dataset!r}")
+    if args.dataset not in ("digits", "natural") + C.VIDEO_DATASETS and not os.path.isdir(args.dataset):
+        raise UserError(f"--dataset must be digits, natural, moving-digits or an existing folder, got "
+                        f"{args.dataset!r}")
+    if args.frames is not None and args.dataset not in C.VIDEO_DATASETS:
+        raise UserError(f"--frames applies to --dataset moving-digits, not {args.dataset!r}")
+    if args.dataset in C.VIDEO_DATASETS and (args.lpips_weights or args.fid_weights):
+        raise UserError("--lpips-weights and --fid-weights apply to the image datasets, not moving-digits")
     if args.lpips_weights and not os.path.isfile(args.lpips_weights):
         raise UserError(f"--lpips-weights: no such file {args.lpips_weights!r}")
     if args.fid_weights and not os.path.isfile(args.fid_weights):
@@ -286,7 +299,7 @@ def cmd_compare(args):
     C.compare(names, dataset=args.dataset, size=args.size, steps=args.steps, batch_size=args.batch_size,
               seed=args.seed, out_dir=args.out, fast=args.fast, progress=not args.quiet,
               lpips_weights=args.lpips_weights, threads=args.threads, codebook_size=args.codebook_size,
-              width=args.width, fid_weights=args.fid_weights)
+              width=args.width, fid_weights=args.fid_weights, frames=args.frames)
     return 0
 
 

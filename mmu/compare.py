@@ -20,6 +20,15 @@ models/<name>/ (save_pretrained; `mmu.tokenizers.Tokenizer.from_pretrained(dir)`
 encoder/decoder width in every entry (see `with_codebook_size` / `with_width`). Ctrl-C (KeyboardInterrupt)
 writes the report of the tokenizers that finished, marked as interrupted, and then re-raises.
 
+Video: `compare(dataset="moving-digits")` (`mmu compare --dataset moving-digits [--frames T]`) trains and
+evaluates on clips of mmu.data.moving_digits (train / held-out splits): video tokenizers (latent_layout "3d")
+on the clips, image tokenizers (2-D grids and 1-D sequences) on each frame, with the same pixels per step.
+Its rows give per-frame PSNR and SSIM (averaged; per frame index in report.json), the temporal error
+(`temporal_error`: the flicker a tokenizer adds), tokens per clip and per frame and clips/s; reconstructions.png
+shows held-out clips frame by frame and per_frame.png the per-frame numbers. Every report has a token-count
+column and a section that groups the rows by token count (1-D against 2-D tokenizers at equal counts), and
+report.json (every row, with the per-frame lists, and the configuration).
+
 Add your own entry with `register(name, factory)`: factory(channels, size, fast) returns an `Entry`.
 """
 import csv
@@ -35,7 +44,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["Entry", "REGISTRY", "DEFAULT_NAMES", "register", "available", "compare", "write_report",
-           "with_codebook_size", "with_width", "DEFAULT_STEPS", "DEFAULT_BATCH_SIZE"]
+           "with_codebook_size", "with_width", "DEFAULT_STEPS", "DEFAULT_BATCH_SIZE", "evaluate_clips", "encode_clips",
+           "decode_clips", "per_frame_psnr", "per_frame_ssim", "temporal_error", "clip_frames", "frames_to_clips",
+           "token_count_groups", "token_count_section", "entry_layout", "VIDEO_DATASETS"]
 
 # The default budget: the six default entries on digits at 16 px in about 2-3 minutes on one core
 # (measured: ~6 ms per VQ-VAE step, ~45 ms per VQGAN step with its discriminator, 1 thread).
@@ -47,6 +58,17 @@ FAST_BATCH_SIZE = 8
 N_SHOW = 8          # images per row of reconstructions.png
 EVAL_BATCH = 64     # held-out images per encode/decode call (also the throughput batch)
 FAST_EVAL_IMAGES = 16
+# the moving-digits mode (dataset="moving-digits"): clips of mmu.data.moving_digits
+VIDEO_DATASETS = ("moving-digits",)
+DEFAULT_VIDEO_SIZE = 32      # canvas side; the digits are 16 px on canvases above 16 px, else 8 px
+DEFAULT_FRAMES = 9           # 1 + 4 k frames: what causal video tokenizers take (a first frame, then tubes)
+DEFAULT_VIDEO_BATCH_SIZE = 4  # clips a step (an image tokenizer trains on their frames: batch x frames images)
+DEFAULT_VIDEO_STEPS = 1000
+FAST_VIDEO_SIZE = 16
+FAST_FRAMES = 5
+FAST_TRAIN_CLIPS = 16
+FAST_EVAL_CLIPS = 4
+EVAL_CLIPS = 8               # clips per throughput batch
 
 
 @dataclass
@@ -55,7 +77,8 @@ class Entry:
     mmu.models, or a Tokenizer subclass itself: any latent layout), its config fields and the TrainConfig
     fields it overrides (steps, batch_size and seed are set by compare for every entry). A tokenizer
     with a 3-D layout gets each image as a still clip of config.num_frames frames (and the report counts
-    tokens per clip)."""
+    tokens per clip). In the moving-digits mode a 3-D tokenizer's config gets num_frames = the clips' frames
+    and then `video_config` (config fields for clips, e.g. a temporal patch size that a still image cannot use)."""
     name: str
     label: str
     tokenizer: str
@@ -63,6 +86,7 @@ class Entry:
     train: dict = field(default_factory=dict)
     description: str = ""
     per_step: dict = field(default_factory=dict)  # config fields set to round(fraction * steps)
+    video_config: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- registry
@@ -116,10 +140,19 @@ def _vqgan_fields(channels, size, fast):
     return f
 
 
-def _make(name, label, tokenizer, fields_fn, train=None, per_step=None, description=""):
+def _downsampled(fields_fn, factor):
+    """fields_fn with the encoder's downsample factor set to `factor`."""
+    def fields(channels, size, fast):
+        f = fields_fn(channels, size, fast)
+        f["downsample"] = factor
+        return f
+    return fields
+
+
+def _make(name, label, tokenizer, fields_fn, train=None, per_step=None, description="", video_config=None):
     def factory(channels, size, fast):
         return Entry(name, label, tokenizer, fields_fn(channels, size, fast), dict(train or {}),
-                     description, dict(per_step or {}))
+                     description, dict(per_step or {}), dict(video_config or {}))
     factory.__doc__ = description
     return factory
 
@@ -148,6 +181,12 @@ REGISTRY = {
                        _vqvae("rvq", dict(num_quantizers=2, decay=0.9, kmeans_init=True, threshold_ema_dead_code=1.0)),
                        description="VQ-VAE with residual VQ, 2 levels of 256 codes (SoundStream; not in the "
                                    "default set: it spends 2 tokens per position)"),
+    # the 2-D grid beside the 1-D tokenizers at 64 tokens: 8x8 codes at 16 px (not in the default set)
+    "vqvae-ema-f2": _make("vqvae-ema-f2", "VQ-VAE + EMA-VQ f2", "VQVAE",
+                          _downsampled(_vqvae("ema_vq", dict(decay=0.9, kmeans_init=True,
+                                                             threshold_ema_dead_code=1.0)), 2),
+                          description="vqvae-ema downsampling by 2 instead of 4: (size/2)^2 tokens, an 8x8 grid "
+                                      "of 64 at 16 px (the 2-D row beside a 1-D tokenizer of 64 tokens)"),
 }
 DEFAULT_NAMES = ["vqvae-vq", "vqvae-ema", "vqvae-fsq", "vqvae-lfq", "dvae", "vqgan"]
 
@@ -168,7 +207,11 @@ def _omnitokenizer_fields(channels, size, fast):
 REGISTRY["omnitokenizer"] = _make(
     "omnitokenizer", "OmniTokenizer", "omnitokenizer", _omnitokenizer_fields,
     description="OmniTokenizer (Wang et al. 2024): patch transformer with full + window spatial blocks and causal "
-                "temporal blocks, l2-normalised EMA VQ of 8 dims, 256 codes; images as one-frame clips")
+                "temporal blocks, l2-normalised EMA VQ of 8 dims, 256 codes; images as one-frame clips; "
+                "moving-digits clips: the first frame alone, then tubes of 4 frames (the published "
+                "temporal_patch_size)",
+    # on clips (the moving-digits mode) the published tubes of 4 frames: 1 + 4 k frames -> 1 + k latent frames
+    video_config=dict(temporal_patch_size=4))
 
 
 # TiTok (mmu.models.titok): K learned 1-D tokens per image instead of a grid; the S preset (published width 512 /
@@ -441,15 +484,199 @@ def evaluate(model, images, throughput_repeat=5, lpips_model=None, fid=None):
     return m, codes, recon
 
 
+# --------------------------------------------------------------------------- clips (the moving-digits mode)
+def _clip_array(clips, fn, name="clips"):
+    """clips as a float (N, C, T, H, W) NumPy array, or a ValueError naming fn and the shape."""
+    a = np.asarray(clips.detach().numpy() if hasattr(clips, "detach") else clips)
+    if a.ndim != 5:
+        raise ValueError(f"{fn}: {name} must be (N, C, T, H, W), got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{fn}: {name} are empty, shape {a.shape}")
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise TypeError(f"{fn}: {name} must hold numbers, got dtype {a.dtype}")
+    return a
+
+
+def clip_frames(clips):
+    """clips (N, C, T, H, W) -> every frame as an image (N T, C, H, W), clip-major (clip i's frames are rows
+    i T .. i T + T - 1; mmu.data.MovingDigits.frames' order)."""
+    a = _clip_array(clips, "mmu.compare.clip_frames")
+    n, c, t, h, w = a.shape
+    return np.ascontiguousarray(a.transpose(0, 2, 1, 3, 4).reshape(n * t, c, h, w))
+
+
+def frames_to_clips(frames, num_frames):
+    """The inverse of clip_frames: images (N T, C, H, W) -> clips (N, C, T, H, W)."""
+    a = np.asarray(frames)
+    t = _check_int(num_frames, "num_frames")
+    if a.ndim != 4 or a.shape[0] % t:
+        raise ValueError(f"mmu.compare.frames_to_clips: frames must be (N * {t}, C, H, W), got shape {a.shape}")
+    nt, c, h, w = a.shape
+    return np.ascontiguousarray(a.reshape(nt // t, t, c, h, w).transpose(0, 2, 1, 3, 4))
+
+
+def _layout(model):
+    return getattr(model, "latent_layout", "2d")
+
+
+def _check_clip_fits(model, clips, fn):
+    """Clear errors for clips a tokenizer cannot take: a video ("3d") tokenizer gets the clips themselves
+    (its frame count rule is its own, see its _check_images), an image ("2d" / "1d") tokenizer their frames,
+    which must have its channels (and, for "1d", its config.resolution)."""
+    n, c, t, h, w = clips.shape
+    name = type(model).__name__
+    layout = _layout(model)
+    if c != model.in_channels:
+        raise ValueError(f"{fn}: {name} takes {model.in_channels}-channel images, got clips of shape {clips.shape}")
+    if layout == "1d" and (h, w) != (model.config.resolution,) * 2:
+        raise ValueError(f"{fn}: {name} is an image tokenizer with a 1-D layout that runs on each frame and takes "
+                         f"{model.config.resolution}x{model.config.resolution} images only, got {h}x{w} frames "
+                         f"(clips of shape {clips.shape})")
+    if layout == "2d":
+        f = model.downsample_factor
+        if h % f or w % f:
+            raise ValueError(f"{fn}: {name} runs on each frame and needs frames whose sides are multiples of its "
+                             f"downsample factor {f}, got {h}x{w} (clips of shape {clips.shape})")
+
+
+def encode_clips(model, clips, batch_size=EVAL_BATCH):
+    """Codes of clips (N, C, T, H, W) in [-1, 1]: a video tokenizer (latent_layout "3d") encodes each clip,
+    (N, t, h, w); an image tokenizer ("2d" / "1d") encodes each frame, (N, T, h, w) / (N, T, K) (one code
+    map per frame; rvq levels last). batch_size: clips per encode call. Raises ValueError (naming the
+    tokenizer and the shapes) for clips the tokenizer cannot take."""
+    fn = "mmu.compare.encode_clips"
+    a = np.ascontiguousarray(_clip_array(clips, fn), np.float32)
+    bs = _check_int(batch_size, "batch_size")
+    _check_clip_fits(model, a, fn)
+    if _layout(model) == "3d":
+        return _batched(model.encode, a, bs)
+    t = a.shape[2]
+    codes = _batched(model.encode, clip_frames(a), bs * t)
+    return codes.reshape((a.shape[0], t) + codes.shape[1:])
+
+
+def decode_clips(model, codes, batch_size=EVAL_BATCH):
+    """Clips (N, C, T, H, W) float32 of encode_clips' codes: a video tokenizer decodes each clip's codes, an
+    image tokenizer each frame's ((N, T, ...) codes, one map per frame). batch_size: clips per call."""
+    fn = "mmu.compare.decode_clips"
+    c = np.asarray(codes)
+    bs = _check_int(batch_size, "batch_size")
+    if _layout(model) == "3d":
+        return _batched(model.decode, c, bs).astype(np.float32)
+    if c.ndim < 3:
+        raise ValueError(f"{fn}: an image tokenizer's clip codes are (N, T, ...) (one code map per frame), got "
+                         f"shape {c.shape}")
+    n, t = c.shape[:2]
+    frames = _batched(model.decode, np.ascontiguousarray(c.reshape((n * t,) + c.shape[2:])), bs * t)
+    return frames_to_clips(frames.astype(np.float32), t)
+
+
+def _clip_pair(recon, clips, fn):
+    a = _clip_array(recon, fn, "recon")
+    b = _clip_array(clips, fn)
+    if a.shape != b.shape:
+        raise ValueError(f"{fn}: recon and clips must have the same shape, got {a.shape} and {b.shape}")
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError(f"{fn}: recon and clips must be finite (found NaN or inf)")
+    return a, b
+
+
+def per_frame_psnr(recon, clips, data_range=2.0):
+    """PSNR of every frame of every clip: recon, clips (N, C, T, H, W) -> (N, T) float64, frame t of clip i
+    scored as an image (mmu.metrics.psnr of (C, H, W)). Averaged over frames and clips this is the moving-digits
+    report's PSNR (each frame counts once, as a video tokenizer paper's per-frame PSNR)."""
+    from .metrics import psnr
+    a, b = _clip_pair(recon, clips, "mmu.compare.per_frame_psnr")
+    n, t = a.shape[0], a.shape[2]
+    return psnr(clip_frames(a), clip_frames(b), data_range, reduction="none").reshape(n, t)
+
+
+def per_frame_ssim(recon, clips, data_range=2.0):
+    """SSIM (mmu.metrics.ssim: Wang et al. 2004, 11x11 Gaussian window) of every frame: (N, T) float64."""
+    from .metrics import ssim
+    a, b = _clip_pair(recon, clips, "mmu.compare.per_frame_ssim")
+    n, t = a.shape[0], a.shape[2]
+    return ssim(clip_frames(a), clip_frames(b), data_range, reduction="none").reshape(n, t)
+
+
+def temporal_error(recon, clips):
+    """Temporal consistency: how much frame-to-frame change the reconstruction adds or loses (flicker).
+    recon, clips (N, C, T, H, W), T >= 2 -> (N, T - 1) float64, for each clip and pair of consecutive frames
+    (t - 1, t) the root mean square over (C, H, W) of
+
+        (r_t - r_{t-1}) - (x_t - x_{t-1})   =   e_t - e_{t-1},   e = r - x
+
+    the error of the reconstruction's frame difference against the original's; equivalently the change of
+    the reconstruction error from one frame to the next. 0 for a perfect reconstruction and for any error
+    that stays put (a constant offset, a fixed blur of a still scene); an offset alternating +c, -c
+    between frames (flicker) gives 2c; errors independent from frame to frame with RMS s give about
+    s sqrt(2). It is the pixel-level form of TecoGAN's tOF (Chu et al. 2020: the L1 distance between the
+    optical flows of consecutive generated and original frames) with the pixel difference in place of the
+    flow, so no flow network is needed; in pixel units of [-1, 1], lower is better."""
+    fn = "mmu.compare.temporal_error"
+    a, b = _clip_pair(recon, clips, fn)
+    if a.shape[2] < 2:
+        raise ValueError(f"{fn}: clips need at least 2 frames, got shape {b.shape}")
+    e = a - b
+    d = e[:, :, 1:] - e[:, :, :-1]                      # (N, C, T-1, H, W)
+    return np.sqrt((d * d).mean(axis=(1, 3, 4)))
+
+
+def evaluate_clips(model, clips, throughput_repeat=5):
+    """Held-out numbers of a trained tokenizer on clips (N, C, T, H, W) in [-1, 1] (a video tokenizer on the
+    clips, an image tokenizer on each frame): returns (metrics dict, codes, reconstructions).
+    psnr / ssim: the mean over clips and frames of per_frame_psnr / per_frame_ssim; psnr_per_frame /
+    ssim_per_frame: their mean over clips at each frame index (T values); temporal_error: the mean of
+    temporal_error over clips and frame pairs, temporal_error_per_frame its mean at each pair (T - 1
+    values); tokens_per_clip, tokens_per_frame (= tokens_per_clip / T), bits_per_clip; usage, perplexity of
+    the held-out codes; encode_clip_s / decode_clip_s: clips a second, the best of throughput_repeat runs of
+    mmu.metrics.throughput on the first EVAL_CLIPS clips."""
+    from mmu import metrics
+
+    fn = "mmu.compare.evaluate_clips"
+    clips = np.ascontiguousarray(_clip_array(clips, fn), np.float32)
+    model.eval()
+    codes = encode_clips(model, clips)
+    recon = decode_clips(model, codes)
+    K = int(model.codebook_size)
+    n, t = clips.shape[0], clips.shape[2]
+    tokens = int(np.prod(codes.shape[1:]))   # per clip: t * h * w, or T * (h * w | K), times the rvq levels
+    fp, fs = per_frame_psnr(recon, clips), per_frame_ssim(recon, clips)
+    te = temporal_error(recon, clips)
+    m = {
+        "codebook_size": K,
+        "tokens_per_clip": tokens,
+        "tokens_per_frame": tokens / t,
+        "bits_per_clip": float(metrics.bits_per_image(tokens, K)),
+        "psnr": float(fp.mean()),
+        "ssim": float(fs.mean()),
+        "temporal_error": float(te.mean()),
+        "usage": float(metrics.codebook_usage(codes, K)),
+        "perplexity": float(metrics.perplexity(codes, K)),
+        "psnr_per_frame": [float(v) for v in fp.mean(axis=0)],
+        "ssim_per_frame": [float(v) for v in fs.mean(axis=0)],
+        "temporal_error_per_frame": [float(v) for v in te.mean(axis=0)],
+    }
+    batch = np.ascontiguousarray(clips[:EVAL_CLIPS])
+    bcodes = np.ascontiguousarray(codes[:EVAL_CLIPS])
+    m["encode_clip_s"] = max(float(metrics.throughput(lambda c: encode_clips(model, c), batch, repeat=2))
+                             for _ in range(throughput_repeat))
+    m["decode_clip_s"] = max(float(metrics.throughput(lambda c: decode_clips(model, c), bcodes, repeat=2))
+                             for _ in range(throughput_repeat))
+    return m, codes, recon
+
+
 def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None, seed=0, out_dir="mmu-report",
             fast=False, progress=True, lpips_weights=None, threads=1, codebook_size=None, width=None,
-            fid_weights=None):
+            fid_weights=None, frames=None):
     """Trains each chosen entry of REGISTRY for `steps` steps on `dataset`'s training split, evaluates
     it on the held-out split and writes the report folder `out_dir` (see the module docstring).
 
-    names: entry names (default DEFAULT_NAMES); dataset: "digits" (scikit-learn, 1 channel), "natural"
-    (crops of scikit-image/scikit-learn sample photos, 3 channels) or an image folder; size: image side
-    (default 16 for digits, 32 otherwise); steps / batch_size: the budget of every entry (default
+    names: entry names (default DEFAULT_NAMES; for moving-digits also every registered video entry);
+    dataset: "digits" (scikit-learn, 1 channel), "natural" (crops of scikit-image/scikit-learn sample photos,
+    3 channels), an image folder, or "moving-digits" (clips of mmu.data.moving_digits: the video mode below);
+    size: image side (default 16 for digits, 32 otherwise); steps / batch_size: the budget of every entry (default
     DEFAULT_STEPS / DEFAULT_BATCH_SIZE; fast=True: FAST_STEPS / FAST_BATCH_SIZE, tiny models and 16
     held-out images: the test mode, seconds); lpips_weights: an LPIPS weights file (see
     mmu.losses.LPIPS) turns on VQGAN's perceptual loss and adds an LPIPS column; threads: mmu threads
@@ -463,6 +690,17 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
     rank-deficient, so compare rFIDs only at equal sample sizes). Returns one dict per entry (the rows of report.csv).
     A KeyboardInterrupt writes the report of the entries that finished (marked as interrupted) and
     propagates.
+
+    dataset="moving-digits": mmu.data.moving_digits clips of `frames` frames (default DEFAULT_FRAMES = 9,
+    fast FAST_FRAMES) on a size x size canvas (default 32, fast 16; digits of 16 px, 8 px on a canvas of 16 or
+    less), 1024 training / 256 held-out clips (fast: 16 / 4) with held-out handwriting; seed draws the motions
+    and the digit split. A video tokenizer (latent_layout "3d"; its config's num_frames set to `frames`)
+    trains and runs on the clips, batch_size clips a step (default DEFAULT_VIDEO_BATCH_SIZE, steps default
+    DEFAULT_VIDEO_STEPS); an image tokenizer ("2d" or "1d") on their frames, batch_size x frames images a
+    step, so every entry sees the same pixels. Every entry is checked on one held-out clip before any
+    training (a frame count or size it cannot take fails at once). The rows hold per-frame PSNR / SSIM, the
+    temporal error (temporal_error), tokens per clip and per frame, and clips/s (evaluate_clips); LPIPS and
+    rFID are image-mode columns only.
     """
     import mmu
 
@@ -472,12 +710,37 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
         mmu.set_num_threads(threads)
         try:
             return compare(names, dataset, size, steps, batch_size, seed, out_dir, fast, progress, lpips_weights,
-                           threads=None, codebook_size=codebook_size, width=width, fid_weights=fid_weights)
+                           threads=None, codebook_size=codebook_size, width=width, fid_weights=fid_weights,
+                           frames=frames)
         finally:
             mmu.set_num_threads(prev)
     from mmu import data
 
-    names = list(DEFAULT_NAMES) if names is None else ([names] if isinstance(names, str) else list(names))
+    if not isinstance(dataset, (str, os.PathLike)):
+        raise TypeError(f"compare: dataset must be 'digits', 'natural', 'moving-digits' or a folder path, got "
+                        f"{type(dataset).__name__}")
+    dataset = os.fspath(dataset)
+    video = dataset in VIDEO_DATASETS
+    if not video and dataset not in ("digits", "natural") and not os.path.isdir(dataset):
+        raise FileNotFoundError(f"compare: dataset must be 'digits', 'natural', 'moving-digits' or an existing "
+                                f"folder, got {dataset!r}")
+    if frames is not None and not video:
+        raise ValueError(f"compare: frames applies to dataset 'moving-digits' only, got dataset {dataset!r}")
+    if video and (lpips_weights is not None or fid_weights is not None):
+        raise ValueError("compare: lpips_weights and fid_weights apply to the image datasets, not 'moving-digits'")
+    if video:
+        size = (FAST_VIDEO_SIZE if fast else DEFAULT_VIDEO_SIZE) if size is None else _check_int(size, "size", 9)
+        frames = (FAST_FRAMES if fast else DEFAULT_FRAMES) if frames is None else _check_int(frames, "frames", 2)
+    else:
+        size = (16 if dataset == "digits" else 32) if size is None else _check_int(size, "size", 4)
+    steps = (FAST_STEPS if fast else DEFAULT_VIDEO_STEPS if video else DEFAULT_STEPS) if steps is None \
+        else _check_int(steps, "steps")
+    batch_size = (FAST_BATCH_SIZE if fast and not video else FAST_BATCH_SIZE // 2 if fast
+                  else DEFAULT_VIDEO_BATCH_SIZE if video else DEFAULT_BATCH_SIZE) if batch_size is None else \
+        _check_int(batch_size, "batch_size")
+    seed = _check_int(seed, "seed", 0)
+    names = (list(DEFAULT_NAMES) + (_video_names() if video else [])) if names is None else \
+        ([names] if isinstance(names, str) else list(names))
     if not names:
         raise ValueError("compare: names is empty")
     unknown = [n for n in names if n not in REGISTRY]
@@ -486,16 +749,6 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
                          f"{', '.join(REGISTRY)}")
     if len(set(names)) != len(names):
         raise ValueError(f"compare: names repeat an entry: {names}")
-    if not isinstance(dataset, (str, os.PathLike)):
-        raise TypeError(f"compare: dataset must be 'digits', 'natural' or a folder path, got {type(dataset).__name__}")
-    dataset = os.fspath(dataset)
-    if dataset not in ("digits", "natural") and not os.path.isdir(dataset):
-        raise FileNotFoundError(f"compare: dataset must be 'digits', 'natural' or an existing folder, got {dataset!r}")
-    size = (16 if dataset == "digits" else 32) if size is None else _check_int(size, "size", 4)
-    steps = (FAST_STEPS if fast else DEFAULT_STEPS) if steps is None else _check_int(steps, "steps")
-    batch_size = (FAST_BATCH_SIZE if fast else DEFAULT_BATCH_SIZE) if batch_size is None else \
-        _check_int(batch_size, "batch_size")
-    seed = _check_int(seed, "seed", 0)
     if codebook_size is not None:
         codebook_size = _check_int(codebook_size, "codebook_size", 2)
     if width is not None:
@@ -507,10 +760,17 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
                                 "mmu.metrics.inception.convert_torch_weights from pytorch-fid's weights)")
     say = print if progress else (lambda *a, **k: None)
 
-    train_data, test_data = data.load_splits(dataset, size, seed=seed)  # disjoint; .split says how each was formed
-    test_images = np.ascontiguousarray(test_data.images[:FAST_EVAL_IMAGES] if fast else test_data.images, np.float32)
-    if len(train_data) < batch_size:
-        raise ValueError(f"compare: the training split of {dataset!r} has {len(train_data)} images, fewer than "
+    if video:
+        train_data, test_data = _moving_splits(size, frames, seed, fast)
+        test_images = np.ascontiguousarray(test_data.clips, np.float32)   # held-out clips (N, 1, T, H, W)
+        n_train, n_test, unit = len(train_data), len(test_images), "clips"
+    else:
+        train_data, test_data = data.load_splits(dataset, size, seed=seed)  # disjoint; .split says how each was formed
+        test_images = np.ascontiguousarray(test_data.images[:FAST_EVAL_IMAGES] if fast else test_data.images,
+                                           np.float32)
+        n_train, n_test, unit = len(train_data), len(test_images), "images"
+    if n_train < batch_size:
+        raise ValueError(f"compare: the training split of {dataset!r} has {n_train} {unit}, fewer than "
                          f"batch_size={batch_size}")
     channels = int(train_data.shape[1])
     entries = []  # built (and overridden) before any training: an unmatched size fails at once
@@ -522,6 +782,9 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
             entry = with_codebook_size(entry, codebook_size)
         if width is not None:
             entry = with_width(entry, width)
+        if video:
+            entry = _with_frames(entry, frames)
+            _check_entry_takes_clips(entry, test_images[:1], seed)
         entries.append(entry)
     lpips_model = _load_lpips(lpips_weights) if lpips_weights is not None else None
     fid = None
@@ -529,8 +792,9 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
         fid = mmu.metrics.FID(weights=fid_weights, batch_size=16)   # ~20 MB of activations an image at 299 px
         fid.update(test_images, real=True)
     os.makedirs(out_dir, exist_ok=True)
-    say(f"mmu compare: {len(names)} tokenizer(s) on {dataset} at {size} px ({len(train_data)} train / "
-        f"{len(test_images)} held-out images), {steps} steps x batch {batch_size} each -> {out_dir}")
+    what = f"{size} px clips of {frames} frames" if video else f"{size} px"
+    say(f"mmu compare: {len(names)} tokenizer(s) on {dataset} at {what} ({n_train} train / {n_test} held-out "
+        f"{unit}), {steps} steps x batch {batch_size}{' clips' if video else ''} each -> {out_dir}")
     say(f"  train: {train_data.split}\n  held out: {test_data.split}")
 
     rows, extras = [], []
@@ -539,23 +803,35 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
     try:
         for i, (name, entry) in enumerate(zip(names, entries)):
             say(f"[{i + 1}/{len(names)}] {entry.label}: training {steps} steps ...", flush=True)
-            model, history, seconds = train_entry(entry, train_data, steps, batch_size, seed, progress,
-                                                  lpips_weights)
-            m, codes, recon = evaluate(model, test_images, 1 if fast else 5, lpips_model, fid)
+            if video:
+                layout = _entry_layout(entry)
+                # a video tokenizer trains on clips; an image tokenizer on the same clips' frames
+                entry_data, entry_batch = (train_data.clips, batch_size) if layout == "3d" else \
+                    (train_data.frames(), batch_size * frames)
+                model, history, seconds = train_entry(entry, entry_data, steps, entry_batch, seed, progress)
+                m, codes, recon = evaluate_clips(model, test_images, 1 if fast else 5)
+            else:
+                model, history, seconds = train_entry(entry, train_data, steps, batch_size, seed, progress,
+                                                      lpips_weights)
+                m, codes, recon = evaluate(model, test_images, 1 if fast else 5, lpips_model, fid)
             row = {"name": name, "label": entry.label, "tokenizer": _tokenizer_name(entry.tokenizer),
+                   "layout": _layout(model),
                    "quantizer": str(getattr(getattr(model, "config", None), "quantizer",
                                             entry.config.get("quantizer", ""))),
-                   "params": _generator_params(model), "steps": steps, "batch_size": batch_size}
+                   "params": _generator_params(model), "steps": steps,
+                   "batch_size": entry_batch if video else batch_size}
             row.update(m)
             row["train_time_s"] = float(seconds)
             records = list(getattr(history, "records", []) or [])
             model.save_pretrained(os.path.join(out_dir, "models", name))
             with open(os.path.join(out_dir, "models", name, "mmu_data.json"), "w") as f:
-                json.dump({"dataset": dataset, "size": size, "channels": channels}, f)
+                json.dump({"dataset": dataset, "size": size, "channels": channels}
+                          | ({"frames": frames} if video else {}), f)
             rows.append(row)  # an entry counts once its model is saved
             extras.append({"entry": entry, "codes": codes, "recon": recon[:N_SHOW], "records": records})
             say(f"    {seconds:.1f} s: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}, "
-                f"usage {100 * row['usage']:.0f}%, perplexity {row['perplexity']:.1f}", flush=True)
+                + (f"temporal error {row['temporal_error']:.4f}, " if video else "")
+                + f"usage {100 * row['usage']:.0f}%, perplexity {row['perplexity']:.1f}", flush=True)
     except KeyboardInterrupt:
         if not rows:
             raise  # nothing finished: no report to write
@@ -564,15 +840,19 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
             "finished tokenizer(s)", flush=True)
 
     config = {"dataset": dataset, "size": size, "channels": channels, "steps": steps, "batch_size": batch_size,
-              "seed": seed, "fast": bool(fast), "train_images": len(train_data), "heldout_images": len(test_images),
+              "seed": seed, "fast": bool(fast), "train_images": n_train, "heldout_images": n_test,
               "train_split": train_data.split, "heldout_split": test_data.split,
               "lpips_weights": os.fspath(lpips_weights) if lpips_weights is not None else None,
               "codebook_size": codebook_size, "width": width,
               "fid_weights": os.fspath(fid_weights) if fid_weights is not None else None,
-              "entries": {x["entry"].name: {"tokenizer": x["entry"].tokenizer, "config": x["entry"].config,
+              "entries": {x["entry"].name: {"tokenizer": _tokenizer_name(x["entry"].tokenizer),
+                                             "config": x["entry"].config,
                                              "train": x["entry"].train, "per_step": x["entry"].per_step,
                                              "description": x["entry"].description}
                           for x in extras}}
+    if video:
+        config.update(frames=frames, train_clips=n_train, heldout_clips=n_test,
+                      digit_size=int(train_data.digit_size))
     config["wall_time_s"] = round(time.perf_counter() - total, 1)
     config["cpu_time_s"] = round(time.process_time() - cpu0, 1)  # all threads; > wall when they overlap
     if interrupted is not None:
@@ -585,9 +865,87 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
     return rows
 
 
+def _moving_splits(size, frames, seed, fast):
+    """(train, held-out) MovingDigits of the moving-digits mode, each with a `.split` line."""
+    from mmu import data
+
+    digit_size = 16 if size > 16 else 8
+    out = []
+    for split, n in (("train", FAST_TRAIN_CLIPS if fast else None), ("test", FAST_EVAL_CLIPS if fast else None)):
+        ds = data.moving_digits(n, frames=frames, size=size, split=split, seed=seed, digit_size=digit_size,
+                                split_seed=seed)
+        ds.split = (f"{len(ds)} clips of {frames} frames, {size}x{size}, one {digit_size} px digit moving or "
+                    f"bouncing (mmu.data.moving_digits, split {split!r}, seed {seed}: the held-out clips show "
+                    f"the held-out 20% of scikit-learn's digits)")
+        out.append(ds)
+    return tuple(out)
+
+
+def _entry_layout(entry):
+    cls = _tokenizer_class(entry.tokenizer)
+    return getattr(cls, "latent_layout", "2d")
+
+
+def entry_layout(name):
+    """The latent layout ("1d", "2d" or "3d") of the tokenizer of the registered entry `name`."""
+    if name not in REGISTRY:
+        raise ValueError(f"compare.entry_layout: unknown entry {name!r}; available: {', '.join(REGISTRY)}")
+    return _entry_layout(REGISTRY[name](1, FAST_VIDEO_SIZE, True))
+
+
+def _video_names():
+    """The registered entries whose tokenizer has a 3-D (video) latent layout, in registry order."""
+    out = []
+    for name, factory in REGISTRY.items():
+        if name in DEFAULT_NAMES:
+            continue
+        try:
+            entry = factory(1, FAST_VIDEO_SIZE, True)
+        except Exception:  # noqa: BLE001 - an entry that cannot be built at this size is not a default
+            continue
+        if isinstance(entry, Entry) and _entry_layout(entry) == "3d":
+            out.append(name)
+    return out
+
+
+def _with_frames(entry, frames):
+    """A video entry with config num_frames = frames (when its config has that field), then its video_config;
+    image entries unchanged."""
+    if _entry_layout(entry) != "3d":
+        return entry
+    cls = _tokenizer_class(entry.tokenizer)
+    fields_ = {f.name for f in dataclasses.fields(cls.config_class)} if getattr(cls, "config_class", None) else ()
+    cfg = dict(entry.config, num_frames=frames) if "num_frames" in fields_ else dict(entry.config)
+    cfg.update(entry.video_config)
+    return dataclasses.replace(entry, config=cfg)
+
+
+def _check_entry_takes_clips(entry, clip, seed):
+    """Builds entry's tokenizer and encodes one held-out clip: an entry that cannot take the mode's clips
+    (frame count, size, channels) fails before any training, with its name in the message."""
+    import mmu
+
+    cls = _tokenizer_class(entry.tokenizer)
+    if cls is None:
+        raise ValueError(f"compare: entry {entry.name!r} names tokenizer class {entry.tokenizer!r}, "
+                         "which mmu.tokenizers does not have")
+    fields_ = dict(entry.config)
+    for key in entry.per_step:
+        fields_.setdefault(key, 1)
+    mmu.manual_seed(seed)
+    model = cls(**fields_)
+    try:
+        with mmu.no_grad():
+            encode_clips(model, clip, 1)
+    except ValueError as e:
+        raise ValueError(f"compare: entry {entry.name!r} ({_layout(model)} layout) cannot take the moving-digits "
+                         f"clips of shape {clip.shape[1:]}: {e}") from e
+
+
 # --------------------------------------------------------------------------- the report
 COLUMNS = [  # (key, header, format)
     ("label", "tokenizer", "{}"),
+    ("layout", "layout", "{}"),
     ("quantizer", "quantizer", "{}"),
     ("codebook_size", "codebook", "{:d}"),
     ("tokens_per_image", "tokens/img", "{:d}"),
@@ -605,11 +963,37 @@ COLUMNS = [  # (key, header, format)
 ]
 
 
+VIDEO_COLUMNS = [  # the moving-digits mode (rows with tokens_per_clip)
+    ("label", "tokenizer", "{}"),
+    ("layout", "layout", "{}"),
+    ("quantizer", "quantizer", "{}"),
+    ("codebook_size", "codebook", "{:d}"),
+    ("tokens_per_clip", "tokens/clip", "{:d}"),
+    ("tokens_per_frame", "tokens/frame", "{:.4g}"),
+    ("bits_per_clip", "bits/clip", "{:.0f}"),
+    ("psnr", "PSNR dB", "{:.2f}"),
+    ("ssim", "SSIM", "{:.3f}"),
+    ("temporal_error", "temporal err", "{:.4f}"),
+    ("usage", "usage", "{:.0%}"),
+    ("perplexity", "perplexity", "{:.1f}"),
+    ("params", "gen. params", "{:,d}"),
+    ("train_time_s", "train s", "{:.1f}"),
+    ("encode_clip_s", "encode clips/s", "{:,.1f}"),
+    ("decode_clip_s", "decode clips/s", "{:,.1f}"),
+]
+_LEFT = ("label", "quantizer", "layout")
+
+
+def _is_video(rows):
+    return any("tokens_per_clip" in r for r in rows)
+
+
 def markdown_table(rows):
-    """The comparison as a Markdown table (the LPIPS column only when measured)."""
-    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    """The comparison as a Markdown table (the LPIPS column only when measured; the moving-digits mode's rows,
+    with tokens_per_clip, get VIDEO_COLUMNS)."""
+    cols = [c for c in (VIDEO_COLUMNS if _is_video(rows) else COLUMNS) if any(c[0] in r for r in rows)]
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |",
-             "|" + "|".join("---" if k in ("label", "quantizer") else "---:" for k, _, _ in cols) + "|"]
+             "|" + "|".join("---" if k in _LEFT else "---:" for k, _, _ in cols) + "|"]
     for r in rows:
         cells = []
         for k, _, fmt in cols:
@@ -620,12 +1004,59 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
+_LAYOUT_NAMES = {"1d": "1-D", "2d": "2-D", "3d": "3-D"}
+
+
+def token_count_groups(rows):
+    """The rows grouped by token count (tokens_per_image; tokens_per_clip for clips), ascending:
+    [(tokens, [rows])], each group's rows best PSNR first."""
+    key = "tokens_per_clip" if _is_video(rows) else "tokens_per_image"
+    groups = {}
+    for r in rows:
+        if r.get(key) is not None:
+            groups.setdefault(int(r[key]), []).append(r)
+    return [(k, sorted(groups[k], key=lambda r: -float(r.get("psnr", float("-inf"))))) for k in sorted(groups)]
+
+
+def token_count_section(rows):
+    """The report's view of 1-D against 2-D (and 3-D) tokenizers at equal token counts: Markdown lines, one
+    bullet per token count listing its rows (layout, PSNR, SSIM, temporal error for clips), and where a count
+    has both a 1-D and a 2-D row, the PSNR difference of the best of each."""
+    video = _is_video(rows)
+    unit = "clip" if video else "image"
+    lines = [f"## Equal token counts: 1-D against 2-D{' and 3-D' if video else ''}", "",
+             f"Every row grouped by its tokens per {unit} (held-out PSNR / SSIM"
+             + (" / temporal error" if video else "") + "; best PSNR first):", ""]
+    for tokens, group in token_count_groups(rows):
+        cells = []
+        for r in group:
+            cell = (f"{r['label']} ({_LAYOUT_NAMES.get(r.get('layout'), r.get('layout', '?'))}) "
+                    f"{r['psnr']:.2f} dB / {r['ssim']:.3f}")
+            if video:
+                cell += f" / {r['temporal_error']:.4f}"
+            cells.append(cell)
+        line = f"- **{tokens} tokens**: " + "; ".join(cells)
+        best = {}
+        for r in group:
+            best.setdefault(r.get("layout"), r)   # the group is sorted best first
+        if "1d" in best and "2d" in best:
+            d = best["2d"]["psnr"] - best["1d"]["psnr"]
+            line += (f". Best 2-D ({best['2d']['label']}) minus best 1-D ({best['1d']['label']}): "
+                     f"{d:+.2f} dB")
+        lines.append(line)
+    if not any(len({r.get("layout") for r in g}) > 1 for _, g in token_count_groups(rows)):
+        lines += ["", "(No token count here has tokenizers of two layouts: pick entries with equal counts, e.g. a "
+                      "1-D tokenizer of 64 tokens beside `vqvae-ema-f2`, an 8x8 grid at 16 px.)"]
+    return lines
+
+
 def _image_grid(fig_rows, labels, path):
     """fig_rows: list of (n, C, H, W) arrays in [-1, 1]; one labelled row each."""
     from matplotlib.figure import Figure
 
     n = max(len(r) for r in fig_rows)
-    fig = Figure(figsize=(1.1 * n + 1.6, 1.15 * len(fig_rows) + 0.2))
+    width = 1.1 * n + 1.6
+    fig = Figure(figsize=(width, 1.15 * len(fig_rows) + 0.2))
     axes = fig.subplots(len(fig_rows), n, squeeze=False)
     for i, (imgs, label) in enumerate(zip(fig_rows, labels)):
         for j in range(n):
@@ -643,8 +1074,50 @@ def _image_grid(fig_rows, labels, path):
                 else:
                     ax.imshow(im[:3].transpose(1, 2, 0), interpolation="nearest")
         axes[i][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    fig.subplots_adjust(left=0.16, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.08)
+    # room for the labels: 1.6 inches (0.16 of the 8-image figure; more of a narrower one)
+    fig.subplots_adjust(left=min(0.4, 1.6 / width), right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.08)
     fig.savefig(path, dpi=100)
+
+
+CLIPS_SHOWN = 2   # held-out clips in the moving-digits reconstructions.png
+
+
+def _clip_grid(originals, extras, path):
+    """reconstructions.png of the moving-digits mode: for each of the first CLIPS_SHOWN held-out clips, the
+    original's frames in a row, then each tokenizer's reconstruction of them (frames left to right)."""
+    fig_rows, labels = [], []
+    for k in range(min(CLIPS_SHOWN, len(originals))):
+        frames = lambda clip: np.moveaxis(np.asarray(clip), 1, 0)  # noqa: E731 - (C, T, H, W) -> (T, C, H, W)
+        fig_rows.append(frames(originals[k]))
+        labels.append(f"clip {k + 1}: original")
+        for x in extras:
+            fig_rows.append(frames(x["recon"][k]))
+            labels.append(x["entry"].label)
+    _image_grid(fig_rows, labels, path)
+
+
+def _per_frame_plot(rows, path):
+    """per_frame.png: held-out PSNR at each frame index and the temporal error at each frame pair, per tokenizer."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3.6))
+    a, b = fig.subplots(1, 2)
+    for r in rows:
+        a.plot(np.arange(len(r["psnr_per_frame"])), r["psnr_per_frame"], marker="o", label=r["label"])
+        b.plot(np.arange(1, len(r["temporal_error_per_frame"]) + 1), r["temporal_error_per_frame"], marker="o",
+               label=r["label"])
+    a.set_title("held-out PSNR at each frame (dB)", fontsize=10)
+    a.set_xlabel("frame t")
+    b.set_title("temporal error of frames (t-1, t): RMS of (r_t - r_t-1) - (x_t - x_t-1)", fontsize=10)
+    b.set_xlabel("frame t")
+    for ax in (a, b):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return fig
 
 
 def _scaled_to_unit(values):
@@ -725,7 +1198,9 @@ def usage_ceilings(rows, batch_size, heldout_images):
     than the codebook has codes."""
     batch, lines = {}, []
     for r in rows:
-        k, t = r.get("codebook_size"), r.get("tokens_per_image")
+        k = r.get("codebook_size")
+        t, unit = (r.get("tokens_per_clip"), "clips") if "tokens_per_clip" in r else (r.get("tokens_per_image"),
+                                                                                    "images")
         if not k or not t:
             continue
         batch[r["label"]] = min(1.0, batch_size * t / k)
@@ -734,7 +1209,7 @@ def usage_ceilings(rows, batch_size, heldout_images):
             parts.append(f"a training batch holds {batch_size} x {t} = {batch_size * t} tokens, so the batch "
                          f"usage in loss_curves.png is at most {batch_size * t / k:.0%} (dashed line)")
         if heldout_images * t < k:
-            parts.append(f"the {heldout_images} held-out images hold {heldout_images * t} tokens, so the usage "
+            parts.append(f"the {heldout_images} held-out {unit} hold {heldout_images * t} tokens, so the usage "
                          f"column is at most {heldout_images * t / k:.0%}")
         if parts:
             lines.append(f"- {r['label']} ({k} codes): " + "; ".join(parts) + ".")
@@ -746,25 +1221,49 @@ def write_report(out_dir, rows, extras, originals, config, seconds=None):
     extras[i] = {"entry": Entry, "codes": held-out codes, "recon": reconstructions of `originals`,
     "records": the training History records}."""
     os.makedirs(out_dir, exist_ok=True)
+    video = config.get("dataset") in VIDEO_DATASETS
     keys = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
+    for r in rows:   # the per-frame lists go to report.json only
+        keys += [k for k in r if k not in keys and not isinstance(r[k], (list, tuple))]
     with open(os.path.join(out_dir, "report.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
+        w = csv.DictWriter(f, keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(_to_jsonable({"rows": rows, "config": config}), f, indent=1)
     machine = machine_info()
     batch_ceilings, ceiling_lines = usage_ceilings(rows, config["batch_size"], config["heldout_images"])
     stop = config.get("interrupted")
-    md = [f"# mmu compare: {config['dataset']} at {config['size']} px", ""]
+    md = [f"# mmu compare: {config['dataset']} at {config['size']} px"
+          + (f", clips of {config['frames']} frames" if video else ""), ""]
     if stop:
         md += [f"**Interrupted** (Ctrl-C) during {stop['not_finished'][0]}: this report covers the "
                f"{len(stop['finished'])} tokenizer(s) that finished ({', '.join(stop['finished'])}); not finished: "
                f"{', '.join(stop['not_finished'])}.", ""]
-    md += [f"{config['steps']} training steps x batch {config['batch_size']} per tokenizer on "
+    fast_note = " **fast mode** (tiny models, a few steps: the numbers mean nothing)." if config.get("fast") else ""
+    if video:
+        md += [f"{config['steps']} training steps per tokenizer on {config['train_clips']} training clips of "
+               f"{config['frames']} frames (seed {config['seed']}): a video tokenizer takes batches of "
+               f"{config['batch_size']} clips, an image tokenizer batches of their {config['batch_size']} x "
+               f"{config['frames']} frames (the same pixels a step); metrics on {config['heldout_clips']} held-out "
+               f"clips." + fast_note, "", markdown_table(rows), "",
+               f"Data: train: {config['train_split']}; held out: {config['heldout_split']}.", "",
+               "Video (3-D) tokenizers encode each clip; image (2-D and 1-D) tokenizers encode each frame on its own. "
+               "PSNR / SSIM: per frame (data range 2; SSIM with the 11x11 Gaussian window of Wang et al. 2004), "
+               "averaged over frames and clips; report.json has them per frame index (psnr_per_frame, "
+               "ssim_per_frame). temporal err: the flicker a tokenizer adds, for each pair of consecutive frames "
+               "the RMS over pixels of (r_t - r_{t-1}) - (x_t - x_{t-1}) (reconstruction r, original x; the "
+               "change of the reconstruction error between frames: 0 for an error that stays put, 2c for an "
+               "offset alternating +-c; TecoGAN's tOF with pixel differences for optical flow), averaged over "
+               "frame pairs and clips (per pair in report.json: temporal_error_per_frame); lower is better. "
+               "tokens/clip: the codes of one clip (an image tokenizer: frames x tokens per frame); bits/clip = "
+               "tokens/clip x log2(codebook). usage / perplexity: of the held-out codes. gen. params: trainable "
+               "parameters of the encoder, quantizer and decoder. train s: wall time of Trainer.fit. encode / "
+               f"decode clips/s: the best of 5 timed runs on {EVAL_CLIPS} clips.", ""]
+    else:
+        md += [f"{config['steps']} training steps x batch {config['batch_size']} per tokenizer on "
            f"{config['train_images']} training images (seed {config['seed']}); metrics on "
-           f"{config['heldout_images']} held-out images."
-           + (" **fast mode** (tiny models, a few steps: the numbers mean nothing)." if config.get("fast") else ""),
+           f"{config['heldout_images']} held-out images." + fast_note,
            "", markdown_table(rows), ""] + ([
            f"Data: train: {config['train_split']}; held out: {config['heldout_split']}"
            + (f" (the first {config['heldout_images']} of them)" if config.get("fast") else "") + ".", ""]
@@ -779,8 +1278,9 @@ def write_report(out_dir, rows, extras, originals, config, seconds=None):
     if ceiling_lines:
         md += ["Usage ceilings: usage counts the distinct codes in a sample, and n tokens can use at most n of "
                "the K codes:", ""] + ceiling_lines + [""]
-    md += ["![reconstructions](reconstructions.png)", "", "![loss curves](loss_curves.png)", "",
-           "![code usage](usage.png)", "", "## Tokenizers", ""]
+    md += token_count_section(rows) + [""]
+    md += ["![reconstructions](reconstructions.png)", ""] + (["![per frame](per_frame.png)", ""] if video else []) \
+        + ["![loss curves](loss_curves.png)", "", "![code usage](usage.png)", "", "## Tokenizers", ""]
     for name, e in config["entries"].items():
         md.append(f"- **{name}** ({e['tokenizer']}): {e['description']}")
     md += ["", "## Configuration", "", "```json", json.dumps(_to_jsonable(config), indent=2), "```", "",
@@ -791,8 +1291,12 @@ def write_report(out_dir, rows, extras, originals, config, seconds=None):
                   + (f" (process CPU time {config['cpu_time_s']:.1f} s)" if "cpu_time_s" in config else ""))
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(md) + "\n")
-    labels = ["original"] + [x["entry"].label for x in extras]
-    _image_grid([np.asarray(originals)] + [x["recon"] for x in extras], labels,
-                os.path.join(out_dir, "reconstructions.png"))
+    if video:
+        _clip_grid(np.asarray(originals), extras, os.path.join(out_dir, "reconstructions.png"))
+        _per_frame_plot(rows, os.path.join(out_dir, "per_frame.png"))
+    else:
+        labels = ["original"] + [x["entry"].label for x in extras]
+        _image_grid([np.asarray(originals)] + [x["recon"] for x in extras], labels,
+                    os.path.join(out_dir, "reconstructions.png"))
     _loss_curves(extras, os.path.join(out_dir, "loss_curves.png"), batch_ceilings)
     _usage_plot(rows, extras, os.path.join(out_dir, "usage.png"))

@@ -17,7 +17,7 @@ if not hasattr(mmu.tokenizers, "VQVAE") or not hasattr(mmu.train, "Trainer"):
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ["01_quickstart.ipynb", "02_tokenizer_comparison.ipynb", "03_language_model.ipynb", "04_show_o.ipynb",
-             "05_vila_u.ipynb"]
+             "05_vila_u.ipynb", "06_1d_and_video_tokenizers.ipynb"]
 KERNEL = "mmu-test-python"
 
 
