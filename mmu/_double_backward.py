@@ -94,6 +94,13 @@ def _binary(c, g):
     return [None if ga is None else _reduce_to(ga, sa), None if gb is None else _reduce_to(gb, sb)]
 
 
+def _swiglu(c, g):
+    # silu(a)·b: d a = g·b·silu'(a), silu'(a) = s·(1 + a·(1 - s)), s = sigmoid(a); d b = g·silu(a)
+    a, b = c.saved[0], c.saved[1]
+    s = a.sigmoid()
+    return [g * b * (s * (1.0 + a * (1.0 - s))) if c.needs[0] else None, g * (a * s) if c.needs[1] else None]
+
+
 def _where(c, g):
     cond = _np(c.saved[0])
     m = np.broadcast_to(cond, tuple(g.shape)).astype(np.float32)
@@ -548,7 +555,7 @@ _RULES = {
     "WHERE": _where,
     "NEG": _eltwise, "EXP": _eltwise, "LOG": _eltwise, "SQRT": _eltwise, "ABS": _eltwise, "TANH": _eltwise,
     "SIGMOID": _eltwise, "RELU": _eltwise, "SILU": _eltwise, "GELU_TANH": _eltwise,
-    "POW": _pow, "CLAMP": _clamp, "LEAKY_RELU": _leaky_relu, "SOFTPLUS": _softplus,
+    "POW": _pow, "CLAMP": _clamp, "LEAKY_RELU": _leaky_relu, "SOFTPLUS": _softplus, "SWIGLU": _swiglu,
     "SUM": _reduce, "MEAN": _reduce, "AMAX": _reduce, "AMIN": _reduce, "CUMSUM": _cumsum,
     "SORT": _sort, "TOPK": _sort,
     "RESHAPE": _reshape, "EXPAND": _expand, "PERMUTE": _permute, "SLICE": _slice, "CAT": _cat, "PAD": _pad,

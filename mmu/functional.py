@@ -36,6 +36,12 @@ def silu(input):
     return _C.unary(_UN["silu"], input)
 
 
+def swiglu(gate, up):
+    """silu(gate) * up in one pass (LLaMA's SwiGLU MLP activation, fused forward and backward): gate and
+    up float32 of one shape -> that shape. The same values as F.silu(gate) * up to float32 rounding."""
+    return _C.swiglu(gate, up)
+
+
 def sigmoid(input):
     """1 / (1 + exp(-x)) elementwise: input float32, any shape -> the same shape."""
     return _C.unary(_UN["sigmoid"], input)
@@ -142,7 +148,7 @@ from ._fn_pool import *  # noqa: E402,F401,F403
 from ._fn_quant_vq import *  # noqa: E402,F401,F403
 from ._fn_spatial import *  # noqa: E402,F401,F403
 
-__all__ = ["linear", "relu", "gelu", "silu", "sigmoid", "tanh", "softplus", "leaky_relu", "softmax", "log_softmax", "embedding",
+__all__ = ["linear", "relu", "gelu", "silu", "swiglu", "sigmoid", "tanh", "softplus", "leaky_relu", "softmax", "log_softmax", "embedding",
            "cross_entropy", "mse_loss", "l1_loss", "_as_tensor"]
 for _family in (_fn_attention, _fn_batch_norm, _fn_conv, _fn_dropout, _fn_lpips, _fn_norm, _fn_pool, _fn_quant_vq,
                 _fn_spatial):

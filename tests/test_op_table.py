@@ -216,6 +216,8 @@ OP_CASES = [
     ("group_norm_silu", lambda m, x, w, b: m.F.group_norm_silu(x, 2, w, b),
      lambda x, w, b: (lambda z: z / (1 + np.exp(-z)))(test_spatial.group_norm_ref(x, 2, w, b)),
      [rnd(2, 4, 3, seed=23), rnd(4, seed=24), rnd(4, seed=25)]),
+    ("swiglu", lambda m, a, b: m.F.swiglu(a, b), lambda a, b: a / (1 + np.exp(-a)) * b,
+     [rnd(2, 5, seed=38), rnd(2, 5, seed=39)]),
     ("lfq_entropy", lambda m, x: lfq_entropy(x, 1.0), _lfq_entropy_ref, [rnd(4, 2, 3, seed=27)]),
     ("fsq", lambda m, z: _C.fsq(z, FSQ_LEVELS, False)[0], _fsq_ref, [FSQ_Z]),
     ("dropout", lambda m, x: _seeded_dropout(x), lambda x: x * DROPOUT_MASK, [rnd(*DROPOUT_SHAPE, seed=28)]),

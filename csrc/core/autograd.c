@@ -251,6 +251,24 @@ static mmu_status accumulate_leaf(mmu_tensor *leaf, mmu_tensor *g) {
     return st;
 }
 
+/* Whether op's backward adds into gin[i] when it is handed one, instead of making a
+ * new gradient: a linear's weight and bias. The engine then hands it the leaf's own
+ * .grad (when that is an exclusive float32 tensor of the leaf's shape), so a weight
+ * used by several linears (tasks run as separate passes, grad accumulation) gets
+ * each product added by the GEMM itself: no temporary the weight's size, no pass of
+ * add_inplace over it. */
+static int accumulates_into(mmu_op op, int i) { return op == MMU_OP_LINEAR && (i == 1 || i == 2); }
+
+/* With g_leaf_lock held: e's leaf's .grad, referenced, if op's backward may add into it. */
+static mmu_tensor *leaf_grad_to_accumulate(mmu_op op, int i, const mmu_edge *e) {
+    mmu_tensor *acc = e->leaf ? e->leaf->grad : NULL;
+    if (!accumulates_into(op, i) || !acc || acc->dtype != MMU_FLOAT32 || !mmu_tensor_is_exclusive(acc) ||
+        acc->ndim != e->ndim || memcmp(acc->shape, e->shape, e->ndim * sizeof(int64_t)))
+        return NULL;
+    mmu_tensor_incref(acc);
+    return acc;
+}
+
 static int g_epoch; /* under g_graph_lock */
 static int64_t g_nodes_run, g_grads_computed;
 
@@ -491,7 +509,16 @@ static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, 
             if (gin != gin_buf) free(gin);
             goto done;
         }
+        unsigned added_in_place = 0; /* bit i: gin[i] was the leaf's .grad, added to by the backward */
         if (g) {
+            int leaf_locked = 0;
+            if (!cap)
+                for (int i = 0; i < n->n_inputs && i < 32; i++) {
+                    if (!on[i] || to[i] >= 0 || !accumulates_into(n->op, i)) continue;
+                    if (!leaf_locked) pthread_mutex_lock(&g_leaf_lock);
+                    leaf_locked = 1;
+                    if ((gin[i] = leaf_grad_to_accumulate(n->op, i, &n->inputs[i]))) added_in_place |= 1u << i;
+                }
             pthread_mutex_lock(&n->exec_lock);
             for (int i = 0; i < n->n_inputs; i++)
                 if (off[i]) n->inputs[i].needs_grad = 0;
@@ -499,13 +526,16 @@ static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, 
             for (int i = 0; i < n->n_inputs; i++)
                 if (off[i]) n->inputs[i].needs_grad = 1;
             pthread_mutex_unlock(&n->exec_lock);
+            if (leaf_locked) pthread_mutex_unlock(&g_leaf_lock); /* held while the backward wrote into .grad */
             __atomic_add_fetch(&g_nodes_run, 1, __ATOMIC_RELAXED);
         }
         mmu_tensor_decref(g);
         for (int i = 0; i < n->n_inputs; i++) {
             mmu_edge *e = &n->inputs[i];
             if (gin[i]) __atomic_add_fetch(&g_grads_computed, 1, __ATOMIC_RELAXED);
-            if (!st && gin[i] && on[i]) {
+            if (!st && gin[i] && on[i] && (added_in_place >> i & 1u)) {
+                /* already in the leaf's .grad */
+            } else if (!st && gin[i] && on[i]) {
                 if (gin[i]->ndim != e->ndim || memcmp(gin[i]->shape, e->shape, e->ndim * sizeof(int64_t)))
                     st = mmu_fail(MMU_ERUNTIME, "backward of %s produced a gradient of shape %s for input %d "
                                   "of shape %s (internal error)", mmu_op_table[n->op].name,

@@ -50,6 +50,7 @@
     X(CLAMP, mmu_unary_backward, "", "min max", "")                                                            \
     X(SOFTPLUS, mmu_unary_backward, "", "beta threshold", "")                                                  \
     X(LEAKY_RELU, mmu_leaky_relu_backward, "", "negative_slope", "")                                           \
+    X(SWIGLU, mmu_swiglu_backward, "", "", "")                                                                 \
     /* csrc/ops/reduce.c */                                                                                    \
     X(SUM, mmu_reduce_backward, "dim_mask", "", "")                                                            \
     X(MEAN, mmu_reduce_backward, "dim_mask", "", "")                                                           \

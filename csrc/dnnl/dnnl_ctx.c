@@ -288,35 +288,56 @@ void mmu_dnnl_destroy_mds(dnnl_memory_desc_t *mds, int n) {
 }
 
 /* ----------------------------------------------------------------- matmul */
-typedef struct { const mmu_md *a, *b, *bias, *c; } matmul_ctx;
+typedef struct { const mmu_md *a, *b, *bias, *c; int accumulate; } matmul_ctx;
 
 static dnnl_status_t create_matmul(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
                                    const_dnnl_primitive_attr_t attr, void *vctx) {
     matmul_ctx *x = vctx;
     dnnl_memory_desc_t mds[4] = {0};
+    dnnl_primitive_attr_t acc_attr = NULL;
+    dnnl_post_ops_t post_ops = NULL;
     dnnl_status_t s;
     if ((s = make_md(&mds[0], x->a)) || (s = make_md(&mds[1], x->b)) || (s = make_md(&mds[3], x->c)) ||
         (x->bias && (s = make_md(&mds[2], x->bias))))
         goto done;
+    if (x->accumulate) { /* dst = 1.0·dst + a @ b: the sum post-op reads dst inside the kernel */
+        if ((s = dnnl_primitive_attr_clone(&acc_attr, attr)) || (s = dnnl_post_ops_create(&post_ops)) ||
+            (s = dnnl_post_ops_append_sum(post_ops, 1.0f, 0, dnnl_data_type_undef)) ||
+            (s = dnnl_primitive_attr_set_post_ops(acc_attr, post_ops)))
+            goto done;
+        attr = acc_attr;
+    }
     s = dnnl_matmul_primitive_desc_create(pd, eng, mds[0], mds[1], mds[2], mds[3], attr);
 done:
+    if (post_ops) dnnl_post_ops_destroy(post_ops);
+    if (acc_attr) dnnl_primitive_attr_destroy(acc_attr);
     mmu_dnnl_destroy_mds(mds, 4);
     return s;
 }
 
-mmu_status mmu_dnnl_matmul(const mmu_md *a, const float *pa, const mmu_md *b, const float *pb,
-                           const mmu_md *bias, const float *pbias, const mmu_md *c, float *pc) {
+static mmu_status matmul_run(const mmu_md *a, const float *pa, const mmu_md *b, const float *pb,
+                             const mmu_md *bias, const float *pbias, const mmu_md *c, float *pc, int accumulate) {
     cache_key key = {.n = 0};
-    mmu_dnnl_key_push(&key, 1);
+    mmu_dnnl_key_push(&key, accumulate ? 2 : 1);
     key_push_md(&key, a);
     key_push_md(&key, b);
     mmu_dnnl_key_push(&key, bias != NULL);
     if (bias) key_push_md(&key, bias);
     key_push_md(&key, c);
-    matmul_ctx ctx = {a, b, bias, c};
+    matmul_ctx ctx = {a, b, bias, c, accumulate};
     int ids[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
     void *ptrs[4] = {(void *)pa, (void *)pb, bias ? (void *)pbias : NULL, pc};
-    return exec_cached(&key, create_matmul, &ctx, "matmul", 4, ids, ptrs);
+    return exec_cached(&key, create_matmul, &ctx, accumulate ? "matmul (accumulating)" : "matmul", 4, ids, ptrs);
+}
+
+mmu_status mmu_dnnl_matmul(const mmu_md *a, const float *pa, const mmu_md *b, const float *pb,
+                           const mmu_md *bias, const float *pbias, const mmu_md *c, float *pc) {
+    return matmul_run(a, pa, b, pb, bias, pbias, c, pc, 0);
+}
+
+mmu_status mmu_dnnl_matmul_accumulate(const mmu_md *a, const float *pa, const mmu_md *b, const float *pb,
+                                      const mmu_md *c, float *pc) {
+    return matmul_run(a, pa, b, pb, NULL, NULL, c, pc, 1);
 }
 
 /* ---------------------------------------------------------------- eltwise */

@@ -27,6 +27,11 @@ void mmu_md_contig(mmu_md *md, int ndim, const int64_t *dims);
  * transposes without copies. bias (1.., N) or NULL. */
 mmu_status mmu_dnnl_matmul(const mmu_md *a, const float *pa, const mmu_md *b, const float *pb,
                            const mmu_md *bias, const float *pbias, const mmu_md *c, float *pc);
+/* c += a @ b (no bias): oneDNN's sum post-op adds the product to what c holds inside
+ * the GEMM kernel, so a weight gradient lands in an existing .grad without a
+ * temporary the weight's size and a second pass adding it. */
+mmu_status mmu_dnnl_matmul_accumulate(const mmu_md *a, const float *pa, const mmu_md *b, const float *pb,
+                                      const mmu_md *c, float *pc);
 
 typedef enum {
     MMU_ELT_GELU_ERF, MMU_ELT_GELU_TANH, MMU_ELT_SILU, MMU_ELT_TANH, MMU_ELT_SIGMOID,

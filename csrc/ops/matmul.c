@@ -334,6 +334,10 @@ static mmu_status column_sums(float *out, const float *g, int64_t R, int64_t C) 
 }
 
 // g (..., OUT) -> dx = g @ w (..., IN), dw = gᵀ @ x (OUT, IN), db = Σ_rows g (OUT)
+// The autograd engine may hand in gin[1] / gin[2]: the parameter's own .grad (exclusive, the
+// weight's / bias's shape, float32; csrc/core/autograd.c's accumulates_into): then dw / db are
+// ADDED to it (dw by the GEMM's sum post-op) instead of written to a new tensor the engine would
+// add afterwards. gin[0] always comes in NULL.
 mmu_status mmu_linear_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
     const mmu_edge *ex = &n->inputs[0], *ew = &n->inputs[1];
     int64_t OUT = ew->shape[0], IN = ew->shape[1];
@@ -356,24 +360,36 @@ mmu_status mmu_linear_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
         }
     }
     if (ew->needs_grad) {
-        if ((st = mmu_tensor_empty(&gin[1], MMU_FLOAT32, 2, ew->shape))) return st;
+        int acc = gin[1] != NULL;
+        if (!acc && (st = mmu_tensor_empty(&gin[1], MMU_FLOAT32, 2, ew->shape))) return st;
         if (gin[1]->numel == 0) {
         } else if (R == 0) {
-            memset(mmu_f32(gin[1]), 0, gin[1]->numel * sizeof(float));
+            if (!acc) memset(mmu_f32(gin[1]), 0, gin[1]->numel * sizeof(float));
         } else {
             mmu_md mgt, mx, mw;
             md_transposed(&mgt, 2, (int64_t[]){R, OUT}); /* (OUT, R) */
             mmu_md_contig(&mx, 2, (int64_t[]){R, IN});
             mmu_md_contig(&mw, 2, (int64_t[]){OUT, IN});
-            if ((st = mmu_dnnl_matmul(&mgt, mmu_f32(g), &mx, mmu_f32(n->saved[0]), NULL, NULL, &mw,
-                                      mmu_f32(gin[1]))))
-                return st;
+            st = acc ? mmu_dnnl_matmul_accumulate(&mgt, mmu_f32(g), &mx, mmu_f32(n->saved[0]), &mw, mmu_f32(gin[1]))
+                     : mmu_dnnl_matmul(&mgt, mmu_f32(g), &mx, mmu_f32(n->saved[0]), NULL, NULL, &mw, mmu_f32(gin[1]));
+            if (st) return st;
         }
     }
     if (n->n_inputs > 2 && n->inputs[2].needs_grad) {
-        if ((st = mmu_tensor_empty(&gin[2], MMU_FLOAT32, 1, &OUT))) return st;
-        if (R == 0) memset(mmu_f32(gin[2]), 0, OUT * sizeof(float));
-        else if (OUT > 0) st = column_sums(mmu_f32(gin[2]), mmu_f32(g), R, OUT);
+        int acc = gin[2] != NULL;
+        if (!acc && (st = mmu_tensor_empty(&gin[2], MMU_FLOAT32, 1, &OUT))) return st;
+        if (R == 0) {
+            if (!acc) memset(mmu_f32(gin[2]), 0, OUT * sizeof(float));
+        } else if (OUT > 0 && !acc) {
+            st = column_sums(mmu_f32(gin[2]), mmu_f32(g), R, OUT);
+        } else if (OUT > 0) { /* the sums apart, then added: as the engine would have */
+            size_t bytes = (size_t)OUT * sizeof(float);
+            float *sums = mmu_alloc(bytes), *db = mmu_f32(gin[2]);
+            if (!sums) return mmu_fail(MMU_ENOMEM, "linear backward: out of memory for %lld bias sums", (long long)OUT);
+            if (!(st = column_sums(sums, mmu_f32(g), R, OUT)))
+                for (int64_t o = 0; o < OUT; o++) db[o] += sums[o];
+            mmu_free(sums, bytes);
+        }
     }
     return st;
 }

@@ -43,6 +43,8 @@ mmu_status mmu_pow_scalar(mmu_tensor **out, mmu_tensor *x, double exponent);
 mmu_status mmu_clamp(mmu_tensor **out, mmu_tensor *x, int has_min, double min, int has_max, double max);
 /* torch's softplus: log(1 + exp(beta·x)) / beta, or x where beta·x > threshold */
 mmu_status mmu_softplus(mmu_tensor **out, mmu_tensor *x, double beta, double threshold);
+/* silu(gate)·up in one pass (LLaMA's SwiGLU): gate, up float32 of one shape -> out (that shape) */
+mmu_status mmu_swiglu(mmu_tensor **out, mmu_tensor *gate, mmu_tensor *up);
 /* ~x for bool */
 mmu_status mmu_logical_not(mmu_tensor **out, mmu_tensor *x);
 /* dtype conversion (float32 <-> int64 <-> bool); float32 -> float32 keeps the graph */

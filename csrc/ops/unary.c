@@ -323,3 +323,70 @@ mmu_status mmu_leaky_relu_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
     for (int64_t i = 0; i < cnt; i++) pd[i] = px[i] > 0.0f ? pg[i] : pg[i] * s;
     return MMU_OK;
 }
+
+/* ------------------------------------------------------------ swiglu
+ * out = silu(gate)·up = gate·up / (1 + e^-gate): LLaMA's MLP activation (SwiGLU) in one pass.
+ * Composed, it is a silu pass writing a tensor of the hidden width, a mul pass reading it back,
+ * and three passes backward (the mul's two products, then silu's derivative); fused, one pass
+ * each way, from the saved inputs:
+ *   d gate = g·up·silu'(gate),  silu'(x) = s·(1 + x·(1 - s)),  s = sigmoid(x)
+ *   d up   = g·silu(gate)
+ * e^-x is vmath.h's mmu_exp, except +inf once -x > 88.5 (past float32's range), so that
+ * silu(-inf) = -inf / inf = NaN and silu(-100) = -0 as torch's x / (1 + e^-x) gives. */
+static inline float exp_neg(float x) { return -x > 88.5f ? INFINITY : mmu_exp(-x); }
+
+// gate (any shape), up (gate's shape) -> out (gate's shape)
+mmu_status mmu_swiglu(mmu_tensor **out, mmu_tensor *gate, mmu_tensor *up) {
+    mmu_status st;
+    if ((st = mmu_check_dtype(gate, MMU_FLOAT32, "swiglu", "gate"))) return st;
+    if ((st = mmu_check_dtype(up, MMU_FLOAT32, "swiglu", "up"))) return st;
+    if (!mmu_same_shape(gate, up))
+        return mmu_fail(MMU_EVALUE, "swiglu: gate has shape %s but up has shape %s; they must be equal",
+                        mmu_shape_str(gate), mmu_shape_str(up));
+    if ((st = mmu_tensor_empty_like(out, gate))) return st;
+    const float *pa = mmu_f32(gate), *pb = mmu_f32(up);
+    float *po = mmu_f32(*out);
+    int64_t n = gate->numel;
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < n; i++) po[i] = pa[i] / (1.0f + exp_neg(pa[i])) * pb[i];
+    mmu_node *nd = NULL;
+    if ((st = mmu_record(&nd, *out, MMU_OP_SWIGLU, 2, (mmu_tensor *[]){gate, up}))) {
+        MMU_CLEAR(*out);
+        return st;
+    }
+    if (nd) {
+        mmu_save(nd, 0, gate);
+        mmu_save(nd, 1, up);
+    }
+    return MMU_OK;
+}
+
+// g (out's shape) -> d gate, d up (the same shape)
+mmu_status mmu_swiglu_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
+    int want_a = n->inputs[0].needs_grad, want_b = n->inputs[1].needs_grad;
+    mmu_status st = MMU_OK;
+    if (want_a && (st = mmu_tensor_empty_like(&gin[0], g))) return st;
+    if (want_b && (st = mmu_tensor_empty_like(&gin[1], g))) return st;
+    const float *pg = mmu_f32(g), *pa = mmu_f32(n->saved[0]), *pb = mmu_f32(n->saved[1]);
+    float *da = want_a ? mmu_f32(gin[0]) : NULL, *db = want_b ? mmu_f32(gin[1]) : NULL;
+    int64_t len = g->numel;
+    /* one loop per case, no test inside: each vectorises */
+    if (da && db) {
+#pragma omp parallel for schedule(static) if (len > MMU_PAR_GRAIN)
+        for (int64_t i = 0; i < len; i++) {
+            float x = pa[i], e = 1.0f + exp_neg(x), s = 1.0f / e;
+            da[i] = pg[i] * pb[i] * (s * (1.0f + x * (1.0f - s)));
+            db[i] = pg[i] * (x / e);
+        }
+    } else if (da) {
+#pragma omp parallel for schedule(static) if (len > MMU_PAR_GRAIN)
+        for (int64_t i = 0; i < len; i++) {
+            float x = pa[i], s = 1.0f / (1.0f + exp_neg(x));
+            da[i] = pg[i] * pb[i] * (s * (1.0f + x * (1.0f - s)));
+        }
+    } else if (db) {
+#pragma omp parallel for schedule(static) if (len > MMU_PAR_GRAIN)
+        for (int64_t i = 0; i < len; i++) db[i] = pg[i] * (pa[i] / (1.0f + exp_neg(pa[i])));
+    }
+    return MMU_OK;
+}

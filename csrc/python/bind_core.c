@@ -97,6 +97,18 @@ static PyObject *py_softplus(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
+static PyObject *py_swiglu(PyObject *m, PyObject *args) {
+    PyObject *ao, *bo;
+    tensor_args ta = {0};
+    mmu_tensor *a, *b, *out = NULL;
+    mmu_status st;
+    if (!PyArg_ParseTuple(args, "OO", &ao, &bo)) return NULL;
+    if (!(a = arg(&ta, ao, MMU_FLOAT32, "swiglu", "gate")) || !(b = arg(&ta, bo, MMU_FLOAT32, "swiglu", "up")))
+        return finish(&ta, MMU_OK, NULL);
+    MMU_NOGIL(st, mmu_swiglu(&out, a, b));
+    return finish(&ta, st, out);
+}
+
 static PyObject *py_leaky_relu(PyObject *m, PyObject *args) {
     return mmu_call_x_double(args, "leaky_relu", -1, mmu_leaky_relu);
 }
@@ -440,6 +452,7 @@ PyMethodDef mmu_core_methods[] = {
     {"unary", py_unary, METH_VARARGS, "unary(op, x)"},
     {"pow", py_pow, METH_VARARGS, "pow(x, exponent)"},
     {"softplus", py_softplus, METH_VARARGS, "softplus(x, beta, threshold)"},
+    {"swiglu", py_swiglu, METH_VARARGS, "swiglu(gate, up)"},
     {"clamp", py_clamp, METH_VARARGS, "clamp(x, min or None, max or None)"},
     {"leaky_relu", py_leaky_relu, METH_VARARGS, "leaky_relu(x, negative_slope)"},
     {"logical_not", py_logical_not, METH_O, "logical_not(x)"},

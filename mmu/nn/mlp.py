@@ -44,7 +44,7 @@ class MLP(Module):
     def forward(self, x):
         """x (..., dim) -> (..., dim)."""
         if self.fc_gate is not None:
-            return self.fc2(F.silu(self.fc_gate(x)) * self.fc1(x))
+            return self.fc2(F.swiglu(self.fc_gate(x), self.fc1(x)))
         return self.fc2(_ACTIVATIONS[self.activation](self.fc1(x)))
 
     def extra_repr(self):
