@@ -292,3 +292,20 @@ def test_lpips_bad_inputs():
     _model("alex")(np.zeros((1, 3, 31, 31), np.float32), np.zeros((1, 3, 31, 31), np.float32))
     with pytest.raises(TypeError, match="float32"):
         model(x.astype(np.int64), x.astype(np.int64))
+
+
+def test_frozen_lpips_is_the_random_lpips_frozen_and_passes_gradients_to_its_inputs():
+    from mmu.losses import LPIPS, frozen_lpips
+    lp = frozen_lpips()
+    assert not lp.training
+    assert all(not p.requires_grad for p in lp.parameters())
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+    y = rng.uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+    ref = LPIPS(pretrained=False)
+    ref.eval()
+    np.testing.assert_array_equal(lp(mmu.tensor(x), mmu.tensor(y)).numpy(), ref(mmu.tensor(x), mmu.tensor(y)).numpy())
+    a = mmu.tensor(x, requires_grad=True)
+    lp(a, mmu.tensor(y)).sum().backward()
+    assert a.grad is not None and np.abs(a.grad.numpy()).sum() > 0
+    assert all(p.grad is None for p in lp.parameters())

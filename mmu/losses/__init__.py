@@ -5,9 +5,9 @@ from . import adversarial, contrastive, discriminator, lpips, reconstruction, to
 from .adversarial import *  # noqa: F401,F403
 from .contrastive import *  # noqa: F401,F403
 from .discriminator import NLayerDiscriminator, weights_init  # noqa: F401
-from .lpips import LPIPS  # noqa: F401  (mmu.losses.lpips also holds convert_torch_weights)
+from .lpips import LPIPS, frozen_lpips  # noqa: F401  (mmu.losses.lpips also holds convert_torch_weights)
 from .reconstruction import *  # noqa: F401,F403
 from .token import *  # noqa: F401,F403
 
 __all__ = (reconstruction.__all__ + adversarial.__all__ + contrastive.__all__ + token.__all__
-           + ["NLayerDiscriminator", "weights_init", "LPIPS"])
+           + ["NLayerDiscriminator", "weights_init", "LPIPS", "frozen_lpips"])

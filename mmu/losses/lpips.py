@@ -48,7 +48,7 @@ from .._args import foreign_array
 from .. import nn
 from ..tensor import _as_tensor, float32
 
-__all__ = ["LPIPS"]
+__all__ = ["LPIPS", "frozen_lpips"]
 
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
@@ -336,3 +336,13 @@ class LPIPS(nn.Module):
 
     def extra_repr(self):
         return f"net={self.net_name!r}, lin={self.lin}"
+
+
+def frozen_lpips(weights=None):
+    """The LPIPS of a model's perceptual term, frozen (eval mode, no gradient to its own weights): VGG with
+    the converted weights in the file `weights` (see convert_torch_weights), or seeded random weights when
+    weights is None (tests and benchmarks: the tokenizer configs' lpips_random)."""
+    lp = LPIPS(net="vgg", pretrained=True, weights=weights) if weights is not None else LPIPS(pretrained=False)
+    lp.requires_grad_(False)
+    lp.eval()
+    return lp

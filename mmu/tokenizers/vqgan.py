@@ -149,18 +149,8 @@ class VQGAN(Tokenizer):
             return None
         lp = self.__dict__.get("_lpips")
         if lp is None:
-            try:
-                from ..losses import LPIPS
-            except ImportError:
-                raise ImportError("VQGAN: perceptual_weight > 0 needs mmu.losses.LPIPS, which this build does not "
-                                  "have; set perceptual_weight=0") from None
-            if c.lpips_weights is not None:
-                lp = LPIPS(net="vgg", pretrained=True, weights=c.lpips_weights)
-            else:
-                lp = LPIPS(pretrained=False)
-            lp.requires_grad_(False)
-            lp.eval()
-            self.__dict__["_lpips"] = lp
+            from ..losses.lpips import frozen_lpips
+            lp = self.__dict__["_lpips"] = frozen_lpips(c.lpips_weights)
         return lp
 
     def _rgb(self, x):

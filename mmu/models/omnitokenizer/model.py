@@ -530,13 +530,8 @@ class OmniTokenizer(Tokenizer):
             return None
         lp = self.__dict__.get("_lpips")
         if lp is None:
-            from ...losses import LPIPS
-            lp = LPIPS(net="vgg", pretrained=True, weights=c.lpips_weights) if c.lpips_weights is not None \
-                else LPIPS(pretrained=False)
-            lp.eval()
-            for prm in lp.parameters():
-                prm.requires_grad_(False)
-            self.__dict__["_lpips"] = lp
+            from ...losses.lpips import frozen_lpips
+            lp = self.__dict__["_lpips"] = frozen_lpips(c.lpips_weights)
         return lp
 
     def _frames_for_perceptual(self, x, recon):

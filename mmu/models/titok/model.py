@@ -278,12 +278,8 @@ class TiTok(Tokenizer):
             return None
         lp = self.__dict__.get("_lpips")
         if lp is None:
-            from ...losses import LPIPS
-            lp = LPIPS(net="vgg", pretrained=True, weights=c.lpips_weights) if c.lpips_weights is not None \
-                else LPIPS(pretrained=False)
-            lp.requires_grad_(False)
-            lp.eval()
-            self.__dict__["_lpips"] = lp
+            from ...losses.lpips import frozen_lpips
+            lp = self.__dict__["_lpips"] = frozen_lpips(c.lpips_weights)
         return lp
 
     @staticmethod
