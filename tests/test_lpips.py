@@ -309,3 +309,14 @@ def test_frozen_lpips_is_the_random_lpips_frozen_and_passes_gradients_to_its_inp
     lp(a, mmu.tensor(y)).sum().backward()
     assert a.grad is not None and np.abs(a.grad.numpy()).sum() > 0
     assert all(p.grad is None for p in lp.parameters())
+
+
+@pytest.mark.parametrize("bad", [np.zeros(3, np.float32), 3, [], ("a",)])
+def test_lpips_weights_that_are_not_paths_are_refused_by_name(bad):
+    from mmu.losses import frozen_lpips
+    with pytest.raises(TypeError, match="frozen_lpips: weights must be a file path"):
+        frozen_lpips(bad)
+    with pytest.raises(TypeError, match="LPIPS: weights must be a file path"):
+        LPIPS(pretrained=True, weights=bad)
+    with pytest.raises(FileNotFoundError, match="frozen_lpips: the weights file"):
+        frozen_lpips("/nonexistent/lpips.safetensors")

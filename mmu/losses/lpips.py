@@ -257,6 +257,9 @@ class LPIPS(nn.Module):
         self.register_buffer("shift", _as_tensor(shift, "LPIPS"), persistent=False)
         self.register_buffer("scale", _as_tensor(scale, "LPIPS"), persistent=False)
         if weights is not None:
+            if not isinstance(weights, (str, os.PathLike)):
+                raise TypeError(f"LPIPS: weights must be a file path (str or os.PathLike) or None, "
+                                f"got {type(weights).__name__}")
             if not os.path.exists(os.fspath(weights)):
                 raise FileNotFoundError(_missing_weights_message(net, os.fspath(weights)))
             self._load(os.fspath(weights))
@@ -339,10 +342,16 @@ class LPIPS(nn.Module):
 
 
 def frozen_lpips(weights=None):
-    """The LPIPS of a model's perceptual term, frozen (eval mode, no gradient to its own weights): VGG with
-    the converted weights in the file `weights` (see convert_torch_weights), or seeded random weights when
-    weights is None (tests and benchmarks: the tokenizer configs' lpips_random)."""
-    lp = LPIPS(net="vgg", pretrained=True, weights=weights) if weights is not None else LPIPS(pretrained=False)
-    lp.requires_grad_(False)
-    lp.eval()
-    return lp
+    """The LPIPS of a model's perceptual term (LPIPS is always frozen: eval mode, no gradient to its own
+    weights): VGG with the converted weights in the file `weights` (see convert_torch_weights), or seeded
+    random weights when weights is None (tests and benchmarks: the tokenizer configs' lpips_random)."""
+    if weights is None:
+        return LPIPS(pretrained=False)
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"frozen_lpips: weights must be a file path (str or os.PathLike) or None, "
+                        f"got {type(weights).__name__}")
+    if not os.path.exists(os.fspath(weights)):
+        raise FileNotFoundError(f"frozen_lpips: the weights file {os.fspath(weights)!r} does not exist "
+                                "(convert torchvision's VGG16 and the lpips package's weights with "
+                                "mmu.losses.lpips.convert_torch_weights)")
+    return LPIPS(net="vgg", pretrained=True, weights=weights)
