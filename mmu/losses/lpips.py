@@ -48,7 +48,7 @@ from .._args import foreign_array
 from .. import nn
 from ..tensor import _as_tensor, float32
 
-__all__ = ["LPIPS", "frozen_lpips"]
+__all__ = ["LPIPS", "frozen_lpips", "PerceptualLPIPS"]
 
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
@@ -355,3 +355,20 @@ def frozen_lpips(weights=None):
                                 "(convert torchvision's VGG16 and the lpips package's weights with "
                                 "mmu.losses.lpips.convert_torch_weights)")
     return LPIPS(net="vgg", pretrained=True, weights=weights)
+
+
+class PerceptualLPIPS:
+    """Mixin for a model whose loss has an LPIPS term: `lpips()` is the frozen LPIPS (frozen_lpips of
+    config.lpips_weights), built on first use and kept outside the module tree (not in the state_dict),
+    or None when the term's weight (the config field named by `perceptual_weight_field`) is 0."""
+    perceptual_weight_field = "perceptual_weight"
+
+    def lpips(self):
+        """The frozen LPIPS network of the perceptual term (built on first use; None when its weight is 0)."""
+        c = self.config
+        if getattr(c, self.perceptual_weight_field) <= 0:
+            return None
+        lp = self.__dict__.get("_lpips")
+        if lp is None:
+            lp = self.__dict__["_lpips"] = frozen_lpips(c.lpips_weights)
+        return lp

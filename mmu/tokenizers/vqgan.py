@@ -6,6 +6,7 @@ import numpy as np
 from .. import functional as F
 from ..autograd import is_grad_enabled
 from ..losses import adopt_weight, hinge_d_loss, vanilla_d_loss
+from ..losses.lpips import PerceptualLPIPS
 from ..nn import Conv2d
 from ..tensor import Tensor, cat
 from .base import Tokenizer, TokenizerOutput, _as_images, make_quantizer
@@ -28,7 +29,7 @@ def _int_list(v, name, allow_empty):
     return list(v)
 
 
-class VQGAN(Tokenizer):
+class VQGAN(PerceptualLPIPS, Tokenizer):
     """VQGAN with taming-transformers' layout and loss (see VQGANConfig).
 
     Modules (encoder, decoder, quant_conv, post_quant_conv under taming's VQModel keys; quantize and
@@ -142,17 +143,6 @@ class VQGAN(Tokenizer):
         return self.decoder(self.post_quant_conv(zq))
 
     # ------------------------------------------------------------------ losses
-    def lpips(self):
-        """The frozen LPIPS network of the perceptual term (built on first use; None if perceptual_weight = 0)."""
-        c = self.config
-        if c.perceptual_weight <= 0:
-            return None
-        lp = self.__dict__.get("_lpips")
-        if lp is None:
-            from ..losses.lpips import frozen_lpips
-            lp = self.__dict__["_lpips"] = frozen_lpips(c.lpips_weights)
-        return lp
-
     def _rgb(self, x):
         return cat([x, x, x], 1) if x.shape[1] == 1 else x
 

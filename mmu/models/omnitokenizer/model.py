@@ -14,6 +14,7 @@ import numpy as np
 
 import mmu as _mmu
 from ... import functional as F
+from ...losses.lpips import PerceptualLPIPS
 from ...nn import Conv3d, LayerNorm, Linear, Module, ModuleList, Parameter, init
 from ...tensor import Tensor
 from ...tokenizers.base import Tokenizer, TokenizerOutput, _as_images
@@ -392,7 +393,7 @@ def _tile_and_pick(flat, n_codes):
     return np.ascontiguousarray(y[perm[:n_codes]], np.float32)
 
 
-class OmniTokenizer(Tokenizer):
+class OmniTokenizer(PerceptualLPIPS, Tokenizer):
     """OmniTokenizer: one transformer tokenizer for images and videos (3-D latent layout).
 
     encode(clips (B, C, T, H, W), T = 1 + k * temporal_patch_size) -> codes (B, 1 + k, H/p, W/p); decode
@@ -523,17 +524,6 @@ class OmniTokenizer(Tokenizer):
         return out
 
     # ------------------------------------------------------------------ training
-    def lpips(self):
-        """The frozen LPIPS of the perceptual term (None when perceptual_weight is 0)."""
-        c = self.config
-        if c.perceptual_weight <= 0:
-            return None
-        lp = self.__dict__.get("_lpips")
-        if lp is None:
-            from ...losses.lpips import frozen_lpips
-            lp = self.__dict__["_lpips"] = frozen_lpips(c.lpips_weights)
-        return lp
-
     def _frames_for_perceptual(self, x, recon):
         """VQGAN.forward's frames: one random frame per clip (all frames with apply_allframes) ->
         (frames, reconstructed frames) (N, C, H, W)."""

@@ -17,6 +17,7 @@ import mmu as _mmu
 from ... import functional as F
 from ...autograd import is_grad_enabled, no_grad
 from ...losses import adopt_weight, hinge_d_loss, lecam_reg
+from ...losses.lpips import PerceptualLPIPS
 from ...nn import Conv2d, Embedding, LayerNorm, Linear, Module, ModuleList, Parameter, TransformerLayer, ViTEncoder
 from ...nn import init
 from ...quantizers import codebook_stats
@@ -202,7 +203,7 @@ class TiTokQuantizer(Module):
         return f"codebook_size={self.codebook_size}, token_size={self.token_size}, use_l2_norm={self.use_l2_norm}"
 
 
-class TiTok(Tokenizer):
+class TiTok(PerceptualLPIPS, Tokenizer):
     """TiTok (see TiTokConfig; titok_config for the S / B / L presets): an mmu Tokenizer with latent_layout
     "1d": encode(images (B, C, R, R)) -> codes (B, K) np.int64, decode(codes) -> images (B, C, R, R),
     R = config.resolution.
@@ -271,17 +272,6 @@ class TiTok(Tokenizer):
         return self.decoder(zq)
 
     # ------------------------------------------------------------------ losses
-    def lpips(self):
-        """The frozen LPIPS network of the perceptual term (built on first use; None if perceptual_weight = 0)."""
-        c = self.config
-        if c.perceptual_weight <= 0:
-            return None
-        lp = self.__dict__.get("_lpips")
-        if lp is None:
-            from ...losses.lpips import frozen_lpips
-            lp = self.__dict__["_lpips"] = frozen_lpips(c.lpips_weights)
-        return lp
-
     @staticmethod
     def _rgb(x):
         return cat([x, x, x], 1) if x.shape[1] == 1 else x

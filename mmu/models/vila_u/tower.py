@@ -39,6 +39,7 @@ from ... import functional as F
 from ...autograd import is_grad_enabled, no_grad
 from ...losses import clip_loss, hinge_d_loss, siglip_loss, vanilla_d_loss
 from ...text.tokenizer import SavesTextTokenizer
+from ...losses.lpips import PerceptualLPIPS
 from ...nn import Conv2d, Linear, Module, Parameter
 from ...nn.module import _class_path
 from ...quantizers import ResidualVQ
@@ -277,7 +278,7 @@ def _check_stage(stage, fn):
     return stage
 
 
-class UnifiedVisionTower(SavesTextTokenizer, Module):
+class UnifiedVisionTower(PerceptualLPIPS, SavesTextTokenizer, Module):
     """VILA-U's vision tower (module docstring): `UnifiedVisionTower(UnifiedVisionTowerConfig(...))`,
     `UnifiedVisionTower(**fields)` or `UnifiedVisionTower(dict)`; `.config` is the validated config.
 
@@ -300,6 +301,7 @@ class UnifiedVisionTower(SavesTextTokenizer, Module):
     """
 
     config_class = UnifiedVisionTowerConfig
+    perceptual_weight_field = "lpips_weight"
 
     def __init__(self, config=None, text_tokenizer=None, **fields_):
         super().__init__()
@@ -647,17 +649,6 @@ class UnifiedVisionTower(SavesTextTokenizer, Module):
         return clip_loss(image_emb, text_emb, self.logit_scale)
 
     # ------------------------------------------------------------------ training
-    def lpips(self):
-        """The frozen LPIPS network of the perceptual term (built on first use; None when lpips_weight = 0)."""
-        c = self.config
-        if c.lpips_weight <= 0:
-            return None
-        lp = self.__dict__.get("_lpips")
-        if lp is None:
-            from ...losses.lpips import frozen_lpips
-            lp = self.__dict__["_lpips"] = frozen_lpips(c.lpips_weights)
-        return lp
-
     def _batch(self, batch, fn, need_text):
         if not isinstance(batch, dict):
             raise TypeError(f"{fn}: batch must be a dict with 'images' (B, C, H, W) and 'text_ids' (B, L), got "
