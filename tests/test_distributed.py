@@ -2,6 +2,7 @@
 argument checks, and, on 2 MPI ranks (tests/_mpi.py: skipped where mpi4py / mpirun are absent), the
 collectives against NumPy reductions of every rank's data, in place on Tensors and arrays; the
 timeout; and a rank that raises or is killed ending the whole job with an error instead of a hang."""
+import re
 import subprocess
 import sys
 
@@ -145,6 +146,23 @@ def test_abort_in_one_process_ends_it_with_status_1():
     assert result.returncode == 1, result.stderr
     assert result.stdout == "before\n"
     assert "mmu.distributed: rank 0 of 1: gave up" in result.stderr
+
+
+def _readme_snippet():
+    text = open(REPO / "README.md").read()
+    section = text[text.index("## Distributed training"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_snippet_in_one_process(fresh_world, capsys):
+    exec(compile(_readme_snippet(), "README.md", "exec"), {})
+    assert capsys.readouterr().out == "1 [1. 1. 1. 1.] [1. 1. 1.] 1234 [(4,)] [[0.0, 0.0]]\n"
+
+
+def test_readme_snippet_on_two_ranks(tmp_path):
+    result = run_mpi(tmp_path, _readme_snippet(), np=2)
+    assert result.returncode == 0, result.output
+    assert result.stdout == "2 [1.5 1.5 1.5 1.5] [2. 2. 2.] 1234 [(4,), (4,)] [[0.0, 0.0], [1.0, 1.0]]\n", result.output
 
 
 # ----------------------------------------------------------------- 2 ranks
