@@ -43,6 +43,12 @@ def human(nbytes):
     return f"{nbytes} B"
 
 
+def cases(h):
+    """No cases for benchmarks/run.py: this compares MPI with MPI (no torch twin) and needs 2 ranks
+    under mpirun."""
+    return []
+
+
 def relaunch(argv):
     """Not under a launcher: run this script again under mpirun -np 2 (one thread a rank)."""
     mpirun = os.path.join(os.path.dirname(sys.executable), "mpirun")
