@@ -64,7 +64,7 @@ def relaunch(argv):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default=SIZES, help=f"buffer sizes in bytes, K/M suffixes (default {SIZES})")
-    parser.add_argument("--rounds", type=int, default=5, help="timed batches per size and method (median)")
+    parser.add_argument("--rounds", type=int, default=7, help="timed batches per size and method (median)")
     parser.add_argument("--seconds", type=float, default=0.03, help="rough length of one timed batch")
     parser.add_argument("--late", default="1,10,50", help="lateness of rank 1 in ms for the wait-loop table")
     args = parser.parse_args()
@@ -108,7 +108,7 @@ def main():
         }
         # the same number of calls for every method: from a first timing of MPI's blocking call
         probe = timed(methods["mpi4py Allreduce"], 2)
-        reps = comm.bcast(max(1, min(2000, int(args.seconds / max(probe, 1e-7)))), root=0)
+        reps = comm.bcast(max(3, min(2000, int(args.seconds / max(probe, 1e-7)))), root=0)
         times = {name: [] for name in methods}
         for _ in range(args.rounds):
             for name, call in methods.items():  # in turns, so load changes hit every method alike

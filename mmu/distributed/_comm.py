@@ -361,8 +361,9 @@ def all_reduce(x, op="sum", async_op=False):
     sum / average / max / min of all ranks' x.
 
     x: an mmu Tensor or a NumPy array, C-contiguous, float32 / float64 / int64 / int32 (mmu
-    Tensors are float32 or int64), the same shape and dtype on every rank. MPI reads and writes x's
-    own memory (no copy). op: "sum", "avg" (float only: MPI's sum, then a division by the world
+    Tensors are float32 or int64), the same shape and dtype on every rank (a rank with fewer
+    elements than its peers gets MPI's truncation error as a DistributedError, its peers a timeout).
+    MPI reads and writes x's own memory (no copy). op: "sum", "avg" (float only: MPI's sum, then a division by the world
     size in place, as MPI has no average), "max" or "min".
 
     Returns x; with async_op=True a Work whose wait() returns x. A Tensor's write counts in its
