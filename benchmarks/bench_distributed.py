@@ -13,6 +13,10 @@ in turns within one process, each round timing a batch of calls after a barrier:
 Printed: median time of one call and the algorithm bandwidth (bytes of the buffer / time, as
 nccl-tests' algbw), then the ratio mmu / mpi4py Allreduce (time; > 1 is slower).
 
+Both Iallreduce lines use the ring algorithm mmu.distributed.init selects for Open MPI's non-blocking
+all-reduce; `OMPI_MCA_coll_libnbc_iallreduce_algorithm=0 python benchmarks/bench_distributed.py`
+shows Open MPI's own choice (a binomial tree through rank 0 for an in-place buffer).
+
 Then the cost of mmu's wait loop when the peer is late: rank 1 sleeps `late` ms before a 4 KB
 all-reduce; printed is how long rank 0 waits past the lateness (the latency the loop's sleeps add)
 and the CPU time rank 0 burns while waiting (a blocking MPI wait spins the whole time).
@@ -84,7 +88,9 @@ def main():
             print(*a, flush=True)
 
     say(f"mmu {mmu.__file__}; mpi4py {sys.modules['mpi4py'].__version__}; {MPI.Get_library_version().splitlines()[0]}")
-    say(f"{size} ranks, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load before: {os.getloadavg()}")
+    say(f"{size} ranks, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
+        f"OMPI_MCA_coll_libnbc_iallreduce_algorithm={os.environ.get('OMPI_MCA_coll_libnbc_iallreduce_algorithm')}, "
+        f"load before: {os.getloadavg()}")
 
     def timed(call, reps):
         """Seconds of one call: a barrier, `reps` calls, the slowest rank's time / reps."""

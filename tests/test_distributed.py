@@ -167,6 +167,7 @@ def test_readme_snippet_on_two_ranks(tmp_path):
 
 # ----------------------------------------------------------------- 2 ranks
 COLLECTIVES = """
+import os
 import numpy as np
 import mmu
 import mmu.distributed as dist
@@ -174,6 +175,7 @@ import mmu.distributed as dist
 dist.init(timeout=60)
 rank, size = dist.get_rank(), dist.get_world_size()
 assert size == 2 and dist.get_local_rank() == rank and dist.is_main_process() == (rank == 0)
+assert os.environ["OMPI_MCA_coll_libnbc_iallreduce_algorithm"] == "1"  # Open MPI's ring (see init)
 
 def data(r, dtype, shape=(3, 5)):
     # every rank can build every rank's input, so each checks the result against NumPy itself
@@ -194,6 +196,11 @@ for dtype in (np.float32, np.float64, np.int64, np.int32):
         want = reduce[op]([data(r, dtype) for r in range(size)])
         assert want.dtype == dtype
         np.testing.assert_array_equal(x, want, err_msg=f"{op} {np.dtype(dtype)}")
+# fewer elements than ranks, and none (the ring algorithm splits the buffer in world-size parts)
+for n in (0, 1):
+    x = data(rank, np.float32, (n,))
+    dist.all_reduce(x)
+    np.testing.assert_array_equal(x, data(0, np.float32, (n,)) + data(1, np.float32, (n,)))
 
 # Tensors: in place, the storage MPI wrote is the tensor's own (a view taken before sees it),
 # and the write is counted in the tensor's version
