@@ -13,10 +13,9 @@ So every collective here is MPI's non-blocking one (Iallreduce, Ibcast, Iallgath
 followed by a wait loop that calls `Test` until a deadline, then raises DistributedError naming
 the collective, the rank and the timeout. `Test` is also what makes progress on the transfer
 (Open MPI progresses a non-blocking collective only inside MPI calls), so the loop first calls it
-back to back (yielding the core between calls, as Open MPI's own blocking wait spins), for long
-enough to move the message at a modest bandwidth, and only then sleeps between calls with a
-growing back-off (a peer that is late: its rank is still computing, and a spinning waiter would
-take its core on an oversubscribed machine).
+back to back, as Open MPI's own blocking wait spins, for long enough to move the message at a
+modest bandwidth, and only then sleeps between calls with a growing back-off (a peer that is late:
+its rank is still computing, and a spinning waiter would take its core on an oversubscribed machine).
 
 Failure: an uncaught exception on any rank of a world > 1 ends the whole job (`abort`, MPI_Abort),
 as `python -m mpi4py` does, so its peers do not wait for the timeout; a rank that is killed is
@@ -59,6 +58,7 @@ _REDUCE_OPS = ("sum", "avg", "max", "min")
 _REDUCE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.int32))
 # broadcast and all_gather move bytes: bool (mmu's mask tensors) is fine there, not in a reduction
 _MOVE_DTYPES = _REDUCE_DTYPES + (np.dtype(np.bool_),)
+_REDUCE_SET, _MOVE_SET = frozenset(_REDUCE_DTYPES), frozenset(_MOVE_DTYPES)  # (hashed: a call's check is cheap)
 
 
 class DistributedError(RuntimeError):
@@ -77,6 +77,8 @@ class _World:
     timeout = _DEFAULT_TIMEOUT
     comm = None          # mpi4py communicator: a duplicate of COMM_WORLD (ours only), or None in one process
     MPI = None           # the mpi4py.MPI module once imported
+    mpi_types = None     # {NumPy dtype: MPI datatype}
+    mpi_ops = None       # {op name: MPI op}
     launcher_var = None  # the variable that said "launched by MPI"
 
 
@@ -173,6 +175,8 @@ def init(timeout=None):
         _world.local_rank = node.Get_rank()
         node.Free()
         _world.MPI, _world.comm, _world.launcher_var = MPI, comm, launcher[0]
+        _world.mpi_types = dict(zip(_MOVE_DTYPES, (MPI.FLOAT, MPI.DOUBLE, MPI.INT64_T, MPI.INT32_T, MPI.C_BOOL)))
+        _world.mpi_ops = {"sum": MPI.SUM, "avg": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
         _world.size, _world.rank = comm.Get_size(), comm.Get_rank()
         if _world.size > 1:
             _install_excepthook()
@@ -269,9 +273,9 @@ def _wait_request(request, what, timeout, nbytes):
             now = time.monotonic()
             if now >= deadline:
                 raise _timeout_error(what, timeout)
-            if now < spin_until:
-                os.sched_yield()
-            else:
+            # while spinning, no sched_yield either: under load it gives away a whole time slice
+            # (milliseconds) where the collective needs microseconds
+            if now >= spin_until:
                 time.sleep(delay)
                 delay = min(2.0 * delay, _SLEEP_MAX)
     except MPI.Exception as e:
@@ -337,7 +341,7 @@ def _buffer(x, op, arg, dtypes, writable):
     else:
         raise TypeError(f"{op}: {arg} must be an mmu Tensor or a NumPy array, got {type(x).__name__}")
     if arr.dtype not in dtypes:
-        names = ", ".join(str(d) for d in dtypes)
+        names = ", ".join(str(d) for d in _MOVE_DTYPES if d in dtypes)
         raise TypeError(f"{op}: {arg} has dtype {arr.dtype}; expected one of {names}")
     if not arr.flags.c_contiguous:
         raise ValueError(f"{op}: {arg} of shape {arr.shape} is not C-contiguous (strides {arr.strides}); "
@@ -345,12 +349,6 @@ def _buffer(x, op, arg, dtypes, writable):
     if writable and not arr.flags.writeable:
         raise ValueError(f"{op}: {arg} of shape {arr.shape} is read-only; the result is written into it")
     return arr, tensor
-
-
-def _mpi_type(dtype):
-    MPI = _world.MPI
-    return {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE, np.dtype(np.int64): MPI.INT64_T,
-            np.dtype(np.int32): MPI.INT32_T, np.dtype(np.bool_): MPI.C_BOOL}[dtype]
 
 
 def _check_src(src, op, size):
@@ -362,10 +360,13 @@ def _check_src(src, op, size):
 
 
 def _run(what, request, result, nbytes, finish, async_op):
-    work = Work(what, request, result, nbytes, finish)
     if async_op:
-        return work
-    return work.wait()
+        return Work(what, request, result, nbytes, finish)
+    if request is not None:
+        _wait_request(request, what, _world.timeout, nbytes)
+        if finish is not None:
+            finish()
+    return result
 
 
 # ----------------------------------------------------------------- collectives on buffers
@@ -383,7 +384,7 @@ def all_reduce(x, op="sum", async_op=False):
     _version (autograd refuses a backward through a node that saved it before); autograd does not
     record the collective (as torch.distributed). In a single process x is returned unchanged."""
     world = _ready()
-    arr, tensor = _buffer(x, "all_reduce", "x", _REDUCE_DTYPES, writable=True)
+    arr, tensor = _buffer(x, "all_reduce", "x", _REDUCE_SET, writable=True)
     if op not in _REDUCE_OPS:
         raise ValueError(f"all_reduce: op must be one of {', '.join(map(repr, _REDUCE_OPS))}, got {op!r}")
     if op == "avg" and arr.dtype.kind != "f":
@@ -393,18 +394,19 @@ def all_reduce(x, op="sum", async_op=False):
     if world.size == 1:
         return _run("all_reduce", None, x, 0, None, async_op)
     MPI = world.MPI
-    mpi_op = {"sum": MPI.SUM, "avg": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op]
-    if tensor is not None:
-        tensor._bump_version()  # MPI starts writing now
-
-    def finish():
-        if op == "avg":
-            np.divide(arr, world.size, out=arr)
+    finish = None
+    if tensor is not None or op == "avg":
         if tensor is not None:
-            tensor._bump_version()
+            tensor._bump_version()  # MPI starts writing now
+
+        def finish():
+            if op == "avg":
+                np.divide(arr, world.size, out=arr)
+            if tensor is not None:
+                tensor._bump_version()
 
     try:
-        request = world.comm.Iallreduce(MPI.IN_PLACE, [arr, _mpi_type(arr.dtype)], mpi_op)
+        request = world.comm.Iallreduce(MPI.IN_PLACE, [arr, world.mpi_types[arr.dtype]], world.mpi_ops[op])
     except MPI.Exception as e:
         raise _mpi_error("all_reduce", e) from None
     return _run("all_reduce", request, x, arr.nbytes, finish, async_op)
@@ -418,7 +420,7 @@ def broadcast(x, src=0, async_op=False):
     A Tensor's write counts in its _version; autograd does not record it. In a single process
     (src must be 0) x is returned unchanged."""
     world = _ready()
-    arr, tensor = _buffer(x, "broadcast", "x", _MOVE_DTYPES, writable=True)
+    arr, tensor = _buffer(x, "broadcast", "x", _MOVE_SET, writable=True)
     src = _check_src(src, "broadcast", world.size)
     async_op = _flag(async_op, "broadcast", "async_op")
     if world.size == 1:
@@ -428,7 +430,7 @@ def broadcast(x, src=0, async_op=False):
     if receives:
         tensor._bump_version()
     try:
-        request = world.comm.Ibcast([arr, _mpi_type(arr.dtype)], root=src)
+        request = world.comm.Ibcast([arr, world.mpi_types[arr.dtype]], root=src)
     except MPI.Exception as e:
         raise _mpi_error("broadcast", e) from None
     finish = tensor._bump_version if receives else None
@@ -445,7 +447,7 @@ def all_gather(x, out=None):
     (MPI writes into it directly) and is returned. In a single process the result is a copy of x
     with a leading dimension of 1."""
     world = _ready()
-    arr, _ = _buffer(x, "all_gather", "x", _MOVE_DTYPES, writable=False)
+    arr, _ = _buffer(x, "all_gather", "x", _MOVE_SET, writable=False)
     shape = (world.size,) + arr.shape
     if out is None:
         if isinstance(x, Tensor):
@@ -453,7 +455,7 @@ def all_gather(x, out=None):
             out = zeros(shape, dtype=arr.dtype)
         else:
             out = np.empty(shape, dtype=arr.dtype)
-    out_arr, out_tensor = _buffer(out, "all_gather", "out", _MOVE_DTYPES, writable=True)
+    out_arr, out_tensor = _buffer(out, "all_gather", "out", _MOVE_SET, writable=True)
     if out_arr.shape != shape or out_arr.dtype != arr.dtype:
         raise ValueError(f"all_gather: out has shape {out_arr.shape} and dtype {out_arr.dtype}; expected shape "
                          f"{shape} (world size, *x.shape) and dtype {arr.dtype}")
@@ -465,7 +467,7 @@ def all_gather(x, out=None):
         out_arr[0] = arr
         return out
     MPI = world.MPI
-    mpi_type = _mpi_type(arr.dtype)
+    mpi_type = world.mpi_types[arr.dtype]
     try:
         request = world.comm.Iallgather([arr, mpi_type], [out_arr, mpi_type])
     except MPI.Exception as e:
