@@ -167,7 +167,9 @@ def test_readme_snippet_on_two_ranks(tmp_path):
 
 # ----------------------------------------------------------------- 2 ranks
 COLLECTIVES = """
+import gc
 import os
+import weakref
 import numpy as np
 import mmu
 import mmu.distributed as dist
@@ -222,6 +224,17 @@ assert work_b.wait() is b and work_b.is_completed()
 assert work_a.wait(timeout=30) is a and work_a.is_completed()
 np.testing.assert_array_equal(a, data(0, np.float32) + data(1, np.float32))
 np.testing.assert_array_equal(b, np.maximum(data(0, np.float64, (1000,)), data(1, np.float64, (1000,))))
+
+# a Work dropped before it completed keeps its buffer alive until MPI is done with it
+buffer = np.ones(1000, np.float32)
+alive = weakref.ref(buffer)
+work = dist.all_reduce(buffer, async_op=True)
+del work, buffer
+gc.collect()
+assert alive() is not None
+for _ in range(50):  # each new Work checks the dropped ones (the same count on both ranks)
+    dist.all_reduce(np.ones(1), async_op=True).wait()
+assert alive() is None and not dist._comm._orphans
 
 # broadcast from each rank: arrays of each dtype, a Tensor, a bool mask
 for src in range(size):

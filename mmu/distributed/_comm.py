@@ -282,12 +282,17 @@ def _wait_request(request, what, timeout, nbytes):
         raise _mpi_error(what, e) from None
 
 
+# Works dropped before they completed: (request, buffers) kept until MPI is done with the buffers,
+# which would otherwise be freed while MPI still writes into them; pruned when a Work is made
+_orphans = []
+
+
 class Work:
     """A collective started with async_op=True. `wait(timeout=None)` blocks until it completes and
     returns its result (the tensor or array given); `is_completed()` asks without blocking.
 
     The collective writes into the buffer given until it completes: do not read or write that
-    buffer before then. Open MPI moves a non-blocking collective forward only inside MPI calls,
+    buffer before then (a Work dropped before that keeps the buffer alive until MPI is done). Open MPI moves a non-blocking collective forward only inside MPI calls,
     so call is_completed() now and then when overlapping work with it (each call is one MPI_Test)."""
 
     def __init__(self, what, request, result, nbytes, finish=None):
@@ -297,6 +302,12 @@ class Work:
         self._nbytes = nbytes
         self._finish = finish
         self._done = request is None
+        if _orphans and not self._done:
+            _orphans[:] = [o for o in _orphans if not o[0].Test()]
+
+    def __del__(self):
+        if not self._done:
+            _orphans.append((self._request, self._result))
 
     def _complete(self):
         self._done = True
