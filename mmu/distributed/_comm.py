@@ -156,9 +156,10 @@ def init(timeout=None):
     launcher = _launcher()
     if launcher is not None:
         # Open MPI's non-blocking all-reduce (libnbc) on an in-place buffer, which is what all_reduce
-        # hands it, always takes a binomial tree (reduce to rank 0, then broadcast); its ring moves half
-        # the data through each rank: at 64 MB on 2 ranks the tree took 1.6-2.3x the time of the
-        # blocking MPI_Allreduce and the ring the same or less (benchmarks/bench_distributed.py).
+        # hands it, always takes a binomial tree (the whole buffer reduced at rank 0, then sent back);
+        # its ring gives each rank a part of the buffer to reduce and pass on: at 64 MB on 2 ranks the
+        # tree took 1.6-2.3x the time of the blocking MPI_Allreduce and the ring the same or less
+        # (benchmarks/bench_distributed.py).
         # MPI reads the variable once, in MPI_Init below; the user's own setting wins. Other MPIs
         # ignore it.
         os.environ.setdefault(_OMPI_IALLREDUCE_VAR, "1")
