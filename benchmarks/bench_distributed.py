@@ -19,7 +19,10 @@ Both Iallreduce lines use the ring algorithm mmu.distributed.init selects for Op
 all-reduce; `OMPI_MCA_coll_libnbc_iallreduce_algorithm=0 python benchmarks/bench_distributed.py`
 shows Open MPI's own choice (a binomial tree through rank 0 for an in-place buffer).
 
-Then the cost of mmu's wait loop when the peer is late: rank 1 sleeps `late` ms before a 4 KB
+Last, overlap: an all_reduce(async_op=True) started before ~50 ms of mmu matmuls and waited after
+them, with mmu's progress thread off and on: how long the wait takes once the compute is done.
+
+Before that, the cost of mmu's wait loop when the peer is late: rank 1 sleeps `late` ms before a 4 KB
 all-reduce; printed is how long rank 0 waits past the lateness (the latency the loop's sleeps add)
 and the CPU time rank 0 burns while waiting (a blocking MPI wait spins the whole time).
 """
@@ -74,6 +77,7 @@ def main():
     parser.add_argument("--batch-bytes", default="16M", help="bytes all-reduced in one timed batch "
                         "(calls = this / size, 3 to 100)")
     parser.add_argument("--late", default="1,10,50", help="lateness of rank 1 in ms for the wait-loop table")
+    parser.add_argument("--overlap-sizes", default="1M,16M", help="all-reduce sizes of the overlap table")
     args = parser.parse_args()
 
     import mmu
@@ -153,6 +157,42 @@ def main():
                 cpu.append(time.process_time() - cpu_start)
             say(f"{late_ms:5g} ms {name:>18} {statistics.median(extra) * 1e6:9.0f} us "
                 f"{statistics.median(cpu) * 1e3:9.2f} ms")
+
+    # overlap: an all-reduce started before compute (mmu matmuls: the GIL is released, as in a
+    # backward pass), waited after it; without mmu's progress thread Open MPI moves it only in the wait
+    say("\noverlap: all_reduce(async_op=True), then ~50 ms of mmu matmuls (1 thread), then wait()")
+    say(f"{'size':>8} {'progress thread':>16} {'compute':>10} {'wait':>10} {'compute alone':>14}")
+    a = mmu.randn(256, 256)
+
+    def compute():
+        start = time.perf_counter()
+        while time.perf_counter() - start < 0.05:
+            mmu.matmul(a, a)
+
+    def one(nbytes):
+        buf = np.ones(nbytes // 4, np.float32)
+        comm.Barrier()
+        start = time.perf_counter()
+        compute()
+        alone = time.perf_counter() - start
+        comm.Barrier()
+        work = dist.all_reduce(buf, async_op=True)
+        start = time.perf_counter()
+        compute()
+        mid = time.perf_counter()
+        work.wait()
+        end = time.perf_counter()
+        return [comm.allreduce(v, op=MPI.MAX) for v in (mid - start, end - mid, alone)]
+
+    overlap_sizes = [parse_size(x) for x in args.overlap_sizes.split(",")]
+    for enabled in (False, True):
+        # (the thread starts with the first pending Work; False keeps it from starting, None lets it)
+        dist._comm._progress.thread = None if enabled else False
+        for nbytes in overlap_sizes:
+            runs = [one(nbytes) for _ in range(args.rounds)]
+            c, w, alone = (statistics.median(r[i] for r in runs) for i in range(3))
+            say(f"{human(nbytes):>8} {'on' if enabled else 'off':>16} {c * 1e3:7.1f} ms {w * 1e3:7.2f} ms "
+                f"{alone * 1e3:11.1f} ms")
     say(f"\nload after: {os.getloadavg()}")
 
 

@@ -169,6 +169,7 @@ def test_readme_snippet_on_two_ranks(tmp_path):
 COLLECTIVES = """
 import gc
 import os
+import time
 import weakref
 import numpy as np
 import mmu
@@ -224,6 +225,19 @@ assert work_b.wait() is b and work_b.is_completed()
 assert work_a.wait(timeout=30) is a and work_a.is_completed()
 np.testing.assert_array_equal(a, data(0, np.float32) + data(1, np.float32))
 np.testing.assert_array_equal(b, np.maximum(data(0, np.float64, (1000,)), data(1, np.float64, (1000,))))
+
+# a pending Work moves on without MPI calls from this thread (mmu.distributed's progress thread):
+# a 1 MB all-reduce needs several handshakes, so without it the buffer would hold the sum only
+# after wait(); here it fills while this thread sleeps (time.sleep makes no MPI call)
+big = np.full(1 << 18, rank + 1.0, np.float32)
+work = dist.all_reduce(big, async_op=True)
+for _ in range(3000):
+    if (big == 3.0).all():
+        break
+    time.sleep(0.01)
+assert (big == 3.0).all(), "the all-reduce made no progress while this thread slept"
+work.wait()
+assert dist._comm._progress.pending == 0
 
 # a Work dropped before it completed keeps its buffer alive until MPI is done with it
 buffer = np.ones(1000, np.float32)

@@ -17,13 +17,19 @@ back to back, as Open MPI's own blocking wait spins, for long enough to move the
 modest bandwidth, and only then sleeps between calls with a growing back-off (a peer that is late:
 its rank is still computing, and a spinning waiter would take its core on an oversubscribed machine).
 
+Overlap: while a non-blocking collective (async_op=True: a Work) is pending, a thread calls into
+MPI every 0.1 ms, since Open MPI advances a non-blocking collective only inside MPI calls; mmu's
+kernels release the GIL, so a gradient all-reduce moves on during the backward pass.
+
 Failure: an uncaught exception on any rank of a world > 1 ends the whole job (`abort`, MPI_Abort),
 as `python -m mpi4py` does, so its peers do not wait for the timeout; a rank that is killed is
 seen by the launcher (Open MPI's mpirun ends the job), or else by its peers' timeout.
 """
+import atexit
 import os
 import pickle
 import sys
+import threading
 import time
 
 import numpy as np
@@ -53,6 +59,8 @@ _SPIN_MIN_SECONDS = 0.002
 _SPIN_BYTES_PER_SECOND = 2.0e8
 _SLEEP_MIN = 2e-5
 _SLEEP_MAX = 1e-3
+# While a Work is pending, a thread calls into MPI this often (seconds), see _Progress
+_PROGRESS_INTERVAL = 1e-4
 
 _REDUCE_OPS = ("sum", "avg", "max", "min")
 _REDUCE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.int32))
@@ -288,13 +296,74 @@ def _wait_request(request, what, timeout, nbytes):
 _orphans = []
 
 
+class _Progress:
+    """A thread that calls into MPI (an Iprobe on COMM_SELF, which matches nothing of ours) every
+    _PROGRESS_INTERVAL seconds while a Work is pending.
+
+    Open MPI moves a non-blocking collective forward only inside MPI calls: a large all-reduce
+    started before a backward pass would otherwise wait at its first handshake until the wait
+    after it, and overlap nothing. mmu's kernels release the GIL, so this thread runs during them.
+    It needs MPI_THREAD_MULTIPLE (mpi4py's default); at another thread level there is none and
+    Works progress only in is_completed() / wait(). Stopped before MPI_Finalize (atexit)."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.pending = 0
+        self.thread = None
+        self.stopping = False
+
+    def begin(self):
+        """A Work started: wake the thread (started on first use)."""
+        with self.cond:
+            self.pending += 1
+            if self.thread is None and not self.stopping:
+                MPI = _world.MPI
+                if MPI.Query_thread() == MPI.THREAD_MULTIPLE:
+                    self.thread = threading.Thread(target=self._run, name="mmu.distributed progress", daemon=True)
+                    self.thread.start()
+                    atexit.register(self.stop)  # after mpi4py's own: runs before MPI_Finalize
+                else:
+                    self.thread = False
+            self.cond.notify()
+
+    def end(self):
+        """A Work completed (or a dropped one's buffers were released)."""
+        with self.cond:
+            self.pending -= 1
+
+    def stop(self):
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        if self.thread:
+            self.thread.join(timeout=5)
+
+    def _run(self):
+        probe = _world.MPI.COMM_SELF.Iprobe
+        while True:
+            with self.cond:
+                while self.pending <= 0 and not self.stopping:
+                    self.cond.wait()
+                if self.stopping:
+                    return
+            try:
+                probe()
+            except Exception:  # noqa: BLE001 (MPI is gone or failing: the waits report it)
+                return
+            time.sleep(_PROGRESS_INTERVAL)
+
+
+_progress = _Progress()
+
+
 class Work:
     """A collective started with async_op=True. `wait(timeout=None)` blocks until it completes and
     returns its result (the tensor or array given); `is_completed()` asks without blocking.
 
     The collective writes into the buffer given until it completes: do not read or write that
-    buffer before then (a Work dropped before that keeps the buffer alive until MPI is done). Open MPI moves a non-blocking collective forward only inside MPI calls,
-    so call is_completed() now and then when overlapping work with it (each call is one MPI_Test)."""
+    buffer before then (a Work dropped before that keeps the buffer alive until MPI is done).
+    While a Work is pending, a thread of mmu.distributed calls into MPI every 0.1 ms, so the
+    collective moves on while this thread computes (Open MPI advances it only inside MPI calls)."""
 
     def __init__(self, what, request, result, nbytes, finish=None):
         self._what = what
@@ -303,8 +372,13 @@ class Work:
         self._nbytes = nbytes
         self._finish = finish
         self._done = request is None
-        if _orphans and not self._done:
-            _orphans[:] = [o for o in _orphans if not o[0].Test()]
+        if not self._done:
+            _progress.begin()
+            if _orphans:
+                kept = [o for o in _orphans if not o[0].Test()]
+                for _ in range(len(_orphans) - len(kept)):
+                    _progress.end()
+                _orphans[:] = kept
 
     def __del__(self):
         if not self._done:
@@ -313,6 +387,7 @@ class Work:
     def _complete(self):
         self._done = True
         self._request = None
+        _progress.end()
         if self._finish is not None:
             self._finish()
             self._finish = None
