@@ -1255,9 +1255,9 @@ done:
  * or dropout (a training step's layer); GQA when hkv < hq, key/value head
  * h / (hq / hkv) for query head h. */
 
-// the sdpa geometry of z's q, k, v; mask as mmu_sdpa's
+// the sdpa geometry of z's q, k, v for the query rows r0 .. r1 (r1 = -1: all L); mask as mmu_sdpa's over all L rows
 static mmu_status packed_geom(sdpa_geom *g, int *nd, int64_t *bs, const mmu_tensor *z, int64_t hq, int64_t hkv,
-                              const mmu_tensor *mask) {
+                              const mmu_tensor *mask, int64_t r0, int64_t r1) {
     const char *op = "attention_of_heads";
     memset(g, 0, sizeof *g);
     if (hq < 1 || hkv < 1 || hq % hkv)
@@ -1268,7 +1268,13 @@ static mmu_status packed_geom(sdpa_geom *g, int *nd, int64_t *bs, const mmu_tens
         return mmu_fail(MMU_EVALUE, "%s: the heads must be (B, num_heads + 2 num_kv_heads = %lld, L, E), got %s", op,
                         (long long)H, mmu_shape_str(z));
     int64_t B = z->shape[0], L = z->shape[2], E = z->shape[3];
-    int64_t qs[4] = {B, hq, L, E}, ks[4] = {B, hkv, L, E}, att[4] = {B, hq, L, L};
+    if (r1 < 0) r1 = L;
+    if (r0 < 0 || r0 >= r1 || r1 > L)
+        return mmu_fail(MMU_EVALUE, "%s: query_rows (%lld, %lld) must satisfy 0 <= start < stop <= L = %lld of the heads %s",
+                        op, (long long)r0, (long long)r1, (long long)L, mmu_shape_str(z));
+    int64_t n = r1 - r0, qs[4] = {B, hq, n, E}, ks[4] = {B, hkv, L, E}, att[4] = {B, hq, L, L};
+    int64_t ms[MMU_MAX_DIMS];
+    int rowdim = 0; /* the mask has a row dim of L rows, of which rows r0 .. r1 are read */
     if (mask) { /* checked here, so that the error names this op */
         int ok = mask->ndim <= 4;
         for (int d = 0; ok && d < mask->ndim; d++) {
@@ -1278,25 +1284,37 @@ static mmu_status packed_geom(sdpa_geom *g, int *nd, int64_t *bs, const mmu_tens
         if (!ok)
             return mmu_fail(MMU_EVALUE, "%s: attn_mask of shape %s is not broadcastable to the attention weights' "
                             "shape %s", op, mmu_shape_str(mask), mmu_dims_str(4, att));
+        memcpy(ms, mask->shape, mask->ndim * sizeof(int64_t));
+        rowdim = mask->ndim >= 2 && ms[mask->ndim - 2] == L && L > 1;
+        if (rowdim) ms[mask->ndim - 2] = n;
     }
-    mmu_status st = geom_init(g, nd, bs, qs, 4, ks, 4, ks, 4, mask ? mask->shape : NULL, mask ? mask->ndim : 0,
-                              mask != NULL, mask && mask->dtype == MMU_BOOL, hkv != hq, 0, -1);
+    mmu_status st = geom_init(g, nd, bs, qs, 4, ks, 4, ks, 4, mask ? ms : NULL, mask ? mask->ndim : 0, mask != NULL,
+                              mask && mask->dtype == MMU_BOOL, hkv != hq, r0, -1);
     if (st) return st;
-    /* geom_init's offsets are those of separate contiguous q (B, hq, L, E) and k, v (B, hkv, L, E):
-     * shift each batch row's heads to where they sit in z */
+    /* each batch row's heads where they sit in z: q head h of batch b from row r0, its key/value head
+     * h / (hq / hkv) (geom_init's offsets were those of separate contiguous q, k, v) */
     for (int64_t i = 0; i < g->NB; i++) {
-        int64_t b = i / hq;
-        g->qoff[i] += b * (H - hq) * L * E;
-        g->koff[i] += (b * (H - hkv) + hq) * L * E;
-        g->voff[i] += (b * (H - hkv) + hq + hkv) * L * E;
+        int64_t b = i / hq, h = i % hq, kh = h / (hq / hkv);
+        g->qoff[i] = ((b * H + h) * L + r0) * E;
+        g->koff[i] = (b * H + hq + kh) * L * E;
+        g->voff[i] = (b * H + hq + hkv + kh) * L * E;
     }
     g->q = g->k = g->v = mmu_f32(z);
+    if (mask) {
+        int64_t Sm = mask->shape[mask->ndim - 1];
+        if (rowdim && n != L) { /* the matrices keep their L rows in memory: offsets of (L, Sm) matrices */
+            for (int64_t i = 0; i < g->NB; i++) g->moff[i] = g->moff[i] / (n * Sm) * (L * Sm);
+            g->mmat = L * Sm;
+        }
+        g->mask = (const char *)mmu_data(mask) + (rowdim ? r0 * Sm : 0) * (mask->dtype == MMU_BOOL ? 1 : 4);
+    }
     return MMU_OK;
 }
 
-// z (B, hq + 2 hkv, L, E), mask NULL / bool / float32 (no grad) broadcastable to (B, hq, L, L) -> out (B, hq, L, E)
+// z (B, hq + 2 hkv, L, E), mask NULL / bool / float32 (no grad) broadcastable to (B, hq, L, L), query rows
+// r0 .. r1 (r1 = -1: L) -> out (B, hq, r1 - r0, E)
 mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t hkv, mmu_tensor *mask, int is_causal,
-                           int has_scale, double scale) {
+                           int has_scale, double scale, int64_t r0, int64_t r1) {
     const char *op = "attention_of_heads";
     mmu_status st;
     mmu_sync_threads();
@@ -1309,8 +1327,7 @@ mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t 
     int nd;
     int64_t bs[MMU_MAX_DIMS + 2];
     mmu_tensor *lse = NULL;
-    if ((st = packed_geom(&g, &nd, bs, z, hq, hkv, mask))) goto done;
-    g.mask = mask ? mmu_data(mask) : NULL;
+    if ((st = packed_geom(&g, &nd, bs, z, hq, hkv, mask, r0, r1))) goto done;
     g.causal = is_causal;
     g.scale = (float)(has_scale ? scale : 1.0 / sqrt((double)g.E));
     if ((st = build_kinds(&g))) goto done;
@@ -1329,6 +1346,8 @@ mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t 
         n->ctx.i[0] = is_causal;
         n->ctx.i[1] = hq;
         n->ctx.i[2] = hkv;
+        n->ctx.i[3] = g.qpos;
+        n->ctx.i[4] = g.qpos + g.L;
         n->ctx.f[0] = g.scale;
     }
 done:
@@ -1342,39 +1361,44 @@ done:
 mmu_status mmu_sdpa_packed_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     mmu_tensor *z = n->saved[0], *o = n->saved[1], *lse = n->saved[2], *mask = n->saved[3];
     if (!n->inputs[0].needs_grad) return MMU_OK;
-    int64_t hq = n->ctx.i[1], hkv = n->ctx.i[2];
+    int64_t hq = n->ctx.i[1], hkv = n->ctx.i[2], r0 = n->ctx.i[3], r1 = n->ctx.i[4];
     sdpa_geom g;
     int nd;
     int64_t bs[MMU_MAX_DIMS + 2];
     float *dq = NULL, *dkv = NULL;
     size_t qbytes = 0, kvbytes = 0;
-    mmu_status st = packed_geom(&g, &nd, bs, z, hq, hkv, mask);
+    mmu_status st = packed_geom(&g, &nd, bs, z, hq, hkv, mask, r0, r1);
     if (st) goto done;
-    g.mask = mask ? mmu_data(mask) : NULL;
     g.causal = (int)n->ctx.i[0];
     g.scale = (float)n->ctx.f[0];
     if ((st = build_kinds(&g))) goto done;
-    int64_t B = z->shape[0], H = z->shape[1], LE = g.L * g.E, NB = g.NB;
+    int64_t B = z->shape[0], H = z->shape[1], L = z->shape[2], E = g.E, NB = g.NB, nE = g.L * E, LE = L * E;
     if ((st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, 4, z->shape))) goto done;
+    float *dz = mmu_f32(gin[0]);
+    if (g.L < L) /* the query rows outside r0 .. r1 took no part: their gradient is 0 */
+        for (int64_t x = 0; x < B * hq; x++) {
+            float *d = dz + ((x / hq) * H + x % hq) * LE;
+            memset(d, 0, r0 * E * sizeof(float));
+            memset(d + r1 * E, 0, (L - r1) * E * sizeof(float));
+        }
     if (hq == hkv) { /* each head's dq, dk, dv straight into its place in dz (every element is written) */
-        float *dz = mmu_f32(gin[0]);
         g.dqoff = g.qoff, g.dkoff = g.koff, g.dvoff = g.voff;
-        if (LE > 0 && NB > 0)
+        if (nE > 0 && NB > 0)
             st = sdpa_backward(&g, mmu_f32(o), mmu_f32(gout), mmu_f32(lse), dz, dz, dz, NULL);
         else
             memset(dz, 0, gin[0]->numel * sizeof(float));
         goto done;
     }
-    /* GQA: dk, dv per query head (NB, L, E) each, summed over a group when written into dz */
-    qbytes = (size_t)(NB * LE) * sizeof(float), kvbytes = 2 * qbytes;
-    if (!(dq = mmu_alloc(qbytes)) || !(dkv = mmu_alloc(kvbytes))) {
+    /* GQA: dq (NB, n, E), and dk, dv per query head (NB, L, E) each, summed over a group when written into dz */
+    qbytes = (size_t)(NB * nE) * sizeof(float), kvbytes = (size_t)(2 * NB * LE) * sizeof(float);
+    if (!(dq = mmu_alloc(qbytes ? qbytes : 4)) || !(dkv = mmu_alloc(kvbytes ? kvbytes : 4))) {
         st = mmu_fail(MMU_ENOMEM, "attention_of_heads backward: out of memory");
         goto done;
     }
-    float *dk = dkv, *dv = dkv + NB * LE, *dz = mmu_f32(gin[0]);
+    float *dk = dkv, *dv = dkv + NB * LE;
     /* keys no query block reaches (masked blocks) keep 0 */
     memset(dkv, 0, kvbytes);
-    if (LE > 0 && NB > 0 &&
+    if (nE > 0 && NB > 0 &&
         (st = sdpa_backward(&g, mmu_f32(o), mmu_f32(gout), mmu_f32(lse), dq, dk, dv, NULL)))
         goto done;
     int64_t group = hq / hkv, total = B * H * LE;
@@ -1383,7 +1407,7 @@ mmu_status mmu_sdpa_packed_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **
         int64_t b = x / H, j = x % H;
         float *d = dz + x * LE;
         if (j < hq) {
-            memcpy(d, dq + (b * hq + j) * LE, LE * sizeof(float));
+            memcpy(d + r0 * E, dq + (b * hq + j) * nE, nE * sizeof(float));
             continue;
         }
         const float *src = j < hq + hkv ? dk : dv;
@@ -1395,8 +1419,8 @@ mmu_status mmu_sdpa_packed_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **
         }
     }
 done:
-    if (dq) mmu_free(dq, qbytes);
-    if (dkv) mmu_free(dkv, kvbytes);
+    if (dq) mmu_free(dq, qbytes ? qbytes : 4);
+    if (dkv) mmu_free(dkv, kvbytes ? kvbytes : 4);
     geom_free(&g);
     return st;
 }
