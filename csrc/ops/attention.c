@@ -2,8 +2,8 @@
  *
  *   out = dropout(softmax(q kᵀ·scale + bias)) v,   bias from attn_mask / is_causal
  *
- * Nothing of size L x S is ever materialised. The forward walks blocks of BR
- * query rows x BC keys, keeping for each row the running max m, the running
+ * Nothing of size L x S is ever materialised. The forward walks blocks of br
+ * query rows x bc keys, keeping for each row the running max m, the running
  * sum l of exp(s - m) and an output accumulator that is rescaled when m
  * grows (online softmax); it saves only out and the logsumexp m + log l
  * (one float per query row). The backward recomputes each block's scores from
@@ -15,12 +15,25 @@
  * in a fixed order otherwise), so there are no atomics and the result is the
  * same bit for bit run to run.
  *
+ * Block sizes come from L and S (choose_blocks): up to 256 keys are one key
+ * block, so a short sequence's softmax is one pass over whole rows with no
+ * online rescaling; longer ones are cut into blocks as even as multiples of 16
+ * allow; row blocks are even too, in whole 6-row tiles of the GEMM kernel. An
+ * odd length such as TiTok's 129 tokens thus costs 129 keys (144 columns) in
+ * row blocks of 48 + 48 + 33, where fixed 64 x 64 blocks made it 64 + 64 + 1
+ * both ways and paid whole-block passes (packing, five GEMM calls, the softmax
+ * bookkeeping) for one key or one row.
+ *
  * Masks are read in place with broadcast strides (a (L, S), (B, 1, L, S) or
  * (B, 1, 1, S) mask is never expanded). Each distinct mask matrix is scanned
- * once per call into a table of its BR x BC blocks: hidden (all False /
- * -inf: skipped in both passes, like the blocks above a causal diagonal),
- * visible (all True / 0: no masking work) or mixed. A Show-o omni-attention,
- * windowed or block-causal mask thus costs the blocks it keeps. A float
+ * once per call into a table of its MB x MB (64 x 64) blocks: hidden (all
+ * False / -inf: skipped in both passes, like the blocks above a causal
+ * diagonal), visible (all True / 0: no masking work) or mixed. A work block
+ * covers one or more table blocks; its trailing keys that every row of it
+ * has hidden (a causal block's upper right, a Show-o omni mask's image keys
+ * for the text rows) are dropped before its GEMMs (block_keys). A Show-o
+ * omni-attention, windowed or block-causal mask thus costs about the blocks
+ * it keeps. A float
  * mask that requires grad gets dS, which is (..., L, S) by nature: only then
  * does the backward write an L x S buffer (then summed to the mask's shape).
  *
