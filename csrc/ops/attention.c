@@ -390,23 +390,41 @@ static void dropout_row(float *z, const sdpa_geom *g, int64_t b, int64_t i, int6
 /* Scores row s (n = up16(jn) entries, already scaled: q is packed times
  * scale) of query i against keys j0..: the mask / causal bias; keys past jn
  * get -inf. */
+// the mask of query i over keys j0 .. j0+jn, read element by element, applied to s
+static void mask_span(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t j0, int64_t jn) {
+    if (g->mask_bool) {
+        const uint8_t *m = (const uint8_t *)g->mask + g->moff[b] + i * g->msr + j0 * g->msc;
+        if (g->msc) /* contiguous: a vectorised select */
+            for (int64_t c = 0; c < jn; c++) s[c] = m[c] ? s[c] : -INFINITY;
+        else if (!m[0])
+            for (int64_t c = 0; c < jn; c++) s[c] = -INFINITY;
+    } else {
+        const float *m = (const float *)g->mask + g->moff[b] + i * g->msr + j0 * g->msc;
+        if (g->msc)
+            for (int64_t c = 0; c < jn; c++) s[c] += m[c];
+        else
+            for (int64_t c = 0; c < jn; c++) s[c] += m[0];
+    }
+}
+
 static void bias_row(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t j0, int64_t jn, int64_t n,
                      int kind) {
     if (kind == 2) {
-        if (g->mask) {
-            if (g->mask_bool) {
-                const uint8_t *m = (const uint8_t *)g->mask + g->moff[b] + i * g->msr + j0 * g->msc;
-                if (g->msc) /* contiguous: a vectorised select */
-                    for (int64_t c = 0; c < jn; c++) s[c] = m[c] ? s[c] : -INFINITY;
-                else if (!m[0])
-                    for (int64_t c = 0; c < jn; c++) s[c] = -INFINITY;
-            } else {
-                const float *m = (const float *)g->mask + g->moff[b] + i * g->msr + j0 * g->msc;
-                if (g->msc)
-                    for (int64_t c = 0; c < jn; c++) s[c] += m[c];
-                else
-                    for (int64_t c = 0; c < jn; c++) s[c] += m[0];
+        if (g->mask && g->kinds && (j0 % MB) + jn > MB) {
+            /* a work block wider than the table's: each MB-wide stretch as the table has it (visible:
+             * nothing to do, hidden: -inf as if skipped, mixed: element by element) */
+            const uint8_t *t = g->kinds + (g->moff[b] / g->mmat * g->nqb + (g->msr ? i / MB : 0)) * g->nkb;
+            for (int64_t c0 = 0; c0 < jn;) {
+                int64_t jb = (j0 + c0) / MB, c1 = (jb + 1) * MB - j0;
+                if (c1 > jn) c1 = jn;
+                if (t[jb] == 0)
+                    for (int64_t c = c0; c < c1; c++) s[c] = -INFINITY;
+                else if (t[jb] == 2)
+                    mask_span(s + c0, g, b, i, j0 + c0, c1 - c0);
+                c0 = c1;
             }
+        } else if (g->mask) {
+            mask_span(s, g, b, i, j0, jn);
         }
         if (g->causal)
             for (int64_t c = g->qpos + i - j0 + 1 < 0 ? 0 : g->qpos + i - j0 + 1; c < jn; c++) s[c] = -INFINITY;
@@ -605,6 +623,15 @@ static void choose_blocks(sdpa_geom *g, int64_t minkb) {
     g->bc = up16((S + nkb - 1) / nkb);
     int64_t nqb = (L + SDPA_BR - 1) / SDPA_BR, br = (L + nqb - 1) / nqb;
     g->br = (br + 5) / 6 * 6;
+    if (g->mask && S > SDPA_BC) {
+        /* a long masked sequence (Show-o's 322 tokens under its omni mask): blocks on the mask table's
+         * grid, two table blocks of keys wide, so whole hidden table blocks are skipped and visible
+         * ones need no masking work (measured: 8.8 -> 7.7 ms forward, 17.3 -> 16.6 backward at
+         * B 4, H 8, L 322, D 64, where blocks of 176 keys x 54 rows computed more of the mask's
+         * hidden part) */
+        g->br = MB;
+        g->bc = 2 * MB;
+    }
 }
 
 /* How many pieces to cut each head's work into so that both cores have work. */
