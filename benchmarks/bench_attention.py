@@ -12,10 +12,10 @@ in place through kv_len / query_offset; torch gets the equivalent sliced views o
 (k_buf[:, :, :kv_len]) and, for the chunk, the explicit bottom-right causal mask (its
 is_causal is top-left).
 
-Short and odd lengths (short_cases): the attention of TiTok's transformers (129 tokens, 4 heads of 32;
+Short and odd lengths (short_cases): the attention of TiTok's transformers (L129: 129 tokens, 4 heads of 32;
 forward + backward at the train step's batch 16, forward alone at the eval batch 64), lengths around the
 kernel's block choices (63, 65, 200 at D=32), and Show-o's 322 tokens (8 heads of 64) under an omni mask
-and causal. `python benchmarks/run.py --filter sdpa_short --threads 1`."""
+and causal (L322). `python benchmarks/run.py --filter sdpa_short --threads 1`."""
 import numpy as np
 
 B, H, D = 8, 8, 64
@@ -176,12 +176,12 @@ def _sdpa_forward(causal):
 def short_cases(h):
     out = []
     for name, b, heads, L, d, mask, causal, backward in (
-            ("titok_L129_fwd_bwd", 16, 4, 129, 32, None, False, True),
-            ("titok_L129_fwd", 64, 4, 129, 32, None, False, False),
+            ("L129_h4_fwd_bwd", 16, 4, 129, 32, None, False, True),
+            ("L129_b64_fwd", 64, 4, 129, 32, None, False, False),
             ("L63_fwd_bwd", 16, 4, 63, 32, None, False, True),
             ("L65_fwd_bwd", 16, 4, 65, 32, None, False, True),
             ("L200_fwd_bwd", 16, 4, 200, 32, None, False, True),
-            ("showo_L322_omni_fwd_bwd", 4, 8, 322, 64, "omni", False, True),
+            ("L322_omni_fwd_bwd", 4, 8, 322, 64, "omni", False, True),
             ("L322_causal_fwd_bwd", 4, 8, 322, 64, None, True, True)):
         gemm = 2 * 2 * b * heads * L * L * d  # the forward's 2 GEMMs of 2·L·L·D; the backward's 5 are 2.5 times it
         flops = None if mask else gemm * (3.5 if backward else 1.0) / (2 if causal else 1)
