@@ -239,19 +239,23 @@ def torch_showo_mmu(twin, cfg, seq, mask, max_new_tokens, generator):
 
 
 def timed(fns, repeat):
-    """Median seconds of each callable and its last result; the callables take turns (A B C, C B A,
-    ...) so that load from other processes that comes and goes hits them alike. Each is first called
-    once with warmup=True (a short run of the same shapes: oneDNN / torch pick and build their kernels)."""
+    """Median wall seconds and median CPU seconds (this process, all its threads) of each callable, and
+    its last result; the callables take turns (A B C, C B A, ...) so that load from other processes that
+    comes and goes hits them alike. Each is first called once with warmup=True (a short run of the same
+    shapes: oneDNN / torch pick and build their kernels). On a loaded machine the wall times stretch by
+    however much of a core the process got; CPU time counts only what it ran (at 1 thread the fairer
+    figure; at 2 threads it also counts OpenMP's spinning at the barriers, in both frameworks)."""
     for f in fns:
         f(warmup=True)
-    times, outs = [[] for _ in fns], [None] * len(fns)
+    times, cpus, outs = [[] for _ in fns], [[] for _ in fns], [None] * len(fns)
     for r in range(repeat):
         order = list(range(len(fns)))[::-1 if r % 2 else 1]
         for i in order:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             outs[i] = fns[i](warmup=False)
             times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times], outs
+            cpus[i].append(time.process_time() - c0)
+    return [statistics.median(t) for t in times], [statistics.median(c) for c in cpus], outs
 
 
 def run(model, twin, repeat, mmu_paths):
@@ -276,7 +280,7 @@ def run(model, twin, repeat, mmu_paths):
         fns["mmu Show-o path"] = lambda warmup: showo_public_t2i(model, prompt, w, mmu.Generator(1),
                                                                  steps(warmup)).numpy()
     with torch.inference_mode():
-        secs, outs = timed(list(fns.values()), repeat)
+        secs, cpu, outs = timed(list(fns.values()), repeat)
     with mmu.no_grad():
         blank = np.full((1, IMAGE), cfg.mask_token_id, np.int64)
         ours = ImageLogits(model, t2i_prefix(cfg, prompt), guidance_scale=w)(blank).numpy()
@@ -285,7 +289,7 @@ def run(model, twin, repeat, mmu_paths):
     check = f"step-1 logits rel diff {diff:.1e}, argmax agree {agree:.0%}"
     if mmu_paths:
         check += ", mmu paths " + ("same codes" if np.array_equal(outs[0], outs[2]) else "codes differ")
-    rows.append((f"t2i {STEPS} steps cfg", dict(zip(fns, secs)), check))
+    rows.append((f"t2i {STEPS} steps cfg", dict(zip(fns, secs)), dict(zip(fns, cpu)), check))
 
     codes = rng.integers(0, cfg.codebook_size, (1, IMAGE))
     question = rng.integers(3, cfg.llm_vocab_size, QUESTION - 1).tolist()  # [SOT] + 31 = 32
@@ -299,10 +303,10 @@ def run(model, twin, repeat, mmu_paths):
     if mmu_paths:
         fns["mmu Show-o path"] = lambda warmup: showo_public_mmu(model, codes, question, tokens(warmup))
     with torch.inference_mode():
-        secs, outs = timed(list(fns.values()), repeat)
+        secs, cpu, outs = timed(list(fns.values()), repeat)
     same = sum(int(a == b) for a, b in zip(outs[0], outs[1]))
     check = "same answer" if same == ANSWER else f"answers differ ({same}/{ANSWER} tokens equal)"
-    rows.append((f"mmu answer {ANSWER} tokens", dict(zip(fns, secs)), check))
+    rows.append((f"mmu answer {ANSWER} tokens", dict(zip(fns, secs)), dict(zip(fns, cpu)), check))
     return rows
 
 
@@ -318,7 +322,8 @@ def main(argv=None):
     threads = [int(t) for t in args.threads.split(",") if t]
     print(f"mmu {mmu.__version__}, torch {torch.__version__}, median of {args.repeat}; seconds per call; "
           f"{os.cpu_count()} cpus")
-    print("speedup = torch Show-o path / mmu cached")
+    print("speedup = torch Show-o path / mmu cached, of the wall times and of the CPU times; load: the 1-minute "
+          "load average before and after")
     for name in [s for s in args.configs.split(",") if s]:
         model = build(name)
         twin = torch_twin(model)
@@ -330,10 +335,12 @@ def main(argv=None):
             mmu.set_num_threads(t)
             torch.set_num_threads(t)
             load = os.getloadavg()[0]
-            for case, secs, check in run(model, twin, args.repeat, args.mmu_paths):
-                cols = "  ".join(f"{k} {v:7.3f}" for k, v in secs.items())
+            for case, secs, cpu, check in run(model, twin, args.repeat, args.mmu_paths):
+                cols = "  ".join(f"{k} {v:7.3f} (cpu {cpu[k]:7.3f})" for k, v in secs.items())
                 ratio = secs["torch Show-o path"] / secs["mmu cached"]
-                print(f"{name:<16} thr {t} | {case:<22} | {cols} | {ratio:5.2f}x | {check} | load {load:.1f}")
+                cpu_ratio = cpu["torch Show-o path"] / cpu["mmu cached"]
+                print(f"{name:<16} thr {t} | {case:<22} | {cols} | {ratio:5.2f}x wall, {cpu_ratio:5.2f}x cpu | "
+                      f"{check} | load {load:.1f}-{os.getloadavg()[0]:.1f}")
             sys.stdout.flush()
 
 
