@@ -104,3 +104,36 @@ def test_errors():
     w = mmu.zeros(2, 12, 5, 8, requires_grad=True)
     with pytest.raises(RuntimeError, match="cached_block_attention: inference only"):
         cached_block_attention(w, 4, 4, kc, kc, start, 6)
+
+
+# ------------------------------------------------ linear layers with a fused epilogue (csrc/ops/linear_post.c)
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_epilogues_equal_linear_then_gelu_or_add(bias):
+    from mmu import _C
+    rng = np.random.default_rng(3)
+    x = mmu.tensor(rng.standard_normal((2, 7, 12)).astype(np.float32))
+    w = mmu.tensor(rng.standard_normal((20, 12)).astype(np.float32))
+    b = mmu.tensor(rng.standard_normal(20).astype(np.float32)) if bias else None
+    acc0 = rng.standard_normal((2, 7, 20)).astype(np.float32)
+    acc = mmu.tensor(acc0.copy())
+    with mmu.no_grad():
+        y = F.linear(x, w, b)
+        np.testing.assert_allclose(_C.linear_gelu_tanh(x, w, b).numpy(), F.gelu(y, approximate="tanh").numpy(),
+                                   rtol=1e-5, atol=1e-6)
+        assert _C.linear_add_(acc, x, w, b) is None
+    np.testing.assert_allclose(acc.numpy(), acc0 + y.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_linear_epilogue_errors():
+    from mmu import _C
+    x, w = mmu.zeros(3, 4), mmu.zeros(5, 4)
+    with pytest.raises(ValueError, match=r"linear_gelu_tanh: x must be \(\.\.\., IN = 4\)"):
+        _C.linear_gelu_tanh(mmu.zeros(3, 5), w, None)
+    with pytest.raises(ValueError, match=r"linear_gelu_tanh: bias must be \(OUT = 5,\)"):
+        _C.linear_gelu_tanh(x, w, mmu.zeros(4))
+    with pytest.raises(ValueError, match=r"linear_add_: acc must be x's shape \(3, 4\) with the last dim OUT = 5"):
+        _C.linear_add_(mmu.zeros(3, 4), x, w, None)
+    with pytest.raises(ValueError, match="linear_add_: acc must not share memory with x"):
+        _C.linear_add_(x, x, mmu.zeros(4, 4), None)
+    with pytest.raises(TypeError, match="linear_add_: acc must be an mmu Tensor"):
+        _C.linear_add_(np.zeros((3, 5), np.float32), x, w, None)

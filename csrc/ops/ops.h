@@ -216,6 +216,10 @@ mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t 
 mmu_status mmu_attention_cached(mmu_tensor **out, mmu_tensor *heads, int64_t hq, int64_t hkv, mmu_tensor *k_cache,
                                 mmu_tensor *v_cache, mmu_tensor *prefix_start, int64_t prefix_len,
                                 mmu_tensor *query_rows, double scale);
+/* linear_post.c: inference linear layers with a fused epilogue (no autograd). x (..., IN), w (OUT, IN), b (OUT,)
+ * or NULL: out (..., OUT) = gelu_tanh(x wᵀ + b); acc (..., OUT) += x wᵀ + b in place */
+mmu_status mmu_linear_gelu_tanh(mmu_tensor **out, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b);
+mmu_status mmu_linear_add_(mmu_tensor *acc, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b);
 /* Swin's non-overlapping window attention: q, k (B, H, N, E), v (B, H, N, Ev), N = gh·gw tokens of a
  * row-major grid, windows wh x ww dividing it, bias (H, wh·ww, wh·ww) or NULL added to every window's
  * scores -> out (B, H, N, Ev); the windows are read in place (no partition copy, no N x N mask) */

@@ -32,6 +32,7 @@ from ... import _C
 from ..._args import check_int, check_real, flag
 from ...autograd import is_grad_enabled, no_grad
 from ...generate import generate as _generate, maskgit_decode
+from ...nn.layers import Linear
 from ...tensor import Tensor, tensor as _tensor
 from .prompting import _with_sot, mmu_attention_mask, omni_attention_mask, t2i_prompt, text_rows
 
@@ -123,6 +124,23 @@ def cached_block_attention(heads, num_heads, num_kv_heads, k_cache, v_cache, pre
         scale = check_real(scale, fn, "scale")
     return _C.attention_cached(heads, num_heads, num_kv_heads, k_cache, v_cache,
                                np.ascontiguousarray(start, np.int64), prefix_len, query_rows, scale)
+
+
+def _residual_add(x, a, linear):
+    """x += linear(a) in place (x a tensor of this module's own making; inference): the GEMM adds its
+    product to x inside its kernel (oneDNN's sum post-op) instead of writing it out and adding after."""
+    if type(linear) is Linear:
+        _C.linear_add_(x, a, linear.weight, linear.bias)
+    else:
+        x.numpy()[...] += linear(a).numpy()
+        x._bump_version()
+
+
+def _gelu_tanh_mlp(mlp):
+    """Whether mlp is fc2(gelu_tanh(fc1(.))) of plain Linear layers (Phi's, Show-o's): then fc1 and the
+    GELU run as one GEMM with the activation applied to its output tiles (_C.linear_gelu_tanh)."""
+    return (getattr(mlp, "activation", None) == "gelu_tanh" and getattr(mlp, "fc_gate", None) is None and
+            type(mlp.fc1) is Linear and type(mlp.fc2) is Linear)
 
 
 def _prefix_ids(v, config, fn, name):
@@ -323,16 +341,23 @@ class ImageLogits:
             a = cached_block_attention(z, attn.num_heads, attn.num_kv_heads, cache.keys[attn.layer_idx],
                                        cache.values[attn.layer_idx], self._prefix_start, p,
                                        query_rows=wanted if last else None)
+            # x + out_proj(a) + mlp(h), Phi's parallel residual, in that order of additions
             if i == 0:
                 if last:
-                    x, mlp_out = np.ascontiguousarray(x[:, wanted]), np.ascontiguousarray(mlp_out[:, wanted])
-                x = _tensor(x) + attn.out_proj(a) + _tensor(mlp_out)
-            elif not last:
-                x = x + attn.out_proj(a) + layer.mlp(h)
+                    x, mlp_out = x[:, wanted], mlp_out[:, wanted]
+                x = _tensor(np.ascontiguousarray(x))
+                _residual_add(x, a, attn.out_proj)
+                x = x + _tensor(np.ascontiguousarray(mlp_out))
+                continue
+            if last:
+                x = _tensor(np.ascontiguousarray(x.numpy()[:, wanted]))
+                h = _tensor(np.ascontiguousarray(h.numpy()[:, wanted]))
+            _residual_add(x, a, attn.out_proj)
+            mlp = layer.mlp
+            if _gelu_tanh_mlp(mlp):
+                _residual_add(x, _C.linear_gelu_tanh(h, mlp.fc1.weight, mlp.fc1.bias), mlp.fc2)
             else:
-                x_w = _tensor(np.ascontiguousarray(x.numpy()[:, wanted]))
-                h_w = _tensor(np.ascontiguousarray(h.numpy()[:, wanted]))
-                x = x_w + attn.out_proj(a) + layer.mlp(h_w)
+                x = x + mlp(h)
         return lm.norm(x)
 
     def __call__(self, codes):
