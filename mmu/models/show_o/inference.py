@@ -318,6 +318,10 @@ class ImageLogits:
         layers = list(lm.layers)
         uniq, inverse = np.unique(block, return_inverse=True)
         inverse = inverse.reshape(rows, width)
+        # the distinct tokens padded to a multiple of 32 rows (repeats of the last, never gathered): the
+        # first layer's GEMMs then come in few shapes, whose oneDNN primitives are made once, not for
+        # every new count of distinct tokens (a generation of new codes made ~40 of them)
+        uniq = np.concatenate([uniq, np.full(-len(uniq) % 32, uniq[-1], uniq.dtype)])
         x = None
         for i, layer in enumerate(layers):
             attn = layer.attn
