@@ -265,11 +265,25 @@ class ImageLogits:
     def cond_uncond(self, codes):
         """Unguided codebook logits (rows, N, codebook_size) at the image positions for these codes
         (masked_only=True: zeros at the positions whose code is known, in every row)."""
+        part, wanted = self._wanted_logits(codes)
+        return self._scatter(part, wanted)
+
+    def _scatter(self, part, wanted):
+        """Logits (r, len(wanted), K) at the wanted positions -> (r, N, K), zeros elsewhere."""
+        n = self.num_image_tokens
+        if len(wanted) == n:
+            return part
+        out = np.zeros((part.shape[0], n, self.codebook_size), np.float32)
+        out[:, wanted] = part.numpy()
+        return _tensor(out)
+
+    def _wanted_logits(self, codes):
+        """-> (unguided logits (rows, len(wanted), K) Tensor, wanted: the image positions computed, all N
+        or with masked_only those still [MASK] in some row)."""
         image = self._vocab_ids(codes)
         n, p = self.num_image_tokens, self.prefix_len
         block = np.concatenate([np.full((self.rows, 1), self.soi_id, np.int64), image,
                                 np.full((self.rows, 1), self.eoi_id, np.int64)], 1)
-        # the image positions whose logits are wanted (masked_only: those still [MASK] in some row)
         wanted = np.nonzero((image == self.mask_id).any(0))[0] if self.masked_only else np.arange(n)
         if len(wanted) == 0:
             wanted = np.arange(n)
@@ -288,15 +302,9 @@ class ImageLogits:
                 seq = _tensor(np.concatenate([self._prefix_ids, block], 1))
                 h = self.lm(seq, position_ids=self._full_positions, attn_mask=self._full_mask, logits_at=None)
                 h = h[:, p + 1:p + n + 1]
-            if len(wanted) == n:
-                return F.linear(h, self._head[0], self._head[1])
-            if own:
-                part = F.linear(h, self._head[0], self._head[1]).numpy()
-            else:
-                part = F.linear(h.numpy()[:, wanted], self._head[0], self._head[1]).numpy()
-            out = np.zeros((self.rows, n, self.codebook_size), np.float32)
-            out[:, wanted] = part
-            return _tensor(out)
+            if not own and len(wanted) < n:
+                h = _tensor(np.ascontiguousarray(h.numpy()[:, wanted]))
+            return F.linear(h, self._head[0], self._head[1]), wanted
 
     def _block_hidden(self, block, wanted):
         """The image block [SOI] image [EOI] (rows, N + 2) through the layers against the cached prefix
@@ -365,12 +373,12 @@ class ImageLogits:
         return lm.norm(x)
 
     def __call__(self, codes):
-        logits = self.cond_uncond(codes)
-        if self.rows == self.batch_size:
-            return logits
-        a = logits.numpy()
-        b, w = self.batch_size, np.float32(self.guidance_scale)
-        return _tensor((np.float32(1.0) + w) * a[:b] - w * a[b:])  # Show-o's (1 + w)·c − w·u
+        part, wanted = self._wanted_logits(codes)
+        if self.rows != self.batch_size:  # guided at the wanted positions only, then scattered
+            a = part.numpy()
+            b, w = self.batch_size, np.float32(self.guidance_scale)
+            part = _tensor((np.float32(1.0) + w) * a[:b] - w * a[b:])  # Show-o's (1 + w)·c − w·u
+        return self._scatter(part, wanted)
 
 
 def _start_codes(config, codes, known, b, fn):
