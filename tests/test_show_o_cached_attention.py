@@ -137,3 +137,28 @@ def test_linear_epilogue_errors():
         _C.linear_add_(x, x, mmu.zeros(4, 4), None)
     with pytest.raises(TypeError, match="linear_add_: acc must be an mmu Tensor"):
         _C.linear_add_(np.zeros((3, 5), np.float32), x, w, None)
+
+
+def test_image_block_with_an_mlp_that_is_not_tanh_gelu():
+    """ImageLogits' own walk fuses fc1 + tanh-GELU only where the MLP is that; another activation runs the
+    MLP module as it is, and the logits still equal lm(block, cache=...)'s."""
+    from mmu.models.show_o import ShowO, ShowOConfig
+    from mmu.models.show_o import inference as I
+    cfg = ShowOConfig(llm_vocab_size=30, codebook_size=16, num_vq_tokens=16, max_text_len=8, dim=32, num_layers=3,
+                      num_heads=4, init_std=0.3)
+    mmu.manual_seed(4)
+    m = ShowO(cfg)
+    m.eval()
+    m.lm.layers[1].mlp.activation = "gelu"  # exact erf GELU in the middle layer
+    assert I._gelu_tanh_mlp(m.lm.layers[0].mlp) and not I._gelu_tanh_mlp(m.lm.layers[1].mlp)
+    prefix = I.t2i_prefix(cfg, [[5, 6, 7], [8]])
+    codes = np.full((2, cfg.num_vq_tokens), cfg.mask_token_id, np.int64)
+    codes[:, :5] = 3
+    ours = I.ImageLogits(m, prefix, guidance_scale=1.5)
+    assert ours._own_layers
+    reference = I.ImageLogits(m, prefix, guidance_scale=1.5)
+    reference._own_layers = False
+    np.testing.assert_allclose(ours(codes).numpy(), reference(codes).numpy(), rtol=0, atol=1e-5)
+    m.lm.layers[1].mlp.activation = "gelu_tanh"
+    tanh = I.ImageLogits(m, prefix, guidance_scale=1.5)(codes).numpy()
+    assert np.abs(tanh - ours(codes).numpy()).max() > 1e-4  # the activation was really the erf GELU

@@ -127,13 +127,10 @@ def cached_block_attention(heads, num_heads, num_kv_heads, k_cache, v_cache, pre
 
 
 def _residual_add(x, a, linear):
-    """x += linear(a) in place (x a tensor of this module's own making; inference): the GEMM adds its
-    product to x inside its kernel (oneDNN's sum post-op) instead of writing it out and adding after."""
-    if type(linear) is Linear:
-        _C.linear_add_(x, a, linear.weight, linear.bias)
-    else:
-        x.numpy()[...] += linear(a).numpy()
-        x._bump_version()
+    """x += linear(a) in place (x a tensor of this module's own making, linear an nn.Linear; inference):
+    the GEMM adds its product to x inside its kernel (oneDNN's sum post-op) instead of writing it out
+    and adding after."""
+    _C.linear_add_(x, a, linear.weight, linear.bias)
 
 
 def _gelu_tanh_mlp(mlp):
@@ -222,9 +219,11 @@ class ImageLogits:
                 lm(_tensor(ids), attention_mask=_tensor(real[:, :p]), position_ids=_tensor(positions[:, :p]),
                    cache=self.cache, logits_at=None)
             # _block_hidden's first-layer saving needs a layer input that is the token's embedding alone
-            # (RoPE, no learned positions) and Phi's parallel residual (ShowO's transformer)
-            self._own_layers = lm.pos == "rope" and all(l.residual == "parallel" and l.attn.qkv_proj is not None
-                                                        for l in lm.layers)
+            # (RoPE, no learned positions), Phi's parallel residual (ShowO's transformer) and plain Linear
+            # projections (their GEMMs run with fused epilogues)
+            self._own_layers = lm.pos == "rope" and all(
+                l.residual == "parallel" and type(l.attn.qkv_proj) is Linear and type(l.attn.out_proj) is Linear
+                for l in lm.layers)
             # the prefix's real positions are a suffix of it (left padding): row r's start .. p - 1
             self._prefix_start = np.ascontiguousarray(p - real[:, :p].sum(1)).astype(np.int64)
             # the general path (training mode, other layer kinds): every block query sees the prefix's real
