@@ -264,8 +264,8 @@ class ImageLogits:
     def cond_uncond(self, codes):
         """Unguided codebook logits (rows, N, codebook_size) at the image positions for these codes
         (masked_only=True: zeros at the positions whose code is known, in every row)."""
-        part, wanted = self._wanted_logits(codes)
-        return self._scatter(part, wanted)
+        h, wanted = self._wanted_hidden(codes)
+        return self._scatter(F.linear(h, self._head[0], self._head[1]), wanted)
 
     def _scatter(self, part, wanted):
         """Logits (r, len(wanted), K) at the wanted positions -> (r, N, K), zeros elsewhere."""
@@ -276,9 +276,9 @@ class ImageLogits:
         out[:, wanted] = part.numpy()
         return _tensor(out)
 
-    def _wanted_logits(self, codes):
-        """-> (unguided logits (rows, len(wanted), K) Tensor, wanted: the image positions computed, all N
-        or with masked_only those still [MASK] in some row)."""
+    def _wanted_hidden(self, codes):
+        """-> (final-normed hidden states (rows, len(wanted), dim) Tensor, wanted: the image positions
+        computed, all N or with masked_only those still [MASK] in some row)."""
         image = self._vocab_ids(codes)
         n, p = self.num_image_tokens, self.prefix_len
         block = np.concatenate([np.full((self.rows, 1), self.soi_id, np.int64), image,
@@ -303,7 +303,7 @@ class ImageLogits:
                 h = h[:, p + 1:p + n + 1]
             if not own and len(wanted) < n:
                 h = _tensor(np.ascontiguousarray(h.numpy()[:, wanted]))
-            return F.linear(h, self._head[0], self._head[1]), wanted
+            return h, wanted
 
     def _block_hidden(self, block, wanted):
         """The image block [SOI] image [EOI] (rows, N + 2) through the layers against the cached prefix
@@ -372,12 +372,14 @@ class ImageLogits:
         return lm.norm(x)
 
     def __call__(self, codes):
-        part, wanted = self._wanted_logits(codes)
-        if self.rows != self.batch_size:  # guided at the wanted positions only, then scattered
-            a = part.numpy()
+        h, wanted = self._wanted_hidden(codes)
+        if self.rows != self.batch_size:
+            # Show-o's (1 + w)·c − w·u of the logits c = h_c·Wᵀ + b, u = h_u·Wᵀ + b is ((1 + w)·h_c − w·h_u)·Wᵀ + b:
+            # the head is linear, so the guidance combines the hidden states and the head runs on B rows, not 2B
+            a = h.numpy()
             b, w = self.batch_size, np.float32(self.guidance_scale)
-            part = _tensor((np.float32(1.0) + w) * a[:b] - w * a[b:])  # Show-o's (1 + w)·c − w·u
-        return self._scatter(part, wanted)
+            h = _tensor((np.float32(1.0) + w) * a[:b] - w * a[b:])
+        return self._scatter(F.linear(h, self._head[0], self._head[1]), wanted)
 
 
 def _start_codes(config, codes, known, b, fn):
