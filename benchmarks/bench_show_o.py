@@ -258,19 +258,28 @@ def timed(fns, repeat):
     return [statistics.median(t) for t in times], [statistics.median(c) for c in cpus], outs
 
 
-def run(model, twin, repeat, mmu_paths):
-    """One config at the current thread count -> rows (case, {column: seconds}, check)."""
+def run(model, twin, repeat, mmu_paths, cases=("t2i", "mmu")):
+    """One config at the current thread count -> rows (case, {column: wall seconds}, {column: CPU seconds},
+    check) of the cases asked for ('t2i', 'mmu')."""
+    rng = np.random.default_rng(0)
+    prompt = [rng.integers(3, model.config.llm_vocab_size, PROMPT - 3).tolist()]  # [T2I][SOT] 61 ids [EOT] = 64
+    rows = []
+    if "t2i" in cases:
+        rows.append(run_t2i(model, twin, repeat, mmu_paths, prompt))
+    if "mmu" in cases:
+        rows.append(run_mmu(model, twin, repeat, mmu_paths, rng))
+    return rows
+
+
+def run_t2i(model, twin, repeat, mmu_paths, prompt):
+    """The T2I sampling row."""
     import mmu
     import torch
     from mmu.models.show_o.inference import ImageLogits, t2i_prefix
     cfg = model.config
-    rng = np.random.default_rng(0)
-    prompt = [rng.integers(3, cfg.llm_vocab_size, PROMPT - 3).tolist()]  # [T2I][SOT] 61 ids [EOT] = 64
     w = GUIDANCE
     cond, uncond, mask = t2i_sequences(model, prompt)
-    rows = []
     first = []
-
     steps = lambda warmup: 1 if warmup else STEPS
     fns = {"mmu cached": lambda warmup: model.t2i_generate(prompt, steps=steps(warmup), guidance_scale=w,
                                                            generator=mmu.Generator(1)).numpy(),
@@ -289,8 +298,14 @@ def run(model, twin, repeat, mmu_paths):
     check = f"step-1 logits rel diff {diff:.1e}, argmax agree {agree:.0%}"
     if mmu_paths:
         check += ", mmu paths " + ("same codes" if np.array_equal(outs[0], outs[2]) else "codes differ")
-    rows.append((f"t2i {STEPS} steps cfg", dict(zip(fns, secs)), dict(zip(fns, cpu)), check))
+    return f"t2i {STEPS} steps cfg", dict(zip(fns, secs)), dict(zip(fns, cpu)), check
 
+
+def run_mmu(model, twin, repeat, mmu_paths, rng):
+    """The MMU answering row."""
+    import mmu
+    import torch
+    cfg = model.config
     codes = rng.integers(0, cfg.codebook_size, (1, IMAGE))
     question = rng.integers(3, cfg.llm_vocab_size, QUESTION - 1).tolist()  # [SOT] + 31 = 32
     seq = mmu_prompt_ids(model, codes, question)
@@ -306,8 +321,7 @@ def run(model, twin, repeat, mmu_paths):
         secs, cpu, outs = timed(list(fns.values()), repeat)
     same = sum(int(a == b) for a, b in zip(outs[0], outs[1]))
     check = "same answer" if same == ANSWER else f"answers differ ({same}/{ANSWER} tokens equal)"
-    rows.append((f"mmu answer {ANSWER} tokens", dict(zip(fns, secs)), dict(zip(fns, cpu)), check))
-    return rows
+    return f"mmu answer {ANSWER} tokens", dict(zip(fns, secs)), dict(zip(fns, cpu)), check
 
 
 def main(argv=None):
@@ -316,6 +330,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each, in turns (median)")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (mmu and torch alike)")
     ap.add_argument("--mmu-paths", action="store_true", help="also time Show-o's public path run by mmu")
+    ap.add_argument("--cases", default="t2i,mmu", help="comma-separated, of t2i (sampling) and mmu (answering)")
     args = ap.parse_args(argv)
     import mmu
     import torch
@@ -335,7 +350,7 @@ def main(argv=None):
             mmu.set_num_threads(t)
             torch.set_num_threads(t)
             load = os.getloadavg()[0]
-            for case, secs, cpu, check in run(model, twin, args.repeat, args.mmu_paths):
+            for case, secs, cpu, check in run(model, twin, args.repeat, args.mmu_paths, args.cases.split(",")):
                 cols = "  ".join(f"{k} {v:7.3f} (cpu {cpu[k]:7.3f})" for k, v in secs.items())
                 ratio = secs["torch Show-o path"] / secs["mmu cached"]
                 cpu_ratio = cpu["torch Show-o path"] / cpu["mmu cached"]
