@@ -14,10 +14,11 @@
  * Why not mmu_sdpa over the cache: that needs the block's keys copied into the cache first, a mask
  * (R, 1, L, M) hiding the pads, and its output (R, H, L, D) permuted into (R, L, H·D) afterwards;
  * here the two key segments are read in place, the pads cost nothing (the empty prompt of the
- * unconditional rows has 3 real positions of 64) and the output lands in place. One task is
- * (row, head, block of query rows): the scores of the block against the prefix and against the block
- * by two GEMMs (oneDNN sgemm, on the task's thread) into the thread's scratch, the softmax along each
- * score row (exact max, then exp and sum), the output by two more GEMMs, scaled by 1 / sum. */
+ * unconditional rows has 3 real positions of 64) and the output lands in place. The keys and values
+ * of each (row, head group), [the prefix's real positions; the block], are first gathered into one
+ * contiguous buffer; then one task is (row, head, block of query rows): its scores by one GEMM (oneDNN
+ * sgemm, on the task's thread) into the thread's scratch, the softmax along each score row (exact max,
+ * then exp and sum), the output by one more GEMM, scaled by 1 / sum. */
 #include <math.h>
 #include <string.h>
 
@@ -78,15 +79,14 @@ static void softmax_rows(float *S, int64_t ni, int64_t T, int64_t ldS, float *in
     }
 }
 
-/* One task: row r, query head h, query rows i0 .. i0 + ni - 1. S: scratch (qb, P + L), qg: (qb, D). */
-static mmu_status cache_task(const cache_geom *g, int64_t r, int64_t h, int64_t i0, int64_t ni, float *S, float *qg,
-                             float *inv) {
+/* One task: row r, query head h, query rows i0 .. i0 + ni - 1, against kv: row r's keys of head group g
+ * then its values, each (T, D) with T = its prefix's real positions + L. S: scratch (qb, T), qg (qb, D). */
+static mmu_status cache_task(const cache_geom *g, const float *kv, int64_t r, int64_t h, int64_t i0, int64_t ni,
+                             float *S, float *qg, float *inv) {
     int64_t H = g->H, Hkv = g->Hkv, L = g->L, D = g->D, grp = h / (H / Hkv);
-    int64_t np = g->P - g->start[r], T = np + L, HD = H * D;
-    const float *zr = g->heads + r * (H + 2 * Hkv) * L * D;
-    const float *q = zr + h * L * D, *kb = zr + (H + grp) * L * D, *vb = zr + (H + Hkv + grp) * L * D;
-    const float *kp = g->kc + ((r * Hkv + grp) * g->M + g->start[r]) * D;
-    const float *vp = g->vc + ((r * Hkv + grp) * g->M + g->start[r]) * D;
+    int64_t T = g->P - g->start[r] + L, HD = H * D, Tmax = g->P + L;
+    const float *q = g->heads + (r * (H + 2 * Hkv) + h) * L * D;
+    const float *k = kv + (r * Hkv + grp) * 2 * Tmax * D, *v = k + Tmax * D;
     float *o = g->out + (r * g->n + i0) * HD + h * D;
     mmu_status st;
     if (g->rows) { /* the wanted query rows, gathered into one (ni, D) block */
@@ -95,26 +95,44 @@ static mmu_status cache_task(const cache_geom *g, int64_t r, int64_t h, int64_t 
     } else {
         q += i0 * D;
     }
-    /* S (ni, T) = scale · q [k_prefix; k_block]^T */
-    if (np > 0 && (st = mmu_dnnl_sgemm('N', 'T', ni, np, D, g->scale, q, D, kp, D, 0.0f, S, T))) return st;
-    if ((st = mmu_dnnl_sgemm('N', 'T', ni, L, D, g->scale, q, D, kb, D, 0.0f, S + np, T))) return st;
+    /* S (ni, T) = scale · q kᵀ;  o (ni, D) = softmax(S) v, rows HD apart */
+    if ((st = mmu_dnnl_sgemm('N', 'T', ni, T, D, g->scale, q, D, k, D, 0.0f, S, T))) return st;
     softmax_rows(S, ni, T, T, inv);
-    /* o (ni, D) = P [v_prefix; v_block], rows HD apart, then / sum */
-    if (np > 0 && (st = mmu_dnnl_sgemm('N', 'N', ni, D, np, 1.0f, S, T, vp, D, 0.0f, o, HD))) return st;
-    if ((st = mmu_dnnl_sgemm('N', 'N', ni, D, L, 1.0f, S + np, T, vb, D, np > 0 ? 1.0f : 0.0f, o, HD))) return st;
+    if ((st = mmu_dnnl_sgemm('N', 'N', ni, D, T, 1.0f, S, T, v, D, 0.0f, o, HD))) return st;
     for (int64_t i = 0; i < ni; i++)
         for (int64_t d = 0; d < D; d++) o[i * HD + d] *= inv[i];
     return MMU_OK;
 }
 
+/* kv (R, Hkv, 2, P + L, D): for each row and head group its keys [the prefix's real positions; the block]
+ * then its values, contiguous, so that a task's scores and output are one GEMM each (two GEMMs a segment
+ * cost more than this copy of every key and value once: oneDNN's sgemm has a few microseconds of fixed
+ * cost, and the unconditional rows' prefix is 3 keys) */
+static void gather_kv(const cache_geom *g, float *kv) {
+    int64_t Hkv = g->Hkv, L = g->L, D = g->D, Tmax = g->P + L;
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < g->R * Hkv * 2; t++) {
+        int64_t r = t / (Hkv * 2), grp = t / 2 % Hkv, is_v = t % 2, np = g->P - g->start[r];
+        const float *cache = (is_v ? g->vc : g->kc) + ((r * Hkv + grp) * g->M + g->start[r]) * D;
+        const float *block = g->heads + (r * (g->H + 2 * Hkv) + g->H + is_v * Hkv + grp) * L * D;
+        float *dst = kv + t * Tmax * D;
+        memcpy(dst, cache, (size_t)(np * D) * sizeof(float));
+        memcpy(dst + np * D, block, (size_t)(L * D) * sizeof(float));
+    }
+}
+
 static mmu_status cache_run(const cache_geom *g) {
-    int64_t ntask = g->R * g->H * g->nqb;
-    size_t per = (size_t)(g->qb * (g->P + g->L) + g->qb * g->D + g->qb) * sizeof(float);
+    int64_t ntask = g->R * g->H * g->nqb, Tmax = g->P + g->L;
+    size_t per = (size_t)(g->qb * Tmax + g->qb * g->D + g->qb) * sizeof(float);
+    size_t kv_bytes = (size_t)(g->R * g->Hkv * 2 * Tmax * g->D) * sizeof(float);
+    float *kv = mmu_alloc(kv_bytes);
+    if (!kv) return mmu_fail(MMU_ENOMEM, "attention_cached: out of memory for %zu bytes of keys and values", kv_bytes);
     mmu_status failed = MMU_OK;
     mmu_sync_threads();
-    double work = (double)g->R * g->H * g->n * (g->P + g->L) * g->D;
+    double work = (double)g->R * g->H * g->n * Tmax * g->D;
 #pragma omp parallel if (work > MMU_PAR_GRAIN && ntask > 1)
     {
+        gather_kv(g, kv); /* its omp for ends on a barrier: every task sees every key */
         float *S = mmu_alloc(per);
         if (!S) {
 #pragma omp atomic write
@@ -126,8 +144,7 @@ static mmu_status cache_run(const cache_geom *g) {
             int64_t r = t / (g->H * g->nqb), h = t / g->nqb % g->H, i0 = t % g->nqb * g->qb;
             int64_t ni = g->n - i0 < g->qb ? g->n - i0 : g->qb;
             if (ni <= 0) continue;
-            mmu_status st = cache_task(g, r, h, i0, ni, S, S + g->qb * (g->P + g->L),
-                                       S + g->qb * (g->P + g->L) + g->qb * g->D);
+            mmu_status st = cache_task(g, kv, r, h, i0, ni, S, S + g->qb * Tmax, S + g->qb * Tmax + g->qb * g->D);
             if (st) {
 #pragma omp atomic write
                 failed = st;
@@ -135,6 +152,7 @@ static mmu_status cache_run(const cache_geom *g) {
         }
         if (S) mmu_free(S, per);
     }
+    mmu_free(kv, kv_bytes);
     if (failed == MMU_ENOMEM) return mmu_fail(MMU_ENOMEM, "attention_cached: out of memory for scratch");
     return failed; /* a oneDNN failure: its message is recorded by mmu_dnnl_sgemm */
 }
