@@ -162,3 +162,14 @@ def test_image_block_with_an_mlp_that_is_not_tanh_gelu():
     m.lm.layers[1].mlp.activation = "gelu_tanh"
     tanh = I.ImageLogits(m, prefix, guidance_scale=1.5)(codes).numpy()
     assert np.abs(tanh - ours(codes).numpy()).max() > 1e-4  # the activation was really the erf GELU
+
+
+def test_out_of_range_ints_are_value_errors():
+    z, kc, start = mmu.zeros(2, 12, 5, 8), mmu.zeros(2, 4, 10, 8), np.array([0, 3])
+    with mmu.no_grad():
+        with pytest.raises(ValueError, match=r"cached_block_attention: num_heads and num_kv_heads must be in \[1, 2\*\*31\)"):
+            cached_block_attention(z, 2 ** 62, 2 ** 62, kc, kc, start, 6)
+        with pytest.raises(ValueError, match="cached_block_attention: prefix_len must be >= 0"):
+            cached_block_attention(z, 4, 4, kc, kc, start, 2 ** 70)
+        with pytest.raises(TypeError, match="cached_block_attention: query_rows must be integer"):
+            cached_block_attention(z, 4, 4, kc, kc, start, 6, query_rows=[2 ** 70])

@@ -8,10 +8,13 @@ same keys and values at every MaskGIT step. ImageLogits runs it once into a KVCa
 and the unconditional prompts together, 2B rows); each step runs only the image block [SOI] image [EOI]
 (N + 2 positions: [SOI] and [EOI] belong to the image segment, so their keys change with the image)
 against it. The block's queries see the prefix's real (non-pad) positions and the whole block —
-exactly their rows of the omni-attention mask — and the cache is cropped back to the prefix
+exactly their rows of the omni-attention mask. ShowO's own layers (eval mode) take a path of their own,
+ImageLogits._block_hidden: cached_block_attention reads the cached prefix and the block's keys where
+they lie (the cache is never written), the GEMMs add into the residual stream and apply the GELU in
+their epilogues; any other model runs lm(block, cache=...) and the cache is cropped back to the prefix
 afterwards. Logits are computed only at the N image positions and only for the codebook's rows of the
 head (Show-o samples among the codebook ids only, its `logits[..., llm_vocab_size +
-num_new_special_tokens:-1]`). Show-o's public sampler (Showo.t2i_generate) recomputes the whole
+num_new_special_tokens:-1]`); with guidance the head runs once on the combined hidden states. Show-o's public sampler (Showo.t2i_generate) recomputes the whole
 sequence, text included, and the logits of every position over the whole vocabulary at every step;
 ImageLogits(use_cache=False) recomputes the whole sequence with omni_attention_mask (what the tests
 compare the cache with, and the benchmark's baseline).
@@ -111,7 +114,11 @@ def cached_block_attention(heads, num_heads, num_kv_heads, k_cache, v_cache, pre
         raise RuntimeError(f"{fn}: inference only (no backward): call it under mmu.no_grad() or on tensors that "
                            f"do not require grad")
     num_heads, num_kv_heads = check_int(num_heads, fn, "num_heads"), check_int(num_kv_heads, fn, "num_kv_heads")
+    if not (1 <= num_heads < 2 ** 31 and 1 <= num_kv_heads < 2 ** 31):
+        raise ValueError(f"{fn}: num_heads and num_kv_heads must be in [1, 2**31), got {num_heads} and {num_kv_heads}")
     prefix_len = check_int(prefix_len, fn, "prefix_len")
+    if not 0 <= prefix_len < 2 ** 62:
+        raise ValueError(f"{fn}: prefix_len must be >= 0, got {prefix_len}")
     start = _array(prefix_start)
     if start.dtype == np.bool_ or start.dtype.kind not in "iu":
         raise TypeError(f"{fn}: prefix_start must be integer, got dtype {start.dtype}")
