@@ -42,9 +42,9 @@ what each side ran), one process each, the two sides in turns, median of --repea
 vocab config 1). Seconds, wall (cpu); before = main at b82a3bd, after = this file's version:
     config            thr  T2I 16 steps cfg          mmu cached        torch Show-o path   speedup wall / cpu
     tiny               1   before                   1.062 (0.330)      1.810 (0.577)        1.70x / 1.75x
-    tiny               1   after (3 runs)           0.58-0.80 (0.216-0.232)  1.14-1.82 (0.473-0.516)  1.94-2.27x / 2.12-2.22x
+    tiny               1   after (4 runs)           0.47-0.80 (0.216-0.232)  1.02-1.82 (0.473-0.516)  1.94-2.27x / 2.12-2.23x
     tiny               2   before                   1.081 (0.403)      2.175 (0.802)        2.01x / 1.99x
-    tiny               2   after (3 runs)           0.29-0.64 (0.243-0.258)  0.67-1.59 (0.602-0.643)  2.29-2.53x / 2.48-2.52x
+    tiny               2   after (4 runs)           0.29-0.64 (0.243-0.258)  0.67-1.59 (0.602-0.646)  2.29-2.62x / 2.48-2.53x
     100m               1   before                 109.2  (16.11)     162.5  (26.30)         1.49x / 1.63x
     100m               1   after                   53.8  (14.92)      90.4  (25.21)         1.68x / 1.69x
     100m               2   before                  55.3  (16.24)     122.8  (26.91)         2.22x / 1.66x
@@ -53,7 +53,8 @@ vocab config 1). Seconds, wall (cpu); before = main at b82a3bd, after = this fil
     100m-showo-vocab   2   after                   42.2  (14.88)     113.7  (40.81)         2.70x / 2.74x
 Every run: step-1 guided logits within 2.4e-6 (tiny) / 4.9e-6 (100m) of the twin's relative to their
 largest, argmax agreement 100%; the codes of the benchmark's generation unchanged by the work above.
-MMU answer of 32 tokens (untouched by it): tiny 16.2x wall / 15.1x cpu (1 thread), 11.2x / 8.1x (2);
+MMU answer of 32 tokens (untouched by it): tiny 14.9-16.2x wall / 15.1-15.2x cpu (1 thread), 7.5-11.2x /
+7.4-8.1x (2);
 100m 17.0x / 21.7x (1), 23.6x / 20.8x (2).
 Where a cached tiny step goes (CPU, 1 thread, per 16-step generation of ~230 ms): the GEMMs ~120 ms,
 attention_cached ~65 ms (its GEMMs have K or N = head_dim 32: oneDNN sgemm reaches ~75-85 GFLOP/s
