@@ -3,12 +3,17 @@
     python benchmarks/bench_show_o.py                         # tiny and 100m, 1 and 2 threads
     python benchmarks/bench_show_o.py --configs 100m-showo-vocab --repeat 1 --threads 1
     python benchmarks/bench_show_o.py --configs tiny --mmu-paths   # + mmu running Show-o's path
+    python benchmarks/bench_show_o.py --configs 100m --cases t2i    # sampling only
 
 T2I: MaskGIT sampling of 16 steps with classifier-free guidance w = 5 (2 rows: the prompt and the empty
 prompt) for 256 image tokens after a 64-token prompt ([T2I] + max_text_len 63).
   mmu cached         ShowO.t2i_generate: the prefixes run once into the KV cache; each step runs the
-                     image block [SOI] image [EOI] against it (the first layer once per distinct token,
-                     the last layer's out_proj/MLP and the codebook head only at positions still [MASK]);
+                     image block [SOI] image [EOI] of both CFG rows against it as one batch (the first
+                     layer once per distinct token; heads by one qkv_heads pass; attention_cached reading
+                     the cached prefix, pads skipped, and the block's keys in place; out_proj and fc2
+                     adding into the residual inside their GEMMs, fc1 with the GELU in its epilogue; the
+                     last layer's queries, out_proj/MLP, the final norm and the head only at positions
+                     still [MASK]; the guidance combined before the head, which runs on B rows);
   torch Show-o path  benchmarks/torch_twins.py::TwinShowO (the same weights, eval, inference_mode, the
                      same thread count) running Showo.t2i_generate step for step: the whole 2-row
                      sequence each step with the omni-attention mask, the logits of every position over
@@ -31,30 +36,41 @@ the same layers over Show-o's own vocabulary (50295 Phi text ids + 10 + 8192 cod
 175M in all), where Show-o's path pays its head over 58498 ids at every position of every step.
 The callables take turns (A B, B A, ...) after one short warm-up call each; median of --repeat.
 
-Measured on the 2-core shared VM under load 6-10 from other processes (so every time is 2-3x a quiet
-run's; the ratios are what the turns make comparable): `--configs tiny,100m --repeat 3 --threads 1,2`
-and `--configs 100m-showo-vocab --repeat 1 --threads 1,2`, seconds:
-    config            thr  case                   mmu cached  torch Show-o path  speedup  check
-    tiny               1   t2i 16 steps cfg            0.962        2.104          2.19x   logits 2.9e-6, argmax 100%
-    tiny               1   mmu answer 32 tokens        0.093        1.542         16.63x   same answer
-    tiny               2   t2i 16 steps cfg            1.145        2.135          1.86x
-    tiny               2   mmu answer 32 tokens        0.286        3.059         10.69x   same answer
-    100m               1   t2i 16 steps cfg           41.367       71.045          1.72x   logits 5.5e-6, argmax 100%
-    100m               1   mmu answer 32 tokens        2.408       58.104         24.13x   same answer
-    100m               2   t2i 16 steps cfg           52.593       83.031          1.58x
-    100m               2   mmu answer 32 tokens        4.202       83.034         19.76x   same answer
-    100m-showo-vocab   1   t2i 16 steps cfg           36.096       98.117          2.72x   logits 5.9e-6, argmax 100%
-    100m-showo-vocab   1   mmu answer 32 tokens        2.631       75.735         28.78x   same answer
-    100m-showo-vocab   2   t2i 16 steps cfg           41.178       80.352          1.95x
-    100m-showo-vocab   2   mmu answer 32 tokens        2.781      110.839         39.86x   same answer
-What bounds the T2I ratio: a cached step still runs the 258-position image block through every layer
-for both CFG rows (516 rows; the prefix is 64 of 322 positions), and matmuls are ~89% of it (oneDNN
-brg:avx512_core, each primitive created once: a second generation creates none). Show-o's path runs
-644 rows and, over its own vocabulary, the head over 58498 ids at all of them: about 1.8x the matmul
-FLOPs of the cached step there, 1.26x over the 9227-id vocabulary, which is why the two configs differ.
-mmu's own walk through the block's layers (the first layer once per distinct token, the last layer and
-the head only where still [MASK]) made a whole 16-step generation 1.13x faster at 100m (70.3 -> 62.4 s,
-1 thread, same codes) and 1.06x at tiny, measured before/after in one process.
+Measured on the 2-core shared VM under load 9-17 from other helpers' jobs (a process got 15-40% of a
+core, so wall times are 3-7x a quiet run's and wall ratios swing by +-15% between runs; CPU time counts
+what each side ran), one process each, the two sides in turns, median of --repeat (tiny 5, 100m 2, the
+vocab config 1). Seconds, wall (cpu); before = main at b82a3bd, after = this file's version:
+    config            thr  T2I 16 steps cfg          mmu cached        torch Show-o path   speedup wall / cpu
+    tiny               1   before                   1.062 (0.330)      1.810 (0.577)        1.70x / 1.75x
+    tiny               1   after (4 runs)           0.47-0.80 (0.216-0.232)  1.02-1.82 (0.473-0.516)  1.94-2.27x / 2.12-2.23x
+    tiny               2   before                   1.081 (0.403)      2.175 (0.802)        2.01x / 1.99x
+    tiny               2   after (4 runs)           0.29-0.64 (0.243-0.258)  0.67-1.59 (0.602-0.646)  2.29-2.62x / 2.48-2.53x
+    100m               1   before                 109.2  (16.11)     162.5  (26.30)         1.49x / 1.63x
+    100m               1   after                   53.8  (14.92)      90.4  (25.21)         1.68x / 1.69x
+    100m               2   before                  55.3  (16.24)     122.8  (26.91)         2.22x / 1.66x
+    100m               2   after                   47.6  (14.93)      79.4  (26.45)         1.67x / 1.77x
+    100m-showo-vocab   1   after                   44.6  (14.72)     111.5  (39.51)         2.50x / 2.68x
+    100m-showo-vocab   2   after                   42.2  (14.88)     113.7  (40.81)         2.70x / 2.74x
+Every run: step-1 guided logits within 2.4e-6 (tiny) / 4.9e-6 (100m) of the twin's relative to their
+largest, argmax agreement 100%; the codes of the benchmark's generation unchanged by the work above.
+MMU answer of 32 tokens (untouched by it): tiny 14.9-16.2x wall / 15.1-15.2x cpu (1 thread), 7.5-11.2x /
+7.4-8.1x (2);
+100m 17.0x / 21.7x (1), 23.6x / 20.8x (2).
+Where a cached tiny step goes (CPU, 1 thread, per 16-step generation of ~230 ms): the GEMMs ~120 ms,
+attention_cached ~65 ms (its GEMMs have K or N = head_dim 32: oneDNN sgemm reaches ~75-85 GFLOP/s
+there), qkv_heads ~13 ms, the MaskGIT update and sampling ~7 ms, the rest ~25 ms.
+What bounds the 100m ratio: the GEMMs are 88% of a cached step, at 101-108 GFLOP/s on one core (the
+measured fp32 FMA peak is ~117). A cached step must run the 10 middle layers over all 516 block rows
+(both CFG rows: every position's keys and values feed the masked ones, and the known codes' hidden
+states change with every step's new codes): 73 GFLOP, against the twin's 126 GFLOP a step (12 layers
+over 644 rows, the head over 9227 ids at every position, attention over 322 keys). Even with
+everything else free, the ratio at equal GEMM speed is 126 / 73 = 1.72; torch's GEMMs run at 93-100
+GFLOP/s on the same shapes, so about 1.85x is the ceiling of exact float32 work here, and 2x at 100m
+over the 9227-id vocabulary would take a cheaper arithmetic (the CPU has avx512_bf16) that changes the
+numbers. Over Show-o's own 58498-id vocabulary the twin's head is 58 GFLOP a step more, hence 2.5-2.7x.
+Tried and measured, not kept: weights reordered once into oneDNN's preferred blocked layout (matmul
+with format_tag::any) ran the 100m / tiny GEMM shapes 2-6% faster in isolation, under the noise of a
+whole generation here.
 """
 import argparse
 import os
@@ -239,34 +255,47 @@ def torch_showo_mmu(twin, cfg, seq, mask, max_new_tokens, generator):
 
 
 def timed(fns, repeat):
-    """Median seconds of each callable and its last result; the callables take turns (A B C, C B A,
-    ...) so that load from other processes that comes and goes hits them alike. Each is first called
-    once with warmup=True (a short run of the same shapes: oneDNN / torch pick and build their kernels)."""
+    """Median wall seconds and median CPU seconds (this process, all its threads) of each callable, and
+    its last result; the callables take turns (A B C, C B A, ...) so that load from other processes that
+    comes and goes hits them alike. Each is first called once with warmup=True (a short run of the same
+    shapes: oneDNN / torch pick and build their kernels). On a loaded machine the wall times stretch by
+    however much of a core the process got; CPU time counts only what it ran (at 1 thread the fairer
+    figure; at 2 threads it also counts OpenMP's spinning at the barriers, in both frameworks)."""
     for f in fns:
         f(warmup=True)
-    times, outs = [[] for _ in fns], [None] * len(fns)
+    times, cpus, outs = [[] for _ in fns], [[] for _ in fns], [None] * len(fns)
     for r in range(repeat):
         order = list(range(len(fns)))[::-1 if r % 2 else 1]
         for i in order:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             outs[i] = fns[i](warmup=False)
             times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times], outs
+            cpus[i].append(time.process_time() - c0)
+    return [statistics.median(t) for t in times], [statistics.median(c) for c in cpus], outs
 
 
-def run(model, twin, repeat, mmu_paths):
-    """One config at the current thread count -> rows (case, {column: seconds}, check)."""
+def run(model, twin, repeat, mmu_paths, cases=("t2i", "mmu")):
+    """One config at the current thread count -> rows (case, {column: wall seconds}, {column: CPU seconds},
+    check) of the cases asked for ('t2i', 'mmu')."""
+    rng = np.random.default_rng(0)
+    prompt = [rng.integers(3, model.config.llm_vocab_size, PROMPT - 3).tolist()]  # [T2I][SOT] 61 ids [EOT] = 64
+    rows = []
+    if "t2i" in cases:
+        rows.append(run_t2i(model, twin, repeat, mmu_paths, prompt))
+    if "mmu" in cases:
+        rows.append(run_mmu(model, twin, repeat, mmu_paths, rng))
+    return rows
+
+
+def run_t2i(model, twin, repeat, mmu_paths, prompt):
+    """The T2I sampling row."""
     import mmu
     import torch
     from mmu.models.show_o.inference import ImageLogits, t2i_prefix
     cfg = model.config
-    rng = np.random.default_rng(0)
-    prompt = [rng.integers(3, cfg.llm_vocab_size, PROMPT - 3).tolist()]  # [T2I][SOT] 61 ids [EOT] = 64
     w = GUIDANCE
     cond, uncond, mask = t2i_sequences(model, prompt)
-    rows = []
     first = []
-
     steps = lambda warmup: 1 if warmup else STEPS
     fns = {"mmu cached": lambda warmup: model.t2i_generate(prompt, steps=steps(warmup), guidance_scale=w,
                                                            generator=mmu.Generator(1)).numpy(),
@@ -276,7 +305,7 @@ def run(model, twin, repeat, mmu_paths):
         fns["mmu Show-o path"] = lambda warmup: showo_public_t2i(model, prompt, w, mmu.Generator(1),
                                                                  steps(warmup)).numpy()
     with torch.inference_mode():
-        secs, outs = timed(list(fns.values()), repeat)
+        secs, cpu, outs = timed(list(fns.values()), repeat)
     with mmu.no_grad():
         blank = np.full((1, IMAGE), cfg.mask_token_id, np.int64)
         ours = ImageLogits(model, t2i_prefix(cfg, prompt), guidance_scale=w)(blank).numpy()
@@ -285,8 +314,14 @@ def run(model, twin, repeat, mmu_paths):
     check = f"step-1 logits rel diff {diff:.1e}, argmax agree {agree:.0%}"
     if mmu_paths:
         check += ", mmu paths " + ("same codes" if np.array_equal(outs[0], outs[2]) else "codes differ")
-    rows.append((f"t2i {STEPS} steps cfg", dict(zip(fns, secs)), check))
+    return f"t2i {STEPS} steps cfg", dict(zip(fns, secs)), dict(zip(fns, cpu)), check
 
+
+def run_mmu(model, twin, repeat, mmu_paths, rng):
+    """The MMU answering row."""
+    import mmu
+    import torch
+    cfg = model.config
     codes = rng.integers(0, cfg.codebook_size, (1, IMAGE))
     question = rng.integers(3, cfg.llm_vocab_size, QUESTION - 1).tolist()  # [SOT] + 31 = 32
     seq = mmu_prompt_ids(model, codes, question)
@@ -299,11 +334,10 @@ def run(model, twin, repeat, mmu_paths):
     if mmu_paths:
         fns["mmu Show-o path"] = lambda warmup: showo_public_mmu(model, codes, question, tokens(warmup))
     with torch.inference_mode():
-        secs, outs = timed(list(fns.values()), repeat)
+        secs, cpu, outs = timed(list(fns.values()), repeat)
     same = sum(int(a == b) for a, b in zip(outs[0], outs[1]))
     check = "same answer" if same == ANSWER else f"answers differ ({same}/{ANSWER} tokens equal)"
-    rows.append((f"mmu answer {ANSWER} tokens", dict(zip(fns, secs)), check))
-    return rows
+    return f"mmu answer {ANSWER} tokens", dict(zip(fns, secs)), dict(zip(fns, cpu)), check
 
 
 def main(argv=None):
@@ -312,13 +346,15 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each, in turns (median)")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (mmu and torch alike)")
     ap.add_argument("--mmu-paths", action="store_true", help="also time Show-o's public path run by mmu")
+    ap.add_argument("--cases", default="t2i,mmu", help="comma-separated, of t2i (sampling) and mmu (answering)")
     args = ap.parse_args(argv)
     import mmu
     import torch
     threads = [int(t) for t in args.threads.split(",") if t]
     print(f"mmu {mmu.__version__}, torch {torch.__version__}, median of {args.repeat}; seconds per call; "
           f"{os.cpu_count()} cpus")
-    print("speedup = torch Show-o path / mmu cached")
+    print("speedup = torch Show-o path / mmu cached, of the wall times and of the CPU times; load: the 1-minute "
+          "load average before and after")
     for name in [s for s in args.configs.split(",") if s]:
         model = build(name)
         twin = torch_twin(model)
@@ -330,10 +366,12 @@ def main(argv=None):
             mmu.set_num_threads(t)
             torch.set_num_threads(t)
             load = os.getloadavg()[0]
-            for case, secs, check in run(model, twin, args.repeat, args.mmu_paths):
-                cols = "  ".join(f"{k} {v:7.3f}" for k, v in secs.items())
+            for case, secs, cpu, check in run(model, twin, args.repeat, args.mmu_paths, args.cases.split(",")):
+                cols = "  ".join(f"{k} {v:7.3f} (cpu {cpu[k]:7.3f})" for k, v in secs.items())
                 ratio = secs["torch Show-o path"] / secs["mmu cached"]
-                print(f"{name:<16} thr {t} | {case:<22} | {cols} | {ratio:5.2f}x | {check} | load {load:.1f}")
+                cpu_ratio = cpu["torch Show-o path"] / cpu["mmu cached"]
+                print(f"{name:<16} thr {t} | {case:<22} | {cols} | {ratio:5.2f}x wall, {cpu_ratio:5.2f}x cpu | "
+                      f"{check} | load {load:.1f}-{os.getloadavg()[0]:.1f}")
             sys.stdout.flush()
 
 

@@ -57,6 +57,16 @@ typedef struct {
     long cache_size;
 } mmu_dnnl_counters;
 void mmu_dnnl_stats(mmu_dnnl_counters *c);
+/* Row-major C = alpha·op(A)·op(B) + beta·C (op: 'N' or 'T'), oneDNN's dnnl_sgemm (dnnl_gemm.c): for
+ * many small GEMMs of varying shapes, e.g. per (row, head) inside a parallel region, where it runs
+ * on the calling thread. */
+mmu_status mmu_dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                          int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* Inference linear layers with a post-op (dnnl_linear_post.c): x (R, IN), w (OUT, IN), b (OUT) or NULL;
+ * MMU_LINEAR_POST_GELU_TANH: out (R, OUT) = gelu_tanh(x wᵀ + b); MMU_LINEAR_POST_ADD: out += x wᵀ + b. */
+enum { MMU_LINEAR_POST_GELU_TANH = 1, MMU_LINEAR_POST_ADD = 2 };
+mmu_status mmu_dnnl_linear_post(int64_t R, int64_t IN, int64_t OUT, const float *x, const float *w, const float *b,
+                                float *out, int mode);
 /* "3.2.0 (git hash ...)" */
 const char *mmu_dnnl_version(void);
 

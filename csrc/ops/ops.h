@@ -211,6 +211,16 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
  * is_causal) -> out (B, hq, r1 - r0, E): mmu_sdpa over them, read in place */
 mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t hkv, mmu_tensor *mask, int is_causal,
                            int has_scale, double scale, int64_t r0, int64_t r1);
+/* attention_cache.c: a block's heads (R, hq + 2 hkv, L, D) (qkv_heads' layout) against the prefix cached at
+ * positions prefix_start[r] .. prefix_len - 1 of k_cache / v_cache (R, hkv, M, D) and the block's own keys,
+ * at query_rows (n,) int64 (NULL: all L) -> out (R, n, hq·D), heads side by side; read in place, no grad */
+mmu_status mmu_attention_cached(mmu_tensor **out, mmu_tensor *heads, int64_t hq, int64_t hkv, mmu_tensor *k_cache,
+                                mmu_tensor *v_cache, mmu_tensor *prefix_start, int64_t prefix_len,
+                                mmu_tensor *query_rows, double scale);
+/* linear_post.c: inference linear layers with a fused epilogue (no autograd). x (..., IN), w (OUT, IN), b (OUT,)
+ * or NULL: out (..., OUT) = gelu_tanh(x wᵀ + b); acc (..., OUT) += x wᵀ + b in place */
+mmu_status mmu_linear_gelu_tanh(mmu_tensor **out, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b);
+mmu_status mmu_linear_add_(mmu_tensor *acc, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b);
 /* Swin's non-overlapping window attention: q, k (B, H, N, E), v (B, H, N, Ev), N = gh·gw tokens of a
  * row-major grid, windows wh x ww dividing it, bias (H, wh·ww, wh·ww) or NULL added to every window's
  * scores -> out (B, H, N, Ev); the windows are read in place (no partition copy, no N x N mask) */

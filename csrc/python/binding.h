@@ -128,6 +128,8 @@ extern PyMethodDef mmu_quant_vq_methods[];       /* nearest-code search, EMA cod
 extern PyMethodDef mmu_reconstruction_methods[]; /* fused reconstruction losses */
 extern PyMethodDef mmu_sort_methods[];           /* sort, topk */
 extern PyMethodDef mmu_spatial_methods[];        /* pad, interpolation */
+extern PyMethodDef mmu_attention_cache_methods[]; /* attention over a cached prefix (inference) */
+extern PyMethodDef mmu_linear_post_methods[];   /* linear + GELU / + residual epilogues (inference) */
 extern PyMethodDef mmu_sampling_methods[];       /* multinomial, sample_logits */
 
 /* bind_sampling.c: the mmu.Generator type, added to the module as _C.Generator. */

@@ -722,7 +722,7 @@ PyMODINIT_FUNC PyInit__C(void) {
         mmu_lpips_methods,      mmu_norm_methods,         mmu_optim_methods,     mmu_pool_methods,
         mmu_quant_lfq_methods,  mmu_quant_vq_methods,     mmu_reconstruction_methods, mmu_spatial_methods,
         mmu_sort_methods,
-        mmu_sampling_methods,
+        mmu_sampling_methods,   mmu_attention_cache_methods, mmu_linear_post_methods,
     };
     for (size_t f = 0; f < sizeof family_methods / sizeof *family_methods; f++)
         if (PyModule_AddFunctions(m, family_methods[f]) < 0) goto fail;

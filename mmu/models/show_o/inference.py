@@ -8,10 +8,13 @@ same keys and values at every MaskGIT step. ImageLogits runs it once into a KVCa
 and the unconditional prompts together, 2B rows); each step runs only the image block [SOI] image [EOI]
 (N + 2 positions: [SOI] and [EOI] belong to the image segment, so their keys change with the image)
 against it. The block's queries see the prefix's real (non-pad) positions and the whole block —
-exactly their rows of the omni-attention mask — and the cache is cropped back to the prefix
+exactly their rows of the omni-attention mask. ShowO's own layers (eval mode) take a path of their own,
+ImageLogits._block_hidden: cached_block_attention reads the cached prefix and the block's keys where
+they lie (the cache is never written), the GEMMs add into the residual stream and apply the GELU in
+their epilogues; any other model runs lm(block, cache=...) and the cache is cropped back to the prefix
 afterwards. Logits are computed only at the N image positions and only for the codebook's rows of the
 head (Show-o samples among the codebook ids only, its `logits[..., llm_vocab_size +
-num_new_special_tokens:-1]`). Show-o's public sampler (Showo.t2i_generate) recomputes the whole
+num_new_special_tokens:-1]`); with guidance the head runs once on the combined hidden states. Show-o's public sampler (Showo.t2i_generate) recomputes the whole
 sequence, text included, and the logits of every position over the whole vocabulary at every step;
 ImageLogits(use_cache=False) recomputes the whole sequence with omni_attention_mask (what the tests
 compare the cache with, and the benchmark's baseline).
@@ -28,13 +31,15 @@ config.mask_token_id marks a code still to be decoded.
 import numpy as np
 
 from ... import functional as F
+from ... import _C
 from ..._args import check_int, check_real, flag
-from ...autograd import no_grad
+from ...autograd import is_grad_enabled, no_grad
 from ...generate import generate as _generate, maskgit_decode
+from ...nn.layers import Linear
 from ...tensor import Tensor, tensor as _tensor
 from .prompting import _with_sot, mmu_attention_mask, omni_attention_mask, t2i_prompt, text_rows
 
-__all__ = ["ImageLogits", "t2i_prefix", "t2i_generate", "inpaint", "extrapolate", "mmu_generate",
+__all__ = ["ImageLogits", "cached_block_attention", "t2i_prefix", "t2i_generate", "inpaint", "extrapolate", "mmu_generate",
            "DEFAULT_TEMPERATURE_DECAY"]
 
 # Show-o's public sampler compounds the Gumbel temperature (t <- t·(1 − r) every step), and the
@@ -85,6 +90,61 @@ def _codebook_head(lm, lo, hi):
         w, b = lm.embed_tokens.weight, lm.lm_head_bias
     return (_tensor(np.ascontiguousarray(w.numpy()[lo:hi])),
             None if b is None else _tensor(np.ascontiguousarray(b.numpy()[lo:hi])))
+
+
+def cached_block_attention(heads, num_heads, num_kv_heads, k_cache, v_cache, prefix_start, prefix_len,
+                           query_rows=None, scale=None):
+    """Attention of a block of new positions against a cached prefix, both read in place (inference:
+    no autograd) -> Tensor (R, n, num_heads·D), the heads of a position side by side (the layout of the
+    output projection's input).
+
+    heads (R, num_heads + 2 num_kv_heads, L, D): the block's [q; k; v] heads as F.qkv_heads lays them
+    out (QK-norm and RoPE applied). k_cache, v_cache (R, num_kv_heads, M, D): a KVCache layer's buffers;
+    row r's prefix is at positions prefix_start[r] .. prefix_len - 1 (prefix_start (R,) ints: the
+    left padding before it is never read). query_rows (n,) ints in [0, L) or None (all L): the block
+    positions whose outputs are wanted. Query head h uses key/value head h // (num_heads //
+    num_kv_heads). Each query attends to its row's prefix and to the whole block (Show-o's image block
+    under omni-attention): the same numbers as scaled_dot_product_attention over [prefix; block] with
+    the pads masked, up to float rounding. scale: default 1/sqrt(D)."""
+    fn = "cached_block_attention"
+    for name, t in (("heads", heads), ("k_cache", k_cache), ("v_cache", v_cache)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{fn}: {name} must be an mmu Tensor, got {type(t).__name__}")
+    if is_grad_enabled() and any(t.requires_grad for t in (heads, k_cache, v_cache)):
+        raise RuntimeError(f"{fn}: inference only (no backward): call it under mmu.no_grad() or on tensors that "
+                           f"do not require grad")
+    num_heads, num_kv_heads = check_int(num_heads, fn, "num_heads"), check_int(num_kv_heads, fn, "num_kv_heads")
+    if not (1 <= num_heads < 2 ** 31 and 1 <= num_kv_heads < 2 ** 31):
+        raise ValueError(f"{fn}: num_heads and num_kv_heads must be in [1, 2**31), got {num_heads} and {num_kv_heads}")
+    prefix_len = check_int(prefix_len, fn, "prefix_len")
+    if not 0 <= prefix_len < 2 ** 62:
+        raise ValueError(f"{fn}: prefix_len must be >= 0, got {prefix_len}")
+    start = _array(prefix_start)
+    if start.dtype == np.bool_ or start.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: prefix_start must be integer, got dtype {start.dtype}")
+    if query_rows is not None:
+        query_rows = _array(query_rows)
+        if query_rows.dtype == np.bool_ or query_rows.dtype.kind not in "iu":
+            raise TypeError(f"{fn}: query_rows must be integer, got dtype {query_rows.dtype}")
+        query_rows = np.ascontiguousarray(query_rows, np.int64)
+    if scale is not None:
+        scale = check_real(scale, fn, "scale")
+    return _C.attention_cached(heads, num_heads, num_kv_heads, k_cache, v_cache,
+                               np.ascontiguousarray(start, np.int64), prefix_len, query_rows, scale)
+
+
+def _residual_add(x, a, linear):
+    """x += linear(a) in place (x a tensor of this module's own making, linear an nn.Linear; inference):
+    the GEMM adds its product to x inside its kernel (oneDNN's sum post-op) instead of writing it out
+    and adding after."""
+    _C.linear_add_(x, a, linear.weight, linear.bias)
+
+
+def _gelu_tanh_mlp(mlp):
+    """Whether mlp is fc2(gelu_tanh(fc1(.))) of plain Linear layers (Phi's, Show-o's): then fc1 and the
+    GELU run as one GEMM with the activation applied to its output tiles (_C.linear_gelu_tanh)."""
+    return (getattr(mlp, "activation", None) == "gelu_tanh" and getattr(mlp, "fc_gate", None) is None and
+            type(mlp.fc1) is Linear and type(mlp.fc2) is Linear)
 
 
 def _prefix_ids(v, config, fn, name):
@@ -165,13 +225,19 @@ class ImageLogits:
             with no_grad():
                 lm(_tensor(ids), attention_mask=_tensor(real[:, :p]), position_ids=_tensor(positions[:, :p]),
                    cache=self.cache, logits_at=None)
-            # every block query sees the prefix's real positions and the whole block
+            # _block_hidden's first-layer saving needs a layer input that is the token's embedding alone
+            # (RoPE, no learned positions), Phi's parallel residual (ShowO's transformer) and plain Linear
+            # projections (their GEMMs run with fused epilogues)
+            self._own_layers = lm.pos == "rope" and all(
+                l.residual == "parallel" and type(l.attn.qkv_proj) is Linear and type(l.attn.out_proj) is Linear
+                for l in lm.layers)
+            # the prefix's real positions are a suffix of it (left padding): row r's start .. p - 1
+            self._prefix_start = np.ascontiguousarray(p - real[:, :p].sum(1)).astype(np.int64)
+            # the general path (training mode, other layer kinds): every block query sees the prefix's real
+            # positions and the whole block
             self._block_mask = _tensor(np.ascontiguousarray(np.broadcast_to(real[:, None, None, :],
                                                                             (self.rows, 1, n + 2, total))))
             self._block_positions = _tensor(np.ascontiguousarray(positions[:, p:]))
-            # _block_hidden's first-layer saving needs a layer input that is the token's embedding alone
-            # (RoPE, no learned positions) and Phi's parallel residual (ShowO's transformer)
-            self._own_layers = lm.pos == "rope" and all(l.residual == "parallel" for l in lm.layers)
             # the block's positions are the same every step: its RoPE tables are made once
             r = lm.rotary_dim
             if r:
@@ -205,21 +271,32 @@ class ImageLogits:
     def cond_uncond(self, codes):
         """Unguided codebook logits (rows, N, codebook_size) at the image positions for these codes
         (masked_only=True: zeros at the positions whose code is known, in every row)."""
+        h, wanted = self._wanted_hidden(codes)
+        return self._scatter(F.linear(h, self._head[0], self._head[1]), wanted)
+
+    def _scatter(self, part, wanted):
+        """Logits (r, len(wanted), K) at the wanted positions -> (r, N, K), zeros elsewhere."""
+        n = self.num_image_tokens
+        if len(wanted) == n:
+            return part
+        out = np.zeros((part.shape[0], n, self.codebook_size), np.float32)
+        out[:, wanted] = part.numpy()
+        return _tensor(out)
+
+    def _wanted_hidden(self, codes):
+        """-> (final-normed hidden states (rows, len(wanted), dim) Tensor, wanted: the image positions
+        computed, all N or with masked_only those still [MASK] in some row)."""
         image = self._vocab_ids(codes)
         n, p = self.num_image_tokens, self.prefix_len
         block = np.concatenate([np.full((self.rows, 1), self.soi_id, np.int64), image,
                                 np.full((self.rows, 1), self.eoi_id, np.int64)], 1)
-        # the image positions whose logits are wanted (masked_only: those still [MASK] in some row)
         wanted = np.nonzero((image == self.mask_id).any(0))[0] if self.masked_only else np.arange(n)
         if len(wanted) == 0:
             wanted = np.arange(n)
         own = self.use_cache and self._own_layers and not self.lm.training
         with no_grad():
             if own:
-                try:
-                    h = self._block_hidden(block, wanted + 1)
-                finally:
-                    self.cache.crop(p)
+                h = self._block_hidden(block, wanted + 1)  # reads the cache, never writes it
             elif self.use_cache:
                 try:
                     h = self.lm(_tensor(block), position_ids=self._block_positions, cache=self.cache,
@@ -231,79 +308,85 @@ class ImageLogits:
                 seq = _tensor(np.concatenate([self._prefix_ids, block], 1))
                 h = self.lm(seq, position_ids=self._full_positions, attn_mask=self._full_mask, logits_at=None)
                 h = h[:, p + 1:p + n + 1]
-            if len(wanted) == n:
-                return F.linear(h, self._head[0], self._head[1])
-            if own:
-                part = F.linear(h, self._head[0], self._head[1]).numpy()
-            else:
-                part = F.linear(h.numpy()[:, wanted], self._head[0], self._head[1]).numpy()
-            out = np.zeros((self.rows, n, self.codebook_size), np.float32)
-            out[:, wanted] = part
-            return _tensor(out)
+            if not own and len(wanted) < n:
+                h = _tensor(np.ascontiguousarray(h.numpy()[:, wanted]))
+            return h, wanted
 
     def _block_hidden(self, block, wanted):
         """The image block [SOI] image [EOI] (rows, N + 2) through the layers against the cached prefix
         -> final-normed hidden states (rows, len(wanted), dim) at block positions `wanted` (eval mode).
 
-        The same numbers as lm(block, cache=...) at those positions, with two savings that are exact:
-        - the first layer's norm, qkv projection, QK-norm and MLP see one row per DISTINCT token of the
-          block (its input is the token's embedding alone: a [MASK] at 200 positions is one row; RoPE,
-          which depends on the position, is applied after), then the rows are gathered;
-        - the last layer's out_proj, MLP and the final norm run only at the wanted positions (every
-          position's keys and values are still computed: the wanted ones attend to all of them).
-        The cache is written from its length on; the caller crops it back."""
-        lm, cache, mask, rope = self.lm, self.cache, self._block_mask, self._block_rope
+        The same numbers as lm(block, cache=...) at those positions, with savings that are exact:
+        - the first layer's norm, qkv projection and MLP see one row per DISTINCT token of the block (its
+          input is the token's embedding alone: a [MASK] at 200 positions is one row), then the rows are
+          gathered; QK-norm and RoPE, which depends on the position, come after, per position;
+        - each layer's heads come out of one qkv_heads pass (QK-norm and RoPE applied, no split/permute
+          copies), and cached_block_attention reads the cached prefix (its real positions only) and the
+          block's own keys where they lie: the cache is never written, and the output is already in the
+          (rows, N + 2, heads·head_dim) layout of out_proj;
+        - the last layer's queries, out_proj, MLP and the final norm run only at the wanted positions
+          (every position's keys and values are still computed: the wanted ones attend to all of them)."""
+        lm, cache, p = self.lm, self.cache, self.prefix_len
+        cos, sin = self._block_rope if self._block_rope is not None else (None, None)
         rows, width = block.shape
-        start = cache.length
         layers = list(lm.layers)
         uniq, inverse = np.unique(block, return_inverse=True)
         inverse = inverse.reshape(rows, width)
+        # the distinct tokens padded to a multiple of 32 rows (repeats of the last, never gathered): the
+        # first layer's GEMMs then come in few shapes, whose oneDNN primitives are made once, not for
+        # every new count of distinct tokens (a generation of new codes made ~40 of them)
+        uniq = np.concatenate([uniq, np.full(-len(uniq) % 32, uniq[-1], uniq.dtype)])
         x = None
         for i, layer in enumerate(layers):
             attn = layer.attn
-            h_q, h_kv, hd = attn.num_heads, attn.num_kv_heads, attn.head_dim
             last = i == len(layers) - 1
             if i == 0:
                 xu = lm.embed_tokens(_tensor(uniq))  # (U, dim)
                 hu = layer.norm1(xu)
-                qkv = attn.qkv_proj(hu).reshape(len(uniq), h_q + 2 * h_kv, hd)
-                q, k, v = qkv.split([h_q, h_kv, h_kv], dim=1)
-                if attn.q_norm is not None:
-                    q, k = attn.q_norm(q), attn.k_norm(k)
-                gather = lambda t: _tensor(np.ascontiguousarray(t.numpy()[inverse].transpose(0, 2, 1, 3)))
-                q, k, v = gather(q), gather(k), gather(v)  # (rows, heads, N + 2, hd)
-                mlp_out = _tensor(layer.mlp(hu).numpy()[inverse])
-                x = _tensor(xu.numpy()[inverse])
-            elif not last:
-                x = layer(x, attn_mask=mask, is_causal=False, rope=rope, cache=cache)
-                continue
+                qkv = _tensor(attn.qkv_proj(hu).numpy()[inverse])  # (rows, N + 2, (H + 2 Hkv) hd)
+                mlp_out = layer.mlp(hu).numpy()[inverse]
+                x = xu.numpy()[inverse]
             else:
                 h = layer.norm1(x)
-                q, k, v = attn._project(h, None)
-            if rope is not None:
-                q, k = F.apply_rotary(q, rope[0], rope[1]), F.apply_rotary(k, rope[0], rope[1])
-            k, v, kv_len = cache.update(attn.layer_idx, k, v)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False, enable_gqa=h_kv != h_q,
-                                               query_offset=start, kv_len=kv_len)
-            a = a.permute(0, 2, 1, 3)  # (rows, N + 2, heads, hd)
+                qkv = attn.qkv_proj(h)
+            qn, kn = attn.q_norm, attn.k_norm
+            if qn is None:
+                z = F.qkv_heads(qkv, attn.num_heads, attn.num_kv_heads, cos=cos, sin=sin)
+            else:
+                eps = qn.eps if qn.eps is not None else float(np.finfo(np.float32).eps)
+                z = F.qkv_heads(qkv, attn.num_heads, attn.num_kv_heads, attn.qk_norm, qn.weight,
+                                getattr(qn, "bias", None), kn.weight, getattr(kn, "bias", None), eps, cos, sin)
+            a = cached_block_attention(z, attn.num_heads, attn.num_kv_heads, cache.keys[attn.layer_idx],
+                                       cache.values[attn.layer_idx], self._prefix_start, p,
+                                       query_rows=wanted if last else None)
+            # x + out_proj(a) + mlp(h), Phi's parallel residual, in that order of additions
             if i == 0:
-                x = x + attn.out_proj(a.reshape(rows, width, h_q * hd)) + mlp_out
+                if last:
+                    x, mlp_out = x[:, wanted], mlp_out[:, wanted]
+                x = _tensor(np.ascontiguousarray(x))
+                _residual_add(x, a, attn.out_proj)
+                x = x + _tensor(np.ascontiguousarray(mlp_out))
                 continue
-            a = _tensor(np.ascontiguousarray(a.numpy()[:, wanted].reshape(rows, len(wanted), h_q * hd)))
-            x_w = _tensor(np.ascontiguousarray(x.numpy()[:, wanted]))
-            h_w = _tensor(np.ascontiguousarray(h.numpy()[:, wanted]))
-            x = x_w + attn.out_proj(a) + layer.mlp(h_w)
-        if len(layers) == 1:
-            x = _tensor(np.ascontiguousarray(x.numpy()[:, wanted]))
+            if last:
+                x = _tensor(np.ascontiguousarray(x.numpy()[:, wanted]))
+                h = _tensor(np.ascontiguousarray(h.numpy()[:, wanted]))
+            _residual_add(x, a, attn.out_proj)
+            mlp = layer.mlp
+            if _gelu_tanh_mlp(mlp):
+                _residual_add(x, _C.linear_gelu_tanh(h, mlp.fc1.weight, mlp.fc1.bias), mlp.fc2)
+            else:
+                x = x + mlp(h)
         return lm.norm(x)
 
     def __call__(self, codes):
-        logits = self.cond_uncond(codes)
-        if self.rows == self.batch_size:
-            return logits
-        a = logits.numpy()
-        b, w = self.batch_size, np.float32(self.guidance_scale)
-        return _tensor((np.float32(1.0) + w) * a[:b] - w * a[b:])  # Show-o's (1 + w)·c − w·u
+        h, wanted = self._wanted_hidden(codes)
+        if self.rows != self.batch_size:
+            # Show-o's (1 + w)·c − w·u of the logits c = h_c·Wᵀ + b, u = h_u·Wᵀ + b is ((1 + w)·h_c − w·h_u)·Wᵀ + b:
+            # the head is linear, so the guidance combines the hidden states and the head runs on B rows, not 2B
+            a = h.numpy()
+            b, w = self.batch_size, np.float32(self.guidance_scale)
+            h = _tensor((np.float32(1.0) + w) * a[:b] - w * a[b:])
+        return self._scatter(F.linear(h, self._head[0], self._head[1]), wanted)
 
 
 def _start_codes(config, codes, known, b, fn):
