@@ -10,7 +10,12 @@ with a per-sample padding mask (B, 1, 1, 512) and with grouped-query heads (12 o
 chunk of 16 new queries after the cached prefix (bottom-right causal). mmu reads the buffer
 in place through kv_len / query_offset; torch gets the equivalent sliced views of the buffer
 (k_buf[:, :, :kv_len]) and, for the chunk, the explicit bottom-right causal mask (its
-is_causal is top-left)."""
+is_causal is top-left).
+
+Short and odd lengths (short_cases): the attention of TiTok's transformers (L129: 129 tokens, 4 heads of 32;
+forward + backward at the train step's batch 16, forward alone at the eval batch 64), lengths around the
+kernel's block choices (63, 65, 200 at D=32), and Show-o's 322 tokens (8 heads of 64) under an omni mask
+and causal (L322). `python benchmarks/run.py --filter sdpa_short --threads 1`."""
 import numpy as np
 
 B, H, D = 8, 8, 64
@@ -151,6 +156,40 @@ def cached_cases(h):
     return out
 
 
+def _short_inputs(b, heads, L, d, mask):
+    def make(rng):
+        out = {k: rng.standard_normal((b, heads, L, d), dtype=np.float32) for k in ("q", "k", "v", "g")}
+        if mask == "omni":
+            out["mask"] = omni_mask(rng, b, L)
+        return out
+    return make
+
+
+def _sdpa_forward(causal):
+    def setup(fw, d):
+        q, k, v = (fw.tensor(d[n]) for n in ("q", "k", "v"))
+        mask = fw.tensor(d["mask"]) if "mask" in d else None
+        return lambda: fw.F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    return setup
+
+
+def short_cases(h):
+    out = []
+    for name, b, heads, L, d, mask, causal, backward in (
+            ("L129_h4_fwd_bwd", 16, 4, 129, 32, None, False, True),
+            ("L129_b64_fwd", 64, 4, 129, 32, None, False, False),
+            ("L63_fwd_bwd", 16, 4, 63, 32, None, False, True),
+            ("L65_fwd_bwd", 16, 4, 65, 32, None, False, True),
+            ("L200_fwd_bwd", 16, 4, 200, 32, None, False, True),
+            ("L322_omni_fwd_bwd", 4, 8, 322, 64, "omni", False, True),
+            ("L322_causal_fwd_bwd", 4, 8, 322, 64, None, True, True)):
+        gemm = 2 * 2 * b * heads * L * L * d  # the forward's 2 GEMMs of 2·L·L·D; the backward's 5 are 2.5 times it
+        flops = None if mask else gemm * (3.5 if backward else 1.0) / (2 if causal else 1)
+        setup = _sdpa(causal) if backward else _sdpa_forward(causal)
+        out.append(h.Case(f"sdpa_short_{name}", flops, _short_inputs(b, heads, L, d, mask), setup, setup))
+    return out
+
+
 def cases(h):
     out = []
     for L in (256, 1024):
@@ -160,4 +199,4 @@ def cases(h):
             out.append(h.Case(f"sdpa_L{L}{name}_fwd_bwd", flops, _inputs(L, mask), _sdpa(causal), _sdpa(causal),
                               report_peak=True))
     out.append(h.Case("rope_fwd_bwd", None, _rope_inputs, rope_mmu, rope_torch))
-    return out + cached_cases(h)
+    return out + short_cases(h) + cached_cases(h)

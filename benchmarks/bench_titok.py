@@ -13,15 +13,22 @@ patches), K = 64 tokens of 12 over 4096 codes, encoder and decoder of 4 layers o
   titok_encode       encode of 64 images -> (64, 64) codes (eval, no_grad) -- against TwinTiTok.encode;
   titok_decode       decode of (64, 64) codes -> 64 images -- against TwinTiTok.decode.
 
-Measured on the shared 2-core VM (other processes kept 1.7-1.9 CPUs busy throughout, load average 16-17: noisy),
-ms, median of 5, `python benchmarks/bench_titok.py --threads 1,2 --repeat 5`:
+Measured on the shared 2-core VM, ms, median of 5, `python benchmarks/bench_titok.py --threads 1,2 --repeat 5`,
+after the attention kernel chose its blocks from the sequence length (129 tokens: one key block, row blocks of
+48 + 48 + 33 instead of 64 + 64 + 1) and the last encoder / decoder layer computes only the rows it keeps
+(attention_of_heads' query_rows: the K latents / the N patches). Other processes kept 1.6-1.9 CPUs busy (load
+average 16-17), so these ratios are loaded ones, above the quiet ones (a quiet run before these changes: train
+step 292.6 / 351.1 ms, 1.20x at 1 thread, 1.21x at 2):
     threads  case               mmu     torch   torch/mmu
-    1        titok_train_step   1241     1765    1.42      (an earlier run, --threads 1: 4197 / 5538, 1.32)
-    1        titok_encode       1189     1841    1.55      (2418 / 4089, 1.69)
-    1        titok_decode        873      978    1.12      (1510 / 1678, 1.11)
-    2        titok_train_step   1477     1954    1.32
-    2        titok_encode        805     1463    1.82
-    2        titok_decode        914     1288    1.41
+    1        titok_train_step    905     1351    1.49
+    1        titok_encode        665     1216    1.83
+    1        titok_decode        621      791    1.27
+    2        titok_train_step    740     1325    1.79
+    2        titok_encode        646     1430    2.21
+    2        titok_decode        614      983    1.60
+CPU seconds of the train step at 1 thread per phase (process time, min of 5, same process, load ~14; less
+sensitive to the load than wall time): mmu forward 92 / backward 167 / clipping + AdamW 1.6 ms = 261 ms, torch
+129 / 240 / 8 = 376 ms (1.44x); the same measure before the two changes: mmu 106 / 189 / 1.6 = 297 ms (1.27x).
 The twin's encode pays for 1d-tokenizer's distance matrix (N x 4096, |z|^2 + |e|^2 - 2 z.e materialised), mmu's
 nearest-code search never forms it; decode is the decoder's transformer on both sides.
 """

@@ -248,7 +248,8 @@ def qkv_heads(qkv, num_heads, num_kv_heads=None, norm=None, q_weight=None, q_bia
                         float(eps), cos, sin)
 
 
-def attention_of_heads(heads, num_heads, num_kv_heads=None, attn_mask=None, is_causal=False, scale=None):
+def attention_of_heads(heads, num_heads, num_kv_heads=None, attn_mask=None, is_causal=False, scale=None,
+                       query_rows=None):
     """scaled_dot_product_attention over the heads of one tensor, as qkv_heads lays them out.
 
     heads (B, H + 2 Hkv, L, E) = [q heads; k heads; v heads] -> (B, H, L, E), the same as
@@ -256,7 +257,13 @@ def attention_of_heads(heads, num_heads, num_kv_heads=None, attn_mask=None, is_c
     attn_mask, is_causal=is_causal, scale=scale, enable_gqa=Hkv < H), but q, k and v are read in
     place (no slices are copied) and the gradient comes back as one tensor of heads' shape.
     attn_mask: bool (True = attend) or float (added), broadcastable to (B, H, L, L), not
-    requiring grad. Self-attention without dropout or a cache (a training step's layer)."""
+    requiring grad. Self-attention without dropout or a cache (a training step's layer).
+
+    query_rows: None, or (start, stop) with 0 <= start < stop <= L: only the queries of rows
+    start .. stop-1 (against all L keys) -> (B, H, stop - start, E), the rows start:stop of the
+    whole result (the same numbers), without computing the others: a last layer of which only
+    some tokens are read. is_causal and attn_mask keep their meaning over the L x L scores (row
+    start + i sees keys j <= start + i). The other query rows get a zero gradient."""
     if num_kv_heads is None:
         num_kv_heads = num_heads
     if not is_int(num_heads) or not is_int(num_kv_heads):
@@ -270,5 +277,13 @@ def attention_of_heads(heads, num_heads, num_kv_heads=None, attn_mask=None, is_c
         raise TypeError(f"attention_of_heads: scale must be a float or None, got {type(scale).__name__}")
     if isinstance(attn_mask, np.ndarray) and attn_mask.dtype != np.bool_ and attn_mask.dtype.kind != "f":
         raise TypeError(f"attention_of_heads: attn_mask must be bool or float, got {attn_mask.dtype}")
+    r0, r1 = 0, -1
+    if query_rows is not None:
+        if not (isinstance(query_rows, (tuple, list)) and len(query_rows) == 2 and all(is_int(v) for v in query_rows)):
+            raise TypeError(f"attention_of_heads: query_rows must be None or a pair of ints (start, stop), "
+                            f"got {query_rows!r}")
+        r0, r1 = int(query_rows[0]), int(query_rows[1])
+        if not 0 <= r0 < r1 < 2 ** 62:  # the C core checks stop <= L, naming the heads' shape
+            raise ValueError(f"attention_of_heads: query_rows {(r0, r1)} must satisfy 0 <= start < stop <= L")
     return _C.sdpa_packed(heads, int(num_heads), int(num_kv_heads), attn_mask, bool(is_causal),
-                          None if scale is None else float(scale))
+                          None if scale is None else float(scale), r0, r1)

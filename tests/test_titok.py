@@ -435,3 +435,35 @@ def test_compare_entries_count_k_tokens(tmp_path):
     rows = compare.compare(["titok-32"], fast=True, progress=False, out_dir=str(tmp_path / "r"))
     assert rows[0]["tokens_per_image"] == 32 and rows[0]["codebook_size"] == 256
     assert np.isfinite(rows[0]["psnr"])
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_last_layer_computes_only_the_kept_rows(part):
+    """The encoder reads only its K latent outputs and the decoder only its N patch outputs: their last layer
+    runs those rows only (_layers_at_rows), with the numbers and gradients of the whole layers sliced."""
+    from mmu.models.titok.model import _layers_at_rows
+    m = _tiny(encoder_depth=2, decoder_depth=2)
+    layers = getattr(m, part).layers
+    lo, hi = (1, 9) if part == "encoder" else (1, 17)  # [class; 8 latents; 16 patches] / [class; 16 masks; 8]
+    x = np.random.default_rng(1).standard_normal((3, 25, 16)).astype(np.float32)
+    g = np.random.default_rng(2).standard_normal((3, hi - lo, 16)).astype(np.float32)
+    outs = []
+    for rows in (True, False):
+        m.zero_grad(set_to_none=True)
+        t = mmu.tensor(x, requires_grad=True)
+        if rows:
+            y = _layers_at_rows(layers, t, lo, hi)
+        else:
+            y = t
+            for layer in layers:
+                y = layer(y)
+            y = y[:, lo:hi]
+        y.backward(mmu.tensor(g))
+        outs.append((y.numpy().copy(), t.grad.numpy().copy(),
+                     {n: p.grad.numpy().copy() for n, p in layers.named_parameters()}))
+    (y1, dx1, dp1), (y2, dx2, dp2) = outs
+    np.testing.assert_allclose(y1, y2, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dx1, dx2, rtol=1e-5, atol=1e-6)
+    assert dp1.keys() == dp2.keys()
+    for n in dp1:
+        np.testing.assert_allclose(dp1[n], dp2[n], rtol=1e-4, atol=1e-6, err_msg=n)

@@ -102,7 +102,7 @@
     X(DROPOUT, mmu_dropout_backward, "rng_key rng_counter threshold", "scale", "")                             \
     /* csrc/ops/attention.c, csrc/ops/rope.c */                                                                \
     X(SDPA, mmu_sdpa_backward, "is_causal rng_key rng_counter enable_gqa query_offset kv_len", "scale dropout_p", "")              \
-    X(SDPA_PACKED, mmu_sdpa_packed_backward, "is_causal num_heads num_kv_heads", "scale", "")              \
+    X(SDPA_PACKED, mmu_sdpa_packed_backward, "is_causal num_heads num_kv_heads row_start row_stop", "scale", "") \
     X(WINDOW_ATTENTION, mmu_window_attention_backward, "grid_h grid_w window_h window_w", "scale", "")          \
     X(TEMPORAL_ATTENTION, mmu_temporal_attention_backward, "frames causal", "scale", "")                      \
     X(ROTARY, mmu_rotary_backward, "", "", "")                                                                 \

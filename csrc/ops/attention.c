@@ -2,8 +2,8 @@
  *
  *   out = dropout(softmax(q kᵀ·scale + bias)) v,   bias from attn_mask / is_causal
  *
- * Nothing of size L x S is ever materialised. The forward walks blocks of BR
- * query rows x BC keys, keeping for each row the running max m, the running
+ * Nothing of size L x S is ever materialised. The forward walks blocks of br
+ * query rows x bc keys, keeping for each row the running max m, the running
  * sum l of exp(s - m) and an output accumulator that is rescaled when m
  * grows (online softmax); it saves only out and the logsumexp m + log l
  * (one float per query row). The backward recomputes each block's scores from
@@ -15,12 +15,25 @@
  * in a fixed order otherwise), so there are no atomics and the result is the
  * same bit for bit run to run.
  *
+ * Block sizes come from L and S (choose_blocks): up to 256 keys are one key
+ * block, so a short sequence's softmax is one pass over whole rows with no
+ * online rescaling; longer ones are cut into blocks as even as multiples of 16
+ * allow; row blocks are even too, in whole 6-row tiles of the GEMM kernel. An
+ * odd length such as TiTok's 129 tokens thus costs 129 keys (144 columns) in
+ * row blocks of 48 + 48 + 33, where fixed 64 x 64 blocks made it 64 + 64 + 1
+ * both ways and paid whole-block passes (packing, five GEMM calls, the softmax
+ * bookkeeping) for one key or one row.
+ *
  * Masks are read in place with broadcast strides (a (L, S), (B, 1, L, S) or
  * (B, 1, 1, S) mask is never expanded). Each distinct mask matrix is scanned
- * once per call into a table of its BR x BC blocks: hidden (all False /
- * -inf: skipped in both passes, like the blocks above a causal diagonal),
- * visible (all True / 0: no masking work) or mixed. A Show-o omni-attention,
- * windowed or block-causal mask thus costs the blocks it keeps. A float
+ * once per call into a table of its MB x MB (64 x 64) blocks: hidden (all
+ * False / -inf: skipped in both passes, like the blocks above a causal
+ * diagonal), visible (all True / 0: no masking work) or mixed. A work block
+ * covers one or more table blocks; its trailing keys that every row of it
+ * has hidden (a causal block's upper right, a Show-o omni mask's image keys
+ * for the text rows) are dropped before its GEMMs (block_keys). A Show-o
+ * omni-attention, windowed or block-causal mask thus costs about the blocks
+ * it keeps. A float
  * mask that requires grad gets dS, which is (..., L, S) by nature: only then
  * does the backward write an L x S buffer (then summed to the mask's shape).
  *
@@ -62,8 +75,10 @@
 #include "../core/vmath.h"
 #include "ops.h"
 
-#define BR 64 /* query rows per block */
-#define BC 64 /* keys per block */
+#define BR 64 /* query rows per block of window / temporal attention */
+#define MB 64 /* query rows and keys per block of the mask table (kinds) */
+#define SDPA_BR 64 /* at most this many query rows per work block */
+#define SDPA_BC 256 /* at most this many keys per work block */
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -106,6 +121,28 @@ static inline void vhsum4(vf a0, vf a1, vf a2, vf a3, float *t) {
 #endif
 
 static inline int64_t up16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+
+/* mmu_exp for the softmax's arguments s - max and s - lse, which are <= 0 (or a hair
+ * above it by rounding) or NaN: the same bits as mmu_exp there, without its clamp at
+ * the top, which costs a compare and a blend per vector in the hottest loop after the
+ * GEMMs (a NaN passes the low clamp and comes out NaN, as from mmu_exp) */
+static inline float exp_le0(float x) {
+    float xc = x < -88.0f ? -88.0f : x;
+    float t = fmaf(xc, 1.44269504f, 12582912.0f);
+    float n = t - 12582912.0f;
+    float r = fmaf(n, -0.693359375f, xc);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = 0.0013933643931522965f;
+    p = fmaf(p, r, 0.008363175205886364f);
+    p = fmaf(p, r, 0.04166646674275398f);
+    p = fmaf(p, r, 0.16666576266288757f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    union { float f; uint32_t u; } sc = {t};
+    sc.u = (sc.u + 127u) << 23;
+    return p * sc.f;
+}
 
 /* C (MR x 16·NV) (+)= A (MR x K) B (K x 16·NV), with A stored transposed (K x MR,
  * element (m, k) at A[k·lda + m]) when TA. TA, MR <= 6, NV <= 4 are compile-time
@@ -192,8 +229,11 @@ typedef struct {
     int64_t mmat, nmat; /* elements per mask matrix, number of distinct mask matrices */
     int64_t kgroup, vgroup; /* query heads per key / value head (enable_gqa), else 1 */
     uint8_t *kinds;   /* (nmat, nqb, nkb) block_kind of every mask block */
-    int64_t nqb, nkb;
+    int64_t nqb, nkb; /* the table's MB x MB blocks per matrix: rows, columns */
     size_t kinds_bytes;
+    int64_t br, bc; /* query rows and keys per work block (choose_blocks) */
+    /* backward: element offsets of head b's dq, dk, dv; NULL: dense (NB, L, E), (NB, Sb, E), (NB, Sb, Ev) */
+    const int64_t *dqoff, *dkoff, *dvoff;
     int causal;
     float scale;
     double p_drop;
@@ -257,7 +297,7 @@ static uint8_t scan_block(const sdpa_geom *g, int64_t mat, int64_t i0, int64_t n
  * its scan reads each mask element once, not once per query block. */
 static mmu_status build_kinds(sdpa_geom *g) {
     if (!g->mask) return MMU_OK;
-    g->nqb = g->msr ? (g->L + BR - 1) / BR : 1, g->nkb = (g->S + BC - 1) / BC;
+    g->nqb = g->msr ? (g->L + MB - 1) / MB : 1, g->nkb = (g->S + MB - 1) / MB;
     int64_t n = g->nmat * g->nqb * g->nkb;
     g->kinds_bytes = n ? (size_t)n : 1;
     if (!(g->kinds = mmu_alloc(g->kinds_bytes)))
@@ -266,8 +306,8 @@ static mmu_status build_kinds(sdpa_geom *g) {
 #pragma omp parallel for schedule(static) if (work > MMU_PAR_GRAIN)
     for (int64_t x = 0; x < n; x++) {
         int64_t mat = x / (g->nqb * g->nkb), ib = x / g->nkb % g->nqb, jb = x % g->nkb;
-        int64_t i0 = ib * BR, j0 = jb * BC;
-        g->kinds[x] = scan_block(g, mat, i0, g->L - i0 < BR ? g->L - i0 : BR, j0, g->S - j0 < BC ? g->S - j0 : BC);
+        int64_t i0 = ib * MB, j0 = jb * MB;
+        g->kinds[x] = scan_block(g, mat, i0, g->L - i0 < MB ? g->L - i0 : MB, j0, g->S - j0 < MB ? g->S - j0 : MB);
     }
     return MMU_OK;
 }
@@ -276,6 +316,21 @@ static mmu_status build_kinds(sdpa_geom *g) {
  * diagonal shifted by qpos, and so does every later key block. */
 static int causal_hidden(const sdpa_geom *g, int64_t i0, int64_t nr, int64_t j0) {
     return g->causal && j0 > g->qpos + i0 + nr - 1;
+}
+
+/* The mask table's entries for the work block (rows i0 .. i0+nr, keys j0 ..
+ * j0+jn), which may cover several MB x MB table blocks: 0 if every one is
+ * hidden, 1 if every one is visible, 2 otherwise. */
+static int mask_kind(const sdpa_geom *g, int64_t b, int64_t i0, int64_t nr, int64_t j0, int64_t jn) {
+    const uint8_t *t = g->kinds + g->moff[b] / g->mmat * g->nqb * g->nkb;
+    int64_t ib0 = g->msr ? i0 / MB : 0, ib1 = g->msr ? (i0 + nr - 1) / MB : 0;
+    int any = 0, all = 1;
+    for (int64_t ib = ib0; ib <= ib1; ib++)
+        for (int64_t jb = j0 / MB; jb <= (j0 + jn - 1) / MB; jb++) {
+            int k = t[ib * g->nkb + jb];
+            any |= k != 0, all &= k == 1;
+        }
+    return !any ? 0 : all ? 1 : 2;
 }
 
 /* 0: the block (rows i0.., keys j0..) is hidden entirely, 1: fully visible,
@@ -288,10 +343,31 @@ static int block_kind(const sdpa_geom *g, int64_t b, int64_t i0, int64_t nr, int
         if (j0 + jn - 1 > g->qpos + i0) kind = 2;
     }
     if (g->mask) {
-        int mk = g->kinds[(g->moff[b] / g->mmat * g->nqb + (g->msr ? i0 / BR : 0)) * g->nkb + j0 / BC];
+        int mk = mask_kind(g, b, i0, nr, j0, jn);
         if (mk != 1) kind = mk;
     }
     return kind;
+}
+
+/* How many of the keys j0 .. j0+jn some row of i0 .. i0+nr can see, counted
+ * from j0: the keys past the last row's causal diagonal and the trailing
+ * MB-wide stretches the mask hides from every row of the block are dropped,
+ * so a wide key block computes no scores that could only be -inf (the text
+ * rows of a Show-o omni mask against the image keys, a causal block's upper
+ * right). Within what remains, hidden keys get -inf from bias_row. */
+static int64_t block_keys(const sdpa_geom *g, int64_t b, int64_t i0, int64_t nr, int64_t j0, int64_t jn) {
+    if (g->causal) {
+        int64_t last = g->qpos + i0 + nr - j0; /* keys j0 .. qpos + i0 + nr - 1 */
+        jn = last < 0 ? 0 : last < jn ? last : jn;
+    }
+    if (g->mask)
+        while (jn > 0) {
+            int64_t s0 = (j0 + jn - 1) / MB * MB; /* the last table block the range reaches */
+            s0 = s0 > j0 ? s0 : j0;
+            if (mask_kind(g, b, i0, nr, s0, j0 + jn - s0)) break;
+            jn = s0 - j0;
+        }
+    return jn;
 }
 
 /* Dropout keep-scale of weights (b, i, j0 .. j0+n): 1/(1-p) or 0 */
@@ -314,23 +390,41 @@ static void dropout_row(float *z, const sdpa_geom *g, int64_t b, int64_t i, int6
 /* Scores row s (n = up16(jn) entries, already scaled: q is packed times
  * scale) of query i against keys j0..: the mask / causal bias; keys past jn
  * get -inf. */
+// the mask of query i over keys j0 .. j0+jn, read element by element, applied to s
+static void mask_span(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t j0, int64_t jn) {
+    if (g->mask_bool) {
+        const uint8_t *m = (const uint8_t *)g->mask + g->moff[b] + i * g->msr + j0 * g->msc;
+        if (g->msc) /* contiguous: a vectorised select */
+            for (int64_t c = 0; c < jn; c++) s[c] = m[c] ? s[c] : -INFINITY;
+        else if (!m[0])
+            for (int64_t c = 0; c < jn; c++) s[c] = -INFINITY;
+    } else {
+        const float *m = (const float *)g->mask + g->moff[b] + i * g->msr + j0 * g->msc;
+        if (g->msc)
+            for (int64_t c = 0; c < jn; c++) s[c] += m[c];
+        else
+            for (int64_t c = 0; c < jn; c++) s[c] += m[0];
+    }
+}
+
 static void bias_row(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t j0, int64_t jn, int64_t n,
                      int kind) {
     if (kind == 2) {
-        if (g->mask) {
-            if (g->mask_bool) {
-                const uint8_t *m = (const uint8_t *)g->mask + g->moff[b] + i * g->msr + j0 * g->msc;
-                if (g->msc) /* contiguous: a vectorised select */
-                    for (int64_t c = 0; c < jn; c++) s[c] = m[c] ? s[c] : -INFINITY;
-                else if (!m[0])
-                    for (int64_t c = 0; c < jn; c++) s[c] = -INFINITY;
-            } else {
-                const float *m = (const float *)g->mask + g->moff[b] + i * g->msr + j0 * g->msc;
-                if (g->msc)
-                    for (int64_t c = 0; c < jn; c++) s[c] += m[c];
-                else
-                    for (int64_t c = 0; c < jn; c++) s[c] += m[0];
+        if (g->mask && g->kinds && (j0 % MB) + jn > MB) {
+            /* a work block wider than the table's: each MB-wide stretch as the table has it (visible:
+             * nothing to do, hidden: -inf as if skipped, mixed: element by element) */
+            const uint8_t *t = g->kinds + (g->moff[b] / g->mmat * g->nqb + (g->msr ? i / MB : 0)) * g->nkb;
+            for (int64_t c0 = 0; c0 < jn;) {
+                int64_t jb = (j0 + c0) / MB, c1 = (jb + 1) * MB - j0;
+                if (c1 > jn) c1 = jn;
+                if (t[jb] == 0)
+                    for (int64_t c = c0; c < c1; c++) s[c] = -INFINITY;
+                else if (t[jb] == 2)
+                    mask_span(s + c0, g, b, i, j0 + c0, c1 - c0);
+                c0 = c1;
             }
+        } else if (g->mask) {
+            mask_span(s, g, b, i, j0, jn);
         }
         if (g->causal)
             for (int64_t c = g->qpos + i - j0 + 1 < 0 ? 0 : g->qpos + i - j0 + 1; c < jn; c++) s[c] = -INFINITY;
@@ -338,38 +432,83 @@ static void bias_row(float *s, const sdpa_geom *g, int64_t b, int64_t i, int64_t
     for (int64_t c = jn; c < n; c++) s[c] = -INFINITY;
 }
 
+/* ------------------------------------------------------------ packing */
+
+#if defined(__AVX512F__)
+/* dst[c·ldd + r] = src[r·lds + c] for a 16 x 16 block: pairs of rows
+ * interleaved by 32 then 64 bits, so 128-bit lane l of register u[4g + c]
+ * holds rows 4g .. 4g+3 of column 4l + c, then a 4 x 4 transpose of 128-bit
+ * lanes across u[c], u[4 + c], u[8 + c], u[12 + c] for each c. */
+static inline void transpose16(float *dst, int64_t ldd, const float *src, int64_t lds) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]), c = _mm512_castps_pd(t[i + 2]),
+                d = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512 v0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE),
+               v2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44), v3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
+        _mm512_storeu_ps(dst + c * ldd, _mm512_shuffle_f32x4(v0, v2, 0x88));
+        _mm512_storeu_ps(dst + (4 + c) * ldd, _mm512_shuffle_f32x4(v0, v2, 0xDD));
+        _mm512_storeu_ps(dst + (8 + c) * ldd, _mm512_shuffle_f32x4(v1, v3, 0x88));
+        _mm512_storeu_ps(dst + (12 + c) * ldd, _mm512_shuffle_f32x4(v1, v3, 0xDD));
+    }
+}
+#define HAVE_TRANSPOSE16 1
+#else
+#define HAVE_TRANSPOSE16 0
+#endif
+
+// src (rows, cols), row stride lds -> dst (cols, ldd): transposed, columns rows..up16(rows) zeroed (ldd >= up16(rows))
+static void pack_t(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows, int64_t cols) {
+    int64_t r0 = 0, c16 = HAVE_TRANSPOSE16 ? cols & ~(int64_t)15 : 0;
+#if HAVE_TRANSPOSE16
+    for (; r0 + 16 <= rows; r0 += 16)
+        for (int64_t c = 0; c < c16; c += 16) transpose16(dst + c * ldd + r0, ldd, src + r0 * lds + c, lds);
+#endif
+    for (int64_t c = c16; c < cols; c++) /* columns past the last whole 16 */
+        for (int64_t r = 0; r < r0; r++) dst[c * ldd + r] = src[r * lds + c];
+    for (; r0 < up16(rows); r0 += 16) { /* the last rows, zero-padded to 16 */
+        int64_t rn = rows - r0 < 16 ? rows - r0 : 16;
+        for (int64_t c = 0; c < cols; c++) {
+            float *d = dst + c * ldd + r0;
+            for (int64_t r = 0; r < rn; r++) d[r] = src[(r0 + r) * lds + c];
+            for (int64_t r = rn; r < 16; r++) d[r] = 0.0f;
+        }
+    }
+}
+
 /* ------------------------------------------------------------ forward */
 
 typedef struct {
     float *kt;   /* (E, Sp): kᵀ of the head, columns padded to 16 */
-    float *qs;   /* (BR, E): the query block times scale */
+    float *qs;   /* (br, E): the query block times scale */
     float *vp;   /* (S, Evp) when Ev is not a multiple of 16 */
-    float *sblk; /* (BR, BC) scores / probabilities */
-    float *oacc; /* (BR, Evp) */
-    float *z;    /* (BC) dropout row */
-    float *m, *l; /* running max (BR), running sums (BR, 16 lanes) */
+    float *sblk; /* (br, bc) scores / probabilities */
+    float *oacc; /* (br, Evp) */
+    float *z;    /* (bc) dropout row */
+    float *m, *l; /* running max (br), running sums (br, 16 lanes) */
     size_t bytes;
     void *base;
 } fwd_scratch;
 
 // rows [i0, i1) of head b -> out (rows, Ev), lse (rows)
 static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, int64_t r1, float *out, float *lse) {
-    int64_t S = g->S, E = g->E, Ev = g->Ev, Sp = up16(S), Evp = up16(Ev);
+    int64_t S = g->S, E = g->E, Ev = g->Ev, Sp = up16(S), Evp = up16(Ev), br = g->br, bc = g->bc;
     const float *q = g->q + g->qoff[b], *k = g->k + g->koff[b], *v = g->v + g->voff[b];
     /* kᵀ: pack the keys this row range can see (all but causal's unseen tail) */
     int64_t Svis = S;
-    if (g->causal) { /* up to the end of the key block holding the last row's diagonal */
-        Svis = ((g->qpos + r1 - 1) / BC + 1) * BC;
-        if (Svis > S) Svis = S;
-    }
-    for (int64_t s0 = 0; s0 < Svis; s0 += 16) {
-        int64_t sn = Svis - s0 < 16 ? Svis - s0 : 16;
-        for (int64_t e = 0; e < E; e++) {
-            float *d = w->kt + e * Sp + s0;
-            for (int64_t c = 0; c < sn; c++) d[c] = k[(s0 + c) * E + e];
-            for (int64_t c = sn; c < 16; c++) d[c] = 0.0f;
-        }
-    }
+    if (g->causal && g->qpos + r1 < S) Svis = g->qpos + r1; /* up to the last row's diagonal */
+    pack_t(w->kt, Sp, k, E, Svis, E);
     const float *vb = v;
     int64_t ldv = Ev;
     if (Ev != Evp) {
@@ -380,21 +519,21 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
         vb = w->vp;
         ldv = Evp;
     }
-    for (int64_t i0 = r0; i0 < r1; i0 += BR) {
-        int64_t nr = r1 - i0 < BR ? r1 - i0 : BR;
+    for (int64_t i0 = r0; i0 < r1; i0 += br) {
+        int64_t nr = r1 - i0 < br ? r1 - i0 : br;
         for (int64_t r = 0; r < nr; r++) w->m[r] = -INFINITY;
         memset(w->l, 0, nr * 16 * sizeof(float));
         memset(w->oacc, 0, nr * Evp * sizeof(float));
         const float sc = g->scale, *qi = q + i0 * E;
         for (int64_t x = 0; x < nr * E; x++) w->qs[x] = qi[x] * sc;
-        for (int64_t j0 = 0; j0 < S; j0 += BC) {
-            int64_t jn = S - j0 < BC ? S - j0 : BC, nc = up16(jn);
+        for (int64_t j0 = 0; j0 < S; j0 += bc) {
             if (causal_hidden(g, i0, nr, j0)) break; /* every later block is hidden too */
-            int kind = block_kind(g, b, i0, nr, j0, jn);
+            int64_t jn = block_keys(g, b, i0, nr, j0, S - j0 < bc ? S - j0 : bc), nc = up16(jn);
+            int kind = jn ? block_kind(g, b, i0, nr, j0, jn) : 0;
             if (!kind) continue;
-            gemm(0, nr, nc, E, w->qs, E, w->kt + j0, Sp, w->sblk, BC, 0);
+            gemm(0, nr, nc, E, w->qs, E, w->kt + j0, Sp, w->sblk, bc, 0);
             for (int64_t r = 0; r < nr; r++) {
-                float *s = w->sblk + r * BC;
+                float *s = w->sblk + r * bc;
                 bias_row(s, g, b, i0 + r, j0, jn, nc, kind);
                 /* a NaN score wins (isnan), so the row comes out NaN as in torch */
                 float mx = mmu_row_max(s, nc), mnew = (mx > w->m[r] || isnan(mx)) ? mx : w->m[r];
@@ -411,7 +550,7 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
                 float part[16] = {0}, *lv = w->l + r * 16;
                 for (int64_t c = 0; c + 16 <= nc; c += 16)
                     for (int t = 0; t < 16; t++) {
-                        float e = mmu_exp(s[c + t] - mnew);
+                        float e = exp_le0(s[c + t] - mnew);
                         s[c + t] = e;
                         part[t] += e;
                     }
@@ -427,7 +566,7 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
                     for (int64_t t = 0; t < jn; t++) s[t] *= w->z[t];
                 }
             }
-            gemm(0, nr, Evp, jn, w->sblk, BC, vb + j0 * ldv, ldv, w->oacc, Evp, 1);
+            gemm(0, nr, Evp, jn, w->sblk, bc, vb + j0 * ldv, ldv, w->oacc, Evp, 1);
         }
         for (int64_t r = 0; r < nr; r++) {
             float l = 0.0f;
@@ -448,9 +587,9 @@ static void *scratch_carve(char **p, size_t n) {
 }
 
 static int fwd_scratch_init(fwd_scratch *w, const sdpa_geom *g) {
-    int64_t Sp = up16(g->S), Evp = up16(g->Ev);
-    size_t sizes[] = {(size_t)(g->E * Sp), (size_t)(g->Ev != Evp ? g->S * Evp : 0), BR * BC, (size_t)(BR * Evp), BC,
-                      BR, BR * 16, (size_t)(BR * g->E)};
+    int64_t Sp = up16(g->S), Evp = up16(g->Ev), br = g->br, bc = g->bc;
+    size_t sizes[] = {(size_t)(g->E * Sp), (size_t)(g->Ev != Evp ? g->S * Evp : 0), (size_t)(br * bc),
+                      (size_t)(br * Evp), (size_t)bc, (size_t)br, (size_t)(br * 16), (size_t)(br * g->E)};
     w->bytes = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) w->bytes += (sizes[i] * sizeof(float) + 63) & ~(size_t)63;
     w->base = mmu_alloc(w->bytes);
@@ -467,6 +606,34 @@ static int fwd_scratch_init(fwd_scratch *w, const sdpa_geom *g) {
     return 0;
 }
 
+/* Work blocks from L and S (the mask table keeps its MB x MB blocks): key
+ * blocks of at most SDPA_BC keys, as even as multiples of 16 allow, and row
+ * blocks of at most SDPA_BR rows, even and rounded up to whole 6-row tiles of
+ * the GEMM kernel. A short sequence is one key block, so its softmax is done
+ * in one pass over whole rows with no online rescaling, and an odd length
+ * pays no block for its last few rows or keys: S = L = 129 is one block of
+ * 129 keys (144 columns) and row blocks of 48 + 48 + 33, not 64 + 64 + 1 in
+ * both, where the last key block cost a whole block's passes for one key.
+ * minkb: at least that many key blocks, when the backward splits a head's
+ * keys between threads. */
+static void choose_blocks(sdpa_geom *g, int64_t minkb) {
+    int64_t S = g->S > 0 ? g->S : 1, L = g->L > 0 ? g->L : 1;
+    int64_t nkb = (S + SDPA_BC - 1) / SDPA_BC, most = (S + 15) / 16;
+    if (nkb < minkb) nkb = minkb < most ? minkb : most;
+    g->bc = up16((S + nkb - 1) / nkb);
+    int64_t nqb = (L + SDPA_BR - 1) / SDPA_BR, br = (L + nqb - 1) / nqb;
+    g->br = (br + 5) / 6 * 6;
+    if (g->mask && S > SDPA_BC) {
+        /* a long masked sequence (Show-o's 322 tokens under its omni mask): blocks on the mask table's
+         * grid, two table blocks of keys wide, so whole hidden table blocks are skipped and visible
+         * ones need no masking work (measured: 8.8 -> 7.7 ms forward, 17.3 -> 16.6 backward at
+         * B 4, H 8, L 322, D 64, where blocks of 176 keys x 54 rows computed more of the mask's
+         * hidden part) */
+        g->br = MB;
+        g->bc = 2 * MB;
+    }
+}
+
 /* How many pieces to cut each head's work into so that both cores have work. */
 static int64_t split_for(int64_t NB, int64_t nblocks) {
     int64_t T = mmu_get_num_threads();
@@ -475,8 +642,9 @@ static int64_t split_for(int64_t NB, int64_t nblocks) {
     return want < nblocks ? want : (nblocks > 0 ? nblocks : 1);
 }
 
-static mmu_status sdpa_forward(const sdpa_geom *g, float *out, float *lse) {
-    int64_t nqb = (g->L + BR - 1) / BR, pieces = split_for(g->NB, nqb), per = (nqb + pieces - 1) / pieces;
+static mmu_status sdpa_forward(sdpa_geom *g, float *out, float *lse) {
+    choose_blocks(g, 1);
+    int64_t nqb = (g->L + g->br - 1) / g->br, pieces = split_for(g->NB, nqb), per = (nqb + pieces - 1) / pieces;
     int64_t ntask = g->NB * pieces;
     int failed = 0;
     mmu_sync_threads();
@@ -494,7 +662,7 @@ static mmu_status sdpa_forward(const sdpa_geom *g, float *out, float *lse) {
 #pragma omp for schedule(static, 1)
         for (int64_t t = 0; t < ntask; t++) {
             if (!ok) continue;
-            int64_t b = t / pieces, pc = t % pieces, r0 = pc * per * BR, r1 = (pc + 1) * per * BR;
+            int64_t b = t / pieces, pc = t % pieces, r0 = pc * per * g->br, r1 = (pc + 1) * per * g->br;
             if (r1 > g->L) r1 = g->L;
             if (r0 >= r1) continue;
             fwd_rows(g, &w, b, r0, r1, out + b * g->L * g->Ev, lse + b * g->L);
@@ -593,12 +761,12 @@ static void dec_piece(const sdpa_geom *g, int64_t grp, float *qs, float *sc, int
         int64_t c = 0;
         for (; c + 16 <= n; c += 16)
             for (int t = 0; t < 16; t++) {
-                float e = mmu_exp(s[c + t] - mx);
+                float e = exp_le0(s[c + t] - mx);
                 s[c + t] = e;
                 part[t] += e;
             }
         for (; c < n; c++) {
-            float e = mmu_exp(s[c] - mx);
+            float e = exp_le0(s[c] - mx);
             s[c] = e;
             tot += e;
         }
@@ -694,18 +862,19 @@ typedef struct {
     float *qs, *dop;   /* (L, Ep): q·scale, (L, Evp): dO when Ev is not a multiple of 16 */
     float *kp;         /* (S, Ep) likewise */
     float *d;          /* (L): rowsum(dO ∘ O) */
-    float *p, *pd, *dp, *z; /* (BR, BC) blocks: P, dropped P, dP then dS, dropout scale */
-    float *dk, *dv;    /* (BC, Ep), (BC, Evp) accumulators */
+    float *p, *pd, *dp, *z; /* (br, bc) blocks: P, dropped P, dP then dS, dropout scale */
+    float *dk, *dv;    /* (bc, Ep), (bc, Evp) accumulators */
     float *dq;         /* (L, Ep) accumulator */
     size_t bytes;
     void *base;
 } bwd_scratch;
 
 static int bwd_scratch_init(bwd_scratch *w, const sdpa_geom *g) {
-    int64_t L = g->L, S = g->S, E = g->E, Ev = g->Ev, Sp = up16(S), Ep = up16(E), Evp = up16(Ev);
+    int64_t L = g->L, S = g->S, E = g->E, Ev = g->Ev, Sp = up16(S), Ep = up16(E), Evp = up16(Ev), bb = g->br * g->bc;
     size_t sizes[] = {(size_t)(E * Sp), (size_t)(Ev * Sp), (size_t)(L * Ep),
                       (size_t)(Ev != Evp ? L * Evp : 0), (size_t)(E != Ep ? S * Ep : 0), (size_t)L,
-                      BR * BC, BR * BC, BR * BC, BR * BC, (size_t)(BC * Ep), (size_t)(BC * Evp), (size_t)(L * Ep)};
+                      (size_t)bb, (size_t)(g->p_drop > 0.0 ? bb : 0), (size_t)bb, (size_t)(g->p_drop > 0.0 ? bb : 0),
+                      (size_t)(g->bc * Ep), (size_t)(g->bc * Evp), (size_t)(L * Ep)};
     w->bytes = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) w->bytes += (sizes[i] * sizeof(float) + 63) & ~(size_t)63;
     w->base = mmu_alloc(w->bytes);
@@ -715,18 +884,6 @@ static int bwd_scratch_init(bwd_scratch *w, const sdpa_geom *g) {
                      &w->dk, &w->dv, &w->dq};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) *dst[i] = scratch_carve(&p, sizes[i]);
     return 0;
-}
-
-// src (rows, cols) -> dst (cols, ldd): transposed, columns rows..ldd zeroed
-static void pack_t(float *dst, int64_t ldd, const float *src, int64_t rows, int64_t cols) {
-    for (int64_t r0 = 0; r0 < ldd; r0 += 16) {
-        int64_t rn = rows - r0 < 16 ? (rows - r0 > 0 ? rows - r0 : 0) : 16;
-        for (int64_t c = 0; c < cols; c++) {
-            float *d = dst + c * ldd + r0;
-            for (int64_t r = 0; r < rn; r++) d[r] = src[(r0 + r) * cols + c];
-            for (int64_t r = rn; r < 16; r++) d[r] = 0.0f;
-        }
-    }
 }
 
 // src (rows, cols) -> dst (rows, ldd) with zero columns cols..ldd
@@ -744,12 +901,13 @@ static void pack_pad(float *dst, int64_t ldd, const float *src, int64_t rows, in
  * block transposed inside the GEMM kernel (ta). */
 static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0, int64_t kb1, const float *o,
                      const float *go, const float *lse, float *dq_out, float *dk_out, float *dv_out, float *dmask) {
-    int64_t L = g->L, S = g->S, E = g->E, Ev = g->Ev, Sp = up16(S), Ep = up16(E), Evp = up16(Ev);
+    int64_t L = g->L, S = g->S, E = g->E, Ev = g->Ev, Sp = up16(S), Ep = up16(E), Evp = up16(Ev), br = g->br,
+            bc = g->bc;
     const float *q = g->q + g->qoff[b], *k = g->k + g->koff[b], *v = g->v + g->voff[b];
     const float *dO = go + b * L * Ev, *O = o + b * L * Ev, *ls = lse + b * L;
     float sc = g->scale;
-    pack_t(w->kt, Sp, k, S, E);
-    pack_t(w->vt, Sp, v, S, Ev);
+    pack_t(w->kt, Sp, k, E, S, E);
+    pack_t(w->vt, Sp, v, Ev, S, Ev);
     const float *dob = dO, *kb = k;
     for (int64_t i = 0; i < L; i++) {
         for (int64_t e = 0; e < E; e++) w->qs[i * Ep + e] = q[i * E + e] * sc;
@@ -771,55 +929,59 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
     memset(w->dq, 0, L * Ep * sizeof(float));
     int drop = g->p_drop > 0.0;
     for (int64_t jb = kb0; jb < kb1; jb++) {
-        int64_t j0 = jb * BC, jn = S - j0 < BC ? S - j0 : BC, nc = up16(jn);
-        memset(w->dk, 0, BC * Ep * sizeof(float));
-        memset(w->dv, 0, BC * Evp * sizeof(float));
+        int64_t j0 = jb * bc, jn = S - j0 < bc ? S - j0 : bc;
+        memset(w->dk, 0, jn * Ep * sizeof(float));
+        memset(w->dv, 0, jn * Evp * sizeof(float));
         /* causal: the first row that sees key j0 is j0 - qpos */
         int64_t ifirst = g->causal && j0 - g->qpos > 0 ? j0 - g->qpos : 0;
-        for (int64_t i0 = ifirst / BR * BR; i0 < L; i0 += BR) {
-            int64_t nr = L - i0 < BR ? L - i0 : BR;
-            int kind = block_kind(g, b, i0, nr, j0, jn);
+        for (int64_t i0 = ifirst / br * br; i0 < L; i0 += br) {
+            int64_t nr = L - i0 < br ? L - i0 : br;
+            /* the keys of the block some row of this query block sees (kn <= jn) */
+            int64_t kn = block_keys(g, b, i0, nr, j0, jn), nc = up16(kn);
+            int kind = kn ? block_kind(g, b, i0, nr, j0, kn) : 0;
             if (!kind) continue;
             /* P = exp(q kᵀ·scale + bias - lse); a row with lse = -inf sees nothing: P = 0 */
-            gemm(0, nr, nc, E, w->qs + i0 * Ep, Ep, w->kt + j0, Sp, w->p, BC, 0);
+            gemm(0, nr, nc, E, w->qs + i0 * Ep, Ep, w->kt + j0, Sp, w->p, bc, 0);
             for (int64_t r = 0; r < nr; r++) {
-                float *p = w->p + r * BC, l = ls[i0 + r];
-                bias_row(p, g, b, i0 + r, j0, jn, nc, kind);
+                float *p = w->p + r * bc, l = ls[i0 + r];
+                bias_row(p, g, b, i0 + r, j0, kn, nc, kind);
                 if (l == -INFINITY)
                     memset(p, 0, nc * sizeof(float));
                 else
-                    for (int64_t c = 0; c < nc; c++) p[c] = mmu_exp(p[c] - l);
+                    for (int64_t c = 0; c < nc; c++) p[c] = exp_le0(p[c] - l);
                 if (drop) {
-                    float *z = w->z + r * BC, *pd = w->pd + r * BC;
-                    dropout_row(z, g, b, i0 + r, j0, jn);
-                    for (int64_t c = 0; c < jn; c++) pd[c] = p[c] * z[c];
+                    float *z = w->z + r * bc, *pd = w->pd + r * bc;
+                    dropout_row(z, g, b, i0 + r, j0, kn);
+                    for (int64_t c = 0; c < kn; c++) pd[c] = p[c] * z[c];
                 }
             }
             /* dV += P̃ᵀ dO */
-            gemm(1, jn, Evp, nr, drop ? w->pd : w->p, BC, dob + i0 * Evp, Evp, w->dv, Evp, 1);
+            gemm(1, kn, Evp, nr, drop ? w->pd : w->p, bc, dob + i0 * Evp, Evp, w->dv, Evp, 1);
             /* dP = dO vᵀ */
-            gemm(0, nr, nc, Ev, dO + i0 * Ev, Ev, w->vt + j0, Sp, w->dp, BC, 0);
+            gemm(0, nr, nc, Ev, dO + i0 * Ev, Ev, w->vt + j0, Sp, w->dp, bc, 0);
             /* dS = P ∘ (dP ∘ Z - D) */
             for (int64_t r = 0; r < nr; r++) {
-                float *dp = w->dp + r * BC, dr = w->d[i0 + r];
-                const float *p = w->p + r * BC;
+                float *dp = w->dp + r * bc, dr = w->d[i0 + r];
+                const float *p = w->p + r * bc;
                 if (drop) {
-                    const float *z = w->z + r * BC;
-                    for (int64_t c = 0; c < jn; c++) dp[c] = p[c] * (dp[c] * z[c] - dr);
+                    const float *z = w->z + r * bc;
+                    for (int64_t c = 0; c < kn; c++) dp[c] = p[c] * (dp[c] * z[c] - dr);
                 } else {
-                    for (int64_t c = 0; c < jn; c++) dp[c] = p[c] * (dp[c] - dr);
+                    for (int64_t c = 0; c < kn; c++) dp[c] = p[c] * (dp[c] - dr);
                 }
             }
             if (dmask)
                 for (int64_t r = 0; r < nr; r++)
-                    memcpy(dmask + (b * L + i0 + r) * g->dms + j0, w->dp + r * BC, jn * sizeof(float));
+                    memcpy(dmask + (b * L + i0 + r) * g->dms + j0, w->dp + r * bc, kn * sizeof(float));
             /* dK += dSᵀ (q·scale) */
-            gemm(1, jn, Ep, nr, w->dp, BC, w->qs + i0 * Ep, Ep, w->dk, Ep, 1);
+            gemm(1, kn, Ep, nr, w->dp, bc, w->qs + i0 * Ep, Ep, w->dk, Ep, 1);
             /* dQ += dS k */
-            gemm(0, nr, Ep, jn, w->dp, BC, kb + j0 * Ep, Ep, w->dq + i0 * Ep, Ep, 1);
+            gemm(0, nr, Ep, kn, w->dp, bc, kb + j0 * Ep, Ep, w->dq + i0 * Ep, Ep, 1);
         }
+        float *dkb = dk_out + (g->dkoff ? g->dkoff[b] : b * g->Sb * E),
+              *dvb = dv_out + (g->dvoff ? g->dvoff[b] : b * g->Sb * Ev);
         for (int64_t c = 0; c < jn; c++) {
-            float *dk = dk_out + (b * g->Sb + j0 + c) * E, *dv = dv_out + (b * g->Sb + j0 + c) * Ev;
+            float *dk = dkb + (j0 + c) * E, *dv = dvb + (j0 + c) * Ev;
             memcpy(dk, w->dk + c * Ep, E * sizeof(float));
             memcpy(dv, w->dv + c * Evp, Ev * sizeof(float));
         }
@@ -828,10 +990,13 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
         for (int64_t e = 0; e < E; e++) dq_out[i * E + e] = w->dq[i * Ep + e] * sc;
 }
 
-/* dq (NB, L, E), dk (NB, Sb, E), dv (NB, Sb, Ev) (rows S.. untouched), dmask (NB, L, dms) or NULL */
-static mmu_status sdpa_backward(const sdpa_geom *g, const float *o, const float *go, const float *lse, float *dq,
+/* dq (NB, L, E), dk (NB, Sb, E), dv (NB, Sb, Ev) (rows S.. untouched; or where g->dqoff .. place
+ * each head's), dmask (NB, L, dms) or NULL */
+static mmu_status sdpa_backward(sdpa_geom *g, const float *o, const float *go, const float *lse, float *dq,
                                 float *dk, float *dv, float *dmask) {
-    int64_t nkb = (g->S + BC - 1) / BC, pieces = split_for(g->NB, nkb), per = (nkb + pieces - 1) / pieces;
+    int64_t T = mmu_get_num_threads();
+    choose_blocks(g, g->NB >= 2 * T ? 1 : (2 * T + g->NB - 1) / g->NB);
+    int64_t nkb = (g->S + g->bc - 1) / g->bc, pieces = split_for(g->NB, nkb), per = (nkb + pieces - 1) / pieces;
     int64_t ntask = g->NB * pieces, LE = g->L * g->E;
     float *part = NULL;
     size_t part_bytes = 0;
@@ -856,7 +1021,7 @@ static mmu_status sdpa_backward(const sdpa_geom *g, const float *o, const float 
             if (!ok) continue;
             int64_t b = t / pieces, pc = t % pieces, kb0 = pc * per, kb1 = (pc + 1) * per;
             if (kb1 > nkb) kb1 = nkb;
-            float *dqo = pieces > 1 ? part + t * LE : dq + b * LE;
+            float *dqo = pieces > 1 ? part + t * LE : dq + (g->dqoff ? g->dqoff[b] : b * LE);
             if (kb0 >= kb1) {
                 memset(dqo, 0, LE * sizeof(float));
                 continue;
@@ -872,7 +1037,7 @@ static mmu_status sdpa_backward(const sdpa_geom *g, const float *o, const float 
             int64_t b = x / LE, r = x % LE;
             float s = 0.0f;
             for (int64_t pc = 0; pc < pieces; pc++) s += part[(b * pieces + pc) * LE + r];
-            dq[x] = s;
+            dq[(g->dqoff ? g->dqoff[b] : b * LE) + r] = s;
         }
         mmu_free(part, part_bytes);
     }
@@ -1152,9 +1317,9 @@ done:
  * or dropout (a training step's layer); GQA when hkv < hq, key/value head
  * h / (hq / hkv) for query head h. */
 
-// the sdpa geometry of z's q, k, v; mask as mmu_sdpa's
+// the sdpa geometry of z's q, k, v for the query rows r0 .. r1 (r1 = -1: all L); mask as mmu_sdpa's over all L rows
 static mmu_status packed_geom(sdpa_geom *g, int *nd, int64_t *bs, const mmu_tensor *z, int64_t hq, int64_t hkv,
-                              const mmu_tensor *mask) {
+                              const mmu_tensor *mask, int64_t r0, int64_t r1) {
     const char *op = "attention_of_heads";
     memset(g, 0, sizeof *g);
     if (hq < 1 || hkv < 1 || hq % hkv)
@@ -1165,7 +1330,13 @@ static mmu_status packed_geom(sdpa_geom *g, int *nd, int64_t *bs, const mmu_tens
         return mmu_fail(MMU_EVALUE, "%s: the heads must be (B, num_heads + 2 num_kv_heads = %lld, L, E), got %s", op,
                         (long long)H, mmu_shape_str(z));
     int64_t B = z->shape[0], L = z->shape[2], E = z->shape[3];
-    int64_t qs[4] = {B, hq, L, E}, ks[4] = {B, hkv, L, E}, att[4] = {B, hq, L, L};
+    if (r1 < 0) r1 = L;
+    if (r0 < 0 || r0 >= r1 || r1 > L)
+        return mmu_fail(MMU_EVALUE, "%s: query_rows (%lld, %lld) must satisfy 0 <= start < stop <= L = %lld of the heads %s",
+                        op, (long long)r0, (long long)r1, (long long)L, mmu_shape_str(z));
+    int64_t n = r1 - r0, qs[4] = {B, hq, n, E}, ks[4] = {B, hkv, L, E}, att[4] = {B, hq, L, L};
+    int64_t ms[MMU_MAX_DIMS];
+    int rowdim = 0; /* the mask has a row dim of L rows, of which rows r0 .. r1 are read */
     if (mask) { /* checked here, so that the error names this op */
         int ok = mask->ndim <= 4;
         for (int d = 0; ok && d < mask->ndim; d++) {
@@ -1175,25 +1346,37 @@ static mmu_status packed_geom(sdpa_geom *g, int *nd, int64_t *bs, const mmu_tens
         if (!ok)
             return mmu_fail(MMU_EVALUE, "%s: attn_mask of shape %s is not broadcastable to the attention weights' "
                             "shape %s", op, mmu_shape_str(mask), mmu_dims_str(4, att));
+        memcpy(ms, mask->shape, mask->ndim * sizeof(int64_t));
+        rowdim = mask->ndim >= 2 && ms[mask->ndim - 2] == L && L > 1;
+        if (rowdim) ms[mask->ndim - 2] = n;
     }
-    mmu_status st = geom_init(g, nd, bs, qs, 4, ks, 4, ks, 4, mask ? mask->shape : NULL, mask ? mask->ndim : 0,
-                              mask != NULL, mask && mask->dtype == MMU_BOOL, hkv != hq, 0, -1);
+    mmu_status st = geom_init(g, nd, bs, qs, 4, ks, 4, ks, 4, mask ? ms : NULL, mask ? mask->ndim : 0, mask != NULL,
+                              mask && mask->dtype == MMU_BOOL, hkv != hq, r0, -1);
     if (st) return st;
-    /* geom_init's offsets are those of separate contiguous q (B, hq, L, E) and k, v (B, hkv, L, E):
-     * shift each batch row's heads to where they sit in z */
+    /* each batch row's heads where they sit in z: q head h of batch b from row r0, its key/value head
+     * h / (hq / hkv) (geom_init's offsets were those of separate contiguous q, k, v) */
     for (int64_t i = 0; i < g->NB; i++) {
-        int64_t b = i / hq;
-        g->qoff[i] += b * (H - hq) * L * E;
-        g->koff[i] += (b * (H - hkv) + hq) * L * E;
-        g->voff[i] += (b * (H - hkv) + hq + hkv) * L * E;
+        int64_t b = i / hq, h = i % hq, kh = h / (hq / hkv);
+        g->qoff[i] = ((b * H + h) * L + r0) * E;
+        g->koff[i] = (b * H + hq + kh) * L * E;
+        g->voff[i] = (b * H + hq + hkv + kh) * L * E;
     }
     g->q = g->k = g->v = mmu_f32(z);
+    if (mask) {
+        int64_t Sm = mask->shape[mask->ndim - 1];
+        if (rowdim && n != L) { /* the matrices keep their L rows in memory: offsets of (L, Sm) matrices */
+            for (int64_t i = 0; i < g->NB; i++) g->moff[i] = g->moff[i] / (n * Sm) * (L * Sm);
+            g->mmat = L * Sm;
+        }
+        g->mask = (const char *)mmu_data(mask) + (rowdim ? r0 * Sm : 0) * (mask->dtype == MMU_BOOL ? 1 : 4);
+    }
     return MMU_OK;
 }
 
-// z (B, hq + 2 hkv, L, E), mask NULL / bool / float32 (no grad) broadcastable to (B, hq, L, L) -> out (B, hq, L, E)
+// z (B, hq + 2 hkv, L, E), mask NULL / bool / float32 (no grad) broadcastable to (B, hq, L, L), query rows
+// r0 .. r1 (r1 = -1: L) -> out (B, hq, r1 - r0, E)
 mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t hkv, mmu_tensor *mask, int is_causal,
-                           int has_scale, double scale) {
+                           int has_scale, double scale, int64_t r0, int64_t r1) {
     const char *op = "attention_of_heads";
     mmu_status st;
     mmu_sync_threads();
@@ -1206,8 +1389,7 @@ mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t 
     int nd;
     int64_t bs[MMU_MAX_DIMS + 2];
     mmu_tensor *lse = NULL;
-    if ((st = packed_geom(&g, &nd, bs, z, hq, hkv, mask))) goto done;
-    g.mask = mask ? mmu_data(mask) : NULL;
+    if ((st = packed_geom(&g, &nd, bs, z, hq, hkv, mask, r0, r1))) goto done;
     g.causal = is_causal;
     g.scale = (float)(has_scale ? scale : 1.0 / sqrt((double)g.E));
     if ((st = build_kinds(&g))) goto done;
@@ -1226,6 +1408,8 @@ mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t 
         n->ctx.i[0] = is_causal;
         n->ctx.i[1] = hq;
         n->ctx.i[2] = hkv;
+        n->ctx.i[3] = g.qpos;
+        n->ctx.i[4] = g.qpos + g.L;
         n->ctx.f[0] = g.scale;
     }
 done:
@@ -1239,30 +1423,44 @@ done:
 mmu_status mmu_sdpa_packed_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     mmu_tensor *z = n->saved[0], *o = n->saved[1], *lse = n->saved[2], *mask = n->saved[3];
     if (!n->inputs[0].needs_grad) return MMU_OK;
-    int64_t hq = n->ctx.i[1], hkv = n->ctx.i[2];
+    int64_t hq = n->ctx.i[1], hkv = n->ctx.i[2], r0 = n->ctx.i[3], r1 = n->ctx.i[4];
     sdpa_geom g;
     int nd;
     int64_t bs[MMU_MAX_DIMS + 2];
     float *dq = NULL, *dkv = NULL;
     size_t qbytes = 0, kvbytes = 0;
-    mmu_status st = packed_geom(&g, &nd, bs, z, hq, hkv, mask);
+    mmu_status st = packed_geom(&g, &nd, bs, z, hq, hkv, mask, r0, r1);
     if (st) goto done;
-    g.mask = mask ? mmu_data(mask) : NULL;
     g.causal = (int)n->ctx.i[0];
     g.scale = (float)n->ctx.f[0];
     if ((st = build_kinds(&g))) goto done;
-    int64_t B = z->shape[0], H = z->shape[1], LE = g.L * g.E, NB = g.NB;
-    /* dk, dv per query head (NB, L, E) each, summed over a GQA group when written into dz */
-    qbytes = (size_t)(NB * LE) * sizeof(float), kvbytes = 2 * qbytes;
+    int64_t B = z->shape[0], H = z->shape[1], L = z->shape[2], E = g.E, NB = g.NB, nE = g.L * E, LE = L * E;
     if ((st = mmu_tensor_empty(&gin[0], MMU_FLOAT32, 4, z->shape))) goto done;
-    if (!(dq = mmu_alloc(qbytes)) || !(dkv = mmu_alloc(kvbytes))) {
+    float *dz = mmu_f32(gin[0]);
+    if (g.L < L) /* the query rows outside r0 .. r1 took no part: their gradient is 0 */
+        for (int64_t x = 0; x < B * hq; x++) {
+            float *d = dz + ((x / hq) * H + x % hq) * LE;
+            memset(d, 0, r0 * E * sizeof(float));
+            memset(d + r1 * E, 0, (L - r1) * E * sizeof(float));
+        }
+    if (hq == hkv) { /* each head's dq, dk, dv straight into its place in dz (every element is written) */
+        g.dqoff = g.qoff, g.dkoff = g.koff, g.dvoff = g.voff;
+        if (nE > 0 && NB > 0)
+            st = sdpa_backward(&g, mmu_f32(o), mmu_f32(gout), mmu_f32(lse), dz, dz, dz, NULL);
+        else
+            memset(dz, 0, gin[0]->numel * sizeof(float));
+        goto done;
+    }
+    /* GQA: dq (NB, n, E), and dk, dv per query head (NB, L, E) each, summed over a group when written into dz */
+    qbytes = (size_t)(NB * nE) * sizeof(float), kvbytes = (size_t)(2 * NB * LE) * sizeof(float);
+    if (!(dq = mmu_alloc(qbytes ? qbytes : 4)) || !(dkv = mmu_alloc(kvbytes ? kvbytes : 4))) {
         st = mmu_fail(MMU_ENOMEM, "attention_of_heads backward: out of memory");
         goto done;
     }
-    float *dk = dkv, *dv = dkv + NB * LE, *dz = mmu_f32(gin[0]);
+    float *dk = dkv, *dv = dkv + NB * LE;
     /* keys no query block reaches (masked blocks) keep 0 */
     memset(dkv, 0, kvbytes);
-    if (LE > 0 && NB > 0 &&
+    if (nE > 0 && NB > 0 &&
         (st = sdpa_backward(&g, mmu_f32(o), mmu_f32(gout), mmu_f32(lse), dq, dk, dv, NULL)))
         goto done;
     int64_t group = hq / hkv, total = B * H * LE;
@@ -1271,7 +1469,7 @@ mmu_status mmu_sdpa_packed_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **
         int64_t b = x / H, j = x % H;
         float *d = dz + x * LE;
         if (j < hq) {
-            memcpy(d, dq + (b * hq + j) * LE, LE * sizeof(float));
+            memcpy(d + r0 * E, dq + (b * hq + j) * nE, nE * sizeof(float));
             continue;
         }
         const float *src = j < hq + hkv ? dk : dv;
@@ -1283,8 +1481,8 @@ mmu_status mmu_sdpa_packed_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **
         }
     }
 done:
-    if (dq) mmu_free(dq, qbytes);
-    if (dkv) mmu_free(dkv, kvbytes);
+    if (dq) mmu_free(dq, qbytes ? qbytes : 4);
+    if (dkv) mmu_free(dkv, kvbytes ? kvbytes : 4);
     geom_free(&g);
     return st;
 }
@@ -1490,7 +1688,7 @@ static void grp_fwd_task(const grp_geom *g, grp_scratch *w, int64_t bh, int64_t 
             float part[16] = {0};
             for (int64_t c = 0; c < np; c += 16)
                 for (int t = 0; t < 16; t++) {
-                    float e = mmu_exp(s[c + t] - mx);
+                    float e = exp_le0(s[c + t] - mx);
                     s[c + t] = e;
                     part[t] += e;
                 }
@@ -1540,7 +1738,7 @@ static void grp_bwd_task(const grp_geom *g, grp_scratch *w, int64_t bh, int64_t 
             if (l == -INFINITY)
                 memset(p, 0, np * sizeof(float));
             else
-                for (int64_t c = 0; c < np; c++) p[c] = mmu_exp(p[c] - l);
+                for (int64_t c = 0; c < np; c++) p[c] = exp_le0(p[c] - l);
         }
         /* dV += Pᵀ dO (keys nk.. get nothing from this block) */
         gemm(1, nk, Evp, nr, w->s, np, w->dop + i0 * Evp, Evp, w->dv, Evp, 1);

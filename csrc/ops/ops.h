@@ -207,9 +207,10 @@ mmu_status mmu_sdpa(mmu_tensor **out, mmu_tensor *q, mmu_tensor *k, mmu_tensor *
                     double dropout_p, int is_causal, int has_scale, double scale, int enable_gqa,
                     int64_t query_offset, int64_t kv_len);
 /* z (B, hq + 2 hkv, L, E) heads [q; k; v] (qkv_heads' layout), mask NULL / bool / float32 without grad
- * broadcastable to (B, hq, L, L) -> out (B, hq, L, E): mmu_sdpa over them, read in place */
+ * broadcastable to (B, hq, L, L), the query rows r0 .. r1 (r1 = -1: L; row i at key position i, also for
+ * is_causal) -> out (B, hq, r1 - r0, E): mmu_sdpa over them, read in place */
 mmu_status mmu_sdpa_packed(mmu_tensor **out, mmu_tensor *z, int64_t hq, int64_t hkv, mmu_tensor *mask, int is_causal,
-                           int has_scale, double scale);
+                           int has_scale, double scale, int64_t r0, int64_t r1);
 /* Swin's non-overlapping window attention: q, k (B, H, N, E), v (B, H, N, Ev), N = gh·gw tokens of a
  * row-major grid, windows wh x ww dividing it, bias (H, wh·ww, wh·ww) or NULL added to every window's
  * scores -> out (B, H, N, Ev); the windows are read in place (no partition copy, no N x N mask) */

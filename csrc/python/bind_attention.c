@@ -61,21 +61,21 @@ static PyObject *py_qkv_heads(PyObject *m, PyObject *args) {
     return finish(&ta, st, out);
 }
 
-/* sdpa_packed(z, num_heads, num_kv_heads, mask or None, is_causal, scale or None) */
+/* sdpa_packed(z, num_heads, num_kv_heads, mask or None, is_causal, scale or None, row_start, row_stop) */
 static PyObject *py_sdpa_packed(PyObject *m, PyObject *args) {
     const char *op = "attention_of_heads";
     PyObject *zo, *mo, *so;
-    long long hq, hkv;
+    long long hq, hkv, r0 = 0, r1 = -1;
     int causal;
     tensor_args ta = {0};
     mmu_tensor *z, *mask = NULL, *out = NULL;
     mmu_status st;
-    if (!PyArg_ParseTuple(args, "OLLOpO", &zo, &hq, &hkv, &mo, &causal, &so)) return NULL;
+    if (!PyArg_ParseTuple(args, "OLLOpO|LL", &zo, &hq, &hkv, &mo, &causal, &so, &r0, &r1)) return NULL;
     double scale = 0.0;
     if (so != Py_None && (scale = PyFloat_AsDouble(so)) == -1.0 && PyErr_Occurred()) return NULL;
     if (!(z = arg(&ta, zo, MMU_FLOAT32, op, "heads")) || (mo != Py_None && !(mask = arg(&ta, mo, -1, op, "attn_mask"))))
         return finish(&ta, MMU_OK, NULL);
-    MMU_NOGIL(st, mmu_sdpa_packed(&out, z, hq, hkv, mask, causal, so != Py_None, scale));
+    MMU_NOGIL(st, mmu_sdpa_packed(&out, z, hq, hkv, mask, causal, so != Py_None, scale, r0, r1));
     return finish(&ta, st, out);
 }
 
@@ -121,7 +121,7 @@ PyMethodDef mmu_attention_methods[] = {
     {"temporal_attention", py_temporal_attention, METH_VARARGS, "temporal_attention(q, k, v, frames, causal, scale)"},
     {"qkv_heads", py_qkv_heads, METH_VARARGS,
      "qkv_heads(qkv, num_heads, num_kv_heads, norm, q_weight, q_bias, k_weight, k_bias, eps, cos, sin)"},
-    {"sdpa_packed", py_sdpa_packed, METH_VARARGS, "sdpa_packed(heads, num_heads, num_kv_heads, mask, is_causal, scale)"},
+    {"sdpa_packed", py_sdpa_packed, METH_VARARGS, "sdpa_packed(heads, num_heads, num_kv_heads, mask, is_causal, scale, row_start=0, row_stop=-1)"},
     {"sdpa", py_sdpa, METH_VARARGS, "sdpa(q, k, v, mask, dropout_p, is_causal, scale, enable_gqa, query_offset, kv_len)"},
     {"apply_rotary", py_apply_rotary, METH_VARARGS, "apply_rotary(x, cos, sin)"},
     {NULL, NULL, 0, NULL},

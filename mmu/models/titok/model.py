@@ -28,6 +28,29 @@ from .config import TiTokConfig
 __all__ = ["TiTok", "TiTokEncoder", "TiTokDecoder", "TiTokQuantizer"]
 
 
+def _layers_at_rows(layers, x, lo, hi):
+    """The transformer layers on x (B, T, width), of whose output only the tokens lo .. hi are read ->
+    (B, hi - lo, width). The last layer computes only those rows: every token still gives its key and value,
+    but the other tokens' queries (F.attention_of_heads' query_rows), output projection, MLP and residual,
+    which nothing reads, are skipped. The encoder keeps only its K latent tokens and the decoder only its N
+    patch tokens, about half of the sequence each, so its last layer costs a little over half. The kept rows
+    get the same numbers as the whole layer sliced afterwards (1d-tokenizer's order)."""
+    for layer in layers[:-1]:
+        x = layer(x)
+    if not len(layers):
+        return x[:, lo:hi]
+    layer = layers[-1]
+    a = layer.attn
+    if not (layer.residual == "sequential" and layer.cross_attn is None and a.qkv_proj is not None and
+            a.q_norm is None and not a.rotary_dim and layer.dropout.p == 0.0):
+        return layer(x)[:, lo:hi]  # (TiTok's layers are never built so; kept for safety)
+    b, h = x.shape[0], a.num_heads
+    z = F.qkv_heads(a.qkv_proj(layer.norm1(x)), h, a.num_kv_heads)                   # (B, H + 2 Hkv, T, hd)
+    o = F.attention_of_heads(z, h, a.num_kv_heads, query_rows=(lo, hi))               # (B, H, hi - lo, hd)
+    x = x[:, lo:hi] + a.out_proj(o.permute(0, 2, 1, 3).reshape(b, hi - lo, h * a.head_dim))
+    return x + layer.mlp(layer.norm2(x))
+
+
 class TiTokEncoder(ViTEncoder):
     """1d-tokenizer's TiTokEncoder (is_legacy=False) on mmu.nn.ViTEncoder: patches (Conv2d of stride
     patch_size) after 1 + K extra tokens [class token; the K latent tokens] (extra_tokens (1, 1 + K, width)),
@@ -55,10 +78,16 @@ class TiTokEncoder(ViTEncoder):
 
     def forward(self, images):
         """images (B, C, R, R) -> (B, token_size, K)."""
-        x = super().forward(images)  # (B, 1 + K + N, width)
-        k = self.num_latent_tokens
-        z = self.proj(self.post_norm(x[:, 1:1 + k]))  # (B, K, token_size)
-        return z.transpose(1, 2)
+        images = _as_images(images, "TiTokEncoder")
+        if images.ndim != 4 or images.shape[1] != self.in_channels or tuple(images.shape[2:]) != tuple(self.image_size):
+            raise ValueError(f"TiTokEncoder: images must be (B, {self.in_channels}, {self.image_size[0]}, "
+                             f"{self.image_size[1]}), got {tuple(images.shape)}")
+        b, k = images.shape[0], self.num_latent_tokens
+        x = self.patch_embed(images)  # (B, width, gh, gw)
+        x = x.reshape(b, self.dim, x.shape[2] * x.shape[3]).transpose(1, 2)  # (B, N, width)
+        x = cat([self.extra_tokens.expand(b, self.num_extra_tokens, self.dim), x], 1) + self.pos_embedding
+        x = _layers_at_rows(self.layers, self.pre_norm(x), 1, 1 + k)  # (B, K, width): the latents' outputs
+        return self.proj(self.post_norm(x)).transpose(1, 2)
 
 
 class TiTokDecoder(Module):
@@ -108,9 +137,7 @@ class TiTokDecoder(Module):
         latents = self.embed(zq.transpose(1, 2)) + self.latent_pos_embedding             # (B, K, w)
         prefix = cat([self.class_token, self.mask_token.expand(1, n, w)], 1) + self.pos_embedding  # (1, 1 + N, w)
         x = self.pre_norm(cat([prefix.expand(b, 1 + n, w), latents], 1))                 # (B, 1 + N + K, w)
-        for layer in self.layers:
-            x = layer(x)
-        x = self.to_pixels(self.norm(x[:, 1:1 + n]))                                      # (B, N, p p c)
+        x = self.to_pixels(self.norm(_layers_at_rows(self.layers, x, 1, 1 + n)))         # (B, N, p p c)
         x = x.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, g * p, g * p)
         return self.conv_out(x)
 
