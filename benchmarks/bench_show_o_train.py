@@ -10,7 +10,10 @@ them (the masked image tokens of T2I, ShowO.t2i_loss_positions; the answers' pre
 ShowO.mmu_loss_positions), and its last layer only at those rows (TransformerLM with an index
 logits_at: no other output depends on them), while the twin, as Show-o's public code, computes every
 image position's and every text position's logits after the full last layer; attention runs on the
-fused heads (F.qkv_heads: QK LayerNorm + partial RoPE in one pass; F.attention_of_heads). The T2I
+fused heads (F.qkv_heads: QK LayerNorm + partial RoPE in one pass; F.attention_of_heads); and the three
+tasks (one batch size) run as ONE packed pass, [lm | t2i | mmu] side by side under a block-diagonal mask
+(ShowO._packed_losses: each weight packed once per pass, the LM's 64 rows inside the larger products, one
+weight-gradient product per weight), where the twin makes one pass per task. The T2I
 and MMU twin parity (tests/test_show_o_twin.py) compares the logits at mmu's rows.
 
     python benchmarks/run.py --filter show_o_train --repeat 3 --warmup 1 --threads 1

@@ -372,6 +372,55 @@ def test_training_step_loss_terms_equal_numpy_references():
     assert (d.t2i_coeff, d.lm_coeff, d.mmu_coeff, d.cond_dropout_prob) == (1.0, 0.1, 1.0, 0.1)
 
 
+def test_packed_training_pass_equals_one_pass_per_task():
+    # one batch size for every task: the three sequences run as one packed pass (block-diagonal mask,
+    # positions restarting per segment); terms and gradients must be those of one pass per task
+    m = _model(seed=4, t2i_coeff=1.0, lm_coeff=0.1, mmu_coeff=0.7)
+    c = m.config
+    rng = np.random.default_rng(6)
+    codes = rng.integers(0, 64, (2, c.num_vq_tokens))
+    batch = {"t2i": {"text_ids": [[5, 6, 7], []], "codes": codes},
+             "lm": {"text_ids": np.array([[3, 4, 5, 6, -1], [6, -1, -1, -1, -1]])},
+             "mmu": {"codes": codes[::-1].copy(), "question_ids": [[4, 5], [6]], "answer_ids": [[7], [8, 9, 3]]}}
+    results, passes, forward = [], [], m.lm.forward
+
+    def counted_forward(*args, **kwargs):
+        passes[-1] += 1
+        return forward(*args, **kwargs)
+
+    object.__setattr__(m.lm, "forward", counted_forward)
+    for packed in (True, False):
+        object.__setattr__(m, "_pack_tasks", packed)
+        m.zero_grad(set_to_none=True)
+        mmu.manual_seed(11)
+        passes.append(0)
+        loss, logs = m.training_step(batch, 0)
+        loss.backward()
+        grads = {k: p.grad.numpy().copy() for k, p in m.named_parameters() if p.grad is not None}
+        results.append((loss.item(), logs, grads))
+    (l1, g1, d1), (l2, g2, d2) = results
+    assert passes == [1, 3]
+    assert l1 == pytest.approx(l2, rel=1e-5)
+    for k in ("loss_t2i", "loss_lm", "loss_mmu", "mask_ratio", "cond_dropped"):
+        assert g1[k] == pytest.approx(g2[k], rel=1e-5), k
+    assert d1.keys() == d2.keys() and len(d1) > 10
+    for k in d1:
+        np.testing.assert_allclose(d1[k], d2[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    # two tasks packed, and the packed terms against NumPy on the separate passes' logits
+    object.__delattr__(m.lm, "forward")
+    object.__setattr__(m, "_pack_tasks", True)
+    mmu.manual_seed(3)
+    terms, _ = m.losses({"lm": batch["lm"], "mmu": batch["mmu"]})
+    lm_ids, lm_labels = lm_prompt(c, [[3, 4, 5, 6], [6]])
+    mm_ids, mm_labels = mmu_prompt(c, codes[::-1] + c.image_token_offset, [[4, 5], [6]], [[7], [8, 9, 3]])
+    with mmu.no_grad():
+        lm_logits = m(lm_ids).numpy()
+        mm_logits = m(mm_ids, attn_mask=mmu_attention_mask(c, mm_ids)).numpy()
+    assert sorted(terms) == ["lm", "mmu"]
+    assert terms["lm"].item() == pytest.approx(_ce(lm_logits[:, :-1], lm_labels[:, 1:]), rel=1e-4)
+    assert terms["mmu"].item() == pytest.approx(_ce(mm_logits[:, :-1], mm_labels[:, 1:]), rel=1e-4)
+
+
 def test_training_step_rejects_bad_batches():
     m = _model()
     codes = np.zeros((2, 16), np.int64)

@@ -44,22 +44,43 @@ static void relu_kernel(float *o, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) o[i] = x[i] < 0.0f ? 0.0f : x[i];
 }
 
+/* e^-x: vmath.h's mmu_exp, except +inf once -x > 88.5 (past float32's range) */
+static inline float exp_neg(float x) { return -x > 88.5f ? INFINITY : mmu_exp(-x); }
+
+/* tanh GELU, torch's gelu(approximate='tanh'), forward and backward in one pass each (oneDNN's
+ * eltwise and then a pass putting +inf / large-|x| values right took two each way):
+ *   y = x (1 + tanh u) / 2 = x·s,  s = sigmoid(2u) = 1 / (1 + e^-2u),  u = c (x + 0.044715 x³),
+ *   dy/dx = s + x·s(1 - s)·2u' = s + (e·s)·s·x·2c (1 + 3·0.044715 x²),  e = e^-2u,  c = sqrt(2/pi).
+ * The sigmoid form has no 1 + tanh cancellation (x = -5 keeps -2.2e-7 where 1 + tanhf(u) rounds).
+ * x = -inf: e = inf, y = -inf·0 = NaN, as torch; x = +inf: y = inf. For |x| > 10 the derivative
+ * is 1 (x > 0) or 0 to float precision (its tail is below 1e-35), as torch gives, and x³ or e·s²
+ * never overflow into a NaN there; ±inf keeps NaN, as torch's. */
+#define GELU_C 0.7978845608028654f
+static void gelu_tanh_forward(float *o, const float *x, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i], u2 = 2.0f * GELU_C * v * fmaf(0.044715f * v, v, 1.0f);
+        o[i] = v / (1.0f + exp_neg(u2));
+    }
+}
+
+static void gelu_tanh_backward(float *d, const float *x, const float *g, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i], a = fabsf(v), v2 = v * v;
+        float u2 = 2.0f * GELU_C * v * fmaf(0.044715f, v2, 1.0f);
+        float e = exp_neg(u2), s = 1.0f / (1.0f + e);
+        /* e·s = e / (1 + e) <= 1 first: e alone nears float's max by x = -9.99 */
+        float dydx = fmaf(e * s * s * v, 2.0f * GELU_C * fmaf(3.0f * 0.044715f, v2, 1.0f), s);
+        d[i] = (a > 10.0f && a < INFINITY) ? (v > 0.0f ? g[i] : 0.0f * g[i]) : g[i] * dydx;
+    }
+}
+
 /* oneDNN 3.2's gelu_erf gives NaN at x = +inf (x·Φ(x) is inf·1 only in the limit); torch's
  * float64 and scalar paths give +inf, so +inf is put back. -inf stays NaN, as in torch. */
 static void gelu_fix_inf(float *o, const float *x, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
     for (int64_t i = 0; i < n; i++) o[i] = x[i] == INFINITY ? INFINITY : o[i];
-}
-
-/* oneDNN's gelu_tanh backward overflows x³ for |x| > 7e12 and gives NaN; for |x| > 10 the
- * derivative is 1 (x > 0) or 0 to float precision (its tail is below 1e-35), as torch gives.
- * ±inf keeps oneDNN's NaN, as torch's. */
-static void gelu_tanh_bwd_fix_large(float *d, const float *x, const float *g, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > MMU_PAR_GRAIN)
-    for (int64_t i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        d[i] = (a > 10.0f && a < INFINITY) ? (x[i] > 0.0f ? g[i] : 0.0f * g[i]) : d[i];
-    }
 }
 
 /* The C-computed ops: forward kernel, and whether the backward uses the output */
@@ -93,11 +114,12 @@ mmu_status mmu_unary(mmu_tensor **out, mmu_unary_op op, mmu_tensor *x) {
     if ((st = mmu_tensor_empty_like(out, x))) return st;
     mmu_eltwise_alg alg = unary_info[op].alg;
     if (alg == MMU_ELT_COUNT) c_forward(op, mmu_f32(*out), mmu_f32(x), x->numel);
+    else if (op == MMU_UN_GELU_TANH) gelu_tanh_forward(mmu_f32(*out), mmu_f32(x), x->numel);
     else if ((st = mmu_dnnl_eltwise_fwd(alg, 0.0f, 0.0f, mmu_f32(x), mmu_f32(*out), x->numel))) {
         MMU_CLEAR(*out);
         return st;
     }
-    if (op == MMU_UN_GELU || op == MMU_UN_GELU_TANH) gelu_fix_inf(mmu_f32(*out), mmu_f32(x), x->numel);
+    if (op == MMU_UN_GELU) gelu_fix_inf(mmu_f32(*out), mmu_f32(x), x->numel);
     return record_eltwise(out, unary_info[op].op, alg, x);
 }
 
@@ -241,11 +263,12 @@ mmu_status mmu_unary_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) {
         }
         return MMU_OK;
     }
+    case MMU_OP_GELU_TANH: /* the C kernel, from the saved input */
+        gelu_tanh_backward(pd, mmu_f32(n->saved[0]), pg, len);
+        return MMU_OK;
     default:
-        st = mmu_dnnl_eltwise_bwd((mmu_eltwise_alg)n->ctx.i[0], (int)n->ctx.i[1], 0.0f, 0.0f,
-                                  mmu_f32(n->saved[0]), pg, pd, len);
-        if (!st && n->op == MMU_OP_GELU_TANH) gelu_tanh_bwd_fix_large(pd, mmu_f32(n->saved[0]), pg, len);
-        return st;
+        return mmu_dnnl_eltwise_bwd((mmu_eltwise_alg)n->ctx.i[0], (int)n->ctx.i[1], 0.0f, 0.0f,
+                                    mmu_f32(n->saved[0]), pg, pd, len);
     }
 }
 
@@ -331,9 +354,8 @@ mmu_status mmu_leaky_relu_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin)
  * each way, from the saved inputs:
  *   d gate = g·up·silu'(gate),  silu'(x) = s·(1 + x·(1 - s)),  s = sigmoid(x)
  *   d up   = g·silu(gate)
- * e^-x is vmath.h's mmu_exp, except +inf once -x > 88.5 (past float32's range), so that
- * silu(-inf) = -inf / inf = NaN and silu(-100) = -0 as torch's x / (1 + e^-x) gives. */
-static inline float exp_neg(float x) { return -x > 88.5f ? INFINITY : mmu_exp(-x); }
+ * e^-x is exp_neg (above), so that silu(-inf) = -inf / inf = NaN and silu(-100) = -0 as torch's
+ * x / (1 + e^-x) gives. */
 
 // gate (any shape), up (gate's shape) -> out (gate's shape)
 mmu_status mmu_swiglu(mmu_tensor **out, mmu_tensor *gate, mmu_tensor *up) {

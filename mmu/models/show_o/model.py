@@ -81,6 +81,8 @@ class ShowO(SavesTextTokenizer, Module):
     """
 
     config_class = ShowOConfig
+    # several tasks of one batch size train in one packed forward pass (_packed_losses); False: a pass each
+    _pack_tasks = True
 
     def __init__(self, config=None, text_tokenizer=None, image_tokenizer=None, **fields_):
         super().__init__()
@@ -310,30 +312,31 @@ class ShowO(SavesTextTokenizer, Module):
             raise ValueError(f"ShowO.mmu_loss_positions: labels must be (B >= 1, L > {start + 1}), got {labels.shape}")
         return _loss_positions(labels[:, start + 1:] != IGNORE_INDEX, start)
 
-    def _t2i_loss(self, part, fn):
-        c = self.config
+    def _t2i_inputs(self, part, fn):
+        """The 't2i' part -> (ids (B, L), mask (B, 1, L, L), where (B, n), targets (B, n) with -100 where not
+        counted, logs): the masked image tokens are the loss's rows (unshifted); labels are -100 elsewhere."""
         if "text_ids" not in part:
             raise KeyError(f"{fn}: the 't2i' part needs 'text_ids'")
         image_ids = self._codes(part, fn, "the 't2i' part")
         ids, labels, ratio, drop = self.t2i_training_inputs(part["text_ids"], image_ids)
         # logits at the masked image tokens only (labels are -100 everywhere else)
         where, counted = self.t2i_loss_positions(labels)
-        logits = self(_tensor(ids), attn_mask=self.omni_attention_mask(ids), logits_at=where)
-        target = np.take_along_axis(labels, where, 1)
-        loss = masked_token_loss(logits, _tensor(np.where(counted, target, 0)), _tensor(counted))
-        return loss, {"mask_ratio": float(ratio.mean()), "cond_dropped": float(drop.mean())}
+        targets = np.where(counted, np.take_along_axis(labels, where, 1), IGNORE_INDEX)
+        return ids, self.omni_attention_mask(ids), where, targets, \
+            {"mask_ratio": float(ratio.mean()), "cond_dropped": float(drop.mean())}
 
-    def _lm_loss(self, part, fn):
+    def _lm_inputs(self, part, fn):
+        """The 'lm' part -> (ids, None (causal), None (every position), labels (B, L), {}): next-token targets."""
         if "text_ids" not in part:
             raise KeyError(f"{fn}: the 'lm' part needs 'text_ids'")
         ids, labels = lm_prompt(self.config, text_rows(part["text_ids"], fn, "lm text_ids"))
         if (labels[:, 1:] == IGNORE_INDEX).all():
             raise ValueError(f"{fn}: the 'lm' part has no target")
-        # right padding: causal attention never reads the pads after a real token
-        logits = self(_tensor(ids))
-        return next_token_loss(logits, _tensor(labels), ignore_index=IGNORE_INDEX)
+        return ids, None, None, labels, {}
 
-    def _mmu_loss(self, part, fn):
+    def _mmu_inputs(self, part, fn):
+        """The 'mmu' part -> (ids, mask, where, targets (the next token's label at where, -100 where not
+        counted), {})."""
         c = self.config
         image_ids = self._codes(part, fn, "the 'mmu' part")
         b = len(image_ids)
@@ -349,24 +352,84 @@ class ShowO(SavesTextTokenizer, Module):
             raise KeyError(f"{fn}: the 'mmu' part needs 'text_ids' or 'question_ids' + 'answer_ids'")
         # logits only where a next text token is a target (from [EOI] on: the answer's and [EOT]'s predecessors)
         where, counted = self.mmu_loss_positions(labels)
-        logits = self(_tensor(ids), attn_mask=self.mmu_attention_mask(ids), logits_at=where)
-        target = np.where(counted, np.take_along_axis(labels, where + 1, 1), IGNORE_INDEX)
-        n = where.shape[1]
-        return cross_entropy(logits.reshape((b * n, logits.shape[2])), _tensor(target.reshape(-1)),
+        targets = np.where(counted, np.take_along_axis(labels, where + 1, 1), IGNORE_INDEX)
+        return ids, self.mmu_attention_mask(ids), where, targets, {}
+
+    def _task_loss(self, task, inputs):
+        """One task's loss from its own forward pass."""
+        ids, mask, where, targets, _ = inputs
+        if task == "lm":  # right padding: causal attention never reads the pads after a real token
+            return next_token_loss(self(_tensor(ids)), _tensor(targets), ignore_index=IGNORE_INDEX)
+        logits = self(_tensor(ids), attn_mask=mask, logits_at=where)
+        if task == "t2i":
+            counted = targets != IGNORE_INDEX
+            return masked_token_loss(logits, _tensor(np.where(counted, targets, 0)), _tensor(counted))
+        b, n = where.shape
+        return cross_entropy(logits.reshape((b * n, logits.shape[2])), _tensor(targets.reshape(-1)),
                              ignore_index=IGNORE_INDEX)
 
+    def _packed_losses(self, inputs):
+        """Every task's loss from ONE forward pass: row b of each task's batch placed side by side in one
+        sequence [lm | t2i | mmu], attention kept inside each segment by a block-diagonal mask (each block
+        the task's own mask: causal, omni-attention, MMU), positions restarting at 0 in each segment, and
+        logits only at the rows the losses read, from one head product. The same numbers as one pass per
+        task (no position sees another segment; each row's sums follow the same order), by less work:
+        every weight is packed once per pass instead of once per task, the LM's short rows join the others'
+        products (a 64-row product runs well below a 700-row one), a weight gradient is one product over
+        every task's rows instead of one per task added in, and a third of the calls.
+        inputs: {task: _<task>_inputs(...)} with one batch size -> {task: 0-d mean cross-entropy}."""
+        c = self.config
+        order = [t for t in ("lm", "t2i", "mmu") if t in inputs]
+        b = len(inputs[order[0]][0])
+        lengths = [inputs[t][0].shape[1] for t in order]
+        total = sum(lengths)
+        ids = np.concatenate([inputs[t][0] for t in order], 1)
+        mask = np.zeros((b, 1, total, total), bool)
+        pos, where, targets, spans, start, at = [], [], [], {}, 0, 0
+        for t, length in zip(order, lengths):
+            tid, tmask, twhere, ttargets, _ = inputs[t]
+            seg = slice(start, start + length)
+            mask[:, :, seg, seg] = np.tril(np.ones((length, length), bool)) if tmask is None else tmask
+            pos.append(np.arange(length))
+            if twhere is None:  # every position; next-token targets shifted left, the last ignored
+                twhere = np.broadcast_to(np.arange(length), (b, length))
+                ttargets = np.concatenate([ttargets[:, 1:], np.full((b, 1), IGNORE_INDEX, np.int64)], 1)
+            where.append(twhere + start)
+            targets.append(ttargets)
+            spans[t] = (at, at + twhere.shape[1])
+            start, at = start + length, at + twhere.shape[1]
+        where = np.ascontiguousarray(np.concatenate(where, 1), np.int64)
+        targets = np.concatenate(targets, 1)
+        positions = np.ascontiguousarray(np.broadcast_to(np.concatenate(pos), (b, total)), np.int64)
+        logits = self.lm(_tensor(ids), attn_mask=_tensor(mask), position_ids=positions, logits_at=where)
+        n = where.shape[1]
+        ce = cross_entropy(logits.reshape((b * n, c.vocab_size)), _tensor(targets.reshape(-1)),
+                           ignore_index=IGNORE_INDEX, reduction="none")
+        terms = {}
+        for t in order:
+            lo, hi = spans[t]
+            weight = np.zeros((b, n), np.float32)
+            weight[:, lo:hi] = targets[:, lo:hi] != IGNORE_INDEX
+            weight /= weight.sum()  # the mean over the task's targets
+            terms[t] = (ce * _tensor(weight.reshape(-1))).sum()
+        return terms
+
     def losses(self, batch, fn="ShowO.losses"):
-        """The loss terms of a batch -> ({"t2i", "lm", "mmu"}: 0-d Tensors of the parts present, logs)."""
+        """The loss terms of a batch -> ({"t2i", "lm", "mmu"}: 0-d Tensors of the parts present, logs).
+        Parts with one batch size run as one packed forward pass (_packed_losses), others one pass each."""
         parts = self._parts(batch, fn)
-        terms, logs = {}, {}
-        if "t2i" in parts:
-            terms["t2i"], more = self._t2i_loss(parts["t2i"], fn)
-            logs.update(more)
-        if "lm" in parts:
-            terms["lm"] = self._lm_loss(parts["lm"], fn)
-        if "mmu" in parts:
-            terms["mmu"] = self._mmu_loss(parts["mmu"], fn)
-        return terms, logs
+        build = {"t2i": self._t2i_inputs, "lm": self._lm_inputs, "mmu": self._mmu_inputs}
+        inputs, logs = {}, {}
+        for task in TASKS:
+            if task in parts:
+                inputs[task] = build[task](parts[task], fn)
+                logs.update(inputs[task][4])
+        # (every prompt fits config.max_seq_len, which the config holds >= the longest prompt)
+        if len(inputs) > 1 and self._pack_tasks and len({len(v[0]) for v in inputs.values()}) == 1:
+            terms = self._packed_losses(inputs)
+        else:
+            terms = {task: self._task_loss(task, v) for task, v in inputs.items()}
+        return {t: terms[t] for t in TASKS if t in terms}, logs
 
     def training_step(self, batch, step):
         """The Trainer's step -> (loss, logs). batch: a dict with any of the parts
