@@ -125,13 +125,6 @@ def _pair_rotation(head_dim):
     return r
 
 
-def _l2norm_last(x):
-    """x / max(||x||_2, 1e-12) over the last dim (F.normalize(x, dim=-1)), composed of elementwise ops and a sum:
-    at these shapes (rows of 16-64 channels) it is ~4x faster forward + backward than mmu's normalize kernel,
-    whose per-row setup dominates short rows."""
-    return x / (x * x).sum(-1, keepdim=True).clamp(min=1e-24).sqrt()   # = max(||x||, 1e-12); finite at 0
-
-
 class FullAttention(Module):
     """attention.Attention as the OmniTokenizer transformer uses it (no context, no null kv, torch >= 2.1's
     SDPA path): q = to_q(norm(x)); k, v = to_kv(x) (of x before the norm, as the code's kv_input); with
@@ -174,8 +167,8 @@ class FullAttention(Module):
         else:
             q, k, v = (u.reshape(B, T, L, H, dh).permute(0, 3, 1, 2, 4).reshape(B, H, T * L, dh)
                        for u in (q, k, v))                                   # (B, H, t L, dh) frame-major
-        q = _l2norm_last(q) * self.q_scale
-        k = _l2norm_last(k) * self.k_scale
+        q = F.normalize(q, dim=-1) * self.q_scale
+        k = F.normalize(k, dim=-1) * self.k_scale
         if spatial:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=8.0)
             o = o.transpose(1, 2).reshape(B, T, L, H * dh)
@@ -494,7 +487,7 @@ class OmniTokenizer(PerceptualLPIPS, Tokenizer):
         tokens = self.encoder(x)
         z = self.pre_quant(tokens)                                           # (B, t, L, cd)
         if self.config.l2_code:
-            z = _l2norm_last(z)
+            z = F.normalize(z, dim=-1)
         t = z.shape[1]
         return z.permute(0, 3, 1, 2).reshape(B, z.shape[3], t, H // p, W // p)
 
