@@ -55,32 +55,17 @@ class FeedForward(Module):
         return self.proj_out(F.linear(x, w[:n]) * F.gelu(F.linear(x, w[n:])))
 
 
-def _shift_frames(c, s):
-    """c (B, T, N) -> frames moved later by s (s > 0) or earlier (s < 0) along T, zeros where nothing arrives."""
-    B, T, N = c.shape
-    if abs(s) >= T:
-        return None
-    z = _mmu.zeros((B, abs(s), N))
-    return _mmu.cat([z, c[:, :T - s]], 1) if s > 0 else _mmu.cat([c[:, -s:], z], 1)
-
-
 def _depthwise_conv3d(x, weight, bias, grid, causal):
     """x (B, t, L, D) channel-last -> the depthwise 3x3x3 conv of the (B, D, t, h, w) volume with zero padding 1
-    in space and (2, 0) in time when causal (else (1, 1)), back as (B, t, L, D). Computed as one depthwise 2-D conv
-    (padding 1) of every frame per temporal tap a, the tap's output moved along time to the frame it feeds
-    (causal: out_t = c2_t + c1_(t-1) + c0_(t-2)) and summed: the same sums, but mmu's depthwise conv2d is several
-    times faster than its conv3d at these shapes (forward and backward) and no padded copy of the volume is made."""
+    in space and (2, 0) in time when causal (else (1, 1)), back as (B, t, L, D). One conv3d (conv.c's direct
+    depthwise 3-D kernel), the causal time padding given to it as a left / right pair, so no padded copy of the
+    volume is made."""
     B, T, L, D = x.shape
     gh, gw = grid
-    y = x.permute(0, 1, 3, 2).reshape(B * T, D, gh, gw)
-    out = None
-    for a in range(3):
-        c = F.conv2d(y, weight[:, :, a], None, padding=1, groups=D).reshape(B, T, D * L)
-        c = _shift_frames(c, (2 - a) if causal else (1 - a)) if a != (2 if causal else 1) else c
-        if c is not None:
-            out = c if out is None else out + c
-    out = out.reshape(B, T, D, L) + bias.reshape(D, 1)
-    return out.permute(0, 1, 3, 2)
+    v = x.permute(0, 3, 1, 2).reshape(B, D, T, gh, gw)
+    pad_l, pad_r = ((2, 1, 1), (0, 1, 1)) if causal else ((1, 1, 1), (1, 1, 1))
+    y = _mmu._C.conv(3, v, weight, bias, (1, 1, 1), pad_l, pad_r, (1, 1, 1), D)
+    return y.reshape(B, D, T, L).permute(0, 2, 3, 1)
 
 
 class PEG(Module):
