@@ -456,7 +456,33 @@ static void dw3_plane(float *restrict yp, const float *restrict xp, const float 
     for (int64_t od = 0; od < q->out[0]; od++) {
         const float *xo = xp + od * q->plane;
         float *yr = yp + od * q->ysp;
-        for (int64_t j = 0; j < q->L; j += DW3_SLACK) {
+        int64_t j = 0;
+        /* four vectors at a time: four independent chains of adds (one alone waits on each add's latency) */
+        for (; j + 4 * DW3_SLACK <= q->L; j += 4 * DW3_SLACK) {
+            vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, x0, x1, x2, x3;
+            if (accumulate) {
+                memcpy(&a0, yr + j, sizeof a0);
+                memcpy(&a1, yr + j + DW3_SLACK, sizeof a1);
+                memcpy(&a2, yr + j + 2 * DW3_SLACK, sizeof a2);
+                memcpy(&a3, yr + j + 3 * DW3_SLACK, sizeof a3);
+            }
+            for (int64_t k = 0; k < q->kvol; k++) {
+                const float *xr = xo + toff[k] + j;
+                memcpy(&x0, xr, sizeof x0);
+                memcpy(&x1, xr + DW3_SLACK, sizeof x1);
+                memcpy(&x2, xr + 2 * DW3_SLACK, sizeof x2);
+                memcpy(&x3, xr + 3 * DW3_SLACK, sizeof x3);
+                a0 += w[k] * x0;
+                a1 += w[k] * x1;
+                a2 += w[k] * x2;
+                a3 += w[k] * x3;
+            }
+            memcpy(yr + j, &a0, sizeof a0);
+            memcpy(yr + j + DW3_SLACK, &a1, sizeof a1);
+            memcpy(yr + j + 2 * DW3_SLACK, &a2, sizeof a2);
+            memcpy(yr + j + 3 * DW3_SLACK, &a3, sizeof a3);
+        }
+        for (; j < q->L; j += DW3_SLACK) {
             vec acc = {0}, x;
             if (accumulate) memcpy(&acc, yr + j, sizeof acc);
             for (int64_t k = 0; k < q->kvol; k++) {
