@@ -87,6 +87,7 @@ class Entry:
     description: str = ""
     per_step: dict = field(default_factory=dict)  # config fields set to round(fraction * steps)
     video_config: dict = field(default_factory=dict)
+    train_per_step: dict = field(default_factory=dict)  # TrainConfig fields set to round(fraction * steps)
 
 
 # --------------------------------------------------------------------------- registry
@@ -149,10 +150,11 @@ def _downsampled(fields_fn, factor):
     return fields
 
 
-def _make(name, label, tokenizer, fields_fn, train=None, per_step=None, description="", video_config=None):
+def _make(name, label, tokenizer, fields_fn, train=None, per_step=None, description="", video_config=None,
+          train_per_step=None):
     def factory(channels, size, fast):
         return Entry(name, label, tokenizer, fields_fn(channels, size, fast), dict(train or {}),
-                     description, dict(per_step or {}), dict(video_config or {}))
+                     description, dict(per_step or {}), dict(video_config or {}), dict(train_per_step or {}))
     factory.__doc__ = description
     return factory
 
@@ -219,6 +221,10 @@ REGISTRY["omnitokenizer"] = _make(
 # tokens of 12 channels (TiTok's token_size), the l2-normalised VQ over 256 codes with 1d-tokenizer's clustering_vq
 # (its single-stage pixel recipe re-seeds unused codes: measured on digits, 500 steps, titok-64 16.3 dB and 82% of
 # the codes used with it, 13.8 dB and 22% without, where every latent token kept one code), mse + quantizer loss
+TITOK_RECIPE = dict(lr=2e-3, betas=(0.9, 0.99), weight_decay=1e-4, grad_clip=1.0)
+TITOK_WARMUP = 0.1
+
+
 def _titok_fields(num_tokens):
     def fields(channels, size, fast):
         from .models.titok import PRESETS
@@ -235,7 +241,8 @@ for _k in (32, 64):
                                     description=f"TiTok (Yu et al. 2024): a ViT encoder reads the patches into {_k} "
                                                 "learned 1-D tokens, l2-normalised VQ over 256 codes (unused codes "
                                                 "re-seeded: clustering_vq), a ViT decoder "
-                                                "from mask tokens back to pixels (S preset scaled down)")
+                                                "from mask tokens back to pixels (S preset scaled down)",
+                                    train=TITOK_RECIPE, train_per_step={"warmup_steps": TITOK_WARMUP})
 del _k
 
 
@@ -427,6 +434,8 @@ def train_entry(entry, train_data, steps, batch_size, seed, progress=True, lpips
     # a short budget wants a larger lr than taming's 2e-4 (measured on digits: +5 dB PSNR at 300 steps)
     tcfg = dict(lr=DEFAULT_LR, warmup_steps=steps // 20, log_every=max(1, steps // 50), progress=progress)
     tcfg.update(entry.train)
+    for key, fraction in entry.train_per_step.items():
+        tcfg[key] = max(1, int(round(float(fraction) * steps)))
     tcfg.update(steps=steps, batch_size=batch_size, seed=seed)
     if getattr(model, "latent_layout", "2d") == "3d":
         images = train_data.images if hasattr(train_data, "images") else train_data
@@ -848,6 +857,7 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
               "entries": {x["entry"].name: {"tokenizer": _tokenizer_name(x["entry"].tokenizer),
                                              "config": x["entry"].config,
                                              "train": x["entry"].train, "per_step": x["entry"].per_step,
+                                             "train_per_step": x["entry"].train_per_step,
                                              "description": x["entry"].description}
                           for x in extras}}
     if video:
