@@ -294,6 +294,22 @@ def test_depthwise3d_same_numbers_at_1_and_2_threads_vs_torch():
         assert_close(mine, theirs.numpy(), rtol=1e-4, atol=1e-3)
 
 
+def test_depthwise3d_huge_dilation_runs_without_a_padded_box():
+    """A dilation of 2**40 with padding 2**39 (kernel 2, one input cell): one output cell that no tap reaches, so the
+    output is the bias and the gradients of x and w are zero. The padded box of the stride-1 path would have
+    (2**40)**3 cells: its size is checked in double and the row path runs instead (no wrapped allocation)."""
+    x = mmu.tensor(np.full((1, 2, 1, 1, 1), 3.0, np.float32), requires_grad=True)
+    w = mmu.tensor(np.ones((2, 1, 2, 2, 2), np.float32), requires_grad=True)
+    b = mmu.tensor(np.array([0.5, -1.5], np.float32), requires_grad=True)
+    y = F.conv3d(x, w, b, padding=2 ** 39, dilation=2 ** 40, groups=2)
+    assert y.shape == (1, 2, 1, 1, 1)
+    np.testing.assert_array_equal(y.numpy().ravel(), [0.5, -1.5])
+    y.backward(mmu.tensor(np.array([2.0, 3.0], np.float32).reshape(1, 2, 1, 1, 1)))
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros((1, 2, 1, 1, 1), np.float32))
+    np.testing.assert_array_equal(w.grad.numpy(), np.zeros((2, 1, 2, 2, 2), np.float32))
+    np.testing.assert_array_equal(b.grad.numpy(), [2.0, 3.0])
+
+
 @pytest.mark.parametrize("kw", [dict(padding=1, groups=2), dict(padding=(2, 0), dilation=2),
                                 dict(stride=2, padding=1), dict(padding="same", groups=32)],
                          ids=["groups", "dilation", "stride", "depthwise"])

@@ -426,12 +426,18 @@ static void dw3_pass_of(dw3_pass *q, const mmu_conv_geom *g, int data_grad) {
     q->flip = data_grad;
 }
 
+/* The stride-1 path, when the padded box of one volume stays a reasonable scratch (2^28 floats; sizes
+ * multiplied in double, so a huge padding or dilation cannot wrap): otherwise the row path, which needs none. */
 static int is_dw3_stride1(const mmu_conv_geom *g) {
+    double box = 1;
     for (int d = 0; d < 3; d++) {
         int64_t span = (g->k[d] - 1) * g->dilation[d];
         if (g->stride[d] != 1 || g->pad_l[d] > span || g->pad_r[d] > span) return 0;
+        /* the forward's box (in + pads) or the data gradient's (in + span) */
+        double pads = (double)g->pad_l[d] + (double)g->pad_r[d];
+        box *= (double)g->in[d] + (pads > (double)span ? pads : (double)span) + DW3_SLACK;
     }
-    return 1;
+    return box <= (double)(1 << 28);
 }
 
 // toff (kvol) <- each tap's offset into the padded box (kd·dil·plane + kh·dil·Wp + kw·dil), by weight index
