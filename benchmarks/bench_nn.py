@@ -10,9 +10,14 @@ inference fast path there).
 normalize_*: F.normalize (p = 2) on the shapes of the l2-normalised tokenizers, forward alone (no_grad) and
 forward + backward of the input: the q / k heads of OmniTokenizer's attention (4, 4, 192, 32) and TiTok's
 cosine-VQ rows (4096, 12) over the last dim, and a channel dim that is not the last (16, 64, 64) over dim 1.
-Before the row path (norm.c nz_row) mmu's last-dim case was 4-25x slower than torch at 1 thread (its column
-blocks walked at width 1): (4, 4, 192, 32) forward 1.04 ms vs torch 0.04, forward + backward 2.8 vs 1.0; after:
-0.031 vs 0.042 and 0.067 vs 0.78 (1 thread, load 5.8, best of 5 x 30 calls, /tmp script)."""
+Before the row path (norm.c nz_row) mmu's last-dim case walked its column blocks at width 1; main against this
+branch, alternating, 1 thread, ms (best of 5 x 30 calls, load 10-12 on 2 cores), mmu before -> after / torch:
+    shape, dim             forward                      forward + backward
+    (4096, 12), -1         0.60-0.79 -> 0.046 / 0.057   1.2-1.7 -> 0.10-0.28 / 0.64-0.98
+    (4, 4, 192, 32), -1    0.51-1.13 -> 0.031 / 0.042   2.8-3.3 -> 0.066 / 0.88-1.5
+    (768, 64), -1          0.23-0.48 -> 0.011 / 0.020   1.3-1.6 -> 0.025 / 0.32-0.47
+    (16, 64, 64), 1        0.015 -> 0.015 / 0.16-0.30   0.045 -> 0.045 / 1.3
+(the composed x / clamp(norm) that OmniTokenizer used meanwhile: 0.024-0.40 forward, 0.09-1.0 with backward)"""
 import numpy as np
 
 DIM, HEADS, MLP, BATCH, TOKENS = 384, 6, 1536, 8, 256
