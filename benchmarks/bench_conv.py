@@ -7,10 +7,12 @@ Depthwise conv3d before conv.c's direct kernel (oneDNN ran gemm:jit, an im2col a
 group) and after, 1 thread, ms (best of 15 x 20 calls, main and the branch alternating, load 11.5-12.5 on
 2 cores); torch 2.13 in the same conditions (its backward of a depthwise conv3d is a slow path):
     shape                mmu before -> after           torch
-    (4, 128, 3, 8, 8)    forward 5.1-6.7 -> 0.42-0.69   0.19-0.22
-                         fwd + bwd 17-22 -> 1.8-2.4     7-20
-    (2, 512, 5, 16, 16)  forward 46-71 -> 5.3-7.3       21-51
+    (4, 128, 3, 8, 8)    forward 5.1-6.7 -> 0.17-0.18   0.19-0.22
+                         fwd + bwd 17-22 -> 1.8         7-20
+    (2, 512, 5, 16, 16)  forward 46-71 -> 5.3-7.3 (*)   21-51
                          fwd + bwd 148-210 -> 20-26     143-251
+(*) before the four-vector forward (0.42-0.69 -> 0.17 ms at the PEG shape); 2 threads at the PEG shape (load 11):
+forward 4.5 -> 0.26, forward + backward 6.2 -> 0.90 ms.
 """
 
 
