@@ -27,8 +27,9 @@ After merging windowattn's C kernels (same machine, load 12-13, other processes 
 659 / 1068 ms 1.62, encode 323 / 290 0.90, decode 225 / 319 1.42; 2 threads 1472 / 1707 1.16, encode 1.68, decode
 1.37. Run-to-run swings of +-0.4 in a ratio at this load: take the figures as a range, not a point.
 Where the step went before the last two changes: the PEG's depthwise Conv3d (a third of mmu's step: mmu's
-depthwise conv3d is ~8x slower than its conv2d; now three conv2d taps with frame shifts), mmu's normalize kernel
-on rows of 32 (4x slower than the composed l2 norm now used), chunk copies of GEGLU / to_kv halves (now two
+depthwise conv3d was ~8x slower than its conv2d; then three conv2d taps with frame shifts, now one conv3d on
+conv.c's direct depthwise 3-D kernel), mmu's normalize kernel on rows of 32 (4x slower than a composed l2 norm
+then; norm.c's row path now, and the model calls F.normalize), chunk copies of GEGLU / to_kv halves (now two
 products). What is left is mostly GEMM (the linears) on both sides. The window attention is windowattn's first
 (composed) version; its C kernel will change the encoder's two 'w' blocks only.
 """

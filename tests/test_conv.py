@@ -124,6 +124,17 @@ CASES = [
     ("c3d_basic", 0, 3, (1, 2, 4, 5, 4), (3, 2, 3, 3, 3), True, dict(padding=1)),
     ("c3d_stride_groups", 0, 3, (2, 4, 5, 4, 5), (4, 2, 2, 3, 2), True, dict(stride=(2, 1, 2), groups=2)),
     ("c3d_same_unbatched", 0, 3, (2, 4, 3, 5), (2, 2, 2, 3, 2), False, dict(padding="same")),
+    # depthwise 3-D (groups == in_channels: conv.c's direct kernels; OmniTokenizer's PEG is the first): stride 1
+    # through a padded box (kernels 3 / mixed / 1, a depth multiplier of 2, dilation, 'same', rows of several
+    # vectors), other strides and a padding past the kernel's reach through the row path
+    ("c3d_dw_k3_p1", 0, 3, (2, 3, 3, 4, 5), (3, 1, 3, 3, 3), True, dict(padding=1, groups=3)),
+    ("c3d_dw_mult2_mixed_k", 0, 3, (1, 2, 4, 4, 5), (4, 1, 3, 1, 2), True, dict(padding=(1, 0, 1), groups=2)),
+    ("c3d_dw_dilation", 0, 3, (1, 3, 5, 5, 5), (3, 1, 3, 3, 3), True, dict(padding=2, dilation=2, groups=3)),
+    ("c3d_dw_same_unbatched", 0, 3, (3, 3, 4, 5), (3, 1, 2, 3, 2), True, dict(padding="same", groups=3)),
+    ("c3d_dw_k1_no_bias", 0, 3, (2, 4, 2, 3, 3), (4, 1, 1, 3, 3), False, dict(padding=(0, 1, 1), groups=4)),
+    ("c3d_dw_wide_rows", 0, 3, (1, 2, 3, 6, 20), (2, 1, 3, 3, 3), True, dict(padding=1, groups=2)),
+    ("c3d_dw_stride", 0, 3, (2, 2, 5, 6, 7), (2, 1, 3, 3, 3), True, dict(stride=(2, 1, 2), padding=1, groups=2)),
+    ("c3d_dw_pad_gt_reach", 0, 3, (1, 2, 3, 4, 4), (2, 1, 2, 2, 3), True, dict(padding=(2, 1, 1), groups=2)),
     ("t1d_basic", 1, 1, (2, 3, 5), (3, 2, 3), True, {}),
     ("t1d_stride_dil_op", 1, 1, (2, 4, 5), (4, 3, 3), True, dict(stride=3, padding=1, output_padding=2, dilation=2,
                                                                   groups=2)),
@@ -255,6 +266,48 @@ def test_deterministic_and_larger_shape():
     for a, c in zip(*results):
         assert np.array_equal(a, c)
     assert_close(results[0][0], ref_conv(x, w, b, (1, 1), (1, 1), (1, 1), (1, 1), 1), rtol=1e-4, atol=1e-3)
+
+
+def test_depthwise3d_same_numbers_at_1_and_2_threads_vs_torch():
+    """The depthwise 3-D kernels at a PEG-like shape (channels past a vector, rows of several vectors): the same
+    bits at 1 and 2 threads (the weight and bias sums run in a fixed order), and torch's numbers."""
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 24, 3, 6, 18)).astype(np.float32), rng.standard_normal((24, 1, 3, 3, 3)).astype(np.float32)
+    b, g = rng.standard_normal(24).astype(np.float32), rng.standard_normal((2, 24, 3, 6, 18)).astype(np.float32)
+    prev, results = mmu.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            mmu.set_num_threads(threads)
+            mx, mw, mb = (mmu.tensor(a, requires_grad=True) for a in (x, w, b))
+            y = F.conv3d(mx, mw, mb, padding=1, groups=24)
+            y.backward(mmu.tensor(g))
+            results.append([t.numpy().copy() for t in (y, mx.grad, mw.grad, mb.grad)])
+    finally:
+        mmu.set_num_threads(prev)
+    for a, c in zip(*results):
+        assert np.array_equal(a, c)
+    assert_close(results[0][0], ref_conv(x, w, b, (1, 1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1), 24), rtol=1e-4, atol=1e-4)
+    torch = torch_or_skip()
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    torch.nn.functional.conv3d(tx, tw, tb, padding=1, groups=24).backward(torch.tensor(g))
+    for mine, theirs in zip(results[0][1:], (tx.grad, tw.grad, tb.grad)):
+        assert_close(mine, theirs.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_depthwise3d_huge_dilation_runs_without_a_padded_box():
+    """A dilation of 2**40 with padding 2**39 (kernel 2, one input cell): one output cell that no tap reaches, so the
+    output is the bias and the gradients of x and w are zero. The padded box of the stride-1 path would have
+    (2**40)**3 cells: its size is checked in double and the row path runs instead (no wrapped allocation)."""
+    x = mmu.tensor(np.full((1, 2, 1, 1, 1), 3.0, np.float32), requires_grad=True)
+    w = mmu.tensor(np.ones((2, 1, 2, 2, 2), np.float32), requires_grad=True)
+    b = mmu.tensor(np.array([0.5, -1.5], np.float32), requires_grad=True)
+    y = F.conv3d(x, w, b, padding=2 ** 39, dilation=2 ** 40, groups=2)
+    assert y.shape == (1, 2, 1, 1, 1)
+    np.testing.assert_array_equal(y.numpy().ravel(), [0.5, -1.5])
+    y.backward(mmu.tensor(np.array([2.0, 3.0], np.float32).reshape(1, 2, 1, 1, 1)))
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros((1, 2, 1, 1, 1), np.float32))
+    np.testing.assert_array_equal(w.grad.numpy(), np.zeros((2, 1, 2, 2, 2), np.float32))
+    np.testing.assert_array_equal(b.grad.numpy(), [2.0, 3.0])
 
 
 @pytest.mark.parametrize("kw", [dict(padding=1, groups=2), dict(padding=(2, 0), dilation=2),

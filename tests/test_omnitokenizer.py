@@ -289,13 +289,13 @@ def test_compare_entry_trains_and_reports_on_digits(tmp_path):
 
 
 def test_l2norm_matches_torch_normalize_with_gradients_at_zero_rows():
+    """The model's q / k / code l2 norm (F.normalize over the last dim) against torch, a zero row included."""
     torch = pytest.importorskip("torch")
-    from mmu.models.omnitokenizer.model import _l2norm_last
     a = np.random.RandomState(0).standard_normal((3, 5, 8)).astype(np.float32)
     a[1, 2] = 0.0
     g = np.random.RandomState(1).standard_normal(a.shape).astype(np.float32)
     x = mmu.tensor(a, requires_grad=True)
-    y = _l2norm_last(x)
+    y = mmu.functional.normalize(x, dim=-1)
     (y * mmu.tensor(g)).sum().backward()
     xt = torch.tensor(a, requires_grad=True)
     yt = torch.nn.functional.normalize(xt, dim=-1)

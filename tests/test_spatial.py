@@ -225,6 +225,15 @@ CASES = [
     ("normalize_eps_branch", lambda m, x: m.F.normalize(x, p=2, dim=1, eps=1.5),
      lambda x: normalize_ref(x, 2, 1, 1.5), [np.concatenate([X4[:1] * 0.2, X4[1:] * 3.0])]),
     ("normalize_1d", lambda m, x: m.F.normalize(x, dim=0), lambda x: normalize_ref(x, 2, 0), [rnd(7, seed=13)]),
+    # the last dim (norm.c's row path): rows of 8 (one lane block), 67 (blocks and a tail), 12 around eps, p = 3
+    ("normalize_rows8_lastdim", lambda m, x: m.F.normalize(x, dim=-1), lambda x: normalize_ref(x, 2, -1),
+     [rnd(3, 4, 8, seed=14)]),
+    ("normalize_rows67_lastdim", lambda m, x: m.F.normalize(x, dim=-1), lambda x: normalize_ref(x, 2, -1),
+     [rnd(5, 67, seed=15)]),
+    ("normalize_eps_branch_lastdim", lambda m, x: m.F.normalize(x, dim=-1, eps=1.5),
+     lambda x: normalize_ref(x, 2, -1, 1.5), [rnd(4, 12, seed=16) * np.array([[0.2], [3.0], [0.2], [3.0]], np.float32)]),
+    ("normalize_p3_lastdim", lambda m, x: m.F.normalize(x, p=3.0, dim=-1), lambda x: normalize_ref(x, 3.0, -1),
+     [rnd(3, 10, seed=17)]),
     # leaky_relu
     ("leaky_relu_default", lambda m, x: m.F.leaky_relu(x), lambda x: leaky_ref(x), [X4]),
     ("leaky_relu_0.2", lambda m, x: m.F.leaky_relu(x, 0.2), lambda x: leaky_ref(x, 0.2), [X4]),
@@ -371,6 +380,21 @@ def test_group_norm_vqgan_shape_vs_torch():
         assert_close(ym.numpy(), yt.detach().numpy(), 1e-5, 1e-5, "forward")
         for a, t in ((xm, xt), (wm, wt), (bm, bt)):
             assert_close(a.grad.numpy(), t.grad.numpy(), 1e-4, 2e-5, "grad")
+
+
+def test_normalize_zero_rows_last_dim():
+    """A zero row (norm 0 < eps) maps to zeros and passes g / eps back; its neighbours are normalised as usual
+    (the row path of norm.c at dim = -1, for p = 2 and p = 1)."""
+    x = rnd(4, 9, seed=18)
+    x[1] = 0.0
+    g = rnd(4, 9, seed=19)
+    for p in (2.0, 1.0):
+        xm = mmu.tensor(x, requires_grad=True)
+        y = F.normalize(xm, p=p, dim=-1, eps=0.5)
+        y.backward(mmu.tensor(g))
+        assert_close(y.numpy(), normalize_ref(x.astype(np.float64), p, -1, 0.5), 1e-6, 1e-6)
+        np.testing.assert_array_equal(y.numpy()[1], np.zeros(9, np.float32))
+        np.testing.assert_allclose(xm.grad.numpy()[1], g[1] / 0.5, rtol=1e-6)
 
 
 def test_deterministic_across_threads():

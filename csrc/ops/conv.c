@@ -1,10 +1,12 @@
 /* Convolutions: torch's conv1d/2d/3d and conv_transpose1d/2d/3d, forward and
  * backward, on oneDNN.
  *
- * Three ways through, picked from the geometry alone:
+ * Four ways through, picked from the geometry alone:
  * - non-overlapping windows (stride == kernel, no padding/dilation/groups: a
  *   ViT patch embedding, any 1x1 conv) are batched matmuls over the patches,
  *   which NCHW holds as they are (1x1) or after one gather;
+ * - a depthwise 3-D conv (groups == in_channels) runs direct OpenMP kernels
+ *   (oneDNN has no depthwise 3-D kernel and falls back to im2col + gemm);
  * - everything else is one oneDNN convolution / deconvolution per pass
  *   (dnnl/dnnl_conv.c does the layout work: blocked formats and cached
  *   reorders; the bias add is fused into the forward, the bias gradient into
@@ -320,6 +322,438 @@ done:
     return st;
 }
 
+/* ------------------------------------------------------- depthwise 3-D */
+/* groups == in_channels in 3-D (OmniTokenizer's PEG: a depthwise 3x3x3 conv).
+ * oneDNN has no direct depthwise kernel for 3-D: it runs gemm:jit, an im2col
+ * and a one-channel gemm per group, ~10x torch's time forward at
+ * (4, 128, 3, 8, 8). Here each (image, channel) volume is convolved directly;
+ * output channel o reads input channel o / M (M = OC / IC, the depth
+ * multiplier). Two ways through:
+ * - stride 1 (the PEG; padding up to the kernel's reach, any dilation): the
+ *   volume is copied into a zero-padded box (Dp, Hp, Wp), and the output is
+ *   computed in rows of Wp cells (the last Wp - OW of each row are never read
+ *   back), so that a kernel tap (kd, kh, kw) reads one contiguous run of the
+ *   box for a whole output plane, y'[od][j] += w_tap · xp[od + kd·dil][j +
+ *   kh·dil·Wp + kw·dil], with no bounds inside (the padding supplies zeros);
+ *   a vector of outputs sums all the taps in registers. The data gradient is
+ *   the same pass over dy with the kernel flipped; the weight gradient is one
+ *   dot product per tap of dy (in rows of Wp, zeros in the extra cells) with
+ *   the same runs of the padded input;
+ * - any other stride: for every tap (kd, kh) and output row it lands inside
+ *   the input, a multiply-add of an input row into the output row per kw.
+ * dw and db are per output channel, each tap summed over the batch in a fixed
+ * order (float lanes within a volume, double across): the same numbers for
+ * any thread count. A thread allocates its scratch once per call. */
+static int is_depthwise3d(const mmu_conv_geom *g) {
+    return !g->transposed && g->sp == 3 && g->G > 1 && g->IC == g->G;
+}
+
+// the output cells o in [*lo, *hi) (of on) whose input cell o*s + off lies in [0, n)
+static void dw_span(int64_t *lo, int64_t *hi, int64_t off, int64_t s, int64_t n, int64_t on) {
+    int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
+    int64_t b = n - off <= 0 ? 0 : (n - off + s - 1) / s;
+    *lo = a;
+    *hi = b < on ? b : on;
+}
+
+/* Runs the statements (the variadic argument) for every (output row, input
+ * row, kernel row) triple of one volume that the geometry connects: yrow, xrow
+ * and trow index the rows of OW, W and KW cells. */
+#define DW3_ROWS(g, ...)                                                                                    \
+    for (int64_t kd = 0; kd < (g)->k[0]; kd++) {                                                           \
+        int64_t d0, d1, offd = kd * (g)->dilation[0] - (g)->pad_l[0];                                      \
+        dw_span(&d0, &d1, offd, (g)->stride[0], (g)->in[0], (g)->out[0]);                                  \
+        for (int64_t kh = 0; kh < (g)->k[1]; kh++) {                                                       \
+            int64_t h0, h1, offh = kh * (g)->dilation[1] - (g)->pad_l[1];                                  \
+            dw_span(&h0, &h1, offh, (g)->stride[1], (g)->in[1], (g)->out[1]);                              \
+            for (int64_t od = d0; od < d1; od++)                                                           \
+                for (int64_t oh = h0; oh < h1; oh++) {                                                     \
+                    int64_t yrow = od * (g)->out[1] + oh;                                                  \
+                    int64_t xrow = (od * (g)->stride[0] + offd) * (g)->in[1] + oh * (g)->stride[1] + offh; \
+                    int64_t trow = kd * (g)->k[1] + kh;                                                    \
+                    __VA_ARGS__;                                                                           \
+                }                                                                                          \
+        }                                                                                                  \
+    }
+
+// src (D, H, W) -> dst (D + l0 + r0, H + l1 + r1, W + l2 + r2) with zeros around: src at offset (l0, l1, l2)
+static void pad_box(float *restrict dst, const float *restrict src, const int64_t *in, const int64_t *l,
+                    const int64_t *pd) {
+    memset(dst, 0, (size_t)(pd[0] * pd[1] * pd[2]) * sizeof(float));
+    for (int64_t d = 0; d < in[0]; d++)
+        for (int64_t h = 0; h < in[1]; h++) {
+            /* rows of a few cells: a loop, not a call to memcpy */
+            float *a = dst + ((d + l[0]) * pd[1] + h + l[1]) * pd[2] + l[2];
+            const float *b = src + (d * in[1] + h) * in[2];
+            for (int64_t i = 0; i < in[2]; i++) a[i] = b[i];
+        }
+}
+
+/* One pass of the stride-1 path: a depthwise correlation of an (in) volume,
+ * zero-padded by pl (left) into a box pd, with a k kernel (dilation dil),
+ * flipped in every dim or not, into an (out) volume computed in rows of pd[2]
+ * cells, its planes ysp cells apart. L: the cells of an output plane that are
+ * computed, rounded up to a whole vector (<= ysp; the padded box carries
+ * DW3_SLACK zeros past its end for it).
+ * The forward is one pass; the data gradient is the pass of dy with the
+ * flipped kernel and padding (k - 1)·dil - pad (>= 0, or the row path runs). */
+#define DW3_SLACK 16
+
+typedef struct {
+    int64_t in[3], pl[3], pd[3], out[3], k[3], dil[3];
+    int64_t pvol, ysp, yvol, L, plane, kvol;
+    int flip;
+} dw3_pass;
+
+static void dw3_pass_of(dw3_pass *q, const mmu_conv_geom *g, int data_grad) {
+    q->kvol = 1;
+    for (int d = 0; d < 3; d++) {
+        int64_t span = (g->k[d] - 1) * g->dilation[d];
+        q->in[d] = data_grad ? g->out[d] : g->in[d];
+        q->out[d] = data_grad ? g->in[d] : g->out[d];
+        q->pl[d] = data_grad ? span - g->pad_l[d] : g->pad_l[d];
+        q->pd[d] = q->in[d] + q->pl[d] + (data_grad ? span - g->pad_r[d] : g->pad_r[d]);
+        q->k[d] = g->k[d];
+        q->dil[d] = g->dilation[d];
+        q->kvol *= g->k[d];
+    }
+    q->pvol = q->pd[0] * q->pd[1] * q->pd[2];
+    q->plane = q->pd[1] * q->pd[2];
+    int64_t L = (q->out[1] - 1) * q->pd[2] + q->out[2];
+    q->L = (L + DW3_SLACK - 1) / DW3_SLACK * DW3_SLACK;
+    q->ysp = (q->out[1] * q->pd[2] + DW3_SLACK - 1) / DW3_SLACK * DW3_SLACK;
+    q->yvol = q->out[0] * q->ysp;
+    q->flip = data_grad;
+}
+
+/* The stride-1 path, when the padded box of one volume stays a reasonable scratch (2^28 floats; sizes
+ * multiplied in double, so a huge padding or dilation cannot wrap): otherwise the row path, which needs none. */
+static int is_dw3_stride1(const mmu_conv_geom *g) {
+    double box = 1;
+    for (int d = 0; d < 3; d++) {
+        int64_t span = (g->k[d] - 1) * g->dilation[d];
+        if (g->stride[d] != 1 || g->pad_l[d] > span || g->pad_r[d] > span) return 0;
+        /* the forward's box (in + pads) or the data gradient's (in + span) */
+        double pads = (double)g->pad_l[d] + (double)g->pad_r[d];
+        box *= (double)g->in[d] + (pads > (double)span ? pads : (double)span) + DW3_SLACK;
+    }
+    return box <= (double)(1 << 28);
+}
+
+// toff (kvol) <- each tap's offset into the padded box (kd·dil·plane + kh·dil·Wp + kw·dil), by weight index
+static void dw3_offsets(int64_t *toff, const dw3_pass *q) {
+    for (int64_t kd = 0; kd < q->k[0]; kd++)
+        for (int64_t kh = 0; kh < q->k[1]; kh++)
+            for (int64_t kw = 0; kw < q->k[2]; kw++) {
+                int64_t k = (kd * q->k[1] + kh) * q->k[2] + kw;
+                toff[q->flip ? q->kvol - 1 - k : k] =
+                    kd * q->dil[0] * q->plane + kh * q->dil[1] * q->pd[2] + kw * q->dil[2];
+            }
+}
+
+/* xp (the padded box + slack), w (kvol), toff (dw3_offsets) -> yp (out planes ysp apart, rows of Wp) = (or
+ * += when accumulate) the pass (cells past out[2]: garbage). A vector of outputs sums every tap in registers
+ * before one store: tap-by-tap passes over the plane were bound by the stores and reloads of yp. */
+static void dw3_plane(float *restrict yp, const float *restrict xp, const float *w, const int64_t *toff,
+                      const dw3_pass *q, int accumulate) {
+    /* a GCC vector of DW3_SLACK floats (one zmm, two ymm): left to itself the compiler vectorised
+     * the tap loop with gathers instead */
+    typedef float vec __attribute__((vector_size(DW3_SLACK * sizeof(float))));
+    for (int64_t od = 0; od < q->out[0]; od++) {
+        const float *xo = xp + od * q->plane;
+        float *yr = yp + od * q->ysp;
+        int64_t j = 0;
+        /* four vectors at a time: four independent chains of adds (one alone waits on each add's latency) */
+        for (; j + 4 * DW3_SLACK <= q->L; j += 4 * DW3_SLACK) {
+            vec a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, x0, x1, x2, x3;
+            if (accumulate) {
+                memcpy(&a0, yr + j, sizeof a0);
+                memcpy(&a1, yr + j + DW3_SLACK, sizeof a1);
+                memcpy(&a2, yr + j + 2 * DW3_SLACK, sizeof a2);
+                memcpy(&a3, yr + j + 3 * DW3_SLACK, sizeof a3);
+            }
+            for (int64_t k = 0; k < q->kvol; k++) {
+                const float *xr = xo + toff[k] + j;
+                memcpy(&x0, xr, sizeof x0);
+                memcpy(&x1, xr + DW3_SLACK, sizeof x1);
+                memcpy(&x2, xr + 2 * DW3_SLACK, sizeof x2);
+                memcpy(&x3, xr + 3 * DW3_SLACK, sizeof x3);
+                a0 += w[k] * x0;
+                a1 += w[k] * x1;
+                a2 += w[k] * x2;
+                a3 += w[k] * x3;
+            }
+            memcpy(yr + j, &a0, sizeof a0);
+            memcpy(yr + j + DW3_SLACK, &a1, sizeof a1);
+            memcpy(yr + j + 2 * DW3_SLACK, &a2, sizeof a2);
+            memcpy(yr + j + 3 * DW3_SLACK, &a3, sizeof a3);
+        }
+        for (; j < q->L; j += DW3_SLACK) {
+            vec acc = {0}, x;
+            if (accumulate) memcpy(&acc, yr + j, sizeof acc);
+            for (int64_t k = 0; k < q->kvol; k++) {
+                memcpy(&x, xo + toff[k] + j, sizeof x);
+                acc += w[k] * x;
+            }
+            memcpy(yr + j, &acc, sizeof acc);
+        }
+    }
+}
+
+// gp (out planes ysp apart, rows of Wp) with zeros past out[2] and between the planes, xp (padded box), toff,
+// part (kvol vectors of DW3_SLACK floats) -> acc (kvol) += Σ_j gp · xp per tap: the products of one volume
+// summed in vector lanes (part), the lanes added in double
+static void dw3_plane_weight(double *acc, float *part, const float *restrict gp, const float *restrict xp,
+                             const int64_t *toff, const dw3_pass *q) {
+    typedef float vec __attribute__((vector_size(DW3_SLACK * sizeof(float))));
+    memset(part, 0, (size_t)q->kvol * sizeof(vec));
+    for (int64_t od = 0; od < q->out[0]; od++) {
+        const float *xo = xp + od * q->plane, *gr = gp + od * q->ysp;
+        for (int64_t j = 0; j < q->L; j += DW3_SLACK) {
+            vec gv, x, p;
+            memcpy(&gv, gr + j, sizeof gv);
+            for (int64_t k = 0; k < q->kvol; k++) {
+                memcpy(&x, xo + toff[k] + j, sizeof x);
+                memcpy(&p, part + k * DW3_SLACK, sizeof p);
+                p += gv * x;
+                memcpy(part + k * DW3_SLACK, &p, sizeof p);
+            }
+        }
+    }
+    for (int64_t k = 0; k < q->kvol; k++) {
+        double t = 0;
+        for (int l = 0; l < DW3_SLACK; l++) t += part[k * DW3_SLACK + l];
+        acc[k] += t;
+    }
+}
+
+/* A thread's scratch, allocated once per parallel region: a padded box (+ DW3_SLACK floats that stay zero:
+ * pad_box writes the box alone) and an output in rows (yvol), all zero at first; or NULL. */
+static float *dw3_scratch(const dw3_pass *q) {
+    return calloc((size_t)(q->pvol + DW3_SLACK + q->yvol), sizeof(float));
+}
+
+// v (out) <-> r (out[0] planes ysp apart, rows of Wp): to_rows zeroes what v does not fill; back to v adds `add`
+static void dw3_rows(float *restrict r, float *restrict v, const dw3_pass *q, int to_rows, float add) {
+    int64_t Wp = q->pd[2], OW = q->out[2];
+    if (to_rows) memset(r, 0, (size_t)q->yvol * sizeof(float));
+    for (int64_t d = 0; d < q->out[0]; d++)
+        for (int64_t h = 0; h < q->out[1]; h++) {
+            float *a = r + d * q->ysp + h * Wp, *b = v + (d * q->out[1] + h) * OW;
+            if (to_rows)
+                for (int64_t i = 0; i < OW; i++) a[i] = b[i];
+            else
+                for (int64_t i = 0; i < OW; i++) b[i] = a[i] + add;
+        }
+}
+
+// x (N, C, *in), w (OC, 1, *k), b (OC) or NULL -> y (N, OC, *out), stride 1
+static mmu_status dw3_fwd_stride1(const mmu_conv_geom *g, const float *x, const float *w, const float *bias,
+                                  float *y) {
+    dw3_pass q;
+    dw3_pass_of(&q, g, 0);
+    int64_t N = g->N, OC = g->OC, M = OC / g->IC, ivol = g->in[0] * g->in[1] * g->in[2];
+    int64_t ovol = g->out[0] * g->out[1] * g->out[2];
+    int64_t *toff = malloc((size_t)q.kvol * sizeof(int64_t));
+    if (!toff) return mmu_fail(MMU_ENOMEM, "conv3d: out of memory");
+    dw3_offsets(toff, &q);
+    int failed = 0;
+#pragma omp parallel if (N * OC * ovol * q.kvol > MMU_PAR_GRAIN)
+    {
+        float *xp = dw3_scratch(&q);
+        if (!xp) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t v = 0; v < N * OC; v++) {
+            if (!xp) continue;
+            int64_t oc = v % OC;
+            pad_box(xp, x + ((v / OC) * g->IC + oc / M) * ivol, q.in, q.pl, q.pd);
+            dw3_plane(xp + q.pvol + DW3_SLACK, xp, w + oc * q.kvol, toff, &q, 0);
+            dw3_rows(xp + q.pvol + DW3_SLACK, y + v * ovol, &q, 0, bias ? bias[oc] : 0.0f);
+        }
+        free(xp);
+    }
+    free(toff);
+    return failed ? mmu_fail(MMU_ENOMEM, "conv3d: out of memory for a padded volume") : MMU_OK;
+}
+
+// dy (N, OC, *out) -> dx (N, C, *in) or NULL, dw (OC, 1, *k) or NULL, db (OC) or NULL; stride 1
+static mmu_status dw3_bwd_stride1(const mmu_conv_geom *g, const float *x, const float *w, const float *dy, float *dx,
+                                  float *dw, float *db) {
+    dw3_pass qf, qd;
+    dw3_pass_of(&qf, g, 0);
+    dw3_pass_of(&qd, g, 1);
+    int64_t N = g->N, C = g->IC, OC = g->OC, M = OC / C, ivol = g->in[0] * g->in[1] * g->in[2];
+    int64_t ovol = g->out[0] * g->out[1] * g->out[2];
+    int par = N * OC * ovol * qf.kvol > MMU_PAR_GRAIN, failed = 0;
+    int64_t *toff = malloc((size_t)(2 * qf.kvol) * sizeof(int64_t)), *toff_d = toff + qf.kvol;
+    if (!toff) return mmu_fail(MMU_ENOMEM, "conv3d backward: out of memory");
+    dw3_offsets(toff, &qf);
+    dw3_offsets(toff_d, &qd);
+    if (dx) {
+#pragma omp parallel if (par)
+        {
+            float *gp = dw3_scratch(&qd);
+            if (!gp) failed = 1;
+#pragma omp for schedule(static)
+            for (int64_t v = 0; v < N * C; v++) {
+                if (!gp) continue;
+                float *xp = gp + qd.pvol + DW3_SLACK;
+                for (int64_t m = 0; m < M; m++) {
+                    int64_t oc = (v % C) * M + m;
+                    pad_box(gp, dy + ((v / C) * OC + oc) * ovol, qd.in, qd.pl, qd.pd);
+                    dw3_plane(xp, gp, w + oc * qd.kvol, toff_d, &qd, m > 0);
+                }
+                dw3_rows(xp, dx + v * ivol, &qd, 0, 0.0f);
+            }
+            free(gp);
+        }
+    }
+    if (dw || db) {
+#pragma omp parallel if (par)
+        {
+            /* dy in rows of the forward's Wp (zeros past OW) beside the forward's padded x */
+            float *xp = dw3_scratch(&qf), *part = malloc((size_t)(qf.kvol * DW3_SLACK) * sizeof(float));
+            double *acc = malloc((size_t)qf.kvol * sizeof(double));
+            if (!xp || !part || !acc) failed = 1;
+#pragma omp for schedule(static)
+            for (int64_t oc = 0; oc < OC; oc++) {
+                if (!xp || !part || !acc) continue;
+                float *gp = xp + qf.pvol + DW3_SLACK;
+                double s = 0;
+                for (int64_t k = 0; k < qf.kvol; k++) acc[k] = 0;
+                for (int64_t n = 0; n < N; n++) {
+                    const float *gv = dy + (n * OC + oc) * ovol;
+                    if (db) {
+                        float t = 0;
+#pragma omp simd reduction(+ : t)
+                        for (int64_t i = 0; i < ovol; i++) t += gv[i];
+                        s += t;
+                    }
+                    if (!dw) continue;
+                    dw3_rows(gp, (float *)gv, &qf, 1, 0.0f);
+                    pad_box(xp, x + (n * C + oc / M) * ivol, qf.in, qf.pl, qf.pd);
+                    dw3_plane_weight(acc, part, gp, xp, toff, &qf);
+                }
+                if (db) db[oc] = (float)s;
+                if (dw)
+                    for (int64_t k = 0; k < qf.kvol; k++) dw[oc * qf.kvol + k] = (float)acc[k];
+            }
+            free(xp);
+            free(part);
+            free(acc);
+        }
+    }
+    free(toff);
+    return failed ? mmu_fail(MMU_ENOMEM, "conv3d backward: out of memory for a padded volume") : MMU_OK;
+}
+
+// x (N, C, D, H, W), w (OC, 1, kd, kh, kw), b (OC) or NULL -> y (N, OC, OD, OH, OW)
+static void dw3_fwd(const mmu_conv_geom *g, const float *x, const float *w, const float *b, float *y) {
+    int64_t N = g->N, OC = g->OC, M = OC / g->IC, KW = g->k[2], W = g->in[2], OW = g->out[2], sw = g->stride[2];
+    int64_t ivol = g->in[0] * g->in[1] * W, ovol = g->out[0] * g->out[1] * OW, kvol = g->k[0] * g->k[1] * KW;
+#pragma omp parallel for schedule(static) if (N * OC * ovol * kvol > MMU_PAR_GRAIN)
+    for (int64_t v = 0; v < N * OC; v++) {
+        int64_t n = v / OC, oc = v % OC;
+        const float *xv = x + (n * g->IC + oc / M) * ivol, *wv = w + oc * kvol;
+        float *yv = y + v * ovol, b0 = b ? b[oc] : 0.0f;
+        for (int64_t i = 0; i < ovol; i++) yv[i] = b0;
+        DW3_ROWS(g, {
+            float *restrict yr = yv + yrow * OW;
+            const float *restrict xr = xv + xrow * W;
+            for (int64_t kw = 0; kw < KW; kw++) {
+                int64_t w0, w1, off = kw * g->dilation[2] - g->pad_l[2];
+                dw_span(&w0, &w1, off, sw, W, OW);
+                float t = wv[trow * KW + kw];
+                if (sw == 1)
+                    for (int64_t o = w0; o < w1; o++) yr[o] += t * xr[o + off];
+                else
+                    for (int64_t o = w0; o < w1; o++) yr[o] += t * xr[o * sw + off];
+            }
+        })
+    }
+}
+
+// dy (N, OC, *out) -> dx (N, C, *in) (or NULL), dw (OC, 1, *k) and db (OC) (either may be NULL)
+static void dw3_bwd(const mmu_conv_geom *g, const float *x, const float *w, const float *dy, float *dx, float *dw,
+                    float *db) {
+    int64_t N = g->N, C = g->IC, OC = g->OC, M = OC / C, KW = g->k[2], W = g->in[2], OW = g->out[2];
+    int64_t sw = g->stride[2];
+    int64_t ivol = g->in[0] * g->in[1] * W, ovol = g->out[0] * g->out[1] * OW, kvol = g->k[0] * g->k[1] * KW;
+    int par = N * OC * ovol * kvol > MMU_PAR_GRAIN;
+    if (dx) {
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t v = 0; v < N * C; v++) {
+            float *xv = dx + v * ivol;
+            memset(xv, 0, (size_t)ivol * sizeof(float));
+            for (int64_t m = 0; m < M; m++) {
+                int64_t oc = (v % C) * M + m;
+                const float *gv = dy + ((v / C) * OC + oc) * ovol, *wv = w + oc * kvol;
+                DW3_ROWS(g, {
+                    const float *restrict gr = gv + yrow * OW;
+                    float *restrict xr = xv + xrow * W;
+                    for (int64_t kw = 0; kw < KW; kw++) {
+                        int64_t w0, w1, off = kw * g->dilation[2] - g->pad_l[2];
+                        dw_span(&w0, &w1, off, sw, W, OW);
+                        float t = wv[trow * KW + kw];
+                        if (sw == 1)
+                            for (int64_t o = w0; o < w1; o++) xr[o + off] += t * gr[o];
+                        else
+                            for (int64_t o = w0; o < w1; o++) xr[o * sw + off] += t * gr[o];
+                    }
+                })
+            }
+        }
+    }
+    if (!dw && !db) return;
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t oc = 0; oc < OC; oc++) {
+        if (db) {
+            double s = 0;
+            for (int64_t n = 0; n < N; n++) {
+                const float *gv = dy + (n * OC + oc) * ovol;
+                float t = 0;
+#pragma omp simd reduction(+ : t)
+                for (int64_t i = 0; i < ovol; i++) t += gv[i];
+                s += t;
+            }
+            db[oc] = (float)s;
+        }
+        if (!dw) continue;
+        for (int64_t kd = 0; kd < g->k[0]; kd++) {
+            int64_t d0, d1, offd = kd * g->dilation[0] - g->pad_l[0];
+            dw_span(&d0, &d1, offd, g->stride[0], g->in[0], g->out[0]);
+            for (int64_t kh = 0; kh < g->k[1]; kh++) {
+                int64_t h0, h1, offh = kh * g->dilation[1] - g->pad_l[1];
+                dw_span(&h0, &h1, offh, g->stride[1], g->in[1], g->out[1]);
+                for (int64_t kw = 0; kw < KW; kw++) {
+                    /* tap (kd, kh, kw): Σ over the batch and the rows it connects of dy · x */
+                    int64_t w0, w1, off = kw * g->dilation[2] - g->pad_l[2];
+                    dw_span(&w0, &w1, off, sw, W, OW);
+                    double s = 0;
+                    for (int64_t n = 0; n < N; n++) {
+                        const float *gv = dy + (n * OC + oc) * ovol, *xv = x + (n * C + oc / M) * ivol;
+                        for (int64_t od = d0; od < d1; od++)
+                            for (int64_t oh = h0; oh < h1; oh++) {
+                                const float *gr = gv + (od * g->out[1] + oh) * OW;
+                                const float *xr = xv + ((od * g->stride[0] + offd) * g->in[1] + oh * g->stride[1] +
+                                                        offh) * W;
+                                float t = 0;
+                                if (sw == 1) {
+#pragma omp simd reduction(+ : t)
+                                    for (int64_t o = w0; o < w1; o++) t += gr[o] * xr[o + off];
+                                } else {
+                                    for (int64_t o = w0; o < w1; o++) t += gr[o] * xr[o * sw + off];
+                                }
+                                s += t;
+                            }
+                    }
+                    dw[oc * kvol + (kd * g->k[1] + kh) * KW + kw] = (float)s;
+                }
+            }
+        }
+    }
+}
+
 /* Runs the forward of geometry g and records the node (op CONV or
  * CONV_TRANSPOSE). The output (N, OC, *out), or (OC, *out) unbatched. */
 static mmu_status conv_run(mmu_tensor **out, const mmu_conv_geom *g, mmu_tensor *x, mmu_tensor *w, mmu_tensor *b,
@@ -344,6 +778,10 @@ static mmu_status conv_run(mmu_tensor **out, const mmu_conv_geom *g, mmu_tensor 
         mmu_conv_geom in;
         if (is_patchify(g)) {
             st = patch_fwd(g, mmu_f32(x), mmu_f32(w), b ? mmu_f32(b) : NULL, po);
+        } else if (is_depthwise3d(g) && is_dw3_stride1(g)) {
+            st = dw3_fwd_stride1(g, mmu_f32(x), mmu_f32(w), b ? mmu_f32(b) : NULL, po);
+        } else if (is_depthwise3d(g)) {
+            dw3_fwd(g, mmu_f32(x), mmu_f32(w), b ? mmu_f32(b) : NULL, po);
         } else if (!reachable_box(&in, g)) {
             st = mmu_dnnl_conv_fwd(g, mmu_f32(x), mmu_f32(w), b ? mmu_f32(b) : NULL, po);
         } else {
@@ -480,6 +918,10 @@ mmu_status mmu_conv_backward(mmu_node *n, mmu_tensor *gout, mmu_tensor **gin) {
     if (is_patchify(g)) {
         st = patch_bwd(g, px, pw, mmu_f32(gout), dx, dw);
         if (!st && db) bias_grad(db, mmu_f32(gout), g->N, g->OC, box_numel(g));
+    } else if (is_depthwise3d(g) && is_dw3_stride1(g)) {
+        st = dw3_bwd_stride1(g, px, pw, mmu_f32(gout), dx, dw, db);
+    } else if (is_depthwise3d(g)) {
+        dw3_bwd(g, px, pw, mmu_f32(gout), dx, dw, db);
     } else if (!reachable_box(&in, g)) {
         /* the bias gradient rides on the weight-gradient primitive; alone it is a plain sum
          * (the input, which that primitive needs, was not saved) */

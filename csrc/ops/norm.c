@@ -652,6 +652,56 @@ static inline double pnorm_root(double acc, double p) {
     return p == 2.0 ? sqrt(acc) : p == 1.0 ? acc : pow(acc, 1.0 / p);
 }
 
+/* The dim is the last one (inner == 1: the l2-normalised codebooks and the q/k
+ * heads of TiTok and OmniTokenizer, rows of 8-64 channels): a row at a time.
+ * The column path below would run its 64-wide double blocks at width 1 there,
+ * zeroing and walking them per row, several times the cost of the row itself.
+ * p = 2 sums squares in float lanes (a vector register) and the lanes in
+ * double; other p keep the double terms. */
+#define NZ_LANES 8
+
+// x (C) -> y (C) = x / max(||x||_p, eps), *nrm = ||x||_p
+static void nz_row(float *restrict y, float *restrict nrm, const float *restrict x, int64_t C, double p, double eps) {
+    double q = 0.0;
+    int64_t i = 0;
+    if (p == 2.0) {
+        float s[NZ_LANES] = {0};
+        for (; i + NZ_LANES <= C; i += NZ_LANES)
+            for (int l = 0; l < NZ_LANES; l++) s[l] += x[i + l] * x[i + l];
+        for (int l = 0; l < NZ_LANES; l++) q += s[l];
+    }
+    for (; i < C; i++) q += pnorm_term(x[i], p);
+    double nv = pnorm_root(q, p);
+    *nrm = (float)nv;
+    float inv = (float)(1.0 / (nv > eps ? nv : eps));
+    for (i = 0; i < C; i++) y[i] = x[i] * inv;
+}
+
+// x, g (C), n = ||x||_p -> dx (C), the backward of nz_row (see the formula above)
+static void nz_row_backward(float *restrict dx, const float *restrict x, const float *restrict g, float n, int64_t C,
+                            double p, double eps) {
+    double s = 0.0;
+    int64_t i = 0;
+    float t[NZ_LANES] = {0};
+    for (; i + NZ_LANES <= C; i += NZ_LANES)
+        for (int l = 0; l < NZ_LANES; l++) t[l] += g[i + l] * x[i + l];
+    for (int l = 0; l < NZ_LANES; l++) s += t[l];
+    for (; i < C; i++) s += (double)g[i] * x[i];
+    double nv = n, dv = nv > eps ? nv : eps;
+    float inv = (float)(1.0 / dv);
+    double k = nv >= eps && nv > 0 ? s / (dv * dv) / (p == 1.0 ? 1.0 : p == 2.0 ? nv : pow(nv, p - 1.0)) : 0.0;
+    if (p == 2.0) {
+        float kf = (float)k;
+        for (i = 0; i < C; i++) dx[i] = g[i] * inv - kf * x[i];
+        return;
+    }
+    for (i = 0; i < C; i++) {
+        float xv = x[i];
+        double dn = p == 1.0 ? (xv > 0) - (xv < 0) : xv == 0 ? 0.0 : copysign(pow(fabs((double)xv), p - 1.0), xv);
+        dx[i] = (float)(g[i] * inv - k * dn);
+    }
+}
+
 // x (outer, C, inner), p > 0 -> out (x's shape)
 mmu_status mmu_normalize(mmu_tensor **out, mmu_tensor *x, double p, int64_t dim, double eps) {
     mmu_status st = mmu_check_dtype(x, MMU_FLOAT32, "normalize", "input");
@@ -669,7 +719,12 @@ mmu_status mmu_normalize(mmu_tensor **out, mmu_tensor *x, double p, int64_t dim,
     if ((st = mmu_tensor_empty(out, MMU_FLOAT32, x->ndim, x->shape)) ||
         (st = mmu_tensor_empty(&norm, MMU_FLOAT32, 1, &nn)))
         goto done;
-    if (x->numel > 0) {
+    if (x->numel > 0 && inner == 1) {
+        const float *px = mmu_f32(x);
+        float *py = mmu_f32(*out), *pn = mmu_f32(norm);
+#pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
+        for (int64_t o = 0; o < outer; o++) nz_row(py + o * C, pn + o, px + o * C, C, p, eps);
+    } else if (x->numel > 0) {
         const float *px = mmu_f32(x);
         float *py = mmu_f32(*out), *pn = mmu_f32(norm);
 #pragma omp parallel for schedule(static) if (x->numel > MMU_PAR_GRAIN)
@@ -716,6 +771,11 @@ mmu_status mmu_normalize_backward(mmu_node *n, mmu_tensor *g, mmu_tensor **gin) 
     if (st || outer * C * inner == 0) return st;
     const float *px = mmu_f32(n->saved[NZ_SAVED_X]), *pn = mmu_f32(n->saved[NZ_SAVED_NORM]), *pg = mmu_f32(g);
     float *pdx = mmu_f32(gin[0]);
+    if (inner == 1) {
+#pragma omp parallel for schedule(static) if (outer * C > MMU_PAR_GRAIN)
+        for (int64_t o = 0; o < outer; o++) nz_row_backward(pdx + o * C, px + o * C, pg + o * C, pn[o], C, p, eps);
+        return MMU_OK;
+    }
 #pragma omp parallel for schedule(static) if (outer * C * inner > MMU_PAR_GRAIN)
     for (int64_t o = 0; o < outer; o++) {
         const float *xo = px + o * C * inner, *go = pg + o * C * inner, *no = pn + o * inner;
