@@ -467,7 +467,7 @@ def cmd_train(args):
         tcfg = train.TrainConfig(**tfields)
     except (TypeError, ValueError) as e:
         raise UserError(f"{args.config}: {e}") from None
-    if args.overwrite and previous:
+    if args.overwrite and previous and _rank() == 0:
         removed = _remove_run(args.out, tcfg.ckpt_dir)
         print(f"mmu train: --overwrite: removed {removed} file(s) of the previous run in {args.out}")
     loader = data.DataLoader(dataset, tcfg.batch_size, shuffle=True, seed=tcfg.seed,
@@ -485,18 +485,22 @@ def cmd_train(args):
                 return 0
         else:
             trainer = train.Trainer(model, loader, tcfg, eval_data=eval_loader)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, DATA_SIDECAR), "w") as f:
-        json.dump({"dataset": os.path.abspath(args.data), "size": size, "channels": channels,
-                   "train": dataset.split, "held_out": heldout.split}, f)
+    if trainer.is_main_process:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, DATA_SIDECAR), "w") as f:
+            json.dump({"dataset": os.path.abspath(args.data), "size": size, "channels": channels,
+                       "train": dataset.split, "held_out": heldout.split}, f)
     print(f"mmu train: {cls.__name__} ({model.num_parameters():,} parameters) at {size} px, {tcfg.steps} steps x "
           f"batch {tcfg.batch_size}" + (f", resumed at step {trainer.step}" if args.resume else "")
           + f"\n  train: {dataset.split}\n  held out: {heldout.split}")
     start = time.perf_counter()
+    main = trainer.is_main_process   # under mpirun rank 0 alone evaluates and writes (the others print nothing)
     with _warnings_to_stderr("train"):
         try:
             history = trainer.fit()
         except KeyboardInterrupt:
+            if not main:
+                return 130
             _save_outputs(args.out, model, trainer.history)
             last = train.Trainer.checkpoints(tcfg.ckpt_dir)
             exact = bool(last) and last[-1].endswith(f"ckpt_{trainer.step:08d}.safetensors")
@@ -507,10 +511,13 @@ def cmd_train(args):
                   f"and loss_curves.png to {args.out}; {how}", file=sys.stderr)
             return 130
         except train.TrainingDiverged as e:
-            _save_outputs(args.out, None, trainer.history)
+            if main:
+                _save_outputs(args.out, None, trainer.history)
             last = train.Trainer.checkpoints(tcfg.ckpt_dir)
             raise UserError(f"{str(e).replace('Trainer: ', '')} No model saved; history.csv is in {args.out}"
                             + (f", the latest checkpoint before it is {last[-1]}" if last else "")) from None
+        if not main:
+            return 0
         records = [r for r in getattr(history, "records", []) if "eval_psnr" in r]
         final = records[-1] if records and records[-1].get("step") == trainer.step else None
         if final is None:  # the held-out numbers of the final weights, when the last eval step was earlier
@@ -587,7 +594,7 @@ def cmd_train_lm(args):
                         "continue it, --overwrite to replace it, or choose another --out")
     if args.resume and not train.Trainer.checkpoints(ckpt_dir):
         raise UserError(f"--resume: no checkpoint in {ckpt_dir!r} to continue from")
-    if args.overwrite and previous:
+    if args.overwrite and previous and _rank() == 0:
         removed = _remove_run(args.out, ckpt_dir)
         print(f"mmu train: --overwrite: removed {removed} file(s) of the previous run in {args.out}")
     def take(flag_value, section, key, default):
@@ -995,6 +1002,21 @@ COMMANDS = {"compare": cmd_compare, "train": cmd_train, "generate": cmd_generate
             "vila-u": cmd_vila_u}
 
 
+def _rank():
+    """This process's MPI rank (0 outside mpirun); initialises mmu.distributed."""
+    from . import distributed
+    distributed.init()
+    return distributed.get_rank()
+
+
+def _run_distributed(command):
+    """`mpirun -np N mmu train|compare ...`: every rank runs the command data parallel (the Trainer's
+    automatic mode); rank 0 alone prints to stdout and writes (the others' stdout goes to /dev/null;
+    their errors still reach stderr)."""
+    if _rank() != 0:
+        sys.stdout = open(os.devnull, "w")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "demo":  # the demo parses its own options
@@ -1013,6 +1035,9 @@ def main(argv=None):
         print(f"mmu {mmu.__version__}  numpy {np.__version__}  oneDNN {mmu._C.dnnl_version()}  "
               f"threads {mmu.get_num_threads()}")
         return 0
+    if args.command in ("train", "compare") and not getattr(args, "list", False) \
+            and not getattr(args, "example_config", False):
+        _run_distributed(args.command)
     if args.command in COMMANDS:
         try:
             return COMMANDS[args.command](args)
