@@ -40,6 +40,7 @@ from . import config, models  # noqa: E402,F401
 from .config import from_config, get_config  # noqa: E402,F401
 from ._fn_sampling import multinomial  # noqa: E402,F401
 from . import generate  # noqa: E402,F401  (AR sampling, MaskGIT and RVQ depth decoding)
+from . import distributed  # noqa: E402,F401  (MPI collectives; mpi4py is imported only under a launcher)
 
 __version__ = "0.1.0"
 

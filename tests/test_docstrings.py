@@ -9,7 +9,7 @@ import pytest
 
 MODULES = ["mmu", "mmu.functional", "mmu.nn", "mmu.optim", "mmu.quantizers", "mmu.losses", "mmu.metrics",
            "mmu.tokenizers", "mmu.data", "mmu.io", "mmu.train", "mmu.text", "mmu.models.phi", "mmu.models.llama",
-           "mmu.models.vit", "mmu.models.gpt", "mmu.models.show_o", "mmu.models.magvit2", "mmu.generate"]
+           "mmu.models.vit", "mmu.models.gpt", "mmu.models.show_o", "mmu.models.magvit2", "mmu.generate", "mmu.distributed"]
 
 
 def _public(module):
