@@ -517,6 +517,7 @@ def cmd_train(args):
             raise UserError(f"{str(e).replace('Trainer: ', '')} No model saved; history.csv is in {args.out}"
                             + (f", the latest checkpoint before it is {last[-1]}" if last else "")) from None
         if not main:
+            _barrier()   # until rank 0 has written the final checkpoint and the outputs
             return 0
         records = [r for r in getattr(history, "records", []) if "eval_psnr" in r]
         final = records[-1] if records and records[-1].get("step") == trainer.step else None
@@ -535,6 +536,7 @@ def cmd_train(args):
     ssim = f", SSIM {ev['eval_ssim']:.3f}" if "eval_ssim" in ev else ""
     print(f"trained in {seconds:.1f} s; held out ({len(heldout)} images, never trained on): PSNR "
           f"{ev['eval_psnr']:.2f} dB{ssim} at step {ev['step']}; saved to {args.out}")
+    _barrier()
     return 0
 
 
@@ -1009,6 +1011,22 @@ def _rank():
     return distributed.get_rank()
 
 
+def _abort_other_ranks(command):
+    """mpirun: a rank that stops on an error ends the whole job (MPI_Abort), since the other ranks would
+    wait for it in their next collective until mmu.distributed's timeout."""
+    from . import distributed
+    if distributed.is_initialized() and distributed.get_world_size() > 1:
+        sys.stderr.flush()
+        distributed.abort(f"mmu {command}: stopped on rank {distributed.get_rank()}; ending every rank")
+
+
+def _barrier():
+    """mpirun: every rank waits here until all arrive (rank 0 has written what the next command reads)."""
+    from . import distributed
+    if distributed.is_initialized() and distributed.get_world_size() > 1:
+        distributed.barrier()
+
+
 def _run_distributed(command):
     """`mpirun -np N mmu train|compare ...`: every rank runs the command data parallel (the Trainer's
     automatic mode); rank 0 alone prints to stdout and writes (the others' stdout goes to /dev/null;
@@ -1050,6 +1068,7 @@ def main(argv=None):
                 raise
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             print(f"mmu {args.command}: error: {msg}", file=sys.stderr)
+            _abort_other_ranks(args.command)
             return 1
     parser.print_help()
     return 0 if not argv else 2

@@ -867,6 +867,7 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
         config["interrupted"] = interrupted
     if main_rank:
         write_report(out_dir, rows, extras, test_images[:N_SHOW], config, time.perf_counter() - total)
+    _dist.barrier()   # the other ranks return once the report is written
     say(f"report: {os.path.join(out_dir, 'report.md')} ({time.perf_counter() - total:.0f} s wall, "
         f"{config['cpu_time_s']:.0f} s CPU)")
     if interrupted is not None:

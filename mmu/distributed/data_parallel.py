@@ -156,7 +156,7 @@ class _Bucket:
 
 class GradientReducer:
     """Averages the gradients of `params` (an iterable of parameters or of (name, parameter) pairs)
-    over the ranks in buckets of about bucket_cap_mb MB, each bucket's all-reduce started from a
+    over the ranks in buckets of about bucket_cap_mb MB (None: 25, PyTorch DDP's default), each bucket's all-reduce started from a
     post-accumulate-grad hook as soon as backward has finished all its gradients (see the module
     docstring). Call prepare(sync) before each backward and finish() after the last one of a step.
 
@@ -164,7 +164,9 @@ class GradientReducer:
     last_launched_in_backward (buckets whose all-reduce started during backward) and num_buckets.
     remove() unregisters the hooks."""
 
-    def __init__(self, params, bucket_cap_mb=_BUCKET_CAP_MB):
+    def __init__(self, params, bucket_cap_mb=None):
+        if bucket_cap_mb is None:
+            bucket_cap_mb = _BUCKET_CAP_MB
         if isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float)) or not bucket_cap_mb > 0:
             raise ValueError(f"GradientReducer: bucket_cap_mb must be a number > 0, got {bucket_cap_mb!r}")
         plist = [p[1] if isinstance(p, tuple) else p for p in params]

@@ -191,6 +191,9 @@ def train_captions(sets=("digits",), texts=None, steps=300, batch_size=32, lr=3e
     run = CaptionRun(model, tok, trainer, history, samples, valid, train_texts, heldout_texts, ppl)
     if out is not None and main:
         _write_run(run, out, dict(source, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p))
+    if out is not None and trainer.distributed:
+        from ... import distributed
+        distributed.barrier()   # the other ranks return once rank 0 has written the run
     if verbose:
         last = history.last if len(history) else {}
         print(f"train loss {last.get('loss', float('nan')):.3f}" +
