@@ -105,3 +105,16 @@ def test_trainer_distributed_true_in_one_process_equals_off():
         out.append({k: v.numpy().copy() for k, v in m.state_dict().items()})
     for k in out[0]:
         np.testing.assert_array_equal(out[0][k], out[1][k], err_msg=k)
+
+
+def test_finish_gives_leaves_sharing_one_gradient_their_own():
+    # autograd hands a and b the same gradient tensor for a + b; the averages must not alias it
+    a, b = nn.Parameter(np.ones(3, np.float32)), nn.Parameter(np.ones(3, np.float32))
+    r = dp.GradientReducer([a, b])
+    r.prepare(sync=True)
+    (a + b).sum().backward()
+    assert np.shares_memory(a.grad.numpy(), b.grad.numpy())
+    r.finish()
+    assert not np.shares_memory(a.grad.numpy(), b.grad.numpy())
+    np.testing.assert_array_equal(a.grad.numpy(), np.ones(3, np.float32))
+    np.testing.assert_array_equal(b.grad.numpy(), np.ones(3, np.float32))

@@ -254,9 +254,9 @@ class GradientReducer:
 
     # ------------------------------------------------------------------ after backward
     def finish(self):
-        """Starts the buckets not started yet, waits for all, and writes the averaged gradients into
-        each parameter's .grad (in place; a parameter with no gradient on this rank but one on another
-        gets one). Returns self."""
+        """Starts the buckets not started yet, waits for all, and sets each parameter's .grad to the
+        average (a new tensor; a parameter with no gradient on this rank but one on another gets one).
+        Returns self."""
         if not self._sync:
             raise RuntimeError("GradientReducer.finish: the last backward ran with prepare(sync=False)")
         while self._next < len(self.buckets):
@@ -274,13 +274,9 @@ class GradientReducer:
             for i, p in enumerate(bucket.params):
                 if buf[off[-1] + i] == 0.0:
                     continue   # no rank had a gradient: grad stays None, as in one process
-                avg = buf[off[i]:off[i + 1]].reshape(tuple(p.shape))
-                g = p.grad
-                if g is None:
-                    p.grad = tensor(avg.copy())
-                else:
-                    g.numpy()[...] = avg
-                    g._bump_version()
+                # a new tensor, not a write into .grad: autograd may hand two leaves (or a leaf and the
+                # caller's seed) one gradient tensor, whose memory must not change under the other
+                p.grad = tensor(buf[off[i]:off[i + 1]].reshape(tuple(p.shape)))
         self._sync = False
         return self
 
