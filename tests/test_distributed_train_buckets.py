@@ -118,3 +118,17 @@ def test_finish_gives_leaves_sharing_one_gradient_their_own():
     assert not np.shares_memory(a.grad.numpy(), b.grad.numpy())
     np.testing.assert_array_equal(a.grad.numpy(), np.ones(3, np.float32))
     np.testing.assert_array_equal(b.grad.numpy(), np.ones(3, np.float32))
+
+
+def test_a_dropped_reducer_unregisters_its_hooks():
+    import gc
+    import weakref
+    m = _mlp()
+    r = dp.GradientReducer(m.parameters())
+    ref = weakref.ref(r)
+    del r
+    gc.collect()
+    assert ref() is None            # the hooks did not keep it (nor its buffers) alive
+    x = mmu.tensor(np.ones((2, 3), np.float32))
+    m(x).sum().backward()           # and backward runs without it
+    assert m[0].weight.grad is not None

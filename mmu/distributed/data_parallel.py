@@ -35,6 +35,7 @@ gradient on any rank keeps grad None (each bucket carries one "had a gradient" f
 so an optimizer skips it exactly as in one process.
 """
 import time
+import weakref
 
 import numpy as np
 
@@ -198,7 +199,15 @@ class GradientReducer:
         self.last_wait = 0.0
         self.last_launched_in_backward = 0
         self.num_buckets = len(self.buckets)
-        self._handles = [p.register_post_accumulate_grad_hook(self._hook) for p in plist]
+        # the hooks hold the reducer weakly: a reducer (and its model-sized buffers) that is no longer used
+        # goes away, and its hooks with it (__del__)
+        ref = weakref.ref(self)
+
+        def hook(p):
+            reducer = ref()
+            if reducer is not None:
+                reducer._hook(p)
+        self._handles = [p.register_post_accumulate_grad_hook(hook) for p in plist]
 
     # ------------------------------------------------------------------ during backward
     def prepare(self, sync=True):
@@ -285,6 +294,12 @@ class GradientReducer:
         for h in self._handles:
             h.remove()
         self._handles = []
+
+    def __del__(self):
+        try:
+            self.remove()
+        except Exception:   # interpreter shutdown: the module's globals may be gone
+            pass
 
     def __repr__(self):
         sizes = [f"{b.buffer.nbytes / 2**20:.2f}" for b in self.buckets]
