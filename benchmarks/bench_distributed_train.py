@@ -103,5 +103,10 @@ def main():
           f"{1e3 * two['wait_s']:.2f} ms -> {100 * max(hidden, 0.0):.0f}% hidden behind backward")
 
 
+def cases(h):
+    """No cases for benchmarks/run.py: the measurement needs mpirun and a process per rank."""
+    return []
+
+
 if __name__ == "__main__":
     main()
