@@ -516,14 +516,14 @@ def cmd_train(args):
             last = train.Trainer.checkpoints(tcfg.ckpt_dir)
             raise UserError(f"{str(e).replace('Trainer: ', '')} No model saved; history.csv is in {args.out}"
                             + (f", the latest checkpoint before it is {last[-1]}" if last else "")) from None
-        if not main:
-            _barrier()   # until rank 0 has written the final checkpoint and the outputs
-            return 0
         records = [r for r in getattr(history, "records", []) if "eval_psnr" in r]
         final = records[-1] if records and records[-1].get("step") == trainer.step else None
         if final is None:  # the held-out numbers of the final weights, when the last eval step was earlier
-            final = {"step": trainer.step, **trainer.evaluate()}
+            final = {"step": trainer.step, **trainer.evaluate()}   # (every rank: none waits long for rank 0)
             history.log(final)
+        if not main:
+            _barrier()   # until rank 0 has written the final checkpoint and the outputs
+            return 0
     seconds = time.perf_counter() - start
     if trainer._saved_step != trainer.step:  # the final state is resumable too (--resume --steps N goes on)
         trainer.save_checkpoint(trainer._ckpt_path(trainer.step))

@@ -50,9 +50,11 @@ differing parameter and the ranks) and takes rank 0's parameters and buffers; th
 rank its shard; the gradients of each step are averaged over the ranks by a GradientReducer (buckets
 all-reduced during the last micro-batch's backward; the discriminator has its own); the logged loss and
 terms are the means over the ranks and the divergence guard decides the same on every rank. Rank 0
-alone shows the progress bar, evaluates, writes checkpoints, samples and TensorBoard; resume() reads the
+alone shows the progress bar and writes checkpoints, samples and TensorBoard; resume() reads the
 checkpoint rank 0 chose on every rank. BatchNorm batch statistics are per rank (each rank normalises with
 its own micro-batch; running statistics are rank 0's in checkpoints), as PyTorch DDP without SyncBatchNorm.
+Every rank evaluates (the models are the same, so are the numbers), so no rank waits in a collective
+while rank 0 alone evaluates.
 """
 import contextlib
 import glob
@@ -773,7 +775,9 @@ class Trainer:
                             post["usage"] = f"{rec['usage']:.0%}"
                         bar.set_postfix(post, refresh=False)
                     self._at_boundary = True
-                    if c.eval_every and s % c.eval_every == 0 and self.eval_data is not None and main:
+                    # every rank evaluates (the same weights: the same numbers), so none waits for rank 0
+                    # in its next collective for as long as an evaluation takes
+                    if c.eval_every and s % c.eval_every == 0 and self.eval_data is not None:
                         t0 = time.perf_counter()
                         ev = self.evaluate()
                         self.elapsed += time.perf_counter() - t0
