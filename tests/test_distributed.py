@@ -2,6 +2,7 @@
 argument checks, and, on 2 MPI ranks (tests/_mpi.py: skipped where mpi4py / mpirun are absent), the
 collectives against NumPy reductions of every rank's data, in place on Tensors and arrays; the
 timeout; and a rank that raises or is killed ending the whole job with an error instead of a hang."""
+import re
 import subprocess
 import sys
 
@@ -147,8 +148,29 @@ def test_abort_in_one_process_ends_it_with_status_1():
     assert "mmu.distributed: rank 0 of 1: gave up" in result.stderr
 
 
+def _readme_snippet():
+    text = open(REPO / "README.md").read()
+    section = text[text.index("## Distributed training"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_snippet_in_one_process(fresh_world, capsys):
+    exec(compile(_readme_snippet(), "README.md", "exec"), {})
+    assert capsys.readouterr().out == "1 [1. 1. 1. 1.] [1. 1. 1.] 1234 [(4,)] [[0.0, 0.0]]\n"
+
+
+def test_readme_snippet_on_two_ranks(tmp_path):
+    result = run_mpi(tmp_path, _readme_snippet(), np=2)
+    assert result.returncode == 0, result.output
+    assert result.stdout == "2 [1.5 1.5 1.5 1.5] [2. 2. 2.] 1234 [(4,), (4,)] [[0.0, 0.0], [1.0, 1.0]]\n", result.output
+
+
 # ----------------------------------------------------------------- 2 ranks
 COLLECTIVES = """
+import gc
+import os
+import time
+import weakref
 import numpy as np
 import mmu
 import mmu.distributed as dist
@@ -156,6 +178,7 @@ import mmu.distributed as dist
 dist.init(timeout=60)
 rank, size = dist.get_rank(), dist.get_world_size()
 assert size == 2 and dist.get_local_rank() == rank and dist.is_main_process() == (rank == 0)
+assert os.environ["OMPI_MCA_coll_libnbc_iallreduce_algorithm"] == "1"  # Open MPI's ring (see init)
 
 def data(r, dtype, shape=(3, 5)):
     # every rank can build every rank's input, so each checks the result against NumPy itself
@@ -176,6 +199,11 @@ for dtype in (np.float32, np.float64, np.int64, np.int32):
         want = reduce[op]([data(r, dtype) for r in range(size)])
         assert want.dtype == dtype
         np.testing.assert_array_equal(x, want, err_msg=f"{op} {np.dtype(dtype)}")
+# fewer elements than ranks, and none (the ring algorithm splits the buffer in world-size parts)
+for n in (0, 1):
+    x = data(rank, np.float32, (n,))
+    dist.all_reduce(x)
+    np.testing.assert_array_equal(x, data(0, np.float32, (n,)) + data(1, np.float32, (n,)))
 
 # Tensors: in place, the storage MPI wrote is the tensor's own (a view taken before sees it),
 # and the write is counted in the tensor's version
@@ -197,6 +225,30 @@ assert work_b.wait() is b and work_b.is_completed()
 assert work_a.wait(timeout=30) is a and work_a.is_completed()
 np.testing.assert_array_equal(a, data(0, np.float32) + data(1, np.float32))
 np.testing.assert_array_equal(b, np.maximum(data(0, np.float64, (1000,)), data(1, np.float64, (1000,))))
+
+# a pending Work moves on without MPI calls from this thread (mmu.distributed's progress thread):
+# a 1 MB all-reduce needs several handshakes, so without it the buffer would hold the sum only
+# after wait(); here it fills while this thread sleeps (time.sleep makes no MPI call)
+big = np.full(1 << 18, rank + 1.0, np.float32)
+work = dist.all_reduce(big, async_op=True)
+for _ in range(3000):
+    if (big == 3.0).all():
+        break
+    time.sleep(0.01)
+assert (big == 3.0).all(), "the all-reduce made no progress while this thread slept"
+work.wait()
+assert dist._comm._progress.pending == 0
+
+# a Work dropped before it completed keeps its buffer alive until MPI is done with it
+buffer = np.ones(1000, np.float32)
+alive = weakref.ref(buffer)
+work = dist.all_reduce(buffer, async_op=True)
+del work, buffer
+gc.collect()
+assert alive() is not None
+for _ in range(50):  # each new Work checks the dropped ones (the same count on both ranks)
+    dist.all_reduce(np.ones(1), async_op=True).wait()
+assert alive() is None and not dist._comm._orphans
 
 # broadcast from each rank: arrays of each dtype, a Tensor, a bool mask
 for src in range(size):
@@ -310,5 +362,6 @@ def test_a_killed_rank_ends_the_job(tmp_path):
     # rank and the signal); rank 0 is not left waiting for its 90 s timeout
     result = run_mpi(tmp_path, KILLED, np=2, timeout=60)
     assert result.returncode != 0, result.output
-    assert "rank 1" in result.stderr and "signal 9 (Killed)" in result.stderr, result.output
+    said = " ".join(result.stderr.split())  # (mpirun wraps its message at a width of its own)
+    assert "process rank 1 with PID" in said and "signal 9 (Killed)" in said, result.output
     assert "not reached" not in result.stdout and "waited" not in result.stdout + result.stderr

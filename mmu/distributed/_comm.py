@@ -13,18 +13,23 @@ So every collective here is MPI's non-blocking one (Iallreduce, Ibcast, Iallgath
 followed by a wait loop that calls `Test` until a deadline, then raises DistributedError naming
 the collective, the rank and the timeout. `Test` is also what makes progress on the transfer
 (Open MPI progresses a non-blocking collective only inside MPI calls), so the loop first calls it
-back to back (yielding the core between calls, as Open MPI's own blocking wait spins), for long
-enough to move the message at a modest bandwidth, and only then sleeps between calls with a
-growing back-off (a peer that is late: its rank is still computing, and a spinning waiter would
-take its core on an oversubscribed machine).
+back to back, as Open MPI's own blocking wait spins, for long enough to move the message at a
+modest bandwidth, and only then sleeps between calls with a growing back-off (a peer that is late:
+its rank is still computing, and a spinning waiter would take its core on an oversubscribed machine).
+
+Overlap: while a non-blocking collective (async_op=True: a Work) is pending, a thread calls into
+MPI every 0.1 ms, since Open MPI advances a non-blocking collective only inside MPI calls; mmu's
+kernels release the GIL, so a gradient all-reduce moves on during the backward pass.
 
 Failure: an uncaught exception on any rank of a world > 1 ends the whole job (`abort`, MPI_Abort),
 as `python -m mpi4py` does, so its peers do not wait for the timeout; a rank that is killed is
 seen by the launcher (Open MPI's mpirun ends the job), or else by its peers' timeout.
 """
+import atexit
 import os
 import pickle
 import sys
+import threading
 import time
 
 import numpy as np
@@ -44,6 +49,7 @@ __all__ = [
 _LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE",
                   "SLURM_STEP_NUM_TASKS")
 _DEFAULT_TIMEOUT = 300.0
+_OMPI_IALLREDUCE_VAR = "OMPI_MCA_coll_libnbc_iallreduce_algorithm"  # 1: ring (see init)
 
 # The wait loop (see the module docstring): back-to-back Test for _SPIN_MIN_SECONDS plus the time
 # the message takes at _SPIN_BYTES_PER_SECOND, then sleeps from _SLEEP_MIN to _SLEEP_MAX seconds.
@@ -53,11 +59,14 @@ _SPIN_MIN_SECONDS = 0.002
 _SPIN_BYTES_PER_SECOND = 2.0e8
 _SLEEP_MIN = 2e-5
 _SLEEP_MAX = 1e-3
+# While a Work is pending, a thread calls into MPI this often (seconds), see _Progress
+_PROGRESS_INTERVAL = 1e-4
 
 _REDUCE_OPS = ("sum", "avg", "max", "min")
 _REDUCE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.int32))
 # broadcast and all_gather move bytes: bool (mmu's mask tensors) is fine there, not in a reduction
 _MOVE_DTYPES = _REDUCE_DTYPES + (np.dtype(np.bool_),)
+_REDUCE_SET, _MOVE_SET = frozenset(_REDUCE_DTYPES), frozenset(_MOVE_DTYPES)  # (hashed: a call's check is cheap)
 
 
 class DistributedError(RuntimeError):
@@ -76,6 +85,8 @@ class _World:
     timeout = _DEFAULT_TIMEOUT
     comm = None          # mpi4py communicator: a duplicate of COMM_WORLD (ours only), or None in one process
     MPI = None           # the mpi4py.MPI module once imported
+    mpi_types = None     # {NumPy dtype: MPI datatype}
+    mpi_ops = None       # {op name: MPI op}
     launcher_var = None  # the variable that said "launched by MPI"
 
 
@@ -135,6 +146,11 @@ def init(timeout=None):
     DistributedError; default MMU_DIST_TIMEOUT from the environment, else 300. A later call with
     a timeout changes it (init's other work is done once).
 
+    Before MPI starts, init sets OMPI_MCA_coll_libnbc_iallreduce_algorithm=1 unless it is set:
+    Open MPI's non-blocking all-reduce then takes its ring algorithm instead of a binomial tree
+    through rank 0 (which is up to 2x slower on large buffers). It has no effect when the program
+    imported mpi4py.MPI (so started MPI) before.
+
     Under MPI with more than one rank, an uncaught exception on any rank ends the whole job
     (`abort`, MPI_Abort) after printing its traceback, so the other ranks do not wait for the
     timeout (sys.excepthook; `python -m mpi4py` does the same)."""
@@ -147,6 +163,14 @@ def init(timeout=None):
     seconds = timeout if timeout is not None else _timeout_from_env()
     launcher = _launcher()
     if launcher is not None:
+        # Open MPI's non-blocking all-reduce (libnbc) on an in-place buffer, which is what all_reduce
+        # hands it, always takes a binomial tree (the whole buffer reduced at rank 0, then sent back);
+        # its ring gives each rank a part of the buffer to reduce and pass on: at 64 MB on 2 ranks the
+        # tree took 1.6-2.3x the time of the blocking MPI_Allreduce and the ring the same or less
+        # (benchmarks/bench_distributed.py).
+        # MPI reads the variable once, in MPI_Init below; the user's own setting wins. Other MPIs
+        # ignore it.
+        os.environ.setdefault(_OMPI_IALLREDUCE_VAR, "1")
         try:
             from mpi4py import MPI  # initialises MPI (MPI_Init_thread)
         except ImportError as e:
@@ -160,6 +184,8 @@ def init(timeout=None):
         _world.local_rank = node.Get_rank()
         node.Free()
         _world.MPI, _world.comm, _world.launcher_var = MPI, comm, launcher[0]
+        _world.mpi_types = dict(zip(_MOVE_DTYPES, (MPI.FLOAT, MPI.DOUBLE, MPI.INT64_T, MPI.INT32_T, MPI.C_BOOL)))
+        _world.mpi_ops = {"sum": MPI.SUM, "avg": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
         _world.size, _world.rank = comm.Get_size(), comm.Get_rank()
         if _world.size > 1:
             _install_excepthook()
@@ -256,13 +282,78 @@ def _wait_request(request, what, timeout, nbytes):
             now = time.monotonic()
             if now >= deadline:
                 raise _timeout_error(what, timeout)
-            if now < spin_until:
-                os.sched_yield()
-            else:
+            # while spinning, no sched_yield either: under load it gives away a whole time slice
+            # (milliseconds) where the collective needs microseconds
+            if now >= spin_until:
                 time.sleep(delay)
                 delay = min(2.0 * delay, _SLEEP_MAX)
     except MPI.Exception as e:
         raise _mpi_error(what, e) from None
+
+
+# Works dropped before they completed: (request, buffers) kept until MPI is done with the buffers,
+# which would otherwise be freed while MPI still writes into them; pruned when a Work is made
+_orphans = []
+
+
+class _Progress:
+    """A thread that calls into MPI (an Iprobe on COMM_SELF, which matches nothing of ours) every
+    _PROGRESS_INTERVAL seconds while a Work is pending.
+
+    Open MPI moves a non-blocking collective forward only inside MPI calls: a large all-reduce
+    started before a backward pass would otherwise wait at its first handshake until the wait
+    after it, and overlap nothing. mmu's kernels release the GIL, so this thread runs during them.
+    It needs MPI_THREAD_MULTIPLE (mpi4py's default); at another thread level there is none and
+    Works progress only in is_completed() / wait(). Stopped before MPI_Finalize (atexit)."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.pending = 0
+        self.thread = None
+        self.stopping = False
+
+    def begin(self):
+        """A Work started: wake the thread (started on first use)."""
+        with self.cond:
+            self.pending += 1
+            if self.thread is None and not self.stopping:
+                MPI = _world.MPI
+                if MPI.Query_thread() == MPI.THREAD_MULTIPLE:
+                    self.thread = threading.Thread(target=self._run, name="mmu.distributed progress", daemon=True)
+                    self.thread.start()
+                    atexit.register(self.stop)  # after mpi4py's own: runs before MPI_Finalize
+                else:
+                    self.thread = False
+            self.cond.notify()
+
+    def end(self):
+        """A Work completed (or a dropped one's buffers were released)."""
+        with self.cond:
+            self.pending -= 1
+
+    def stop(self):
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        if self.thread:
+            self.thread.join(timeout=5)
+
+    def _run(self):
+        probe = _world.MPI.COMM_SELF.Iprobe
+        while True:
+            with self.cond:
+                while self.pending <= 0 and not self.stopping:
+                    self.cond.wait()
+                if self.stopping:
+                    return
+            try:
+                probe()
+            except Exception:  # noqa: BLE001 (MPI is gone or failing: the waits report it)
+                return
+            time.sleep(_PROGRESS_INTERVAL)
+
+
+_progress = _Progress()
 
 
 class Work:
@@ -270,8 +361,9 @@ class Work:
     returns its result (the tensor or array given); `is_completed()` asks without blocking.
 
     The collective writes into the buffer given until it completes: do not read or write that
-    buffer before then. Open MPI moves a non-blocking collective forward only inside MPI calls,
-    so call is_completed() now and then when overlapping work with it (each call is one MPI_Test)."""
+    buffer before then (a Work dropped before that keeps the buffer alive until MPI is done).
+    While a Work is pending, a thread of mmu.distributed calls into MPI every 0.1 ms, so the
+    collective moves on while this thread computes (Open MPI advances it only inside MPI calls)."""
 
     def __init__(self, what, request, result, nbytes, finish=None):
         self._what = what
@@ -280,10 +372,22 @@ class Work:
         self._nbytes = nbytes
         self._finish = finish
         self._done = request is None
+        if not self._done:
+            _progress.begin()
+            if _orphans:
+                kept = [o for o in _orphans if not o[0].Test()]
+                for _ in range(len(_orphans) - len(kept)):
+                    _progress.end()
+                _orphans[:] = kept
+
+    def __del__(self):
+        if not self._done:
+            _orphans.append((self._request, self._result))
 
     def _complete(self):
         self._done = True
         self._request = None
+        _progress.end()
         if self._finish is not None:
             self._finish()
             self._finish = None
@@ -324,7 +428,7 @@ def _buffer(x, op, arg, dtypes, writable):
     else:
         raise TypeError(f"{op}: {arg} must be an mmu Tensor or a NumPy array, got {type(x).__name__}")
     if arr.dtype not in dtypes:
-        names = ", ".join(str(d) for d in dtypes)
+        names = ", ".join(str(d) for d in _MOVE_DTYPES if d in dtypes)
         raise TypeError(f"{op}: {arg} has dtype {arr.dtype}; expected one of {names}")
     if not arr.flags.c_contiguous:
         raise ValueError(f"{op}: {arg} of shape {arr.shape} is not C-contiguous (strides {arr.strides}); "
@@ -332,12 +436,6 @@ def _buffer(x, op, arg, dtypes, writable):
     if writable and not arr.flags.writeable:
         raise ValueError(f"{op}: {arg} of shape {arr.shape} is read-only; the result is written into it")
     return arr, tensor
-
-
-def _mpi_type(dtype):
-    MPI = _world.MPI
-    return {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE, np.dtype(np.int64): MPI.INT64_T,
-            np.dtype(np.int32): MPI.INT32_T, np.dtype(np.bool_): MPI.C_BOOL}[dtype]
 
 
 def _check_src(src, op, size):
@@ -349,10 +447,13 @@ def _check_src(src, op, size):
 
 
 def _run(what, request, result, nbytes, finish, async_op):
-    work = Work(what, request, result, nbytes, finish)
     if async_op:
-        return work
-    return work.wait()
+        return Work(what, request, result, nbytes, finish)
+    if request is not None:
+        _wait_request(request, what, _world.timeout, nbytes)
+        if finish is not None:
+            finish()
+    return result
 
 
 # ----------------------------------------------------------------- collectives on buffers
@@ -361,15 +462,16 @@ def all_reduce(x, op="sum", async_op=False):
     sum / average / max / min of all ranks' x.
 
     x: an mmu Tensor or a NumPy array, C-contiguous, float32 / float64 / int64 / int32 (mmu
-    Tensors are float32 or int64), the same shape and dtype on every rank. MPI reads and writes x's
-    own memory (no copy). op: "sum", "avg" (float only: MPI's sum, then a division by the world
+    Tensors are float32 or int64), the same shape and dtype on every rank (a rank with fewer
+    elements than its peers gets MPI's truncation error as a DistributedError, its peers a timeout).
+    MPI reads and writes x's own memory (no copy). op: "sum", "avg" (float only: MPI's sum, then a division by the world
     size in place, as MPI has no average), "max" or "min".
 
     Returns x; with async_op=True a Work whose wait() returns x. A Tensor's write counts in its
     _version (autograd refuses a backward through a node that saved it before); autograd does not
     record the collective (as torch.distributed). In a single process x is returned unchanged."""
     world = _ready()
-    arr, tensor = _buffer(x, "all_reduce", "x", _REDUCE_DTYPES, writable=True)
+    arr, tensor = _buffer(x, "all_reduce", "x", _REDUCE_SET, writable=True)
     if op not in _REDUCE_OPS:
         raise ValueError(f"all_reduce: op must be one of {', '.join(map(repr, _REDUCE_OPS))}, got {op!r}")
     if op == "avg" and arr.dtype.kind != "f":
@@ -379,18 +481,19 @@ def all_reduce(x, op="sum", async_op=False):
     if world.size == 1:
         return _run("all_reduce", None, x, 0, None, async_op)
     MPI = world.MPI
-    mpi_op = {"sum": MPI.SUM, "avg": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op]
-    if tensor is not None:
-        tensor._bump_version()  # MPI starts writing now
-
-    def finish():
-        if op == "avg":
-            np.divide(arr, world.size, out=arr)
+    finish = None
+    if tensor is not None or op == "avg":
         if tensor is not None:
-            tensor._bump_version()
+            tensor._bump_version()  # MPI starts writing now
+
+        def finish():
+            if op == "avg":
+                np.divide(arr, world.size, out=arr)
+            if tensor is not None:
+                tensor._bump_version()
 
     try:
-        request = world.comm.Iallreduce(MPI.IN_PLACE, [arr, _mpi_type(arr.dtype)], mpi_op)
+        request = world.comm.Iallreduce(MPI.IN_PLACE, [arr, world.mpi_types[arr.dtype]], world.mpi_ops[op])
     except MPI.Exception as e:
         raise _mpi_error("all_reduce", e) from None
     return _run("all_reduce", request, x, arr.nbytes, finish, async_op)
@@ -404,7 +507,7 @@ def broadcast(x, src=0, async_op=False):
     A Tensor's write counts in its _version; autograd does not record it. In a single process
     (src must be 0) x is returned unchanged."""
     world = _ready()
-    arr, tensor = _buffer(x, "broadcast", "x", _MOVE_DTYPES, writable=True)
+    arr, tensor = _buffer(x, "broadcast", "x", _MOVE_SET, writable=True)
     src = _check_src(src, "broadcast", world.size)
     async_op = _flag(async_op, "broadcast", "async_op")
     if world.size == 1:
@@ -414,7 +517,7 @@ def broadcast(x, src=0, async_op=False):
     if receives:
         tensor._bump_version()
     try:
-        request = world.comm.Ibcast([arr, _mpi_type(arr.dtype)], root=src)
+        request = world.comm.Ibcast([arr, world.mpi_types[arr.dtype]], root=src)
     except MPI.Exception as e:
         raise _mpi_error("broadcast", e) from None
     finish = tensor._bump_version if receives else None
@@ -431,7 +534,7 @@ def all_gather(x, out=None):
     (MPI writes into it directly) and is returned. In a single process the result is a copy of x
     with a leading dimension of 1."""
     world = _ready()
-    arr, _ = _buffer(x, "all_gather", "x", _MOVE_DTYPES, writable=False)
+    arr, _ = _buffer(x, "all_gather", "x", _MOVE_SET, writable=False)
     shape = (world.size,) + arr.shape
     if out is None:
         if isinstance(x, Tensor):
@@ -439,7 +542,7 @@ def all_gather(x, out=None):
             out = zeros(shape, dtype=arr.dtype)
         else:
             out = np.empty(shape, dtype=arr.dtype)
-    out_arr, out_tensor = _buffer(out, "all_gather", "out", _MOVE_DTYPES, writable=True)
+    out_arr, out_tensor = _buffer(out, "all_gather", "out", _MOVE_SET, writable=True)
     if out_arr.shape != shape or out_arr.dtype != arr.dtype:
         raise ValueError(f"all_gather: out has shape {out_arr.shape} and dtype {out_arr.dtype}; expected shape "
                          f"{shape} (world size, *x.shape) and dtype {arr.dtype}")
@@ -451,7 +554,7 @@ def all_gather(x, out=None):
         out_arr[0] = arr
         return out
     MPI = world.MPI
-    mpi_type = _mpi_type(arr.dtype)
+    mpi_type = world.mpi_types[arr.dtype]
     try:
         request = world.comm.Iallgather([arr, mpi_type], [out_arr, mpi_type])
     except MPI.Exception as e:
