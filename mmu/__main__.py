@@ -467,7 +467,7 @@ def cmd_train(args):
         tcfg = train.TrainConfig(**tfields)
     except (TypeError, ValueError) as e:
         raise UserError(f"{args.config}: {e}") from None
-    if args.overwrite and previous:
+    if args.overwrite and previous and _rank() == 0:
         removed = _remove_run(args.out, tcfg.ckpt_dir)
         print(f"mmu train: --overwrite: removed {removed} file(s) of the previous run in {args.out}")
     loader = data.DataLoader(dataset, tcfg.batch_size, shuffle=True, seed=tcfg.seed,
@@ -485,18 +485,22 @@ def cmd_train(args):
                 return 0
         else:
             trainer = train.Trainer(model, loader, tcfg, eval_data=eval_loader)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, DATA_SIDECAR), "w") as f:
-        json.dump({"dataset": os.path.abspath(args.data), "size": size, "channels": channels,
-                   "train": dataset.split, "held_out": heldout.split}, f)
+    if trainer.is_main_process:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, DATA_SIDECAR), "w") as f:
+            json.dump({"dataset": os.path.abspath(args.data), "size": size, "channels": channels,
+                       "train": dataset.split, "held_out": heldout.split}, f)
     print(f"mmu train: {cls.__name__} ({model.num_parameters():,} parameters) at {size} px, {tcfg.steps} steps x "
           f"batch {tcfg.batch_size}" + (f", resumed at step {trainer.step}" if args.resume else "")
           + f"\n  train: {dataset.split}\n  held out: {heldout.split}")
     start = time.perf_counter()
+    main = trainer.is_main_process   # under mpirun rank 0 alone evaluates and writes (the others print nothing)
     with _warnings_to_stderr("train"):
         try:
             history = trainer.fit()
         except KeyboardInterrupt:
+            if not main:
+                return 130
             _save_outputs(args.out, model, trainer.history)
             last = train.Trainer.checkpoints(tcfg.ckpt_dir)
             exact = bool(last) and last[-1].endswith(f"ckpt_{trainer.step:08d}.safetensors")
@@ -507,15 +511,19 @@ def cmd_train(args):
                   f"and loss_curves.png to {args.out}; {how}", file=sys.stderr)
             return 130
         except train.TrainingDiverged as e:
-            _save_outputs(args.out, None, trainer.history)
+            if main:
+                _save_outputs(args.out, None, trainer.history)
             last = train.Trainer.checkpoints(tcfg.ckpt_dir)
             raise UserError(f"{str(e).replace('Trainer: ', '')} No model saved; history.csv is in {args.out}"
                             + (f", the latest checkpoint before it is {last[-1]}" if last else "")) from None
         records = [r for r in getattr(history, "records", []) if "eval_psnr" in r]
         final = records[-1] if records and records[-1].get("step") == trainer.step else None
         if final is None:  # the held-out numbers of the final weights, when the last eval step was earlier
-            final = {"step": trainer.step, **trainer.evaluate()}
+            final = {"step": trainer.step, **trainer.evaluate()}   # (every rank: none waits long for rank 0)
             history.log(final)
+        if not main:
+            _barrier()   # until rank 0 has written the final checkpoint and the outputs
+            return 0
     seconds = time.perf_counter() - start
     if trainer._saved_step != trainer.step:  # the final state is resumable too (--resume --steps N goes on)
         trainer.save_checkpoint(trainer._ckpt_path(trainer.step))
@@ -528,6 +536,7 @@ def cmd_train(args):
     ssim = f", SSIM {ev['eval_ssim']:.3f}" if "eval_ssim" in ev else ""
     print(f"trained in {seconds:.1f} s; held out ({len(heldout)} images, never trained on): PSNR "
           f"{ev['eval_psnr']:.2f} dB{ssim} at step {ev['step']}; saved to {args.out}")
+    _barrier()
     return 0
 
 
@@ -587,7 +596,7 @@ def cmd_train_lm(args):
                         "continue it, --overwrite to replace it, or choose another --out")
     if args.resume and not train.Trainer.checkpoints(ckpt_dir):
         raise UserError(f"--resume: no checkpoint in {ckpt_dir!r} to continue from")
-    if args.overwrite and previous:
+    if args.overwrite and previous and _rank() == 0:
         removed = _remove_run(args.out, ckpt_dir)
         print(f"mmu train: --overwrite: removed {removed} file(s) of the previous run in {args.out}")
     def take(flag_value, section, key, default):
@@ -995,6 +1004,37 @@ COMMANDS = {"compare": cmd_compare, "train": cmd_train, "generate": cmd_generate
             "vila-u": cmd_vila_u}
 
 
+def _rank():
+    """This process's MPI rank (0 outside mpirun); initialises mmu.distributed."""
+    from . import distributed
+    distributed.init()
+    return distributed.get_rank()
+
+
+def _abort_other_ranks(command):
+    """mpirun: a rank that stops on an error ends the whole job (MPI_Abort), since the other ranks would
+    wait for it in their next collective until mmu.distributed's timeout."""
+    from . import distributed
+    if distributed.is_initialized() and distributed.get_world_size() > 1:
+        sys.stderr.flush()
+        distributed.abort(f"mmu {command}: stopped on rank {distributed.get_rank()}; ending every rank")
+
+
+def _barrier():
+    """mpirun: every rank waits here until all arrive (rank 0 has written what the next command reads)."""
+    from . import distributed
+    if distributed.is_initialized() and distributed.get_world_size() > 1:
+        distributed.barrier()
+
+
+def _run_distributed(command):
+    """`mpirun -np N mmu train|compare ...`: every rank runs the command data parallel (the Trainer's
+    automatic mode); rank 0 alone prints to stdout and writes (the others' stdout goes to /dev/null;
+    their errors still reach stderr)."""
+    if _rank() != 0:
+        sys.stdout = open(os.devnull, "w")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "demo":  # the demo parses its own options
@@ -1013,6 +1053,9 @@ def main(argv=None):
         print(f"mmu {mmu.__version__}  numpy {np.__version__}  oneDNN {mmu._C.dnnl_version()}  "
               f"threads {mmu.get_num_threads()}")
         return 0
+    if args.command in ("train", "compare") and not getattr(args, "list", False) \
+            and not getattr(args, "example_config", False):
+        _run_distributed(args.command)
     if args.command in COMMANDS:
         try:
             return COMMANDS[args.command](args)
@@ -1025,6 +1068,7 @@ def main(argv=None):
                 raise
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             print(f"mmu {args.command}: error: {msg}", file=sys.stderr)
+            _abort_other_ranks(args.command)
             return 1
     parser.print_help()
     return 0 if not argv else 2

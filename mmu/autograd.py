@@ -145,3 +145,43 @@ def _nodes_run():
 def _grads_computed():
     """How many input gradients those backward functions produced (tests check edge pruning with it)."""
     return _C.autograd_grads_computed()
+
+
+class RemovableHandle:
+    """What Tensor.register_post_accumulate_grad_hook returns: .remove() unregisters the hook (calling it
+    again does nothing). It holds the tensor weakly."""
+
+    def __init__(self, t, key):
+        import weakref
+        self._tensor = weakref.ref(t)
+        self._key = key
+
+    def remove(self):
+        """Unregisters the hook (a no-op once removed or once the tensor is gone)."""
+        t = self._tensor()
+        if t is not None:
+            _C._remove_post_accumulate_grad_hook(t, self._key)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+
+def _register_post_accumulate_grad_hook(self, hook):
+    """t.register_post_accumulate_grad_hook(hook) -> handle (torch's name and semantics): every backward
+    calls hook(t) once, right after the last gradient that backward sends to the leaf t has been added
+    to t.grad (so t.grad is final for that backward), while the rest of the backward still runs. hook
+    returns None. Only leaves that require grad take hooks (RuntimeError otherwise); autograd.grad
+    (which does not accumulate into .grad) does not call them. Several hooks run in registration order;
+    an exception of a hook stops the backward and propagates from backward() as it was raised. The hook
+    keeps what it references alive until handle.remove()."""
+    key = _C._add_post_accumulate_grad_hook(self, hook)
+    return RemovableHandle(self, key)
+
+
+_register_post_accumulate_grad_hook.__name__ = _register_post_accumulate_grad_hook.__qualname__ = \
+    "register_post_accumulate_grad_hook"
+_C.Tensor.register_post_accumulate_grad_hook = _register_post_accumulate_grad_hook

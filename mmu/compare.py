@@ -778,6 +778,12 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
     if fid_weights is not None and not os.path.isfile(fid_weights):
         raise FileNotFoundError(f"compare: fid_weights file {fid_weights!r} does not exist (make it with "
                                 "mmu.metrics.inception.convert_torch_weights from pytorch-fid's weights)")
+    # under mpirun every rank trains each entry data parallel (Trainer's automatic distributed mode, batch_size
+    # per rank); rank 0 alone prints and writes the models and the report
+    from . import distributed as _dist
+    _dist.init()
+    main_rank = _dist.get_rank() == 0
+    progress = progress and main_rank
     say = print if progress else (lambda *a, **k: None)
 
     if video:
@@ -811,7 +817,8 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
     if fid_weights is not None:   # the held-out images' Inception statistics, once for every entry
         fid = mmu.metrics.FID(weights=fid_weights, batch_size=16)   # ~20 MB of activations an image at 299 px
         fid.update(test_images, real=True)
-    os.makedirs(out_dir, exist_ok=True)
+    if main_rank:
+        os.makedirs(out_dir, exist_ok=True)
     what = f"{size} px clips of {frames} frames" if video else f"{size} px"
     say(f"mmu compare: {len(names)} tokenizer(s) on {dataset} at {what} ({n_train} train / {n_test} held-out "
         f"{unit}), {steps} steps x batch {batch_size}{' clips' if video else ''} each -> {out_dir}")
@@ -843,10 +850,11 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
             row.update(m)
             row["train_time_s"] = float(seconds)
             records = list(getattr(history, "records", []) or [])
-            model.save_pretrained(os.path.join(out_dir, "models", name))
-            with open(os.path.join(out_dir, "models", name, "mmu_data.json"), "w") as f:
-                json.dump({"dataset": dataset, "size": size, "channels": channels}
-                          | ({"frames": frames} if video else {}), f)
+            if main_rank:
+                model.save_pretrained(os.path.join(out_dir, "models", name))
+                with open(os.path.join(out_dir, "models", name, "mmu_data.json"), "w") as f:
+                    json.dump({"dataset": dataset, "size": size, "channels": channels}
+                              | ({"frames": frames} if video else {}), f)
             rows.append(row)  # an entry counts once its model is saved
             extras.append({"entry": entry, "codes": codes, "recon": recon[:N_SHOW], "records": records})
             say(f"    {seconds:.1f} s: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}, "
@@ -878,7 +886,9 @@ def compare(names=None, dataset="digits", size=None, steps=None, batch_size=None
     config["cpu_time_s"] = round(time.process_time() - cpu0, 1)  # all threads; > wall when they overlap
     if interrupted is not None:
         config["interrupted"] = interrupted
-    write_report(out_dir, rows, extras, test_images[:N_SHOW], config, time.perf_counter() - total)
+    if main_rank:
+        write_report(out_dir, rows, extras, test_images[:N_SHOW], config, time.perf_counter() - total)
+    _dist.barrier()   # the other ranks return once the report is written
     say(f"report: {os.path.join(out_dir, 'report.md')} ({time.perf_counter() - total:.0f} s wall, "
         f"{config['cpu_time_s']:.0f} s CPU)")
     if interrupted is not None:

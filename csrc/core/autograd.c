@@ -325,6 +325,62 @@ static void run_drop(run_node *rn) {
     node_maybe_free(rn->n);
 }
 
+/* Post-accumulate-grad hooks of one backward run (mmu.h): how many of the run's
+ * edges have yet to deliver a gradient to each hooked leaf; the leaf's hooks run
+ * when its count reaches 0, i.e. when its .grad is final for this backward. Set
+ * up only when some leaf of the graph has hooks. */
+mmu_status (*mmu_grad_hooks_run)(mmu_tensor *leaf);
+void (*mmu_grad_hooks_free)(void *hooks);
+
+typedef struct {
+    int *slot_of_edge;  /* per edge of the run: its hooked leaf's slot, or -1 */
+    mmu_tensor **leaf;  /* per slot: the leaf (held by the graph's edges until the last one ran) */
+    int *left;          /* per slot: edges still to deliver */
+    int n;
+} run_hooks;
+
+static mmu_status run_hooks_init(run_hooks *h, const run_node *nodes, size_t n_nodes, size_t n_edges,
+                                 const unsigned char *edge_on, const int *edge_to, const char *who) {
+    int any = 0;
+    for (size_t k = 0; k < n_nodes && !any; k++)
+        for (int i = 0; i < nodes[k].n->n_inputs; i++) {
+            size_t ei = nodes[k].first_edge + i;
+            mmu_tensor *leaf = nodes[k].n->inputs[i].leaf;
+            if (edge_on[ei] && edge_to[ei] < 0 && leaf && leaf->grad_hooks) any = 1;
+        }
+    if (!any || !mmu_grad_hooks_run) return MMU_OK;
+    h->slot_of_edge = malloc(n_edges * sizeof *h->slot_of_edge);
+    h->leaf = malloc(n_edges * sizeof *h->leaf);
+    h->left = malloc(n_edges * sizeof *h->left);
+    if (!h->slot_of_edge || !h->leaf || !h->left) return mmu_fail(MMU_ENOMEM, "%s: out of memory", who);
+    for (size_t k = 0; k < n_nodes; k++)
+        for (int i = 0; i < nodes[k].n->n_inputs; i++) {
+            size_t ei = nodes[k].first_edge + i;
+            mmu_tensor *leaf = nodes[k].n->inputs[i].leaf;
+            h->slot_of_edge[ei] = -1;
+            if (!edge_on[ei] || edge_to[ei] >= 0 || !leaf || !leaf->grad_hooks) continue;
+            int s = 0;
+            while (s < h->n && h->leaf[s] != leaf) s++;
+            if (s == h->n) h->leaf[h->n] = leaf, h->left[h->n++] = 0;
+            h->left[s]++;
+            h->slot_of_edge[ei] = s;
+        }
+    return MMU_OK;
+}
+
+/* Edge ei has delivered its gradient (or none): the leaf's hooks run after its last one. */
+static mmu_status run_hooks_edge_done(run_hooks *h, size_t ei) {
+    int s = h->slot_of_edge ? h->slot_of_edge[ei] : -1;
+    if (s < 0 || --h->left[s]) return MMU_OK;
+    return mmu_grad_hooks_run(h->leaf[s]);
+}
+
+static void run_hooks_free(run_hooks *h) {
+    free(h->slot_of_edge);
+    free(h->leaf);
+    free(h->left);
+}
+
 /* The engine shared by mmu_backward and mmu_grad: roots[r] receives seeds[r]
  * (references stolen; NULL entries already consumed). `who` prefixes errors. */
 static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, int retain_graph,
@@ -336,6 +392,7 @@ static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, 
     unsigned char *edge_on = NULL;          /* the edge carries a gradient in this run */
     unsigned char *edge_off = NULL;         /* ... and is switched off for the call (pruned) */
     dfs_frame *stack = NULL;
+    run_hooks hooks = {0};                  /* post-accumulate-grad hooks (backward only) */
     size_t n_nodes = 0, cap_nodes = 64, n_ready = 0, top = 0, cap_stack = 64, n_edges = 0;
     int locked = 0;
 
@@ -473,6 +530,7 @@ static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, 
     }
     pthread_mutex_unlock(&g_graph_lock);
     locked = 0;
+    if (!cap && (st = run_hooks_init(&hooks, nodes, n_nodes, n_edges, edge_on, edge_to, who))) goto done;
 
     /* 3. seed the roots, then run each node once all its consumers have sent their gradient */
     for (int r = 0; r < n_roots; r++) {
@@ -547,6 +605,7 @@ static mmu_status run_engine(int n_roots, mmu_node **roots, mmu_tensor **seeds, 
             }
             mmu_tensor_decref(gin[i]);
             if (to[i] >= 0 && on[i] && --nodes[to[i]].pending == 0) ready[n_ready++] = to[i];
+            if (!st && on[i] && to[i] < 0) st = run_hooks_edge_done(&hooks, rn->first_edge + i);
         }
         if (gin != gin_buf) free(gin);
         if (st) goto done;
@@ -565,6 +624,7 @@ done:
         mmu_node_decref(nodes[k].n);
     }
     for (int r = 0; r < n_roots; r++) MMU_CLEAR(seeds[r]);
+    run_hooks_free(&hooks);
     free(edge_to);
     free(edge_on);
     free(edge_off);
@@ -603,6 +663,7 @@ mmu_status mmu_backward(mmu_tensor *root, mmu_tensor *grad, int retain_graph) {
     }
     if (!root->grad_fn) { /* a leaf: its gradient is the seed */
         st = accumulate_leaf(root, g0);
+        if (!st && root->grad_hooks && mmu_grad_hooks_run) st = mmu_grad_hooks_run(root);
         goto done;
     }
     /* a freed graph is refused by the engine, under its lock */

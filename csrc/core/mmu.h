@@ -80,6 +80,7 @@ typedef struct mmu_tensor {
     int requires_grad;
     struct mmu_tensor *grad;    /* accumulated gradient (leaves)            */
     struct mmu_node *grad_fn;   /* node that produced this tensor, or NULL  */
+    void *grad_hooks;           /* post-accumulate-grad hooks of a leaf: owned by the binding, NULL: none */
 } mmu_tensor;
 
 static inline void *mmu_data(const mmu_tensor *t) {
@@ -231,6 +232,14 @@ void mmu_set_grad(mmu_tensor *t, mmu_tensor *g);
 
 /* Runs the backward pass from root (gradient `grad`, or 1 for a scalar). */
 mmu_status mmu_backward(mmu_tensor *root, mmu_tensor *grad, int retain_graph);
+
+/* Post-accumulate-grad hooks (torch's Tensor.register_post_accumulate_grad_hook): mmu_backward calls
+ * mmu_grad_hooks_run(leaf) for every leaf whose grad_hooks is set, once per backward, right after the
+ * last gradient that backward sends to the leaf was added to its .grad (data parallel starts a bucket's
+ * all-reduce there, while the rest of the backward runs). A failed status stops the backward. The
+ * binding sets both functions; leaves without hooks cost one pointer test per edge. */
+extern mmu_status (*mmu_grad_hooks_run)(mmu_tensor *leaf);
+extern void (*mmu_grad_hooks_free)(void *hooks); /* a tensor with hooks is freed */
 
 /* torch.autograd.grad: the gradients of the n_out outputs (seeded with
  * grad_outputs[i], or 1 for a scalar output when grad_outputs or its entry is

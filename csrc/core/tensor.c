@@ -146,6 +146,7 @@ void mmu_tensor_decref(mmu_tensor *t) {
         storage_decref(t->storage);
         mmu_tensor_decref(t->grad);
         mmu_node_decref(t->grad_fn);
+        if (t->grad_hooks && mmu_grad_hooks_free) mmu_grad_hooks_free(t->grad_hooks);
         free(t);
     }
 }

@@ -456,7 +456,143 @@ static PyObject *py_grads_computed(PyObject *m, PyObject *unused) {
     return PyLong_FromLongLong(mmu_autograd_grads_computed());
 }
 
+/* ------------------------------------------------ post-accumulate-grad hooks
+ * Tensor.register_post_accumulate_grad_hook (mmu/autograd.py) keeps a leaf's
+ * hooks in t->grad_hooks: a grad_hooks record holding a weak reference to the
+ * Python Tensor that registered them (the hooks get that object, as torch's get
+ * the parameter) and a dict {key: fn} in registration order. The engine calls
+ * run_grad_hooks with the GIL released; it takes the GIL for the calls. An
+ * exception of a hook stops the backward and is re-raised by Tensor.backward
+ * as it was (mmu_grad_hook_error). */
+typedef struct {
+    PyObject *owner;  /* weakref to the registering Tensor */
+    PyObject *fns;    /* dict {int key: callable} */
+    long next_key;
+} grad_hooks;
+
+/* the exception a hook raised in this thread's backward (PyErr_Fetch's three parts: Python 3.11 has no
+ * PyErr_GetRaisedException) */
+static _Thread_local PyObject *g_hook_exc, *g_hook_val, *g_hook_tb;
+
+static void free_grad_hooks(void *p) {
+    grad_hooks *h = p;
+    PyGILState_STATE gs = PyGILState_Ensure();
+    Py_XDECREF(h->owner);
+    Py_XDECREF(h->fns);
+    PyGILState_Release(gs);
+    free(h);
+}
+
+static mmu_status run_grad_hooks(mmu_tensor *leaf) {
+    mmu_status st = MMU_OK;
+    PyGILState_STATE gs = PyGILState_Ensure();
+    grad_hooks *h = leaf->grad_hooks;
+    PyObject *fns = NULL, *obj = NULL;
+    if (!h || !(fns = PyDict_Values(h->fns))) goto fail; /* values copied: a hook may remove itself */
+    obj = PyWeakref_GetObject(h->owner);
+    if (obj && obj != Py_None) Py_INCREF(obj);
+    else {
+        mmu_tensor_incref(leaf);
+        obj = mmu_wrap(leaf);
+    }
+    if (!obj) goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(fns); i++) {
+        PyObject *r = PyObject_CallOneArg(PyList_GET_ITEM(fns, i), obj);
+        if (!r) goto fail;
+        if (r != Py_None) {
+            Py_DECREF(r);
+            PyErr_Format(PyExc_RuntimeError, "backward: a post-accumulate-grad hook must return None, got %s",
+                         Py_TYPE(r)->tp_name);
+            goto fail;
+        }
+        Py_DECREF(r);
+    }
+    goto done;
+fail:
+    if (PyErr_Occurred()) {
+        Py_CLEAR(g_hook_exc);
+        Py_CLEAR(g_hook_val);
+        Py_CLEAR(g_hook_tb);
+        PyErr_Fetch(&g_hook_exc, &g_hook_val, &g_hook_tb);
+        st = mmu_fail(MMU_ERUNTIME, "backward: a post-accumulate-grad hook raised an exception");
+    }
+done:
+    Py_XDECREF(fns);
+    Py_XDECREF(obj);
+    PyGILState_Release(gs);
+    return st;
+}
+
+int mmu_grad_hook_error(void) {
+    if (!g_hook_exc) return 0;
+    PyErr_Restore(g_hook_exc, g_hook_val, g_hook_tb);
+    g_hook_exc = g_hook_val = g_hook_tb = NULL;
+    return 1;
+}
+
+/* _add_post_accumulate_grad_hook(tensor, fn) -> key */
+static PyObject *py_add_grad_hook(PyObject *self, PyObject *args) {
+    PyObject *to, *fn;
+    if (!PyArg_ParseTuple(args, "OO", &to, &fn)) return NULL;
+    if (!PyTensor_Check(to))
+        return PyErr_Format(PyExc_TypeError, "register_post_accumulate_grad_hook: expected a Tensor, got %s",
+                            Py_TYPE(to)->tp_name);
+    if (!PyCallable_Check(fn))
+        return PyErr_Format(PyExc_TypeError, "register_post_accumulate_grad_hook: hook must be callable, got %s",
+                            Py_TYPE(fn)->tp_name);
+    mmu_tensor *t = ((PyTensor *)to)->t;
+    if (t->grad_fn || !t->requires_grad)
+        return PyErr_Format(PyExc_RuntimeError, "register_post_accumulate_grad_hook: post accumulate grad hooks "
+                            "cannot be registered on %s (shape %s); only leaf tensors that require grad",
+                            t->grad_fn ? "non-leaf tensors" : "a tensor that does not require grad",
+                            mmu_shape_str(t));
+    mmu_grad_hooks_run = run_grad_hooks;
+    mmu_grad_hooks_free = free_grad_hooks;
+    grad_hooks *h = t->grad_hooks;
+    if (!h) {
+        if (!(h = calloc(1, sizeof *h))) return PyErr_NoMemory();
+        h->owner = PyWeakref_NewRef(to, NULL);
+        h->fns = PyDict_New();
+        if (!h->owner || !h->fns) {
+            Py_XDECREF(h->owner);
+            Py_XDECREF(h->fns);
+            free(h);
+            return NULL;
+        }
+        t->grad_hooks = h;
+    }
+    PyObject *key = PyLong_FromLong(h->next_key++);
+    if (!key || PyDict_SetItem(h->fns, key, fn) < 0) {
+        Py_XDECREF(key);
+        return NULL;
+    }
+    return key;
+}
+
+/* _remove_post_accumulate_grad_hook(tensor, key) -> bool (False: already removed) */
+static PyObject *py_remove_grad_hook(PyObject *self, PyObject *args) {
+    PyObject *to, *key;
+    if (!PyArg_ParseTuple(args, "OO", &to, &key)) return NULL;
+    if (!PyTensor_Check(to)) return PyErr_Format(PyExc_TypeError, "expected a Tensor, got %s", Py_TYPE(to)->tp_name);
+    mmu_tensor *t = ((PyTensor *)to)->t;
+    grad_hooks *h = t->grad_hooks;
+    if (!h) Py_RETURN_FALSE;
+    int has = PyDict_Contains(h->fns, key);
+    if (has < 0) return NULL;
+    if (!has) Py_RETURN_FALSE;
+    if (PyDict_DelItem(h->fns, key) < 0) return NULL;
+    if (PyDict_GET_SIZE(h->fns) == 0) { /* no hooks left: the engine skips this leaf again */
+        t->grad_hooks = NULL;
+        free_grad_hooks(h);
+    }
+    Py_RETURN_TRUE;
+}
+
 PyMethodDef mmu_autograd_methods[] = {
+    {"_add_post_accumulate_grad_hook", py_add_grad_hook, METH_VARARGS,
+     "_add_post_accumulate_grad_hook(leaf, fn) -> key (Tensor.register_post_accumulate_grad_hook)."},
+    {"_remove_post_accumulate_grad_hook", py_remove_grad_hook, METH_VARARGS,
+     "_remove_post_accumulate_grad_hook(leaf, key) -> bool."},
     {"grad", py_grad, METH_VARARGS,
      "grad(outputs, grad_outputs, inputs, retain_graph, allow_unused) -> tuple: gradients of chosen inputs."},
     {"graph_node", py_graph_node, METH_O, "graph_node(tensor) -> (Node or None, tensor id)."},

@@ -51,6 +51,10 @@ static inline int mmu_parse_ints(PyObject *obj, int n, int64_t *v, const char *o
     return 0;
 }
 
+/* bind_autograd.c: after a failed backward, re-raises the exception a post-accumulate-grad hook raised
+ * (returns 1), or returns 0 when no hook failed. */
+int mmu_grad_hook_error(void);
+
 /* Runs a core call with the GIL released. */
 #define MMU_NOGIL(st, expr)      \
     do {                         \

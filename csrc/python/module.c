@@ -362,6 +362,7 @@ static PyObject *tensor_backward(PyTensor *self, PyObject *args, PyObject *kwarg
     mmu_status st;
     MMU_NOGIL(st, mmu_backward(self->t, g, retain));
     mmu_tensor_decref(g);
+    if (st && mmu_grad_hook_error()) return NULL; /* a hook's own exception, as it was raised */
     if (st) return mmu_raise(st);
     Py_RETURN_NONE;
 }

@@ -6,13 +6,37 @@ the loader's whole state is two integers (epoch, batch position): `state_dict()`
 `load_state_dict()` resume the exact batch sequence, which the trainer needs for a resumed run to
 equal an uninterrupted one. A streamed image depends only on its file and its crop seed, and
 batches are assembled in order, so they are bit-identical whatever the number of worker threads.
+
+Data parallel (rank, world_size; mmu.train.Trainer sets them under mpirun): every rank draws the same
+epoch plan from (seed, e) and takes its shard of it as torch's DistributedSampler does: the epoch's
+order is padded to a multiple of world_size by repeating its first entries (so no rank is short and
+every sample is seen at least once per epoch over all ranks; with N % world_size == r != 0,
+world_size - r samples are seen twice), and rank k takes positions k, k + world_size, k + 2 world_size,
+... The loader's own drop_last then applies to the rank's shard.
 """
 import collections
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["DataLoader"]
+__all__ = ["DataLoader", "shard_positions"]
+
+
+def shard_positions(n, rank, world_size):
+    """The positions in an epoch's order of n items that rank `rank` of world_size takes: torch's
+    DistributedSampler without drop_last (the order padded by its first entries to a multiple of
+    world_size, then every world_size-th entry from rank). An int64 array of ceil(n / world_size)."""
+    total = -(-n // world_size) * world_size
+    return (np.arange(rank, total, world_size) % n).astype(np.int64)
+
+
+def _check_shard(fn, rank, world_size):
+    for name, v, lo in (("rank", rank, 0), ("world_size", world_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{fn}: {name} must be an int >= {lo}, got {v!r}")
+    if rank >= world_size:
+        raise ValueError(f"{fn}: rank {rank} is not below world_size {world_size}")
+    return int(rank), int(world_size)
 
 
 class DataLoader:
@@ -34,10 +58,12 @@ class DataLoader:
     then moves to the next epoch, like torch's DataLoader reshuffling on every `iter()`;
     `batches()` is an endless iterator over epochs. Iterators share the loader's position.
     `len(loader)` is the number of batches per epoch. Batches are fresh arrays (safe to modify).
+    rank, world_size: this process's shard (module docstring); None: the whole dataset until
+    set_shard (the Trainer calls it with the MPI rank and world size when it trains data parallel).
     """
 
     def __init__(self, dataset, batch_size, shuffle=True, seed=0, hflip=False, drop_last=True, num_workers=2,
-                 prefetch=2):
+                 prefetch=2, rank=None, world_size=None):
         fn = "mmu.data.DataLoader"
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
             raise TypeError(f"{fn}: batch_size must be an int, got {type(batch_size).__name__}")
@@ -75,13 +101,35 @@ class DataLoader:
         if self.drop_last and self.n < self.batch_size:
             raise ValueError(f"{fn}: batch_size {self.batch_size} > {self.n} images with drop_last=True "
                              f"gives no batch; lower batch_size or pass drop_last=False")
+        self.rank, self.world_size = 0, 1
+        if (rank is None) != (world_size is None):
+            raise ValueError(f"{fn}: give both rank and world_size, or neither")
+        if rank is not None:
+            self.set_shard(rank, world_size)
         self.epoch = 0
         self.position = 0       # batches already handed out in the current epoch
 
+    def set_shard(self, rank, world_size):
+        """Makes this loader rank `rank` of world_size (module docstring): its epochs are that rank's
+        shard. Call before the first batch (or after load_state_dict of a state with the same world_size)."""
+        fn = "mmu.data.DataLoader.set_shard"
+        rank, world_size = _check_shard(fn, rank, world_size)
+        n_local = -(-self.n // world_size)
+        if self.drop_last and n_local < self.batch_size:
+            raise ValueError(f"{fn}: a shard of {n_local} images (of {self.n}, {world_size} ranks) gives no batch "
+                             f"of batch_size {self.batch_size} with drop_last=True")
+        self.rank, self.world_size = rank, world_size
+        return self
+
+    @property
+    def shard_size(self):
+        """Images per epoch of this rank (n when not sharded)."""
+        return -(-self.n // self.world_size)
+
     def __len__(self):
         if self.drop_last:
-            return self.n // self.batch_size
-        return -(-self.n // self.batch_size)
+            return self.shard_size // self.batch_size
+        return -(-self.shard_size // self.batch_size)
 
     def _plan(self, epoch):
         # (order (N,), flips (N,) bool or None, crop seeds (N,) or None) of an epoch: a pure function
@@ -90,6 +138,10 @@ class DataLoader:
         order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         flips = rng.random(self.n) < 0.5 if self.hflip else None
         seeds = rng.integers(0, 2 ** 63 - 1, size=self.n, dtype=np.int64) if self.streamed else None
+        if self.world_size > 1:   # this rank's positions of the epoch's order (flips go with positions)
+            pos = shard_positions(self.n, self.rank, self.world_size)
+            order = order[pos]
+            flips = flips[pos] if flips is not None else None
         return order, flips, seeds
 
     def _gather(self, idx):
@@ -103,7 +155,7 @@ class DataLoader:
         # Batches start..nb-1 of an epoch, decoded by a thread pool at most `prefetch` batches ahead.
         # Results are taken in submission order, so the batches do not depend on thread timing.
         ds, bs = self.dataset, self.batch_size
-        last = min(nb * bs, self.n)
+        last = min(nb * bs, len(order))
         nxt = start * bs                       # next position in `order` to submit
 
         def load(j):
@@ -145,14 +197,14 @@ class DataLoader:
         if self.streamed:
             source = self._streamed_batches(order, seeds, self.position, nb)
         else:
-            source = (self._gather(order[b * self.batch_size:min((b + 1) * self.batch_size, self.n)])
+            source = (self._gather(order[b * self.batch_size:min((b + 1) * self.batch_size, len(order))])
                       for b in range(self.position, nb))
         try:
             while self.epoch == epoch and self.position < nb:
                 b = self.position
                 x = next(source)
                 if flips is not None:
-                    f = flips[b * self.batch_size:min((b + 1) * self.batch_size, self.n)]
+                    f = flips[b * self.batch_size:min((b + 1) * self.batch_size, len(order))]
                     x[f] = x[f, ..., ::-1]
                 self.position = b + 1     # advanced before the yield: a state_dict taken now resumes after it
                 yield x
@@ -168,9 +220,13 @@ class DataLoader:
             yield from self
 
     def state_dict(self):
-        """{'epoch', 'position', 'seed', 'n', 'batch_size'}: plain ints (JSON-serialisable)."""
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
-                "n": self.n, "batch_size": self.batch_size}
+        """{'epoch', 'position', 'seed', 'n', 'batch_size'} (+ 'world_size' when sharded): plain ints
+        (JSON-serialisable). Every rank of a data-parallel run has the same state (ranks step together)."""
+        st = {"epoch": self.epoch, "position": self.position, "seed": self.seed,
+              "n": self.n, "batch_size": self.batch_size}
+        if self.world_size > 1:
+            st["world_size"] = self.world_size
+        return st
 
     def load_state_dict(self, state):
         """Resume at a state from state_dict(): the following batches equal the original run's.
@@ -184,6 +240,9 @@ class DataLoader:
         if "batch_size" in state and int(state["batch_size"]) != self.batch_size:
             raise ValueError(f"{fn}: state is for batch_size {int(state['batch_size'])}, "
                              f"this loader has {self.batch_size}")
+        if int(state.get("world_size", 1)) != self.world_size:
+            raise ValueError(f"{fn}: state is for {int(state.get('world_size', 1))} rank(s), this loader is sharded "
+                             f"over {self.world_size}; resume on as many ranks as the run had")
         epoch, pos = int(state["epoch"]), int(state["position"])
         if epoch < 0 or not 0 <= pos <= len(self):
             raise ValueError(f"{fn}: bad position epoch={epoch} position={pos} ({len(self)} batches per epoch)")
@@ -194,4 +253,5 @@ class DataLoader:
         return (f"DataLoader(n={self.n}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
                 f"seed={self.seed}, hflip={self.hflip}, drop_last={self.drop_last}, "
                 f"streamed={self.streamed}, num_workers={self.num_workers}, "
+                + (f"rank={self.rank}/{self.world_size}, " if self.world_size > 1 else "") +
                 f"epoch={self.epoch}, position={self.position})")

@@ -5,6 +5,8 @@ Composed from mmu's differentiable ops."""
 import math
 import numbers
 
+import numpy as np
+
 from .. import functional as F
 from ..tensor import _as_tensor, float32
 
@@ -146,7 +148,10 @@ def adaptive_weight(nll_loss, g_loss, last_layer, max_weight=1e4, eps=1e-4):
     with ∇_last the gradient w.r.t. `last_layer` (the decoder's last conv weight). nll_loss and
     g_loss are scalar losses of the same graph; both graphs are kept (retain_graph=True) so the
     caller can still backward the total loss nll + λ·disc_weight·g_loss. Only the part of the graph
-    leading to last_layer is run (mmu.autograd.grad prunes the rest). Returns a scalar Tensor."""
+    leading to last_layer is run (mmu.autograd.grad prunes the rest). Returns a scalar Tensor.
+    In a data-parallel step (mmu.distributed.data_parallel.synchronized) the two gradients are averaged
+    over the ranks first, so λ is the global batch's, as in one process (taming under DDP uses each
+    rank's own)."""
     from ..autograd import grad
     from ..tensor import tensor
 
@@ -163,8 +168,14 @@ def adaptive_weight(nll_loss, g_loss, last_layer, max_weight=1e4, eps=1e-4):
         which = "nll_loss" if g_nll is None else "g_loss"
         raise ValueError(f"{op}: {which} does not depend on last_layer (shape {tuple(last.shape)}); pass the "
                          "decoder's last layer weight")
-    n_nll = math.sqrt(float((g_nll.numpy().astype("float64") ** 2).sum()))
-    n_adv = math.sqrt(float((g_adv.numpy().astype("float64") ** 2).sum()))
+    g_nll, g_adv = g_nll.numpy(), g_adv.numpy()
+    from ..distributed.data_parallel import is_synchronized
+    if is_synchronized():
+        from .. import distributed as dist
+        both = dist.all_reduce(np.concatenate([g_nll.reshape(-1), g_adv.reshape(-1)]), op="avg")
+        g_nll, g_adv = both[:g_nll.size], both[g_nll.size:]
+    n_nll = math.sqrt(float((g_nll.astype("float64") ** 2).sum()))
+    n_adv = math.sqrt(float((g_adv.astype("float64") ** 2).sum()))
     d = n_nll / (n_adv + eps) if n_adv + eps > 0 else (0.0 if n_nll == 0 else math.inf)
     return tensor(min(max(d, 0.0), max_weight))
 

@@ -153,6 +153,17 @@ class VectorQuantize(Module):
     codes from softmax(-distance / sample_codebook_temp) with the Gumbel-max trick in training.
     Nothing in the codebook changes in eval mode. self.stats is a QuantizerStats after every forward.
 
+    sync_codebook (vector-quantize-pytorch's name; None: on inside a data-parallel training step, i.e.
+    mmu.distributed.data_parallel.synchronized(), which the Trainer enters when it trains data parallel;
+    True: whenever mmu.distributed runs more than one rank; False: never): data-parallel training keeps the codebook identical on every rank. The batch's EMA statistics
+    (per-code counts and sums of the assigned vectors, all codebooks in one buffer) are all-reduced
+    (summed) before the EMA step, which then runs on every rank with the same numbers (it equals one
+    process seeing all the ranks' batches, up to float rounding of the sums); k-means init and dead-code
+    restarts gather the batch vectors of all ranks (in rank order), are decided on rank 0 (its RNG
+    draws the samples) and broadcast (codebook, embed_avg, cluster_size). vector-quantize-pytorch samples
+    the restart vectors on each rank and all-gathers them; rank 0 deciding gives the same result as one
+    process over the concatenated batch, which the tests compare against.
+
     Defaults are vector-quantize-pytorch's (decay 0.8, commitment_weight 1.0, no k-means, no restart). The
     tokenizers differ (mmu.tokenizers.make_quantizer): "ema_vq" and "rvq" use decay 0.99 (the VQ-VAE paper's
     appendix; at 0.8 a code follows the last few batches), kmeans_init=True and threshold_ema_dead_code=1
@@ -169,8 +180,12 @@ class VectorQuantize(Module):
                  use_cosine_sim=False, decay=0.8, eps=1e-5, learnable_codebook=False, ema_update=True,
                  commitment_weight=1.0, codebook_weight=1.0, kmeans_init=False, kmeans_iters=10,
                  threshold_ema_dead_code=0, rotation_trick=False, stochastic_sample_codes=False,
-                 sample_codebook_temp=1.0, freeze_codebook=False, channel_last=True, accept_image_fmap=False):
+                 sample_codebook_temp=1.0, freeze_codebook=False, channel_last=True, accept_image_fmap=False,
+                 sync_codebook=None):
         super().__init__()
+        if sync_codebook is not None and not isinstance(sync_codebook, bool):
+            raise TypeError(f"VectorQuantize: sync_codebook must be None, True or False, got {sync_codebook!r}")
+        self.sync_codebook = sync_codebook
         dim = _check_int(dim, "dim", 1)
         codebook_size = _check_int(codebook_size, "codebook_size", 1)
         heads = _check_int(heads, "heads", 1)
@@ -239,6 +254,59 @@ class VectorQuantize(Module):
         self.register_buffer("initted", _mmu.tensor(np.array([0.0 if self.kmeans_init else 1.0], np.float32)))
         self.stats = None
 
+    # ------------------------------------------------------------------ codebook sync (data parallel)
+    def _sync_world(self):
+        """mmu.distributed when the codebook is kept in sync over more than one rank, else None."""
+        if self.sync_codebook is False:
+            return None
+        from .. import distributed as dist
+        if self.sync_codebook is None:
+            from ..distributed.data_parallel import is_synchronized
+            return dist if is_synchronized() else None
+        return dist if dist.is_initialized() and dist.get_world_size() > 1 else None
+
+    @staticmethod
+    def _gather_flats(dist, flats):
+        """Every rank's batch vectors per codebook, concatenated in rank order."""
+        every = dist.all_gather_object(flats)
+        return [np.concatenate([r[c] for r in every]) for c in range(len(flats))]
+
+    def _broadcast_codebook(self, dist):
+        """The codebook state (embed, embed_avg, cluster_size, initted) := rank 0's, in place."""
+        for t in (self.embed, self.embed_avg, self.cluster_size, self.initted):
+            dist.broadcast(t.detach().numpy(), src=0)
+            t._bump_version()
+
+    def _synced_batch_stats(self, dist, parts, inds):
+        """[(counts (K,), sums (K, d)) per codebook] of the batch, float32, summed over all ranks in one
+        all-reduce."""
+        K, d = self.codebook_size, self.codebook_dim
+        buf = np.zeros((len(parts), K * (d + 1)), np.float32)
+        for c, (p, ind) in enumerate(zip(parts, inds)):
+            i = ind.numpy()
+            buf[c, :K] = np.bincount(i, minlength=K)
+            sums = buf[c, K:].reshape(K, d)
+            np.add.at(sums, i, p.detach().numpy())
+        dist.all_reduce(buf, op="sum")
+        return [(buf[c, :K], buf[c, K:].reshape(K, d)) for c in range(len(parts))]
+
+    def _ema_update_synced(self, dist, parts, inds):
+        """The EMA codebook step of mmu_vq_ema_update (csrc/quant/vq.c, float32 in the same order of
+        operations) on the batch statistics summed over the ranks."""
+        cs = self.cluster_size.numpy().copy()
+        avg = self.embed_avg.numpy().copy()
+        emb = self._codebook_np().copy()
+        dec, one_m = np.float32(self.decay), np.float32(1.0 - self.decay)
+        K = self.codebook_size
+        for c, (cnt, sums) in enumerate(self._synced_batch_stats(dist, parts, inds)):
+            cs[c] = dec * cs[c] + one_m * cnt
+            total = float(np.sum(cs[c], dtype=np.float64))
+            avg[c] = avg[c] * dec + one_m * sums
+            n, denom = np.float32(total), np.float32(total + K * self.eps)
+            smoothed = (cs[c] + np.float32(self.eps)) / denom * n
+            emb[c] = avg[c] * (np.float32(1.0) / smoothed)[:, None]
+        self._set_buffers(emb, avg, cs)
+
     # ------------------------------------------------------------------ codebook state
     def _codebook_np(self):
         return self.embed.detach().numpy()
@@ -284,11 +352,17 @@ class VectorQuantize(Module):
         cs = self.cluster_size.numpy().astype(np.float64)
         avg = self.embed_avg.numpy().astype(np.float64)
         K, dec = self.codebook_size, self.decay
+        dist = self._sync_world()
+        synced = self._synced_batch_stats(dist, parts, inds) if dist is not None else None
         for c, (p, ind) in enumerate(zip(parts, inds)):
-            i = ind.numpy()
-            sums = np.zeros((K, self.codebook_dim))
-            np.add.at(sums, i, p.detach().numpy())
-            cs[c] = dec * cs[c] + (1.0 - dec) * np.bincount(i, minlength=K)
+            if synced is not None:
+                counts, sums = synced[c][0].astype(np.float64), synced[c][1].astype(np.float64)
+            else:
+                i = ind.numpy()
+                sums = np.zeros((K, self.codebook_dim))
+                np.add.at(sums, i, p.detach().numpy())
+                counts = np.bincount(i, minlength=K)
+            cs[c] = dec * cs[c] + (1.0 - dec) * counts
             avg[c] = dec * avg[c] + (1.0 - dec) * sums
         self._set_buffers(embed_avg=avg, cluster_size=cs)
 
@@ -297,8 +371,14 @@ class VectorQuantize(Module):
             return
         cs = self.cluster_size.numpy().copy()
         dead = cs < self.threshold_ema_dead_code
-        if not dead.any():
+        if not dead.any():   # cluster_size is the same on every rank: all of them agree
             return
+        dist = self._sync_world()
+        if dist is not None:
+            flats = self._gather_flats(dist, flats)
+            if dist.get_rank() != 0:
+                self._broadcast_codebook(dist)
+                return
         emb = self._codebook_np().copy()
         avg = self.embed_avg.numpy().copy()
         for c, f in enumerate(flats):
@@ -310,6 +390,8 @@ class VectorQuantize(Module):
             cs[c][m] = self.threshold_ema_dead_code
             avg[c][m] = sampled * self.threshold_ema_dead_code
         self._set_buffers(emb, avg, cs)
+        if dist is not None:
+            self._broadcast_codebook(dist)
 
     # ------------------------------------------------------------------ search
     def _indices(self, flat, c):
@@ -371,7 +453,15 @@ class VectorQuantize(Module):
 
         update = self.training and not self.freeze_codebook
         if update and self.kmeans_init and float(self.initted.numpy()[0]) == 0.0:
-            self._init_kmeans([p.detach().numpy() for p in parts])
+            dist = self._sync_world()
+            flats = [p.detach().numpy() for p in parts]
+            if dist is None:
+                self._init_kmeans(flats)
+            else:   # decided on rank 0 over every rank's batch, then broadcast
+                flats = self._gather_flats(dist, flats)
+                if dist.get_rank() == 0:
+                    self._init_kmeans(flats)
+                self._broadcast_codebook(dist)
 
         qs, inds = [], []
         for c, p in enumerate(parts):
@@ -383,7 +473,12 @@ class VectorQuantize(Module):
             inds.append(ind)
             qs.append(q)
 
-        if update and self.ema_update and not self.learnable_codebook:
+        sync = self._sync_world() if update else None
+        if update and self.ema_update and not self.learnable_codebook and sync is not None:
+            self._ema_update_synced(sync, parts, inds)
+            if self.use_cosine_sim:
+                self._set_buffers(embed=_l2norm_np(self._codebook_np()))
+        elif update and self.ema_update and not self.learnable_codebook:
             for c, p in enumerate(parts):
                 _C._vq_ema_update(p.detach(), inds[c], self.cluster_size, self.embed_avg, self.embed, c,
                                   self.decay, self.eps)

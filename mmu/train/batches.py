@@ -38,7 +38,9 @@ class ArrayLoader:
     """Random batches of rows of an array (any dtype; float arrays become float32) or of a dict of
     equal-length arrays (batches are dicts with the same keys), batch_size rows each (the last
     incomplete batch of an epoch is dropped). Epoch e's order is
-    np.random.default_rng([seed, e]).permutation(N) (shuffle) or 0..N-1."""
+    np.random.default_rng([seed, e]).permutation(N) (shuffle) or 0..N-1. set_shard(rank, world_size)
+    (the Trainer calls it when it trains data parallel) keeps this rank's shard of every epoch's order,
+    as mmu.data.DataLoader (torch's DistributedSampler: padded to a multiple of world_size)."""
 
     def __init__(self, data, batch_size, shuffle=True, seed=0):
         fn = "mmu.train.ArrayLoader"
@@ -50,9 +52,20 @@ class ArrayLoader:
             raise ValueError(f"{fn}: {self.n} examples give no batch of batch_size {batch_size}")
         self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
         self.epoch = self.position = 0
+        self.rank, self.world_size = 0, 1
+
+    def set_shard(self, rank, world_size):
+        """Makes this loader rank `rank` of world_size: its epochs are that rank's shard."""
+        from ..data.loader import _check_shard
+        rank, world_size = _check_shard("mmu.train.ArrayLoader.set_shard", rank, world_size)
+        if -(-self.n // world_size) < self.batch_size:
+            raise ValueError(f"mmu.train.ArrayLoader.set_shard: a shard of {-(-self.n // world_size)} examples "
+                             f"(of {self.n}, {world_size} ranks) gives no batch of batch_size {self.batch_size}")
+        self.rank, self.world_size = rank, world_size
+        return self
 
     def __len__(self):
-        return self.n // self.batch_size
+        return -(-self.n // self.world_size) // self.batch_size
 
     def _gather(self, idx):
         out = {}
@@ -68,15 +81,21 @@ class ArrayLoader:
                 self.epoch, self.position = self.epoch + 1, 0
             rng = np.random.default_rng([self.seed, self.epoch])
             order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+            if self.world_size > 1:
+                from ..data.loader import shard_positions
+                order = order[shard_positions(self.n, self.rank, self.world_size)]
             while self.position < len(self):
                 b = self.position
                 self.position += 1  # advanced before the yield: a state_dict taken now resumes after it
                 yield self._gather(order[b * self.batch_size:(b + 1) * self.batch_size])
 
     def state_dict(self):
-        """{'epoch', 'position', 'seed', 'n', 'batch_size'} (ints)."""
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "n": self.n,
-                "batch_size": self.batch_size}
+        """{'epoch', 'position', 'seed', 'n', 'batch_size'} (+ 'world_size' when sharded) (ints)."""
+        st = {"epoch": self.epoch, "position": self.position, "seed": self.seed, "n": self.n,
+              "batch_size": self.batch_size}
+        if self.world_size > 1:
+            st["world_size"] = self.world_size
+        return st
 
     def load_state_dict(self, state):
         """Resumes at a state_dict(); the data size and batch size must match."""
@@ -87,6 +106,9 @@ class ArrayLoader:
         if int(state["n"]) != self.n or int(state["batch_size"]) != self.batch_size:
             raise ValueError(f"{fn}: state is for {int(state['n'])} examples in batches of {int(state['batch_size'])}, "
                              f"this loader has {self.n} in batches of {self.batch_size}")
+        if int(state.get("world_size", 1)) != self.world_size:
+            raise ValueError(f"{fn}: state is for {int(state.get('world_size', 1))} rank(s), this loader is sharded "
+                             f"over {self.world_size}; resume on as many ranks as the run had")
         self.seed, self.epoch, self.position = int(state.get("seed", self.seed)), int(state["epoch"]), \
             int(state["position"])
 
@@ -94,7 +116,9 @@ class ArrayLoader:
 class IterableLoader:
     """The batches of an iterable, as they come (a model's own batch format). A re-iterable (a list of
     batches, or an object whose iter() starts over) is cycled endlessly and resumes by skipping the
-    batches already seen; a one-shot iterator (a generator) runs once and cannot be resumed."""
+    batches already seen; a one-shot iterator (a generator) runs once and cannot be resumed.
+    set_shard(rank, world_size) (data parallel) hands out only the batches rank, rank + world_size, ...
+    of the iterable."""
 
     def __init__(self, data):
         if not hasattr(data, "__iter__"):
@@ -102,6 +126,13 @@ class IterableLoader:
         self.data = data
         self.one_shot = iter(data) is data
         self.epoch = self.position = 0
+        self.rank, self.world_size = 0, 1
+
+    def set_shard(self, rank, world_size):
+        """Makes this loader rank `rank` of world_size: it takes every world_size-th batch from rank."""
+        from ..data.loader import _check_shard
+        self.rank, self.world_size = _check_shard("mmu.train.IterableLoader.set_shard", rank, world_size)
+        return self
 
     def batches(self):
         """Endless iterator of the iterable's batches (a one-shot iterator ends when it does)."""
@@ -112,6 +143,8 @@ class IterableLoader:
                 if seen <= skip:
                     continue
                 self.position = seen
+                if (seen - 1) % self.world_size != self.rank:
+                    continue
                 yield batch
             if self.one_shot:
                 return

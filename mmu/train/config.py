@@ -10,7 +10,7 @@ __all__ = ["TrainConfig", "RESUMABLE_FIELDS"]
 # fields a resumed run may change: they decide what is logged, evaluated, saved and shown, and how long
 # the run is, not the trajectory of its steps (Trainer.load_checkpoint compares all the others)
 RESUMABLE_FIELDS = ("steps", "log_every", "eval_every", "ckpt_every", "ckpt_dir", "keep_last", "progress",
-                    "max_loss", "sample_every", "sample_dir", "num_samples", "tensorboard_dir")
+                    "max_loss", "sample_every", "sample_dir", "num_samples", "tensorboard_dir", "distributed")
 
 
 def _is_int(v):
@@ -56,10 +56,19 @@ class TrainConfig:
     tensorboard_dir: when set, every logged record (and evaluation) is also written there as TensorBoard
         scalars (tags train/<key> and eval/<key>), in TensorBoard's own event-file format (no extra
         dependency; `tensorboard --logdir DIR` reads it).
+    distributed: data parallel over MPI (mmu.distributed; README "Distributed training"). None: on when
+        the process runs under mpirun / srun with more than one rank; True: on (also in one process,
+        where the gradient buckets run without traffic); False: off (each rank trains on its own).
+        When on, every rank checks that it holds the same model as rank 0 and takes rank 0's weights,
+        trains on its own shard of the data (batch_size is per rank: the global batch is
+        world_size * batch_size * grad_accum), and the gradients are averaged over the ranks (one
+        all-reduce per ~25 MB bucket, started during backward; none on the non-final micro-batches of
+        grad_accum); only rank 0 writes checkpoints, samples, TensorBoard and shows the progress bar.
 
     When a run resumes from a checkpoint (Trainer.load_checkpoint), steps and the bookkeeping fields
     (RESUMABLE_FIELDS: logging, evaluation, checkpoint, sample and TensorBoard settings, progress,
-    max_loss) may differ from the checkpoint's config; every other field must be the same.
+    max_loss, distributed: the data loader's state refuses another world size) may differ from the
+    checkpoint's config; every other field must be the same.
     """
 
     steps: int
@@ -85,6 +94,7 @@ class TrainConfig:
     sample_dir: "str | None" = None
     num_samples: int = 8
     tensorboard_dir: "str | None" = None
+    distributed: "bool | None" = None
 
     def __post_init__(self):
         self.validate()
@@ -155,6 +165,8 @@ class TrainConfig:
             bad("seed", "an int", TypeError)
         if not isinstance(self.progress, bool):
             bad("progress", "a bool", TypeError)
+        if self.distributed is not None and not isinstance(self.distributed, bool):
+            bad("distributed", "None, True or False", TypeError)
         return self
 
     def to_dict(self):

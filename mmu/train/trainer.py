@@ -43,6 +43,18 @@ checkpoint; one raised in the middle of a step does not (the step's state is hal
 
 Divergence: a non-finite loss or gradient norm, or a loss above config.max_loss, raises TrainingDiverged
 before that step's update; the history and the checkpoints written so far stay as they were.
+
+Data parallel (config.distributed, automatic under mpirun): at creation every rank checks that it holds
+the same model as rank 0 (mmu.distributed.data_parallel.check_same_model: ValueError naming the first
+differing parameter and the ranks) and takes rank 0's parameters and buffers; the data loader gives each
+rank its shard; the gradients of each step are averaged over the ranks by a GradientReducer (buckets
+all-reduced during the last micro-batch's backward; the discriminator has its own); the logged loss and
+terms are the means over the ranks and the divergence guard decides the same on every rank. Rank 0
+alone shows the progress bar and writes checkpoints, samples and TensorBoard; resume() reads the
+checkpoint rank 0 chose on every rank. BatchNorm batch statistics are per rank (each rank normalises with
+its own micro-batch; running statistics are rank 0's in checkpoints), as PyTorch DDP without SyncBatchNorm.
+Every rank evaluates (the models are the same, so are the numbers), so no rank waits in a collective
+while rank 0 alone evaluates.
 """
 import contextlib
 import glob
@@ -371,9 +383,51 @@ class Trainer:
         self.history = History()
         self.elapsed = 0.0
         self._batches = None
+        self._stop_local = None     # fit's Ctrl-C flag (data parallel: agreed by all ranks every step)
+        self._stop_agreed = False
+        self._setup_distributed()
         self._at_boundary = True    # False while a step is half done (no checkpoint can be taken then)
         self._saved_step = None     # the step of the last checkpoint this trainer wrote
         self.interrupted = False    # fit() ended by KeyboardInterrupt
+
+    # ------------------------------------------------------------------ data parallel
+    def _setup_distributed(self):
+        """Decides config.distributed (None: on when MPI runs more than one rank), then checks and
+        broadcasts the model and hooks the gradient reducers (see the module docstring)."""
+        from .. import distributed as dist
+        want = self.config.distributed
+        if want is False:
+            self.distributed, self.rank, self.world_size = False, 0, 1
+        else:
+            dist.init()
+            self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+            self.distributed = bool(want) or self.world_size > 1
+        self._reducer = self._disc_reducer = None
+        shard = getattr(self.train_data, "set_shard", None)
+        if callable(shard):
+            shard(self.rank if self.distributed else 0, self.world_size if self.distributed else 1)
+        if not self.distributed:
+            return
+        from ..distributed import data_parallel as dp
+        dp.check_same_model(self.model, "Trainer (data parallel)")
+        dp.broadcast_model(self.model)
+        self._reducer = dp.GradientReducer(self.gen_params)
+        if self.disc_params:
+            self._disc_reducer = dp.GradientReducer(self.disc_params)
+
+    @property
+    def is_main_process(self):
+        """True on rank 0 (and when not data parallel): the process that prints and writes."""
+        return not self.distributed or self.rank == 0
+
+    def _agree(self, rec, bad):
+        """Data parallel: the means over the ranks of rec's numbers (loss and logged terms), and the first
+        divergence any rank found ((what, value) or None), the same on every rank."""
+        from .. import distributed as dist
+        got = dist.all_gather_object((rec, bad))
+        bad = next((b for _, b in got if b is not None), None)
+        keys = [k for k in rec if all(k in r for r, _ in got)]
+        return {k: float(np.mean([r[k] for r, _ in got])) for k in keys}, bad
 
     # ------------------------------------------------------------------ data
     def _as_loader(self, data):
@@ -472,7 +526,15 @@ class Trainer:
 
     def train_step(self):
         """One optimiser step (grad_accum micro-batches, then the discriminator's step). Returns the
-        step's measurements (a dict; psnr / usage only on logging steps)."""
+        step's measurements (a dict; psnr / usage only on logging steps). Data parallel: inside
+        mmu.distributed.data_parallel.synchronized (global codebook statistics and adaptive weight)."""
+        if not self.distributed:
+            return self._train_step()
+        from ..distributed.data_parallel import synchronized
+        with synchronized():
+            return self._train_step()
+
+    def _train_step(self):
         c, model, step = self.config, self.model, self.step
         log_now = c.log_every > 0 and (step + 1) % c.log_every == 0
         accum = c.grad_accum
@@ -481,8 +543,9 @@ class Trainer:
         rec = {"loss": 0.0}
         terms, psnrs, usage, ppl, ema_usage = {}, [], [], [], []
         kept = []
+        bad = None      # data parallel: the first divergence of this rank, decided with the others after backward
         with self._frozen(self.disc_params):
-            for _ in range(accum):
+            for micro in range(accum):
                 x = self._next_batch()
                 if self._stepwise:
                     res = model.training_step(x, step)
@@ -507,9 +570,14 @@ class Trainer:
                                         f"{type(loss).__name__}")
                     logs = getattr(out, "losses", None) or {}
                 value = loss.item()
-                self._check_loss(value, "loss", step, lr, logs)
+                if not self.distributed:
+                    self._check_loss(value, "loss", step, lr, logs)
+                elif bad is None and not self._loss_ok(value):
+                    bad = ("loss", value, {k: _scalar(v, k) for k, v in logs.items()})
                 if c.sample_every and self._images and self._sample_images is None:
                     self._sample_images = x.numpy()[:c.num_samples].copy()
+                if self._reducer is not None:
+                    self._reducer.prepare(sync=micro == accum - 1)
                 (loss if accum == 1 else loss * (1.0 / accum)).backward()
                 rec["loss"] += value / accum
                 for k, v in logs.items():
@@ -529,6 +597,15 @@ class Trainer:
                         usage.append(u)
                         ppl.append(p)
                 del out, loss
+        if self._reducer is not None:
+            self._reducer.finish()
+            stop = float(self._stop_local is not None and self._stop_local())
+            avg, bad = self._agree({"loss": rec["loss"], "_stop": stop, **terms}, bad)
+            self._stop_agreed = avg.pop("_stop") > 0     # a Ctrl-C on any rank stops all after this step
+            rec["loss"] = avg.pop("loss")
+            terms = avg
+            if bad is not None:
+                self._check_loss(bad[1], bad[0], step, lr, bad[2])
         if c.grad_clip:
             rec["grad_norm"] = clip_grad_norm_(self.gen_params, c.grad_clip).item()
             if not math.isfinite(rec["grad_norm"]):
@@ -556,12 +633,16 @@ class Trainer:
             rec["ema_usage"] = float(np.mean(ema_usage))
         return rec
 
+    def _loss_ok(self, value):
+        limit = self.config.max_loss
+        return math.isfinite(value) and (limit is None or value <= limit)
+
     def _check_loss(self, value, what, step, lr, terms=None):
         """The divergence guard: raises TrainingDiverged (gradients dropped, nothing updated) when the
         loss is not finite or above config.max_loss."""
-        limit = self.config.max_loss
-        if math.isfinite(value) and (limit is None or value <= limit):
+        if self._loss_ok(value):
             return
+        limit = self.config.max_loss
         self.model.zero_grad(set_to_none=True)
         why = f"the {what} is {value:.4g}" + ("" if not math.isfinite(value) else
                                              f", above max_loss={limit:g} (TrainConfig.max_loss)")
@@ -588,8 +669,9 @@ class Trainer:
         if start is not None and step < start:
             return {}  # not active yet: no discriminator forward at all
         self.model.zero_grad(set_to_none=True)
-        active, logs = False, {}
-        for item in kept:
+        active, logs, bad = False, {}, None
+        red = self._disc_reducer
+        for k_item, item in enumerate(kept):
             if self._stepwise:
                 res = self.model.discriminator_step(item, step)
             else:
@@ -602,11 +684,16 @@ class Trainer:
                                 f"Tensor (or None), got "
                                 f"{type(d_loss).__name__}")
             value = d_loss.item()
-            self._check_loss(value, "discriminator loss", step, self.disc_scheduler.get_last_lr()[0])
+            if red is None:
+                self._check_loss(value, "discriminator loss", step, self.disc_scheduler.get_last_lr()[0])
+            elif bad is None and not self._loss_ok(value):
+                bad = ("discriminator loss", value, {})
             if not d_loss.requires_grad and value == 0.0:
                 continue  # the discriminator is not active yet (adopt_weight before disc_start)
             active = True
             if d_loss.requires_grad:
+                if red is not None:
+                    red.prepare(sync=k_item == accum - 1)
                 (d_loss if accum == 1 else d_loss * (1.0 / accum)).backward()
             logs["d_loss"] = logs.get("d_loss", 0.0) + value / accum
             for k, v in (d_logs or {}).items():
@@ -616,6 +703,17 @@ class Trainer:
                         continue  # the loss itself is logged from its value above
                     v = v.item() if isinstance(v, Tensor) else float(v)
                     logs[name] = logs.get(name, 0.0) + v / accum
+        if red is not None:
+            # every rank takes part, whatever its own losses were (a rank that skipped the last backward
+            # sends zeros with a "no gradient" flag)
+            if not red._sync:
+                red.prepare(sync=True)
+            red.finish()
+            flags, bad = self._agree({"active": float(active), **logs}, bad)
+            active = flags.pop("active") > 0
+            logs = flags
+            if bad is not None:
+                self._check_loss(bad[1], bad[0], step, self.disc_scheduler.get_last_lr()[0])
         if active:
             if self.config.grad_clip:
                 clip_grad_norm_(self.disc_params, self.config.grad_clip)
@@ -645,12 +743,18 @@ class Trainer:
         self.interrupted = False
         self._at_boundary = True
         tb = None
-        if c.tensorboard_dir is not None:
+        main = self.is_main_process
+        if c.tensorboard_dir is not None and main:
             from .tensorboard import TensorBoardWriter
             tb = TensorBoardWriter(c.tensorboard_dir, start_step=self.step + 1 if self.step else 0)
-        bar = tqdm(total=steps, disable=not c.progress, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=steps, disable=not (c.progress and main), desc="train", unit="step", dynamic_ncols=True)
         try:
-            with _deferred_sigint() as stop_requested:
+            with _deferred_sigint() as local_stop:
+                if self.distributed:
+                    self._stop_local, self._stop_agreed = local_stop, False
+                    stop_requested = lambda: self._stop_agreed  # noqa: E731 (the same step on every rank)
+                else:
+                    stop_requested = local_stop
                 for _ in range(steps):
                     if stop_requested():
                         raise KeyboardInterrupt  # Ctrl-C came during the last step, which has finished
@@ -671,6 +775,8 @@ class Trainer:
                             post["usage"] = f"{rec['usage']:.0%}"
                         bar.set_postfix(post, refresh=False)
                     self._at_boundary = True
+                    # every rank evaluates (the same weights: the same numbers), so none waits for rank 0
+                    # in its next collective for as long as an evaluation takes
                     if c.eval_every and s % c.eval_every == 0 and self.eval_data is not None:
                         t0 = time.perf_counter()
                         ev = self.evaluate()
@@ -679,10 +785,10 @@ class Trainer:
                         if tb is not None:
                             tb.add_scalars({f"eval/{k[5:] if k.startswith('eval_') else k}": v
                                             for k, v in ev.items()}, s)
-                    if c.ckpt_every and s % c.ckpt_every == 0:
+                    if c.ckpt_every and s % c.ckpt_every == 0 and main:
                         self.save_checkpoint(self._ckpt_path(s))
                         self._prune()
-                    if c.sample_every and s % c.sample_every == 0:
+                    if c.sample_every and s % c.sample_every == 0 and main:
                         self.save_samples(os.path.join(os.fspath(c.sample_dir), f"step_{s:08d}.png"), tb)
                     if tb is not None:
                         tb.flush()
@@ -693,11 +799,12 @@ class Trainer:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.interrupted = True
-            if self._at_boundary and c.ckpt_dir is not None and self._saved_step != self.step:
+            if self._at_boundary and c.ckpt_dir is not None and self._saved_step != self.step and main:
                 self.save_checkpoint(self._ckpt_path(self.step))
                 self._prune()
             raise
         finally:
+            self._stop_local = None
             bar.close()
             if tb is not None:
                 tb.close()
@@ -993,16 +1100,25 @@ class Trainer:
         """A Trainer continued from the latest checkpoint in ckpt_dir (or from ckpt_dir itself when it is
         a checkpoint file); fit() then goes on to config.steps exactly as the interrupted run would have.
         check_config: see load_checkpoint."""
-        path = os.fspath(ckpt_dir)
-        if os.path.isdir(path):
-            files = cls.checkpoints(path)
-            if not files:
-                raise FileNotFoundError(f"Trainer.resume: no checkpoint (ckpt_*.safetensors) in {path}")
-            path = files[-1]
-        elif not os.path.isfile(path):
-            raise FileNotFoundError(f"Trainer.resume: {path} is neither a checkpoint folder nor a checkpoint file")
         trainer = cls(model, train_data, config, eval_data, callbacks)
-        trainer.load_checkpoint(path, check_config=check_config)
+        found, path = None, os.fspath(ckpt_dir)
+        if trainer.is_main_process:
+            # data parallel: rank 0 chooses the checkpoint and every rank loads that one (a rank must not
+            # pick a newer file rank 0 is writing, nor fail alone)
+            if os.path.isdir(path):
+                files = cls.checkpoints(path)
+                found = files[-1] if files else \
+                    f"Trainer.resume: no checkpoint (ckpt_*.safetensors) in {path}"
+            elif os.path.isfile(path):
+                found = path
+            else:
+                found = f"Trainer.resume: {path} is neither a checkpoint folder nor a checkpoint file"
+        if trainer.distributed:
+            from .. import distributed as dist
+            found = dist.broadcast_object(found)
+        if found.startswith("Trainer.resume: "):
+            raise FileNotFoundError(found)
+        trainer.load_checkpoint(found, check_config=check_config)
         return trainer
 
     def __repr__(self):

@@ -176,7 +176,8 @@ def train_captions(sets=("digits",), texts=None, steps=300, batch_size=32, lr=3e
               f"{len(heldout_texts)} held out; {tcfg.steps} steps x batch {tcfg.batch_size}"
               + (f", resumed at step {trainer.step}" if resume else ""))
     history = trainer.fit()
-    if out is not None and trainer._saved_step != trainer.step:   # the final state is resumable too
+    main = trainer.is_main_process   # data parallel (mpirun): rank 0 alone writes
+    if out is not None and trainer._saved_step != trainer.step and main:   # the final state is resumable too
         trainer.save_checkpoint(trainer._ckpt_path(trainer.step))
         trainer._prune()
     model.eval()
@@ -188,8 +189,11 @@ def train_captions(sets=("digits",), texts=None, steps=300, batch_size=32, lr=3e
     known = set(train_texts)
     valid = sum(s in known for s in samples) / len(samples) if samples else None
     run = CaptionRun(model, tok, trainer, history, samples, valid, train_texts, heldout_texts, ppl)
-    if out is not None:
+    if out is not None and main:
         _write_run(run, out, dict(source, seed=seed, temperature=temperature, top_k=top_k, top_p=top_p))
+    if out is not None and trainer.distributed:
+        from ... import distributed
+        distributed.barrier()   # the other ranks return once rank 0 has written the run
     if verbose:
         last = history.last if len(history) else {}
         print(f"train loss {last.get('loss', float('nan')):.3f}" +
