@@ -190,7 +190,8 @@ class ShowOTinyRun:
 def train_show_o_tiny(sets=("digits",), steps=None, batch_size=None, lr=None, dim=None, num_layers=None,
                       num_heads=None, codebook_size=None, downsample=None, size=None, tokenizer_steps=None,
                       tokenizer_channels=None, tokenizer_entropy=None, tokenizer_quantizer=None,
-                      tokenizer_merge_background=None, mmu_coeff=None, seed=0, out=None, resume=False, progress=False, verbose=False):
+                      tokenizer_merge_background=None, mmu_coeff=None, seed=0, out=None, resume=False, progress=False,
+                      verbose=False):
     """Trains Show-o-tiny on built-in captioned images -> ShowOTinyRun.
 
     sets: ("digits",), ("shapes",) or both (then the grey digits are repeated on 3 channels). Every
