@@ -42,7 +42,8 @@ PRESETS = {
     # 32 px -> 16 x 16 tokens of 256 EMA-VQ codes: judge_shapes passes 98.6% of this tokenizer's reconstructions
     # of the held-out scenes, 98.2% once its background codes are merged (LFQ at the same grid: 62.5% after 800
     # steps; 16 px, 8 x 8 tokens: 65% with EMA VQ; 32 px, 8 x 8 tokens of 1024 EMA-VQ codes: 86.5%); the merge
-    # placed the colour right more often at steps 300 and 900 (64 held-out scenes); README "Show-o" has the judged accuracies
+    # placed the colour right more often at steps 300 and 900 (64 held-out scenes); README "Show-o" has the
+    # judged accuracies
     "shapes": dict(size=32, downsample=2, tokenizer_quantizer="ema_vq", codebook_size=256, tokenizer_channels=32,
                    tokenizer_steps=1500, tokenizer_entropy=0.1, tokenizer_merge_background=0.9, steps=1500,
                    batch_size=32, lr=2e-3, dim=128, num_layers=2, num_heads=4, mmu_coeff=1.0),
