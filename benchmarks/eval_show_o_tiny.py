@@ -155,10 +155,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Train Show-o-tiny on each set with its defaults and judge it.")
     p.add_argument("--sets", default="digits,shapes", help="digits, shapes or digits,shapes (each set trained alone)")
     p.add_argument("--model", help="judge this folder of mmu showo train instead of training (one set)")
+    p.add_argument("--out", help="keep each trained run in OUT/<set> (mmu showo train's folder: judge it again "
+                   "with --model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples-per-prompt", type=int, default=10, help="digit images per prompt (default 10)")
     p.add_argument("--num-questions", type=int, help="held-out digits asked (default: all 359)")
     p.add_argument("--num-shapes", type=int, help="held-out scenes drawn (default: all 512)")
+    p.add_argument("--sampling-steps", type=int, help="MaskGIT steps (default: the set's, SAMPLING)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the set's, SAMPLING)")
     p.add_argument("--threads", type=int, help="mmu.set_num_threads(N) first")
     args = p.parse_args(argv)
     if args.threads:
@@ -170,12 +174,14 @@ def main(argv=None):
             from mmu.models.show_o import ShowO
             model, seconds = ShowO.from_pretrained(args.model).eval(), None
         else:
-            run = train_show_o_tiny(name, seed=args.seed, progress=False, verbose=True)
+            out = None if args.out is None else os.path.join(args.out, name)
+            run = train_show_o_tiny(name, seed=args.seed, out=out, progress=False, verbose=True)
             model, seconds = run.model, run.seconds
             print(f"{name}: {run.settings}")
         start = time.perf_counter()
         metrics = evaluate_show_o_tiny(model, name, samples_per_prompt=args.samples_per_prompt, seed=args.seed,
-                                       num_questions=args.num_questions, num_shapes=args.num_shapes)
+                                       num_questions=args.num_questions, num_shapes=args.num_shapes,
+                                       steps=args.sampling_steps, guidance_scale=args.guidance)
         print(f"{name}: judged in {time.perf_counter() - start:.0f} s: "
               + ", ".join(f"{k} {np.round(v, 3)}" for k, v in metrics.items()))
         table += accuracy_rows(metrics, name, seconds)

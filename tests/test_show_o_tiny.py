@@ -149,3 +149,45 @@ def test_the_judges_live_outside_the_library():
                 with open(os.path.join(folder, f)) as fh:
                     text = fh.read()
                 assert "LogisticRegression" not in text and "sklearn.linear_model" not in text, f
+
+
+def test_merge_background_codes_gives_background_only_codes_one_vector():
+    from mmu.models.show_o.tiny import merge_background_codes
+    from mmu.tokenizers import VQVAE
+    from mmu.train import Trainer, TrainConfig
+    mmu.manual_seed(0)
+    x = np.asarray(mmu.data.captioned_shapes(64, size=16).images)
+    tok = VQVAE(in_channels=3, hidden_channels=16, res_channels=8, num_res_blocks=1, downsample=2, embed_dim=8,
+                codebook_size=64, quantizer="ema_vq", resolution=16)
+    Trainer(tok, x, TrainConfig(steps=40, batch_size=32, lr=2e-3, seed=0, progress=False)).fit()
+    tok.eval()
+    # the reference: codes whose uses are >= 90% on all-black 2 x 2 patches
+    codes = np.asarray(tok.encode(x)).reshape(64, -1)
+    lit = (x.max(1) > -0.99).reshape(64, 8, 2, 8, 2).any((2, 4)).reshape(64, -1)
+    used, on_black = np.bincount(codes.ravel(), minlength=64), np.bincount(codes[~lit], minlength=64)
+    only = np.flatnonzero((used > 0) & (on_black >= 0.9 * used))
+    assert len(only) >= 2, only  # 40 steps already spend several codes on black
+    keep = only[np.argmax(used[only])]
+    q = tok.quantize
+    before = {n: getattr(q, n).detach().numpy().copy() for n in ("embed", "embed_avg", "cluster_size")}
+    assert merge_background_codes(tok, x, rounds=1, share=0.9) == len(only) - 1
+    for name, was in before.items():
+        now = getattr(q, name).detach().numpy()
+        np.testing.assert_array_equal(now[:, only], np.repeat(was[:, keep:keep + 1], len(only), 1), err_msg=name)
+        rest = np.setdiff1d(np.arange(64), only)
+        np.testing.assert_array_equal(now[:, rest], was[:, rest], err_msg=name)
+    # equal vectors: encode picks the first of them, so one index is left of the merged codes
+    after = np.asarray(tok.encode(x))
+    assert set(np.unique(after)) & set(only) <= {only.min()}
+    with pytest.raises(ValueError, match="images must be"):
+        merge_background_codes(tok, x[:, :1])
+    with pytest.raises(ValueError, match="share"):
+        merge_background_codes(tok, x, share=0.2)
+    lfq = VQVAE(in_channels=3, hidden_channels=8, res_channels=4, num_res_blocks=1, downsample=2, embed_dim=4,
+                codebook_size=16, quantizer="lfq", resolution=16)
+    with pytest.raises(TypeError, match="EMA VQ"):
+        merge_background_codes(lfq, x)
+    with pytest.raises(ValueError, match="tokenizer_merge_background"):
+        train_show_o_tiny("digits", steps=1, tokenizer_steps=0, tokenizer_merge_background=0.9)
+    with pytest.raises(ValueError, match="tokenizer_merge_background"):
+        train_show_o_tiny("shapes", steps=1, tokenizer_steps=0, tokenizer_merge_background=0.3)
