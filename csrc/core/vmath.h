@@ -16,9 +16,8 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float mmu_exp(float x) {
-    float xc = x < -88.0f ? -88.0f : x;
-    xc = xc > 88.5f ? 88.5f : xc;
+/* 2^(x·log2 e) for x already clamped to [-88, 88.5]: the shared body of mmu_exp and mmu_exp_le0 */
+static inline float mmu_exp_clamped(float xc) {
     float t = fmaf(xc, 1.44269504f, 12582912.0f);
     float n = t - 12582912.0f;
     float r = fmaf(n, -0.693359375f, xc);
@@ -35,6 +34,20 @@ static inline float mmu_exp(float x) {
     union { float f; uint32_t u; } s = {t};
     s.u = (s.u + 127u) << 23;
     return p * s.f;
+}
+
+static inline float mmu_exp(float x) {
+    float xc = x < -88.0f ? -88.0f : x;
+    xc = xc > 88.5f ? 88.5f : xc;
+    return mmu_exp_clamped(xc);
+}
+
+/* mmu_exp for arguments <= 0 (or a hair above by rounding) or NaN, such as a softmax's s - max:
+ * the same bits as mmu_exp there without its clamp at the top, which costs a compare and a blend
+ * per vector in the hottest loop after attention's GEMMs (a NaN passes the low clamp and comes out
+ * NaN, as from mmu_exp) */
+static inline float mmu_exp_le0(float x) {
+    return mmu_exp_clamped(x < -88.0f ? -88.0f : x);
 }
 
 /* Natural log, branch-free so loops that call it vectorise (glibc's logf does not

@@ -122,28 +122,6 @@ static inline void vhsum4(vf a0, vf a1, vf a2, vf a3, float *t) {
 
 static inline int64_t up16(int64_t n) { return (n + 15) & ~(int64_t)15; }
 
-/* mmu_exp for the softmax's arguments s - max and s - lse, which are <= 0 (or a hair
- * above it by rounding) or NaN: the same bits as mmu_exp there, without its clamp at
- * the top, which costs a compare and a blend per vector in the hottest loop after the
- * GEMMs (a NaN passes the low clamp and comes out NaN, as from mmu_exp) */
-static inline float exp_le0(float x) {
-    float xc = x < -88.0f ? -88.0f : x;
-    float t = fmaf(xc, 1.44269504f, 12582912.0f);
-    float n = t - 12582912.0f;
-    float r = fmaf(n, -0.693359375f, xc);
-    r = fmaf(n, 2.12194440e-4f, r);
-    float p = 0.0013933643931522965f;
-    p = fmaf(p, r, 0.008363175205886364f);
-    p = fmaf(p, r, 0.04166646674275398f);
-    p = fmaf(p, r, 0.16666576266288757f);
-    p = fmaf(p, r, 0.5f);
-    p = fmaf(p, r, 1.0f);
-    p = fmaf(p, r, 1.0f);
-    union { float f; uint32_t u; } sc = {t};
-    sc.u = (sc.u + 127u) << 23;
-    return p * sc.f;
-}
-
 /* C (MR x 16·NV) (+)= A (MR x K) B (K x 16·NV), with A stored transposed (K x MR,
  * element (m, k) at A[k·lda + m]) when TA. TA, MR <= 6, NV <= 4 are compile-time
  * constants after inlining: the 24 accumulators are named variables (arrays
@@ -550,7 +528,7 @@ static void fwd_rows(const sdpa_geom *g, fwd_scratch *w, int64_t b, int64_t r0, 
                 float part[16] = {0}, *lv = w->l + r * 16;
                 for (int64_t c = 0; c + 16 <= nc; c += 16)
                     for (int t = 0; t < 16; t++) {
-                        float e = exp_le0(s[c + t] - mnew);
+                        float e = mmu_exp_le0(s[c + t] - mnew);
                         s[c + t] = e;
                         part[t] += e;
                     }
@@ -761,12 +739,12 @@ static void dec_piece(const sdpa_geom *g, int64_t grp, float *qs, float *sc, int
         int64_t c = 0;
         for (; c + 16 <= n; c += 16)
             for (int t = 0; t < 16; t++) {
-                float e = exp_le0(s[c + t] - mx);
+                float e = mmu_exp_le0(s[c + t] - mx);
                 s[c + t] = e;
                 part[t] += e;
             }
         for (; c < n; c++) {
-            float e = exp_le0(s[c] - mx);
+            float e = mmu_exp_le0(s[c] - mx);
             s[c] = e;
             tot += e;
         }
@@ -948,7 +926,7 @@ static void bwd_task(const sdpa_geom *g, bwd_scratch *w, int64_t b, int64_t kb0,
                 if (l == -INFINITY)
                     memset(p, 0, nc * sizeof(float));
                 else
-                    for (int64_t c = 0; c < nc; c++) p[c] = exp_le0(p[c] - l);
+                    for (int64_t c = 0; c < nc; c++) p[c] = mmu_exp_le0(p[c] - l);
                 if (drop) {
                     float *z = w->z + r * bc, *pd = w->pd + r * bc;
                     dropout_row(z, g, b, i0 + r, j0, kn);
@@ -1688,7 +1666,7 @@ static void grp_fwd_task(const grp_geom *g, grp_scratch *w, int64_t bh, int64_t 
             float part[16] = {0};
             for (int64_t c = 0; c < np; c += 16)
                 for (int t = 0; t < 16; t++) {
-                    float e = exp_le0(s[c + t] - mx);
+                    float e = mmu_exp_le0(s[c + t] - mx);
                     s[c + t] = e;
                     part[t] += e;
                 }
@@ -1738,7 +1716,7 @@ static void grp_bwd_task(const grp_geom *g, grp_scratch *w, int64_t bh, int64_t 
             if (l == -INFINITY)
                 memset(p, 0, np * sizeof(float));
             else
-                for (int64_t c = 0; c < np; c++) p[c] = exp_le0(p[c] - l);
+                for (int64_t c = 0; c < np; c++) p[c] = mmu_exp_le0(p[c] - l);
         }
         /* dV += Pᵀ dO (keys nk.. get nothing from this block) */
         gemm(1, nk, Evp, nr, w->s, np, w->dop + i0 * Evp, Evp, w->dv, Evp, 1);
