@@ -173,6 +173,26 @@ def test_query_rows_vs_float64_reference():
     assert_close(out.numpy(), ref_sdpa(q, k, v, mask, True)[:, :, 5:67], 1e-4, 1e-5, "rows 5:67 vs float64")
 
 
+@pytest.mark.parametrize("query_rows", [None, (2, 7)])
+def test_masks_without_a_key_dim(query_rows):
+    # a 0-d mask (and a 1-d one over the keys) broadcasts over every score: the kernel once read the key dim
+    # as shape[ndim - 1] of a 0-d mask (index -1, caught by UBSan in the API fuzz)
+    rng = np.random.default_rng(13)
+    z = rnd(rng, 2, 6, 9, 8)
+    lo, hi = query_rows or (0, 9)
+    plain = F.attention_of_heads(mmu.tensor(z), 2, query_rows=query_rows).numpy()
+    for mask, want in [(np.array(True), plain), (np.array(0.0, np.float32), plain),
+                       (np.ones(9, bool), plain)]:
+        got = F.attention_of_heads(mmu.tensor(z), 2, attn_mask=mask, query_rows=query_rows).numpy()
+        np.testing.assert_array_equal(got, want)
+    keys = rng.random(9) < 0.6
+    keys[0] = True
+    q, k, v = z[:, :2], z[:, 2:4], z[:, 4:]
+    got = F.attention_of_heads(mmu.tensor(z), 2, attn_mask=keys, query_rows=query_rows).numpy()
+    assert_close(got, ref_sdpa(q, k, v, np.broadcast_to(keys, (9, 9)), False)[:, :, lo:hi], 1e-4, 1e-5,
+                 "1-d key mask vs float64")
+
+
 def test_query_rows_bad_arguments():
     z = mmu.tensor(np.zeros((1, 3, 10, 4), np.float32))
     for bad in [(1,), (1, 2, 3), (1.0, 2), "ab", 3]:

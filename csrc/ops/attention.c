@@ -1341,7 +1341,7 @@ static mmu_status packed_geom(sdpa_geom *g, int *nd, int64_t *bs, const mmu_tens
     }
     g->q = g->k = g->v = mmu_f32(z);
     if (mask) {
-        int64_t Sm = mask->shape[mask->ndim - 1];
+        int64_t Sm = mask->ndim ? mask->shape[mask->ndim - 1] : 1; /* a 0-d mask has no key dim */
         if (rowdim && n != L) { /* the matrices keep their L rows in memory: offsets of (L, Sm) matrices */
             for (int64_t i = 0; i < g->NB; i++) g->moff[i] = g->moff[i] / (n * Sm) * (L * Sm);
             g->mmat = L * Sm;
